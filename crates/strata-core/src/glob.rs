@@ -1,0 +1,234 @@
+//! Redis-style glob patterns over byte keys, for `invalidate_pattern` (and later `KEYS`/`SCAN`).
+//!
+//! Syntax as in Redis: `*` any run of bytes, `?` one byte, `[abc]` `[^abc]` `[a-z]` a class,
+//! `\x` the byte `x` literally. Like Redis, a pattern is never refused for its syntax: an
+//! unterminated `[` or a trailing `\` stands for itself. Unlike Redis's recursive matcher,
+//! matching here is iterative with one backtrack point, so its cost is bounded by
+//! O(pattern × key) for any input; patterns are capped at [`MAX_PATTERN_BYTES`].
+
+use crate::error::CacheError;
+
+/// Longest accepted pattern, in bytes.
+pub const MAX_PATTERN_BYTES: usize = 1024;
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+enum Token {
+    Byte(u8),
+    AnyByte,
+    AnyRun,
+    Class {
+        negated: bool,
+        ranges: Vec<(u8, u8)>,
+    },
+}
+
+/// A compiled glob pattern.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Glob {
+    tokens: Vec<Token>,
+    source: Vec<u8>,
+}
+
+impl Glob {
+    /// Compiles `pattern`; fails only when it is longer than [`MAX_PATTERN_BYTES`].
+    pub fn new(pattern: &[u8]) -> Result<Self, CacheError> {
+        if pattern.len() > MAX_PATTERN_BYTES {
+            return Err(CacheError::PatternTooLong {
+                len: pattern.len(),
+                max: MAX_PATTERN_BYTES,
+            });
+        }
+        let mut tokens = Vec::with_capacity(pattern.len());
+        let mut i = 0;
+        while i < pattern.len() {
+            let b = pattern[i];
+            i += 1;
+            match b {
+                b'*' => {
+                    // Consecutive stars match what one star matches.
+                    if tokens.last() != Some(&Token::AnyRun) {
+                        tokens.push(Token::AnyRun);
+                    }
+                }
+                b'?' => tokens.push(Token::AnyByte),
+                b'\\' if i < pattern.len() => {
+                    tokens.push(Token::Byte(pattern[i]));
+                    i += 1;
+                }
+                b'[' => match parse_class(&pattern[i..]) {
+                    Some((token, used)) => {
+                        tokens.push(token);
+                        i += used;
+                    }
+                    None => tokens.push(Token::Byte(b'[')),
+                },
+                other => tokens.push(Token::Byte(other)),
+            }
+        }
+        Ok(Glob {
+            tokens,
+            source: pattern.to_vec(),
+        })
+    }
+
+    /// The pattern as given.
+    pub fn as_bytes(&self) -> &[u8] {
+        &self.source
+    }
+
+    /// Whether the pattern matches every key (`*`), which lets a layer flush instead of scan.
+    pub fn matches_everything(&self) -> bool {
+        self.tokens == [Token::AnyRun]
+    }
+
+    /// The literal bytes every match starts with, for prefix scans on ordered stores.
+    pub fn literal_prefix(&self) -> Vec<u8> {
+        self.tokens
+            .iter()
+            .map_while(|t| match t {
+                Token::Byte(b) => Some(*b),
+                _ => None,
+            })
+            .collect()
+    }
+
+    /// Whether `key` matches the whole pattern.
+    pub fn matches(&self, key: &[u8]) -> bool {
+        let toks = &self.tokens;
+        let (mut t, mut k) = (0usize, 0usize);
+        // Where to resume after the last `*`: the token after it and the key position it has
+        // absorbed up to. Only the last star needs remembering: a later star can always absorb
+        // whatever an earlier one would have.
+        let mut resume: Option<(usize, usize)> = None;
+        while k < key.len() {
+            let step = match toks.get(t) {
+                Some(Token::AnyRun) => {
+                    resume = Some((t + 1, k));
+                    t += 1;
+                    continue;
+                }
+                Some(tok) => single_matches(tok, key[k]),
+                None => false,
+            };
+            if step {
+                t += 1;
+                k += 1;
+            } else if let Some((rt, rk)) = resume {
+                t = rt;
+                k = rk + 1;
+                resume = Some((rt, rk + 1));
+            } else {
+                return false;
+            }
+        }
+        toks[t..].iter().all(|tok| *tok == Token::AnyRun)
+    }
+}
+
+fn single_matches(tok: &Token, b: u8) -> bool {
+    match tok {
+        Token::Byte(x) => *x == b,
+        Token::AnyByte => true,
+        Token::Class { negated, ranges } => {
+            ranges.iter().any(|&(lo, hi)| lo <= b && b <= hi) != *negated
+        }
+        Token::AnyRun => true,
+    }
+}
+
+/// Parses a class body after `[`; returns the token and the bytes used including `]`, or
+/// `None` when there is no closing `]`.
+fn parse_class(p: &[u8]) -> Option<(Token, usize)> {
+    let mut i = 0;
+    let negated = p.first() == Some(&b'^');
+    if negated {
+        i += 1;
+    }
+    let mut ranges = Vec::new();
+    loop {
+        let b = *p.get(i)?;
+        i += 1;
+        match b {
+            b']' => return Some((Token::Class { negated, ranges }, i)),
+            b'\\' => {
+                let e = *p.get(i)?;
+                i += 1;
+                ranges.push((e, e));
+            }
+            lo if p.get(i) == Some(&b'-') && p.get(i + 1).is_some_and(|&c| c != b']') => {
+                let hi = p[i + 1];
+                i += 2;
+                // Redis accepts reversed ranges such as [z-a].
+                ranges.push((lo.min(hi), lo.max(hi)));
+            }
+            other => ranges.push((other, other)),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    fn m(p: &str, k: &str) -> bool {
+        Glob::new(p.as_bytes()).unwrap().matches(k.as_bytes())
+    }
+
+    #[test]
+    fn redis_semantics() {
+        assert!(m("*", ""));
+        assert!(m("*", "anything"));
+        assert!(m("user:*", "user:42"));
+        assert!(!m("user:*", "users:42"));
+        assert!(m("h?llo", "hello") && m("h?llo", "hallo") && !m("h?llo", "hllo"));
+        assert!(m("h*llo", "hllo") && m("h*llo", "heeeello"));
+        assert!(m("h[ae]llo", "hello") && !m("h[ae]llo", "hillo"));
+        assert!(m("h[^e]llo", "hallo") && !m("h[^e]llo", "hello"));
+        assert!(m("h[a-b]llo", "hbllo") && !m("h[a-b]llo", "hcllo"));
+        assert!(m("h[b-a]llo", "hallo"), "reversed range");
+        assert!(m(r"a\*b", "a*b") && !m(r"a\*b", "axb"));
+        assert!(m("a[", "a["), "unterminated class is literal");
+        assert!(m(r"a\", r"a\"), "trailing backslash is literal");
+        assert!(m("*a*b*c*", "xxaxxbxxcxx") && !m("*a*b*c*", "xxaxxcxxbxx"));
+        assert!(m("a*", "a") && !m("a?", "a"));
+        assert!(m("[]]", "]") || !m("[]]", "]"), "no panic on odd classes");
+    }
+
+    #[test]
+    fn prefix_and_everything() {
+        let g = Glob::new(b"user:1*x").unwrap();
+        assert_eq!(g.literal_prefix(), b"user:1");
+        assert!(Glob::new(b"**").unwrap().matches_everything());
+        assert!(!g.matches_everything());
+        assert!(matches!(
+            Glob::new(&[b'a'; MAX_PATTERN_BYTES + 1]),
+            Err(CacheError::PatternTooLong { .. })
+        ));
+    }
+
+    /// A slow, obviously correct matcher over literal-or-star patterns, as an oracle.
+    fn oracle(p: &[u8], k: &[u8]) -> bool {
+        match p.split_first() {
+            None => k.is_empty(),
+            Some((b'*', rest)) => (0..=k.len()).any(|i| oracle(rest, &k[i..])),
+            Some((b'?', rest)) => !k.is_empty() && oracle(rest, &k[1..]),
+            Some((c, rest)) => k.first() == Some(c) && oracle(rest, &k[1..]),
+        }
+    }
+
+    proptest! {
+        #[test]
+        fn agrees_with_oracle(p in "[ab*?]{0,8}", k in "[ab]{0,10}") {
+            prop_assert_eq!(m(&p, &k), oracle(p.as_bytes(), k.as_bytes()));
+        }
+
+        #[test]
+        fn any_bytes_never_panic(p in proptest::collection::vec(any::<u8>(), 0..64),
+                                 k in proptest::collection::vec(any::<u8>(), 0..64)) {
+            let g = Glob::new(&p).unwrap();
+            let _ = g.matches(&k);
+            let _ = g.literal_prefix();
+        }
+    }
+}

@@ -1,0 +1,801 @@
+//! The tiered manager behind [`Cache`]: L1 → L2 → L3 lookup with promotion, concurrent
+//! write-through, invalidation by key, pattern, tag and namespace, and single-flight loading.
+//!
+//! Ordering rules that keep layers coherent on one node:
+//! - every write carries a [`Version`] from the node's hybrid logical clock and no layer
+//!   replaces a newer version with an older one, so a slow promotion cannot undo a newer `set`;
+//! - a value read for `get_or_load` is stamped when the load *starts*, so a `set` made while
+//!   the loader ran wins over the loaded value;
+//! - each namespace has an invalidation epoch, bumped *before* an invalidation removes
+//!   anything; a promotion or loaded value is stored only if the epoch it started under is
+//!   still current after the store (else the store is undone), so an invalidation that
+//!   overlaps a slow read is never undone by that read.
+
+use std::future::Future;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+
+use crate::entry::{Entry, Limits, Tags};
+use crate::error::{CacheError, LoaderError, TierError};
+use crate::flight::{Flights, Role, follow};
+use crate::glob::Glob;
+use crate::memory::MemoryTier;
+use crate::namespace::{MAX_NAMESPACES, Namespace, NamespacePolicy, validate_name};
+use crate::ns_table::NsTable;
+use crate::stats::{self, CacheStats};
+use crate::tier::{Layer, Tier, TierHealth};
+use crate::time::{Clock, SystemClock, duration_ms};
+use crate::version::{HybridClock, Version};
+use crate::view::{CacheHealth, StatsSnapshot};
+
+/// Options of one `set`.
+#[derive(Debug, Clone, Default)]
+pub struct SetOptions {
+    /// The TTL; `None` uses the namespace's `default_ttl`.
+    pub ttl: Option<Duration>,
+    /// Tags for `invalidate_tag`.
+    pub tags: Tags,
+}
+
+impl SetOptions {
+    /// Options with this TTL.
+    pub fn ttl(ttl: Duration) -> Self {
+        Self {
+            ttl: Some(ttl),
+            ..Self::default()
+        }
+    }
+
+    /// Adds tags.
+    pub fn with_tags<I, T>(mut self, tags: I) -> Self
+    where
+        I: IntoIterator<Item = T>,
+        T: Into<Bytes>,
+    {
+        self.tags = Tags::new(tags);
+        self
+    }
+}
+
+/// Options of one `get_or_load`.
+#[derive(Debug, Clone, Default)]
+pub struct LoadOptions {
+    /// TTL and tags of the stored value.
+    pub set: SetOptions,
+    /// Keep the value this long past its expiry and serve it if a later load fails
+    /// (stale-if-error). TTL + grace must fit the namespace's `max_ttl`.
+    pub stale_if_error: Option<Duration>,
+}
+
+pub(crate) struct NsState {
+    pub(crate) policy: NamespacePolicy,
+    /// Bumped before every invalidation in the namespace; see the module docs.
+    epoch: AtomicU64,
+}
+
+/// Builds a [`Cache`] from any subset of layers.
+pub struct CacheBuilder {
+    l1: Option<Arc<MemoryTier>>,
+    l2: Option<Arc<dyn Tier>>,
+    l3: Option<Arc<dyn Tier>>,
+    clock: Arc<dyn Clock>,
+    limits: Limits,
+    default_policy: NamespacePolicy,
+    policies: Vec<(String, NamespacePolicy)>,
+}
+
+impl Default for CacheBuilder {
+    fn default() -> Self {
+        Self {
+            l1: None,
+            l2: None,
+            l3: None,
+            clock: Arc::new(SystemClock),
+            limits: Limits::default(),
+            default_policy: NamespacePolicy::default(),
+            policies: Vec::new(),
+        }
+    }
+}
+
+impl CacheBuilder {
+    /// Uses `l1` as the memory layer.
+    pub fn l1(mut self, l1: Arc<MemoryTier>) -> Self {
+        self.l1 = Some(l1);
+        self
+    }
+
+    /// Uses `tier` as the shared layer (cluster owner or Redis).
+    pub fn l2(mut self, tier: Arc<dyn Tier>) -> Self {
+        self.l2 = Some(tier);
+        self
+    }
+
+    /// Uses `tier` as the disk layer.
+    pub fn l3(mut self, tier: Arc<dyn Tier>) -> Self {
+        self.l3 = Some(tier);
+        self
+    }
+
+    /// The clock for expiry and versions (the same one the tiers use).
+    pub fn clock(mut self, clock: Arc<dyn Clock>) -> Self {
+        self.clock = clock;
+        self
+    }
+
+    /// Size limits for keys, values and tags.
+    pub fn limits(mut self, limits: Limits) -> Self {
+        self.limits = limits;
+        self
+    }
+
+    /// The policy of namespaces that are not configured by name.
+    pub fn default_policy(mut self, policy: NamespacePolicy) -> Self {
+        self.default_policy = policy;
+        self
+    }
+
+    /// The policy of one named namespace.
+    pub fn namespace(mut self, name: &str, policy: NamespacePolicy) -> Self {
+        self.policies.push((name.to_owned(), policy));
+        self
+    }
+
+    /// Checks the policies and builds the cache.
+    pub fn build(self) -> Result<Cache, String> {
+        self.default_policy
+            .validate()
+            .map_err(|e| format!("namespace_defaults: {e}"))?;
+        let namespaces = NsTable::default();
+        for (name, policy) in &self.policies {
+            Namespace::new(name).map_err(|e| e.to_string())?;
+            policy
+                .validate()
+                .map_err(|e| format!("namespaces.{name}: {e}"))?;
+            namespaces
+                .get_or_create(name, |_| {
+                    Ok::<_, String>(NsState {
+                        policy: policy.clone(),
+                        epoch: AtomicU64::new(0),
+                    })
+                })
+                .map_err(|e| format!("namespaces.{name}: {e}"))?;
+        }
+        Ok(Cache {
+            inner: Arc::new(Inner {
+                l1: self.l1,
+                l2: self.l2,
+                l3: self.l3,
+                clock: self.clock,
+                hlc: HybridClock::new(),
+                limits: self.limits,
+                default_policy: self.default_policy,
+                namespaces,
+                flights: Arc::new(Flights::default()),
+                stats: CacheStats::default(),
+            }),
+        })
+    }
+}
+
+struct Inner {
+    l1: Option<Arc<MemoryTier>>,
+    l2: Option<Arc<dyn Tier>>,
+    l3: Option<Arc<dyn Tier>>,
+    clock: Arc<dyn Clock>,
+    hlc: HybridClock,
+    limits: Limits,
+    default_policy: NamespacePolicy,
+    namespaces: NsTable<NsState>,
+    flights: Arc<Flights>,
+    stats: CacheStats,
+}
+
+/// A cheap, cloneable handle to one node's layers. Reads and writes go straight to the
+/// layers (never through an actor mailbox).
+#[derive(Clone)]
+pub struct Cache {
+    inner: Arc<Inner>,
+}
+
+impl std::fmt::Debug for Cache {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Cache")
+            .field("l1", &self.inner.l1.is_some())
+            .field("l2", &self.inner.l2.is_some())
+            .field("l3", &self.inner.l3.is_some())
+            .finish_non_exhaustive()
+    }
+}
+
+impl Cache {
+    /// A builder with no layers, the system clock and default policies.
+    pub fn builder() -> CacheBuilder {
+        CacheBuilder::default()
+    }
+
+    /// The memory layer, if configured.
+    pub fn l1(&self) -> Option<&Arc<MemoryTier>> {
+        self.inner.l1.as_ref()
+    }
+
+    /// The tier filling `layer`, if configured.
+    pub fn tier(&self, layer: Layer) -> Option<Arc<dyn Tier>> {
+        match layer {
+            Layer::L1 => self.inner.l1.clone().map(|t| t as Arc<dyn Tier>),
+            Layer::L2 => self.inner.l2.clone(),
+            Layer::L3 => self.inner.l3.clone(),
+        }
+    }
+
+    /// The raw counters (for metric exporters).
+    pub fn raw_stats(&self) -> &CacheStats {
+        &self.inner.stats
+    }
+
+    /// The policy that applies to `namespace`.
+    pub fn policy(&self, namespace: &str) -> NamespacePolicy {
+        self.inner
+            .namespaces
+            .get(namespace)
+            .map_or_else(|| self.inner.default_policy.clone(), |s| s.policy.clone())
+    }
+
+    fn ns_state(&self, namespace: &str) -> Result<Arc<NsState>, CacheError> {
+        validate_name(namespace)?;
+        self.inner.namespaces.get_or_create(namespace, |existing| {
+            if existing >= MAX_NAMESPACES {
+                return Err(CacheError::TooManyNamespaces {
+                    max: MAX_NAMESPACES,
+                });
+            }
+            Ok(NsState {
+                policy: self.inner.default_policy.clone(),
+                epoch: AtomicU64::new(0),
+            })
+        })
+    }
+
+    /// The epoch of `namespace` without creating it: a namespace never written or
+    /// invalidated is at epoch 0, which is where a new one starts.
+    fn epoch_of(&self, namespace: &str) -> u64 {
+        self.inner
+            .namespaces
+            .get(namespace)
+            .map_or(0, |s| s.epoch.load(Ordering::Acquire))
+    }
+
+    fn lower_tiers(&self, policy_use_l3: bool) -> impl Iterator<Item = &Arc<dyn Tier>> {
+        self.inner
+            .l2
+            .iter()
+            .chain(self.inner.l3.iter().filter(move |_| policy_use_l3))
+    }
+
+    /// The value of `key` in `namespace`, from the fastest layer that has it fresh.
+    ///
+    /// A hit in a slower layer is promoted into the faster ones. A layer that fails is
+    /// counted and skipped (the read is a miss there), so a broken L3 or Redis never turns a
+    /// read into an error.
+    #[inline]
+    pub async fn get(&self, namespace: &str, key: &[u8]) -> Result<Option<Bytes>, CacheError> {
+        self.inner.limits.check_key(key)?;
+        if let Some(l1) = &self.inner.l1 {
+            let stats = self.inner.stats.layer(Layer::L1);
+            let start = stats::sample_l1().then(Instant::now);
+            let hit = l1.get_value(namespace, key);
+            if let Some(start) = start {
+                stats.latency.record_since(start);
+            }
+            if let Some(value) = hit {
+                stats.hits.incr();
+                return Ok(Some(value));
+            }
+            stats.misses.incr();
+        }
+        Ok(self.get_below_l1(namespace, key).await?.map(|e| e.value))
+    }
+
+    /// Like [`Cache::get`], with the entry's version, expiry and tags.
+    pub async fn get_entry(
+        &self,
+        namespace: &str,
+        key: &[u8],
+    ) -> Result<Option<Entry>, CacheError> {
+        self.inner.limits.check_key(key)?;
+        if let Some(l1) = &self.inner.l1 {
+            let stats = self.inner.stats.layer(Layer::L1);
+            if let Some(e) = l1.get_entry(namespace, key) {
+                stats.hits.incr();
+                return Ok(Some(e));
+            }
+            stats.misses.incr();
+        }
+        self.get_below_l1(namespace, key).await
+    }
+
+    async fn get_below_l1(&self, namespace: &str, key: &[u8]) -> Result<Option<Entry>, CacheError> {
+        validate_name(namespace)?;
+        let epoch = self.epoch_of(namespace);
+        let use_l3 = self.policy_use_l3(namespace);
+        for tier in self.lower_tiers(use_l3) {
+            let layer = tier.layer();
+            let stats = self.inner.stats.layer(layer);
+            let start = Instant::now();
+            let found = tier.get(namespace, key).await;
+            stats.latency.record_since(start);
+            match found {
+                Ok(Some(entry)) => {
+                    stats.hits.incr();
+                    self.promote(namespace, key, &entry, layer, epoch).await;
+                    return Ok(Some(entry));
+                }
+                Ok(None) => stats.misses.incr(),
+                Err(err) => {
+                    stats.errors.incr();
+                    tracing::warn!(%layer, namespace, error = %err, "read failed; treated as a miss");
+                }
+            }
+        }
+        self.inner.stats.misses.incr();
+        Ok(None)
+    }
+
+    fn policy_use_l3(&self, namespace: &str) -> bool {
+        self.inner
+            .namespaces
+            .get(namespace)
+            .map_or(self.inner.default_policy.use_l3, |s| s.policy.use_l3)
+    }
+
+    /// Copies a hit from `from` into the faster layers: L1 always, and L3 for an L2 hit when
+    /// the namespace uses L3.
+    async fn promote(&self, namespace: &str, key: &[u8], entry: &Entry, from: Layer, epoch: u64) {
+        let key = Bytes::copy_from_slice(key);
+        let mut targets: Vec<Arc<dyn Tier>> = Vec::with_capacity(2);
+        if let Some(l1) = &self.inner.l1 {
+            targets.push(l1.clone());
+        }
+        if from == Layer::L2
+            && self.policy_use_l3(namespace)
+            && let Some(l3) = &self.inner.l3
+        {
+            targets.push(l3.clone());
+        }
+        for tier in &targets {
+            let _ = self.record_set(
+                tier.layer(),
+                tier.set(namespace, key.clone(), entry.clone()).await,
+            );
+        }
+        if self.epoch_of(namespace) != epoch {
+            self.undo(namespace, &key, entry.version, &targets).await;
+        }
+    }
+
+    /// Removes a copy of `version` that raced with an invalidation.
+    async fn undo(&self, namespace: &str, key: &[u8], version: Version, tiers: &[Arc<dyn Tier>]) {
+        for tier in tiers {
+            if let Err(err) = tier.remove_version(namespace, key, version).await {
+                self.inner.stats.layer(tier.layer()).errors.incr();
+                tracing::warn!(layer = %tier.layer(), error = %err, "could not undo a racing copy");
+            }
+        }
+    }
+
+    fn record_set<T>(&self, layer: Layer, result: Result<T, TierError>) -> Result<T, TierError> {
+        let stats = self.inner.stats.layer(layer);
+        match &result {
+            Ok(_) => stats.sets.incr(),
+            Err(err) => {
+                stats.errors.incr();
+                tracing::warn!(%layer, error = %err, "write failed");
+            }
+        }
+        result
+    }
+
+    /// Stores `value` with the namespace's default TTL.
+    pub async fn set(
+        &self,
+        namespace: &str,
+        key: impl Into<Bytes>,
+        value: impl Into<Bytes>,
+    ) -> Result<Version, CacheError> {
+        self.set_with(namespace, key, value, SetOptions::default())
+            .await
+    }
+
+    /// Stores `value` in every configured layer, concurrently.
+    ///
+    /// Fails with [`CacheError::PolicyViolation`] when the TTL exceeds the namespace's
+    /// `max_ttl`, and with a size error when a limit is passed; in both cases nothing is
+    /// written anywhere. Returns when L1 and L2 (if configured) hold the value; an L3 failure
+    /// is counted and logged, not returned, because L3 is a local best-effort copy.
+    pub async fn set_with(
+        &self,
+        namespace: &str,
+        key: impl Into<Bytes>,
+        value: impl Into<Bytes>,
+        options: SetOptions,
+    ) -> Result<Version, CacheError> {
+        let (key, value) = (key.into(), value.into());
+        let state = self.ns_state(namespace)?;
+        self.inner.limits.check_write(&key, &value, &options.tags)?;
+        let now = self.inner.clock.now_ms();
+        let entry = self.make_entry(namespace, &state, value, &options, None, now)?;
+        let version = entry.version;
+        self.write_through(namespace, &state, key, entry).await?;
+        Ok(version)
+    }
+
+    fn make_entry(
+        &self,
+        namespace: &str,
+        state: &NsState,
+        value: Bytes,
+        options: &SetOptions,
+        stale_grace: Option<Duration>,
+        now: u64,
+    ) -> Result<Entry, CacheError> {
+        self.make_entry_at(namespace, state, value, options, stale_grace, now, None)
+    }
+
+    /// Builds an entry; `version` is ticked now unless the caller ticked it earlier.
+    #[allow(clippy::too_many_arguments)]
+    fn make_entry_at(
+        &self,
+        namespace: &str,
+        state: &NsState,
+        value: Bytes,
+        options: &SetOptions,
+        stale_grace: Option<Duration>,
+        now: u64,
+        version: Option<Version>,
+    ) -> Result<Entry, CacheError> {
+        let ttl = match state.policy.effective_ttl(namespace, options.ttl) {
+            Ok(ttl) => ttl,
+            Err(err) => {
+                self.inner.stats.policy_violations.incr();
+                return Err(err);
+            }
+        };
+        let expires_at_ms = ttl.map(|t| now.saturating_add(duration_ms(t)));
+        let stale_until_ms = match (stale_grace, ttl) {
+            (Some(grace), Some(ttl)) => {
+                // The grace keeps the bytes around, so it counts against max_ttl (G5).
+                let retention = ttl.saturating_add(grace);
+                if let Some(allowed) = state.policy.max_ttl
+                    && retention > allowed
+                {
+                    self.inner.stats.policy_violations.incr();
+                    return Err(CacheError::PolicyViolation {
+                        namespace: namespace.to_owned(),
+                        requested: retention,
+                        allowed,
+                    });
+                }
+                Some(now.saturating_add(duration_ms(retention)))
+            }
+            _ => None,
+        };
+        Ok(Entry {
+            value,
+            version: version.unwrap_or_else(|| self.inner.hlc.tick(now)),
+            expires_at_ms,
+            stale_until_ms,
+            tags: options.tags.clone(),
+        })
+    }
+
+    async fn write_through(
+        &self,
+        namespace: &str,
+        state: &NsState,
+        key: Bytes,
+        entry: Entry,
+    ) -> Result<(), CacheError> {
+        let version = entry.version;
+        if let Some(l1) = &self.inner.l1 {
+            // L1 is synchronous; a failure there only costs a future miss.
+            let _ = self.record_set(
+                Layer::L1,
+                l1.set_sync(namespace, key.clone(), entry.clone()),
+            );
+        }
+        let l2 = async {
+            match &self.inner.l2 {
+                Some(t) => Some(self.record_set(
+                    Layer::L2,
+                    t.set(namespace, key.clone(), entry.clone()).await,
+                )),
+                None => None,
+            }
+        };
+        let l3 = async {
+            match &self.inner.l3 {
+                Some(t) if state.policy.use_l3 => {
+                    let _ = self.record_set(
+                        Layer::L3,
+                        t.set(namespace, key.clone(), entry.clone()).await,
+                    );
+                }
+                _ => {}
+            }
+        };
+        let (l2_result, ()) = tokio::join!(l2, l3);
+        if let Some(Err(source)) = l2_result {
+            // The shared tier did not take the write, so it is not acknowledged: do not leave
+            // this node serving a value nobody else has.
+            if let Some(l1) = &self.inner.l1 {
+                let _ = Tier::remove_version(&**l1, namespace, &key, version).await;
+            }
+            return Err(CacheError::Tier {
+                layer: Layer::L2,
+                source,
+            });
+        }
+        Ok(())
+    }
+
+    /// Runs `op` on every configured layer (L3 only if the namespace uses it), concurrently
+    /// for L2 and L3, after bumping the namespace's epoch. An L2 failure is returned; an L3
+    /// failure is counted and logged.
+    async fn invalidate_everywhere<'a, F, Fut>(
+        &'a self,
+        namespace: &str,
+        op: F,
+    ) -> Result<u64, CacheError>
+    where
+        F: Fn(Arc<dyn Tier>) -> Fut,
+        Fut: Future<Output = Result<u64, TierError>> + 'a,
+    {
+        let state = self.ns_state(namespace)?;
+        state.epoch.fetch_add(1, Ordering::AcqRel);
+        let mut removed = 0u64;
+        if let Some(l1) = &self.inner.l1 {
+            let n = self.record_invalidation(Layer::L1, op(l1.clone()).await);
+            removed = removed.max(n.unwrap_or(0));
+        }
+        let l2 = async {
+            match &self.inner.l2 {
+                Some(t) => Some(self.record_invalidation(Layer::L2, op(t.clone()).await)),
+                None => None,
+            }
+        };
+        let l3 = async {
+            match &self.inner.l3 {
+                Some(t) if state.policy.use_l3 => self
+                    .record_invalidation(Layer::L3, op(t.clone()).await)
+                    .ok(),
+                _ => None,
+            }
+        };
+        let (l2_result, l3_removed) = tokio::join!(l2, l3);
+        removed = removed.max(l3_removed.unwrap_or(0));
+        match l2_result {
+            Some(Err(source)) => Err(CacheError::Tier {
+                layer: Layer::L2,
+                source,
+            }),
+            Some(Ok(n)) => Ok(removed.max(n)),
+            None => Ok(removed),
+        }
+    }
+
+    fn record_invalidation(
+        &self,
+        layer: Layer,
+        r: Result<u64, TierError>,
+    ) -> Result<u64, TierError> {
+        if let Err(err) = &r {
+            self.inner.stats.layer(layer).errors.incr();
+            tracing::warn!(%layer, error = %err, "invalidation failed");
+        }
+        r
+    }
+
+    /// Removes `key` from every layer; returns whether any layer held it.
+    pub async fn invalidate(&self, namespace: &str, key: &[u8]) -> Result<bool, CacheError> {
+        self.inner.limits.check_key(key)?;
+        let n = self
+            .invalidate_everywhere(namespace, |t| async move {
+                t.remove(namespace, key).await.map(u64::from)
+            })
+            .await?;
+        Ok(n > 0)
+    }
+
+    /// Removes every key of `namespace` matching the Redis-style glob `pattern`; returns the
+    /// number removed from the layer that held the most.
+    pub async fn invalidate_pattern(
+        &self,
+        namespace: &str,
+        pattern: &[u8],
+    ) -> Result<u64, CacheError> {
+        let glob = Glob::new(pattern)?;
+        let glob = &glob;
+        self.invalidate_everywhere(namespace, |t| async move {
+            t.invalidate_pattern(namespace, glob).await
+        })
+        .await
+    }
+
+    /// Removes every entry of `namespace` tagged `tag`; returns the number removed from the
+    /// layer that held the most.
+    pub async fn invalidate_tag(&self, namespace: &str, tag: &[u8]) -> Result<u64, CacheError> {
+        self.invalidate_everywhere(namespace, |t| async move {
+            t.invalidate_tag(namespace, tag).await
+        })
+        .await
+    }
+
+    /// Empties `namespace` in every layer. O(1) in L1 (a generation bump).
+    pub async fn flush_namespace(&self, namespace: &str) -> Result<(), CacheError> {
+        self.invalidate_everywhere(namespace, |t| async move {
+            t.flush_namespace(namespace).await.map(|()| 0)
+        })
+        .await
+        .map(|_| ())
+    }
+
+    /// The value of `key`, or the result of `loader` stored with `options` if no layer has it.
+    ///
+    /// Concurrent calls for one key on this node run the loader once; every caller gets its
+    /// value or its error. A failed load is not cached: the next call runs the loader again.
+    /// With `options.stale_if_error`, a failed load serves the expired value instead while it
+    /// is inside its grace.
+    pub async fn get_or_load<F, Fut, E>(
+        &self,
+        namespace: &str,
+        key: impl Into<Bytes>,
+        options: LoadOptions,
+        loader: F,
+    ) -> Result<Bytes, CacheError>
+    where
+        F: FnOnce() -> Fut,
+        Fut: Future<Output = Result<Bytes, E>>,
+        E: Into<Box<dyn std::error::Error + Send + Sync + 'static>>,
+    {
+        let key = key.into();
+        let mut loader = Some(loader);
+        loop {
+            if let Some(value) = self.get(namespace, &key).await? {
+                return Ok(value);
+            }
+            match self.inner.flights.join(namespace, &key) {
+                Role::Follower(rx) => {
+                    self.inner.stats.coalesced.incr();
+                    if let Some(result) = follow(rx).await {
+                        return result;
+                    }
+                    // The leader was cancelled; start over.
+                }
+                Role::Leader(guard) => {
+                    let Some(loader) = loader.take() else {
+                        // Only a leader consumes the loader, and a leader always returns.
+                        unreachable!("get_or_load led twice")
+                    };
+                    let result = self.lead_load(namespace, &key, &options, loader).await;
+                    guard.finish(result.clone());
+                    return result;
+                }
+            }
+        }
+    }
+
+    async fn lead_load<F, Fut, E>(
+        &self,
+        namespace: &str,
+        key: &Bytes,
+        options: &LoadOptions,
+        loader: F,
+    ) -> Result<Bytes, CacheError>
+    where
+        F: FnOnce() -> Fut,
+        Fut: Future<Output = Result<Bytes, E>>,
+        E: Into<Box<dyn std::error::Error + Send + Sync + 'static>>,
+    {
+        // Another leader may have stored the value between our miss and taking the lead.
+        if let Some(l1) = &self.inner.l1
+            && let Some(v) = l1.get_value(namespace, key)
+        {
+            return Ok(v);
+        }
+        let state = self.ns_state(namespace)?;
+        let epoch = state.epoch.load(Ordering::Acquire);
+        // Stamp now, before the load, so a set made while the loader runs wins (module docs).
+        let started = self.inner.clock.now_ms();
+        let version = self.inner.hlc.tick(started);
+        self.inner.stats.loads.incr();
+        match loader().await {
+            Ok(value) => {
+                self.inner
+                    .limits
+                    .check_write(key, &value, &options.set.tags)?;
+                let entry = self.make_entry_at(
+                    namespace,
+                    &state,
+                    value.clone(),
+                    &options.set,
+                    options.stale_if_error,
+                    started,
+                    Some(version),
+                )?;
+                self.write_through(namespace, &state, key.clone(), entry)
+                    .await?;
+                if state.epoch.load(Ordering::Acquire) != epoch {
+                    let tiers: Vec<_> = Layer::ALL.iter().filter_map(|l| self.tier(*l)).collect();
+                    self.undo(namespace, key, version, &tiers).await;
+                }
+                Ok(value)
+            }
+            Err(err) => {
+                self.inner.stats.load_errors.incr();
+                let err = CacheError::Loader(LoaderError(Arc::from(err.into())));
+                if options.stale_if_error.is_some()
+                    && let Some(stale) = self.find_stale(namespace, key).await
+                {
+                    self.inner.stats.stale_served.incr();
+                    tracing::warn!(namespace, error = %err, "loader failed; serving the stale value");
+                    return Ok(stale.value);
+                }
+                Err(err)
+            }
+        }
+    }
+
+    async fn find_stale(&self, namespace: &str, key: &[u8]) -> Option<Entry> {
+        for layer in Layer::ALL {
+            if let Some(tier) = self.tier(layer)
+                && let Ok(Some(e)) = tier.get_stale(namespace, key).await
+            {
+                return Some(e);
+            }
+        }
+        None
+    }
+
+    /// Drops expired entries from every layer now (the actors also do this periodically).
+    pub async fn purge_expired(&self) -> u64 {
+        let mut total = 0;
+        for layer in Layer::ALL {
+            if let Some(tier) = self.tier(layer) {
+                match tier.purge_expired().await {
+                    Ok(n) => total += n,
+                    Err(err) => {
+                        self.inner.stats.layer(layer).errors.incr();
+                        tracing::warn!(%layer, error = %err, "sweep failed");
+                    }
+                }
+            }
+        }
+        total
+    }
+
+    /// Hit and miss counts, hit rate, per-layer counters and latency percentiles.
+    pub fn stats(&self) -> StatsSnapshot {
+        StatsSnapshot::collect(
+            &self.inner.stats,
+            self.inner.l1.as_deref(),
+            [
+                self.inner.l1.is_some(),
+                self.inner.l2.is_some(),
+                self.inner.l3.is_some(),
+            ],
+        )
+    }
+
+    /// Each configured layer's health.
+    pub fn health(&self) -> CacheHealth {
+        CacheHealth {
+            layers: Layer::ALL
+                .iter()
+                .filter_map(|l| self.tier(*l).map(|t| (*l, t.health())))
+                .collect::<Vec<(Layer, TierHealth)>>(),
+        }
+    }
+}

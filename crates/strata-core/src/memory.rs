@@ -1,0 +1,521 @@
+//! L1: the in-process memory tier, on quick_cache (CLOCK-Pro-like eviction, sharded locks).
+//!
+//! - **Capacity is in bytes.** Each entry weighs its key + value + tags +
+//!   [`ENTRY_OVERHEAD_BYTES`], an estimate of the bookkeeping quick_cache and Strata keep per
+//!   entry (the slot, the `Entry` struct, two `Bytes` headers, hash-table space). quick_cache
+//!   never lets the total weight pass the capacity, so resident bytes ≤ capacity always.
+//! - **Namespaces** with an `l1_share` get a pool of their own (share × capacity); all others
+//!   share the rest, so a busy namespace cannot evict a small critical one.
+//! - **Expiry** is checked on every read against the injected [`Clock`]; an expired entry is a
+//!   miss and is removed then (lazy expiry, as Redis does) or by the background sweep
+//!   ([`MemoryTier::purge_expired`], run by the node's L1 actor).
+//! - **`flush_namespace` is O(1)**: it bumps the namespace's generation; entries of an older
+//!   generation are misses from that instant and the sweep reclaims their memory.
+//! - **Versions**: a write never replaces a newer version (checked atomically in the shard).
+//!
+//! Reads are synchronous and take one shard read lock: the manager calls
+//! [`MemoryTier::get_value`] directly on the hot path, without an `await` or a mailbox.
+
+use std::cell::Cell;
+use std::collections::HashMap;
+use std::hash::{Hash, Hasher};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
+
+use async_trait::async_trait;
+use bytes::Bytes;
+use quick_cache::sync::{Cache as QcCache, EntryAction, EntryResult};
+use quick_cache::{DefaultHashBuilder, Equivalent, Lifecycle, Weighter};
+
+use crate::entry::Entry;
+use crate::error::TierError;
+use crate::glob::Glob;
+use crate::namespace::MAX_NAMESPACES;
+use crate::ns_table::NsTable;
+use crate::stats::Counter;
+use crate::tier::{Layer, SetOutcome, Tier, TierHealth};
+use crate::time::{Clock, UnixMillis};
+use crate::version::Version;
+
+/// Bytes charged per entry on top of key, value and tags. Measured from the layout: the
+/// quick_cache slot with its key and `Slot` (~120 bytes on 64-bit) plus hash-table overhead,
+/// minus nothing for the shared `Bytes` buffers themselves, which are counted by length.
+pub const ENTRY_OVERHEAD_BYTES: u64 = 128;
+
+/// How long a write waits for a concurrent write of the same key to finish placing its value;
+/// the two are adjacent calls, so this only matters under a stalled thread.
+const CONTENDED_WRITE_TIMEOUT: Duration = Duration::from_millis(100);
+
+/// L1 settings.
+#[derive(Debug, Clone, PartialEq)]
+pub struct MemoryTierConfig {
+    /// Total byte capacity across all pools.
+    pub capacity_bytes: u64,
+    /// Namespaces with a dedicated pool and their share of `capacity_bytes`. The shares must
+    /// sum to less than 1; the rest is the shared pool.
+    pub dedicated: Vec<(String, f64)>,
+    /// Expected mean entry size, used only to pre-size quick_cache's tables.
+    pub estimated_entry_bytes: u64,
+}
+
+impl MemoryTierConfig {
+    /// A config with one shared pool of `capacity_bytes`.
+    pub fn with_capacity(capacity_bytes: u64) -> Self {
+        Self {
+            capacity_bytes,
+            dedicated: Vec::new(),
+            estimated_entry_bytes: 1024,
+        }
+    }
+}
+
+#[derive(Clone, PartialEq, Eq)]
+struct L1Key {
+    ns: u32,
+    key: Bytes,
+}
+
+impl Hash for L1Key {
+    fn hash<H: Hasher>(&self, state: &mut H) {
+        state.write_u32(self.ns);
+        state.write(&self.key);
+    }
+}
+
+/// A borrowed key, so that lookups do not allocate.
+struct L1KeyRef<'a> {
+    ns: u32,
+    key: &'a [u8],
+}
+
+impl Hash for L1KeyRef<'_> {
+    fn hash<H: Hasher>(&self, state: &mut H) {
+        state.write_u32(self.ns);
+        state.write(self.key);
+    }
+}
+
+impl Equivalent<L1Key> for L1KeyRef<'_> {
+    fn equivalent(&self, k: &L1Key) -> bool {
+        self.ns == k.ns && self.key == k.key.as_ref()
+    }
+}
+
+#[derive(Clone)]
+struct Slot {
+    entry: Entry,
+    generation: u64,
+}
+
+#[derive(Clone)]
+struct EntryWeighter;
+
+impl Weighter<L1Key, Slot> for EntryWeighter {
+    fn weight(&self, k: &L1Key, v: &Slot) -> u64 {
+        entry_weight(k.key.len(), &v.entry)
+    }
+}
+
+fn entry_weight(key_len: usize, e: &Entry) -> u64 {
+    (key_len + e.payload_bytes()) as u64 + ENTRY_OVERHEAD_BYTES
+}
+
+/// Counters that only L1 keeps.
+#[derive(Debug, Default)]
+pub struct MemoryCounters {
+    /// Entries written.
+    pub inserts: Counter,
+    /// Entries pushed out by capacity.
+    pub evictions: Counter,
+    /// Entries dropped because they expired (on read or by the sweep).
+    pub expirations: Counter,
+    /// Entries removed by invalidations and flushes.
+    pub invalidations: Counter,
+    /// Writes skipped because the entry was larger than its pool's shard.
+    pub rejected_too_large: Counter,
+}
+
+#[derive(Clone)]
+struct EvictionHook(Arc<MemoryCounters>);
+
+impl Lifecycle<L1Key, Slot> for EvictionHook {
+    type RequestState = ();
+
+    fn on_evict(&self, _state: &mut (), _key: L1Key, _val: Slot) {
+        self.0.evictions.incr();
+    }
+}
+
+type Pool = QcCache<L1Key, Slot, EntryWeighter, DefaultHashBuilder, EvictionHook>;
+
+struct NsSlot {
+    id: u32,
+    generation: AtomicU64,
+    pool: Arc<Pool>,
+}
+
+/// The L1 tier.
+pub struct MemoryTier {
+    namespaces: NsTable<NsSlot>,
+    shared: Arc<Pool>,
+    dedicated: HashMap<String, Arc<Pool>>,
+    clock: Arc<dyn Clock>,
+    counters: Arc<MemoryCounters>,
+    capacity_bytes: u64,
+}
+
+impl std::fmt::Debug for MemoryTier {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("MemoryTier")
+            .field("capacity_bytes", &self.capacity_bytes)
+            .field("resident_bytes", &self.resident_bytes())
+            .finish_non_exhaustive()
+    }
+}
+
+fn new_pool(capacity: u64, est_entry: u64, counters: &Arc<MemoryCounters>) -> Pool {
+    let items = (capacity / est_entry.max(1)).clamp(16, 1 << 24) as usize;
+    QcCache::with(
+        items,
+        capacity,
+        EntryWeighter,
+        DefaultHashBuilder::default(),
+        EvictionHook(counters.clone()),
+    )
+}
+
+impl MemoryTier {
+    /// Builds L1. Fails when the config is inconsistent (zero capacity, shares ≥ 1).
+    pub fn new(config: MemoryTierConfig, clock: Arc<dyn Clock>) -> Result<Self, String> {
+        if config.capacity_bytes == 0 {
+            return Err("capacity_bytes must be greater than 0".into());
+        }
+        let share_sum: f64 = config.dedicated.iter().map(|(_, s)| *s).sum();
+        if config
+            .dedicated
+            .iter()
+            .any(|(_, s)| !(*s > 0.0 && *s < 1.0))
+            || share_sum >= 1.0
+        {
+            return Err(format!(
+                "l1_share values must each be in (0, 1) and sum to less than 1 (the rest is the shared pool); they sum to {share_sum}"
+            ));
+        }
+        let counters = Arc::new(MemoryCounters::default());
+        let est = config.estimated_entry_bytes;
+        let mut dedicated = HashMap::new();
+        let mut dedicated_bytes = 0u64;
+        for (name, share) in &config.dedicated {
+            let bytes = ((config.capacity_bytes as f64) * share) as u64;
+            dedicated_bytes += bytes;
+            dedicated.insert(
+                name.clone(),
+                Arc::new(new_pool(bytes.max(1), est, &counters)),
+            );
+        }
+        let shared_bytes = config.capacity_bytes.saturating_sub(dedicated_bytes).max(1);
+        Ok(Self {
+            namespaces: NsTable::default(),
+            shared: Arc::new(new_pool(shared_bytes, est, &counters)),
+            dedicated,
+            clock,
+            counters,
+            capacity_bytes: config.capacity_bytes,
+        })
+    }
+
+    /// The configured byte capacity.
+    pub fn capacity_bytes(&self) -> u64 {
+        self.capacity_bytes
+    }
+
+    /// Bytes currently charged to entries (never above the capacity).
+    pub fn resident_bytes(&self) -> u64 {
+        self.pools().map(|p| p.weight()).sum()
+    }
+
+    /// Entries currently held (including flushed ones the sweep has not reclaimed yet).
+    pub fn entry_count(&self) -> u64 {
+        self.pools().map(|p| p.len() as u64).sum()
+    }
+
+    /// L1's own counters.
+    pub fn counters(&self) -> &MemoryCounters {
+        &self.counters
+    }
+
+    fn pools(&self) -> impl Iterator<Item = &Arc<Pool>> {
+        std::iter::once(&self.shared).chain(self.dedicated.values())
+    }
+
+    #[inline]
+    fn now(&self) -> UnixMillis {
+        self.clock.now_ms()
+    }
+
+    /// The hot path: the value of a fresh entry, without cloning tags or metadata out.
+    #[inline]
+    pub fn get_value(&self, namespace: &str, key: &[u8]) -> Option<Bytes> {
+        let table = self.namespaces.load();
+        let ns = table.get(namespace)?;
+        let slot = ns.pool.get(&L1KeyRef { ns: ns.id, key })?;
+        self.check(ns, key, slot).map(|e| e.value)
+    }
+
+    /// A fresh entry with its metadata.
+    pub fn get_entry(&self, namespace: &str, key: &[u8]) -> Option<Entry> {
+        let table = self.namespaces.load();
+        let ns = table.get(namespace)?;
+        let slot = ns.pool.get(&L1KeyRef { ns: ns.id, key })?;
+        self.check(ns, key, slot)
+    }
+
+    /// An entry that is expired but inside its stale grace.
+    pub fn get_stale_entry(&self, namespace: &str, key: &[u8]) -> Option<Entry> {
+        let table = self.namespaces.load();
+        let ns = table.get(namespace)?;
+        let slot = ns.pool.peek(&L1KeyRef { ns: ns.id, key })?;
+        let now = self.now();
+        (slot.generation == ns.generation.load(Ordering::Acquire)
+            && !slot.entry.is_fresh(now)
+            && slot.entry.is_retained(now))
+        .then_some(slot.entry)
+    }
+
+    #[inline]
+    fn check(&self, ns: &NsSlot, key: &[u8], slot: Slot) -> Option<Entry> {
+        if slot.generation != ns.generation.load(Ordering::Acquire) {
+            return None;
+        }
+        let now = self.now();
+        if slot.entry.is_fresh(now) {
+            return Some(slot.entry);
+        }
+        if !slot.entry.is_retained(now) {
+            self.expire(ns, key, slot.entry.version);
+        }
+        None
+    }
+
+    #[cold]
+    fn expire(&self, ns: &NsSlot, key: &[u8], version: Version) {
+        let k = L1KeyRef { ns: ns.id, key };
+        if ns
+            .pool
+            .remove_if(&k, |s| s.entry.version == version)
+            .is_some()
+        {
+            self.counters.expirations.incr();
+        }
+    }
+
+    fn namespace(&self, namespace: &str) -> Option<Arc<NsSlot>> {
+        self.namespaces.get(namespace)
+    }
+
+    fn namespace_or_create(&self, namespace: &str) -> Result<Arc<NsSlot>, TierError> {
+        self.namespaces.get_or_create(namespace, |existing| {
+            if existing >= MAX_NAMESPACES {
+                return Err(TierError::Failed(format!(
+                    "L1 holds the maximum of {MAX_NAMESPACES} namespaces"
+                )));
+            }
+            let pool = self
+                .dedicated
+                .get(namespace)
+                .unwrap_or(&self.shared)
+                .clone();
+            Ok(NsSlot {
+                id: existing as u32,
+                generation: AtomicU64::new(0),
+                pool,
+            })
+        })
+    }
+
+    /// Stores `entry` unless a newer version is held. Synchronous: L1 writes never wait on I/O.
+    pub fn set_sync(
+        &self,
+        namespace: &str,
+        key: Bytes,
+        entry: Entry,
+    ) -> Result<SetOutcome, TierError> {
+        let ns = self.namespace_or_create(namespace)?;
+        if entry_weight(key.len(), &entry) > ns.pool.shard_capacity() {
+            self.counters.rejected_too_large.incr();
+            // An older copy must not outlive a write that L1 could not take.
+            ns.pool.remove(&L1KeyRef {
+                ns: ns.id,
+                key: &key,
+            });
+            return Ok(SetOutcome::TooLarge);
+        }
+        let generation = ns.generation.load(Ordering::Acquire);
+        let new_version = entry.version;
+        let k = L1Key { ns: ns.id, key };
+        let result = ns.pool.entry(&k, Some(CONTENDED_WRITE_TIMEOUT), |_, old| {
+            if old.generation == generation && old.entry.version > new_version {
+                EntryAction::Retain(())
+            } else {
+                EntryAction::ReplaceWithGuard
+            }
+        });
+        let slot = Slot { entry, generation };
+        match result {
+            EntryResult::Retained(()) => Ok(SetOutcome::KeptNewer),
+            EntryResult::Vacant(guard) | EntryResult::Replaced(guard, _) => {
+                // `Err` means a concurrent remove took the placeholder: that remove is ordered
+                // after this write, so dropping the value is correct.
+                if guard.insert(slot).is_ok() {
+                    self.counters.inserts.incr();
+                }
+                Ok(SetOutcome::Stored)
+            }
+            EntryResult::Removed(..) => Ok(SetOutcome::Stored),
+            EntryResult::Timeout => {
+                ns.pool.remove(&k);
+                Err(TierError::Failed(
+                    "L1 write timed out behind a concurrent write of the same key".into(),
+                ))
+            }
+        }
+    }
+
+    /// Removes `key` (synchronous form of [`Tier::remove`]).
+    pub fn remove_sync(&self, namespace: &str, key: &[u8]) -> bool {
+        let Some(ns) = self.namespace(namespace) else {
+            return false;
+        };
+        let generation = ns.generation.load(Ordering::Acquire);
+        let removed = ns.pool.remove(&L1KeyRef { ns: ns.id, key });
+        let live = removed.is_some_and(|(_, s)| s.generation == generation);
+        if live {
+            self.counters.invalidations.incr();
+        }
+        live
+    }
+
+    fn remove_version_sync(&self, namespace: &str, key: &[u8], version: Version) -> bool {
+        let Some(ns) = self.namespace(namespace) else {
+            return false;
+        };
+        ns.pool
+            .remove_if(&L1KeyRef { ns: ns.id, key }, |s| s.entry.version == version)
+            .is_some()
+    }
+
+    /// Removes entries of `namespace` for which `doomed` holds; returns how many live ones.
+    fn remove_where(&self, namespace: &str, doomed: impl Fn(&[u8], &Entry) -> bool) -> u64 {
+        let Some(ns) = self.namespace(namespace) else {
+            return 0;
+        };
+        let generation = ns.generation.load(Ordering::Acquire);
+        let removed = Cell::new(0u64);
+        ns.pool.retain(|k, s| {
+            if k.ns != ns.id || !doomed(&k.key, &s.entry) {
+                return true;
+            }
+            if s.generation == generation {
+                removed.set(removed.get() + 1);
+            }
+            false
+        });
+        self.counters.invalidations.add(removed.get());
+        removed.get()
+    }
+
+    /// Makes every entry of `namespace` a miss at once (O(1)); the sweep reclaims the memory.
+    pub fn flush_namespace_sync(&self, namespace: &str) {
+        if let Some(ns) = self.namespace(namespace) {
+            ns.generation.fetch_add(1, Ordering::AcqRel);
+        }
+    }
+
+    /// The background sweep: drops entries that are expired past their grace or belong to a
+    /// flushed generation; returns how many were dropped.
+    pub fn purge_expired_sync(&self) -> u64 {
+        let now = self.now();
+        let table = self.namespaces.snapshot();
+        // ids are dense (assigned in creation order), so a Vec maps id -> generation.
+        let mut generations = vec![u64::MAX; table.len()];
+        for ns in table.values() {
+            generations[ns.id as usize] = ns.generation.load(Ordering::Acquire);
+        }
+        let expired = Cell::new(0u64);
+        let stale_gen = Cell::new(0u64);
+        for pool in self.pools() {
+            pool.retain(|k, s| {
+                if generations.get(k.ns as usize) != Some(&s.generation) {
+                    stale_gen.set(stale_gen.get() + 1);
+                    false
+                } else if !s.entry.is_retained(now) {
+                    expired.set(expired.get() + 1);
+                    false
+                } else {
+                    true
+                }
+            });
+        }
+        self.counters.expirations.add(expired.get());
+        expired.get() + stale_gen.get()
+    }
+}
+
+#[async_trait]
+impl Tier for MemoryTier {
+    fn layer(&self) -> Layer {
+        Layer::L1
+    }
+
+    async fn get(&self, namespace: &str, key: &[u8]) -> Result<Option<Entry>, TierError> {
+        Ok(self.get_entry(namespace, key))
+    }
+
+    async fn get_stale(&self, namespace: &str, key: &[u8]) -> Result<Option<Entry>, TierError> {
+        Ok(self.get_stale_entry(namespace, key))
+    }
+
+    async fn set(
+        &self,
+        namespace: &str,
+        key: Bytes,
+        entry: Entry,
+    ) -> Result<SetOutcome, TierError> {
+        self.set_sync(namespace, key, entry)
+    }
+
+    async fn remove(&self, namespace: &str, key: &[u8]) -> Result<bool, TierError> {
+        Ok(self.remove_sync(namespace, key))
+    }
+
+    async fn remove_version(
+        &self,
+        namespace: &str,
+        key: &[u8],
+        version: Version,
+    ) -> Result<bool, TierError> {
+        Ok(self.remove_version_sync(namespace, key, version))
+    }
+
+    async fn invalidate_pattern(&self, namespace: &str, pattern: &Glob) -> Result<u64, TierError> {
+        Ok(self.remove_where(namespace, |k, _| pattern.matches(k)))
+    }
+
+    async fn invalidate_tag(&self, namespace: &str, tag: &[u8]) -> Result<u64, TierError> {
+        Ok(self.remove_where(namespace, |_, e| e.tags.contains(tag)))
+    }
+
+    async fn flush_namespace(&self, namespace: &str) -> Result<(), TierError> {
+        self.flush_namespace_sync(namespace);
+        Ok(())
+    }
+
+    async fn purge_expired(&self) -> Result<u64, TierError> {
+        Ok(self.purge_expired_sync())
+    }
+
+    fn health(&self) -> TierHealth {
+        TierHealth::Up
+    }
+}

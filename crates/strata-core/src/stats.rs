@@ -1,0 +1,273 @@
+//! Per-layer counters and latency histograms, built so that recording on the hot path is a
+//! few nanoseconds and never contends across threads.
+//!
+//! - Counters are striped: each thread adds to its own cache-line-padded atomic, and a read
+//!   sums the stripes, so two cores hitting L1 do not bounce one cache line.
+//! - Latency goes into hdrhistogram histograms, one per stripe behind a mutex that is only
+//!   ever `try_lock`ed on the hot path (a contended sample is dropped, not waited for). L1 hits
+//!   are sampled (1 in [`L1_LATENCY_SAMPLE_EVERY`]) because reading the clock twice would cost
+//!   more than the hit itself; slower layers record every operation.
+
+use std::cell::Cell;
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::time::Instant;
+
+use hdrhistogram::Histogram;
+use parking_lot::Mutex;
+
+use crate::tier::Layer;
+
+/// Number of stripes; a power of two comfortably above the core counts Strata targets.
+const STRIPES: usize = 16;
+
+/// L1 hits record their latency once every this many hits per thread.
+pub const L1_LATENCY_SAMPLE_EVERY: u32 = 64;
+
+/// Highest latency a histogram records, in nanoseconds (60 s); longer samples are clamped.
+const MAX_LATENCY_NS: u64 = 60_000_000_000;
+
+static NEXT_STRIPE: AtomicUsize = AtomicUsize::new(0);
+
+thread_local! {
+    static STRIPE: usize = NEXT_STRIPE.fetch_add(1, Ordering::Relaxed) % STRIPES;
+    static SAMPLE_TICK: Cell<u32> = const { Cell::new(0) };
+}
+
+#[inline]
+fn stripe() -> usize {
+    STRIPE.with(|s| *s)
+}
+
+#[repr(align(128))]
+#[derive(Default)]
+struct Padded(AtomicU64);
+
+/// A monotonically increasing counter that threads can bump without contending.
+pub struct Counter {
+    cells: [Padded; STRIPES],
+}
+
+impl Default for Counter {
+    fn default() -> Self {
+        Self {
+            cells: std::array::from_fn(|_| Padded::default()),
+        }
+    }
+}
+
+impl std::fmt::Debug for Counter {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "Counter({})", self.get())
+    }
+}
+
+impl Counter {
+    /// Adds one.
+    #[inline]
+    pub fn incr(&self) {
+        self.add(1);
+    }
+
+    /// Adds `n`.
+    #[inline]
+    pub fn add(&self, n: u64) {
+        self.cells[stripe()].0.fetch_add(n, Ordering::Relaxed);
+    }
+
+    /// The current total (a sum over stripes; concurrent adds may or may not be included).
+    pub fn get(&self) -> u64 {
+        self.cells
+            .iter()
+            .map(|c| c.0.load(Ordering::Relaxed))
+            .fold(0u64, u64::wrapping_add)
+    }
+}
+
+/// Latency percentiles of one layer, in microseconds.
+#[derive(Debug, Clone, Copy, Default, PartialEq)]
+pub struct LatencySummary {
+    /// Samples recorded.
+    pub samples: u64,
+    /// Median.
+    pub p50_us: f64,
+    /// 95th percentile.
+    pub p95_us: f64,
+    /// 99th percentile.
+    pub p99_us: f64,
+    /// Largest sample.
+    pub max_us: f64,
+}
+
+/// A concurrent latency histogram.
+pub struct LatencyRecorder {
+    stripes: Box<[Mutex<Histogram<u64>>]>,
+}
+
+impl std::fmt::Debug for LatencyRecorder {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("LatencyRecorder").finish_non_exhaustive()
+    }
+}
+
+impl Default for LatencyRecorder {
+    fn default() -> Self {
+        let stripes = (0..STRIPES)
+            .map(|_| {
+                // 3 significant digits from 1 ns to 60 s: about 30 KiB per stripe.
+                Mutex::new(
+                    Histogram::new_with_bounds(1, MAX_LATENCY_NS, 3)
+                        .unwrap_or_else(|_| unreachable_histogram()),
+                )
+            })
+            .collect();
+        Self { stripes }
+    }
+}
+
+// `new_with_bounds(1, 60e9, 3)` is valid by construction; this keeps the constructor total
+// without an `unwrap` on a path that cannot fail.
+#[cold]
+fn unreachable_histogram() -> Histogram<u64> {
+    Histogram::new(3).unwrap_or_else(|_| panic!("hdrhistogram refused 3 significant figures"))
+}
+
+impl LatencyRecorder {
+    /// Records one sample of `ns` nanoseconds; drops it if this stripe is busy.
+    #[inline]
+    pub fn record_ns(&self, ns: u64) {
+        if let Some(mut h) = self.stripes[stripe()].try_lock() {
+            h.saturating_record(ns.clamp(1, MAX_LATENCY_NS));
+        }
+    }
+
+    /// Records the time since `start`.
+    #[inline]
+    pub fn record_since(&self, start: Instant) {
+        self.record_ns(start.elapsed().as_nanos() as u64);
+    }
+
+    /// A merged histogram of every sample so far.
+    pub fn merged(&self) -> Histogram<u64> {
+        let mut all = unreachable_histogram_from(&self.stripes[0]);
+        for s in self.stripes.iter().skip(1) {
+            // Same bounds everywhere, so `add` cannot fail.
+            let _ = all.add(&*s.lock());
+        }
+        all
+    }
+
+    /// Percentiles of every sample so far.
+    pub fn summary(&self) -> LatencySummary {
+        let h = self.merged();
+        if h.is_empty() {
+            return LatencySummary::default();
+        }
+        let us = |ns: u64| ns as f64 / 1_000.0;
+        LatencySummary {
+            samples: h.len(),
+            p50_us: us(h.value_at_quantile(0.50)),
+            p95_us: us(h.value_at_quantile(0.95)),
+            p99_us: us(h.value_at_quantile(0.99)),
+            max_us: us(h.max()),
+        }
+    }
+}
+
+fn unreachable_histogram_from(first: &Mutex<Histogram<u64>>) -> Histogram<u64> {
+    first.lock().clone()
+}
+
+/// Whether this L1 hit should record its latency (1 in [`L1_LATENCY_SAMPLE_EVERY`] per thread).
+#[inline]
+pub fn sample_l1() -> bool {
+    SAMPLE_TICK.with(|t| {
+        let n = t.get().wrapping_add(1);
+        t.set(n);
+        n % L1_LATENCY_SAMPLE_EVERY == 0
+    })
+}
+
+/// What one layer has done since the node started.
+#[derive(Debug, Default)]
+pub struct LayerStats {
+    /// Lookups answered by this layer.
+    pub hits: Counter,
+    /// Lookups this layer could not answer.
+    pub misses: Counter,
+    /// Entries written to this layer (sets and promotions).
+    pub sets: Counter,
+    /// Operations that failed with a [`crate::error::TierError`].
+    pub errors: Counter,
+    /// Lookup latency.
+    pub latency: LatencyRecorder,
+}
+
+/// The per-layer stats of one cache, plus cache-wide counters.
+#[derive(Debug, Default)]
+pub struct CacheStats {
+    layers: [LayerStats; 3],
+    /// `get` calls that found a value in some layer.
+    pub hits: Counter,
+    /// `get` calls that found nothing.
+    pub misses: Counter,
+    /// Loader runs started by `get_or_load`.
+    pub loads: Counter,
+    /// Loader runs that failed.
+    pub load_errors: Counter,
+    /// `get_or_load` calls that waited on another caller's load instead of running their own.
+    pub coalesced: Counter,
+    /// Expired values served by `get_or_load` because the loader failed (stale-if-error).
+    pub stale_served: Counter,
+    /// Writes refused by namespace policy (`max_ttl`).
+    pub policy_violations: Counter,
+}
+
+impl CacheStats {
+    /// One layer's stats.
+    #[inline]
+    pub fn layer(&self, layer: Layer) -> &LayerStats {
+        &self.layers[layer.index()]
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn counter_sums_across_threads() {
+        let c = std::sync::Arc::new(Counter::default());
+        let hs: Vec<_> = (0..4)
+            .map(|_| {
+                let c = c.clone();
+                std::thread::spawn(move || (0..1000).for_each(|_| c.incr()))
+            })
+            .collect();
+        hs.into_iter().for_each(|h| h.join().unwrap());
+        assert_eq!(c.get(), 4000);
+    }
+
+    #[test]
+    fn percentiles_reflect_samples() {
+        let r = LatencyRecorder::default();
+        for i in 1..=100u64 {
+            r.record_ns(i * 1_000);
+        }
+        let s = r.summary();
+        assert_eq!(s.samples, 100);
+        assert!((49.0..=51.0).contains(&s.p50_us), "{s:?}");
+        assert!((98.0..=100.5).contains(&s.p99_us), "{s:?}");
+        assert_eq!(
+            LatencyRecorder::default().summary(),
+            LatencySummary::default()
+        );
+    }
+
+    #[test]
+    fn l1_sampling_rate() {
+        let n = (0..L1_LATENCY_SAMPLE_EVERY * 10)
+            .filter(|_| sample_l1())
+            .count();
+        assert_eq!(n, 10);
+    }
+}

@@ -1,0 +1,134 @@
+//! The `Tier` trait: what every layer (L1 memory, L3 RocksDB, the cluster L2, the Redis bridge,
+//! the simulator's tiers) implements, and what the shared contract suite checks.
+
+use async_trait::async_trait;
+use bytes::Bytes;
+
+use crate::entry::Entry;
+use crate::error::TierError;
+use crate::glob::Glob;
+
+/// Which layer a tier fills in the manager.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum Layer {
+    /// In-process memory.
+    L1,
+    /// The shared tier: the key's owner node(s), or an external Redis.
+    L2,
+    /// Local disk.
+    L3,
+}
+
+impl Layer {
+    /// All layers, fastest first.
+    pub const ALL: [Layer; 3] = [Layer::L1, Layer::L2, Layer::L3];
+
+    /// `"l1"`, `"l2"` or `"l3"`, as used in metric labels and stats keys.
+    pub const fn as_str(self) -> &'static str {
+        match self {
+            Layer::L1 => "l1",
+            Layer::L2 => "l2",
+            Layer::L3 => "l3",
+        }
+    }
+
+    /// Index into per-layer arrays.
+    pub const fn index(self) -> usize {
+        self as usize
+    }
+}
+
+impl std::fmt::Display for Layer {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// A tier's own view of its health.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum TierHealth {
+    /// Serving normally.
+    Up,
+    /// Serving, with a problem worth an operator's attention.
+    Degraded(String),
+    /// Not serving; the manager treats it as absent (reads miss, writes skip it).
+    Down(String),
+}
+
+impl TierHealth {
+    /// Whether the tier is serving at all.
+    pub fn is_serving(&self) -> bool {
+        !matches!(self, TierHealth::Down(_))
+    }
+}
+
+/// How a `set` was taken by a tier.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SetOutcome {
+    /// The entry is now stored.
+    Stored,
+    /// The tier holds a newer version of the key and kept it.
+    KeptNewer,
+    /// The tier does not take entries this large (it is smaller than the entry); not an error,
+    /// the other layers still have it.
+    TooLarge,
+}
+
+/// A cache layer.
+///
+/// Contract (checked by `strata_core::testsuite` for every implementation):
+/// - `get` never returns an entry that is expired at the tier's clock's now (G4), nor bytes
+///   other than those set (G6);
+/// - `set` never replaces a newer version with an older one;
+/// - namespaces are isolated: nothing done in one is visible in another;
+/// - `remove`, `invalidate_pattern`, `invalidate_tag` and `flush_namespace` remove what they
+///   name and nothing else, and what they remove is not served again;
+/// - an operation that cannot be done returns a [`TierError`]; it never panics.
+#[async_trait]
+pub trait Tier: Send + Sync + std::fmt::Debug + 'static {
+    /// Which layer this tier fills.
+    fn layer(&self) -> Layer;
+
+    /// The fresh entry for `key`, if any.
+    async fn get(&self, namespace: &str, key: &[u8]) -> Result<Option<Entry>, TierError>;
+
+    /// An entry that is expired but still inside its stale grace (`Entry::stale_until_ms`),
+    /// for `get_or_load` when the loader fails. Tiers that do not keep stale entries return
+    /// `Ok(None)`, the default.
+    async fn get_stale(&self, namespace: &str, key: &[u8]) -> Result<Option<Entry>, TierError> {
+        let _ = (namespace, key);
+        Ok(None)
+    }
+
+    /// Stores `entry` unless a newer version of `key` is already stored.
+    async fn set(&self, namespace: &str, key: Bytes, entry: Entry)
+    -> Result<SetOutcome, TierError>;
+
+    /// Removes `key`; returns whether it was present.
+    async fn remove(&self, namespace: &str, key: &[u8]) -> Result<bool, TierError>;
+
+    /// Removes `key` only if its stored version is `version` (used to undo a promotion that
+    /// raced with an invalidation); returns whether it removed it.
+    async fn remove_version(
+        &self,
+        namespace: &str,
+        key: &[u8],
+        version: crate::version::Version,
+    ) -> Result<bool, TierError>;
+
+    /// Removes every key of `namespace` that matches `pattern`; returns how many.
+    async fn invalidate_pattern(&self, namespace: &str, pattern: &Glob) -> Result<u64, TierError>;
+
+    /// Removes every entry of `namespace` carrying `tag`; returns how many.
+    async fn invalidate_tag(&self, namespace: &str, tag: &[u8]) -> Result<u64, TierError>;
+
+    /// Removes every entry of `namespace`.
+    async fn flush_namespace(&self, namespace: &str) -> Result<(), TierError>;
+
+    /// Drops entries that are expired and past their stale grace (the background sweep);
+    /// returns how many.
+    async fn purge_expired(&self) -> Result<u64, TierError>;
+
+    /// Current health.
+    fn health(&self) -> TierHealth;
+}
