@@ -1,0 +1,761 @@
+//! Integration tests of strata-core: the Tier contract suite on L1, and the manager's
+//! behaviour across layers (policy, sizes, TTL, invalidation, single-flight, capacity).
+//!
+//! The manager is exercised with real `MemoryTier`s standing in for the lower layers (L3 and
+//! the cluster tier arrive in later issues), wrapped to report the layer they fill, and with a
+//! tier that always fails, to check that a broken layer never turns a read into an error.
+
+#![allow(clippy::unwrap_used)]
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::Duration;
+
+use async_trait::async_trait;
+use bytes::Bytes;
+use strata_core::glob::Glob;
+use strata_core::testsuite;
+use strata_core::{
+    Cache, CacheError, Entry, Layer, Limits, LoadOptions, ManualClock, MemoryTier,
+    MemoryTierConfig, NamespacePolicy, SetOptions, SetOutcome, Tier, TierError, TierHealth,
+    Version,
+};
+
+fn l1(clock: &ManualClock, capacity: u64) -> Arc<MemoryTier> {
+    Arc::new(
+        MemoryTier::new(
+            MemoryTierConfig::with_capacity(capacity),
+            Arc::new(clock.clone()),
+        )
+        .unwrap(),
+    )
+}
+
+#[tokio::test]
+async fn contract_suite_on_l1_shared_pool() {
+    testsuite::run(|clock| async move {
+        MemoryTier::new(MemoryTierConfig::with_capacity(1 << 20), Arc::new(clock)).unwrap()
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn contract_suite_on_l1_dedicated_pools() {
+    testsuite::run(|clock| async move {
+        let cfg = MemoryTierConfig {
+            capacity_bytes: 1 << 20,
+            dedicated: vec![("ns".into(), 0.25), ("a".into(), 0.25)],
+            estimated_entry_bytes: 256,
+        };
+        MemoryTier::new(cfg, Arc::new(clock)).unwrap()
+    })
+    .await;
+}
+
+/// A real tier reporting itself as another layer, so a `MemoryTier` can fill L2 or L3.
+#[derive(Debug)]
+struct As(Layer, Arc<MemoryTier>);
+
+#[async_trait]
+impl Tier for As {
+    fn layer(&self) -> Layer {
+        self.0
+    }
+    async fn get(&self, ns: &str, k: &[u8]) -> Result<Option<Entry>, TierError> {
+        self.1.get(ns, k).await
+    }
+    async fn get_stale(&self, ns: &str, k: &[u8]) -> Result<Option<Entry>, TierError> {
+        self.1.get_stale(ns, k).await
+    }
+    async fn set(&self, ns: &str, k: Bytes, e: Entry) -> Result<SetOutcome, TierError> {
+        self.1.set(ns, k, e).await
+    }
+    async fn remove(&self, ns: &str, k: &[u8]) -> Result<bool, TierError> {
+        self.1.remove(ns, k).await
+    }
+    async fn remove_version(&self, ns: &str, k: &[u8], v: Version) -> Result<bool, TierError> {
+        self.1.remove_version(ns, k, v).await
+    }
+    async fn invalidate_pattern(&self, ns: &str, p: &Glob) -> Result<u64, TierError> {
+        self.1.invalidate_pattern(ns, p).await
+    }
+    async fn invalidate_tag(&self, ns: &str, t: &[u8]) -> Result<u64, TierError> {
+        self.1.invalidate_tag(ns, t).await
+    }
+    async fn flush_namespace(&self, ns: &str) -> Result<(), TierError> {
+        self.1.flush_namespace(ns).await
+    }
+    async fn purge_expired(&self) -> Result<u64, TierError> {
+        self.1.purge_expired().await
+    }
+    fn health(&self) -> TierHealth {
+        self.1.health()
+    }
+}
+
+/// A layer whose every operation fails, as a down Redis or a dead disk would.
+#[derive(Debug)]
+struct Broken(Layer);
+
+#[async_trait]
+impl Tier for Broken {
+    fn layer(&self) -> Layer {
+        self.0
+    }
+    async fn get(&self, _: &str, _: &[u8]) -> Result<Option<Entry>, TierError> {
+        Err(TierError::Unavailable("down".into()))
+    }
+    async fn set(&self, _: &str, _: Bytes, _: Entry) -> Result<SetOutcome, TierError> {
+        Err(TierError::Unavailable("down".into()))
+    }
+    async fn remove(&self, _: &str, _: &[u8]) -> Result<bool, TierError> {
+        Err(TierError::Unavailable("down".into()))
+    }
+    async fn remove_version(&self, _: &str, _: &[u8], _: Version) -> Result<bool, TierError> {
+        Err(TierError::Unavailable("down".into()))
+    }
+    async fn invalidate_pattern(&self, _: &str, _: &Glob) -> Result<u64, TierError> {
+        Err(TierError::Unavailable("down".into()))
+    }
+    async fn invalidate_tag(&self, _: &str, _: &[u8]) -> Result<u64, TierError> {
+        Err(TierError::Unavailable("down".into()))
+    }
+    async fn flush_namespace(&self, _: &str) -> Result<(), TierError> {
+        Err(TierError::Unavailable("down".into()))
+    }
+    async fn purge_expired(&self) -> Result<u64, TierError> {
+        Err(TierError::Unavailable("down".into()))
+    }
+    fn health(&self) -> TierHealth {
+        TierHealth::Down("down".into())
+    }
+}
+
+struct Fixture {
+    clock: ManualClock,
+    cache: Cache,
+    l1: Arc<MemoryTier>,
+    l3: Arc<MemoryTier>,
+}
+
+fn fixture_with(policy: NamespacePolicy) -> Fixture {
+    let clock = ManualClock::default();
+    let l1 = l1(&clock, 1 << 20);
+    let l3 = self::l1(&clock, 1 << 22);
+    let cache = Cache::builder()
+        .clock(Arc::new(clock.clone()))
+        .l1(l1.clone())
+        .l3(Arc::new(As(Layer::L3, l3.clone())))
+        .limits(Limits {
+            max_key_bytes: 64,
+            max_value_bytes: 1024,
+            max_tags_per_entry: 4,
+            max_tag_bytes: 32,
+        })
+        .default_policy(NamespacePolicy::unbounded())
+        .namespace("ecoinvent", policy)
+        .build()
+        .unwrap();
+    Fixture {
+        clock,
+        cache,
+        l1,
+        l3,
+    }
+}
+
+fn fixture() -> Fixture {
+    fixture_with(NamespacePolicy {
+        default_ttl: Some(Duration::from_secs(3600)),
+        max_ttl: Some(Duration::from_secs(86_400)),
+        l1_share: None,
+        use_l3: true,
+    })
+}
+
+#[tokio::test]
+async fn set_writes_through_and_get_reads_back() {
+    let f = fixture();
+    f.cache.set("ns", "k", "v").await.unwrap();
+    assert_eq!(
+        f.cache.get("ns", b"k").await.unwrap(),
+        Some(Bytes::from("v"))
+    );
+    assert!(f.l1.get_entry("ns", b"k").is_some(), "L1 has it");
+    assert!(f.l3.get_entry("ns", b"k").is_some(), "L3 has it");
+}
+
+#[tokio::test]
+async fn ttl_expiry_follows_the_manual_clock() {
+    let f = fixture();
+    f.cache
+        .set_with("ns", "k", "v", SetOptions::ttl(Duration::from_secs(10)))
+        .await
+        .unwrap();
+    f.clock.advance(Duration::from_millis(9_999));
+    assert!(f.cache.get("ns", b"k").await.unwrap().is_some());
+    f.clock.advance(Duration::from_millis(1));
+    assert_eq!(
+        f.cache.get("ns", b"k").await.unwrap(),
+        None,
+        "expired in every layer"
+    );
+    // The namespace default TTL applies when none is given.
+    f.cache.set("ecoinvent", "f", "1").await.unwrap();
+    f.clock.advance(Duration::from_secs(3599));
+    assert!(f.cache.get("ecoinvent", b"f").await.unwrap().is_some());
+    f.clock.advance(Duration::from_secs(1));
+    assert_eq!(f.cache.get("ecoinvent", b"f").await.unwrap(), None);
+}
+
+#[tokio::test]
+async fn policy_violation_writes_nothing_anywhere() {
+    let f = fixture();
+    let err = f
+        .cache
+        .set_with(
+            "ecoinvent",
+            "f",
+            "v",
+            SetOptions::ttl(Duration::from_secs(86_401)),
+        )
+        .await
+        .unwrap_err();
+    match err {
+        CacheError::PolicyViolation {
+            namespace,
+            requested,
+            allowed,
+        } => {
+            assert_eq!(namespace, "ecoinvent");
+            assert_eq!(requested, Duration::from_secs(86_401));
+            assert_eq!(allowed, Duration::from_secs(86_400));
+        }
+        other => panic!("expected PolicyViolation, got {other:?}"),
+    }
+    assert!(f.l1.get_entry("ecoinvent", b"f").is_none(), "L1 written");
+    assert!(f.l3.get_entry("ecoinvent", b"f").is_none(), "L3 written");
+    assert_eq!(f.cache.stats().policy_violations, 1);
+    // Exactly 24 hours is allowed.
+    f.cache
+        .set_with(
+            "ecoinvent",
+            "f",
+            "v",
+            SetOptions::ttl(Duration::from_secs(86_400)),
+        )
+        .await
+        .unwrap();
+}
+
+#[tokio::test]
+async fn size_limits_are_typed_errors_and_write_nothing() {
+    let f = fixture();
+    let long_key = vec![b'k'; 65];
+    assert!(matches!(
+        f.cache.set("ns", long_key.clone(), "v").await,
+        Err(CacheError::KeyTooLarge { len: 65, max: 64 })
+    ));
+    assert!(matches!(
+        f.cache.get("ns", &long_key).await,
+        Err(CacheError::KeyTooLarge { .. })
+    ));
+    assert!(matches!(
+        f.cache.set("ns", "k", vec![0u8; 1025]).await,
+        Err(CacheError::ValueTooLarge {
+            len: 1025,
+            max: 1024
+        })
+    ));
+    assert!(matches!(
+        f.cache
+            .set_with(
+                "ns",
+                "k",
+                "v",
+                SetOptions::default().with_tags(["a", "b", "c", "d", "e"])
+            )
+            .await,
+        Err(CacheError::TooManyTags { count: 5, max: 4 })
+    ));
+    assert!(matches!(
+        f.cache.set("bad name", "k", "v").await,
+        Err(CacheError::InvalidNamespace { .. })
+    ));
+    assert_eq!(
+        f.l1.entry_count() + f.l3.entry_count(),
+        0,
+        "something was written"
+    );
+    // A value exactly at the limit is fine.
+    f.cache.set("ns", "k", vec![0u8; 1024]).await.unwrap();
+}
+
+#[tokio::test]
+async fn l3_hit_is_promoted_into_l1() {
+    let f = fixture();
+    let version = f.cache.set("ns", "k", "v").await.unwrap();
+    f.l1.remove_sync("ns", b"k");
+    assert_eq!(
+        f.cache.get("ns", b"k").await.unwrap(),
+        Some(Bytes::from("v"))
+    );
+    let promoted = f.l1.get_entry("ns", b"k").expect("promoted into L1");
+    assert_eq!(promoted.version, version, "promotion keeps the version");
+    let s = f.cache.stats();
+    assert_eq!(s.layer(Layer::L3).unwrap().hits, 1);
+    f.cache.get("ns", b"k").await.unwrap();
+    assert_eq!(
+        f.cache.stats().layer(Layer::L1).unwrap().hits,
+        1,
+        "second read from L1"
+    );
+}
+
+#[tokio::test]
+async fn a_promotion_never_replaces_a_newer_write() {
+    let f = fixture();
+    f.cache.set("ns", "k", "old").await.unwrap();
+    let old = f.l3.get_entry("ns", b"k").unwrap();
+    f.cache.set("ns", "k", "new").await.unwrap();
+    // A slow reader now tries to put the old copy back into L1.
+    let outcome = f.l1.set_sync("ns", Bytes::from("k"), old).unwrap();
+    assert_eq!(outcome, SetOutcome::KeptNewer);
+    assert_eq!(
+        f.cache.get("ns", b"k").await.unwrap(),
+        Some(Bytes::from("new"))
+    );
+}
+
+#[tokio::test]
+async fn use_l3_false_keeps_a_namespace_off_disk() {
+    let f = fixture_with(NamespacePolicy {
+        use_l3: false,
+        ..NamespacePolicy::unbounded()
+    });
+    f.cache.set("ecoinvent", "k", "v").await.unwrap();
+    assert!(f.l3.get_entry("ecoinvent", b"k").is_none());
+    assert!(f.l1.get_entry("ecoinvent", b"k").is_some());
+}
+
+#[tokio::test]
+async fn key_pattern_tag_and_namespace_invalidation_reach_every_layer() {
+    let f = fixture();
+    for k in ["user:1", "user:2", "user:33", "order:1"] {
+        f.cache.set("ns", k, "v").await.unwrap();
+    }
+    f.cache
+        .set_with("ns", "tagged", "v", SetOptions::default().with_tags(["eu"]))
+        .await
+        .unwrap();
+    f.cache.set("other", "user:1", "v").await.unwrap();
+
+    assert!(f.cache.invalidate("ns", b"order:1").await.unwrap());
+    assert!(
+        !f.cache.invalidate("ns", b"order:1").await.unwrap(),
+        "already gone"
+    );
+    assert_eq!(
+        f.cache.invalidate_pattern("ns", b"user:?").await.unwrap(),
+        2
+    );
+    assert_eq!(f.cache.invalidate_tag("ns", b"eu").await.unwrap(), 1);
+    for k in ["order:1", "user:1", "user:2", "tagged"] {
+        assert_eq!(
+            f.cache.get("ns", k.as_bytes()).await.unwrap(),
+            None,
+            "{k} survived"
+        );
+        assert!(
+            f.l3.get_entry("ns", k.as_bytes()).is_none(),
+            "{k} survived in L3"
+        );
+    }
+    assert!(f.cache.get("ns", b"user:33").await.unwrap().is_some());
+
+    f.cache.flush_namespace("ns").await.unwrap();
+    assert_eq!(f.cache.get("ns", b"user:33").await.unwrap(), None);
+    assert!(
+        f.cache.get("other", b"user:1").await.unwrap().is_some(),
+        "flush crossed namespaces"
+    );
+    f.cache.set("ns", "again", "v").await.unwrap();
+    assert!(
+        f.cache.get("ns", b"again").await.unwrap().is_some(),
+        "namespace usable after flush"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn hundred_concurrent_get_or_load_run_the_loader_once() {
+    let f = fixture();
+    let runs = Arc::new(AtomicUsize::new(0));
+    let gate = Arc::new(tokio::sync::Barrier::new(100));
+    let mut tasks = Vec::new();
+    for _ in 0..100 {
+        let (cache, runs, gate) = (f.cache.clone(), runs.clone(), gate.clone());
+        tasks.push(tokio::spawn(async move {
+            gate.wait().await;
+            cache
+                .get_or_load("ns", "k", LoadOptions::default(), || async move {
+                    runs.fetch_add(1, Ordering::SeqCst);
+                    tokio::time::sleep(Duration::from_millis(100)).await;
+                    Ok::<_, std::io::Error>(Bytes::from("loaded"))
+                })
+                .await
+        }));
+    }
+    for t in tasks {
+        assert_eq!(t.await.unwrap().unwrap(), Bytes::from("loaded"));
+    }
+    assert_eq!(runs.load(Ordering::SeqCst), 1, "loader ran more than once");
+    let s = f.cache.stats();
+    assert_eq!(s.loads, 1);
+    assert!(s.coalesced >= 1, "waiters must be counted: {s:?}");
+    assert!(f.l1.get_entry("ns", b"k").is_some(), "loaded value stored");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_failing_loader_fails_every_waiter_and_the_next_call_retries() {
+    let f = fixture();
+    let runs = Arc::new(AtomicUsize::new(0));
+    let gate = Arc::new(tokio::sync::Barrier::new(20));
+    let mut tasks = Vec::new();
+    for _ in 0..20 {
+        let (cache, runs, gate) = (f.cache.clone(), runs.clone(), gate.clone());
+        tasks.push(tokio::spawn(async move {
+            gate.wait().await;
+            cache
+                .get_or_load("ns", "k", LoadOptions::default(), || async move {
+                    runs.fetch_add(1, Ordering::SeqCst);
+                    tokio::time::sleep(Duration::from_millis(100)).await;
+                    Err::<Bytes, _>(std::io::Error::other("database down"))
+                })
+                .await
+        }));
+    }
+    for t in tasks {
+        match t.await.unwrap() {
+            Err(CacheError::Loader(e)) => assert!(e.to_string().contains("database down")),
+            other => panic!("expected the loader's error, got {other:?}"),
+        }
+    }
+    assert_eq!(runs.load(Ordering::SeqCst), 1);
+    let v = f
+        .cache
+        .get_or_load("ns", "k", LoadOptions::default(), || async {
+            Ok::<_, std::io::Error>(Bytes::from("recovered"))
+        })
+        .await
+        .unwrap();
+    assert_eq!(v, Bytes::from("recovered"), "a failure must not be cached");
+    assert_eq!(f.cache.stats().load_errors, 1);
+}
+
+#[tokio::test]
+async fn stale_if_error_serves_the_expired_value_within_its_grace_only() {
+    let f = fixture();
+    let opts = LoadOptions {
+        set: SetOptions::ttl(Duration::from_secs(10)),
+        stale_if_error: Some(Duration::from_secs(60)),
+    };
+    let ok = || async { Ok::<_, std::io::Error>(Bytes::from("v1")) };
+    let fail = || async { Err::<Bytes, _>(std::io::Error::other("down")) };
+    f.cache
+        .get_or_load("ns", "k", opts.clone(), ok)
+        .await
+        .unwrap();
+    f.clock.advance(Duration::from_secs(11));
+    assert_eq!(
+        f.cache.get("ns", b"k").await.unwrap(),
+        None,
+        "plain reads never see stale"
+    );
+    let v = f
+        .cache
+        .get_or_load("ns", "k", opts.clone(), fail)
+        .await
+        .unwrap();
+    assert_eq!(v, Bytes::from("v1"), "stale value served on loader failure");
+    assert_eq!(f.cache.stats().stale_served, 1);
+    f.clock.advance(Duration::from_secs(60));
+    assert!(matches!(
+        f.cache.get_or_load("ns", "k", opts, fail).await,
+        Err(CacheError::Loader(_))
+    ));
+}
+
+#[tokio::test]
+async fn stale_grace_counts_against_max_ttl() {
+    let f = fixture();
+    let opts = LoadOptions {
+        set: SetOptions::ttl(Duration::from_secs(86_000)),
+        stale_if_error: Some(Duration::from_secs(3_600)),
+    };
+    let r = f
+        .cache
+        .get_or_load("ecoinvent", "k", opts, || async {
+            Ok::<_, std::io::Error>(Bytes::from("v"))
+        })
+        .await;
+    assert!(
+        matches!(r, Err(CacheError::PolicyViolation { .. })),
+        "{r:?}"
+    );
+    assert!(f.l1.get_entry("ecoinvent", b"k").is_none());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_invalidation_during_a_load_is_not_undone_by_the_load() {
+    let f = fixture();
+    let (started_tx, started_rx) = tokio::sync::oneshot::channel();
+    let (release_tx, release_rx) = tokio::sync::oneshot::channel::<()>();
+    let cache = f.cache.clone();
+    let load = tokio::spawn(async move {
+        cache
+            .get_or_load("ns", "k", LoadOptions::default(), || async move {
+                let _ = started_tx.send(());
+                let _ = release_rx.await;
+                Ok::<_, std::io::Error>(Bytes::from("read-before-invalidation"))
+            })
+            .await
+    });
+    started_rx.await.unwrap();
+    f.cache.invalidate("ns", b"k").await.unwrap();
+    release_tx.send(()).unwrap();
+    assert_eq!(
+        load.await.unwrap().unwrap(),
+        Bytes::from("read-before-invalidation")
+    );
+    assert_eq!(
+        f.cache.get("ns", b"k").await.unwrap(),
+        None,
+        "stale load was cached"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_set_during_a_load_wins_over_the_loaded_value() {
+    let f = fixture();
+    let (started_tx, started_rx) = tokio::sync::oneshot::channel();
+    let (release_tx, release_rx) = tokio::sync::oneshot::channel::<()>();
+    let cache = f.cache.clone();
+    let load = tokio::spawn(async move {
+        cache
+            .get_or_load("ns", "k", LoadOptions::default(), || async move {
+                let _ = started_tx.send(());
+                let _ = release_rx.await;
+                Ok::<_, std::io::Error>(Bytes::from("loaded-old"))
+            })
+            .await
+    });
+    started_rx.await.unwrap();
+    f.cache.set("ns", "k", "written-new").await.unwrap();
+    release_tx.send(()).unwrap();
+    load.await.unwrap().unwrap();
+    assert_eq!(
+        f.cache.get("ns", b"k").await.unwrap(),
+        Some(Bytes::from("written-new"))
+    );
+}
+
+#[tokio::test]
+async fn l1_resident_bytes_never_exceed_capacity() {
+    let clock = ManualClock::default();
+    let capacity = 256 * 1024;
+    let l1 = l1(&clock, capacity);
+    let cache = Cache::builder()
+        .clock(Arc::new(clock.clone()))
+        .l1(l1.clone())
+        .default_policy(NamespacePolicy::unbounded())
+        .build()
+        .unwrap();
+    let value = vec![7u8; 1000];
+    let per_entry = 1000 + 8 + strata_core::memory::ENTRY_OVERHEAD_BYTES;
+    let n = 2 * capacity / per_entry + 1;
+    for i in 0..n {
+        cache
+            .set("ns", format!("key{i:04}"), value.clone())
+            .await
+            .unwrap();
+        let resident = l1.resident_bytes();
+        assert!(
+            resident <= capacity,
+            "resident {resident} > capacity {capacity} after {i}"
+        );
+    }
+    let s = cache.stats();
+    let l1s = s.l1.unwrap();
+    assert!(
+        l1s.evictions > 0,
+        "inserting twice the capacity must evict: {l1s:?}"
+    );
+    assert!(
+        l1s.resident_bytes > capacity / 2,
+        "cache should stay well used: {l1s:?}"
+    );
+    // Every resident entry is still readable: count hits over all keys written.
+    let mut hits = 0u64;
+    for i in 0..n {
+        if cache
+            .get("ns", format!("key{i:04}").as_bytes())
+            .await
+            .unwrap()
+            .is_some()
+        {
+            hits += 1;
+        }
+    }
+    assert_eq!(
+        hits, l1s.entries,
+        "resident entries and readable entries disagree"
+    );
+}
+
+#[tokio::test]
+async fn dedicated_pool_protects_a_namespace_from_a_busy_neighbour() {
+    let clock = ManualClock::default();
+    let cfg = MemoryTierConfig {
+        capacity_bytes: 512 * 1024,
+        dedicated: vec![("critical".into(), 0.25)],
+        estimated_entry_bytes: 1024,
+    };
+    let l1 = Arc::new(MemoryTier::new(cfg, Arc::new(clock.clone())).unwrap());
+    let cache = Cache::builder()
+        .clock(Arc::new(clock))
+        .l1(l1.clone())
+        .default_policy(NamespacePolicy::unbounded())
+        .build()
+        .unwrap();
+    for i in 0..50 {
+        cache
+            .set("critical", format!("c{i}"), vec![1u8; 1000])
+            .await
+            .unwrap();
+    }
+    for i in 0..5_000 {
+        cache
+            .set("busy", format!("b{i}"), vec![2u8; 1000])
+            .await
+            .unwrap();
+    }
+    for i in 0..50 {
+        assert!(
+            cache
+                .get("critical", format!("c{i}").as_bytes())
+                .await
+                .unwrap()
+                .is_some(),
+            "critical key c{i} evicted by the busy namespace"
+        );
+    }
+}
+
+#[tokio::test]
+async fn a_broken_lower_layer_never_turns_reads_into_errors() {
+    let clock = ManualClock::default();
+    let l1 = l1(&clock, 1 << 20);
+    let cache = Cache::builder()
+        .clock(Arc::new(clock))
+        .l1(l1.clone())
+        .l3(Arc::new(Broken(Layer::L3)))
+        .default_policy(NamespacePolicy::unbounded())
+        .build()
+        .unwrap();
+    cache
+        .set("ns", "k", "v")
+        .await
+        .expect("an L3 failure is not the caller's error");
+    assert_eq!(cache.get("ns", b"k").await.unwrap(), Some(Bytes::from("v")));
+    assert_eq!(cache.get("ns", b"missing").await.unwrap(), None);
+    let s = cache.stats();
+    assert!(s.layer(Layer::L3).unwrap().errors >= 2, "{s:?}");
+    assert!(!cache.health().all_serving());
+}
+
+#[tokio::test]
+async fn a_broken_l2_refuses_the_write_and_leaves_no_local_copy() {
+    let clock = ManualClock::default();
+    let l1 = l1(&clock, 1 << 20);
+    let cache = Cache::builder()
+        .clock(Arc::new(clock))
+        .l1(l1.clone())
+        .l2(Arc::new(Broken(Layer::L2)))
+        .default_policy(NamespacePolicy::unbounded())
+        .build()
+        .unwrap();
+    let err = cache.set("ns", "k", "v").await.unwrap_err();
+    assert!(
+        matches!(
+            err,
+            CacheError::Tier {
+                layer: Layer::L2,
+                ..
+            }
+        ),
+        "{err:?}"
+    );
+    assert_eq!(
+        cache.get("ns", b"k").await.unwrap(),
+        None,
+        "unacknowledged write served"
+    );
+}
+
+#[tokio::test]
+async fn stats_report_hits_misses_rate_and_latency_per_layer() {
+    let f = fixture();
+    f.cache.set("ns", "k", "v").await.unwrap();
+    for _ in 0..200 {
+        f.cache.get("ns", b"k").await.unwrap();
+    }
+    for _ in 0..50 {
+        f.cache.get("ns", b"absent").await.unwrap();
+    }
+    let s = f.cache.stats();
+    assert_eq!(s.hit_count, 200);
+    assert_eq!(s.miss_count, 50);
+    assert!((s.hit_rate - 0.8).abs() < 1e-9);
+    let l1s = s.layer(Layer::L1).unwrap();
+    assert_eq!((l1s.hits, l1s.misses), (200, 50));
+    assert!(l1s.latency.samples > 0, "L1 latency sampled");
+    let l3s = s.layer(Layer::L3).unwrap();
+    assert_eq!(l3s.misses, 50);
+    assert_eq!(l3s.latency.samples, 50, "every L3 lookup is timed");
+    assert!(l3s.latency.p99_us >= l3s.latency.p50_us);
+    assert!(s.layer(Layer::L2).is_none(), "no L2 configured");
+}
+
+#[tokio::test]
+async fn namespaces_are_bounded() {
+    let f = fixture();
+    let max = strata_core::namespace::MAX_NAMESPACES;
+    let mut last = Ok(Version::ZERO);
+    for i in 0..=max {
+        last = f.cache.set(&format!("n{i}"), "k", "v").await;
+        if last.is_err() {
+            break;
+        }
+    }
+    assert!(
+        matches!(last, Err(CacheError::TooManyNamespaces { .. })),
+        "{last:?}"
+    );
+}
+
+#[tokio::test]
+async fn sweep_reclaims_expired_and_flushed_entries() {
+    let f = fixture();
+    f.cache
+        .set_with("ns", "short", "v", SetOptions::ttl(Duration::from_secs(1)))
+        .await
+        .unwrap();
+    f.cache.set("ns", "long", "v").await.unwrap();
+    f.cache.set("gone", "a", "v").await.unwrap();
+    f.cache.flush_namespace("gone").await.unwrap();
+    let before = f.l1.resident_bytes();
+    f.clock.advance(Duration::from_secs(2));
+    assert!(f.cache.purge_expired().await >= 2);
+    assert!(f.l1.resident_bytes() < before);
+    assert_eq!(f.l1.entry_count(), 1, "only the fresh entry stays");
+}
