@@ -21,7 +21,7 @@ use criterion::{Criterion, criterion_group, criterion_main};
 use rand::SeedableRng;
 use rand::rngs::StdRng;
 use rand_distr::{Distribution, Zipf};
-use strata_core::{Cache, LoadOptions, MemoryTier, MemoryTierConfig, NamespacePolicy, SystemClock};
+use strata_core::{Cache, LoadOptions, MemoryTier, MemoryTierConfig, NamespacePolicy};
 
 const KEYS: usize = 100_000;
 const READS: usize = 1 << 20;
@@ -54,7 +54,7 @@ fn ready<F: Future>(f: F) -> F::Output {
 fn strata_cache(keys: &[Bytes]) -> Cache {
     let l1 = MemoryTier::new(
         MemoryTierConfig::with_capacity(256 << 20),
-        Arc::new(SystemClock),
+        Arc::new(strata_core::CoarseClock::new()),
     )
     .expect("valid L1 config");
     let cache = Cache::builder()

@@ -12,8 +12,10 @@
 //!   overlaps a slow read is never undone by that read.
 
 use std::future::Future;
+use std::pin::Pin;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
@@ -30,6 +32,41 @@ use crate::tier::{Layer, Tier, TierHealth};
 use crate::time::{Clock, SystemClock, duration_ms};
 use crate::version::{HybridClock, Version};
 use crate::view::{CacheHealth, StatsSnapshot};
+
+type LookupResult = Result<Option<Bytes>, CacheError>;
+
+/// The future of [`Cache::get`]: complete at once on an L1 hit, boxed only on a miss.
+#[must_use = "futures do nothing unless awaited"]
+pub struct Lookup<'a>(LookupState<'a>);
+
+enum LookupState<'a> {
+    Ready(Option<LookupResult>),
+    Pending(Pin<Box<dyn Future<Output = LookupResult> + Send + 'a>>),
+}
+
+impl Future for Lookup<'_> {
+    type Output = LookupResult;
+
+    fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<LookupResult> {
+        match &mut self.0 {
+            LookupState::Ready(result) => match result.take() {
+                Some(r) => Poll::Ready(r),
+                None => panic!("Lookup polled after completion"),
+            },
+            LookupState::Pending(fut) => fut.as_mut().poll(cx),
+        }
+    }
+}
+
+impl std::fmt::Debug for Lookup<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let state = match self.0 {
+            LookupState::Ready(_) => "ready",
+            LookupState::Pending(_) => "pending",
+        };
+        f.debug_tuple("Lookup").field(&state).finish()
+    }
+}
 
 /// Options of one `set`.
 #[derive(Debug, Clone, Default)]
@@ -280,9 +317,15 @@ impl Cache {
     /// A hit in a slower layer is promoted into the faster ones. A layer that fails is
     /// counted and skipped (the read is a miss there), so a broken L3 or Redis never turns a
     /// read into an error.
+    ///
+    /// The L1 lookup happens here, synchronously, before any future exists: an L1 hit returns
+    /// a future that is already complete, and only a miss allocates the future that visits
+    /// the slower layers.
     #[inline]
-    pub async fn get(&self, namespace: &str, key: &[u8]) -> Result<Option<Bytes>, CacheError> {
-        self.inner.limits.check_key(key)?;
+    pub fn get<'a>(&'a self, namespace: &'a str, key: &'a [u8]) -> Lookup<'a> {
+        if let Err(e) = self.inner.limits.check_key(key) {
+            return Lookup(LookupState::Ready(Some(Err(e))));
+        }
         if let Some(l1) = &self.inner.l1 {
             let stats = self.inner.stats.layer(Layer::L1);
             let start = stats::sample_l1().then(Instant::now);
@@ -292,11 +335,13 @@ impl Cache {
             }
             if let Some(value) = hit {
                 stats.hits.incr();
-                return Ok(Some(value));
+                return Lookup(LookupState::Ready(Some(Ok(Some(value)))));
             }
             stats.misses.incr();
         }
-        Ok(self.get_below_l1(namespace, key).await?.map(|e| e.value))
+        Lookup(LookupState::Pending(Box::pin(async move {
+            Ok(self.get_below_l1(namespace, key).await?.map(|e| e.value))
+        })))
     }
 
     /// Like [`Cache::get`], with the entry's version, expiry and tags.

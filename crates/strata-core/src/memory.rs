@@ -78,8 +78,7 @@ struct L1Key {
 
 impl Hash for L1Key {
     fn hash<H: Hasher>(&self, state: &mut H) {
-        state.write_u32(self.ns);
-        state.write(&self.key);
+        hash_key(self.ns, &self.key, state);
     }
 }
 
@@ -91,9 +90,15 @@ struct L1KeyRef<'a> {
 
 impl Hash for L1KeyRef<'_> {
     fn hash<H: Hasher>(&self, state: &mut H) {
-        state.write_u32(self.ns);
-        state.write(self.key);
+        hash_key(self.ns, self.key, state);
     }
+}
+
+/// The one hash of an L1 key, shared by the owned and borrowed forms so they always agree.
+#[inline]
+fn hash_key<H: Hasher>(ns: u32, key: &[u8], state: &mut H) {
+    key.hash(state);
+    state.write_u32(ns);
 }
 
 impl Equivalent<L1Key> for L1KeyRef<'_> {
@@ -257,24 +262,21 @@ impl MemoryTier {
     /// The hot path: the value of a fresh entry, without cloning tags or metadata out.
     #[inline]
     pub fn get_value(&self, namespace: &str, key: &[u8]) -> Option<Bytes> {
-        let table = self.namespaces.load();
-        let ns = table.get(namespace)?;
+        let ns = self.namespaces.get(namespace)?;
         let slot = ns.pool.get(&L1KeyRef { ns: ns.id, key })?;
         self.check(ns, key, slot).map(|e| e.value)
     }
 
     /// A fresh entry with its metadata.
     pub fn get_entry(&self, namespace: &str, key: &[u8]) -> Option<Entry> {
-        let table = self.namespaces.load();
-        let ns = table.get(namespace)?;
+        let ns = self.namespaces.get(namespace)?;
         let slot = ns.pool.get(&L1KeyRef { ns: ns.id, key })?;
         self.check(ns, key, slot)
     }
 
     /// An entry that is expired but inside its stale grace.
     pub fn get_stale_entry(&self, namespace: &str, key: &[u8]) -> Option<Entry> {
-        let table = self.namespaces.load();
-        let ns = table.get(namespace)?;
+        let ns = self.namespaces.get(namespace)?;
         let slot = ns.pool.peek(&L1KeyRef { ns: ns.id, key })?;
         let now = self.now();
         (slot.generation == ns.generation.load(Ordering::Acquire)
@@ -310,8 +312,8 @@ impl MemoryTier {
         }
     }
 
-    fn namespace(&self, namespace: &str) -> Option<Arc<NsSlot>> {
-        self.namespaces.get(namespace)
+    fn namespace(&self, namespace: &str) -> Option<&NsSlot> {
+        self.namespaces.get(namespace).map(|a| &**a)
     }
 
     fn namespace_or_create(&self, namespace: &str) -> Result<Arc<NsSlot>, TierError> {
@@ -436,10 +438,9 @@ impl MemoryTier {
     /// flushed generation; returns how many were dropped.
     pub fn purge_expired_sync(&self) -> u64 {
         let now = self.now();
-        let table = self.namespaces.snapshot();
         // ids are dense (assigned in creation order), so a Vec maps id -> generation.
-        let mut generations = vec![u64::MAX; table.len()];
-        for ns in table.values() {
+        let mut generations = vec![u64::MAX; self.namespaces.len()];
+        for ns in self.namespaces.values() {
             generations[ns.id as usize] = ns.generation.load(Ordering::Acquire);
         }
         let expired = Cell::new(0u64);

@@ -1,15 +1,20 @@
 //! Per-layer counters and latency histograms, built so that recording on the hot path is a
 //! few nanoseconds and never contends across threads.
 //!
-//! - Counters are striped: each thread adds to its own cache-line-padded atomic, and a read
-//!   sums the stripes, so two cores hitting L1 do not bounce one cache line.
+//! - Counters are striped: each live thread owns one cache-line-padded cell (a slot taken from
+//!   a free list at its first count and returned when it exits), and a read sums the cells.
+//!   Because a cell has one writer, an increment is a plain load and store, not a locked
+//!   read-modify-write: on x86 a locked instruction is a full barrier, which in a tight loop
+//!   of L1 hits costs more than the hit itself (measured ~300 ns per `Cache::get` on 100k
+//!   keys). Threads beyond [`EXCLUSIVE_STRIPES`] share one overflow cell with `fetch_add`, so
+//!   counts stay exact either way.
 //! - Latency goes into hdrhistogram histograms, one per stripe behind a mutex that is only
 //!   ever `try_lock`ed on the hot path (a contended sample is dropped, not waited for). L1 hits
 //!   are sampled (1 in [`L1_LATENCY_SAMPLE_EVERY`]) because reading the clock twice would cost
 //!   more than the hit itself; slower layers record every operation.
 
 use std::cell::Cell;
-use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Instant;
 
 use hdrhistogram::Histogram;
@@ -17,8 +22,10 @@ use parking_lot::Mutex;
 
 use crate::tier::Layer;
 
-/// Number of stripes; a power of two comfortably above the core counts Strata targets.
-const STRIPES: usize = 16;
+/// Threads that get a cell of their own; more threads share the overflow cell.
+pub const EXCLUSIVE_STRIPES: usize = 32;
+const STRIPES: usize = EXCLUSIVE_STRIPES + 1;
+const OVERFLOW: usize = EXCLUSIVE_STRIPES;
 
 /// L1 hits record their latency once every this many hits per thread.
 pub const L1_LATENCY_SAMPLE_EVERY: u32 = 64;
@@ -26,16 +33,45 @@ pub const L1_LATENCY_SAMPLE_EVERY: u32 = 64;
 /// Highest latency a histogram records, in nanoseconds (60 s); longer samples are clamped.
 const MAX_LATENCY_NS: u64 = 60_000_000_000;
 
-static NEXT_STRIPE: AtomicUsize = AtomicUsize::new(0);
+static FREE_STRIPES: Mutex<Vec<usize>> = Mutex::new(Vec::new());
+static STRIPES_HANDED_OUT: Mutex<usize> = Mutex::new(0);
+
+/// A thread's claim on a stripe, returned to the free list when the thread exits.
+struct StripeClaim(usize);
+
+impl StripeClaim {
+    fn acquire() -> Self {
+        if let Some(i) = FREE_STRIPES.lock().pop() {
+            return StripeClaim(i);
+        }
+        let mut handed = STRIPES_HANDED_OUT.lock();
+        if *handed < EXCLUSIVE_STRIPES {
+            *handed += 1;
+            StripeClaim(*handed - 1)
+        } else {
+            StripeClaim(OVERFLOW)
+        }
+    }
+}
+
+impl Drop for StripeClaim {
+    fn drop(&mut self) {
+        // The mutex orders this thread's last stores before the next owner's first load.
+        if self.0 != OVERFLOW {
+            FREE_STRIPES.lock().push(self.0);
+        }
+    }
+}
 
 thread_local! {
-    static STRIPE: usize = NEXT_STRIPE.fetch_add(1, Ordering::Relaxed) % STRIPES;
+    static STRIPE: StripeClaim = StripeClaim::acquire();
     static SAMPLE_TICK: Cell<u32> = const { Cell::new(0) };
 }
 
 #[inline]
 fn stripe() -> usize {
-    STRIPE.with(|s| *s)
+    // During thread teardown the claim may be gone already: count in the overflow cell.
+    STRIPE.try_with(|s| s.0).unwrap_or(OVERFLOW)
 }
 
 #[repr(align(128))]
@@ -71,7 +107,17 @@ impl Counter {
     /// Adds `n`.
     #[inline]
     pub fn add(&self, n: u64) {
-        self.cells[stripe()].0.fetch_add(n, Ordering::Relaxed);
+        let i = stripe();
+        let cell = &self.cells[i].0;
+        if i == OVERFLOW {
+            cell.fetch_add(n, Ordering::Relaxed);
+        } else {
+            // This thread is the cell's only writer (see the module docs).
+            cell.store(
+                cell.load(Ordering::Relaxed).wrapping_add(n),
+                Ordering::Relaxed,
+            );
+        }
     }
 
     /// The current total (a sum over stripes; concurrent adds may or may not be included).
@@ -235,16 +281,24 @@ mod tests {
     use super::*;
 
     #[test]
-    fn counter_sums_across_threads() {
+    fn counter_is_exact_with_more_threads_than_stripes() {
         let c = std::sync::Arc::new(Counter::default());
-        let hs: Vec<_> = (0..4)
-            .map(|_| {
-                let c = c.clone();
-                std::thread::spawn(move || (0..1000).for_each(|_| c.incr()))
-            })
-            .collect();
-        hs.into_iter().for_each(|h| h.join().unwrap());
-        assert_eq!(c.get(), 4000);
+        // 80 concurrent threads: 32 own a cell, the rest share the overflow cell; then 40 more
+        // threads reuse the cells the first ones freed.
+        for batch in [80, 40] {
+            let barrier = std::sync::Arc::new(std::sync::Barrier::new(batch));
+            let hs: Vec<_> = (0..batch)
+                .map(|_| {
+                    let (c, b) = (c.clone(), barrier.clone());
+                    std::thread::spawn(move || {
+                        b.wait();
+                        (0..10_000).for_each(|_| c.incr())
+                    })
+                })
+                .collect();
+            hs.into_iter().for_each(|h| h.join().unwrap());
+        }
+        assert_eq!(c.get(), 120 * 10_000);
     }
 
     #[test]

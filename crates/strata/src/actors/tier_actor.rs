@@ -1,0 +1,114 @@
+//! `TierActor`: the background work of one layer — the expiry sweep and the periodic stats
+//! snapshot — and a fault-injection message for chaos tests.
+//!
+//! Its mailbox is ractor's (unbounded), but only two timers and rare control messages feed
+//! it, so it cannot grow: a tick is sent only while the previous ones are handled within the
+//! interval, and the sweep itself runs on the blocking pool.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use ractor::{Actor, ActorProcessingErr, ActorRef};
+use strata_core::{Cache, Layer, Tier};
+use tokio::task::JoinHandle;
+
+use crate::status::{ActorState, NodeStatus};
+
+/// Messages of a layer actor.
+#[derive(Debug)]
+pub(crate) enum TierMsg {
+    /// Drop expired entries now.
+    Sweep,
+    /// Record this layer's stats snapshot.
+    Snapshot,
+    /// Panic, to exercise supervision (chaos testing; see `Node::inject_fault`).
+    InjectPanic,
+}
+
+/// What a layer actor needs; cloned by the supervisor for each (re)start.
+#[derive(Clone)]
+pub(crate) struct TierActorArgs {
+    pub(crate) layer: Layer,
+    pub(crate) tier: Arc<dyn Tier>,
+    pub(crate) cache: Cache,
+    pub(crate) status: Arc<NodeStatus>,
+    pub(crate) sweep_interval: Duration,
+    pub(crate) snapshot_interval: Duration,
+}
+
+pub(crate) struct TierActor;
+
+pub(crate) struct TierActorState {
+    args: TierActorArgs,
+    timers: Vec<JoinHandle<()>>,
+}
+
+impl Actor for TierActor {
+    type Msg = TierMsg;
+    type State = TierActorState;
+    type Arguments = TierActorArgs;
+
+    async fn pre_start(
+        &self,
+        myself: ActorRef<TierMsg>,
+        args: TierActorArgs,
+    ) -> Result<TierActorState, ActorProcessingErr> {
+        let timers = vec![
+            myself.send_interval(args.sweep_interval, || TierMsg::Sweep),
+            myself.send_interval(args.snapshot_interval, || TierMsg::Snapshot),
+        ];
+        args.status.set_actor(args.layer, ActorState::Running);
+        tracing::debug!(layer = %args.layer, "layer actor started");
+        Ok(TierActorState { args, timers })
+    }
+
+    async fn handle(
+        &self,
+        _myself: ActorRef<TierMsg>,
+        msg: TierMsg,
+        state: &mut TierActorState,
+    ) -> Result<(), ActorProcessingErr> {
+        let a = &state.args;
+        match msg {
+            TierMsg::Sweep => {
+                let tier = a.tier.clone();
+                // A sweep walks every entry of the layer under shard locks: run it off the
+                // async workers so it never delays a request.
+                let handle = tokio::runtime::Handle::current();
+                let swept =
+                    tokio::task::spawn_blocking(move || handle.block_on(tier.purge_expired()))
+                        .await?;
+                match swept {
+                    Ok(n) if n > 0 => tracing::debug!(layer = %a.layer, dropped = n, "sweep"),
+                    Ok(_) => {}
+                    Err(err) => tracing::warn!(layer = %a.layer, error = %err, "sweep failed"),
+                }
+            }
+            TierMsg::Snapshot => {
+                if let Some(snap) = a.cache.stats().layer(a.layer).cloned() {
+                    tracing::debug!(
+                        layer = %a.layer,
+                        hits = snap.hits,
+                        misses = snap.misses,
+                        p99_us = snap.latency.p99_us,
+                        "stats snapshot"
+                    );
+                    a.status.set_snapshot(snap);
+                }
+            }
+            TierMsg::InjectPanic => panic!("fault injected into the {} actor", a.layer),
+        }
+        Ok(())
+    }
+
+    async fn post_stop(
+        &self,
+        _myself: ActorRef<TierMsg>,
+        state: &mut TierActorState,
+    ) -> Result<(), ActorProcessingErr> {
+        for t in &state.timers {
+            t.abort();
+        }
+        Ok(())
+    }
+}

@@ -1,0 +1,505 @@
+//! `NodeConfig`: every setting of a node, with documented defaults, three profiles from the
+//! seeds, loading from TOML plus `STRATA__SECTION__KEY` environment overrides, and validation
+//! that names the offending field.
+//!
+//! Load order (later wins): the profile's defaults → the TOML file → the environment. The
+//! profile itself is read from the file's `profile` key or `STRATA__PROFILE`.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use serde::{Deserialize, Serialize};
+use strata_core::{Limits, MemoryTierConfig, Namespace, NamespacePolicy};
+
+/// Largest `limits.max_value_bytes` accepted: Redis's `proto-max-bulk-len` default.
+pub const MAX_VALUE_BYTES_CEILING: u64 = 512 * 1024 * 1024;
+/// Largest `limits.max_key_bytes` accepted.
+pub const MAX_KEY_BYTES_CEILING: u64 = 1024 * 1024;
+/// Prefix of environment overrides; sections and keys are separated by `__`.
+pub const ENV_PREFIX: &str = "STRATA";
+
+/// A named set of defaults, from the seeds' `create_default`, `create_high_performance` and
+/// the memory-constrained variant.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Profile {
+    /// L1 100 MiB (the seeds' L1 size), values up to 16 MiB, sweep every second.
+    #[default]
+    Default,
+    /// L1 1 GiB, values up to 64 MiB, sweep every 5 s (fewer passes over a large L1).
+    HighPerformance,
+    /// L1 16 MiB, values up to 1 MiB, keys up to 1 KiB, sweep every 250 ms (memory is
+    /// reclaimed sooner).
+    MemoryConstrained,
+}
+
+impl Profile {
+    /// The profile's name as written in config files.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Profile::Default => "default",
+            Profile::HighPerformance => "high_performance",
+            Profile::MemoryConstrained => "memory_constrained",
+        }
+    }
+
+    fn parse(s: &str) -> Option<Self> {
+        [
+            Profile::Default,
+            Profile::HighPerformance,
+            Profile::MemoryConstrained,
+        ]
+        .into_iter()
+        .find(|p| p.as_str() == s)
+    }
+}
+
+/// Every setting of one node.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct NodeConfig {
+    /// Which profile's defaults the rest overrides.
+    #[serde(default)]
+    pub profile: Profile,
+    /// Identity.
+    pub node: NodeSection,
+    /// The memory layer.
+    pub l1: L1Config,
+    /// Size limits on keys, values and tags.
+    pub limits: LimitsConfig,
+    /// The policy of namespaces not listed under `namespaces`.
+    pub namespace_defaults: NamespaceConfig,
+    /// Per-namespace policies; fields left out inherit `namespace_defaults`.
+    #[serde(default)]
+    pub namespaces: BTreeMap<String, NamespaceConfig>,
+    /// Restart policy of the layer actors.
+    pub supervisor: SupervisorConfig,
+    /// Stats snapshots.
+    pub metrics: MetricsConfig,
+}
+
+/// Identity of the node.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct NodeSection {
+    /// A name for logs and metrics (default `strata`).
+    pub name: String,
+}
+
+/// L1 settings.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct L1Config {
+    /// Whether the node has an L1 at all (default true).
+    pub enabled: bool,
+    /// Byte capacity, counting key + value + tags + a fixed per-entry overhead
+    /// (`strata_core::memory::ENTRY_OVERHEAD_BYTES`).
+    pub capacity_bytes: u64,
+    /// Interval of the background sweep that drops expired and flushed entries.
+    pub sweep_interval_ms: u64,
+    /// Expected mean entry size, used only to pre-size tables.
+    pub estimated_entry_bytes: u64,
+}
+
+/// Size limits.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct LimitsConfig {
+    /// Longest key in bytes.
+    pub max_key_bytes: u64,
+    /// Largest value in bytes (at most 512 MiB).
+    pub max_value_bytes: u64,
+    /// Most tags per entry.
+    pub max_tags_per_entry: u64,
+    /// Longest tag in bytes.
+    pub max_tag_bytes: u64,
+}
+
+/// One namespace's policy. In `namespaces.NAME`, a field left out inherits
+/// `namespace_defaults`.
+#[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct NamespaceConfig {
+    /// TTL of a write that names none. Unset in `namespace_defaults`: no expiry.
+    pub default_ttl_secs: Option<u64>,
+    /// Longest TTL a write may ask for; longer ones are refused (`PolicyViolation`).
+    pub max_ttl_secs: Option<u64>,
+    /// Share of L1 reserved for this namespace (0 < share < 1), in a pool of its own.
+    pub l1_share: Option<f64>,
+    /// Whether entries go to the disk layer (default true).
+    pub use_l3: Option<bool>,
+}
+
+/// How the node supervisor restarts a failed layer actor.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SupervisorConfig {
+    /// Restarts allowed within `restart_window_ms` before the supervisor escalates (gives up
+    /// on the actor and reports the node unhealthy).
+    pub max_restarts: u32,
+    /// The window over which restarts are counted.
+    pub restart_window_ms: u64,
+    /// Delay before the first restart; doubles with each restart in the window.
+    pub backoff_initial_ms: u64,
+    /// Longest delay between restarts.
+    pub backoff_max_ms: u64,
+}
+
+/// Stats snapshots taken by the layer actors.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct MetricsConfig {
+    /// Interval of per-layer stats snapshots (also logged at debug level).
+    pub stats_interval_ms: u64,
+}
+
+/// Why a config could not be used.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    /// The file could not be read or parsed, or a value has the wrong type or an unknown key.
+    #[error("cannot load config{}: {source}", .path.as_ref().map(|p| format!(" from {}", p.display())).unwrap_or_default())]
+    Load {
+        /// The file, if one was given.
+        path: Option<PathBuf>,
+        /// What the parser reported (it names the key).
+        source: config::ConfigError,
+    },
+    /// A value is out of range or inconsistent with another.
+    #[error("invalid config: {field}: {reason}")]
+    Invalid {
+        /// The dotted path of the field, such as `l1.capacity_bytes`.
+        field: String,
+        /// What is wrong.
+        reason: String,
+    },
+}
+
+fn invalid(field: impl Into<String>, reason: impl Into<String>) -> ConfigError {
+    ConfigError::Invalid {
+        field: field.into(),
+        reason: reason.into(),
+    }
+}
+
+const MIB: u64 = 1024 * 1024;
+
+impl Default for NodeConfig {
+    fn default() -> Self {
+        Self::for_profile(Profile::Default)
+    }
+}
+
+impl NodeConfig {
+    /// The defaults of `profile`.
+    pub fn for_profile(profile: Profile) -> Self {
+        let (l1_bytes, sweep_ms, max_value, max_key, est_entry) = match profile {
+            Profile::Default => (100 * MIB, 1_000, 16 * MIB, 8 * 1024, 1024),
+            Profile::HighPerformance => (1024 * MIB, 5_000, 64 * MIB, 8 * 1024, 4096),
+            Profile::MemoryConstrained => (16 * MIB, 250, MIB, 1024, 512),
+        };
+        Self {
+            profile,
+            node: NodeSection {
+                name: "strata".into(),
+            },
+            l1: L1Config {
+                enabled: true,
+                capacity_bytes: l1_bytes,
+                sweep_interval_ms: sweep_ms,
+                estimated_entry_bytes: est_entry,
+            },
+            limits: LimitsConfig {
+                max_key_bytes: max_key,
+                max_value_bytes: max_value,
+                max_tags_per_entry: 32,
+                max_tag_bytes: 256,
+            },
+            namespace_defaults: NamespaceConfig {
+                default_ttl_secs: Some(3_600),
+                max_ttl_secs: Some(86_400),
+                l1_share: None,
+                use_l3: Some(true),
+            },
+            namespaces: BTreeMap::new(),
+            supervisor: SupervisorConfig {
+                max_restarts: 5,
+                restart_window_ms: 60_000,
+                backoff_initial_ms: 100,
+                backoff_max_ms: 5_000,
+            },
+            metrics: MetricsConfig {
+                stats_interval_ms: 10_000,
+            },
+        }
+    }
+
+    /// Small and fast-ticking, for tests: 8 MiB L1, 50 ms sweeps, 10 ms restart backoff.
+    pub fn for_test() -> Self {
+        let mut c = Self::for_profile(Profile::Default);
+        c.node.name = "test".into();
+        c.l1.capacity_bytes = 8 * MIB;
+        c.l1.sweep_interval_ms = 50;
+        c.supervisor = SupervisorConfig {
+            max_restarts: 3,
+            restart_window_ms: 10_000,
+            backoff_initial_ms: 10,
+            backoff_max_ms: 100,
+        };
+        c.metrics.stats_interval_ms = 100;
+        c
+    }
+
+    /// Loads from an optional TOML file and the process environment, then validates.
+    pub fn load(path: Option<&Path>) -> Result<Self, ConfigError> {
+        Self::load_with_env(path, std::env::vars())
+    }
+
+    /// Like [`NodeConfig::load`] with an explicit environment (tests pass their own, so they
+    /// do not race on the process environment).
+    pub fn load_with_env(
+        path: Option<&Path>,
+        env: impl IntoIterator<Item = (String, String)>,
+    ) -> Result<Self, ConfigError> {
+        let env: config::Map<String, String> = env
+            .into_iter()
+            .filter(|(k, _)| k.starts_with(&format!("{ENV_PREFIX}__")))
+            .collect();
+        let load_err = |source| ConfigError::Load {
+            path: path.map(Path::to_path_buf),
+            source,
+        };
+        let env_source = || {
+            config::Environment::with_prefix(ENV_PREFIX)
+                .prefix_separator("__")
+                .separator("__")
+                .try_parsing(true)
+                .source(Some(env.clone()))
+        };
+        let file_source = || path.map(|p| config::File::from(p).format(config::FileFormat::Toml));
+
+        // First pass: which profile?
+        let probe = config::Config::builder()
+            .add_source(file_source().into_iter().collect::<Vec<_>>())
+            .add_source(env_source())
+            .build()
+            .map_err(load_err)?;
+        let profile = match probe.get_string("profile") {
+            Ok(name) => Profile::parse(&name).ok_or_else(|| {
+                invalid(
+                    "profile",
+                    format!("unknown profile {name:?}; expected default, high_performance or memory_constrained"),
+                )
+            })?,
+            Err(config::ConfigError::NotFound(_)) => Profile::Default,
+            Err(e) => return Err(load_err(e)),
+        };
+
+        let defaults = config::Config::try_from(&Self::for_profile(profile)).map_err(load_err)?;
+        let merged = config::Config::builder()
+            .add_source(defaults)
+            .add_source(file_source().into_iter().collect::<Vec<_>>())
+            .add_source(env_source())
+            .build()
+            .map_err(load_err)?;
+        let cfg: NodeConfig = merged.try_deserialize().map_err(load_err)?;
+        cfg.validate()?;
+        Ok(cfg)
+    }
+
+    /// Checks ranges and consistency; the error names the field.
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        if self.node.name.is_empty() {
+            return Err(invalid("node.name", "must not be empty"));
+        }
+        if self.l1.enabled {
+            if self.l1.capacity_bytes == 0 {
+                return Err(invalid("l1.capacity_bytes", "must be greater than 0"));
+            }
+            if self.l1.sweep_interval_ms == 0 {
+                return Err(invalid("l1.sweep_interval_ms", "must be greater than 0"));
+            }
+            if self.l1.estimated_entry_bytes == 0 {
+                return Err(invalid(
+                    "l1.estimated_entry_bytes",
+                    "must be greater than 0",
+                ));
+            }
+        }
+        let l = &self.limits;
+        for (field, v, max) in [
+            (
+                "limits.max_key_bytes",
+                l.max_key_bytes,
+                MAX_KEY_BYTES_CEILING,
+            ),
+            (
+                "limits.max_value_bytes",
+                l.max_value_bytes,
+                MAX_VALUE_BYTES_CEILING,
+            ),
+            ("limits.max_tags_per_entry", l.max_tags_per_entry, 1024),
+            ("limits.max_tag_bytes", l.max_tag_bytes, 64 * 1024),
+        ] {
+            if v == 0 || v > max {
+                return Err(invalid(
+                    field,
+                    format!("must be between 1 and {max}, got {v}"),
+                ));
+            }
+        }
+        self.namespace_defaults
+            .to_policy(None)
+            .validate()
+            .map_err(|e| invalid("namespace_defaults", e))?;
+        if self.namespace_defaults.l1_share.is_some() {
+            return Err(invalid(
+                "namespace_defaults.l1_share",
+                "a share is reserved per named namespace, not for all of them",
+            ));
+        }
+        let mut share_sum = 0.0;
+        for (name, ns) in &self.namespaces {
+            let field = format!("namespaces.{name}");
+            Namespace::new(name).map_err(|e| invalid(&field, e.to_string()))?;
+            ns.to_policy(Some(&self.namespace_defaults))
+                .validate()
+                .map_err(|e| invalid(&field, e))?;
+            if let Some(s) = ns.l1_share {
+                if !(s > 0.0 && s < 1.0) {
+                    return Err(invalid(
+                        format!("{field}.l1_share"),
+                        format!("must be in (0, 1), got {s}"),
+                    ));
+                }
+                share_sum += s;
+            }
+        }
+        if share_sum >= 1.0 {
+            return Err(invalid(
+                "namespaces.*.l1_share",
+                format!(
+                    "shares sum to {share_sum}; they must sum to less than 1 (the rest is shared)"
+                ),
+            ));
+        }
+        let s = &self.supervisor;
+        if s.restart_window_ms == 0 {
+            return Err(invalid(
+                "supervisor.restart_window_ms",
+                "must be greater than 0",
+            ));
+        }
+        if s.backoff_initial_ms > s.backoff_max_ms {
+            return Err(invalid(
+                "supervisor.backoff_initial_ms",
+                format!("must not exceed backoff_max_ms ({})", s.backoff_max_ms),
+            ));
+        }
+        if self.metrics.stats_interval_ms == 0 {
+            return Err(invalid(
+                "metrics.stats_interval_ms",
+                "must be greater than 0",
+            ));
+        }
+        Ok(())
+    }
+
+    /// The core's size limits.
+    pub fn core_limits(&self) -> Limits {
+        let l = &self.limits;
+        Limits {
+            max_key_bytes: l.max_key_bytes as usize,
+            max_value_bytes: l.max_value_bytes as usize,
+            max_tags_per_entry: l.max_tags_per_entry as usize,
+            max_tag_bytes: l.max_tag_bytes as usize,
+        }
+    }
+
+    /// The L1 tier's config, with the pools of namespaces that reserve a share.
+    pub fn l1_tier_config(&self) -> MemoryTierConfig {
+        MemoryTierConfig {
+            capacity_bytes: self.l1.capacity_bytes,
+            dedicated: self
+                .namespaces
+                .iter()
+                .filter_map(|(n, ns)| ns.l1_share.map(|s| (n.clone(), s)))
+                .collect(),
+            estimated_entry_bytes: self.l1.estimated_entry_bytes,
+        }
+    }
+
+    /// The policy of every named namespace, with inherited fields filled in.
+    pub fn namespace_policies(&self) -> Vec<(String, NamespacePolicy)> {
+        self.namespaces
+            .iter()
+            .map(|(n, ns)| (n.clone(), ns.to_policy(Some(&self.namespace_defaults))))
+            .collect()
+    }
+
+    /// `Duration` views of the interval settings.
+    pub fn sweep_interval(&self) -> Duration {
+        Duration::from_millis(self.l1.sweep_interval_ms)
+    }
+}
+
+impl NamespaceConfig {
+    /// This config as a core policy, taking unset fields from `inherit`.
+    pub fn to_policy(&self, inherit: Option<&NamespaceConfig>) -> NamespacePolicy {
+        let pick = |own: Option<u64>, f: fn(&NamespaceConfig) -> Option<u64>| {
+            own.or_else(|| inherit.and_then(f))
+        };
+        NamespacePolicy {
+            default_ttl: pick(self.default_ttl_secs, |d| d.default_ttl_secs)
+                .map(Duration::from_secs),
+            max_ttl: pick(self.max_ttl_secs, |d| d.max_ttl_secs).map(Duration::from_secs),
+            l1_share: self.l1_share,
+            use_l3: self
+                .use_l3
+                .or_else(|| inherit.and_then(|d| d.use_l3))
+                .unwrap_or(true),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn profiles_validate_and_differ() {
+        for p in [
+            Profile::Default,
+            Profile::HighPerformance,
+            Profile::MemoryConstrained,
+        ] {
+            NodeConfig::for_profile(p).validate().unwrap();
+        }
+        assert_eq!(NodeConfig::default().l1.capacity_bytes, 100 * MIB);
+        assert!(
+            NodeConfig::for_profile(Profile::MemoryConstrained)
+                .l1
+                .capacity_bytes
+                < NodeConfig::for_profile(Profile::HighPerformance)
+                    .l1
+                    .capacity_bytes
+        );
+        NodeConfig::for_test().validate().unwrap();
+    }
+
+    #[test]
+    fn namespaces_inherit_unset_fields() {
+        let mut c = NodeConfig::default();
+        c.namespaces.insert(
+            "emission_factors".into(),
+            NamespaceConfig {
+                default_ttl_secs: Some(600),
+                ..Default::default()
+            },
+        );
+        let p = &c.namespace_policies()[0].1;
+        assert_eq!(p.default_ttl, Some(Duration::from_secs(600)));
+        assert_eq!(p.max_ttl, Some(Duration::from_secs(86_400)), "inherited");
+        assert!(p.use_l3);
+    }
+}

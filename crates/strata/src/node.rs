@@ -1,0 +1,247 @@
+//! `Node`: builds the layers and the cache from a [`NodeConfig`], starts the supervision tree,
+//! and exposes the [`Cache`] handle, health, metrics and shutdown.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use parking_lot::Mutex;
+use prometheus_client::registry::Registry;
+use ractor::{Actor, ActorRef};
+use strata_core::rng::{Rng, SystemRng};
+use strata_core::{Cache, Clock, Layer, MemoryTier, SystemClock, Tier, TierHealth};
+use tokio::task::JoinHandle;
+
+use crate::actors::supervisor::{NodeSupervisor, SupervisorArgs, SupervisorMsg};
+use crate::actors::tier_actor::TierActorArgs;
+use crate::config::{ConfigError, NodeConfig};
+use crate::metrics::CacheCollector;
+use crate::status::{ActorState, NodeStatus};
+
+/// How long `shutdown` waits for the actors to stop.
+const SHUTDOWN_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// Why a node could not start or stop.
+#[derive(Debug, thiserror::Error)]
+pub enum NodeError {
+    /// The configuration is invalid.
+    #[error(transparent)]
+    Config(#[from] ConfigError),
+    /// A layer could not be built from a valid config.
+    #[error("cannot build {layer}: {reason}")]
+    Layer {
+        /// The layer.
+        layer: Layer,
+        /// Why.
+        reason: String,
+    },
+    /// The supervision tree could not start.
+    #[error("cannot start the supervision tree: {0}")]
+    Supervisor(String),
+}
+
+/// The seams a node takes from its host: production uses the system clock and RNG; tests pass
+/// manual ones.
+pub struct NodeDeps {
+    /// Time for expiry and versions.
+    pub clock: Arc<dyn Clock>,
+    /// Randomness for restart jitter.
+    pub rng: Box<dyn Rng>,
+}
+
+impl Default for NodeDeps {
+    fn default() -> Self {
+        Self {
+            clock: Arc::new(SystemClock),
+            rng: Box::new(SystemRng::new()),
+        }
+    }
+}
+
+/// One layer's health as the node sees it: the tier's own view and its actor's state.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LayerHealth {
+    /// Which layer.
+    pub layer: Layer,
+    /// The tier's own health.
+    pub tier: TierHealth,
+    /// The state of the actor doing its background work.
+    pub actor: ActorState,
+}
+
+/// The node's health.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct NodeHealth {
+    /// True when every layer serves and every actor runs.
+    pub ready: bool,
+    /// Per-layer detail.
+    pub layers: Vec<LayerHealth>,
+    /// Actor restarts since start.
+    pub restarts_total: u64,
+    /// Why the supervisor escalated, if it did.
+    pub escalation: Option<String>,
+}
+
+/// A running Strata node embedded in the host process.
+pub struct Node {
+    config: NodeConfig,
+    cache: Cache,
+    status: Arc<NodeStatus>,
+    registry: Arc<Mutex<Registry>>,
+    supervisor: ActorRef<SupervisorMsg>,
+    supervisor_task: JoinHandle<()>,
+}
+
+impl std::fmt::Debug for Node {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Node")
+            .field("name", &self.config.node.name)
+            .field("cache", &self.cache)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Node {
+    /// Starts a node with the system clock and RNG. Needs a running tokio runtime.
+    pub async fn start(config: NodeConfig) -> Result<Node, NodeError> {
+        Self::start_with(config, NodeDeps::default()).await
+    }
+
+    /// Starts a node with the given seams.
+    pub async fn start_with(config: NodeConfig, deps: NodeDeps) -> Result<Node, NodeError> {
+        config.validate()?;
+        let mut builder = Cache::builder()
+            .clock(deps.clock.clone())
+            .limits(config.core_limits())
+            .default_policy(config.namespace_defaults.to_policy(None));
+        for (name, policy) in config.namespace_policies() {
+            builder = builder.namespace(&name, policy);
+        }
+        let mut layers: Vec<(Layer, Arc<dyn Tier>)> = Vec::new();
+        if config.l1.enabled {
+            let l1 =
+                MemoryTier::new(config.l1_tier_config(), deps.clock.clone()).map_err(|reason| {
+                    NodeError::Layer {
+                        layer: Layer::L1,
+                        reason,
+                    }
+                })?;
+            let l1 = Arc::new(l1);
+            builder = builder.l1(l1.clone());
+            layers.push((Layer::L1, l1));
+        }
+        let cache = builder.build().map_err(|reason| NodeError::Layer {
+            layer: Layer::L1,
+            reason,
+        })?;
+
+        let status = Arc::new(NodeStatus::default());
+        let children = layers
+            .into_iter()
+            .map(|(layer, tier)| TierActorArgs {
+                layer,
+                tier,
+                cache: cache.clone(),
+                status: status.clone(),
+                sweep_interval: config.sweep_interval(),
+                snapshot_interval: Duration::from_millis(config.metrics.stats_interval_ms),
+            })
+            .collect();
+        let (supervisor, supervisor_task) = Actor::spawn(
+            None,
+            NodeSupervisor,
+            SupervisorArgs {
+                children,
+                policy: config.supervisor.clone(),
+                rng: deps.rng,
+                status: status.clone(),
+            },
+        )
+        .await
+        .map_err(|e| NodeError::Supervisor(e.to_string()))?;
+
+        let mut registry = Registry::with_prefix("strata");
+        registry.register_collector(Box::new(CacheCollector::new(cache.clone(), status.clone())));
+        tracing::info!(node = %config.node.name, profile = config.profile.as_str(), "node started");
+        Ok(Node {
+            config,
+            cache,
+            status,
+            registry: Arc::new(Mutex::new(registry)),
+            supervisor,
+            supervisor_task,
+        })
+    }
+
+    /// The cache handle: cheap to clone, reads and writes the layers directly.
+    pub fn cache(&self) -> Cache {
+        self.cache.clone()
+    }
+
+    /// The config the node runs with.
+    pub fn config(&self) -> &NodeConfig {
+        &self.config
+    }
+
+    /// Actor states, restart counts and snapshots.
+    pub fn status(&self) -> &NodeStatus {
+        &self.status
+    }
+
+    /// The node's Prometheus registry, for an HTTP endpoint to encode (and for the host to
+    /// add its own metrics to).
+    pub fn registry(&self) -> Arc<Mutex<Registry>> {
+        self.registry.clone()
+    }
+
+    /// The metrics in Prometheus text format.
+    pub fn encode_metrics(&self) -> String {
+        let mut out = String::new();
+        // Writing to a String cannot fail.
+        let _ = prometheus_client::encoding::text::encode(&mut out, &self.registry.lock());
+        out
+    }
+
+    /// Per-layer health, combining each tier's view and its actor's state.
+    pub fn health(&self) -> NodeHealth {
+        let actors = self.status.actors();
+        let layers: Vec<LayerHealth> = self
+            .cache
+            .health()
+            .layers
+            .into_iter()
+            .map(|(layer, tier)| LayerHealth {
+                layer,
+                tier,
+                actor: actors.get(&layer).cloned().unwrap_or(ActorState::Stopped),
+            })
+            .collect();
+        let escalation = self.status.escalation();
+        NodeHealth {
+            ready: escalation.is_none()
+                && layers
+                    .iter()
+                    .all(|l| l.tier.is_serving() && l.actor == ActorState::Running),
+            layers,
+            restarts_total: self.status.restarts_total(),
+            escalation,
+        }
+    }
+
+    /// Makes the actor of `layer` panic, as a chaos test of supervision (like Redis's
+    /// `DEBUG SEGFAULT`, but the node survives): the supervisor restarts it, and the cache
+    /// keeps serving throughout.
+    pub fn inject_fault(&self, layer: Layer) {
+        let _ = self.supervisor.cast(SupervisorMsg::InjectFault(layer));
+    }
+
+    /// Stops the actors and waits for them. Cache handles still held elsewhere keep working
+    /// on the in-memory layers, without background sweeps.
+    pub async fn shutdown(self) {
+        let _ = self
+            .supervisor
+            .stop_and_wait(Some("shutdown".into()), Some(SHUTDOWN_TIMEOUT))
+            .await;
+        let _ = self.supervisor_task.await;
+        tracing::info!(node = %self.config.node.name, "node stopped");
+    }
+}
