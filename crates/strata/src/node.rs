@@ -8,7 +8,7 @@ use parking_lot::Mutex;
 use prometheus_client::registry::Registry;
 use ractor::{Actor, ActorRef};
 use strata_core::rng::{Rng, SystemRng};
-use strata_core::{Cache, Clock, Layer, MemoryTier, SystemClock, Tier, TierHealth};
+use strata_core::{Cache, Clock, CoarseClock, Layer, MemoryTier, Tier, TierHealth};
 use tokio::task::JoinHandle;
 
 use crate::actors::supervisor::{NodeSupervisor, SupervisorArgs, SupervisorMsg};
@@ -39,8 +39,9 @@ pub enum NodeError {
     Supervisor(String),
 }
 
-/// The seams a node takes from its host: production uses the system clock and RNG; tests pass
-/// manual ones.
+/// The seams a node takes from its host. The default is the coarse system clock (see
+/// `strata_core::time::CoarseClock` for why and for its resolution) and a randomly seeded RNG;
+/// tests pass a `ManualClock` and a `SeededRng`.
 pub struct NodeDeps {
     /// Time for expiry and versions.
     pub clock: Arc<dyn Clock>,
@@ -51,7 +52,7 @@ pub struct NodeDeps {
 impl Default for NodeDeps {
     fn default() -> Self {
         Self {
-            clock: Arc::new(SystemClock),
+            clock: Arc::new(CoarseClock::new()),
             rng: Box::new(SystemRng::new()),
         }
     }

@@ -1,0 +1,38 @@
+#!/usr/bin/env bash
+# The full test suite, exactly as CI runs it (.ci/run calls this). Needs only the Rust
+# toolchain; it installs any system package a later layer needs (none yet: L1 and the node
+# are pure Rust) and checks formatting, lints, docs, the example, the tests and the benches
+# (criterion's test mode runs each benchmark once).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+step() { printf '\n==> %s\n' "$*"; }
+
+command -v cargo >/dev/null || { echo "cargo not found: install the Rust toolchain first" >&2; exit 1; }
+for tool in fmt clippy; do
+  cargo "$tool" --version >/dev/null 2>&1 || {
+    echo "cargo $tool is missing from this toolchain (rustup component add rustfmt clippy)" >&2
+    exit 1
+  }
+done
+
+step "cargo fmt --check"
+cargo fmt --all -- --check
+
+step "cargo clippy (all targets, warnings are errors)"
+cargo clippy --workspace --all-targets --locked -- -D warnings
+
+step "cargo doc (warnings are errors)"
+RUSTDOCFLAGS="-D warnings" cargo doc --workspace --no-deps --locked --quiet
+
+step "embedded example"
+cargo run --quiet --locked -p strata --example embedded
+
+step "tests: unit, integration, benches in test mode, doc tests"
+log=$(mktemp)
+trap 'rm -f "$log"' EXIT
+cargo test --workspace --all-targets --locked 2>&1 | tee -a "$log"
+cargo test --workspace --doc --locked 2>&1 | tee -a "$log"
+
+# One closing line with the totals of every test binary above.
+awk '/^test result:/ { p += $4; f += $6 } END { printf "\nall test binaries: %d passed, %d failed\n", p, f }' "$log"
