@@ -328,16 +328,17 @@ impl Cache {
         }
         if let Some(l1) = &self.inner.l1 {
             let stats = self.inner.stats.layer(Layer::L1);
-            let start = stats::sample_l1().then(Instant::now);
+            let (stripe, sample) = stats::hot_path_local();
+            let start = sample.then(Instant::now);
             let hit = l1.get_value(namespace, key);
             if let Some(start) = start {
                 stats.latency.record_since(start);
             }
             if let Some(value) = hit {
-                stats.hits.incr();
+                stats.hits.incr_at(stripe);
                 return Lookup(LookupState::Ready(Some(Ok(Some(value)))));
             }
-            stats.misses.incr();
+            stats.misses.incr_at(stripe);
         }
         Lookup(LookupState::Pending(Box::pin(async move {
             Ok(self.get_below_l1(namespace, key).await?.map(|e| e.value))

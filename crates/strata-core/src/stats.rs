@@ -63,16 +63,39 @@ impl Drop for StripeClaim {
     }
 }
 
+/// Per-thread state: the stripe claim and the L1 sampling tick, in one thread-local so the
+/// hot path reads thread-local storage once.
+struct Local {
+    claim: StripeClaim,
+    tick: Cell<u32>,
+}
+
 thread_local! {
-    static STRIPE: StripeClaim = StripeClaim::acquire();
-    static SAMPLE_TICK: Cell<u32> = const { Cell::new(0) };
+    static LOCAL: Local = Local { claim: StripeClaim::acquire(), tick: Cell::new(0) };
 }
 
 #[inline]
 fn stripe() -> usize {
     // During thread teardown the claim may be gone already: count in the overflow cell.
-    STRIPE.try_with(|s| s.0).unwrap_or(OVERFLOW)
+    LOCAL.try_with(|l| l.claim.0).unwrap_or(OVERFLOW)
 }
+
+/// This thread's stripe, and whether this L1 hit should record its latency (1 in
+/// [`L1_LATENCY_SAMPLE_EVERY`] per thread), from one thread-local read.
+#[inline]
+pub fn hot_path_local() -> (Stripe, bool) {
+    LOCAL
+        .try_with(|l| {
+            let n = l.tick.get().wrapping_add(1);
+            l.tick.set(n);
+            (Stripe(l.claim.0), n % L1_LATENCY_SAMPLE_EVERY == 0)
+        })
+        .unwrap_or((Stripe(OVERFLOW), false))
+}
+
+/// A thread's stripe index, from [`hot_path_local`].
+#[derive(Debug, Clone, Copy)]
+pub struct Stripe(usize);
 
 #[repr(align(128))]
 #[derive(Default)]
@@ -107,7 +130,18 @@ impl Counter {
     /// Adds `n`.
     #[inline]
     pub fn add(&self, n: u64) {
-        let i = stripe();
+        self.add_at(Stripe(stripe()), n);
+    }
+
+    /// Adds one in `stripe`, which must be the calling thread's (from [`hot_path_local`]).
+    #[inline]
+    pub fn incr_at(&self, stripe: Stripe) {
+        self.add_at(stripe, 1);
+    }
+
+    #[inline]
+    fn add_at(&self, stripe: Stripe, n: u64) {
+        let i = stripe.0;
         let cell = &self.cells[i].0;
         if i == OVERFLOW {
             cell.fetch_add(n, Ordering::Relaxed);
@@ -223,16 +257,6 @@ fn unreachable_histogram_from(first: &Mutex<Histogram<u64>>) -> Histogram<u64> {
     first.lock().clone()
 }
 
-/// Whether this L1 hit should record its latency (1 in [`L1_LATENCY_SAMPLE_EVERY`] per thread).
-#[inline]
-pub fn sample_l1() -> bool {
-    SAMPLE_TICK.with(|t| {
-        let n = t.get().wrapping_add(1);
-        t.set(n);
-        n % L1_LATENCY_SAMPLE_EVERY == 0
-    })
-}
-
 /// What one layer has done since the node started.
 #[derive(Debug, Default)]
 pub struct LayerStats {
@@ -320,7 +344,7 @@ mod tests {
     #[test]
     fn l1_sampling_rate() {
         let n = (0..L1_LATENCY_SAMPLE_EVERY * 10)
-            .filter(|_| sample_l1())
+            .filter(|_| hot_path_local().1)
             .count();
         assert_eq!(n, 10);
     }
