@@ -194,6 +194,7 @@ fn get_or_load_64(c: &mut Criterion) {
     g.bench_function("strata_get_or_load", |b| {
         b.to_async(&rt).iter(|| {
             let (strata, loads) = (strata.clone(), loads.clone());
+            batches.fetch_add(1, Ordering::Relaxed);
             async move {
                 strata
                     .invalidate("bench", b"hot")
@@ -248,7 +249,10 @@ fn get_or_load_64(c: &mut Criterion) {
         })
     });
     g.finish();
-    let (runs, n) = (loads.load(Ordering::Relaxed), batches.load(Ordering::Relaxed));
+    let (runs, n) = (
+        loads.load(Ordering::Relaxed),
+        batches.load(Ordering::Relaxed),
+    );
     eprintln!(
         "get_or_load: {runs} loader runs in {n} batches of 64 concurrent callers ({:.3} per batch)",
         runs as f64 / n.max(1) as f64

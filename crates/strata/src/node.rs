@@ -237,12 +237,20 @@ impl Node {
 
     /// Stops the actors and waits for them. Cache handles still held elsewhere keep working
     /// on the in-memory layers, without background sweeps.
-    pub async fn shutdown(self) {
+    pub async fn shutdown(mut self) {
         let _ = self
             .supervisor
             .stop_and_wait(Some("shutdown".into()), Some(SHUTDOWN_TIMEOUT))
             .await;
-        let _ = self.supervisor_task.await;
+        let _ = (&mut self.supervisor_task).await;
         tracing::info!(node = %self.config.node.name, "node stopped");
+    }
+}
+
+impl Drop for Node {
+    /// A node dropped without `shutdown` still stops its actors (without waiting for them),
+    /// so that no sweep outlives it.
+    fn drop(&mut self) {
+        self.supervisor.stop(Some("node dropped".into()));
     }
 }

@@ -257,6 +257,26 @@ async fn two_nodes_share_a_process_without_interfering() {
 }
 
 #[tokio::test]
+async fn dropping_a_node_stops_its_actors() {
+    let node = Node::start(NodeConfig::for_test()).await.unwrap();
+    eventually("actor running", || node.health().ready).await;
+    let cache = node.cache();
+    let l1 = cache.l1().unwrap().clone();
+    drop(node);
+    // Entries expire but no sweep runs any more: the count stays put.
+    cache
+        .set_with("ns", "k", "v", SetOptions::ttl(Duration::from_millis(1)))
+        .await
+        .unwrap();
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert_eq!(
+        l1.entry_count(),
+        1,
+        "a sweep ran after the node was dropped"
+    );
+}
+
+#[tokio::test]
 async fn an_invalid_config_is_refused_at_start() {
     let mut config = NodeConfig::for_test();
     config.l1.capacity_bytes = 0;
