@@ -478,6 +478,37 @@ impl Cache {
         Ok(version)
     }
 
+    /// Stores many values in one namespace with the same options: the warming call (a service
+    /// preloading its hot set at start) and Redis's `MSET`. Every entry is checked first, so a
+    /// size or policy violation anywhere fails the whole call and writes nothing. Returns how
+    /// many entries were written.
+    pub async fn set_many<I, K, V>(
+        &self,
+        namespace: &str,
+        entries: I,
+        options: SetOptions,
+    ) -> Result<usize, CacheError>
+    where
+        I: IntoIterator<Item = (K, V)>,
+        K: Into<Bytes>,
+        V: Into<Bytes>,
+    {
+        let state = self.ns_state(namespace)?;
+        let now = self.inner.clock.now_ms();
+        let mut checked = Vec::new();
+        for (k, v) in entries {
+            let (key, value) = (k.into(), v.into());
+            self.inner.limits.check_write(&key, &value, &options.tags)?;
+            let entry = self.make_entry(namespace, &state, value, &options, None, now)?;
+            checked.push((key, entry));
+        }
+        let n = checked.len();
+        for (key, entry) in checked {
+            self.write_through(namespace, &state, key, entry).await?;
+        }
+        Ok(n)
+    }
+
     fn make_entry(
         &self,
         namespace: &str,

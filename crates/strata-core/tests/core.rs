@@ -292,6 +292,64 @@ async fn size_limits_are_typed_errors_and_write_nothing() {
 }
 
 #[tokio::test]
+async fn set_many_warms_everything_or_writes_nothing() {
+    let f = fixture();
+    let n = f
+        .cache
+        .set_many(
+            "ecoinvent",
+            (0..100).map(|i| (format!("f{i}"), format!("{i}"))),
+            SetOptions::default().with_tags(["warm"]),
+        )
+        .await
+        .unwrap();
+    assert_eq!(n, 100);
+    for i in 0..100 {
+        let got = f
+            .cache
+            .get("ecoinvent", format!("f{i}").as_bytes())
+            .await
+            .unwrap();
+        assert_eq!(got, Some(Bytes::from(format!("{i}"))));
+    }
+    assert_eq!(
+        f.cache.invalidate_tag("ecoinvent", b"warm").await.unwrap(),
+        100
+    );
+
+    // One oversized value: nothing at all is written.
+    let batch = (0..10).map(|i| {
+        (
+            format!("g{i}"),
+            if i == 7 { vec![0u8; 2048] } else { vec![1u8] },
+        )
+    });
+    let err = f
+        .cache
+        .set_many("ns", batch, SetOptions::default())
+        .await
+        .unwrap_err();
+    assert!(matches!(err, CacheError::ValueTooLarge { .. }), "{err:?}");
+    assert_eq!(
+        f.cache.get("ns", b"g0").await.unwrap(),
+        None,
+        "partial warm written"
+    );
+    // A TTL over the licence limit: nothing written either.
+    let err = f
+        .cache
+        .set_many(
+            "ecoinvent",
+            [("a", "1"), ("b", "2")],
+            SetOptions::ttl(Duration::from_secs(90_000)),
+        )
+        .await
+        .unwrap_err();
+    assert!(matches!(err, CacheError::PolicyViolation { .. }));
+    assert_eq!(f.cache.get("ecoinvent", b"a").await.unwrap(), None);
+}
+
+#[tokio::test]
 async fn l3_hit_is_promoted_into_l1() {
     let f = fixture();
     let version = f.cache.set("ns", "k", "v").await.unwrap();
