@@ -22,6 +22,9 @@ cargo fmt --all -- --check
 step "cargo clippy (all targets, warnings are errors)"
 cargo clippy --workspace --all-targets --locked -- -D warnings
 
+step "fuzz targets compile (scripts/fuzz.sh runs them)"
+cargo check --quiet --manifest-path fuzz/Cargo.toml
+
 step "cargo doc (warnings are errors)"
 RUSTDOCFLAGS="-D warnings" cargo doc --workspace --no-deps --locked --quiet
 

@@ -472,7 +472,7 @@ impl Cache {
         let state = self.ns_state(namespace)?;
         self.inner.limits.check_write(&key, &value, &options.tags)?;
         let now = self.inner.clock.now_ms();
-        let entry = self.make_entry(namespace, &state, value, &options, None, now)?;
+        let entry = self.make_entry(namespace, &state, value, &options, None, now, None)?;
         let version = entry.version;
         self.write_through(namespace, &state, key, entry).await?;
         Ok(version)
@@ -499,7 +499,7 @@ impl Cache {
         for (k, v) in entries {
             let (key, value) = (k.into(), v.into());
             self.inner.limits.check_write(&key, &value, &options.tags)?;
-            let entry = self.make_entry(namespace, &state, value, &options, None, now)?;
+            let entry = self.make_entry(namespace, &state, value, &options, None, now, None)?;
             checked.push((key, entry));
         }
         let n = checked.len();
@@ -509,21 +509,10 @@ impl Cache {
         Ok(n)
     }
 
-    fn make_entry(
-        &self,
-        namespace: &str,
-        state: &NsState,
-        value: Bytes,
-        options: &SetOptions,
-        stale_grace: Option<Duration>,
-        now: u64,
-    ) -> Result<Entry, CacheError> {
-        self.make_entry_at(namespace, state, value, options, stale_grace, now, None)
-    }
-
-    /// Builds an entry; `version` is ticked now unless the caller ticked it earlier.
+    /// Builds an entry checked against the namespace policy; `version` is ticked now unless
+    /// the caller ticked it earlier (a load stamps its start).
     #[allow(clippy::too_many_arguments)]
-    fn make_entry_at(
+    fn make_entry(
         &self,
         namespace: &str,
         state: &NsState,
@@ -793,7 +782,7 @@ impl Cache {
                 self.inner
                     .limits
                     .check_write(key, &value, &options.set.tags)?;
-                let entry = self.make_entry_at(
+                let entry = self.make_entry(
                     namespace,
                     &state,
                     value.clone(),

@@ -563,24 +563,37 @@ async fn stale_grace_counts_against_max_ttl() {
     assert!(f.l1.get_entry("ecoinvent", b"k").is_none());
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn an_invalidation_during_a_load_is_not_undone_by_the_load() {
-    let f = fixture();
+/// Starts a `get_or_load` whose loader returns `value` only when released; returns once the
+/// loader is running, with the load's handle and its release switch.
+async fn blocked_load(
+    cache: &Cache,
+    value: &'static str,
+) -> (
+    tokio::task::JoinHandle<Result<Bytes, CacheError>>,
+    tokio::sync::oneshot::Sender<()>,
+) {
     let (started_tx, started_rx) = tokio::sync::oneshot::channel();
     let (release_tx, release_rx) = tokio::sync::oneshot::channel::<()>();
-    let cache = f.cache.clone();
+    let cache = cache.clone();
     let load = tokio::spawn(async move {
         cache
             .get_or_load("ns", "k", LoadOptions::default(), || async move {
                 let _ = started_tx.send(());
                 let _ = release_rx.await;
-                Ok::<_, std::io::Error>(Bytes::from("read-before-invalidation"))
+                Ok::<_, std::io::Error>(Bytes::from(value))
             })
             .await
     });
     started_rx.await.unwrap();
+    (load, release_tx)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_invalidation_during_a_load_is_not_undone_by_the_load() {
+    let f = fixture();
+    let (load, release) = blocked_load(&f.cache, "read-before-invalidation").await;
     f.cache.invalidate("ns", b"k").await.unwrap();
-    release_tx.send(()).unwrap();
+    release.send(()).unwrap();
     assert_eq!(
         load.await.unwrap().unwrap(),
         Bytes::from("read-before-invalidation")
@@ -595,21 +608,9 @@ async fn an_invalidation_during_a_load_is_not_undone_by_the_load() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_set_during_a_load_wins_over_the_loaded_value() {
     let f = fixture();
-    let (started_tx, started_rx) = tokio::sync::oneshot::channel();
-    let (release_tx, release_rx) = tokio::sync::oneshot::channel::<()>();
-    let cache = f.cache.clone();
-    let load = tokio::spawn(async move {
-        cache
-            .get_or_load("ns", "k", LoadOptions::default(), || async move {
-                let _ = started_tx.send(());
-                let _ = release_rx.await;
-                Ok::<_, std::io::Error>(Bytes::from("loaded-old"))
-            })
-            .await
-    });
-    started_rx.await.unwrap();
+    let (load, release) = blocked_load(&f.cache, "loaded-old").await;
     f.cache.set("ns", "k", "written-new").await.unwrap();
-    release_tx.send(()).unwrap();
+    release.send(()).unwrap();
     load.await.unwrap().unwrap();
     assert_eq!(
         f.cache.get("ns", b"k").await.unwrap(),
