@@ -1,12 +1,25 @@
 #!/usr/bin/env bash
 # The full test suite, exactly as CI runs it (.ci/run calls this). Needs only the Rust
-# toolchain; it installs any system package a later layer needs (none yet: L1 and the node
-# are pure Rust) and checks formatting, lints, docs, the example, the tests and the benches
-# (criterion's test mode runs each benchmark once).
+# toolchain: it installs the system packages the build needs when they are missing
+# (libclang-dev, for RocksDB's bindings) and checks formatting, lints, docs, the example,
+# the tests and the benches (criterion's test mode runs each benchmark once). RocksDB is
+# compiled once, in the dev profile, and shared by every step.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
 step() { printf '\n==> %s\n' "$*"; }
+
+# Debian packages the build needs, installed when missing (CI runs as root).
+need_debs=()
+dpkg -s libclang-dev >/dev/null 2>&1 || need_debs+=(libclang-dev)
+command -v g++ >/dev/null 2>&1 || need_debs+=(g++)
+if [ ${#need_debs[@]} -gt 0 ]; then
+  step "installing ${need_debs[*]}"
+  sudo_cmd=""
+  [ "$(id -u)" -eq 0 ] || sudo_cmd="sudo"
+  $sudo_cmd apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive $sudo_cmd apt-get install -y -qq "${need_debs[@]}" >/dev/null
+fi
 
 command -v cargo >/dev/null || { echo "cargo not found: install the Rust toolchain first" >&2; exit 1; }
 for tool in fmt clippy; do
@@ -19,14 +32,15 @@ done
 step "cargo fmt --check"
 cargo fmt --all -- --check
 
-step "cargo clippy (all targets, warnings are errors)"
+step "cargo clippy (all targets, with and without features, warnings are errors)"
 cargo clippy --workspace --all-targets --locked -- -D warnings
+cargo clippy --workspace --all-targets --all-features --locked -- -D warnings
 
 step "fuzz targets compile (scripts/fuzz.sh runs them)"
 cargo check --quiet --manifest-path fuzz/Cargo.toml
 
 step "cargo doc (warnings are errors)"
-RUSTDOCFLAGS="-D warnings" cargo doc --workspace --no-deps --locked --quiet
+RUSTDOCFLAGS="-D warnings" cargo doc --workspace --no-deps --all-features --locked --quiet
 
 step "embedded example"
 cargo run --quiet --locked -p strata --example embedded
@@ -35,6 +49,7 @@ step "tests: unit, integration, benches in test mode, doc tests"
 log=$(mktemp)
 trap 'rm -f "$log"' EXIT
 cargo test --workspace --all-targets --locked 2>&1 | tee -a "$log"
+cargo test -p strata --features l3 --test l3 --locked 2>&1 | tee -a "$log"
 cargo test --workspace --doc --locked 2>&1 | tee -a "$log"
 
 # One closing line with the totals of every test binary above.

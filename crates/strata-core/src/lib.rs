@@ -40,7 +40,7 @@ pub use entry::{Entry, Limits, Tags};
 pub use error::{CacheError, LoaderError, TierError};
 pub use manager::{Cache, CacheBuilder, LoadOptions, Lookup, SetOptions};
 pub use memory::{MemoryTier, MemoryTierConfig};
-pub use namespace::{Namespace, NamespacePolicy};
+pub use namespace::{Compression, Namespace, NamespacePolicy};
 pub use tier::{Layer, SetOutcome, Tier, TierHealth};
 pub use time::{Clock, CoarseClock, ManualClock, SystemClock, UnixMillis};
 pub use version::{HybridClock, Version};

@@ -70,6 +70,18 @@ pub fn validate_name(name: &str) -> Result<(), CacheError> {
     }
 }
 
+/// How a namespace's values are compressed where they are stored as bytes (L3, bridges).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Compression {
+    /// Stored as given.
+    None,
+    /// LZ4: fast, moderate ratio; the default.
+    #[default]
+    Lz4,
+    /// Zstandard (level 3): slower, better ratio, for large, cold values.
+    Zstd,
+}
+
 /// The rules one namespace's entries follow.
 #[derive(Debug, Clone, PartialEq)]
 pub struct NamespacePolicy {
@@ -85,6 +97,8 @@ pub struct NamespacePolicy {
     pub l1_share: Option<f64>,
     /// Whether this namespace's entries are written to the local disk tier (L3).
     pub use_l3: bool,
+    /// Compression of stored values (L3 and bridges; L1 keeps values as given).
+    pub compression: Compression,
 }
 
 impl Default for NamespacePolicy {
@@ -95,6 +109,7 @@ impl Default for NamespacePolicy {
             max_ttl: Some(Duration::from_secs(86_400)),
             l1_share: None,
             use_l3: true,
+            compression: Compression::Lz4,
         }
     }
 }
@@ -107,6 +122,7 @@ impl NamespacePolicy {
             max_ttl: None,
             l1_share: None,
             use_l3: true,
+            compression: Compression::Lz4,
         }
     }
 

@@ -170,6 +170,7 @@ fn fixture() -> Fixture {
         max_ttl: Some(Duration::from_secs(86_400)),
         l1_share: None,
         use_l3: true,
+        compression: strata_core::Compression::Lz4,
     })
 }
 

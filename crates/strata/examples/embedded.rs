@@ -47,6 +47,7 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
             max_ttl_secs: Some(86_400),
             l1_share: Some(0.25),
             use_l3: None,
+            compression: None,
         },
     );
     let node = Node::start(config).await?;

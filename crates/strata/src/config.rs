@@ -10,7 +10,7 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
-use strata_core::{Limits, MemoryTierConfig, Namespace, NamespacePolicy};
+use strata_core::{Compression, Limits, MemoryTierConfig, Namespace, NamespacePolicy};
 
 /// Largest `limits.max_value_bytes` accepted: Redis's `proto-max-bulk-len` default.
 pub const MAX_VALUE_BYTES_CEILING: u64 = 512 * 1024 * 1024;
@@ -66,6 +66,8 @@ pub struct NodeConfig {
     pub node: NodeSection,
     /// The memory layer.
     pub l1: L1Config,
+    /// The disk layer.
+    pub l3: L3Config,
     /// Size limits on keys, values and tags.
     pub limits: LimitsConfig,
     /// The policy of namespaces not listed under `namespaces`.
@@ -102,6 +104,26 @@ pub struct L1Config {
     pub estimated_entry_bytes: u64,
 }
 
+/// L3 (RocksDB) settings. The node needs the `l3` cargo feature to enable it.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct L3Config {
+    /// Whether the node has an L3 (default false for an embedded node: a library should not
+    /// write to disk unless asked; the server turns it on).
+    pub enabled: bool,
+    /// The RocksDB directory.
+    pub data_dir: PathBuf,
+    /// Bound on live data; the directory settles within 1.2× of it.
+    pub capacity_bytes: u64,
+    /// fsync the WAL on every write: survive power loss at the cost of write latency.
+    pub sync_writes: bool,
+    /// How often the L3 actor checks size (and evicts), health, and reopens a failed L3.
+    pub maintenance_interval_ms: u64,
+    /// How often the L3 actor scans for expired records (a full pass; the compaction filter
+    /// also drops them as it goes).
+    pub sweep_interval_ms: u64,
+}
+
 /// Size limits.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -129,6 +151,21 @@ pub struct NamespaceConfig {
     pub l1_share: Option<f64>,
     /// Whether entries go to the disk layer (default true).
     pub use_l3: Option<bool>,
+    /// Compression of values on disk: `none`, `lz4` (default) or `zstd`.
+    pub compression: Option<CompressionConfig>,
+}
+
+/// Compression names as written in config files.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum CompressionConfig {
+    /// Stored as given.
+    None,
+    /// LZ4 (default).
+    #[default]
+    Lz4,
+    /// Zstandard level 3.
+    Zstd,
 }
 
 /// How the node supervisor restarts a failed layer actor.
@@ -198,6 +235,11 @@ impl NodeConfig {
             Profile::HighPerformance => (1024 * MIB, 5_000, 64 * MIB, 8 * 1024, 4096),
             Profile::MemoryConstrained => (16 * MIB, 250, MIB, 1024, 512),
         };
+        let l3_bytes = match profile {
+            Profile::Default => 10 * 1024 * MIB,
+            Profile::HighPerformance => 50 * 1024 * MIB,
+            Profile::MemoryConstrained => 1024 * MIB,
+        };
         Self {
             profile,
             node: NodeSection {
@@ -208,6 +250,14 @@ impl NodeConfig {
                 capacity_bytes: l1_bytes,
                 sweep_interval_ms: sweep_ms,
                 estimated_entry_bytes: est_entry,
+            },
+            l3: L3Config {
+                enabled: false,
+                data_dir: PathBuf::from("strata-data"),
+                capacity_bytes: l3_bytes,
+                sync_writes: false,
+                maintenance_interval_ms: 5_000,
+                sweep_interval_ms: 60_000,
             },
             limits: LimitsConfig {
                 max_key_bytes: max_key,
@@ -220,6 +270,7 @@ impl NodeConfig {
                 max_ttl_secs: Some(86_400),
                 l1_share: None,
                 use_l3: Some(true),
+                compression: Some(CompressionConfig::Lz4),
             },
             namespaces: BTreeMap::new(),
             supervisor: SupervisorConfig {
@@ -247,6 +298,9 @@ impl NodeConfig {
             backoff_max_ms: 100,
         };
         c.metrics.stats_interval_ms = 100;
+        c.l3.capacity_bytes = 64 * MIB;
+        c.l3.maintenance_interval_ms = 100;
+        c.l3.sweep_interval_ms = 200;
         c
     }
 
@@ -324,6 +378,23 @@ impl NodeConfig {
                     "l1.estimated_entry_bytes",
                     "must be greater than 0",
                 ));
+            }
+        }
+        if self.l3.enabled {
+            if self.l3.capacity_bytes < MIB {
+                return Err(invalid("l3.capacity_bytes", "must be at least 1 MiB"));
+            }
+            if self.l3.maintenance_interval_ms == 0 {
+                return Err(invalid(
+                    "l3.maintenance_interval_ms",
+                    "must be greater than 0",
+                ));
+            }
+            if self.l3.sweep_interval_ms == 0 {
+                return Err(invalid("l3.sweep_interval_ms", "must be greater than 0"));
+            }
+            if self.l3.data_dir.as_os_str().is_empty() {
+                return Err(invalid("l3.data_dir", "must not be empty"));
             }
         }
         let l = &self.limits;
@@ -458,6 +529,15 @@ impl NamespaceConfig {
                 .use_l3
                 .or_else(|| inherit.and_then(|d| d.use_l3))
                 .unwrap_or(true),
+            compression: match self
+                .compression
+                .or_else(|| inherit.and_then(|d| d.compression))
+                .unwrap_or_default()
+            {
+                CompressionConfig::None => Compression::None,
+                CompressionConfig::Lz4 => Compression::Lz4,
+                CompressionConfig::Zstd => Compression::Zstd,
+            },
         }
     }
 }

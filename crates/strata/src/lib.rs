@@ -31,6 +31,7 @@
 
 mod actors;
 pub mod config;
+mod l3;
 pub mod metrics;
 pub mod node;
 pub mod status;

@@ -12,7 +12,7 @@ use strata_core::{Cache, Clock, CoarseClock, Layer, MemoryTier, Tier, TierHealth
 use tokio::task::JoinHandle;
 
 use crate::actors::supervisor::{NodeSupervisor, SupervisorArgs, SupervisorMsg};
-use crate::actors::tier_actor::TierActorArgs;
+use crate::actors::tier_actor::{Maintenance, TierActorArgs};
 use crate::config::{ConfigError, NodeConfig};
 use crate::metrics::CacheCollector;
 use crate::status::{ActorState, NodeStatus};
@@ -82,6 +82,13 @@ pub struct NodeHealth {
     pub escalation: Option<String>,
 }
 
+/// One configured layer before its actor starts.
+struct LayerSlot {
+    layer: Layer,
+    tier: Arc<dyn Tier>,
+    maintenance: Option<Arc<dyn Maintenance>>,
+}
+
 /// A running Strata node embedded in the host process.
 pub struct Node {
     config: NodeConfig,
@@ -90,6 +97,8 @@ pub struct Node {
     registry: Arc<Mutex<Registry>>,
     supervisor: ActorRef<SupervisorMsg>,
     supervisor_task: JoinHandle<()>,
+    /// Layers to close after the actors stop (L3 flushes its memtables).
+    stoppers: Vec<Arc<dyn Maintenance>>,
 }
 
 impl std::fmt::Debug for Node {
@@ -117,7 +126,7 @@ impl Node {
         for (name, policy) in config.namespace_policies() {
             builder = builder.namespace(&name, policy);
         }
-        let mut layers: Vec<(Layer, Arc<dyn Tier>)> = Vec::new();
+        let mut layers: Vec<LayerSlot> = Vec::new();
         if config.l1.enabled {
             let l1 =
                 MemoryTier::new(config.l1_tier_config(), deps.clock.clone()).map_err(|reason| {
@@ -128,7 +137,25 @@ impl Node {
                 })?;
             let l1 = Arc::new(l1);
             builder = builder.l1(l1.clone());
-            layers.push((Layer::L1, l1));
+            layers.push(LayerSlot {
+                layer: Layer::L1,
+                tier: l1,
+                maintenance: None,
+            });
+        }
+        if config.l3.enabled {
+            let built = crate::l3::build(&config, deps.clock.clone()).map_err(|reason| {
+                NodeError::Layer {
+                    layer: Layer::L3,
+                    reason,
+                }
+            })?;
+            builder = builder.l3(built.tier.clone());
+            layers.push(LayerSlot {
+                layer: Layer::L3,
+                tier: built.tier,
+                maintenance: Some(built.maintenance),
+            });
         }
         let cache = builder.build().map_err(|reason| NodeError::Layer {
             layer: Layer::L1,
@@ -136,16 +163,31 @@ impl Node {
         })?;
 
         let status = Arc::new(NodeStatus::default());
+        let stoppers: Vec<Arc<dyn Maintenance>> = layers
+            .iter()
+            .filter_map(|l| l.maintenance.clone())
+            .collect();
         let children = layers
             .into_iter()
-            .map(|(layer, tier)| TierActorArgs {
-                layer,
-                tier,
-                cache: cache.clone(),
-                status: status.clone(),
-                sweep_interval: config.sweep_interval(),
-                snapshot_interval: Duration::from_millis(config.metrics.stats_interval_ms),
-            })
+            .map(
+                |LayerSlot {
+                     layer,
+                     tier,
+                     maintenance,
+                 }| TierActorArgs {
+                    layer,
+                    tier,
+                    cache: cache.clone(),
+                    status: status.clone(),
+                    sweep_interval: match layer {
+                        Layer::L3 => Duration::from_millis(config.l3.sweep_interval_ms),
+                        _ => config.sweep_interval(),
+                    },
+                    snapshot_interval: Duration::from_millis(config.metrics.stats_interval_ms),
+                    maintenance: maintenance
+                        .map(|m| (m, Duration::from_millis(config.l3.maintenance_interval_ms))),
+                },
+            )
             .collect();
         let (supervisor, supervisor_task) = Actor::spawn(
             None,
@@ -170,6 +212,7 @@ impl Node {
             registry: Arc::new(Mutex::new(registry)),
             supervisor,
             supervisor_task,
+            stoppers,
         })
     }
 
@@ -243,6 +286,9 @@ impl Node {
             .stop_and_wait(Some("shutdown".into()), Some(SHUTDOWN_TIMEOUT))
             .await;
         let _ = (&mut self.supervisor_task).await;
+        for m in self.stoppers.drain(..) {
+            let _ = tokio::task::spawn_blocking(move || m.stop()).await;
+        }
         tracing::info!(node = %self.config.node.name, "node stopped");
     }
 }

@@ -276,6 +276,16 @@ async fn dropping_a_node_stops_its_actors() {
     );
 }
 
+/// Built without the `l3` feature, a config asking for L3 is refused, not silently ignored.
+#[cfg(not(feature = "l3"))]
+#[tokio::test]
+async fn asking_for_l3_without_the_feature_is_a_clear_error() {
+    let mut config = NodeConfig::for_test();
+    config.l3.enabled = true;
+    let err = Node::start(config).await.unwrap_err();
+    assert!(err.to_string().contains("`l3` cargo feature"), "{err}");
+}
+
 #[tokio::test]
 async fn an_invalid_config_is_refused_at_start() {
     let mut config = NodeConfig::for_test();

@@ -14,11 +14,25 @@ use tokio::task::JoinHandle;
 
 use crate::status::{ActorState, NodeStatus};
 
+/// Lifecycle work of a layer that has any (L3: open and recover, size, health). Blocking
+/// methods: the actor runs them on the blocking pool.
+pub(crate) trait Maintenance: Send + Sync + 'static {
+    /// Opens or recovers the layer. A failure leaves the layer down (serving misses) and is
+    /// retried by `maintain`; it does not fail the actor.
+    fn start(&self) -> Result<(), String>;
+    /// Periodic upkeep: reopen if down, enforce size, check health.
+    fn maintain(&self);
+    /// Clean close at node shutdown.
+    fn stop(&self);
+}
+
 /// Messages of a layer actor.
 #[derive(Debug)]
 pub(crate) enum TierMsg {
     /// Drop expired entries now.
     Sweep,
+    /// Run the layer's maintenance.
+    Maintain,
     /// Record this layer's stats snapshot.
     Snapshot,
     /// Panic, to exercise supervision (chaos testing; see `Node::inject_fault`).
@@ -34,6 +48,12 @@ pub(crate) struct TierActorArgs {
     pub(crate) status: Arc<NodeStatus>,
     pub(crate) sweep_interval: Duration,
     pub(crate) snapshot_interval: Duration,
+    pub(crate) maintenance: Option<(Arc<dyn Maintenance>, Duration)>,
+}
+
+async fn blocking(f: impl FnOnce() + Send + 'static) -> Result<(), ActorProcessingErr> {
+    tokio::task::spawn_blocking(f).await?;
+    Ok(())
 }
 
 pub(crate) struct TierActor;
@@ -53,10 +73,20 @@ impl Actor for TierActor {
         myself: ActorRef<TierMsg>,
         args: TierActorArgs,
     ) -> Result<TierActorState, ActorProcessingErr> {
-        let timers = vec![
+        let mut timers = vec![
             myself.send_interval(args.sweep_interval, || TierMsg::Sweep),
             myself.send_interval(args.snapshot_interval, || TierMsg::Snapshot),
         ];
+        if let Some((m, every)) = &args.maintenance {
+            let (m, layer) = (m.clone(), args.layer);
+            blocking(move || {
+                if let Err(reason) = m.start() {
+                    tracing::error!(%layer, %reason, "layer failed to start; it will be retried");
+                }
+            })
+            .await?;
+            timers.push(myself.send_interval(*every, || TierMsg::Maintain));
+        }
         args.status.set_actor(args.layer, ActorState::Running);
         tracing::debug!(layer = %args.layer, "layer actor started");
         Ok(TierActorState { args, timers })
@@ -94,6 +124,12 @@ impl Actor for TierActor {
                         "stats snapshot"
                     );
                     a.status.set_snapshot(snap);
+                }
+            }
+            TierMsg::Maintain => {
+                if let Some((m, _)) = &a.maintenance {
+                    let m = m.clone();
+                    blocking(move || m.maintain()).await?;
                 }
             }
             TierMsg::InjectPanic => panic!("fault injected into the {} actor", a.layer),

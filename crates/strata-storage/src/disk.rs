@@ -1,0 +1,662 @@
+//! `DiskTier`: L3 on RocksDB.
+//!
+//! - **Keys** are `ns_len (1 byte) ‖ namespace ‖ key`: a namespace is a contiguous key range,
+//!   so pattern invalidation iterates only its namespace (narrowed further by the pattern's
+//!   literal prefix) and `flush_namespace` is one `delete_range`, O(1) to write. Column
+//!   families per namespace were rejected: up to 1024 namespaces would mean 1024 memtables.
+//!   Keys starting with a 0 byte are Strata's own metadata (no namespace is empty).
+//! - **Values** are records (`crate::record`): versioned, checksummed, compressed per
+//!   namespace policy. RocksDB's own block compression is off so values are not compressed
+//!   twice.
+//! - **Expiry**: reads check it; a compaction filter drops records expired past their grace;
+//!   `purge_expired` deletes them on demand.
+//! - **Size**: see `enforce_size`: records written before a watermark are evicted (misses at
+//!   once; reclaimed by the compaction filter), the watermark advancing over the records'
+//!   write times until the live data fits `capacity_bytes`.
+//! - **WAL** on, not synced per write (unless `sync_writes`): a process crash (`kill -9`) loses
+//!   nothing that returned, including invalidations; an OS crash or power loss may lose the
+//!   last writes. A clean `close` flushes memtables, so nothing is lost and the WAL is empty.
+//! - **Blocking**: every RocksDB call runs on tokio's blocking pool, never on a worker.
+
+use std::collections::HashMap;
+use std::hash::{Hash, Hasher};
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use async_trait::async_trait;
+use bytes::Bytes;
+use parking_lot::{Mutex, RwLock};
+use rocksdb::compaction_filter::Decision;
+use rocksdb::{DB, DBCompressionType, IteratorMode, Options, WriteBatch, WriteOptions};
+use strata_core::glob::Glob;
+use strata_core::stats::Counter;
+use strata_core::{
+    Clock, Entry, Layer, NamespacePolicy, SetOutcome, Tier, TierError, TierHealth, Version,
+};
+
+use crate::record;
+
+/// Metadata key holding the eviction watermark (Unix ms, little-endian u64).
+const WATERMARK_KEY: &[u8] = b"\0meta:evict_before_ms";
+/// Key locks serialising read-compare-write of one key; a power of two.
+const KEY_LOCKS: usize = 64;
+/// When live data passes the capacity, evict down to this share of it.
+const EVICT_TARGET: f64 = 0.75;
+/// Most passes of `enforce_size` per call.
+const MAX_EVICTION_PASSES: usize = 6;
+
+/// L3 settings.
+#[derive(Debug, Clone)]
+pub struct DiskTierConfig {
+    /// The RocksDB directory (created if missing).
+    pub path: PathBuf,
+    /// Bound on live data (SST files + memtables); the directory settles within 1.2× of it.
+    pub capacity_bytes: u64,
+    /// fsync the WAL on every write (off by default; see the module docs).
+    pub sync_writes: bool,
+    /// Policies of named namespaces (compression, max_ttl).
+    pub policies: HashMap<String, NamespacePolicy>,
+    /// Policy of other namespaces.
+    pub default_policy: NamespacePolicy,
+}
+
+/// Counters that only L3 keeps.
+#[derive(Debug, Default)]
+pub struct DiskCounters {
+    /// Records that failed their checksum or did not decode (each deleted when found).
+    pub corrupt_records: Counter,
+    /// Records dropped because their TTL exceeds the namespace's current `max_ttl`.
+    pub policy_drops: Counter,
+    /// Eviction passes run by `enforce_size`.
+    pub eviction_passes: Counter,
+    /// Failed attempts to open the database.
+    pub open_failures: Counter,
+}
+
+/// What `enforce_size` did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct SizeReport {
+    /// Live bytes before.
+    pub before_bytes: u64,
+    /// Live bytes after.
+    pub after_bytes: u64,
+    /// The watermark now in force (records written before it are evicted).
+    pub evict_before_ms: u64,
+}
+
+/// The L3 tier. Created closed; [`DiskTier::open`] (run by the node's L3 actor) opens it.
+/// While closed or failed, every operation returns `TierError::Unavailable`, which the
+/// manager treats as a miss.
+pub struct DiskTier {
+    config: DiskTierConfig,
+    clock: Arc<dyn Clock>,
+    db: RwLock<Option<Arc<DB>>>,
+    health: Mutex<TierHealth>,
+    watermark: Arc<AtomicU64>,
+    newest_write_ms: AtomicU64,
+    counters: Arc<DiskCounters>,
+    key_locks: Box<[Mutex<()>]>,
+}
+
+impl std::fmt::Debug for DiskTier {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("DiskTier")
+            .field("path", &self.config.path)
+            .field("health", &*self.health.lock())
+            .finish_non_exhaustive()
+    }
+}
+
+fn unavailable(e: impl std::fmt::Display) -> TierError {
+    TierError::Unavailable(e.to_string())
+}
+
+fn failed(e: impl std::fmt::Display) -> TierError {
+    TierError::Failed(e.to_string())
+}
+
+/// `ns_len ‖ ns`: the prefix of every key of a namespace.
+fn ns_prefix(namespace: &str) -> Vec<u8> {
+    let mut p = Vec::with_capacity(1 + namespace.len());
+    p.push(namespace.len() as u8);
+    p.extend_from_slice(namespace.as_bytes());
+    p
+}
+
+fn disk_key(namespace: &str, key: &[u8]) -> Vec<u8> {
+    let mut k = ns_prefix(namespace);
+    k.extend_from_slice(key);
+    k
+}
+
+/// The smallest key greater than every key starting with `prefix` (namespace names never end
+/// in 0xff, so incrementing the last byte is enough).
+fn prefix_end(prefix: &[u8]) -> Vec<u8> {
+    let mut end = prefix.to_vec();
+    while let Some(last) = end.pop() {
+        if last < u8::MAX {
+            end.push(last + 1);
+            return end;
+        }
+    }
+    vec![u8::MAX; prefix.len() + 1]
+}
+
+/// Total size of the files in `dir` (not recursive: RocksDB keeps one flat directory).
+pub fn dir_size(dir: &Path) -> u64 {
+    std::fs::read_dir(dir)
+        .map(|rd| {
+            rd.filter_map(Result::ok)
+                .filter_map(|e| e.metadata().ok())
+                .filter(|m| m.is_file())
+                .map(|m| m.len())
+                .sum()
+        })
+        .unwrap_or(0)
+}
+
+impl DiskTier {
+    /// A closed tier.
+    pub fn new(config: DiskTierConfig, clock: Arc<dyn Clock>) -> Self {
+        Self {
+            config,
+            clock,
+            db: RwLock::new(None),
+            health: Mutex::new(TierHealth::Down("not opened yet".into())),
+            watermark: Arc::new(AtomicU64::new(0)),
+            newest_write_ms: AtomicU64::new(0),
+            counters: Arc::new(DiskCounters::default()),
+            key_locks: (0..KEY_LOCKS).map(|_| Mutex::new(())).collect(),
+        }
+    }
+
+    /// The directory.
+    pub fn path(&self) -> &Path {
+        &self.config.path
+    }
+
+    /// L3's own counters.
+    pub fn counters(&self) -> &DiskCounters {
+        &self.counters
+    }
+
+    /// Whether the database is open.
+    pub fn is_open(&self) -> bool {
+        self.db.read().is_some()
+    }
+
+    fn options(&self) -> Options {
+        let cap = self.config.capacity_bytes.max(1 << 20);
+        // Memtables and SST files small enough that eviction has fine granularity, large
+        // enough to keep write amplification low.
+        let buffer = (cap / 16).clamp(1 << 20, 64 << 20);
+        let mut o = Options::default();
+        o.create_if_missing(true);
+        o.set_compression_type(DBCompressionType::None);
+        o.set_write_buffer_size(buffer as usize);
+        o.set_max_write_buffer_number(2);
+        o.set_target_file_size_base(buffer);
+        o.set_max_bytes_for_level_base(buffer * 4);
+        o.set_max_total_wal_size(buffer * 2);
+        o.set_keep_log_file_num(2);
+        o.set_max_log_file_size(1 << 20);
+        o.set_max_background_jobs(2);
+        let clock = self.clock.clone();
+        let watermark = self.watermark.clone();
+        let counters = self.counters.clone();
+        o.set_compaction_filter(
+            "strata_expiry_eviction",
+            move |_level, key: &[u8], value: &[u8]| {
+                if key.first() == Some(&0) {
+                    return Decision::Keep;
+                }
+                match record::decode_header(value) {
+                    Err(_) => {
+                        counters.corrupt_records.incr();
+                        Decision::Remove
+                    }
+                    Ok(h) if !h.is_retained(clock.now_ms()) => Decision::Remove,
+                    Ok(h) if h.version.physical_ms() < watermark.load(Ordering::Acquire) => {
+                        Decision::Remove
+                    }
+                    Ok(_) => Decision::Keep,
+                }
+            },
+        );
+        o
+    }
+
+    /// Opens (or recovers) the database. Blocking: call it from the blocking pool. On
+    /// failure the tier stays `Down` with the reason, and may be opened again later.
+    pub fn open(&self) -> Result<(), TierError> {
+        if self.is_open() {
+            return Ok(());
+        }
+        let result = std::fs::create_dir_all(&self.config.path)
+            .map_err(|e| format!("cannot create {}: {e}", self.config.path.display()))
+            .and_then(|()| {
+                DB::open(&self.options(), &self.config.path)
+                    .map_err(|e| format!("cannot open {}: {e}", self.config.path.display()))
+            });
+        match result {
+            Ok(db) => {
+                let wm = db
+                    .get(WATERMARK_KEY)
+                    .ok()
+                    .flatten()
+                    .and_then(|v| v.try_into().ok())
+                    .map(u64::from_le_bytes)
+                    .unwrap_or(0);
+                self.watermark.store(wm, Ordering::Release);
+                *self.db.write() = Some(Arc::new(db));
+                *self.health.lock() = TierHealth::Up;
+                tracing::info!(path = %self.config.path.display(), "L3 open");
+                Ok(())
+            }
+            Err(reason) => {
+                self.counters.open_failures.incr();
+                tracing::error!(%reason, "L3 unavailable; serving from the other layers");
+                *self.health.lock() = TierHealth::Down(reason.clone());
+                Err(TierError::Unavailable(reason))
+            }
+        }
+    }
+
+    /// Flushes memtables and closes the database (a clean shutdown loses nothing).
+    pub fn close(&self) {
+        if let Some(db) = self.db.write().take() {
+            if let Err(e) = db.flush() {
+                tracing::warn!(error = %e, "L3 flush at close failed");
+            }
+            *self.health.lock() = TierHealth::Down("closed".into());
+        }
+    }
+
+    fn db(&self) -> Result<Arc<DB>, TierError> {
+        self.db
+            .read()
+            .clone()
+            .ok_or_else(|| unavailable(format!("L3 is not open: {:?}", self.health.lock())))
+    }
+
+    fn write_opts(&self) -> WriteOptions {
+        let mut w = WriteOptions::default();
+        w.set_sync(self.config.sync_writes);
+        w
+    }
+
+    fn policy(&self, namespace: &str) -> &NamespacePolicy {
+        self.config
+            .policies
+            .get(namespace)
+            .unwrap_or(&self.config.default_policy)
+    }
+
+    fn key_lock(&self, key: &[u8]) -> &Mutex<()> {
+        let mut h = std::collections::hash_map::DefaultHasher::new();
+        key.hash(&mut h);
+        &self.key_locks[(h.finish() as usize) & (KEY_LOCKS - 1)]
+    }
+
+    /// Reads and checks one record. Corrupt records, records past a (possibly lowered)
+    /// `max_ttl` and evicted records are deleted or ignored here; expiry is left to callers.
+    fn read_record(
+        &self,
+        db: &DB,
+        namespace: &str,
+        dkey: &[u8],
+    ) -> Result<Option<Entry>, TierError> {
+        let Some(bytes) = db.get_pinned(dkey).map_err(failed)? else {
+            return Ok(None);
+        };
+        let entry = match record::decode(&bytes) {
+            Ok(e) => e,
+            Err(err) => {
+                self.counters.corrupt_records.incr();
+                tracing::warn!(namespace, error = %err, "corrupt L3 record deleted");
+                drop(bytes);
+                db.delete_opt(dkey, &self.write_opts()).map_err(failed)?;
+                return Ok(None);
+            }
+        };
+        if entry.version.physical_ms() < self.watermark.load(Ordering::Acquire) {
+            return Ok(None);
+        }
+        let now = self.clock.now_ms();
+        if let (Some(max), Some(at)) = (self.policy(namespace).max_ttl, entry.expires_at_ms) {
+            // G5 across restarts: a namespace's max_ttl may have been lowered since the write.
+            let limit = now.saturating_add(strata_core::time::duration_ms(max));
+            if at > limit || entry.stale_until_ms.is_some_and(|s| s > limit) {
+                self.counters.policy_drops.incr();
+                db.delete_opt(dkey, &self.write_opts()).map_err(failed)?;
+                return Ok(None);
+            }
+        }
+        Ok(Some(entry))
+    }
+
+    fn get_blocking(
+        &self,
+        namespace: &str,
+        key: &[u8],
+        stale: bool,
+    ) -> Result<Option<Entry>, TierError> {
+        let db = self.db()?;
+        let dkey = disk_key(namespace, key);
+        let Some(entry) = self.read_record(&db, namespace, &dkey)? else {
+            return Ok(None);
+        };
+        let now = self.clock.now_ms();
+        Ok(if stale {
+            (!entry.is_fresh(now) && entry.is_retained(now)).then_some(entry)
+        } else {
+            entry.is_fresh(now).then_some(entry)
+        })
+    }
+
+    fn set_blocking(
+        &self,
+        namespace: &str,
+        key: &[u8],
+        entry: &Entry,
+    ) -> Result<SetOutcome, TierError> {
+        let db = self.db()?;
+        let dkey = disk_key(namespace, key);
+        let bytes = record::encode(entry, self.policy(namespace).compression).map_err(failed)?;
+        let _guard = self.key_lock(&dkey).lock();
+        if let Some(old) = db.get_pinned(&dkey).map_err(failed)?
+            && let Ok(h) = record::decode_header(&old)
+            && h.version > entry.version
+        {
+            return Ok(SetOutcome::KeptNewer);
+        }
+        db.put_opt(&dkey, &bytes, &self.write_opts())
+            .map_err(failed)?;
+        self.newest_write_ms
+            .fetch_max(entry.version.physical_ms(), Ordering::AcqRel);
+        Ok(SetOutcome::Stored)
+    }
+
+    fn remove_blocking(
+        &self,
+        namespace: &str,
+        key: &[u8],
+        only: Option<Version>,
+    ) -> Result<bool, TierError> {
+        let db = self.db()?;
+        let dkey = disk_key(namespace, key);
+        let _guard = self.key_lock(&dkey).lock();
+        let present = match db.get_pinned(&dkey).map_err(failed)? {
+            None => return Ok(false),
+            Some(bytes) => record::decode_header(&bytes).ok(),
+        };
+        if let Some(v) = only
+            && present.is_none_or(|h| h.version != v)
+        {
+            return Ok(false);
+        }
+        db.delete_opt(&dkey, &self.write_opts()).map_err(failed)?;
+        let now = self.clock.now_ms();
+        Ok(present.is_some_and(|h| h.is_retained(now)))
+    }
+
+    /// Deletes, in one batch, every key of `namespace` (from `start`) for which `doomed`
+    /// holds; returns how many live records it deleted.
+    fn delete_where(
+        &self,
+        namespace: &str,
+        start: &[u8],
+        doomed: impl Fn(&[u8], &[u8]) -> bool,
+    ) -> Result<u64, TierError> {
+        let db = self.db()?;
+        let prefix = ns_prefix(namespace);
+        let mut from = prefix.clone();
+        from.extend_from_slice(start);
+        let now = self.clock.now_ms();
+        let mut batch = WriteBatch::default();
+        let mut n = 0;
+        let iter = db.iterator(IteratorMode::From(&from, rocksdb::Direction::Forward));
+        for item in iter {
+            let (k, v) = item.map_err(failed)?;
+            if !k.starts_with(&from) {
+                break;
+            }
+            let user_key = &k[prefix.len()..];
+            if doomed(user_key, &v) {
+                batch.delete(&k);
+                if record::decode_header(&v).is_ok_and(|h| h.is_retained(now)) {
+                    n += 1;
+                }
+            }
+        }
+        db.write_opt(batch, &self.write_opts()).map_err(failed)?;
+        Ok(n)
+    }
+
+    fn flush_blocking(&self, namespace: &str) -> Result<(), TierError> {
+        let db = self.db()?;
+        let prefix = ns_prefix(namespace);
+        let mut batch = WriteBatch::default();
+        batch.delete_range(&prefix, &prefix_end(&prefix));
+        db.write_opt(batch, &self.write_opts()).map_err(failed)
+    }
+
+    fn purge_blocking(&self) -> Result<u64, TierError> {
+        let db = self.db()?;
+        let now = self.clock.now_ms();
+        let wm = self.watermark.load(Ordering::Acquire);
+        let mut batch = WriteBatch::default();
+        let mut n = 0;
+        for item in db.iterator(IteratorMode::Start) {
+            let (k, v) = item.map_err(failed)?;
+            if k.first() == Some(&0) {
+                continue;
+            }
+            let drop = match record::decode_header(&v) {
+                Ok(h) => !h.is_retained(now) || h.version.physical_ms() < wm,
+                Err(_) => {
+                    self.counters.corrupt_records.incr();
+                    true
+                }
+            };
+            if drop {
+                batch.delete(&k);
+                n += 1;
+            }
+        }
+        db.write_opt(batch, &self.write_opts()).map_err(failed)?;
+        Ok(n)
+    }
+
+    /// Flushes memtables and compacts everything now, so the compaction filter drops expired
+    /// and evicted records. Blocking.
+    pub fn compact(&self) -> Result<(), TierError> {
+        let db = self.db()?;
+        db.flush().map_err(failed)?;
+        db.compact_range(None::<&[u8]>, None::<&[u8]>);
+        Ok(())
+    }
+
+    /// Live bytes: SST files plus memtables.
+    pub fn live_bytes(&self) -> Result<u64, TierError> {
+        let db = self.db()?;
+        let prop = |name: &str| -> Result<u64, TierError> {
+            Ok(db.property_int_value(name).map_err(failed)?.unwrap_or(0))
+        };
+        Ok(prop("rocksdb.total-sst-files-size")? + prop("rocksdb.cur-size-all-mem-tables")?)
+    }
+
+    fn oldest_write_ms(&self, db: &DB) -> u64 {
+        db.iterator(IteratorMode::Start)
+            .filter_map(Result::ok)
+            .filter(|(k, _)| k.first() != Some(&0))
+            .filter_map(|(_, v)| record::decode_header(&v).ok())
+            .map(|h| h.version.physical_ms())
+            .min()
+            .unwrap_or(0)
+    }
+
+    /// Keeps live data within `capacity_bytes`: while it is above, raises the eviction
+    /// watermark over the span of write times (assuming writes spread evenly over it, which
+    /// a few passes correct), persists it, and compacts so the compaction filter drops the
+    /// evicted records. Blocking; the L3 actor calls it periodically.
+    pub fn enforce_size(&self) -> Result<SizeReport, TierError> {
+        let db = self.db()?;
+        let cap = self.config.capacity_bytes;
+        let before = self.live_bytes()?;
+        let mut live = before;
+        let mut passes = 0;
+        while live > cap && passes < MAX_EVICTION_PASSES {
+            passes += 1;
+            self.counters.eviction_passes.incr();
+            let mut wm = self.watermark.load(Ordering::Acquire);
+            if wm == 0 {
+                wm = self.oldest_write_ms(&db);
+            }
+            let newest = self.newest_write_ms.load(Ordering::Acquire).max(wm);
+            let excess = (live as f64 - cap as f64 * EVICT_TARGET) / live as f64;
+            let step = ((newest - wm) as f64 * excess.clamp(0.05, 1.0)).ceil() as u64;
+            let next = (wm + step.max(1)).min(newest);
+            self.watermark.store(next, Ordering::Release);
+            db.put_opt(WATERMARK_KEY, next.to_le_bytes(), &self.write_opts())
+                .map_err(failed)?;
+            db.flush().map_err(failed)?;
+            db.compact_range(None::<&[u8]>, None::<&[u8]>);
+            live = self.live_bytes()?;
+            tracing::info!(
+                evict_before_ms = next,
+                live_bytes = live,
+                capacity_bytes = cap,
+                "L3 eviction pass"
+            );
+        }
+        Ok(SizeReport {
+            before_bytes: before,
+            after_bytes: live,
+            evict_before_ms: self.watermark.load(Ordering::Acquire),
+        })
+    }
+
+    /// Checks RocksDB's background error state; a failed flush or compaction (disk full,
+    /// corruption) marks the tier `Down` so reads become misses, with the reason in health.
+    pub fn check_health(&self) -> TierHealth {
+        let Ok(db) = self.db() else {
+            return self.health.lock().clone();
+        };
+        let bg_errors = db
+            .property_int_value("rocksdb.background-errors")
+            .ok()
+            .flatten()
+            .unwrap_or(0);
+        let h = if bg_errors > 0 {
+            TierHealth::Degraded(format!("{bg_errors} RocksDB background errors"))
+        } else {
+            TierHealth::Up
+        };
+        *self.health.lock() = h.clone();
+        h
+    }
+
+    /// Runs `f` on the blocking pool with this tier.
+    async fn blocking<T, F>(self: &Arc<Self>, f: F) -> Result<T, TierError>
+    where
+        T: Send + 'static,
+        F: FnOnce(&DiskTier) -> Result<T, TierError> + Send + 'static,
+    {
+        let me = self.clone();
+        tokio::task::spawn_blocking(move || f(&me))
+            .await
+            .map_err(|e| failed(format!("L3 task failed: {e}")))?
+    }
+}
+
+/// The `Tier` face of a shared `DiskTier` (the tier and its actor share one `Arc`).
+#[derive(Debug, Clone)]
+pub struct SharedDiskTier(pub Arc<DiskTier>);
+
+#[async_trait]
+impl Tier for SharedDiskTier {
+    fn layer(&self) -> Layer {
+        Layer::L3
+    }
+
+    async fn get(&self, namespace: &str, key: &[u8]) -> Result<Option<Entry>, TierError> {
+        let (ns, key) = (namespace.to_owned(), key.to_vec());
+        self.0
+            .blocking(move |t| t.get_blocking(&ns, &key, false))
+            .await
+    }
+
+    async fn get_stale(&self, namespace: &str, key: &[u8]) -> Result<Option<Entry>, TierError> {
+        let (ns, key) = (namespace.to_owned(), key.to_vec());
+        self.0
+            .blocking(move |t| t.get_blocking(&ns, &key, true))
+            .await
+    }
+
+    async fn set(
+        &self,
+        namespace: &str,
+        key: Bytes,
+        entry: Entry,
+    ) -> Result<SetOutcome, TierError> {
+        let ns = namespace.to_owned();
+        self.0
+            .blocking(move |t| t.set_blocking(&ns, &key, &entry))
+            .await
+    }
+
+    async fn remove(&self, namespace: &str, key: &[u8]) -> Result<bool, TierError> {
+        let (ns, key) = (namespace.to_owned(), key.to_vec());
+        self.0
+            .blocking(move |t| t.remove_blocking(&ns, &key, None))
+            .await
+    }
+
+    async fn remove_version(
+        &self,
+        namespace: &str,
+        key: &[u8],
+        version: Version,
+    ) -> Result<bool, TierError> {
+        let (ns, key) = (namespace.to_owned(), key.to_vec());
+        self.0
+            .blocking(move |t| t.remove_blocking(&ns, &key, Some(version)))
+            .await
+    }
+
+    async fn invalidate_pattern(&self, namespace: &str, pattern: &Glob) -> Result<u64, TierError> {
+        let (ns, glob) = (namespace.to_owned(), pattern.clone());
+        self.0
+            .blocking(move |t| {
+                let start = glob.literal_prefix();
+                t.delete_where(&ns, &start, |k, _| glob.matches(k))
+            })
+            .await
+    }
+
+    async fn invalidate_tag(&self, namespace: &str, tag: &[u8]) -> Result<u64, TierError> {
+        let (ns, tag) = (namespace.to_owned(), tag.to_vec());
+        self.0
+            .blocking(move |t| {
+                t.delete_where(&ns, b"", |_, v| {
+                    record::decode(v).is_ok_and(|e| e.tags.contains(&tag))
+                })
+            })
+            .await
+    }
+
+    async fn flush_namespace(&self, namespace: &str) -> Result<(), TierError> {
+        let ns = namespace.to_owned();
+        self.0.blocking(move |t| t.flush_blocking(&ns)).await
+    }
+
+    async fn purge_expired(&self) -> Result<u64, TierError> {
+        self.0.blocking(|t| t.purge_blocking()).await
+    }
+
+    fn health(&self) -> TierHealth {
+        self.0.health.lock().clone()
+    }
+}

@@ -1,0 +1,22 @@
+//! # strata-storage
+//!
+//! L3, the local disk tier, on RocksDB: a [`strata_core::Tier`] that survives restarts, keeps
+//! every record checksummed and versioned, compresses values per namespace policy, drops
+//! expired records in a compaction filter, and keeps its live data within a byte capacity.
+//!
+//! ## Parts
+//! - [`record`]: the on-disk record format (format byte, postcard body, xxh3 trailer) with a
+//!   bounded decoder that never panics.
+//! - [`disk`]: [`DiskTier`], the RocksDB-backed tier, and its open/close, size enforcement and
+//!   health checks (driven by the node's L3 actor).
+//!
+//! ## Limits
+//! Every RocksDB call blocks, so the `Tier` methods run them on tokio's blocking pool. The
+//! tier is opened explicitly (`DiskTier::open`); until then, or after a failed open, every
+//! operation returns `TierError::Unavailable`, which the manager serves as a miss.
+
+pub mod disk;
+pub mod record;
+
+pub use disk::{DiskCounters, DiskTier, DiskTierConfig, SharedDiskTier, SizeReport, dir_size};
+pub use record::{RecordError, RecordHeader};

@@ -1,0 +1,348 @@
+//! L3 on a real RocksDB directory: the Tier contract suite, restarts (clean and `kill -9`),
+//! expiry across restarts, the size bound, corruption, and a directory that cannot be opened.
+
+#![allow(clippy::unwrap_used)]
+
+use std::collections::HashMap;
+use std::io::{BufRead, BufReader, Write};
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::Bytes;
+use strata_core::testsuite;
+use strata_core::{
+    Clock, Entry, ManualClock, NamespacePolicy, SystemClock, Tier, TierError, Version,
+};
+use strata_storage::{DiskTier, DiskTierConfig, SharedDiskTier, dir_size};
+
+fn config(path: &Path, capacity: u64) -> DiskTierConfig {
+    DiskTierConfig {
+        path: path.to_path_buf(),
+        capacity_bytes: capacity,
+        sync_writes: false,
+        policies: HashMap::new(),
+        default_policy: NamespacePolicy::unbounded(),
+    }
+}
+
+fn open(path: &Path, clock: Arc<dyn Clock>) -> SharedDiskTier {
+    let t = DiskTier::new(config(path, 256 << 20), clock);
+    t.open().unwrap();
+    SharedDiskTier(Arc::new(t))
+}
+
+fn entry(value: &[u8], version: u64) -> Entry {
+    Entry::new(Bytes::copy_from_slice(value), Version::from_u64(version))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn contract_suite_on_l3() {
+    let dirs = Arc::new(parking_lot::Mutex::new(Vec::new()));
+    let keep = dirs.clone();
+    testsuite::run(move |clock| {
+        let dir = tempfile::tempdir().unwrap();
+        let tier = open(dir.path(), Arc::new(clock));
+        keep.lock().push(dir);
+        async move { tier }
+    })
+    .await;
+    drop(dirs);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_clean_restart_keeps_everything() {
+    let dir = tempfile::tempdir().unwrap();
+    let clock: Arc<dyn Clock> = Arc::new(ManualClock::default());
+    let t = open(dir.path(), clock.clone());
+    for i in 0..1000u64 {
+        let v = format!("value-{i}").repeat(20);
+        t.set(
+            "ns",
+            Bytes::from(format!("k{i}")),
+            entry(v.as_bytes(), i + 1),
+        )
+        .await
+        .unwrap();
+    }
+    t.flush_namespace("gone").await.unwrap();
+    t.0.close();
+    assert!(
+        t.get("ns", b"k1").await.is_err(),
+        "a closed tier is unavailable"
+    );
+
+    let t = open(dir.path(), clock);
+    for i in 0..1000u64 {
+        let got = t
+            .get("ns", format!("k{i}").as_bytes())
+            .await
+            .unwrap()
+            .unwrap();
+        assert_eq!(got.value, Bytes::from(format!("value-{i}").repeat(20)));
+        assert_eq!(got.version, Version::from_u64(i + 1));
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn expiry_holds_across_a_restart() {
+    let dir = tempfile::tempdir().unwrap();
+    let clock = ManualClock::default();
+    let t = open(dir.path(), Arc::new(clock.clone()));
+    let mut e = entry(b"v", 1);
+    e.expires_at_ms = Some(clock.now_ms() + 10_000);
+    t.set("ns", Bytes::from("short"), e).await.unwrap();
+    t.set("ns", Bytes::from("forever"), entry(b"v", 1))
+        .await
+        .unwrap();
+    t.0.close();
+    clock.advance(Duration::from_secs(11));
+    let t = open(dir.path(), Arc::new(clock.clone()));
+    assert_eq!(
+        t.get("ns", b"short").await.unwrap(),
+        None,
+        "expired while down"
+    );
+    assert!(t.get("ns", b"forever").await.unwrap().is_some());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_lowered_max_ttl_drops_longer_lived_records_after_restart() {
+    let dir = tempfile::tempdir().unwrap();
+    let clock = ManualClock::default();
+    let t = open(dir.path(), Arc::new(clock.clone()));
+    let mut e = entry(b"v", 1);
+    e.expires_at_ms = Some(clock.now_ms() + 48 * 3_600_000);
+    t.set("ecoinvent", Bytes::from("f"), e).await.unwrap();
+    t.0.close();
+
+    let mut cfg = config(dir.path(), 256 << 20);
+    cfg.policies.insert(
+        "ecoinvent".into(),
+        NamespacePolicy {
+            max_ttl: Some(Duration::from_secs(86_400)),
+            ..NamespacePolicy::default()
+        },
+    );
+    let tier = DiskTier::new(cfg, Arc::new(clock));
+    tier.open().unwrap();
+    let t = SharedDiskTier(Arc::new(tier));
+    assert_eq!(
+        t.get("ecoinvent", b"f").await.unwrap(),
+        None,
+        "G5: 48 h entry served under a 24 h rule"
+    );
+    assert_eq!(t.0.counters().policy_drops.get(), 1);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_corrupted_record_is_a_counted_miss_and_is_deleted() {
+    let dir = tempfile::tempdir().unwrap();
+    let clock: Arc<dyn Clock> = Arc::new(ManualClock::default());
+    let t = open(dir.path(), clock.clone());
+    t.set("ns", Bytes::from("bad"), entry(&[7u8; 300], 1))
+        .await
+        .unwrap();
+    t.set("ns", Bytes::from("good"), entry(b"fine", 1))
+        .await
+        .unwrap();
+    t.0.close();
+
+    // Flip bytes in the stored record through the raw RocksDB API.
+    {
+        let db = rocksdb::DB::open_default(dir.path()).unwrap();
+        let key = [&[2u8][..], b"ns", b"bad"].concat();
+        let mut raw = db.get(&key).unwrap().unwrap();
+        let mid = raw.len() / 2;
+        raw[mid] ^= 0xff;
+        raw[mid + 1] ^= 0x0f;
+        db.put(&key, &raw).unwrap();
+    }
+
+    let t = open(dir.path(), clock);
+    assert_eq!(t.get("ns", b"bad").await.unwrap(), None);
+    assert_eq!(t.0.counters().corrupt_records.get(), 1);
+    assert_eq!(
+        t.get("ns", b"good").await.unwrap().unwrap().value,
+        Bytes::from("fine")
+    );
+    t.0.close();
+    let db = rocksdb::DB::open_default(dir.path()).unwrap();
+    assert!(
+        db.get([&[2u8][..], b"ns", b"bad"].concat())
+            .unwrap()
+            .is_none(),
+        "corrupt record kept"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_unopenable_directory_leaves_the_tier_down_with_the_reason() {
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("not-a-dir");
+    std::fs::write(&file, b"x").unwrap();
+    // Even root cannot create a directory under a regular file.
+    let tier = DiskTier::new(config(&file.join("l3"), 1 << 20), Arc::new(SystemClock));
+    let err = tier.open().unwrap_err();
+    assert!(matches!(err, TierError::Unavailable(_)), "{err:?}");
+    let t = SharedDiskTier(Arc::new(tier));
+    assert!(!t.health().is_serving());
+    assert!(matches!(
+        t.get("ns", b"k").await,
+        Err(TierError::Unavailable(_))
+    ));
+    assert_eq!(t.0.counters().open_failures.get(), 1);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_compaction_filter_drops_expired_records() {
+    let dir = tempfile::tempdir().unwrap();
+    let clock = ManualClock::default();
+    let t = open(dir.path(), Arc::new(clock.clone()));
+    for i in 0..200u64 {
+        let mut e = entry(&[1u8; 200], i + 1);
+        e.expires_at_ms = Some(clock.now_ms() + if i % 2 == 0 { 1_000 } else { 1_000_000 });
+        t.set("ns", Bytes::from(format!("k{i}")), e).await.unwrap();
+    }
+    clock.advance(Duration::from_secs(10));
+    t.0.compact().unwrap();
+    t.0.close();
+    let db = rocksdb::DB::open_default(dir.path()).unwrap();
+    let records = db
+        .iterator(rocksdb::IteratorMode::Start)
+        .filter_map(Result::ok)
+        .filter(|(k, _)| k.first() != Some(&0))
+        .count();
+    assert_eq!(records, 100, "compaction kept expired records");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn writing_three_times_the_capacity_stays_within_it() {
+    let dir = tempfile::tempdir().unwrap();
+    let capacity: u64 = 32 << 20;
+    let tier = DiskTier::new(config(dir.path(), capacity), Arc::new(SystemClock));
+    tier.open().unwrap();
+    let t = SharedDiskTier(Arc::new(tier));
+    // Incompressible values, so that what is written is what is stored.
+    let mut x = 0x9E37_79B9_7F4A_7C15u64;
+    let value: Vec<u8> = (0..16 * 1024)
+        .map(|_| {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            x as u8
+        })
+        .collect();
+    let n = 3 * capacity / value.len() as u64;
+    // Versions carry write times: one millisecond apart, as a steady writer would produce.
+    let base = SystemClock.now_ms();
+    for i in 0..n {
+        let v = [value.as_slice(), &i.to_le_bytes()].concat();
+        t.set(
+            "ns",
+            Bytes::from(format!("k{i:06}")),
+            entry(&v, Version::from_parts(base + i, 0).as_u64()),
+        )
+        .await
+        .unwrap();
+    }
+    let report = t.0.enforce_size().unwrap();
+    assert!(report.before_bytes > capacity, "{report:?}");
+    assert!(report.after_bytes <= capacity, "{report:?}");
+    t.0.close();
+    let on_disk = dir_size(dir.path());
+    eprintln!(
+        "size bound: wrote {} B into a {capacity} B L3: {report:?}, directory {on_disk} B",
+        n * value.len() as u64
+    );
+    assert!(
+        on_disk as f64 <= 1.2 * capacity as f64,
+        "directory {on_disk} B > 1.2 × {capacity} B"
+    );
+    // The newest records survive eviction; the oldest are gone.
+    let t = open(dir.path(), Arc::new(SystemClock));
+    assert!(
+        t.get("ns", format!("k{:06}", n - 1).as_bytes())
+            .await
+            .unwrap()
+            .is_some()
+    );
+    assert_eq!(t.get("ns", b"k000000").await.unwrap(), None);
+}
+
+/// The writer side of the kill -9 test: writes records and reports each acknowledged one on
+/// stdout, until killed.
+fn crash_writer(path: &Path) {
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    rt.block_on(async {
+        let t = open(path, Arc::new(SystemClock));
+        let mut out = std::io::stdout();
+        for i in 0u64.. {
+            let v = format!("payload-{i}-").repeat(50);
+            t.set(
+                "ns",
+                Bytes::from(format!("k{i}")),
+                entry(v.as_bytes(), i + 1),
+            )
+            .await
+            .unwrap();
+            writeln!(out, "acked {i}").unwrap();
+            out.flush().unwrap();
+        }
+    });
+}
+
+#[test]
+fn kill_9_while_writing_loses_no_acknowledged_record_and_corrupts_none() {
+    if let Ok(path) = std::env::var("STRATA_CRASH_WRITER_DIR") {
+        crash_writer(&PathBuf::from(path));
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let mut child = Command::new(std::env::current_exe().unwrap())
+        .args([
+            "--exact",
+            "kill_9_while_writing_loses_no_acknowledged_record_and_corrupts_none",
+            "--nocapture",
+        ])
+        .env("STRATA_CRASH_WRITER_DIR", dir.path())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let mut acked = 0u64;
+    let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
+    while acked < 3_000 {
+        match lines.next() {
+            Some(Ok(line)) if line.starts_with("acked ") => {
+                acked = line[6..].parse::<u64>().unwrap() + 1
+            }
+            Some(_) => {}
+            None => panic!("writer exited early"),
+        }
+    }
+    child.kill().unwrap(); // SIGKILL
+    child.wait().unwrap();
+
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    rt.block_on(async {
+        let t = open(dir.path(), Arc::new(SystemClock));
+        for i in 0..acked {
+            let got = t.get("ns", format!("k{i}").as_bytes()).await.unwrap();
+            let got = got.unwrap_or_else(|| panic!("acknowledged record k{i} lost"));
+            assert_eq!(
+                got.value,
+                Bytes::from(format!("payload-{i}-").repeat(50)),
+                "k{i} damaged"
+            );
+        }
+        // Records written after the last ack may or may not be there, but never damaged.
+        for i in acked..acked + 100 {
+            if let Some(e) = t.get("ns", format!("k{i}").as_bytes()).await.unwrap() {
+                assert_eq!(e.value, Bytes::from(format!("payload-{i}-").repeat(50)));
+            }
+        }
+        assert_eq!(t.0.counters().corrupt_records.get(), 0);
+    });
+}
