@@ -176,6 +176,11 @@ impl DiskTier {
         &self.config.path
     }
 
+    /// The configured capacity.
+    pub fn capacity_bytes(&self) -> u64 {
+        self.config.capacity_bytes
+    }
+
     /// L3's own counters.
     pub fn counters(&self) -> &DiskCounters {
         &self.counters
@@ -334,6 +339,12 @@ impl DiskTier {
             }
         }
         Ok(Some(entry))
+    }
+
+    /// The fresh entry for `key`, read on the calling thread (blocking). For callers already
+    /// on a blocking thread; the `Tier` methods run this on tokio's blocking pool.
+    pub fn read_blocking(&self, namespace: &str, key: &[u8]) -> Result<Option<Entry>, TierError> {
+        self.get_blocking(namespace, key, false)
     }
 
     fn get_blocking(

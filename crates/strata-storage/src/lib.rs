@@ -15,8 +15,10 @@
 //! tier is opened explicitly (`DiskTier::open`); until then, or after a failed open, every
 //! operation returns `TierError::Unavailable`, which the manager serves as a miss.
 
+#[cfg(feature = "rocksdb")]
 pub mod disk;
 pub mod record;
 
+#[cfg(feature = "rocksdb")]
 pub use disk::{DiskCounters, DiskTier, DiskTierConfig, SharedDiskTier, SizeReport, dir_size};
 pub use record::{RecordError, RecordHeader};

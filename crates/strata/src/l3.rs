@@ -4,6 +4,8 @@ use std::sync::Arc;
 
 use strata_core::{Clock, Tier};
 
+#[cfg(feature = "l3")]
+use crate::actors::tier_actor::LayerMetric;
 use crate::actors::tier_actor::Maintenance;
 use crate::config::NodeConfig;
 
@@ -37,6 +39,54 @@ mod rocks {
 
         fn stop(&self) {
             self.close();
+        }
+
+        fn metrics(&self) -> Vec<LayerMetric> {
+            let c = self.counters();
+            let m = |name, help, counter, value| LayerMetric {
+                name,
+                help,
+                counter,
+                value,
+            };
+            vec![
+                m(
+                    "l3_corrupt_records",
+                    "L3 records that failed their checksum (deleted)",
+                    true,
+                    c.corrupt_records.get(),
+                ),
+                m(
+                    "l3_policy_drops",
+                    "L3 records dropped for exceeding a lowered max_ttl",
+                    true,
+                    c.policy_drops.get(),
+                ),
+                m(
+                    "l3_eviction_passes",
+                    "L3 eviction passes to stay within capacity",
+                    true,
+                    c.eviction_passes.get(),
+                ),
+                m(
+                    "l3_open_failures",
+                    "Failed attempts to open L3",
+                    true,
+                    c.open_failures.get(),
+                ),
+                m(
+                    "l3_live_bytes",
+                    "L3 live data (SST files and memtables)",
+                    false,
+                    self.live_bytes().unwrap_or(0),
+                ),
+                m(
+                    "l3_capacity_bytes",
+                    "L3 configured capacity",
+                    false,
+                    self.capacity_bytes(),
+                ),
+            ]
         }
     }
 

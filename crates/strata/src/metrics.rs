@@ -6,7 +6,9 @@
 //! `cache_lookup_latency_seconds{layer}` (histogram; L1 sampled), `l1_evictions_total`,
 //! `l1_expirations_total`, `l1_resident_bytes`, `l1_capacity_bytes`, `l1_entries`,
 //! `loads_total`, `load_errors_total`, `loads_coalesced_total`, `stale_served_total`,
-//! `policy_violations_total`, `actor_restarts_total`.
+//! `policy_violations_total`, `actor_restarts_total`, `layer_up{layer}`, and with L3:
+//! `l3_corrupt_records_total`, `l3_policy_drops_total`, `l3_eviction_passes_total`,
+//! `l3_open_failures_total`, `l3_live_bytes`, `l3_capacity_bytes`.
 
 use std::borrow::Cow;
 use std::sync::Arc;
@@ -18,6 +20,7 @@ use prometheus_client::metrics::counter::ConstCounter;
 use prometheus_client::metrics::gauge::ConstGauge;
 use strata_core::{Cache, Layer};
 
+use crate::actors::tier_actor::Maintenance;
 use crate::status::NodeStatus;
 
 /// Upper bounds of the latency histogram buckets, in seconds: 100 ns to 1 s.
@@ -26,15 +29,29 @@ const LATENCY_BUCKETS_S: [f64; 16] = [
     0.5, 1.0,
 ];
 
-#[derive(Debug)]
 pub(crate) struct CacheCollector {
     cache: Cache,
     status: Arc<NodeStatus>,
+    layer_metrics: Vec<Arc<dyn Maintenance>>,
+}
+
+impl std::fmt::Debug for CacheCollector {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("CacheCollector").finish_non_exhaustive()
+    }
 }
 
 impl CacheCollector {
-    pub(crate) fn new(cache: Cache, status: Arc<NodeStatus>) -> Self {
-        Self { cache, status }
+    pub(crate) fn new(
+        cache: Cache,
+        status: Arc<NodeStatus>,
+        layer_metrics: Vec<Arc<dyn Maintenance>>,
+    ) -> Self {
+        Self {
+            cache,
+            status,
+            layer_metrics,
+        }
     }
 }
 
@@ -178,6 +195,25 @@ impl Collector for CacheCollector {
             "Layer actor restarts by the supervisor",
             self.status.restarts_total(),
         )?;
+
+        let mut up = enc.encode_descriptor(
+            "layer_up",
+            "1 when the layer is serving, 0 when it is down (the log says why)",
+            None,
+            MetricType::Gauge,
+        )?;
+        for (layer, health) in self.cache.health().layers {
+            let labels: [(Cow<'static, str>, Cow<'static, str>); 1] =
+                [(Cow::Borrowed("layer"), Cow::Borrowed(layer.as_str()))];
+            ConstGauge::new(i64::from(health.is_serving())).encode(up.encode_family(&labels)?)?;
+        }
+        for m in self.layer_metrics.iter().flat_map(|l| l.metrics()) {
+            if m.counter {
+                counter(&mut enc, m.name, m.help, m.value)?;
+            } else {
+                gauge(&mut enc, m.name, m.help, m.value as i64)?;
+            }
+        }
         Ok(())
     }
 }

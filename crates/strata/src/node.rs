@@ -203,7 +203,11 @@ impl Node {
         .map_err(|e| NodeError::Supervisor(e.to_string()))?;
 
         let mut registry = Registry::with_prefix("strata");
-        registry.register_collector(Box::new(CacheCollector::new(cache.clone(), status.clone())));
+        registry.register_collector(Box::new(CacheCollector::new(
+            cache.clone(),
+            status.clone(),
+            stoppers.clone(),
+        )));
         tracing::info!(node = %config.node.name, profile = config.profile.as_str(), "node started");
         Ok(Node {
             config,

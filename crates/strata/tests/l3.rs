@@ -87,6 +87,23 @@ async fn a_node_whose_l3_cannot_open_serves_from_l1_and_reports_l3_down() {
         other => panic!("L3 should be down, is {other:?}"),
     }
     assert!(cache.stats().layer(Layer::L3).unwrap().errors >= 1);
+    let metrics = node.encode_metrics();
+    for needle in [
+        "strata_layer_up{layer=\"l1\"} 1",
+        "strata_layer_up{layer=\"l3\"} 0",
+        "strata_l3_corrupt_records_total 0",
+    ] {
+        assert!(
+            metrics.contains(needle),
+            "metrics lack {needle:?}:\n{metrics}"
+        );
+    }
+    let failures: u64 = metrics
+        .lines()
+        .find_map(|l| l.strip_prefix("strata_l3_open_failures_total "))
+        .and_then(|v| v.trim().parse().ok())
+        .unwrap_or(0);
+    assert!(failures >= 1, "open failures not counted:\n{metrics}");
     node.shutdown().await;
 }
 

@@ -24,6 +24,21 @@ pub(crate) trait Maintenance: Send + Sync + 'static {
     fn maintain(&self);
     /// Clean close at node shutdown.
     fn stop(&self);
+    /// The layer's own metrics for the node's registry.
+    fn metrics(&self) -> Vec<LayerMetric>;
+}
+
+/// One metric a layer exports beyond the per-layer counters every layer has.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct LayerMetric {
+    /// Name without the `strata_` prefix (and, for counters, without `_total`).
+    pub(crate) name: &'static str,
+    /// Help text.
+    pub(crate) help: &'static str,
+    /// Counter (monotonic) or gauge.
+    pub(crate) counter: bool,
+    /// The value now.
+    pub(crate) value: u64,
 }
 
 /// Messages of a layer actor.
