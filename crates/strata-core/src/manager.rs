@@ -33,6 +33,17 @@ use crate::time::{Clock, SystemClock, duration_ms};
 use crate::version::{HybridClock, Version};
 use crate::view::{CacheHealth, StatsSnapshot};
 
+/// Logs a layer's failure. A layer that is down (`Unavailable`) fails every call until it
+/// recovers and has already said why when it went down (and health shows it), so those are
+/// logged at debug level, not once per request; real operation failures are warnings. Both
+/// are counted in the layer's `errors`.
+fn log_layer_error(layer: Layer, err: &TierError, what: &str) {
+    match err {
+        TierError::Unavailable(_) => tracing::debug!(%layer, error = %err, "{what}"),
+        TierError::Failed(_) => tracing::warn!(%layer, error = %err, "{what}"),
+    }
+}
+
 type LookupResult = Result<Option<Bytes>, CacheError>;
 
 /// The future of [`Cache::get`]: complete at once on an L1 hit, boxed only on a miss.
@@ -382,7 +393,7 @@ impl Cache {
                 Ok(None) => stats.misses.incr(),
                 Err(err) => {
                     stats.errors.incr();
-                    tracing::warn!(%layer, namespace, error = %err, "read failed; treated as a miss");
+                    log_layer_error(layer, &err, "read failed; treated as a miss");
                 }
             }
         }
@@ -438,7 +449,7 @@ impl Cache {
             Ok(_) => stats.sets.incr(),
             Err(err) => {
                 stats.errors.incr();
-                tracing::warn!(%layer, error = %err, "write failed");
+                log_layer_error(layer, err, "write failed");
             }
         }
         result
@@ -659,7 +670,7 @@ impl Cache {
     ) -> Result<u64, TierError> {
         if let Err(err) = &r {
             self.inner.stats.layer(layer).errors.incr();
-            tracing::warn!(%layer, error = %err, "invalidation failed");
+            log_layer_error(layer, err, "invalidation failed");
         }
         r
     }
