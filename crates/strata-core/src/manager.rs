@@ -84,6 +84,10 @@ impl std::fmt::Debug for Lookup<'_> {
 pub struct SetOptions {
     /// The TTL; `None` uses the namespace's `default_ttl`.
     pub ttl: Option<Duration>,
+    /// Store with no expiry at all (Redis's `PERSIST`), ignoring `ttl` and the namespace's
+    /// `default_ttl`. Refused with [`CacheError::PolicyViolation`] where the namespace has a
+    /// `max_ttl`.
+    pub persist: bool,
     /// Tags for `invalidate_tag`.
     pub tags: Tags,
 }
@@ -534,6 +538,17 @@ impl Cache {
         version: Option<Version>,
     ) -> Result<Entry, CacheError> {
         let ttl = match state.policy.effective_ttl(namespace, options.ttl) {
+            Ok(_) if options.persist => match state.policy.max_ttl {
+                Some(allowed) => {
+                    self.inner.stats.policy_violations.incr();
+                    return Err(CacheError::PolicyViolation {
+                        namespace: namespace.to_owned(),
+                        requested: Duration::MAX,
+                        allowed,
+                    });
+                }
+                None => None,
+            },
             Ok(ttl) => ttl,
             Err(err) => {
                 self.inner.stats.policy_violations.incr();
@@ -834,6 +849,56 @@ impl Cache {
             }
         }
         None
+    }
+
+    /// Up to `limit` keys of `namespace` with fresh entries, in byte order, strictly after
+    /// `after`: the union of what L1 and the lower layers hold. A layer that fails is logged
+    /// and left out (its keys may be missing from the listing, never wrong ones added). The
+    /// basis of `KEYS`, `SCAN`, `DBSIZE` and `RANDOMKEY`; each call costs a pass over L1's
+    /// entries of the namespace.
+    pub async fn scan_keys(
+        &self,
+        namespace: &str,
+        after: Option<&[u8]>,
+        limit: usize,
+    ) -> Result<Vec<Bytes>, CacheError> {
+        Namespace::new(namespace)?;
+        let mut keys = match &self.inner.l1 {
+            Some(l1) => l1.scan_keys_sync(namespace, after, limit),
+            None => Vec::new(),
+        };
+        for tier in self.lower_tiers(self.policy_use_l3(namespace)) {
+            match tier.scan_keys(namespace, after, limit).await {
+                Ok(more) => keys.extend(more),
+                Err(e) => log_layer_error(tier.layer(), &e, "scan_keys failed"),
+            }
+        }
+        keys.sort_unstable();
+        keys.dedup();
+        keys.truncate(limit);
+        Ok(keys)
+    }
+
+    /// Namespaces that hold entries in some layer, plus those configured; sorted.
+    pub async fn namespaces(&self) -> Vec<String> {
+        let mut names: Vec<String> = self
+            .inner
+            .namespaces
+            .entries()
+            .map(|(n, _)| n.to_owned())
+            .collect();
+        if let Some(l1) = &self.inner.l1 {
+            names.extend(l1.namespace_names());
+        }
+        for tier in self.lower_tiers(true) {
+            match tier.namespaces().await {
+                Ok(more) => names.extend(more),
+                Err(e) => log_layer_error(tier.layer(), &e, "listing namespaces failed"),
+            }
+        }
+        names.sort_unstable();
+        names.dedup();
+        names
     }
 
     /// Drops expired entries from every layer now (the actors also do this periodically).

@@ -492,6 +492,38 @@ impl MemoryTier {
         }
     }
 
+    /// Up to `limit` keys of `namespace` with fresh entries, in byte order, after `after`.
+    /// A full pass over the namespace's pool: O(entries), meant for `SCAN`-style listing.
+    pub fn scan_keys_sync(&self, namespace: &str, after: Option<&[u8]>, limit: usize) -> Vec<Bytes> {
+        let Some(ns) = self.namespace(namespace) else {
+            return Vec::new();
+        };
+        let now = self.now();
+        let generation = ns.generation.load(Ordering::Acquire);
+        let mut keys: Vec<Bytes> = ns
+            .pool
+            .iter()
+            .filter(|(k, s)| {
+                k.ns == ns.id
+                    && s.generation == generation
+                    && s.is_fresh(now)
+                    && after.is_none_or(|a| k.key.as_ref() > a)
+            })
+            .map(|(k, _)| k.key)
+            .collect();
+        if keys.len() > limit {
+            keys.select_nth_unstable(limit);
+            keys.truncate(limit);
+        }
+        keys.sort_unstable();
+        keys
+    }
+
+    /// Namespaces L1 has held an entry of since it started.
+    pub fn namespace_names(&self) -> Vec<String> {
+        self.namespaces.entries().map(|(n, _)| n.to_owned()).collect()
+    }
+
     /// The background sweep: drops entries that are expired past their grace or belong to a
     /// flushed generation; returns how many were dropped.
     pub fn purge_expired_sync(&self) -> u64 {
@@ -555,6 +587,19 @@ impl Tier for MemoryTier {
         version: Version,
     ) -> Result<bool, TierError> {
         Ok(self.remove_version_sync(namespace, key, version))
+    }
+
+    async fn scan_keys(
+        &self,
+        namespace: &str,
+        after: Option<&[u8]>,
+        limit: usize,
+    ) -> Result<Vec<Bytes>, TierError> {
+        Ok(self.scan_keys_sync(namespace, after, limit))
+    }
+
+    async fn namespaces(&self) -> Result<Vec<String>, TierError> {
+        Ok(self.namespace_names())
     }
 
     async fn invalidate_pattern(&self, namespace: &str, pattern: &Glob) -> Result<u64, TierError> {

@@ -68,6 +68,12 @@ impl<V> NsTable<V> {
     }
 
     /// Every namespace's state, in slot order.
+    pub(crate) fn entries(&self) -> impl Iterator<Item = (&str, &Arc<V>)> {
+        self.slots
+            .iter()
+            .filter_map(|s| s.get().map(|(n, v)| (&**n, v)))
+    }
+
     pub(crate) fn values(&self) -> impl Iterator<Item = &Arc<V>> {
         self.slots.iter().filter_map(|s| s.get().map(|(_, v)| v))
     }

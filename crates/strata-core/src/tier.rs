@@ -129,6 +129,28 @@ pub trait Tier: Send + Sync + std::fmt::Debug + 'static {
     /// returns how many.
     async fn purge_expired(&self) -> Result<u64, TierError>;
 
+    /// Up to `limit` keys of `namespace` that hold fresh entries, in byte order, strictly
+    /// after `after` (from the first key when `None`): what `KEYS`, `SCAN`, `DBSIZE` and
+    /// `RANDOMKEY` are built on. Tiers that cannot list keys return an error (the default).
+    async fn scan_keys(
+        &self,
+        namespace: &str,
+        after: Option<&[u8]>,
+        limit: usize,
+    ) -> Result<Vec<Bytes>, TierError> {
+        let _ = (namespace, after, limit);
+        Err(TierError::Failed(format!("{} cannot list keys", self.layer())))
+    }
+
+    /// The namespaces that hold at least one entry (possibly also some that were emptied
+    /// recently). Tiers that cannot list them return an error (the default).
+    async fn namespaces(&self) -> Result<Vec<String>, TierError> {
+        Err(TierError::Failed(format!(
+            "{} cannot list namespaces",
+            self.layer()
+        )))
+    }
+
     /// Current health.
     fn health(&self) -> TierHealth;
 }

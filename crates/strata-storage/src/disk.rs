@@ -445,6 +445,66 @@ impl DiskTier {
         Ok(n)
     }
 
+    /// Up to `limit` keys of `namespace` holding fresh, intact records, after `after`.
+    fn scan_blocking(
+        &self,
+        namespace: &str,
+        after: Option<&[u8]>,
+        limit: usize,
+    ) -> Result<Vec<Bytes>, TierError> {
+        let db = self.db()?;
+        let prefix = ns_prefix(namespace);
+        let mut from = prefix.clone();
+        if let Some(a) = after {
+            from.extend_from_slice(a);
+            // The smallest key greater than `after`.
+            from.push(0);
+        }
+        let now = self.clock.now_ms();
+        let wm = self.watermark.load(Ordering::Acquire);
+        let mut keys = Vec::new();
+        let iter = db.iterator(IteratorMode::From(&from, rocksdb::Direction::Forward));
+        for item in iter {
+            if keys.len() >= limit {
+                break;
+            }
+            let (k, v) = item.map_err(failed)?;
+            if !k.starts_with(&prefix) {
+                break;
+            }
+            if record::decode_header(&v)
+                .is_ok_and(|h| h.is_fresh(now) && h.version.physical_ms() >= wm)
+            {
+                keys.push(Bytes::copy_from_slice(&k[prefix.len()..]));
+            }
+        }
+        Ok(keys)
+    }
+
+    /// Every namespace with at least one record, found by skipping from one namespace's key
+    /// range to the next.
+    fn namespaces_blocking(&self) -> Result<Vec<String>, TierError> {
+        let db = self.db()?;
+        let mut names = Vec::new();
+        let mut from = vec![1u8];
+        loop {
+            let mut iter = db.iterator(IteratorMode::From(&from, rocksdb::Direction::Forward));
+            let Some(item) = iter.next() else {
+                return Ok(names);
+            };
+            let (k, _) = item.map_err(failed)?;
+            let len = usize::from(k[0]);
+            let Some(name) = k.get(1..1 + len) else {
+                return Ok(names);
+            };
+            let prefix = k[..1 + len].to_vec();
+            if let Ok(n) = std::str::from_utf8(name) {
+                names.push(n.to_owned());
+            }
+            from = prefix_end(&prefix);
+        }
+    }
+
     fn flush_blocking(&self, namespace: &str) -> Result<(), TierError> {
         let db = self.db()?;
         let prefix = ns_prefix(namespace);
@@ -656,6 +716,22 @@ impl Tier for SharedDiskTier {
                 })
             })
             .await
+    }
+
+    async fn scan_keys(
+        &self,
+        namespace: &str,
+        after: Option<&[u8]>,
+        limit: usize,
+    ) -> Result<Vec<Bytes>, TierError> {
+        let (ns, after) = (namespace.to_owned(), after.map(<[u8]>::to_vec));
+        self.0
+            .blocking(move |t| t.scan_blocking(&ns, after.as_deref(), limit))
+            .await
+    }
+
+    async fn namespaces(&self) -> Result<Vec<String>, TierError> {
+        self.0.blocking(|t| t.namespaces_blocking()).await
     }
 
     async fn flush_namespace(&self, namespace: &str) -> Result<(), TierError> {

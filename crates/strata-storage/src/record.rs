@@ -81,6 +81,11 @@ pub struct RecordHeader {
 }
 
 impl RecordHeader {
+    /// Whether the record may be served at `now_ms`.
+    pub fn is_fresh(&self, now_ms: u64) -> bool {
+        self.expires_at_ms.is_none_or(|at| now_ms < at)
+    }
+
     /// Whether the record is worth keeping at `now_ms`: fresh or inside its grace.
     pub fn is_retained(&self, now_ms: u64) -> bool {
         self.expires_at_ms.is_none_or(|at| now_ms < at)
