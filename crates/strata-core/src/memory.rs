@@ -494,7 +494,12 @@ impl MemoryTier {
 
     /// Up to `limit` keys of `namespace` with fresh entries, in byte order, after `after`.
     /// A full pass over the namespace's pool: O(entries), meant for `SCAN`-style listing.
-    pub fn scan_keys_sync(&self, namespace: &str, after: Option<&[u8]>, limit: usize) -> Vec<Bytes> {
+    pub fn scan_keys_sync(
+        &self,
+        namespace: &str,
+        after: Option<&[u8]>,
+        limit: usize,
+    ) -> Vec<Bytes> {
         let Some(ns) = self.namespace(namespace) else {
             return Vec::new();
         };
@@ -521,7 +526,10 @@ impl MemoryTier {
 
     /// Namespaces L1 has held an entry of since it started.
     pub fn namespace_names(&self) -> Vec<String> {
-        self.namespaces.entries().map(|(n, _)| n.to_owned()).collect()
+        self.namespaces
+            .entries()
+            .map(|(n, _)| n.to_owned())
+            .collect()
     }
 
     /// The background sweep: drops entries that are expired past their grace or belong to a

@@ -139,7 +139,10 @@ pub trait Tier: Send + Sync + std::fmt::Debug + 'static {
         limit: usize,
     ) -> Result<Vec<Bytes>, TierError> {
         let _ = (namespace, after, limit);
-        Err(TierError::Failed(format!("{} cannot list keys", self.layer())))
+        Err(TierError::Failed(format!(
+            "{} cannot list keys",
+            self.layer()
+        )))
     }
 
     /// The namespaces that hold at least one entry (possibly also some that were emptied

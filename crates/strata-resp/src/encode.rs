@@ -63,7 +63,8 @@ impl Reply {
         self.buf.reserve(msg.len() + 3);
         self.buf.put_u8(b'-');
         for b in msg.bytes() {
-            self.buf.put_u8(if b == b'\r' || b == b'\n' { b' ' } else { b });
+            self.buf
+                .put_u8(if b == b'\r' || b == b'\n' { b' ' } else { b });
         }
         self.buf.put_slice(b"\r\n");
     }
@@ -162,7 +163,10 @@ mod tests {
         r.double(1.5);
         r.boolean(true);
         r.error("ERR bad\r\nthing");
-        assert_eq!(&r.buf[..], b"$-1\r\n*2\r\n$3\r\n1.5\r\n:1\r\n-ERR bad  thing\r\n");
+        assert_eq!(
+            &r.buf[..],
+            b"$-1\r\n*2\r\n$3\r\n1.5\r\n:1\r\n-ERR bad  thing\r\n"
+        );
         let mut r = Reply::new(Protocol::Resp3);
         r.null();
         r.map(1);

@@ -17,7 +17,9 @@ pub(crate) fn read_line(
     match memchr::memchr(b'\n', window) {
         Some(i) => {
             if i == 0 || window[i - 1] != b'\r' {
-                return Err(ProtocolError::InvalidValue("line terminator (expected CRLF)"));
+                return Err(ProtocolError::InvalidValue(
+                    "line terminator (expected CRLF)",
+                ));
             }
             Ok(Some((&window[..i - 1], pos + i + 1)))
         }
@@ -73,7 +75,10 @@ fn parse_at(buf: &[u8], pos: usize, limits: &Limits, depth: usize) -> Step {
         b'-' => Frame::Error(Bytes::copy_from_slice(line)),
         b':' => Frame::Integer(parse_i64(line).ok_or(ProtocolError::InvalidValue("integer"))?),
         b'(' => {
-            let digits = line.strip_prefix(b"-").or(line.strip_prefix(b"+")).unwrap_or(line);
+            let digits = line
+                .strip_prefix(b"-")
+                .or(line.strip_prefix(b"+"))
+                .unwrap_or(line);
             if digits.is_empty() || !digits.iter().all(u8::is_ascii_digit) {
                 return Err(ProtocolError::InvalidValue("big number"));
             }
@@ -170,7 +175,11 @@ fn parse_at(buf: &[u8], pos: usize, limits: &Limits, depth: usize) -> Step {
 }
 
 /// The `len` bytes at `pos` followed by CRLF.
-pub(crate) fn take_blob(buf: &[u8], pos: usize, len: usize) -> Result<Option<&[u8]>, ProtocolError> {
+pub(crate) fn take_blob(
+    buf: &[u8],
+    pos: usize,
+    len: usize,
+) -> Result<Option<&[u8]>, ProtocolError> {
     let end = pos.saturating_add(len);
     if buf.len() < end.saturating_add(2) {
         // Reject a wrong terminator as soon as its first byte is there.
@@ -192,7 +201,10 @@ fn parse_double(line: &[u8]) -> Result<f64, ProtocolError> {
         "inf" | "+inf" => Ok(f64::INFINITY),
         "-inf" => Ok(f64::NEG_INFINITY),
         "nan" | "-nan" => Ok(f64::NAN),
-        _ if s.bytes().all(|b| b.is_ascii_digit() || b"+-.eE".contains(&b)) => {
+        _ if s
+            .bytes()
+            .all(|b| b.is_ascii_digit() || b"+-.eE".contains(&b)) =>
+        {
             s.parse::<f64>().map_err(|_| bad)
         }
         _ => Err(bad),

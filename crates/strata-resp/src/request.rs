@@ -37,7 +37,11 @@ impl Request {
 /// `Ok(true)`: `out` holds a request (possibly with no arguments); `Ok(false)`: more bytes are
 /// needed; `Err`: the input is not a valid request, and the connection should be answered with
 /// the error and closed (as Redis does).
-pub fn parse_request(buf: &[u8], limits: &Limits, out: &mut Request) -> Result<bool, ProtocolError> {
+pub fn parse_request(
+    buf: &[u8],
+    limits: &Limits,
+    out: &mut Request,
+) -> Result<bool, ProtocolError> {
     out.consumed = 0;
     out.ranges.clear();
     out.owned = None;
@@ -49,7 +53,13 @@ pub fn parse_request(buf: &[u8], limits: &Limits, out: &mut Request) -> Result<b
 }
 
 fn parse_multibulk(buf: &[u8], limits: &Limits, out: &mut Request) -> Result<bool, ProtocolError> {
-    let Some((line, mut pos)) = read_line(buf, 1, limits.max_inline_len, ProtocolError::InvalidMultibulkLength)? else {
+    let Some((line, mut pos)) = read_line(
+        buf,
+        1,
+        limits.max_inline_len,
+        ProtocolError::InvalidMultibulkLength,
+    )?
+    else {
         return Ok(false);
     };
     let n = parse_i64(line).ok_or(ProtocolError::InvalidMultibulkLength)?;
@@ -70,7 +80,13 @@ fn parse_multibulk(buf: &[u8], limits: &Limits, out: &mut Request) -> Result<boo
         if tag != b'$' {
             return Err(ProtocolError::ExpectedBulk(tag));
         }
-        let Some((line, next)) = read_line(buf, pos + 1, limits.max_inline_len, ProtocolError::InvalidBulkLength)? else {
+        let Some((line, next)) = read_line(
+            buf,
+            pos + 1,
+            limits.max_inline_len,
+            ProtocolError::InvalidBulkLength,
+        )?
+        else {
             return Ok(false);
         };
         let len = parse_i64(line)
@@ -96,7 +112,11 @@ fn parse_inline(buf: &[u8], limits: &Limits, out: &mut Request) -> Result<bool, 
         return Ok(false);
     };
     out.consumed = nl + 1;
-    let line_end = if nl > 0 && buf[nl - 1] == b'\r' { nl - 1 } else { nl };
+    let line_end = if nl > 0 && buf[nl - 1] == b'\r' {
+        nl - 1
+    } else {
+        nl
+    };
     let line = &buf[..line_end];
     if !line.iter().any(|&b| b == b'"' || b == b'\'') {
         // The common case: split on whitespace, arguments are slices of the input.
@@ -147,7 +167,12 @@ fn split_quoted(line: &[u8]) -> Result<Vec<Vec<u8>>, ProtocolError> {
                 break;
             };
             if in_dq {
-                if c == b'\\' && i + 3 < line.len() && line[i + 1] == b'x' && hex(line[i + 2]).is_some() && hex(line[i + 3]).is_some() {
+                if c == b'\\'
+                    && i + 3 < line.len()
+                    && line[i + 1] == b'x'
+                    && hex(line[i + 2]).is_some()
+                    && hex(line[i + 3]).is_some()
+                {
                     let (h, l) = (hex(line[i + 2]).unwrap_or(0), hex(line[i + 3]).unwrap_or(0));
                     cur.push(h * 16 + l);
                     i += 3;
@@ -217,11 +242,19 @@ mod tests {
 
     #[test]
     fn inline_splits_like_redis() {
-        assert_eq!(args(b"SET  a   b\r\n"), vec![b"SET".to_vec(), b"a".to_vec(), b"b".to_vec()]);
+        assert_eq!(
+            args(b"SET  a   b\r\n"),
+            vec![b"SET".to_vec(), b"a".to_vec(), b"b".to_vec()]
+        );
         assert_eq!(args(b"PING\n"), vec![b"PING".to_vec()]);
         assert_eq!(
             args(b"set k \"a b\\x41\\n\" 'it\\'s'\r\n"),
-            vec![b"set".to_vec(), b"k".to_vec(), b"a bA\n".to_vec(), b"it's".to_vec()]
+            vec![
+                b"set".to_vec(),
+                b"k".to_vec(),
+                b"a bA\n".to_vec(),
+                b"it's".to_vec()
+            ]
         );
         assert!(args(b"\r\n").is_empty());
     }
@@ -230,10 +263,22 @@ mod tests {
     fn inline_errors() {
         let mut req = Request::default();
         let l = Limits::default();
-        assert_eq!(parse_request(b"get \"abc\r\n", &l, &mut req), Err(ProtocolError::UnbalancedQuotes));
-        assert_eq!(parse_request(b"get \"a\"b\r\n", &l, &mut req), Err(ProtocolError::UnbalancedQuotes));
-        let small = Limits { max_inline_len: 8, ..l };
-        assert_eq!(parse_request(b"get aaaaaaaaa", &small, &mut req), Err(ProtocolError::InlineTooLong));
+        assert_eq!(
+            parse_request(b"get \"abc\r\n", &l, &mut req),
+            Err(ProtocolError::UnbalancedQuotes)
+        );
+        assert_eq!(
+            parse_request(b"get \"a\"b\r\n", &l, &mut req),
+            Err(ProtocolError::UnbalancedQuotes)
+        );
+        let small = Limits {
+            max_inline_len: 8,
+            ..l
+        };
+        assert_eq!(
+            parse_request(b"get aaaaaaaaa", &small, &mut req),
+            Err(ProtocolError::InlineTooLong)
+        );
         assert_eq!(parse_request(b"get aaa", &small, &mut req), Ok(false));
     }
 
@@ -241,13 +286,34 @@ mod tests {
     fn multibulk_errors_name_what_is_wrong() {
         let mut req = Request::default();
         let l = Limits::default();
-        assert_eq!(parse_request(b"*x\r\n", &l, &mut req), Err(ProtocolError::InvalidMultibulkLength));
-        assert_eq!(parse_request(b"*1\r\n:1\r\n", &l, &mut req), Err(ProtocolError::ExpectedBulk(b':')));
-        assert_eq!(parse_request(b"*1\r\n$-5\r\n", &l, &mut req), Err(ProtocolError::InvalidBulkLength));
-        assert_eq!(parse_request(b"*1\r\n$1\r\nab\r\n", &l, &mut req), Err(ProtocolError::MissingCrlf));
-        let small = Limits { max_bulk_len: 4, ..l };
-        assert_eq!(parse_request(b"*1\r\n$5\r\n", &small, &mut req), Err(ProtocolError::InvalidBulkLength));
-        assert_eq!(parse_request(b"*2000000\r\n", &l, &mut req), Err(ProtocolError::InvalidMultibulkLength));
+        assert_eq!(
+            parse_request(b"*x\r\n", &l, &mut req),
+            Err(ProtocolError::InvalidMultibulkLength)
+        );
+        assert_eq!(
+            parse_request(b"*1\r\n:1\r\n", &l, &mut req),
+            Err(ProtocolError::ExpectedBulk(b':'))
+        );
+        assert_eq!(
+            parse_request(b"*1\r\n$-5\r\n", &l, &mut req),
+            Err(ProtocolError::InvalidBulkLength)
+        );
+        assert_eq!(
+            parse_request(b"*1\r\n$1\r\nab\r\n", &l, &mut req),
+            Err(ProtocolError::MissingCrlf)
+        );
+        let small = Limits {
+            max_bulk_len: 4,
+            ..l
+        };
+        assert_eq!(
+            parse_request(b"*1\r\n$5\r\n", &small, &mut req),
+            Err(ProtocolError::InvalidBulkLength)
+        );
+        assert_eq!(
+            parse_request(b"*2000000\r\n", &l, &mut req),
+            Err(ProtocolError::InvalidMultibulkLength)
+        );
         assert_eq!(parse_request(b"*2\r\n$1\r\na\r\n", &l, &mut req), Ok(false));
     }
 }

@@ -8,8 +8,11 @@ use redis_protocol::resp3::types::{OwnedFrame as R3, Resp3Frame, VerbatimStringF
 use strata_resp::{Frame, Limits, ProtocolError, Request, parse_frame, parse_request};
 
 fn line_bytes() -> impl Strategy<Value = Bytes> {
-    proptest::collection::vec(any::<u8>().prop_filter("no CR/LF", |b| *b != b'\r' && *b != b'\n'), 0..24)
-        .prop_map(Bytes::from)
+    proptest::collection::vec(
+        any::<u8>().prop_filter("no CR/LF", |b| *b != b'\r' && *b != b'\n'),
+        0..24,
+    )
+    .prop_map(Bytes::from)
 }
 
 fn blob_bytes() -> impl Strategy<Value = Bytes> {
@@ -25,10 +28,15 @@ fn frame() -> impl Strategy<Value = Frame> {
         blob_bytes().prop_map(Frame::Bulk),
         Just(Frame::Null),
         Just(Frame::NullArray),
-        any::<f64>().prop_filter("not NaN", |d| !d.is_nan()).prop_map(Frame::Double),
+        any::<f64>()
+            .prop_filter("not NaN", |d| !d.is_nan())
+            .prop_map(Frame::Double),
         any::<bool>().prop_map(Frame::Boolean),
         "-?[1-9][0-9]{0,40}".prop_map(|s| Frame::BigNumber(Bytes::from(s))),
-        blob_bytes().prop_map(|text| Frame::Verbatim { format: *b"txt", text }),
+        blob_bytes().prop_map(|text| Frame::Verbatim {
+            format: *b"txt",
+            text
+        }),
         blob_bytes().prop_map(Frame::BlobError),
     ];
     leaf.prop_recursive(4, 48, 6, |inner| {
@@ -49,7 +57,9 @@ fn resp2_frame() -> impl Strategy<Value = R2> {
         proptest::collection::vec(any::<u8>(), 0..64).prop_map(R2::BulkString),
         Just(R2::Null),
     ];
-    leaf.prop_recursive(4, 48, 6, |inner| proptest::collection::vec(inner, 0..6).prop_map(R2::Array))
+    leaf.prop_recursive(4, 48, 6, |inner| {
+        proptest::collection::vec(inner, 0..6).prop_map(R2::Array)
+    })
 }
 
 fn from_r2(f: R2) -> Frame {
@@ -66,22 +76,52 @@ fn from_r2(f: R2) -> Frame {
 /// Our frame in redis-protocol's RESP3 model, for the kinds whose order it keeps.
 fn to_r3(f: &Frame) -> Option<R3> {
     Some(match f {
-        Frame::Simple(s) => R3::SimpleString { data: s.to_vec(), attributes: None },
-        Frame::Error(e) => R3::SimpleError { data: String::from_utf8(e.to_vec()).ok()?, attributes: None },
-        Frame::Integer(n) => R3::Number { data: *n, attributes: None },
-        Frame::Bulk(b) => R3::BlobString { data: b.to_vec(), attributes: None },
+        Frame::Simple(s) => R3::SimpleString {
+            data: s.to_vec(),
+            attributes: None,
+        },
+        Frame::Error(e) => R3::SimpleError {
+            data: String::from_utf8(e.to_vec()).ok()?,
+            attributes: None,
+        },
+        Frame::Integer(n) => R3::Number {
+            data: *n,
+            attributes: None,
+        },
+        Frame::Bulk(b) => R3::BlobString {
+            data: b.to_vec(),
+            attributes: None,
+        },
         Frame::Null => R3::Null,
-        Frame::Double(d) => R3::Double { data: *d, attributes: None },
-        Frame::Boolean(b) => R3::Boolean { data: *b, attributes: None },
-        Frame::BigNumber(n) => R3::BigNumber { data: n.to_vec(), attributes: None },
-        Frame::Verbatim { format, text } if format == b"txt" => R3::VerbatimString {
+        Frame::Double(d) => R3::Double {
+            data: *d,
+            attributes: None,
+        },
+        Frame::Boolean(b) => R3::Boolean {
+            data: *b,
+            attributes: None,
+        },
+        Frame::BigNumber(n) => R3::BigNumber {
+            data: n.to_vec(),
+            attributes: None,
+        },
+        Frame::Verbatim { format: [b't', b'x', b't'], text } => R3::VerbatimString {
             data: text.to_vec(),
             format: VerbatimStringFormat::Text,
             attributes: None,
         },
-        Frame::BlobError(b) => R3::BlobError { data: b.to_vec(), attributes: None },
-        Frame::Array(items) => R3::Array { data: items.iter().map(to_r3).collect::<Option<_>>()?, attributes: None },
-        Frame::Push(items) => R3::Push { data: items.iter().map(to_r3).collect::<Option<_>>()?, attributes: None },
+        Frame::BlobError(b) => R3::BlobError {
+            data: b.to_vec(),
+            attributes: None,
+        },
+        Frame::Array(items) => R3::Array {
+            data: items.iter().map(to_r3).collect::<Option<_>>()?,
+            attributes: None,
+        },
+        Frame::Push(items) => R3::Push {
+            data: items.iter().map(to_r3).collect::<Option<_>>()?,
+            attributes: None,
+        },
         _ => return None,
     })
 }
@@ -192,27 +232,68 @@ proptest! {
 
 #[test]
 fn bounds_are_enforced_before_allocation() {
-    let small = Limits { max_bulk_len: 16, max_array_len: 4, max_inline_len: 32, max_depth: 2 };
-    assert_eq!(parse_frame(b"$17\r\n", &small), Err(ProtocolError::InvalidBulkLength));
-    assert_eq!(parse_frame(b"*5\r\n", &small), Err(ProtocolError::InvalidMultibulkLength));
-    assert_eq!(parse_frame(b"*1\r\n*1\r\n*1\r\n:1\r\n", &small), Err(ProtocolError::TooDeep(2)));
+    let small = Limits {
+        max_bulk_len: 16,
+        max_array_len: 4,
+        max_inline_len: 32,
+        max_depth: 2,
+    };
+    assert_eq!(
+        parse_frame(b"$17\r\n", &small),
+        Err(ProtocolError::InvalidBulkLength)
+    );
+    assert_eq!(
+        parse_frame(b"*5\r\n", &small),
+        Err(ProtocolError::InvalidMultibulkLength)
+    );
+    assert_eq!(
+        parse_frame(b"*1\r\n*1\r\n*1\r\n:1\r\n", &small),
+        Err(ProtocolError::TooDeep(2))
+    );
     let long = [b'+'; 40];
-    assert!(parse_frame(&long, &small).is_err(), "a line past the limit with no CRLF is an error");
+    assert!(
+        parse_frame(&long, &small).is_err(),
+        "a line past the limit with no CRLF is an error"
+    );
     // A huge declared array with no elements yet allocates nothing large and asks for more.
     assert_eq!(parse_frame(b"*1000000\r\n", &Limits::default()), Ok(None));
-    assert_eq!(parse_frame(b"$536870913\r\n", &Limits::default()), Err(ProtocolError::InvalidBulkLength));
+    assert_eq!(
+        parse_frame(b"$536870913\r\n", &Limits::default()),
+        Err(ProtocolError::InvalidBulkLength)
+    );
 }
 
 #[test]
 fn malformed_frames_are_errors() {
     let l = Limits::default();
-    assert_eq!(parse_frame(b"?x\r\n", &l), Err(ProtocolError::UnknownType(b'?')));
-    assert_eq!(parse_frame(b":12a\r\n", &l), Err(ProtocolError::InvalidValue("integer")));
-    assert_eq!(parse_frame(b":99999999999999999999\r\n", &l), Err(ProtocolError::InvalidValue("integer")));
-    assert_eq!(parse_frame(b"#x\r\n", &l), Err(ProtocolError::InvalidValue("boolean")));
-    assert_eq!(parse_frame(b"$3\r\nabcd\r\n", &l), Err(ProtocolError::MissingCrlf));
-    assert_eq!(parse_frame(b"=2\r\nab\r\n", &l), Err(ProtocolError::InvalidValue("verbatim string format")));
+    assert_eq!(
+        parse_frame(b"?x\r\n", &l),
+        Err(ProtocolError::UnknownType(b'?'))
+    );
+    assert_eq!(
+        parse_frame(b":12a\r\n", &l),
+        Err(ProtocolError::InvalidValue("integer"))
+    );
+    assert_eq!(
+        parse_frame(b":99999999999999999999\r\n", &l),
+        Err(ProtocolError::InvalidValue("integer"))
+    );
+    assert_eq!(
+        parse_frame(b"#x\r\n", &l),
+        Err(ProtocolError::InvalidValue("boolean"))
+    );
+    assert_eq!(
+        parse_frame(b"$3\r\nabcd\r\n", &l),
+        Err(ProtocolError::MissingCrlf)
+    );
+    assert_eq!(
+        parse_frame(b"=2\r\nab\r\n", &l),
+        Err(ProtocolError::InvalidValue("verbatim string format"))
+    );
     assert!(parse_frame(b"+OK\n", &l).is_err(), "bare LF");
-    assert_eq!(parse_frame(b",1.5\r\n", &l), Ok(Some((Frame::Double(1.5), 6))));
+    assert_eq!(
+        parse_frame(b",1.5\r\n", &l),
+        Ok(Some((Frame::Double(1.5), 6)))
+    );
     assert_eq!(parse_frame(b"$-1\r\n", &l), Ok(Some((Frame::Null, 5))));
 }

@@ -79,6 +79,57 @@ pub struct NodeConfig {
     pub supervisor: SupervisorConfig,
     /// Stats snapshots.
     pub metrics: MetricsConfig,
+    /// The `strata serve` binary: its listeners and connection limits (unused by an
+    /// embedded node).
+    #[serde(default)]
+    pub server: ServerConfig,
+}
+
+/// Settings of `strata serve`: the Redis-protocol listener, the admin HTTP port, connection
+/// limits. An embedded node ignores them.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ServerConfig {
+    /// Address of the Redis-protocol (RESP2/RESP3) listener (default `127.0.0.1:6380`).
+    pub resp_listen: String,
+    /// Address of the admin HTTP listener: `/metrics`, `/health`, `/stats` (default
+    /// `127.0.0.1:9380`).
+    pub admin_listen: String,
+    /// When set, clients must `AUTH` with this password before any other command.
+    pub requirepass: Option<String>,
+    /// Most concurrent client connections; more are refused with
+    /// `-ERR max number of clients reached` (default 10000).
+    pub max_clients: u32,
+    /// Close a client connection idle for this many seconds; 0 never does (default 0, as
+    /// Redis's `timeout`).
+    pub idle_timeout_secs: u64,
+    /// Largest request (one command with all its arguments) and largest unparsed input a
+    /// connection may buffer, in bytes (default 64 MiB); must exceed `limits.max_value_bytes`.
+    pub max_request_bytes: u64,
+    /// How many numbered databases `SELECT` accepts; database `N` is namespace `dbN`
+    /// (default 16).
+    pub databases: u32,
+    /// Runtime worker threads; 0 uses one per core (default 0).
+    pub worker_threads: u32,
+    /// How long shutdown waits for connections to finish their in-flight requests
+    /// (default 5000).
+    pub shutdown_grace_ms: u64,
+}
+
+impl Default for ServerConfig {
+    fn default() -> Self {
+        Self {
+            resp_listen: "127.0.0.1:6380".into(),
+            admin_listen: "127.0.0.1:9380".into(),
+            requirepass: None,
+            max_clients: 10_000,
+            idle_timeout_secs: 0,
+            max_request_bytes: 64 * MIB,
+            databases: 16,
+            worker_threads: 0,
+            shutdown_grace_ms: 5_000,
+        }
+    }
 }
 
 /// Identity of the node.
@@ -282,6 +333,7 @@ impl NodeConfig {
             metrics: MetricsConfig {
                 stats_interval_ms: 10_000,
             },
+            server: ServerConfig::default(),
         }
     }
 
@@ -314,6 +366,17 @@ impl NodeConfig {
     pub fn load_with_env(
         path: Option<&Path>,
         env: impl IntoIterator<Item = (String, String)>,
+    ) -> Result<Self, ConfigError> {
+        Self::load_layered(path, env, |_| {})
+    }
+
+    /// Like [`NodeConfig::load_with_env`], with `base` applied to the profile's defaults
+    /// before the file and the environment: how `strata serve` turns L3 on by default while
+    /// a file can still turn it off.
+    pub fn load_layered(
+        path: Option<&Path>,
+        env: impl IntoIterator<Item = (String, String)>,
+        base: impl Fn(&mut NodeConfig),
     ) -> Result<Self, ConfigError> {
         let env: config::Map<String, String> = env
             .into_iter()
@@ -349,7 +412,9 @@ impl NodeConfig {
             Err(e) => return Err(load_err(e)),
         };
 
-        let defaults = config::Config::try_from(&Self::for_profile(profile)).map_err(load_err)?;
+        let mut defaults = Self::for_profile(profile);
+        base(&mut defaults);
+        let defaults = config::Config::try_from(&defaults).map_err(load_err)?;
         let merged = config::Config::builder()
             .add_source(defaults)
             .add_source(file_source().into_iter().collect::<Vec<_>>())
@@ -465,6 +530,39 @@ impl NodeConfig {
             return Err(invalid(
                 "supervisor.backoff_initial_ms",
                 format!("must not exceed backoff_max_ms ({})", s.backoff_max_ms),
+            ));
+        }
+        let srv = &self.server;
+        for (field, addr) in [
+            ("server.resp_listen", &srv.resp_listen),
+            ("server.admin_listen", &srv.admin_listen),
+        ] {
+            if addr.parse::<std::net::SocketAddr>().is_err() {
+                return Err(invalid(
+                    field,
+                    format!("{addr:?} is not an IP:port address"),
+                ));
+            }
+        }
+        if srv.max_clients == 0 {
+            return Err(invalid("server.max_clients", "must be greater than 0"));
+        }
+        if srv.max_request_bytes <= self.limits.max_value_bytes {
+            return Err(invalid(
+                "server.max_request_bytes",
+                format!(
+                    "must exceed limits.max_value_bytes ({}) so that the largest value fits in a request",
+                    self.limits.max_value_bytes
+                ),
+            ));
+        }
+        if srv.databases == 0 || srv.databases > 1024 {
+            return Err(invalid("server.databases", "must be between 1 and 1024"));
+        }
+        if srv.requirepass.as_deref() == Some("") {
+            return Err(invalid(
+                "server.requirepass",
+                "must not be empty (leave it out for no password)",
             ));
         }
         if self.metrics.stats_interval_ms == 0 {

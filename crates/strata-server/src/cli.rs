@@ -1,0 +1,148 @@
+//! The operator commands that talk to a running node's admin port: a minimal HTTP/1.1 client
+//! (one request per connection), so the CLI needs no HTTP library.
+
+use std::time::Duration;
+
+use anyhow::{Context, bail};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpStream;
+
+/// Longest admin response the CLI reads.
+const MAX_RESPONSE: usize = 16 * 1024 * 1024;
+
+/// An HTTP response: status code and body.
+#[derive(Debug)]
+pub struct HttpResponse {
+    /// The status code.
+    pub status: u16,
+    /// The body.
+    pub body: String,
+}
+
+/// Sends one request to `addr` and reads the whole response (the server closes after it).
+pub async fn http(addr: &str, method: &str, path: &str) -> anyhow::Result<HttpResponse> {
+    let fut = async {
+        let mut stream = TcpStream::connect(addr).await.with_context(|| {
+            format!("cannot connect to the admin port at {addr}; is `strata serve` running?")
+        })?;
+        let req = format!(
+            "{method} {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\nContent-Length: 0\r\n\r\n"
+        );
+        stream.write_all(req.as_bytes()).await?;
+        let mut raw = Vec::new();
+        (&mut stream)
+            .take(MAX_RESPONSE as u64)
+            .read_to_end(&mut raw)
+            .await?;
+        parse_response(&raw)
+    };
+    tokio::time::timeout(Duration::from_secs(10), fut)
+        .await
+        .with_context(|| format!("no answer from {addr} within 10 s"))?
+}
+
+fn parse_response(raw: &[u8]) -> anyhow::Result<HttpResponse> {
+    let text = String::from_utf8_lossy(raw);
+    let Some((head, body)) = text.split_once("\r\n\r\n") else {
+        bail!("malformed HTTP response");
+    };
+    let status = head
+        .split_whitespace()
+        .nth(1)
+        .and_then(|s| s.parse().ok())
+        .context("malformed HTTP status line")?;
+    let chunked = head.lines().any(|l| {
+        l.to_ascii_lowercase().starts_with("transfer-encoding:")
+            && l.to_ascii_lowercase().contains("chunked")
+    });
+    let body = if chunked {
+        dechunk(body)?
+    } else {
+        body.to_owned()
+    };
+    Ok(HttpResponse { status, body })
+}
+
+fn dechunk(mut s: &str) -> anyhow::Result<String> {
+    let mut out = String::new();
+    loop {
+        let (size, rest) = s.split_once("\r\n").context("malformed chunk")?;
+        let n = usize::from_str_radix(size.trim(), 16).context("malformed chunk size")?;
+        if n == 0 {
+            return Ok(out);
+        }
+        let chunk = rest.get(..n).context("truncated chunk")?;
+        out.push_str(chunk);
+        s = rest.get(n + 2..).context("truncated chunk")?;
+    }
+}
+
+/// Percent-encodes a query value.
+pub fn encode_query(v: &str) -> String {
+    let mut out = String::new();
+    for b in v.bytes() {
+        if b.is_ascii_alphanumeric() || b"-_.~".contains(&b) {
+            out.push(b as char);
+        } else {
+            out.push_str(&format!("%{b:02X}"));
+        }
+    }
+    out
+}
+
+/// GETs `path` and pretty-prints its JSON; returns whether the status was 2xx.
+pub async fn show(addr: &str, path: &str) -> anyhow::Result<bool> {
+    let resp = http(addr, "GET", path).await?;
+    match serde_json::from_str::<serde_json::Value>(&resp.body) {
+        Ok(v) => println!("{}", serde_json::to_string_pretty(&v)?),
+        Err(_) => println!("{}", resp.body),
+    }
+    Ok((200..300).contains(&resp.status))
+}
+
+/// `strata invalidate`: exactly one of key, pattern or tag.
+pub async fn invalidate(
+    addr: &str,
+    ns: &str,
+    key: Option<&str>,
+    pattern: Option<&str>,
+    tag: Option<&str>,
+) -> anyhow::Result<u64> {
+    let q = match (key, pattern, tag) {
+        (Some(k), None, None) => format!("key={}", encode_query(k)),
+        (None, Some(p), None) => format!("pattern={}", encode_query(p)),
+        (None, None, Some(t)) => format!("tag={}", encode_query(t)),
+        _ => bail!("give exactly one of KEY, --pattern GLOB, --tag TAG"),
+    };
+    let resp = http(
+        addr,
+        "POST",
+        &format!("/invalidate?ns={}&{q}", encode_query(ns)),
+    )
+    .await?;
+    let v: serde_json::Value = serde_json::from_str(&resp.body).context("malformed answer")?;
+    if resp.status != 200 {
+        bail!("{}", v["error"].as_str().unwrap_or(&resp.body));
+    }
+    v["removed"].as_u64().context("malformed answer")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parses_plain_and_chunked_responses() {
+        let r = parse_response(b"HTTP/1.1 503 Service Unavailable\r\ncontent-length: 2\r\n\r\n{}")
+            .unwrap();
+        assert_eq!((r.status, r.body.as_str()), (503, "{}"));
+        let r = parse_response(b"HTTP/1.1 200 OK\r\ntransfer-encoding: chunked\r\n\r\n3\r\nabc\r\n2\r\nde\r\n0\r\n\r\n").unwrap();
+        assert_eq!(r.body, "abcde");
+        assert!(parse_response(b"garbage").is_err());
+    }
+
+    #[test]
+    fn query_values_are_escaped() {
+        assert_eq!(encode_query("a b&c*"), "a%20b%26c%2A");
+    }
+}

@@ -1,0 +1,2306 @@
+//! Redis commands on a Strata node.
+//!
+//! The keyspace is Strata's: strings only (so no command ever meets a key of another type and
+//! `WRONGTYPE` never arises; commands of other types are unknown commands), database `N` is
+//! namespace `dbN` and `SELECT` also accepts a namespace name, and every TTL obeys the
+//! namespace's policy — a key set without a TTL gets the namespace's `default_ttl`, and a TTL
+//! above `max_ttl` (or `PERSIST` where a `max_ttl` exists) is refused with an error naming the
+//! limit. Replies and error strings are Redis's own.
+//!
+//! Every write holds its key's lock (striped), so read-modify-write commands are atomic on
+//! this node; reads take no lock, and an L1 hit is answered without leaving the connection's
+//! task.
+
+use std::fmt::Write as _;
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use bytes::Bytes;
+use strata_core::entry::Entry;
+use strata_core::glob::Glob;
+use strata_core::{CacheError, SetOptions};
+use strata_resp::{Protocol, Reply};
+
+use crate::state::{ClientInfo, Shared};
+
+/// Redis's `proto-max-bulk-len`: the longest string SETRANGE and APPEND may build.
+const MAX_STRING: usize = 512 * 1024 * 1024;
+/// Keys read from the layers per step of KEYS and DBSIZE.
+const LIST_PAGE: usize = 4096;
+/// The Redis version Strata answers as (INFO, HELLO): the command set it follows.
+pub const REDIS_COMPAT_VERSION: &str = "7.2.0";
+
+/// One connection's state.
+pub struct Session<'a> {
+    /// Server-wide state.
+    pub shared: &'a Shared,
+    /// This client's entry in `CLIENT LIST`.
+    pub info: Arc<ClientInfo>,
+    /// The selected namespace.
+    pub ns: String,
+    /// The selected database index, if a numbered database is selected.
+    pub db: Option<u32>,
+    /// Whether `AUTH` succeeded (or no password is set).
+    pub authed: bool,
+    /// Replies waiting to be written.
+    pub reply: Reply,
+    /// Set by QUIT: close after the reply.
+    pub quit: bool,
+}
+
+impl<'a> Session<'a> {
+    /// A fresh connection: database 0, RESP2, authenticated only if no password is set.
+    pub fn new(shared: &'a Shared, info: Arc<ClientInfo>) -> Self {
+        let authed = shared.requirepass.read().is_none();
+        Self {
+            shared,
+            info,
+            ns: "db0".into(),
+            db: Some(0),
+            authed,
+            reply: Reply::new(Protocol::Resp2),
+            quit: false,
+        }
+    }
+
+    fn sync_detail(&self) {
+        let mut d = self.info.detail.lock();
+        d.namespace.clone_from(&self.ns);
+        d.db = self.db;
+        d.resp = self.reply.proto.version();
+    }
+}
+
+/// What a command is, for dispatch, `COMMAND` and metrics.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[allow(missing_docs, clippy::upper_case_acronyms)]
+pub enum Cmd {
+    Append,
+    Auth,
+    Client,
+    Command,
+    Config,
+    Dbsize,
+    Decr,
+    Decrby,
+    Del,
+    Echo,
+    Exists,
+    Expire,
+    Expireat,
+    Expiretime,
+    Flushall,
+    Flushdb,
+    Get,
+    Getdel,
+    Getex,
+    Getrange,
+    Getset,
+    Hello,
+    Incr,
+    Incrby,
+    Incrbyfloat,
+    Info,
+    Keys,
+    Mget,
+    Mset,
+    Msetnx,
+    Persist,
+    Pexpire,
+    Pexpireat,
+    Pexpiretime,
+    Ping,
+    Psetex,
+    Pttl,
+    Quit,
+    Randomkey,
+    Rename,
+    Renamenx,
+    Reset,
+    Scan,
+    Select,
+    Set,
+    Setex,
+    Setnx,
+    Setrange,
+    StrataInvalidatePattern,
+    StrataInvalidateTag,
+    StrataSet,
+    StrataStats,
+    Strlen,
+    Substr,
+    Time,
+    Touch,
+    Ttl,
+    Type,
+    Unlink,
+}
+
+/// A command's description: what `COMMAND INFO` and `COMMAND DOCS` report.
+#[derive(Debug)]
+pub struct CommandSpec {
+    /// Upper-case name.
+    pub name: &'static str,
+    /// Redis arity: `n` exactly n arguments (name included), `-n` at least n.
+    pub arity: i32,
+    /// Whether it changes data.
+    pub write: bool,
+    /// Position of the first key (0: none).
+    pub first_key: i64,
+    /// Position of the last key (-1: the last argument).
+    pub last_key: i64,
+    /// Step between keys.
+    pub step: i64,
+    /// Redis's command group.
+    pub group: &'static str,
+    /// One line for `COMMAND DOCS`.
+    pub summary: &'static str,
+    /// Dispatch id.
+    pub id: Cmd,
+}
+
+macro_rules! spec {
+    ($name:literal, $arity:expr, $write:expr, $first:expr, $last:expr, $step:expr, $group:literal, $summary:literal, $id:ident) => {
+        CommandSpec {
+            name: $name,
+            arity: $arity,
+            write: $write,
+            first_key: $first,
+            last_key: $last,
+            step: $step,
+            group: $group,
+            summary: $summary,
+            id: Cmd::$id,
+        }
+    };
+}
+
+/// Every command, sorted by name (looked up by binary search).
+pub static COMMANDS: &[CommandSpec] = &[
+    spec!(
+        "APPEND",
+        3,
+        true,
+        1,
+        1,
+        1,
+        "string",
+        "Appends a string to the value of a key.",
+        Append
+    ),
+    spec!(
+        "AUTH",
+        -2,
+        false,
+        0,
+        0,
+        0,
+        "connection",
+        "Authenticates the connection.",
+        Auth
+    ),
+    spec!(
+        "CLIENT",
+        -2,
+        false,
+        0,
+        0,
+        0,
+        "connection",
+        "Connection management (ID, SETNAME, GETNAME, LIST, INFO, SETINFO).",
+        Client
+    ),
+    spec!(
+        "COMMAND",
+        -1,
+        false,
+        0,
+        0,
+        0,
+        "server",
+        "Details about commands (COUNT, INFO, DOCS, LIST).",
+        Command
+    ),
+    spec!(
+        "CONFIG",
+        -2,
+        false,
+        0,
+        0,
+        0,
+        "server",
+        "Reads or changes server settings (GET, SET).",
+        Config
+    ),
+    spec!(
+        "DBSIZE",
+        1,
+        false,
+        0,
+        0,
+        0,
+        "server",
+        "Returns the number of keys in the selected database.",
+        Dbsize
+    ),
+    spec!(
+        "DECR",
+        2,
+        true,
+        1,
+        1,
+        1,
+        "string",
+        "Decrements the integer value of a key by one.",
+        Decr
+    ),
+    spec!(
+        "DECRBY",
+        3,
+        true,
+        1,
+        1,
+        1,
+        "string",
+        "Decrements the integer value of a key by a number.",
+        Decrby
+    ),
+    spec!("DEL", -2, true, 1, -1, 1, "generic", "Deletes keys.", Del),
+    spec!(
+        "ECHO",
+        2,
+        false,
+        0,
+        0,
+        0,
+        "connection",
+        "Returns the given string.",
+        Echo
+    ),
+    spec!(
+        "EXISTS",
+        -2,
+        false,
+        1,
+        -1,
+        1,
+        "generic",
+        "Counts how many of the keys exist.",
+        Exists
+    ),
+    spec!(
+        "EXPIRE",
+        -3,
+        true,
+        1,
+        1,
+        1,
+        "generic",
+        "Sets a key's time to live in seconds.",
+        Expire
+    ),
+    spec!(
+        "EXPIREAT",
+        -3,
+        true,
+        1,
+        1,
+        1,
+        "generic",
+        "Sets a key's expiry to a Unix time in seconds.",
+        Expireat
+    ),
+    spec!(
+        "EXPIRETIME",
+        2,
+        false,
+        1,
+        1,
+        1,
+        "generic",
+        "Returns a key's expiry as a Unix time in seconds.",
+        Expiretime
+    ),
+    spec!(
+        "FLUSHALL",
+        -1,
+        true,
+        0,
+        0,
+        0,
+        "server",
+        "Removes every key of every namespace.",
+        Flushall
+    ),
+    spec!(
+        "FLUSHDB",
+        -1,
+        true,
+        0,
+        0,
+        0,
+        "server",
+        "Removes every key of the selected namespace.",
+        Flushdb
+    ),
+    spec!(
+        "GET",
+        2,
+        false,
+        1,
+        1,
+        1,
+        "string",
+        "Returns the value of a key.",
+        Get
+    ),
+    spec!(
+        "GETDEL",
+        2,
+        true,
+        1,
+        1,
+        1,
+        "string",
+        "Returns the value of a key and deletes it.",
+        Getdel
+    ),
+    spec!(
+        "GETEX",
+        -2,
+        true,
+        1,
+        1,
+        1,
+        "string",
+        "Returns the value of a key and changes its expiry.",
+        Getex
+    ),
+    spec!(
+        "GETRANGE",
+        4,
+        false,
+        1,
+        1,
+        1,
+        "string",
+        "Returns a substring of a value.",
+        Getrange
+    ),
+    spec!(
+        "GETSET",
+        3,
+        true,
+        1,
+        1,
+        1,
+        "string",
+        "Sets a value and returns the previous one.",
+        Getset
+    ),
+    spec!(
+        "HELLO",
+        -1,
+        false,
+        0,
+        0,
+        0,
+        "connection",
+        "Handshake: protocol version, AUTH, SETNAME.",
+        Hello
+    ),
+    spec!(
+        "INCR",
+        2,
+        true,
+        1,
+        1,
+        1,
+        "string",
+        "Increments the integer value of a key by one.",
+        Incr
+    ),
+    spec!(
+        "INCRBY",
+        3,
+        true,
+        1,
+        1,
+        1,
+        "string",
+        "Increments the integer value of a key by a number.",
+        Incrby
+    ),
+    spec!(
+        "INCRBYFLOAT",
+        3,
+        true,
+        1,
+        1,
+        1,
+        "string",
+        "Increments the float value of a key.",
+        Incrbyfloat
+    ),
+    spec!(
+        "INFO",
+        -1,
+        false,
+        0,
+        0,
+        0,
+        "server",
+        "Server information and statistics.",
+        Info
+    ),
+    spec!(
+        "KEYS",
+        2,
+        false,
+        0,
+        0,
+        0,
+        "generic",
+        "Returns the keys matching a pattern.",
+        Keys
+    ),
+    spec!(
+        "MGET",
+        -2,
+        false,
+        1,
+        -1,
+        1,
+        "string",
+        "Returns the values of several keys.",
+        Mget
+    ),
+    spec!(
+        "MSET",
+        -3,
+        true,
+        1,
+        -1,
+        2,
+        "string",
+        "Sets several keys.",
+        Mset
+    ),
+    spec!(
+        "MSETNX",
+        -3,
+        true,
+        1,
+        -1,
+        2,
+        "string",
+        "Sets several keys only if none exists.",
+        Msetnx
+    ),
+    spec!(
+        "PERSIST",
+        2,
+        true,
+        1,
+        1,
+        1,
+        "generic",
+        "Removes a key's expiry (where the namespace has no max_ttl).",
+        Persist
+    ),
+    spec!(
+        "PEXPIRE",
+        -3,
+        true,
+        1,
+        1,
+        1,
+        "generic",
+        "Sets a key's time to live in milliseconds.",
+        Pexpire
+    ),
+    spec!(
+        "PEXPIREAT",
+        -3,
+        true,
+        1,
+        1,
+        1,
+        "generic",
+        "Sets a key's expiry to a Unix time in milliseconds.",
+        Pexpireat
+    ),
+    spec!(
+        "PEXPIRETIME",
+        2,
+        false,
+        1,
+        1,
+        1,
+        "generic",
+        "Returns a key's expiry as a Unix time in milliseconds.",
+        Pexpiretime
+    ),
+    spec!(
+        "PING",
+        -1,
+        false,
+        0,
+        0,
+        0,
+        "connection",
+        "Returns PONG or the given message.",
+        Ping
+    ),
+    spec!(
+        "PSETEX",
+        4,
+        true,
+        1,
+        1,
+        1,
+        "string",
+        "Sets a value with a TTL in milliseconds.",
+        Psetex
+    ),
+    spec!(
+        "PTTL",
+        2,
+        false,
+        1,
+        1,
+        1,
+        "generic",
+        "Returns a key's time to live in milliseconds.",
+        Pttl
+    ),
+    spec!(
+        "QUIT",
+        -1,
+        false,
+        0,
+        0,
+        0,
+        "connection",
+        "Closes the connection.",
+        Quit
+    ),
+    spec!(
+        "RANDOMKEY",
+        1,
+        false,
+        0,
+        0,
+        0,
+        "generic",
+        "Returns a random key.",
+        Randomkey
+    ),
+    spec!(
+        "RENAME",
+        3,
+        true,
+        1,
+        2,
+        1,
+        "generic",
+        "Renames a key.",
+        Rename
+    ),
+    spec!(
+        "RENAMENX",
+        3,
+        true,
+        1,
+        2,
+        1,
+        "generic",
+        "Renames a key only if the new name does not exist.",
+        Renamenx
+    ),
+    spec!(
+        "RESET",
+        1,
+        false,
+        0,
+        0,
+        0,
+        "connection",
+        "Resets the connection.",
+        Reset
+    ),
+    spec!(
+        "SCAN",
+        -2,
+        false,
+        0,
+        0,
+        0,
+        "generic",
+        "Iterates over the keys of the selected namespace.",
+        Scan
+    ),
+    spec!(
+        "SELECT",
+        2,
+        false,
+        0,
+        0,
+        0,
+        "connection",
+        "Selects a database by index, or a namespace by name.",
+        Select
+    ),
+    spec!(
+        "SET",
+        -3,
+        true,
+        1,
+        1,
+        1,
+        "string",
+        "Sets a value (EX, PX, EXAT, PXAT, KEEPTTL, NX, XX, GET).",
+        Set
+    ),
+    spec!(
+        "SETEX",
+        4,
+        true,
+        1,
+        1,
+        1,
+        "string",
+        "Sets a value with a TTL in seconds.",
+        Setex
+    ),
+    spec!(
+        "SETNX",
+        3,
+        true,
+        1,
+        1,
+        1,
+        "string",
+        "Sets a value only if the key does not exist.",
+        Setnx
+    ),
+    spec!(
+        "SETRANGE",
+        4,
+        true,
+        1,
+        1,
+        1,
+        "string",
+        "Overwrites part of a value at an offset.",
+        Setrange
+    ),
+    spec!(
+        "STRATA.INVALIDATE.PATTERN",
+        2,
+        true,
+        0,
+        0,
+        0,
+        "strata",
+        "Removes every key of the namespace matching a glob, on every layer.",
+        StrataInvalidatePattern
+    ),
+    spec!(
+        "STRATA.INVALIDATE.TAG",
+        2,
+        true,
+        0,
+        0,
+        0,
+        "strata",
+        "Removes every key of the namespace carrying a tag, on every layer.",
+        StrataInvalidateTag
+    ),
+    spec!(
+        "STRATA.SET",
+        -3,
+        true,
+        1,
+        1,
+        1,
+        "strata",
+        "Sets a value with tags: key value [EX s|PX ms] [TAG tag]...",
+        StrataSet
+    ),
+    spec!(
+        "STRATA.STATS",
+        1,
+        false,
+        0,
+        0,
+        0,
+        "strata",
+        "Per-layer hits, misses and latency, as JSON.",
+        StrataStats
+    ),
+    spec!(
+        "STRLEN",
+        2,
+        false,
+        1,
+        1,
+        1,
+        "string",
+        "Returns the length of a value.",
+        Strlen
+    ),
+    spec!(
+        "SUBSTR",
+        4,
+        false,
+        1,
+        1,
+        1,
+        "string",
+        "Returns a substring of a value (GETRANGE).",
+        Substr
+    ),
+    spec!(
+        "TIME",
+        1,
+        false,
+        0,
+        0,
+        0,
+        "server",
+        "Returns the server time.",
+        Time
+    ),
+    spec!(
+        "TOUCH",
+        -2,
+        false,
+        1,
+        -1,
+        1,
+        "generic",
+        "Counts how many of the keys exist.",
+        Touch
+    ),
+    spec!(
+        "TTL",
+        2,
+        false,
+        1,
+        1,
+        1,
+        "generic",
+        "Returns a key's time to live in seconds.",
+        Ttl
+    ),
+    spec!(
+        "TYPE",
+        2,
+        false,
+        1,
+        1,
+        1,
+        "generic",
+        "Returns the type of a key (string or none).",
+        Type
+    ),
+    spec!(
+        "UNLINK",
+        -2,
+        true,
+        1,
+        -1,
+        1,
+        "generic",
+        "Deletes keys.",
+        Unlink
+    ),
+];
+
+/// The spec of a command name, matched case-insensitively.
+pub fn lookup(name: &[u8]) -> Option<(usize, &'static CommandSpec)> {
+    let mut upper = [0u8; 32];
+    if name.len() > upper.len() {
+        return None;
+    }
+    for (d, s) in upper.iter_mut().zip(name) {
+        *d = s.to_ascii_uppercase();
+    }
+    let name = &upper[..name.len()];
+    COMMANDS
+        .binary_search_by(|s| s.name.as_bytes().cmp(name))
+        .ok()
+        .map(|i| (i, &COMMANDS[i]))
+}
+
+fn now_ms() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as u64)
+}
+
+/// Redis's `string2ll`: an optional `-`, digits, no leading zeros, no spaces, fits an `i64`.
+pub fn parse_int(b: &[u8]) -> Option<i64> {
+    if b.is_empty() || b.len() > 20 {
+        return None;
+    }
+    let (neg, digits) = match b.split_first() {
+        Some((b'-', rest)) => (true, rest),
+        _ => (false, b),
+    };
+    if digits.is_empty() || (digits[0] == b'0' && (digits.len() > 1 || neg)) {
+        return None;
+    }
+    let mut n: i64 = 0;
+    for &d in digits {
+        if !d.is_ascii_digit() {
+            return None;
+        }
+        let d = i64::from(d - b'0');
+        n = if neg {
+            n.checked_mul(10)?.checked_sub(d)?
+        } else {
+            n.checked_mul(10)?.checked_add(d)?
+        };
+    }
+    Some(n)
+}
+
+fn parse_float(b: &[u8]) -> Option<f64> {
+    let s = std::str::from_utf8(b).ok()?;
+    if s.is_empty() || s.trim() != s {
+        return None;
+    }
+    let v: f64 = s.parse().ok()?;
+    (!v.is_nan()).then_some(v)
+}
+
+/// How Redis prints the result of INCRBYFLOAT: plain decimal, no exponent, no trailing zeros.
+fn format_float(v: f64) -> String {
+    let s = format!("{v}");
+    if s.contains('e') {
+        format!("{v:.17}")
+            .trim_end_matches('0')
+            .trim_end_matches('.')
+            .to_owned()
+    } else {
+        s
+    }
+}
+
+fn eq_ic(a: &[u8], b: &str) -> bool {
+    a.eq_ignore_ascii_case(b.as_bytes())
+}
+
+fn lower(b: &[u8]) -> String {
+    String::from_utf8_lossy(b).to_lowercase()
+}
+
+/// The error reply for a cache error, naming the limit where a policy refused.
+fn cache_err(e: &CacheError) -> String {
+    match e {
+        CacheError::PolicyViolation {
+            namespace,
+            requested,
+            allowed,
+        } => {
+            let what = if *requested == Duration::MAX {
+                "no expiry".to_owned()
+            } else {
+                format!("a TTL of {} ms", requested.as_millis())
+            };
+            format!(
+                "ERR policy violation: {what} exceeds the max_ttl of {} seconds of namespace '{namespace}'",
+                allowed.as_secs()
+            )
+        }
+        CacheError::InvalidTtl { .. } => "ERR invalid expire time".to_owned(),
+        other => format!("ERR {other}"),
+    }
+}
+
+/// When a write's entry expires.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Ttl {
+    /// The namespace's default TTL.
+    Default,
+    /// At this Unix time in milliseconds (at or before now: the key is deleted).
+    AtMs(u64),
+    /// As the previous entry (the default TTL if there was none).
+    Keep,
+    /// Never (refused where the namespace has a max_ttl).
+    Persist,
+}
+
+/// Errors a handler answers with: already formatted, `ERR …` and friends.
+type Res<T> = Result<T, String>;
+
+/// Runs one command and appends its reply.
+pub async fn execute(shared: &Shared, s: &mut Session<'_>, args: &[Bytes]) {
+    let Some(name) = args.first() else {
+        return;
+    };
+    let since_start = s.info.connected.elapsed().as_millis() as u64;
+    s.info.last_cmd_ms.store(since_start, Ordering::Relaxed);
+    let Some((idx, spec)) = lookup(name) else {
+        shared.metrics.calls[COMMANDS.len()].incr();
+        shared.metrics.errors[COMMANDS.len()].incr();
+        let mut msg = format!(
+            "ERR unknown command '{}', with args beginning with: ",
+            String::from_utf8_lossy(&name[..name.len().min(128)])
+        );
+        for a in args.iter().skip(1).take(8) {
+            let _ = write!(
+                msg,
+                "'{}' ",
+                String::from_utf8_lossy(&a[..a.len().min(128)])
+            );
+        }
+        s.reply.error(&msg);
+        return;
+    };
+    shared.metrics.calls[idx].incr();
+    s.info.detail.lock().last_cmd = static_lower(spec);
+    let n = args.len() as i32;
+    if (spec.arity > 0 && n != spec.arity) || (spec.arity < 0 && n < -spec.arity) {
+        shared.metrics.errors[idx].incr();
+        s.reply.error(&format!(
+            "ERR wrong number of arguments for '{}' command",
+            spec.name.to_ascii_lowercase()
+        ));
+        return;
+    }
+    if !s.authed && !matches!(spec.id, Cmd::Auth | Cmd::Hello | Cmd::Quit | Cmd::Reset) {
+        shared.metrics.errors[idx].incr();
+        s.reply.error("NOAUTH Authentication required.");
+        return;
+    }
+    if let Err(msg) = run(shared, s, spec.id, args).await {
+        shared.metrics.errors[idx].incr();
+        s.reply.error(&msg);
+    }
+    if matches!(spec.id, Cmd::Client | Cmd::Select | Cmd::Hello | Cmd::Reset) {
+        s.sync_detail();
+    }
+}
+
+fn static_lower(spec: &'static CommandSpec) -> &'static str {
+    // Names are ASCII upper case; CLIENT LIST shows them lower case like Redis. Leaked once
+    // per command name at most.
+    use std::sync::OnceLock;
+    static LOWER: OnceLock<Vec<&'static str>> = OnceLock::new();
+    let table = LOWER.get_or_init(|| {
+        COMMANDS
+            .iter()
+            .map(|c| &*Box::leak(c.name.to_ascii_lowercase().into_boxed_str()))
+            .collect()
+    });
+    COMMANDS
+        .iter()
+        .position(|c| std::ptr::eq(c, spec))
+        .map_or("unknown", |i| table[i])
+}
+
+async fn run(sh: &Shared, s: &mut Session<'_>, id: Cmd, a: &[Bytes]) -> Res<()> {
+    match id {
+        Cmd::Get => {
+            let ns = &s.ns;
+            match sh.cache.get(ns, &a[1]).await {
+                Ok(Some(v)) => s.reply.bulk(&v),
+                Ok(None) => s.reply.null(),
+                Err(e) => return Err(cache_err(&e)),
+            }
+        }
+        Cmd::Set => set_command(sh, s, a).await?,
+        Cmd::Ping => match a.len() {
+            1 => s.reply.simple("PONG"),
+            2 => s.reply.bulk(&a[1]),
+            _ => return Err("ERR wrong number of arguments for 'ping' command".into()),
+        },
+        Cmd::Echo => s.reply.bulk(&a[1]),
+        Cmd::Quit => {
+            s.reply.ok();
+            s.quit = true;
+        }
+        Cmd::Auth => auth(sh, s, &a[1..])?,
+        Cmd::Hello => hello(sh, s, a)?,
+        Cmd::Select => select(sh, s, &a[1])?,
+        Cmd::Reset => {
+            s.reply.proto = Protocol::Resp2;
+            s.ns = "db0".into();
+            s.db = Some(0);
+            s.authed = sh.requirepass.read().is_none();
+            s.info.detail.lock().name = None;
+            s.reply.simple("RESET");
+        }
+        Cmd::Setex | Cmd::Psetex => {
+            let n = parse_int(&a[2]).ok_or_else(not_int)?;
+            let name = if id == Cmd::Setex { "setex" } else { "psetex" };
+            let ms = expire_ms(n, id == Cmd::Setex, name)?;
+            let _g = sh.key_lock(&s.ns, &a[1]).lock().await;
+            store(
+                sh,
+                &s.ns,
+                &a[1],
+                a[3].clone(),
+                Ttl::AtMs(now_ms().saturating_add(ms)),
+                None,
+            )
+            .await?;
+            s.reply.ok();
+        }
+        Cmd::Setnx => {
+            let _g = sh.key_lock(&s.ns, &a[1]).lock().await;
+            if entry(sh, &s.ns, &a[1]).await?.is_some() {
+                s.reply.integer(0);
+            } else {
+                store(sh, &s.ns, &a[1], a[2].clone(), Ttl::Default, None).await?;
+                s.reply.integer(1);
+            }
+        }
+        Cmd::Getex => getex(sh, s, a).await?,
+        Cmd::Getdel => {
+            let _g = sh.key_lock(&s.ns, &a[1]).lock().await;
+            match entry(sh, &s.ns, &a[1]).await? {
+                Some(e) => {
+                    remove(sh, &s.ns, &a[1]).await?;
+                    s.reply.bulk(&e.value);
+                }
+                None => s.reply.null(),
+            }
+        }
+        Cmd::Getset => {
+            let _g = sh.key_lock(&s.ns, &a[1]).lock().await;
+            let old = entry(sh, &s.ns, &a[1]).await?;
+            store(sh, &s.ns, &a[1], a[2].clone(), Ttl::Default, None).await?;
+            match old {
+                Some(e) => s.reply.bulk(&e.value),
+                None => s.reply.null(),
+            }
+        }
+        Cmd::Mget => {
+            s.reply.array(a.len() - 1);
+            for k in &a[1..] {
+                match sh.cache.get(&s.ns, k).await {
+                    Ok(Some(v)) => s.reply.bulk(&v),
+                    // A key that cannot exist (too long) is simply absent, as in Redis.
+                    Ok(None) | Err(_) => s.reply.null(),
+                }
+            }
+        }
+        Cmd::Mset | Cmd::Msetnx => mset(sh, s, a, id == Cmd::Msetnx).await?,
+        Cmd::Append => {
+            let _g = sh.key_lock(&s.ns, &a[1]).lock().await;
+            let old = entry(sh, &s.ns, &a[1]).await?;
+            let mut v = old.as_ref().map(|e| e.value.to_vec()).unwrap_or_default();
+            if v.len() + a[2].len() > MAX_STRING {
+                return Err("ERR string exceeds maximum allowed size (proto-max-bulk-len)".into());
+            }
+            v.extend_from_slice(&a[2]);
+            let len = v.len();
+            store(sh, &s.ns, &a[1], v.into(), Ttl::Keep, old.as_ref()).await?;
+            s.reply.integer(len as i64);
+        }
+        Cmd::Strlen => {
+            let len = entry(sh, &s.ns, &a[1]).await?.map_or(0, |e| e.value.len());
+            s.reply.integer(len as i64);
+        }
+        Cmd::Getrange | Cmd::Substr => {
+            let (start, end) = (
+                parse_int(&a[2]).ok_or_else(not_int)?,
+                parse_int(&a[3]).ok_or_else(not_int)?,
+            );
+            let v = sh
+                .cache
+                .get(&s.ns, &a[1])
+                .await
+                .map_err(|e| cache_err(&e))?;
+            s.reply
+                .bulk(range_of(v.as_deref().unwrap_or(b""), start, end));
+        }
+        Cmd::Setrange => setrange(sh, s, a).await?,
+        Cmd::Incr | Cmd::Decr | Cmd::Incrby | Cmd::Decrby => {
+            let by = match id {
+                Cmd::Incr => 1,
+                Cmd::Decr => -1,
+                Cmd::Incrby => parse_int(&a[2]).ok_or_else(not_int)?,
+                _ => parse_int(&a[2])
+                    .ok_or_else(not_int)?
+                    .checked_neg()
+                    .ok_or("ERR decrement would overflow")?,
+            };
+            let _g = sh.key_lock(&s.ns, &a[1]).lock().await;
+            let old = entry(sh, &s.ns, &a[1]).await?;
+            let cur = match &old {
+                Some(e) => parse_int(&e.value).ok_or_else(not_int)?,
+                None => 0,
+            };
+            let new = cur
+                .checked_add(by)
+                .ok_or("ERR increment or decrement would overflow")?;
+            let mut buf = itoa_buf(new);
+            store(
+                sh,
+                &s.ns,
+                &a[1],
+                Bytes::from(std::mem::take(&mut buf)),
+                Ttl::Keep,
+                old.as_ref(),
+            )
+            .await?;
+            s.reply.integer(new);
+        }
+        Cmd::Incrbyfloat => {
+            let by = parse_float(&a[2]).ok_or("ERR value is not a valid float")?;
+            let _g = sh.key_lock(&s.ns, &a[1]).lock().await;
+            let old = entry(sh, &s.ns, &a[1]).await?;
+            let cur = match &old {
+                Some(e) => parse_float(&e.value).ok_or("ERR value is not a valid float")?,
+                None => 0.0,
+            };
+            let new = cur + by;
+            if !new.is_finite() {
+                return Err("ERR increment would produce NaN or Infinity".into());
+            }
+            let text = format_float(new);
+            store(
+                sh,
+                &s.ns,
+                &a[1],
+                Bytes::from(text.clone()),
+                Ttl::Keep,
+                old.as_ref(),
+            )
+            .await?;
+            s.reply.bulk(text.as_bytes());
+        }
+        Cmd::Del | Cmd::Unlink => {
+            let mut n = 0;
+            for k in &a[1..] {
+                let _g = sh.key_lock(&s.ns, k).lock().await;
+                if entry(sh, &s.ns, k).await?.is_some() {
+                    n += 1;
+                }
+                remove(sh, &s.ns, k).await?;
+            }
+            s.reply.integer(n);
+        }
+        Cmd::Exists | Cmd::Touch => {
+            let mut n = 0;
+            for k in &a[1..] {
+                if matches!(sh.cache.get(&s.ns, k).await, Ok(Some(_))) {
+                    n += 1;
+                }
+            }
+            s.reply.integer(n);
+        }
+        Cmd::Type => match entry(sh, &s.ns, &a[1]).await? {
+            Some(_) => s.reply.simple("string"),
+            None => s.reply.simple("none"),
+        },
+        Cmd::Rename | Cmd::Renamenx => rename(sh, s, a, id == Cmd::Renamenx).await?,
+        Cmd::Expire | Cmd::Pexpire | Cmd::Expireat | Cmd::Pexpireat => expire(sh, s, a, id).await?,
+        Cmd::Ttl | Cmd::Pttl | Cmd::Expiretime | Cmd::Pexpiretime => {
+            let reply = match entry(sh, &s.ns, &a[1]).await? {
+                None => -2,
+                Some(e) => match e.expires_at_ms {
+                    None => -1,
+                    Some(at) => match id {
+                        Cmd::Ttl => (at.saturating_sub(now_ms()) as i64 + 500) / 1000,
+                        Cmd::Pttl => at.saturating_sub(now_ms()) as i64,
+                        Cmd::Expiretime => (at / 1000) as i64,
+                        _ => at as i64,
+                    },
+                },
+            };
+            s.reply.integer(reply);
+        }
+        Cmd::Persist => {
+            let _g = sh.key_lock(&s.ns, &a[1]).lock().await;
+            match entry(sh, &s.ns, &a[1]).await? {
+                Some(e) if e.expires_at_ms.is_some() => {
+                    store(sh, &s.ns, &a[1], e.value.clone(), Ttl::Persist, Some(&e)).await?;
+                    s.reply.integer(1);
+                }
+                _ => s.reply.integer(0),
+            }
+        }
+        Cmd::Keys => {
+            let glob = Glob::new(&a[1]).map_err(|e| format!("ERR {e}"))?;
+            let keys = list_keys(sh, &s.ns, Some(&glob), usize::MAX).await?;
+            s.reply.array(keys.len());
+            for k in &keys {
+                s.reply.bulk(k);
+            }
+        }
+        Cmd::Scan => scan(sh, s, a).await?,
+        Cmd::Randomkey => {
+            let start: [u8; 8] = rand::random();
+            let mut keys = sh
+                .cache
+                .scan_keys(&s.ns, Some(&start), 1)
+                .await
+                .map_err(|e| cache_err(&e))?;
+            if keys.is_empty() {
+                keys = sh
+                    .cache
+                    .scan_keys(&s.ns, None, 1)
+                    .await
+                    .map_err(|e| cache_err(&e))?;
+            }
+            match keys.first() {
+                Some(k) => s.reply.bulk(k),
+                None => s.reply.null(),
+            }
+        }
+        Cmd::Dbsize => {
+            let n = list_keys(sh, &s.ns, None, usize::MAX).await?.len();
+            s.reply.integer(n as i64);
+        }
+        Cmd::Flushdb | Cmd::Flushall => {
+            if a.len() > 2 || (a.len() == 2 && !eq_ic(&a[1], "ASYNC") && !eq_ic(&a[1], "SYNC")) {
+                return Err("ERR syntax error".into());
+            }
+            let namespaces = if id == Cmd::Flushdb {
+                vec![s.ns.clone()]
+            } else {
+                let mut all = sh.cache.namespaces().await;
+                all.extend((0..sh.config.server.databases).map(|i| format!("db{i}")));
+                all.sort_unstable();
+                all.dedup();
+                all
+            };
+            for ns in namespaces {
+                sh.cache
+                    .flush_namespace(&ns)
+                    .await
+                    .map_err(|e| cache_err(&e))?;
+            }
+            s.reply.ok();
+        }
+        Cmd::Info => info(sh, s, &a[1..]).await,
+        Cmd::Config => config(sh, s, a)?,
+        Cmd::Client => client(sh, s, a)?,
+        Cmd::Command => command(s, a)?,
+        Cmd::Time => {
+            let now = SystemTime::now()
+                .duration_since(UNIX_EPOCH)
+                .unwrap_or_default();
+            s.reply.array(2);
+            s.reply.bulk(now.as_secs().to_string().as_bytes());
+            s.reply.bulk(now.subsec_micros().to_string().as_bytes());
+        }
+        Cmd::StrataSet => strata_set(sh, s, a).await?,
+        Cmd::StrataInvalidatePattern => {
+            let n = sh
+                .cache
+                .invalidate_pattern(&s.ns, &a[1])
+                .await
+                .map_err(|e| cache_err(&e))?;
+            s.reply.integer(n as i64);
+        }
+        Cmd::StrataInvalidateTag => {
+            let n = sh
+                .cache
+                .invalidate_tag(&s.ns, &a[1])
+                .await
+                .map_err(|e| cache_err(&e))?;
+            s.reply.integer(n as i64);
+        }
+        Cmd::StrataStats => {
+            let json = crate::admin::stats_json(sh);
+            s.reply.verbatim(json.to_string().as_bytes());
+        }
+    }
+    Ok(())
+}
+
+fn not_int() -> String {
+    "ERR value is not an integer or out of range".into()
+}
+
+fn itoa_buf(n: i64) -> Vec<u8> {
+    n.to_string().into_bytes()
+}
+
+/// `n` seconds (or milliseconds) as milliseconds, refusing what Redis refuses.
+fn expire_ms(n: i64, seconds: bool, cmd: &str) -> Res<u64> {
+    let invalid = || format!("ERR invalid expire time in '{cmd}' command");
+    if n <= 0 {
+        return Err(invalid());
+    }
+    let ms = if seconds {
+        n.checked_mul(1000).ok_or_else(invalid)?
+    } else {
+        n
+    };
+    // Redis also refuses expiries that overflow when added to now.
+    (ms as u64)
+        .checked_add(now_ms())
+        .filter(|v| *v < i64::MAX as u64)
+        .ok_or_else(invalid)?;
+    Ok(ms as u64)
+}
+
+async fn entry(sh: &Shared, ns: &str, key: &[u8]) -> Res<Option<Entry>> {
+    sh.cache.get_entry(ns, key).await.map_err(|e| cache_err(&e))
+}
+
+async fn remove(sh: &Shared, ns: &str, key: &[u8]) -> Res<bool> {
+    sh.cache
+        .invalidate(ns, key)
+        .await
+        .map_err(|e| cache_err(&e))
+}
+
+/// Writes `value` with the given expiry; `old` (the entry being replaced, read under the
+/// key's lock) supplies the TTL for [`Ttl::Keep`] and the tags of in-place updates.
+async fn store(
+    sh: &Shared,
+    ns: &str,
+    key: &Bytes,
+    value: Bytes,
+    ttl: Ttl,
+    old: Option<&Entry>,
+) -> Res<()> {
+    let mut opts = SetOptions::default();
+    if let Some(e) = old {
+        opts.tags = e.tags.clone();
+    }
+    match resolve_keep(ttl, old) {
+        Ttl::AtMs(at) => {
+            let now = now_ms();
+            if at <= now {
+                remove(sh, ns, key).await?;
+                return Ok(());
+            }
+            opts.ttl = Some(Duration::from_millis(at - now));
+        }
+        Ttl::Persist => opts.persist = true,
+        Ttl::Default | Ttl::Keep => {}
+    }
+    sh.cache
+        .set_with(ns, key.clone(), value, opts)
+        .await
+        .map(|_| ())
+        .map_err(|e| cache_err(&e))
+}
+
+/// [`Ttl::Keep`] as the expiry of `old` (the default TTL when there is no old entry).
+fn resolve_keep(ttl: Ttl, old: Option<&Entry>) -> Ttl {
+    match (ttl, old) {
+        (Ttl::Keep, Some(e)) => match e.expires_at_ms {
+            Some(at) => Ttl::AtMs(at),
+            None => Ttl::Persist,
+        },
+        (Ttl::Keep, None) => Ttl::Default,
+        (other, _) => other,
+    }
+}
+
+async fn set_command(sh: &Shared, s: &mut Session<'_>, a: &[Bytes]) -> Res<()> {
+    let mut ttl = Ttl::Default;
+    let (mut nx, mut xx, mut get) = (false, false, false);
+    let mut expiry_given = false;
+    let mut i = 3;
+    while i < a.len() {
+        let opt = &a[i];
+        let next = a.get(i + 1);
+        if eq_ic(opt, "NX") && !xx {
+            nx = true;
+        } else if eq_ic(opt, "XX") && !nx {
+            xx = true;
+        } else if eq_ic(opt, "GET") {
+            get = true;
+        } else if eq_ic(opt, "KEEPTTL") && !expiry_given {
+            expiry_given = true;
+            ttl = Ttl::Keep;
+        } else if !expiry_given
+            && let Some(v) = next
+            && ["EX", "PX", "EXAT", "PXAT"].iter().any(|o| eq_ic(opt, o))
+        {
+            expiry_given = true;
+            let n = parse_int(v).ok_or_else(not_int)?;
+            let invalid = || "ERR invalid expire time in 'set' command".to_string();
+            if n <= 0 {
+                return Err(invalid());
+            }
+            let at = if eq_ic(opt, "EX") {
+                now_ms() + expire_ms(n, true, "set")?
+            } else if eq_ic(opt, "PX") {
+                now_ms() + expire_ms(n, false, "set")?
+            } else if eq_ic(opt, "EXAT") {
+                (n as u64).checked_mul(1000).ok_or_else(invalid)?
+            } else {
+                n as u64
+            };
+            ttl = Ttl::AtMs(at);
+            i += 1;
+        } else {
+            return Err("ERR syntax error".into());
+        }
+        i += 1;
+    }
+    let key = &a[1];
+    let _g = sh.key_lock(&s.ns, key).lock().await;
+    let needs_old = nx || xx || get || ttl == Ttl::Keep;
+    let old = if needs_old {
+        entry(sh, &s.ns, key).await?
+    } else {
+        None
+    };
+    let proceed = !(nx && old.is_some() || xx && old.is_none());
+    if proceed {
+        // A SET replaces the entry: KEEPTTL keeps its expiry, nothing else (no tags).
+        store(
+            sh,
+            &s.ns,
+            key,
+            a[2].clone(),
+            resolve_keep(ttl, old.as_ref()),
+            None,
+        )
+        .await?;
+    }
+    if get {
+        match old {
+            Some(e) => s.reply.bulk(&e.value),
+            None => s.reply.null(),
+        }
+    } else if proceed {
+        s.reply.ok();
+    } else {
+        s.reply.null();
+    }
+    Ok(())
+}
+
+async fn getex(sh: &Shared, s: &mut Session<'_>, a: &[Bytes]) -> Res<()> {
+    let mut ttl = None;
+    let mut i = 2;
+    while i < a.len() {
+        let opt = &a[i];
+        if eq_ic(opt, "PERSIST") && ttl.is_none() {
+            ttl = Some(Ttl::Persist);
+        } else if ttl.is_none()
+            && let Some(v) = a.get(i + 1)
+            && ["EX", "PX", "EXAT", "PXAT"].iter().any(|o| eq_ic(opt, o))
+        {
+            let n = parse_int(v).ok_or_else(not_int)?;
+            if n <= 0 {
+                return Err("ERR invalid expire time in 'getex' command".into());
+            }
+            let at = if eq_ic(opt, "EX") {
+                now_ms() + expire_ms(n, true, "getex")?
+            } else if eq_ic(opt, "PX") {
+                now_ms() + expire_ms(n, false, "getex")?
+            } else if eq_ic(opt, "EXAT") {
+                (n as u64).saturating_mul(1000)
+            } else {
+                n as u64
+            };
+            ttl = Some(Ttl::AtMs(at));
+            i += 1;
+        } else {
+            return Err("ERR syntax error".into());
+        }
+        i += 1;
+    }
+    let Some(ttl) = ttl else {
+        return match sh.cache.get(&s.ns, &a[1]).await {
+            Ok(Some(v)) => {
+                s.reply.bulk(&v);
+                Ok(())
+            }
+            Ok(None) => {
+                s.reply.null();
+                Ok(())
+            }
+            Err(e) => Err(cache_err(&e)),
+        };
+    };
+    let _g = sh.key_lock(&s.ns, &a[1]).lock().await;
+    match entry(sh, &s.ns, &a[1]).await? {
+        Some(e) => {
+            if !(ttl == Ttl::Persist && e.expires_at_ms.is_none()) {
+                store(sh, &s.ns, &a[1], e.value.clone(), ttl, Some(&e)).await?;
+            }
+            s.reply.bulk(&e.value);
+        }
+        None => s.reply.null(),
+    }
+    Ok(())
+}
+
+async fn mset(sh: &Shared, s: &mut Session<'_>, a: &[Bytes], nx: bool) -> Res<()> {
+    if a.len() % 2 != 1 {
+        let name = if nx { "msetnx" } else { "mset" };
+        return Err(format!(
+            "ERR wrong number of arguments for '{name}' command"
+        ));
+    }
+    let mut stripes: Vec<usize> = a[1..].chunks(2).map(|p| sh.stripe(&s.ns, &p[0])).collect();
+    stripes.sort_unstable();
+    stripes.dedup();
+    let mut guards = Vec::with_capacity(stripes.len());
+    for i in stripes {
+        guards.push(sh.lock_at(i).lock().await);
+    }
+    if nx {
+        for p in a[1..].chunks(2) {
+            if entry(sh, &s.ns, &p[0]).await?.is_some() {
+                s.reply.integer(0);
+                return Ok(());
+            }
+        }
+    }
+    // Checked up front (size, policy), then written: a bad entry fails the whole call.
+    sh.cache
+        .set_many(
+            &s.ns,
+            a[1..].chunks(2).map(|p| (p[0].clone(), p[1].clone())),
+            SetOptions::default(),
+        )
+        .await
+        .map_err(|e| cache_err(&e))?;
+    if nx {
+        s.reply.integer(1);
+    } else {
+        s.reply.ok();
+    }
+    Ok(())
+}
+
+fn range_of(v: &[u8], start: i64, end: i64) -> &[u8] {
+    let len = v.len() as i64;
+    if len == 0 || (start < 0 && end < 0 && start > end) {
+        return b"";
+    }
+    let mut start = if start < 0 { len + start } else { start };
+    let mut end = if end < 0 { len + end } else { end };
+    start = start.max(0);
+    end = end.max(0);
+    if end >= len {
+        end = len - 1;
+    }
+    if start > end {
+        return b"";
+    }
+    &v[start as usize..=end as usize]
+}
+
+async fn setrange(sh: &Shared, s: &mut Session<'_>, a: &[Bytes]) -> Res<()> {
+    let offset = parse_int(&a[2]).ok_or_else(not_int)?;
+    if offset < 0 {
+        return Err("ERR offset is out of range".into());
+    }
+    let offset = offset as usize;
+    let patch = &a[3];
+    let _g = sh.key_lock(&s.ns, &a[1]).lock().await;
+    let old = entry(sh, &s.ns, &a[1]).await?;
+    let cur_len = old.as_ref().map_or(0, |e| e.value.len());
+    if patch.is_empty() {
+        s.reply.integer(cur_len as i64);
+        return Ok(());
+    }
+    if offset + patch.len() > MAX_STRING {
+        return Err("ERR string exceeds maximum allowed size (proto-max-bulk-len)".into());
+    }
+    let mut v = old.as_ref().map(|e| e.value.to_vec()).unwrap_or_default();
+    if v.len() < offset + patch.len() {
+        v.resize(offset + patch.len(), 0);
+    }
+    v[offset..offset + patch.len()].copy_from_slice(patch);
+    let len = v.len();
+    store(sh, &s.ns, &a[1], v.into(), Ttl::Keep, old.as_ref()).await?;
+    s.reply.integer(len as i64);
+    Ok(())
+}
+
+async fn rename(sh: &Shared, s: &mut Session<'_>, a: &[Bytes], nx: bool) -> Res<()> {
+    let (src, dst) = (&a[1], &a[2]);
+    let (i, j) = (sh.stripe(&s.ns, src), sh.stripe(&s.ns, dst));
+    let _g1 = sh.lock_at(i.min(j)).lock().await;
+    let _g2 = if i != j {
+        Some(sh.lock_at(i.max(j)).lock().await)
+    } else {
+        None
+    };
+    let Some(e) = entry(sh, &s.ns, src).await? else {
+        return Err("ERR no such key".into());
+    };
+    if src == dst {
+        if nx {
+            s.reply.integer(0);
+        } else {
+            s.reply.ok();
+        }
+        return Ok(());
+    }
+    if nx && entry(sh, &s.ns, dst).await?.is_some() {
+        s.reply.integer(0);
+        return Ok(());
+    }
+    store(sh, &s.ns, dst, e.value.clone(), Ttl::Keep, Some(&e)).await?;
+    remove(sh, &s.ns, src).await?;
+    if nx {
+        s.reply.integer(1);
+    } else {
+        s.reply.ok();
+    }
+    Ok(())
+}
+
+async fn expire(sh: &Shared, s: &mut Session<'_>, a: &[Bytes], id: Cmd) -> Res<()> {
+    let name = match id {
+        Cmd::Expire => "expire",
+        Cmd::Pexpire => "pexpire",
+        Cmd::Expireat => "expireat",
+        _ => "pexpireat",
+    };
+    let n = parse_int(&a[2]).ok_or_else(not_int)?;
+    let (mut nx, mut xx, mut gt, mut lt) = (false, false, false, false);
+    for opt in &a[3..] {
+        if eq_ic(opt, "NX") {
+            nx = true;
+        } else if eq_ic(opt, "XX") {
+            xx = true;
+        } else if eq_ic(opt, "GT") {
+            gt = true;
+        } else if eq_ic(opt, "LT") {
+            lt = true;
+        } else {
+            return Err(format!(
+                "ERR Unsupported option {}",
+                String::from_utf8_lossy(opt)
+            ));
+        }
+    }
+    if nx && (xx || gt || lt) {
+        return Err("ERR NX and XX, GT or LT options at the same time are not compatible".into());
+    }
+    if gt && lt {
+        return Err("ERR GT and LT options at the same time are not compatible".into());
+    }
+    let invalid = || format!("ERR invalid expire time in '{name}' command");
+    let now = now_ms() as i64;
+    let at: i64 = match id {
+        Cmd::Expire => n
+            .checked_mul(1000)
+            .and_then(|ms| ms.checked_add(now))
+            .ok_or_else(invalid)?,
+        Cmd::Pexpire => n.checked_add(now).ok_or_else(invalid)?,
+        Cmd::Expireat => n.checked_mul(1000).ok_or_else(invalid)?,
+        _ => n,
+    };
+    let _g = sh.key_lock(&s.ns, &a[1]).lock().await;
+    let Some(e) = entry(sh, &s.ns, &a[1]).await? else {
+        s.reply.integer(0);
+        return Ok(());
+    };
+    let current = e.expires_at_ms.map(|v| v as i64);
+    let allowed = match current {
+        None => !xx && !gt,
+        Some(cur) => !nx && (!gt || at > cur) && (!lt || at < cur),
+    };
+    if !allowed {
+        s.reply.integer(0);
+        return Ok(());
+    }
+    let at = at.max(0) as u64;
+    store(sh, &s.ns, &a[1], e.value.clone(), Ttl::AtMs(at), Some(&e)).await?;
+    s.reply.integer(1);
+    Ok(())
+}
+
+/// Keys of `ns` (matching `glob`), at most `max`.
+async fn list_keys(sh: &Shared, ns: &str, glob: Option<&Glob>, max: usize) -> Res<Vec<Bytes>> {
+    let mut out = Vec::new();
+    let mut after: Option<Bytes> = None;
+    loop {
+        let page = sh
+            .cache
+            .scan_keys(ns, after.as_deref(), LIST_PAGE)
+            .await
+            .map_err(|e| cache_err(&e))?;
+        let done = page.len() < LIST_PAGE;
+        after = page.last().cloned();
+        out.extend(
+            page.into_iter()
+                .filter(|k| glob.is_none_or(|g| g.matches(k))),
+        );
+        if done || out.len() >= max {
+            out.truncate(max);
+            return Ok(out);
+        }
+    }
+}
+
+async fn scan(sh: &Shared, s: &mut Session<'_>, a: &[Bytes]) -> Res<()> {
+    let cursor = std::str::from_utf8(&a[1])
+        .ok()
+        .and_then(|c| c.parse::<u64>().ok())
+        .ok_or("ERR invalid cursor")?;
+    let (mut glob, mut count, mut only_strings) = (None, 10usize, true);
+    let mut i = 2;
+    while i < a.len() {
+        let Some(v) = a.get(i + 1) else {
+            return Err("ERR syntax error".into());
+        };
+        if eq_ic(&a[i], "MATCH") {
+            glob = Some(Glob::new(v).map_err(|e| format!("ERR {e}"))?);
+        } else if eq_ic(&a[i], "COUNT") {
+            count = parse_int(v).filter(|c| *c >= 1).ok_or("ERR syntax error")? as usize;
+            count = count.min(100_000);
+        } else if eq_ic(&a[i], "TYPE") {
+            only_strings = eq_ic(v, "string");
+        } else {
+            return Err("ERR syntax error".into());
+        }
+        i += 2;
+    }
+    let after = match cursor {
+        0 => None,
+        c => Some(sh.cursor(&s.ns, c).ok_or("ERR invalid cursor")?),
+    };
+    let page = sh
+        .cache
+        .scan_keys(&s.ns, after.as_deref(), count)
+        .await
+        .map_err(|e| cache_err(&e))?;
+    let next = match page.last() {
+        Some(last) if page.len() == count => sh.save_cursor(&s.ns, last.clone()),
+        _ => 0,
+    };
+    let keys: Vec<&Bytes> = page
+        .iter()
+        .filter(|k| only_strings && glob.as_ref().is_none_or(|g| g.matches(k)))
+        .collect();
+    s.reply.array(2);
+    s.reply.bulk(next.to_string().as_bytes());
+    s.reply.array(keys.len());
+    for k in keys {
+        s.reply.bulk(k);
+    }
+    Ok(())
+}
+
+fn auth(sh: &Shared, s: &mut Session<'_>, a: &[Bytes]) -> Res<()> {
+    let pass = match a {
+        [p] => p,
+        [user, p] if eq_ic(user, "default") => p,
+        [_, _] => {
+            return Err("WRONGPASS invalid username-password pair or user is disabled.".into());
+        }
+        _ => return Err("ERR syntax error".into()),
+    };
+    let required = sh.requirepass.read().clone();
+    match required {
+        None => Err("ERR AUTH <password> called without any password configured for the default user. Are you sure your configuration is correct?".into()),
+        Some(p) if p.as_bytes() == pass.as_ref() => {
+            s.authed = true;
+            s.reply.ok();
+            Ok(())
+        }
+        Some(_) => Err("WRONGPASS invalid username-password pair or user is disabled.".into()),
+    }
+}
+
+fn hello(sh: &Shared, s: &mut Session<'_>, a: &[Bytes]) -> Res<()> {
+    let mut proto = s.reply.proto;
+    let mut i = 1;
+    if let Some(v) = a.get(1) {
+        match parse_int(v) {
+            Some(2) => proto = Protocol::Resp2,
+            Some(3) => proto = Protocol::Resp3,
+            Some(_) => return Err("NOPROTO unsupported protocol version".into()),
+            None => return Err("ERR Protocol version is not an integer or out of range".into()),
+        }
+        i = 2;
+    }
+    let mut name = None;
+    while i < a.len() {
+        if eq_ic(&a[i], "AUTH") && i + 2 < a.len() {
+            auth(sh, &mut *s, &a[i + 1..i + 3])?;
+            // `auth` wrote +OK for the AUTH form; HELLO answers with its map instead.
+            s.reply.buf.truncate(s.reply.buf.len() - b"+OK\r\n".len());
+            i += 3;
+        } else if eq_ic(&a[i], "SETNAME") && i + 1 < a.len() {
+            check_client_name(&a[i + 1])?;
+            name = Some(a[i + 1].clone());
+            i += 2;
+        } else {
+            return Err(format!(
+                "ERR Syntax error in HELLO option '{}'",
+                String::from_utf8_lossy(&a[i])
+            ));
+        }
+    }
+    if !s.authed {
+        return Err("NOAUTH HELLO must be called with the client already authenticated, otherwise the HELLO <proto> AUTH <user> <pass> option can be used to authenticate the client and select the RESP protocol version at the same time".into());
+    }
+    if name.is_some() {
+        s.info.detail.lock().name = name;
+    }
+    s.reply.proto = proto;
+    s.reply.map(7);
+    s.reply.bulk(b"server");
+    s.reply.bulk(b"strata");
+    s.reply.bulk(b"version");
+    s.reply.bulk(REDIS_COMPAT_VERSION.as_bytes());
+    s.reply.bulk(b"proto");
+    s.reply.integer(proto.version());
+    s.reply.bulk(b"id");
+    s.reply.integer(s.info.id as i64);
+    s.reply.bulk(b"mode");
+    s.reply.bulk(b"standalone");
+    s.reply.bulk(b"role");
+    s.reply.bulk(b"master");
+    s.reply.bulk(b"modules");
+    s.reply.array(0);
+    Ok(())
+}
+
+fn select(sh: &Shared, s: &mut Session<'_>, arg: &Bytes) -> Res<()> {
+    if let Some(n) = parse_int(arg) {
+        if n < 0 || n >= i64::from(sh.config.server.databases) {
+            return Err("ERR DB index is out of range".into());
+        }
+        s.ns = format!("db{n}");
+        s.db = Some(n as u32);
+    } else {
+        let name = std::str::from_utf8(arg).map_err(|_| not_int())?;
+        strata_core::namespace::Namespace::new(name).map_err(|e| format!("ERR {e}"))?;
+        s.ns = name.to_owned();
+        s.db = None;
+    }
+    s.reply.ok();
+    Ok(())
+}
+
+async fn strata_set(sh: &Shared, s: &mut Session<'_>, a: &[Bytes]) -> Res<()> {
+    let mut opts = SetOptions::default();
+    let mut tags = Vec::new();
+    let mut i = 3;
+    while i < a.len() {
+        let Some(v) = a.get(i + 1) else {
+            return Err("ERR syntax error".into());
+        };
+        if eq_ic(&a[i], "EX") || eq_ic(&a[i], "PX") {
+            let n = parse_int(v).ok_or_else(not_int)?;
+            opts.ttl = Some(Duration::from_millis(expire_ms(
+                n,
+                eq_ic(&a[i], "EX"),
+                "strata.set",
+            )?));
+        } else if eq_ic(&a[i], "TAG") {
+            tags.push(v.clone());
+        } else {
+            return Err("ERR syntax error".into());
+        }
+        i += 2;
+    }
+    opts.tags = strata_core::entry::Tags::new(tags);
+    let _g = sh.key_lock(&s.ns, &a[1]).lock().await;
+    sh.cache
+        .set_with(&s.ns, a[1].clone(), a[2].clone(), opts)
+        .await
+        .map_err(|e| cache_err(&e))?;
+    s.reply.ok();
+    Ok(())
+}
+
+fn check_client_name(name: &[u8]) -> Res<()> {
+    if name.iter().any(|&b| !(b'!'..=b'~').contains(&b)) {
+        return Err(
+            "ERR Client names cannot contain spaces, newlines or special characters.".into(),
+        );
+    }
+    Ok(())
+}
+
+fn client_line(sh: &Shared, c: &ClientInfo) -> String {
+    let d = c.detail.lock().clone();
+    let age = c.connected.elapsed().as_secs();
+    let idle = c
+        .connected
+        .elapsed()
+        .as_millis()
+        .saturating_sub(u128::from(c.last_cmd_ms.load(Ordering::Relaxed)))
+        / 1000;
+    format!(
+        "id={} addr={} laddr={} name={} age={} idle={} flags=N db={} ns={} cmd={} user=default resp={}\n",
+        c.id,
+        c.addr,
+        sh.resp_addr,
+        d.name
+            .as_deref()
+            .map(String::from_utf8_lossy)
+            .unwrap_or_default(),
+        age,
+        idle,
+        d.db.map_or(-1, i64::from),
+        d.namespace,
+        d.last_cmd,
+        d.resp
+    )
+}
+
+fn client(sh: &Shared, s: &mut Session<'_>, a: &[Bytes]) -> Res<()> {
+    let sub = &a[1];
+    if eq_ic(sub, "ID") && a.len() == 2 {
+        s.reply.integer(s.info.id as i64);
+    } else if eq_ic(sub, "SETNAME") && a.len() == 3 {
+        check_client_name(&a[2])?;
+        s.info.detail.lock().name = (!a[2].is_empty()).then(|| a[2].clone());
+        s.reply.ok();
+    } else if eq_ic(sub, "GETNAME") && a.len() == 2 {
+        match s.info.detail.lock().name.clone() {
+            Some(n) => s.reply.bulk(&n),
+            None => s.reply.null(),
+        }
+    } else if eq_ic(sub, "LIST") {
+        s.sync_detail();
+        let mut out = String::new();
+        for c in sh.shared_clients() {
+            out.push_str(&client_line(sh, &c));
+        }
+        s.reply.verbatim(out.as_bytes());
+    } else if eq_ic(sub, "INFO") && a.len() == 2 {
+        s.sync_detail();
+        s.reply.verbatim(client_line(sh, &s.info).as_bytes());
+    } else if eq_ic(sub, "SETINFO") && a.len() == 4 {
+        // Client libraries announce their name and version; accepted and ignored.
+        s.reply.ok();
+    } else if (eq_ic(sub, "NO-EVICT") || eq_ic(sub, "NO-TOUCH")) && a.len() == 3 {
+        s.reply.ok();
+    } else {
+        return Err(format!(
+            "ERR unknown subcommand or wrong number of arguments for '{}'. Try CLIENT HELP.",
+            String::from_utf8_lossy(sub)
+        ));
+    }
+    Ok(())
+}
+
+impl Shared {
+    fn shared_clients(&self) -> Vec<Arc<ClientInfo>> {
+        self.clients()
+    }
+}
+
+/// The settings `CONFIG GET` reports, with their current values.
+fn config_values(sh: &Shared) -> Vec<(&'static str, String)> {
+    let c = &sh.config;
+    vec![
+        ("bind", sh.resp_addr.ip().to_string()),
+        ("port", sh.resp_addr.port().to_string()),
+        ("databases", c.server.databases.to_string()),
+        (
+            "maxclients",
+            sh.max_clients.load(Ordering::Relaxed).to_string(),
+        ),
+        (
+            "timeout",
+            sh.idle_timeout_secs.load(Ordering::Relaxed).to_string(),
+        ),
+        (
+            "requirepass",
+            sh.requirepass.read().clone().unwrap_or_default(),
+        ),
+        (
+            "maxmemory",
+            if c.l1.enabled { c.l1.capacity_bytes } else { 0 }.to_string(),
+        ),
+        ("maxmemory-policy", "allkeys-lfu".into()),
+        ("proto-max-bulk-len", c.limits.max_value_bytes.to_string()),
+        (
+            "client-query-buffer-limit",
+            c.server.max_request_bytes.to_string(),
+        ),
+        ("save", String::new()),
+        ("appendonly", "no".into()),
+    ]
+}
+
+fn config(sh: &Shared, s: &mut Session<'_>, a: &[Bytes]) -> Res<()> {
+    let sub = &a[1];
+    if eq_ic(sub, "GET") && a.len() >= 3 {
+        let mut pairs = Vec::new();
+        for pat in &a[2..] {
+            let glob = Glob::new(&lower(pat).into_bytes()).map_err(|e| format!("ERR {e}"))?;
+            for (k, v) in config_values(sh) {
+                if glob.matches(k.as_bytes())
+                    && !pairs.iter().any(|(pk, _): &(&str, String)| *pk == k)
+                {
+                    pairs.push((k, v));
+                }
+            }
+        }
+        s.reply.map(pairs.len());
+        for (k, v) in pairs {
+            s.reply.bulk(k.as_bytes());
+            s.reply.bulk(v.as_bytes());
+        }
+    } else if eq_ic(sub, "SET") && a.len() >= 4 && a.len() % 2 == 0 {
+        for pair in a[2..].chunks(2) {
+            let (k, v) = (lower(&pair[0]), &pair[1]);
+            match k.as_str() {
+                "maxclients" => {
+                    let n = parse_int(v).filter(|n| *n >= 1 && *n <= i64::from(u32::MAX)).ok_or_else(|| {
+                        "ERR CONFIG SET failed (possibly related to argument 'maxclients') - argument must be a positive integer".to_string()
+                    })?;
+                    sh.max_clients.store(n as u32, Ordering::Relaxed);
+                }
+                "timeout" => {
+                    let n = parse_int(v).filter(|n| *n >= 0).ok_or_else(|| {
+                        "ERR CONFIG SET failed (possibly related to argument 'timeout') - argument must be a non-negative integer".to_string()
+                    })?;
+                    sh.idle_timeout_secs.store(n as u64, Ordering::Relaxed);
+                }
+                "requirepass" => {
+                    let p = String::from_utf8(v.to_vec())
+                        .map_err(|_| "ERR requirepass must be UTF-8".to_string())?;
+                    *sh.requirepass.write() = (!p.is_empty()).then_some(p);
+                }
+                "save" | "appendonly" => {}
+                other => {
+                    return Err(format!(
+                        "ERR Unknown option or number of arguments for CONFIG SET - '{other}'"
+                    ));
+                }
+            }
+        }
+        s.reply.ok();
+    } else if eq_ic(sub, "RESETSTAT") && a.len() == 2 {
+        s.reply.ok();
+    } else {
+        return Err(format!(
+            "ERR unknown subcommand or wrong number of arguments for '{}'. Try CONFIG HELP.",
+            String::from_utf8_lossy(sub)
+        ));
+    }
+    Ok(())
+}
+
+fn command_info(s: &mut Session<'_>, c: &CommandSpec) {
+    s.reply.array(10);
+    s.reply.bulk(c.name.to_ascii_lowercase().as_bytes());
+    s.reply.integer(i64::from(c.arity));
+    let flags: &[&str] = if c.write {
+        &["write"]
+    } else {
+        &["readonly", "fast"]
+    };
+    s.reply.set(flags.len());
+    for f in flags {
+        s.reply.simple(f);
+    }
+    s.reply.integer(c.first_key);
+    s.reply.integer(c.last_key);
+    s.reply.integer(c.step);
+    s.reply.set(0);
+    s.reply.set(0);
+    s.reply.array(0);
+    s.reply.array(0);
+}
+
+fn command(s: &mut Session<'_>, a: &[Bytes]) -> Res<()> {
+    let Some(sub) = a.get(1) else {
+        s.reply.array(COMMANDS.len());
+        for c in COMMANDS {
+            command_info(s, c);
+        }
+        return Ok(());
+    };
+    if eq_ic(sub, "COUNT") {
+        s.reply.integer(COMMANDS.len() as i64);
+    } else if eq_ic(sub, "LIST") {
+        s.reply.array(COMMANDS.len());
+        for c in COMMANDS {
+            s.reply.bulk(c.name.to_ascii_lowercase().as_bytes());
+        }
+    } else if eq_ic(sub, "INFO") {
+        let names = &a[2..];
+        if names.is_empty() {
+            s.reply.array(COMMANDS.len());
+            for c in COMMANDS {
+                command_info(s, c);
+            }
+        } else {
+            s.reply.array(names.len());
+            for n in names {
+                match lookup(n) {
+                    Some((_, c)) => command_info(s, c),
+                    None => s.reply.null_array(),
+                }
+            }
+        }
+    } else if eq_ic(sub, "DOCS") {
+        let wanted: Vec<&CommandSpec> = if a.len() > 2 {
+            a[2..]
+                .iter()
+                .filter_map(|n| lookup(n).map(|(_, c)| c))
+                .collect()
+        } else {
+            COMMANDS.iter().collect()
+        };
+        s.reply.map(wanted.len());
+        for c in wanted {
+            s.reply.bulk(c.name.to_ascii_lowercase().as_bytes());
+            s.reply.map(3);
+            s.reply.bulk(b"summary");
+            s.reply.bulk(c.summary.as_bytes());
+            s.reply.bulk(b"since");
+            s.reply.bulk(b"1.0.0");
+            s.reply.bulk(b"group");
+            s.reply.bulk(c.group.as_bytes());
+        }
+    } else {
+        return Err(format!(
+            "ERR unknown subcommand or wrong number of arguments for '{}'. Try COMMAND HELP.",
+            String::from_utf8_lossy(sub)
+        ));
+    }
+    Ok(())
+}
+
+async fn info(sh: &Shared, s: &mut Session<'_>, sections: &[Bytes]) {
+    let want = |name: &str| {
+        sections.is_empty()
+            || sections.iter().any(|w| {
+                eq_ic(w, name) || eq_ic(w, "all") || eq_ic(w, "everything") || eq_ic(w, "default")
+            })
+    };
+    let mut out = String::new();
+    let stats = sh.cache.stats();
+    if want("server") {
+        let up = sh.started.elapsed().as_secs();
+        let _ = write!(
+            out,
+            "# Server\r\nredis_version:{REDIS_COMPAT_VERSION}\r\nstrata_version:{}\r\nredis_mode:standalone\r\nos:{} {}\r\narch_bits:64\r\nprocess_id:{}\r\ntcp_port:{}\r\nuptime_in_seconds:{up}\r\nuptime_in_days:{}\r\nnode_name:{}\r\n\r\n",
+            env!("CARGO_PKG_VERSION"),
+            std::env::consts::OS,
+            std::env::consts::ARCH,
+            std::process::id(),
+            sh.resp_addr.port(),
+            up / 86_400,
+            sh.config.node.name,
+        );
+    }
+    if want("clients") {
+        let _ = write!(
+            out,
+            "# Clients\r\nconnected_clients:{}\r\nmaxclients:{}\r\nblocked_clients:0\r\n\r\n",
+            sh.connection_count(),
+            sh.max_clients.load(Ordering::Relaxed)
+        );
+    }
+    if want("memory") {
+        let (used, max) = stats
+            .l1
+            .as_ref()
+            .map_or((0, 0), |l| (l.resident_bytes, l.capacity_bytes));
+        let _ = write!(
+            out,
+            "# Memory\r\nused_memory:{used}\r\nused_memory_human:{:.2}M\r\nmaxmemory:{max}\r\nmaxmemory_human:{:.2}M\r\nmaxmemory_policy:allkeys-lfu\r\n\r\n",
+            used as f64 / 1048576.0,
+            max as f64 / 1048576.0
+        );
+    }
+    if want("stats") {
+        let m = &sh.metrics;
+        let evicted = stats.l1.as_ref().map_or(0, |l| l.evictions);
+        let expired = stats.l1.as_ref().map_or(0, |l| l.expirations);
+        let _ = write!(
+            out,
+            "# Stats\r\ntotal_connections_received:{}\r\ntotal_commands_processed:{}\r\nrejected_connections:{}\r\nexpired_keys:{expired}\r\nevicted_keys:{evicted}\r\nkeyspace_hits:{}\r\nkeyspace_misses:{}\r\n\r\n",
+            m.connections_total.get(),
+            m.total_commands(),
+            m.rejected_connections.get(),
+            stats.hit_count,
+            stats.miss_count,
+        );
+    }
+    if want("keyspace") {
+        out.push_str("# Keyspace\r\n");
+        for i in 0..sh.config.server.databases {
+            let ns = format!("db{i}");
+            if let Ok(keys) = list_keys(sh, &ns, None, usize::MAX).await
+                && !keys.is_empty()
+            {
+                let _ = write!(
+                    out,
+                    "db{i}:keys={},expires={},avg_ttl=0\r\n",
+                    keys.len(),
+                    keys.len()
+                );
+            }
+        }
+        out.push_str("\r\n");
+    }
+    if want("strata") {
+        out.push_str("# Strata\r\n");
+        let _ = write!(out, "hit_rate:{:.4}\r\n", stats.hit_rate);
+        for l in &stats.layers {
+            let name = l.layer.to_string().to_lowercase();
+            let _ = write!(
+                out,
+                "{name}_hits:{}\r\n{name}_misses:{}\r\n{name}_sets:{}\r\n{name}_errors:{}\r\n{name}_latency_p50_us:{:.2}\r\n{name}_latency_p99_us:{:.2}\r\n",
+                l.hits, l.misses, l.sets, l.errors, l.latency.p50_us, l.latency.p99_us
+            );
+        }
+        let _ = write!(out, "policy_violations:{}\r\n\r\n", stats.policy_violations);
+    }
+    s.reply.verbatim(out.trim_end_matches("\r\n").as_bytes());
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn table_is_sorted_and_lookup_ignores_case() {
+        assert!(
+            COMMANDS.windows(2).all(|w| w[0].name < w[1].name),
+            "COMMANDS must stay sorted"
+        );
+        assert_eq!(lookup(b"get").map(|(_, c)| c.id), Some(Cmd::Get));
+        assert_eq!(
+            lookup(b"StRaTa.SeT").map(|(_, c)| c.id),
+            Some(Cmd::StrataSet)
+        );
+        assert!(lookup(b"LPUSH").is_none());
+        assert!(lookup(&[b'A'; 40]).is_none());
+    }
+
+    #[test]
+    fn integers_parse_like_redis() {
+        assert_eq!(parse_int(b"-42"), Some(-42));
+        assert_eq!(parse_int(b"9223372036854775807"), Some(i64::MAX));
+        assert_eq!(parse_int(b"9223372036854775808"), None);
+        for bad in [&b""[..], b"+1", b" 1", b"01", b"-0", b"1.0", b"abc"] {
+            assert_eq!(parse_int(bad), None, "{bad:?}");
+        }
+    }
+
+    #[test]
+    fn getrange_indexes_like_redis() {
+        let v = b"This is a string";
+        assert_eq!(range_of(v, 0, 3), b"This");
+        assert_eq!(range_of(v, -3, -1), b"ing");
+        assert_eq!(range_of(v, 0, -1), v);
+        assert_eq!(range_of(v, 10, 100), b"string");
+        assert_eq!(range_of(v, 5, 3), b"");
+        assert_eq!(range_of(b"", 0, -1), b"");
+    }
+
+    #[test]
+    fn floats_print_without_exponent() {
+        assert_eq!(format_float(10.5 + 0.1), "10.6");
+        assert_eq!(format_float(3.0), "3");
+        assert_eq!(format_float(5.0e3), "5000");
+    }
+}

@@ -1,0 +1,167 @@
+//! The RESP listener: accepting (bounded by `maxclients`), reading pipelined requests,
+//! answering them in order, idle timeouts, and draining on shutdown.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::{Bytes, BytesMut};
+use strata_resp::{Limits, Request, parse_request};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::{TcpListener, TcpStream};
+
+use crate::commands::{self, Session};
+use crate::state::{ClientInfo, Shared};
+
+/// Replies are written out once this much is buffered, even mid-pipeline.
+const FLUSH_AT: usize = 64 * 1024;
+/// On shutdown, a connection keeps reading what its client already sent until the client
+/// has been quiet this long.
+const DRAIN_QUIET: Duration = Duration::from_millis(100);
+
+/// Accepts connections until shutdown begins.
+pub async fn accept_loop(listener: TcpListener, shared: Arc<Shared>) {
+    let mut stop = shared.stop.clone();
+    loop {
+        let (stream, addr) = tokio::select! {
+            r = listener.accept() => match r {
+                Ok(x) => x,
+                Err(e) => {
+                    // Out of file descriptors and the like: back off instead of spinning.
+                    tracing::warn!(error = %e, "accept failed");
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                    continue;
+                }
+            },
+            _ = crate::state::stopped(&mut stop) => return,
+        };
+        shared.metrics.connections_total.incr();
+        let _ = stream.set_nodelay(true);
+        match shared.admit(addr) {
+            Some(info) => {
+                tokio::spawn(handle(stream, info, shared.clone()));
+            }
+            None => {
+                shared.metrics.rejected_connections.incr();
+                tracing::debug!(%addr, "connection refused: max number of clients reached");
+                tokio::spawn(async move {
+                    let mut stream = stream;
+                    let _ = stream
+                        .write_all(b"-ERR max number of clients reached\r\n")
+                        .await;
+                    let _ = stream.shutdown().await;
+                });
+            }
+        }
+    }
+}
+
+async fn handle(mut stream: TcpStream, info: Arc<ClientInfo>, shared: Arc<Shared>) {
+    let id = info.id;
+    let addr = info.addr;
+    if let Err(e) = serve_connection(&mut stream, info, &shared).await {
+        tracing::debug!(%addr, error = %e, "connection ended with an I/O error");
+    }
+    let _ = stream.shutdown().await;
+    shared.leave(id);
+}
+
+async fn serve_connection(
+    stream: &mut TcpStream,
+    info: Arc<ClientInfo>,
+    shared: &Arc<Shared>,
+) -> std::io::Result<()> {
+    let max_request = shared.config.server.max_request_bytes as usize;
+    let limits = Limits {
+        max_bulk_len: max_request,
+        ..Limits::default()
+    };
+    let mut session = Session::new(shared, info);
+    let mut buf = BytesMut::with_capacity(16 * 1024);
+    let mut req = Request::default();
+    let mut stop = shared.stop.clone();
+    let mut draining = *stop.borrow();
+    loop {
+        // Answer every complete request in the buffer (a pipeline), in order.
+        loop {
+            match parse_request(&buf, &limits, &mut req) {
+                Ok(true) => {
+                    let chunk = buf.split_to(req.consumed).freeze();
+                    if req.is_empty() {
+                        continue;
+                    }
+                    let args: Vec<Bytes> = match req.owned.take() {
+                        Some(owned) => owned.into_iter().map(Bytes::from).collect(),
+                        None => req.ranges.iter().map(|r| chunk.slice(r.clone())).collect(),
+                    };
+                    commands::execute(shared, &mut session, &args).await;
+                    if session.quit {
+                        return flush(stream, &mut session).await;
+                    }
+                    if session.reply.buf.len() >= FLUSH_AT {
+                        flush(stream, &mut session).await?;
+                    }
+                }
+                Ok(false) => break,
+                Err(e) => {
+                    shared.metrics.protocol_errors.incr();
+                    tracing::debug!(addr = %session.info.addr, error = %e, "protocol error; closing");
+                    session.reply.error(&format!("ERR {e}"));
+                    return flush(stream, &mut session).await;
+                }
+            }
+        }
+        if buf.len() > max_request {
+            shared.metrics.protocol_errors.incr();
+            session.reply.error(&format!(
+                "ERR Protocol error: request larger than server.max_request_bytes ({max_request})"
+            ));
+            return flush(stream, &mut session).await;
+        }
+        flush(stream, &mut session).await?;
+        if buf.capacity() - buf.len() < 4096 {
+            buf.reserve(16 * 1024);
+        }
+        let idle = shared
+            .idle_timeout_secs
+            .load(std::sync::atomic::Ordering::Relaxed);
+        let n = if draining {
+            // Shutdown: take what the client already sent, answer it, then close.
+            match tokio::time::timeout(DRAIN_QUIET, stream.read_buf(&mut buf)).await {
+                Ok(r) => r?,
+                Err(_) => return Ok(()),
+            }
+        } else {
+            let read = stream.read_buf(&mut buf);
+            let idle_wait = async {
+                if idle == 0 {
+                    std::future::pending::<()>().await
+                } else {
+                    tokio::time::sleep(Duration::from_secs(idle)).await
+                }
+            };
+            tokio::select! {
+                r = read => r?,
+                _ = crate::state::stopped(&mut stop) => {
+                    draining = true;
+                    continue;
+                }
+                _ = idle_wait => {
+                    shared.metrics.idle_closed.incr();
+                    tracing::debug!(addr = %session.info.addr, "idle timeout; closing");
+                    return Ok(());
+                }
+            }
+        };
+        if n == 0 {
+            return Ok(());
+        }
+    }
+}
+
+async fn flush(stream: &mut TcpStream, session: &mut Session<'_>) -> std::io::Result<()> {
+    if !session.reply.buf.is_empty() {
+        stream.write_all(&session.reply.buf).await?;
+        session.reply.buf.clear();
+    }
+    Ok(())
+}

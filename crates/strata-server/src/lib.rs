@@ -1,0 +1,142 @@
+//! The `strata` binary's library: a Strata node served over the Redis protocol, an admin HTTP
+//! port, and the CLI that talks to it.
+//!
+//! - [`serve`] runs a node until SIGTERM/SIGINT (or until its shutdown handle fires): the RESP
+//!   listener ([`conn`]), the admin port ([`admin`]), then a graceful drain.
+//! - [`commands`] maps Redis commands onto the node's [`strata_core::Cache`]: strings only
+//!   (GET/SET and friends, counters, TTLs, key listing), databases as namespaces, and Strata's
+//!   own tag and pattern invalidation.
+//! - [`cli`] is `strata status`, `strata stats`, `strata invalidate`, `strata config check`.
+
+pub mod admin;
+pub mod cli;
+pub mod commands;
+pub mod conn;
+pub mod metrics;
+pub mod state;
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::Context;
+use strata::{Node, NodeConfig};
+use tokio::net::TcpListener;
+use tokio::sync::watch;
+
+pub use state::Shared;
+
+/// A running server's addresses and its stop switch (tests and embedders use it; the binary
+/// stops on signals).
+#[derive(Debug)]
+pub struct Running {
+    /// The bound RESP address (useful with port 0).
+    pub resp_addr: std::net::SocketAddr,
+    /// The bound admin address.
+    pub admin_addr: std::net::SocketAddr,
+    stop: watch::Sender<bool>,
+    done: tokio::task::JoinHandle<anyhow::Result<()>>,
+}
+
+impl Running {
+    /// Starts a graceful shutdown and waits for it: stop accepting, drain connections, stop
+    /// the node (flushing L3).
+    pub async fn shutdown(self) -> anyhow::Result<()> {
+        let _ = self.stop.send(true);
+        self.done.await.context("server task failed")?
+    }
+}
+
+/// Starts a node and its listeners; returns once they are bound.
+pub async fn start(config: NodeConfig) -> anyhow::Result<Running> {
+    let resp = TcpListener::bind(&config.server.resp_listen)
+        .await
+        .with_context(|| {
+            format!(
+                "cannot listen on {} (server.resp_listen)",
+                config.server.resp_listen
+            )
+        })?;
+    let admin = TcpListener::bind(&config.server.admin_listen)
+        .await
+        .with_context(|| {
+            format!(
+                "cannot listen on {} (server.admin_listen)",
+                config.server.admin_listen
+            )
+        })?;
+    let resp_addr = resp.local_addr()?;
+    let admin_addr = admin.local_addr()?;
+    let node = Node::start(config.clone())
+        .await
+        .context("cannot start the node")?;
+    let (stop, stop_rx) = watch::channel(false);
+    let shared = Arc::new(Shared::new(&node, config, resp_addr, stop_rx.clone()));
+    metrics::register(&node, &shared);
+    tracing::info!(%resp_addr, %admin_addr, node = %shared.config.node.name, "strata serving");
+    let done = tokio::spawn(run(node, shared, resp, admin, stop_rx));
+    Ok(Running {
+        resp_addr,
+        admin_addr,
+        stop,
+        done,
+    })
+}
+
+async fn run(
+    node: Node,
+    shared: Arc<Shared>,
+    resp: TcpListener,
+    admin: TcpListener,
+    mut stop: watch::Receiver<bool>,
+) -> anyhow::Result<()> {
+    let node = Arc::new(node);
+    let admin_task = tokio::spawn(admin::serve(
+        admin,
+        node.clone(),
+        shared.clone(),
+        stop.clone(),
+    ));
+    let accept = conn::accept_loop(resp, shared.clone());
+    tokio::select! {
+        _ = accept => {}
+        _ = crate::state::stopped(&mut stop) => {}
+    }
+    tracing::info!("shutting down: no new connections; draining");
+    let grace = Duration::from_millis(shared.config.server.shutdown_grace_ms);
+    if tokio::time::timeout(grace, shared.drained()).await.is_err() {
+        tracing::warn!(
+            open = shared.connection_count(),
+            "connections still open after the shutdown grace; closing them"
+        );
+    }
+    let _ = admin_task.await;
+    match Arc::try_unwrap(node) {
+        Ok(node) => node.shutdown().await,
+        Err(_) => tracing::warn!("node still referenced at shutdown; dropping it"),
+    }
+    tracing::info!("stopped");
+    Ok(())
+}
+
+/// Runs a server until SIGTERM or SIGINT, then shuts it down gracefully.
+pub async fn serve(config: NodeConfig) -> anyhow::Result<()> {
+    let running = start(config).await?;
+    wait_for_signal().await;
+    running.shutdown().await
+}
+
+async fn wait_for_signal() {
+    use tokio::signal::unix::{SignalKind, signal};
+    let (Ok(mut term), Ok(mut int)) = (
+        signal(SignalKind::terminate()),
+        signal(SignalKind::interrupt()),
+    ) else {
+        tracing::error!("cannot install signal handlers; stop with SIGKILL");
+        std::future::pending::<()>().await;
+        return;
+    };
+    tokio::select! {
+        _ = term.recv() => tracing::info!("SIGTERM received"),
+        _ = int.recv() => tracing::info!("SIGINT received"),
+    }
+}

@@ -1,0 +1,146 @@
+//! The server's own metrics, exported in the node's Prometheus registry next to the cache's:
+//! `strata_server_connections` (gauge), `strata_server_accepted_connections_total`,
+//! `strata_server_rejected_connections_total`, `strata_server_protocol_errors_total`,
+//! `strata_server_commands_total{command}` and `strata_server_command_errors_total{command}`.
+//! Counters are striped per thread, so the hot path never contends on a shared cache line.
+
+use std::sync::Arc;
+
+use prometheus_client::collector::Collector;
+use prometheus_client::encoding::{DescriptorEncoder, EncodeMetric};
+use prometheus_client::metrics::MetricType;
+use prometheus_client::metrics::counter::ConstCounter;
+use prometheus_client::metrics::gauge::ConstGauge;
+use strata::Node;
+use strata_core::stats::Counter;
+
+use crate::commands::COMMANDS;
+use crate::state::Shared;
+
+/// Counters of one server.
+#[derive(Debug)]
+pub struct ServerMetrics {
+    /// Connections accepted since start.
+    pub connections_total: Counter,
+    /// Connections refused by `maxclients`.
+    pub rejected_connections: Counter,
+    /// Connections closed for a protocol error.
+    pub protocol_errors: Counter,
+    /// Connections closed by the idle timeout.
+    pub idle_closed: Counter,
+    /// Calls per command, indexed like [`COMMANDS`]; the last slot counts unknown commands.
+    pub calls: Box<[Counter]>,
+    /// Error replies per command, indexed like `calls`.
+    pub errors: Box<[Counter]>,
+}
+
+impl Default for ServerMetrics {
+    fn default() -> Self {
+        let n = COMMANDS.len() + 1;
+        Self {
+            connections_total: Counter::default(),
+            rejected_connections: Counter::default(),
+            protocol_errors: Counter::default(),
+            idle_closed: Counter::default(),
+            calls: (0..n).map(|_| Counter::default()).collect(),
+            errors: (0..n).map(|_| Counter::default()).collect(),
+        }
+    }
+}
+
+impl ServerMetrics {
+    /// Commands processed since start.
+    pub fn total_commands(&self) -> u64 {
+        self.calls.iter().map(Counter::get).sum()
+    }
+}
+
+struct ServerCollector(Arc<Shared>);
+
+impl std::fmt::Debug for ServerCollector {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("ServerCollector")
+    }
+}
+
+fn counter(enc: &mut DescriptorEncoder, name: &str, help: &str, v: u64) -> std::fmt::Result {
+    let c = ConstCounter::new(v);
+    c.encode(enc.encode_descriptor(name, help, None, c.metric_type())?)
+}
+
+fn per_command(
+    enc: &mut DescriptorEncoder,
+    name: &str,
+    help: &str,
+    values: &[Counter],
+) -> std::fmt::Result {
+    let mut family = enc.encode_descriptor(name, help, None, MetricType::Counter)?;
+    for (i, c) in values.iter().enumerate() {
+        let v = c.get();
+        if v == 0 {
+            continue;
+        }
+        let command = COMMANDS.get(i).map_or("unknown", |s| s.name);
+        let labels = [("command", command.to_ascii_lowercase())];
+        ConstCounter::new(v).encode(family.encode_family(&labels)?)?;
+    }
+    Ok(())
+}
+
+impl Collector for ServerCollector {
+    fn encode(&self, mut enc: DescriptorEncoder) -> std::fmt::Result {
+        let s = &self.0;
+        let m = &s.metrics;
+        let g = ConstGauge::new(s.connection_count() as i64);
+        g.encode(enc.encode_descriptor(
+            "server_connections",
+            "Open client connections",
+            None,
+            g.metric_type(),
+        )?)?;
+        counter(
+            &mut enc,
+            "server_accepted_connections",
+            "Client connections accepted",
+            m.connections_total.get(),
+        )?;
+        counter(
+            &mut enc,
+            "server_rejected_connections",
+            "Connections refused because maxclients was reached",
+            m.rejected_connections.get(),
+        )?;
+        counter(
+            &mut enc,
+            "server_protocol_errors",
+            "Connections closed after a protocol error",
+            m.protocol_errors.get(),
+        )?;
+        counter(
+            &mut enc,
+            "server_idle_closed",
+            "Connections closed by the idle timeout",
+            m.idle_closed.get(),
+        )?;
+        per_command(
+            &mut enc,
+            "server_commands",
+            "Commands processed, by command",
+            &m.calls,
+        )?;
+        per_command(
+            &mut enc,
+            "server_command_errors",
+            "Error replies, by command",
+            &m.errors,
+        )?;
+        Ok(())
+    }
+}
+
+/// Adds the server's collector to the node's registry.
+pub fn register(node: &Node, shared: &Arc<Shared>) {
+    node.registry()
+        .lock()
+        .register_collector(Box::new(ServerCollector(shared.clone())));
+}

@@ -1,0 +1,235 @@
+//! State shared by every connection of one server.
+
+use std::collections::{BTreeMap, HashMap, VecDeque};
+use std::hash::{BuildHasher, Hash, Hasher, RandomState};
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU32, AtomicU64, AtomicUsize, Ordering};
+use std::time::Instant;
+
+use bytes::Bytes;
+use parking_lot::Mutex;
+use strata::{Node, NodeConfig};
+use strata_core::Cache;
+use tokio::sync::{Notify, watch};
+
+use crate::metrics::ServerMetrics;
+
+/// Stripes of the per-key write locks.
+const KEY_LOCKS: usize = 1024;
+/// SCAN cursors kept at once (oldest dropped first).
+const MAX_CURSORS: usize = 65_536;
+
+/// What `CLIENT LIST` shows of one connection; the connection updates it as it goes.
+#[derive(Debug)]
+pub struct ClientInfo {
+    /// `CLIENT ID`.
+    pub id: u64,
+    /// Peer address.
+    pub addr: SocketAddr,
+    /// When it connected.
+    pub connected: Instant,
+    /// Milliseconds since `connected` of its last command.
+    pub last_cmd_ms: AtomicU64,
+    /// Name, database, protocol and last command, changed rarely.
+    pub detail: Mutex<ClientDetail>,
+}
+
+/// The mutable part of [`ClientInfo`].
+#[derive(Debug, Clone, Default)]
+pub struct ClientDetail {
+    /// `CLIENT SETNAME`.
+    pub name: Option<Bytes>,
+    /// The namespace the connection has selected.
+    pub namespace: String,
+    /// The database index, when a numbered database is selected.
+    pub db: Option<u32>,
+    /// 2 or 3.
+    pub resp: i64,
+    /// The last command's name, lowercase.
+    pub last_cmd: &'static str,
+}
+
+/// Server-wide state.
+pub struct Shared {
+    /// The node's cache handle.
+    pub cache: Cache,
+    /// The configuration the server started with.
+    pub config: NodeConfig,
+    /// The RESP listener's address.
+    pub resp_addr: SocketAddr,
+    /// Counters exported on `/metrics`.
+    pub metrics: ServerMetrics,
+    /// `requirepass`, changeable with `CONFIG SET`.
+    pub requirepass: parking_lot::RwLock<Option<String>>,
+    /// `maxclients`, changeable with `CONFIG SET`.
+    pub max_clients: AtomicU32,
+    /// `timeout` in seconds, changeable with `CONFIG SET`.
+    pub idle_timeout_secs: AtomicU64,
+    /// When the server started.
+    pub started: Instant,
+    /// Flips to true when shutdown begins.
+    pub stop: watch::Receiver<bool>,
+    next_client_id: AtomicU64,
+    open: AtomicUsize,
+    closed: Notify,
+    clients: Mutex<BTreeMap<u64, Arc<ClientInfo>>>,
+    locks: Box<[tokio::sync::Mutex<()>]>,
+    hasher: RandomState,
+    cursors: Mutex<Cursors>,
+}
+
+impl std::fmt::Debug for Shared {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Shared")
+            .field("resp_addr", &self.resp_addr)
+            .finish_non_exhaustive()
+    }
+}
+
+#[derive(Default)]
+struct Cursors {
+    next: u64,
+    by_id: HashMap<u64, (String, Bytes)>,
+    order: VecDeque<u64>,
+}
+
+impl Shared {
+    /// State for a server in front of `node`.
+    pub fn new(
+        node: &Node,
+        config: NodeConfig,
+        resp_addr: SocketAddr,
+        stop: watch::Receiver<bool>,
+    ) -> Self {
+        Self {
+            cache: node.cache(),
+            requirepass: parking_lot::RwLock::new(config.server.requirepass.clone()),
+            max_clients: AtomicU32::new(config.server.max_clients),
+            idle_timeout_secs: AtomicU64::new(config.server.idle_timeout_secs),
+            config,
+            resp_addr,
+            metrics: ServerMetrics::default(),
+            started: Instant::now(),
+            stop,
+            next_client_id: AtomicU64::new(1),
+            open: AtomicUsize::new(0),
+            closed: Notify::new(),
+            clients: Mutex::new(BTreeMap::new()),
+            locks: (0..KEY_LOCKS)
+                .map(|_| tokio::sync::Mutex::new(()))
+                .collect(),
+            hasher: RandomState::new(),
+            cursors: Mutex::new(Cursors::default()),
+        }
+    }
+
+    /// Registers a new connection unless `maxclients` is reached.
+    pub fn admit(&self, addr: SocketAddr) -> Option<Arc<ClientInfo>> {
+        let max = self.max_clients.load(Ordering::Relaxed) as usize;
+        let prev = self.open.fetch_add(1, Ordering::AcqRel);
+        if prev >= max {
+            self.release_slot();
+            return None;
+        }
+        let id = self.next_client_id.fetch_add(1, Ordering::Relaxed);
+        let info = Arc::new(ClientInfo {
+            id,
+            addr,
+            connected: Instant::now(),
+            last_cmd_ms: AtomicU64::new(0),
+            detail: Mutex::new(ClientDetail {
+                namespace: "db0".into(),
+                db: Some(0),
+                resp: 2,
+                last_cmd: "NULL",
+                name: None,
+            }),
+        });
+        self.clients.lock().insert(id, info.clone());
+        Some(info)
+    }
+
+    /// Unregisters a connection.
+    pub fn leave(&self, id: u64) {
+        self.clients.lock().remove(&id);
+        self.release_slot();
+    }
+
+    fn release_slot(&self) {
+        if self.open.fetch_sub(1, Ordering::AcqRel) == 1 {
+            self.closed.notify_waiters();
+        }
+    }
+
+    /// Open client connections.
+    pub fn connection_count(&self) -> usize {
+        self.open.load(Ordering::Acquire)
+    }
+
+    /// Completes when no client connection is open.
+    pub async fn drained(&self) {
+        loop {
+            let notified = self.closed.notified();
+            if self.connection_count() == 0 {
+                return;
+            }
+            notified.await;
+        }
+    }
+
+    /// A snapshot of the connected clients, by id.
+    pub fn clients(&self) -> Vec<Arc<ClientInfo>> {
+        self.clients.lock().values().cloned().collect()
+    }
+
+    /// The write lock of one key (stripes shared by keys that hash alike). Every write holds
+    /// it, so read-modify-write commands (INCR, APPEND, SET NX, …) are atomic on this node.
+    pub fn key_lock(&self, namespace: &str, key: &[u8]) -> &tokio::sync::Mutex<()> {
+        &self.locks[self.stripe(namespace, key)]
+    }
+
+    /// The stripe index of a key, for taking several locks in a fixed order.
+    pub fn stripe(&self, namespace: &str, key: &[u8]) -> usize {
+        let mut h = self.hasher.build_hasher();
+        namespace.hash(&mut h);
+        key.hash(&mut h);
+        (h.finish() as usize) % KEY_LOCKS
+    }
+
+    /// The lock of stripe `i`.
+    pub fn lock_at(&self, i: usize) -> &tokio::sync::Mutex<()> {
+        &self.locks[i]
+    }
+
+    /// Saves where a SCAN stopped and returns the cursor naming it (never 0).
+    pub fn save_cursor(&self, namespace: &str, last_key: Bytes) -> u64 {
+        let mut c = self.cursors.lock();
+        c.next += 1;
+        // Mix the counter so that cursors are not small sequential numbers clients might
+        // mistake for positions.
+        let id = (c.next.wrapping_mul(0x9E37_79B9_7F4A_7C15) >> 1).max(1);
+        c.by_id.insert(id, (namespace.to_owned(), last_key));
+        c.order.push_back(id);
+        while c.order.len() > MAX_CURSORS {
+            if let Some(old) = c.order.pop_front() {
+                c.by_id.remove(&old);
+            }
+        }
+        id
+    }
+
+    /// Where the SCAN named by `cursor` stopped, if the cursor is known for this namespace.
+    pub fn cursor(&self, namespace: &str, cursor: u64) -> Option<Bytes> {
+        let c = self.cursors.lock();
+        c.by_id
+            .get(&cursor)
+            .filter(|(ns, _)| ns == namespace)
+            .map(|(_, k)| k.clone())
+    }
+}
+
+/// Completes once `stop` reads true (at once if it already does).
+pub async fn stopped(stop: &mut watch::Receiver<bool>) {
+    let _ = stop.wait_for(|s| *s).await;
+}
