@@ -1,9 +1,11 @@
 #!/usr/bin/env bash
 # The full test suite, exactly as CI runs it (.ci/run calls this). Needs only the Rust
 # toolchain: it installs the system packages the build needs when they are missing
-# (libclang-dev, for RocksDB's bindings) and checks formatting, lints, docs, the example,
-# the tests and the benches (criterion's test mode runs each benchmark once). RocksDB is
-# compiled once, in the dev profile, and shared by every step.
+# (libclang-dev, for RocksDB's bindings; redis-server and redis-tools, whose redis-cli and
+# redis-benchmark the server tests drive) and checks formatting, lints, docs, the example,
+# the tests and the benches (criterion's test mode runs each benchmark once). Every cargo
+# step uses the same feature set (--all-features), so RocksDB is compiled once, in the dev
+# profile, and shared by every step.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -13,6 +15,8 @@ step() { printf '\n==> %s\n' "$*"; }
 need_debs=()
 dpkg -s libclang-dev >/dev/null 2>&1 || need_debs+=(libclang-dev)
 command -v g++ >/dev/null 2>&1 || need_debs+=(g++)
+command -v redis-server >/dev/null 2>&1 || need_debs+=(redis-server)
+command -v redis-benchmark >/dev/null 2>&1 || need_debs+=(redis-tools)
 if [ ${#need_debs[@]} -gt 0 ]; then
   step "installing ${need_debs[*]}"
   sudo_cmd=""
@@ -32,9 +36,10 @@ done
 step "cargo fmt --check"
 cargo fmt --all -- --check
 
-step "cargo clippy (all targets, with and without features, warnings are errors)"
-cargo clippy --workspace --all-targets --locked -- -D warnings
+step "cargo clippy (all targets, warnings are errors)"
 cargo clippy --workspace --all-targets --all-features --locked -- -D warnings
+# The embeddable crates without optional features (no RocksDB involved).
+cargo clippy -p strata-core -p strata -p strata-resp --all-targets --locked -- -D warnings
 
 step "fuzz targets compile (scripts/fuzz.sh runs them)"
 cargo check --quiet --manifest-path fuzz/Cargo.toml
@@ -43,14 +48,13 @@ step "cargo doc (warnings are errors)"
 RUSTDOCFLAGS="-D warnings" cargo doc --workspace --no-deps --all-features --locked --quiet
 
 step "embedded example"
-cargo run --quiet --locked -p strata --example embedded
+cargo run --quiet --locked --all-features -p strata --example embedded
 
 step "tests: unit, integration, benches in test mode, doc tests"
 log=$(mktemp)
 trap 'rm -f "$log"' EXIT
-cargo test --workspace --all-targets --locked 2>&1 | tee -a "$log"
-cargo test -p strata --features l3 --test l3 --locked 2>&1 | tee -a "$log"
-cargo test --workspace --doc --locked 2>&1 | tee -a "$log"
+cargo test --workspace --all-targets --all-features --locked 2>&1 | tee -a "$log"
+cargo test --workspace --doc --all-features --locked 2>&1 | tee -a "$log"
 
 # One closing line with the totals of every test binary above.
 awk '/^test result:/ { p += $4; f += $6 } END { printf "\nall test binaries: %d passed, %d failed\n", p, f }' "$log"

@@ -88,6 +88,9 @@ pub struct SetOptions {
     /// `default_ttl`. Refused with [`CacheError::PolicyViolation`] where the namespace has a
     /// `max_ttl`.
     pub persist: bool,
+    /// Expire at this instant (milliseconds since the Unix epoch, on the cache's clock)
+    /// instead of after `ttl`: Redis's `EXAT`/`PXAT`. Checked against `max_ttl` like a TTL.
+    pub expires_at_ms: Option<u64>,
     /// Tags for `invalidate_tag`.
     pub tags: Tags,
 }
@@ -286,6 +289,12 @@ impl Cache {
     /// The raw counters (for metric exporters).
     pub fn raw_stats(&self) -> &CacheStats {
         &self.inner.stats
+    }
+
+    /// Now, on the cache's clock (milliseconds since the Unix epoch): the time base of
+    /// `Entry::expires_at_ms` and `SetOptions::expires_at_ms`.
+    pub fn now_ms(&self) -> u64 {
+        self.inner.clock.now_ms()
     }
 
     /// The policy that applies to `namespace`.
@@ -537,7 +546,11 @@ impl Cache {
         now: u64,
         version: Option<Version>,
     ) -> Result<Entry, CacheError> {
-        let ttl = match state.policy.effective_ttl(namespace, options.ttl) {
+        let requested = match options.expires_at_ms {
+            Some(at) => Some(Duration::from_millis(at.saturating_sub(now).max(1))),
+            None => options.ttl,
+        };
+        let ttl = match state.policy.effective_ttl(namespace, requested) {
             Ok(_) if options.persist => match state.policy.max_ttl {
                 Some(allowed) => {
                     self.inner.stats.policy_violations.incr();
@@ -555,7 +568,10 @@ impl Cache {
                 return Err(err);
             }
         };
-        let expires_at_ms = ttl.map(|t| now.saturating_add(duration_ms(t)));
+        let expires_at_ms = match options.expires_at_ms {
+            Some(at) if !options.persist => Some(at),
+            _ => ttl.map(|t| now.saturating_add(duration_ms(t))),
+        };
         let stale_until_ms = match (stale_grace, ttl) {
             (Some(grace), Some(ttl)) => {
                 // The grace keeps the bytes around, so it counts against max_ttl (G5).

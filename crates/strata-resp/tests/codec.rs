@@ -105,7 +105,10 @@ fn to_r3(f: &Frame) -> Option<R3> {
             data: n.to_vec(),
             attributes: None,
         },
-        Frame::Verbatim { format: [b't', b'x', b't'], text } => R3::VerbatimString {
+        Frame::Verbatim {
+            format: [b't', b'x', b't'],
+            text,
+        } => R3::VerbatimString {
             data: text.to_vec(),
             format: VerbatimStringFormat::Text,
             attributes: None,

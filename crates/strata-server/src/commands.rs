@@ -835,6 +835,8 @@ pub fn lookup(name: &[u8]) -> Option<(usize, &'static CommandSpec)> {
         .map(|i| (i, &COMMANDS[i]))
 }
 
+/// The system clock, for bounds checks only; expiries use the node's clock
+/// (`Cache::now_ms`), the time base of every stored expiry.
 fn now_ms() -> u64 {
     SystemTime::now()
         .duration_since(UNIX_EPOCH)
@@ -1039,20 +1041,20 @@ async fn run(sh: &Shared, s: &mut Session<'_>, id: Cmd, a: &[Bytes]) -> Res<()> 
             let n = parse_int(&a[2]).ok_or_else(not_int)?;
             let name = if id == Cmd::Setex { "setex" } else { "psetex" };
             let ms = expire_ms(n, id == Cmd::Setex, name)?;
-            let _g = sh.key_lock(&s.ns, &a[1]).lock().await;
+            let _g = sh.key_lock(&s.ns, &a[1]).read().await;
             store(
                 sh,
                 &s.ns,
                 &a[1],
                 a[3].clone(),
-                Ttl::AtMs(now_ms().saturating_add(ms)),
+                Ttl::AtMs(sh.cache.now_ms().saturating_add(ms)),
                 None,
             )
             .await?;
             s.reply.ok();
         }
         Cmd::Setnx => {
-            let _g = sh.key_lock(&s.ns, &a[1]).lock().await;
+            let _g = sh.key_lock(&s.ns, &a[1]).write().await;
             if entry(sh, &s.ns, &a[1]).await?.is_some() {
                 s.reply.integer(0);
             } else {
@@ -1062,7 +1064,7 @@ async fn run(sh: &Shared, s: &mut Session<'_>, id: Cmd, a: &[Bytes]) -> Res<()> 
         }
         Cmd::Getex => getex(sh, s, a).await?,
         Cmd::Getdel => {
-            let _g = sh.key_lock(&s.ns, &a[1]).lock().await;
+            let _g = sh.key_lock(&s.ns, &a[1]).write().await;
             match entry(sh, &s.ns, &a[1]).await? {
                 Some(e) => {
                     remove(sh, &s.ns, &a[1]).await?;
@@ -1072,7 +1074,7 @@ async fn run(sh: &Shared, s: &mut Session<'_>, id: Cmd, a: &[Bytes]) -> Res<()> 
             }
         }
         Cmd::Getset => {
-            let _g = sh.key_lock(&s.ns, &a[1]).lock().await;
+            let _g = sh.key_lock(&s.ns, &a[1]).write().await;
             let old = entry(sh, &s.ns, &a[1]).await?;
             store(sh, &s.ns, &a[1], a[2].clone(), Ttl::Default, None).await?;
             match old {
@@ -1092,7 +1094,7 @@ async fn run(sh: &Shared, s: &mut Session<'_>, id: Cmd, a: &[Bytes]) -> Res<()> 
         }
         Cmd::Mset | Cmd::Msetnx => mset(sh, s, a, id == Cmd::Msetnx).await?,
         Cmd::Append => {
-            let _g = sh.key_lock(&s.ns, &a[1]).lock().await;
+            let _g = sh.key_lock(&s.ns, &a[1]).write().await;
             let old = entry(sh, &s.ns, &a[1]).await?;
             let mut v = old.as_ref().map(|e| e.value.to_vec()).unwrap_or_default();
             if v.len() + a[2].len() > MAX_STRING {
@@ -1131,7 +1133,7 @@ async fn run(sh: &Shared, s: &mut Session<'_>, id: Cmd, a: &[Bytes]) -> Res<()> 
                     .checked_neg()
                     .ok_or("ERR decrement would overflow")?,
             };
-            let _g = sh.key_lock(&s.ns, &a[1]).lock().await;
+            let _g = sh.key_lock(&s.ns, &a[1]).write().await;
             let old = entry(sh, &s.ns, &a[1]).await?;
             let cur = match &old {
                 Some(e) => parse_int(&e.value).ok_or_else(not_int)?,
@@ -1154,7 +1156,7 @@ async fn run(sh: &Shared, s: &mut Session<'_>, id: Cmd, a: &[Bytes]) -> Res<()> 
         }
         Cmd::Incrbyfloat => {
             let by = parse_float(&a[2]).ok_or("ERR value is not a valid float")?;
-            let _g = sh.key_lock(&s.ns, &a[1]).lock().await;
+            let _g = sh.key_lock(&s.ns, &a[1]).write().await;
             let old = entry(sh, &s.ns, &a[1]).await?;
             let cur = match &old {
                 Some(e) => parse_float(&e.value).ok_or("ERR value is not a valid float")?,
@@ -1179,7 +1181,7 @@ async fn run(sh: &Shared, s: &mut Session<'_>, id: Cmd, a: &[Bytes]) -> Res<()> 
         Cmd::Del | Cmd::Unlink => {
             let mut n = 0;
             for k in &a[1..] {
-                let _g = sh.key_lock(&s.ns, k).lock().await;
+                let _g = sh.key_lock(&s.ns, k).write().await;
                 if entry(sh, &s.ns, k).await?.is_some() {
                     n += 1;
                 }
@@ -1208,8 +1210,8 @@ async fn run(sh: &Shared, s: &mut Session<'_>, id: Cmd, a: &[Bytes]) -> Res<()> 
                 Some(e) => match e.expires_at_ms {
                     None => -1,
                     Some(at) => match id {
-                        Cmd::Ttl => (at.saturating_sub(now_ms()) as i64 + 500) / 1000,
-                        Cmd::Pttl => at.saturating_sub(now_ms()) as i64,
+                        Cmd::Ttl => (at.saturating_sub(sh.cache.now_ms()) as i64 + 500) / 1000,
+                        Cmd::Pttl => at.saturating_sub(sh.cache.now_ms()) as i64,
                         Cmd::Expiretime => (at / 1000) as i64,
                         _ => at as i64,
                     },
@@ -1218,7 +1220,7 @@ async fn run(sh: &Shared, s: &mut Session<'_>, id: Cmd, a: &[Bytes]) -> Res<()> 
             s.reply.integer(reply);
         }
         Cmd::Persist => {
-            let _g = sh.key_lock(&s.ns, &a[1]).lock().await;
+            let _g = sh.key_lock(&s.ns, &a[1]).write().await;
             match entry(sh, &s.ns, &a[1]).await? {
                 Some(e) if e.expires_at_ms.is_some() => {
                     store(sh, &s.ns, &a[1], e.value.clone(), Ttl::Persist, Some(&e)).await?;
@@ -1371,12 +1373,11 @@ async fn store(
     }
     match resolve_keep(ttl, old) {
         Ttl::AtMs(at) => {
-            let now = now_ms();
-            if at <= now {
+            if at <= sh.cache.now_ms() {
                 remove(sh, ns, key).await?;
                 return Ok(());
             }
-            opts.ttl = Some(Duration::from_millis(at - now));
+            opts.expires_at_ms = Some(at);
         }
         Ttl::Persist => opts.persist = true,
         Ttl::Default | Ttl::Keep => {}
@@ -1428,9 +1429,9 @@ async fn set_command(sh: &Shared, s: &mut Session<'_>, a: &[Bytes]) -> Res<()> {
                 return Err(invalid());
             }
             let at = if eq_ic(opt, "EX") {
-                now_ms() + expire_ms(n, true, "set")?
+                sh.cache.now_ms() + expire_ms(n, true, "set")?
             } else if eq_ic(opt, "PX") {
-                now_ms() + expire_ms(n, false, "set")?
+                sh.cache.now_ms() + expire_ms(n, false, "set")?
             } else if eq_ic(opt, "EXAT") {
                 (n as u64).checked_mul(1000).ok_or_else(invalid)?
             } else {
@@ -1444,8 +1445,14 @@ async fn set_command(sh: &Shared, s: &mut Session<'_>, a: &[Bytes]) -> Res<()> {
         i += 1;
     }
     let key = &a[1];
-    let _g = sh.key_lock(&s.ns, key).lock().await;
     let needs_old = nx || xx || get || ttl == Ttl::Keep;
+    let lock = sh.key_lock(&s.ns, key);
+    // A blind SET shares the lock; one that reads the old value first holds it alone.
+    let (_w, _r) = if needs_old {
+        (Some(lock.write().await), None)
+    } else {
+        (None, Some(lock.read().await))
+    };
     let old = if needs_old {
         entry(sh, &s.ns, key).await?
     } else {
@@ -1493,9 +1500,9 @@ async fn getex(sh: &Shared, s: &mut Session<'_>, a: &[Bytes]) -> Res<()> {
                 return Err("ERR invalid expire time in 'getex' command".into());
             }
             let at = if eq_ic(opt, "EX") {
-                now_ms() + expire_ms(n, true, "getex")?
+                sh.cache.now_ms() + expire_ms(n, true, "getex")?
             } else if eq_ic(opt, "PX") {
-                now_ms() + expire_ms(n, false, "getex")?
+                sh.cache.now_ms() + expire_ms(n, false, "getex")?
             } else if eq_ic(opt, "EXAT") {
                 (n as u64).saturating_mul(1000)
             } else {
@@ -1521,7 +1528,7 @@ async fn getex(sh: &Shared, s: &mut Session<'_>, a: &[Bytes]) -> Res<()> {
             Err(e) => Err(cache_err(&e)),
         };
     };
-    let _g = sh.key_lock(&s.ns, &a[1]).lock().await;
+    let _g = sh.key_lock(&s.ns, &a[1]).write().await;
     match entry(sh, &s.ns, &a[1]).await? {
         Some(e) => {
             if !(ttl == Ttl::Persist && e.expires_at_ms.is_none()) {
@@ -1544,9 +1551,13 @@ async fn mset(sh: &Shared, s: &mut Session<'_>, a: &[Bytes], nx: bool) -> Res<()
     let mut stripes: Vec<usize> = a[1..].chunks(2).map(|p| sh.stripe(&s.ns, &p[0])).collect();
     stripes.sort_unstable();
     stripes.dedup();
-    let mut guards = Vec::with_capacity(stripes.len());
+    let (mut exclusive, mut shared) = (Vec::new(), Vec::new());
     for i in stripes {
-        guards.push(sh.lock_at(i).lock().await);
+        if nx {
+            exclusive.push(sh.lock_at(i).write().await);
+        } else {
+            shared.push(sh.lock_at(i).read().await);
+        }
     }
     if nx {
         for p in a[1..].chunks(2) {
@@ -1598,7 +1609,7 @@ async fn setrange(sh: &Shared, s: &mut Session<'_>, a: &[Bytes]) -> Res<()> {
     }
     let offset = offset as usize;
     let patch = &a[3];
-    let _g = sh.key_lock(&s.ns, &a[1]).lock().await;
+    let _g = sh.key_lock(&s.ns, &a[1]).write().await;
     let old = entry(sh, &s.ns, &a[1]).await?;
     let cur_len = old.as_ref().map_or(0, |e| e.value.len());
     if patch.is_empty() {
@@ -1622,9 +1633,9 @@ async fn setrange(sh: &Shared, s: &mut Session<'_>, a: &[Bytes]) -> Res<()> {
 async fn rename(sh: &Shared, s: &mut Session<'_>, a: &[Bytes], nx: bool) -> Res<()> {
     let (src, dst) = (&a[1], &a[2]);
     let (i, j) = (sh.stripe(&s.ns, src), sh.stripe(&s.ns, dst));
-    let _g1 = sh.lock_at(i.min(j)).lock().await;
+    let _g1 = sh.lock_at(i.min(j)).write().await;
     let _g2 = if i != j {
-        Some(sh.lock_at(i.max(j)).lock().await)
+        Some(sh.lock_at(i.max(j)).write().await)
     } else {
         None
     };
@@ -1685,7 +1696,7 @@ async fn expire(sh: &Shared, s: &mut Session<'_>, a: &[Bytes], id: Cmd) -> Res<(
         return Err("ERR GT and LT options at the same time are not compatible".into());
     }
     let invalid = || format!("ERR invalid expire time in '{name}' command");
-    let now = now_ms() as i64;
+    let now = sh.cache.now_ms() as i64;
     let at: i64 = match id {
         Cmd::Expire => n
             .checked_mul(1000)
@@ -1695,7 +1706,7 @@ async fn expire(sh: &Shared, s: &mut Session<'_>, a: &[Bytes], id: Cmd) -> Res<(
         Cmd::Expireat => n.checked_mul(1000).ok_or_else(invalid)?,
         _ => n,
     };
-    let _g = sh.key_lock(&s.ns, &a[1]).lock().await;
+    let _g = sh.key_lock(&s.ns, &a[1]).write().await;
     let Some(e) = entry(sh, &s.ns, &a[1]).await? else {
         s.reply.integer(0);
         return Ok(());
@@ -1903,7 +1914,7 @@ async fn strata_set(sh: &Shared, s: &mut Session<'_>, a: &[Bytes]) -> Res<()> {
         i += 2;
     }
     opts.tags = strata_core::entry::Tags::new(tags);
-    let _g = sh.key_lock(&s.ns, &a[1]).lock().await;
+    let _g = sh.key_lock(&s.ns, &a[1]).read().await;
     sh.cache
         .set_with(&s.ns, a[1].clone(), a[2].clone(), opts)
         .await

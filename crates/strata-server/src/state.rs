@@ -74,7 +74,7 @@ pub struct Shared {
     open: AtomicUsize,
     closed: Notify,
     clients: Mutex<BTreeMap<u64, Arc<ClientInfo>>>,
-    locks: Box<[tokio::sync::Mutex<()>]>,
+    locks: Box<[tokio::sync::RwLock<()>]>,
     hasher: RandomState,
     cursors: Mutex<Cursors>,
 }
@@ -117,7 +117,7 @@ impl Shared {
             closed: Notify::new(),
             clients: Mutex::new(BTreeMap::new()),
             locks: (0..KEY_LOCKS)
-                .map(|_| tokio::sync::Mutex::new(()))
+                .map(|_| tokio::sync::RwLock::new(()))
                 .collect(),
             hasher: RandomState::new(),
             cursors: Mutex::new(Cursors::default()),
@@ -183,9 +183,11 @@ impl Shared {
         self.clients.lock().values().cloned().collect()
     }
 
-    /// The write lock of one key (stripes shared by keys that hash alike). Every write holds
-    /// it, so read-modify-write commands (INCR, APPEND, SET NX, …) are atomic on this node.
-    pub fn key_lock(&self, namespace: &str, key: &[u8]) -> &tokio::sync::Mutex<()> {
+    /// The lock of one key (stripes shared by keys that hash alike). Read-modify-write
+    /// commands (INCR, APPEND, SET NX, …) hold it exclusively, so they are atomic on this
+    /// node; blind writes (SET, MSET) hold it shared, so they run concurrently with each other
+    /// (the layers order them by version) but never inside a read-modify-write.
+    pub fn key_lock(&self, namespace: &str, key: &[u8]) -> &tokio::sync::RwLock<()> {
         &self.locks[self.stripe(namespace, key)]
     }
 
@@ -198,7 +200,7 @@ impl Shared {
     }
 
     /// The lock of stripe `i`.
-    pub fn lock_at(&self, i: usize) -> &tokio::sync::Mutex<()> {
+    pub fn lock_at(&self, i: usize) -> &tokio::sync::RwLock<()> {
         &self.locks[i]
     }
 

@@ -104,7 +104,8 @@ pub struct ServerConfig {
     /// Redis's `timeout`).
     pub idle_timeout_secs: u64,
     /// Largest request (one command with all its arguments) and largest unparsed input a
-    /// connection may buffer, in bytes (default 64 MiB); must exceed `limits.max_value_bytes`.
+    /// connection may buffer, in bytes (default `limits.max_value_bytes` + 16 MiB); must
+    /// exceed `limits.max_value_bytes`.
     pub max_request_bytes: u64,
     /// How many numbered databases `SELECT` accepts; database `N` is namespace `dbN`
     /// (default 16).
@@ -194,9 +195,11 @@ pub struct LimitsConfig {
 #[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct NamespaceConfig {
-    /// TTL of a write that names none. Unset in `namespace_defaults`: no expiry.
+    /// TTL of a write that names none. Unset (or 0, to override an inherited value): no
+    /// expiry.
     pub default_ttl_secs: Option<u64>,
-    /// Longest TTL a write may ask for; longer ones are refused (`PolicyViolation`).
+    /// Longest TTL a write may ask for; longer ones are refused (`PolicyViolation`). Unset
+    /// (or 0, to override an inherited value): no limit.
     pub max_ttl_secs: Option<u64>,
     /// Share of L1 reserved for this namespace (0 < share < 1), in a pool of its own.
     pub l1_share: Option<f64>,
@@ -333,7 +336,10 @@ impl NodeConfig {
             metrics: MetricsConfig {
                 stats_interval_ms: 10_000,
             },
-            server: ServerConfig::default(),
+            server: ServerConfig {
+                max_request_bytes: max_value + 16 * MIB,
+                ..ServerConfig::default()
+            },
         }
     }
 
@@ -619,9 +625,13 @@ impl NamespaceConfig {
             own.or_else(|| inherit.and_then(f))
         };
         NamespacePolicy {
+            // 0 means "none": TOML has no null to override an inherited value with.
             default_ttl: pick(self.default_ttl_secs, |d| d.default_ttl_secs)
+                .filter(|s| *s > 0)
                 .map(Duration::from_secs),
-            max_ttl: pick(self.max_ttl_secs, |d| d.max_ttl_secs).map(Duration::from_secs),
+            max_ttl: pick(self.max_ttl_secs, |d| d.max_ttl_secs)
+                .filter(|s| *s > 0)
+                .map(Duration::from_secs),
             l1_share: self.l1_share,
             use_l3: self
                 .use_l3

@@ -1,0 +1,229 @@
+//! Starts real `strata serve` processes on loopback for the black-box tests, and stops them
+//! (SIGTERM, then SIGKILL) even when a test fails.
+#![allow(dead_code, clippy::unwrap_used)]
+
+use std::io::{Read, Write};
+use std::net::{TcpListener, TcpStream};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, ExitStatus, Stdio};
+use std::time::{Duration, Instant};
+
+/// A free loopback port (bound, then released: a tiny race, acceptable in tests).
+pub fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+/// A `strata serve` child process.
+pub struct Server {
+    pub child: Option<Child>,
+    pub port: u16,
+    pub admin_port: u16,
+    pub dir: PathBuf,
+    _tmp: Option<tempfile::TempDir>,
+    log: PathBuf,
+}
+
+impl Server {
+    /// Starts a server with `extra_toml` appended to a small test config, in a new directory.
+    pub fn start(extra_toml: &str) -> Self {
+        let tmp = tempfile::tempdir().unwrap();
+        let dir = tmp.path().to_path_buf();
+        let mut s = Self::start_in(&dir, extra_toml);
+        s._tmp = Some(tmp);
+        s
+    }
+
+    /// Starts a server whose data directory is under `dir` (kept across restarts).
+    pub fn start_in(dir: &Path, extra_toml: &str) -> Self {
+        let port = free_port();
+        let admin_port = free_port();
+        let config = dir.join("strata.toml");
+        std::fs::write(
+            &config,
+            format!(
+                "[l1]\ncapacity_bytes = 16777216\n[l3]\ndata_dir = {:?}\ncapacity_bytes = 67108864\n{extra_toml}\n",
+                dir.join("data")
+            ),
+        )
+        .unwrap();
+        let log = dir.join(format!("server-{port}.log"));
+        let child = Command::new(env!("CARGO_BIN_EXE_strata"))
+            .args(["serve", "--config"])
+            .arg(&config)
+            .args(["--resp-listen", &format!("127.0.0.1:{port}")])
+            .args(["--admin-listen", &format!("127.0.0.1:{admin_port}")])
+            .env("RUST_LOG", "info")
+            .stdout(Stdio::null())
+            .stderr(std::fs::File::create(&log).unwrap())
+            .spawn()
+            .expect("start strata serve");
+        let mut s = Self {
+            child: Some(child),
+            port,
+            admin_port,
+            dir: dir.to_path_buf(),
+            _tmp: None,
+            log,
+        };
+        s.wait_ready();
+        s
+    }
+
+    fn wait_ready(&mut self) {
+        let deadline = Instant::now() + Duration::from_secs(60);
+        while Instant::now() < deadline {
+            if let Ok(mut c) = TcpStream::connect(("127.0.0.1", self.port)) {
+                c.set_read_timeout(Some(Duration::from_secs(2))).unwrap();
+                if c.write_all(b"PING\r\n").is_ok() {
+                    // +PONG, or -NOAUTH when a password is required: either way it serves.
+                    let mut buf = [0u8; 7];
+                    if c.read_exact(&mut buf).is_ok()
+                        && (&buf == b"+PONG\r\n" || buf.starts_with(b"-NOAUTH"))
+                    {
+                        return;
+                    }
+                }
+            }
+            if let Some(status) = self.child.as_mut().unwrap().try_wait().unwrap() {
+                panic!("strata serve exited with {status}: {}", self.log());
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        panic!("strata serve did not become ready: {}", self.log());
+    }
+
+    pub fn log(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+
+    pub fn url(&self) -> String {
+        format!("redis://127.0.0.1:{}/", self.port)
+    }
+
+    pub fn redis(&self) -> redis::Connection {
+        redis::Client::open(self.url())
+            .unwrap()
+            .get_connection()
+            .unwrap()
+    }
+
+    pub fn raw(&self) -> Raw {
+        Raw::connect(self.port)
+    }
+
+    pub fn admin(&self) -> String {
+        format!("127.0.0.1:{}", self.admin_port)
+    }
+
+    /// Runs redis-cli against this server; returns stdout (panics if redis-cli is missing).
+    pub fn cli(&self, args: &[&str]) -> String {
+        let out = Command::new("redis-cli")
+            .args(["-p", &self.port.to_string()])
+            .args(args)
+            .output()
+            .expect(
+                "redis-cli (Debian redis-tools) must be installed: scripts/test.sh installs it",
+            );
+        assert!(
+            out.status.success(),
+            "redis-cli {args:?} failed: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8(out.stdout).unwrap()
+    }
+
+    /// Sends SIGTERM and waits for the exit status.
+    pub fn terminate(&mut self) -> ExitStatus {
+        let mut child = self.child.take().expect("server running");
+        let _ = Command::new("kill")
+            .args(["-TERM", &child.id().to_string()])
+            .status();
+        let deadline = Instant::now() + Duration::from_secs(30);
+        loop {
+            if let Some(status) = child.try_wait().unwrap() {
+                return status;
+            }
+            if Instant::now() > deadline {
+                let _ = child.kill();
+                panic!("server did not stop within 30 s of SIGTERM");
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+}
+
+/// A raw TCP connection speaking bytes, for protocol-level tests.
+pub struct Raw {
+    pub stream: TcpStream,
+    buf: Vec<u8>,
+}
+
+impl Raw {
+    pub fn connect(port: u16) -> Self {
+        let stream = TcpStream::connect(("127.0.0.1", port)).unwrap();
+        stream
+            .set_read_timeout(Some(Duration::from_secs(10)))
+            .unwrap();
+        Self {
+            stream,
+            buf: Vec::new(),
+        }
+    }
+
+    pub fn send(&mut self, bytes: &[u8]) {
+        self.stream.write_all(bytes).unwrap();
+    }
+
+    /// Reads one complete RESP frame.
+    pub fn frame(&mut self) -> strata_resp::Frame {
+        loop {
+            if let Some((f, n)) =
+                strata_resp::parse_frame(&self.buf, &strata_resp::Limits::default()).unwrap()
+            {
+                self.buf.drain(..n);
+                return f;
+            }
+            let mut chunk = [0u8; 65536];
+            let n = self.stream.read(&mut chunk).unwrap();
+            assert!(n > 0, "connection closed while waiting for a frame");
+            self.buf.extend_from_slice(&chunk[..n]);
+        }
+    }
+
+    /// Sends a command as a RESP array and reads the reply.
+    pub fn cmd(&mut self, args: &[&[u8]]) -> strata_resp::Frame {
+        let f = strata_resp::Frame::Array(
+            args.iter()
+                .map(|a| strata_resp::Frame::Bulk(a.to_vec().into()))
+                .collect(),
+        );
+        self.send(&f.to_bytes());
+        self.frame()
+    }
+
+    /// Whether the server closed the connection (EOF) within the read timeout.
+    pub fn closed(&mut self) -> bool {
+        let mut b = [0u8; 1];
+        matches!(self.stream.read(&mut b), Ok(0))
+    }
+}
+
+pub fn err_text(f: &strata_resp::Frame) -> String {
+    match f {
+        strata_resp::Frame::Error(e) => String::from_utf8_lossy(e).into_owned(),
+        other => panic!("expected an error, got {other:?}"),
+    }
+}
