@@ -27,7 +27,8 @@ enum LogFormat {
 enum Command {
     /// Run a node: RESP on --resp-listen, admin HTTP on --admin-listen, L1 + L3 by default.
     Serve {
-        /// A TOML config file (profile, layers, namespaces, [server]); flags override it.
+        /// A TOML config file (profile, layers, namespaces, the `[server]` table); flags
+        /// override it.
         #[arg(long, short)]
         config: Option<PathBuf>,
         /// Address of the Redis-protocol listener (server.resp_listen).
