@@ -4,8 +4,10 @@
 # (libclang-dev, for RocksDB's bindings; redis-server and redis-tools, whose redis-cli and
 # redis-benchmark the server tests drive) and checks formatting, lints, docs, the example,
 # the tests and the benches (criterion's test mode runs each benchmark once). Every cargo
-# step uses the same feature set (--all-features), so RocksDB is compiled once, in the dev
-# profile, and shared by every step.
+# step uses the same feature set (--all-features) and the same profile (`test`: cargo builds
+# every unit of `cargo test`, dependencies and build scripts included, under the profile
+# name `test`, and the name is part of each unit's hash), so RocksDB is compiled once and
+# shared by every step.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -37,18 +39,18 @@ step "cargo fmt --check"
 cargo fmt --all -- --check
 
 step "cargo clippy (all targets, warnings are errors)"
-cargo clippy --workspace --all-targets --all-features --locked -- -D warnings
+cargo clippy --workspace --all-targets --all-features --profile test --locked -- -D warnings
 # The embeddable crates without optional features (no RocksDB involved).
-cargo clippy -p strata-core -p strata -p strata-resp --all-targets --locked -- -D warnings
+cargo clippy -p strata-core -p strata -p strata-resp --all-targets --profile test --locked -- -D warnings
 
 step "fuzz targets compile (scripts/fuzz.sh runs them)"
 cargo check --quiet --manifest-path fuzz/Cargo.toml
 
 step "cargo doc (warnings are errors)"
-RUSTDOCFLAGS="-D warnings" cargo doc --workspace --no-deps --all-features --locked --quiet
+RUSTDOCFLAGS="-D warnings" cargo doc --workspace --no-deps --all-features --profile test --locked --quiet
 
 step "embedded example"
-cargo run --quiet --locked --all-features -p strata --example embedded
+cargo run --quiet --locked --all-features --profile test -p strata --example embedded
 
 step "tests: unit, integration, benches in test mode, doc tests"
 log=$(mktemp)
