@@ -964,7 +964,7 @@ pub async fn execute(shared: &Shared, s: &mut Session<'_>, args: &[Bytes]) {
         return;
     };
     shared.metrics.calls[idx].incr();
-    s.info.detail.lock().last_cmd = static_lower(spec);
+    s.info.last_cmd.store(idx, Ordering::Relaxed);
     let n = args.len() as i32;
     if (spec.arity > 0 && n != spec.arity) || (spec.arity < 0 && n < -spec.arity) {
         shared.metrics.errors[idx].incr();
@@ -986,23 +986,6 @@ pub async fn execute(shared: &Shared, s: &mut Session<'_>, args: &[Bytes]) {
     if matches!(spec.id, Cmd::Client | Cmd::Select | Cmd::Hello | Cmd::Reset) {
         s.sync_detail();
     }
-}
-
-fn static_lower(spec: &'static CommandSpec) -> &'static str {
-    // Names are ASCII upper case; CLIENT LIST shows them lower case like Redis. Leaked once
-    // per command name at most.
-    use std::sync::OnceLock;
-    static LOWER: OnceLock<Vec<&'static str>> = OnceLock::new();
-    let table = LOWER.get_or_init(|| {
-        COMMANDS
-            .iter()
-            .map(|c| &*Box::leak(c.name.to_ascii_lowercase().into_boxed_str()))
-            .collect()
-    });
-    COMMANDS
-        .iter()
-        .position(|c| std::ptr::eq(c, spec))
-        .map_or("unknown", |i| table[i])
 }
 
 async fn run(sh: &Shared, s: &mut Session<'_>, id: Cmd, a: &[Bytes]) -> Res<()> {
@@ -1954,7 +1937,9 @@ fn client_line(sh: &Shared, c: &ClientInfo) -> String {
         idle,
         d.db.map_or(-1, i64::from),
         d.namespace,
-        d.last_cmd,
+        COMMANDS
+            .get(c.last_cmd.load(Ordering::Relaxed))
+            .map_or_else(|| "NULL".to_owned(), |spec| spec.name.to_ascii_lowercase()),
         d.resp
     )
 }

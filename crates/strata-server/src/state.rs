@@ -31,6 +31,8 @@ pub struct ClientInfo {
     pub connected: Instant,
     /// Milliseconds since `connected` of its last command.
     pub last_cmd_ms: AtomicU64,
+    /// Index in `commands::COMMANDS` of its last command (`usize::MAX`: none yet).
+    pub last_cmd: AtomicUsize,
     /// Name, database, protocol and last command, changed rarely.
     pub detail: Mutex<ClientDetail>,
 }
@@ -46,8 +48,6 @@ pub struct ClientDetail {
     pub db: Option<u32>,
     /// 2 or 3.
     pub resp: i64,
-    /// The last command's name, lowercase.
-    pub last_cmd: &'static str,
 }
 
 /// Server-wide state.
@@ -138,11 +138,11 @@ impl Shared {
             addr,
             connected: Instant::now(),
             last_cmd_ms: AtomicU64::new(0),
+            last_cmd: AtomicUsize::new(usize::MAX),
             detail: Mutex::new(ClientDetail {
                 namespace: "db0".into(),
                 db: Some(0),
                 resp: 2,
-                last_cmd: "NULL",
                 name: None,
             }),
         });
