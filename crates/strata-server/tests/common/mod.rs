@@ -39,8 +39,6 @@ impl Server {
 
     /// Starts a server whose data directory is under `dir` (kept across restarts).
     pub fn start_in(dir: &Path, extra_toml: &str) -> Self {
-        let port = free_port();
-        let admin_port = free_port();
         let config = dir.join("strata.toml");
         std::fs::write(
             &config,
@@ -50,12 +48,21 @@ impl Server {
             ),
         )
         .unwrap();
-        let log = dir.join(format!("server-{port}.log"));
+        static STARTS: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+        let n = STARTS.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let log = dir.join(format!("server-{}-{n}.log", std::process::id()));
         let child = Command::new(env!("CARGO_BIN_EXE_strata"))
             .args(["serve", "--config"])
             .arg(&config)
-            .args(["--resp-listen", &format!("127.0.0.1:{port}")])
-            .args(["--admin-listen", &format!("127.0.0.1:{admin_port}")])
+            // Port 0: the kernel picks free ports and the server logs them (no races between
+            // tests that pick ports themselves).
+            .args([
+                "--resp-listen",
+                "127.0.0.1:0",
+                "--admin-listen",
+                "127.0.0.1:0",
+            ])
+            .args(["--log-format", "json"])
             .env("RUST_LOG", "info")
             .stdout(Stdio::null())
             .stderr(std::fs::File::create(&log).unwrap())
@@ -63,8 +70,8 @@ impl Server {
             .expect("start strata serve");
         let mut s = Self {
             child: Some(child),
-            port,
-            admin_port,
+            port: 0,
+            admin_port: 0,
             dir: dir.to_path_buf(),
             _tmp: None,
             log,
@@ -75,6 +82,29 @@ impl Server {
 
     fn wait_ready(&mut self) {
         let deadline = Instant::now() + Duration::from_secs(60);
+        // The bound addresses, from the JSON log line `strata serving`.
+        while self.port == 0 && Instant::now() < deadline {
+            for line in self.log().lines() {
+                let Ok(v) = serde_json::from_str::<serde_json::Value>(line) else {
+                    continue;
+                };
+                if v["fields"]["message"] == "strata serving" {
+                    let port = |f: &str| {
+                        v["fields"][f]
+                            .as_str()
+                            .and_then(|a| a.rsplit(':').next())
+                            .and_then(|p| p.parse().ok())
+                            .unwrap()
+                    };
+                    self.port = port("resp_addr");
+                    self.admin_port = port("admin_addr");
+                }
+            }
+            if let Some(status) = self.child.as_mut().unwrap().try_wait().unwrap() {
+                panic!("strata serve exited with {status}: {}", self.log());
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
         while Instant::now() < deadline {
             if let Ok(mut c) = TcpStream::connect(("127.0.0.1", self.port)) {
                 c.set_read_timeout(Some(Duration::from_secs(2))).unwrap();
