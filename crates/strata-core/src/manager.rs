@@ -527,9 +527,15 @@ impl Cache {
             checked.push((key, entry));
         }
         let n = checked.len();
-        for (key, entry) in checked {
-            self.write_through(namespace, &state, key, entry).await?;
-        }
+        // Written concurrently, so that the layers can batch them (L3 commits them in one
+        // group); the first error is returned after every write has finished.
+        let results = futures_util::future::join_all(
+            checked
+                .into_iter()
+                .map(|(key, entry)| self.write_through(namespace, &state, key, entry)),
+        )
+        .await;
+        results.into_iter().collect::<Result<Vec<()>, _>>()?;
         Ok(n)
     }
 
