@@ -890,7 +890,8 @@ impl Cache {
             None => Vec::new(),
         };
         for tier in self.lower_tiers(self.policy_use_l3(namespace)) {
-            match tier.scan_keys(namespace, after, limit).await {
+            // `(**tier)`: the tier itself, never a wrapper impl on `Arc` (see testsuite).
+            match (**tier).scan_keys(namespace, after, limit).await {
                 Ok(more) => keys.extend(more),
                 Err(e) => log_layer_error(tier.layer(), &e, "scan_keys failed"),
             }
@@ -913,7 +914,7 @@ impl Cache {
             names.extend(l1.namespace_names());
         }
         for tier in self.lower_tiers(true) {
-            match tier.namespaces().await {
+            match (**tier).namespaces().await {
                 Ok(more) => names.extend(more),
                 Err(e) => log_layer_error(tier.layer(), &e, "listing namespaces failed"),
             }
