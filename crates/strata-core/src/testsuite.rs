@@ -357,8 +357,16 @@ mod tests {
         let clock = Arc::new(ManualClock::new(1_000_000));
         let tier = MemoryTier::new(MemoryTierConfig::with_capacity(1 << 20), clock).unwrap();
         let tier: Arc<dyn Tier> = Arc::new(tier);
-        Tier::set(&tier, "ns", key("a"), entry(b"v", 1)).await.unwrap();
-        assert_eq!(Tier::scan_keys(&tier, "ns", None, 10).await.unwrap(), vec![key("a")]);
-        assert_eq!(Tier::namespaces(&tier).await.unwrap(), vec!["ns".to_string()]);
+        Tier::set(&tier, "ns", key("a"), entry(b"v", 1))
+            .await
+            .unwrap();
+        assert_eq!(
+            Tier::scan_keys(&tier, "ns", None, 10).await.unwrap(),
+            vec![key("a")]
+        );
+        assert_eq!(
+            Tier::namespaces(&tier).await.unwrap(),
+            vec!["ns".to_string()]
+        );
     }
 }
