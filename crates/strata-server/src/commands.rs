@@ -1372,6 +1372,25 @@ async fn store(
         .map_err(|e| cache_err(&e))
 }
 
+/// The instant (ms, cache clock) an `EX`/`PX`/`EXAT`/`PXAT` option with value `v` names,
+/// refusing what Redis refuses for `cmd`.
+fn expiry_at(sh: &Shared, opt: &[u8], v: &[u8], cmd: &str) -> Res<u64> {
+    let n = parse_int(v).ok_or_else(not_int)?;
+    let invalid = || format!("ERR invalid expire time in '{cmd}' command");
+    if n <= 0 {
+        return Err(invalid());
+    }
+    Ok(if eq_ic(opt, "EX") {
+        sh.cache.now_ms() + expire_ms(n, true, cmd)?
+    } else if eq_ic(opt, "PX") {
+        sh.cache.now_ms() + expire_ms(n, false, cmd)?
+    } else if eq_ic(opt, "EXAT") {
+        (n as u64).checked_mul(1000).ok_or_else(invalid)?
+    } else {
+        n as u64
+    })
+}
+
 /// [`Ttl::Keep`] as the expiry of `old` (the default TTL when there is no old entry).
 fn resolve_keep(ttl: Ttl, old: Option<&Entry>) -> Ttl {
     match (ttl, old) {
@@ -1406,21 +1425,7 @@ async fn set_command(sh: &Shared, s: &mut Session<'_>, a: &[Bytes]) -> Res<()> {
             && ["EX", "PX", "EXAT", "PXAT"].iter().any(|o| eq_ic(opt, o))
         {
             expiry_given = true;
-            let n = parse_int(v).ok_or_else(not_int)?;
-            let invalid = || "ERR invalid expire time in 'set' command".to_string();
-            if n <= 0 {
-                return Err(invalid());
-            }
-            let at = if eq_ic(opt, "EX") {
-                sh.cache.now_ms() + expire_ms(n, true, "set")?
-            } else if eq_ic(opt, "PX") {
-                sh.cache.now_ms() + expire_ms(n, false, "set")?
-            } else if eq_ic(opt, "EXAT") {
-                (n as u64).checked_mul(1000).ok_or_else(invalid)?
-            } else {
-                n as u64
-            };
-            ttl = Ttl::AtMs(at);
+            ttl = Ttl::AtMs(expiry_at(sh, opt, v, "set")?);
             i += 1;
         } else {
             return Err("ERR syntax error".into());
@@ -1478,20 +1483,7 @@ async fn getex(sh: &Shared, s: &mut Session<'_>, a: &[Bytes]) -> Res<()> {
             && let Some(v) = a.get(i + 1)
             && ["EX", "PX", "EXAT", "PXAT"].iter().any(|o| eq_ic(opt, o))
         {
-            let n = parse_int(v).ok_or_else(not_int)?;
-            if n <= 0 {
-                return Err("ERR invalid expire time in 'getex' command".into());
-            }
-            let at = if eq_ic(opt, "EX") {
-                sh.cache.now_ms() + expire_ms(n, true, "getex")?
-            } else if eq_ic(opt, "PX") {
-                sh.cache.now_ms() + expire_ms(n, false, "getex")?
-            } else if eq_ic(opt, "EXAT") {
-                (n as u64).saturating_mul(1000)
-            } else {
-                n as u64
-            };
-            ttl = Some(Ttl::AtMs(at));
+            ttl = Some(Ttl::AtMs(expiry_at(sh, opt, v, "getex")?));
             i += 1;
         } else {
             return Err("ERR syntax error".into());
