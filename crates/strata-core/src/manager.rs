@@ -28,7 +28,7 @@ use crate::memory::MemoryTier;
 use crate::namespace::{MAX_NAMESPACES, Namespace, NamespacePolicy, validate_name};
 use crate::ns_table::NsTable;
 use crate::stats::{self, CacheStats};
-use crate::tier::{Layer, Tier, TierHealth};
+use crate::tier::{Layer, SetOutcome, Tier, TierHealth};
 use crate::time::{Clock, SystemClock, duration_ms};
 use crate::version::{HybridClock, Version};
 use crate::view::{CacheHealth, StatsSnapshot};
@@ -641,18 +641,34 @@ impl Cache {
             }
         };
         let (l2_result, ()) = tokio::join!(l2, l3);
-        if let Some(Err(source)) = l2_result {
-            // The shared tier did not take the write, so it is not acknowledged: do not leave
-            // this node serving a value nobody else has.
-            if let Some(l1) = &self.inner.l1 {
-                let _ = Tier::remove_version(&**l1, namespace, &key, version).await;
+        match l2_result {
+            Some(Err(source)) => {
+                // The shared tier did not take the write, so it is not acknowledged: do not
+                // leave this node serving a value nobody else has.
+                if let Some(l1) = &self.inner.l1 {
+                    let _ = Tier::remove_version(&**l1, namespace, &key, version).await;
+                }
+                Err(CacheError::Tier {
+                    layer: Layer::L2,
+                    source,
+                })
             }
-            return Err(CacheError::Tier {
-                layer: Layer::L2,
-                source,
-            });
+            Some(Ok(SetOutcome::KeptNewer)) => {
+                // Another node wrote a newer version of the key to the shared tier first (its
+                // clock ran ahead of ours): that write wins everywhere, so the local copies
+                // of ours go. The write is still acknowledged, as a set that was superseded.
+                let local: Vec<Arc<dyn Tier>> = self
+                    .inner
+                    .l1
+                    .iter()
+                    .map(|t| t.clone() as Arc<dyn Tier>)
+                    .chain(self.inner.l3.iter().cloned())
+                    .collect();
+                self.undo(namespace, &key, version, &local).await;
+                Ok(())
+            }
+            _ => Ok(()),
         }
-        Ok(())
     }
 
     /// Runs `op` on every configured layer (L3 only if the namespace uses it), concurrently
@@ -661,6 +677,20 @@ impl Cache {
     async fn invalidate_everywhere<'a, F, Fut>(
         &'a self,
         namespace: &str,
+        op: F,
+    ) -> Result<u64, CacheError>
+    where
+        F: Fn(Arc<dyn Tier>) -> Fut,
+        Fut: Future<Output = Result<u64, TierError>> + 'a,
+    {
+        self.invalidate_layers(namespace, true, op).await
+    }
+
+    /// [`Cache::invalidate_everywhere`], with L2 left out when `include_l2` is false.
+    async fn invalidate_layers<'a, F, Fut>(
+        &'a self,
+        namespace: &str,
+        include_l2: bool,
         op: F,
     ) -> Result<u64, CacheError>
     where
@@ -676,8 +706,10 @@ impl Cache {
         }
         let l2 = async {
             match &self.inner.l2 {
-                Some(t) => Some(self.record_invalidation(Layer::L2, op(t.clone()).await)),
-                None => None,
+                Some(t) if include_l2 => {
+                    Some(self.record_invalidation(Layer::L2, op(t.clone()).await))
+                }
+                _ => None,
             }
         };
         let l3 = async {
@@ -754,6 +786,109 @@ impl Cache {
         })
         .await
         .map(|_| ())
+    }
+
+    /// Makes this node's hybrid logical clock at least `remote` and returns its new reading:
+    /// a coherence listener calls it for every version it hears of, so that this node's next
+    /// writes order after writes it has seen from other nodes.
+    pub fn observe_version(&self, remote: Version) -> Version {
+        self.inner.hlc.observe(remote, self.inner.clock.now_ms())
+    }
+
+    /// Drops this node's own copies (L1 and L3, not L2) of `key`; with `below`, only copies
+    /// older than that version. What a coherence listener does when another node changed the
+    /// key in the shared tier. Returns how many copies the layer that held most dropped.
+    pub async fn drop_local(
+        &self,
+        namespace: &str,
+        key: &[u8],
+        below: Option<Version>,
+    ) -> Result<u64, CacheError> {
+        self.inner.limits.check_key(key)?;
+        self.invalidate_layers(namespace, false, |t| async move {
+            match below {
+                None => t.remove(namespace, key).await.map(u64::from),
+                Some(v) => match t.get(namespace, key).await? {
+                    Some(e) if e.version < v => t
+                        .remove_version(namespace, key, e.version)
+                        .await
+                        .map(u64::from),
+                    _ => Ok(0),
+                },
+            }
+        })
+        .await
+    }
+
+    /// Drops this node's own copies (L1 and L3) of the keys of `namespace` matching
+    /// `pattern`, leaving L2 alone (see [`Cache::drop_local`]).
+    pub async fn drop_local_pattern(
+        &self,
+        namespace: &str,
+        pattern: &[u8],
+    ) -> Result<u64, CacheError> {
+        let glob = Glob::new(pattern)?;
+        let glob = &glob;
+        self.invalidate_layers(namespace, false, |t| async move {
+            t.invalidate_pattern(namespace, glob).await
+        })
+        .await
+    }
+
+    /// Drops this node's own copies (L1 and L3) of the entries of `namespace` tagged `tag`,
+    /// leaving L2 alone (see [`Cache::drop_local`]).
+    pub async fn drop_local_tag(&self, namespace: &str, tag: &[u8]) -> Result<u64, CacheError> {
+        self.invalidate_layers(namespace, false, |t| async move {
+            t.invalidate_tag(namespace, tag).await
+        })
+        .await
+    }
+
+    /// Empties `namespace` in this node's own layers (L1 and L3), leaving L2 alone (see
+    /// [`Cache::drop_local`]).
+    pub async fn drop_local_namespace(&self, namespace: &str) -> Result<(), CacheError> {
+        self.invalidate_layers(namespace, false, |t| async move {
+            t.flush_namespace(namespace).await.map(|()| 0)
+        })
+        .await
+        .map(|_| ())
+    }
+
+    /// Empties every namespace in L1, and in L3 too when `include_l3`: what a node does when
+    /// it may have missed invalidations (its coherence channel dropped), so that it serves
+    /// nothing it cannot vouch for. Returns how many namespaces were emptied.
+    pub async fn drop_local_everything(&self, include_l3: bool) -> usize {
+        let mut names: Vec<String> = self
+            .inner
+            .namespaces
+            .entries()
+            .map(|(n, _)| n.to_owned())
+            .collect();
+        if let Some(l1) = &self.inner.l1 {
+            names.extend(l1.namespace_names());
+        }
+        if include_l3 && let Some(l3) = &self.inner.l3 {
+            match (**l3).namespaces().await {
+                Ok(more) => names.extend(more),
+                Err(e) => log_layer_error(Layer::L3, &e, "listing namespaces failed"),
+            }
+        }
+        names.sort_unstable();
+        names.dedup();
+        for name in &names {
+            let Ok(state) = self.ns_state(name) else {
+                continue;
+            };
+            state.epoch.fetch_add(1, Ordering::AcqRel);
+            if let Some(l1) = &self.inner.l1 {
+                l1.flush_namespace_sync(name);
+            }
+            if include_l3 && let Some(l3) = &self.inner.l3 {
+                let _ =
+                    self.record_invalidation(Layer::L3, l3.flush_namespace(name).await.map(|()| 0));
+            }
+        }
+        names.len()
     }
 
     /// The value of `key`, or the result of `loader` stored with `options` if no layer has it.

@@ -72,6 +72,9 @@ pub enum SetOutcome {
     /// The tier does not take entries this large (it is smaller than the entry); not an error,
     /// the other layers still have it.
     TooLarge,
+    /// The tier is bypassed for now (the Redis bridge with its circuit open): it did not take
+    /// the entry, and the write stands on the local layers alone. Not an error.
+    Skipped,
 }
 
 /// A cache layer.

@@ -1,0 +1,1256 @@
+//! [`RedisTier`]: the `Tier` on an existing Redis.
+//!
+//! Every call goes through [`RedisTier::call`], which takes an in-flight slot, applies the
+//! timeout and feeds the circuit breaker. While the circuit is not closed no call reaches
+//! Redis: reads miss at once, writes and invalidations are recorded as *pending* and stand
+//! on the local layers; before the circuit closes again the pending work is applied to
+//! Redis (the keys written or invalidated meanwhile are unlinked there and announced), so a
+//! value Redis held from before the outage is never served over a newer local write.
+
+use std::collections::{BTreeSet, HashSet};
+use std::future::Future;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::time::{Duration, Instant};
+
+use async_trait::async_trait;
+use bytes::Bytes;
+use parking_lot::{Mutex, RwLock};
+use redis::aio::ConnectionManager;
+use redis::cluster_async::ClusterConnection;
+use redis::cluster_routing::{RoutingInfo, SingleNodeRoutingInfo};
+use redis::{
+    Cmd, ConnectionAddr, ConnectionInfo, FromRedisValue, IntoConnectionInfo, RedisConnectionInfo,
+    Value,
+};
+use strata_core::glob::Glob;
+use strata_core::{Clock, Entry, Layer, SetOutcome, Tier, TierError, TierHealth, Version};
+use tokio::sync::Semaphore;
+
+use crate::breaker::{Breaker, BreakerState, Transition};
+use crate::codec::{self, Message, Op};
+use crate::config::{BridgeConfig, Topology, split_address};
+
+/// Most pending operations kept while the circuit is open; past this, a namespace with more
+/// is flushed in Redis on recovery instead.
+pub const MAX_PENDING: usize = 65_536;
+/// Bytes read to decode an entry's header when scanning (tags beyond it cost a second read).
+const HEADER_PEEK: usize = 4096;
+
+const SET_SCRIPT: &str = r"
+local old = redis.call('GETRANGE', KEYS[1], 0, 16)
+if string.len(old) == 17 and string.byte(old, 1) == 1
+   and string.sub(old, 2, 17) > string.sub(ARGV[1], 2, 17) then
+  return 0
+end
+if ARGV[2] == '0' then
+  redis.call('SET', KEYS[1], ARGV[1])
+else
+  redis.call('SET', KEYS[1], ARGV[1], 'PX', ARGV[2])
+end
+redis.call('PUBLISH', ARGV[3], ARGV[4])
+return 1
+";
+
+const REMOVE_SCRIPT: &str = r"
+local n = redis.call('UNLINK', KEYS[1])
+redis.call('PUBLISH', ARGV[1], ARGV[2])
+return n
+";
+
+const REMOVE_VERSION_SCRIPT: &str = r"
+local old = redis.call('GETRANGE', KEYS[1], 1, 16)
+if old ~= ARGV[1] then
+  return 0
+end
+redis.call('UNLINK', KEYS[1])
+redis.call('PUBLISH', ARGV[2], ARGV[3])
+return 1
+";
+
+/// Why the bridge could not start.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum BridgeError {
+    /// The configuration is invalid.
+    #[error("invalid Redis bridge config: {0}")]
+    Config(String),
+    /// Redis refused the credentials: a configuration error, so the node does not start.
+    #[error("Redis refused the credentials ({0}); check l2.redis.password / REDIS_PASSWORD")]
+    Auth(String),
+}
+
+/// The bridge's counters, for metrics.
+#[derive(Debug, Default)]
+pub struct BridgeCounters {
+    /// Reads answered as misses because the circuit was open.
+    pub bypassed_reads: AtomicU64,
+    /// Writes kept local because the circuit was open or Redis failed.
+    pub bypassed_writes: AtomicU64,
+    /// Invalidations kept local (and queued) because the circuit was open or Redis failed.
+    pub bypassed_invalidations: AtomicU64,
+    /// Calls that failed (errors and timeouts).
+    pub failures: AtomicU64,
+    /// Calls that timed out.
+    pub timeouts: AtomicU64,
+    /// Times the circuit opened.
+    pub opened: AtomicU64,
+    /// Times the circuit closed again.
+    pub closed: AtomicU64,
+    /// Values under the prefix that did not decode (a miss each).
+    pub corrupt: AtomicU64,
+    /// Pending operations applied to Redis after recovery.
+    pub replayed: AtomicU64,
+    /// Invalidation messages received from other nodes.
+    pub messages: AtomicU64,
+    /// Invalidation messages that did not decode.
+    pub bad_messages: AtomicU64,
+    /// Times the node emptied its local layers because it may have missed messages.
+    pub resyncs: AtomicU64,
+}
+
+fn bump(c: &AtomicU64) {
+    c.fetch_add(1, Ordering::Relaxed);
+}
+
+pub(crate) fn bump_counter(c: &AtomicU64) {
+    bump(c);
+}
+
+/// A snapshot of the bridge's state, for metrics and status.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct BridgeStatus {
+    /// The breaker's state.
+    pub breaker: BreakerState,
+    /// Why it last opened.
+    pub last_open_reason: String,
+    /// Whether the invalidation channel is subscribed.
+    pub subscribed: bool,
+    /// Operations waiting for Redis to come back.
+    pub pending: usize,
+}
+
+#[derive(Clone)]
+enum Backend {
+    Single(ConnectionManager),
+    Cluster(ClusterConnection),
+}
+
+/// A SCAN in progress over every master.
+struct Scan {
+    /// Targets still to scan; the last is current.
+    targets: Vec<ScanTarget>,
+    cursor: u64,
+    pattern: Vec<u8>,
+}
+
+/// Where one SCAN runs: the single server, or one cluster master.
+#[derive(Clone, Debug)]
+enum ScanTarget {
+    Single,
+    Node(String, u16),
+}
+
+impl Backend {
+    async fn query<T: FromRedisValue>(&self, cmd: &Cmd) -> redis::RedisResult<T> {
+        match self.clone() {
+            Backend::Single(mut c) => cmd.query_async(&mut c).await,
+            Backend::Cluster(mut c) => cmd.query_async(&mut c).await,
+        }
+    }
+
+    /// Runs `cmds` in one round trip where possible: a pipeline on one server; on a Redis
+    /// Cluster, concurrent single commands (each routed to its own slot's master; a
+    /// pipeline there must stay within one slot).
+    async fn batch<T: FromRedisValue>(&self, cmds: Vec<Cmd>) -> redis::RedisResult<Vec<T>> {
+        match self.clone() {
+            Backend::Single(mut c) => {
+                let mut p = redis::pipe();
+                for cmd in cmds {
+                    p.add_command(cmd);
+                }
+                p.query_async(&mut c).await
+            }
+            Backend::Cluster(c) => futures_util::future::join_all(cmds.into_iter().map(|cmd| {
+                let mut c = c.clone();
+                async move { cmd.query_async::<T>(&mut c).await }
+            }))
+            .await
+            .into_iter()
+            .collect(),
+        }
+    }
+
+    async fn script(
+        &self,
+        script: &redis::Script,
+        key: &[u8],
+        args: &[&[u8]],
+    ) -> redis::RedisResult<i64> {
+        let mut inv = script.key(key);
+        for a in args {
+            inv.arg(*a);
+        }
+        match self.clone() {
+            Backend::Single(mut c) => inv.invoke_async(&mut c).await,
+            Backend::Cluster(mut c) => inv.invoke_async(&mut c).await,
+        }
+    }
+
+    async fn scan_targets(&self) -> redis::RedisResult<Vec<ScanTarget>> {
+        match self.clone() {
+            Backend::Single(_) => Ok(vec![ScanTarget::Single]),
+            Backend::Cluster(mut c) => {
+                let v = c
+                    .route_command(
+                        redis::cmd("CLUSTER").arg("SLOTS").clone(),
+                        RoutingInfo::SingleNode(SingleNodeRoutingInfo::Random),
+                    )
+                    .await?;
+                let mut masters = BTreeSet::new();
+                if let Value::Array(ranges) = v {
+                    for r in ranges {
+                        if let Value::Array(parts) = r
+                            && let Some(Value::Array(master)) = parts.get(2)
+                        {
+                            let host: String = master
+                                .first()
+                                .map(String::from_redis_value_ref)
+                                .transpose()?
+                                .unwrap_or_default();
+                            let port: u16 = master
+                                .get(1)
+                                .map(u16::from_redis_value_ref)
+                                .transpose()?
+                                .unwrap_or_default();
+                            masters.insert((host, port));
+                        }
+                    }
+                }
+                Ok(masters
+                    .into_iter()
+                    .map(|(h, p)| ScanTarget::Node(h, p))
+                    .collect())
+            }
+        }
+    }
+
+    async fn scan_page(
+        &self,
+        target: &ScanTarget,
+        cursor: u64,
+        pattern: &[u8],
+        count: u32,
+    ) -> redis::RedisResult<(u64, Vec<Vec<u8>>)> {
+        let mut cmd = redis::cmd("SCAN");
+        cmd.arg(cursor)
+            .arg("MATCH")
+            .arg(pattern)
+            .arg("COUNT")
+            .arg(count);
+        match (self.clone(), target) {
+            (Backend::Single(mut c), _) => cmd.query_async(&mut c).await,
+            (Backend::Cluster(mut c), ScanTarget::Node(host, port)) => {
+                let v = c
+                    .route_command(
+                        cmd,
+                        RoutingInfo::SingleNode(SingleNodeRoutingInfo::ByAddress {
+                            host: host.clone(),
+                            port: *port,
+                        }),
+                    )
+                    .await?;
+                Ok(FromRedisValue::from_redis_value(v)?)
+            }
+            (Backend::Cluster(_), ScanTarget::Single) => Ok((0, Vec::new())),
+        }
+    }
+}
+
+#[derive(Default)]
+struct Pending {
+    keys: HashSet<(String, Bytes)>,
+    patterns: Vec<(String, Vec<u8>)>,
+    tags: Vec<(String, Vec<u8>)>,
+    flushes: BTreeSet<String>,
+}
+
+impl Pending {
+    fn len(&self) -> usize {
+        self.keys.len() + self.patterns.len() + self.tags.len() + self.flushes.len()
+    }
+
+    fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    fn full(&self) -> bool {
+        self.len() >= MAX_PENDING
+    }
+
+    fn add_key(&mut self, ns: &str, key: Bytes) {
+        if self.flushes.contains(ns) {
+            return;
+        }
+        if self.full() {
+            self.flushes.insert(ns.to_owned());
+        } else {
+            self.keys.insert((ns.to_owned(), key));
+        }
+    }
+
+    fn merge(&mut self, other: Pending) {
+        for f in other.flushes {
+            self.flushes.insert(f);
+        }
+        for (ns, k) in other.keys {
+            self.add_key(&ns, k);
+        }
+        for (ns, p) in other.patterns {
+            if self.full() {
+                self.flushes.insert(ns);
+            } else {
+                self.patterns.push((ns, p));
+            }
+        }
+        for (ns, t) in other.tags {
+            if self.full() {
+                self.flushes.insert(ns);
+            } else {
+                self.tags.push((ns, t));
+            }
+        }
+    }
+}
+
+struct Inner {
+    cfg: BridgeConfig,
+    clock: Arc<dyn Clock>,
+    started: Instant,
+    backend: RwLock<Option<Backend>>,
+    pubsub: RwLock<Option<redis::Client>>,
+    breaker: Breaker,
+    permits: Semaphore,
+    pending: Mutex<Pending>,
+    counters: BridgeCounters,
+    origin: u64,
+    channel: String,
+    match_prefix: Vec<u8>,
+    expiry_slack_ms: AtomicU64,
+    subscribed: AtomicBool,
+    set_script: redis::Script,
+    remove_script: redis::Script,
+    remove_version_script: redis::Script,
+}
+
+/// L2 on an existing Redis. Cheap to clone (one `Arc`).
+#[derive(Clone)]
+pub struct RedisTier {
+    inner: Arc<Inner>,
+}
+
+impl std::fmt::Debug for RedisTier {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("RedisTier")
+            .field("topology", &self.inner.cfg.topology)
+            .field("breaker", &self.inner.breaker.state())
+            .finish_non_exhaustive()
+    }
+}
+
+/// Escapes the glob characters of a literal, for `SCAN … MATCH`.
+fn escape_glob(literal: &[u8], out: &mut Vec<u8>) {
+    for &b in literal {
+        if matches!(b, b'*' | b'?' | b'[' | b']' | b'\\') {
+            out.push(b'\\');
+        }
+        out.push(b);
+    }
+}
+
+fn is_auth_error(e: &redis::RedisError) -> bool {
+    if e.kind() == redis::ErrorKind::AuthenticationFailed {
+        return true;
+    }
+    let text = e.to_string();
+    [
+        "NOAUTH",
+        "WRONGPASS",
+        "AUTH <password>",
+        "invalid password",
+        "invalid username",
+    ]
+    .iter()
+    .any(|m| text.contains(m))
+}
+
+/// Whether an error says something about Redis's health (the breaker counts it) rather than
+/// about one command.
+fn is_health_error(e: &redis::RedisError) -> bool {
+    e.is_io_error()
+        || e.is_timeout()
+        || e.is_connection_dropped()
+        || e.is_connection_refusal()
+        || e.is_cluster_error()
+        || is_auth_error(e)
+        || {
+            let t = e.to_string();
+            t.contains("READONLY") || t.contains("LOADING") || t.contains("MASTERDOWN")
+        }
+}
+
+impl RedisTier {
+    /// Connects to Redis. A refused password is an error (the node should not start); an
+    /// unreachable Redis is not: the bridge starts with its circuit open, serves from the
+    /// local layers, and keeps probing.
+    pub async fn connect(cfg: BridgeConfig, clock: Arc<dyn Clock>) -> Result<Self, BridgeError> {
+        cfg.validate().map_err(BridgeError::Config)?;
+        let mut match_prefix = Vec::new();
+        escape_glob(cfg.key_prefix.as_bytes(), &mut match_prefix);
+        let tier = RedisTier {
+            inner: Arc::new(Inner {
+                channel: cfg.channel(),
+                breaker: Breaker::new(cfg.breaker.clone()),
+                permits: Semaphore::new(cfg.max_in_flight),
+                cfg,
+                clock,
+                started: Instant::now(),
+                backend: RwLock::new(None),
+                pubsub: RwLock::new(None),
+                pending: Mutex::new(Pending::default()),
+                counters: BridgeCounters::default(),
+                origin: rand::random(),
+                match_prefix,
+                expiry_slack_ms: AtomicU64::new(0),
+                subscribed: AtomicBool::new(false),
+                set_script: redis::Script::new(SET_SCRIPT),
+                remove_script: redis::Script::new(REMOVE_SCRIPT),
+                remove_version_script: redis::Script::new(REMOVE_VERSION_SCRIPT),
+            }),
+        };
+        match tier.open_backend().await {
+            Ok(()) => {
+                tracing::info!(topology = ?tier.inner.cfg.topology, "Redis bridge connected");
+            }
+            Err(e) if is_auth_error(&e) => return Err(BridgeError::Auth(e.to_string())),
+            Err(e) => {
+                let reason = format!("cannot connect: {e}");
+                tracing::error!(%reason, "Redis bridge starts with its circuit open; it will keep probing");
+                if let Some(t) = tier.inner.breaker.force_open(tier.mono_ms(), reason) {
+                    tier.on_transition(&t);
+                }
+            }
+        }
+        Ok(tier)
+    }
+
+    /// Keeps expired entries in Redis `slack` longer than their expiry (they are never
+    /// served: every read checks expiry on this node's clock). Zero by default; tests that
+    /// drive expiry from a manual clock set it, so that Redis's real-time expiry does not
+    /// race the manual one.
+    pub fn set_expiry_slack(&self, slack: Duration) {
+        self.inner
+            .expiry_slack_ms
+            .store(slack.as_millis() as u64, Ordering::Relaxed);
+    }
+
+    /// This node's id on the invalidation channel.
+    pub fn origin(&self) -> u64 {
+        self.inner.origin
+    }
+
+    /// The config the bridge runs with.
+    pub fn config(&self) -> &BridgeConfig {
+        &self.inner.cfg
+    }
+
+    /// The counters.
+    pub fn counters(&self) -> &BridgeCounters {
+        &self.inner.counters
+    }
+
+    /// The breaker's state, the subscription and the backlog.
+    pub fn status(&self) -> BridgeStatus {
+        BridgeStatus {
+            breaker: self.inner.breaker.state(),
+            last_open_reason: self.inner.breaker.last_reason(),
+            subscribed: self.inner.subscribed.load(Ordering::Acquire),
+            pending: self.inner.pending.lock().len(),
+        }
+    }
+
+    fn mono_ms(&self) -> u64 {
+        self.inner.started.elapsed().as_millis() as u64
+    }
+
+    fn redis_settings(&self) -> RedisConnectionInfo {
+        let c = &self.inner.cfg;
+        let mut r = RedisConnectionInfo::default().set_db(c.db);
+        if let Some(u) = &c.username {
+            r = r.set_username(u);
+        }
+        if let Some(p) = &c.password {
+            r = r.set_password(p);
+        }
+        r
+    }
+
+    fn connection_info(&self, host: String, port: u16) -> ConnectionInfo {
+        ConnectionAddr::Tcp(host, port)
+            .into_connection_info()
+            .map(|i| i.set_redis_settings(self.redis_settings()))
+            // Building from an address cannot fail.
+            .unwrap_or_else(|_| unreachable!("a TCP address is always a connection info"))
+    }
+
+    async fn open_backend(&self) -> redis::RedisResult<()> {
+        let cfg = &self.inner.cfg;
+        let connect = async {
+            match &cfg.topology {
+                Topology::Standalone { address } => {
+                    let (host, port) = split_address(address).unwrap_or_default();
+                    let client = redis::Client::open(self.connection_info(host, port))?;
+                    let conn = self.manager(client.clone()).await?;
+                    Ok::<_, redis::RedisError>((Backend::Single(conn), client))
+                }
+                Topology::Sentinel {
+                    sentinels,
+                    master_name,
+                    sentinel_password,
+                } => {
+                    let addrs: Vec<ConnectionAddr> = sentinels
+                        .iter()
+                        .filter_map(|a| split_address(a))
+                        .map(|(h, p)| ConnectionAddr::Tcp(h, p))
+                        .collect();
+                    let mut b = redis::sentinel::SentinelClientBuilder::new(
+                        addrs,
+                        master_name,
+                        redis::sentinel::SentinelServerType::Master,
+                    )?
+                    .set_client_to_redis_db(cfg.db);
+                    if let Some(u) = &cfg.username {
+                        b = b.set_client_to_redis_username(u);
+                    }
+                    if let Some(p) = &cfg.password {
+                        b = b.set_client_to_redis_password(p);
+                    }
+                    if let Some(p) = sentinel_password {
+                        b = b.set_client_to_sentinel_password(p);
+                    }
+                    let mut sentinel = b.build()?;
+                    let client = sentinel.async_get_client().await?;
+                    let conn = self.manager(client.clone()).await?;
+                    Ok((Backend::Single(conn), client))
+                }
+                Topology::Cluster { nodes } => {
+                    let infos: Vec<ConnectionInfo> = nodes
+                        .iter()
+                        .filter_map(|a| split_address(a))
+                        .map(|(h, p)| self.connection_info(h, p))
+                        .collect();
+                    let mut b = redis::cluster::ClusterClientBuilder::new(infos.clone())
+                        .connection_timeout(cfg.connect_timeout)
+                        .response_timeout(cfg.op_timeout)
+                        .retries(1);
+                    if let Some(u) = &cfg.username {
+                        b = b.username(u);
+                    }
+                    if let Some(p) = &cfg.password {
+                        b = b.password(p);
+                    }
+                    let conn = b.build()?.get_async_connection().await?;
+                    // Classic pub/sub is cluster-wide: any node carries the channel.
+                    let client = redis::Client::open(infos[0].clone())?;
+                    Ok((Backend::Cluster(conn), client))
+                }
+            }
+        };
+        let (backend, client) = tokio::time::timeout(cfg.connect_timeout * 2, connect)
+            .await
+            .map_err(|_| {
+                redis::RedisError::from(std::io::Error::new(
+                    std::io::ErrorKind::TimedOut,
+                    "connecting to Redis timed out",
+                ))
+            })??;
+        // A PING proves the credentials before anything relies on them.
+        tokio::time::timeout(
+            cfg.op_timeout * 4,
+            backend.query::<String>(&redis::cmd("PING")),
+        )
+        .await
+        .map_err(|_| {
+            redis::RedisError::from(std::io::Error::new(
+                std::io::ErrorKind::TimedOut,
+                "PING timed out",
+            ))
+        })??;
+        *self.inner.backend.write() = Some(backend);
+        *self.inner.pubsub.write() = Some(client);
+        Ok(())
+    }
+
+    async fn manager(&self, client: redis::Client) -> redis::RedisResult<ConnectionManager> {
+        let cfg = &self.inner.cfg;
+        let mc = redis::aio::ConnectionManagerConfig::new()
+            .set_connection_timeout(Some(cfg.connect_timeout))
+            .set_response_timeout(Some(cfg.op_timeout))
+            .set_number_of_retries(1)
+            .set_max_delay(Duration::from_millis(200));
+        ConnectionManager::new_with_config(client, mc).await
+    }
+
+    /// The client the invalidation subscriber connects with (a master of the topology).
+    pub(crate) fn pubsub_client(&self) -> Option<redis::Client> {
+        self.inner.pubsub.read().clone()
+    }
+
+    pub(crate) fn set_subscribed(&self, on: bool) {
+        self.inner.subscribed.store(on, Ordering::Release);
+    }
+
+    pub(crate) fn channel(&self) -> &str {
+        &self.inner.channel
+    }
+
+    fn on_transition(&self, t: &Transition) {
+        match t.to {
+            BreakerState::Open => {
+                bump(&self.inner.counters.opened);
+                tracing::warn!(from = t.from.as_str(), reason = %t.reason, "Redis bridge circuit opened: serving from the local layers");
+            }
+            BreakerState::Closed => {
+                bump(&self.inner.counters.closed);
+                tracing::info!("Redis bridge circuit closed: Redis is back");
+            }
+            BreakerState::HalfOpen => {}
+        }
+    }
+
+    fn fail(&self, timeout: bool, error: &str) {
+        bump(&self.inner.counters.failures);
+        if timeout {
+            bump(&self.inner.counters.timeouts);
+        }
+        if let Some(t) = self
+            .inner
+            .breaker
+            .on_failure(self.mono_ms(), timeout, error)
+        {
+            self.on_transition(&t);
+        }
+    }
+
+    /// Runs one Redis round trip: an in-flight slot, the timeout, and the breaker's books.
+    async fn call<T, F>(&self, f: impl FnOnce(Backend) -> F) -> Result<T, TierError>
+    where
+        F: Future<Output = redis::RedisResult<T>>,
+    {
+        let timeout = self.inner.cfg.op_timeout;
+        let start = Instant::now();
+        let Some(backend) = self.inner.backend.read().clone() else {
+            return Err(TierError::Unavailable("Redis not connected".into()));
+        };
+        let Ok(Ok(_permit)) = tokio::time::timeout(timeout, self.inner.permits.acquire()).await
+        else {
+            self.fail(true, "no free in-flight slot");
+            return Err(TierError::Failed(
+                "Redis bridge: too many requests in flight".into(),
+            ));
+        };
+        let left = timeout.saturating_sub(start.elapsed());
+        match tokio::time::timeout(left, f(backend)).await {
+            Ok(Ok(v)) => {
+                self.inner.breaker.on_success();
+                Ok(v)
+            }
+            Ok(Err(e)) => {
+                if is_health_error(&e) {
+                    self.fail(e.is_timeout(), &e.to_string());
+                }
+                Err(TierError::Failed(format!("Redis: {e}")))
+            }
+            Err(_) => {
+                self.fail(true, "timed out");
+                Err(TierError::Failed(format!(
+                    "Redis: no reply within {} ms",
+                    timeout.as_millis()
+                )))
+            }
+        }
+    }
+
+    fn full_key(&self, namespace: &str, key: &[u8]) -> Vec<u8> {
+        let p = self.inner.cfg.key_prefix.as_bytes();
+        let mut k = Vec::with_capacity(p.len() + namespace.len() + key.len() + 2);
+        k.extend_from_slice(p);
+        k.push(b':');
+        k.extend_from_slice(namespace.as_bytes());
+        k.push(b':');
+        k.extend_from_slice(key);
+        k
+    }
+
+    /// `{escaped prefix}:{namespace}:` as a MATCH prefix.
+    fn ns_match(&self, namespace: &str) -> Vec<u8> {
+        let mut m = self.inner.match_prefix.clone();
+        m.push(b':');
+        m.extend_from_slice(namespace.as_bytes());
+        m.push(b':');
+        m
+    }
+
+    fn message(&self, op: Op) -> Vec<u8> {
+        codec::encode_message(&Message {
+            origin: self.inner.origin,
+            op,
+        })
+    }
+
+    fn queue(&self, f: impl FnOnce(&mut Pending)) {
+        bump(&self.inner.counters.bypassed_invalidations);
+        f(&mut self.inner.pending.lock());
+    }
+
+    /// Starts a SCAN of every key matching `pattern` (a full-key MATCH pattern) on every
+    /// master; pages come from [`RedisTier::next_page`].
+    async fn scan(&self, pattern: Vec<u8>) -> Result<Scan, TierError> {
+        let targets = self.call(|b| async move { b.scan_targets().await }).await?;
+        Ok(Scan {
+            targets,
+            cursor: 0,
+            pattern,
+        })
+    }
+
+    /// The next page of keys, `None` when the scan is done.
+    async fn next_page(&self, scan: &mut Scan) -> Result<Option<Vec<Vec<u8>>>, TierError> {
+        let count = self.inner.cfg.scan_count;
+        while let Some(target) = scan.targets.last().cloned() {
+            let (cursor, pattern) = (scan.cursor, scan.pattern.as_slice());
+            let (next, keys) = self
+                .call(|b| async move { b.scan_page(&target, cursor, pattern, count).await })
+                .await?;
+            if next == 0 {
+                scan.targets.pop();
+                scan.cursor = 0;
+            } else {
+                scan.cursor = next;
+            }
+            if !keys.is_empty() {
+                return Ok(Some(keys));
+            }
+        }
+        Ok(None)
+    }
+
+    /// The headers of `keys` (missing or undecodable ones are `None`).
+    async fn headers(&self, keys: &[Vec<u8>]) -> Result<Vec<Option<codec::Header>>, TierError> {
+        if keys.is_empty() {
+            return Ok(Vec::new());
+        }
+        let cmds: Vec<Cmd> = keys
+            .iter()
+            .map(|k| {
+                let mut c = redis::cmd("GETRANGE");
+                c.arg(k).arg(0).arg(HEADER_PEEK - 1);
+                c
+            })
+            .collect();
+        let peeks: Vec<Vec<u8>> = self.call(|b| async move { b.batch(cmds).await }).await?;
+        let mut out = Vec::with_capacity(keys.len());
+        for (k, peek) in keys.iter().zip(peeks) {
+            if peek.is_empty() {
+                out.push(None);
+                continue;
+            }
+            let header = match codec::header_len(&peek) {
+                Ok(n) if n <= peek.len() => codec::decode_header(&peek),
+                Ok(n) => {
+                    let full: Vec<u8> = self
+                        .call(|b| async move {
+                            b.query(redis::cmd("GETRANGE").arg(k).arg(0).arg(n - 1))
+                                .await
+                        })
+                        .await?;
+                    codec::decode_header(&full)
+                }
+                Err(e) => Err(e),
+            };
+            if header.is_err() {
+                bump(&self.inner.counters.corrupt);
+            }
+            out.push(header.ok());
+        }
+        Ok(out)
+    }
+
+    async fn unlink(&self, keys: &[Vec<u8>]) -> Result<u64, TierError> {
+        if keys.is_empty() {
+            return Ok(0);
+        }
+        // One UNLINK per key, batched: a Redis Cluster routes each to its slot.
+        let cmds: Vec<Cmd> = keys
+            .iter()
+            .map(|k| {
+                let mut c = redis::cmd("UNLINK");
+                c.arg(k);
+                c
+            })
+            .collect();
+        let n: Vec<u64> = self.call(|b| async move { b.batch(cmds).await }).await?;
+        Ok(n.iter().sum())
+    }
+
+    async fn publish(&self, op: Op) -> Result<(), TierError> {
+        let msg = self.message(op);
+        let channel = self.inner.channel.as_str();
+        self.call(|b| async move {
+            b.query::<i64>(redis::cmd("PUBLISH").arg(channel).arg(&msg))
+                .await
+        })
+        .await
+        .map(|_| ())
+    }
+
+    async fn raw_pattern(&self, namespace: &str, glob: &Glob) -> Result<u64, TierError> {
+        let mut pattern = self.ns_match(namespace);
+        pattern.extend_from_slice(glob.as_bytes());
+        let skip = self.full_key(namespace, b"").len();
+        let mut removed = 0u64;
+        let mut scan = self.scan(pattern).await?;
+        while let Some(keys) = self.next_page(&mut scan).await? {
+            let keys: Vec<Vec<u8>> = keys
+                .into_iter()
+                .filter(|k| k.len() >= skip && glob.matches(&k[skip..]))
+                .collect();
+            removed += self.unlink(&keys).await?;
+        }
+        self.publish(Op::Pattern {
+            namespace: namespace.to_owned(),
+            pattern: glob.as_bytes().to_vec(),
+        })
+        .await?;
+        Ok(removed)
+    }
+
+    async fn raw_tag(&self, namespace: &str, tag: &[u8]) -> Result<u64, TierError> {
+        let mut pattern = self.ns_match(namespace);
+        pattern.push(b'*');
+        let mut removed = 0u64;
+        let mut scan = self.scan(pattern).await?;
+        while let Some(keys) = self.next_page(&mut scan).await? {
+            let headers = self.headers(&keys).await?;
+            let tagged: Vec<Vec<u8>> = keys
+                .into_iter()
+                .zip(headers)
+                .filter(|(_, h)| h.as_ref().is_some_and(|h| h.tags.contains(tag)))
+                .map(|(k, _)| k)
+                .collect();
+            removed += self.unlink(&tagged).await?;
+        }
+        self.publish(Op::Tag {
+            namespace: namespace.to_owned(),
+            tag: tag.to_vec(),
+        })
+        .await?;
+        Ok(removed)
+    }
+
+    async fn raw_flush(&self, namespace: &str) -> Result<(), TierError> {
+        let mut pattern = self.ns_match(namespace);
+        pattern.push(b'*');
+        let mut scan = self.scan(pattern).await?;
+        while let Some(keys) = self.next_page(&mut scan).await? {
+            self.unlink(&keys).await?;
+        }
+        self.publish(Op::Flush {
+            namespace: namespace.to_owned(),
+        })
+        .await
+    }
+
+    async fn raw_remove(&self, namespace: &str, key: &[u8]) -> Result<bool, TierError> {
+        let full = self.full_key(namespace, key);
+        let msg = self.message(Op::Remove {
+            namespace: namespace.to_owned(),
+            key: key.to_vec(),
+        });
+        let channel = self.inner.channel.as_bytes();
+        let script = &self.inner.remove_script;
+        let n = self
+            .call(|b| async move { b.script(script, &full, &[channel, &msg]).await })
+            .await?;
+        Ok(n > 0)
+    }
+
+    /// Applies what was queued while Redis was unreachable; on failure, requeues all of it
+    /// (every operation is idempotent).
+    pub(crate) async fn replay_pending(&self) -> Result<usize, String> {
+        let work = std::mem::take(&mut *self.inner.pending.lock());
+        if work.is_empty() {
+            return Ok(0);
+        }
+        let n = work.len();
+        let result: Result<(), TierError> = async {
+            for ns in &work.flushes {
+                self.raw_flush(ns).await?;
+            }
+            for (ns, p) in &work.patterns {
+                let glob = Glob::new(p).map_err(|e| TierError::Failed(e.to_string()))?;
+                self.raw_pattern(ns, &glob).await?;
+            }
+            for (ns, t) in &work.tags {
+                self.raw_tag(ns, t).await?;
+            }
+            for (ns, k) in &work.keys {
+                if !work.flushes.contains(ns) {
+                    self.raw_remove(ns, k).await?;
+                }
+            }
+            Ok(())
+        }
+        .await;
+        match result {
+            Ok(()) => {
+                self.inner
+                    .counters
+                    .replayed
+                    .fetch_add(n as u64, Ordering::Relaxed);
+                tracing::info!(
+                    operations = n,
+                    "Redis bridge: applied the work queued during the outage"
+                );
+                Ok(n)
+            }
+            Err(e) => {
+                self.inner.pending.lock().merge(work);
+                Err(e.to_string())
+            }
+        }
+    }
+
+    /// Periodic upkeep, run by the node's L2 actor: a health PING while closed (so the
+    /// circuit opens even without traffic), the queued work once Redis answers again, and
+    /// the probe that closes an open circuit.
+    pub async fn maintain(&self) {
+        match self.inner.breaker.state() {
+            BreakerState::Closed => {
+                let _ = self
+                    .call(|b| async move { b.query::<String>(&redis::cmd("PING")).await })
+                    .await;
+                if self.inner.breaker.allows()
+                    && !self.inner.pending.lock().is_empty()
+                    && let Err(e) = self.replay_pending().await
+                {
+                    tracing::warn!(error = %e, "Redis bridge: replaying queued work failed; will retry");
+                }
+            }
+            BreakerState::Open => {
+                if self.inner.breaker.begin_probe(self.mono_ms()) {
+                    let result = self.probe().await;
+                    let t = self.inner.breaker.probe_result(self.mono_ms(), result);
+                    self.on_transition(&t);
+                }
+            }
+            BreakerState::HalfOpen => {}
+        }
+    }
+
+    /// Reconnects (asking Sentinel again for the master), then applies the queued work.
+    async fn probe(&self) -> Result<(), String> {
+        self.open_backend().await.map_err(|e| e.to_string())?;
+        // The circuit is half-open, so `call` reaches Redis; its failures must not count
+        // toward opening it again (the probe result does that).
+        self.replay_pending().await.map(|_| ())
+    }
+
+    /// Decodes a value read from Redis; garbage is a counted miss (G6).
+    fn decode(&self, raw: Option<Vec<u8>>) -> Option<Entry> {
+        let raw = raw?;
+        match codec::decode_entry(Bytes::from(raw)) {
+            Ok(e) => Some(e),
+            Err(err) => {
+                bump(&self.inner.counters.corrupt);
+                tracing::debug!(error = %err, "Redis bridge: a value under the prefix did not decode");
+                None
+            }
+        }
+    }
+
+    async fn read(&self, namespace: &str, key: &[u8]) -> Result<Option<Entry>, TierError> {
+        if !self.inner.breaker.allows() {
+            bump(&self.inner.counters.bypassed_reads);
+            return Ok(None);
+        }
+        let full = self.full_key(namespace, key);
+        let raw: Option<Vec<u8>> = self
+            .call(|b| async move { b.query(redis::cmd("GET").arg(&full)).await })
+            .await?;
+        Ok(self.decode(raw))
+    }
+}
+
+#[async_trait]
+impl Tier for RedisTier {
+    fn layer(&self) -> Layer {
+        Layer::L2
+    }
+
+    async fn get(&self, namespace: &str, key: &[u8]) -> Result<Option<Entry>, TierError> {
+        let now = self.inner.clock.now_ms();
+        Ok(self.read(namespace, key).await?.filter(|e| e.is_fresh(now)))
+    }
+
+    async fn get_stale(&self, namespace: &str, key: &[u8]) -> Result<Option<Entry>, TierError> {
+        let now = self.inner.clock.now_ms();
+        Ok(self
+            .read(namespace, key)
+            .await?
+            .filter(|e| !e.is_fresh(now) && e.is_retained(now)))
+    }
+
+    async fn set(
+        &self,
+        namespace: &str,
+        key: Bytes,
+        entry: Entry,
+    ) -> Result<SetOutcome, TierError> {
+        if !self.inner.breaker.allows() {
+            bump(&self.inner.counters.bypassed_writes);
+            self.inner.pending.lock().add_key(namespace, key);
+            return Ok(SetOutcome::Skipped);
+        }
+        let now = self.inner.clock.now_ms();
+        let px = match entry.stale_until_ms.or(entry.expires_at_ms) {
+            Some(until) => {
+                until.saturating_sub(now).max(1)
+                    + self.inner.expiry_slack_ms.load(Ordering::Relaxed)
+            }
+            None => 0,
+        };
+        let full = self.full_key(namespace, &key);
+        let payload = codec::encode_entry(&entry);
+        let msg = self.message(Op::Set {
+            namespace: namespace.to_owned(),
+            key: key.to_vec(),
+            version: entry.version.as_u64(),
+        });
+        let px = px.to_string();
+        let channel = self.inner.channel.as_bytes();
+        let script = &self.inner.set_script;
+        let stored = self
+            .call(|b| async move {
+                b.script(script, &full, &[&payload, px.as_bytes(), channel, &msg])
+                    .await
+            })
+            .await;
+        match stored {
+            Ok(1) => Ok(SetOutcome::Stored),
+            Ok(_) => Ok(SetOutcome::KeptNewer),
+            Err(e) => {
+                // Redis may or may not have the new value: the write stands locally, and the
+                // key is unlinked in Redis once it answers again, so nobody keeps serving the
+                // old value there over this one.
+                tracing::debug!(error = %e, "Redis bridge: write kept local");
+                bump(&self.inner.counters.bypassed_writes);
+                self.inner.pending.lock().add_key(namespace, key);
+                Ok(SetOutcome::Skipped)
+            }
+        }
+    }
+
+    async fn remove(&self, namespace: &str, key: &[u8]) -> Result<bool, TierError> {
+        if !self.inner.breaker.allows() {
+            self.queue(|p| p.add_key(namespace, Bytes::copy_from_slice(key)));
+            return Ok(false);
+        }
+        match self.raw_remove(namespace, key).await {
+            Ok(found) => Ok(found),
+            Err(e) => {
+                tracing::debug!(error = %e, "Redis bridge: invalidation queued");
+                self.queue(|p| p.add_key(namespace, Bytes::copy_from_slice(key)));
+                Ok(false)
+            }
+        }
+    }
+
+    async fn remove_version(
+        &self,
+        namespace: &str,
+        key: &[u8],
+        version: Version,
+    ) -> Result<bool, TierError> {
+        if !self.inner.breaker.allows() {
+            return Ok(false);
+        }
+        let full = self.full_key(namespace, key);
+        let hex = codec::version_hex(version);
+        let msg = self.message(Op::Remove {
+            namespace: namespace.to_owned(),
+            key: key.to_vec(),
+        });
+        let channel = self.inner.channel.as_bytes();
+        let script = &self.inner.remove_version_script;
+        let n = self
+            .call(|b| async move { b.script(script, &full, &[&hex, channel, &msg]).await })
+            .await?;
+        Ok(n > 0)
+    }
+
+    async fn invalidate_pattern(&self, namespace: &str, pattern: &Glob) -> Result<u64, TierError> {
+        let queue = |p: &mut Pending| {
+            if p.full() {
+                p.flushes.insert(namespace.to_owned());
+            } else {
+                p.patterns
+                    .push((namespace.to_owned(), pattern.as_bytes().to_vec()));
+            }
+        };
+        if !self.inner.breaker.allows() {
+            self.queue(queue);
+            return Ok(0);
+        }
+        match self.raw_pattern(namespace, pattern).await {
+            Ok(n) => Ok(n),
+            Err(e) => {
+                tracing::debug!(error = %e, "Redis bridge: pattern invalidation queued");
+                self.queue(queue);
+                Ok(0)
+            }
+        }
+    }
+
+    async fn invalidate_tag(&self, namespace: &str, tag: &[u8]) -> Result<u64, TierError> {
+        let queue = |p: &mut Pending| {
+            if p.full() {
+                p.flushes.insert(namespace.to_owned());
+            } else {
+                p.tags.push((namespace.to_owned(), tag.to_vec()));
+            }
+        };
+        if !self.inner.breaker.allows() {
+            self.queue(queue);
+            return Ok(0);
+        }
+        match self.raw_tag(namespace, tag).await {
+            Ok(n) => Ok(n),
+            Err(e) => {
+                tracing::debug!(error = %e, "Redis bridge: tag invalidation queued");
+                self.queue(queue);
+                Ok(0)
+            }
+        }
+    }
+
+    async fn flush_namespace(&self, namespace: &str) -> Result<(), TierError> {
+        let queue = |p: &mut Pending| {
+            p.flushes.insert(namespace.to_owned());
+        };
+        if !self.inner.breaker.allows() {
+            self.queue(queue);
+            return Ok(());
+        }
+        if let Err(e) = self.raw_flush(namespace).await {
+            tracing::debug!(error = %e, "Redis bridge: namespace flush queued");
+            self.queue(queue);
+        }
+        Ok(())
+    }
+
+    async fn purge_expired(&self) -> Result<u64, TierError> {
+        if !self.inner.breaker.allows() {
+            return Ok(0);
+        }
+        let now = self.inner.clock.now_ms();
+        let mut pattern = self.inner.match_prefix.clone();
+        pattern.extend_from_slice(b":*");
+        let mut removed = 0u64;
+        let mut scan = self.scan(pattern).await?;
+        while let Some(keys) = self.next_page(&mut scan).await? {
+            let headers = self.headers(&keys).await?;
+            let expired: Vec<Vec<u8>> = keys
+                .into_iter()
+                .zip(headers)
+                .filter(|(_, h)| {
+                    h.as_ref().is_some_and(|h| {
+                        let until = h.stale_until_ms.or(h.expires_at_ms);
+                        until.is_some_and(|u| now >= u)
+                    })
+                })
+                .map(|(k, _)| k)
+                .collect();
+            removed += self.unlink(&expired).await?;
+        }
+        Ok(removed)
+    }
+
+    async fn scan_keys(
+        &self,
+        namespace: &str,
+        after: Option<&[u8]>,
+        limit: usize,
+    ) -> Result<Vec<Bytes>, TierError> {
+        if !self.inner.breaker.allows() {
+            return Ok(Vec::new());
+        }
+        let now = self.inner.clock.now_ms();
+        let mut pattern = self.ns_match(namespace);
+        pattern.push(b'*');
+        let skip = self.full_key(namespace, b"").len();
+        let mut found: Vec<Bytes> = Vec::new();
+        let mut scan = self.scan(pattern).await?;
+        while let Some(keys) = self.next_page(&mut scan).await? {
+            let keys: Vec<Vec<u8>> = keys
+                .into_iter()
+                .filter(|k| k.len() >= skip && after.is_none_or(|a| &k[skip..] > a))
+                .collect();
+            let headers = self.headers(&keys).await?;
+            for (k, h) in keys.into_iter().zip(headers) {
+                if h.is_some_and(|h| h.expires_at_ms.is_none_or(|at| now < at)) {
+                    found.push(Bytes::copy_from_slice(&k[skip..]));
+                }
+            }
+        }
+        found.sort_unstable();
+        found.dedup();
+        found.truncate(limit);
+        Ok(found)
+    }
+
+    async fn namespaces(&self) -> Result<Vec<String>, TierError> {
+        if !self.inner.breaker.allows() {
+            return Ok(Vec::new());
+        }
+        let mut pattern = self.inner.match_prefix.clone();
+        pattern.extend_from_slice(b":*");
+        let skip = self.inner.cfg.key_prefix.len() + 1;
+        let mut names = BTreeSet::new();
+        let mut scan = self.scan(pattern).await?;
+        while let Some(keys) = self.next_page(&mut scan).await? {
+            for k in keys {
+                if let Some(rest) = k.get(skip..)
+                    && let Some(end) = rest.iter().position(|&b| b == b':')
+                    && let Ok(ns) = std::str::from_utf8(&rest[..end])
+                {
+                    names.insert(ns.to_owned());
+                }
+            }
+        }
+        Ok(names.into_iter().collect())
+    }
+
+    fn health(&self) -> TierHealth {
+        match self.inner.breaker.state() {
+            BreakerState::Closed if self.inner.subscribed.load(Ordering::Acquire) => TierHealth::Up,
+            BreakerState::Closed => {
+                TierHealth::Degraded("Redis bridge: invalidation channel not subscribed".into())
+            }
+            s => TierHealth::Degraded(format!(
+                "Redis bridge circuit {}: {}",
+                s.as_str(),
+                self.inner.breaker.last_reason()
+            )),
+        }
+    }
+}

@@ -1,0 +1,545 @@
+//! The Redis bridge against real `redis-server` processes started on loopback: the shared
+//! contract suite (standalone, Redis Cluster, Sentinel), coherence between two nodes on one
+//! Redis, the circuit breaker through a `kill -9` and restart, AUTH, and bad bytes.
+
+mod common;
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use common::{RedisCluster, RedisSentinel, RedisServer, eventually};
+use strata_core::{
+    Cache, Clock, Entry, LoadOptions, MemoryTier, MemoryTierConfig, SetOptions, SystemClock, Tier,
+    Version,
+};
+use strata_redis::{BreakerState, BridgeConfig, BridgeError, RedisTier, Topology, coherence};
+use tokio::task::JoinHandle;
+
+static PREFIX: AtomicUsize = AtomicUsize::new(0);
+
+/// A bridge config with a prefix of its own, so each check of the suite starts empty.
+fn fresh(mut cfg: BridgeConfig) -> BridgeConfig {
+    cfg.key_prefix = format!("t{}", PREFIX.fetch_add(1, Ordering::Relaxed));
+    cfg
+}
+
+async fn contract(cfg: BridgeConfig) {
+    strata_core::testsuite::run(|clock| {
+        let cfg = fresh(cfg.clone());
+        async move {
+            let tier = RedisTier::connect(cfg, Arc::new(clock))
+                .await
+                .expect("connect");
+            // The suite drives expiry from a manual clock; keep Redis's own real-time expiry
+            // out of its way (reads still check expiry on the manual clock).
+            tier.set_expiry_slack(Duration::from_secs(60));
+            tier
+        }
+    })
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn contract_suite_on_standalone_redis() {
+    let redis = RedisServer::start();
+    contract(BridgeConfig::standalone(redis.address())).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn contract_suite_on_a_three_master_redis_cluster() {
+    let cluster = RedisCluster::start(3);
+    let cfg = BridgeConfig::with_topology(Topology::Cluster {
+        nodes: cluster.addresses(),
+    });
+    contract(cfg.clone()).await;
+    // The keys really are spread over the masters (pattern invalidation and flushes must
+    // therefore scan every one of them).
+    let tier = RedisTier::connect(fresh(cfg), Arc::new(SystemClock))
+        .await
+        .expect("connect");
+    for i in 0..60 {
+        tier.set(
+            "ns",
+            Bytes::from(format!("k{i}")),
+            Entry::new(Bytes::from_static(b"v"), Version::from_u64(1)),
+        )
+        .await
+        .expect("set");
+    }
+    let mine = format!("{}:ns:*", tier.config().key_prefix);
+    let holding = cluster
+        .nodes
+        .iter()
+        .filter(|n| n.cli(&["KEYS", &mine]).is_some_and(|s| !s.is_empty()))
+        .count();
+    assert_eq!(holding, 3, "60 keys should land on all three masters");
+    tier.flush_namespace("ns").await.expect("flush");
+    for n in &cluster.nodes {
+        assert_eq!(
+            n.cli(&["KEYS", &mine]).as_deref(),
+            Some(""),
+            "flush missed a master"
+        );
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn contract_suite_through_sentinel() {
+    let sentinel = RedisSentinel::start();
+    let cfg = BridgeConfig::with_topology(Topology::Sentinel {
+        sentinels: vec![format!("127.0.0.1:{}", sentinel.port)],
+        master_name: "mymaster".into(),
+        sentinel_password: None,
+    });
+    contract(cfg.clone()).await;
+    // A master name the sentinel does not know is a connection failure, not a panic: the
+    // bridge starts with its circuit open.
+    let mut wrong = cfg;
+    if let Topology::Sentinel { master_name, .. } = &mut wrong.topology {
+        *master_name = "nosuchmaster".into();
+    }
+    let tier = RedisTier::connect(wrong, Arc::new(SystemClock))
+        .await
+        .expect("an unknown master is not a startup error");
+    assert_eq!(tier.status().breaker, BreakerState::Open);
+}
+
+/// A node: L1 in front of the bridge, with the subscriber and the maintenance loop the
+/// node's actor runs.
+struct Node {
+    cache: Cache,
+    tier: RedisTier,
+    tasks: Vec<JoinHandle<()>>,
+}
+
+impl Node {
+    async fn start(cfg: BridgeConfig) -> Node {
+        let clock: Arc<dyn Clock> = Arc::new(SystemClock);
+        let tier = RedisTier::connect(cfg, clock.clone())
+            .await
+            .expect("connect");
+        let l1 =
+            MemoryTier::new(MemoryTierConfig::with_capacity(8 << 20), clock.clone()).expect("l1");
+        let cache = Cache::builder()
+            .clock(clock)
+            .l1(Arc::new(l1))
+            .l2(Arc::new(tier.clone()))
+            .build()
+            .expect("cache");
+        let sub = tokio::spawn(coherence::run_subscriber(tier.clone(), cache.clone()));
+        let t = tier.clone();
+        let maint = tokio::spawn(async move {
+            loop {
+                t.maintain().await;
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+        });
+        let node = Node {
+            cache,
+            tier,
+            tasks: vec![sub, maint],
+        };
+        if node.tier.status().breaker == BreakerState::Closed {
+            let t = node.tier.clone();
+            eventually(Duration::from_secs(5), || {
+                let s = t.status().subscribed;
+                async move { s }
+            })
+            .await
+            .expect("subscribed");
+        }
+        node
+    }
+
+    /// Waits until this node has applied `n` more messages than `since`.
+    async fn applied(&self, since: u64, n: u64) {
+        let t = self.tier.clone();
+        eventually(Duration::from_secs(2), || {
+            let got = t.counters().messages.load(Ordering::Relaxed);
+            async move { got >= since + n }
+        })
+        .await
+        .expect("messages applied");
+    }
+
+    fn messages(&self) -> u64 {
+        self.tier.counters().messages.load(Ordering::Relaxed)
+    }
+
+    /// What this node's L1 holds (no read-through).
+    fn l1(&self, ns: &str, key: &[u8]) -> Option<Bytes> {
+        self.cache.l1().and_then(|l1| l1.get_value(ns, key))
+    }
+}
+
+impl Drop for Node {
+    fn drop(&mut self) {
+        for t in &self.tasks {
+            t.abort();
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_nodes_on_one_redis_drop_stale_l1_copies() {
+    let redis = RedisServer::start();
+    let cfg = BridgeConfig::standalone(redis.address());
+    let a = Node::start(cfg.clone()).await;
+    let b = Node::start(cfg).await;
+    let bound = Duration::from_millis(500);
+
+    let seen = b.messages();
+    a.cache.set("ns", "k", "v1").await.expect("set");
+    b.applied(seen, 1).await;
+    assert_eq!(
+        b.cache.get("ns", b"k").await.unwrap(),
+        Some(Bytes::from("v1"))
+    );
+    assert_eq!(
+        b.l1("ns", b"k"),
+        Some(Bytes::from("v1")),
+        "promoted into B's L1"
+    );
+
+    // A write on A: B stops serving its L1 copy within the bound.
+    let mut worst = Duration::ZERO;
+    for round in 0..20 {
+        let value = format!("v{}", round + 2);
+        let start = Instant::now();
+        a.cache.set("ns", "k", value.clone()).await.expect("set");
+        let took = eventually(bound, || {
+            let got = b.l1("ns", b"k");
+            async move { got.as_deref() != Some(b"v1".as_slice()) && got.is_none() }
+        })
+        .await;
+        let took = took.unwrap_or_else(|| panic!("B still served a stale copy after {bound:?}"));
+        worst = worst.max(took.max(start.elapsed().saturating_sub(took)));
+        // B reads the new value through Redis and caches it again.
+        assert_eq!(
+            b.cache.get("ns", b"k").await.unwrap(),
+            Some(Bytes::from(value))
+        );
+    }
+    eprintln!("worst time for B to drop its stale copy: {worst:?}");
+
+    // Invalidations of every kind reach B's L1.
+    b.cache.get("ns", b"k").await.unwrap();
+    a.cache.invalidate("ns", b"k").await.expect("invalidate");
+    assert!(
+        eventually(bound, || async { b.l1("ns", b"k").is_none() })
+            .await
+            .is_some()
+    );
+    assert_eq!(
+        b.cache.get("ns", b"k").await.unwrap(),
+        None,
+        "gone from Redis too"
+    );
+
+    // (Each message bumps the namespace's invalidation epoch on B, which undoes any
+    // promotion in flight; wait for them so the promotions below stick.)
+    let seen = b.messages();
+    for k in ["user:1", "user:2", "order:1"] {
+        a.cache.set("ns", k, "x").await.unwrap();
+    }
+    b.applied(seen, 3).await;
+    for k in ["user:1", "user:2", "order:1"] {
+        b.cache.get("ns", k.as_bytes()).await.unwrap();
+        assert!(b.l1("ns", k.as_bytes()).is_some());
+    }
+    a.cache.invalidate_pattern("ns", b"user:*").await.unwrap();
+    assert!(
+        eventually(bound, || async {
+            b.l1("ns", b"user:1").is_none() && b.l1("ns", b"user:2").is_none()
+        })
+        .await
+        .is_some()
+    );
+    assert!(b.l1("ns", b"order:1").is_some(), "pattern went too far");
+
+    let tagged = SetOptions {
+        tags: strata_core::Tags::new(["t"]),
+        ..SetOptions::default()
+    };
+    let seen = b.messages();
+    a.cache.set_with("ns", "tagged", "x", tagged).await.unwrap();
+    b.applied(seen, 1).await;
+    b.cache.get("ns", b"tagged").await.unwrap();
+    assert!(b.l1("ns", b"tagged").is_some());
+    a.cache.invalidate_tag("ns", b"t").await.unwrap();
+    assert!(
+        eventually(bound, || async { b.l1("ns", b"tagged").is_none() })
+            .await
+            .is_some()
+    );
+    assert!(b.l1("ns", b"order:1").is_some(), "tag went too far");
+
+    a.cache.flush_namespace("ns").await.unwrap();
+    assert!(
+        eventually(bound, || async { b.l1("ns", b"order:1").is_none() })
+            .await
+            .is_some()
+    );
+
+    // A node's own writes do not evict its own copy, and an older write from a node whose
+    // clock lags does not replace a newer one anywhere.
+    b.cache.set("ns", "mine", "b").await.unwrap();
+    tokio::time::sleep(Duration::from_millis(50)).await;
+    assert_eq!(b.l1("ns", b"mine"), Some(Bytes::from("b")));
+    let old = Entry::new(Bytes::from_static(b"old"), Version::from_u64(1));
+    assert_eq!(
+        a.tier
+            .set("ns", Bytes::from_static(b"mine"), old)
+            .await
+            .unwrap(),
+        strata_core::SetOutcome::KeptNewer
+    );
+    assert_eq!(
+        a.cache.get("ns", b"mine").await.unwrap(),
+        Some(Bytes::from("b"))
+    );
+    assert!(a.tier.counters().messages.load(Ordering::Relaxed) > 0);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_dropped_channel_empties_l1_before_it_is_trusted_again() {
+    let redis = RedisServer::start();
+    let node = Node::start(BridgeConfig::standalone(redis.address())).await;
+    node.cache.set("ns", "k", "v").await.unwrap();
+    assert!(node.l1("ns", b"k").is_some());
+    // Kill the subscriber's connection from the server side.
+    redis
+        .cli(&["CLIENT", "KILL", "TYPE", "pubsub"])
+        .expect("client kill");
+    assert!(
+        eventually(Duration::from_secs(2), || async {
+            node.l1("ns", b"k").is_none()
+        })
+        .await
+        .is_some(),
+        "L1 kept a copy across a gap in the invalidation channel"
+    );
+    let t = node.tier.clone();
+    assert!(
+        eventually(Duration::from_secs(5), || {
+            let s = t.status().subscribed;
+            async move { s }
+        })
+        .await
+        .is_some(),
+        "resubscribed"
+    );
+    assert!(node.tier.counters().resyncs.load(Ordering::Relaxed) >= 2);
+    // Redis still has the value: reads go on.
+    assert_eq!(
+        node.cache.get("ns", b"k").await.unwrap(),
+        Some(Bytes::from("v"))
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_circuit_opens_on_kill_serves_locally_and_recovers_on_restart() {
+    let mut redis = RedisServer::durable();
+    let node = Arc::new(Node::start(BridgeConfig::standalone(redis.address())).await);
+    let loads = Arc::new(AtomicU64::new(0));
+    for i in 0..100 {
+        node.cache
+            .set("ns", format!("k{i}"), format!("v{i}"))
+            .await
+            .unwrap();
+    }
+    node.cache.set("ns", "changed", "before").await.unwrap();
+
+    // A bounded load of reads (through get_or_load, as a service would) and writes.
+    let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let errors = Arc::new(AtomicU64::new(0));
+    let mut workers = Vec::new();
+    for w in 0..4u64 {
+        let (node, stop, errors, loads) =
+            (node.clone(), stop.clone(), errors.clone(), loads.clone());
+        workers.push(tokio::spawn(async move {
+            let mut i = w;
+            let mut ops = 0u64;
+            while !stop.load(Ordering::Relaxed) && ops < 200_000 {
+                let key = format!("k{}", i % 100);
+                let loads = loads.clone();
+                let r = node
+                    .cache
+                    .get_or_load("ns", key.clone(), LoadOptions::default(), || async move {
+                        loads.fetch_add(1, Ordering::Relaxed);
+                        Ok::<_, std::io::Error>(Bytes::from("loaded"))
+                    })
+                    .await;
+                if r.is_err() {
+                    errors.fetch_add(1, Ordering::Relaxed);
+                }
+                if i % 10 == 0 && node.cache.set("ns", key, "w").await.is_err() {
+                    errors.fetch_add(1, Ordering::Relaxed);
+                }
+                i += 4;
+                ops += 1;
+                tokio::time::sleep(Duration::from_micros(200)).await;
+            }
+        }));
+    }
+    tokio::time::sleep(Duration::from_millis(300)).await;
+
+    let killed = Instant::now();
+    redis.kill();
+    let t = node.tier.clone();
+    let opened = eventually(Duration::from_secs(1), || {
+        let s = t.status().breaker;
+        async move { s != BreakerState::Closed }
+    })
+    .await
+    .expect("the circuit must open within 1 s of Redis dying");
+    eprintln!("circuit opened {opened:?} after kill -9");
+    assert!(killed.elapsed() < Duration::from_secs(2));
+    // While Redis is down: writes stay local, reads answer.
+    node.cache
+        .set("ns", "changed", "during")
+        .await
+        .expect("a write while Redis is down");
+    assert_eq!(
+        node.cache.get("ns", b"changed").await.unwrap(),
+        Some(Bytes::from("during"))
+    );
+    assert!(!node.tier.health().eq(&strata_core::TierHealth::Up));
+    tokio::time::sleep(Duration::from_millis(500)).await;
+
+    redis.restart();
+    let t = node.tier.clone();
+    let closed = eventually(Duration::from_secs(10), || {
+        let s = t.status();
+        async move { s.breaker == BreakerState::Closed && s.subscribed }
+    })
+    .await
+    .expect("the circuit must close once Redis is back");
+    eprintln!("circuit closed {closed:?} after restart");
+    stop.store(true, Ordering::Relaxed);
+    for w in workers {
+        w.await.unwrap();
+    }
+    assert_eq!(errors.load(Ordering::Relaxed), 0, "a caller saw an error");
+    assert!(node.tier.counters().bypassed_reads.load(Ordering::Relaxed) > 0);
+
+    // The pre-outage value Redis kept (its AOF survived the kill) was unlinked on recovery,
+    // so nobody reads "before" over the newer local write.
+    let mut raw = redis
+        .client()
+        .get_multiplexed_async_connection()
+        .await
+        .unwrap();
+    let before: Option<Vec<u8>> = redis::cmd("GET")
+        .arg("strata:ns:changed")
+        .query_async(&mut raw)
+        .await
+        .unwrap();
+    assert_eq!(before, None, "the outage-time write did not clean up Redis");
+    assert!(node.tier.counters().replayed.load(Ordering::Relaxed) > 0);
+
+    // Writes reach Redis again.
+    node.cache.set("ns", "after", "x").await.unwrap();
+    let after: Option<Vec<u8>> = redis::cmd("GET")
+        .arg("strata:ns:after")
+        .query_async(&mut raw)
+        .await
+        .unwrap();
+    let entry = strata_redis::codec::decode_entry(Bytes::from(after.expect("in Redis"))).unwrap();
+    assert_eq!(entry.value, Bytes::from("x"));
+    assert!(node.tier.counters().opened.load(Ordering::Relaxed) >= 1);
+    assert!(node.tier.counters().closed.load(Ordering::Relaxed) >= 1);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn auth_works_and_a_wrong_password_is_a_clear_startup_error() {
+    let redis = RedisServer::with_password("s3cret pass");
+    let mut cfg = BridgeConfig::standalone(redis.address());
+    cfg.password = Some("s3cret pass".into());
+    let node = Node::start(cfg.clone()).await;
+    node.cache.set("ns", "k", "v").await.unwrap();
+    assert_eq!(node.tier.status().breaker, BreakerState::Closed);
+    assert_eq!(redis.cli(&["EXISTS", "strata:ns:k"]).as_deref(), Some("1"));
+
+    cfg.password = Some("wrong".into());
+    let err = RedisTier::connect(cfg.clone(), Arc::new(SystemClock))
+        .await
+        .expect_err("a wrong password must not start");
+    assert!(matches!(err, BridgeError::Auth(_)), "{err:?}");
+    let text = err.to_string();
+    assert!(
+        text.contains("credentials") && text.contains("REDIS_PASSWORD"),
+        "{text}"
+    );
+
+    cfg.password = None;
+    let err = RedisTier::connect(cfg, Arc::new(SystemClock))
+        .await
+        .expect_err("no password must not start either");
+    assert!(matches!(err, BridgeError::Auth(_)), "{err:?}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn foreign_bytes_and_bad_messages_are_misses_not_errors() {
+    let redis = RedisServer::start();
+    let node = Node::start(BridgeConfig::standalone(redis.address())).await;
+    // Another program wrote under our prefix.
+    redis.cli(&["SET", "strata:ns:foreign", "plain"]).unwrap();
+    assert_eq!(node.cache.get("ns", b"foreign").await.unwrap(), None);
+    assert_eq!(node.tier.counters().corrupt.load(Ordering::Relaxed), 1);
+    // Garbage on the channel is counted and ignored; the subscription survives it.
+    redis
+        .cli(&["PUBLISH", "strata:invalidations", "\u{1}garbage"])
+        .unwrap();
+    let t = node.tier.clone();
+    assert!(
+        eventually(Duration::from_secs(2), || {
+            let n = t.counters().bad_messages.load(Ordering::Relaxed);
+            async move { n == 1 }
+        })
+        .await
+        .is_some()
+    );
+    assert!(node.tier.status().subscribed);
+    node.cache.set("ns", "k", "v").await.unwrap();
+    assert_eq!(
+        node.cache.get("ns", b"k").await.unwrap(),
+        Some(Bytes::from("v"))
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_unreachable_redis_at_start_is_probed_until_it_answers() {
+    let port = common::free_port();
+    let node = Node::start(BridgeConfig::standalone(format!("127.0.0.1:{port}"))).await;
+    assert_eq!(node.tier.status().breaker, BreakerState::Open);
+    node.cache
+        .set("ns", "k", "local")
+        .await
+        .expect("local write");
+    assert_eq!(
+        node.cache.get("ns", b"k").await.unwrap(),
+        Some(Bytes::from("local"))
+    );
+    match node.tier.health() {
+        strata_core::TierHealth::Degraded(why) => assert!(why.contains("cannot connect"), "{why}"),
+        other => panic!("expected degraded, got {other:?}"),
+    }
+    let _redis = RedisServer::start_on(port, None, &[]);
+    let t = node.tier.clone();
+    eventually(Duration::from_secs(10), || {
+        let s = t.status();
+        async move { s.breaker == BreakerState::Closed && s.subscribed }
+    })
+    .await
+    .expect("the bridge connects once Redis is there");
+    node.cache.set("ns", "k2", "shared").await.unwrap();
+    assert_eq!(
+        node.tier.get("ns", b"k2").await.unwrap().map(|e| e.value),
+        Some(Bytes::from("shared"))
+    );
+    // The write made while Redis was unreachable was queued and unlinked there.
+    assert!(node.tier.counters().replayed.load(Ordering::Relaxed) >= 1);
+}
