@@ -173,6 +173,35 @@ impl BridgeConfig {
         Ok(())
     }
 
+    /// Takes address, database and credentials from a `redis://[user:password@]host:port[/db]`
+    /// URL (`rediss://`, TLS, is refused: this build has no TLS support).
+    pub fn apply_url(&mut self, url: &str) -> Result<(), String> {
+        use redis::IntoConnectionInfo;
+        if url.starts_with("rediss://") {
+            return Err("url: TLS (rediss://) is not supported by this build".into());
+        }
+        let info = url
+            .into_connection_info()
+            .map_err(|e| format!("url: {e}"))?;
+        match info.addr() {
+            redis::ConnectionAddr::Tcp(host, port) => {
+                self.topology = Topology::Standalone {
+                    address: format!("{host}:{port}"),
+                };
+            }
+            other => return Err(format!("url: unsupported address {other:?}")),
+        }
+        let r = info.redis_settings();
+        self.db = r.db();
+        if let Some(u) = r.username() {
+            self.username = Some(u.to_owned());
+        }
+        if let Some(p) = r.password() {
+            self.password = Some(p.to_owned());
+        }
+        Ok(())
+    }
+
     /// The invalidation channel.
     pub fn channel(&self) -> String {
         format!("{}:invalidations", self.key_prefix)
@@ -220,6 +249,24 @@ mod tests {
             sentinel_password: None,
         });
         assert!(c.validate().unwrap_err().starts_with("sentinel.addresses"));
+    }
+
+    #[test]
+    fn urls_fill_address_db_and_credentials() {
+        let mut c = BridgeConfig::standalone("x:1");
+        c.apply_url("redis://u:p%40ss@10.0.0.5:6390/3").unwrap();
+        assert_eq!(
+            c.topology,
+            Topology::Standalone {
+                address: "10.0.0.5:6390".into()
+            }
+        );
+        assert_eq!(
+            (c.db, c.username.as_deref(), c.password.as_deref()),
+            (3, Some("u"), Some("p@ss"))
+        );
+        assert!(c.apply_url("rediss://h:1").unwrap_err().contains("TLS"));
+        assert!(c.apply_url("http://h:1").is_err());
     }
 
     #[test]

@@ -930,15 +930,25 @@ impl RedisTier {
         }
     }
 
-    /// Periodic upkeep, run by the node's L2 actor: a health PING while closed (so the
-    /// circuit opens even without traffic), the queued work once Redis answers again, and
-    /// the probe that closes an open circuit.
+    /// Periodic upkeep, run by the node's L2 actor: a health PING while closed (a failed one
+    /// opens the circuit, so it opens even without traffic), the queued work once Redis
+    /// answers again, and the probe that closes an open circuit.
     pub async fn maintain(&self) {
         match self.inner.breaker.state() {
             BreakerState::Closed => {
-                let _ = self
+                // The health PING is the one call that must succeed: when it fails, the
+                // circuit opens at once instead of after `failure_threshold` request failures
+                // (so an idle node notices a dead Redis within one interval).
+                if let Err(e) = self
                     .call(|b| async move { b.query::<String>(&redis::cmd("PING")).await })
-                    .await;
+                    .await
+                    && let Some(t) = self
+                        .inner
+                        .breaker
+                        .force_open(self.mono_ms(), format!("health PING failed: {e}"))
+                {
+                    self.on_transition(&t);
+                }
                 if self.inner.breaker.allows()
                     && !self.inner.pending.lock().is_empty()
                     && let Err(e) = self.replay_pending().await

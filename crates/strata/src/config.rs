@@ -66,6 +66,9 @@ pub struct NodeConfig {
     pub node: NodeSection,
     /// The memory layer.
     pub l1: L1Config,
+    /// The shared layer: an existing Redis through the bridge (`[l2.redis]`).
+    #[serde(default)]
+    pub l2: L2Config,
     /// The disk layer.
     pub l3: L3Config,
     /// Size limits on keys, values and tags.
@@ -154,6 +157,125 @@ pub struct L1Config {
     pub sweep_interval_ms: u64,
     /// Expected mean entry size, used only to pre-size tables.
     pub estimated_entry_bytes: u64,
+}
+
+/// L2 settings. With nothing configured (the default) a node has no L2: L1 → L3.
+#[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct L2Config {
+    /// An existing Redis as L2 (needs the `redis` cargo feature).
+    pub redis: RedisBridgeConfig,
+}
+
+/// `[l2.redis]`: an existing Redis (standalone, Sentinel or Cluster) as L2. The variables
+/// `REDIS_URL`, `REDIS_HOST`, `REDIS_PORT`, `REDIS_DB` and `REDIS_PASSWORD` (as the seeds'
+/// users set them) turn the bridge on and fill these fields; `STRATA__L2__REDIS__*`
+/// variables override them. The node needs the `redis` cargo feature for this.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct RedisBridgeConfig {
+    /// Whether the node uses Redis as L2 (default false).
+    pub enabled: bool,
+    /// `redis://[user:password@]host:port[/db]`; when set, it replaces host, port, db and
+    /// the credentials. `rediss://` (TLS) is refused: this build has no TLS support.
+    pub url: Option<String>,
+    /// Standalone server host (default `127.0.0.1`).
+    pub host: String,
+    /// Standalone server port (default 6379).
+    pub port: u16,
+    /// Logical database (default 0; must be 0 for a Redis Cluster).
+    pub db: i64,
+    /// ACL user name (Redis 6+).
+    pub username: Option<String>,
+    /// Password (`requirepass` or the ACL user's). A wrong one stops the node at start.
+    pub password: Option<String>,
+    /// Sentinel: the monitored master's name; setting it selects Sentinel.
+    pub sentinel_master: Option<String>,
+    /// Sentinel: the sentinels' `host:port` addresses.
+    pub sentinel_addresses: Vec<String>,
+    /// Sentinel: the sentinels' own password.
+    pub sentinel_password: Option<String>,
+    /// Redis Cluster: seed nodes' `host:port`; a non-empty list selects Cluster.
+    pub cluster_nodes: Vec<String>,
+    /// Prefix of Strata's keys, `{prefix}:{namespace}:{key}`, and of the invalidation
+    /// channel `{prefix}:invalidations` (default `strata`).
+    pub key_prefix: String,
+    /// Time allowed to connect (default 1000).
+    pub connect_timeout_ms: u64,
+    /// Time allowed for one command; a slower one counts as a timeout (default 250).
+    pub op_timeout_ms: u64,
+    /// Commands in flight at once (default 1024).
+    pub max_in_flight: u64,
+    /// Keys per `SCAN` call in pattern/tag invalidation and flushes (default 1000).
+    pub scan_count: u32,
+    /// Consecutive failures that open the circuit (default 5).
+    pub breaker_failure_threshold: u32,
+    /// Share of timeouts over the window that opens the circuit (default 0.5).
+    pub breaker_timeout_rate: f64,
+    /// Calls the timeout share is measured over (default 20).
+    pub breaker_window: u32,
+    /// Time the circuit stays open before the first probe (default 500).
+    pub breaker_open_ms: u64,
+    /// Ceiling of the open time, which doubles on each failed probe (default 5000).
+    pub breaker_max_open_ms: u64,
+    /// How often the bridge's actor pings Redis, replays queued work and probes an open
+    /// circuit (default 100).
+    pub maintenance_interval_ms: u64,
+}
+
+impl Default for RedisBridgeConfig {
+    fn default() -> Self {
+        Self {
+            enabled: false,
+            url: None,
+            host: "127.0.0.1".into(),
+            port: 6379,
+            db: 0,
+            username: None,
+            password: None,
+            sentinel_master: None,
+            sentinel_addresses: Vec::new(),
+            sentinel_password: None,
+            cluster_nodes: Vec::new(),
+            key_prefix: "strata".into(),
+            connect_timeout_ms: 1_000,
+            op_timeout_ms: 250,
+            max_in_flight: 1024,
+            scan_count: 1000,
+            breaker_failure_threshold: 5,
+            breaker_timeout_rate: 0.5,
+            breaker_window: 20,
+            breaker_open_ms: 500,
+            breaker_max_open_ms: 5_000,
+            maintenance_interval_ms: 100,
+        }
+    }
+}
+
+/// The Redis variables the seeds' users set, as the `STRATA__L2__REDIS__*` overrides they
+/// mean; an explicit `STRATA__` variable for the same field wins.
+fn redis_env_overrides(env: &[(String, String)]) -> Vec<(String, String)> {
+    let has = |k: &str| env.iter().any(|(n, _)| n == k);
+    let mut out = Vec::new();
+    for (name, field) in [
+        ("REDIS_URL", "URL"),
+        ("REDIS_HOST", "HOST"),
+        ("REDIS_PORT", "PORT"),
+        ("REDIS_DB", "DB"),
+        ("REDIS_PASSWORD", "PASSWORD"),
+    ] {
+        if let Some((_, v)) = env.iter().find(|(n, _)| n == name) {
+            let key = format!("{ENV_PREFIX}__L2__REDIS__{field}");
+            if !has(&key) {
+                out.push((key, v.clone()));
+            }
+            let on = format!("{ENV_PREFIX}__L2__REDIS__ENABLED");
+            if matches!(field, "URL" | "HOST") && !has(&on) && !out.iter().any(|(n, _)| *n == on) {
+                out.push((on, "true".into()));
+            }
+        }
+    }
+    out
 }
 
 /// L3 (RocksDB) settings. The node needs the `l3` cargo feature to enable it.
@@ -305,6 +427,7 @@ impl NodeConfig {
                 sweep_interval_ms: sweep_ms,
                 estimated_entry_bytes: est_entry,
             },
+            l2: L2Config::default(),
             l3: L3Config {
                 enabled: false,
                 data_dir: PathBuf::from("strata-data"),
@@ -384,8 +507,11 @@ impl NodeConfig {
         env: impl IntoIterator<Item = (String, String)>,
         base: impl Fn(&mut NodeConfig),
     ) -> Result<Self, ConfigError> {
+        let env: Vec<(String, String)> = env.into_iter().collect();
+        let redis = redis_env_overrides(&env);
         let env: config::Map<String, String> = env
             .into_iter()
+            .chain(redis)
             .filter(|(k, _)| k.starts_with(&format!("{ENV_PREFIX}__")))
             .collect();
         let load_err = |source| ConfigError::Load {
@@ -570,6 +696,25 @@ impl NodeConfig {
                 "server.requirepass",
                 "must not be empty (leave it out for no password)",
             ));
+        }
+        let r = &self.l2.redis;
+        if r.enabled {
+            let field = |f: &str| format!("l2.redis.{f}");
+            if r.maintenance_interval_ms == 0 {
+                return Err(invalid(
+                    field("maintenance_interval_ms"),
+                    "must be greater than 0",
+                ));
+            }
+            if r.max_in_flight == 0 {
+                return Err(invalid(field("max_in_flight"), "must be greater than 0"));
+            }
+            if r.sentinel_master.is_some() && !r.cluster_nodes.is_empty() {
+                return Err(invalid(
+                    field("sentinel_master"),
+                    "Sentinel and cluster_nodes are exclusive; set one",
+                ));
+            }
         }
         if self.metrics.stats_interval_ms == 0 {
             return Err(invalid(

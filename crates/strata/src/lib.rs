@@ -31,6 +31,7 @@
 
 mod actors;
 pub mod config;
+mod l2;
 mod l3;
 pub mod metrics;
 pub mod node;

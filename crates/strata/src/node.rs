@@ -86,7 +86,7 @@ pub struct NodeHealth {
 struct LayerSlot {
     layer: Layer,
     tier: Arc<dyn Tier>,
-    maintenance: Option<Arc<dyn Maintenance>>,
+    maintenance: Option<(Arc<dyn Maintenance>, Duration)>,
 }
 
 /// A running Strata node embedded in the host process.
@@ -143,6 +143,22 @@ impl Node {
                 maintenance: None,
             });
         }
+        let mut attach_l2 = None;
+        if config.l2.redis.enabled {
+            let built = crate::l2::build(&config, deps.clock.clone())
+                .await
+                .map_err(|reason| NodeError::Layer {
+                    layer: Layer::L2,
+                    reason,
+                })?;
+            builder = builder.l2(built.tier.clone());
+            attach_l2 = Some(built.attach);
+            layers.push(LayerSlot {
+                layer: Layer::L2,
+                tier: built.tier,
+                maintenance: Some((built.maintenance, built.maintenance_interval)),
+            });
+        }
         if config.l3.enabled {
             let built = crate::l3::build(&config, deps.clock.clone()).map_err(|reason| {
                 NodeError::Layer {
@@ -154,18 +170,24 @@ impl Node {
             layers.push(LayerSlot {
                 layer: Layer::L3,
                 tier: built.tier,
-                maintenance: Some(built.maintenance),
+                maintenance: Some((
+                    built.maintenance,
+                    Duration::from_millis(config.l3.maintenance_interval_ms),
+                )),
             });
         }
         let cache = builder.build().map_err(|reason| NodeError::Layer {
             layer: Layer::L1,
             reason,
         })?;
+        if let Some(attach) = attach_l2 {
+            attach(cache.clone());
+        }
 
         let status = Arc::new(NodeStatus::default());
         let stoppers: Vec<Arc<dyn Maintenance>> = layers
             .iter()
-            .filter_map(|l| l.maintenance.clone())
+            .filter_map(|l| l.maintenance.as_ref().map(|(m, _)| m.clone()))
             .collect();
         let children = layers
             .into_iter()
@@ -180,12 +202,12 @@ impl Node {
                     cache: cache.clone(),
                     status: status.clone(),
                     sweep_interval: match layer {
-                        Layer::L3 => Duration::from_millis(config.l3.sweep_interval_ms),
-                        _ => config.sweep_interval(),
+                        Layer::L1 => Some(config.sweep_interval()),
+                        Layer::L2 => None,
+                        Layer::L3 => Some(Duration::from_millis(config.l3.sweep_interval_ms)),
                     },
                     snapshot_interval: Duration::from_millis(config.metrics.stats_interval_ms),
-                    maintenance: maintenance
-                        .map(|m| (m, Duration::from_millis(config.l3.maintenance_interval_ms))),
+                    maintenance,
                 },
             )
             .collect();

@@ -39,6 +39,11 @@ impl Server {
 
     /// Starts a server whose data directory is under `dir` (kept across restarts).
     pub fn start_in(dir: &Path, extra_toml: &str) -> Self {
+        Self::start_with_env(dir, extra_toml, &[])
+    }
+
+    /// Like [`Server::start_in`], with extra environment variables.
+    pub fn start_with_env(dir: &Path, extra_toml: &str, env: &[(&str, &str)]) -> Self {
         let config = dir.join("strata.toml");
         std::fs::write(
             &config,
@@ -64,6 +69,7 @@ impl Server {
             ])
             .args(["--log-format", "json"])
             .env("RUST_LOG", "info")
+            .envs(env.iter().copied())
             .stdout(Stdio::null())
             .stderr(std::fs::File::create(&log).unwrap())
             .spawn()

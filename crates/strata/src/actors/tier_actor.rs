@@ -61,7 +61,8 @@ pub(crate) struct TierActorArgs {
     pub(crate) tier: Arc<dyn Tier>,
     pub(crate) cache: Cache,
     pub(crate) status: Arc<NodeStatus>,
-    pub(crate) sweep_interval: Duration,
+    /// How often to purge expired entries; `None` never (Redis expires its keys itself).
+    pub(crate) sweep_interval: Option<Duration>,
     pub(crate) snapshot_interval: Duration,
     pub(crate) maintenance: Option<(Arc<dyn Maintenance>, Duration)>,
 }
@@ -88,10 +89,10 @@ impl Actor for TierActor {
         myself: ActorRef<TierMsg>,
         args: TierActorArgs,
     ) -> Result<TierActorState, ActorProcessingErr> {
-        let mut timers = vec![
-            myself.send_interval(args.sweep_interval, || TierMsg::Sweep),
-            myself.send_interval(args.snapshot_interval, || TierMsg::Snapshot),
-        ];
+        let mut timers = vec![myself.send_interval(args.snapshot_interval, || TierMsg::Snapshot)];
+        if let Some(every) = args.sweep_interval {
+            timers.push(myself.send_interval(every, || TierMsg::Sweep));
+        }
         if let Some((m, every)) = &args.maintenance {
             let (m, layer) = (m.clone(), args.layer);
             blocking(move || {
