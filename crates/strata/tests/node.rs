@@ -481,3 +481,51 @@ fn load_reads_the_process_environment() {
         String::from_utf8_lossy(&out.stderr)
     );
 }
+
+#[test]
+fn the_seeds_redis_variables_turn_the_bridge_on() {
+    let c = NodeConfig::load_with_env(None, env(&[])).unwrap();
+    assert!(!c.l2.redis.enabled, "no Redis unless asked");
+    let c = NodeConfig::load_with_env(
+        None,
+        env(&[
+            ("REDIS_HOST", "10.1.2.3"),
+            ("REDIS_PORT", "6390"),
+            ("REDIS_DB", "2"),
+            ("REDIS_PASSWORD", "pw"),
+        ]),
+    )
+    .unwrap();
+    let r = &c.l2.redis;
+    assert!(r.enabled);
+    assert_eq!(
+        (r.host.as_str(), r.port, r.db, r.password.as_deref()),
+        ("10.1.2.3", 6390, 2, Some("pw"))
+    );
+    // An explicit STRATA__ variable wins over the seeds' one; a port alone turns nothing on.
+    let c = NodeConfig::load_with_env(
+        None,
+        env(&[
+            ("REDIS_HOST", "10.1.2.3"),
+            ("STRATA__L2__REDIS__HOST", "10.9.9.9"),
+        ]),
+    )
+    .unwrap();
+    assert_eq!(c.l2.redis.host, "10.9.9.9");
+    let c = NodeConfig::load_with_env(None, env(&[("REDIS_PORT", "6390")])).unwrap();
+    assert!(!c.l2.redis.enabled);
+    let e = load_err(
+        "[l2.redis]\nenabled = true\nsentinel_master = \"m\"\ncluster_nodes = [\"h:1\"]\n",
+        &[],
+    );
+    assert!(e.contains("l2.redis.sentinel_master"), "{e}");
+}
+
+#[cfg(not(feature = "redis"))]
+#[tokio::test]
+async fn asking_for_the_bridge_without_the_feature_is_a_clear_error() {
+    let mut config = NodeConfig::for_test();
+    config.l2.redis.enabled = true;
+    let err = Node::start(config).await.expect_err("no redis feature");
+    assert!(err.to_string().contains("`redis` cargo feature"), "{err}");
+}
