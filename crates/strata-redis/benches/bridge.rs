@@ -94,6 +94,11 @@ fn main() {
         .warm_up_time(Duration::from_secs(1))
         .configure_from_args();
     let mut rows = Vec::new();
+    let samples = if std::env::args().any(|a| a == "--bench") {
+        20_000
+    } else {
+        100
+    };
     for size in [100usize, 4096] {
         let key = Bytes::from(format!("key-{size}"));
         let value = Bytes::from(vec![7u8; size]);
@@ -127,9 +132,10 @@ fn main() {
         });
         g.finish();
 
-        // Percentiles of sequential hits, interleaved so drift hits all three alike.
+        // Percentiles of sequential hits, interleaved so drift hits all three alike (a
+        // hundred only, under `cargo test`, which runs benches once as a smoke test).
         let (mut s_bare, mut s_tier, mut s_cache) = (Vec::new(), Vec::new(), Vec::new());
-        for _ in 0..20_000 {
+        for _ in 0..samples {
             let t = Instant::now();
             let _: Option<Vec<u8>> = rt
                 .block_on(redis::cmd("GET").arg(&full).query_async(&mut bare))
@@ -149,7 +155,7 @@ fn main() {
             percentiles(s_cache),
         ));
     }
-    println!("\nsequential L2 hits, 20,000 each (p50 / p99, µs):");
+    println!("\nsequential L2 hits, {samples} each (p50 / p99, µs):");
     for (size, bare, tier, cache) in rows {
         println!(
             "  {size:>5} B  bare redis-rs {:.1} / {:.1}   bridge {:.1} / {:.1} ({:.2}x / {:.2}x)   Cache::get {:.1} / {:.1} ({:.2}x / {:.2}x)",

@@ -298,28 +298,42 @@ impl Pending {
         }
     }
 
+    fn push(&mut self, what: Queued<'_>) {
+        match what {
+            Queued::Key(ns, key) => self.add_key(ns, Bytes::copy_from_slice(key)),
+            Queued::Flush(ns) => {
+                self.flushes.insert(ns.to_owned());
+            }
+            Queued::Pattern(ns, _) | Queued::Tag(ns, _) if self.full() => {
+                self.flushes.insert(ns.to_owned());
+            }
+            Queued::Pattern(ns, p) => self.patterns.push((ns.to_owned(), p.to_vec())),
+            Queued::Tag(ns, t) => self.tags.push((ns.to_owned(), t.to_vec())),
+        }
+    }
+
     fn merge(&mut self, other: Pending) {
-        for f in other.flushes {
-            self.flushes.insert(f);
+        for f in &other.flushes {
+            self.push(Queued::Flush(f));
         }
         for (ns, k) in other.keys {
             self.add_key(&ns, k);
         }
-        for (ns, p) in other.patterns {
-            if self.full() {
-                self.flushes.insert(ns);
-            } else {
-                self.patterns.push((ns, p));
-            }
+        for (ns, p) in &other.patterns {
+            self.push(Queued::Pattern(ns, p));
         }
-        for (ns, t) in other.tags {
-            if self.full() {
-                self.flushes.insert(ns);
-            } else {
-                self.tags.push((ns, t));
-            }
+        for (ns, t) in &other.tags {
+            self.push(Queued::Tag(ns, t));
         }
     }
+}
+
+/// One invalidation waiting for Redis.
+enum Queued<'a> {
+    Key(&'a str, &'a [u8]),
+    Pattern(&'a str, &'a [u8]),
+    Tag(&'a str, &'a [u8]),
+    Flush(&'a str),
 }
 
 struct Inner {
@@ -707,9 +721,25 @@ impl RedisTier {
         })
     }
 
-    fn queue(&self, f: impl FnOnce(&mut Pending)) {
+    /// Runs an invalidation on Redis; while the circuit is open, or when it fails, queues it
+    /// for Redis's return instead (the local layers have already applied it). Returns how
+    /// many keys Redis removed (0 when queued).
+    async fn invalidate_or_queue<F, Fut>(&self, what: Queued<'_>, op: F) -> u64
+    where
+        F: FnOnce() -> Fut,
+        Fut: Future<Output = Result<u64, TierError>>,
+    {
+        if self.inner.breaker.allows() {
+            match op().await {
+                Ok(n) => return n,
+                Err(e) => {
+                    tracing::debug!(error = %e, "Redis bridge: invalidation queued for Redis's return");
+                }
+            }
+        }
         bump(&self.inner.counters.bypassed_invalidations);
-        f(&mut self.inner.pending.lock());
+        self.inner.pending.lock().push(what);
+        0
     }
 
     /// Starts a SCAN of every key matching `pattern` (a full-key MATCH pattern) on every
@@ -1071,18 +1101,12 @@ impl Tier for RedisTier {
     }
 
     async fn remove(&self, namespace: &str, key: &[u8]) -> Result<bool, TierError> {
-        if !self.inner.breaker.allows() {
-            self.queue(|p| p.add_key(namespace, Bytes::copy_from_slice(key)));
-            return Ok(false);
-        }
-        match self.raw_remove(namespace, key).await {
-            Ok(found) => Ok(found),
-            Err(e) => {
-                tracing::debug!(error = %e, "Redis bridge: invalidation queued");
-                self.queue(|p| p.add_key(namespace, Bytes::copy_from_slice(key)));
-                Ok(false)
-            }
-        }
+        let n = self
+            .invalidate_or_queue(Queued::Key(namespace, key), || async {
+                self.raw_remove(namespace, key).await.map(u64::from)
+            })
+            .await;
+        Ok(n > 0)
     }
 
     async fn remove_version(
@@ -1109,62 +1133,24 @@ impl Tier for RedisTier {
     }
 
     async fn invalidate_pattern(&self, namespace: &str, pattern: &Glob) -> Result<u64, TierError> {
-        let queue = |p: &mut Pending| {
-            if p.full() {
-                p.flushes.insert(namespace.to_owned());
-            } else {
-                p.patterns
-                    .push((namespace.to_owned(), pattern.as_bytes().to_vec()));
-            }
-        };
-        if !self.inner.breaker.allows() {
-            self.queue(queue);
-            return Ok(0);
-        }
-        match self.raw_pattern(namespace, pattern).await {
-            Ok(n) => Ok(n),
-            Err(e) => {
-                tracing::debug!(error = %e, "Redis bridge: pattern invalidation queued");
-                self.queue(queue);
-                Ok(0)
-            }
-        }
+        Ok(self
+            .invalidate_or_queue(Queued::Pattern(namespace, pattern.as_bytes()), || {
+                self.raw_pattern(namespace, pattern)
+            })
+            .await)
     }
 
     async fn invalidate_tag(&self, namespace: &str, tag: &[u8]) -> Result<u64, TierError> {
-        let queue = |p: &mut Pending| {
-            if p.full() {
-                p.flushes.insert(namespace.to_owned());
-            } else {
-                p.tags.push((namespace.to_owned(), tag.to_vec()));
-            }
-        };
-        if !self.inner.breaker.allows() {
-            self.queue(queue);
-            return Ok(0);
-        }
-        match self.raw_tag(namespace, tag).await {
-            Ok(n) => Ok(n),
-            Err(e) => {
-                tracing::debug!(error = %e, "Redis bridge: tag invalidation queued");
-                self.queue(queue);
-                Ok(0)
-            }
-        }
+        Ok(self
+            .invalidate_or_queue(Queued::Tag(namespace, tag), || self.raw_tag(namespace, tag))
+            .await)
     }
 
     async fn flush_namespace(&self, namespace: &str) -> Result<(), TierError> {
-        let queue = |p: &mut Pending| {
-            p.flushes.insert(namespace.to_owned());
-        };
-        if !self.inner.breaker.allows() {
-            self.queue(queue);
-            return Ok(());
-        }
-        if let Err(e) = self.raw_flush(namespace).await {
-            tracing::debug!(error = %e, "Redis bridge: namespace flush queued");
-            self.queue(queue);
-        }
+        self.invalidate_or_queue(Queued::Flush(namespace), || async {
+            self.raw_flush(namespace).await.map(|()| 0)
+        })
+        .await;
         Ok(())
     }
 
@@ -1262,5 +1248,34 @@ impl Tier for RedisTier {
                 self.inner.breaker.last_reason()
             )),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_full_queue_turns_further_work_into_namespace_flushes() {
+        let mut p = Pending::default();
+        for i in 0..MAX_PENDING {
+            p.add_key("a", Bytes::from(i.to_string()));
+        }
+        assert!(p.full());
+        p.add_key("b", Bytes::from_static(b"k"));
+        p.push(Queued::Pattern("c", b"x*"));
+        p.push(Queued::Tag("d", b"t"));
+        assert_eq!(p.len(), MAX_PENDING + 3);
+        assert!(["b", "c", "d"].iter().all(|ns| p.flushes.contains(*ns)));
+        // Keys of a namespace already queued for a flush are covered by it.
+        p.add_key("b", Bytes::from_static(b"k2"));
+        assert_eq!(p.len(), MAX_PENDING + 3);
+        let mut q = Pending::default();
+        q.push(Queued::Key("a", b"0"));
+        q.merge(p);
+        // The keys of "a" overflow once more, so "a" becomes a flush too: the bound holds
+        // (at most one flush per namespace beyond it) and nothing is forgotten.
+        assert!(q.len() <= MAX_PENDING + 4, "merging keeps the bound: {}", q.len());
+        assert!(["a", "b", "c", "d"].iter().all(|ns| q.flushes.contains(*ns)));
     }
 }

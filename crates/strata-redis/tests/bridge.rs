@@ -351,6 +351,8 @@ async fn the_circuit_opens_on_kill_serves_locally_and_recovers_on_restart() {
             .unwrap();
     }
     node.cache.set("ns", "changed", "before").await.unwrap();
+    node.cache.set("other", "p:1", "x").await.unwrap();
+    node.cache.set("other", "keep", "x").await.unwrap();
 
     // A bounded load of reads (through get_or_load, as a service would) and writes.
     let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
@@ -407,6 +409,10 @@ async fn the_circuit_opens_on_kill_serves_locally_and_recovers_on_restart() {
         Some(Bytes::from("during"))
     );
     assert!(!node.tier.health().eq(&strata_core::TierHealth::Up));
+    node.cache
+        .invalidate_pattern("other", b"p:*")
+        .await
+        .expect("an invalidation while Redis is down");
     tokio::time::sleep(Duration::from_millis(500)).await;
 
     redis.restart();
@@ -439,6 +445,21 @@ async fn the_circuit_opens_on_kill_serves_locally_and_recovers_on_restart() {
         .unwrap();
     assert_eq!(before, None, "the outage-time write did not clean up Redis");
     assert!(node.tier.counters().replayed.load(Ordering::Relaxed) > 0);
+    let p1: Option<Vec<u8>> = redis::cmd("GET")
+        .arg("strata:other:p:1")
+        .query_async(&mut raw)
+        .await
+        .unwrap();
+    assert_eq!(
+        p1, None,
+        "the pattern invalidated during the outage was replayed"
+    );
+    let keep: Option<Vec<u8>> = redis::cmd("GET")
+        .arg("strata:other:keep")
+        .query_async(&mut raw)
+        .await
+        .unwrap();
+    assert!(keep.is_some(), "the replayed pattern went too far");
 
     // Writes reach Redis again.
     node.cache.set("ns", "after", "x").await.unwrap();

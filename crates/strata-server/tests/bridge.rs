@@ -7,27 +7,12 @@ mod common;
 #[path = "../../strata-redis/tests/common/mod.rs"]
 mod redis_common;
 
-use std::io::{Read, Write};
 use std::process::Command;
 use std::time::{Duration, Instant};
 
-use common::Server;
+use common::{Server, http_get};
 use redis::Commands;
 use redis_common::RedisServer;
-
-fn http_get(addr: &str, path: &str) -> (u16, String) {
-    let mut s = std::net::TcpStream::connect(addr).unwrap();
-    write!(
-        s,
-        "GET {path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n"
-    )
-    .unwrap();
-    let mut out = String::new();
-    s.read_to_string(&mut out).unwrap();
-    let status = out.split_whitespace().nth(1).unwrap().parse().unwrap();
-    let body = out.split_once("\r\n\r\n").unwrap().1.to_owned();
-    (status, body)
-}
 
 fn l2_health(srv: &Server) -> serde_json::Value {
     let (_, body) = http_get(&srv.admin(), "/health");

@@ -5,11 +5,11 @@
 
 mod common;
 
-use std::io::{Read, Write};
+use std::io::Read;
 use std::process::Command;
 use std::time::{Duration, Instant};
 
-use common::{Raw, Server, err_text};
+use common::{Raw, Server, err_text, http_get};
 use strata_resp::Frame;
 
 fn bulk(s: &str) -> Frame {
@@ -215,20 +215,6 @@ fn graceful_shutdown_answers_a_pipeline_and_keeps_data() {
         "first run:\n{first_log}\nsecond run:\n{}",
         srv2.log()
     );
-}
-
-fn http_get(addr: &str, path: &str) -> (u16, String) {
-    let mut s = std::net::TcpStream::connect(addr).unwrap();
-    write!(
-        s,
-        "GET {path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n"
-    )
-    .unwrap();
-    let mut out = String::new();
-    s.read_to_string(&mut out).unwrap();
-    let status = out.split_whitespace().nth(1).unwrap().parse().unwrap();
-    let body = out.split_once("\r\n\r\n").unwrap().1.to_owned();
-    (status, body)
 }
 
 #[test]
