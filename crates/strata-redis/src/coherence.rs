@@ -68,8 +68,9 @@ pub async fn apply(tier: &RedisTier, cache: &Cache, payload: &[u8]) {
 /// ever (the node aborts the task at shutdown).
 pub async fn run_subscriber(tier: RedisTier, cache: Cache) {
     let mut backoff = Duration::from_millis(50);
+    let mut attempt = 0usize;
     loop {
-        if let Some(client) = tier.pubsub_client() {
+        if let Some(client) = tier.pubsub_client(attempt) {
             let channel = tier.channel().to_owned();
             let connect = async {
                 let mut ps = client.get_async_pubsub().await?;
@@ -102,6 +103,7 @@ pub async fn run_subscriber(tier: RedisTier, cache: Cache) {
                 Ok(Err(e)) => tracing::debug!(error = %e, "Redis bridge: cannot subscribe yet"),
                 Err(_) => tracing::debug!("Redis bridge: subscribing timed out"),
             }
+            attempt = attempt.wrapping_add(1);
         }
         tokio::time::sleep(backoff).await;
         backoff = (backoff * 2).min(Duration::from_secs(1));

@@ -341,7 +341,8 @@ struct Inner {
     clock: Arc<dyn Clock>,
     started: Instant,
     backend: RwLock<Option<Backend>>,
-    pubsub: RwLock<Option<redis::Client>>,
+    /// Where the subscriber may connect: the server, or every cluster seed node.
+    pubsub: RwLock<Vec<redis::Client>>,
     breaker: Breaker,
     permits: Semaphore,
     pending: Mutex<Pending>,
@@ -429,7 +430,7 @@ impl RedisTier {
                 clock,
                 started: Instant::now(),
                 backend: RwLock::new(None),
-                pubsub: RwLock::new(None),
+                pubsub: RwLock::new(Vec::new()),
                 pending: Mutex::new(Pending::default()),
                 counters: BridgeCounters::default(),
                 origin: rand::random(),
@@ -524,7 +525,7 @@ impl RedisTier {
                     let (host, port) = split_address(address).unwrap_or_default();
                     let client = redis::Client::open(self.connection_info(host, port))?;
                     let conn = self.manager(client.clone()).await?;
-                    Ok::<_, redis::RedisError>((Backend::Single(conn), client))
+                    Ok::<_, redis::RedisError>((Backend::Single(conn), vec![client]))
                 }
                 Topology::Sentinel {
                     sentinels,
@@ -554,7 +555,7 @@ impl RedisTier {
                     let mut sentinel = b.build()?;
                     let client = sentinel.async_get_client().await?;
                     let conn = self.manager(client.clone()).await?;
-                    Ok((Backend::Single(conn), client))
+                    Ok((Backend::Single(conn), vec![client]))
                 }
                 Topology::Cluster { nodes } => {
                     let infos: Vec<ConnectionInfo> = nodes
@@ -573,13 +574,17 @@ impl RedisTier {
                         b = b.password(p);
                     }
                     let conn = b.build()?.get_async_connection().await?;
-                    // Classic pub/sub is cluster-wide: any node carries the channel.
-                    let client = redis::Client::open(infos[0].clone())?;
-                    Ok((Backend::Cluster(conn), client))
+                    // Classic pub/sub is cluster-wide: any node carries the channel, so the
+                    // subscriber may use any seed (it moves on when one fails).
+                    let clients = infos
+                        .into_iter()
+                        .map(redis::Client::open)
+                        .collect::<redis::RedisResult<Vec<_>>>()?;
+                    Ok((Backend::Cluster(conn), clients))
                 }
             }
         };
-        let (backend, client) = tokio::time::timeout(cfg.connect_timeout * 2, connect)
+        let (backend, clients) = tokio::time::timeout(cfg.connect_timeout * 2, connect)
             .await
             .map_err(|_| {
                 redis::RedisError::from(std::io::Error::new(
@@ -600,7 +605,7 @@ impl RedisTier {
             ))
         })??;
         *self.inner.backend.write() = Some(backend);
-        *self.inner.pubsub.write() = Some(client);
+        *self.inner.pubsub.write() = clients;
         Ok(())
     }
 
@@ -614,9 +619,11 @@ impl RedisTier {
         ConnectionManager::new_with_config(client, mc).await
     }
 
-    /// The client the invalidation subscriber connects with (a master of the topology).
-    pub(crate) fn pubsub_client(&self) -> Option<redis::Client> {
-        self.inner.pubsub.read().clone()
+    /// The client the invalidation subscriber connects with on its `attempt`th try: the
+    /// server (the master, for Sentinel), or the cluster's seed nodes in turn.
+    pub(crate) fn pubsub_client(&self, attempt: usize) -> Option<redis::Client> {
+        let clients = self.inner.pubsub.read();
+        (!clients.is_empty()).then(|| clients[attempt % clients.len()].clone())
     }
 
     pub(crate) fn set_subscribed(&self, on: bool) {
@@ -1275,7 +1282,15 @@ mod tests {
         q.merge(p);
         // The keys of "a" overflow once more, so "a" becomes a flush too: the bound holds
         // (at most one flush per namespace beyond it) and nothing is forgotten.
-        assert!(q.len() <= MAX_PENDING + 4, "merging keeps the bound: {}", q.len());
-        assert!(["a", "b", "c", "d"].iter().all(|ns| q.flushes.contains(*ns)));
+        assert!(
+            q.len() <= MAX_PENDING + 4,
+            "merging keeps the bound: {}",
+            q.len()
+        );
+        assert!(
+            ["a", "b", "c", "d"]
+                .iter()
+                .all(|ns| q.flushes.contains(*ns))
+        );
     }
 }

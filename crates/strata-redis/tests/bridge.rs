@@ -83,6 +83,35 @@ async fn contract_suite_on_a_three_master_redis_cluster() {
             "flush missed a master"
         );
     }
+
+    // Coherence across the cluster: a write published by the script on whichever master owns
+    // the key reaches a subscriber connected to a seed node (classic pub/sub is cluster-wide).
+    let cfg = fresh(BridgeConfig::with_topology(Topology::Cluster {
+        nodes: cluster.addresses(),
+    }));
+    let a = Node::start(cfg.clone()).await;
+    let b = Node::start(cfg).await;
+    for i in 0..10 {
+        let key = format!("c{i}");
+        let seen = b.messages();
+        a.cache.set("ns", key.clone(), "old").await.unwrap();
+        b.applied(seen, 1).await;
+        b.cache.get("ns", key.as_bytes()).await.unwrap();
+        assert!(b.l1("ns", key.as_bytes()).is_some());
+        a.cache.set("ns", key.clone(), "new").await.unwrap();
+        assert!(
+            eventually(Duration::from_millis(500), || async {
+                b.l1("ns", key.as_bytes()).is_none()
+            })
+            .await
+            .is_some(),
+            "B kept {key} after A's write on the cluster"
+        );
+        assert_eq!(
+            b.cache.get("ns", key.as_bytes()).await.unwrap(),
+            Some(Bytes::from("new"))
+        );
+    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
