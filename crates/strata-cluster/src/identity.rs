@@ -1,0 +1,68 @@
+//! A node's identity in the cluster, as foca carries it in every membership update.
+
+use std::net::SocketAddr;
+
+use serde::{Deserialize, Serialize};
+
+/// Who a node is and where to reach it.
+///
+/// `name` is stable across restarts (the ring places keys by it); `generation` changes on
+/// every restart, so the cluster tells a restarted node from its previous life and a stale
+/// "down" about the old one cannot take the new one out. Two identities with the same gossip
+/// address are the same node; the higher generation wins.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+pub struct NodeIdentity {
+    /// Stable node name (config `node.name`).
+    pub name: String,
+    /// Where gossip (UDP) reaches it.
+    pub gossip: SocketAddr,
+    /// Its peer RPC (TCP) listener.
+    pub rpc: SocketAddr,
+    /// Its Redis-protocol listener.
+    pub resp: SocketAddr,
+    /// Its admin HTTP listener.
+    pub admin: SocketAddr,
+    /// Changes on every restart; starts at 1 (0 is the placeholder for a seed whose identity
+    /// is not known yet).
+    pub generation: u64,
+}
+
+impl NodeIdentity {
+    /// A placeholder for a seed known only by its gossip address: announcing to it reaches
+    /// the real node, whose identity then replaces this one.
+    pub fn seed(gossip: SocketAddr) -> Self {
+        let unspecified = SocketAddr::from(([0, 0, 0, 0], 0));
+        NodeIdentity {
+            name: String::new(),
+            gossip,
+            rpc: unspecified,
+            resp: unspecified,
+            admin: unspecified,
+            generation: 0,
+        }
+    }
+
+    /// Whether this is a seed placeholder rather than a node's own identity.
+    pub fn is_placeholder(&self) -> bool {
+        self.generation == 0
+    }
+}
+
+impl foca::Identity for NodeIdentity {
+    type Addr = SocketAddr;
+
+    fn renew(&self) -> Option<Self> {
+        Some(NodeIdentity {
+            generation: self.generation + 1,
+            ..self.clone()
+        })
+    }
+
+    fn addr(&self) -> SocketAddr {
+        self.gossip
+    }
+
+    fn win_addr_conflict(&self, adversary: &Self) -> bool {
+        self.generation > adversary.generation
+    }
+}

@@ -1,0 +1,21 @@
+//! Strata's cluster protocol as sans-IO state machines, driven unchanged by the node binary
+//! and by the deterministic simulator (`simulations/`):
+//!
+//! - [`membership`]: foca (SWIM) membership and failure detection, with packets sealed by
+//!   the cluster secret ([`auth`]);
+//! - [`ring`]: consistent hashing over the live view: `owners(key)`;
+//! - [`identity`]: what a node is known by (stable name, addresses, generation).
+//!
+//! No tokio, no sockets, no clock: inputs come in (packets, timer events), outputs go out.
+
+pub mod auth;
+pub mod identity;
+pub mod membership;
+pub mod ring;
+
+pub use auth::{AuthError, Authenticator};
+pub use identity::NodeIdentity;
+#[cfg(feature = "fault-switches")]
+pub use membership::FaultSwitches;
+pub use membership::{Membership, MembershipStats, MembershipTimer, Output, lan_config};
+pub use ring::{DEFAULT_REPLICATION_FACTOR, DEFAULT_VNODES, Ring};

@@ -1,0 +1,347 @@
+//! Membership and failure detection: foca (SWIM + suspicion + infection-style dissemination)
+//! behind a sans-IO interface with authenticated packets.
+//!
+//! The caller feeds packets and timer events in and carries the outputs out: packets to
+//! send (already sealed with the cluster secret), timers to schedule, member up/down
+//! events. Randomness comes from a seeded RNG, and foca reads no clock (time enters only
+//! as timer events), so the node binary and the simulator drive exactly this code.
+
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use foca::{Foca, NoCustomBroadcast, Notification, PostcardCodec, Runtime, Timer};
+
+use rand::SeedableRng;
+use rand::rngs::StdRng;
+
+use crate::auth::Authenticator;
+use crate::identity::NodeIdentity;
+use crate::ring::Ring;
+
+/// How often a node that knows no live member announces itself to its seeds again.
+pub const REJOIN_EVERY: Duration = Duration::from_secs(2);
+
+/// A timer the membership asked for; hand it back through [`Membership::handle_timer`] when
+/// it fires.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum MembershipTimer {
+    /// One of foca's own timers (probes, suspicion, gossip, announcements).
+    Foca(Timer<NodeIdentity>),
+    /// Time to check whether this node is alone, and if so to announce itself to the seeds
+    /// again. foca's periodic announcements go to members it knows; a node whose first
+    /// announcements were all lost, or that has forgotten everyone after a long partition,
+    /// knows none, and would otherwise stay alone for ever (found by the simulator, seeds 81,
+    /// 163 and 198).
+    Rejoin,
+}
+
+/// What the caller must do after an input.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Output {
+    /// Send `packet` to the gossip address `to` (UDP).
+    Send {
+        /// Destination gossip address.
+        to: SocketAddr,
+        /// The sealed packet.
+        packet: Vec<u8>,
+    },
+    /// Call [`Membership::handle_timer`] with `timer` after `after`.
+    Schedule {
+        /// The timer.
+        timer: MembershipTimer,
+        /// When.
+        after: Duration,
+    },
+    /// A member joined, came back, or restarted under a new generation.
+    Up(NodeIdentity),
+    /// A member was declared down.
+    Down(NodeIdentity),
+}
+
+/// Counters of the membership state machine.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct MembershipStats {
+    /// Packets dropped for a missing or wrong authentication tag.
+    pub rejected_packets: u64,
+    /// Authenticated packets foca could not use (malformed, from an old generation, …).
+    pub invalid_packets: u64,
+    /// Times this node was declared down by the others and rejoined as a new generation.
+    pub rejoins: u64,
+    /// Times this node, alone, announced itself to its seeds again.
+    pub seed_announces: u64,
+}
+
+/// Ways to break the protocol on purpose (feature `fault-switches`, for the simulator's
+/// tests that prove its checker can fail).
+#[cfg(feature = "fault-switches")]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct FaultSwitches {
+    /// Build the ring from the other members only, leaving this node out.
+    pub ring_without_self: bool,
+    /// Never announce to the seeds again when alone (the bug of the regression seeds 81,
+    /// 163 and 198).
+    pub skip_seed_rejoin: bool,
+}
+
+/// One node's view of the cluster.
+pub struct Membership {
+    foca: Foca<NodeIdentity, PostcardCodec, StdRng, NoCustomBroadcast>,
+    auth: Authenticator,
+    seeds: Vec<SocketAddr>,
+    stats: MembershipStats,
+    #[cfg(feature = "fault-switches")]
+    switches: FaultSwitches,
+}
+
+impl std::fmt::Debug for Membership {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Membership")
+            .field("identity", self.foca.identity())
+            .field("members", &self.foca.num_members())
+            .finish_non_exhaustive()
+    }
+}
+
+struct Collect<'a> {
+    out: &'a mut Vec<Output>,
+    auth: &'a Authenticator,
+    defunct: bool,
+}
+
+impl Runtime<NodeIdentity> for Collect<'_> {
+    fn notify(&mut self, n: Notification<'_, NodeIdentity>) {
+        match n {
+            Notification::MemberUp(id) if !id.is_placeholder() => {
+                self.out.push(Output::Up(id.clone()));
+            }
+            Notification::Rename(_, id) if !id.is_placeholder() => {
+                self.out.push(Output::Up(id.clone()));
+            }
+            Notification::MemberDown(id) if !id.is_placeholder() => {
+                self.out.push(Output::Down(id.clone()));
+            }
+            Notification::Defunct => self.defunct = true,
+            _ => {}
+        }
+    }
+
+    fn send_to(&mut self, to: NodeIdentity, data: &[u8]) {
+        self.out.push(Output::Send {
+            to: to.gossip,
+            packet: self.auth.seal(data),
+        });
+    }
+
+    fn submit_after(&mut self, timer: Timer<NodeIdentity>, after: Duration) {
+        self.out.push(Output::Schedule {
+            timer: MembershipTimer::Foca(timer),
+            after,
+        });
+    }
+}
+
+/// foca's LAN settings scaled to `cluster_size` (a probe every second, gossip every 200 ms,
+/// suspicion time derived from the cluster size), with faster healing: every 5 s a node
+/// announces itself to one random member and to two members it believes down (foca's
+/// defaults are 30 s and 65 s). After a partition the two sides have declared each other
+/// down; these announcements are what brings them back together, so their period bounds
+/// how long a healed partition takes to converge (measured by the simulator).
+pub fn lan_config(cluster_size: u32) -> foca::Config {
+    use std::num::{NonZeroU32, NonZeroUsize};
+    let mut c =
+        foca::Config::new_lan(NonZeroU32::new(cluster_size.max(1)).unwrap_or(NonZeroU32::MIN));
+    c.periodic_announce = Some(foca::PeriodicParams {
+        frequency: Duration::from_secs(5),
+        num_members: NonZeroUsize::MIN,
+    });
+    c.periodic_announce_to_down_members = Some(foca::PeriodicParams {
+        frequency: Duration::from_secs(5),
+        num_members: NonZeroUsize::MIN.saturating_add(1),
+    });
+    c
+}
+
+impl Membership {
+    /// A node that knows only itself; [`Membership::join`] contacts the seeds.
+    pub fn new(
+        identity: NodeIdentity,
+        config: foca::Config,
+        rng_seed: u64,
+        secret: &[u8],
+        seeds: Vec<SocketAddr>,
+    ) -> Self {
+        let foca = Foca::new(
+            identity,
+            config,
+            StdRng::seed_from_u64(rng_seed),
+            PostcardCodec,
+        );
+        Membership {
+            foca,
+            auth: Authenticator::new(secret),
+            seeds,
+            stats: MembershipStats::default(),
+            #[cfg(feature = "fault-switches")]
+            switches: FaultSwitches::default(),
+        }
+    }
+
+    /// Breaks the protocol on purpose (tests of the simulator's checker only).
+    #[cfg(feature = "fault-switches")]
+    pub fn set_fault_switches(&mut self, switches: FaultSwitches) {
+        self.switches = switches;
+    }
+
+    /// This node's identity (its generation changes if the cluster declared it down).
+    pub fn identity(&self) -> &NodeIdentity {
+        self.foca.identity()
+    }
+
+    fn announce_to_seeds(
+        foca: &mut Foca<NodeIdentity, PostcardCodec, StdRng, NoCustomBroadcast>,
+        seeds: &[SocketAddr],
+        rt: &mut Collect<'_>,
+    ) -> Result<(), foca::Error> {
+        let own = foca.identity().gossip;
+        for s in seeds.iter().filter(|s| **s != own) {
+            foca.announce(NodeIdentity::seed(*s), &mut *rt)?;
+        }
+        Ok(())
+    }
+
+    /// Counters.
+    pub fn stats(&self) -> MembershipStats {
+        self.stats
+    }
+
+    /// How many members this node believes alive, itself included (cheap).
+    pub fn num_live(&self) -> usize {
+        self.foca.num_members() + 1
+    }
+
+    /// The members this node believes alive, itself included, sorted by name.
+    pub fn live(&self) -> Vec<NodeIdentity> {
+        let mut v: Vec<NodeIdentity> = self
+            .foca
+            .iter_members()
+            .map(|m| m.id().clone())
+            .filter(|id| !id.is_placeholder())
+            .chain(std::iter::once(self.foca.identity().clone()))
+            .collect();
+        v.sort_unstable_by(|a, b| a.name.cmp(&b.name));
+        v
+    }
+
+    /// Every member foca tracks, with its state (alive, suspect or down): for diagnostics.
+    pub fn member_states(&self) -> Vec<(NodeIdentity, foca::State)> {
+        self.foca
+            .iter_membership_state()
+            .map(|m| (m.id().clone(), m.state()))
+            .collect()
+    }
+
+    /// The ring of the live view.
+    pub fn ring(&self, vnodes: u16) -> Ring {
+        #[cfg(feature = "fault-switches")]
+        if self.switches.ring_without_self {
+            let own = self.identity().name.clone();
+            return Ring::new(
+                self.live()
+                    .into_iter()
+                    .map(|id| id.name)
+                    .filter(|n| *n != own),
+                vnodes,
+            );
+        }
+        Ring::new(self.live().into_iter().map(|id| id.name), vnodes)
+    }
+
+    fn run(
+        &mut self,
+        f: impl FnOnce(
+            &mut Foca<NodeIdentity, PostcardCodec, StdRng, NoCustomBroadcast>,
+            &mut Collect<'_>,
+        ) -> Result<(), foca::Error>,
+    ) -> Vec<Output> {
+        let mut out = Vec::new();
+        let mut c = Collect {
+            out: &mut out,
+            auth: &self.auth,
+            defunct: false,
+        };
+        if f(&mut self.foca, &mut c).is_err() {
+            self.stats.invalid_packets += 1;
+        }
+        if c.defunct {
+            // The others declared this node down (a partition, a long pause): come back as
+            // a new generation, which wins over the old one everywhere.
+            self.stats.rejoins += 1;
+            if let Some(renewed) = foca::Identity::renew(self.foca.identity()) {
+                let _ = self.foca.change_identity(renewed, &mut c);
+            }
+            let _ = Self::announce_to_seeds(&mut self.foca, &self.seeds, &mut c);
+        }
+        out
+    }
+
+    /// Announces this node to its seeds (and so to the cluster), and starts the rejoin check.
+    pub fn join(&mut self) -> Vec<Output> {
+        let seeds = self.seeds.clone();
+        let mut out = self.run(|foca, rt| Self::announce_to_seeds(foca, &seeds, rt));
+        out.push(Output::Schedule {
+            timer: MembershipTimer::Rejoin,
+            after: REJOIN_EVERY,
+        });
+        out
+    }
+
+    /// A packet arrived on the gossip socket.
+    pub fn handle_packet(&mut self, packet: &[u8]) -> Vec<Output> {
+        let payload = match self.auth.open(packet) {
+            Ok(p) => p.to_vec(),
+            Err(_) => {
+                self.stats.rejected_packets += 1;
+                return Vec::new();
+            }
+        };
+        self.run(|foca, rt| foca.handle_data(&payload, rt))
+    }
+
+    /// A timer scheduled by an earlier [`Output::Schedule`] fired.
+    pub fn handle_timer(&mut self, timer: MembershipTimer) -> Vec<Output> {
+        match timer {
+            MembershipTimer::Foca(t) => self.run(|foca, rt| foca.handle_timer(t, rt)),
+            MembershipTimer::Rejoin => {
+                let seeds = self.seeds.clone();
+                #[cfg(feature = "fault-switches")]
+                let enabled = !self.switches.skip_seed_rejoin;
+                #[cfg(not(feature = "fault-switches"))]
+                let enabled = true;
+                let mut out = if enabled && self.foca.num_members() == 0 {
+                    self.stats.seed_announces += 1;
+                    self.run(|foca, rt| Self::announce_to_seeds(foca, &seeds, rt))
+                } else {
+                    Vec::new()
+                };
+                out.push(Output::Schedule {
+                    timer: MembershipTimer::Rejoin,
+                    after: REJOIN_EVERY,
+                });
+                out
+            }
+        }
+    }
+
+    /// Leaves the cluster gracefully (the others mark this node down at once instead of
+    /// waiting for the failure detector).
+    pub fn leave(mut self) -> Vec<Output> {
+        let mut out = Vec::new();
+        let mut c = Collect {
+            out: &mut out,
+            auth: &self.auth,
+            defunct: false,
+        };
+        let _ = self.foca.leave_cluster(&mut c);
+        out
+    }
+}

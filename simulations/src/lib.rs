@@ -1,0 +1,721 @@
+//! Strata's deterministic simulator.
+//!
+//! A seeded discrete-event simulation of N nodes that drives the **same** sans-IO state
+//! machines the node runs (today: `strata_cluster::Membership` — foca — and the `Ring`),
+//! never a model of them. Time is simulated (microseconds), the network is simulated (loss,
+//! duplication, delay and so reordering, symmetric and one-way partitions), and nodes crash,
+//! restart under a new generation, and leave and rejoin. Everything random comes from one
+//! seeded RNG, and nothing iterates a hash map, so a seed replays exactly.
+//!
+//! A run has three phases: bootstrap (every node joins through the seeds), faults (the mix
+//! the seed drew), and liveness (every fault healed, crashed nodes restarted except those
+//! chosen to stay dead). The checker then requires, within a bound, that every live node's
+//! view is exactly the live set and that all nodes compute the same ring — and reports how
+//! long that took in simulated time.
+
+use std::cmp::Reverse;
+use std::collections::{BTreeSet, BinaryHeap, HashMap, HashSet, VecDeque};
+use std::fmt;
+use std::net::SocketAddr;
+use std::time::{Duration, Instant};
+
+use rand::rngs::StdRng;
+use rand::{Rng, SeedableRng};
+use strata_cluster::{
+    FaultSwitches, Membership, MembershipTimer, NodeIdentity, Output, lan_config,
+};
+
+/// The secret every simulated node shares.
+const SECRET: &[u8] = b"simulated cluster secret";
+/// Trace lines kept for a failure report.
+const TRACE_LINES: usize = 60;
+
+/// What a seed drew: cluster size, network faults and node faults.
+#[derive(Debug, Clone, PartialEq)]
+pub struct FaultMix {
+    /// Nodes in the cluster.
+    pub nodes: usize,
+    /// Probability that a packet is lost.
+    pub loss: f64,
+    /// Probability that a packet is delivered twice.
+    pub duplication: f64,
+    /// Largest one-way delay, in ms (the smallest is 0.1 ms); different delays reorder.
+    pub max_delay_ms: u64,
+    /// Whether a partition splits the cluster for part of the fault phase.
+    pub partition: bool,
+    /// Whether the partition is one-way (A hears B, B does not hear A).
+    pub one_way: bool,
+    /// Nodes that crash during the fault phase (restarted at heal, except `stay_dead`).
+    pub crashes: usize,
+    /// Of the crashed nodes, how many never come back (the failure detector must remove them).
+    pub stay_dead: usize,
+    /// Nodes that leave gracefully and rejoin later.
+    pub leaves: usize,
+    /// Length of the fault phase, in simulated seconds.
+    pub fault_secs: u64,
+}
+
+impl FaultMix {
+    /// Draws a mix from `rng` for a cluster of `nodes` (swarm testing: each seed enables a
+    /// different subset of faults, at different intensities).
+    pub fn draw(rng: &mut StdRng, nodes: usize) -> Self {
+        let on = |rng: &mut StdRng| rng.random_bool(0.5);
+        let crashes = if on(rng) {
+            rng.random_range(0..=nodes / 3)
+        } else {
+            0
+        };
+        FaultMix {
+            nodes,
+            loss: if on(rng) {
+                rng.random_range(0.0..0.2)
+            } else {
+                0.0
+            },
+            duplication: if on(rng) {
+                rng.random_range(0.0..0.05)
+            } else {
+                0.0
+            },
+            max_delay_ms: rng.random_range(1..=100),
+            partition: on(rng),
+            one_way: on(rng),
+            crashes,
+            stay_dead: if crashes > 0 {
+                rng.random_range(0..=crashes.min(1))
+            } else {
+                0
+            },
+            leaves: if on(rng) {
+                rng.random_range(0..=nodes / 4)
+            } else {
+                0
+            },
+            fault_secs: rng.random_range(5..=30),
+        }
+    }
+
+    /// No faults at all: the control case.
+    pub fn calm(nodes: usize) -> Self {
+        FaultMix {
+            nodes,
+            loss: 0.0,
+            duplication: 0.0,
+            max_delay_ms: 5,
+            partition: false,
+            one_way: false,
+            crashes: 0,
+            stay_dead: 0,
+            leaves: 0,
+            fault_secs: 5,
+        }
+    }
+}
+
+impl fmt::Display for FaultMix {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(
+            f,
+            "nodes={} loss={:.3} dup={:.3} delay<={}ms partition={}{} crashes={} (stay dead {}) leaves={} faults={}s",
+            self.nodes,
+            self.loss,
+            self.duplication,
+            self.max_delay_ms,
+            self.partition,
+            if self.partition && self.one_way {
+                " (one-way)"
+            } else {
+                ""
+            },
+            self.crashes,
+            self.stay_dead,
+            self.leaves,
+            self.fault_secs
+        )
+    }
+}
+
+/// Options of one run.
+#[derive(Debug, Clone, Default)]
+pub struct RunOptions {
+    /// Force the cluster size (else drawn: 3–12 nodes).
+    pub nodes: Option<usize>,
+    /// Use this mix instead of drawing one.
+    pub mix: Option<FaultMix>,
+    /// Break the protocol on purpose (checker tests).
+    pub switches: FaultSwitches,
+    /// Simulated time allowed for convergence after heal.
+    pub liveness_bound: Option<Duration>,
+    /// Add one node with the wrong cluster secret, which must never get in (and whose view
+    /// must stay empty).
+    pub intruder: bool,
+}
+
+/// The outcome of one run.
+#[derive(Debug, Clone)]
+pub struct Report {
+    /// The seed.
+    pub seed: u64,
+    /// What it simulated.
+    pub mix: FaultMix,
+    /// `Ok(simulated time from heal to convergence)`, or why the checker failed.
+    pub result: Result<Duration, String>,
+    /// Events processed.
+    pub events: u64,
+    /// Wall time of the run.
+    pub wall: Duration,
+    /// Packets sent, dropped by the network, and rejected by authentication.
+    pub packets: (u64, u64, u64),
+    /// The last events before the end (for a failure report).
+    pub trace: Vec<String>,
+    /// Times nodes were declared down and rejoined under a new generation.
+    pub rejoins: u64,
+}
+
+impl Report {
+    /// Events per second of wall time.
+    pub fn events_per_sec(&self) -> f64 {
+        self.events as f64 / self.wall.as_secs_f64().max(1e-9)
+    }
+}
+
+impl fmt::Display for Report {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match &self.result {
+            Ok(t) => write!(
+                f,
+                "seed {} ok: converged {:.1}s after heal | {} | {} events, {:.0} events/s",
+                self.seed,
+                t.as_secs_f64(),
+                self.mix,
+                self.events,
+                self.events_per_sec()
+            ),
+            Err(e) => write!(f, "seed {} FAILED: {e} | {}", self.seed, self.mix),
+        }
+    }
+}
+
+#[derive(Debug)]
+enum Kind {
+    Deliver {
+        to: usize,
+        packet: Vec<u8>,
+    },
+    Timer {
+        node: usize,
+        life: u32,
+        timer: MembershipTimer,
+    },
+    Crash(usize),
+    Restart(usize),
+    Leave(usize),
+    Partition,
+    Heal,
+    Check,
+}
+
+struct SimNode {
+    name: String,
+    addr: SocketAddr,
+    membership: Option<Membership>,
+    /// Bumped on crash and leave, so timers of a previous life are ignored.
+    life: u32,
+    generation: u64,
+    /// Whether the node should be up at the end (false for those that stay dead).
+    expected_up: bool,
+    /// Holds the wrong secret: must never be a member anywhere.
+    intruder: bool,
+}
+
+/// The simulation of one seed.
+pub struct Sim {
+    now: u64,
+    seq: u64,
+    rng: StdRng,
+    /// (time, sequence, slot): small entries, so the heap moves 24 bytes, not an event.
+    queue: BinaryHeap<Reverse<(u64, u64, u32)>>,
+    slots: Vec<Option<Kind>>,
+    free: Vec<u32>,
+    nodes: Vec<SimNode>,
+    by_addr: HashMap<SocketAddr, usize>,
+    mix: FaultMix,
+    blocked: HashSet<(usize, usize)>,
+    loss: f64,
+    duplication: f64,
+    seeds: Vec<SocketAddr>,
+    switches: FaultSwitches,
+    events: u64,
+    packets: (u64, u64, u64),
+    trace: VecDeque<String>,
+    healed_at: Option<u64>,
+    converged: Option<u64>,
+}
+
+const MS: u64 = 1_000;
+const SEC: u64 = 1_000_000;
+
+fn addr_of(i: usize) -> SocketAddr {
+    SocketAddr::from(([10, 0, (i / 250) as u8, (i % 250) as u8 + 1], 7946))
+}
+
+impl Sim {
+    /// Builds the simulation of `seed`.
+    pub fn new(seed: u64, opts: &RunOptions) -> Self {
+        let mut rng = StdRng::seed_from_u64(seed);
+        let n = opts.nodes.unwrap_or_else(|| rng.random_range(3..=12));
+        let mix = opts
+            .mix
+            .clone()
+            .unwrap_or_else(|| FaultMix::draw(&mut rng, n));
+        let total = mix.nodes + usize::from(opts.intruder);
+        let nodes: Vec<SimNode> = (0..total)
+            .map(|i| SimNode {
+                name: format!("n{i:04}"),
+                addr: addr_of(i),
+                membership: None,
+                life: 0,
+                generation: 0,
+                expected_up: true,
+                intruder: i >= mix.nodes,
+            })
+            .collect();
+        let by_addr = nodes.iter().enumerate().map(|(i, n)| (n.addr, i)).collect();
+        let seeds = (0..mix.nodes.min(3)).map(addr_of).collect();
+        Sim {
+            now: 0,
+            seq: 0,
+            loss: mix.loss,
+            duplication: mix.duplication,
+            rng,
+            queue: BinaryHeap::new(),
+            slots: Vec::new(),
+            free: Vec::new(),
+            nodes,
+            by_addr,
+            mix,
+            blocked: HashSet::new(),
+            seeds,
+            switches: opts.switches,
+            events: 0,
+            packets: (0, 0, 0),
+            trace: VecDeque::with_capacity(TRACE_LINES),
+            healed_at: None,
+            converged: None,
+        }
+    }
+
+    fn push(&mut self, after: u64, kind: Kind) {
+        self.seq += 1;
+        let slot = match self.free.pop() {
+            Some(i) => {
+                self.slots[i as usize] = Some(kind);
+                i
+            }
+            None => {
+                self.slots.push(Some(kind));
+                (self.slots.len() - 1) as u32
+            }
+        };
+        self.queue.push(Reverse((self.now + after, self.seq, slot)));
+    }
+
+    fn note(&mut self, line: impl FnOnce() -> String) {
+        if self.trace.len() == TRACE_LINES {
+            self.trace.pop_front();
+        }
+        let t = self.now as f64 / SEC as f64;
+        self.trace.push_back(format!("{t:10.4}s {}", line()));
+    }
+
+    fn start_node(&mut self, i: usize) {
+        let node_is_intruder = self.nodes[i].intruder;
+        let node = &mut self.nodes[i];
+        node.generation += 1;
+        let id = NodeIdentity {
+            name: node.name.clone(),
+            gossip: node.addr,
+            rpc: node.addr,
+            resp: node.addr,
+            admin: node.addr,
+            generation: node.generation,
+        };
+        let mut m = Membership::new(
+            id,
+            lan_config(self.mix.nodes as u32),
+            self.rng.random(),
+            if node_is_intruder {
+                b"not the cluster secret"
+            } else {
+                SECRET
+            },
+            self.seeds.clone(),
+        );
+        m.set_fault_switches(self.switches);
+        let out = m.join();
+        self.nodes[i].membership = Some(m);
+        let generation = self.nodes[i].generation;
+        self.note(|| format!("start n{i} generation {generation}"));
+        self.apply(i, out);
+    }
+
+    fn apply(&mut self, from: usize, outputs: Vec<Output>) {
+        let life = self.nodes[from].life;
+        for o in outputs {
+            match o {
+                Output::Send { to, packet } => {
+                    self.packets.0 += 1;
+                    let Some(&j) = self.by_addr.get(&to) else {
+                        continue;
+                    };
+                    if self.blocked.contains(&(from, j)) || self.rng.random_bool(self.loss) {
+                        self.packets.1 += 1;
+                        continue;
+                    }
+                    let max = self.mix.max_delay_ms * MS;
+                    let delay = self.rng.random_range(100..=max.max(101));
+                    if self.duplication > 0.0 && self.rng.random_bool(self.duplication) {
+                        let again = self.rng.random_range(100..=max.max(101));
+                        self.push(
+                            again,
+                            Kind::Deliver {
+                                to: j,
+                                packet: packet.clone(),
+                            },
+                        );
+                    }
+                    self.push(delay, Kind::Deliver { to: j, packet });
+                }
+                Output::Schedule { timer, after } => {
+                    self.push(
+                        after.as_micros() as u64,
+                        Kind::Timer {
+                            node: from,
+                            life,
+                            timer,
+                        },
+                    );
+                }
+                Output::Up(id) => {
+                    self.note(|| format!("n{from} sees {} up (gen {})", id.name, id.generation))
+                }
+                Output::Down(id) => {
+                    self.note(|| format!("n{from} sees {} down (gen {})", id.name, id.generation))
+                }
+            }
+        }
+    }
+
+    /// Schedules the bootstrap and the drawn faults.
+    fn plan(&mut self) {
+        let n = self.mix.nodes;
+        // Bootstrap: the seeds first, then everyone within two seconds (the intruder too).
+        for i in 0..self.nodes.len() {
+            let at = if i < self.seeds.len() {
+                i as u64 * MS
+            } else {
+                self.rng.random_range(10 * MS..2 * SEC)
+            };
+            self.push(at, Kind::Restart(i));
+        }
+        let fault_start = 5 * SEC;
+        let fault_end = fault_start + self.mix.fault_secs * SEC;
+        let mut victims: Vec<usize> = (0..n).collect();
+        // Fisher–Yates with the sim's RNG (deterministic).
+        for i in (1..victims.len()).rev() {
+            let j = self.rng.random_range(0..=i);
+            victims.swap(i, j);
+        }
+        let crashes = self.mix.crashes.min(n.saturating_sub(1));
+        for (k, &v) in victims.iter().take(crashes).enumerate() {
+            let at = self.rng.random_range(fault_start..fault_end);
+            self.push(at, Kind::Crash(v));
+            if k < self.mix.stay_dead {
+                self.nodes[v].expected_up = false;
+            } else if self.rng.random_bool(0.5) {
+                // Some come back during the fault phase; the rest at heal.
+                let back = self.rng.random_range(at..fault_end.max(at + 1));
+                self.push(back, Kind::Restart(v));
+            }
+        }
+        for &v in victims.iter().skip(crashes).take(self.mix.leaves) {
+            let at = self.rng.random_range(fault_start..fault_end);
+            self.push(at, Kind::Leave(v));
+            let back = self.rng.random_range(at..fault_end.max(at + 1));
+            self.push(back, Kind::Restart(v));
+        }
+        if self.mix.partition && n >= 2 {
+            let at = self.rng.random_range(fault_start..fault_end);
+            self.push(at, Kind::Partition);
+        }
+        self.push(fault_end, Kind::Heal);
+    }
+
+    fn partition(&mut self) {
+        let n = self.mix.nodes;
+        let cut = self.rng.random_range(1..n);
+        let one_way = self.mix.one_way;
+        for a in 0..cut {
+            for b in cut..n {
+                self.blocked.insert((a, b));
+                if !one_way {
+                    self.blocked.insert((b, a));
+                }
+            }
+        }
+        self.note(|| {
+            format!(
+                "partition at {cut}{}",
+                if one_way { " (one-way)" } else { "" }
+            )
+        });
+    }
+
+    fn heal(&mut self) {
+        self.blocked.clear();
+        self.loss = 0.0;
+        self.duplication = 0.0;
+        for i in 0..self.nodes.len() {
+            if self.nodes[i].membership.is_none() && self.nodes[i].expected_up {
+                self.start_node(i);
+            }
+        }
+        self.healed_at = Some(self.now);
+        self.note(|| "heal: network repaired, crashed nodes restarted".into());
+        self.push(100 * MS, Kind::Check);
+    }
+
+    /// Whether every live node sees exactly the live set and computes the same ring.
+    fn converged(&self) -> Result<(), String> {
+        let expected: BTreeSet<&str> = self
+            .nodes
+            .iter()
+            .filter(|n| n.membership.is_some() && !n.intruder)
+            .map(|n| n.name.as_str())
+            .collect();
+        for n in self.nodes.iter().filter(|n| n.intruder) {
+            if let Some(m) = &n.membership
+                && m.num_live() != 1
+            {
+                return Err(format!("the intruder {} got a view of the cluster", n.name));
+            }
+        }
+        let mut ring_version = None;
+        // Cheap first: every node must count the right number of members.
+        for n in self.nodes.iter().filter(|n| !n.intruder) {
+            if let Some(m) = &n.membership
+                && m.num_live() != expected.len()
+            {
+                return Err(format!(
+                    "{} counts {} live members, expected {}",
+                    n.name,
+                    m.num_live(),
+                    expected.len()
+                ));
+            }
+        }
+        for n in self.nodes.iter().filter(|n| !n.intruder) {
+            let Some(m) = &n.membership else { continue };
+            let live = m.live();
+            let seen: BTreeSet<&str> = live.iter().map(|id| id.name.as_str()).collect();
+            if seen != expected {
+                let missing: Vec<_> = expected.difference(&seen).collect();
+                let extra: Vec<_> = seen.difference(&expected).collect();
+                let about: Vec<String> = m
+                    .member_states()
+                    .into_iter()
+                    .filter(|(id, _)| missing.iter().chain(extra.iter()).any(|x| **x == id.name))
+                    .map(|(id, st)| format!("{} gen {} {st:?}", id.name, id.generation))
+                    .collect();
+                let their: Vec<String> = self
+                    .nodes
+                    .iter()
+                    .filter(|o| missing.iter().any(|x| **x == o.name))
+                    .filter_map(|o| {
+                        o.membership.as_ref().map(|om| {
+                            format!(
+                                "{} (gen {}) sees {} members",
+                                o.name,
+                                om.identity().generation,
+                                om.live().len()
+                            )
+                        })
+                    })
+                    .collect();
+                return Err(format!(
+                    "{} sees {} members (missing {missing:?}, extra {extra:?}; its states of them: {about:?}; {their:?})",
+                    n.name,
+                    seen.len()
+                ));
+            }
+            // The ring each node itself computes (node code, not the checker's).
+            let v = m.ring(strata_cluster::DEFAULT_VNODES).version();
+            if *ring_version.get_or_insert(v) != v {
+                return Err(format!("{} computes another ring", n.name));
+            }
+        }
+        Ok(())
+    }
+
+    /// Runs to convergence or to the liveness bound.
+    pub fn run(mut self, seed: u64, bound: Duration) -> Report {
+        let wall = Instant::now();
+        self.plan();
+        let bound_us = bound.as_micros() as u64;
+        let mut result: Option<Result<Duration, String>> = None;
+        while let Some(Reverse((at, _, slot))) = self.queue.pop() {
+            self.now = at;
+            self.events += 1;
+            let Some(kind) = self.slots[slot as usize].take() else {
+                continue;
+            };
+            self.free.push(slot);
+            match kind {
+                Kind::Deliver { to, packet } => {
+                    if let Some(m) = self.nodes[to].membership.as_mut() {
+                        let before = m.stats().rejected_packets;
+                        let out = m.handle_packet(&packet);
+                        if m.stats().rejected_packets > before {
+                            self.packets.2 += 1;
+                        }
+                        self.apply(to, out);
+                    }
+                }
+                Kind::Timer { node, life, timer } => {
+                    if self.nodes[node].life == life
+                        && let Some(m) = self.nodes[node].membership.as_mut()
+                    {
+                        let out = m.handle_timer(timer);
+                        self.apply(node, out);
+                    }
+                }
+                Kind::Crash(i) => {
+                    if self.nodes[i].membership.take().is_some() {
+                        self.nodes[i].life += 1;
+                        self.note(|| format!("crash n{i}"));
+                    }
+                }
+                Kind::Leave(i) => {
+                    if let Some(m) = self.nodes[i].membership.take() {
+                        self.nodes[i].life += 1;
+                        let out = m.leave();
+                        self.note(|| format!("n{i} leaves"));
+                        self.apply(i, out);
+                    }
+                }
+                Kind::Restart(i) => {
+                    if self.nodes[i].membership.is_none() && self.healed_at.is_none() {
+                        self.start_node(i);
+                    }
+                }
+                Kind::Partition => self.partition(),
+                Kind::Heal => self.heal(),
+                Kind::Check => {
+                    let healed = self.healed_at.unwrap_or(self.now);
+                    match self.converged() {
+                        Ok(()) => {
+                            self.converged = Some(self.now);
+                            result = Some(Ok(Duration::from_micros(self.now - healed)));
+                            break;
+                        }
+                        Err(why) => {
+                            if self.now - healed > bound_us {
+                                result = Some(Err(format!(
+                                    "no convergence {}s after heal: {why}",
+                                    bound.as_secs()
+                                )));
+                                break;
+                            }
+                            self.push(100 * MS, Kind::Check);
+                        }
+                    }
+                }
+            }
+        }
+        let rejoins = self
+            .nodes
+            .iter()
+            .filter_map(|n| n.membership.as_ref())
+            .map(|m| m.stats().rejoins)
+            .sum();
+        Report {
+            rejoins,
+            seed,
+            mix: self.mix.clone(),
+            result: result.unwrap_or_else(|| Err("the event queue ran dry".into())),
+            events: self.events,
+            wall: wall.elapsed(),
+            packets: self.packets,
+            trace: self.trace.into_iter().collect(),
+        }
+    }
+}
+
+/// The default liveness bound: 60 s of simulated time, plus 0.6 s per node beyond 100.
+/// SWIM learns of a member through probes and piggybacked updates; a node that missed every
+/// copy of a join learns it from a random member's feed (every 5 s, about 25 identities
+/// per packet), so the tail of convergence grows with the cluster (measured in
+/// docs/simulation.md).
+pub fn default_bound(nodes: usize) -> Duration {
+    Duration::from_secs(60 + (nodes.saturating_sub(100) as u64 * 3) / 5)
+}
+
+/// Runs `seed` with `opts`.
+pub fn run_seed(seed: u64, opts: &RunOptions) -> Report {
+    let sim = Sim::new(seed, opts);
+    let bound = opts
+        .liveness_bound
+        .unwrap_or_else(|| default_bound(sim.mix.nodes));
+    sim.run(seed, bound)
+}
+
+/// Re-runs a failing seed with fewer faults and fewer nodes while it still fails, and
+/// returns the smallest failing mix found (with its report).
+pub fn shrink(seed: u64, opts: &RunOptions, failing: &Report) -> Report {
+    let mut best = failing.clone();
+    let mut mix = failing.mix.clone();
+    let still_fails = |mix: &FaultMix| {
+        let o = RunOptions {
+            mix: Some(mix.clone()),
+            ..opts.clone()
+        };
+        let r = run_seed(seed, &o);
+        r.result.is_err().then_some(r)
+    };
+    let candidates: Vec<fn(&mut FaultMix)> = vec![
+        |m| m.loss = 0.0,
+        |m| m.duplication = 0.0,
+        |m| m.leaves = 0,
+        |m| {
+            m.crashes = 0;
+            m.stay_dead = 0
+        },
+        |m| m.partition = false,
+        |m| m.max_delay_ms = 5,
+    ];
+    for c in candidates {
+        let mut tried = mix.clone();
+        c(&mut tried);
+        if tried != mix
+            && let Some(r) = still_fails(&tried)
+        {
+            mix = tried;
+            best = r;
+        }
+    }
+    while mix.nodes > 2 {
+        let mut tried = mix.clone();
+        tried.nodes = (mix.nodes / 2).max(2);
+        tried.crashes = tried.crashes.min(tried.nodes - 1);
+        tried.stay_dead = tried.stay_dead.min(tried.crashes);
+        tried.leaves = tried.leaves.min(tried.nodes - 1);
+        match still_fails(&tried) {
+            Some(r) => {
+                mix = tried;
+                best = r;
+            }
+            None => break,
+        }
+    }
+    best
+}

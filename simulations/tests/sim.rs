@@ -1,0 +1,157 @@
+//! The simulator's own tests: CI's seed sweep, exact replay, regression seeds, and proof that
+//! the checker fails when the protocol is broken on purpose.
+
+use strata_cluster::FaultSwitches;
+use strata_sim::{FaultMix, RunOptions, run_seed};
+
+/// Seeds CI runs on every build (the issue asks for at least 200).
+const CI_SEEDS: u64 = 250;
+
+#[test]
+fn every_ci_seed_converges() {
+    let opts = RunOptions::default();
+    let mut failures = Vec::new();
+    let mut worst = std::time::Duration::ZERO;
+    for seed in 0..CI_SEEDS {
+        let r = run_seed(seed, &opts);
+        match &r.result {
+            Ok(t) => worst = worst.max(*t),
+            Err(_) => failures.push(format!("{r}\n{}", r.trace.join("\n"))),
+        }
+    }
+    eprintln!("{CI_SEEDS} seeds: worst convergence {worst:?} after heal");
+    assert!(
+        failures.is_empty(),
+        "failing seeds:\n{}",
+        failures.join("\n\n")
+    );
+}
+
+#[test]
+fn a_seed_replays_exactly() {
+    let opts = RunOptions::default();
+    for seed in [3, 42, 117] {
+        let a = run_seed(seed, &opts);
+        let b = run_seed(seed, &opts);
+        assert_eq!(a.mix, b.mix);
+        assert_eq!(
+            a.events, b.events,
+            "seed {seed}: a different number of events"
+        );
+        assert_eq!(a.result, b.result);
+        assert_eq!(a.packets, b.packets);
+        assert_eq!(a.trace, b.trace, "seed {seed}: a different trace");
+    }
+    // And different seeds draw different runs.
+    assert_ne!(run_seed(1, &opts).events, run_seed(2, &opts).events);
+}
+
+/// Regression seeds: each once found a bug; the comment says which.
+#[test]
+fn regression_seeds() {
+    // 81 and 163: a node whose every join announcement was lost (16–18 % loss) stayed alone
+    // for ever: foca announces only to members it knows. 198: after a partition two nodes
+    // had forgotten each other and each stayed alone. Fixed by the Rejoin timer (a node
+    // alone announces to its seeds every 2 s); with the fix switched off they fail again.
+    for seed in [81, 163, 198] {
+        let ok = run_seed(seed, &RunOptions::default());
+        assert!(ok.result.is_ok(), "{ok}");
+        let broken = run_seed(
+            seed,
+            &RunOptions {
+                switches: FaultSwitches {
+                    skip_seed_rejoin: true,
+                    ..FaultSwitches::default()
+                },
+                ..RunOptions::default()
+            },
+        );
+        assert!(
+            broken.result.is_err(),
+            "seed {seed} no longer exercises the bug: {broken}"
+        );
+    }
+}
+
+#[test]
+fn the_checker_catches_each_protocol_breakage() {
+    let switches = [
+        (
+            "skip_seed_rejoin",
+            FaultSwitches {
+                skip_seed_rejoin: true,
+                ..FaultSwitches::default()
+            },
+        ),
+        (
+            "ring_without_self",
+            FaultSwitches {
+                ring_without_self: true,
+                ..FaultSwitches::default()
+            },
+        ),
+    ];
+    for (name, switches) in switches {
+        let opts = RunOptions {
+            switches,
+            ..RunOptions::default()
+        };
+        let failing: Vec<u64> = (0..200)
+            .filter(|s| run_seed(*s, &opts).result.is_err())
+            .take(3)
+            .collect();
+        assert!(
+            !failing.is_empty(),
+            "200 seeds never noticed {name}: the checker proves nothing about it"
+        );
+        for s in &failing {
+            assert!(run_seed(*s, &RunOptions::default()).result.is_ok());
+        }
+        eprintln!("{name} caught by seeds {failing:?}");
+    }
+}
+
+#[test]
+fn a_calm_cluster_converges_in_seconds_and_crashed_nodes_are_dropped() {
+    let calm = run_seed(
+        5,
+        &RunOptions {
+            mix: Some(FaultMix::calm(8)),
+            ..RunOptions::default()
+        },
+    );
+    let t = calm.result.clone().expect("calm cluster converges");
+    assert!(t.as_secs() < 5, "{calm}");
+    let mut mix = FaultMix::calm(8);
+    mix.crashes = 2;
+    mix.stay_dead = 2;
+    let r = run_seed(
+        5,
+        &RunOptions {
+            mix: Some(mix),
+            ..RunOptions::default()
+        },
+    );
+    // Converged means every live view is exactly the 6 live nodes: the dead were removed.
+    assert!(r.result.is_ok(), "{r}");
+}
+
+#[test]
+fn a_node_with_the_wrong_secret_never_joins() {
+    for seed in 0..20 {
+        let r = run_seed(
+            seed,
+            &RunOptions {
+                intruder: true,
+                ..RunOptions::default()
+            },
+        );
+        // Converged = every member's view is exactly the members, the intruder in none,
+        // and the intruder sees nobody.
+        assert!(r.result.is_ok(), "{r}");
+        assert!(
+            r.packets.2 > 0,
+            "seed {seed}: the intruder's packets were never refused"
+        );
+    }
+}
