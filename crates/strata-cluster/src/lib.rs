@@ -4,7 +4,9 @@
 //! - [`membership`]: foca (SWIM) membership and failure detection, with packets sealed by
 //!   the cluster secret ([`auth`]);
 //! - [`ring`]: consistent hashing over the live view: `owners(key)`;
-//! - [`identity`]: what a node is known by (stable name, addresses, generation).
+//! - [`identity`]: what a node is known by (stable name, addresses, generation);
+//! - [`rpc`]: peer RPC frames (length-prefixed postcard, versioned, multiplexed by request id)
+//!   and the connection handshake.
 //!
 //! No tokio, no sockets, no clock: inputs come in (packets, timer events), outputs go out.
 
@@ -12,6 +14,7 @@ pub mod auth;
 pub mod identity;
 pub mod membership;
 pub mod ring;
+pub mod rpc;
 
 pub use auth::{AuthError, Authenticator};
 pub use identity::NodeIdentity;

@@ -1,0 +1,380 @@
+//! Peer RPC frames: the codec, with no I/O (the transport feeds bytes in and takes frames
+//! out, so the simulator can carry the same frames).
+//!
+//! ```text
+//! frame := length   u32 big-endian: bytes after this field (at most the frame limit)
+//!          version  u8 = 1 (PROTOCOL_VERSION)
+//!          kind     u8: 0 request, 1 response
+//!          id       u64 big-endian: the request id (a response carries its request's id,
+//!                   so many requests share one connection per peer pair, out of order)
+//!          body     postcard(Request) or postcard(Response)
+//! ```
+//!
+//! `Request` and `Response` are append-only: new variants go at the end, and a peer that
+//! receives a variant it does not know answers `Response::Error` instead of failing the
+//! connection. A connection starts with `Hello` both ways: each side proves it holds the
+//! cluster secret by tagging the other side's nonce ([`handshake_tag`]).
+
+use bytes::{Buf, BufMut, BytesMut};
+use serde::{Deserialize, Serialize};
+
+use crate::auth::{Authenticator, TAG_LEN};
+
+/// The frame format's version byte.
+pub const PROTOCOL_VERSION: u8 = 1;
+/// Bytes of the fixed header after the length: version, kind, id.
+pub const HEADER_LEN: usize = 1 + 1 + 8;
+/// Default bound on a frame (the largest value plus room for its key and metadata).
+pub const DEFAULT_MAX_FRAME: usize = 16 * 1024 * 1024 + 64 * 1024;
+
+/// An entry as it travels between peers.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct WireEntry {
+    /// The value.
+    pub value: Vec<u8>,
+    /// Packed HLC version.
+    pub version: u64,
+    /// Expiry, Unix ms.
+    pub expires_at_ms: Option<u64>,
+    /// End of the stale grace, Unix ms.
+    pub stale_until_ms: Option<u64>,
+    /// Tags.
+    pub tags: Vec<Vec<u8>>,
+}
+
+/// What one peer asks another. Append-only.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Request {
+    /// Opens a connection: who is calling, and a nonce the callee must tag.
+    Hello {
+        /// The caller's node name.
+        name: String,
+        /// The caller's generation.
+        generation: u64,
+        /// A fresh random nonce.
+        nonce: u64,
+        /// The caller's proof: the tag of the callee's nonce (empty in the first Hello,
+        /// filled once the callee's nonce is known).
+        proof: Vec<u8>,
+    },
+    /// Liveness and latency probe.
+    Ping,
+    /// Read `key` from its owner.
+    Get {
+        /// Namespace.
+        namespace: String,
+        /// Key.
+        key: Vec<u8>,
+    },
+    /// Write `key` on its owner.
+    Set {
+        /// Namespace.
+        namespace: String,
+        /// Key.
+        key: Vec<u8>,
+        /// The entry.
+        entry: WireEntry,
+    },
+    /// Remove `key` on its owner, stamping a tombstone of `version`.
+    Remove {
+        /// Namespace.
+        namespace: String,
+        /// Key.
+        key: Vec<u8>,
+        /// The invalidation's version.
+        version: u64,
+    },
+    /// Resend the invalidations of `origin` with sequence numbers in `from..=to` (gap repair).
+    Invalidations {
+        /// The origin node's name.
+        origin: String,
+        /// First missing sequence number.
+        from: u64,
+        /// Last missing sequence number.
+        to: u64,
+    },
+}
+
+/// What a peer answers. Append-only.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Response {
+    /// The callee's half of the handshake: its nonce, and its tag of the caller's nonce.
+    Hello {
+        /// The callee's node name.
+        name: String,
+        /// A fresh random nonce for the caller to tag.
+        nonce: u64,
+        /// The tag of the caller's nonce.
+        proof: Vec<u8>,
+    },
+    /// Answer to `Ping`.
+    Pong,
+    /// Answer to `Get`.
+    Entry(Option<WireEntry>),
+    /// Answer to `Set`: stored, or a newer version was kept.
+    Stored {
+        /// True when the owner held a newer version (or a newer tombstone).
+        kept_newer: bool,
+    },
+    /// Answer to `Remove`: whether the key was present.
+    Removed(bool),
+    /// Answer to `Invalidations`: those still in the origin's log (encoded ops), in order;
+    /// fewer than asked when the log no longer reaches back that far.
+    Invalidations(Vec<Vec<u8>>),
+    /// The request failed (or was of a kind this peer does not know).
+    Error(String),
+}
+
+/// A decoded frame.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Frame {
+    /// A request and its id.
+    Request(u64, Request),
+    /// A response to request `id`.
+    Response(u64, Response),
+}
+
+/// Why bytes are not a frame.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum FrameError {
+    /// The length field exceeds the limit: the peer is broken or hostile; close.
+    #[error("frame of {len} bytes exceeds the limit of {max}")]
+    TooLarge {
+        /// Declared length.
+        len: usize,
+        /// The limit.
+        max: usize,
+    },
+    /// Shorter than the fixed header.
+    #[error("frame of {0} bytes is shorter than its header")]
+    Short(usize),
+    /// A protocol version this build does not speak.
+    #[error("unknown protocol version {0}")]
+    Version(u8),
+    /// Neither request nor response.
+    #[error("unknown frame kind {0}")]
+    Kind(u8),
+    /// The body does not decode (possibly a newer peer's variant).
+    #[error("malformed body: {0}")]
+    Body(String),
+}
+
+impl FrameError {
+    /// Whether the connection can go on after this error (the frame was well delimited,
+    /// only its body was unknown), as opposed to a broken stream that must be closed.
+    pub fn is_recoverable(&self) -> bool {
+        matches!(self, FrameError::Body(_))
+    }
+}
+
+/// Appends `frame` to `out`.
+pub fn encode(frame: &Frame, out: &mut impl BufMut) {
+    let (kind, id, body) = match frame {
+        // Serializing owned strings, byte vectors and integers cannot fail.
+        Frame::Request(id, r) => (0u8, *id, postcard::to_allocvec(r).unwrap_or_default()),
+        Frame::Response(id, r) => (1u8, *id, postcard::to_allocvec(r).unwrap_or_default()),
+    };
+    out.put_u32((HEADER_LEN + body.len()) as u32);
+    out.put_u8(PROTOCOL_VERSION);
+    out.put_u8(kind);
+    out.put_u64(id);
+    out.put_slice(&body);
+}
+
+/// `frame` as bytes.
+pub fn to_bytes(frame: &Frame) -> Vec<u8> {
+    let mut v = Vec::new();
+    encode(frame, &mut v);
+    v
+}
+
+/// Takes one frame off the front of `buf`: `Ok(None)` when more bytes are needed. On an
+/// unrecoverable error the stream is out of sync and the connection must be closed; on a
+/// recoverable one the frame was consumed (its id is returned so the caller can answer it).
+pub fn decode(
+    buf: &mut BytesMut,
+    max_frame: usize,
+) -> Result<Option<Frame>, (Option<u64>, FrameError)> {
+    if buf.len() < 4 {
+        return Ok(None);
+    }
+    let len = u32::from_be_bytes([buf[0], buf[1], buf[2], buf[3]]) as usize;
+    if len > max_frame {
+        return Err((
+            None,
+            FrameError::TooLarge {
+                len,
+                max: max_frame,
+            },
+        ));
+    }
+    if len < HEADER_LEN {
+        return Err((None, FrameError::Short(len)));
+    }
+    if buf.len() < 4 + len {
+        // Reserve only what the declared (bounded) length needs.
+        buf.reserve(4 + len - buf.len());
+        return Ok(None);
+    }
+    buf.advance(4);
+    let frame = buf.split_to(len);
+    let (version, kind) = (frame[0], frame[1]);
+    let id = u64::from_be_bytes(frame[2..10].try_into().unwrap_or([0; 8]));
+    if version != PROTOCOL_VERSION {
+        return Err((None, FrameError::Version(version)));
+    }
+    let body = &frame[HEADER_LEN..];
+    let bad = |e: postcard::Error| (Some(id), FrameError::Body(e.to_string()));
+    match kind {
+        0 => Ok(Some(Frame::Request(
+            id,
+            postcard::from_bytes(body).map_err(bad)?,
+        ))),
+        1 => Ok(Some(Frame::Response(
+            id,
+            postcard::from_bytes(body).map_err(bad)?,
+        ))),
+        k => Err((Some(id), FrameError::Kind(k))),
+    }
+}
+
+/// The handshake proof: the cluster-secret tag of `(name, nonce)`. Each side sends a nonce;
+/// the other answers with this tag over it; a connection whose peer cannot is closed.
+pub fn handshake_tag(auth: &Authenticator, name: &str, nonce: u64) -> Vec<u8> {
+    let mut msg = Vec::with_capacity(name.len() + 8 + 9);
+    msg.extend_from_slice(b"strata-rpc");
+    msg.extend_from_slice(name.as_bytes());
+    msg.extend_from_slice(&nonce.to_be_bytes());
+    let sealed = auth.seal(&msg);
+    sealed[..TAG_LEN].to_vec()
+}
+
+/// Checks a handshake proof.
+pub fn check_handshake(auth: &Authenticator, name: &str, nonce: u64, proof: &[u8]) -> bool {
+    let want = handshake_tag(auth, name, nonce);
+    // Constant-time comparison: fold the differences.
+    proof.len() == want.len()
+        && proof
+            .iter()
+            .zip(&want)
+            .fold(0u8, |acc, (a, b)| acc | (a ^ b))
+            == 0
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    #[test]
+    fn golden_bytes() {
+        let f = Frame::Request(
+            7,
+            Request::Get {
+                namespace: "ns".into(),
+                key: b"k".to_vec(),
+            },
+        );
+        // length 16 | version 1 | kind 0 | id 7 | Get (variant 2), "ns", b"k"
+        let want = [
+            0, 0, 0, 16, 1, 0, 0, 0, 0, 0, 0, 0, 0, 7, 2, 2, b'n', b's', 1, b'k',
+        ];
+        assert_eq!(to_bytes(&f), want);
+        let r = Frame::Response(7, Response::Stored { kept_newer: true });
+        assert_eq!(
+            to_bytes(&r),
+            [0, 0, 0, 12, 1, 1, 0, 0, 0, 0, 0, 0, 0, 7, 3, 1]
+        );
+    }
+
+    #[test]
+    fn frames_split_anywhere_reassemble() {
+        let frames = vec![
+            Frame::Request(1, Request::Ping),
+            Frame::Response(1, Response::Pong),
+            Frame::Request(
+                2,
+                Request::Set {
+                    namespace: "ns".into(),
+                    key: vec![0, 255],
+                    entry: WireEntry {
+                        value: vec![9; 300],
+                        version: 42,
+                        expires_at_ms: Some(5),
+                        stale_until_ms: None,
+                        tags: vec![b"t".to_vec()],
+                    },
+                },
+            ),
+        ];
+        let bytes: Vec<u8> = frames.iter().flat_map(to_bytes).collect();
+        for cut in 0..bytes.len() {
+            let mut buf = BytesMut::from(&bytes[..cut]);
+            let mut got = Vec::new();
+            while let Some(f) = decode(&mut buf, DEFAULT_MAX_FRAME).unwrap() {
+                got.push(f);
+            }
+            buf.extend_from_slice(&bytes[cut..]);
+            while let Some(f) = decode(&mut buf, DEFAULT_MAX_FRAME).unwrap() {
+                got.push(f);
+            }
+            assert_eq!(got, frames, "split at {cut}");
+            assert!(buf.is_empty());
+        }
+    }
+
+    #[test]
+    fn bad_frames_are_errors_and_oversized_ones_are_refused_before_buffering() {
+        let mut huge = BytesMut::from(&u32::MAX.to_be_bytes()[..]);
+        assert!(matches!(
+            decode(&mut huge, DEFAULT_MAX_FRAME),
+            Err((None, FrameError::TooLarge { .. }))
+        ));
+        let mut short = BytesMut::from(&[0u8, 0, 0, 3, 1, 0, 0][..]);
+        assert!(matches!(
+            decode(&mut short, 1024),
+            Err((None, FrameError::Short(3)))
+        ));
+        let mut v2 = BytesMut::from(&to_bytes(&Frame::Request(1, Request::Ping))[..]);
+        v2[4] = 2;
+        assert!(matches!(
+            decode(&mut v2, 1024),
+            Err((None, FrameError::Version(2)))
+        ));
+        // An unknown request variant (from a newer peer) is recoverable, with its id.
+        let mut newer = BytesMut::from(&[0u8, 0, 0, 11, 1, 0, 0, 0, 0, 0, 0, 0, 0, 9, 99][..]);
+        let (id, err) = decode(&mut newer, 1024).unwrap_err();
+        assert_eq!(id, Some(9));
+        assert!(err.is_recoverable());
+        assert!(newer.is_empty(), "the bad frame was consumed");
+    }
+
+    #[test]
+    fn handshakes_need_the_secret() {
+        let a = Authenticator::new(b"secret");
+        let proof = handshake_tag(&a, "n1", 77);
+        assert!(check_handshake(&a, "n1", 77, &proof));
+        assert!(!check_handshake(&a, "n1", 78, &proof));
+        assert!(!check_handshake(&a, "n2", 77, &proof));
+        assert!(!check_handshake(
+            &Authenticator::new(b"other"),
+            "n1",
+            77,
+            &proof
+        ));
+        assert!(!check_handshake(&a, "n1", 77, &[]));
+    }
+
+    proptest! {
+        #[test]
+        fn garbage_never_panics(bytes in proptest::collection::vec(any::<u8>(), 0..200)) {
+            let mut buf = BytesMut::from(&bytes[..]);
+            for _ in 0..4 {
+                match decode(&mut buf, 4096) {
+                    Ok(Some(_)) => {}
+                    Ok(None) | Err(_) => break,
+                }
+            }
+        }
+    }
+}
