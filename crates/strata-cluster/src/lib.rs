@@ -4,6 +4,8 @@
 //! - [`membership`]: foca (SWIM) membership and failure detection, with packets sealed by
 //!   the cluster secret ([`auth`]);
 //! - [`ring`]: consistent hashing over the live view: `owners(key)`;
+//! - [`coherence`]: per-origin sequenced invalidations, gap repair, and the drop of
+//!   unverifiable copies when a gap cannot be repaired;
 //! - [`identity`]: what a node is known by (stable name, addresses, generation);
 //! - [`rpc`]: peer RPC frames (length-prefixed postcard, versioned, multiplexed by request id)
 //!   and the connection handshake.
@@ -11,6 +13,7 @@
 //! No tokio, no sockets, no clock: inputs come in (packets, timer events), outputs go out.
 
 pub mod auth;
+pub mod coherence;
 pub mod identity;
 pub mod membership;
 pub mod ring;

@@ -1,0 +1,655 @@
+//! Coherent invalidation across nodes, as a sans-IO state machine.
+//!
+//! Every invalidation (key, pattern, tag, namespace flush) is stamped by the node that makes
+//! it — the key's owner, or for the others the node the client asked — with its
+//! hybrid-logical-clock version and a **per-origin sequence number**, and disseminated as a
+//! foca custom broadcast. Each origin also announces its latest sequence number in a
+//! periodic heartbeat, so a receiver notices a loss even when nothing follows it.
+//!
+//! A receiver applies an origin's invalidations in sequence order. Out-of-order items wait;
+//! a **gap** (a missing sequence number, seen from a later item or a heartbeat) is first
+//! repaired by asking the origin for the missing range (`Output::Repair`, served from the
+//! origin's bounded log); if it is still open after `max_staleness`, the receiver gives up
+//! on it and emits `Output::DropUnverified`: it drops every copy it does not own, because the
+//! lost invalidation could cover any of them, and moves on. So every invalidation is either
+//! applied or covered by a drop within `max_staleness` of the receiver hearing of it, which is
+//! what G2 (bounded staleness) and G3 (no resurrection) rest on.
+//!
+//! Sequence numbers belong to one life of the origin: a restarted node (new generation)
+//! starts again at 1, and receivers track `(origin, generation)`.
+
+use std::collections::{BTreeMap, VecDeque};
+
+use serde::{Deserialize, Serialize};
+
+/// What was invalidated.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub enum InvalidationOp {
+    /// One key.
+    Key {
+        /// Namespace.
+        namespace: String,
+        /// Key.
+        key: Vec<u8>,
+    },
+    /// Keys matching a glob.
+    Pattern {
+        /// Namespace.
+        namespace: String,
+        /// Redis-style glob.
+        pattern: Vec<u8>,
+    },
+    /// Entries carrying a tag.
+    Tag {
+        /// Namespace.
+        namespace: String,
+        /// The tag.
+        tag: Vec<u8>,
+    },
+    /// A whole namespace.
+    Flush {
+        /// Namespace.
+        namespace: String,
+    },
+}
+
+/// An invalidation with its origin, sequence number and version.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Invalidation {
+    /// The origin node's name.
+    pub origin: String,
+    /// The origin's generation (sequence numbers restart with each).
+    pub generation: u64,
+    /// 1, 2, 3, … per origin life.
+    pub seq: u64,
+    /// HLC version: copies older than this are stale.
+    pub version: u64,
+    /// What.
+    pub op: InvalidationOp,
+}
+
+/// One item of the broadcast stream. Append-only.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Item {
+    /// An invalidation.
+    Invalidation(Invalidation),
+    /// An origin's latest sequence number (sent every heartbeat interval).
+    Heartbeat {
+        /// The origin.
+        origin: String,
+        /// Its generation.
+        generation: u64,
+        /// Its latest sequence number.
+        latest: u64,
+    },
+}
+
+impl Item {
+    /// The item's wire form (`0x01 ‖ postcard`).
+    pub fn encode(&self) -> Vec<u8> {
+        let mut out = vec![1u8];
+        // Strings, byte vectors and integers always serialize.
+        out.extend_from_slice(&postcard::to_allocvec(self).unwrap_or_default());
+        out
+    }
+
+    /// Decodes an item (at most 64 KiB).
+    pub fn decode(bytes: &[u8]) -> Option<Item> {
+        if bytes.len() > 64 * 1024 || bytes.first() != Some(&1) {
+            return None;
+        }
+        postcard::from_bytes(&bytes[1..]).ok()
+    }
+}
+
+/// Settings.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct CoherenceConfig {
+    /// A gap still open this long after it was noticed is given up on (`DropUnverified`);
+    /// the bound of G2 (default 1000 ms).
+    pub max_staleness_ms: u64,
+    /// Ask the origin for a gap this long after noticing it (default 100 ms): reordering
+    /// usually closes a gap by itself sooner.
+    pub repair_after_ms: u64,
+    /// Invalidations an origin keeps for repairs (default 65,536).
+    pub log_capacity: usize,
+}
+
+impl Default for CoherenceConfig {
+    fn default() -> Self {
+        Self {
+            max_staleness_ms: 1000,
+            repair_after_ms: 100,
+            log_capacity: 65_536,
+        }
+    }
+}
+
+/// What the caller must do.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Output {
+    /// Disseminate these bytes (foca `add_broadcast`).
+    Broadcast(Vec<u8>),
+    /// Drop this node's copies that the invalidation covers and that are older than its
+    /// version.
+    Apply(Invalidation),
+    /// Ask `origin` (RPC `Invalidations`) for sequence numbers `from..=to` of `generation`.
+    Repair {
+        /// The origin.
+        origin: String,
+        /// Its generation.
+        generation: u64,
+        /// First missing.
+        from: u64,
+        /// Last missing.
+        to: u64,
+    },
+    /// A gap could not be repaired in time: drop every copy this node does not own.
+    DropUnverified {
+        /// The origin whose invalidations were lost.
+        origin: String,
+        /// How many were lost.
+        lost: u64,
+    },
+}
+
+#[derive(Debug, Default)]
+struct Peer {
+    /// Every seq up to this one is applied (or covered by a drop).
+    applied: u64,
+    /// Items received ahead of a gap.
+    waiting: BTreeMap<u64, Invalidation>,
+    /// The highest seq known to exist (from items or heartbeats).
+    known: u64,
+    /// When the current gap was noticed, and whether it was asked for.
+    gap_since: Option<u64>,
+    asked: bool,
+}
+
+/// Counters.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct CoherenceStats {
+    /// Invalidations applied.
+    pub applied: u64,
+    /// Duplicates ignored.
+    pub duplicates: u64,
+    /// Repair requests sent.
+    pub repairs_asked: u64,
+    /// Gaps given up on (each caused a drop of unowned copies).
+    pub gaps_dropped: u64,
+    /// Undecodable items.
+    pub bad_items: u64,
+}
+
+/// Test-only ways to break coherence (feature `fault-switches`).
+#[cfg(feature = "fault-switches")]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct CoherenceFaults {
+    /// Skip gaps instead of repairing or dropping: a lost invalidation is silently missed.
+    pub ignore_gaps: bool,
+}
+
+/// One node's coherence state.
+#[derive(Debug)]
+pub struct Coherence {
+    me: String,
+    generation: u64,
+    next_seq: u64,
+    log: VecDeque<Invalidation>,
+    peers: BTreeMap<(String, u64), Peer>,
+    cfg: CoherenceConfig,
+    stats: CoherenceStats,
+    #[cfg(feature = "fault-switches")]
+    faults: CoherenceFaults,
+}
+
+impl Coherence {
+    /// The state of node `me` in its life `generation`.
+    pub fn new(me: impl Into<String>, generation: u64, cfg: CoherenceConfig) -> Self {
+        Coherence {
+            me: me.into(),
+            generation,
+            next_seq: 1,
+            log: VecDeque::new(),
+            peers: BTreeMap::new(),
+            cfg,
+            stats: CoherenceStats::default(),
+            #[cfg(feature = "fault-switches")]
+            faults: CoherenceFaults::default(),
+        }
+    }
+
+    /// Breaks coherence on purpose (simulator checker tests only).
+    #[cfg(feature = "fault-switches")]
+    pub fn set_faults(&mut self, faults: CoherenceFaults) {
+        self.faults = faults;
+    }
+
+    /// Counters.
+    pub fn stats(&self) -> CoherenceStats {
+        self.stats
+    }
+
+    /// Stamps and disseminates an invalidation made on this node (the caller has already
+    /// applied it locally). Returns the invalidation and the output to carry out.
+    pub fn originate(&mut self, version: u64, op: InvalidationOp) -> (Invalidation, Output) {
+        let inv = Invalidation {
+            origin: self.me.clone(),
+            generation: self.generation,
+            seq: self.next_seq,
+            version,
+            op,
+        };
+        self.next_seq += 1;
+        if self.log.len() == self.cfg.log_capacity {
+            self.log.pop_front();
+        }
+        self.log.push_back(inv.clone());
+        let out = Output::Broadcast(Item::Invalidation(inv.clone()).encode());
+        (inv, out)
+    }
+
+    /// The periodic heartbeat: this origin's latest sequence number.
+    pub fn heartbeat(&self) -> Output {
+        Output::Broadcast(
+            Item::Heartbeat {
+                origin: self.me.clone(),
+                generation: self.generation,
+                latest: self.next_seq - 1,
+            }
+            .encode(),
+        )
+    }
+
+    /// This node's invalidations `from..=to` of its current life still in the log (for a
+    /// peer's repair request).
+    pub fn log_range(&self, generation: u64, from: u64, to: u64) -> Vec<Invalidation> {
+        if generation != self.generation {
+            return Vec::new();
+        }
+        self.log
+            .iter()
+            .filter(|i| i.seq >= from && i.seq <= to)
+            .cloned()
+            .collect()
+    }
+
+    /// Records that a copy was just read from `origin` as of its sequence number `seq`
+    /// (owners return their latest seq with every read): invalidations up to `seq` are
+    /// already reflected in that copy, so a first contact starts there instead of at 1.
+    pub fn note_read(&mut self, origin: &str, generation: u64, seq: u64) {
+        if origin == self.me {
+            return;
+        }
+        let p = self
+            .peers
+            .entry((origin.to_owned(), generation))
+            .or_insert_with(|| Peer {
+                applied: seq,
+                known: seq,
+                ..Peer::default()
+            });
+        p.known = p.known.max(seq);
+    }
+
+    /// Bytes from the broadcast stream (or a repair answer, item by item).
+    pub fn receive(&mut self, now_ms: u64, bytes: &[u8]) -> Vec<Output> {
+        let Some(item) = Item::decode(bytes) else {
+            self.stats.bad_items += 1;
+            return Vec::new();
+        };
+        self.receive_item(now_ms, item)
+    }
+
+    /// An item already decoded.
+    pub fn receive_item(&mut self, now_ms: u64, item: Item) -> Vec<Output> {
+        let mut out = Vec::new();
+        match item {
+            Item::Invalidation(inv) => {
+                if inv.origin == self.me {
+                    return out;
+                }
+                let key = (inv.origin.clone(), inv.generation);
+                // An origin heard of for the first time through an invalidation: nothing
+                // of it was read before, so everything before this item is irrelevant.
+                let p = self.peers.entry(key.clone()).or_insert_with(|| Peer {
+                    applied: inv.seq - 1,
+                    known: inv.seq - 1,
+                    ..Peer::default()
+                });
+                p.known = p.known.max(inv.seq);
+                if inv.seq <= p.applied || p.waiting.contains_key(&inv.seq) {
+                    self.stats.duplicates += 1;
+                    return out;
+                }
+                p.waiting.insert(inv.seq, inv);
+                self.advance(&key, now_ms, &mut out);
+            }
+            Item::Heartbeat {
+                origin,
+                generation,
+                latest,
+            } => {
+                if origin == self.me {
+                    return out;
+                }
+                let key = (origin, generation);
+                let p = self.peers.entry(key.clone()).or_insert_with(|| Peer {
+                    applied: latest,
+                    known: latest,
+                    ..Peer::default()
+                });
+                p.known = p.known.max(latest);
+                self.advance(&key, now_ms, &mut out);
+            }
+        }
+        out
+    }
+
+    /// Applies what is contiguous, and notes or clears the gap.
+    fn advance(&mut self, key: &(String, u64), now_ms: u64, out: &mut Vec<Output>) {
+        let Some(p) = self.peers.get_mut(key) else {
+            return;
+        };
+        let before = p.applied;
+        while let Some(inv) = p.waiting.remove(&(p.applied + 1)) {
+            p.applied += 1;
+            self.stats.applied += 1;
+            out.push(Output::Apply(inv));
+        }
+        if p.applied > before {
+            // Progress (a repair answered in part, say): what is still missing may be asked
+            // for again; its deadline stays the one set when the gap was first noticed.
+            p.asked = false;
+        }
+        #[cfg(feature = "fault-switches")]
+        if self.faults.ignore_gaps && p.known > p.applied {
+            // Broken on purpose: jump over the gap as if nothing were missing.
+            let waiting = std::mem::take(&mut p.waiting);
+            for (_, inv) in waiting {
+                self.stats.applied += 1;
+                out.push(Output::Apply(inv));
+            }
+            p.applied = p.known;
+        }
+        if p.known > p.applied {
+            p.gap_since.get_or_insert(now_ms);
+        } else {
+            p.gap_since = None;
+            p.asked = false;
+        }
+    }
+
+    /// Time passes: asks for gaps older than `repair_after_ms`, gives up on those older than
+    /// `max_staleness_ms`.
+    pub fn tick(&mut self, now_ms: u64) -> Vec<Output> {
+        let mut out = Vec::new();
+        for ((origin, generation), p) in self.peers.iter_mut() {
+            let Some(since) = p.gap_since else { continue };
+            let age = now_ms.saturating_sub(since);
+            if age >= self.cfg.max_staleness_ms {
+                let lost = p.known - p.applied;
+                // Whatever waits past the gap is applied too (the drop covers the gap).
+                for (_, inv) in std::mem::take(&mut p.waiting) {
+                    self.stats.applied += 1;
+                    out.push(Output::Apply(inv));
+                }
+                p.applied = p.known;
+                p.gap_since = None;
+                p.asked = false;
+                self.stats.gaps_dropped += 1;
+                out.push(Output::DropUnverified {
+                    origin: origin.clone(),
+                    lost,
+                });
+            } else if age >= self.cfg.repair_after_ms && !p.asked {
+                // Asked once per stretch without progress; progress re-arms it.
+                p.asked = true;
+                self.stats.repairs_asked += 1;
+                // The whole open range: items already waiting come back as duplicates,
+                // which is cheaper than one request per hole.
+                out.push(Output::Repair {
+                    origin: origin.clone(),
+                    generation: *generation,
+                    from: p.applied + 1,
+                    to: p.known,
+                });
+            }
+        }
+        out
+    }
+
+    /// Whether this node can vouch for its copies now: no gap is open. (A node that cannot,
+    /// stops serving copies it does not own that are older than `max_staleness`.)
+    pub fn in_sync(&self) -> bool {
+        self.peers.values().all(|p| p.gap_since.is_none())
+    }
+
+    /// Forgets an origin's old lives (after a membership change says it restarted or left).
+    pub fn forget(&mut self, origin: &str, keep_generation: Option<u64>) {
+        self.peers
+            .retain(|(o, g), _| o != origin || Some(*g) == keep_generation);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    fn key_op(k: &str) -> InvalidationOp {
+        InvalidationOp::Key {
+            namespace: "ns".into(),
+            key: k.as_bytes().to_vec(),
+        }
+    }
+
+    fn bytes(o: &Output) -> &[u8] {
+        match o {
+            Output::Broadcast(b) => b,
+            other => panic!("not a broadcast: {other:?}"),
+        }
+    }
+
+    fn applied(out: &[Output]) -> Vec<u64> {
+        out.iter()
+            .filter_map(|o| match o {
+                Output::Apply(i) => Some(i.seq),
+                _ => None,
+            })
+            .collect()
+    }
+
+    #[test]
+    fn in_order_items_apply_and_duplicates_do_not() {
+        let mut a = Coherence::new("a", 1, CoherenceConfig::default());
+        let mut b = Coherence::new("b", 1, CoherenceConfig::default());
+        let (_, o1) = a.originate(10, key_op("k1"));
+        let (_, o2) = a.originate(11, key_op("k2"));
+        assert_eq!(applied(&b.receive(0, bytes(&o1))), [1]);
+        assert_eq!(applied(&b.receive(0, bytes(&o2))), [2]);
+        assert!(b.receive(0, bytes(&o2)).is_empty());
+        assert_eq!(b.stats().duplicates, 1);
+        assert!(b.in_sync());
+        // A node ignores its own items.
+        assert!(a.receive(0, bytes(&o1)).is_empty());
+    }
+
+    #[test]
+    fn a_gap_is_repaired_from_the_origin_log() {
+        let cfg = CoherenceConfig::default();
+        let mut a = Coherence::new("a", 1, cfg);
+        let mut b = Coherence::new("b", 1, cfg);
+        b.note_read("a", 1, 0);
+        let items: Vec<Output> = (0..3).map(|i| a.originate(10 + i, key_op("k")).1).collect();
+        // Item 2 is lost.
+        assert_eq!(applied(&b.receive(0, bytes(&items[0]))), [1]);
+        assert!(
+            applied(&b.receive(5, bytes(&items[2]))).is_empty(),
+            "3 waits for 2"
+        );
+        assert!(!b.in_sync());
+        assert!(b.tick(50).is_empty(), "too early to ask");
+        let ask = b.tick(105);
+        assert_eq!(
+            ask,
+            [Output::Repair {
+                origin: "a".into(),
+                generation: 1,
+                from: 2,
+                to: 3
+            }]
+        );
+        assert!(b.tick(150).is_empty(), "asked once");
+        let answer = a.log_range(1, 2, 3);
+        let mut got = Vec::new();
+        for inv in answer {
+            got.extend(applied(&b.receive_item(160, Item::Invalidation(inv))));
+        }
+        assert_eq!(got, [2, 3]);
+        assert!(b.in_sync());
+    }
+
+    #[test]
+    fn a_lost_tail_is_noticed_by_the_heartbeat_and_dropped_when_unrepairable() {
+        let cfg = CoherenceConfig::default();
+        let mut a = Coherence::new("a", 1, cfg);
+        let mut b = Coherence::new("b", 1, cfg);
+        b.note_read("a", 1, 0);
+        let _lost = a.originate(10, key_op("k"));
+        assert!(b.receive(0, bytes(&a.heartbeat())).is_empty());
+        assert!(!b.in_sync(), "the heartbeat revealed seq 1");
+        assert!(matches!(
+            b.tick(100)[..],
+            [Output::Repair { from: 1, to: 1, .. }]
+        ));
+        // The origin cannot answer (crashed); past max_staleness the gap is dropped.
+        let out = b.tick(1000);
+        assert_eq!(
+            out,
+            [Output::DropUnverified {
+                origin: "a".into(),
+                lost: 1
+            }]
+        );
+        assert!(b.in_sync());
+        assert_eq!(b.stats().gaps_dropped, 1);
+    }
+
+    #[test]
+    fn a_new_life_starts_its_own_sequence() {
+        let cfg = CoherenceConfig::default();
+        let mut b = Coherence::new("b", 1, cfg);
+        let mut a1 = Coherence::new("a", 1, cfg);
+        for _ in 0..3 {
+            let (_, o) = a1.originate(1, key_op("k"));
+            b.receive(0, bytes(&o));
+        }
+        let mut a2 = Coherence::new("a", 2, cfg);
+        let (_, o) = a2.originate(5, key_op("k"));
+        assert_eq!(applied(&b.receive(0, bytes(&o))), [1]);
+        b.forget("a", Some(2));
+        assert!(b.in_sync());
+        assert!(
+            a2.log_range(1, 1, 3).is_empty(),
+            "no answers about an old life"
+        );
+    }
+
+    #[test]
+    fn garbage_is_counted() {
+        let mut b = Coherence::new("b", 1, CoherenceConfig::default());
+        assert!(b.receive(0, b"\x02junk").is_empty());
+        assert!(b.receive(0, &[]).is_empty());
+        assert_eq!(b.stats().bad_items, 2);
+    }
+
+    /// The switch that breaks gap handling really breaks it: a lost invalidation is then
+    /// neither applied nor covered by a drop (what the property below would catch).
+    #[cfg(feature = "fault-switches")]
+    #[test]
+    fn ignoring_gaps_misses_invalidations_silently() {
+        let cfg = CoherenceConfig::default();
+        let mut a = Coherence::new("a", 1, cfg);
+        let mut b = Coherence::new("b", 1, cfg);
+        b.set_faults(CoherenceFaults { ignore_gaps: true });
+        b.note_read("a", 1, 0);
+        let _lost = a.originate(1, key_op("k1"));
+        let (_, o2) = a.originate(2, key_op("k2"));
+        assert_eq!(applied(&b.receive(0, bytes(&o2))), [2]);
+        let later: Vec<Output> = (1..30).flat_map(|t| b.tick(t * 100)).collect();
+        assert!(
+            later.is_empty(),
+            "seq 1 was skipped without a repair or a drop"
+        );
+        assert_eq!(b.stats().gaps_dropped, 0);
+    }
+
+    proptest! {
+        /// The safety property behind G2/G3: whatever the network loses, duplicates or
+        /// reorders, and whether or not repairs arrive, every invalidation the origin made is
+        /// either applied by the receiver or covered by a `DropUnverified`, within
+        /// `max_staleness` of the receiver hearing of it (here: by the end, after heartbeats).
+        #[test]
+        fn every_invalidation_is_applied_or_covered_by_a_drop(
+            n in 1usize..40,
+            fate in proptest::collection::vec(0u8..4, 40),
+            order in proptest::collection::vec(any::<u16>(), 40),
+            repairs_work in any::<bool>(),
+        ) {
+            let cfg = CoherenceConfig::default();
+            let mut a = Coherence::new("a", 1, cfg);
+            let mut b = Coherence::new("b", 1, cfg);
+            b.note_read("a", 1, 0);
+            let mut sent: Vec<(u16, Vec<u8>)> = Vec::new();
+            for i in 0..n {
+                let (_, o) = a.originate(100 + i as u64, key_op("k"));
+                let bytes = bytes(&o).to_vec();
+                match fate[i] {
+                    0 => {} // lost
+                    1 => { sent.push((order[i], bytes.clone())); sent.push((order[i] / 2, bytes)); } // duplicated
+                    _ => sent.push((order[i], bytes)),
+                }
+            }
+            sent.sort_by_key(|(k, _)| *k); // reordered
+            let mut applied_seqs = std::collections::BTreeSet::new();
+            let mut dropped = false;
+            let mut now = 0;
+            let mut handle = |out: Vec<Output>, b: &mut Coherence, now: u64, applied_seqs: &mut std::collections::BTreeSet<u64>, dropped: &mut bool| {
+                let mut queue = out;
+                while let Some(o) = queue.pop() {
+                    match o {
+                        Output::Apply(i) => { applied_seqs.insert(i.seq); }
+                        Output::DropUnverified { .. } => *dropped = true,
+                        Output::Repair { from, to, generation, .. } if repairs_work => {
+                            for inv in a.log_range(generation, from, to) {
+                                queue.extend(b.receive_item(now, Item::Invalidation(inv)));
+                            }
+                        }
+                        _ => {}
+                    }
+                }
+            };
+            for (_, bytes) in &sent {
+                now += 1;
+                let out = b.receive(now, bytes);
+                handle(out, &mut b, now, &mut applied_seqs, &mut dropped);
+            }
+            let hb = bytes(&a.heartbeat()).to_vec();
+            let out = b.receive(now, &hb);
+            handle(out, &mut b, now, &mut applied_seqs, &mut dropped);
+            let heard = now;
+            while now <= heard + cfg.max_staleness_ms {
+                now += 50;
+                let out = b.tick(now);
+                handle(out, &mut b, now, &mut applied_seqs, &mut dropped);
+            }
+            let all_applied = applied_seqs.len() == n;
+            prop_assert!(all_applied || dropped, "an invalidation was silently missed");
+            prop_assert!(b.in_sync());
+            if repairs_work {
+                prop_assert!(all_applied, "repairs were available, yet something was dropped");
+            }
+        }
+    }
+}
