@@ -615,7 +615,7 @@ mod tests {
             let mut applied_seqs = std::collections::BTreeSet::new();
             let mut dropped = false;
             let mut now = 0;
-            let mut handle = |out: Vec<Output>, b: &mut Coherence, now: u64, applied_seqs: &mut std::collections::BTreeSet<u64>, dropped: &mut bool| {
+            let handle = |out: Vec<Output>, b: &mut Coherence, now: u64, applied_seqs: &mut std::collections::BTreeSet<u64>, dropped: &mut bool| {
                 let mut queue = out;
                 while let Some(o) = queue.pop() {
                     match o {
