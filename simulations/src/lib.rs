@@ -21,8 +21,12 @@ use std::time::{Duration, Instant};
 
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
+use std::collections::BTreeMap;
+
+use strata_cluster::coherence::{self, CoherenceFaults};
 use strata_cluster::{
-    FaultSwitches, Membership, MembershipTimer, NodeIdentity, Output, lan_config,
+    Coherence, CoherenceConfig, FaultSwitches, Invalidation, InvalidationOp, Membership,
+    MembershipTimer, NodeIdentity, Output, lan_config,
 };
 
 /// The secret every simulated node shares.
@@ -144,6 +148,8 @@ pub struct RunOptions {
     pub mix: Option<FaultMix>,
     /// Break the protocol on purpose (checker tests).
     pub switches: FaultSwitches,
+    /// Break coherence on purpose (checker tests).
+    pub coherence_faults: CoherenceFaults,
     /// Simulated time allowed for convergence after heal.
     pub liveness_bound: Option<Duration>,
     /// Add one node with the wrong cluster secret, which must never get in (and whose view
@@ -213,7 +219,39 @@ enum Kind {
     Partition,
     Heal,
     Check,
+    /// A client operation on a node (read or write of a random key).
+    Op(usize),
+    /// The coherence state machine's clock tick (and, every fifth, its heartbeat).
+    Tick {
+        node: usize,
+        life: u32,
+        n: u64,
+    },
+    /// A repair answer arriving at `to`.
+    Repaired {
+        to: usize,
+        life: u32,
+        items: Vec<Invalidation>,
+    },
+    /// The final contract check, some time after membership converged.
+    FinalCheck,
 }
+
+/// A copy a node holds of a key it does not own.
+#[derive(Debug, Clone)]
+struct Copy {
+    version: u64,
+    origin: String,
+    generation: u64,
+}
+
+/// Keys of the workload.
+const KEYS: u32 = 40;
+/// Time after convergence before the final check: max_staleness (1 s) + heartbeat period
+/// (0.5 s) + dissemination and repair slack.
+const SETTLE: u64 = 5 * SEC;
+/// An invalidation at least this old at the final check must be reflected everywhere.
+const STALENESS_BOUND: u64 = 3 * SEC;
 
 struct SimNode {
     name: String,
@@ -226,6 +264,11 @@ struct SimNode {
     expected_up: bool,
     /// Holds the wrong secret: must never be a member anywhere.
     intruder: bool,
+    coherence: Option<Coherence>,
+    /// Keys this node owns, with their versions (the owner store).
+    store: BTreeMap<u32, u64>,
+    /// Copies of keys owned elsewhere.
+    copies: BTreeMap<u32, Copy>,
 }
 
 /// The simulation of one seed.
@@ -233,6 +276,9 @@ pub struct Sim {
     now: u64,
     seq: u64,
     rng: StdRng,
+    /// The workload's own RNG (client operations, repair round trips), so that adding or
+    /// changing the workload leaves each seed's fault schedule and network as they were.
+    wrng: StdRng,
     /// (time, sequence, slot): small entries, so the heap moves 24 bytes, not an event.
     queue: BinaryHeap<Reverse<(u64, u64, u32)>>,
     slots: Vec<Option<Kind>>,
@@ -245,6 +291,12 @@ pub struct Sim {
     duplication: f64,
     seeds: Vec<SocketAddr>,
     switches: FaultSwitches,
+    coherence_faults: CoherenceFaults,
+    /// Every invalidation made: (time, key, version).
+    invalidations: Vec<(u64, u32, u64)>,
+    /// Reads served from a copy, fetched from an owner, and writes.
+    ops: (u64, u64, u64),
+    debug_key: Option<u32>,
     events: u64,
     packets: (u64, u64, u64),
     trace: VecDeque<String>,
@@ -278,6 +330,9 @@ impl Sim {
                 generation: 0,
                 expected_up: true,
                 intruder: i >= mix.nodes,
+                coherence: None,
+                store: BTreeMap::new(),
+                copies: BTreeMap::new(),
             })
             .collect();
         let by_addr = nodes.iter().enumerate().map(|(i, n)| (n.addr, i)).collect();
@@ -288,6 +343,7 @@ impl Sim {
             loss: mix.loss,
             duplication: mix.duplication,
             rng,
+            wrng: StdRng::seed_from_u64(seed ^ 0x005e_ed0f_c04e_5ece),
             queue: BinaryHeap::new(),
             slots: Vec::new(),
             free: Vec::new(),
@@ -297,6 +353,12 @@ impl Sim {
             blocked: HashSet::new(),
             seeds,
             switches: opts.switches,
+            coherence_faults: opts.coherence_faults,
+            invalidations: Vec::new(),
+            ops: (0, 0, 0),
+            debug_key: std::env::var("STRATA_SIM_KEY")
+                .ok()
+                .and_then(|v| v.parse().ok()),
             events: 0,
             packets: (0, 0, 0),
             trace: VecDeque::with_capacity(TRACE_LINES),
@@ -355,6 +417,27 @@ impl Sim {
         let out = m.join();
         self.nodes[i].membership = Some(m);
         let generation = self.nodes[i].generation;
+        let mut c = Coherence::new(
+            self.nodes[i].name.clone(),
+            generation,
+            CoherenceConfig::default(),
+        );
+        c.set_faults(self.coherence_faults);
+        self.nodes[i].coherence = Some(c);
+        // A restarted node has lost its memory: no copies (L3 copies are unverified after a
+        // restart and dropped), no owner store.
+        self.nodes[i].copies.clear();
+        self.nodes[i].store.clear();
+        let life = self.nodes[i].life;
+        self.push(
+            100 * MS,
+            Kind::Tick {
+                node: i,
+                life,
+                n: 0,
+            },
+        );
+        let generation = self.nodes[i].generation;
         self.note(|| format!("start n{i} generation {generation}"));
         self.apply(i, out);
     }
@@ -397,13 +480,235 @@ impl Sim {
                     );
                 }
                 Output::Up(id) => {
+                    let out = self.nodes[from]
+                        .coherence
+                        .as_mut()
+                        .and_then(|c| c.member_up(&id.name, id.generation));
+                    if let Some(out) = out {
+                        self.apply_coherence(from, vec![out]);
+                    }
                     self.note(|| format!("n{from} sees {} up (gen {})", id.name, id.generation))
                 }
                 Output::Down(id) => {
+                    if let Some(c) = self.nodes[from].coherence.as_mut() {
+                        let out = c.member_down(&id.name, id.generation);
+                        self.apply_coherence(from, vec![out]);
+                    }
                     self.note(|| format!("n{from} sees {} down (gen {})", id.name, id.generation))
+                }
+                Output::Received(bytes) => {
+                    let now_ms = self.now / MS;
+                    if let Some(c) = self.nodes[from].coherence.as_mut() {
+                        let out = c.receive(now_ms, &bytes);
+                        self.apply_coherence(from, out);
+                    }
                 }
             }
         }
+    }
+
+    fn reachable(&self, a: usize, b: usize) -> bool {
+        self.nodes[b].membership.is_some()
+            && !self.blocked.contains(&(a, b))
+            && !self.blocked.contains(&(b, a))
+    }
+
+    /// Carries out what a node's coherence state machine asked for.
+    fn apply_coherence(&mut self, at: usize, outputs: Vec<coherence::Output>) {
+        for o in outputs {
+            match o {
+                coherence::Output::Broadcast(bytes) => {
+                    if let Some(m) = self.nodes[at].membership.as_mut() {
+                        m.broadcast(&bytes);
+                    }
+                }
+                coherence::Output::Apply(inv) => {
+                    if let InvalidationOp::Key { key, .. } = &inv.op
+                        && let Some(k) = key_id(key)
+                    {
+                        let (origin, seq, v) = (inv.origin.clone(), inv.seq, inv.version);
+                        self.debug_key(k, || format!("n{at} applies {origin}#{seq} version {v}"));
+                        let node = &mut self.nodes[at];
+                        if node.copies.get(&k).is_some_and(|c| c.version < inv.version) {
+                            node.copies.remove(&k);
+                        }
+                        // An owner that missed a write made under another view of the ring
+                        // drops its older value too.
+                        if node.store.get(&k).is_some_and(|v| *v < inv.version) {
+                            node.store.remove(&k);
+                        }
+                    }
+                }
+                coherence::Output::DropUnverified { origin, lost } => {
+                    self.nodes[at].copies.clear();
+                    self.note(|| {
+                        format!("n{at} lost {lost} invalidations of {origin}: drops its copies")
+                    });
+                }
+                coherence::Output::Repair {
+                    origin,
+                    generation,
+                    from,
+                    to,
+                } => {
+                    let Some(o) = self.nodes.iter().position(|n| n.name == origin) else {
+                        continue;
+                    };
+                    if !self.reachable(at, o) || self.nodes[o].generation != generation {
+                        continue;
+                    }
+                    let items = self.nodes[o]
+                        .coherence
+                        .as_ref()
+                        .map(|c| c.log_range(generation, from, to))
+                        .unwrap_or_default();
+                    if self.rng.random_bool(self.loss) {
+                        continue;
+                    }
+                    let rtt = 2 * self
+                        .rng
+                        .random_range(100..=(self.mix.max_delay_ms * MS).max(101));
+                    let life = self.nodes[at].life;
+                    self.push(
+                        rtt,
+                        Kind::Repaired {
+                            to: at,
+                            life,
+                            items,
+                        },
+                    );
+                }
+            }
+        }
+    }
+
+    /// With `STRATA_SIM_KEY=N` in the environment, prints every event about key N (to find
+    /// why a contract check failed).
+    fn debug_key(&self, key: u32, line: impl FnOnce() -> String) {
+        if self.debug_key == Some(key) {
+            eprintln!(
+                "{:10.4}s key {key}: {}",
+                self.now as f64 / SEC as f64,
+                line()
+            );
+        }
+    }
+
+    /// The owner of `key` in `at`'s view of the ring.
+    fn owner_in_view(&self, at: usize, key: u32) -> Option<usize> {
+        let m = self.nodes[at].membership.as_ref()?;
+        let ring = m.ring(strata_cluster::DEFAULT_VNODES);
+        let name = ring.owners("ns", &key_bytes(key), 1).first()?.to_string();
+        self.nodes.iter().position(|n| n.name == name)
+    }
+
+    /// A client read or write on node `at`.
+    fn op(&mut self, at: usize) {
+        if self.nodes[at].membership.is_none() || self.nodes[at].intruder {
+            return;
+        }
+        let key = self.wrng.random_range(0..KEYS);
+        let write = self.wrng.random_bool(0.3);
+        let Some(owner) = self.owner_in_view(at, key) else {
+            return;
+        };
+        if write {
+            // Writes go to the owner (through the network when it is another node).
+            if owner != at && !self.reachable(at, owner) {
+                return;
+            }
+            self.ops.2 += 1;
+            let version = self.now;
+            self.debug_key(key, || {
+                format!("n{at} writes (owner n{owner}) version {version}")
+            });
+            self.nodes[owner].store.insert(key, version);
+            self.nodes[owner].copies.remove(&key);
+            // The contract covers writes acknowledged by an owner connected to the cluster;
+            // an owner cut off by a partition accepts writes the others cannot see, and they
+            // are lost if it dies before the heal (as on Redis Cluster's minority side).
+            let cut_off = self.blocked.iter().any(|(a, b)| *a == owner || *b == owner);
+            if !cut_off {
+                self.invalidations.push((self.now, key, version));
+            }
+            let now_ms = self.now / MS;
+            let out = self.nodes[owner].coherence.as_mut().map(|c| {
+                c.originate(
+                    now_ms,
+                    version,
+                    InvalidationOp::Key {
+                        namespace: "ns".into(),
+                        key: key_bytes(key),
+                    },
+                )
+                .1
+            });
+            if let Some(out) = out {
+                self.apply_coherence(owner, vec![out]);
+            }
+        } else if owner != at {
+            if self.nodes[at].copies.contains_key(&key) {
+                self.ops.0 += 1;
+                return;
+            }
+            if !self.reachable(at, owner) {
+                return;
+            }
+            let o = &self.nodes[owner];
+            // The owner has no value: a miss, nothing to cache (the client would load it).
+            let Some(version) = o.store.get(&key).copied() else {
+                return;
+            };
+            // G3: a copy older than an invalidation this node has seen is refused.
+            if !self.nodes[at]
+                .coherence
+                .as_ref()
+                .is_some_and(|c| c.admits("ns", &key_bytes(key), version))
+            {
+                return;
+            }
+            self.ops.1 += 1;
+            self.debug_key(key, || {
+                format!("n{at} reads from n{owner} version {version}")
+            });
+            let o = &self.nodes[owner];
+            let (origin, generation) = (o.name.clone(), o.generation);
+            let seq = o.coherence.as_ref().map_or(0, Coherence::latest_seq);
+            if let Some(c) = self.nodes[at].coherence.as_mut() {
+                c.note_read(&origin, generation, seq);
+            }
+            self.nodes[at].copies.insert(
+                key,
+                Copy {
+                    version,
+                    origin,
+                    generation,
+                },
+            );
+        }
+    }
+
+    /// G2/G3 on the copies: no node holds a copy older than an invalidation of its key made
+    /// more than `STALENESS_BOUND` ago.
+    fn check_copies(&self) -> Result<(), String> {
+        for n in self.nodes.iter().filter(|n| n.membership.is_some()) {
+            for (key, copy) in &n.copies {
+                if let Some((t, _, v)) = self.invalidations.iter().find(|(t, k, v)| {
+                    k == key && *v > copy.version && t + STALENESS_BOUND <= self.now
+                }) {
+                    let c = n.coherence.as_ref().map(|c| (c.stats(), c.in_sync()));
+                    return Err(format!(
+                        "{} holds a stale copy of key {key} (version {}, from {} gen {}); it was invalidated at {:.3}s by version {v} [coherence {c:?}]",
+                        n.name,
+                        copy.version,
+                        copy.origin,
+                        copy.generation,
+                        *t as f64 / SEC as f64
+                    ));
+                }
+            }
+        }
+        Ok(())
     }
 
     /// Schedules the bootstrap and the drawn faults.
@@ -447,6 +752,14 @@ impl Sim {
         if self.mix.partition && n >= 2 {
             let at = self.rng.random_range(fault_start..fault_end);
             self.push(at, Kind::Partition);
+        }
+        // The workload: each node serves a client operation every 50–350 ms until the heal.
+        for i in 0..n {
+            let mut t = 2 * SEC + self.wrng.random_range(0..300 * MS);
+            while t < fault_end {
+                self.push(t, Kind::Op(i));
+                t += self.wrng.random_range(50 * MS..350 * MS);
+            }
         }
         self.push(fault_end, Kind::Heal);
     }
@@ -608,6 +921,51 @@ impl Sim {
                         self.start_node(i);
                     }
                 }
+                Kind::Op(i) => self.op(i),
+                Kind::Tick { node, life, n } => {
+                    if self.nodes[node].life == life && self.nodes[node].membership.is_some() {
+                        let now_ms = self.now / MS;
+                        let mut out = Vec::new();
+                        if let Some(c) = self.nodes[node].coherence.as_mut() {
+                            out = c.tick(now_ms);
+                            if n % 5 == 0 {
+                                out.push(c.heartbeat());
+                            }
+                        }
+                        self.apply_coherence(node, out);
+                        self.push(
+                            100 * MS,
+                            Kind::Tick {
+                                node,
+                                life,
+                                n: n + 1,
+                            },
+                        );
+                    }
+                }
+                Kind::Repaired { to, life, items } => {
+                    if self.nodes[to].life == life {
+                        let now_ms = self.now / MS;
+                        let mut out = Vec::new();
+                        if let Some(c) = self.nodes[to].coherence.as_mut() {
+                            for inv in items {
+                                out.extend(
+                                    c.receive_item(now_ms, coherence::Item::Invalidation(inv)),
+                                );
+                            }
+                        }
+                        self.apply_coherence(to, out);
+                    }
+                }
+                Kind::FinalCheck => {
+                    let healed = self.healed_at.unwrap_or(self.now);
+                    let converged = self.converged.unwrap_or(self.now);
+                    result = Some(match self.check_copies() {
+                        Ok(()) => Ok(Duration::from_micros(converged - healed)),
+                        Err(e) => Err(format!("contract: {e}")),
+                    });
+                    break;
+                }
                 Kind::Partition => self.partition(),
                 Kind::Heal => self.heal(),
                 Kind::Check => {
@@ -615,8 +973,7 @@ impl Sim {
                     match self.converged() {
                         Ok(()) => {
                             self.converged = Some(self.now);
-                            result = Some(Ok(Duration::from_micros(self.now - healed)));
-                            break;
+                            self.push(SETTLE, Kind::FinalCheck);
                         }
                         Err(why) => {
                             if self.now - healed > bound_us {
@@ -658,6 +1015,17 @@ impl Sim {
 /// docs/simulation.md).
 pub fn default_bound(nodes: usize) -> Duration {
     Duration::from_secs(60 + (nodes.saturating_sub(100) as u64 * 3) / 5)
+}
+
+fn key_bytes(key: u32) -> Vec<u8> {
+    format!("k{key}").into_bytes()
+}
+
+fn key_id(bytes: &[u8]) -> Option<u32> {
+    std::str::from_utf8(bytes.strip_prefix(b"k")?)
+        .ok()?
+        .parse()
+        .ok()
 }
 
 /// Runs `seed` with `opts`.

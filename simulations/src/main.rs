@@ -16,7 +16,7 @@ use strata_sim::{FaultMix, RunOptions, run_seed, shrink};
 
 fn usage() -> ExitCode {
     eprintln!(
-        "usage: strata-sim [--seeds N | --seed S] [--first F] [--nodes N] [--calm] [--partition] [--no-shrink]"
+        "usage: strata-sim [--seeds N | --seed S] [--first F] [--nodes N] [--calm] [--partition] [--no-shrink] [--break SWITCH]..."
     );
     ExitCode::from(2)
 }
@@ -30,6 +30,7 @@ fn main() -> ExitCode {
     let mut calm = false;
     let mut partition = false;
     let mut no_shrink = false;
+    let mut breaks: Vec<String> = Vec::new();
     let mut it = args.iter();
     while let Some(a) = it.next() {
         let mut num = || it.next().and_then(|v| v.parse::<u64>().ok());
@@ -53,6 +54,10 @@ fn main() -> ExitCode {
             "--calm" => calm = true,
             "--partition" => partition = true,
             "--no-shrink" => no_shrink = true,
+            "--break" => match it.next() {
+                Some(name) => breaks.push(name.clone()),
+                None => return usage(),
+            },
             _ => return usage(),
         }
     }
@@ -60,6 +65,17 @@ fn main() -> ExitCode {
         nodes,
         ..RunOptions::default()
     };
+    for b in &breaks {
+        match b.as_str() {
+            "skip_seed_rejoin" => opts.switches.skip_seed_rejoin = true,
+            "ring_without_self" => opts.switches.ring_without_self = true,
+            "ignore_gaps" => opts.coherence_faults.ignore_gaps = true,
+            _ => {
+                eprintln!("unknown --break {b}: skip_seed_rejoin, ring_without_self, ignore_gaps");
+                return ExitCode::from(2);
+            }
+        }
+    }
     if calm || partition {
         let mut mix = FaultMix::calm(nodes.unwrap_or(5));
         mix.partition = partition;

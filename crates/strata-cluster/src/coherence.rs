@@ -102,6 +102,111 @@ impl Item {
     }
 }
 
+/// What foca keys a broadcast item by, to know which items replace which.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ItemKey {
+    /// An invalidation: unique per (origin, generation, seq).
+    Invalidation(String, u64, u64),
+    /// A heartbeat: a newer one of the same origin life replaces an older one.
+    Heartbeat(String, u64, u64),
+}
+
+impl foca::Invalidates for ItemKey {
+    fn invalidates(&self, other: &Self) -> bool {
+        match (self, other) {
+            (ItemKey::Invalidation(..), ItemKey::Invalidation(..)) => self == other,
+            (ItemKey::Heartbeat(o1, g1, l1), ItemKey::Heartbeat(o2, g2, l2)) => {
+                o1 == o2 && g1 == g2 && l1 >= l2
+            }
+            _ => false,
+        }
+    }
+}
+
+/// An item that did not decode.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+#[error("undecodable coherence broadcast item")]
+pub struct BadItem;
+
+/// Most invalidation keys remembered for deduplication.
+const SEEN_CAPACITY: usize = 1 << 16;
+
+#[derive(Debug, Default)]
+struct InboxState {
+    received: Vec<Vec<u8>>,
+    seen: std::collections::BTreeSet<(String, u64, u64)>,
+    seen_order: VecDeque<(String, u64, u64)>,
+    heartbeats: BTreeMap<(String, u64), u64>,
+}
+
+/// foca's broadcast handler for coherence items: keeps disseminating what is new, and
+/// collects what arrived from the network for the coherence state machine. Clones share
+/// the inbox (the membership drains it after each foca call).
+#[derive(Debug, Clone, Default)]
+pub struct ItemHandler {
+    inner: std::sync::Arc<std::sync::Mutex<InboxState>>,
+}
+
+impl ItemHandler {
+    /// Takes the items received since the last call.
+    pub fn drain(&self) -> Vec<Vec<u8>> {
+        self.inner
+            .lock()
+            .map(|mut s| std::mem::take(&mut s.received))
+            .unwrap_or_default()
+    }
+}
+
+impl foca::BroadcastHandler<crate::NodeIdentity> for ItemHandler {
+    type Key = ItemKey;
+    type Error = BadItem;
+
+    fn receive_item(
+        &mut self,
+        data: &[u8],
+        sender: Option<&crate::NodeIdentity>,
+    ) -> Result<Option<ItemKey>, BadItem> {
+        let item = Item::decode(data).ok_or(BadItem)?;
+        let Ok(mut s) = self.inner.lock() else {
+            return Ok(None);
+        };
+        let key = match item {
+            Item::Invalidation(inv) => {
+                let k = (inv.origin, inv.generation, inv.seq);
+                if !s.seen.insert(k.clone()) {
+                    return Ok(None);
+                }
+                s.seen_order.push_back(k.clone());
+                if s.seen_order.len() > SEEN_CAPACITY
+                    && let Some(old) = s.seen_order.pop_front()
+                {
+                    s.seen.remove(&old);
+                }
+                ItemKey::Invalidation(k.0, k.1, k.2)
+            }
+            Item::Heartbeat {
+                origin,
+                generation,
+                latest,
+            } => {
+                let slot = s
+                    .heartbeats
+                    .entry((origin.clone(), generation))
+                    .or_insert(0);
+                if *slot >= latest && sender.is_some() {
+                    return Ok(None);
+                }
+                *slot = latest;
+                ItemKey::Heartbeat(origin, generation, latest)
+            }
+        };
+        if sender.is_some() {
+            s.received.push(data.to_vec());
+        }
+        Ok(Some(key))
+    }
+}
+
 /// Settings.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct CoherenceConfig {
@@ -113,6 +218,9 @@ pub struct CoherenceConfig {
     pub repair_after_ms: u64,
     /// Invalidations an origin keeps for repairs (default 65,536).
     pub log_capacity: usize,
+    /// How long a key's invalidation version is remembered to refuse older copies
+    /// (default 60 s: longer than the ring views of a healthy cluster take to agree).
+    pub tombstone_ms: u64,
 }
 
 impl Default for CoherenceConfig {
@@ -121,6 +229,7 @@ impl Default for CoherenceConfig {
             max_staleness_ms: 1000,
             repair_after_ms: 100,
             log_capacity: 65_536,
+            tombstone_ms: 60_000,
         }
     }
 }
@@ -144,11 +253,12 @@ pub enum Output {
         /// Last missing.
         to: u64,
     },
-    /// A gap could not be repaired in time: drop every copy this node does not own.
+    /// Invalidations of `origin` may have been lost (a gap not repaired in time, or its life
+    /// ended): drop every copy this node does not own.
     DropUnverified {
         /// The origin whose invalidations were lost.
         origin: String,
-        /// How many were lost.
+        /// How many are known lost (0 when unknown: the origin's life ended).
         lost: u64,
     },
 }
@@ -192,6 +302,10 @@ pub struct CoherenceFaults {
 /// One node's coherence state.
 #[derive(Debug)]
 pub struct Coherence {
+    /// Recent invalidation versions per (namespace, key), with when they were applied: a
+    /// copy older than one of these is refused (G3), even when it comes from an owner that
+    /// had not seen the invalidation yet.
+    tombstones: BTreeMap<(String, Vec<u8>), (u64, u64)>,
     me: String,
     generation: u64,
     next_seq: u64,
@@ -207,6 +321,7 @@ impl Coherence {
     /// The state of node `me` in its life `generation`.
     pub fn new(me: impl Into<String>, generation: u64, cfg: CoherenceConfig) -> Self {
         Coherence {
+            tombstones: BTreeMap::new(),
             me: me.into(),
             generation,
             next_seq: 1,
@@ -230,9 +345,35 @@ impl Coherence {
         self.stats
     }
 
-    /// Stamps and disseminates an invalidation made on this node (the caller has already
-    /// applied it locally). Returns the invalidation and the output to carry out.
-    pub fn originate(&mut self, version: u64, op: InvalidationOp) -> (Invalidation, Output) {
+    fn remember(&mut self, inv: &Invalidation, now_ms: u64) {
+        if let InvalidationOp::Key { namespace, key } = &inv.op {
+            let slot = self
+                .tombstones
+                .entry((namespace.clone(), key.clone()))
+                .or_insert((0, now_ms));
+            if inv.version >= slot.0 {
+                *slot = (inv.version, now_ms);
+            }
+        }
+    }
+
+    /// Whether a copy of `key` at `version` may be stored and served: false when a newer
+    /// invalidation of the key was seen in the last `tombstone_ms` (G3: a set older than a
+    /// tombstone is refused).
+    pub fn admits(&self, namespace: &str, key: &[u8], version: u64) -> bool {
+        self.tombstones
+            .get(&(namespace.to_owned(), key.to_vec()))
+            .is_none_or(|(v, _)| version >= *v)
+    }
+
+    /// Stamps and disseminates an invalidation made on this node at `now_ms` (the caller has
+    /// already applied it locally). Returns the invalidation and the output to carry out.
+    pub fn originate(
+        &mut self,
+        now_ms: u64,
+        version: u64,
+        op: InvalidationOp,
+    ) -> (Invalidation, Output) {
         let inv = Invalidation {
             origin: self.me.clone(),
             generation: self.generation,
@@ -241,6 +382,7 @@ impl Coherence {
             op,
         };
         self.next_seq += 1;
+        self.remember(&inv, now_ms);
         if self.log.len() == self.cfg.log_capacity {
             self.log.pop_front();
         }
@@ -310,13 +452,10 @@ impl Coherence {
                     return out;
                 }
                 let key = (inv.origin.clone(), inv.generation);
-                // An origin heard of for the first time through an invalidation: nothing
-                // of it was read before, so everything before this item is irrelevant.
-                let p = self.peers.entry(key.clone()).or_insert_with(|| Peer {
-                    applied: inv.seq - 1,
-                    known: inv.seq - 1,
-                    ..Peer::default()
-                });
+                // An origin heard of for the first time: its whole life so far is a gap to
+                // repair. Its earlier invalidations may cover copies this node read from
+                // *another* owner while views of the ring disagreed (found by the simulator).
+                let p = self.peers.entry(key.clone()).or_default();
                 p.known = p.known.max(inv.seq);
                 if inv.seq <= p.applied || p.waiting.contains_key(&inv.seq) {
                     self.stats.duplicates += 1;
@@ -334,11 +473,7 @@ impl Coherence {
                     return out;
                 }
                 let key = (origin, generation);
-                let p = self.peers.entry(key.clone()).or_insert_with(|| Peer {
-                    applied: latest,
-                    known: latest,
-                    ..Peer::default()
-                });
+                let p = self.peers.entry(key.clone()).or_default();
                 p.known = p.known.max(latest);
                 self.advance(&key, now_ms, &mut out);
             }
@@ -352,10 +487,10 @@ impl Coherence {
             return;
         };
         let before = p.applied;
+        let mut applied_now = Vec::new();
         while let Some(inv) = p.waiting.remove(&(p.applied + 1)) {
             p.applied += 1;
-            self.stats.applied += 1;
-            out.push(Output::Apply(inv));
+            applied_now.push(inv);
         }
         if p.applied > before {
             // Progress (a repair answered in part, say): what is still missing may be asked
@@ -378,12 +513,20 @@ impl Coherence {
             p.gap_since = None;
             p.asked = false;
         }
+        for inv in applied_now {
+            self.remember(&inv, now_ms);
+            self.stats.applied += 1;
+            out.push(Output::Apply(inv));
+        }
     }
 
     /// Time passes: asks for gaps older than `repair_after_ms`, gives up on those older than
     /// `max_staleness_ms`.
     pub fn tick(&mut self, now_ms: u64) -> Vec<Output> {
         let mut out = Vec::new();
+        let keep = self.cfg.tombstone_ms;
+        self.tombstones
+            .retain(|_, (_, at)| now_ms.saturating_sub(*at) < keep);
         for ((origin, generation), p) in self.peers.iter_mut() {
             let Some(since) = p.gap_since else { continue };
             let age = now_ms.saturating_sub(since);
@@ -392,6 +535,13 @@ impl Coherence {
                 // Whatever waits past the gap is applied too (the drop covers the gap).
                 for (_, inv) in std::mem::take(&mut p.waiting) {
                     self.stats.applied += 1;
+                    if let InvalidationOp::Key { namespace, key } = &inv.op {
+                        let slot = self
+                            .tombstones
+                            .entry((namespace.clone(), key.clone()))
+                            .or_insert((0, now_ms));
+                        slot.0 = slot.0.max(inv.version);
+                    }
                     out.push(Output::Apply(inv));
                 }
                 p.applied = p.known;
@@ -423,6 +573,47 @@ impl Coherence {
     /// stops serving copies it does not own that are older than `max_staleness`.)
     pub fn in_sync(&self) -> bool {
         self.peers.values().all(|p| p.gap_since.is_none())
+    }
+
+    /// Membership says `origin`'s life `generation` ended (declared down, or left). The
+    /// invalidations it made just before may never reach this node, and they may cover
+    /// copies read from *any* owner (views of the ring disagree during churn), so this node
+    /// drops every copy it does not own (found by the simulator: a member that left right
+    /// after an invalidation left a stale copy read from another owner).
+    pub fn member_down(&mut self, origin: &str, generation: u64) -> Output {
+        self.peers.remove(&(origin.to_owned(), generation));
+        Output::DropUnverified {
+            origin: origin.to_owned(),
+            lost: 0,
+        }
+    }
+
+    /// Membership says `origin` is up as `generation`: if an older life of it was known,
+    /// that life ended unseen (a restart faster than the failure detector), with the same
+    /// consequence as [`Coherence::member_down`].
+    pub fn member_up(&mut self, origin: &str, generation: u64) -> Option<Output> {
+        let old: Vec<(String, u64)> = self
+            .peers
+            .keys()
+            .filter(|(o, g)| o == origin && *g < generation)
+            .cloned()
+            .collect();
+        if old.is_empty() {
+            return None;
+        }
+        for k in &old {
+            self.peers.remove(k);
+        }
+        Some(Output::DropUnverified {
+            origin: origin.to_owned(),
+            lost: 0,
+        })
+    }
+
+    /// This node's latest sequence number (owners send it with every read, for
+    /// [`Coherence::note_read`]).
+    pub fn latest_seq(&self) -> u64 {
+        self.next_seq - 1
     }
 
     /// Forgets an origin's old lives (after a membership change says it restarted or left).
@@ -464,8 +655,8 @@ mod tests {
     fn in_order_items_apply_and_duplicates_do_not() {
         let mut a = Coherence::new("a", 1, CoherenceConfig::default());
         let mut b = Coherence::new("b", 1, CoherenceConfig::default());
-        let (_, o1) = a.originate(10, key_op("k1"));
-        let (_, o2) = a.originate(11, key_op("k2"));
+        let (_, o1) = a.originate(0, 10, key_op("k1"));
+        let (_, o2) = a.originate(0, 11, key_op("k2"));
         assert_eq!(applied(&b.receive(0, bytes(&o1))), [1]);
         assert_eq!(applied(&b.receive(0, bytes(&o2))), [2]);
         assert!(b.receive(0, bytes(&o2)).is_empty());
@@ -481,7 +672,9 @@ mod tests {
         let mut a = Coherence::new("a", 1, cfg);
         let mut b = Coherence::new("b", 1, cfg);
         b.note_read("a", 1, 0);
-        let items: Vec<Output> = (0..3).map(|i| a.originate(10 + i, key_op("k")).1).collect();
+        let items: Vec<Output> = (0..3)
+            .map(|i| a.originate(0, 10 + i, key_op("k")).1)
+            .collect();
         // Item 2 is lost.
         assert_eq!(applied(&b.receive(0, bytes(&items[0]))), [1]);
         assert!(
@@ -516,7 +709,7 @@ mod tests {
         let mut a = Coherence::new("a", 1, cfg);
         let mut b = Coherence::new("b", 1, cfg);
         b.note_read("a", 1, 0);
-        let _lost = a.originate(10, key_op("k"));
+        let _lost = a.originate(0, 10, key_op("k"));
         assert!(b.receive(0, bytes(&a.heartbeat())).is_empty());
         assert!(!b.in_sync(), "the heartbeat revealed seq 1");
         assert!(matches!(
@@ -542,11 +735,11 @@ mod tests {
         let mut b = Coherence::new("b", 1, cfg);
         let mut a1 = Coherence::new("a", 1, cfg);
         for _ in 0..3 {
-            let (_, o) = a1.originate(1, key_op("k"));
+            let (_, o) = a1.originate(0, 1, key_op("k"));
             b.receive(0, bytes(&o));
         }
         let mut a2 = Coherence::new("a", 2, cfg);
-        let (_, o) = a2.originate(5, key_op("k"));
+        let (_, o) = a2.originate(0, 5, key_op("k"));
         assert_eq!(applied(&b.receive(0, bytes(&o))), [1]);
         b.forget("a", Some(2));
         assert!(b.in_sync());
@@ -574,8 +767,8 @@ mod tests {
         let mut b = Coherence::new("b", 1, cfg);
         b.set_faults(CoherenceFaults { ignore_gaps: true });
         b.note_read("a", 1, 0);
-        let _lost = a.originate(1, key_op("k1"));
-        let (_, o2) = a.originate(2, key_op("k2"));
+        let _lost = a.originate(0, 1, key_op("k1"));
+        let (_, o2) = a.originate(0, 2, key_op("k2"));
         assert_eq!(applied(&b.receive(0, bytes(&o2))), [2]);
         let later: Vec<Output> = (1..30).flat_map(|t| b.tick(t * 100)).collect();
         assert!(
@@ -603,7 +796,7 @@ mod tests {
             b.note_read("a", 1, 0);
             let mut sent: Vec<(u16, Vec<u8>)> = Vec::new();
             for i in 0..n {
-                let (_, o) = a.originate(100 + i as u64, key_op("k"));
+                let (_, o) = a.originate(0, 100 + i as u64, key_op("k"));
                 let bytes = bytes(&o).to_vec();
                 match fate[i] {
                     0 => {} // lost

@@ -20,6 +20,7 @@ pub mod ring;
 pub mod rpc;
 
 pub use auth::{AuthError, Authenticator};
+pub use coherence::{Coherence, CoherenceConfig, Invalidation, InvalidationOp, ItemHandler};
 pub use identity::NodeIdentity;
 #[cfg(feature = "fault-switches")]
 pub use membership::FaultSwitches;

@@ -9,12 +9,13 @@
 use std::net::SocketAddr;
 use std::time::Duration;
 
-use foca::{Foca, NoCustomBroadcast, Notification, PostcardCodec, Runtime, Timer};
+use foca::{Foca, Notification, PostcardCodec, Runtime, Timer};
 
 use rand::SeedableRng;
 use rand::rngs::StdRng;
 
 use crate::auth::Authenticator;
+use crate::coherence::ItemHandler;
 use crate::identity::NodeIdentity;
 use crate::ring::Ring;
 
@@ -56,6 +57,8 @@ pub enum Output {
     Up(NodeIdentity),
     /// A member was declared down.
     Down(NodeIdentity),
+    /// A coherence item arrived from another member (for `Coherence::receive`).
+    Received(Vec<u8>),
 }
 
 /// Counters of the membership state machine.
@@ -85,7 +88,8 @@ pub struct FaultSwitches {
 
 /// One node's view of the cluster.
 pub struct Membership {
-    foca: Foca<NodeIdentity, PostcardCodec, StdRng, NoCustomBroadcast>,
+    foca: Foca<NodeIdentity, PostcardCodec, StdRng, ItemHandler>,
+    inbox: ItemHandler,
     auth: Authenticator,
     seeds: Vec<SocketAddr>,
     stats: MembershipStats,
@@ -170,14 +174,17 @@ impl Membership {
         secret: &[u8],
         seeds: Vec<SocketAddr>,
     ) -> Self {
-        let foca = Foca::new(
+        let inbox = ItemHandler::default();
+        let foca = Foca::with_custom_broadcast(
             identity,
             config,
             StdRng::seed_from_u64(rng_seed),
             PostcardCodec,
+            inbox.clone(),
         );
         Membership {
             foca,
+            inbox,
             auth: Authenticator::new(secret),
             seeds,
             stats: MembershipStats::default(),
@@ -198,7 +205,7 @@ impl Membership {
     }
 
     fn announce_to_seeds(
-        foca: &mut Foca<NodeIdentity, PostcardCodec, StdRng, NoCustomBroadcast>,
+        foca: &mut Foca<NodeIdentity, PostcardCodec, StdRng, ItemHandler>,
         seeds: &[SocketAddr],
         rt: &mut Collect<'_>,
     ) -> Result<(), foca::Error> {
@@ -259,7 +266,7 @@ impl Membership {
     fn run(
         &mut self,
         f: impl FnOnce(
-            &mut Foca<NodeIdentity, PostcardCodec, StdRng, NoCustomBroadcast>,
+            &mut Foca<NodeIdentity, PostcardCodec, StdRng, ItemHandler>,
             &mut Collect<'_>,
         ) -> Result<(), foca::Error>,
     ) -> Vec<Output> {
@@ -281,7 +288,15 @@ impl Membership {
             }
             let _ = Self::announce_to_seeds(&mut self.foca, &self.seeds, &mut c);
         }
+        out.extend(self.inbox.drain().into_iter().map(Output::Received));
         out
+    }
+
+    /// Disseminates a coherence item to the cluster, piggybacked on membership traffic
+    /// (foca's custom broadcasts: each member retransmits it a bounded number of times).
+    /// Returns false when the item is not new.
+    pub fn broadcast(&mut self, item: &[u8]) -> bool {
+        self.foca.add_broadcast(item).unwrap_or(false)
     }
 
     /// Announces this node to its seeds (and so to the cluster), and starts the rejoin check.
