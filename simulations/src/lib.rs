@@ -643,6 +643,15 @@ impl Sim {
         self.nodes.iter().position(|n| n.name == name)
     }
 
+    /// A copy of `version` read from (or written through) `owner`'s current life.
+    fn copy_from(&self, owner: usize, version: u64) -> Copy {
+        Copy {
+            version,
+            origin: self.nodes[owner].name.clone(),
+            generation: self.nodes[owner].generation,
+        }
+    }
+
     /// A client read or write on node `at`.
     fn op(&mut self, at: usize) {
         if self.nodes[at].membership.is_none() || self.nodes[at].intruder {
@@ -667,16 +676,8 @@ impl Sim {
             self.nodes[owner].copies.remove(&key);
             // Write-through: the writing node's own copy becomes the new value.
             if owner != at {
-                let (origin, generation) =
-                    (self.nodes[owner].name.clone(), self.nodes[owner].generation);
-                self.nodes[at].copies.insert(
-                    key,
-                    Copy {
-                        version,
-                        origin,
-                        generation,
-                    },
-                );
+                let copy = self.copy_from(owner, version);
+                self.nodes[at].copies.insert(key, copy);
             }
             // The contract covers writes acknowledged by an owner connected to the cluster;
             // an owner cut off by a partition accepts writes the others cannot see, and they
@@ -725,20 +726,15 @@ impl Sim {
             self.debug_key(key, || {
                 format!("n{at} reads from n{owner} version {version}")
             });
-            let o = &self.nodes[owner];
-            let (origin, generation) = (o.name.clone(), o.generation);
-            let seq = o.coherence.as_ref().map_or(0, Coherence::latest_seq);
+            let copy = self.copy_from(owner, version);
+            let seq = self.nodes[owner]
+                .coherence
+                .as_ref()
+                .map_or(0, Coherence::latest_seq);
             if let Some(c) = self.nodes[at].coherence.as_mut() {
-                c.note_read(&origin, generation, seq);
+                c.note_read(&copy.origin, copy.generation, seq);
             }
-            self.nodes[at].copies.insert(
-                key,
-                Copy {
-                    version,
-                    origin,
-                    generation,
-                },
-            );
+            self.nodes[at].copies.insert(key, copy);
         }
     }
 

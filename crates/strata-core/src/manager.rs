@@ -858,15 +858,7 @@ impl Cache {
     /// it may have missed invalidations (its coherence channel dropped), so that it serves
     /// nothing it cannot vouch for. Returns how many namespaces were emptied.
     pub async fn drop_local_everything(&self, include_l3: bool) -> usize {
-        let mut names: Vec<String> = self
-            .inner
-            .namespaces
-            .entries()
-            .map(|(n, _)| n.to_owned())
-            .collect();
-        if let Some(l1) = &self.inner.l1 {
-            names.extend(l1.namespace_names());
-        }
+        let mut names = self.in_memory_namespaces();
         if include_l3 && let Some(l3) = &self.inner.l3 {
             match (**l3).namespaces().await {
                 Ok(more) => names.extend(more),
@@ -1037,8 +1029,9 @@ impl Cache {
         Ok(keys)
     }
 
-    /// Namespaces that hold entries in some layer, plus those configured; sorted.
-    pub async fn namespaces(&self) -> Vec<String> {
+    /// The namespaces configured or touched on this node, plus those L1 holds entries of
+    /// (unsorted, possibly repeated).
+    fn in_memory_namespaces(&self) -> Vec<String> {
         let mut names: Vec<String> = self
             .inner
             .namespaces
@@ -1048,6 +1041,12 @@ impl Cache {
         if let Some(l1) = &self.inner.l1 {
             names.extend(l1.namespace_names());
         }
+        names
+    }
+
+    /// Namespaces that hold entries in some layer, plus those configured; sorted.
+    pub async fn namespaces(&self) -> Vec<String> {
+        let mut names = self.in_memory_namespaces();
         for tier in self.lower_tiers(true) {
             match (**tier).namespaces().await {
                 Ok(more) => names.extend(more),
