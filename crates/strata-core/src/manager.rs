@@ -7,7 +7,9 @@
 //! - a value read for `get_or_load` is stamped when the load *starts*, so a `set` made while
 //!   the loader ran wins over the loaded value;
 //! - each namespace has an invalidation epoch, bumped *before* an invalidation removes
-//!   anything; a promotion or loaded value is stored only if the epoch it started under is
+//!   anything and again after it is done, with a count of invalidations in progress; a
+//!   promotion or loaded value is kept only if no invalidation is in progress and the epoch
+//!   it started under is
 //!   still current after the store (else the store is undone), so an invalidation that
 //!   overlaps a slow read is never undone by that read.
 
@@ -127,8 +129,37 @@ pub struct LoadOptions {
 
 pub(crate) struct NsState {
     pub(crate) policy: NamespacePolicy,
-    /// Bumped before every invalidation in the namespace; see the module docs.
+    /// Bumped before and after every invalidation in the namespace; see the module docs.
     epoch: AtomicU64,
+    /// Invalidations of the namespace in progress.
+    invalidating: AtomicU64,
+}
+
+impl NsState {
+    /// Marks an invalidation in progress until the guard drops (also when the invalidating
+    /// future is cancelled): the epoch is bumped at both ends, and a promotion or load that
+    /// checks while one runs, or started before one ended, is undone.
+    fn begin_invalidation(&self) -> InvalidationGuard<'_> {
+        self.epoch.fetch_add(1, Ordering::AcqRel);
+        self.invalidating.fetch_add(1, Ordering::AcqRel);
+        InvalidationGuard(self)
+    }
+
+    /// Whether a copy made under `epoch` may have raced with an invalidation.
+    fn raced(&self, epoch: u64) -> bool {
+        self.epoch.load(Ordering::Acquire) != epoch || self.invalidating.load(Ordering::Acquire) > 0
+    }
+}
+
+struct InvalidationGuard<'a>(&'a NsState);
+
+impl Drop for InvalidationGuard<'_> {
+    fn drop(&mut self) {
+        // Bump before leaving: a promotion that read a slower layer before that layer was
+        // invalidated, and checks after this point, sees the change.
+        self.0.epoch.fetch_add(1, Ordering::AcqRel);
+        self.0.invalidating.fetch_sub(1, Ordering::AcqRel);
+    }
 }
 
 /// Builds a [`Cache`] from any subset of layers.
@@ -215,6 +246,7 @@ impl CacheBuilder {
                     Ok::<_, String>(NsState {
                         policy: policy.clone(),
                         epoch: AtomicU64::new(0),
+                        invalidating: AtomicU64::new(0),
                     })
                 })
                 .map_err(|e| format!("namespaces.{name}: {e}"))?;
@@ -316,6 +348,7 @@ impl Cache {
             Ok(NsState {
                 policy: self.inner.default_policy.clone(),
                 epoch: AtomicU64::new(0),
+                invalidating: AtomicU64::new(0),
             })
         })
     }
@@ -441,7 +474,12 @@ impl Cache {
                 tier.set(namespace, key.clone(), entry.clone()).await,
             );
         }
-        if self.epoch_of(namespace) != epoch {
+        let raced = self
+            .inner
+            .namespaces
+            .get(namespace)
+            .map_or(epoch != 0, |s| s.raced(epoch));
+        if raced {
             self.undo(namespace, &key, entry.version, &targets).await;
         }
     }
@@ -698,7 +736,7 @@ impl Cache {
         Fut: Future<Output = Result<u64, TierError>> + 'a,
     {
         let state = self.ns_state(namespace)?;
-        state.epoch.fetch_add(1, Ordering::AcqRel);
+        let _invalidating = state.begin_invalidation();
         let mut removed = 0u64;
         if let Some(l1) = &self.inner.l1 {
             let n = self.record_invalidation(Layer::L1, op(l1.clone()).await);
@@ -871,7 +909,7 @@ impl Cache {
             let Ok(state) = self.ns_state(name) else {
                 continue;
             };
-            state.epoch.fetch_add(1, Ordering::AcqRel);
+            let _invalidating = state.begin_invalidation();
             if let Some(l1) = &self.inner.l1 {
                 l1.flush_namespace_sync(name);
             }
@@ -968,7 +1006,7 @@ impl Cache {
                 )?;
                 self.write_through(namespace, &state, key.clone(), entry)
                     .await?;
-                if state.epoch.load(Ordering::Acquire) != epoch {
+                if state.raced(epoch) {
                     let tiers: Vec<_> = Layer::ALL.iter().filter_map(|l| self.tier(*l)).collect();
                     self.undo(namespace, key, version, &tiers).await;
                 }
