@@ -93,6 +93,12 @@ pub enum Request {
         /// Last missing sequence number.
         to: u64,
     },
+    /// Apply a coherence item (an encoded `coherence::Item`) now and answer `Applied` once
+    /// done: a strict invalidation waits for every live member's answer.
+    Apply {
+        /// The encoded item.
+        item: Vec<u8>,
+    },
 }
 
 /// What a peer answers. Append-only.
@@ -123,6 +129,31 @@ pub enum Response {
     Invalidations(Vec<Vec<u8>>),
     /// The request failed (or was of a kind this peer does not know).
     Error(String),
+    /// The answer to `Get` that nodes send: the entry, with the owner's coherence
+    /// generation and latest invalidation sequence number (the reader records that its
+    /// copy reflects every invalidation up to it). `Entry` stays for older peers.
+    EntryAt {
+        /// The entry, if the owner holds it.
+        entry: Option<WireEntry>,
+        /// The owner's coherence generation.
+        generation: u64,
+        /// The owner's latest invalidation sequence number.
+        latest: u64,
+    },
+    /// The answer to `Ping` that nodes send: the peer's coherence generation and latest
+    /// sequence number (the anti-entropy pull). `Pong` stays for older peers.
+    Status {
+        /// The peer's coherence generation.
+        generation: u64,
+        /// The peer's latest invalidation sequence number.
+        latest: u64,
+    },
+    /// The answer to `Apply`: how many owner-store entries it removed of keys the peer is
+    /// first owner of (so that the origin can count each key once).
+    Applied {
+        /// Entries removed.
+        removed: u64,
+    },
 }
 
 /// A decoded frame.

@@ -86,6 +86,83 @@ pub struct NodeConfig {
     /// embedded node).
     #[serde(default)]
     pub server: ServerConfig,
+    /// Membership in a Strata cluster (`[cluster]`): with it on, L2 is the key's owner
+    /// nodes.
+    #[serde(default)]
+    pub cluster: ClusterConfig,
+}
+
+/// `[cluster]`: this node as a member of a Strata cluster. L2 is then the owner nodes of
+/// each key on a consistent-hash ring, reached over the peer RPC; invalidations are
+/// disseminated by gossip (see docs/semantics.md for the guarantees, docs/protocol.md for
+/// the wire formats).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ClusterConfig {
+    /// Whether this node joins a cluster (default false).
+    pub enabled: bool,
+    /// The shared secret that authenticates every gossip packet and RPC connection (an
+    /// HMAC-SHA256 key, at least 16 bytes). Required when enabled; set it with
+    /// `STRATA__CLUSTER__SECRET` rather than in a file others can read.
+    pub secret: Option<String>,
+    /// UDP address of the gossip (membership and invalidations) socket (default
+    /// `127.0.0.1:7946`).
+    pub gossip_listen: String,
+    /// TCP address of the peer RPC listener (default `127.0.0.1:7947`).
+    pub rpc_listen: String,
+    /// Gossip addresses of one or more members to join through (this node's own address
+    /// may be listed: it is skipped). Empty: start a new cluster.
+    pub seeds: Vec<String>,
+    /// Owners per key (default 2): a key survives the loss of `replication_factor - 1`
+    /// nodes; each extra owner costs one more RPC per write.
+    pub replication_factor: u32,
+    /// Virtual nodes per member on the ring (default 128: the most loaded of 10 nodes
+    /// holds under 1.25× the mean).
+    pub vnodes: u16,
+    /// Memory for the keys this node owns, in bytes (default 256 MiB).
+    pub owner_capacity_bytes: u64,
+    /// How long an invalidation gap may stay open before this node drops every copy it
+    /// does not own: the staleness bound of G2 (default 1000).
+    pub max_staleness_ms: u64,
+    /// Time allowed for one peer RPC (default 500).
+    pub rpc_timeout_ms: u64,
+    /// Time allowed to connect to a peer (default 500).
+    pub connect_timeout_ms: u64,
+    /// After the ring changes, a new owner that misses reads through to the key's previous
+    /// owners for this long (default 30000).
+    pub handoff_window_ms: u64,
+    /// After the ring changes, each node pushes up to this many of the entries it owns to
+    /// their new owners ahead of demand (default 10000).
+    pub handoff_push_limit: u32,
+    /// Cluster size the failure detector is tuned for (default 3).
+    pub expected_size: u32,
+    /// When true, a write or key invalidation returns only after every live member has
+    /// applied its invalidation (one round trip to each); when false (the default) other
+    /// members' copies are dropped by gossip, within the bound in docs/semantics.md.
+    /// Pattern, tag and namespace invalidations are always strict.
+    pub strict_invalidations: bool,
+}
+
+impl Default for ClusterConfig {
+    fn default() -> Self {
+        Self {
+            enabled: false,
+            secret: None,
+            gossip_listen: "127.0.0.1:7946".into(),
+            rpc_listen: "127.0.0.1:7947".into(),
+            seeds: Vec::new(),
+            replication_factor: 2,
+            vnodes: 128,
+            owner_capacity_bytes: 256 * MIB,
+            max_staleness_ms: 1_000,
+            rpc_timeout_ms: 500,
+            connect_timeout_ms: 500,
+            handoff_window_ms: 30_000,
+            handoff_push_limit: 10_000,
+            expected_size: 3,
+            strict_invalidations: false,
+        }
+    }
 }
 
 /// Settings of `strata serve`: the Redis-protocol listener, the admin HTTP port, connection
@@ -463,6 +540,7 @@ impl NodeConfig {
                 max_request_bytes: max_value + 16 * MIB,
                 ..ServerConfig::default()
             },
+            cluster: ClusterConfig::default(),
         }
     }
 
@@ -696,6 +774,74 @@ impl NodeConfig {
                 "server.requirepass",
                 "must not be empty (leave it out for no password)",
             ));
+        }
+        let c = &self.cluster;
+        if c.enabled {
+            if self.l2.redis.enabled {
+                return Err(invalid(
+                    "cluster.enabled",
+                    "a node's L2 is either the cluster or a Redis bridge, not both",
+                ));
+            }
+            match &c.secret {
+                None => {
+                    return Err(invalid(
+                        "cluster.secret",
+                        "required when the cluster is enabled (STRATA__CLUSTER__SECRET)",
+                    ));
+                }
+                Some(s) if s.len() < 16 => {
+                    return Err(invalid(
+                        "cluster.secret",
+                        format!("must be at least 16 bytes, got {}", s.len()),
+                    ));
+                }
+                Some(_) => {}
+            }
+            for (field, addr) in [
+                ("cluster.gossip_listen", &c.gossip_listen),
+                ("cluster.rpc_listen", &c.rpc_listen),
+            ] {
+                if addr.parse::<std::net::SocketAddr>().is_err() {
+                    return Err(invalid(
+                        field,
+                        format!("{addr:?} is not an IP:port address"),
+                    ));
+                }
+            }
+            for seed in &c.seeds {
+                if seed.parse::<std::net::SocketAddr>().is_err() {
+                    return Err(invalid(
+                        "cluster.seeds",
+                        format!("{seed:?} is not an IP:port address"),
+                    ));
+                }
+            }
+            if c.replication_factor == 0 || c.replication_factor > 5 {
+                return Err(invalid(
+                    "cluster.replication_factor",
+                    "must be between 1 and 5",
+                ));
+            }
+            if c.vnodes == 0 {
+                return Err(invalid("cluster.vnodes", "must be greater than 0"));
+            }
+            if c.owner_capacity_bytes < MIB {
+                return Err(invalid(
+                    "cluster.owner_capacity_bytes",
+                    "must be at least 1 MiB",
+                ));
+            }
+            for (field, v) in [
+                ("cluster.max_staleness_ms", c.max_staleness_ms),
+                ("cluster.rpc_timeout_ms", c.rpc_timeout_ms),
+                ("cluster.connect_timeout_ms", c.connect_timeout_ms),
+                ("cluster.expected_size", u64::from(c.expected_size)),
+            ] {
+                if v == 0 {
+                    return Err(invalid(field, "must be greater than 0"));
+                }
+            }
         }
         let r = &self.l2.redis;
         if r.enabled {

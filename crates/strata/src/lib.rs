@@ -30,6 +30,7 @@
 //! ```
 
 mod actors;
+pub mod cluster;
 pub mod config;
 mod l2;
 mod l3;
@@ -37,7 +38,8 @@ pub mod metrics;
 pub mod node;
 pub mod status;
 
-pub use config::{ConfigError, NodeConfig, Profile};
+pub use cluster::ClusterStatus;
+pub use config::{ClusterConfig, ConfigError, NodeConfig, Profile};
 pub use node::{LayerHealth, Node, NodeDeps, NodeError, NodeHealth};
 pub use status::{ActorState, NodeStatus};
 pub use strata_core::{

@@ -17,6 +17,9 @@ use crate::config::{ConfigError, NodeConfig};
 use crate::metrics::CacheCollector;
 use crate::status::{ActorState, NodeStatus};
 
+/// The cluster's maintenance tick (coherence repair deadlines, heartbeats, ring refresh).
+const CLUSTER_TICK: Duration = Duration::from_millis(100);
+
 /// How long `shutdown` waits for the actors to stop.
 const SHUTDOWN_TIMEOUT: Duration = Duration::from_secs(10);
 
@@ -99,6 +102,8 @@ pub struct Node {
     supervisor_task: JoinHandle<()>,
     /// Layers to close after the actors stop (L3 flushes its memtables).
     stoppers: Vec<Arc<dyn Maintenance>>,
+    /// The cluster runtime, when this node is a member.
+    cluster: Option<Arc<crate::cluster::Shared>>,
 }
 
 impl std::fmt::Debug for Node {
@@ -143,8 +148,32 @@ impl Node {
                 maintenance: None,
             });
         }
-        let mut attach_l2 = None;
-        if config.l2.redis.enabled {
+        let mut attach_l2: Option<Box<dyn FnOnce(Cache) + Send>> = None;
+        let mut cluster = None;
+        if config.cluster.enabled {
+            let shared = crate::cluster::Shared::bind(&config, deps.clock.clone())
+                .await
+                .map_err(|reason| NodeError::Layer {
+                    layer: Layer::L2,
+                    reason,
+                })?;
+            let tier: Arc<dyn Tier> = Arc::new(crate::cluster::tier::ClusterTier {
+                shared: shared.clone(),
+            });
+            builder = builder.l2(tier.clone());
+            let hook: Arc<dyn Maintenance> =
+                Arc::new(crate::cluster::ClusterHook::new(shared.clone()));
+            let attach_to = shared.clone();
+            attach_l2 = Some(Box::new(move |cache| {
+                let _ = attach_to.cache.set(cache);
+            }));
+            layers.push(LayerSlot {
+                layer: Layer::L2,
+                tier,
+                maintenance: Some((hook, CLUSTER_TICK)),
+            });
+            cluster = Some(shared);
+        } else if config.l2.redis.enabled {
             let built = crate::l2::build(&config, deps.clock.clone())
                 .await
                 .map_err(|reason| NodeError::Layer {
@@ -182,6 +211,15 @@ impl Node {
         })?;
         if let Some(attach) = attach_l2 {
             attach(cache.clone());
+        }
+        if cluster.is_some() && config.l3.enabled {
+            // Restart safety (G3): L3's copies may predate invalidations made while this
+            // node was down; nothing can vouch for them, so they go before the first read.
+            let n = cache.drop_local_everything(true).await;
+            tracing::info!(
+                namespaces = n,
+                "cluster member: unverified L3 copies dropped at start"
+            );
         }
 
         let status = Arc::new(NodeStatus::default());
@@ -239,6 +277,7 @@ impl Node {
             supervisor,
             supervisor_task,
             stoppers,
+            cluster,
         })
     }
 
@@ -269,6 +308,11 @@ impl Node {
         // Writing to a String cannot fail.
         let _ = prometheus_client::encoding::text::encode(&mut out, &self.registry.lock());
         out
+    }
+
+    /// The cluster as this node sees it (members, ring, coherence), when it is a member.
+    pub fn cluster_status(&self) -> Option<crate::cluster::ClusterStatus> {
+        self.cluster.as_ref().map(|c| c.status())
     }
 
     /// Per-layer health, combining each tier's view and its actor's state.

@@ -1,0 +1,355 @@
+//! Peer RPC over TCP: one multiplexed connection per peer pair, opened with a mutual
+//! handshake that proves both sides hold the cluster secret.
+//!
+//! Handshake (each side tags a nonce the *other* side chose, so a recorded handshake cannot
+//! be replayed):
+//! 1. caller → `Hello { name, generation, nonce: nc, proof: [] }`
+//! 2. callee → `Hello { name, nonce: ns, proof: tag(callee, nc) }`; the caller checks it
+//! 3. caller → `Hello { name, generation, nonce: nc, proof: tag(caller, ns) }`
+//! 4. callee → `Status { .. }` once the proof checks; anything else closes the connection,
+//!    and the callee counts and logs it.
+//!
+//! After that, requests carry ids and responses may come back in any order; a request
+//! waits at most `rpc_timeout`, and a connection that fails fails every request on it and
+//! is opened again by the next request.
+
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::time::{Duration, Instant};
+
+use bytes::BytesMut;
+use parking_lot::Mutex;
+use strata_cluster::Authenticator;
+use strata_cluster::rpc::{self, Frame, Request, Response};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpStream;
+use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
+use tokio::sync::{mpsc, oneshot};
+use tokio::task::JoinHandle;
+
+/// Time allowed for the whole handshake.
+pub(crate) const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(2);
+
+/// Reads one frame from `read` (with `buf` holding what was read ahead).
+pub(crate) async fn read_frame(
+    read: &mut OwnedReadHalf,
+    buf: &mut BytesMut,
+    max_frame: usize,
+) -> Result<Frame, String> {
+    loop {
+        match rpc::decode(buf, max_frame) {
+            Ok(Some(f)) => return Ok(f),
+            Ok(None) => {}
+            Err((_, e)) => return Err(e.to_string()),
+        }
+        let n = read.read_buf(buf).await.map_err(|e| e.to_string())?;
+        if n == 0 {
+            return Err("connection closed".into());
+        }
+    }
+}
+
+async fn write_frame(write: &mut OwnedWriteHalf, frame: &Frame) -> Result<(), String> {
+    write
+        .write_all(&rpc::to_bytes(frame))
+        .await
+        .map_err(|e| e.to_string())
+}
+
+/// A random nonce (the OS RNG through std's hasher seeding is enough here: nonces must be
+/// unpredictable to an outsider, not cryptographically uniform).
+pub(crate) fn nonce() -> u64 {
+    use std::hash::{BuildHasher, Hasher};
+    let mut h = std::collections::hash_map::RandomState::new().build_hasher();
+    h.write_u128(
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_nanos()),
+    );
+    h.finish()
+}
+
+/// Per-peer RPC figures (for `/cluster`).
+#[derive(Debug, Default)]
+pub(crate) struct PeerStats {
+    pub(crate) requests: AtomicU64,
+    pub(crate) errors: AtomicU64,
+    /// Smoothed round trip (EWMA, 1/8 weight), µs.
+    pub(crate) rtt_us: AtomicU64,
+    pub(crate) last_rtt_us: AtomicU64,
+}
+
+struct Conn {
+    tx: mpsc::UnboundedSender<Vec<u8>>,
+    pending: Arc<Mutex<HashMap<u64, oneshot::Sender<Response>>>>,
+    alive: Arc<AtomicBool>,
+    tasks: [JoinHandle<()>; 2],
+}
+
+impl Drop for Conn {
+    fn drop(&mut self) {
+        for t in &self.tasks {
+            t.abort();
+        }
+    }
+}
+
+struct Slot {
+    addr: SocketAddr,
+    conn: tokio::sync::Mutex<Option<Arc<Conn>>>,
+    stats: Arc<PeerStats>,
+}
+
+/// The caller's side: connections to peers, by name.
+pub(crate) struct Pool {
+    me: String,
+    generation: u64,
+    auth: Authenticator,
+    slots: Mutex<HashMap<String, Arc<Slot>>>,
+    next_id: AtomicU64,
+    pub(crate) rpc_timeout: Duration,
+    connect_timeout: Duration,
+    max_frame: usize,
+}
+
+impl Pool {
+    pub(crate) fn new(
+        me: String,
+        generation: u64,
+        auth: Authenticator,
+        rpc_timeout: Duration,
+        connect_timeout: Duration,
+        max_frame: usize,
+    ) -> Self {
+        Pool {
+            me,
+            generation,
+            auth,
+            slots: Mutex::new(HashMap::new()),
+            next_id: AtomicU64::new(1),
+            rpc_timeout,
+            connect_timeout,
+            max_frame,
+        }
+    }
+
+    fn slot(&self, name: &str, addr: SocketAddr) -> Arc<Slot> {
+        let mut slots = self.slots.lock();
+        match slots.get(name) {
+            Some(s) if s.addr == addr => s.clone(),
+            _ => {
+                let s = Arc::new(Slot {
+                    addr,
+                    conn: tokio::sync::Mutex::new(None),
+                    stats: Arc::new(PeerStats::default()),
+                });
+                slots.insert(name.to_owned(), s.clone());
+                s
+            }
+        }
+    }
+
+    /// Closes and forgets the connection to `name` (it left or was declared down).
+    pub(crate) fn forget(&self, name: &str) {
+        self.slots.lock().remove(name);
+    }
+
+    /// Per-peer figures: (name, requests, errors, smoothed rtt µs, last rtt µs).
+    pub(crate) fn stats(&self) -> Vec<(String, u64, u64, u64, u64)> {
+        let mut v: Vec<_> = self
+            .slots
+            .lock()
+            .iter()
+            .map(|(n, s)| {
+                let st = &s.stats;
+                (
+                    n.clone(),
+                    st.requests.load(Ordering::Relaxed),
+                    st.errors.load(Ordering::Relaxed),
+                    st.rtt_us.load(Ordering::Relaxed),
+                    st.last_rtt_us.load(Ordering::Relaxed),
+                )
+            })
+            .collect();
+        v.sort();
+        v
+    }
+
+    async fn connect(&self, addr: SocketAddr, peer: &str) -> Result<Conn, String> {
+        let stream = tokio::time::timeout(self.connect_timeout, TcpStream::connect(addr))
+            .await
+            .map_err(|_| format!("connecting to {peer} at {addr} timed out"))?
+            .map_err(|e| format!("cannot connect to {peer} at {addr}: {e}"))?;
+        let _ = stream.set_nodelay(true);
+        let (mut read, mut write) = stream.into_split();
+        let mut buf = BytesMut::with_capacity(8 * 1024);
+        let nc = nonce();
+        let hs = async {
+            let hello = |proof: Vec<u8>| {
+                Frame::Request(
+                    0,
+                    Request::Hello {
+                        name: self.me.clone(),
+                        generation: self.generation,
+                        nonce: nc,
+                        proof,
+                    },
+                )
+            };
+            write_frame(&mut write, &hello(Vec::new())).await?;
+            let ns = match read_frame(&mut read, &mut buf, self.max_frame).await? {
+                Frame::Response(
+                    0,
+                    Response::Hello {
+                        name,
+                        nonce: ns,
+                        proof,
+                    },
+                ) => {
+                    if !rpc::check_handshake(&self.auth, &name, nc, &proof) {
+                        return Err(format!("{peer} at {addr} does not hold the cluster secret"));
+                    }
+                    ns
+                }
+                other => return Err(format!("unexpected handshake answer {other:?}")),
+            };
+            write_frame(
+                &mut write,
+                &hello(rpc::handshake_tag(&self.auth, &self.me, ns)),
+            )
+            .await?;
+            match read_frame(&mut read, &mut buf, self.max_frame).await? {
+                Frame::Response(0, Response::Status { .. } | Response::Pong) => Ok(()),
+                Frame::Response(0, Response::Error(e)) => {
+                    Err(format!("{peer} refused the handshake: {e}"))
+                }
+                other => Err(format!("unexpected handshake answer {other:?}")),
+            }
+        };
+        tokio::time::timeout(HANDSHAKE_TIMEOUT, hs)
+            .await
+            .map_err(|_| format!("handshake with {peer} timed out"))??;
+
+        let pending: Arc<Mutex<HashMap<u64, oneshot::Sender<Response>>>> = Arc::default();
+        let alive = Arc::new(AtomicBool::new(true));
+        let (tx, mut rx) = mpsc::unbounded_channel::<Vec<u8>>();
+        let writer = {
+            let alive = alive.clone();
+            tokio::spawn(async move {
+                while let Some(first) = rx.recv().await {
+                    let mut batch = first;
+                    while let Ok(more) = rx.try_recv() {
+                        batch.extend_from_slice(&more);
+                        if batch.len() > 256 * 1024 {
+                            break;
+                        }
+                    }
+                    if write.write_all(&batch).await.is_err() {
+                        break;
+                    }
+                }
+                alive.store(false, Ordering::Release);
+            })
+        };
+        let reader = {
+            let (pending, alive, max) = (pending.clone(), alive.clone(), self.max_frame);
+            tokio::spawn(async move {
+                while let Ok(frame) = read_frame(&mut read, &mut buf, max).await {
+                    if let Frame::Response(id, resp) = frame
+                        && let Some(tx) = pending.lock().remove(&id)
+                    {
+                        let _ = tx.send(resp);
+                    }
+                }
+                alive.store(false, Ordering::Release);
+                // Fail every request still waiting on this connection.
+                pending.lock().clear();
+            })
+        };
+        Ok(Conn {
+            tx,
+            pending,
+            alive,
+            tasks: [writer, reader],
+        })
+    }
+
+    async fn conn(&self, slot: &Slot, peer: &str) -> Result<Arc<Conn>, String> {
+        let mut guard = slot.conn.lock().await;
+        if let Some(c) = guard.as_ref()
+            && c.alive.load(Ordering::Acquire)
+        {
+            return Ok(c.clone());
+        }
+        *guard = None;
+        let c = Arc::new(self.connect(slot.addr, peer).await?);
+        *guard = Some(c.clone());
+        Ok(c)
+    }
+
+    /// Sends `req` to `peer` (at RPC address `addr`) and waits for the answer, at most
+    /// `timeout` (the pool's `rpc_timeout` when `None`).
+    pub(crate) async fn call(
+        &self,
+        peer: &str,
+        addr: SocketAddr,
+        req: Request,
+        timeout: Option<Duration>,
+    ) -> Result<Response, String> {
+        let slot = self.slot(peer, addr);
+        let start = Instant::now();
+        slot.stats.requests.fetch_add(1, Ordering::Relaxed);
+        let result = self.call_on(&slot, peer, req, timeout).await;
+        match &result {
+            Ok(_) => {
+                let us = start.elapsed().as_micros() as u64;
+                let st = &slot.stats;
+                st.last_rtt_us.store(us, Ordering::Relaxed);
+                let old = st.rtt_us.load(Ordering::Relaxed);
+                let new = if old == 0 { us } else { (old * 7 + us) / 8 };
+                st.rtt_us.store(new, Ordering::Relaxed);
+            }
+            Err(_) => {
+                slot.stats.errors.fetch_add(1, Ordering::Relaxed);
+            }
+        }
+        result
+    }
+
+    async fn call_on(
+        &self,
+        slot: &Slot,
+        peer: &str,
+        req: Request,
+        timeout: Option<Duration>,
+    ) -> Result<Response, String> {
+        let timeout = timeout.unwrap_or(self.rpc_timeout);
+        let deadline = Instant::now() + timeout;
+        let conn = tokio::time::timeout(timeout, self.conn(slot, peer))
+            .await
+            .map_err(|_| format!("connecting to {peer} timed out"))??;
+        let id = self.next_id.fetch_add(1, Ordering::Relaxed);
+        let (tx, rx) = oneshot::channel();
+        conn.pending.lock().insert(id, tx);
+        if conn
+            .tx
+            .send(rpc::to_bytes(&Frame::Request(id, req)))
+            .is_err()
+        {
+            conn.pending.lock().remove(&id);
+            return Err(format!("connection to {peer} closed"));
+        }
+        let left = deadline.saturating_duration_since(Instant::now());
+        match tokio::time::timeout(left, rx).await {
+            Ok(Ok(Response::Error(e))) => Err(format!("{peer}: {e}")),
+            Ok(Ok(resp)) => Ok(resp),
+            Ok(Err(_)) => Err(format!("connection to {peer} failed")),
+            Err(_) => {
+                conn.pending.lock().remove(&id);
+                Err(format!("{peer} did not answer within {timeout:?}"))
+            }
+        }
+    }
+}

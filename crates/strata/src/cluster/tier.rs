@@ -1,0 +1,343 @@
+//! The cluster L2 tier: each key lives on its owners (the first `replication_factor`
+//! distinct members clockwise from the key's hash on the ring).
+//!
+//! - **get**: the owners in ring order (this node's own owner store when it is one, else
+//!   an RPC), then, inside the hand-off window after a ring change, the key's previous
+//!   owners. A hit from a later owner is copied to this node's store when it owns the key
+//!   (read repair after a restart or a move). A copy older than an invalidation this node
+//!   has seen is refused (G3), and so is an expired one (G4).
+//! - **set / remove**: every owner, concurrently; then an invalidation stamped with the
+//!   write's version is broadcast so other nodes drop older copies. With
+//!   `cluster.strict_invalidations`, the call waits for every live member to apply it.
+//! - **pattern, tag, flush**: always strict: owners of matching keys may be any member, so
+//!   each live member applies it before the call returns.
+
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+
+use async_trait::async_trait;
+use bytes::Bytes;
+use strata_cluster::InvalidationOp;
+use strata_cluster::rpc::{Request, Response};
+use strata_core::glob::Glob;
+use strata_core::{Entry, Layer, SetOutcome, Tier, TierError, TierHealth, Version};
+
+use super::{Shared, from_wire, to_wire};
+
+/// The cluster as a `Tier`.
+#[derive(Debug, Clone)]
+pub(crate) struct ClusterTier {
+    pub(crate) shared: Arc<Shared>,
+}
+
+enum Fetched {
+    Hit(Entry),
+    Miss,
+    Failed,
+}
+
+impl ClusterTier {
+    /// Reads `key` from owner `name`.
+    async fn fetch(&self, name: &str, addr: std::net::SocketAddr, ns: &str, key: &[u8]) -> Fetched {
+        let s = &self.shared;
+        if name == s.name {
+            return match s.owner.get_entry(ns, key) {
+                Some(e) => Fetched::Hit(e),
+                None => Fetched::Miss,
+            };
+        }
+        s.counters.remote_reads.fetch_add(1, Ordering::Relaxed);
+        let req = Request::Get {
+            namespace: ns.to_owned(),
+            key: key.to_vec(),
+        };
+        let (entry, generation, latest) = match s.pool.call(name, addr, req, None).await {
+            Ok(Response::EntryAt {
+                entry,
+                generation,
+                latest,
+            }) => (entry, generation, latest),
+            Ok(Response::Entry(entry)) => (entry, 0, 0),
+            Ok(other) => {
+                tracing::debug!(peer = %name, ?other, "unexpected answer to Get");
+                return Fetched::Failed;
+            }
+            Err(e) => {
+                tracing::debug!(peer = %name, error = %e, "owner read failed");
+                return Fetched::Failed;
+            }
+        };
+        if generation != 0 {
+            s.coherence.lock().note_read(name, generation, latest);
+        }
+        let Some(w) = entry else {
+            return Fetched::Miss;
+        };
+        let e = from_wire(w);
+        if !e.is_fresh(s.now_ms()) {
+            return Fetched::Miss;
+        }
+        if !s.coherence.lock().admits(ns, key, e.version.as_u64()) {
+            s.counters.refused_stale.fetch_add(1, Ordering::Relaxed);
+            return Fetched::Miss;
+        }
+        s.observe(e.version);
+        s.counters.remote_hits.fetch_add(1, Ordering::Relaxed);
+        Fetched::Hit(e)
+    }
+
+    /// Stores `entry` on the owner `name` (this node's store or an RPC); `Ok(true)` when a
+    /// newer version was kept.
+    async fn store(
+        &self,
+        name: &str,
+        addr: std::net::SocketAddr,
+        ns: &str,
+        key: &Bytes,
+        entry: &Entry,
+    ) -> Result<bool, String> {
+        let s = &self.shared;
+        if name == s.name {
+            return match s.owner.set_sync(ns, key.clone(), entry.clone()) {
+                Ok(SetOutcome::KeptNewer) => Ok(true),
+                Ok(_) => Ok(false),
+                Err(e) => Err(e.to_string()),
+            };
+        }
+        let req = Request::Set {
+            namespace: ns.to_owned(),
+            key: key.to_vec(),
+            entry: to_wire(entry),
+        };
+        match s.pool.call(name, addr, req, None).await? {
+            Response::Stored { kept_newer } => Ok(kept_newer),
+            other => Err(format!("unexpected answer to Set: {other:?}")),
+        }
+    }
+
+    /// Removes `key` on every owner if its stored version is at most `version`.
+    async fn remove_on_owners(&self, ns: &str, key: &[u8], version: Version) -> bool {
+        let s = &self.shared;
+        let calls = s
+            .owners(ns, key)
+            .into_iter()
+            .map(|(name, addr)| async move {
+                if name == s.name {
+                    return match s.owner.get_entry(ns, key) {
+                        Some(e) if e.version <= version => {
+                            Tier::remove_version(&s.owner, ns, key, e.version)
+                                .await
+                                .unwrap_or(false)
+                        }
+                        _ => false,
+                    };
+                }
+                let req = Request::Remove {
+                    namespace: ns.to_owned(),
+                    key: key.to_vec(),
+                    version: version.as_u64(),
+                };
+                matches!(
+                    s.pool.call(&name, addr, req, None).await,
+                    Ok(Response::Removed(true))
+                )
+            });
+        futures_util::future::join_all(calls)
+            .await
+            .into_iter()
+            .any(|r| r)
+    }
+
+    /// Originates an invalidation, applies it here, and waits for every member.
+    async fn invalidate_strict(&self, op: InvalidationOp) -> u64 {
+        let s = &self.shared;
+        let (inv, out) = s.originate(s.stamp(), op);
+        let here = s.apply(&inv).await;
+        let there = s.strict(&inv).await;
+        s.publish(out);
+        here + there
+    }
+}
+
+#[async_trait]
+impl Tier for ClusterTier {
+    fn layer(&self) -> Layer {
+        Layer::L2
+    }
+
+    async fn get(&self, namespace: &str, key: &[u8]) -> Result<Option<Entry>, TierError> {
+        let s = &self.shared;
+        let owners = s.owners(namespace, key);
+        let mut failed = 0;
+        for (i, (name, addr)) in owners.iter().enumerate() {
+            match self.fetch(name, *addr, namespace, key).await {
+                Fetched::Hit(e) => {
+                    if i > 0 {
+                        // An earlier owner missed (restarted, or new to the key): repair it
+                        // if it is this node.
+                        if owners[..i].iter().any(|(n, _)| *n == s.name) {
+                            let _ =
+                                s.owner
+                                    .set_sync(namespace, Bytes::copy_from_slice(key), e.clone());
+                        }
+                    }
+                    return Ok(Some(e));
+                }
+                Fetched::Miss => {}
+                Fetched::Failed => failed += 1,
+            }
+        }
+        for (name, addr) in s.previous_owners(namespace, key) {
+            if owners.iter().any(|(n, _)| *n == name) {
+                continue;
+            }
+            if let Fetched::Hit(e) = self.fetch(&name, addr, namespace, key).await {
+                s.counters.handoff_reads.fetch_add(1, Ordering::Relaxed);
+                let k = Bytes::copy_from_slice(key);
+                for (o, a) in &owners {
+                    let _ = self.store(o, *a, namespace, &k, &e).await;
+                }
+                return Ok(Some(e));
+            }
+        }
+        if failed > 0 && failed == owners.len() {
+            return Err(TierError::Unavailable(format!(
+                "no owner of the key answered ({failed} tried)"
+            )));
+        }
+        Ok(None)
+    }
+
+    async fn get_stale(&self, namespace: &str, key: &[u8]) -> Result<Option<Entry>, TierError> {
+        Tier::get_stale(&self.shared.owner, namespace, key).await
+    }
+
+    async fn set(
+        &self,
+        namespace: &str,
+        key: Bytes,
+        entry: Entry,
+    ) -> Result<SetOutcome, TierError> {
+        let s = &self.shared;
+        s.observe(entry.version);
+        if !s
+            .coherence
+            .lock()
+            .admits(namespace, &key, entry.version.as_u64())
+        {
+            s.counters.refused_stale.fetch_add(1, Ordering::Relaxed);
+            return Ok(SetOutcome::KeptNewer);
+        }
+        let owners = s.owners(namespace, &key);
+        let calls = owners
+            .iter()
+            .map(|(name, addr)| self.store(name, *addr, namespace, &key, &entry));
+        let results = futures_util::future::join_all(calls).await;
+        let kept_newer = results.iter().any(|r| matches!(r, Ok(true)));
+        let stored = results.iter().any(|r| r.is_ok());
+        if kept_newer {
+            return Ok(SetOutcome::KeptNewer);
+        }
+        let (inv, out) = s.originate(
+            entry.version,
+            InvalidationOp::Key {
+                namespace: namespace.to_owned(),
+                key: key.to_vec(),
+            },
+        );
+        if s.cfg.strict_invalidations {
+            s.strict(&inv).await;
+        }
+        s.publish(out);
+        if stored {
+            Ok(SetOutcome::Stored)
+        } else {
+            let why: Vec<String> = results.into_iter().filter_map(Result::err).collect();
+            Err(TierError::Failed(format!(
+                "no owner took the write: {}",
+                why.join("; ")
+            )))
+        }
+    }
+
+    async fn remove(&self, namespace: &str, key: &[u8]) -> Result<bool, TierError> {
+        let s = &self.shared;
+        let version = s.stamp();
+        let removed = self.remove_on_owners(namespace, key, version).await;
+        let (inv, out) = s.originate(
+            version,
+            InvalidationOp::Key {
+                namespace: namespace.to_owned(),
+                key: key.to_vec(),
+            },
+        );
+        if s.cfg.strict_invalidations {
+            s.strict(&inv).await;
+        }
+        s.publish(out);
+        Ok(removed)
+    }
+
+    async fn remove_version(
+        &self,
+        namespace: &str,
+        key: &[u8],
+        version: Version,
+    ) -> Result<bool, TierError> {
+        Ok(self.remove_on_owners(namespace, key, version).await)
+    }
+
+    async fn invalidate_pattern(&self, namespace: &str, pattern: &Glob) -> Result<u64, TierError> {
+        Ok(self
+            .invalidate_strict(InvalidationOp::Pattern {
+                namespace: namespace.to_owned(),
+                pattern: pattern.as_bytes().to_vec(),
+            })
+            .await)
+    }
+
+    async fn invalidate_tag(&self, namespace: &str, tag: &[u8]) -> Result<u64, TierError> {
+        Ok(self
+            .invalidate_strict(InvalidationOp::Tag {
+                namespace: namespace.to_owned(),
+                tag: tag.to_vec(),
+            })
+            .await)
+    }
+
+    async fn flush_namespace(&self, namespace: &str) -> Result<(), TierError> {
+        self.invalidate_strict(InvalidationOp::Flush {
+            namespace: namespace.to_owned(),
+        })
+        .await;
+        Ok(())
+    }
+
+    async fn purge_expired(&self) -> Result<u64, TierError> {
+        Ok(self.shared.owner.purge_expired_sync())
+    }
+
+    async fn scan_keys(
+        &self,
+        namespace: &str,
+        after: Option<&[u8]>,
+        limit: usize,
+    ) -> Result<Vec<Bytes>, TierError> {
+        Ok(self.shared.owner.scan_keys_sync(namespace, after, limit))
+    }
+
+    async fn namespaces(&self) -> Result<Vec<String>, TierError> {
+        Ok(self.shared.owner.namespace_names())
+    }
+
+    fn health(&self) -> TierHealth {
+        let s = &self.shared;
+        if !s.cfg.seeds.is_empty() && s.others().is_empty() {
+            return TierHealth::Degraded("no other cluster member is reachable".into());
+        }
+        if !s.coherence.lock().in_sync() {
+            return TierHealth::Degraded("an invalidation gap is open (repairing)".into());
+        }
+        TierHealth::Up
+    }
+}

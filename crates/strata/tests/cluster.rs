@@ -1,0 +1,280 @@
+//! Embedded cluster nodes on loopback (real UDP gossip, real TCP peer RPC, one process):
+//! the cluster L2 tier's contract, reads and writes across owners, invalidation across
+//! nodes, strict invalidations, and the cluster secret.
+
+#![allow(clippy::unwrap_used)]
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use strata::{Layer, Node, NodeConfig, NodeDeps};
+use strata_core::ManualClock;
+use strata_core::rng::SeededRng;
+
+const SECRET: &str = "a test secret of 32 bytes.......";
+
+fn config(name: &str, seeds: &[String], rf: u32) -> NodeConfig {
+    let mut c = NodeConfig::for_test();
+    c.node.name = name.into();
+    c.cluster.enabled = true;
+    c.cluster.secret = Some(SECRET.into());
+    c.cluster.gossip_listen = "127.0.0.1:0".into();
+    c.cluster.rpc_listen = "127.0.0.1:0".into();
+    c.cluster.seeds = seeds.to_vec();
+    c.cluster.replication_factor = rf;
+    c
+}
+
+fn gossip_addr(node: &Node) -> String {
+    node.cluster_status().unwrap().members[0].gossip.clone()
+}
+
+fn live(node: &Node) -> usize {
+    node.cluster_status()
+        .unwrap()
+        .members
+        .iter()
+        .filter(|m| m.state == "self" || m.state == "alive")
+        .count()
+}
+
+async fn eventually(what: &str, limit: Duration, mut check: impl FnMut() -> bool) -> Duration {
+    let start = Instant::now();
+    while start.elapsed() < limit {
+        if check() {
+            return start.elapsed();
+        }
+        tokio::time::sleep(Duration::from_millis(2)).await;
+    }
+    panic!("timed out after {limit:?} waiting for: {what}");
+}
+
+/// Starts `n` nodes (the first is everyone's seed) and waits until each sees all of them
+/// and they agree on the ring.
+async fn cluster(n: usize, rf: u32, clock: Option<ManualClock>) -> Vec<Node> {
+    let mut nodes: Vec<Node> = Vec::new();
+    for i in 0..n {
+        let seeds: Vec<String> = nodes.first().map(gossip_addr).into_iter().collect();
+        let cfg = config(&format!("n{i}"), &seeds, rf);
+        let node = match &clock {
+            Some(c) => Node::start_with(
+                cfg,
+                NodeDeps {
+                    clock: Arc::new(c.clone()),
+                    rng: Box::new(SeededRng::new(i as u64)),
+                },
+            )
+            .await
+            .unwrap(),
+            None => Node::start(cfg).await.unwrap(),
+        };
+        nodes.push(node);
+    }
+    eventually("membership converges", Duration::from_secs(10), || {
+        let rings: Vec<String> = nodes
+            .iter()
+            .map(|x| x.cluster_status().unwrap().ring_version)
+            .collect();
+        nodes.iter().all(|x| live(x) == n) && rings.iter().all(|r| *r == rings[0])
+    })
+    .await;
+    nodes
+}
+
+async fn stop(nodes: Vec<Node>) {
+    for n in nodes {
+        n.shutdown().await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_cluster_tier_passes_the_contract_suite() {
+    // Two nodes, two owners per key: every operation goes to the local store and over RPC
+    // to the other owner; a read that misses locally reads through to the other.
+    let kept = Arc::new(parking_lot::Mutex::new(Vec::new()));
+    let keep = kept.clone();
+    strata_core::testsuite::run_dyn(move |clock| {
+        let keep = keep.clone();
+        async move {
+            let nodes = cluster(2, 2, Some(clock)).await;
+            let tier = nodes[0].cache().tier(Layer::L2).unwrap();
+            keep.lock().extend(nodes);
+            tier
+        }
+    })
+    .await;
+    let nodes: Vec<Node> = std::mem::take(&mut *kept.lock());
+    stop(nodes).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn writes_on_one_node_are_read_on_the_others_and_invalidations_reach_every_copy() {
+    let nodes = cluster(3, 1, None).await;
+    let caches: Vec<_> = nodes.iter().map(Node::cache).collect();
+    for k in 0..60 {
+        caches[0]
+            .set("ns", format!("k{k}"), format!("v{k}"))
+            .await
+            .unwrap();
+    }
+    // Every key has one owner; each node reads all of them (most through an owner RPC),
+    // and keeps a copy in its L1.
+    for c in &caches {
+        for k in 0..60 {
+            let v = c.get("ns", format!("k{k}").as_bytes()).await.unwrap();
+            assert_eq!(v.as_deref(), Some(format!("v{k}").as_bytes()), "k{k}");
+        }
+    }
+    let owned: Vec<u64> = nodes
+        .iter()
+        .map(|n| n.cluster_status().unwrap().owned_entries)
+        .collect();
+    assert_eq!(
+        owned.iter().sum::<u64>(),
+        60,
+        "one owner per key: {owned:?}"
+    );
+    assert!(owned.iter().all(|o| *o > 5), "keys spread: {owned:?}");
+
+    // A delete on node 2 must stop nodes 0 and 1 serving their L1 copies, within the
+    // staleness bound (they are dropped by the gossiped invalidation).
+    caches[2].invalidate("ns", b"k7").await.unwrap();
+    let took = eventually("k7 gone everywhere", Duration::from_secs(1), || {
+        caches
+            .iter()
+            .all(|c| c.l1().unwrap().get_entry("ns", b"k7").is_none())
+    })
+    .await;
+    println!("key invalidation reached every node in {took:?}");
+    for c in &caches {
+        assert_eq!(c.get("ns", b"k7").await.unwrap(), None);
+    }
+
+    // An overwrite on node 1 replaces node 0's and node 2's copies.
+    caches[1].set("ns", "k8", "new").await.unwrap();
+    eventually("k8 new everywhere", Duration::from_secs(1), || {
+        caches.iter().all(|c| {
+            c.l1()
+                .unwrap()
+                .get_entry("ns", b"k8")
+                .is_none_or(|e| e.value.as_ref() == b"new")
+        })
+    })
+    .await;
+    for c in &caches {
+        assert_eq!(
+            c.get("ns", b"k8").await.unwrap().as_deref(),
+            Some(&b"new"[..])
+        );
+    }
+
+    // Pattern invalidation is strict: when it returns, no node serves a match.
+    let n = caches[0].invalidate_pattern("ns", b"k1?").await.unwrap();
+    assert_eq!(n, 10, "k10..k19 removed once each");
+    for c in &caches {
+        for k in 10..20 {
+            assert_eq!(c.get("ns", format!("k{k}").as_bytes()).await.unwrap(), None);
+        }
+        assert!(c.get("ns", b"k20").await.unwrap().is_some());
+    }
+    // A namespace flush likewise.
+    caches[1].flush_namespace("ns").await.unwrap();
+    for c in &caches {
+        assert_eq!(c.get("ns", b"k20").await.unwrap(), None);
+    }
+    stop(nodes).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_node_without_the_secret_cannot_join_or_call() {
+    let nodes = cluster(2, 2, None).await;
+    let seed = gossip_addr(&nodes[0]);
+    let mut bad = config("intruder", &[seed], 2);
+    bad.cluster.secret = Some("not the cluster secret, 32 bytes".into());
+    let intruder = Node::start(bad).await.unwrap();
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    assert_eq!(live(&intruder), 1, "the intruder joined nobody");
+    for n in &nodes {
+        let st = n.cluster_status().unwrap();
+        assert!(st.members.iter().all(|m| m.name != "intruder"));
+    }
+    let rejected: u64 = nodes
+        .iter()
+        .map(|n| n.cluster_status().unwrap().rejected_packets)
+        .sum();
+    assert!(rejected > 0, "its packets were counted as rejected");
+
+    // Its RPC connection is refused at the handshake, and counted.
+    let rpc = nodes[0].cluster_status().unwrap().members[0].rpc.clone();
+    let mut s = tokio::net::TcpStream::connect(&rpc).await.unwrap();
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let hello = strata_cluster::rpc::to_bytes(&strata_cluster::rpc::Frame::Request(
+        0,
+        strata_cluster::rpc::Request::Hello {
+            name: "intruder".into(),
+            generation: 1,
+            nonce: 5,
+            proof: Vec::new(),
+        },
+    ));
+    s.write_all(&hello).await.unwrap();
+    let mut buf = vec![0u8; 256];
+    let _ = s.read(&mut buf).await.unwrap();
+    // A proof made with the wrong secret.
+    let wrong = strata_cluster::Authenticator::new(b"not the cluster secret, 32 bytes");
+    let hello2 = strata_cluster::rpc::to_bytes(&strata_cluster::rpc::Frame::Request(
+        0,
+        strata_cluster::rpc::Request::Hello {
+            name: "intruder".into(),
+            generation: 1,
+            nonce: 5,
+            proof: strata_cluster::rpc::handshake_tag(&wrong, "intruder", 1),
+        },
+    ));
+    s.write_all(&hello2).await.unwrap();
+    let n = tokio::time::timeout(Duration::from_secs(3), s.read(&mut buf))
+        .await
+        .unwrap()
+        .unwrap_or(0);
+    assert_eq!(n, 0, "the connection was closed without an answer");
+    eventually("the refusal is counted", Duration::from_secs(2), || {
+        nodes[0].cluster_status().unwrap().rejected_connections >= 1
+    })
+    .await;
+    intruder.shutdown().await;
+    stop(nodes).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn strict_writes_return_after_every_member_applied_them() {
+    let mut nodes = Vec::new();
+    for i in 0..3 {
+        let seeds: Vec<String> = nodes.first().map(gossip_addr).into_iter().collect();
+        let mut c = config(&format!("s{i}"), &seeds, 1);
+        c.cluster.strict_invalidations = true;
+        nodes.push(Node::start(c).await.unwrap());
+    }
+    eventually("membership converges", Duration::from_secs(10), || {
+        nodes.iter().all(|x| live(x) == 3)
+    })
+    .await;
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let caches: Vec<_> = nodes.iter().map(Node::cache).collect();
+    for round in 0..20 {
+        let v = format!("v{round}");
+        caches[round % 3].set("ns", "hot", v.clone()).await.unwrap();
+        // No waiting: the write returned only after every member dropped older copies.
+        for c in &caches {
+            assert_eq!(
+                c.get("ns", b"hot").await.unwrap().as_deref(),
+                Some(v.as_bytes()),
+                "round {round}"
+            );
+        }
+    }
+    caches[0].invalidate("ns", b"hot").await.unwrap();
+    for c in &caches {
+        assert_eq!(c.get("ns", b"hot").await.unwrap(), None);
+    }
+    stop(nodes).await;
+}
