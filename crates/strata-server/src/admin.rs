@@ -6,6 +6,7 @@
 //! | `GET /health` | per-layer status as JSON; 200 when ready, 503 when not |
 //! | `GET /stats` | hits, misses, hit rate and per-layer figures as JSON |
 //! | `GET /status` | identity, addresses, uptime, connections and health, as JSON |
+//! | `GET /cluster` | members and their state, the ring version, per-peer RPC latency, coherence counters (404 when not in a cluster) |
 //! | `POST /invalidate?ns=NS&key=K` (or `pattern=GLOB`, `tag=TAG`) | removes on every layer |
 
 use std::collections::HashMap;
@@ -42,6 +43,7 @@ pub async fn serve(
         .route("/health", get(health))
         .route("/stats", get(stats))
         .route("/status", get(status))
+        .route("/cluster", get(cluster))
         .route("/invalidate", post(invalidate))
         .with_state(AdminState { node, shared });
     let result = axum::serve(listener, app)
@@ -175,8 +177,20 @@ async fn status(State(st): State<AdminState>) -> Response {
         "commands_total": sh.metrics.total_commands(),
         "l3_enabled": sh.config.l3.enabled,
         "health": health,
+        "cluster": st.node.cluster_status(),
     }))
     .into_response()
+}
+
+async fn cluster(State(st): State<AdminState>) -> Response {
+    match st.node.cluster_status() {
+        Some(c) => axum::Json(c).into_response(),
+        None => (
+            StatusCode::NOT_FOUND,
+            axum::Json(json!({ "error": "this node is not a cluster member" })),
+        )
+            .into_response(),
+    }
 }
 
 async fn invalidate(

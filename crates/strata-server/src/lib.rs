@@ -66,6 +66,10 @@ pub async fn start(config: NodeConfig) -> anyhow::Result<Running> {
         })?;
     let resp_addr = resp.local_addr()?;
     let admin_addr = admin.local_addr()?;
+    // The bound addresses (port 0 resolved): a cluster member announces them to the others.
+    let mut config = config;
+    config.server.resp_listen = resp_addr.to_string();
+    config.server.admin_listen = admin_addr.to_string();
     let node = Node::start(config.clone())
         .await
         .context("cannot start the node")?;

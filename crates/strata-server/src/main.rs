@@ -44,8 +44,16 @@ enum Command {
         #[arg(long, value_enum, default_value = "text")]
         log_format: LogFormat,
     },
-    /// Show a running node's identity, uptime, connections and health.
+    /// Show a running node's identity, uptime, connections, health and (in a cluster) its
+    /// members, ring version and per-peer RPC latency.
     Status {
+        /// The node's admin address.
+        #[arg(long, default_value = "127.0.0.1:9380")]
+        admin: String,
+    },
+    /// Show a running node's view of its cluster: members and their state, the ring
+    /// version, per-peer RPC latency, coherence counters.
+    Cluster {
         /// The node's admin address.
         #[arg(long, default_value = "127.0.0.1:9380")]
         admin: String,
@@ -154,6 +162,14 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         }
         Command::Status { admin } => {
             let ok = runtime(1)?.block_on(strata_server::cli::show(&admin, "/status"))?;
+            Ok(if ok {
+                ExitCode::SUCCESS
+            } else {
+                ExitCode::FAILURE
+            })
+        }
+        Command::Cluster { admin } => {
+            let ok = runtime(1)?.block_on(strata_server::cli::show(&admin, "/cluster"))?;
             Ok(if ok {
                 ExitCode::SUCCESS
             } else {

@@ -212,15 +212,6 @@ impl Node {
         if let Some(attach) = attach_l2 {
             attach(cache.clone());
         }
-        if cluster.is_some() && config.l3.enabled {
-            // Restart safety (G3): L3's copies may predate invalidations made while this
-            // node was down; nothing can vouch for them, so they go before the first read.
-            let n = cache.drop_local_everything(true).await;
-            tracing::info!(
-                namespaces = n,
-                "cluster member: unverified L3 copies dropped at start"
-            );
-        }
 
         let status = Arc::new(NodeStatus::default());
         let stoppers: Vec<Arc<dyn Maintenance>> = layers
@@ -262,6 +253,16 @@ impl Node {
         .await
         .map_err(|e| NodeError::Supervisor(e.to_string()))?;
 
+        if cluster.is_some() && config.l3.enabled {
+            // Restart safety (G3): L3's copies may predate invalidations made while this
+            // node was down; nothing can vouch for them, so they go before the first read.
+            // (After the supervisor started: L3's actor is what opens the database.)
+            let n = cache.drop_local_everything(true).await;
+            tracing::info!(
+                namespaces = n,
+                "cluster member: unverified L3 copies dropped at start"
+            );
+        }
         let mut registry = Registry::with_prefix("strata");
         registry.register_collector(Box::new(CacheCollector::new(
             cache.clone(),

@@ -1,0 +1,380 @@
+//! Real `strata serve` processes forming a cluster on loopback (UDP gossip, TCP peer RPC),
+//! driven with redis-rs: reads and writes across nodes, how fast an invalidation reaches
+//! every node, `kill -9` under load, a restart that must not resurrect, a fourth node
+//! joining, and a node with the wrong secret.
+#![allow(clippy::unwrap_used)]
+
+mod common;
+
+use std::collections::HashMap;
+use std::path::Path;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use common::{Server, free_port, http_get};
+use redis::Commands;
+
+/// Per key, the writes acknowledged to the client: (counter, when).
+type Acked = Arc<Mutex<HashMap<u64, Vec<(u64, Instant)>>>>;
+
+const SECRET: &str = "cluster test secret, 32 bytes...";
+
+/// A node's cluster settings: gossip and RPC ports, seeds.
+fn start_node(dir: &Path, name: &str, gossip: u16, seeds: &[u16], extra: &str) -> Server {
+    let seeds: Vec<String> = seeds.iter().map(|p| format!("\"127.0.0.1:{p}\"")).collect();
+    Server::start_in(
+        dir,
+        &format!(
+            "[node]\nname = \"{name}\"\n[cluster]\nenabled = true\nsecret = \"{SECRET}\"\n\
+             gossip_listen = \"127.0.0.1:{gossip}\"\nrpc_listen = \"127.0.0.1:{}\"\n\
+             seeds = [{}]\n{extra}\n",
+            free_port(),
+            seeds.join(", ")
+        ),
+    )
+}
+
+fn cluster_json(srv: &Server) -> serde_json::Value {
+    let (code, body) = http_get(&srv.admin(), "/cluster");
+    assert_eq!(code, 200, "{body}");
+    serde_json::from_str(&body).unwrap()
+}
+
+/// Names of the members `srv` believes alive (itself included), and its ring version.
+fn view(srv: &Server) -> (Vec<String>, String) {
+    let c = cluster_json(srv);
+    let mut names: Vec<String> = c["members"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|m| m["state"] == "self" || m["state"] == "alive")
+        .map(|m| m["name"].as_str().unwrap().to_owned())
+        .collect();
+    names.sort();
+    (names, c["ring_version"].as_str().unwrap().to_owned())
+}
+
+fn wait_for(within: Duration, mut check: impl FnMut() -> bool) -> Option<Duration> {
+    let start = Instant::now();
+    while start.elapsed() < within {
+        if check() {
+            return Some(start.elapsed());
+        }
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    None
+}
+
+/// Waits until every server sees exactly `names` and they agree on the ring.
+fn converge(servers: &[&Server], names: &[&str], within: Duration) -> Duration {
+    let want: Vec<String> = names.iter().map(|s| s.to_string()).collect();
+    wait_for(within, || {
+        let views: Vec<_> = servers.iter().map(|s| view(s)).collect();
+        views.iter().all(|(n, r)| *n == want && *r == views[0].1)
+    })
+    .unwrap_or_else(|| {
+        let views: Vec<_> = servers.iter().map(|s| view(s)).collect();
+        panic!("no convergence on {names:?} within {within:?}: {views:?}")
+    })
+}
+
+fn percentile(sorted: &[Duration], p: f64) -> Duration {
+    sorted[((sorted.len() as f64 - 1.0) * p).round() as usize]
+}
+
+#[test]
+fn three_nodes_share_keys_and_an_invalidation_reaches_every_node_within_the_bound() {
+    let dirs: Vec<_> = (0..3).map(|_| tempfile::tempdir().unwrap()).collect();
+    let g: Vec<u16> = (0..3).map(|_| free_port()).collect();
+    let n1 = start_node(dirs[0].path(), "n1", g[0], &[g[0]], "");
+    let n2 = start_node(dirs[1].path(), "n2", g[1], &[g[0]], "");
+    let n3 = start_node(dirs[2].path(), "n3", g[2], &[g[0]], "");
+    let took = converge(
+        &[&n1, &n2, &n3],
+        &["n1", "n2", "n3"],
+        Duration::from_secs(20),
+    );
+    println!("3 nodes converged {took:?} after the last started");
+
+    let (mut c1, mut c2, mut c3) = (n1.redis(), n2.redis(), n3.redis());
+    for i in 0..100 {
+        let _: () = c1.set(format!("k{i}"), format!("v{i}")).unwrap();
+    }
+    for c in [&mut c2, &mut c3] {
+        for i in 0..100 {
+            let v: Option<String> = c.get(format!("k{i}")).unwrap();
+            assert_eq!(v.as_deref(), Some(format!("v{i}").as_str()));
+        }
+    }
+    let owned: u64 = [&n1, &n2, &n3]
+        .iter()
+        .map(|s| cluster_json(s)["owned_entries"].as_u64().unwrap())
+        .sum();
+    assert_eq!(owned, 200, "two owners per key");
+
+    // Invalidation propagation: nodes 1 and 2 hold copies; a DEL on node 3; how long until
+    // neither returns the old value? The bound (cluster.max_staleness_ms) is 1 s.
+    let mut lags = Vec::new();
+    for round in 0..40 {
+        let key = format!("k{round}");
+        let _: Option<String> = c1.get(&key).unwrap();
+        let _: Option<String> = c2.get(&key).unwrap();
+        let start = Instant::now();
+        let _: () = c3.del(&key).unwrap();
+        let mut gone = [false, false];
+        while !(gone[0] && gone[1]) {
+            for (i, c) in [&mut c1, &mut c2].into_iter().enumerate() {
+                if !gone[i] {
+                    let v: Option<String> = c.get(&key).unwrap();
+                    gone[i] = v.is_none();
+                }
+            }
+            assert!(
+                start.elapsed() < Duration::from_secs(1),
+                "round {round}: an old value was served past the 1 s bound"
+            );
+        }
+        lags.push(start.elapsed());
+    }
+    lags.sort();
+    let (p50, p99) = (percentile(&lags, 0.5), percentile(&lags, 0.99));
+    println!("invalidation propagation over 40 DELs: p50 {p50:?}, p99 {p99:?}");
+    // The 50 ms target is for p99 on a quiet machine (docs/benchmarks.md); this test shares
+    // two cores with other tests, so it holds the median to it.
+    assert!(
+        p50 < Duration::from_millis(50),
+        "p50 {p50:?} over the 50 ms target"
+    );
+
+    // A node without the secret: its announcements are dropped and counted, and nobody
+    // lists it.
+    let dir4 = tempfile::tempdir().unwrap();
+    let g4 = free_port();
+    let intruder = Server::start_with_env(
+        dir4.path(),
+        &format!(
+            "[node]\nname = \"intruder\"\n[cluster]\nenabled = true\n\
+             gossip_listen = \"127.0.0.1:{g4}\"\nrpc_listen = \"127.0.0.1:{}\"\nseeds = [\"127.0.0.1:{}\"]\n",
+            free_port(),
+            g[0]
+        ),
+        &[(
+            "STRATA__CLUSTER__SECRET",
+            "the wrong secret, also 32 bytes.",
+        )],
+    );
+    std::thread::sleep(Duration::from_secs(3));
+    assert_eq!(view(&intruder).0, vec!["intruder".to_string()]);
+    for s in [&n1, &n2, &n3] {
+        assert!(!view(s).0.contains(&"intruder".to_string()));
+    }
+    assert!(cluster_json(&n1)["rejected_packets"].as_u64().unwrap() > 0);
+    // `strata cluster` shows the same document.
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_strata"))
+        .args(["cluster", "--admin", &n1.admin()])
+        .output()
+        .unwrap();
+    assert!(out.status.success());
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        text.contains("ring_version") && text.contains("rtt_us"),
+        "{text}"
+    );
+    drop(intruder);
+}
+
+#[test]
+fn a_killed_node_loses_nothing_a_restart_resurrects_nothing_and_a_fourth_node_joins() {
+    let dirs: Vec<_> = (0..4).map(|_| tempfile::tempdir().unwrap()).collect();
+    let g: Vec<u16> = (0..4).map(|_| free_port()).collect();
+    let n1 = start_node(dirs[0].path(), "n1", g[0], &[g[0]], "");
+    let n2 = start_node(dirs[1].path(), "n2", g[1], &[g[0]], "");
+    let mut n3 = start_node(dirs[2].path(), "n3", g[2], &[g[0]], "");
+    converge(
+        &[&n1, &n2, &n3],
+        &["n1", "n2", "n3"],
+        Duration::from_secs(20),
+    );
+
+    const KEYS: u64 = 200;
+    let mut c1 = n1.redis();
+    for i in 0..KEYS {
+        let _: () = c1.set(format!("k{i}"), "0").unwrap();
+    }
+    // Node 3 reads everything, so its L1 and L3 hold copies of every key.
+    let mut c3 = n3.redis();
+    for i in 0..KEYS {
+        let _: Option<String> = c3.get(format!("k{i}")).unwrap();
+    }
+
+    // Bounded load for 6 s: one writer on node 1 bumping keys' counters, readers on
+    // nodes 1 and 2 checking that no read returns a value older than a write acknowledged
+    // more than the staleness bound before the read started.
+    let acked: Acked = Arc::default();
+    let stop = Arc::new(AtomicBool::new(false));
+    let (errors, reads, stale, misses) = (
+        Arc::new(AtomicU64::new(0)),
+        Arc::new(AtomicU64::new(0)),
+        Arc::new(AtomicU64::new(0)),
+        Arc::new(AtomicU64::new(0)),
+    );
+    let writer = {
+        let (acked, stop, errors, url) = (acked.clone(), stop.clone(), errors.clone(), n1.url());
+        std::thread::spawn(move || {
+            let mut c = redis::Client::open(url).unwrap().get_connection().unwrap();
+            let mut seq = 0u64;
+            while !stop.load(Ordering::Relaxed) {
+                seq += 1;
+                // Keys 100..200 only: node 3's copies of 0..100 stay until it dies.
+                let key = 100 + seq % (KEYS - 100);
+                match c.set::<_, _, ()>(format!("k{key}"), seq.to_string()) {
+                    Ok(()) => acked
+                        .lock()
+                        .unwrap()
+                        .entry(key)
+                        .or_default()
+                        .push((seq, Instant::now())),
+                    Err(_) => {
+                        errors.fetch_add(1, Ordering::Relaxed);
+                    }
+                }
+                std::thread::sleep(Duration::from_millis(2));
+            }
+        })
+    };
+    let readers: Vec<_> = [n1.url(), n2.url()]
+        .into_iter()
+        .map(|url| {
+            let (acked, stop, errors, reads, stale, misses) = (
+                acked.clone(),
+                stop.clone(),
+                errors.clone(),
+                reads.clone(),
+                stale.clone(),
+                misses.clone(),
+            );
+            std::thread::spawn(move || {
+                let mut c = redis::Client::open(url).unwrap().get_connection().unwrap();
+                let mut i = 0u64;
+                while !stop.load(Ordering::Relaxed) {
+                    i = (i + 7) % KEYS;
+                    let started = Instant::now();
+                    match c.get::<_, Option<String>>(format!("k{i}")) {
+                        Ok(Some(v)) => {
+                            reads.fetch_add(1, Ordering::Relaxed);
+                            let got: u64 = v.parse().unwrap();
+                            let newest_old_enough = acked
+                                .lock()
+                                .unwrap()
+                                .get(&i)
+                                .and_then(|w| {
+                                    w.iter()
+                                        .filter(|(_, at)| *at + Duration::from_secs(1) < started)
+                                        .map(|(s, _)| *s)
+                                        .max()
+                                })
+                                .unwrap_or(0);
+                            if got < newest_old_enough {
+                                stale.fetch_add(1, Ordering::Relaxed);
+                            }
+                        }
+                        Ok(None) => {
+                            misses.fetch_add(1, Ordering::Relaxed);
+                        }
+                        Err(_) => {
+                            errors.fetch_add(1, Ordering::Relaxed);
+                        }
+                    }
+                }
+            })
+        })
+        .collect();
+
+    std::thread::sleep(Duration::from_secs(1));
+    n3.child.as_mut().unwrap().kill().unwrap(); // SIGKILL
+    n3.child.take().unwrap().wait().unwrap();
+    let detected = converge(&[&n1, &n2], &["n1", "n2"], Duration::from_secs(20));
+    println!("n3 killed: the others marked it down {detected:?} after the kill");
+    std::thread::sleep(Duration::from_secs(3));
+    stop.store(true, Ordering::Relaxed);
+    writer.join().unwrap();
+    for r in readers {
+        r.join().unwrap();
+    }
+    let (reads, stale, misses, errors) = (
+        reads.load(Ordering::Relaxed),
+        stale.load(Ordering::Relaxed),
+        misses.load(Ordering::Relaxed),
+        errors.load(Ordering::Relaxed),
+    );
+    println!(
+        "load through the kill: {reads} hits, {misses} misses, {stale} stale, {errors} errors"
+    );
+    assert_eq!(
+        stale, 0,
+        "a read returned a value older than the bound allows"
+    );
+    assert_eq!(errors, 0, "clients saw errors");
+    assert!(reads > 500, "the load ran ({reads} hits)");
+    assert_eq!(misses, 0, "every key has a surviving owner");
+
+    // While n3 is down: delete some keys and overwrite others.
+    let mut c2 = n2.redis();
+    for i in 0..50 {
+        let _: () = c2.del(format!("k{i}")).unwrap();
+    }
+    for i in 50..100 {
+        let _: () = c2.set(format!("k{i}"), "after").unwrap();
+    }
+    // n3 comes back on its old data directory (its L3 held copies of every key).
+    n3 = start_node(dirs[2].path(), "n3", g[2], &[g[0]], "");
+    converge(
+        &[&n1, &n2, &n3],
+        &["n1", "n2", "n3"],
+        Duration::from_secs(20),
+    );
+    let mut c3 = n3.redis();
+    for i in 0..50 {
+        let v: Option<String> = c3.get(format!("k{i}")).unwrap();
+        assert_eq!(
+            v, None,
+            "k{i} was deleted while n3 was down; n3 resurrected it"
+        );
+    }
+    for i in 50..100 {
+        let v: Option<String> = c3.get(format!("k{i}")).unwrap();
+        assert_eq!(v.as_deref(), Some("after"), "k{i}");
+    }
+
+    // A fourth node: ownership moves; reads during and right after the move still hit
+    // (hand-off reads and pushes), measured as the miss rate.
+    let n4 = start_node(dirs[3].path(), "n4", g[3], &[g[0]], "");
+    let joined = Instant::now();
+    converge(
+        &[&n1, &n2, &n3, &n4],
+        &["n1", "n2", "n3", "n4"],
+        Duration::from_secs(20),
+    );
+    let mut c4 = n4.redis();
+    let (mut hits, mut missed) = (0, 0);
+    for i in 50..KEYS {
+        let v: Option<String> = c4.get(format!("k{i}")).unwrap();
+        if v.is_some() {
+            hits += 1;
+        } else {
+            missed += 1;
+        }
+    }
+    let moved = cluster_json(&n4)["owned_entries"].as_u64().unwrap();
+    println!(
+        "4th node: converged {:?} after start; {hits} hits / {missed} misses on its first reads; it owns {moved} entries",
+        joined.elapsed()
+    );
+    assert!(
+        missed * 100 <= (hits + missed) * 2,
+        "miss rate during the move over 2 %: {missed} of {}",
+        hits + missed
+    );
+    assert!(moved > 0, "the new node took ownership of some keys");
+}
