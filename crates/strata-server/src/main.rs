@@ -218,6 +218,21 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                 if cfg.l3.enabled { "on" } else { "off" },
                 cfg.l3.data_dir.display()
             );
+            let c = &cfg.cluster;
+            if c.enabled {
+                println!(
+                    "cluster = on: gossip {}, rpc {}, {} seed(s), replication factor {}, {} strict invalidations",
+                    c.gossip_listen,
+                    c.rpc_listen,
+                    c.seeds.len(),
+                    c.replication_factor,
+                    if c.strict_invalidations {
+                        "with"
+                    } else {
+                        "without"
+                    }
+                );
+            }
             Ok(ExitCode::SUCCESS)
         }
     }
