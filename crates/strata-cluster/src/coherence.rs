@@ -82,9 +82,43 @@ pub enum Item {
         /// Its latest sequence number.
         latest: u64,
     },
+    /// Consecutive invalidations of one origin life, disseminated as one item: what a node
+    /// sends under load, so that foca carries one item per batch instead of one per write.
+    Batch(Vec<Invalidation>),
 }
 
+/// Encoded size above which a batch is cut (foca's packets are 1400 bytes by default and
+/// also carry membership updates; two or three batches share one).
+pub const MAX_BATCH_BYTES: usize = 480;
+
 impl Item {
+    /// Splits `invalidations` (in sequence order) into encoded items of at most
+    /// [`MAX_BATCH_BYTES`] each (a single larger invalidation is an item of its own), for
+    /// dissemination.
+    pub fn batches(invalidations: &[Invalidation]) -> Vec<Vec<u8>> {
+        let mut out = Vec::new();
+        let mut start = 0;
+        while start < invalidations.len() {
+            let mut end = start + 1;
+            let mut best = Item::Batch(invalidations[start..end].to_vec()).encode();
+            while end < invalidations.len() {
+                let next = Item::Batch(invalidations[start..=end].to_vec()).encode();
+                if next.len() > MAX_BATCH_BYTES {
+                    break;
+                }
+                best = next;
+                end += 1;
+            }
+            out.push(if end - start == 1 {
+                Item::Invalidation(invalidations[start].clone()).encode()
+            } else {
+                best
+            });
+            start = end;
+        }
+        out
+    }
+
     /// The item's wire form (`0x01 ‖ postcard`).
     pub fn encode(&self) -> Vec<u8> {
         let mut out = vec![1u8];
@@ -137,6 +171,8 @@ struct InboxState {
     seen: std::collections::BTreeSet<(String, u64, u64)>,
     seen_order: VecDeque<(String, u64, u64)>,
     heartbeats: BTreeMap<(String, u64), u64>,
+    /// Whether received invalidations are passed on (see [`ItemHandler::set_relay`]).
+    no_relay: bool,
 }
 
 /// foca's broadcast handler for coherence items: keeps disseminating what is new, and
@@ -148,6 +184,17 @@ pub struct ItemHandler {
 }
 
 impl ItemHandler {
+    /// Whether invalidations received from others are passed on (foca retransmits them to
+    /// random members, the epidemic part of dissemination). The membership turns it off
+    /// while its broadcast backlog is long: under write load every relayed item would be
+    /// queued and retransmitted by every member, and the backlog is scanned on every add.
+    /// Heartbeats are always relayed; what a member then misses, it repairs from the origin.
+    pub fn set_relay(&self, relay: bool) {
+        if let Ok(mut s) = self.inner.lock() {
+            s.no_relay = !relay;
+        }
+    }
+
     /// Takes the items received since the last call.
     pub fn drain(&self) -> Vec<Vec<u8>> {
         self.inner
@@ -184,6 +231,24 @@ impl foca::BroadcastHandler<crate::NodeIdentity> for ItemHandler {
                 }
                 ItemKey::Invalidation(k.0, k.1, k.2)
             }
+            Item::Batch(invs) => {
+                let Some(first) = invs.first() else {
+                    return Ok(None);
+                };
+                // The high bit marks a batch's key apart from its first invalidation's
+                // (sequence numbers never reach 2^63).
+                let k = (first.origin.clone(), first.generation, first.seq | 1 << 63);
+                if !s.seen.insert(k.clone()) {
+                    return Ok(None);
+                }
+                s.seen_order.push_back(k.clone());
+                if s.seen_order.len() > SEEN_CAPACITY
+                    && let Some(old) = s.seen_order.pop_front()
+                {
+                    s.seen.remove(&old);
+                }
+                ItemKey::Invalidation(k.0, k.1, k.2)
+            }
             Item::Heartbeat {
                 origin,
                 generation,
@@ -202,6 +267,9 @@ impl foca::BroadcastHandler<crate::NodeIdentity> for ItemHandler {
         };
         if sender.is_some() {
             s.received.push(data.to_vec());
+            if s.no_relay && matches!(key, ItemKey::Invalidation(..)) {
+                return Ok(None);
+            }
         }
         Ok(Some(key))
     }
@@ -306,6 +374,9 @@ pub struct Coherence {
     /// copy older than one of these is refused (G3), even when it comes from an owner that
     /// had not seen the invalidation yet.
     tombstones: BTreeMap<(String, Vec<u8>), (u64, u64)>,
+    /// Tombstones in the order they were last refreshed, for expiry in O(expired) per tick
+    /// (a full scan every tick was the hottest path under write load).
+    tomb_queue: VecDeque<(u64, (String, Vec<u8>))>,
     me: String,
     generation: u64,
     next_seq: u64,
@@ -322,6 +393,7 @@ impl Coherence {
     pub fn new(me: impl Into<String>, generation: u64, cfg: CoherenceConfig) -> Self {
         Coherence {
             tombstones: BTreeMap::new(),
+            tomb_queue: VecDeque::new(),
             me: me.into(),
             generation,
             next_seq: 1,
@@ -347,12 +419,32 @@ impl Coherence {
 
     fn remember(&mut self, inv: &Invalidation, now_ms: u64) {
         if let InvalidationOp::Key { namespace, key } = &inv.op {
-            let slot = self
-                .tombstones
-                .entry((namespace.clone(), key.clone()))
-                .or_insert((0, now_ms));
-            if inv.version >= slot.0 {
-                *slot = (inv.version, now_ms);
+            self.tombstone(namespace, key, inv.version, now_ms);
+        }
+    }
+
+    /// Records that copies of `key` older than `version` are stale, for `tombstone_ms` from
+    /// `now_ms`.
+    fn tombstone(&mut self, namespace: &str, key: &[u8], version: u64, now_ms: u64) {
+        let k = (namespace.to_owned(), key.to_vec());
+        let slot = self.tombstones.entry(k.clone()).or_insert((0, now_ms));
+        slot.0 = slot.0.max(version);
+        slot.1 = now_ms;
+        self.tomb_queue.push_back((now_ms, k));
+    }
+
+    fn expire_tombstones(&mut self, now_ms: u64) {
+        let keep = self.cfg.tombstone_ms;
+        while let Some((at, _)) = self.tomb_queue.front() {
+            if now_ms.saturating_sub(*at) < keep {
+                break;
+            }
+            let Some((at, k)) = self.tomb_queue.pop_front() else {
+                break;
+            };
+            // Refreshed since: a later queue entry expires it.
+            if self.tombstones.get(&k).is_some_and(|(_, last)| *last <= at) {
+                self.tombstones.remove(&k);
             }
         }
     }
@@ -447,22 +539,11 @@ impl Coherence {
     pub fn receive_item(&mut self, now_ms: u64, item: Item) -> Vec<Output> {
         let mut out = Vec::new();
         match item {
-            Item::Invalidation(inv) => {
-                if inv.origin == self.me {
-                    return out;
+            Item::Invalidation(inv) => self.receive_invalidation(now_ms, inv, &mut out),
+            Item::Batch(invs) => {
+                for inv in invs {
+                    self.receive_invalidation(now_ms, inv, &mut out);
                 }
-                let key = (inv.origin.clone(), inv.generation);
-                // An origin heard of for the first time: its whole life so far is a gap to
-                // repair. Its earlier invalidations may cover copies this node read from
-                // *another* owner while views of the ring disagreed (found by the simulator).
-                let p = self.peers.entry(key.clone()).or_default();
-                p.known = p.known.max(inv.seq);
-                if inv.seq <= p.applied || p.waiting.contains_key(&inv.seq) {
-                    self.stats.duplicates += 1;
-                    return out;
-                }
-                p.waiting.insert(inv.seq, inv);
-                self.advance(&key, now_ms, &mut out);
             }
             Item::Heartbeat {
                 origin,
@@ -479,6 +560,24 @@ impl Coherence {
             }
         }
         out
+    }
+
+    fn receive_invalidation(&mut self, now_ms: u64, inv: Invalidation, out: &mut Vec<Output>) {
+        if inv.origin == self.me {
+            return;
+        }
+        let key = (inv.origin.clone(), inv.generation);
+        // An origin heard of for the first time: its whole life so far is a gap to
+        // repair. Its earlier invalidations may cover copies this node read from
+        // *another* owner while views of the ring disagreed (found by the simulator).
+        let p = self.peers.entry(key.clone()).or_default();
+        p.known = p.known.max(inv.seq);
+        if inv.seq <= p.applied || p.waiting.contains_key(&inv.seq) {
+            self.stats.duplicates += 1;
+            return;
+        }
+        p.waiting.insert(inv.seq, inv);
+        self.advance(&key, now_ms, out);
     }
 
     /// Applies what is contiguous, and notes or clears the gap.
@@ -524,9 +623,8 @@ impl Coherence {
     /// `max_staleness_ms`.
     pub fn tick(&mut self, now_ms: u64) -> Vec<Output> {
         let mut out = Vec::new();
-        let keep = self.cfg.tombstone_ms;
-        self.tombstones
-            .retain(|_, (_, at)| now_ms.saturating_sub(*at) < keep);
+        self.expire_tombstones(now_ms);
+        let mut late = Vec::new();
         for ((origin, generation), p) in self.peers.iter_mut() {
             let Some(since) = p.gap_since else { continue };
             let age = now_ms.saturating_sub(since);
@@ -536,11 +634,7 @@ impl Coherence {
                 for (_, inv) in std::mem::take(&mut p.waiting) {
                     self.stats.applied += 1;
                     if let InvalidationOp::Key { namespace, key } = &inv.op {
-                        let slot = self
-                            .tombstones
-                            .entry((namespace.clone(), key.clone()))
-                            .or_insert((0, now_ms));
-                        slot.0 = slot.0.max(inv.version);
+                        late.push((namespace.clone(), key.clone(), inv.version));
                     }
                     out.push(Output::Apply(inv));
                 }
@@ -565,6 +659,9 @@ impl Coherence {
                     to: p.known,
                 });
             }
+        }
+        for (namespace, key, version) in late {
+            self.tombstone(&namespace, &key, version, now_ms);
         }
         out
     }
@@ -664,6 +761,60 @@ mod tests {
         assert!(b.in_sync());
         // A node ignores its own items.
         assert!(a.receive(0, bytes(&o1)).is_empty());
+    }
+
+    #[test]
+    fn batches_fit_the_bound_keep_order_and_apply_like_single_items() {
+        let mut a = Coherence::new("a", 1, CoherenceConfig::default());
+        let mut b = Coherence::new("b", 1, CoherenceConfig::default());
+        b.note_read("a", 1, 0);
+        let invs: Vec<Invalidation> = (0..100)
+            .map(|i| a.originate(0, 10 + i, key_op(&format!("key-{i}"))).0)
+            .collect();
+        let items = Item::batches(&invs);
+        assert!(items.len() > 1 && items.len() < 50, "{} items", items.len());
+        assert!(items.iter().all(|i| i.len() <= MAX_BATCH_BYTES));
+        let mut seqs = Vec::new();
+        for item in &items {
+            seqs.extend(applied(&b.receive(0, item)));
+        }
+        assert_eq!(seqs, (1..=100).collect::<Vec<u64>>());
+        assert!(b.in_sync());
+        // A batch seen again is all duplicates.
+        assert!(applied(&b.receive(0, &items[0])).is_empty());
+        // One invalidation too large for a batch is an item of its own.
+        let big = a.originate(0, 200, key_op(&"x".repeat(2000))).0;
+        let alone = Item::batches(std::slice::from_ref(&big));
+        assert_eq!(alone.len(), 1);
+        assert_eq!(Item::decode(&alone[0]), Some(Item::Invalidation(big)));
+        // A batch decoding as garbage is counted, not applied.
+        let mut bad = items[0].clone();
+        bad.truncate(bad.len() / 2);
+        assert!(b.receive(0, &bad).is_empty());
+        assert_eq!(b.stats().bad_items, 1);
+    }
+
+    #[test]
+    fn tombstones_refuse_older_copies_until_they_expire() {
+        let cfg = CoherenceConfig {
+            tombstone_ms: 1_000,
+            ..CoherenceConfig::default()
+        };
+        let mut a = Coherence::new("a", 1, cfg);
+        let mut b = Coherence::new("b", 1, cfg);
+        b.note_read("a", 1, 0);
+        let (_, o) = a.originate(0, 50, key_op("k"));
+        b.receive(0, bytes(&o));
+        assert!(!b.admits("ns", b"k", 49));
+        assert!(b.admits("ns", b"k", 50));
+        assert!(b.admits("ns", b"other", 1));
+        // Refreshed at 600 by a newer invalidation: still there at 1500, gone at 1600.
+        let (_, o) = a.originate(600, 60, key_op("k"));
+        b.receive(600, bytes(&o));
+        b.tick(1_500);
+        assert!(!b.admits("ns", b"k", 59));
+        b.tick(1_600);
+        assert!(b.admits("ns", b"k", 1));
     }
 
     #[test]

@@ -19,6 +19,10 @@ use crate::coherence::ItemHandler;
 use crate::identity::NodeIdentity;
 use crate::ring::Ring;
 
+/// Broadcast items queued above which a member stops relaying others' invalidations (see
+/// `ItemHandler::set_relay`).
+pub const RELAY_BACKLOG: usize = 32;
+
 /// How often a node that knows no live member announces itself to its seeds again.
 pub const REJOIN_EVERY: Duration = Duration::from_secs(2);
 
@@ -307,6 +311,11 @@ impl Membership {
         self.foca.add_broadcast(item).unwrap_or(false)
     }
 
+    /// Broadcast items (coherence items and heartbeats) still queued for retransmission.
+    pub fn broadcast_backlog(&self) -> usize {
+        self.foca.custom_broadcast_backlog()
+    }
+
     /// Like [`Membership::broadcast`], and sends a gossip round at once instead of waiting
     /// for the next periodic one (foca's LAN default is every 200 ms): what the node does
     /// for an invalidation, so that it reaches the cluster in one network hop.
@@ -337,6 +346,8 @@ impl Membership {
                 return Vec::new();
             }
         };
+        self.inbox
+            .set_relay(self.foca.custom_broadcast_backlog() < RELAY_BACKLOG);
         self.run(|foca, rt| foca.handle_data(&payload, rt))
     }
 

@@ -99,6 +99,13 @@ pub enum Request {
         /// The encoded item.
         item: Vec<u8>,
     },
+    /// Take a coherence item into the receiver's stream (applied in sequence order, like
+    /// one that came by gossip) and answer `Applied { removed: 0 }` at once: how an origin
+    /// disseminates under load, when its gossip backlog is full.
+    Push {
+        /// The encoded item.
+        item: Vec<u8>,
+    },
 }
 
 /// What a peer answers. Append-only.

@@ -52,6 +52,9 @@ const MAX_DATAGRAM: usize = 64 * 1024;
 const HEARTBEAT_EVERY: u64 = 5;
 /// Maintenance ticks between owner-store sweeps and ring refreshes (10 × 100 ms).
 const SWEEP_EVERY: u64 = 10;
+/// foca broadcast items queued above which invalidations are pushed over the peer
+/// connections instead of gossiped.
+const GOSSIP_BACKLOG: usize = 16;
 /// Keys per batch when walking the owner store.
 const SCAN_BATCH: usize = 1024;
 
@@ -70,6 +73,7 @@ pub(crate) struct Counters {
     pub(crate) strict_invalidations: AtomicU64,
     pub(crate) ring_changes: AtomicU64,
     pub(crate) send_errors: AtomicU64,
+    pub(crate) pushed_batches: AtomicU64,
 }
 
 /// The ring and the live members, as last computed from membership.
@@ -107,6 +111,9 @@ pub(crate) struct Shared {
     timer_seq: AtomicU64,
     wake: Notify,
     work_tx: mpsc::UnboundedSender<Work>,
+    /// Invalidations made here, waiting for the disseminator.
+    outbox: Mutex<Vec<Invalidation>>,
+    outbox_wake: Notify,
     work_rx: tokio::sync::Mutex<mpsc::UnboundedReceiver<Work>>,
     pub(crate) cache: OnceLock<Cache>,
     pub(crate) counters: Counters,
@@ -213,6 +220,8 @@ impl Shared {
             timer_seq: AtomicU64::new(0),
             wake: Notify::new(),
             work_tx,
+            outbox: Mutex::new(Vec::new()),
+            outbox_wake: Notify::new(),
             work_rx: tokio::sync::Mutex::new(work_rx),
             cache: OnceLock::new(),
             counters: Counters::default(),
@@ -426,19 +435,63 @@ impl Shared {
     /// Stamps an invalidation made on this node; the caller disseminates it with
     /// [`Shared::publish`] (after a strict round, so that members count what they remove
     /// for the round rather than for the gossip).
-    pub(crate) fn originate(
-        &self,
-        version: Version,
-        op: InvalidationOp,
-    ) -> (Invalidation, coherence::Output) {
+    pub(crate) fn originate(&self, version: Version, op: InvalidationOp) -> Invalidation {
+        // The state machine's own broadcast output is one item per invalidation; the
+        // disseminator batches them instead (see `disseminate_loop`).
         self.coherence
             .lock()
             .originate(self.now_ms(), version.as_u64(), op)
+            .0
     }
 
-    /// Disseminates what [`Shared::originate`] returned.
-    pub(crate) fn publish(self: &Arc<Self>, out: coherence::Output) {
-        self.carry_out_coherence(vec![out]);
+    /// Queues an invalidation made here for dissemination.
+    pub(crate) fn publish(&self, inv: Invalidation) {
+        self.outbox.lock().push(inv);
+        self.outbox_wake.notify_one();
+    }
+
+    /// Disseminates what [`Shared::publish`] queued: whatever accumulated since the last
+    /// round goes out as batches, so a burst of writes costs a few items rather than one
+    /// each.
+    ///
+    /// - Normally as foca custom broadcasts, each with a gossip round sent at once.
+    /// - Under load, when foca's broadcast backlog is over [`GOSSIP_BACKLOG`] items (each
+    ///   item is retransmitted several times, a packet carries two or three, and the
+    ///   backlog is scanned on every add), pushed to every live member over the peer
+    ///   connections instead (`Push`: one frame per batch per member).
+    /// - An invalidation too large for a gossip packet (a long key or pattern) is pushed.
+    ///
+    /// Either way the heartbeats and the anti-entropy ping reveal anything a member missed,
+    /// and it repairs the gap from this node's log.
+    async fn disseminate_loop(self: Arc<Self>) {
+        loop {
+            self.outbox_wake.notified().await;
+            let invs = std::mem::take(&mut *self.outbox.lock());
+            if invs.is_empty() {
+                continue;
+            }
+            let backlog = self
+                .membership
+                .lock()
+                .as_ref()
+                .map_or(0, Membership::broadcast_backlog);
+            for item in Item::batches(&invs) {
+                if backlog < GOSSIP_BACKLOG && item.len() <= coherence::MAX_BATCH_BYTES {
+                    self.with_membership(|m| m.broadcast_now(&item));
+                    continue;
+                }
+                self.counters.pushed_batches.fetch_add(1, Ordering::Relaxed);
+                for (name, addr) in self.others() {
+                    let (me, item) = (self.clone(), item.clone());
+                    tokio::spawn(async move {
+                        let _ = me
+                            .pool
+                            .call(&name, addr, Request::Push { item }, None)
+                            .await;
+                    });
+                }
+            }
+        }
     }
 
     /// Sends `inv` to every other live member and waits until each has applied it (or
@@ -822,6 +875,11 @@ impl Shared {
                     .collect();
                 Response::Invalidations(items)
             }
+            Request::Push { item } => {
+                let out = self.coherence.lock().receive(self.now_ms(), &item);
+                self.carry_out_coherence(out);
+                Response::Applied { removed: 0 }
+            }
             Request::Apply { item } => {
                 let Some(decoded) = Item::decode(&item) else {
                     return Response::Error("undecodable coherence item".into());
@@ -1195,6 +1253,7 @@ impl Maintenance for ClusterHook {
             rt.spawn(s.clone().timer_loop()),
             rt.spawn(s.clone().apply_loop()),
             rt.spawn(s.clone().serve_rpc()),
+            rt.spawn(s.clone().disseminate_loop()),
         ];
         *self.tasks.lock() = tasks;
         if !s.joined.swap(true, Ordering::AcqRel) {
@@ -1306,6 +1365,12 @@ impl Maintenance for ClusterHook {
                 "Times this node dropped its unverified copies",
                 true,
                 get(&k.drops_unverified),
+            ),
+            m(
+                "cluster_pushed_batches",
+                "Invalidation batches pushed over peer connections (gossip backlog full)",
+                true,
+                get(&k.pushed_batches),
             ),
             m(
                 "cluster_strict_invalidations",

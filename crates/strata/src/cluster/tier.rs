@@ -151,10 +151,10 @@ impl ClusterTier {
     /// Originates an invalidation, applies it here, and waits for every member.
     async fn invalidate_strict(&self, op: InvalidationOp) -> u64 {
         let s = &self.shared;
-        let (inv, out) = s.originate(s.stamp(), op);
+        let inv = s.originate(s.stamp(), op);
         let here = s.apply(&inv).await;
         let there = s.strict(&inv).await;
-        s.publish(out);
+        s.publish(inv);
         here + there
     }
 }
@@ -238,7 +238,7 @@ impl Tier for ClusterTier {
         if kept_newer {
             return Ok(SetOutcome::KeptNewer);
         }
-        let (inv, out) = s.originate(
+        let inv = s.originate(
             entry.version,
             InvalidationOp::Key {
                 namespace: namespace.to_owned(),
@@ -248,7 +248,7 @@ impl Tier for ClusterTier {
         if s.cfg.strict_invalidations {
             s.strict(&inv).await;
         }
-        s.publish(out);
+        s.publish(inv);
         if stored {
             Ok(SetOutcome::Stored)
         } else {
@@ -264,7 +264,7 @@ impl Tier for ClusterTier {
         let s = &self.shared;
         let version = s.stamp();
         let removed = self.remove_on_owners(namespace, key, version).await;
-        let (inv, out) = s.originate(
+        let inv = s.originate(
             version,
             InvalidationOp::Key {
                 namespace: namespace.to_owned(),
@@ -274,7 +274,7 @@ impl Tier for ClusterTier {
         if s.cfg.strict_invalidations {
             s.strict(&inv).await;
         }
-        s.publish(out);
+        s.publish(inv);
         Ok(removed)
     }
 
