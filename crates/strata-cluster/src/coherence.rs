@@ -30,6 +30,7 @@ pub enum InvalidationOp {
         /// Namespace.
         namespace: String,
         /// Key.
+        #[serde(with = "serde_bytes")]
         key: Vec<u8>,
     },
     /// Keys matching a glob.
@@ -37,6 +38,7 @@ pub enum InvalidationOp {
         /// Namespace.
         namespace: String,
         /// Redis-style glob.
+        #[serde(with = "serde_bytes")]
         pattern: Vec<u8>,
     },
     /// Entries carrying a tag.
@@ -44,6 +46,7 @@ pub enum InvalidationOp {
         /// Namespace.
         namespace: String,
         /// The tag.
+        #[serde(with = "serde_bytes")]
         tag: Vec<u8>,
     },
     /// A whole namespace.

@@ -31,6 +31,7 @@ pub const DEFAULT_MAX_FRAME: usize = 16 * 1024 * 1024 + 64 * 1024;
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct WireEntry {
     /// The value.
+    #[serde(with = "serde_bytes")]
     pub value: Vec<u8>,
     /// Packed HLC version.
     pub version: u64,
@@ -64,6 +65,7 @@ pub enum Request {
         /// Namespace.
         namespace: String,
         /// Key.
+        #[serde(with = "serde_bytes")]
         key: Vec<u8>,
     },
     /// Write `key` on its owner.
@@ -71,6 +73,7 @@ pub enum Request {
         /// Namespace.
         namespace: String,
         /// Key.
+        #[serde(with = "serde_bytes")]
         key: Vec<u8>,
         /// The entry.
         entry: WireEntry,
@@ -80,6 +83,7 @@ pub enum Request {
         /// Namespace.
         namespace: String,
         /// Key.
+        #[serde(with = "serde_bytes")]
         key: Vec<u8>,
         /// The invalidation's version.
         version: u64,
@@ -97,6 +101,7 @@ pub enum Request {
     /// done: a strict invalidation waits for every live member's answer.
     Apply {
         /// The encoded item.
+        #[serde(with = "serde_bytes")]
         item: Vec<u8>,
     },
     /// Take a coherence item into the receiver's stream (applied in sequence order, like
@@ -104,6 +109,7 @@ pub enum Request {
     /// disseminates under load, when its gossip backlog is full.
     Push {
         /// The encoded item.
+        #[serde(with = "serde_bytes")]
         item: Vec<u8>,
     },
 }

@@ -1,20 +1,21 @@
 //! The cluster runtime: the I/O around `strata-cluster`'s sans-IO state machines.
 //!
 //! - **Gossip** (UDP, every packet sealed with the cluster secret): a receive task feeds
-//!   packets to [`Membership`], a timer task fires the timers it asks for, and what it
+//!   packets to `Membership`, a timer task fires the timers it asks for, and what it
 //!   outputs is carried out here (packets sent, members up and down, coherence items).
-//! - **Coherence**: invalidations originated on this node are broadcast through foca's
-//!   custom broadcasts *and* a gossip round sent at once; received ones are applied by an
+//! - **Coherence**: invalidations originated on this node are batched by a disseminator
+//!   task and sent as foca custom broadcasts with a gossip round at once (or, under load,
+//!   pushed over the peer connections); received ones are applied in sequence order by an
 //!   applier task to the owner store and to the node's own copies (L1, L3).
-//! - **Peer RPC** (TCP, [`peer`]): owner reads and writes, gap repair, strict
+//! - **Peer RPC** (TCP, `peer`): owner reads and writes, gap repair, strict
 //!   invalidations and the anti-entropy ping.
 //! - **The owner store**: a memory tier holding the keys this node owns; the cluster L2
-//!   tier ([`tier::ClusterTier`]) reads and writes the owners of each key.
+//!   tier (`tier::ClusterTier`) reads and writes the owners of each key.
 //!
-//! The L2 layer actor runs all of it: its hook ([`ClusterHook`]) starts the tasks, and its
+//! The L2 layer actor runs all of it: its hook (`ClusterHook`) starts the tasks, and its
 //! 100 ms maintenance tick drives coherence (gap repair, heartbeats, the anti-entropy pull),
 //! refreshes the ring and sweeps the owner store. A restarted actor restarts the tasks;
-//! the state (membership, coherence, sockets) lives on in [`Shared`].
+//! the state (membership, coherence, sockets) lives on in `Shared`.
 
 pub(crate) mod peer;
 pub(crate) mod tier;
