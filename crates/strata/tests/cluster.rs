@@ -278,3 +278,39 @@ async fn strict_writes_return_after_every_member_applied_them() {
     }
     stop(nodes).await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_node_that_shuts_down_leaves_at_once_and_its_keys_stay_readable() {
+    let mut nodes = cluster(3, 2, None).await;
+    let caches: Vec<_> = nodes.iter().map(Node::cache).collect();
+    for k in 0..50 {
+        caches[0].set("ns", format!("k{k}"), "v").await.unwrap();
+    }
+    let leaving = nodes.pop().unwrap();
+    let start = Instant::now();
+    leaving.shutdown().await;
+    // A graceful leave is announced: the others drop it without waiting for the failure
+    // detector (which takes about 1.5 s on these settings, see the kill -9 test).
+    let took = eventually("the leave is seen", Duration::from_secs(1), || {
+        nodes.iter().all(|n| live(n) == 2)
+    })
+    .await;
+    println!(
+        "leave seen by both others {:?} after shutdown began",
+        start.elapsed()
+    );
+    assert!(took < Duration::from_secs(1));
+    // Two owners per key: every key still has one, and both remaining nodes serve all.
+    for c in &caches[..2] {
+        for k in 0..50 {
+            assert!(
+                c.get("ns", format!("k{k}").as_bytes())
+                    .await
+                    .unwrap()
+                    .is_some(),
+                "k{k}"
+            );
+        }
+    }
+    stop(nodes).await;
+}

@@ -1368,6 +1368,12 @@ impl Maintenance for ClusterHook {
                 get(&k.drops_unverified),
             ),
             m(
+                "cluster_rpc_retries",
+                "Peer requests retried on a new connection (at most 10 % of requests)",
+                true,
+                s.pool.retries(),
+            ),
+            m(
                 "cluster_pushed_batches",
                 "Invalidation batches pushed over peer connections (gossip backlog full)",
                 true,

@@ -29,6 +29,11 @@ use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
 use tokio::sync::{mpsc, oneshot};
 use tokio::task::JoinHandle;
 
+/// Most retry credit banked, in tenths of a retry (10 retries).
+const RETRY_BANK: u64 = 100;
+/// What one retry costs, in tenths.
+const RETRY_COST: u64 = 10;
+
 /// Time allowed for the whole handshake.
 pub(crate) const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(2);
 
@@ -109,6 +114,9 @@ pub(crate) struct Pool {
     auth: Authenticator,
     slots: Mutex<HashMap<String, Arc<Slot>>>,
     next_id: AtomicU64,
+    /// Retry budget, in tenths of a retry.
+    retry_tokens: AtomicU64,
+    retries: AtomicU64,
     pub(crate) rpc_timeout: Duration,
     connect_timeout: Duration,
     max_frame: usize,
@@ -129,6 +137,8 @@ impl Pool {
             auth,
             slots: Mutex::new(HashMap::new()),
             next_id: AtomicU64::new(1),
+            retry_tokens: AtomicU64::new(RETRY_BANK),
+            retries: AtomicU64::new(0),
             rpc_timeout,
             connect_timeout,
             max_frame,
@@ -301,7 +311,20 @@ impl Pool {
         let slot = self.slot(peer, addr);
         let start = Instant::now();
         slot.stats.requests.fetch_add(1, Ordering::Relaxed);
-        let result = self.call_on(&slot, peer, req, timeout).await;
+        self.deposit();
+        let timeout = timeout.unwrap_or(self.rpc_timeout);
+        let deadline = start + timeout;
+        let mut result = self.call_on(&slot, peer, req.clone(), deadline).await;
+        // A connection that broke under the request (the peer restarted, say) is retried
+        // once on a new connection, inside the same deadline and the retry budget.
+        if let Err((true, _)) = &result
+            && Instant::now() < deadline
+            && self.withdraw()
+        {
+            self.retries.fetch_add(1, Ordering::Relaxed);
+            result = self.call_on(&slot, peer, req, deadline).await;
+        }
+        let result = result.map_err(|(_, e)| e);
         match &result {
             Ok(_) => {
                 let us = start.elapsed().as_micros() as u64;
@@ -318,18 +341,43 @@ impl Pool {
         result
     }
 
+    /// Each call earns a tenth of a retry (at most 10 banked): retries stay under 10 % of
+    /// calls, so a failing peer is not hit with a storm of them.
+    fn deposit(&self) {
+        let _ = self
+            .retry_tokens
+            .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |t| {
+                (t < RETRY_BANK).then_some(t + 1)
+            });
+    }
+
+    fn withdraw(&self) -> bool {
+        self.retry_tokens
+            .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |t| {
+                t.checked_sub(RETRY_COST)
+            })
+            .is_ok()
+    }
+
+    /// Retries spent so far.
+    pub(crate) fn retries(&self) -> u64 {
+        self.retries.load(Ordering::Relaxed)
+    }
+
+    /// One attempt; the error says whether a retry on a new connection may help (the
+    /// connection broke before the answer) and why it failed.
     async fn call_on(
         &self,
         slot: &Slot,
         peer: &str,
         req: Request,
-        timeout: Option<Duration>,
-    ) -> Result<Response, String> {
-        let timeout = timeout.unwrap_or(self.rpc_timeout);
-        let deadline = Instant::now() + timeout;
+        deadline: Instant,
+    ) -> Result<Response, (bool, String)> {
+        let timeout = deadline.saturating_duration_since(Instant::now());
         let conn = tokio::time::timeout(timeout, self.conn(slot, peer))
             .await
-            .map_err(|_| format!("connecting to {peer} timed out"))??;
+            .map_err(|_| (false, format!("connecting to {peer} timed out")))?
+            .map_err(|e| (false, e))?;
         let id = self.next_id.fetch_add(1, Ordering::Relaxed);
         let (tx, rx) = oneshot::channel();
         conn.pending.lock().insert(id, tx);
@@ -339,16 +387,17 @@ impl Pool {
             .is_err()
         {
             conn.pending.lock().remove(&id);
-            return Err(format!("connection to {peer} closed"));
+            conn.alive.store(false, Ordering::Release);
+            return Err((true, format!("connection to {peer} closed")));
         }
         let left = deadline.saturating_duration_since(Instant::now());
         match tokio::time::timeout(left, rx).await {
-            Ok(Ok(Response::Error(e))) => Err(format!("{peer}: {e}")),
+            Ok(Ok(Response::Error(e))) => Err((false, format!("{peer}: {e}"))),
             Ok(Ok(resp)) => Ok(resp),
-            Ok(Err(_)) => Err(format!("connection to {peer} failed")),
+            Ok(Err(_)) => Err((true, format!("connection to {peer} failed"))),
             Err(_) => {
                 conn.pending.lock().remove(&id);
-                Err(format!("{peer} did not answer within {timeout:?}"))
+                Err((false, format!("{peer} did not answer in time")))
             }
         }
     }
