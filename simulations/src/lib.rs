@@ -24,10 +24,12 @@ use rand::{Rng, SeedableRng};
 use std::collections::BTreeMap;
 
 use strata_cluster::coherence::{self, CoherenceFaults};
+use strata_cluster::placement;
 use strata_cluster::{
     Coherence, CoherenceConfig, FaultSwitches, Invalidation, InvalidationOp, Membership,
     MembershipTimer, NodeIdentity, Output, lan_config,
 };
+use strata_cluster::{DEFAULT_REPLICATION_FACTOR as RF, DEFAULT_VNODES, Ring};
 
 /// The secret every simulated node shares.
 const SECRET: &[u8] = b"simulated cluster secret";
@@ -247,6 +249,8 @@ struct Copy {
 
 /// Keys of the workload.
 const KEYS: u32 = 40;
+/// How long after a ring change reads also ask the previous owners (`cluster.handoff_window_ms`).
+const HANDOFF_WINDOW: u64 = 30 * SEC;
 /// Time after convergence before the final check: max_staleness (1 s) + heartbeat period
 /// (0.5 s) + dissemination and repair slack.
 const SETTLE: u64 = 5 * SEC;
@@ -269,6 +273,10 @@ struct SimNode {
     store: BTreeMap<u32, u64>,
     /// Copies of keys owned elsewhere.
     copies: BTreeMap<u32, Copy>,
+    /// The ring of this node's view, and the one before the last change with when it
+    /// changed (the hand-off window), as the node's cluster tier keeps them.
+    ring: Option<Ring>,
+    previous: Option<(Ring, u64)>,
 }
 
 /// The simulation of one seed.
@@ -333,6 +341,8 @@ impl Sim {
                 coherence: None,
                 store: BTreeMap::new(),
                 copies: BTreeMap::new(),
+                ring: None,
+                previous: None,
             })
             .collect();
         let by_addr = nodes.iter().enumerate().map(|(i, n)| (n.addr, i)).collect();
@@ -393,7 +403,11 @@ impl Sim {
     fn start_node(&mut self, i: usize) {
         let node_is_intruder = self.nodes[i].intruder;
         let node = &mut self.nodes[i];
-        node.generation += 1;
+        // As the node does: the start time in ms. foca renews a member's identity to
+        // generation + 1 when the others declared it down; a counter bumped per start
+        // collided with such a renewal (seed 543: a restart took the renewed identity's
+        // generation, so nobody saw the old life end and its last invalidation was lost).
+        node.generation = (self.now / MS).max(node.generation + 1);
         let id = NodeIdentity {
             name: node.name.clone(),
             gossip: node.addr,
@@ -428,6 +442,8 @@ impl Sim {
         // restart and dropped), no owner store.
         self.nodes[i].copies.clear();
         self.nodes[i].store.clear();
+        self.nodes[i].ring = None;
+        self.nodes[i].previous = None;
         let life = self.nodes[i].life;
         self.push(
             100 * MS,
@@ -444,6 +460,63 @@ impl Sim {
 
     fn apply(&mut self, from: usize, outputs: Vec<Output>) {
         let life = self.nodes[from].life;
+        let changed = outputs
+            .iter()
+            .any(|o| matches!(o, Output::Up(_) | Output::Down(_)));
+        self.apply_outputs(from, life, outputs);
+        if changed || self.nodes[from].ring.is_none() {
+            self.refresh_ring(from);
+        }
+    }
+
+    /// The node recomputes its ring after a membership change, as its cluster tier does;
+    /// on a change it keeps the old ring for hand-off reads and pushes its owner store's
+    /// entries to their new owners (`placement::handoff_targets`).
+    fn refresh_ring(&mut self, at: usize) {
+        let Some(new) = self.nodes[at]
+            .membership
+            .as_ref()
+            .map(|m| m.ring(DEFAULT_VNODES))
+        else {
+            return;
+        };
+        let old = self.nodes[at].ring.take();
+        if let Some(old) = old.filter(|o| o.version() != new.version()) {
+            let me = self.nodes[at].name.clone();
+            let entries: Vec<(u32, u64)> =
+                self.nodes[at].store.iter().map(|(k, v)| (*k, *v)).collect();
+            for (key, version) in entries {
+                for t in placement::handoff_targets(&old, &new, &me, "ns", &key_bytes(key), RF) {
+                    if let Some(j) = self.nodes.iter().position(|n| n.name == t)
+                        && self.reachable(at, j)
+                        && !self.wrng.random_bool(self.loss)
+                    {
+                        self.owner_set(j, key, version);
+                    }
+                }
+            }
+            self.nodes[at].previous = Some((old, self.now));
+        }
+        self.nodes[at].ring = Some(new);
+    }
+
+    /// An owner takes `version` of `key` (a write, a hand-off push or a read repair) unless
+    /// it holds a newer one or has seen a newer invalidation (the `Set` handler's checks).
+    /// Returns false when it kept a newer one.
+    fn owner_set(&mut self, at: usize, key: u32, version: u64) -> bool {
+        let node = &mut self.nodes[at];
+        let admits = node
+            .coherence
+            .as_ref()
+            .is_some_and(|c| c.admits("ns", &key_bytes(key), version));
+        if !admits || node.store.get(&key).is_some_and(|v| *v > version) {
+            return false;
+        }
+        node.store.insert(key, version);
+        true
+    }
+
+    fn apply_outputs(&mut self, from: usize, life: u32, outputs: Vec<Output>) {
         for o in outputs {
             match o {
                 Output::Send { to, packet } => {
@@ -513,6 +586,40 @@ impl Sim {
             && !self.blocked.contains(&(b, a))
     }
 
+    /// Applies an invalidation on node `at` as the node's `Shared::apply` does: a key's
+    /// copies and owner-store entry older than the version; every match of a pattern or a
+    /// flush, whatever its version.
+    fn apply_invalidation(&mut self, at: usize, inv: &Invalidation) {
+        let matches: Box<dyn Fn(u32) -> bool> = match &inv.op {
+            InvalidationOp::Key { key, .. } => {
+                let Some(k) = key_id(key) else { return };
+                let (origin, seq, v) = (inv.origin.clone(), inv.seq, inv.version);
+                self.debug_key(k, || format!("n{at} applies {origin}#{seq} version {v}"));
+                let node = &mut self.nodes[at];
+                if node.copies.get(&k).is_some_and(|c| c.version < inv.version) {
+                    node.copies.remove(&k);
+                }
+                // An owner that missed a write (it was unreachable, or owned the key under
+                // another view of the ring) drops its older value too.
+                if node.store.get(&k).is_some_and(|v| *v < inv.version) {
+                    node.store.remove(&k);
+                }
+                return;
+            }
+            InvalidationOp::Pattern { pattern, .. } => {
+                let Ok(glob) = strata_core::glob::Glob::new(pattern) else {
+                    return;
+                };
+                Box::new(move |k| glob.matches(&key_bytes(k)))
+            }
+            InvalidationOp::Flush { .. } => Box::new(|_| true),
+            InvalidationOp::Tag { .. } => return,
+        };
+        let node = &mut self.nodes[at];
+        node.copies.retain(|k, _| !matches(*k));
+        node.store.retain(|k, _| !matches(*k));
+    }
+
     /// Carries out what a node's coherence state machine asked for.
     fn apply_coherence(&mut self, at: usize, outputs: Vec<coherence::Output>) {
         for o in outputs {
@@ -522,25 +629,19 @@ impl Sim {
                         m.broadcast(&bytes);
                     }
                 }
-                coherence::Output::Apply(inv) => {
-                    if let InvalidationOp::Key { key, .. } = &inv.op
-                        && let Some(k) = key_id(key)
-                    {
-                        let (origin, seq, v) = (inv.origin.clone(), inv.seq, inv.version);
-                        self.debug_key(k, || format!("n{at} applies {origin}#{seq} version {v}"));
-                        let node = &mut self.nodes[at];
-                        if node.copies.get(&k).is_some_and(|c| c.version < inv.version) {
-                            node.copies.remove(&k);
-                        }
-                        // An owner that missed a write made under another view of the ring
-                        // drops its older value too.
-                        if node.store.get(&k).is_some_and(|v| *v < inv.version) {
-                            node.store.remove(&k);
-                        }
-                    }
-                }
+                coherence::Output::Apply(inv) => self.apply_invalidation(at, &inv),
                 coherence::Output::DropUnverified { origin, lost } => {
-                    self.nodes[at].copies.clear();
+                    // Every copy it does not own, and owner-store entries of keys it no
+                    // longer owns (the node's `drop_unverified`).
+                    let ring = self.nodes[at].ring.clone();
+                    let me = self.nodes[at].name.clone();
+                    let node = &mut self.nodes[at];
+                    node.copies.clear();
+                    if let Some(ring) = ring {
+                        node.store.retain(|k, _| {
+                            ring.owners("ns", &key_bytes(*k), RF).contains(&me.as_str())
+                        });
+                    }
                     self.note(|| {
                         format!("n{at} lost {lost} invalidations of {origin}: drops its copies")
                     });
@@ -635,12 +736,24 @@ impl Sim {
         self.apply_coherence(at, out);
     }
 
-    /// The owner of `key` in `at`'s view of the ring.
-    fn owner_in_view(&self, at: usize, key: u32) -> Option<usize> {
-        let m = self.nodes[at].membership.as_ref()?;
-        let ring = m.ring(strata_cluster::DEFAULT_VNODES);
-        let name = ring.owners("ns", &key_bytes(key), 1).first()?.to_string();
+    /// The ring of `at`'s view.
+    fn ring_of(&self, at: usize) -> Option<Ring> {
+        self.nodes[at].ring.clone().or_else(|| {
+            self.nodes[at]
+                .membership
+                .as_ref()
+                .map(|m| m.ring(DEFAULT_VNODES))
+        })
+    }
+
+    fn index_of(&self, name: &str) -> Option<usize> {
         self.nodes.iter().position(|n| n.name == name)
+    }
+
+    /// Whether a node touching `i` is cut off by the partition (its writes are not covered
+    /// by the contract: the other side cannot see them, as on a Redis Cluster minority).
+    fn cut_off(&self, i: usize) -> bool {
+        self.blocked.iter().any(|(a, b)| *a == i || *b == i)
     }
 
     /// A copy of `version` read from (or written through) `owner`'s current life.
@@ -652,89 +765,211 @@ impl Sim {
         }
     }
 
-    /// A client read or write on node `at`.
+    /// A client operation on node `at`: mostly reads and writes of one key, sometimes a
+    /// pattern invalidation or a namespace flush.
     fn op(&mut self, at: usize) {
         if self.nodes[at].membership.is_none() || self.nodes[at].intruder {
             return;
         }
         let key = self.wrng.random_range(0..KEYS);
-        let write = self.wrng.random_bool(0.3);
-        let Some(owner) = self.owner_in_view(at, key) else {
+        let roll = self.wrng.random_range(0..100u32);
+        let Some(ring) = self.ring_of(at) else {
             return;
         };
-        if write {
-            // Writes go to the owner (through the network when it is another node).
-            if owner != at && !self.reachable(at, owner) {
-                return;
+        if roll < 3 {
+            self.invalidate_many(at, roll == 0);
+        } else if roll < 33 {
+            self.write(at, key, &ring);
+        } else {
+            self.read(at, key, &ring);
+        }
+    }
+
+    /// A write: every owner in `at`'s view it can reach takes it (the cluster tier's `set`),
+    /// then `at` originates the invalidation that drops older copies elsewhere.
+    fn write(&mut self, at: usize, key: u32, ring: &Ring) {
+        let owners: Vec<usize> = ring
+            .owners("ns", &key_bytes(key), RF)
+            .into_iter()
+            .filter_map(|n| self.index_of(n))
+            .collect();
+        let targets: Vec<usize> = owners
+            .iter()
+            .copied()
+            .filter(|&o| o == at || self.reachable(at, o))
+            .collect();
+        if targets.is_empty() {
+            return;
+        }
+        // The writer's hybrid clock: past every version it has seen.
+        let version = self.now;
+        if !self.nodes[at]
+            .coherence
+            .as_ref()
+            .is_some_and(|c| c.admits("ns", &key_bytes(key), version))
+        {
+            return;
+        }
+        self.ops.2 += 1;
+        self.debug_key(key, || {
+            format!("n{at} writes (owners {targets:?}) version {version}")
+        });
+        let mut kept_newer = false;
+        for &o in &targets {
+            kept_newer |= !self.owner_set(o, key, version);
+            self.nodes[o].copies.remove(&key);
+        }
+        if kept_newer {
+            // Superseded: the writer's own copy goes, nothing is announced.
+            self.nodes[at].copies.remove(&key);
+            return;
+        }
+        if !owners.contains(&at) {
+            let copy = self.copy_from(targets[0], version);
+            self.nodes[at].copies.insert(key, copy);
+            // The writer's own store may hold an older value of a key it no longer owns;
+            // its own invalidation never comes back to it (the node's `originate`).
+            if self.nodes[at].store.get(&key).is_some_and(|v| *v < version) {
+                self.nodes[at].store.remove(&key);
             }
-            self.ops.2 += 1;
-            let version = self.now;
-            self.debug_key(key, || {
-                format!("n{at} writes (owner n{owner}) version {version}")
-            });
-            self.nodes[owner].store.insert(key, version);
-            self.nodes[owner].copies.remove(&key);
-            // Write-through: the writing node's own copy becomes the new value.
-            if owner != at {
-                let copy = self.copy_from(owner, version);
-                self.nodes[at].copies.insert(key, copy);
+        }
+        // The contract covers writes whose writer and owners are connected to the cluster.
+        if !self.cut_off(at) && !targets.iter().any(|&o| self.cut_off(o)) {
+            self.invalidations.push((self.now, key, version));
+        }
+        let op = InvalidationOp::Key {
+            namespace: "ns".into(),
+            key: key_bytes(key),
+        };
+        self.originate(at, version, op, false);
+    }
+
+    /// `at` stamps and disseminates an invalidation; a strict one is also applied at once
+    /// by every member `at` reaches (the `Apply` RPC of pattern and flush invalidations).
+    fn originate(&mut self, at: usize, version: u64, op: InvalidationOp, strict: bool) {
+        let now_ms = self.now / MS;
+        let Some((inv, out)) = self.nodes[at]
+            .coherence
+            .as_mut()
+            .map(|c| c.originate(now_ms, version, op))
+        else {
+            return;
+        };
+        if strict {
+            self.apply_invalidation(at, &inv);
+            for j in 0..self.nodes.len() {
+                if j != at && self.reachable(at, j) && !self.wrng.random_bool(self.loss) {
+                    self.apply_invalidation(j, &inv);
+                    let item = coherence::Item::Invalidation(inv.clone());
+                    let out = self.nodes[j]
+                        .coherence
+                        .as_mut()
+                        .map(|c| c.receive_item(now_ms, item))
+                        .unwrap_or_default();
+                    self.apply_coherence(j, out);
+                }
             }
-            // The contract covers writes acknowledged by an owner connected to the cluster;
-            // an owner cut off by a partition accepts writes the others cannot see, and they
-            // are lost if it dies before the heal (as on Redis Cluster's minority side).
-            let cut_off = self.blocked.iter().any(|(a, b)| *a == owner || *b == owner);
-            if !cut_off {
-                self.invalidations.push((self.now, key, version));
+        }
+        self.apply_coherence(at, vec![out]);
+    }
+
+    /// A pattern invalidation (`k1*`: keys 1 and 10–19) or a namespace flush from `at`:
+    /// strict, like the cluster tier's.
+    fn invalidate_many(&mut self, at: usize, flush: bool) {
+        let version = self.now;
+        let (op, matches): (InvalidationOp, Vec<u32>) = if flush {
+            (
+                InvalidationOp::Flush {
+                    namespace: "ns".into(),
+                },
+                (0..KEYS).collect(),
+            )
+        } else {
+            (
+                InvalidationOp::Pattern {
+                    namespace: "ns".into(),
+                    pattern: b"k1*".to_vec(),
+                },
+                (0..KEYS)
+                    .filter(|k| key_bytes(*k).starts_with(b"k1"))
+                    .collect(),
+            )
+        };
+        self.ops.2 += 1;
+        if !self.cut_off(at) {
+            for k in matches {
+                self.invalidations.push((self.now, k, version));
             }
-            let now_ms = self.now / MS;
-            let out = self.nodes[owner].coherence.as_mut().map(|c| {
-                c.originate(
-                    now_ms,
-                    version,
-                    InvalidationOp::Key {
-                        namespace: "ns".into(),
-                        key: key_bytes(key),
-                    },
-                )
-                .1
-            });
-            if let Some(out) = out {
-                self.apply_coherence(owner, vec![out]);
+        }
+        self.originate(at, version, op, true);
+    }
+
+    /// A read: `at`'s own copy or owner store, else the read plan (owners, then previous
+    /// owners inside the hand-off window) as the cluster tier walks it.
+    fn read(&mut self, at: usize, key: u32, ring: &Ring) {
+        let kb = key_bytes(key);
+        let owns = ring
+            .owners("ns", &kb, RF)
+            .contains(&self.nodes[at].name.as_str());
+        if (owns && self.nodes[at].store.contains_key(&key))
+            || (!owns && self.nodes[at].copies.contains_key(&key))
+        {
+            self.ops.0 += 1;
+            return;
+        }
+        let previous = self.nodes[at]
+            .previous
+            .as_ref()
+            .filter(|(_, t)| self.now.saturating_sub(*t) <= HANDOFF_WINDOW)
+            .map(|(r, _)| r.clone());
+        let plan = placement::read_plan(ring, previous.as_ref(), "ns", &kb, RF);
+        let current = placement::current_owners(ring, RF);
+        for (i, name) in plan.iter().enumerate() {
+            let Some(o) = self.index_of(name) else {
+                continue;
+            };
+            if o == at || !self.reachable(at, o) {
+                continue;
             }
-        } else if owner != at {
-            if self.nodes[at].copies.contains_key(&key) {
-                self.ops.0 += 1;
-                return;
-            }
-            if !self.reachable(at, owner) {
-                return;
-            }
-            let o = &self.nodes[owner];
-            // The owner has no value: a miss, nothing to cache (the client would load it).
-            let Some(version) = o.store.get(&key).copied() else {
-                return;
+            // The owner has no value: ask the next (all miss: the client would load it).
+            let Some(version) = self.nodes[o].store.get(&key).copied() else {
+                continue;
             };
             // G3: a copy older than an invalidation this node has seen is refused.
             if !self.nodes[at]
                 .coherence
                 .as_ref()
-                .is_some_and(|c| c.admits("ns", &key_bytes(key), version))
+                .is_some_and(|c| c.admits("ns", &kb, version))
             {
-                return;
+                continue;
             }
             self.ops.1 += 1;
-            self.debug_key(key, || {
-                format!("n{at} reads from n{owner} version {version}")
-            });
-            let copy = self.copy_from(owner, version);
-            let seq = self.nodes[owner]
+            self.debug_key(key, || format!("n{at} reads from n{o} version {version}"));
+            let copy = self.copy_from(o, version);
+            let seq = self.nodes[o]
                 .coherence
                 .as_ref()
                 .map_or(0, Coherence::latest_seq);
             if let Some(c) = self.nodes[at].coherence.as_mut() {
                 c.note_read(&copy.origin, copy.generation, seq);
             }
-            self.nodes[at].copies.insert(key, copy);
+            if i >= current {
+                // A hand-off read: the current owners get the value.
+                for n in &plan[..current.min(plan.len())] {
+                    if let Some(t) = self.index_of(n)
+                        && (t == at || self.reachable(at, t))
+                    {
+                        self.owner_set(t, key, version);
+                    }
+                }
+            } else if owns {
+                // Read repair of this node's own store.
+                self.owner_set(at, key, version);
+            }
+            if !owns {
+                self.nodes[at].copies.insert(key, copy);
+            }
+            return;
         }
     }
 
@@ -754,6 +989,21 @@ impl Sim {
                         copy.version,
                         copy.origin,
                         copy.generation,
+                        *t as f64 / SEC as f64
+                    ));
+                }
+            }
+            // Owner stores are served too: an owner that missed a write (unreachable, or an
+            // owner under another view) must have dropped its older value by now.
+            for (key, version) in &n.store {
+                if let Some((t, _, v)) = self
+                    .invalidations
+                    .iter()
+                    .find(|(t, k, v)| k == key && *v > *version && t + STALENESS_BOUND <= self.now)
+                {
+                    return Err(format!(
+                        "{} holds a stale owner entry of key {key} (version {version}); it was invalidated at {:.3}s by version {v}",
+                        n.name,
                         *t as f64 / SEC as f64
                     ));
                 }

@@ -380,6 +380,9 @@ pub struct Coherence {
     /// Tombstones in the order they were last refreshed, for expiry in O(expired) per tick
     /// (a full scan every tick was the hottest path under write load).
     tomb_queue: VecDeque<(u64, (String, Vec<u8>))>,
+    /// Recent pattern, tag and namespace invalidations (when seen, version, what), oldest
+    /// first; copies they cover that are older are refused like a key's tombstone.
+    wide: VecDeque<(u64, u64, InvalidationOp)>,
     me: String,
     generation: u64,
     next_seq: u64,
@@ -397,6 +400,7 @@ impl Coherence {
         Coherence {
             tombstones: BTreeMap::new(),
             tomb_queue: VecDeque::new(),
+            wide: VecDeque::new(),
             me: me.into(),
             generation,
             next_seq: 1,
@@ -421,8 +425,18 @@ impl Coherence {
     }
 
     fn remember(&mut self, inv: &Invalidation, now_ms: u64) {
-        if let InvalidationOp::Key { namespace, key } = &inv.op {
-            self.tombstone(namespace, key, inv.version, now_ms);
+        match &inv.op {
+            InvalidationOp::Key { namespace, key } => {
+                self.tombstone(namespace, key, inv.version, now_ms);
+            }
+            InvalidationOp::Pattern { .. }
+            | InvalidationOp::Tag { .. }
+            | InvalidationOp::Flush { .. } => {
+                // A copy read afterwards from an owner that has not applied it yet must be
+                // refused too (found by the simulator: a node that applied a pattern re-read
+                // the old value from a lagging owner and kept it).
+                self.wide.push_back((now_ms, inv.version, inv.op.clone()));
+            }
         }
     }
 
@@ -438,6 +452,13 @@ impl Coherence {
 
     fn expire_tombstones(&mut self, now_ms: u64) {
         let keep = self.cfg.tombstone_ms;
+        while self
+            .wide
+            .front()
+            .is_some_and(|(at, _, _)| now_ms.saturating_sub(*at) >= keep)
+        {
+            self.wide.pop_front();
+        }
         while let Some((at, _)) = self.tomb_queue.front() {
             if now_ms.saturating_sub(*at) < keep {
                 break;
@@ -456,9 +477,35 @@ impl Coherence {
     /// invalidation of the key was seen in the last `tombstone_ms` (G3: a set older than a
     /// tombstone is refused).
     pub fn admits(&self, namespace: &str, key: &[u8], version: u64) -> bool {
-        self.tombstones
+        self.admits_tagged(namespace, key, version, &[])
+    }
+
+    /// Like [`Coherence::admits`], for an entry carrying `tags`: also false when a newer
+    /// pattern, tag or namespace invalidation seen in the last `tombstone_ms` covers it.
+    pub fn admits_tagged(&self, namespace: &str, key: &[u8], version: u64, tags: &[&[u8]]) -> bool {
+        let key_ok = self
+            .tombstones
             .get(&(namespace.to_owned(), key.to_vec()))
-            .is_none_or(|(v, _)| version >= *v)
+            .is_none_or(|(v, _)| version >= *v);
+        key_ok
+            && self.wide.iter().all(|(_, v, op)| {
+                version >= *v
+                    || match op {
+                        InvalidationOp::Pattern {
+                            namespace: ns,
+                            pattern,
+                        } => {
+                            ns != namespace
+                                || !strata_core::glob::Glob::new(pattern)
+                                    .is_ok_and(|g| g.matches(key))
+                        }
+                        InvalidationOp::Tag { namespace: ns, tag } => {
+                            ns != namespace || !tags.contains(&tag.as_slice())
+                        }
+                        InvalidationOp::Flush { namespace: ns } => ns != namespace,
+                        InvalidationOp::Key { .. } => true,
+                    }
+            })
     }
 
     /// Stamps and disseminates an invalidation made on this node at `now_ms` (the caller has
@@ -636,9 +683,7 @@ impl Coherence {
                 // Whatever waits past the gap is applied too (the drop covers the gap).
                 for (_, inv) in std::mem::take(&mut p.waiting) {
                     self.stats.applied += 1;
-                    if let InvalidationOp::Key { namespace, key } = &inv.op {
-                        late.push((namespace.clone(), key.clone(), inv.version));
-                    }
+                    late.push(inv.clone());
                     out.push(Output::Apply(inv));
                 }
                 p.applied = p.known;
@@ -663,8 +708,8 @@ impl Coherence {
                 });
             }
         }
-        for (namespace, key, version) in late {
-            self.tombstone(&namespace, &key, version, now_ms);
+        for inv in late {
+            self.remember(&inv, now_ms);
         }
         out
     }
@@ -818,6 +863,50 @@ mod tests {
         assert!(!b.admits("ns", b"k", 59));
         b.tick(1_600);
         assert!(b.admits("ns", b"k", 1));
+    }
+
+    #[test]
+    fn pattern_tag_and_flush_invalidations_refuse_older_copies_they_cover() {
+        let cfg = CoherenceConfig {
+            tombstone_ms: 1_000,
+            ..CoherenceConfig::default()
+        };
+        let mut a = Coherence::new("a", 1, cfg);
+        let mut b = Coherence::new("b", 1, cfg);
+        b.note_read("a", 1, 0);
+        let ops = [
+            InvalidationOp::Pattern {
+                namespace: "ns".into(),
+                pattern: b"user:*".to_vec(),
+            },
+            InvalidationOp::Tag {
+                namespace: "ns".into(),
+                tag: b"t1".to_vec(),
+            },
+            InvalidationOp::Flush {
+                namespace: "other".into(),
+            },
+        ];
+        for (i, op) in ops.into_iter().enumerate() {
+            let (_, o) = a.originate(0, 100 + i as u64, op);
+            b.receive(0, bytes(&o));
+        }
+        // The pattern: matching keys older than it are refused, others and newer ones not.
+        assert!(!b.admits("ns", b"user:1", 99));
+        assert!(b.admits("ns", b"user:1", 100));
+        assert!(b.admits("ns", b"order:1", 1));
+        assert!(b.admits("ns2", b"user:1", 1));
+        // The tag: only entries carrying it.
+        assert!(!b.admits_tagged("ns", b"order:1", 100, &[b"t0", b"t1"]));
+        assert!(b.admits_tagged("ns", b"order:1", 100, &[b"t0"]));
+        assert!(b.admits_tagged("ns", b"order:1", 101, &[b"t1"]));
+        // The flush: every key of its namespace.
+        assert!(!b.admits("other", b"anything", 101));
+        assert!(b.admits("other", b"anything", 102));
+        // All forgotten after tombstone_ms.
+        b.tick(1_000);
+        assert!(b.admits("ns", b"user:1", 1));
+        assert!(b.admits("other", b"anything", 1));
     }
 
     #[test]

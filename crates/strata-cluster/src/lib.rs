@@ -16,6 +16,7 @@ pub mod auth;
 pub mod coherence;
 pub mod identity;
 pub mod membership;
+pub mod placement;
 pub mod ring;
 pub mod rpc;
 

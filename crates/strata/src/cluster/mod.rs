@@ -31,6 +31,7 @@ use parking_lot::{Mutex, RwLock};
 use serde::Serialize;
 use strata_cluster::coherence::{self, Item};
 use strata_cluster::membership::{MembershipTimer, Output};
+use strata_cluster::placement;
 use strata_cluster::rpc::{self, Frame, Request, Response, WireEntry};
 use strata_cluster::{
     Authenticator, Coherence, CoherenceConfig, Invalidation, InvalidationOp, Membership,
@@ -267,20 +268,35 @@ impl Shared {
             .collect()
     }
 
-    /// Owners of the key under the ring before the last change, if that change is inside
-    /// the hand-off window.
-    pub(crate) fn previous_owners(&self, namespace: &str, key: &[u8]) -> Vec<(String, SocketAddr)> {
+    /// The nodes a read of the key asks, in order (`placement::read_plan`: the owners,
+    /// then the previous owners while the hand-off window is open), as (name, rpc address),
+    /// and how many of them are current owners.
+    pub(crate) fn read_plan(
+        &self,
+        namespace: &str,
+        key: &[u8],
+    ) -> (Vec<(String, SocketAddr)>, usize) {
         let v = self.view.read();
-        let Some((prev, at)) = &v.previous else {
-            return Vec::new();
-        };
-        if at.elapsed() > Duration::from_millis(self.cfg.handoff_window_ms) {
-            return Vec::new();
+        let window = Duration::from_millis(self.cfg.handoff_window_ms);
+        let previous = v
+            .previous
+            .as_ref()
+            .filter(|(_, at)| at.elapsed() <= window)
+            .map(|(r, _)| &**r);
+        let rf = self.cfg.replication_factor as usize;
+        let plan = placement::read_plan(&v.ring, previous, namespace, key, rf);
+        let current = placement::current_owners(&v.ring, rf);
+        let mut out = Vec::with_capacity(plan.len());
+        let mut owners = 0;
+        for (i, n) in plan.into_iter().enumerate() {
+            if let Some(id) = v.members.get(&n) {
+                if i < current {
+                    owners += 1;
+                }
+                out.push((n, id.rpc));
+            }
         }
-        prev.owners(namespace, key, self.cfg.replication_factor as usize)
-            .into_iter()
-            .filter_map(|n| v.members.get(n).map(|id| (n.to_owned(), id.rpc)))
-            .collect()
+        (out, owners)
     }
 
     /// Every live member but this node, as (name, rpc address).
@@ -437,6 +453,15 @@ impl Shared {
     /// [`Shared::publish`] (after a strict round, so that members count what they remove
     /// for the round rather than for the gossip).
     pub(crate) fn originate(&self, version: Version, op: InvalidationOp) -> Invalidation {
+        if let InvalidationOp::Key { namespace, key } = &op
+            && let Some(e) = self.owner.get_entry(namespace, key)
+            && e.version < version
+        {
+            // This node's own store may hold an older value of a key it no longer owns
+            // (found by the simulator); its own items never come back to it, so it drops
+            // that value here.
+            self.owner.remove_sync(namespace, key);
+        }
         // The state machine's own broadcast output is one item per invalidation; the
         // disseminator batches them instead (see `disseminate_loop`).
         self.coherence
@@ -640,13 +665,7 @@ impl Shared {
                     if budget == 0 {
                         break 'outer;
                     }
-                    let before = old.owners(&ns, k, rf);
-                    let targets: Vec<String> = new
-                        .owners(&ns, k, rf)
-                        .into_iter()
-                        .filter(|n| !before.contains(n) && *n != self.name)
-                        .map(str::to_owned)
-                        .collect();
+                    let targets = placement::handoff_targets(old, new, &self.name, &ns, k, rf);
                     if targets.is_empty() {
                         continue;
                     }
@@ -831,11 +850,12 @@ impl Shared {
                 entry,
             } => {
                 let entry = from_wire(entry);
-                if !self
-                    .coherence
-                    .lock()
-                    .admits(&namespace, &key, entry.version.as_u64())
-                {
+                if !self.coherence.lock().admits_tagged(
+                    &namespace,
+                    &key,
+                    entry.version.as_u64(),
+                    &tag_refs(&entry),
+                ) {
                     self.counters.refused_stale.fetch_add(1, Ordering::Relaxed);
                     return Response::Stored { kept_newer: true };
                 }
@@ -1095,6 +1115,11 @@ impl Shared {
 mod foca_state {
     pub(super) const ALIVE: foca::State = foca::State::Alive;
     pub(super) const SUSPECT: foca::State = foca::State::Suspect;
+}
+
+/// An entry's tags as the slices `Coherence::admits_tagged` takes.
+pub(crate) fn tag_refs(e: &Entry) -> Vec<&[u8]> {
+    e.tags.iter().map(|t| t.as_ref()).collect()
 }
 
 pub(crate) fn to_wire(e: &Entry) -> WireEntry {

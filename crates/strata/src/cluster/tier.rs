@@ -22,7 +22,7 @@ use strata_cluster::rpc::{Request, Response};
 use strata_core::glob::Glob;
 use strata_core::{Entry, Layer, SetOutcome, Tier, TierError, TierHealth, Version};
 
-use super::{Shared, from_wire, to_wire};
+use super::{Shared, from_wire, tag_refs, to_wire};
 
 /// The cluster as a `Tier`.
 #[derive(Debug, Clone)]
@@ -77,7 +77,11 @@ impl ClusterTier {
         if !e.is_fresh(s.now_ms()) {
             return Fetched::Miss;
         }
-        if !s.coherence.lock().admits(ns, key, e.version.as_u64()) {
+        if !s
+            .coherence
+            .lock()
+            .admits_tagged(ns, key, e.version.as_u64(), &tag_refs(&e))
+        {
             s.counters.refused_stale.fetch_add(1, Ordering::Relaxed);
             return Fetched::Miss;
         }
@@ -167,19 +171,22 @@ impl Tier for ClusterTier {
 
     async fn get(&self, namespace: &str, key: &[u8]) -> Result<Option<Entry>, TierError> {
         let s = &self.shared;
-        let owners = s.owners(namespace, key);
+        let (plan, owners) = s.read_plan(namespace, key);
         let mut failed = 0;
-        for (i, (name, addr)) in owners.iter().enumerate() {
+        for (i, (name, addr)) in plan.iter().enumerate() {
             match self.fetch(name, *addr, namespace, key).await {
                 Fetched::Hit(e) => {
-                    if i > 0 {
-                        // An earlier owner missed (restarted, or new to the key): repair it
-                        // if it is this node.
-                        if owners[..i].iter().any(|(n, _)| *n == s.name) {
-                            let _ =
-                                s.owner
-                                    .set_sync(namespace, Bytes::copy_from_slice(key), e.clone());
+                    let k = Bytes::copy_from_slice(key);
+                    if i >= owners {
+                        // Found on a previous owner (hand-off): give it to the owners.
+                        s.counters.handoff_reads.fetch_add(1, Ordering::Relaxed);
+                        for (o, a) in &plan[..owners] {
+                            let _ = self.store(o, *a, namespace, &k, &e).await;
                         }
+                    } else if plan[..i].iter().any(|(n, _)| *n == s.name) {
+                        // This node owns the key and missed it (restarted, or new to the
+                        // key): repair its store.
+                        let _ = s.owner.set_sync(namespace, k, e.clone());
                     }
                     return Ok(Some(e));
                 }
@@ -187,20 +194,7 @@ impl Tier for ClusterTier {
                 Fetched::Failed => failed += 1,
             }
         }
-        for (name, addr) in s.previous_owners(namespace, key) {
-            if owners.iter().any(|(n, _)| *n == name) {
-                continue;
-            }
-            if let Fetched::Hit(e) = self.fetch(&name, addr, namespace, key).await {
-                s.counters.handoff_reads.fetch_add(1, Ordering::Relaxed);
-                let k = Bytes::copy_from_slice(key);
-                for (o, a) in &owners {
-                    let _ = self.store(o, *a, namespace, &k, &e).await;
-                }
-                return Ok(Some(e));
-            }
-        }
-        if failed > 0 && failed == owners.len() {
+        if failed > 0 && failed == plan.len() {
             return Err(TierError::Unavailable(format!(
                 "no owner of the key answered ({failed} tried)"
             )));
@@ -220,11 +214,12 @@ impl Tier for ClusterTier {
     ) -> Result<SetOutcome, TierError> {
         let s = &self.shared;
         s.observe(entry.version);
-        if !s
-            .coherence
-            .lock()
-            .admits(namespace, &key, entry.version.as_u64())
-        {
+        if !s.coherence.lock().admits_tagged(
+            namespace,
+            &key,
+            entry.version.as_u64(),
+            &tag_refs(&entry),
+        ) {
             s.counters.refused_stale.fetch_add(1, Ordering::Relaxed);
             return Ok(SetOutcome::KeptNewer);
         }

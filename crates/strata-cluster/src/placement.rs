@@ -1,0 +1,90 @@
+//! Where a key's reads, writes and hand-off pushes go: pure functions of the ring(s), shared
+//! by the node's cluster tier and the simulator, so the simulator checks the placement the
+//! node runs.
+
+use crate::ring::Ring;
+
+/// The nodes a read of `key` asks, in order: the key's owners under `ring`, then the owners
+/// under `previous` (the ring before the last change, while the hand-off window is open)
+/// that were not already listed. A node that joined owns keys it has never seen; asking the
+/// previous owners next turns what would be a miss into a hit (hand-off).
+pub fn read_plan(
+    ring: &Ring,
+    previous: Option<&Ring>,
+    namespace: &str,
+    key: &[u8],
+    replication_factor: usize,
+) -> Vec<String> {
+    let mut plan: Vec<String> = ring
+        .owners(namespace, key, replication_factor)
+        .into_iter()
+        .map(str::to_owned)
+        .collect();
+    if let Some(prev) = previous {
+        for n in prev.owners(namespace, key, replication_factor) {
+            if !plan.iter().any(|p| p == n) {
+                plan.push(n.to_owned());
+            }
+        }
+    }
+    plan
+}
+
+/// How many entries of a read plan are owners under the current ring (the rest are
+/// previous owners, asked only for a hand-off).
+pub fn current_owners(ring: &Ring, replication_factor: usize) -> usize {
+    replication_factor.min(ring.nodes().len())
+}
+
+/// The nodes an entry this node (`me`) holds should be pushed to after the ring changed from
+/// `old` to `new`: owners under `new` that were not owners under `old`, other than `me`.
+pub fn handoff_targets(
+    old: &Ring,
+    new: &Ring,
+    me: &str,
+    namespace: &str,
+    key: &[u8],
+    replication_factor: usize,
+) -> Vec<String> {
+    let before = old.owners(namespace, key, replication_factor);
+    new.owners(namespace, key, replication_factor)
+        .into_iter()
+        .filter(|n| !before.contains(n) && *n != me)
+        .map(str::to_owned)
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn reads_ask_owners_then_previous_owners_once() {
+        let old = Ring::new(["a", "b", "c"], 64);
+        let new = Ring::new(["a", "b", "c", "d"], 64);
+        let mut moved = 0;
+        for i in 0..500 {
+            let key = format!("k{i}");
+            let plan = read_plan(&new, Some(&old), "ns", key.as_bytes(), 2);
+            let owners = new.owners("ns", key.as_bytes(), 2);
+            assert_eq!(plan[..2], owners[..], "owners first, in ring order");
+            let mut dedup = plan.clone();
+            dedup.sort();
+            dedup.dedup();
+            assert_eq!(dedup.len(), plan.len(), "nobody asked twice");
+            for n in old.owners("ns", key.as_bytes(), 2) {
+                assert!(plan.iter().any(|p| p == n), "previous owner {n} missing");
+            }
+            let targets = handoff_targets(&old, &new, "a", "ns", key.as_bytes(), 2);
+            if !targets.is_empty() {
+                moved += 1;
+                // Only the new node can be a new owner when one node joins.
+                assert_eq!(targets, ["d"]);
+            }
+            assert!(plan.len() <= 3);
+        }
+        assert!(moved > 100 && moved < 400, "{moved} keys gained an owner");
+        assert_eq!(read_plan(&new, None, "ns", b"k", 2).len(), 2);
+        assert_eq!(current_owners(&Ring::new(["a"], 8), 2), 1);
+    }
+}
