@@ -152,6 +152,9 @@ pub struct RunOptions {
     pub switches: FaultSwitches,
     /// Break coherence on purpose (checker tests).
     pub coherence_faults: CoherenceFaults,
+    /// Break the node's restart rule on purpose (checker tests): a restarted node keeps the
+    /// copies it had in L3 instead of dropping them.
+    pub keep_l3_at_start: bool,
     /// Simulated time allowed for convergence after heal.
     pub liveness_bound: Option<Duration>,
     /// Add one node with the wrong cluster secret, which must never get in (and whose view
@@ -300,6 +303,12 @@ pub struct Sim {
     seeds: Vec<SocketAddr>,
     switches: FaultSwitches,
     coherence_faults: CoherenceFaults,
+    keep_l3_at_start: bool,
+    /// The first read served from a copy older than an invalidation made more than
+    /// `STALENESS_BOUND` before it (G2 checked at every read, not only at the end).
+    stale_read: Option<String>,
+    /// Whether a partition has started.
+    partitioned: bool,
     /// Every invalidation made: (time, key, version).
     invalidations: Vec<(u64, u32, u64)>,
     /// Reads served from a copy, fetched from an owner, and writes.
@@ -364,6 +373,9 @@ impl Sim {
             seeds,
             switches: opts.switches,
             coherence_faults: opts.coherence_faults,
+            keep_l3_at_start: opts.keep_l3_at_start,
+            stale_read: None,
+            partitioned: false,
             invalidations: Vec::new(),
             ops: (0, 0, 0),
             debug_key: std::env::var("STRATA_SIM_KEY")
@@ -438,9 +450,12 @@ impl Sim {
         );
         c.set_faults(self.coherence_faults);
         self.nodes[i].coherence = Some(c);
-        // A restarted node has lost its memory: no copies (L3 copies are unverified after a
-        // restart and dropped), no owner store.
-        self.nodes[i].copies.clear();
+        // A restarted node has lost its memory (L1, the owner store); its L3 copies survived
+        // the crash but are unverified, and the node drops them before it serves (copies
+        // here stand for L1 and L3 together). `keep_l3_at_start` breaks that on purpose.
+        if !self.keep_l3_at_start {
+            self.nodes[i].copies.clear();
+        }
         self.nodes[i].store.clear();
         self.nodes[i].ring = None;
         self.nodes[i].previous = None;
@@ -911,10 +926,28 @@ impl Sim {
         let owns = ring
             .owners("ns", &kb, RF)
             .contains(&self.nodes[at].name.as_str());
-        if (owns && self.nodes[at].store.contains_key(&key))
-            || (!owns && self.nodes[at].copies.contains_key(&key))
-        {
+        let local = if owns {
+            self.nodes[at].store.get(&key).copied()
+        } else {
+            self.nodes[at].copies.get(&key).map(|c| c.version)
+        };
+        if let Some(version) = local {
             self.ops.0 += 1;
+            // No bound holds across a partition (docs/semantics.md): reads are checked in
+            // runs until a partition starts.
+            if self.stale_read.is_none()
+                && !self.partitioned
+                && let Some((t, _, v)) = self
+                    .invalidations
+                    .iter()
+                    .find(|(t, k, v)| *k == key && *v > version && t + STALENESS_BOUND <= self.now)
+            {
+                self.stale_read = Some(format!(
+                    "n{at} served key {key} at version {version} at {:.3}s; it was invalidated at {:.3}s by version {v}",
+                    self.now as f64 / SEC as f64,
+                    *t as f64 / SEC as f64
+                ));
+            }
             return;
         }
         let previous = self.nodes[at]
@@ -1066,6 +1099,7 @@ impl Sim {
     }
 
     fn partition(&mut self) {
+        self.partitioned = true;
         let n = self.mix.nodes;
         let cut = self.rng.random_range(1..n);
         let one_way = self.mix.one_way;
@@ -1264,7 +1298,8 @@ impl Sim {
                 Kind::FinalCheck => {
                     let healed = self.healed_at.unwrap_or(self.now);
                     let converged = self.converged.unwrap_or(self.now);
-                    result = Some(match self.check_copies() {
+                    let served = self.stale_read.take().map_or(Ok(()), Err);
+                    result = Some(match served.and_then(|()| self.check_copies()) {
                         Ok(()) => Ok(Duration::from_micros(converged - healed)),
                         Err(e) => Err(format!("contract: {e}")),
                     });

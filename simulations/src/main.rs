@@ -70,8 +70,11 @@ fn main() -> ExitCode {
             "skip_seed_rejoin" => opts.switches.skip_seed_rejoin = true,
             "ring_without_self" => opts.switches.ring_without_self = true,
             "ignore_gaps" => opts.coherence_faults.ignore_gaps = true,
+            "keep_l3_at_start" => opts.keep_l3_at_start = true,
             _ => {
-                eprintln!("unknown --break {b}: skip_seed_rejoin, ring_without_self, ignore_gaps");
+                eprintln!(
+                    "unknown --break {b}: skip_seed_rejoin, ring_without_self, ignore_gaps, keep_l3_at_start"
+                );
                 return ExitCode::from(2);
             }
         }

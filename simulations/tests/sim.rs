@@ -120,16 +120,23 @@ fn the_checker_catches_each_protocol_breakage() {
     let coherence = [("ignore_gaps", CoherenceFaults { ignore_gaps: true })];
     let cases = switches
         .into_iter()
-        .map(|(n, s)| (n, s, CoherenceFaults::default()))
+        .map(|(n, s)| (n, s, CoherenceFaults::default(), false))
         .chain(
             coherence
                 .into_iter()
-                .map(|(n, c)| (n, FaultSwitches::default(), c)),
-        );
-    for (name, switches, coherence_faults) in cases {
+                .map(|(n, c)| (n, FaultSwitches::default(), c, false)),
+        )
+        .chain([(
+            "keep_l3_at_start",
+            FaultSwitches::default(),
+            CoherenceFaults::default(),
+            true,
+        )]);
+    for (name, switches, coherence_faults, keep_l3_at_start) in cases {
         let opts = RunOptions {
             switches,
             coherence_faults,
+            keep_l3_at_start,
             ..RunOptions::default()
         };
         let failing: Vec<u64> = (0..600)
