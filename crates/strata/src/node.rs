@@ -316,6 +316,24 @@ impl Node {
         self.cluster.as_ref().map(|c| c.status())
     }
 
+    /// Cuts this node off from the cluster members named: gossip to and from them is
+    /// dropped and RPCs to them fail (a partition, for tests; call it on both sides for a
+    /// symmetric one). Feature `fault-injection`; never in a production build.
+    #[cfg(feature = "fault-injection")]
+    pub fn isolate_from(&self, names: &[&str]) {
+        if let Some(c) = &self.cluster {
+            c.isolate(names);
+        }
+    }
+
+    /// Lifts [`Node::isolate_from`].
+    #[cfg(feature = "fault-injection")]
+    pub fn heal_network(&self) {
+        if let Some(c) = &self.cluster {
+            c.heal();
+        }
+    }
+
     /// Per-layer health, combining each tier's view and its actor's state.
     pub fn health(&self) -> NodeHealth {
         let actors = self.status.actors();

@@ -314,3 +314,81 @@ async fn a_node_that_shuts_down_leaves_at_once_and_its_keys_stay_readable() {
     }
     stop(nodes).await;
 }
+
+/// The real wiring (gossip and RPC tasks under the L2 actor) through a partition and a heal:
+/// the majority side marks the cut-off node down and keeps writing; the cut-off node drops
+/// the copies it can no longer vouch for; after the heal all three converge, and the cut-off
+/// node serves nothing invalidated while it was away.
+#[cfg(feature = "fault-injection")]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_partitioned_node_rejoins_without_serving_what_was_invalidated_meanwhile() {
+    let nodes = cluster(3, 2, None).await;
+    let caches: Vec<_> = nodes.iter().map(Node::cache).collect();
+    for k in 0..30 {
+        caches[0].set("ns", format!("k{k}"), "old").await.unwrap();
+    }
+    for k in 0..30 {
+        assert!(
+            caches[2]
+                .get("ns", format!("k{k}").as_bytes())
+                .await
+                .unwrap()
+                .is_some()
+        );
+    }
+    // Cut n2 off, both ways.
+    nodes[2].isolate_from(&["n0", "n1"]);
+    nodes[0].isolate_from(&["n2"]);
+    nodes[1].isolate_from(&["n2"]);
+    let split = eventually("both sides see the split", Duration::from_secs(15), || {
+        live(&nodes[0]) == 2 && live(&nodes[1]) == 2 && live(&nodes[2]) == 1
+    })
+    .await;
+    println!("partition detected after {split:?}");
+    // The majority deletes and overwrites while n2 is away.
+    for k in 0..10 {
+        caches[0]
+            .invalidate("ns", format!("k{k}").as_bytes())
+            .await
+            .unwrap();
+    }
+    for k in 10..20 {
+        caches[1].set("ns", format!("k{k}"), "new").await.unwrap();
+    }
+    // n2 declares the others down (suspect first): it drops the copies it cannot vouch for.
+    eventually(
+        "the cut-off node drops its copies",
+        Duration::from_secs(15),
+        || nodes[2].cluster_status().unwrap().drops_unverified > 0,
+    )
+    .await;
+    for n in &nodes {
+        n.heal_network();
+    }
+    let healed = eventually("all three again", Duration::from_secs(30), || {
+        nodes.iter().all(|n| live(n) == 3)
+    })
+    .await;
+    println!("converged {healed:?} after the heal");
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    for c in &caches {
+        for k in 0..10 {
+            assert_eq!(
+                c.get("ns", format!("k{k}").as_bytes()).await.unwrap(),
+                None,
+                "k{k} was deleted during the partition"
+            );
+        }
+        for k in 10..20 {
+            assert_eq!(
+                c.get("ns", format!("k{k}").as_bytes())
+                    .await
+                    .unwrap()
+                    .as_deref(),
+                Some(&b"new"[..]),
+                "k{k}"
+            );
+        }
+    }
+    stop(nodes).await;
+}

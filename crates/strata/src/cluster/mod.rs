@@ -122,6 +122,38 @@ pub(crate) struct Shared {
     joined: AtomicBool,
     ticks: AtomicU64,
     max_frame: usize,
+    /// Test-only network faults (feature `fault-injection`).
+    #[cfg(feature = "fault-injection")]
+    pub(crate) faults: Faults,
+}
+
+/// Peers this node cannot reach, for partition tests (feature `fault-injection`): gossip to
+/// and from their gossip addresses is dropped, and RPCs to them fail at once.
+#[cfg(feature = "fault-injection")]
+#[derive(Debug, Default)]
+pub(crate) struct Faults {
+    gossip: RwLock<std::collections::HashSet<SocketAddr>>,
+}
+
+#[cfg(feature = "fault-injection")]
+impl Shared {
+    /// Cuts this node off from the members named (in its current view).
+    pub(crate) fn isolate(&self, names: &[&str]) {
+        let v = self.view.read();
+        let mut g = self.faults.gossip.write();
+        for n in names {
+            if let Some(id) = v.members.get(*n) {
+                g.insert(id.gossip);
+            }
+            self.pool.block(n);
+        }
+    }
+
+    /// Lifts every fault.
+    pub(crate) fn heal(&self) {
+        self.faults.gossip.write().clear();
+        self.pool.unblock_all();
+    }
 }
 
 impl std::fmt::Debug for Shared {
@@ -230,6 +262,8 @@ impl Shared {
             joined: AtomicBool::new(false),
             ticks: AtomicU64::new(0),
             max_frame,
+            #[cfg(feature = "fault-injection")]
+            faults: Faults::default(),
             cfg: c,
         }))
     }
@@ -342,6 +376,10 @@ impl Shared {
         for o in outputs {
             match o {
                 Output::Send { to, packet } => {
+                    #[cfg(feature = "fault-injection")]
+                    if self.faults.gossip.read().contains(&to) {
+                        continue;
+                    }
                     if self.socket.try_send_to(&packet, to).is_err() {
                         self.counters.send_errors.fetch_add(1, Ordering::Relaxed);
                     }
@@ -979,6 +1017,10 @@ impl Shared {
                 }
             };
             let packet = &buf[..n];
+            #[cfg(feature = "fault-injection")]
+            if self.faults.gossip.read().contains(&from) {
+                continue;
+            }
             self.with_membership(|m| m.handle_packet(packet));
             let rejected = self
                 .membership

@@ -116,6 +116,8 @@ pub(crate) struct Pool {
     next_id: AtomicU64,
     /// Retry budget, in tenths of a retry.
     retry_tokens: AtomicU64,
+    #[cfg(feature = "fault-injection")]
+    blocked: Mutex<std::collections::HashSet<String>>,
     retries: AtomicU64,
     pub(crate) rpc_timeout: Duration,
     connect_timeout: Duration,
@@ -138,6 +140,8 @@ impl Pool {
             slots: Mutex::new(HashMap::new()),
             next_id: AtomicU64::new(1),
             retry_tokens: AtomicU64::new(RETRY_BANK),
+            #[cfg(feature = "fault-injection")]
+            blocked: Mutex::new(Default::default()),
             retries: AtomicU64::new(0),
             rpc_timeout,
             connect_timeout,
@@ -159,6 +163,19 @@ impl Pool {
                 s
             }
         }
+    }
+
+    /// Fails every request to `name` from now on (partition tests).
+    #[cfg(feature = "fault-injection")]
+    pub(crate) fn block(&self, name: &str) {
+        self.blocked.lock().insert(name.to_owned());
+        self.forget(name);
+    }
+
+    /// Lifts [`Pool::block`].
+    #[cfg(feature = "fault-injection")]
+    pub(crate) fn unblock_all(&self) {
+        self.blocked.lock().clear();
     }
 
     /// Closes and forgets the connection to `name` (it left or was declared down).
@@ -308,6 +325,10 @@ impl Pool {
         req: Request,
         timeout: Option<Duration>,
     ) -> Result<Response, String> {
+        #[cfg(feature = "fault-injection")]
+        if self.blocked.lock().contains(peer) {
+            return Err(format!("{peer} is cut off (fault injection)"));
+        }
         let slot = self.slot(peer, addr);
         let start = Instant::now();
         slot.stats.requests.fetch_add(1, Ordering::Relaxed);
