@@ -59,6 +59,9 @@ pub struct FaultMix {
     pub leaves: usize,
     /// Length of the fault phase, in simulated seconds.
     pub fault_secs: u64,
+    /// Largest clock offset of a node from true time, in ms: each node's offset is drawn in
+    /// ±this, and its versions come from a hybrid logical clock on its own clock.
+    pub max_skew_ms: u64,
 }
 
 impl FaultMix {
@@ -98,6 +101,9 @@ impl FaultMix {
                 0
             },
             fault_secs: rng.random_range(5..=30),
+            // Drawn by the simulator from the workload's RNG, so that adding skew left every
+            // seed's schedule as it was.
+            max_skew_ms: 0,
         }
     }
 
@@ -114,6 +120,7 @@ impl FaultMix {
             stay_dead: 0,
             leaves: 0,
             fault_secs: 5,
+            max_skew_ms: 0,
         }
     }
 }
@@ -122,7 +129,7 @@ impl fmt::Display for FaultMix {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         write!(
             f,
-            "nodes={} loss={:.3} dup={:.3} delay<={}ms partition={}{} crashes={} (stay dead {}) leaves={} faults={}s",
+            "nodes={} loss={:.3} dup={:.3} delay<={}ms partition={}{} crashes={} (stay dead {}) leaves={} faults={}s skew<={}ms",
             self.nodes,
             self.loss,
             self.duplication,
@@ -136,7 +143,8 @@ impl fmt::Display for FaultMix {
             self.crashes,
             self.stay_dead,
             self.leaves,
-            self.fault_secs
+            self.fault_secs,
+            self.max_skew_ms
         )
     }
 }
@@ -280,6 +288,10 @@ struct SimNode {
     /// changed (the hand-off window), as the node's cluster tier keeps them.
     ring: Option<Ring>,
     previous: Option<(Ring, u64)>,
+    /// This node's clock offset from true time (µs), and its hybrid logical clock: the
+    /// largest version it has issued or seen.
+    offset: i64,
+    hlc: u64,
 }
 
 /// The simulation of one seed.
@@ -333,10 +345,14 @@ impl Sim {
     pub fn new(seed: u64, opts: &RunOptions) -> Self {
         let mut rng = StdRng::seed_from_u64(seed);
         let n = opts.nodes.unwrap_or_else(|| rng.random_range(3..=12));
-        let mix = opts
-            .mix
-            .clone()
-            .unwrap_or_else(|| FaultMix::draw(&mut rng, n));
+        let mut wrng = StdRng::seed_from_u64(seed ^ 0x005e_ed0f_c04e_5ece);
+        let mix = opts.mix.clone().unwrap_or_else(|| {
+            let mut m = FaultMix::draw(&mut rng, n);
+            if wrng.random_bool(0.5) {
+                m.max_skew_ms = wrng.random_range(1..=500);
+            }
+            m
+        });
         let total = mix.nodes + usize::from(opts.intruder);
         let nodes: Vec<SimNode> = (0..total)
             .map(|i| SimNode {
@@ -352,6 +368,8 @@ impl Sim {
                 copies: BTreeMap::new(),
                 ring: None,
                 previous: None,
+                offset: 0,
+                hlc: 0,
             })
             .collect();
         let by_addr = nodes.iter().enumerate().map(|(i, n)| (n.addr, i)).collect();
@@ -362,7 +380,7 @@ impl Sim {
             loss: mix.loss,
             duplication: mix.duplication,
             rng,
-            wrng: StdRng::seed_from_u64(seed ^ 0x005e_ed0f_c04e_5ece),
+            wrng,
             queue: BinaryHeap::new(),
             slots: Vec::new(),
             free: Vec::new(),
@@ -519,6 +537,7 @@ impl Sim {
     /// it holds a newer one or has seen a newer invalidation (the `Set` handler's checks).
     /// Returns false when it kept a newer one.
     fn owner_set(&mut self, at: usize, key: u32, version: u64) -> bool {
+        self.observe(at, version);
         let node = &mut self.nodes[at];
         let admits = node
             .coherence
@@ -605,6 +624,7 @@ impl Sim {
     /// copies and owner-store entry older than the version; every match of a pattern or a
     /// flush, whatever its version.
     fn apply_invalidation(&mut self, at: usize, inv: &Invalidation) {
+        self.observe(at, inv.version);
         let matches: Box<dyn Fn(u32) -> bool> = match &inv.op {
             InvalidationOp::Key { key, .. } => {
                 let Some(k) = key_id(key) else { return };
@@ -751,6 +771,21 @@ impl Sim {
         self.apply_coherence(at, out);
     }
 
+    /// A new version from `at`'s hybrid logical clock: its own clock (true time plus its
+    /// offset) unless it has seen a later version, then one past that.
+    fn stamp(&mut self, at: usize) -> u64 {
+        let node = &mut self.nodes[at];
+        let wall = self.now.saturating_add_signed(node.offset);
+        node.hlc = wall.max(node.hlc + 1);
+        node.hlc
+    }
+
+    /// `at` saw `version`: its later stamps order after it.
+    fn observe(&mut self, at: usize, version: u64) {
+        let node = &mut self.nodes[at];
+        node.hlc = node.hlc.max(version);
+    }
+
     /// The ring of `at`'s view.
     fn ring_of(&self, at: usize) -> Option<Ring> {
         self.nodes[at].ring.clone().or_else(|| {
@@ -816,8 +851,8 @@ impl Sim {
         if targets.is_empty() {
             return;
         }
-        // The writer's hybrid clock: past every version it has seen.
-        let version = self.now;
+        // The writer's hybrid clock: its own (skewed) clock, past every version it has seen.
+        let version = self.stamp(at);
         if !self.nodes[at]
             .coherence
             .as_ref()
@@ -861,19 +896,27 @@ impl Sim {
 
     /// `at` stamps and disseminates an invalidation; a strict one is also applied at once
     /// by every member `at` reaches (the `Apply` RPC of pattern and flush invalidations).
-    fn originate(&mut self, at: usize, version: u64, op: InvalidationOp, strict: bool) {
+    /// Returns, for a strict one, whether every live member confirmed it (else the client
+    /// gets an error: the invalidation is not acknowledged).
+    fn originate(&mut self, at: usize, version: u64, op: InvalidationOp, strict: bool) -> bool {
         let now_ms = self.now / MS;
         let Some((inv, out)) = self.nodes[at]
             .coherence
             .as_mut()
             .map(|c| c.originate(now_ms, version, op))
         else {
-            return;
+            return false;
         };
+        let mut confirmed = true;
         if strict {
             self.apply_invalidation(at, &inv);
             for j in 0..self.nodes.len() {
-                if j != at && self.reachable(at, j) && !self.wrng.random_bool(self.loss) {
+                if j == at || self.nodes[j].membership.is_none() || self.nodes[j].intruder {
+                    continue;
+                }
+                let delivered = self.reachable(at, j) && !self.wrng.random_bool(self.loss);
+                confirmed &= delivered;
+                if delivered {
                     self.apply_invalidation(j, &inv);
                     let item = coherence::Item::Invalidation(inv.clone());
                     let out = self.nodes[j]
@@ -886,12 +929,13 @@ impl Sim {
             }
         }
         self.apply_coherence(at, vec![out]);
+        confirmed
     }
 
     /// A pattern invalidation (`k1*`: keys 1 and 10–19) or a namespace flush from `at`:
     /// strict, like the cluster tier's.
     fn invalidate_many(&mut self, at: usize, flush: bool) {
-        let version = self.now;
+        let version = self.stamp(at);
         let (op, matches): (InvalidationOp, Vec<u32>) = if flush {
             (
                 InvalidationOp::Flush {
@@ -911,12 +955,13 @@ impl Sim {
             )
         };
         self.ops.2 += 1;
-        if !self.cut_off(at) {
+        // Acknowledged only when every live member confirmed it (the cluster tier returns
+        // an error otherwise); the contract covers acknowledged invalidations.
+        if self.originate(at, version, op, true) && !self.cut_off(at) {
             for k in matches {
                 self.invalidations.push((self.now, k, version));
             }
         }
-        self.originate(at, version, op, true);
     }
 
     /// A read: `at`'s own copy or owner store, else the read plan (owners, then previous
@@ -977,6 +1022,7 @@ impl Sim {
                 continue;
             }
             self.ops.1 += 1;
+            self.observe(at, version);
             self.debug_key(key, || format!("n{at} reads from n{o} version {version}"));
             let copy = self.copy_from(o, version);
             let seq = self.nodes[o]
@@ -1048,6 +1094,14 @@ impl Sim {
     /// Schedules the bootstrap and the drawn faults.
     fn plan(&mut self) {
         let n = self.mix.nodes;
+        let skew = self.mix.max_skew_ms as i64 * MS as i64;
+        for node in &mut self.nodes {
+            node.offset = if skew > 0 {
+                self.wrng.random_range(-skew..=skew)
+            } else {
+                0
+            };
+        }
         // Bootstrap: the seeds first, then everyone within two seconds (the intruder too).
         for i in 0..self.nodes.len() {
             let at = if i < self.seeds.len() {
@@ -1399,6 +1453,7 @@ pub fn shrink(seed: u64, opts: &RunOptions, failing: &Report) -> Report {
         },
         |m| m.partition = false,
         |m| m.max_delay_ms = 5,
+        |m| m.max_skew_ms = 0,
     ];
     for c in candidates {
         let mut tried = mix.clone();

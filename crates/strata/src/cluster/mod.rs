@@ -559,9 +559,9 @@ impl Shared {
     }
 
     /// Sends `inv` to every other live member and waits until each has applied it (or
-    /// failed to answer in time); returns the entries removed from owner stores, counting
-    /// each key once (on its first owner).
-    pub(crate) async fn strict(self: &Arc<Self>, inv: &Invalidation) -> u64 {
+    /// failed to answer in time). Returns the entries removed from owner stores, counting
+    /// each key once (on its first owner), and the members that did not confirm.
+    pub(crate) async fn strict(self: &Arc<Self>, inv: &Invalidation) -> (u64, Vec<String>) {
         self.counters
             .strict_invalidations
             .fetch_add(1, Ordering::Relaxed);
@@ -569,23 +569,32 @@ impl Shared {
         let calls = self.others().into_iter().map(|(name, addr)| {
             let item = item.clone();
             async move {
-                match self.pool.call(&name, addr, Request::Apply { item }, None).await {
-                    Ok(Response::Applied { removed }) => removed,
+                match self
+                    .pool
+                    .call(&name, addr, Request::Apply { item }, None)
+                    .await
+                {
+                    Ok(Response::Applied { removed }) => Ok(removed),
                     Ok(other) => {
                         tracing::warn!(peer = %name, ?other, "unexpected answer to a strict invalidation");
-                        0
+                        Err(name)
                     }
                     Err(e) => {
                         tracing::warn!(peer = %name, error = %e, "a member did not confirm a strict invalidation");
-                        0
+                        Err(name)
                     }
                 }
             }
         });
-        futures_util::future::join_all(calls)
-            .await
-            .into_iter()
-            .sum()
+        let mut removed = 0;
+        let mut missing = Vec::new();
+        for r in futures_util::future::join_all(calls).await {
+            match r {
+                Ok(n) => removed += n,
+                Err(name) => missing.push(name),
+            }
+        }
+        (removed, missing)
     }
 
     /// Applies an invalidation on this node: the owner store, then the node's own copies.

@@ -152,14 +152,24 @@ impl ClusterTier {
             .any(|r| r)
     }
 
-    /// Originates an invalidation, applies it here, and waits for every member.
-    async fn invalidate_strict(&self, op: InvalidationOp) -> u64 {
+    /// Originates an invalidation, applies it here, and waits for every member. A member
+    /// that does not confirm makes it an error: the caller is told the invalidation may not
+    /// have reached every owner yet (members apply it when they next hear from this node,
+    /// if this node lives).
+    async fn invalidate_strict(&self, op: InvalidationOp) -> Result<u64, TierError> {
         let s = &self.shared;
         let inv = s.originate(s.stamp(), op);
         let here = s.apply(&inv).await;
-        let there = s.strict(&inv).await;
+        let (there, missing) = s.strict(&inv).await;
         s.publish(inv);
-        here + there
+        if missing.is_empty() {
+            Ok(here + there)
+        } else {
+            Err(TierError::Failed(format!(
+                "invalidation not confirmed by {}; it is applied where confirmed and disseminated to the rest",
+                missing.join(", ")
+            )))
+        }
     }
 }
 
@@ -283,29 +293,27 @@ impl Tier for ClusterTier {
     }
 
     async fn invalidate_pattern(&self, namespace: &str, pattern: &Glob) -> Result<u64, TierError> {
-        Ok(self
-            .invalidate_strict(InvalidationOp::Pattern {
-                namespace: namespace.to_owned(),
-                pattern: pattern.as_bytes().to_vec(),
-            })
-            .await)
+        self.invalidate_strict(InvalidationOp::Pattern {
+            namespace: namespace.to_owned(),
+            pattern: pattern.as_bytes().to_vec(),
+        })
+        .await
     }
 
     async fn invalidate_tag(&self, namespace: &str, tag: &[u8]) -> Result<u64, TierError> {
-        Ok(self
-            .invalidate_strict(InvalidationOp::Tag {
-                namespace: namespace.to_owned(),
-                tag: tag.to_vec(),
-            })
-            .await)
+        self.invalidate_strict(InvalidationOp::Tag {
+            namespace: namespace.to_owned(),
+            tag: tag.to_vec(),
+        })
+        .await
     }
 
     async fn flush_namespace(&self, namespace: &str) -> Result<(), TierError> {
         self.invalidate_strict(InvalidationOp::Flush {
             namespace: namespace.to_owned(),
         })
-        .await;
-        Ok(())
+        .await
+        .map(|_| ())
     }
 
     async fn purge_expired(&self) -> Result<u64, TierError> {
