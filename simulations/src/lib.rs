@@ -542,7 +542,7 @@ impl Sim {
         let admits = node
             .coherence
             .as_ref()
-            .is_some_and(|c| c.admits("ns", &key_bytes(key), version));
+            .is_some_and(|c| c.admits_tagged("ns", &key_bytes(key), version, &[tag_of(key)]));
         if !admits || node.store.get(&key).is_some_and(|v| *v > version) {
             return false;
         }
@@ -648,7 +648,10 @@ impl Sim {
                 Box::new(move |k| glob.matches(&key_bytes(k)))
             }
             InvalidationOp::Flush { .. } => Box::new(|_| true),
-            InvalidationOp::Tag { .. } => return,
+            InvalidationOp::Tag { tag, .. } => {
+                let tag = tag.clone();
+                Box::new(move |k| tag_of(k) == tag.as_slice())
+            }
         };
         let node = &mut self.nodes[at];
         node.copies.retain(|k, _| !matches(*k));
@@ -826,9 +829,9 @@ impl Sim {
         let Some(ring) = self.ring_of(at) else {
             return;
         };
-        if roll < 3 {
-            self.invalidate_many(at, roll == 0);
-        } else if roll < 33 {
+        if roll < 4 {
+            self.invalidate_many(at, roll);
+        } else if roll < 34 {
             self.write(at, key, &ring);
         } else {
             self.read(at, key, &ring);
@@ -856,7 +859,7 @@ impl Sim {
         if !self.nodes[at]
             .coherence
             .as_ref()
-            .is_some_and(|c| c.admits("ns", &key_bytes(key), version))
+            .is_some_and(|c| c.admits_tagged("ns", &key_bytes(key), version, &[tag_of(key)]))
         {
             return;
         }
@@ -932,11 +935,22 @@ impl Sim {
         confirmed
     }
 
-    /// A pattern invalidation (`k1*`: keys 1 and 10–19) or a namespace flush from `at`:
+    /// A namespace flush (`kind` 0), a pattern invalidation (`k1*`: keys 1 and 10–19;
+    /// `kind` 1 or 2) or a tag invalidation (`kind` 3) from `at`:
     /// strict, like the cluster tier's.
-    fn invalidate_many(&mut self, at: usize, flush: bool) {
+    fn invalidate_many(&mut self, at: usize, kind: u32) {
         let version = self.stamp(at);
-        let (op, matches): (InvalidationOp, Vec<u32>) = if flush {
+        let (op, matches): (InvalidationOp, Vec<u32>) = if kind == 3 {
+            let tag = tag_of(self.wrng.random_range(0..KEYS)).to_vec();
+            let matches = (0..KEYS).filter(|k| tag_of(*k) == tag.as_slice()).collect();
+            (
+                InvalidationOp::Tag {
+                    namespace: "ns".into(),
+                    tag,
+                },
+                matches,
+            )
+        } else if kind == 0 {
             (
                 InvalidationOp::Flush {
                     namespace: "ns".into(),
@@ -1017,7 +1031,7 @@ impl Sim {
             if !self.nodes[at]
                 .coherence
                 .as_ref()
-                .is_some_and(|c| c.admits("ns", &kb, version))
+                .is_some_and(|c| c.admits_tagged("ns", &kb, version, &[tag_of(key)]))
             {
                 continue;
             }
@@ -1062,6 +1076,12 @@ impl Sim {
                 }) {
                     let c = n.coherence.as_ref().map(|c| (c.stats(), c.in_sync()));
                     let m = n.membership.as_ref().map(|m| m.stats());
+                    if self.debug_key.is_some() {
+                        for o in &self.nodes {
+                            let st = n.coherence.as_ref().map(|c| c.peer_state(&o.name));
+                            eprintln!("  {} knows of {}: {st:?}", n.name, o.name);
+                        }
+                    }
                     return Err(format!(
                         "{} holds a stale copy of key {key} (version {}, from {} gen {}); it was invalidated at {:.3}s by version {v} [coherence {c:?}, membership {m:?}]",
                         n.name,
@@ -1410,6 +1430,11 @@ pub fn default_bound(nodes: usize) -> Duration {
     Duration::from_secs(60 + (nodes.saturating_sub(100) as u64 * 3) / 5)
 }
 
+/// Every entry of key `k` carries one tag, `t0`..`t3` (`k % 4`), for tag invalidations.
+fn tag_of(key: u32) -> &'static [u8] {
+    [b"t0", b"t1", b"t2", b"t3"][(key % 4) as usize]
+}
+
 fn key_bytes(key: u32) -> Vec<u8> {
     format!("k{key}").into_bytes()
 }
@@ -1463,6 +1488,18 @@ pub fn shrink(seed: u64, opts: &RunOptions, failing: &Report) -> Report {
         {
             mix = tried;
             best = r;
+        }
+    }
+    // A shorter fault phase: fewer events before the failure, a shorter trace to read.
+    while mix.fault_secs > 5 {
+        let mut tried = mix.clone();
+        tried.fault_secs = (mix.fault_secs / 2).max(5);
+        match still_fails(&tried) {
+            Some(r) => {
+                mix = tried;
+                best = r;
+            }
+            None => break,
         }
     }
     while mix.nodes > 2 {

@@ -136,13 +136,11 @@ fn the_checker_catches_each_protocol_breakage() {
             coherence
                 .into_iter()
                 .map(|(n, c)| (n, FaultSwitches::default(), c, false)),
-        )
-        .chain([(
-            "keep_l3_at_start",
-            FaultSwitches::default(),
-            CoherenceFaults::default(),
-            true,
-        )]);
+        );
+    // `keep_l3_at_start` is not in this list: a restarted node's first contact with each
+    // origin repairs that origin's whole life, which usually drops the kept copies within a
+    // second, before a read older than the 3 s bound can catch them (1 seed in 600 with one
+    // workload, none with the next). The 3-process test in strata-server catches it.
     for (name, switches, coherence_faults, keep_l3_at_start) in cases {
         let opts = RunOptions {
             switches,

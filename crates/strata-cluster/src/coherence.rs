@@ -559,8 +559,14 @@ impl Coherence {
     }
 
     /// Records that a copy was just read from `origin` as of its sequence number `seq`
-    /// (owners return their latest seq with every read): invalidations up to `seq` are
-    /// already reflected in that copy, so a first contact starts there instead of at 1.
+    /// (owners return their latest seq with every read): `origin` has made at least `seq`
+    /// invalidations, so any of them this node has not applied is a gap to repair.
+    ///
+    /// A first contact through a read does *not* start at `seq`: the copy just read reflects
+    /// those invalidations, but the node's *other* copies may not (found by the simulator,
+    /// seed 507: a node skipped an origin's invalidation of a key it held because its first
+    /// read from that origin, of another key, came after it). Like a first contact through
+    /// an item, it repairs the origin's whole life.
     pub fn note_read(&mut self, origin: &str, generation: u64, seq: u64) {
         if origin == self.me {
             return;
@@ -568,11 +574,7 @@ impl Coherence {
         let p = self
             .peers
             .entry((origin.to_owned(), generation))
-            .or_insert_with(|| Peer {
-                applied: seq,
-                known: seq,
-                ..Peer::default()
-            });
+            .or_default();
         p.known = p.known.max(seq);
     }
 
@@ -753,6 +755,16 @@ impl Coherence {
             origin: origin.to_owned(),
             lost: 0,
         })
+    }
+
+    /// What this node knows of `origin`'s lives, for diagnostics: (generation, highest
+    /// sequence number applied or covered, highest known to exist, items waiting).
+    pub fn peer_state(&self, origin: &str) -> Vec<(u64, u64, u64, usize)> {
+        self.peers
+            .iter()
+            .filter(|((o, _), _)| o == origin)
+            .map(|((_, g), p)| (*g, p.applied, p.known, p.waiting.len()))
+            .collect()
     }
 
     /// This node's latest sequence number (owners send it with every read, for
