@@ -1077,6 +1077,19 @@ impl Sim {
                     let c = n.coherence.as_ref().map(|c| (c.stats(), c.in_sync()));
                     let m = n.membership.as_ref().map(|m| m.stats());
                     if self.debug_key.is_some() {
+                        let own = n.membership.as_ref().map(|m| m.identity().generation);
+                        eprintln!("  {} is generation {own:?}; the others see it as:", n.name);
+                        for o in &self.nodes {
+                            if let Some(m) = o.membership.as_ref() {
+                                let seen: Vec<_> = m
+                                    .member_states()
+                                    .into_iter()
+                                    .filter(|(id, _)| id.name == n.name)
+                                    .map(|(id, st)| (id.generation, st))
+                                    .collect();
+                                eprintln!("    {}: {seen:?}", o.name);
+                            }
+                        }
                         for o in &self.nodes {
                             let st = n.coherence.as_ref().map(|c| c.peer_state(&o.name));
                             eprintln!("  {} knows of {}: {st:?}", n.name, o.name);

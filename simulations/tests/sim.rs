@@ -98,6 +98,19 @@ fn unconfirmed_flush_regression_seed() {
     assert!(r.result.is_ok(), "{r}");
 }
 
+/// Seed 507 once failed the contract: foca renewed a node's identity when the others
+/// declared it down (`Notification::Rejoin`, which Strata ignored: it handled only
+/// `Defunct`, which foca never sends when identities renew themselves). The others went on
+/// addressing the old identity, foca at the node ignored every such packet, and the node
+/// missed an invalidation for the rest of the run. Strata now announces the renewed identity
+/// to the seeds, as it did for `Defunct`.
+#[test]
+fn renewed_identity_regression_seed() {
+    let r = run_seed(507, &RunOptions::default());
+    assert!(r.result.is_ok(), "{r}");
+    assert!(r.rejoins > 0, "{r}");
+}
+
 /// Seeds 922, 1963 and 2157 (4-node clusters) once left a node without any of one origin's
 /// broadcast items: foca sent each item at most twice, and a gossip round to all three
 /// members went in member-list order, so the last member never got it. Fixed by at least 6

@@ -114,6 +114,7 @@ struct Collect<'a> {
     out: &'a mut Vec<Output>,
     auth: &'a Authenticator,
     defunct: bool,
+    rejoined: bool,
 }
 
 impl Runtime<NodeIdentity> for Collect<'_> {
@@ -128,7 +129,10 @@ impl Runtime<NodeIdentity> for Collect<'_> {
             Notification::MemberDown(id) if !id.is_placeholder() => {
                 self.out.push(Output::Down(id.clone()));
             }
+            // foca renews the identity itself (`Identity::renew` returns one) and reports
+            // `Rejoin` instead of `Defunct`; both mean the others declared this node down.
             Notification::Defunct => self.defunct = true,
+            Notification::Rejoin(_) => self.rejoined = true,
             _ => {}
         }
     }
@@ -287,6 +291,7 @@ impl Membership {
             out: &mut out,
             auth: &self.auth,
             defunct: false,
+            rejoined: false,
         };
         if f(&mut self.foca, &mut c).is_err() {
             self.stats.invalid_packets += 1;
@@ -298,6 +303,12 @@ impl Membership {
             if let Some(renewed) = foca::Identity::renew(self.foca.identity()) {
                 let _ = self.foca.change_identity(renewed, &mut c);
             }
+            let _ = Self::announce_to_seeds(&mut self.foca, &self.seeds, &mut c);
+        } else if c.rejoined {
+            // foca already renewed the identity; make sure the cluster hears of the new one
+            // (found by the simulator, seed 507: a node renewed by foca went on addressed
+            // under its old identity by everyone, whose packets foca then ignored).
+            self.stats.rejoins += 1;
             let _ = Self::announce_to_seeds(&mut self.foca, &self.seeds, &mut c);
         }
         out.extend(self.inbox.drain().into_iter().map(Output::Received));
@@ -384,6 +395,7 @@ impl Membership {
             out: &mut out,
             auth: &self.auth,
             defunct: false,
+            rejoined: false,
         };
         let _ = self.foca.leave_cluster(&mut c);
         out

@@ -365,7 +365,9 @@ async fn a_partitioned_node_rejoins_without_serving_what_was_invalidated_meanwhi
     for n in &nodes {
         n.heal_network();
     }
-    let healed = eventually("all three again", Duration::from_secs(30), || {
+    // SWIM heals through periodic announcements (every 5 s to one member and to two down
+    // ones): usually 5–10 s, bounded here at 60 s.
+    let healed = eventually("all three again", Duration::from_secs(60), || {
         nodes.iter().all(|n| live(n) == 3)
     })
     .await;
