@@ -178,6 +178,23 @@ struct InboxState {
     no_relay: bool,
 }
 
+impl InboxState {
+    /// Records `k` as seen (forgetting the oldest past `SEEN_CAPACITY`); false when it was
+    /// seen already.
+    fn first_sight(&mut self, k: &(String, u64, u64)) -> bool {
+        if !self.seen.insert(k.clone()) {
+            return false;
+        }
+        self.seen_order.push_back(k.clone());
+        if self.seen_order.len() > SEEN_CAPACITY
+            && let Some(old) = self.seen_order.pop_front()
+        {
+            self.seen.remove(&old);
+        }
+        true
+    }
+}
+
 /// foca's broadcast handler for coherence items: keeps disseminating what is new, and
 /// collects what arrived from the network for the coherence state machine. Clones share
 /// the inbox (the membership drains it after each foca call).
@@ -223,14 +240,8 @@ impl foca::BroadcastHandler<crate::NodeIdentity> for ItemHandler {
         let key = match item {
             Item::Invalidation(inv) => {
                 let k = (inv.origin, inv.generation, inv.seq);
-                if !s.seen.insert(k.clone()) {
+                if !s.first_sight(&k) {
                     return Ok(None);
-                }
-                s.seen_order.push_back(k.clone());
-                if s.seen_order.len() > SEEN_CAPACITY
-                    && let Some(old) = s.seen_order.pop_front()
-                {
-                    s.seen.remove(&old);
                 }
                 ItemKey::Invalidation(k.0, k.1, k.2)
             }
@@ -241,14 +252,8 @@ impl foca::BroadcastHandler<crate::NodeIdentity> for ItemHandler {
                 // The high bit marks a batch's key apart from its first invalidation's
                 // (sequence numbers never reach 2^63).
                 let k = (first.origin.clone(), first.generation, first.seq | 1 << 63);
-                if !s.seen.insert(k.clone()) {
+                if !s.first_sight(&k) {
                     return Ok(None);
-                }
-                s.seen_order.push_back(k.clone());
-                if s.seen_order.len() > SEEN_CAPACITY
-                    && let Some(old) = s.seen_order.pop_front()
-                {
-                    s.seen.remove(&old);
                 }
                 ItemKey::Invalidation(k.0, k.1, k.2)
             }
@@ -382,7 +387,7 @@ pub struct Coherence {
     tomb_queue: VecDeque<(u64, (String, Vec<u8>))>,
     /// Recent pattern, tag and namespace invalidations (when seen, version, what), oldest
     /// first; copies they cover that are older are refused like a key's tombstone.
-    wide: VecDeque<(u64, u64, InvalidationOp)>,
+    wide: VecDeque<(u64, u64, InvalidationOp, Option<strata_core::glob::Glob>)>,
     me: String,
     generation: u64,
     next_seq: u64,
@@ -435,7 +440,15 @@ impl Coherence {
                 // A copy read afterwards from an owner that has not applied it yet must be
                 // refused too (found by the simulator: a node that applied a pattern re-read
                 // the old value from a lagging owner and kept it).
-                self.wide.push_back((now_ms, inv.version, inv.op.clone()));
+                // A pattern is compiled once here, not on every check.
+                let glob = match &inv.op {
+                    InvalidationOp::Pattern { pattern, .. } => {
+                        strata_core::glob::Glob::new(pattern).ok()
+                    }
+                    _ => None,
+                };
+                self.wide
+                    .push_back((now_ms, inv.version, inv.op.clone(), glob));
             }
         }
     }
@@ -455,7 +468,7 @@ impl Coherence {
         while self
             .wide
             .front()
-            .is_some_and(|(at, _, _)| now_ms.saturating_sub(*at) >= keep)
+            .is_some_and(|(at, ..)| now_ms.saturating_sub(*at) >= keep)
         {
             self.wide.pop_front();
         }
@@ -488,16 +501,11 @@ impl Coherence {
             .get(&(namespace.to_owned(), key.to_vec()))
             .is_none_or(|(v, _)| version >= *v);
         key_ok
-            && self.wide.iter().all(|(_, v, op)| {
+            && self.wide.iter().all(|(_, v, op, glob)| {
                 version >= *v
                     || match op {
-                        InvalidationOp::Pattern {
-                            namespace: ns,
-                            pattern,
-                        } => {
-                            ns != namespace
-                                || !strata_core::glob::Glob::new(pattern)
-                                    .is_ok_and(|g| g.matches(key))
+                        InvalidationOp::Pattern { namespace: ns, .. } => {
+                            ns != namespace || !glob.as_ref().is_some_and(|g| g.matches(key))
                         }
                         InvalidationOp::Tag { namespace: ns, tag } => {
                             ns != namespace || !tags.contains(&tag.as_slice())

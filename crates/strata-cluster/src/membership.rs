@@ -117,6 +117,17 @@ struct Collect<'a> {
     rejoined: bool,
 }
 
+impl<'a> Collect<'a> {
+    fn new(out: &'a mut Vec<Output>, auth: &'a Authenticator) -> Self {
+        Collect {
+            out,
+            auth,
+            defunct: false,
+            rejoined: false,
+        }
+    }
+}
+
 impl Runtime<NodeIdentity> for Collect<'_> {
     fn notify(&mut self, n: Notification<'_, NodeIdentity>) {
         match n {
@@ -287,12 +298,7 @@ impl Membership {
         ) -> Result<(), foca::Error>,
     ) -> Vec<Output> {
         let mut out = Vec::new();
-        let mut c = Collect {
-            out: &mut out,
-            auth: &self.auth,
-            defunct: false,
-            rejoined: false,
-        };
+        let mut c = Collect::new(&mut out, &self.auth);
         if f(&mut self.foca, &mut c).is_err() {
             self.stats.invalid_packets += 1;
         }
@@ -391,12 +397,7 @@ impl Membership {
     /// waiting for the failure detector).
     pub fn leave(mut self) -> Vec<Output> {
         let mut out = Vec::new();
-        let mut c = Collect {
-            out: &mut out,
-            auth: &self.auth,
-            defunct: false,
-            rejoined: false,
-        };
+        let mut c = Collect::new(&mut out, &self.auth);
         let _ = self.foca.leave_cluster(&mut c);
         out
     }

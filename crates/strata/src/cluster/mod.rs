@@ -814,23 +814,9 @@ impl Shared {
                 latest,
             },
         );
-        let (tx, mut rx) = mpsc::unbounded_channel::<Vec<u8>>();
+        let (tx, rx) = mpsc::unbounded_channel::<Vec<u8>>();
         let _ = tx.send(rpc::to_bytes(&ok));
-        let writer = tokio::spawn(async move {
-            use tokio::io::AsyncWriteExt;
-            while let Some(first) = rx.recv().await {
-                let mut batch = first;
-                while let Ok(more) = rx.try_recv() {
-                    batch.extend_from_slice(&more);
-                    if batch.len() > 256 * 1024 {
-                        break;
-                    }
-                }
-                if write.write_all(&batch).await.is_err() {
-                    break;
-                }
-            }
-        });
+        let writer = tokio::spawn(peer::write_loop(write, rx));
         tracing::debug!(node = %self.name, peer = %caller, "peer connected");
         loop {
             let frame = loop {

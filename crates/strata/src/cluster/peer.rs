@@ -56,6 +56,26 @@ pub(crate) async fn read_frame(
     }
 }
 
+/// Writes what arrives on `rx` to `write`, coalescing what is queued into one write (at
+/// most about 256 KiB), until the channel closes or a write fails.
+pub(crate) async fn write_loop(
+    mut write: OwnedWriteHalf,
+    mut rx: mpsc::UnboundedReceiver<Vec<u8>>,
+) {
+    while let Some(first) = rx.recv().await {
+        let mut batch = first;
+        while let Ok(more) = rx.try_recv() {
+            batch.extend_from_slice(&more);
+            if batch.len() > 256 * 1024 {
+                break;
+            }
+        }
+        if write.write_all(&batch).await.is_err() {
+            break;
+        }
+    }
+}
+
 async fn write_frame(write: &mut OwnedWriteHalf, frame: &Frame) -> Result<(), String> {
     write
         .write_all(&rpc::to_bytes(frame))
@@ -261,22 +281,11 @@ impl Pool {
 
         let pending: Arc<Mutex<HashMap<u64, oneshot::Sender<Response>>>> = Arc::default();
         let alive = Arc::new(AtomicBool::new(true));
-        let (tx, mut rx) = mpsc::unbounded_channel::<Vec<u8>>();
+        let (tx, rx) = mpsc::unbounded_channel::<Vec<u8>>();
         let writer = {
             let alive = alive.clone();
             tokio::spawn(async move {
-                while let Some(first) = rx.recv().await {
-                    let mut batch = first;
-                    while let Ok(more) = rx.try_recv() {
-                        batch.extend_from_slice(&more);
-                        if batch.len() > 256 * 1024 {
-                            break;
-                        }
-                    }
-                    if write.write_all(&batch).await.is_err() {
-                        break;
-                    }
-                }
+                write_loop(write, rx).await;
                 alive.store(false, Ordering::Release);
             })
         };

@@ -152,6 +152,25 @@ impl ClusterTier {
             .any(|r| r)
     }
 
+    /// Announces that copies of `key` older than `version` are stale (after a write or a
+    /// removal reached the owners): strictly first when configured, then disseminated. A
+    /// member that does not confirm a strict key invalidation is logged by `strict` and
+    /// falls back to the gossip bound; the write stands.
+    async fn announce_key(&self, namespace: &str, key: &[u8], version: Version) {
+        let s = &self.shared;
+        let inv = s.originate(
+            version,
+            InvalidationOp::Key {
+                namespace: namespace.to_owned(),
+                key: key.to_vec(),
+            },
+        );
+        if s.cfg.strict_invalidations {
+            s.strict(&inv).await;
+        }
+        s.publish(inv);
+    }
+
     /// Originates an invalidation, applies it here, and waits for every member. A member
     /// that does not confirm makes it an error: the caller is told the invalidation may not
     /// have reached every owner yet (members apply it when they next hear from this node,
@@ -243,17 +262,7 @@ impl Tier for ClusterTier {
         if kept_newer {
             return Ok(SetOutcome::KeptNewer);
         }
-        let inv = s.originate(
-            entry.version,
-            InvalidationOp::Key {
-                namespace: namespace.to_owned(),
-                key: key.to_vec(),
-            },
-        );
-        if s.cfg.strict_invalidations {
-            s.strict(&inv).await;
-        }
-        s.publish(inv);
+        self.announce_key(namespace, &key, entry.version).await;
         if stored {
             Ok(SetOutcome::Stored)
         } else {
@@ -269,17 +278,7 @@ impl Tier for ClusterTier {
         let s = &self.shared;
         let version = s.stamp();
         let removed = self.remove_on_owners(namespace, key, version).await;
-        let inv = s.originate(
-            version,
-            InvalidationOp::Key {
-                namespace: namespace.to_owned(),
-                key: key.to_vec(),
-            },
-        );
-        if s.cfg.strict_invalidations {
-            s.strict(&inv).await;
-        }
-        s.publish(inv);
+        self.announce_key(namespace, key, version).await;
         Ok(removed)
     }
 
