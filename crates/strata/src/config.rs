@@ -110,6 +110,11 @@ pub struct ClusterConfig {
     pub gossip_listen: String,
     /// TCP address of the peer RPC listener (default `127.0.0.1:7947`).
     pub rpc_listen: String,
+    /// The IP address the other members reach this node at, announced with the bound
+    /// gossip and RPC ports (and with the RESP and admin ports when those listen on every
+    /// interface). Required when `gossip_listen` or `rpc_listen` binds every interface
+    /// (`0.0.0.0` or `::`); unset, the bound addresses are announced as they are.
+    pub advertise: Option<String>,
     /// Gossip addresses of one or more members to join through (this node's own address
     /// may be listed: it is skipped). Empty: start a new cluster.
     pub seeds: Vec<String>,
@@ -150,6 +155,7 @@ impl Default for ClusterConfig {
             secret: None,
             gossip_listen: "127.0.0.1:7946".into(),
             rpc_listen: "127.0.0.1:7947".into(),
+            advertise: None,
             seeds: Vec::new(),
             replication_factor: 2,
             vnodes: 128,
@@ -798,15 +804,39 @@ impl NodeConfig {
                 }
                 Some(_) => {}
             }
+            let advertise = match &c.advertise {
+                None => None,
+                Some(a) => Some(a.parse::<std::net::IpAddr>().map_err(|_| {
+                    invalid("cluster.advertise", format!("{a:?} is not an IP address"))
+                })?),
+            };
+            if advertise.is_some_and(|a| a.is_unspecified()) {
+                return Err(invalid(
+                    "cluster.advertise",
+                    "must be an address the other members can reach, not 0.0.0.0 or ::",
+                ));
+            }
             for (field, addr) in [
                 ("cluster.gossip_listen", &c.gossip_listen),
                 ("cluster.rpc_listen", &c.rpc_listen),
             ] {
-                if addr.parse::<std::net::SocketAddr>().is_err() {
-                    return Err(invalid(
-                        field,
-                        format!("{addr:?} is not an IP:port address"),
-                    ));
+                match addr.parse::<std::net::SocketAddr>() {
+                    Err(_) => {
+                        return Err(invalid(
+                            field,
+                            format!("{addr:?} is not an IP:port address"),
+                        ));
+                    }
+                    Ok(a) if a.ip().is_unspecified() && advertise.is_none() => {
+                        return Err(invalid(
+                            field,
+                            format!(
+                                "{addr} listens on every interface: set cluster.advertise to \
+                                 the address the other members reach this node at"
+                            ),
+                        ));
+                    }
+                    Ok(_) => {}
                 }
             }
             for seed in &c.seeds {
@@ -964,6 +994,29 @@ mod tests {
                     .capacity_bytes
         );
         NodeConfig::for_test().validate().unwrap();
+    }
+
+    /// A member bound to every interface must say which address to announce: announcing
+    /// `0.0.0.0` would make it unreachable, and the error names the field to set.
+    #[test]
+    fn a_wildcard_cluster_listener_needs_an_advertised_address() {
+        let mut c = NodeConfig::for_test();
+        c.cluster.enabled = true;
+        c.cluster.secret = Some("sixteen bytes at least".into());
+        c.validate().unwrap();
+        c.cluster.gossip_listen = "0.0.0.0:7946".into();
+        let err = c.validate().unwrap_err().to_string();
+        assert!(err.contains("cluster.gossip_listen"), "{err}");
+        assert!(err.contains("cluster.advertise"), "{err}");
+        c.cluster.advertise = Some("10.0.0.7".into());
+        c.validate().unwrap();
+        c.cluster.rpc_listen = "[::]:7947".into();
+        c.validate().unwrap();
+        for bad in ["0.0.0.0", "not-an-ip", "10.0.0.7:7946"] {
+            c.cluster.advertise = Some(bad.into());
+            let err = c.validate().unwrap_err().to_string();
+            assert!(err.contains("cluster.advertise"), "{bad}: {err}");
+        }
     }
 
     #[test]

@@ -376,7 +376,7 @@ impl Node {
             .await;
         let _ = (&mut self.supervisor_task).await;
         for m in self.stoppers.drain(..) {
-            let _ = tokio::task::spawn_blocking(move || m.stop()).await;
+            let _ = crate::actors::tier_actor::run_hook(&m, |m| m.stop()).await;
         }
         tracing::info!(node = %self.config.node.name, "node stopped");
     }

@@ -26,6 +26,27 @@ pub(crate) trait Maintenance: Send + Sync + 'static {
     fn stop(&self);
     /// The layer's own metrics for the node's registry.
     fn metrics(&self) -> Vec<LayerMetric>;
+    /// True when `start`, `maintain` and `stop` never block, so they run on the actor's own
+    /// task; false (the default: L3's disk work) runs them on tokio's blocking pool. The
+    /// cluster hook is inline: it sends on the node's sockets, which under turmoil exist
+    /// only on the runtime's own thread.
+    fn inline(&self) -> bool {
+        false
+    }
+}
+
+/// Runs one of a hook's calls where the hook wants it (see [`Maintenance::inline`]).
+pub(crate) async fn run_hook(
+    m: &Arc<dyn Maintenance>,
+    call: fn(&dyn Maintenance),
+) -> Result<(), ActorProcessingErr> {
+    if m.inline() {
+        call(m.as_ref());
+        Ok(())
+    } else {
+        let m = m.clone();
+        blocking(move || call(m.as_ref())).await
+    }
 }
 
 /// One metric a layer exports beyond the per-layer counters every layer has.
@@ -94,10 +115,9 @@ impl Actor for TierActor {
             timers.push(myself.send_interval(every, || TierMsg::Sweep));
         }
         if let Some((m, every)) = &args.maintenance {
-            let (m, layer) = (m.clone(), args.layer);
-            blocking(move || {
+            run_hook(m, |m| {
                 if let Err(reason) = m.start() {
-                    tracing::error!(%layer, %reason, "layer failed to start; it will be retried");
+                    tracing::error!(%reason, "layer failed to start; it will be retried");
                 }
             })
             .await?;
@@ -144,8 +164,7 @@ impl Actor for TierActor {
             }
             TierMsg::Maintain => {
                 if let Some((m, _)) = &a.maintenance {
-                    let m = m.clone();
-                    blocking(move || m.maintain()).await?;
+                    run_hook(m, |m| m.maintain()).await?;
                 }
             }
             TierMsg::InjectPanic => panic!("fault injected into the {} actor", a.layer),

@@ -17,6 +17,7 @@
 //! refreshes the ring and sweeps the owner store. A restarted actor restarts the tasks;
 //! the state (membership, coherence, sockets) lives on in `Shared`.
 
+pub(crate) mod net;
 pub(crate) mod peer;
 pub(crate) mod tier;
 
@@ -24,7 +25,7 @@ use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, OnceLock};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use bytes::{Bytes, BytesMut};
 use parking_lot::{Mutex, RwLock};
@@ -41,10 +42,11 @@ use strata_core::glob::Glob;
 use strata_core::{
     Cache, Clock, Entry, HybridClock, MemoryTier, MemoryTierConfig, Tags, Tier, Version,
 };
-use tokio::net::{TcpListener, UdpSocket};
 use tokio::sync::{Notify, mpsc};
 use tokio::task::JoinHandle;
+use tokio::time::Instant;
 
+use self::net::{TcpListener, UdpSocket};
 use crate::actors::tier_actor::{LayerMetric, Maintenance};
 use crate::config::{ClusterConfig, NodeConfig};
 
@@ -185,15 +187,23 @@ impl Shared {
         let listener = TcpListener::bind(&c.rpc_listen)
             .await
             .map_err(|e| format!("cannot bind cluster.rpc_listen {}: {e}", c.rpc_listen))?;
-        let gossip = socket.local_addr().map_err(|e| e.to_string())?;
-        let rpc_addr = listener.local_addr().map_err(|e| e.to_string())?;
+        let advertise: Option<std::net::IpAddr> =
+            c.advertise.as_deref().and_then(|a| a.parse().ok());
+        let announced = |mut a: SocketAddr, always: bool| {
+            if let Some(ip) = advertise.filter(|_| always || a.ip().is_unspecified()) {
+                a.set_ip(ip);
+            }
+            a
+        };
+        let gossip = announced(socket.local_addr().map_err(|e| e.to_string())?, true);
+        let rpc_addr = announced(listener.local_addr().map_err(|e| e.to_string())?, true);
         let generation = clock.now_ms().max(1);
         let identity = NodeIdentity {
             name: config.node.name.clone(),
             gossip,
             rpc: rpc_addr,
-            resp: addr_or_unspecified(&config.server.resp_listen),
-            admin: addr_or_unspecified(&config.server.admin_listen),
+            resp: announced(addr_or_unspecified(&config.server.resp_listen), false),
+            admin: announced(addr_or_unspecified(&config.server.admin_listen), false),
             generation,
         };
         let seeds: Vec<SocketAddr> = c.seeds.iter().filter_map(|s| s.parse().ok()).collect();
@@ -769,7 +779,7 @@ impl Shared {
 
     /// One peer connection: the handshake, then requests until it closes. Errors of the
     /// handshake are returned (the connection is refused and counted).
-    async fn serve_conn(self: Arc<Self>, stream: tokio::net::TcpStream) -> Result<(), String> {
+    async fn serve_conn(self: Arc<Self>, stream: net::TcpStream) -> Result<(), String> {
         let (mut read, mut write) = stream.into_split();
         let mut buf = BytesMut::with_capacity(8 * 1024);
         let max = self.max_frame;
@@ -970,7 +980,10 @@ impl Shared {
             self.pull_status();
         }
         if n % SWEEP_EVERY == 0 {
-            self.owner.purge_expired_sync();
+            // The one part of a tick that may take long (a large owner store): off the
+            // runtime's threads.
+            let me = self.clone();
+            tokio::task::spawn_blocking(move || me.owner.purge_expired_sync());
             self.refresh_view();
         }
     }
@@ -1039,7 +1052,7 @@ impl Shared {
                 None => self.wake.notified().await,
                 Some(at) if at > Instant::now() => {
                     tokio::select! {
-                        _ = tokio::time::sleep_until(at.into()) => {}
+                        _ = tokio::time::sleep_until(at) => {}
                         _ = self.wake.notified() => {}
                     }
                 }
@@ -1320,15 +1333,17 @@ impl Maintenance for ClusterHook {
         ];
         *self.tasks.lock() = tasks;
         if !s.joined.swap(true, Ordering::AcqRel) {
-            let _guard = rt.enter();
             s.with_membership(|m| m.join());
         }
         Ok(())
     }
 
     fn maintain(&self) {
-        let _guard = tokio::runtime::Handle::current().enter();
         self.shared.tick();
+    }
+
+    fn inline(&self) -> bool {
+        true
     }
 
     fn stop(&self) {

@@ -17,17 +17,17 @@ use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
+use super::net::{ReadHalf, TcpStream, WriteHalf};
 use bytes::BytesMut;
 use parking_lot::Mutex;
 use strata_cluster::Authenticator;
 use strata_cluster::rpc::{self, Frame, Request, Response};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::TcpStream;
-use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
 use tokio::sync::{mpsc, oneshot};
 use tokio::task::JoinHandle;
+use tokio::time::Instant;
 
 /// Most retry credit banked, in tenths of a retry (10 retries).
 const RETRY_BANK: u64 = 100;
@@ -39,7 +39,7 @@ pub(crate) const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(2);
 
 /// Reads one frame from `read` (with `buf` holding what was read ahead).
 pub(crate) async fn read_frame(
-    read: &mut OwnedReadHalf,
+    read: &mut ReadHalf,
     buf: &mut BytesMut,
     max_frame: usize,
 ) -> Result<Frame, String> {
@@ -58,10 +58,7 @@ pub(crate) async fn read_frame(
 
 /// Writes what arrives on `rx` to `write`, coalescing what is queued into one write (at
 /// most about 256 KiB), until the channel closes or a write fails.
-pub(crate) async fn write_loop(
-    mut write: OwnedWriteHalf,
-    mut rx: mpsc::UnboundedReceiver<Vec<u8>>,
-) {
+pub(crate) async fn write_loop(mut write: WriteHalf, mut rx: mpsc::UnboundedReceiver<Vec<u8>>) {
     while let Some(first) = rx.recv().await {
         let mut batch = first;
         while let Ok(more) = rx.try_recv() {
@@ -76,7 +73,7 @@ pub(crate) async fn write_loop(
     }
 }
 
-async fn write_frame(write: &mut OwnedWriteHalf, frame: &Frame) -> Result<(), String> {
+async fn write_frame(write: &mut WriteHalf, frame: &Frame) -> Result<(), String> {
     write
         .write_all(&rpc::to_bytes(frame))
         .await
