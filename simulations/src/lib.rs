@@ -25,11 +25,13 @@ use std::collections::BTreeMap;
 
 use strata_cluster::coherence::{self, CoherenceFaults};
 use strata_cluster::placement;
+use strata_cluster::version_tag;
 use strata_cluster::{
     Coherence, CoherenceConfig, FaultSwitches, Invalidation, InvalidationOp, Membership,
     MembershipTimer, NodeIdentity, Output, lan_config,
 };
 use strata_cluster::{DEFAULT_REPLICATION_FACTOR as RF, DEFAULT_VNODES, Ring};
+use strata_core::{HybridClock, NamespacePolicy, Version};
 
 /// The secret every simulated node shares.
 const SECRET: &[u8] = b"simulated cluster secret";
@@ -163,6 +165,18 @@ pub struct RunOptions {
     /// Break the node's restart rule on purpose (checker tests): a restarted node keeps the
     /// copies it had in L3 instead of dropping them.
     pub keep_l3_at_start: bool,
+    /// Break expiry on purpose (checker tests): nodes serve entries past their expiry.
+    pub ignore_expiry: bool,
+    /// Break the TTL policy on purpose (checker tests): writes skip the namespace's
+    /// `max_ttl` check and keep the TTL asked for.
+    pub ignore_max_ttl: bool,
+    /// Break the owners' version check on purpose (checker tests): an owner takes any
+    /// write, push or repair, even one older than what it holds or than an invalidation it
+    /// has seen.
+    pub skip_version_check: bool,
+    /// Untag the nodes' hybrid clocks on purpose (checker tests): two nodes writing the
+    /// same key in the same millisecond can then stamp the same version.
+    pub untagged_versions: bool,
     /// Simulated time allowed for convergence after heal.
     pub liveness_bound: Option<Duration>,
     /// Add one node with the wrong cluster secret, which must never get in (and whose view
@@ -189,6 +203,55 @@ pub struct Report {
     pub trace: Vec<String>,
     /// Times nodes were declared down and rejoined under a new generation.
     pub rejoins: u64,
+    /// What the workload did.
+    pub workload: Workload,
+}
+
+/// What a run's clients did (each counted once, whatever the checker said).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Workload {
+    /// Reads served from the node's own copy or owner store.
+    pub local_reads: u64,
+    /// Reads served by another owner.
+    pub remote_reads: u64,
+    /// Writes (key sets) and pattern, tag and namespace invalidations.
+    pub writes: u64,
+    /// Writes that asked for a TTL.
+    pub ttl_writes: u64,
+    /// Writes refused because their TTL exceeded the namespace's maximum (G5).
+    pub refused_ttl: u64,
+    /// Reads that found only expired entries (G4 at work).
+    pub expired_misses: u64,
+    /// Key removals (`DEL`).
+    pub removals: u64,
+}
+
+impl std::ops::AddAssign for Workload {
+    fn add_assign(&mut self, o: Self) {
+        self.local_reads += o.local_reads;
+        self.remote_reads += o.remote_reads;
+        self.writes += o.writes;
+        self.ttl_writes += o.ttl_writes;
+        self.refused_ttl += o.refused_ttl;
+        self.expired_misses += o.expired_misses;
+        self.removals += o.removals;
+    }
+}
+
+impl fmt::Display for Workload {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(
+            f,
+            "{} local reads, {} remote reads, {} writes ({} with a TTL, {} refused over max_ttl), {} removals, {} reads missed on expiry",
+            self.local_reads,
+            self.remote_reads,
+            self.writes,
+            self.ttl_writes,
+            self.refused_ttl,
+            self.removals,
+            self.expired_misses
+        )
+    }
 }
 
 impl Report {
@@ -254,8 +317,32 @@ enum Kind {
 #[derive(Debug, Clone)]
 struct Copy {
     version: u64,
+    /// Absolute expiry in ms (the writer's clock), as entries carry it.
+    expires_at: Option<u64>,
     origin: String,
     generation: u64,
+}
+
+/// An owner-store entry: its version and absolute expiry.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct Held {
+    version: u64,
+    expires_at: Option<u64>,
+}
+
+/// What the reference model knows of one acknowledged write: when (true time), the
+/// writer's clock then, and the expiry the contract requires (the writer's clock plus the
+/// TTL asked for, or the namespace default).
+#[derive(Debug, Clone, Copy)]
+struct WriteRef {
+    expires_at: Option<u64>,
+    written_ms: u64,
+}
+
+/// The namespace policy every simulated write goes through (the node's own
+/// `NamespacePolicy::effective_ttl`): 1 h by default, 24 h at most (the licence rule, G5).
+fn policy() -> NamespacePolicy {
+    NamespacePolicy::default()
 }
 
 /// Keys of the workload.
@@ -280,18 +367,18 @@ struct SimNode {
     /// Holds the wrong secret: must never be a member anywhere.
     intruder: bool,
     coherence: Option<Coherence>,
-    /// Keys this node owns, with their versions (the owner store).
-    store: BTreeMap<u32, u64>,
+    /// Keys this node owns, with their versions and expiries (the owner store).
+    store: BTreeMap<u32, Held>,
     /// Copies of keys owned elsewhere.
     copies: BTreeMap<u32, Copy>,
     /// The ring of this node's view, and the one before the last change with when it
     /// changed (the hand-off window), as the node's cluster tier keeps them.
     ring: Option<Ring>,
     previous: Option<(Ring, u64)>,
-    /// This node's clock offset from true time (µs), and its hybrid logical clock: the
-    /// largest version it has issued or seen.
+    /// This node's clock offset from true time (µs), and its hybrid logical clock (the
+    /// node's own `HybridClock`, tagged with its name's version tag as a member's is).
     offset: i64,
-    hlc: u64,
+    hlc: HybridClock,
 }
 
 /// The simulation of one seed.
@@ -316,15 +403,30 @@ pub struct Sim {
     switches: FaultSwitches,
     coherence_faults: CoherenceFaults,
     keep_l3_at_start: bool,
-    /// The first read served from a copy older than an invalidation made more than
-    /// `STALENESS_BOUND` before it (G2 checked at every read, not only at the end).
-    stale_read: Option<String>,
+    ignore_expiry: bool,
+    ignore_max_ttl: bool,
+    skip_version_check: bool,
+    untagged_versions: bool,
+    /// The first contract violation seen at an operation: a read served from a copy older
+    /// than an invalidation made more than `STALENESS_BOUND` before it (G2, checked at every
+    /// read, not only at the end), a writer reading an older value than its own write (G1),
+    /// an entry served at or after its expiry (G4), a TTL over the namespace's maximum
+    /// accepted (G5).
+    violation: Option<String>,
+    /// The reference model's record of every acknowledged write, by (key, version).
+    writes: HashMap<(u32, u64), WriteRef>,
+    /// The last acknowledged write or removal of a key by a node, in that node's life:
+    /// (node, key) -> (life, version). A later read on that node must not return older (G1).
+    acked: HashMap<(usize, u32), (u32, u64)>,
     /// Whether a partition has started.
     partitioned: bool,
     /// Every invalidation made: (time, key, version).
     invalidations: Vec<(u64, u32, u64)>,
     /// Reads served from a copy, fetched from an owner, and writes.
     ops: (u64, u64, u64),
+    /// Writes with a TTL, writes refused for a TTL over the maximum, reads that found only
+    /// expired entries, removals.
+    ttl_ops: (u64, u64, u64, u64),
     debug_key: Option<u32>,
     events: u64,
     packets: (u64, u64, u64),
@@ -369,7 +471,7 @@ impl Sim {
                 ring: None,
                 previous: None,
                 offset: 0,
-                hlc: 0,
+                hlc: HybridClock::with_tag(version_tag(&format!("n{i:04}"))),
             })
             .collect();
         let by_addr = nodes.iter().enumerate().map(|(i, n)| (n.addr, i)).collect();
@@ -392,10 +494,17 @@ impl Sim {
             switches: opts.switches,
             coherence_faults: opts.coherence_faults,
             keep_l3_at_start: opts.keep_l3_at_start,
-            stale_read: None,
+            ignore_expiry: opts.ignore_expiry,
+            ignore_max_ttl: opts.ignore_max_ttl,
+            skip_version_check: opts.skip_version_check,
+            untagged_versions: opts.untagged_versions,
+            violation: None,
+            writes: HashMap::new(),
+            acked: HashMap::new(),
             partitioned: false,
             invalidations: Vec::new(),
             ops: (0, 0, 0),
+            ttl_ops: (0, 0, 0, 0),
             debug_key: std::env::var("STRATA_SIM_KEY")
                 .ok()
                 .and_then(|v| v.parse().ok()),
@@ -475,6 +584,12 @@ impl Sim {
             self.nodes[i].copies.clear();
         }
         self.nodes[i].store.clear();
+        // A new process: a new clock (it starts at its wall clock).
+        self.nodes[i].hlc = if self.untagged_versions {
+            HybridClock::new()
+        } else {
+            HybridClock::with_tag(version_tag(&self.nodes[i].name))
+        };
         self.nodes[i].ring = None;
         self.nodes[i].previous = None;
         let life = self.nodes[i].life;
@@ -516,15 +631,15 @@ impl Sim {
         let old = self.nodes[at].ring.take();
         if let Some(old) = old.filter(|o| o.version() != new.version()) {
             let me = self.nodes[at].name.clone();
-            let entries: Vec<(u32, u64)> =
+            let entries: Vec<(u32, Held)> =
                 self.nodes[at].store.iter().map(|(k, v)| (*k, *v)).collect();
-            for (key, version) in entries {
+            for (key, held) in entries {
                 for t in placement::handoff_targets(&old, &new, &me, "ns", &key_bytes(key), RF) {
                     if let Some(j) = self.nodes.iter().position(|n| n.name == t)
                         && self.reachable(at, j)
                         && !self.wrng.random_bool(self.loss)
                     {
-                        self.owner_set(j, key, version);
+                        self.owner_set(j, key, held);
                     }
                 }
             }
@@ -536,17 +651,19 @@ impl Sim {
     /// An owner takes `version` of `key` (a write, a hand-off push or a read repair) unless
     /// it holds a newer one or has seen a newer invalidation (the `Set` handler's checks).
     /// Returns false when it kept a newer one.
-    fn owner_set(&mut self, at: usize, key: u32, version: u64) -> bool {
+    fn owner_set(&mut self, at: usize, key: u32, held: Held) -> bool {
+        let version = held.version;
         self.observe(at, version);
         let node = &mut self.nodes[at];
         let admits = node
             .coherence
             .as_ref()
             .is_some_and(|c| c.admits_tagged("ns", &key_bytes(key), version, &[tag_of(key)]));
-        if !admits || node.store.get(&key).is_some_and(|v| *v > version) {
+        let newer = node.store.get(&key).is_some_and(|h| h.version > version);
+        if (!admits || newer) && !self.skip_version_check {
             return false;
         }
-        node.store.insert(key, version);
+        node.store.insert(key, held);
         true
     }
 
@@ -636,7 +753,7 @@ impl Sim {
                 }
                 // An owner that missed a write (it was unreachable, or owned the key under
                 // another view of the ring) drops its older value too.
-                if node.store.get(&k).is_some_and(|v| *v < inv.version) {
+                if node.store.get(&k).is_some_and(|h| h.version < inv.version) {
                     node.store.remove(&k);
                 }
                 return;
@@ -663,8 +780,12 @@ impl Sim {
         for o in outputs {
             match o {
                 coherence::Output::Broadcast(bytes) => {
+                    // As the node's disseminator: queued and sent in a gossip round at once
+                    // (seed 2123: queued only, an invalidation waited for the next periodic
+                    // round, 200 ms, and its writer crashed first; the node never waits).
                     if let Some(m) = self.nodes[at].membership.as_mut() {
-                        m.broadcast(&bytes);
+                        let out = m.broadcast_now(&bytes);
+                        self.apply(at, out);
                     }
                 }
                 coherence::Output::Apply(inv) => self.apply_invalidation(at, &inv),
@@ -775,18 +896,16 @@ impl Sim {
     }
 
     /// A new version from `at`'s hybrid logical clock: its own clock (true time plus its
-    /// offset) unless it has seen a later version, then one past that.
+    /// offset, in ms) unless it has seen a later version, then one past that.
     fn stamp(&mut self, at: usize) -> u64 {
-        let node = &mut self.nodes[at];
-        let wall = self.now.saturating_add_signed(node.offset);
-        node.hlc = wall.max(node.hlc + 1);
-        node.hlc
+        let ms = self.clock_ms(at);
+        self.nodes[at].hlc.tick(ms).as_u64()
     }
 
     /// `at` saw `version`: its later stamps order after it.
     fn observe(&mut self, at: usize, version: u64) {
-        let node = &mut self.nodes[at];
-        node.hlc = node.hlc.max(version);
+        let ms = self.clock_ms(at);
+        self.nodes[at].hlc.observe(Version::from_u64(version), ms);
     }
 
     /// The ring of `at`'s view.
@@ -809,10 +928,11 @@ impl Sim {
         self.blocked.iter().any(|(a, b)| *a == i || *b == i)
     }
 
-    /// A copy of `version` read from (or written through) `owner`'s current life.
-    fn copy_from(&self, owner: usize, version: u64) -> Copy {
+    /// A copy of `held` read from (or written through) `owner`'s current life.
+    fn copy_from(&self, owner: usize, held: Held) -> Copy {
         Copy {
-            version,
+            version: held.version,
+            expires_at: held.expires_at,
             origin: self.nodes[owner].name.clone(),
             generation: self.nodes[owner].generation,
         }
@@ -833,8 +953,98 @@ impl Sim {
             self.invalidate_many(at, roll);
         } else if roll < 34 {
             self.write(at, key, &ring);
+        } else if roll < 39 {
+            self.remove(at, key, &ring);
         } else {
             self.read(at, key, &ring);
+        }
+    }
+
+    /// `at`'s clock (true time plus its offset), in ms.
+    fn clock_ms(&self, at: usize) -> u64 {
+        self.now.saturating_add_signed(self.nodes[at].offset) / MS
+    }
+
+    /// Whether `at` serves an entry expiring at `expires_at` now (`Entry::is_fresh` on its
+    /// own clock), unless expiry is switched off on purpose.
+    fn fresh(&self, at: usize, expires_at: Option<u64>) -> bool {
+        self.ignore_expiry || expires_at.is_none_or(|e| self.clock_ms(at) < e)
+    }
+
+    /// The TTL a client asks for: none (the namespace default), short ones that expire
+    /// during the run, long ones, and now and then one over the 24 h maximum.
+    fn draw_ttl(&mut self) -> Option<Duration> {
+        let roll = self.wrng.random_range(0..100u32);
+        match roll {
+            0..35 => None,
+            35..65 => Some(Duration::from_millis(self.wrng.random_range(200..3_000))),
+            65..90 => Some(Duration::from_millis(self.wrng.random_range(3_000..20_000))),
+            90..98 => Some(Duration::from_secs(self.wrng.random_range(3_600..=86_400))),
+            _ => Some(Duration::from_secs(
+                self.wrng.random_range(86_401..=172_800),
+            )),
+        }
+    }
+
+    /// Records the first contract violation seen at an operation.
+    fn violate(&mut self, what: impl FnOnce() -> String) {
+        if self.violation.is_none() {
+            let t = self.now as f64 / SEC as f64;
+            self.violation = Some(format!("{} (at {t:.3}s)", what()));
+        }
+    }
+
+    /// The checks every served read goes through: G1 (not older than the reader's own last
+    /// acknowledged write or removal of the key, in this life), G2 (not older than an
+    /// invalidation made more than `STALENESS_BOUND` ago, until a partition starts), G4 (not
+    /// at or after the expiry the reference model computed for that write, on the reader's
+    /// clock) and G5 (no entry lives longer than `max_ttl` from its write).
+    fn check_served(&mut self, at: usize, key: u32, held: Held) {
+        let version = held.version;
+        if self.partitioned {
+            // No bound holds across a partition (docs/semantics.md): reads are checked in
+            // runs until a partition starts.
+            return;
+        }
+        if let Some(&(life, mine)) = self.acked.get(&(at, key))
+            && life == self.nodes[at].life
+            && version < mine
+        {
+            self.violate(|| {
+                format!("G1: n{at} read key {key} at version {version}, older than its own acknowledged version {mine}")
+            });
+        }
+        if let Some((t, _, v)) = self
+            .invalidations
+            .iter()
+            .find(|(t, k, v)| *k == key && *v > version && t + STALENESS_BOUND <= self.now)
+            .copied()
+        {
+            self.violate(|| {
+                format!(
+                    "G2: n{at} served key {key} at version {version}; it was invalidated at {:.3}s by version {v}",
+                    t as f64 / SEC as f64
+                )
+            });
+        }
+        if let Some(w) = self.writes.get(&(key, version)).copied() {
+            let now_ms = self.clock_ms(at);
+            if let Some(e) = w.expires_at
+                && now_ms >= e
+            {
+                self.violate(|| {
+                    format!("G4: n{at} served key {key} version {version} at {now_ms} ms on its clock; it expired at {e} ms")
+                });
+            }
+            let max = policy().max_ttl.map_or(u64::MAX, |d| d.as_millis() as u64);
+            if held
+                .expires_at
+                .is_none_or(|e| e.saturating_sub(w.written_ms) > max)
+            {
+                self.violate(|| {
+                    format!("G5: n{at} served key {key} version {version} expiring at {:?}, more than max_ttl after its write at {} ms", held.expires_at, w.written_ms)
+                });
+            }
         }
     }
 
@@ -854,8 +1064,40 @@ impl Sim {
         if targets.is_empty() {
             return;
         }
+        // The namespace policy, checked by the node the client asked (G5): a TTL over
+        // `max_ttl` is refused before any owner is written.
+        let requested = self.draw_ttl();
+        let ttl = match policy().effective_ttl("ns", requested) {
+            Ok(t) => t,
+            Err(_) if self.ignore_max_ttl => requested,
+            Err(_) => {
+                self.ttl_ops.1 += 1;
+                return;
+            }
+        };
+        let max = policy().max_ttl.unwrap_or(Duration::MAX);
+        if requested.is_some_and(|r| r > max) {
+            self.violate(|| format!("G5: n{at} accepted a TTL of {requested:?} over max_ttl"));
+        }
+        if requested.is_some() {
+            self.ttl_ops.0 += 1;
+        }
         // The writer's hybrid clock: its own (skewed) clock, past every version it has seen.
         let version = self.stamp(at);
+        let written_ms = self.clock_ms(at);
+        let held = Held {
+            version,
+            expires_at: ttl.map(|t| written_ms + t.as_millis() as u64),
+        };
+        // The reference model's expiry: computed from what the client asked, not from what
+        // the node stored.
+        let default = policy().default_ttl;
+        let reference = WriteRef {
+            expires_at: requested
+                .or(default)
+                .map(|t| written_ms + t.as_millis() as u64),
+            written_ms,
+        };
         if !self.nodes[at]
             .coherence
             .as_ref()
@@ -867,10 +1109,22 @@ impl Sim {
         self.debug_key(key, || {
             format!("n{at} writes (owners {targets:?}) version {version}")
         });
+        // Versions order every write; two writes of one key with one version would let
+        // owners and copies keep different values for good (seed 1775, before the clocks
+        // were tagged).
+        if self.writes.insert((key, version), reference).is_some() {
+            self.violate(|| {
+                format!("G2: a second write of key {key} stamped version {version} (n{at}): holders of either value keep it")
+            });
+        }
         let mut kept_newer = false;
         for &o in &targets {
-            kept_newer |= !self.owner_set(o, key, version);
+            kept_newer |= !self.owner_set(o, key, held);
             self.nodes[o].copies.remove(&key);
+        }
+        if !self.cut_off(at) {
+            let life = self.nodes[at].life;
+            self.acked.insert((at, key), (life, version));
         }
         if kept_newer {
             // Superseded: the writer's own copy goes, nothing is announced.
@@ -878,17 +1132,52 @@ impl Sim {
             return;
         }
         if !owners.contains(&at) {
-            let copy = self.copy_from(targets[0], version);
+            let copy = self.copy_from(targets[0], held);
             self.nodes[at].copies.insert(key, copy);
-            // The writer's own store may hold an older value of a key it no longer owns;
-            // its own invalidation never comes back to it (the node's `originate`).
-            if self.nodes[at].store.get(&key).is_some_and(|v| *v < version) {
-                self.nodes[at].store.remove(&key);
-            }
         }
         // The contract covers writes whose writer and owners are connected to the cluster.
         if !self.cut_off(at) && !targets.iter().any(|&o| self.cut_off(o)) {
             self.invalidations.push((self.now, key, version));
+        }
+        let op = InvalidationOp::Key {
+            namespace: "ns".into(),
+            key: key_bytes(key),
+        };
+        self.originate(at, version, op, false);
+    }
+
+    /// A removal (`DEL`): every owner `at` reaches removes the key if it holds that version
+    /// or an older one (the `Remove` handler), `at` drops its own copy, then originates the
+    /// key's invalidation (the cluster tier's `remove`).
+    fn remove(&mut self, at: usize, key: u32, ring: &Ring) {
+        let owners: Vec<usize> = ring
+            .owners("ns", &key_bytes(key), RF)
+            .into_iter()
+            .filter_map(|n| self.index_of(n))
+            .collect();
+        let version = self.stamp(at);
+        self.ttl_ops.3 += 1;
+        self.debug_key(key, || format!("n{at} removes version {version}"));
+        self.nodes[at].copies.remove(&key);
+        let mut reached = Vec::new();
+        for o in owners {
+            if o != at && !self.reachable(at, o) {
+                continue;
+            }
+            reached.push(o);
+            self.observe(o, version);
+            if self.nodes[o]
+                .store
+                .get(&key)
+                .is_some_and(|h| h.version <= version)
+            {
+                self.nodes[o].store.remove(&key);
+            }
+        }
+        if !self.cut_off(at) && !reached.iter().any(|&o| self.cut_off(o)) {
+            self.invalidations.push((self.now, key, version));
+            let life = self.nodes[at].life;
+            self.acked.insert((at, key), (life, version));
         }
         let op = InvalidationOp::Key {
             namespace: "ns".into(),
@@ -903,6 +1192,17 @@ impl Sim {
     /// gets an error: the invalidation is not acknowledged).
     fn originate(&mut self, at: usize, version: u64, op: InvalidationOp, strict: bool) -> bool {
         let now_ms = self.now / MS;
+        // The node's own store may hold an older value of a key it no longer owns; its own
+        // invalidation never comes back to it, so `originate` drops it (seed 283).
+        if let InvalidationOp::Key { key, .. } = &op
+            && let Some(k) = key_id(key)
+            && self.nodes[at]
+                .store
+                .get(&k)
+                .is_some_and(|h| h.version < version)
+        {
+            self.nodes[at].store.remove(&k);
+        }
         let Some((inv, out)) = self.nodes[at]
             .coherence
             .as_mut()
@@ -988,26 +1288,20 @@ impl Sim {
         let local = if owns {
             self.nodes[at].store.get(&key).copied()
         } else {
-            self.nodes[at].copies.get(&key).map(|c| c.version)
+            self.nodes[at].copies.get(&key).map(|c| Held {
+                version: c.version,
+                expires_at: c.expires_at,
+            })
         };
-        if let Some(version) = local {
-            self.ops.0 += 1;
-            // No bound holds across a partition (docs/semantics.md): reads are checked in
-            // runs until a partition starts.
-            if self.stale_read.is_none()
-                && !self.partitioned
-                && let Some((t, _, v)) = self
-                    .invalidations
-                    .iter()
-                    .find(|(t, k, v)| *k == key && *v > version && t + STALENESS_BOUND <= self.now)
-            {
-                self.stale_read = Some(format!(
-                    "n{at} served key {key} at version {version} at {:.3}s; it was invalidated at {:.3}s by version {v}",
-                    self.now as f64 / SEC as f64,
-                    *t as f64 / SEC as f64
-                ));
+        let mut expired = false;
+        if let Some(held) = local {
+            if self.fresh(at, held.expires_at) {
+                self.ops.0 += 1;
+                self.check_served(at, key, held);
+                return;
             }
-            return;
+            // Expired: a miss here, and the read goes on to the owners.
+            expired = true;
         }
         let previous = self.nodes[at]
             .previous
@@ -1023,10 +1317,18 @@ impl Sim {
             if o == at || !self.reachable(at, o) {
                 continue;
             }
-            // The owner has no value: ask the next (all miss: the client would load it).
-            let Some(version) = self.nodes[o].store.get(&key).copied() else {
+            // The owner has no value, or only an expired one (its store's `get` on its own
+            // clock): ask the next (all miss: the client would load it).
+            let Some(held) = self.nodes[o].store.get(&key).copied() else {
                 continue;
             };
+            let version = held.version;
+            // The owner's store serves only fresh entries, on its clock; the reader checks
+            // again on its own (the cluster tier's `fetch`).
+            if !self.fresh(o, held.expires_at) || !self.fresh(at, held.expires_at) {
+                expired = true;
+                continue;
+            }
             // G3: a copy older than an invalidation this node has seen is refused.
             if !self.nodes[at]
                 .coherence
@@ -1038,7 +1340,8 @@ impl Sim {
             self.ops.1 += 1;
             self.observe(at, version);
             self.debug_key(key, || format!("n{at} reads from n{o} version {version}"));
-            let copy = self.copy_from(o, version);
+            self.check_served(at, key, held);
+            let copy = self.copy_from(o, held);
             let seq = self.nodes[o]
                 .coherence
                 .as_ref()
@@ -1052,25 +1355,35 @@ impl Sim {
                     if let Some(t) = self.index_of(n)
                         && (t == at || self.reachable(at, t))
                     {
-                        self.owner_set(t, key, version);
+                        self.owner_set(t, key, held);
                     }
                 }
             } else if owns {
                 // Read repair of this node's own store.
-                self.owner_set(at, key, version);
+                self.owner_set(at, key, held);
             }
             if !owns {
                 self.nodes[at].copies.insert(key, copy);
             }
             return;
         }
+        if expired {
+            self.ttl_ops.2 += 1;
+        }
     }
 
     /// G2/G3 on the copies: no node holds a copy older than an invalidation of its key made
     /// more than `STALENESS_BOUND` ago.
     fn check_copies(&self) -> Result<(), String> {
-        for n in self.nodes.iter().filter(|n| n.membership.is_some()) {
+        for (i, n) in self.nodes.iter().enumerate() {
+            if n.membership.is_none() {
+                continue;
+            }
             for (key, copy) in &n.copies {
+                // An expired copy is never served (G4): holding it is no violation.
+                if !self.fresh(i, copy.expires_at) {
+                    continue;
+                }
                 if let Some((t, _, v)) = self.invalidations.iter().find(|(t, k, v)| {
                     k == key && *v > copy.version && t + STALENESS_BOUND <= self.now
                 }) {
@@ -1107,7 +1420,11 @@ impl Sim {
             }
             // Owner stores are served too: an owner that missed a write (unreachable, or an
             // owner under another view) must have dropped its older value by now.
-            for (key, version) in &n.store {
+            for (key, held) in &n.store {
+                let version = &held.version;
+                if !self.fresh(i, held.expires_at) {
+                    continue;
+                }
                 if let Some((t, _, v)) = self
                     .invalidations
                     .iter()
@@ -1350,8 +1667,12 @@ impl Sim {
                         let mut out = Vec::new();
                         if let Some(c) = self.nodes[node].coherence.as_mut() {
                             out = c.tick(now_ms);
-                            if n % 5 == 0 {
-                                out.push(c.heartbeat());
+                            if n % 5 == 0
+                                && let coherence::Output::Broadcast(hb) = c.heartbeat()
+                                && let Some(m) = self.nodes[node].membership.as_mut()
+                            {
+                                // Heartbeats ride on regular gossip, as on the node.
+                                m.broadcast(&hb);
                             }
                         }
                         self.apply_coherence(node, out);
@@ -1385,7 +1706,7 @@ impl Sim {
                 Kind::FinalCheck => {
                     let healed = self.healed_at.unwrap_or(self.now);
                     let converged = self.converged.unwrap_or(self.now);
-                    let served = self.stale_read.take().map_or(Ok(()), Err);
+                    let served = self.violation.take().map_or(Ok(()), Err);
                     result = Some(match served.and_then(|()| self.check_copies()) {
                         Ok(()) => Ok(Duration::from_micros(converged - healed)),
                         Err(e) => Err(format!("contract: {e}")),
@@ -1430,6 +1751,15 @@ impl Sim {
             wall: wall.elapsed(),
             packets: self.packets,
             trace: self.trace.into_iter().collect(),
+            workload: Workload {
+                local_reads: self.ops.0,
+                remote_reads: self.ops.1,
+                writes: self.ops.2,
+                ttl_writes: self.ttl_ops.0,
+                refused_ttl: self.ttl_ops.1,
+                expired_misses: self.ttl_ops.2,
+                removals: self.ttl_ops.3,
+            },
         }
     }
 }

@@ -71,9 +71,14 @@ fn main() -> ExitCode {
             "ring_without_self" => opts.switches.ring_without_self = true,
             "ignore_gaps" => opts.coherence_faults.ignore_gaps = true,
             "keep_l3_at_start" => opts.keep_l3_at_start = true,
+            "ignore_expiry" => opts.ignore_expiry = true,
+            "ignore_max_ttl" => opts.ignore_max_ttl = true,
+            "skip_version_check" => opts.skip_version_check = true,
+            "untagged_versions" => opts.untagged_versions = true,
             _ => {
                 eprintln!(
-                    "unknown --break {b}: skip_seed_rejoin, ring_without_self, ignore_gaps, keep_l3_at_start"
+                    "unknown --break {b}: skip_seed_rejoin, ring_without_self, ignore_gaps, keep_l3_at_start, \
+                     ignore_expiry, ignore_max_ttl, skip_version_check, untagged_versions"
                 );
                 return ExitCode::from(2);
             }
@@ -92,11 +97,13 @@ fn main() -> ExitCode {
     };
     let start = Instant::now();
     let (mut failed, mut events, mut rejoins) = (0usize, 0u64, 0u64);
+    let mut workload = strata_sim::Workload::default();
     let mut worst = std::time::Duration::ZERO;
     for seed in &list {
         let r = run_seed(*seed, &opts);
         events += r.events;
         rejoins += r.rejoins;
+        workload += r.workload;
         println!("{r}");
         match &r.result {
             Ok(t) => worst = worst.max(*t),
@@ -122,6 +129,7 @@ fn main() -> ExitCode {
         wall.as_secs_f64(),
         events as f64 / wall.as_secs_f64().max(1e-9)
     );
+    println!("workload: {workload}");
     if failed > 0 {
         ExitCode::FAILURE
     } else {

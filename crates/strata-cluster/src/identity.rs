@@ -66,3 +66,31 @@ impl foca::Identity for NodeIdentity {
         self.generation > adversary.generation
     }
 }
+
+/// The tag a member puts in the low 8 bits of every version it stamps
+/// (`strata_core::HybridClock::with_tag`): a hash of its name, the same on every run, so two
+/// members writing the same key in the same millisecond stamp different versions. Two names
+/// share a tag with probability 1/256; those two can still tie, but only if they also write
+/// the same key in the same millisecond at the same logical count.
+pub fn version_tag(name: &str) -> u8 {
+    // FNV-1a, folded to one byte.
+    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
+    for b in name.bytes() {
+        h ^= u64::from(b);
+        h = h.wrapping_mul(0x0000_0100_0000_01b3);
+    }
+    h.to_le_bytes().iter().fold(0, |acc, b| acc ^ b)
+}
+
+#[cfg(test)]
+mod version_tag_tests {
+    use super::version_tag;
+
+    #[test]
+    fn tags_are_stable_and_spread() {
+        assert_eq!(version_tag("node1"), version_tag("node1"));
+        let tags: std::collections::HashSet<u8> =
+            (0..64).map(|i| version_tag(&format!("n{i:04}"))).collect();
+        assert!(tags.len() > 40, "64 names gave only {} tags", tags.len());
+    }
+}

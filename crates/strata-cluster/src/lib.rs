@@ -22,7 +22,7 @@ pub mod rpc;
 
 pub use auth::{AuthError, Authenticator};
 pub use coherence::{Coherence, CoherenceConfig, Invalidation, InvalidationOp, ItemHandler};
-pub use identity::NodeIdentity;
+pub use identity::{NodeIdentity, version_tag};
 #[cfg(feature = "fault-switches")]
 pub use membership::FaultSwitches;
 pub use membership::{Membership, MembershipStats, MembershipTimer, Output, lan_config};

@@ -171,6 +171,7 @@ pub struct CacheBuilder {
     limits: Limits,
     default_policy: NamespacePolicy,
     policies: Vec<(String, NamespacePolicy)>,
+    version_tag: Option<u8>,
 }
 
 impl Default for CacheBuilder {
@@ -183,6 +184,7 @@ impl Default for CacheBuilder {
             limits: Limits::default(),
             default_policy: NamespacePolicy::default(),
             policies: Vec::new(),
+            version_tag: None,
         }
     }
 }
@@ -215,6 +217,13 @@ impl CacheBuilder {
     /// Size limits for keys, values and tags.
     pub fn limits(mut self, limits: Limits) -> Self {
         self.limits = limits;
+        self
+    }
+
+    /// Ends every version this cache stamps in `tag` (see [`HybridClock::with_tag`]): a
+    /// cluster member's tag, so that two members never stamp the same version.
+    pub fn version_tag(mut self, tag: u8) -> Self {
+        self.version_tag = Some(tag);
         self
     }
 
@@ -257,7 +266,9 @@ impl CacheBuilder {
                 l2: self.l2,
                 l3: self.l3,
                 clock: self.clock,
-                hlc: HybridClock::new(),
+                hlc: self
+                    .version_tag
+                    .map_or_else(HybridClock::new, HybridClock::with_tag),
                 limits: self.limits,
                 default_policy: self.default_policy,
                 namespaces,

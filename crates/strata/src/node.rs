@@ -124,8 +124,12 @@ impl Node {
     /// Starts a node with the given seams.
     pub async fn start_with(config: NodeConfig, deps: NodeDeps) -> Result<Node, NodeError> {
         config.validate()?;
-        let mut builder = Cache::builder()
-            .clock(deps.clock.clone())
+        let mut builder = Cache::builder().clock(deps.clock.clone());
+        if config.cluster.enabled {
+            // Members stamp versions no other member stamps (see `HybridClock::with_tag`).
+            builder = builder.version_tag(strata_cluster::version_tag(&config.node.name));
+        }
+        let mut builder = builder
             .limits(config.core_limits())
             .default_policy(config.namespace_defaults.to_policy(None));
         for (name, policy) in config.namespace_policies() {

@@ -247,7 +247,7 @@ impl Shared {
             name: config.node.name.clone(),
             generation,
             clock,
-            hlc: HybridClock::new(),
+            hlc: HybridClock::with_tag(strata_cluster::version_tag(&config.node.name)),
             membership: Mutex::new(Some(membership)),
             coherence: Mutex::new(coherence),
             view: RwLock::new(View {
