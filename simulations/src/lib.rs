@@ -174,6 +174,9 @@ pub struct RunOptions {
     /// write, push or repair, even one older than what it holds or than an invalidation it
     /// has seen.
     pub skip_version_check: bool,
+    /// Nodes with clients (the first N); all when unset. A 1000-node run with every node
+    /// serving clients is more invalidations than the simulator's memory holds.
+    pub clients: Option<usize>,
     /// Untag the nodes' hybrid clocks on purpose (checker tests): two nodes writing the
     /// same key in the same millisecond can then stamp the same version.
     pub untagged_versions: bool,
@@ -205,6 +208,8 @@ pub struct Report {
     pub rejoins: u64,
     /// What the workload did.
     pub workload: Workload,
+    /// Nodes with clients (`RunOptions::clients`; `None`: all).
+    pub clients: Option<usize>,
 }
 
 /// What a run's clients did (each counted once, whatever the checker said).
@@ -407,6 +412,7 @@ pub struct Sim {
     ignore_max_ttl: bool,
     skip_version_check: bool,
     untagged_versions: bool,
+    clients: usize,
     /// The first contract violation seen at an operation: a read served from a copy older
     /// than an invalidation made more than `STALENESS_BOUND` before it (G2, checked at every
     /// read, not only at the end), a writer reading an older value than its own write (G1),
@@ -498,6 +504,7 @@ impl Sim {
             ignore_max_ttl: opts.ignore_max_ttl,
             skip_version_check: opts.skip_version_check,
             untagged_versions: opts.untagged_versions,
+            clients: opts.clients.unwrap_or(usize::MAX),
             violation: None,
             writes: HashMap::new(),
             acked: HashMap::new(),
@@ -1491,8 +1498,9 @@ impl Sim {
             let at = self.rng.random_range(fault_start..fault_end);
             self.push(at, Kind::Partition);
         }
-        // The workload: each node serves a client operation every 50–350 ms until the heal.
-        for i in 0..n {
+        // The workload: each node with clients (all, unless limited for a scale run) serves
+        // a client operation every 50–350 ms until the heal.
+        for i in 0..n.min(self.clients) {
             let mut t = 2 * SEC + self.wrng.random_range(0..300 * MS);
             while t < fault_end {
                 self.push(t, Kind::Op(i));
@@ -1760,6 +1768,7 @@ impl Sim {
                 expired_misses: self.ttl_ops.2,
                 removals: self.ttl_ops.3,
             },
+            clients: (self.clients < self.mix.nodes).then_some(self.clients),
         }
     }
 }
@@ -1803,9 +1812,11 @@ pub fn run_seed(seed: u64, opts: &RunOptions) -> Report {
 pub fn shrink(seed: u64, opts: &RunOptions, failing: &Report) -> Report {
     let mut best = failing.clone();
     let mut mix = failing.mix.clone();
-    let still_fails = |mix: &FaultMix| {
+    let mut clients = opts.clients;
+    let still_fails = |mix: &FaultMix, clients: Option<usize>| {
         let o = RunOptions {
             mix: Some(mix.clone()),
+            clients,
             ..opts.clone()
         };
         let r = run_seed(seed, &o);
@@ -1827,7 +1838,7 @@ pub fn shrink(seed: u64, opts: &RunOptions, failing: &Report) -> Report {
         let mut tried = mix.clone();
         c(&mut tried);
         if tried != mix
-            && let Some(r) = still_fails(&tried)
+            && let Some(r) = still_fails(&tried, clients)
         {
             mix = tried;
             best = r;
@@ -1837,7 +1848,7 @@ pub fn shrink(seed: u64, opts: &RunOptions, failing: &Report) -> Report {
     while mix.fault_secs > 5 {
         let mut tried = mix.clone();
         tried.fault_secs = (mix.fault_secs / 2).max(5);
-        match still_fails(&tried) {
+        match still_fails(&tried, clients) {
             Some(r) => {
                 mix = tried;
                 best = r;
@@ -1851,9 +1862,24 @@ pub fn shrink(seed: u64, opts: &RunOptions, failing: &Report) -> Report {
         tried.crashes = tried.crashes.min(tried.nodes - 1);
         tried.stay_dead = tried.stay_dead.min(tried.crashes);
         tried.leaves = tried.leaves.min(tried.nodes - 1);
-        match still_fails(&tried) {
+        match still_fails(&tried, clients) {
             Some(r) => {
                 mix = tried;
+                best = r;
+            }
+            None => break,
+        }
+    }
+    // Fewer clients: fewer operations in the trace, down to one node serving them.
+    loop {
+        let now = clients.unwrap_or(mix.nodes).min(mix.nodes);
+        if now <= 1 {
+            break;
+        }
+        let tried = Some(now / 2);
+        match still_fails(&mix, tried) {
+            Some(r) => {
+                clients = tried;
                 best = r;
             }
             None => break,

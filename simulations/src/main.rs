@@ -16,7 +16,7 @@ use strata_sim::{FaultMix, RunOptions, run_seed, shrink};
 
 fn usage() -> ExitCode {
     eprintln!(
-        "usage: strata-sim [--seeds N | --seed S] [--first F] [--nodes N] [--calm] [--partition] [--no-shrink] [--break SWITCH]..."
+        "usage: strata-sim [--seeds N | --seed S] [--first F] [--nodes N] [--clients N] [--calm] [--partition] [--no-shrink] [--break SWITCH]..."
     );
     ExitCode::from(2)
 }
@@ -27,6 +27,7 @@ fn main() -> ExitCode {
     let mut one: Option<u64> = None;
     let mut first = 0u64;
     let mut nodes: Option<usize> = None;
+    let mut clients: Option<usize> = None;
     let mut calm = false;
     let mut partition = false;
     let mut no_shrink = false;
@@ -51,6 +52,10 @@ fn main() -> ExitCode {
                 Some(n) => nodes = Some(n as usize),
                 None => return usage(),
             },
+            "--clients" => match num() {
+                Some(n) => clients = Some(n as usize),
+                None => return usage(),
+            },
             "--calm" => calm = true,
             "--partition" => partition = true,
             "--no-shrink" => no_shrink = true,
@@ -63,6 +68,7 @@ fn main() -> ExitCode {
     }
     let mut opts = RunOptions {
         nodes,
+        clients,
         ..RunOptions::default()
     };
     for b in &breaks {
@@ -115,7 +121,14 @@ fn main() -> ExitCode {
                 }
                 if !no_shrink {
                     let small = shrink(*seed, &opts, &r);
-                    println!("  smallest failing mix: {}", small.mix);
+                    println!(
+                        "  smallest failing mix: {}{}",
+                        small.mix,
+                        small
+                            .clients
+                            .map(|c| format!(", clients on {c} node(s) (--clients {c})"))
+                            .unwrap_or_default()
+                    );
                 }
                 println!("  replay: cargo run -p strata-sim --release -- --seed {seed}");
             }

@@ -321,3 +321,20 @@ fn a_node_with_the_wrong_secret_never_joins() {
         );
     }
 }
+
+/// The shrinker keeps a failure while it cuts the run down: a broken TTL policy fails in
+/// any cluster, so seed 0's 11-node, 21 s, partitioned run shrinks to the smallest one.
+#[test]
+fn a_failure_shrinks_to_a_smaller_run() {
+    let opts = RunOptions {
+        ignore_max_ttl: true,
+        ..RunOptions::default()
+    };
+    let r = run_seed(0, &opts);
+    assert!(r.result.is_err(), "{r}");
+    let small = strata_sim::shrink(0, &opts, &r);
+    assert!(small.result.is_err(), "{small}");
+    assert!(small.mix.nodes < r.mix.nodes, "{} -> {}", r.mix, small.mix);
+    assert_eq!(small.mix.fault_secs, 5, "{}", small.mix);
+    assert!(!small.mix.partition, "{}", small.mix);
+}
