@@ -798,12 +798,15 @@ impl Sim {
                 coherence::Output::Apply(inv) => self.apply_invalidation(at, &inv),
                 coherence::Output::DropUnverified { origin, lost } => {
                     // Every copy it does not own, and owner-store entries of keys it no
-                    // longer owns (the node's `drop_unverified`).
+                    // longer owns — or, when invalidations are known lost, every owner-store
+                    // entry (the node's `drop_unverified`).
                     let ring = self.nodes[at].ring.clone();
                     let me = self.nodes[at].name.clone();
                     let node = &mut self.nodes[at];
                     node.copies.clear();
-                    if let Some(ring) = ring {
+                    if lost > 0 {
+                        node.store.clear();
+                    } else if let Some(ring) = ring {
                         node.store.retain(|k, _| {
                             ring.owners("ns", &key_bytes(*k), RF).contains(&me.as_str())
                         });

@@ -76,6 +76,10 @@ pub struct MembershipStats {
     pub rejoins: u64,
     /// Times this node, alone, announced itself to its seeds again.
     pub seed_announces: u64,
+    /// Members this node declared down itself after they stayed suspect, with the same
+    /// incarnation, for more than twice foca's suspicion timeout (see
+    /// [`Membership::handle_timer`]).
+    pub stuck_suspects: u64,
 }
 
 /// Ways to break the protocol on purpose (feature `fault-switches`, for the simulator's
@@ -97,6 +101,11 @@ pub struct Membership {
     auth: Authenticator,
     seeds: Vec<SocketAddr>,
     stats: MembershipStats,
+    /// Members seen suspect at consecutive rejoin checks: (name, generation, incarnation)
+    /// -> checks.
+    suspects: std::collections::BTreeMap<(String, u64, foca::Incarnation), u32>,
+    /// Checks after which a suspect is declared down here (over twice foca's timeout).
+    stuck_after: u32,
     #[cfg(feature = "fault-switches")]
     switches: FaultSwitches,
 }
@@ -202,6 +211,9 @@ impl Membership {
         seeds: Vec<SocketAddr>,
     ) -> Self {
         let inbox = ItemHandler::default();
+        let stuck_after = (2 * config.suspect_to_down_after.as_millis()
+            / REJOIN_EVERY.as_millis().max(1)) as u32
+            + 2;
         let foca = Foca::with_custom_broadcast(
             identity,
             config,
@@ -215,6 +227,8 @@ impl Membership {
             auth: Authenticator::new(secret),
             seeds,
             stats: MembershipStats::default(),
+            suspects: std::collections::BTreeMap::new(),
+            stuck_after,
             #[cfg(feature = "fault-switches")]
             switches: FaultSwitches::default(),
         }
@@ -384,6 +398,7 @@ impl Membership {
                 } else {
                     Vec::new()
                 };
+                out.extend(self.declare_stuck_suspects());
                 out.push(Output::Schedule {
                     timer: MembershipTimer::Rejoin,
                     after: REJOIN_EVERY,
@@ -391,6 +406,42 @@ impl Membership {
                 out
             }
         }
+    }
+
+    /// foca declares a suspect down from a timer that carries its current timer token, and
+    /// ignores every timer issued before its token changes (its identity was renewed, or it
+    /// was briefly alone). A member suspected just before that stays suspect for good unless
+    /// it refutes, and it refutes only if it hears of the suspicion, whose dissemination may
+    /// have ended while it was cut off (found by the turmoil test: after a partition healed,
+    /// two nodes listed the third as suspect for over 120 s, and the cluster never agreed
+    /// again). So a member still suspect with the same incarnation at consecutive checks
+    /// spanning more than twice the suspicion timeout is declared down here; it hears of
+    /// that (foca tells a member it declares down), renews its identity and rejoins.
+    fn declare_stuck_suspects(&mut self) -> Vec<Output> {
+        let mut next = std::collections::BTreeMap::new();
+        let mut stuck = Vec::new();
+        for m in self.foca.iter_membership_state() {
+            if m.state() != foca::State::Suspect {
+                continue;
+            }
+            let key = (m.id().name.clone(), m.id().generation, m.incarnation());
+            let seen = self.suspects.get(&key).copied().unwrap_or(0) + 1;
+            if seen >= self.stuck_after {
+                stuck.push(foca::Member::new(
+                    m.id().clone(),
+                    m.incarnation(),
+                    foca::State::Down,
+                ));
+            } else {
+                next.insert(key, seen);
+            }
+        }
+        self.suspects = next;
+        if stuck.is_empty() {
+            return Vec::new();
+        }
+        self.stats.stuck_suspects += stuck.len() as u64;
+        self.run(|foca, rt| foca.apply_many(stuck.into_iter(), true, rt))
     }
 
     /// Leaves the cluster gracefully (the others mark this node down at once instead of

@@ -58,6 +58,7 @@ enum Cmd {
 
 #[derive(Debug, Clone)]
 struct Status {
+    full: String,
     live: usize,
     ring_version: String,
     drops_unverified: u64,
@@ -128,6 +129,7 @@ async fn serve(
                     .filter(|m| m.state == "self" || m.state == "alive")
                     .count();
                 let _ = reply.send(Status {
+                    full: format!("{s:#?}"),
                     live,
                     ring_version: s.ring_version,
                     drops_unverified: s.drops_unverified,
@@ -194,6 +196,41 @@ impl Nodes {
             );
             tokio::time::sleep(Duration::from_millis(50)).await;
         }
+    }
+}
+
+/// What each key should read after the partition: k0–k9 deleted, k10–k19 overwritten.
+fn expected(k: usize) -> Option<&'static str> {
+    match k {
+        0..10 => None,
+        10..20 => Some("new"),
+        _ => Some("old"),
+    }
+}
+
+/// Polls every 10 ms of virtual time until every node reads every key as `expected`, for at
+/// most `limit`; returns how long that took, or fails naming the first wrong read.
+async fn consistent_within(nodes: &Nodes, limit: Duration) -> Duration {
+    let start = tokio::time::Instant::now();
+    loop {
+        let mut wrong = None;
+        'all: for (i, name) in NAMES.iter().enumerate() {
+            for k in 0..30 {
+                let got = nodes.get(i, &format!("k{k}")).await;
+                if got.as_deref() != expected(k) {
+                    wrong = Some(format!("k{k} on {name}: {got:?}, want {:?}", expected(k)));
+                    break 'all;
+                }
+            }
+        }
+        match wrong {
+            None => return start.elapsed(),
+            Some(w) => assert!(
+                start.elapsed() < limit,
+                "not consistent {limit:?} after the heal: {w}"
+            ),
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
     }
 }
 
@@ -270,21 +307,32 @@ fn run(seed: u64) -> Report {
         let healed = nodes
             .eventually("all three again", Duration::from_secs(120), agreed)
             .await;
-        // Nothing invalidated during the partition comes back, anywhere.
-        for (i, name) in NAMES.iter().enumerate() {
-            for k in 0..30 {
-                let want = match k {
-                    0..10 => None,
-                    10..20 => Some("new"),
-                    _ => Some("old"),
-                };
-                assert_eq!(
-                    nodes.get(i, &format!("k{k}")).await.as_deref(),
-                    want,
-                    "k{k} on {name}"
-                );
+        // No staleness bound holds across a partition (docs/semantics.md): what the majority
+        // changed reaches n3 after the heal, by gap repair — within the G2 bound, which the
+        // simulator checks at 3 s. (n3 may own some of those keys and serve them from its
+        // own store until then; seed 3 showed that right at agreement.) Then nothing
+        // invalidated during the partition is served anywhere, and stays so.
+        // First n3's view of the ten deleted keys, polled closely (each read is one round
+        // trip at most): all gone within the simulator's 3 s bound, or the test prints what
+        // each node knows and fails.
+        let t0 = tokio::time::Instant::now();
+        for k in 0..10 {
+            while nodes.get(2, &format!("k{k}")).await.is_some() {
+                if t0.elapsed() > Duration::from_secs(3) {
+                    for i in 0..3 {
+                        println!("{}", nodes.status(i).await.full);
+                    }
+                    panic!(
+                        "n3 still serves k{k}, deleted during the partition, 3 s after the heal"
+                    );
+                }
+                tokio::time::sleep(Duration::from_millis(10)).await;
             }
         }
+        let deletes_seen = t0.elapsed();
+        let settled = consistent_within(&nodes, Duration::from_secs(5)).await;
+        tokio::time::sleep(Duration::from_secs(2)).await;
+        consistent_within(&nodes, Duration::ZERO).await;
         // And the healed cluster works as one: a write on n3 is read on n1 and n2, and a
         // delete on n1 reaches n3's copy.
         nodes.set(2, "after", "heal").await;
@@ -304,6 +352,8 @@ fn run(seed: u64) -> Report {
             joined,
             split,
             healed,
+            deletes_seen,
+            settled,
         });
         Ok(())
     });
@@ -317,20 +367,27 @@ struct Report {
     joined: Duration,
     split: Duration,
     healed: Duration,
+    /// From agreement after the heal until n3 no longer served any key deleted meanwhile.
+    deletes_seen: Duration,
+    /// From then until a full pass over every node read every key as expected.
+    settled: Duration,
 }
 
-/// Six network seeds (each a different draw of per-message delays, 0–100 ms).
+/// Ten network seeds (each a different draw of per-message delays, 0–100 ms).
 #[test]
 fn three_real_nodes_survive_a_partition_and_heal_in_turmoil() {
-    for seed in 1..=6 {
+    for seed in 1..=10 {
         let started = std::time::Instant::now();
         let r = run(seed);
         println!(
-            "seed {seed}: joined {:?}, split seen after {:?}, converged {:?} after the heal \
+            "seed {seed}: joined {:?}, split seen after {:?}, converged {:?} after the heal, \
+             n3 served none of the deletes {:?} later, all consistent {:?} after that \
              (simulated; {:?} real time)",
             r.joined,
             r.split,
             r.healed,
+            r.deletes_seen,
+            r.settled,
             started.elapsed()
         );
     }

@@ -695,7 +695,16 @@ impl Shared {
             c.drop_local_everything(true).await;
         }
         for ns in self.owner.namespace_names() {
-            self.remove_owned_where(&ns, |k, _| !self.owns(&ns, k));
+            if lost > 0 {
+                // Invalidations known to exist were never applied: they may cover keys this
+                // node owns too (an owner cut off when a key was deleted hears of it only
+                // through them), so owned entries go as well; reads fall through to the
+                // other owners. (Found by the turmoil test: a minority node whose repairs
+                // after a partition failed kept serving a key deleted meanwhile, for good.)
+                self.remove_owned_where(&ns, |_, _| true);
+            } else {
+                self.remove_owned_where(&ns, |k, _| !self.owns(&ns, k));
+            }
         }
     }
 

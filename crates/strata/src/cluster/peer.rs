@@ -424,6 +424,12 @@ impl Pool {
             Ok(Err(_)) => Err((true, format!("connection to {peer} failed"))),
             Err(_) => {
                 conn.pending.lock().remove(&id);
+                // A connection that stops answering may be dead without knowing it (a
+                // partition or a middlebox dropped its segments, a peer vanished without a
+                // reset): the next call opens a new one rather than wait on it for ever
+                // (found by the turmoil test: every repair after a partition timed out on
+                // the connection from before it). Requests still pending on it may finish.
+                conn.alive.store(false, Ordering::Release);
                 Err((false, format!("{peer} did not answer in time")))
             }
         }
