@@ -177,6 +177,9 @@ pub struct RunOptions {
     /// Nodes with clients (the first N); all when unset. A 1000-node run with every node
     /// serving clients is more invalidations than the simulator's memory holds.
     pub clients: Option<usize>,
+    /// Membership only: no coherence state machines, no heartbeats, no clients (the scale
+    /// run: coherence heartbeats cost O(members²), see docs/simulation.md).
+    pub membership_only: bool,
     /// Untag the nodes' hybrid clocks on purpose (checker tests): two nodes writing the
     /// same key in the same millisecond can then stamp the same version.
     pub untagged_versions: bool,
@@ -413,6 +416,7 @@ pub struct Sim {
     skip_version_check: bool,
     untagged_versions: bool,
     clients: usize,
+    membership_only: bool,
     /// The first contract violation seen at an operation: a read served from a copy older
     /// than an invalidation made more than `STALENESS_BOUND` before it (G2, checked at every
     /// read, not only at the end), a writer reading an older value than its own write (G1),
@@ -504,7 +508,12 @@ impl Sim {
             ignore_max_ttl: opts.ignore_max_ttl,
             skip_version_check: opts.skip_version_check,
             untagged_versions: opts.untagged_versions,
-            clients: opts.clients.unwrap_or(usize::MAX),
+            clients: if opts.membership_only {
+                0
+            } else {
+                opts.clients.unwrap_or(usize::MAX)
+            },
+            membership_only: opts.membership_only,
             violation: None,
             writes: HashMap::new(),
             acked: HashMap::new(),
@@ -583,7 +592,9 @@ impl Sim {
             CoherenceConfig::default(),
         );
         c.set_faults(self.coherence_faults);
-        self.nodes[i].coherence = Some(c);
+        if !self.membership_only {
+            self.nodes[i].coherence = Some(c);
+        }
         // A restarted node has lost its memory (L1, the owner store); its L3 copies survived
         // the crash but are unverified, and the node drops them before it serves (copies
         // here stand for L1 and L3 together). `keep_l3_at_start` breaks that on purpose.
@@ -600,14 +611,16 @@ impl Sim {
         self.nodes[i].ring = None;
         self.nodes[i].previous = None;
         let life = self.nodes[i].life;
-        self.push(
-            100 * MS,
-            Kind::Tick {
-                node: i,
-                life,
-                n: 0,
-            },
-        );
+        if !self.membership_only {
+            self.push(
+                100 * MS,
+                Kind::Tick {
+                    node: i,
+                    life,
+                    n: 0,
+                },
+            );
+        }
         let generation = self.nodes[i].generation;
         self.note(|| format!("start n{i} generation {generation}"));
         self.apply(i, out);
@@ -619,7 +632,10 @@ impl Sim {
             .iter()
             .any(|o| matches!(o, Output::Up(_) | Output::Down(_)));
         self.apply_outputs(from, life, outputs);
-        if changed || self.nodes[from].ring.is_none() {
+        // Membership only: no workload reads the rings, and keeping two per node (the
+        // current one and the previous, 128 points per member each) is what a 1000-node
+        // run cannot afford (2 MB a ring, rebuilt on every membership event).
+        if !self.membership_only && (changed || self.nodes[from].ring.is_none()) {
             self.refresh_ring(from);
         }
     }

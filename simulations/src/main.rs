@@ -16,7 +16,7 @@ use strata_sim::{FaultMix, RunOptions, run_seed, shrink};
 
 fn usage() -> ExitCode {
     eprintln!(
-        "usage: strata-sim [--seeds N | --seed S] [--first F] [--nodes N] [--clients N] [--calm] [--partition] [--no-shrink] [--break SWITCH]..."
+        "usage: strata-sim [--seeds N | --seed S] [--first F] [--nodes N] [--clients N] [--membership-only] [--calm] [--partition] [--no-shrink] [--break SWITCH]..."
     );
     ExitCode::from(2)
 }
@@ -28,6 +28,7 @@ fn main() -> ExitCode {
     let mut first = 0u64;
     let mut nodes: Option<usize> = None;
     let mut clients: Option<usize> = None;
+    let mut membership_only = false;
     let mut calm = false;
     let mut partition = false;
     let mut no_shrink = false;
@@ -56,6 +57,7 @@ fn main() -> ExitCode {
                 Some(n) => clients = Some(n as usize),
                 None => return usage(),
             },
+            "--membership-only" => membership_only = true,
             "--calm" => calm = true,
             "--partition" => partition = true,
             "--no-shrink" => no_shrink = true,
@@ -69,6 +71,7 @@ fn main() -> ExitCode {
     let mut opts = RunOptions {
         nodes,
         clients,
+        membership_only,
         ..RunOptions::default()
     };
     for b in &breaks {
