@@ -347,12 +347,6 @@ struct WriteRef {
     written_ms: u64,
 }
 
-/// The namespace policy every simulated write goes through (the node's own
-/// `NamespacePolicy::effective_ttl`): 1 h by default, 24 h at most (the licence rule, G5).
-fn policy() -> NamespacePolicy {
-    NamespacePolicy::default()
-}
-
 /// Keys of the workload.
 const KEYS: u32 = 40;
 /// How long after a ring change reads also ask the previous owners (`cluster.handoff_window_ms`).
@@ -417,6 +411,9 @@ pub struct Sim {
     untagged_versions: bool,
     clients: usize,
     membership_only: bool,
+    /// The namespace policy every write goes through, the node's own (`effective_ttl`):
+    /// 1 h by default, 24 h at most (the licence rule, G5). Built once.
+    policy: NamespacePolicy,
     /// The first contract violation seen at an operation: a read served from a copy older
     /// than an invalidation made more than `STALENESS_BOUND` before it (G2, checked at every
     /// read, not only at the end), a writer reading an older value than its own write (G1),
@@ -514,6 +511,7 @@ impl Sim {
                 opts.clients.unwrap_or(usize::MAX)
             },
             membership_only: opts.membership_only,
+            policy: NamespacePolicy::default(),
             violation: None,
             writes: HashMap::new(),
             acked: HashMap::new(),
@@ -1062,7 +1060,10 @@ impl Sim {
                     format!("G4: n{at} served key {key} version {version} at {now_ms} ms on its clock; it expired at {e} ms")
                 });
             }
-            let max = policy().max_ttl.map_or(u64::MAX, |d| d.as_millis() as u64);
+            let max = self
+                .policy
+                .max_ttl
+                .map_or(u64::MAX, |d| d.as_millis() as u64);
             if held
                 .expires_at
                 .is_none_or(|e| e.saturating_sub(w.written_ms) > max)
@@ -1093,7 +1094,7 @@ impl Sim {
         // The namespace policy, checked by the node the client asked (G5): a TTL over
         // `max_ttl` is refused before any owner is written.
         let requested = self.draw_ttl();
-        let ttl = match policy().effective_ttl("ns", requested) {
+        let ttl = match self.policy.effective_ttl("ns", requested) {
             Ok(t) => t,
             Err(_) if self.ignore_max_ttl => requested,
             Err(_) => {
@@ -1101,7 +1102,7 @@ impl Sim {
                 return;
             }
         };
-        let max = policy().max_ttl.unwrap_or(Duration::MAX);
+        let max = self.policy.max_ttl.unwrap_or(Duration::MAX);
         if requested.is_some_and(|r| r > max) {
             self.violate(|| format!("G5: n{at} accepted a TTL of {requested:?} over max_ttl"));
         }
@@ -1117,7 +1118,7 @@ impl Sim {
         };
         // The reference model's expiry: computed from what the client asked, not from what
         // the node stored.
-        let default = policy().default_ttl;
+        let default = self.policy.default_ttl;
         let reference = WriteRef {
             expires_at: requested
                 .or(default)

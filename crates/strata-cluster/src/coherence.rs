@@ -862,15 +862,21 @@ mod tests {
         assert_eq!(b.stats().bad_items, 1);
     }
 
-    #[test]
-    fn tombstones_refuse_older_copies_until_they_expire() {
-        let cfg = CoherenceConfig {
-            tombstone_ms: 1_000,
-            ..CoherenceConfig::default()
-        };
-        let mut a = Coherence::new("a", 1, cfg);
+    /// Origin `a` and receiver `b` (generation 1 both), `b` in contact with `a` from its
+    /// first sequence number.
+    fn origin_and_receiver(cfg: CoherenceConfig) -> (Coherence, Coherence) {
+        let a = Coherence::new("a", 1, cfg);
         let mut b = Coherence::new("b", 1, cfg);
         b.note_read("a", 1, 0);
+        (a, b)
+    }
+
+    #[test]
+    fn tombstones_refuse_older_copies_until_they_expire() {
+        let (mut a, mut b) = origin_and_receiver(CoherenceConfig {
+            tombstone_ms: 1_000,
+            ..CoherenceConfig::default()
+        });
         let (_, o) = a.originate(0, 50, key_op("k"));
         b.receive(0, bytes(&o));
         assert!(!b.admits("ns", b"k", 49));
@@ -887,13 +893,10 @@ mod tests {
 
     #[test]
     fn pattern_tag_and_flush_invalidations_refuse_older_copies_they_cover() {
-        let cfg = CoherenceConfig {
+        let (mut a, mut b) = origin_and_receiver(CoherenceConfig {
             tombstone_ms: 1_000,
             ..CoherenceConfig::default()
-        };
-        let mut a = Coherence::new("a", 1, cfg);
-        let mut b = Coherence::new("b", 1, cfg);
-        b.note_read("a", 1, 0);
+        });
         let ops = [
             InvalidationOp::Pattern {
                 namespace: "ns".into(),
@@ -931,10 +934,7 @@ mod tests {
 
     #[test]
     fn a_gap_is_repaired_from_the_origin_log() {
-        let cfg = CoherenceConfig::default();
-        let mut a = Coherence::new("a", 1, cfg);
-        let mut b = Coherence::new("b", 1, cfg);
-        b.note_read("a", 1, 0);
+        let (mut a, mut b) = origin_and_receiver(CoherenceConfig::default());
         let items: Vec<Output> = (0..3)
             .map(|i| a.originate(0, 10 + i, key_op("k")).1)
             .collect();
@@ -968,10 +968,7 @@ mod tests {
 
     #[test]
     fn a_lost_tail_is_noticed_by_the_heartbeat_and_dropped_when_unrepairable() {
-        let cfg = CoherenceConfig::default();
-        let mut a = Coherence::new("a", 1, cfg);
-        let mut b = Coherence::new("b", 1, cfg);
-        b.note_read("a", 1, 0);
+        let (mut a, mut b) = origin_and_receiver(CoherenceConfig::default());
         let _lost = a.originate(0, 10, key_op("k"));
         assert!(b.receive(0, bytes(&a.heartbeat())).is_empty());
         assert!(!b.in_sync(), "the heartbeat revealed seq 1");

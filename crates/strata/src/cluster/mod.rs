@@ -701,7 +701,7 @@ impl Shared {
                 // through them), so owned entries go as well; reads fall through to the
                 // other owners. (Found by the turmoil test: a minority node whose repairs
                 // after a partition failed kept serving a key deleted meanwhile, for good.)
-                self.remove_owned_where(&ns, |_, _| true);
+                self.owner.flush_namespace_sync(&ns);
             } else {
                 self.remove_owned_where(&ns, |k, _| !self.owns(&ns, k));
             }
@@ -1107,9 +1107,9 @@ impl Shared {
     /// What `/cluster` shows.
     pub(crate) fn status(&self) -> ClusterStatus {
         let rpc = self.pool.stats();
-        let (states, identity) = match self.membership.lock().as_ref() {
-            Some(m) => (m.member_states(), Some(m.identity().clone())),
-            None => (Vec::new(), None),
+        let (states, identity, membership_stats) = match self.membership.lock().as_ref() {
+            Some(m) => (m.member_states(), Some(m.identity().clone()), m.stats()),
+            None => (Vec::new(), None, Default::default()),
         };
         let mut members: Vec<MemberStatus> = Vec::new();
         if let Some(id) = identity {
@@ -1157,11 +1157,8 @@ impl Shared {
                 gaps_dropped: c.gaps_dropped,
                 bad_items: c.bad_items,
             },
-            rejected_packets: self
-                .membership
-                .lock()
-                .as_ref()
-                .map_or(0, |m| m.stats().rejected_packets),
+            rejected_packets: membership_stats.rejected_packets,
+            stuck_suspects: membership_stats.stuck_suspects,
             rejected_connections: get(&k.rejected_connections),
             handoff_reads: get(&k.handoff_reads),
             handoff_pushes: get(&k.handoff_pushes),
@@ -1226,6 +1223,9 @@ pub struct ClusterStatus {
     pub coherence: CoherenceFigures,
     /// Gossip packets dropped for a missing or wrong authentication tag.
     pub rejected_packets: u64,
+    /// Members this node declared down itself after they stayed suspect too long (foca
+    /// had stopped acting on the suspicion; see docs/ARCHITECTURE.md, decision 46).
+    pub stuck_suspects: u64,
     /// Peer connections refused (failed handshake).
     pub rejected_connections: u64,
     /// Reads served by a previous owner during a hand-off.
@@ -1365,9 +1365,13 @@ impl Maintenance for ClusterHook {
         let k = &s.counters;
         let get = |a: &AtomicU64| a.load(Ordering::Relaxed);
         let st = s.coherence.lock().stats();
-        let (live, rejected) = s.membership.lock().as_ref().map_or((0, 0), |m| {
-            (m.num_live() as u64, m.stats().rejected_packets)
-        });
+        let (live, ms) = s
+            .membership
+            .lock()
+            .as_ref()
+            .map_or((0, Default::default()), |m| {
+                (m.num_live() as u64, m.stats())
+            });
         let m = |name, help, counter, value| LayerMetric {
             name,
             help,
@@ -1475,7 +1479,13 @@ impl Maintenance for ClusterHook {
                 "cluster_rejected_packets",
                 "Gossip packets dropped for a wrong or missing secret",
                 true,
-                rejected,
+                ms.rejected_packets,
+            ),
+            m(
+                "cluster_stuck_suspects",
+                "Members declared down here after staying suspect for over twice the suspicion timeout",
+                true,
+                ms.stuck_suspects,
             ),
             m(
                 "cluster_rejected_connections",
