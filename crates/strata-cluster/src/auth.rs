@@ -7,6 +7,8 @@ use sha2::Sha256;
 
 /// Bytes of the tag in front of every sealed packet.
 pub const TAG_LEN: usize = 16;
+/// Bytes of an untruncated HMAC-SHA256 tag (the peer handshake's proofs).
+pub const FULL_TAG_LEN: usize = 32;
 
 /// Why a packet was refused.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
@@ -56,6 +58,26 @@ impl Authenticator {
         out.extend_from_slice(&self.tag(payload));
         out.extend_from_slice(payload);
         out
+    }
+
+    /// The full HMAC-SHA256 of `parts` concatenated (the peer handshake's proofs; the
+    /// caller frames the parts so that no two messages concatenate alike).
+    pub fn mac(&self, parts: &[&[u8]]) -> [u8; FULL_TAG_LEN] {
+        let mut m = self.mac.clone();
+        for p in parts {
+            m.update(p);
+        }
+        m.finalize().into_bytes().into()
+    }
+
+    /// Whether `tag` is [`Authenticator::mac`] of `parts`, compared in constant time (a
+    /// tag of another length is refused).
+    pub fn verify(&self, parts: &[&[u8]], tag: &[u8]) -> bool {
+        let mut m = self.mac.clone();
+        for p in parts {
+            m.update(p);
+        }
+        m.verify_slice(tag).is_ok()
     }
 
     /// The payload of a sealed packet, if its tag is right (compared in constant time).

@@ -8,12 +8,13 @@
 //!   unverifiable copies when a gap cannot be repaired;
 //! - [`identity`]: what a node is known by (stable name, addresses, generation);
 //! - [`rpc`]: peer RPC frames (length-prefixed postcard, versioned, multiplexed by request id)
-//!   and the connection handshake.
+//!   and [`handshake`], the mutual authentication that opens each connection.
 //!
 //! No tokio, no sockets, no clock: inputs come in (packets, timer events), outputs go out.
 
 pub mod auth;
 pub mod coherence;
+pub mod handshake;
 pub mod identity;
 pub mod membership;
 pub mod placement;

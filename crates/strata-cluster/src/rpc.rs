@@ -12,13 +12,12 @@
 //!
 //! `Request` and `Response` are append-only: new variants go at the end, and a peer that
 //! receives a variant it does not know answers `Response::Error` instead of failing the
-//! connection. A connection starts with `Hello` both ways: each side proves it holds the
-//! cluster secret by tagging the other side's nonce ([`handshake_tag`]).
+//! connection. A connection starts with the handshake of [`crate::handshake`] (`Login`,
+//! `Challenge`, `Prove`, `Welcome`), whose frames are bounded by
+//! [`crate::handshake::MAX_HANDSHAKE_FRAME`] instead of the frame limit.
 
 use bytes::{Buf, BufMut, BytesMut};
 use serde::{Deserialize, Serialize};
-
-use crate::auth::{Authenticator, TAG_LEN};
 
 /// The frame format's version byte.
 pub const PROTOCOL_VERSION: u8 = 1;
@@ -46,7 +45,9 @@ pub struct WireEntry {
 /// What one peer asks another. Append-only.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub enum Request {
-    /// Opens a connection: who is calling, and a nonce the callee must tag.
+    /// The version 1 handshake, no longer accepted (it could be reflected: a callee tagged
+    /// any nonce it was sent before the caller proved anything). Kept so that the variant
+    /// numbers of the others do not move; a node answers it with an error.
     Hello {
         /// The caller's node name.
         name: String,
@@ -112,6 +113,25 @@ pub enum Request {
         #[serde(with = "serde_bytes")]
         item: Vec<u8>,
     },
+    /// Handshake step 1 (version 2, [`crate::handshake`]): who calls whom, and the caller's
+    /// nonce.
+    Login {
+        /// The caller's node name.
+        caller: String,
+        /// The node the caller means to reach.
+        callee: String,
+        /// The caller's generation.
+        generation: u64,
+        /// 16 random bytes.
+        #[serde(with = "serde_bytes")]
+        nonce: Vec<u8>,
+    },
+    /// Handshake step 3: the caller's proof over both names and both nonces.
+    Prove {
+        /// HMAC-SHA256 (32 bytes).
+        #[serde(with = "serde_bytes")]
+        proof: Vec<u8>,
+    },
 }
 
 /// What a peer answers. Append-only.
@@ -166,6 +186,22 @@ pub enum Response {
     Applied {
         /// Entries removed.
         removed: u64,
+    },
+    /// Handshake step 2: the callee's nonce (and nothing derived from the secret).
+    Challenge {
+        /// 16 random bytes.
+        #[serde(with = "serde_bytes")]
+        nonce: Vec<u8>,
+    },
+    /// Handshake step 4: the callee's proof, and its coherence state (as `Status`).
+    Welcome {
+        /// HMAC-SHA256 (32 bytes).
+        #[serde(with = "serde_bytes")]
+        proof: Vec<u8>,
+        /// The callee's coherence generation.
+        generation: u64,
+        /// The callee's latest invalidation sequence number.
+        latest: u64,
     },
 }
 
@@ -282,29 +318,6 @@ pub fn decode(
     }
 }
 
-/// The handshake proof: the cluster-secret tag of `(name, nonce)`. Each side sends a nonce;
-/// the other answers with this tag over it; a connection whose peer cannot is closed.
-pub fn handshake_tag(auth: &Authenticator, name: &str, nonce: u64) -> Vec<u8> {
-    let mut msg = Vec::with_capacity(name.len() + 8 + 9);
-    msg.extend_from_slice(b"strata-rpc");
-    msg.extend_from_slice(name.as_bytes());
-    msg.extend_from_slice(&nonce.to_be_bytes());
-    let sealed = auth.seal(&msg);
-    sealed[..TAG_LEN].to_vec()
-}
-
-/// Checks a handshake proof.
-pub fn check_handshake(auth: &Authenticator, name: &str, nonce: u64, proof: &[u8]) -> bool {
-    let want = handshake_tag(auth, name, nonce);
-    // Constant-time comparison: fold the differences.
-    proof.len() == want.len()
-        && proof
-            .iter()
-            .zip(&want)
-            .fold(0u8, |acc, (a, b)| acc | (a ^ b))
-            == 0
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -324,6 +337,21 @@ mod tests {
             0, 0, 0, 16, 1, 0, 0, 0, 0, 0, 0, 0, 0, 7, 2, 2, b'n', b's', 1, b'k',
         ];
         assert_eq!(to_bytes(&f), want);
+        // The version 2 handshake's first frame: Login (variant 8), "a", "b", generation 1,
+        // 16 nonce bytes.
+        let login = Frame::Request(
+            0,
+            Request::Login {
+                caller: "a".into(),
+                callee: "b".into(),
+                generation: 1,
+                nonce: vec![0; 16],
+            },
+        );
+        let mut want = vec![0, 0, 0, 33, 1, 0, 0, 0, 0, 0, 0, 0, 0, 0];
+        want.extend_from_slice(&[8, 1, b'a', 1, b'b', 1, 16]);
+        want.extend_from_slice(&[0; 16]);
+        assert_eq!(to_bytes(&login), want);
         let r = Frame::Response(7, Response::Stored { kept_newer: true });
         assert_eq!(
             to_bytes(&r),
@@ -391,22 +419,6 @@ mod tests {
         assert_eq!(id, Some(9));
         assert!(err.is_recoverable());
         assert!(newer.is_empty(), "the bad frame was consumed");
-    }
-
-    #[test]
-    fn handshakes_need_the_secret() {
-        let a = Authenticator::new(b"secret");
-        let proof = handshake_tag(&a, "n1", 77);
-        assert!(check_handshake(&a, "n1", 77, &proof));
-        assert!(!check_handshake(&a, "n1", 78, &proof));
-        assert!(!check_handshake(&a, "n2", 77, &proof));
-        assert!(!check_handshake(
-            &Authenticator::new(b"other"),
-            "n1",
-            77,
-            &proof
-        ));
-        assert!(!check_handshake(&a, "n1", 77, &[]));
     }
 
     proptest! {

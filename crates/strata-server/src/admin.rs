@@ -8,6 +8,15 @@
 //! | `GET /status` | identity, addresses, uptime, connections and health, as JSON |
 //! | `GET /cluster` | members and their state, the ring version, per-peer RPC latency, coherence counters (404 when not in a cluster) |
 //! | `POST /invalidate?ns=NS&key=K` (or `pattern=GLOB`, `tag=TAG`) | removes on every layer |
+//!
+//! Every request passes [`guard`] first: a cross-site request (an `Origin` other than this
+//! host, or `Sec-Fetch-Site: cross-site`/`same-site`) is refused with 403 whatever it
+//! carries; once any credential is configured (`server.admin_token`, `server.requirepass`,
+//! an admin ACL user), every route needs one (`Authorization: Bearer TOKEN`, the
+//! `requirepass` as a bearer token, or HTTP Basic with an admin user), except `/metrics` and
+//! `/health` when `server.admin_open_reads` is set. Actions are POST-only. A refused
+//! credential is counted (`strata_server_admin_denied_total`), logged, and answered after a
+//! short delay.
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -38,6 +47,10 @@ pub async fn serve(
     shared: Arc<Shared>,
     mut stop: watch::Receiver<bool>,
 ) {
+    let guard_state = AdminState {
+        node: node.clone(),
+        shared: shared.clone(),
+    };
     let app = Router::new()
         .route("/metrics", get(metrics))
         .route("/health", get(health))
@@ -45,6 +58,7 @@ pub async fn serve(
         .route("/status", get(status))
         .route("/cluster", get(cluster))
         .route("/invalidate", post(invalidate))
+        .layer(axum::middleware::from_fn_with_state(guard_state, guard))
         .with_state(AdminState { node, shared });
     let result = axum::serve(listener, app)
         .with_graceful_shutdown(async move {
@@ -54,6 +68,144 @@ pub async fn serve(
     if let Err(e) = result {
         tracing::error!(error = %e, "admin server failed");
     }
+}
+
+/// How long a refused credential waits before its answer (online guessing goes slowly).
+const DENY_DELAY: std::time::Duration = std::time::Duration::from_millis(200);
+
+/// Routes that only read, which `server.admin_open_reads` may leave open.
+fn open_read(path: &str) -> bool {
+    matches!(path, "/metrics" | "/health")
+}
+
+/// Refuses cross-site requests and requests without a valid credential (see the module
+/// documentation).
+async fn guard(
+    State(st): State<AdminState>,
+    req: axum::extract::Request,
+    next: axum::middleware::Next,
+) -> Response {
+    let headers = req.headers();
+    if let Some(why) = cross_site(headers) {
+        st.shared.metrics.admin_denied.incr();
+        tracing::warn!(path = %req.uri().path(), why, "admin request refused: cross-site");
+        return (
+            StatusCode::FORBIDDEN,
+            axum::Json(json!({ "error": format!("cross-site request refused: {why}") })),
+        )
+            .into_response();
+    }
+    let cfg = &st.shared.config;
+    let needs_credential = cfg.admin_auth_configured()
+        && !(cfg.server.admin_open_reads && open_read(req.uri().path()));
+    if needs_credential {
+        match credential_ok(&st.shared, headers) {
+            Ok(()) => {}
+            Err(why) => {
+                st.shared.metrics.admin_denied.incr();
+                st.shared.metrics.auth_failures.incr();
+                tracing::warn!(path = %req.uri().path(), why, "admin request refused: credential");
+                tokio::time::sleep(DENY_DELAY).await;
+                return (
+                    StatusCode::UNAUTHORIZED,
+                    [(header::WWW_AUTHENTICATE, "Bearer realm=\"strata\"")],
+                    axum::Json(json!({ "error": why })),
+                )
+                    .into_response();
+            }
+        }
+    }
+    next.run(req).await
+}
+
+/// Why a request looks cross-site, if it does: a browser sends `Sec-Fetch-Site` and, on
+/// POST, `Origin`; command-line clients send neither.
+fn cross_site(headers: &header::HeaderMap) -> Option<&'static str> {
+    if let Some(site) = headers.get("sec-fetch-site") {
+        let site = site.as_bytes();
+        if site != b"same-origin" && site != b"none" {
+            return Some("Sec-Fetch-Site is not same-origin");
+        }
+    }
+    if let Some(origin) = headers.get(header::ORIGIN) {
+        let host = headers.get(header::HOST).map(|h| h.as_bytes());
+        let origin = origin.as_bytes();
+        let origin_host = origin
+            .strip_prefix(b"http://")
+            .or_else(|| origin.strip_prefix(b"https://"));
+        if origin_host.is_none() || origin_host != host {
+            return Some("Origin is not this host");
+        }
+    }
+    None
+}
+
+/// Checks the `Authorization` header: a bearer token (the admin token or `requirepass`) or
+/// Basic credentials of an enabled admin user, every comparison in constant time.
+fn credential_ok(
+    shared: &crate::state::Shared,
+    headers: &header::HeaderMap,
+) -> Result<(), &'static str> {
+    let Some(value) = headers.get(header::AUTHORIZATION) else {
+        return Err("credential required (Authorization: Bearer TOKEN)");
+    };
+    let value = value.as_bytes();
+    if let Some(token) = value.strip_prefix(b"Bearer ") {
+        let mut ok = false;
+        if let Some(t) = &shared.config.server.admin_token {
+            ok |= crate::acl::ct_eq_secret(token, t.as_bytes());
+        }
+        if let Some(p) = shared.requirepass.read().as_deref() {
+            ok |= crate::acl::ct_eq_secret(token, p.as_bytes());
+        }
+        return if ok { Ok(()) } else { Err("wrong credential") };
+    }
+    if let Some(b64) = value.strip_prefix(b"Basic ") {
+        let decoded = base64_decode(b64).ok_or("malformed Basic credential")?;
+        let sep = decoded
+            .iter()
+            .position(|b| *b == b':')
+            .ok_or("malformed Basic credential")?;
+        let user = std::str::from_utf8(&decoded[..sep]).map_err(|_| "wrong credential")?;
+        return match shared.acl.read().authenticate(user, &decoded[sep + 1..]) {
+            Some(u) if u.permission == strata::config::Permission::Admin => Ok(()),
+            _ => Err("wrong credential"),
+        };
+    }
+    Err("unsupported Authorization scheme (Bearer or Basic)")
+}
+
+/// Standard base64 with padding (what HTTP Basic uses); `None` on anything else.
+fn base64_decode(input: &[u8]) -> Option<Vec<u8>> {
+    fn val(c: u8) -> Option<u32> {
+        Some(match c {
+            b'A'..=b'Z' => c - b'A',
+            b'a'..=b'z' => c - b'a' + 26,
+            b'0'..=b'9' => c - b'0' + 52,
+            b'+' => 62,
+            b'/' => 63,
+            _ => return None,
+        } as u32)
+    }
+    if input.len() % 4 != 0 || input.len() > 4096 {
+        return None;
+    }
+    let mut out = Vec::with_capacity(input.len() / 4 * 3);
+    for (i, chunk) in input.chunks(4).enumerate() {
+        let last = i == input.len() / 4 - 1;
+        let pad = chunk.iter().rev().take_while(|c| **c == b'=').count();
+        if pad > 2 || (pad > 0 && !last) {
+            return None;
+        }
+        let mut n = 0u32;
+        for (j, c) in chunk.iter().enumerate() {
+            let v = if j >= 4 - pad { 0 } else { val(*c)? };
+            n = (n << 6) | v;
+        }
+        let bytes = [(n >> 16) as u8, (n >> 8) as u8, n as u8];
+        out.extend_from_slice(&bytes[..3 - pad]);
+    }
+    Some(out)
 }
 
 async fn metrics(State(st): State<AdminState>) -> Response {
@@ -212,5 +364,53 @@ async fn invalidate(
     match result {
         Ok(n) => axum::Json(json!({ "removed": n })).into_response(),
         Err(e) => bad(&e.to_string()),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+    use super::*;
+
+    #[test]
+    fn base64_decodes_what_http_basic_sends() {
+        assert_eq!(base64_decode(b"YWRtaW46cHc=").unwrap(), b"admin:pw");
+        assert_eq!(base64_decode(b"YTpi").unwrap(), b"a:b");
+        assert_eq!(base64_decode(b"YQ==").unwrap(), b"a");
+        assert_eq!(base64_decode(b"").unwrap(), b"");
+        assert!(base64_decode(b"YQ=").is_none());
+        assert!(base64_decode(b"Y===").is_none());
+        assert!(base64_decode(b"YQ==YQ==").is_none());
+        assert!(base64_decode(b"Y!Q=").is_none());
+    }
+
+    #[test]
+    fn cross_site_requests_are_recognised() {
+        let h = |pairs: &[(&'static str, &'static str)]| {
+            let mut m = header::HeaderMap::new();
+            for (k, v) in pairs {
+                m.insert(*k, v.parse().unwrap());
+            }
+            m
+        };
+        assert_eq!(cross_site(&h(&[("host", "127.0.0.1:9380")])), None);
+        assert_eq!(
+            cross_site(&h(&[
+                ("host", "127.0.0.1:9380"),
+                ("origin", "http://127.0.0.1:9380")
+            ])),
+            None
+        );
+        assert!(
+            cross_site(&h(&[
+                ("host", "127.0.0.1:9380"),
+                ("origin", "http://evil.example")
+            ]))
+            .is_some()
+        );
+        assert!(cross_site(&h(&[("host", "x"), ("origin", "null")])).is_some());
+        assert!(cross_site(&h(&[("sec-fetch-site", "cross-site")])).is_some());
+        assert!(cross_site(&h(&[("sec-fetch-site", "same-site")])).is_some());
+        assert_eq!(cross_site(&h(&[("sec-fetch-site", "none")])), None);
     }
 }

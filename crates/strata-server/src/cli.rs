@@ -19,14 +19,24 @@ pub struct HttpResponse {
     pub body: String,
 }
 
-/// Sends one request to `addr` and reads the whole response (the server closes after it).
-pub async fn http(addr: &str, method: &str, path: &str) -> anyhow::Result<HttpResponse> {
+/// Sends one request to `addr` and reads the whole response (the server closes after it);
+/// with `token`, as `Authorization: Bearer TOKEN`.
+pub async fn http(
+    addr: &str,
+    token: Option<&str>,
+    method: &str,
+    path: &str,
+) -> anyhow::Result<HttpResponse> {
     let fut = async {
         let mut stream = TcpStream::connect(addr).await.with_context(|| {
             format!("cannot connect to the admin port at {addr}; is `strata serve` running?")
         })?;
+        if token.is_some_and(|t| t.contains(['\r', '\n'])) {
+            bail!("the admin token must not contain line breaks");
+        }
+        let auth = token.map_or_else(String::new, |t| format!("Authorization: Bearer {t}\r\n"));
         let req = format!(
-            "{method} {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\nContent-Length: 0\r\n\r\n"
+            "{method} {path} HTTP/1.1\r\nHost: {addr}\r\n{auth}Connection: close\r\nContent-Length: 0\r\n\r\n"
         );
         stream.write_all(req.as_bytes()).await?;
         let mut raw = Vec::new();
@@ -91,8 +101,8 @@ pub fn encode_query(v: &str) -> String {
 }
 
 /// GETs `path` and pretty-prints its JSON; returns whether the status was 2xx.
-pub async fn show(addr: &str, path: &str) -> anyhow::Result<bool> {
-    let resp = http(addr, "GET", path).await?;
+pub async fn show(addr: &str, token: Option<&str>, path: &str) -> anyhow::Result<bool> {
+    let resp = http(addr, token, "GET", path).await?;
     match serde_json::from_str::<serde_json::Value>(&resp.body) {
         Ok(v) => println!("{}", serde_json::to_string_pretty(&v)?),
         Err(_) => println!("{}", resp.body),
@@ -103,6 +113,7 @@ pub async fn show(addr: &str, path: &str) -> anyhow::Result<bool> {
 /// `strata invalidate`: exactly one of key, pattern or tag.
 pub async fn invalidate(
     addr: &str,
+    token: Option<&str>,
     ns: &str,
     key: Option<&str>,
     pattern: Option<&str>,
@@ -116,6 +127,7 @@ pub async fn invalidate(
     };
     let resp = http(
         addr,
+        token,
         "POST",
         &format!("/invalidate?ns={}&{q}", encode_query(ns)),
     )

@@ -22,7 +22,9 @@ use strata_core::glob::Glob;
 use strata_core::{CacheError, SetOptions};
 use strata_resp::{Protocol, Reply};
 
+use crate::acl::{self, User};
 use crate::state::{ClientInfo, Shared};
+use strata::config::Permission;
 
 /// Redis's `proto-max-bulk-len`: the longest string SETRANGE and APPEND may build.
 const MAX_STRING: usize = 512 * 1024 * 1024;
@@ -41,8 +43,13 @@ pub struct Session<'a> {
     pub ns: String,
     /// The selected database index, if a numbered database is selected.
     pub db: Option<u32>,
-    /// Whether `AUTH` succeeded (or no password is set).
-    pub authed: bool,
+    /// The user the connection runs as: `None` until `AUTH` succeeds (unless the default
+    /// user needs no password).
+    pub user: Option<Arc<User>>,
+    /// Failed `AUTH` attempts on this connection (each waits longer before its reply).
+    pub auth_failures: u32,
+    /// A wait before this command's reply is sent (after a failed `AUTH`).
+    pub reply_delay: Option<std::time::Duration>,
     /// Replies waiting to be written.
     pub reply: Reply,
     /// Set by QUIT: close after the reply.
@@ -52,13 +59,15 @@ pub struct Session<'a> {
 impl<'a> Session<'a> {
     /// A fresh connection: database 0, RESP2, authenticated only if no password is set.
     pub fn new(shared: &'a Shared, info: Arc<ClientInfo>) -> Self {
-        let authed = shared.requirepass.read().is_none();
+        let user = shared.acl.read().initial_user();
         Self {
             shared,
             info,
             ns: "db0".into(),
             db: Some(0),
-            authed,
+            user,
+            auth_failures: 0,
+            reply_delay: None,
             reply: Reply::new(Protocol::Resp2),
             quit: false,
         }
@@ -69,6 +78,11 @@ impl<'a> Session<'a> {
         d.namespace.clone_from(&self.ns);
         d.db = self.db;
         d.resp = self.reply.proto.version();
+        if let Some(u) = &self.user
+            && d.user != u.name
+        {
+            d.user.clone_from(&u.name);
+        }
     }
 }
 
@@ -76,6 +90,7 @@ impl<'a> Session<'a> {
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 #[allow(missing_docs, clippy::upper_case_acronyms)]
 pub enum Cmd {
+    Acl,
     Append,
     Auth,
     Client,
@@ -178,6 +193,17 @@ macro_rules! spec {
 
 /// Every command, sorted by name (looked up by binary search).
 pub static COMMANDS: &[CommandSpec] = &[
+    spec!(
+        "ACL",
+        -2,
+        false,
+        0,
+        0,
+        0,
+        "server",
+        "Access control: WHOAMI, CAT, LIST, USERS.",
+        Acl
+    ),
     spec!(
         "APPEND",
         3,
@@ -974,16 +1000,33 @@ pub async fn execute(shared: &Shared, s: &mut Session<'_>, args: &[Bytes]) {
         ));
         return;
     }
-    if !s.authed && !matches!(spec.id, Cmd::Auth | Cmd::Hello | Cmd::Quit | Cmd::Reset) {
-        shared.metrics.errors[idx].incr();
-        s.reply.error("NOAUTH Authentication required.");
-        return;
+    match &s.user {
+        None if !matches!(spec.id, Cmd::Auth | Cmd::Hello | Cmd::Quit | Cmd::Reset) => {
+            shared.metrics.errors[idx].incr();
+            s.reply.error("NOAUTH Authentication required.");
+            return;
+        }
+        Some(u) if u.permission != Permission::Admin || !u.all_namespaces() => {
+            if let Err(msg) = acl::permit(u, spec, args, &s.ns) {
+                shared.metrics.errors[idx].incr();
+                shared.metrics.acl_denied.incr();
+                s.reply.error(&msg);
+                return;
+            }
+        }
+        _ => {}
     }
     if let Err(msg) = run(shared, s, spec.id, args).await {
         shared.metrics.errors[idx].incr();
         s.reply.error(&msg);
     }
-    if matches!(spec.id, Cmd::Client | Cmd::Select | Cmd::Hello | Cmd::Reset) {
+    if let Some(wait) = s.reply_delay.take() {
+        tokio::time::sleep(wait).await;
+    }
+    if matches!(
+        spec.id,
+        Cmd::Client | Cmd::Select | Cmd::Hello | Cmd::Reset | Cmd::Auth
+    ) {
         s.sync_detail();
     }
 }
@@ -1010,13 +1053,14 @@ async fn run(sh: &Shared, s: &mut Session<'_>, id: Cmd, a: &[Bytes]) -> Res<()> 
             s.quit = true;
         }
         Cmd::Auth => auth(sh, s, &a[1..])?,
+        Cmd::Acl => acl_command(sh, s, a)?,
         Cmd::Hello => hello(sh, s, a)?,
         Cmd::Select => select(sh, s, &a[1])?,
         Cmd::Reset => {
             s.reply.proto = Protocol::Resp2;
             s.ns = "db0".into();
             s.db = Some(0);
-            s.authed = sh.requirepass.read().is_none();
+            s.user = sh.acl.read().initial_user();
             s.info.detail.lock().name = None;
             s.reply.simple("RESET");
         }
@@ -1774,24 +1818,73 @@ async fn scan(sh: &Shared, s: &mut Session<'_>, a: &[Bytes]) -> Res<()> {
 }
 
 fn auth(sh: &Shared, s: &mut Session<'_>, a: &[Bytes]) -> Res<()> {
-    let pass = match a {
-        [p] => p,
-        [user, p] if eq_ic(user, "default") => p,
-        [_, _] => {
-            return Err("WRONGPASS invalid username-password pair or user is disabled.".into());
+    let (user, pass) = match a {
+        [p] => {
+            let acl = sh.acl.read();
+            if !acl.any_password() && acl.initial_user().is_some() {
+                return Err("ERR AUTH <password> called without any password configured for the default user. Are you sure your configuration is correct?".into());
+            }
+            ("default", p)
         }
+        [user, p] => (std::str::from_utf8(user).unwrap_or(""), p),
         _ => return Err("ERR syntax error".into()),
     };
-    let required = sh.requirepass.read().clone();
-    match required {
-        None => Err("ERR AUTH <password> called without any password configured for the default user. Are you sure your configuration is correct?".into()),
-        Some(p) if p.as_bytes() == pass.as_ref() => {
-            s.authed = true;
+    let found = sh.acl.read().authenticate(user, pass);
+    match found {
+        Some(u) => {
+            s.user = Some(u);
             s.reply.ok();
             Ok(())
         }
-        Some(_) => Err("WRONGPASS invalid username-password pair or user is disabled.".into()),
+        None => {
+            // Each failure on a connection waits longer before its reply (0.1 s doubling
+            // to 2 s): guessing on one connection is slow; the counter and the log show
+            // guessing on many.
+            s.auth_failures = s.auth_failures.saturating_add(1);
+            let shift = (s.auth_failures - 1).min(5);
+            s.reply_delay = Some(
+                std::time::Duration::from_millis(100 << shift)
+                    .min(std::time::Duration::from_secs(2)),
+            );
+            sh.metrics.auth_failures.incr();
+            tracing::warn!(addr = %s.info.addr, user = %String::from_utf8_lossy(&user.as_bytes()[..user.len().min(64)]), failures = s.auth_failures, "AUTH failed");
+            Err("WRONGPASS invalid username-password pair or user is disabled.".into())
+        }
     }
+}
+
+/// `ACL WHOAMI | CAT | LIST | USERS`: the read-only part of Redis's ACL command (users come
+/// from the config, so SETUSER and friends are not offered).
+fn acl_command(sh: &Shared, s: &mut Session<'_>, a: &[Bytes]) -> Res<()> {
+    let sub = &a[1];
+    if eq_ic(sub, "WHOAMI") && a.len() == 2 {
+        let name = s.user.as_ref().map_or("default", |u| u.name.as_str());
+        s.reply.bulk(name.as_bytes());
+    } else if eq_ic(sub, "CAT") && a.len() == 2 {
+        let cats: &[&str] = &["keyspace", "read", "write", "string", "connection", "admin"];
+        s.reply.array(cats.len());
+        for c in cats {
+            s.reply.bulk(c.as_bytes());
+        }
+    } else if eq_ic(sub, "LIST") && a.len() == 2 {
+        let lines: Vec<String> = sh.acl.read().users().map(|u| u.describe()).collect();
+        s.reply.array(lines.len());
+        for l in lines {
+            s.reply.bulk(l.as_bytes());
+        }
+    } else if eq_ic(sub, "USERS") && a.len() == 2 {
+        let names: Vec<String> = sh.acl.read().users().map(|u| u.name.clone()).collect();
+        s.reply.array(names.len());
+        for n in names {
+            s.reply.bulk(n.as_bytes());
+        }
+    } else {
+        return Err(format!(
+            "ERR unknown subcommand or wrong number of arguments for '{}'. Try ACL HELP.",
+            String::from_utf8_lossy(sub)
+        ));
+    }
+    Ok(())
 }
 
 fn hello(sh: &Shared, s: &mut Session<'_>, a: &[Bytes]) -> Res<()> {
@@ -1824,7 +1917,7 @@ fn hello(sh: &Shared, s: &mut Session<'_>, a: &[Bytes]) -> Res<()> {
             ));
         }
     }
-    if !s.authed {
+    if s.user.is_none() {
         return Err("NOAUTH HELLO must be called with the client already authenticated, otherwise the HELLO <proto> AUTH <user> <pass> option can be used to authenticate the client and select the RESP protocol version at the same time".into());
     }
     if name.is_some() {
@@ -1917,7 +2010,7 @@ fn client_line(sh: &Shared, c: &ClientInfo) -> String {
         .saturating_sub(u128::from(c.last_cmd_ms.load(Ordering::Relaxed)))
         / 1000;
     format!(
-        "id={} addr={} laddr={} name={} age={} idle={} flags=N db={} ns={} cmd={} user=default resp={}\n",
+        "id={} addr={} laddr={} name={} age={} idle={} flags=N db={} ns={} cmd={} user={} resp={}\n",
         c.id,
         c.addr,
         sh.resp_addr,
@@ -1932,6 +2025,7 @@ fn client_line(sh: &Shared, c: &ClientInfo) -> String {
         COMMANDS
             .get(c.last_cmd.load(Ordering::Relaxed))
             .map_or_else(|| "NULL".to_owned(), |spec| spec.name.to_ascii_lowercase()),
+        d.user,
         d.resp
     )
 }
@@ -2051,7 +2145,9 @@ fn config(sh: &Shared, s: &mut Session<'_>, a: &[Bytes]) -> Res<()> {
                 "requirepass" => {
                     let p = String::from_utf8(v.to_vec())
                         .map_err(|_| "ERR requirepass must be UTF-8".to_string())?;
-                    *sh.requirepass.write() = (!p.is_empty()).then_some(p);
+                    let p = (!p.is_empty()).then_some(p);
+                    sh.acl.write().set_requirepass(p.as_deref());
+                    *sh.requirepass.write() = p;
                 }
                 "save" | "appendonly" => {}
                 other => {

@@ -8,6 +8,7 @@
 //!   own tag and pattern invalidation.
 //! - [`cli`] is `strata status`, `strata stats`, `strata invalidate`, `strata config check`.
 
+pub mod acl;
 pub mod admin;
 pub mod cli;
 pub mod commands;
@@ -48,6 +49,7 @@ impl Running {
 
 /// Starts a node and its listeners; returns once they are bound.
 pub async fn start(config: NodeConfig) -> anyhow::Result<Running> {
+    config.check_protected_mode()?;
     let resp = TcpListener::bind(&config.server.resp_listen)
         .await
         .with_context(|| {

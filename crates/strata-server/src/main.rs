@@ -50,6 +50,10 @@ enum Command {
         /// The node's admin address.
         #[arg(long, default_value = "127.0.0.1:9380")]
         admin: String,
+        /// The admin credential (server.admin_token or the requirepass), sent as a bearer
+        /// token.
+        #[arg(long, env = "STRATA_ADMIN_TOKEN", hide_env_values = true)]
+        token: Option<String>,
     },
     /// Show a running node's view of its cluster: members and their state, the ring
     /// version, per-peer RPC latency, coherence counters.
@@ -57,12 +61,20 @@ enum Command {
         /// The node's admin address.
         #[arg(long, default_value = "127.0.0.1:9380")]
         admin: String,
+        /// The admin credential (server.admin_token or the requirepass), sent as a bearer
+        /// token.
+        #[arg(long, env = "STRATA_ADMIN_TOKEN", hide_env_values = true)]
+        token: Option<String>,
     },
     /// Show a running node's hit/miss statistics per layer.
     Stats {
         /// The node's admin address.
         #[arg(long, default_value = "127.0.0.1:9380")]
         admin: String,
+        /// The admin credential (server.admin_token or the requirepass), sent as a bearer
+        /// token.
+        #[arg(long, env = "STRATA_ADMIN_TOKEN", hide_env_values = true)]
+        token: Option<String>,
     },
     /// Remove a key, the keys matching a glob, or the keys carrying a tag, on every layer.
     Invalidate {
@@ -79,6 +91,10 @@ enum Command {
         /// The node's admin address.
         #[arg(long, default_value = "127.0.0.1:9380")]
         admin: String,
+        /// The admin credential (server.admin_token or the requirepass), sent as a bearer
+        /// token.
+        #[arg(long, env = "STRATA_ADMIN_TOKEN", hide_env_values = true)]
+        token: Option<String>,
     },
     /// Configuration tools.
     Config {
@@ -160,24 +176,36 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             rt.block_on(strata_server::serve(cfg))?;
             Ok(ExitCode::SUCCESS)
         }
-        Command::Status { admin } => {
-            let ok = runtime(1)?.block_on(strata_server::cli::show(&admin, "/status"))?;
+        Command::Status { admin, token } => {
+            let ok = runtime(1)?.block_on(strata_server::cli::show(
+                &admin,
+                token.as_deref(),
+                "/status",
+            ))?;
             Ok(if ok {
                 ExitCode::SUCCESS
             } else {
                 ExitCode::FAILURE
             })
         }
-        Command::Cluster { admin } => {
-            let ok = runtime(1)?.block_on(strata_server::cli::show(&admin, "/cluster"))?;
+        Command::Cluster { admin, token } => {
+            let ok = runtime(1)?.block_on(strata_server::cli::show(
+                &admin,
+                token.as_deref(),
+                "/cluster",
+            ))?;
             Ok(if ok {
                 ExitCode::SUCCESS
             } else {
                 ExitCode::FAILURE
             })
         }
-        Command::Stats { admin } => {
-            let ok = runtime(1)?.block_on(strata_server::cli::show(&admin, "/stats"))?;
+        Command::Stats { admin, token } => {
+            let ok = runtime(1)?.block_on(strata_server::cli::show(
+                &admin,
+                token.as_deref(),
+                "/stats",
+            ))?;
             Ok(if ok {
                 ExitCode::SUCCESS
             } else {
@@ -190,9 +218,11 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             pattern,
             tag,
             admin,
+            token,
         } => {
             let n = runtime(1)?.block_on(strata_server::cli::invalidate(
                 &admin,
+                token.as_deref(),
                 &namespace,
                 key.as_deref(),
                 pattern.as_deref(),
@@ -205,6 +235,7 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             action: ConfigAction::Check { file },
         } => {
             let cfg = NodeConfig::load_layered(Some(&file), std::env::vars(), server_defaults)?;
+            cfg.check_protected_mode()?;
             println!("{}: valid", file.display());
             println!(
                 "resp_listen = {}, admin_listen = {}, l1 = {} bytes, l3 = {} ({})",
@@ -218,12 +249,43 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                 if cfg.l3.enabled { "on" } else { "off" },
                 cfg.l3.data_dir.display()
             );
+            let srv = &cfg.server;
+            println!(
+                "security: resp auth {}, {} ACL user(s), admin credential {}, protected mode {}, tls resp {}, tls admin {}",
+                if cfg.resp_auth_configured() {
+                    "on"
+                } else {
+                    "off"
+                },
+                srv.users.len(),
+                if cfg.admin_auth_configured() {
+                    "on"
+                } else {
+                    "off"
+                },
+                if srv.protected_mode { "on" } else { "OFF" },
+                if srv.tls.as_ref().is_some_and(|t| t.resp) {
+                    "on"
+                } else {
+                    "off"
+                },
+                if srv.tls.as_ref().is_some_and(|t| t.admin) {
+                    "on"
+                } else {
+                    "off"
+                },
+            );
             let c = &cfg.cluster;
             if c.enabled {
                 println!(
-                    "cluster = on: gossip {}, rpc {}, {} seed(s), replication factor {}, {} strict invalidations",
+                    "cluster = on: gossip {}, rpc {} ({}), {} seed(s), replication factor {}, {} strict invalidations",
                     c.gossip_listen,
                     c.rpc_listen,
+                    if c.tls.is_some() {
+                        "mutual TLS"
+                    } else {
+                        "plaintext"
+                    },
                     c.seeds.len(),
                     c.replication_factor,
                     if c.strict_invalidations {

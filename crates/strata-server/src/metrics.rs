@@ -1,5 +1,7 @@
 //! The server's own metrics, exported in the node's Prometheus registry next to the cache's:
 //! `strata_server_connections` (gauge), `strata_server_accepted_connections_total`,
+//! `strata_auth_failures_total`, `strata_server_acl_denied_total`,
+//! `strata_server_admin_denied_total`, `strata_server_tls_handshake_failures_total`,
 //! `strata_server_rejected_connections_total`, `strata_server_protocol_errors_total`,
 //! `strata_server_commands_total{command}` and `strata_server_command_errors_total{command}`.
 //! Counters are striped per thread, so the hot path never contends on a shared cache line.
@@ -28,6 +30,14 @@ pub struct ServerMetrics {
     pub protocol_errors: Counter,
     /// Connections closed by the idle timeout.
     pub idle_closed: Counter,
+    /// Failed `AUTH` (and `HELLO … AUTH`) attempts.
+    pub auth_failures: Counter,
+    /// Commands refused with `NOPERM`.
+    pub acl_denied: Counter,
+    /// Admin requests refused: no or a wrong credential, or a cross-site request.
+    pub admin_denied: Counter,
+    /// TLS handshakes that failed (RESP and admin).
+    pub tls_failures: Counter,
     /// Calls per command, indexed like [`COMMANDS`]; the last slot counts unknown commands.
     pub calls: Box<[Counter]>,
     /// Error replies per command, indexed like `calls`.
@@ -42,6 +52,10 @@ impl Default for ServerMetrics {
             rejected_connections: Counter::default(),
             protocol_errors: Counter::default(),
             idle_closed: Counter::default(),
+            auth_failures: Counter::default(),
+            acl_denied: Counter::default(),
+            admin_denied: Counter::default(),
+            tls_failures: Counter::default(),
             calls: (0..n).map(|_| Counter::default()).collect(),
             errors: (0..n).map(|_| Counter::default()).collect(),
         }
@@ -122,6 +136,30 @@ impl Collector for ServerCollector {
             "Connections closed by the idle timeout",
             m.idle_closed.get(),
         )?;
+        for (name, help, v) in [
+            (
+                "auth_failures",
+                "Failed AUTH attempts (RESP) and refused admin credentials",
+                m.auth_failures.get(),
+            ),
+            (
+                "server_acl_denied",
+                "Commands refused with NOPERM",
+                m.acl_denied.get(),
+            ),
+            (
+                "server_admin_denied",
+                "Admin requests refused: missing or wrong credential, or cross-site",
+                m.admin_denied.get(),
+            ),
+            (
+                "server_tls_handshake_failures",
+                "TLS handshakes that failed on the RESP or admin port",
+                m.tls_failures.get(),
+            ),
+        ] {
+            counter(&mut enc, name, help, v)?;
+        }
         per_command(
             &mut enc,
             "server_commands",

@@ -13,6 +13,7 @@ use strata::{Node, NodeConfig};
 use strata_core::Cache;
 use tokio::sync::{Notify, watch};
 
+use crate::acl::Acl;
 use crate::metrics::ServerMetrics;
 
 /// Stripes of the per-key write locks.
@@ -48,6 +49,8 @@ pub struct ClientDetail {
     pub db: Option<u32>,
     /// 2 or 3.
     pub resp: i64,
+    /// The ACL user it runs as (`default` until `AUTH` says otherwise).
+    pub user: String,
 }
 
 /// Server-wide state.
@@ -60,8 +63,11 @@ pub struct Shared {
     pub resp_addr: SocketAddr,
     /// Counters exported on `/metrics`.
     pub metrics: ServerMetrics,
-    /// `requirepass`, changeable with `CONFIG SET`.
+    /// `requirepass`, changeable with `CONFIG SET` (shown by `CONFIG GET`; [`Shared::acl`]
+    /// is what checks it).
     pub requirepass: parking_lot::RwLock<Option<String>>,
+    /// The users and their passwords.
+    pub acl: parking_lot::RwLock<Acl>,
     /// `maxclients`, changeable with `CONFIG SET`.
     pub max_clients: AtomicU32,
     /// `timeout` in seconds, changeable with `CONFIG SET`.
@@ -105,6 +111,7 @@ impl Shared {
         Self {
             cache: node.cache(),
             requirepass: parking_lot::RwLock::new(config.server.requirepass.clone()),
+            acl: parking_lot::RwLock::new(Acl::from_config(&config.server)),
             max_clients: AtomicU32::new(config.server.max_clients),
             idle_timeout_secs: AtomicU64::new(config.server.idle_timeout_secs),
             config,
@@ -144,6 +151,7 @@ impl Shared {
                 db: Some(0),
                 resp: 2,
                 name: None,
+                user: "default".into(),
             }),
         });
         self.clients.lock().insert(id, info.clone());

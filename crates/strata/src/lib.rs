@@ -37,6 +37,7 @@ mod l3;
 pub mod metrics;
 pub mod node;
 pub mod status;
+pub mod tls;
 
 pub use cluster::ClusterStatus;
 pub use config::{ClusterConfig, ConfigError, NodeConfig, Profile};

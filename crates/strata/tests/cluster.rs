@@ -7,85 +7,10 @@
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use strata::{Layer, Node, NodeConfig, NodeDeps};
-use strata_core::ManualClock;
-use strata_core::rng::SeededRng;
+use strata::{Layer, Node};
 
-const SECRET: &str = "a test secret of 32 bytes.......";
-
-fn config(name: &str, seeds: &[String], rf: u32) -> NodeConfig {
-    let mut c = NodeConfig::for_test();
-    c.node.name = name.into();
-    c.cluster.enabled = true;
-    c.cluster.secret = Some(SECRET.into());
-    c.cluster.gossip_listen = "127.0.0.1:0".into();
-    c.cluster.rpc_listen = "127.0.0.1:0".into();
-    c.cluster.seeds = seeds.to_vec();
-    c.cluster.replication_factor = rf;
-    c
-}
-
-fn gossip_addr(node: &Node) -> String {
-    node.cluster_status().unwrap().members[0].gossip.clone()
-}
-
-fn live(node: &Node) -> usize {
-    node.cluster_status()
-        .unwrap()
-        .members
-        .iter()
-        .filter(|m| m.state == "self" || m.state == "alive")
-        .count()
-}
-
-async fn eventually(what: &str, limit: Duration, mut check: impl FnMut() -> bool) -> Duration {
-    let start = Instant::now();
-    while start.elapsed() < limit {
-        if check() {
-            return start.elapsed();
-        }
-        tokio::time::sleep(Duration::from_millis(2)).await;
-    }
-    panic!("timed out after {limit:?} waiting for: {what}");
-}
-
-/// Starts `n` nodes (the first is everyone's seed) and waits until each sees all of them
-/// and they agree on the ring.
-async fn cluster(n: usize, rf: u32, clock: Option<ManualClock>) -> Vec<Node> {
-    let mut nodes: Vec<Node> = Vec::new();
-    for i in 0..n {
-        let seeds: Vec<String> = nodes.first().map(gossip_addr).into_iter().collect();
-        let cfg = config(&format!("n{i}"), &seeds, rf);
-        let node = match &clock {
-            Some(c) => Node::start_with(
-                cfg,
-                NodeDeps {
-                    clock: Arc::new(c.clone()),
-                    rng: Box::new(SeededRng::new(i as u64)),
-                },
-            )
-            .await
-            .unwrap(),
-            None => Node::start(cfg).await.unwrap(),
-        };
-        nodes.push(node);
-    }
-    eventually("membership converges", Duration::from_secs(10), || {
-        let rings: Vec<String> = nodes
-            .iter()
-            .map(|x| x.cluster_status().unwrap().ring_version)
-            .collect();
-        nodes.iter().all(|x| live(x) == n) && rings.iter().all(|r| *r == rings[0])
-    })
-    .await;
-    nodes
-}
-
-async fn stop(nodes: Vec<Node>) {
-    for n in nodes {
-        n.shutdown().await;
-    }
-}
+mod common;
+use common::*;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_cluster_tier_passes_the_contract_suite() {
@@ -204,43 +129,8 @@ async fn a_node_without_the_secret_cannot_join_or_call() {
         .sum();
     assert!(rejected > 0, "its packets were counted as rejected");
 
-    // Its RPC connection is refused at the handshake, and counted.
-    let rpc = nodes[0].cluster_status().unwrap().members[0].rpc.clone();
-    let mut s = tokio::net::TcpStream::connect(&rpc).await.unwrap();
-    use tokio::io::{AsyncReadExt, AsyncWriteExt};
-    let hello = strata_cluster::rpc::to_bytes(&strata_cluster::rpc::Frame::Request(
-        0,
-        strata_cluster::rpc::Request::Hello {
-            name: "intruder".into(),
-            generation: 1,
-            nonce: 5,
-            proof: Vec::new(),
-        },
-    ));
-    s.write_all(&hello).await.unwrap();
-    let mut buf = vec![0u8; 256];
-    let _ = s.read(&mut buf).await.unwrap();
-    // A proof made with the wrong secret.
-    let wrong = strata_cluster::Authenticator::new(b"not the cluster secret, 32 bytes");
-    let hello2 = strata_cluster::rpc::to_bytes(&strata_cluster::rpc::Frame::Request(
-        0,
-        strata_cluster::rpc::Request::Hello {
-            name: "intruder".into(),
-            generation: 1,
-            nonce: 5,
-            proof: strata_cluster::rpc::handshake_tag(&wrong, "intruder", 1),
-        },
-    ));
-    s.write_all(&hello2).await.unwrap();
-    let n = tokio::time::timeout(Duration::from_secs(3), s.read(&mut buf))
-        .await
-        .unwrap()
-        .unwrap_or(0);
-    assert_eq!(n, 0, "the connection was closed without an answer");
-    eventually("the refusal is counted", Duration::from_secs(2), || {
-        nodes[0].cluster_status().unwrap().rejected_connections >= 1
-    })
-    .await;
+    // Its RPC connections are refused at the handshake: `peer_auth.rs` tries that and every
+    // other attack on the RPC port.
     intruder.shutdown().await;
     stop(nodes).await;
 }

@@ -31,6 +31,7 @@ use bytes::{Bytes, BytesMut};
 use parking_lot::{Mutex, RwLock};
 use serde::Serialize;
 use strata_cluster::coherence::{self, Item};
+use strata_cluster::handshake;
 use strata_cluster::membership::{MembershipTimer, Output};
 use strata_cluster::placement;
 use strata_cluster::rpc::{self, Frame, Request, Response, WireEntry};
@@ -49,6 +50,7 @@ use tokio::time::Instant;
 use self::net::{TcpListener, UdpSocket};
 use crate::actors::tier_actor::{LayerMetric, Maintenance};
 use crate::config::{ClusterConfig, NodeConfig};
+use crate::tls;
 
 /// Largest gossip datagram read.
 const MAX_DATAGRAM: usize = 64 * 1024;
@@ -61,6 +63,43 @@ const SWEEP_EVERY: u64 = 10;
 const GOSSIP_BACKLOG: usize = 16;
 /// Keys per batch when walking the owner store.
 const SCAN_BATCH: usize = 1024;
+
+/// Peer connections allowed in the handshake at once. A new one beyond it closes the oldest
+/// (rather than being refused itself), so connections an attacker leaves idle cannot keep a
+/// member out: to starve members it would have to open connections faster than a member's
+/// handshake completes (about a millisecond). Members open one connection per peer pair, so
+/// this is far above what a healthy cluster needs.
+pub(crate) const MAX_UNAUTHENTICATED: usize = 64;
+
+/// The connections in the handshake, oldest first (see [`MAX_UNAUTHENTICATED`]).
+#[derive(Default)]
+pub(crate) struct PendingLogins {
+    next: u64,
+    order: std::collections::VecDeque<(u64, tokio::sync::oneshot::Sender<()>)>,
+}
+
+impl PendingLogins {
+    /// Registers a new connection; returns its id and the switch that closes it, and
+    /// whether an older one had to be closed to make room.
+    fn enter(&mut self) -> (u64, tokio::sync::oneshot::Receiver<()>, bool) {
+        let (tx, rx) = tokio::sync::oneshot::channel();
+        self.next += 1;
+        self.order.push_back((self.next, tx));
+        let evicted = self.order.len() > MAX_UNAUTHENTICATED;
+        if evicted && let Some((_, close)) = self.order.pop_front() {
+            let _ = close.send(());
+        }
+        (self.next, rx, evicted)
+    }
+
+    /// The connection `id` left the handshake (logged in, failed or was closed).
+    fn leave(&mut self, id: u64) {
+        self.order.retain(|(i, _)| *i != id);
+    }
+}
+/// How long a handshake waits for gossip to make its caller a member (see
+/// `Shared::wait_for_member`).
+const MEMBER_WAIT: Duration = Duration::from_secs(1);
 
 /// Cluster counters (exported as metrics and in `/cluster`).
 #[derive(Debug, Default)]
@@ -124,6 +163,11 @@ pub(crate) struct Shared {
     joined: AtomicBool,
     ticks: AtomicU64,
     max_frame: usize,
+    /// Mutual TLS on the RPC port (`cluster.tls`): the acceptor's and the dialer's configs.
+    tls: Option<(Arc<rustls::ServerConfig>, Arc<rustls::ClientConfig>)>,
+    /// Connections still in the handshake, oldest first, each with the switch that closes
+    /// it ([`MAX_UNAUTHENTICATED`]).
+    unauthenticated: Mutex<PendingLogins>,
     /// Test-only network faults (feature `fault-injection`).
     #[cfg(feature = "fault-injection")]
     pub(crate) faults: Faults,
@@ -230,10 +274,15 @@ impl Shared {
         let max_frame = (config.limits.max_value_bytes as usize)
             .saturating_add(config.limits.max_key_bytes as usize)
             .saturating_add(64 * 1024);
+        let tls_configs = match &c.tls {
+            Some(t) => Some(tls::peer_configs(t).map_err(|e| format!("cluster.tls: {e}"))?),
+            None => None,
+        };
         let pool = peer::Pool::new(
             config.node.name.clone(),
             generation,
             auth.clone(),
+            tls_configs.as_ref().map(|(_, client)| client.clone()),
             Duration::from_millis(c.rpc_timeout_ms),
             Duration::from_millis(c.connect_timeout_ms),
             max_frame,
@@ -272,6 +321,8 @@ impl Shared {
             joined: AtomicBool::new(false),
             ticks: AtomicU64::new(0),
             max_frame,
+            unauthenticated: Mutex::new(PendingLogins::default()),
+            tls: tls_configs,
             #[cfg(feature = "fault-injection")]
             faults: Faults::default(),
             cfg: c,
@@ -763,6 +814,22 @@ impl Shared {
 
     // ----- the RPC server -----
 
+    /// Whether `name` is a member of this node's view, waiting up to [`MEMBER_WAIT`] for
+    /// gossip to bring it: a node that has just joined may call before its announcement
+    /// reached this one.
+    async fn wait_for_member(&self, name: &str) -> bool {
+        let deadline = Instant::now() + MEMBER_WAIT;
+        loop {
+            if self.view.read().members.contains_key(name) {
+                return true;
+            }
+            if Instant::now() >= deadline {
+                return false;
+            }
+            tokio::time::sleep(Duration::from_millis(25)).await;
+        }
+    }
+
     async fn serve_rpc(self: Arc<Self>) {
         loop {
             let (stream, from) = match self.listener.accept().await {
@@ -786,55 +853,92 @@ impl Shared {
         }
     }
 
-    /// One peer connection: the handshake, then requests until it closes. Errors of the
-    /// handshake are returned (the connection is refused and counted).
+    /// One peer connection: the handshake ([`strata_cluster::handshake`]), then requests
+    /// until it closes. Errors of the handshake are returned (the connection is refused and
+    /// counted). At most [`MAX_UNAUTHENTICATED`] connections may be in the handshake at
+    /// once, each for at most [`peer::HANDSHAKE_TIMEOUT`], and none may send a frame larger
+    /// than [`handshake::MAX_HANDSHAKE_FRAME`] before it has proved it holds the secret.
     async fn serve_conn(self: Arc<Self>, stream: net::TcpStream) -> Result<(), String> {
-        let (mut read, mut write) = stream.into_split();
-        let mut buf = BytesMut::with_capacity(8 * 1024);
+        let (pending_id, mut evict, evicted) = self.unauthenticated.lock().enter();
+        if evicted {
+            // The closed connection counts itself as refused when its task ends.
+            tracing::warn!(node = %self.name, "{MAX_UNAUTHENTICATED} connections in the handshake; closed the oldest");
+        }
+        let mut buf = BytesMut::with_capacity(1024);
         let max = self.max_frame;
         let handshake = async {
-            let (caller, nc) = match peer::read_frame(&mut read, &mut buf, max).await? {
-                Frame::Request(0, Request::Hello { name, nonce, .. }) => (name, nonce),
-                _ => return Err("the first frame was not a Hello".to_string()),
-            };
-            let ns = peer::nonce();
-            let hello = Frame::Response(
-                0,
-                Response::Hello {
-                    name: self.name.clone(),
-                    nonce: ns,
-                    proof: rpc::handshake_tag(&self.auth, &self.name, nc),
-                },
-            );
             use tokio::io::AsyncWriteExt;
+            let (mut read, mut write, cert) = match &self.tls {
+                Some((server, _)) => stream
+                    .into_tls(net::TlsSide::Server(server.clone()))
+                    .await
+                    .map_err(|e| format!("TLS handshake failed: {e}"))?,
+                None => {
+                    let (r, w) = stream.into_split();
+                    (r, w, None)
+                }
+            };
+            let refuse = |e: String| rpc::to_bytes(&Frame::Response(0, Response::Error(e)));
+            let first =
+                peer::read_frame(&mut read, &mut buf, handshake::MAX_HANDSHAKE_FRAME).await?;
+            let Frame::Request(0, login) = first else {
+                return Err("the first frame was not a Login".to_string());
+            };
+            let (callee, challenge) =
+                match handshake::Callee::on_login(&self.name, login, handshake::fresh_nonce()) {
+                    Ok(x) => x,
+                    Err(e) => {
+                        let _ = write.write_all(&refuse(e.to_string())).await;
+                        return Err(e.to_string());
+                    }
+                };
+            // Under mutual TLS the certificate must also name the caller: one member's
+            // certificate cannot log in as another member.
+            if let Some(cert) = &cert
+                && !tls::cert_names(cert, callee.caller())
+            {
+                let why = format!(
+                    "the TLS certificate presented is not valid for {:?}",
+                    callee.caller()
+                );
+                let _ = write.write_all(&refuse(why.clone())).await;
+                return Err(why);
+            }
+            if !self.wait_for_member(callee.caller()).await {
+                let why = format!("{:?} is not a member of this node's view", callee.caller());
+                let _ = write.write_all(&refuse(why.clone())).await;
+                return Err(why);
+            }
             write
-                .write_all(&rpc::to_bytes(&hello))
+                .write_all(&rpc::to_bytes(&Frame::Response(0, challenge)))
                 .await
                 .map_err(|e| e.to_string())?;
-            match peer::read_frame(&mut read, &mut buf, max).await? {
-                Frame::Request(0, Request::Hello { name, proof, .. })
-                    if name == caller && rpc::check_handshake(&self.auth, &caller, ns, &proof) =>
-                {
-                    Ok(caller)
+            let Frame::Request(0, prove) =
+                peer::read_frame(&mut read, &mut buf, handshake::MAX_HANDSHAKE_FRAME).await?
+            else {
+                return Err("the third frame was not a Prove".to_string());
+            };
+            let latest = self.coherence.lock().latest_seq();
+            match callee.on_prove(&self.auth, prove, self.generation, latest) {
+                Ok(welcome) => Ok((callee.caller().to_owned(), welcome, read, write)),
+                Err(e) => {
+                    let _ = write
+                        .write_all(&refuse("authentication failed".into()))
+                        .await;
+                    Err(e.to_string())
                 }
-                _ => Err(format!(
-                    "{caller:?} did not prove it holds the cluster secret"
-                )),
             }
         };
-        let caller = tokio::time::timeout(peer::HANDSHAKE_TIMEOUT, handshake)
-            .await
-            .map_err(|_| "handshake timed out".to_string())??;
-        let (gen_, latest) = (self.generation, self.coherence.lock().latest_seq());
-        let ok = Frame::Response(
-            0,
-            Response::Status {
-                generation: gen_,
-                latest,
-            },
-        );
+        let outcome = tokio::select! {
+            r = tokio::time::timeout(peer::HANDSHAKE_TIMEOUT, handshake) => {
+                r.map_err(|_| "handshake timed out".to_string())
+            }
+            _ = &mut evict => Err("closed to make room for newer connections".to_string()),
+        };
+        self.unauthenticated.lock().leave(pending_id);
+        let (caller, ok, mut read, write) = outcome??;
         let (tx, rx) = mpsc::unbounded_channel::<Vec<u8>>();
-        let _ = tx.send(rpc::to_bytes(&ok));
+        let _ = tx.send(rpc::to_bytes(&Frame::Response(0, ok)));
         let writer = tokio::spawn(peer::write_loop(write, rx));
         tracing::debug!(node = %self.name, peer = %caller, "peer connected");
         loop {
@@ -880,7 +984,9 @@ impl Shared {
     /// Answers one request.
     async fn handle(self: &Arc<Self>, req: Request) -> Response {
         match req {
-            Request::Hello { .. } => Response::Error("already connected".into()),
+            Request::Hello { .. } | Request::Login { .. } | Request::Prove { .. } => {
+                Response::Error("already connected".into())
+            }
             Request::Ping => Response::Status {
                 generation: self.generation,
                 latest: self.coherence.lock().latest_seq(),

@@ -113,6 +113,42 @@ impl TcpStream {
         }
     }
 
+    /// Runs the TLS handshake of `side` over this connection and splits the result. TLS is
+    /// not simulated: a turmoil connection fails here.
+    /// Also returns the peer's end-entity certificate, when it presented one.
+    pub(crate) async fn into_tls(
+        self,
+        side: TlsSide,
+    ) -> io::Result<(ReadHalf, WriteHalf, Option<PeerCert>)> {
+        let tcp = match self {
+            Self::Tokio(s) => s,
+            #[cfg(feature = "turmoil")]
+            Self::Sim(_) => {
+                return Err(io::Error::other(
+                    "TLS is not available in a turmoil simulation",
+                ));
+            }
+        };
+        let tls: tokio_rustls::TlsStream<tokio::net::TcpStream> = match side {
+            TlsSide::Client(config, name) => tokio_rustls::TlsConnector::from(config)
+                .connect(name, tcp)
+                .await?
+                .into(),
+            TlsSide::Server(config) => tokio_rustls::TlsAcceptor::from(config)
+                .accept(tcp)
+                .await?
+                .into(),
+        };
+        let cert = tls
+            .get_ref()
+            .1
+            .peer_certificates()
+            .and_then(|c| c.first())
+            .map(|c| c.clone().into_owned());
+        let (r, w) = tokio::io::split(tls);
+        Ok((ReadHalf::Tls(r), WriteHalf::Tls(w), cert))
+    }
+
     pub(crate) fn into_split(self) -> (ReadHalf, WriteHalf) {
         match self {
             Self::Tokio(s) => {
@@ -128,10 +164,27 @@ impl TcpStream {
     }
 }
 
+/// Which end of a TLS connection this node is.
+pub(crate) enum TlsSide {
+    /// Dialing the peer with this name (checked against its certificate).
+    Client(
+        std::sync::Arc<rustls::ClientConfig>,
+        rustls_pki_types::ServerName<'static>,
+    ),
+    /// Accepting.
+    Server(std::sync::Arc<rustls::ServerConfig>),
+}
+
+type TlsTcp = tokio_rustls::TlsStream<tokio::net::TcpStream>;
+
+/// A peer's end-entity certificate.
+pub(crate) type PeerCert = rustls_pki_types::CertificateDer<'static>;
+
 /// The reading half of a peer connection.
 #[derive(Debug)]
 pub(crate) enum ReadHalf {
     Tokio(tokio::net::tcp::OwnedReadHalf),
+    Tls(tokio::io::ReadHalf<TlsTcp>),
     #[cfg(feature = "turmoil")]
     Sim(turmoil::net::tcp::OwnedReadHalf),
 }
@@ -140,6 +193,7 @@ pub(crate) enum ReadHalf {
 #[derive(Debug)]
 pub(crate) enum WriteHalf {
     Tokio(tokio::net::tcp::OwnedWriteHalf),
+    Tls(tokio::io::WriteHalf<TlsTcp>),
     #[cfg(feature = "turmoil")]
     Sim(turmoil::net::tcp::OwnedWriteHalf),
 }
@@ -152,6 +206,7 @@ impl AsyncRead for ReadHalf {
     ) -> Poll<io::Result<()>> {
         match self.get_mut() {
             Self::Tokio(s) => Pin::new(s).poll_read(cx, buf),
+            Self::Tls(s) => Pin::new(s).poll_read(cx, buf),
             #[cfg(feature = "turmoil")]
             Self::Sim(s) => Pin::new(s).poll_read(cx, buf),
         }
@@ -166,6 +221,7 @@ impl AsyncWrite for WriteHalf {
     ) -> Poll<io::Result<usize>> {
         match self.get_mut() {
             Self::Tokio(s) => Pin::new(s).poll_write(cx, buf),
+            Self::Tls(s) => Pin::new(s).poll_write(cx, buf),
             #[cfg(feature = "turmoil")]
             Self::Sim(s) => Pin::new(s).poll_write(cx, buf),
         }
@@ -174,6 +230,7 @@ impl AsyncWrite for WriteHalf {
     fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
         match self.get_mut() {
             Self::Tokio(s) => Pin::new(s).poll_flush(cx),
+            Self::Tls(s) => Pin::new(s).poll_flush(cx),
             #[cfg(feature = "turmoil")]
             Self::Sim(s) => Pin::new(s).poll_flush(cx),
         }
@@ -182,6 +239,7 @@ impl AsyncWrite for WriteHalf {
     fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
         match self.get_mut() {
             Self::Tokio(s) => Pin::new(s).poll_shutdown(cx),
+            Self::Tls(s) => Pin::new(s).poll_shutdown(cx),
             #[cfg(feature = "turmoil")]
             Self::Sim(s) => Pin::new(s).poll_shutdown(cx),
         }

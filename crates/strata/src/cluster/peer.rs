@@ -1,13 +1,10 @@
 //! Peer RPC over TCP: one multiplexed connection per peer pair, opened with a mutual
 //! handshake that proves both sides hold the cluster secret.
 //!
-//! Handshake (each side tags a nonce the *other* side chose, so a recorded handshake cannot
-//! be replayed):
-//! 1. caller → `Hello { name, generation, nonce: nc, proof: [] }`
-//! 2. callee → `Hello { name, nonce: ns, proof: tag(callee, nc) }`; the caller checks it
-//! 3. caller → `Hello { name, generation, nonce: nc, proof: tag(caller, ns) }`
-//! 4. callee → `Status { .. }` once the proof checks; anything else closes the connection,
-//!    and the callee counts and logs it.
+//! The handshake is [`strata_cluster::handshake`] (version 2): the caller logs in with its
+//! name, the callee's name and a nonce; the callee answers with a nonce of its own; the
+//! caller proves it holds the secret over both names and nonces, then the callee does.
+//! Anything else closes the connection, and the callee counts and logs it.
 //!
 //! After that, requests carry ids and responses may come back in any order; a request
 //! waits at most `rpc_timeout`, and a connection that fails fails every request on it and
@@ -19,10 +16,12 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::Duration;
 
-use super::net::{ReadHalf, TcpStream, WriteHalf};
+use super::net::{ReadHalf, TcpStream, TlsSide, WriteHalf};
 use bytes::BytesMut;
 use parking_lot::Mutex;
+use rustls_pki_types::ServerName;
 use strata_cluster::Authenticator;
+use strata_cluster::handshake;
 use strata_cluster::rpc::{self, Frame, Request, Response};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::sync::{mpsc, oneshot};
@@ -73,6 +72,15 @@ pub(crate) async fn write_loop(mut write: WriteHalf, mut rx: mpsc::UnboundedRece
     }
 }
 
+/// Reads one handshake answer (bounded by [`handshake::MAX_HANDSHAKE_FRAME`]: the peer has
+/// not proved anything yet).
+async fn handshake_answer(read: &mut ReadHalf, buf: &mut BytesMut) -> Result<Response, String> {
+    match read_frame(read, buf, handshake::MAX_HANDSHAKE_FRAME).await? {
+        Frame::Response(0, r) => Ok(r),
+        other => Err(format!("unexpected handshake frame {other:?}")),
+    }
+}
+
 async fn write_frame(write: &mut WriteHalf, frame: &Frame) -> Result<(), String> {
     write
         .write_all(&rpc::to_bytes(frame))
@@ -80,8 +88,9 @@ async fn write_frame(write: &mut WriteHalf, frame: &Frame) -> Result<(), String>
         .map_err(|e| e.to_string())
 }
 
-/// A random nonce (the OS RNG through std's hasher seeding is enough here: nonces must be
-/// unpredictable to an outsider, not cryptographically uniform).
+/// A random number for choices that need no secrecy (foca's RNG seed, which member to ask):
+/// the OS RNG through std's hasher seeding. Handshake nonces use a CSPRNG
+/// ([`handshake::fresh_nonce`]).
 pub(crate) fn nonce() -> u64 {
     use std::hash::{BuildHasher, Hasher};
     let mut h = std::collections::hash_map::RandomState::new().build_hasher();
@@ -129,6 +138,8 @@ pub(crate) struct Pool {
     me: String,
     generation: u64,
     auth: Authenticator,
+    /// Mutual TLS to peers (`cluster.tls`).
+    tls: Option<Arc<rustls::ClientConfig>>,
     slots: Mutex<HashMap<String, Arc<Slot>>>,
     next_id: AtomicU64,
     /// Retry budget, in tenths of a retry.
@@ -146,6 +157,7 @@ impl Pool {
         me: String,
         generation: u64,
         auth: Authenticator,
+        tls: Option<Arc<rustls::ClientConfig>>,
         rpc_timeout: Duration,
         connect_timeout: Duration,
         max_frame: usize,
@@ -154,6 +166,7 @@ impl Pool {
             me,
             generation,
             auth,
+            tls,
             slots: Mutex::new(HashMap::new()),
             next_id: AtomicU64::new(1),
             retry_tokens: AtomicU64::new(RETRY_BANK),
@@ -227,52 +240,35 @@ impl Pool {
             .map_err(|_| format!("connecting to {peer} at {addr} timed out"))?
             .map_err(|e| format!("cannot connect to {peer} at {addr}: {e}"))?;
         let _ = stream.set_nodelay(true);
-        let (mut read, mut write) = stream.into_split();
         let mut buf = BytesMut::with_capacity(8 * 1024);
-        let nc = nonce();
         let hs = async {
-            let hello = |proof: Vec<u8>| {
-                Frame::Request(
-                    0,
-                    Request::Hello {
-                        name: self.me.clone(),
-                        generation: self.generation,
-                        nonce: nc,
-                        proof,
-                    },
-                )
-            };
-            write_frame(&mut write, &hello(Vec::new())).await?;
-            let ns = match read_frame(&mut read, &mut buf, self.max_frame).await? {
-                Frame::Response(
-                    0,
-                    Response::Hello {
-                        name,
-                        nonce: ns,
-                        proof,
-                    },
-                ) => {
-                    if !rpc::check_handshake(&self.auth, &name, nc, &proof) {
-                        return Err(format!("{peer} at {addr} does not hold the cluster secret"));
-                    }
-                    ns
+            let (mut read, mut write) = match &self.tls {
+                Some(config) => {
+                    let name = ServerName::try_from(peer.to_owned()).map_err(|_| {
+                        format!("{peer:?} is not a DNS name, which cluster.tls needs")
+                    })?;
+                    let (r, w, _) = stream
+                        .into_tls(TlsSide::Client(config.clone(), name))
+                        .await
+                        .map_err(|e| format!("TLS with {peer} at {addr}: {e}"))?;
+                    (r, w)
                 }
-                other => return Err(format!("unexpected handshake answer {other:?}")),
+                None => stream.into_split(),
             };
-            write_frame(
-                &mut write,
-                &hello(rpc::handshake_tag(&self.auth, &self.me, ns)),
-            )
-            .await?;
-            match read_frame(&mut read, &mut buf, self.max_frame).await? {
-                Frame::Response(0, Response::Status { .. } | Response::Pong) => Ok(()),
-                Frame::Response(0, Response::Error(e)) => {
-                    Err(format!("{peer} refused the handshake: {e}"))
-                }
-                other => Err(format!("unexpected handshake answer {other:?}")),
-            }
+            let mut hs =
+                handshake::Caller::new(&self.me, peer, self.generation, handshake::fresh_nonce());
+            write_frame(&mut write, &Frame::Request(0, hs.login())).await?;
+            let challenge = handshake_answer(&mut read, &mut buf).await?;
+            let prove = hs
+                .on_challenge(&self.auth, challenge)
+                .map_err(|e| format!("handshake with {peer} at {addr}: {e}"))?;
+            write_frame(&mut write, &Frame::Request(0, prove)).await?;
+            let welcome = handshake_answer(&mut read, &mut buf).await?;
+            hs.on_welcome(&self.auth, welcome)
+                .map_err(|e| format!("handshake with {peer} at {addr}: {e}"))?;
+            Ok::<_, String>((read, write))
         };
-        tokio::time::timeout(HANDSHAKE_TIMEOUT, hs)
+        let (mut read, write) = tokio::time::timeout(HANDSHAKE_TIMEOUT, hs)
             .await
             .map_err(|_| format!("handshake with {peer} timed out"))??;
 

@@ -9,6 +9,10 @@ use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
+mod security;
+
+pub use security::{Permission, ServerTlsConfig, TlsConfig, UserConfig, Users, is_loopback};
+
 use serde::{Deserialize, Serialize};
 use strata_core::{Compression, Limits, MemoryTierConfig, Namespace, NamespacePolicy};
 
@@ -146,6 +150,11 @@ pub struct ClusterConfig {
     /// members' copies are dropped by gossip, within the bound in docs/semantics.md.
     /// Pattern, tag and namespace invalidations are always strict.
     pub strict_invalidations: bool,
+    /// Mutual TLS on the peer RPC port (`[cluster.tls]`): every member presents its
+    /// certificate, and accepts only peers whose certificate chains to `ca_file` (required).
+    /// The handshake's proof of the secret still runs inside it. Unset: plaintext RPC,
+    /// authenticated at the handshake only (docs/protocol.md says what that leaves open).
+    pub tls: Option<TlsConfig>,
 }
 
 impl Default for ClusterConfig {
@@ -167,6 +176,7 @@ impl Default for ClusterConfig {
             handoff_push_limit: 10_000,
             expected_size: 3,
             strict_invalidations: false,
+            tls: None,
         }
     }
 }
@@ -181,8 +191,27 @@ pub struct ServerConfig {
     /// Address of the admin HTTP listener: `/metrics`, `/health`, `/stats` (default
     /// `127.0.0.1:9380`).
     pub admin_listen: String,
-    /// When set, clients must `AUTH` with this password before any other command.
+    /// When set, clients must `AUTH` with this password before any other command (the
+    /// `default` user's password). Compared in constant time; failures are delayed and
+    /// counted (`strata_auth_failures_total`).
     pub requirepass: Option<String>,
+    /// ACL users (`[server.users.NAME]`), each with hashed passwords, namespaces and a
+    /// permission. When any is defined and `requirepass` is not, the password-less default
+    /// user is disabled: every client must `AUTH name password`.
+    pub users: BTreeMap<String, UserConfig>,
+    /// Refuse to start when RESP or admin listens beyond loopback with no authentication
+    /// configured, as Redis's `protected-mode` (default true).
+    pub protected_mode: bool,
+    /// Bearer token for the admin port (`Authorization: Bearer TOKEN`, at least 16 bytes).
+    /// The admin port also accepts `requirepass` as a bearer token and an admin ACL user by
+    /// HTTP Basic authentication. With any credential configured, every route needs one
+    /// unless `admin_open_reads` opens `/metrics` and `/health`.
+    pub admin_token: Option<String>,
+    /// Leave `/metrics` and `/health` open without a credential, for scrapers and probes
+    /// (default false: closed once any credential is configured).
+    pub admin_open_reads: bool,
+    /// TLS for the RESP and admin listeners (`[server.tls]`). Unset: plaintext.
+    pub tls: Option<ServerTlsConfig>,
     /// Most concurrent client connections; more are refused with
     /// `-ERR max number of clients reached` (default 10000).
     pub max_clients: u32,
@@ -209,6 +238,11 @@ impl Default for ServerConfig {
             resp_listen: "127.0.0.1:6380".into(),
             admin_listen: "127.0.0.1:9380".into(),
             requirepass: None,
+            users: BTreeMap::new(),
+            protected_mode: true,
+            admin_token: None,
+            admin_open_reads: false,
+            tls: None,
             max_clients: 10_000,
             idle_timeout_secs: 0,
             max_request_bytes: 64 * MIB,
@@ -781,6 +815,7 @@ impl NodeConfig {
                 "must not be empty (leave it out for no password)",
             ));
         }
+        self.validate_security()?;
         let c = &self.cluster;
         if c.enabled {
             if self.l2.redis.enabled {
