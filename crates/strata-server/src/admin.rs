@@ -43,6 +43,7 @@ struct AdminState {
 /// Serves the admin routes until `stop` turns true.
 pub async fn serve(
     listener: TcpListener,
+    tls: Option<tokio_rustls::TlsAcceptor>,
     node: Arc<Node>,
     shared: Arc<Shared>,
     mut stop: watch::Receiver<bool>,
@@ -59,12 +60,24 @@ pub async fn serve(
         .route("/cluster", get(cluster))
         .route("/invalidate", post(invalidate))
         .layer(axum::middleware::from_fn_with_state(guard_state, guard))
-        .with_state(AdminState { node, shared });
-    let result = axum::serve(listener, app)
-        .with_graceful_shutdown(async move {
-            crate::state::stopped(&mut stop).await;
-        })
-        .await;
+        .with_state(AdminState {
+            node,
+            shared: shared.clone(),
+        });
+    let stopped = async move {
+        crate::state::stopped(&mut stop).await;
+    };
+    let result = match tls {
+        None => {
+            axum::serve(listener, app)
+                .with_graceful_shutdown(stopped)
+                .await
+        }
+        Some(acceptor) => match crate::tls::TlsListener::new(listener, acceptor, shared) {
+            Ok(l) => axum::serve(l, app).with_graceful_shutdown(stopped).await,
+            Err(e) => Err(e),
+        },
+    };
     if let Err(e) = result {
         tracing::error!(error = %e, "admin server failed");
     }

@@ -6,8 +6,8 @@ use std::time::Duration;
 
 use bytes::{Bytes, BytesMut};
 use strata_resp::{Limits, Request, parse_request};
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::{TcpListener, TcpStream};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
+use tokio::net::TcpListener;
 
 use crate::commands::{self, Session};
 use crate::state::{ClientInfo, Shared};
@@ -18,8 +18,13 @@ const FLUSH_AT: usize = 64 * 1024;
 /// has been quiet this long.
 const DRAIN_QUIET: Duration = Duration::from_millis(100);
 
-/// Accepts connections until shutdown begins.
-pub async fn accept_loop(listener: TcpListener, shared: Arc<Shared>) {
+/// Accepts connections until shutdown begins; with `tls`, each connection's TLS handshake
+/// runs in its own task (bounded by [`crate::tls::HANDSHAKE_TIMEOUT`]) before it is served.
+pub async fn accept_loop(
+    listener: TcpListener,
+    shared: Arc<Shared>,
+    tls: Option<tokio_rustls::TlsAcceptor>,
+) {
     let mut stop = shared.stop.clone();
     loop {
         let (stream, addr) = tokio::select! {
@@ -37,9 +42,24 @@ pub async fn accept_loop(listener: TcpListener, shared: Arc<Shared>) {
         shared.metrics.connections_total.incr();
         let _ = stream.set_nodelay(true);
         match shared.admit(addr) {
-            Some(info) => {
-                tokio::spawn(handle(stream, info, shared.clone()));
-            }
+            Some(info) => match &tls {
+                None => {
+                    tokio::spawn(handle(stream, info, shared.clone()));
+                }
+                Some(acceptor) => {
+                    let (acceptor, shared) = (acceptor.clone(), shared.clone());
+                    tokio::spawn(async move {
+                        match crate::tls::accept(&acceptor, stream).await {
+                            Ok(tls) => handle(tls, info, shared).await,
+                            Err(e) => {
+                                shared.metrics.tls_failures.incr();
+                                tracing::debug!(%addr, error = %e, "TLS handshake failed");
+                                shared.leave(info.id);
+                            }
+                        }
+                    });
+                }
+            },
             None => {
                 shared.metrics.rejected_connections.incr();
                 tracing::debug!(%addr, "connection refused: max number of clients reached");
@@ -55,7 +75,11 @@ pub async fn accept_loop(listener: TcpListener, shared: Arc<Shared>) {
     }
 }
 
-async fn handle(mut stream: TcpStream, info: Arc<ClientInfo>, shared: Arc<Shared>) {
+async fn handle<S: AsyncRead + AsyncWrite + Unpin>(
+    mut stream: S,
+    info: Arc<ClientInfo>,
+    shared: Arc<Shared>,
+) {
     let id = info.id;
     let addr = info.addr;
     if let Err(e) = serve_connection(&mut stream, info, &shared).await {
@@ -65,8 +89,8 @@ async fn handle(mut stream: TcpStream, info: Arc<ClientInfo>, shared: Arc<Shared
     shared.leave(id);
 }
 
-async fn serve_connection(
-    stream: &mut TcpStream,
+async fn serve_connection<S: AsyncRead + AsyncWrite + Unpin>(
+    stream: &mut S,
     info: Arc<ClientInfo>,
     shared: &Arc<Shared>,
 ) -> std::io::Result<()> {
@@ -158,7 +182,10 @@ async fn serve_connection(
     }
 }
 
-async fn flush(stream: &mut TcpStream, session: &mut Session<'_>) -> std::io::Result<()> {
+async fn flush<S: AsyncWrite + Unpin>(
+    stream: &mut S,
+    session: &mut Session<'_>,
+) -> std::io::Result<()> {
     if !session.reply.buf.is_empty() {
         stream.write_all(&session.reply.buf).await?;
         session.reply.buf.clear();

@@ -15,6 +15,7 @@ pub mod commands;
 pub mod conn;
 pub mod metrics;
 pub mod state;
+pub mod tls;
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -50,6 +51,15 @@ impl Running {
 /// Starts a node and its listeners; returns once they are bound.
 pub async fn start(config: NodeConfig) -> anyhow::Result<Running> {
     config.check_protected_mode()?;
+    let tls = config.server.tls.as_ref();
+    let resp_tls = match tls.filter(|t| t.resp) {
+        Some(t) => Some(tls::acceptor(&t.files, &[])?),
+        None => None,
+    };
+    let admin_tls = match tls.filter(|t| t.admin) {
+        Some(t) => Some(tls::acceptor(&t.files, &[b"http/1.1"])?),
+        None => None,
+    };
     let resp = TcpListener::bind(&config.server.resp_listen)
         .await
         .with_context(|| {
@@ -78,8 +88,21 @@ pub async fn start(config: NodeConfig) -> anyhow::Result<Running> {
     let (stop, stop_rx) = watch::channel(false);
     let shared = Arc::new(Shared::new(&node, config, resp_addr, stop_rx.clone()));
     metrics::register(&node, &shared);
-    tracing::info!(%resp_addr, %admin_addr, node = %shared.config.node.name, "strata serving");
-    let done = tokio::spawn(run(node, shared, resp, admin, stop_rx));
+    tracing::info!(
+        %resp_addr,
+        %admin_addr,
+        node = %shared.config.node.name,
+        resp_tls = resp_tls.is_some(),
+        admin_tls = admin_tls.is_some(),
+        "strata serving"
+    );
+    let done = tokio::spawn(run(
+        node,
+        shared,
+        (resp, resp_tls),
+        (admin, admin_tls),
+        stop_rx,
+    ));
     Ok(Running {
         resp_addr,
         admin_addr,
@@ -88,21 +111,25 @@ pub async fn start(config: NodeConfig) -> anyhow::Result<Running> {
     })
 }
 
+/// A listener and the TLS acceptor in front of it, if any.
+type Listening = (TcpListener, Option<tokio_rustls::TlsAcceptor>);
+
 async fn run(
     node: Node,
     shared: Arc<Shared>,
-    resp: TcpListener,
-    admin: TcpListener,
+    (resp, resp_tls): Listening,
+    (admin, admin_tls): Listening,
     mut stop: watch::Receiver<bool>,
 ) -> anyhow::Result<()> {
     let node = Arc::new(node);
     let admin_task = tokio::spawn(admin::serve(
         admin,
+        admin_tls,
         node.clone(),
         shared.clone(),
         stop.clone(),
     ));
-    let accept = conn::accept_loop(resp, shared.clone());
+    let accept = conn::accept_loop(resp, shared.clone(), resp_tls);
     tokio::select! {
         _ = accept => {}
         _ = crate::state::stopped(&mut stop) => {}

@@ -153,10 +153,19 @@ impl TestCerts {
 /// name, `localhost` and `127.0.0.1` (tests only).
 #[cfg(feature = "test-certs")]
 pub fn test_certs(dir: &Path, names: &[&str]) -> Result<TestCerts, String> {
-    use rcgen::{BasicConstraints, CertificateParams, IsCa, KeyPair, SanType};
+    use rcgen::{
+        BasicConstraints, CertificateParams, DnType, ExtendedKeyUsagePurpose, IsCa, KeyPair,
+        KeyUsagePurpose, SanType,
+    };
     let e = |e: rcgen::Error| e.to_string();
     let mut ca_params = CertificateParams::new(Vec::<String>::new()).map_err(e)?;
     ca_params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+    // Distinct names: OpenSSL (redis-cli) takes a leaf whose subject equals its issuer's
+    // for self-signed.
+    ca_params
+        .distinguished_name
+        .push(DnType::CommonName, "Strata test CA");
+    ca_params.key_usages = vec![KeyUsagePurpose::KeyCertSign, KeyUsagePurpose::CrlSign];
     let ca_key = KeyPair::generate().map_err(e)?;
     let ca = ca_params.self_signed(&ca_key).map_err(e)?;
     let write = |name: &str, text: String| {
@@ -173,6 +182,11 @@ pub fn test_certs(dir: &Path, names: &[&str]) -> Result<TestCerts, String> {
         params
             .subject_alt_names
             .push(SanType::IpAddress(std::net::IpAddr::from([127, 0, 0, 1])));
+        params.distinguished_name.push(DnType::CommonName, *name);
+        params.extended_key_usages = vec![
+            ExtendedKeyUsagePurpose::ServerAuth,
+            ExtendedKeyUsagePurpose::ClientAuth,
+        ];
         let key = KeyPair::generate().map_err(e)?;
         let cert = params.signed_by(&key, &ca, &ca_key).map_err(e)?;
         leaves.push((

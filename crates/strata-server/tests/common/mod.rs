@@ -23,6 +23,8 @@ pub struct Server {
     pub port: u16,
     pub admin_port: u16,
     pub dir: PathBuf,
+    /// Whether the RESP port speaks TLS (read from the server's log).
+    pub tls: bool,
     _tmp: Option<tempfile::TempDir>,
     log: PathBuf,
 }
@@ -79,6 +81,7 @@ impl Server {
             port: 0,
             admin_port: 0,
             dir: dir.to_path_buf(),
+            tls: false,
             _tmp: None,
             log,
         };
@@ -104,6 +107,7 @@ impl Server {
                     };
                     self.port = port("resp_addr");
                     self.admin_port = port("admin_addr");
+                    self.tls = v["fields"]["resp_tls"] == true;
                 }
             }
             if let Some(status) = self.child.as_mut().unwrap().try_wait().unwrap() {
@@ -112,7 +116,12 @@ impl Server {
             std::thread::sleep(Duration::from_millis(20));
         }
         while Instant::now() < deadline {
-            if let Ok(mut c) = TcpStream::connect(("127.0.0.1", self.port)) {
+            if self.tls {
+                // A TLS port answers PING only inside TLS; listening is enough here.
+                if TcpStream::connect(("127.0.0.1", self.port)).is_ok() {
+                    return;
+                }
+            } else if let Ok(mut c) = TcpStream::connect(("127.0.0.1", self.port)) {
                 c.set_read_timeout(Some(Duration::from_secs(2))).unwrap();
                 if c.write_all(b"PING\r\n").is_ok() {
                     // +PONG, or -NOAUTH when a password is required: either way it serves.
@@ -262,6 +271,25 @@ pub fn err_text(f: &strata_resp::Frame) -> String {
         strata_resp::Frame::Error(e) => String::from_utf8_lossy(e).into_owned(),
         other => panic!("expected an error, got {other:?}"),
     }
+}
+
+/// `method path` on the admin port with extra header lines: (status, body).
+pub fn http(addr: &str, method: &str, path: &str, headers: &[(&str, &str)]) -> (u16, String) {
+    let mut s = TcpStream::connect(addr).unwrap();
+    let extra: String = headers
+        .iter()
+        .map(|(k, v)| format!("{k}: {v}\r\n"))
+        .collect();
+    write!(
+        s,
+        "{method} {path} HTTP/1.1\r\nHost: {addr}\r\n{extra}Content-Length: 0\r\nConnection: close\r\n\r\n"
+    )
+    .unwrap();
+    let mut out = String::new();
+    s.read_to_string(&mut out).unwrap();
+    let status = out.split_whitespace().nth(1).unwrap().parse().unwrap();
+    let body = out.split_once("\r\n\r\n").unwrap().1.to_owned();
+    (status, body)
 }
 
 /// `GET path` on the admin port: (status, body).

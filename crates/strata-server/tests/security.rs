@@ -1,0 +1,544 @@
+//! `strata serve` attacked as a careless or hostile client on the same host would: password
+//! guessing, the admin port without credentials or from another site, a config that would
+//! expose the cache, ACL users reaching past their namespaces and permissions, and TLS on
+//! every port with real clients (redis-cli, redis-py, redis-rs). Real processes, real sockets.
+
+#![allow(clippy::unwrap_used)]
+
+mod common;
+
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+use common::*;
+use strata_resp::Frame;
+
+fn sha256_hex(password: &str) -> String {
+    strata_server::acl::digest(password.as_bytes())
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect()
+}
+
+fn bearer(token: &str) -> String {
+    format!("Bearer {token}")
+}
+
+fn metric(admin: &str, token: &str, name: &str) -> u64 {
+    let (status, body) = http(
+        admin,
+        "GET",
+        "/metrics",
+        &[("Authorization", &bearer(token))],
+    );
+    assert_eq!(status, 200, "{body}");
+    body.lines()
+        .find(|l| l.starts_with(name))
+        .and_then(|l| l.split_whitespace().last())
+        .and_then(|v| v.parse::<f64>().ok())
+        .map_or(0, |v| v as u64)
+}
+
+#[test]
+fn wrong_passwords_are_refused_slowly_and_counted() {
+    let s = Server::start("[server]\nrequirepass = \"correct horse\"\n");
+    let mut c = s.raw();
+    assert!(err_text(&c.cmd(&[b"GET", b"k"])).starts_with("NOAUTH"));
+    let mut waits = Vec::new();
+    for guess in [&b"guess1"[..], b"guess2", b"guess3"] {
+        let t = Instant::now();
+        let r = c.cmd(&[b"AUTH", guess]);
+        waits.push(t.elapsed());
+        assert!(err_text(&r).starts_with("WRONGPASS"));
+    }
+    // 100, 200, 400 ms: each failure on a connection waits longer.
+    assert!(waits[0] >= Duration::from_millis(90), "{waits:?}");
+    assert!(waits[2] >= Duration::from_millis(380), "{waits:?}");
+    // A wrong user name fails the same way.
+    assert!(err_text(&c.cmd(&[b"AUTH", b"nobody", b"correct horse"])).starts_with("WRONGPASS"));
+    assert_eq!(
+        c.cmd(&[b"AUTH", b"correct horse"]),
+        Frame::Simple("OK".into())
+    );
+    assert_eq!(c.cmd(&[b"SET", b"k", b"v"]), Frame::Simple("OK".into()));
+    assert!(metric(&s.admin(), "correct horse", "strata_auth_failures_total") >= 4);
+    assert!(s.log().contains("AUTH failed"), "failures are logged");
+}
+
+#[test]
+fn the_admin_port_needs_a_credential_and_refuses_cross_site_requests() {
+    let token = "an admin token of 32 bytes......";
+    let s = Server::start(&format!(
+        "[server]\nrequirepass = \"resp password\"\nadmin_token = \"{token}\"\n\
+         [server.users.ops]\npassword_sha256 = [\"{}\"]\nnamespaces = [\"*\"]\npermission = \"admin\"\n\
+         [server.users.app]\npassword_sha256 = [\"{}\"]\nnamespaces = [\"*\"]\npermission = \"readwrite\"\n",
+        sha256_hex("ops pw"),
+        sha256_hex("app pw"),
+    ));
+    let admin = s.admin();
+    let mut c = s.raw();
+    c.cmd(&[b"AUTH", b"resp password"]);
+    c.cmd(&[b"SET", b"keep", b"v"]);
+
+    // Reads and actions alike need a credential once one is configured.
+    for path in ["/metrics", "/health", "/stats", "/status"] {
+        assert_eq!(http(&admin, "GET", path, &[]).0, 401, "{path}");
+    }
+    let inv = "/invalidate?ns=db0&pattern=*";
+    assert_eq!(http(&admin, "POST", inv, &[]).0, 401);
+    let t = Instant::now();
+    assert_eq!(
+        http(&admin, "POST", inv, &[("Authorization", "Bearer wrong")]).0,
+        401
+    );
+    assert!(
+        t.elapsed() >= Duration::from_millis(150),
+        "a refusal is delayed"
+    );
+    assert_eq!(
+        http(
+            &admin,
+            "POST",
+            inv,
+            &[("Authorization", "Basic YXBwOmFwcCBwdw==")]
+        )
+        .0,
+        401,
+        "a readwrite user (app:app pw) is not an admin"
+    );
+    assert_eq!(
+        c.cmd(&[b"GET", b"keep"]),
+        Frame::Bulk("v".into()),
+        "nothing was removed"
+    );
+
+    // A web page in a local browser: refused even when the browser attaches a credential.
+    for (h, v) in [
+        ("Origin", "http://evil.example"),
+        ("Origin", "null"),
+        ("Sec-Fetch-Site", "cross-site"),
+    ] {
+        let (status, _) = http(
+            &admin,
+            "POST",
+            inv,
+            &[(h, v), ("Authorization", &bearer(token))],
+        );
+        assert_eq!(status, 403, "{h}: {v}");
+    }
+    assert_eq!(c.cmd(&[b"GET", b"keep"]), Frame::Bulk("v".into()));
+    // Actions are POST-only.
+    assert_eq!(
+        http(&admin, "GET", inv, &[("Authorization", &bearer(token))]).0,
+        405
+    );
+
+    // The right credentials: the token, the requirepass, an admin user by Basic.
+    assert_eq!(
+        http(
+            &admin,
+            "GET",
+            "/health",
+            &[("Authorization", &bearer(token))]
+        )
+        .0,
+        200
+    );
+    assert_eq!(
+        http(
+            &admin,
+            "GET",
+            "/health",
+            &[("Authorization", &bearer("resp password"))]
+        )
+        .0,
+        200
+    );
+    assert_eq!(
+        http(
+            &admin,
+            "GET",
+            "/health",
+            &[("Authorization", "Basic b3BzOm9wcyBwdw==")]
+        )
+        .0,
+        200,
+        "ops:ops pw"
+    );
+    // The CLI sends the token.
+    let out = Command::new(env!("CARGO_BIN_EXE_strata"))
+        .args(["invalidate", "db0", "keep", "--admin", &admin])
+        .output()
+        .unwrap();
+    assert!(!out.status.success(), "no token: refused");
+    let out = Command::new(env!("CARGO_BIN_EXE_strata"))
+        .args(["invalidate", "db0", "keep", "--admin", &admin])
+        .env("STRATA_ADMIN_TOKEN", token)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(c.cmd(&[b"GET", b"keep"]), Frame::Null);
+    assert!(metric(&admin, token, "strata_server_admin_denied_total") >= 8);
+}
+
+#[test]
+fn open_reads_leave_metrics_and_health_open_and_nothing_else() {
+    let s = Server::start(
+        "[server]\nadmin_token = \"an admin token of 32 bytes......\"\nadmin_open_reads = true\n",
+    );
+    let admin = s.admin();
+    assert_eq!(http(&admin, "GET", "/metrics", &[]).0, 200);
+    assert_eq!(http(&admin, "GET", "/health", &[]).0, 200);
+    assert_eq!(http(&admin, "GET", "/status", &[]).0, 401);
+    assert_eq!(http(&admin, "POST", "/invalidate?ns=db0&key=k", &[]).0, 401);
+}
+
+fn strata(args: &[&str], dir: &std::path::Path) -> std::process::Output {
+    let mut child = Command::new(env!("CARGO_BIN_EXE_strata"))
+        .args(args)
+        .current_dir(dir)
+        .env("RUST_LOG", "warn")
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    // A server that did start is stopped after a moment (the test only needs its fate).
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        if child.try_wait().unwrap().is_some() {
+            return child.wait_with_output().unwrap();
+        }
+        if Instant::now() > deadline {
+            let _ = Command::new("kill")
+                .args(["-TERM", &child.id().to_string()])
+                .status();
+            return child.wait_with_output().unwrap();
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+#[test]
+fn protected_mode_refuses_an_open_node_and_config_check_says_how_to_fix_it() {
+    let dir = tempfile::tempdir().unwrap();
+    let write = |name: &str, toml: &str| {
+        let p = dir.path().join(name);
+        std::fs::write(
+            &p,
+            format!(
+                "[l3]\ndata_dir = {:?}\n[server]\n{toml}\n",
+                dir.path().join(name).with_extension("data")
+            ),
+        )
+        .unwrap();
+        p.to_str().unwrap().to_owned()
+    };
+    let open = write(
+        "open.toml",
+        "resp_listen = \"0.0.0.0:0\"\nadmin_listen = \"127.0.0.1:0\"",
+    );
+    let out = strata(&["config", "check", &open], dir.path());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success());
+    assert!(
+        err.contains("server.protected_mode") && err.contains("requirepass"),
+        "{err}"
+    );
+    let out = strata(&["serve", "--config", &open], dir.path());
+    assert!(!out.status.success(), "the node refused to start");
+    assert!(String::from_utf8_lossy(&out.stderr).contains("protected_mode"));
+
+    let admin_open = write(
+        "admin.toml",
+        "resp_listen = \"127.0.0.1:0\"\nadmin_listen = \"0.0.0.0:0\"",
+    );
+    let out = strata(&["config", "check", &admin_open], dir.path());
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("admin_token"));
+
+    for ok in [
+        write(
+            "pw.toml",
+            "resp_listen = \"0.0.0.0:0\"\nadmin_listen = \"0.0.0.0:0\"\nrequirepass = \"a password\"",
+        ),
+        write(
+            "off.toml",
+            "resp_listen = \"0.0.0.0:0\"\nadmin_listen = \"0.0.0.0:0\"\nprotected_mode = false",
+        ),
+    ] {
+        let out = strata(&["config", "check", &ok], dir.path());
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+    // The shipped per-host example is accepted as it is.
+    let example = concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/../../cluster/systemd/node.toml"
+    );
+    let out = Command::new(env!("CARGO_BIN_EXE_strata"))
+        .args(["config", "check", example])
+        .env(
+            "STRATA__CLUSTER__SECRET",
+            "a cluster secret of 32 bytes....",
+        )
+        .env("STRATA__SERVER__REQUIREPASS", "a password")
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let out = Command::new(env!("CARGO_BIN_EXE_strata"))
+        .args(["config", "check", example])
+        .env(
+            "STRATA__CLUSTER__SECRET",
+            "a cluster secret of 32 bytes....",
+        )
+        .output()
+        .unwrap();
+    assert!(
+        !out.status.success(),
+        "without a password the example is refused"
+    );
+}
+
+#[test]
+fn acl_users_stay_in_their_namespaces_and_permissions() {
+    let s = Server::start(&format!(
+        "[server.users.reader]\npassword_sha256 = [\"{}\"]\nnamespaces = [\"app-*\"]\npermission = \"read\"\n\
+         [server.users.writer]\npassword_sha256 = [\"{}\", \"{}\"]\nnamespaces = [\"app-*\"]\npermission = \"readwrite\"\n\
+         [server.users.root]\npassword_sha256 = [\"{}\"]\nnamespaces = [\"*\"]\npermission = \"admin\"\n",
+        sha256_hex("r pw"),
+        sha256_hex("w pw"),
+        sha256_hex("w pw 2"),
+        sha256_hex("root pw"),
+    ));
+    // With users defined and no requirepass, the default user is off.
+    let mut anon = s.raw();
+    assert!(err_text(&anon.cmd(&[b"GET", b"k"])).starts_with("NOAUTH"));
+    assert!(err_text(&anon.cmd(&[b"AUTH", b"anything"])).starts_with("WRONGPASS"));
+
+    let mut w = s.raw();
+    assert_eq!(
+        w.cmd(&[b"AUTH", b"writer", b"w pw 2"]),
+        Frame::Simple("OK".into()),
+        "either of its passwords"
+    );
+    assert_eq!(w.cmd(&[b"ACL", b"WHOAMI"]), Frame::Bulk("writer".into()));
+    // Its selected namespace starts as db0, outside its globs.
+    assert_eq!(
+        err_text(&w.cmd(&[b"GET", b"k"])),
+        "NOPERM No permissions to access a key"
+    );
+    assert_eq!(
+        w.cmd(&[b"SELECT", b"app-orders"]),
+        Frame::Simple("OK".into())
+    );
+    assert_eq!(w.cmd(&[b"SET", b"o1", b"x"]), Frame::Simple("OK".into()));
+    assert_eq!(w.cmd(&[b"GET", b"o1"]), Frame::Bulk("x".into()));
+    assert_eq!(w.cmd(&[b"FLUSHDB"]), Frame::Simple("OK".into()));
+    w.cmd(&[b"SET", b"o1", b"x"]);
+    for (cmd, name) in [
+        (&[&b"FLUSHALL"[..]][..], "flushall"),
+        (
+            &[&b"CONFIG"[..], b"SET", b"requirepass", b"x"][..],
+            "config",
+        ),
+        (&[&b"CLIENT"[..], b"LIST"][..], "client"),
+        (&[&b"ACL"[..], b"LIST"][..], "acl"),
+    ] {
+        assert_eq!(
+            err_text(&w.cmd(cmd)),
+            format!("NOPERM User writer has no permissions to run the '{name}' command")
+        );
+    }
+    assert_eq!(w.cmd(&[b"SELECT", b"other"]), Frame::Simple("OK".into()));
+    assert_eq!(
+        err_text(&w.cmd(&[b"SET", b"k", b"v"])),
+        "NOPERM No permissions to access a key"
+    );
+
+    // A reader reads its namespaces and writes nothing.
+    let mut r = s.raw();
+    let hello = r.cmd(&[b"HELLO", b"3", b"AUTH", b"reader", b"r pw"]);
+    assert!(matches!(hello, Frame::Map(_)), "{hello:?}");
+    r.cmd(&[b"SELECT", b"app-orders"]);
+    assert_eq!(r.cmd(&[b"GET", b"o1"]), Frame::Bulk("x".into()));
+    assert_eq!(
+        err_text(&r.cmd(&[b"SET", b"o1", b"y"])),
+        "NOPERM User reader has no permissions to run the 'set' command"
+    );
+    assert_eq!(
+        err_text(&r.cmd(&[b"DEL", b"o1"])),
+        "NOPERM User reader has no permissions to run the 'del' command"
+    );
+    assert_eq!(r.cmd(&[b"GET", b"o1"]), Frame::Bulk("x".into()));
+
+    // The admin does anything, and lists the users without their passwords.
+    let mut root = s.raw();
+    root.cmd(&[b"AUTH", b"root", b"root pw"]);
+    let Frame::Array(users) = root.cmd(&[b"ACL", b"LIST"]) else {
+        panic!()
+    };
+    let text = format!("{users:?}");
+    assert!(
+        text.contains("user writer on #") && !text.contains("w pw"),
+        "{text}"
+    );
+    let list = root.cmd(&[b"CLIENT", b"LIST"]);
+    assert!(format!("{list:?}").contains("user=writer"), "{list:?}");
+    assert_eq!(root.cmd(&[b"FLUSHALL"]), Frame::Simple("OK".into()));
+
+    // redis-py, as a service would log in with a user name.
+    let py = Command::new("python3")
+        .args([
+            "-c",
+            &format!(
+                "import redis\n\
+                 r = redis.Redis(port={}, username='writer', password='w pw', db=0)\n\
+                 try:\n    r.get('k'); print('allowed')\n\
+                 except redis.exceptions.NoPermissionError as e: print('denied', e)\n",
+                s.port
+            ),
+        ])
+        .output()
+        .expect("python3");
+    let out = String::from_utf8_lossy(&py.stdout);
+    assert!(
+        out.starts_with("denied"),
+        "redis-py (pip install redis; scripts/test.sh installs it): {out} {}",
+        String::from_utf8_lossy(&py.stderr)
+    );
+}
+
+/// TLS on RESP and admin, with redis-cli, redis-py and redis-rs; plaintext to a TLS port is
+/// refused and counted; with a client CA, a client without a certificate is refused.
+#[test]
+fn resp_and_admin_speak_tls_to_real_clients() {
+    let pki_dir = tempfile::tempdir().unwrap();
+    let pki = strata::tls::test_certs(pki_dir.path(), &["server", "client"]).unwrap();
+    let (cert, key) = &pki.leaves[0];
+    let ca = pki.ca_file.to_str().unwrap();
+    let s = Server::start(&format!(
+        "[server]\nadmin_token = \"an admin token of 32 bytes......\"\n[server.tls]\ncert_file = {cert:?}\nkey_file = {key:?}\n"
+    ));
+    assert!(s.tls);
+    let port = s.port.to_string();
+    let cli = |args: &[&str]| {
+        let out = Command::new("redis-cli")
+            .args(["--tls", "--cacert", ca, "-p", &port])
+            .args(args)
+            .output()
+            .unwrap();
+        String::from_utf8_lossy(&out.stdout).trim().to_owned()
+    };
+    assert_eq!(cli(&["PING"]), "PONG");
+    assert_eq!(cli(&["SET", "tls-key", "over tls"]), "OK");
+    assert_eq!(cli(&["GET", "tls-key"]), "over tls");
+
+    // redis-rs with rediss://.
+    let client = redis::Client::build_with_tls(
+        format!("rediss://localhost:{}/", s.port),
+        redis::TlsCertificates {
+            client_tls: None,
+            root_cert: Some(std::fs::read(&pki.ca_file).unwrap()),
+        },
+    )
+    .unwrap();
+    let mut conn = client.get_connection().unwrap();
+    let v: String = redis::cmd("GET").arg("tls-key").query(&mut conn).unwrap();
+    assert_eq!(v, "over tls");
+    let _: () = redis::cmd("SET")
+        .arg("rs")
+        .arg("1")
+        .query(&mut conn)
+        .unwrap();
+
+    // redis-py with ssl=True.
+    let py = Command::new("python3")
+        .args([
+            "-c",
+            &format!(
+                "import redis\n\
+                 r = redis.Redis(host='localhost', port={}, ssl=True, ssl_ca_certs={ca:?})\n\
+                 print(r.get('rs').decode(), r.ping())\n",
+                s.port
+            ),
+        ])
+        .output()
+        .expect("python3");
+    assert_eq!(
+        String::from_utf8_lossy(&py.stdout).trim(),
+        "1 True",
+        "redis-py over TLS: {}",
+        String::from_utf8_lossy(&py.stderr)
+    );
+
+    // Plaintext to the TLS port: no answer, and the failed handshake is counted.
+    let mut plain = std::net::TcpStream::connect(("127.0.0.1", s.port)).unwrap();
+    plain
+        .set_read_timeout(Some(Duration::from_secs(5)))
+        .unwrap();
+    use std::io::{Read, Write};
+    plain.write_all(b"PING\r\n").unwrap();
+    let mut b = [0u8; 16];
+    let n = plain.read(&mut b).unwrap_or(0);
+    assert!(!b[..n].starts_with(b"+PONG"), "no plaintext answer");
+
+    // HTTPS on the admin port (curl, as an operator would); plain HTTP gets nothing.
+    let curl = Command::new("curl")
+        .args(["-s", "--cacert", ca, "-H"])
+        .arg("Authorization: Bearer an admin token of 32 bytes......")
+        .arg(format!("https://localhost:{}/metrics", s.admin_port))
+        .output()
+        .expect("curl (scripts/test.sh installs it)");
+    {
+        let body = String::from_utf8_lossy(&curl.stdout);
+        assert!(
+            body.contains("strata_server_tls_handshake_failures_total"),
+            "{body}"
+        );
+        let failures = body
+            .lines()
+            .find(|l| l.starts_with("strata_server_tls_handshake_failures_total"))
+            .and_then(|l| l.split_whitespace().last())
+            .and_then(|v| v.parse::<u64>().ok())
+            .unwrap_or(0);
+        assert!(failures >= 1, "the plaintext attempt was counted");
+    }
+    drop(s);
+
+    // With a client CA, clients must present a certificate.
+    let s = Server::start(&format!(
+        "[server.tls]\ncert_file = {cert:?}\nkey_file = {key:?}\nca_file = {ca:?}\nadmin = false\n"
+    ));
+    let port = s.port.to_string();
+    let out = Command::new("redis-cli")
+        .args(["--tls", "--cacert", ca, "-p", &port, "PING"])
+        .output()
+        .unwrap();
+    assert_ne!(String::from_utf8_lossy(&out.stdout).trim(), "PONG");
+    let (ccert, ckey) = &pki.leaves[1];
+    let out = Command::new("redis-cli")
+        .args(["--tls", "--cacert", ca, "-p", &port])
+        .args([
+            "--cert",
+            ccert.to_str().unwrap(),
+            "--key",
+            ckey.to_str().unwrap(),
+        ])
+        .arg("PING")
+        .output()
+        .unwrap();
+    assert_eq!(String::from_utf8_lossy(&out.stdout).trim(), "PONG");
+    // The admin port stayed plaintext (admin = false).
+    assert_eq!(http_get(&s.admin(), "/health").0, 200);
+}
