@@ -538,7 +538,8 @@ mod tests {
         for p in replies {
             let out = b.handle_packet(&p);
             assert!(
-                !out.iter().any(|o| matches!(o, Output::Up(id) if id.name == "b")),
+                !out.iter()
+                    .any(|o| matches!(o, Output::Up(id) if id.name == "b")),
                 "b never learns itself as a peer"
             );
         }
@@ -560,7 +561,8 @@ mod tests {
         for p in &recorded {
             let out = b.handle_packet(p);
             assert!(
-                !out.iter().any(|o| matches!(o, Output::Up(id) if id.name == "a")),
+                !out.iter()
+                    .any(|o| matches!(o, Output::Up(id) if id.name == "a")),
                 "a replayed packet does not revive a member that left"
             );
         }

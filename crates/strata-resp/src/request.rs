@@ -18,9 +18,29 @@ pub struct Request {
     pub ranges: Vec<Range<usize>>,
     /// Decoded arguments of an inline request that needed unquoting.
     pub owned: Option<Vec<Vec<u8>>>,
+    /// Where an incomplete multibulk request stopped: the next call resumes there instead of
+    /// parsing its arguments again (a request arriving slowly costs O(its size), not
+    /// O(size²)).
+    resume: Option<Resume>,
+}
+
+/// Progress through an incomplete multibulk request: its argument count, and the offset of
+/// the first argument not yet parsed (the parsed ones are in `ranges`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct Resume {
+    n: usize,
+    pos: usize,
 }
 
 impl Request {
+    /// Forgets a partly parsed request.
+    pub fn reset(&mut self) {
+        self.consumed = 0;
+        self.ranges.clear();
+        self.owned = None;
+        self.resume = None;
+    }
+
     /// The number of arguments.
     pub fn len(&self) -> usize {
         self.owned.as_ref().map_or(self.ranges.len(), Vec::len)
@@ -37,11 +57,21 @@ impl Request {
 /// `Ok(true)`: `out` holds a request (possibly with no arguments); `Ok(false)`: more bytes are
 /// needed; `Err`: the input is not a valid request, and the connection should be answered with
 /// the error and closed (as Redis does).
+///
+/// After `Ok(false)`, `out` remembers how far it got: call again with the same bytes and more
+/// appended (as a connection's read buffer grows) and it resumes there. To parse unrelated
+/// bytes instead, start from a fresh `Request` (or call [`Request::reset`]).
 pub fn parse_request(
     buf: &[u8],
     limits: &Limits,
     out: &mut Request,
 ) -> Result<bool, ProtocolError> {
+    if let Some(r) = out.resume.take()
+        && buf.first() == Some(&b'*')
+        && r.pos <= buf.len()
+    {
+        return parse_arguments(buf, limits, out, r);
+    }
     out.consumed = 0;
     out.ranges.clear();
     out.owned = None;
@@ -53,7 +83,7 @@ pub fn parse_request(
 }
 
 fn parse_multibulk(buf: &[u8], limits: &Limits, out: &mut Request) -> Result<bool, ProtocolError> {
-    let Some((line, mut pos)) = read_line(
+    let Some((line, pos)) = read_line(
         buf,
         1,
         limits.max_inline_len,
@@ -73,8 +103,22 @@ fn parse_multibulk(buf: &[u8], limits: &Limits, out: &mut Request) -> Result<boo
         return Err(ProtocolError::InvalidMultibulkLength);
     }
     out.ranges.reserve(n.min(64));
-    for _ in 0..n {
+    parse_arguments(buf, limits, out, Resume { n, pos })
+}
+
+/// Parses arguments from `r.pos` until `r.n` are in `out.ranges`; on running out of input,
+/// records where it stopped.
+fn parse_arguments(
+    buf: &[u8],
+    limits: &Limits,
+    out: &mut Request,
+    r: Resume,
+) -> Result<bool, ProtocolError> {
+    let Resume { n, mut pos } = r;
+    debug_assert!(out.ranges.len() <= n);
+    while out.ranges.len() < n {
         let Some(&tag) = buf.get(pos) else {
+            out.resume = Some(Resume { n, pos });
             return Ok(false);
         };
         if tag != b'$' {
@@ -87,6 +131,7 @@ fn parse_multibulk(buf: &[u8], limits: &Limits, out: &mut Request) -> Result<boo
             ProtocolError::InvalidBulkLength,
         )?
         else {
+            out.resume = Some(Resume { n, pos });
             return Ok(false);
         };
         let len = parse_i64(line)
@@ -94,6 +139,7 @@ fn parse_multibulk(buf: &[u8], limits: &Limits, out: &mut Request) -> Result<boo
             .filter(|&l| l <= limits.max_bulk_len)
             .ok_or(ProtocolError::InvalidBulkLength)?;
         if take_blob(buf, next, len)?.is_none() {
+            out.resume = Some(Resume { n, pos });
             return Ok(false);
         }
         out.ranges.push(next..next + len);
@@ -238,6 +284,41 @@ mod tests {
             Some(o) => o,
             None => req.ranges.iter().map(|r| buf[r.clone()].to_vec()).collect(),
         }
+    }
+
+    #[test]
+    fn a_request_arriving_in_pieces_resumes_where_it_stopped() {
+        let mut bytes = b"*100000\r\n".to_vec();
+        for i in 0..100_000 {
+            let a = format!("k{i}");
+            bytes.extend_from_slice(format!("${}\r\n{a}\r\n", a.len()).as_bytes());
+        }
+        let mut req = Request::default();
+        let mut at = 0;
+        let mut corrupted = false;
+        let done = loop {
+            at = (at + 700).min(bytes.len());
+            if !corrupted && at > bytes.len() / 2 {
+                // Bytes already parsed are not read again: garbage there goes unnoticed (a
+                // parser that started over each time would fail on it).
+                bytes[1] = b'x';
+                bytes[12] = b'x';
+                corrupted = true;
+            }
+            if parse_request(&bytes[..at], &Limits::default(), &mut req).unwrap() {
+                break at;
+            }
+        };
+        assert_eq!(done, bytes.len());
+        assert_eq!(req.ranges.len(), 100_000);
+        assert_eq!(req.consumed, bytes.len());
+        assert_eq!(&bytes[req.ranges[99_999].clone()], b"k99999");
+        // A fresh parse of other bytes after a partial one: reset forgets the progress.
+        let mut partial = Request::default();
+        assert!(!parse_request(b"*2\r\n$1\r\na\r\n", &Limits::default(), &mut partial).unwrap());
+        partial.reset();
+        assert!(parse_request(b"*1\r\n$1\r\nb\r\n", &Limits::default(), &mut partial).unwrap());
+        assert_eq!(partial.ranges.len(), 1);
     }
 
     #[test]

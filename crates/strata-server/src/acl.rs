@@ -35,6 +35,12 @@ impl User {
         self.namespaces.iter().any(|g| g.matches(ns.as_bytes()))
     }
 
+    /// Whether logging in as this user takes a password (false for the password-less
+    /// default user, which accepts any password as Redis's `nopass` does).
+    pub fn has_password(&self) -> bool {
+        !self.digests.is_empty()
+    }
+
     /// Whether the user may touch every namespace (an admin or a `*` user).
     pub fn all_namespaces(&self) -> bool {
         self.namespaces.iter().any(Glob::matches_everything)

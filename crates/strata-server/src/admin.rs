@@ -99,6 +99,17 @@ async fn guard(
     next: axum::middleware::Next,
 ) -> Response {
     let headers = req.headers();
+    if !host_allowed(headers, &st.shared.config.server.admin_hosts) {
+        st.shared.metrics.admin_denied.incr();
+        tracing::warn!(path = %req.uri().path(), "admin request refused: Host is not an address of this node");
+        return (
+            StatusCode::MISDIRECTED_REQUEST,
+            axum::Json(json!({
+                "error": "Host must be an IP address, localhost, or a name in server.admin_hosts"
+            })),
+        )
+            .into_response();
+    }
     if let Some(why) = cross_site(headers) {
         st.shared.metrics.admin_denied.incr();
         tracing::warn!(path = %req.uri().path(), why, "admin request refused: cross-site");
@@ -129,6 +140,22 @@ async fn guard(
         }
     }
     next.run(req).await
+}
+
+/// Whether the `Host` header names this node as an address (an IP literal or `localhost`)
+/// or as one of `server.admin_hosts`. A DNS-rebinding page sends its own domain as `Host`
+/// (and as `Origin`, so the cross-site check alone cannot see it): refused here.
+fn host_allowed(headers: &header::HeaderMap, extra: &[String]) -> bool {
+    let Some(host) = headers.get(header::HOST).and_then(|h| h.to_str().ok()) else {
+        return false;
+    };
+    let name = match host.strip_prefix('[') {
+        Some(v6) => v6.split(']').next().unwrap_or(""),
+        None => host.rsplit_once(':').map_or(host, |(h, _)| h),
+    };
+    name.parse::<std::net::IpAddr>().is_ok()
+        || name.eq_ignore_ascii_case("localhost")
+        || extra.iter().any(|e| e.eq_ignore_ascii_case(name))
 }
 
 /// Why a request looks cross-site, if it does: a browser sends `Sec-Fetch-Site` and, on
@@ -181,7 +208,11 @@ fn credential_ok(
             .ok_or("malformed Basic credential")?;
         let user = std::str::from_utf8(&decoded[..sep]).map_err(|_| "wrong credential")?;
         return match shared.acl.read().authenticate(user, &decoded[sep + 1..]) {
-            Some(u) if u.permission == strata::config::Permission::Admin => Ok(()),
+            // A password-less user (the default one, with no requirepass) accepts any
+            // password on RESP; it must never open the admin port.
+            Some(u) if u.permission == strata::config::Permission::Admin && u.has_password() => {
+                Ok(())
+            }
             _ => Err("wrong credential"),
         };
     }
@@ -395,6 +426,36 @@ mod tests {
         assert!(base64_decode(b"Y===").is_none());
         assert!(base64_decode(b"YQ==YQ==").is_none());
         assert!(base64_decode(b"Y!Q=").is_none());
+    }
+
+    #[test]
+    fn only_addresses_and_listed_names_are_accepted_as_host() {
+        let h = |host: &'static str| {
+            let mut m = header::HeaderMap::new();
+            m.insert("host", host.parse().unwrap());
+            m
+        };
+        for ok in [
+            "127.0.0.1:9380",
+            "localhost:9380",
+            "[::1]:9380",
+            "10.0.0.5",
+            "LOCALHOST",
+        ] {
+            assert!(host_allowed(&h(ok), &[]), "{ok}");
+        }
+        for bad in [
+            "evil.example:9380",
+            "127.0.0.1.nip.io:9380",
+            "localhost.evil:1",
+        ] {
+            assert!(!host_allowed(&h(bad), &[]), "{bad}");
+        }
+        assert!(host_allowed(
+            &h("cache-a.internal:9380"),
+            &["cache-a.internal".into()]
+        ));
+        assert!(!host_allowed(&header::HeaderMap::new(), &[]), "no Host");
     }
 
     #[test]

@@ -4,6 +4,7 @@
 use std::time::Duration;
 
 use anyhow::{Context, bail};
+use rustls::pki_types::pem::PemObject;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 
@@ -19,18 +20,57 @@ pub struct HttpResponse {
     pub body: String,
 }
 
-/// Sends one request to `addr` and reads the whole response (the server closes after it);
-/// with `token`, as `Authorization: Bearer TOKEN`.
-pub async fn http(
-    addr: &str,
-    token: Option<&str>,
-    method: &str,
-    path: &str,
-) -> anyhow::Result<HttpResponse> {
+/// How the CLI reaches a node's admin port.
+#[derive(Debug, Clone, Default)]
+pub struct Admin {
+    /// `host:port`.
+    pub addr: String,
+    /// Sent as `Authorization: Bearer TOKEN`.
+    pub token: Option<String>,
+    /// With a CA file, the port speaks HTTPS and its certificate must chain to this CA.
+    pub cacert: Option<std::path::PathBuf>,
+}
+
+/// Any stream the CLI's HTTP client can use.
+trait Io: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send {}
+impl<T: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send> Io for T {}
+
+async fn open(admin: &Admin) -> anyhow::Result<Box<dyn Io>> {
+    let addr = &admin.addr;
+    let tcp = TcpStream::connect(addr).await.with_context(|| {
+        format!("cannot connect to the admin port at {addr}; is `strata serve` running?")
+    })?;
+    let Some(ca) = &admin.cacert else {
+        return Ok(Box::new(tcp));
+    };
+    let mut roots = rustls::RootCertStore::empty();
+    for c in rustls::pki_types::CertificateDer::pem_file_iter(ca)
+        .with_context(|| format!("reading {}", ca.display()))?
+    {
+        roots.add(c.with_context(|| format!("reading {}", ca.display()))?)?;
+    }
+    let config = rustls::ClientConfig::builder_with_provider(strata::tls::provider())
+        .with_safe_default_protocol_versions()?
+        .with_root_certificates(roots)
+        .with_no_client_auth();
+    let host = addr.rsplit_once(':').map_or(addr.as_str(), |(h, _)| h);
+    let host = host.trim_start_matches('[').trim_end_matches(']');
+    let name = rustls::pki_types::ServerName::try_from(host.to_owned())
+        .with_context(|| format!("{host:?} is not a host name or IP address"))?;
+    let tls = tokio_rustls::TlsConnector::from(std::sync::Arc::new(config))
+        .connect(name, tcp)
+        .await
+        .with_context(|| format!("TLS with the admin port at {addr}"))?;
+    Ok(Box::new(tls))
+}
+
+/// Sends one request to the admin port and reads the whole response (the server closes
+/// after it).
+pub async fn http(admin: &Admin, method: &str, path: &str) -> anyhow::Result<HttpResponse> {
+    let addr = &admin.addr;
+    let token = admin.token.as_deref();
     let fut = async {
-        let mut stream = TcpStream::connect(addr).await.with_context(|| {
-            format!("cannot connect to the admin port at {addr}; is `strata serve` running?")
-        })?;
+        let mut stream = open(admin).await?;
         if token.is_some_and(|t| t.contains(['\r', '\n'])) {
             bail!("the admin token must not contain line breaks");
         }
@@ -101,8 +141,8 @@ pub fn encode_query(v: &str) -> String {
 }
 
 /// GETs `path` and pretty-prints its JSON; returns whether the status was 2xx.
-pub async fn show(addr: &str, token: Option<&str>, path: &str) -> anyhow::Result<bool> {
-    let resp = http(addr, token, "GET", path).await?;
+pub async fn show(admin: &Admin, path: &str) -> anyhow::Result<bool> {
+    let resp = http(admin, "GET", path).await?;
     match serde_json::from_str::<serde_json::Value>(&resp.body) {
         Ok(v) => println!("{}", serde_json::to_string_pretty(&v)?),
         Err(_) => println!("{}", resp.body),
@@ -112,8 +152,7 @@ pub async fn show(addr: &str, token: Option<&str>, path: &str) -> anyhow::Result
 
 /// `strata invalidate`: exactly one of key, pattern or tag.
 pub async fn invalidate(
-    addr: &str,
-    token: Option<&str>,
+    admin: &Admin,
     ns: &str,
     key: Option<&str>,
     pattern: Option<&str>,
@@ -126,8 +165,7 @@ pub async fn invalidate(
         _ => bail!("give exactly one of KEY, --pattern GLOB, --tag TAG"),
     };
     let resp = http(
-        addr,
-        token,
+        admin,
         "POST",
         &format!("/invalidate?ns={}&{q}", encode_query(ns)),
     )

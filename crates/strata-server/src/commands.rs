@@ -2146,6 +2146,14 @@ fn config(sh: &Shared, s: &mut Session<'_>, a: &[Bytes]) -> Res<()> {
                     let p = String::from_utf8(v.to_vec())
                         .map_err(|_| "ERR requirepass must be UTF-8".to_string())?;
                     let p = (!p.is_empty()).then_some(p);
+                    let srv = &sh.config.server;
+                    if p.is_none()
+                        && srv.protected_mode
+                        && srv.users.is_empty()
+                        && !strata::config::is_loopback(&srv.resp_listen)
+                    {
+                        return Err("ERR CONFIG SET failed (possibly related to argument 'requirepass') - protected mode: this node listens beyond loopback and would have no password".into());
+                    }
                     sh.acl.write().set_requirepass(p.as_deref());
                     *sh.requirepass.write() = p;
                 }
@@ -2312,6 +2320,9 @@ async fn info(sh: &Shared, s: &mut Session<'_>, sections: &[Bytes]) {
         out.push_str("# Keyspace\r\n");
         for i in 0..sh.config.server.databases {
             let ns = format!("db{i}");
+            if s.user.as_ref().is_some_and(|u| !u.allows_namespace(&ns)) {
+                continue;
+            }
             if let Ok(keys) = list_keys(sh, &ns, None, usize::MAX).await
                 && !keys.is_empty()
             {

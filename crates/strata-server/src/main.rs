@@ -54,6 +54,9 @@ enum Command {
         /// token.
         #[arg(long, env = "STRATA_ADMIN_TOKEN", hide_env_values = true)]
         token: Option<String>,
+        /// Speak HTTPS to the admin port, trusting this CA (PEM).
+        #[arg(long, env = "STRATA_ADMIN_CACERT")]
+        cacert: Option<PathBuf>,
     },
     /// Show a running node's view of its cluster: members and their state, the ring
     /// version, per-peer RPC latency, coherence counters.
@@ -65,6 +68,9 @@ enum Command {
         /// token.
         #[arg(long, env = "STRATA_ADMIN_TOKEN", hide_env_values = true)]
         token: Option<String>,
+        /// Speak HTTPS to the admin port, trusting this CA (PEM).
+        #[arg(long, env = "STRATA_ADMIN_CACERT")]
+        cacert: Option<PathBuf>,
     },
     /// Show a running node's hit/miss statistics per layer.
     Stats {
@@ -75,6 +81,9 @@ enum Command {
         /// token.
         #[arg(long, env = "STRATA_ADMIN_TOKEN", hide_env_values = true)]
         token: Option<String>,
+        /// Speak HTTPS to the admin port, trusting this CA (PEM).
+        #[arg(long, env = "STRATA_ADMIN_CACERT")]
+        cacert: Option<PathBuf>,
     },
     /// Remove a key, the keys matching a glob, or the keys carrying a tag, on every layer.
     Invalidate {
@@ -95,6 +104,9 @@ enum Command {
         /// token.
         #[arg(long, env = "STRATA_ADMIN_TOKEN", hide_env_values = true)]
         token: Option<String>,
+        /// Speak HTTPS to the admin port, trusting this CA (PEM).
+        #[arg(long, env = "STRATA_ADMIN_CACERT")]
+        cacert: Option<PathBuf>,
     },
     /// Configuration tools.
     Config {
@@ -176,36 +188,51 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             rt.block_on(strata_server::serve(cfg))?;
             Ok(ExitCode::SUCCESS)
         }
-        Command::Status { admin, token } => {
-            let ok = runtime(1)?.block_on(strata_server::cli::show(
-                &admin,
-                token.as_deref(),
-                "/status",
-            ))?;
+        Command::Status {
+            admin,
+            token,
+            cacert,
+        } => {
+            let admin = strata_server::cli::Admin {
+                addr: admin,
+                token,
+                cacert,
+            };
+            let ok = runtime(1)?.block_on(strata_server::cli::show(&admin, "/status"))?;
             Ok(if ok {
                 ExitCode::SUCCESS
             } else {
                 ExitCode::FAILURE
             })
         }
-        Command::Cluster { admin, token } => {
-            let ok = runtime(1)?.block_on(strata_server::cli::show(
-                &admin,
-                token.as_deref(),
-                "/cluster",
-            ))?;
+        Command::Cluster {
+            admin,
+            token,
+            cacert,
+        } => {
+            let admin = strata_server::cli::Admin {
+                addr: admin,
+                token,
+                cacert,
+            };
+            let ok = runtime(1)?.block_on(strata_server::cli::show(&admin, "/cluster"))?;
             Ok(if ok {
                 ExitCode::SUCCESS
             } else {
                 ExitCode::FAILURE
             })
         }
-        Command::Stats { admin, token } => {
-            let ok = runtime(1)?.block_on(strata_server::cli::show(
-                &admin,
-                token.as_deref(),
-                "/stats",
-            ))?;
+        Command::Stats {
+            admin,
+            token,
+            cacert,
+        } => {
+            let admin = strata_server::cli::Admin {
+                addr: admin,
+                token,
+                cacert,
+            };
+            let ok = runtime(1)?.block_on(strata_server::cli::show(&admin, "/stats"))?;
             Ok(if ok {
                 ExitCode::SUCCESS
             } else {
@@ -219,10 +246,15 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             tag,
             admin,
             token,
+            cacert,
         } => {
+            let admin = strata_server::cli::Admin {
+                addr: admin,
+                token,
+                cacert,
+            };
             let n = runtime(1)?.block_on(strata_server::cli::invalidate(
                 &admin,
-                token.as_deref(),
                 &namespace,
                 key.as_deref(),
                 pattern.as_deref(),

@@ -10,6 +10,7 @@ use std::time::Duration;
 
 use anyhow::Context;
 use strata::config::TlsConfig;
+use strata::pending::Pending;
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::mpsc;
 use tokio_rustls::TlsAcceptor;
@@ -19,7 +20,7 @@ use crate::state::Shared;
 
 /// Time a client has to complete its TLS handshake.
 pub const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
-/// Admin connections in their TLS handshake at once; more wait in the kernel's backlog.
+/// Admin connections in their TLS handshake at once.
 const ADMIN_HANDSHAKES: usize = 64;
 
 /// An acceptor for `files`, offering `alpn` (empty for RESP; `http/1.1` for the admin port).
@@ -39,8 +40,8 @@ pub async fn accept(
 }
 
 /// The admin port over HTTPS, as an axum listener: a task accepts TCP connections and runs
-/// their handshakes (at most [`ADMIN_HANDSHAKES`] at once), and `accept` hands out the
-/// finished ones.
+/// their handshakes (at most [`ADMIN_HANDSHAKES`] at once; one more closes the oldest, so
+/// idle sockets cannot lock operators out), and `accept` hands out the finished ones.
 pub struct TlsListener {
     local: SocketAddr,
     ready: mpsc::Receiver<(TlsStream<TcpStream>, SocketAddr)>,
@@ -56,12 +57,9 @@ impl TlsListener {
     ) -> std::io::Result<Self> {
         let local = listener.local_addr()?;
         let (tx, ready) = mpsc::channel(ADMIN_HANDSHAKES);
-        let permits = Arc::new(tokio::sync::Semaphore::new(ADMIN_HANDSHAKES));
+        let pending = Arc::new(parking_lot::Mutex::new(Pending::new(ADMIN_HANDSHAKES)));
         let task = tokio::spawn(async move {
             loop {
-                let Ok(permit) = permits.clone().acquire_owned().await else {
-                    return;
-                };
                 let (stream, addr) = match listener.accept().await {
                     Ok(x) => x,
                     Err(e) => {
@@ -70,11 +68,21 @@ impl TlsListener {
                         continue;
                     }
                 };
-                let (acceptor, tx, shared) = (acceptor.clone(), tx.clone(), shared.clone());
+                let (id, mut evict, _) = pending.lock().enter();
+                let (acceptor, tx, shared, pending) = (
+                    acceptor.clone(),
+                    tx.clone(),
+                    shared.clone(),
+                    pending.clone(),
+                );
                 tokio::spawn(async move {
-                    match accept(&acceptor, stream).await {
+                    let outcome = tokio::select! {
+                        r = accept(&acceptor, stream) => r,
+                        _ = &mut evict => Err(std::io::Error::other("closed to make room")),
+                    };
+                    pending.lock().leave(id);
+                    match outcome {
                         Ok(tls) => {
-                            drop(permit);
                             let _ = tx.send((tls, addr)).await;
                         }
                         Err(e) => {

@@ -186,6 +186,56 @@ fn the_admin_port_needs_a_credential_and_refuses_cross_site_requests() {
 }
 
 #[test]
+fn dns_rebinding_and_the_password_less_default_user_do_not_open_the_admin_port() {
+    // A token only: the default user has no password (RESP is open on loopback), and must
+    // not count as an admin credential over HTTP Basic.
+    let s = Server::start("[server]\nadmin_token = \"an admin token of 32 bytes......\"\n");
+    let admin = s.admin();
+    let inv = "/invalidate?ns=db0&pattern=*";
+    // default:anything
+    assert_eq!(
+        http(
+            &admin,
+            "POST",
+            inv,
+            &[("Authorization", "Basic ZGVmYXVsdDphbnl0aGluZw==")]
+        )
+        .0,
+        401
+    );
+    // A page on a rebound domain sends its own name as Host and Origin: refused by Host.
+    let (status, _) = http_host(&admin, "evil.example:9380", "POST", inv);
+    assert_eq!(status, 421);
+}
+
+/// `method path` with a chosen `Host` header (and the matching `Origin`), as a DNS-rebinding
+/// page would send it.
+fn http_host(addr: &str, host: &str, method: &str, path: &str) -> (u16, String) {
+    use std::io::{Read, Write};
+    let mut s = std::net::TcpStream::connect(addr).unwrap();
+    write!(
+        s,
+        "{method} {path} HTTP/1.1\r\nHost: {host}\r\nOrigin: http://{host}\r\nContent-Length: 0\r\nConnection: close\r\n\r\n"
+    )
+    .unwrap();
+    let mut out = String::new();
+    s.read_to_string(&mut out).unwrap();
+    let status = out.split_whitespace().nth(1).unwrap().parse().unwrap();
+    (status, out)
+}
+
+#[test]
+fn a_node_beyond_loopback_cannot_drop_its_password_at_run_time() {
+    let s = Server::start_listening("[server]\nrequirepass = \"a password\"\n", "0.0.0.0:0");
+    let mut c = s.raw();
+    c.cmd(&[b"AUTH", b"a password"]);
+    let e = err_text(&c.cmd(&[b"CONFIG", b"SET", b"requirepass", b""]));
+    assert!(e.contains("protected mode"), "{e}");
+    let mut anon = s.raw();
+    assert!(err_text(&anon.cmd(&[b"GET", b"k"])).starts_with("NOAUTH"));
+}
+
+#[test]
 fn open_reads_leave_metrics_and_health_open_and_nothing_else() {
     let s = Server::start(
         "[server]\nadmin_token = \"an admin token of 32 bytes......\"\nadmin_open_reads = true\n",
@@ -277,6 +327,18 @@ fn protected_mode_refuses_an_open_node_and_config_check_says_how_to_fix_it() {
             String::from_utf8_lossy(&out.stderr)
         );
     }
+    // An admin user confined to some namespaces would still flush every one: refused.
+    let narrow_admin = write(
+        "narrow.toml",
+        &format!(
+            "[server.users.ops]\npassword_sha256 = [\"{}\"]\nnamespaces = [\"app-*\"]\npermission = \"admin\"",
+            sha256_hex("x")
+        ),
+    );
+    let out = strata(&["config", "check", &narrow_admin], dir.path());
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("server.users.ops.namespaces"));
+
     // The shipped per-host example is accepted as it is.
     let example = concat!(
         env!("CARGO_MANIFEST_DIR"),
@@ -514,6 +576,45 @@ fn resp_and_admin_speak_tls_to_real_clients() {
             .unwrap_or(0);
         assert!(failures >= 1, "the plaintext attempt was counted");
     }
+    // 100 idle sockets on the HTTPS admin port do not lock operators out: each new
+    // connection closes the oldest handshake.
+    let idle: Vec<_> = (0..100)
+        .map(|_| std::net::TcpStream::connect(("127.0.0.1", s.admin_port)).unwrap())
+        .collect();
+    let t = Instant::now();
+    let out = Command::new("curl")
+        .args([
+            "-s",
+            "-o",
+            "/dev/null",
+            "-w",
+            "%{http_code}",
+            "--cacert",
+            ca,
+        ])
+        .arg(format!("https://localhost:{}/health", s.admin_port))
+        .args([
+            "-H",
+            "Authorization: Bearer an admin token of 32 bytes......",
+        ])
+        .output()
+        .unwrap();
+    assert_eq!(String::from_utf8_lossy(&out.stdout), "200");
+    assert!(t.elapsed() < Duration::from_secs(3), "{:?}", t.elapsed());
+    drop(idle);
+
+    // The CLI over HTTPS, trusting the CA.
+    let out = Command::new(env!("CARGO_BIN_EXE_strata"))
+        .args(["status", "--cacert", ca, "--admin"])
+        .arg(format!("localhost:{}", s.admin_port))
+        .env("STRATA_ADMIN_TOKEN", "an admin token of 32 bytes......")
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success() && String::from_utf8_lossy(&out.stdout).contains("\"ready\""),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     drop(s);
 
     // With a client CA, clients must present a certificate.

@@ -36,6 +36,7 @@ mod l2;
 mod l3;
 pub mod metrics;
 pub mod node;
+pub mod pending;
 pub mod status;
 pub mod tls;
 

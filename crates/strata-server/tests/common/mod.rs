@@ -46,6 +46,19 @@ impl Server {
 
     /// Like [`Server::start_in`], with extra environment variables.
     pub fn start_with_env(dir: &Path, extra_toml: &str, env: &[(&str, &str)]) -> Self {
+        Self::start_on(dir, extra_toml, env, "127.0.0.1:0")
+    }
+
+    /// A server whose RESP port listens on `resp_listen` (port 0: the kernel picks).
+    pub fn start_listening(extra_toml: &str, resp_listen: &str) -> Self {
+        let tmp = tempfile::tempdir().unwrap();
+        let dir = tmp.path().to_path_buf();
+        let mut s = Self::start_on(&dir, extra_toml, &[], resp_listen);
+        s._tmp = Some(tmp);
+        s
+    }
+
+    fn start_on(dir: &Path, extra_toml: &str, env: &[(&str, &str)], resp_listen: &str) -> Self {
         let config = dir.join("strata.toml");
         std::fs::write(
             &config,
@@ -65,7 +78,7 @@ impl Server {
             // tests that pick ports themselves).
             .args([
                 "--resp-listen",
-                "127.0.0.1:0",
+                resp_listen,
                 "--admin-listen",
                 "127.0.0.1:0",
             ])
@@ -297,7 +310,7 @@ pub fn http_get(addr: &str, path: &str) -> (u16, String) {
     let mut s = TcpStream::connect(addr).unwrap();
     write!(
         s,
-        "GET {path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n"
+        "GET {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n"
     )
     .unwrap();
     let mut out = String::new();

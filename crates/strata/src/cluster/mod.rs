@@ -50,6 +50,7 @@ use tokio::time::Instant;
 use self::net::{TcpListener, UdpSocket};
 use crate::actors::tier_actor::{LayerMetric, Maintenance};
 use crate::config::{ClusterConfig, NodeConfig};
+use crate::pending::Pending;
 use crate::tls;
 
 /// Largest gossip datagram read.
@@ -71,32 +72,6 @@ const SCAN_BATCH: usize = 1024;
 /// this is far above what a healthy cluster needs.
 pub(crate) const MAX_UNAUTHENTICATED: usize = 64;
 
-/// The connections in the handshake, oldest first (see [`MAX_UNAUTHENTICATED`]).
-#[derive(Default)]
-pub(crate) struct PendingLogins {
-    next: u64,
-    order: std::collections::VecDeque<(u64, tokio::sync::oneshot::Sender<()>)>,
-}
-
-impl PendingLogins {
-    /// Registers a new connection; returns its id and the switch that closes it, and
-    /// whether an older one had to be closed to make room.
-    fn enter(&mut self) -> (u64, tokio::sync::oneshot::Receiver<()>, bool) {
-        let (tx, rx) = tokio::sync::oneshot::channel();
-        self.next += 1;
-        self.order.push_back((self.next, tx));
-        let evicted = self.order.len() > MAX_UNAUTHENTICATED;
-        if evicted && let Some((_, close)) = self.order.pop_front() {
-            let _ = close.send(());
-        }
-        (self.next, rx, evicted)
-    }
-
-    /// The connection `id` left the handshake (logged in, failed or was closed).
-    fn leave(&mut self, id: u64) {
-        self.order.retain(|(i, _)| *i != id);
-    }
-}
 /// How long a handshake waits for gossip to make its caller a member (see
 /// `Shared::wait_for_member`).
 const MEMBER_WAIT: Duration = Duration::from_secs(1);
@@ -167,7 +142,9 @@ pub(crate) struct Shared {
     tls: Option<(Arc<rustls::ServerConfig>, Arc<rustls::ClientConfig>)>,
     /// Connections still in the handshake, oldest first, each with the switch that closes
     /// it ([`MAX_UNAUTHENTICATED`]).
-    unauthenticated: Mutex<PendingLogins>,
+    unauthenticated: Mutex<Pending>,
+    /// When the last "closed the oldest" warning was logged (Unix ms).
+    evict_logged_ms: AtomicU64,
     /// Test-only network faults (feature `fault-injection`).
     #[cfg(feature = "fault-injection")]
     pub(crate) faults: Faults,
@@ -321,7 +298,8 @@ impl Shared {
             joined: AtomicBool::new(false),
             ticks: AtomicU64::new(0),
             max_frame,
-            unauthenticated: Mutex::new(PendingLogins::default()),
+            unauthenticated: Mutex::new(Pending::new(MAX_UNAUTHENTICATED)),
+            evict_logged_ms: AtomicU64::new(0),
             tls: tls_configs,
             #[cfg(feature = "fault-injection")]
             faults: Faults::default(),
@@ -861,8 +839,18 @@ impl Shared {
     async fn serve_conn(self: Arc<Self>, stream: net::TcpStream) -> Result<(), String> {
         let (pending_id, mut evict, evicted) = self.unauthenticated.lock().enter();
         if evicted {
-            // The closed connection counts itself as refused when its task ends.
-            tracing::warn!(node = %self.name, "{MAX_UNAUTHENTICATED} connections in the handshake; closed the oldest");
+            // The closed connection counts itself as refused when its task ends. A flood
+            // would log a line per connection: one line a second says it as well.
+            let now = self.now_ms();
+            let last = self.evict_logged_ms.load(Ordering::Relaxed);
+            if now.saturating_sub(last) >= 1000
+                && self
+                    .evict_logged_ms
+                    .compare_exchange(last, now, Ordering::Relaxed, Ordering::Relaxed)
+                    .is_ok()
+            {
+                tracing::warn!(node = %self.name, "{MAX_UNAUTHENTICATED} connections in the handshake; closing the oldest (logged at most once a second)");
+            }
         }
         let mut buf = BytesMut::with_capacity(1024);
         let max = self.max_frame;

@@ -210,6 +210,9 @@ pub struct ServerConfig {
     /// Leave `/metrics` and `/health` open without a credential, for scrapers and probes
     /// (default false: closed once any credential is configured).
     pub admin_open_reads: bool,
+    /// Host names the admin port answers to besides IP addresses and `localhost` (a request
+    /// with any other `Host` is refused: DNS rebinding). Default empty.
+    pub admin_hosts: Vec<String>,
     /// TLS for the RESP and admin listeners (`[server.tls]`). Unset: plaintext.
     pub tls: Option<ServerTlsConfig>,
     /// Most concurrent client connections; more are refused with
@@ -242,6 +245,7 @@ impl Default for ServerConfig {
             protected_mode: true,
             admin_token: None,
             admin_open_reads: false,
+            admin_hosts: Vec::new(),
             tls: None,
             max_clients: 10_000,
             idle_timeout_secs: 0,

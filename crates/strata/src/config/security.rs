@@ -181,6 +181,12 @@ impl NodeConfig {
                     ));
                 }
             }
+            if u.permission == Permission::Admin && !u.namespaces.iter().any(|n| n == "*") {
+                return Err(invalid(
+                    field("namespaces"),
+                    "an admin user acts on every namespace (FLUSHALL, CONFIG, the admin port): give it [\"*\"], or make it readwrite",
+                ));
+            }
             if u.namespaces.is_empty() || u.namespaces.iter().any(|n| n.is_empty()) {
                 return Err(invalid(
                     field("namespaces"),
