@@ -9,7 +9,7 @@
 //! | `GET /cluster` | members and their state, the ring version, per-peer RPC latency, coherence counters (404 when not in a cluster) |
 //! | `POST /invalidate?ns=NS&key=K` (or `pattern=GLOB`, `tag=TAG`) | removes on every layer |
 //!
-//! Every request passes [`guard`] first: a cross-site request (an `Origin` other than this
+//! Every request passes `guard` first: a cross-site request (an `Origin` other than this
 //! host, or `Sec-Fetch-Site: cross-site`/`same-site`) is refused with 403 whatever it
 //! carries; once any credential is configured (`server.admin_token`, `server.requirepass`,
 //! an admin ACL user), every route needs one (`Authorization: Bearer TOKEN`, the

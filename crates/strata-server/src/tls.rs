@@ -40,7 +40,7 @@ pub async fn accept(
 }
 
 /// The admin port over HTTPS, as an axum listener: a task accepts TCP connections and runs
-/// their handshakes (at most [`ADMIN_HANDSHAKES`] at once; one more closes the oldest, so
+/// their handshakes (at most 64 at once; one more closes the oldest, so
 /// idle sockets cannot lock operators out), and `accept` hands out the finished ones.
 pub struct TlsListener {
     local: SocketAddr,
