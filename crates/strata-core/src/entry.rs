@@ -91,6 +91,14 @@ impl Tags {
         }
     }
 
+    /// The same tags in allocations of their own (none of them a slice of a larger buffer).
+    pub fn compacted(&self) -> Self {
+        match &self.0 {
+            None => Tags(None),
+            Some(t) => Tags(Some(t.iter().map(|b| Bytes::copy_from_slice(b)).collect())),
+        }
+    }
+
     /// Whether `tag` is one of them.
     pub fn contains(&self, tag: &[u8]) -> bool {
         self.iter().any(|t| t.as_ref() == tag)

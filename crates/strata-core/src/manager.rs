@@ -1080,6 +1080,18 @@ impl Cache {
 
     /// The namespaces configured or touched on this node, plus those L1 holds entries of
     /// (unsorted, possibly repeated).
+    /// Whether `namespace` exists in this node's memory (written, invalidated or configured
+    /// since start). Cheap: one table lookup.
+    pub fn has_namespace(&self, namespace: &str) -> bool {
+        self.inner.namespaces.get(namespace).is_some()
+    }
+
+    /// How many namespaces exist in this node's memory (at most
+    /// [`crate::namespace::MAX_NAMESPACES`]).
+    pub fn namespace_count(&self) -> usize {
+        self.inner.namespaces.len()
+    }
+
     fn in_memory_namespaces(&self) -> Vec<String> {
         let mut names: Vec<String> = self
             .inner

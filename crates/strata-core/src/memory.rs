@@ -1,9 +1,12 @@
 //! L1: the in-process memory tier, on quick_cache (CLOCK-Pro-like eviction, sharded locks).
 //!
-//! - **Capacity is in bytes.** Each entry weighs its key + value + tags +
-//!   [`ENTRY_OVERHEAD_BYTES`], an estimate of the bookkeeping quick_cache and Strata keep per
-//!   entry (the slot, the `Entry` struct, two `Bytes` headers, hash-table space). quick_cache
-//!   never lets the total weight pass the capacity, so resident bytes ≤ capacity always.
+//! - **Capacity is in bytes, and they are the bytes the process holds.** L1 stores its own
+//!   compact copy of every key, value and tag (never a slice of a caller's buffer: a server's
+//!   network buffer would stay alive behind a small value), and weighs each entry by the
+//!   heap it takes: key and value allocations with the allocator's rounding
+//!   ([`heap_bytes`]), tags, and [`ENTRY_OVERHEAD_BYTES`] of bookkeeping (the slot, the
+//!   value's shared header, quick_cache's entry and hash-table space). quick_cache never lets
+//!   the total weight pass the capacity, so resident bytes ≤ capacity always.
 //! - **Namespaces** with an `l1_share` get a pool of their own (share × capacity); all others
 //!   share the rest, so a busy namespace cannot evict a small critical one.
 //! - **Expiry** is checked on every read against the injected [`Clock`]; an expired entry is a
@@ -38,10 +41,27 @@ use crate::tier::{Layer, SetOutcome, Tier, TierHealth};
 use crate::time::{Clock, UnixMillis};
 use crate::version::Version;
 
-/// Bytes charged per entry on top of key, value and tags: the 40-byte key and 64-byte `Slot`,
-/// quick_cache's per-entry bookkeeping (~16 bytes) and hash-table slot, rounded up. The key
-/// and value buffers are counted by their length.
-pub const ENTRY_OVERHEAD_BYTES: u64 = 128;
+/// Bytes charged per entry on top of the key's and value's allocations and the tags: the
+/// 40-byte key and 64-byte `Slot` in quick_cache's arena, its per-entry bookkeeping (~16
+/// bytes) and hash-table slot, and the 32-byte shared header `Bytes` allocates when a read
+/// first clones the value.
+pub const ENTRY_OVERHEAD_BYTES: u64 = 176;
+
+/// The heap an allocation of `n` bytes takes (glibc malloc: an 8-byte header, 16-byte
+/// granules, 32 bytes at least); 0 for none.
+pub const fn heap_bytes(n: usize) -> u64 {
+    if n == 0 {
+        0
+    } else {
+        let rounded = (n + 8 + 15) & !15;
+        (if rounded < 32 { 32 } else { rounded }) as u64
+    }
+}
+
+/// What one entry weighs in L1 (see the module documentation).
+pub fn entry_weight(key_len: usize, value_len: usize, tag_bytes: usize) -> u64 {
+    heap_bytes(key_len) + heap_bytes(value_len) + tag_bytes as u64 + ENTRY_OVERHEAD_BYTES
+}
 
 /// How long a write waits for a concurrent write of the same key to finish placing its value;
 /// the two are adjacent calls, so this only matters under a stalled thread.
@@ -184,7 +204,7 @@ struct EntryWeighter;
 
 impl Weighter<L1Key, Slot> for EntryWeighter {
     fn weight(&self, k: &L1Key, v: &Slot) -> u64 {
-        (k.key.len() + v.value.len() + v.tag_bytes()) as u64 + ENTRY_OVERHEAD_BYTES
+        entry_weight(k.key.len(), v.value.len(), v.tag_bytes())
     }
 }
 
@@ -401,7 +421,7 @@ impl MemoryTier {
         entry: Entry,
     ) -> Result<SetOutcome, TierError> {
         let ns = self.namespace_or_create(namespace)?;
-        let weight = (key.len() + entry.payload_bytes()) as u64 + ENTRY_OVERHEAD_BYTES;
+        let weight = entry_weight(key.len(), entry.value.len(), entry.tags.byte_len());
         if weight > ns.pool.shard_capacity() {
             self.counters.rejected_too_large.incr();
             // An older copy must not outlive a write that L1 could not take.
@@ -413,7 +433,14 @@ impl MemoryTier {
         }
         let generation = ns.generation.load(Ordering::Acquire);
         let new_version = entry.version;
-        let k = L1Key { ns: ns.id, key };
+        // Compact copies: the caller's bytes may be a slice of a much larger buffer.
+        let mut entry = entry;
+        entry.value = Bytes::copy_from_slice(&entry.value);
+        entry.tags = entry.tags.compacted();
+        let k = L1Key {
+            ns: ns.id,
+            key: Bytes::copy_from_slice(&key),
+        };
         let result = ns.pool.entry(&k, Some(CONTENDED_WRITE_TIMEOUT), |_, old| {
             if old.generation == generation && old.version > new_version {
                 EntryAction::Retain(())

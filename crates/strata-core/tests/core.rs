@@ -631,7 +631,7 @@ async fn l1_resident_bytes_never_exceed_capacity() {
         .build()
         .unwrap();
     let value = vec![7u8; 1000];
-    let per_entry = 1000 + 8 + strata_core::memory::ENTRY_OVERHEAD_BYTES;
+    let per_entry = strata_core::memory::entry_weight(8, 1000, 0);
     let n = 2 * capacity / per_entry + 1;
     for i in 0..n {
         cache

@@ -33,6 +33,11 @@ pub struct Reply {
     pub buf: BytesMut,
     /// The protocol the replies are written in.
     pub proto: Protocol,
+    /// Bulk strings that would take `buf` past this many bytes are not written, and
+    /// [`Reply::overflowed`] turns true: one command cannot make the server hold an
+    /// unbounded reply (Redis's `client-output-buffer-limit`).
+    limit: usize,
+    overflowed: bool,
 }
 
 impl Reply {
@@ -41,7 +46,26 @@ impl Reply {
         Self {
             buf: BytesMut::with_capacity(16 * 1024),
             proto,
+            limit: usize::MAX,
+            overflowed: false,
         }
+    }
+
+    /// Bounds the buffer: a bulk string that would take it past `limit` bytes is dropped and
+    /// marks the reply as overflowed.
+    pub fn set_limit(&mut self, limit: usize) {
+        self.limit = limit;
+    }
+
+    /// Whether a bulk string was dropped for the limit since [`Reply::clear_overflow`]: the
+    /// caller must discard the reply in progress (it is incomplete) and close the client.
+    pub fn overflowed(&self) -> bool {
+        self.overflowed
+    }
+
+    /// Forgets an overflow.
+    pub fn clear_overflow(&mut self) {
+        self.overflowed = false;
     }
 
     /// `+s`. The caller keeps CR and LF out of `s`.
@@ -76,6 +100,10 @@ impl Reply {
 
     /// `$len` and the bytes.
     pub fn bulk(&mut self, b: &[u8]) {
+        if self.buf.len().saturating_add(b.len()) > self.limit {
+            self.overflowed = true;
+            return;
+        }
         blob(&mut self.buf, b'$', b);
     }
 

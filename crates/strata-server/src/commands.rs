@@ -1124,9 +1124,11 @@ async fn run(sh: &Shared, s: &mut Session<'_>, id: Cmd, a: &[Bytes]) -> Res<()> 
             let _g = sh.key_lock(&s.ns, &a[1]).write().await;
             let old = entry(sh, &s.ns, &a[1]).await?;
             let mut v = old.as_ref().map(|e| e.value.to_vec()).unwrap_or_default();
-            if v.len() + a[2].len() > MAX_STRING {
+            let total = v.len() + a[2].len();
+            if total > MAX_STRING {
                 return Err("ERR string exceeds maximum allowed size (proto-max-bulk-len)".into());
             }
+            check_value_len(sh, total)?;
             v.extend_from_slice(&a[2]);
             let len = v.len();
             store(sh, &s.ns, &a[1], v.into(), Ttl::Keep, old.as_ref()).await?;
@@ -1621,6 +1623,18 @@ fn range_of(v: &[u8], start: i64, end: i64) -> &[u8] {
     &v[start as usize..=end as usize]
 }
 
+/// Refuses a value of `len` bytes over `limits.max_value_bytes`, worded as the layers word it,
+/// before a command that grows a value builds it.
+fn check_value_len(sh: &Shared, len: usize) -> Res<()> {
+    let max = sh.config.limits.max_value_bytes;
+    if len as u64 > max {
+        return Err(format!(
+            "ERR value is {len} bytes, above the limit of {max} bytes"
+        ));
+    }
+    Ok(())
+}
+
 async fn setrange(sh: &Shared, s: &mut Session<'_>, a: &[Bytes]) -> Res<()> {
     let offset = parse_int(&a[2]).ok_or_else(not_int)?;
     if offset < 0 {
@@ -1635,9 +1649,12 @@ async fn setrange(sh: &Shared, s: &mut Session<'_>, a: &[Bytes]) -> Res<()> {
         s.reply.integer(cur_len as i64);
         return Ok(());
     }
-    if offset + patch.len() > MAX_STRING {
+    let end = offset.saturating_add(patch.len());
+    if end > MAX_STRING {
         return Err("ERR string exceeds maximum allowed size (proto-max-bulk-len)".into());
     }
+    // The final size is checked before anything is allocated.
+    check_value_len(sh, end.max(cur_len))?;
     let mut v = old.as_ref().map(|e| e.value.to_vec()).unwrap_or_default();
     if v.len() < offset + patch.len() {
         v.resize(offset + patch.len(), 0);
@@ -1952,6 +1969,13 @@ fn select(sh: &Shared, s: &mut Session<'_>, arg: &Bytes) -> Res<()> {
     } else {
         let name = std::str::from_utf8(arg).map_err(|_| not_int())?;
         strata_core::namespace::Namespace::new(name).map_err(|e| format!("ERR {e}"))?;
+        let max = sh.config.server.max_namespaces as usize;
+        if !sh.cache.has_namespace(name) && sh.cache.namespace_count() >= max {
+            sh.metrics.namespace_refusals.incr();
+            return Err(format!(
+                "ERR too many namespaces: {name:?} would be one more than server.max_namespaces ({max})"
+            ));
+        }
         s.ns = name.to_owned();
         s.db = None;
     }

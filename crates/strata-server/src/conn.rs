@@ -17,6 +17,47 @@ const FLUSH_AT: usize = 64 * 1024;
 /// On shutdown, a connection keeps reading what its client already sent until the client
 /// has been quiet this long.
 const DRAIN_QUIET: Duration = Duration::from_millis(100);
+/// A connection's read buffer starts at this size, and goes back to it once empty if a large
+/// request had grown it past [`SHRINK_ABOVE`]: an idle client holds 16 KiB, not the largest
+/// request it ever sent.
+const READ_BUFFER: usize = 16 * 1024;
+/// See [`READ_BUFFER`].
+const SHRINK_ABOVE: usize = 64 * 1024;
+
+/// A connection's share of [`Shared::input_bytes`], returned when it ends however it ends.
+struct InputShare<'a> {
+    shared: &'a Shared,
+    held: usize,
+}
+
+impl InputShare<'_> {
+    /// Records that the connection now holds `now` bytes of buffer; returns the total of all
+    /// connections.
+    fn update(&mut self, now: usize) -> usize {
+        use std::sync::atomic::Ordering;
+        let total = if now >= self.held {
+            self.shared
+                .input_bytes
+                .fetch_add(now - self.held, Ordering::Relaxed)
+                + (now - self.held)
+        } else {
+            self.shared
+                .input_bytes
+                .fetch_sub(self.held - now, Ordering::Relaxed)
+                - (self.held - now)
+        };
+        self.held = now;
+        total
+    }
+}
+
+impl Drop for InputShare<'_> {
+    fn drop(&mut self) {
+        self.shared
+            .input_bytes
+            .fetch_sub(self.held, std::sync::atomic::Ordering::Relaxed);
+    }
+}
 
 /// Accepts connections until shutdown begins; with `tls`, each connection's TLS handshake
 /// runs in its own task (bounded by [`crate::tls::HANDSHAKE_TIMEOUT`]) before it is served.
@@ -100,7 +141,14 @@ async fn serve_connection<S: AsyncRead + AsyncWrite + Unpin>(
         ..Limits::default()
     };
     let mut session = Session::new(shared, info);
-    let mut buf = BytesMut::with_capacity(16 * 1024);
+    let out_limit = usize::try_from(shared.config.server.client_output_buffer_limit_bytes)
+        .unwrap_or(usize::MAX);
+    session.reply.set_limit(out_limit);
+    let in_limit =
+        usize::try_from(shared.config.server.max_input_bytes_total).unwrap_or(usize::MAX);
+    let mut buf = BytesMut::with_capacity(READ_BUFFER);
+    let mut share = InputShare { shared, held: 0 };
+    share.update(buf.capacity());
     let mut req = Request::default();
     let mut stop = shared.stop.clone();
     let mut draining = *stop.borrow();
@@ -117,7 +165,20 @@ async fn serve_connection<S: AsyncRead + AsyncWrite + Unpin>(
                         Some(owned) => owned.into_iter().map(Bytes::from).collect(),
                         None => req.ranges.iter().map(|r| chunk.slice(r.clone())).collect(),
                     };
+                    let mark = session.reply.buf.len();
                     commands::execute(shared, &mut session, &args).await;
+                    if session.reply.overflowed() {
+                        // The reply in progress is incomplete: drop it, send what came
+                        // before, and close, as Redis does past client-output-buffer-limit.
+                        session.reply.buf.truncate(mark);
+                        shared.metrics.output_limit_closed.incr();
+                        tracing::warn!(
+                            addr = %session.info.addr,
+                            limit = out_limit,
+                            "reply over server.client_output_buffer_limit_bytes; closing the client"
+                        );
+                        return flush(stream, &mut session).await;
+                    }
                     if session.quit {
                         return flush(stream, &mut session).await;
                     }
@@ -142,8 +203,26 @@ async fn serve_connection<S: AsyncRead + AsyncWrite + Unpin>(
             return flush(stream, &mut session).await;
         }
         flush(stream, &mut session).await?;
-        if buf.capacity() - buf.len() < 4096 {
-            buf.reserve(16 * 1024);
+        if buf.is_empty() && buf.capacity() > SHRINK_ABOVE {
+            buf = BytesMut::with_capacity(READ_BUFFER);
+        } else if buf.capacity() - buf.len() < 4096 {
+            buf.reserve(READ_BUFFER);
+        }
+        let total = share.update(buf.capacity());
+        if total > in_limit && buf.capacity() > SHRINK_ABOVE {
+            // Every client's input together is over the budget, and this one holds a large
+            // unfinished request: it goes, not the server.
+            shared.metrics.input_limit_closed.incr();
+            tracing::warn!(
+                addr = %session.info.addr,
+                held = buf.capacity(),
+                total,
+                "clients' input over server.max_input_bytes_total; closing this client"
+            );
+            session.reply.error(&format!(
+                "ERR client input over the server's budget (server.max_input_bytes_total = {in_limit})"
+            ));
+            return flush(stream, &mut session).await;
         }
         let idle = shared
             .idle_timeout_secs

@@ -38,6 +38,13 @@ pub struct ServerMetrics {
     pub admin_denied: Counter,
     /// TLS handshakes that failed (RESP and admin).
     pub tls_failures: Counter,
+    /// Clients disconnected for a reply over `client_output_buffer_limit_bytes`.
+    pub output_limit_closed: Counter,
+    /// Clients disconnected while the input of all clients was over
+    /// `max_input_bytes_total`.
+    pub input_limit_closed: Counter,
+    /// `SELECT name` refused by `max_namespaces`.
+    pub namespace_refusals: Counter,
     /// Calls per command, indexed like [`COMMANDS`]; the last slot counts unknown commands.
     pub calls: Box<[Counter]>,
     /// Error replies per command, indexed like `calls`.
@@ -56,6 +63,9 @@ impl Default for ServerMetrics {
             acl_denied: Counter::default(),
             admin_denied: Counter::default(),
             tls_failures: Counter::default(),
+            output_limit_closed: Counter::default(),
+            input_limit_closed: Counter::default(),
+            namespace_refusals: Counter::default(),
             calls: (0..n).map(|_| Counter::default()).collect(),
             errors: (0..n).map(|_| Counter::default()).collect(),
         }
@@ -156,6 +166,21 @@ impl Collector for ServerCollector {
                 "server_tls_handshake_failures",
                 "TLS handshakes that failed on the RESP or admin port",
                 m.tls_failures.get(),
+            ),
+            (
+                "server_output_limit_closed",
+                "Clients disconnected for a reply over server.client_output_buffer_limit_bytes",
+                m.output_limit_closed.get(),
+            ),
+            (
+                "server_input_limit_closed",
+                "Clients disconnected while all clients' input was over server.max_input_bytes_total",
+                m.input_limit_closed.get(),
+            ),
+            (
+                "server_namespace_refusals",
+                "SELECT name refused by server.max_namespaces",
+                m.namespace_refusals.get(),
             ),
         ] {
             counter(&mut enc, name, help, v)?;

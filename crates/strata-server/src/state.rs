@@ -74,6 +74,9 @@ pub struct Shared {
     pub idle_timeout_secs: AtomicU64,
     /// When the server started.
     pub started: Instant,
+    /// Bytes of input buffer all client connections hold (see
+    /// `server.max_input_bytes_total`).
+    pub input_bytes: AtomicUsize,
     /// Flips to true when shutdown begins.
     pub stop: watch::Receiver<bool>,
     next_client_id: AtomicU64,
@@ -118,6 +121,7 @@ impl Shared {
             resp_addr,
             metrics: ServerMetrics::default(),
             started: Instant::now(),
+            input_bytes: AtomicUsize::new(0),
             stop,
             next_client_id: AtomicU64::new(1),
             open: AtomicUsize::new(0),

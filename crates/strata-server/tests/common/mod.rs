@@ -49,6 +49,15 @@ impl Server {
         Self::start_on(dir, extra_toml, env, "127.0.0.1:0")
     }
 
+    /// A server with L1 only (L3 off), in a new directory.
+    pub fn start_l1_only(extra_toml: &str) -> Self {
+        let tmp = tempfile::tempdir().unwrap();
+        let dir = tmp.path().to_path_buf();
+        let mut s = Self::start_with_env(&dir, extra_toml, &[("STRATA__L3__ENABLED", "false")]);
+        s._tmp = Some(tmp);
+        s
+    }
+
     /// A server whose RESP port listens on `resp_listen` (port 0: the kernel picks).
     pub fn start_listening(extra_toml: &str, resp_listen: &str) -> Self {
         let tmp = tempfile::tempdir().unwrap();

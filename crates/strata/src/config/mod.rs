@@ -228,6 +228,19 @@ pub struct ServerConfig {
     /// How many numbered databases `SELECT` accepts; database `N` is namespace `dbN`
     /// (default 16).
     pub databases: u32,
+    /// How many namespaces may exist before `SELECT name` refuses to open a new one
+    /// (default 512, at most 1024 less the configured ones and the databases): clients cannot
+    /// fill the node's namespace table.
+    pub max_namespaces: u32,
+    /// Largest reply one command may build, in bytes (default 256 MiB; must exceed
+    /// `limits.max_value_bytes`): past it the client is disconnected, counted and logged, as
+    /// Redis's `client-output-buffer-limit`. `MGET` of one big key many times is the case.
+    pub client_output_buffer_limit_bytes: u64,
+    /// Input all client connections together may buffer (default 512 MiB): a connection
+    /// whose buffer grows while the total is past it is disconnected and counted, so many
+    /// unfinished requests cannot exhaust memory. Each connection is also bounded by
+    /// `max_request_bytes`.
+    pub max_input_bytes_total: u64,
     /// Runtime worker threads; 0 uses one per core (default 0).
     pub worker_threads: u32,
     /// How long shutdown waits for connections to finish their in-flight requests
@@ -251,6 +264,9 @@ impl Default for ServerConfig {
             idle_timeout_secs: 0,
             max_request_bytes: 64 * MIB,
             databases: 16,
+            max_namespaces: 512,
+            client_output_buffer_limit_bytes: 256 * MIB,
+            max_input_bytes_total: 512 * MIB,
             worker_threads: 0,
             shutdown_grace_ms: 5_000,
         }
@@ -812,6 +828,32 @@ impl NodeConfig {
         }
         if srv.databases == 0 || srv.databases > 1024 {
             return Err(invalid("server.databases", "must be between 1 and 1024"));
+        }
+        let room = strata_core::namespace::MAX_NAMESPACES as u64
+            - (self.namespaces.len() as u64).min(1024);
+        if srv.max_namespaces == 0 || u64::from(srv.max_namespaces) > room {
+            return Err(invalid(
+                "server.max_namespaces",
+                format!("must be between 1 and {room} (1024 less the configured namespaces)"),
+            ));
+        }
+        if srv.client_output_buffer_limit_bytes <= self.limits.max_value_bytes {
+            return Err(invalid(
+                "server.client_output_buffer_limit_bytes",
+                format!(
+                    "must exceed limits.max_value_bytes ({}) so that the largest value can be read",
+                    self.limits.max_value_bytes
+                ),
+            ));
+        }
+        if srv.max_input_bytes_total < srv.max_request_bytes {
+            return Err(invalid(
+                "server.max_input_bytes_total",
+                format!(
+                    "must be at least server.max_request_bytes ({})",
+                    srv.max_request_bytes
+                ),
+            ));
         }
         if srv.requirepass.as_deref() == Some("") {
             return Err(invalid(

@@ -1,0 +1,249 @@
+//! `strata serve` against careless and hostile clients, with its memory measured: RSS from
+//! `/proc/PID/status` before and after each case, and a bystander's PING latency while it
+//! runs. Each case is bounded in time and stops the server it started.
+
+#![allow(clippy::unwrap_used)]
+
+mod common;
+
+use std::io::{Read, Write};
+use std::net::TcpStream;
+use std::time::{Duration, Instant};
+
+use common::*;
+use strata_resp::Frame;
+
+const MIB: u64 = 1024 * 1024;
+
+/// The server's resident set, in bytes.
+fn rss(s: &Server) -> u64 {
+    let pid = s.child.as_ref().unwrap().id();
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
+    status
+        .lines()
+        .find(|l| l.starts_with("VmRSS:"))
+        .and_then(|l| l.split_whitespace().nth(1))
+        .and_then(|kb| kb.parse::<u64>().ok())
+        .unwrap()
+        * 1024
+}
+
+fn set_cmd(key: &str, value: &[u8]) -> Vec<u8> {
+    Frame::Array(vec![
+        Frame::Bulk("SET".into()),
+        Frame::Bulk(key.to_owned().into()),
+        Frame::Bulk(value.to_vec().into()),
+    ])
+    .to_bytes()
+    .to_vec()
+}
+
+/// Sends `bytes` and reads `replies` simple replies (`+OK`-sized or so) back.
+fn pipeline(c: &mut Raw, bytes: &[u8], replies: usize) {
+    c.send(bytes);
+    for _ in 0..replies {
+        let f = c.frame();
+        assert!(!matches!(f, Frame::Error(_)), "{f:?}");
+    }
+}
+
+/// A PING round trip on a fresh connection.
+fn ping_latency(port: u16) -> Duration {
+    let mut c = Raw::connect(port);
+    let t = Instant::now();
+    assert_eq!(c.cmd(&[b"PING"]), Frame::Simple("PONG".into()));
+    t.elapsed()
+}
+
+/// The case: a small value written in the same pipeline as a 1 MiB one used to keep
+/// the whole read buffer alive from L1 (RSS 1.5 GB for a 16 MiB L1). L1 now keeps copies
+/// and weighs what it holds, so the process stays near its budget.
+#[test]
+fn l1_memory_is_what_the_configuration_says() {
+    // L1 only (L3's RocksDB has budgets of its own, measured in docs/benchmarks.md).
+    let s = Server::start_l1_only("");
+    let before = rss(&s);
+    let mut c = s.raw();
+    let big = vec![b'x'; MIB as usize];
+    for round in 0..100 {
+        let mut batch = Vec::new();
+        for i in 0..10 {
+            batch.extend_from_slice(&set_cmd("big", &big));
+            batch.extend_from_slice(&set_cmd(&format!("small:{round}:{i}"), b"v"));
+        }
+        pipeline(&mut c, &batch, 20);
+    }
+    c.cmd(&[b"DEL", b"big"]);
+    // Small keys up to the capacity: 16 MiB of L1 in ~60-byte entries.
+    for round in 0..200 {
+        let mut batch = Vec::new();
+        for i in 0..500 {
+            batch.extend_from_slice(&set_cmd(&format!("fill:{round}:{i}"), b"0123456789abcdef"));
+        }
+        pipeline(&mut c, &batch, 500);
+    }
+    drop(c);
+    std::thread::sleep(Duration::from_millis(300));
+    let after = rss(&s);
+    let grown = after.saturating_sub(before);
+    let l1 = 16 * MIB;
+    println!(
+        "RSS {} MiB -> {} MiB (+{} MiB) for a {} MiB L1",
+        before / MIB,
+        after / MIB,
+        grown / MIB,
+        l1 / MIB
+    );
+    // 1.25x the L1 budget plus 24 MiB of fixed costs (allocator arenas, quick_cache's
+    // tables, the runtime).
+    assert!(
+        grown <= l1 * 5 / 4 + 24 * MIB,
+        "RSS grew by {} MiB for a {} MiB L1",
+        grown / MIB,
+        l1 / MIB
+    );
+}
+
+#[test]
+fn a_reply_over_the_output_limit_closes_that_client_only() {
+    let s = Server::start_l1_only("[server]\nclient_output_buffer_limit_bytes = 33554432\n");
+    let mut c = s.raw();
+    c.cmd(&[b"SET", b"big", &vec![b'x'; MIB as usize]]);
+    let before = rss(&s);
+    // 3000 times the same 1 MiB key in a 27 KB request: a 3 GB reply.
+    let mut args: Vec<&[u8]> = vec![b"MGET"];
+    args.extend(std::iter::repeat_n(&b"big"[..], 3000));
+    let bystander = std::thread::spawn({
+        let port = s.port;
+        move || {
+            let mut worst = Duration::ZERO;
+            for _ in 0..20 {
+                worst = worst.max(ping_latency(port));
+                std::thread::sleep(Duration::from_millis(10));
+            }
+            worst
+        }
+    });
+    let f = Frame::Array(
+        args.iter()
+            .map(|a| Frame::Bulk(a.to_vec().into()))
+            .collect(),
+    );
+    c.send(&f.to_bytes());
+    assert!(
+        c.closed(),
+        "the client is disconnected, without a partial reply"
+    );
+    let worst = bystander.join().unwrap();
+    let grown = rss(&s).saturating_sub(before);
+    println!("bystander PING worst {worst:?}; RSS +{} MiB", grown / MIB);
+    assert!(grown < 96 * MIB, "RSS grew by {} MiB", grown / MIB);
+    assert!(worst < Duration::from_millis(50), "a PING waited {worst:?}");
+    // The server and its data are fine; the refusal is counted.
+    let mut d = s.raw();
+    assert_eq!(d.cmd(&[b"STRLEN", b"big"]), Frame::Integer(MIB as i64));
+    let (_, metrics) = http_get(&s.admin(), "/metrics");
+    assert!(
+        metrics.contains("strata_server_output_limit_closed_total 1"),
+        "{metrics}"
+    );
+}
+
+#[test]
+fn unfinished_requests_cannot_exhaust_memory() {
+    let s = Server::start_l1_only(
+        "[server]\nmax_input_bytes_total = 134217728\nmax_request_bytes = 33554432\n",
+    );
+    let before = rss(&s);
+    // 40 clients each send 15 MiB of a 16 MiB value and stop: 600 MiB if all were held.
+    let header = b"*3\r\n$3\r\nSET\r\n$1\r\nk\r\n$16777216\r\n";
+    let chunk = vec![b'x'; MIB as usize];
+    let mut conns = Vec::new();
+    for _ in 0..40 {
+        let mut c = TcpStream::connect(("127.0.0.1", s.port)).unwrap();
+        c.set_write_timeout(Some(Duration::from_secs(5))).unwrap();
+        let _ = c.write_all(header);
+        for _ in 0..15 {
+            if c.write_all(&chunk).is_err() {
+                break;
+            }
+        }
+        conns.push(c);
+    }
+    std::thread::sleep(Duration::from_millis(500));
+    let grown = rss(&s).saturating_sub(before);
+    println!("40 unfinished 16 MiB requests: RSS +{} MiB", grown / MIB);
+    assert!(
+        grown < 128 * MIB + 64 * MIB,
+        "RSS grew by {} MiB past a 128 MiB input budget",
+        grown / MIB
+    );
+    let mut closed = 0;
+    for c in &mut conns {
+        c.set_read_timeout(Some(Duration::from_millis(200)))
+            .unwrap();
+        let mut b = [0u8; 256];
+        if matches!(c.read(&mut b), Ok(n) if n == 0 || b[..n].starts_with(b"-ERR client input")) {
+            closed += 1;
+        }
+    }
+    assert!(
+        closed >= 20,
+        "clients past the budget are closed: {closed} of 40"
+    );
+    assert!(ping_latency(s.port) < Duration::from_millis(50));
+    drop(conns);
+    // Once they are gone, their buffers are gone too.
+    std::thread::sleep(Duration::from_millis(500));
+    let (_, metrics) = http_get(&s.admin(), "/metrics");
+    assert!(
+        metrics.contains("strata_server_input_limit_closed_total"),
+        "{metrics}"
+    );
+}
+
+#[test]
+fn values_are_checked_for_size_before_they_are_built() {
+    let s = Server::start_l1_only("[limits]\nmax_value_bytes = 1048576\n");
+    let before = rss(&s);
+    let mut c = s.raw();
+    // Redis would allocate 512 MiB here; the value limit refuses it first.
+    let e = err_text(&c.cmd(&[b"SETRANGE", b"k", b"536870000", b"x"]));
+    assert!(e.contains("above the limit of 1048576 bytes"), "{e}");
+    assert_eq!(c.cmd(&[b"EXISTS", b"k"]), Frame::Integer(0));
+    c.cmd(&[b"SET", b"a", &vec![b'x'; MIB as usize - 10]]);
+    let e = err_text(&c.cmd(&[b"APPEND", b"a", &[b'y'; 100]]));
+    assert!(e.contains("above the limit of"), "{e}");
+    assert_eq!(c.cmd(&[b"STRLEN", b"a"]), Frame::Integer(MIB as i64 - 10));
+    let grown = rss(&s).saturating_sub(before);
+    assert!(grown < 64 * MIB, "RSS grew by {} MiB", grown / MIB);
+}
+
+#[test]
+fn clients_cannot_fill_the_namespace_table_and_flushall_always_works() {
+    let s = Server::start_l1_only("[server]\nmax_namespaces = 100\n");
+    let mut c = s.raw();
+    let mut refused = None;
+    for i in 0..200 {
+        let name = format!("junk{i}");
+        match c.cmd(&[b"SELECT", name.as_bytes()]) {
+            Frame::Simple(_) => {
+                c.cmd(&[b"SET", b"k", b"v"]);
+            }
+            Frame::Error(e) => {
+                let e = String::from_utf8_lossy(&e).into_owned();
+                assert!(e.contains("server.max_namespaces"), "{e}");
+                refused = Some(i);
+                break;
+            }
+            other => panic!("{other:?}"),
+        }
+    }
+    assert!(refused.is_some_and(|i| i <= 100), "{refused:?}");
+    // An existing namespace can still be selected, and FLUSHALL works.
+    assert_eq!(c.cmd(&[b"SELECT", b"junk3"]), Frame::Simple("OK".into()));
+    assert_eq!(c.cmd(&[b"FLUSHALL"]), Frame::Simple("OK".into()));
+    assert_eq!(c.cmd(&[b"GET", b"k"]), Frame::Null);
+    assert_eq!(c.cmd(&[b"SELECT", b"0"]), Frame::Simple("OK".into()));
+    assert_eq!(c.cmd(&[b"SET", b"k", b"v"]), Frame::Simple("OK".into()));
+}
