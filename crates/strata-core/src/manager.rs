@@ -1078,8 +1078,6 @@ impl Cache {
         Ok(keys)
     }
 
-    /// The namespaces configured or touched on this node, plus those L1 holds entries of
-    /// (unsorted, possibly repeated).
     /// Whether `namespace` exists in this node's memory (written, invalidated or configured
     /// since start). Cheap: one table lookup.
     pub fn has_namespace(&self, namespace: &str) -> bool {
@@ -1092,6 +1090,8 @@ impl Cache {
         self.inner.namespaces.len()
     }
 
+    /// The namespaces configured or touched on this node, plus those L1 holds entries of
+    /// (unsorted, possibly repeated).
     fn in_memory_namespaces(&self) -> Vec<String> {
         let mut names: Vec<String> = self
             .inner

@@ -79,6 +79,20 @@ impl ServerMetrics {
     }
 }
 
+/// The process's resident set size (Linux `/proc/self/status`), for `INFO memory` and
+/// `/metrics`.
+pub fn process_rss_bytes() -> Option<u64> {
+    let status = std::fs::read_to_string("/proc/self/status").ok()?;
+    let kb = status
+        .lines()
+        .find(|l| l.starts_with("VmRSS:"))?
+        .split_whitespace()
+        .nth(1)?
+        .parse::<u64>()
+        .ok()?;
+    Some(kb * 1024)
+}
+
 struct ServerCollector(Arc<Shared>);
 
 impl std::fmt::Debug for ServerCollector {
@@ -122,6 +136,21 @@ impl Collector for ServerCollector {
             None,
             g.metric_type(),
         )?)?;
+        for (name, help, v) in [
+            (
+                "server_client_input_bytes",
+                "Input buffer bytes all client connections hold (budget: server.max_input_bytes_total)",
+                s.input_bytes.load(std::sync::atomic::Ordering::Relaxed) as i64,
+            ),
+            (
+                "process_resident_bytes",
+                "The process's resident set size",
+                process_rss_bytes().unwrap_or(0) as i64,
+            ),
+        ] {
+            let g = ConstGauge::new(v);
+            g.encode(enc.encode_descriptor(name, help, None, g.metric_type())?)?;
+        }
         counter(
             &mut enc,
             "server_accepted_connections",
