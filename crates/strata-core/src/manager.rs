@@ -1084,6 +1084,27 @@ impl Cache {
         self.inner.namespaces.get(namespace).is_some()
     }
 
+    /// Creates `namespace` unless it exists, refusing when `max` namespaces (or the table's
+    /// [`crate::namespace::MAX_NAMESPACES`]) already exist; the check and the creation are
+    /// one step, so concurrent callers cannot race past `max`.
+    pub fn open_namespace(&self, namespace: &str, max: usize) -> Result<(), CacheError> {
+        validate_name(namespace)?;
+        let max = max.min(MAX_NAMESPACES);
+        self.inner
+            .namespaces
+            .get_or_create(namespace, |existing| {
+                if existing >= max {
+                    return Err(CacheError::TooManyNamespaces { max });
+                }
+                Ok(NsState {
+                    policy: self.inner.default_policy.clone(),
+                    epoch: AtomicU64::new(0),
+                    invalidating: AtomicU64::new(0),
+                })
+            })
+            .map(|_| ())
+    }
+
     /// How many namespaces exist in this node's memory (at most
     /// [`crate::namespace::MAX_NAMESPACES`]).
     pub fn namespace_count(&self) -> usize {

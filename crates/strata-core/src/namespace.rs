@@ -63,7 +63,9 @@ pub fn validate_name(name: &str) -> Result<(), CacheError> {
     };
     match reason {
         Some(reason) => Err(CacheError::InvalidNamespace {
-            name: name.to_owned(),
+            // Echo at most 64 characters: the name comes from a client, and an error must not
+            // grow with what was sent.
+            name: name.chars().take(64).collect(),
             reason,
         }),
         None => Ok(()),

@@ -24,10 +24,13 @@ impl Protocol {
     }
 }
 
+/// Longest error message [`Reply::error`] writes.
+pub const MAX_ERROR_LEN: usize = 4096;
+
 /// A reply buffer for one connection. RESP3-only types are written the way Redis downgrades
 /// them for RESP2: null as `$-1`, a map as a flat array, a set as an array, a double as a bulk
 /// string, a boolean as `:1`/`:0`, verbatim text as a bulk string.
-#[derive(Debug, Default)]
+#[derive(Debug)]
 pub struct Reply {
     /// The encoded replies, ready to write to the socket.
     pub buf: BytesMut,
@@ -38,6 +41,12 @@ pub struct Reply {
     /// unbounded reply (Redis's `client-output-buffer-limit`).
     limit: usize,
     overflowed: bool,
+}
+
+impl Default for Reply {
+    fn default() -> Self {
+        Reply::new(Protocol::default())
+    }
 }
 
 impl Reply {
@@ -83,10 +92,12 @@ impl Reply {
 
     /// `-msg`, with CR and LF replaced by spaces so that a message can never break framing.
     /// `msg` starts with its error code (`ERR`, `WRONGTYPE`, `NOAUTH`, …).
+    /// Messages longer than [`MAX_ERROR_LEN`] are cut there (they echo client input).
     pub fn error(&mut self, msg: &str) {
+        let msg = &msg.as_bytes()[..msg.len().min(MAX_ERROR_LEN)];
         self.buf.reserve(msg.len() + 3);
         self.buf.put_u8(b'-');
-        for b in msg.bytes() {
+        for &b in msg {
             self.buf
                 .put_u8(if b == b'\r' || b == b'\n' { b' ' } else { b });
         }
@@ -169,6 +180,9 @@ impl Reply {
     pub fn verbatim(&mut self, text: &[u8]) {
         match self.proto {
             Protocol::Resp2 => self.bulk(text),
+            Protocol::Resp3 if self.buf.len().saturating_add(text.len()) > self.limit => {
+                self.overflowed = true;
+            }
             Protocol::Resp3 => {
                 number(&mut self.buf, b'=', text.len() as i64 + 4);
                 self.buf.put_slice(b"txt:");

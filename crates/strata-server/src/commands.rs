@@ -1719,7 +1719,7 @@ async fn expire(sh: &Shared, s: &mut Session<'_>, a: &[Bytes], id: Cmd) -> Res<(
         } else {
             return Err(format!(
                 "ERR Unsupported option {}",
-                String::from_utf8_lossy(opt)
+                String::from_utf8_lossy(&opt[..opt.len().min(128)])
             ));
         }
     }
@@ -1891,7 +1891,7 @@ fn acl_command(sh: &Shared, s: &mut Session<'_>, a: &[Bytes]) -> Res<()> {
     } else {
         return Err(format!(
             "ERR unknown subcommand or wrong number of arguments for '{}'. Try ACL HELP.",
-            String::from_utf8_lossy(sub)
+            String::from_utf8_lossy(&sub[..sub.len().min(128)])
         ));
     }
     Ok(())
@@ -1918,12 +1918,12 @@ fn hello(sh: &Shared, s: &mut Session<'_>, a: &[Bytes]) -> Res<()> {
             i += 3;
         } else if eq_ic(&a[i], "SETNAME") && i + 1 < a.len() {
             check_client_name(&a[i + 1])?;
-            name = Some(a[i + 1].clone());
+            name = Some(Bytes::copy_from_slice(&a[i + 1]));
             i += 2;
         } else {
             return Err(format!(
                 "ERR Syntax error in HELLO option '{}'",
-                String::from_utf8_lossy(&a[i])
+                String::from_utf8_lossy(&a[i][..a[i].len().min(128)])
             ));
         }
     }
@@ -1962,8 +1962,10 @@ fn select(sh: &Shared, s: &mut Session<'_>, arg: &Bytes) -> Res<()> {
     } else {
         let name = std::str::from_utf8(arg).map_err(|_| not_int())?;
         strata_core::namespace::Namespace::new(name).map_err(|e| format!("ERR {e}"))?;
+        // Opened here, atomically against the bound: checking at SELECT and creating at
+        // the first write let concurrent clients race past it.
         let max = sh.config.server.max_namespaces as usize;
-        if !sh.cache.has_namespace(name) && sh.cache.namespace_count() >= max {
+        if sh.cache.open_namespace(name, max).is_err() {
             sh.metrics.namespace_refusals.incr();
             return Err(format!(
                 "ERR too many namespaces: {name:?} would be one more than server.max_namespaces ({max})"
@@ -2008,7 +2010,16 @@ async fn strata_set(sh: &Shared, s: &mut Session<'_>, a: &[Bytes]) -> Res<()> {
     Ok(())
 }
 
+/// Longest client name `CLIENT SETNAME` and `HELLO … SETNAME` accept (Redis has no limit;
+/// every name is held for the connection's life and listed by CLIENT LIST).
+const MAX_CLIENT_NAME: usize = 512;
+
 fn check_client_name(name: &[u8]) -> Res<()> {
+    if name.len() > MAX_CLIENT_NAME {
+        return Err(format!(
+            "ERR Client names are limited to {MAX_CLIENT_NAME} bytes"
+        ));
+    }
     if name.iter().any(|&b| !(b'!'..=b'~').contains(&b)) {
         return Err(
             "ERR Client names cannot contain spaces, newlines or special characters.".into(),
@@ -2053,7 +2064,9 @@ fn client(sh: &Shared, s: &mut Session<'_>, a: &[Bytes]) -> Res<()> {
         s.reply.integer(s.info.id as i64);
     } else if eq_ic(sub, "SETNAME") && a.len() == 3 {
         check_client_name(&a[2])?;
-        s.info.detail.lock().name = (!a[2].is_empty()).then(|| a[2].clone());
+        // A copy: the argument is a slice of the connection's read buffer, which a kept
+        // slice would keep alive whole.
+        s.info.detail.lock().name = (!a[2].is_empty()).then(|| Bytes::copy_from_slice(&a[2]));
         s.reply.ok();
     } else if eq_ic(sub, "GETNAME") && a.len() == 2 {
         match s.info.detail.lock().name.clone() {
@@ -2078,7 +2091,7 @@ fn client(sh: &Shared, s: &mut Session<'_>, a: &[Bytes]) -> Res<()> {
     } else {
         return Err(format!(
             "ERR unknown subcommand or wrong number of arguments for '{}'. Try CLIENT HELP.",
-            String::from_utf8_lossy(sub)
+            String::from_utf8_lossy(&sub[..sub.len().min(128)])
         ));
     }
     Ok(())
@@ -2188,7 +2201,7 @@ fn config(sh: &Shared, s: &mut Session<'_>, a: &[Bytes]) -> Res<()> {
     } else {
         return Err(format!(
             "ERR unknown subcommand or wrong number of arguments for '{}'. Try CONFIG HELP.",
-            String::from_utf8_lossy(sub)
+            String::from_utf8_lossy(&sub[..sub.len().min(128)])
         ));
     }
     Ok(())
@@ -2270,7 +2283,7 @@ fn command(s: &mut Session<'_>, a: &[Bytes]) -> Res<()> {
     } else {
         return Err(format!(
             "ERR unknown subcommand or wrong number of arguments for '{}'. Try COMMAND HELP.",
-            String::from_utf8_lossy(sub)
+            String::from_utf8_lossy(&sub[..sub.len().min(128)])
         ));
     }
     Ok(())

@@ -1,6 +1,7 @@
 //! The RESP listener: accepting (bounded by `maxclients`), reading pipelined requests,
 //! answering them in order, idle timeouts, and draining on shutdown.
 
+use std::ops::Range;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -167,6 +168,12 @@ async fn serve_connection<S: AsyncRead + AsyncWrite + Unpin>(
                     };
                     let mark = session.reply.buf.len();
                     commands::execute(shared, &mut session, &args).await;
+                    drop(args);
+                    if req.ranges.capacity() > 4096 {
+                        // The positions of a million-argument request stay allocated
+                        // otherwise.
+                        req.ranges = Vec::new();
+                    }
                     if session.reply.overflowed() {
                         // The reply in progress is incomplete: drop it, send what came
                         // before, and close, as Redis does past client-output-buffer-limit.
@@ -208,9 +215,10 @@ async fn serve_connection<S: AsyncRead + AsyncWrite + Unpin>(
         } else if buf.capacity() - buf.len() < 4096 {
             buf.reserve(READ_BUFFER);
         }
-        let total = share.update(buf.capacity());
-        if total > in_limit && buf.capacity() > SHRINK_ABOVE {
-            // Every client's input together is over the budget, and this one holds a large
+        let held = buf.capacity() + req.ranges.capacity() * std::mem::size_of::<Range<usize>>();
+        let total = share.update(held);
+        if total > in_limit && !buf.is_empty() {
+            // Every client's input together is over the budget, and this one holds an
             // unfinished request: it goes, not the server.
             shared.metrics.input_limit_closed.incr();
             tracing::warn!(
@@ -268,6 +276,10 @@ async fn flush<S: AsyncWrite + Unpin>(
     if !session.reply.buf.is_empty() {
         stream.write_all(&session.reply.buf).await?;
         session.reply.buf.clear();
+        // A large reply is not kept allocated for the connection's life.
+        if session.reply.buf.capacity() > SHRINK_ABOVE {
+            session.reply.buf = BytesMut::with_capacity(READ_BUFFER);
+        }
     }
     Ok(())
 }

@@ -104,15 +104,24 @@ struct Cursors {
 }
 
 impl Shared {
-    /// State for a server in front of `node`.
+    /// State for a server in front of `node`. The numbered databases are opened here, so
+    /// that `SELECT N` and `FLUSHALL` work whatever clients do with named namespaces.
     pub fn new(
         node: &Node,
         config: NodeConfig,
         resp_addr: SocketAddr,
         stop: watch::Receiver<bool>,
     ) -> Self {
+        let cache = node.cache();
+        for i in 0..config.server.databases {
+            if let Err(e) =
+                cache.open_namespace(&format!("db{i}"), strata_core::namespace::MAX_NAMESPACES)
+            {
+                tracing::warn!(error = %e, "cannot open database {i}");
+            }
+        }
         Self {
-            cache: node.cache(),
+            cache,
             requirepass: parking_lot::RwLock::new(config.server.requirepass.clone()),
             acl: parking_lot::RwLock::new(Acl::from_config(&config.server)),
             max_clients: AtomicU32::new(config.server.max_clients),

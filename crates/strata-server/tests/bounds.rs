@@ -222,28 +222,94 @@ fn values_are_checked_for_size_before_they_are_built() {
 #[test]
 fn clients_cannot_fill_the_namespace_table_and_flushall_always_works() {
     let s = Server::start_l1_only("[server]\nmax_namespaces = 100\n");
-    let mut c = s.raw();
-    let mut refused = None;
-    for i in 0..200 {
-        let name = format!("junk{i}");
-        match c.cmd(&[b"SELECT", name.as_bytes()]) {
-            Frame::Simple(_) => {
-                c.cmd(&[b"SET", b"k", b"v"]);
-            }
+    // Every client selects a new namespace first, then they all write: the bound holds at
+    // SELECT (checking there and creating at the first write let them race past it).
+    let mut conns: Vec<Raw> = (0..150).map(|_| s.raw()).collect();
+    let mut refused = 0;
+    for (i, c) in conns.iter_mut().enumerate() {
+        match c.cmd(&[b"SELECT", format!("junk{i}").as_bytes()]) {
+            Frame::Simple(_) => {}
             Frame::Error(e) => {
                 let e = String::from_utf8_lossy(&e).into_owned();
-                assert!(e.contains("server.max_namespaces"), "{e}");
-                refused = Some(i);
-                break;
+                assert!(e.contains("server.max_namespaces (100)"), "{e}");
+                refused += 1;
             }
             other => panic!("{other:?}"),
         }
     }
-    assert!(refused.is_some_and(|i| i <= 100), "{refused:?}");
-    // An existing namespace can still be selected, and FLUSHALL works.
+    for c in &mut conns {
+        let _ = c.cmd(&[b"SET", b"k", b"v"]);
+    }
+    // 16 databases are open from the start: 84 named ones fit.
+    assert_eq!(refused, 150 - 84, "refused at SELECT");
+    let mut c = s.raw();
     assert_eq!(c.cmd(&[b"SELECT", b"junk3"]), Frame::Simple("OK".into()));
+    assert_eq!(c.cmd(&[b"GET", b"k"]), Frame::Bulk("v".into()));
     assert_eq!(c.cmd(&[b"FLUSHALL"]), Frame::Simple("OK".into()));
     assert_eq!(c.cmd(&[b"GET", b"k"]), Frame::Null);
-    assert_eq!(c.cmd(&[b"SELECT", b"0"]), Frame::Simple("OK".into()));
-    assert_eq!(c.cmd(&[b"SET", b"k", b"v"]), Frame::Simple("OK".into()));
+    for db in [b"0", b"9"] {
+        assert_eq!(c.cmd(&[b"SELECT", db]), Frame::Simple("OK".into()));
+        assert_eq!(c.cmd(&[b"SET", b"k", b"v"]), Frame::Simple("OK".into()));
+    }
+}
+
+/// What a command reads or builds is not kept once it is done: a client name is a copy (a
+/// slice would pin the whole read buffer), errors do not echo megabytes, and a large reply's
+/// buffer is let go once written.
+#[test]
+fn nothing_a_client_sent_or_got_is_kept_past_its_command() {
+    let s = Server::start_l1_only("[server]\nclient_output_buffer_limit_bytes = 33554432\n");
+    let mut setup = s.raw();
+    setup.cmd(&[b"SET", b"big", &vec![b'x'; MIB as usize]]);
+    let before = rss(&s);
+    let junk = vec![0xffu8; 8 * MIB as usize];
+    let mut conns = Vec::new();
+    for _ in 0..20 {
+        let mut c = s.raw();
+        // An 8 MiB argument and a tiny client name read in the same buffer.
+        let mut batch = Frame::Array(vec![
+            Frame::Bulk("CLIENT".into()),
+            Frame::Bulk("NO-EVICT".into()),
+            Frame::Bulk(junk.clone().into()),
+        ])
+        .to_bytes()
+        .to_vec();
+        batch.extend_from_slice(
+            &Frame::Array(vec![
+                Frame::Bulk("CLIENT".into()),
+                Frame::Bulk("SETNAME".into()),
+                Frame::Bulk("x".into()),
+            ])
+            .to_bytes(),
+        );
+        c.send(&batch);
+        let first = c.frame();
+        assert!(
+            !matches!(&first, Frame::Error(m) if m.len() > 4096),
+            "no long error"
+        );
+        assert_eq!(c.frame(), Frame::Simple("OK".into()));
+        // An error that would echo 8 MiB (as 24 MB of replacement characters).
+        let e = c.cmd(&[b"CONFIG", &junk]);
+        assert!(
+            matches!(&e, Frame::Error(m) if m.len() <= 4096),
+            "short error"
+        );
+        // A 30 MiB reply, read whole.
+        let mut args: Vec<&[u8]> = vec![b"MGET"];
+        args.extend(std::iter::repeat_n(&b"big"[..], 30));
+        assert!(matches!(c.cmd(&args), Frame::Array(v) if v.len() == 30));
+        conns.push(c);
+    }
+    std::thread::sleep(Duration::from_millis(300));
+    let grown = rss(&s).saturating_sub(before);
+    println!(
+        "20 idle clients after 8 MiB arguments and 30 MiB replies: RSS +{} MiB",
+        grown / MIB
+    );
+    assert!(grown < 64 * MIB, "RSS grew by {} MiB", grown / MIB);
+    let list = conns[0].cmd(&[b"CLIENT", b"LIST"]);
+    assert!(format!("{list:?}").contains("name=x "), "{list:?}");
+    let long = vec![b'n'; 600];
+    assert!(err_text(&conns[0].cmd(&[b"CLIENT", b"SETNAME", &long])).contains("512 bytes"));
 }
