@@ -107,15 +107,13 @@ pub fn proof(
     caller_nonce: &[u8; NONCE_LEN],
     callee_nonce: &[u8; NONCE_LEN],
 ) -> [u8; FULL_TAG_LEN] {
-    auth.mac(&transcript(
-        &[direction as u8],
-        &(caller.len() as u32).to_be_bytes(),
+    auth.mac(&[&transcript(
+        direction,
         caller,
-        &(callee.len() as u32).to_be_bytes(),
         callee,
         caller_nonce,
         callee_nonce,
-    ))
+    )])
 }
 
 fn check_proof(
@@ -128,39 +126,36 @@ fn check_proof(
     tag: &[u8],
 ) -> bool {
     auth.verify(
-        &transcript(
-            &[direction as u8],
-            &(caller.len() as u32).to_be_bytes(),
+        &[&transcript(
+            direction,
             caller,
-            &(callee.len() as u32).to_be_bytes(),
             callee,
             caller_nonce,
             callee_nonce,
-        ),
+        )],
         tag,
     )
 }
 
-#[allow(clippy::too_many_arguments)]
-fn transcript<'a>(
-    dir: &'a [u8],
-    caller_len: &'a [u8],
-    caller: &'a str,
-    callee_len: &'a [u8],
-    callee: &'a str,
-    nc: &'a [u8],
-    ns: &'a [u8],
-) -> [&'a [u8]; 8] {
-    [
-        LABEL,
-        dir,
-        caller_len,
-        caller.as_bytes(),
-        callee_len,
-        callee.as_bytes(),
-        nc,
-        ns,
-    ]
+/// What a proof is the MAC of: the label, the direction, both names length-prefixed and both
+/// nonces (fixed length).
+fn transcript(
+    direction: Direction,
+    caller: &str,
+    callee: &str,
+    caller_nonce: &[u8; NONCE_LEN],
+    callee_nonce: &[u8; NONCE_LEN],
+) -> Vec<u8> {
+    let mut m = Vec::with_capacity(LABEL.len() + 9 + caller.len() + callee.len() + 2 * NONCE_LEN);
+    m.extend_from_slice(LABEL);
+    m.push(direction as u8);
+    for name in [caller, callee] {
+        m.extend_from_slice(&(name.len() as u32).to_be_bytes());
+        m.extend_from_slice(name.as_bytes());
+    }
+    m.extend_from_slice(caller_nonce);
+    m.extend_from_slice(callee_nonce);
+    m
 }
 
 fn check_name(name: &str) -> Result<(), HandshakeError> {

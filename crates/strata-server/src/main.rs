@@ -3,7 +3,7 @@
 use std::path::PathBuf;
 use std::process::ExitCode;
 
-use clap::{Parser, Subcommand, ValueEnum};
+use clap::{Args, Parser, Subcommand, ValueEnum};
 use strata::NodeConfig;
 
 #[derive(Parser)]
@@ -47,43 +47,19 @@ enum Command {
     /// Show a running node's identity, uptime, connections, health and (in a cluster) its
     /// members, ring version and per-peer RPC latency.
     Status {
-        /// The node's admin address.
-        #[arg(long, default_value = "127.0.0.1:9380")]
-        admin: String,
-        /// The admin credential (server.admin_token or the requirepass), sent as a bearer
-        /// token.
-        #[arg(long, env = "STRATA_ADMIN_TOKEN", hide_env_values = true)]
-        token: Option<String>,
-        /// Speak HTTPS to the admin port, trusting this CA (PEM).
-        #[arg(long, env = "STRATA_ADMIN_CACERT")]
-        cacert: Option<PathBuf>,
+        #[command(flatten)]
+        target: AdminArgs,
     },
     /// Show a running node's view of its cluster: members and their state, the ring
     /// version, per-peer RPC latency, coherence counters.
     Cluster {
-        /// The node's admin address.
-        #[arg(long, default_value = "127.0.0.1:9380")]
-        admin: String,
-        /// The admin credential (server.admin_token or the requirepass), sent as a bearer
-        /// token.
-        #[arg(long, env = "STRATA_ADMIN_TOKEN", hide_env_values = true)]
-        token: Option<String>,
-        /// Speak HTTPS to the admin port, trusting this CA (PEM).
-        #[arg(long, env = "STRATA_ADMIN_CACERT")]
-        cacert: Option<PathBuf>,
+        #[command(flatten)]
+        target: AdminArgs,
     },
     /// Show a running node's hit/miss statistics per layer.
     Stats {
-        /// The node's admin address.
-        #[arg(long, default_value = "127.0.0.1:9380")]
-        admin: String,
-        /// The admin credential (server.admin_token or the requirepass), sent as a bearer
-        /// token.
-        #[arg(long, env = "STRATA_ADMIN_TOKEN", hide_env_values = true)]
-        token: Option<String>,
-        /// Speak HTTPS to the admin port, trusting this CA (PEM).
-        #[arg(long, env = "STRATA_ADMIN_CACERT")]
-        cacert: Option<PathBuf>,
+        #[command(flatten)]
+        target: AdminArgs,
     },
     /// Remove a key, the keys matching a glob, or the keys carrying a tag, on every layer.
     Invalidate {
@@ -97,22 +73,48 @@ enum Command {
         /// A tag instead of a key.
         #[arg(long, conflicts_with_all = ["key", "pattern"])]
         tag: Option<String>,
-        /// The node's admin address.
-        #[arg(long, default_value = "127.0.0.1:9380")]
-        admin: String,
-        /// The admin credential (server.admin_token or the requirepass), sent as a bearer
-        /// token.
-        #[arg(long, env = "STRATA_ADMIN_TOKEN", hide_env_values = true)]
-        token: Option<String>,
-        /// Speak HTTPS to the admin port, trusting this CA (PEM).
-        #[arg(long, env = "STRATA_ADMIN_CACERT")]
-        cacert: Option<PathBuf>,
+        #[command(flatten)]
+        target: AdminArgs,
     },
     /// Configuration tools.
     Config {
         #[command(subcommand)]
         action: ConfigAction,
     },
+}
+
+/// How the CLI reaches a node's admin port.
+#[derive(Args)]
+struct AdminArgs {
+    /// The node's admin address.
+    #[arg(long, default_value = "127.0.0.1:9380")]
+    admin: String,
+    /// The admin credential (server.admin_token or the requirepass), sent as a bearer token.
+    #[arg(long, env = "STRATA_ADMIN_TOKEN", hide_env_values = true)]
+    token: Option<String>,
+    /// Speak HTTPS to the admin port, trusting this CA (PEM).
+    #[arg(long, env = "STRATA_ADMIN_CACERT")]
+    cacert: Option<PathBuf>,
+}
+
+impl From<AdminArgs> for strata_server::cli::Admin {
+    fn from(a: AdminArgs) -> Self {
+        strata_server::cli::Admin {
+            addr: a.admin,
+            token: a.token,
+            cacert: a.cacert,
+        }
+    }
+}
+
+/// Prints `path` of the admin port; fails the process when the node answered an error.
+fn show(target: AdminArgs, path: &str) -> anyhow::Result<ExitCode> {
+    let ok = runtime(1)?.block_on(strata_server::cli::show(&target.into(), path))?;
+    Ok(if ok {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::FAILURE
+    })
 }
 
 #[derive(Subcommand)]
@@ -188,71 +190,17 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             rt.block_on(strata_server::serve(cfg))?;
             Ok(ExitCode::SUCCESS)
         }
-        Command::Status {
-            admin,
-            token,
-            cacert,
-        } => {
-            let admin = strata_server::cli::Admin {
-                addr: admin,
-                token,
-                cacert,
-            };
-            let ok = runtime(1)?.block_on(strata_server::cli::show(&admin, "/status"))?;
-            Ok(if ok {
-                ExitCode::SUCCESS
-            } else {
-                ExitCode::FAILURE
-            })
-        }
-        Command::Cluster {
-            admin,
-            token,
-            cacert,
-        } => {
-            let admin = strata_server::cli::Admin {
-                addr: admin,
-                token,
-                cacert,
-            };
-            let ok = runtime(1)?.block_on(strata_server::cli::show(&admin, "/cluster"))?;
-            Ok(if ok {
-                ExitCode::SUCCESS
-            } else {
-                ExitCode::FAILURE
-            })
-        }
-        Command::Stats {
-            admin,
-            token,
-            cacert,
-        } => {
-            let admin = strata_server::cli::Admin {
-                addr: admin,
-                token,
-                cacert,
-            };
-            let ok = runtime(1)?.block_on(strata_server::cli::show(&admin, "/stats"))?;
-            Ok(if ok {
-                ExitCode::SUCCESS
-            } else {
-                ExitCode::FAILURE
-            })
-        }
+        Command::Status { target } => show(target, "/status"),
+        Command::Cluster { target } => show(target, "/cluster"),
+        Command::Stats { target } => show(target, "/stats"),
         Command::Invalidate {
             namespace,
             key,
             pattern,
             tag,
-            admin,
-            token,
-            cacert,
+            target,
         } => {
-            let admin = strata_server::cli::Admin {
-                addr: admin,
-                token,
-                cacert,
-            };
+            let admin = target.into();
             let n = runtime(1)?.block_on(strata_server::cli::invalidate(
                 &admin,
                 &namespace,

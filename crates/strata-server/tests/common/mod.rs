@@ -316,15 +316,5 @@ pub fn http(addr: &str, method: &str, path: &str, headers: &[(&str, &str)]) -> (
 
 /// `GET path` on the admin port: (status, body).
 pub fn http_get(addr: &str, path: &str) -> (u16, String) {
-    let mut s = TcpStream::connect(addr).unwrap();
-    write!(
-        s,
-        "GET {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n"
-    )
-    .unwrap();
-    let mut out = String::new();
-    s.read_to_string(&mut out).unwrap();
-    let status = out.split_whitespace().nth(1).unwrap().parse().unwrap();
-    let body = out.split_once("\r\n\r\n").unwrap().1.to_owned();
-    (status, body)
+    http(addr, "GET", path, &[])
 }
