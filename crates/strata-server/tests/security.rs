@@ -208,8 +208,8 @@ fn dns_rebinding_and_the_password_less_default_user_do_not_open_the_admin_port()
         ("Host", "evil.example:9380"),
         ("Origin", "http://evil.example:9380"),
     ];
-    let (status, _) = http(&admin, "POST", inv, &rebound);
-    assert_eq!(status, 421);
+    let (status, body) = http(&admin, "POST", inv, &rebound);
+    assert_eq!(status, 421, "{body}");
 }
 
 #[test]
