@@ -1267,17 +1267,9 @@ async fn run(sh: &Shared, s: &mut Session<'_>, id: Cmd, a: &[Bytes]) -> Res<()> 
         Cmd::Scan => scan(sh, s, a).await?,
         Cmd::Randomkey => {
             let start: [u8; 8] = rand::random();
-            let mut keys = sh
-                .cache
-                .scan_keys(&s.ns, Some(&start), 1)
-                .await
-                .map_err(|e| cache_err(&e))?;
+            let mut keys = scan_keys(sh, &s.ns, Some(&start), 1).await?;
             if keys.is_empty() {
-                keys = sh
-                    .cache
-                    .scan_keys(&s.ns, None, 1)
-                    .await
-                    .map_err(|e| cache_err(&e))?;
+                keys = scan_keys(sh, &s.ns, None, 1).await?;
             }
             match keys.first() {
                 Some(k) => s.reply.bulk(k),
@@ -1761,16 +1753,26 @@ async fn expire(sh: &Shared, s: &mut Session<'_>, a: &[Bytes], id: Cmd) -> Res<(
 }
 
 /// Keys of `ns` (matching `glob`), at most `max`.
+/// `Cache::scan_keys` on the blocking pool: a pass over L1 costs O(keys) (hundreds of
+/// milliseconds at 400k keys), and on a worker thread it would hold up every client that
+/// worker serves. Other clients' latency does not move while a KEYS, DBSIZE or SCAN runs.
+async fn scan_keys(sh: &Shared, ns: &str, after: Option<&[u8]>, limit: usize) -> Res<Vec<Bytes>> {
+    let (cache, ns, after) = (sh.cache.clone(), ns.to_owned(), after.map(<[u8]>::to_vec));
+    let runtime = tokio::runtime::Handle::current();
+    tokio::task::spawn_blocking(move || {
+        runtime.block_on(cache.scan_keys(&ns, after.as_deref(), limit))
+    })
+    .await
+    .map_err(|e| format!("ERR key listing failed: {e}"))?
+    .map_err(|e| cache_err(&e))
+}
+
 /// Every key of `ns` (matching `glob`), at most `max`. One pass over each layer: L1 has no
 /// order to resume a page from, so listing in pages cost a whole pass per page (DBSIZE on
 /// 400k keys took 7.2 s in 98 passes; one pass and a sort take a fraction of that).
 async fn list_keys(sh: &Shared, ns: &str, glob: Option<&Glob>, max: usize) -> Res<Vec<Bytes>> {
     let limit = if glob.is_some() { usize::MAX } else { max };
-    let mut keys = sh
-        .cache
-        .scan_keys(ns, None, limit)
-        .await
-        .map_err(|e| cache_err(&e))?;
+    let mut keys = scan_keys(sh, ns, None, limit).await?;
     if let Some(g) = glob {
         keys.retain(|k| g.matches(k));
     }
@@ -1805,11 +1807,7 @@ async fn scan(sh: &Shared, s: &mut Session<'_>, a: &[Bytes]) -> Res<()> {
         0 => None,
         c => Some(sh.cursor(&s.ns, c).ok_or("ERR invalid cursor")?),
     };
-    let page = sh
-        .cache
-        .scan_keys(&s.ns, after.as_deref(), count)
-        .await
-        .map_err(|e| cache_err(&e))?;
+    let page = scan_keys(sh, &s.ns, after.as_deref(), count).await?;
     let next = match page.last() {
         Some(last) if page.len() == count => sh.save_cursor(&s.ns, last.clone()),
         _ => 0,

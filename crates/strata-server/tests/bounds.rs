@@ -313,3 +313,54 @@ fn nothing_a_client_sent_or_got_is_kept_past_its_command() {
     let long = vec![b'n'; 600];
     assert!(err_text(&conns[0].cmd(&[b"CLIENT", b"SETNAME", &long])).contains("512 bytes"));
 }
+
+/// Listing a large keyspace (KEYS, DBSIZE, INFO keyspace, SCAN pages) runs off the worker
+/// threads: another client's PING is answered promptly meanwhile.
+#[test]
+fn key_listing_does_not_hold_up_other_clients() {
+    // 50k small keys (~240 bytes each in L1) fit the test config's 16 MiB L1.
+    let s = Server::start_l1_only("");
+    let mut c = s.raw();
+    for round in 0..50 {
+        let mut batch = Vec::new();
+        for i in 0..1000 {
+            batch.extend_from_slice(&set_cmd(&format!("key:{round}:{i}"), b"v"));
+        }
+        pipeline(&mut c, &batch, 1000);
+    }
+    assert_eq!(c.cmd(&[b"DBSIZE"]), Frame::Integer(50_000));
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let lister = std::thread::spawn({
+        let (port, stop) = (s.port, stop.clone());
+        move || {
+            let mut c = Raw::connect(port);
+            let mut calls = 0;
+            while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                for cmd in [
+                    &[&b"DBSIZE"[..]][..],
+                    &[b"KEYS", b"nomatch*"],
+                    &[b"SCAN", b"0", b"COUNT", b"10"],
+                    &[b"INFO", b"keyspace"],
+                ] {
+                    let _ = c.cmd(cmd);
+                    calls += 1;
+                }
+            }
+            calls
+        }
+    });
+    let start = Instant::now();
+    let mut worst = Duration::ZERO;
+    let mut bystander = s.raw();
+    while start.elapsed() < Duration::from_secs(3) {
+        let t = Instant::now();
+        assert_eq!(bystander.cmd(&[b"PING"]), Frame::Simple("PONG".into()));
+        worst = worst.max(t.elapsed());
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    let calls = lister.join().unwrap();
+    println!("{calls} listings of 50k keys meanwhile; worst PING {worst:?}");
+    assert!(calls >= 4, "the listings ran");
+    assert!(worst < Duration::from_millis(50), "a PING waited {worst:?}");
+}
