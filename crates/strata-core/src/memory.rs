@@ -43,9 +43,95 @@ use crate::version::Version;
 
 /// Bytes charged per entry on top of the key's and value's allocations and the tags: the
 /// 40-byte key and 64-byte `Slot` in quick_cache's arena, its per-entry bookkeeping (~16
-/// bytes) and hash-table slot, and the 32-byte shared header `Bytes` allocates when a read
-/// first clones the value.
-pub const ENTRY_OVERHEAD_BYTES: u64 = 176;
+/// bytes) and hash-table slot, the 32-byte shared headers `Bytes` allocates when the value
+/// and the key are first cloned, and the key's place in the ordered index (~56 bytes).
+pub const ENTRY_OVERHEAD_BYTES: u64 = 256;
+
+/// Shards of [`KeyIndex`]: writers to different shards do not contend.
+const INDEX_SHARDS: usize = 16;
+
+/// L1's keys in byte order, by namespace id, so that a page of keys (`SCAN`) costs
+/// O(page · log n) instead of a pass over every entry. Sharded by a hash of the key; a page
+/// merges the shards' next keys. Every store inserts its key, so the index never misses a
+/// key L1 holds; the remove paths take keys out, and a page checks each key against the
+/// pool anyway (an entry can expire or be flushed while its key is still listed here).
+struct KeyIndex {
+    shards: Box<[IndexShard]>,
+}
+
+/// One shard of [`KeyIndex`]: (namespace id, key), ordered.
+type IndexShard = parking_lot::Mutex<std::collections::BTreeSet<(u32, Bytes)>>;
+
+impl KeyIndex {
+    fn new() -> Self {
+        KeyIndex {
+            shards: (0..INDEX_SHARDS)
+                .map(|_| parking_lot::Mutex::new(std::collections::BTreeSet::new()))
+                .collect(),
+        }
+    }
+
+    fn shard(&self, key: &[u8]) -> &IndexShard {
+        // FNV-1a: cheap, and only needs to spread keys over 16 shards.
+        let mut h: u32 = 0x811c_9dc5;
+        for b in key {
+            h = (h ^ u32::from(*b)).wrapping_mul(0x0100_0193);
+        }
+        &self.shards[h as usize % INDEX_SHARDS]
+    }
+
+    fn insert(&self, ns: u32, key: &Bytes) {
+        let mut s = self.shard(key).lock();
+        if !s.contains(&(ns, key.clone())) {
+            s.insert((ns, key.clone()));
+        }
+    }
+
+    /// Takes `key` out (an eviction: quick_cache holds the key's shard, so no write of the
+    /// key can be in between).
+    fn remove(&self, ns: u32, key: Bytes) {
+        self.shard(&key).lock().remove(&(ns, key));
+    }
+
+    /// Takes `key` out unless `held` says the pool holds it again: a write that stored the
+    /// key after this path removed it has indexed it or is about to (a store indexes after
+    /// its value is in the pool), and must not lose its place. Checked under the shard's
+    /// lock, which that write's index insert also takes.
+    fn remove_unless_held(&self, ns: u32, key: Bytes, held: impl FnOnce(&[u8]) -> bool) {
+        let mut s = self.shard(&key).lock();
+        if !held(&key) {
+            s.remove(&(ns, key));
+        }
+    }
+
+    /// Up to `limit` keys of namespace `ns` after `after`, in byte order.
+    fn page(&self, ns: u32, after: Option<&Bytes>, limit: usize) -> Vec<Bytes> {
+        use std::ops::Bound;
+        let lower = match after {
+            Some(a) => Bound::Excluded((ns, a.clone())),
+            None => Bound::Included((ns, Bytes::new())),
+        };
+        let upper = match ns.checked_add(1) {
+            Some(next) => Bound::Excluded((next, Bytes::new())),
+            None => Bound::Unbounded,
+        };
+        let mut out = Vec::new();
+        for shard in self.shards.iter() {
+            let s = shard.lock();
+            out.extend(
+                s.range((lower.clone(), upper.clone()))
+                    .take(limit)
+                    .map(|(_, k)| k.clone()),
+            );
+        }
+        if out.len() > limit {
+            out.select_nth_unstable(limit);
+            out.truncate(limit);
+        }
+        out.sort_unstable();
+        out
+    }
+}
 
 /// The heap an allocation of `n` bytes takes (glibc malloc: an 8-byte header, 16-byte
 /// granules, 32 bytes at least); 0 for none.
@@ -224,13 +310,14 @@ pub struct MemoryCounters {
 }
 
 #[derive(Clone)]
-struct EvictionHook(Arc<MemoryCounters>);
+struct EvictionHook(Arc<MemoryCounters>, Arc<KeyIndex>);
 
 impl Lifecycle<L1Key, Slot> for EvictionHook {
     type RequestState = ();
 
-    fn on_evict(&self, _state: &mut (), _key: L1Key, _val: Slot) {
+    fn on_evict(&self, _state: &mut (), key: L1Key, _val: Slot) {
         self.0.evictions.incr();
+        self.1.remove(key.ns, key.key);
     }
 }
 
@@ -249,6 +336,7 @@ pub struct MemoryTier {
     dedicated: HashMap<String, Arc<Pool>>,
     clock: Arc<dyn Clock>,
     counters: Arc<MemoryCounters>,
+    index: Arc<KeyIndex>,
     capacity_bytes: u64,
 }
 
@@ -261,14 +349,19 @@ impl std::fmt::Debug for MemoryTier {
     }
 }
 
-fn new_pool(capacity: u64, est_entry: u64, counters: &Arc<MemoryCounters>) -> Pool {
+fn new_pool(
+    capacity: u64,
+    est_entry: u64,
+    counters: &Arc<MemoryCounters>,
+    index: &Arc<KeyIndex>,
+) -> Pool {
     let items = (capacity / est_entry.max(1)).clamp(16, 1 << 24) as usize;
     QcCache::with(
         items,
         capacity,
         EntryWeighter,
         DefaultHashBuilder::default(),
-        EvictionHook(counters.clone()),
+        EvictionHook(counters.clone(), index.clone()),
     )
 }
 
@@ -290,6 +383,7 @@ impl MemoryTier {
             ));
         }
         let counters = Arc::new(MemoryCounters::default());
+        let index = Arc::new(KeyIndex::new());
         let est = config.estimated_entry_bytes;
         let mut dedicated = HashMap::new();
         let mut dedicated_bytes = 0u64;
@@ -298,16 +392,17 @@ impl MemoryTier {
             dedicated_bytes += bytes;
             dedicated.insert(
                 name.clone(),
-                Arc::new(new_pool(bytes.max(1), est, &counters)),
+                Arc::new(new_pool(bytes.max(1), est, &counters, &index)),
             );
         }
         let shared_bytes = config.capacity_bytes.saturating_sub(dedicated_bytes).max(1);
         Ok(Self {
             namespaces: NsTable::default(),
-            shared: Arc::new(new_pool(shared_bytes, est, &counters)),
+            shared: Arc::new(new_pool(shared_bytes, est, &counters, &index)),
             dedicated,
             clock,
             counters,
+            index,
             capacity_bytes: config.capacity_bytes,
         })
     }
@@ -384,9 +479,17 @@ impl MemoryTier {
     #[cold]
     fn expire(&self, ns: &NsSlot, key: &[u8], version: Version) {
         let k = L1KeyRef { ns: ns.id, key };
-        if ns.pool.remove_if(&k, |s| s.version == version).is_some() {
+        if let Some((gone, _)) = ns.pool.remove_if(&k, |s| s.version == version) {
             self.counters.expirations.incr();
+            self.unindex(ns, gone.key);
         }
+    }
+
+    /// Takes a removed key of `ns` out of the index, unless a write stored it again since.
+    fn unindex(&self, ns: &NsSlot, key: Bytes) {
+        self.index.remove_unless_held(ns.id, key, |k| {
+            ns.pool.peek(&L1KeyRef { ns: ns.id, key: k }).is_some()
+        });
     }
 
     fn namespace(&self, namespace: &str) -> Option<&NsSlot> {
@@ -456,6 +559,9 @@ impl MemoryTier {
                 // after this write, so dropping the value is correct.
                 if guard.insert(slot).is_ok() {
                     self.counters.inserts.incr();
+                    // After the value is in the pool: a remove racing with this write sees
+                    // it there and leaves the key indexed (`remove_unless_held`).
+                    self.index.insert(ns.id, &k.key);
                 }
                 Ok(SetOutcome::Stored)
             }
@@ -476,7 +582,12 @@ impl MemoryTier {
         };
         let generation = ns.generation.load(Ordering::Acquire);
         let removed = ns.pool.remove(&L1KeyRef { ns: ns.id, key });
-        let live = removed.is_some_and(|(_, s)| s.generation == generation);
+        let live = removed
+            .as_ref()
+            .is_some_and(|(_, s)| s.generation == generation);
+        if let Some((gone, _)) = removed {
+            self.unindex(ns, gone.key);
+        }
         if live {
             self.counters.invalidations.incr();
         }
@@ -487,9 +598,16 @@ impl MemoryTier {
         let Some(ns) = self.namespace(namespace) else {
             return false;
         };
-        ns.pool
+        match ns
+            .pool
             .remove_if(&L1KeyRef { ns: ns.id, key }, |s| s.version == version)
-            .is_some()
+        {
+            Some((gone, _)) => {
+                self.unindex(ns, gone.key);
+                true
+            }
+            None => false,
+        }
     }
 
     /// Removes entries of `namespace` for which `doomed` holds; returns how many live ones.
@@ -499,6 +617,7 @@ impl MemoryTier {
         };
         let generation = ns.generation.load(Ordering::Acquire);
         let removed = Cell::new(0u64);
+        let gone = std::cell::RefCell::new(Vec::new());
         ns.pool.retain(|k, s| {
             if k.ns != ns.id || !doomed(&k.key, s) {
                 return true;
@@ -506,8 +625,12 @@ impl MemoryTier {
             if s.generation == generation {
                 removed.set(removed.get() + 1);
             }
+            gone.borrow_mut().push(k.key.clone());
             false
         });
+        for key in gone.into_inner() {
+            self.unindex(ns, key);
+        }
         self.counters.invalidations.add(removed.get());
         removed.get()
     }
@@ -519,8 +642,9 @@ impl MemoryTier {
         }
     }
 
-    /// Up to `limit` keys of `namespace` with fresh entries, in byte order, after `after`.
-    /// A full pass over the namespace's pool: O(entries), meant for `SCAN`-style listing.
+    /// Up to `limit` keys of `namespace` with fresh entries, in byte order, after `after`:
+    /// pages of the ordered index, each key checked against the pool, so a page of `limit`
+    /// costs O(limit · log n) (plus the keys of expired or flushed entries skipped on the way).
     pub fn scan_keys_sync(
         &self,
         namespace: &str,
@@ -532,23 +656,37 @@ impl MemoryTier {
         };
         let now = self.now();
         let generation = ns.generation.load(Ordering::Acquire);
-        let mut keys: Vec<Bytes> = ns
-            .pool
-            .iter()
-            .filter(|(k, s)| {
-                k.ns == ns.id
-                    && s.generation == generation
-                    && s.is_fresh(now)
-                    && after.is_none_or(|a| k.key.as_ref() > a)
-            })
-            .map(|(k, _)| k.key)
-            .collect();
-        if keys.len() > limit {
-            keys.select_nth_unstable(limit);
-            keys.truncate(limit);
+        let mut out = Vec::new();
+        let mut from = after.map(Bytes::copy_from_slice);
+        while out.len() < limit {
+            let want = (limit - out.len()).max(16);
+            let page = self.index.page(ns.id, from.as_ref(), want);
+            let exhausted = page.len() < want;
+            from = page.last().cloned();
+            for key in page {
+                let live = ns
+                    .pool
+                    .peek(&L1KeyRef {
+                        ns: ns.id,
+                        key: &key,
+                    })
+                    .is_some_and(|s| s.generation == generation && s.is_fresh(now));
+                if live {
+                    out.push(key);
+                    if out.len() == limit {
+                        break;
+                    }
+                }
+            }
+            if exhausted {
+                break;
+            }
         }
-        keys.sort_unstable();
-        keys
+        debug_assert!(
+            out.windows(2).all(|w| w[0] < w[1]),
+            "pages are in key order"
+        );
+        out
     }
 
     /// Namespaces L1 has held an entry of since it started.
@@ -570,9 +708,10 @@ impl MemoryTier {
         }
         let expired = Cell::new(0u64);
         let stale_gen = Cell::new(0u64);
+        let gone = std::cell::RefCell::new(Vec::new());
         for pool in self.pools() {
             pool.retain(|k, s| {
-                if generations.get(k.ns as usize) != Some(&s.generation) {
+                let keep = if generations.get(k.ns as usize) != Some(&s.generation) {
                     stale_gen.set(stale_gen.get() + 1);
                     false
                 } else if !s.is_retained(now) {
@@ -580,8 +719,24 @@ impl MemoryTier {
                     false
                 } else {
                     true
+                };
+                if !keep {
+                    gone.borrow_mut().push((k.ns, k.key.clone()));
                 }
+                keep
             });
+        }
+        // ids are dense, so a Vec maps id -> pool too.
+        let mut pools: Vec<Option<Arc<Pool>>> = vec![None; generations.len()];
+        for ns in self.namespaces.values() {
+            pools[ns.id as usize] = Some(ns.pool.clone());
+        }
+        for (id, key) in gone.into_inner() {
+            if let Some(Some(pool)) = pools.get(id as usize) {
+                self.index.remove_unless_held(id, key, |k| {
+                    pool.peek(&L1KeyRef { ns: id, key: k }).is_some()
+                });
+            }
         }
         self.counters.expirations.add(expired.get());
         expired.get() + stale_gen.get()
@@ -679,5 +834,79 @@ mod tests {
         let s = Slot::new(e.clone(), 3);
         assert!(s.has_tag(b"a") && !s.is_fresh(100) && s.is_retained(150));
         assert_eq!(s.into_entry(), e);
+    }
+
+    fn entry(v: &'static [u8], version: u64, expires: Option<u64>) -> Entry {
+        let mut e = Entry::new(Bytes::from_static(v), Version::from_parts(version, 0));
+        e.expires_at_ms = expires;
+        e
+    }
+
+    /// Pages of the ordered index list every held key once, in order, and nothing removed,
+    /// evicted, expired or flushed.
+    #[test]
+    fn pages_list_each_held_key_once_in_order() {
+        let clock = crate::time::ManualClock::new(1_000);
+        let l1 = MemoryTier::new(
+            MemoryTierConfig::with_capacity(64 * 1024 * 1024),
+            Arc::new(clock.clone()),
+        )
+        .unwrap();
+        for i in 0..5_000u32 {
+            let key = Bytes::from(format!("k{i:05}"));
+            let expires = (i % 10 == 0).then_some(2_000);
+            l1.set_sync("ns", key, entry(b"v", 1, expires)).unwrap();
+        }
+        l1.set_sync("other", Bytes::from_static(b"k00001"), entry(b"v", 1, None))
+            .unwrap();
+        for i in (1..5_000).step_by(7) {
+            l1.remove_sync("ns", format!("k{i:05}").as_bytes());
+        }
+        l1.remove_where("ns", |k, _| k.ends_with(b"3"));
+        clock.set(3_000); // every tenth key expired
+        let page = |after: Option<&[u8]>| l1.scan_keys_sync("ns", after, 10);
+        let mut all = Vec::new();
+        let mut after: Option<Bytes> = None;
+        loop {
+            let p = page(after.as_deref());
+            assert!(p.len() <= 10);
+            after = p.last().cloned();
+            all.extend(p.iter().cloned());
+            if p.len() < 10 {
+                break;
+            }
+        }
+        let want: Vec<Bytes> = (0..5_000u32)
+            .filter(|i| i % 10 != 0 && (i % 7 != 1 || *i == 0) && i % 10 != 3)
+            .map(|i| Bytes::from(format!("k{i:05}")))
+            .collect();
+        assert_eq!(all, want);
+        // Flushed: nothing listed at once; the sweep empties the index of the namespace.
+        l1.flush_namespace_sync("ns");
+        assert!(page(None).is_empty());
+        l1.purge_expired_sync();
+        let indexed: usize = l1.index.shards.iter().map(|s| s.lock().len()).sum();
+        assert_eq!(indexed, 1, "only the other namespace's key is left");
+        assert_eq!(
+            l1.scan_keys_sync("other", None, 10),
+            vec![Bytes::from_static(b"k00001")]
+        );
+    }
+
+    /// Entries pushed out by capacity leave the index too.
+    #[test]
+    fn evicted_keys_leave_the_index() {
+        let clock = crate::time::ManualClock::new(1_000);
+        let l1 =
+            MemoryTier::new(MemoryTierConfig::with_capacity(256 * 1024), Arc::new(clock)).unwrap();
+        for i in 0..20_000u32 {
+            l1.set_sync("ns", Bytes::from(format!("key{i}")), entry(b"v", 1, None))
+                .unwrap();
+        }
+        let held = l1.entry_count() as usize;
+        let indexed: usize = l1.index.shards.iter().map(|s| s.lock().len()).sum();
+        assert!(held < 20_000, "some were evicted: {held}");
+        assert_eq!(indexed, held, "the index holds exactly the held keys");
+        assert_eq!(l1.scan_keys_sync("ns", None, usize::MAX).len(), held);
     }
 }
