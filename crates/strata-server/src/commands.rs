@@ -1809,7 +1809,7 @@ async fn scan(sh: &Shared, s: &mut Session<'_>, a: &[Bytes]) -> Res<()> {
     };
     let page = scan_keys(sh, &s.ns, after.as_deref(), count).await?;
     let next = match page.last() {
-        Some(last) if page.len() == count => sh.save_cursor(&s.ns, last.clone()),
+        Some(last) if page.len() == count => sh.save_cursor(&s.ns, last.clone(), cursor),
         _ => 0,
     };
     let keys: Vec<&Bytes> = page

@@ -96,10 +96,11 @@ impl std::fmt::Debug for Shared {
     }
 }
 
+/// SCAN cursors: id -> (namespace, last key returned, the cursor the page was asked with).
 #[derive(Default)]
 struct Cursors {
     next: u64,
-    by_id: HashMap<u64, (String, Bytes)>,
+    by_id: HashMap<u64, (String, Bytes, Option<u64>)>,
     order: VecDeque<u64>,
 }
 
@@ -225,34 +226,91 @@ impl Shared {
         &self.locks[i]
     }
 
-    /// Saves where a SCAN stopped and returns the cursor naming it (never 0).
-    pub fn save_cursor(&self, namespace: &str, last_key: Bytes) -> u64 {
-        let mut c = self.cursors.lock();
-        c.next += 1;
-        // Mix the counter so that cursors are not small sequential numbers clients might
-        // mistake for positions.
-        let id = (c.next.wrapping_mul(0x9E37_79B9_7F4A_7C15) >> 1).max(1);
-        c.by_id.insert(id, (namespace.to_owned(), last_key));
-        c.order.push_back(id);
-        while c.order.len() > MAX_CURSORS {
-            if let Some(old) = c.order.pop_front() {
-                c.by_id.remove(&old);
-            }
-        }
-        id
+    /// Saves where a SCAN stopped and returns the cursor naming it (never 0). `from` is the
+    /// cursor this page was asked with: a scan keeps at most two cursors (its latest, and the
+    /// one before it, for a client that retries a page), so a fast scanner cannot push other
+    /// clients' cursors out of the table.
+    pub fn save_cursor(&self, namespace: &str, last_key: Bytes, from: u64) -> u64 {
+        self.cursors.lock().save(namespace, last_key, from)
     }
 
     /// Where the SCAN named by `cursor` stopped, if the cursor is known for this namespace.
     pub fn cursor(&self, namespace: &str, cursor: u64) -> Option<Bytes> {
-        let c = self.cursors.lock();
-        c.by_id
+        self.cursors.lock().get(namespace, cursor)
+    }
+}
+
+impl Cursors {
+    fn save(&mut self, namespace: &str, last_key: Bytes, from: u64) -> u64 {
+        self.next += 1;
+        // Mix the counter so that cursors are not small sequential numbers clients might
+        // mistake for positions.
+        let id = (self.next.wrapping_mul(0x9E37_79B9_7F4A_7C15) >> 1).max(1);
+        // The cursor before `from` in the same scan is no longer needed.
+        let prev = self.by_id.get(&from).map(|c| c.2);
+        if let Some(Some(before)) = prev {
+            self.by_id.remove(&before);
+        }
+        let parent = self.by_id.contains_key(&from).then_some(from);
+        self.by_id
+            .insert(id, (namespace.to_owned(), last_key, parent));
+        self.order.push_back(id);
+        while self.by_id.len() > MAX_CURSORS {
+            match self.order.pop_front() {
+                Some(old) => {
+                    self.by_id.remove(&old);
+                }
+                None => break,
+            }
+        }
+        // Ids removed as superseded stay in `order` until they reach its front; compact it
+        // when they outnumber the live ones.
+        if self.order.len() > 2 * MAX_CURSORS {
+            let live = &self.by_id;
+            self.order.retain(|i| live.contains_key(i));
+        }
+        id
+    }
+
+    fn get(&self, namespace: &str, cursor: u64) -> Option<Bytes> {
+        self.by_id
             .get(&cursor)
-            .filter(|(ns, _)| ns == namespace)
-            .map(|(_, k)| k.clone())
+            .filter(|(ns, _, _)| ns == namespace)
+            .map(|(_, k, _)| k.clone())
     }
 }
 
 /// Completes once `stop` reads true (at once if it already does).
 pub async fn stopped(stop: &mut watch::Receiver<bool>) {
     let _ = stop.wait_for(|s| *s).await;
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+    use super::*;
+
+    #[test]
+    fn a_fast_scanner_does_not_push_out_a_slow_ones_cursor() {
+        let mut c = Cursors::default();
+        let slow = c.save("db0", Bytes::from_static(b"k1"), 0);
+        // Another client scans 200,000 pages (three times the table).
+        let mut fast = 0;
+        for i in 0..200_000u32 {
+            fast = c.save("db0", Bytes::from(i.to_be_bytes().to_vec()), fast);
+        }
+        assert_eq!(c.get("db0", slow).unwrap(), Bytes::from_static(b"k1"));
+        assert!(c.by_id.len() <= 3, "{} cursors kept", c.by_id.len());
+        assert!(c.order.len() <= 2 * MAX_CURSORS + 1);
+        // The slow scan goes on; its page before the latest can be retried once.
+        let next = c.save("db0", Bytes::from_static(b"k2"), slow);
+        assert!(c.get("db0", slow).is_some() && c.get("db0", next).is_some());
+        let after = c.save("db0", Bytes::from_static(b"k3"), next);
+        assert!(c.get("db0", slow).is_none(), "two back is gone");
+        assert!(c.get("db0", after).is_some());
+        assert!(
+            c.get("db1", after).is_none(),
+            "cursors belong to their namespace"
+        );
+    }
 }
