@@ -202,6 +202,37 @@ fn unfinished_requests_cannot_exhaust_memory() {
     );
 }
 
+/// What the process holds is visible: RSS, L1, the clients' input, RocksDB's memory.
+#[test]
+fn memory_is_reported_where_operators_look() {
+    let s = Server::start("");
+    let mut c = s.raw();
+    c.cmd(&[b"SET", b"k", &[b'v'; 1000]]);
+    let Frame::Bulk(info) = c.cmd(&[b"INFO", b"memory"]) else {
+        panic!()
+    };
+    let info = String::from_utf8_lossy(&info).into_owned();
+    let field = |name: &str| -> u64 {
+        info.lines()
+            .find_map(|l| l.strip_prefix(&format!("{name}:")))
+            .and_then(|v| v.trim().parse().ok())
+            .unwrap_or_else(|| panic!("no {name} in {info}"))
+    };
+    assert!(field("used_memory") > 1000);
+    assert!(field("used_memory_rss") > 10 * MIB);
+    assert_eq!(field("maxmemory"), 16 * MIB);
+    let _ = field("strata_client_input_bytes");
+    let (_, metrics) = http_get(&s.admin(), "/metrics");
+    for name in [
+        "strata_process_resident_bytes",
+        "strata_server_client_input_bytes",
+        "strata_l3_memory_bytes",
+        "strata_l1_resident_bytes",
+    ] {
+        assert!(metrics.contains(name), "{name} missing");
+    }
+}
+
 #[test]
 fn values_are_checked_for_size_before_they_are_built() {
     let s = Server::start_l1_only("[limits]\nmax_value_bytes = 1048576\n");

@@ -624,6 +624,18 @@ impl DiskTier {
         Ok(())
     }
 
+    /// Memory RocksDB holds for L3: memtables, the block cache and the table readers (index
+    /// and bloom filter blocks), the process memory L3 costs beyond L1's budget.
+    pub fn memory_bytes(&self) -> Result<u64, TierError> {
+        let db = self.db()?;
+        let prop = |name: &str| -> Result<u64, TierError> {
+            Ok(db.property_int_value(name).map_err(failed)?.unwrap_or(0))
+        };
+        Ok(prop("rocksdb.cur-size-all-mem-tables")?
+            + prop("rocksdb.block-cache-usage")?
+            + prop("rocksdb.estimate-table-readers-mem")?)
+    }
+
     /// Live bytes: SST files plus memtables.
     pub fn live_bytes(&self) -> Result<u64, TierError> {
         let db = self.db()?;

@@ -81,6 +81,12 @@ mod rocks {
                     self.live_bytes().unwrap_or(0),
                 ),
                 m(
+                    "l3_memory_bytes",
+                    "Memory RocksDB holds for L3 (memtables, block cache, index and filter blocks)",
+                    false,
+                    self.memory_bytes().unwrap_or(0),
+                ),
+                m(
                     "l3_capacity_bytes",
                     "L3 configured capacity",
                     false,
