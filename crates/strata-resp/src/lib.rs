@@ -20,7 +20,7 @@ mod frame;
 mod parse;
 mod request;
 
-pub use encode::{Protocol, Reply};
+pub use encode::{MAX_ERROR_LEN, Protocol, Reply};
 pub use frame::Frame;
 pub use parse::parse_frame;
 pub use request::{Request, parse_request};
