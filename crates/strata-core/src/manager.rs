@@ -664,10 +664,20 @@ impl Cache {
         let version = entry.version;
         if let Some(l1) = &self.inner.l1 {
             // L1 is synchronous; a failure there only costs a future miss.
-            let _ = self.record_set(
+            let outcome = self.record_set(
                 Layer::L1,
                 l1.set_sync(namespace, key.clone(), entry.clone()),
             );
+            // An entry too large for L1, with no other layer to hold it, is stored nowhere:
+            // an error, not an `Ok` for a write that a read will not find.
+            let elsewhere =
+                self.inner.l2.is_some() || (self.inner.l3.is_some() && state.policy.use_l3);
+            if matches!(outcome, Ok(SetOutcome::TooLarge)) && !elsewhere {
+                return Err(CacheError::ValueTooLarge {
+                    len: entry.value.len(),
+                    max: l1.largest_value(namespace, key.len(), entry.tags.byte_len()),
+                });
+            }
         }
         let l2 = async {
             match &self.inner.l2 {

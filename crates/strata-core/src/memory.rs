@@ -422,6 +422,17 @@ impl MemoryTier {
         self.pools().map(|p| p.len() as u64).sum()
     }
 
+    /// The largest value L1 can hold for a key of `key_len` bytes with `tag_bytes` of tags
+    /// in `namespace`: an entry must fit one shard of its pool.
+    pub fn largest_value(&self, namespace: &str, key_len: usize, tag_bytes: usize) -> usize {
+        let pool = self.dedicated.get(namespace).unwrap_or(&self.shared);
+        let room = pool
+            .shard_capacity()
+            .saturating_sub(entry_weight(key_len, 0, tag_bytes));
+        // heap_bytes(n) ≤ n + 24: what fits `room` once rounded.
+        room.saturating_sub(24) as usize
+    }
+
     /// L1's own counters.
     pub fn counters(&self) -> &MemoryCounters {
         &self.counters

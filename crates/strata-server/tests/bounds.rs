@@ -246,6 +246,12 @@ fn values_are_checked_for_size_before_they_are_built() {
     let e = err_text(&c.cmd(&[b"APPEND", b"a", &[b'y'; 100]]));
     assert!(e.contains("above the limit of"), "{e}");
     assert_eq!(c.cmd(&[b"STRLEN", b"a"]), Frame::Integer(MIB as i64 - 10));
+    // Larger than one L1 shard, with no L3 to hold it: refused, not acknowledged and lost.
+    let s2 = Server::start_l1_only("");
+    let mut c2 = s2.raw();
+    let e = err_text(&c2.cmd(&[b"SET", b"huge", &vec![b'x'; 4 * MIB as usize]]));
+    assert!(e.contains("above the limit of"), "{e}");
+    assert_eq!(c2.cmd(&[b"GET", b"huge"]), Frame::Null);
     let grown = rss(&s).saturating_sub(before);
     assert!(grown < 64 * MIB, "RSS grew by {} MiB", grown / MIB);
 }
