@@ -9,12 +9,15 @@ use std::collections::VecDeque;
 
 use tokio::sync::oneshot;
 
-/// Connections in their handshake, oldest first, each with the switch that closes it.
+/// Connections in their handshake, oldest first, each with the switch that closes it and
+/// whether it is *preferred* (it comes from an address a legitimate party uses, such as a
+/// member's): when the set is full, the oldest connection that is not preferred goes first,
+/// so a flood from elsewhere cannot evict those.
 #[derive(Debug)]
 pub struct Pending {
     cap: usize,
     next: u64,
-    order: VecDeque<(u64, oneshot::Sender<()>)>,
+    order: VecDeque<(u64, oneshot::Sender<()>, bool)>,
 }
 
 impl Pending {
@@ -30,12 +33,21 @@ impl Pending {
     /// Registers a new connection; returns its id, the receiver that fires when it must
     /// close, and whether an older one was closed to make room.
     pub fn enter(&mut self) -> (u64, oneshot::Receiver<()>, bool) {
+        self.enter_as(false)
+    }
+
+    /// [`Pending::enter`] for a connection that is `preferred` or not. A full set closes its
+    /// oldest connection that is not preferred, or, when all are, its oldest.
+    pub fn enter_as(&mut self, preferred: bool) -> (u64, oneshot::Receiver<()>, bool) {
         let (tx, rx) = oneshot::channel();
         self.next += 1;
-        self.order.push_back((self.next, tx));
+        self.order.push_back((self.next, tx, preferred));
         let evicted = self.order.len() > self.cap;
-        if evicted && let Some((_, close)) = self.order.pop_front() {
-            let _ = close.send(());
+        if evicted {
+            let victim = self.order.iter().position(|(_, _, p)| !p).unwrap_or(0);
+            if let Some((_, close, _)) = self.order.remove(victim) {
+                let _ = close.send(());
+            }
         }
         debug_assert!(self.order.len() <= self.cap);
         (self.next, rx, evicted)
@@ -43,7 +55,7 @@ impl Pending {
 
     /// Connection `id` left the handshake (done, failed or closed).
     pub fn leave(&mut self, id: u64) {
-        self.order.retain(|(i, _)| *i != id);
+        self.order.retain(|(i, _, _)| *i != id);
     }
 
     /// Connections in their handshake now.
@@ -74,5 +86,26 @@ mod tests {
         assert_eq!(p.len(), 2);
         p.leave(a);
         assert_eq!(p.len(), 2, "a had already left");
+    }
+
+    #[test]
+    fn a_flood_of_others_never_evicts_a_preferred_connection() {
+        let mut p = Pending::new(3);
+        let (_, mut member, _) = p.enter_as(true);
+        let mut others = Vec::new();
+        for _ in 0..100 {
+            others.push(p.enter_as(false).1);
+        }
+        assert!(member.try_recv().is_err(), "the member's handshake goes on");
+        assert_eq!(p.len(), 3);
+        // Full of preferred ones: a newcomer that is not preferred is the one closed; a
+        // preferred newcomer closes the oldest.
+        let mut q = Pending::new(2);
+        let (_, mut first, _) = q.enter_as(true);
+        let (_, _second, _) = q.enter_as(true);
+        let (_, mut other, _) = q.enter_as(false);
+        assert!(other.try_recv().is_ok() && first.try_recv().is_err());
+        let (_, _third, _) = q.enter_as(true);
+        assert!(first.try_recv().is_ok());
     }
 }

@@ -528,3 +528,80 @@ async fn members_talk_mutual_tls_and_refuse_what_is_not_a_member() {
     .await;
     stop(nodes).await;
 }
+
+/// A flood of connections from an address that is no member's (127.0.0.2) keeps the
+/// handshake slots full while a node joins and writes through the others: every write
+/// succeeds. (On loopback a member's handshake is too quick for this flood to evict it
+/// either way; that connections from a member's address are never the ones closed is pinned
+/// by `pending::tests`, and matters on networks with real round trips.)
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_flood_from_elsewhere_cannot_keep_members_out() {
+    let mut nodes = cluster(2, 2, None).await;
+    let rpc: std::net::SocketAddr = {
+        let st = nodes[0].cluster_status().unwrap();
+        st.members
+            .iter()
+            .find(|m| m.state == "self")
+            .unwrap()
+            .rpc
+            .parse()
+            .unwrap()
+    };
+    let halt = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let flood = tokio::spawn({
+        let halt = halt.clone();
+        async move {
+            let mut open = std::collections::VecDeque::new();
+            let mut opened = 0u64;
+            while !halt.load(std::sync::atomic::Ordering::Relaxed) {
+                let sock = tokio::net::TcpSocket::new_v4().unwrap();
+                if sock.bind("127.0.0.2:0".parse().unwrap()).is_err() {
+                    break;
+                }
+                if let Ok(s) = sock.connect(rpc).await {
+                    open.push_back(s);
+                    opened += 1;
+                }
+                if open.len() > 200 {
+                    open.pop_front();
+                }
+            }
+            opened
+        }
+    });
+    let start = rejected(&nodes[0]);
+    eventually(
+        "the flood fills the handshake slots",
+        Duration::from_secs(10),
+        || rejected(&nodes[0]) > start + 100,
+    )
+    .await;
+    let before = rejected(&nodes[0]);
+    // A third node joins during the flood and writes through both others.
+    let seed = gossip_addr(&nodes[0]);
+    nodes.push(Node::start(config("n2", &[seed], 2)).await.unwrap());
+    eventually("n2 joins", Duration::from_secs(10), || {
+        nodes.iter().all(|n| live(n) == 3)
+    })
+    .await;
+    let mut failed = 0;
+    for k in 0..50 {
+        if nodes[2]
+            .cache()
+            .set("ns", format!("k{k}"), "v")
+            .await
+            .is_err()
+        {
+            failed += 1;
+        }
+    }
+    halt.store(true, std::sync::atomic::Ordering::Relaxed);
+    let opened = flood.await.unwrap();
+    let refused = rejected(&nodes[0]) - before;
+    println!(
+        "flood: {opened} connections from 127.0.0.2, {refused} refused; {failed} of 50 writes failed"
+    );
+    assert!(refused > 100, "the flood went on while n2 joined");
+    assert_eq!(failed, 0, "members got in despite the flood");
+    stop(nodes).await;
+}

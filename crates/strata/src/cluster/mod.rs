@@ -821,7 +821,7 @@ impl Shared {
             let _ = stream.set_nodelay(true);
             let me = self.clone();
             tokio::spawn(async move {
-                if let Err(e) = me.clone().serve_conn(stream).await {
+                if let Err(e) = me.clone().serve_conn(stream, from).await {
                     me.counters
                         .rejected_connections
                         .fetch_add(1, Ordering::Relaxed);
@@ -836,8 +836,20 @@ impl Shared {
     /// counted). At most [`MAX_UNAUTHENTICATED`] connections may be in the handshake at
     /// once, each for at most [`peer::HANDSHAKE_TIMEOUT`], and none may send a frame larger
     /// than [`handshake::MAX_HANDSHAKE_FRAME`] before it has proved it holds the secret.
-    async fn serve_conn(self: Arc<Self>, stream: net::TcpStream) -> Result<(), String> {
-        let (pending_id, mut evict, evicted) = self.unauthenticated.lock().enter();
+    async fn serve_conn(
+        self: Arc<Self>,
+        stream: net::TcpStream,
+        from: SocketAddr,
+    ) -> Result<(), String> {
+        // A connection from a member's address is preferred: a flood from other addresses
+        // cannot push it out of the handshake (`Pending::enter_as`).
+        let preferred = self
+            .view
+            .read()
+            .members
+            .values()
+            .any(|m| m.rpc.ip() == from.ip() && m.name != self.name);
+        let (pending_id, mut evict, evicted) = self.unauthenticated.lock().enter_as(preferred);
         if evicted {
             // The closed connection counts itself as refused when its task ends. A flood
             // would log a line per connection: one line a second says it as well.
