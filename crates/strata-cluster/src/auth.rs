@@ -60,23 +60,18 @@ impl Authenticator {
         out
     }
 
-    /// The full HMAC-SHA256 of `parts` concatenated (the peer handshake's proofs; the
-    /// caller frames the parts so that no two messages concatenate alike).
-    pub fn mac(&self, parts: &[&[u8]]) -> [u8; FULL_TAG_LEN] {
+    /// The full HMAC-SHA256 of `msg` (the peer handshake's proofs).
+    pub fn mac(&self, msg: &[u8]) -> [u8; FULL_TAG_LEN] {
         let mut m = self.mac.clone();
-        for p in parts {
-            m.update(p);
-        }
+        m.update(msg);
         m.finalize().into_bytes().into()
     }
 
-    /// Whether `tag` is [`Authenticator::mac`] of `parts`, compared in constant time (a
-    /// tag of another length is refused).
-    pub fn verify(&self, parts: &[&[u8]], tag: &[u8]) -> bool {
+    /// Whether `tag` is [`Authenticator::mac`] of `msg`, compared in constant time (a tag
+    /// of another length is refused).
+    pub fn verify(&self, msg: &[u8], tag: &[u8]) -> bool {
         let mut m = self.mac.clone();
-        for p in parts {
-            m.update(p);
-        }
+        m.update(msg);
         m.verify_slice(tag).is_ok()
     }
 

@@ -107,34 +107,13 @@ pub fn proof(
     caller_nonce: &[u8; NONCE_LEN],
     callee_nonce: &[u8; NONCE_LEN],
 ) -> [u8; FULL_TAG_LEN] {
-    auth.mac(&[&transcript(
+    auth.mac(&transcript(
         direction,
         caller,
         callee,
         caller_nonce,
         callee_nonce,
-    )])
-}
-
-fn check_proof(
-    auth: &Authenticator,
-    direction: Direction,
-    caller: &str,
-    callee: &str,
-    caller_nonce: &[u8; NONCE_LEN],
-    callee_nonce: &[u8; NONCE_LEN],
-    tag: &[u8],
-) -> bool {
-    auth.verify(
-        &[&transcript(
-            direction,
-            caller,
-            callee,
-            caller_nonce,
-            callee_nonce,
-        )],
-        tag,
-    )
+    ))
 }
 
 /// What a proof is the MAC of: the label, the direction, both names length-prefixed and both
@@ -243,13 +222,14 @@ impl Caller {
                 generation,
                 latest,
             } => {
-                if check_proof(
-                    auth,
-                    Direction::CalleeToCaller,
-                    &self.me,
-                    &self.peer,
-                    &self.nonce,
-                    &ns,
+                if auth.verify(
+                    &transcript(
+                        Direction::CalleeToCaller,
+                        &self.me,
+                        &self.peer,
+                        &self.nonce,
+                        &ns,
+                    ),
                     &proof,
                 ) {
                     Ok((generation, latest))
@@ -340,13 +320,14 @@ impl Callee {
         let Request::Prove { proof: tag } = req else {
             return Err(HandshakeError::Unexpected("Prove"));
         };
-        if !check_proof(
-            auth,
-            Direction::CallerToCallee,
-            &self.caller,
-            &self.me,
-            &self.caller_nonce,
-            &self.nonce,
+        if !auth.verify(
+            &transcript(
+                Direction::CallerToCallee,
+                &self.caller,
+                &self.me,
+                &self.caller_nonce,
+                &self.nonce,
+            ),
             &tag,
         ) {
             return Err(HandshakeError::BadProof(self.caller.clone()));

@@ -81,10 +81,8 @@ impl KeyIndex {
     }
 
     fn insert(&self, ns: u32, key: &Bytes) {
-        let mut s = self.shard(key).lock();
-        if !s.contains(&(ns, key.clone())) {
-            s.insert((ns, key.clone()));
-        }
+        // A key already there stays as it is (`BTreeSet::insert` does not replace).
+        self.shard(key).lock().insert((ns, key.clone()));
     }
 
     /// Takes `key` out (an eviction: quick_cache holds the key's shard, so no write of the

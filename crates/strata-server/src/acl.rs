@@ -27,6 +27,8 @@ pub struct User {
     /// What it may do.
     pub permission: Permission,
     enabled: bool,
+    /// Admin on every namespace: commands skip the permission check (computed once).
+    unrestricted: bool,
 }
 
 impl User {
@@ -44,6 +46,38 @@ impl User {
     /// Whether the user may touch every namespace (an admin or a `*` user).
     pub fn all_namespaces(&self) -> bool {
         self.namespaces.iter().any(Glob::matches_everything)
+    }
+
+    /// Whether every command is allowed on every namespace (an admin with `*`): the
+    /// per-command check is skipped for it.
+    pub fn unrestricted(&self) -> bool {
+        self.unrestricted
+    }
+
+    fn new(
+        name: String,
+        digests: Vec<[u8; 32]>,
+        nopass: bool,
+        namespace_src: Vec<String>,
+        permission: Permission,
+        enabled: bool,
+    ) -> Self {
+        let namespaces: Vec<Glob> = namespace_src
+            .iter()
+            .filter_map(|g| Glob::new(g.as_bytes()).ok())
+            .collect();
+        let unrestricted =
+            permission == Permission::Admin && namespaces.iter().any(Glob::matches_everything);
+        User {
+            name,
+            digests,
+            nopass,
+            namespaces,
+            namespace_src,
+            permission,
+            enabled,
+            unrestricted,
+        }
     }
 
     /// The user's `ACL LIST` line, in Redis's shape: `user NAME on|off #DIGEST… ~GLOB…
@@ -123,22 +157,16 @@ impl Acl {
     pub fn from_config(server: &ServerConfig) -> Self {
         let mut users = BTreeMap::new();
         for (name, u) in &server.users {
-            let namespaces = u
-                .namespaces
-                .iter()
-                .filter_map(|g| Glob::new(g.as_bytes()).ok())
-                .collect();
             users.insert(
                 name.clone(),
-                Arc::new(User {
-                    name: name.clone(),
-                    digests: u.password_sha256.iter().filter_map(|h| unhex(h)).collect(),
-                    nopass: false,
-                    namespaces,
-                    namespace_src: u.namespaces.clone(),
-                    permission: u.permission,
-                    enabled: u.enabled,
-                }),
+                Arc::new(User::new(
+                    name.clone(),
+                    u.password_sha256.iter().filter_map(|h| unhex(h)).collect(),
+                    false,
+                    u.namespaces.clone(),
+                    u.permission,
+                    u.enabled,
+                )),
             );
         }
         let mut acl = Acl { users };
@@ -155,18 +183,16 @@ impl Acl {
             Some(p) => (vec![digest(p.as_bytes())], false, true),
             None => (Vec::new(), true, !others),
         };
-        let all = Glob::new(b"*").ok().into_iter().collect();
         self.users.insert(
             "default".into(),
-            Arc::new(User {
-                name: "default".into(),
+            Arc::new(User::new(
+                "default".into(),
                 digests,
                 nopass,
-                namespaces: all,
-                namespace_src: vec!["*".into()],
-                permission: Permission::Admin,
+                vec!["*".into()],
+                Permission::Admin,
                 enabled,
-            }),
+            )),
         );
     }
 
@@ -339,7 +365,8 @@ mod tests {
         let app = acl.get("app").unwrap();
         assert!(app.allows_namespace("app:orders"));
         assert!(!app.allows_namespace("db0"));
-        assert!(!app.all_namespaces());
+        assert!(!app.all_namespaces() && !app.unrestricted());
+        assert!(acl.get("default").unwrap().unrestricted());
         assert!(
             app.describe().starts_with("user app on #"),
             "{}",

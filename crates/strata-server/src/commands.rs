@@ -24,7 +24,6 @@ use strata_resp::{Protocol, Reply};
 
 use crate::acl::{self, User};
 use crate::state::{ClientInfo, Shared};
-use strata::config::Permission;
 
 /// Redis's `proto-max-bulk-len`: the longest string SETRANGE and APPEND may build.
 const MAX_STRING: usize = 512 * 1024 * 1024;
@@ -1004,7 +1003,7 @@ pub async fn execute(shared: &Shared, s: &mut Session<'_>, args: &[Bytes]) {
             s.reply.error("NOAUTH Authentication required.");
             return;
         }
-        Some(u) if u.permission != Permission::Admin || !u.all_namespaces() => {
+        Some(u) if !u.unrestricted() => {
             if let Err(msg) = acl::permit(u, spec, args, &s.ns) {
                 shared.metrics.errors[idx].incr();
                 shared.metrics.acl_denied.incr();

@@ -253,48 +253,24 @@ async fn version_2_refuses_reflection_replay_wrong_secrets_and_false_names() {
     assert!(!is_entry(&r.recv().await));
     refused("replay", &nodes[0]);
 
-    // The wrong secret.
-    let mut w = Attacker::connect(&nodes[0]).await;
-    let (_, _, answer) = login(
-        &mut w,
-        member,
-        me,
-        b"not the cluster secret, 32 bytes",
-        [2; NONCE_LEN],
-    )
-    .await;
-    assert!(
-        matches!(answer, Some(Response::Error(_)) | None),
-        "{answer:?}"
-    );
-    refused("wrong secret", &nodes[0]);
-
-    // The node's own name, even with the secret: refused before any challenge.
-    let mut o = Attacker::connect(&nodes[0]).await;
-    let (_, _, answer) = login(&mut o, me, me, secret, [3; NONCE_LEN]).await;
-    assert!(
-        matches!(answer, Some(Response::Error(_)) | None),
-        "{answer:?}"
-    );
-    refused("own name", &nodes[0]);
-
-    // A name that is no member, even with the secret.
-    let mut n = Attacker::connect(&nodes[0]).await;
-    let (_, _, answer) = login(&mut n, "stranger", me, secret, [4; NONCE_LEN]).await;
-    assert!(
-        matches!(answer, Some(Response::Error(_)) | None),
-        "{answer:?}"
-    );
-    refused("not a member", &nodes[0]);
-
-    // Addressed to another node.
-    let mut x = Attacker::connect(&nodes[0]).await;
-    let (_, _, answer) = login(&mut x, member, member, secret, [5; NONCE_LEN]).await;
-    assert!(
-        matches!(answer, Some(Response::Error(_)) | None),
-        "{answer:?}"
-    );
-    refused("wrong callee", &nodes[0]);
+    // Logins the node refuses, each on a connection of its own: the wrong secret; the
+    // node's own name, a name that is no member, or another callee, even with the secret.
+    let wrong: &[u8] = b"not the cluster secret, 32 bytes";
+    let cases: [(&str, &str, &str, &[u8]); 4] = [
+        ("wrong secret", member, me, wrong),
+        ("own name", me, me, secret),
+        ("not a member", "stranger", me, secret),
+        ("wrong callee", member, member, secret),
+    ];
+    for (i, (what, caller, callee, key)) in cases.into_iter().enumerate() {
+        let mut a = Attacker::connect(&nodes[0]).await;
+        let (_, _, answer) = login(&mut a, caller, callee, key, [i as u8 + 2; NONCE_LEN]).await;
+        assert!(
+            matches!(answer, Some(Response::Error(_)) | None),
+            "{what}: {answer:?}"
+        );
+        refused(what, &nodes[0]);
+    }
 
     // The cluster still works between its members.
     nodes[1].cache().set("ns", "after", "x").await.unwrap();
