@@ -6,6 +6,8 @@
 #![allow(clippy::unwrap_used)]
 
 mod common;
+#[path = "../../strata-redis/tests/common/mod.rs"]
+mod redis_common;
 
 use std::process::Command;
 use std::time::{Duration, Instant};
@@ -63,6 +65,50 @@ fn wrong_passwords_are_refused_slowly_and_counted() {
     assert_eq!(c.cmd(&[b"SET", b"k", b"v"]), Frame::Simple("OK".into()));
     assert!(metric(&s.admin(), "correct horse", "strata_auth_failures_total") >= 4);
     assert!(s.log().contains("AUTH failed"), "failures are logged");
+}
+
+/// Authentication answers as redis-server does, reply for reply: the same sequence of
+/// AUTH, HELLO AUTH and ACL WHOAMI against a real redis-server and against Strata, with a
+/// password and without one.
+#[test]
+fn auth_answers_as_redis_does() {
+    let cases: &[&[&[u8]]] = &[
+        &[b"GET", b"k"],
+        &[b"AUTH", b"wrong"],
+        &[b"AUTH", b"nobody", b"pw"],
+        &[b"AUTH", b"default", b"wrong"],
+        &[b"HELLO", b"2", b"AUTH", b"default", b"wrong"],
+        &[b"AUTH", b"a", b"b", b"c"],
+        &[b"AUTH", b"pw"],
+        &[b"ACL", b"WHOAMI"],
+        &[b"AUTH", b"default", b"pw"],
+        &[b"GET", b"k"],
+    ];
+    for password in [Some("pw"), None] {
+        let redis = redis_common::RedisServer::start_with(password, &[]);
+        let strata = match password {
+            Some(p) => Server::start(&format!("[server]\nrequirepass = \"{p}\"\n")),
+            None => Server::start(""),
+        };
+        let port: u16 = redis.address().rsplit(':').next().unwrap().parse().unwrap();
+        let (mut theirs, mut ours) = (Raw::connect(port), strata.raw());
+        for cmd in cases {
+            let (want, got) = (theirs.cmd(cmd), ours.cmd(cmd));
+            if cmd[0] == b"HELLO" && !matches!(want, Frame::Error(_)) {
+                // A successful HELLO names the server and its version: compare its shape.
+                assert!(matches!(got, Frame::Array(_)), "{got:?}");
+                continue;
+            }
+            assert_eq!(
+                got,
+                want,
+                "{:?} with password {password:?}",
+                cmd.iter()
+                    .map(|a| String::from_utf8_lossy(a))
+                    .collect::<Vec<_>>()
+            );
+        }
+    }
 }
 
 #[test]
