@@ -96,6 +96,14 @@ pub enum CacheError {
         /// What it reported.
         source: TierError,
     },
+    /// The write was refused because L3 cannot apply writes now and the cache is configured
+    /// to refuse writes then (`CacheBuilder::refuse_writes_on_l3_fault`, Redis's `MISCONF`
+    /// choice). Nothing was written to any layer.
+    #[error("L3 cannot apply writes now ({reason}); writes are refused until it recovers")]
+    L3Failing {
+        /// What L3 reported.
+        reason: String,
+    },
     /// The loader given to `get_or_load` failed; every caller waiting on that load gets this.
     #[error("loader failed: {0}")]
     Loader(LoaderError),

@@ -172,6 +172,7 @@ pub struct CacheBuilder {
     default_policy: NamespacePolicy,
     policies: Vec<(String, NamespacePolicy)>,
     version_tag: Option<u8>,
+    refuse_on_l3_fault: bool,
 }
 
 impl Default for CacheBuilder {
@@ -185,6 +186,7 @@ impl Default for CacheBuilder {
             default_policy: NamespacePolicy::default(),
             policies: Vec::new(),
             version_tag: None,
+            refuse_on_l3_fault: false,
         }
     }
 }
@@ -233,6 +235,16 @@ impl CacheBuilder {
         self
     }
 
+    /// With `true`, writes to namespaces that use L3 fail with [`CacheError::L3Failing`]
+    /// while L3 reports a write fault ([`Tier::write_fault`]: not open, or changes it failed
+    /// to apply outstanding), as Redis refuses writes with `MISCONF` when it cannot persist.
+    /// Deletes and invalidations are still taken: they cannot make L3 serve the past. With
+    /// `false` (the default, right for a cache) writes keep being served by the other layers.
+    pub fn refuse_writes_on_l3_fault(mut self, refuse: bool) -> Self {
+        self.refuse_on_l3_fault = refuse;
+        self
+    }
+
     /// The policy of one named namespace.
     pub fn namespace(mut self, name: &str, policy: NamespacePolicy) -> Self {
         self.policies.push((name.to_owned(), policy));
@@ -274,6 +286,7 @@ impl CacheBuilder {
                 namespaces,
                 flights: Arc::new(Flights::default()),
                 stats: CacheStats::default(),
+                refuse_on_l3_fault: self.refuse_on_l3_fault,
             }),
         })
     }
@@ -290,6 +303,7 @@ struct Inner {
     namespaces: NsTable<NsState>,
     flights: Arc<Flights>,
     stats: CacheStats,
+    refuse_on_l3_fault: bool,
 }
 
 /// A cheap, cloneable handle to one node's layers. Reads and writes go straight to the
@@ -662,6 +676,12 @@ impl Cache {
         entry: Entry,
     ) -> Result<(), CacheError> {
         let version = entry.version;
+        if self.inner.refuse_on_l3_fault
+            && state.policy.use_l3
+            && let Some(reason) = self.inner.l3.as_ref().and_then(|t| t.write_fault())
+        {
+            return Err(CacheError::L3Failing { reason });
+        }
         if let Some(l1) = &self.inner.l1 {
             // L1 is synchronous; a failure there only costs a future miss.
             let outcome = self.record_set(
@@ -918,26 +938,22 @@ impl Cache {
     /// nothing it cannot vouch for. Returns how many namespaces were emptied.
     pub async fn drop_local_everything(&self, include_l3: bool) -> usize {
         let mut names = self.in_memory_namespaces();
-        if include_l3 && let Some(l3) = &self.inner.l3 {
-            match (**l3).namespaces().await {
-                Ok(more) => names.extend(more),
-                Err(e) => log_layer_error(Layer::L3, &e, "listing namespaces failed"),
-            }
-        }
         names.sort_unstable();
         names.dedup();
-        for name in &names {
-            let Ok(state) = self.ns_state(name) else {
-                continue;
-            };
-            let _invalidating = state.begin_invalidation();
-            if let Some(l1) = &self.inner.l1 {
+        let states: Vec<Arc<NsState>> =
+            names.iter().filter_map(|n| self.ns_state(n).ok()).collect();
+        // Every namespace's invalidation is in progress until both layers are empty, so no
+        // promotion that read before the flush lands after it.
+        let _invalidating: Vec<_> = states.iter().map(|s| s.begin_invalidation()).collect();
+        if let Some(l1) = &self.inner.l1 {
+            for name in &names {
                 l1.flush_namespace_sync(name);
             }
-            if include_l3 && let Some(l3) = &self.inner.l3 {
-                let _ =
-                    self.record_invalidation(Layer::L3, l3.flush_namespace(name).await.map(|()| 0));
-            }
+        }
+        if include_l3 && let Some(l3) = &self.inner.l3 {
+            // One step for L3 (a range delete), covering namespaces only L3 knows. If it
+            // fails, L3 is untrusted until it is emptied, so it still serves nothing old.
+            let _ = self.record_invalidation(Layer::L3, l3.flush_all().await.map(|()| 0));
         }
         names.len()
     }

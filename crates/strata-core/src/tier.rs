@@ -157,6 +157,24 @@ pub trait Tier: Send + Sync + std::fmt::Debug + 'static {
         )))
     }
 
+    /// Removes every entry of every namespace. The default flushes each namespace that
+    /// [`Tier::namespaces`] lists; tiers that can do it in one step (L3: a range delete)
+    /// override it.
+    async fn flush_all(&self) -> Result<(), TierError> {
+        for ns in self.namespaces().await? {
+            self.flush_namespace(&ns).await?;
+        }
+        Ok(())
+    }
+
+    /// Why this tier cannot apply writes now, if it cannot (L3: not open, or changes it
+    /// failed to apply are outstanding). The manager refuses writes on it when configured to
+    /// (`CacheBuilder::refuse_writes_on_l3_fault`, like Redis's `MISCONF`). `None` (the
+    /// default): writes are taken.
+    fn write_fault(&self) -> Option<String> {
+        None
+    }
+
     /// Current health.
     fn health(&self) -> TierHealth;
 }

@@ -942,6 +942,12 @@ fn cache_err(e: &CacheError) -> String {
             )
         }
         CacheError::InvalidTtl { .. } => "ERR invalid expire time".to_owned(),
+        // Redis's answer when it refuses writes because it cannot persist.
+        CacheError::L3Failing { reason } => format!(
+            "MISCONF Strata's L3 disk cannot apply writes ({reason}). Commands that may modify \
+             the data set are disabled, because l3.on_failure is \"refuse_writes\". Please check \
+             /health and the node's log for details."
+        ),
         other => format!("ERR {other}"),
     }
 }

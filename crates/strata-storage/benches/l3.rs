@@ -49,6 +49,7 @@ fn setup() -> Setup {
             path: dir.path().to_path_buf(),
             capacity_bytes: 4 << 30,
             sync_writes: false,
+            min_free_bytes: 0,
             policies: HashMap::new(),
             default_policy: NamespacePolicy::unbounded(),
         },

@@ -17,6 +17,11 @@
 //!   nothing that returned, including invalidations; an OS crash or power loss may lose the
 //!   last writes. A clean `close` flushes memtables, so nothing is lost and the WAL is empty.
 //! - **Blocking**: every RocksDB call runs on tokio's blocking pool, never on a worker.
+//! - **Faults** (`crate::faults`): a change RocksDB refused leaves a tombstone (or, past a
+//!   bound or for a bulk change, makes L3 untrusted) so the older record is never served; the
+//!   L3 actor reconciles once writes work again, a marker file carries an outstanding fault
+//!   across a restart, and a free-space watermark sheds new values before the disk is full.
+//!   A database RocksDB reports corrupt at open is moved aside and L3 starts empty.
 
 use std::collections::HashMap;
 use std::hash::{Hash, Hasher};
@@ -37,6 +42,7 @@ use strata_core::{
     Clock, Entry, Layer, NamespacePolicy, SetOutcome, Tier, TierError, TierHealth, Version,
 };
 
+use crate::faults::{Faults, Marker, Plan, ReadGate};
 use crate::record;
 
 /// Metadata key holding the eviction watermark (Unix ms, little-endian u64).
@@ -61,7 +67,15 @@ pub struct DiskTierConfig {
     pub policies: HashMap<String, NamespacePolicy>,
     /// Policy of other namespaces.
     pub default_policy: NamespacePolicy,
+    /// Free space to keep on L3's file system: below it, L3 stops storing new values (they
+    /// stay in the other layers) and evicts. 0: 5 % of the file system, between 4 MiB and
+    /// 1 GiB.
+    pub min_free_bytes: u64,
 }
+
+/// The end of the user keyspace: keys start with the namespace's length and its UTF-8 name,
+/// which never contains 0xff, so `[0xff, 0xff]` is above every key.
+const KEYSPACE_END: &[u8] = &[0xff, 0xff];
 
 /// Counters that only L3 keeps.
 #[derive(Debug, Default)]
@@ -74,6 +88,14 @@ pub struct DiskCounters {
     pub eviction_passes: Counter,
     /// Failed attempts to open the database.
     pub open_failures: Counter,
+    /// Writes and deletes RocksDB refused (each left a tombstone or made L3 untrusted).
+    pub write_failures: Counter,
+    /// Reconciliations that applied outstanding faults.
+    pub reconciles: Counter,
+    /// Databases moved aside because RocksDB found them corrupt at open.
+    pub quarantined: Counter,
+    /// Values not stored in L3 because its file system was below the free-space watermark.
+    pub shed_writes: Counter,
 }
 
 /// What `enforce_size` did.
@@ -101,6 +123,17 @@ pub struct DiskTier {
     key_locks: Box<[Mutex<()>]>,
     /// The group-commit writer's queue, started on the first write (see [`DiskTier::set_grouped`]).
     writer: OnceLock<std::sync::mpsc::Sender<WriteReq>>,
+    /// Changes RocksDB refused and not yet applied.
+    faults: Faults,
+    /// The marker file recording outstanding faults across restarts; its lock orders the
+    /// marker's writes after the fault checks that decide them.
+    marker: Mutex<(Marker, bool)>,
+    /// Below the free-space watermark: new values are not stored.
+    shedding: std::sync::atomic::AtomicBool,
+    /// Free bytes on L3's file system at the last check (`u64::MAX` before the first).
+    free_bytes: AtomicU64,
+    /// The watermark in force (from the config, or derived from the file system's size).
+    min_free: AtomicU64,
 }
 
 /// One write waiting for the group-commit writer.
@@ -158,6 +191,15 @@ fn prefix_end(prefix: &[u8]) -> Vec<u8> {
     vec![u8::MAX; prefix.len() + 1]
 }
 
+/// Free and total bytes of the file system holding `path` (for unprivileged users).
+fn fs_space(path: &Path) -> Option<(u64, u64)> {
+    let st = rustix::fs::statvfs(path).ok()?;
+    Some((
+        st.f_bavail.saturating_mul(st.f_frsize),
+        st.f_blocks.saturating_mul(st.f_frsize),
+    ))
+}
+
 /// Total size of the files in `dir` (not recursive: RocksDB keeps one flat directory).
 pub fn dir_size(dir: &Path) -> u64 {
     std::fs::read_dir(dir)
@@ -175,8 +217,6 @@ impl DiskTier {
     /// A closed tier.
     pub fn new(config: DiskTierConfig, clock: Arc<dyn Clock>) -> Self {
         Self {
-            config,
-            clock,
             db: RwLock::new(None),
             health: Mutex::new(TierHealth::Down("not opened yet".into())),
             watermark: Arc::new(AtomicU64::new(0)),
@@ -184,6 +224,13 @@ impl DiskTier {
             counters: Arc::new(DiskCounters::default()),
             key_locks: (0..KEY_LOCKS).map(|_| Mutex::new(())).collect(),
             writer: OnceLock::new(),
+            faults: Faults::default(),
+            marker: Mutex::new((Marker::new(&config.path), false)),
+            shedding: std::sync::atomic::AtomicBool::new(false),
+            free_bytes: AtomicU64::new(u64::MAX),
+            min_free: AtomicU64::new(config.min_free_bytes),
+            config,
+            clock,
         }
     }
 
@@ -208,7 +255,10 @@ impl DiskTier {
     }
 
     fn options(&self) -> Options {
-        let cap = self.config.capacity_bytes.max(1 << 20);
+        // A capacity larger than the file system (a misconfiguration, or a shared disk) must
+        // not size memtables and WAL beyond what the disk can take.
+        let fs_total = fs_space(&self.config.path).map_or(u64::MAX, |(_, total)| total);
+        let cap = self.config.capacity_bytes.min(fs_total / 2).max(1 << 20);
         // Memtables and SST files small enough that eviction has fine granularity, large
         // enough to keep write amplification low.
         let buffer = (cap / 16).clamp(1 << 20, 64 << 20);
@@ -254,17 +304,19 @@ impl DiskTier {
     }
 
     /// Opens (or recovers) the database. Blocking: call it from the blocking pool. On
-    /// failure the tier stays `Down` with the reason, and may be opened again later.
+    /// failure the tier stays `Down` with the reason, and may be opened again later. A
+    /// database RocksDB reports corrupt is moved aside (`<dir>.corrupt`, replacing an older
+    /// one) and a new, empty one is opened: L3 is a cache, and serving from the other layers
+    /// beats staying down until an operator steps in. Changes that failed before the open (or
+    /// in a previous run, per the marker file) are applied before the tier serves.
     pub fn open(&self) -> Result<(), TierError> {
         if self.is_open() {
             return Ok(());
         }
-        let result = std::fs::create_dir_all(&self.config.path)
-            .map_err(|e| format!("cannot create {}: {e}", self.config.path.display()))
-            .and_then(|()| {
-                DB::open(&self.options(), &self.config.path)
-                    .map_err(|e| format!("cannot open {}: {e}", self.config.path.display()))
-            });
+        let path = &self.config.path;
+        let result = std::fs::create_dir_all(path)
+            .map_err(|e| format!("cannot create {}: {e}", path.display()))
+            .and_then(|()| self.open_db());
         match result {
             Ok(db) => {
                 let wm = db
@@ -275,9 +327,23 @@ impl DiskTier {
                     .map(u64::from_le_bytes)
                     .unwrap_or(0);
                 self.watermark.store(wm, Ordering::Release);
+                {
+                    let marker = self.marker.lock();
+                    if marker.0.dirty() {
+                        self.faults.distrust(
+                            "a previous run recorded changes L3 could not apply; emptied at open",
+                        );
+                    } else if let Err(e) = marker.0.set_clean() {
+                        tracing::warn!(error = %e, "cannot create the L3 marker file");
+                    }
+                }
                 *self.db.write() = Some(Arc::new(db));
+                self.refresh_free_space();
+                if let Err(e) = self.reconcile() {
+                    tracing::warn!(error = %e, "L3 opened but cannot apply its outstanding faults yet");
+                }
                 *self.health.lock() = TierHealth::Up;
-                tracing::info!(path = %self.config.path.display(), "L3 open");
+                tracing::info!(path = %path.display(), "L3 open");
                 Ok(())
             }
             Err(reason) => {
@@ -289,13 +355,63 @@ impl DiskTier {
         }
     }
 
+    /// `DB::open`, moving a corrupt database aside once.
+    fn open_db(&self) -> Result<DB, String> {
+        let path = &self.config.path;
+        match DB::open(&self.options(), path) {
+            Ok(db) => Ok(db),
+            Err(e) if e.kind() == rocksdb::ErrorKind::Corruption => {
+                let aside = path.with_extension("corrupt");
+                tracing::error!(
+                    error = %e,
+                    moved_to = %aside.display(),
+                    "L3 database is corrupt; moving it aside and starting L3 empty"
+                );
+                let _ = std::fs::remove_dir_all(&aside);
+                std::fs::rename(path, &aside)
+                    .and_then(|()| std::fs::create_dir_all(path))
+                    .map_err(|io| {
+                        format!(
+                            "corrupt database at {} ({e}) cannot be moved aside: {io}",
+                            path.display()
+                        )
+                    })?;
+                self.counters.quarantined.incr();
+                // The marker went with the old directory; nothing old is left to distrust.
+                DB::open(&self.options(), path)
+                    .map_err(|e| format!("cannot open {}: {e}", path.display()))
+            }
+            Err(e) => Err(format!("cannot open {}: {e}", path.display())),
+        }
+    }
+
     /// Flushes memtables and closes the database (a clean shutdown loses nothing).
+    /// Waits (up to 2 s) for operations still holding the database to finish, so that the
+    /// files are closed and the directory's lock released when this returns (a reopen
+    /// depends on it).
     pub fn close(&self) {
-        if let Some(db) = self.db.write().take() {
+        if let Some(mut db) = self.db.write().take() {
             if let Err(e) = db.flush() {
                 tracing::warn!(error = %e, "L3 flush at close failed");
             }
             *self.health.lock() = TierHealth::Down("closed".into());
+            let deadline = std::time::Instant::now() + std::time::Duration::from_secs(2);
+            loop {
+                match Arc::try_unwrap(db) {
+                    Ok(db) => {
+                        drop(db);
+                        return;
+                    }
+                    Err(shared) if std::time::Instant::now() < deadline => {
+                        db = shared;
+                        std::thread::sleep(std::time::Duration::from_millis(1));
+                    }
+                    Err(_) => {
+                        tracing::warn!("L3 closed while an operation still holds the database");
+                        return;
+                    }
+                }
+            }
         }
     }
 
@@ -385,6 +501,11 @@ impl DiskTier {
     ) -> Result<Option<Entry>, TierError> {
         let db = self.db()?;
         let dkey = disk_key(namespace, key);
+        match self.faults.gate(&dkey) {
+            ReadGate::Open => {}
+            ReadGate::Tombstoned => return Ok(None),
+            ReadGate::Untrusted(why) => return Err(unavailable(format!("L3 untrusted: {why}"))),
+        }
         let Some(entry) = self.read_record(&db, namespace, &dkey)? else {
             return Ok(None);
         };
@@ -398,18 +519,10 @@ impl DiskTier {
 
     /// Writes a group of sets in one RocksDB batch (one WAL append): each is checked against
     /// the stored version (and against earlier sets of the same key in the group) under its
-    /// key's lock, which is held until the batch is written, so a concurrent remove cannot
-    /// slip between a check and its write.
+    /// key's lock, which is held until the batch is written (and, on failure, the keys are
+    /// tombstoned), so a concurrent remove cannot slip between a check and its write. Below
+    /// the free-space watermark a set deletes the key's older record instead of storing.
     fn write_group(&self, reqs: Vec<WriteReq>) {
-        let db = match self.db() {
-            Ok(db) => db,
-            Err(e) => {
-                for r in reqs {
-                    let _ = r.reply.send(Err(e.clone()));
-                }
-                return;
-            }
-        };
         let keys: Vec<Vec<u8>> = reqs
             .iter()
             .map(|r| disk_key(&r.namespace, &r.key))
@@ -418,6 +531,20 @@ impl DiskTier {
         stripes.sort_unstable();
         stripes.dedup();
         let guards: Vec<_> = stripes.iter().map(|&i| self.key_locks[i].lock()).collect();
+        let db = match self.db() {
+            Ok(db) => db,
+            Err(e) => {
+                for k in &keys {
+                    self.record_fault(k, &e);
+                }
+                drop(guards);
+                for r in reqs {
+                    let _ = r.reply.send(Err(e.clone()));
+                }
+                return;
+            }
+        };
+        let shedding = self.shedding.load(Ordering::Acquire);
         let mut batch = WriteBatch::default();
         let mut in_batch: HashMap<&[u8], Version> = HashMap::new();
         let mut newest = 0;
@@ -425,8 +552,6 @@ impl DiskTier {
             .iter()
             .zip(&keys)
             .map(|(r, dkey)| {
-                let bytes = record::encode(&r.entry, self.policy(&r.namespace).compression)
-                    .map_err(failed)?;
                 let stored = match in_batch.get(dkey.as_slice()) {
                     Some(v) => Some(*v),
                     None => db
@@ -438,6 +563,14 @@ impl DiskTier {
                 if stored.is_some_and(|v| v > r.entry.version) {
                     return Ok(SetOutcome::KeptNewer);
                 }
+                if shedding {
+                    self.counters.shed_writes.incr();
+                    batch.delete(dkey);
+                    in_batch.remove(dkey.as_slice());
+                    return Ok(SetOutcome::Skipped);
+                }
+                let bytes = record::encode(&r.entry, self.policy(&r.namespace).compression)
+                    .map_err(failed)?;
                 batch.put(dkey, &bytes);
                 in_batch.insert(dkey, r.entry.version);
                 newest = newest.max(r.entry.version.physical_ms());
@@ -445,15 +578,27 @@ impl DiskTier {
             })
             .collect();
         let written = db.write_opt(batch, &self.write_opts());
+        let outcomes: Vec<_> = outcomes
+            .into_iter()
+            .zip(&keys)
+            .map(|(outcome, dkey)| {
+                let outcome = match (&written, outcome) {
+                    (Err(e), Ok(SetOutcome::Stored | SetOutcome::Skipped)) => Err(failed(e)),
+                    (_, o) => o,
+                };
+                if let Err(e) = &outcome {
+                    self.record_fault(dkey, e);
+                }
+                outcome
+            })
+            .collect();
         drop(guards);
+        // Released before the replies, so a close right after a write finds the database free.
+        drop(db);
         if written.is_ok() {
             self.newest_write_ms.fetch_max(newest, Ordering::AcqRel);
         }
         for (r, outcome) in reqs.into_iter().zip(outcomes) {
-            let outcome = match (&written, outcome) {
-                (Err(e), Ok(SetOutcome::Stored)) => Err(failed(e)),
-                (_, o) => o,
-            };
             let _ = r.reply.send(outcome);
         }
     }
@@ -464,16 +609,26 @@ impl DiskTier {
         (h.finish() as usize) & (KEY_LOCKS - 1)
     }
 
+    /// Removes `key` (only at `version` with `only`). A removal that fails leaves a
+    /// tombstone, so the record it could not delete is never served.
     fn remove_blocking(
         &self,
         namespace: &str,
         key: &[u8],
         only: Option<Version>,
     ) -> Result<bool, TierError> {
-        let db = self.db()?;
         let dkey = disk_key(namespace, key);
         let _guard = self.key_lock(&dkey).lock();
-        let present = match db.get_pinned(&dkey).map_err(failed)? {
+        let result = self.remove_locked(&dkey, only);
+        if let Err(e) = &result {
+            self.record_fault(&dkey, e);
+        }
+        result
+    }
+
+    fn remove_locked(&self, dkey: &[u8], only: Option<Version>) -> Result<bool, TierError> {
+        let db = self.db()?;
+        let present = match db.get_pinned(dkey).map_err(failed)? {
             None => return Ok(false),
             Some(bytes) => record::decode_header(&bytes).ok(),
         };
@@ -482,9 +637,125 @@ impl DiskTier {
         {
             return Ok(false);
         }
-        db.delete_opt(&dkey, &self.write_opts()).map_err(failed)?;
+        db.delete_opt(dkey, &self.write_opts()).map_err(failed)?;
         let now = self.clock.now_ms();
         Ok(present.is_some_and(|h| h.is_retained(now)))
+    }
+
+    /// Records that the change of `dkey` failed with `e`: a tombstone, and the marker file
+    /// set on the first fault. Call with the key's lock held.
+    fn record_fault(&self, dkey: &[u8], e: &TierError) {
+        self.counters.write_failures.incr();
+        self.faults.tombstone(dkey, &e.to_string());
+        self.mark_dirty();
+    }
+
+    /// Runs a bulk change (pattern, tag, namespace, everything); if it fails, L3 is
+    /// untrusted until emptied, since which keys it missed is unknown.
+    fn bulk<T>(
+        &self,
+        what: &str,
+        f: impl FnOnce() -> Result<T, TierError>,
+    ) -> Result<T, TierError> {
+        let result = f();
+        if let Err(e) = &result {
+            self.counters.write_failures.incr();
+            self.faults.distrust(&format!("{what} failed: {e}"));
+            self.mark_dirty();
+        }
+        result
+    }
+
+    /// Sets the marker file dirty unless it already is (retried at every fault while the
+    /// write fails, e.g. on a read-only file system).
+    fn mark_dirty(&self) {
+        let mut m = self.marker.lock();
+        if m.1 {
+            return;
+        }
+        match m.0.set_dirty() {
+            Ok(()) => m.1 = true,
+            Err(e) => tracing::error!(
+                error = %e,
+                "cannot record L3's fault in its marker file: if the node restarts before L3 \
+                 recovers, L3 may serve values changed meanwhile"
+            ),
+        }
+    }
+
+    /// Sets the marker file clean, unless a fault was recorded meanwhile.
+    fn mark_clean(&self) {
+        let mut m = self.marker.lock();
+        if self.faults.any() {
+            return;
+        }
+        match m.0.set_clean() {
+            Ok(()) => m.1 = false,
+            Err(e) => tracing::warn!(error = %e, "cannot clear L3's marker file"),
+        }
+    }
+
+    /// Applies the outstanding faults: deletes the tombstoned keys in one synced batch, or
+    /// empties L3 when it is untrusted, holding the keys' locks so that no write slips
+    /// between the delete and the tombstones' removal. Blocking; the L3 actor runs it.
+    pub fn reconcile(&self) -> Result<(), TierError> {
+        let (keys, upto) = match self.faults.plan() {
+            Plan::Nothing => return Ok(()),
+            Plan::Keys(keys) => (Some(keys), 0),
+            Plan::Everything(upto) => (None, upto),
+        };
+        let db = self.db()?;
+        let mut sync = WriteOptions::default();
+        sync.set_sync(true);
+        let mut batch = WriteBatch::default();
+        let stripes: Vec<usize> = match &keys {
+            Some(keys) => {
+                let mut v: Vec<usize> = keys.iter().map(|(k, _)| self.stripe(k)).collect();
+                v.sort_unstable();
+                v.dedup();
+                for (k, _) in keys {
+                    batch.delete(k);
+                }
+                v
+            }
+            None => {
+                batch.delete_range(&[1u8][..], KEYSPACE_END);
+                (0..KEY_LOCKS).collect()
+            }
+        };
+        let guards: Vec<_> = stripes.iter().map(|&i| self.key_locks[i].lock()).collect();
+        db.write_opt(batch, &sync).map_err(failed)?;
+        let clear = match &keys {
+            Some(keys) => self.faults.applied_keys(keys),
+            None => self.faults.applied_everything(upto),
+        };
+        drop(guards);
+        self.counters.reconciles.incr();
+        tracing::info!(
+            tombstones = keys.as_ref().map_or(0, Vec::len),
+            emptied = keys.is_none(),
+            "L3 reconciled: the changes it had failed to apply are applied"
+        );
+        if clear {
+            self.mark_clean();
+        }
+        Ok(())
+    }
+
+    /// What is recorded against L3 now.
+    pub fn fault_summary(&self) -> crate::faults::FaultSummary {
+        self.faults.summary()
+    }
+
+    /// Empties every namespace: one range delete (a failure makes L3 untrusted, so it is
+    /// emptied at reconcile anyway).
+    fn flush_all_blocking(&self) -> Result<(), TierError> {
+        self.bulk("emptying L3", || {
+            let db = self.db()?;
+            let mut batch = WriteBatch::default();
+            batch.delete_range(&[1u8][..], KEYSPACE_END);
+            db.write_opt(batch, &self.write_opts()).map_err(failed)
+        })
     }
 
     /// Deletes, in one batch, every key of `namespace` (from `start`) for which `doomed`
@@ -528,6 +799,9 @@ impl DiskTier {
         limit: usize,
     ) -> Result<Vec<Bytes>, TierError> {
         let db = self.db()?;
+        if let Some(why) = self.faults.untrusted() {
+            return Err(unavailable(format!("L3 untrusted: {why}")));
+        }
         let prefix = ns_prefix(namespace);
         let mut from = prefix.clone();
         if let Some(a) = after {
@@ -549,6 +823,7 @@ impl DiskTier {
             }
             if record::decode_header(&v)
                 .is_ok_and(|h| h.is_fresh(now) && h.version.physical_ms() >= wm)
+                && self.faults.gate(&k) == ReadGate::Open
             {
                 keys.push(Bytes::copy_from_slice(&k[prefix.len()..]));
             }
@@ -581,11 +856,13 @@ impl DiskTier {
     }
 
     fn flush_blocking(&self, namespace: &str) -> Result<(), TierError> {
-        let db = self.db()?;
-        let prefix = ns_prefix(namespace);
-        let mut batch = WriteBatch::default();
-        batch.delete_range(&prefix, &prefix_end(&prefix));
-        db.write_opt(batch, &self.write_opts()).map_err(failed)
+        self.bulk("flushing a namespace", || {
+            let db = self.db()?;
+            let prefix = ns_prefix(namespace);
+            let mut batch = WriteBatch::default();
+            batch.delete_range(&prefix, &prefix_end(&prefix));
+            db.write_opt(batch, &self.write_opts()).map_err(failed)
+        })
     }
 
     fn purge_blocking(&self) -> Result<u64, TierError> {
@@ -661,8 +938,8 @@ impl DiskTier {
     /// evicted records. Blocking; the L3 actor calls it periodically.
     pub fn enforce_size(&self) -> Result<SizeReport, TierError> {
         let db = self.db()?;
-        let cap = self.config.capacity_bytes;
         let before = self.live_bytes()?;
+        let cap = self.effective_capacity(before);
         let mut live = before;
         let mut passes = 0;
         while live > cap && passes < MAX_EVICTION_PASSES {
@@ -696,24 +973,163 @@ impl DiskTier {
         })
     }
 
-    /// Checks RocksDB's background error state; a failed flush or compaction (disk full,
-    /// corruption) marks the tier `Down` so reads become misses, with the reason in health.
+    /// Checks L3's health: RocksDB's background errors (a failed flush or compaction), the
+    /// free space on its file system against the watermark, and live data against the
+    /// capacity. Any of them marks the tier degraded with the reason (faults recorded
+    /// against it are added by [`DiskTier::current_health`]). Blocking.
     pub fn check_health(&self) -> TierHealth {
+        self.refresh_free_space();
         let Ok(db) = self.db() else {
             return self.health.lock().clone();
         };
-        let bg_errors = db
-            .property_int_value("rocksdb.background-errors")
-            .ok()
-            .flatten()
-            .unwrap_or(0);
-        let h = if bg_errors > 0 {
-            TierHealth::Degraded(format!("{bg_errors} RocksDB background errors"))
-        } else {
+        let prop = |name: &str| db.property_int_value(name).ok().flatten().unwrap_or(0);
+        let mut problems = Vec::new();
+        let bg_errors = prop("rocksdb.background-errors");
+        if bg_errors > 0 {
+            problems.push(format!("{bg_errors} RocksDB background errors"));
+        }
+        if self.shedding.load(Ordering::Acquire) {
+            problems.push(format!(
+                "{} bytes free on its file system, below the watermark of {}: new values are \
+                 not stored in L3",
+                self.free_bytes.load(Ordering::Acquire),
+                self.min_free.load(Ordering::Acquire)
+            ));
+        }
+        let live = prop("rocksdb.total-sst-files-size") + prop("rocksdb.cur-size-all-mem-tables");
+        if live
+            > self
+                .config
+                .capacity_bytes
+                .saturating_add(self.config.capacity_bytes / 5)
+        {
+            problems.push(format!(
+                "{live} live bytes, above the capacity of {} by more than 20 %",
+                self.config.capacity_bytes
+            ));
+        }
+        let h = if problems.is_empty() {
             TierHealth::Up
+        } else {
+            TierHealth::Degraded(problems.join("; "))
         };
         *self.health.lock() = h.clone();
         h
+    }
+
+    /// Health as the node reports it: down while closed or untrusted, degraded while
+    /// changes wait to be applied or [`DiskTier::check_health`] found a problem.
+    pub fn current_health(&self) -> TierHealth {
+        let base = self.health.lock().clone();
+        if !self.is_open() {
+            return base;
+        }
+        let f = self.faults.summary();
+        if let Some(why) = f.untrusted {
+            return TierHealth::Down(format!(
+                "off the read path until it is emptied: {why} (last error: {})",
+                f.last_error.unwrap_or_default()
+            ));
+        }
+        if f.tombstones > 0 {
+            let mut reason = format!(
+                "{} keys changed while L3 could not apply the change (last error: {}); they \
+                 miss in L3 until it recovers",
+                f.tombstones,
+                f.last_error.unwrap_or_default()
+            );
+            if let TierHealth::Degraded(more) = base {
+                reason.push_str("; ");
+                reason.push_str(&more);
+            }
+            return TierHealth::Degraded(reason);
+        }
+        base
+    }
+
+    /// Why L3 cannot take writes now (not open, or changes waiting to be applied), for the
+    /// manager's `refuse_writes_on_l3_fault`.
+    pub fn write_fault(&self) -> Option<String> {
+        if !self.is_open() {
+            return Some(match &*self.health.lock() {
+                TierHealth::Down(r) => r.clone(),
+                _ => "L3 is not open".to_owned(),
+            });
+        }
+        let f = self.faults.summary();
+        if let Some(why) = f.untrusted {
+            return Some(why);
+        }
+        (f.tombstones > 0).then(|| {
+            format!(
+                "{} changes failed to reach the disk (last error: {})",
+                f.tombstones,
+                f.last_error.unwrap_or_default()
+            )
+        })
+    }
+
+    /// Free bytes on L3's file system at the last check (`None` before the first).
+    pub fn free_bytes(&self) -> Option<u64> {
+        Some(self.free_bytes.load(Ordering::Acquire)).filter(|f| *f != u64::MAX)
+    }
+
+    /// Whether L3 is below its free-space watermark (new values are not stored).
+    pub fn is_shedding(&self) -> bool {
+        self.shedding.load(Ordering::Acquire)
+    }
+
+    /// Reads the file system's free space and updates the watermark state.
+    fn refresh_free_space(&self) {
+        let Some((free, total)) = fs_space(&self.config.path) else {
+            return;
+        };
+        let min = match self.config.min_free_bytes {
+            0 => (total / 20).clamp(4 << 20, 1 << 30),
+            m => m,
+        };
+        self.min_free.store(min, Ordering::Release);
+        self.free_bytes.store(free, Ordering::Release);
+        let shed = free < min;
+        if self.shedding.swap(shed, Ordering::AcqRel) != shed {
+            if shed {
+                tracing::warn!(
+                    free,
+                    min,
+                    "L3 file system below its free-space watermark: new values are not stored in L3, and L3 evicts"
+                );
+            } else {
+                tracing::info!(
+                    free,
+                    min,
+                    "L3 file system back above its free-space watermark"
+                );
+            }
+        }
+    }
+
+    /// The live data L3 may hold now: the capacity, or less when the file system has less
+    /// room above the watermark.
+    fn effective_capacity(&self, live: u64) -> u64 {
+        let free = self.free_bytes.load(Ordering::Acquire);
+        if free == u64::MAX {
+            return self.config.capacity_bytes;
+        }
+        let min = self.min_free.load(Ordering::Acquire);
+        let room = if free >= min {
+            live.saturating_add(free - min)
+        } else {
+            live.saturating_sub(min - free)
+        };
+        self.config.capacity_bytes.min(room)
+    }
+
+    /// Closes and opens the database again: how RocksDB leaves its read-only state after a
+    /// background error (a full disk during a flush or WAL write). Blocking.
+    pub fn reopen(&self) -> Result<(), TierError> {
+        tracing::warn!("reopening L3 to clear a RocksDB background error");
+        self.close();
+        self.open()
     }
 
     /// Stores `entry` through the group-commit writer: a thread of its own that takes every
@@ -845,7 +1261,9 @@ impl Tier for SharedDiskTier {
         self.0
             .blocking(move |t| {
                 let start = glob.literal_prefix();
-                t.delete_where(&ns, &start, |k, _| glob.matches(k))
+                t.bulk("a pattern invalidation", || {
+                    t.delete_where(&ns, &start, |k, _| glob.matches(k))
+                })
             })
             .await
     }
@@ -854,8 +1272,10 @@ impl Tier for SharedDiskTier {
         let (ns, tag) = (namespace.to_owned(), tag.to_vec());
         self.0
             .blocking(move |t| {
-                t.delete_where(&ns, b"", |_, v| {
-                    record::decode(v).is_ok_and(|e| e.tags.contains(&tag))
+                t.bulk("a tag invalidation", || {
+                    t.delete_where(&ns, b"", |_, v| {
+                        record::decode(v).is_ok_and(|e| e.tags.contains(&tag))
+                    })
                 })
             })
             .await
@@ -886,7 +1306,15 @@ impl Tier for SharedDiskTier {
         self.0.blocking(|t| t.purge_blocking()).await
     }
 
+    async fn flush_all(&self) -> Result<(), TierError> {
+        self.0.blocking(|t| t.flush_all_blocking()).await
+    }
+
+    fn write_fault(&self) -> Option<String> {
+        self.0.write_fault()
+    }
+
     fn health(&self) -> TierHealth {
-        self.0.health.lock().clone()
+        self.0.current_health()
     }
 }

@@ -9,6 +9,8 @@
 //!   bounded decoder that never panics.
 //! - [`disk`]: [`DiskTier`], the RocksDB-backed tier, and its open/close, size enforcement and
 //!   health checks (driven by the node's L3 actor).
+//! - [`faults`]: what L3 failed to apply (tombstones, distrust, the marker file), so a failing
+//!   disk never serves an older value.
 //!
 //! ## Limits
 //! Every RocksDB call blocks, so the `Tier` methods run them on tokio's blocking pool. The
@@ -17,8 +19,12 @@
 
 #[cfg(feature = "rocksdb")]
 pub mod disk;
+#[cfg(feature = "rocksdb")]
+pub mod faults;
 pub mod record;
 
 #[cfg(feature = "rocksdb")]
 pub use disk::{DiskCounters, DiskTier, DiskTierConfig, SharedDiskTier, SizeReport, dir_size};
+#[cfg(feature = "rocksdb")]
+pub use faults::FaultSummary;
 pub use record::{RecordError, RecordHeader};

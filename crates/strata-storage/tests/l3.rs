@@ -22,6 +22,7 @@ fn config(path: &Path, capacity: u64) -> DiskTierConfig {
         path: path.to_path_buf(),
         capacity_bytes: capacity,
         sync_writes: false,
+        min_free_bytes: 0,
         policies: HashMap::new(),
         default_policy: NamespacePolicy::unbounded(),
     }

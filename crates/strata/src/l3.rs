@@ -27,14 +27,26 @@ mod rocks {
 
         fn maintain(&self) {
             if !self.is_open() {
-                // A failed open (disk full, permissions) is retried every interval.
+                // A failed open (disk full, permissions) is retried every interval; the open
+                // applies what failed meanwhile before L3 serves.
                 let _ = self.open();
+                return;
+            }
+            self.check_health();
+            if self.fault_summary() != Default::default()
+                && let Err(e) = self.reconcile()
+            {
+                // RocksDB refuses every write after a background error until it is opened
+                // again; do that once the disk has room.
+                tracing::debug!(error = %e, "L3 cannot apply its outstanding faults yet");
+                if !self.is_shedding() {
+                    let _ = self.reopen();
+                }
                 return;
             }
             if let Err(e) = self.enforce_size() {
                 tracing::warn!(error = %e, "L3 size enforcement failed");
             }
-            self.check_health();
         }
 
         fn stop(&self) {
@@ -75,6 +87,48 @@ mod rocks {
                     c.open_failures.get(),
                 ),
                 m(
+                    "l3_write_failures",
+                    "L3 writes and deletes RocksDB refused (each tombstoned until applied)",
+                    true,
+                    c.write_failures.get(),
+                ),
+                m(
+                    "l3_reconciles",
+                    "Times L3 applied the changes it had failed to apply",
+                    true,
+                    c.reconciles.get(),
+                ),
+                m(
+                    "l3_quarantined",
+                    "L3 databases moved aside because RocksDB found them corrupt at open",
+                    true,
+                    c.quarantined.get(),
+                ),
+                m(
+                    "l3_shed_writes",
+                    "Values not stored in L3 because its file system was below the free-space watermark",
+                    true,
+                    c.shed_writes.get(),
+                ),
+                m(
+                    "l3_tombstones",
+                    "Keys whose change L3 failed to apply (they miss in L3 until applied)",
+                    false,
+                    self.fault_summary().tombstones as u64,
+                ),
+                m(
+                    "l3_untrusted",
+                    "1 while L3 is off the read path until it is emptied",
+                    false,
+                    u64::from(self.fault_summary().untrusted.is_some()),
+                ),
+                m(
+                    "l3_free_bytes",
+                    "Free bytes on L3's file system at the last check",
+                    false,
+                    self.free_bytes().unwrap_or(0),
+                ),
+                m(
                     "l3_live_bytes",
                     "L3 live data (SST files and memtables)",
                     false,
@@ -102,6 +156,7 @@ mod rocks {
                 path: config.l3.data_dir.clone(),
                 capacity_bytes: config.l3.capacity_bytes,
                 sync_writes: config.l3.sync_writes,
+                min_free_bytes: config.l3.min_free_bytes,
                 policies: config.namespace_policies().into_iter().collect(),
                 default_policy: config.namespace_defaults.to_policy(None),
             },

@@ -130,6 +130,10 @@ impl Node {
             builder = builder.version_tag(strata_cluster::version_tag(&config.node.name));
         }
         let mut builder = builder
+            .refuse_writes_on_l3_fault(
+                config.l3.enabled
+                    && config.l3.on_failure == crate::config::L3OnFailure::RefuseWrites,
+            )
             .limits(config.core_limits())
             .default_policy(config.namespace_defaults.to_policy(None));
         for (name, policy) in config.namespace_policies() {

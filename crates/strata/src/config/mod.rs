@@ -415,6 +415,17 @@ fn redis_env_overrides(env: &[(String, String)]) -> Vec<(String, String)> {
     out
 }
 
+/// What writes do while L3 cannot apply them (see [`L3Config::on_failure`]).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum L3OnFailure {
+    /// Keep taking writes in the other layers.
+    #[default]
+    Serve,
+    /// Refuse writes (`MISCONF`) until L3 recovers.
+    RefuseWrites,
+}
+
 /// L3 (RocksDB) settings. The node needs the `l3` cargo feature to enable it.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -428,8 +439,20 @@ pub struct L3Config {
     pub capacity_bytes: u64,
     /// fsync the WAL on every write: survive power loss at the cost of write latency.
     pub sync_writes: bool,
-    /// How often the L3 actor checks size (and evicts), health, and reopens a failed L3.
+    /// How often the L3 actor checks size (and evicts), health and free space, applies the
+    /// changes a failing disk refused, and reopens a failed L3 (default 1000).
     pub maintenance_interval_ms: u64,
+    /// Free space to keep on L3's file system: below it, new values are not stored in L3
+    /// (they stay in the other layers), L3 evicts, and health says so. 0 (the default): 5 %
+    /// of the file system, between 4 MiB and 1 GiB.
+    #[serde(default)]
+    pub min_free_bytes: u64,
+    /// What writes do while L3 cannot apply them (not open, or a failing disk):
+    /// `"serve"` (the default, right for a cache) keeps taking them in the other layers;
+    /// `"refuse_writes"` fails them with `MISCONF`, as Redis does when it cannot persist.
+    /// Deletes are taken either way (L3 never serves what it failed to delete).
+    #[serde(default)]
+    pub on_failure: L3OnFailure,
     /// How often the L3 actor scans for expired records (a full pass; the compaction filter
     /// also drops them as it goes).
     pub sweep_interval_ms: u64,
@@ -570,7 +593,9 @@ impl NodeConfig {
                 data_dir: PathBuf::from("strata-data"),
                 capacity_bytes: l3_bytes,
                 sync_writes: false,
-                maintenance_interval_ms: 5_000,
+                maintenance_interval_ms: 1_000,
+                min_free_bytes: 0,
+                on_failure: L3OnFailure::Serve,
                 sweep_interval_ms: 60_000,
             },
             limits: LimitsConfig {
