@@ -390,6 +390,11 @@ impl DiskTier {
     /// files are closed and the directory's lock released when this returns (a reopen
     /// depends on it).
     pub fn close(&self) {
+        if self.faults.any()
+            && let Err(e) = self.reconcile()
+        {
+            tracing::warn!(error = %e, "L3 closes with changes it could not apply (its marker file says so)");
+        }
         if let Some(mut db) = self.db.write().take() {
             if let Err(e) = db.flush() {
                 tracing::warn!(error = %e, "L3 flush at close failed");
@@ -544,6 +549,9 @@ impl DiskTier {
                 return;
             }
         };
+        // A burst of large writes can fill a disk between two maintenance ticks: look at the
+        // free space before each group (one statvfs, ~1 µs).
+        self.refresh_free_space();
         let shedding = self.shedding.load(Ordering::Acquire);
         let mut batch = WriteBatch::default();
         let mut in_batch: HashMap<&[u8], Version> = HashMap::new();
@@ -730,6 +738,10 @@ impl DiskTier {
             None => self.faults.applied_everything(upto),
         };
         drop(guards);
+        if keys.is_none() {
+            // Give the space back now: a disk that filled up needs it.
+            db.compact_range(None::<&[u8]>, None::<&[u8]>);
+        }
         self.counters.reconciles.incr();
         tracing::info!(
             tombstones = keys.as_ref().map_or(0, Vec::len),
@@ -754,7 +766,9 @@ impl DiskTier {
             let db = self.db()?;
             let mut batch = WriteBatch::default();
             batch.delete_range(&[1u8][..], KEYSPACE_END);
-            db.write_opt(batch, &self.write_opts()).map_err(failed)
+            db.write_opt(batch, &self.write_opts()).map_err(failed)?;
+            db.compact_range(None::<&[u8]>, None::<&[u8]>);
+            Ok(())
         })
     }
 
@@ -859,9 +873,13 @@ impl DiskTier {
         self.bulk("flushing a namespace", || {
             let db = self.db()?;
             let prefix = ns_prefix(namespace);
+            let end = prefix_end(&prefix);
             let mut batch = WriteBatch::default();
-            batch.delete_range(&prefix, &prefix_end(&prefix));
-            db.write_opt(batch, &self.write_opts()).map_err(failed)
+            batch.delete_range(&prefix, &end);
+            db.write_opt(batch, &self.write_opts()).map_err(failed)?;
+            // Reclaims the namespace's space now rather than at some later compaction.
+            db.compact_range(Some(&prefix), Some(&end));
+            Ok(())
         })
     }
 
@@ -1066,6 +1084,17 @@ impl DiskTier {
                 f.tombstones,
                 f.last_error.unwrap_or_default()
             )
+        })
+    }
+
+    /// RocksDB's background errors since the database was opened (a failed flush or
+    /// compaction; after a hard one RocksDB refuses writes until reopened).
+    pub fn background_errors(&self) -> u64 {
+        self.db().ok().map_or(0, |db| {
+            db.property_int_value("rocksdb.background-errors")
+                .ok()
+                .flatten()
+                .unwrap_or(0)
         })
     }
 

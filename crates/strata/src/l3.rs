@@ -33,6 +33,19 @@ mod rocks {
                 return;
             }
             self.check_health();
+            if self.is_shedding()
+                && let Err(e) = self.enforce_size()
+            {
+                tracing::warn!(error = %e, "L3 eviction below the free-space watermark failed");
+            }
+            if self.background_errors() > 0 && !self.is_shedding() {
+                // RocksDB's background error state lasts until the database is reopened;
+                // with room on the disk again, that is now.
+                if let Err(e) = self.reopen() {
+                    tracing::warn!(error = %e, "L3 reopen after a background error failed");
+                }
+                return;
+            }
             if self.fault_summary() != Default::default()
                 && let Err(e) = self.reconcile()
             {

@@ -6,9 +6,12 @@
 //! `cache_lookup_latency_seconds{layer}` (histogram; L1 sampled), `l1_evictions_total`,
 //! `l1_expirations_total`, `l1_resident_bytes`, `l1_capacity_bytes`, `l1_entries`,
 //! `loads_total`, `load_errors_total`, `loads_coalesced_total`, `stale_served_total`,
-//! `policy_violations_total`, `actor_restarts_total`, `layer_up{layer}`, and with L3:
+//! `policy_violations_total`, `actor_restarts_total`, `layer_up{layer}`, `layer_state{layer}`,
+//! and with L3:
 //! `l3_corrupt_records_total`, `l3_policy_drops_total`, `l3_eviction_passes_total`,
-//! `l3_open_failures_total`, `l3_live_bytes`, `l3_capacity_bytes`.
+//! `l3_open_failures_total`, `l3_write_failures_total`, `l3_reconciles_total`,
+//! `l3_quarantined_total`, `l3_shed_writes_total`, `l3_tombstones`, `l3_untrusted`,
+//! `l3_free_bytes`, `l3_live_bytes`, `l3_memory_bytes`, `l3_capacity_bytes`.
 
 use std::borrow::Cow;
 use std::sync::Arc;
@@ -18,7 +21,7 @@ use prometheus_client::encoding::{DescriptorEncoder, EncodeMetric};
 use prometheus_client::metrics::MetricType;
 use prometheus_client::metrics::counter::ConstCounter;
 use prometheus_client::metrics::gauge::ConstGauge;
-use strata_core::{Cache, Layer};
+use strata_core::{Cache, Layer, TierHealth};
 
 use crate::actors::tier_actor::Maintenance;
 use crate::status::NodeStatus;
@@ -196,16 +199,34 @@ impl Collector for CacheCollector {
             self.status.restarts_total(),
         )?;
 
+        let layers = self.cache.health().layers;
         let mut up = enc.encode_descriptor(
             "layer_up",
-            "1 when the layer is serving, 0 when it is down (the log says why)",
+            "1 when the layer is up, 0 when it is degraded or down (/health says why)",
             None,
             MetricType::Gauge,
         )?;
-        for (layer, health) in self.cache.health().layers {
+        for (layer, health) in &layers {
             let labels: [(Cow<'static, str>, Cow<'static, str>); 1] =
                 [(Cow::Borrowed("layer"), Cow::Borrowed(layer.as_str()))];
-            ConstGauge::new(i64::from(health.is_serving())).encode(up.encode_family(&labels)?)?;
+            ConstGauge::new(i64::from(*health == TierHealth::Up))
+                .encode(up.encode_family(&labels)?)?;
+        }
+        let mut state = enc.encode_descriptor(
+            "layer_state",
+            "0 up, 1 degraded (serving, with a problem), 2 down (not serving)",
+            None,
+            MetricType::Gauge,
+        )?;
+        for (layer, health) in &layers {
+            let labels: [(Cow<'static, str>, Cow<'static, str>); 1] =
+                [(Cow::Borrowed("layer"), Cow::Borrowed(layer.as_str()))];
+            let v = match health {
+                TierHealth::Up => 0,
+                TierHealth::Degraded(_) => 1,
+                TierHealth::Down(_) => 2,
+            };
+            ConstGauge::new(v).encode(state.encode_family(&labels)?)?;
         }
         for m in self.layer_metrics.iter().flat_map(|l| l.metrics()) {
             if m.counter {

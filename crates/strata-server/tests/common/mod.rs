@@ -203,6 +203,13 @@ impl Server {
         String::from_utf8(out.stdout).unwrap()
     }
 
+    /// `kill -9`: no shutdown work at all, as a crash.
+    pub fn kill9(&mut self) {
+        let mut child = self.child.take().expect("server running");
+        child.kill().unwrap();
+        let _ = child.wait();
+    }
+
     /// Sends SIGTERM and waits for the exit status.
     pub fn terminate(&mut self) -> ExitStatus {
         let mut child = self.child.take().expect("server running");
@@ -323,4 +330,58 @@ pub fn http(addr: &str, method: &str, path: &str, headers: &[(&str, &str)]) -> (
 /// `GET path` on the admin port: (status, body).
 pub fn http_get(addr: &str, path: &str) -> (u16, String) {
     http(addr, "GET", path, &[])
+}
+
+/// A tmpfs of a given size mounted on a new directory, unmounted on drop: a small or
+/// read-only file system for disk-fault tests. Needs root; `None` (with a message) without.
+pub struct Tmpfs {
+    dir: tempfile::TempDir,
+}
+
+impl Tmpfs {
+    pub fn mount(size: &str) -> Option<Self> {
+        let dir = tempfile::tempdir().unwrap();
+        let ok = Command::new("mount")
+            .args(["-t", "tmpfs", "-o", &format!("size={size}"), "tmpfs"])
+            .arg(dir.path())
+            .status()
+            .is_ok_and(|s| s.success());
+        if !ok {
+            eprintln!("SKIPPED: cannot mount a tmpfs here (needs root)");
+            return None;
+        }
+        Some(Self { dir })
+    }
+
+    pub fn path(&self) -> &Path {
+        self.dir.path()
+    }
+
+    /// `mount -o remount,<mode>` (`ro` or `rw`); false if refused (e.g. busy).
+    pub fn remount(&self, mode: &str) -> bool {
+        Command::new("mount")
+            .args(["-o", &format!("remount,{mode}")])
+            .arg(self.dir.path())
+            .status()
+            .is_ok_and(|s| s.success())
+    }
+}
+
+impl Drop for Tmpfs {
+    fn drop(&mut self) {
+        let _ = Command::new("umount").arg(self.dir.path()).status();
+    }
+}
+
+/// `n` bytes that do not compress (xorshift from `seed`).
+pub fn noise(n: usize, seed: u64) -> Vec<u8> {
+    let mut x = seed | 1;
+    (0..n)
+        .map(|_| {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            x as u8
+        })
+        .collect()
 }

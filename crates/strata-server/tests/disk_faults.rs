@@ -1,0 +1,214 @@
+//! `strata serve` with its L3 on a failing disk, as a client and an operator see it: a
+//! 48 MiB file system filled by `SET`s, a read-only one at start, restarts. A deleted or
+//! overwritten value never comes back, `/health` says what is wrong within a second, and
+//! the node recovers when the disk does. Mounting needs root; without it each test skips.
+
+#![allow(clippy::unwrap_used)]
+
+mod common;
+
+use std::time::{Duration, Instant};
+
+use common::*;
+use redis::Commands;
+
+/// The L3 entry of `/health`: (state, reason).
+fn l3_health(s: &Server) -> (String, String) {
+    let (_, body) = http_get(&s.admin(), "/health");
+    let v: serde_json::Value = serde_json::from_str(&body).unwrap();
+    let l3 = v["layers"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|l| l["layer"] == "l3")
+        .unwrap()
+        .clone();
+    (
+        l3["state"].as_str().unwrap().to_owned(),
+        l3["reason"].as_str().unwrap_or("").to_owned(),
+    )
+}
+
+/// Polls until `f` holds or `within` passes; returns whether it held.
+fn eventually(within: Duration, mut f: impl FnMut() -> bool) -> bool {
+    let deadline = Instant::now() + within;
+    while Instant::now() < deadline {
+        if f() {
+            return true;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    f()
+}
+
+fn metric(s: &Server, name: &str) -> Option<f64> {
+    let (_, body) = http_get(&s.admin(), "/metrics");
+    body.lines()
+        .find(|l| l.starts_with(name) && l[name.len()..].starts_with(' '))
+        .and_then(|l| l.rsplit(' ').next())
+        .and_then(|v| v.parse().ok())
+}
+
+/// Fills a 48 MiB L3 file system through the server, changes `victim` and `other` on the
+/// full disk, and checks they never come back, before and after a restart. With `min_free`
+/// `"1"` the free-space watermark is off, so RocksDB itself runs out of space (the deletes
+/// fail in RocksDB and leave tombstones); with the default watermark, L3 sheds new values
+/// before that. Returns the server (restarted) and the acknowledged big keys.
+///
+/// With `crash`, the node is killed (`kill -9`) right after the changes, and L3's maintenance
+/// is slowed so that nothing reconciles before: only the marker file tells the next start.
+fn fill_change_restart(fs: &Tmpfs, home: &std::path::Path, min_free: &str, crash: bool) -> Server {
+    let data = fs.path().join("data");
+    let interval = if crash { "600000" } else { "1000" };
+    let ballast = fs.path().join("ballast");
+    std::fs::write(&ballast, vec![0u8; 6 << 20]).unwrap();
+    // L3's capacity is set far above the file system, as an operator might.
+    let env = [
+        ("STRATA__L3__DATA_DIR", data.to_str().unwrap()),
+        ("STRATA__L3__CAPACITY_BYTES", "1073741824"),
+        ("STRATA__L3__MIN_FREE_BYTES", min_free),
+        ("STRATA__LIMITS__MAX_VALUE_BYTES", "2097152"),
+        ("STRATA__L3__MAINTENANCE_INTERVAL_MS", interval),
+    ];
+    let mut s = Server::start_with_env(home, "", &env);
+    let mut c = s.redis();
+    let _: () = c.set("other", "o1-old").unwrap();
+    let mut acked = Vec::new();
+    for i in 0..80u64 {
+        if i == 60 {
+            // Written late, so that eviction (oldest first) leaves it on disk.
+            let _: () = c.set("victim", "v1-old").unwrap();
+        }
+        let k = format!("big:{i}");
+        let r: redis::RedisResult<()> = c.set(&k, noise(1 << 20, i + 1));
+        r.unwrap();
+        acked.push(k);
+    }
+    // Health says the disk is in trouble within a second.
+    assert!(
+        eventually(Duration::from_secs(1), || l3_health(&s).0 != "up"),
+        "health still up after filling the disk: {:?}",
+        l3_health(&s)
+    );
+    assert_ne!(metric(&s, "strata_layer_up{layer=\"l3\"}"), Some(1.0));
+    let _: () = c.set("victim", "v2-new").unwrap();
+    let n: i64 = c.del("victim").unwrap();
+    assert_eq!(n, 1);
+    let _: () = c.set("other", "o2-new").unwrap();
+    // `victim` is gone from L1, so this read reaches L3.
+    let got: Option<String> = c.get("victim").unwrap();
+    assert_eq!(got, None, "a deleted value came back");
+    let got: Option<String> = c.get("other").unwrap();
+    assert_eq!(got.as_deref(), Some("o2-new"));
+
+    // A restart on the same full disk (L1 starts empty, so every read reaches L3): never
+    // the old values, and every acknowledged key reads as written or misses.
+    if crash {
+        assert!(metric(&s, "strata_l3_write_failures_total").unwrap() > 0.0);
+        s.kill9();
+        // RocksDB needs room to recover its log at open: an operator frees some.
+        std::fs::remove_file(&ballast).unwrap();
+    } else {
+        assert!(s.terminate().success());
+    }
+    let s = Server::start_with_env(home, "", &env);
+    let mut c = s.redis();
+    let got: Option<String> = c.get("victim").unwrap();
+    assert_eq!(got, None, "the deleted value came back after a restart");
+    let got: Option<String> = c.get("other").unwrap();
+    assert_ne!(
+        got.as_deref(),
+        Some("o1-old"),
+        "an overwritten value came back after a restart"
+    );
+    let mut kept = 0;
+    for (i, k) in acked.iter().enumerate() {
+        let v: Option<Vec<u8>> = c.get(k).unwrap();
+        if let Some(v) = v {
+            assert_eq!(v, noise(1 << 20, i as u64 + 1), "{k} holds other bytes");
+            kept += 1;
+        }
+    }
+    eprintln!(
+        "min_free_bytes {min_free}: {kept} of {} acknowledged 1 MiB values survived the restart",
+        acked.len()
+    );
+    s
+}
+
+#[test]
+fn out_of_space_in_rocksdb_never_brings_back_a_deleted_value_even_after_kill_9() {
+    let Some(fs) = Tmpfs::mount("48m") else {
+        return;
+    };
+    let home = tempfile::tempdir().unwrap();
+    let s = fill_change_restart(&fs, home.path(), "1", true);
+    let _ = s;
+}
+
+#[test]
+fn below_the_watermark_nothing_comes_back_and_l3_recovers_when_space_is_freed() {
+    let Some(fs) = Tmpfs::mount("48m") else {
+        return;
+    };
+    let home = tempfile::tempdir().unwrap();
+    let mut s = fill_change_restart(&fs, home.path(), "0", false);
+    let mut c = s.redis();
+    // Space comes back (FLUSHALL empties L3 in one range delete and compacts): health
+    // returns to up and L3 stores and serves again, across a restart.
+    let _: () = redis::cmd("FLUSHALL").query(&mut c).unwrap();
+    assert!(
+        eventually(Duration::from_secs(15), || l3_health(&s).0 == "up"),
+        "L3 did not recover after space was freed: {:?}",
+        l3_health(&s)
+    );
+    let _: () = c.set("after", "recovered").unwrap();
+    assert!(s.terminate().success());
+    let data = fs.path().join("data");
+    let env = [
+        ("STRATA__L3__DATA_DIR", data.to_str().unwrap()),
+        ("STRATA__L3__CAPACITY_BYTES", "1073741824"),
+    ];
+    let s = Server::start_with_env(home.path(), "", &env);
+    let mut c = s.redis();
+    let got: Option<String> = c.get("after").unwrap();
+    assert_eq!(got.as_deref(), Some("recovered"));
+    let got: Option<String> = c.get("victim").unwrap();
+    assert_eq!(got, None);
+}
+
+#[test]
+fn refuse_writes_answers_misconf_while_l3_cannot_write_and_recovers() {
+    let Some(fs) = Tmpfs::mount("16m") else {
+        return;
+    };
+    let home = tempfile::tempdir().unwrap();
+    let data = fs.path().join("data");
+    std::fs::create_dir_all(&data).unwrap();
+    assert!(fs.remount("ro"));
+    let env = [
+        ("STRATA__L3__DATA_DIR", data.to_str().unwrap()),
+        ("STRATA__L3__ON_FAILURE", "refuse_writes"),
+    ];
+    let s = Server::start_with_env(home.path(), "", &env);
+    let (state, reason) = l3_health(&s);
+    assert_eq!(state, "down", "{reason}");
+    let mut raw = s.raw();
+    let f = raw.cmd(&[b"SET", b"k", b"v"]);
+    let e = err_text(&f);
+    assert!(e.starts_with("MISCONF "), "{e}");
+    // Deletes and reads are served.
+    assert_eq!(raw.cmd(&[b"DEL", b"k"]), strata_resp::Frame::Integer(0));
+    assert_eq!(raw.cmd(&[b"GET", b"k"]), strata_resp::Frame::Null);
+    // The disk comes back: within a few maintenance intervals L3 opens and writes work.
+    assert!(fs.remount("rw"));
+    assert!(
+        eventually(Duration::from_secs(5), || l3_health(&s).0 == "up"),
+        "{:?}",
+        l3_health(&s)
+    );
+    assert_eq!(
+        raw.cmd(&[b"SET", b"k", b"v"]),
+        strata_resp::Frame::Simple("OK".into())
+    );
+}
