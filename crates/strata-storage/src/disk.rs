@@ -191,6 +191,25 @@ fn prefix_end(prefix: &[u8]) -> Vec<u8> {
     vec![u8::MAX; prefix.len() + 1]
 }
 
+/// Whether RocksDB has stopped writes (a background error, or a write stop): a manual flush
+/// or compaction would then wait for ever.
+fn stalled(db: &DB) -> bool {
+    let prop = |name: &str| db.property_int_value(name).ok().flatten().unwrap_or(0);
+    prop("rocksdb.background-errors") > 0 || prop("rocksdb.is-write-stopped") > 0
+}
+
+/// After a range delete of every user key: drops the SST files it covers at once (no new
+/// file needs to be written, so it works on a full disk), then compacts what remains unless
+/// RocksDB is stalled.
+fn reclaim_all(db: &DB) {
+    if let Err(e) = db.delete_file_in_range(&[1u8][..], KEYSPACE_END) {
+        tracing::warn!(error = %e, "L3 could not drop the emptied files");
+    }
+    if !stalled(db) {
+        db.compact_range(None::<&[u8]>, None::<&[u8]>);
+    }
+}
+
 /// Free and total bytes of the file system holding `path` (for unprivileged users).
 fn fs_space(path: &Path) -> Option<(u64, u64)> {
     let st = rustix::fs::statvfs(path).ok()?;
@@ -396,7 +415,11 @@ impl DiskTier {
             tracing::warn!(error = %e, "L3 closes with changes it could not apply (its marker file says so)");
         }
         if let Some(mut db) = self.db.write().take() {
-            if let Err(e) = db.flush() {
+            // A stalled RocksDB (a full disk) would never finish the flush; the WAL has the
+            // data anyway.
+            if !stalled(&db)
+                && let Err(e) = db.flush()
+            {
                 tracing::warn!(error = %e, "L3 flush at close failed");
             }
             *self.health.lock() = TierHealth::Down("closed".into());
@@ -740,7 +763,7 @@ impl DiskTier {
         drop(guards);
         if keys.is_none() {
             // Give the space back now: a disk that filled up needs it.
-            db.compact_range(None::<&[u8]>, None::<&[u8]>);
+            reclaim_all(&db);
         }
         self.counters.reconciles.incr();
         tracing::info!(
@@ -767,7 +790,7 @@ impl DiskTier {
             let mut batch = WriteBatch::default();
             batch.delete_range(&[1u8][..], KEYSPACE_END);
             db.write_opt(batch, &self.write_opts()).map_err(failed)?;
-            db.compact_range(None::<&[u8]>, None::<&[u8]>);
+            reclaim_all(&db);
             Ok(())
         })
     }
@@ -878,7 +901,9 @@ impl DiskTier {
             batch.delete_range(&prefix, &end);
             db.write_opt(batch, &self.write_opts()).map_err(failed)?;
             // Reclaims the namespace's space now rather than at some later compaction.
-            db.compact_range(Some(&prefix), Some(&end));
+            if !stalled(&db) {
+                db.compact_range(Some(&prefix), Some(&end));
+            }
             Ok(())
         })
     }
@@ -914,6 +939,11 @@ impl DiskTier {
     /// and evicted records. Blocking.
     pub fn compact(&self) -> Result<(), TierError> {
         let db = self.db()?;
+        if stalled(&db) {
+            return Err(failed(
+                "RocksDB has stopped writes (background error or full disk)",
+            ));
+        }
         db.flush().map_err(failed)?;
         db.compact_range(None::<&[u8]>, None::<&[u8]>);
         Ok(())
@@ -940,14 +970,17 @@ impl DiskTier {
         Ok(prop("rocksdb.total-sst-files-size")? + prop("rocksdb.cur-size-all-mem-tables")?)
     }
 
-    fn oldest_write_ms(&self, db: &DB) -> u64 {
+    /// The oldest and newest write times on disk (one pass; `(0, 0)` when empty).
+    fn write_time_span(&self, db: &DB) -> (u64, u64) {
         db.iterator(IteratorMode::Start)
             .filter_map(Result::ok)
             .filter(|(k, _)| k.first() != Some(&0))
             .filter_map(|(_, v)| record::decode_header(&v).ok())
             .map(|h| h.version.physical_ms())
-            .min()
-            .unwrap_or(0)
+            .fold(None, |acc: Option<(u64, u64)>, t| {
+                Some(acc.map_or((t, t), |(lo, hi)| (lo.min(t), hi.max(t))))
+            })
+            .unwrap_or((0, 0))
     }
 
     /// Keeps live data within `capacity_bytes`: while it is above, raises the eviction
@@ -960,17 +993,30 @@ impl DiskTier {
         let cap = self.effective_capacity(before);
         let mut live = before;
         let mut passes = 0;
-        while live > cap && passes < MAX_EVICTION_PASSES {
+        // A manual compaction on a stalled RocksDB waits for the stall to end, which a full
+        // disk never does: leave it to the reopen that clears the stall.
+        while live > cap && passes < MAX_EVICTION_PASSES && !stalled(&db) {
             passes += 1;
             self.counters.eviction_passes.incr();
             let mut wm = self.watermark.load(Ordering::Acquire);
-            if wm == 0 {
-                wm = self.oldest_write_ms(&db);
+            if wm == 0 || self.newest_write_ms.load(Ordering::Acquire) == 0 {
+                // After a restart, neither is known until the records are read once.
+                let (oldest, newest) = self.write_time_span(&db);
+                if wm == 0 {
+                    wm = oldest;
+                }
+                self.newest_write_ms.fetch_max(newest, Ordering::AcqRel);
             }
             let newest = self.newest_write_ms.load(Ordering::Acquire).max(wm);
             let excess = (live as f64 - cap as f64 * EVICT_TARGET) / live as f64;
             let step = ((newest - wm) as f64 * excess.clamp(0.05, 1.0)).ceil() as u64;
-            let next = (wm + step.max(1)).min(newest);
+            // When every record shares one write time (or the span is spent), evict them all
+            // rather than make no progress.
+            let next = if newest > wm {
+                (wm + step.max(1)).min(newest)
+            } else {
+                newest + 1
+            };
             self.watermark.store(next, Ordering::Release);
             db.put_opt(WATERMARK_KEY, next.to_le_bytes(), &self.write_opts())
                 .map_err(failed)?;

@@ -171,11 +171,14 @@ impl Server {
         format!("redis://127.0.0.1:{}/", self.port)
     }
 
+    /// A redis-rs connection; a reply slower than 30 s fails the test instead of hanging it.
     pub fn redis(&self) -> redis::Connection {
-        redis::Client::open(self.url())
+        let c = redis::Client::open(self.url())
             .unwrap()
             .get_connection()
-            .unwrap()
+            .unwrap();
+        c.set_read_timeout(Some(Duration::from_secs(30))).unwrap();
+        c
     }
 
     pub fn raw(&self) -> Raw {
@@ -306,6 +309,7 @@ pub fn err_text(f: &strata_resp::Frame) -> String {
 /// them replaces the default (the address itself).
 pub fn http(addr: &str, method: &str, path: &str, headers: &[(&str, &str)]) -> (u16, String) {
     let mut s = TcpStream::connect(addr).unwrap();
+    s.set_read_timeout(Some(Duration::from_secs(30))).unwrap();
     let host = headers
         .iter()
         .find(|(k, _)| k.eq_ignore_ascii_case("host"))
