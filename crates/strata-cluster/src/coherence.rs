@@ -586,6 +586,33 @@ impl Coherence {
         p.known = p.known.max(seq);
     }
 
+    /// A restarted node's starting point for `origin` (as `generation`): every invalidation
+    /// up to `seq` is treated as applied, so no repair reaches back before it. Sound only
+    /// when this node's copies are proven current some other way after every such
+    /// invalidation took effect — what [`crate::warm`] does by checking them against their
+    /// owners once `max_staleness` has passed. Later invalidations are applied (or repaired)
+    /// as usual.
+    pub fn baseline(
+        &mut self,
+        now_ms: u64,
+        origin: &str,
+        generation: u64,
+        seq: u64,
+    ) -> Vec<Output> {
+        let mut out = Vec::new();
+        if origin == self.me {
+            return out;
+        }
+        let key = (origin.to_owned(), generation);
+        let p = self.peers.entry(key.clone()).or_default();
+        p.applied = p.applied.max(seq);
+        p.known = p.known.max(seq);
+        let applied = p.applied;
+        p.waiting.retain(|s, _| *s > applied);
+        self.advance(&key, now_ms, &mut out);
+        out
+    }
+
     /// Bytes from the broadcast stream (or a repair answer, item by item).
     pub fn receive(&mut self, now_ms: u64, bytes: &[u8]) -> Vec<Output> {
         let Some(item) = Item::decode(bytes) else {
@@ -792,6 +819,33 @@ impl Coherence {
 mod tests {
     use super::*;
     use proptest::prelude::*;
+
+    #[test]
+    fn a_baseline_skips_the_history_before_it_and_repairs_after() {
+        let mut a = Coherence::new("a", 1, CoherenceConfig::default());
+        let mut b = Coherence::new("b", 7, CoherenceConfig::default());
+        let mut items = Vec::new();
+        for i in 0..10 {
+            if let (_, Output::Broadcast(bytes)) = b.originate(0, i + 1, key_op("k")) {
+                items.push(bytes);
+            }
+        }
+        // `a` takes b's state at seq 6 as its baseline, then hears item 8 (7 was lost).
+        assert!(a.baseline(0, "b", 7, 6).is_empty());
+        assert!(a.in_sync());
+        let out = a.receive(0, &items[7]);
+        assert!(out.is_empty(), "8 waits for 7");
+        assert!(!a.in_sync());
+        let out = a.tick(200);
+        assert!(
+            out.iter()
+                .any(|o| matches!(o, Output::Repair { from: 7, .. })),
+            "only 7 is repaired, not 1..=6: {out:?}"
+        );
+        let out = a.receive(300, &items[6]);
+        assert_eq!(out.len(), 2, "7 and 8 apply: {out:?}");
+        assert!(a.in_sync());
+    }
 
     fn key_op(k: &str) -> InvalidationOp {
         InvalidationOp::Key {

@@ -20,6 +20,7 @@ pub mod membership;
 pub mod placement;
 pub mod ring;
 pub mod rpc;
+pub mod warm;
 
 pub use auth::{AuthError, Authenticator};
 pub use coherence::{Coherence, CoherenceConfig, Invalidation, InvalidationOp, ItemHandler};

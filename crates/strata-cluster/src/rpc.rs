@@ -132,7 +132,22 @@ pub enum Request {
         #[serde(with = "serde_bytes")]
         proof: Vec<u8>,
     },
+    /// The versions of the fresh entries the callee's owner store holds for `keys` (at most
+    /// [`MAX_VERSIONS_PER_REQUEST`]): how a restarted node proves its L3 copies current in
+    /// bulk ([`crate::warm`]).
+    Versions {
+        /// Namespace.
+        namespace: String,
+        /// The keys.
+        keys: Vec<serde_bytes::ByteBuf>,
+    },
 }
+
+/// The byte-string type of `Versions` keys (serialized as bytes, not a sequence).
+pub use serde_bytes::ByteBuf;
+
+/// Most keys one `Versions` request may name (a larger one is answered with an error).
+pub const MAX_VERSIONS_PER_REQUEST: usize = 1024;
 
 /// What a peer answers. Append-only.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -203,6 +218,8 @@ pub enum Response {
         /// The callee's latest invalidation sequence number.
         latest: u64,
     },
+    /// Answer to `Versions`: per key, in order, the version of the fresh entry held, if any.
+    Versions(Vec<Option<u64>>),
 }
 
 /// A decoded frame.
@@ -352,6 +369,25 @@ mod tests {
         want.extend_from_slice(&[8, 1, b'a', 1, b'b', 1, 16]);
         want.extend_from_slice(&[0; 16]);
         assert_eq!(to_bytes(&login), want);
+        // Versions (request variant 10, response variant 12).
+        let v = Frame::Request(
+            3,
+            Request::Versions {
+                namespace: "n".into(),
+                keys: vec![serde_bytes::ByteBuf::from(b"k".to_vec())],
+            },
+        );
+        assert_eq!(
+            to_bytes(&v),
+            [
+                0, 0, 0, 16, 1, 0, 0, 0, 0, 0, 0, 0, 0, 3, 10, 1, b'n', 1, 1, b'k'
+            ]
+        );
+        let a = Frame::Response(3, Response::Versions(vec![Some(5), None]));
+        assert_eq!(
+            to_bytes(&a),
+            [0, 0, 0, 15, 1, 1, 0, 0, 0, 0, 0, 0, 0, 3, 12, 2, 1, 5, 0]
+        );
         let r = Frame::Response(7, Response::Stored { kept_newer: true });
         assert_eq!(
             to_bytes(&r),

@@ -16,7 +16,7 @@
 use std::future::Future;
 use std::pin::Pin;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
 
@@ -173,6 +173,7 @@ pub struct CacheBuilder {
     policies: Vec<(String, NamespacePolicy)>,
     version_tag: Option<u8>,
     refuse_on_l3_fault: bool,
+    l3_first: bool,
 }
 
 impl Default for CacheBuilder {
@@ -187,6 +188,7 @@ impl Default for CacheBuilder {
             policies: Vec::new(),
             version_tag: None,
             refuse_on_l3_fault: false,
+            l3_first: false,
         }
     }
 }
@@ -245,6 +247,16 @@ impl CacheBuilder {
         self
     }
 
+    /// With `true`, a read that misses L1 visits L3 before L2. Right where L3 is kept
+    /// exactly as coherent as L1 (a cluster member drops both on every invalidation it
+    /// applies), so that a local disk read replaces a network round trip, and a restarted
+    /// member's proven L3 serves its previous working set without asking the owners.
+    /// Default `false`: L2 first.
+    pub fn l3_before_l2(mut self, first: bool) -> Self {
+        self.l3_first = first;
+        self
+    }
+
     /// The policy of one named namespace.
     pub fn namespace(mut self, name: &str, policy: NamespacePolicy) -> Self {
         self.policies.push((name.to_owned(), policy));
@@ -287,6 +299,8 @@ impl CacheBuilder {
                 flights: Arc::new(Flights::default()),
                 stats: CacheStats::default(),
                 refuse_on_l3_fault: self.refuse_on_l3_fault,
+                l3_first: self.l3_first,
+                l3_serving: AtomicBool::new(true),
             }),
         })
     }
@@ -304,6 +318,8 @@ struct Inner {
     flights: Arc<Flights>,
     stats: CacheStats,
     refuse_on_l3_fault: bool,
+    l3_first: bool,
+    l3_serving: AtomicBool,
 }
 
 /// A cheap, cloneable handle to one node's layers. Reads and writes go straight to the
@@ -387,11 +403,34 @@ impl Cache {
             .map_or(0, |s| s.epoch.load(Ordering::Acquire))
     }
 
+    /// The layers below L1 a read visits, in order: L2 then L3, or L3 first with
+    /// [`CacheBuilder::l3_before_l2`]; L3 only when the namespace uses it and L3 is serving
+    /// reads ([`Cache::set_l3_serving`]).
     fn lower_tiers(&self, policy_use_l3: bool) -> impl Iterator<Item = &Arc<dyn Tier>> {
-        self.inner
-            .l2
-            .iter()
-            .chain(self.inner.l3.iter().filter(move |_| policy_use_l3))
+        let l3 = self
+            .inner
+            .l3
+            .as_ref()
+            .filter(|_| policy_use_l3 && self.inner.l3_serving.load(Ordering::Acquire));
+        let l2 = self.inner.l2.as_ref();
+        let order = if self.inner.l3_first {
+            [l3, l2]
+        } else {
+            [l2, l3]
+        };
+        order.into_iter().flatten()
+    }
+
+    /// Takes L3 off the read path (`false`) or puts it back (`true`, the default). Writes
+    /// and invalidations still reach it while it is off: how a restarted cluster member
+    /// keeps its L3 out of reads until it has proven the copies current.
+    pub fn set_l3_serving(&self, serving: bool) {
+        self.inner.l3_serving.store(serving, Ordering::Release);
+    }
+
+    /// Whether L3 is on the read path.
+    pub fn l3_serving(&self) -> bool {
+        self.inner.l3_serving.load(Ordering::Acquire)
     }
 
     /// The value of `key` in `namespace`, from the fastest layer that has it fresh.

@@ -148,6 +148,22 @@ pub trait Tier: Send + Sync + std::fmt::Debug + 'static {
         )))
     }
 
+    /// Like [`Tier::scan_keys`], with each entry's version: what a restarted cluster member
+    /// checks against the owners before its L3 serves again. Tiers that cannot list keys
+    /// return an error (the default).
+    async fn scan_versions(
+        &self,
+        namespace: &str,
+        after: Option<&[u8]>,
+        limit: usize,
+    ) -> Result<Vec<(Bytes, crate::version::Version)>, TierError> {
+        let _ = (namespace, after, limit);
+        Err(TierError::Failed(format!(
+            "{} cannot list versions",
+            self.layer()
+        )))
+    }
+
     /// The namespaces that hold at least one entry (possibly also some that were emptied
     /// recently). Tiers that cannot list them return an error (the default).
     async fn namespaces(&self) -> Result<Vec<String>, TierError> {

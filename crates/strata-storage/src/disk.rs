@@ -835,6 +835,21 @@ impl DiskTier {
         after: Option<&[u8]>,
         limit: usize,
     ) -> Result<Vec<Bytes>, TierError> {
+        Ok(self
+            .scan_versions_blocking(namespace, after, limit)?
+            .into_iter()
+            .map(|(k, _)| k)
+            .collect())
+    }
+
+    /// Up to `limit` keys of `namespace` holding fresh, intact records, after `after`, with
+    /// their versions.
+    fn scan_versions_blocking(
+        &self,
+        namespace: &str,
+        after: Option<&[u8]>,
+        limit: usize,
+    ) -> Result<Vec<(Bytes, Version)>, TierError> {
         let db = self.db()?;
         if let Some(why) = self.faults.untrusted() {
             return Err(unavailable(format!("L3 untrusted: {why}")));
@@ -858,11 +873,12 @@ impl DiskTier {
             if !k.starts_with(&prefix) {
                 break;
             }
-            if record::decode_header(&v)
-                .is_ok_and(|h| h.is_fresh(now) && h.version.physical_ms() >= wm)
+            if let Ok(h) = record::decode_header(&v)
+                && h.is_fresh(now)
+                && h.version.physical_ms() >= wm
                 && self.faults.gate(&k) == ReadGate::Open
             {
-                keys.push(Bytes::copy_from_slice(&k[prefix.len()..]));
+                keys.push((Bytes::copy_from_slice(&k[prefix.len()..]), h.version));
             }
         }
         Ok(keys)
@@ -1365,6 +1381,18 @@ impl Tier for SharedDiskTier {
         let (ns, after) = (namespace.to_owned(), after.map(<[u8]>::to_vec));
         self.0
             .blocking(move |t| t.scan_blocking(&ns, after.as_deref(), limit))
+            .await
+    }
+
+    async fn scan_versions(
+        &self,
+        namespace: &str,
+        after: Option<&[u8]>,
+        limit: usize,
+    ) -> Result<Vec<(Bytes, Version)>, TierError> {
+        let (ns, after) = (namespace.to_owned(), after.map(<[u8]>::to_vec));
+        self.0
+            .blocking(move |t| t.scan_versions_blocking(&ns, after.as_deref(), limit))
             .await
     }
 

@@ -130,6 +130,9 @@ impl Node {
             builder = builder.version_tag(strata_cluster::version_tag(&config.node.name));
         }
         let mut builder = builder
+            // A member drops its L3 copies exactly as its L1 copies on every invalidation,
+            // so a local disk read may come before a network round trip to the owners.
+            .l3_before_l2(config.cluster.enabled && config.l3.enabled)
             .refuse_writes_on_l3_fault(
                 config.l3.enabled
                     && config.l3.on_failure == crate::config::L3OnFailure::RefuseWrites,
@@ -261,15 +264,18 @@ impl Node {
         .await
         .map_err(|e| NodeError::Supervisor(e.to_string()))?;
 
-        if cluster.is_some() && config.l3.enabled {
+        if let Some(shared) = &cluster
+            && config.l3.enabled
+        {
             // Restart safety (G3): L3's copies may predate invalidations made while this
-            // node was down; nothing can vouch for them, so they go before the first read.
+            // node was down. They stay off the read path until they are proven current
+            // against their owners (`cluster::warm`); what cannot be proven is dropped.
             // (After the supervisor started: L3's actor is what opens the database.)
-            let n = cache.drop_local_everything(true).await;
-            tracing::info!(
-                namespaces = n,
-                "cluster member: unverified L3 copies dropped at start"
-            );
+            cache.set_l3_serving(false);
+            tokio::spawn(crate::cluster::warm::revalidate_l3(
+                shared.clone(),
+                cache.clone(),
+            ));
         }
         let mut registry = Registry::with_prefix("strata");
         registry.register_collector(Box::new(CacheCollector::new(

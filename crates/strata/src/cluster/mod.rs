@@ -20,6 +20,7 @@
 pub(crate) mod net;
 pub(crate) mod peer;
 pub(crate) mod tier;
+pub(crate) mod warm;
 
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
@@ -92,6 +93,12 @@ pub(crate) struct Counters {
     pub(crate) ring_changes: AtomicU64,
     pub(crate) send_errors: AtomicU64,
     pub(crate) pushed_batches: AtomicU64,
+    /// L3 copies a restart proved current and kept ([`warm`]).
+    pub(crate) warm_kept: AtomicU64,
+    /// L3 copies a restart could not prove and dropped.
+    pub(crate) warm_dropped: AtomicU64,
+    /// `Versions` calls a restart made to prove them.
+    pub(crate) warm_calls: AtomicU64,
 }
 
 /// The ring and the live members, as last computed from membership.
@@ -1074,6 +1081,25 @@ impl Shared {
                 self.carry_out_coherence(out);
                 Response::Applied { removed }
             }
+            Request::Versions { namespace, keys } => {
+                if keys.len() > strata_cluster::rpc::MAX_VERSIONS_PER_REQUEST {
+                    return Response::Error(format!(
+                        "at most {} keys per Versions request",
+                        strata_cluster::rpc::MAX_VERSIONS_PER_REQUEST
+                    ));
+                }
+                let now = self.now_ms();
+                Response::Versions(
+                    keys.iter()
+                        .map(|k| {
+                            self.owner
+                                .get_entry(&namespace, k)
+                                .filter(|e| e.is_fresh(now))
+                                .map(|e| e.version.as_u64())
+                        })
+                        .collect(),
+                )
+            }
         }
     }
 
@@ -1556,6 +1582,24 @@ impl Maintenance for ClusterHook {
                 "Gaps given up on (unverified copies dropped)",
                 true,
                 st.gaps_dropped,
+            ),
+            m(
+                "cluster_warm_kept",
+                "L3 copies a restart proved current against their owners and kept",
+                true,
+                get(&k.warm_kept),
+            ),
+            m(
+                "cluster_warm_dropped",
+                "L3 copies a restart could not prove current and dropped",
+                true,
+                get(&k.warm_dropped),
+            ),
+            m(
+                "cluster_warm_calls",
+                "Versions calls a restart made to prove its L3 copies",
+                true,
+                get(&k.warm_calls),
             ),
             m(
                 "cluster_drops_unverified",

@@ -1,0 +1,98 @@
+//! Warm restart of a member's L3, as sans-IO decisions the node (and the simulator) call.
+//!
+//! A member's L3 outlives the process; a restarted member may have missed any number of
+//! invalidations while it was down, and the origins that made them may have restarted
+//! since (their logs gone). Replaying is therefore not enough. Instead the restarted member
+//! proves each L3 copy current against the key's owners, which every change reaches
+//! before it is announced:
+//!
+//! 1. **Baseline.** Once it has joined, it asks every member for its coherence state
+//!    (generation, latest sequence number) and takes it as applied
+//!    ([`crate::Coherence::baseline`]): invalidations after it are applied or repaired as
+//!    usual, so nothing that happens from here on is missed.
+//! 2. **Settle.** It waits `max_staleness`: by then every invalidation up to the baseline has
+//!    taken effect on every owner, or been covered by a drop there (G2).
+//! 3. **Check.** It reads its L3 keys with their versions in pages and asks, per page and per
+//!    peer, the first owner of each key that is not itself for the version it holds
+//!    (RPC `Versions`: one frame per page and peer, not one per key). A copy is kept only
+//!    when an owner holds exactly that version ([`keep`]); anything else — an owner with a
+//!    newer version, none at all (deleted, flushed, evicted), a failed call, or no other
+//!    owner to ask — drops it.
+//!
+//! L3 stays off the read path until the check ends. G3 follows: a copy that survives was
+//! current at the check, and every change after the baseline reaches this member through
+//! coherence. Dropping is always safe, so every doubt drops.
+
+use std::collections::BTreeMap;
+
+/// The peer to ask about a key: its first owner that is not this node. `None` when this
+/// node is the only owner (nobody else can vouch for the copy).
+pub fn validator<'a>(owners: &'a [String], me: &str) -> Option<&'a str> {
+    owners.iter().map(String::as_str).find(|o| *o != me)
+}
+
+/// Groups the indices of `keys` by the peer to ask; keys nobody can vouch for are returned
+/// apart (to be dropped).
+pub fn plan<'a>(
+    owners_of: impl Iterator<Item = &'a [String]>,
+    me: &str,
+) -> (BTreeMap<String, Vec<usize>>, Vec<usize>) {
+    let mut by_peer: BTreeMap<String, Vec<usize>> = BTreeMap::new();
+    let mut orphans = Vec::new();
+    for (i, owners) in owners_of.enumerate() {
+        match validator(owners, me) {
+            Some(p) => by_peer.entry(p.to_owned()).or_default().push(i),
+            None => orphans.push(i),
+        }
+    }
+    (by_peer, orphans)
+}
+
+/// Whether an L3 copy at version `local` may stay, given what the owner answered (`None`
+/// when the call failed, `Some(None)` when the owner holds no fresh entry).
+pub fn keep(local: u64, answer: Option<Option<u64>>) -> bool {
+    answer == Some(Some(local))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn owners(v: &[&str]) -> Vec<String> {
+        v.iter().map(|s| (*s).to_owned()).collect()
+    }
+
+    #[test]
+    fn the_validator_is_the_first_owner_that_is_not_me() {
+        assert_eq!(validator(&owners(&["me", "b", "c"]), "me"), Some("b"));
+        assert_eq!(validator(&owners(&["c", "me"]), "me"), Some("c"));
+        assert_eq!(validator(&owners(&["me"]), "me"), None);
+        assert_eq!(validator(&owners(&[]), "me"), None);
+    }
+
+    #[test]
+    fn plan_groups_by_peer_and_sets_orphans_apart() {
+        let all = [
+            owners(&["me", "b"]),
+            owners(&["c", "me"]),
+            owners(&["me"]),
+            owners(&["b", "c"]),
+        ];
+        let (by_peer, orphans) = plan(all.iter().map(Vec::as_slice), "me");
+        assert_eq!(by_peer["b"], vec![0, 3]);
+        assert_eq!(by_peer["c"], vec![1]);
+        assert_eq!(orphans, vec![2]);
+    }
+
+    #[test]
+    fn only_an_exact_version_keeps_a_copy() {
+        assert!(keep(5, Some(Some(5))));
+        assert!(!keep(5, Some(Some(6))), "overwritten meanwhile");
+        assert!(
+            !keep(5, Some(Some(4))),
+            "the owner went back: do not trust either"
+        );
+        assert!(!keep(5, Some(None)), "deleted, flushed or evicted");
+        assert!(!keep(5, None), "the call failed");
+    }
+}
