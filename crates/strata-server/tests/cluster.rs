@@ -378,3 +378,146 @@ fn a_killed_node_loses_nothing_a_restart_resurrects_nothing_and_a_fourth_node_jo
     );
     assert!(moved > 0, "the new node took ownership of some keys");
 }
+
+/// A counter or gauge from `/metrics` (0 when absent).
+fn metric(srv: &Server, name: &str) -> f64 {
+    let (_, body) = http_get(&srv.admin(), "/metrics");
+    body.lines()
+        .find(|l| l.starts_with(name) && l[name.len()..].starts_with(' '))
+        .and_then(|l| l.rsplit(' ').next())
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(0.0)
+}
+
+/// SETs or DELs many keys in one pipeline.
+fn pipeline_set(c: &mut redis::Connection, keys: std::ops::Range<u64>, value: Option<&str>) {
+    let mut p = redis::pipe();
+    for i in keys {
+        match value {
+            Some(v) => p.set(format!("w{i}"), v).ignore(),
+            None => p.del(format!("w{i}")).ignore(),
+        };
+    }
+    let _: () = p.query(c).unwrap();
+}
+
+#[test]
+fn a_restarted_member_serves_its_previous_working_set_from_l3_and_nothing_stale() {
+    const KEYS: u64 = 10_000;
+    let dirs: Vec<_> = (0..3).map(|_| tempfile::tempdir().unwrap()).collect();
+    let g: Vec<u16> = (0..3).map(|_| free_port()).collect();
+    let n1 = start_node(dirs[0].path(), "n1", g[0], &[g[0]], "");
+    let n2 = start_node(dirs[1].path(), "n2", g[1], &[g[0]], "");
+    let mut n3 = start_node(dirs[2].path(), "n3", g[2], &[g[0]], "");
+    let all = ["n1", "n2", "n3"];
+    converge(&[&n1, &n2, &n3], &all, Duration::from_secs(20));
+    let mut c1 = n1.redis();
+    pipeline_set(&mut c1, 0..KEYS, Some("v0"));
+    // Node 3 reads everything: its L1 and L3 hold the working set.
+    let mut c3 = n3.redis();
+    let mut p = redis::pipe();
+    for i in 0..KEYS {
+        p.get(format!("w{i}"));
+    }
+    let got: Vec<Option<String>> = p.query(&mut c3).unwrap();
+    assert!(got.iter().all(|v| v.as_deref() == Some("v0")));
+
+    for (round, crash) in [(1u64, false), (2, true)] {
+        // Each round changes its own slice of keys: 0..500 of the round's thousand are
+        // deleted and 500..1000 overwritten while n3 is down, and 100 more of each while
+        // it rejoins.
+        let base = round * 1000;
+        if crash {
+            n3.kill9();
+        } else {
+            assert!(n3.terminate().success());
+        }
+        converge(&[&n1, &n2], &["n1", "n2"], Duration::from_secs(20));
+        let mut c2 = n2.redis();
+        pipeline_set(&mut c2, base..base + 500, None);
+        pipeline_set(&mut c2, base + 500..base + 1000, Some("new"));
+        let started = Instant::now();
+        n3 = start_node(dirs[2].path(), "n3", g[2], &[g[0]], "");
+        let serving_from_start = started.elapsed();
+        // During the rejoin, from another node.
+        let during = {
+            let url = n1.url();
+            std::thread::spawn(move || {
+                let mut c = redis::Client::open(url).unwrap().get_connection().unwrap();
+                for i in 0..100 {
+                    std::thread::sleep(Duration::from_millis(10));
+                    let _: () = c.del(format!("w{}", base + 5000 + i)).unwrap();
+                    let _: () = c.set(format!("w{}", base + 5100 + i), "new").unwrap();
+                }
+            })
+        };
+        converge(&[&n1, &n2, &n3], &all, Duration::from_secs(20));
+        during.join().unwrap();
+        // L3 back on n3's read path: the proof ran.
+        let proven = wait_for(Duration::from_secs(20), || {
+            metric(&n3, "strata_cluster_warm_kept_total")
+                + metric(&n3, "strata_cluster_warm_dropped_total")
+                > 0.0
+        });
+        assert!(proven.is_some(), "n3 never finished proving its L3");
+        let kept = metric(&n3, "strata_cluster_warm_kept_total");
+        let dropped = metric(&n3, "strata_cluster_warm_dropped_total");
+        let calls = metric(&n3, "strata_cluster_warm_calls_total");
+        let l3_before = metric(&n3, "strata_cache_hits_total{layer=\"l3\"}");
+        let remote_before = metric(&n3, "strata_cluster_remote_reads_total");
+        let mut c3 = n3.redis();
+        let mut p = redis::pipe();
+        for i in 0..KEYS {
+            p.get(format!("w{i}"));
+        }
+        let got: Vec<Option<String>> = p.query(&mut c3).unwrap();
+        let changed = |i: u64| -> Option<Option<&str>> {
+            // Every round's changes (earlier rounds' too) stand.
+            for r in 1..=round {
+                let b = r * 1000;
+                if (b..b + 500).contains(&i) || (b + 5000..b + 5100).contains(&i) {
+                    return Some(None);
+                }
+                if (b + 500..b + 1000).contains(&i) || (b + 5100..b + 5200).contains(&i) {
+                    return Some(Some("new"));
+                }
+            }
+            None
+        };
+        let mut untouched = 0u64;
+        for (i, v) in (0..KEYS).zip(&got) {
+            match changed(i) {
+                Some(want) => assert_eq!(v.as_deref(), want, "w{i} after restart {round}"),
+                None => {
+                    untouched += 1;
+                    assert_eq!(v.as_deref(), Some("v0"), "w{i} after restart {round}");
+                }
+            }
+        }
+        let l3_hits = metric(&n3, "strata_cache_hits_total{layer=\"l3\"}") - l3_before;
+        let remote = metric(&n3, "strata_cluster_remote_reads_total") - remote_before;
+        println!(
+            "restart {round} ({}): serving after {serving_from_start:?}, L3 proven in {proven:?} \
+             after the rejoin: {kept} kept, {dropped} dropped in {calls} calls; first read of \
+             the working set: {l3_hits} L3 hits of {untouched} untouched keys, {remote} owner reads \
+             for {KEYS} keys",
+            if crash { "kill -9" } else { "SIGTERM" }
+        );
+        assert!(
+            l3_hits >= 0.9 * untouched as f64,
+            "only {l3_hits} of {untouched} untouched keys came from L3"
+        );
+        // Owner traffic the restart caused: the proof's calls, and owner reads beyond the
+        // changed keys (which any node must read from their owners). A cold start reads
+        // every key from its owners.
+        let changed_keys = (KEYS - untouched) as f64;
+        let caused = calls + (remote - changed_keys).max(0.0);
+        println!(
+            "restart {round}: owner traffic caused by the restart {caused} vs {KEYS} for a cold start"
+        );
+        assert!(
+            caused <= 0.1 * KEYS as f64,
+            "{caused} owner calls caused by the restart: a miss storm"
+        );
+    }
+}
