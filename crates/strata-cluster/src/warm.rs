@@ -15,7 +15,8 @@
 //! 3. **Check.** It reads its L3 keys with their versions in pages and asks, per page and per
 //!    peer, the first owner of each key that is not itself for the version it holds
 //!    (RPC `Versions`: one frame per page and peer, not one per key). A copy is kept only
-//!    when an owner holds exactly that version ([`keep`]); anything else — an owner with a
+//!    when an owner holds exactly that version ([`keep`], walked by
+//!    `strata_core::Cache::revalidate_l3`); anything else — an owner with a
 //!    newer version, none at all (deleted, flushed, evicted), a failed call, or no other
 //!    owner to ask — drops it.
 //!
@@ -48,11 +49,8 @@ pub fn plan<'a>(
     (by_peer, orphans)
 }
 
-/// Whether an L3 copy at version `local` may stay, given what the owner answered (`None`
-/// when the call failed, `Some(None)` when the owner holds no fresh entry).
-pub fn keep(local: u64, answer: Option<Option<u64>>) -> bool {
-    answer == Some(Some(local))
-}
+/// Whether an L3 copy at version `local` may stay (the rule every mode shares).
+pub use strata_core::warm::keep;
 
 #[cfg(test)]
 mod tests {
@@ -82,17 +80,5 @@ mod tests {
         assert_eq!(by_peer["b"], vec![0, 3]);
         assert_eq!(by_peer["c"], vec![1]);
         assert_eq!(orphans, vec![2]);
-    }
-
-    #[test]
-    fn only_an_exact_version_keeps_a_copy() {
-        assert!(keep(5, Some(Some(5))));
-        assert!(!keep(5, Some(Some(6))), "overwritten meanwhile");
-        assert!(
-            !keep(5, Some(Some(4))),
-            "the owner went back: do not trust either"
-        );
-        assert!(!keep(5, Some(None)), "deleted, flushed or evicted");
-        assert!(!keep(5, None), "the call failed");
     }
 }

@@ -35,6 +35,7 @@ pub mod tier;
 pub mod time;
 pub mod version;
 pub mod view;
+pub mod warm;
 
 pub use entry::{Entry, Limits, Tags};
 pub use error::{CacheError, LoaderError, TierError};

@@ -271,11 +271,7 @@ impl Node {
             // node was down. They stay off the read path until they are proven current
             // against their owners (`cluster::warm`); what cannot be proven is dropped.
             // (After the supervisor started: L3's actor is what opens the database.)
-            cache.set_l3_serving(false);
-            tokio::spawn(crate::cluster::warm::revalidate_l3(
-                shared.clone(),
-                cache.clone(),
-            ));
+            crate::cluster::warm::begin(shared.clone(), cache.clone(), true);
         }
         let mut registry = Registry::with_prefix("strata");
         registry.register_collector(Box::new(CacheCollector::new(

@@ -99,6 +99,9 @@ pub(crate) struct Counters {
     pub(crate) warm_dropped: AtomicU64,
     /// `Versions` calls a restart made to prove them.
     pub(crate) warm_calls: AtomicU64,
+    /// Proofs of L3 started ([`warm::begin`]); only the latest puts L3 back on the read
+    /// path.
+    pub(crate) warm_runs: AtomicU64,
 }
 
 /// The ring and the live members, as last computed from membership.
@@ -721,14 +724,17 @@ impl Shared {
     }
 
     /// Invalidations of some origin may have been lost: drop every copy this node holds
-    /// of keys it does not own (L1, L3, and owner-store entries it no longer owns).
-    async fn drop_unverified(&self, origin: &str, lost: u64) {
+    /// of keys it does not own (L1, and owner-store entries it no longer owns); L3 leaves
+    /// the read path until its copies are proven current against their owners again
+    /// ([`warm`]), which drops the rest.
+    async fn drop_unverified(self: &Arc<Self>, origin: &str, lost: u64) {
         self.counters
             .drops_unverified
             .fetch_add(1, Ordering::Relaxed);
         tracing::info!(node = %self.name, %origin, lost, "invalidations may have been lost; dropping unverified copies");
         if let Some(c) = self.cache.get() {
-            c.drop_local_everything(true).await;
+            c.drop_local_everything(false).await;
+            warm::begin(self.clone(), c.clone(), false);
         }
         for ns in self.owner.namespace_names() {
             if lost > 0 {
