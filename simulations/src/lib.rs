@@ -165,6 +165,11 @@ pub struct RunOptions {
     /// Break the node's restart rule on purpose (checker tests): a restarted node keeps the
     /// copies it had in L3 instead of dropping them.
     pub keep_l3_at_start: bool,
+    /// Warm restarts (a supported mode, the node's own): a restarted node keeps its L3
+    /// copies off the read path, baselines every member's coherence state, waits
+    /// `max_staleness`, and keeps only the copies whose version the key's first other owner
+    /// holds (`strata_cluster::warm`).
+    pub warm_restart: bool,
     /// Break expiry on purpose (checker tests): nodes serve entries past their expiry.
     pub ignore_expiry: bool,
     /// Break the TTL policy on purpose (checker tests): writes skip the namespace's
@@ -319,6 +324,14 @@ enum Kind {
     },
     /// The final contract check, some time after membership converged.
     FinalCheck,
+    /// A warm restart's steps: 0..10 wait to join, then baseline; 10 proves the copies.
+    /// `run` tells a superseded proof from the current one.
+    Warm {
+        node: usize,
+        life: u32,
+        stage: u8,
+        run: u32,
+    },
 }
 
 /// A copy a node holds of a key it does not own.
@@ -373,6 +386,11 @@ struct SimNode {
     store: BTreeMap<u32, Held>,
     /// Copies of keys owned elsewhere.
     copies: BTreeMap<u32, Copy>,
+    /// Warm restart: the copies kept from the previous life are off the read path until
+    /// proven.
+    unverified: bool,
+    /// The current proof's number (a newer one supersedes an older one).
+    warm_run: u32,
     /// The ring of this node's view, and the one before the last change with when it
     /// changed (the hand-off window), as the node's cluster tier keeps them.
     ring: Option<Ring>,
@@ -405,6 +423,7 @@ pub struct Sim {
     switches: FaultSwitches,
     coherence_faults: CoherenceFaults,
     keep_l3_at_start: bool,
+    warm_restart: bool,
     ignore_expiry: bool,
     ignore_max_ttl: bool,
     skip_version_check: bool,
@@ -475,6 +494,8 @@ impl Sim {
                 coherence: None,
                 store: BTreeMap::new(),
                 copies: BTreeMap::new(),
+                unverified: false,
+                warm_run: 0,
                 ring: None,
                 previous: None,
                 offset: 0,
@@ -501,6 +522,7 @@ impl Sim {
             switches: opts.switches,
             coherence_faults: opts.coherence_faults,
             keep_l3_at_start: opts.keep_l3_at_start,
+            warm_restart: opts.warm_restart,
             ignore_expiry: opts.ignore_expiry,
             ignore_max_ttl: opts.ignore_max_ttl,
             skip_version_check: opts.skip_version_check,
@@ -596,7 +618,9 @@ impl Sim {
         // A restarted node has lost its memory (L1, the owner store); its L3 copies survived
         // the crash but are unverified, and the node drops them before it serves (copies
         // here stand for L1 and L3 together). `keep_l3_at_start` breaks that on purpose.
-        if !self.keep_l3_at_start {
+        if self.warm_restart && !self.nodes[i].copies.is_empty() {
+            self.begin_warm(i, 0, 500 * MS);
+        } else if !self.keep_l3_at_start {
             self.nodes[i].copies.clear();
         }
         self.nodes[i].store.clear();
@@ -752,6 +776,125 @@ impl Sim {
         }
     }
 
+    /// Starts a proof of `i`'s copies at `stage` (0: a start, with join and baseline; 10:
+    /// after a loss, prove once the settle time has passed), superseding any running one.
+    fn begin_warm(&mut self, i: usize, stage: u8, after: u64) {
+        self.nodes[i].unverified = true;
+        self.nodes[i].warm_run += 1;
+        let (life, run) = (self.nodes[i].life, self.nodes[i].warm_run);
+        self.push(
+            after,
+            Kind::Warm {
+                node: i,
+                life,
+                stage,
+                run,
+            },
+        );
+    }
+
+    /// One step of a warm restart (the node's `cluster::warm`, with the simulator's
+    /// network): join, baseline every member's coherence state, settle, prove.
+    fn warm_step(&mut self, i: usize, stage: u8) {
+        let (life, run) = (self.nodes[i].life, self.nodes[i].warm_run);
+        let others: Vec<usize> = self.nodes[i]
+            .membership
+            .as_ref()
+            .map(|m| {
+                m.live()
+                    .into_iter()
+                    .filter_map(|id| self.index_of(&id.name))
+                    .filter(|&j| j != i)
+                    .collect()
+            })
+            .unwrap_or_default();
+        let give_up = |sim: &mut Self, why: &str| {
+            sim.note(|| format!("n{i} warm restart: {why}; copies dropped"));
+            sim.nodes[i].copies.clear();
+            sim.nodes[i].unverified = false;
+        };
+        if stage < 10 {
+            if others.is_empty() {
+                if stage == 9 {
+                    give_up(self, "no other member");
+                } else {
+                    self.push(
+                        500 * MS,
+                        Kind::Warm {
+                            node: i,
+                            life,
+                            stage: stage + 1,
+                            run,
+                        },
+                    );
+                }
+                return;
+            }
+            let now_ms = self.now / MS;
+            let mut out = Vec::new();
+            for j in others {
+                if !self.reachable(i, j) {
+                    give_up(self, "a member did not answer");
+                    return;
+                }
+                let (name, generation) = (self.nodes[j].name.clone(), self.nodes[j].generation);
+                let latest = self.nodes[j]
+                    .coherence
+                    .as_ref()
+                    .map_or(0, |c| c.latest_seq());
+                if let Some(c) = self.nodes[i].coherence.as_mut() {
+                    out.extend(c.baseline(now_ms, &name, generation, latest));
+                }
+            }
+            self.apply_coherence(i, out);
+            let settle = (CoherenceConfig::default().max_staleness_ms * 2 + 100) * MS;
+            self.push(
+                settle,
+                Kind::Warm {
+                    node: i,
+                    life,
+                    stage: 10,
+                    run,
+                },
+            );
+            return;
+        }
+        let Some(ring) = self.nodes[i].ring.clone() else {
+            give_up(self, "no ring");
+            return;
+        };
+        let me = self.nodes[i].name.clone();
+        let keys: Vec<(u32, u64)> = self.nodes[i]
+            .copies
+            .iter()
+            .map(|(k, c)| (*k, c.version))
+            .collect();
+        let mut dropped = 0;
+        for (key, version) in keys {
+            let owners: Vec<String> = ring
+                .owners("ns", &key_bytes(key), RF)
+                .into_iter()
+                .map(str::to_owned)
+                .collect();
+            let answer = strata_cluster::warm::validator(&owners, &me)
+                .and_then(|v| self.index_of(v))
+                .filter(|&j| self.reachable(i, j))
+                .map(|j| {
+                    self.nodes[j]
+                        .store
+                        .get(&key)
+                        .filter(|h| self.fresh(j, h.expires_at))
+                        .map(|h| h.version)
+                });
+            if !strata_cluster::warm::keep(version, answer) {
+                self.nodes[i].copies.remove(&key);
+                dropped += 1;
+            }
+        }
+        self.nodes[i].unverified = false;
+        self.note(|| format!("n{i} warm restart: proven, {dropped} copies dropped"));
+    }
+
     fn reachable(&self, a: usize, b: usize) -> bool {
         self.nodes[b].membership.is_some()
             && !self.blocked.contains(&(a, b))
@@ -816,8 +959,16 @@ impl Sim {
                     // entry (the node's `drop_unverified`).
                     let ring = self.nodes[at].ring.clone();
                     let me = self.nodes[at].name.clone();
+                    if self.warm_restart {
+                        // The node's L3 copies leave the read path and are proven again
+                        // (its L1 copies are dropped: they are also in L3, which the
+                        // copies here stand for together).
+                        let settle = (CoherenceConfig::default().max_staleness_ms * 2 + 100) * MS;
+                        self.begin_warm(at, 10, settle);
+                    } else {
+                        self.nodes[at].copies.clear();
+                    }
                     let node = &mut self.nodes[at];
-                    node.copies.clear();
                     if lost > 0 {
                         node.store.clear();
                     } else if let Some(ring) = ring {
@@ -1314,6 +1465,8 @@ impl Sim {
             .contains(&self.nodes[at].name.as_str());
         let local = if owns {
             self.nodes[at].store.get(&key).copied()
+        } else if self.nodes[at].unverified {
+            None
         } else {
             self.nodes[at].copies.get(&key).map(|c| Held {
                 version: c.version,
@@ -1403,7 +1556,8 @@ impl Sim {
     /// more than `STALENESS_BOUND` ago.
     fn check_copies(&self) -> Result<(), String> {
         for (i, n) in self.nodes.iter().enumerate() {
-            if n.membership.is_none() {
+            if n.membership.is_none() || n.unverified {
+                // Unproven warm-restart copies are not served.
                 continue;
             }
             for (key, copy) in &n.copies {
@@ -1689,6 +1843,19 @@ impl Sim {
                     }
                 }
                 Kind::Op(i) => self.op(i),
+                Kind::Warm {
+                    node,
+                    life,
+                    stage,
+                    run,
+                } => {
+                    if self.nodes[node].life == life
+                        && self.nodes[node].warm_run == run
+                        && self.nodes[node].membership.is_some()
+                    {
+                        self.warm_step(node, stage);
+                    }
+                }
                 Kind::Tick { node, life, n } => {
                     if self.nodes[node].life == life && self.nodes[node].membership.is_some() {
                         let now_ms = self.now / MS;

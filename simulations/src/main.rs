@@ -16,7 +16,7 @@ use strata_sim::{FaultMix, RunOptions, run_seed, shrink};
 
 fn usage() -> ExitCode {
     eprintln!(
-        "usage: strata-sim [--seeds N | --seed S] [--first F] [--nodes N] [--clients N] [--membership-only] [--calm] [--partition] [--no-shrink] [--break SWITCH]..."
+        "usage: strata-sim [--seeds N | --seed S] [--first F] [--nodes N] [--clients N] [--membership-only] [--warm-restart] [--calm] [--partition] [--no-shrink] [--break SWITCH]..."
     );
     ExitCode::from(2)
 }
@@ -29,6 +29,7 @@ fn main() -> ExitCode {
     let mut nodes: Option<usize> = None;
     let mut clients: Option<usize> = None;
     let mut membership_only = false;
+    let mut warm_restart = false;
     let mut calm = false;
     let mut partition = false;
     let mut no_shrink = false;
@@ -58,6 +59,7 @@ fn main() -> ExitCode {
                 None => return usage(),
             },
             "--membership-only" => membership_only = true,
+            "--warm-restart" => warm_restart = true,
             "--calm" => calm = true,
             "--partition" => partition = true,
             "--no-shrink" => no_shrink = true,
@@ -72,6 +74,7 @@ fn main() -> ExitCode {
         nodes,
         clients,
         membership_only,
+        warm_restart,
         ..RunOptions::default()
     };
     for b in &breaks {
