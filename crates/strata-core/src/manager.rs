@@ -299,7 +299,7 @@ impl CacheBuilder {
                 flights: Arc::new(Flights::default()),
                 stats: CacheStats::default(),
                 refuse_on_l3_fault: self.refuse_on_l3_fault,
-                l3_first: self.l3_first,
+                l3_first: AtomicBool::new(self.l3_first),
                 l3_serving: AtomicBool::new(true),
             }),
         })
@@ -318,7 +318,7 @@ struct Inner {
     flights: Arc<Flights>,
     stats: CacheStats,
     refuse_on_l3_fault: bool,
-    l3_first: bool,
+    l3_first: AtomicBool,
     l3_serving: AtomicBool,
 }
 
@@ -413,7 +413,7 @@ impl Cache {
             .as_ref()
             .filter(|_| policy_use_l3 && self.inner.l3_serving.load(Ordering::Acquire));
         let l2 = self.inner.l2.as_ref();
-        let order = if self.inner.l3_first {
+        let order = if self.inner.l3_first.load(Ordering::Acquire) {
             [l3, l2]
         } else {
             [l2, l3]
@@ -431,6 +431,13 @@ impl Cache {
     /// Whether L3 is on the read path.
     pub fn l3_serving(&self) -> bool {
         self.inner.l3_serving.load(Ordering::Acquire)
+    }
+
+    /// Reads visit L3 before L2 (`true`) or after it (see [`CacheBuilder::l3_before_l2`]).
+    /// The Redis bridge switches it: L3 first while its invalidation channel is subscribed
+    /// and L3 proven, L2 first otherwise.
+    pub fn set_l3_first(&self, first: bool) {
+        self.inner.l3_first.store(first, Ordering::Release);
     }
 
     /// The value of `key` in `namespace`, from the fastest layer that has it fresh.

@@ -15,6 +15,8 @@ use crate::version::Version;
 
 /// Keys per page (and per question to the shared tier).
 pub const PAGE: usize = 1024;
+/// How long a proof waits for L3 to open.
+const OPEN_WAIT: std::time::Duration = std::time::Duration::from_secs(30);
 
 /// What one check did.
 #[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
@@ -47,6 +49,18 @@ impl Cache {
         Fut: Future<Output = (Vec<Option<Option<u64>>>, u64)>,
     {
         let l3 = self.tier(Layer::L3).ok_or("no L3")?;
+        // L3's actor opens it after the node's layers are built; a proof that starts first
+        // (a subscription made at once) waits for it, up to OPEN_WAIT.
+        let deadline = std::time::Instant::now() + OPEN_WAIT;
+        while !l3.health().is_serving() {
+            if std::time::Instant::now() >= deadline {
+                return Err(format!(
+                    "L3 did not open within {OPEN_WAIT:?}: {:?}",
+                    l3.health()
+                ));
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+        }
         let mut report = WarmReport::default();
         for ns in l3.namespaces().await.map_err(|e| e.to_string())? {
             let mut after: Option<Bytes> = None;

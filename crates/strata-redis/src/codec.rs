@@ -102,6 +102,15 @@ fn parse_version(hex: &[u8]) -> Result<Version, CodecError> {
     Ok(Version::from_u64(raw))
 }
 
+/// The version of an entry from its first 17 bytes (`GETRANGE key 0 16`): `None` when they
+/// are not this format's header (missing key, foreign or corrupt value).
+pub fn version_of_prefix(prefix: &[u8]) -> Option<Version> {
+    if prefix.len() < 17 || prefix[0] != FORMAT {
+        return None;
+    }
+    parse_version(&prefix[1..17]).ok()
+}
+
 /// Encodes `entry` as one Redis string.
 pub fn encode_entry(entry: &Entry) -> Vec<u8> {
     let meta = Meta {
@@ -265,6 +274,29 @@ pub fn decode_message(bytes: &[u8]) -> Result<Message, CodecError> {
             Ok(m)
         }
         Some(&other) => Err(CodecError::UnknownFormat(other)),
+    }
+}
+
+#[cfg(test)]
+mod version_prefix_tests {
+    use super::*;
+
+    #[test]
+    fn the_version_reads_from_the_first_17_bytes_only() {
+        let e = Entry::new(Bytes::from_static(b"value"), Version::from_u64(0xabc));
+        let bytes = encode_entry(&e);
+        assert_eq!(
+            version_of_prefix(&bytes[..17]),
+            Some(Version::from_u64(0xabc))
+        );
+        assert_eq!(version_of_prefix(&bytes[..16]), None);
+        assert_eq!(version_of_prefix(b""), None);
+        let mut foreign = bytes[..17].to_vec();
+        foreign[0] = b'x';
+        assert_eq!(version_of_prefix(&foreign), None);
+        foreign[0] = FORMAT;
+        foreign[5] = b'Z';
+        assert_eq!(version_of_prefix(&foreign), None);
     }
 }
 

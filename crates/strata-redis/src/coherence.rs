@@ -12,14 +12,22 @@
 //! changes made to Strata's keys by other Redis clients (documented in docs/semantics.md).
 //!
 //! Pub/sub is at-most-once: messages sent while a node is not subscribed are lost. So when
-//! the subscription drops, the node empties L1 at once (it can no longer vouch for it; L3
-//! keeps serving while Redis is unreachable), and once it is subscribed again — including
-//! the first time, at start — it empties L1 and L3 before it trusts them again.
+//! the subscription drops, the node empties L1 at once (it can no longer vouch for it) and
+//! reads Redis before L3 again (L3 keeps serving what Redis cannot, while it is
+//! unreachable). Once it is subscribed again — including the first time, at start — it
+//! empties L1 and **proves** L3 before trusting it: L3 leaves the read path, every L3 copy's
+//! version is compared with the one Redis holds (`RedisTier::versions`, pipelined in pages,
+//! walked by `Cache::revalidate_l3`), and only exact matches stay. Every change made before
+//! the check is visible in Redis by then (the script that makes a change announces it), and
+//! every change after it arrives on the channel the node now listens to. Then reads visit L3
+//! before Redis: a restarted or reconnected node serves its previous working set from disk.
 
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 use futures_util::StreamExt;
-use strata_core::{Cache, Version};
+use strata_core::{Cache, Layer, Version};
 
 use crate::codec::{self, Op};
 use crate::tier::{RedisTier, bump_counter};
@@ -67,6 +75,7 @@ pub async fn apply(tier: &RedisTier, cache: &Cache, payload: &[u8]) {
 /// Subscribes to the invalidation channel and applies every message, reconnecting for
 /// ever (the node aborts the task at shutdown).
 pub async fn run_subscriber(tier: RedisTier, cache: Cache) {
+    let proofs = Arc::new(AtomicU64::new(0));
     let mut backoff = Duration::from_millis(50);
     let mut attempt = 0usize;
     loop {
@@ -80,20 +89,28 @@ pub async fn run_subscriber(tier: RedisTier, cache: Cache) {
             match tokio::time::timeout(tier.config().connect_timeout * 2, connect).await {
                 Ok(Ok(ps)) => {
                     backoff = Duration::from_millis(50);
-                    // Anything sent before this point may have been missed.
-                    let n = cache.drop_local_everything(true).await;
+                    // Anything sent before this point may have been missed: L1 goes, L3 is
+                    // proven against Redis while the messages from now on are applied.
+                    let n = cache.drop_local_everything(false).await;
+                    let run = proofs.fetch_add(1, Ordering::AcqRel) + 1;
+                    prove_l3(&tier, &cache, &proofs, run);
                     tier.set_subscribed(true);
                     bump_counter(&tier.counters().resyncs);
                     tracing::info!(
                         channel,
                         namespaces = n,
-                        "Redis bridge: subscribed; local layers emptied so nothing unverified is served"
+                        "Redis bridge: subscribed; L1 emptied, L3 being proven against Redis"
                     );
                     let mut stream = ps.into_on_message();
                     while let Some(msg) = stream.next().await {
                         apply(&tier, &cache, msg.get_payload_bytes()).await;
                     }
                     tier.set_subscribed(false);
+                    // A proof still running is void; L3 serves after Redis again (what Redis
+                    // cannot answer while it is unreachable).
+                    proofs.fetch_add(1, Ordering::AcqRel);
+                    cache.set_l3_first(false);
+                    cache.set_l3_serving(true);
                     cache.drop_local_everything(false).await;
                     tracing::warn!(
                         channel,
@@ -108,4 +125,59 @@ pub async fn run_subscriber(tier: RedisTier, cache: Cache) {
         tokio::time::sleep(backoff).await;
         backoff = (backoff * 2).min(Duration::from_secs(1));
     }
+}
+
+/// Proves L3 against Redis in the background (see the module docs): L3 leaves the read path,
+/// copies Redis does not hold at the same version are dropped, and — unless a newer
+/// subscription or a drop made this proof void meanwhile — L3 comes back, read before Redis.
+/// A proof that cannot finish (Redis unreachable, L3 failing) empties L3 instead.
+fn prove_l3(tier: &RedisTier, cache: &Cache, proofs: &Arc<AtomicU64>, run: u64) {
+    let Some(l3) = cache.tier(Layer::L3) else {
+        return;
+    };
+    cache.set_l3_first(false);
+    cache.set_l3_serving(false);
+    let (tier, cache, proofs) = (tier.clone(), cache.clone(), proofs.clone());
+    tokio::spawn(async move {
+        let started = std::time::Instant::now();
+        let result = cache
+            .revalidate_l3(|ns, page| {
+                let tier = tier.clone();
+                async move {
+                    let keys: Vec<bytes::Bytes> = page.into_iter().map(|(k, _)| k).collect();
+                    match tier.versions(&ns, &keys).await {
+                        Ok(v) => (v.into_iter().map(Some).collect(), 1),
+                        // Unanswered: every copy of the page is dropped.
+                        Err(_) => (Vec::new(), 1),
+                    }
+                }
+            })
+            .await;
+        if proofs.load(Ordering::Acquire) != run {
+            return;
+        }
+        let report = match result {
+            Ok(r) => r,
+            Err(why) => {
+                tracing::warn!(%why, "Redis bridge: L3 could not be proven; emptied");
+                let _ = l3.flush_all().await;
+                strata_core::warm::WarmReport::default()
+            }
+        };
+        let c = tier.counters();
+        c.warm_kept.fetch_add(report.kept, Ordering::Relaxed);
+        c.warm_dropped.fetch_add(report.dropped, Ordering::Relaxed);
+        c.warm_calls.fetch_add(report.calls, Ordering::Relaxed);
+        if proofs.load(Ordering::Acquire) == run {
+            cache.set_l3_serving(true);
+            cache.set_l3_first(true);
+        }
+        tracing::info!(
+            kept = report.kept,
+            dropped = report.dropped,
+            calls = report.calls,
+            ms = started.elapsed().as_millis() as u64,
+            "Redis bridge: L3 proven against Redis; read before Redis again"
+        );
+    });
 }

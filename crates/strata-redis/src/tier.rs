@@ -104,8 +104,15 @@ pub struct BridgeCounters {
     pub messages: AtomicU64,
     /// Invalidation messages that did not decode.
     pub bad_messages: AtomicU64,
-    /// Times the node emptied its local layers because it may have missed messages.
+    /// Times the node (re)subscribed and so emptied L1 and proved L3, because it may have
+    /// missed messages.
     pub resyncs: AtomicU64,
+    /// L3 copies a proof against Redis kept.
+    pub warm_kept: AtomicU64,
+    /// L3 copies a proof against Redis dropped.
+    pub warm_dropped: AtomicU64,
+    /// Pipelined `GETRANGE` batches the proofs sent.
+    pub warm_calls: AtomicU64,
 }
 
 fn bump(c: &AtomicU64) {
@@ -1023,6 +1030,33 @@ impl RedisTier {
                 None
             }
         }
+    }
+
+    /// The versions Redis holds for `keys` of `namespace` (one pipelined `GETRANGE key 0 16`
+    /// per key, 17 bytes each: the format byte and the version), `None` where Redis holds no
+    /// entry in this format: what a node proves its L3 copies with after it (re)subscribes.
+    /// Refused while the circuit is open.
+    pub async fn versions(
+        &self,
+        namespace: &str,
+        keys: &[Bytes],
+    ) -> Result<Vec<Option<u64>>, TierError> {
+        if !self.inner.breaker.allows() {
+            return Err(TierError::Unavailable("Redis bridge: circuit open".into()));
+        }
+        let cmds: Vec<redis::Cmd> = keys
+            .iter()
+            .map(|k| {
+                let mut c = redis::cmd("GETRANGE");
+                c.arg(self.full_key(namespace, k)).arg(0).arg(16);
+                c
+            })
+            .collect();
+        let raw: Vec<Vec<u8>> = self.call(|b| async move { b.batch(cmds).await }).await?;
+        Ok(raw
+            .iter()
+            .map(|p| codec::version_of_prefix(p).map(Version::as_u64))
+            .collect())
     }
 
     async fn read(&self, namespace: &str, key: &[u8]) -> Result<Option<Entry>, TierError> {

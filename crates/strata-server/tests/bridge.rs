@@ -191,3 +191,157 @@ fn a_wrong_redis_password_stops_the_server_at_start_with_a_clear_error() {
     let _: () = c.set("k", "v").unwrap();
     assert_eq!(redis.cli(&["EXISTS", "strata:db0:k"]).as_deref(), Some("1"));
 }
+
+/// A counter from `/metrics`, 0 when absent.
+fn counter(srv: &Server, name: &str) -> f64 {
+    let (_, body) = http_get(&srv.admin(), "/metrics");
+    body.lines()
+        .find(|l| l.starts_with(name) && l[name.len()..].starts_with(' '))
+        .and_then(|l| l.rsplit(' ').next())
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(0.0)
+}
+
+/// SETs (or DELs, with `None`) keys `w{i}` in one pipeline.
+fn pipeline_set(c: &mut redis::Connection, keys: std::ops::Range<u64>, value: Option<&str>) {
+    let mut p = redis::pipe();
+    for i in keys {
+        match value {
+            Some(v) => p.set(format!("w{i}"), v).ignore(),
+            None => p.del(format!("w{i}")).ignore(),
+        };
+    }
+    let _: () = p.query(c).unwrap();
+}
+
+fn read_all(c: &mut redis::Connection, n: u64) -> Vec<Option<String>> {
+    let mut p = redis::pipe();
+    for i in 0..n {
+        p.get(format!("w{i}"));
+    }
+    p.query(c).unwrap()
+}
+
+/// Waits until `srv` has finished one more L3 proof than `before` (kept + dropped moved).
+fn wait_proven(srv: &Server, before: f64) -> Option<Duration> {
+    wait_for(Duration::from_secs(20), || {
+        counter(srv, "strata_redis_warm_kept_total")
+            + counter(srv, "strata_redis_warm_dropped_total")
+            > before
+    })
+}
+
+#[test]
+fn behind_redis_a_restarted_or_reconnected_node_proves_its_l3_and_serves_from_it() {
+    const KEYS: u64 = 10_000;
+    let mut redis = RedisServer::durable();
+    let cfg = format!("[l2.redis]\nenabled = true\nport = {}\n", redis.port);
+    let (dir_a, dir_b) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+    let a = Server::start_in(dir_a.path(), &cfg);
+    let mut b = Server::start_in(dir_b.path(), &cfg);
+    for srv in [&a, &b] {
+        assert!(wait_for(Duration::from_secs(5), || l2_health(srv)["state"] == "up").is_some());
+    }
+    let mut ca = a.redis();
+    pipeline_set(&mut ca, 0..KEYS, Some("v0"));
+    // B reads everything: its L3 holds the working set.
+    let got = read_all(&mut b.redis(), KEYS);
+    assert!(got.iter().all(|v| v.as_deref() == Some("v0")));
+
+    // Which keys each step changed, for the checks: (range, new value or None).
+    let mut changes: Vec<(std::ops::Range<u64>, Option<&str>)> = Vec::new();
+    let check = |b: &Server, changes: &[(std::ops::Range<u64>, Option<&str>)], what: &str| {
+        let l3_before = counter(b, "strata_cache_hits_total{layer=\"l3\"}");
+        let l2_before = counter(b, "strata_cache_hits_total{layer=\"l2\"}")
+            + counter(b, "strata_cache_misses_total{layer=\"l2\"}");
+        let got = read_all(&mut b.redis(), KEYS);
+        let mut untouched = 0u64;
+        for (i, v) in (0..KEYS).zip(&got) {
+            let want = changes
+                .iter()
+                .rev()
+                .find(|(r, _)| r.contains(&i))
+                .map_or(Some("v0"), |(_, v)| *v);
+            assert_eq!(v.as_deref(), want, "w{i} {what}");
+            if !changes.iter().any(|(r, _)| r.contains(&i)) {
+                untouched += 1;
+            }
+        }
+        let l3 = counter(b, "strata_cache_hits_total{layer=\"l3\"}") - l3_before;
+        let l2 = counter(b, "strata_cache_hits_total{layer=\"l2\"}")
+            + counter(b, "strata_cache_misses_total{layer=\"l2\"}")
+            - l2_before;
+        let calls = counter(b, "strata_redis_warm_calls_total");
+        let caused = calls + (l2 - (KEYS - untouched) as f64).max(0.0);
+        println!(
+            "{what}: {l3} L3 hits of {untouched} untouched keys; Redis reads {l2}, of which the \
+             restart caused {caused} (with {calls} proof batches) vs {KEYS} for a cold start"
+        );
+        assert!(
+            l3 >= 0.9 * untouched as f64,
+            "{what}: {l3} L3 hits of {untouched}"
+        );
+        assert!(
+            caused <= 0.1 * KEYS as f64,
+            "{what}: {caused} Redis reads caused"
+        );
+    };
+
+    for (round, crash) in [(1u64, false), (2, true)] {
+        let base = round * 1000;
+        if crash {
+            b.kill9();
+        } else {
+            assert!(b.terminate().success());
+        }
+        // While B is down, A deletes and overwrites keys.
+        pipeline_set(&mut ca, base..base + 500, None);
+        pipeline_set(&mut ca, base + 500..base + 1000, Some("new"));
+        changes.push((base..base + 500, None));
+        changes.push((base + 500..base + 1000, Some("new")));
+        let started = Instant::now();
+        b = Server::start_in(dir_b.path(), &cfg);
+        // And while it starts and proves its L3.
+        pipeline_set(&mut ca, base + 5000..base + 5100, None);
+        pipeline_set(&mut ca, base + 5100..base + 5200, Some("new"));
+        changes.push((base + 5000..base + 5100, None));
+        changes.push((base + 5100..base + 5200, Some("new")));
+        let proven = wait_proven(&b, 0.0);
+        assert!(
+            proven.is_some(),
+            "B never proved its L3: {}",
+            b.log()
+                .lines()
+                .filter(|l| l.contains("Redis bridge") || l.contains("L3"))
+                .collect::<Vec<_>>()
+                .join("\n")
+        );
+        println!(
+            "restart {round} ({}): serving after {:?}, L3 proven {proven:?} later: {} kept, {} dropped",
+            if crash { "kill -9" } else { "SIGTERM" },
+            started.elapsed(),
+            counter(&b, "strata_redis_warm_kept_total"),
+            counter(&b, "strata_redis_warm_dropped_total"),
+        );
+        check(&b, &changes, &format!("after restart {round}"));
+    }
+
+    // Redis restarts (its append-only file keeps the data): B's subscription drops, and
+    // while it is away A deletes and overwrites more keys; B proves its L3 again when it
+    // resubscribes, and serves none of those changes' old values.
+    let before = counter(&b, "strata_redis_warm_kept_total")
+        + counter(&b, "strata_redis_warm_dropped_total");
+    redis.restart();
+    for srv in [&a, &b] {
+        assert!(wait_for(Duration::from_secs(10), || l2_health(srv)["state"] == "up").is_some());
+    }
+    pipeline_set(&mut ca, 3000..3500, None);
+    pipeline_set(&mut ca, 3500..4000, Some("new"));
+    changes.push((3000..3500, None));
+    changes.push((3500..4000, Some("new")));
+    assert!(
+        wait_proven(&b, before).is_some(),
+        "B never proved its L3 after the Redis restart"
+    );
+    check(&b, &changes, "after a Redis restart");
+}

@@ -173,9 +173,27 @@ mod bridge {
                 ),
                 m(
                     "redis_resyncs",
-                    "Times the local layers were emptied after a gap in the channel",
+                    "Times L1 was emptied and L3 proven against Redis after a gap in the channel",
                     true,
                     get(&c.resyncs),
+                ),
+                m(
+                    "redis_warm_kept",
+                    "L3 copies a proof against Redis kept",
+                    true,
+                    get(&c.warm_kept),
+                ),
+                m(
+                    "redis_warm_dropped",
+                    "L3 copies a proof against Redis dropped",
+                    true,
+                    get(&c.warm_dropped),
+                ),
+                m(
+                    "redis_warm_calls",
+                    "Pipelined version reads the proofs sent to Redis",
+                    true,
+                    get(&c.warm_calls),
                 ),
             ]
         }
