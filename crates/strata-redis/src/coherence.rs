@@ -76,6 +76,9 @@ pub async fn apply(tier: &RedisTier, cache: &Cache, payload: &[u8]) {
 /// ever (the node aborts the task at shutdown).
 pub async fn run_subscriber(tier: RedisTier, cache: Cache) {
     let proofs = Arc::new(AtomicU64::new(0));
+    // While unsubscribed after a drop: keeps L3 on the read path only while the circuit is
+    // open (see `unsubscribed_l3`).
+    let mut watcher: Option<tokio::task::JoinHandle<()>> = None;
     let mut backoff = Duration::from_millis(50);
     let mut attempt = 0usize;
     loop {
@@ -89,6 +92,9 @@ pub async fn run_subscriber(tier: RedisTier, cache: Cache) {
             match tokio::time::timeout(tier.config().connect_timeout * 2, connect).await {
                 Ok(Ok(ps)) => {
                     backoff = Duration::from_millis(50);
+                    if let Some(w) = watcher.take() {
+                        w.abort();
+                    }
                     // Anything sent before this point may have been missed: L1 goes, L3 is
                     // proven against Redis while the messages from now on are applied.
                     let n = cache.drop_local_everything(false).await;
@@ -106,12 +112,12 @@ pub async fn run_subscriber(tier: RedisTier, cache: Cache) {
                         apply(&tier, &cache, msg.get_payload_bytes()).await;
                     }
                     tier.set_subscribed(false);
-                    // A proof still running is void; L3 serves after Redis again (what Redis
-                    // cannot answer while it is unreachable).
+                    // A proof still running is void; L3 is read after Redis again, and only
+                    // while Redis is unreachable.
                     proofs.fetch_add(1, Ordering::AcqRel);
                     cache.set_l3_first(false);
-                    cache.set_l3_serving(true);
                     cache.drop_local_everything(false).await;
+                    watcher = Some(tokio::spawn(unsubscribed_l3(tier.clone(), cache.clone())));
                     tracing::warn!(
                         channel,
                         "Redis bridge: invalidation channel dropped; L1 emptied until it is back"
@@ -140,6 +146,15 @@ fn prove_l3(tier: &RedisTier, cache: &Cache, proofs: &Arc<AtomicU64>, run: u64) 
     let (tier, cache, proofs) = (tier.clone(), cache.clone(), proofs.clone());
     tokio::spawn(async move {
         let started = std::time::Instant::now();
+        // The subscription can come back before the circuit closes (another connection):
+        // asked through an open circuit, every copy would be dropped.
+        let deadline = started + Duration::from_secs(30);
+        while tier.status().breaker != crate::breaker::BreakerState::Closed
+            && std::time::Instant::now() < deadline
+            && proofs.load(Ordering::Acquire) == run
+        {
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
         let result = cache
             .revalidate_l3(|ns, page| {
                 let tier = tier.clone();
@@ -180,4 +195,16 @@ fn prove_l3(tier: &RedisTier, cache: &Cache, proofs: &Arc<AtomicU64>, run: u64) 
             "Redis bridge: L3 proven against Redis; read before Redis again"
         );
     });
+}
+
+/// While the node is not subscribed, messages it misses could make any L3 copy stale, so L3
+/// may not answer what Redis would: it serves only while the circuit is open (Redis
+/// unreachable: the failover of docs/semantics.md, "Redis down"), and is off the read path
+/// otherwise. Runs until the next subscription aborts it.
+async fn unsubscribed_l3(tier: RedisTier, cache: Cache) {
+    loop {
+        let open = tier.status().breaker != crate::breaker::BreakerState::Closed;
+        cache.set_l3_serving(open);
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
 }
