@@ -933,13 +933,27 @@ impl Cache {
         self.invalidate_layers(namespace, false, |t| async move {
             match below {
                 None => t.remove(namespace, key).await.map(u64::from),
-                Some(v) => match t.get(namespace, key).await? {
-                    Some(e) if e.version < v => t
-                        .remove_version(namespace, key, e.version)
-                        .await
-                        .map(u64::from),
-                    _ => Ok(0),
-                },
+                Some(v) => {
+                    // The copy held, fresh or inside its stale grace (`get_or_load` may serve
+                    // that one). A layer that cannot say what it holds drops the key outright:
+                    // a failed read must not leave an older copy behind (L3 tombstones a
+                    // removal it cannot apply).
+                    let held = match t.get(namespace, key).await {
+                        Ok(Some(e)) => Some(e),
+                        Ok(None) => match t.get_stale(namespace, key).await {
+                            Ok(e) => e,
+                            Err(_) => return t.remove(namespace, key).await.map(u64::from),
+                        },
+                        Err(_) => return t.remove(namespace, key).await.map(u64::from),
+                    };
+                    match held {
+                        Some(e) if e.version < v => t
+                            .remove_version(namespace, key, e.version)
+                            .await
+                            .map(u64::from),
+                        _ => Ok(0),
+                    }
+                }
             }
         })
         .await
@@ -1112,6 +1126,9 @@ impl Cache {
 
     async fn find_stale(&self, namespace: &str, key: &[u8]) -> Option<Entry> {
         for layer in Layer::ALL {
+            if layer == Layer::L3 && !self.l3_serving() {
+                continue; // unproven copies are not served, stale or not
+            }
             if let Some(tier) = self.tier(layer)
                 && let Ok(Some(e)) = tier.get_stale(namespace, key).await
             {

@@ -23,10 +23,11 @@
 //! before Redis: a restarted or reconnected node serves its previous working set from disk.
 
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::Ordering;
 use std::time::Duration;
 
 use futures_util::StreamExt;
+use parking_lot::Mutex;
 use strata_core::{Cache, Layer, Version};
 
 use crate::codec::{self, Op};
@@ -73,12 +74,11 @@ pub async fn apply(tier: &RedisTier, cache: &Cache, payload: &[u8]) {
 }
 
 /// Subscribes to the invalidation channel and applies every message, reconnecting for
-/// ever (the node aborts the task at shutdown).
+/// ever (the node aborts the task at shutdown; the tasks it started go with it).
 pub async fn run_subscriber(tier: RedisTier, cache: Cache) {
-    let proofs = Arc::new(AtomicU64::new(0));
-    // While unsubscribed after a drop: keeps L3 on the read path only while the circuit is
-    // open (see `unsubscribed_l3`).
-    let mut watcher: Option<tokio::task::JoinHandle<()>> = None;
+    let mut l3 = L3Control::default();
+    // Not subscribed yet: L3 may only stand in for an unreachable Redis.
+    l3.unsubscribed(&tier, &cache);
     let mut backoff = Duration::from_millis(50);
     let mut attempt = 0usize;
     loop {
@@ -92,14 +92,10 @@ pub async fn run_subscriber(tier: RedisTier, cache: Cache) {
             match tokio::time::timeout(tier.config().connect_timeout * 2, connect).await {
                 Ok(Ok(ps)) => {
                     backoff = Duration::from_millis(50);
-                    if let Some(w) = watcher.take() {
-                        w.abort();
-                    }
                     // Anything sent before this point may have been missed: L1 goes, L3 is
                     // proven against Redis while the messages from now on are applied.
                     let n = cache.drop_local_everything(false).await;
-                    let run = proofs.fetch_add(1, Ordering::AcqRel) + 1;
-                    prove_l3(&tier, &cache, &proofs, run);
+                    l3.subscribed(&tier, &cache);
                     tier.set_subscribed(true);
                     bump_counter(&tier.counters().resyncs);
                     tracing::info!(
@@ -114,10 +110,8 @@ pub async fn run_subscriber(tier: RedisTier, cache: Cache) {
                     tier.set_subscribed(false);
                     // A proof still running is void; L3 is read after Redis again, and only
                     // while Redis is unreachable.
-                    proofs.fetch_add(1, Ordering::AcqRel);
-                    cache.set_l3_first(false);
+                    l3.unsubscribed(&tier, &cache);
                     cache.drop_local_everything(false).await;
-                    watcher = Some(tokio::spawn(unsubscribed_l3(tier.clone(), cache.clone())));
                     tracing::warn!(
                         channel,
                         "Redis bridge: invalidation channel dropped; L1 emptied until it is back"
@@ -133,78 +127,130 @@ pub async fn run_subscriber(tier: RedisTier, cache: Cache) {
     }
 }
 
-/// Proves L3 against Redis in the background (see the module docs): L3 leaves the read path,
-/// copies Redis does not hold at the same version are dropped, and — unless a newer
-/// subscription or a drop made this proof void meanwhile — L3 comes back, read before Redis.
-/// A proof that cannot finish (Redis unreachable, L3 failing) empties L3 instead.
-fn prove_l3(tier: &RedisTier, cache: &Cache, proofs: &Arc<AtomicU64>, run: u64) {
+/// The subscriber's say over L3's place on the read path: a state number (a new state
+/// voids the tasks of the previous one, decided under its lock) and the tasks of the
+/// current state, aborted when it ends or when the subscriber itself is dropped.
+#[derive(Default)]
+struct L3Control {
+    state: Arc<Mutex<u64>>,
+    tasks: Vec<tokio::task::JoinHandle<()>>,
+}
+
+impl Drop for L3Control {
+    fn drop(&mut self) {
+        for t in self.tasks.drain(..) {
+            t.abort();
+        }
+    }
+}
+
+impl L3Control {
+    /// Ends the current state; returns the new one's number.
+    fn next(&mut self, cache: &Cache, serving: bool) -> u64 {
+        for t in self.tasks.drain(..) {
+            t.abort();
+        }
+        let mut state = self.state.lock();
+        *state += 1;
+        cache.set_l3_first(false);
+        cache.set_l3_serving(serving);
+        *state
+    }
+
+    /// Not subscribed: L3 after Redis, serving only while the circuit is open.
+    fn unsubscribed(&mut self, tier: &RedisTier, cache: &Cache) {
+        let me = self.next(cache, false);
+        self.tasks.push(tokio::spawn(unsubscribed_l3(
+            tier.clone(),
+            cache.clone(),
+            self.state.clone(),
+            me,
+        )));
+    }
+
+    /// Subscribed: L3 off the read path until proven against Redis.
+    fn subscribed(&mut self, tier: &RedisTier, cache: &Cache) {
+        let me = self.next(cache, false);
+        if cache.tier(Layer::L3).is_some() {
+            self.tasks.push(tokio::spawn(prove_l3(
+                tier.clone(),
+                cache.clone(),
+                self.state.clone(),
+                me,
+            )));
+        }
+    }
+}
+
+/// Proves L3 against Redis (see the module docs): copies Redis does not hold at the same
+/// version are dropped, and — unless the subscriber's state moved on meanwhile — L3 comes
+/// back, read before Redis. A proof that cannot finish (L3 failing) empties L3 instead.
+async fn prove_l3(tier: RedisTier, cache: Cache, state: Arc<Mutex<u64>>, me: u64) {
     let Some(l3) = cache.tier(Layer::L3) else {
         return;
     };
-    cache.set_l3_first(false);
-    cache.set_l3_serving(false);
-    let (tier, cache, proofs) = (tier.clone(), cache.clone(), proofs.clone());
-    tokio::spawn(async move {
-        let started = std::time::Instant::now();
-        // The subscription can come back before the circuit closes (another connection):
-        // asked through an open circuit, every copy would be dropped.
-        let deadline = started + Duration::from_secs(30);
-        while tier.status().breaker != crate::breaker::BreakerState::Closed
-            && std::time::Instant::now() < deadline
-            && proofs.load(Ordering::Acquire) == run
-        {
-            tokio::time::sleep(Duration::from_millis(20)).await;
-        }
-        let result = cache
-            .revalidate_l3(|ns, page| {
-                let tier = tier.clone();
-                async move {
-                    let keys: Vec<bytes::Bytes> = page.into_iter().map(|(k, _)| k).collect();
-                    match tier.versions(&ns, &keys).await {
-                        Ok(v) => (v.into_iter().map(Some).collect(), 1),
-                        // Unanswered: every copy of the page is dropped.
-                        Err(_) => (Vec::new(), 1),
-                    }
+    let started = std::time::Instant::now();
+    // The subscription can come back before the circuit closes (another connection): asked
+    // through an open circuit, every copy would be dropped.
+    while tier.status().breaker != crate::breaker::BreakerState::Closed {
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let result = cache
+        .revalidate_l3(|ns, page| {
+            let tier = tier.clone();
+            async move {
+                let keys: Vec<bytes::Bytes> = page.into_iter().map(|(k, _)| k).collect();
+                match tier.versions(&ns, &keys).await {
+                    Ok(v) => (v.into_iter().map(Some).collect(), 1),
+                    // Unanswered: every copy of the page is dropped.
+                    Err(_) => (Vec::new(), 1),
                 }
-            })
-            .await;
-        if proofs.load(Ordering::Acquire) != run {
-            return;
-        }
-        let report = match result {
-            Ok(r) => r,
-            Err(why) => {
-                tracing::warn!(%why, "Redis bridge: L3 could not be proven; emptied");
-                let _ = l3.flush_all().await;
-                strata_core::warm::WarmReport::default()
             }
-        };
-        let c = tier.counters();
-        c.warm_kept.fetch_add(report.kept, Ordering::Relaxed);
-        c.warm_dropped.fetch_add(report.dropped, Ordering::Relaxed);
-        c.warm_calls.fetch_add(report.calls, Ordering::Relaxed);
-        if proofs.load(Ordering::Acquire) == run {
-            cache.set_l3_serving(true);
-            cache.set_l3_first(true);
+        })
+        .await;
+    let report = match result {
+        Ok(r) => r,
+        Err(why) => {
+            tracing::warn!(%why, "Redis bridge: L3 could not be proven; emptied");
+            let _ = l3.flush_all().await;
+            strata_core::warm::WarmReport::default()
         }
-        tracing::info!(
-            kept = report.kept,
-            dropped = report.dropped,
-            calls = report.calls,
-            ms = started.elapsed().as_millis() as u64,
-            "Redis bridge: L3 proven against Redis; read before Redis again"
-        );
-    });
+    };
+    let c = tier.counters();
+    c.warm_kept.fetch_add(report.kept, Ordering::Relaxed);
+    c.warm_dropped.fetch_add(report.dropped, Ordering::Relaxed);
+    c.warm_calls.fetch_add(report.calls, Ordering::Relaxed);
+    {
+        let current = state.lock();
+        if *current != me {
+            return; // the subscription dropped or came back meanwhile: that state decides
+        }
+        cache.set_l3_serving(true);
+        cache.set_l3_first(true);
+    }
+    tracing::info!(
+        kept = report.kept,
+        dropped = report.dropped,
+        calls = report.calls,
+        ms = started.elapsed().as_millis() as u64,
+        "Redis bridge: L3 proven against Redis; read before Redis again"
+    );
 }
 
 /// While the node is not subscribed, messages it misses could make any L3 copy stale, so L3
 /// may not answer what Redis would: it serves only while the circuit is open (Redis
 /// unreachable: the failover of docs/semantics.md, "Redis down"), and is off the read path
-/// otherwise. Runs until the next subscription aborts it.
-async fn unsubscribed_l3(tier: RedisTier, cache: Cache) {
+/// otherwise. Runs until the subscriber's state moves on.
+async fn unsubscribed_l3(tier: RedisTier, cache: Cache, state: Arc<Mutex<u64>>, me: u64) {
     loop {
-        let open = tier.status().breaker != crate::breaker::BreakerState::Closed;
-        cache.set_l3_serving(open);
+        {
+            let current = state.lock();
+            if *current != me {
+                return;
+            }
+            let open = tier.status().breaker != crate::breaker::BreakerState::Closed;
+            cache.set_l3_serving(open);
+        }
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
 }

@@ -80,8 +80,8 @@ fn fill_change_restart(fs: &Tmpfs, home: &std::path::Path, min_free: &str, crash
             let _: () = c.set("victim", "v1-old").unwrap();
         }
         let k = format!("big:{i}");
-        let r: redis::RedisResult<()> = c.set(&k, noise(1 << 20, i + 1));
-        r.unwrap();
+        let v = noise(1 << 20, i + 1);
+        retry_eintr(&s, &mut c, |c| c.set::<_, _, ()>(&k, &v));
         acked.push(k);
     }
     // Health says the disk is in trouble within a second.
@@ -195,6 +195,12 @@ fn refuse_writes_answers_misconf_while_l3_cannot_write_and_recovers() {
     assert_eq!(state, "down", "{reason}");
     let mut raw = s.raw();
     let f = raw.cmd(&[b"SET", b"k", b"v"]);
+    assert!(
+        matches!(&f, strata_resp::Frame::Error(_)),
+        "SET answered {f:?} while L3 was {:?}; log: {}",
+        l3_health(&s),
+        s.log()
+    );
     let e = err_text(&f);
     assert!(e.starts_with("MISCONF "), "{e}");
     // Deletes and reads are served.

@@ -347,14 +347,22 @@ impl DiskTier {
                     .unwrap_or(0);
                 self.watermark.store(wm, Ordering::Release);
                 {
-                    let marker = self.marker.lock();
-                    if marker.0.dirty() {
+                    let mut marker = self.marker.lock();
+                    let dirty = marker.0.dirty();
+                    if dirty {
                         self.faults.distrust(
                             "a previous run recorded changes L3 could not apply; emptied at open",
                         );
                     } else if let Err(e) = marker.0.set_clean() {
                         tracing::warn!(error = %e, "cannot create the L3 marker file");
                     }
+                    // What this directory's file says (a directory moved aside took its
+                    // marker with it).
+                    marker.1 = dirty;
+                }
+                if self.faults.any() {
+                    // Faults recorded while L3 was closed belong in this directory's marker.
+                    self.mark_dirty();
                 }
                 *self.db.write() = Some(Arc::new(db));
                 self.refresh_free_space();
@@ -835,20 +843,35 @@ impl DiskTier {
         after: Option<&[u8]>,
         limit: usize,
     ) -> Result<Vec<Bytes>, TierError> {
+        let now = self.clock.now_ms();
         Ok(self
-            .scan_versions_blocking(namespace, after, limit)?
+            .scan_where(namespace, after, limit, |h| h.is_fresh(now))?
             .into_iter()
             .map(|(k, _)| k)
             .collect())
     }
 
-    /// Up to `limit` keys of `namespace` holding fresh, intact records, after `after`, with
-    /// their versions.
+    /// Up to `limit` keys of `namespace` holding intact records still retained (fresh, or
+    /// inside their stale grace), after `after`, with their versions: every copy a proof must
+    /// check (`scan_blocking` keeps only the fresh ones).
     fn scan_versions_blocking(
         &self,
         namespace: &str,
         after: Option<&[u8]>,
         limit: usize,
+    ) -> Result<Vec<(Bytes, Version)>, TierError> {
+        let now = self.clock.now_ms();
+        self.scan_where(namespace, after, limit, |h| h.is_retained(now))
+    }
+
+    /// Up to `limit` keys of `namespace` after `after` whose intact, unevicted,
+    /// untombstoned record `keep` selects, with their versions.
+    fn scan_where(
+        &self,
+        namespace: &str,
+        after: Option<&[u8]>,
+        limit: usize,
+        keep: impl Fn(&record::RecordHeader) -> bool,
     ) -> Result<Vec<(Bytes, Version)>, TierError> {
         let db = self.db()?;
         if let Some(why) = self.faults.untrusted() {
@@ -861,7 +884,6 @@ impl DiskTier {
             // The smallest key greater than `after`.
             from.push(0);
         }
-        let now = self.clock.now_ms();
         let wm = self.watermark.load(Ordering::Acquire);
         let mut keys = Vec::new();
         let iter = db.iterator(IteratorMode::From(&from, rocksdb::Direction::Forward));
@@ -874,7 +896,7 @@ impl DiskTier {
                 break;
             }
             if let Ok(h) = record::decode_header(&v)
-                && h.is_fresh(now)
+                && keep(&h)
                 && h.version.physical_ms() >= wm
                 && self.faults.gate(&k) == ReadGate::Open
             {

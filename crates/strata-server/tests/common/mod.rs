@@ -389,3 +389,23 @@ pub fn noise(n: usize, seed: u64) -> Vec<u8> {
         })
         .collect()
 }
+
+/// Runs `f` on `c`, reconnecting and retrying (up to 5 times) when the read was interrupted
+/// by a signal (EINTR: the test process's children exit all the time in these tests). Only
+/// for idempotent commands.
+pub fn retry_eintr<T>(
+    s: &Server,
+    c: &mut redis::Connection,
+    mut f: impl FnMut(&mut redis::Connection) -> redis::RedisResult<T>,
+) -> T {
+    for _ in 0..5 {
+        match f(c) {
+            Ok(v) => return v,
+            Err(e) if e.kind() == redis::ErrorKind::Io && e.to_string().contains("Interrupted") => {
+                *c = s.redis();
+            }
+            Err(e) => panic!("{e}"),
+        }
+    }
+    panic!("interrupted 5 times in a row");
+}

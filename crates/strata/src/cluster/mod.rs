@@ -99,9 +99,18 @@ pub(crate) struct Counters {
     pub(crate) warm_dropped: AtomicU64,
     /// `Versions` calls a restart made to prove them.
     pub(crate) warm_calls: AtomicU64,
-    /// Proofs of L3 started ([`warm::begin`]); only the latest puts L3 back on the read
-    /// path.
-    pub(crate) warm_runs: AtomicU64,
+}
+
+/// The state of L3 proofs ([`warm`]).
+#[derive(Debug, Default)]
+pub(crate) struct WarmState {
+    /// The latest proof's number: only it may put L3 back on the read path, decided under
+    /// this lock (a newer proof takes L3 off under it too).
+    pub(crate) run: Mutex<u64>,
+    /// While a restarted member's proof waits out its settle time: owner-store read repair
+    /// is off (a copy read then may predate an invalidation its baseline counted as
+    /// applied).
+    pub(crate) settling: AtomicBool,
 }
 
 /// The ring and the live members, as last computed from membership.
@@ -145,6 +154,7 @@ pub(crate) struct Shared {
     work_rx: tokio::sync::Mutex<mpsc::UnboundedReceiver<Work>>,
     pub(crate) cache: OnceLock<Cache>,
     pub(crate) counters: Counters,
+    pub(crate) warm: WarmState,
     joined: AtomicBool,
     ticks: AtomicU64,
     max_frame: usize,
@@ -305,6 +315,7 @@ impl Shared {
             work_rx: tokio::sync::Mutex::new(work_rx),
             cache: OnceLock::new(),
             counters: Counters::default(),
+            warm: WarmState::default(),
             joined: AtomicBool::new(false),
             ticks: AtomicU64::new(0),
             max_frame,

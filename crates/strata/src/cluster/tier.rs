@@ -212,9 +212,12 @@ impl Tier for ClusterTier {
                         for (o, a) in &plan[..owners] {
                             let _ = self.store(o, *a, namespace, &k, &e).await;
                         }
-                    } else if plan[..i].iter().any(|(n, _)| *n == s.name) {
+                    } else if plan[..i].iter().any(|(n, _)| *n == s.name)
+                        && !s.warm.settling.load(Ordering::Acquire)
+                    {
                         // This node owns the key and missed it (restarted, or new to the
-                        // key): repair its store.
+                        // key): repair its store. Not while a restart's proof settles: the
+                        // copy may predate an invalidation the baseline counted as applied.
                         let _ = s.owner.set_sync(namespace, k, e.clone());
                     }
                     return Ok(Some(e));

@@ -28,12 +28,16 @@ pub(crate) fn begin(shared: Arc<Shared>, cache: Cache, at_start: bool) {
     if cache.tier(Layer::L3).is_none() {
         return;
     }
-    let run = shared.counters.warm_runs.fetch_add(1, Ordering::AcqRel) + 1;
-    cache.set_l3_serving(false);
+    let run = {
+        let mut current = shared.warm.run.lock();
+        *current += 1;
+        cache.set_l3_serving(false);
+        *current
+    };
     tokio::spawn(async move {
         let started = std::time::Instant::now();
         let result = prove(&shared, &cache, at_start).await;
-        if shared.counters.warm_runs.load(Ordering::Acquire) != run {
+        if *shared.warm.run.lock() != run {
             return; // superseded: the newer run decides
         }
         let report = match result {
@@ -53,8 +57,12 @@ pub(crate) fn begin(shared: Arc<Shared>, cache: Cache, at_start: bool) {
         c.warm_kept.fetch_add(report.kept, Ordering::Relaxed);
         c.warm_dropped.fetch_add(report.dropped, Ordering::Relaxed);
         c.warm_calls.fetch_add(report.calls, Ordering::Relaxed);
-        if c.warm_runs.load(Ordering::Acquire) == run {
-            cache.set_l3_serving(true);
+        {
+            // Under the lock: a newer proof starting now takes L3 off after this, not before.
+            let current = shared.warm.run.lock();
+            if *current == run {
+                cache.set_l3_serving(true);
+            }
         }
         tracing::info!(
             kept = report.kept,
@@ -69,11 +77,21 @@ pub(crate) fn begin(shared: Arc<Shared>, cache: Cache, at_start: bool) {
 
 async fn prove(shared: &Arc<Shared>, cache: &Cache, at_start: bool) -> Result<WarmReport, String> {
     if at_start {
-        baseline(shared).await?;
+        shared.warm.settling.store(true, Ordering::Release);
+        let baselined = baseline(shared).await;
+        if let Err(e) = baselined {
+            shared.warm.settling.store(false, Ordering::Release);
+            return Err(e);
+        }
     }
     // Settle: every invalidation up to the baseline (or the loss) takes effect on the
     // owners, or is covered by a drop there (G2).
     tokio::time::sleep(Duration::from_millis(shared.cfg.max_staleness_ms * 2 + 100)).await;
+    // Copies read into L1 meanwhile may predate an invalidation the baseline counted as
+    // applied (an owner that had not applied it yet answered): L1 starts over. L3's copies,
+    // those promoted meanwhile included, are what the check below proves.
+    cache.drop_local_everything(false).await;
+    shared.warm.settling.store(false, Ordering::Release);
     // Check, page by page.
     cache
         .revalidate_l3(|ns, page| {
