@@ -459,7 +459,15 @@ fn a_restarted_member_serves_its_previous_working_set_from_l3_and_nothing_stale(
                 + metric(&n3, "strata_cluster_warm_dropped_total")
                 > 0.0
         });
-        assert!(proven.is_some(), "n3 never finished proving its L3");
+        assert!(
+            proven.is_some(),
+            "n3 never finished proving its L3: {}",
+            n3.log()
+                .lines()
+                .filter(|l| l.contains("L3") || l.contains("coherence state"))
+                .collect::<Vec<_>>()
+                .join("\n")
+        );
         let kept = metric(&n3, "strata_cluster_warm_kept_total");
         let dropped = metric(&n3, "strata_cluster_warm_dropped_total");
         let calls = metric(&n3, "strata_cluster_warm_calls_total");

@@ -134,6 +134,10 @@ pub struct DiskTier {
     free_bytes: AtomicU64,
     /// The watermark in force (from the config, or derived from the file system's size).
     min_free: AtomicU64,
+    /// Whether the marker file said "faults outstanding" when this tier was created, i.e.
+    /// a previous run left them (read once: faults this process records before the first
+    /// open set the file too, and are applied precisely from memory instead).
+    prior_dirty: std::sync::atomic::AtomicBool,
 }
 
 /// One write waiting for the group-commit writer.
@@ -248,6 +252,7 @@ impl DiskTier {
             shedding: std::sync::atomic::AtomicBool::new(false),
             free_bytes: AtomicU64::new(u64::MAX),
             min_free: AtomicU64::new(config.min_free_bytes),
+            prior_dirty: std::sync::atomic::AtomicBool::new(Marker::new(&config.path).dirty()),
             config,
             clock,
         }
@@ -346,23 +351,28 @@ impl DiskTier {
                     .map(u64::from_le_bytes)
                     .unwrap_or(0);
                 self.watermark.store(wm, Ordering::Release);
-                {
-                    let mut marker = self.marker.lock();
-                    let dirty = marker.0.dirty();
-                    if dirty {
-                        self.faults.distrust(
-                            "a previous run recorded changes L3 could not apply; emptied at open",
-                        );
-                    } else if let Err(e) = marker.0.set_clean() {
-                        tracing::warn!(error = %e, "cannot create the L3 marker file");
-                    }
-                    // What this directory's file says (a directory moved aside took its
-                    // marker with it).
-                    marker.1 = dirty;
+                if self.prior_dirty.swap(false, Ordering::AcqRel) {
+                    self.faults.distrust(
+                        "a previous run recorded changes L3 could not apply; emptied at open",
+                    );
                 }
-                if self.faults.any() {
-                    // Faults recorded while L3 was closed belong in this directory's marker.
-                    self.mark_dirty();
+                {
+                    // This directory's marker now says what this process knows (a directory
+                    // moved aside took its marker with it).
+                    let mut marker = self.marker.lock();
+                    let dirty = self.faults.any();
+                    let written = if dirty {
+                        marker.0.set_dirty_creating()
+                    } else {
+                        marker.0.set_clean()
+                    };
+                    match written {
+                        Ok(()) => marker.1 = dirty,
+                        Err(e) => {
+                            marker.1 = false;
+                            tracing::warn!(error = %e, "cannot write the L3 marker file");
+                        }
+                    }
                 }
                 *self.db.write() = Some(Arc::new(db));
                 self.refresh_free_space();
@@ -405,6 +415,7 @@ impl DiskTier {
                     })?;
                 self.counters.quarantined.incr();
                 // The marker went with the old directory; nothing old is left to distrust.
+                self.prior_dirty.store(false, Ordering::Release);
                 DB::open(&self.options(), path)
                     .map_err(|e| format!("cannot open {}: {e}", path.display()))
             }

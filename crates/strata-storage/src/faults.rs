@@ -264,6 +264,12 @@ impl Marker {
         self.write(DIRTY, false)
     }
 
+    /// Marks the directory dirty, creating the file if needed (at open, with faults
+    /// recorded before it).
+    pub(crate) fn set_dirty_creating(&self) -> std::io::Result<()> {
+        self.write(DIRTY, true)
+    }
+
     fn write(&self, byte: u8, create: bool) -> std::io::Result<()> {
         let mut f = std::fs::OpenOptions::new()
             .write(true)

@@ -432,3 +432,42 @@ async fn a_corrupt_sst_never_serves_wrong_bytes() {
             .unwrap();
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn changes_before_the_first_open_are_applied_precisely_not_by_emptying() {
+    // A node's invalidations can reach L3 before its actor has opened it: those keys are
+    // tombstoned and deleted at open; the rest of L3 stays (only a previous run's marker
+    // empties it). Found when warm restarts came back cold.
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("l3");
+    {
+        let (disk, l3) = tier(&data, 8 << 20, 0);
+        disk.open().unwrap();
+        for k in ["a", "b", "c"] {
+            l3.set("ns", Bytes::from(k), entry(b"old", 1))
+                .await
+                .unwrap();
+        }
+        disk.close();
+    }
+    let (disk, l3) = tier(&data, 8 << 20, 0);
+    assert!(l3.remove("ns", b"a").await.is_err(), "not open yet");
+    disk.open().unwrap();
+    assert_eq!(value_of(l3.get("ns", b"a").await.unwrap()), None);
+    assert_eq!(
+        value_of(l3.get("ns", b"c").await.unwrap()),
+        Some(b"old".to_vec()),
+        "L3 was emptied instead of applying one tombstone"
+    );
+    assert_eq!(l3.health(), TierHealth::Up);
+    // And a crash right after such a fault (before the open) still empties at the next
+    // start: the marker carries it.
+    drop((disk, l3));
+    let (disk, l3) = tier(&data, 8 << 20, 0);
+    assert!(l3.remove("ns", b"b").await.is_err());
+    drop((disk, l3));
+    let (disk, l3) = tier(&data, 8 << 20, 0);
+    disk.open().unwrap();
+    assert_eq!(value_of(l3.get("ns", b"b").await.unwrap()), None);
+    assert_eq!(value_of(l3.get("ns", b"c").await.unwrap()), None, "emptied");
+}

@@ -111,20 +111,32 @@ async fn baseline(shared: &Arc<Shared>) -> Result<(), String> {
         }
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
+    // A member that has not yet heard of this life refuses its calls for a moment (the
+    // handshake waits up to a second for gossip): retry each until the join deadline.
     for (name, addr) in shared.others() {
-        match shared.pool.call(&name, addr, Request::Ping, None).await {
-            Ok(Response::Status { generation, latest }) => {
-                let out =
-                    shared
-                        .coherence
-                        .lock()
-                        .baseline(shared.now_ms(), &name, generation, latest);
-                shared.carry_out_coherence(out);
-            }
-            other => {
-                return Err(format!(
-                    "{name} did not give its coherence state: {other:?}"
-                ));
+        loop {
+            match shared.pool.call(&name, addr, Request::Ping, None).await {
+                Ok(Response::Status { generation, latest }) => {
+                    let out = shared.coherence.lock().baseline(
+                        shared.now_ms(),
+                        &name,
+                        generation,
+                        latest,
+                    );
+                    shared.carry_out_coherence(out);
+                    break;
+                }
+                other => {
+                    if !shared.others().iter().any(|(n, _)| *n == name) {
+                        break; // it left the view: nothing of it to baseline
+                    }
+                    if tokio::time::Instant::now() >= deadline {
+                        return Err(format!(
+                            "{name} did not give its coherence state: {other:?}"
+                        ));
+                    }
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                }
             }
         }
     }
