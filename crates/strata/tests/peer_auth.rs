@@ -577,7 +577,10 @@ async fn a_flood_from_elsewhere_cannot_keep_members_out() {
     println!(
         "flood: {opened} connections from 127.0.0.2, {refused} refused; {failed} of 50 writes failed"
     );
-    assert!(refused > 100, "the flood went on while n2 joined");
+    // The slots were full when n2 started (above); the flood kept evicting while it joined
+    // and wrote. (It used to ask for 100 evictions in that window: a join on loopback can
+    // take well under a second, and CI saw 1.)
+    assert!(refused > 0, "the flood went on while n2 joined");
     assert_eq!(failed, 0, "members got in despite the flood");
     stop(nodes).await;
 }
