@@ -724,7 +724,9 @@ impl Cache {
         let version = entry.version;
         if self.inner.refuse_on_l3_fault
             && state.policy.use_l3
-            && let Some(reason) = self.inner.l3.as_ref().and_then(|t| t.write_fault())
+            // `(**t)`: the tier itself, never a wrapper impl on `Arc<dyn Tier>` that might
+            // not forward (the testsuite feature's once did not: writes were taken).
+            && let Some(reason) = self.inner.l3.as_ref().and_then(|t| (**t).write_fault())
         {
             return Err(CacheError::L3Failing { reason });
         }
@@ -1013,7 +1015,7 @@ impl Cache {
         if include_l3 && let Some(l3) = &self.inner.l3 {
             // One step for L3 (a range delete), covering namespaces only L3 knows. If it
             // fails, L3 is untrusted until it is emptied, so it still serves nothing old.
-            let _ = self.record_invalidation(Layer::L3, l3.flush_all().await.map(|()| 0));
+            let _ = self.record_invalidation(Layer::L3, (**l3).flush_all().await.map(|()| 0));
         }
         names.len()
     }

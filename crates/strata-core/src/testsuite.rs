@@ -105,6 +105,20 @@ impl Tier for Arc<dyn Tier> {
     async fn namespaces(&self) -> Result<Vec<String>, crate::TierError> {
         (**self).namespaces().await
     }
+    async fn scan_versions(
+        &self,
+        ns: &str,
+        after: Option<&[u8]>,
+        limit: usize,
+    ) -> Result<Vec<(Bytes, Version)>, crate::TierError> {
+        (**self).scan_versions(ns, after, limit).await
+    }
+    async fn flush_all(&self) -> Result<(), crate::TierError> {
+        (**self).flush_all().await
+    }
+    fn write_fault(&self) -> Option<String> {
+        (**self).write_fault()
+    }
     fn health(&self) -> crate::TierHealth {
         (**self).health()
     }

@@ -65,7 +65,7 @@ impl Cache {
         for ns in l3.namespaces().await.map_err(|e| e.to_string())? {
             let mut after: Option<Bytes> = None;
             loop {
-                let page = l3
+                let page = (*l3)
                     .scan_versions(&ns, after.as_deref(), PAGE)
                     .await
                     .map_err(|e| e.to_string())?;

@@ -131,3 +131,28 @@ async fn the_l3_actor_is_restarted_and_l3_keeps_working() {
     );
     node.shutdown().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn with_refuse_writes_a_node_whose_l3_cannot_open_refuses_writes_but_not_deletes() {
+    for _ in 0..20 {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("a-file");
+        std::fs::write(&file, b"x").unwrap();
+        let mut c = config(&file.join("l3"));
+        c.l3.on_failure = strata::config::L3OnFailure::RefuseWrites;
+        let node = Node::start(c).await.unwrap();
+        let cache = node.cache();
+        match cache.set("ns", "k", "v").await {
+            Err(strata_core::CacheError::L3Failing { reason }) => {
+                assert!(reason.contains("cannot create"), "{reason}")
+            }
+            other => panic!("expected L3Failing, got {other:?}"),
+        }
+        assert!(
+            cache.invalidate("ns", b"k").await.is_ok(),
+            "deletes are taken"
+        );
+        assert_eq!(cache.get("ns", b"k").await.unwrap(), None);
+        node.shutdown().await;
+    }
+}

@@ -1141,3 +1141,36 @@ mod tests {
         assert!(p.use_l3);
     }
 }
+
+#[cfg(test)]
+mod env_order_tests {
+    #![allow(clippy::unwrap_used)]
+    use super::*;
+
+    #[test]
+    fn two_overrides_in_one_table_both_apply_whatever_the_map_order() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("s.toml");
+        std::fs::write(
+            &file,
+            "[l1]\ncapacity_bytes = 16777216\n[l3]\ndata_dir = \"/tmp/x\"\ncapacity_bytes = 67108864\n",
+        )
+        .unwrap();
+        for _ in 0..200 {
+            let c = NodeConfig::load_layered(
+                Some(&file),
+                [
+                    ("STRATA__L3__DATA_DIR".to_owned(), "/tmp/y".to_owned()),
+                    (
+                        "STRATA__L3__ON_FAILURE".to_owned(),
+                        "refuse_writes".to_owned(),
+                    ),
+                ],
+                |c| c.l3.enabled = true,
+            )
+            .unwrap();
+            assert_eq!(c.l3.data_dir, PathBuf::from("/tmp/y"));
+            assert_eq!(c.l3.on_failure, L3OnFailure::RefuseWrites);
+        }
+    }
+}
