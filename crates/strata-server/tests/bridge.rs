@@ -10,7 +10,7 @@ mod redis_common;
 use std::process::Command;
 use std::time::{Duration, Instant};
 
-use common::{Server, http_get};
+use common::{Server, http_get, metric_or_zero, metric_value, pipeline_set};
 use redis::Commands;
 use redis_common::RedisServer;
 
@@ -27,12 +27,7 @@ fn l2_health(srv: &Server) -> serde_json::Value {
 }
 
 fn metric(srv: &Server, name: &str) -> f64 {
-    let (_, body) = http_get(&srv.admin(), "/metrics");
-    body.lines()
-        .find(|l| l.starts_with(name) && l[name.len()..].starts_with(' '))
-        .and_then(|l| l.rsplit(' ').next())
-        .and_then(|v| v.parse().ok())
-        .unwrap_or_else(|| panic!("no metric {name}"))
+    metric_value(srv, name).unwrap_or_else(|| panic!("no metric {name}"))
 }
 
 fn wait_for(within: Duration, mut check: impl FnMut() -> bool) -> Option<Duration> {
@@ -192,28 +187,6 @@ fn a_wrong_redis_password_stops_the_server_at_start_with_a_clear_error() {
     assert_eq!(redis.cli(&["EXISTS", "strata:db0:k"]).as_deref(), Some("1"));
 }
 
-/// A counter from `/metrics`, 0 when absent.
-fn counter(srv: &Server, name: &str) -> f64 {
-    let (_, body) = http_get(&srv.admin(), "/metrics");
-    body.lines()
-        .find(|l| l.starts_with(name) && l[name.len()..].starts_with(' '))
-        .and_then(|l| l.rsplit(' ').next())
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(0.0)
-}
-
-/// SETs (or DELs, with `None`) keys `w{i}` in one pipeline.
-fn pipeline_set(c: &mut redis::Connection, keys: std::ops::Range<u64>, value: Option<&str>) {
-    let mut p = redis::pipe();
-    for i in keys {
-        match value {
-            Some(v) => p.set(format!("w{i}"), v).ignore(),
-            None => p.del(format!("w{i}")).ignore(),
-        };
-    }
-    let _: () = p.query(c).unwrap();
-}
-
 fn read_all(c: &mut redis::Connection, n: u64) -> Vec<Option<String>> {
     let mut p = redis::pipe();
     for i in 0..n {
@@ -225,8 +198,8 @@ fn read_all(c: &mut redis::Connection, n: u64) -> Vec<Option<String>> {
 /// Waits until `srv` has finished one more L3 proof than `before` (kept + dropped moved).
 fn wait_proven(srv: &Server, before: f64) -> Option<Duration> {
     wait_for(Duration::from_secs(20), || {
-        counter(srv, "strata_redis_warm_kept_total")
-            + counter(srv, "strata_redis_warm_dropped_total")
+        metric_or_zero(srv, "strata_redis_warm_kept_total")
+            + metric_or_zero(srv, "strata_redis_warm_dropped_total")
             > before
     })
 }
@@ -251,9 +224,9 @@ fn behind_redis_a_restarted_or_reconnected_node_proves_its_l3_and_serves_from_it
     // Which keys each step changed, for the checks: (range, new value or None).
     let mut changes: Vec<(std::ops::Range<u64>, Option<&str>)> = Vec::new();
     let check = |b: &Server, changes: &[(std::ops::Range<u64>, Option<&str>)], what: &str| {
-        let l3_before = counter(b, "strata_cache_hits_total{layer=\"l3\"}");
-        let l2_before = counter(b, "strata_cache_hits_total{layer=\"l2\"}")
-            + counter(b, "strata_cache_misses_total{layer=\"l2\"}");
+        let l3_before = metric_or_zero(b, "strata_cache_hits_total{layer=\"l3\"}");
+        let l2_before = metric_or_zero(b, "strata_cache_hits_total{layer=\"l2\"}")
+            + metric_or_zero(b, "strata_cache_misses_total{layer=\"l2\"}");
         let got = read_all(&mut b.redis(), KEYS);
         let mut untouched = 0u64;
         for (i, v) in (0..KEYS).zip(&got) {
@@ -267,11 +240,11 @@ fn behind_redis_a_restarted_or_reconnected_node_proves_its_l3_and_serves_from_it
                 untouched += 1;
             }
         }
-        let l3 = counter(b, "strata_cache_hits_total{layer=\"l3\"}") - l3_before;
-        let l2 = counter(b, "strata_cache_hits_total{layer=\"l2\"}")
-            + counter(b, "strata_cache_misses_total{layer=\"l2\"}")
+        let l3 = metric_or_zero(b, "strata_cache_hits_total{layer=\"l3\"}") - l3_before;
+        let l2 = metric_or_zero(b, "strata_cache_hits_total{layer=\"l2\"}")
+            + metric_or_zero(b, "strata_cache_misses_total{layer=\"l2\"}")
             - l2_before;
-        let calls = counter(b, "strata_redis_warm_calls_total");
+        let calls = metric_or_zero(b, "strata_redis_warm_calls_total");
         let caused = calls + (l2 - (KEYS - untouched) as f64).max(0.0);
         println!(
             "{what}: {l3} L3 hits of {untouched} untouched keys; Redis reads {l2}, of which the \
@@ -320,8 +293,8 @@ fn behind_redis_a_restarted_or_reconnected_node_proves_its_l3_and_serves_from_it
             "restart {round} ({}): serving after {:?}, L3 proven {proven:?} later: {} kept, {} dropped",
             if crash { "kill -9" } else { "SIGTERM" },
             started.elapsed(),
-            counter(&b, "strata_redis_warm_kept_total"),
-            counter(&b, "strata_redis_warm_dropped_total"),
+            metric_or_zero(&b, "strata_redis_warm_kept_total"),
+            metric_or_zero(&b, "strata_redis_warm_dropped_total"),
         );
         check(&b, &changes, &format!("after restart {round}"));
     }
@@ -329,8 +302,8 @@ fn behind_redis_a_restarted_or_reconnected_node_proves_its_l3_and_serves_from_it
     // Redis restarts (its append-only file keeps the data): B's subscription drops, and
     // while it is away A deletes and overwrites more keys; B proves its L3 again when it
     // resubscribes, and serves none of those changes' old values.
-    let before = counter(&b, "strata_redis_warm_kept_total")
-        + counter(&b, "strata_redis_warm_dropped_total");
+    let before = metric_or_zero(&b, "strata_redis_warm_kept_total")
+        + metric_or_zero(&b, "strata_redis_warm_dropped_total");
     redis.restart();
     for srv in [&a, &b] {
         assert!(wait_for(Duration::from_secs(10), || l2_health(srv)["state"] == "up").is_some());

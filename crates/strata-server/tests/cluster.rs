@@ -12,7 +12,7 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use common::{Server, free_port, http_get};
+use common::{Server, free_port, http_get, metric_or_zero, pipeline_set};
 use redis::Commands;
 
 /// Per key, the writes acknowledged to the client: (counter, when).
@@ -379,28 +379,6 @@ fn a_killed_node_loses_nothing_a_restart_resurrects_nothing_and_a_fourth_node_jo
     assert!(moved > 0, "the new node took ownership of some keys");
 }
 
-/// A counter or gauge from `/metrics` (0 when absent).
-fn metric(srv: &Server, name: &str) -> f64 {
-    let (_, body) = http_get(&srv.admin(), "/metrics");
-    body.lines()
-        .find(|l| l.starts_with(name) && l[name.len()..].starts_with(' '))
-        .and_then(|l| l.rsplit(' ').next())
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(0.0)
-}
-
-/// SETs or DELs many keys in one pipeline.
-fn pipeline_set(c: &mut redis::Connection, keys: std::ops::Range<u64>, value: Option<&str>) {
-    let mut p = redis::pipe();
-    for i in keys {
-        match value {
-            Some(v) => p.set(format!("w{i}"), v).ignore(),
-            None => p.del(format!("w{i}")).ignore(),
-        };
-    }
-    let _: () = p.query(c).unwrap();
-}
-
 #[test]
 fn a_restarted_member_serves_its_previous_working_set_from_l3_and_nothing_stale() {
     const KEYS: u64 = 10_000;
@@ -455,8 +433,8 @@ fn a_restarted_member_serves_its_previous_working_set_from_l3_and_nothing_stale(
         during.join().unwrap();
         // L3 back on n3's read path: the proof ran.
         let proven = wait_for(Duration::from_secs(20), || {
-            metric(&n3, "strata_cluster_warm_kept_total")
-                + metric(&n3, "strata_cluster_warm_dropped_total")
+            metric_or_zero(&n3, "strata_cluster_warm_kept_total")
+                + metric_or_zero(&n3, "strata_cluster_warm_dropped_total")
                 > 0.0
         });
         assert!(
@@ -468,11 +446,11 @@ fn a_restarted_member_serves_its_previous_working_set_from_l3_and_nothing_stale(
                 .collect::<Vec<_>>()
                 .join("\n")
         );
-        let kept = metric(&n3, "strata_cluster_warm_kept_total");
-        let dropped = metric(&n3, "strata_cluster_warm_dropped_total");
-        let calls = metric(&n3, "strata_cluster_warm_calls_total");
-        let l3_before = metric(&n3, "strata_cache_hits_total{layer=\"l3\"}");
-        let remote_before = metric(&n3, "strata_cluster_remote_reads_total");
+        let kept = metric_or_zero(&n3, "strata_cluster_warm_kept_total");
+        let dropped = metric_or_zero(&n3, "strata_cluster_warm_dropped_total");
+        let calls = metric_or_zero(&n3, "strata_cluster_warm_calls_total");
+        let l3_before = metric_or_zero(&n3, "strata_cache_hits_total{layer=\"l3\"}");
+        let remote_before = metric_or_zero(&n3, "strata_cluster_remote_reads_total");
         let mut c3 = n3.redis();
         let mut p = redis::pipe();
         for i in 0..KEYS {
@@ -502,8 +480,8 @@ fn a_restarted_member_serves_its_previous_working_set_from_l3_and_nothing_stale(
                 }
             }
         }
-        let l3_hits = metric(&n3, "strata_cache_hits_total{layer=\"l3\"}") - l3_before;
-        let remote = metric(&n3, "strata_cluster_remote_reads_total") - remote_before;
+        let l3_hits = metric_or_zero(&n3, "strata_cache_hits_total{layer=\"l3\"}") - l3_before;
+        let remote = metric_or_zero(&n3, "strata_cluster_remote_reads_total") - remote_before;
         println!(
             "restart {round} ({}): serving after {serving_from_start:?}, L3 proven in {proven:?} \
              after the rejoin: {kept} kept, {dropped} dropped in {calls} calls; first read of \

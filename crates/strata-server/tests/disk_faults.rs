@@ -41,14 +41,6 @@ fn eventually(within: Duration, mut f: impl FnMut() -> bool) -> bool {
     f()
 }
 
-fn metric(s: &Server, name: &str) -> Option<f64> {
-    let (_, body) = http_get(&s.admin(), "/metrics");
-    body.lines()
-        .find(|l| l.starts_with(name) && l[name.len()..].starts_with(' '))
-        .and_then(|l| l.rsplit(' ').next())
-        .and_then(|v| v.parse().ok())
-}
-
 /// Fills a 48 MiB L3 file system through the server, changes `victim` and `other` on the
 /// full disk, and checks they never come back, before and after a restart. With `min_free`
 /// `"1"` the free-space watermark is off, so RocksDB itself runs out of space (the deletes
@@ -90,7 +82,7 @@ fn fill_change_restart(fs: &Tmpfs, home: &std::path::Path, min_free: &str, crash
         "health still up after filling the disk: {:?}",
         l3_health(&s)
     );
-    assert_ne!(metric(&s, "strata_layer_up{layer=\"l3\"}"), Some(1.0));
+    assert_ne!(metric_value(&s, "strata_layer_up{layer=\"l3\"}"), Some(1.0));
     let _: () = c.set("victim", "v2-new").unwrap();
     let n: i64 = c.del("victim").unwrap();
     assert_eq!(n, 1);
@@ -104,7 +96,7 @@ fn fill_change_restart(fs: &Tmpfs, home: &std::path::Path, min_free: &str, crash
     // A restart on the same full disk (L1 starts empty, so every read reaches L3): never
     // the old values, and every acknowledged key reads as written or misses.
     if crash {
-        assert!(metric(&s, "strata_l3_write_failures_total").unwrap() > 0.0);
+        assert!(metric_value(&s, "strata_l3_write_failures_total").unwrap() > 0.0);
         s.kill9();
         // RocksDB needs room to recover its log at open: an operator frees some.
         std::fs::remove_file(&ballast).unwrap();

@@ -409,3 +409,29 @@ pub fn retry_eintr<T>(
     }
     panic!("interrupted 5 times in a row");
 }
+
+/// A metric's value from `/metrics` (`name` with its labels, as printed), if present.
+pub fn metric_value(srv: &Server, name: &str) -> Option<f64> {
+    let (_, body) = http_get(&srv.admin(), "/metrics");
+    body.lines()
+        .find(|l| l.starts_with(name) && l[name.len()..].starts_with(' '))
+        .and_then(|l| l.rsplit(' ').next())
+        .and_then(|v| v.parse().ok())
+}
+
+/// A counter from `/metrics`, 0 while it is absent.
+pub fn metric_or_zero(srv: &Server, name: &str) -> f64 {
+    metric_value(srv, name).unwrap_or(0.0)
+}
+
+/// SETs keys `w{i}` to `value` (or DELs them, with `None`) in one pipeline.
+pub fn pipeline_set(c: &mut redis::Connection, keys: std::ops::Range<u64>, value: Option<&str>) {
+    let mut p = redis::pipe();
+    for i in keys {
+        match value {
+            Some(v) => p.set(format!("w{i}"), v).ignore(),
+            None => p.del(format!("w{i}")).ignore(),
+        };
+    }
+    let _: () = p.query(c).unwrap();
+}
