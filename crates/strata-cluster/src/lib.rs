@@ -18,6 +18,7 @@ pub mod handshake;
 pub mod identity;
 pub mod membership;
 pub mod placement;
+pub mod primary;
 pub mod ring;
 pub mod rpc;
 pub mod warm;

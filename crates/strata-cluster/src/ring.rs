@@ -29,8 +29,24 @@ pub struct Ring {
     version: u64,
 }
 
-/// The hash of a key's position on the ring.
+/// The part of `key` that places it, as Redis Cluster's hash tags have it: when the key
+/// holds a `{`, then a `}` after it with at least one byte between them, only those bytes
+/// (the first such pair); else the whole key. Keys with the same tag (`{user:1}:cart`,
+/// `{user:1}:views`) share owners and a primary, so multi-key commands may name them
+/// together.
+pub fn hash_tag(key: &[u8]) -> &[u8] {
+    if let Some(open) = key.iter().position(|&b| b == b'{')
+        && let Some(len) = key[open + 1..].iter().position(|&b| b == b'}')
+        && len > 0
+    {
+        return &key[open + 1..open + 1 + len];
+    }
+    key
+}
+
+/// The hash of a key's position on the ring (of its [`hash_tag`]).
 pub fn key_hash(namespace: &str, key: &[u8]) -> u64 {
+    let key = hash_tag(key);
     let mut buf = Vec::with_capacity(1 + namespace.len() + key.len());
     buf.push(namespace.len() as u8);
     buf.extend_from_slice(namespace.as_bytes());
@@ -124,6 +140,24 @@ impl Ring {
 mod tests {
     use super::*;
     use std::collections::HashMap;
+
+    #[test]
+    fn hash_tags_place_keys_together_as_redis_cluster_does() {
+        assert_eq!(hash_tag(b"{user:1}:cart"), b"user:1");
+        assert_eq!(hash_tag(b"a{b}c{d}"), b"b");
+        assert_eq!(hash_tag(b"{}x"), b"{}x");
+        assert_eq!(hash_tag(b"x{y"), b"x{y");
+        assert_eq!(hash_tag(b"{{y}}"), b"{y");
+        let ring = Ring::new(names(5), DEFAULT_VNODES);
+        for i in 0..100 {
+            let a = format!("{{tag{i}}}:a");
+            let b = format!("x{{tag{i}}}:b");
+            assert_eq!(
+                ring.owners("db0", a.as_bytes(), 2),
+                ring.owners("db0", b.as_bytes(), 2)
+            );
+        }
+    }
 
     fn names(n: usize) -> Vec<String> {
         (0..n).map(|i| format!("node-{i}")).collect()

@@ -141,6 +141,33 @@ pub enum Request {
         /// The keys.
         keys: Vec<serde_bytes::ByteBuf>,
     },
+    /// Execute a write of `key` as its primary ([`crate::primary`]): `op` is an encoded
+    /// [`crate::primary::PrimaryOp`]. Answered `Executed`, `NotPrimary` (nothing was done:
+    /// the caller may retry once its view moves) or `Error` (the outcome is unknown).
+    Execute {
+        /// Namespace.
+        namespace: String,
+        /// Key.
+        #[serde(with = "serde_bytes")]
+        key: Vec<u8>,
+        /// The encoded operation.
+        #[serde(with = "serde_bytes")]
+        op: Vec<u8>,
+    },
+    /// A primary's change of `key`, for the other owners to apply before the primary
+    /// acknowledges it. The receiver refuses it (`Fenced`) unless the caller is the key's
+    /// primary in its own view.
+    Replicate {
+        /// Namespace.
+        namespace: String,
+        /// Key.
+        #[serde(with = "serde_bytes")]
+        key: Vec<u8>,
+        /// The entry written, or `None` for a delete.
+        entry: Option<WireEntry>,
+        /// The delete's version (ignored for a write).
+        version: u64,
+    },
 }
 
 /// The byte-string type of `Versions` keys (serialized as bytes, not a sequence).
@@ -220,6 +247,31 @@ pub enum Response {
     },
     /// Answer to `Versions`: per key, in order, the version of the fresh entry held, if any.
     Versions(Vec<Option<u64>>),
+    /// Answer to `Execute`: the encoded [`strata_core::ops::Reply`], and the change made
+    /// (the entry written, or the version of a delete).
+    Executed {
+        /// The encoded reply.
+        #[serde(with = "serde_bytes")]
+        reply: Vec<u8>,
+        /// The entry now stored, for a write.
+        entry: Option<WireEntry>,
+        /// The delete's version, for a delete.
+        removed: Option<u64>,
+    },
+    /// Answer to `Execute` by a node that is not the key's primary in its view (nothing
+    /// was done), naming the one it believes is.
+    NotPrimary {
+        /// The primary in the callee's view.
+        primary: Option<String>,
+    },
+    /// Answer to `Replicate`: applied.
+    Replicated,
+    /// Answer to `Replicate` from an owner whose view has another primary for the key: the
+    /// caller is fenced off and must not acknowledge the change.
+    Fenced {
+        /// The primary in the callee's view.
+        primary: Option<String>,
+    },
 }
 
 /// A decoded frame.

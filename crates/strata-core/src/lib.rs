@@ -27,6 +27,7 @@ pub mod manager;
 pub mod memory;
 pub mod namespace;
 mod ns_table;
+pub mod ops;
 pub mod rng;
 pub mod stats;
 #[cfg(feature = "testsuite")]

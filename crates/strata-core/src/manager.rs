@@ -29,6 +29,7 @@ use crate::glob::Glob;
 use crate::memory::MemoryTier;
 use crate::namespace::{MAX_NAMESPACES, Namespace, NamespacePolicy, validate_name};
 use crate::ns_table::NsTable;
+use crate::ops::{self, Change, Effect, KeyOp, OpLimits, Reply, Ttl};
 use crate::stats::{self, CacheStats};
 use crate::tier::{Layer, SetOutcome, Tier, TierHealth};
 use crate::time::{Clock, SystemClock, duration_ms};
@@ -609,6 +610,135 @@ impl Cache {
         let version = entry.version;
         self.write_through(namespace, &state, key, entry).await?;
         Ok(version)
+    }
+
+    /// Executes a conditional or read-modify-write operation on `key` ([`crate::ops`]):
+    /// at L2's authority for the key when L2 has one (a cluster's primary, Redis behind the
+    /// bridge), else over this cache's layers — then the caller must hold a lock that keeps
+    /// other writers of `key` on this node out until it returns, as the server's key locks
+    /// do. The change is mirrored into this node's L1 and L3. A policy or size refusal is an
+    /// error and changes nothing; a command's own refusal (`not an integer`) is
+    /// [`Reply::Error`](crate::ops::Reply::Error).
+    pub async fn execute(
+        &self,
+        namespace: &str,
+        key: Bytes,
+        op: &KeyOp,
+    ) -> Result<Reply, CacheError> {
+        self.inner.limits.check_key(&key)?;
+        let state = self.ns_state(namespace)?;
+        if let Some(l2) = &self.inner.l2 {
+            let start = Instant::now();
+            let done = l2.execute(namespace, &key, op).await;
+            self.inner
+                .stats
+                .layer(Layer::L2)
+                .latency
+                .record_since(start);
+            match done {
+                Ok(Some(ex)) => {
+                    self.mirror(namespace, &state, &key, &ex.change).await;
+                    return Ok(ex.reply);
+                }
+                Ok(None) => {}
+                Err(source) => {
+                    self.inner.stats.layer(Layer::L2).errors.incr();
+                    return Err(CacheError::Tier {
+                        layer: Layer::L2,
+                        source,
+                    });
+                }
+            }
+        }
+        let old = self.get_entry(namespace, &key).await?;
+        let now = self.inner.clock.now_ms();
+        let (effect, reply) = ops::apply(op, old.as_ref(), now, self.op_limits());
+        match effect {
+            Effect::None => {}
+            Effect::Delete => {
+                self.invalidate(namespace, &key).await?;
+            }
+            Effect::Write {
+                value,
+                ttl,
+                keep_tags,
+            } => {
+                let entry = self.entry_for(namespace, &key, value, ttl, keep_tags, old.as_ref())?;
+                self.write_through(namespace, &state, key, entry).await?;
+            }
+        }
+        Ok(reply)
+    }
+
+    /// The bounds [`ops::apply`] checks, from this cache's limits.
+    pub fn op_limits(&self) -> OpLimits {
+        OpLimits {
+            max_value: self.inner.limits.max_value_bytes,
+        }
+    }
+
+    /// The entry an operation's write makes (`ttl` resolved, tags of `old` kept when
+    /// `keep_tags`), checked against the limits and the namespace's policy, stamped with a
+    /// version newer than `old`'s: what an authority stores ([`Cache::execute`], a cluster
+    /// primary).
+    pub fn entry_for(
+        &self,
+        namespace: &str,
+        key: &[u8],
+        value: Bytes,
+        ttl: Ttl,
+        keep_tags: bool,
+        old: Option<&Entry>,
+    ) -> Result<Entry, CacheError> {
+        let state = self.ns_state(namespace)?;
+        let mut options = SetOptions::default();
+        if keep_tags && let Some(e) = old {
+            options.tags = e.tags.clone();
+        }
+        match ttl.resolve(old) {
+            Ttl::AtMs(at) => options.expires_at_ms = Some(at),
+            Ttl::Persist => options.persist = true,
+            Ttl::Default | Ttl::Keep => {}
+        }
+        self.inner.limits.check_write(key, &value, &options.tags)?;
+        if let Some(e) = old {
+            self.observe_version(e.version);
+        }
+        let now = self.inner.clock.now_ms();
+        self.make_entry(namespace, &state, value, &options, None, now, None)
+    }
+
+    /// Mirrors an authority's change into this node's own copies (L1, and L3 when the
+    /// namespace uses it).
+    async fn mirror(&self, namespace: &str, state: &NsState, key: &Bytes, change: &Change) {
+        match change {
+            Change::None => {}
+            Change::Written(entry) => {
+                self.observe_version(entry.version);
+                if let Some(l1) = &self.inner.l1 {
+                    let _ = self.record_set(
+                        Layer::L1,
+                        l1.set_sync(namespace, key.clone(), entry.clone()),
+                    );
+                }
+                if state.policy.use_l3
+                    && let Some(l3) = &self.inner.l3
+                {
+                    let _ = self.record_set(
+                        Layer::L3,
+                        l3.set(namespace, key.clone(), entry.clone()).await,
+                    );
+                }
+            }
+            Change::Removed(version) => {
+                self.observe_version(*version);
+                let _ = self
+                    .invalidate_layers(namespace, false, |t| async move {
+                        t.remove(namespace, key).await.map(u64::from)
+                    })
+                    .await;
+            }
+        }
     }
 
     /// Stores many values in one namespace with the same options: the warming call (a service

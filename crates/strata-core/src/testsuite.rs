@@ -74,6 +74,14 @@ impl Tier for Arc<dyn Tier> {
     async fn remove(&self, ns: &str, key: &[u8]) -> Result<bool, crate::TierError> {
         (**self).remove(ns, key).await
     }
+    async fn execute(
+        &self,
+        ns: &str,
+        key: &[u8],
+        op: &crate::ops::KeyOp,
+    ) -> Result<Option<crate::ops::Executed>, crate::TierError> {
+        (**self).execute(ns, key, op).await
+    }
     async fn remove_version(
         &self,
         ns: &str,

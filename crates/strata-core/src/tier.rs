@@ -110,6 +110,21 @@ pub trait Tier: Send + Sync + std::fmt::Debug + 'static {
     /// Removes `key`; returns whether it was present.
     async fn remove(&self, namespace: &str, key: &[u8]) -> Result<bool, TierError>;
 
+    /// Executes a conditional or read-modify-write `op` on `key` at this tier's single
+    /// authority for the key — a cluster's primary owner, Redis itself behind the bridge —
+    /// atomically there, and answers what it did. `Ok(None)` (the default): this tier is no
+    /// authority, and the cache executes the operation over its own layers, under its
+    /// caller's key lock.
+    async fn execute(
+        &self,
+        namespace: &str,
+        key: &[u8],
+        op: &crate::ops::KeyOp,
+    ) -> Result<Option<crate::ops::Executed>, TierError> {
+        let _ = (namespace, key, op);
+        Ok(None)
+    }
+
     /// Removes `key` only if its stored version is `version` (used to undo a promotion that
     /// raced with an invalidation); returns whether it removed it.
     async fn remove_version(

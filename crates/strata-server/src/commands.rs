@@ -19,14 +19,15 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use bytes::Bytes;
 use strata_core::entry::Entry;
 use strata_core::glob::Glob;
+use strata_core::ops::parse_float;
+pub use strata_core::ops::parse_int;
+use strata_core::ops::{self, Exists, ExpiryIf, KeyOp, Ttl};
 use strata_core::{CacheError, SetOptions};
 use strata_resp::{Protocol, Reply};
 
 use crate::acl::{self, User};
 use crate::state::{ClientInfo, Shared};
 
-/// Redis's `proto-max-bulk-len`: the longest string SETRANGE and APPEND may build.
-const MAX_STRING: usize = 512 * 1024 * 1024;
 /// The Redis version Strata answers as (INFO, HELLO): the command set it follows.
 pub const REDIS_COMPAT_VERSION: &str = "7.2.0";
 
@@ -866,55 +867,6 @@ fn now_ms() -> u64 {
         .map_or(0, |d| d.as_millis() as u64)
 }
 
-/// Redis's `string2ll`: an optional `-`, digits, no leading zeros, no spaces, fits an `i64`.
-pub fn parse_int(b: &[u8]) -> Option<i64> {
-    if b.is_empty() || b.len() > 20 {
-        return None;
-    }
-    let (neg, digits) = match b.split_first() {
-        Some((b'-', rest)) => (true, rest),
-        _ => (false, b),
-    };
-    if digits.is_empty() || (digits[0] == b'0' && (digits.len() > 1 || neg)) {
-        return None;
-    }
-    let mut n: i64 = 0;
-    for &d in digits {
-        if !d.is_ascii_digit() {
-            return None;
-        }
-        let d = i64::from(d - b'0');
-        n = if neg {
-            n.checked_mul(10)?.checked_sub(d)?
-        } else {
-            n.checked_mul(10)?.checked_add(d)?
-        };
-    }
-    Some(n)
-}
-
-fn parse_float(b: &[u8]) -> Option<f64> {
-    let s = std::str::from_utf8(b).ok()?;
-    if s.is_empty() || s.trim() != s {
-        return None;
-    }
-    let v: f64 = s.parse().ok()?;
-    (!v.is_nan()).then_some(v)
-}
-
-/// How Redis prints the result of INCRBYFLOAT: plain decimal, no exponent, no trailing zeros.
-fn format_float(v: f64) -> String {
-    let s = format!("{v}");
-    if s.contains('e') {
-        format!("{v:.17}")
-            .trim_end_matches('0')
-            .trim_end_matches('.')
-            .to_owned()
-    } else {
-        s
-    }
-}
-
 fn eq_ic(a: &[u8], b: &str) -> bool {
     a.eq_ignore_ascii_case(b.as_bytes())
 }
@@ -948,21 +900,14 @@ fn cache_err(e: &CacheError) -> String {
              the data set are disabled, because l3.on_failure is \"refuse_writes\". Please check \
              /health and the node's log for details."
         ),
+        // A cluster write its primary could not acknowledge: Redis Cluster's word for a
+        // transient refusal, so that clients retry.
+        CacheError::Tier {
+            source: strata_core::TierError::Unavailable(why),
+            ..
+        } if why.starts_with("TRYAGAIN") => why.clone(),
         other => format!("ERR {other}"),
     }
-}
-
-/// When a write's entry expires.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Ttl {
-    /// The namespace's default TTL.
-    Default,
-    /// At this Unix time in milliseconds (at or before now: the key is deleted).
-    AtMs(u64),
-    /// As the previous entry (the default TTL if there was none).
-    Keep,
-    /// Never (refused where the namespace has a max_ttl).
-    Persist,
 }
 
 /// Errors a handler answers with: already formatted, `ERR …` and friends.
@@ -1084,33 +1029,26 @@ async fn run(sh: &Shared, s: &mut Session<'_>, id: Cmd, a: &[Bytes]) -> Res<()> 
             s.reply.ok();
         }
         Cmd::Setnx => {
-            let _g = sh.key_lock(&s.ns, &a[1]).write().await;
-            if entry(sh, &s.ns, &a[1]).await?.is_some() {
-                s.reply.integer(0);
-            } else {
-                store(sh, &s.ns, &a[1], a[2].clone(), Ttl::Default, None).await?;
-                s.reply.integer(1);
-            }
+            let op = KeyOp::Set {
+                value: a[2].to_vec(),
+                ttl: Ttl::Default,
+                exists: Exists::Absent,
+                get: false,
+                integer: true,
+            };
+            exec(sh, s, &a[1], &op).await?;
         }
         Cmd::Getex => getex(sh, s, a).await?,
-        Cmd::Getdel => {
-            let _g = sh.key_lock(&s.ns, &a[1]).write().await;
-            match entry(sh, &s.ns, &a[1]).await? {
-                Some(e) => {
-                    remove(sh, &s.ns, &a[1]).await?;
-                    s.reply.bulk(&e.value);
-                }
-                None => s.reply.null(),
-            }
-        }
+        Cmd::Getdel => exec(sh, s, &a[1], &KeyOp::GetDel).await?,
         Cmd::Getset => {
-            let _g = sh.key_lock(&s.ns, &a[1]).write().await;
-            let old = entry(sh, &s.ns, &a[1]).await?;
-            store(sh, &s.ns, &a[1], a[2].clone(), Ttl::Default, None).await?;
-            match old {
-                Some(e) => s.reply.bulk(&e.value),
-                None => s.reply.null(),
-            }
+            let op = KeyOp::Set {
+                value: a[2].to_vec(),
+                ttl: Ttl::Default,
+                exists: Exists::Any,
+                get: true,
+                integer: false,
+            };
+            exec(sh, s, &a[1], &op).await?;
         }
         Cmd::Mget => {
             s.reply.array(a.len() - 1);
@@ -1123,20 +1061,7 @@ async fn run(sh: &Shared, s: &mut Session<'_>, id: Cmd, a: &[Bytes]) -> Res<()> 
             }
         }
         Cmd::Mset | Cmd::Msetnx => mset(sh, s, a, id == Cmd::Msetnx).await?,
-        Cmd::Append => {
-            let _g = sh.key_lock(&s.ns, &a[1]).write().await;
-            let old = entry(sh, &s.ns, &a[1]).await?;
-            let mut v = old.as_ref().map(|e| e.value.to_vec()).unwrap_or_default();
-            let total = v.len() + a[2].len();
-            if total > MAX_STRING {
-                return Err("ERR string exceeds maximum allowed size (proto-max-bulk-len)".into());
-            }
-            check_value_len(sh, total)?;
-            v.extend_from_slice(&a[2]);
-            let len = v.len();
-            store(sh, &s.ns, &a[1], v.into(), Ttl::Keep, old.as_ref()).await?;
-            s.reply.integer(len as i64);
-        }
+        Cmd::Append => exec(sh, s, &a[1], &KeyOp::Append(a[2].to_vec())).await?,
         Cmd::Strlen => {
             let len = entry(sh, &s.ns, &a[1]).await?.map_or(0, |e| e.value.len());
             s.reply.integer(len as i64);
@@ -1165,59 +1090,21 @@ async fn run(sh: &Shared, s: &mut Session<'_>, id: Cmd, a: &[Bytes]) -> Res<()> 
                     .checked_neg()
                     .ok_or("ERR decrement would overflow")?,
             };
-            let _g = sh.key_lock(&s.ns, &a[1]).write().await;
-            let old = entry(sh, &s.ns, &a[1]).await?;
-            let cur = match &old {
-                Some(e) => parse_int(&e.value).ok_or_else(not_int)?,
-                None => 0,
-            };
-            let new = cur
-                .checked_add(by)
-                .ok_or("ERR increment or decrement would overflow")?;
-            let mut buf = itoa_buf(new);
-            store(
-                sh,
-                &s.ns,
-                &a[1],
-                Bytes::from(std::mem::take(&mut buf)),
-                Ttl::Keep,
-                old.as_ref(),
-            )
-            .await?;
-            s.reply.integer(new);
+            exec(sh, s, &a[1], &KeyOp::IncrBy(by)).await?;
         }
         Cmd::Incrbyfloat => {
             let by = parse_float(&a[2]).ok_or("ERR value is not a valid float")?;
-            let _g = sh.key_lock(&s.ns, &a[1]).write().await;
-            let old = entry(sh, &s.ns, &a[1]).await?;
-            let cur = match &old {
-                Some(e) => parse_float(&e.value).ok_or("ERR value is not a valid float")?,
-                None => 0.0,
-            };
-            let new = cur + by;
-            if !new.is_finite() {
-                return Err("ERR increment would produce NaN or Infinity".into());
-            }
-            let text = format_float(new);
-            store(
-                sh,
-                &s.ns,
-                &a[1],
-                Bytes::from(text.clone()),
-                Ttl::Keep,
-                old.as_ref(),
-            )
-            .await?;
-            s.reply.bulk(text.as_bytes());
+            exec(sh, s, &a[1], &KeyOp::IncrByFloat(by)).await?;
         }
         Cmd::Del | Cmd::Unlink => {
             let mut n = 0;
             for k in &a[1..] {
                 let _g = sh.key_lock(&s.ns, k).write().await;
-                if entry(sh, &s.ns, k).await?.is_some() {
-                    n += 1;
+                match sh.cache.execute(&s.ns, k.clone(), &KeyOp::Del).await {
+                    Ok(ops::Reply::Int(1)) => n += 1,
+                    Ok(_) => {}
+                    Err(e) => return Err(cache_err(&e)),
                 }
-                remove(sh, &s.ns, k).await?;
             }
             s.reply.integer(n);
         }
@@ -1251,16 +1138,7 @@ async fn run(sh: &Shared, s: &mut Session<'_>, id: Cmd, a: &[Bytes]) -> Res<()> 
             };
             s.reply.integer(reply);
         }
-        Cmd::Persist => {
-            let _g = sh.key_lock(&s.ns, &a[1]).write().await;
-            match entry(sh, &s.ns, &a[1]).await? {
-                Some(e) if e.expires_at_ms.is_some() => {
-                    store(sh, &s.ns, &a[1], e.value.clone(), Ttl::Persist, Some(&e)).await?;
-                    s.reply.integer(1);
-                }
-                _ => s.reply.integer(0),
-            }
-        }
+        Cmd::Persist => exec(sh, s, &a[1], &KeyOp::Persist).await?,
         Cmd::Keys => {
             let glob = Glob::new(&a[1]).map_err(|e| format!("ERR {e}"))?;
             let keys = list_keys(sh, &s.ns, Some(&glob), usize::MAX).await?;
@@ -1345,10 +1223,6 @@ async fn run(sh: &Shared, s: &mut Session<'_>, id: Cmd, a: &[Bytes]) -> Res<()> 
 
 fn not_int() -> String {
     "ERR value is not an integer or out of range".into()
-}
-
-fn itoa_buf(n: i64) -> Vec<u8> {
-    n.to_string().into_bytes()
 }
 
 /// `n` seconds (or milliseconds) as milliseconds, refusing what Redis refuses.
@@ -1474,41 +1348,47 @@ async fn set_command(sh: &Shared, s: &mut Session<'_>, a: &[Bytes]) -> Res<()> {
         i += 1;
     }
     let key = &a[1];
-    let needs_old = nx || xx || get || ttl == Ttl::Keep;
-    let lock = sh.key_lock(&s.ns, key);
-    // A blind SET shares the lock; one that reads the old value first holds it alone.
-    let (_w, _r) = if needs_old {
-        (Some(lock.write().await), None)
-    } else {
-        (None, Some(lock.read().await))
-    };
-    let old = if needs_old {
-        entry(sh, &s.ns, key).await?
-    } else {
-        None
-    };
-    let proceed = !(nx && old.is_some() || xx && old.is_none());
-    if proceed {
-        // A SET replaces the entry: KEEPTTL keeps its expiry, nothing else (no tags).
-        store(
-            sh,
-            &s.ns,
-            key,
-            a[2].clone(),
-            resolve_keep(ttl, old.as_ref()),
-            None,
-        )
-        .await?;
+    if nx || xx || get || ttl == Ttl::Keep {
+        let op = KeyOp::Set {
+            value: a[2].to_vec(),
+            ttl,
+            exists: if nx {
+                Exists::Absent
+            } else if xx {
+                Exists::Present
+            } else {
+                Exists::Any
+            },
+            get,
+            integer: false,
+        };
+        return exec(sh, s, key, &op).await;
     }
-    if get {
-        match old {
-            Some(e) => s.reply.bulk(&e.value),
-            None => s.reply.null(),
-        }
-    } else if proceed {
-        s.reply.ok();
-    } else {
-        s.reply.null();
+    // A blind SET shares the lock (it reads nothing), and its layers order it by version.
+    let _r = sh.key_lock(&s.ns, key).read().await;
+    // A SET replaces the entry: no tags.
+    store(sh, &s.ns, key, a[2].clone(), ttl, None).await?;
+    s.reply.ok();
+    Ok(())
+}
+
+/// Runs `op` on `key` at its authority ([`strata_core::Cache::execute`]: this node's
+/// layers, a cluster's primary, or Redis behind the bridge), holding the key's lock so that
+/// no other writer on this node interleaves, and writes its reply.
+async fn exec(sh: &Shared, s: &mut Session<'_>, key: &Bytes, op: &KeyOp) -> Res<()> {
+    let reply = {
+        let _g = sh.key_lock(&s.ns, key).write().await;
+        sh.cache
+            .execute(&s.ns, key.clone(), op)
+            .await
+            .map_err(|e| cache_err(&e))?
+    };
+    match reply {
+        ops::Reply::Ok => s.reply.ok(),
+        ops::Reply::Nil => s.reply.null(),
+        ops::Reply::Int(n) => s.reply.integer(n),
+        ops::Reply::Bulk(b) => s.reply.bulk(&b),
+        ops::Reply::Error(msg) => return Err(msg),
     }
     Ok(())
 }
@@ -1544,17 +1424,7 @@ async fn getex(sh: &Shared, s: &mut Session<'_>, a: &[Bytes]) -> Res<()> {
             Err(e) => Err(cache_err(&e)),
         };
     };
-    let _g = sh.key_lock(&s.ns, &a[1]).write().await;
-    match entry(sh, &s.ns, &a[1]).await? {
-        Some(e) => {
-            if !(ttl == Ttl::Persist && e.expires_at_ms.is_none()) {
-                store(sh, &s.ns, &a[1], e.value.clone(), ttl, Some(&e)).await?;
-            }
-            s.reply.bulk(&e.value);
-        }
-        None => s.reply.null(),
-    }
-    Ok(())
+    exec(sh, s, &a[1], &KeyOp::GetEx(ttl)).await
 }
 
 async fn mset(sh: &Shared, s: &mut Session<'_>, a: &[Bytes], nx: bool) -> Res<()> {
@@ -1618,47 +1488,16 @@ fn range_of(v: &[u8], start: i64, end: i64) -> &[u8] {
     &v[start as usize..=end as usize]
 }
 
-/// Refuses a value of `len` bytes over `limits.max_value_bytes`, worded as the layers word it,
-/// before a command that grows a value builds it.
-fn check_value_len(sh: &Shared, len: usize) -> Res<()> {
-    let max = sh.config.limits.max_value_bytes;
-    if len as u64 > max {
-        return Err(format!(
-            "ERR value is {len} bytes, above the limit of {max} bytes"
-        ));
-    }
-    Ok(())
-}
-
 async fn setrange(sh: &Shared, s: &mut Session<'_>, a: &[Bytes]) -> Res<()> {
     let offset = parse_int(&a[2]).ok_or_else(not_int)?;
     if offset < 0 {
         return Err("ERR offset is out of range".into());
     }
-    let offset = offset as usize;
-    let patch = &a[3];
-    let _g = sh.key_lock(&s.ns, &a[1]).write().await;
-    let old = entry(sh, &s.ns, &a[1]).await?;
-    let cur_len = old.as_ref().map_or(0, |e| e.value.len());
-    if patch.is_empty() {
-        s.reply.integer(cur_len as i64);
-        return Ok(());
-    }
-    let end = offset.saturating_add(patch.len());
-    if end > MAX_STRING {
-        return Err("ERR string exceeds maximum allowed size (proto-max-bulk-len)".into());
-    }
-    // The final size is checked before anything is allocated.
-    check_value_len(sh, end.max(cur_len))?;
-    let mut v = old.as_ref().map(|e| e.value.to_vec()).unwrap_or_default();
-    if v.len() < offset + patch.len() {
-        v.resize(offset + patch.len(), 0);
-    }
-    v[offset..offset + patch.len()].copy_from_slice(patch);
-    let len = v.len();
-    store(sh, &s.ns, &a[1], v.into(), Ttl::Keep, old.as_ref()).await?;
-    s.reply.integer(len as i64);
-    Ok(())
+    let op = KeyOp::SetRange {
+        offset: offset as u64,
+        patch: a[3].to_vec(),
+    };
+    exec(sh, s, &a[1], &op).await
 }
 
 async fn rename(sh: &Shared, s: &mut Session<'_>, a: &[Bytes], nx: bool) -> Res<()> {
@@ -1737,24 +1576,18 @@ async fn expire(sh: &Shared, s: &mut Session<'_>, a: &[Bytes], id: Cmd) -> Res<(
         Cmd::Expireat => n.checked_mul(1000).ok_or_else(invalid)?,
         _ => n,
     };
-    let _g = sh.key_lock(&s.ns, &a[1]).write().await;
-    let Some(e) = entry(sh, &s.ns, &a[1]).await? else {
-        s.reply.integer(0);
-        return Ok(());
+    let when = if nx {
+        ExpiryIf::NoExpiry
+    } else if xx {
+        ExpiryIf::HasExpiry
+    } else if gt {
+        ExpiryIf::Later
+    } else if lt {
+        ExpiryIf::Earlier
+    } else {
+        ExpiryIf::Always
     };
-    let current = e.expires_at_ms.map(|v| v as i64);
-    let allowed = match current {
-        None => !xx && !gt,
-        Some(cur) => !nx && (!gt || at > cur) && (!lt || at < cur),
-    };
-    if !allowed {
-        s.reply.integer(0);
-        return Ok(());
-    }
-    let at = at.max(0) as u64;
-    store(sh, &s.ns, &a[1], e.value.clone(), Ttl::AtMs(at), Some(&e)).await?;
-    s.reply.integer(1);
-    Ok(())
+    exec(sh, s, &a[1], &KeyOp::Expire { at_ms: at, when }).await
 }
 
 /// Keys of `ns` (matching `glob`), at most `max`.
@@ -2432,8 +2265,8 @@ mod tests {
 
     #[test]
     fn floats_print_without_exponent() {
-        assert_eq!(format_float(10.5 + 0.1), "10.6");
-        assert_eq!(format_float(3.0), "3");
-        assert_eq!(format_float(5.0e3), "5000");
+        assert_eq!(strata_core::ops::format_float(10.5 + 0.1), "10.6");
+        assert_eq!(strata_core::ops::format_float(3.0), "3");
+        assert_eq!(strata_core::ops::format_float(5.0e3), "5000");
     }
 }

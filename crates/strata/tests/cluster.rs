@@ -235,6 +235,15 @@ async fn a_partitioned_node_rejoins_without_serving_what_was_invalidated_meanwhi
     })
     .await;
     println!("partition detected after {split:?}");
+    // Writes of keys whose primary is n2 are refused (TRYAGAIN) until the majority's ring
+    // no longer has n2: a suspect still owns its keys.
+    let ring_of = |n: &Node| n.cluster_status().unwrap().ring_members.len();
+    eventually(
+        "the majority's ring drops n2",
+        Duration::from_secs(15),
+        || ring_of(&nodes[0]) == 2 && ring_of(&nodes[1]) == 2,
+    )
+    .await;
     // The majority deletes and overwrites while n2 is away.
     for k in 0..10 {
         caches[0]

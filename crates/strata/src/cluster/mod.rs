@@ -19,6 +19,7 @@
 
 pub(crate) mod net;
 pub(crate) mod peer;
+pub(crate) mod primary;
 pub(crate) mod tier;
 pub(crate) mod warm;
 
@@ -99,6 +100,14 @@ pub(crate) struct Counters {
     pub(crate) warm_dropped: AtomicU64,
     /// `Versions` calls a restart made to prove them.
     pub(crate) warm_calls: AtomicU64,
+    /// Writes executed here as the key's primary.
+    pub(crate) executed: AtomicU64,
+    /// Writes sent to another node, the key's primary.
+    pub(crate) forwarded: AtomicU64,
+    /// Replications fenced off (refused here, or refused to this node as primary).
+    pub(crate) fenced: AtomicU64,
+    /// Replications skipped because the owner's process was gone (connection refused).
+    pub(crate) replica_down: AtomicU64,
 }
 
 /// The state of L3 proofs ([`warm`]).
@@ -155,6 +164,8 @@ pub(crate) struct Shared {
     pub(crate) cache: OnceLock<Cache>,
     pub(crate) counters: Counters,
     pub(crate) warm: WarmState,
+    /// The primary's per-key execution lock, striped ([`primary`]).
+    exec_locks: Box<[tokio::sync::Mutex<()>]>,
     joined: AtomicBool,
     ticks: AtomicU64,
     max_frame: usize,
@@ -316,6 +327,9 @@ impl Shared {
             cache: OnceLock::new(),
             counters: Counters::default(),
             warm: WarmState::default(),
+            exec_locks: (0..primary::EXEC_STRIPES)
+                .map(|_| tokio::sync::Mutex::new(()))
+                .collect(),
             joined: AtomicBool::new(false),
             ticks: AtomicU64::new(0),
             max_frame,
@@ -995,8 +1009,9 @@ impl Shared {
             self.counters.rpc_served.fetch_add(1, Ordering::Relaxed);
             let me = self.clone();
             let tx = tx.clone();
+            let from = caller.clone();
             tokio::spawn(async move {
-                let resp = me.handle(req).await;
+                let resp = me.handle(&from, req).await;
                 let _ = tx.send(rpc::to_bytes(&Frame::Response(id, resp)));
             });
         }
@@ -1005,8 +1020,8 @@ impl Shared {
         Ok(())
     }
 
-    /// Answers one request.
-    async fn handle(self: &Arc<Self>, req: Request) -> Response {
+    /// Answers one request from the authenticated peer `from`.
+    async fn handle(self: &Arc<Self>, from: &str, req: Request) -> Response {
         match req {
             Request::Hello { .. } | Request::Login { .. } | Request::Prove { .. } => {
                 Response::Error("already connected".into())
@@ -1098,6 +1113,15 @@ impl Shared {
                 self.carry_out_coherence(out);
                 Response::Applied { removed }
             }
+            Request::Execute { namespace, key, op } => {
+                self.serve_execute(&namespace, &key, &op).await
+            }
+            Request::Replicate {
+                namespace,
+                key,
+                entry,
+                version,
+            } => self.replicate_in(from, &namespace, &key, entry, version),
             Request::Versions { namespace, keys } => {
                 if keys.len() > strata_cluster::rpc::MAX_VERSIONS_PER_REQUEST {
                     return Response::Error(format!(

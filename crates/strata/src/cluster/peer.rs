@@ -327,10 +327,30 @@ impl Pool {
         req: Request,
         timeout: Option<Duration>,
     ) -> Result<Response, String> {
+        self.call_typed(peer, addr, req, timeout)
+            .await
+            .map_err(|e| match e {
+                CallError::Refused(why) | CallError::NotSent(why) | CallError::Unknown(why) => why,
+            })
+    }
+
+    /// [`Pool::call`], saying whether a failed request may have reached the peer. A request
+    /// that is not idempotent (`Execute`) is never sent twice: it is retried on a new
+    /// connection only when the first one failed before the request left.
+    pub(crate) async fn call_typed(
+        &self,
+        peer: &str,
+        addr: SocketAddr,
+        req: Request,
+        timeout: Option<Duration>,
+    ) -> Result<Response, CallError> {
         #[cfg(feature = "fault-injection")]
         if self.blocked.lock().contains(peer) {
-            return Err(format!("{peer} is cut off (fault injection)"));
+            return Err(CallError::NotSent(format!(
+                "{peer} is cut off (fault injection)"
+            )));
         }
+        let idempotent = !matches!(req, Request::Execute { .. });
         let slot = self.slot(peer, addr);
         let start = Instant::now();
         slot.stats.requests.fetch_add(1, Ordering::Relaxed);
@@ -340,14 +360,21 @@ impl Pool {
         let mut result = self.call_on(&slot, peer, req.clone(), deadline).await;
         // A connection that broke under the request (the peer restarted, say) is retried
         // once on a new connection, inside the same deadline and the retry budget.
-        if let Err((true, _)) = &result
+        if let Err(f) = &result
+            && (f.stage == Stage::Unsent || (f.stage == Stage::Broken && idempotent))
             && Instant::now() < deadline
             && self.withdraw()
         {
             self.retries.fetch_add(1, Ordering::Relaxed);
             result = self.call_on(&slot, peer, req, deadline).await;
         }
-        let result = result.map_err(|(_, e)| e);
+        let result = result.map_err(|f| match f.stage {
+            // Refused: the peer's host is up and nothing listens on its port (the process
+            // is gone), as opposed to a peer that cannot be reached at all.
+            Stage::Unsent if f.why.contains("Connection refused") => CallError::Refused(f.why),
+            Stage::Unsent => CallError::NotSent(f.why),
+            Stage::Broken | Stage::Answered => CallError::Unknown(f.why),
+        });
         match &result {
             Ok(_) => {
                 let us = start.elapsed().as_micros() as u64;
@@ -395,12 +422,13 @@ impl Pool {
         peer: &str,
         req: Request,
         deadline: Instant,
-    ) -> Result<Response, (bool, String)> {
+    ) -> Result<Response, Failure> {
+        let fail = |stage, why| Failure { stage, why };
         let timeout = deadline.saturating_duration_since(Instant::now());
         let conn = tokio::time::timeout(timeout, self.conn(slot, peer))
             .await
-            .map_err(|_| (false, format!("connecting to {peer} timed out")))?
-            .map_err(|e| (false, e))?;
+            .map_err(|_| fail(Stage::Unsent, format!("connecting to {peer} timed out")))?
+            .map_err(|e| fail(Stage::Unsent, e))?;
         let id = self.next_id.fetch_add(1, Ordering::Relaxed);
         let (tx, rx) = oneshot::channel();
         conn.pending.lock().insert(id, tx);
@@ -411,13 +439,13 @@ impl Pool {
         {
             conn.pending.lock().remove(&id);
             conn.alive.store(false, Ordering::Release);
-            return Err((true, format!("connection to {peer} closed")));
+            return Err(fail(Stage::Unsent, format!("connection to {peer} closed")));
         }
         let left = deadline.saturating_duration_since(Instant::now());
         match tokio::time::timeout(left, rx).await {
-            Ok(Ok(Response::Error(e))) => Err((false, format!("{peer}: {e}"))),
+            Ok(Ok(Response::Error(e))) => Err(fail(Stage::Answered, format!("{peer}: {e}"))),
             Ok(Ok(resp)) => Ok(resp),
-            Ok(Err(_)) => Err((true, format!("connection to {peer} failed"))),
+            Ok(Err(_)) => Err(fail(Stage::Broken, format!("connection to {peer} failed"))),
             Err(_) => {
                 conn.pending.lock().remove(&id);
                 // A connection that stops answering may be dead without knowing it (a
@@ -426,8 +454,41 @@ impl Pool {
                 // (found by the turmoil test: every repair after a partition timed out on
                 // the connection from before it). Requests still pending on it may finish.
                 conn.alive.store(false, Ordering::Release);
-                Err((false, format!("{peer} did not answer in time")))
+                Err(fail(
+                    Stage::Answered,
+                    format!("{peer} did not answer in time"),
+                ))
             }
         }
     }
+}
+
+/// Why a call failed, and whether its request may have reached the peer.
+#[derive(Debug)]
+pub(crate) enum CallError {
+    /// The peer's address refused the connection: its process is not running. The request
+    /// never left.
+    Refused(String),
+    /// The request never left this node (no connection): the peer did nothing.
+    NotSent(String),
+    /// The request may have been carried out (it left, then the connection broke, the
+    /// answer did not come in time, or the peer answered an error).
+    Unknown(String),
+}
+
+/// Where an attempt failed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Stage {
+    /// Before the request was handed to a connection.
+    Unsent,
+    /// The connection broke after the request was handed to it.
+    Broken,
+    /// The peer answered an error, or did not answer in time.
+    Answered,
+}
+
+/// One failed attempt.
+struct Failure {
+    stage: Stage,
+    why: String,
 }

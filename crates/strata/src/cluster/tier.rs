@@ -22,7 +22,10 @@ use strata_cluster::rpc::{Request, Response};
 use strata_core::glob::Glob;
 use strata_core::{Entry, Layer, SetOutcome, Tier, TierError, TierHealth, Version};
 
-use super::{Shared, from_wire, tag_refs, to_wire};
+use strata_cluster::primary::PrimaryOp;
+use strata_core::ops::{Executed, KeyOp, Reply};
+
+use super::{Shared, from_wire, primary, tag_refs, to_wire};
 
 /// The cluster as a `Tier`.
 #[derive(Debug, Clone)]
@@ -152,25 +155,6 @@ impl ClusterTier {
             .any(|r| r)
     }
 
-    /// Announces that copies of `key` older than `version` are stale (after a write or a
-    /// removal reached the owners): strictly first when configured, then disseminated. A
-    /// member that does not confirm a strict key invalidation is logged by `strict` and
-    /// falls back to the gossip bound; the write stands.
-    async fn announce_key(&self, namespace: &str, key: &[u8], version: Version) {
-        let s = &self.shared;
-        let inv = s.originate(
-            version,
-            InvalidationOp::Key {
-                namespace: namespace.to_owned(),
-                key: key.to_vec(),
-            },
-        );
-        if s.cfg.strict_invalidations {
-            s.strict(&inv).await;
-        }
-        s.publish(inv);
-    }
-
     /// Originates an invalidation, applies it here, and waits for every member. A member
     /// that does not confirm makes it an error: the caller is told the invalidation may not
     /// have reached every owner yet (members apply it when they next hear from this node,
@@ -255,34 +239,37 @@ impl Tier for ClusterTier {
             s.counters.refused_stale.fetch_add(1, Ordering::Relaxed);
             return Ok(SetOutcome::KeptNewer);
         }
-        let owners = s.owners(namespace, &key);
-        let calls = owners
-            .iter()
-            .map(|(name, addr)| self.store(name, *addr, namespace, &key, &entry));
-        let results = futures_util::future::join_all(calls).await;
-        let kept_newer = results.iter().any(|r| matches!(r, Ok(true)));
-        let stored = results.iter().any(|r| r.is_ok());
-        if kept_newer {
-            return Ok(SetOutcome::KeptNewer);
-        }
-        self.announce_key(namespace, &key, entry.version).await;
-        if stored {
-            Ok(SetOutcome::Stored)
-        } else {
-            let why: Vec<String> = results.into_iter().filter_map(Result::err).collect();
-            Err(TierError::Failed(format!(
-                "no owner took the write: {}",
-                why.join("; ")
-            )))
+        match s
+            .execute_at_primary(namespace, &key, PrimaryOp::Put(to_wire(&entry)))
+            .await
+        {
+            Ok(_) => Ok(SetOutcome::Stored),
+            Err(why) => Err(TierError::Unavailable(why)),
         }
     }
 
     async fn remove(&self, namespace: &str, key: &[u8]) -> Result<bool, TierError> {
-        let s = &self.shared;
-        let version = s.stamp();
-        let removed = self.remove_on_owners(namespace, key, version).await;
-        self.announce_key(namespace, key, version).await;
-        Ok(removed)
+        match self
+            .shared
+            .execute_at_primary(namespace, key, primary::del())
+            .await
+        {
+            Ok(ex) => Ok(ex.reply == Reply::Int(1)),
+            Err(why) => Err(TierError::Unavailable(why)),
+        }
+    }
+
+    async fn execute(
+        &self,
+        namespace: &str,
+        key: &[u8],
+        op: &KeyOp,
+    ) -> Result<Option<Executed>, TierError> {
+        self.shared
+            .execute_at_primary(namespace, key, PrimaryOp::Key(op.clone()))
+            .await
+            .map(Some)
+            .map_err(TierError::Unavailable)
     }
 
     async fn remove_version(

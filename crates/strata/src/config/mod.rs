@@ -137,6 +137,10 @@ pub struct ClusterConfig {
     pub rpc_timeout_ms: u64,
     /// Time allowed to connect to a peer (default 500).
     pub connect_timeout_ms: u64,
+    /// How long a write whose primary cannot be reached (its process is gone, or it is no
+    /// longer the primary) waits for the ring to move to the next primary before the client
+    /// gets `TRYAGAIN` (default 10000: failure detection on a LAN takes about five seconds).
+    pub failover_wait_ms: u64,
     /// After the ring changes, a new owner that misses reads through to the key's previous
     /// owners for this long (default 30000).
     pub handoff_window_ms: u64,
@@ -172,6 +176,7 @@ impl Default for ClusterConfig {
             max_staleness_ms: 1_000,
             rpc_timeout_ms: 500,
             connect_timeout_ms: 500,
+            failover_wait_ms: 10_000,
             handoff_window_ms: 30_000,
             handoff_push_limit: 10_000,
             expected_size: 3,

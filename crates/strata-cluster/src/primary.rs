@@ -1,0 +1,156 @@
+//! Per-key primary execution, without I/O: who executes a key's writes, who may replicate
+//! them, and which copy a primary starts from. The node's cluster tier and the simulator
+//! both call these, so the simulator checks the decisions the node makes.
+//!
+//! - The **primary** of a key is its first owner on the ring ([`primary`]). Every write of
+//!   the key — plain `SET` and `DEL` as well as conditional and read-modify-write commands
+//!   — is executed there, one at a time under the primary's lock for the key, and the
+//!   operation's meaning is [`strata_core::ops::apply`].
+//! - Before it acknowledges a change, the primary **replicates** it to every other owner in
+//!   its view and needs each one's answer. An owner accepts only when the caller is the
+//!   key's primary in its *own* view ([`admits_replication`]): a primary that was paused,
+//!   partitioned or is otherwise behind the ring is **fenced** and its client gets an error,
+//!   never an acknowledged update that the real primary does not know about.
+//! - A primary that does not hold the key asks the other owners (and, after a ring change,
+//!   the previous ones) and starts from the newest fresh copy ([`starting_point`]): after a
+//!   fail-over the new primary is a former replica that already holds every acknowledged
+//!   change.
+
+use serde::{Deserialize, Serialize};
+use strata_core::Entry;
+use strata_core::ops::KeyOp;
+
+use crate::ring::Ring;
+use crate::rpc::WireEntry;
+
+/// A write, as it travels to a key's primary.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub enum PrimaryOp {
+    /// A conditional or read-modify-write operation (and `DEL`).
+    Key(KeyOp),
+    /// A plain `SET`: the entry the caller built (its policy-checked expiry, tags and
+    /// version). The primary keeps it as is unless it holds a version at least as new, in
+    /// which case it stamps a newer one: the later write wins, as on one Redis.
+    Put(WireEntry),
+}
+
+impl PrimaryOp {
+    /// The operation's bytes (`Request::Execute::op`).
+    pub fn encode(&self) -> Vec<u8> {
+        postcard::to_allocvec(self).unwrap_or_default()
+    }
+
+    /// The operation in `bytes`, or `None` when they are not one.
+    pub fn decode(bytes: &[u8]) -> Option<Self> {
+        postcard::from_bytes(bytes).ok()
+    }
+}
+
+/// The key's primary under `ring`: its first owner.
+pub fn primary<'a>(ring: &'a Ring, namespace: &str, key: &[u8]) -> Option<&'a str> {
+    ring.owners(namespace, key, 1).first().copied()
+}
+
+/// The owners a primary (`me`) must hear from before it acknowledges a change of the key:
+/// the other owners under its ring.
+pub fn replicas(
+    ring: &Ring,
+    me: &str,
+    namespace: &str,
+    key: &[u8],
+    replication_factor: usize,
+) -> Vec<String> {
+    ring.owners(namespace, key, replication_factor)
+        .into_iter()
+        .filter(|n| *n != me)
+        .map(str::to_owned)
+        .collect()
+}
+
+/// Whether an owner whose ring is `ring` accepts a change of the key replicated by `from`:
+/// only from the key's primary in this ring. `Err` names the primary it knows instead.
+pub fn admits_replication(
+    ring: &Ring,
+    namespace: &str,
+    key: &[u8],
+    from: &str,
+) -> Result<(), Option<String>> {
+    match primary(ring, namespace, key) {
+        Some(p) if p == from => Ok(()),
+        other => Err(other.map(str::to_owned)),
+    }
+}
+
+/// The copy a primary executes against: its own fresh copy when it has one (it applied
+/// every change it acknowledged), else the newest of the fresh copies the other owners
+/// answered with.
+pub fn starting_point(
+    local: Option<Entry>,
+    others: impl IntoIterator<Item = Option<Entry>>,
+) -> Option<Entry> {
+    if local.is_some() {
+        return local;
+    }
+    others.into_iter().flatten().max_by_key(|e| e.version)
+}
+
+/// Whether a plain `SET` of `incoming` must be stamped anew to order after `current`.
+pub fn put_needs_restamp(current: Option<&Entry>, incoming: u64) -> bool {
+    current.is_some_and(|e| e.version.as_u64() >= incoming)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use bytes::Bytes;
+    use strata_core::Version;
+
+    fn names(n: usize) -> Vec<String> {
+        (0..n).map(|i| format!("n{i}")).collect()
+    }
+
+    #[test]
+    fn only_the_primary_in_the_owners_view_may_replicate() {
+        let ring = Ring::new(names(3), 64);
+        let p = primary(&ring, "db0", b"k").expect("a primary").to_owned();
+        assert!(admits_replication(&ring, "db0", b"k", &p).is_ok());
+        let other = names(3)
+            .into_iter()
+            .find(|n| *n != p)
+            .expect("another node");
+        assert_eq!(
+            admits_replication(&ring, "db0", b"k", &other),
+            Err(Some(p.clone()))
+        );
+        // The primary leaves the owners' ring: its replication is refused from then on.
+        let without: Vec<String> = names(3).into_iter().filter(|n| *n != p).collect();
+        let moved = Ring::new(without, 64);
+        assert!(admits_replication(&moved, "db0", b"k", &p).is_err());
+        assert!(!replicas(&ring, &p, "db0", b"k", 2).contains(&p));
+        assert_eq!(replicas(&ring, &p, "db0", b"k", 2).len(), 1);
+    }
+
+    #[test]
+    fn a_primary_starts_from_its_own_copy_else_the_newest_answer() {
+        let e = |v: u64| Entry::new(Bytes::from_static(b"x"), Version::from_u64(v));
+        assert_eq!(
+            starting_point(Some(e(1)), [Some(e(9))]).map(|e| e.version.as_u64()),
+            Some(1)
+        );
+        assert_eq!(
+            starting_point(None, [Some(e(3)), None, Some(e(7))]).map(|e| e.version.as_u64()),
+            Some(7)
+        );
+        assert!(starting_point(None, [None, None]).is_none());
+        assert!(put_needs_restamp(Some(&e(5)), 5));
+        assert!(!put_needs_restamp(Some(&e(4)), 5));
+        assert!(!put_needs_restamp(None, 5));
+    }
+
+    #[test]
+    fn operations_round_trip_and_garbage_is_refused() {
+        let op = PrimaryOp::Key(KeyOp::IncrBy(-3));
+        assert_eq!(PrimaryOp::decode(&op.encode()), Some(op));
+        assert_eq!(PrimaryOp::decode(&[0xff, 0xff, 0xff]), None);
+    }
+}

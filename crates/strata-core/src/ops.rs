@@ -1,0 +1,557 @@
+//! Conditional and read-modify-write operations on one key, as pure functions of the key's
+//! current entry.
+//!
+//! A command such as `INCR`, `SET … NX` or `EXPIRE … GT` reads the key before it writes.
+//! Executed at two places at once it loses updates, so it is executed at the key's single
+//! authority — this node's layers under the caller's key lock when the cache stands alone,
+//! the key's primary in a cluster ([`crate::Tier::execute`]), Redis itself behind the
+//! bridge — and the decision is always [`apply`]: the same function everywhere, so the
+//! authorities cannot disagree on what a command means. An operation travels between nodes
+//! as data ([`KeyOp`] is serializable), never as a closure.
+
+use bytes::Bytes;
+use serde::{Deserialize, Serialize};
+
+use crate::Entry;
+
+/// Redis's largest string (`proto-max-bulk-len`).
+pub const MAX_STRING: usize = 512 * 1024 * 1024;
+
+/// When an entry written by an operation expires.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Ttl {
+    /// The namespace's default TTL.
+    Default,
+    /// At this instant, Unix ms (at or before now: the key is deleted).
+    AtMs(u64),
+    /// As the entry being replaced (the default TTL when there was none).
+    Keep,
+    /// Never (refused where the namespace has a `max_ttl`).
+    Persist,
+}
+
+impl Ttl {
+    /// [`Ttl::Keep`] resolved against the entry being replaced.
+    pub fn resolve(self, old: Option<&Entry>) -> Ttl {
+        match (self, old) {
+            (Ttl::Keep, Some(e)) => match e.expires_at_ms {
+                Some(at) => Ttl::AtMs(at),
+                None => Ttl::Persist,
+            },
+            (Ttl::Keep, None) => Ttl::Default,
+            (other, _) => other,
+        }
+    }
+}
+
+/// The existence condition of a `SET`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Exists {
+    /// Unconditional.
+    Any,
+    /// Only when the key is absent (`NX`).
+    Absent,
+    /// Only when the key is present (`XX`).
+    Present,
+}
+
+/// The condition of an `EXPIRE`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub enum ExpiryIf {
+    /// Unconditional.
+    Always,
+    /// Only when the key has no expiry (`NX`).
+    NoExpiry,
+    /// Only when the key has an expiry (`XX`).
+    HasExpiry,
+    /// Only when the new expiry is later (`GT`; no expiry counts as infinite).
+    Later,
+    /// Only when the new expiry is earlier (`LT`; no expiry counts as infinite).
+    Earlier,
+}
+
+/// One operation on one key.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub enum KeyOp {
+    /// `SET` with its options (also `SETNX`, `GETSET`, `SETEX`, `PSETEX`): writes `value`
+    /// if `exists` holds; answers the old value when `get`, else OK (or nil when the
+    /// condition failed), or `1`/`0` when `integer` (`SETNX`).
+    Set {
+        /// The new value.
+        #[serde(with = "serde_bytes")]
+        value: Vec<u8>,
+        /// Its expiry.
+        ttl: Ttl,
+        /// The existence condition.
+        exists: Exists,
+        /// Answer the old value (`GET`, `GETSET`).
+        get: bool,
+        /// Answer `1`/`0` (`SETNX`).
+        integer: bool,
+    },
+    /// `INCRBY` (and `INCR`, `DECR`, `DECRBY`).
+    IncrBy(i64),
+    /// `INCRBYFLOAT`.
+    IncrByFloat(f64),
+    /// `APPEND`.
+    Append(#[serde(with = "serde_bytes")] Vec<u8>),
+    /// `SETRANGE`.
+    SetRange {
+        /// Where the patch starts.
+        offset: u64,
+        /// The patch.
+        #[serde(with = "serde_bytes")]
+        patch: Vec<u8>,
+    },
+    /// `DEL` of one key: answers `1` when it existed.
+    Del,
+    /// `GETDEL`.
+    GetDel,
+    /// `EXPIRE`, `PEXPIRE`, `EXPIREAT`, `PEXPIREAT`: the new expiry (Unix ms; at or before
+    /// now deletes the key) and its condition.
+    Expire {
+        /// The new expiry, Unix ms.
+        at_ms: i64,
+        /// Its condition.
+        when: ExpiryIf,
+    },
+    /// `PERSIST`.
+    Persist,
+    /// `GETEX` with an option: answers the value and sets its expiry.
+    GetEx(Ttl),
+}
+
+/// What an operation answers, in Redis's reply types.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub enum Reply {
+    /// `+OK`.
+    Ok,
+    /// A null bulk string.
+    Nil,
+    /// An integer.
+    Int(i64),
+    /// A bulk string.
+    Bulk(#[serde(with = "serde_bytes")] Vec<u8>),
+    /// An error, with its Redis wording (`ERR …`); nothing was changed.
+    Error(String),
+}
+
+/// What an operation does to the key.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Effect {
+    /// Nothing.
+    None,
+    /// Writes `value` with `ttl` ([`Ttl::Keep`] already resolved); `keep_tags` keeps the
+    /// old entry's tags (an in-place update such as `INCR`), else the entry has none (a
+    /// `SET` replaces it).
+    Write {
+        /// The new value.
+        value: Bytes,
+        /// Its expiry.
+        ttl: Ttl,
+        /// Keep the old entry's tags.
+        keep_tags: bool,
+    },
+    /// Deletes the key.
+    Delete,
+}
+
+/// What an authority did with an operation: the reply, and the change its layers applied
+/// (which the caller mirrors into its own copies).
+#[derive(Debug, Clone, PartialEq)]
+pub struct Executed {
+    /// The reply.
+    pub reply: Reply,
+    /// The change.
+    pub change: Change,
+}
+
+/// The change an executed operation made.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Change {
+    /// None.
+    None,
+    /// The key now holds this entry.
+    Written(Entry),
+    /// The key was deleted, at this version.
+    Removed(crate::Version),
+}
+
+/// Bounds an operation checks before it builds a value.
+#[derive(Debug, Clone, Copy)]
+pub struct OpLimits {
+    /// The largest value the cache stores (`limits.max_value_bytes`).
+    pub max_value: usize,
+}
+
+/// Redis's `string2ll`: an optional `-`, digits, no leading zeros, no spaces, fits an `i64`.
+pub fn parse_int(b: &[u8]) -> Option<i64> {
+    if b.is_empty() || b.len() > 20 {
+        return None;
+    }
+    let (neg, digits) = match b.split_first() {
+        Some((b'-', rest)) => (true, rest),
+        _ => (false, b),
+    };
+    if digits.is_empty() || (digits[0] == b'0' && (digits.len() > 1 || neg)) {
+        return None;
+    }
+    let mut n: i64 = 0;
+    for &d in digits {
+        if !d.is_ascii_digit() {
+            return None;
+        }
+        let d = i64::from(d - b'0');
+        n = if neg {
+            n.checked_mul(10)?.checked_sub(d)?
+        } else {
+            n.checked_mul(10)?.checked_add(d)?
+        };
+    }
+    Some(n)
+}
+
+/// Parses a Redis float: finite or infinite, never NaN, no surrounding spaces.
+pub fn parse_float(b: &[u8]) -> Option<f64> {
+    let s = std::str::from_utf8(b).ok()?;
+    if s.is_empty() || s.trim() != s {
+        return None;
+    }
+    let v: f64 = s.parse().ok()?;
+    (!v.is_nan()).then_some(v)
+}
+
+/// How Redis prints the result of INCRBYFLOAT: plain decimal, no exponent, no trailing zeros.
+pub fn format_float(v: f64) -> String {
+    let s = format!("{v}");
+    if s.contains('e') {
+        format!("{v:.17}")
+            .trim_end_matches('0')
+            .trim_end_matches('.')
+            .to_owned()
+    } else {
+        s
+    }
+}
+
+fn not_int() -> Reply {
+    Reply::Error("ERR value is not an integer or out of range".into())
+}
+
+fn too_long(len: usize, limits: OpLimits) -> Option<Reply> {
+    if len > MAX_STRING {
+        return Some(Reply::Error(
+            "ERR string exceeds maximum allowed size (proto-max-bulk-len)".into(),
+        ));
+    }
+    (len > limits.max_value).then(|| {
+        Reply::Error(format!(
+            "ERR value is {len} bytes, above the limit of {} bytes",
+            limits.max_value
+        ))
+    })
+}
+
+/// What `op` does to a key whose current fresh entry is `old`, at `now_ms`: the effect to
+/// apply and the reply. Pure: the same inputs give the same answer on every node.
+pub fn apply(op: &KeyOp, old: Option<&Entry>, now_ms: u64, limits: OpLimits) -> (Effect, Reply) {
+    let write = |value: Bytes, ttl: Ttl, keep_tags: bool| {
+        let ttl = ttl.resolve(old);
+        match ttl {
+            Ttl::AtMs(at) if at <= now_ms => Effect::Delete,
+            _ => Effect::Write {
+                value,
+                ttl,
+                keep_tags,
+            },
+        }
+    };
+    match op {
+        KeyOp::Set {
+            value,
+            ttl,
+            exists,
+            get,
+            integer,
+        } => {
+            let proceed = match exists {
+                Exists::Any => true,
+                Exists::Absent => old.is_none(),
+                Exists::Present => old.is_some(),
+            };
+            let effect = if proceed {
+                write(Bytes::copy_from_slice(value), *ttl, false)
+            } else {
+                Effect::None
+            };
+            let reply = if *get {
+                old.map_or(Reply::Nil, |e| Reply::Bulk(e.value.to_vec()))
+            } else if *integer {
+                Reply::Int(i64::from(proceed))
+            } else if proceed {
+                Reply::Ok
+            } else {
+                Reply::Nil
+            };
+            (effect, reply)
+        }
+        KeyOp::IncrBy(by) => {
+            let cur = match old {
+                Some(e) => match parse_int(&e.value) {
+                    Some(v) => v,
+                    None => return (Effect::None, not_int()),
+                },
+                None => 0,
+            };
+            let Some(new) = cur.checked_add(*by) else {
+                return (
+                    Effect::None,
+                    Reply::Error("ERR increment or decrement would overflow".into()),
+                );
+            };
+            (
+                write(Bytes::from(new.to_string()), Ttl::Keep, true),
+                Reply::Int(new),
+            )
+        }
+        KeyOp::IncrByFloat(by) => {
+            let cur = match old {
+                Some(e) => match parse_float(&e.value) {
+                    Some(v) => v,
+                    None => {
+                        return (
+                            Effect::None,
+                            Reply::Error("ERR value is not a valid float".into()),
+                        );
+                    }
+                },
+                None => 0.0,
+            };
+            let new = cur + by;
+            if !new.is_finite() {
+                return (
+                    Effect::None,
+                    Reply::Error("ERR increment would produce NaN or Infinity".into()),
+                );
+            }
+            let text = format_float(new);
+            (
+                write(Bytes::from(text.clone()), Ttl::Keep, true),
+                Reply::Bulk(text.into_bytes()),
+            )
+        }
+        KeyOp::Append(tail) => {
+            let cur = old.map_or(&b""[..], |e| &e.value[..]);
+            let total = cur.len() + tail.len();
+            if let Some(err) = too_long(total, limits) {
+                return (Effect::None, err);
+            }
+            let mut v = Vec::with_capacity(total);
+            v.extend_from_slice(cur);
+            v.extend_from_slice(tail);
+            (
+                write(Bytes::from(v), Ttl::Keep, true),
+                Reply::Int(total as i64),
+            )
+        }
+        KeyOp::SetRange { offset, patch } => {
+            let cur = old.map_or(&b""[..], |e| &e.value[..]);
+            if patch.is_empty() {
+                return (Effect::None, Reply::Int(cur.len() as i64));
+            }
+            let offset = usize::try_from(*offset).unwrap_or(usize::MAX);
+            let end = offset.saturating_add(patch.len());
+            // The final size is checked before anything is allocated.
+            if let Some(err) = too_long(end.max(cur.len()), limits) {
+                return (Effect::None, err);
+            }
+            let mut v = cur.to_vec();
+            if v.len() < end {
+                v.resize(end, 0);
+            }
+            v[offset..end].copy_from_slice(patch);
+            let len = v.len();
+            (
+                write(Bytes::from(v), Ttl::Keep, true),
+                Reply::Int(len as i64),
+            )
+        }
+        KeyOp::Del => match old {
+            Some(_) => (Effect::Delete, Reply::Int(1)),
+            None => (Effect::None, Reply::Int(0)),
+        },
+        KeyOp::GetDel => match old {
+            Some(e) => (Effect::Delete, Reply::Bulk(e.value.to_vec())),
+            None => (Effect::None, Reply::Nil),
+        },
+        KeyOp::Expire { at_ms, when } => {
+            let Some(e) = old else {
+                return (Effect::None, Reply::Int(0));
+            };
+            let current = e.expires_at_ms.map(|v| v as i64);
+            let allowed = match (when, current) {
+                (ExpiryIf::Always, _) => true,
+                (ExpiryIf::NoExpiry, cur) => cur.is_none(),
+                (ExpiryIf::HasExpiry, cur) => cur.is_some(),
+                // No expiry is an infinite TTL: never later than it, always earlier.
+                (ExpiryIf::Later, None) => false,
+                (ExpiryIf::Later, Some(cur)) => *at_ms > cur,
+                (ExpiryIf::Earlier, None) => true,
+                (ExpiryIf::Earlier, Some(cur)) => *at_ms < cur,
+            };
+            if !allowed {
+                return (Effect::None, Reply::Int(0));
+            }
+            let at = (*at_ms).max(0) as u64;
+            (write(e.value.clone(), Ttl::AtMs(at), true), Reply::Int(1))
+        }
+        KeyOp::Persist => match old {
+            Some(e) if e.expires_at_ms.is_some() => {
+                (write(e.value.clone(), Ttl::Persist, true), Reply::Int(1))
+            }
+            _ => (Effect::None, Reply::Int(0)),
+        },
+        KeyOp::GetEx(ttl) => match old {
+            Some(e) => {
+                let effect = if *ttl == Ttl::Persist && e.expires_at_ms.is_none() {
+                    Effect::None
+                } else {
+                    write(e.value.clone(), *ttl, true)
+                };
+                (effect, Reply::Bulk(e.value.to_vec()))
+            }
+            None => (Effect::None, Reply::Nil),
+        },
+    }
+}
+
+impl KeyOp {
+    /// Whether the operation can change the key only by reading it first (everything but an
+    /// unconditional `SET` without `GET` and a `DEL`).
+    pub fn reads_first(&self) -> bool {
+        !matches!(
+            self,
+            KeyOp::Set {
+                exists: Exists::Any,
+                get: false,
+                integer: false,
+                ttl: Ttl::Default | Ttl::AtMs(_) | Ttl::Persist,
+                ..
+            } | KeyOp::Del
+        )
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::Version;
+
+    const LIM: OpLimits = OpLimits { max_value: 1 << 20 };
+
+    fn e(v: &str, exp: Option<u64>) -> Entry {
+        let mut e = Entry::new(Bytes::from(v.to_owned()), Version::from_u64(1));
+        e.expires_at_ms = exp;
+        e
+    }
+
+    #[test]
+    fn incr_counts_from_absent_and_refuses_what_redis_refuses() {
+        assert_eq!(apply(&KeyOp::IncrBy(1), None, 0, LIM).1, Reply::Int(1));
+        let (eff, r) = apply(&KeyOp::IncrBy(5), Some(&e("10", Some(99))), 0, LIM);
+        assert_eq!(r, Reply::Int(15));
+        assert_eq!(
+            eff,
+            Effect::Write {
+                value: Bytes::from_static(b"15"),
+                ttl: Ttl::AtMs(99),
+                keep_tags: true
+            }
+        );
+        assert!(matches!(
+            apply(&KeyOp::IncrBy(1), Some(&e("x", None)), 0, LIM),
+            (Effect::None, Reply::Error(_))
+        ));
+        assert!(matches!(
+            apply(&KeyOp::IncrBy(1), Some(&e(&i64::MAX.to_string(), None)), 0, LIM),
+            (Effect::None, Reply::Error(m)) if m.contains("overflow")
+        ));
+    }
+
+    #[test]
+    fn set_conditions_and_get() {
+        let set = |exists, get| KeyOp::Set {
+            value: b"n".to_vec(),
+            ttl: Ttl::Default,
+            exists,
+            get,
+            integer: false,
+        };
+        assert_eq!(
+            apply(&set(Exists::Absent, false), Some(&e("o", None)), 0, LIM),
+            (Effect::None, Reply::Nil)
+        );
+        assert_eq!(
+            apply(&set(Exists::Absent, false), None, 0, LIM).1,
+            Reply::Ok
+        );
+        assert_eq!(
+            apply(&set(Exists::Present, false), None, 0, LIM),
+            (Effect::None, Reply::Nil)
+        );
+        assert_eq!(
+            apply(&set(Exists::Any, true), Some(&e("o", None)), 0, LIM).1,
+            Reply::Bulk(b"o".to_vec())
+        );
+        // An expiry in the past deletes.
+        let past = KeyOp::Set {
+            value: b"n".to_vec(),
+            ttl: Ttl::AtMs(5),
+            exists: Exists::Any,
+            get: false,
+            integer: false,
+        };
+        assert_eq!(apply(&past, None, 10, LIM).0, Effect::Delete);
+    }
+
+    #[test]
+    fn expire_conditions_treat_no_expiry_as_infinite() {
+        let ex = |when| KeyOp::Expire { at_ms: 500, when };
+        let none = e("v", None);
+        let soon = e("v", Some(100));
+        assert_eq!(
+            apply(&ex(ExpiryIf::Later), Some(&none), 0, LIM).1,
+            Reply::Int(0)
+        );
+        assert_eq!(
+            apply(&ex(ExpiryIf::Earlier), Some(&none), 0, LIM).1,
+            Reply::Int(1)
+        );
+        assert_eq!(
+            apply(&ex(ExpiryIf::Later), Some(&soon), 0, LIM).1,
+            Reply::Int(1)
+        );
+        assert_eq!(
+            apply(&ex(ExpiryIf::NoExpiry), Some(&soon), 0, LIM).1,
+            Reply::Int(0)
+        );
+        assert_eq!(apply(&ex(ExpiryIf::Always), None, 0, LIM).1, Reply::Int(0));
+    }
+
+    #[test]
+    fn growth_is_checked_before_allocation() {
+        let op = KeyOp::SetRange {
+            offset: 536_870_000,
+            patch: b"x".to_vec(),
+        };
+        assert!(matches!(
+            apply(&op, None, 0, LIM),
+            (Effect::None, Reply::Error(_))
+        ));
+        let op = KeyOp::Append(vec![0; (1 << 20) + 1]);
+        assert!(matches!(
+            apply(&op, None, 0, LIM),
+            (Effect::None, Reply::Error(_))
+        ));
+    }
+}

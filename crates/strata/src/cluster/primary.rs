@@ -1,0 +1,440 @@
+//! Per-key primary execution on the node ([`strata_cluster::primary`] decides; this file
+//! does the I/O): the primary's side of `Execute`, an owner's side of `Replicate`, and the
+//! lock that makes a key's writes one at a time.
+
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+use std::time::Duration;
+
+use bytes::Bytes;
+use strata_cluster::InvalidationOp;
+use strata_cluster::primary::{self as decide, PrimaryOp};
+use strata_cluster::rpc::{Request, Response, WireEntry};
+use strata_core::ops::{self, Change, Effect, Executed, KeyOp, Reply};
+use strata_core::{Entry, Tier, Version};
+
+use super::peer::CallError;
+use super::{Shared, from_wire, to_wire};
+
+/// Stripes of the primary's per-key execution lock.
+pub(crate) const EXEC_STRIPES: usize = 1024;
+
+/// Why this node did not execute a write as primary.
+#[derive(Debug)]
+pub(crate) enum Refusal {
+    /// Not the key's primary in this node's view: nothing was done.
+    NotPrimary(Option<String>),
+    /// The write may or may not have reached some owners: an owner fenced it off or did not
+    /// answer. It was not applied here and not acknowledged.
+    Failed(String),
+}
+
+impl Shared {
+    /// The execution lock of `key`'s stripe.
+    fn exec_lock(&self, namespace: &str, key: &[u8]) -> &tokio::sync::Mutex<()> {
+        let h = strata_cluster::ring::key_hash(namespace, key)
+            ^ xxhash_rust::xxh3::xxh3_64(key).rotate_left(17);
+        &self.exec_locks[(h as usize) % EXEC_STRIPES]
+    }
+
+    /// Executes `op` on `key` as its primary: under the key's lock, from the current copy,
+    /// replicated to every other owner before it is applied here and acknowledged, then
+    /// announced to every member.
+    pub(crate) async fn execute_as_primary(
+        self: &Arc<Self>,
+        namespace: &str,
+        key: &[u8],
+        op: PrimaryOp,
+    ) -> Result<Executed, Refusal> {
+        let ring = self.ring();
+        if decide::primary(&ring, namespace, key) != Some(self.name.as_str()) {
+            return Err(Refusal::NotPrimary(
+                decide::primary(&ring, namespace, key).map(str::to_owned),
+            ));
+        }
+        let Some(cache) = self.cache.get() else {
+            return Err(Refusal::Failed(
+                "the node's cache is not attached yet".into(),
+            ));
+        };
+        let _g = self.exec_lock(namespace, key).lock().await;
+        self.counters.executed.fetch_add(1, Ordering::Relaxed);
+        let now = self.now_ms();
+        let current = self.current_copy(namespace, key).await?;
+        if let Some(e) = &current {
+            self.observe(e.version);
+        }
+        let (reply, change) = match op {
+            PrimaryOp::Key(op) => {
+                let (effect, reply) = ops::apply(&op, current.as_ref(), now, cache.op_limits());
+                let change = match effect {
+                    Effect::None => Change::None,
+                    Effect::Delete => Change::Removed(self.stamp()),
+                    Effect::Write {
+                        value,
+                        ttl,
+                        keep_tags,
+                    } => match cache.entry_for(
+                        namespace,
+                        key,
+                        value,
+                        ttl,
+                        keep_tags,
+                        current.as_ref(),
+                    ) {
+                        Ok(e) => Change::Written(e),
+                        Err(e) => {
+                            return Ok(Executed {
+                                reply: Reply::Error(format!("ERR {e}")),
+                                change: Change::None,
+                            });
+                        }
+                    },
+                };
+                (reply, change)
+            }
+            PrimaryOp::Put(w) => {
+                let mut e = from_wire(w);
+                if decide::put_needs_restamp(current.as_ref(), e.version.as_u64()) {
+                    e.version = self.stamp();
+                }
+                (Reply::Ok, Change::Written(e))
+            }
+        };
+        let version = match &change {
+            Change::None => return Ok(Executed { reply, change }),
+            Change::Written(e) => e.version,
+            Change::Removed(v) => *v,
+        };
+        self.observe(version);
+        self.replicate_out(&ring, namespace, key, &change).await?;
+        match &change {
+            Change::Written(e) => {
+                if let Err(err) =
+                    self.owner
+                        .set_sync(namespace, Bytes::copy_from_slice(key), e.clone())
+                {
+                    tracing::warn!(node = %self.name, error = %err, "primary could not store its own write");
+                }
+            }
+            Change::Removed(v) => {
+                if let Some(e) = self.owner.get_entry(namespace, key)
+                    && e.version <= *v
+                {
+                    let _ = Tier::remove_version(&self.owner, namespace, key, e.version).await;
+                }
+            }
+            Change::None => {}
+        }
+        // This node's own copies (L1, L3) of an older version go too: its own invalidations
+        // never come back to it, and the caller may be another node.
+        let _ = cache.drop_local(namespace, key, Some(version)).await;
+        self.announce_key(namespace, key, version).await;
+        Ok(Executed { reply, change })
+    }
+
+    /// The copy a primary executes against: its own, else the newest the other owners (and
+    /// the previous ones, after a ring change) answer with. An owner that cannot be asked
+    /// makes it a refusal: starting from nothing could undo an acknowledged write.
+    async fn current_copy(&self, namespace: &str, key: &[u8]) -> Result<Option<Entry>, Refusal> {
+        let now = self.now_ms();
+        let local = self
+            .owner
+            .get_entry(namespace, key)
+            .filter(|e| e.is_fresh(now));
+        if local.is_some() {
+            return Ok(local);
+        }
+        let (plan, _) = self.read_plan(namespace, key);
+        let mut answers = Vec::new();
+        for (name, addr) in plan.iter().filter(|(n, _)| *n != self.name) {
+            let req = Request::Get {
+                namespace: namespace.to_owned(),
+                key: key.to_vec(),
+            };
+            match self.pool.call(name, *addr, req, None).await {
+                Ok(Response::EntryAt { entry, .. } | Response::Entry(entry)) => answers.push(
+                    entry
+                        .map(from_wire)
+                        .filter(|e| e.is_fresh(now))
+                        .filter(|e| {
+                            self.coherence.lock().admits_tagged(
+                                namespace,
+                                key,
+                                e.version.as_u64(),
+                                &super::tag_refs(e),
+                            )
+                        }),
+                ),
+                Ok(other) => {
+                    return Err(Refusal::Failed(format!(
+                        "owner {name} answered {other:?} to a read"
+                    )));
+                }
+                Err(e) => {
+                    return Err(Refusal::Failed(format!("owner {name} did not answer: {e}")));
+                }
+            }
+        }
+        Ok(decide::starting_point(None, answers))
+    }
+
+    /// Sends `change` to every other owner under `ring` and needs each one to apply it.
+    async fn replicate_out(
+        &self,
+        ring: &strata_cluster::Ring,
+        namespace: &str,
+        key: &[u8],
+        change: &Change,
+    ) -> Result<(), Refusal> {
+        let rf = self.cfg.replication_factor as usize;
+        let targets = decide::replicas(ring, &self.name, namespace, key, rf);
+        if targets.is_empty() {
+            return Ok(());
+        }
+        let (entry, version) = match change {
+            Change::Written(e) => (Some(to_wire(e)), e.version.as_u64()),
+            Change::Removed(v) => (None, v.as_u64()),
+            Change::None => return Ok(()),
+        };
+        let addrs = self.addresses(&targets);
+        let calls = addrs.iter().map(|(name, addr)| {
+            let req = Request::Replicate {
+                namespace: namespace.to_owned(),
+                key: key.to_vec(),
+                entry: entry.clone(),
+                version,
+            };
+            async move { (name, self.pool.call_typed(name, *addr, req, None).await) }
+        });
+        let mut failures = Vec::new();
+        if addrs.len() < targets.len() {
+            failures.push("an owner is not a live member".to_owned());
+        }
+        for (name, r) in futures_util::future::join_all(calls).await {
+            match r {
+                Ok(Response::Replicated) => {}
+                // The owner's process is gone (its port refuses connections): it will leave
+                // the ring, and it cannot hold a copy that disagrees. A paused or cut-off
+                // owner is not this: it times out, and the write is refused.
+                Err(CallError::Refused(_)) => {
+                    self.counters.replica_down.fetch_add(1, Ordering::Relaxed);
+                }
+                Ok(Response::Fenced { primary }) => {
+                    self.counters.fenced.fetch_add(1, Ordering::Relaxed);
+                    failures.push(format!(
+                        "owner {name} has {} as the key's primary",
+                        primary.as_deref().unwrap_or("no node")
+                    ));
+                }
+                Ok(other) => failures.push(format!("owner {name} answered {other:?}")),
+                Err(CallError::NotSent(e) | CallError::Unknown(e)) => {
+                    failures.push(format!("owner {name} did not answer: {e}"));
+                }
+            }
+        }
+        if failures.is_empty() {
+            Ok(())
+        } else {
+            Err(Refusal::Failed(failures.join("; ")))
+        }
+    }
+
+    /// The RPC addresses of the live members named.
+    fn addresses(&self, names: &[String]) -> Vec<(String, std::net::SocketAddr)> {
+        let all = self.others();
+        names
+            .iter()
+            .filter_map(|n| all.iter().find(|(m, _)| m == n).cloned())
+            .collect()
+    }
+
+    /// An owner's side of `Replicate`: applies a change from `from` when `from` is the
+    /// key's primary in this node's view, else fences it off.
+    pub(crate) fn replicate_in(
+        &self,
+        from: &str,
+        namespace: &str,
+        key: &[u8],
+        entry: Option<WireEntry>,
+        version: u64,
+    ) -> Response {
+        let ring = self.ring();
+        if let Err(primary) = decide::admits_replication(&ring, namespace, key, from) {
+            self.counters.fenced.fetch_add(1, Ordering::Relaxed);
+            return Response::Fenced { primary };
+        }
+        match entry {
+            Some(w) => {
+                let e = from_wire(w);
+                self.observe(e.version);
+                match self
+                    .owner
+                    .set_sync(namespace, Bytes::copy_from_slice(key), e)
+                {
+                    Ok(_) => Response::Replicated,
+                    Err(err) => Response::Error(err.to_string()),
+                }
+            }
+            None => {
+                let v = Version::from_u64(version);
+                self.observe(v);
+                if let Some(e) = self.owner.get_entry(namespace, key)
+                    && e.version <= v
+                {
+                    self.owner.remove_sync(namespace, key);
+                }
+                Response::Replicated
+            }
+        }
+    }
+
+    /// Announces that copies of `key` older than `version` are stale (after a change reached
+    /// the owners): strictly first when configured, then disseminated. A member that does
+    /// not confirm a strict key invalidation is logged by `strict` and falls back to the
+    /// gossip bound; the write stands.
+    pub(crate) async fn announce_key(
+        self: &Arc<Self>,
+        namespace: &str,
+        key: &[u8],
+        version: Version,
+    ) {
+        let inv = self.originate(
+            version,
+            InvalidationOp::Key {
+                namespace: namespace.to_owned(),
+                key: key.to_vec(),
+            },
+        );
+        if self.cfg.strict_invalidations {
+            self.strict(&inv).await;
+        }
+        self.publish(inv);
+    }
+
+    /// Executes `op` on `key` at its primary — here, or by RPC — retrying for a while when
+    /// the node asked is not the primary (the views are converging after a change). An
+    /// error after the request left may hide an applied change: it is not retried.
+    pub(crate) async fn execute_at_primary(
+        self: &Arc<Self>,
+        namespace: &str,
+        key: &[u8],
+        op: PrimaryOp,
+    ) -> Result<Executed, String> {
+        let encoded = op.encode();
+        let mut op = Some(op);
+        let mut last = String::new();
+        let deadline =
+            tokio::time::Instant::now() + Duration::from_millis(self.cfg.failover_wait_ms);
+        for attempt in 0u64.. {
+            if attempt > 0 {
+                if tokio::time::Instant::now() >= deadline {
+                    break;
+                }
+                tokio::time::sleep(Duration::from_millis((10 * attempt).min(200))).await;
+            }
+            let Some((name, addr)) = self.owners(namespace, key).into_iter().next() else {
+                return Err("TRYAGAIN the cluster has no member to own the key".into());
+            };
+            if name == self.name {
+                let this = match op.take() {
+                    Some(o) => o,
+                    None => PrimaryOp::decode(&encoded).ok_or("undecodable operation")?,
+                };
+                match self.execute_as_primary(namespace, key, this).await {
+                    Ok(ex) => return Ok(ex),
+                    Err(Refusal::NotPrimary(p)) => {
+                        last = format!("the view moved (primary now {p:?})");
+                        continue;
+                    }
+                    Err(Refusal::Failed(why)) => {
+                        return Err(format!("TRYAGAIN the write was not acknowledged: {why}"));
+                    }
+                }
+            }
+            self.counters.forwarded.fetch_add(1, Ordering::Relaxed);
+            let req = Request::Execute {
+                namespace: namespace.to_owned(),
+                key: key.to_vec(),
+                op: encoded.clone(),
+            };
+            match self.pool.call_typed(&name, addr, req, None).await {
+                Ok(Response::Executed {
+                    reply,
+                    entry,
+                    removed,
+                }) => {
+                    let reply: Reply = postcard::from_bytes(&reply)
+                        .map_err(|e| format!("undecodable reply from {name}: {e}"))?;
+                    let change = match (entry, removed) {
+                        (Some(w), _) => Change::Written(from_wire(w)),
+                        (None, Some(v)) => Change::Removed(Version::from_u64(v)),
+                        (None, None) => Change::None,
+                    };
+                    return Ok(Executed { reply, change });
+                }
+                Ok(Response::NotPrimary { primary }) => {
+                    last = format!("{name} is not the primary (it names {primary:?})");
+                }
+                Ok(other) => return Err(format!("unexpected answer from {name}: {other:?}")),
+                // Nothing reached the primary: wait for the view to move past it (failure
+                // detection) and send it to the next primary.
+                Err(CallError::Refused(e) | CallError::NotSent(e)) => last = e,
+                Err(CallError::Unknown(e)) => {
+                    // The primary may have applied it: never sent twice.
+                    let e = e
+                        .strip_prefix(&format!("{name}: "))
+                        .unwrap_or(&e)
+                        .to_owned();
+                    return Err(if e.starts_with("TRYAGAIN") {
+                        e
+                    } else {
+                        format!(
+                            "TRYAGAIN the key's primary {name} did not answer (the write may or may not have happened): {e}"
+                        )
+                    });
+                }
+            }
+        }
+        Err(format!(
+            "TRYAGAIN no primary for the key could take the write within {} ms (ring {:?}): {last}",
+            self.cfg.failover_wait_ms,
+            self.ring().nodes()
+        ))
+    }
+
+    /// The primary's side of `Execute`, as a response.
+    pub(crate) async fn serve_execute(
+        self: &Arc<Self>,
+        namespace: &str,
+        key: &[u8],
+        op: &[u8],
+    ) -> Response {
+        let Some(op) = PrimaryOp::decode(op) else {
+            return Response::Error("undecodable operation".into());
+        };
+        match self.execute_as_primary(namespace, key, op).await {
+            Ok(Executed { reply, change }) => {
+                let (entry, removed) = match change {
+                    Change::Written(e) => (Some(to_wire(&e)), None),
+                    Change::Removed(v) => (None, Some(v.as_u64())),
+                    Change::None => (None, None),
+                };
+                Response::Executed {
+                    reply: postcard::to_allocvec(&reply).unwrap_or_default(),
+                    entry,
+                    removed,
+                }
+            }
+            Err(Refusal::NotPrimary(primary)) => Response::NotPrimary { primary },
+            Err(Refusal::Failed(why)) => {
+                Response::Error(format!("TRYAGAIN the write was not acknowledged: {why}"))
+            }
+        }
+    }
+}
+
+/// A `DEL` as the primary executes it.
+pub(crate) fn del() -> PrimaryOp {
+    PrimaryOp::Key(KeyOp::Del)
+}
