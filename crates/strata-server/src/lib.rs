@@ -13,6 +13,7 @@ pub mod admin;
 pub mod cli;
 pub mod commands;
 pub mod conn;
+pub mod entry;
 pub mod metrics;
 pub mod state;
 pub mod tls;

@@ -1,12 +1,34 @@
-//! Starts real `strata serve` processes on loopback for the black-box tests, and stops them
-//! (SIGTERM, then SIGKILL) even when a test fails.
-#![allow(dead_code, clippy::unwrap_used)]
+//! Black-box tests of real `strata` processes (`tests/tests/`), and the helpers they share,
+//! written once: start `strata serve` on loopback and stop it (SIGTERM, then SIGKILL) even
+//! when a test fails, speak RESP raw, scrape metrics, mount a tmpfs.
+//!
+//! The binary under test is this package's own `strata-test-node` (`src/bin/`), which is
+//! the `strata` command line ([`strata_server::entry::main`]) built for these tests, so
+//! cargo builds it fresh for every `cargo test` of this package.
+#![allow(clippy::unwrap_used, missing_docs)]
 
 use std::io::{Read, Write};
 use std::net::{TcpListener, TcpStream};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, ExitStatus, Stdio};
 use std::time::{Duration, Instant};
+
+/// The `strata` binary under test: `$STRATA_BIN` when set, else this package's
+/// `strata-test-node`, beside the test executable's directory (`target/<profile>/`).
+pub fn strata_bin() -> PathBuf {
+    if let Some(p) = std::env::var_os("STRATA_BIN") {
+        return PathBuf::from(p);
+    }
+    let exe = std::env::current_exe().unwrap();
+    let dir = exe.parent().and_then(Path::parent).unwrap();
+    let bin = dir.join("strata-test-node");
+    assert!(
+        bin.exists(),
+        "{} is missing: run the tests with `cargo test -p strata-tests`",
+        bin.display()
+    );
+    bin
+}
 
 /// A free loopback port (bound, then released: a tiny race, acceptable in tests).
 pub fn free_port() -> u16 {
@@ -80,7 +102,7 @@ impl Server {
         static STARTS: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
         let n = STARTS.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         let log = dir.join(format!("server-{}-{n}.log", std::process::id()));
-        let child = Command::new(env!("CARGO_BIN_EXE_strata"))
+        let child = Command::new(strata_bin())
             .args(["serve", "--config"])
             .arg(&config)
             // Port 0: the kernel picks free ports and the server logs them (no races between

@@ -2,12 +2,10 @@
 //! against a real `strata serve` process with L1 and L3.
 #![allow(clippy::unwrap_used)]
 
-mod common;
-
 use std::collections::HashSet;
 
-use common::Server;
 use redis::{Commands, RedisResult, Value, cmd};
+use strata_tests::Server;
 
 fn err(r: RedisResult<Value>) -> String {
     match r {
@@ -857,7 +855,7 @@ fn hello_switches_to_resp3() {
         matches!(info, strata_resp::Frame::Verbatim { .. }),
         "{info:?}"
     );
-    assert!(common::err_text(&raw.cmd(&[b"HELLO", b"4"])).starts_with("NOPROTO"));
+    assert!(strata_tests::err_text(&raw.cmd(&[b"HELLO", b"4"])).starts_with("NOPROTO"));
     let hello2 = raw.cmd(&[b"HELLO", b"2"]);
     assert!(
         matches!(hello2, strata_resp::Frame::Array(_)),

@@ -4,14 +4,12 @@
 
 #![allow(clippy::unwrap_used)]
 
-mod common;
-
 use std::io::{Read, Write};
 use std::net::TcpStream;
 use std::time::{Duration, Instant};
 
-use common::*;
 use strata_resp::Frame;
+use strata_tests::*;
 
 const MIB: u64 = 1024 * 1024;
 

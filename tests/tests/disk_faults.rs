@@ -5,12 +5,10 @@
 
 #![allow(clippy::unwrap_used)]
 
-mod common;
-
 use std::time::{Duration, Instant};
 
-use common::*;
 use redis::Commands;
+use strata_tests::*;
 
 /// The L3 entry of `/health`: (state, reason).
 fn l3_health(s: &Server) -> (String, String) {

@@ -3,14 +3,12 @@
 //! short redis-benchmark run.
 #![allow(clippy::unwrap_used)]
 
-mod common;
-
 use std::io::Read;
 use std::process::Command;
 use std::time::{Duration, Instant};
 
-use common::{Raw, Server, err_text, http_get};
 use strata_resp::Frame;
+use strata_tests::{Raw, Server, err_text, http_get};
 
 fn bulk(s: &str) -> Frame {
     Frame::Bulk(s.as_bytes().to_vec().into())
@@ -278,8 +276,8 @@ fn admin_port_and_cli() {
     assert!(s["hit_count"].as_u64().unwrap() >= 10);
     assert!(s["cache_manager"]["l1_hits"].as_u64().unwrap() >= 10);
 
-    let strata = env!("CARGO_BIN_EXE_strata");
-    let out = Command::new(strata)
+    let strata = strata_tests::strata_bin();
+    let out = Command::new(&strata)
         .args(["status", "--admin", &srv.admin()])
         .output()
         .unwrap();
@@ -287,17 +285,17 @@ fn admin_port_and_cli() {
     let status: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
     assert_eq!(status["ready"], true);
     assert_eq!(status["connections"], 1);
-    let out = Command::new(strata)
+    let out = Command::new(&strata)
         .args(["stats", "--admin", &srv.admin()])
         .output()
         .unwrap();
     assert!(String::from_utf8_lossy(&out.stdout).contains("hit_rate"));
-    let out = Command::new(strata)
+    let out = Command::new(&strata)
         .args(["invalidate", "db0", "k1", "--admin", &srv.admin()])
         .output()
         .unwrap();
     assert_eq!(String::from_utf8_lossy(&out.stdout), "removed 1\n");
-    let out = Command::new(strata)
+    let out = Command::new(&strata)
         .args([
             "invalidate",
             "db0",
@@ -310,7 +308,7 @@ fn admin_port_and_cli() {
         .unwrap();
     assert_eq!(String::from_utf8_lossy(&out.stdout), "removed 9\n");
     assert_eq!(c.cmd(&[b"DBSIZE"]), Frame::Integer(0));
-    let out = Command::new(strata)
+    let out = Command::new(&strata)
         .args(["status", "--admin", "127.0.0.1:1"])
         .output()
         .unwrap();
@@ -321,10 +319,10 @@ fn admin_port_and_cli() {
 #[test]
 fn config_check() {
     let dir = tempfile::tempdir().unwrap();
-    let strata = env!("CARGO_BIN_EXE_strata");
+    let strata = strata_tests::strata_bin();
     let good = dir.path().join("good.toml");
     std::fs::write(&good, "[server]\nresp_listen = \"127.0.0.1:7000\"\n").unwrap();
-    let out = Command::new(strata)
+    let out = Command::new(&strata)
         .args(["config", "check"])
         .arg(&good)
         .output()
@@ -337,7 +335,7 @@ fn config_check() {
     assert!(String::from_utf8_lossy(&out.stdout).contains("resp_listen = 127.0.0.1:7000"));
     let bad = dir.path().join("bad.toml");
     std::fs::write(&bad, "[server]\nmax_clients = 0\n").unwrap();
-    let out = Command::new(strata)
+    let out = Command::new(&strata)
         .args(["config", "check"])
         .arg(&bad)
         .output()
@@ -346,7 +344,7 @@ fn config_check() {
     assert!(String::from_utf8_lossy(&out.stderr).contains("server.max_clients"));
     let typo = dir.path().join("typo.toml");
     std::fs::write(&typo, "[server]\nmax_client = 5\n").unwrap();
-    let out = Command::new(strata)
+    let out = Command::new(&strata)
         .args(["config", "check"])
         .arg(&typo)
         .output()

@@ -5,15 +5,14 @@
 
 #![allow(clippy::unwrap_used)]
 
-mod common;
-#[path = "../../strata-redis/tests/common/mod.rs"]
+#[path = "../../crates/strata-redis/tests/common/mod.rs"]
 mod redis_common;
 
 use std::process::Command;
 use std::time::{Duration, Instant};
 
-use common::*;
 use strata_resp::Frame;
+use strata_tests::*;
 
 fn sha256_hex(password: &str) -> String {
     strata_server::acl::digest(password.as_bytes())
@@ -190,12 +189,12 @@ fn the_admin_port_needs_a_credential_and_refuses_cross_site_requests() {
         assert_eq!(status, 200, "{credential}: {body}");
     }
     // The CLI sends the token.
-    let out = Command::new(env!("CARGO_BIN_EXE_strata"))
+    let out = Command::new(strata_tests::strata_bin())
         .args(["invalidate", "db0", "keep", "--admin", &admin])
         .output()
         .unwrap();
     assert!(!out.status.success(), "no token: refused");
-    let out = Command::new(env!("CARGO_BIN_EXE_strata"))
+    let out = Command::new(strata_tests::strata_bin())
         .args(["invalidate", "db0", "keep", "--admin", &admin])
         .env("STRATA_ADMIN_TOKEN", token)
         .output()
@@ -260,7 +259,7 @@ fn open_reads_leave_metrics_and_health_open_and_nothing_else() {
 }
 
 fn strata(args: &[&str], dir: &std::path::Path) -> std::process::Output {
-    let mut child = Command::new(env!("CARGO_BIN_EXE_strata"))
+    let mut child = Command::new(strata_tests::strata_bin())
         .args(args)
         .current_dir(dir)
         .env("RUST_LOG", "warn")
@@ -352,11 +351,8 @@ fn protected_mode_refuses_an_open_node_and_config_check_says_how_to_fix_it() {
     assert!(String::from_utf8_lossy(&out.stderr).contains("server.users.ops.namespaces"));
 
     // The shipped per-host example is accepted as it is.
-    let example = concat!(
-        env!("CARGO_MANIFEST_DIR"),
-        "/../../cluster/systemd/node.toml"
-    );
-    let out = Command::new(env!("CARGO_BIN_EXE_strata"))
+    let example = concat!(env!("CARGO_MANIFEST_DIR"), "/../cluster/systemd/node.toml");
+    let out = Command::new(strata_tests::strata_bin())
         .args(["config", "check", example])
         .env(
             "STRATA__CLUSTER__SECRET",
@@ -370,7 +366,7 @@ fn protected_mode_refuses_an_open_node_and_config_check_says_how_to_fix_it() {
         "{}",
         String::from_utf8_lossy(&out.stderr)
     );
-    let out = Command::new(env!("CARGO_BIN_EXE_strata"))
+    let out = Command::new(strata_tests::strata_bin())
         .args(["config", "check", example])
         .env(
             "STRATA__CLUSTER__SECRET",
@@ -616,7 +612,7 @@ fn resp_and_admin_speak_tls_to_real_clients() {
     drop(idle);
 
     // The CLI over HTTPS, trusting the CA.
-    let out = Command::new(env!("CARGO_BIN_EXE_strata"))
+    let out = Command::new(strata_tests::strata_bin())
         .args(["status", "--cacert", ca, "--admin"])
         .arg(format!("localhost:{}", s.admin_port))
         .env("STRATA_ADMIN_TOKEN", "an admin token of 32 bytes......")

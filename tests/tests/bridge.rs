@@ -3,16 +3,15 @@
 //! through an outage, and a wrong password stopping the server at start.
 #![allow(clippy::unwrap_used)]
 
-mod common;
-#[path = "../../strata-redis/tests/common/mod.rs"]
+#[path = "../../crates/strata-redis/tests/common/mod.rs"]
 mod redis_common;
 
 use std::process::Command;
 use std::time::{Duration, Instant};
 
-use common::{Server, http_get, metric_or_zero, metric_value, pipeline_set};
 use redis::Commands;
 use redis_common::RedisServer;
+use strata_tests::{Server, http_get, metric_or_zero, metric_value, pipeline_set};
 
 fn l2_health(srv: &Server) -> serde_json::Value {
     let (_, body) = http_get(&srv.admin(), "/health");
@@ -159,7 +158,7 @@ fn a_wrong_redis_password_stops_the_server_at_start_with_a_clear_error() {
         ),
     )
     .unwrap();
-    let out = Command::new(env!("CARGO_BIN_EXE_strata"))
+    let out = Command::new(strata_tests::strata_bin())
         .args(["serve", "--config"])
         .arg(&config)
         .args([

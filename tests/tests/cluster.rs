@@ -4,16 +4,14 @@
 //! joining, and a node with the wrong secret.
 #![allow(clippy::unwrap_used)]
 
-mod common;
-
 use std::collections::HashMap;
 use std::path::Path;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use common::{Server, free_port, http_get, metric_or_zero, pipeline_set};
 use redis::Commands;
+use strata_tests::{Server, free_port, http_get, metric_or_zero, pipeline_set};
 
 /// Per key, the writes acknowledged to the client: (counter, when).
 type Acked = Arc<Mutex<HashMap<u64, Vec<(u64, Instant)>>>>;
@@ -171,7 +169,7 @@ fn three_nodes_share_keys_and_an_invalidation_reaches_every_node_within_the_boun
     }
     assert!(cluster_json(&n1)["rejected_packets"].as_u64().unwrap() > 0);
     // `strata cluster` shows the same document.
-    let out = std::process::Command::new(env!("CARGO_BIN_EXE_strata"))
+    let out = std::process::Command::new(strata_tests::strata_bin())
         .args(["cluster", "--admin", &n1.admin()])
         .output()
         .unwrap();

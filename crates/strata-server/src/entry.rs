@@ -1,0 +1,284 @@
+//! The `strata` command line: run a Strata node behind the Redis protocol, or talk to a
+//! running one. `src/main.rs` is [`main`]; the black-box tests' own copy of the binary
+//! (`tests/`) calls it too.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::{Args, Parser, Subcommand, ValueEnum};
+use strata::NodeConfig;
+
+#[derive(Parser)]
+#[command(
+    name = "strata",
+    version,
+    about = "Strata: a multi-layer cache that speaks the Redis protocol"
+)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Clone, Copy, ValueEnum)]
+enum LogFormat {
+    Text,
+    Json,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Run a node: RESP on --resp-listen, admin HTTP on --admin-listen, L1 + L3 by default.
+    Serve {
+        /// A TOML config file (profile, layers, namespaces, the `[server]` table); flags
+        /// override it.
+        #[arg(long, short)]
+        config: Option<PathBuf>,
+        /// Address of the Redis-protocol listener (server.resp_listen).
+        #[arg(long)]
+        resp_listen: Option<String>,
+        /// Address of the admin HTTP listener (server.admin_listen).
+        #[arg(long)]
+        admin_listen: Option<String>,
+        /// L3's RocksDB directory (l3.data_dir).
+        #[arg(long)]
+        data_dir: Option<PathBuf>,
+        /// Log format; the level comes from RUST_LOG (default info).
+        #[arg(long, value_enum, default_value = "text")]
+        log_format: LogFormat,
+    },
+    /// Show a running node's identity, uptime, connections, health and (in a cluster) its
+    /// members, ring version and per-peer RPC latency.
+    Status {
+        #[command(flatten)]
+        target: AdminArgs,
+    },
+    /// Show a running node's view of its cluster: members and their state, the ring
+    /// version, per-peer RPC latency, coherence counters.
+    Cluster {
+        #[command(flatten)]
+        target: AdminArgs,
+    },
+    /// Show a running node's hit/miss statistics per layer.
+    Stats {
+        #[command(flatten)]
+        target: AdminArgs,
+    },
+    /// Remove a key, the keys matching a glob, or the keys carrying a tag, on every layer.
+    Invalidate {
+        /// The namespace (database N is namespace dbN).
+        namespace: String,
+        /// The key.
+        key: Option<String>,
+        /// A Redis glob instead of a key.
+        #[arg(long, conflicts_with_all = ["key", "tag"])]
+        pattern: Option<String>,
+        /// A tag instead of a key.
+        #[arg(long, conflicts_with_all = ["key", "pattern"])]
+        tag: Option<String>,
+        #[command(flatten)]
+        target: AdminArgs,
+    },
+    /// Configuration tools.
+    Config {
+        #[command(subcommand)]
+        action: ConfigAction,
+    },
+}
+
+/// How the CLI reaches a node's admin port.
+#[derive(Args)]
+struct AdminArgs {
+    /// The node's admin address.
+    #[arg(long, default_value = "127.0.0.1:9380")]
+    admin: String,
+    /// The admin credential (server.admin_token or the requirepass), sent as a bearer token.
+    #[arg(long, env = "STRATA_ADMIN_TOKEN", hide_env_values = true)]
+    token: Option<String>,
+    /// Speak HTTPS to the admin port, trusting this CA (PEM).
+    #[arg(long, env = "STRATA_ADMIN_CACERT")]
+    cacert: Option<PathBuf>,
+}
+
+impl From<AdminArgs> for crate::cli::Admin {
+    fn from(a: AdminArgs) -> Self {
+        crate::cli::Admin {
+            addr: a.admin,
+            token: a.token,
+            cacert: a.cacert,
+        }
+    }
+}
+
+/// Prints `path` of the admin port; fails the process when the node answered an error.
+fn show(target: AdminArgs, path: &str) -> anyhow::Result<ExitCode> {
+    let ok = runtime(1)?.block_on(crate::cli::show(&target.into(), path))?;
+    Ok(if ok {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::FAILURE
+    })
+}
+
+#[derive(Subcommand)]
+enum ConfigAction {
+    /// Load and validate a config file (with the STRATA__ environment applied) and print the
+    /// result; exits non-zero with the offending field named when it is invalid.
+    Check {
+        /// The TOML file.
+        file: PathBuf,
+    },
+}
+
+/// The server's defaults on top of a profile: L3 on, in ./strata-data.
+fn server_defaults(c: &mut NodeConfig) {
+    c.l3.enabled = true;
+}
+
+fn init_logs(format: LogFormat) {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
+    match format {
+        LogFormat::Json => builder.json().init(),
+        LogFormat::Text => builder.init(),
+    }
+}
+
+fn runtime(threads: u32) -> std::io::Result<tokio::runtime::Runtime> {
+    let mut b = tokio::runtime::Builder::new_multi_thread();
+    b.enable_all();
+    if threads > 0 {
+        b.worker_threads(threads as usize);
+    }
+    b.build()
+}
+
+/// Parses the process's arguments and runs the command: the whole `strata` binary.
+pub fn main() -> ExitCode {
+    let cli = Cli::parse();
+    match run(cli) {
+        Ok(code) => code,
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn run(cli: Cli) -> anyhow::Result<ExitCode> {
+    match cli.command {
+        Command::Serve {
+            config,
+            resp_listen,
+            admin_listen,
+            data_dir,
+            log_format,
+        } => {
+            init_logs(log_format);
+            let mut cfg =
+                NodeConfig::load_layered(config.as_deref(), std::env::vars(), server_defaults)?;
+            if let Some(a) = resp_listen {
+                cfg.server.resp_listen = a;
+            }
+            if let Some(a) = admin_listen {
+                cfg.server.admin_listen = a;
+            }
+            if let Some(d) = data_dir {
+                cfg.l3.data_dir = d;
+            }
+            cfg.validate()?;
+            let rt = runtime(cfg.server.worker_threads)?;
+            rt.block_on(crate::serve(cfg))?;
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Status { target } => show(target, "/status"),
+        Command::Cluster { target } => show(target, "/cluster"),
+        Command::Stats { target } => show(target, "/stats"),
+        Command::Invalidate {
+            namespace,
+            key,
+            pattern,
+            tag,
+            target,
+        } => {
+            let admin = target.into();
+            let n = runtime(1)?.block_on(crate::cli::invalidate(
+                &admin,
+                &namespace,
+                key.as_deref(),
+                pattern.as_deref(),
+                tag.as_deref(),
+            ))?;
+            println!("removed {n}");
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Config {
+            action: ConfigAction::Check { file },
+        } => {
+            let cfg = NodeConfig::load_layered(Some(&file), std::env::vars(), server_defaults)?;
+            cfg.check_protected_mode()?;
+            println!("{}: valid", file.display());
+            println!(
+                "resp_listen = {}, admin_listen = {}, l1 = {} bytes, l3 = {} ({})",
+                cfg.server.resp_listen,
+                cfg.server.admin_listen,
+                if cfg.l1.enabled {
+                    cfg.l1.capacity_bytes
+                } else {
+                    0
+                },
+                if cfg.l3.enabled { "on" } else { "off" },
+                cfg.l3.data_dir.display()
+            );
+            let srv = &cfg.server;
+            println!(
+                "security: resp auth {}, {} ACL user(s), admin credential {}, protected mode {}, tls resp {}, tls admin {}",
+                if cfg.resp_auth_configured() {
+                    "on"
+                } else {
+                    "off"
+                },
+                srv.users.len(),
+                if cfg.admin_auth_configured() {
+                    "on"
+                } else {
+                    "off"
+                },
+                if srv.protected_mode { "on" } else { "OFF" },
+                if srv.tls.as_ref().is_some_and(|t| t.resp) {
+                    "on"
+                } else {
+                    "off"
+                },
+                if srv.tls.as_ref().is_some_and(|t| t.admin) {
+                    "on"
+                } else {
+                    "off"
+                },
+            );
+            let c = &cfg.cluster;
+            if c.enabled {
+                println!(
+                    "cluster = on: gossip {}, rpc {} ({}), {} seed(s), replication factor {}, {} strict invalidations",
+                    c.gossip_listen,
+                    c.rpc_listen,
+                    if c.tls.is_some() {
+                        "mutual TLS"
+                    } else {
+                        "plaintext"
+                    },
+                    c.seeds.len(),
+                    c.replication_factor,
+                    if c.strict_invalidations {
+                        "with"
+                    } else {
+                        "without"
+                    }
+                );
+            }
+            Ok(ExitCode::SUCCESS)
+        }
+    }
+}
