@@ -5,77 +5,18 @@
 #![allow(clippy::unwrap_used)]
 
 use std::collections::HashMap;
-use std::path::Path;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use redis::Commands;
-use strata_tests::{Server, free_port, http_get, metric_or_zero, pipeline_set};
+use strata_tests::{
+    Server, cluster_json, converge, free_port, metric_or_zero, pipeline_set, start_node, view,
+    wait_for,
+};
 
 /// Per key, the writes acknowledged to the client: (counter, when).
 type Acked = Arc<Mutex<HashMap<u64, Vec<(u64, Instant)>>>>;
-
-const SECRET: &str = "cluster test secret, 32 bytes...";
-
-/// A node's cluster settings: gossip and RPC ports, seeds.
-fn start_node(dir: &Path, name: &str, gossip: u16, seeds: &[u16], extra: &str) -> Server {
-    let seeds: Vec<String> = seeds.iter().map(|p| format!("\"127.0.0.1:{p}\"")).collect();
-    Server::start_in(
-        dir,
-        &format!(
-            "[node]\nname = \"{name}\"\n[cluster]\nenabled = true\nsecret = \"{SECRET}\"\n\
-             gossip_listen = \"127.0.0.1:{gossip}\"\nrpc_listen = \"127.0.0.1:{}\"\n\
-             seeds = [{}]\n{extra}\n",
-            free_port(),
-            seeds.join(", ")
-        ),
-    )
-}
-
-fn cluster_json(srv: &Server) -> serde_json::Value {
-    let (code, body) = http_get(&srv.admin(), "/cluster");
-    assert_eq!(code, 200, "{body}");
-    serde_json::from_str(&body).unwrap()
-}
-
-/// Names of the members `srv` believes alive (itself included), and its ring version.
-fn view(srv: &Server) -> (Vec<String>, String) {
-    let c = cluster_json(srv);
-    let mut names: Vec<String> = c["members"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .filter(|m| m["state"] == "self" || m["state"] == "alive")
-        .map(|m| m["name"].as_str().unwrap().to_owned())
-        .collect();
-    names.sort();
-    (names, c["ring_version"].as_str().unwrap().to_owned())
-}
-
-fn wait_for(within: Duration, mut check: impl FnMut() -> bool) -> Option<Duration> {
-    let start = Instant::now();
-    while start.elapsed() < within {
-        if check() {
-            return Some(start.elapsed());
-        }
-        std::thread::sleep(Duration::from_millis(5));
-    }
-    None
-}
-
-/// Waits until every server sees exactly `names` and they agree on the ring.
-fn converge(servers: &[&Server], names: &[&str], within: Duration) -> Duration {
-    let want: Vec<String> = names.iter().map(|s| s.to_string()).collect();
-    wait_for(within, || {
-        let views: Vec<_> = servers.iter().map(|s| view(s)).collect();
-        views.iter().all(|(n, r)| *n == want && *r == views[0].1)
-    })
-    .unwrap_or_else(|| {
-        let views: Vec<_> = servers.iter().map(|s| view(s)).collect();
-        panic!("no convergence on {names:?} within {within:?}: {views:?}")
-    })
-}
 
 fn percentile(sorted: &[Duration], p: f64) -> Duration {
     sorted[((sorted.len() as f64 - 1.0) * p).round() as usize]

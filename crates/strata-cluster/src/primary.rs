@@ -11,6 +11,9 @@
 //!   key's primary in its *own* view ([`admits_replication`]): a primary that was paused,
 //!   partitioned or is otherwise behind the ring is **fenced** and its client gets an error,
 //!   never an acknowledged update that the real primary does not know about.
+//! - An owner also refuses a change executed against a copy older than its own
+//!   ([`replica_is_ahead`]): the primary adopts the newer copy and executes again, so a
+//!   primary that missed writes while it was paused or cut off cannot overwrite them.
 //! - A primary that does not hold the key asks the other owners (and, after a ring change,
 //!   the previous ones) and starts from the newest fresh copy ([`starting_point`]): after a
 //!   fail-over the new primary is a former replica that already holds every acknowledged
@@ -94,6 +97,12 @@ pub fn starting_point(
     others.into_iter().flatten().max_by_key(|e| e.version)
 }
 
+/// Whether an owner holding `held` must refuse a primary's change executed against the copy
+/// of version `base` (0: none): it holds something newer the primary did not see.
+pub fn replica_is_ahead(held: Option<&Entry>, base: u64) -> bool {
+    held.is_some_and(|e| e.version.as_u64() > base)
+}
+
 /// Whether a plain `SET` of `incoming` must be stamped anew to order after `current`.
 pub fn put_needs_restamp(current: Option<&Entry>, incoming: u64) -> bool {
     current.is_some_and(|e| e.version.as_u64() >= incoming)
@@ -145,6 +154,10 @@ mod tests {
         assert!(put_needs_restamp(Some(&e(5)), 5));
         assert!(!put_needs_restamp(Some(&e(4)), 5));
         assert!(!put_needs_restamp(None, 5));
+        assert!(replica_is_ahead(Some(&e(6)), 5));
+        assert!(!replica_is_ahead(Some(&e(5)), 5));
+        assert!(replica_is_ahead(Some(&e(1)), 0));
+        assert!(!replica_is_ahead(None, 0));
     }
 
     #[test]

@@ -156,7 +156,9 @@ pub enum Request {
     },
     /// A primary's change of `key`, for the other owners to apply before the primary
     /// acknowledges it. The receiver refuses it (`Fenced`) unless the caller is the key's
-    /// primary in its own view.
+    /// primary in its own view, and (`Stale`) when it holds a newer version than `base`, the
+    /// copy the primary executed against: a primary back from a pause or a partition learns
+    /// what it missed instead of overwriting it.
     Replicate {
         /// Namespace.
         namespace: String,
@@ -167,6 +169,8 @@ pub enum Request {
         entry: Option<WireEntry>,
         /// The delete's version (ignored for a write).
         version: u64,
+        /// The version of the copy the primary executed against (0: it had none).
+        base: u64,
     },
 }
 
@@ -271,6 +275,12 @@ pub enum Response {
     Fenced {
         /// The primary in the callee's view.
         primary: Option<String>,
+    },
+    /// Answer to `Replicate` from an owner holding a newer version than the primary's base:
+    /// nothing was applied; the primary adopts this entry and executes again.
+    Stale {
+        /// The owner's newer entry.
+        entry: WireEntry,
     },
 }
 

@@ -1060,7 +1060,11 @@ async fn run(sh: &Shared, s: &mut Session<'_>, id: Cmd, a: &[Bytes]) -> Res<()> 
                 }
             }
         }
-        Cmd::Mset | Cmd::Msetnx => mset(sh, s, a, id == Cmd::Msetnx).await?,
+        Cmd::Mset => mset(sh, s, a, false).await?,
+        Cmd::Msetnx => {
+            one_slot(sh, a[1..].iter().step_by(2))?;
+            mset(sh, s, a, true).await?;
+        }
         Cmd::Append => exec(sh, s, &a[1], &KeyOp::Append(a[2].to_vec())).await?,
         Cmd::Strlen => {
             let len = entry(sh, &s.ns, &a[1]).await?.map_or(0, |e| e.value.len());
@@ -1121,7 +1125,10 @@ async fn run(sh: &Shared, s: &mut Session<'_>, id: Cmd, a: &[Bytes]) -> Res<()> 
             Some(_) => s.reply.simple("string"),
             None => s.reply.simple("none"),
         },
-        Cmd::Rename | Cmd::Renamenx => rename(sh, s, a, id == Cmd::Renamenx).await?,
+        Cmd::Rename | Cmd::Renamenx => {
+            one_slot(sh, a[1..3].iter())?;
+            rename(sh, s, a, id == Cmd::Renamenx).await?;
+        }
         Cmd::Expire | Cmd::Pexpire | Cmd::Expireat | Cmd::Pexpireat => expire(sh, s, a, id).await?,
         Cmd::Ttl | Cmd::Pttl | Cmd::Expiretime | Cmd::Pexpiretime => {
             let reply = match entry(sh, &s.ns, &a[1]).await? {
@@ -1219,6 +1226,23 @@ async fn run(sh: &Shared, s: &mut Session<'_>, id: Cmd, a: &[Bytes]) -> Res<()> 
         }
     }
     Ok(())
+}
+
+/// In a cluster, a command that must change several keys atomically needs them on one
+/// primary: every key with the same hash tag (`{…}`), as Redis Cluster requires one slot.
+fn one_slot<'k>(sh: &Shared, mut keys: impl Iterator<Item = &'k Bytes>) -> Res<()> {
+    if !sh.config.cluster.enabled {
+        return Ok(());
+    }
+    let Some(first) = keys.next() else {
+        return Ok(());
+    };
+    let tag = strata_cluster::ring::hash_tag(first);
+    if keys.all(|k| strata_cluster::ring::hash_tag(k) == tag) {
+        Ok(())
+    } else {
+        Err("CROSSSLOT Keys in request don't hash to the same slot".into())
+    }
 }
 
 fn not_int() -> String {

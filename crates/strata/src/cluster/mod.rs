@@ -108,6 +108,8 @@ pub(crate) struct Counters {
     pub(crate) fenced: AtomicU64,
     /// Replications skipped because the owner's process was gone (connection refused).
     pub(crate) replica_down: AtomicU64,
+    /// Executions redone because an owner held a newer copy than the primary's.
+    pub(crate) stale_base: AtomicU64,
 }
 
 /// The state of L3 proofs ([`warm`]).
@@ -1121,7 +1123,8 @@ impl Shared {
                 key,
                 entry,
                 version,
-            } => self.replicate_in(from, &namespace, &key, entry, version),
+                base,
+            } => self.replicate_in(from, &namespace, &key, entry, version, base),
             Request::Versions { namespace, keys } => {
                 if keys.len() > strata_cluster::rpc::MAX_VERSIONS_PER_REQUEST {
                     return Response::Error(format!(

@@ -59,14 +59,51 @@ impl Shared {
         };
         let _g = self.exec_lock(namespace, key).lock().await;
         self.counters.executed.fetch_add(1, Ordering::Relaxed);
+        let mut attempt = 0;
+        loop {
+            attempt += 1;
+            match self
+                .execute_locked(&ring, cache, namespace, key, &op)
+                .await?
+            {
+                Ok(done) => return Ok(done),
+                // An owner held a newer copy than this node executed against: adopt it and
+                // execute again (a primary back from a pause or a partition catches up here).
+                Err(newer) if attempt < STALE_RETRIES => {
+                    self.counters.stale_base.fetch_add(1, Ordering::Relaxed);
+                    self.observe(newer.version);
+                    let _ = self
+                        .owner
+                        .set_sync(namespace, Bytes::copy_from_slice(key), newer);
+                }
+                Err(_) => {
+                    return Err(Refusal::Failed(
+                        "owners kept answering with newer copies".into(),
+                    ));
+                }
+            }
+        }
+    }
+
+    /// One execution under the key's lock: `Ok(Err(entry))` when an owner answered that it
+    /// holds the newer `entry`.
+    async fn execute_locked(
+        self: &Arc<Self>,
+        ring: &strata_cluster::Ring,
+        cache: &strata_core::Cache,
+        namespace: &str,
+        key: &[u8],
+        op: &PrimaryOp,
+    ) -> Result<Result<Executed, Entry>, Refusal> {
         let now = self.now_ms();
         let current = self.current_copy(namespace, key).await?;
+        let base = current.as_ref().map_or(0, |e| e.version.as_u64());
         if let Some(e) = &current {
             self.observe(e.version);
         }
         let (reply, change) = match op {
             PrimaryOp::Key(op) => {
-                let (effect, reply) = ops::apply(&op, current.as_ref(), now, cache.op_limits());
+                let (effect, reply) = ops::apply(op, current.as_ref(), now, cache.op_limits());
                 let change = match effect {
                     Effect::None => Change::None,
                     Effect::Delete => Change::Removed(self.stamp()),
@@ -84,17 +121,17 @@ impl Shared {
                     ) {
                         Ok(e) => Change::Written(e),
                         Err(e) => {
-                            return Ok(Executed {
+                            return Ok(Ok(Executed {
                                 reply: Reply::Error(format!("ERR {e}")),
                                 change: Change::None,
-                            });
+                            }));
                         }
                     },
                 };
                 (reply, change)
             }
             PrimaryOp::Put(w) => {
-                let mut e = from_wire(w);
+                let mut e = from_wire(w.clone());
                 if decide::put_needs_restamp(current.as_ref(), e.version.as_u64()) {
                     e.version = self.stamp();
                 }
@@ -102,12 +139,17 @@ impl Shared {
             }
         };
         let version = match &change {
-            Change::None => return Ok(Executed { reply, change }),
+            Change::None => return Ok(Ok(Executed { reply, change })),
             Change::Written(e) => e.version,
             Change::Removed(v) => *v,
         };
         self.observe(version);
-        self.replicate_out(&ring, namespace, key, &change).await?;
+        if let Some(newer) = self
+            .replicate_out(ring, namespace, key, &change, base)
+            .await?
+        {
+            return Ok(Err(newer));
+        }
         match &change {
             Change::Written(e) => {
                 if let Err(err) =
@@ -130,7 +172,7 @@ impl Shared {
         // never come back to it, and the caller may be another node.
         let _ = cache.drop_local(namespace, key, Some(version)).await;
         self.announce_key(namespace, key, version).await;
-        Ok(Executed { reply, change })
+        Ok(Ok(Executed { reply, change }))
     }
 
     /// The copy a primary executes against: its own, else the newest the other owners (and
@@ -186,16 +228,17 @@ impl Shared {
         namespace: &str,
         key: &[u8],
         change: &Change,
-    ) -> Result<(), Refusal> {
+        base: u64,
+    ) -> Result<Option<Entry>, Refusal> {
         let rf = self.cfg.replication_factor as usize;
         let targets = decide::replicas(ring, &self.name, namespace, key, rf);
         if targets.is_empty() {
-            return Ok(());
+            return Ok(None);
         }
         let (entry, version) = match change {
             Change::Written(e) => (Some(to_wire(e)), e.version.as_u64()),
             Change::Removed(v) => (None, v.as_u64()),
-            Change::None => return Ok(()),
+            Change::None => return Ok(None),
         };
         let addrs = self.addresses(&targets);
         let calls = addrs.iter().map(|(name, addr)| {
@@ -204,16 +247,24 @@ impl Shared {
                 key: key.to_vec(),
                 entry: entry.clone(),
                 version,
+                base,
             };
             async move { (name, self.pool.call_typed(name, *addr, req, None).await) }
         });
         let mut failures = Vec::new();
+        let mut newer: Option<Entry> = None;
         if addrs.len() < targets.len() {
             failures.push("an owner is not a live member".to_owned());
         }
         for (name, r) in futures_util::future::join_all(calls).await {
             match r {
                 Ok(Response::Replicated) => {}
+                Ok(Response::Stale { entry }) => {
+                    let e = from_wire(entry);
+                    if newer.as_ref().is_none_or(|n| n.version < e.version) {
+                        newer = Some(e);
+                    }
+                }
                 // The owner's process is gone (its port refuses connections): it will leave
                 // the ring, and it cannot hold a copy that disagrees. A paused or cut-off
                 // owner is not this: it times out, and the write is refused.
@@ -233,10 +284,10 @@ impl Shared {
                 }
             }
         }
-        if failures.is_empty() {
-            Ok(())
-        } else {
+        if !failures.is_empty() {
             Err(Refusal::Failed(failures.join("; ")))
+        } else {
+            Ok(newer)
         }
     }
 
@@ -258,11 +309,21 @@ impl Shared {
         key: &[u8],
         entry: Option<WireEntry>,
         version: u64,
+        base: u64,
     ) -> Response {
         let ring = self.ring();
         if let Err(primary) = decide::admits_replication(&ring, namespace, key, from) {
             self.counters.fenced.fetch_add(1, Ordering::Relaxed);
             return Response::Fenced { primary };
+        }
+        let held = self
+            .owner
+            .get_entry(namespace, key)
+            .filter(|e| e.is_fresh(self.now_ms()));
+        if decide::replica_is_ahead(held.as_ref(), base)
+            && let Some(e) = held
+        {
+            return Response::Stale { entry: to_wire(&e) };
         }
         match entry {
             Some(w) => {
@@ -433,6 +494,9 @@ impl Shared {
         }
     }
 }
+
+/// How many times a primary executes one write against newer copies owners answer with.
+const STALE_RETRIES: usize = 4;
 
 /// A `DEL` as the primary executes it.
 pub(crate) fn del() -> PrimaryOp {

@@ -1,0 +1,433 @@
+//! A three-node cluster must answer like one Redis: counters (INCR on hot keys from clients on
+//! every node) lose no acknowledged increment and never answer the same value twice, locks
+//! (`SET … NX PX`, released by the holder's `DEL`) never have two holders at once, and a
+//! `DEL` acknowledged while a node drains for SIGTERM is never undone — through `kill -9`
+//! of the keys' primary, a SIGSTOP of it for longer than failure detection, and a SIGTERM.
+//! Real processes, real sockets, redis-rs and redis-py as clients.
+#![allow(clippy::unwrap_used)]
+
+use std::collections::HashMap;
+use std::process::Command;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
+
+use redis::Commands;
+use strata_cluster::Ring;
+use strata_tests::{Server, converge, free_port, start_node};
+
+const NAMES: [&str; 3] = ["n1", "n2", "n3"];
+/// The hot counters and the lock share one hash tag, so one primary holds them all.
+const COUNTERS: [&str; 3] = ["{hot}:c0", "{hot}:c1", "{hot}:c2"];
+const LOCK: &str = "{hot}:lock";
+
+struct Cluster {
+    nodes: Vec<Server>,
+    _dirs: Vec<tempfile::TempDir>,
+}
+
+impl Cluster {
+    fn start() -> Self {
+        let dirs: Vec<_> = (0..3).map(|_| tempfile::tempdir().unwrap()).collect();
+        let g: Vec<u16> = (0..3).map(|_| free_port()).collect();
+        let nodes: Vec<Server> = (0..3)
+            .map(|i| start_node(dirs[i].path(), NAMES[i], g[i], &[g[0]], ""))
+            .collect();
+        converge(
+            &nodes.iter().collect::<Vec<_>>(),
+            &NAMES,
+            Duration::from_secs(20),
+        );
+        Cluster { nodes, _dirs: dirs }
+    }
+
+    /// The index of the hot keys' primary (the first owner on the ring of all three).
+    fn primary(&self) -> usize {
+        let ring = Ring::new(NAMES, strata_cluster::DEFAULT_VNODES);
+        let p = strata_cluster::primary::primary(&ring, "db0", LOCK.as_bytes()).unwrap();
+        NAMES.iter().position(|n| *n == p).unwrap()
+    }
+}
+
+/// What one client saw.
+#[derive(Default)]
+struct Seen {
+    /// Per counter, the values INCR answered.
+    replies: HashMap<&'static str, Vec<i64>>,
+    /// Per counter, INCRs whose outcome is unknown (an error: TRYAGAIN, a dead node).
+    unknown: HashMap<&'static str, u64>,
+    /// Lock holds: (acquired — the reply arrived, released — the DEL was sent).
+    holds: Vec<(Instant, Instant)>,
+    /// Errors, for the report.
+    errors: Vec<String>,
+}
+
+fn client(url: String, stop: Arc<AtomicBool>, id: usize) -> JoinHandle<Seen> {
+    std::thread::spawn(move || {
+        let mut seen = Seen::default();
+        let connect = || {
+            let c = redis::Client::open(url.as_str()).ok()?;
+            let c = c.get_connection_with_timeout(Duration::from_secs(2)).ok()?;
+            c.set_read_timeout(Some(Duration::from_secs(20))).ok()?;
+            Some(c)
+        };
+        let mut conn = connect();
+        let mut i = 0usize;
+        while !stop.load(Ordering::Relaxed) {
+            let Some(c) = conn.as_mut() else {
+                std::thread::sleep(Duration::from_millis(100));
+                conn = connect();
+                continue;
+            };
+            i += 1;
+            let key = COUNTERS[(i + id) % COUNTERS.len()];
+            match c.incr::<_, _, i64>(key, 1) {
+                Ok(v) => seen.replies.entry(key).or_default().push(v),
+                Err(e) => {
+                    *seen.unknown.entry(key).or_default() += 1;
+                    seen.errors.push(format!("INCR: {e}"));
+                    if e.is_io_error() || e.is_connection_dropped() {
+                        conn = None;
+                        continue;
+                    }
+                }
+            }
+            if i % 4 == 0 {
+                let me = format!("holder-{id}-{i}");
+                let got: redis::RedisResult<Option<String>> = redis::cmd("SET")
+                    .arg(LOCK)
+                    .arg(&me)
+                    .arg("NX")
+                    .arg("PX")
+                    .arg(10_000)
+                    .query(c);
+                match got {
+                    Ok(Some(_)) => {
+                        let acquired = Instant::now();
+                        std::thread::sleep(Duration::from_millis(3));
+                        let released = Instant::now();
+                        if let Err(e) = c.del::<_, i64>(LOCK) {
+                            seen.errors.push(format!("DEL lock: {e}"));
+                        }
+                        seen.holds.push((acquired, released));
+                    }
+                    Ok(None) => {}
+                    Err(e) => seen.errors.push(format!("SET NX: {e}")),
+                }
+            }
+            std::thread::sleep(Duration::from_millis(1));
+        }
+        seen
+    })
+}
+
+/// Reads a counter from any node that answers.
+fn read_counter(nodes: &[&Server], key: &str) -> i64 {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        for n in nodes {
+            if let Ok(mut c) = redis::Client::open(n.url()).and_then(|c| c.get_connection())
+                && let Ok(v) = c.get::<_, Option<i64>>(key)
+            {
+                return v.unwrap_or(0);
+            }
+        }
+        assert!(Instant::now() < deadline, "no node answered GET {key}");
+        std::thread::sleep(Duration::from_millis(200));
+    }
+}
+
+/// Checks what the clients saw against the counters' final values: no acknowledged
+/// increment lost, no value answered twice, no two lock holds overlapping.
+fn check(seen: &[Seen], survivors: &[&Server]) {
+    let mut acked_total = 0;
+    for key in COUNTERS {
+        let mut replies: Vec<i64> = seen
+            .iter()
+            .flat_map(|s| s.replies.get(key).cloned().unwrap_or_default())
+            .collect();
+        let unknown: u64 = seen
+            .iter()
+            .map(|s| s.unknown.get(key).copied().unwrap_or(0))
+            .sum();
+        let acked = replies.len() as i64;
+        acked_total += acked;
+        replies.sort_unstable();
+        let dup = replies.windows(2).find(|w| w[0] == w[1]);
+        assert!(dup.is_none(), "{key}: two INCRs answered {:?}", dup);
+        let last = replies.last().copied().unwrap_or(0);
+        let final_value = read_counter(survivors, key);
+        println!("{key}: {acked} acknowledged, {unknown} unknown, final {final_value}");
+        assert!(
+            final_value >= acked && final_value >= last,
+            "{key}: lost acknowledged increments: final {final_value}, {acked} acknowledged (largest reply {last})"
+        );
+        assert!(
+            final_value <= acked + unknown as i64,
+            "{key}: more increments than were sent: final {final_value}, {acked} acknowledged, {unknown} unknown"
+        );
+    }
+    assert!(acked_total > 100, "the load ran ({acked_total} increments)");
+    let mut holds: Vec<(Instant, Instant)> = seen.iter().flat_map(|s| s.holds.clone()).collect();
+    holds.sort();
+    for w in holds.windows(2) {
+        assert!(
+            w[1].0 >= w[0].1,
+            "two clients held the lock at once ({:?} apart)",
+            w[0].1 - w[1].0
+        );
+    }
+    println!("{} lock holds, none overlapping", holds.len());
+    let errors: Vec<&String> = seen.iter().flat_map(|s| &s.errors).collect();
+    println!(
+        "{} client errors; first: {:?}",
+        errors.len(),
+        errors.first()
+    );
+}
+
+fn run_load(cluster: &Cluster) -> (Arc<AtomicBool>, Vec<JoinHandle<Seen>>) {
+    let stop = Arc::new(AtomicBool::new(false));
+    let clients = cluster
+        .nodes
+        .iter()
+        .enumerate()
+        .map(|(i, n)| client(n.url(), stop.clone(), i))
+        .collect();
+    (stop, clients)
+}
+
+fn signal(srv: &Server, sig: &str) {
+    let pid = srv.child.as_ref().unwrap().id().to_string();
+    assert!(
+        Command::new("kill")
+            .args([sig, &pid])
+            .status()
+            .unwrap()
+            .success()
+    );
+}
+
+#[test]
+fn counters_and_locks_survive_kill_9_of_their_primary() {
+    let mut cluster = Cluster::start();
+    let p = cluster.primary();
+    let (stop, clients) = run_load(&cluster);
+    std::thread::sleep(Duration::from_secs(2));
+    cluster.nodes[p].kill9();
+    // Failure detection, then the next primary takes the keys.
+    std::thread::sleep(Duration::from_secs(9));
+    stop.store(true, Ordering::Relaxed);
+    let seen: Vec<Seen> = clients.into_iter().map(|c| c.join().unwrap()).collect();
+    let survivors: Vec<&Server> = (0..3)
+        .filter(|i| *i != p)
+        .map(|i| &cluster.nodes[i])
+        .collect();
+    check(&seen, &survivors);
+}
+
+#[test]
+fn a_primary_paused_past_failure_detection_is_fenced_when_it_wakes() {
+    let cluster = Cluster::start();
+    let p = cluster.primary();
+    let (stop, clients) = run_load(&cluster);
+    std::thread::sleep(Duration::from_secs(2));
+    signal(&cluster.nodes[p], "-STOP");
+    std::thread::sleep(Duration::from_secs(9));
+    signal(&cluster.nodes[p], "-CONT");
+    // The woken node still believes it is the primary: whatever it executes must be refused
+    // by the owners that moved on, and the load goes on.
+    std::thread::sleep(Duration::from_secs(5));
+    stop.store(true, Ordering::Relaxed);
+    let seen: Vec<Seen> = clients.into_iter().map(|c| c.join().unwrap()).collect();
+    let all: Vec<&Server> = cluster.nodes.iter().collect();
+    check(&seen, &all);
+}
+
+#[test]
+fn deletes_acknowledged_while_a_node_drains_are_never_undone() {
+    let mut cluster = Cluster::start();
+    let victim = 2;
+    let (stop, clients) = run_load(&cluster);
+    // A client on the victim sets and deletes fresh keys until the node stops answering.
+    let url = cluster.nodes[victim].url();
+    let deleter = std::thread::spawn(move || {
+        let mut deleted = Vec::new();
+        let Ok(mut c) = redis::Client::open(url).and_then(|c| c.get_connection()) else {
+            return deleted;
+        };
+        for i in 0u64.. {
+            let key = format!("drain:{i}");
+            if c.set::<_, _, ()>(&key, "v").is_err() {
+                break;
+            }
+            match c.del::<_, i64>(&key) {
+                Ok(1) => deleted.push(key),
+                Ok(_) => panic!("DEL of a key just written answered 0"),
+                Err(_) => break,
+            }
+        }
+        deleted
+    });
+    std::thread::sleep(Duration::from_secs(2));
+    let status = cluster.nodes[victim].terminate();
+    assert!(status.success(), "SIGTERM: {status:?}");
+    let deleted = deleter.join().unwrap();
+    std::thread::sleep(Duration::from_secs(3));
+    stop.store(true, Ordering::Relaxed);
+    let seen: Vec<Seen> = clients.into_iter().map(|c| c.join().unwrap()).collect();
+    let survivors: Vec<&Server> = (0..2).map(|i| &cluster.nodes[i]).collect();
+    assert!(
+        deleted.len() > 10,
+        "the deleter ran ({} deletes)",
+        deleted.len()
+    );
+    for s in &survivors {
+        let mut c = s.redis();
+        let back: Vec<&String> = deleted
+            .iter()
+            .filter(|k| c.exists::<_, bool>(k.as_str()).unwrap())
+            .collect();
+        assert!(
+            back.is_empty(),
+            "{} of {} deletes acknowledged during the drain were undone, e.g. {:?}",
+            back.len(),
+            deleted.len(),
+            back.first()
+        );
+    }
+    println!(
+        "{} deletes acknowledged up to the drain, none undone",
+        deleted.len()
+    );
+    check(&seen, &survivors);
+}
+
+/// The issue's first report: 300 INCR from a client on each node must make 900, from redis-py
+/// processes and from redis-rs.
+#[test]
+fn incr_from_every_node_counts_every_increment_with_redis_py_and_redis_rs() {
+    let cluster = Cluster::start();
+    let py = r#"
+import sys, redis
+r = redis.Redis(host="127.0.0.1", port=int(sys.argv[1]))
+n = 0
+for _ in range(300):
+    r.incr("ctr:py")
+    n += 1
+print(n)
+"#;
+    let procs: Vec<_> = cluster
+        .nodes
+        .iter()
+        .map(|n| {
+            Command::new("python3")
+                .args(["-c", py, &n.port.to_string()])
+                .output()
+        })
+        .collect();
+    let rs: Vec<_> = cluster
+        .nodes
+        .iter()
+        .map(|n| {
+            let url = n.url();
+            std::thread::spawn(move || {
+                let mut c = redis::Client::open(url).unwrap().get_connection().unwrap();
+                let mut replies = Vec::new();
+                for _ in 0..300 {
+                    replies.push(c.incr::<_, _, i64>("ctr:rs", 1).unwrap());
+                }
+                replies
+            })
+        })
+        .collect();
+    for p in procs {
+        let out = p.unwrap();
+        assert!(
+            out.status.success(),
+            "redis-py: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+    let mut replies: Vec<i64> = rs.into_iter().flat_map(|t| t.join().unwrap()).collect();
+    replies.sort_unstable();
+    assert_eq!(replies, (1..=900).collect::<Vec<i64>>(), "redis-rs replies");
+    for n in &cluster.nodes {
+        let mut c = n.redis();
+        assert_eq!(c.get::<_, i64>("ctr:py").unwrap(), 900, "redis-py counter");
+        assert_eq!(c.get::<_, i64>("ctr:rs").unwrap(), 900, "redis-rs counter");
+    }
+    // SET NX from every node: exactly one winner per key.
+    let winners: Vec<_> = cluster
+        .nodes
+        .iter()
+        .map(|n| {
+            let url = n.url();
+            std::thread::spawn(move || {
+                let mut c = redis::Client::open(url).unwrap().get_connection().unwrap();
+                (0..100)
+                    .filter(|i| {
+                        redis::cmd("SET")
+                            .arg(format!("lock:{i}"))
+                            .arg("x")
+                            .arg("NX")
+                            .arg("EX")
+                            .arg(10)
+                            .query::<Option<String>>(&mut c)
+                            .unwrap()
+                            .is_some()
+                    })
+                    .count()
+            })
+        })
+        .collect();
+    let total: usize = winners.into_iter().map(|t| t.join().unwrap()).sum();
+    assert_eq!(total, 100, "one SET NX winner per lock");
+}
+
+/// Keys of different hash tags cannot be changed together atomically: Redis Cluster's error.
+#[test]
+fn multi_key_atomic_commands_need_one_hash_tag() {
+    let cluster = Cluster::start();
+    let mut c = cluster.nodes[0].redis();
+    let e = redis::cmd("MSETNX")
+        .arg("a")
+        .arg("1")
+        .arg("b")
+        .arg("2")
+        .query::<i64>(&mut c)
+        .unwrap_err();
+    assert!(e.to_string().to_uppercase().contains("CROSSSLOT"), "{e}");
+    let n: i64 = redis::cmd("MSETNX")
+        .arg("{u}a")
+        .arg("1")
+        .arg("{u}b")
+        .arg("2")
+        .query(&mut c)
+        .unwrap();
+    assert_eq!(n, 1);
+    let e = redis::cmd("RENAME")
+        .arg("{u}a")
+        .arg("other")
+        .query::<()>(&mut c)
+        .unwrap_err();
+    assert!(e.to_string().to_uppercase().contains("CROSSSLOT"), "{e}");
+    let _: () = redis::cmd("RENAME")
+        .arg("{u}a")
+        .arg("{u}c")
+        .query(&mut c)
+        .unwrap();
+    let mut c2 = cluster.nodes[1].redis();
+    assert_eq!(
+        c2.get::<_, Option<String>>("{u}c").unwrap().as_deref(),
+        Some("1")
+    );
+    assert_eq!(c2.get::<_, Option<String>>("{u}a").unwrap(), None);
+    // Scatter-gather commands still take keys of any tag.
+    let _: () = c.set("x1", "1").unwrap();
+    let _: () = c.set("y2", "2").unwrap();
+    let got: Vec<Option<String>> = c.mget(&["x1", "y2", "nope"]).unwrap();
+    assert_eq!(got, vec![Some("1".into()), Some("2".into()), None]);
+    assert_eq!(c.del::<_, i64>(&["x1", "y2", "nope"]).unwrap(), 2);
+}
