@@ -25,13 +25,15 @@ use std::collections::BTreeMap;
 
 use strata_cluster::coherence::{self, CoherenceFaults};
 use strata_cluster::placement;
+use strata_cluster::primary as decide;
 use strata_cluster::version_tag;
 use strata_cluster::{
     Coherence, CoherenceConfig, FaultSwitches, Invalidation, InvalidationOp, Membership,
     MembershipTimer, NodeIdentity, Output, lan_config,
 };
 use strata_cluster::{DEFAULT_REPLICATION_FACTOR as RF, DEFAULT_VNODES, Ring};
-use strata_core::{HybridClock, NamespacePolicy, Version};
+use strata_core::ops::{self, Effect, KeyOp, OpLimits};
+use strata_core::{Entry, HybridClock, NamespacePolicy, Version};
 
 /// The secret every simulated node shares.
 const SECRET: &[u8] = b"simulated cluster secret";
@@ -193,6 +195,16 @@ pub struct RunOptions {
     /// Add one node with the wrong cluster secret, which must never get in (and whose view
     /// must stay empty).
     pub intruder: bool,
+    /// Break per-key primary execution on purpose (checker tests): the node a client asked
+    /// executes an `INCR` itself instead of forwarding it to the key's primary, and the
+    /// owners take its result (the protocol before per-key primaries).
+    pub execute_anywhere: bool,
+    /// Break replication fencing on purpose (checker tests): owners take a replicated change
+    /// from any node, against any base (no fencing, no stale-base refusal).
+    pub replicas_admit_all: bool,
+    /// Break the stall guard on purpose (checker tests): a node that was paused executes as
+    /// a primary as soon as it wakes, on whatever view it has.
+    pub ignore_stalls: bool,
 }
 
 /// The outcome of one run.
@@ -237,6 +249,10 @@ pub struct Workload {
     pub expired_misses: u64,
     /// Key removals (`DEL`).
     pub removals: u64,
+    /// `INCR`s acknowledged (each checked: counted once).
+    pub incrs: u64,
+    /// `INCR`s not acknowledged (no reachable primary, fenced, an owner unreachable).
+    pub incrs_refused: u64,
 }
 
 impl std::ops::AddAssign for Workload {
@@ -248,6 +264,8 @@ impl std::ops::AddAssign for Workload {
         self.refused_ttl += o.refused_ttl;
         self.expired_misses += o.expired_misses;
         self.removals += o.removals;
+        self.incrs += o.incrs;
+        self.incrs_refused += o.incrs_refused;
     }
 }
 
@@ -255,14 +273,16 @@ impl fmt::Display for Workload {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         write!(
             f,
-            "{} local reads, {} remote reads, {} writes ({} with a TTL, {} refused over max_ttl), {} removals, {} reads missed on expiry",
+            "{} local reads, {} remote reads, {} writes ({} with a TTL, {} refused over max_ttl), {} removals, {} reads missed on expiry, {} INCRs acknowledged ({} refused)",
             self.local_reads,
             self.remote_reads,
             self.writes,
             self.ttl_writes,
             self.refused_ttl,
             self.removals,
-            self.expired_misses
+            self.expired_misses,
+            self.incrs,
+            self.incrs_refused
         )
     }
 }
@@ -303,6 +323,10 @@ enum Kind {
         timer: MembershipTimer,
     },
     Crash(usize),
+    /// A process pause (GC, SIGSTOP, a VM freeze) of a node for this long (µs): it handles
+    /// nothing meanwhile, keeps its state and its stale view, and everything sent to it
+    /// waits; then it resumes where it was.
+    Pause(usize, u64),
     Restart(usize),
     Leave(usize),
     Partition,
@@ -334,6 +358,25 @@ enum Kind {
     },
 }
 
+impl Kind {
+    /// The node an event happens on, if one.
+    fn node(&self) -> Option<usize> {
+        match self {
+            Kind::Deliver { to, .. } | Kind::Repaired { to, .. } => Some(*to),
+            Kind::Timer { node, .. } | Kind::Tick { node, .. } | Kind::Warm { node, .. } => {
+                Some(*node)
+            }
+            Kind::Op(i) | Kind::Crash(i) | Kind::Leave(i) => Some(*i),
+            Kind::Pause(..)
+            | Kind::Restart(_)
+            | Kind::Partition
+            | Kind::Heal
+            | Kind::Check
+            | Kind::FinalCheck => None,
+        }
+    }
+}
+
 /// A copy a node holds of a key it does not own.
 #[derive(Debug, Clone)]
 struct Copy {
@@ -362,6 +405,8 @@ struct WriteRef {
 
 /// Keys of the workload.
 const KEYS: u32 = 40;
+/// Counters of the `INCR` workload (few, so that they are hot).
+const COUNTERS: u32 = 4;
 /// How long after a ring change reads also ask the previous owners (`cluster.handoff_window_ms`).
 const HANDOFF_WINDOW: u64 = 30 * SEC;
 /// Time after convergence before the final check: max_staleness (1 s) + heartbeat period
@@ -386,15 +431,21 @@ struct SimNode {
     store: BTreeMap<u32, Held>,
     /// Copies of keys owned elsewhere.
     copies: BTreeMap<u32, Copy>,
+    /// The owner store's counters (the `INCR` workload's keys, namespace `ctr`).
+    counters: BTreeMap<u32, Entry>,
     /// Warm restart: the copies kept from the previous life are off the read path until
     /// proven.
     unverified: bool,
+    /// Paused until this time (µs): its events wait until then.
+    paused_until: Option<u64>,
+    /// The node's own stall detector, fed by its ticks (`strata_cluster::primary`).
+    stall: decide::StallGuard,
     /// The current proof's number (a newer one supersedes an older one).
     warm_run: u32,
     /// The ring of this node's view, and the one before the last change with when it
     /// changed (the hand-off window), as the node's cluster tier keeps them.
     ring: Option<Ring>,
-    previous: Option<(Ring, u64)>,
+    previous: Vec<(Ring, u64)>,
     /// This node's clock offset from true time (µs), and its hybrid logical clock (the
     /// node's own `HybridClock`, tagged with its name's version tag as a member's is).
     offset: i64,
@@ -446,6 +497,23 @@ pub struct Sim {
     acked: HashMap<(usize, u32), (u32, u64)>,
     /// Whether a partition has started.
     partitioned: bool,
+    execute_anywhere: bool,
+    replicas_admit_all: bool,
+    ignore_stalls: bool,
+    /// Pauses are drawn from their own RNG, so that the fault schedule and the workload of
+    /// every seed stay as they were before pauses existed.
+    pause_rng: StdRng,
+    /// The INCR workload's own RNG (the same reason).
+    incr_rng: StdRng,
+    /// Per counter: the largest value an acknowledged `INCR` answered, and the version of
+    /// that write. A later acknowledged `INCR` must answer more (every acknowledged
+    /// increment counted once), unless every copy of that write was lost with the nodes
+    /// that held it (more owners crashed than the replication factor covers: a cache's
+    /// data loss, not a lost update).
+    counter_acks: BTreeMap<u32, (i64, u64)>,
+    /// INCRs acknowledged, refused (no primary, fenced, unreachable), and lineages lost to
+    /// crashes.
+    incr_ops: (u64, u64, u64),
     /// Every invalidation made: (time, key, version).
     invalidations: Vec<(u64, u32, u64)>,
     /// Reads served from a copy, fetched from an owner, and writes.
@@ -494,10 +562,13 @@ impl Sim {
                 coherence: None,
                 store: BTreeMap::new(),
                 copies: BTreeMap::new(),
+                counters: BTreeMap::new(),
+                paused_until: None,
+                stall: decide::StallGuard::default(),
                 unverified: false,
                 warm_run: 0,
                 ring: None,
-                previous: None,
+                previous: Vec::new(),
                 offset: 0,
                 hlc: HybridClock::with_tag(version_tag(&format!("n{i:04}"))),
             })
@@ -538,6 +609,15 @@ impl Sim {
             writes: HashMap::new(),
             acked: HashMap::new(),
             partitioned: false,
+            execute_anywhere: opts.execute_anywhere,
+            // Executing anywhere is the broken protocol before per-key primaries: every
+            // node read, incremented and wrote to the owners, which took any write.
+            replicas_admit_all: opts.replicas_admit_all || opts.execute_anywhere,
+            ignore_stalls: opts.ignore_stalls,
+            counter_acks: BTreeMap::new(),
+            pause_rng: StdRng::seed_from_u64(seed ^ 0x7061_7573_6573_0001),
+            incr_rng: StdRng::seed_from_u64(seed ^ 0x696e_6372_0000_0002),
+            incr_ops: (0, 0, 0),
             invalidations: Vec::new(),
             ops: (0, 0, 0),
             ttl_ops: (0, 0, 0, 0),
@@ -624,6 +704,8 @@ impl Sim {
             self.nodes[i].copies.clear();
         }
         self.nodes[i].store.clear();
+        self.nodes[i].counters.clear();
+        self.nodes[i].stall = decide::StallGuard::default();
         // A new process: a new clock (it starts at its wall clock).
         self.nodes[i].hlc = if self.untagged_versions {
             HybridClock::new()
@@ -631,7 +713,7 @@ impl Sim {
             HybridClock::with_tag(version_tag(&self.nodes[i].name))
         };
         self.nodes[i].ring = None;
-        self.nodes[i].previous = None;
+        self.nodes[i].previous.clear();
         let life = self.nodes[i].life;
         if !self.membership_only {
             self.push(
@@ -688,7 +770,29 @@ impl Sim {
                     }
                 }
             }
-            self.nodes[at].previous = Some((old, self.now));
+            // The owner store's counters are pushed the same way (one store on the node).
+            let counters: Vec<(u32, Entry)> = self.nodes[at]
+                .counters
+                .iter()
+                .map(|(k, e)| (*k, e.clone()))
+                .collect();
+            for (c, e) in counters {
+                for t in placement::handoff_targets(&old, &new, &me, "ctr", &key_bytes(c), RF) {
+                    if let Some(j) = self.nodes.iter().position(|n| n.name == t)
+                        && self.reachable(at, j)
+                        && !self.wrng.random_bool(self.loss)
+                    {
+                        let slot = self.nodes[j].counters.entry(c).or_insert_with(|| e.clone());
+                        if slot.version < e.version {
+                            *slot = e.clone();
+                        }
+                    }
+                }
+            }
+            self.nodes[at].previous.insert(0, (old, self.now));
+            self.nodes[at]
+                .previous
+                .truncate(placement::MAX_PREVIOUS_RINGS);
         }
         self.nodes[at].ring = Some(new);
     }
@@ -896,7 +1000,10 @@ impl Sim {
     }
 
     fn reachable(&self, a: usize, b: usize) -> bool {
+        let running = |i: usize| self.nodes[i].paused_until.is_none_or(|t| self.now >= t);
         self.nodes[b].membership.is_some()
+            && running(a)
+            && running(b)
             && !self.blocked.contains(&(a, b))
             && !self.blocked.contains(&(b, a))
     }
@@ -1124,6 +1231,12 @@ impl Sim {
         let Some(ring) = self.ring_of(at) else {
             return;
         };
+        // INCRs come from their own RNG, so that the rest of the workload of every seed stays
+        // what it was before they existed.
+        if self.incr_rng.random_bool(0.3) {
+            let c = self.incr_rng.random_range(0..COUNTERS);
+            self.incr(at, c);
+        }
         if roll < 4 {
             self.invalidate_many(at, roll);
         } else if roll < 34 {
@@ -1324,6 +1437,209 @@ impl Sim {
         self.originate(at, version, op, false);
     }
 
+    /// An `INCR` of counter `c` asked of node `at`, as the node's cluster tier runs it: sent
+    /// to the key's primary in `at`'s view, which — if it is the primary in its own view —
+    /// executes `ops::apply` against its copy (else the newest the other owners hold),
+    /// replicates the result to every other owner (each admits it only from its own view's
+    /// primary and against a base at least as new as what it holds), and applies it itself
+    /// once every owner did. Every decision is `strata_cluster::primary`'s, the node's own.
+    fn incr(&mut self, at: usize, c: u32) {
+        const NS: &str = "ctr";
+        let key = key_bytes(c);
+        let Some(ring_at) = self.ring_of(at) else {
+            return;
+        };
+        let p = if self.execute_anywhere {
+            at
+        } else {
+            match decide::primary(&ring_at, NS, &key).and_then(|n| self.index_of(n)) {
+                Some(p) => p,
+                None => return,
+            }
+        };
+        if p != at && !(self.reachable(at, p) && self.reachable(p, at)) {
+            self.incr_ops.1 += 1;
+            return;
+        }
+        let Some(ring_p) = self.ring_of(p) else {
+            return;
+        };
+        let name_p = self.nodes[p].name.clone();
+        if !self.execute_anywhere
+            && (decide::primary(&ring_p, NS, &key) != Some(name_p.as_str())
+                || !decide::has_quorum(ring_p.nodes().len(), self.mix.nodes)
+                || !(self.ignore_stalls || self.nodes[p].stall.may_execute(self.now / MS)))
+        {
+            self.incr_ops.1 += 1;
+            return;
+        }
+        // Every copy of the last acknowledged write gone or cut off from the primary (more
+        // owners crashed or partitioned away than the replication factor covers): a new
+        // lineage starts — a cache's data loss, not a lost update. (A primary on a minority
+        // side never gets here: it lacks the quorum to execute.)
+        let connected =
+            |sim: &Self, i: usize| i == p || (sim.reachable(p, i) && sim.reachable(i, p));
+        if let Some(&(_, v)) = self.counter_acks.get(&c)
+            && !(0..self.nodes.len()).any(|i| {
+                connected(self, i)
+                    && self.nodes[i].membership.is_some()
+                    && self.nodes[i]
+                        .counters
+                        .get(&c)
+                        .is_some_and(|e| e.version.as_u64() >= v)
+            })
+        {
+            self.counter_acks.remove(&c);
+            self.incr_ops.2 += 1;
+        }
+        for _attempt in 0..4 {
+            let local = self.nodes[p].counters.get(&c).cloned();
+            let current = if local.is_some() {
+                local
+            } else {
+                let window: Vec<&Ring> = self.nodes[p]
+                    .previous
+                    .iter()
+                    .filter(|(_, t)| self.now.saturating_sub(*t) <= HANDOFF_WINDOW)
+                    .map(|(r, _)| r)
+                    .collect();
+                let plan = placement::read_plan(&ring_p, &window, NS, &key, RF);
+                let mut answers = Vec::new();
+                for n in plan.iter().filter(|n| **n != name_p) {
+                    let Some(o) = self.index_of(n) else { continue };
+                    if !(self.reachable(p, o) && self.reachable(o, p)) {
+                        self.incr_ops.1 += 1;
+                        return;
+                    }
+                    answers.push(self.nodes[o].counters.get(&c).cloned());
+                }
+                if std::env::var("SIM_DEBUG_C")
+                    .ok()
+                    .and_then(|v| v.parse::<u32>().ok())
+                    == Some(c)
+                {
+                    let alive: Vec<bool> =
+                        self.nodes.iter().map(|n| n.membership.is_some()).collect();
+                    eprintln!(
+                        "{:.3} c0 plan at n{p}: {plan:?} answers {:?} alive {alive:?} paused {:?}",
+                        self.now as f64 / SEC as f64,
+                        answers
+                            .iter()
+                            .map(|a| a.as_ref().map(|e| e.version.as_u64()))
+                            .collect::<Vec<_>>(),
+                        self.nodes
+                            .iter()
+                            .map(|n| n.paused_until)
+                            .collect::<Vec<_>>()
+                    );
+                }
+                decide::starting_point(None, answers)
+            };
+            let base = current.as_ref().map_or(0, |e| e.version.as_u64());
+            if base > 0 {
+                self.observe(p, base);
+            }
+            let now_ms = self.clock_ms(p);
+            let limits = OpLimits { max_value: 1 << 20 };
+            let (effect, reply) = ops::apply(&KeyOp::IncrBy(1), current.as_ref(), now_ms, limits);
+            let (Effect::Write { value, .. }, ops::Reply::Int(n)) = (effect, reply) else {
+                return;
+            };
+            let version = self.stamp(p);
+            let entry = Entry::new(value, Version::from_u64(version));
+            let mut newer: Option<Entry> = None;
+            let mut failed = false;
+            for r in decide::replicas(&ring_p, &name_p, NS, &key, RF) {
+                let Some(o) = self.index_of(&r) else { continue };
+                if self.nodes[o].membership.is_none() {
+                    // Its process is gone: the connection is refused, the owner skipped.
+                    continue;
+                }
+                if !(self.reachable(p, o) && self.reachable(o, p)) {
+                    failed = true;
+                    continue;
+                }
+                if !self.replicas_admit_all {
+                    let Some(ring_o) = self.ring_of(o) else {
+                        failed = true;
+                        continue;
+                    };
+                    if decide::admits_replication(&ring_o, NS, &key, &name_p).is_err() {
+                        failed = true;
+                        continue;
+                    }
+                    let held = self.nodes[o].counters.get(&c);
+                    if decide::replica_is_ahead(held, base) {
+                        if newer
+                            .as_ref()
+                            .is_none_or(|e| held.is_some_and(|h| h.version > e.version))
+                        {
+                            newer = held.cloned();
+                        }
+                        continue;
+                    }
+                }
+                self.observe(o, version);
+                let slot = self.nodes[o]
+                    .counters
+                    .entry(c)
+                    .or_insert_with(|| entry.clone());
+                if slot.version < entry.version {
+                    *slot = entry.clone();
+                }
+            }
+            if failed {
+                // Not acknowledged; owners that took it keep it (an unknown outcome).
+                self.incr_ops.1 += 1;
+                return;
+            }
+            if let Some(e) = newer {
+                self.observe(p, e.version.as_u64());
+                self.nodes[p].counters.insert(c, e);
+                continue;
+            }
+            let slot = self.nodes[p]
+                .counters
+                .entry(c)
+                .or_insert_with(|| entry.clone());
+            if slot.version < entry.version {
+                *slot = entry.clone();
+            }
+            self.incr_ops.0 += 1;
+            if let Some(&(last, _)) = self.counter_acks.get(&c)
+                && n <= last
+            {
+                self.violate(|| {
+                    format!(
+                        "INCR of counter {c} at n{p} (asked of n{at}) answered {n} after an acknowledged {last}: an acknowledged increment was lost"
+                    )
+                });
+            }
+            if std::env::var("SIM_DEBUG_C")
+                .ok()
+                .and_then(|v| v.parse::<u32>().ok())
+                == Some(c)
+            {
+                let t = self.now as f64 / SEC as f64;
+                let reps = decide::replicas(&ring_p, &name_p, NS, &key, RF);
+                let rings: Vec<String> = (0..self.nodes.len())
+                    .map(|i| {
+                        self.ring_of(i)
+                            .map(|r| r.nodes().join(","))
+                            .unwrap_or_default()
+                    })
+                    .collect();
+                eprintln!(
+                    "{t:.3} incr c0 asked n{at} primary n{p} -> {n} v{version} base {base} replicas {reps:?} rings {rings:?} blocked {:?}",
+                    self.blocked
+                );
+            }
+            self.counter_acks.insert(c, (n, version));
+            return;
+        }
+        self.incr_ops.1 += 1;
+    }
+
     /// A removal (`DEL`): every owner `at` reaches removes the key if it holds that version
     /// or an older one (the `Remove` handler), `at` drops its own copy, then originates the
     /// key's invalidation (the cluster tier's `remove`).
@@ -1483,12 +1799,13 @@ impl Sim {
             // Expired: a miss here, and the read goes on to the owners.
             expired = true;
         }
-        let previous = self.nodes[at]
+        let previous: Vec<&Ring> = self.nodes[at]
             .previous
-            .as_ref()
+            .iter()
             .filter(|(_, t)| self.now.saturating_sub(*t) <= HANDOFF_WINDOW)
-            .map(|(r, _)| r.clone());
-        let plan = placement::read_plan(ring, previous.as_ref(), "ns", &kb, RF);
+            .map(|(r, _)| r)
+            .collect();
+        let plan = placement::read_plan(ring, &previous, "ns", &kb, RF);
         let current = placement::current_owners(ring, RF);
         for (i, name) in plan.iter().enumerate() {
             let Some(o) = self.index_of(name) else {
@@ -1672,6 +1989,28 @@ impl Sim {
             let at = self.rng.random_range(fault_start..fault_end);
             self.push(at, Kind::Partition);
         }
+        if !self.membership_only && self.pause_rng.random_bool(0.5) {
+            // Mostly the primary of counter 0 (in the ring of every node), so that a
+            // paused primary waking up on its stale view is exercised often.
+            let v = if self.pause_rng.random_bool(0.8) {
+                let all = Ring::new(
+                    self.nodes[..n].iter().map(|x| x.name.clone()),
+                    DEFAULT_VNODES,
+                );
+                decide::primary(&all, "ctr", &key_bytes(0))
+                    .and_then(|p| self.index_of(p))
+                    .unwrap_or(0)
+            } else {
+                self.pause_rng.random_range(0..n)
+            };
+            let at = self.pause_rng.random_range(fault_start..fault_end);
+            // Over before the heal, so that the liveness phase starts from resumed nodes.
+            let len = self
+                .pause_rng
+                .random_range(4 * SEC..15 * SEC)
+                .min(fault_end.saturating_sub(at + SEC).max(SEC));
+            self.push(at, Kind::Pause(v, len));
+        }
         // The workload: each node with clients (all, unless limited for a scale run) serves
         // a client operation every 50–350 ms until the heal.
         for i in 0..n.min(self.clients) {
@@ -1804,7 +2143,42 @@ impl Sim {
                 continue;
             };
             self.free.push(slot);
+            // A paused node handles nothing: its events wait for it to resume.
+            if let Some(node) = kind.node()
+                && let Some(until) = self.nodes[node].paused_until
+            {
+                if self.now < until {
+                    // The worst order on waking: the clients' requests are handled before the
+                    // packets and timers that would tell the node what it missed.
+                    let lag = if matches!(kind, Kind::Op(_)) {
+                        0
+                    } else {
+                        5 * MS
+                    };
+                    self.push(until - self.now + lag, kind);
+                    continue;
+                }
+                self.nodes[node].paused_until = None;
+            }
             match kind {
+                Kind::Pause(i, len) => {
+                    if self.nodes[i].membership.is_some() {
+                        self.nodes[i].paused_until = Some(self.now + len);
+                        // A paused node cannot hear invalidations, and until its first tick
+                        // after it resumes it does not know it missed them: to it a pause is
+                        // a partition, and no staleness bound holds across one
+                        // (docs/semantics.md). Reads are checked until a pause starts.
+                        self.partitioned = true;
+                        self.note(|| format!("n{i} pauses for {:.1}s", len as f64 / SEC as f64));
+                        if std::env::var_os("SIM_DEBUG_C").is_some() {
+                            eprintln!(
+                                "{:.3} n{i} pauses for {:.1}s",
+                                self.now as f64 / SEC as f64,
+                                len as f64 / SEC as f64
+                            );
+                        }
+                    }
+                }
                 Kind::Deliver { to, packet } => {
                     if let Some(m) = self.nodes[to].membership.as_mut() {
                         let before = m.stats().rejected_packets;
@@ -1859,6 +2233,7 @@ impl Sim {
                 Kind::Tick { node, life, n } => {
                     if self.nodes[node].life == life && self.nodes[node].membership.is_some() {
                         let now_ms = self.now / MS;
+                        self.nodes[node].stall.tick(now_ms);
                         let mut out = Vec::new();
                         if let Some(c) = self.nodes[node].coherence.as_mut() {
                             out = c.tick(now_ms);
@@ -1954,6 +2329,8 @@ impl Sim {
                 refused_ttl: self.ttl_ops.1,
                 expired_misses: self.ttl_ops.2,
                 removals: self.ttl_ops.3,
+                incrs: self.incr_ops.0,
+                incrs_refused: self.incr_ops.1,
             },
             clients: (self.clients < self.mix.nodes).then_some(self.clients),
         }

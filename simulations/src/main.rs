@@ -87,10 +87,13 @@ fn main() -> ExitCode {
             "ignore_max_ttl" => opts.ignore_max_ttl = true,
             "skip_version_check" => opts.skip_version_check = true,
             "untagged_versions" => opts.untagged_versions = true,
+            "execute_anywhere" => opts.execute_anywhere = true,
+            "replicas_admit_all" => opts.replicas_admit_all = true,
+            "ignore_stalls" => opts.ignore_stalls = true,
             _ => {
                 eprintln!(
                     "unknown --break {b}: skip_seed_rejoin, ring_without_self, ignore_gaps, keep_l3_at_start, \
-                     ignore_expiry, ignore_max_ttl, skip_version_check, untagged_versions"
+                     ignore_expiry, ignore_max_ttl, skip_version_check, untagged_versions, execute_anywhere, replicas_admit_all, ignore_stalls"
                 );
                 return ExitCode::from(2);
             }

@@ -360,3 +360,34 @@ fn warm_restarts_keep_the_contract() {
         assert!(r.result.is_ok(), "warm restarts, {r}");
     }
 }
+
+/// Per-key primary execution (`strata_cluster::primary`): the checker counts every
+/// acknowledged INCR once, and fails when the protocol is broken on purpose.
+#[test]
+fn the_checker_catches_broken_primary_execution() {
+    // The protocol before per-key primaries (the node a client asked reads, increments and
+    // writes; owners take any write) loses increments within 50 seeds.
+    let anywhere = RunOptions {
+        execute_anywhere: true,
+        ..RunOptions::default()
+    };
+    let first = (0..50).find(|&s| run_seed(s, &anywhere).result.is_err());
+    assert!(
+        first.is_some(),
+        "executing anywhere went unnoticed for 50 seeds"
+    );
+    // Seed 60: a primary paused past failure detection wakes and executes at once on its
+    // stale view while its replica is down; the stall guard refuses that.
+    let stalls = RunOptions {
+        ignore_stalls: true,
+        ..RunOptions::default()
+    };
+    let broken = run_seed(60, &stalls);
+    assert!(
+        matches!(&broken.result, Err(e) if e.contains("acknowledged increment was lost")),
+        "seed 60 without the stall guard: {broken}"
+    );
+    let r = run_seed(60, &RunOptions::default());
+    assert!(r.result.is_ok(), "seed 60 with the stall guard: {r}");
+    assert!(r.workload.incrs > 0, "the workload ran INCRs");
+}

@@ -5,12 +5,14 @@
 use crate::ring::Ring;
 
 /// The nodes a read of `key` asks, in order: the key's owners under `ring`, then the owners
-/// under `previous` (the ring before the last change, while the hand-off window is open)
-/// that were not already listed. A node that joined owns keys it has never seen; asking the
-/// previous owners next turns what would be a miss into a hit (hand-off).
+/// under each of the `previous` rings (those seen before the last changes, newest first,
+/// while the hand-off window is open) that were not already listed. A node that joined owns
+/// keys it has never seen; asking the previous owners next turns what would be a miss into
+/// a hit (hand-off). Several rings back, not one: after changes in quick succession (a node
+/// leaves, comes back, another crashes) the only copy may be on an owner of two rings ago.
 pub fn read_plan(
     ring: &Ring,
-    previous: Option<&Ring>,
+    previous: &[&Ring],
     namespace: &str,
     key: &[u8],
     replication_factor: usize,
@@ -20,7 +22,7 @@ pub fn read_plan(
         .into_iter()
         .map(str::to_owned)
         .collect();
-    if let Some(prev) = previous {
+    for prev in previous {
         for n in prev.owners(namespace, key, replication_factor) {
             if !plan.iter().any(|p| p == n) {
                 plan.push(n.to_owned());
@@ -29,6 +31,9 @@ pub fn read_plan(
     }
     plan
 }
+
+/// Most rings a node remembers for hand-off reads ([`read_plan`]).
+pub const MAX_PREVIOUS_RINGS: usize = 8;
 
 /// How many entries of a read plan are owners under the current ring (the rest are
 /// previous owners, asked only for a hand-off).
@@ -65,7 +70,7 @@ mod tests {
         let mut moved = 0;
         for i in 0..500 {
             let key = format!("k{i}");
-            let plan = read_plan(&new, Some(&old), "ns", key.as_bytes(), 2);
+            let plan = read_plan(&new, &[&old], "ns", key.as_bytes(), 2);
             let owners = new.owners("ns", key.as_bytes(), 2);
             assert_eq!(plan[..2], owners[..], "owners first, in ring order");
             let mut dedup = plan.clone();
@@ -84,7 +89,7 @@ mod tests {
             assert!(plan.len() <= 3);
         }
         assert!(moved > 100 && moved < 400, "{moved} keys gained an owner");
-        assert_eq!(read_plan(&new, None, "ns", b"k", 2).len(), 2);
+        assert_eq!(read_plan(&new, &[], "ns", b"k", 2).len(), 2);
         assert_eq!(current_owners(&Ring::new(["a"], 8), 2), 1);
     }
 }

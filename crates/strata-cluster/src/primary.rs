@@ -14,6 +14,10 @@
 //! - An owner also refuses a change executed against a copy older than its own
 //!   ([`replica_is_ahead`]): the primary adopts the newer copy and executes again, so a
 //!   primary that missed writes while it was paused or cut off cannot overwrite them.
+//! - A node that stalled (its own periodic tick came late: a pause) executes nothing until a
+//!   quarantine has passed ([`StallGuard`]): it may wake on a view the others left behind.
+//! - A primary acts only while its view holds a majority of the cluster's expected size
+//!   ([`has_quorum`]): the minority side of a partition refuses writes.
 //! - A primary that does not hold the key asks the other owners (and, after a ring change,
 //!   the previous ones) and starts from the newest fresh copy ([`starting_point`]): after a
 //!   fail-over the new primary is a former replica that already holds every acknowledged
@@ -103,6 +107,59 @@ pub fn replica_is_ahead(held: Option<&Entry>, base: u64) -> bool {
     held.is_some_and(|e| e.version.as_u64() > base)
 }
 
+/// Whether a node whose view holds `members` members (itself included) may act as a
+/// primary in a cluster of `expected` members (`cluster.expected_size`): only with a
+/// majority, so that the two sides of a partition never both acknowledge writes of one key
+/// (the minority side refuses them, as a Redis Cluster master cut off from the majority
+/// stops taking writes). Clusters of one or two expected members have no majority to lose.
+pub fn has_quorum(members: usize, expected: usize) -> bool {
+    expected <= 2 || members * 2 > expected
+}
+
+/// A node's own stalls (a GC pause, SIGSTOP, a frozen VM), seen from its periodic tick: a
+/// node that stalled may wake on a view the cluster left behind, in which it is still the
+/// primary of keys that moved and an owner it replicates to is gone. It executes nothing
+/// while its ticks are late, and for a quarantine after one was (time for membership to
+/// tell it what changed).
+#[derive(Debug, Clone, Default)]
+pub struct StallGuard {
+    last_tick_ms: u64,
+    quiet_until_ms: u64,
+    stalls: u64,
+}
+
+impl StallGuard {
+    /// A tick later than this after the previous one is a stall (ticks come every 100 ms).
+    /// Under foca's failure detection (about 4 s from suspicion to down on a LAN): a
+    /// shorter pause cannot have let the others move the node's keys, and a loaded
+    /// machine's late tick is not mistaken for one.
+    pub const STALL_MS: u64 = 2_000;
+    /// How long a node that stalled executes nothing: over foca's failure detection, so
+    /// that a view the others changed meanwhile has reached it.
+    pub const QUARANTINE_MS: u64 = 6_000;
+
+    /// The periodic tick, at `now_ms` on a monotonic clock.
+    pub fn tick(&mut self, now_ms: u64) {
+        if self.last_tick_ms != 0 && now_ms.saturating_sub(self.last_tick_ms) > Self::STALL_MS {
+            self.quiet_until_ms = now_ms + Self::QUARANTINE_MS;
+            self.stalls += 1;
+        }
+        self.last_tick_ms = now_ms;
+    }
+
+    /// Whether the node may execute writes as a primary at `now_ms`: its ticks are on time
+    /// and no quarantine runs.
+    pub fn may_execute(&self, now_ms: u64) -> bool {
+        (self.last_tick_ms == 0 || now_ms.saturating_sub(self.last_tick_ms) <= Self::STALL_MS)
+            && now_ms >= self.quiet_until_ms
+    }
+
+    /// Stalls seen.
+    pub fn stalls(&self) -> u64 {
+        self.stalls
+    }
+}
+
 /// Whether a plain `SET` of `incoming` must be stamped anew to order after `current`.
 pub fn put_needs_restamp(current: Option<&Entry>, incoming: u64) -> bool {
     current.is_some_and(|e| e.version.as_u64() >= incoming)
@@ -158,6 +215,32 @@ mod tests {
         assert!(!replica_is_ahead(Some(&e(5)), 5));
         assert!(replica_is_ahead(Some(&e(1)), 0));
         assert!(!replica_is_ahead(None, 0));
+        assert!(has_quorum(1, 1) && has_quorum(1, 2));
+        assert!(has_quorum(2, 3) && !has_quorum(1, 3));
+        assert!(has_quorum(3, 4) && !has_quorum(2, 4));
+    }
+
+    #[test]
+    fn a_late_tick_quarantines_the_node() {
+        let mut g = StallGuard::default();
+        assert!(g.may_execute(5));
+        g.tick(100);
+        g.tick(200);
+        assert!(g.may_execute(250));
+        // Woken after a pause: its tick has not run yet, then it does, late.
+        assert!(g.may_execute(200 + StallGuard::STALL_MS));
+        assert!(!g.may_execute(5_000));
+        g.tick(5_000);
+        assert!(!g.may_execute(5_100));
+        g.tick(5_100);
+        assert!(!g.may_execute(5_200));
+        let mut t = 5_100;
+        while t < 5_000 + StallGuard::QUARANTINE_MS {
+            t += 100;
+            g.tick(t);
+        }
+        assert!(g.may_execute(t));
+        assert_eq!(g.stalls(), 1);
     }
 
     #[test]

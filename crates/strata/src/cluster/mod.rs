@@ -128,7 +128,7 @@ pub(crate) struct WarmState {
 struct View {
     ring: Arc<Ring>,
     /// The ring before the last change, and when it changed (for hand-off reads).
-    previous: Option<(Arc<Ring>, Instant)>,
+    previous: Vec<(Arc<Ring>, Instant)>,
     members: BTreeMap<String, NodeIdentity>,
 }
 
@@ -168,6 +168,11 @@ pub(crate) struct Shared {
     pub(crate) warm: WarmState,
     /// The primary's per-key execution lock, striped ([`primary`]).
     exec_locks: Box<[tokio::sync::Mutex<()>]>,
+    /// This node's own stalls, seen from its tick: a node that stalled executes no write
+    /// as a primary until its quarantine ends ([`strata_cluster::primary::StallGuard`]).
+    pub(crate) stall: Mutex<strata_cluster::primary::StallGuard>,
+    /// The monotonic origin of the stall guard's clock.
+    started: Instant,
     joined: AtomicBool,
     ticks: AtomicU64,
     max_frame: usize,
@@ -311,7 +316,7 @@ impl Shared {
             coherence: Mutex::new(coherence),
             view: RwLock::new(View {
                 ring,
-                previous: None,
+                previous: Vec::new(),
                 members,
             }),
             owner,
@@ -332,6 +337,8 @@ impl Shared {
             exec_locks: (0..primary::EXEC_STRIPES)
                 .map(|_| tokio::sync::Mutex::new(()))
                 .collect(),
+            stall: Mutex::new(Default::default()),
+            started: Instant::now(),
             joined: AtomicBool::new(false),
             ticks: AtomicU64::new(0),
             max_frame,
@@ -342,6 +349,11 @@ impl Shared {
             faults: Faults::default(),
             cfg: c,
         }))
+    }
+
+    /// Milliseconds since this node's cluster state was built, on a monotonic clock.
+    pub(crate) fn monotonic_ms(&self) -> u64 {
+        self.started.elapsed().as_millis() as u64 + 1
     }
 
     pub(crate) fn now_ms(&self) -> u64 {
@@ -388,13 +400,14 @@ impl Shared {
     ) -> (Vec<(String, SocketAddr)>, usize) {
         let v = self.view.read();
         let window = Duration::from_millis(self.cfg.handoff_window_ms);
-        let previous = v
+        let previous: Vec<&Ring> = v
             .previous
-            .as_ref()
+            .iter()
             .filter(|(_, at)| at.elapsed() <= window)
-            .map(|(r, _)| &**r);
+            .map(|(r, _)| &**r)
+            .collect();
         let rf = self.cfg.replication_factor as usize;
-        let plan = placement::read_plan(&v.ring, previous, namespace, key, rf);
+        let plan = placement::read_plan(&v.ring, &previous, namespace, key, rf);
         let current = placement::current_owners(&v.ring, rf);
         let mut out = Vec::with_capacity(plan.len());
         let mut owners = 0;
@@ -509,7 +522,8 @@ impl Shared {
         if ring.version() != v.ring.version() {
             let old = std::mem::replace(&mut v.ring, Arc::new(ring));
             tracing::info!(node = %self.name, members = v.ring.nodes().len(), ring = v.ring.version(), "ring changed");
-            v.previous = Some((old.clone(), Instant::now()));
+            v.previous.insert(0, (old.clone(), Instant::now()));
+            v.previous.truncate(placement::MAX_PREVIOUS_RINGS);
             self.counters.ring_changes.fetch_add(1, Ordering::Relaxed);
             let new = v.ring.clone();
             drop(v);
@@ -1152,6 +1166,11 @@ impl Shared {
     /// One maintenance tick (every 100 ms from the L2 actor).
     fn tick(self: &Arc<Self>) {
         let n = self.ticks.fetch_add(1, Ordering::Relaxed) + 1;
+        let was = self.stall.lock().stalls();
+        self.stall.lock().tick(self.monotonic_ms());
+        if self.stall.lock().stalls() > was {
+            tracing::warn!(node = %self.name, "this node stalled (its tick came late): it executes no write as a primary for {} ms", strata_cluster::primary::StallGuard::QUARANTINE_MS);
+        }
         let out = self.coherence.lock().tick(self.now_ms());
         self.carry_out_coherence(out);
         if n % HEARTBEAT_EVERY == 0 {

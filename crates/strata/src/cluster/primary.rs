@@ -52,6 +52,18 @@ impl Shared {
                 decide::primary(&ring, namespace, key).map(str::to_owned),
             ));
         }
+        if !self.stall.lock().may_execute(self.monotonic_ms()) {
+            return Err(Refusal::Failed(
+                "this node stalled (a pause): it executes no write until the cluster's view has reached it".into(),
+            ));
+        }
+        let members = self.others().len() + 1;
+        if !decide::has_quorum(members, self.cfg.expected_size as usize) {
+            return Err(Refusal::Failed(format!(
+                "this node sees {members} of the cluster's {} members (cluster.expected_size): writes need a majority",
+                self.cfg.expected_size
+            )));
+        }
         let Some(cache) = self.cache.get() else {
             return Err(Refusal::Failed(
                 "the node's cache is not attached yet".into(),
