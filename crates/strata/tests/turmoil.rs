@@ -270,11 +270,19 @@ fn run(seed: u64) -> Report {
         }
 
         // Cut n3 off from both others, both ways, gossip and RPC alike.
+        let before = nodes.status(0).await.ring_version;
         turmoil::partition("n3", "n1");
         turmoil::partition("n3", "n2");
         let split = nodes
             .eventually("both sides see the split", Duration::from_secs(30), |s| {
                 s[0].live == 2 && s[1].live == 2 && s[2].live == 1
+            })
+            .await;
+        // Writes of keys whose primary is n3 are refused (TRYAGAIN) while n3 is only suspect
+        // and still on the majority's ring: wait for the ring to move.
+        nodes
+            .eventually("the majority's ring drops n3", Duration::from_secs(30), |s| {
+                s[0].ring_version == s[1].ring_version && s[0].ring_version != before
             })
             .await;
         // The majority deletes and overwrites while n3 is away.
