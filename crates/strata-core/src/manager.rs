@@ -629,7 +629,7 @@ impl Cache {
         let state = self.ns_state(namespace)?;
         if let Some(l2) = &self.inner.l2 {
             let start = Instant::now();
-            let done = l2.execute(namespace, &key, op).await;
+            let done = l2.execute(self, namespace, &key, op).await;
             self.inner
                 .stats
                 .layer(Layer::L2)

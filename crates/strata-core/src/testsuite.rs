@@ -76,11 +76,12 @@ impl Tier for Arc<dyn Tier> {
     }
     async fn execute(
         &self,
+        cache: &crate::Cache,
         ns: &str,
         key: &[u8],
         op: &crate::ops::KeyOp,
     ) -> Result<Option<crate::ops::Executed>, crate::TierError> {
-        (**self).execute(ns, key, op).await
+        (**self).execute(cache, ns, key, op).await
     }
     async fn remove_version(
         &self,

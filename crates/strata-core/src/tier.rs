@@ -114,14 +114,16 @@ pub trait Tier: Send + Sync + std::fmt::Debug + 'static {
     /// authority for the key — a cluster's primary owner, Redis itself behind the bridge —
     /// atomically there, and answers what it did. `Ok(None)` (the default): this tier is no
     /// authority, and the cache executes the operation over its own layers, under its
-    /// caller's key lock.
+    /// caller's key lock. `cache` is the calling node's (its namespace policies and clock
+    /// make the entries an operation writes: [`crate::Cache::entry_for`]).
     async fn execute(
         &self,
+        cache: &crate::Cache,
         namespace: &str,
         key: &[u8],
         op: &crate::ops::KeyOp,
     ) -> Result<Option<crate::ops::Executed>, TierError> {
-        let _ = (namespace, key, op);
+        let _ = (cache, namespace, key, op);
         Ok(None)
     }
 

@@ -52,6 +52,29 @@ redis.call('PUBLISH', ARGV[3], ARGV[4])
 return 1
 ";
 
+/// A conditional or read-modify-write operation's write, made only if the key still holds
+/// the version the operation was computed from (`ARGV[1]`: its 16 hex digits, or empty for
+/// no entry): compare-and-set, with the invalidation announced in the same step. 0 when
+/// another writer got there first (the node reads again and recomputes).
+const EXECUTE_SCRIPT: &str = r"
+local cur = redis.call('GETRANGE', KEYS[1], 1, 16)
+if cur ~= ARGV[1] then
+  return 0
+end
+if ARGV[2] == '' then
+  redis.call('UNLINK', KEYS[1])
+elseif ARGV[3] == '0' then
+  redis.call('SET', KEYS[1], ARGV[2])
+else
+  redis.call('SET', KEYS[1], ARGV[2], 'PX', ARGV[3])
+end
+redis.call('PUBLISH', ARGV[4], ARGV[5])
+return 1
+";
+
+/// Most times a bridge node recomputes one operation that other writers keep beating.
+const EXECUTE_ATTEMPTS: usize = 200;
+
 const REMOVE_SCRIPT: &str = r"
 local n = redis.call('UNLINK', KEYS[1])
 redis.call('PUBLISH', ARGV[1], ARGV[2])
@@ -98,6 +121,9 @@ pub struct BridgeCounters {
     pub closed: AtomicU64,
     /// Values under the prefix that did not decode (a miss each).
     pub corrupt: AtomicU64,
+    /// Conditional or read-modify-write operations recomputed because another writer
+    /// changed the key first (compare-and-set lost).
+    pub execute_retries: AtomicU64,
     /// Pending operations applied to Redis after recovery.
     pub replayed: AtomicU64,
     /// Invalidation messages received from other nodes.
@@ -360,6 +386,7 @@ struct Inner {
     expiry_slack_ms: AtomicU64,
     subscribed: AtomicBool,
     set_script: redis::Script,
+    execute_script: redis::Script,
     remove_script: redis::Script,
     remove_version_script: redis::Script,
 }
@@ -445,6 +472,7 @@ impl RedisTier {
                 expiry_slack_ms: AtomicU64::new(0),
                 subscribed: AtomicBool::new(false),
                 set_script: redis::Script::new(SET_SCRIPT),
+                execute_script: redis::Script::new(EXECUTE_SCRIPT),
                 remove_script: redis::Script::new(REMOVE_SCRIPT),
                 remove_version_script: redis::Script::new(REMOVE_VERSION_SCRIPT),
             }),
@@ -1139,6 +1167,138 @@ impl Tier for RedisTier {
                 Ok(SetOutcome::Skipped)
             }
         }
+    }
+
+    /// Conditional and read-modify-write operations execute against Redis, so that nodes
+    /// sharing it see one Redis's atomicity: read the entry, compute with
+    /// [`strata_core::ops::apply`], and write only if Redis still holds the version read
+    /// (compare-and-set in one script, which also announces the change); recompute when
+    /// another writer got there first. Refused while the circuit is open: an operation that
+    /// only this node saw would not be atomic with the others.
+    async fn execute(
+        &self,
+        cache: &strata_core::Cache,
+        namespace: &str,
+        key: &[u8],
+        op: &strata_core::ops::KeyOp,
+    ) -> Result<Option<strata_core::ops::Executed>, TierError> {
+        use strata_core::ops::{self, Change, Effect, Executed};
+        if !self.inner.breaker.allows() {
+            return Err(TierError::Unavailable(
+                "TRYAGAIN the Redis bridge's circuit is open: conditional writes need Redis".into(),
+            ));
+        }
+        let full = self.full_key(namespace, key);
+        let channel = self.inner.channel.as_bytes();
+        let script = &self.inner.execute_script;
+        for attempt in 0..EXECUTE_ATTEMPTS {
+            if attempt >= 4 {
+                // Others keep winning the race: back off a little, at random.
+                let us = rand::random::<u64>() % (200 * attempt as u64).min(5_000);
+                tokio::time::sleep(Duration::from_micros(us)).await;
+            }
+            let raw: Option<Vec<u8>> = self
+                .call(|b| {
+                    let full = full.clone();
+                    async move { b.query(redis::cmd("GET").arg(&full)).await }
+                })
+                .await?;
+            let present = raw.is_some();
+            let held = match raw {
+                Some(raw) => Some(codec::decode_entry(Bytes::from(raw)).map_err(|e| {
+                    bump(&self.inner.counters.corrupt);
+                    TierError::Failed(format!(
+                        "the value in Redis is not a Strata entry ({e}): not changed"
+                    ))
+                })?),
+                None => None,
+            };
+            let expected = held
+                .as_ref()
+                .map(|e| codec::version_hex(e.version).to_vec())
+                .unwrap_or_default();
+            if let Some(e) = &held {
+                cache.observe_version(e.version);
+            }
+            let now = self.inner.clock.now_ms();
+            let fresh = held.filter(|e| e.is_fresh(now));
+            let (effect, reply) = ops::apply(op, fresh.as_ref(), now, cache.op_limits());
+            let (payload, px, change, msg) = match effect {
+                Effect::None => {
+                    return Ok(Some(Executed {
+                        reply,
+                        change: Change::None,
+                    }));
+                }
+                Effect::Write {
+                    value,
+                    ttl,
+                    keep_tags,
+                } => {
+                    let entry = match cache.entry_for(
+                        namespace,
+                        key,
+                        value,
+                        ttl,
+                        keep_tags,
+                        fresh.as_ref(),
+                    ) {
+                        Ok(e) => e,
+                        Err(e) => {
+                            return Ok(Some(Executed {
+                                reply: ops::Reply::Error(format!("ERR {e}")),
+                                change: Change::None,
+                            }));
+                        }
+                    };
+                    let px = match entry.stale_until_ms.or(entry.expires_at_ms) {
+                        Some(until) => {
+                            until.saturating_sub(now).max(1)
+                                + self.inner.expiry_slack_ms.load(Ordering::Relaxed)
+                        }
+                        None => 0,
+                    };
+                    let msg = self.message(Op::Set {
+                        namespace: namespace.to_owned(),
+                        key: key.to_vec(),
+                        version: entry.version.as_u64(),
+                    });
+                    (codec::encode_entry(&entry), px, Change::Written(entry), msg)
+                }
+                Effect::Delete => {
+                    if !present {
+                        return Ok(Some(Executed {
+                            reply,
+                            change: Change::None,
+                        }));
+                    }
+                    let version = cache.observe_version(strata_core::Version::from_u64(0));
+                    let msg = self.message(Op::Remove {
+                        namespace: namespace.to_owned(),
+                        key: key.to_vec(),
+                    });
+                    (Vec::new(), 0, Change::Removed(version), msg)
+                }
+            };
+            let px = px.to_string();
+            let done: i64 = self
+                .call(|b| {
+                    let (full, expected, payload, msg) = (&full, &expected, &payload, &msg);
+                    let px = px.as_bytes();
+                    async move {
+                        b.script(script, full, &[expected, payload, px, channel, msg])
+                            .await
+                    }
+                })
+                .await?;
+            if done == 1 {
+                return Ok(Some(Executed { reply, change }));
+            }
+            bump(&self.inner.counters.execute_retries);
+        }
+        Err(TierError::Unavailable(format!(
+            "TRYAGAIN other writers changed the key {EXECUTE_ATTEMPTS} times while this node computed"
+        )))
     }
 
     async fn remove(&self, namespace: &str, key: &[u8]) -> Result<bool, TierError> {

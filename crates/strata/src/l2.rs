@@ -154,6 +154,12 @@ mod bridge {
                     get(&c.corrupt),
                 ),
                 m(
+                    "redis_execute_retries",
+                    "Conditional or read-modify-write operations recomputed because another writer changed the key first",
+                    true,
+                    get(&c.execute_retries),
+                ),
+                m(
                     "redis_replayed_operations",
                     "Queued operations applied after Redis came back",
                     true,

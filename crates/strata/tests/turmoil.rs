@@ -281,9 +281,11 @@ fn run(seed: u64) -> Report {
         // Writes of keys whose primary is n3 are refused (TRYAGAIN) while n3 is only suspect
         // and still on the majority's ring: wait for the ring to move.
         nodes
-            .eventually("the majority's ring drops n3", Duration::from_secs(30), |s| {
-                s[0].ring_version == s[1].ring_version && s[0].ring_version != before
-            })
+            .eventually(
+                "the majority's ring drops n3",
+                Duration::from_secs(30),
+                |s| s[0].ring_version == s[1].ring_version && s[0].ring_version != before,
+            )
             .await;
         // The majority deletes and overwrites while n3 is away.
         for k in 0..10 {

@@ -261,6 +261,7 @@ impl Tier for ClusterTier {
 
     async fn execute(
         &self,
+        _cache: &strata_core::Cache,
         namespace: &str,
         key: &[u8],
         op: &KeyOp,
