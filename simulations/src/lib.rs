@@ -1846,18 +1846,25 @@ impl Sim {
             if let Some(c) = self.nodes[at].coherence.as_mut() {
                 c.note_read(&copy.origin, copy.generation, seq);
             }
-            if i >= current {
-                // A hand-off read: the current owners get the value.
-                for n in &plan[..current.min(plan.len())] {
-                    if let Some(t) = self.index_of(n)
-                        && (t == at || self.reachable(at, t))
-                    {
-                        self.owner_set(t, key, held);
+            let me = self.nodes[at].name.clone();
+            // The node also pauses its own read repair while a warm restart's proof settles;
+            // the simulator's warm restarts do not model that window (`false`).
+            match placement::read_repair(&plan, current, i, &me, false) {
+                placement::Repair::Owners => {
+                    // A hand-off read: the current owners get the value.
+                    for n in &plan[..current.min(plan.len())] {
+                        if let Some(t) = self.index_of(n)
+                            && (t == at || self.reachable(at, t))
+                        {
+                            self.owner_set(t, key, held);
+                        }
                     }
                 }
-            } else if owns {
                 // Read repair of this node's own store.
-                self.owner_set(at, key, held);
+                placement::Repair::Own => {
+                    self.owner_set(at, key, held);
+                }
+                placement::Repair::None => {}
             }
             if !owns {
                 self.nodes[at].copies.insert(key, copy);

@@ -32,6 +32,42 @@ pub fn read_plan(
     plan
 }
 
+/// Where a hit goes after a read found it at `plan[hit]` ([`read_plan`], whose first
+/// `current` entries are the current owners), as read by `me`: the node's cluster tier and
+/// the simulator both follow it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Repair {
+    /// Found on a previous owner (a hand-off): store it on the current owners.
+    Owners,
+    /// `me` owns the key and missed it (restarted, or new to the key): store it in `me`'s
+    /// owner store.
+    Own,
+    /// Nothing to repair.
+    None,
+}
+
+/// The read repair for a hit at `plan[hit]` read by `me`; `settling`: a restarted member's
+/// proof is waiting out its settle time (a copy read then may predate an invalidation its
+/// baseline counted as applied, so its own store is not repaired).
+pub fn read_repair(
+    plan: &[String],
+    current: usize,
+    hit: usize,
+    me: &str,
+    settling: bool,
+) -> Repair {
+    if hit >= current {
+        Repair::Owners
+    } else if !settling
+        && plan[..current.min(plan.len())].iter().any(|n| n == me)
+        && plan[hit] != me
+    {
+        Repair::Own
+    } else {
+        Repair::None
+    }
+}
+
 /// Most rings a node remembers for hand-off reads ([`read_plan`]).
 pub const MAX_PREVIOUS_RINGS: usize = 8;
 
@@ -62,6 +98,19 @@ pub fn handoff_targets(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn read_repair_goes_to_the_owners_after_a_hand_off_and_to_an_owner_that_missed() {
+        let plan: Vec<String> = ["a", "b", "c"].iter().map(|s| s.to_string()).collect();
+        // Found on a previous owner (index 2, past the two current owners).
+        assert_eq!(read_repair(&plan, 2, 2, "a", false), Repair::Owners);
+        // "b" owns the key and found it on "a": it repairs its own store, unless settling.
+        assert_eq!(read_repair(&plan, 2, 0, "b", false), Repair::Own);
+        assert_eq!(read_repair(&plan, 2, 0, "b", true), Repair::None);
+        // A non-owner reading from an owner, and an owner's own hit, repair nothing.
+        assert_eq!(read_repair(&plan, 2, 0, "z", false), Repair::None);
+        assert_eq!(read_repair(&plan, 2, 1, "b", false), Repair::None);
+    }
 
     #[test]
     fn reads_ask_owners_then_previous_owners_once() {

@@ -22,6 +22,7 @@ use strata_cluster::rpc::{Request, Response};
 use strata_core::glob::Glob;
 use strata_core::{Entry, Layer, SetOutcome, Tier, TierError, TierHealth, Version};
 
+use strata_cluster::placement::{self, Repair};
 use strata_cluster::primary::PrimaryOp;
 use strata_core::ops::{Executed, KeyOp, Reply};
 
@@ -190,19 +191,20 @@ impl Tier for ClusterTier {
             match self.fetch(name, *addr, namespace, key).await {
                 Fetched::Hit(e) => {
                     let k = Bytes::copy_from_slice(key);
-                    if i >= owners {
-                        // Found on a previous owner (hand-off): give it to the owners.
-                        s.counters.handoff_reads.fetch_add(1, Ordering::Relaxed);
-                        for (o, a) in &plan[..owners] {
-                            let _ = self.store(o, *a, namespace, &k, &e).await;
+                    let names: Vec<String> = plan.iter().map(|(n, _)| n.clone()).collect();
+                    let settling = s.warm.settling.load(Ordering::Acquire);
+                    match placement::read_repair(&names, owners, i, &s.name, settling) {
+                        Repair::Owners => {
+                            // Found on a previous owner (hand-off): give it to the owners.
+                            s.counters.handoff_reads.fetch_add(1, Ordering::Relaxed);
+                            for (o, a) in &plan[..owners] {
+                                let _ = self.store(o, *a, namespace, &k, &e).await;
+                            }
                         }
-                    } else if plan[..i].iter().any(|(n, _)| *n == s.name)
-                        && !s.warm.settling.load(Ordering::Acquire)
-                    {
-                        // This node owns the key and missed it (restarted, or new to the
-                        // key): repair its store. Not while a restart's proof settles: the
-                        // copy may predate an invalidation the baseline counted as applied.
-                        let _ = s.owner.set_sync(namespace, k, e.clone());
+                        Repair::Own => {
+                            let _ = s.owner.set_sync(namespace, k, e.clone());
+                        }
+                        Repair::None => {}
                     }
                     return Ok(Some(e));
                 }
