@@ -4,7 +4,10 @@
 //! refused by authentication (random bytes never carry a valid tag) without reaching foca,
 //! and the same bytes sealed with the secret must not panic foca's decoder. The same bytes
 //! as a coherence item (an invalidation, a batch, a heartbeat: what `Push`, `Apply` and
-//! repairs carry) must be applied or counted as bad, never panic.
+//! repairs carry) must be applied or counted as bad, never panic. The same bytes as an
+//! `Execute` request's operation (`PrimaryOp`) must decode or be refused, and a decoded one
+//! must round-trip and execute against any entry (bounded: `ops::apply` checks sizes before
+//! it allocates) without panicking.
 #![no_main]
 
 use bytes::BytesMut;
@@ -45,4 +48,17 @@ fuzz_target!(|data: &[u8]| {
     let out = c.receive(0, data);
     assert!(out.is_empty() || c.stats().bad_items == before);
     let _ = c.tick(10_000);
+
+    if let Some(op) = strata_cluster::primary::PrimaryOp::decode(data) {
+        assert_eq!(
+            strata_cluster::primary::PrimaryOp::decode(&op.encode()).map(|o| o.encode()),
+            Some(op.encode())
+        );
+        if let strata_cluster::primary::PrimaryOp::Key(k) = &op {
+            let limits = strata_core::ops::OpLimits { max_value: 1 << 20 };
+            let held = strata_core::Entry::new(bytes::Bytes::from_static(b"41"), strata_core::Version::from_u64(7));
+            let _ = strata_core::ops::apply(k, None, 5, limits);
+            let _ = strata_core::ops::apply(k, Some(&held), 5, limits);
+        }
+    }
 });

@@ -618,7 +618,7 @@ impl Cache {
     /// other writers of `key` on this node out until it returns, as the server's key locks
     /// do. The change is mirrored into this node's L1 and L3. A policy or size refusal is an
     /// error and changes nothing; a command's own refusal (`not an integer`) is
-    /// [`Reply::Error`](crate::ops::Reply::Error).
+    /// [`Reply::Error`].
     pub async fn execute(
         &self,
         namespace: &str,

@@ -1,0 +1,180 @@
+//! Coherence into this node: invalidations applied to the owner store and the node's own
+//! copies, unverified copies dropped after a lost gap, the applier task, and the hand-off
+//! push after a ring change.
+
+use super::*;
+
+impl Shared {
+    /// Applies an invalidation on this node: the owner store, then the node's own copies.
+    /// Returns how many owner-store entries it removed of keys this node is first owner of.
+    pub(crate) async fn apply(&self, inv: &Invalidation) -> u64 {
+        self.counters.applied.fetch_add(1, Ordering::Relaxed);
+        let version = Version::from_u64(inv.version);
+        self.observe(version);
+        let cache = self.cache.get();
+        match &inv.op {
+            InvalidationOp::Key { namespace, key } => {
+                let mut n = 0;
+                if let Some(e) = self.owner.get_entry(namespace, key)
+                    && e.version < version
+                    && Tier::remove_version(&self.owner, namespace, key, e.version)
+                        .await
+                        .unwrap_or(false)
+                    && self.is_primary(namespace, key)
+                {
+                    n = 1;
+                }
+                if let Some(c) = cache {
+                    let _ = c.drop_local(namespace, key, Some(version)).await;
+                }
+                n
+            }
+            InvalidationOp::Pattern { namespace, pattern } => {
+                let Ok(glob) = Glob::new(pattern) else {
+                    return 0;
+                };
+                let n = self.remove_owned_where(namespace, |k, _| glob.matches(k));
+                if let Some(c) = cache {
+                    let _ = c.drop_local_pattern(namespace, pattern).await;
+                }
+                n
+            }
+            InvalidationOp::Tag { namespace, tag } => {
+                let n = self.remove_owned_where(namespace, |_, e| e.tags.contains(tag));
+                if let Some(c) = cache {
+                    let _ = c.drop_local_tag(namespace, tag).await;
+                }
+                n
+            }
+            InvalidationOp::Flush { namespace } => {
+                let n = self.remove_owned_where(namespace, |_, _| true);
+                if let Some(c) = cache {
+                    let _ = c.drop_local_namespace(namespace).await;
+                }
+                n
+            }
+        }
+    }
+
+    /// Removes the owner store's entries of `namespace` that `pred` selects; returns how
+    /// many of them this node is first owner of.
+    pub(crate) fn remove_owned_where(
+        &self,
+        namespace: &str,
+        pred: impl Fn(&[u8], &Entry) -> bool,
+    ) -> u64 {
+        let mut n = 0;
+        let mut after: Option<Bytes> = None;
+        loop {
+            let keys = self
+                .owner
+                .scan_keys_sync(namespace, after.as_deref(), SCAN_BATCH);
+            let done = keys.len() < SCAN_BATCH;
+            for k in &keys {
+                if let Some(e) = self.owner.get_entry(namespace, k)
+                    && pred(k, &e)
+                    && self.owner.remove_sync(namespace, k)
+                    && self.is_primary(namespace, k)
+                {
+                    n += 1;
+                }
+            }
+            after = keys.last().cloned();
+            if done || after.is_none() {
+                return n;
+            }
+        }
+    }
+
+    /// Invalidations of some origin may have been lost: drop every copy this node holds
+    /// of keys it does not own (L1, and owner-store entries it no longer owns); L3 leaves
+    /// the read path until its copies are proven current against their owners again
+    /// ([`warm`]), which drops the rest.
+    pub(crate) async fn drop_unverified(self: &Arc<Self>, origin: &str, lost: u64) {
+        self.counters
+            .drops_unverified
+            .fetch_add(1, Ordering::Relaxed);
+        tracing::info!(node = %self.name, %origin, lost, "invalidations may have been lost; dropping unverified copies");
+        if let Some(c) = self.cache.get() {
+            c.drop_local_everything(false).await;
+            warm::begin(self.clone(), c.clone(), false);
+        }
+        for ns in self.owner.namespace_names() {
+            if lost > 0 {
+                // Invalidations known to exist were never applied: they may cover keys this
+                // node owns too (an owner cut off when a key was deleted hears of it only
+                // through them), so owned entries go as well; reads fall through to the
+                // other owners. (Found by the turmoil test: a minority node whose repairs
+                // after a partition failed kept serving a key deleted meanwhile, for good.)
+                self.owner.flush_namespace_sync(&ns);
+            } else {
+                self.remove_owned_where(&ns, |k, _| !self.owns(&ns, k));
+            }
+        }
+    }
+
+    // ----- hand-off -----
+
+    /// After the ring changed from `old` to `new`: sends up to `handoff_push_limit` of the
+    /// owner store's entries to owners that did not own them before.
+    pub(crate) async fn push_handoff(self: &Arc<Self>, old: &Ring, new: &Ring) {
+        let rf = self.cfg.replication_factor as usize;
+        let mut budget = self.cfg.handoff_push_limit as usize;
+        let members: BTreeMap<String, SocketAddr> = self
+            .view
+            .read()
+            .members
+            .values()
+            .map(|id| (id.name.clone(), id.rpc))
+            .collect();
+        'outer: for ns in self.owner.namespace_names() {
+            let mut after: Option<Bytes> = None;
+            loop {
+                let keys = self.owner.scan_keys_sync(&ns, after.as_deref(), SCAN_BATCH);
+                let done = keys.len() < SCAN_BATCH;
+                for k in &keys {
+                    if budget == 0 {
+                        break 'outer;
+                    }
+                    let targets = placement::handoff_targets(old, new, &self.name, &ns, k, rf);
+                    if targets.is_empty() {
+                        continue;
+                    }
+                    let Some(e) = self.owner.get_entry(&ns, k) else {
+                        continue;
+                    };
+                    for t in targets {
+                        let Some(addr) = members.get(&t) else {
+                            continue;
+                        };
+                        budget = budget.saturating_sub(1);
+                        let req = Request::Set {
+                            namespace: ns.clone(),
+                            key: k.to_vec(),
+                            entry: to_wire(&e),
+                        };
+                        if self.pool.call(&t, *addr, req, None).await.is_ok() {
+                            self.counters.handoff_pushes.fetch_add(1, Ordering::Relaxed);
+                        }
+                    }
+                }
+                after = keys.last().cloned();
+                if done || after.is_none() {
+                    break;
+                }
+            }
+        }
+    }
+
+    pub(crate) async fn apply_loop(self: Arc<Self>) {
+        let mut rx = self.work_rx.lock().await;
+        while let Some(w) = rx.recv().await {
+            match w {
+                Work::Apply(inv) => {
+                    self.apply(&inv).await;
+                }
+                Work::DropUnverified { origin, lost } => self.drop_unverified(&origin, lost).await,
+            }
+        }
+    }
+}

@@ -1,0 +1,162 @@
+//! Coherence out of this node: invalidations originated here, batched and disseminated
+//! (gossip, or pushed under load), strict rounds, and what the coherence state machine asks
+//! for (repairs, drops).
+
+use super::*;
+
+impl Shared {
+    // ----- coherence -----
+
+    pub(crate) fn carry_out_coherence(self: &Arc<Self>, outputs: Vec<coherence::Output>) {
+        for o in outputs {
+            match o {
+                coherence::Output::Broadcast(bytes) => {
+                    self.with_membership(|m| m.broadcast_now(&bytes));
+                }
+                coherence::Output::Apply(inv) => {
+                    let _ = self.work_tx.send(Work::Apply(inv));
+                }
+                coherence::Output::DropUnverified { origin, lost } => {
+                    let _ = self.work_tx.send(Work::DropUnverified { origin, lost });
+                }
+                coherence::Output::Repair {
+                    origin,
+                    generation,
+                    from,
+                    to,
+                } => {
+                    let Some(addr) = self.view.read().members.get(&origin).map(|id| id.rpc) else {
+                        continue;
+                    };
+                    let me = self.clone();
+                    tokio::spawn(async move {
+                        let req = Request::Invalidations {
+                            origin: origin.clone(),
+                            from,
+                            to,
+                        };
+                        if let Ok(Response::Invalidations(items)) =
+                            me.pool.call(&origin, addr, req, None).await
+                        {
+                            tracing::debug!(node = %me.name, %origin, generation, from, to, got = items.len(), "gap repaired");
+                            for item in items {
+                                let out = me.coherence.lock().receive(me.now_ms(), &item);
+                                me.carry_out_coherence(out);
+                            }
+                        }
+                    });
+                }
+            }
+        }
+    }
+
+    /// Stamps an invalidation made on this node; the caller disseminates it with
+    /// [`Shared::publish`] (after a strict round, so that members count what they remove
+    /// for the round rather than for the gossip).
+    pub(crate) fn originate(&self, version: Version, op: InvalidationOp) -> Invalidation {
+        if let InvalidationOp::Key { namespace, key } = &op
+            && let Some(e) = self.owner.get_entry(namespace, key)
+            && e.version < version
+        {
+            // This node's own store may hold an older value of a key it no longer owns
+            // (found by the simulator); its own items never come back to it, so it drops
+            // that value here.
+            self.owner.remove_sync(namespace, key);
+        }
+        // The state machine's own broadcast output is one item per invalidation; the
+        // disseminator batches them instead (see `disseminate_loop`).
+        self.coherence
+            .lock()
+            .originate(self.now_ms(), version.as_u64(), op)
+            .0
+    }
+
+    /// Queues an invalidation made here for dissemination.
+    pub(crate) fn publish(&self, inv: Invalidation) {
+        self.outbox.lock().push(inv);
+        self.outbox_wake.notify_one();
+    }
+
+    /// Disseminates what [`Shared::publish`] queued: whatever accumulated since the last
+    /// round goes out as batches, so a burst of writes costs a few items rather than one
+    /// each.
+    ///
+    /// - Normally as foca custom broadcasts, each with a gossip round sent at once.
+    /// - Under load, when foca's broadcast backlog is over [`GOSSIP_BACKLOG`] items (each
+    ///   item is retransmitted several times, a packet carries two or three, and the
+    ///   backlog is scanned on every add), pushed to every live member over the peer
+    ///   connections instead (`Push`: one frame per batch per member).
+    /// - An invalidation too large for a gossip packet (a long key or pattern) is pushed.
+    ///
+    /// Either way the heartbeats and the anti-entropy ping reveal anything a member missed,
+    /// and it repairs the gap from this node's log.
+    pub(crate) async fn disseminate_loop(self: Arc<Self>) {
+        loop {
+            self.outbox_wake.notified().await;
+            let invs = std::mem::take(&mut *self.outbox.lock());
+            if invs.is_empty() {
+                continue;
+            }
+            let backlog = self
+                .membership
+                .lock()
+                .as_ref()
+                .map_or(0, Membership::broadcast_backlog);
+            for item in Item::batches(&invs) {
+                if backlog < GOSSIP_BACKLOG && item.len() <= coherence::MAX_BATCH_BYTES {
+                    self.with_membership(|m| m.broadcast_now(&item));
+                    continue;
+                }
+                self.counters.pushed_batches.fetch_add(1, Ordering::Relaxed);
+                for (name, addr) in self.others() {
+                    let (me, item) = (self.clone(), item.clone());
+                    tokio::spawn(async move {
+                        let _ = me
+                            .pool
+                            .call(&name, addr, Request::Push { item }, None)
+                            .await;
+                    });
+                }
+            }
+        }
+    }
+
+    /// Sends `inv` to every other live member and waits until each has applied it (or
+    /// failed to answer in time). Returns the entries removed from owner stores, counting
+    /// each key once (on its first owner), and the members that did not confirm.
+    pub(crate) async fn strict(self: &Arc<Self>, inv: &Invalidation) -> (u64, Vec<String>) {
+        self.counters
+            .strict_invalidations
+            .fetch_add(1, Ordering::Relaxed);
+        let item = Item::Invalidation(inv.clone()).encode();
+        let calls = self.others().into_iter().map(|(name, addr)| {
+            let item = item.clone();
+            async move {
+                match self
+                    .pool
+                    .call(&name, addr, Request::Apply { item }, None)
+                    .await
+                {
+                    Ok(Response::Applied { removed }) => Ok(removed),
+                    Ok(other) => {
+                        tracing::warn!(peer = %name, ?other, "unexpected answer to a strict invalidation");
+                        Err(name)
+                    }
+                    Err(e) => {
+                        tracing::warn!(peer = %name, error = %e, "a member did not confirm a strict invalidation");
+                        Err(name)
+                    }
+                }
+            }
+        });
+        let mut removed = 0;
+        let mut missing = Vec::new();
+        for r in futures_util::future::join_all(calls).await {
+            match r {
+                Ok(n) => removed += n,
+                Err(name) => missing.push(name),
+            }
+        }
+        (removed, missing)
+    }
+}

@@ -1,0 +1,217 @@
+//! Membership on the node: foca's outputs carried out (packets, members up and down, the
+//! ring refreshed), the gossip receive and timer tasks, the periodic tick, and leaving.
+
+use super::*;
+
+impl Shared {
+    // ----- membership outputs -----
+
+    pub(crate) fn with_membership(
+        self: &Arc<Self>,
+        f: impl FnOnce(&mut Membership) -> Vec<Output>,
+    ) {
+        let out = match self.membership.lock().as_mut() {
+            Some(m) => f(m),
+            None => return,
+        };
+        self.carry_out(out);
+    }
+
+    pub(crate) fn carry_out(self: &Arc<Self>, outputs: Vec<Output>) {
+        let mut changed = false;
+        for o in outputs {
+            match o {
+                Output::Send { to, packet } => {
+                    #[cfg(feature = "fault-injection")]
+                    if self.faults.gossip.read().contains(&to) {
+                        continue;
+                    }
+                    if self.socket.try_send_to(&packet, to).is_err() {
+                        self.counters.send_errors.fetch_add(1, Ordering::Relaxed);
+                    }
+                }
+                Output::Schedule { timer, after } => {
+                    let seq = self.timer_seq.fetch_add(1, Ordering::Relaxed);
+                    self.timers
+                        .lock()
+                        .insert((Instant::now() + after, seq), timer);
+                    self.wake.notify_one();
+                }
+                Output::Up(id) => {
+                    tracing::info!(node = %self.name, member = %id.name, generation = id.generation, "member up");
+                    let out = self.coherence.lock().member_up(&id.name, id.generation);
+                    if let Some(out) = out {
+                        self.carry_out_coherence(vec![out]);
+                    }
+                    changed = true;
+                }
+                Output::Down(id) => {
+                    tracing::warn!(node = %self.name, member = %id.name, generation = id.generation, "member down");
+                    let out = self.coherence.lock().member_down(&id.name, id.generation);
+                    self.pool.forget(&id.name);
+                    self.carry_out_coherence(vec![out]);
+                    changed = true;
+                }
+                Output::Received(bytes) => {
+                    let out = self.coherence.lock().receive(self.now_ms(), &bytes);
+                    self.carry_out_coherence(out);
+                }
+            }
+        }
+        if changed {
+            self.refresh_view();
+        }
+    }
+
+    /// Recomputes the members and the ring from membership; on a change of ring, keeps the
+    /// old one for hand-off reads and pushes owned entries to their new owners.
+    pub(crate) fn refresh_view(self: &Arc<Self>) {
+        let Some((live, ring)) = self
+            .membership
+            .lock()
+            .as_ref()
+            .map(|m| (m.live(), m.ring(self.cfg.vnodes)))
+        else {
+            return;
+        };
+        let mut v = self.view.write();
+        v.members = live.into_iter().map(|id| (id.name.clone(), id)).collect();
+        if ring.version() != v.ring.version() {
+            let old = std::mem::replace(&mut v.ring, Arc::new(ring));
+            tracing::info!(node = %self.name, members = v.ring.nodes().len(), ring = v.ring.version(), "ring changed");
+            v.previous.insert(0, (old.clone(), Instant::now()));
+            v.previous.truncate(placement::MAX_PREVIOUS_RINGS);
+            self.counters.ring_changes.fetch_add(1, Ordering::Relaxed);
+            let new = v.ring.clone();
+            drop(v);
+            let me = self.clone();
+            tokio::spawn(async move { me.push_handoff(&old, &new).await });
+        }
+    }
+
+    // ----- periodic work -----
+
+    /// One maintenance tick (every 100 ms from the L2 actor).
+    pub(crate) fn tick(self: &Arc<Self>) {
+        let n = self.ticks.fetch_add(1, Ordering::Relaxed) + 1;
+        let was = self.stall.lock().stalls();
+        self.stall.lock().tick(self.monotonic_ms());
+        if self.stall.lock().stalls() > was {
+            tracing::warn!(node = %self.name, "this node stalled (its tick came late): it executes no write as a primary for {} ms", strata_cluster::primary::StallGuard::QUARANTINE_MS);
+        }
+        let out = self.coherence.lock().tick(self.now_ms());
+        self.carry_out_coherence(out);
+        if n % HEARTBEAT_EVERY == 0 {
+            let hb = self.coherence.lock().heartbeat();
+            if let coherence::Output::Broadcast(bytes) = hb {
+                // Heartbeats ride on regular gossip; no extra round for them.
+                if let Some(m) = self.membership.lock().as_mut() {
+                    m.broadcast(&bytes);
+                }
+            }
+            self.pull_status();
+        }
+        if n % SWEEP_EVERY == 0 {
+            // The one part of a tick that may take long (a large owner store): off the
+            // runtime's threads.
+            let me = self.clone();
+            tokio::task::spawn_blocking(move || me.owner.purge_expired_sync());
+            self.refresh_view();
+        }
+    }
+
+    /// Anti-entropy: asks one random member for its latest sequence number, so a gap is
+    /// noticed even when gossip never delivered that member's heartbeats.
+    pub(crate) fn pull_status(self: &Arc<Self>) {
+        let others = self.others();
+        if others.is_empty() {
+            return;
+        }
+        let (name, addr) = others[(peer::nonce() % others.len() as u64) as usize].clone();
+        let me = self.clone();
+        tokio::spawn(async move {
+            if let Ok(Response::Status { generation, latest }) =
+                me.pool.call(&name, addr, Request::Ping, None).await
+            {
+                let item = Item::Heartbeat {
+                    origin: name,
+                    generation,
+                    latest,
+                };
+                let out = me.coherence.lock().receive_item(me.now_ms(), item);
+                me.carry_out_coherence(out);
+            }
+        });
+    }
+
+    pub(crate) async fn gossip_loop(self: Arc<Self>) {
+        let mut buf = vec![0u8; MAX_DATAGRAM];
+        let mut logged_rejects = 0u64;
+        loop {
+            let (n, from) = match self.socket.recv_from(&mut buf).await {
+                Ok(x) => x,
+                Err(e) => {
+                    tracing::debug!(error = %e, "gossip recv failed");
+                    tokio::time::sleep(Duration::from_millis(10)).await;
+                    continue;
+                }
+            };
+            let packet = &buf[..n];
+            #[cfg(feature = "fault-injection")]
+            if self.faults.gossip.read().contains(&from) {
+                continue;
+            }
+            self.with_membership(|m| m.handle_packet(packet));
+            let rejected = self
+                .membership
+                .lock()
+                .as_ref()
+                .map_or(0, |m| m.stats().rejected_packets);
+            if rejected > logged_rejects {
+                // Logged once per burst, not per packet: a flood must not flood the log.
+                if rejected == 1 || rejected >= logged_rejects * 2 {
+                    tracing::warn!(node = %self.name, %from, rejected, "gossip packet without the cluster secret dropped");
+                }
+                logged_rejects = rejected;
+            }
+        }
+    }
+
+    pub(crate) async fn timer_loop(self: Arc<Self>) {
+        loop {
+            let next = self.timers.lock().keys().next().map(|(at, _)| *at);
+            match next {
+                None => self.wake.notified().await,
+                Some(at) if at > Instant::now() => {
+                    tokio::select! {
+                        _ = tokio::time::sleep_until(at) => {}
+                        _ = self.wake.notified() => {}
+                    }
+                }
+                Some(_) => {
+                    let due: Vec<MembershipTimer> = {
+                        let mut t = self.timers.lock();
+                        let now = Instant::now();
+                        let keys: Vec<(Instant, u64)> =
+                            t.range(..=(now, u64::MAX)).map(|(k, _)| *k).collect();
+                        keys.into_iter().filter_map(|k| t.remove(&k)).collect()
+                    };
+                    for timer in due {
+                        self.with_membership(|m| m.handle_timer(timer));
+                    }
+                }
+            }
+        }
+    }
+
+    /// Leaves the cluster gracefully (members mark this node down at once).
+    pub(crate) fn leave(&self) {
+        if let Some(m) = self.membership.lock().take() {
+            for o in m.leave() {
+                if let Output::Send { to, packet } = o {
+                    let _ = self.socket.try_send_to(&packet, to);
+                }
+            }
+        }
+    }
+}

@@ -1,0 +1,219 @@
+//! The cluster as the L2 layer actor runs it: the hook that starts its tasks, ticks it and
+//! stops it, and the metrics it reports.
+
+use super::*;
+
+/// The L2 actor's hook: starts the cluster's tasks (joining the cluster the first time)
+/// and runs the maintenance tick.
+pub(crate) struct ClusterHook {
+    pub(crate) shared: Arc<Shared>,
+    tasks: Mutex<Vec<JoinHandle<()>>>,
+}
+
+impl ClusterHook {
+    pub(crate) fn new(shared: Arc<Shared>) -> Self {
+        ClusterHook {
+            shared,
+            tasks: Mutex::new(Vec::new()),
+        }
+    }
+
+    fn abort(&self) {
+        for t in self.tasks.lock().drain(..) {
+            t.abort();
+        }
+    }
+}
+
+impl Drop for ClusterHook {
+    fn drop(&mut self) {
+        self.abort();
+    }
+}
+
+impl Maintenance for ClusterHook {
+    fn start(&self) -> Result<(), String> {
+        self.abort();
+        let rt = tokio::runtime::Handle::current();
+        let s = &self.shared;
+        let tasks = vec![
+            rt.spawn(s.clone().gossip_loop()),
+            rt.spawn(s.clone().timer_loop()),
+            rt.spawn(s.clone().apply_loop()),
+            rt.spawn(s.clone().serve_rpc()),
+            rt.spawn(s.clone().disseminate_loop()),
+        ];
+        *self.tasks.lock() = tasks;
+        if !s.joined.swap(true, Ordering::AcqRel) {
+            s.with_membership(|m| m.join());
+        }
+        Ok(())
+    }
+
+    fn maintain(&self) {
+        self.shared.tick();
+    }
+
+    fn inline(&self) -> bool {
+        true
+    }
+
+    fn stop(&self) {
+        self.shared.leave();
+        self.abort();
+    }
+
+    fn metrics(&self) -> Vec<LayerMetric> {
+        let s = &self.shared;
+        let k = &s.counters;
+        let get = |a: &AtomicU64| a.load(Ordering::Relaxed);
+        let st = s.coherence.lock().stats();
+        let (live, ms) = s
+            .membership
+            .lock()
+            .as_ref()
+            .map_or((0, Default::default()), |m| {
+                (m.num_live() as u64, m.stats())
+            });
+        let m = |name, help, counter, value| LayerMetric {
+            name,
+            help,
+            counter,
+            value,
+        };
+        vec![
+            m(
+                "cluster_members",
+                "Live members in this node's view, itself included",
+                false,
+                live,
+            ),
+            m(
+                "cluster_ring_changes",
+                "Times the ring changed",
+                true,
+                get(&k.ring_changes),
+            ),
+            m(
+                "cluster_owned_entries",
+                "Entries in this node's owner store",
+                false,
+                s.owner.entry_count(),
+            ),
+            m(
+                "cluster_rpc_served",
+                "Peer requests served",
+                true,
+                get(&k.rpc_served),
+            ),
+            m(
+                "cluster_remote_reads",
+                "Reads sent to an owner",
+                true,
+                get(&k.remote_reads),
+            ),
+            m(
+                "cluster_remote_hits",
+                "Reads an owner answered with an entry",
+                true,
+                get(&k.remote_hits),
+            ),
+            m(
+                "cluster_handoff_reads",
+                "Reads served by a previous owner during a hand-off",
+                true,
+                get(&k.handoff_reads),
+            ),
+            m(
+                "cluster_handoff_pushes",
+                "Entries pushed to new owners after a ring change",
+                true,
+                get(&k.handoff_pushes),
+            ),
+            m(
+                "cluster_refused_stale",
+                "Copies refused because a newer invalidation was seen",
+                true,
+                get(&k.refused_stale),
+            ),
+            m(
+                "cluster_invalidations_applied",
+                "Invalidations applied on this node",
+                true,
+                get(&k.applied),
+            ),
+            m(
+                "cluster_gap_repairs",
+                "Gap repairs asked for",
+                true,
+                st.repairs_asked,
+            ),
+            m(
+                "cluster_gaps_dropped",
+                "Gaps given up on (unverified copies dropped)",
+                true,
+                st.gaps_dropped,
+            ),
+            m(
+                "cluster_warm_kept",
+                "L3 copies a restart proved current against their owners and kept",
+                true,
+                get(&k.warm_kept),
+            ),
+            m(
+                "cluster_warm_dropped",
+                "L3 copies a restart could not prove current and dropped",
+                true,
+                get(&k.warm_dropped),
+            ),
+            m(
+                "cluster_warm_calls",
+                "Versions calls a restart made to prove its L3 copies",
+                true,
+                get(&k.warm_calls),
+            ),
+            m(
+                "cluster_drops_unverified",
+                "Times this node dropped its unverified copies",
+                true,
+                get(&k.drops_unverified),
+            ),
+            m(
+                "cluster_rpc_retries",
+                "Peer requests retried on a new connection (at most 10 % of requests)",
+                true,
+                s.pool.retries(),
+            ),
+            m(
+                "cluster_pushed_batches",
+                "Invalidation batches pushed over peer connections (gossip backlog full)",
+                true,
+                get(&k.pushed_batches),
+            ),
+            m(
+                "cluster_strict_invalidations",
+                "Invalidations confirmed by every member before returning",
+                true,
+                get(&k.strict_invalidations),
+            ),
+            m(
+                "cluster_rejected_packets",
+                "Gossip packets dropped for a wrong or missing secret",
+                true,
+                ms.rejected_packets,
+            ),
+            m(
+                "cluster_stuck_suspects",
+                "Members declared down here after staying suspect for over twice the suspicion timeout",
+                true,
+                ms.stuck_suspects,
+            ),
+            m(
+                "cluster_rejected_connections",
+                "Peer connections refused at the handshake",
+                true,
+                get(&k.rejected_connections),
+            ),
+        ]
+    }
+}

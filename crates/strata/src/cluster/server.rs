@@ -1,0 +1,323 @@
+//! The peer RPC server: the handshake on each accepted connection, then every request
+//! answered (`Shared::handle`).
+
+use super::*;
+
+impl Shared {
+    // ----- the RPC server -----
+
+    /// Whether `name` is a member of this node's view, waiting up to [`MEMBER_WAIT`] for
+    /// gossip to bring it: a node that has just joined may call before its announcement
+    /// reached this one.
+    pub(crate) async fn wait_for_member(&self, name: &str) -> bool {
+        let deadline = Instant::now() + MEMBER_WAIT;
+        loop {
+            if self.view.read().members.contains_key(name) {
+                return true;
+            }
+            if Instant::now() >= deadline {
+                return false;
+            }
+            tokio::time::sleep(Duration::from_millis(25)).await;
+        }
+    }
+
+    pub(crate) async fn serve_rpc(self: Arc<Self>) {
+        loop {
+            let (stream, from) = match self.listener.accept().await {
+                Ok(x) => x,
+                Err(e) => {
+                    tracing::warn!(error = %e, "cluster rpc accept failed");
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                    continue;
+                }
+            };
+            let _ = stream.set_nodelay(true);
+            let me = self.clone();
+            tokio::spawn(async move {
+                if let Err(e) = me.clone().serve_conn(stream, from).await {
+                    me.counters
+                        .rejected_connections
+                        .fetch_add(1, Ordering::Relaxed);
+                    tracing::warn!(node = %me.name, %from, reason = %e, "peer connection refused");
+                }
+            });
+        }
+    }
+
+    /// One peer connection: the handshake ([`strata_cluster::handshake`]), then requests
+    /// until it closes. Errors of the handshake are returned (the connection is refused and
+    /// counted). At most [`MAX_UNAUTHENTICATED`] connections may be in the handshake at
+    /// once, each for at most [`peer::HANDSHAKE_TIMEOUT`], and none may send a frame larger
+    /// than [`handshake::MAX_HANDSHAKE_FRAME`] before it has proved it holds the secret.
+    pub(crate) async fn serve_conn(
+        self: Arc<Self>,
+        stream: net::TcpStream,
+        from: SocketAddr,
+    ) -> Result<(), String> {
+        // A connection from a member's address is preferred: a flood from other addresses
+        // cannot push it out of the handshake (`Pending::enter_as`).
+        let preferred = self
+            .view
+            .read()
+            .members
+            .values()
+            .any(|m| m.rpc.ip() == from.ip() && m.name != self.name);
+        let (pending_id, mut evict, evicted) = self.unauthenticated.lock().enter_as(preferred);
+        if evicted {
+            // The closed connection counts itself as refused when its task ends. A flood
+            // would log a line per connection: one line a second says it as well.
+            let now = self.now_ms();
+            let last = self.evict_logged_ms.load(Ordering::Relaxed);
+            if now.saturating_sub(last) >= 1000
+                && self
+                    .evict_logged_ms
+                    .compare_exchange(last, now, Ordering::Relaxed, Ordering::Relaxed)
+                    .is_ok()
+            {
+                tracing::warn!(node = %self.name, "{MAX_UNAUTHENTICATED} connections in the handshake; closing the oldest (logged at most once a second)");
+            }
+        }
+        let mut buf = BytesMut::with_capacity(1024);
+        let max = self.max_frame;
+        let handshake = async {
+            use tokio::io::AsyncWriteExt;
+            let (mut read, mut write, cert) = match &self.tls {
+                Some((server, _)) => stream
+                    .into_tls(net::TlsSide::Server(server.clone()))
+                    .await
+                    .map_err(|e| format!("TLS handshake failed: {e}"))?,
+                None => {
+                    let (r, w) = stream.into_split();
+                    (r, w, None)
+                }
+            };
+            let refuse = |e: String| rpc::to_bytes(&Frame::Response(0, Response::Error(e)));
+            let first =
+                peer::read_frame(&mut read, &mut buf, handshake::MAX_HANDSHAKE_FRAME).await?;
+            let Frame::Request(0, login) = first else {
+                return Err("the first frame was not a Login".to_string());
+            };
+            let (callee, challenge) =
+                match handshake::Callee::on_login(&self.name, login, handshake::fresh_nonce()) {
+                    Ok(x) => x,
+                    Err(e) => {
+                        let _ = write.write_all(&refuse(e.to_string())).await;
+                        return Err(e.to_string());
+                    }
+                };
+            // Under mutual TLS the certificate must also name the caller: one member's
+            // certificate cannot log in as another member.
+            if let Some(cert) = &cert
+                && !tls::cert_names(cert, callee.caller())
+            {
+                let why = format!(
+                    "the TLS certificate presented is not valid for {:?}",
+                    callee.caller()
+                );
+                let _ = write.write_all(&refuse(why.clone())).await;
+                return Err(why);
+            }
+            if !self.wait_for_member(callee.caller()).await {
+                let why = format!("{:?} is not a member of this node's view", callee.caller());
+                let _ = write.write_all(&refuse(why.clone())).await;
+                return Err(why);
+            }
+            write
+                .write_all(&rpc::to_bytes(&Frame::Response(0, challenge)))
+                .await
+                .map_err(|e| e.to_string())?;
+            let Frame::Request(0, prove) =
+                peer::read_frame(&mut read, &mut buf, handshake::MAX_HANDSHAKE_FRAME).await?
+            else {
+                return Err("the third frame was not a Prove".to_string());
+            };
+            let latest = self.coherence.lock().latest_seq();
+            match callee.on_prove(&self.auth, prove, self.generation, latest) {
+                Ok(welcome) => Ok((callee.caller().to_owned(), welcome, read, write)),
+                Err(e) => {
+                    let _ = write
+                        .write_all(&refuse("authentication failed".into()))
+                        .await;
+                    Err(e.to_string())
+                }
+            }
+        };
+        let outcome = tokio::select! {
+            r = tokio::time::timeout(peer::HANDSHAKE_TIMEOUT, handshake) => {
+                r.map_err(|_| "handshake timed out".to_string())
+            }
+            _ = &mut evict => Err("closed to make room for newer connections".to_string()),
+        };
+        self.unauthenticated.lock().leave(pending_id);
+        let (caller, ok, mut read, write) = outcome??;
+        let (tx, rx) = mpsc::unbounded_channel::<Vec<u8>>();
+        let _ = tx.send(rpc::to_bytes(&Frame::Response(0, ok)));
+        let writer = tokio::spawn(peer::write_loop(write, rx));
+        tracing::debug!(node = %self.name, peer = %caller, "peer connected");
+        loop {
+            let frame = loop {
+                match rpc::decode(&mut buf, max) {
+                    Ok(Some(f)) => break Some(f),
+                    Ok(None) => {}
+                    Err((Some(id), e)) if e.is_recoverable() => {
+                        let _ = tx.send(rpc::to_bytes(&Frame::Response(
+                            id,
+                            Response::Error(e.to_string()),
+                        )));
+                        continue;
+                    }
+                    Err((_, e)) => {
+                        tracing::warn!(node = %self.name, peer = %caller, error = %e, "bad frame; closing the connection");
+                        break None;
+                    }
+                }
+                use tokio::io::AsyncReadExt;
+                match read.read_buf(&mut buf).await {
+                    Ok(0) | Err(_) => break None,
+                    Ok(_) => {}
+                }
+            };
+            let Some(frame) = frame else { break };
+            let Frame::Request(id, req) = frame else {
+                continue;
+            };
+            self.counters.rpc_served.fetch_add(1, Ordering::Relaxed);
+            let me = self.clone();
+            let tx = tx.clone();
+            let from = caller.clone();
+            tokio::spawn(async move {
+                let resp = me.handle(&from, req).await;
+                let _ = tx.send(rpc::to_bytes(&Frame::Response(id, resp)));
+            });
+        }
+        drop(tx);
+        let _ = writer.await;
+        Ok(())
+    }
+
+    /// Answers one request from the authenticated peer `from`.
+    pub(crate) async fn handle(self: &Arc<Self>, from: &str, req: Request) -> Response {
+        match req {
+            Request::Hello { .. } | Request::Login { .. } | Request::Prove { .. } => {
+                Response::Error("already connected".into())
+            }
+            Request::Ping => Response::Status {
+                generation: self.generation,
+                latest: self.coherence.lock().latest_seq(),
+            },
+            Request::Get { namespace, key } => {
+                // The sequence number is read before the store: the copy reflects at least
+                // every invalidation up to it.
+                let latest = self.coherence.lock().latest_seq();
+                let entry = self.owner.get_entry(&namespace, &key).map(|e| to_wire(&e));
+                Response::EntryAt {
+                    entry,
+                    generation: self.generation,
+                    latest,
+                }
+            }
+            Request::Set {
+                namespace,
+                key,
+                entry,
+            } => {
+                let entry = from_wire(entry);
+                if !self.coherence.lock().admits_tagged(
+                    &namespace,
+                    &key,
+                    entry.version.as_u64(),
+                    &tag_refs(&entry),
+                ) {
+                    self.counters.refused_stale.fetch_add(1, Ordering::Relaxed);
+                    return Response::Stored { kept_newer: true };
+                }
+                self.observe(entry.version);
+                match self.owner.set_sync(&namespace, Bytes::from(key), entry) {
+                    Ok(strata_core::SetOutcome::KeptNewer) => Response::Stored { kept_newer: true },
+                    Ok(_) => Response::Stored { kept_newer: false },
+                    Err(e) => Response::Error(e.to_string()),
+                }
+            }
+            Request::Remove {
+                namespace,
+                key,
+                version,
+            } => {
+                let version = Version::from_u64(version);
+                self.observe(version);
+                let removed = match self.owner.get_entry(&namespace, &key) {
+                    Some(e) if e.version <= version => {
+                        Tier::remove_version(&self.owner, &namespace, &key, e.version)
+                            .await
+                            .unwrap_or(false)
+                    }
+                    _ => false,
+                };
+                Response::Removed(removed)
+            }
+            Request::Invalidations { origin, from, to } => {
+                if origin != self.name {
+                    return Response::Invalidations(Vec::new());
+                }
+                let items = self
+                    .coherence
+                    .lock()
+                    .log_range(self.generation, from, to)
+                    .into_iter()
+                    .map(|i| Item::Invalidation(i).encode())
+                    .collect();
+                Response::Invalidations(items)
+            }
+            Request::Push { item } => {
+                let out = self.coherence.lock().receive(self.now_ms(), &item);
+                self.carry_out_coherence(out);
+                Response::Applied { removed: 0 }
+            }
+            Request::Apply { item } => {
+                let Some(decoded) = Item::decode(&item) else {
+                    return Response::Error("undecodable coherence item".into());
+                };
+                let mut removed = 0;
+                if let Item::Invalidation(inv) = &decoded {
+                    // Applied now, out of order if need be (invalidations only ever drop),
+                    // and fed to coherence too, which keeps the sequence bookkeeping (its
+                    // own later apply of the same item is a harmless repeat).
+                    removed = self.apply(inv).await;
+                }
+                let out = self.coherence.lock().receive_item(self.now_ms(), decoded);
+                self.carry_out_coherence(out);
+                Response::Applied { removed }
+            }
+            Request::Execute { namespace, key, op } => {
+                self.serve_execute(&namespace, &key, &op).await
+            }
+            Request::Replicate {
+                namespace,
+                key,
+                entry,
+                version,
+                base,
+            } => self.replicate_in(from, &namespace, &key, entry, version, base),
+            Request::Versions { namespace, keys } => {
+                if keys.len() > strata_cluster::rpc::MAX_VERSIONS_PER_REQUEST {
+                    return Response::Error(format!(
+                        "at most {} keys per Versions request",
+                        strata_cluster::rpc::MAX_VERSIONS_PER_REQUEST
+                    ));
+                }
+                let now = self.now_ms();
+                Response::Versions(
+                    keys.iter()
+                        .map(|k| {
+                            self.owner
+                                .get_entry(&namespace, k)
+                                .filter(|e| e.is_fresh(now))
+                                .map(|e| e.version.as_u64())
+                        })
+                        .collect(),
+                )
+            }
+        }
+    }
+}

@@ -1,0 +1,175 @@
+//! What `/cluster` and `strata status` show: the node's view, its peers, its coherence.
+
+use super::*;
+
+impl Shared {
+    /// What `/cluster` shows.
+    pub(crate) fn status(&self) -> ClusterStatus {
+        let rpc = self.pool.stats();
+        let (states, identity, membership_stats) = match self.membership.lock().as_ref() {
+            Some(m) => (m.member_states(), Some(m.identity().clone()), m.stats()),
+            None => (Vec::new(), None, Default::default()),
+        };
+        let mut members: Vec<MemberStatus> = Vec::new();
+        if let Some(id) = identity {
+            members.push(MemberStatus::of(&id, "self", None));
+        }
+        for (id, state) in states {
+            if id.is_placeholder() {
+                continue;
+            }
+            let state = match state {
+                foca_state::ALIVE => "alive",
+                foca_state::SUSPECT => "suspect",
+                _ => "down",
+            };
+            let peer = rpc.iter().find(|r| r.0 == id.name).map(|r| PeerRpc {
+                requests: r.1,
+                errors: r.2,
+                rtt_us: r.3,
+                last_rtt_us: r.4,
+            });
+            members.push(MemberStatus::of(&id, state, peer));
+        }
+        members.sort_by(|a, b| a.name.cmp(&b.name));
+        let (c, in_sync, latest) = {
+            let c = self.coherence.lock();
+            (c.stats(), c.in_sync(), c.latest_seq())
+        };
+        let ring = self.ring();
+        let k = &self.counters;
+        let get = |a: &AtomicU64| a.load(Ordering::Relaxed);
+        ClusterStatus {
+            node: self.name.clone(),
+            generation: self.generation,
+            ring_version: format!("{:016x}", ring.version()),
+            ring_members: ring.nodes().to_vec(),
+            replication_factor: self.cfg.replication_factor,
+            members,
+            in_sync,
+            latest_seq: latest,
+            owned_entries: self.owner.entry_count(),
+            coherence: CoherenceFigures {
+                applied: c.applied,
+                duplicates: c.duplicates,
+                repairs_asked: c.repairs_asked,
+                gaps_dropped: c.gaps_dropped,
+                bad_items: c.bad_items,
+            },
+            rejected_packets: membership_stats.rejected_packets,
+            stuck_suspects: membership_stats.stuck_suspects,
+            rejected_connections: get(&k.rejected_connections),
+            handoff_reads: get(&k.handoff_reads),
+            handoff_pushes: get(&k.handoff_pushes),
+            drops_unverified: get(&k.drops_unverified),
+        }
+    }
+}
+
+/// foca's member states, named (foca::State is not matchable by value across versions).
+mod foca_state {
+    pub(super) const ALIVE: foca::State = foca::State::Alive;
+    pub(super) const SUSPECT: foca::State = foca::State::Suspect;
+}
+
+/// The cluster as `/cluster` and `strata status` show it.
+#[derive(Debug, Clone, Serialize)]
+pub struct ClusterStatus {
+    /// This node's name.
+    pub node: String,
+    /// This life's generation.
+    pub generation: u64,
+    /// The ring's version (a hash of the member list; equal on nodes that agree).
+    pub ring_version: String,
+    /// Members on the ring.
+    pub ring_members: Vec<String>,
+    /// Owners per key.
+    pub replication_factor: u32,
+    /// Every member this node knows of, itself first.
+    pub members: Vec<MemberStatus>,
+    /// No invalidation gap is open.
+    pub in_sync: bool,
+    /// This node's latest invalidation sequence number.
+    pub latest_seq: u64,
+    /// Entries in the owner store.
+    pub owned_entries: u64,
+    /// Coherence counters.
+    pub coherence: CoherenceFigures,
+    /// Gossip packets dropped for a missing or wrong authentication tag.
+    pub rejected_packets: u64,
+    /// Members this node declared down itself after they stayed suspect too long (foca
+    /// had stopped acting on the suspicion; see docs/ARCHITECTURE.md, decision 46).
+    pub stuck_suspects: u64,
+    /// Peer connections refused (failed handshake).
+    pub rejected_connections: u64,
+    /// Reads served by a previous owner during a hand-off.
+    pub handoff_reads: u64,
+    /// Entries pushed to new owners after a ring change.
+    pub handoff_pushes: u64,
+    /// Times this node dropped its unverified copies.
+    pub drops_unverified: u64,
+}
+
+/// One member.
+#[derive(Debug, Clone, Serialize)]
+pub struct MemberStatus {
+    /// Name.
+    pub name: String,
+    /// `self`, `alive`, `suspect` or `down`.
+    pub state: String,
+    /// Generation.
+    pub generation: u64,
+    /// Gossip address.
+    pub gossip: String,
+    /// Peer RPC address.
+    pub rpc: String,
+    /// Redis-protocol address.
+    pub resp: String,
+    /// Admin HTTP address.
+    pub admin: String,
+    /// This node's RPCs to it.
+    pub rpc_stats: Option<PeerRpc>,
+}
+
+impl MemberStatus {
+    fn of(id: &NodeIdentity, state: &str, rpc_stats: Option<PeerRpc>) -> Self {
+        MemberStatus {
+            name: id.name.clone(),
+            state: state.into(),
+            generation: id.generation,
+            gossip: id.gossip.to_string(),
+            rpc: id.rpc.to_string(),
+            resp: id.resp.to_string(),
+            admin: id.admin.to_string(),
+            rpc_stats,
+        }
+    }
+}
+
+/// RPC figures towards one peer.
+#[derive(Debug, Clone, Serialize)]
+pub struct PeerRpc {
+    /// Requests sent.
+    pub requests: u64,
+    /// Requests that failed or timed out.
+    pub errors: u64,
+    /// Smoothed round trip, µs.
+    pub rtt_us: u64,
+    /// Last round trip, µs.
+    pub last_rtt_us: u64,
+}
+
+/// Coherence counters.
+#[derive(Debug, Clone, Serialize)]
+pub struct CoherenceFigures {
+    /// Invalidations from other nodes applied.
+    pub applied: u64,
+    /// Duplicates ignored.
+    pub duplicates: u64,
+    /// Gap repairs asked for.
+    pub repairs_asked: u64,
+    /// Gaps given up on.
+    pub gaps_dropped: u64,
+    /// Undecodable items.
+    pub bad_items: u64,
+}
