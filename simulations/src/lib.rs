@@ -253,6 +253,8 @@ pub struct Workload {
     pub incrs: u64,
     /// `INCR`s not acknowledged (no reachable primary, fenced, an owner unreachable).
     pub incrs_refused: u64,
+    /// Lock acquisitions (`SET … NX PX`) acknowledged (each checked: no overlapping holds).
+    pub locks: u64,
 }
 
 impl std::ops::AddAssign for Workload {
@@ -266,6 +268,7 @@ impl std::ops::AddAssign for Workload {
         self.removals += o.removals;
         self.incrs += o.incrs;
         self.incrs_refused += o.incrs_refused;
+        self.locks += o.locks;
     }
 }
 
@@ -273,7 +276,7 @@ impl fmt::Display for Workload {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         write!(
             f,
-            "{} local reads, {} remote reads, {} writes ({} with a TTL, {} refused over max_ttl), {} removals, {} reads missed on expiry, {} INCRs acknowledged ({} refused)",
+            "{} local reads, {} remote reads, {} writes ({} with a TTL, {} refused over max_ttl), {} removals, {} reads missed on expiry, {} INCRs acknowledged ({} refused), {} locks acquired",
             self.local_reads,
             self.remote_reads,
             self.writes,
@@ -282,7 +285,8 @@ impl fmt::Display for Workload {
             self.removals,
             self.expired_misses,
             self.incrs,
-            self.incrs_refused
+            self.incrs_refused,
+            self.locks
         )
     }
 }
@@ -407,6 +411,22 @@ struct WriteRef {
 const KEYS: u32 = 40;
 /// Counters of the `INCR` workload (few, so that they are hot).
 const COUNTERS: u32 = 4;
+/// Locks of the lock workload, as keys `LOCKS_FROM..` of namespace `ctr`.
+const LOCKS_FROM: u32 = 1000;
+/// Locks of the lock workload.
+const LOCKS: u32 = 2;
+/// A lock's TTL (`PX`).
+const LOCK_TTL_MS: u64 = 3000;
+
+/// An acknowledged lock acquisition, not yet released.
+#[derive(Debug, Clone, Copy)]
+struct LockHold {
+    node: usize,
+    life: u32,
+    /// True time of the acknowledgement (µs).
+    acquired: u64,
+    version: u64,
+}
 /// How long after a ring change reads also ask the previous owners (`cluster.handoff_window_ms`).
 const HANDOFF_WINDOW: u64 = 30 * SEC;
 /// Time after convergence before the final check: max_staleness (1 s) + heartbeat period
@@ -514,6 +534,10 @@ pub struct Sim {
     /// INCRs acknowledged, refused (no primary, fenced, unreachable), and lineages lost to
     /// crashes.
     incr_ops: (u64, u64, u64),
+    /// Per lock: the current holder, as acknowledged.
+    lock_holds: BTreeMap<u32, LockHold>,
+    /// Lock acquisitions acknowledged.
+    lock_ops: u64,
     /// Every invalidation made: (time, key, version).
     invalidations: Vec<(u64, u32, u64)>,
     /// Reads served from a copy, fetched from an owner, and writes.
@@ -618,6 +642,8 @@ impl Sim {
             pause_rng: StdRng::seed_from_u64(seed ^ 0x7061_7573_6573_0001),
             incr_rng: StdRng::seed_from_u64(seed ^ 0x696e_6372_0000_0002),
             incr_ops: (0, 0, 0),
+            lock_holds: BTreeMap::new(),
+            lock_ops: 0,
             invalidations: Vec::new(),
             ops: (0, 0, 0),
             ttl_ops: (0, 0, 0, 0),
@@ -1237,6 +1263,10 @@ impl Sim {
             let c = self.incr_rng.random_range(0..COUNTERS);
             self.incr(at, c);
         }
+        if self.incr_rng.random_bool(0.15) {
+            let l = self.incr_rng.random_range(0..LOCKS);
+            self.lock(at, l);
+        }
         if roll < 4 {
             self.invalidate_many(at, roll);
         } else if roll < 34 {
@@ -1444,26 +1474,37 @@ impl Sim {
     /// primary and against a base at least as new as what it holds), and applies it itself
     /// once every owner did. Every decision is `strata_cluster::primary`'s, the node's own.
     fn incr(&mut self, at: usize, c: u32) {
+        if let Some((p, ops::Reply::Int(n), version)) = self.execute(at, c, &KeyOp::IncrBy(1)) {
+            if let Some(&(last, _)) = self.counter_acks.get(&c)
+                && n <= last
+            {
+                self.violate(|| {
+                    format!(
+                        "INCR of counter {c} at n{p} (asked of n{at}) answered {n} after an acknowledged {last}: an acknowledged increment was lost"
+                    )
+                });
+            }
+            self.counter_acks.insert(c, (n, version));
+        }
+    }
+
+    /// Executes `op` on key `c` (namespace `ctr`) at its primary, as `incr` describes; the
+    /// primary, the reply and the version written (0 when nothing was), or `None` when it
+    /// was not acknowledged.
+    fn execute(&mut self, at: usize, c: u32, op: &KeyOp) -> Option<(usize, ops::Reply, u64)> {
         const NS: &str = "ctr";
         let key = key_bytes(c);
-        let Some(ring_at) = self.ring_of(at) else {
-            return;
-        };
+        let ring_at = self.ring_of(at)?;
         let p = if self.execute_anywhere {
             at
         } else {
-            match decide::primary(&ring_at, NS, &key).and_then(|n| self.index_of(n)) {
-                Some(p) => p,
-                None => return,
-            }
+            decide::primary(&ring_at, NS, &key).and_then(|n| self.index_of(n))?
         };
         if p != at && !(self.reachable(at, p) && self.reachable(p, at)) {
             self.incr_ops.1 += 1;
-            return;
+            return None;
         }
-        let Some(ring_p) = self.ring_of(p) else {
-            return;
-        };
+        let ring_p = self.ring_of(p)?;
         let name_p = self.nodes[p].name.clone();
         if !self.execute_anywhere
             && (decide::primary(&ring_p, NS, &key) != Some(name_p.as_str())
@@ -1471,7 +1512,7 @@ impl Sim {
                 || !(self.ignore_stalls || self.nodes[p].stall.may_execute(self.now / MS)))
         {
             self.incr_ops.1 += 1;
-            return;
+            return None;
         }
         // Every copy of the last acknowledged write gone or cut off from the primary (more
         // owners crashed or partitioned away than the replication factor covers): a new
@@ -1479,7 +1520,8 @@ impl Sim {
         // side never gets here: it lacks the quorum to execute.)
         let connected =
             |sim: &Self, i: usize| i == p || (sim.reachable(p, i) && sim.reachable(i, p));
-        if let Some(&(_, v)) = self.counter_acks.get(&c)
+        if c < COUNTERS
+            && let Some(&(_, v)) = self.counter_acks.get(&c)
             && !(0..self.nodes.len()).any(|i| {
                 connected(self, i)
                     && self.nodes[i].membership.is_some()
@@ -1493,7 +1535,12 @@ impl Sim {
             self.incr_ops.2 += 1;
         }
         for _attempt in 0..4 {
-            let local = self.nodes[p].counters.get(&c).cloned();
+            let now_p = self.clock_ms(p);
+            let local = self.nodes[p]
+                .counters
+                .get(&c)
+                .filter(|e| e.is_fresh(now_p))
+                .cloned();
             let current = if local.is_some() {
                 local
             } else {
@@ -1509,9 +1556,15 @@ impl Sim {
                     let Some(o) = self.index_of(n) else { continue };
                     if !(self.reachable(p, o) && self.reachable(o, p)) {
                         self.incr_ops.1 += 1;
-                        return;
+                        return None;
                     }
-                    answers.push(self.nodes[o].counters.get(&c).cloned());
+                    answers.push(
+                        self.nodes[o]
+                            .counters
+                            .get(&c)
+                            .filter(|e| e.is_fresh(now_p))
+                            .cloned(),
+                    );
                 }
                 if std::env::var("SIM_DEBUG_C")
                     .ok()
@@ -1541,12 +1594,20 @@ impl Sim {
             }
             let now_ms = self.clock_ms(p);
             let limits = OpLimits { max_value: 1 << 20 };
-            let (effect, reply) = ops::apply(&KeyOp::IncrBy(1), current.as_ref(), now_ms, limits);
-            let (Effect::Write { value, .. }, ops::Reply::Int(n)) = (effect, reply) else {
-                return;
-            };
+            let (effect, reply) = ops::apply(op, current.as_ref(), now_ms, limits);
             let version = self.stamp(p);
-            let entry = Entry::new(value, Version::from_u64(version));
+            // The change: an entry written, or (None) the key deleted.
+            let entry = match effect {
+                Effect::None => return Some((p, reply, 0)),
+                Effect::Write { value, ttl, .. } => {
+                    let mut e = Entry::new(value, Version::from_u64(version));
+                    if let ops::Ttl::AtMs(t) = ttl {
+                        e.expires_at_ms = Some(t);
+                    }
+                    Some(e)
+                }
+                Effect::Delete => None,
+            };
             let mut newer: Option<Entry> = None;
             let mut failed = false;
             for r in decide::replicas(&ring_p, &name_p, NS, &key, RF) {
@@ -1580,41 +1641,20 @@ impl Sim {
                     }
                 }
                 self.observe(o, version);
-                let slot = self.nodes[o]
-                    .counters
-                    .entry(c)
-                    .or_insert_with(|| entry.clone());
-                if slot.version < entry.version {
-                    *slot = entry.clone();
-                }
+                Self::apply_change(&mut self.nodes[o].counters, c, entry.as_ref(), version);
             }
             if failed {
                 // Not acknowledged; owners that took it keep it (an unknown outcome).
                 self.incr_ops.1 += 1;
-                return;
+                return None;
             }
             if let Some(e) = newer {
                 self.observe(p, e.version.as_u64());
                 self.nodes[p].counters.insert(c, e);
                 continue;
             }
-            let slot = self.nodes[p]
-                .counters
-                .entry(c)
-                .or_insert_with(|| entry.clone());
-            if slot.version < entry.version {
-                *slot = entry.clone();
-            }
+            Self::apply_change(&mut self.nodes[p].counters, c, entry.as_ref(), version);
             self.incr_ops.0 += 1;
-            if let Some(&(last, _)) = self.counter_acks.get(&c)
-                && n <= last
-            {
-                self.violate(|| {
-                    format!(
-                        "INCR of counter {c} at n{p} (asked of n{at}) answered {n} after an acknowledged {last}: an acknowledged increment was lost"
-                    )
-                });
-            }
             if std::env::var("SIM_DEBUG_C")
                 .ok()
                 .and_then(|v| v.parse::<u32>().ok())
@@ -1630,14 +1670,95 @@ impl Sim {
                     })
                     .collect();
                 eprintln!(
-                    "{t:.3} incr c0 asked n{at} primary n{p} -> {n} v{version} base {base} replicas {reps:?} rings {rings:?} blocked {:?}",
+                    "{t:.3} c{c} asked n{at} primary n{p} -> {reply:?} v{version} base {base} replicas {reps:?} rings {rings:?} blocked {:?}",
                     self.blocked
                 );
             }
-            self.counter_acks.insert(c, (n, version));
-            return;
+            return Some((p, reply, version));
         }
         self.incr_ops.1 += 1;
+        None
+    }
+
+    /// An owner store applies a primary's change of `c`: the entry, if newer than what it
+    /// holds, or (None) the delete of what it holds at or below `version`.
+    fn apply_change(store: &mut BTreeMap<u32, Entry>, c: u32, entry: Option<&Entry>, version: u64) {
+        match entry {
+            Some(e) => {
+                let slot = store.entry(c).or_insert_with(|| e.clone());
+                if slot.version < e.version {
+                    *slot = e.clone();
+                }
+            }
+            None => {
+                if store.get(&c).is_some_and(|h| h.version.as_u64() <= version) {
+                    store.remove(&c);
+                }
+            }
+        }
+    }
+
+    /// A lock client on node `at`: the holder of lock `l` releases it (`DEL`) half the time;
+    /// anyone else tries `SET lock token NX PX 3000`. The checker requires that no two
+    /// acquisitions overlap: a second one acknowledged before the first was released must
+    /// come after its TTL ran out on any node's clock (skew allowed), unless every copy of
+    /// the first was lost (more owners crashed or cut off than the replication factor
+    /// covers).
+    fn lock(&mut self, at: usize, l: u32) {
+        let c = LOCKS_FROM + l;
+        let now_at = self.clock_ms(at);
+        if let Some(hold) = self.lock_holds.get(&l).copied()
+            && hold.node == at
+            && hold.life == self.nodes[at].life
+            && self.incr_rng.random_bool(0.5)
+        {
+            if self.execute(at, c, &KeyOp::Del).is_some() {
+                self.lock_holds.remove(&l);
+            }
+            return;
+        }
+        let op = KeyOp::Set {
+            value: format!("n{at}@{now_at}").into_bytes(),
+            ttl: ops::Ttl::AtMs(now_at + LOCK_TTL_MS),
+            exists: ops::Exists::Absent,
+            get: false,
+            integer: false,
+        };
+        let Some((p, ops::Reply::Ok, version)) = self.execute(at, c, &op) else {
+            return;
+        };
+        self.lock_ops += 1;
+        if let Some(prev) = self.lock_holds.get(&l).copied() {
+            let lost = !(0..self.nodes.len()).any(|i| {
+                (i == p || (self.reachable(p, i) && self.reachable(i, p)))
+                    && self.nodes[i].membership.is_some()
+                    && self.nodes[i]
+                        .counters
+                        .get(&c)
+                        .is_some_and(|e| e.version.as_u64() >= prev.version)
+            });
+            let skew = 2 * self.mix.max_skew_ms * MS + 10 * MS;
+            let expired = self.now + skew >= prev.acquired + LOCK_TTL_MS * MS;
+            if !lost && !expired {
+                let after = (self.now - prev.acquired) as f64 / SEC as f64;
+                self.violate(|| {
+                    format!(
+                        "lock {l}: n{at} acquired it (primary n{p}) {after:.3}s after n{} did, before its TTL ran out or a release",
+                        prev.node
+                    )
+                });
+            }
+        }
+        let life = self.nodes[at].life;
+        self.lock_holds.insert(
+            l,
+            LockHold {
+                node: at,
+                life,
+                acquired: self.now,
+                version,
+            },
+        );
     }
 
     /// A removal (`DEL`): every owner `at` reaches removes the key if it holds that version
@@ -2338,6 +2459,7 @@ impl Sim {
                 removals: self.ttl_ops.3,
                 incrs: self.incr_ops.0,
                 incrs_refused: self.incr_ops.1,
+                locks: self.lock_ops,
             },
             clients: (self.clients < self.mix.nodes).then_some(self.clients),
         }

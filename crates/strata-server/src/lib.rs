@@ -28,6 +28,10 @@ use tokio::sync::watch;
 
 pub use state::Shared;
 
+/// How long a leaving cluster member keeps answering its peers after it announced that it
+/// leaves (their rings drop it within a gossip round).
+const LEAVE_LINGER_MS: u64 = 500;
+
 /// A running server's addresses and its stop switch (tests and embedders use it; the binary
 /// stops on signals).
 #[derive(Debug)]
@@ -144,6 +148,10 @@ async fn run(
         );
     }
     let _ = admin_task.await;
+    // Leave the cluster before answering nothing: peers stop sending this node writes as
+    // their rings drop it, and what they sent meanwhile goes to the next primary.
+    node.leave_cluster(Duration::from_millis(LEAVE_LINGER_MS))
+        .await;
     match Arc::try_unwrap(node) {
         Ok(node) => node.shutdown().await,
         Err(_) => tracing::warn!("node still referenced at shutdown; dropping it"),

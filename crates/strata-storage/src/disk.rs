@@ -780,6 +780,13 @@ impl DiskTier {
             None => self.faults.applied_everything(upto),
         };
         drop(guards);
+        // The marker goes clean as soon as the faults are applied, before the (slow) space
+        // reclaim: health says `up` from the moment the faults are cleared, and a write taken
+        // then must not be emptied by the next start because the marker still said dirty
+        // (seen in CI: a SIGTERM during the reclaim of a loaded machine).
+        if clear {
+            self.mark_clean();
+        }
         if keys.is_none() {
             // Give the space back now: a disk that filled up needs it.
             reclaim_all(&db);
@@ -790,9 +797,6 @@ impl DiskTier {
             emptied = keys.is_none(),
             "L3 reconciled: the changes it had failed to apply are applied"
         );
-        if clear {
-            self.mark_clean();
-        }
         Ok(())
     }
 

@@ -321,6 +321,20 @@ impl Node {
         out
     }
 
+    /// Leaves the cluster ahead of a shutdown, while still answering peers: the node
+    /// announces that it leaves, stops executing writes as a primary (a write sent to it
+    /// meanwhile is answered `NotPrimary`, so the sender waits for its ring to move to the
+    /// next primary instead of failing), and keeps serving reads and replication for up to
+    /// `linger`, while the others' rings drop it. A no-op when the node is not a member.
+    /// `strata serve` calls it after its clients have drained, before [`Node::shutdown`].
+    pub async fn leave_cluster(&self, linger: std::time::Duration) {
+        if let Some(c) = &self.cluster {
+            c.leaving.store(true, std::sync::atomic::Ordering::Release);
+            c.leave();
+            tokio::time::sleep(linger).await;
+        }
+    }
+
     /// The cluster as this node sees it (members, ring, coherence), when it is a member.
     pub fn cluster_status(&self) -> Option<crate::cluster::ClusterStatus> {
         self.cluster.as_ref().map(|c| c.status())

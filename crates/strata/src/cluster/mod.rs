@@ -186,6 +186,9 @@ pub(crate) struct Shared {
     pub(crate) stall: Mutex<strata_cluster::primary::StallGuard>,
     /// The monotonic origin of the stall guard's clock.
     started: Instant,
+    /// Set when the node leaves ahead of a shutdown: it executes no more writes as a
+    /// primary (`Node::leave_cluster`).
+    pub(crate) leaving: AtomicBool,
     joined: AtomicBool,
     ticks: AtomicU64,
     max_frame: usize,
@@ -352,6 +355,7 @@ impl Shared {
                 .collect(),
             stall: Mutex::new(Default::default()),
             started: Instant::now(),
+            leaving: AtomicBool::new(false),
             joined: AtomicBool::new(false),
             ticks: AtomicU64::new(0),
             max_frame,

@@ -46,6 +46,9 @@ impl Shared {
         key: &[u8],
         op: PrimaryOp,
     ) -> Result<Executed, Refusal> {
+        if self.leaving.load(Ordering::Acquire) {
+            return Err(Refusal::NotPrimary(None));
+        }
         let ring = self.ring();
         if decide::primary(&ring, namespace, key) != Some(self.name.as_str()) {
             return Err(Refusal::NotPrimary(

@@ -147,7 +147,9 @@ pub struct ClusterConfig {
     /// After the ring changes, each node pushes up to this many of the entries it owns to
     /// their new owners ahead of demand (default 10000).
     pub handoff_push_limit: u32,
-    /// Cluster size the failure detector is tuned for (default 3).
+    /// The cluster's size (default 3): the failure detector is tuned for it, and a node
+    /// executes writes as a key's primary only while its view holds a majority of it (no
+    /// majority is required at 1 or 2).
     pub expected_size: u32,
     /// When true, a write or key invalidation returns only after every live member has
     /// applied its invalidation (one round trip to each); when false (the default) other
