@@ -424,6 +424,34 @@ fn multi_key_atomic_commands_need_one_hash_tag() {
         Some("1")
     );
     assert_eq!(c2.get::<_, Option<String>>("{u}a").unwrap(), None);
+    // Racing MSETNX of one tag from every node: one winner per round (executed at the
+    // tag's primary under both keys' locks).
+    let racers: Vec<_> = cluster
+        .nodes
+        .iter()
+        .map(|n| {
+            let url = n.url();
+            std::thread::spawn(move || {
+                let mut c = redis::Client::open(url).unwrap().get_connection().unwrap();
+                (0..50)
+                    .map(|r| {
+                        redis::cmd("MSETNX")
+                            .arg(format!("{{r{r}}}a"))
+                            .arg("x")
+                            .arg(format!("{{r{r}}}b"))
+                            .arg("y")
+                            .query::<i64>(&mut c)
+                            .unwrap()
+                    })
+                    .collect::<Vec<i64>>()
+            })
+        })
+        .collect();
+    let wins: Vec<Vec<i64>> = racers.into_iter().map(|t| t.join().unwrap()).collect();
+    for r in 0..50 {
+        let n: i64 = wins.iter().map(|w| w[r]).sum();
+        assert_eq!(n, 1, "round {r}: {n} MSETNX winners");
+    }
     // Scatter-gather commands still take keys of any tag.
     let _: () = c.set("x1", "1").unwrap();
     let _: () = c.set("y2", "2").unwrap();

@@ -39,6 +39,9 @@ pub enum PrimaryOp {
     /// version). The primary keeps it as is unless it holds a version at least as new, in
     /// which case it stamps a newer one: the later write wins, as on one Redis.
     Put(WireEntry),
+    /// An operation on several keys sharing a hash tag, so one primary (`MSETNX`,
+    /// `RENAME`): executed atomically there under every key's lock.
+    Multi(strata_core::ops::MultiOp),
 }
 
 impl PrimaryOp {

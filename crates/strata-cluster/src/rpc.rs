@@ -282,6 +282,16 @@ pub enum Response {
         /// The owner's newer entry.
         entry: WireEntry,
     },
+    /// Answer to an `Execute` of a multi-key operation: the encoded reply, and each key's
+    /// change.
+    ExecutedMulti {
+        /// The encoded reply.
+        #[serde(with = "serde_bytes")]
+        reply: Vec<u8>,
+        /// The keys changed: (key, the entry written or `None` for a delete, the delete's
+        /// version).
+        changes: Vec<(ByteBuf, Option<WireEntry>, u64)>,
+    },
 }
 
 /// A decoded frame.

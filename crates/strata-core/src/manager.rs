@@ -29,7 +29,7 @@ use crate::glob::Glob;
 use crate::memory::MemoryTier;
 use crate::namespace::{MAX_NAMESPACES, Namespace, NamespacePolicy, validate_name};
 use crate::ns_table::NsTable;
-use crate::ops::{self, Change, Effect, KeyOp, OpLimits, Reply, Ttl};
+use crate::ops::{self, Change, Effect, KeyOp, MultiOp, OpLimits, Reply, Ttl};
 use crate::stats::{self, CacheStats};
 use crate::tier::{Layer, SetOutcome, Tier, TierHealth};
 use crate::time::{Clock, SystemClock, duration_ms};
@@ -665,6 +665,76 @@ impl Cache {
             } => {
                 let entry = self.entry_for(namespace, &key, value, ttl, keep_tags, old.as_ref())?;
                 self.write_through(namespace, &state, key, entry).await?;
+            }
+        }
+        Ok(reply)
+    }
+
+    /// Executes an operation on several keys ([`crate::ops::MultiOp`]: `MSETNX`, `RENAME`)
+    /// as [`Cache::execute`] does one: at L2's authority when it has one (the caller has
+    /// checked that the keys share it), else over this cache's layers under the caller's
+    /// locks of every key.
+    pub async fn execute_multi(&self, namespace: &str, op: &MultiOp) -> Result<Reply, CacheError> {
+        let keys: Vec<Bytes> = op.keys().into_iter().map(Bytes::copy_from_slice).collect();
+        for k in &keys {
+            self.inner.limits.check_key(k)?;
+        }
+        let state = self.ns_state(namespace)?;
+        if let Some(l2) = &self.inner.l2 {
+            match l2.execute_multi(self, namespace, op).await {
+                Ok(Some(ex)) => {
+                    for (k, change) in &ex.changes {
+                        self.mirror(namespace, &state, k, change).await;
+                    }
+                    return Ok(ex.reply);
+                }
+                Ok(None) => {}
+                Err(source) => {
+                    self.inner.stats.layer(Layer::L2).errors.incr();
+                    return Err(CacheError::Tier {
+                        layer: Layer::L2,
+                        source,
+                    });
+                }
+            }
+        }
+        let mut current = Vec::with_capacity(keys.len());
+        for k in &keys {
+            current.push(self.get_entry(namespace, k).await?);
+        }
+        let refs: Vec<Option<&Entry>> = current.iter().map(Option::as_ref).collect();
+        let (effects, reply) = ops::apply_multi(op, &refs);
+        // Every entry is built (and checked) before anything is written: a policy refusal
+        // changes nothing.
+        let mut writes = Vec::new();
+        for fx in &effects {
+            if let Effect::Write {
+                value,
+                ttl,
+                keep_tags,
+            } = &fx.effect
+            {
+                if let Some(e) = &current[fx.key] {
+                    self.observe_version(e.version);
+                }
+                let source = current[fx.tags_from].as_ref();
+                let entry = self.entry_for(
+                    namespace,
+                    &keys[fx.key],
+                    value.clone(),
+                    *ttl,
+                    *keep_tags,
+                    source,
+                )?;
+                writes.push((keys[fx.key].clone(), entry));
+            }
+        }
+        for (k, entry) in writes {
+            self.write_through(namespace, &state, k, entry).await?;
+        }
+        for fx in &effects {
+            if fx.effect == Effect::Delete {
+                self.invalidate(namespace, &keys[fx.key]).await?;
             }
         }
         Ok(reply)

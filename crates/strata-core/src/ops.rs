@@ -177,6 +177,15 @@ pub enum Change {
     Removed(crate::Version),
 }
 
+/// What an authority did with a [`MultiOp`]: the reply, and each key's change.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ExecutedMulti {
+    /// The reply.
+    pub reply: Reply,
+    /// The keys changed, with their changes.
+    pub changes: Vec<(Bytes, Change)>,
+}
+
 /// Bounds an operation checks before it builds a value.
 #[derive(Debug, Clone, Copy)]
 pub struct OpLimits {
@@ -425,6 +434,109 @@ pub fn apply(op: &KeyOp, old: Option<&Entry>, now_ms: u64, limits: OpLimits) -> 
     }
 }
 
+/// An operation on several keys at once, atomic where the keys have one authority (in a
+/// cluster: one hash tag, so one primary).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub enum MultiOp {
+    /// `MSETNX`: writes every pair if none of the keys exists; answers `1`, else `0`.
+    MsetNx(Vec<(serde_bytes::ByteBuf, serde_bytes::ByteBuf)>),
+    /// `RENAME` / `RENAMENX`: moves `src`'s entry (value, expiry, tags) to `dst`.
+    Rename {
+        /// The key renamed.
+        #[serde(with = "serde_bytes")]
+        src: Vec<u8>,
+        /// Its new name.
+        #[serde(with = "serde_bytes")]
+        dst: Vec<u8>,
+        /// `RENAMENX`: only if `dst` does not exist.
+        nx: bool,
+    },
+}
+
+/// One key's part of a [`MultiOp`]'s outcome.
+#[derive(Debug, Clone, PartialEq)]
+pub struct MultiEffect {
+    /// The key (an index into [`MultiOp::keys`]).
+    pub key: usize,
+    /// What happens to it.
+    pub effect: Effect,
+    /// Whose entry supplies the tags and the version to order after, when the effect keeps
+    /// tags (an index into the keys): the key itself, or `RENAME`'s source.
+    pub tags_from: usize,
+}
+
+impl MultiOp {
+    /// The keys the operation names, in order (duplicates kept).
+    pub fn keys(&self) -> Vec<&[u8]> {
+        match self {
+            MultiOp::MsetNx(pairs) => pairs.iter().map(|(k, _)| k.as_slice()).collect(),
+            MultiOp::Rename { src, dst, .. } => vec![src.as_slice(), dst.as_slice()],
+        }
+    }
+}
+
+/// What `op` does to keys whose current fresh entries are `current` (in [`MultiOp::keys`]'
+/// order): the effects and the reply. Pure, like [`apply`].
+pub fn apply_multi(op: &MultiOp, current: &[Option<&Entry>]) -> (Vec<MultiEffect>, Reply) {
+    match op {
+        MultiOp::MsetNx(pairs) => {
+            if current.iter().any(Option::is_some) {
+                return (Vec::new(), Reply::Int(0));
+            }
+            // A key named twice takes its last value, as in Redis.
+            let mut effects: Vec<MultiEffect> = Vec::with_capacity(pairs.len());
+            for (i, (k, v)) in pairs.iter().enumerate() {
+                if pairs[i + 1..].iter().any(|(k2, _)| k2 == k) {
+                    continue;
+                }
+                effects.push(MultiEffect {
+                    key: i,
+                    effect: Effect::Write {
+                        value: Bytes::copy_from_slice(v),
+                        ttl: Ttl::Default,
+                        keep_tags: false,
+                    },
+                    tags_from: i,
+                });
+            }
+            (effects, Reply::Int(1))
+        }
+        MultiOp::Rename { src, dst, nx } => {
+            let Some(from) = current.first().copied().flatten() else {
+                return (Vec::new(), Reply::Error("ERR no such key".into()));
+            };
+            let done = if *nx { Reply::Int(1) } else { Reply::Ok };
+            if src == dst {
+                return (Vec::new(), if *nx { Reply::Int(0) } else { Reply::Ok });
+            }
+            if *nx && current.get(1).copied().flatten().is_some() {
+                return (Vec::new(), Reply::Int(0));
+            }
+            let ttl = match from.expires_at_ms {
+                Some(at) => Ttl::AtMs(at),
+                None => Ttl::Persist,
+            };
+            let effects = vec![
+                MultiEffect {
+                    key: 1,
+                    effect: Effect::Write {
+                        value: from.value.clone(),
+                        ttl,
+                        keep_tags: true,
+                    },
+                    tags_from: 0,
+                },
+                MultiEffect {
+                    key: 0,
+                    effect: Effect::Delete,
+                    tags_from: 0,
+                },
+            ];
+            (effects, done)
+        }
+    }
+}
+
 impl KeyOp {
     /// Whether the operation can change the key only by reading it first (everything but an
     /// unconditional `SET` without `GET` and a `DEL`).
@@ -536,6 +648,56 @@ mod tests {
             Reply::Int(0)
         );
         assert_eq!(apply(&ex(ExpiryIf::Always), None, 0, LIM).1, Reply::Int(0));
+    }
+
+    #[test]
+    fn msetnx_and_rename_decide_as_redis_does() {
+        let pairs = vec![
+            (b"a".to_vec().into(), b"1".to_vec().into()),
+            (b"b".to_vec().into(), b"2".to_vec().into()),
+            (b"a".to_vec().into(), b"3".to_vec().into()),
+        ];
+        let op = MultiOp::MsetNx(pairs);
+        let (fx, r) = apply_multi(&op, &[None, None, None]);
+        assert_eq!(r, Reply::Int(1));
+        assert_eq!(
+            fx.len(),
+            2,
+            "a key named twice is written once, with its last value"
+        );
+        let held = e("x", None);
+        assert_eq!(
+            apply_multi(&op, &[None, Some(&held), None]),
+            (Vec::new(), Reply::Int(0))
+        );
+        let ren = |nx| MultiOp::Rename {
+            src: b"s".to_vec(),
+            dst: b"d".to_vec(),
+            nx,
+        };
+        assert!(matches!(
+            apply_multi(&ren(false), &[None, None]).1,
+            Reply::Error(_)
+        ));
+        let src = e("v", Some(77));
+        let (fx, r) = apply_multi(&ren(false), &[Some(&src), Some(&held)]);
+        assert_eq!(r, Reply::Ok);
+        assert_eq!(fx[1].effect, Effect::Delete);
+        assert!(matches!(
+            &fx[0].effect,
+            Effect::Write {
+                ttl: Ttl::AtMs(77),
+                ..
+            }
+        ));
+        assert_eq!(
+            apply_multi(&ren(true), &[Some(&src), Some(&held)]).1,
+            Reply::Int(0)
+        );
+        assert_eq!(
+            apply_multi(&ren(true), &[Some(&src), None]).1,
+            Reply::Int(1)
+        );
     }
 
     #[test]

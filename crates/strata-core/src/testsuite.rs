@@ -83,6 +83,14 @@ impl Tier for Arc<dyn Tier> {
     ) -> Result<Option<crate::ops::Executed>, crate::TierError> {
         (**self).execute(cache, ns, key, op).await
     }
+    async fn execute_multi(
+        &self,
+        cache: &crate::Cache,
+        ns: &str,
+        op: &crate::ops::MultiOp,
+    ) -> Result<Option<crate::ops::ExecutedMulti>, crate::TierError> {
+        (**self).execute_multi(cache, ns, op).await
+    }
     async fn remove_version(
         &self,
         ns: &str,

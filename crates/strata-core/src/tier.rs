@@ -127,6 +127,19 @@ pub trait Tier: Send + Sync + std::fmt::Debug + 'static {
         Ok(None)
     }
 
+    /// [`Tier::execute`] for an operation on several keys ([`crate::ops::MultiOp`]), which
+    /// the caller has checked share one authority (in a cluster: one hash tag). `Ok(None)`
+    /// (the default): the cache executes it over its own layers under its caller's locks.
+    async fn execute_multi(
+        &self,
+        cache: &crate::Cache,
+        namespace: &str,
+        op: &crate::ops::MultiOp,
+    ) -> Result<Option<crate::ops::ExecutedMulti>, TierError> {
+        let _ = (cache, namespace, op);
+        Ok(None)
+    }
+
     /// Removes `key` only if its stored version is `version` (used to undo a promotion that
     /// raced with an invalidation); returns whether it removed it.
     async fn remove_version(

@@ -21,7 +21,7 @@ use strata_core::entry::Entry;
 use strata_core::glob::Glob;
 use strata_core::ops::parse_float;
 pub use strata_core::ops::parse_int;
-use strata_core::ops::{self, Exists, ExpiryIf, KeyOp, Ttl};
+use strata_core::ops::{self, Exists, ExpiryIf, KeyOp, MultiOp, Ttl};
 use strata_core::{CacheError, SetOptions};
 use strata_resp::{Protocol, Reply};
 
@@ -905,7 +905,7 @@ fn cache_err(e: &CacheError) -> String {
         CacheError::Tier {
             source: strata_core::TierError::Unavailable(why),
             ..
-        } if why.starts_with("TRYAGAIN") => why.clone(),
+        } if why.starts_with("TRYAGAIN") || why.starts_with("CROSSSLOT") => why.clone(),
         other => format!("ERR {other}"),
     }
 }
@@ -1407,6 +1407,11 @@ async fn exec(sh: &Shared, s: &mut Session<'_>, key: &Bytes, op: &KeyOp) -> Res<
             .await
             .map_err(|e| cache_err(&e))?
     };
+    write_reply(s, reply)
+}
+
+/// Writes an operation's reply ([`strata_core::ops::Reply`]).
+fn write_reply(s: &mut Session<'_>, reply: ops::Reply) -> Res<()> {
     match reply {
         ops::Reply::Ok => s.reply.ok(),
         ops::Reply::Nil => s.reply.null(),
@@ -1470,12 +1475,19 @@ async fn mset(sh: &Shared, s: &mut Session<'_>, a: &[Bytes], nx: bool) -> Res<()
         }
     }
     if nx {
-        for p in a[1..].chunks(2) {
-            if entry(sh, &s.ns, &p[0]).await?.is_some() {
-                s.reply.integer(0);
-                return Ok(());
-            }
-        }
+        // At the keys' authority (a cluster's primary of their hash tag), atomically.
+        let op = MultiOp::MsetNx(
+            a[1..]
+                .chunks(2)
+                .map(|p| (p[0].to_vec().into(), p[1].to_vec().into()))
+                .collect(),
+        );
+        let reply = sh
+            .cache
+            .execute_multi(&s.ns, &op)
+            .await
+            .map_err(|e| cache_err(&e))?;
+        return write_reply(s, reply);
     }
     // Checked up front (size, policy), then written: a bad entry fails the whole call.
     sh.cache
@@ -1486,11 +1498,7 @@ async fn mset(sh: &Shared, s: &mut Session<'_>, a: &[Bytes], nx: bool) -> Res<()
         )
         .await
         .map_err(|e| cache_err(&e))?;
-    if nx {
-        s.reply.integer(1);
-    } else {
-        s.reply.ok();
-    }
+    s.reply.ok();
     Ok(())
 }
 
@@ -1533,29 +1541,17 @@ async fn rename(sh: &Shared, s: &mut Session<'_>, a: &[Bytes], nx: bool) -> Res<
     } else {
         None
     };
-    let Some(e) = entry(sh, &s.ns, src).await? else {
-        return Err("ERR no such key".into());
+    let op = MultiOp::Rename {
+        src: src.to_vec(),
+        dst: dst.to_vec(),
+        nx,
     };
-    if src == dst {
-        if nx {
-            s.reply.integer(0);
-        } else {
-            s.reply.ok();
-        }
-        return Ok(());
-    }
-    if nx && entry(sh, &s.ns, dst).await?.is_some() {
-        s.reply.integer(0);
-        return Ok(());
-    }
-    store(sh, &s.ns, dst, e.value.clone(), Ttl::Keep, Some(&e)).await?;
-    remove(sh, &s.ns, src).await?;
-    if nx {
-        s.reply.integer(1);
-    } else {
-        s.reply.ok();
-    }
-    Ok(())
+    let reply = sh
+        .cache
+        .execute_multi(&s.ns, &op)
+        .await
+        .map_err(|e| cache_err(&e))?;
+    write_reply(s, reply)
 }
 
 async fn expire(sh: &Shared, s: &mut Session<'_>, a: &[Bytes], id: Cmd) -> Res<()> {

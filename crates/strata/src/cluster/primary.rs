@@ -9,12 +9,18 @@ use std::time::Duration;
 use bytes::Bytes;
 use strata_cluster::InvalidationOp;
 use strata_cluster::primary::{self as decide, PrimaryOp};
-use strata_cluster::rpc::{Request, Response, WireEntry};
-use strata_core::ops::{self, Change, Effect, Executed, KeyOp, Reply};
+use strata_cluster::rpc::{ByteBuf, Request, Response, WireEntry};
+use strata_core::ops::{self, Change, Effect, Executed, ExecutedMulti, KeyOp, MultiOp, Reply};
 use strata_core::{Entry, Tier, Version};
 
 use super::peer::CallError;
 use super::{Shared, from_wire, to_wire};
+
+/// What the primary did: one key's change, or a multi-key operation's changes.
+enum Outcome {
+    One(Executed),
+    Many(ExecutedMulti),
+}
 
 /// Stripes of the primary's per-key execution lock.
 pub(crate) const EXEC_STRIPES: usize = 1024;
@@ -30,11 +36,16 @@ pub(crate) enum Refusal {
 }
 
 impl Shared {
-    /// The execution lock of `key`'s stripe.
-    fn exec_lock(&self, namespace: &str, key: &[u8]) -> &tokio::sync::Mutex<()> {
+    /// The stripe of `key`'s execution lock.
+    fn exec_stripe(&self, namespace: &str, key: &[u8]) -> usize {
         let h = strata_cluster::ring::key_hash(namespace, key)
             ^ xxhash_rust::xxh3::xxh3_64(key).rotate_left(17);
-        &self.exec_locks[(h as usize) % EXEC_STRIPES]
+        (h as usize) % EXEC_STRIPES
+    }
+
+    /// The execution lock of `key`'s stripe.
+    fn exec_lock(&self, namespace: &str, key: &[u8]) -> &tokio::sync::Mutex<()> {
+        &self.exec_locks[self.exec_stripe(namespace, key)]
     }
 
     /// Executes `op` on `key` as its primary: under the key's lock, from the current copy,
@@ -46,6 +57,45 @@ impl Shared {
         key: &[u8],
         op: PrimaryOp,
     ) -> Result<Executed, Refusal> {
+        let (ring, cache) = self.admit(namespace, key)?;
+        let _g = self.exec_lock(namespace, key).lock().await;
+        self.counters.executed.fetch_add(1, Ordering::Relaxed);
+        let mut attempt = 0;
+        loop {
+            attempt += 1;
+            match self
+                .execute_locked(&ring, cache, namespace, key, &op)
+                .await?
+            {
+                Ok(done) => return Ok(done),
+                // An owner held a newer copy than this node executed against: adopt it and
+                // execute again (a primary back from a pause or a partition catches up here).
+                Err(newer) if attempt < STALE_RETRIES => self.adopt(namespace, key, newer),
+                Err(_) => {
+                    return Err(Refusal::Failed(
+                        "owners kept answering with newer copies".into(),
+                    ));
+                }
+            }
+        }
+    }
+
+    /// Adopts an owner's newer copy of `key` (its `Stale` answer).
+    fn adopt(&self, namespace: &str, key: &[u8], newer: Entry) {
+        self.counters.stale_base.fetch_add(1, Ordering::Relaxed);
+        self.observe(newer.version);
+        let _ = self
+            .owner
+            .set_sync(namespace, Bytes::copy_from_slice(key), newer);
+    }
+
+    /// Whether this node may execute writes of `key` as its primary now, with the ring it
+    /// decided on and its cache.
+    fn admit(
+        &self,
+        namespace: &str,
+        key: &[u8],
+    ) -> Result<(Arc<strata_cluster::Ring>, &strata_core::Cache), Refusal> {
         if self.leaving.load(Ordering::Acquire) {
             return Err(Refusal::NotPrimary(None));
         }
@@ -72,32 +122,110 @@ impl Shared {
                 "the node's cache is not attached yet".into(),
             ));
         };
-        let _g = self.exec_lock(namespace, key).lock().await;
+        Ok((ring, cache))
+    }
+
+    /// Executes a multi-key operation as the primary of its keys (one hash tag): under
+    /// every key's lock, from each key's current copy, every change replicated to the other
+    /// owners before any is applied here and acknowledged.
+    pub(crate) async fn execute_multi_as_primary(
+        self: &Arc<Self>,
+        namespace: &str,
+        op: &MultiOp,
+    ) -> Result<ExecutedMulti, Refusal> {
+        let keys: Vec<Vec<u8>> = op.keys().into_iter().map(<[u8]>::to_vec).collect();
+        let Some(first) = keys.first() else {
+            return Ok(ExecutedMulti {
+                reply: Reply::Int(0),
+                changes: Vec::new(),
+            });
+        };
+        let (ring, cache) = self.admit(namespace, first)?;
+        if keys
+            .iter()
+            .any(|k| decide::primary(&ring, namespace, k) != Some(self.name.as_str()))
+        {
+            return Err(Refusal::Failed(
+                "CROSSSLOT Keys in request don't hash to the same slot".into(),
+            ));
+        }
+        let mut stripes: Vec<usize> = keys
+            .iter()
+            .map(|k| self.exec_stripe(namespace, k))
+            .collect();
+        stripes.sort_unstable();
+        stripes.dedup();
+        let mut guards = Vec::with_capacity(stripes.len());
+        for i in stripes {
+            guards.push(self.exec_locks[i].lock().await);
+        }
         self.counters.executed.fetch_add(1, Ordering::Relaxed);
-        let mut attempt = 0;
-        loop {
-            attempt += 1;
-            match self
-                .execute_locked(&ring, cache, namespace, key, &op)
-                .await?
-            {
-                Ok(done) => return Ok(done),
-                // An owner held a newer copy than this node executed against: adopt it and
-                // execute again (a primary back from a pause or a partition catches up here).
-                Err(newer) if attempt < STALE_RETRIES => {
-                    self.counters.stale_base.fetch_add(1, Ordering::Relaxed);
-                    self.observe(newer.version);
-                    let _ = self
-                        .owner
-                        .set_sync(namespace, Bytes::copy_from_slice(key), newer);
+        'attempt: for _ in 0..STALE_RETRIES {
+            let now = self.now_ms();
+            let mut current = Vec::with_capacity(keys.len());
+            for k in &keys {
+                let c = self.current_copy(namespace, k).await?;
+                if let Some(e) = &c {
+                    self.observe(e.version);
                 }
-                Err(_) => {
-                    return Err(Refusal::Failed(
-                        "owners kept answering with newer copies".into(),
-                    ));
+                current.push(c);
+            }
+            let _ = now;
+            let refs: Vec<Option<&Entry>> = current.iter().map(Option::as_ref).collect();
+            let (effects, reply) = ops::apply_multi(op, &refs);
+            let mut changes: Vec<(usize, Change)> = Vec::with_capacity(effects.len());
+            for fx in effects {
+                let change = match fx.effect {
+                    Effect::None => continue,
+                    Effect::Delete => Change::Removed(self.stamp()),
+                    Effect::Write {
+                        value,
+                        ttl,
+                        keep_tags,
+                    } => {
+                        match cache.entry_for(
+                            namespace,
+                            &keys[fx.key],
+                            value,
+                            ttl,
+                            keep_tags,
+                            current[fx.tags_from].as_ref(),
+                        ) {
+                            Ok(e) => Change::Written(e),
+                            Err(e) => {
+                                return Ok(ExecutedMulti {
+                                    reply: Reply::Error(format!("ERR {e}")),
+                                    changes: Vec::new(),
+                                });
+                            }
+                        }
+                    }
+                };
+                changes.push((fx.key, change));
+            }
+            for (i, change) in &changes {
+                let base = current[*i].as_ref().map_or(0, |e| e.version.as_u64());
+                if let Some(newer) = self
+                    .replicate_out(&ring, namespace, &keys[*i], change, base)
+                    .await?
+                {
+                    self.adopt(namespace, &keys[*i], newer);
+                    continue 'attempt;
                 }
             }
+            let mut out = Vec::with_capacity(changes.len());
+            for (i, change) in changes {
+                self.commit_here(cache, namespace, &keys[i], &change).await;
+                out.push((Bytes::copy_from_slice(&keys[i]), change));
+            }
+            return Ok(ExecutedMulti {
+                reply,
+                changes: out,
+            });
         }
+        Err(Refusal::Failed(
+            "owners kept answering with newer copies".into(),
+        ))
     }
 
     /// One execution under the key's lock: `Ok(Err(entry))` when an owner answered that it
@@ -152,6 +280,11 @@ impl Shared {
                 }
                 (Reply::Ok, Change::Written(e))
             }
+            PrimaryOp::Multi(_) => {
+                return Err(Refusal::Failed(
+                    "a multi-key operation sent as a single-key one".into(),
+                ));
+            }
         };
         let version = match &change {
             Change::None => return Ok(Ok(Executed { reply, change })),
@@ -165,7 +298,20 @@ impl Shared {
         {
             return Ok(Err(newer));
         }
-        match &change {
+        self.commit_here(cache, namespace, key, &change).await;
+        Ok(Ok(Executed { reply, change }))
+    }
+
+    /// Applies a replicated change here (the primary's owner store), drops this node's own
+    /// older copies, and announces it.
+    async fn commit_here(
+        self: &Arc<Self>,
+        cache: &strata_core::Cache,
+        namespace: &str,
+        key: &[u8],
+        change: &Change,
+    ) {
+        let version = match change {
             Change::Written(e) => {
                 if let Err(err) =
                     self.owner
@@ -173,6 +319,7 @@ impl Shared {
                 {
                     tracing::warn!(node = %self.name, error = %err, "primary could not store its own write");
                 }
+                e.version
             }
             Change::Removed(v) => {
                 if let Some(e) = self.owner.get_entry(namespace, key)
@@ -180,14 +327,14 @@ impl Shared {
                 {
                     let _ = Tier::remove_version(&self.owner, namespace, key, e.version).await;
                 }
+                *v
             }
-            Change::None => {}
-        }
+            Change::None => return,
+        };
         // This node's own copies (L1, L3) of an older version go too: its own invalidations
         // never come back to it, and the caller may be another node.
         let _ = cache.drop_local(namespace, key, Some(version)).await;
         self.announce_key(namespace, key, version).await;
-        Ok(Ok(Executed { reply, change }))
     }
 
     /// The copy a primary executes against: its own, else the newest the other owners (and
@@ -397,6 +544,38 @@ impl Shared {
         key: &[u8],
         op: PrimaryOp,
     ) -> Result<Executed, String> {
+        match self.route(namespace, key, op).await? {
+            Outcome::One(ex) => Ok(ex),
+            Outcome::Many(_) => Err("a multi-key answer to a single-key operation".into()),
+        }
+    }
+
+    /// [`Shared::execute_at_primary`] for a multi-key operation (its keys share a hash tag:
+    /// the caller checked), routed by its first key.
+    pub(crate) async fn execute_multi_at_primary(
+        self: &Arc<Self>,
+        namespace: &str,
+        op: &MultiOp,
+    ) -> Result<ExecutedMulti, String> {
+        let Some(first) = op.keys().first().map(|k| k.to_vec()) else {
+            return Err("a multi-key operation without keys".into());
+        };
+        match self
+            .route(namespace, &first, PrimaryOp::Multi(op.clone()))
+            .await?
+        {
+            Outcome::Many(ex) => Ok(ex),
+            Outcome::One(_) => Err("a single-key answer to a multi-key operation".into()),
+        }
+    }
+
+    /// Runs `op` here when this node is the primary, else sends it to the primary.
+    async fn route(
+        self: &Arc<Self>,
+        namespace: &str,
+        key: &[u8],
+        op: PrimaryOp,
+    ) -> Result<Outcome, String> {
         let encoded = op.encode();
         let mut op = Some(op);
         let mut last = String::new();
@@ -417,12 +596,23 @@ impl Shared {
                     Some(o) => o,
                     None => PrimaryOp::decode(&encoded).ok_or("undecodable operation")?,
                 };
-                match self.execute_as_primary(namespace, key, this).await {
-                    Ok(ex) => return Ok(ex),
+                let done = match this {
+                    PrimaryOp::Multi(m) => self
+                        .execute_multi_as_primary(namespace, &m)
+                        .await
+                        .map(Outcome::Many),
+                    single => self
+                        .execute_as_primary(namespace, key, single)
+                        .await
+                        .map(Outcome::One),
+                };
+                match done {
+                    Ok(out) => return Ok(out),
                     Err(Refusal::NotPrimary(p)) => {
                         last = format!("the view moved (primary now {p:?})");
                         continue;
                     }
+                    Err(Refusal::Failed(why)) if why.starts_with("CROSSSLOT") => return Err(why),
                     Err(Refusal::Failed(why)) => {
                         return Err(format!("TRYAGAIN the write was not acknowledged: {why}"));
                     }
@@ -447,7 +637,22 @@ impl Shared {
                         (None, Some(v)) => Change::Removed(Version::from_u64(v)),
                         (None, None) => Change::None,
                     };
-                    return Ok(Executed { reply, change });
+                    return Ok(Outcome::One(Executed { reply, change }));
+                }
+                Ok(Response::ExecutedMulti { reply, changes }) => {
+                    let reply: Reply = postcard::from_bytes(&reply)
+                        .map_err(|e| format!("undecodable reply from {name}: {e}"))?;
+                    let changes = changes
+                        .into_iter()
+                        .map(|(k, entry, removed)| {
+                            let change = match entry {
+                                Some(w) => Change::Written(from_wire(w)),
+                                None => Change::Removed(Version::from_u64(removed)),
+                            };
+                            (Bytes::from(k.into_vec()), change)
+                        })
+                        .collect();
+                    return Ok(Outcome::Many(ExecutedMulti { reply, changes }));
                 }
                 Ok(Response::NotPrimary { primary }) => {
                     last = format!("{name} is not the primary (it names {primary:?})");
@@ -462,7 +667,7 @@ impl Shared {
                         .strip_prefix(&format!("{name}: "))
                         .unwrap_or(&e)
                         .to_owned();
-                    return Err(if e.starts_with("TRYAGAIN") {
+                    return Err(if e.starts_with("TRYAGAIN") || e.starts_with("CROSSSLOT") {
                         e
                     } else {
                         format!(
@@ -489,8 +694,18 @@ impl Shared {
         let Some(op) = PrimaryOp::decode(op) else {
             return Response::Error("undecodable operation".into());
         };
-        match self.execute_as_primary(namespace, key, op).await {
-            Ok(Executed { reply, change }) => {
+        let done = match op {
+            PrimaryOp::Multi(m) => self
+                .execute_multi_as_primary(namespace, &m)
+                .await
+                .map(Outcome::Many),
+            single => self
+                .execute_as_primary(namespace, key, single)
+                .await
+                .map(Outcome::One),
+        };
+        match done {
+            Ok(Outcome::One(Executed { reply, change })) => {
                 let (entry, removed) = match change {
                     Change::Written(e) => (Some(to_wire(&e)), None),
                     Change::Removed(v) => (None, Some(v.as_u64())),
@@ -502,7 +717,19 @@ impl Shared {
                     removed,
                 }
             }
+            Ok(Outcome::Many(ExecutedMulti { reply, changes })) => Response::ExecutedMulti {
+                reply: postcard::to_allocvec(&reply).unwrap_or_default(),
+                changes: changes
+                    .into_iter()
+                    .map(|(k, change)| match change {
+                        Change::Written(e) => (ByteBuf::from(k.to_vec()), Some(to_wire(&e)), 0),
+                        Change::Removed(v) => (ByteBuf::from(k.to_vec()), None, v.as_u64()),
+                        Change::None => (ByteBuf::from(k.to_vec()), None, 0),
+                    })
+                    .collect(),
+            },
             Err(Refusal::NotPrimary(primary)) => Response::NotPrimary { primary },
+            Err(Refusal::Failed(why)) if why.starts_with("CROSSSLOT") => Response::Error(why),
             Err(Refusal::Failed(why)) => {
                 Response::Error(format!("TRYAGAIN the write was not acknowledged: {why}"))
             }

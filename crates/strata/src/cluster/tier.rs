@@ -24,7 +24,7 @@ use strata_core::{Entry, Layer, SetOutcome, Tier, TierError, TierHealth, Version
 
 use strata_cluster::placement::{self, Repair};
 use strata_cluster::primary::PrimaryOp;
-use strata_core::ops::{Executed, KeyOp, Reply};
+use strata_core::ops::{Executed, ExecutedMulti, KeyOp, MultiOp, Reply};
 
 use super::{Shared, from_wire, primary, tag_refs, to_wire};
 
@@ -259,6 +259,19 @@ impl Tier for ClusterTier {
             Ok(ex) => Ok(ex.reply == Reply::Int(1)),
             Err(why) => Err(TierError::Unavailable(why)),
         }
+    }
+
+    async fn execute_multi(
+        &self,
+        _cache: &strata_core::Cache,
+        namespace: &str,
+        op: &MultiOp,
+    ) -> Result<Option<ExecutedMulti>, TierError> {
+        self.shared
+            .execute_multi_at_primary(namespace, op)
+            .await
+            .map(Some)
+            .map_err(TierError::Unavailable)
     }
 
     async fn execute(
