@@ -54,11 +54,19 @@ fuzz_target!(|data: &[u8]| {
             strata_cluster::primary::PrimaryOp::decode(&op.encode()).map(|o| o.encode()),
             Some(op.encode())
         );
-        if let strata_cluster::primary::PrimaryOp::Key(k) = &op {
-            let limits = strata_core::ops::OpLimits { max_value: 1 << 20 };
-            let held = strata_core::Entry::new(bytes::Bytes::from_static(b"41"), strata_core::Version::from_u64(7));
-            let _ = strata_core::ops::apply(k, None, 5, limits);
-            let _ = strata_core::ops::apply(k, Some(&held), 5, limits);
+        let held = strata_core::Entry::new(bytes::Bytes::from_static(b"41"), strata_core::Version::from_u64(7));
+        match &op {
+            strata_cluster::primary::PrimaryOp::Key(k) => {
+                let limits = strata_core::ops::OpLimits { max_value: 1 << 20 };
+                let _ = strata_core::ops::apply(k, None, 5, limits);
+                let _ = strata_core::ops::apply(k, Some(&held), 5, limits);
+            }
+            strata_cluster::primary::PrimaryOp::Multi(m) => {
+                let n = m.keys().len();
+                let _ = strata_core::ops::apply_multi(m, &vec![None; n]);
+                let _ = strata_core::ops::apply_multi(m, &vec![Some(&held); n]);
+            }
+            strata_cluster::primary::PrimaryOp::Put(_) => {}
         }
     }
 });

@@ -483,10 +483,12 @@ pub fn apply_multi(op: &MultiOp, current: &[Option<&Entry>]) -> (Vec<MultiEffect
             if current.iter().any(Option::is_some) {
                 return (Vec::new(), Reply::Int(0));
             }
-            // A key named twice takes its last value, as in Redis.
+            // A key named twice takes its last value, as in Redis (found from the end, in
+            // linear time: a client may name hundreds of thousands of keys).
+            let mut seen = std::collections::HashSet::with_capacity(pairs.len());
             let mut effects: Vec<MultiEffect> = Vec::with_capacity(pairs.len());
-            for (i, (k, v)) in pairs.iter().enumerate() {
-                if pairs[i + 1..].iter().any(|(k2, _)| k2 == k) {
+            for (i, (k, v)) in pairs.iter().enumerate().rev() {
+                if !seen.insert(k.as_slice()) {
                     continue;
                 }
                 effects.push(MultiEffect {
@@ -499,6 +501,7 @@ pub fn apply_multi(op: &MultiOp, current: &[Option<&Entry>]) -> (Vec<MultiEffect
                     tags_from: i,
                 });
             }
+            effects.reverse();
             (effects, Reply::Int(1))
         }
         MultiOp::Rename { src, dst, nx } => {

@@ -22,6 +22,9 @@ enum Outcome {
     Many(ExecutedMulti),
 }
 
+/// Most keys one atomic multi-key command (`MSETNX`) may name in a cluster.
+pub(crate) const MAX_MULTI_KEYS: usize = 1024;
+
 /// Stripes of the primary's per-key execution lock.
 pub(crate) const EXEC_STRIPES: usize = 1024;
 
@@ -134,6 +137,16 @@ impl Shared {
         op: &MultiOp,
     ) -> Result<ExecutedMulti, Refusal> {
         let keys: Vec<Vec<u8>> = op.keys().into_iter().map(<[u8]>::to_vec).collect();
+        if keys.len() > MAX_MULTI_KEYS {
+            // Every key's lock is held while each is read (an RPC when this node misses it)
+            // and replicated: a huge one would stall every write of this primary.
+            return Ok(ExecutedMulti {
+                reply: Reply::Error(format!(
+                    "ERR a cluster takes at most {MAX_MULTI_KEYS} keys in one atomic multi-key command"
+                )),
+                changes: Vec::new(),
+            });
+        }
         let Some(first) = keys.first() else {
             return Ok(ExecutedMulti {
                 reply: Reply::Int(0),
