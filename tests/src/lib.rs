@@ -31,12 +31,32 @@ pub fn strata_bin() -> PathBuf {
 }
 
 /// A free loopback port (bound, then released: a tiny race, acceptable in tests).
+///
+/// Chosen below the kernel's ephemeral range (32768–60999 here), where a port the kernel
+/// hands out for an outgoing connection could take it between this check and the server's
+/// bind, and never twice in one test process; free for TCP and UDP on loopback.
 pub fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
+    use std::sync::atomic::{AtomicU32, Ordering};
+    static NEXT: AtomicU32 = AtomicU32::new(0);
+    // Each test process starts at its own offset, so parallel runs rarely meet.
+    let offset = (std::process::id() % 600) * 20;
+    loop {
+        let n = NEXT.fetch_add(1, Ordering::Relaxed);
+        let port = (20_000 + (offset + n) % 12_000) as u16;
+        if n > 24_000 {
+            // Everything was tried: fall back to the kernel's choice.
+            return TcpListener::bind("127.0.0.1:0")
+                .unwrap()
+                .local_addr()
+                .unwrap()
+                .port();
+        }
+        if TcpListener::bind(("127.0.0.1", port)).is_ok()
+            && std::net::UdpSocket::bind(("127.0.0.1", port)).is_ok()
+        {
+            return port;
+        }
+    }
 }
 
 /// A `strata serve` child process.

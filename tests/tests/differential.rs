@@ -90,8 +90,8 @@ fn command(r: &mut Rng) -> Vec<String> {
         17 => vec![s("EXISTS"), k, r.pick(&KEYS).to_owned()],
         18 => {
             let mut c = vec![s("EXPIRE"), k, (r.below(900) + 100).to_string()];
-            if let Some(o) = ["NX", "XX", "GT", "LT"].get(r.below(6) as usize) {
-                c.push(s(o));
+            if let Some(o) = ["NX", "XX", "GT", "LT", "XX GT", "XX LT"].get(r.below(8) as usize) {
+                c.extend(o.split(' ').map(s));
             }
             c
         }

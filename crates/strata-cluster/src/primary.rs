@@ -35,9 +35,9 @@ use crate::rpc::WireEntry;
 pub enum PrimaryOp {
     /// A conditional or read-modify-write operation (and `DEL`).
     Key(KeyOp),
-    /// A plain `SET`: the entry the caller built (its policy-checked expiry, tags and
-    /// version). The primary keeps it as is unless it holds a version at least as new, in
-    /// which case it stamps a newer one: the later write wins, as on one Redis.
+    /// A plain `SET`: the entry the caller built (its policy-checked expiry and tags). The
+    /// primary stamps its version, after every version it has seen: the later write wins,
+    /// as on one Redis.
     Put(WireEntry),
     /// An operation on several keys sharing a hash tag, so one primary (`MSETNX`,
     /// `RENAME`): executed atomically there under every key's lock.
@@ -163,11 +163,6 @@ impl StallGuard {
     }
 }
 
-/// Whether a plain `SET` of `incoming` must be stamped anew to order after `current`.
-pub fn put_needs_restamp(current: Option<&Entry>, incoming: u64) -> bool {
-    current.is_some_and(|e| e.version.as_u64() >= incoming)
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -211,9 +206,6 @@ mod tests {
             Some(7)
         );
         assert!(starting_point(None, [None, None]).is_none());
-        assert!(put_needs_restamp(Some(&e(5)), 5));
-        assert!(!put_needs_restamp(Some(&e(4)), 5));
-        assert!(!put_needs_restamp(None, 5));
         assert!(replica_is_ahead(Some(&e(6)), 5));
         assert!(!replica_is_ahead(Some(&e(5)), 5));
         assert!(replica_is_ahead(Some(&e(1)), 0));

@@ -55,19 +55,18 @@ pub enum Exists {
     Present,
 }
 
-/// The condition of an `EXPIRE`.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-pub enum ExpiryIf {
-    /// Unconditional.
-    Always,
-    /// Only when the key has no expiry (`NX`).
-    NoExpiry,
-    /// Only when the key has an expiry (`XX`).
-    HasExpiry,
-    /// Only when the new expiry is later (`GT`; no expiry counts as infinite).
-    Later,
-    /// Only when the new expiry is earlier (`LT`; no expiry counts as infinite).
-    Earlier,
+/// The conditions of an `EXPIRE` (`NX`, `XX`, `GT`, `LT`; `XX` combines with `GT` or `LT`,
+/// as in Redis). No expiry counts as an infinite TTL: never later than it, always earlier.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ExpiryIf {
+    /// Only when the key has no expiry.
+    pub nx: bool,
+    /// Only when the key has an expiry.
+    pub xx: bool,
+    /// Only when the new expiry is later.
+    pub gt: bool,
+    /// Only when the new expiry is earlier.
+    pub lt: bool,
 }
 
 /// One operation on one key.
@@ -232,12 +231,20 @@ pub fn parse_float(b: &[u8]) -> Option<f64> {
 
 /// How Redis prints the result of INCRBYFLOAT: plain decimal, no exponent, no trailing zeros.
 pub fn format_float(v: f64) -> String {
-    let s = format!("{v}");
-    if s.contains('e') {
-        format!("{v:.17}")
-            .trim_end_matches('0')
-            .trim_end_matches('.')
-            .to_owned()
+    // 15 significant digits (all an f64 holds for sure), then no trailing zeros: 0.1 + 0.2
+    // prints 0.3 as Redis's long double arithmetic does, not 0.30000000000000004.
+    if v == 0.0 || !v.is_finite() {
+        return if v.is_finite() {
+            "0".into()
+        } else {
+            v.to_string()
+        };
+    }
+    let magnitude = v.abs().log10().floor() as i32;
+    let decimals = (14 - magnitude).max(0) as usize;
+    let s = format!("{v:.decimals$}");
+    if s.contains('.') {
+        s.trim_end_matches('0').trim_end_matches('.').to_owned()
     } else {
         s
     }
@@ -398,15 +405,9 @@ pub fn apply(op: &KeyOp, old: Option<&Entry>, now_ms: u64, limits: OpLimits) -> 
                 return (Effect::None, Reply::Int(0));
             };
             let current = e.expires_at_ms.map(|v| v as i64);
-            let allowed = match (when, current) {
-                (ExpiryIf::Always, _) => true,
-                (ExpiryIf::NoExpiry, cur) => cur.is_none(),
-                (ExpiryIf::HasExpiry, cur) => cur.is_some(),
-                // No expiry is an infinite TTL: never later than it, always earlier.
-                (ExpiryIf::Later, None) => false,
-                (ExpiryIf::Later, Some(cur)) => *at_ms > cur,
-                (ExpiryIf::Earlier, None) => true,
-                (ExpiryIf::Earlier, Some(cur)) => *at_ms < cur,
+            let allowed = match current {
+                None => !when.xx && !when.gt,
+                Some(cur) => !when.nx && (!when.gt || *at_ms > cur) && (!when.lt || *at_ms < cur),
             };
             if !allowed {
                 return (Effect::None, Reply::Int(0));
@@ -631,26 +632,30 @@ mod tests {
 
     #[test]
     fn expire_conditions_treat_no_expiry_as_infinite() {
-        let ex = |when| KeyOp::Expire { at_ms: 500, when };
+        let ex = |nx, xx, gt, lt| KeyOp::Expire {
+            at_ms: 500,
+            when: ExpiryIf { nx, xx, gt, lt },
+        };
         let none = e("v", None);
         let soon = e("v", Some(100));
+        let late = e("v", Some(900));
+        let run = |op: KeyOp, on: &Entry| apply(&op, Some(on), 0, LIM).1;
+        assert_eq!(run(ex(false, false, true, false), &none), Reply::Int(0));
+        assert_eq!(run(ex(false, false, false, true), &none), Reply::Int(1));
+        assert_eq!(run(ex(false, false, true, false), &soon), Reply::Int(1));
+        assert_eq!(run(ex(true, false, false, false), &soon), Reply::Int(0));
         assert_eq!(
-            apply(&ex(ExpiryIf::Later), Some(&none), 0, LIM).1,
+            apply(&ex(false, false, false, false), None, 0, LIM).1,
             Reply::Int(0)
         );
-        assert_eq!(
-            apply(&ex(ExpiryIf::Earlier), Some(&none), 0, LIM).1,
-            Reply::Int(1)
-        );
-        assert_eq!(
-            apply(&ex(ExpiryIf::Later), Some(&soon), 0, LIM).1,
-            Reply::Int(1)
-        );
-        assert_eq!(
-            apply(&ex(ExpiryIf::NoExpiry), Some(&soon), 0, LIM).1,
-            Reply::Int(0)
-        );
-        assert_eq!(apply(&ex(ExpiryIf::Always), None, 0, LIM).1, Reply::Int(0));
+        // XX combines with GT and LT, as in Redis.
+        assert_eq!(run(ex(false, true, true, false), &late), Reply::Int(0));
+        assert_eq!(run(ex(false, true, true, false), &soon), Reply::Int(1));
+        assert_eq!(run(ex(false, true, false, true), &none), Reply::Int(0));
+        assert_eq!(format_float(0.1 + 0.2), "0.3");
+        assert_eq!(format_float(10.5 + 0.1), "10.6");
+        assert_eq!(format_float(5e3), "5000");
+        assert_eq!(format_float(-2.5), "-2.5");
     }
 
     #[test]

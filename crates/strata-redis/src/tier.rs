@@ -55,7 +55,10 @@ return 1
 /// A conditional or read-modify-write operation's write, made only if the key still holds
 /// the version the operation was computed from (`ARGV[1]`: its 16 hex digits, or empty for
 /// no entry): compare-and-set, with the invalidation announced in the same step. 0 when
-/// another writer got there first (the node reads again and recomputes).
+/// another writer got there first (the node reads again and recomputes). Not idempotent: a
+/// script the client library resends after a broken connection may apply twice (versions
+/// cannot tell a resend from another node's write: nodes sharing a Redis may stamp the
+/// same version), as any Redis command resent that way.
 const EXECUTE_SCRIPT: &str = r"
 local cur = redis.call('GETRANGE', KEYS[1], 1, 16)
 if cur ~= ARGV[1] then

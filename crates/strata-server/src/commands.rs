@@ -905,7 +905,12 @@ fn cache_err(e: &CacheError) -> String {
         CacheError::Tier {
             source: strata_core::TierError::Unavailable(why),
             ..
-        } if why.starts_with("TRYAGAIN") || why.starts_with("CROSSSLOT") => why.clone(),
+        } if why.starts_with("TRYAGAIN")
+            || why.starts_with("CROSSSLOT")
+            || why.starts_with("ERR ") =>
+        {
+            why.clone()
+        }
         other => format!("ERR {other}"),
     }
 }
@@ -1228,6 +1233,9 @@ async fn run(sh: &Shared, s: &mut Session<'_>, id: Cmd, a: &[Bytes]) -> Res<()> 
     Ok(())
 }
 
+/// Most keys of one atomic multi-key command in a cluster (checked again by the primary).
+const MAX_ATOMIC_KEYS: usize = 1024;
+
 /// In a cluster, a command that must change several keys atomically needs them on one
 /// primary: every key with the same hash tag (`{…}`), as Redis Cluster requires one slot.
 fn one_slot<'k>(sh: &Shared, mut keys: impl Iterator<Item = &'k Bytes>) -> Res<()> {
@@ -1463,6 +1471,11 @@ async fn mset(sh: &Shared, s: &mut Session<'_>, a: &[Bytes], nx: bool) -> Res<()
             "ERR wrong number of arguments for '{name}' command"
         ));
     }
+    if nx && sh.config.cluster.enabled && a.len() / 2 > MAX_ATOMIC_KEYS {
+        return Err(format!(
+            "ERR a cluster takes at most {MAX_ATOMIC_KEYS} keys in one atomic multi-key command"
+        ));
+    }
     let mut stripes: Vec<usize> = a[1..].chunks(2).map(|p| sh.stripe(&s.ns, &p[0])).collect();
     stripes.sort_unstable();
     stripes.dedup();
@@ -1596,17 +1609,7 @@ async fn expire(sh: &Shared, s: &mut Session<'_>, a: &[Bytes], id: Cmd) -> Res<(
         Cmd::Expireat => n.checked_mul(1000).ok_or_else(invalid)?,
         _ => n,
     };
-    let when = if nx {
-        ExpiryIf::NoExpiry
-    } else if xx {
-        ExpiryIf::HasExpiry
-    } else if gt {
-        ExpiryIf::Later
-    } else if lt {
-        ExpiryIf::Earlier
-    } else {
-        ExpiryIf::Always
-    };
+    let when = ExpiryIf { nx, xx, gt, lt };
     exec(sh, s, &a[1], &KeyOp::Expire { at_ms: at, when }).await
 }
 

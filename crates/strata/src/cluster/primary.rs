@@ -33,9 +33,15 @@ pub(crate) const EXEC_STRIPES: usize = 1024;
 pub(crate) enum Refusal {
     /// Not the key's primary in this node's view: nothing was done.
     NotPrimary(Option<String>),
-    /// The write may or may not have reached some owners: an owner fenced it off or did not
-    /// answer. It was not applied here and not acknowledged.
-    Failed(String),
+    /// Nothing was applied anywhere (no majority, a stall, an owner that cannot be reached
+    /// or fenced the change off before any owner took it): safe to retry, and retried while
+    /// the view moves (`cluster.failover_wait_ms`). Clients get `TRYAGAIN`.
+    Unavailable(String),
+    /// The change may have been applied by some owner (one did not answer in time, or some
+    /// took it and others refused): not acknowledged, and never retried, since a retry
+    /// could apply it twice. Clients get an `ERR … may or may not have happened`, which
+    /// Redis Cluster clients do not retry on their own.
+    Indeterminate(String),
 }
 
 impl Shared {
@@ -60,8 +66,10 @@ impl Shared {
         key: &[u8],
         op: PrimaryOp,
     ) -> Result<Executed, Refusal> {
-        let (ring, cache) = self.admit(namespace, key)?;
+        self.admit(namespace, key)?;
         let _g = self.exec_lock(namespace, key).lock().await;
+        // Decided again under the lock: the view may have moved while this waited.
+        let (ring, cache) = self.admit(namespace, key)?;
         self.counters.executed.fetch_add(1, Ordering::Relaxed);
         let mut attempt = 0;
         loop {
@@ -75,12 +83,30 @@ impl Shared {
                 // execute again (a primary back from a pause or a partition catches up here).
                 Err(newer) if attempt < STALE_RETRIES => self.adopt(namespace, key, newer),
                 Err(_) => {
-                    return Err(Refusal::Failed(
+                    return Err(Refusal::Unavailable(
                         "owners kept answering with newer copies".into(),
                     ));
                 }
             }
         }
+    }
+
+    /// Whether `entry` fits the owner store (a value too large for it would be acknowledged
+    /// and stored nowhere: refused before anything is replicated).
+    fn fits(&self, namespace: &str, key: &[u8], entry: &Entry) -> bool {
+        entry.value.len()
+            <= self
+                .owner
+                .largest_value(namespace, key.len(), entry.tags.byte_len())
+    }
+
+    fn too_large(&self, namespace: &str, key: &[u8], entry: &Entry) -> String {
+        format!(
+            "ERR value is {} bytes, above the {} bytes a cluster owner store holds per entry (cluster.owner_capacity_bytes)",
+            entry.value.len(),
+            self.owner
+                .largest_value(namespace, key.len(), entry.tags.byte_len())
+        )
     }
 
     /// Adopts an owner's newer copy of `key` (its `Stale` answer).
@@ -109,19 +135,19 @@ impl Shared {
             ));
         }
         if !self.stall.lock().may_execute(self.monotonic_ms()) {
-            return Err(Refusal::Failed(
+            return Err(Refusal::Unavailable(
                 "this node stalled (a pause): it executes no write until the cluster's view has reached it".into(),
             ));
         }
         let members = self.others().len() + 1;
         if !decide::has_quorum(members, self.cfg.expected_size as usize) {
-            return Err(Refusal::Failed(format!(
+            return Err(Refusal::Unavailable(format!(
                 "this node sees {members} of the cluster's {} members (cluster.expected_size): writes need a majority",
                 self.cfg.expected_size
             )));
         }
         let Some(cache) = self.cache.get() else {
-            return Err(Refusal::Failed(
+            return Err(Refusal::Unavailable(
                 "the node's cache is not attached yet".into(),
             ));
         };
@@ -153,12 +179,12 @@ impl Shared {
                 changes: Vec::new(),
             });
         };
-        let (ring, cache) = self.admit(namespace, first)?;
+        let (ring, _) = self.admit(namespace, first)?;
         if keys
             .iter()
             .any(|k| decide::primary(&ring, namespace, k) != Some(self.name.as_str()))
         {
-            return Err(Refusal::Failed(
+            return Err(Refusal::Unavailable(
                 "CROSSSLOT Keys in request don't hash to the same slot".into(),
             ));
         }
@@ -172,6 +198,8 @@ impl Shared {
         for i in stripes {
             guards.push(self.exec_locks[i].lock().await);
         }
+        // Decided again under the locks: the view may have moved while this waited.
+        let (ring, cache) = self.admit(namespace, first)?;
         self.counters.executed.fetch_add(1, Ordering::Relaxed);
         'attempt: for _ in 0..STALE_RETRIES {
             let now = self.now_ms();
@@ -204,6 +232,16 @@ impl Shared {
                             keep_tags,
                             current[fx.tags_from].as_ref(),
                         ) {
+                            Ok(e) if !self.fits(namespace, &keys[fx.key], &e) => {
+                                return Ok(ExecutedMulti {
+                                    reply: Reply::Error(self.too_large(
+                                        namespace,
+                                        &keys[fx.key],
+                                        &e,
+                                    )),
+                                    changes: Vec::new(),
+                                });
+                            }
                             Ok(e) => Change::Written(e),
                             Err(e) => {
                                 return Ok(ExecutedMulti {
@@ -216,14 +254,37 @@ impl Shared {
                 };
                 changes.push((fx.key, change));
             }
-            for (i, change) in &changes {
+            for (n, (i, change)) in changes.iter().enumerate() {
                 let base = current[*i].as_ref().map_or(0, |e| e.version.as_u64());
-                if let Some(newer) = self
+                // Once one key's change is on the replicas, a refusal of the next leaves the
+                // operation half applied there: the outcome is unknown, never retried.
+                let done = self
                     .replicate_out(&ring, namespace, &keys[*i], change, base)
-                    .await?
-                {
-                    self.adopt(namespace, &keys[*i], newer);
-                    continue 'attempt;
+                    .await;
+                match done {
+                    Ok(None) => {}
+                    Ok(Some(newer)) if n == 0 => {
+                        self.adopt(namespace, &keys[*i], newer);
+                        continue 'attempt;
+                    }
+                    Err(e @ Refusal::NotPrimary(_) | e @ Refusal::Unavailable(_)) if n == 0 => {
+                        return Err(e);
+                    }
+                    Ok(Some(_)) => {
+                        return Err(Refusal::Indeterminate(
+                            "an owner held a newer copy of a later key: the operation is half applied on the replicas".into(),
+                        ));
+                    }
+                    Err(Refusal::NotPrimary(why)) => {
+                        return Err(Refusal::Indeterminate(format!(
+                            "half applied on the replicas (primary {why:?})"
+                        )));
+                    }
+                    Err(Refusal::Unavailable(why) | Refusal::Indeterminate(why)) => {
+                        return Err(Refusal::Indeterminate(format!(
+                            "half applied on the replicas: {why}"
+                        )));
+                    }
                 }
             }
             let mut out = Vec::with_capacity(changes.len());
@@ -236,7 +297,7 @@ impl Shared {
                 changes: out,
             });
         }
-        Err(Refusal::Failed(
+        Err(Refusal::Unavailable(
             "owners kept answering with newer copies".into(),
         ))
     }
@@ -275,6 +336,12 @@ impl Shared {
                         keep_tags,
                         current.as_ref(),
                     ) {
+                        Ok(e) if !self.fits(namespace, key, &e) => {
+                            return Ok(Ok(Executed {
+                                reply: Reply::Error(self.too_large(namespace, key, &e)),
+                                change: Change::None,
+                            }));
+                        }
                         Ok(e) => Change::Written(e),
                         Err(e) => {
                             return Ok(Ok(Executed {
@@ -287,14 +354,32 @@ impl Shared {
                 (reply, change)
             }
             PrimaryOp::Put(w) => {
+                // The writer's version stands unless this primary holds a version at least as
+                // new, or has seen an invalidation of the key at least as new (a DEL it
+                // executed that the writer had not heard of yet): then it is stamped here,
+                // after both, and the later write wins, as on one Redis.
                 let mut e = from_wire(w.clone());
-                if decide::put_needs_restamp(current.as_ref(), e.version.as_u64()) {
+                let superseded = current.as_ref().is_some_and(|c| c.version >= e.version)
+                    || !self.coherence.lock().admits_tagged(
+                        namespace,
+                        key,
+                        e.version.as_u64(),
+                        &super::tag_refs(&e),
+                    );
+                self.observe(e.version);
+                if superseded {
                     e.version = self.stamp();
+                }
+                if !self.fits(namespace, key, &e) {
+                    return Ok(Ok(Executed {
+                        reply: Reply::Error(self.too_large(namespace, key, &e)),
+                        change: Change::None,
+                    }));
                 }
                 (Reply::Ok, Change::Written(e))
             }
             PrimaryOp::Multi(_) => {
-                return Err(Refusal::Failed(
+                return Err(Refusal::Unavailable(
                     "a multi-key operation sent as a single-key one".into(),
                 ));
             }
@@ -384,12 +469,14 @@ impl Shared {
                         }),
                 ),
                 Ok(other) => {
-                    return Err(Refusal::Failed(format!(
+                    return Err(Refusal::Unavailable(format!(
                         "owner {name} answered {other:?} to a read"
                     )));
                 }
                 Err(e) => {
-                    return Err(Refusal::Failed(format!("owner {name} did not answer: {e}")));
+                    return Err(Refusal::Unavailable(format!(
+                        "owner {name} did not answer: {e}"
+                    )));
                 }
             }
         }
@@ -426,44 +513,52 @@ impl Shared {
             };
             async move { (name, self.pool.call_typed(name, *addr, req, None).await) }
         });
-        let mut failures = Vec::new();
+        // Each owner's answer: applied, certainly not applied, or unknown.
+        let mut refused = Vec::new();
+        let mut unknown = Vec::new();
+        let mut applied = 0usize;
         let mut newer: Option<Entry> = None;
         if addrs.len() < targets.len() {
-            failures.push("an owner is not a live member".to_owned());
+            refused.push("an owner is not a live member".to_owned());
         }
         for (name, r) in futures_util::future::join_all(calls).await {
             match r {
-                Ok(Response::Replicated) => {}
+                Ok(Response::Replicated) => applied += 1,
                 Ok(Response::Stale { entry }) => {
                     let e = from_wire(entry);
                     if newer.as_ref().is_none_or(|n| n.version < e.version) {
                         newer = Some(e);
                     }
                 }
-                // The owner's process is gone (its port refuses connections): it will leave
-                // the ring, and it cannot hold a copy that disagrees. A paused or cut-off
-                // owner is not this: it times out, and the write is refused.
-                Err(CallError::Refused(_)) => {
-                    self.counters.replica_down.fetch_add(1, Ordering::Relaxed);
-                }
                 Ok(Response::Fenced { primary }) => {
                     self.counters.fenced.fetch_add(1, Ordering::Relaxed);
-                    failures.push(format!(
+                    refused.push(format!(
                         "owner {name} has {} as the key's primary",
                         primary.as_deref().unwrap_or("no node")
                     ));
                 }
-                Ok(other) => failures.push(format!("owner {name} answered {other:?}")),
-                Err(CallError::NotSent(e) | CallError::Unknown(e)) => {
-                    failures.push(format!("owner {name} did not answer: {e}"));
+                // Never reached (its port refuses connections — the process is gone — or
+                // no connection): nothing applied there. The owner is not skipped: the
+                // write waits for the ring to drop it (a REJECT rule looks the same).
+                Err(CallError::Refused(e) | CallError::NotSent(e)) => {
+                    self.counters.replica_down.fetch_add(1, Ordering::Relaxed);
+                    refused.push(format!("owner {name} cannot be reached: {e}"));
+                }
+                Ok(other) => unknown.push(format!("owner {name} answered {other:?}")),
+                Err(CallError::Unknown(e)) => {
+                    unknown.push(format!("owner {name} did not answer: {e}"));
                 }
             }
         }
-        if !failures.is_empty() {
-            Err(Refusal::Failed(failures.join("; ")))
-        } else {
-            Ok(newer)
+        let partial = applied > 0 && (newer.is_some() || !refused.is_empty());
+        if !unknown.is_empty() || partial {
+            unknown.extend(refused);
+            return Err(Refusal::Indeterminate(unknown.join("; ")));
         }
+        if !refused.is_empty() {
+            return Err(Refusal::Unavailable(refused.join("; ")));
+        }
+        Ok(newer)
     }
 
     /// The RPC addresses of the live members named.
@@ -508,6 +603,9 @@ impl Shared {
                     .owner
                     .set_sync(namespace, Bytes::copy_from_slice(key), e)
                 {
+                    Ok(strata_core::SetOutcome::TooLarge) => {
+                        Response::Error("the value does not fit this owner store".into())
+                    }
                     Ok(_) => Response::Replicated,
                     Err(err) => Response::Error(err.to_string()),
                 }
@@ -625,9 +723,18 @@ impl Shared {
                         last = format!("the view moved (primary now {p:?})");
                         continue;
                     }
-                    Err(Refusal::Failed(why)) if why.starts_with("CROSSSLOT") => return Err(why),
-                    Err(Refusal::Failed(why)) => {
-                        return Err(format!("TRYAGAIN the write was not acknowledged: {why}"));
+                    Err(Refusal::Unavailable(why)) if why.starts_with("CROSSSLOT") => {
+                        return Err(why);
+                    }
+                    // Nothing applied: wait for the view to move and try again.
+                    Err(Refusal::Unavailable(why)) => {
+                        last = why;
+                        continue;
+                    }
+                    Err(Refusal::Indeterminate(why)) => {
+                        return Err(format!(
+                            "ERR the write may or may not have happened (not acknowledged): {why}"
+                        ));
                     }
                 }
             }
@@ -680,18 +787,18 @@ impl Shared {
                         .strip_prefix(&format!("{name}: "))
                         .unwrap_or(&e)
                         .to_owned();
-                    return Err(if e.starts_with("TRYAGAIN") || e.starts_with("CROSSSLOT") {
+                    return Err(if e.starts_with("ERR ") || e.starts_with("CROSSSLOT") {
                         e
                     } else {
                         format!(
-                            "TRYAGAIN the key's primary {name} did not answer (the write may or may not have happened): {e}"
+                            "ERR the key's primary {name} did not answer: the write may or may not have happened: {e}"
                         )
                     });
                 }
             }
         }
         Err(format!(
-            "TRYAGAIN no primary for the key could take the write within {} ms (ring {:?}): {last}",
+            "TRYAGAIN no primary for the key could take the write within {} ms (ring {:?}); nothing was applied: {last}",
             self.cfg.failover_wait_ms,
             self.ring().nodes()
         ))
@@ -742,10 +849,12 @@ impl Shared {
                     .collect(),
             },
             Err(Refusal::NotPrimary(primary)) => Response::NotPrimary { primary },
-            Err(Refusal::Failed(why)) if why.starts_with("CROSSSLOT") => Response::Error(why),
-            Err(Refusal::Failed(why)) => {
-                Response::Error(format!("TRYAGAIN the write was not acknowledged: {why}"))
-            }
+            Err(Refusal::Unavailable(why)) if why.starts_with("CROSSSLOT") => Response::Error(why),
+            // Nothing applied: the caller waits for its view to move and sends it again.
+            Err(Refusal::Unavailable(_)) => Response::NotPrimary { primary: None },
+            Err(Refusal::Indeterminate(why)) => Response::Error(format!(
+                "ERR the write may or may not have happened (not acknowledged): {why}"
+            )),
         }
     }
 }
