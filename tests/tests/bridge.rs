@@ -11,7 +11,7 @@ use std::time::{Duration, Instant};
 
 use redis::Commands;
 use redis_common::RedisServer;
-use strata_tests::{Server, http_get, metric_or_zero, metric_value, pipeline_set};
+use strata_tests::{Server, http_get, metric_or_zero, metric_value, pipeline_set, wait_for};
 
 fn l2_health(srv: &Server) -> serde_json::Value {
     let (_, body) = http_get(&srv.admin(), "/health");
@@ -27,17 +27,6 @@ fn l2_health(srv: &Server) -> serde_json::Value {
 
 fn metric(srv: &Server, name: &str) -> f64 {
     metric_value(srv, name).unwrap_or_else(|| panic!("no metric {name}"))
-}
-
-fn wait_for(within: Duration, mut check: impl FnMut() -> bool) -> Option<Duration> {
-    let start = Instant::now();
-    while start.elapsed() < within {
-        if check() {
-            return Some(start.elapsed());
-        }
-        std::thread::sleep(Duration::from_millis(5));
-    }
-    None
 }
 
 #[test]

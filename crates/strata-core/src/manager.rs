@@ -641,13 +641,7 @@ impl Cache {
                     return Ok(ex.reply);
                 }
                 Ok(None) => {}
-                Err(source) => {
-                    self.inner.stats.layer(Layer::L2).errors.incr();
-                    return Err(CacheError::Tier {
-                        layer: Layer::L2,
-                        source,
-                    });
-                }
+                Err(source) => return Err(self.l2_failed(source)),
             }
         }
         let old = self.get_entry(namespace, &key).await?;
@@ -689,13 +683,7 @@ impl Cache {
                     return Ok(ex.reply);
                 }
                 Ok(None) => {}
-                Err(source) => {
-                    self.inner.stats.layer(Layer::L2).errors.incr();
-                    return Err(CacheError::Tier {
-                        layer: Layer::L2,
-                        source,
-                    });
-                }
+                Err(source) => return Err(self.l2_failed(source)),
             }
         }
         let mut current = Vec::with_capacity(keys.len());
@@ -738,6 +726,15 @@ impl Cache {
             }
         }
         Ok(reply)
+    }
+
+    /// An L2 failure of an operation, counted.
+    fn l2_failed(&self, source: TierError) -> CacheError {
+        self.inner.stats.layer(Layer::L2).errors.incr();
+        CacheError::Tier {
+            layer: Layer::L2,
+            source,
+        }
     }
 
     /// The bounds [`ops::apply`] checks, from this cache's limits.
