@@ -20,8 +20,7 @@ cleanup() {
 }
 trap cleanup EXIT
 
-free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
-wait_port() { for _ in $(seq 1 300); do (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null && return 0; sleep 0.1; done; echo "port $1 never opened" >&2; exit 1; }
+. scripts/lib.sh
 
 # Redis Cluster: six instances, three masters with a replica each (a Redis Cluster node also
 # listens on its port + 10000, so its port must be at most 55535).

@@ -1967,10 +1967,10 @@ impl Sim {
             if let Some(c) = self.nodes[at].coherence.as_mut() {
                 c.note_read(&copy.origin, copy.generation, seq);
             }
-            let me = self.nodes[at].name.clone();
+            let me = plan.iter().position(|n| *n == self.nodes[at].name);
             // The node also pauses its own read repair while a warm restart's proof settles;
             // the simulator's warm restarts do not model that window (`false`).
-            match placement::read_repair(&plan, current, i, &me, false) {
+            match placement::read_repair(current, i, me, false) {
                 placement::Repair::Owners => {
                     // A hand-off read: the current owners get the value.
                     for n in &plan[..current.min(plan.len())] {

@@ -33,8 +33,8 @@ pub fn read_plan(
 }
 
 /// Where a hit goes after a read found it at `plan[hit]` ([`read_plan`], whose first
-/// `current` entries are the current owners), as read by `me`: the node's cluster tier and
-/// the simulator both follow it.
+/// `current` entries are the current owners), as read by the node at `plan[me]` (`None`:
+/// not in the plan): the node's cluster tier and the simulator both follow it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Repair {
     /// Found on a previous owner (a hand-off): store it on the current owners.
@@ -46,22 +46,13 @@ pub enum Repair {
     None,
 }
 
-/// The read repair for a hit at `plan[hit]` read by `me`; `settling`: a restarted member's
-/// proof is waiting out its settle time (a copy read then may predate an invalidation its
-/// baseline counted as applied, so its own store is not repaired).
-pub fn read_repair(
-    plan: &[String],
-    current: usize,
-    hit: usize,
-    me: &str,
-    settling: bool,
-) -> Repair {
+/// The read repair for a hit at `plan[hit]` read by the node at `plan[me]`; `settling`: a
+/// restarted member's proof is waiting out its settle time (a copy read then may predate an
+/// invalidation its baseline counted as applied, so its own store is not repaired).
+pub fn read_repair(current: usize, hit: usize, me: Option<usize>, settling: bool) -> Repair {
     if hit >= current {
         Repair::Owners
-    } else if !settling
-        && plan[..current.min(plan.len())].iter().any(|n| n == me)
-        && plan[hit] != me
-    {
+    } else if !settling && me.is_some_and(|m| m < current && m != hit) {
         Repair::Own
     } else {
         Repair::None
@@ -101,15 +92,17 @@ mod tests {
 
     #[test]
     fn read_repair_goes_to_the_owners_after_a_hand_off_and_to_an_owner_that_missed() {
-        let plan: Vec<String> = ["a", "b", "c"].iter().map(|s| s.to_string()).collect();
-        // Found on a previous owner (index 2, past the two current owners).
-        assert_eq!(read_repair(&plan, 2, 2, "a", false), Repair::Owners);
-        // "b" owns the key and found it on "a": it repairs its own store, unless settling.
-        assert_eq!(read_repair(&plan, 2, 0, "b", false), Repair::Own);
-        assert_eq!(read_repair(&plan, 2, 0, "b", true), Repair::None);
-        // A non-owner reading from an owner, and an owner's own hit, repair nothing.
-        assert_eq!(read_repair(&plan, 2, 0, "z", false), Repair::None);
-        assert_eq!(read_repair(&plan, 2, 1, "b", false), Repair::None);
+        // Plan [a, b, c], two current owners. Found on a previous owner (index 2).
+        assert_eq!(read_repair(2, 2, Some(0), false), Repair::Owners);
+        // "b" (index 1) owns the key and found it on "a": it repairs its own store, unless
+        // settling.
+        assert_eq!(read_repair(2, 0, Some(1), false), Repair::Own);
+        assert_eq!(read_repair(2, 0, Some(1), true), Repair::None);
+        // A node outside the plan reading from an owner, a previous owner reading from a
+        // current one, and an owner's own hit repair nothing.
+        assert_eq!(read_repair(2, 0, None, false), Repair::None);
+        assert_eq!(read_repair(2, 0, Some(2), false), Repair::None);
+        assert_eq!(read_repair(2, 1, Some(1), false), Repair::None);
     }
 
     #[test]

@@ -439,6 +439,12 @@ impl Shared {
         (out, owners)
     }
 
+    /// How many live members this node's view holds, itself included (no allocation: the
+    /// primary checks it on every write).
+    pub(crate) fn member_count(&self) -> usize {
+        self.view.read().members.len().max(1)
+    }
+
     /// Every live member but this node, as (name, rpc address).
     pub(crate) fn others(&self) -> Vec<(String, SocketAddr)> {
         self.view

@@ -139,7 +139,7 @@ impl Shared {
                 "this node stalled (a pause): it executes no write until the cluster's view has reached it".into(),
             ));
         }
-        let members = self.others().len() + 1;
+        let members = self.member_count();
         if !decide::has_quorum(members, self.cfg.expected_size as usize) {
             return Err(Refusal::Unavailable(format!(
                 "this node sees {members} of the cluster's {} members (cluster.expected_size): writes need a majority",
@@ -707,16 +707,7 @@ impl Shared {
                     Some(o) => o,
                     None => PrimaryOp::decode(&encoded).ok_or("undecodable operation")?,
                 };
-                let done = match this {
-                    PrimaryOp::Multi(m) => self
-                        .execute_multi_as_primary(namespace, &m)
-                        .await
-                        .map(Outcome::Many),
-                    single => self
-                        .execute_as_primary(namespace, key, single)
-                        .await
-                        .map(Outcome::One),
-                };
+                let done = self.execute_here(namespace, key, this).await;
                 match done {
                     Ok(out) => return Ok(out),
                     Err(Refusal::NotPrimary(p)) => {
@@ -804,6 +795,25 @@ impl Shared {
         ))
     }
 
+    /// Executes `op` here as the primary (of `key`, or of a multi-key operation's keys).
+    async fn execute_here(
+        self: &Arc<Self>,
+        namespace: &str,
+        key: &[u8],
+        op: PrimaryOp,
+    ) -> Result<Outcome, Refusal> {
+        match op {
+            PrimaryOp::Multi(m) => self
+                .execute_multi_as_primary(namespace, &m)
+                .await
+                .map(Outcome::Many),
+            single => self
+                .execute_as_primary(namespace, key, single)
+                .await
+                .map(Outcome::One),
+        }
+    }
+
     /// The primary's side of `Execute`, as a response.
     pub(crate) async fn serve_execute(
         self: &Arc<Self>,
@@ -814,16 +824,7 @@ impl Shared {
         let Some(op) = PrimaryOp::decode(op) else {
             return Response::Error("undecodable operation".into());
         };
-        let done = match op {
-            PrimaryOp::Multi(m) => self
-                .execute_multi_as_primary(namespace, &m)
-                .await
-                .map(Outcome::Many),
-            single => self
-                .execute_as_primary(namespace, key, single)
-                .await
-                .map(Outcome::One),
-        };
+        let done = self.execute_here(namespace, key, op).await;
         match done {
             Ok(Outcome::One(Executed { reply, change })) => {
                 let (entry, removed) = match change {

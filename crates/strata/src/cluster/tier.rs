@@ -191,9 +191,9 @@ impl Tier for ClusterTier {
             match self.fetch(name, *addr, namespace, key).await {
                 Fetched::Hit(e) => {
                     let k = Bytes::copy_from_slice(key);
-                    let names: Vec<String> = plan.iter().map(|(n, _)| n.clone()).collect();
+                    let me = plan.iter().position(|(n, _)| *n == s.name);
                     let settling = s.warm.settling.load(Ordering::Acquire);
-                    match placement::read_repair(&names, owners, i, &s.name, settling) {
+                    match placement::read_repair(owners, i, me, settling) {
                         Repair::Owners => {
                             // Found on a previous owner (hand-off): give it to the owners.
                             s.counters.handoff_reads.fetch_add(1, Ordering::Relaxed);
