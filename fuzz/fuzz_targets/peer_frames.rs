@@ -62,9 +62,10 @@ fuzz_target!(|data: &[u8]| {
                 let _ = strata_core::ops::apply(k, Some(&held), 5, limits);
             }
             strata_cluster::primary::PrimaryOp::Multi(m) => {
+                let limits = strata_core::ops::OpLimits { max_value: 1 << 20 };
                 let n = m.keys().len();
-                let _ = strata_core::ops::apply_multi(m, &vec![None; n]);
-                let _ = strata_core::ops::apply_multi(m, &vec![Some(&held); n]);
+                let _ = strata_core::ops::apply_multi(m, &vec![None; n], 0, limits);
+                let _ = strata_core::ops::apply_multi(m, &vec![Some(&held); n], 0, limits);
             }
             strata_cluster::primary::PrimaryOp::Put(_) => {}
         }

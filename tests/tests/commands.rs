@@ -16,7 +16,8 @@ fn err(r: RedisResult<Value>) -> String {
 
 #[test]
 fn strings() {
-    let srv = Server::start("");
+    // db0 with the seeds' licence rule, which `strata serve` applies only where configured.
+    let srv = Server::start("[namespaces.db0]\ndefault_ttl_secs = 3600\nmax_ttl_secs = 86400\n");
     let mut c = srv.redis();
     let _: () = c.set("k", "v").unwrap();
     assert_eq!(c.get::<_, String>("k").unwrap(), "v");
@@ -416,7 +417,9 @@ fn concurrent_increments_are_atomic() {
 
 #[test]
 fn keys_ttls_and_databases() {
-    let srv = Server::start("[namespaces.forever]\ndefault_ttl_secs = 60\n");
+    let srv = Server::start(
+        "[namespace_defaults]\ndefault_ttl_secs = 3600\nmax_ttl_secs = 86400\n[namespaces.forever]\ndefault_ttl_secs = 60\n",
+    );
     let mut c = srv.redis();
     for i in 0..25 {
         let _: () = c.set(format!("user:{i}"), i).unwrap();
@@ -881,8 +884,8 @@ fn redis_cli_works() {
     assert_eq!(srv.cli(&["exists", "a", "b", "c"]), "2\n");
     assert_eq!(
         srv.cli(&["ttl", "a"]),
-        "3600\n",
-        "the namespace default TTL"
+        "-1\n",
+        "as in Redis, a key written without a TTL has none"
     );
     assert_eq!(srv.cli(&["dbsize"]), "4\n");
     let mut keys: Vec<String> = srv.cli(&["keys", "*"]).lines().map(String::from).collect();

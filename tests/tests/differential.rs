@@ -113,6 +113,56 @@ fn command(r: &mut Rng) -> Vec<String> {
     }
 }
 
+/// A unit of work: one random command, or (one time in five) a transaction — perhaps
+/// after a WATCH, perhaps with a write of the watched key before MULTI (EXEC must then
+/// abort), perhaps with a refused command queued (EXECABORT), ended by EXEC or DISCARD.
+fn unit(r: &mut Rng) -> Vec<Vec<String>> {
+    if r.below(5) != 0 {
+        return vec![command(r)];
+    }
+    let s = |x: &str| x.to_owned();
+    let mut out = Vec::new();
+    if r.below(2) == 0 {
+        let k = r.pick(&KEYS).to_owned();
+        out.push(vec![s("WATCH"), k.clone()]);
+        if r.below(2) == 0 {
+            out.push(vec![s("SET"), k, s("changed")]);
+        }
+    }
+    out.push(vec![s("MULTI")]);
+    for _ in 0..=r.below(5) {
+        let mut c = command(r);
+        // INCRBYFLOAT prints differently (compared numerically outside transactions).
+        while c[0] == "INCRBYFLOAT" {
+            c = command(r);
+        }
+        out.push(c);
+    }
+    match r.below(8) {
+        0 => out.push(vec![s("GET")]),
+        1 => out.push(vec![s("NOSUCHCOMMAND"), s("x")]),
+        _ => {}
+    }
+    out.push(vec![s(if r.below(6) == 0 { "DISCARD" } else { "EXEC" })]);
+    out
+}
+
+/// A reply as compared: TTLs by sign, errors as "an error"; EXEC's array element by
+/// element, each as the command queued in its place.
+fn normal_exec(queued: &[Vec<String>], v: redis::RedisResult<Value>) -> String {
+    match v {
+        Ok(Value::Array(items)) if items.len() == queued.len() => {
+            let each: Vec<String> = items
+                .into_iter()
+                .zip(queued)
+                .map(|(item, cmd)| normal(cmd, Ok(item)))
+                .collect();
+            format!("EXEC[{}]", each.join(", "))
+        }
+        other => normal(&["EXEC".to_owned()], other),
+    }
+}
+
 /// A reply as compared: TTLs by sign, errors as "an error".
 fn normal(cmd: &[String], v: redis::RedisResult<Value>) -> String {
     match v {
@@ -138,44 +188,72 @@ fn run(cmd: &[String], c: &mut redis::Connection) -> redis::RedisResult<Value> {
     q.query(c)
 }
 
-/// Runs `steps` random commands of `seed` against Redis and every target, in lockstep.
+/// Runs `steps` random units of `seed` against Redis and every target, in lockstep; counts
+/// what Redis answered to each EXEC (by its normal form's head) into `execs`.
 fn compare(
     seed: u64,
     steps: usize,
     redis: &mut redis::Connection,
     targets: &mut [(&str, redis::Connection)],
+    execs: &mut std::collections::BTreeMap<String, usize>,
 ) {
     let mut r = Rng(seed.wrapping_mul(0x9e37_79b9_7f4a_7c15) | 1);
+    let mut queued: Option<Vec<Vec<String>>> = None;
     for step in 0..steps {
-        let cmd = command(&mut r);
-        let answer = run(&cmd, redis);
-        let want = normal(&cmd, answer.clone());
-        for (name, c) in targets.iter_mut() {
-            let reply = run(&cmd, c);
-            // INCRBYFLOAT: Redis adds in long double and prints 17 digits, Strata in f64
-            // (docs/protocol.md): equal as numbers, and the key is set to Redis's text so
-            // that the runs go on from the same state.
-            if cmd[0] == "INCRBYFLOAT"
-                && let (Ok(Value::BulkString(a)), Ok(Value::BulkString(b))) = (&answer, &reply)
-                && let (Some(x), Some(y)) = (as_f64(a), as_f64(b))
-            {
-                assert!(
-                    (x - y).abs() <= 1e-9 * x.abs().max(1.0),
-                    "seed {seed} step {step}: {cmd:?}: {y} from {name}, {x} from redis-server"
-                );
-                let _: () = redis::cmd("SET")
-                    .arg(&cmd[1])
-                    .arg(a)
-                    .arg("KEEPTTL")
-                    .query(c)
-                    .unwrap();
-                continue;
+        for cmd in unit(&mut r) {
+            let answer = run(&cmd, redis);
+            let in_multi = queued.is_some();
+            let exec_queue = queued.clone().unwrap_or_default();
+            let want = match cmd[0].as_str() {
+                "EXEC" => normal_exec(&exec_queue, answer.clone()),
+                _ => normal(&cmd, answer.clone()),
+            };
+            if cmd[0] == "EXEC" {
+                let kind = match want.as_str() {
+                    w if w.starts_with("EXEC[") => "ran",
+                    "nil" => "aborted by WATCH",
+                    "error" => "EXECABORT",
+                    _ => "other",
+                };
+                *execs.entry(kind.to_owned()).or_default() += 1;
             }
-            let got = normal(&cmd, reply);
-            assert_eq!(
-                got, want,
-                "seed {seed} step {step}: {cmd:?} answered differently by {name} than by redis-server"
-            );
+            match cmd[0].as_str() {
+                "MULTI" => queued = Some(Vec::new()),
+                "EXEC" | "DISCARD" => queued = None,
+                _ if in_multi => queued.as_mut().unwrap().push(cmd.clone()),
+                _ => {}
+            }
+            for (name, c) in targets.iter_mut() {
+                let reply = run(&cmd, c);
+                // INCRBYFLOAT: Redis adds in long double and prints 17 digits, Strata in f64
+                // (docs/protocol.md): equal as numbers, and the key is set to Redis's text so
+                // that the runs go on from the same state.
+                if cmd[0] == "INCRBYFLOAT"
+                    && !in_multi
+                    && let (Ok(Value::BulkString(a)), Ok(Value::BulkString(b))) = (&answer, &reply)
+                    && let (Some(x), Some(y)) = (as_f64(a), as_f64(b))
+                {
+                    assert!(
+                        (x - y).abs() <= 1e-9 * x.abs().max(1.0),
+                        "seed {seed} step {step}: {cmd:?}: {y} from {name}, {x} from redis-server"
+                    );
+                    let _: () = redis::cmd("SET")
+                        .arg(&cmd[1])
+                        .arg(a)
+                        .arg("KEEPTTL")
+                        .query(c)
+                        .unwrap();
+                    continue;
+                }
+                let got = match cmd[0].as_str() {
+                    "EXEC" => normal_exec(&exec_queue, reply),
+                    _ => normal(&cmd, reply),
+                };
+                assert_eq!(
+                    got, want,
+                    "seed {seed} step {step}: {cmd:?} answered differently by {name} than by redis-server"
+                );
+            }
         }
     }
 }
@@ -207,11 +285,16 @@ fn string_commands_answer_as_redis_does_on_one_node_and_on_a_cluster() {
         ("strata serve", single.redis()),
         ("cluster node 1", nodes[0].redis()),
     ];
+    let mut execs = std::collections::BTreeMap::new();
     for seed in 1..=8u64 {
         let _: () = redis::cmd("FLUSHALL").query(&mut oracle).unwrap();
         for (_, c) in targets.iter_mut() {
             let _: () = redis::cmd("FLUSHALL").query(c).unwrap();
         }
-        compare(seed, 400, &mut oracle, &mut targets);
+        compare(seed, 400, &mut oracle, &mut targets, &mut execs);
+    }
+    // The transactions compared include each outcome.
+    for kind in ["ran", "aborted by WATCH", "EXECABORT"] {
+        assert!(execs.get(kind).copied().unwrap_or(0) >= 5, "{execs:?}");
     }
 }

@@ -244,4 +244,31 @@ mod tests {
         assert_eq!(PrimaryOp::decode(&op.encode()), Some(op));
         assert_eq!(PrimaryOp::decode(&[0xff, 0xff, 0xff]), None);
     }
+
+    #[test]
+    fn exec_replies_decode_flat_and_refuse_nesting() {
+        use strata_core::ops::Reply;
+        let flat = Reply::Exec(Some(vec![
+            Reply::Ok,
+            Reply::Nil,
+            Reply::Int(-3),
+            Reply::Bulk(b"v".to_vec()),
+            Reply::Error("ERR x".into()),
+            Reply::Status("string".into()),
+        ]));
+        let bytes = postcard::to_allocvec(&flat).unwrap();
+        assert_eq!(postcard::from_bytes::<Reply>(&bytes).unwrap(), flat);
+        let aborted = postcard::to_allocvec(&Reply::Exec(None)).unwrap();
+        assert_eq!(
+            postcard::from_bytes::<Reply>(&aborted).unwrap(),
+            Reply::Exec(None)
+        );
+        // A peer cannot make the decoder recurse: an Exec inside an Exec is refused.
+        let mut nested = Reply::Exec(Some(vec![]));
+        for _ in 0..3 {
+            nested = Reply::Exec(Some(vec![nested]));
+        }
+        let bytes = postcard::to_allocvec(&nested).unwrap();
+        assert!(postcard::from_bytes::<Reply>(&bytes).is_err());
+    }
 }

@@ -691,7 +691,8 @@ impl Cache {
             current.push(self.get_entry(namespace, k).await?);
         }
         let refs: Vec<Option<&Entry>> = current.iter().map(Option::as_ref).collect();
-        let (effects, reply) = ops::apply_multi(op, &refs);
+        let now = self.inner.clock.now_ms();
+        let (effects, reply) = ops::apply_multi(op, &refs, now, self.op_limits());
         // Every entry is built (and checked) before anything is written: a policy refusal
         // changes nothing.
         let mut writes = Vec::new();

@@ -118,6 +118,73 @@ pub enum KeyOp {
     Persist,
     /// `GETEX` with an option: answers the value and sets its expiry.
     GetEx(Ttl),
+    /// `GET`: answers the value (read only; inside a transaction).
+    Get,
+    /// `STRLEN` (read only).
+    Strlen,
+    /// `GETRANGE` / `SUBSTR` (read only).
+    GetRange {
+        /// First byte (negative: from the end).
+        start: i64,
+        /// Last byte, inclusive (negative: from the end).
+        end: i64,
+    },
+    /// `EXISTS` of one key: `1` or `0` (read only).
+    Exists,
+    /// `TTL`, `PTTL`, `EXPIRETIME`, `PEXPIRETIME` (read only).
+    TtlOf(TtlQuery),
+    /// `TYPE` (read only): `string` or `none`.
+    Type,
+}
+
+/// What a TTL query answers: Redis's `-2` for a missing key, `-1` for no expiry, else the
+/// time left or the instant of expiry.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub enum TtlQuery {
+    /// `TTL`: seconds left, rounded.
+    Ttl,
+    /// `PTTL`: milliseconds left.
+    Pttl,
+    /// `EXPIRETIME`: Unix seconds.
+    ExpireTime,
+    /// `PEXPIRETIME`: Unix milliseconds.
+    PexpireTime,
+}
+
+impl TtlQuery {
+    /// The reply for a key whose entry is `entry`, at `now_ms`.
+    pub fn answer(self, entry: Option<&Entry>, now_ms: u64) -> i64 {
+        let Some(e) = entry else { return -2 };
+        let Some(at) = e.expires_at_ms else {
+            return -1;
+        };
+        match self {
+            TtlQuery::Ttl => (at.saturating_sub(now_ms) as i64 + 500) / 1000,
+            TtlQuery::Pttl => at.saturating_sub(now_ms) as i64,
+            TtlQuery::ExpireTime => (at / 1000) as i64,
+            TtlQuery::PexpireTime => at as i64,
+        }
+    }
+}
+
+/// `GETRANGE`'s slice of `v`: `start` and `end` inclusive, negative from the end, clamped
+/// as Redis clamps them.
+pub fn range_of(v: &[u8], start: i64, end: i64) -> &[u8] {
+    let len = v.len() as i64;
+    if len == 0 || (start < 0 && end < 0 && start > end) {
+        return b"";
+    }
+    let mut start = if start < 0 { len + start } else { start };
+    let mut end = if end < 0 { len + end } else { end };
+    start = start.max(0);
+    end = end.max(0);
+    if end >= len {
+        end = len - 1;
+    }
+    if start > end {
+        return b"";
+    }
+    &v[start as usize..=end as usize]
 }
 
 /// What an operation answers, in Redis's reply types.
@@ -133,6 +200,40 @@ pub enum Reply {
     Bulk(#[serde(with = "serde_bytes")] Vec<u8>),
     /// An error, with its Redis wording (`ERR …`); nothing was changed.
     Error(String),
+    /// A status reply (`+string`, as `TYPE` answers).
+    Status(String),
+    /// `EXEC`'s: each queued command's reply in order, or `None` (a null array) when a
+    /// watched key had changed and nothing ran. The replies inside are never `Exec`
+    /// themselves (decoding refuses nesting, so a peer's frame cannot recurse).
+    Exec(#[serde(deserialize_with = "flat_replies")] Option<Vec<Reply>>),
+}
+
+/// [`Reply`] without [`Reply::Exec`], variant for variant: what the replies inside an
+/// `Exec` decode as.
+#[derive(Deserialize)]
+enum FlatReply {
+    Ok,
+    Nil,
+    Int(i64),
+    Bulk(#[serde(with = "serde_bytes")] Vec<u8>),
+    Error(String),
+    Status(String),
+}
+
+fn flat_replies<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<Vec<Reply>>, D::Error> {
+    let flat: Option<Vec<FlatReply>> = Deserialize::deserialize(d)?;
+    Ok(flat.map(|v| {
+        v.into_iter()
+            .map(|r| match r {
+                FlatReply::Ok => Reply::Ok,
+                FlatReply::Nil => Reply::Nil,
+                FlatReply::Int(n) => Reply::Int(n),
+                FlatReply::Bulk(b) => Reply::Bulk(b),
+                FlatReply::Error(e) => Reply::Error(e),
+                FlatReply::Status(s) => Reply::Status(s),
+            })
+            .collect()
+    }))
 }
 
 /// What an operation does to the key.
@@ -432,6 +533,27 @@ pub fn apply(op: &KeyOp, old: Option<&Entry>, now_ms: u64, limits: OpLimits) -> 
             }
             None => (Effect::None, Reply::Nil),
         },
+        KeyOp::Get => (
+            Effect::None,
+            old.map_or(Reply::Nil, |e| Reply::Bulk(e.value.to_vec())),
+        ),
+        KeyOp::Strlen => (
+            Effect::None,
+            Reply::Int(old.map_or(0, |e| e.value.len() as i64)),
+        ),
+        KeyOp::GetRange { start, end } => {
+            let v = old.map_or(&b""[..], |e| &e.value[..]);
+            (
+                Effect::None,
+                Reply::Bulk(range_of(v, *start, *end).to_vec()),
+            )
+        }
+        KeyOp::Exists => (Effect::None, Reply::Int(i64::from(old.is_some()))),
+        KeyOp::TtlOf(q) => (Effect::None, Reply::Int(q.answer(old, now_ms))),
+        KeyOp::Type => (
+            Effect::None,
+            Reply::Status(if old.is_some() { "string" } else { "none" }.into()),
+        ),
     }
 }
 
@@ -450,6 +572,48 @@ pub enum MultiOp {
         #[serde(with = "serde_bytes")]
         dst: Vec<u8>,
         /// `RENAMENX`: only if `dst` does not exist.
+        nx: bool,
+    },
+    /// `MULTI` … `EXEC`: the queued commands, run in order as one step on `keys` (every key
+    /// a step or a `WATCH` names, each once), unless a watched key's version changed since
+    /// the client watched it. Answers [`Reply::Exec`].
+    Transaction(Transaction),
+}
+
+/// The data of a [`MultiOp::Transaction`].
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Transaction {
+    /// The keys, each once.
+    pub keys: Vec<serde_bytes::ByteBuf>,
+    /// Watched keys (indices into `keys`) and the version each had when watched (`None`:
+    /// absent). A difference aborts the transaction.
+    pub watch: Vec<(u32, Option<u64>)>,
+    /// The queued commands.
+    pub steps: Vec<TxStep>,
+    /// The namespace's default TTL in ms, for a step that reads the TTL a previous step of
+    /// the same transaction gave by default.
+    pub default_ttl_ms: Option<u64>,
+}
+
+/// One queued command of a [`Transaction`], on keys named by their index in its `keys`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub enum TxStep {
+    /// A single-key command.
+    Key {
+        /// The key.
+        key: u32,
+        /// The command.
+        op: KeyOp,
+    },
+    /// `MSETNX`.
+    MsetNx(Vec<(u32, serde_bytes::ByteBuf)>),
+    /// `RENAME` / `RENAMENX`.
+    Rename {
+        /// The key renamed.
+        src: u32,
+        /// Its new name.
+        dst: u32,
+        /// `RENAMENX`.
         nx: bool,
     },
 }
@@ -472,14 +636,21 @@ impl MultiOp {
         match self {
             MultiOp::MsetNx(pairs) => pairs.iter().map(|(k, _)| k.as_slice()).collect(),
             MultiOp::Rename { src, dst, .. } => vec![src.as_slice(), dst.as_slice()],
+            MultiOp::Transaction(t) => t.keys.iter().map(|k| k.as_slice()).collect(),
         }
     }
 }
 
 /// What `op` does to keys whose current fresh entries are `current` (in [`MultiOp::keys`]'
 /// order): the effects and the reply. Pure, like [`apply`].
-pub fn apply_multi(op: &MultiOp, current: &[Option<&Entry>]) -> (Vec<MultiEffect>, Reply) {
+pub fn apply_multi(
+    op: &MultiOp,
+    current: &[Option<&Entry>],
+    now_ms: u64,
+    limits: OpLimits,
+) -> (Vec<MultiEffect>, Reply) {
     match op {
+        MultiOp::Transaction(t) => apply_transaction(t, current, now_ms, limits),
         MultiOp::MsetNx(pairs) => {
             if current.iter().any(Option::is_some) {
                 return (Vec::new(), Reply::Int(0));
@@ -539,6 +710,177 @@ pub fn apply_multi(op: &MultiOp, current: &[Option<&Entry>]) -> (Vec<MultiEffect
             (effects, done)
         }
     }
+}
+
+/// One key's state while a transaction runs.
+struct TxSlot {
+    entry: Option<Entry>,
+    /// Whether a step changed the key.
+    changed: bool,
+    /// Whether its expiry is the namespace default (set by a write that named none).
+    default_ttl: bool,
+    /// Whether the final entry keeps the tags of `tags_from`'s entry.
+    keep_tags: bool,
+    /// Whose entry (before the transaction) supplies the tags.
+    tags_from: usize,
+}
+
+impl TxSlot {
+    /// Applies an effect of a step to the key's state.
+    fn commit(&mut self, effect: Effect, now_ms: u64, default_ttl_ms: Option<u64>) {
+        match effect {
+            Effect::None => return,
+            Effect::Delete => {
+                self.entry = None;
+                self.keep_tags = false;
+            }
+            Effect::Write {
+                value,
+                ttl,
+                keep_tags,
+            } => {
+                let (expires, mut default) = match ttl {
+                    Ttl::AtMs(at) => (Some(at), false),
+                    Ttl::Persist => (None, false),
+                    Ttl::Default | Ttl::Keep => {
+                        (default_ttl_ms.map(|d| now_ms.saturating_add(d)), true)
+                    }
+                };
+                // An in-place update (its `Keep` already resolved to the entry's expiry)
+                // keeps an expiry that came from the namespace default.
+                let current = self.entry.as_ref().map(|e| e.expires_at_ms);
+                if keep_tags && self.default_ttl && current == Some(expires) {
+                    default = true;
+                }
+                let version = self
+                    .entry
+                    .as_ref()
+                    .map_or(crate::Version::from_u64(0), |e| e.version);
+                let mut e = Entry::new(value, version);
+                e.expires_at_ms = expires;
+                self.entry = Some(e);
+                self.default_ttl = default;
+                self.keep_tags = self.keep_tags && keep_tags;
+            }
+        }
+        self.changed = true;
+    }
+}
+
+/// Runs a transaction's steps in order on copies of its keys' entries: each step sees the
+/// effects of the steps before it, and the outcome is each changed key's final effect.
+fn apply_transaction(
+    t: &Transaction,
+    current: &[Option<&Entry>],
+    now_ms: u64,
+    limits: OpLimits,
+) -> (Vec<MultiEffect>, Reply) {
+    let at = |i: u32| i as usize;
+    let valid = |i: u32| at(i) < current.len();
+    for (i, version) in &t.watch {
+        if !valid(*i) {
+            return (Vec::new(), Reply::Error("ERR invalid transaction".into()));
+        }
+        if current[at(*i)].map(|e| e.version.as_u64()) != *version {
+            return (Vec::new(), Reply::Exec(None));
+        }
+    }
+    let mut slots: Vec<TxSlot> = current
+        .iter()
+        .enumerate()
+        .map(|(i, e)| TxSlot {
+            entry: e.cloned(),
+            changed: false,
+            default_ttl: false,
+            keep_tags: true,
+            tags_from: i,
+        })
+        .collect();
+    let mut replies = Vec::with_capacity(t.steps.len());
+    for step in &t.steps {
+        let reply = match step {
+            TxStep::Key { key, op } if valid(*key) => {
+                let slot = &mut slots[at(*key)];
+                let (effect, reply) = apply(op, slot.entry.as_ref(), now_ms, limits);
+                slot.commit(effect, now_ms, t.default_ttl_ms);
+                reply
+            }
+            TxStep::MsetNx(pairs) if pairs.iter().all(|(k, _)| valid(*k)) => {
+                if pairs.iter().any(|(k, _)| slots[at(*k)].entry.is_some()) {
+                    Reply::Int(0)
+                } else {
+                    for (k, v) in pairs {
+                        let slot = &mut slots[at(*k)];
+                        let value = Bytes::copy_from_slice(v);
+                        let write = Effect::Write {
+                            value,
+                            ttl: Ttl::Default,
+                            keep_tags: false,
+                        };
+                        slot.commit(write, now_ms, t.default_ttl_ms);
+                    }
+                    Reply::Int(1)
+                }
+            }
+            TxStep::Rename { src, dst, nx } if valid(*src) && valid(*dst) => {
+                let (src, dst) = (at(*src), at(*dst));
+                match slots[src].entry.clone() {
+                    None => Reply::Error("ERR no such key".into()),
+                    Some(_) if src == dst => {
+                        if *nx {
+                            Reply::Int(0)
+                        } else {
+                            Reply::Ok
+                        }
+                    }
+                    Some(_) if *nx && slots[dst].entry.is_some() => Reply::Int(0),
+                    Some(e) => {
+                        let (from, keep, default) = (
+                            slots[src].tags_from,
+                            slots[src].keep_tags,
+                            slots[src].default_ttl,
+                        );
+                        let d = &mut slots[dst];
+                        d.entry = Some(e);
+                        d.changed = true;
+                        d.tags_from = from;
+                        d.keep_tags = keep;
+                        d.default_ttl = default;
+                        slots[src].commit(Effect::Delete, now_ms, t.default_ttl_ms);
+                        if *nx { Reply::Int(1) } else { Reply::Ok }
+                    }
+                }
+            }
+            _ => Reply::Error("ERR invalid transaction".into()),
+        };
+        replies.push(reply);
+    }
+    let effects = slots
+        .into_iter()
+        .enumerate()
+        .filter(|(_, s)| s.changed)
+        .filter_map(|(i, s)| {
+            let effect = match s.entry {
+                None if current[i].is_none() => return None,
+                None => Effect::Delete,
+                Some(e) => Effect::Write {
+                    value: e.value,
+                    ttl: match e.expires_at_ms {
+                        _ if s.default_ttl => Ttl::Default,
+                        Some(at) => Ttl::AtMs(at),
+                        None => Ttl::Persist,
+                    },
+                    keep_tags: s.keep_tags,
+                },
+            };
+            Some(MultiEffect {
+                key: i,
+                effect,
+                tags_from: s.tags_from,
+            })
+        })
+        .collect();
+    (effects, Reply::Exec(Some(replies)))
 }
 
 impl KeyOp {
@@ -666,7 +1008,7 @@ mod tests {
             (b"a".to_vec().into(), b"3".to_vec().into()),
         ];
         let op = MultiOp::MsetNx(pairs);
-        let (fx, r) = apply_multi(&op, &[None, None, None]);
+        let (fx, r) = apply_multi(&op, &[None, None, None], 0, LIM);
         assert_eq!(r, Reply::Int(1));
         assert_eq!(
             fx.len(),
@@ -675,7 +1017,7 @@ mod tests {
         );
         let held = e("x", None);
         assert_eq!(
-            apply_multi(&op, &[None, Some(&held), None]),
+            apply_multi(&op, &[None, Some(&held), None], 0, LIM),
             (Vec::new(), Reply::Int(0))
         );
         let ren = |nx| MultiOp::Rename {
@@ -684,11 +1026,11 @@ mod tests {
             nx,
         };
         assert!(matches!(
-            apply_multi(&ren(false), &[None, None]).1,
+            apply_multi(&ren(false), &[None, None], 0, LIM).1,
             Reply::Error(_)
         ));
         let src = e("v", Some(77));
-        let (fx, r) = apply_multi(&ren(false), &[Some(&src), Some(&held)]);
+        let (fx, r) = apply_multi(&ren(false), &[Some(&src), Some(&held)], 0, LIM);
         assert_eq!(r, Reply::Ok);
         assert_eq!(fx[1].effect, Effect::Delete);
         assert!(matches!(
@@ -699,11 +1041,11 @@ mod tests {
             }
         ));
         assert_eq!(
-            apply_multi(&ren(true), &[Some(&src), Some(&held)]).1,
+            apply_multi(&ren(true), &[Some(&src), Some(&held)], 0, LIM).1,
             Reply::Int(0)
         );
         assert_eq!(
-            apply_multi(&ren(true), &[Some(&src), None]).1,
+            apply_multi(&ren(true), &[Some(&src), None], 0, LIM).1,
             Reply::Int(1)
         );
     }
@@ -722,6 +1064,150 @@ mod tests {
         assert!(matches!(
             apply(&op, None, 0, LIM),
             (Effect::None, Reply::Error(_))
+        ));
+    }
+
+    fn tx(keys: &[&str], watch: Vec<(u32, Option<u64>)>, steps: Vec<TxStep>) -> MultiOp {
+        MultiOp::Transaction(Transaction {
+            keys: keys.iter().map(|k| k.as_bytes().to_vec().into()).collect(),
+            watch,
+            steps,
+            default_ttl_ms: None,
+        })
+    }
+
+    fn step(key: u32, op: KeyOp) -> TxStep {
+        TxStep::Key { key, op }
+    }
+
+    fn set(v: &str) -> KeyOp {
+        KeyOp::Set {
+            value: v.as_bytes().to_vec(),
+            ttl: Ttl::Default,
+            exists: Exists::Any,
+            get: false,
+            integer: false,
+        }
+    }
+
+    #[test]
+    fn a_transaction_runs_its_steps_in_order_and_keeps_only_the_final_effects() {
+        let a = e("5", Some(9_000));
+        let op = tx(
+            &["a", "b", "c"],
+            vec![(0, Some(1)), (2, None)],
+            vec![
+                step(0, KeyOp::IncrBy(2)),
+                step(0, KeyOp::Get),
+                step(0, KeyOp::TtlOf(TtlQuery::Pttl)),
+                step(1, set("x")),
+                step(1, KeyOp::IncrBy(1)),
+                TxStep::Rename {
+                    src: 1,
+                    dst: 2,
+                    nx: false,
+                },
+                step(1, KeyOp::Exists),
+                step(2, KeyOp::Get),
+            ],
+        );
+        let (fx, reply) = apply_multi(&op, &[Some(&a), None, None], 1_000, LIM);
+        assert_eq!(
+            reply,
+            Reply::Exec(Some(vec![
+                Reply::Int(7),
+                Reply::Bulk(b"7".to_vec()),
+                Reply::Int(8_000),
+                Reply::Ok,
+                Reply::Error("ERR value is not an integer or out of range".into()),
+                Reply::Ok,
+                Reply::Int(0),
+                Reply::Bulk(b"x".to_vec()),
+            ]))
+        );
+        // a: 7, its TTL and tags kept; b: written then renamed away, absent before, so no
+        // effect; c: holds b's value with no TTL of its own (the namespace default).
+        assert_eq!(fx.len(), 2, "{fx:?}");
+        assert_eq!(fx[0].key, 0);
+        assert_eq!(
+            fx[0].effect,
+            Effect::Write {
+                value: Bytes::from_static(b"7"),
+                ttl: Ttl::AtMs(9_000),
+                keep_tags: true
+            }
+        );
+        assert_eq!((fx[1].key, fx[1].tags_from), (2, 1));
+        assert_eq!(
+            fx[1].effect,
+            Effect::Write {
+                value: Bytes::from_static(b"x"),
+                ttl: Ttl::Default,
+                keep_tags: false
+            }
+        );
+    }
+
+    #[test]
+    fn a_watched_key_that_changed_aborts_with_nothing_applied() {
+        let a = e("5", None);
+        let steps = vec![step(0, KeyOp::Del)];
+        for (watch, current) in [(Some(2), Some(&a)), (None, Some(&a)), (Some(1), None)] {
+            let op = tx(&["a"], vec![(0, watch)], steps.clone());
+            let (fx, reply) = apply_multi(&op, &[current], 0, LIM);
+            assert_eq!((fx, reply), (Vec::new(), Reply::Exec(None)));
+        }
+        let op = tx(&["a"], vec![(0, Some(1))], steps);
+        let (fx, reply) = apply_multi(&op, &[Some(&a)], 0, LIM);
+        assert_eq!(reply, Reply::Exec(Some(vec![Reply::Int(1)])));
+        assert_eq!(fx[0].effect, Effect::Delete);
+    }
+
+    #[test]
+    fn a_malformed_transaction_is_an_error_in_place_not_a_panic() {
+        let op = tx(
+            &["a"],
+            vec![],
+            vec![
+                step(7, KeyOp::Get),
+                TxStep::MsetNx(vec![(3, b"v".to_vec().into())]),
+            ],
+        );
+        let (fx, reply) = apply_multi(&op, &[None], 0, LIM);
+        assert!(fx.is_empty());
+        assert!(
+            matches!(reply, Reply::Exec(Some(r)) if r.iter().all(|r| matches!(r, Reply::Error(_))))
+        );
+        let op = tx(&["a"], vec![(4, None)], vec![]);
+        assert!(matches!(
+            apply_multi(&op, &[None], 0, LIM).1,
+            Reply::Error(_)
+        ));
+    }
+
+    #[test]
+    fn the_default_ttl_given_in_a_transaction_is_seen_by_its_later_steps() {
+        let op = MultiOp::Transaction(Transaction {
+            keys: vec![b"a".to_vec().into()],
+            watch: vec![],
+            steps: vec![
+                step(0, set("1")),
+                step(0, KeyOp::IncrBy(1)),
+                step(0, KeyOp::TtlOf(TtlQuery::Ttl)),
+            ],
+            default_ttl_ms: Some(60_000),
+        });
+        let (fx, reply) = apply_multi(&op, &[None], 0, LIM);
+        assert_eq!(
+            reply,
+            Reply::Exec(Some(vec![Reply::Ok, Reply::Int(2), Reply::Int(60)]))
+        );
+        assert!(matches!(
+            &fx[0].effect,
+            Effect::Write {
+                ttl: Ttl::Default,
+                ..
+            }
         ));
     }
 }

@@ -129,9 +129,14 @@ enum ConfigAction {
     },
 }
 
-/// The server's defaults on top of a profile: L3 on, in ./strata-data.
+/// The server's defaults on top of a profile: L3 on, in ./strata-data, and namespaces as
+/// Redis's databases are: no default TTL and no maximum unless the config sets them (a key
+/// written without a TTL lives until it is evicted or deleted, and `TTL` says -1). The
+/// embedded crate keeps the profile's own defaults (1 hour, 24 hours at most).
 fn server_defaults(c: &mut NodeConfig) {
     c.l3.enabled = true;
+    c.namespace_defaults.default_ttl_secs = None;
+    c.namespace_defaults.max_ttl_secs = None;
 }
 
 fn init_logs(format: LogFormat) {

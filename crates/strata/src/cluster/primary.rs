@@ -211,9 +211,8 @@ impl Shared {
                 }
                 current.push(c);
             }
-            let _ = now;
             let refs: Vec<Option<&Entry>> = current.iter().map(Option::as_ref).collect();
-            let (effects, reply) = ops::apply_multi(op, &refs);
+            let (effects, reply) = ops::apply_multi(op, &refs, now, cache.op_limits());
             let mut changes: Vec<(usize, Change)> = Vec::with_capacity(effects.len());
             for fx in effects {
                 let change = match fx.effect {

@@ -21,12 +21,14 @@ use strata_core::entry::Entry;
 use strata_core::glob::Glob;
 use strata_core::ops::parse_float;
 pub use strata_core::ops::parse_int;
-use strata_core::ops::{self, Exists, ExpiryIf, KeyOp, MultiOp, Ttl};
+use strata_core::ops::{self, Exists, ExpiryIf, KeyOp, MultiOp, Ttl, range_of};
 use strata_core::{CacheError, SetOptions};
 use strata_resp::{Protocol, Reply};
 
 use crate::acl::{self, User};
 use crate::state::{ClientInfo, Shared};
+
+pub mod multi;
 
 /// The Redis version Strata answers as (INFO, HELLO): the command set it follows.
 pub const REDIS_COMPAT_VERSION: &str = "7.2.0";
@@ -52,6 +54,8 @@ pub struct Session<'a> {
     pub reply: Reply,
     /// Set by QUIT: close after the reply.
     pub quit: bool,
+    /// `MULTI`'s queue and the watched keys.
+    pub tx: multi::TxState,
 }
 
 impl<'a> Session<'a> {
@@ -68,6 +72,7 @@ impl<'a> Session<'a> {
             reply_delay: None,
             reply: Reply::new(Protocol::Resp2),
             quit: false,
+            tx: multi::TxState::default(),
         }
     }
 
@@ -98,7 +103,9 @@ pub enum Cmd {
     Decr,
     Decrby,
     Del,
+    Discard,
     Echo,
+    Exec,
     Exists,
     Expire,
     Expireat,
@@ -119,6 +126,7 @@ pub enum Cmd {
     Mget,
     Mset,
     Msetnx,
+    Multi,
     Persist,
     Pexpire,
     Pexpireat,
@@ -148,6 +156,8 @@ pub enum Cmd {
     Ttl,
     Type,
     Unlink,
+    Unwatch,
+    Watch,
 }
 
 /// A command's description: what `COMMAND INFO` and `COMMAND DOCS` report.
@@ -292,6 +302,17 @@ pub static COMMANDS: &[CommandSpec] = &[
     ),
     spec!("DEL", -2, true, 1, -1, 1, "generic", "Deletes keys.", Del),
     spec!(
+        "DISCARD",
+        1,
+        false,
+        0,
+        0,
+        0,
+        "transactions",
+        "Discards a transaction.",
+        Discard
+    ),
+    spec!(
         "ECHO",
         2,
         false,
@@ -301,6 +322,17 @@ pub static COMMANDS: &[CommandSpec] = &[
         "connection",
         "Returns the given string.",
         Echo
+    ),
+    spec!(
+        "EXEC",
+        1,
+        false,
+        0,
+        0,
+        0,
+        "transactions",
+        "Executes the commands queued since MULTI, atomically.",
+        Exec
     ),
     spec!(
         "EXISTS",
@@ -521,6 +553,17 @@ pub static COMMANDS: &[CommandSpec] = &[
         "string",
         "Sets several keys only if none exists.",
         Msetnx
+    ),
+    spec!(
+        "MULTI",
+        1,
+        false,
+        0,
+        0,
+        0,
+        "transactions",
+        "Starts a transaction.",
+        Multi
     ),
     spec!(
         "PERSIST",
@@ -841,6 +884,28 @@ pub static COMMANDS: &[CommandSpec] = &[
         "Deletes keys.",
         Unlink
     ),
+    spec!(
+        "UNWATCH",
+        1,
+        false,
+        0,
+        0,
+        0,
+        "transactions",
+        "Forgets the watched keys.",
+        Unwatch
+    ),
+    spec!(
+        "WATCH",
+        -2,
+        false,
+        1,
+        -1,
+        1,
+        "transactions",
+        "Watches keys: EXEC aborts if one of them changes first.",
+        Watch
+    ),
 ];
 
 /// The spec of a command name, matched case-insensitively.
@@ -939,6 +1004,7 @@ pub async fn execute(shared: &Shared, s: &mut Session<'_>, args: &[Bytes]) {
                 String::from_utf8_lossy(&a[..a.len().min(128)])
             );
         }
+        s.tx.flag_error();
         s.reply.error(&msg);
         return;
     };
@@ -947,6 +1013,7 @@ pub async fn execute(shared: &Shared, s: &mut Session<'_>, args: &[Bytes]) {
     let n = args.len() as i32;
     if (spec.arity > 0 && n != spec.arity) || (spec.arity < 0 && n < -spec.arity) {
         shared.metrics.errors[idx].incr();
+        s.tx.flag_error();
         s.reply.error(&format!(
             "ERR wrong number of arguments for '{}' command",
             spec.name.to_ascii_lowercase()
@@ -963,11 +1030,16 @@ pub async fn execute(shared: &Shared, s: &mut Session<'_>, args: &[Bytes]) {
             if let Err(msg) = acl::permit(u, spec, args, &s.ns) {
                 shared.metrics.errors[idx].incr();
                 shared.metrics.acl_denied.incr();
+                s.tx.flag_error();
                 s.reply.error(&msg);
                 return;
             }
         }
         _ => {}
+    }
+    if s.tx.in_multi() && !multi::runs_at_once(spec.id) {
+        multi::queue(shared, s, spec, args);
+        return;
     }
     if let Err(msg) = run(shared, s, spec.id, args).await {
         shared.metrics.errors[idx].incr();
@@ -985,7 +1057,17 @@ pub async fn execute(shared: &Shared, s: &mut Session<'_>, args: &[Bytes]) {
 }
 
 async fn run(sh: &Shared, s: &mut Session<'_>, id: Cmd, a: &[Bytes]) -> Res<()> {
+    if s.tx.capture.is_some()
+        && let Some(planned) = multi::plan(sh, s, id, a)
+    {
+        return planned;
+    }
     match id {
+        Cmd::Multi => multi::multi(s)?,
+        Cmd::Exec => multi::exec(sh, s).await?,
+        Cmd::Discard => multi::discard(s)?,
+        Cmd::Watch => multi::watch(sh, s, a).await?,
+        Cmd::Unwatch => multi::unwatch(s),
         Cmd::Get => {
             let ns = &s.ns;
             match sh.cache.get(ns, &a[1]).await {
@@ -1015,6 +1097,7 @@ async fn run(sh: &Shared, s: &mut Session<'_>, id: Cmd, a: &[Bytes]) -> Res<()> 
             s.db = Some(0);
             s.user = sh.acl.read().initial_user();
             s.info.detail.lock().name = None;
+            s.tx.reset();
             s.reply.simple("RESET");
         }
         Cmd::Setex | Cmd::Psetex => {
@@ -1380,7 +1463,7 @@ async fn set_command(sh: &Shared, s: &mut Session<'_>, a: &[Bytes]) -> Res<()> {
         i += 1;
     }
     let key = &a[1];
-    if nx || xx || get || ttl == Ttl::Keep {
+    if nx || xx || get || ttl == Ttl::Keep || s.tx.capture.is_some() {
         let op = KeyOp::Set {
             value: a[2].to_vec(),
             ttl,
@@ -1408,6 +1491,11 @@ async fn set_command(sh: &Shared, s: &mut Session<'_>, a: &[Bytes]) -> Res<()> {
 /// layers, a cluster's primary, or Redis behind the bridge), holding the key's lock so that
 /// no other writer on this node interleaves, and writes its reply.
 async fn exec(sh: &Shared, s: &mut Session<'_>, key: &Bytes, op: &KeyOp) -> Res<()> {
+    if let Some(cap) = &mut s.tx.capture {
+        // Inside EXEC: a step of the transaction, run with the others.
+        cap.key_step(key, op.clone());
+        return Ok(());
+    }
     let reply = {
         let _g = sh.key_lock(&s.ns, key).write().await;
         sh.cache
@@ -1426,6 +1514,8 @@ fn write_reply(s: &mut Session<'_>, reply: ops::Reply) -> Res<()> {
         ops::Reply::Int(n) => s.reply.integer(n),
         ops::Reply::Bulk(b) => s.reply.bulk(&b),
         ops::Reply::Error(msg) => return Err(msg),
+        ops::Reply::Status(st) => s.reply.simple(&st),
+        ops::Reply::Exec(_) => return Err("ERR unexpected transaction reply".into()),
     }
     Ok(())
 }
@@ -1449,6 +1539,9 @@ async fn getex(sh: &Shared, s: &mut Session<'_>, a: &[Bytes]) -> Res<()> {
         i += 1;
     }
     let Some(ttl) = ttl else {
+        if s.tx.capture.is_some() {
+            return exec(sh, s, &a[1], &KeyOp::Get).await;
+        }
         return match sh.cache.get(&s.ns, &a[1]).await {
             Ok(Some(v)) => {
                 s.reply.bulk(&v);
@@ -1513,24 +1606,6 @@ async fn mset(sh: &Shared, s: &mut Session<'_>, a: &[Bytes], nx: bool) -> Res<()
         .map_err(|e| cache_err(&e))?;
     s.reply.ok();
     Ok(())
-}
-
-fn range_of(v: &[u8], start: i64, end: i64) -> &[u8] {
-    let len = v.len() as i64;
-    if len == 0 || (start < 0 && end < 0 && start > end) {
-        return b"";
-    }
-    let mut start = if start < 0 { len + start } else { start };
-    let mut end = if end < 0 { len + end } else { end };
-    start = start.max(0);
-    end = end.max(0);
-    if end >= len {
-        end = len - 1;
-    }
-    if start > end {
-        return b"";
-    }
-    &v[start as usize..=end as usize]
 }
 
 async fn setrange(sh: &Shared, s: &mut Session<'_>, a: &[Bytes]) -> Res<()> {

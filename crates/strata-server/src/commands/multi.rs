@@ -1,0 +1,493 @@
+//! Transactions: `MULTI`, `EXEC`, `DISCARD`, `WATCH`, `UNWATCH`, as Redis has them.
+//!
+//! Between `MULTI` and `EXEC` a command is checked (known, arity, permissions) and queued:
+//! `+QUEUED`, or an error that makes `EXEC` answer `EXECABORT`. At `EXEC` each queued
+//! command is parsed as it would run and becomes steps of one
+//! [`ops::Transaction`] — pure operations on its keys — which runs at the keys' authority
+//! ([`strata_core::Cache::execute_multi`]: this node under every key's lock, a cluster's
+//! primary of the keys' hash tag, which replicates the changes before it answers). The
+//! watched keys' versions travel with it and are compared there, under the same locks, so a
+//! write of a watched key on any node aborts `EXEC` with a null reply.
+//!
+//! Commands that name no key (`PING`, `ECHO`, `TIME`, `INFO`, `DBSIZE`, `KEYS`, `SCAN`, …)
+//! are answered at `EXEC` in their place but outside the atomic step; `SELECT`, `FLUSHDB`,
+//! `FLUSHALL` and the `STRATA.*` writes are refused while queueing (docs/protocol.md).
+
+use std::collections::HashMap;
+
+use bytes::Bytes;
+use strata_core::ops::{self, KeyOp, MultiOp, Transaction, TxStep};
+use strata_resp::Reply;
+
+use super::{Cmd, CommandSpec, Res, Session, cache_err, entry, lookup, one_slot, run};
+use crate::state::Shared;
+
+/// Most keys one client may watch at once.
+pub const MAX_WATCHED: usize = 10_000;
+
+/// A connection's transaction state.
+#[derive(Debug, Default)]
+pub struct TxState {
+    /// Commands queued since `MULTI` (`None`: not in a transaction).
+    queue: Option<Queue>,
+    /// Keys watched since the last `EXEC`, `DISCARD` or `UNWATCH`.
+    watched: Vec<Watched>,
+    /// While `EXEC` parses the queued commands: the steps they make.
+    pub(super) capture: Option<Capture>,
+}
+
+#[derive(Debug, Default)]
+struct Queue {
+    cmds: Vec<Vec<Bytes>>,
+    bytes: usize,
+    dirty: bool,
+}
+
+#[derive(Debug)]
+struct Watched {
+    ns: String,
+    key: Bytes,
+    version: Option<u64>,
+}
+
+/// How a command's step replies make its reply.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum Shape {
+    /// The one step's reply.
+    Single,
+    /// An array of the steps' replies (`MGET`).
+    Array,
+    /// The sum of the steps' integers (`DEL`, `EXISTS`).
+    Sum,
+    /// `+OK` (`MSET`).
+    Ok,
+}
+
+/// The steps the queued commands make, on keys numbered in order of first use.
+#[derive(Debug)]
+pub(super) struct Capture {
+    keys: Vec<Bytes>,
+    index: HashMap<Bytes, u32>,
+    steps: Vec<TxStep>,
+    /// The shape of the command being parsed.
+    pub(super) shape: Shape,
+}
+
+impl Capture {
+    fn new() -> Self {
+        Self {
+            keys: Vec::new(),
+            index: HashMap::new(),
+            steps: Vec::new(),
+            shape: Shape::Single,
+        }
+    }
+
+    fn key(&mut self, key: &[u8]) -> u32 {
+        if let Some(i) = self.index.get(key) {
+            return *i;
+        }
+        let i = self.keys.len() as u32;
+        let k = Bytes::copy_from_slice(key);
+        self.keys.push(k.clone());
+        self.index.insert(k, i);
+        i
+    }
+
+    /// Queues `op` on `key`.
+    pub(super) fn key_step(&mut self, key: &[u8], op: KeyOp) {
+        let key = self.key(key);
+        self.steps.push(TxStep::Key { key, op });
+    }
+
+    /// Queues `MSETNX` of `pairs`.
+    pub(super) fn msetnx(&mut self, pairs: &[Bytes]) {
+        let pairs = pairs
+            .chunks(2)
+            .map(|p| (self.key(&p[0]), p[1].to_vec().into()))
+            .collect();
+        self.steps.push(TxStep::MsetNx(pairs));
+    }
+
+    /// Queues `RENAME` (`nx`: `RENAMENX`).
+    pub(super) fn rename(&mut self, src: &[u8], dst: &[u8], nx: bool) {
+        let (src, dst) = (self.key(src), self.key(dst));
+        self.steps.push(TxStep::Rename { src, dst, nx });
+    }
+}
+
+impl TxState {
+    /// Whether commands are being queued.
+    pub fn in_multi(&self) -> bool {
+        self.queue.is_some()
+    }
+
+    /// A command refused while queueing: `EXEC` will answer `EXECABORT`.
+    pub fn flag_error(&mut self) {
+        if let Some(q) = &mut self.queue {
+            q.dirty = true;
+        }
+    }
+
+    /// Forgets the transaction and the watched keys (`RESET`, a new `AUTH` user).
+    pub fn reset(&mut self) {
+        *self = TxState::default();
+    }
+}
+
+/// Whether `id` runs at once even between `MULTI` and `EXEC`.
+pub(super) fn runs_at_once(id: Cmd) -> bool {
+    matches!(
+        id,
+        Cmd::Exec | Cmd::Discard | Cmd::Multi | Cmd::Watch | Cmd::Quit | Cmd::Reset
+    )
+}
+
+/// Queues a command between `MULTI` and `EXEC`.
+pub(super) fn queue(sh: &Shared, s: &mut Session<'_>, spec: &CommandSpec, args: &[Bytes]) {
+    let refused = matches!(
+        spec.id,
+        Cmd::Select
+            | Cmd::Flushdb
+            | Cmd::Flushall
+            | Cmd::Hello
+            | Cmd::Auth
+            | Cmd::StrataSet
+            | Cmd::StrataInvalidatePattern
+            | Cmd::StrataInvalidateTag
+    );
+    let Some(q) = &mut s.tx.queue else {
+        return;
+    };
+    if refused {
+        q.dirty = true;
+        s.reply.error(&format!(
+            "ERR '{}' is not supported inside MULTI on Strata",
+            spec.name.to_ascii_lowercase()
+        ));
+        return;
+    }
+    let size: usize = args.iter().map(|a| a.len() + 16).sum();
+    let limit = usize::try_from(sh.config.server.max_request_bytes).unwrap_or(usize::MAX);
+    if q.bytes.saturating_add(size) > limit {
+        q.dirty = true;
+        s.reply.error(&format!(
+            "ERR the queued commands would exceed server.max_request_bytes ({limit} bytes)"
+        ));
+        return;
+    }
+    q.bytes += size;
+    // Copies: a queued argument must not keep the connection's read buffer alive.
+    q.cmds
+        .push(args.iter().map(|a| Bytes::copy_from_slice(a)).collect());
+    s.reply.simple("QUEUED");
+}
+
+/// `MULTI`.
+pub(super) fn multi(s: &mut Session<'_>) -> Res<()> {
+    if s.tx.queue.is_some() {
+        return Err("ERR MULTI calls can not be nested".into());
+    }
+    s.tx.queue = Some(Queue::default());
+    s.reply.ok();
+    Ok(())
+}
+
+/// `DISCARD`.
+pub(super) fn discard(s: &mut Session<'_>) -> Res<()> {
+    if s.tx.queue.take().is_none() {
+        return Err("ERR DISCARD without MULTI".into());
+    }
+    s.tx.watched.clear();
+    s.reply.ok();
+    Ok(())
+}
+
+/// `WATCH key...`: remembers each key's version (or absence) as this node reads it now.
+pub(super) async fn watch(sh: &Shared, s: &mut Session<'_>, a: &[Bytes]) -> Res<()> {
+    if s.tx.queue.is_some() {
+        return Err("ERR WATCH inside MULTI is not allowed".into());
+    }
+    for k in &a[1..] {
+        if s.tx.watched.iter().any(|w| w.ns == s.ns && w.key == k) {
+            continue;
+        }
+        if s.tx.watched.len() >= MAX_WATCHED {
+            return Err(format!(
+                "ERR a client watches at most {MAX_WATCHED} keys at once"
+            ));
+        }
+        let version = entry(sh, &s.ns, k).await?.map(|e| e.version.as_u64());
+        s.tx.watched.push(Watched {
+            ns: s.ns.clone(),
+            key: Bytes::copy_from_slice(k),
+            version,
+        });
+    }
+    s.reply.ok();
+    Ok(())
+}
+
+/// `UNWATCH`.
+pub(super) fn unwatch(s: &mut Session<'_>) {
+    s.tx.watched.clear();
+    s.reply.ok();
+}
+
+/// What a queued command answers: its steps' replies, or a reply written while parsing.
+enum Planned {
+    Steps {
+        start: usize,
+        end: usize,
+        shape: Shape,
+    },
+    Literal(Vec<u8>),
+}
+
+/// `EXEC`.
+pub(super) async fn exec(sh: &Shared, s: &mut Session<'_>) -> Res<()> {
+    let Some(queue) = s.tx.queue.take() else {
+        return Err("ERR EXEC without MULTI".into());
+    };
+    let watched = std::mem::take(&mut s.tx.watched);
+    if queue.dirty {
+        return Err("EXECABORT Transaction discarded because of previous errors.".into());
+    }
+    // A watched key of another namespace (WATCH before a SELECT) is compared here, before
+    // the atomic step.
+    for w in watched.iter().filter(|w| w.ns != s.ns) {
+        let now = entry(sh, &w.ns, &w.key).await?.map(|e| e.version.as_u64());
+        if now != w.version {
+            s.reply.null_array();
+            return Ok(());
+        }
+    }
+
+    // Parse every queued command into steps, in a reply buffer of its own.
+    let limit =
+        usize::try_from(sh.config.server.client_output_buffer_limit_bytes).unwrap_or(usize::MAX);
+    let mut scratch = Reply::new(s.reply.proto);
+    scratch.set_limit(limit);
+    let mut saved = std::mem::replace(&mut s.reply, scratch);
+    s.tx.capture = Some(Capture::new());
+    let mut planned = Vec::with_capacity(queue.cmds.len());
+    for args in &queue.cmds {
+        let Some((_, spec)) = lookup(&args[0]) else {
+            continue;
+        };
+        let start = s.tx.capture.as_ref().map_or(0, |c| c.steps.len());
+        if let Some(c) = &mut s.tx.capture {
+            c.shape = Shape::Single;
+        }
+        let done = Box::pin(run(sh, s, spec.id, args)).await;
+        let cap = s.tx.capture.as_mut().expect("capture is set during EXEC");
+        if let Err(msg) = done {
+            cap.steps.truncate(start);
+            s.reply.buf.clear();
+            s.reply.error(&msg);
+        }
+        let end = cap.steps.len();
+        if end > start {
+            planned.push(Planned::Steps {
+                start,
+                end,
+                shape: cap.shape,
+            });
+        } else if s.reply.overflowed() {
+            s.reply.clear_overflow();
+            planned.push(Planned::Literal(
+                b"-ERR reply over server.client_output_buffer_limit_bytes\r\n".to_vec(),
+            ));
+        } else {
+            planned.push(Planned::Literal(s.reply.buf.to_vec()));
+        }
+        s.reply.buf.clear();
+    }
+    std::mem::swap(&mut s.reply, &mut saved);
+    let cap = s.tx.capture.take().expect("capture is set during EXEC");
+
+    let mut replies = Vec::new();
+    let here: Vec<&Watched> = watched.iter().filter(|w| w.ns == s.ns).collect();
+    if !cap.steps.is_empty() || !here.is_empty() {
+        let mut cap = cap;
+        let watch: Vec<(u32, Option<u64>)> =
+            here.iter().map(|w| (cap.key(&w.key), w.version)).collect();
+        one_slot(sh, cap.keys.iter())?;
+        let default_ttl_ms = sh
+            .cache
+            .policy(&s.ns)
+            .default_ttl
+            .map(|d| d.as_millis() as u64);
+        let mut stripes: Vec<usize> = cap.keys.iter().map(|k| sh.stripe(&s.ns, k)).collect();
+        stripes.sort_unstable();
+        stripes.dedup();
+        let mut guards = Vec::with_capacity(stripes.len());
+        for i in stripes {
+            guards.push(sh.lock_at(i).write().await);
+        }
+        let op = MultiOp::Transaction(Transaction {
+            keys: cap.keys.iter().map(|k| k.to_vec().into()).collect(),
+            watch,
+            steps: cap.steps,
+            default_ttl_ms,
+        });
+        let reply = sh
+            .cache
+            .execute_multi(&s.ns, &op)
+            .await
+            .map_err(|e| cache_err(&e))?;
+        drop(guards);
+        match reply {
+            ops::Reply::Exec(Some(r)) => replies = r,
+            ops::Reply::Exec(None) => {
+                s.reply.null_array();
+                return Ok(());
+            }
+            ops::Reply::Error(msg) => return Err(msg),
+            other => return Err(format!("ERR unexpected transaction reply {other:?}")),
+        }
+    }
+
+    s.reply.array(planned.len());
+    for p in planned {
+        match p {
+            Planned::Literal(bytes) => s.reply.buf.extend_from_slice(&bytes),
+            Planned::Steps { start, end, shape } => {
+                let Some(rs) = replies.get(start..end) else {
+                    s.reply.error("ERR transaction reply missing");
+                    continue;
+                };
+                compose(s, rs, shape);
+            }
+        }
+    }
+    Ok(())
+}
+
+/// Writes one command's reply from its steps' replies.
+fn compose(s: &mut Session<'_>, rs: &[ops::Reply], shape: Shape) {
+    match shape {
+        Shape::Single => {
+            for r in rs {
+                write_one(s, r);
+            }
+        }
+        Shape::Array => {
+            s.reply.array(rs.len());
+            for r in rs {
+                write_one(s, r);
+            }
+        }
+        Shape::Sum => {
+            let n: i64 = rs
+                .iter()
+                .map(|r| if let ops::Reply::Int(n) = r { *n } else { 0 })
+                .sum();
+            s.reply.integer(n);
+        }
+        Shape::Ok => s.reply.ok(),
+    }
+}
+
+/// Writes a step's reply, an error in its place.
+fn write_one(s: &mut Session<'_>, r: &ops::Reply) {
+    match r {
+        ops::Reply::Ok => s.reply.ok(),
+        ops::Reply::Nil => s.reply.null(),
+        ops::Reply::Int(n) => s.reply.integer(*n),
+        ops::Reply::Bulk(b) => s.reply.bulk(b),
+        ops::Reply::Error(msg) => s.reply.error(msg),
+        ops::Reply::Status(st) => s.reply.simple(st),
+        ops::Reply::Exec(None) => s.reply.null_array(),
+        ops::Reply::Exec(Some(inner)) => {
+            s.reply.array(inner.len());
+            for r in inner {
+                write_one(s, r);
+            }
+        }
+    }
+}
+
+/// The steps of a command whose handler reads or writes directly (not through
+/// `super::exec`), while `EXEC` parses: `None` for every other command.
+pub(super) fn plan(sh: &Shared, s: &mut Session<'_>, id: Cmd, a: &[Bytes]) -> Option<Res<()>> {
+    use ops::TtlQuery;
+    let now = sh.cache.now_ms();
+    let cap = s.tx.capture.as_mut()?;
+    let int = |b: &Bytes| super::parse_int(b).ok_or_else(super::not_int);
+    let one = |cap: &mut Capture, op: KeyOp| {
+        cap.key_step(&a[1], op);
+        Ok(())
+    };
+    Some(match id {
+        Cmd::Get => one(cap, KeyOp::Get),
+        Cmd::Strlen => one(cap, KeyOp::Strlen),
+        Cmd::Type => one(cap, KeyOp::Type),
+        Cmd::Ttl => one(cap, KeyOp::TtlOf(TtlQuery::Ttl)),
+        Cmd::Pttl => one(cap, KeyOp::TtlOf(TtlQuery::Pttl)),
+        Cmd::Expiretime => one(cap, KeyOp::TtlOf(TtlQuery::ExpireTime)),
+        Cmd::Pexpiretime => one(cap, KeyOp::TtlOf(TtlQuery::PexpireTime)),
+        Cmd::Getrange | Cmd::Substr => match (int(&a[2]), int(&a[3])) {
+            (Ok(start), Ok(end)) => one(cap, KeyOp::GetRange { start, end }),
+            (Err(e), _) | (_, Err(e)) => Err(e),
+        },
+        Cmd::Setex | Cmd::Psetex => {
+            let name = if id == Cmd::Setex { "setex" } else { "psetex" };
+            int(&a[2])
+                .and_then(|n| super::expire_ms(n, id == Cmd::Setex, name))
+                .and_then(|ms| {
+                    one(
+                        cap,
+                        KeyOp::Set {
+                            value: a[3].to_vec(),
+                            ttl: ops::Ttl::AtMs(now.saturating_add(ms)),
+                            exists: ops::Exists::Any,
+                            get: false,
+                            integer: false,
+                        },
+                    )
+                })
+        }
+        Cmd::Mget | Cmd::Del | Cmd::Unlink | Cmd::Exists | Cmd::Touch => {
+            let (op, shape) = match id {
+                Cmd::Mget => (KeyOp::Get, Shape::Array),
+                Cmd::Del | Cmd::Unlink => (KeyOp::Del, Shape::Sum),
+                _ => (KeyOp::Exists, Shape::Sum),
+            };
+            for k in &a[1..] {
+                cap.key_step(k, op.clone());
+            }
+            cap.shape = shape;
+            Ok(())
+        }
+        Cmd::Mset | Cmd::Msetnx if a.len() % 2 != 1 => Err(format!(
+            "ERR wrong number of arguments for '{}' command",
+            if id == Cmd::Mset { "mset" } else { "msetnx" }
+        )),
+        Cmd::Mset => {
+            for p in a[1..].chunks(2) {
+                cap.key_step(
+                    &p[0],
+                    KeyOp::Set {
+                        value: p[1].to_vec(),
+                        ttl: ops::Ttl::Default,
+                        exists: ops::Exists::Any,
+                        get: false,
+                        integer: false,
+                    },
+                );
+            }
+            cap.shape = Shape::Ok;
+            Ok(())
+        }
+        Cmd::Msetnx => {
+            cap.msetnx(&a[1..]);
+            Ok(())
+        }
+        Cmd::Rename | Cmd::Renamenx => {
+            cap.rename(&a[1], &a[2], id == Cmd::Renamenx);
+            Ok(())
+        }
+        _ => return None,
+    })
+}
