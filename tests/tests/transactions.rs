@@ -200,6 +200,39 @@ fn client_transactions_lose_no_update_across_a_cluster() {
         .unwrap_err();
     assert!(e.to_string().contains("don't hash to the same slot"), "{e}");
     assert_eq!(c2.get::<_, Option<String>>("x1").unwrap(), None);
+
+    // A transaction larger than one cluster frame (16 MiB by default), or whose replies
+    // would be, is refused whole before anything applies, never half done.
+    let mb = vec![b'v'; 1 << 20];
+    for i in 0..20 {
+        let _: () = c1.set(format!("{{t}}big{i}"), &mb[..]).unwrap();
+    }
+    let _: () = redis::cmd("MULTI").query(&mut c1).unwrap();
+    let _: () = redis::cmd("SET")
+        .arg("{t}marker")
+        .arg("1")
+        .query(&mut c1)
+        .unwrap();
+    let keys: Vec<String> = (0..20).map(|i| format!("{{t}}big{i}")).collect();
+    let _: () = redis::cmd("MGET").arg(&keys).query(&mut c1).unwrap();
+    let e = redis::cmd("EXEC")
+        .query::<redis::Value>(&mut c1)
+        .unwrap_err();
+    assert!(e.to_string().contains("more than one cluster frame"), "{e}");
+    assert_eq!(c2.get::<_, Option<String>>("{t}marker").unwrap(), None);
+    let _: () = redis::cmd("MULTI").query(&mut c1).unwrap();
+    for i in 0..20 {
+        let _: () = redis::cmd("SET")
+            .arg(format!("{{t}}new{i}"))
+            .arg(&mb[..])
+            .query(&mut c1)
+            .unwrap();
+    }
+    let e = redis::cmd("EXEC")
+        .query::<redis::Value>(&mut c1)
+        .unwrap_err();
+    assert!(e.to_string().contains("more than one cluster frame"), "{e}");
+    assert_eq!(c2.exists::<_, i64>("{t}new0").unwrap(), 0);
 }
 
 /// A careless or hostile client: commands queued without end are bounded by

@@ -44,6 +44,19 @@ pub(crate) enum Refusal {
     Indeterminate(String),
 }
 
+/// Room kept in a frame for its header and the request's other fields.
+const FRAME_HEADROOM: usize = 4096;
+
+/// About how many bytes `reply` takes encoded (bulk strings and errors by length).
+fn reply_size(reply: &Reply) -> usize {
+    match reply {
+        Reply::Bulk(b) => b.len() + 8,
+        Reply::Error(s) | Reply::Status(s) => s.len() + 8,
+        Reply::Exec(Some(rs)) => rs.iter().map(reply_size).sum::<usize>() + 8,
+        _ => 10,
+    }
+}
+
 impl Shared {
     /// The stripe of `key`'s execution lock.
     fn exec_stripe(&self, namespace: &str, key: &[u8]) -> usize {
@@ -252,6 +265,17 @@ impl Shared {
                     }
                 };
                 changes.push((fx.key, change));
+            }
+            // The reply travels in one frame: one that cannot is refused before anything
+            // is applied (a transaction's MGET of large values, say).
+            let reply_bytes = reply_size(&reply);
+            if reply_bytes > self.max_frame.saturating_sub(FRAME_HEADROOM) {
+                return Ok(ExecutedMulti {
+                    reply: Reply::Error(format!(
+                        "ERR the replies take {reply_bytes} bytes, more than one cluster frame holds; split the transaction"
+                    )),
+                    changes: Vec::new(),
+                });
             }
             for (n, (i, change)) in changes.iter().enumerate() {
                 let base = current[*i].as_ref().map_or(0, |e| e.version.as_u64());
@@ -687,6 +711,15 @@ impl Shared {
         op: PrimaryOp,
     ) -> Result<Outcome, String> {
         let encoded = op.encode();
+        // Refused before anything is sent: a frame over the limit would be dropped by the
+        // primary, leaving the outcome unknown.
+        let room = self.max_frame.saturating_sub(FRAME_HEADROOM);
+        if encoded.len() + key.len() + namespace.len() > room {
+            return Err(format!(
+                "ERR the operation takes {} bytes, more than one cluster frame holds ({room}); split it",
+                encoded.len()
+            ));
+        }
         let mut op = Some(op);
         let mut last = String::new();
         let deadline =
