@@ -372,4 +372,53 @@ fn behind_redis_counters_and_locks_are_atomic_across_nodes() {
         + metric(&nodes[1], "strata_redis_execute_retries_total")
         + metric(&nodes[2], "strata_redis_execute_retries_total");
     println!("900 increments from three nodes, {retries} compare-and-set retries");
+
+    // Multi-key operations run at Redis too: MSETNX races have one winner per round,
+    // RENAME moves a value once, and WATCH/MULTI/EXEC check-and-set loses no update.
+    let threads: Vec<_> = nodes
+        .iter()
+        .enumerate()
+        .map(|(me, n)| {
+            let url = n.url();
+            std::thread::spawn(move || {
+                let mut c = redis::Client::open(url).unwrap().get_connection().unwrap();
+                let wins = (0..50)
+                    .filter(|i| {
+                        redis::cmd("MSETNX")
+                            .arg(format!("m:{i}:a"))
+                            .arg(me)
+                            .arg(format!("m:{i}:b"))
+                            .arg(me)
+                            .query::<i64>(&mut c)
+                            .unwrap()
+                            == 1
+                    })
+                    .count();
+                for _ in 0..100 {
+                    let _: () = redis::transaction(&mut c, &["cas"], |c, pipe| {
+                        let v: Option<i64> = c.get("cas")?;
+                        pipe.set("cas", v.unwrap_or(0) + 1).ignore().query(c)
+                    })
+                    .unwrap();
+                }
+                wins
+            })
+        })
+        .collect();
+    let wins: usize = threads.into_iter().map(|t| t.join().unwrap()).sum();
+    assert_eq!(wins, 50, "one MSETNX winner per round");
+    let mut c = nodes[2].redis();
+    for i in 0..50 {
+        let (a, b): (String, String) = redis::cmd("MGET")
+            .arg(format!("m:{i}:a"))
+            .arg(format!("m:{i}:b"))
+            .query(&mut c)
+            .unwrap();
+        assert_eq!(a, b, "both keys of round {i} from the one winner");
+    }
+    assert_eq!(
+        c.get::<_, i64>("cas").unwrap(),
+        300,
+        "no check-and-set lost"
+    );
 }

@@ -75,6 +75,34 @@ redis.call('PUBLISH', ARGV[4], ARGV[5])
 return 1
 ";
 
+/// The compare-and-set of several keys (`MSETNX`, `RENAME`, a transaction): every key must
+/// still hold the version read (ARGV per key: expected, action `k`eep / `s`et / `d`elete,
+/// payload, PX, message), then every change is written and announced in the same step.
+const EXECUTE_MULTI_SCRIPT: &str = r"
+for i = 1, #KEYS do
+  if redis.call('GETRANGE', KEYS[i], 1, 16) ~= ARGV[(i - 1) * 5 + 2] then
+    return 0
+  end
+end
+for i = 1, #KEYS do
+  local b = (i - 1) * 5 + 1
+  local action = ARGV[b + 2]
+  if action == 'd' then
+    redis.call('UNLINK', KEYS[i])
+  elseif action == 's' then
+    if ARGV[b + 4] == '0' then
+      redis.call('SET', KEYS[i], ARGV[b + 3])
+    else
+      redis.call('SET', KEYS[i], ARGV[b + 3], 'PX', ARGV[b + 4])
+    end
+  end
+  if ARGV[b + 5] ~= '' then
+    redis.call('PUBLISH', ARGV[1], ARGV[b + 5])
+  end
+end
+return 1
+";
+
 /// Most times a bridge node recomputes one operation that other writers keep beating.
 const EXECUTE_ATTEMPTS: usize = 200;
 
@@ -225,6 +253,26 @@ impl Backend {
         let mut inv = script.key(key);
         for a in args {
             inv.arg(*a);
+        }
+        match self.clone() {
+            Backend::Single(mut c) => inv.invoke_async(&mut c).await,
+            Backend::Cluster(mut c) => inv.invoke_async(&mut c).await,
+        }
+    }
+
+    /// Runs `script` on several keys (one slot on a Redis Cluster).
+    async fn script_keys(
+        &self,
+        script: &redis::Script,
+        keys: &[Vec<u8>],
+        args: &[Vec<u8>],
+    ) -> redis::RedisResult<i64> {
+        let mut inv = script.prepare_invoke();
+        for k in keys {
+            inv.key(k.as_slice());
+        }
+        for a in args {
+            inv.arg(a.as_slice());
         }
         match self.clone() {
             Backend::Single(mut c) => inv.invoke_async(&mut c).await,
@@ -390,6 +438,7 @@ struct Inner {
     subscribed: AtomicBool,
     set_script: redis::Script,
     execute_script: redis::Script,
+    execute_multi_script: redis::Script,
     remove_script: redis::Script,
     remove_version_script: redis::Script,
 }
@@ -476,6 +525,7 @@ impl RedisTier {
                 subscribed: AtomicBool::new(false),
                 set_script: redis::Script::new(SET_SCRIPT),
                 execute_script: redis::Script::new(EXECUTE_SCRIPT),
+                execute_multi_script: redis::Script::new(EXECUTE_MULTI_SCRIPT),
                 remove_script: redis::Script::new(REMOVE_SCRIPT),
                 remove_version_script: redis::Script::new(REMOVE_VERSION_SCRIPT),
             }),
@@ -1301,6 +1351,158 @@ impl Tier for RedisTier {
         }
         Err(TierError::Unavailable(format!(
             "TRYAGAIN other writers changed the key {EXECUTE_ATTEMPTS} times while this node computed"
+        )))
+    }
+
+    /// Multi-key operations (`MSETNX`, `RENAME`, a transaction) execute against Redis as
+    /// single-key ones do: read every key in one `MGET` (one snapshot), compute with
+    /// [`strata_core::ops::apply_multi`], and write every change only if no key's version
+    /// moved since (one script, which also announces the changes); recompute otherwise. On
+    /// a Redis Cluster the keys must share a slot (Redis answers `CROSSSLOT` otherwise).
+    async fn execute_multi(
+        &self,
+        cache: &strata_core::Cache,
+        namespace: &str,
+        op: &strata_core::ops::MultiOp,
+    ) -> Result<Option<strata_core::ops::ExecutedMulti>, TierError> {
+        use strata_core::ops::{self, Change, Effect, ExecutedMulti};
+        if !self.inner.breaker.allows() {
+            return Err(TierError::Unavailable(
+                "TRYAGAIN the Redis bridge's circuit is open: conditional writes need Redis".into(),
+            ));
+        }
+        let keys: Vec<Vec<u8>> = op.keys().into_iter().map(<[u8]>::to_vec).collect();
+        if keys.is_empty() {
+            return Ok(None);
+        }
+        let full: Vec<Vec<u8>> = keys.iter().map(|k| self.full_key(namespace, k)).collect();
+        let channel = self.inner.channel.as_bytes().to_vec();
+        let script = &self.inner.execute_multi_script;
+        for attempt in 0..EXECUTE_ATTEMPTS {
+            if attempt >= 4 {
+                let us = rand::random::<u64>() % (200 * attempt as u64).min(5_000);
+                tokio::time::sleep(Duration::from_micros(us)).await;
+            }
+            let raws: Vec<Option<Vec<u8>>> = self
+                .call(|b| {
+                    let mut cmd = redis::cmd("MGET");
+                    for k in &full {
+                        cmd.arg(k.as_slice());
+                    }
+                    async move { b.query(&cmd).await }
+                })
+                .await?;
+            let now = self.inner.clock.now_ms();
+            let mut expected = Vec::with_capacity(keys.len());
+            let mut present = Vec::with_capacity(keys.len());
+            let mut fresh = Vec::with_capacity(keys.len());
+            for raw in raws {
+                present.push(raw.is_some());
+                let held = match raw {
+                    Some(raw) => Some(codec::decode_entry(Bytes::from(raw)).map_err(|e| {
+                        bump(&self.inner.counters.corrupt);
+                        TierError::Failed(format!(
+                            "the value in Redis is not a Strata entry ({e}): not changed"
+                        ))
+                    })?),
+                    None => None,
+                };
+                expected.push(
+                    held.as_ref()
+                        .map(|e| codec::version_hex(e.version).to_vec())
+                        .unwrap_or_default(),
+                );
+                if let Some(e) = &held {
+                    cache.observe_version(e.version);
+                }
+                fresh.push(held.filter(|e| e.is_fresh(now)));
+            }
+            let refs: Vec<Option<&strata_core::Entry>> = fresh.iter().map(Option::as_ref).collect();
+            let (effects, reply) = ops::apply_multi(op, &refs, now, cache.op_limits());
+            if effects.is_empty() {
+                return Ok(Some(ExecutedMulti {
+                    reply,
+                    changes: Vec::new(),
+                }));
+            }
+            // Per key: (action, payload, px, message).
+            let mut plan: Vec<(&[u8], Vec<u8>, u64, Vec<u8>)> =
+                vec![(&b"k"[..], Vec::new(), 0, Vec::new()); keys.len()];
+            let mut changes = Vec::with_capacity(effects.len());
+            for fx in effects {
+                let key = &keys[fx.key];
+                match fx.effect {
+                    Effect::None => {}
+                    Effect::Write {
+                        value,
+                        ttl,
+                        keep_tags,
+                    } => {
+                        let entry = match cache.entry_for(
+                            namespace,
+                            key,
+                            value,
+                            ttl,
+                            keep_tags,
+                            fresh[fx.tags_from].as_ref(),
+                        ) {
+                            Ok(e) => e,
+                            Err(e) => {
+                                return Ok(Some(ExecutedMulti {
+                                    reply: ops::Reply::Error(format!("ERR {e}")),
+                                    changes: Vec::new(),
+                                }));
+                            }
+                        };
+                        let px = match entry.stale_until_ms.or(entry.expires_at_ms) {
+                            Some(until) => {
+                                until.saturating_sub(now).max(1)
+                                    + self.inner.expiry_slack_ms.load(Ordering::Relaxed)
+                            }
+                            None => 0,
+                        };
+                        let msg = self.message(Op::Set {
+                            namespace: namespace.to_owned(),
+                            key: key.clone(),
+                            version: entry.version.as_u64(),
+                        });
+                        plan[fx.key] = (b"s", codec::encode_entry(&entry), px, msg);
+                        changes.push((Bytes::copy_from_slice(key), Change::Written(entry)));
+                    }
+                    Effect::Delete if !present[fx.key] => {}
+                    Effect::Delete => {
+                        let version = cache.observe_version(strata_core::Version::from_u64(0));
+                        let msg = self.message(Op::Remove {
+                            namespace: namespace.to_owned(),
+                            key: key.clone(),
+                        });
+                        plan[fx.key] = (b"d", Vec::new(), 0, msg);
+                        changes.push((Bytes::copy_from_slice(key), Change::Removed(version)));
+                    }
+                }
+            }
+            let mut args = Vec::with_capacity(1 + 5 * keys.len());
+            args.push(channel.clone());
+            for (i, (action, payload, px, msg)) in plan.into_iter().enumerate() {
+                args.push(std::mem::take(&mut expected[i]));
+                args.push(action.to_vec());
+                args.push(payload);
+                args.push(px.to_string().into_bytes());
+                args.push(msg);
+            }
+            let done: i64 = self
+                .call(|b| {
+                    let (full, args) = (&full, &args);
+                    async move { b.script_keys(script, full, args).await }
+                })
+                .await?;
+            if done == 1 {
+                return Ok(Some(ExecutedMulti { reply, changes }));
+            }
+            bump(&self.inner.counters.execute_retries);
+        }
+        Err(TierError::Unavailable(format!(
+            "TRYAGAIN other writers changed the keys {EXECUTE_ATTEMPTS} times while this node computed"
         )))
     }
 
