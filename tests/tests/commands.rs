@@ -929,3 +929,28 @@ fn redis_cli_works() {
         "greeting, n and the 1000 piped keys"
     );
 }
+
+/// `strata serve`'s namespaces are Redis's databases (no default TTL, no maximum); the
+/// shipped example config keeps the seeds' 24-hour licence rule on `emission_factors`.
+#[test]
+fn databases_behave_as_redis_and_the_example_config_keeps_the_licence_rule() {
+    let example = include_str!("../../config/strata.example.toml");
+    let srv = Server::start(example);
+    let mut c = srv.redis();
+    let _: () = c.set("k", "v").unwrap();
+    assert_eq!(c.ttl::<_, i64>("k").unwrap(), -1, "no TTL unless given");
+    assert_eq!(c.expire::<_, i64>("k", 200_000).unwrap(), 1, "no maximum");
+    assert_eq!(cmd("PERSIST").arg("k").query::<i64>(&mut c).unwrap(), 1);
+    let _: () = cmd("SELECT").arg("emission_factors").query(&mut c).unwrap();
+    let _: () = c.set("fuel:diesel", "2.68").unwrap();
+    assert_eq!(c.ttl::<_, i64>("fuel:diesel").unwrap(), 3600);
+    let e = err(cmd("SET")
+        .arg("f")
+        .arg("v")
+        .arg("EX")
+        .arg(172_800)
+        .query(&mut c));
+    assert!(e.contains("max_ttl of 86400 seconds"), "{e}");
+    let e = err(cmd("PERSIST").arg("fuel:diesel").query(&mut c));
+    assert!(e.contains("max_ttl"), "{e}");
+}
