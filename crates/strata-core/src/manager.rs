@@ -302,6 +302,7 @@ impl CacheBuilder {
                 refuse_on_l3_fault: self.refuse_on_l3_fault,
                 l3_first: AtomicBool::new(self.l3_first),
                 l3_serving: AtomicBool::new(true),
+                script_engine: std::sync::OnceLock::new(),
             }),
         })
     }
@@ -321,6 +322,7 @@ struct Inner {
     refuse_on_l3_fault: bool,
     l3_first: AtomicBool,
     l3_serving: AtomicBool,
+    script_engine: std::sync::OnceLock<Arc<dyn ops::ScriptEngine>>,
 }
 
 /// A cheap, cloneable handle to one node's layers. Reads and writes go straight to the
@@ -692,7 +694,7 @@ impl Cache {
         }
         let refs: Vec<Option<&Entry>> = current.iter().map(Option::as_ref).collect();
         let now = self.inner.clock.now_ms();
-        let (effects, reply) = ops::apply_multi(op, &refs, now, self.op_limits());
+        let (effects, reply) = self.apply_multi(op, &refs, now);
         // Every entry is built (and checked) before anything is written: a policy refusal
         // changes nothing.
         let mut writes = Vec::new();
@@ -736,6 +738,24 @@ impl Cache {
             layer: Layer::L2,
             source,
         }
+    }
+
+    /// Installs what runs scripts ([`ops::MultiOp::Script`]); once (later calls are
+    /// ignored).
+    pub fn set_script_engine(&self, engine: Arc<dyn ops::ScriptEngine>) {
+        let _ = self.inner.script_engine.set(engine);
+    }
+
+    /// [`ops::apply_multi`] with this cache's limits and script engine: what an authority
+    /// (this node, a cluster primary, the bridge) computes a multi-key operation with.
+    pub fn apply_multi(
+        &self,
+        op: &ops::MultiOp,
+        current: &[Option<&Entry>],
+        now_ms: u64,
+    ) -> (Vec<ops::MultiEffect>, Reply) {
+        let engine = self.inner.script_engine.get().map(|e| &**e);
+        ops::apply_multi_with(op, current, now_ms, self.op_limits(), engine)
     }
 
     /// The bounds [`ops::apply`] checks, from this cache's limits.

@@ -206,6 +206,26 @@ pub enum Reply {
     /// watched key had changed and nothing ran. The replies inside are never `Exec`
     /// themselves (decoding refuses nesting, so a peer's frame cannot recurse).
     Exec(#[serde(deserialize_with = "flat_replies")] Option<Vec<Reply>>),
+    /// A script's reply, which may nest arrays: flattened in order (an array as its length,
+    /// then its items), so that decoding never recurses.
+    Tree(Vec<Token>),
+}
+
+/// One element of a [`Reply::Tree`].
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub enum Token {
+    /// An array of the next `n` values (each a token, or an array with its own items).
+    Array(u32),
+    /// An integer.
+    Int(i64),
+    /// A bulk string.
+    Bulk(#[serde(with = "serde_bytes")] Vec<u8>),
+    /// A null bulk string.
+    Nil,
+    /// A status reply.
+    Status(String),
+    /// An error reply.
+    Error(String),
 }
 
 /// [`Reply`] without [`Reply::Exec`], variant for variant: what the replies inside an
@@ -578,6 +598,34 @@ pub enum MultiOp {
     /// a step or a `WATCH` names, each once), unless a watched key's version changed since
     /// the client watched it. Answers [`Reply::Exec`].
     Transaction(Transaction),
+    /// `EVAL` and friends: a Lua script run on its declared keys as one step (a
+    /// [`ScriptEngine`] runs it; the node the client reached supplies none of it but the
+    /// source, so every authority runs the same thing).
+    Script(Script),
+}
+
+/// The data of a [`MultiOp::Script`].
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Script {
+    /// The Lua source.
+    #[serde(with = "serde_bytes")]
+    pub body: Vec<u8>,
+    /// `KEYS`, as the client gave them (duplicates kept).
+    pub keys: Vec<serde_bytes::ByteBuf>,
+    /// `ARGV`.
+    pub args: Vec<serde_bytes::ByteBuf>,
+    /// `EVAL_RO` / `EVALSHA_RO`: writes are refused.
+    pub read_only: bool,
+    /// The namespace's default TTL in ms (as [`Transaction::default_ttl_ms`]).
+    pub default_ttl_ms: Option<u64>,
+}
+
+/// What runs scripts: the server installs one in the cache ([`crate::Cache::set_script_engine`]).
+pub trait ScriptEngine: Send + Sync {
+    /// Runs `script` with its keys' entries in `view` (`keys`: [`MultiOp::keys`], each key
+    /// once, in the view's order) and answers its reply. Steps it ran before an error stay
+    /// applied, as in Redis.
+    fn run(&self, script: &Script, keys: &[&[u8]], view: &mut TxView) -> Reply;
 }
 
 /// The data of a [`MultiOp::Transaction`].
@@ -637,6 +685,14 @@ impl MultiOp {
             MultiOp::MsetNx(pairs) => pairs.iter().map(|(k, _)| k.as_slice()).collect(),
             MultiOp::Rename { src, dst, .. } => vec![src.as_slice(), dst.as_slice()],
             MultiOp::Transaction(t) => t.keys.iter().map(|k| k.as_slice()).collect(),
+            MultiOp::Script(sc) => {
+                let mut seen = std::collections::HashSet::with_capacity(sc.keys.len());
+                sc.keys
+                    .iter()
+                    .map(|k| k.as_slice())
+                    .filter(|k| seen.insert(*k))
+                    .collect()
+            }
         }
     }
 }
@@ -649,7 +705,33 @@ pub fn apply_multi(
     now_ms: u64,
     limits: OpLimits,
 ) -> (Vec<MultiEffect>, Reply) {
+    apply_multi_with(op, current, now_ms, limits, None)
+}
+
+/// [`apply_multi`], with `engine` to run scripts (without one, a script is refused).
+pub fn apply_multi_with(
+    op: &MultiOp,
+    current: &[Option<&Entry>],
+    now_ms: u64,
+    limits: OpLimits,
+    engine: Option<&dyn ScriptEngine>,
+) -> (Vec<MultiEffect>, Reply) {
     match op {
+        MultiOp::Script(sc) => {
+            let Some(engine) = engine else {
+                return (
+                    Vec::new(),
+                    Reply::Error("ERR this node cannot run scripts".into()),
+                );
+            };
+            let keys = op.keys();
+            if keys.len() != current.len() {
+                return (Vec::new(), Reply::Error("ERR invalid script keys".into()));
+            }
+            let mut view = TxView::new(current, now_ms, limits, sc.default_ttl_ms);
+            let reply = engine.run(sc, &keys, &mut view);
+            (view.finish(), reply)
+        }
         MultiOp::Transaction(t) => apply_transaction(t, current, now_ms, limits),
         MultiOp::MsetNx(pairs) => {
             if current.iter().any(Option::is_some) {
@@ -767,64 +849,91 @@ impl TxSlot {
     }
 }
 
-/// Runs a transaction's steps in order on copies of its keys' entries: each step sees the
-/// effects of the steps before it, and the outcome is each changed key's final effect.
-fn apply_transaction(
-    t: &Transaction,
-    current: &[Option<&Entry>],
+/// A transaction's keys while its steps run: copies of their entries, each step applied to
+/// them in turn ([`TxView::step`]), so that each sees the effects of the ones before; at the
+/// end, each changed key's final effect ([`TxView::finish`]). What `EXEC` and a script run
+/// on. Pure.
+pub struct TxView {
+    slots: Vec<TxSlot>,
+    existed: Vec<bool>,
     now_ms: u64,
     limits: OpLimits,
-) -> (Vec<MultiEffect>, Reply) {
-    let at = |i: u32| i as usize;
-    let valid = |i: u32| at(i) < current.len();
-    for (i, version) in &t.watch {
-        if !valid(*i) {
-            return (Vec::new(), Reply::Error("ERR invalid transaction".into()));
-        }
-        if current[at(*i)].map(|e| e.version.as_u64()) != *version {
-            return (Vec::new(), Reply::Exec(None));
+    default_ttl_ms: Option<u64>,
+}
+
+impl TxView {
+    /// The view of keys whose current fresh entries are `current`, at `now_ms`;
+    /// `default_ttl_ms` is the namespace's default TTL.
+    pub fn new(
+        current: &[Option<&Entry>],
+        now_ms: u64,
+        limits: OpLimits,
+        default_ttl_ms: Option<u64>,
+    ) -> Self {
+        Self {
+            slots: current
+                .iter()
+                .enumerate()
+                .map(|(i, e)| TxSlot {
+                    entry: e.cloned(),
+                    changed: false,
+                    default_ttl: false,
+                    keep_tags: true,
+                    tags_from: i,
+                })
+                .collect(),
+            existed: current.iter().map(Option::is_some).collect(),
+            now_ms,
+            limits,
+            default_ttl_ms,
         }
     }
-    let mut slots: Vec<TxSlot> = current
-        .iter()
-        .enumerate()
-        .map(|(i, e)| TxSlot {
-            entry: e.cloned(),
-            changed: false,
-            default_ttl: false,
-            keep_tags: true,
-            tags_from: i,
-        })
-        .collect();
-    let mut replies = Vec::with_capacity(t.steps.len());
-    for step in &t.steps {
-        let reply = match step {
-            TxStep::Key { key, op } if valid(*key) => {
-                let slot = &mut slots[at(*key)];
+
+    /// How many keys the view holds.
+    pub fn len(&self) -> usize {
+        self.slots.len()
+    }
+
+    /// Whether the view holds no key.
+    pub fn is_empty(&self) -> bool {
+        self.slots.is_empty()
+    }
+
+    fn valid(&self, i: u32) -> bool {
+        (i as usize) < self.slots.len()
+    }
+
+    /// Runs one step on the view; its reply.
+    pub fn step(&mut self, step: &TxStep) -> Reply {
+        let (now_ms, limits, default_ttl) = (self.now_ms, self.limits, self.default_ttl_ms);
+        let at = |i: u32| i as usize;
+        match step {
+            TxStep::Key { key, op } if self.valid(*key) => {
+                let slot = &mut self.slots[at(*key)];
                 let (effect, reply) = apply(op, slot.entry.as_ref(), now_ms, limits);
-                slot.commit(effect, now_ms, t.default_ttl_ms);
+                slot.commit(effect, now_ms, default_ttl);
                 reply
             }
-            TxStep::MsetNx(pairs) if pairs.iter().all(|(k, _)| valid(*k)) => {
-                if pairs.iter().any(|(k, _)| slots[at(*k)].entry.is_some()) {
-                    Reply::Int(0)
-                } else {
-                    for (k, v) in pairs {
-                        let slot = &mut slots[at(*k)];
-                        let value = Bytes::copy_from_slice(v);
-                        let write = Effect::Write {
-                            value,
-                            ttl: Ttl::Default,
-                            keep_tags: false,
-                        };
-                        slot.commit(write, now_ms, t.default_ttl_ms);
-                    }
-                    Reply::Int(1)
+            TxStep::MsetNx(pairs) if pairs.iter().all(|(k, _)| self.valid(*k)) => {
+                if pairs
+                    .iter()
+                    .any(|(k, _)| self.slots[at(*k)].entry.is_some())
+                {
+                    return Reply::Int(0);
                 }
+                for (k, v) in pairs {
+                    let write = Effect::Write {
+                        value: Bytes::copy_from_slice(v),
+                        ttl: Ttl::Default,
+                        keep_tags: false,
+                    };
+                    self.slots[at(*k)].commit(write, now_ms, default_ttl);
+                }
+                Reply::Int(1)
             }
-            TxStep::Rename { src, dst, nx } if valid(*src) && valid(*dst) => {
+            TxStep::Rename { src, dst, nx } if self.valid(*src) && self.valid(*dst) => {
                 let (src, dst) = (at(*src), at(*dst));
-                match slots[src].entry.clone() {
+                match self.slots[src].entry.clone() {
                     None => Reply::Error("ERR no such key".into()),
                     Some(_) if src == dst => {
                         if *nx {
@@ -833,54 +942,77 @@ fn apply_transaction(
                             Reply::Ok
                         }
                     }
-                    Some(_) if *nx && slots[dst].entry.is_some() => Reply::Int(0),
+                    Some(_) if *nx && self.slots[dst].entry.is_some() => Reply::Int(0),
                     Some(e) => {
                         let (from, keep, default) = (
-                            slots[src].tags_from,
-                            slots[src].keep_tags,
-                            slots[src].default_ttl,
+                            self.slots[src].tags_from,
+                            self.slots[src].keep_tags,
+                            self.slots[src].default_ttl,
                         );
-                        let d = &mut slots[dst];
+                        let d = &mut self.slots[dst];
                         d.entry = Some(e);
                         d.changed = true;
                         d.tags_from = from;
                         d.keep_tags = keep;
                         d.default_ttl = default;
-                        slots[src].commit(Effect::Delete, now_ms, t.default_ttl_ms);
+                        self.slots[src].commit(Effect::Delete, now_ms, default_ttl);
                         if *nx { Reply::Int(1) } else { Reply::Ok }
                     }
                 }
             }
             _ => Reply::Error("ERR invalid transaction".into()),
-        };
-        replies.push(reply);
+        }
     }
-    let effects = slots
-        .into_iter()
-        .enumerate()
-        .filter(|(_, s)| s.changed)
-        .filter_map(|(i, s)| {
-            let effect = match s.entry {
-                None if current[i].is_none() => return None,
-                None => Effect::Delete,
-                Some(e) => Effect::Write {
-                    value: e.value,
-                    ttl: match e.expires_at_ms {
-                        _ if s.default_ttl => Ttl::Default,
-                        Some(at) => Ttl::AtMs(at),
-                        None => Ttl::Persist,
+
+    /// Each changed key's final effect (a key created and deleted again has none).
+    pub fn finish(self) -> Vec<MultiEffect> {
+        let existed = self.existed;
+        self.slots
+            .into_iter()
+            .enumerate()
+            .filter(|(_, s)| s.changed)
+            .filter_map(|(i, s)| {
+                let effect = match s.entry {
+                    None if !existed[i] => return None,
+                    None => Effect::Delete,
+                    Some(e) => Effect::Write {
+                        value: e.value,
+                        ttl: match e.expires_at_ms {
+                            _ if s.default_ttl => Ttl::Default,
+                            Some(at) => Ttl::AtMs(at),
+                            None => Ttl::Persist,
+                        },
+                        keep_tags: s.keep_tags,
                     },
-                    keep_tags: s.keep_tags,
-                },
-            };
-            Some(MultiEffect {
-                key: i,
-                effect,
-                tags_from: s.tags_from,
+                };
+                Some(MultiEffect {
+                    key: i,
+                    effect,
+                    tags_from: s.tags_from,
+                })
             })
-        })
-        .collect();
-    (effects, Reply::Exec(Some(replies)))
+            .collect()
+    }
+}
+
+/// Runs a transaction: aborted when a watched key's version moved, else every step in order.
+fn apply_transaction(
+    t: &Transaction,
+    current: &[Option<&Entry>],
+    now_ms: u64,
+    limits: OpLimits,
+) -> (Vec<MultiEffect>, Reply) {
+    for (i, version) in &t.watch {
+        let Some(held) = current.get(*i as usize) else {
+            return (Vec::new(), Reply::Error("ERR invalid transaction".into()));
+        };
+        if held.map(|e| e.version.as_u64()) != *version {
+            return (Vec::new(), Reply::Exec(None));
+        }
+    }
+    let mut view = TxView::new(current, now_ms, limits, t.default_ttl_ms);
+    let replies = t.steps.iter().map(|s| view.step(s)).collect();
+    (view.finish(), Reply::Exec(Some(replies)))
 }
 
 impl KeyOp {

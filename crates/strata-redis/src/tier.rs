@@ -1418,7 +1418,7 @@ impl Tier for RedisTier {
                 fresh.push(held.filter(|e| e.is_fresh(now)));
             }
             let refs: Vec<Option<&strata_core::Entry>> = fresh.iter().map(Option::as_ref).collect();
-            let (effects, reply) = ops::apply_multi(op, &refs, now, cache.op_limits());
+            let (effects, reply) = cache.apply_multi(op, &refs, now);
             if effects.is_empty() {
                 return Ok(Some(ExecutedMulti {
                     reply,

@@ -19,15 +19,15 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use bytes::Bytes;
 use strata_core::entry::Entry;
 use strata_core::glob::Glob;
-use strata_core::ops::parse_float;
 pub use strata_core::ops::parse_int;
-use strata_core::ops::{self, Exists, ExpiryIf, KeyOp, MultiOp, Ttl, range_of};
+use strata_core::ops::{self, KeyOp, MultiOp, Ttl, range_of};
 use strata_core::{CacheError, SetOptions};
 use strata_resp::{Protocol, Reply};
 
 use crate::acl::{self, User};
 use crate::state::{ClientInfo, Shared};
 
+mod keyops;
 pub mod multi;
 
 /// The Redis version Strata answers as (INFO, HELLO): the command set it follows.
@@ -1057,11 +1057,6 @@ pub async fn execute(shared: &Shared, s: &mut Session<'_>, args: &[Bytes]) {
 }
 
 async fn run(sh: &Shared, s: &mut Session<'_>, id: Cmd, a: &[Bytes]) -> Res<()> {
-    if s.tx.capture.is_some()
-        && let Some(planned) = multi::plan(sh, s, id, a)
-    {
-        return planned;
-    }
     match id {
         Cmd::Multi => multi::multi(s)?,
         Cmd::Exec => multi::exec(sh, s).await?,
@@ -1076,7 +1071,7 @@ async fn run(sh: &Shared, s: &mut Session<'_>, id: Cmd, a: &[Bytes]) -> Res<()> 
                 Err(e) => return Err(cache_err(&e)),
             }
         }
-        Cmd::Set => set_command(sh, s, a).await?,
+        Cmd::Set => set_command(sh, s, id, a).await?,
         Cmd::Ping => match a.len() {
             1 => s.reply.simple("PONG"),
             2 => s.reply.bulk(&a[1]),
@@ -1100,42 +1095,24 @@ async fn run(sh: &Shared, s: &mut Session<'_>, id: Cmd, a: &[Bytes]) -> Res<()> 
             s.tx.reset();
             s.reply.simple("RESET");
         }
-        Cmd::Setex | Cmd::Psetex => {
-            let n = parse_int(&a[2]).ok_or_else(not_int)?;
-            let name = if id == Cmd::Setex { "setex" } else { "psetex" };
-            let ms = expire_ms(n, id == Cmd::Setex, name)?;
-            let _g = sh.key_lock(&s.ns, &a[1]).read().await;
-            store(
-                sh,
-                &s.ns,
-                &a[1],
-                a[3].clone(),
-                Ttl::AtMs(sh.cache.now_ms().saturating_add(ms)),
-                None,
-            )
-            .await?;
-            s.reply.ok();
-        }
-        Cmd::Setnx => {
-            let op = KeyOp::Set {
-                value: a[2].to_vec(),
-                ttl: Ttl::Default,
-                exists: Exists::Absent,
-                get: false,
-                integer: true,
-            };
-            exec(sh, s, &a[1], &op).await?;
-        }
+        Cmd::Setex | Cmd::Psetex => set_command(sh, s, id, a).await?,
         Cmd::Getex => getex(sh, s, a).await?,
-        Cmd::Getdel => exec(sh, s, &a[1], &KeyOp::GetDel).await?,
-        Cmd::Getset => {
-            let op = KeyOp::Set {
-                value: a[2].to_vec(),
-                ttl: Ttl::Default,
-                exists: Exists::Any,
-                get: true,
-                integer: false,
-            };
+        Cmd::Setnx
+        | Cmd::Getdel
+        | Cmd::Getset
+        | Cmd::Append
+        | Cmd::Setrange
+        | Cmd::Incr
+        | Cmd::Decr
+        | Cmd::Incrby
+        | Cmd::Decrby
+        | Cmd::Incrbyfloat
+        | Cmd::Expire
+        | Cmd::Pexpire
+        | Cmd::Expireat
+        | Cmd::Pexpireat
+        | Cmd::Persist => {
+            let op = single_op(sh, id, a)?;
             exec(sh, s, &a[1], &op).await?;
         }
         Cmd::Mget => {
@@ -1153,7 +1130,6 @@ async fn run(sh: &Shared, s: &mut Session<'_>, id: Cmd, a: &[Bytes]) -> Res<()> 
             one_slot(sh, a[1..].iter().step_by(2))?;
             mset(sh, s, a, true).await?;
         }
-        Cmd::Append => exec(sh, s, &a[1], &KeyOp::Append(a[2].to_vec())).await?,
         Cmd::Strlen => {
             let len = entry(sh, &s.ns, &a[1]).await?.map_or(0, |e| e.value.len());
             s.reply.integer(len as i64);
@@ -1170,23 +1146,6 @@ async fn run(sh: &Shared, s: &mut Session<'_>, id: Cmd, a: &[Bytes]) -> Res<()> 
                 .map_err(|e| cache_err(&e))?;
             s.reply
                 .bulk(range_of(v.as_deref().unwrap_or(b""), start, end));
-        }
-        Cmd::Setrange => setrange(sh, s, a).await?,
-        Cmd::Incr | Cmd::Decr | Cmd::Incrby | Cmd::Decrby => {
-            let by = match id {
-                Cmd::Incr => 1,
-                Cmd::Decr => -1,
-                Cmd::Incrby => parse_int(&a[2]).ok_or_else(not_int)?,
-                _ => parse_int(&a[2])
-                    .ok_or_else(not_int)?
-                    .checked_neg()
-                    .ok_or("ERR decrement would overflow")?,
-            };
-            exec(sh, s, &a[1], &KeyOp::IncrBy(by)).await?;
-        }
-        Cmd::Incrbyfloat => {
-            let by = parse_float(&a[2]).ok_or("ERR value is not a valid float")?;
-            exec(sh, s, &a[1], &KeyOp::IncrByFloat(by)).await?;
         }
         Cmd::Del | Cmd::Unlink => {
             let mut n = 0;
@@ -1217,7 +1176,6 @@ async fn run(sh: &Shared, s: &mut Session<'_>, id: Cmd, a: &[Bytes]) -> Res<()> 
             one_slot(sh, a[1..3].iter())?;
             rename(sh, s, a, id == Cmd::Renamenx).await?;
         }
-        Cmd::Expire | Cmd::Pexpire | Cmd::Expireat | Cmd::Pexpireat => expire(sh, s, a, id).await?,
         Cmd::Ttl | Cmd::Pttl | Cmd::Expiretime | Cmd::Pexpiretime => {
             let reply = match entry(sh, &s.ns, &a[1]).await? {
                 None => -2,
@@ -1233,7 +1191,6 @@ async fn run(sh: &Shared, s: &mut Session<'_>, id: Cmd, a: &[Bytes]) -> Res<()> 
             };
             s.reply.integer(reply);
         }
-        Cmd::Persist => exec(sh, s, &a[1], &KeyOp::Persist).await?,
         Cmd::Keys => {
             let glob = Glob::new(&a[1]).map_err(|e| format!("ERR {e}"))?;
             let keys = list_keys(sh, &s.ns, Some(&glob), usize::MAX).await?;
@@ -1340,25 +1297,6 @@ fn not_int() -> String {
     "ERR value is not an integer or out of range".into()
 }
 
-/// `n` seconds (or milliseconds) as milliseconds, refusing what Redis refuses.
-fn expire_ms(n: i64, seconds: bool, cmd: &str) -> Res<u64> {
-    let invalid = || format!("ERR invalid expire time in '{cmd}' command");
-    if n <= 0 {
-        return Err(invalid());
-    }
-    let ms = if seconds {
-        n.checked_mul(1000).ok_or_else(invalid)?
-    } else {
-        n
-    };
-    // Redis also refuses expiries that overflow when added to now.
-    (ms as u64)
-        .checked_add(now_ms())
-        .filter(|v| *v < i64::MAX as u64)
-        .ok_or_else(invalid)?;
-    Ok(ms as u64)
-}
-
 async fn entry(sh: &Shared, ns: &str, key: &[u8]) -> Res<Option<Entry>> {
     sh.cache.get_entry(ns, key).await.map_err(|e| cache_err(&e))
 }
@@ -1402,25 +1340,6 @@ async fn store(
         .map_err(|e| cache_err(&e))
 }
 
-/// The instant (ms, cache clock) an `EX`/`PX`/`EXAT`/`PXAT` option with value `v` names,
-/// refusing what Redis refuses for `cmd`.
-fn expiry_at(sh: &Shared, opt: &[u8], v: &[u8], cmd: &str) -> Res<u64> {
-    let n = parse_int(v).ok_or_else(not_int)?;
-    let invalid = || format!("ERR invalid expire time in '{cmd}' command");
-    if n <= 0 {
-        return Err(invalid());
-    }
-    Ok(if eq_ic(opt, "EX") {
-        sh.cache.now_ms() + expire_ms(n, true, cmd)?
-    } else if eq_ic(opt, "PX") {
-        sh.cache.now_ms() + expire_ms(n, false, cmd)?
-    } else if eq_ic(opt, "EXAT") {
-        (n as u64).checked_mul(1000).ok_or_else(invalid)?
-    } else {
-        n as u64
-    })
-}
-
 /// [`Ttl::Keep`] as the expiry of `old` (the default TTL when there is no old entry).
 fn resolve_keep(ttl: Ttl, old: Option<&Entry>) -> Ttl {
     match (ttl, old) {
@@ -1433,69 +1352,49 @@ fn resolve_keep(ttl: Ttl, old: Option<&Entry>) -> Ttl {
     }
 }
 
-async fn set_command(sh: &Shared, s: &mut Session<'_>, a: &[Bytes]) -> Res<()> {
-    let mut ttl = Ttl::Default;
-    let (mut nx, mut xx, mut get) = (false, false, false);
-    let mut expiry_given = false;
-    let mut i = 3;
-    while i < a.len() {
-        let opt = &a[i];
-        let next = a.get(i + 1);
-        if eq_ic(opt, "NX") && !xx {
-            nx = true;
-        } else if eq_ic(opt, "XX") && !nx {
-            xx = true;
-        } else if eq_ic(opt, "GET") {
-            get = true;
-        } else if eq_ic(opt, "KEEPTTL") && !expiry_given {
-            expiry_given = true;
-            ttl = Ttl::Keep;
-        } else if !expiry_given
-            && let Some(v) = next
-            && ["EX", "PX", "EXAT", "PXAT"].iter().any(|o| eq_ic(opt, o))
-        {
-            expiry_given = true;
-            ttl = Ttl::AtMs(expiry_at(sh, opt, v, "set")?);
-            i += 1;
-        } else {
-            return Err("ERR syntax error".into());
-        }
-        i += 1;
-    }
+async fn set_command(sh: &Shared, s: &mut Session<'_>, id: Cmd, a: &[Bytes]) -> Res<()> {
     let key = &a[1];
-    if nx || xx || get || ttl == Ttl::Keep || s.tx.capture.is_some() {
-        let op = KeyOp::Set {
-            value: a[2].to_vec(),
-            ttl,
-            exists: if nx {
-                Exists::Absent
-            } else if xx {
-                Exists::Present
-            } else {
-                Exists::Any
-            },
-            get,
-            integer: false,
-        };
-        return exec(sh, s, key, &op).await;
-    }
+    // The plain `SET key value` has nothing to parse (the hot path).
+    let (value, ttl) = if id == Cmd::Set && a.len() == 3 {
+        (a[2].clone(), Ttl::Default)
+    } else {
+        let op = single_op(sh, id, a)?;
+        match op {
+            KeyOp::Set { ttl, .. } if keyops::is_blind_set(&op) => {
+                // The value is the argument itself (no copy): SET's third, SETEX's fourth.
+                (
+                    if id == Cmd::Set {
+                        a[2].clone()
+                    } else {
+                        a[3].clone()
+                    },
+                    ttl,
+                )
+            }
+            op => return exec(sh, s, key, &op).await,
+        }
+    };
     // A blind SET shares the lock (it reads nothing), and its layers order it by version.
     let _r = sh.key_lock(&s.ns, key).read().await;
     // A SET replaces the entry: no tags.
-    store(sh, &s.ns, key, a[2].clone(), ttl, None).await?;
+    store(sh, &s.ns, key, value, ttl, None).await?;
     s.reply.ok();
     Ok(())
+}
+
+/// A single-key command's operation, parsed ([`keyops::parse`]).
+fn single_op(sh: &Shared, id: Cmd, a: &[Bytes]) -> Res<KeyOp> {
+    let parsed = keyops::parse(id, a, sh.cache.now_ms()).ok_or("ERR not a key command")??;
+    match parsed.ops.into_iter().next() {
+        Some(keyops::Op::Key(_, op)) => Ok(op),
+        _ => Err("ERR not a single-key command".into()),
+    }
 }
 
 /// Runs `op` on `key` at its authority ([`strata_core::Cache::execute`]: this node's
 /// layers, a cluster's primary, or Redis behind the bridge), holding the key's lock so that
 /// no other writer on this node interleaves, and writes its reply.
 async fn exec(sh: &Shared, s: &mut Session<'_>, key: &Bytes, op: &KeyOp) -> Res<()> {
-    if let Some(cap) = &mut s.tx.capture {
-        // Inside EXEC: a step of the transaction, run with the others.
-        cap.key_step(key, op.clone());
-        return Ok(());
-    }
     let reply = {
         let _g = sh.key_lock(&s.ns, key).write().await;
         sh.cache
@@ -1508,53 +1407,54 @@ async fn exec(sh: &Shared, s: &mut Session<'_>, key: &Bytes, op: &KeyOp) -> Res<
 
 /// Writes an operation's reply ([`strata_core::ops::Reply`]).
 fn write_reply(s: &mut Session<'_>, reply: ops::Reply) -> Res<()> {
-    match reply {
-        ops::Reply::Ok => s.reply.ok(),
-        ops::Reply::Nil => s.reply.null(),
-        ops::Reply::Int(n) => s.reply.integer(n),
-        ops::Reply::Bulk(b) => s.reply.bulk(&b),
-        ops::Reply::Error(msg) => return Err(msg),
-        ops::Reply::Status(st) => s.reply.simple(&st),
-        ops::Reply::Exec(_) => return Err("ERR unexpected transaction reply".into()),
+    if let ops::Reply::Error(msg) = reply {
+        return Err(msg);
     }
+    write_value(s, &reply);
     Ok(())
 }
 
-async fn getex(sh: &Shared, s: &mut Session<'_>, a: &[Bytes]) -> Res<()> {
-    let mut ttl = None;
-    let mut i = 2;
-    while i < a.len() {
-        let opt = &a[i];
-        if eq_ic(opt, "PERSIST") && ttl.is_none() {
-            ttl = Some(Ttl::Persist);
-        } else if ttl.is_none()
-            && let Some(v) = a.get(i + 1)
-            && ["EX", "PX", "EXAT", "PXAT"].iter().any(|o| eq_ic(opt, o))
-        {
-            ttl = Some(Ttl::AtMs(expiry_at(sh, opt, v, "getex")?));
-            i += 1;
-        } else {
-            return Err("ERR syntax error".into());
+/// Writes an operation's reply (an error in its place).
+fn write_value(s: &mut Session<'_>, r: &ops::Reply) {
+    match r {
+        ops::Reply::Ok => s.reply.ok(),
+        ops::Reply::Nil => s.reply.null(),
+        ops::Reply::Int(n) => s.reply.integer(*n),
+        ops::Reply::Bulk(b) => s.reply.bulk(b),
+        ops::Reply::Error(msg) => s.reply.error(msg),
+        ops::Reply::Status(st) => s.reply.simple(st),
+        ops::Reply::Exec(None) => s.reply.null_array(),
+        ops::Reply::Exec(Some(inner)) => {
+            s.reply.array(inner.len());
+            for r in inner {
+                write_value(s, r);
+            }
         }
-        i += 1;
+        ops::Reply::Tree(tokens) => {
+            for t in tokens {
+                match t {
+                    ops::Token::Array(n) => s.reply.array(*n as usize),
+                    ops::Token::Int(n) => s.reply.integer(*n),
+                    ops::Token::Bulk(b) => s.reply.bulk(b),
+                    ops::Token::Nil => s.reply.null(),
+                    ops::Token::Status(st) => s.reply.simple(st),
+                    ops::Token::Error(e) => s.reply.error(e),
+                }
+            }
+        }
     }
-    let Some(ttl) = ttl else {
-        if s.tx.capture.is_some() {
-            return exec(sh, s, &a[1], &KeyOp::Get).await;
-        }
-        return match sh.cache.get(&s.ns, &a[1]).await {
-            Ok(Some(v)) => {
-                s.reply.bulk(&v);
-                Ok(())
-            }
-            Ok(None) => {
-                s.reply.null();
-                Ok(())
-            }
-            Err(e) => Err(cache_err(&e)),
-        };
-    };
-    exec(sh, s, &a[1], &KeyOp::GetEx(ttl)).await
+}
+
+async fn getex(sh: &Shared, s: &mut Session<'_>, a: &[Bytes]) -> Res<()> {
+    match single_op(sh, Cmd::Getex, a)? {
+        KeyOp::Get => match sh.cache.get(&s.ns, &a[1]).await {
+            Ok(Some(v)) => s.reply.bulk(&v),
+            Ok(None) => s.reply.null(),
+            Err(e) => return Err(cache_err(&e)),
+        },
+        op => return exec(sh, s, &a[1], &op).await,
+    }
+    Ok(())
 }
 
 async fn mset(sh: &Shared, s: &mut Session<'_>, a: &[Bytes], nx: bool) -> Res<()> {
@@ -1608,18 +1508,6 @@ async fn mset(sh: &Shared, s: &mut Session<'_>, a: &[Bytes], nx: bool) -> Res<()
     Ok(())
 }
 
-async fn setrange(sh: &Shared, s: &mut Session<'_>, a: &[Bytes]) -> Res<()> {
-    let offset = parse_int(&a[2]).ok_or_else(not_int)?;
-    if offset < 0 {
-        return Err("ERR offset is out of range".into());
-    }
-    let op = KeyOp::SetRange {
-        offset: offset as u64,
-        patch: a[3].to_vec(),
-    };
-    exec(sh, s, &a[1], &op).await
-}
-
 async fn rename(sh: &Shared, s: &mut Session<'_>, a: &[Bytes], nx: bool) -> Res<()> {
     let (src, dst) = (&a[1], &a[2]);
     let (i, j) = (sh.stripe(&s.ns, src), sh.stripe(&s.ns, dst));
@@ -1640,52 +1528,6 @@ async fn rename(sh: &Shared, s: &mut Session<'_>, a: &[Bytes], nx: bool) -> Res<
         .await
         .map_err(|e| cache_err(&e))?;
     write_reply(s, reply)
-}
-
-async fn expire(sh: &Shared, s: &mut Session<'_>, a: &[Bytes], id: Cmd) -> Res<()> {
-    let name = match id {
-        Cmd::Expire => "expire",
-        Cmd::Pexpire => "pexpire",
-        Cmd::Expireat => "expireat",
-        _ => "pexpireat",
-    };
-    let n = parse_int(&a[2]).ok_or_else(not_int)?;
-    let (mut nx, mut xx, mut gt, mut lt) = (false, false, false, false);
-    for opt in &a[3..] {
-        if eq_ic(opt, "NX") {
-            nx = true;
-        } else if eq_ic(opt, "XX") {
-            xx = true;
-        } else if eq_ic(opt, "GT") {
-            gt = true;
-        } else if eq_ic(opt, "LT") {
-            lt = true;
-        } else {
-            return Err(format!(
-                "ERR Unsupported option {}",
-                String::from_utf8_lossy(&opt[..opt.len().min(128)])
-            ));
-        }
-    }
-    if nx && (xx || gt || lt) {
-        return Err("ERR NX and XX, GT or LT options at the same time are not compatible".into());
-    }
-    if gt && lt {
-        return Err("ERR GT and LT options at the same time are not compatible".into());
-    }
-    let invalid = || format!("ERR invalid expire time in '{name}' command");
-    let now = sh.cache.now_ms() as i64;
-    let at: i64 = match id {
-        Cmd::Expire => n
-            .checked_mul(1000)
-            .and_then(|ms| ms.checked_add(now))
-            .ok_or_else(invalid)?,
-        Cmd::Pexpire => n.checked_add(now).ok_or_else(invalid)?,
-        Cmd::Expireat => n.checked_mul(1000).ok_or_else(invalid)?,
-        _ => n,
-    };
-    let when = ExpiryIf { nx, xx, gt, lt };
-    exec(sh, s, &a[1], &KeyOp::Expire { at_ms: at, when }).await
 }
 
 /// Keys of `ns` (matching `glob`), at most `max`.
@@ -1922,7 +1764,7 @@ async fn strata_set(sh: &Shared, s: &mut Session<'_>, a: &[Bytes]) -> Res<()> {
         };
         if eq_ic(&a[i], "EX") || eq_ic(&a[i], "PX") {
             let n = parse_int(v).ok_or_else(not_int)?;
-            opts.ttl = Some(Duration::from_millis(expire_ms(
+            opts.ttl = Some(Duration::from_millis(keyops::expire_ms(
                 n,
                 eq_ic(&a[i], "EX"),
                 "strata.set",

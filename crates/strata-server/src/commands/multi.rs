@@ -16,9 +16,10 @@
 use std::collections::HashMap;
 
 use bytes::Bytes;
-use strata_core::ops::{self, KeyOp, MultiOp, Transaction, TxStep};
+use strata_core::ops::{self, MultiOp, Transaction, TxStep};
 use strata_resp::Reply;
 
+use super::keyops::{self, Op, Shape};
 use super::{Cmd, CommandSpec, Res, Session, cache_err, entry, lookup, one_slot, run};
 use crate::state::Shared;
 
@@ -32,8 +33,6 @@ pub struct TxState {
     queue: Option<Queue>,
     /// Keys watched since the last `EXEC`, `DISCARD` or `UNWATCH`.
     watched: Vec<Watched>,
-    /// While `EXEC` parses the queued commands: the steps they make.
-    pub(super) capture: Option<Capture>,
 }
 
 #[derive(Debug, Default)]
@@ -50,36 +49,36 @@ struct Watched {
     version: Option<u64>,
 }
 
-/// How a command's step replies make its reply.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(super) enum Shape {
-    /// The one step's reply.
-    Single,
-    /// An array of the steps' replies (`MGET`).
-    Array,
-    /// The sum of the steps' integers (`DEL`, `EXISTS`).
-    Sum,
-    /// `+OK` (`MSET`).
-    Ok,
-}
-
 /// The steps the queued commands make, on keys numbered in order of first use.
-#[derive(Debug)]
-pub(super) struct Capture {
+#[derive(Debug, Default)]
+struct Capture {
     keys: Vec<Bytes>,
     index: HashMap<Bytes, u32>,
     steps: Vec<TxStep>,
-    /// The shape of the command being parsed.
-    pub(super) shape: Shape,
 }
 
 impl Capture {
-    fn new() -> Self {
-        Self {
-            keys: Vec::new(),
-            index: HashMap::new(),
-            steps: Vec::new(),
-            shape: Shape::Single,
+    /// Adds a parsed command's operations as steps.
+    fn add(&mut self, ops: Vec<Op<'_>>) {
+        for op in ops {
+            let step = match op {
+                Op::Key(k, op) => TxStep::Key {
+                    key: self.key(k),
+                    op,
+                },
+                Op::MsetNx(pairs) => TxStep::MsetNx(
+                    pairs
+                        .into_iter()
+                        .map(|(k, v)| (self.key(k), v.to_vec().into()))
+                        .collect(),
+                ),
+                Op::Rename(src, dst, nx) => TxStep::Rename {
+                    src: self.key(src),
+                    dst: self.key(dst),
+                    nx,
+                },
+            };
+            self.steps.push(step);
         }
     }
 
@@ -92,27 +91,6 @@ impl Capture {
         self.keys.push(k.clone());
         self.index.insert(k, i);
         i
-    }
-
-    /// Queues `op` on `key`.
-    pub(super) fn key_step(&mut self, key: &[u8], op: KeyOp) {
-        let key = self.key(key);
-        self.steps.push(TxStep::Key { key, op });
-    }
-
-    /// Queues `MSETNX` of `pairs`.
-    pub(super) fn msetnx(&mut self, pairs: &[Bytes]) {
-        let pairs = pairs
-            .chunks(2)
-            .map(|p| (self.key(&p[0]), p[1].to_vec().into()))
-            .collect();
-        self.steps.push(TxStep::MsetNx(pairs));
-    }
-
-    /// Queues `RENAME` (`nx`: `RENAMENX`).
-    pub(super) fn rename(&mut self, src: &[u8], dst: &[u8], nx: bool) {
-        let (src, dst) = (self.key(src), self.key(dst));
-        self.steps.push(TxStep::Rename { src, dst, nx });
     }
 }
 
@@ -263,37 +241,39 @@ pub(super) async fn exec(sh: &Shared, s: &mut Session<'_>) -> Res<()> {
         }
     }
 
-    // Parse every queued command into steps, in a reply buffer of its own.
+    // Key commands become steps; the others run now, each into a reply buffer of its own.
     let limit =
         usize::try_from(sh.config.server.client_output_buffer_limit_bytes).unwrap_or(usize::MAX);
     let mut scratch = Reply::new(s.reply.proto);
     scratch.set_limit(limit);
     let mut saved = std::mem::replace(&mut s.reply, scratch);
-    s.tx.capture = Some(Capture::new());
+    let mut cap = Capture::default();
     let mut planned = Vec::with_capacity(queue.cmds.len());
+    let now = sh.cache.now_ms();
     for args in &queue.cmds {
         let Some((_, spec)) = lookup(&args[0]) else {
             continue;
         };
-        let start = s.tx.capture.as_ref().map_or(0, |c| c.steps.len());
-        if let Some(c) = &mut s.tx.capture {
-            c.shape = Shape::Single;
+        match keyops::parse(spec.id, args, now) {
+            Some(Ok(parsed)) => {
+                let start = cap.steps.len();
+                cap.add(parsed.ops);
+                planned.push(Planned::Steps {
+                    start,
+                    end: cap.steps.len(),
+                    shape: parsed.shape,
+                });
+                continue;
+            }
+            Some(Err(msg)) => s.reply.error(&msg),
+            None => {
+                if let Err(msg) = Box::pin(run(sh, s, spec.id, args)).await {
+                    s.reply.buf.clear();
+                    s.reply.error(&msg);
+                }
+            }
         }
-        let done = Box::pin(run(sh, s, spec.id, args)).await;
-        let cap = s.tx.capture.as_mut().expect("capture is set during EXEC");
-        if let Err(msg) = done {
-            cap.steps.truncate(start);
-            s.reply.buf.clear();
-            s.reply.error(&msg);
-        }
-        let end = cap.steps.len();
-        if end > start {
-            planned.push(Planned::Steps {
-                start,
-                end,
-                shape: cap.shape,
-            });
-        } else if s.reply.overflowed() {
+        if s.reply.overflowed() {
             s.reply.clear_overflow();
             planned.push(Planned::Literal(
                 b"-ERR reply over server.client_output_buffer_limit_bytes\r\n".to_vec(),
@@ -304,12 +284,10 @@ pub(super) async fn exec(sh: &Shared, s: &mut Session<'_>) -> Res<()> {
         s.reply.buf.clear();
     }
     std::mem::swap(&mut s.reply, &mut saved);
-    let cap = s.tx.capture.take().expect("capture is set during EXEC");
 
     let mut replies = Vec::new();
     let here: Vec<&Watched> = watched.iter().filter(|w| w.ns == s.ns).collect();
     if !cap.steps.is_empty() || !here.is_empty() {
-        let mut cap = cap;
         let watch: Vec<(u32, Option<u64>)> =
             here.iter().map(|w| (cap.key(&w.key), w.version)).collect();
         one_slot(sh, cap.keys.iter())?;
@@ -369,13 +347,13 @@ fn compose(s: &mut Session<'_>, rs: &[ops::Reply], shape: Shape) {
     match shape {
         Shape::Single => {
             for r in rs {
-                write_one(s, r);
+                super::write_value(s, r);
             }
         }
         Shape::Array => {
             s.reply.array(rs.len());
             for r in rs {
-                write_one(s, r);
+                super::write_value(s, r);
             }
         }
         Shape::Sum => {
@@ -387,107 +365,4 @@ fn compose(s: &mut Session<'_>, rs: &[ops::Reply], shape: Shape) {
         }
         Shape::Ok => s.reply.ok(),
     }
-}
-
-/// Writes a step's reply, an error in its place.
-fn write_one(s: &mut Session<'_>, r: &ops::Reply) {
-    match r {
-        ops::Reply::Ok => s.reply.ok(),
-        ops::Reply::Nil => s.reply.null(),
-        ops::Reply::Int(n) => s.reply.integer(*n),
-        ops::Reply::Bulk(b) => s.reply.bulk(b),
-        ops::Reply::Error(msg) => s.reply.error(msg),
-        ops::Reply::Status(st) => s.reply.simple(st),
-        ops::Reply::Exec(None) => s.reply.null_array(),
-        ops::Reply::Exec(Some(inner)) => {
-            s.reply.array(inner.len());
-            for r in inner {
-                write_one(s, r);
-            }
-        }
-    }
-}
-
-/// The steps of a command whose handler reads or writes directly (not through
-/// `super::exec`), while `EXEC` parses: `None` for every other command.
-pub(super) fn plan(sh: &Shared, s: &mut Session<'_>, id: Cmd, a: &[Bytes]) -> Option<Res<()>> {
-    use ops::TtlQuery;
-    let now = sh.cache.now_ms();
-    let cap = s.tx.capture.as_mut()?;
-    let int = |b: &Bytes| super::parse_int(b).ok_or_else(super::not_int);
-    let one = |cap: &mut Capture, op: KeyOp| {
-        cap.key_step(&a[1], op);
-        Ok(())
-    };
-    Some(match id {
-        Cmd::Get => one(cap, KeyOp::Get),
-        Cmd::Strlen => one(cap, KeyOp::Strlen),
-        Cmd::Type => one(cap, KeyOp::Type),
-        Cmd::Ttl => one(cap, KeyOp::TtlOf(TtlQuery::Ttl)),
-        Cmd::Pttl => one(cap, KeyOp::TtlOf(TtlQuery::Pttl)),
-        Cmd::Expiretime => one(cap, KeyOp::TtlOf(TtlQuery::ExpireTime)),
-        Cmd::Pexpiretime => one(cap, KeyOp::TtlOf(TtlQuery::PexpireTime)),
-        Cmd::Getrange | Cmd::Substr => match (int(&a[2]), int(&a[3])) {
-            (Ok(start), Ok(end)) => one(cap, KeyOp::GetRange { start, end }),
-            (Err(e), _) | (_, Err(e)) => Err(e),
-        },
-        Cmd::Setex | Cmd::Psetex => {
-            let name = if id == Cmd::Setex { "setex" } else { "psetex" };
-            int(&a[2])
-                .and_then(|n| super::expire_ms(n, id == Cmd::Setex, name))
-                .and_then(|ms| {
-                    one(
-                        cap,
-                        KeyOp::Set {
-                            value: a[3].to_vec(),
-                            ttl: ops::Ttl::AtMs(now.saturating_add(ms)),
-                            exists: ops::Exists::Any,
-                            get: false,
-                            integer: false,
-                        },
-                    )
-                })
-        }
-        Cmd::Mget | Cmd::Del | Cmd::Unlink | Cmd::Exists | Cmd::Touch => {
-            let (op, shape) = match id {
-                Cmd::Mget => (KeyOp::Get, Shape::Array),
-                Cmd::Del | Cmd::Unlink => (KeyOp::Del, Shape::Sum),
-                _ => (KeyOp::Exists, Shape::Sum),
-            };
-            for k in &a[1..] {
-                cap.key_step(k, op.clone());
-            }
-            cap.shape = shape;
-            Ok(())
-        }
-        Cmd::Mset | Cmd::Msetnx if a.len() % 2 != 1 => Err(format!(
-            "ERR wrong number of arguments for '{}' command",
-            if id == Cmd::Mset { "mset" } else { "msetnx" }
-        )),
-        Cmd::Mset => {
-            for p in a[1..].chunks(2) {
-                cap.key_step(
-                    &p[0],
-                    KeyOp::Set {
-                        value: p[1].to_vec(),
-                        ttl: ops::Ttl::Default,
-                        exists: ops::Exists::Any,
-                        get: false,
-                        integer: false,
-                    },
-                );
-            }
-            cap.shape = Shape::Ok;
-            Ok(())
-        }
-        Cmd::Msetnx => {
-            cap.msetnx(&a[1..]);
-            Ok(())
-        }
-        Cmd::Rename | Cmd::Renamenx => {
-            cap.rename(&a[1], &a[2], id == Cmd::Renamenx);
-            Ok(())
-        }
-        _ => return None,
-    })
 }

@@ -53,6 +53,14 @@ fn reply_size(reply: &Reply) -> usize {
         Reply::Bulk(b) => b.len() + 8,
         Reply::Error(s) | Reply::Status(s) => s.len() + 8,
         Reply::Exec(Some(rs)) => rs.iter().map(reply_size).sum::<usize>() + 8,
+        Reply::Tree(ts) => ts
+            .iter()
+            .map(|t| match t {
+                ops::Token::Bulk(b) => b.len() + 8,
+                ops::Token::Status(s) | ops::Token::Error(s) => s.len() + 8,
+                _ => 10,
+            })
+            .sum(),
         _ => 10,
     }
 }
@@ -225,7 +233,7 @@ impl Shared {
                 current.push(c);
             }
             let refs: Vec<Option<&Entry>> = current.iter().map(Option::as_ref).collect();
-            let (effects, reply) = ops::apply_multi(op, &refs, now, cache.op_limits());
+            let (effects, reply) = cache.apply_multi(op, &refs, now);
             let mut changes: Vec<(usize, Change)> = Vec::with_capacity(effects.len());
             for fx in effects {
                 let change = match fx.effect {

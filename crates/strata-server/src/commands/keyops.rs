@@ -1,0 +1,419 @@
+//! Key commands as data: the arguments of every command that reads or writes named keys,
+//! parsed once into [`strata_core::ops`] operations. What the handlers execute, what `EXEC`
+//! queues into one transaction, and what a script's `redis.call` runs — one parser, so the
+//! three agree on every option and every error.
+
+use bytes::Bytes;
+use strata_core::ops::{Exists, ExpiryIf, KeyOp, Ttl, TtlQuery};
+
+use super::{Cmd, Res, eq_ic, not_int, now_ms, parse_int};
+use strata_core::ops::parse_float;
+
+/// One operation of a parsed command, on keys named by their bytes.
+#[derive(Debug)]
+pub(super) enum Op<'a> {
+    /// A single-key operation.
+    Key(&'a [u8], KeyOp),
+    /// `MSETNX` of these pairs.
+    MsetNx(Vec<(&'a [u8], &'a [u8])>),
+    /// `RENAME` / `RENAMENX`.
+    Rename(&'a [u8], &'a [u8], bool),
+}
+
+/// How a command's operation replies make its reply.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum Shape {
+    /// The one operation's reply.
+    Single,
+    /// An array of the replies (`MGET`).
+    Array,
+    /// The sum of the integers (`DEL`, `EXISTS`).
+    Sum,
+    /// `+OK` (`MSET`).
+    Ok,
+}
+
+/// A key command, parsed.
+#[derive(Debug)]
+pub(super) struct Parsed<'a> {
+    pub ops: Vec<Op<'a>>,
+    pub shape: Shape,
+}
+
+impl<'a> Parsed<'a> {
+    fn one(key: &'a [u8], op: KeyOp) -> Self {
+        Parsed {
+            ops: vec![Op::Key(key, op)],
+            shape: Shape::Single,
+        }
+    }
+}
+
+/// Whether `id` names keys and is parsed here.
+pub(super) fn is_key_command(id: Cmd) -> bool {
+    matches!(
+        id,
+        Cmd::Get
+            | Cmd::Set
+            | Cmd::Setnx
+            | Cmd::Setex
+            | Cmd::Psetex
+            | Cmd::Getset
+            | Cmd::Getdel
+            | Cmd::Getex
+            | Cmd::Mget
+            | Cmd::Mset
+            | Cmd::Msetnx
+            | Cmd::Append
+            | Cmd::Strlen
+            | Cmd::Getrange
+            | Cmd::Substr
+            | Cmd::Setrange
+            | Cmd::Incr
+            | Cmd::Decr
+            | Cmd::Incrby
+            | Cmd::Decrby
+            | Cmd::Incrbyfloat
+            | Cmd::Del
+            | Cmd::Unlink
+            | Cmd::Exists
+            | Cmd::Touch
+            | Cmd::Type
+            | Cmd::Rename
+            | Cmd::Renamenx
+            | Cmd::Expire
+            | Cmd::Pexpire
+            | Cmd::Expireat
+            | Cmd::Pexpireat
+            | Cmd::Ttl
+            | Cmd::Pttl
+            | Cmd::Expiretime
+            | Cmd::Pexpiretime
+            | Cmd::Persist
+    )
+}
+
+/// Whether `id` may change data (what a read-only script refuses).
+#[allow(dead_code)] // used by the script engine (next commit)
+pub(super) fn writes(id: Cmd) -> bool {
+    !matches!(
+        id,
+        Cmd::Get
+            | Cmd::Mget
+            | Cmd::Strlen
+            | Cmd::Getrange
+            | Cmd::Substr
+            | Cmd::Exists
+            | Cmd::Touch
+            | Cmd::Type
+            | Cmd::Ttl
+            | Cmd::Pttl
+            | Cmd::Expiretime
+            | Cmd::Pexpiretime
+    )
+}
+
+/// Parses key command `id` with arguments `a` (the name first; arity already checked) at
+/// `now` (the cache clock, ms): `None` when `id` is not a key command.
+pub(super) fn parse(id: Cmd, a: &[Bytes], now: u64) -> Option<Res<Parsed<'_>>> {
+    if !is_key_command(id) {
+        return None;
+    }
+    Some(parse_key(id, a, now))
+}
+
+fn parse_key(id: Cmd, a: &[Bytes], now: u64) -> Res<Parsed<'_>> {
+    let key = &a[1][..];
+    let int = |b: &Bytes| parse_int(b).ok_or_else(not_int);
+    let each = |op: KeyOp, shape: Shape| Parsed {
+        ops: a[1..].iter().map(|k| Op::Key(k, op.clone())).collect(),
+        shape,
+    };
+    Ok(match id {
+        Cmd::Get => Parsed::one(key, KeyOp::Get),
+        Cmd::Set => Parsed::one(key, set_options(a, now)?),
+        Cmd::Setnx => Parsed::one(
+            key,
+            KeyOp::Set {
+                value: a[2].to_vec(),
+                ttl: Ttl::Default,
+                exists: Exists::Absent,
+                get: false,
+                integer: true,
+            },
+        ),
+        Cmd::Setex | Cmd::Psetex => {
+            let name = if id == Cmd::Setex { "setex" } else { "psetex" };
+            let ms = expire_ms(int(&a[2])?, id == Cmd::Setex, name)?;
+            Parsed::one(key, blind_set(&a[3], Ttl::AtMs(now.saturating_add(ms))))
+        }
+        Cmd::Getset => Parsed::one(
+            key,
+            KeyOp::Set {
+                value: a[2].to_vec(),
+                ttl: Ttl::Default,
+                exists: Exists::Any,
+                get: true,
+                integer: false,
+            },
+        ),
+        Cmd::Getdel => Parsed::one(key, KeyOp::GetDel),
+        Cmd::Getex => Parsed::one(
+            key,
+            match getex_options(a, now)? {
+                Some(ttl) => KeyOp::GetEx(ttl),
+                None => KeyOp::Get,
+            },
+        ),
+        Cmd::Mget => each(KeyOp::Get, Shape::Array),
+        Cmd::Mset | Cmd::Msetnx if a.len() % 2 != 1 => {
+            let name = if id == Cmd::Mset { "mset" } else { "msetnx" };
+            return Err(format!(
+                "ERR wrong number of arguments for '{name}' command"
+            ));
+        }
+        Cmd::Mset => Parsed {
+            ops: a[1..]
+                .chunks(2)
+                .map(|p| Op::Key(&p[0], blind_set(&p[1], Ttl::Default)))
+                .collect(),
+            shape: Shape::Ok,
+        },
+        Cmd::Msetnx => Parsed {
+            ops: vec![Op::MsetNx(
+                a[1..].chunks(2).map(|p| (&p[0][..], &p[1][..])).collect(),
+            )],
+            shape: Shape::Single,
+        },
+        Cmd::Append => Parsed::one(key, KeyOp::Append(a[2].to_vec())),
+        Cmd::Strlen => Parsed::one(key, KeyOp::Strlen),
+        Cmd::Getrange | Cmd::Substr => Parsed::one(
+            key,
+            KeyOp::GetRange {
+                start: int(&a[2])?,
+                end: int(&a[3])?,
+            },
+        ),
+        Cmd::Setrange => {
+            let offset = int(&a[2])?;
+            if offset < 0 {
+                return Err("ERR offset is out of range".into());
+            }
+            Parsed::one(
+                key,
+                KeyOp::SetRange {
+                    offset: offset as u64,
+                    patch: a[3].to_vec(),
+                },
+            )
+        }
+        Cmd::Incr => Parsed::one(key, KeyOp::IncrBy(1)),
+        Cmd::Decr => Parsed::one(key, KeyOp::IncrBy(-1)),
+        Cmd::Incrby => Parsed::one(key, KeyOp::IncrBy(int(&a[2])?)),
+        Cmd::Decrby => {
+            let by = int(&a[2])?
+                .checked_neg()
+                .ok_or("ERR decrement would overflow")?;
+            Parsed::one(key, KeyOp::IncrBy(by))
+        }
+        Cmd::Incrbyfloat => {
+            let by = parse_float(&a[2]).ok_or("ERR value is not a valid float")?;
+            Parsed::one(key, KeyOp::IncrByFloat(by))
+        }
+        Cmd::Del | Cmd::Unlink => each(KeyOp::Del, Shape::Sum),
+        Cmd::Exists | Cmd::Touch => each(KeyOp::Exists, Shape::Sum),
+        Cmd::Type => Parsed::one(key, KeyOp::Type),
+        Cmd::Rename | Cmd::Renamenx => Parsed {
+            ops: vec![Op::Rename(key, &a[2], id == Cmd::Renamenx)],
+            shape: Shape::Single,
+        },
+        Cmd::Expire | Cmd::Pexpire | Cmd::Expireat | Cmd::Pexpireat => {
+            Parsed::one(key, expire_options(id, a, now)?)
+        }
+        Cmd::Ttl => Parsed::one(key, KeyOp::TtlOf(TtlQuery::Ttl)),
+        Cmd::Pttl => Parsed::one(key, KeyOp::TtlOf(TtlQuery::Pttl)),
+        Cmd::Expiretime => Parsed::one(key, KeyOp::TtlOf(TtlQuery::ExpireTime)),
+        Cmd::Pexpiretime => Parsed::one(key, KeyOp::TtlOf(TtlQuery::PexpireTime)),
+        Cmd::Persist => Parsed::one(key, KeyOp::Persist),
+        _ => return Err("ERR not a key command".into()),
+    })
+}
+
+/// An unconditional `SET` of `value`.
+pub(super) fn blind_set(value: &[u8], ttl: Ttl) -> KeyOp {
+    KeyOp::Set {
+        value: value.to_vec(),
+        ttl,
+        exists: Exists::Any,
+        get: false,
+        integer: false,
+    }
+}
+
+/// Whether `op` is a `SET` that reads nothing (no condition, no `GET`, no `KEEPTTL`).
+pub(super) fn is_blind_set(op: &KeyOp) -> bool {
+    matches!(
+        op,
+        KeyOp::Set {
+            exists: Exists::Any,
+            get: false,
+            integer: false,
+            ttl: Ttl::Default | Ttl::AtMs(_),
+            ..
+        }
+    )
+}
+
+/// `SET key value [NX|XX] [GET] [EX|PX|EXAT|PXAT n|KEEPTTL]`.
+fn set_options(a: &[Bytes], now: u64) -> Res<KeyOp> {
+    let mut ttl = Ttl::Default;
+    let (mut nx, mut xx, mut get) = (false, false, false);
+    let mut expiry_given = false;
+    let mut i = 3;
+    while i < a.len() {
+        let opt = &a[i];
+        let next = a.get(i + 1);
+        if eq_ic(opt, "NX") && !xx {
+            nx = true;
+        } else if eq_ic(opt, "XX") && !nx {
+            xx = true;
+        } else if eq_ic(opt, "GET") {
+            get = true;
+        } else if eq_ic(opt, "KEEPTTL") && !expiry_given {
+            expiry_given = true;
+            ttl = Ttl::Keep;
+        } else if !expiry_given
+            && let Some(v) = next
+            && ["EX", "PX", "EXAT", "PXAT"].iter().any(|o| eq_ic(opt, o))
+        {
+            expiry_given = true;
+            ttl = Ttl::AtMs(expiry_at(now, opt, v, "set")?);
+            i += 1;
+        } else {
+            return Err("ERR syntax error".into());
+        }
+        i += 1;
+    }
+    Ok(KeyOp::Set {
+        value: a[2].to_vec(),
+        ttl,
+        exists: if nx {
+            Exists::Absent
+        } else if xx {
+            Exists::Present
+        } else {
+            Exists::Any
+        },
+        get,
+        integer: false,
+    })
+}
+
+/// `GETEX key [EX|PX|EXAT|PXAT n|PERSIST]`: the new expiry, `None` without an option.
+fn getex_options(a: &[Bytes], now: u64) -> Res<Option<Ttl>> {
+    let mut ttl = None;
+    let mut i = 2;
+    while i < a.len() {
+        let opt = &a[i];
+        if eq_ic(opt, "PERSIST") && ttl.is_none() {
+            ttl = Some(Ttl::Persist);
+        } else if ttl.is_none()
+            && let Some(v) = a.get(i + 1)
+            && ["EX", "PX", "EXAT", "PXAT"].iter().any(|o| eq_ic(opt, o))
+        {
+            ttl = Some(Ttl::AtMs(expiry_at(now, opt, v, "getex")?));
+            i += 1;
+        } else {
+            return Err("ERR syntax error".into());
+        }
+        i += 1;
+    }
+    Ok(ttl)
+}
+
+/// `EXPIRE`, `PEXPIRE`, `EXPIREAT`, `PEXPIREAT` with `NX`, `XX`, `GT`, `LT`.
+fn expire_options(id: Cmd, a: &[Bytes], now: u64) -> Res<KeyOp> {
+    let name = match id {
+        Cmd::Expire => "expire",
+        Cmd::Pexpire => "pexpire",
+        Cmd::Expireat => "expireat",
+        _ => "pexpireat",
+    };
+    let n = parse_int(&a[2]).ok_or_else(not_int)?;
+    let (mut nx, mut xx, mut gt, mut lt) = (false, false, false, false);
+    for opt in &a[3..] {
+        if eq_ic(opt, "NX") {
+            nx = true;
+        } else if eq_ic(opt, "XX") {
+            xx = true;
+        } else if eq_ic(opt, "GT") {
+            gt = true;
+        } else if eq_ic(opt, "LT") {
+            lt = true;
+        } else {
+            return Err(format!(
+                "ERR Unsupported option {}",
+                String::from_utf8_lossy(&opt[..opt.len().min(128)])
+            ));
+        }
+    }
+    if nx && (xx || gt || lt) {
+        return Err("ERR NX and XX, GT or LT options at the same time are not compatible".into());
+    }
+    if gt && lt {
+        return Err("ERR GT and LT options at the same time are not compatible".into());
+    }
+    let invalid = || format!("ERR invalid expire time in '{name}' command");
+    let now = now as i64;
+    let at: i64 = match id {
+        Cmd::Expire => n
+            .checked_mul(1000)
+            .and_then(|ms| ms.checked_add(now))
+            .ok_or_else(invalid)?,
+        Cmd::Pexpire => n.checked_add(now).ok_or_else(invalid)?,
+        Cmd::Expireat => n.checked_mul(1000).ok_or_else(invalid)?,
+        _ => n,
+    };
+    Ok(KeyOp::Expire {
+        at_ms: at,
+        when: ExpiryIf { nx, xx, gt, lt },
+    })
+}
+
+/// The instant (ms, cache clock `now`) an `EX`/`PX`/`EXAT`/`PXAT` option with value `v`
+/// names, refusing what Redis refuses for `cmd`.
+fn expiry_at(now: u64, opt: &[u8], v: &[u8], cmd: &str) -> Res<u64> {
+    let n = parse_int(v).ok_or_else(not_int)?;
+    let invalid = || format!("ERR invalid expire time in '{cmd}' command");
+    if n <= 0 {
+        return Err(invalid());
+    }
+    Ok(if eq_ic(opt, "EX") {
+        now + expire_ms(n, true, cmd)?
+    } else if eq_ic(opt, "PX") {
+        now + expire_ms(n, false, cmd)?
+    } else if eq_ic(opt, "EXAT") {
+        (n as u64).checked_mul(1000).ok_or_else(invalid)?
+    } else {
+        n as u64
+    })
+}
+
+/// `n` seconds (or milliseconds) as milliseconds, refusing what Redis refuses.
+pub(super) fn expire_ms(n: i64, seconds: bool, cmd: &str) -> Res<u64> {
+    let invalid = || format!("ERR invalid expire time in '{cmd}' command");
+    if n <= 0 {
+        return Err(invalid());
+    }
+    let ms = if seconds {
+        n.checked_mul(1000).ok_or_else(invalid)?
+    } else {
+        n
+    };
+    // Redis also refuses expiries that overflow when added to now.
+    (ms as u64)
+        .checked_add(now_ms())
+        .filter(|v| *v < i64::MAX as u64)
+        .ok_or_else(invalid)?;
+    Ok(ms as u64)
+}
