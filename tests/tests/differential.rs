@@ -41,13 +41,39 @@ impl Rng {
 const KEYS: [&str; 5] = ["{t}a", "{t}b", "{t}c", "{t}d", "{t}e"];
 const VALUES: [&str; 9] = ["0", "7", "-3", "41", "abc", "3.5", "", "-17", " 1"];
 
+/// Scripts as clients write them (increments, a lock release, conditional sets, nested
+/// replies, errors raised and caught), run with two keys and one argument.
+const SCRIPTS: [&str; 10] = [
+    "return redis.call('INCRBY', KEYS[1], ARGV[1])",
+    "if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('DEL', KEYS[1]) else return 0 end",
+    "return {redis.call('SET', KEYS[1], ARGV[1], 'NX'), redis.call('GET', KEYS[1]), 7}",
+    "return redis.pcall('INCR', KEYS[1])",
+    "redis.call('APPEND', KEYS[1], ARGV[1]) return redis.call('STRLEN', KEYS[1])",
+    "return redis.call('MGET', KEYS[1], KEYS[2])",
+    "return tonumber(ARGV[1]) * 2",
+    "local n = redis.call('EXISTS', KEYS[1], KEYS[2]) redis.call('RENAME', KEYS[1], KEYS[2]) return n",
+    "return redis.call('GETRANGE', KEYS[1], 0, 1) .. ARGV[1]",
+    "local t = redis.call('TTL', KEYS[1]) if t > 0 then return 1 end return t",
+];
+
 /// One random command.
 fn command(r: &mut Rng) -> Vec<String> {
     let k = r.pick(&KEYS).to_owned();
     let v = r.pick(&VALUES).to_owned();
     let n = |r: &mut Rng| (r.below(200) as i64 - 20).to_string();
     let s = |x: &str| x.to_owned();
-    match r.below(24) {
+    match r.below(27) {
+        24..=26 => {
+            let mut c = vec![
+                s("EVAL"),
+                r.pick(&SCRIPTS).to_owned(),
+                s("2"),
+                k,
+                r.pick(&KEYS).to_owned(),
+            ];
+            c.push(v);
+            c
+        }
         0 | 1 => {
             let mut c = vec![s("SET"), k, v];
             match r.below(4) {

@@ -238,6 +238,19 @@ enum FlatReply {
     Bulk(#[serde(with = "serde_bytes")] Vec<u8>),
     Error(String),
     Status(String),
+    #[serde(rename = "Exec")]
+    _Exec(Ignored),
+    Tree(Vec<Token>),
+}
+
+/// Stands in for [`Reply::Exec`] in [`FlatReply`] (so that `Tree` keeps its variant index)
+/// and refuses to decode: an `Exec` inside an `Exec` is never valid.
+enum Ignored {}
+
+impl<'de> Deserialize<'de> for Ignored {
+    fn deserialize<D: serde::Deserializer<'de>>(_: D) -> Result<Self, D::Error> {
+        Err(serde::de::Error::custom("a nested EXEC reply"))
+    }
 }
 
 fn flat_replies<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<Vec<Reply>>, D::Error> {
@@ -251,6 +264,8 @@ fn flat_replies<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<Vec<Rep
                 FlatReply::Bulk(b) => Reply::Bulk(b),
                 FlatReply::Error(e) => Reply::Error(e),
                 FlatReply::Status(s) => Reply::Status(s),
+                FlatReply::_Exec(never) => match never {},
+                FlatReply::Tree(t) => Reply::Tree(t),
             })
             .collect()
     }))
@@ -622,9 +637,9 @@ pub struct Script {
 
 /// What runs scripts: the server installs one in the cache ([`crate::Cache::set_script_engine`]).
 pub trait ScriptEngine: Send + Sync {
-    /// Runs `script` with its keys' entries in `view` (`keys`: [`MultiOp::keys`], each key
-    /// once, in the view's order) and answers its reply. Steps it ran before an error stay
-    /// applied, as in Redis.
+    /// Runs `script` on `view`, whose keys are `keys` (each once, in the view's order: the
+    /// script's declared keys, or a transaction's, which include them), and answers its
+    /// reply. Steps it ran before an error stay applied, as in Redis.
     fn run(&self, script: &Script, keys: &[&[u8]], view: &mut TxView) -> Reply;
 }
 
@@ -664,6 +679,8 @@ pub enum TxStep {
         /// `RENAMENX`.
         nx: bool,
     },
+    /// `EVAL` queued in a transaction: its keys are among the transaction's.
+    Script(Script),
 }
 
 /// One key's part of a [`MultiOp`]'s outcome.
@@ -732,7 +749,7 @@ pub fn apply_multi_with(
             let reply = engine.run(sc, &keys, &mut view);
             (view.finish(), reply)
         }
-        MultiOp::Transaction(t) => apply_transaction(t, current, now_ms, limits),
+        MultiOp::Transaction(t) => apply_transaction(t, current, now_ms, limits, engine),
         MultiOp::MsetNx(pairs) => {
             if current.iter().any(Option::is_some) {
                 return (Vec::new(), Reply::Int(0));
@@ -795,6 +812,7 @@ pub fn apply_multi_with(
 }
 
 /// One key's state while a transaction runs.
+#[derive(Clone)]
 struct TxSlot {
     entry: Option<Entry>,
     /// Whether a step changed the key.
@@ -855,6 +873,8 @@ impl TxSlot {
 /// on. Pure.
 pub struct TxView {
     slots: Vec<TxSlot>,
+    /// The keys, for a script step (empty when the caller gave none).
+    keys: Vec<Bytes>,
     existed: Vec<bool>,
     now_ms: u64,
     limits: OpLimits,
@@ -883,9 +903,27 @@ impl TxView {
                 })
                 .collect(),
             existed: current.iter().map(Option::is_some).collect(),
+            keys: Vec::new(),
             now_ms,
             limits,
             default_ttl_ms,
+        }
+    }
+
+    /// The instant the view's operations run at (Unix ms).
+    pub fn now_ms(&self) -> u64 {
+        self.now_ms
+    }
+
+    /// The view as it is now, to go back to ([`TxView::restore`]).
+    pub fn snapshot(&self) -> TxSnapshot {
+        TxSnapshot(self.slots.clone())
+    }
+
+    /// Goes back to `snapshot`: every step since it is undone.
+    pub fn restore(&mut self, snapshot: TxSnapshot) {
+        if snapshot.0.len() == self.slots.len() {
+            self.slots = snapshot.0;
         }
     }
 
@@ -903,8 +941,28 @@ impl TxView {
         (i as usize) < self.slots.len()
     }
 
-    /// Runs one step on the view; its reply.
+    /// Runs one step on the view; its reply. A script step needs
+    /// [`TxView::step_with`].
     pub fn step(&mut self, step: &TxStep) -> Reply {
+        self.step_with(step, None)
+    }
+
+    /// [`TxView::step`], with `engine` for a script step.
+    pub fn step_with(&mut self, step: &TxStep, engine: Option<&dyn ScriptEngine>) -> Reply {
+        if let TxStep::Script(sc) = step {
+            let Some(engine) = engine else {
+                return Reply::Error("ERR this node cannot run scripts".into());
+            };
+            let keys = std::mem::take(&mut self.keys);
+            let refs: Vec<&[u8]> = keys.iter().map(|k| &k[..]).collect();
+            let reply = if refs.len() == self.slots.len() {
+                engine.run(sc, &refs, self)
+            } else {
+                Reply::Error("ERR invalid transaction".into())
+            };
+            self.keys = keys;
+            return reply;
+        }
         let (now_ms, limits, default_ttl) = (self.now_ms, self.limits, self.default_ttl_ms);
         let at = |i: u32| i as usize;
         match step {
@@ -995,12 +1053,16 @@ impl TxView {
     }
 }
 
+/// A [`TxView`] as it was ([`TxView::snapshot`]).
+pub struct TxSnapshot(Vec<TxSlot>);
+
 /// Runs a transaction: aborted when a watched key's version moved, else every step in order.
 fn apply_transaction(
     t: &Transaction,
     current: &[Option<&Entry>],
     now_ms: u64,
     limits: OpLimits,
+    engine: Option<&dyn ScriptEngine>,
 ) -> (Vec<MultiEffect>, Reply) {
     for (i, version) in &t.watch {
         let Some(held) = current.get(*i as usize) else {
@@ -1011,7 +1073,8 @@ fn apply_transaction(
         }
     }
     let mut view = TxView::new(current, now_ms, limits, t.default_ttl_ms);
-    let replies = t.steps.iter().map(|s| view.step(s)).collect();
+    view.keys = t.keys.iter().map(|k| Bytes::copy_from_slice(k)).collect();
+    let replies = t.steps.iter().map(|s| view.step_with(s, engine)).collect();
     (view.finish(), Reply::Exec(Some(replies)))
 }
 

@@ -86,6 +86,10 @@ pub struct Shared {
     locks: Box<[tokio::sync::RwLock<()>]>,
     hasher: RandomState,
     cursors: Mutex<Cursors>,
+    /// Scripts known to `EVALSHA`.
+    pub scripts: Mutex<crate::commands::scripting::ScriptCache>,
+    /// The script engine installed in the cache (for `SCRIPT KILL`).
+    pub lua: Arc<crate::commands::scripting::LuaEngine>,
 }
 
 impl std::fmt::Debug for Shared {
@@ -114,6 +118,12 @@ impl Shared {
         stop: watch::Receiver<bool>,
     ) -> Self {
         let cache = node.cache();
+        let lua = Arc::new(crate::commands::scripting::LuaEngine::new(
+            std::time::Duration::from_millis(config.server.script_time_limit_ms),
+        ));
+        // Scripts run wherever their keys' writes run: this node's cache runs them for its
+        // own clients, and for other nodes' when it is the keys' primary.
+        cache.set_script_engine(lua.clone());
         for i in 0..config.server.databases {
             if let Err(e) =
                 cache.open_namespace(&format!("db{i}"), strata_core::namespace::MAX_NAMESPACES)
@@ -142,6 +152,8 @@ impl Shared {
                 .collect(),
             hasher: RandomState::new(),
             cursors: Mutex::new(Cursors::default()),
+            scripts: Mutex::new(Default::default()),
+            lua,
         }
     }
 

@@ -94,7 +94,6 @@ pub(super) fn is_key_command(id: Cmd) -> bool {
 }
 
 /// Whether `id` may change data (what a read-only script refuses).
-#[allow(dead_code)] // used by the script engine (next commit)
 pub(super) fn writes(id: Cmd) -> bool {
     !matches!(
         id,

@@ -29,6 +29,7 @@ use crate::state::{ClientInfo, Shared};
 
 mod keyops;
 pub mod multi;
+pub mod scripting;
 
 /// The Redis version Strata answers as (INFO, HELLO): the command set it follows.
 pub const REDIS_COMPAT_VERSION: &str = "7.2.0";
@@ -105,6 +106,10 @@ pub enum Cmd {
     Del,
     Discard,
     Echo,
+    Eval,
+    EvalRo,
+    Evalsha,
+    EvalshaRo,
     Exec,
     Exists,
     Expire,
@@ -140,6 +145,7 @@ pub enum Cmd {
     Renamenx,
     Reset,
     Scan,
+    Script,
     Select,
     Set,
     Setex,
@@ -322,6 +328,50 @@ pub static COMMANDS: &[CommandSpec] = &[
         "connection",
         "Returns the given string.",
         Echo
+    ),
+    spec!(
+        "EVAL",
+        -3,
+        true,
+        0,
+        0,
+        0,
+        "scripting",
+        "Runs a Lua script on its declared keys, atomically.",
+        Eval
+    ),
+    spec!(
+        "EVALSHA",
+        -3,
+        true,
+        0,
+        0,
+        0,
+        "scripting",
+        "Runs a cached Lua script by its SHA1.",
+        Evalsha
+    ),
+    spec!(
+        "EVALSHA_RO",
+        -3,
+        false,
+        0,
+        0,
+        0,
+        "scripting",
+        "Runs a cached read-only Lua script by its SHA1.",
+        EvalshaRo
+    ),
+    spec!(
+        "EVAL_RO",
+        -3,
+        false,
+        0,
+        0,
+        0,
+        "scripting",
+        "Runs a read-only Lua script.",
+        EvalRo
     ),
     spec!(
         "EXEC",
@@ -709,6 +759,17 @@ pub static COMMANDS: &[CommandSpec] = &[
         Scan
     ),
     spec!(
+        "SCRIPT",
+        -2,
+        false,
+        0,
+        0,
+        0,
+        "scripting",
+        "Script cache: LOAD, EXISTS, FLUSH, KILL.",
+        Script
+    ),
+    spec!(
         "SELECT",
         2,
         false,
@@ -1059,6 +1120,11 @@ pub async fn execute(shared: &Shared, s: &mut Session<'_>, args: &[Bytes]) {
 async fn run(sh: &Shared, s: &mut Session<'_>, id: Cmd, a: &[Bytes]) -> Res<()> {
     match id {
         Cmd::Multi => multi::multi(s)?,
+        Cmd::Eval => scripting::eval(sh, s, a, false, false).await?,
+        Cmd::EvalRo => scripting::eval(sh, s, a, false, true).await?,
+        Cmd::Evalsha => scripting::eval(sh, s, a, true, false).await?,
+        Cmd::EvalshaRo => scripting::eval(sh, s, a, true, true).await?,
+        Cmd::Script => scripting::script(sh, s, a)?,
         Cmd::Exec => multi::exec(sh, s).await?,
         Cmd::Discard => multi::discard(s)?,
         Cmd::Watch => multi::watch(sh, s, a).await?,

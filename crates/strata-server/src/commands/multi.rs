@@ -254,22 +254,47 @@ pub(super) async fn exec(sh: &Shared, s: &mut Session<'_>) -> Res<()> {
         let Some((_, spec)) = lookup(&args[0]) else {
             continue;
         };
-        match keyops::parse(spec.id, args, now) {
-            Some(Ok(parsed)) => {
-                let start = cap.steps.len();
-                cap.add(parsed.ops);
-                planned.push(Planned::Steps {
-                    start,
-                    end: cap.steps.len(),
-                    shape: parsed.shape,
-                });
-                continue;
+        if matches!(
+            spec.id,
+            Cmd::Eval | Cmd::EvalRo | Cmd::Evalsha | Cmd::EvalshaRo
+        ) {
+            // A script runs as one step of the transaction, on keys it shares.
+            let by_sha = matches!(spec.id, Cmd::Evalsha | Cmd::EvalshaRo);
+            let read_only = matches!(spec.id, Cmd::EvalRo | Cmd::EvalshaRo);
+            match super::scripting::build(sh, s, args, by_sha, read_only) {
+                Ok(script) => {
+                    for k in &script.keys {
+                        cap.key(k);
+                    }
+                    let start = cap.steps.len();
+                    cap.steps.push(TxStep::Script(script));
+                    planned.push(Planned::Steps {
+                        start,
+                        end: start + 1,
+                        shape: Shape::Single,
+                    });
+                    continue;
+                }
+                Err(msg) => s.reply.error(&msg),
             }
-            Some(Err(msg)) => s.reply.error(&msg),
-            None => {
-                if let Err(msg) = Box::pin(run(sh, s, spec.id, args)).await {
-                    s.reply.buf.clear();
-                    s.reply.error(&msg);
+        } else {
+            match keyops::parse(spec.id, args, now) {
+                Some(Ok(parsed)) => {
+                    let start = cap.steps.len();
+                    cap.add(parsed.ops);
+                    planned.push(Planned::Steps {
+                        start,
+                        end: cap.steps.len(),
+                        shape: parsed.shape,
+                    });
+                    continue;
+                }
+                Some(Err(msg)) => s.reply.error(&msg),
+                None => {
+                    if let Err(msg) = Box::pin(run(sh, s, spec.id, args)).await {
+                        s.reply.buf.clear();
+                        s.reply.error(&msg);
+                    }
                 }
             }
         }

@@ -253,6 +253,9 @@ pub struct ServerConfig {
     /// How long shutdown waits for connections to finish their in-flight requests
     /// (default 5000).
     pub shutdown_grace_ms: u64,
+    /// Longest a Lua script runs before it is stopped with nothing it did applied
+    /// (default 5000, as Redis's `lua-time-limit`).
+    pub script_time_limit_ms: u64,
 }
 
 impl Default for ServerConfig {
@@ -276,6 +279,7 @@ impl Default for ServerConfig {
             max_input_bytes_total: 512 * MIB,
             worker_threads: 0,
             shutdown_grace_ms: 5_000,
+            script_time_limit_ms: 5_000,
         }
     }
 }
@@ -845,6 +849,12 @@ impl NodeConfig {
                     format!("{addr:?} is not an IP:port address"),
                 ));
             }
+        }
+        if srv.script_time_limit_ms == 0 {
+            return Err(invalid(
+                "server.script_time_limit_ms",
+                "must be greater than 0",
+            ));
         }
         if srv.max_clients == 0 {
             return Err(invalid("server.max_clients", "must be greater than 0"));

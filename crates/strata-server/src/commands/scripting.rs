@@ -1,0 +1,668 @@
+//! Lua scripting as Redis has it: `EVAL`, `EVALSHA`, `EVAL_RO`, `EVALSHA_RO`, `SCRIPT LOAD |
+//! EXISTS | FLUSH | KILL`, with `redis.call`, `redis.pcall`, `redis.error_reply`,
+//! `redis.status_reply`, `redis.sha1hex`, `redis.log`, `KEYS`, `ARGV`, `cjson`, and Redis's
+//! Lua↔RESP conversions, on Lua 5.1 (mlua, vendored).
+//!
+//! A script runs where its keys' writes run — this node under every key's lock, the
+//! primary of the keys' hash tag in a cluster, Redis's data through the bridge — as one
+//! [`MultiOp::Script`]: the node the client reached sends the source, `KEYS` and `ARGV`, and
+//! the authority runs it with [`LuaEngine`] on a [`TxView`] of the declared keys; each
+//! `redis.call` is parsed by the same parser as the commands ([`keyops`]) and applied to the
+//! view, and the keys' final changes are what is stored and replicated (effects, not the
+//! script). A script may touch only the keys it declares.
+//!
+//! Sandbox: a fresh Lua state per run with the base, table, string and math libraries (no
+//! `os`, `io`, `debug`, `package`, `loadfile`, `dofile`, `loadstring`, `load`, `setfenv`,
+//! `getfenv`), globals read-only (creating or reading an undefined global is an error), a
+//! memory limit, and a time limit after which the script is stopped and nothing it did is
+//! applied (`SCRIPT KILL` stops running scripts the same way).
+
+use std::collections::{HashMap, VecDeque};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use mlua::{HookTriggers, Lua, LuaOptions, LuaSerdeExt, MultiValue, StdLib, Value, VmState};
+use parking_lot::Mutex;
+use sha1::{Digest, Sha1};
+use strata_core::ops::{MultiOp, Reply, Script, ScriptEngine, Token, TxStep, TxView};
+
+use super::keyops::{self, Op, Shape};
+use super::{Res, Session, cache_err, eq_ic, lookup, one_slot, parse_int};
+use crate::state::Shared;
+
+/// Most memory one script's Lua state may allocate.
+pub const SCRIPT_MEMORY_LIMIT: usize = 64 * 1024 * 1024;
+/// Scripts the node remembers for `EVALSHA` (the oldest go first past it).
+pub const MAX_CACHED_SCRIPTS: usize = 10_000;
+/// Bytes of script source the node remembers.
+pub const MAX_CACHED_SCRIPT_BYTES: usize = 64 * 1024 * 1024;
+/// Deepest nesting of a script's reply.
+const MAX_REPLY_DEPTH: usize = 32;
+/// Most values in a script's reply.
+const MAX_REPLY_TOKENS: usize = 1 << 20;
+
+/// Runs scripts for the cache (installed at start). Tracks running scripts so that
+/// `SCRIPT KILL` can stop them.
+pub struct LuaEngine {
+    running: Mutex<HashMap<u64, Arc<AtomicBool>>>,
+    next: AtomicU64,
+    time_limit: Duration,
+}
+
+impl LuaEngine {
+    /// An engine that stops scripts running longer than `time_limit`
+    /// (`server.script_time_limit_ms`).
+    pub fn new(time_limit: Duration) -> Self {
+        Self {
+            running: Mutex::new(HashMap::new()),
+            next: AtomicU64::new(0),
+            time_limit,
+        }
+    }
+
+    /// Stops every script running on this node; how many.
+    pub fn kill_all(&self) -> usize {
+        let running = self.running.lock();
+        for flag in running.values() {
+            flag.store(true, Ordering::Relaxed);
+        }
+        running.len()
+    }
+}
+
+/// The scripts `SCRIPT LOAD` and `EVAL` made known to `EVALSHA`, by SHA1 (hex).
+#[derive(Debug, Default)]
+pub struct ScriptCache {
+    by_sha: HashMap<String, Bytes>,
+    order: VecDeque<String>,
+    bytes: usize,
+}
+
+impl ScriptCache {
+    /// Remembers `body`; its SHA1.
+    pub fn insert(&mut self, body: &[u8]) -> String {
+        let sha = sha1_hex(body);
+        if self.by_sha.contains_key(&sha) {
+            return sha;
+        }
+        self.by_sha
+            .insert(sha.clone(), Bytes::copy_from_slice(body));
+        self.order.push_back(sha.clone());
+        self.bytes += body.len();
+        while self.by_sha.len() > MAX_CACHED_SCRIPTS || self.bytes > MAX_CACHED_SCRIPT_BYTES {
+            let Some(old) = self.order.pop_front() else {
+                break;
+            };
+            if let Some(b) = self.by_sha.remove(&old) {
+                self.bytes -= b.len();
+            }
+        }
+        sha
+    }
+
+    fn get(&self, sha: &str) -> Option<Bytes> {
+        self.by_sha.get(&sha.to_ascii_lowercase()).cloned()
+    }
+
+    fn flush(&mut self) {
+        *self = ScriptCache::default();
+    }
+}
+
+/// SHA1 of `b`, lower-case hex (`redis.sha1hex`, script ids).
+pub fn sha1_hex(b: &[u8]) -> String {
+    let digest = Sha1::digest(b);
+    let mut s = String::with_capacity(40);
+    for byte in digest {
+        s.push_str(&format!("{byte:02x}"));
+    }
+    s
+}
+
+/// An error a `redis.call` raised, carried through Lua unchanged.
+#[derive(Debug)]
+struct CallError(String);
+
+impl std::fmt::Display for CallError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl std::error::Error for CallError {}
+
+/// The innermost Redis error in a Lua error, else its text as `ERR …`.
+fn error_text(e: &mlua::Error) -> String {
+    match e {
+        mlua::Error::CallbackError { cause, .. } => error_text(cause),
+        mlua::Error::ExternalError(inner) => match inner.downcast_ref::<CallError>() {
+            Some(CallError(msg)) => msg.clone(),
+            None => format!("ERR {inner}"),
+        },
+        mlua::Error::MemoryError(_) => {
+            "ERR the script exceeded its memory limit (64 MiB)".to_owned()
+        }
+        mlua::Error::SyntaxError { message, .. } => {
+            format!("ERR Error compiling script (new function): {message}")
+        }
+        mlua::Error::RuntimeError(msg) if msg.starts_with("BUSY") || msg.starts_with("ERR ") => {
+            msg.clone()
+        }
+        other => {
+            let text = other.to_string();
+            let first = text.lines().next().unwrap_or("");
+            format!("ERR Error running script: {first}")
+        }
+    }
+}
+
+impl ScriptEngine for LuaEngine {
+    fn run(&self, script: &Script, keys: &[&[u8]], view: &mut TxView) -> Reply {
+        let id = self.next.fetch_add(1, Ordering::Relaxed);
+        let kill = Arc::new(AtomicBool::new(false));
+        self.running.lock().insert(id, kill.clone());
+        // A script holds a worker thread while it runs: tell the runtime, so that the
+        // worker's other tasks move to another thread.
+        let out = match tokio::runtime::Handle::try_current() {
+            Ok(h) if h.runtime_flavor() == tokio::runtime::RuntimeFlavor::MultiThread => {
+                tokio::task::block_in_place(|| {
+                    run_script(script, keys, view, kill.clone(), self.time_limit)
+                })
+            }
+            _ => run_script(script, keys, view, kill.clone(), self.time_limit),
+        };
+        self.running.lock().remove(&id);
+        out
+    }
+}
+
+/// Runs one script on `view`. A script stopped (time, memory, `SCRIPT KILL`) applies
+/// nothing: its view is left with no change.
+fn run_script(
+    script: &Script,
+    keys: &[&[u8]],
+    view: &mut TxView,
+    kill: Arc<AtomicBool>,
+    time_limit: Duration,
+) -> Reply {
+    let started = Instant::now();
+    let Ok(lua) = Lua::new_with(
+        StdLib::TABLE | StdLib::STRING | StdLib::MATH,
+        LuaOptions::default(),
+    ) else {
+        return Reply::Error("ERR could not start a Lua state".into());
+    };
+    let _ = lua.set_memory_limit(SCRIPT_MEMORY_LIMIT);
+    let stopped = Arc::new(AtomicBool::new(false));
+    {
+        let stopped = stopped.clone();
+        let _ = lua.set_hook(
+            HookTriggers::new().every_nth_instruction(10_000),
+            move |_, _| {
+                let killed = kill.load(Ordering::Relaxed);
+                if killed || started.elapsed() > time_limit {
+                    stopped.store(true, Ordering::Relaxed);
+                    return Err(mlua::Error::RuntimeError(if killed {
+                        "ERR Script killed by user with SCRIPT KILL...".into()
+                    } else {
+                        format!(
+                            "BUSY the script ran longer than {} ms and was stopped; nothing it did was applied",
+                            time_limit.as_millis()
+                        )
+                    }));
+                }
+                Ok(VmState::Continue)
+            },
+        );
+    }
+    let before = view.snapshot();
+    let view = std::cell::RefCell::new(view);
+    let result: mlua::Result<Reply> = lua.scope(|scope| {
+        let call = |pcall: bool| {
+            let view = &view;
+            scope.create_function(move |lua, args: MultiValue| {
+                match redis_call(
+                    lua,
+                    script.read_only,
+                    &script.keys,
+                    keys,
+                    &mut view.borrow_mut(),
+                    args,
+                ) {
+                    Ok(v) => Ok(v),
+                    Err(msg) if pcall => {
+                        let t = lua.create_table()?;
+                        t.set("err", msg)?;
+                        Ok(Value::Table(t))
+                    }
+                    Err(msg) => Err(mlua::Error::external(CallError(msg))),
+                }
+            })
+        };
+        setup(&lua, script, call(false)?, call(true)?)?;
+        let chunk = lua.load(&script.body[..]).set_name("@user_script");
+        let value: Value = chunk.call(())?;
+        to_reply(&value)
+    });
+    let view = view.into_inner();
+    match result {
+        Ok(reply) => reply,
+        Err(e) => {
+            if stopped.load(Ordering::Relaxed) {
+                view.restore(before);
+            }
+            Reply::Error(error_text(&e))
+        }
+    }
+}
+
+/// The globals a script sees: `KEYS`, `ARGV`, `redis`, `cjson`, and no way out.
+fn setup(
+    lua: &Lua,
+    script: &Script,
+    call: mlua::Function,
+    pcall: mlua::Function,
+) -> mlua::Result<()> {
+    let g = lua.globals();
+    for name in [
+        "dofile",
+        "loadfile",
+        "loadstring",
+        "load",
+        "setfenv",
+        "getfenv",
+        "newproxy",
+        "print",
+        "module",
+        "require",
+    ] {
+        g.raw_set(name, Value::Nil)?;
+    }
+    let seq = |items: &[serde_bytes::ByteBuf]| {
+        lua.create_sequence_from(
+            items
+                .iter()
+                .map(|b| lua.create_string(&b[..]))
+                .collect::<mlua::Result<Vec<_>>>()?,
+        )
+    };
+    g.raw_set("KEYS", seq(&script.keys)?)?;
+    g.raw_set("ARGV", seq(&script.args)?)?;
+
+    let redis = lua.create_table()?;
+    redis.set("call", call)?;
+    redis.set("pcall", pcall)?;
+    redis.set(
+        "error_reply",
+        lua.create_function(|lua, msg: mlua::LuaString| {
+            let t = lua.create_table()?;
+            t.set("err", msg)?;
+            Ok(t)
+        })?,
+    )?;
+    redis.set(
+        "status_reply",
+        lua.create_function(|lua, msg: mlua::LuaString| {
+            let t = lua.create_table()?;
+            t.set("ok", msg)?;
+            Ok(t)
+        })?,
+    )?;
+    redis.set(
+        "sha1hex",
+        lua.create_function(|_, s: mlua::LuaString| Ok(sha1_hex(&s.as_bytes())))?,
+    )?;
+    redis.set(
+        "log",
+        lua.create_function(|_, (_level, msg): (i64, mlua::LuaString)| {
+            tracing::info!(target: "strata::script", "{}", msg.to_string_lossy());
+            Ok(())
+        })?,
+    )?;
+    for (name, level) in [
+        ("LOG_DEBUG", 0),
+        ("LOG_VERBOSE", 1),
+        ("LOG_NOTICE", 2),
+        ("LOG_WARNING", 3),
+    ] {
+        redis.set(name, level)?;
+    }
+    // Effects are what replicates, always: these are accepted and change nothing.
+    redis.set("replicate_commands", lua.create_function(|_, ()| Ok(true))?)?;
+    redis.set("set_repl", lua.create_function(|_, _: MultiValue| Ok(()))?)?;
+    redis.set("REPL_ALL", 3)?;
+    g.raw_set("redis", redis)?;
+
+    let cjson = lua.create_table()?;
+    cjson.set(
+        "encode",
+        lua.create_function(|lua, v: Value| {
+            let json: serde_json::Value = lua.from_value(v)?;
+            serde_json::to_string(&json).map_err(mlua::Error::external)
+        })?,
+    )?;
+    cjson.set(
+        "decode",
+        lua.create_function(|lua, s: mlua::LuaString| {
+            let json: serde_json::Value =
+                serde_json::from_slice(&s.as_bytes()).map_err(mlua::Error::external)?;
+            lua.to_value(&json)
+        })?,
+    )?;
+    g.raw_set("cjson", cjson)?;
+
+    // Globals are read-only: a script that creates or reads an undefined one fails, as in
+    // Redis (a typo is not a silent nil).
+    let meta = lua.create_table()?;
+    meta.set(
+        "__newindex",
+        lua.create_function(|_, (_t, name, _v): (Value, mlua::LuaString, Value)| {
+            Err::<(), _>(mlua::Error::external(CallError(format!(
+                "ERR Attempt to modify a readonly table: script attempted to create global variable '{}'",
+                name.to_string_lossy()
+            ))))
+        })?,
+    )?;
+    meta.set(
+        "__index",
+        lua.create_function(|_, (_t, name): (Value, mlua::LuaString)| {
+            Err::<(), _>(mlua::Error::external(CallError(format!(
+                "ERR Script attempted to access nonexistent global variable '{}'",
+                name.to_string_lossy()
+            ))))
+        })?,
+    )?;
+    g.set_metatable(Some(meta))?;
+    Ok(())
+}
+
+/// `redis.call`: a key command, parsed as the server parses it, on the declared keys.
+fn redis_call(
+    lua: &Lua,
+    read_only: bool,
+    declared: &[serde_bytes::ByteBuf],
+    keys: &[&[u8]],
+    view: &mut TxView,
+    args: MultiValue,
+) -> Result<Value, String> {
+    let mut a: Vec<Bytes> = Vec::with_capacity(args.len());
+    for v in args.iter() {
+        match v {
+            Value::String(s) => a.push(Bytes::copy_from_slice(&s.as_bytes())),
+            Value::Integer(_) | Value::Number(_) => match lua.coerce_string(v.clone()) {
+                Ok(Some(s)) => a.push(Bytes::copy_from_slice(&s.as_bytes())),
+                _ => return Err(bad_args()),
+            },
+            _ => return Err(bad_args()),
+        }
+    }
+    let Some(name) = a.first() else {
+        return Err("ERR Please specify at least one argument for this redis lib call".into());
+    };
+    let Some((_, spec)) = lookup(name) else {
+        return Err("ERR Unknown Redis command called from script".into());
+    };
+    let n = a.len() as i32;
+    if (spec.arity > 0 && n != spec.arity) || (spec.arity < 0 && n < -spec.arity) {
+        return Err("ERR Wrong number of args calling Redis command from script".into());
+    }
+    let parsed = match keyops::parse(spec.id, &a, view.now_ms()) {
+        None => return Err("ERR This Redis command is not allowed from script".into()),
+        Some(p) => p?,
+    };
+    if read_only && keyops::writes(spec.id) {
+        return Err("ERR Write commands are not allowed from read-only scripts.".into());
+    }
+    let index = |k: &[u8]| {
+        declared
+            .iter()
+            .any(|d| d.as_slice() == k)
+            .then(|| keys.iter().position(|d| *d == k))
+            .flatten()
+            .map(|i| i as u32)
+            .ok_or_else(|| "ERR Script attempted to access a non-declared key".to_owned())
+    };
+    let mut steps = Vec::with_capacity(parsed.ops.len());
+    for op in parsed.ops {
+        steps.push(match op {
+            Op::Key(k, op) => TxStep::Key { key: index(k)?, op },
+            Op::MsetNx(pairs) => TxStep::MsetNx(
+                pairs
+                    .into_iter()
+                    .map(|(k, v)| Ok((index(k)?, v.to_vec().into())))
+                    .collect::<Result<_, String>>()?,
+            ),
+            Op::Rename(src, dst, nx) => TxStep::Rename {
+                src: index(src)?,
+                dst: index(dst)?,
+                nx,
+            },
+        });
+    }
+    let replies: Vec<Reply> = steps.iter().map(|s| view.step(s)).collect();
+    let lua_err = |e: mlua::Error| e.to_string();
+    match parsed.shape {
+        Shape::Single => match replies.into_iter().next() {
+            Some(Reply::Error(msg)) => Err(msg),
+            Some(r) => to_lua(lua, &r).map_err(lua_err),
+            None => Ok(Value::Boolean(false)),
+        },
+        Shape::Array => {
+            let t = lua.create_table().map_err(lua_err)?;
+            for (i, r) in replies.iter().enumerate() {
+                t.raw_set(i + 1, to_lua(lua, r).map_err(lua_err)?)
+                    .map_err(lua_err)?;
+            }
+            Ok(Value::Table(t))
+        }
+        Shape::Sum => Ok(Value::Integer(
+            replies
+                .iter()
+                .map(|r| if let Reply::Int(n) = r { *n } else { 0 })
+                .sum(),
+        )),
+        Shape::Ok => to_lua(lua, &Reply::Ok).map_err(lua_err),
+    }
+}
+
+fn bad_args() -> String {
+    "ERR Lua redis lib command arguments must be strings or integers".into()
+}
+
+/// A command's reply as Lua sees it (Redis's conversion).
+fn to_lua(lua: &Lua, r: &Reply) -> mlua::Result<Value> {
+    Ok(match r {
+        Reply::Int(n) => Value::Integer(*n),
+        Reply::Bulk(b) => Value::String(lua.create_string(b)?),
+        Reply::Nil | Reply::Exec(None) => Value::Boolean(false),
+        Reply::Ok | Reply::Status(_) => {
+            let t = lua.create_table()?;
+            t.set(
+                "ok",
+                match r {
+                    Reply::Status(s) => s.as_str(),
+                    _ => "OK",
+                },
+            )?;
+            Value::Table(t)
+        }
+        Reply::Error(e) => {
+            let t = lua.create_table()?;
+            t.set("err", e.as_str())?;
+            Value::Table(t)
+        }
+        Reply::Exec(Some(_)) | Reply::Tree(_) => Value::Nil,
+    })
+}
+
+/// A script's return value as a reply (Redis's conversion): numbers as integers (cut
+/// toward zero), strings as bulk strings, `{ok=…}` as a status, `{err=…}` as an error, a
+/// table as an array up to its first nil, true as 1, false and nil as a null.
+fn to_reply(v: &Value) -> mlua::Result<Reply> {
+    match v {
+        Value::Table(t) => {
+            if let Ok(Value::String(e)) = t.raw_get::<Value>("err") {
+                return Ok(Reply::Error(e.to_string_lossy()));
+            }
+            let mut tokens = Vec::new();
+            flatten(v, 0, &mut tokens)?;
+            Ok(Reply::Tree(tokens))
+        }
+        other => {
+            let mut tokens = Vec::with_capacity(1);
+            flatten(other, 0, &mut tokens)?;
+            Ok(match tokens.pop() {
+                Some(Token::Int(n)) => Reply::Int(n),
+                Some(Token::Bulk(b)) => Reply::Bulk(b),
+                _ => Reply::Nil,
+            })
+        }
+    }
+}
+
+fn flatten(v: &Value, depth: usize, out: &mut Vec<Token>) -> mlua::Result<()> {
+    if out.len() >= MAX_REPLY_TOKENS || depth > MAX_REPLY_DEPTH {
+        return Err(mlua::Error::external(CallError(
+            "ERR the script's reply is too large or too deeply nested".into(),
+        )));
+    }
+    match v {
+        Value::Integer(n) => out.push(Token::Int(*n)),
+        Value::Number(f) => out.push(Token::Int(f.trunc() as i64)),
+        Value::String(s) => out.push(Token::Bulk(s.as_bytes().to_vec())),
+        Value::Boolean(true) => out.push(Token::Int(1)),
+        Value::Table(t) => {
+            if let Ok(Value::String(e)) = t.raw_get::<Value>("err") {
+                out.push(Token::Error(e.to_string_lossy()));
+            } else if let Ok(Value::String(s)) = t.raw_get::<Value>("ok") {
+                out.push(Token::Status(s.to_string_lossy()));
+            } else {
+                let at = out.len();
+                out.push(Token::Array(0));
+                let mut n = 0u32;
+                loop {
+                    let item: Value = t.raw_get(n as i64 + 1)?;
+                    if item.is_nil() {
+                        break;
+                    }
+                    flatten(&item, depth + 1, out)?;
+                    n += 1;
+                }
+                out[at] = Token::Array(n);
+            }
+        }
+        _ => out.push(Token::Nil),
+    }
+    Ok(())
+}
+
+/// The script `EVAL`/`EVALSHA` (`by_sha`) with arguments `a` names, for the selected
+/// namespace.
+pub(super) fn build(
+    sh: &Shared,
+    s: &Session<'_>,
+    a: &[Bytes],
+    by_sha: bool,
+    read_only: bool,
+) -> Res<Script> {
+    let body = if by_sha {
+        let sha = String::from_utf8_lossy(&a[1]).to_string();
+        sh.scripts
+            .lock()
+            .get(&sha)
+            .ok_or("NOSCRIPT No matching script. Please use EVAL.")?
+    } else {
+        sh.scripts.lock().insert(&a[1]);
+        a[1].clone()
+    };
+    let numkeys = parse_int(&a[2]).ok_or("ERR value is not an integer or out of range")?;
+    if numkeys < 0 {
+        return Err("ERR Number of keys can't be negative".into());
+    }
+    let numkeys = numkeys as usize;
+    if numkeys > a.len() - 3 {
+        return Err("ERR Number of keys can't be greater than number of args".into());
+    }
+    let (keys, args) = a[3..].split_at(numkeys);
+    Ok(Script {
+        body: body.to_vec(),
+        keys: keys.iter().map(|k| k.to_vec().into()).collect(),
+        args: args.iter().map(|k| k.to_vec().into()).collect(),
+        read_only,
+        default_ttl_ms: sh
+            .cache
+            .policy(&s.ns)
+            .default_ttl
+            .map(|d| d.as_millis() as u64),
+    })
+}
+
+/// `EVAL script numkeys key... arg...` (`by_sha`: `EVALSHA`'s id instead of a body).
+pub(super) async fn eval(
+    sh: &Shared,
+    s: &mut Session<'_>,
+    a: &[Bytes],
+    by_sha: bool,
+    read_only: bool,
+) -> Res<()> {
+    let script = build(sh, s, a, by_sha, read_only)?;
+    let keys: Vec<Bytes> = script
+        .keys
+        .iter()
+        .map(|k| Bytes::copy_from_slice(k))
+        .collect();
+    one_slot(sh, keys.iter())?;
+    let op = MultiOp::Script(script);
+    let reply = if keys.is_empty() {
+        // No key: nothing to lock or route; it runs here.
+        sh.cache.apply_multi(&op, &[], sh.cache.now_ms()).1
+    } else {
+        let mut stripes: Vec<usize> = keys.iter().map(|k| sh.stripe(&s.ns, k)).collect();
+        stripes.sort_unstable();
+        stripes.dedup();
+        let mut guards = Vec::with_capacity(stripes.len());
+        for i in stripes {
+            guards.push(sh.lock_at(i).write().await);
+        }
+        sh.cache
+            .execute_multi(&s.ns, &op)
+            .await
+            .map_err(|e| cache_err(&e))?
+    };
+    super::write_value(s, &reply);
+    Ok(())
+}
+
+/// `SCRIPT LOAD | EXISTS | FLUSH | KILL`.
+pub(super) fn script(sh: &Shared, s: &mut Session<'_>, a: &[Bytes]) -> Res<()> {
+    let sub = &a[1];
+    if eq_ic(sub, "LOAD") && a.len() == 3 {
+        let sha = sh.scripts.lock().insert(&a[2]);
+        s.reply.bulk(sha.as_bytes());
+    } else if eq_ic(sub, "EXISTS") && a.len() >= 3 {
+        let cache = sh.scripts.lock();
+        s.reply.array(a.len() - 2);
+        for sha in &a[2..] {
+            let known = cache.get(&String::from_utf8_lossy(sha)).is_some();
+            s.reply.integer(i64::from(known));
+        }
+    } else if eq_ic(sub, "FLUSH")
+        && (a.len() == 2 || (a.len() == 3 && (eq_ic(&a[2], "ASYNC") || eq_ic(&a[2], "SYNC"))))
+    {
+        sh.scripts.lock().flush();
+        s.reply.ok();
+    } else if eq_ic(sub, "KILL") && a.len() == 2 {
+        if sh.lua.kill_all() == 0 {
+            return Err("NOTBUSY No scripts in execution right now.".into());
+        }
+        s.reply.ok();
+    } else {
+        return Err(format!(
+            "ERR unknown subcommand or wrong number of arguments for '{}'. Try SCRIPT HELP.",
+            String::from_utf8_lossy(&sub[..sub.len().min(64)])
+        ));
+    }
+    Ok(())
+}

@@ -1,0 +1,284 @@
+//! Lua scripts as real clients use them: redis-py's `Lock` (acquire, extend, release — Lua
+//! scripts sent with EVALSHA after SCRIPT LOAD) and `register_script`, redis-rs's `Script`,
+//! on one `strata serve` and on a three-node cluster with a client on every node. A lock
+//! with two holders, a script whose writes interleave with another's, or a runaway script
+//! that stalls other clients fails here. (Reply-for-reply comparison of scripts with
+//! redis-server is in differential.rs.)
+#![allow(clippy::unwrap_used)]
+
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+use redis::Commands;
+use strata_tests::{Server, converge, free_port, start_node};
+
+/// redis-py: a Lock guarding a read-then-write counter `n` times, and a registered script
+/// incrementing another `n` times; all clients start at the same instant.
+const PY: &str = r#"
+import sys, time, redis
+port, n, start = int(sys.argv[1]), int(sys.argv[2]), float(sys.argv[3])
+r = redis.Redis(host="127.0.0.1", port=port)
+add = r.register_script("return redis.call('INCRBY', KEYS[1], ARGV[1])")
+while time.time() < start:
+    time.sleep(0.005)
+for _ in range(n):
+    with r.lock("{t}lock", timeout=10, blocking_timeout=20, sleep=0.001) as lock:
+        assert lock.owned()
+        v = int(r.get("{t}guarded") or 0)
+        r.set("{t}guarded", v + 1)
+        lock.extend(5)
+    add(keys=["{t}scripted"], args=[1])
+lock = r.lock("{t}other", timeout=5)
+assert lock.acquire(blocking=False)
+assert not r.lock("{t}other", timeout=5).acquire(blocking=False), "two holders"
+lock.release()
+print("ok")
+"#;
+
+fn run_python(ports: &[u16], n: usize) {
+    let start = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs_f64()
+        + 2.0;
+    let procs: Vec<_> = ports
+        .iter()
+        .map(|p| {
+            Command::new("python3")
+                .args(["-c", PY, &p.to_string(), &n.to_string(), &start.to_string()])
+                .stdout(Stdio::piped())
+                .stderr(Stdio::piped())
+                .spawn()
+                .unwrap()
+        })
+        .collect();
+    for p in procs {
+        let out = p.wait_with_output().unwrap();
+        assert!(
+            out.status.success(),
+            "redis-py: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+}
+
+/// A rate limiter as redis-rs users write it: at most `limit` calls per window per key.
+const LIMITER: &str = r"
+local n = redis.call('INCR', KEYS[1])
+if n == 1 then redis.call('PEXPIRE', KEYS[1], ARGV[2]) end
+if n > tonumber(ARGV[1]) then return 0 end
+return 1
+";
+
+fn run_rust(urls: &[String], calls: usize) -> usize {
+    let threads: Vec<_> = urls
+        .iter()
+        .cloned()
+        .map(|url| {
+            std::thread::spawn(move || {
+                let mut c = redis::Client::open(url).unwrap().get_connection().unwrap();
+                let script = redis::Script::new(LIMITER);
+                (0..calls)
+                    .filter(|_| {
+                        script
+                            .key("{t}limit")
+                            .arg(50)
+                            .arg(60_000)
+                            .invoke::<i64>(&mut c)
+                            .unwrap()
+                            == 1
+                    })
+                    .count()
+            })
+        })
+        .collect();
+    threads.into_iter().map(|t| t.join().unwrap()).sum()
+}
+
+#[test]
+fn locks_and_scripts_hold_on_one_node() {
+    let srv = Server::start("");
+    run_python(&[srv.port, srv.port, srv.port], 40);
+    let mut c = srv.redis();
+    assert_eq!(
+        c.get::<_, i64>("{t}guarded").unwrap(),
+        120,
+        "one lock holder at a time"
+    );
+    assert_eq!(c.get::<_, i64>("{t}scripted").unwrap(), 120);
+    assert_eq!(
+        run_rust(&[srv.url(), srv.url()], 60),
+        50,
+        "the limiter admits 50"
+    );
+}
+
+#[test]
+fn locks_and_scripts_hold_across_a_cluster() {
+    let dirs: Vec<_> = (0..3).map(|_| tempfile::tempdir().unwrap()).collect();
+    let g: Vec<u16> = (0..3).map(|_| free_port()).collect();
+    let nodes: Vec<Server> = (0..3)
+        .map(|i| start_node(dirs[i].path(), &format!("n{}", i + 1), g[i], &[g[0]], ""))
+        .collect();
+    converge(
+        &nodes.iter().collect::<Vec<_>>(),
+        &["n1", "n2", "n3"],
+        Duration::from_secs(20),
+    );
+    let ports: Vec<u16> = nodes.iter().map(|n| n.port).collect();
+    run_python(&ports, 30);
+    for n in &nodes {
+        let mut c = n.redis();
+        assert_eq!(
+            c.get::<_, i64>("{t}guarded").unwrap(),
+            90,
+            "one lock holder at a time"
+        );
+        assert_eq!(c.get::<_, i64>("{t}scripted").unwrap(), 90);
+    }
+    let urls: Vec<String> = nodes.iter().map(Server::url).collect();
+    assert_eq!(
+        run_rust(&urls, 40),
+        50,
+        "the limiter admits 50 across nodes"
+    );
+    // A script's keys must share a hash tag, as in Redis Cluster.
+    let e = redis::cmd("EVAL")
+        .arg("return redis.call('MGET', KEYS[1], KEYS[2])")
+        .arg(2)
+        .arg("a")
+        .arg("b")
+        .query::<redis::Value>(&mut nodes[0].redis())
+        .unwrap_err();
+    assert!(e.to_string().contains("same slot"), "{e}");
+}
+
+/// A careless or hostile script: an endless loop is stopped at the time limit (or by
+/// SCRIPT KILL) with nothing it wrote applied, while other clients are answered; a memory
+/// bomb hits the memory limit; the sandbox has no way to the host.
+#[test]
+fn runaway_scripts_are_stopped_and_others_are_served() {
+    let srv = Server::start("[server]\nscript_time_limit_ms = 1500\n");
+    let url = srv.url();
+    let looping = std::thread::spawn(move || {
+        let mut c = redis::Client::open(url).unwrap().get_connection().unwrap();
+        let t = Instant::now();
+        let e = redis::cmd("EVAL")
+            .arg("redis.call('SET', KEYS[1], 'partial') while true do end")
+            .arg(1)
+            .arg("{t}loop")
+            .query::<()>(&mut c)
+            .unwrap_err();
+        (e.to_string(), t.elapsed())
+    });
+    std::thread::sleep(Duration::from_millis(200));
+    let mut c = srv.redis();
+    let mut worst = Duration::ZERO;
+    for _ in 0..20 {
+        let t = Instant::now();
+        let _: () = redis::cmd("PING").query(&mut c).unwrap();
+        let _: () = c.set("bystander", 1).unwrap();
+        worst = worst.max(t.elapsed());
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    assert!(
+        worst < Duration::from_millis(100),
+        "a bystander waited {worst:?}"
+    );
+    let (e, took) = looping.join().unwrap();
+    assert!(e.contains("stopped"), "{e}");
+    assert!(took < Duration::from_secs(4), "{took:?}");
+    assert_eq!(
+        c.get::<_, Option<String>>("{t}loop").unwrap(),
+        None,
+        "a stopped script applies nothing"
+    );
+
+    // SCRIPT KILL from another connection.
+    let url = srv.url();
+    let looping = std::thread::spawn(move || {
+        let mut c = redis::Client::open(url).unwrap().get_connection().unwrap();
+        redis::cmd("EVAL")
+            .arg("while true do end")
+            .arg(0)
+            .query::<()>(&mut c)
+            .unwrap_err()
+            .to_string()
+    });
+    std::thread::sleep(Duration::from_millis(300));
+    let t = Instant::now();
+    let _: () = redis::cmd("SCRIPT").arg("KILL").query(&mut c).unwrap();
+    let e = looping.join().unwrap();
+    assert!(e.contains("killed"), "{e}");
+    assert!(t.elapsed() < Duration::from_millis(500));
+    assert!(
+        redis::cmd("SCRIPT")
+            .arg("KILL")
+            .query::<()>(&mut c)
+            .unwrap_err()
+            .to_string()
+            .contains("No scripts in execution")
+    );
+
+    // Memory: a table grown without end stops at the limit; the server's RSS stays bounded.
+    let rss = |pid: u32| -> u64 {
+        let s = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
+        let line = s.lines().find(|l| l.starts_with("VmRSS:")).unwrap();
+        line.split_whitespace()
+            .nth(1)
+            .unwrap()
+            .parse::<u64>()
+            .unwrap()
+            * 1024
+    };
+    let before = rss(srv.child.as_ref().unwrap().id());
+    for _ in 0..3 {
+        let e = redis::cmd("EVAL")
+            .arg("local t = {} for i = 1, 1e9 do t[i] = string.rep('x', 1048576) .. i end")
+            .arg(0)
+            .query::<()>(&mut c)
+            .unwrap_err();
+        assert!(e.to_string().contains("memory"), "{e}");
+    }
+    let grown = rss(srv.child.as_ref().unwrap().id()).saturating_sub(before);
+    assert!(grown < 200 << 20, "RSS grew {grown} bytes");
+
+    // The sandbox: no os, io, loadfile, dofile, require; globals are read-only.
+    for body in [
+        "return os.execute('true')",
+        "return io.open('/etc/passwd')",
+        "return loadfile('/etc/passwd')",
+        "return dofile('/etc/passwd')",
+        "return require('os')",
+        "return loadstring('return 1')()",
+        "x = 1",
+    ] {
+        let e = redis::cmd("EVAL")
+            .arg(body)
+            .arg(0)
+            .query::<redis::Value>(&mut c)
+            .unwrap_err();
+        assert!(e.to_string().contains("global variable"), "{body}: {e}");
+    }
+    // A script touching a key it did not declare is refused, and bad arguments are errors.
+    let e = redis::cmd("EVAL")
+        .arg("return redis.call('GET', 'undeclared')")
+        .arg(0)
+        .query::<redis::Value>(&mut c)
+        .unwrap_err();
+    assert!(e.to_string().contains("non-declared key"), "{e}");
+    for (numkeys, msg) in [("-1", "negative"), ("5", "greater than"), ("x", "integer")] {
+        let e = redis::cmd("EVAL")
+            .arg("return 1")
+            .arg(numkeys)
+            .query::<redis::Value>(&mut c)
+            .unwrap_err();
+        assert!(e.to_string().contains(msg), "{numkeys}: {e}");
+    }
+    let e = redis::cmd("EVALSHA")
+        .arg("0000000000000000000000000000000000000000")
+        .arg(0)
+        .query::<redis::Value>(&mut c)
+        .unwrap_err();
+    assert!(e.to_string().contains("No matching script"), "{e}");
+}
