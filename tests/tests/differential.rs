@@ -1,6 +1,7 @@
 //! Redis is the oracle: seeded random sequences of string commands — the conditional and
 //! read-modify-write family above all (SET NX/XX/GET/KEEPTTL, INCR*, APPEND, SETRANGE,
-//! GETSET, GETDEL, GETEX, EXPIRE NX/XX/GT/LT, PERSIST, MSETNX, RENAME) — sent to a real
+//! GETSET, GETDEL, GETEX, EXPIRE NX/XX/GT/LT, PERSIST, MSETNX, RENAME, COPY, the bit
+//! commands), transactions (MULTI/EXEC/DISCARD with WATCH) and Lua scripts — sent to a real
 //! redis-server and, command by command, to a single `strata serve` and to node 1 of a
 //! three-node Strata cluster (where every write runs at the key's primary). Every reply must
 //! be the same, but for TTLs (compared by sign: missing, no expiry, expiring) and error
@@ -62,7 +63,44 @@ fn command(r: &mut Rng) -> Vec<String> {
     let v = r.pick(&VALUES).to_owned();
     let n = |r: &mut Rng| (r.below(200) as i64 - 20).to_string();
     let s = |x: &str| x.to_owned();
-    match r.below(27) {
+    let bit_range = |r: &mut Rng, c: &mut Vec<String>| {
+        let n = |r: &mut Rng| (r.below(40) as i64 - 12).to_string();
+        match r.below(4) {
+            0 => {}
+            1 => c.extend([n(r), n(r)]),
+            2 => c.extend([n(r), n(r), s("BIT")]),
+            _ => c.extend([n(r), n(r), s("BYTE")]),
+        }
+    };
+    match r.below(32) {
+        27 => vec![s("GETBIT"), k, r.below(40).to_string()],
+        28 => vec![
+            s("SETBIT"),
+            k,
+            r.below(40).to_string(),
+            r.below(2).to_string(),
+        ],
+        29 => {
+            let mut c = vec![s("BITCOUNT"), k];
+            bit_range(r, &mut c);
+            c
+        }
+        30 => {
+            let mut c = vec![s("BITPOS"), k, r.below(2).to_string()];
+            if r.below(4) == 0 {
+                c.push((r.below(8) as i64 - 3).to_string());
+            } else {
+                bit_range(r, &mut c);
+            }
+            c
+        }
+        31 => {
+            let mut c = vec![s("COPY"), k, r.pick(&KEYS).to_owned()];
+            if r.below(2) == 0 {
+                c.push(s("REPLACE"));
+            }
+            c
+        }
         24..=26 => {
             let mut c = vec![
                 s("EVAL"),
@@ -312,7 +350,12 @@ fn string_commands_answer_as_redis_does_on_one_node_and_on_a_cluster() {
         ("cluster node 1", nodes[0].redis()),
     ];
     let mut execs = std::collections::BTreeMap::new();
-    for seed in 1..=8u64 {
+    // More with a flag: DIFF_SEEDS=200 cargo test -p strata-tests --test differential
+    let seeds: u64 = std::env::var("DIFF_SEEDS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(8);
+    for seed in 1..=seeds {
         let _: () = redis::cmd("FLUSHALL").query(&mut oracle).unwrap();
         for (_, c) in targets.iter_mut() {
             let _: () = redis::cmd("FLUSHALL").query(c).unwrap();

@@ -135,6 +135,126 @@ pub enum KeyOp {
     TtlOf(TtlQuery),
     /// `TYPE` (read only): `string` or `none`.
     Type,
+    /// `GETBIT` (read only).
+    GetBit(u64),
+    /// `SETBIT`: answers the old bit.
+    SetBit {
+        /// The bit's offset (most significant bit of byte 0 first).
+        offset: u64,
+        /// Its new value.
+        on: bool,
+    },
+    /// `BITCOUNT` (read only), over a range when given.
+    BitCount(Option<BitRange>),
+    /// `BITPOS` (read only): the first bit equal to `bit` in the range.
+    BitPos {
+        /// The bit looked for.
+        bit: bool,
+        /// Where to look; `end` absent: to the end of the value.
+        range: Option<BitRange>,
+    },
+    /// `OBJECT ENCODING` (read only): `int`, `embstr` or `raw`, as Redis stores strings.
+    Encoding,
+}
+
+/// A range of `BITCOUNT` / `BITPOS`: `start` and `end` inclusive (negative: from the end),
+/// in bytes or in bits.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct BitRange {
+    /// First byte or bit.
+    pub start: i64,
+    /// Last byte or bit (`None`: the last of the value).
+    pub end: Option<i64>,
+    /// Whether `start` and `end` count bits (`BIT`) rather than bytes.
+    pub bits: bool,
+}
+
+/// Most bits `SETBIT` may address: Redis's 512 MiB string.
+pub const MAX_BIT_OFFSET: u64 = (512 * 1024 * 1024 * 8) - 1;
+
+fn bit_at(v: &[u8], i: u64) -> bool {
+    v.get((i >> 3) as usize)
+        .is_some_and(|b| b & (0x80 >> (i & 7)) != 0)
+}
+
+/// `range` clamped to a value of `len` bytes, as bit indices `lo..=hi`; `None` when empty.
+fn bit_span(len: usize, range: Option<BitRange>) -> Option<(u64, u64)> {
+    let Some(r) = range else {
+        return (len > 0).then(|| (0, len as u64 * 8 - 1));
+    };
+    let total = if r.bits { len as i64 * 8 } else { len as i64 };
+    let mut start = r.start;
+    let mut end = r.end.unwrap_or(total - 1);
+    if start < 0 {
+        start += total;
+    }
+    if end < 0 {
+        end += total;
+    }
+    start = start.max(0);
+    end = end.max(0);
+    if end >= total {
+        end = total - 1;
+    }
+    if total == 0 || start > end {
+        return None;
+    }
+    Some(if r.bits {
+        (start as u64, end as u64)
+    } else {
+        (start as u64 * 8, end as u64 * 8 + 7)
+    })
+}
+
+/// How many bits of `v` in `lo..=hi` are set: whole bytes by popcount.
+fn count_bits(v: &[u8], lo: u64, hi: u64) -> i64 {
+    let mut n = 0i64;
+    let mut i = lo;
+    while i <= hi {
+        if i & 7 == 0 && i + 7 <= hi {
+            let (first, last) = ((i >> 3) as usize, (hi >> 3) as usize);
+            // Whole bytes up to (not including) the one `hi` falls in, unless it is whole.
+            let end = if hi & 7 == 7 { last + 1 } else { last };
+            n += v[first..end]
+                .iter()
+                .map(|b| i64::from(b.count_ones()))
+                .sum::<i64>();
+            i = end as u64 * 8;
+            continue;
+        }
+        n += i64::from(bit_at(v, i));
+        i += 1;
+    }
+    n
+}
+
+/// The first bit of `v` in `lo..=hi` equal to `bit`, skipping whole bytes that cannot hold
+/// it.
+fn find_bit(v: &[u8], lo: u64, hi: u64, bit: bool) -> Option<u64> {
+    let skip = if bit { 0x00 } else { 0xff };
+    let mut i = lo;
+    while i <= hi {
+        if i & 7 == 0 && i + 7 <= hi && v[(i >> 3) as usize] == skip {
+            i += 8;
+            continue;
+        }
+        if bit_at(v, i) == bit {
+            return Some(i);
+        }
+        i += 1;
+    }
+    None
+}
+
+/// Redis's encoding of a string value.
+fn encoding(v: &[u8]) -> &'static str {
+    if v.len() <= 20 && parse_int(v).is_some() {
+        "int"
+    } else if v.len() <= 44 {
+        "embstr"
+    } else {
+        "raw"
+    }
 }
 
 /// What a TTL query answers: Redis's `-2` for a missing key, `-1` for no expiry, else the
@@ -589,6 +709,73 @@ pub fn apply(op: &KeyOp, old: Option<&Entry>, now_ms: u64, limits: OpLimits) -> 
             Effect::None,
             Reply::Status(if old.is_some() { "string" } else { "none" }.into()),
         ),
+        KeyOp::GetBit(offset) => (
+            Effect::None,
+            Reply::Int(i64::from(old.is_some_and(|e| bit_at(&e.value, *offset)))),
+        ),
+        KeyOp::SetBit { offset, on } => {
+            let cur = old.map_or(&b""[..], |e| &e.value[..]);
+            let byte = (*offset >> 3) as usize;
+            if let Some(err) = too_long(byte + 1, limits) {
+                return (Effect::None, err);
+            }
+            let was = bit_at(cur, *offset);
+            let mut v = cur.to_vec();
+            if v.len() <= byte {
+                v.resize(byte + 1, 0);
+            }
+            let mask = 0x80u8 >> (*offset & 7);
+            if *on {
+                v[byte] |= mask;
+            } else {
+                v[byte] &= !mask;
+            }
+            // Unchanged only when the bit was already there: a bit past the end grows the
+            // value with zeros even when it is set to 0.
+            let effect = if old.is_some() && byte < cur.len() && was == *on {
+                Effect::None
+            } else {
+                write(Bytes::from(v), Ttl::Keep, true)
+            };
+            (effect, Reply::Int(i64::from(was)))
+        }
+        KeyOp::BitCount(range) => {
+            let v = old.map_or(&b""[..], |e| &e.value[..]);
+            // As Redis: two negative bounds in the wrong order count nothing (before they
+            // are clamped; BITPOS has no such rule).
+            let reversed =
+                range.is_some_and(|r| r.start < 0 && r.end.is_some_and(|e| e < 0 && r.start > e));
+            let n = match bit_span(v.len(), *range) {
+                Some((lo, hi)) if !reversed => count_bits(v, lo, hi),
+                _ => 0,
+            };
+            (Effect::None, Reply::Int(n))
+        }
+        KeyOp::BitPos { bit, range } => {
+            let Some(e) = old else {
+                return (Effect::None, Reply::Int(if *bit { -1 } else { 0 }));
+            };
+            let v = &e.value[..];
+            let Some((lo, hi)) = bit_span(v.len(), *range) else {
+                return (Effect::None, Reply::Int(-1));
+            };
+            let found = find_bit(v, lo, hi, *bit);
+            let end_given = range.is_some_and(|r| r.end.is_some());
+            let n = match found {
+                Some(i) => i as i64,
+                // Looking for a clear bit with no end: the bit right after the value.
+                None if !*bit && !end_given => hi as i64 + 1,
+                None => -1,
+            };
+            (Effect::None, Reply::Int(n))
+        }
+        KeyOp::Encoding => match old {
+            Some(e) => (
+                Effect::None,
+                Reply::Bulk(encoding(&e.value).as_bytes().to_vec()),
+            ),
+            None => (Effect::None, Reply::Nil),
+        },
     }
 }
 
@@ -681,6 +868,15 @@ pub enum TxStep {
     },
     /// `EVAL` queued in a transaction: its keys are among the transaction's.
     Script(Script),
+    /// `COPY src dst [REPLACE]`: answers `1` when copied.
+    Copy {
+        /// The key copied.
+        src: u32,
+        /// The copy.
+        dst: u32,
+        /// Overwrite an existing `dst`.
+        replace: bool,
+    },
 }
 
 /// One key's part of a [`MultiOp`]'s outcome.
@@ -987,6 +1183,30 @@ impl TxView {
                     };
                     self.slots[at(*k)].commit(write, now_ms, default_ttl);
                 }
+                Reply::Int(1)
+            }
+            TxStep::Copy { src, dst, replace } if self.valid(*src) && self.valid(*dst) => {
+                let (src, dst) = (at(*src), at(*dst));
+                if src == dst {
+                    return Reply::Error("ERR source and destination objects are the same".into());
+                }
+                let Some(e) = self.slots[src].entry.clone() else {
+                    return Reply::Int(0);
+                };
+                if !*replace && self.slots[dst].entry.is_some() {
+                    return Reply::Int(0);
+                }
+                let (from, keep, default) = (
+                    self.slots[src].tags_from,
+                    self.slots[src].keep_tags,
+                    self.slots[src].default_ttl,
+                );
+                let d = &mut self.slots[dst];
+                d.entry = Some(e);
+                d.changed = true;
+                d.tags_from = from;
+                d.keep_tags = keep;
+                d.default_ttl = default;
                 Reply::Int(1)
             }
             TxStep::Rename { src, dst, nx } if self.valid(*src) && self.valid(*dst) => {

@@ -4,7 +4,7 @@
 //! three agree on every option and every error.
 
 use bytes::Bytes;
-use strata_core::ops::{Exists, ExpiryIf, KeyOp, Ttl, TtlQuery};
+use strata_core::ops::{self, BitRange, Exists, ExpiryIf, KeyOp, Ttl, TtlQuery};
 
 use super::{Cmd, Res, eq_ic, not_int, now_ms, parse_int};
 use strata_core::ops::parse_float;
@@ -18,6 +18,8 @@ pub(super) enum Op<'a> {
     MsetNx(Vec<(&'a [u8], &'a [u8])>),
     /// `RENAME` / `RENAMENX`.
     Rename(&'a [u8], &'a [u8], bool),
+    /// `COPY src dst [REPLACE]`.
+    Copy(&'a [u8], &'a [u8], bool),
 }
 
 /// How a command's operation replies make its reply.
@@ -90,6 +92,11 @@ pub(super) fn is_key_command(id: Cmd) -> bool {
             | Cmd::Expiretime
             | Cmd::Pexpiretime
             | Cmd::Persist
+            | Cmd::Getbit
+            | Cmd::Setbit
+            | Cmd::Bitcount
+            | Cmd::Bitpos
+            | Cmd::Copy
     )
 }
 
@@ -109,12 +116,19 @@ pub(super) fn writes(id: Cmd) -> bool {
             | Cmd::Pttl
             | Cmd::Expiretime
             | Cmd::Pexpiretime
+            | Cmd::Getbit
+            | Cmd::Bitcount
+            | Cmd::Bitpos
+            | Cmd::Object
     )
 }
 
 /// Parses key command `id` with arguments `a` (the name first; arity already checked) at
 /// `now` (the cache clock, ms): `None` when `id` is not a key command.
 pub(super) fn parse(id: Cmd, a: &[Bytes], now: u64) -> Option<Res<Parsed<'_>>> {
+    if id == Cmd::Object && a.len() == 3 && eq_ic(&a[1], "ENCODING") {
+        return Some(Ok(Parsed::one(&a[2], KeyOp::Encoding)));
+    }
     if !is_key_command(id) {
         return None;
     }
@@ -234,8 +248,81 @@ fn parse_key(id: Cmd, a: &[Bytes], now: u64) -> Res<Parsed<'_>> {
         Cmd::Expiretime => Parsed::one(key, KeyOp::TtlOf(TtlQuery::ExpireTime)),
         Cmd::Pexpiretime => Parsed::one(key, KeyOp::TtlOf(TtlQuery::PexpireTime)),
         Cmd::Persist => Parsed::one(key, KeyOp::Persist),
+        Cmd::Getbit => Parsed::one(key, KeyOp::GetBit(bit_offset(&a[2])?)),
+        Cmd::Setbit => {
+            let offset = bit_offset(&a[2])?;
+            let on = match &a[3][..] {
+                b"0" => false,
+                b"1" => true,
+                _ => return Err("ERR bit is not an integer or out of range".into()),
+            };
+            Parsed::one(key, KeyOp::SetBit { offset, on })
+        }
+        Cmd::Bitcount => {
+            let range = match a.len() {
+                2 => None,
+                4 | 5 => Some(BitRange {
+                    start: int(&a[2])?,
+                    end: Some(int(&a[3])?),
+                    bits: unit(a.get(4))?,
+                }),
+                _ => return Err("ERR syntax error".into()),
+            };
+            Parsed::one(key, KeyOp::BitCount(range))
+        }
+        Cmd::Bitpos => {
+            let bit = match &a[2][..] {
+                b"0" => false,
+                b"1" => true,
+                _ => return Err("ERR The bit argument must be 1 or 0.".into()),
+            };
+            let range = match a.len() {
+                3 => None,
+                4..=6 => Some(BitRange {
+                    start: int(&a[3])?,
+                    end: a.get(4).map(int).transpose()?,
+                    bits: unit(a.get(5))?,
+                }),
+                _ => return Err("ERR syntax error".into()),
+            };
+            Parsed::one(key, KeyOp::BitPos { bit, range })
+        }
+        Cmd::Copy => {
+            let mut replace = false;
+            for opt in &a[3..] {
+                if eq_ic(opt, "REPLACE") {
+                    replace = true;
+                } else if eq_ic(opt, "DB") {
+                    return Err("ERR COPY to another database is not supported on Strata".into());
+                } else {
+                    return Err("ERR syntax error".into());
+                }
+            }
+            Parsed {
+                ops: vec![Op::Copy(key, &a[2], replace)],
+                shape: Shape::Single,
+            }
+        }
         _ => return Err("ERR not a key command".into()),
     })
+}
+
+/// A `GETBIT`/`SETBIT` offset: 0 to 2^32 - 1, as Redis.
+fn bit_offset(b: &[u8]) -> Res<u64> {
+    parse_int(b)
+        .filter(|n| (0..=ops::MAX_BIT_OFFSET as i64).contains(n))
+        .map(|n| n as u64)
+        .ok_or_else(|| "ERR bit offset is not an integer or out of range".into())
+}
+
+/// `BYTE` (the default) or `BIT`: whether a range counts bits.
+fn unit(b: Option<&Bytes>) -> Res<bool> {
+    match b {
+        None => Ok(false),
+        Some(u) if eq_ic(u, "BYTE") => Ok(false),
+        Some(u) if eq_ic(u, "BIT") => Ok(true),
+        Some(_) => Err("ERR syntax error".into()),
+    }
 }
 
 /// An unconditional `SET` of `value`.

@@ -97,9 +97,12 @@ pub enum Cmd {
     Acl,
     Append,
     Auth,
+    Bitcount,
+    Bitpos,
     Client,
     Command,
     Config,
+    Copy,
     Dbsize,
     Decr,
     Decrby,
@@ -118,6 +121,7 @@ pub enum Cmd {
     Flushall,
     Flushdb,
     Get,
+    Getbit,
     Getdel,
     Getex,
     Getrange,
@@ -132,6 +136,7 @@ pub enum Cmd {
     Mset,
     Msetnx,
     Multi,
+    Object,
     Persist,
     Pexpire,
     Pexpireat,
@@ -148,6 +153,7 @@ pub enum Cmd {
     Script,
     Select,
     Set,
+    Setbit,
     Setex,
     Setnx,
     Setrange,
@@ -163,6 +169,7 @@ pub enum Cmd {
     Type,
     Unlink,
     Unwatch,
+    Wait,
     Watch,
 }
 
@@ -241,6 +248,28 @@ pub static COMMANDS: &[CommandSpec] = &[
         Auth
     ),
     spec!(
+        "BITCOUNT",
+        -2,
+        false,
+        1,
+        1,
+        1,
+        "bitmap",
+        "Counts the set bits of a value (a range of bytes or bits).",
+        Bitcount
+    ),
+    spec!(
+        "BITPOS",
+        -3,
+        false,
+        1,
+        1,
+        1,
+        "bitmap",
+        "Finds the first set or clear bit of a value.",
+        Bitpos
+    ),
+    spec!(
         "CLIENT",
         -2,
         false,
@@ -272,6 +301,17 @@ pub static COMMANDS: &[CommandSpec] = &[
         "server",
         "Reads or changes server settings (GET, SET).",
         Config
+    ),
+    spec!(
+        "COPY",
+        -3,
+        true,
+        1,
+        2,
+        1,
+        "generic",
+        "Copies a key (REPLACE).",
+        Copy
     ),
     spec!(
         "DBSIZE",
@@ -462,6 +502,17 @@ pub static COMMANDS: &[CommandSpec] = &[
         Get
     ),
     spec!(
+        "GETBIT",
+        3,
+        false,
+        1,
+        1,
+        1,
+        "bitmap",
+        "Returns a bit of a value.",
+        Getbit
+    ),
+    spec!(
         "GETDEL",
         2,
         true,
@@ -614,6 +665,17 @@ pub static COMMANDS: &[CommandSpec] = &[
         "transactions",
         "Starts a transaction.",
         Multi
+    ),
+    spec!(
+        "OBJECT",
+        -2,
+        false,
+        2,
+        2,
+        1,
+        "generic",
+        "Inspects a key (ENCODING, REFCOUNT, IDLETIME, FREQ).",
+        Object
     ),
     spec!(
         "PERSIST",
@@ -792,6 +854,17 @@ pub static COMMANDS: &[CommandSpec] = &[
         Set
     ),
     spec!(
+        "SETBIT",
+        4,
+        true,
+        1,
+        1,
+        1,
+        "bitmap",
+        "Sets a bit of a value.",
+        Setbit
+    ),
+    spec!(
         "SETEX",
         4,
         true,
@@ -955,6 +1028,17 @@ pub static COMMANDS: &[CommandSpec] = &[
         "transactions",
         "Forgets the watched keys.",
         Unwatch
+    ),
+    spec!(
+        "WAIT",
+        3,
+        false,
+        0,
+        0,
+        0,
+        "generic",
+        "Waits for the other owners to hold this client's writes (they already do).",
+        Wait
     ),
     spec!(
         "WATCH",
@@ -1163,7 +1247,30 @@ async fn run(sh: &Shared, s: &mut Session<'_>, id: Cmd, a: &[Bytes]) -> Res<()> 
         }
         Cmd::Setex | Cmd::Psetex => set_command(sh, s, id, a).await?,
         Cmd::Getex => getex(sh, s, a).await?,
+        Cmd::Getbit | Cmd::Bitcount | Cmd::Bitpos => read_op(sh, s, id, a).await?,
+        Cmd::Object => object(sh, s, a).await?,
+        Cmd::Copy => {
+            let now = sh.cache.now_ms();
+            let parsed = keyops::parse(id, a, now).ok_or("ERR not a key command")??;
+            multi::run_alone(sh, s, parsed.ops).await?;
+        }
+        Cmd::Wait => {
+            for v in &a[1..] {
+                parse_int(v)
+                    .filter(|n| *n >= 0)
+                    .ok_or("ERR timeout is out of range")?;
+            }
+            // Every acknowledged write is on every owner already: a cluster replies only
+            // after the other owners applied it.
+            let others = if sh.config.cluster.enabled {
+                i64::from(sh.config.cluster.replication_factor.saturating_sub(1))
+            } else {
+                0
+            };
+            s.reply.integer(others);
+        }
         Cmd::Setnx
+        | Cmd::Setbit
         | Cmd::Getdel
         | Cmd::Getset
         | Cmd::Append
@@ -1445,6 +1552,65 @@ async fn set_command(sh: &Shared, s: &mut Session<'_>, id: Cmd, a: &[Bytes]) -> 
     // A SET replaces the entry: no tags.
     store(sh, &s.ns, key, value, ttl, None).await?;
     s.reply.ok();
+    Ok(())
+}
+
+/// A read-only key command answered from this node's copy (`GETBIT`, `BITCOUNT`, …).
+async fn read_op(sh: &Shared, s: &mut Session<'_>, id: Cmd, a: &[Bytes]) -> Res<()> {
+    let key = if id == Cmd::Object { &a[2] } else { &a[1] };
+    let op = single_op(sh, id, a)?;
+    let current = entry(sh, &s.ns, key).await?;
+    let (_, reply) = ops::apply(
+        &op,
+        current.as_ref(),
+        sh.cache.now_ms(),
+        sh.cache.op_limits(),
+    );
+    write_reply(s, reply)
+}
+
+/// `OBJECT ENCODING | REFCOUNT | IDLETIME | FREQ | HELP`.
+async fn object(sh: &Shared, s: &mut Session<'_>, a: &[Bytes]) -> Res<()> {
+    if a.len() == 2 && eq_ic(&a[1], "HELP") {
+        let lines = [
+            "OBJECT <subcommand> [<arg> [value] [opt] ...]. Subcommands are:",
+            "ENCODING <key>",
+            "    Return the kind of internal representation used in order to store the value",
+            "    associated with a <key>.",
+            "FREQ <key>",
+            "    Return the access frequency index of the <key>. Strata keeps none: 0.",
+            "IDLETIME <key>",
+            "    Return the idle time of the <key>. Strata keeps none: 0.",
+            "REFCOUNT <key>",
+            "    Return the number of references of the value associated with the specified",
+            "    <key>: 1.",
+        ];
+        s.reply.array(lines.len());
+        for l in lines {
+            s.reply.simple(l);
+        }
+        return Ok(());
+    }
+    if a.len() != 3 {
+        return Err(format!(
+            "ERR unknown subcommand or wrong number of arguments for '{}'. Try OBJECT HELP.",
+            String::from_utf8_lossy(&a[1][..a[1].len().min(64)])
+        ));
+    }
+    if eq_ic(&a[1], "ENCODING") {
+        return read_op(sh, s, Cmd::Object, a).await;
+    }
+    let known = ["REFCOUNT", "IDLETIME", "FREQ"];
+    if !known.iter().any(|k| eq_ic(&a[1], k)) {
+        return Err(format!(
+            "ERR unknown subcommand '{}'. Try OBJECT HELP.",
+            String::from_utf8_lossy(&a[1][..a[1].len().min(64)])
+        ));
+    }
+    match entry(sh, &s.ns, &a[2]).await? {
+        None => s.reply.null(),
+        Some(_) => s.reply.integer(i64::from(eq_ic(&a[1], "REFCOUNT"))),
+    }
     Ok(())
 }
 

@@ -77,6 +77,11 @@ impl Capture {
                     dst: self.key(dst),
                     nx,
                 },
+                Op::Copy(src, dst, replace) => TxStep::Copy {
+                    src: self.key(src),
+                    dst: self.key(dst),
+                    replace,
+                },
             };
             self.steps.push(step);
         }
@@ -220,6 +225,37 @@ enum Planned {
         shape: Shape,
     },
     Literal(Vec<u8>),
+}
+
+/// Runs a parsed multi-key command (`COPY`) as a transaction of its own: at the keys'
+/// authority, under every key's lock; its reply.
+pub(super) async fn run_alone(sh: &Shared, s: &mut Session<'_>, ops: Vec<Op<'_>>) -> Res<()> {
+    let mut cap = Capture::default();
+    cap.add(ops);
+    one_slot(sh, cap.keys.iter())?;
+    let mut stripes: Vec<usize> = cap.keys.iter().map(|k| sh.stripe(&s.ns, k)).collect();
+    stripes.sort_unstable();
+    stripes.dedup();
+    let mut guards = Vec::with_capacity(stripes.len());
+    for i in stripes {
+        guards.push(sh.lock_at(i).write().await);
+    }
+    let op = MultiOp::Transaction(Transaction {
+        keys: cap.keys.iter().map(|k| k.to_vec().into()).collect(),
+        watch: Vec::new(),
+        steps: cap.steps,
+        default_ttl_ms: None,
+    });
+    let reply = sh
+        .cache
+        .execute_multi(&s.ns, &op)
+        .await
+        .map_err(|e| cache_err(&e))?;
+    match reply {
+        ops::Reply::Exec(Some(mut r)) if r.len() == 1 => super::write_reply(s, r.remove(0)),
+        ops::Reply::Error(msg) => Err(msg),
+        other => Err(format!("ERR unexpected reply {other:?}")),
+    }
 }
 
 /// `EXEC`.

@@ -7,7 +7,7 @@
 //! primary of the keys' hash tag in a cluster, Redis's data through the bridge — as one
 //! [`MultiOp::Script`]: the node the client reached sends the source, `KEYS` and `ARGV`, and
 //! the authority runs it with [`LuaEngine`] on a [`TxView`] of the declared keys; each
-//! `redis.call` is parsed by the same parser as the commands ([`keyops`]) and applied to the
+//! `redis.call` is parsed by the same parser as the commands (`commands/keyops.rs`) and applied to the
 //! view, and the keys' final changes are what is stored and replicated (effects, not the
 //! script). A script may touch only the keys it declares.
 //!
@@ -438,6 +438,11 @@ fn redis_call(
                 src: index(src)?,
                 dst: index(dst)?,
                 nx,
+            },
+            Op::Copy(src, dst, replace) => TxStep::Copy {
+                src: index(src)?,
+                dst: index(dst)?,
+                replace,
             },
         });
     }
