@@ -893,6 +893,22 @@ fn redis_cli_works() {
     assert_eq!(keys, ["a", "b", "greeting", "n"]);
     assert!(srv.cli(&["lpush", "x", "y"]).contains("unknown command"));
     assert!(srv.cli(&["info", "server"]).contains("redis_version:"));
+    // Several sections at once, as Redis 7 takes them; the sections clients probe exist.
+    let two = srv.cli(&["info", "server", "clients"]);
+    assert!(two.contains("# Server") && two.contains("# Clients") && !two.contains("# Memory"));
+    assert!(srv.cli(&["info", "replication"]).contains("role:master"));
+    assert!(srv.cli(&["info", "cpu"]).contains("used_cpu_user:"));
+    let all = srv.cli(&["info", "all"]);
+    for section in [
+        "# Persistence",
+        "# Stats",
+        "# Replication",
+        "# CPU",
+        "# Cluster",
+        "# Keyspace",
+    ] {
+        assert!(all.contains(section), "{section} missing from INFO all");
+    }
     assert!(srv.cli(&["-n", "3", "set", "k", "db3"]).contains("OK"));
     assert_eq!(srv.cli(&["-n", "3", "get", "k"]), "db3\n");
     assert_eq!(

@@ -2345,6 +2345,15 @@ async fn info(sh: &Shared, s: &mut Session<'_>, sections: &[Bytes]) {
             sh.config.server.client_output_buffer_limit_bytes,
         );
     }
+    if want("persistence") {
+        // L3 writes through on every write: there is no snapshot or append-only file to
+        // report, and nothing is ever loading.
+        let _ = write!(
+            out,
+            "# Persistence\r\nloading:0\r\nasync_loading:0\r\nrdb_changes_since_last_save:0\r\nrdb_bgsave_in_progress:0\r\nrdb_last_bgsave_status:ok\r\naof_enabled:0\r\naof_rewrite_in_progress:0\r\nstrata_l3_enabled:{}\r\n\r\n",
+            u8::from(sh.config.l3.enabled)
+        );
+    }
     if want("stats") {
         let m = &sh.metrics;
         let evicted = stats.l1.as_ref().map_or(0, |l| l.evictions);
@@ -2358,6 +2367,25 @@ async fn info(sh: &Shared, s: &mut Session<'_>, sections: &[Bytes]) {
             stats.hit_count,
             stats.miss_count,
         );
+    }
+    if want("replication") {
+        // Every node is a primary for some keys and a replica for others; to a Redis
+        // client each is a master with no replicas of its own.
+        let _ = write!(
+            out,
+            "# Replication\r\nrole:master\r\nconnected_slaves:0\r\nmaster_failover_state:no-failover\r\nmaster_repl_offset:0\r\nrepl_backlog_active:0\r\n\r\n"
+        );
+    }
+    if want("cpu") {
+        let (user, sys) = cpu_seconds().unwrap_or((0.0, 0.0));
+        let _ = write!(
+            out,
+            "# CPU\r\nused_cpu_sys:{sys:.6}\r\nused_cpu_user:{user:.6}\r\n\r\n"
+        );
+    }
+    if want("cluster") {
+        // Strata's cluster is not Redis Cluster's protocol: clients see one server.
+        out.push_str("# Cluster\r\ncluster_enabled:0\r\n\r\n");
     }
     if want("keyspace") {
         out.push_str("# Keyspace\r\n");
@@ -2393,6 +2421,19 @@ async fn info(sh: &Shared, s: &mut Session<'_>, sections: &[Bytes]) {
         let _ = write!(out, "policy_violations:{}\r\n\r\n", stats.policy_violations);
     }
     s.reply.verbatim(out.trim_end_matches("\r\n").as_bytes());
+}
+
+/// The process's user and system CPU time in seconds (`/proc/self/stat`).
+fn cpu_seconds() -> Option<(f64, f64)> {
+    let stat = std::fs::read_to_string("/proc/self/stat").ok()?;
+    // Fields after the command name (which may hold spaces) start after its ')'.
+    let rest = &stat[stat.rfind(')')? + 2..];
+    let fields: Vec<&str> = rest.split_whitespace().collect();
+    // utime and stime are fields 14 and 15 of the line: 11 and 12 after the name.
+    let ticks = 100.0; // USER_HZ on Linux
+    let user: f64 = fields.get(11)?.parse().ok()?;
+    let sys: f64 = fields.get(12)?.parse().ok()?;
+    Some((user / ticks, sys / ticks))
 }
 
 #[cfg(test)]
