@@ -194,6 +194,28 @@ fn runaway_scripts_are_stopped_and_others_are_served() {
         "a stopped script applies nothing"
     );
 
+    // A script cannot catch its own end: pcall and xpcall let the stop through.
+    for body in [
+        "while true do pcall(function() while true do end end) end",
+        "while true do xpcall(function() while true do end end, function(e) return e end) end",
+    ] {
+        let t = Instant::now();
+        let e = redis::cmd("EVAL")
+            .arg(body)
+            .arg(0)
+            .query::<()>(&mut c)
+            .unwrap_err();
+        assert!(e.to_string().contains("stopped"), "{body}: {e}");
+        assert!(t.elapsed() < Duration::from_secs(4), "{body}: {:?}", t.elapsed());
+    }
+    // pcall still catches the script's own errors.
+    let caught: Vec<redis::Value> = redis::cmd("EVAL")
+        .arg("local ok, e = pcall(function() error('mine') end) return {tostring(ok), e}")
+        .arg(0)
+        .query(&mut c)
+        .unwrap();
+    assert_eq!(caught.len(), 2, "{caught:?}");
+
     // SCRIPT KILL from another connection.
     let url = srv.url();
     let looping = std::thread::spawn(move || {

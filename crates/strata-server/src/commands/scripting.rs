@@ -111,6 +111,19 @@ impl ScriptCache {
     }
 }
 
+/// The message of the error raised when the hook stops a script.
+const STOPPED: &str = "ERR the script was stopped";
+
+/// What a Lua `pcall` hands back for error `e`: the message as Lua wrote it.
+fn lua_error_message(e: &mlua::Error) -> String {
+    match e {
+        mlua::Error::CallbackError { cause, .. } => lua_error_message(cause),
+        mlua::Error::ExternalError(inner) => inner.to_string(),
+        mlua::Error::RuntimeError(m) => m.clone(),
+        other => other.to_string(),
+    }
+}
+
 /// SHA1 of `b`, lower-case hex (`redis.sha1hex`, script ids).
 pub fn sha1_hex(b: &[u8]) -> String {
     let digest = Sha1::digest(b);
@@ -158,24 +171,50 @@ fn error_text(e: &mlua::Error) -> String {
     }
 }
 
+/// How long a script runs on the calling worker thread before it is started again on a
+/// thread of its own (`block_in_place`): short scripts (nearly all) pay no thread switch,
+/// and a long one does not hold up the tasks queued behind it on that worker.
+const INLINE_BUDGET: Duration = Duration::from_millis(2);
+
 impl ScriptEngine for LuaEngine {
     fn run(&self, script: &Script, keys: &[&[u8]], view: &mut TxView) -> Reply {
         let id = self.next.fetch_add(1, Ordering::Relaxed);
         let kill = Arc::new(AtomicBool::new(false));
         self.running.lock().insert(id, kill.clone());
-        // A script holds a worker thread while it runs: tell the runtime, so that the
-        // worker's other tasks move to another thread.
-        let out = match tokio::runtime::Handle::try_current() {
-            Ok(h) if h.runtime_flavor() == tokio::runtime::RuntimeFlavor::MultiThread => {
-                tokio::task::block_in_place(|| {
-                    run_script(script, keys, view, kill.clone(), self.time_limit)
-                })
-            }
-            _ => run_script(script, keys, view, kill.clone(), self.time_limit),
+        let started = Instant::now();
+        let deadline = started + self.time_limit;
+        let multi_thread = tokio::runtime::Handle::try_current()
+            .is_ok_and(|h| h.runtime_flavor() == tokio::runtime::RuntimeFlavor::MultiThread);
+        let budget = multi_thread.then_some(started + INLINE_BUDGET);
+        let out = match run_script(script, keys, view, &kill, deadline, budget) {
+            // Past the budget: nothing it did was kept; run it again from the start, off
+            // the worker (a script is a function of its keys and arguments).
+            Outcome::Yielded => tokio::task::block_in_place(|| {
+                match run_script(script, keys, view, &kill, deadline, None) {
+                    Outcome::Done(r) => r,
+                    Outcome::Yielded => Reply::Error("ERR script yielded twice".into()),
+                }
+            }),
+            Outcome::Done(r) => r,
         };
         self.running.lock().remove(&id);
         out
     }
+}
+
+enum Outcome {
+    Done(Reply),
+    /// Stopped at the inline budget, with nothing applied.
+    Yielded,
+}
+
+/// Why the hook stopped a script: these are never caught by the script's own `pcall`.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Stop {
+    None,
+    Yield,
+    Killed,
+    Timeout,
 }
 
 /// Runs one script on `view`. A script stopped (time, memory, `SCRIPT KILL`) applies
@@ -184,36 +223,35 @@ fn run_script(
     script: &Script,
     keys: &[&[u8]],
     view: &mut TxView,
-    kill: Arc<AtomicBool>,
-    time_limit: Duration,
-) -> Reply {
-    let started = Instant::now();
+    kill: &Arc<AtomicBool>,
+    deadline: Instant,
+    budget: Option<Instant>,
+) -> Outcome {
     let Ok(lua) = Lua::new_with(
         StdLib::TABLE | StdLib::STRING | StdLib::MATH,
         LuaOptions::default(),
     ) else {
-        return Reply::Error("ERR could not start a Lua state".into());
+        return Outcome::Done(Reply::Error("ERR could not start a Lua state".into()));
     };
     let _ = lua.set_memory_limit(SCRIPT_MEMORY_LIMIT);
-    let stopped = Arc::new(AtomicBool::new(false));
+    let stop = Arc::new(Mutex::new(Stop::None));
     {
-        let stopped = stopped.clone();
+        let (stop, kill) = (stop.clone(), kill.clone());
         let _ = lua.set_hook(
             HookTriggers::new().every_nth_instruction(10_000),
             move |_, _| {
-                let killed = kill.load(Ordering::Relaxed);
-                if killed || started.elapsed() > time_limit {
-                    stopped.store(true, Ordering::Relaxed);
-                    return Err(mlua::Error::RuntimeError(if killed {
-                        "ERR Script killed by user with SCRIPT KILL...".into()
-                    } else {
-                        format!(
-                            "BUSY the script ran longer than {} ms and was stopped; nothing it did was applied",
-                            time_limit.as_millis()
-                        )
-                    }));
-                }
-                Ok(VmState::Continue)
+                let now = Instant::now();
+                let why = if kill.load(Ordering::Relaxed) {
+                    Stop::Killed
+                } else if now > deadline {
+                    Stop::Timeout
+                } else if budget.is_some_and(|b| now > b) {
+                    Stop::Yield
+                } else {
+                    return Ok(VmState::Continue);
+                };
+                *stop.lock() = why;
+                Err(mlua::Error::RuntimeError(STOPPED.into()))
             },
         );
     }
@@ -241,21 +279,30 @@ fn run_script(
                 }
             })
         };
-        setup(&lua, script, call(false)?, call(true)?)?;
+        let stopped = {
+            let stop = stop.clone();
+            move || *stop.lock() != Stop::None
+        };
+        setup(&lua, script, call(false)?, call(true)?, stopped)?;
         let chunk = lua.load(&script.body[..]).set_name("@user_script");
         let value: Value = chunk.call(())?;
         to_reply(&value)
     });
     let view = view.into_inner();
-    match result {
-        Ok(reply) => reply,
-        Err(e) => {
-            if stopped.load(Ordering::Relaxed) {
-                view.restore(before);
-            }
-            Reply::Error(error_text(&e))
-        }
+    let why = *stop.lock();
+    if why != Stop::None {
+        // Stopped from outside the script: nothing it did is kept.
+        view.restore(before);
     }
+    Outcome::Done(match (why, result) {
+        (Stop::Yield, _) => return Outcome::Yielded,
+        (Stop::Killed, _) => Reply::Error("ERR Script killed by user with SCRIPT KILL...".into()),
+        (Stop::Timeout, _) => Reply::Error(format!(
+            "BUSY the script ran longer than server.script_time_limit_ms and was stopped; nothing it did was applied"
+        )),
+        (Stop::None, Ok(reply)) => reply,
+        (Stop::None, Err(e)) => Reply::Error(error_text(&e)),
+    })
 }
 
 /// The globals a script sees: `KEYS`, `ARGV`, `redis`, `cjson`, and no way out.
@@ -264,8 +311,47 @@ fn setup(
     script: &Script,
     call: mlua::Function,
     pcall: mlua::Function,
+    stopped: impl Fn() -> bool + Clone + Send + 'static,
 ) -> mlua::Result<()> {
     let g = lua.globals();
+    // `pcall` and `xpcall` as Lua has them, except that a stop (time limit, SCRIPT KILL)
+    // goes through: a script cannot catch its own end and loop on.
+    {
+        let stopped = stopped.clone();
+        g.raw_set(
+            "pcall",
+            lua.create_function(move |lua, (f, args): (mlua::Function, MultiValue)| {
+                match f.call::<MultiValue>(args) {
+                    Ok(mut out) => {
+                        out.push_front(Value::Boolean(true));
+                        Ok(out)
+                    }
+                    Err(_) if stopped() => Err(mlua::Error::RuntimeError(STOPPED.into())),
+                    Err(e) => Ok(MultiValue::from_vec(vec![
+                        Value::Boolean(false),
+                        Value::String(lua.create_string(lua_error_message(&e))?),
+                    ])),
+                }
+            })?,
+        )?;
+    }
+    g.raw_set(
+        "xpcall",
+        lua.create_function(move |_, (f, handler): (mlua::Function, mlua::Function)| {
+            match f.call::<MultiValue>(()) {
+                Ok(mut out) => {
+                    out.push_front(Value::Boolean(true));
+                    Ok(out)
+                }
+                Err(_) if stopped() => Err(mlua::Error::RuntimeError(STOPPED.into())),
+                Err(e) => {
+                    let handled: Value = handler.call(lua_error_message(&e))?;
+                    Ok(MultiValue::from_vec(vec![Value::Boolean(false), handled]))
+                }
+            }
+        })?,
+    )?;
+    g.raw_set("coroutine", Value::Nil)?;
     for name in [
         "dofile",
         "loadfile",
