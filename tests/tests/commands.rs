@@ -897,6 +897,13 @@ fn redis_cli_works() {
     let two = srv.cli(&["info", "server", "clients"]);
     assert!(two.contains("# Server") && two.contains("# Clients") && !two.contains("# Memory"));
     assert!(srv.cli(&["info", "replication"]).contains("role:master"));
+    let usage: i64 = srv
+        .cli(&["memory", "usage", "greeting"])
+        .trim()
+        .parse()
+        .unwrap();
+    assert!((11..1024).contains(&usage), "MEMORY USAGE {usage}");
+    assert_eq!(srv.cli(&["memory", "usage", "nope"]), "\n");
     assert!(srv.cli(&["info", "cpu"]).contains("used_cpu_user:"));
     let all = srv.cli(&["info", "all"]);
     for section in [
@@ -943,6 +950,38 @@ fn redis_cli_works() {
         srv.cli(&["dbsize"]),
         "1002\n",
         "greeting, n and the 1000 piped keys"
+    );
+}
+
+/// LCS keeps a table of one cell per pair of bytes: values too large for the bound are
+/// refused with an error, not computed.
+#[test]
+fn lcs_of_large_values_is_bounded() {
+    let srv = Server::start("");
+    let mut c = srv.redis();
+    let big = "ab".repeat(2500);
+    let _: () = c.set("x", &big).unwrap();
+    let _: () = c.set("y", &big).unwrap();
+    let e = err(cmd("LCS").arg("x").arg("y").query(&mut c));
+    assert!(e.contains("cells"), "{e}");
+    let _: () = c.set("x", "ohmytext").unwrap();
+    let _: () = c.set("y", "mynewtext").unwrap();
+    assert_eq!(
+        cmd("LCS")
+            .arg("x")
+            .arg("y")
+            .query::<String>(&mut c)
+            .unwrap(),
+        "mytext"
+    );
+    assert_eq!(
+        cmd("LCS")
+            .arg("x")
+            .arg("y")
+            .arg("LEN")
+            .query::<i64>(&mut c)
+            .unwrap(),
+        6
     );
 }
 

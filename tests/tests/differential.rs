@@ -72,7 +72,21 @@ fn command(r: &mut Rng) -> Vec<String> {
             _ => c.extend([n(r), n(r), s("BYTE")]),
         }
     };
-    match r.below(32) {
+    match r.below(34) {
+        32 => {
+            let op = r.pick(&["AND", "OR", "XOR", "NOT"]).to_owned();
+            let n = if op == "NOT" { 1 } else { 1 + r.below(3) };
+            let mut c = vec![s("BITOP"), op, k];
+            c.extend((0..n).map(|_| r.pick(&KEYS).to_owned()));
+            c
+        }
+        33 => {
+            let mut c = vec![s("LCS"), k, r.pick(&KEYS).to_owned()];
+            if r.below(2) == 0 {
+                c.push(s("LEN"));
+            }
+            c
+        }
         27 => vec![s("GETBIT"), k, r.below(40).to_string()],
         28 => vec![
             s("SETBIT"),

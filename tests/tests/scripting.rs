@@ -206,7 +206,11 @@ fn runaway_scripts_are_stopped_and_others_are_served() {
             .query::<()>(&mut c)
             .unwrap_err();
         assert!(e.to_string().contains("stopped"), "{body}: {e}");
-        assert!(t.elapsed() < Duration::from_secs(4), "{body}: {:?}", t.elapsed());
+        assert!(
+            t.elapsed() < Duration::from_secs(4),
+            "{body}: {:?}",
+            t.elapsed()
+        );
     }
     // pcall still catches the script's own errors.
     let caught: Vec<redis::Value> = redis::cmd("EVAL")

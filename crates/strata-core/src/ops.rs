@@ -155,6 +155,60 @@ pub enum KeyOp {
     },
     /// `OBJECT ENCODING` (read only): `int`, `embstr` or `raw`, as Redis stores strings.
     Encoding,
+    /// `MEMORY USAGE` (read only): about how many bytes the entry takes in memory.
+    MemoryUsage,
+}
+
+/// The operation of `BITOP`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub enum BitOp {
+    /// `AND`.
+    And,
+    /// `OR`.
+    Or,
+    /// `XOR`.
+    Xor,
+    /// `NOT` (one source).
+    Not,
+}
+
+/// Most cells `LCS` may compute (the two lengths multiplied): it keeps a table of that many
+/// 32-bit cells (64 MiB).
+pub const MAX_LCS_CELLS: usize = 16 * 1024 * 1024;
+
+/// The longest common subsequence of `a` and `b` (dynamic programming, bounded by
+/// [`MAX_LCS_CELLS`]).
+pub fn lcs(a: &[u8], b: &[u8]) -> Option<Vec<u8>> {
+    let (n, m) = (a.len(), b.len());
+    if (n + 1).saturating_mul(m + 1) > MAX_LCS_CELLS {
+        return None;
+    }
+    let w = m + 1;
+    let mut t = vec![0u32; (n + 1) * w];
+    for i in 1..=n {
+        for j in 1..=m {
+            t[i * w + j] = if a[i - 1] == b[j - 1] {
+                t[(i - 1) * w + j - 1] + 1
+            } else {
+                t[(i - 1) * w + j].max(t[i * w + j - 1])
+            };
+        }
+    }
+    let mut out = Vec::with_capacity(t[n * w + m] as usize);
+    let (mut i, mut j) = (n, m);
+    while i > 0 && j > 0 {
+        if a[i - 1] == b[j - 1] {
+            out.push(a[i - 1]);
+            i -= 1;
+            j -= 1;
+        } else if t[(i - 1) * w + j] > t[i * w + j - 1] {
+            i -= 1;
+        } else {
+            j -= 1;
+        }
+    }
+    out.reverse();
+    Some(out)
 }
 
 /// A range of `BITCOUNT` / `BITPOS`: `start` and `end` inclusive (negative: from the end),
@@ -769,6 +823,16 @@ pub fn apply(op: &KeyOp, old: Option<&Entry>, now_ms: u64, limits: OpLimits) -> 
             };
             (Effect::None, Reply::Int(n))
         }
+        KeyOp::MemoryUsage => match old {
+            // The value and tags, plus the entry's bookkeeping in L1 (slot, index, version,
+            // expiry), rounded as an allocator would.
+            Some(e) => {
+                let tags: usize = e.tags.iter().map(|t| t.len() + 16).sum();
+                let bytes = (e.value.len() + tags + 96).next_multiple_of(16);
+                (Effect::None, Reply::Int(bytes as i64))
+            }
+            None => (Effect::None, Reply::Nil),
+        },
         KeyOp::Encoding => match old {
             Some(e) => (
                 Effect::None,
@@ -868,6 +932,24 @@ pub enum TxStep {
     },
     /// `EVAL` queued in a transaction: its keys are among the transaction's.
     Script(Script),
+    /// `BITOP op dst src...`: answers the length of the result.
+    BitOp {
+        /// The operation.
+        op: BitOp,
+        /// Where the result goes.
+        dst: u32,
+        /// The sources.
+        srcs: Vec<u32>,
+    },
+    /// `LCS a b [LEN]`: the longest common subsequence, or its length.
+    Lcs {
+        /// The first key.
+        a: u32,
+        /// The second key.
+        b: u32,
+        /// Answer the length only.
+        len: bool,
+    },
     /// `COPY src dst [REPLACE]`: answers `1` when copied.
     Copy {
         /// The key copied.
@@ -1184,6 +1266,59 @@ impl TxView {
                     self.slots[at(*k)].commit(write, now_ms, default_ttl);
                 }
                 Reply::Int(1)
+            }
+            TxStep::BitOp { op, dst, srcs }
+                if self.valid(*dst) && srcs.iter().all(|k| self.valid(*k)) =>
+            {
+                let values: Vec<&[u8]> = srcs
+                    .iter()
+                    .map(|k| {
+                        self.slots[at(*k)]
+                            .entry
+                            .as_ref()
+                            .map_or(&b""[..], |e| &e.value[..])
+                    })
+                    .collect();
+                let len = values.iter().map(|v| v.len()).max().unwrap_or(0);
+                let mut out = vec![0u8; len];
+                for (i, byte) in out.iter_mut().enumerate() {
+                    let at = |v: &[u8]| v.get(i).copied().unwrap_or(0);
+                    *byte = match op {
+                        BitOp::Not => !at(values[0]),
+                        BitOp::And => values.iter().fold(0xff, |acc, v| acc & at(v)),
+                        BitOp::Or => values.iter().fold(0, |acc, v| acc | at(v)),
+                        BitOp::Xor => values.iter().fold(0, |acc, v| acc ^ at(v)),
+                    };
+                }
+                let effect = if out.is_empty() {
+                    Effect::Delete
+                } else {
+                    Effect::Write {
+                        value: Bytes::from(out),
+                        ttl: Ttl::Default,
+                        keep_tags: false,
+                    }
+                };
+                let slot = &mut self.slots[at(*dst)];
+                if !(effect == Effect::Delete && slot.entry.is_none()) {
+                    slot.commit(effect, now_ms, default_ttl);
+                }
+                Reply::Int(len as i64)
+            }
+            TxStep::Lcs { a, b, len } if self.valid(*a) && self.valid(*b) => {
+                let value = |k: u32| {
+                    self.slots[at(k)]
+                        .entry
+                        .as_ref()
+                        .map_or(&b""[..], |e| &e.value[..])
+                };
+                match lcs(value(*a), value(*b)) {
+                    None => Reply::Error(format!(
+                        "ERR LCS of these values would take more than {MAX_LCS_CELLS} cells"
+                    )),
+                    Some(l) if *len => Reply::Int(l.len() as i64),
+                    Some(l) => Reply::Bulk(l),
+                }
             }
             TxStep::Copy { src, dst, replace } if self.valid(*src) && self.valid(*dst) => {
                 let (src, dst) = (at(*src), at(*dst));

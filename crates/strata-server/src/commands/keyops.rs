@@ -20,6 +20,10 @@ pub(super) enum Op<'a> {
     Rename(&'a [u8], &'a [u8], bool),
     /// `COPY src dst [REPLACE]`.
     Copy(&'a [u8], &'a [u8], bool),
+    /// `BITOP op dst src...`.
+    Bits(ops::BitOp, &'a [u8], Vec<&'a [u8]>),
+    /// `LCS a b [LEN]`.
+    Lcs(&'a [u8], &'a [u8], bool),
 }
 
 /// How a command's operation replies make its reply.
@@ -97,6 +101,8 @@ pub(super) fn is_key_command(id: Cmd) -> bool {
             | Cmd::Bitcount
             | Cmd::Bitpos
             | Cmd::Copy
+            | Cmd::Bitop
+            | Cmd::Lcs
     )
 }
 
@@ -120,6 +126,8 @@ pub(super) fn writes(id: Cmd) -> bool {
             | Cmd::Bitcount
             | Cmd::Bitpos
             | Cmd::Object
+            | Cmd::Lcs
+            | Cmd::Memory
     )
 }
 
@@ -128,6 +136,19 @@ pub(super) fn writes(id: Cmd) -> bool {
 pub(super) fn parse(id: Cmd, a: &[Bytes], now: u64) -> Option<Res<Parsed<'_>>> {
     if id == Cmd::Object && a.len() == 3 && eq_ic(&a[1], "ENCODING") {
         return Some(Ok(Parsed::one(&a[2], KeyOp::Encoding)));
+    }
+    if id == Cmd::Memory && a.len() >= 3 && eq_ic(&a[1], "USAGE") {
+        // SAMPLES n is accepted and changes nothing: a string has no elements to sample.
+        let samples_ok = match &a[3..] {
+            [] => true,
+            [opt, n] => eq_ic(opt, "SAMPLES") && parse_int(n).is_some(),
+            _ => false,
+        };
+        return Some(if samples_ok {
+            Ok(Parsed::one(&a[2], KeyOp::MemoryUsage))
+        } else {
+            Err("ERR syntax error".into())
+        });
     }
     if !is_key_command(id) {
         return None;
@@ -300,6 +321,43 @@ fn parse_key(id: Cmd, a: &[Bytes], now: u64) -> Res<Parsed<'_>> {
             }
             Parsed {
                 ops: vec![Op::Copy(key, &a[2], replace)],
+                shape: Shape::Single,
+            }
+        }
+        Cmd::Bitop => {
+            let op = if eq_ic(&a[1], "AND") {
+                ops::BitOp::And
+            } else if eq_ic(&a[1], "OR") {
+                ops::BitOp::Or
+            } else if eq_ic(&a[1], "XOR") {
+                ops::BitOp::Xor
+            } else if eq_ic(&a[1], "NOT") {
+                ops::BitOp::Not
+            } else {
+                return Err("ERR syntax error".into());
+            };
+            if op == ops::BitOp::Not && a.len() != 4 {
+                return Err("ERR BITOP NOT must be called with a single source key.".into());
+            }
+            Parsed {
+                ops: vec![Op::Bits(op, &a[2], a[3..].iter().map(|k| &k[..]).collect())],
+                shape: Shape::Single,
+            }
+        }
+        Cmd::Lcs => {
+            let mut len = false;
+            for opt in &a[3..] {
+                if eq_ic(opt, "LEN") {
+                    len = true;
+                } else {
+                    return Err(
+                        "ERR LCS IDX, MINMATCHLEN and WITHMATCHLEN are not supported on Strata"
+                            .into(),
+                    );
+                }
+            }
+            Parsed {
+                ops: vec![Op::Lcs(key, &a[2], len)],
                 shape: Shape::Single,
             }
         }

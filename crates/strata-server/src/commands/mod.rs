@@ -98,6 +98,7 @@ pub enum Cmd {
     Append,
     Auth,
     Bitcount,
+    Bitop,
     Bitpos,
     Client,
     Command,
@@ -132,6 +133,8 @@ pub enum Cmd {
     Incrbyfloat,
     Info,
     Keys,
+    Lcs,
+    Memory,
     Mget,
     Mset,
     Msetnx,
@@ -257,6 +260,17 @@ pub static COMMANDS: &[CommandSpec] = &[
         "bitmap",
         "Counts the set bits of a value (a range of bytes or bits).",
         Bitcount
+    ),
+    spec!(
+        "BITOP",
+        -4,
+        true,
+        2,
+        -1,
+        1,
+        "bitmap",
+        "AND, OR, XOR or NOT of values into a key.",
+        Bitop
     ),
     spec!(
         "BITPOS",
@@ -621,6 +635,28 @@ pub static COMMANDS: &[CommandSpec] = &[
         "generic",
         "Returns the keys matching a pattern.",
         Keys
+    ),
+    spec!(
+        "LCS",
+        -3,
+        false,
+        1,
+        2,
+        1,
+        "string",
+        "The longest common subsequence of two values (LEN).",
+        Lcs
+    ),
+    spec!(
+        "MEMORY",
+        -2,
+        false,
+        0,
+        0,
+        0,
+        "server",
+        "MEMORY USAGE key: about how many bytes a key takes.",
+        Memory
     ),
     spec!(
         "MGET",
@@ -1249,7 +1285,16 @@ async fn run(sh: &Shared, s: &mut Session<'_>, id: Cmd, a: &[Bytes]) -> Res<()> 
         Cmd::Getex => getex(sh, s, a).await?,
         Cmd::Getbit | Cmd::Bitcount | Cmd::Bitpos => read_op(sh, s, id, a).await?,
         Cmd::Object => object(sh, s, a).await?,
-        Cmd::Copy => {
+        Cmd::Memory => {
+            if !(a.len() >= 3 && eq_ic(&a[1], "USAGE")) {
+                return Err(format!(
+                    "ERR unknown subcommand or wrong number of arguments for '{}'. Try MEMORY HELP.",
+                    String::from_utf8_lossy(&a[1][..a[1].len().min(64)])
+                ));
+            }
+            read_op(sh, s, id, a).await?;
+        }
+        Cmd::Copy | Cmd::Bitop | Cmd::Lcs => {
             let now = sh.cache.now_ms();
             let parsed = keyops::parse(id, a, now).ok_or("ERR not a key command")??;
             multi::run_alone(sh, s, parsed.ops).await?;
@@ -1557,7 +1602,11 @@ async fn set_command(sh: &Shared, s: &mut Session<'_>, id: Cmd, a: &[Bytes]) -> 
 
 /// A read-only key command answered from this node's copy (`GETBIT`, `BITCOUNT`, …).
 async fn read_op(sh: &Shared, s: &mut Session<'_>, id: Cmd, a: &[Bytes]) -> Res<()> {
-    let key = if id == Cmd::Object { &a[2] } else { &a[1] };
+    let key = if matches!(id, Cmd::Object | Cmd::Memory) {
+        &a[2]
+    } else {
+        &a[1]
+    };
     let op = single_op(sh, id, a)?;
     let current = entry(sh, &s.ns, key).await?;
     let (_, reply) = ops::apply(

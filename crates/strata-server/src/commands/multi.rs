@@ -82,6 +82,16 @@ impl Capture {
                     dst: self.key(dst),
                     replace,
                 },
+                Op::Bits(op, dst, srcs) => TxStep::BitOp {
+                    op,
+                    dst: self.key(dst),
+                    srcs: srcs.into_iter().map(|k| self.key(k)).collect(),
+                },
+                Op::Lcs(a, b, len) => TxStep::Lcs {
+                    a: self.key(a),
+                    b: self.key(b),
+                    len,
+                },
             };
             self.steps.push(step);
         }

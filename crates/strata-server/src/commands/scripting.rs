@@ -297,9 +297,10 @@ fn run_script(
     Outcome::Done(match (why, result) {
         (Stop::Yield, _) => return Outcome::Yielded,
         (Stop::Killed, _) => Reply::Error("ERR Script killed by user with SCRIPT KILL...".into()),
-        (Stop::Timeout, _) => Reply::Error(format!(
+        (Stop::Timeout, _) => Reply::Error(
             "BUSY the script ran longer than server.script_time_limit_ms and was stopped; nothing it did was applied"
-        )),
+                .to_owned(),
+        ),
         (Stop::None, Ok(reply)) => reply,
         (Stop::None, Err(e)) => Reply::Error(error_text(&e)),
     })
@@ -320,18 +321,19 @@ fn setup(
         let stopped = stopped.clone();
         g.raw_set(
             "pcall",
-            lua.create_function(move |lua, (f, args): (mlua::Function, MultiValue)| {
-                match f.call::<MultiValue>(args) {
-                    Ok(mut out) => {
-                        out.push_front(Value::Boolean(true));
-                        Ok(out)
-                    }
-                    Err(_) if stopped() => Err(mlua::Error::RuntimeError(STOPPED.into())),
-                    Err(e) => Ok(MultiValue::from_vec(vec![
-                        Value::Boolean(false),
-                        Value::String(lua.create_string(lua_error_message(&e))?),
-                    ])),
+            lua.create_function(move |lua, (f, args): (mlua::Function, MultiValue)| match f
+                .call::<MultiValue>(
+                args,
+            ) {
+                Ok(mut out) => {
+                    out.push_front(Value::Boolean(true));
+                    Ok(out)
                 }
+                Err(_) if stopped() => Err(mlua::Error::RuntimeError(STOPPED.into())),
+                Err(e) => Ok(MultiValue::from_vec(vec![
+                    Value::Boolean(false),
+                    Value::String(lua.create_string(lua_error_message(&e))?),
+                ])),
             })?,
         )?;
     }
@@ -529,6 +531,16 @@ fn redis_call(
                 src: index(src)?,
                 dst: index(dst)?,
                 replace,
+            },
+            Op::Bits(op, dst, srcs) => TxStep::BitOp {
+                op,
+                dst: index(dst)?,
+                srcs: srcs.into_iter().map(index).collect::<Result<_, String>>()?,
+            },
+            Op::Lcs(a, b, len) => TxStep::Lcs {
+                a: index(a)?,
+                b: index(b)?,
+                len,
             },
         });
     }
