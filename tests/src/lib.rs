@@ -110,6 +110,26 @@ impl Server {
     }
 
     fn start_on(dir: &Path, extra_toml: &str, env: &[(&str, &str)], resp_listen: &str) -> Self {
+        Self::start_via(&[], dir, extra_toml, env, resp_listen)
+    }
+
+    /// A server started through `wrapper` (a command that execs the rest of its arguments,
+    /// such as `prlimit --nofile=300:300 --`), in a new directory.
+    pub fn start_wrapped(wrapper: &[&str], extra_toml: &str) -> Self {
+        let tmp = tempfile::tempdir().unwrap();
+        let dir = tmp.path().to_path_buf();
+        let mut s = Self::start_via(wrapper, &dir, extra_toml, &[], "127.0.0.1:0");
+        s._tmp = Some(tmp);
+        s
+    }
+
+    fn start_via(
+        wrapper: &[&str],
+        dir: &Path,
+        extra_toml: &str,
+        env: &[(&str, &str)],
+        resp_listen: &str,
+    ) -> Self {
         let config = dir.join("strata.toml");
         std::fs::write(
             &config,
@@ -122,7 +142,15 @@ impl Server {
         static STARTS: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
         let n = STARTS.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         let log = dir.join(format!("server-{}-{n}.log", std::process::id()));
-        let child = Command::new(strata_bin())
+        let mut command = match wrapper.split_first() {
+            Some((program, args)) => {
+                let mut c = Command::new(program);
+                c.args(args).arg(strata_bin());
+                c
+            }
+            None => Command::new(strata_bin()),
+        };
+        let child = command
             .args(["serve", "--config"])
             .arg(&config)
             // Port 0: the kernel picks free ports and the server logs them (no races between

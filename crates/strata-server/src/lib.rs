@@ -92,6 +92,7 @@ pub async fn start(config: NodeConfig) -> anyhow::Result<Running> {
         .context("cannot start the node")?;
     let (stop, stop_rx) = watch::channel(false);
     let shared = Arc::new(Shared::new(&node, config, resp_addr, stop_rx.clone()));
+    fit_clients_to_file_limit(&shared);
     metrics::register(&node, &shared);
     tracing::info!(
         %resp_addr,
@@ -158,6 +159,33 @@ async fn run(
     }
     tracing::info!("stopped");
     Ok(())
+}
+
+/// File descriptors kept for everything but clients: RocksDB's files, peers, the admin
+/// port, listeners, logs.
+pub const RESERVED_FDS: u64 = 256;
+
+/// As Redis does at start: raises the process's open-file limit to what `max_clients`
+/// needs (up to the hard limit), and lowers `max_clients` when the limit cannot cover it,
+/// so that a busy server refuses clients with `-ERR max number of clients reached` rather
+/// than failing to accept (or to open its own files) with EMFILE.
+fn fit_clients_to_file_limit(shared: &Shared) {
+    use std::sync::atomic::Ordering;
+    let want = u64::from(shared.max_clients.load(Ordering::Relaxed)) + RESERVED_FDS;
+    let Ok(limit) = rlimit::increase_nofile_limit(want) else {
+        return;
+    };
+    if limit < want {
+        let fit = u32::try_from(limit.saturating_sub(RESERVED_FDS))
+            .unwrap_or(u32::MAX)
+            .max(1);
+        tracing::warn!(
+            open_file_limit = limit,
+            max_clients = fit,
+            "the open-file limit cannot cover server.max_clients: lowered it (raise `ulimit -n` or LimitNOFILE for more)"
+        );
+        shared.max_clients.store(fit, Ordering::Relaxed);
+    }
 }
 
 /// Runs a server until SIGTERM or SIGINT, then shuts it down gracefully.
