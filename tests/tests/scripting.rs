@@ -266,8 +266,15 @@ fn runaway_scripts_are_stopped_and_others_are_served() {
             .unwrap_err();
         assert!(e.to_string().contains("memory"), "{e}");
     }
+    // A reply repeating one large string: bounded, refused.
+    let e = redis::cmd("EVAL")
+        .arg("local s = string.rep('x', 20000000) local t = {} for i = 1, 100 do t[i] = s end return t")
+        .arg(0)
+        .query::<redis::Value>(&mut c)
+        .unwrap_err();
+    assert!(e.to_string().contains("too large"), "{e}");
     let grown = rss(srv.child.as_ref().unwrap().id()).saturating_sub(before);
-    assert!(grown < 200 << 20, "RSS grew {grown} bytes");
+    assert!(grown < 400 << 20, "RSS grew {grown} bytes");
 
     // The sandbox: no os, io, loadfile, dofile, require; globals are read-only.
     for body in [

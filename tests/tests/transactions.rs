@@ -269,6 +269,17 @@ fn queued_commands_are_bounded_and_errors_stay_in_place() {
     );
     assert_eq!(c.exists::<_, i64>("big0").unwrap(), 0, "nothing of it ran");
 
+    // Many reads of one large value: the replies are bounded (256 MiB), not held per step.
+    let _: () = c.set("mb", vec![b'x'; 1 << 20]).unwrap();
+    let _: () = redis::cmd("MULTI").query(&mut c).unwrap();
+    let _: () = c.set("touched", "1").unwrap();
+    for _ in 0..400 {
+        let _: () = redis::cmd("GET").arg("mb").query(&mut c).unwrap();
+    }
+    let e = redis::cmd("EXEC").query::<redis::Value>(&mut c).unwrap_err();
+    assert!(e.to_string().contains("would exceed"), "{e}");
+    assert_eq!(c.exists::<_, i64>("touched").unwrap(), 0, "nothing applied");
+
     let keys: Vec<String> = (0..10_001).map(|i| format!("w{i}")).collect();
     let e = redis::cmd("WATCH")
         .arg(&keys)

@@ -1025,6 +1025,9 @@ pub fn apply_multi_with(
             }
             let mut view = TxView::new(current, now_ms, limits, sc.default_ttl_ms);
             let reply = engine.run(sc, &keys, &mut view);
+            if reply_bytes(&reply) > MAX_REPLY_BYTES {
+                return (Vec::new(), Reply::Error(over_budget()));
+            }
             (view.finish(), reply)
         }
         MultiOp::Transaction(t) => apply_transaction(t, current, now_ms, limits, engine),
@@ -1151,6 +1154,8 @@ impl TxSlot {
 /// on. Pure.
 pub struct TxView {
     slots: Vec<TxSlot>,
+    /// Bytes of the replies the steps made so far (bounded by [`MAX_REPLY_BYTES`]).
+    reply_bytes: usize,
     /// The keys, for a script step (empty when the caller gave none).
     keys: Vec<Bytes>,
     existed: Vec<bool>,
@@ -1181,6 +1186,7 @@ impl TxView {
                 })
                 .collect(),
             existed: current.iter().map(Option::is_some).collect(),
+            reply_bytes: 0,
             keys: Vec::new(),
             now_ms,
             limits,
@@ -1225,8 +1231,24 @@ impl TxView {
         self.step_with(step, None)
     }
 
-    /// [`TxView::step`], with `engine` for a script step.
+    /// Whether the replies so far passed [`MAX_REPLY_BYTES`]: the caller must apply nothing.
+    pub fn over_reply_budget(&self) -> bool {
+        self.reply_bytes > MAX_REPLY_BYTES
+    }
+
+    /// [`TxView::step`], with `engine` for a script step. Past [`MAX_REPLY_BYTES`] of
+    /// replies, every step answers an error (a transaction of many `GET`s of one large
+    /// value would otherwise hold a copy per step).
     pub fn step_with(&mut self, step: &TxStep, engine: Option<&dyn ScriptEngine>) -> Reply {
+        if self.over_reply_budget() {
+            return Reply::Error(over_budget());
+        }
+        let reply = self.step_inner(step, engine);
+        self.reply_bytes = self.reply_bytes.saturating_add(reply_bytes(&reply));
+        reply
+    }
+
+    fn step_inner(&mut self, step: &TxStep, engine: Option<&dyn ScriptEngine>) -> Reply {
         if let TxStep::Script(sc) = step {
             let Some(engine) = engine else {
                 return Reply::Error("ERR this node cannot run scripts".into());
@@ -1408,6 +1430,32 @@ impl TxView {
     }
 }
 
+/// Most bytes of replies one transaction or script may make (as Redis's default
+/// `client-output-buffer-limit` would let a client read before it is closed).
+pub const MAX_REPLY_BYTES: usize = 256 * 1024 * 1024;
+
+fn over_budget() -> String {
+    format!("ERR the replies would exceed {MAX_REPLY_BYTES} bytes; nothing was applied")
+}
+
+/// About how many bytes `r` holds.
+pub fn reply_bytes(r: &Reply) -> usize {
+    match r {
+        Reply::Bulk(b) => b.len() + 16,
+        Reply::Error(s) | Reply::Status(s) => s.len() + 16,
+        Reply::Exec(Some(rs)) => rs.iter().map(reply_bytes).sum::<usize>() + 16,
+        Reply::Tree(ts) => ts
+            .iter()
+            .map(|t| match t {
+                Token::Bulk(b) => b.len() + 16,
+                Token::Status(s) | Token::Error(s) => s.len() + 16,
+                _ => 16,
+            })
+            .sum(),
+        _ => 16,
+    }
+}
+
 /// A [`TxView`] as it was ([`TxView::snapshot`]).
 pub struct TxSnapshot(Vec<TxSlot>);
 
@@ -1430,6 +1478,9 @@ fn apply_transaction(
     let mut view = TxView::new(current, now_ms, limits, t.default_ttl_ms);
     view.keys = t.keys.iter().map(|k| Bytes::copy_from_slice(k)).collect();
     let replies = t.steps.iter().map(|s| view.step_with(s, engine)).collect();
+    if view.over_reply_budget() {
+        return (Vec::new(), Reply::Error(over_budget()));
+    }
     (view.finish(), Reply::Exec(Some(replies)))
 }
 

@@ -610,12 +610,12 @@ fn to_reply(v: &Value) -> mlua::Result<Reply> {
                 return Ok(Reply::Error(e.to_string_lossy()));
             }
             let mut tokens = Vec::new();
-            flatten(v, 0, &mut tokens)?;
+            flatten(v, 0, &mut tokens, &mut 0)?;
             Ok(Reply::Tree(tokens))
         }
         other => {
             let mut tokens = Vec::with_capacity(1);
-            flatten(other, 0, &mut tokens)?;
+            flatten(other, 0, &mut tokens, &mut 0)?;
             Ok(match tokens.pop() {
                 Some(Token::Int(n)) => Reply::Int(n),
                 Some(Token::Bulk(b)) => Reply::Bulk(b),
@@ -625,16 +625,25 @@ fn to_reply(v: &Value) -> mlua::Result<Reply> {
     }
 }
 
-fn flatten(v: &Value, depth: usize, out: &mut Vec<Token>) -> mlua::Result<()> {
-    if out.len() >= MAX_REPLY_TOKENS || depth > MAX_REPLY_DEPTH {
-        return Err(mlua::Error::external(CallError(
-            "ERR the script's reply is too large or too deeply nested".into(),
-        )));
+fn flatten(v: &Value, depth: usize, out: &mut Vec<Token>, bytes: &mut usize) -> mlua::Result<()> {
+    if out.len() >= MAX_REPLY_TOKENS
+        || depth > MAX_REPLY_DEPTH
+        || *bytes > strata_core::ops::MAX_REPLY_BYTES
+    {
+        return Err(too_big());
     }
     match v {
         Value::Integer(n) => out.push(Token::Int(*n)),
         Value::Number(f) => out.push(Token::Int(f.trunc() as i64)),
-        Value::String(s) => out.push(Token::Bulk(s.as_bytes().to_vec())),
+        Value::String(s) => {
+            // One string returned many times is copied each time: the budget counts copies.
+            let b = s.as_bytes();
+            *bytes = bytes.saturating_add(b.len() + 16);
+            if *bytes > strata_core::ops::MAX_REPLY_BYTES {
+                return Err(too_big());
+            }
+            out.push(Token::Bulk(b.to_vec()));
+        }
         Value::Boolean(true) => out.push(Token::Int(1)),
         Value::Table(t) => {
             if let Ok(Value::String(e)) = t.raw_get::<Value>("err") {
@@ -650,7 +659,7 @@ fn flatten(v: &Value, depth: usize, out: &mut Vec<Token>) -> mlua::Result<()> {
                     if item.is_nil() {
                         break;
                     }
-                    flatten(&item, depth + 1, out)?;
+                    flatten(&item, depth + 1, out, bytes)?;
                     n += 1;
                 }
                 out[at] = Token::Array(n);
@@ -700,6 +709,12 @@ pub(super) fn build(
             .default_ttl
             .map(|d| d.as_millis() as u64),
     })
+}
+
+fn too_big() -> mlua::Error {
+    mlua::Error::external(CallError(
+        "ERR the script's reply is too large or too deeply nested".into(),
+    ))
 }
 
 /// `EVAL script numkeys key... arg...` (`by_sha`: `EVALSHA`'s id instead of a body).
