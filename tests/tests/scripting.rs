@@ -315,3 +315,110 @@ fn runaway_scripts_are_stopped_and_others_are_served() {
         .unwrap_err();
     assert!(e.to_string().contains("No matching script"), "{e}");
 }
+
+/// What an adversarial review found, as tests: Lua's pattern matcher recursing off the C
+/// stack or backtracking without end inside one C call, a status reply forging frames,
+/// a seed shared between clients' scripts, a JSON bomb.
+#[test]
+fn hostile_scripts_cannot_crash_stall_or_forge() {
+    let srv = Server::start("");
+    let mut c = srv.redis();
+    for (body, why) in [
+        (
+            "return string.find('', string.rep('a*', 20000) .. 'b')",
+            "longer than",
+        ),
+        (
+            "return string.find(string.rep('a', 60), string.rep('a*', 12) .. 'b')",
+            "too much work",
+        ),
+        (
+            "return (string.rep('a', 60)):match(string.rep('a-', 12) .. 'b')",
+            "too much work",
+        ),
+        (
+            "return select('#', string.gsub(string.rep('a', 100000), '(a*)*b', ''))",
+            "too much work",
+        ),
+    ] {
+        let t = Instant::now();
+        let e = redis::cmd("EVAL_RO")
+            .arg(body)
+            .arg(0)
+            .query::<redis::Value>(&mut c)
+            .unwrap_err();
+        assert!(e.to_string().contains(why), "{body}: {e}");
+        assert!(
+            t.elapsed() < Duration::from_secs(1),
+            "{body}: {:?}",
+            t.elapsed()
+        );
+    }
+    // Ordinary patterns still work.
+    let found: Vec<String> = redis::cmd("EVAL")
+        .arg(
+            "return {string.match('key:42:x', '^key:(%d+):'), (string.gsub('a b  c', '%s+', '_'))}",
+        )
+        .arg(0)
+        .query(&mut c)
+        .unwrap();
+    assert_eq!(found, ["42", "a_b_c"]);
+    // The node is alive and well.
+    let _: () = redis::cmd("PING").query(&mut c).unwrap();
+
+    // A status reply cannot carry CR or LF onto the wire.
+    let mut raw = srv.raw();
+    let frame = raw.cmd(&[
+        b"EVAL",
+        b"return redis.status_reply(ARGV[1])",
+        b"0",
+        b"OK\r\n$6\r\nforged",
+    ]);
+    assert_eq!(
+        frame,
+        strata_resp::Frame::Simple("OK  $6  forged".into()),
+        "one reply, not two"
+    );
+    assert_eq!(
+        raw.cmd(&[b"PING"]),
+        strata_resp::Frame::Simple("PONG".into())
+    );
+
+    // math.random is the script's own: another client's seed does not decide it.
+    let draw = |c: &mut redis::Connection| -> i64 {
+        redis::cmd("EVAL")
+            .arg("return math.random(1, 1000000000)")
+            .arg(0)
+            .query(c)
+            .unwrap()
+    };
+    let first = draw(&mut c);
+    let _: i64 = redis::cmd("EVAL")
+        .arg("math.randomseed(7) return 1")
+        .arg(0)
+        .query(&mut c)
+        .unwrap();
+    assert_eq!(
+        draw(&mut c),
+        first,
+        "each run starts from the same seed, as in Redis"
+    );
+
+    // cjson.decode refuses a huge input instead of building a tree ten times its size.
+    let big = format!("[{}1]", "1,".repeat(3_000_000));
+    let e = redis::cmd("EVAL")
+        .arg("return #cjson.decode(ARGV[1])")
+        .arg(0)
+        .arg(&big)
+        .query::<redis::Value>(&mut c)
+        .unwrap_err();
+    assert!(e.to_string().contains("cjson.decode takes at most"), "{e}");
+    assert_eq!(
+        redis::cmd("EVAL")
+            .arg("return redis.REDIS_VERSION")
+            .arg(0)
+            .query::<String>(&mut c)
+            .unwrap(),
+        "7.2.0"
+    );
+}

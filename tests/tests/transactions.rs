@@ -276,9 +276,35 @@ fn queued_commands_are_bounded_and_errors_stay_in_place() {
     for _ in 0..400 {
         let _: () = redis::cmd("GET").arg("mb").query(&mut c).unwrap();
     }
-    let e = redis::cmd("EXEC").query::<redis::Value>(&mut c).unwrap_err();
+    let e = redis::cmd("EXEC")
+        .query::<redis::Value>(&mut c)
+        .unwrap_err();
     assert!(e.to_string().contains("would exceed"), "{e}");
     assert_eq!(c.exists::<_, i64>("touched").unwrap(), 0, "nothing applied");
+
+    // Work is bounded too: each SETBIT of an 8 MiB value copies it; 200 would be 1.6 GiB.
+    let _: () = c.set("bits", vec![0u8; 8 << 20]).unwrap();
+    let _: () = redis::cmd("MULTI").query(&mut c).unwrap();
+    for i in 0..200 {
+        let _: () = redis::cmd("SETBIT")
+            .arg("bits")
+            .arg(i)
+            .arg(1)
+            .query(&mut c)
+            .unwrap();
+    }
+    let e = redis::cmd("EXEC")
+        .query::<redis::Value>(&mut c)
+        .unwrap_err();
+    assert!(e.to_string().contains("values gone through"), "{e}");
+    assert_eq!(
+        redis::cmd("GETBIT")
+            .arg("bits")
+            .arg(0)
+            .query::<i64>(&mut c)
+            .unwrap(),
+        0
+    );
 
     let keys: Vec<String> = (0..10_001).map(|i| format!("w{i}")).collect();
     let e = redis::cmd("WATCH")
@@ -320,4 +346,27 @@ fn queued_commands_are_bounded_and_errors_stay_in_place() {
             .contains("Transaction discarded because of previous errors")
     );
     assert_eq!(c.get::<_, i64>("m").unwrap(), 2);
+}
+
+/// A transaction whose later write L1 cannot hold (an L1-only server: the value is larger
+/// than one L1 shard) applies nothing, not its first writes.
+#[test]
+fn a_transaction_is_not_left_half_applied_by_a_refused_write() {
+    let srv = Server::start_l1_only("");
+    let mut c = srv.redis();
+    let _: () = c.set("c", "old").unwrap();
+    let _: () = redis::cmd("MULTI").query(&mut c).unwrap();
+    let _: () = redis::cmd("SET").arg("a").arg("1").query(&mut c).unwrap();
+    let _: () = redis::cmd("SET")
+        .arg("b")
+        .arg(vec![b'x'; 8 << 20])
+        .query(&mut c)
+        .unwrap();
+    let _: () = redis::cmd("DEL").arg("c").query(&mut c).unwrap();
+    let e = redis::cmd("EXEC")
+        .query::<redis::Value>(&mut c)
+        .unwrap_err();
+    assert!(e.to_string().contains("above the limit"), "{e}");
+    assert_eq!(c.get::<_, Option<String>>("a").unwrap(), None);
+    assert_eq!(c.get::<_, String>("c").unwrap(), "old");
 }

@@ -720,6 +720,12 @@ impl Cache {
                 writes.push((keys[fx.key].clone(), entry));
             }
         }
+        // Every write is checked against what would refuse it before the first one is made:
+        // a transaction or script is not left half applied by a value too large for L1 or
+        // a failing disk (a Redis bridge failing in between still can: docs/protocol.md).
+        for (k, entry) in &writes {
+            self.storable(namespace, &state, k, entry)?;
+        }
         for (k, entry) in writes {
             self.write_through(namespace, &state, k, entry).await?;
         }
@@ -930,6 +936,36 @@ impl Cache {
             stale_until_ms,
             tags: options.tags.clone(),
         })
+    }
+
+    /// What [`Cache::write_through`] would refuse up front: a failing L3 that refuses
+    /// writes, or an entry too large for L1 with no other layer to hold it.
+    fn storable(
+        &self,
+        namespace: &str,
+        state: &NsState,
+        key: &[u8],
+        entry: &Entry,
+    ) -> Result<(), CacheError> {
+        if self.inner.refuse_on_l3_fault
+            && state.policy.use_l3
+            && let Some(reason) = self.inner.l3.as_ref().and_then(|t| (**t).write_fault())
+        {
+            return Err(CacheError::L3Failing { reason });
+        }
+        let elsewhere = self.inner.l2.is_some() || (self.inner.l3.is_some() && state.policy.use_l3);
+        if let Some(l1) = &self.inner.l1
+            && !elsewhere
+        {
+            let max = l1.largest_value(namespace, key.len(), entry.tags.byte_len());
+            if entry.value.len() > max {
+                return Err(CacheError::ValueTooLarge {
+                    len: entry.value.len(),
+                    max,
+                });
+            }
+        }
+        Ok(())
     }
 
     async fn write_through(

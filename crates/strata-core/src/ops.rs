@@ -1156,6 +1156,8 @@ pub struct TxView {
     slots: Vec<TxSlot>,
     /// Bytes of the replies the steps made so far (bounded by [`MAX_REPLY_BYTES`]).
     reply_bytes: usize,
+    /// Bytes of values the steps read or wrote so far (bounded by [`MAX_TX_WORK`]).
+    work: usize,
     /// The keys, for a script step (empty when the caller gave none).
     keys: Vec<Bytes>,
     existed: Vec<bool>,
@@ -1187,6 +1189,7 @@ impl TxView {
                 .collect(),
             existed: current.iter().map(Option::is_some).collect(),
             reply_bytes: 0,
+            work: 0,
             keys: Vec::new(),
             now_ms,
             limits,
@@ -1231,15 +1234,42 @@ impl TxView {
         self.step_with(step, None)
     }
 
-    /// Whether the replies so far passed [`MAX_REPLY_BYTES`]: the caller must apply nothing.
+    /// Whether the replies so far passed [`MAX_REPLY_BYTES`], or the values the steps went
+    /// through [`MAX_TX_WORK`]: the caller must apply nothing.
     pub fn over_reply_budget(&self) -> bool {
-        self.reply_bytes > MAX_REPLY_BYTES
+        self.reply_bytes > MAX_REPLY_BYTES || self.work > MAX_TX_WORK
+    }
+
+    /// The bytes of values a step goes through (read, copied or combined).
+    fn step_work(&self, step: &TxStep) -> usize {
+        let len = |k: &u32| {
+            self.slots
+                .get(*k as usize)
+                .and_then(|s| s.entry.as_ref())
+                .map_or(0, |e| e.value.len())
+        };
+        match step {
+            TxStep::Key { key, op } => {
+                len(key)
+                    + match op {
+                        KeyOp::Set { value, .. } | KeyOp::Append(value) => value.len(),
+                        KeyOp::SetRange { patch, .. } => patch.len(),
+                        _ => 0,
+                    }
+            }
+            TxStep::MsetNx(pairs) => pairs.iter().map(|(_, v)| v.len()).sum(),
+            TxStep::BitOp { srcs, .. } => srcs.iter().map(len).sum(),
+            TxStep::Lcs { a, b, .. } => (len(a) + 1).saturating_mul(len(b) + 1) / 4,
+            TxStep::Copy { src, .. } | TxStep::Rename { src, .. } => len(src),
+            TxStep::Script(_) => 0,
+        }
     }
 
     /// [`TxView::step`], with `engine` for a script step. Past [`MAX_REPLY_BYTES`] of
     /// replies, every step answers an error (a transaction of many `GET`s of one large
     /// value would otherwise hold a copy per step).
     pub fn step_with(&mut self, step: &TxStep, engine: Option<&dyn ScriptEngine>) -> Reply {
+        self.work = self.work.saturating_add(self.step_work(step));
         if self.over_reply_budget() {
             return Reply::Error(over_budget());
         }
@@ -1430,12 +1460,19 @@ impl TxView {
     }
 }
 
+/// Most bytes of values one transaction or script may go through (read, copy, combine):
+/// about a second of work. Every `SETBIT` of a 16 MiB value copies it, so 5,000 of them in
+/// one `EXEC` would hold a worker thread for seconds.
+pub const MAX_TX_WORK: usize = 1024 * 1024 * 1024;
+
 /// Most bytes of replies one transaction or script may make (as Redis's default
 /// `client-output-buffer-limit` would let a client read before it is closed).
 pub const MAX_REPLY_BYTES: usize = 256 * 1024 * 1024;
 
 fn over_budget() -> String {
-    format!("ERR the replies would exceed {MAX_REPLY_BYTES} bytes; nothing was applied")
+    format!(
+        "ERR the replies would exceed {MAX_REPLY_BYTES} bytes, or the values gone through {MAX_TX_WORK} bytes; nothing was applied"
+    )
 }
 
 /// About how many bytes `r` holds.

@@ -103,6 +103,10 @@ end
 return 1
 ";
 
+/// Longest a bridge node keeps recomputing one multi-key operation (a transaction or a
+/// script) that other writers keep beating.
+const EXECUTE_MULTI_DEADLINE: Duration = Duration::from_secs(10);
+
 /// Most times a bridge node recomputes one operation that other writers keep beating.
 const EXECUTE_ATTEMPTS: usize = 200;
 
@@ -1378,7 +1382,13 @@ impl Tier for RedisTier {
         let full: Vec<Vec<u8>> = keys.iter().map(|k| self.full_key(namespace, k)).collect();
         let channel = self.inner.channel.as_bytes().to_vec();
         let script = &self.inner.execute_multi_script;
+        let started = Instant::now();
         for attempt in 0..EXECUTE_ATTEMPTS {
+            // A user script is recomputed on every attempt: bounded in time, not only in
+            // attempts (each could run up to the script time limit).
+            if started.elapsed() > EXECUTE_MULTI_DEADLINE {
+                break;
+            }
             if attempt >= 4 {
                 let us = rand::random::<u64>() % (200 * attempt as u64).min(5_000);
                 tokio::time::sleep(Duration::from_micros(us)).await;

@@ -77,11 +77,19 @@ impl Reply {
         self.overflowed = false;
     }
 
-    /// `+s`. The caller keeps CR and LF out of `s`.
+    /// `+s`, with CR and LF replaced by spaces (a status may carry a script's data:
+    /// `redis.status_reply(ARGV[1])` must not forge replies), as Redis does.
     pub fn simple(&mut self, s: &str) {
         self.buf.reserve(s.len() + 3);
         self.buf.put_u8(b'+');
-        self.buf.put_slice(s.as_bytes());
+        if s.bytes().any(|b| b == b'\r' || b == b'\n') {
+            for b in s.bytes() {
+                self.buf
+                    .put_u8(if b == b'\r' || b == b'\n' { b' ' } else { b });
+            }
+        } else {
+            self.buf.put_slice(s.as_bytes());
+        }
         self.buf.put_slice(b"\r\n");
     }
 
@@ -205,9 +213,10 @@ mod tests {
         r.double(1.5);
         r.boolean(true);
         r.error("ERR bad\r\nthing");
+        r.simple("OK\r\n$6\r\nforged");
         assert_eq!(
             &r.buf[..],
-            b"$-1\r\n*2\r\n$3\r\n1.5\r\n:1\r\n-ERR bad  thing\r\n"
+            b"$-1\r\n*2\r\n$3\r\n1.5\r\n:1\r\n-ERR bad  thing\r\n+OK  $6  forged\r\n"
         );
         let mut r = Reply::new(Protocol::Resp3);
         r.null();

@@ -278,6 +278,8 @@ pub fn need(spec: &CommandSpec, args: &[Bytes]) -> Need {
         Cmd::Client => Need::Connection,
         Cmd::Acl if sub("WHOAMI") || sub("CAT") => Need::Connection,
         Cmd::Acl | Cmd::Flushall | Cmd::Config => Need::Admin,
+        // SCRIPT KILL stops every tenant's scripts, SCRIPT FLUSH empties the node's cache.
+        Cmd::Script if sub("KILL") || sub("FLUSH") => Need::Admin,
         _ if spec.write => Need::Write,
         _ => Need::Read,
     }

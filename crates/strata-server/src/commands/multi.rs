@@ -33,6 +33,8 @@ pub struct TxState {
     queue: Option<Queue>,
     /// Keys watched since the last `EXEC`, `DISCARD` or `UNWATCH`.
     watched: Vec<Watched>,
+    /// The same keys, to find one in O(1) (a client may watch 10,000).
+    watched_keys: std::collections::HashSet<(String, Bytes)>,
 }
 
 #[derive(Debug, Default)]
@@ -192,6 +194,7 @@ pub(super) fn discard(s: &mut Session<'_>) -> Res<()> {
         return Err("ERR DISCARD without MULTI".into());
     }
     s.tx.watched.clear();
+    s.tx.watched_keys.clear();
     s.reply.ok();
     Ok(())
 }
@@ -202,7 +205,10 @@ pub(super) async fn watch(sh: &Shared, s: &mut Session<'_>, a: &[Bytes]) -> Res<
         return Err("ERR WATCH inside MULTI is not allowed".into());
     }
     for k in &a[1..] {
-        if s.tx.watched.iter().any(|w| w.ns == s.ns && w.key == k) {
+        if s.tx
+            .watched_keys
+            .contains(&(s.ns.clone(), Bytes::copy_from_slice(k)))
+        {
             continue;
         }
         if s.tx.watched.len() >= MAX_WATCHED {
@@ -211,9 +217,11 @@ pub(super) async fn watch(sh: &Shared, s: &mut Session<'_>, a: &[Bytes]) -> Res<
             ));
         }
         let version = entry(sh, &s.ns, k).await?.map(|e| e.version.as_u64());
+        let key = Bytes::copy_from_slice(k);
+        s.tx.watched_keys.insert((s.ns.clone(), key.clone()));
         s.tx.watched.push(Watched {
             ns: s.ns.clone(),
-            key: Bytes::copy_from_slice(k),
+            key,
             version,
         });
     }
@@ -224,6 +232,7 @@ pub(super) async fn watch(sh: &Shared, s: &mut Session<'_>, a: &[Bytes]) -> Res<
 /// `UNWATCH`.
 pub(super) fn unwatch(s: &mut Session<'_>) {
     s.tx.watched.clear();
+    s.tx.watched_keys.clear();
     s.reply.ok();
 }
 
@@ -274,6 +283,7 @@ pub(super) async fn exec(sh: &Shared, s: &mut Session<'_>) -> Res<()> {
         return Err("ERR EXEC without MULTI".into());
     };
     let watched = std::mem::take(&mut s.tx.watched);
+    s.tx.watched_keys.clear();
     if queue.dirty {
         return Err("EXECABORT Transaction discarded because of previous errors.".into());
     }

@@ -38,6 +38,17 @@ pub const SCRIPT_MEMORY_LIMIT: usize = 64 * 1024 * 1024;
 pub const MAX_CACHED_SCRIPTS: usize = 10_000;
 /// Bytes of script source the node remembers.
 pub const MAX_CACHED_SCRIPT_BYTES: usize = 64 * 1024 * 1024;
+/// Most scripts running at once on this node (each may hold up to the memory limit).
+pub const MAX_RUNNING_SCRIPTS: usize = 8;
+/// Largest input `cjson.decode` takes (its Rust-side tree is about ten times the text).
+pub const MAX_JSON_INPUT: usize = 4 * 1024 * 1024;
+/// Longest Lua pattern `string.find`/`match`/`gmatch`/`gsub` take.
+pub const MAX_PATTERN_LEN: usize = 1024;
+/// Bound on a pattern match's worst case, estimated as (subject length + 1) raised to
+/// (quantifiers + 1) — every start position, and backtracking polynomial in the subject,
+/// of degree the quantifiers — about a second of matching: Lua's matcher runs inside one C
+/// call that neither the time limit nor SCRIPT KILL can interrupt.
+pub const MAX_PATTERN_WORK: u128 = 1_000_000_000;
 /// Deepest nesting of a script's reply.
 const MAX_REPLY_DEPTH: usize = 32;
 /// Most values in a script's reply.
@@ -114,16 +125,6 @@ impl ScriptCache {
 /// The message of the error raised when the hook stops a script.
 const STOPPED: &str = "ERR the script was stopped";
 
-/// What a Lua `pcall` hands back for error `e`: the message as Lua wrote it.
-fn lua_error_message(e: &mlua::Error) -> String {
-    match e {
-        mlua::Error::CallbackError { cause, .. } => lua_error_message(cause),
-        mlua::Error::ExternalError(inner) => inner.to_string(),
-        mlua::Error::RuntimeError(m) => m.clone(),
-        other => other.to_string(),
-    }
-}
-
 /// SHA1 of `b`, lower-case hex (`redis.sha1hex`, script ids).
 pub fn sha1_hex(b: &[u8]) -> String {
     let digest = Sha1::digest(b);
@@ -145,6 +146,28 @@ impl std::fmt::Display for CallError {
 }
 
 impl std::error::Error for CallError {}
+
+/// The reply for a value a script raised: an `{err=…}` table as it is, a Redis error from
+/// `redis.call` as it is, anything else as `ERR Error running script: …` (never a table's
+/// address).
+fn raised(v: &Value) -> Reply {
+    match v {
+        Value::Table(t) => match t.raw_get::<Value>("err") {
+            Ok(Value::String(e)) => Reply::Error(e.to_string_lossy()),
+            _ => Reply::Error(
+                "ERR Error running script: an error object that is not a string".into(),
+            ),
+        },
+        Value::String(s) => {
+            Reply::Error(format!("ERR Error running script: {}", s.to_string_lossy()))
+        }
+        Value::Error(e) => Reply::Error(error_text(e)),
+        other => Reply::Error(format!(
+            "ERR Error running script: a {} was raised",
+            other.type_name()
+        )),
+    }
+}
 
 /// The innermost Redis error in a Lua error, else its text as `ERR …`.
 fn error_text(e: &mlua::Error) -> String {
@@ -180,7 +203,15 @@ impl ScriptEngine for LuaEngine {
     fn run(&self, script: &Script, keys: &[&[u8]], view: &mut TxView) -> Reply {
         let id = self.next.fetch_add(1, Ordering::Relaxed);
         let kill = Arc::new(AtomicBool::new(false));
-        self.running.lock().insert(id, kill.clone());
+        {
+            let mut running = self.running.lock();
+            if running.len() >= MAX_RUNNING_SCRIPTS {
+                return Reply::Error(format!(
+                    "BUSY {MAX_RUNNING_SCRIPTS} scripts are running on this node; try again"
+                ));
+            }
+            running.insert(id, kill.clone());
+        }
         let started = Instant::now();
         let deadline = started + self.time_limit;
         let multi_thread = tokio::runtime::Handle::try_current()
@@ -283,10 +314,21 @@ fn run_script(
             let stop = stop.clone();
             move || *stop.lock() != Stop::None
         };
+        // Lua's own pcall, kept before the script's is replaced: the script's error comes
+        // back as the value it raised (an `{err=…}` table is the reply, as in Redis).
+        let raw_pcall: mlua::Function = lua.globals().raw_get("pcall")?;
         setup(&lua, script, call(false)?, call(true)?, stopped)?;
-        let chunk = lua.load(&script.body[..]).set_name("@user_script");
-        let value: Value = chunk.call(())?;
-        to_reply(&value)
+        let chunk = lua
+            .load(&script.body[..])
+            .set_name("@user_script")
+            .into_function()?;
+        let out: MultiValue = raw_pcall.call(chunk)?;
+        let mut out = out.into_iter();
+        match (out.next(), out.next()) {
+            (Some(Value::Boolean(true)), value) => to_reply(&value.unwrap_or(Value::Nil)),
+            (_, Some(err)) => Ok(raised(&err)),
+            _ => Ok(Reply::Error("ERR Error running script".into())),
+        }
     });
     let view = view.into_inner();
     let why = *stop.lock();
@@ -315,44 +357,23 @@ fn setup(
     stopped: impl Fn() -> bool + Clone + Send + 'static,
 ) -> mlua::Result<()> {
     let g = lua.globals();
-    // `pcall` and `xpcall` as Lua has them, except that a stop (time limit, SCRIPT KILL)
-    // goes through: a script cannot catch its own end and loop on.
-    {
+    // `pcall` and `xpcall` are Lua's own, called through a check: a stop (time limit,
+    // SCRIPT KILL) goes through, so a script cannot catch its own end and loop on; any
+    // other error comes back as the value raised, as in Lua.
+    for name in ["pcall", "xpcall"] {
+        let original: mlua::Function = g.raw_get(name)?;
         let stopped = stopped.clone();
         g.raw_set(
-            "pcall",
-            lua.create_function(move |lua, (f, args): (mlua::Function, MultiValue)| match f
-                .call::<MultiValue>(
-                args,
-            ) {
-                Ok(mut out) => {
-                    out.push_front(Value::Boolean(true));
-                    Ok(out)
+            name,
+            lua.create_function(move |_, args: MultiValue| {
+                let out = original.call::<MultiValue>(args)?;
+                if stopped() {
+                    return Err(mlua::Error::RuntimeError(STOPPED.into()));
                 }
-                Err(_) if stopped() => Err(mlua::Error::RuntimeError(STOPPED.into())),
-                Err(e) => Ok(MultiValue::from_vec(vec![
-                    Value::Boolean(false),
-                    Value::String(lua.create_string(lua_error_message(&e))?),
-                ])),
+                Ok(out)
             })?,
         )?;
     }
-    g.raw_set(
-        "xpcall",
-        lua.create_function(move |_, (f, handler): (mlua::Function, mlua::Function)| {
-            match f.call::<MultiValue>(()) {
-                Ok(mut out) => {
-                    out.push_front(Value::Boolean(true));
-                    Ok(out)
-                }
-                Err(_) if stopped() => Err(mlua::Error::RuntimeError(STOPPED.into())),
-                Err(e) => {
-                    let handled: Value = handler.call(lua_error_message(&e))?;
-                    Ok(MultiValue::from_vec(vec![Value::Boolean(false), handled]))
-                }
-            }
-        })?,
-    )?;
     g.raw_set("coroutine", Value::Nil)?;
     for name in [
         "dofile",
@@ -421,6 +442,7 @@ fn setup(
     redis.set("replicate_commands", lua.create_function(|_, ()| Ok(true))?)?;
     redis.set("set_repl", lua.create_function(|_, _: MultiValue| Ok(()))?)?;
     redis.set("REPL_ALL", 3)?;
+    redis.set("REDIS_VERSION", super::REDIS_COMPAT_VERSION)?;
     g.raw_set("redis", redis)?;
 
     let cjson = lua.create_table()?;
@@ -434,12 +456,52 @@ fn setup(
     cjson.set(
         "decode",
         lua.create_function(|lua, s: mlua::LuaString| {
+            let text = s.as_bytes();
+            if text.len() > MAX_JSON_INPUT {
+                return Err(mlua::Error::external(CallError(format!(
+                    "ERR cjson.decode takes at most {MAX_JSON_INPUT} bytes"
+                ))));
+            }
             let json: serde_json::Value =
-                serde_json::from_slice(&s.as_bytes()).map_err(mlua::Error::external)?;
+                serde_json::from_slice(&text).map_err(mlua::Error::external)?;
             lua.to_value(&json)
         })?,
     )?;
     g.raw_set("cjson", cjson)?;
+    guard_patterns(lua)?;
+    // math.random from a generator of this script's own (Lua 5.1's uses the process-wide
+    // C rand(): one client could set what another's scripts draw), seeded the same on
+    // every run, as Redis does.
+    let math: mlua::Table = g.raw_get("math")?;
+    let seed = Arc::new(Mutex::new(0x2545_f491_4f6c_dd1d_u64));
+    {
+        let seed = seed.clone();
+        math.raw_set(
+            "random",
+            lua.create_function(move |_, (m, n): (Option<i64>, Option<i64>)| {
+                let mut x = seed.lock();
+                *x ^= *x << 13;
+                *x ^= *x >> 7;
+                *x ^= *x << 17;
+                let r = (*x >> 11) as f64 / (1u64 << 53) as f64;
+                Ok(match (m, n) {
+                    (None, _) => Value::Number(r),
+                    (Some(hi), None) if hi >= 1 => Value::Integer(1 + (r * hi as f64) as i64),
+                    (Some(lo), Some(hi)) if hi >= lo => {
+                        Value::Integer(lo + (r * (hi - lo + 1) as f64) as i64)
+                    }
+                    _ => return Err(mlua::Error::RuntimeError("interval is empty".into())),
+                })
+            })?,
+        )?;
+    }
+    math.raw_set(
+        "randomseed",
+        lua.create_function(move |_, s: f64| {
+            *seed.lock() = (s as i64 as u64) | 1;
+            Ok(())
+        })?,
+    )?;
 
     // Globals are read-only: a script that creates or reads an undefined one fails, as in
     // Redis (a typo is not a silent nil).
@@ -463,6 +525,59 @@ fn setup(
         })?,
     )?;
     g.set_metatable(Some(meta))?;
+    Ok(())
+}
+
+/// Wraps the string library's matchers so that a pattern whose worst case is too much
+/// work (or too deep a recursion for the C stack) is refused before Lua's matcher runs.
+fn guard_patterns(lua: &Lua) -> mlua::Result<()> {
+    let string: mlua::Table = lua.globals().raw_get("string")?;
+    for name in ["find", "match", "gmatch", "gsub"] {
+        let original: mlua::Function = string.raw_get(name)?;
+        let guarded = lua.create_function(move |_, args: MultiValue| {
+            let subject = match args.front() {
+                Some(Value::String(s)) => s.as_bytes().len(),
+                Some(Value::Integer(_) | Value::Number(_)) => 32,
+                _ => 0,
+            };
+            // `find` with `plain` set does no pattern matching.
+            let plain = name == "find" && matches!(args.get(3), Some(v) if v.as_boolean() == Some(true) || (!v.is_nil() && v.as_boolean().is_none()));
+            if let Some(Value::String(p)) = args.get(1)
+                && !plain
+            {
+                check_pattern(&p.as_bytes(), subject)?;
+            }
+            original.call::<MultiValue>(args)
+        })?;
+        string.raw_set(name, guarded)?;
+    }
+    Ok(())
+}
+
+fn check_pattern(pattern: &[u8], subject: usize) -> mlua::Result<()> {
+    let refuse = |why: &str| {
+        Err(mlua::Error::external(CallError(format!(
+            "ERR pattern refused: {why} (Strata bounds Lua pattern matching)"
+        ))))
+    };
+    if pattern.len() > MAX_PATTERN_LEN {
+        return refuse(&format!("longer than {MAX_PATTERN_LEN} bytes"));
+    }
+    // Each quantifier (and each %b, each capture) can multiply the backtracking; counted
+    // without parsing, so an escaped one counts too (conservative).
+    let quantifiers = pattern
+        .iter()
+        .filter(|c| matches!(c, b'*' | b'+' | b'-' | b'?' | b'('))
+        .count() as u32
+        + pattern.windows(2).filter(|w| w == b"%b").count() as u32;
+    let base = subject as u128 + 1;
+    let mut work = base;
+    for _ in 0..quantifiers {
+        work = work.saturating_mul(base);
+        if work > MAX_PATTERN_WORK {
+            return refuse("its worst case on this subject is too much work");
+        }
+    }
     Ok(())
 }
 
