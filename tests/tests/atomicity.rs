@@ -322,9 +322,12 @@ print(n)
         .nodes
         .iter()
         .map(|n| {
+            // Spawned, not run to completion one by one: the three clients race.
             Command::new("python3")
                 .args(["-c", py, &n.port.to_string()])
-                .output()
+                .stdout(std::process::Stdio::piped())
+                .stderr(std::process::Stdio::piped())
+                .spawn()
         })
         .collect();
     let rs: Vec<_> = cluster
@@ -343,7 +346,7 @@ print(n)
         })
         .collect();
     for p in procs {
-        let out = p.unwrap();
+        let out = p.unwrap().wait_with_output().unwrap();
         assert!(
             out.status.success(),
             "redis-py: {}",
