@@ -528,6 +528,22 @@ pub fn start_node(dir: &Path, name: &str, gossip: u16, seeds: &[u16], extra: &st
 }
 
 /// The node's `/cluster` admin JSON.
+/// Three `strata serve` nodes (`n1`..`n3`, each with `extra` config) joined into one
+/// cluster and converged; the directories live as long as the returned guards.
+pub fn three_nodes(extra: &str) -> (Vec<Server>, Vec<tempfile::TempDir>) {
+    let dirs: Vec<_> = (0..3).map(|_| tempfile::tempdir().unwrap()).collect();
+    let g: Vec<u16> = (0..3).map(|_| free_port()).collect();
+    let nodes: Vec<Server> = (0..3)
+        .map(|i| start_node(dirs[i].path(), &format!("n{}", i + 1), g[i], &[g[0]], extra))
+        .collect();
+    converge(
+        &nodes.iter().collect::<Vec<_>>(),
+        &["n1", "n2", "n3"],
+        Duration::from_secs(20),
+    );
+    (nodes, dirs)
+}
+
 pub fn cluster_json(srv: &Server) -> serde_json::Value {
     let (code, body) = http_get(&srv.admin(), "/cluster");
     assert_eq!(code, 200, "{body}");

@@ -11,11 +11,9 @@
 #[path = "../../crates/strata-redis/tests/common/mod.rs"]
 mod redis_common;
 
-use std::time::Duration;
-
 use redis::Value;
 use redis_common::RedisServer;
-use strata_tests::{Server, converge, free_port, start_node};
+use strata_tests::{Server, three_nodes};
 
 /// db0 as Redis has it: no default TTL, no maximum.
 const REDIS_LIKE: &str = "[namespaces.db0]\ndefault_ttl_secs = 0\nmax_ttl_secs = 0\n";
@@ -341,24 +339,7 @@ fn string_commands_answer_as_redis_does_on_one_node_and_on_a_cluster() {
     let redis = RedisServer::start();
     let mut oracle = redis.client().get_connection().unwrap();
     let single = Server::start(REDIS_LIKE);
-    let dirs: Vec<_> = (0..3).map(|_| tempfile::tempdir().unwrap()).collect();
-    let g: Vec<u16> = (0..3).map(|_| free_port()).collect();
-    let nodes: Vec<Server> = (0..3)
-        .map(|i| {
-            start_node(
-                dirs[i].path(),
-                &format!("n{}", i + 1),
-                g[i],
-                &[g[0]],
-                REDIS_LIKE,
-            )
-        })
-        .collect();
-    converge(
-        &nodes.iter().collect::<Vec<_>>(),
-        &["n1", "n2", "n3"],
-        Duration::from_secs(20),
-    );
+    let (nodes, _dirs) = three_nodes(REDIS_LIKE);
     let mut targets = vec![
         ("strata serve", single.redis()),
         ("cluster node 1", nodes[0].redis()),

@@ -10,7 +10,7 @@ use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use redis::Commands;
-use strata_tests::{Server, converge, free_port, start_node};
+use strata_tests::{Server, three_nodes};
 
 /// redis-py: a Lock guarding a read-then-write counter `n` times, and a registered script
 /// incrementing another `n` times; all clients start at the same instant.
@@ -115,16 +115,7 @@ fn locks_and_scripts_hold_on_one_node() {
 
 #[test]
 fn locks_and_scripts_hold_across_a_cluster() {
-    let dirs: Vec<_> = (0..3).map(|_| tempfile::tempdir().unwrap()).collect();
-    let g: Vec<u16> = (0..3).map(|_| free_port()).collect();
-    let nodes: Vec<Server> = (0..3)
-        .map(|i| start_node(dirs[i].path(), &format!("n{}", i + 1), g[i], &[g[0]], ""))
-        .collect();
-    converge(
-        &nodes.iter().collect::<Vec<_>>(),
-        &["n1", "n2", "n3"],
-        Duration::from_secs(20),
-    );
+    let (nodes, _dirs) = three_nodes("");
     let ports: Vec<u16> = nodes.iter().map(|n| n.port).collect();
     run_python(&ports, 30);
     for n in &nodes {

@@ -7,30 +7,10 @@
 #![allow(clippy::unwrap_used)]
 
 use std::process::Command;
-use std::time::Duration;
 
 use redis::Commands;
 use strata_resp::Frame;
-use strata_tests::{Server, converge, free_port, start_node};
-
-struct Cluster {
-    nodes: Vec<Server>,
-    _dirs: Vec<tempfile::TempDir>,
-}
-
-fn cluster() -> Cluster {
-    let dirs: Vec<_> = (0..3).map(|_| tempfile::tempdir().unwrap()).collect();
-    let g: Vec<u16> = (0..3).map(|_| free_port()).collect();
-    let nodes: Vec<Server> = (0..3)
-        .map(|i| start_node(dirs[i].path(), &format!("n{}", i + 1), g[i], &[g[0]], ""))
-        .collect();
-    converge(
-        &nodes.iter().collect::<Vec<_>>(),
-        &["n1", "n2", "n3"],
-        Duration::from_secs(20),
-    );
-    Cluster { nodes, _dirs: dirs }
-}
+use strata_tests::{Server, three_nodes};
 
 /// redis-py: the default pipeline, errors in place, and `transaction()` incrementing `key`
 /// `n` times by check-and-set. Prints how many attempts WATCH aborted.
@@ -159,10 +139,10 @@ fn client_transactions_lose_no_update_on_one_node() {
 
 #[test]
 fn client_transactions_lose_no_update_across_a_cluster() {
-    let cl = cluster();
-    let ports: Vec<u16> = cl.nodes.iter().map(|n| n.port).collect();
+    let (nodes, _dirs) = three_nodes("");
+    let ports: Vec<u16> = nodes.iter().map(|n| n.port).collect();
     let aborted = python_check_and_set(&ports, "{t}py", 100);
-    for n in &cl.nodes {
+    for n in &nodes {
         assert_eq!(
             n.redis().get::<_, i64>("{t}py").unwrap(),
             300,
@@ -173,12 +153,12 @@ fn client_transactions_lose_no_update_across_a_cluster() {
         aborted.iter().sum::<u64>() > 0,
         "the clients raced: {aborted:?}"
     );
-    let urls: Vec<String> = cl.nodes.iter().map(Server::url).collect();
+    let urls: Vec<String> = nodes.iter().map(Server::url).collect();
     rust_check_and_set(&urls, "{t}rsc", 100);
-    assert_eq!(cl.nodes[2].redis().get::<_, i64>("{t}rsc").unwrap(), 300);
+    assert_eq!(nodes[2].redis().get::<_, i64>("{t}rsc").unwrap(), 300);
 
     // A key watched through node 1 and written through node 2 aborts node 1's EXEC.
-    let (mut c1, mut c2) = (cl.nodes[0].redis(), cl.nodes[1].redis());
+    let (mut c1, mut c2) = (nodes[0].redis(), nodes[1].redis());
     let _: () = redis::cmd("WATCH").arg("{t}w").query(&mut c1).unwrap();
     let _: () = c2.set("{t}w", "from node 2").unwrap();
     let _: () = redis::cmd("MULTI").query(&mut c1).unwrap();

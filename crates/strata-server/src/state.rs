@@ -238,6 +238,24 @@ impl Shared {
         &self.locks[i]
     }
 
+    /// Every lock of `keys` of `namespace`, exclusively, taken in stripe order (so two
+    /// callers never wait on each other in a cycle): what an operation on several keys
+    /// holds while it runs.
+    pub async fn lock_keys<'k>(
+        &self,
+        namespace: &str,
+        keys: impl Iterator<Item = &'k [u8]>,
+    ) -> Vec<tokio::sync::RwLockWriteGuard<'_, ()>> {
+        let mut stripes: Vec<usize> = keys.map(|k| self.stripe(namespace, k)).collect();
+        stripes.sort_unstable();
+        stripes.dedup();
+        let mut guards = Vec::with_capacity(stripes.len());
+        for i in stripes {
+            guards.push(self.lock_at(i).write().await);
+        }
+        guards
+    }
+
     /// Saves where a SCAN stopped and returns the cursor naming it (never 0). `from` is the
     /// cursor this page was asked with: a scan keeps at most two cursors (its latest, and the
     /// one before it, for a client that retries a page), so a fast scanner cannot push other

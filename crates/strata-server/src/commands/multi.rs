@@ -252,13 +252,7 @@ pub(super) async fn run_alone(sh: &Shared, s: &mut Session<'_>, ops: Vec<Op<'_>>
     let mut cap = Capture::default();
     cap.add(ops);
     one_slot(sh, cap.keys.iter())?;
-    let mut stripes: Vec<usize> = cap.keys.iter().map(|k| sh.stripe(&s.ns, k)).collect();
-    stripes.sort_unstable();
-    stripes.dedup();
-    let mut guards = Vec::with_capacity(stripes.len());
-    for i in stripes {
-        guards.push(sh.lock_at(i).write().await);
-    }
+    let _guards = sh.lock_keys(&s.ns, cap.keys.iter().map(|k| &k[..])).await;
     let op = MultiOp::Transaction(Transaction {
         keys: cap.keys.iter().map(|k| k.to_vec().into()).collect(),
         watch: Vec::new(),
@@ -377,13 +371,7 @@ pub(super) async fn exec(sh: &Shared, s: &mut Session<'_>) -> Res<()> {
             .policy(&s.ns)
             .default_ttl
             .map(|d| d.as_millis() as u64);
-        let mut stripes: Vec<usize> = cap.keys.iter().map(|k| sh.stripe(&s.ns, k)).collect();
-        stripes.sort_unstable();
-        stripes.dedup();
-        let mut guards = Vec::with_capacity(stripes.len());
-        for i in stripes {
-            guards.push(sh.lock_at(i).write().await);
-        }
+        let guards = sh.lock_keys(&s.ns, cap.keys.iter().map(|k| &k[..])).await;
         let op = MultiOp::Transaction(Transaction {
             keys: cap.keys.iter().map(|k| k.to_vec().into()).collect(),
             watch,

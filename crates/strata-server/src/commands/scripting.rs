@@ -852,13 +852,7 @@ pub(super) async fn eval(
         // No key: nothing to lock or route; it runs here.
         sh.cache.apply_multi(&op, &[], sh.cache.now_ms()).1
     } else {
-        let mut stripes: Vec<usize> = keys.iter().map(|k| sh.stripe(&s.ns, k)).collect();
-        stripes.sort_unstable();
-        stripes.dedup();
-        let mut guards = Vec::with_capacity(stripes.len());
-        for i in stripes {
-            guards.push(sh.lock_at(i).write().await);
-        }
+        let _guards = sh.lock_keys(&s.ns, keys.iter().map(|k| &k[..])).await;
         sh.cache
             .execute_multi(&s.ns, &op)
             .await
