@@ -525,6 +525,9 @@ pub struct Sim {
     pause_rng: StdRng,
     /// The INCR workload's own RNG (the same reason).
     incr_rng: StdRng,
+    /// The anti-entropy pulls' own RNG (their losses), so that how coherence pulls does
+    /// not shift the workload's draws.
+    pull_rng: StdRng,
     /// Per counter: the largest value an acknowledged `INCR` answered, and the version of
     /// that write. A later acknowledged `INCR` must answer more (every acknowledged
     /// increment counted once), unless every copy of that write was lost with the nodes
@@ -641,6 +644,7 @@ impl Sim {
             counter_acks: BTreeMap::new(),
             pause_rng: StdRng::seed_from_u64(seed ^ 0x7061_7573_6573_0001),
             incr_rng: StdRng::seed_from_u64(seed ^ 0x696e_6372_0000_0002),
+            pull_rng: StdRng::seed_from_u64(seed ^ 0x7075_6c6c_0000_0003),
             incr_ops: (0, 0, 0),
             lock_holds: BTreeMap::new(),
             lock_ops: 0,
@@ -781,6 +785,10 @@ impl Sim {
         else {
             return;
         };
+        let members = new.nodes().len();
+        if let Some(c) = self.nodes[at].coherence.as_mut() {
+            c.note_view(members, self.mix.nodes);
+        }
         let old = self.nodes[at].ring.take();
         if let Some(old) = old.filter(|o| o.version() != new.version()) {
             let me = self.nodes[at].name.clone();
@@ -882,10 +890,9 @@ impl Sim {
                     let out = self.nodes[from]
                         .coherence
                         .as_mut()
-                        .and_then(|c| c.member_up(&id.name, id.generation));
-                    if let Some(out) = out {
-                        self.apply_coherence(from, vec![out]);
-                    }
+                        .map(|c| c.member_up(&id.name, id.generation))
+                        .unwrap_or_default();
+                    self.apply_coherence(from, out);
                     self.note(|| format!("n{from} sees {} up (gen {})", id.name, id.generation))
                 }
                 Output::Down(id) => {
@@ -894,6 +901,13 @@ impl Sim {
                         self.apply_coherence(from, vec![out]);
                     }
                     self.note(|| format!("n{from} sees {} down (gen {})", id.name, id.generation))
+                }
+                Output::Rejoined => {
+                    let out = self.nodes[from].coherence.as_mut().map(Coherence::rejoined);
+                    if let Some(out) = out {
+                        self.apply_coherence(from, vec![out]);
+                    }
+                    self.note(|| format!("n{from} rejoins under a new identity"));
                 }
                 Output::Received(bytes) => {
                     let now_ms = self.now / MS;
@@ -1086,7 +1100,11 @@ impl Sim {
                     }
                 }
                 coherence::Output::Apply(inv) => self.apply_invalidation(at, &inv),
-                coherence::Output::DropUnverified { origin, lost } => {
+                coherence::Output::DropUnverified {
+                    origin,
+                    lost,
+                    owned,
+                } => {
                     // Every copy it does not own, and owner-store entries of keys it no
                     // longer owns — or, when invalidations are known lost, every owner-store
                     // entry (the node's `drop_unverified`).
@@ -1102,17 +1120,24 @@ impl Sim {
                         self.nodes[at].copies.clear();
                     }
                     let node = &mut self.nodes[at];
-                    if lost > 0 {
+                    // The owner store holds both namespaces, as on the node.
+                    if owned {
                         node.store.clear();
+                        node.counters.clear();
                     } else if let Some(ring) = ring {
                         node.store.retain(|k, _| {
                             ring.owners("ns", &key_bytes(*k), RF).contains(&me.as_str())
+                        });
+                        node.counters.retain(|c, _| {
+                            ring.owners("ctr", &key_bytes(*c), RF)
+                                .contains(&me.as_str())
                         });
                     }
                     self.note(|| {
                         format!("n{at} lost {lost} invalidations of {origin}: drops its copies")
                     });
                 }
+                coherence::Output::AskLatest { origin } => self.pull_heartbeat_from(at, origin),
                 coherence::Output::Repair {
                     origin,
                     generation,
@@ -1162,7 +1187,7 @@ impl Sim {
         }
     }
 
-    /// Anti-entropy: `at` asks one random member for its latest sequence number (the RPC
+    /// Anti-entropy: `at` asks one member, each in turn, for its latest sequence number (the RPC
     /// `Ping` answer carries it), so a gap is noticed even when gossip never delivered that
     /// member's heartbeats (piggybacked dissemination is probabilistic: the simulator found
     /// a node that missed every item of one origin for seconds, seeds 922 and 1963).
@@ -1176,14 +1201,23 @@ impl Sim {
             .map(|id| id.name)
             .filter(|n| *n != self.nodes[at].name)
             .collect();
-        if others.is_empty() {
+        let Some(pick) = self.nodes[at]
+            .coherence
+            .as_mut()
+            .and_then(|c| c.pull_target(&others))
+            .map(str::to_owned)
+        else {
             return;
-        }
-        let pick = others[self.wrng.random_range(0..others.len())].clone();
+        };
+        self.pull_heartbeat_from(at, pick);
+    }
+
+    /// `at` asks `pick` for its latest sequence number (the node's `Ping`).
+    fn pull_heartbeat_from(&mut self, at: usize, pick: String) {
         let Some(y) = self.nodes.iter().position(|n| n.name == pick) else {
             return;
         };
-        if !self.reachable(at, y) || self.wrng.random_bool(self.loss) {
+        if !self.reachable(at, y) || self.pull_rng.random_bool(self.loss) {
             return;
         }
         let Some(latest) = self.nodes[y].coherence.as_ref().map(Coherence::latest_seq) else {
@@ -1613,7 +1647,11 @@ impl Sim {
             for r in decide::replicas(&ring_p, &name_p, NS, &key, RF) {
                 let Some(o) = self.index_of(&r) else { continue };
                 if self.nodes[o].membership.is_none() {
-                    // Its process is gone: the connection is refused, the owner skipped.
+                    // Its process is gone: the connection is refused, and the write waits
+                    // for the ring to drop that owner, as on the node (`replicate_out`).
+                    // (Skipping it, as this simulator once did where the node does not,
+                    // let two primaries with overlapping views each write alone: seed 264.)
+                    failed = true;
                     continue;
                 }
                 if !(self.reachable(p, o) && self.reachable(o, p)) {
@@ -1625,7 +1663,17 @@ impl Sim {
                         failed = true;
                         continue;
                     };
-                    if decide::admits_replication(&ring_o, NS, &key, &name_p).is_err() {
+                    let members = ring_o.nodes().len();
+                    if decide::admits_replication(
+                        &ring_o,
+                        members,
+                        self.mix.nodes,
+                        NS,
+                        &key,
+                        &name_p,
+                    )
+                    .is_err()
+                    {
                         failed = true;
                         continue;
                     }
@@ -2361,7 +2409,13 @@ impl Sim {
                 Kind::Tick { node, life, n } => {
                     if self.nodes[node].life == life && self.nodes[node].membership.is_some() {
                         let now_ms = self.now / MS;
+                        let was = self.nodes[node].stall.stalls();
                         self.nodes[node].stall.tick(now_ms);
+                        if self.nodes[node].stall.stalls() > was
+                            && let Some(c) = self.nodes[node].coherence.as_mut()
+                        {
+                            c.note_stall();
+                        }
                         let mut out = Vec::new();
                         if let Some(c) = self.nodes[node].coherence.as_mut() {
                             out = c.tick(now_ms);

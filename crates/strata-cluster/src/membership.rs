@@ -63,6 +63,10 @@ pub enum Output {
     Down(NodeIdentity),
     /// A coherence item arrived from another member (for `Coherence::receive`).
     Received(Vec<u8>),
+    /// The others declared this node down (a partition, a pause) and it came back under a
+    /// new identity: the cluster moved its keys to other owners meanwhile, so what it holds
+    /// may be stale beyond what invalidations will tell it (`Coherence::rejoined`).
+    Rejoined,
 }
 
 /// Counters of the membership state machine.
@@ -324,12 +328,14 @@ impl Membership {
                 let _ = self.foca.change_identity(renewed, &mut c);
             }
             let _ = Self::announce_to_seeds(&mut self.foca, &self.seeds, &mut c);
+            c.out.push(Output::Rejoined);
         } else if c.rejoined {
             // foca already renewed the identity; make sure the cluster hears of the new one
             // (found by the simulator, seed 507: a node renewed by foca went on addressed
             // under its old identity by everyone, whose packets foca then ignored).
             self.stats.rejoins += 1;
             let _ = Self::announce_to_seeds(&mut self.foca, &self.seeds, &mut c);
+            c.out.push(Output::Rejoined);
         }
         out.extend(self.inbox.drain().into_iter().map(Output::Received));
         out

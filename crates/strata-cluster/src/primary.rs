@@ -77,14 +77,28 @@ pub fn replicas(
         .collect()
 }
 
-/// Whether an owner whose ring is `ring` accepts a change of the key replicated by `from`:
-/// only from the key's primary in this ring. `Err` names the primary it knows instead.
+/// Whether an owner whose ring is `ring`, and whose view holds `members` of the cluster's
+/// `expected` members, accepts a change of the key replicated by `from`: only from the
+/// key's primary in this ring, and only while this owner's own view holds a majority
+/// ([`has_quorum`]). `Err` names the primary it knows instead (`None`: no majority here, or
+/// no primary).
+///
+/// The owner's majority matters as much as the primary's: a primary that wakes from a
+/// pause on a view the cluster left behind may still count a majority in it, and an owner
+/// on its side of a partition, which sees the minority it is in, must not help it
+/// acknowledge (found by the simulator, seed 590: a paused node on the minority side of a
+/// partition executed INCRs from a base the majority had long moved past).
 pub fn admits_replication(
     ring: &Ring,
+    members: usize,
+    expected: usize,
     namespace: &str,
     key: &[u8],
     from: &str,
 ) -> Result<(), Option<String>> {
+    if !has_quorum(members, expected) {
+        return Err(None);
+    }
     match primary(ring, namespace, key) {
         Some(p) if p == from => Ok(()),
         other => Err(other.map(str::to_owned)),
@@ -177,19 +191,24 @@ mod tests {
     fn only_the_primary_in_the_owners_view_may_replicate() {
         let ring = Ring::new(names(3), 64);
         let p = primary(&ring, "db0", b"k").expect("a primary").to_owned();
-        assert!(admits_replication(&ring, "db0", b"k", &p).is_ok());
+        assert!(admits_replication(&ring, 3, 3, "db0", b"k", &p).is_ok());
         let other = names(3)
             .into_iter()
             .find(|n| *n != p)
             .expect("another node");
         assert_eq!(
-            admits_replication(&ring, "db0", b"k", &other),
+            admits_replication(&ring, 3, 3, "db0", b"k", &other),
             Err(Some(p.clone()))
         );
+        // An owner that sees only a minority of the cluster takes no change at all.
+        assert_eq!(admits_replication(&ring, 1, 3, "db0", b"k", &p), Err(None));
+        assert_eq!(admits_replication(&ring, 3, 7, "db0", b"k", &p), Err(None));
+        assert!(admits_replication(&ring, 4, 7, "db0", b"k", &p).is_ok());
+        assert!(admits_replication(&ring, 1, 2, "db0", b"k", &p).is_ok());
         // The primary leaves the owners' ring: its replication is refused from then on.
         let without: Vec<String> = names(3).into_iter().filter(|n| *n != p).collect();
         let moved = Ring::new(without, 64);
-        assert!(admits_replication(&moved, "db0", b"k", &p).is_err());
+        assert!(admits_replication(&moved, 2, 3, "db0", b"k", &p).is_err());
         assert!(!replicas(&ring, &p, "db0", b"k", 2).contains(&p));
         assert_eq!(replicas(&ring, &p, "db0", b"k", 2).len(), 1);
     }

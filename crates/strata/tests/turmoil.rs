@@ -47,6 +47,18 @@ impl Clock for SimClock {
     }
 }
 
+/// Log timestamps in the simulation's time.
+struct SimTime;
+
+impl tracing_subscriber::fmt::time::FormatTime for SimTime {
+    fn format_time(&self, w: &mut tracing_subscriber::fmt::format::Writer<'_>) -> std::fmt::Result {
+        match turmoil::sim_elapsed() {
+            Some(t) => write!(w, "{:>9.3}", t.as_secs_f64()),
+            None => write!(w, "{:>9}", "-"),
+        }
+    }
+}
+
 /// What the driver asks a node to do; the node's host carries it out on its own runtime,
 /// so every socket it opens is that host's.
 enum Cmd {
@@ -312,6 +324,7 @@ fn run(seed: u64) -> Report {
             )
             .await;
 
+        tracing::info!("driver: heal");
         turmoil::repair("n3", "n1");
         turmoil::repair("n3", "n2");
         let healed = nodes
@@ -325,6 +338,7 @@ fn run(seed: u64) -> Report {
         // First n3's view of the ten deleted keys, polled closely (each read is one round
         // trip at most): all gone within the simulator's 3 s bound, or the test prints what
         // each node knows and fails.
+        tracing::info!("driver: all three agree");
         let t0 = tokio::time::Instant::now();
         for k in 0..10 {
             while nodes.get(2, &format!("k{k}")).await.is_some() {
@@ -340,6 +354,7 @@ fn run(seed: u64) -> Report {
             }
         }
         let deletes_seen = t0.elapsed();
+        tracing::info!("driver: n3 serves none of the deletes");
         let settled = consistent_within(&nodes, Duration::from_secs(5)).await;
         tokio::time::sleep(Duration::from_secs(2)).await;
         consistent_within(&nodes, Duration::ZERO).await;
@@ -383,10 +398,26 @@ struct Report {
     settled: Duration,
 }
 
-/// Ten network seeds (each a different draw of per-message delays, 0–100 ms).
+/// Ten network seeds (each a different draw of per-message delays, 0–100 ms); others with
+/// `TURMOIL_SEEDS=first..last` (inclusive) or `TURMOIL_SEEDS=n`.
 #[test]
 fn three_real_nodes_survive_a_partition_and_heal_in_turmoil() {
-    for seed in 1..=10 {
+    let seeds = match std::env::var("TURMOIL_SEEDS") {
+        Ok(s) => match s.split_once("..") {
+            Some((a, b)) => a.parse().unwrap()..=b.parse().unwrap(),
+            None => s.parse().unwrap()..=s.parse().unwrap(),
+        },
+        Err(_) => 1..=10u64,
+    };
+    // The nodes' logs, with `RUST_LOG=info` (say) to see what a slow seed did.
+    if std::env::var_os("RUST_LOG").is_some() {
+        let _ = tracing_subscriber::fmt()
+            .with_env_filter(tracing_subscriber::EnvFilter::from_default_env())
+            .with_timer(SimTime)
+            .with_test_writer()
+            .try_init();
+    }
+    for seed in seeds {
         let started = std::time::Instant::now();
         let r = run(seed);
         println!(

@@ -87,10 +87,10 @@ impl Shared {
     }
 
     /// Invalidations of some origin may have been lost: drop every copy this node holds
-    /// of keys it does not own (L1, and owner-store entries it no longer owns); L3 leaves
-    /// the read path until its copies are proven current against their owners again
-    /// ([`warm`]), which drops the rest.
-    pub(crate) async fn drop_unverified(self: &Arc<Self>, origin: &str, lost: u64) {
+    /// of keys it does not own (L1, and owner-store entries it no longer owns), and with
+    /// `owned` every owner-store entry; L3 leaves the read path until its copies are proven
+    /// current against their owners again ([`warm`]), which drops the rest.
+    pub(crate) async fn drop_unverified(self: &Arc<Self>, origin: &str, lost: u64, owned: bool) {
         self.counters
             .drops_unverified
             .fetch_add(1, Ordering::Relaxed);
@@ -100,12 +100,13 @@ impl Shared {
             warm::begin(self.clone(), c.clone(), false);
         }
         for ns in self.owner.namespace_names() {
-            if lost > 0 {
-                // Invalidations known to exist were never applied: they may cover keys this
-                // node owns too (an owner cut off when a key was deleted hears of it only
-                // through them), so owned entries go as well; reads fall through to the
-                // other owners. (Found by the turmoil test: a minority node whose repairs
-                // after a partition failed kept serving a key deleted meanwhile, for good.)
+            if owned {
+                // This node was out of the cluster: changes of the keys it owns went to
+                // other owners meanwhile, and the invalidations announcing them may never
+                // reach it (their origin may have restarted since), so owned entries go as
+                // well; reads and primaries read the other owners. (Found by the turmoil
+                // test: a minority node whose repairs after a partition failed kept serving
+                // a key deleted meanwhile, for good; and by the simulator, seed 1910.)
                 self.owner.flush_namespace_sync(&ns);
             } else {
                 self.remove_owned_where(&ns, |k, _| !self.owns(&ns, k));
@@ -173,7 +174,11 @@ impl Shared {
                 Work::Apply(inv) => {
                     self.apply(&inv).await;
                 }
-                Work::DropUnverified { origin, lost } => self.drop_unverified(&origin, lost).await,
+                Work::DropUnverified {
+                    origin,
+                    lost,
+                    owned,
+                } => self.drop_unverified(&origin, lost, owned).await,
             }
         }
     }

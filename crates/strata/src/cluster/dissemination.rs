@@ -16,8 +16,22 @@ impl Shared {
                 coherence::Output::Apply(inv) => {
                     let _ = self.work_tx.send(Work::Apply(inv));
                 }
-                coherence::Output::DropUnverified { origin, lost } => {
-                    let _ = self.work_tx.send(Work::DropUnverified { origin, lost });
+                coherence::Output::DropUnverified {
+                    origin,
+                    lost,
+                    owned,
+                } => {
+                    let _ = self.work_tx.send(Work::DropUnverified {
+                        origin,
+                        lost,
+                        owned,
+                    });
+                }
+                coherence::Output::AskLatest { origin } => {
+                    let addr = self.view.read().members.get(&origin).map(|id| id.rpc);
+                    if let Some(addr) = addr {
+                        self.pull_status_from(origin, addr);
+                    }
                 }
                 coherence::Output::Repair {
                     origin,
@@ -35,13 +49,16 @@ impl Shared {
                             from,
                             to,
                         };
-                        if let Ok(Response::Invalidations(items)) =
-                            me.pool.call(&origin, addr, req, None).await
-                        {
-                            tracing::debug!(node = %me.name, %origin, generation, from, to, got = items.len(), "gap repaired");
-                            for item in items {
-                                let out = me.coherence.lock().receive(me.now_ms(), &item);
-                                me.carry_out_coherence(out);
+                        match me.pool.call(&origin, addr, req, None).await {
+                            Ok(Response::Invalidations(items)) => {
+                                tracing::debug!(node = %me.name, %origin, generation, from, to, got = items.len(), "gap repaired");
+                                for item in items {
+                                    let out = me.coherence.lock().receive(me.now_ms(), &item);
+                                    me.carry_out_coherence(out);
+                                }
+                            }
+                            other => {
+                                tracing::debug!(node = %me.name, %origin, generation, from, to, answer = ?other.map(|_| "unexpected"), "gap repair failed");
                             }
                         }
                     });

@@ -19,6 +19,7 @@ impl Shared {
 
     pub(crate) fn carry_out(self: &Arc<Self>, outputs: Vec<Output>) {
         let mut changed = false;
+        let mut up = Vec::new();
         for o in outputs {
             match o {
                 Output::Send { to, packet } => {
@@ -40,9 +41,8 @@ impl Shared {
                 Output::Up(id) => {
                     tracing::info!(node = %self.name, member = %id.name, generation = id.generation, "member up");
                     let out = self.coherence.lock().member_up(&id.name, id.generation);
-                    if let Some(out) = out {
-                        self.carry_out_coherence(vec![out]);
-                    }
+                    // After the view is refreshed (below): asking it needs its address.
+                    up.push(out);
                     changed = true;
                 }
                 Output::Down(id) => {
@@ -52,6 +52,11 @@ impl Shared {
                     self.carry_out_coherence(vec![out]);
                     changed = true;
                 }
+                Output::Rejoined => {
+                    tracing::warn!(node = %self.name, "the others declared this node down; back under a new identity, it drops what it held");
+                    let out = self.coherence.lock().rejoined();
+                    self.carry_out_coherence(vec![out]);
+                }
                 Output::Received(bytes) => {
                     let out = self.coherence.lock().receive(self.now_ms(), &bytes);
                     self.carry_out_coherence(out);
@@ -60,6 +65,9 @@ impl Shared {
         }
         if changed {
             self.refresh_view();
+        }
+        for out in up {
+            self.carry_out_coherence(out);
         }
     }
 
@@ -74,6 +82,9 @@ impl Shared {
         else {
             return;
         };
+        self.coherence
+            .lock()
+            .note_view(live.len(), self.cfg.expected_size as usize);
         let mut v = self.view.write();
         v.members = live.into_iter().map(|id| (id.name.clone(), id)).collect();
         if ring.version() != v.ring.version() {
@@ -97,6 +108,7 @@ impl Shared {
         let was = self.stall.lock().stalls();
         self.stall.lock().tick(self.monotonic_ms());
         if self.stall.lock().stalls() > was {
+            self.coherence.lock().note_stall();
             tracing::warn!(node = %self.name, "this node stalled (its tick came late): it executes no write as a primary for {} ms", strata_cluster::primary::StallGuard::QUARANTINE_MS);
         }
         let out = self.coherence.lock().tick(self.now_ms());
@@ -120,14 +132,22 @@ impl Shared {
         }
     }
 
-    /// Anti-entropy: asks one random member for its latest sequence number, so a gap is
-    /// noticed even when gossip never delivered that member's heartbeats.
+    /// Anti-entropy: asks one member, each in turn, for its latest sequence number, so a
+    /// gap is noticed even when gossip never delivered that member's heartbeats.
     pub(crate) fn pull_status(self: &Arc<Self>) {
         let others = self.others();
-        if others.is_empty() {
+        let names: Vec<String> = others.iter().map(|(n, _)| n.clone()).collect();
+        let Some(name) = self.coherence.lock().pull_target(&names).map(str::to_owned) else {
             return;
+        };
+        if let Some((_, addr)) = others.into_iter().find(|(n, _)| *n == name) {
+            self.pull_status_from(name, addr);
         }
-        let (name, addr) = others[(peer::nonce() % others.len() as u64) as usize].clone();
+    }
+
+    /// Asks `name` for its latest sequence number, in a task of its own; the answer is
+    /// received as that member's heartbeat.
+    pub(crate) fn pull_status_from(self: &Arc<Self>, name: String, addr: SocketAddr) {
         let me = self.clone();
         tokio::spawn(async move {
             if let Ok(Response::Status { generation, latest }) =

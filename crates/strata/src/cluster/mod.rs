@@ -148,7 +148,11 @@ struct View {
 /// Work for the applier task.
 enum Work {
     Apply(Invalidation),
-    DropUnverified { origin: String, lost: u64 },
+    DropUnverified {
+        origin: String,
+        lost: u64,
+        owned: bool,
+    },
 }
 
 /// Everything the cluster's tasks and the L2 tier share.

@@ -563,10 +563,12 @@ impl Shared {
                 }
                 Ok(Response::Fenced { primary }) => {
                     self.counters.fenced.fetch_add(1, Ordering::Relaxed);
-                    refused.push(format!(
-                        "owner {name} has {} as the key's primary",
-                        primary.as_deref().unwrap_or("no node")
-                    ));
+                    refused.push(match primary {
+                        Some(p) => format!("owner {name} has {p} as the key's primary"),
+                        None => format!(
+                            "owner {name} refused it (it sees no majority of the cluster, or no primary)"
+                        ),
+                    });
                 }
                 // Never reached (its port refuses connections — the process is gone — or
                 // no connection): nothing applied there. The owner is not skipped: the
@@ -613,7 +615,10 @@ impl Shared {
         base: u64,
     ) -> Response {
         let ring = self.ring();
-        if let Err(primary) = decide::admits_replication(&ring, namespace, key, from) {
+        let (members, expected) = (self.member_count(), self.cfg.expected_size as usize);
+        if let Err(primary) =
+            decide::admits_replication(&ring, members, expected, namespace, key, from)
+        {
             self.counters.fenced.fetch_add(1, Ordering::Relaxed);
             return Response::Fenced { primary };
         }
