@@ -424,6 +424,8 @@ fn acl_users_stay_in_their_namespaces_and_permissions() {
         ),
         (&[&b"CLIENT"[..], b"LIST"][..], "client"),
         (&[&b"ACL"[..], b"LIST"][..], "acl"),
+        // Every client's commands and arguments are in it.
+        (&[&b"SLOWLOG"[..], b"GET"][..], "slowlog"),
     ] {
         assert_eq!(
             err_text(&w.cmd(cmd)),

@@ -418,6 +418,8 @@ pub struct Coherence {
     pulls: u64,
     /// Whether this node was cut off from the majority, or stalled, since it last rejoined.
     cut_off: bool,
+    /// Whether this node's view has held a majority since it started.
+    had_quorum: bool,
     #[cfg(feature = "fault-switches")]
     faults: CoherenceFaults,
 }
@@ -438,6 +440,7 @@ impl Coherence {
             stats: CoherenceStats::default(),
             pulls: 0,
             cut_off: false,
+            had_quorum: false,
             #[cfg(feature = "fault-switches")]
             faults: CoherenceFaults::default(),
         }
@@ -800,8 +803,13 @@ impl Coherence {
     /// This node's view of the cluster now holds `members` of its `expected` members: a
     /// view without a majority means this node is cut off from the rest, which may move
     /// its keys to other owners (see [`Coherence::rejoined`]).
+    ///
+    /// A node starting alone (its view of one before it joins) is not cut off: only losing
+    /// a majority it had counts.
     pub fn note_view(&mut self, members: usize, expected: usize) {
-        if !crate::primary::has_quorum(members, expected) {
+        if crate::primary::has_quorum(members, expected) {
+            self.had_quorum = true;
+        } else if self.had_quorum {
             self.cut_off = true;
         }
     }
@@ -1179,6 +1187,8 @@ mod tests {
     fn only_a_node_that_was_cut_off_drops_what_it_owns_at_rejoin() {
         let mut b = Coherence::new("b", 1, CoherenceConfig::default());
         let owned = |o: Output| matches!(o, Output::DropUnverified { owned: true, .. });
+        b.note_view(1, 3);
+        assert!(!owned(b.rejoined()), "alone at start is not cut off");
         b.note_view(2, 3);
         assert!(
             !owned(b.rejoined()),

@@ -254,7 +254,7 @@ pub enum Need {
     Read,
     /// Write access to the selected namespace.
     Write,
-    /// The admin permission (FLUSHALL, CONFIG, CLIENT LIST/KILL, ACL LIST/USERS).
+    /// The admin permission (FLUSHALL, CONFIG, CLIENT LIST/KILL, ACL LIST/USERS, SLOWLOG).
     Admin,
 }
 
@@ -277,7 +277,8 @@ pub fn need(spec: &CommandSpec, args: &[Bytes]) -> Need {
         Cmd::Client if sub("LIST") || sub("KILL") => Need::Admin,
         Cmd::Client => Need::Connection,
         Cmd::Acl if sub("WHOAMI") || sub("CAT") => Need::Connection,
-        Cmd::Acl | Cmd::Flushall | Cmd::Config => Need::Admin,
+        // SLOWLOG shows every client's commands, arguments included.
+        Cmd::Acl | Cmd::Flushall | Cmd::Config | Cmd::Slowlog => Need::Admin,
         // SCRIPT KILL stops every tenant's scripts, SCRIPT FLUSH empties the node's cache.
         Cmd::Script if sub("KILL") || sub("FLUSH") => Need::Admin,
         _ if spec.write => Need::Write,

@@ -90,6 +90,8 @@ pub struct Shared {
     pub scripts: Mutex<crate::commands::scripting::ScriptCache>,
     /// The script engine installed in the cache (for `SCRIPT KILL`).
     pub lua: Arc<crate::commands::scripting::LuaEngine>,
+    /// `SLOWLOG`.
+    pub slowlog: crate::commands::slowlog::SlowLog,
 }
 
 impl std::fmt::Debug for Shared {
@@ -131,6 +133,10 @@ impl Shared {
                 tracing::warn!(error = %e, "cannot open database {i}");
             }
         }
+        let slowlog = crate::commands::slowlog::SlowLog::new(
+            config.server.slowlog_log_slower_than_us,
+            usize::try_from(config.server.slowlog_max_len).unwrap_or(usize::MAX),
+        );
         Self {
             cache,
             requirepass: parking_lot::RwLock::new(config.server.requirepass.clone()),
@@ -154,6 +160,7 @@ impl Shared {
             cursors: Mutex::new(Cursors::default()),
             scripts: Mutex::new(Default::default()),
             lua,
+            slowlog,
         }
     }
 

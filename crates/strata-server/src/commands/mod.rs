@@ -30,6 +30,7 @@ use crate::state::{ClientInfo, Shared};
 mod keyops;
 pub mod multi;
 pub mod scripting;
+pub mod slowlog;
 
 /// The Redis version Strata answers as (INFO, HELLO): the command set it follows.
 pub const REDIS_COMPAT_VERSION: &str = "7.2.0";
@@ -160,6 +161,7 @@ pub enum Cmd {
     Setex,
     Setnx,
     Setrange,
+    Slowlog,
     StrataInvalidatePattern,
     StrataInvalidateTag,
     StrataSet,
@@ -934,6 +936,17 @@ pub static COMMANDS: &[CommandSpec] = &[
         Setrange
     ),
     spec!(
+        "SLOWLOG",
+        -2,
+        false,
+        0,
+        0,
+        0,
+        "server",
+        "The commands slower than slowlog-log-slower-than: GET, LEN, RESET.",
+        Slowlog
+    ),
+    spec!(
         "STRATA.INVALIDATE.PATTERN",
         2,
         true,
@@ -1222,7 +1235,10 @@ pub async fn execute(shared: &Shared, s: &mut Session<'_>, args: &[Bytes]) {
         multi::queue(shared, s, spec, args);
         return;
     }
-    if let Err(msg) = run(shared, s, spec.id, args).await {
+    let started = std::time::Instant::now();
+    let result = run(shared, s, spec.id, args).await;
+    let took = started.elapsed();
+    if let Err(msg) = result {
         shared.metrics.errors[idx].incr();
         s.reply.error(&msg);
     }
@@ -1234,6 +1250,13 @@ pub async fn execute(shared: &Shared, s: &mut Session<'_>, args: &[Bytes]) {
         Cmd::Client | Cmd::Select | Cmd::Hello | Cmd::Reset | Cmd::Auth
     ) {
         s.sync_detail();
+    }
+    // After the name is synced: `CLIENT SETNAME x` is logged under `x`, as Redis logs it.
+    if shared.slowlog.wants(took) {
+        let name = s.info.detail.lock().name.clone().unwrap_or_default();
+        shared
+            .slowlog
+            .record(took, args, s.info.addr.to_string(), name);
     }
 }
 
@@ -1455,6 +1478,7 @@ async fn run(sh: &Shared, s: &mut Session<'_>, id: Cmd, a: &[Bytes]) -> Res<()> 
             s.reply.ok();
         }
         Cmd::Info => info(sh, s, &a[1..]).await,
+        Cmd::Slowlog => slowlog::slowlog(sh, s, a)?,
         Cmd::Config => config(sh, s, a)?,
         Cmd::Client => client(sh, s, a)?,
         Cmd::Command => command(s, a)?,
@@ -2191,6 +2215,11 @@ fn config_values(sh: &Shared) -> Vec<(&'static str, String)> {
         ),
         ("save", String::new()),
         ("appendonly", "no".into()),
+        (
+            "slowlog-log-slower-than",
+            sh.slowlog.slower_than_us().to_string(),
+        ),
+        ("slowlog-max-len", sh.slowlog.max_len().to_string()),
     ]
 }
 
@@ -2243,6 +2272,19 @@ fn config(sh: &Shared, s: &mut Session<'_>, a: &[Bytes]) -> Res<()> {
                     }
                     sh.acl.write().set_requirepass(p.as_deref());
                     *sh.requirepass.write() = p;
+                }
+                "slowlog-log-slower-than" => {
+                    let n = parse_int(v).filter(|n| *n >= -1).ok_or_else(|| {
+                        "ERR CONFIG SET failed (possibly related to argument 'slowlog-log-slower-than') - argument must be between -1 and 9223372036854775807 inclusive".to_string()
+                    })?;
+                    sh.slowlog.set_slower_than_us(n);
+                }
+                "slowlog-max-len" => {
+                    let n = parse_int(v).filter(|n| *n >= 0).ok_or_else(|| {
+                        "ERR CONFIG SET failed (possibly related to argument 'slowlog-max-len') - argument must be between 0 and 9223372036854775807 inclusive".to_string()
+                    })?;
+                    sh.slowlog
+                        .set_max_len(usize::try_from(n).unwrap_or(usize::MAX));
                 }
                 "save" | "appendonly" => {}
                 other => {

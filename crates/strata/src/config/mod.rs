@@ -256,6 +256,13 @@ pub struct ServerConfig {
     /// Longest a Lua script runs before it is stopped with nothing it did applied
     /// (default 5000, as Redis's `lua-time-limit`).
     pub script_time_limit_ms: u64,
+    /// `SLOWLOG` keeps commands that took at least this many microseconds to execute
+    /// (default 10000, as Redis's `slowlog-log-slower-than`; 0 logs every command, -1
+    /// none). `CONFIG SET slowlog-log-slower-than` changes it at run time.
+    pub slowlog_log_slower_than_us: i64,
+    /// How many entries `SLOWLOG` keeps, the oldest dropped first (default 128, as Redis's
+    /// `slowlog-max-len`).
+    pub slowlog_max_len: u32,
 }
 
 impl Default for ServerConfig {
@@ -280,6 +287,8 @@ impl Default for ServerConfig {
             worker_threads: 0,
             shutdown_grace_ms: 5_000,
             script_time_limit_ms: 5_000,
+            slowlog_log_slower_than_us: 10_000,
+            slowlog_max_len: 128,
         }
     }
 }
@@ -858,6 +867,12 @@ impl NodeConfig {
         }
         if srv.max_clients == 0 {
             return Err(invalid("server.max_clients", "must be greater than 0"));
+        }
+        if srv.slowlog_log_slower_than_us < -1 {
+            return Err(invalid(
+                "server.slowlog_log_slower_than_us",
+                "must be -1 (off), 0 (every command) or more",
+            ));
         }
         if srv.max_request_bytes <= self.limits.max_value_bytes {
             return Err(invalid(

@@ -1,0 +1,300 @@
+//! `SLOWLOG`: the commands that took longer than `slowlog-log-slower-than` microseconds to
+//! execute (the time in the command itself, not in reading or writing the connection), the
+//! newest first, at most `slowlog-max-len` of them — as Redis keeps them.
+//!
+//! Each entry holds what Redis's does: an id, the Unix time it was logged, the duration, the
+//! arguments (at most 32: past 31 the last one says how many more there were; each at most
+//! 128 bytes, then how many more bytes there were; `AUTH`'s and `HELLO … AUTH`'s secrets
+//! redacted), the client's address and its name.
+
+use std::collections::VecDeque;
+use std::sync::atomic::{AtomicI64, AtomicU64, AtomicUsize, Ordering};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use bytes::Bytes;
+use parking_lot::Mutex;
+
+use super::{Res, Session, eq_ic, parse_int};
+use crate::state::Shared;
+
+/// Arguments an entry keeps, the last one standing for the rest (Redis's
+/// `SLOWLOG_ENTRY_MAX_ARGC`).
+const MAX_ARGS: usize = 32;
+/// Bytes an argument keeps (Redis's `SLOWLOG_ENTRY_MAX_STRING`).
+const MAX_ARG_BYTES: usize = 128;
+
+/// One logged command.
+#[derive(Debug, Clone)]
+struct Entry {
+    id: u64,
+    unix_secs: u64,
+    micros: u64,
+    args: Vec<Bytes>,
+    addr: String,
+    name: Bytes,
+}
+
+/// The log, with its two settings (changeable with `CONFIG SET`).
+#[derive(Debug)]
+pub struct SlowLog {
+    entries: Mutex<VecDeque<Entry>>,
+    next_id: AtomicU64,
+    /// `slowlog-log-slower-than`, in microseconds: negative turns logging off, 0 logs every
+    /// command.
+    slower_than_us: AtomicI64,
+    /// `slowlog-max-len`.
+    max_len: AtomicUsize,
+}
+
+impl SlowLog {
+    /// An empty log with Redis's settings' meaning.
+    pub fn new(slower_than_us: i64, max_len: usize) -> Self {
+        SlowLog {
+            entries: Mutex::new(VecDeque::new()),
+            next_id: AtomicU64::new(0),
+            slower_than_us: AtomicI64::new(slower_than_us),
+            max_len: AtomicUsize::new(max_len),
+        }
+    }
+
+    /// `slowlog-log-slower-than`.
+    pub fn slower_than_us(&self) -> i64 {
+        self.slower_than_us.load(Ordering::Relaxed)
+    }
+
+    /// `slowlog-max-len`.
+    pub fn max_len(&self) -> usize {
+        self.max_len.load(Ordering::Relaxed)
+    }
+
+    /// `CONFIG SET slowlog-log-slower-than`.
+    pub fn set_slower_than_us(&self, us: i64) {
+        self.slower_than_us.store(us, Ordering::Relaxed);
+    }
+
+    /// `CONFIG SET slowlog-max-len`: a shorter log drops its oldest entries at once.
+    pub fn set_max_len(&self, len: usize) {
+        self.max_len.store(len, Ordering::Relaxed);
+        self.entries.lock().truncate(len);
+    }
+
+    /// Whether a command that took `took` goes into the log: one atomic load when it does
+    /// not, so timing every command costs nothing else.
+    pub fn wants(&self, took: Duration) -> bool {
+        let t = self.slower_than_us();
+        t >= 0 && took.as_micros() >= t as u128
+    }
+
+    /// Logs a command that took `took` (the caller has checked [`SlowLog::wants`]).
+    pub fn record(&self, took: Duration, args: &[Bytes], addr: String, name: Bytes) {
+        let max = self.max_len();
+        if max == 0 {
+            return;
+        }
+        let entry = Entry {
+            id: self.next_id.fetch_add(1, Ordering::Relaxed),
+            unix_secs: SystemTime::now()
+                .duration_since(UNIX_EPOCH)
+                .unwrap_or_default()
+                .as_secs(),
+            micros: took.as_micros() as u64,
+            args: kept_args(args),
+            addr,
+            name,
+        };
+        let mut entries = self.entries.lock();
+        entries.push_front(entry);
+        entries.truncate(max);
+    }
+
+    /// How many entries the log holds.
+    pub fn len(&self) -> usize {
+        self.entries.lock().len()
+    }
+
+    /// Whether the log is empty.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+}
+
+/// What an entry keeps of a command's arguments (see the module documentation).
+fn kept_args(args: &[Bytes]) -> Vec<Bytes> {
+    let redacted = redacted_from(args);
+    let keep = if args.len() > MAX_ARGS {
+        MAX_ARGS - 1
+    } else {
+        args.len()
+    };
+    let mut out: Vec<Bytes> = args[..keep]
+        .iter()
+        .enumerate()
+        .map(|(i, a)| {
+            if redacted.is_some_and(|from| i >= from) {
+                Bytes::from_static(b"(redacted)")
+            } else if a.len() > MAX_ARG_BYTES {
+                let mut v = a[..MAX_ARG_BYTES].to_vec();
+                v.extend_from_slice(
+                    format!("... ({} more bytes)", a.len() - MAX_ARG_BYTES).as_bytes(),
+                );
+                Bytes::from(v)
+            } else {
+                a.clone()
+            }
+        })
+        .collect();
+    if args.len() > MAX_ARGS {
+        out.push(Bytes::from(format!(
+            "... ({} more arguments)",
+            args.len() - keep
+        )));
+    }
+    out
+}
+
+/// From which argument on a command's arguments are secrets: all of `AUTH`'s, and those
+/// after `HELLO`'s `AUTH` (its user name included, as Redis does).
+fn redacted_from(args: &[Bytes]) -> Option<usize> {
+    let name = args.first()?;
+    if eq_ic(name, "AUTH") {
+        return Some(1);
+    }
+    if eq_ic(name, "HELLO") {
+        return args.iter().position(|a| eq_ic(a, "AUTH")).map(|i| i + 1);
+    }
+    None
+}
+
+/// `SLOWLOG GET [count] | LEN | RESET | HELP`.
+pub(super) fn slowlog(sh: &Shared, s: &mut Session<'_>, a: &[Bytes]) -> Res<()> {
+    let sub = &a[1];
+    let log = &sh.slowlog;
+    if eq_ic(sub, "GET") && a.len() <= 3 {
+        let count = match a.get(2) {
+            None => 10,
+            Some(c) => match parse_int(c) {
+                Some(-1) => usize::MAX,
+                Some(n) if n >= 0 => usize::try_from(n).unwrap_or(usize::MAX),
+                _ => return Err("ERR count should be greater than or equal to -1".into()),
+            },
+        };
+        let entries: Vec<Entry> = log.entries.lock().iter().take(count).cloned().collect();
+        s.reply.array(entries.len());
+        for e in entries {
+            s.reply.array(6);
+            s.reply.integer(e.id as i64);
+            s.reply.integer(e.unix_secs as i64);
+            s.reply.integer(e.micros as i64);
+            s.reply.array(e.args.len());
+            for arg in &e.args {
+                s.reply.bulk(arg);
+            }
+            s.reply.bulk(e.addr.as_bytes());
+            s.reply.bulk(&e.name);
+        }
+    } else if (eq_ic(sub, "LEN") || eq_ic(sub, "RESET") || eq_ic(sub, "HELP")) && a.len() != 2 {
+        return Err(format!(
+            "ERR wrong number of arguments for 'slowlog|{}' command",
+            String::from_utf8_lossy(sub).to_ascii_lowercase()
+        ));
+    } else if eq_ic(sub, "LEN") {
+        s.reply.integer(log.len() as i64);
+    } else if eq_ic(sub, "RESET") {
+        log.entries.lock().clear();
+        s.reply.ok();
+    } else if eq_ic(sub, "HELP") {
+        const HELP: &[&str] = &[
+            "SLOWLOG <subcommand> [<arg> [value] [opt] ...]. Subcommands are:",
+            "GET [<count>]",
+            "    Return top <count> entries from the slowlog (default: 10, -1 mean all).",
+            "    Entries are made of:",
+            "    id, timestamp, time in microseconds, arguments array, client IP and port,",
+            "    client name",
+            "LEN",
+            "    Return the length of the slowlog.",
+            "RESET",
+            "    Reset the slowlog.",
+            "HELP",
+            "    Prints this help.",
+        ];
+        s.reply.array(HELP.len());
+        for line in HELP {
+            s.reply.simple(line);
+        }
+    } else if eq_ic(sub, "GET") {
+        return Err(format!(
+            "ERR unknown subcommand or wrong number of arguments for '{}'. Try SLOWLOG HELP.",
+            String::from_utf8_lossy(sub)
+        ));
+    } else {
+        return Err(format!(
+            "ERR unknown subcommand '{}'. Try SLOWLOG HELP.",
+            String::from_utf8_lossy(&sub[..sub.len().min(128)])
+        ));
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn args(v: &[&str]) -> Vec<Bytes> {
+        v.iter()
+            .map(|a| Bytes::copy_from_slice(a.as_bytes()))
+            .collect()
+    }
+
+    #[test]
+    fn long_commands_and_arguments_are_cut_as_redis_cuts_them() {
+        let mut many = vec!["exists".to_owned()];
+        many.extend((1..=34).map(|i| format!("a{i}")));
+        let many: Vec<&str> = many.iter().map(String::as_str).collect();
+        let kept = kept_args(&args(&many));
+        assert_eq!(kept.len(), 32);
+        assert_eq!(kept[30], "a30");
+        assert_eq!(kept[31], "... (4 more arguments)");
+        let long = "x".repeat(200);
+        let kept = kept_args(&args(&["set", "k", &long]));
+        assert_eq!(kept[2].len(), 128 + "... (72 more bytes)".len());
+        assert!(kept[2].ends_with(b"... (72 more bytes)"));
+        assert_eq!(kept_args(&args(&["get", "k"])), args(&["get", "k"]));
+    }
+
+    #[test]
+    fn secrets_are_redacted() {
+        assert_eq!(
+            kept_args(&args(&["auth", "u", "p"])),
+            args(&["auth", "(redacted)", "(redacted)"])
+        );
+        assert_eq!(
+            kept_args(&args(&["HELLO", "3", "AUTH", "u", "p"])),
+            args(&["HELLO", "3", "AUTH", "(redacted)", "(redacted)"])
+        );
+        assert_eq!(kept_args(&args(&["hello", "3"])), args(&["hello", "3"]));
+    }
+
+    #[test]
+    fn the_log_keeps_the_newest_up_to_its_length() {
+        let log = SlowLog::new(0, 3);
+        assert!(log.wants(Duration::ZERO));
+        for i in 0..5 {
+            log.record(
+                Duration::from_micros(i),
+                &args(&["get", &i.to_string()]),
+                "127.0.0.1:1".into(),
+                Bytes::new(),
+            );
+        }
+        assert_eq!(log.len(), 3);
+        let ids: Vec<u64> = log.entries.lock().iter().map(|e| e.id).collect();
+        assert_eq!(ids, [4, 3, 2]);
+        log.set_max_len(1);
+        assert_eq!(log.len(), 1);
+        log.set_slower_than_us(-1);
+        assert!(!log.wants(Duration::from_secs(10)), "negative turns it off");
+        log.set_slower_than_us(100);
+        assert!(!log.wants(Duration::from_micros(99)));
+        assert!(log.wants(Duration::from_micros(100)));
+    }
+}
