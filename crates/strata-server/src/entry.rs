@@ -78,6 +78,39 @@ enum Command {
         #[command(flatten)]
         target: AdminArgs,
     },
+    /// Copy the string keys of a live Redis (SCAN with MATCH, keeping TTLs) into a running
+    /// node's namespace, at a bounded rate; with --cursor-file, an interrupted import
+    /// resumes where it stopped.
+    Import {
+        /// The source, as a Redis URL (redis://[user:password@]host:port[/db]).
+        #[arg(long)]
+        from: String,
+        /// The Strata node's RESP address, as a Redis URL.
+        #[arg(long, default_value = "redis://127.0.0.1:6380")]
+        to: String,
+        /// The namespace to write into (database N is dbN).
+        #[arg(long, default_value = "db0")]
+        namespace: String,
+        /// Only keys matching this Redis glob.
+        #[arg(long = "match", default_value = "*")]
+        pattern: String,
+        /// Keys asked per SCAN call.
+        #[arg(long, default_value_t = 1000)]
+        batch: usize,
+        /// Keys copied per second at most (0: no limit).
+        #[arg(long, default_value_t = 0)]
+        rate: u64,
+        /// The resume state: read at start (an unfinished import goes on from its cursor),
+        /// rewritten after every batch.
+        #[arg(long)]
+        cursor_file: Option<PathBuf>,
+        /// Leave keys the node already holds as they are (SET NX).
+        #[arg(long)]
+        keep_existing: bool,
+        /// No progress line on stderr.
+        #[arg(long)]
+        quiet: bool,
+    },
     /// Configuration tools.
     Config {
         #[command(subcommand)]
@@ -196,6 +229,35 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             cfg.validate()?;
             let rt = runtime(cfg.server.worker_threads)?;
             rt.block_on(crate::serve(cfg))?;
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Import {
+            from,
+            to,
+            namespace,
+            pattern,
+            batch,
+            rate,
+            cursor_file,
+            keep_existing,
+            quiet,
+        } => {
+            let opts = crate::import::ImportOptions {
+                from,
+                to,
+                namespace,
+                pattern,
+                batch,
+                rate,
+                cursor_file,
+                keep_existing,
+                progress: !quiet,
+            };
+            let s = crate::import::import(&opts)?;
+            println!(
+                "imported {} keys into {:?} ({} with a TTL); scanned {}, gone before they were read {}, kept or refused by the node {}",
+                s.copied, opts.namespace, s.with_ttl, s.scanned, s.gone, s.kept
+            );
             Ok(ExitCode::SUCCESS)
         }
         Command::Status { target } => show(target, "/status"),

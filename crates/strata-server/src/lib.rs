@@ -14,6 +14,7 @@ pub mod cli;
 pub mod commands;
 pub mod conn;
 pub mod entry;
+pub mod import;
 pub mod metrics;
 pub mod state;
 pub mod tls;

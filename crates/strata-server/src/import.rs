@@ -1,0 +1,244 @@
+//! `strata import`: copies the string keys of a live Redis (or of any server speaking RESP)
+//! into a running Strata node, by `SCAN` with `MATCH`, keeping each key's remaining TTL,
+//! into a chosen namespace, at a bounded rate, with a progress line, a summary, and a cursor
+//! file that lets an interrupted import resume where it stopped.
+//!
+//! `SCAN` returns every key present for the whole scan at least once, from any cursor it
+//! handed out, so resuming from the last cursor written loses nothing; a key may be copied
+//! twice (the second `SET` writes the same value). A key that disappears between `SCAN` and
+//! `GET` is skipped; keys of other types are not scanned (`SCAN … TYPE string`).
+
+use std::io::Write as _;
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, bail};
+use redis::{Value, cmd};
+use serde::{Deserialize, Serialize};
+
+/// What to copy, from where, to where.
+#[derive(Debug, Clone)]
+pub struct ImportOptions {
+    /// The source, as a Redis URL (`redis://[user:password@]host:port[/db]`).
+    pub from: String,
+    /// The Strata node's RESP address, as a Redis URL.
+    pub to: String,
+    /// The namespace written into (`SELECT name`; database N is `dbN`).
+    pub namespace: String,
+    /// Only keys matching this Redis glob.
+    pub pattern: String,
+    /// Keys asked per `SCAN` call (a hint to the source).
+    pub batch: usize,
+    /// Keys copied per second at most (0: no limit).
+    pub rate: u64,
+    /// Where the resume state is kept (none: an interrupted import starts over).
+    pub cursor_file: Option<PathBuf>,
+    /// Keep keys the target already holds (`SET … NX`).
+    pub keep_existing: bool,
+    /// Print a progress line to stderr every second.
+    pub progress: bool,
+}
+
+/// What an import did; also the content of the cursor file.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ImportState {
+    /// The source the state belongs to (an import from elsewhere does not resume it).
+    pub from: String,
+    /// The pattern it belongs to.
+    pub pattern: String,
+    /// The `SCAN` cursor to go on from ("0" with `done`: finished).
+    pub cursor: String,
+    /// Whether the scan went all the way round.
+    pub done: bool,
+    /// Keys the scan returned.
+    pub scanned: u64,
+    /// Keys written to the target.
+    pub copied: u64,
+    /// Keys gone (or expired) between the scan and the read.
+    pub gone: u64,
+    /// Keys the target kept (with `keep_existing`, it already held them) or refused.
+    pub kept: u64,
+    /// Of the keys sent to the target, those with a TTL.
+    pub with_ttl: u64,
+}
+
+fn load_state(path: &Path) -> anyhow::Result<Option<ImportState>> {
+    match std::fs::read(path) {
+        Ok(bytes) => Ok(Some(serde_json::from_slice(&bytes).with_context(|| {
+            format!("{} is not an import cursor file", path.display())
+        })?)),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
+        Err(e) => Err(e).with_context(|| format!("reading {}", path.display())),
+    }
+}
+
+/// Writes the state beside the file and renames it over: a crash leaves the old state or the
+/// new one, never half of either.
+fn save_state(path: &Path, state: &ImportState) -> anyhow::Result<()> {
+    let tmp = path.with_extension("tmp");
+    std::fs::write(&tmp, serde_json::to_vec_pretty(state)?)
+        .with_context(|| format!("writing {}", tmp.display()))?;
+    std::fs::rename(&tmp, path).with_context(|| format!("renaming onto {}", path.display()))?;
+    Ok(())
+}
+
+fn connect(url: &str, what: &str) -> anyhow::Result<redis::Connection> {
+    let client = redis::Client::open(url).with_context(|| format!("{what} URL {url:?}"))?;
+    let c = client
+        .get_connection_with_timeout(Duration::from_secs(5))
+        .with_context(|| format!("connecting to the {what}"))?;
+    c.set_read_timeout(Some(Duration::from_secs(30)))?;
+    c.set_write_timeout(Some(Duration::from_secs(30)))?;
+    Ok(c)
+}
+
+/// Runs the import; returns what it did (also left in the cursor file when one is given).
+pub fn import(opts: &ImportOptions) -> anyhow::Result<ImportState> {
+    let mut state = ImportState {
+        from: opts.from.clone(),
+        pattern: opts.pattern.clone(),
+        cursor: "0".into(),
+        ..ImportState::default()
+    };
+    if let Some(path) = &opts.cursor_file
+        && let Some(saved) = load_state(path)?
+    {
+        if saved.from != opts.from || saved.pattern != opts.pattern {
+            bail!(
+                "{} belongs to an import of {:?} from {}; remove it or choose another --cursor-file",
+                path.display(),
+                saved.pattern,
+                saved.from
+            );
+        }
+        if saved.done {
+            eprintln!(
+                "{}: this import already finished ({} keys copied); remove the file to import again",
+                path.display(),
+                saved.copied
+            );
+            return Ok(saved);
+        }
+        state = saved;
+    }
+    let mut src = connect(&opts.from, "source")?;
+    let mut dst = connect(&opts.to, "target")?;
+    let _: () = cmd("SELECT")
+        .arg(&opts.namespace)
+        .query(&mut dst)
+        .with_context(|| format!("selecting namespace {:?} on the target", opts.namespace))?;
+    let started = Instant::now();
+    let copied_before = state.copied;
+    let mut last_progress = Instant::now();
+    loop {
+        let (next, keys): (String, Vec<Vec<u8>>) = cmd("SCAN")
+            .arg(&state.cursor)
+            .arg("MATCH")
+            .arg(&opts.pattern)
+            .arg("COUNT")
+            .arg(opts.batch.max(1))
+            .arg("TYPE")
+            .arg("string")
+            .query(&mut src)
+            .context("SCAN on the source")?;
+        state.scanned += keys.len() as u64;
+        if !keys.is_empty() {
+            copy_batch(&mut src, &mut dst, &keys, opts.keep_existing, &mut state)?;
+        }
+        state.cursor = next;
+        state.done = state.cursor == "0";
+        if let Some(path) = &opts.cursor_file {
+            save_state(path, &state)?;
+        }
+        if opts.progress && (last_progress.elapsed() >= Duration::from_secs(1) || state.done) {
+            last_progress = Instant::now();
+            let secs = started.elapsed().as_secs_f64().max(1e-3);
+            eprint!(
+                "\rscanned {}  copied {}  gone {}  kept {}  {:.0} keys/s   ",
+                state.scanned,
+                state.copied,
+                state.gone,
+                state.kept,
+                (state.copied - copied_before) as f64 / secs
+            );
+            let _ = std::io::stderr().flush();
+        }
+        if state.done {
+            if opts.progress {
+                eprintln!();
+            }
+            return Ok(state);
+        }
+        if opts.rate > 0 {
+            // Ahead of the rate: wait until the keys copied so far are due.
+            let due =
+                Duration::from_secs_f64((state.copied - copied_before) as f64 / opts.rate as f64);
+            if let Some(wait) = due.checked_sub(started.elapsed()) {
+                std::thread::sleep(wait);
+            }
+        }
+    }
+}
+
+/// Reads `keys` (value and remaining TTL, one pipeline) and writes them (one pipeline). A
+/// key the source cannot read as a string (its type changed since the scan) counts as gone;
+/// a key the target refuses (too large for it, say) is named on stderr and counted as kept.
+fn copy_batch(
+    src: &mut redis::Connection,
+    dst: &mut redis::Connection,
+    keys: &[Vec<u8>],
+    keep_existing: bool,
+    state: &mut ImportState,
+) -> anyhow::Result<()> {
+    let mut read = redis::pipe();
+    read.ignore_errors();
+    for k in keys {
+        read.cmd("GET").arg(k).cmd("PTTL").arg(k);
+    }
+    let answers: Vec<redis::RedisResult<Value>> =
+        read.query(src).context("reading keys from the source")?;
+    let mut write = redis::pipe();
+    write.ignore_errors();
+    let mut sent: Vec<&[u8]> = Vec::new();
+    for (k, pair) in keys.iter().zip(answers.chunks(2)) {
+        let (Ok(Value::BulkString(v)), Ok(Value::Int(pttl))) = (&pair[0], &pair[1]) else {
+            state.gone += 1;
+            continue;
+        };
+        // -1: no TTL; -2: gone since the GET; 0 or less otherwise: expiring now.
+        if *pttl == -2 || (*pttl != -1 && *pttl <= 0) {
+            state.gone += 1;
+            continue;
+        }
+        let c = write.cmd("SET").arg(k).arg(v.as_slice());
+        if *pttl > 0 {
+            c.arg("PX").arg(*pttl);
+            state.with_ttl += 1;
+        }
+        if keep_existing {
+            c.arg("NX");
+        }
+        sent.push(k);
+    }
+    if sent.is_empty() {
+        return Ok(());
+    }
+    let replies: Vec<redis::RedisResult<Value>> =
+        write.query(dst).context("writing keys to the target")?;
+    for (k, r) in sent.into_iter().zip(replies) {
+        match r {
+            Ok(Value::Okay) => state.copied += 1,
+            Ok(Value::SimpleString(s)) if s == "OK" => state.copied += 1,
+            Ok(_) => state.kept += 1,
+            Err(e) if e.code().is_some() => {
+                eprintln!(
+                    "\rkey {:?} not copied: {e}",
+                    String::from_utf8_lossy(&k[..k.len().min(128)])
+                );
+                state.kept += 1;
+            }
+            Err(e) => return Err(e).context("writing keys to the target"),
+        }
+    }
+    Ok(())
+}

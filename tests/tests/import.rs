@@ -1,0 +1,266 @@
+//! `strata import` from a real redis-server holding 100,000 keys into a real `strata serve`:
+//! every matched string key arrives with its value and its TTL (±1 s), nothing else does; an
+//! import killed midway resumes from its cursor file instead of starting over; a finished
+//! one is not repeated; bad input is a clear error.
+#![allow(clippy::unwrap_used)]
+
+#[path = "../../crates/strata-redis/tests/common/mod.rs"]
+mod redis_common;
+
+use std::process::{Command, Output, Stdio};
+use std::time::Duration;
+
+use redis::{Value, cmd};
+use redis_common::RedisServer;
+use strata_tests::{Server, strata_bin};
+
+const MATCHED: usize = 60_000;
+const OTHERS: usize = 30_000;
+const HASHES: usize = 10_000;
+
+/// 60,000 `app:N` strings (a third with a TTL of 1000–2000 s), 30,000 `other:N` strings and
+/// 10,000 `app:hN` hashes.
+fn populate(c: &mut redis::Connection) {
+    for chunk in (0..MATCHED).collect::<Vec<_>>().chunks(5_000) {
+        let mut p = redis::pipe();
+        for &i in chunk {
+            let c = p
+                .cmd("SET")
+                .arg(format!("app:{i}"))
+                .arg(format!("value-{i}"));
+            if i % 3 == 0 {
+                c.arg("EX").arg(1_000 + i % 1_000);
+            }
+            p.ignore();
+        }
+        p.query::<()>(c).unwrap();
+    }
+    let mut p = redis::pipe();
+    for i in 0..OTHERS {
+        p.cmd("SET").arg(format!("other:{i}")).arg("x").ignore();
+    }
+    for i in 0..HASHES {
+        p.cmd("HSET")
+            .arg(format!("app:h{i}"))
+            .arg("f")
+            .arg("v")
+            .ignore();
+    }
+    p.query::<()>(c).unwrap();
+}
+
+fn import(args: &[&str]) -> Output {
+    Command::new(strata_bin())
+        .arg("import")
+        .args(args)
+        .output()
+        .unwrap()
+}
+
+fn connect_ns(srv: &Server, ns: &str) -> redis::Connection {
+    let mut c = srv.redis();
+    let _: () = cmd("SELECT").arg(ns).query(&mut c).unwrap();
+    c
+}
+
+fn state(path: &std::path::Path) -> serde_json::Value {
+    serde_json::from_slice(&std::fs::read(path).unwrap()).unwrap()
+}
+
+/// Every `app:N` of the source is in `ns` with its value and a TTL within 1 s of the
+/// source's; no `other:N` and no `app:hN` is.
+fn check_copy(src: &mut redis::Connection, dst: &mut redis::Connection) {
+    let n: i64 = cmd("DBSIZE").query(dst).unwrap();
+    assert_eq!(n, MATCHED as i64, "keys in the target namespace");
+    let mut worst = 0i64;
+    for chunk in (0..MATCHED).collect::<Vec<_>>().chunks(5_000) {
+        let mut p = redis::pipe();
+        for &i in chunk {
+            p.cmd("GET").arg(format!("app:{i}"));
+            p.cmd("PTTL").arg(format!("app:{i}"));
+        }
+        let theirs: Vec<Value> = p.query(src).unwrap();
+        let ours: Vec<Value> = p.query(dst).unwrap();
+        for (j, &i) in chunk.iter().enumerate() {
+            assert_eq!(
+                ours[2 * j],
+                theirs[2 * j],
+                "the value of app:{i} (source first)"
+            );
+            let (Value::Int(t), Value::Int(o)) = (&theirs[2 * j + 1], &ours[2 * j + 1]) else {
+                panic!(
+                    "PTTL of app:{i}: {:?} {:?}",
+                    theirs[2 * j + 1],
+                    ours[2 * j + 1]
+                )
+            };
+            if i % 3 == 0 {
+                assert!(*t > 0 && *o > 0, "app:{i} keeps a TTL: {t} {o}");
+                worst = worst.max((t - o).abs());
+            } else {
+                assert_eq!((*t, *o), (-1, -1), "app:{i} has no TTL");
+            }
+        }
+    }
+    assert!(worst <= 1_000, "a TTL moved by {worst} ms");
+    let mut p = redis::pipe();
+    for i in 0..OTHERS {
+        p.cmd("EXISTS").arg(format!("other:{i}"));
+    }
+    for i in 0..HASHES {
+        p.cmd("EXISTS").arg(format!("app:h{i}"));
+    }
+    let there: Vec<i64> = p.query(dst).unwrap();
+    assert_eq!(
+        there.iter().sum::<i64>(),
+        0,
+        "unmatched keys and hashes were copied"
+    );
+}
+
+#[test]
+fn an_import_copies_what_matches_with_its_ttl_and_resumes_after_kill_9() {
+    let redis = RedisServer::start();
+    let from = format!("redis://{}", redis.address());
+    let mut src = redis::Client::open(from.as_str())
+        .unwrap()
+        .get_connection()
+        .unwrap();
+    populate(&mut src);
+    let srv = Server::start("");
+    let dir = tempfile::tempdir().unwrap();
+
+    // One go.
+    let cursor = dir.path().join("whole.json");
+    let out = import(&[
+        "--from",
+        &from,
+        "--to",
+        &srv.url(),
+        "--namespace",
+        "imported",
+        "--match",
+        "app:*",
+        "--cursor-file",
+        cursor.to_str().unwrap(),
+    ]);
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{stdout}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(
+        stdout.contains(&format!(
+            "imported {MATCHED} keys into \"imported\" (20000 with a TTL)"
+        )),
+        "{stdout}"
+    );
+    check_copy(&mut src, &mut connect_ns(&srv, "imported"));
+    let s = state(&cursor);
+    assert_eq!(s["done"], true);
+    // Done means done: running it again copies nothing.
+    let again = import(&[
+        "--from",
+        &from,
+        "--to",
+        &srv.url(),
+        "--namespace",
+        "imported",
+        "--match",
+        "app:*",
+        "--cursor-file",
+        cursor.to_str().unwrap(),
+    ]);
+    assert!(again.status.success());
+    assert!(String::from_utf8_lossy(&again.stderr).contains("already finished"));
+
+    // Killed midway (a slow rate so that it is), then resumed.
+    let cursor = dir.path().join("resumed.json");
+    let args = [
+        "--from",
+        &from,
+        "--to",
+        &srv.url(),
+        "--namespace",
+        "resumed",
+        "--match",
+        "app:*",
+        "--cursor-file",
+        cursor.to_str().unwrap(),
+        "--quiet",
+    ];
+    let mut slow = Command::new(strata_bin())
+        .arg("import")
+        .args(args)
+        .args(["--rate", "10000"])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    for _ in 0..200 {
+        std::thread::sleep(Duration::from_millis(50));
+        if cursor.exists() && state(&cursor)["copied"].as_u64().unwrap() >= 10_000 {
+            break;
+        }
+    }
+    slow.kill().unwrap();
+    slow.wait().unwrap();
+    let first = state(&cursor);
+    let copied = first["copied"].as_u64().unwrap();
+    let scanned = first["scanned"].as_u64().unwrap();
+    assert_eq!(first["done"], false, "killed before the end: {first}");
+    assert!(copied > 0 && copied < MATCHED as u64, "{first}");
+    let partial: i64 = cmd("DBSIZE")
+        .query(&mut connect_ns(&srv, "resumed"))
+        .unwrap();
+    assert!(
+        partial >= copied as i64,
+        "{partial} keys, {copied} recorded"
+    );
+    let out = import(&args);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let last = state(&cursor);
+    assert_eq!(last["done"], true);
+    // Resumed, not started over: the scans together saw each key about once.
+    assert!(
+        last["scanned"].as_u64().unwrap() < MATCHED as u64 + scanned / 2,
+        "first run {first}, in all {last}"
+    );
+    check_copy(&mut src, &mut connect_ns(&srv, "resumed"));
+
+    // Bad input: a cursor file of another import, an unreachable source.
+    let other = import(&[
+        "--from",
+        &from,
+        "--to",
+        &srv.url(),
+        "--match",
+        "other:*",
+        "--cursor-file",
+        cursor.to_str().unwrap(),
+    ]);
+    assert!(!other.status.success());
+    assert!(
+        String::from_utf8_lossy(&other.stderr).contains("belongs to an import of \"app:*\""),
+        "{}",
+        String::from_utf8_lossy(&other.stderr)
+    );
+    let port = strata_tests::free_port();
+    let down = import(&[
+        "--from",
+        &format!("redis://127.0.0.1:{port}"),
+        "--to",
+        &srv.url(),
+    ]);
+    assert!(!down.status.success());
+    assert!(
+        String::from_utf8_lossy(&down.stderr).contains("connecting to the source"),
+        "{}",
+        String::from_utf8_lossy(&down.stderr)
+    );
+}
