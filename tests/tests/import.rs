@@ -264,3 +264,55 @@ fn an_import_copies_what_matches_with_its_ttl_and_resumes_after_kill_9() {
         String::from_utf8_lossy(&down.stderr)
     );
 }
+
+/// Values larger than one round of the import (64 MiB) arrive whole, in several rounds; a
+/// value the node refuses (over `limits.max_value_bytes`, 16 MiB here) is named and counted,
+/// and the import goes on.
+#[test]
+fn large_values_go_in_rounds_and_a_refused_one_is_named() {
+    let redis = RedisServer::start();
+    let from = format!("redis://{}", redis.address());
+    let mut src = redis::Client::open(from.as_str())
+        .unwrap()
+        .get_connection()
+        .unwrap();
+    let big = |i: usize| vec![b'a' + i as u8; 9 << 20];
+    for i in 0..8 {
+        let _: () = cmd("SET")
+            .arg(format!("big:{i}"))
+            .arg(big(i))
+            .query(&mut src)
+            .unwrap();
+    }
+    let _: () = cmd("SET")
+        .arg("big:huge")
+        .arg(vec![b'z'; 20 << 20])
+        .query(&mut src)
+        .unwrap();
+    let srv = Server::start("");
+    let out = import(&[
+        "--from",
+        &from,
+        "--to",
+        &srv.url(),
+        "--namespace",
+        "big",
+        "--match",
+        "big:*",
+    ]);
+    let (stdout, stderr) = (
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr),
+    );
+    assert!(out.status.success(), "{stdout}{stderr}");
+    assert!(stdout.contains("imported 8 keys"), "{stdout}");
+    assert!(stdout.contains("kept or refused by the node 1"), "{stdout}");
+    assert!(stderr.contains("key \"big:huge\" not copied"), "{stderr}");
+    let mut dst = connect_ns(&srv, "big");
+    for i in 0..8 {
+        let v: Vec<u8> = cmd("GET").arg(format!("big:{i}")).query(&mut dst).unwrap();
+        assert!(v == big(i), "big:{i} arrived whole");
+    }
+    let huge: Option<Vec<u8>> = cmd("GET").arg("big:huge").query(&mut dst).unwrap();
+    assert!(huge.is_none());
+}

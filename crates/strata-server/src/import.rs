@@ -42,7 +42,8 @@ pub struct ImportOptions {
 /// What an import did; also the content of the cursor file.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ImportState {
-    /// The source the state belongs to (an import from elsewhere does not resume it).
+    /// The source the state belongs to, its URL without user name or password (an import
+    /// from elsewhere does not resume it).
     pub from: String,
     /// The pattern it belongs to.
     pub pattern: String,
@@ -82,11 +83,24 @@ fn save_state(path: &Path, state: &ImportState) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// `url` without its user name and password: what the cursor file keeps and messages show.
+fn without_credentials(url: &str) -> String {
+    match url.split_once("://") {
+        Some((scheme, rest)) => match rest.rsplit_once('@') {
+            Some((_, host)) => format!("{scheme}://{host}"),
+            None => url.to_owned(),
+        },
+        None => url.to_owned(),
+    }
+}
+
 fn connect(url: &str, what: &str) -> anyhow::Result<redis::Connection> {
-    let client = redis::Client::open(url).with_context(|| format!("{what} URL {url:?}"))?;
+    let shown = without_credentials(url);
+    let client =
+        redis::Client::open(url).with_context(|| format!("{what} URL {shown:?} is not valid"))?;
     let c = client
         .get_connection_with_timeout(Duration::from_secs(5))
-        .with_context(|| format!("connecting to the {what}"))?;
+        .with_context(|| format!("connecting to the {what} {shown}"))?;
     c.set_read_timeout(Some(Duration::from_secs(30)))?;
     c.set_write_timeout(Some(Duration::from_secs(30)))?;
     Ok(c)
@@ -94,8 +108,9 @@ fn connect(url: &str, what: &str) -> anyhow::Result<redis::Connection> {
 
 /// Runs the import; returns what it did (also left in the cursor file when one is given).
 pub fn import(opts: &ImportOptions) -> anyhow::Result<ImportState> {
+    let source = without_credentials(&opts.from);
     let mut state = ImportState {
-        from: opts.from.clone(),
+        from: source.clone(),
         pattern: opts.pattern.clone(),
         cursor: "0".into(),
         ..ImportState::default()
@@ -103,7 +118,7 @@ pub fn import(opts: &ImportOptions) -> anyhow::Result<ImportState> {
     if let Some(path) = &opts.cursor_file
         && let Some(saved) = load_state(path)?
     {
-        if saved.from != opts.from || saved.pattern != opts.pattern {
+        if saved.from != source || saved.pattern != opts.pattern {
             bail!(
                 "{} belongs to an import of {:?} from {}; remove it or choose another --cursor-file",
                 path.display(),
@@ -180,9 +195,15 @@ pub fn import(opts: &ImportOptions) -> anyhow::Result<ImportState> {
     }
 }
 
-/// Reads `keys` (value and remaining TTL, one pipeline) and writes them (one pipeline). A
-/// key the source cannot read as a string (its type changed since the scan) counts as gone;
-/// a key the target refuses (too large for it, say) is named on stderr and counted as kept.
+/// Bytes of values one read-and-write round holds at most: a batch of large values is read
+/// and written in several rounds (a key larger than this alone in one), so the import's
+/// memory stays near this whatever the source holds.
+const MAX_ROUND_BYTES: u64 = 64 << 20;
+
+/// Copies `keys`: their lengths and remaining TTLs in one pipeline, then the values in
+/// rounds of at most [`MAX_ROUND_BYTES`], each read in one pipeline and written in one. A key
+/// the source cannot read as a string (its type changed since the scan) counts as gone; a
+/// key the target refuses (too large for it, say) is named on stderr and counted as kept.
 fn copy_batch(
     src: &mut redis::Connection,
     dst: &mut redis::Connection,
@@ -190,27 +211,65 @@ fn copy_batch(
     keep_existing: bool,
     state: &mut ImportState,
 ) -> anyhow::Result<()> {
-    let mut read = redis::pipe();
-    read.ignore_errors();
+    let mut sizes = redis::pipe();
+    sizes.ignore_errors();
     for k in keys {
-        read.cmd("GET").arg(k).cmd("PTTL").arg(k);
+        sizes.cmd("STRLEN").arg(k).cmd("PTTL").arg(k);
     }
-    let answers: Vec<redis::RedisResult<Value>> =
-        read.query(src).context("reading keys from the source")?;
-    let mut write = redis::pipe();
-    write.ignore_errors();
-    let mut sent: Vec<&[u8]> = Vec::new();
+    let answers: Vec<redis::RedisResult<Value>> = sizes
+        .query(src)
+        .context("reading key sizes from the source")?;
+    let mut round: Vec<(&[u8], i64)> = Vec::new();
+    let mut round_bytes = 0u64;
     for (k, pair) in keys.iter().zip(answers.chunks(2)) {
-        let (Ok(Value::BulkString(v)), Ok(Value::Int(pttl))) = (&pair[0], &pair[1]) else {
+        let (Ok(Value::Int(len)), Ok(Value::Int(pttl))) = (&pair[0], &pair[1]) else {
             state.gone += 1;
             continue;
         };
-        // -1: no TTL; -2: gone since the GET; 0 or less otherwise: expiring now.
+        // -1: no TTL; -2: gone; 0 or less otherwise: expiring now.
         if *pttl == -2 || (*pttl != -1 && *pttl <= 0) {
             state.gone += 1;
             continue;
         }
-        let c = write.cmd("SET").arg(k).arg(v.as_slice());
+        let len = u64::try_from(*len).unwrap_or(0);
+        if !round.is_empty() && round_bytes + len > MAX_ROUND_BYTES {
+            copy_round(src, dst, &round, keep_existing, state)?;
+            round.clear();
+            round_bytes = 0;
+        }
+        round.push((k, *pttl));
+        round_bytes += len;
+    }
+    if !round.is_empty() {
+        copy_round(src, dst, &round, keep_existing, state)?;
+    }
+    Ok(())
+}
+
+/// Reads the values of `keys` (with the TTLs read before) and writes them.
+fn copy_round(
+    src: &mut redis::Connection,
+    dst: &mut redis::Connection,
+    keys: &[(&[u8], i64)],
+    keep_existing: bool,
+    state: &mut ImportState,
+) -> anyhow::Result<()> {
+    let mut read = redis::pipe();
+    read.ignore_errors();
+    for (k, _) in keys {
+        read.cmd("GET").arg(*k);
+    }
+    let values: Vec<redis::RedisResult<Value>> =
+        read.query(src).context("reading keys from the source")?;
+    let mut write = redis::pipe();
+    write.ignore_errors();
+    let mut sent: Vec<&[u8]> = Vec::new();
+    for ((k, pttl), v) in keys.iter().zip(&values) {
+        let Ok(Value::BulkString(v)) = v else {
+            state.gone += 1;
+            continue;
+        };
+        let c = write.cmd("SET").arg(*k).arg(v.as_slice());
         if *pttl > 0 {
             c.arg("PX").arg(*pttl);
             state.with_ttl += 1;
@@ -220,6 +279,7 @@ fn copy_batch(
         }
         sent.push(k);
     }
+    drop(values);
     if sent.is_empty() {
         return Ok(());
     }
@@ -241,4 +301,25 @@ fn copy_batch(
         }
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn credentials_never_leave_the_url() {
+        assert_eq!(
+            without_credentials("redis://user:p%40ss@10.0.0.5:6379/2"),
+            "redis://10.0.0.5:6379/2"
+        );
+        assert_eq!(
+            without_credentials("rediss://:secret@host:6380"),
+            "rediss://host:6380"
+        );
+        assert_eq!(
+            without_credentials("redis://host:6379"),
+            "redis://host:6379"
+        );
+    }
 }
