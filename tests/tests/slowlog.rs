@@ -111,6 +111,8 @@ fn sequence(url: &str) -> Seen {
         .arg("nobody")
         .arg("secret")
         .query::<Value>(&mut c);
+    // CONFIG SET requirepass's value is redacted (set to what it was: none).
+    ok(&mut c, &["CONFIG", "SET", "requirepass", ""]);
     ok(&mut c, &["GET", "{s}k"]);
     let logged = entries(&mut c, "-1", port);
 
@@ -127,6 +129,7 @@ fn sequence(url: &str) -> Seen {
         &["SLOWLOG"],
         &["CONFIG", "SET", "slowlog-max-len", "-1"],
         &["CONFIG", "SET", "slowlog-log-slower-than", "-2"],
+        &["CONFIG", "SET", "slowlog-max-len", "abc"],
     ] {
         let mut k = cmd(args[0]);
         for a in &args[1..] {
@@ -189,8 +192,12 @@ fn slowlog_logs_and_answers_as_redis_does() {
     let want = sequence(&format!("redis://{}", redis.address()));
     let got = sequence(&srv.url());
     // The oracle first: the test checks what it thinks Redis does.
-    assert_eq!(want.logged.len(), 7, "{:#?}", want.logged);
-    assert_eq!(want.logged[1].args[3], "(redacted)");
+    assert_eq!(want.logged.len(), 8, "{:#?}", want.logged);
+    assert_eq!(
+        want.logged[1].args[3], "(redacted)",
+        "CONFIG SET requirepass"
+    );
+    assert_eq!(want.logged[2].args[3], "(redacted)", "HELLO AUTH");
     assert!(want.logged.iter().all(|e| e.addr_is_the_client));
     for (i, (w, g)) in want.logged.iter().zip(&got.logged).enumerate() {
         assert_eq!(w, g, "entry {i}");

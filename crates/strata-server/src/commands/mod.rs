@@ -2223,6 +2223,19 @@ fn config_values(sh: &Shared) -> Vec<(&'static str, String)> {
     ]
 }
 
+/// A `CONFIG SET` integer of at least `min`, with Redis's two refusals.
+fn config_int(v: &[u8], min: i64, name: &str) -> Res<i64> {
+    match parse_int(v) {
+        Some(n) if n >= min => Ok(n),
+        Some(_) => Err(format!(
+            "ERR CONFIG SET failed (possibly related to argument '{name}') - argument must be between {min} and 9223372036854775807 inclusive"
+        )),
+        None => Err(format!(
+            "ERR CONFIG SET failed (possibly related to argument '{name}') - argument couldn't be parsed into an integer"
+        )),
+    }
+}
+
 fn config(sh: &Shared, s: &mut Session<'_>, a: &[Bytes]) -> Res<()> {
     let sub = &a[1];
     if eq_ic(sub, "GET") && a.len() >= 3 {
@@ -2274,15 +2287,11 @@ fn config(sh: &Shared, s: &mut Session<'_>, a: &[Bytes]) -> Res<()> {
                     *sh.requirepass.write() = p;
                 }
                 "slowlog-log-slower-than" => {
-                    let n = parse_int(v).filter(|n| *n >= -1).ok_or_else(|| {
-                        "ERR CONFIG SET failed (possibly related to argument 'slowlog-log-slower-than') - argument must be between -1 and 9223372036854775807 inclusive".to_string()
-                    })?;
+                    let n = config_int(v, -1, "slowlog-log-slower-than")?;
                     sh.slowlog.set_slower_than_us(n);
                 }
                 "slowlog-max-len" => {
-                    let n = parse_int(v).filter(|n| *n >= 0).ok_or_else(|| {
-                        "ERR CONFIG SET failed (possibly related to argument 'slowlog-max-len') - argument must be between 0 and 9223372036854775807 inclusive".to_string()
-                    })?;
+                    let n = config_int(v, 0, "slowlog-max-len")?;
                     sh.slowlog
                         .set_max_len(usize::try_from(n).unwrap_or(usize::MAX));
                 }

@@ -74,8 +74,9 @@ impl SlowLog {
 
     /// `CONFIG SET slowlog-max-len`: a shorter log drops its oldest entries at once.
     pub fn set_max_len(&self, len: usize) {
+        let mut entries = self.entries.lock();
         self.max_len.store(len, Ordering::Relaxed);
-        self.entries.lock().truncate(len);
+        entries.truncate(len);
     }
 
     /// Whether a command that took `took` goes into the log: one atomic load when it does
@@ -104,7 +105,8 @@ impl SlowLog {
         };
         let mut entries = self.entries.lock();
         entries.push_front(entry);
-        entries.truncate(max);
+        // Read again under the lock: a `CONFIG SET slowlog-max-len` since must hold.
+        entries.truncate(self.max_len());
     }
 
     /// How many entries the log holds.
@@ -120,7 +122,6 @@ impl SlowLog {
 
 /// What an entry keeps of a command's arguments (see the module documentation).
 fn kept_args(args: &[Bytes]) -> Vec<Bytes> {
-    let redacted = redacted_from(args);
     let keep = if args.len() > MAX_ARGS {
         MAX_ARGS - 1
     } else {
@@ -130,7 +131,7 @@ fn kept_args(args: &[Bytes]) -> Vec<Bytes> {
         .iter()
         .enumerate()
         .map(|(i, a)| {
-            if redacted.is_some_and(|from| i >= from) {
+            if is_secret(args, i) {
                 Bytes::from_static(b"(redacted)")
             } else if a.len() > MAX_ARG_BYTES {
                 let mut v = a[..MAX_ARG_BYTES].to_vec();
@@ -139,7 +140,10 @@ fn kept_args(args: &[Bytes]) -> Vec<Bytes> {
                 );
                 Bytes::from(v)
             } else {
-                a.clone()
+                // A copy, never a slice: the argument is a view of the connection's read
+                // buffer, and an entry holding it would keep the whole buffer (up to the
+                // request limit) alive for as long as the entry lives.
+                Bytes::copy_from_slice(a)
             }
         })
         .collect();
@@ -152,17 +156,23 @@ fn kept_args(args: &[Bytes]) -> Vec<Bytes> {
     out
 }
 
-/// From which argument on a command's arguments are secrets: all of `AUTH`'s, and those
-/// after `HELLO`'s `AUTH` (its user name included, as Redis does).
-fn redacted_from(args: &[Bytes]) -> Option<usize> {
-    let name = args.first()?;
+/// Whether argument `i` of a command is a secret, shown as `(redacted)`: every argument of
+/// `AUTH`, those after `HELLO`'s `AUTH` (the user name included, as Redis does), and the
+/// values `CONFIG SET` gives `requirepass` (Redis 7 redacts them too).
+fn is_secret(args: &[Bytes], i: usize) -> bool {
+    let Some(name) = args.first() else {
+        return false;
+    };
     if eq_ic(name, "AUTH") {
-        return Some(1);
+        return i >= 1;
     }
     if eq_ic(name, "HELLO") {
-        return args.iter().position(|a| eq_ic(a, "AUTH")).map(|i| i + 1);
+        return args[..i.min(args.len())].iter().any(|a| eq_ic(a, "AUTH"));
     }
-    None
+    if eq_ic(name, "CONFIG") && args.get(1).is_some_and(|a| eq_ic(a, "SET")) {
+        return i >= 3 && i % 2 == 1 && eq_ic(&args[i - 1], "requirepass");
+    }
+    false
 }
 
 /// `SLOWLOG GET [count] | LEN | RESET | HELP`.
@@ -261,6 +271,22 @@ mod tests {
         assert_eq!(kept_args(&args(&["get", "k"])), args(&["get", "k"]));
     }
 
+    /// An entry owns its bytes: arguments are slices of the connection's read buffer, and
+    /// keeping one would keep the whole buffer (a 60 MiB `SET` pinned 64 MiB per entry).
+    #[test]
+    fn entries_never_hold_the_request_buffer() {
+        let buffer = Bytes::from(vec![b'x'; 1 << 20]);
+        let request = vec![buffer.slice(0..3), buffer.slice(3..4), buffer.slice(4..)];
+        for (kept, arg) in kept_args(&request).iter().zip(&request) {
+            let within = buffer.as_ptr_range();
+            assert!(
+                !within.contains(&kept.as_ptr()),
+                "an argument of {} bytes still points into the request",
+                arg.len()
+            );
+        }
+    }
+
     #[test]
     fn secrets_are_redacted() {
         assert_eq!(
@@ -272,6 +298,17 @@ mod tests {
             args(&["HELLO", "3", "AUTH", "(redacted)", "(redacted)"])
         );
         assert_eq!(kept_args(&args(&["hello", "3"])), args(&["hello", "3"]));
+        assert_eq!(
+            kept_args(&args(&[
+                "CONFIG",
+                "SET",
+                "timeout",
+                "5",
+                "requirepass",
+                "s3cret"
+            ])),
+            args(&["CONFIG", "SET", "timeout", "5", "requirepass", "(redacted)"])
+        );
     }
 
     #[test]
