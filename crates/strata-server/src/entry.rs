@@ -82,11 +82,17 @@ enum Command {
     /// node's namespace, at a bounded rate; with --cursor-file, an interrupted import
     /// resumes where it stopped.
     Import {
-        /// The source, as a Redis URL (redis://[user:password@]host:port[/db]).
-        #[arg(long)]
+        /// The source, as a Redis URL (redis://[user:password@]host:port[/db]); from the
+        /// environment, a password stays out of `ps` and shell history.
+        #[arg(long, env = "STRATA_IMPORT_FROM", hide_env_values = true)]
         from: String,
         /// The Strata node's RESP address, as a Redis URL.
-        #[arg(long, default_value = "redis://127.0.0.1:6380")]
+        #[arg(
+            long,
+            env = "STRATA_IMPORT_TO",
+            hide_env_values = true,
+            default_value = "redis://127.0.0.1:6380"
+        )]
         to: String,
         /// The namespace to write into (database N is dbN).
         #[arg(long, default_value = "db0")]
@@ -94,7 +100,7 @@ enum Command {
         /// Only keys matching this Redis glob.
         #[arg(long = "match", default_value = "*")]
         pattern: String,
-        /// Keys asked per SCAN call.
+        /// Keys asked per SCAN call (at most 10000, and at most --rate).
         #[arg(long, default_value_t = 1000)]
         batch: usize,
         /// Keys copied per second at most (0: no limit).
@@ -255,9 +261,16 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             };
             let s = crate::import::import(&opts)?;
             println!(
-                "imported {} keys into {:?} ({} with a TTL); scanned {}, gone before they were read {}, kept or refused by the node {}",
-                s.copied, opts.namespace, s.with_ttl, s.scanned, s.gone, s.kept
+                "imported {} keys into {:?} ({} with a TTL); scanned {}, gone before they were read {}, already there and kept {}, refused by the node {}",
+                s.copied, opts.namespace, s.with_ttl, s.scanned, s.gone, s.kept, s.refused
             );
+            if s.refused > 0 {
+                eprintln!(
+                    "{} keys were refused by the node (named above): they are not in {:?}",
+                    s.refused, opts.namespace
+                );
+                return Ok(ExitCode::FAILURE);
+            }
             Ok(ExitCode::SUCCESS)
         }
         Command::Status { target } => show(target, "/status"),

@@ -45,8 +45,18 @@ pub struct ImportState {
     /// The source the state belongs to, its URL without user name or password (an import
     /// from elsewhere does not resume it).
     pub from: String,
+    /// The target it belongs to, without credentials.
+    #[serde(default)]
+    pub to: String,
+    /// The namespace it writes into.
+    #[serde(default)]
+    pub namespace: String,
     /// The pattern it belongs to.
     pub pattern: String,
+    /// The source's `run_id` when the cursor was saved: a restarted source hashes its keys
+    /// anew, and an old cursor would skip some of them.
+    #[serde(default)]
+    pub source_run_id: String,
     /// The `SCAN` cursor to go on from ("0" with `done`: finished).
     pub cursor: String,
     /// Whether the scan went all the way round.
@@ -57,8 +67,12 @@ pub struct ImportState {
     pub copied: u64,
     /// Keys gone (or expired) between the scan and the read.
     pub gone: u64,
-    /// Keys the target kept (with `keep_existing`, it already held them) or refused.
+    /// Keys the target already held, kept as they were (`keep_existing`).
     pub kept: u64,
+    /// Keys the target refused for good (too large for it, a TTL over the namespace's
+    /// maximum): named on stderr as they happen; the import goes on and exits non-zero.
+    #[serde(default)]
+    pub refused: u64,
     /// Of the keys sent to the target, those with a TTL.
     pub with_ttl: u64,
 }
@@ -76,8 +90,13 @@ fn load_state(path: &Path) -> anyhow::Result<Option<ImportState>> {
 /// Writes the state beside the file and renames it over: a crash leaves the old state or the
 /// new one, never half of either.
 fn save_state(path: &Path, state: &ImportState) -> anyhow::Result<()> {
-    let tmp = path.with_extension("tmp");
-    std::fs::write(&tmp, serde_json::to_vec_pretty(state)?)
+    let mut tmp = path.as_os_str().to_owned();
+    tmp.push(".tmp");
+    let tmp = PathBuf::from(tmp);
+    let mut f =
+        std::fs::File::create(&tmp).with_context(|| format!("writing {}", tmp.display()))?;
+    f.write_all(&serde_json::to_vec_pretty(state)?)
+        .and_then(|()| f.sync_all())
         .with_context(|| format!("writing {}", tmp.display()))?;
     std::fs::rename(&tmp, path).with_context(|| format!("renaming onto {}", path.display()))?;
     Ok(())
@@ -85,6 +104,8 @@ fn save_state(path: &Path, state: &ImportState) -> anyhow::Result<()> {
 
 /// `url` without its user name and password: what the cursor file keeps and messages show.
 fn without_credentials(url: &str) -> String {
+    // `redis+unix:///socket?pass=…` carries them in the query.
+    let url = url.split_once('?').map_or(url, |(u, _)| u);
     match url.split_once("://") {
         Some((scheme, rest)) => match rest.rsplit_once('@') {
             Some((_, host)) => format!("{scheme}://{host}"),
@@ -106,11 +127,32 @@ fn connect(url: &str, what: &str) -> anyhow::Result<redis::Connection> {
     Ok(c)
 }
 
+/// Largest `SCAN COUNT` asked of the source: a larger one blocks a single-threaded Redis
+/// for the whole call.
+pub const MAX_BATCH: usize = 10_000;
+
+/// The `INFO` field `name` of `section`, from the source.
+fn info_field(c: &mut redis::Connection, section: &str, name: &str) -> anyhow::Result<String> {
+    let info: String = cmd("INFO")
+        .arg(section)
+        .query(c)
+        .context("INFO on the source")?;
+    Ok(info
+        .lines()
+        .find_map(|l| l.strip_prefix(name)?.strip_prefix(':'))
+        .unwrap_or("")
+        .trim()
+        .to_owned())
+}
+
 /// Runs the import; returns what it did (also left in the cursor file when one is given).
 pub fn import(opts: &ImportOptions) -> anyhow::Result<ImportState> {
     let source = without_credentials(&opts.from);
+    let target = without_credentials(&opts.to);
     let mut state = ImportState {
         from: source.clone(),
+        to: target.clone(),
+        namespace: opts.namespace.clone(),
         pattern: opts.pattern.clone(),
         cursor: "0".into(),
         ..ImportState::default()
@@ -118,12 +160,16 @@ pub fn import(opts: &ImportOptions) -> anyhow::Result<ImportState> {
     if let Some(path) = &opts.cursor_file
         && let Some(saved) = load_state(path)?
     {
-        if saved.from != source || saved.pattern != opts.pattern {
+        if (&saved.from, &saved.to, &saved.namespace, &saved.pattern)
+            != (&source, &target, &opts.namespace, &opts.pattern)
+        {
             bail!(
-                "{} belongs to an import of {:?} from {}; remove it or choose another --cursor-file",
+                "{} belongs to an import of {:?} from {} into {:?} on {}; remove it or choose another --cursor-file",
                 path.display(),
                 saved.pattern,
-                saved.from
+                saved.from,
+                saved.namespace,
+                saved.to
             );
         }
         if saved.done {
@@ -137,13 +183,31 @@ pub fn import(opts: &ImportOptions) -> anyhow::Result<ImportState> {
         state = saved;
     }
     let mut src = connect(&opts.from, "source")?;
+    if info_field(&mut src, "cluster", "cluster_enabled")? == "1" {
+        bail!(
+            "{source} is a Redis Cluster node: SCAN sees only its own keys; import from each master in turn (one --cursor-file each)"
+        );
+    }
+    let run_id = info_field(&mut src, "server", "run_id")?;
+    if state.cursor != "0" && state.source_run_id != run_id {
+        eprintln!(
+            "{source} restarted since the cursor was saved (its run_id changed): its SCAN cursors mean nothing now, so the scan starts over (keys already copied are written again)"
+        );
+        state.cursor = "0".into();
+    }
+    state.source_run_id = run_id;
     let mut dst = connect(&opts.to, "target")?;
     let _: () = cmd("SELECT")
         .arg(&opts.namespace)
         .query(&mut dst)
         .with_context(|| format!("selecting namespace {:?} on the target", opts.namespace))?;
+    let mut batch = opts.batch.clamp(1, MAX_BATCH);
+    if opts.rate > 0 {
+        // A batch goes out at once: at most a second's worth of the rate.
+        batch = batch.min(usize::try_from(opts.rate).unwrap_or(usize::MAX));
+    }
     let started = Instant::now();
-    let copied_before = state.copied;
+    let scanned_before = state.scanned;
     let mut last_progress = Instant::now();
     loop {
         let (next, keys): (String, Vec<Vec<u8>>) = cmd("SCAN")
@@ -151,13 +215,15 @@ pub fn import(opts: &ImportOptions) -> anyhow::Result<ImportState> {
             .arg("MATCH")
             .arg(&opts.pattern)
             .arg("COUNT")
-            .arg(opts.batch.max(1))
+            .arg(batch)
             .arg("TYPE")
             .arg("string")
             .query(&mut src)
             .context("SCAN on the source")?;
         state.scanned += keys.len() as u64;
         if !keys.is_empty() {
+            // An error here leaves the cursor file at the previous batch: a rerun retries
+            // this one.
             copy_batch(&mut src, &mut dst, &keys, opts.keep_existing, &mut state)?;
         }
         state.cursor = next;
@@ -169,12 +235,13 @@ pub fn import(opts: &ImportOptions) -> anyhow::Result<ImportState> {
             last_progress = Instant::now();
             let secs = started.elapsed().as_secs_f64().max(1e-3);
             eprint!(
-                "\rscanned {}  copied {}  gone {}  kept {}  {:.0} keys/s   ",
+                "\rscanned {}  copied {}  gone {}  kept {}  refused {}  {:.0} keys/s   ",
                 state.scanned,
                 state.copied,
                 state.gone,
                 state.kept,
-                (state.copied - copied_before) as f64 / secs
+                state.refused,
+                (state.scanned - scanned_before) as f64 / secs
             );
             let _ = std::io::stderr().flush();
         }
@@ -185,9 +252,10 @@ pub fn import(opts: &ImportOptions) -> anyhow::Result<ImportState> {
             return Ok(state);
         }
         if opts.rate > 0 {
-            // Ahead of the rate: wait until the keys copied so far are due.
+            // Ahead of the rate: wait until the keys scanned so far are due (scanned, not
+            // copied: keys kept or refused cost the source as much).
             let due =
-                Duration::from_secs_f64((state.copied - copied_before) as f64 / opts.rate as f64);
+                Duration::from_secs_f64((state.scanned - scanned_before) as f64 / opts.rate as f64);
             if let Some(wait) = due.checked_sub(started.elapsed()) {
                 std::thread::sleep(wait);
             }
@@ -254,21 +322,44 @@ fn copy_round(
     keep_existing: bool,
     state: &mut ImportState,
 ) -> anyhow::Result<()> {
+    // Each value with its TTL of the same moment (one MULTI): a key overwritten or
+    // PERSISTed since the sizes were read is copied as it is now.
     let mut read = redis::pipe();
-    read.ignore_errors();
+    read.atomic();
     for (k, _) in keys {
-        read.cmd("GET").arg(*k);
+        read.cmd("GET").arg(*k).cmd("PTTL").arg(*k);
     }
-    let values: Vec<redis::RedisResult<Value>> =
-        read.query(src).context("reading keys from the source")?;
+    let values: Vec<Value> = match read.query(src) {
+        Ok(v) => v,
+        // A key whose type changed since the scan fails the whole transaction: read the
+        // round key by key instead.
+        Err(e) if e.code().is_some() => {
+            let mut v = Vec::with_capacity(keys.len() * 2);
+            for (k, _) in keys {
+                let mut one = redis::pipe();
+                one.atomic().cmd("GET").arg(*k).cmd("PTTL").arg(*k);
+                match one.query::<Vec<Value>>(src) {
+                    Ok(pair) => v.extend(pair),
+                    Err(e) if e.code().is_some() => v.extend([Value::Nil, Value::Int(-2)]),
+                    Err(e) => return Err(e).context("reading keys from the source"),
+                }
+            }
+            v
+        }
+        Err(e) => return Err(e).context("reading keys from the source"),
+    };
     let mut write = redis::pipe();
     write.ignore_errors();
     let mut sent: Vec<&[u8]> = Vec::new();
-    for ((k, pttl), v) in keys.iter().zip(&values) {
-        let Ok(Value::BulkString(v)) = v else {
+    for ((k, _), pair) in keys.iter().zip(values.chunks(2)) {
+        let (Value::BulkString(v), Value::Int(pttl)) = (&pair[0], &pair[1]) else {
             state.gone += 1;
             continue;
         };
+        if *pttl == -2 || (*pttl != -1 && *pttl <= 0) {
+            state.gone += 1;
+            continue;
+        }
         let c = write.cmd("SET").arg(*k).arg(v.as_slice());
         if *pttl > 0 {
             c.arg("PX").arg(*pttl);
@@ -290,14 +381,25 @@ fn copy_round(
             Ok(Value::Okay) => state.copied += 1,
             Ok(Value::SimpleString(s)) if s == "OK" => state.copied += 1,
             Ok(_) => state.kept += 1,
-            Err(e) if e.code().is_some() => {
+            // `ERR …`: this key cannot be stored there (too large, a TTL over the
+            // namespace's maximum); the others can.
+            Err(e) if e.code() == Some("ERR") => {
                 eprintln!(
                     "\rkey {:?} not copied: {e}",
                     String::from_utf8_lossy(&k[..k.len().min(128)])
                 );
-                state.kept += 1;
+                state.refused += 1;
             }
-            Err(e) => return Err(e).context("writing keys to the target"),
+            // NOPERM, OOM, MISCONF, TRYAGAIN, READONLY…: the node takes no key now. Stop
+            // before the cursor moves past this batch, so that a rerun retries it.
+            Err(e) => {
+                return Err(e).with_context(|| {
+                    format!(
+                        "the target refused key {:?}; the cursor file still points before this batch",
+                        String::from_utf8_lossy(&k[..k.len().min(128)])
+                    )
+                });
+            }
         }
     }
     Ok(())
