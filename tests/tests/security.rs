@@ -426,6 +426,7 @@ fn acl_users_stay_in_their_namespaces_and_permissions() {
         (&[&b"ACL"[..], b"LIST"][..], "acl"),
         // Every client's commands and arguments are in it.
         (&[&b"SLOWLOG"[..], b"GET"][..], "slowlog"),
+        (&[&b"LATENCY"[..], b"LATEST"][..], "latency"),
     ] {
         assert_eq!(
             err_text(&w.cmd(cmd)),

@@ -208,3 +208,100 @@ fn slowlog_logs_and_answers_as_redis_does() {
     }
     assert_eq!(want, got);
 }
+
+/// What one server's latency monitor shows after a slow command.
+#[derive(Debug, PartialEq)]
+struct Latency {
+    events: Vec<String>,
+    sane: bool,
+    history_len_positive: bool,
+    unknown_history: Value,
+    reset_all: i64,
+    latest_after_reset: Value,
+    reset_named: i64,
+    errors: Vec<String>,
+    config: Vec<String>,
+}
+
+fn latency_sequence(url: &str) -> Latency {
+    let mut c = redis::Client::open(url).unwrap().get_connection().unwrap();
+    let _: () = cmd("CONFIG")
+        .arg("SET")
+        .arg("latency-monitor-threshold")
+        .arg("1")
+        .query(&mut c)
+        .unwrap();
+    let _: i64 = cmd("LATENCY").arg("RESET").query(&mut c).unwrap();
+    // A command slow on both: a Lua loop of a few million steps (tens of milliseconds).
+    let n: i64 = cmd("EVAL")
+        .arg("local i = 0 while i < 3000000 do i = i + 1 end return i")
+        .arg(0)
+        .query(&mut c)
+        .unwrap();
+    assert_eq!(n, 3_000_000);
+    let latest: Vec<(String, i64, i64, i64)> = cmd("LATENCY").arg("LATEST").query(&mut c).unwrap();
+    let events = latest.iter().map(|e| e.0.clone()).collect();
+    let sane = latest
+        .iter()
+        .all(|(_, at, ms, max)| *at > 1_700_000_000 && *ms >= 1 && max >= ms);
+    let history: Vec<(i64, i64)> = cmd("LATENCY")
+        .arg("HISTORY")
+        .arg("command")
+        .query(&mut c)
+        .unwrap();
+    let unknown_history: Value = cmd("LATENCY")
+        .arg("HISTORY")
+        .arg("nosuch")
+        .query(&mut c)
+        .unwrap();
+    let reset_all: i64 = cmd("LATENCY").arg("RESET").query(&mut c).unwrap();
+    let latest_after_reset: Value = cmd("LATENCY").arg("LATEST").query(&mut c).unwrap();
+    let reset_named: i64 = cmd("LATENCY")
+        .arg("RESET")
+        .arg("command")
+        .arg("nosuch")
+        .query(&mut c)
+        .unwrap();
+    let mut errors = Vec::new();
+    for args in [
+        &["LATENCY", "NOPE"][..],
+        &["LATENCY", "HISTORY"],
+        &["LATENCY", "LATEST", "x"],
+        &["LATENCY"],
+        &["CONFIG", "SET", "latency-monitor-threshold", "-1"],
+        &["CONFIG", "SET", "latency-monitor-threshold", "x"],
+    ] {
+        let mut k = cmd(args[0]);
+        for a in &args[1..] {
+            k.arg(*a);
+        }
+        errors.push(err(k.query(&mut c)));
+    }
+    let config: Vec<String> = cmd("CONFIG")
+        .arg("GET")
+        .arg("latency-monitor-threshold")
+        .query(&mut c)
+        .unwrap();
+    Latency {
+        events,
+        sane,
+        history_len_positive: !history.is_empty(),
+        unknown_history,
+        reset_all,
+        latest_after_reset,
+        reset_named,
+        errors,
+        config,
+    }
+}
+
+#[test]
+fn the_latency_monitor_answers_as_redis_does() {
+    let redis = RedisServer::start();
+    let srv = Server::start("");
+    let want = latency_sequence(&format!("redis://{}", redis.address()));
+    let got = latency_sequence(&srv.url());
+    assert_eq!(want.events, ["command"], "the oracle: {want:#?}");
+    assert!(want.sane && want.history_len_positive, "{want:#?}");
+    assert_eq!(want, got);
+}

@@ -278,7 +278,7 @@ pub fn need(spec: &CommandSpec, args: &[Bytes]) -> Need {
         Cmd::Client => Need::Connection,
         Cmd::Acl if sub("WHOAMI") || sub("CAT") => Need::Connection,
         // SLOWLOG shows every client's commands, arguments included.
-        Cmd::Acl | Cmd::Flushall | Cmd::Config | Cmd::Slowlog => Need::Admin,
+        Cmd::Acl | Cmd::Flushall | Cmd::Config | Cmd::Slowlog | Cmd::Latency => Need::Admin,
         // SCRIPT KILL stops every tenant's scripts, SCRIPT FLUSH empties the node's cache.
         Cmd::Script if sub("KILL") || sub("FLUSH") => Need::Admin,
         _ if spec.write => Need::Write,

@@ -92,6 +92,8 @@ pub struct Shared {
     pub lua: Arc<crate::commands::scripting::LuaEngine>,
     /// `SLOWLOG`.
     pub slowlog: crate::commands::slowlog::SlowLog,
+    /// `LATENCY`.
+    pub latency: crate::commands::latency::LatencyMonitor,
 }
 
 impl std::fmt::Debug for Shared {
@@ -137,6 +139,9 @@ impl Shared {
             config.server.slowlog_log_slower_than_us,
             usize::try_from(config.server.slowlog_max_len).unwrap_or(usize::MAX),
         );
+        let latency = crate::commands::latency::LatencyMonitor::new(
+            config.server.latency_monitor_threshold_ms,
+        );
         Self {
             cache,
             requirepass: parking_lot::RwLock::new(config.server.requirepass.clone()),
@@ -161,6 +166,7 @@ impl Shared {
             scripts: Mutex::new(Default::default()),
             lua,
             slowlog,
+            latency,
         }
     }
 

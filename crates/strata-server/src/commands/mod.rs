@@ -28,6 +28,7 @@ use crate::acl::{self, User};
 use crate::state::{ClientInfo, Shared};
 
 mod keyops;
+pub mod latency;
 pub mod multi;
 pub mod scripting;
 pub mod slowlog;
@@ -134,6 +135,7 @@ pub enum Cmd {
     Incrbyfloat,
     Info,
     Keys,
+    Latency,
     Lcs,
     Memory,
     Mget,
@@ -637,6 +639,17 @@ pub static COMMANDS: &[CommandSpec] = &[
         "generic",
         "Returns the keys matching a pattern.",
         Keys
+    ),
+    spec!(
+        "LATENCY",
+        -2,
+        false,
+        0,
+        0,
+        0,
+        "server",
+        "The latency monitor: LATEST, HISTORY, RESET.",
+        Latency
     ),
     spec!(
         "LCS",
@@ -1251,6 +1264,7 @@ pub async fn execute(shared: &Shared, s: &mut Session<'_>, args: &[Bytes]) {
     ) {
         s.sync_detail();
     }
+    shared.latency.record("command", took);
     // After the name is synced: `CLIENT SETNAME x` is logged under `x`, as Redis logs it.
     if shared.slowlog.wants(took) {
         let name = s.info.detail.lock().name.clone().unwrap_or_default();
@@ -1479,6 +1493,7 @@ async fn run(sh: &Shared, s: &mut Session<'_>, id: Cmd, a: &[Bytes]) -> Res<()> 
         }
         Cmd::Info => info(sh, s, &a[1..]).await,
         Cmd::Slowlog => slowlog::slowlog(sh, s, a)?,
+        Cmd::Latency => latency::latency(sh, s, a)?,
         Cmd::Config => config(sh, s, a)?,
         Cmd::Client => client(sh, s, a)?,
         Cmd::Command => command(s, a)?,
@@ -2220,6 +2235,10 @@ fn config_values(sh: &Shared) -> Vec<(&'static str, String)> {
             sh.slowlog.slower_than_us().to_string(),
         ),
         ("slowlog-max-len", sh.slowlog.max_len().to_string()),
+        (
+            "latency-monitor-threshold",
+            sh.latency.threshold_ms().to_string(),
+        ),
     ]
 }
 
@@ -2294,6 +2313,10 @@ fn config(sh: &Shared, s: &mut Session<'_>, a: &[Bytes]) -> Res<()> {
                     let n = config_int(v, 0, "slowlog-max-len")?;
                     sh.slowlog
                         .set_max_len(usize::try_from(n).unwrap_or(usize::MAX));
+                }
+                "latency-monitor-threshold" => {
+                    let n = config_int(v, 0, "latency-monitor-threshold")?;
+                    sh.latency.set_threshold_ms(n as u64);
                 }
                 "save" | "appendonly" => {}
                 other => {

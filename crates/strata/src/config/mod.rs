@@ -263,6 +263,9 @@ pub struct ServerConfig {
     /// How many entries `SLOWLOG` keeps, the oldest dropped first (default 128, as Redis's
     /// `slowlog-max-len`).
     pub slowlog_max_len: u32,
+    /// `LATENCY` records commands that took at least this many milliseconds (default 0:
+    /// off, as Redis's `latency-monitor-threshold`; `CONFIG SET` changes it).
+    pub latency_monitor_threshold_ms: u64,
 }
 
 impl Default for ServerConfig {
@@ -289,6 +292,7 @@ impl Default for ServerConfig {
             script_time_limit_ms: 5_000,
             slowlog_log_slower_than_us: 10_000,
             slowlog_max_len: 128,
+            latency_monitor_threshold_ms: 0,
         }
     }
 }
