@@ -132,18 +132,20 @@ fn an_import_copies_what_matches_with_its_ttl_and_resumes_after_kill_9() {
 
     // One go.
     let cursor = dir.path().join("whole.json");
-    let out = import(&[
+    let (url, cursor_arg) = (srv.url(), cursor.to_str().unwrap());
+    let whole = [
         "--from",
         &from,
         "--to",
-        &srv.url(),
+        &url,
         "--namespace",
         "imported",
         "--match",
         "app:*",
         "--cursor-file",
-        cursor.to_str().unwrap(),
-    ]);
+        cursor_arg,
+    ];
+    let out = import(&whole);
     let stdout = String::from_utf8_lossy(&out.stdout);
     assert!(
         out.status.success(),
@@ -160,18 +162,7 @@ fn an_import_copies_what_matches_with_its_ttl_and_resumes_after_kill_9() {
     let s = state(&cursor);
     assert_eq!(s["done"], true);
     // Done means done: running it again copies nothing.
-    let again = import(&[
-        "--from",
-        &from,
-        "--to",
-        &srv.url(),
-        "--namespace",
-        "imported",
-        "--match",
-        "app:*",
-        "--cursor-file",
-        cursor.to_str().unwrap(),
-    ]);
+    let again = import(&whole);
     assert!(again.status.success());
     assert!(String::from_utf8_lossy(&again.stderr).contains("already finished"));
 

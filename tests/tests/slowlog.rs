@@ -54,6 +54,15 @@ fn entries(c: &mut redis::Connection, count: &str, client_port: u16) -> Vec<Logg
         .collect()
 }
 
+/// A command from its words.
+fn command(args: &[&str]) -> redis::Cmd {
+    let mut k = cmd(args[0]);
+    for a in &args[1..] {
+        k.arg(*a);
+    }
+    k
+}
+
 fn err(r: redis::RedisResult<Value>) -> String {
     match r {
         Err(e) => e.to_string(),
@@ -84,11 +93,7 @@ fn sequence(url: &str) -> Seen {
         addr.rsplit(':').next().unwrap().parse().unwrap()
     };
     let ok = |c: &mut redis::Connection, args: &[&str]| {
-        let mut k = cmd(args[0]);
-        for a in &args[1..] {
-            k.arg(*a);
-        }
-        let _: Value = k.query(c).unwrap();
+        let _: Value = command(args).query(c).unwrap();
     };
     ok(&mut c, &["CONFIG", "SET", "slowlog-log-slower-than", "0"]);
     ok(&mut c, &["CONFIG", "SET", "slowlog-max-len", "128"]);
@@ -131,11 +136,7 @@ fn sequence(url: &str) -> Seen {
         &["CONFIG", "SET", "slowlog-log-slower-than", "-2"],
         &["CONFIG", "SET", "slowlog-max-len", "abc"],
     ] {
-        let mut k = cmd(args[0]);
-        for a in &args[1..] {
-            k.arg(*a);
-        }
-        errors.push(err(k.query(&mut c)));
+        errors.push(err(command(args).query(&mut c)));
     }
     let help: Vec<String> = cmd("SLOWLOG").arg("HELP").query(&mut c).unwrap();
     errors.push(help.join("\n"));
@@ -271,11 +272,7 @@ fn latency_sequence(url: &str) -> Latency {
         &["CONFIG", "SET", "latency-monitor-threshold", "-1"],
         &["CONFIG", "SET", "latency-monitor-threshold", "x"],
     ] {
-        let mut k = cmd(args[0]);
-        for a in &args[1..] {
-            k.arg(*a);
-        }
-        errors.push(err(k.query(&mut c)));
+        errors.push(err(command(args).query(&mut c)));
     }
     let config: Vec<String> = cmd("CONFIG")
         .arg("GET")

@@ -268,10 +268,11 @@ pub fn import(opts: &ImportOptions) -> anyhow::Result<ImportState> {
 /// memory stays near this whatever the source holds.
 const MAX_ROUND_BYTES: u64 = 64 << 20;
 
-/// Copies `keys`: their lengths and remaining TTLs in one pipeline, then the values in
+/// Copies `keys`: their lengths in one pipeline, then the values (each with its TTL) in
 /// rounds of at most [`MAX_ROUND_BYTES`], each read in one pipeline and written in one. A key
 /// the source cannot read as a string (its type changed since the scan) counts as gone; a
-/// key the target refuses (too large for it, say) is named on stderr and counted as kept.
+/// key the target refuses with `ERR` (too large for it, say) is named on stderr and counted
+/// as refused; any other refusal stops the import.
 fn copy_batch(
     src: &mut redis::Connection,
     dst: &mut redis::Connection,
@@ -279,33 +280,26 @@ fn copy_batch(
     keep_existing: bool,
     state: &mut ImportState,
 ) -> anyhow::Result<()> {
+    // Lengths only, to cut the batch into rounds; a key gone since the scan reads as 0
+    // here and as gone in its round (where value and TTL are read together).
     let mut sizes = redis::pipe();
     sizes.ignore_errors();
     for k in keys {
-        sizes.cmd("STRLEN").arg(k).cmd("PTTL").arg(k);
+        sizes.cmd("STRLEN").arg(k);
     }
-    let answers: Vec<redis::RedisResult<Value>> = sizes
+    let lengths: Vec<redis::RedisResult<i64>> = sizes
         .query(src)
         .context("reading key sizes from the source")?;
-    let mut round: Vec<(&[u8], i64)> = Vec::new();
+    let mut round: Vec<&[u8]> = Vec::new();
     let mut round_bytes = 0u64;
-    for (k, pair) in keys.iter().zip(answers.chunks(2)) {
-        let (Ok(Value::Int(len)), Ok(Value::Int(pttl))) = (&pair[0], &pair[1]) else {
-            state.gone += 1;
-            continue;
-        };
-        // -1: no TTL; -2: gone; 0 or less otherwise: expiring now.
-        if *pttl == -2 || (*pttl != -1 && *pttl <= 0) {
-            state.gone += 1;
-            continue;
-        }
-        let len = u64::try_from(*len).unwrap_or(0);
+    for (k, len) in keys.iter().zip(lengths) {
+        let len = len.ok().and_then(|n| u64::try_from(n).ok()).unwrap_or(0);
         if !round.is_empty() && round_bytes + len > MAX_ROUND_BYTES {
             copy_round(src, dst, &round, keep_existing, state)?;
             round.clear();
             round_bytes = 0;
         }
-        round.push((k, *pttl));
+        round.push(k);
         round_bytes += len;
     }
     if !round.is_empty() {
@@ -314,11 +308,11 @@ fn copy_batch(
     Ok(())
 }
 
-/// Reads the values of `keys` (with the TTLs read before) and writes them.
+/// Reads the values of `keys`, each with its TTL of the same moment, and writes them.
 fn copy_round(
     src: &mut redis::Connection,
     dst: &mut redis::Connection,
-    keys: &[(&[u8], i64)],
+    keys: &[&[u8]],
     keep_existing: bool,
     state: &mut ImportState,
 ) -> anyhow::Result<()> {
@@ -326,7 +320,7 @@ fn copy_round(
     // PERSISTed since the sizes were read is copied as it is now.
     let mut read = redis::pipe();
     read.atomic();
-    for (k, _) in keys {
+    for k in keys {
         read.cmd("GET").arg(*k).cmd("PTTL").arg(*k);
     }
     let values: Vec<Value> = match read.query(src) {
@@ -335,7 +329,7 @@ fn copy_round(
         // round key by key instead.
         Err(e) if e.code().is_some() => {
             let mut v = Vec::with_capacity(keys.len() * 2);
-            for (k, _) in keys {
+            for k in keys {
                 let mut one = redis::pipe();
                 one.atomic().cmd("GET").arg(*k).cmd("PTTL").arg(*k);
                 match one.query::<Vec<Value>>(src) {
@@ -351,7 +345,7 @@ fn copy_round(
     let mut write = redis::pipe();
     write.ignore_errors();
     let mut sent: Vec<&[u8]> = Vec::new();
-    for ((k, _), pair) in keys.iter().zip(values.chunks(2)) {
+    for (k, pair) in keys.iter().zip(values.chunks(2)) {
         let (Value::BulkString(v), Value::Int(pttl)) = (&pair[0], &pair[1]) else {
             state.gone += 1;
             continue;

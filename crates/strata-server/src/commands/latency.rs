@@ -11,7 +11,7 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use bytes::Bytes;
 use parking_lot::Mutex;
 
-use super::{Res, Session, eq_ic};
+use super::{Res, Session, eq_ic, help, subcommand_arity};
 use crate::state::Shared;
 
 /// Samples kept per event (Redis's `LATENCY_TS_LEN`).
@@ -79,20 +79,13 @@ impl LatencyMonitor {
     }
 }
 
-fn arity_error(sub: &[u8]) -> String {
-    format!(
-        "ERR wrong number of arguments for 'latency|{}' command",
-        String::from_utf8_lossy(sub).to_ascii_lowercase()
-    )
-}
-
 /// `LATENCY LATEST | HISTORY event | RESET [event ...] | HELP`.
 pub(super) fn latency(sh: &Shared, s: &mut Session<'_>, a: &[Bytes]) -> Res<()> {
     let sub = &a[1];
     let monitor = &sh.latency;
     if eq_ic(sub, "LATEST") {
         if a.len() != 2 {
-            return Err(arity_error(sub));
+            return Err(subcommand_arity("latency", sub));
         }
         let events = monitor.events.lock();
         let latest: Vec<(&str, u64, u64, u64)> = events
@@ -113,7 +106,7 @@ pub(super) fn latency(sh: &Shared, s: &mut Session<'_>, a: &[Bytes]) -> Res<()> 
         }
     } else if eq_ic(sub, "HISTORY") {
         if a.len() != 3 {
-            return Err(arity_error(sub));
+            return Err(subcommand_arity("latency", sub));
         }
         let samples: Vec<(u64, u64)> = monitor
             .events
@@ -142,7 +135,7 @@ pub(super) fn latency(sh: &Shared, s: &mut Session<'_>, a: &[Bytes]) -> Res<()> 
         s.reply.integer(n as i64);
     } else if eq_ic(sub, "HELP") {
         if a.len() != 2 {
-            return Err(arity_error(sub));
+            return Err(subcommand_arity("latency", sub));
         }
         const HELP: &[&str] = &[
             "LATENCY <subcommand> [<arg> [value] [opt] ...]. Subcommands are:",
@@ -156,10 +149,7 @@ pub(super) fn latency(sh: &Shared, s: &mut Session<'_>, a: &[Bytes]) -> Res<()> 
             "HELP",
             "    Prints this help.",
         ];
-        s.reply.array(HELP.len());
-        for line in HELP {
-            s.reply.simple(line);
-        }
+        help(s, HELP);
     } else {
         return Err(format!(
             "ERR unknown subcommand '{}'. Try LATENCY HELP.",

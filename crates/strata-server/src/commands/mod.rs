@@ -1657,6 +1657,22 @@ async fn read_op(sh: &Shared, s: &mut Session<'_>, id: Cmd, a: &[Bytes]) -> Res<
     write_reply(s, reply)
 }
 
+/// A `HELP` subcommand's answer: one status line per entry, as Redis sends them.
+fn help(s: &mut Session<'_>, lines: &[&str]) {
+    s.reply.array(lines.len());
+    for l in lines {
+        s.reply.simple(l);
+    }
+}
+
+/// Redis's arity error for a subcommand (`'slowlog|len'`), named in lower case.
+fn subcommand_arity(command: &str, sub: &[u8]) -> String {
+    format!(
+        "ERR wrong number of arguments for '{command}|{}' command",
+        String::from_utf8_lossy(&sub[..sub.len().min(64)]).to_ascii_lowercase()
+    )
+}
+
 /// `OBJECT ENCODING | REFCOUNT | IDLETIME | FREQ | HELP`.
 async fn object(sh: &Shared, s: &mut Session<'_>, a: &[Bytes]) -> Res<()> {
     if a.len() == 2 && eq_ic(&a[1], "HELP") {
@@ -1673,10 +1689,7 @@ async fn object(sh: &Shared, s: &mut Session<'_>, a: &[Bytes]) -> Res<()> {
             "    Return the number of references of the value associated with the specified",
             "    <key>: 1.",
         ];
-        s.reply.array(lines.len());
-        for l in lines {
-            s.reply.simple(l);
-        }
+        help(s, &lines);
         return Ok(());
     }
     if a.len() != 3 {

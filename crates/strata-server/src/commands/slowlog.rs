@@ -14,7 +14,7 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use bytes::Bytes;
 use parking_lot::Mutex;
 
-use super::{Res, Session, eq_ic, parse_int};
+use super::{Res, Session, eq_ic, help, parse_int, subcommand_arity};
 use crate::state::Shared;
 
 /// Arguments an entry keeps, the last one standing for the rest (Redis's
@@ -203,10 +203,7 @@ pub(super) fn slowlog(sh: &Shared, s: &mut Session<'_>, a: &[Bytes]) -> Res<()> 
             s.reply.bulk(&e.name);
         }
     } else if (eq_ic(sub, "LEN") || eq_ic(sub, "RESET") || eq_ic(sub, "HELP")) && a.len() != 2 {
-        return Err(format!(
-            "ERR wrong number of arguments for 'slowlog|{}' command",
-            String::from_utf8_lossy(sub).to_ascii_lowercase()
-        ));
+        return Err(subcommand_arity("slowlog", sub));
     } else if eq_ic(sub, "LEN") {
         s.reply.integer(log.len() as i64);
     } else if eq_ic(sub, "RESET") {
@@ -227,10 +224,7 @@ pub(super) fn slowlog(sh: &Shared, s: &mut Session<'_>, a: &[Bytes]) -> Res<()> 
             "HELP",
             "    Prints this help.",
         ];
-        s.reply.array(HELP.len());
-        for line in HELP {
-            s.reply.simple(line);
-        }
+        help(s, HELP);
     } else if eq_ic(sub, "GET") {
         return Err(format!(
             "ERR unknown subcommand or wrong number of arguments for '{}'. Try SLOWLOG HELP.",
