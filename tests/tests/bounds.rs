@@ -400,6 +400,93 @@ fn key_listing_does_not_hold_up_other_clients() {
     assert!(worst < Duration::from_millis(50), "a PING waited {worst:?}");
 }
 
+/// SCAN cursors are positions, not server state: a scan interrupted by 70,000 other scans,
+/// by writes and deletes, and by a restart of the server carries on with its cursor and
+/// returns every key that was there throughout exactly once (the table of remembered cursors
+/// this replaced held 65,536, so the other client's scans pushed this one's out). Each page
+/// costs O(COUNT): the slowest call is measured and bounded.
+#[test]
+fn scan_cursors_survive_other_scans_writes_and_a_restart() {
+    let tmp = tempfile::tempdir().unwrap();
+    let mut srv = Server::start_in(tmp.path(), "");
+    let mut c = srv.redis();
+    pipeline_set(&mut c, 0..20_000, Some("v"));
+    let mut seen = std::collections::HashMap::<String, u32>::new();
+    let mut worst = Duration::ZERO;
+    let page = |c: &mut redis::Connection,
+                cursor: u64,
+                seen: &mut std::collections::HashMap<String, u32>,
+                worst: &mut Duration|
+     -> u64 {
+        let t = Instant::now();
+        let (next, keys): (u64, Vec<String>) = redis::cmd("SCAN")
+            .arg(cursor)
+            .arg("COUNT")
+            .arg(100)
+            .query(c)
+            .unwrap();
+        *worst = (*worst).max(t.elapsed());
+        for k in keys {
+            *seen.entry(k).or_default() += 1;
+        }
+        next
+    };
+    let mut cursor = 0;
+    while seen.len() < 8_000 {
+        cursor = page(&mut c, cursor, &mut seen, &mut worst);
+        assert_ne!(cursor, 0, "the scan is not over yet");
+    }
+
+    // Another client starts 70,000 scans.
+    let mut other = srv.raw();
+    let one = Frame::Array(vec![
+        Frame::Bulk("SCAN".into()),
+        Frame::Bulk("0".into()),
+        Frame::Bulk("COUNT".into()),
+        Frame::Bulk("1".into()),
+    ])
+    .to_bytes()
+    .to_vec();
+    for _ in 0..7 {
+        pipeline(&mut other, &one.repeat(10_000), 10_000);
+    }
+    // Writes and deletes meanwhile: keys added or removed during a scan may or may not be
+    // returned; the others must be, once.
+    let deleted: Vec<String> = (0..20_000).step_by(10).map(|i| format!("w{i}")).collect();
+    let _: i64 = redis::cmd("DEL").arg(&deleted).query(&mut c).unwrap();
+    pipeline_set(&mut c, 100_000..102_000, Some("v"));
+    // And a restart: L3 keeps the keys, and the cursor still means the same place.
+    drop(c);
+    srv.terminate();
+    drop(srv);
+    let srv = Server::start_in(tmp.path(), "");
+    let mut c = srv.redis();
+    loop {
+        cursor = page(&mut c, cursor, &mut seen, &mut worst);
+        if cursor == 0 {
+            break;
+        }
+    }
+    let deleted: std::collections::HashSet<String> = deleted.into_iter().collect();
+    for i in 0..20_000 {
+        let k = format!("w{i}");
+        if !deleted.contains(&k) {
+            assert_eq!(seen.get(&k), Some(&1), "{k} returned once");
+        }
+    }
+    let stray = seen
+        .keys()
+        .filter(|k| {
+            let i: u64 = k.trim_start_matches('w').parse().unwrap();
+            !(i < 20_000 || (100_000..102_000).contains(&i))
+        })
+        .count();
+    assert_eq!(stray, 0, "nothing that was never written");
+    assert!(seen.values().all(|n| *n == 1), "no key twice");
+    println!("slowest SCAN COUNT 100 call: {worst:?}");
+    assert!(worst < Duration::from_millis(100), "a page took {worst:?}");
+}
+
 /// A server whose open-file limit cannot cover `max_clients` lowers `max_clients` at start
 /// (as Redis does) instead of failing to accept, or to open its own files, with EMFILE: 400
 /// descriptors, 256 kept for the node, so 144 clients; the next one gets Redis's error and

@@ -29,6 +29,7 @@ pub mod namespace;
 mod ns_table;
 pub mod ops;
 pub mod rng;
+pub mod scan;
 pub mod stats;
 #[cfg(feature = "testsuite")]
 pub mod testsuite;

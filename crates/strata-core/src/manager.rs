@@ -30,6 +30,7 @@ use crate::memory::MemoryTier;
 use crate::namespace::{MAX_NAMESPACES, Namespace, NamespacePolicy, validate_name};
 use crate::ns_table::NsTable;
 use crate::ops::{self, Change, Effect, KeyOp, MultiOp, OpLimits, Reply, Ttl};
+use crate::scan::ScanFrom;
 use crate::stats::{self, CacheStats};
 use crate::tier::{Layer, SetOutcome, Tier, TierHealth};
 use crate::time::{Clock, SystemClock, duration_ms};
@@ -1394,31 +1395,30 @@ impl Cache {
         None
     }
 
-    /// Up to `limit` keys of `namespace` with fresh entries, in byte order, strictly after
-    /// `after`: the union of what L1 and the lower layers hold. A layer that fails is logged
-    /// and left out (its keys may be missing from the listing, never wrong ones added). The
-    /// basis of `KEYS`, `SCAN`, `DBSIZE` and `RANDOMKEY`; each call costs a pass over L1's
-    /// entries of the namespace.
+    /// Up to `limit` keys of `namespace` with fresh entries, in scan order ([`crate::scan`]),
+    /// from `from`: the union of what L1 and the lower layers hold. A layer that fails is
+    /// logged and left out (its keys may be missing from the listing, never wrong ones
+    /// added). The basis of `KEYS`, `SCAN`, `DBSIZE` and `RANDOMKEY`; a page costs
+    /// O(limit · log n) in L1 and one seek in L3.
     pub async fn scan_keys(
         &self,
         namespace: &str,
-        after: Option<&[u8]>,
+        from: ScanFrom<'_>,
         limit: usize,
     ) -> Result<Vec<Bytes>, CacheError> {
         Namespace::new(namespace)?;
         let mut keys = match &self.inner.l1 {
-            Some(l1) => l1.scan_keys_sync(namespace, after, limit),
+            Some(l1) => l1.scan_keys_sync(namespace, from, limit),
             None => Vec::new(),
         };
         for tier in self.lower_tiers(self.policy_use_l3(namespace)) {
             // `(**tier)`: the tier itself, never a wrapper impl on `Arc` (see testsuite).
-            match (**tier).scan_keys(namespace, after, limit).await {
+            match (**tier).scan_keys(namespace, from, limit).await {
                 Ok(more) => keys.extend(more),
                 Err(e) => log_layer_error(tier.layer(), &e, "scan_keys failed"),
             }
         }
-        keys.sort_unstable();
-        keys.dedup();
+        crate::scan::sort_keys(&mut keys);
         keys.truncate(limit);
         Ok(keys)
     }

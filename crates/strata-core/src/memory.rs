@@ -36,6 +36,7 @@ use crate::error::TierError;
 use crate::glob::Glob;
 use crate::namespace::MAX_NAMESPACES;
 use crate::ns_table::NsTable;
+use crate::scan::{ScanFrom, scan_hash};
 use crate::stats::Counter;
 use crate::tier::{Layer, SetOutcome, Tier, TierHealth};
 use crate::time::{Clock, UnixMillis};
@@ -50,17 +51,18 @@ pub const ENTRY_OVERHEAD_BYTES: u64 = 256;
 /// Shards of [`KeyIndex`]: writers to different shards do not contend.
 const INDEX_SHARDS: usize = 16;
 
-/// L1's keys in byte order, by namespace id, so that a page of keys (`SCAN`) costs
-/// O(page · log n) instead of a pass over every entry. Sharded by a hash of the key; a page
-/// merges the shards' next keys. Every store inserts its key, so the index never misses a
-/// key L1 holds; the remove paths take keys out, and a page checks each key against the
-/// pool anyway (an entry can expire or be flushed while its key is still listed here).
+/// L1's keys in scan order ([`crate::scan`]: by hash, then bytes), by namespace id, so that a
+/// page of keys (`SCAN`) costs O(page · log n) instead of a pass over every entry. Sharded by
+/// the key's hash; a page merges the shards' next keys. Every store inserts its key, so the
+/// index never misses a key L1 holds; the remove paths take keys out, and a page checks each
+/// key against the pool anyway (an entry can expire or be flushed while its key is still
+/// listed here).
 struct KeyIndex {
     shards: Box<[IndexShard]>,
 }
 
-/// One shard of [`KeyIndex`]: (namespace id, key), ordered.
-type IndexShard = parking_lot::Mutex<std::collections::BTreeSet<(u32, Bytes)>>;
+/// One shard of [`KeyIndex`]: (namespace id, scan hash, key), ordered.
+type IndexShard = parking_lot::Mutex<std::collections::BTreeSet<(u32, u64, Bytes)>>;
 
 impl KeyIndex {
     fn new() -> Self {
@@ -71,24 +73,22 @@ impl KeyIndex {
         }
     }
 
-    fn shard(&self, key: &[u8]) -> &IndexShard {
-        // FNV-1a: cheap, and only needs to spread keys over 16 shards.
-        let mut h: u32 = 0x811c_9dc5;
-        for b in key {
-            h = (h ^ u32::from(*b)).wrapping_mul(0x0100_0193);
-        }
-        &self.shards[h as usize % INDEX_SHARDS]
+    fn shard(&self, hash: u64) -> &IndexShard {
+        // The low bits: pages are ordered by the whole hash, so shards split each page evenly.
+        &self.shards[hash as usize % INDEX_SHARDS]
     }
 
     fn insert(&self, ns: u32, key: &Bytes) {
+        let h = scan_hash(key);
         // A key already there stays as it is (`BTreeSet::insert` does not replace).
-        self.shard(key).lock().insert((ns, key.clone()));
+        self.shard(h).lock().insert((ns, h, key.clone()));
     }
 
     /// Takes `key` out (an eviction: quick_cache holds the key's shard, so no write of the
     /// key can be in between).
     fn remove(&self, ns: u32, key: Bytes) {
-        self.shard(&key).lock().remove(&(ns, key));
+        let h = scan_hash(&key);
+        self.shard(h).lock().remove(&(ns, h, key));
     }
 
     /// Takes `key` out unless `held` says the pool holds it again: a write that stored the
@@ -96,21 +96,22 @@ impl KeyIndex {
     /// its value is in the pool), and must not lose its place. Checked under the shard's
     /// lock, which that write's index insert also takes.
     fn remove_unless_held(&self, ns: u32, key: Bytes, held: impl FnOnce(&[u8]) -> bool) {
-        let mut s = self.shard(&key).lock();
+        let h = scan_hash(&key);
+        let mut s = self.shard(h).lock();
         if !held(&key) {
-            s.remove(&(ns, key));
+            s.remove(&(ns, h, key));
         }
     }
 
-    /// Up to `limit` keys of namespace `ns` after `after`, in byte order.
-    fn page(&self, ns: u32, after: Option<&Bytes>, limit: usize) -> Vec<Bytes> {
+    /// Up to `limit` keys of namespace `ns` from `from`, in scan order.
+    fn page(&self, ns: u32, from: ScanFrom<'_>, limit: usize) -> Vec<(u64, Bytes)> {
         use std::ops::Bound;
-        let lower = match after {
-            Some(a) => Bound::Excluded((ns, a.clone())),
-            None => Bound::Included((ns, Bytes::new())),
+        let lower = match from.after_key() {
+            Some(a) => Bound::Excluded((ns, from.hash(), Bytes::copy_from_slice(a))),
+            None => Bound::Included((ns, from.hash(), Bytes::new())),
         };
         let upper = match ns.checked_add(1) {
-            Some(next) => Bound::Excluded((next, Bytes::new())),
+            Some(next) => Bound::Excluded((next, 0, Bytes::new())),
             None => Bound::Unbounded,
         };
         let mut out = Vec::new();
@@ -119,7 +120,7 @@ impl KeyIndex {
             out.extend(
                 s.range((lower.clone(), upper.clone()))
                     .take(limit)
-                    .map(|(_, k)| k.clone()),
+                    .map(|(_, h, k)| (*h, k.clone())),
             );
         }
         if out.len() > limit {
@@ -651,28 +652,26 @@ impl MemoryTier {
         }
     }
 
-    /// Up to `limit` keys of `namespace` with fresh entries, in byte order, after `after`:
+    /// Up to `limit` keys of `namespace` with fresh entries, in scan order, from `from`:
     /// pages of the ordered index, each key checked against the pool, so a page of `limit`
     /// costs O(limit · log n) (plus the keys of expired or flushed entries skipped on the way).
-    pub fn scan_keys_sync(
-        &self,
-        namespace: &str,
-        after: Option<&[u8]>,
-        limit: usize,
-    ) -> Vec<Bytes> {
+    pub fn scan_keys_sync(&self, namespace: &str, from: ScanFrom<'_>, limit: usize) -> Vec<Bytes> {
         let Some(ns) = self.namespace(namespace) else {
             return Vec::new();
         };
         let now = self.now();
         let generation = ns.generation.load(Ordering::Acquire);
-        let mut out = Vec::new();
-        let mut from = after.map(Bytes::copy_from_slice);
+        let mut out: Vec<Bytes> = Vec::new();
+        let mut last: Option<Bytes> = None;
         while out.len() < limit {
             let want = (limit - out.len()).max(16);
-            let page = self.index.page(ns.id, from.as_ref(), want);
+            let page = match &last {
+                Some(k) => self.index.page(ns.id, ScanFrom::after(k), want),
+                None => self.index.page(ns.id, from, want),
+            };
             let exhausted = page.len() < want;
-            from = page.last().cloned();
-            for key in page {
+            last = page.last().map(|(_, k)| k.clone());
+            for (_, key) in page {
                 let live = ns
                     .pool
                     .peek(&L1KeyRef {
@@ -692,8 +691,9 @@ impl MemoryTier {
             }
         }
         debug_assert!(
-            out.windows(2).all(|w| w[0] < w[1]),
-            "pages are in key order"
+            out.windows(2)
+                .all(|w| (scan_hash(&w[0]), &w[0]) < (scan_hash(&w[1]), &w[1])),
+            "pages are in scan order"
         );
         out
     }
@@ -791,10 +791,10 @@ impl Tier for MemoryTier {
     async fn scan_keys(
         &self,
         namespace: &str,
-        after: Option<&[u8]>,
+        from: ScanFrom<'_>,
         limit: usize,
     ) -> Result<Vec<Bytes>, TierError> {
-        Ok(self.scan_keys_sync(namespace, after, limit))
+        Ok(self.scan_keys_sync(namespace, from, limit))
     }
 
     async fn namespaces(&self) -> Result<Vec<String>, TierError> {
@@ -873,7 +873,7 @@ mod tests {
         }
         l1.remove_where("ns", |k, _| k.ends_with(b"3"));
         clock.set(3_000); // every tenth key expired
-        let page = |after: Option<&[u8]>| l1.scan_keys_sync("ns", after, 10);
+        let page = |after: Option<&[u8]>| l1.scan_keys_sync("ns", ScanFrom::resume(after), 10);
         let mut all = Vec::new();
         let mut after: Option<Bytes> = None;
         loop {
@@ -885,11 +885,16 @@ mod tests {
                 break;
             }
         }
-        let want: Vec<Bytes> = (0..5_000u32)
+        let mut want: Vec<Bytes> = (0..5_000u32)
             .filter(|i| i % 10 != 0 && (i % 7 != 1 || *i == 0) && i % 10 != 3)
             .map(|i| Bytes::from(format!("k{i:05}")))
             .collect();
+        crate::scan::sort_keys(&mut want);
         assert_eq!(all, want);
+        // From a hash: exactly the keys whose hash is at least that.
+        let mid = scan_hash(&want[want.len() / 2]);
+        let from_mid = l1.scan_keys_sync("ns", ScanFrom::at_hash(mid), usize::MAX);
+        assert_eq!(from_mid, want[want.len() / 2..]);
         // Flushed: nothing listed at once; the sweep empties the index of the namespace.
         l1.flush_namespace_sync("ns");
         assert!(page(None).is_empty());
@@ -897,7 +902,7 @@ mod tests {
         let indexed: usize = l1.index.shards.iter().map(|s| s.lock().len()).sum();
         assert_eq!(indexed, 1, "only the other namespace's key is left");
         assert_eq!(
-            l1.scan_keys_sync("other", None, 10),
+            l1.scan_keys_sync("other", ScanFrom::START, 10),
             vec![Bytes::from_static(b"k00001")]
         );
     }
@@ -916,6 +921,9 @@ mod tests {
         let indexed: usize = l1.index.shards.iter().map(|s| s.lock().len()).sum();
         assert!(held < 20_000, "some were evicted: {held}");
         assert_eq!(indexed, held, "the index holds exactly the held keys");
-        assert_eq!(l1.scan_keys_sync("ns", None, usize::MAX).len(), held);
+        assert_eq!(
+            l1.scan_keys_sync("ns", ScanFrom::START, usize::MAX).len(),
+            held
+        );
     }
 }

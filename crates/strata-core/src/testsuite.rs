@@ -114,10 +114,10 @@ impl Tier for Arc<dyn Tier> {
     async fn scan_keys(
         &self,
         ns: &str,
-        after: Option<&[u8]>,
+        from: crate::scan::ScanFrom<'_>,
         limit: usize,
     ) -> Result<Vec<Bytes>, crate::TierError> {
-        (**self).scan_keys(ns, after, limit).await
+        (**self).scan_keys(ns, from, limit).await
     }
     async fn namespaces(&self) -> Result<Vec<String>, crate::TierError> {
         (**self).namespaces().await
@@ -125,10 +125,10 @@ impl Tier for Arc<dyn Tier> {
     async fn scan_versions(
         &self,
         ns: &str,
-        after: Option<&[u8]>,
+        from: crate::scan::ScanFrom<'_>,
         limit: usize,
     ) -> Result<Vec<(Bytes, Version)>, crate::TierError> {
-        (**self).scan_versions(ns, after, limit).await
+        (**self).scan_versions(ns, from, limit).await
     }
     async fn flush_all(&self) -> Result<(), crate::TierError> {
         (**self).flush_all().await
@@ -398,7 +398,9 @@ mod tests {
             .await
             .unwrap();
         assert_eq!(
-            Tier::scan_keys(&tier, "ns", None, 10).await.unwrap(),
+            Tier::scan_keys(&tier, "ns", crate::scan::ScanFrom::START, 10)
+                .await
+                .unwrap(),
             vec![key("a")]
         );
         assert_eq!(

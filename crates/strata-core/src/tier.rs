@@ -162,16 +162,16 @@ pub trait Tier: Send + Sync + std::fmt::Debug + 'static {
     /// returns how many.
     async fn purge_expired(&self) -> Result<u64, TierError>;
 
-    /// Up to `limit` keys of `namespace` that hold fresh entries, in byte order, strictly
-    /// after `after` (from the first key when `None`): what `KEYS`, `SCAN`, `DBSIZE` and
+    /// Up to `limit` keys of `namespace` that hold fresh entries, in scan order
+    /// ([`crate::scan`]: by hash, then bytes), from `from`: what `KEYS`, `SCAN`, `DBSIZE` and
     /// `RANDOMKEY` are built on. Tiers that cannot list keys return an error (the default).
     async fn scan_keys(
         &self,
         namespace: &str,
-        after: Option<&[u8]>,
+        from: crate::scan::ScanFrom<'_>,
         limit: usize,
     ) -> Result<Vec<Bytes>, TierError> {
-        let _ = (namespace, after, limit);
+        let _ = (namespace, from, limit);
         Err(TierError::Failed(format!(
             "{} cannot list keys",
             self.layer()
@@ -184,10 +184,10 @@ pub trait Tier: Send + Sync + std::fmt::Debug + 'static {
     async fn scan_versions(
         &self,
         namespace: &str,
-        after: Option<&[u8]>,
+        from: crate::scan::ScanFrom<'_>,
         limit: usize,
     ) -> Result<Vec<(Bytes, crate::version::Version)>, TierError> {
-        let _ = (namespace, after, limit);
+        let _ = (namespace, from, limit);
         Err(TierError::Failed(format!(
             "{} cannot list versions",
             self.layer()

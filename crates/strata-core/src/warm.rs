@@ -66,7 +66,7 @@ impl Cache {
             let mut after: Option<Bytes> = None;
             loop {
                 let page = (*l3)
-                    .scan_versions(&ns, after.as_deref(), PAGE)
+                    .scan_versions(&ns, crate::scan::ScanFrom::resume(after.as_deref()), PAGE)
                     .await
                     .map_err(|e| e.to_string())?;
                 let Some((last, _)) = page.last() else {

@@ -24,6 +24,7 @@ use redis::{
     Value,
 };
 use strata_core::glob::Glob;
+use strata_core::scan::{ScanFrom, scan_hash};
 use strata_core::{Clock, Entry, Layer, SetOutcome, Tier, TierError, TierHealth, Version};
 use tokio::sync::Semaphore;
 
@@ -1600,7 +1601,7 @@ impl Tier for RedisTier {
     async fn scan_keys(
         &self,
         namespace: &str,
-        after: Option<&[u8]>,
+        from: ScanFrom<'_>,
         limit: usize,
     ) -> Result<Vec<Bytes>, TierError> {
         if !self.inner.breaker.allows() {
@@ -1615,7 +1616,7 @@ impl Tier for RedisTier {
         while let Some(keys) = self.next_page(&mut scan).await? {
             let keys: Vec<Vec<u8>> = keys
                 .into_iter()
-                .filter(|k| k.len() >= skip && after.is_none_or(|a| &k[skip..] > a))
+                .filter(|k| k.len() >= skip && from.admits(scan_hash(&k[skip..]), &k[skip..]))
                 .collect();
             let headers = self.headers(&keys).await?;
             for (k, h) in keys.into_iter().zip(headers) {
@@ -1624,8 +1625,7 @@ impl Tier for RedisTier {
                 }
             }
         }
-        found.sort_unstable();
-        found.dedup();
+        strata_core::scan::sort_keys(&mut found);
         found.truncate(limit);
         Ok(found)
     }

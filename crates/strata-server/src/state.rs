@@ -1,6 +1,6 @@
 //! State shared by every connection of one server.
 
-use std::collections::{BTreeMap, HashMap, VecDeque};
+use std::collections::BTreeMap;
 use std::hash::{BuildHasher, Hash, Hasher, RandomState};
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -18,8 +18,6 @@ use crate::metrics::ServerMetrics;
 
 /// Stripes of the per-key write locks.
 const KEY_LOCKS: usize = 1024;
-/// SCAN cursors kept at once (oldest dropped first).
-const MAX_CURSORS: usize = 65_536;
 
 /// What `CLIENT LIST` shows of one connection; the connection updates it as it goes.
 #[derive(Debug)]
@@ -85,7 +83,6 @@ pub struct Shared {
     clients: Mutex<BTreeMap<u64, Arc<ClientInfo>>>,
     locks: Box<[tokio::sync::RwLock<()>]>,
     hasher: RandomState,
-    cursors: Mutex<Cursors>,
     /// Scripts known to `EVALSHA`.
     pub scripts: Mutex<crate::commands::scripting::ScriptCache>,
     /// The script engine installed in the cache (for `SCRIPT KILL`).
@@ -102,14 +99,6 @@ impl std::fmt::Debug for Shared {
             .field("resp_addr", &self.resp_addr)
             .finish_non_exhaustive()
     }
-}
-
-/// SCAN cursors: id -> (namespace, last key returned, the cursor the page was asked with).
-#[derive(Default)]
-struct Cursors {
-    next: u64,
-    by_id: HashMap<u64, (String, Bytes, Option<u64>)>,
-    order: VecDeque<u64>,
 }
 
 impl Shared {
@@ -162,7 +151,6 @@ impl Shared {
                 .map(|_| tokio::sync::RwLock::new(()))
                 .collect(),
             hasher: RandomState::new(),
-            cursors: Mutex::new(Cursors::default()),
             scripts: Mutex::new(Default::default()),
             lua,
             slowlog,
@@ -268,92 +256,9 @@ impl Shared {
         }
         guards
     }
-
-    /// Saves where a SCAN stopped and returns the cursor naming it (never 0). `from` is the
-    /// cursor this page was asked with: a scan keeps at most two cursors (its latest, and the
-    /// one before it, for a client that retries a page), so a fast scanner cannot push other
-    /// clients' cursors out of the table.
-    pub fn save_cursor(&self, namespace: &str, last_key: Bytes, from: u64) -> u64 {
-        self.cursors.lock().save(namespace, last_key, from)
-    }
-
-    /// Where the SCAN named by `cursor` stopped, if the cursor is known for this namespace.
-    pub fn cursor(&self, namespace: &str, cursor: u64) -> Option<Bytes> {
-        self.cursors.lock().get(namespace, cursor)
-    }
-}
-
-impl Cursors {
-    fn save(&mut self, namespace: &str, last_key: Bytes, from: u64) -> u64 {
-        self.next += 1;
-        // Mix the counter so that cursors are not small sequential numbers clients might
-        // mistake for positions.
-        let id = (self.next.wrapping_mul(0x9E37_79B9_7F4A_7C15) >> 1).max(1);
-        // The cursor before `from` in the same scan is no longer needed.
-        let prev = self.by_id.get(&from).map(|c| c.2);
-        if let Some(Some(before)) = prev {
-            self.by_id.remove(&before);
-        }
-        let parent = self.by_id.contains_key(&from).then_some(from);
-        self.by_id
-            .insert(id, (namespace.to_owned(), last_key, parent));
-        self.order.push_back(id);
-        while self.by_id.len() > MAX_CURSORS {
-            match self.order.pop_front() {
-                Some(old) => {
-                    self.by_id.remove(&old);
-                }
-                None => break,
-            }
-        }
-        // Ids removed as superseded stay in `order` until they reach its front; compact it
-        // when they outnumber the live ones.
-        if self.order.len() > 2 * MAX_CURSORS {
-            let live = &self.by_id;
-            self.order.retain(|i| live.contains_key(i));
-        }
-        id
-    }
-
-    fn get(&self, namespace: &str, cursor: u64) -> Option<Bytes> {
-        self.by_id
-            .get(&cursor)
-            .filter(|(ns, _, _)| ns == namespace)
-            .map(|(_, k, _)| k.clone())
-    }
 }
 
 /// Completes once `stop` reads true (at once if it already does).
 pub async fn stopped(stop: &mut watch::Receiver<bool>) {
     let _ = stop.wait_for(|s| *s).await;
-}
-
-#[cfg(test)]
-mod tests {
-    #![allow(clippy::unwrap_used)]
-    use super::*;
-
-    #[test]
-    fn a_fast_scanner_does_not_push_out_a_slow_ones_cursor() {
-        let mut c = Cursors::default();
-        let slow = c.save("db0", Bytes::from_static(b"k1"), 0);
-        // Another client scans 200,000 pages (three times the table).
-        let mut fast = 0;
-        for i in 0..200_000u32 {
-            fast = c.save("db0", Bytes::from(i.to_be_bytes().to_vec()), fast);
-        }
-        assert_eq!(c.get("db0", slow).unwrap(), Bytes::from_static(b"k1"));
-        assert!(c.by_id.len() <= 3, "{} cursors kept", c.by_id.len());
-        assert!(c.order.len() <= 2 * MAX_CURSORS + 1);
-        // The slow scan goes on; its page before the latest can be retried once.
-        let next = c.save("db0", Bytes::from_static(b"k2"), slow);
-        assert!(c.get("db0", slow).is_some() && c.get("db0", next).is_some());
-        let after = c.save("db0", Bytes::from_static(b"k3"), next);
-        assert!(c.get("db0", slow).is_none(), "two back is gone");
-        assert!(c.get("db0", after).is_some());
-        assert!(
-            c.get("db1", after).is_none(),
-            "cursors belong to their namespace"
-        );
-    }
 }

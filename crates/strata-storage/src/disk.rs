@@ -1,10 +1,12 @@
 //! `DiskTier`: L3 on RocksDB.
 //!
-//! - **Keys** are `ns_len (1 byte) ‖ namespace ‖ key`: a namespace is a contiguous key range,
-//!   so pattern invalidation iterates only its namespace (narrowed further by the pattern's
-//!   literal prefix) and `flush_namespace` is one `delete_range`, O(1) to write. Column
-//!   families per namespace were rejected: up to 1024 namespaces would mean 1024 memtables.
-//!   Keys starting with a 0 byte are Strata's own metadata (no namespace is empty).
+//! - **Keys** are `0x80 | ns_len (1 byte) ‖ namespace ‖ scan hash (8 bytes, big-endian) ‖
+//!   key`: a namespace is a contiguous key range, so pattern invalidation iterates only its
+//!   namespace and `flush_namespace` is one `delete_range`, O(1) to write; inside it keys are
+//!   in scan order ([`strata_core::scan`]), so a `SCAN` cursor is a seek. Column families per
+//!   namespace were rejected: up to 1024 namespaces would mean 1024 memtables. Keys starting
+//!   with a 0 byte are Strata's own metadata (no namespace is empty). Keys starting with
+//!   `ns_len` alone (1..=64) are the layout before scan order; `open` moves them over.
 //! - **Values** are records (`crate::record`): versioned, checksummed, compressed per
 //!   namespace policy. RocksDB's own block compression is off so values are not compressed
 //!   twice.
@@ -37,6 +39,7 @@ use rocksdb::{
     BlockBasedOptions, DB, DBCompressionType, IteratorMode, Options, WriteBatch, WriteOptions,
 };
 use strata_core::glob::Glob;
+use strata_core::scan::{ScanFrom, scan_hash};
 use strata_core::stats::Counter;
 use strata_core::{
     Clock, Entry, Layer, NamespacePolicy, SetOutcome, Tier, TierError, TierHealth, Version,
@@ -76,6 +79,8 @@ pub struct DiskTierConfig {
 /// The end of the user keyspace: keys start with the namespace's length and its UTF-8 name,
 /// which never contains 0xff, so `[0xff, 0xff]` is above every key.
 const KEYSPACE_END: &[u8] = &[0xff, 0xff];
+/// The old layout's keys (`ns_len ‖ ns ‖ key`, before scan order) lie in `[1, 65)`.
+const OLD_LAYOUT: std::ops::Range<u8> = 1..65;
 
 /// Counters that only L3 keeps.
 #[derive(Debug, Default)]
@@ -168,18 +173,85 @@ fn failed(e: impl std::fmt::Display) -> TierError {
     TierError::Failed(e.to_string())
 }
 
-/// `ns_len ‖ ns`: the prefix of every key of a namespace.
+/// The first byte of a namespace's keys is this bit and the name's length.
+const NS_TAG: u8 = 0x80;
+/// The first byte of the first key past every namespace (names are at most 64 bytes).
+const KEYSPACE_END_TAG: u8 = NS_TAG | 65;
+/// Bytes of the scan hash between the namespace and the user key.
+const HASH_LEN: usize = 8;
+
+/// `0x80 | ns_len ‖ ns`: the prefix of every key of a namespace.
 fn ns_prefix(namespace: &str) -> Vec<u8> {
-    let mut p = Vec::with_capacity(1 + namespace.len());
-    p.push(namespace.len() as u8);
+    let mut p = Vec::with_capacity(1 + namespace.len() + HASH_LEN);
+    p.push(NS_TAG | namespace.len() as u8);
     p.extend_from_slice(namespace.as_bytes());
     p
 }
 
-fn disk_key(namespace: &str, key: &[u8]) -> Vec<u8> {
+/// The RocksDB key of `key` in `namespace`: `0x80 | ns_len ‖ namespace ‖ scan_hash(key)
+/// (big-endian) ‖ key` (see the module docs).
+pub fn disk_key(namespace: &str, key: &[u8]) -> Vec<u8> {
     let mut k = ns_prefix(namespace);
+    k.reserve(HASH_LEN + key.len());
+    k.extend_from_slice(&scan_hash(key).to_be_bytes());
     k.extend_from_slice(key);
     k
+}
+
+/// The user key of a disk key of the namespace whose prefix is `prefix_len` bytes long.
+fn user_key(dkey: &[u8], prefix_len: usize) -> &[u8] {
+    dkey.get(prefix_len + HASH_LEN..).unwrap_or_default()
+}
+
+/// A [`ScanFrom`]'s parts, owned, to move onto the blocking pool (with the namespace).
+fn owned_from(namespace: &str, from: ScanFrom<'_>) -> (String, u64, Option<Vec<u8>>) {
+    (
+        namespace.to_owned(),
+        from.hash(),
+        from.after_key().map(<[u8]>::to_vec),
+    )
+}
+
+/// The [`ScanFrom`] of [`owned_from`]'s parts.
+fn from_parts(hash: u64, after: Option<&[u8]>) -> ScanFrom<'_> {
+    match after {
+        Some(a) => ScanFrom::after(a),
+        None => ScanFrom::at_hash(hash),
+    }
+}
+
+/// Moves the records of the layout before scan order (`ns_len ‖ ns ‖ key`) to the current
+/// one, 10,000 a batch; each batch puts the new keys and deletes the old in one write, so a
+/// crash midway leaves every record under exactly one of the two and the next open carries
+/// on. Returns how many records moved.
+fn migrate_layout(db: &DB) -> Result<u64, rocksdb::Error> {
+    let mut moved = 0;
+    loop {
+        let mut batch = WriteBatch::default();
+        let mut n = 0u64;
+        let start = [OLD_LAYOUT.start];
+        for item in db.iterator(IteratorMode::From(&start, rocksdb::Direction::Forward)) {
+            let (k, v) = item?;
+            if !OLD_LAYOUT.contains(&k[0]) {
+                break;
+            }
+            let len = usize::from(k[0]);
+            let name = k.get(1..1 + len).and_then(|n| std::str::from_utf8(n).ok());
+            if let Some(name) = name {
+                batch.put(disk_key(name, &k[1 + len..]), &v);
+            }
+            batch.delete(&k);
+            n += 1;
+            if n == 10_000 {
+                break;
+            }
+        }
+        if n == 0 {
+            return Ok(moved);
+        }
+        db.write(batch)?;
+        moved += n;
+    }
 }
 
 /// The smallest key greater than every key starting with `prefix` (namespace names never end
@@ -351,6 +423,22 @@ impl DiskTier {
                     .map(u64::from_le_bytes)
                     .unwrap_or(0);
                 self.watermark.store(wm, Ordering::Release);
+                match migrate_layout(&db) {
+                    Ok(0) => {}
+                    Ok(n) => tracing::info!(records = n, "L3 moved its records to scan order"),
+                    Err(e) => {
+                        // What did not move must never come back at a later open (a key
+                        // deleted meanwhile would): dropped, or else L3 is emptied.
+                        tracing::warn!(error = %e, "L3 could not move its records to scan order; dropping them");
+                        let mut batch = WriteBatch::default();
+                        batch.delete_range(&[OLD_LAYOUT.start][..], &[OLD_LAYOUT.end][..]);
+                        if let Err(e) = db.write(batch) {
+                            self.faults.distrust(&format!(
+                                "records of the old layout could not be dropped: {e}"
+                            ));
+                        }
+                    }
+                }
                 if self.prior_dirty.swap(false, Ordering::AcqRel) {
                     self.faults.distrust(
                         "a previous run recorded changes L3 could not apply; emptied at open",
@@ -818,8 +906,9 @@ impl DiskTier {
         })
     }
 
-    /// Deletes, in one batch, every key of `namespace` (from `start`) for which `doomed`
-    /// holds; returns how many live records it deleted.
+    /// Deletes, in one batch, every key of `namespace` starting with `start` for which
+    /// `doomed` holds; returns how many live records it deleted. A pass over the namespace:
+    /// its keys are in scan order, not by prefix.
     fn delete_where(
         &self,
         namespace: &str,
@@ -828,19 +917,17 @@ impl DiskTier {
     ) -> Result<u64, TierError> {
         let db = self.db()?;
         let prefix = ns_prefix(namespace);
-        let mut from = prefix.clone();
-        from.extend_from_slice(start);
         let now = self.clock.now_ms();
         let mut batch = WriteBatch::default();
         let mut n = 0;
-        let iter = db.iterator(IteratorMode::From(&from, rocksdb::Direction::Forward));
+        let iter = db.iterator(IteratorMode::From(&prefix, rocksdb::Direction::Forward));
         for item in iter {
             let (k, v) = item.map_err(failed)?;
-            if !k.starts_with(&from) {
+            if !k.starts_with(&prefix) {
                 break;
             }
-            let user_key = &k[prefix.len()..];
-            if doomed(user_key, &v) {
+            let user_key = user_key(&k, prefix.len());
+            if user_key.starts_with(start) && doomed(user_key, &v) {
                 batch.delete(&k);
                 if record::decode_header(&v).is_ok_and(|h| h.is_retained(now)) {
                     n += 1;
@@ -851,16 +938,16 @@ impl DiskTier {
         Ok(n)
     }
 
-    /// Up to `limit` keys of `namespace` holding fresh, intact records, after `after`.
+    /// Up to `limit` keys of `namespace` holding fresh, intact records, from `from`.
     fn scan_blocking(
         &self,
         namespace: &str,
-        after: Option<&[u8]>,
+        from: ScanFrom<'_>,
         limit: usize,
     ) -> Result<Vec<Bytes>, TierError> {
         let now = self.clock.now_ms();
         Ok(self
-            .scan_where(namespace, after, limit, |h| h.is_fresh(now))?
+            .scan_where(namespace, from, limit, |h| h.is_fresh(now))?
             .into_iter()
             .map(|(k, _)| k)
             .collect())
@@ -872,19 +959,19 @@ impl DiskTier {
     fn scan_versions_blocking(
         &self,
         namespace: &str,
-        after: Option<&[u8]>,
+        from: ScanFrom<'_>,
         limit: usize,
     ) -> Result<Vec<(Bytes, Version)>, TierError> {
         let now = self.clock.now_ms();
-        self.scan_where(namespace, after, limit, |h| h.is_retained(now))
+        self.scan_where(namespace, from, limit, |h| h.is_retained(now))
     }
 
-    /// Up to `limit` keys of `namespace` after `after` whose intact, unevicted,
-    /// untombstoned record `keep` selects, with their versions.
+    /// Up to `limit` keys of `namespace` from `from` (in scan order: one seek) whose intact,
+    /// unevicted, untombstoned record `keep` selects, with their versions.
     fn scan_where(
         &self,
         namespace: &str,
-        after: Option<&[u8]>,
+        from: ScanFrom<'_>,
         limit: usize,
         keep: impl Fn(&record::RecordHeader) -> bool,
     ) -> Result<Vec<(Bytes, Version)>, TierError> {
@@ -893,15 +980,16 @@ impl DiskTier {
             return Err(unavailable(format!("L3 untrusted: {why}")));
         }
         let prefix = ns_prefix(namespace);
-        let mut from = prefix.clone();
-        if let Some(a) = after {
-            from.extend_from_slice(a);
+        let mut seek = prefix.clone();
+        seek.extend_from_slice(&from.hash().to_be_bytes());
+        if let Some(a) = from.after_key() {
+            seek.extend_from_slice(a);
             // The smallest key greater than `after`.
-            from.push(0);
+            seek.push(0);
         }
         let wm = self.watermark.load(Ordering::Acquire);
         let mut keys = Vec::new();
-        let iter = db.iterator(IteratorMode::From(&from, rocksdb::Direction::Forward));
+        let iter = db.iterator(IteratorMode::From(&seek, rocksdb::Direction::Forward));
         for item in iter {
             if keys.len() >= limit {
                 break;
@@ -915,7 +1003,10 @@ impl DiskTier {
                 && h.version.physical_ms() >= wm
                 && self.faults.gate(&k) == ReadGate::Open
             {
-                keys.push((Bytes::copy_from_slice(&k[prefix.len()..]), h.version));
+                keys.push((
+                    Bytes::copy_from_slice(user_key(&k, prefix.len())),
+                    h.version,
+                ));
             }
         }
         Ok(keys)
@@ -926,14 +1017,17 @@ impl DiskTier {
     fn namespaces_blocking(&self) -> Result<Vec<String>, TierError> {
         let db = self.db()?;
         let mut names = Vec::new();
-        let mut from = vec![1u8];
+        let mut from = vec![NS_TAG | 1];
         loop {
             let mut iter = db.iterator(IteratorMode::From(&from, rocksdb::Direction::Forward));
             let Some(item) = iter.next() else {
                 return Ok(names);
             };
             let (k, _) = item.map_err(failed)?;
-            let len = usize::from(k[0]);
+            if k[0] >= KEYSPACE_END_TAG {
+                return Ok(names);
+            }
+            let len = usize::from(k[0] & !NS_TAG);
             let Some(name) = k.get(1..1 + len) else {
                 return Ok(names);
             };
@@ -1412,24 +1506,26 @@ impl Tier for SharedDiskTier {
     async fn scan_keys(
         &self,
         namespace: &str,
-        after: Option<&[u8]>,
+        from: ScanFrom<'_>,
         limit: usize,
     ) -> Result<Vec<Bytes>, TierError> {
-        let (ns, after) = (namespace.to_owned(), after.map(<[u8]>::to_vec));
+        let (ns, hash, after) = owned_from(namespace, from);
         self.0
-            .blocking(move |t| t.scan_blocking(&ns, after.as_deref(), limit))
+            .blocking(move |t| t.scan_blocking(&ns, from_parts(hash, after.as_deref()), limit))
             .await
     }
 
     async fn scan_versions(
         &self,
         namespace: &str,
-        after: Option<&[u8]>,
+        from: ScanFrom<'_>,
         limit: usize,
     ) -> Result<Vec<(Bytes, Version)>, TierError> {
-        let (ns, after) = (namespace.to_owned(), after.map(<[u8]>::to_vec));
+        let (ns, hash, after) = owned_from(namespace, from);
         self.0
-            .blocking(move |t| t.scan_versions_blocking(&ns, after.as_deref(), limit))
+            .blocking(move |t| {
+                t.scan_versions_blocking(&ns, from_parts(hash, after.as_deref()), limit)
+            })
             .await
     }
 

@@ -24,7 +24,9 @@ pub mod faults;
 pub mod record;
 
 #[cfg(feature = "rocksdb")]
-pub use disk::{DiskCounters, DiskTier, DiskTierConfig, SharedDiskTier, SizeReport, dir_size};
+pub use disk::{
+    DiskCounters, DiskTier, DiskTierConfig, SharedDiskTier, SizeReport, dir_size, disk_key,
+};
 #[cfg(feature = "rocksdb")]
 pub use faults::FaultSummary;
 pub use record::{RecordError, RecordHeader};

@@ -11,6 +11,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::Bytes;
+use strata_core::scan::{ScanFrom, scan_hash};
 use strata_core::testsuite;
 use strata_core::{
     Clock, Entry, ManualClock, NamespacePolicy, SystemClock, Tier, TierError, Version,
@@ -137,6 +138,79 @@ async fn a_lowered_max_ttl_drops_longer_lived_records_after_restart() {
     assert_eq!(t.0.counters().policy_drops.get(), 1);
 }
 
+/// Pages from a hash (a `SCAN` cursor) list every key once, in scan order; the records of
+/// the layout before scan order (`ns_len ‖ ns ‖ key`) are moved at open and served.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn keys_are_listed_in_scan_order_and_the_old_layout_moves_over() {
+    let dir = tempfile::tempdir().unwrap();
+    let clock: Arc<dyn Clock> = Arc::new(ManualClock::default());
+    let t = open(dir.path(), clock.clone());
+    let mut want: Vec<Bytes> = (0..3000).map(|i| Bytes::from(format!("key:{i}"))).collect();
+    for k in &want {
+        t.set("ns", k.clone(), entry(k, 1)).await.unwrap();
+    }
+    t.set("other", Bytes::from("x"), entry(b"o", 1))
+        .await
+        .unwrap();
+    strata_core::scan::sort_keys(&mut want);
+    let mut listed = Vec::new();
+    let mut cursor = 0u64;
+    loop {
+        let page = t
+            .scan_keys("ns", ScanFrom::at_hash(cursor), 101)
+            .await
+            .unwrap();
+        if page.len() <= 100 {
+            listed.extend(page);
+            break;
+        }
+        cursor = scan_hash(&page[100]);
+        listed.extend(page.into_iter().take(100));
+    }
+    assert_eq!(listed, want, "each key once, in scan order");
+    t.0.close();
+
+    // Rewrite every record under the old layout, as a release before scan order left them.
+    {
+        let db = rocksdb::DB::open_default(dir.path()).unwrap();
+        for (ns, keys) in [("ns", want.clone()), ("other", vec![Bytes::from("x")])] {
+            for k in keys {
+                let new = strata_storage::disk_key(ns, &k);
+                let v = db.get(&new).unwrap().unwrap();
+                let old = [&[ns.len() as u8][..], ns.as_bytes(), &k].concat();
+                db.put(&old, &v).unwrap();
+                db.delete(&new).unwrap();
+            }
+        }
+    }
+    let t = open(dir.path(), clock);
+    for k in &want {
+        assert_eq!(t.get("ns", k).await.unwrap().unwrap().value, *k);
+    }
+    assert_eq!(
+        t.scan_keys("ns", ScanFrom::START, usize::MAX)
+            .await
+            .unwrap(),
+        want
+    );
+    let mut names = t.namespaces().await.unwrap();
+    names.sort();
+    assert_eq!(names, ["ns", "other"]);
+    // Nothing is left under the old layout to come back at a later open.
+    t.flush_namespace("ns").await.unwrap();
+    t.0.close();
+    let db = rocksdb::DB::open_default(dir.path()).unwrap();
+    let old = db
+        .iterator(rocksdb::IteratorMode::From(
+            &[1u8],
+            rocksdb::Direction::Forward,
+        ))
+        .map(Result::unwrap)
+        .take_while(|(k, _)| k[0] < 65)
+        .count();
+    assert_eq!(old, 0);
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_corrupted_record_is_a_counted_miss_and_is_deleted() {
     let dir = tempfile::tempdir().unwrap();
@@ -153,7 +227,7 @@ async fn a_corrupted_record_is_a_counted_miss_and_is_deleted() {
     // Flip bytes in the stored record through the raw RocksDB API.
     {
         let db = rocksdb::DB::open_default(dir.path()).unwrap();
-        let key = [&[2u8][..], b"ns", b"bad"].concat();
+        let key = strata_storage::disk_key("ns", b"bad");
         let mut raw = db.get(&key).unwrap().unwrap();
         let mid = raw.len() / 2;
         raw[mid] ^= 0xff;
@@ -171,7 +245,7 @@ async fn a_corrupted_record_is_a_counted_miss_and_is_deleted() {
     t.0.close();
     let db = rocksdb::DB::open_default(dir.path()).unwrap();
     assert!(
-        db.get([&[2u8][..], b"ns", b"bad"].concat())
+        db.get(strata_storage::disk_key("ns", b"bad"))
             .unwrap()
             .is_none(),
         "corrupt record kept"

@@ -21,6 +21,7 @@ use strata_core::entry::Entry;
 use strata_core::glob::Glob;
 pub use strata_core::ops::parse_int;
 use strata_core::ops::{self, KeyOp, MultiOp, Ttl, range_of};
+use strata_core::scan::{ScanFrom, scan_hash};
 use strata_core::{CacheError, SetOptions};
 use strata_resp::{Protocol, Reply};
 
@@ -1456,10 +1457,10 @@ async fn run(sh: &Shared, s: &mut Session<'_>, id: Cmd, a: &[Bytes]) -> Res<()> 
         }
         Cmd::Scan => scan(sh, s, a).await?,
         Cmd::Randomkey => {
-            let start: [u8; 8] = rand::random();
-            let mut keys = scan_keys(sh, &s.ns, Some(&start), 1).await?;
+            let start = ScanFrom::at_hash(rand::random());
+            let mut keys = scan_keys(sh, &s.ns, start, 1).await?;
             if keys.is_empty() {
-                keys = scan_keys(sh, &s.ns, None, 1).await?;
+                keys = scan_keys(sh, &s.ns, ScanFrom::START, 1).await?;
             }
             match keys.first() {
                 Some(k) => s.reply.bulk(k),
@@ -1863,27 +1864,29 @@ async fn rename(sh: &Shared, s: &mut Session<'_>, a: &[Bytes], nx: bool) -> Res<
     write_reply(s, reply)
 }
 
-/// Keys of `ns` (matching `glob`), at most `max`.
-/// `Cache::scan_keys` on the blocking pool: a pass over L1 costs O(keys) (hundreds of
-/// milliseconds at 400k keys), and on a worker thread it would hold up every client that
+/// `Cache::scan_keys` on the blocking pool: KEYS and DBSIZE pass over every key (hundreds of
+/// milliseconds at 400k keys), and on a worker thread they would hold up every client that
 /// worker serves. Other clients' latency does not move while a KEYS, DBSIZE or SCAN runs.
-async fn scan_keys(sh: &Shared, ns: &str, after: Option<&[u8]>, limit: usize) -> Res<Vec<Bytes>> {
-    let (cache, ns, after) = (sh.cache.clone(), ns.to_owned(), after.map(<[u8]>::to_vec));
+async fn scan_keys(sh: &Shared, ns: &str, from: ScanFrom<'_>, limit: usize) -> Res<Vec<Bytes>> {
+    let (cache, ns) = (sh.cache.clone(), ns.to_owned());
+    let (hash, after) = (from.hash(), from.after_key().map(<[u8]>::to_vec));
     let runtime = tokio::runtime::Handle::current();
     tokio::task::spawn_blocking(move || {
-        runtime.block_on(cache.scan_keys(&ns, after.as_deref(), limit))
+        let from = match &after {
+            Some(a) => ScanFrom::after(a),
+            None => ScanFrom::at_hash(hash),
+        };
+        runtime.block_on(cache.scan_keys(&ns, from, limit))
     })
     .await
     .map_err(|e| format!("ERR key listing failed: {e}"))?
     .map_err(|e| cache_err(&e))
 }
 
-/// Every key of `ns` (matching `glob`), at most `max`. One pass over each layer: L1 has no
-/// order to resume a page from, so listing in pages cost a whole pass per page (DBSIZE on
-/// 400k keys took 7.2 s in 98 passes; one pass and a sort take a fraction of that).
+/// Every key of `ns` (matching `glob`), at most `max`, in one pass over each layer.
 async fn list_keys(sh: &Shared, ns: &str, glob: Option<&Glob>, max: usize) -> Res<Vec<Bytes>> {
     let limit = if glob.is_some() { usize::MAX } else { max };
-    let mut keys = scan_keys(sh, ns, None, limit).await?;
+    let mut keys = scan_keys(sh, ns, ScanFrom::START, limit).await?;
     if let Some(g) = glob {
         keys.retain(|k| g.matches(k));
     }
@@ -1891,6 +1894,15 @@ async fn list_keys(sh: &Shared, ns: &str, glob: Option<&Glob>, max: usize) -> Re
     Ok(keys)
 }
 
+/// Keys SCAN reads past a full page to find where the page's last hash ends.
+const SCAN_LOOKAHEAD: usize = 16;
+
+/// SCAN with a stateless cursor: the cursor is a position in scan order ([`strata_core::scan`]),
+/// the smallest hash the next page starts at. A page holds COUNT keys, plus any that share
+/// the last one's hash (so that a cursor never falls between keys of one hash), and its
+/// cursor is the hash of the first key after it (0 when there is none). Every key present for
+/// the whole scan is returned exactly once, whatever else runs, and a cursor stays valid
+/// across other clients' scans and restarts. Any number is a valid cursor, as in Redis.
 async fn scan(sh: &Shared, s: &mut Session<'_>, a: &[Bytes]) -> Res<()> {
     let cursor = std::str::from_utf8(&a[1])
         .ok()
@@ -1914,14 +1926,30 @@ async fn scan(sh: &Shared, s: &mut Session<'_>, a: &[Bytes]) -> Res<()> {
         }
         i += 2;
     }
-    let after = match cursor {
-        0 => None,
-        c => Some(sh.cursor(&s.ns, c).ok_or("ERR invalid cursor")?),
-    };
-    let page = scan_keys(sh, &s.ns, after.as_deref(), count).await?;
-    let next = match page.last() {
-        Some(last) if page.len() == count => sh.save_cursor(&s.ns, last.clone(), cursor),
-        _ => 0,
+    let mut page = scan_keys(sh, &s.ns, ScanFrom::at_hash(cursor), count + 1).await?;
+    let next = if page.len() <= count {
+        0
+    } else {
+        let last = scan_hash(&page[count - 1]);
+        let mut j = count;
+        loop {
+            if let Some(k) = page.get(j) {
+                let h = scan_hash(k);
+                if h != last {
+                    page.truncate(j);
+                    break h;
+                }
+                j += 1;
+                continue;
+            }
+            // Every key read past the page shares its last hash: read on until it changes.
+            let from = page[j - 1].clone();
+            let more = scan_keys(sh, &s.ns, ScanFrom::after(&from), SCAN_LOOKAHEAD).await?;
+            if more.is_empty() {
+                break 0;
+            }
+            page.extend(more);
+        }
     };
     let keys: Vec<&Bytes> = page
         .iter()

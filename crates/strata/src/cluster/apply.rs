@@ -3,6 +3,7 @@
 //! push after a ring change.
 
 use super::*;
+use strata_core::scan::ScanFrom;
 
 impl Shared {
     /// Applies an invalidation on this node: the owner store, then the node's own copies.
@@ -66,9 +67,11 @@ impl Shared {
         let mut n = 0;
         let mut after: Option<Bytes> = None;
         loop {
-            let keys = self
-                .owner
-                .scan_keys_sync(namespace, after.as_deref(), SCAN_BATCH);
+            let keys = self.owner.scan_keys_sync(
+                namespace,
+                ScanFrom::resume(after.as_deref()),
+                SCAN_BATCH,
+            );
             let done = keys.len() < SCAN_BATCH;
             for k in &keys {
                 if let Some(e) = self.owner.get_entry(namespace, k)
@@ -131,7 +134,9 @@ impl Shared {
         'outer: for ns in self.owner.namespace_names() {
             let mut after: Option<Bytes> = None;
             loop {
-                let keys = self.owner.scan_keys_sync(&ns, after.as_deref(), SCAN_BATCH);
+                let keys =
+                    self.owner
+                        .scan_keys_sync(&ns, ScanFrom::resume(after.as_deref()), SCAN_BATCH);
                 let done = keys.len() < SCAN_BATCH;
                 for k in &keys {
                     if budget == 0 {

@@ -328,10 +328,10 @@ impl Tier for ClusterTier {
     async fn scan_keys(
         &self,
         namespace: &str,
-        after: Option<&[u8]>,
+        from: strata_core::scan::ScanFrom<'_>,
         limit: usize,
     ) -> Result<Vec<Bytes>, TierError> {
-        Ok(self.shared.owner.scan_keys_sync(namespace, after, limit))
+        Ok(self.shared.owner.scan_keys_sync(namespace, from, limit))
     }
 
     async fn namespaces(&self) -> Result<Vec<String>, TierError> {
