@@ -216,10 +216,6 @@ async fn prove_l3(tier: RedisTier, cache: Cache, state: Arc<Mutex<u64>>, me: u64
             strata_core::warm::WarmReport::default()
         }
     };
-    let c = tier.counters();
-    c.warm_kept.fetch_add(report.kept, Ordering::Relaxed);
-    c.warm_dropped.fetch_add(report.dropped, Ordering::Relaxed);
-    c.warm_calls.fetch_add(report.calls, Ordering::Relaxed);
     {
         let current = state.lock();
         if *current != me {
@@ -228,6 +224,12 @@ async fn prove_l3(tier: RedisTier, cache: Cache, state: Arc<Mutex<u64>>, me: u64
         cache.set_l3_serving(true);
         cache.set_l3_first(true);
     }
+    // Counted once L3 serves again (a superseded proof counts nothing): a reader of the
+    // counters may rely on it.
+    let c = tier.counters();
+    c.warm_kept.fetch_add(report.kept, Ordering::Relaxed);
+    c.warm_dropped.fetch_add(report.dropped, Ordering::Relaxed);
+    c.warm_calls.fetch_add(report.calls, Ordering::Relaxed);
     tracing::info!(
         kept = report.kept,
         dropped = report.dropped,

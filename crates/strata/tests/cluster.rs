@@ -64,7 +64,8 @@ async fn writes_on_one_node_are_read_on_the_others_and_invalidations_reach_every
     // A delete on node 2 must stop nodes 0 and 1 serving their L1 copies, within the
     // staleness bound (they are dropped by the gossiped invalidation).
     caches[2].invalidate("ns", b"k7").await.unwrap();
-    let took = eventually("k7 gone everywhere", Duration::from_secs(1), || {
+    // Within the worst case of about 1.5 s (docs/semantics.md); usually milliseconds.
+    let took = eventually("k7 gone everywhere", Duration::from_secs(2), || {
         caches
             .iter()
             .all(|c| c.l1().unwrap().get_entry("ns", b"k7").is_none())
@@ -77,7 +78,7 @@ async fn writes_on_one_node_are_read_on_the_others_and_invalidations_reach_every
 
     // An overwrite on node 1 replaces node 0's and node 2's copies.
     caches[1].set("ns", "k8", "new").await.unwrap();
-    eventually("k8 new everywhere", Duration::from_secs(1), || {
+    eventually("k8 new everywhere", Duration::from_secs(2), || {
         caches.iter().all(|c| {
             c.l1()
                 .unwrap()
@@ -271,25 +272,37 @@ async fn a_partitioned_node_rejoins_without_serving_what_was_invalidated_meanwhi
     })
     .await;
     println!("converged {healed:?} after the heal");
-    tokio::time::sleep(Duration::from_millis(300)).await;
-    for c in &caches {
-        for k in 0..10 {
-            assert_eq!(
-                c.get("ns", format!("k{k}").as_bytes()).await.unwrap(),
-                None,
-                "k{k} was deleted during the partition"
-            );
+    let ring = |n: &Node| n.cluster_status().unwrap().ring_version;
+    eventually(
+        "the nodes agree on the ring",
+        Duration::from_secs(15),
+        || nodes.iter().all(|n| ring(n) == ring(&nodes[0])),
+    )
+    .await;
+    // Repair lands within about a second of agreement (docs/semantics.md); a loaded machine
+    // gets 10 s, and the answer must then hold.
+    let mismatch = || async {
+        for (i, c) in caches.iter().enumerate() {
+            for k in 0..20 {
+                let got = c.get("ns", format!("k{k}").as_bytes()).await.unwrap();
+                let want = (k >= 10).then_some(&b"new"[..]);
+                if got.as_deref() != want {
+                    return Some(format!("node {i}: k{k} is {got:?}, want {want:?}"));
+                }
+            }
         }
-        for k in 10..20 {
-            assert_eq!(
-                c.get("ns", format!("k{k}").as_bytes())
-                    .await
-                    .unwrap()
-                    .as_deref(),
-                Some(&b"new"[..]),
-                "k{k}"
-            );
-        }
+        None
+    };
+    let start = std::time::Instant::now();
+    while let Some(m) = mismatch().await {
+        assert!(
+            start.elapsed() < Duration::from_secs(10),
+            "10 s after agreement: {m}"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
     }
+    println!("consistent {:?} after agreement", start.elapsed());
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    assert_eq!(mismatch().await, None, "and it stays so");
     stop(nodes).await;
 }

@@ -53,10 +53,6 @@ pub(crate) fn begin(shared: Arc<Shared>, cache: Cache, at_start: bool) {
                 WarmReport::default()
             }
         };
-        let c = &shared.counters;
-        c.warm_kept.fetch_add(report.kept, Ordering::Relaxed);
-        c.warm_dropped.fetch_add(report.dropped, Ordering::Relaxed);
-        c.warm_calls.fetch_add(report.calls, Ordering::Relaxed);
         {
             // Under the lock: a newer proof starting now takes L3 off after this, not before.
             let current = shared.warm.run.lock();
@@ -64,6 +60,11 @@ pub(crate) fn begin(shared: Arc<Shared>, cache: Cache, at_start: bool) {
                 cache.set_l3_serving(true);
             }
         }
+        // Counted once L3 serves again: a reader of the counters may rely on it.
+        let c = &shared.counters;
+        c.warm_kept.fetch_add(report.kept, Ordering::Relaxed);
+        c.warm_dropped.fetch_add(report.dropped, Ordering::Relaxed);
+        c.warm_calls.fetch_add(report.calls, Ordering::Relaxed);
         tracing::info!(
             kept = report.kept,
             dropped = report.dropped,
