@@ -1009,3 +1009,79 @@ fn databases_behave_as_redis_and_the_example_config_keeps_the_licence_rule() {
     let e = err(cmd("PERSIST").arg("fuel:diesel").query(&mut c));
     assert!(e.contains("max_ttl"), "{e}");
 }
+
+/// MOVE and COPY … DB between numbered databases, on one node: the value, its TTL and its
+/// absence from the source after a restart (both writes reached L3); refused in a
+/// transaction and in a cluster, as docs/protocol.md says.
+#[test]
+fn move_and_copy_between_databases() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut srv = Server::start_in(dir.path(), "");
+    let mut c = srv.redis();
+    let _: () = c.set_ex("k", "v", 500).unwrap();
+    assert_eq!(cmd("MOVE").arg("k").arg(1).query::<i64>(&mut c).unwrap(), 1);
+    assert_eq!(
+        cmd("MOVE").arg("k").arg(1).query::<i64>(&mut c).unwrap(),
+        0,
+        "gone"
+    );
+    assert!(err(cmd("MOVE").arg("k").arg(0).query(&mut c)).contains("same"));
+    assert!(err(cmd("MOVE").arg("k").arg(16).query(&mut c)).contains("out of range"));
+    let _: () = c.set("k", "here").unwrap();
+    let _: () = cmd("SELECT").arg(1).query(&mut c).unwrap();
+    assert_eq!(c.get::<_, String>("k").unwrap(), "v");
+    let ttl: i64 = c.ttl("k").unwrap();
+    assert!((490..=500).contains(&ttl), "the TTL moved with it: {ttl}");
+    assert_eq!(
+        cmd("MOVE").arg("k").arg(0).query::<i64>(&mut c).unwrap(),
+        0,
+        "exists there"
+    );
+    // COPY to another database, with and without REPLACE.
+    let copy = |c: &mut redis::Connection, replace: bool| -> i64 {
+        let mut q = cmd("COPY");
+        q.arg("k").arg("k2").arg("DB").arg(2);
+        if replace {
+            q.arg("REPLACE");
+        }
+        q.query(c).unwrap()
+    };
+    assert_eq!(copy(&mut c, false), 1);
+    let _: () = c.set("k", "v2").unwrap();
+    assert_eq!(copy(&mut c, false), 0);
+    assert_eq!(copy(&mut c, true), 1);
+    // Not in a transaction (EXECABORT), where a move across namespaces is not one step.
+    let _: () = cmd("MULTI").query(&mut c).unwrap();
+    assert!(err(cmd("MOVE").arg("k").arg(3).query(&mut c)).contains("MULTI"));
+    assert!(
+        err(cmd("EXEC").query(&mut c))
+            .to_lowercase()
+            .contains("execabort")
+    );
+    drop(c);
+    srv.terminate();
+    drop(srv);
+    let srv = Server::start_in(dir.path(), "");
+    let mut c = srv.redis();
+    assert_eq!(c.get::<_, String>("k").unwrap(), "here");
+    let _: () = cmd("SELECT").arg(2).query(&mut c).unwrap();
+    assert_eq!(c.get::<_, String>("k2").unwrap(), "v2");
+    let _: () = cmd("SELECT").arg(1).query(&mut c).unwrap();
+    assert_eq!(c.get::<_, String>("k").unwrap(), "v2");
+    drop(srv);
+
+    // A one-node cluster refuses both, as Redis Cluster does.
+    let cdir = tempfile::tempdir().unwrap();
+    let node = strata_tests::start_node(
+        cdir.path(),
+        "n1",
+        strata_tests::free_port(),
+        &[],
+        "expected_size = 1",
+    );
+    let mut c = node.redis();
+    assert!(err(cmd("MOVE").arg("k").arg(1).query(&mut c)).contains("cluster mode"));
+    assert!(
+        err(cmd("COPY").arg("k").arg("j").arg("DB").arg(1).query(&mut c)).contains("cluster mode")
+    );
+}

@@ -70,7 +70,43 @@ fn command(r: &mut Rng) -> Vec<String> {
             _ => c.extend([n(r), n(r), s("BYTE")]),
         }
     };
-    match r.below(34) {
+    match r.below(37) {
+        34 | 35 => {
+            let name = if r.below(3) == 0 {
+                "BITFIELD_RO"
+            } else {
+                "BITFIELD"
+            };
+            let mut c = vec![s(name), k];
+            for _ in 0..r.below(4) {
+                let t = r
+                    .pick(&[
+                        "i1", "i5", "u4", "i8", "u8", "i16", "u15", "i64", "u63", "u64", "I8", "i0",
+                    ])
+                    .to_owned();
+                let off = match r.below(6) {
+                    0 => format!("#{}", r.below(5)),
+                    1 => s("-1"),
+                    _ => r.below(40).to_string(),
+                };
+                let num = match r.below(8) {
+                    0 => s("9223372036854775807"),
+                    1 => s("-9223372036854775808"),
+                    2 => s("x"),
+                    _ => (r.below(600) as i64 - 300).to_string(),
+                };
+                match r.below(5) {
+                    0 | 1 => c.extend([s("GET"), t, off]),
+                    2 => c.extend([
+                        s("OVERFLOW"),
+                        r.pick(&["WRAP", "SAT", "FAIL", "sat", "BAD"]).to_owned(),
+                    ]),
+                    3 => c.extend([s("SET"), t, off, num]),
+                    _ => c.extend([s("INCRBY"), t, off, num]),
+                }
+            }
+            c
+        }
         32 => {
             let op = r.pick(&["AND", "OR", "XOR", "NOT"]).to_owned();
             let n = if op == "NOT" { 1 } else { 1 + r.below(3) };
@@ -108,11 +144,19 @@ fn command(r: &mut Rng) -> Vec<String> {
         }
         31 => {
             let mut c = vec![s("COPY"), k, r.pick(&KEYS).to_owned()];
+            if r.below(3) == 0 {
+                c.extend([s("DB"), r.pick(&["0", "1", "2", "16", "x"]).to_owned()]);
+            }
             if r.below(2) == 0 {
                 c.push(s("REPLACE"));
             }
             c
         }
+        36 => vec![
+            s("MOVE"),
+            k,
+            r.pick(&["0", "1", "1", "2", "-1", "16", "x"]).to_owned(),
+        ],
         24..=26 => {
             let mut c = vec![
                 s("EVAL"),
@@ -208,8 +252,9 @@ fn unit(r: &mut Rng) -> Vec<Vec<String>> {
     out.push(vec![s("MULTI")]);
     for _ in 0..=r.below(5) {
         let mut c = command(r);
-        // INCRBYFLOAT prints differently (compared numerically outside transactions).
-        while c[0] == "INCRBYFLOAT" {
+        // INCRBYFLOAT prints differently (compared numerically outside transactions);
+        // MOVE and COPY … DB are refused in a transaction on Strata (docs/protocol.md).
+        while c[0] == "INCRBYFLOAT" || c[0] == "MOVE" || c.iter().any(|a| a == "DB") {
             c = command(r);
         }
         out.push(c);
@@ -325,6 +370,24 @@ fn compare(
                     "EXEC" => normal_exec(&exec_queue, reply),
                     _ => normal(&cmd, reply),
                 };
+                // A cluster refuses MOVE and COPY to another database, as Redis Cluster
+                // does (docs/protocol.md); a key Redis moved away is deleted here too, so
+                // that the runs go on from the same state.
+                let other_db = |c: &[String]| {
+                    c.iter()
+                        .position(|a| a == "DB")
+                        .is_some_and(|i| c.get(i + 1).is_some_and(|d| d != "0"))
+                };
+                if name.starts_with("cluster")
+                    && !in_multi
+                    && (cmd[0] == "MOVE" || (cmd[0] == "COPY" && other_db(&cmd)))
+                {
+                    assert_eq!(got, "error", "seed {seed} step {step}: {cmd:?} on {name}");
+                    if cmd[0] == "MOVE" && want == "int(1)" {
+                        let _: i64 = redis::cmd("DEL").arg(&cmd[1]).query(c).unwrap();
+                    }
+                    continue;
+                }
                 assert_eq!(
                     got, want,
                     "seed {seed} step {step}: {cmd:?} answered differently by {name} than by redis-server"

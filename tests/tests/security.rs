@@ -416,6 +416,21 @@ fn acl_users_stay_in_their_namespaces_and_permissions() {
     assert_eq!(w.cmd(&[b"GET", b"o1"]), Frame::Bulk("x".into()));
     assert_eq!(w.cmd(&[b"FLUSHDB"]), Frame::Simple("OK".into()));
     w.cmd(&[b"SET", b"o1", b"x"]);
+    // MOVE and COPY … DB check the target database against the user's globs too.
+    for cmd in [
+        &[&b"MOVE"[..], b"o1", b"0"][..],
+        &[&b"COPY"[..], b"o1", b"o2", b"DB", b"3"][..],
+    ] {
+        assert_eq!(
+            err_text(&w.cmd(cmd)),
+            "NOPERM No permissions to access a key"
+        );
+    }
+    assert_eq!(
+        w.cmd(&[b"GET", b"o1"]),
+        Frame::Bulk("x".into()),
+        "not moved"
+    );
     for (cmd, name) in [
         (&[&b"FLUSHALL"[..]][..], "flushall"),
         (

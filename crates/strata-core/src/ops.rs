@@ -157,6 +157,193 @@ pub enum KeyOp {
     Encoding,
     /// `MEMORY USAGE` (read only): about how many bytes the entry takes in memory.
     MemoryUsage,
+    /// `BITFIELD` (and `BITFIELD_RO`, all `Get`): each operation in order on the value, as
+    /// Redis does; the key is created (zero-filled up to the farthest bit written) when any
+    /// operation writes, even one that fails its overflow check.
+    Bitfield(Vec<BitfieldOp>),
+}
+
+/// A `BITFIELD` integer type: `i1`..`i64` or `u1`..`u63`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct BitfieldType {
+    /// Two's complement (`i`) or unsigned (`u`).
+    pub signed: bool,
+    /// Width in bits.
+    pub bits: u8,
+}
+
+/// What `BITFIELD` does when a `SET` or `INCRBY` does not fit its type.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Overflow {
+    /// Modular arithmetic (the default).
+    #[default]
+    Wrap,
+    /// Clamp to the type's minimum or maximum.
+    Sat,
+    /// Change nothing and answer nil.
+    Fail,
+}
+
+/// One operation of `BITFIELD`, at a bit offset (most significant bit of byte 0 first).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub enum BitfieldOp {
+    /// `GET type offset`: the field's value.
+    Get(BitfieldType, u64),
+    /// `SET type offset value`: answers the old value.
+    Set(BitfieldType, u64, i64, Overflow),
+    /// `INCRBY type offset increment`: answers the new value.
+    IncrBy(BitfieldType, u64, i64, Overflow),
+}
+
+/// The field of `t` at bit `offset` of `v` (bits past the end read as 0), as a u64 holding
+/// the raw bits (sign-extended for a signed type).
+fn field_at(v: &[u8], offset: u64, t: BitfieldType) -> u64 {
+    let bits = u64::from(t.bits);
+    let mut x: u64 = 0;
+    for i in 0..bits {
+        x = (x << 1) | u64::from(bit_at(v, offset + i));
+    }
+    if t.signed && bits < 64 && x & (1 << (bits - 1)) != 0 {
+        x |= u64::MAX << bits;
+    }
+    x
+}
+
+/// Writes the low `t.bits` bits of `x` at bit `offset` of `v` (long enough).
+fn set_field(v: &mut [u8], offset: u64, t: BitfieldType, x: u64) {
+    let bits = u64::from(t.bits);
+    for i in 0..bits {
+        let on = (x >> (bits - 1 - i)) & 1 == 1;
+        let at = offset + i;
+        let mask = 0x80u8 >> (at & 7);
+        let byte = &mut v[(at >> 3) as usize];
+        if on {
+            *byte |= mask;
+        } else {
+            *byte &= !mask;
+        }
+    }
+}
+
+/// `value + incr` in `t` under `ow`, as Redis computes it: `None` when `Fail` refuses.
+fn field_add(value: u64, incr: i64, t: BitfieldType, ow: Overflow) -> Option<u64> {
+    let bits = u32::from(t.bits);
+    // Some(true): over the maximum; Some(false): under the minimum.
+    let (over, wrapped, max, min) = if t.signed {
+        let value = value as i64;
+        let max = if bits == 64 {
+            i64::MAX
+        } else {
+            (1i64 << (bits - 1)) - 1
+        };
+        let min = -max - 1;
+        let (maxincr, minincr) = (max.wrapping_sub(value), min.wrapping_sub(value));
+        let over = if value > max
+            || (bits != 64 && incr > maxincr)
+            || (value >= 0 && incr > 0 && incr > maxincr)
+        {
+            Some(true)
+        } else if value < min
+            || (bits != 64 && incr < minincr)
+            || (value < 0 && incr < 0 && incr < minincr)
+        {
+            Some(false)
+        } else {
+            None
+        };
+        let mut c = (value as u64).wrapping_add(incr as u64);
+        if bits < 64 {
+            let mask = u64::MAX << bits;
+            if c & (1 << (bits - 1)) != 0 {
+                c |= mask;
+            } else {
+                c &= !mask;
+            }
+        }
+        (over, c, max as u64, min as u64)
+    } else {
+        let max = (1u64 << bits) - 1;
+        let maxincr = max.wrapping_sub(value) as i64;
+        let minincr = 0u64.wrapping_sub(value) as i64;
+        let over = if value > max || incr > maxincr {
+            Some(true)
+        } else if incr < 0 && incr < minincr {
+            Some(false)
+        } else {
+            None
+        };
+        let c = value.wrapping_add(incr as u64) & !(u64::MAX << bits);
+        (over, c, max, 0)
+    };
+    match (over, ow) {
+        (None, _) => Some(value.wrapping_add(incr as u64)),
+        (Some(_), Overflow::Wrap) => Some(wrapped),
+        (Some(true), Overflow::Sat) => Some(max),
+        (Some(false), Overflow::Sat) => Some(min),
+        (Some(_), Overflow::Fail) => None,
+    }
+}
+
+/// `BITFIELD`'s operations on `cur`: the new value (`None` when unchanged) and the replies.
+fn bitfield(
+    cur: Option<&[u8]>,
+    fops: &[BitfieldOp],
+    limits: OpLimits,
+) -> Result<(Option<Vec<u8>>, Vec<Token>), Reply> {
+    let highest = fops
+        .iter()
+        .filter_map(|op| match op {
+            BitfieldOp::Set(t, off, ..) | BitfieldOp::IncrBy(t, off, ..) => {
+                Some(off + u64::from(t.bits) - 1)
+            }
+            BitfieldOp::Get(..) => None,
+        })
+        .max();
+    let mut v = cur.unwrap_or_default().to_vec();
+    let mut dirty = false;
+    if let Some(hi) = highest {
+        let need = (hi >> 3) as usize + 1;
+        if let Some(err) = too_long(need, limits) {
+            return Err(err);
+        }
+        dirty = cur.is_none();
+        if v.len() < need {
+            v.resize(need, 0);
+            dirty = true;
+        }
+    }
+    let mut out = vec![Token::Array(fops.len() as u32)];
+    // A field's bits as its value: sign-extended already for a signed type, below 2^63 for an
+    // unsigned one.
+    let show = |x: u64| Token::Int(x as i64);
+    for op in fops {
+        match *op {
+            BitfieldOp::Get(t, off) => out.push(show(field_at(&v, off, t))),
+            BitfieldOp::Set(t, off, value, ow) => {
+                let old = field_at(&v, off, t);
+                match field_add(value as u64, 0, t, ow) {
+                    Some(new) => {
+                        set_field(&mut v, off, t, new);
+                        dirty = true;
+                        out.push(show(old));
+                    }
+                    None => out.push(Token::Nil),
+                }
+            }
+            BitfieldOp::IncrBy(t, off, incr, ow) => {
+                let old = field_at(&v, off, t);
+                match field_add(old, incr, t, ow) {
+                    Some(new) => {
+                        set_field(&mut v, off, t, new);
+                        dirty = true;
+                        out.push(show(new));
+                    }
+                    None => out.push(Token::Nil),
+                }
+            }
+        }
+    }
+    Ok((dirty.then_some(v), out))
 }
 
 /// The operation of `BITOP`.
@@ -823,6 +1010,11 @@ pub fn apply(op: &KeyOp, old: Option<&Entry>, now_ms: u64, limits: OpLimits) -> 
             };
             (Effect::None, Reply::Int(n))
         }
+        KeyOp::Bitfield(fops) => match bitfield(old.map(|e| &e.value[..]), fops, limits) {
+            Ok((Some(v), out)) => (write(Bytes::from(v), Ttl::Keep, true), Reply::Tree(out)),
+            Ok((None, out)) => (Effect::None, Reply::Tree(out)),
+            Err(e) => (Effect::None, e),
+        },
         KeyOp::MemoryUsage => match old {
             // The value and tags, plus the entry's bookkeeping in L1 (slot, index, version,
             // expiry), rounded as an allocator would.
@@ -1549,6 +1741,88 @@ mod tests {
         let mut e = Entry::new(Bytes::from(v.to_owned()), Version::from_u64(1));
         e.expires_at_ms = exp;
         e
+    }
+
+    /// Redis's documented examples of `BITFIELD`, run in sequence on one value.
+    #[test]
+    fn bitfield_answers_as_the_redis_docs_show() {
+        use BitfieldOp::*;
+        let (i5, u4, u2) = (
+            BitfieldType {
+                signed: true,
+                bits: 5,
+            },
+            BitfieldType {
+                signed: false,
+                bits: 4,
+            },
+            BitfieldType {
+                signed: false,
+                bits: 2,
+            },
+        );
+        let run = |cur: Option<&Entry>, ops: Vec<BitfieldOp>| {
+            let (eff, r) = apply(&KeyOp::Bitfield(ops), cur, 0, LIM);
+            let v = match eff {
+                Effect::Write { value, .. } => {
+                    Some(e(std::str::from_utf8(&value).unwrap_or(""), None))
+                }
+                _ => None,
+            };
+            (v, r)
+        };
+        let ints = |xs: &[Option<i64>]| {
+            let mut t = vec![Token::Array(xs.len() as u32)];
+            t.extend(xs.iter().map(|x| x.map_or(Token::Nil, Token::Int)));
+            Reply::Tree(t)
+        };
+        // BITFIELD mykey INCRBY i5 100 1 GET u4 0 → 1, 0
+        let (_, r) = run(None, vec![IncrBy(i5, 100, 1, Overflow::Wrap), Get(u4, 0)]);
+        assert_eq!(r, ints(&[Some(1), Some(0)]));
+        // INCRBY u2 100 1 OVERFLOW SAT INCRBY u2 102 1, four times: 1 1, 2 2, 3 3, 0 3.
+        let mut cur: Option<Entry> = None;
+        for want in [[1, 1], [2, 2], [3, 3], [0, 3]] {
+            let ops = vec![
+                IncrBy(u2, 100, 1, Overflow::Wrap),
+                IncrBy(u2, 102, 1, Overflow::Sat),
+            ];
+            let (eff, r) = apply(&KeyOp::Bitfield(ops), cur.as_ref(), 0, LIM);
+            assert_eq!(r, ints(&[Some(want[0]), Some(want[1])]));
+            if let Effect::Write { value, .. } = eff {
+                cur = Some(Entry::new(value, crate::Version::from_u64(1)));
+            }
+        }
+        // OVERFLOW FAIL at the maximum: nil, nothing written.
+        let (eff, r) = apply(
+            &KeyOp::Bitfield(vec![IncrBy(u2, 102, 1, Overflow::Fail)]),
+            cur.as_ref(),
+            0,
+            LIM,
+        );
+        assert_eq!(r, ints(&[None]));
+        assert_eq!(eff, Effect::None);
+        // Signed wrap and saturation at i8's bounds; SET answers the old value.
+        let i8t = BitfieldType {
+            signed: true,
+            bits: 8,
+        };
+        let (_, r) = run(
+            None,
+            vec![
+                Set(i8t, 0, 127, Overflow::Wrap),
+                IncrBy(i8t, 0, 1, Overflow::Wrap),
+                IncrBy(i8t, 0, -1, Overflow::Sat),
+                Set(i8t, 0, 300, Overflow::Sat),
+                Get(i8t, 0),
+            ],
+        );
+        assert_eq!(
+            r,
+            ints(&[Some(0), Some(-128), Some(-128), Some(-128), Some(127)])
+        );
+        // Only reads of a missing key: zeros, and no key made.
+        let (v, r) = run(None, vec![Get(u4, 8)]);
+        assert_eq!((v.is_none(), r), (true, ints(&[Some(0)])));
     }
 
     #[test]

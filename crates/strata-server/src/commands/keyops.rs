@@ -98,6 +98,8 @@ pub(super) fn is_key_command(id: Cmd) -> bool {
             | Cmd::Persist
             | Cmd::Getbit
             | Cmd::Setbit
+            | Cmd::Bitfield
+            | Cmd::BitfieldRo
             | Cmd::Bitcount
             | Cmd::Bitpos
             | Cmd::Copy
@@ -123,6 +125,7 @@ pub(super) fn writes(id: Cmd) -> bool {
             | Cmd::Expiretime
             | Cmd::Pexpiretime
             | Cmd::Getbit
+            | Cmd::BitfieldRo
             | Cmd::Bitcount
             | Cmd::Bitpos
             | Cmd::Object
@@ -279,6 +282,10 @@ fn parse_key(id: Cmd, a: &[Bytes], now: u64) -> Res<Parsed<'_>> {
             };
             Parsed::one(key, KeyOp::SetBit { offset, on })
         }
+        Cmd::Bitfield | Cmd::BitfieldRo => Parsed::one(
+            key,
+            KeyOp::Bitfield(bitfield_ops(&a[2..], id == Cmd::BitfieldRo)?),
+        ),
         Cmd::Bitcount => {
             let range = match a.len() {
                 2 => None,
@@ -310,11 +317,16 @@ fn parse_key(id: Cmd, a: &[Bytes], now: u64) -> Res<Parsed<'_>> {
         }
         Cmd::Copy => {
             let mut replace = false;
-            for opt in &a[3..] {
+            for (i, opt) in a.iter().enumerate().skip(3) {
                 if eq_ic(opt, "REPLACE") {
                     replace = true;
-                } else if eq_ic(opt, "DB") {
-                    return Err("ERR COPY to another database is not supported on Strata".into());
+                } else if eq_ic(opt, "DB") && i + 1 < a.len() {
+                    // The server runs COPY … DB itself (`copy_across`); not as a step of a
+                    // transaction or a script, which run on one namespace's keys.
+                    return Err(
+                        "ERR COPY to another database is not supported in MULTI or scripts on Strata"
+                            .into(),
+                    );
                 } else {
                     return Err("ERR syntax error".into());
                 }
@@ -371,6 +383,86 @@ fn bit_offset(b: &[u8]) -> Res<u64> {
         .filter(|n| (0..=ops::MAX_BIT_OFFSET as i64).contains(n))
         .map(|n| n as u64)
         .ok_or_else(|| "ERR bit offset is not an integer or out of range".into())
+}
+
+/// `BITFIELD`'s subcommands, parsed and checked as Redis does, in its order: a malformed
+/// subcommand is refused before `BITFIELD_RO` refuses one that writes.
+fn bitfield_ops(a: &[Bytes], read_only: bool) -> Res<Vec<ops::BitfieldOp>> {
+    use ops::{BitfieldOp, BitfieldType, Overflow};
+    let mut out = Vec::new();
+    let mut ow = Overflow::Wrap;
+    let mut writes = false;
+    let mut j = 0;
+    while j < a.len() {
+        let rest = a.len() - j - 1;
+        let sub = &a[j];
+        if eq_ic(sub, "OVERFLOW") && rest >= 1 {
+            ow = match &a[j + 1] {
+                v if eq_ic(v, "WRAP") => Overflow::Wrap,
+                v if eq_ic(v, "SAT") => Overflow::Sat,
+                v if eq_ic(v, "FAIL") => Overflow::Fail,
+                _ => return Err("ERR Invalid OVERFLOW type specified".into()),
+            };
+            j += 2;
+            continue;
+        }
+        let get = eq_ic(sub, "GET") && rest >= 2;
+        if !get && !((eq_ic(sub, "SET") || eq_ic(sub, "INCRBY")) && rest >= 3) {
+            return Err("ERR syntax error".into());
+        }
+        let t = {
+            let bad = || {
+                "ERR Invalid bitfield type. Use something like i16 u8. Note that u64 is not supported but i64 is.".to_string()
+            };
+            let enc = &a[j + 1];
+            let signed = match enc.first() {
+                Some(b'i') => true,
+                Some(b'u') => false,
+                _ => return Err(bad()),
+            };
+            let bits = parse_int(&enc[1..])
+                .filter(|b| *b >= 1 && *b <= if signed { 64 } else { 63 })
+                .ok_or_else(bad)?;
+            BitfieldType {
+                signed,
+                bits: bits as u8,
+            }
+        };
+        let offset = {
+            let raw = &a[j + 2];
+            let (hash, digits) = match raw.first() {
+                Some(b'#') => (true, &raw[1..]),
+                _ => (false, &raw[..]),
+            };
+            parse_int(digits)
+                .and_then(|n| {
+                    if hash {
+                        n.checked_mul(i64::from(t.bits))
+                    } else {
+                        Some(n)
+                    }
+                })
+                .filter(|n| (0..=ops::MAX_BIT_OFFSET as i64).contains(n))
+                .ok_or("ERR bit offset is not an integer or out of range")? as u64
+        };
+        if get {
+            out.push(BitfieldOp::Get(t, offset));
+            j += 3;
+            continue;
+        }
+        writes = true;
+        let n = parse_int(&a[j + 3]).ok_or("ERR value is not an integer or out of range")?;
+        out.push(if eq_ic(sub, "SET") {
+            BitfieldOp::Set(t, offset, n, ow)
+        } else {
+            BitfieldOp::IncrBy(t, offset, n, ow)
+        });
+        j += 4;
+    }
+    if read_only && writes {
+        return Err("ERR BITFIELD_RO only supports the GET subcommand".into());
+    }
+    Ok(out)
 }
 
 /// `BYTE` (the default) or `BIT`: whether a range counts bits.

@@ -101,6 +101,8 @@ pub enum Cmd {
     Append,
     Auth,
     Bitcount,
+    Bitfield,
+    BitfieldRo,
     Bitop,
     Bitpos,
     Client,
@@ -140,6 +142,7 @@ pub enum Cmd {
     Lcs,
     Memory,
     Mget,
+    Move,
     Mset,
     Msetnx,
     Multi,
@@ -265,6 +268,28 @@ pub static COMMANDS: &[CommandSpec] = &[
         "bitmap",
         "Counts the set bits of a value (a range of bytes or bits).",
         Bitcount
+    ),
+    spec!(
+        "BITFIELD",
+        -2,
+        true,
+        1,
+        1,
+        1,
+        "bitmap",
+        "Reads, sets and increments integer fields of a value (GET, SET, INCRBY, OVERFLOW).",
+        Bitfield
+    ),
+    spec!(
+        "BITFIELD_RO",
+        -2,
+        false,
+        1,
+        1,
+        1,
+        "bitmap",
+        "Reads integer fields of a value (GET only).",
+        BitfieldRo
     ),
     spec!(
         "BITOP",
@@ -684,6 +709,17 @@ pub static COMMANDS: &[CommandSpec] = &[
         "string",
         "Returns the values of several keys.",
         Mget
+    ),
+    spec!(
+        "MOVE",
+        3,
+        true,
+        1,
+        1,
+        1,
+        "keyspace",
+        "Moves a key to another database (one node, no Redis bridge).",
+        Move
     ),
     spec!(
         "MSET",
@@ -1321,7 +1357,9 @@ async fn run(sh: &Shared, s: &mut Session<'_>, id: Cmd, a: &[Bytes]) -> Res<()> 
         }
         Cmd::Setex | Cmd::Psetex => set_command(sh, s, id, a).await?,
         Cmd::Getex => getex(sh, s, a).await?,
-        Cmd::Getbit | Cmd::Bitcount | Cmd::Bitpos => read_op(sh, s, id, a).await?,
+        Cmd::Getbit | Cmd::Bitcount | Cmd::Bitpos | Cmd::BitfieldRo => {
+            read_op(sh, s, id, a).await?;
+        }
         Cmd::Object => object(sh, s, a).await?,
         Cmd::Memory => {
             if !(a.len() >= 3 && eq_ic(&a[1], "USAGE")) {
@@ -1331,6 +1369,28 @@ async fn run(sh: &Shared, s: &mut Session<'_>, id: Cmd, a: &[Bytes]) -> Res<()> 
                 ));
             }
             read_op(sh, s, id, a).await?;
+        }
+        Cmd::Move => {
+            let target = other_database(sh, s, &a[2], "MOVE")?;
+            let moved = copy_across(sh, s, &a[1], &target, &a[1], false, true).await?;
+            s.reply.integer(moved);
+        }
+        Cmd::Copy if copy_target(a).is_some() => {
+            let (target, replace) = copy_target(a).unwrap_or_default();
+            let target = other_database(sh, s, &target, "COPY")?;
+            if target == s.ns {
+                // The same database: a COPY within it (the DB option dropped).
+                let mut same: Vec<Bytes> = a[..3].to_vec();
+                if replace {
+                    same.push(Bytes::from_static(b"REPLACE"));
+                }
+                let parsed = keyops::parse(id, &same, sh.cache.now_ms())
+                    .ok_or("ERR not a key command")??;
+                multi::run_alone(sh, s, parsed.ops).await?;
+            } else {
+                let n = copy_across(sh, s, &a[1], &target, &a[2], replace, false).await?;
+                s.reply.integer(n);
+            }
         }
         Cmd::Copy | Cmd::Bitop | Cmd::Lcs => {
             let now = sh.cache.now_ms();
@@ -1354,6 +1414,7 @@ async fn run(sh: &Shared, s: &mut Session<'_>, id: Cmd, a: &[Bytes]) -> Res<()> 
         }
         Cmd::Setnx
         | Cmd::Setbit
+        | Cmd::Bitfield
         | Cmd::Getdel
         | Cmd::Getset
         | Cmd::Append
@@ -1549,6 +1610,107 @@ fn one_slot<'k>(sh: &Shared, mut keys: impl Iterator<Item = &'k Bytes>) -> Res<(
     } else {
         Err("CROSSSLOT Keys in request don't hash to the same slot".into())
     }
+}
+
+/// `COPY`'s `DB n` option, and whether `REPLACE` is given, when `DB` is (the rest of the
+/// syntax is checked by the COPY it becomes).
+fn copy_target(a: &[Bytes]) -> Option<(Bytes, bool)> {
+    let mut target = None;
+    let mut replace = false;
+    let mut j = 3;
+    while j < a.len() {
+        if eq_ic(&a[j], "REPLACE") {
+            replace = true;
+        } else if eq_ic(&a[j], "DB") && j + 1 < a.len() {
+            target = Some(a[j + 1].clone());
+            j += 1;
+        } else {
+            return None;
+        }
+        j += 1;
+    }
+    target.map(|t| (t, replace))
+}
+
+/// The namespace of database `arg` for `MOVE` or `COPY … DB`, checked as Redis checks it
+/// (an integer, in range), and refused where a move across namespaces is not one step: in a
+/// cluster (as Redis Cluster refuses it; a namespace is a unit of placement) and behind the
+/// Redis bridge (other nodes write the same Redis). The user must be allowed the target.
+fn other_database(sh: &Shared, s: &Session<'_>, arg: &[u8], command: &str) -> Res<String> {
+    if sh.config.cluster.enabled && command == "MOVE" {
+        return Err("ERR MOVE is not allowed in cluster mode".into());
+    }
+    let n = parse_int(arg)
+        .filter(|n| i32::try_from(*n).is_ok())
+        .ok_or_else(not_int)?;
+    if n < 0 || n >= i64::from(sh.config.server.databases) {
+        return Err("ERR DB index is out of range".into());
+    }
+    let target = format!("db{n}");
+    if target != s.ns {
+        if sh.config.cluster.enabled {
+            return Err("ERR Copying to another database is not allowed in cluster mode".into());
+        }
+        if sh.config.l2.redis.enabled {
+            return Err(format!(
+                "ERR {command} to another database is not supported behind the Redis bridge"
+            ));
+        }
+    }
+    if let Some(u) = &s.user
+        && !u.allows_namespace(&target)
+    {
+        return Err("NOPERM No permissions to access a key".into());
+    }
+    Ok(target)
+}
+
+/// Copies `src` of the session's namespace to `dst` of namespace `to` (value, expiry, tags),
+/// then removes `src` when `remove_src` (`MOVE`): `1`, or `0` when `src` is missing or `dst`
+/// exists (and not `replace`). Both keys' locks are held throughout, so on this node it is
+/// one step for every other client.
+async fn copy_across(
+    sh: &Shared,
+    s: &Session<'_>,
+    src: &Bytes,
+    to: &str,
+    dst: &Bytes,
+    replace: bool,
+    remove_src: bool,
+) -> Res<i64> {
+    if to == s.ns && src == dst {
+        return Err("ERR source and destination objects are the same".into());
+    }
+    let (i, j) = (sh.stripe(&s.ns, src), sh.stripe(to, dst));
+    let _g1 = sh.lock_at(i.min(j)).write().await;
+    let _g2 = if i != j {
+        Some(sh.lock_at(i.max(j)).write().await)
+    } else {
+        None
+    };
+    let Some(e) = entry(sh, &s.ns, src).await? else {
+        return Ok(0);
+    };
+    if !replace && entry(sh, to, dst).await?.is_some() {
+        return Ok(0);
+    }
+    let mut opts = SetOptions {
+        tags: e.tags.clone(),
+        ..SetOptions::default()
+    };
+    match e.expires_at_ms {
+        Some(at) if at <= sh.cache.now_ms() => return Ok(0),
+        Some(at) => opts.expires_at_ms = Some(at),
+        None => opts.persist = true,
+    }
+    sh.cache
+        .set_with(to, dst.clone(), e.value.clone(), opts)
+        .await
+        .map_err(|e| cache_err(&e))?;
+    if remove_src {
+        remove(sh, &s.ns, src).await?;
+    }
+    Ok(1)
 }
 
 fn not_int() -> String {

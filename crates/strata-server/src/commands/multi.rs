@@ -143,6 +143,7 @@ pub(super) fn queue(sh: &Shared, s: &mut Session<'_>, spec: &CommandSpec, args: 
     let refused = matches!(
         spec.id,
         Cmd::Select
+            | Cmd::Move
             | Cmd::Flushdb
             | Cmd::Flushall
             | Cmd::Hello
