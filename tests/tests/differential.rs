@@ -42,7 +42,7 @@ const VALUES: [&str; 9] = ["0", "7", "-3", "41", "abc", "3.5", "", "-17", " 1"];
 
 /// Scripts as clients write them (increments, a lock release, conditional sets, nested
 /// replies, errors raised and caught), run with two keys and one argument.
-const SCRIPTS: [&str; 10] = [
+const SCRIPTS: [&str; 12] = [
     "return redis.call('INCRBY', KEYS[1], ARGV[1])",
     "if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('DEL', KEYS[1]) else return 0 end",
     "return {redis.call('SET', KEYS[1], ARGV[1], 'NX'), redis.call('GET', KEYS[1]), 7}",
@@ -53,6 +53,8 @@ const SCRIPTS: [&str; 10] = [
     "local n = redis.call('EXISTS', KEYS[1], KEYS[2]) redis.call('RENAME', KEYS[1], KEYS[2]) return n",
     "return redis.call('GETRANGE', KEYS[1], 0, 1) .. ARGV[1]",
     "local t = redis.call('TTL', KEYS[1]) if t > 0 then return 1 end return t",
+    "return redis.call('BITFIELD', KEYS[1], 'INCRBY', 'i8', 4, ARGV[1], 'GET', 'u4', 0)",
+    "return redis.call('LCS', KEYS[1], KEYS[2], 'IDX', 'WITHMATCHLEN')",
 ];
 
 /// One random command.
@@ -116,8 +118,16 @@ fn command(r: &mut Rng) -> Vec<String> {
         }
         33 => {
             let mut c = vec![s("LCS"), k, r.pick(&KEYS).to_owned()];
-            if r.below(2) == 0 {
-                c.push(s("LEN"));
+            for _ in 0..r.below(3) {
+                match r.below(5) {
+                    0 => c.push(s("LEN")),
+                    1 | 2 => c.push(s("IDX")),
+                    3 => c.push(s("WITHMATCHLEN")),
+                    _ => c.extend([
+                        s("MINMATCHLEN"),
+                        r.pick(&["0", "1", "2", "-1", "x"]).to_owned(),
+                    ]),
+                }
             }
             c
         }

@@ -367,20 +367,8 @@ pub const MAX_LCS_CELLS: usize = 16 * 1024 * 1024;
 /// [`MAX_LCS_CELLS`]).
 pub fn lcs(a: &[u8], b: &[u8]) -> Option<Vec<u8>> {
     let (n, m) = (a.len(), b.len());
-    if (n + 1).saturating_mul(m + 1) > MAX_LCS_CELLS {
-        return None;
-    }
+    let t = lcs_table(a, b)?;
     let w = m + 1;
-    let mut t = vec![0u32; (n + 1) * w];
-    for i in 1..=n {
-        for j in 1..=m {
-            t[i * w + j] = if a[i - 1] == b[j - 1] {
-                t[(i - 1) * w + j - 1] + 1
-            } else {
-                t[(i - 1) * w + j].max(t[i * w + j - 1])
-            };
-        }
-    }
     let mut out = Vec::with_capacity(t[n * w + m] as usize);
     let (mut i, mut j) = (n, m);
     while i > 0 && j > 0 {
@@ -396,6 +384,109 @@ pub fn lcs(a: &[u8], b: &[u8]) -> Option<Vec<u8>> {
     }
     out.reverse();
     Some(out)
+}
+
+/// What `LCS` answers.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub enum LcsMode {
+    /// The subsequence.
+    String,
+    /// Its length (`LEN`).
+    Len,
+    /// `IDX`: the matching ranges of both values, last first, as Redis lists them.
+    Idx {
+        /// `MINMATCHLEN`: shorter ranges are left out.
+        min_len: u64,
+        /// `WITHMATCHLEN`: each range with its length.
+        with_len: bool,
+    },
+}
+
+/// `LCS … IDX`'s reply for `a` and `b`, walking the table back as Redis does: a map of
+/// `matches` (ranges `[[a_start, a_end], [b_start, b_end]]`, plus the length with
+/// `with_len`) and `len`. `None` past [`MAX_LCS_CELLS`].
+pub fn lcs_idx(a: &[u8], b: &[u8], min_len: u64, with_len: bool) -> Option<Vec<Token>> {
+    let (n, m) = (a.len(), b.len());
+    let t = lcs_table(a, b)?;
+    let w = m + 1;
+    let mut ranges: Vec<Token> = Vec::new();
+    let mut count = 0u32;
+    // `None`: no range open; else (a_start, a_end, b_start, b_end).
+    let mut open: Option<(usize, usize, usize, usize)> = None;
+    let (mut i, mut j) = (n, m);
+    while i > 0 && j > 0 {
+        let mut emit = false;
+        if a[i - 1] == b[j - 1] {
+            match &mut open {
+                None => open = Some((i - 1, i - 1, j - 1, j - 1)),
+                Some(r) if r.0 == i && r.2 == j => {
+                    r.0 -= 1;
+                    r.2 -= 1;
+                }
+                Some(_) => emit = true,
+            }
+            if open.is_some_and(|r| r.0 == 0 || r.2 == 0) {
+                emit = true;
+            }
+            i -= 1;
+            j -= 1;
+        } else {
+            if t[(i - 1) * w + j] > t[i * w + j - 1] {
+                i -= 1;
+            } else {
+                j -= 1;
+            }
+            emit = open.is_some();
+        }
+        if emit && let Some((a0, a1, b0, b1)) = open.take() {
+            let len = (a1 - a0 + 1) as u64;
+            if min_len == 0 || len >= min_len {
+                ranges.push(Token::Array(2 + u32::from(with_len)));
+                ranges.extend([
+                    Token::Array(2),
+                    Token::Int(a0 as i64),
+                    Token::Int(a1 as i64),
+                    Token::Array(2),
+                    Token::Int(b0 as i64),
+                    Token::Int(b1 as i64),
+                ]);
+                if with_len {
+                    ranges.push(Token::Int(len as i64));
+                }
+                count += 1;
+            }
+        }
+    }
+    let mut out = vec![
+        Token::Map(2),
+        Token::Bulk(b"matches".to_vec()),
+        Token::Array(count),
+    ];
+    out.extend(ranges);
+    out.push(Token::Bulk(b"len".to_vec()));
+    out.push(Token::Int(i64::from(t[n * w + m])));
+    Some(out)
+}
+
+/// The LCS lengths of every pair of prefixes of `a` and `b` (`(a.len() + 1) × (b.len() + 1)`,
+/// row by row); `None` past [`MAX_LCS_CELLS`].
+fn lcs_table(a: &[u8], b: &[u8]) -> Option<Vec<u32>> {
+    let (n, m) = (a.len(), b.len());
+    if (n + 1).saturating_mul(m + 1) > MAX_LCS_CELLS {
+        return None;
+    }
+    let w = m + 1;
+    let mut t = vec![0u32; (n + 1) * w];
+    for i in 1..=n {
+        for j in 1..=m {
+            t[i * w + j] = if a[i - 1] == b[j - 1] {
+                t[(i - 1) * w + j - 1] + 1
+            } else {
+                t[(i - 1) * w + j].max(t[i * w + j - 1])
+            };
+        }
+    }
+    Some(t)
 }
 
 /// A range of `BITCOUNT` / `BITPOS`: `start` and `end` inclusive (negative: from the end),
@@ -587,6 +678,8 @@ pub enum Token {
     Status(String),
     /// An error reply.
     Error(String),
+    /// A map of the next `n` key-value pairs (`2n` tokens); an array of `2n` in RESP2.
+    Map(u32),
 }
 
 /// [`Reply`] without [`Reply::Exec`], variant for variant: what the replies inside an
@@ -1133,14 +1226,14 @@ pub enum TxStep {
         /// The sources.
         srcs: Vec<u32>,
     },
-    /// `LCS a b [LEN]`: the longest common subsequence, or its length.
+    /// `LCS a b [LEN | IDX …]`: the longest common subsequence, its length, or its matches.
     Lcs {
         /// The first key.
         a: u32,
         /// The second key.
         b: u32,
-        /// Answer the length only.
-        len: bool,
+        /// What to answer.
+        mode: LcsMode,
     },
     /// `COPY src dst [REPLACE]`: answers `1` when copied.
     Copy {
@@ -1549,19 +1642,26 @@ impl TxView {
                 }
                 Reply::Int(len as i64)
             }
-            TxStep::Lcs { a, b, len } if self.valid(*a) && self.valid(*b) => {
+            TxStep::Lcs { a, b, mode } if self.valid(*a) && self.valid(*b) => {
                 let value = |k: u32| {
                     self.slots[at(k)]
                         .entry
                         .as_ref()
                         .map_or(&b""[..], |e| &e.value[..])
                 };
-                match lcs(value(*a), value(*b)) {
-                    None => Reply::Error(format!(
+                let too_big = || {
+                    Reply::Error(format!(
                         "ERR LCS of these values would take more than {MAX_LCS_CELLS} cells"
-                    )),
-                    Some(l) if *len => Reply::Int(l.len() as i64),
-                    Some(l) => Reply::Bulk(l),
+                    ))
+                };
+                match mode {
+                    LcsMode::Idx { min_len, with_len } => {
+                        lcs_idx(value(*a), value(*b), *min_len, *with_len)
+                            .map_or_else(too_big, Reply::Tree)
+                    }
+                    LcsMode::Len => lcs(value(*a), value(*b))
+                        .map_or_else(too_big, |l| Reply::Int(l.len() as i64)),
+                    LcsMode::String => lcs(value(*a), value(*b)).map_or_else(too_big, Reply::Bulk),
                 }
             }
             TxStep::Copy { src, dst, replace } if self.valid(*src) && self.valid(*dst) => {
@@ -1741,6 +1841,42 @@ mod tests {
         let mut e = Entry::new(Bytes::from(v.to_owned()), Version::from_u64(1));
         e.expires_at_ms = exp;
         e
+    }
+
+    /// Redis's documented example of `LCS … IDX`.
+    #[test]
+    fn lcs_idx_answers_as_the_redis_docs_show() {
+        let range = |a0, a1, b0, b1| {
+            vec![
+                Token::Array(2),
+                Token::Int(a0),
+                Token::Int(a1),
+                Token::Array(2),
+                Token::Int(b0),
+                Token::Int(b1),
+            ]
+        };
+        let mut want = vec![
+            Token::Map(2),
+            Token::Bulk(b"matches".to_vec()),
+            Token::Array(2),
+            Token::Array(2),
+        ];
+        want.extend(range(4, 7, 5, 8));
+        want.push(Token::Array(2));
+        want.extend(range(2, 3, 0, 1));
+        want.extend([Token::Bulk(b"len".to_vec()), Token::Int(6)]);
+        assert_eq!(lcs_idx(b"ohmytext", b"mynewtext", 0, false), Some(want));
+        // MINMATCHLEN 4 WITHMATCHLEN: the long match only, with its length.
+        let mut want = vec![
+            Token::Map(2),
+            Token::Bulk(b"matches".to_vec()),
+            Token::Array(1),
+            Token::Array(3),
+        ];
+        want.extend(range(4, 7, 5, 8));
+        want.extend([Token::Int(4), Token::Bulk(b"len".to_vec()), Token::Int(6)]);
+        assert_eq!(lcs_idx(b"ohmytext", b"mynewtext", 4, true), Some(want));
     }
 
     /// Redis's documented examples of `BITFIELD`, run in sequence on one value.

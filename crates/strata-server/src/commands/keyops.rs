@@ -23,7 +23,7 @@ pub(super) enum Op<'a> {
     /// `BITOP op dst src...`.
     Bits(ops::BitOp, &'a [u8], Vec<&'a [u8]>),
     /// `LCS a b [LEN]`.
-    Lcs(&'a [u8], &'a [u8], bool),
+    Lcs(&'a [u8], &'a [u8], ops::LcsMode),
 }
 
 /// How a command's operation replies make its reply.
@@ -357,19 +357,36 @@ fn parse_key(id: Cmd, a: &[Bytes], now: u64) -> Res<Parsed<'_>> {
             }
         }
         Cmd::Lcs => {
-            let mut len = false;
-            for opt in &a[3..] {
+            let (mut len, mut idx, mut min_len, mut with_len) = (false, false, 0u64, false);
+            let mut j = 3;
+            while j < a.len() {
+                let opt = &a[j];
                 if eq_ic(opt, "LEN") {
                     len = true;
+                } else if eq_ic(opt, "IDX") {
+                    idx = true;
+                } else if eq_ic(opt, "WITHMATCHLEN") {
+                    with_len = true;
+                } else if eq_ic(opt, "MINMATCHLEN") && j + 1 < a.len() {
+                    min_len = int(&a[j + 1])?.max(0) as u64;
+                    j += 1;
                 } else {
-                    return Err(
-                        "ERR LCS IDX, MINMATCHLEN and WITHMATCHLEN are not supported on Strata"
-                            .into(),
-                    );
+                    return Err("ERR syntax error".into());
                 }
+                j += 1;
             }
+            if idx && len {
+                return Err(
+                    "ERR If you want both the length and indexes, please just use IDX.".into(),
+                );
+            }
+            let mode = match (idx, len) {
+                (true, _) => ops::LcsMode::Idx { min_len, with_len },
+                (false, true) => ops::LcsMode::Len,
+                (false, false) => ops::LcsMode::String,
+            };
             Parsed {
-                ops: vec![Op::Lcs(key, &a[2], len)],
+                ops: vec![Op::Lcs(key, &a[2], mode)],
                 shape: Shape::Single,
             }
         }

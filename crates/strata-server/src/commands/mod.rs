@@ -1935,6 +1935,7 @@ fn write_value(s: &mut Session<'_>, r: &ops::Reply) {
                     ops::Token::Nil => s.reply.null(),
                     ops::Token::Status(st) => s.reply.simple(st),
                     ops::Token::Error(e) => s.reply.error(e),
+                    ops::Token::Map(n) => s.reply.map(*n as usize),
                 }
             }
         }

@@ -89,10 +89,10 @@ impl Capture {
                     dst: self.key(dst),
                     srcs: srcs.into_iter().map(|k| self.key(k)).collect(),
                 },
-                Op::Lcs(a, b, len) => TxStep::Lcs {
+                Op::Lcs(a, b, mode) => TxStep::Lcs {
                     a: self.key(a),
                     b: self.key(b),
-                    len,
+                    mode,
                 },
             };
             self.steps.push(step);

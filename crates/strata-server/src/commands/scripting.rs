@@ -652,10 +652,10 @@ fn redis_call(
                 dst: index(dst)?,
                 srcs: srcs.into_iter().map(index).collect::<Result<_, String>>()?,
             },
-            Op::Lcs(a, b, len) => TxStep::Lcs {
+            Op::Lcs(a, b, mode) => TxStep::Lcs {
                 a: index(a)?,
                 b: index(b)?,
-                len,
+                mode,
             },
         });
     }
@@ -711,7 +711,39 @@ fn to_lua(lua: &Lua, r: &Reply) -> mlua::Result<Value> {
             t.set("err", e.as_str())?;
             Value::Table(t)
         }
-        Reply::Exec(Some(_)) | Reply::Tree(_) => Value::Nil,
+        Reply::Tree(tokens) => tree_to_lua(lua, tokens, &mut 0, 0)?,
+        Reply::Exec(Some(_)) => Value::Nil,
+    })
+}
+
+/// The value at `tokens[*pos]` (an array or map with its items) as Lua sees it: arrays and
+/// maps as tables (a map as its keys and values in turn, as RESP2 sends it), the rest as
+/// [`to_lua`] converts them. Nesting is bounded: a reply from a peer is data.
+fn tree_to_lua(lua: &Lua, tokens: &[Token], pos: &mut usize, depth: u32) -> mlua::Result<Value> {
+    let Some(t) = tokens.get(*pos) else {
+        return Ok(Value::Nil);
+    };
+    *pos += 1;
+    Ok(match t {
+        Token::Array(n) | Token::Map(n) => {
+            if depth > 64 {
+                return Err(mlua::Error::runtime("reply nested too deeply"));
+            }
+            let items = match t {
+                Token::Map(_) => 2 * *n,
+                _ => *n,
+            };
+            let table = lua.create_table()?;
+            for i in 1..=items {
+                table.raw_set(i, tree_to_lua(lua, tokens, pos, depth + 1)?)?;
+            }
+            Value::Table(table)
+        }
+        Token::Int(n) => to_lua(lua, &Reply::Int(*n))?,
+        Token::Bulk(b) => Value::String(lua.create_string(b)?),
+        Token::Nil => Value::Boolean(false),
+        Token::Status(st) => to_lua(lua, &Reply::Status(st.clone()))?,
+        Token::Error(e) => to_lua(lua, &Reply::Error(e.clone()))?,
     })
 }
 
