@@ -1,0 +1,280 @@
+//! Keyspace commands: `RENAME`, key listing (`KEYS`, `SCAN`, `DBSIZE`, `RANDOMKEY` through `scan_keys`), `OBJECT`, and `MOVE` / `COPY … DB` across databases.
+
+use super::*;
+
+pub(super) async fn rename(sh: &Shared, s: &mut Session<'_>, a: &[Bytes], nx: bool) -> Res<()> {
+    let (src, dst) = (&a[1], &a[2]);
+    let (i, j) = (sh.stripe(&s.ns, src), sh.stripe(&s.ns, dst));
+    let _g1 = sh.lock_at(i.min(j)).write().await;
+    let _g2 = if i != j {
+        Some(sh.lock_at(i.max(j)).write().await)
+    } else {
+        None
+    };
+    let op = MultiOp::Rename {
+        src: src.to_vec(),
+        dst: dst.to_vec(),
+        nx,
+    };
+    let reply = sh
+        .cache
+        .execute_multi(&s.ns, &op)
+        .await
+        .map_err(|e| cache_err(&e))?;
+    write_reply(s, reply)
+}
+
+/// `Cache::scan_keys` on the blocking pool: KEYS and DBSIZE pass over every key (hundreds of
+/// milliseconds at 400k keys), and on a worker thread they would hold up every client that
+/// worker serves. Other clients' latency does not move while a KEYS, DBSIZE or SCAN runs.
+pub(super) async fn scan_keys(
+    sh: &Shared,
+    ns: &str,
+    from: ScanFrom<'_>,
+    limit: usize,
+) -> Res<Vec<Bytes>> {
+    let (cache, ns) = (sh.cache.clone(), ns.to_owned());
+    let (hash, after) = (from.hash(), from.after_key().map(<[u8]>::to_vec));
+    let runtime = tokio::runtime::Handle::current();
+    tokio::task::spawn_blocking(move || {
+        let from = match &after {
+            Some(a) => ScanFrom::after(a),
+            None => ScanFrom::at_hash(hash),
+        };
+        runtime.block_on(cache.scan_keys(&ns, from, limit))
+    })
+    .await
+    .map_err(|e| format!("ERR key listing failed: {e}"))?
+    .map_err(|e| cache_err(&e))
+}
+
+/// Every key of `ns` (matching `glob`), at most `max`, in one pass over each layer.
+pub(super) async fn list_keys(
+    sh: &Shared,
+    ns: &str,
+    glob: Option<&Glob>,
+    max: usize,
+) -> Res<Vec<Bytes>> {
+    let limit = if glob.is_some() { usize::MAX } else { max };
+    let mut keys = scan_keys(sh, ns, ScanFrom::START, limit).await?;
+    if let Some(g) = glob {
+        keys.retain(|k| g.matches(k));
+    }
+    keys.truncate(max);
+    Ok(keys)
+}
+
+/// SCAN with a stateless cursor: the cursor is a position in scan order ([`strata_core::scan`]),
+/// the smallest hash the next page starts at. A page holds COUNT keys, plus any that share
+/// the last one's hash (so that a cursor never falls between keys of one hash), and its
+/// cursor is the hash of the first key after it (0 when there is none). Every key present for
+/// the whole scan is returned exactly once, whatever else runs, and a cursor stays valid
+/// across other clients' scans and restarts. Any number is a valid cursor, as in Redis.
+pub(super) async fn scan(sh: &Shared, s: &mut Session<'_>, a: &[Bytes]) -> Res<()> {
+    let cursor = std::str::from_utf8(&a[1])
+        .ok()
+        .and_then(|c| c.parse::<u64>().ok())
+        .ok_or("ERR invalid cursor")?;
+    let (mut glob, mut count, mut only_strings) = (None, 10usize, true);
+    let mut i = 2;
+    while i < a.len() {
+        let Some(v) = a.get(i + 1) else {
+            return Err("ERR syntax error".into());
+        };
+        if eq_ic(&a[i], "MATCH") {
+            glob = Some(Glob::new(v).map_err(|e| format!("ERR {e}"))?);
+        } else if eq_ic(&a[i], "COUNT") {
+            count = parse_int(v).filter(|c| *c >= 1).ok_or("ERR syntax error")? as usize;
+            count = count.min(100_000);
+        } else if eq_ic(&a[i], "TYPE") {
+            only_strings = eq_ic(v, "string");
+        } else {
+            return Err("ERR syntax error".into());
+        }
+        i += 2;
+    }
+    let mut page = scan_keys(sh, &s.ns, ScanFrom::at_hash(cursor), count + 1).await?;
+    let next = if page.len() <= count {
+        0
+    } else {
+        let last = scan_hash(&page[count - 1]);
+        let mut j = count;
+        loop {
+            if let Some(k) = page.get(j) {
+                let h = scan_hash(k);
+                if h != last {
+                    page.truncate(j);
+                    break h;
+                }
+                j += 1;
+                continue;
+            }
+            // Every key read past the page shares its last hash: read on until it changes.
+            let from = page[j - 1].clone();
+            let more = scan_keys(sh, &s.ns, ScanFrom::after(&from), SCAN_LOOKAHEAD).await?;
+            if more.is_empty() {
+                break 0;
+            }
+            page.extend(more);
+        }
+    };
+    let keys: Vec<&Bytes> = page
+        .iter()
+        .filter(|k| only_strings && glob.as_ref().is_none_or(|g| g.matches(k)))
+        .collect();
+    s.reply.array(2);
+    s.reply.bulk(next.to_string().as_bytes());
+    s.reply.array(keys.len());
+    for k in keys {
+        s.reply.bulk(k);
+    }
+    Ok(())
+}
+
+/// `OBJECT ENCODING | REFCOUNT | IDLETIME | FREQ | HELP`.
+pub(super) async fn object(sh: &Shared, s: &mut Session<'_>, a: &[Bytes]) -> Res<()> {
+    if a.len() == 2 && eq_ic(&a[1], "HELP") {
+        let lines = [
+            "OBJECT <subcommand> [<arg> [value] [opt] ...]. Subcommands are:",
+            "ENCODING <key>",
+            "    Return the kind of internal representation used in order to store the value",
+            "    associated with a <key>.",
+            "FREQ <key>",
+            "    Return the access frequency index of the <key>. Strata keeps none: 0.",
+            "IDLETIME <key>",
+            "    Return the idle time of the <key>. Strata keeps none: 0.",
+            "REFCOUNT <key>",
+            "    Return the number of references of the value associated with the specified",
+            "    <key>: 1.",
+        ];
+        help(s, &lines);
+        return Ok(());
+    }
+    if a.len() != 3 {
+        return Err(format!(
+            "ERR unknown subcommand or wrong number of arguments for '{}'. Try OBJECT HELP.",
+            String::from_utf8_lossy(&a[1][..a[1].len().min(64)])
+        ));
+    }
+    if eq_ic(&a[1], "ENCODING") {
+        return read_op(sh, s, Cmd::Object, a).await;
+    }
+    let known = ["REFCOUNT", "IDLETIME", "FREQ"];
+    if !known.iter().any(|k| eq_ic(&a[1], k)) {
+        return Err(format!(
+            "ERR unknown subcommand '{}'. Try OBJECT HELP.",
+            String::from_utf8_lossy(&a[1][..a[1].len().min(64)])
+        ));
+    }
+    match entry(sh, &s.ns, &a[2]).await? {
+        None => s.reply.null(),
+        Some(_) => s.reply.integer(i64::from(eq_ic(&a[1], "REFCOUNT"))),
+    }
+    Ok(())
+}
+
+/// `COPY`'s `DB n` option, and whether `REPLACE` is given, when `DB` is (the rest of the
+/// syntax is checked by the COPY it becomes).
+pub(super) fn copy_target(a: &[Bytes]) -> Option<(Bytes, bool)> {
+    let mut target = None;
+    let mut replace = false;
+    let mut j = 3;
+    while j < a.len() {
+        if eq_ic(&a[j], "REPLACE") {
+            replace = true;
+        } else if eq_ic(&a[j], "DB") && j + 1 < a.len() {
+            target = Some(a[j + 1].clone());
+            j += 1;
+        } else {
+            return None;
+        }
+        j += 1;
+    }
+    target.map(|t| (t, replace))
+}
+
+/// The namespace of database `arg` for `MOVE` or `COPY … DB`, checked as Redis checks it
+/// (an integer, in range), and refused where a move across namespaces is not one step: in a
+/// cluster (as Redis Cluster refuses it; a namespace is a unit of placement) and behind the
+/// Redis bridge (other nodes write the same Redis). The user must be allowed the target.
+pub(super) fn other_database(
+    sh: &Shared,
+    s: &Session<'_>,
+    arg: &[u8],
+    command: &str,
+) -> Res<String> {
+    if sh.config.cluster.enabled && command == "MOVE" {
+        return Err("ERR MOVE is not allowed in cluster mode".into());
+    }
+    let n = parse_int(arg)
+        .filter(|n| i32::try_from(*n).is_ok())
+        .ok_or_else(not_int)?;
+    if n < 0 || n >= i64::from(sh.config.server.databases) {
+        return Err("ERR DB index is out of range".into());
+    }
+    let target = format!("db{n}");
+    if target != s.ns {
+        if sh.config.cluster.enabled {
+            return Err("ERR Copying to another database is not allowed in cluster mode".into());
+        }
+        if sh.config.l2.redis.enabled {
+            return Err(format!(
+                "ERR {command} to another database is not supported behind the Redis bridge"
+            ));
+        }
+    }
+    if let Some(u) = &s.user
+        && !u.allows_namespace(&target)
+    {
+        return Err("NOPERM No permissions to access a key".into());
+    }
+    Ok(target)
+}
+
+/// Copies `src` of the session's namespace to `dst` of namespace `to` (value, expiry, tags),
+/// then removes `src` when `remove_src` (`MOVE`): `1`, or `0` when `src` is missing or `dst`
+/// exists (and not `replace`). Both keys' locks are held throughout, so on this node it is
+/// one step for every other client.
+pub(super) async fn copy_across(
+    sh: &Shared,
+    s: &Session<'_>,
+    src: &Bytes,
+    to: &str,
+    dst: &Bytes,
+    replace: bool,
+    remove_src: bool,
+) -> Res<i64> {
+    if to == s.ns && src == dst {
+        return Err("ERR source and destination objects are the same".into());
+    }
+    let (i, j) = (sh.stripe(&s.ns, src), sh.stripe(to, dst));
+    let _g1 = sh.lock_at(i.min(j)).write().await;
+    let _g2 = if i != j {
+        Some(sh.lock_at(i.max(j)).write().await)
+    } else {
+        None
+    };
+    let Some(e) = entry(sh, &s.ns, src).await? else {
+        return Ok(0);
+    };
+    if !replace && entry(sh, to, dst).await?.is_some() {
+        return Ok(0);
+    }
+    let mut opts = SetOptions {
+        tags: e.tags.clone(),
+        ..SetOptions::default()
+    };
+    match e.expires_at_ms {
+        Some(at) if at <= sh.cache.now_ms() => return Ok(0),
+        Some(at) => opts.expires_at_ms = Some(at),
+        None => opts.persist = true,
+    }
+    sh.cache
+        .set_with(to, dst.clone(), e.value.clone(), opts)
+        .await
+        .map_err(|e| cache_err(&e))?;
+    if remove_src {
+        remove(sh, &s.ns, src).await?;
+    }
+    Ok(1)
+}
