@@ -7,12 +7,14 @@ pub(super) fn auth(sh: &Shared, s: &mut Session<'_>, a: &[Bytes]) -> Res<()> {
         [p] => {
             let acl = sh.acl.read();
             if !acl.any_password() && acl.initial_user().is_some() {
-                return Err("ERR AUTH <password> called without any password configured for the default user. Are you sure your configuration is correct?".into());
+                return Err(ReplyError::err(
+                    "AUTH <password> called without any password configured for the default user. Are you sure your configuration is correct?",
+                ));
             }
             ("default", p)
         }
         [user, p] => (std::str::from_utf8(user).unwrap_or(""), p),
-        _ => return Err("ERR syntax error".into()),
+        _ => return Err(ReplyError::Syntax),
     };
     let found = sh.acl.read().authenticate(user, pass);
     match found {
@@ -33,7 +35,10 @@ pub(super) fn auth(sh: &Shared, s: &mut Session<'_>, a: &[Bytes]) -> Res<()> {
             );
             sh.metrics.auth_failures.incr();
             tracing::warn!(addr = %s.info.addr, user = %String::from_utf8_lossy(&user.as_bytes()[..user.len().min(64)]), failures = s.auth_failures, "AUTH failed");
-            Err("WRONGPASS invalid username-password pair or user is disabled.".into())
+            Err(ReplyError::coded(
+                "WRONGPASS",
+                "invalid username-password pair or user is disabled.",
+            ))
         }
     }
 }
@@ -64,10 +69,10 @@ pub(super) fn acl_command(sh: &Shared, s: &mut Session<'_>, a: &[Bytes]) -> Res<
             s.reply.bulk(n.as_bytes());
         }
     } else {
-        return Err(format!(
-            "ERR unknown subcommand or wrong number of arguments for '{}'. Try ACL HELP.",
+        return Err(ReplyError::err(format!(
+            "unknown subcommand or wrong number of arguments for '{}'. Try ACL HELP.",
             String::from_utf8_lossy(&sub[..sub.len().min(128)])
-        ));
+        )));
     }
     Ok(())
 }
@@ -79,8 +84,12 @@ pub(super) fn hello(sh: &Shared, s: &mut Session<'_>, a: &[Bytes]) -> Res<()> {
         match parse_int(v) {
             Some(2) => proto = Protocol::Resp2,
             Some(3) => proto = Protocol::Resp3,
-            Some(_) => return Err("NOPROTO unsupported protocol version".into()),
-            None => return Err("ERR Protocol version is not an integer or out of range".into()),
+            Some(_) => return Err(ReplyError::coded("NOPROTO", "unsupported protocol version")),
+            None => {
+                return Err(ReplyError::err(
+                    "Protocol version is not an integer or out of range",
+                ));
+            }
         }
         i = 2;
     }
@@ -96,14 +105,17 @@ pub(super) fn hello(sh: &Shared, s: &mut Session<'_>, a: &[Bytes]) -> Res<()> {
             name = Some(Bytes::copy_from_slice(&a[i + 1]));
             i += 2;
         } else {
-            return Err(format!(
-                "ERR Syntax error in HELLO option '{}'",
+            return Err(ReplyError::err(format!(
+                "Syntax error in HELLO option '{}'",
                 String::from_utf8_lossy(&a[i][..a[i].len().min(128)])
-            ));
+            )));
         }
     }
     if s.user.is_none() {
-        return Err("NOAUTH HELLO must be called with the client already authenticated, otherwise the HELLO <proto> AUTH <user> <pass> option can be used to authenticate the client and select the RESP protocol version at the same time".into());
+        return Err(ReplyError::coded(
+            "NOAUTH",
+            "HELLO must be called with the client already authenticated, otherwise the HELLO <proto> AUTH <user> <pass> option can be used to authenticate the client and select the RESP protocol version at the same time",
+        ));
     }
     if name.is_some() {
         s.info.detail.lock().name = name;
@@ -130,21 +142,22 @@ pub(super) fn hello(sh: &Shared, s: &mut Session<'_>, a: &[Bytes]) -> Res<()> {
 pub(super) fn select(sh: &Shared, s: &mut Session<'_>, arg: &Bytes) -> Res<()> {
     if let Some(n) = parse_int(arg) {
         if n < 0 || n >= i64::from(sh.config.server.databases) {
-            return Err("ERR DB index is out of range".into());
+            return Err(ReplyError::err("DB index is out of range"));
         }
         s.ns = format!("db{n}");
         s.db = Some(n as u32);
     } else {
         let name = std::str::from_utf8(arg).map_err(|_| not_int())?;
-        strata_core::namespace::Namespace::new(name).map_err(|e| format!("ERR {e}"))?;
+        strata_core::namespace::Namespace::new(name)
+            .map_err(|e| ReplyError::err(format!("{e}")))?;
         // Opened here, atomically against the bound: checking at SELECT and creating at
         // the first write let concurrent clients race past it.
         let max = sh.config.server.max_namespaces as usize;
         if sh.cache.open_namespace(name, max).is_err() {
             sh.metrics.namespace_refusals.incr();
-            return Err(format!(
-                "ERR too many namespaces: {name:?} would be one more than server.max_namespaces ({max})"
-            ));
+            return Err(ReplyError::err(format!(
+                "too many namespaces: {name:?} would be one more than server.max_namespaces ({max})"
+            )));
         }
         s.ns = name.to_owned();
         s.db = None;
@@ -155,14 +168,14 @@ pub(super) fn select(sh: &Shared, s: &mut Session<'_>, arg: &Bytes) -> Res<()> {
 
 pub(super) fn check_client_name(name: &[u8]) -> Res<()> {
     if name.len() > MAX_CLIENT_NAME {
-        return Err(format!(
-            "ERR Client names are limited to {MAX_CLIENT_NAME} bytes"
-        ));
+        return Err(ReplyError::err(format!(
+            "Client names are limited to {MAX_CLIENT_NAME} bytes"
+        )));
     }
     if name.iter().any(|&b| !(b'!'..=b'~').contains(&b)) {
-        return Err(
-            "ERR Client names cannot contain spaces, newlines or special characters.".into(),
-        );
+        return Err(ReplyError::err(
+            "Client names cannot contain spaces, newlines or special characters.",
+        ));
     }
     Ok(())
 }
@@ -228,10 +241,10 @@ pub(super) fn client(sh: &Shared, s: &mut Session<'_>, a: &[Bytes]) -> Res<()> {
     } else if (eq_ic(sub, "NO-EVICT") || eq_ic(sub, "NO-TOUCH")) && a.len() == 3 {
         s.reply.ok();
     } else {
-        return Err(format!(
-            "ERR unknown subcommand or wrong number of arguments for '{}'. Try CLIENT HELP.",
+        return Err(ReplyError::err(format!(
+            "unknown subcommand or wrong number of arguments for '{}'. Try CLIENT HELP.",
             String::from_utf8_lossy(&sub[..sub.len().min(128)])
-        ));
+        )));
     }
     Ok(())
 }

@@ -6,7 +6,7 @@
 use bytes::Bytes;
 use strata_core::ops::{self, BitRange, Exists, ExpiryIf, KeyOp, Ttl, TtlQuery};
 
-use super::{Cmd, Res, eq_ic, not_int, now_ms, parse_int};
+use super::{Cmd, ReplyError, Res, eq_ic, not_int, now_ms, parse_int};
 use strata_core::ops::parse_float;
 
 /// One operation of a parsed command, on keys named by their bytes.
@@ -150,7 +150,7 @@ pub(super) fn parse(id: Cmd, a: &[Bytes], now: u64) -> Option<Res<Parsed<'_>>> {
         return Some(if samples_ok {
             Ok(Parsed::one(&a[2], KeyOp::MemoryUsage))
         } else {
-            Err("ERR syntax error".into())
+            Err(ReplyError::Syntax)
         });
     }
     if !is_key_command(id) {
@@ -205,9 +205,9 @@ fn parse_key(id: Cmd, a: &[Bytes], now: u64) -> Res<Parsed<'_>> {
         Cmd::Mget => each(KeyOp::Get, Shape::Array),
         Cmd::Mset | Cmd::Msetnx if a.len() % 2 != 1 => {
             let name = if id == Cmd::Mset { "mset" } else { "msetnx" };
-            return Err(format!(
-                "ERR wrong number of arguments for '{name}' command"
-            ));
+            return Err(ReplyError::err(format!(
+                "wrong number of arguments for '{name}' command"
+            )));
         }
         Cmd::Mset => Parsed {
             ops: a[1..]
@@ -234,7 +234,7 @@ fn parse_key(id: Cmd, a: &[Bytes], now: u64) -> Res<Parsed<'_>> {
         Cmd::Setrange => {
             let offset = int(&a[2])?;
             if offset < 0 {
-                return Err("ERR offset is out of range".into());
+                return Err(ReplyError::err("offset is out of range"));
             }
             Parsed::one(
                 key,
@@ -250,11 +250,11 @@ fn parse_key(id: Cmd, a: &[Bytes], now: u64) -> Res<Parsed<'_>> {
         Cmd::Decrby => {
             let by = int(&a[2])?
                 .checked_neg()
-                .ok_or("ERR decrement would overflow")?;
+                .ok_or(ReplyError::err("decrement would overflow"))?;
             Parsed::one(key, KeyOp::IncrBy(by))
         }
         Cmd::Incrbyfloat => {
-            let by = parse_float(&a[2]).ok_or("ERR value is not a valid float")?;
+            let by = parse_float(&a[2]).ok_or(ReplyError::err("value is not a valid float"))?;
             Parsed::one(key, KeyOp::IncrByFloat(by))
         }
         Cmd::Del | Cmd::Unlink => each(KeyOp::Del, Shape::Sum),
@@ -278,7 +278,7 @@ fn parse_key(id: Cmd, a: &[Bytes], now: u64) -> Res<Parsed<'_>> {
             let on = match &a[3][..] {
                 b"0" => false,
                 b"1" => true,
-                _ => return Err("ERR bit is not an integer or out of range".into()),
+                _ => return Err(ReplyError::err("bit is not an integer or out of range")),
             };
             Parsed::one(key, KeyOp::SetBit { offset, on })
         }
@@ -294,7 +294,7 @@ fn parse_key(id: Cmd, a: &[Bytes], now: u64) -> Res<Parsed<'_>> {
                     end: Some(int(&a[3])?),
                     bits: unit(a.get(4))?,
                 }),
-                _ => return Err("ERR syntax error".into()),
+                _ => return Err(ReplyError::Syntax),
             };
             Parsed::one(key, KeyOp::BitCount(range))
         }
@@ -302,7 +302,7 @@ fn parse_key(id: Cmd, a: &[Bytes], now: u64) -> Res<Parsed<'_>> {
             let bit = match &a[2][..] {
                 b"0" => false,
                 b"1" => true,
-                _ => return Err("ERR The bit argument must be 1 or 0.".into()),
+                _ => return Err(ReplyError::err("The bit argument must be 1 or 0.")),
             };
             let range = match a.len() {
                 3 => None,
@@ -311,7 +311,7 @@ fn parse_key(id: Cmd, a: &[Bytes], now: u64) -> Res<Parsed<'_>> {
                     end: a.get(4).map(int).transpose()?,
                     bits: unit(a.get(5))?,
                 }),
-                _ => return Err("ERR syntax error".into()),
+                _ => return Err(ReplyError::Syntax),
             };
             Parsed::one(key, KeyOp::BitPos { bit, range })
         }
@@ -323,12 +323,11 @@ fn parse_key(id: Cmd, a: &[Bytes], now: u64) -> Res<Parsed<'_>> {
                 } else if eq_ic(opt, "DB") && i + 1 < a.len() {
                     // The server runs COPY … DB itself (`copy_across`); not as a step of a
                     // transaction or a script, which run on one namespace's keys.
-                    return Err(
-                        "ERR COPY to another database is not supported in MULTI or scripts on Strata"
-                            .into(),
-                    );
+                    return Err(ReplyError::err(
+                        "COPY to another database is not supported in MULTI or scripts on Strata",
+                    ));
                 } else {
-                    return Err("ERR syntax error".into());
+                    return Err(ReplyError::Syntax);
                 }
             }
             Parsed {
@@ -346,10 +345,12 @@ fn parse_key(id: Cmd, a: &[Bytes], now: u64) -> Res<Parsed<'_>> {
             } else if eq_ic(&a[1], "NOT") {
                 ops::BitOp::Not
             } else {
-                return Err("ERR syntax error".into());
+                return Err(ReplyError::Syntax);
             };
             if op == ops::BitOp::Not && a.len() != 4 {
-                return Err("ERR BITOP NOT must be called with a single source key.".into());
+                return Err(ReplyError::err(
+                    "BITOP NOT must be called with a single source key.",
+                ));
             }
             Parsed {
                 ops: vec![Op::Bits(op, &a[2], a[3..].iter().map(|k| &k[..]).collect())],
@@ -371,14 +372,14 @@ fn parse_key(id: Cmd, a: &[Bytes], now: u64) -> Res<Parsed<'_>> {
                     min_len = int(&a[j + 1])?.max(0) as u64;
                     j += 1;
                 } else {
-                    return Err("ERR syntax error".into());
+                    return Err(ReplyError::Syntax);
                 }
                 j += 1;
             }
             if idx && len {
-                return Err(
-                    "ERR If you want both the length and indexes, please just use IDX.".into(),
-                );
+                return Err(ReplyError::err(
+                    "If you want both the length and indexes, please just use IDX.",
+                ));
             }
             let mode = match (idx, len) {
                 (true, _) => ops::LcsMode::Idx { min_len, with_len },
@@ -390,7 +391,7 @@ fn parse_key(id: Cmd, a: &[Bytes], now: u64) -> Res<Parsed<'_>> {
                 shape: Shape::Single,
             }
         }
-        _ => return Err("ERR not a key command".into()),
+        _ => return Err(ReplyError::err("not a key command")),
     })
 }
 
@@ -399,7 +400,7 @@ fn bit_offset(b: &[u8]) -> Res<u64> {
     parse_int(b)
         .filter(|n| (0..=ops::MAX_BIT_OFFSET as i64).contains(n))
         .map(|n| n as u64)
-        .ok_or_else(|| "ERR bit offset is not an integer or out of range".into())
+        .ok_or_else(|| ReplyError::err("bit offset is not an integer or out of range"))
 }
 
 /// `BITFIELD`'s subcommands, parsed and checked as Redis does, in its order: a malformed
@@ -418,18 +419,20 @@ fn bitfield_ops(a: &[Bytes], read_only: bool) -> Res<Vec<ops::BitfieldOp>> {
                 v if eq_ic(v, "WRAP") => Overflow::Wrap,
                 v if eq_ic(v, "SAT") => Overflow::Sat,
                 v if eq_ic(v, "FAIL") => Overflow::Fail,
-                _ => return Err("ERR Invalid OVERFLOW type specified".into()),
+                _ => return Err(ReplyError::err("Invalid OVERFLOW type specified")),
             };
             j += 2;
             continue;
         }
         let get = eq_ic(sub, "GET") && rest >= 2;
         if !get && !((eq_ic(sub, "SET") || eq_ic(sub, "INCRBY")) && rest >= 3) {
-            return Err("ERR syntax error".into());
+            return Err(ReplyError::Syntax);
         }
         let t = {
             let bad = || {
-                "ERR Invalid bitfield type. Use something like i16 u8. Note that u64 is not supported but i64 is.".to_string()
+                ReplyError::err(
+                    "Invalid bitfield type. Use something like i16 u8. Note that u64 is not supported but i64 is.",
+                )
             };
             let enc = &a[j + 1];
             let signed = match enc.first() {
@@ -460,7 +463,9 @@ fn bitfield_ops(a: &[Bytes], read_only: bool) -> Res<Vec<ops::BitfieldOp>> {
                     }
                 })
                 .filter(|n| (0..=ops::MAX_BIT_OFFSET as i64).contains(n))
-                .ok_or("ERR bit offset is not an integer or out of range")? as u64
+                .ok_or(ReplyError::err(
+                    "bit offset is not an integer or out of range",
+                ))? as u64
         };
         if get {
             out.push(BitfieldOp::Get(t, offset));
@@ -468,7 +473,8 @@ fn bitfield_ops(a: &[Bytes], read_only: bool) -> Res<Vec<ops::BitfieldOp>> {
             continue;
         }
         writes = true;
-        let n = parse_int(&a[j + 3]).ok_or("ERR value is not an integer or out of range")?;
+        let n = parse_int(&a[j + 3])
+            .ok_or(ReplyError::err("value is not an integer or out of range"))?;
         out.push(if eq_ic(sub, "SET") {
             BitfieldOp::Set(t, offset, n, ow)
         } else {
@@ -477,7 +483,9 @@ fn bitfield_ops(a: &[Bytes], read_only: bool) -> Res<Vec<ops::BitfieldOp>> {
         j += 4;
     }
     if read_only && writes {
-        return Err("ERR BITFIELD_RO only supports the GET subcommand".into());
+        return Err(ReplyError::err(
+            "BITFIELD_RO only supports the GET subcommand",
+        ));
     }
     Ok(out)
 }
@@ -488,7 +496,7 @@ fn unit(b: Option<&Bytes>) -> Res<bool> {
         None => Ok(false),
         Some(u) if eq_ic(u, "BYTE") => Ok(false),
         Some(u) if eq_ic(u, "BIT") => Ok(true),
-        Some(_) => Err("ERR syntax error".into()),
+        Some(_) => Err(ReplyError::Syntax),
     }
 }
 
@@ -543,7 +551,7 @@ fn set_options(a: &[Bytes], now: u64) -> Res<KeyOp> {
             ttl = Ttl::AtMs(expiry_at(now, opt, v, "set")?);
             i += 1;
         } else {
-            return Err("ERR syntax error".into());
+            return Err(ReplyError::Syntax);
         }
         i += 1;
     }
@@ -577,7 +585,7 @@ fn getex_options(a: &[Bytes], now: u64) -> Res<Option<Ttl>> {
             ttl = Some(Ttl::AtMs(expiry_at(now, opt, v, "getex")?));
             i += 1;
         } else {
-            return Err("ERR syntax error".into());
+            return Err(ReplyError::Syntax);
         }
         i += 1;
     }
@@ -604,19 +612,23 @@ fn expire_options(id: Cmd, a: &[Bytes], now: u64) -> Res<KeyOp> {
         } else if eq_ic(opt, "LT") {
             lt = true;
         } else {
-            return Err(format!(
-                "ERR Unsupported option {}",
+            return Err(ReplyError::err(format!(
+                "Unsupported option {}",
                 String::from_utf8_lossy(&opt[..opt.len().min(128)])
-            ));
+            )));
         }
     }
     if nx && (xx || gt || lt) {
-        return Err("ERR NX and XX, GT or LT options at the same time are not compatible".into());
+        return Err(ReplyError::err(
+            "NX and XX, GT or LT options at the same time are not compatible",
+        ));
     }
     if gt && lt {
-        return Err("ERR GT and LT options at the same time are not compatible".into());
+        return Err(ReplyError::err(
+            "GT and LT options at the same time are not compatible",
+        ));
     }
-    let invalid = || format!("ERR invalid expire time in '{name}' command");
+    let invalid = || ReplyError::err(format!("invalid expire time in '{name}' command"));
     let now = now as i64;
     let at: i64 = match id {
         Cmd::Expire => n
@@ -637,7 +649,7 @@ fn expire_options(id: Cmd, a: &[Bytes], now: u64) -> Res<KeyOp> {
 /// names, refusing what Redis refuses for `cmd`.
 fn expiry_at(now: u64, opt: &[u8], v: &[u8], cmd: &str) -> Res<u64> {
     let n = parse_int(v).ok_or_else(not_int)?;
-    let invalid = || format!("ERR invalid expire time in '{cmd}' command");
+    let invalid = || ReplyError::err(format!("invalid expire time in '{cmd}' command"));
     if n <= 0 {
         return Err(invalid());
     }
@@ -654,7 +666,7 @@ fn expiry_at(now: u64, opt: &[u8], v: &[u8], cmd: &str) -> Res<u64> {
 
 /// `n` seconds (or milliseconds) as milliseconds, refusing what Redis refuses.
 pub(super) fn expire_ms(n: i64, seconds: bool, cmd: &str) -> Res<u64> {
-    let invalid = || format!("ERR invalid expire time in '{cmd}' command");
+    let invalid = || ReplyError::err(format!("invalid expire time in '{cmd}' command"));
     if n <= 0 {
         return Err(invalid());
     }

@@ -44,7 +44,7 @@ pub(super) async fn scan_keys(
         runtime.block_on(cache.scan_keys(&ns, from, limit))
     })
     .await
-    .map_err(|e| format!("ERR key listing failed: {e}"))?
+    .map_err(|e| ReplyError::err(format!("key listing failed: {e}")))?
     .map_err(|e| cache_err(&e))
 }
 
@@ -74,22 +74,22 @@ pub(super) async fn scan(sh: &Shared, s: &mut Session<'_>, a: &[Bytes]) -> Res<(
     let cursor = std::str::from_utf8(&a[1])
         .ok()
         .and_then(|c| c.parse::<u64>().ok())
-        .ok_or("ERR invalid cursor")?;
+        .ok_or(ReplyError::err("invalid cursor"))?;
     let (mut glob, mut count, mut only_strings) = (None, 10usize, true);
     let mut i = 2;
     while i < a.len() {
         let Some(v) = a.get(i + 1) else {
-            return Err("ERR syntax error".into());
+            return Err(ReplyError::Syntax);
         };
         if eq_ic(&a[i], "MATCH") {
-            glob = Some(Glob::new(v).map_err(|e| format!("ERR {e}"))?);
+            glob = Some(Glob::new(v).map_err(|e| ReplyError::err(format!("{e}")))?);
         } else if eq_ic(&a[i], "COUNT") {
-            count = parse_int(v).filter(|c| *c >= 1).ok_or("ERR syntax error")? as usize;
+            count = parse_int(v).filter(|c| *c >= 1).ok_or(ReplyError::Syntax)? as usize;
             count = count.min(100_000);
         } else if eq_ic(&a[i], "TYPE") {
             only_strings = eq_ic(v, "string");
         } else {
-            return Err("ERR syntax error".into());
+            return Err(ReplyError::Syntax);
         }
         i += 2;
     }
@@ -151,20 +151,20 @@ pub(super) async fn object(sh: &Shared, s: &mut Session<'_>, a: &[Bytes]) -> Res
         return Ok(());
     }
     if a.len() != 3 {
-        return Err(format!(
-            "ERR unknown subcommand or wrong number of arguments for '{}'. Try OBJECT HELP.",
+        return Err(ReplyError::err(format!(
+            "unknown subcommand or wrong number of arguments for '{}'. Try OBJECT HELP.",
             String::from_utf8_lossy(&a[1][..a[1].len().min(64)])
-        ));
+        )));
     }
     if eq_ic(&a[1], "ENCODING") {
         return read_op(sh, s, Cmd::Object, a).await;
     }
     let known = ["REFCOUNT", "IDLETIME", "FREQ"];
     if !known.iter().any(|k| eq_ic(&a[1], k)) {
-        return Err(format!(
-            "ERR unknown subcommand '{}'. Try OBJECT HELP.",
+        return Err(ReplyError::err(format!(
+            "unknown subcommand '{}'. Try OBJECT HELP.",
             String::from_utf8_lossy(&a[1][..a[1].len().min(64)])
-        ));
+        )));
     }
     match entry(sh, &s.ns, &a[2]).await? {
         None => s.reply.null(),
@@ -204,29 +204,34 @@ pub(super) fn other_database(
     command: &str,
 ) -> Res<String> {
     if sh.config.cluster.enabled && command == "MOVE" {
-        return Err("ERR MOVE is not allowed in cluster mode".into());
+        return Err(ReplyError::err("MOVE is not allowed in cluster mode"));
     }
     let n = parse_int(arg)
         .filter(|n| i32::try_from(*n).is_ok())
         .ok_or_else(not_int)?;
     if n < 0 || n >= i64::from(sh.config.server.databases) {
-        return Err("ERR DB index is out of range".into());
+        return Err(ReplyError::err("DB index is out of range"));
     }
     let target = format!("db{n}");
     if target != s.ns {
         if sh.config.cluster.enabled {
-            return Err("ERR Copying to another database is not allowed in cluster mode".into());
+            return Err(ReplyError::err(
+                "Copying to another database is not allowed in cluster mode",
+            ));
         }
         if sh.config.l2.redis.enabled {
-            return Err(format!(
-                "ERR {command} to another database is not supported behind the Redis bridge"
-            ));
+            return Err(ReplyError::err(format!(
+                "{command} to another database is not supported behind the Redis bridge"
+            )));
         }
     }
     if let Some(u) = &s.user
         && !u.allows_namespace(&target)
     {
-        return Err("NOPERM No permissions to access a key".into());
+        return Err(ReplyError::coded(
+            "NOPERM",
+            "No permissions to access a key",
+        ));
     }
     Ok(target)
 }
@@ -245,7 +250,9 @@ pub(super) async fn copy_across(
     remove_src: bool,
 ) -> Res<i64> {
     if to == s.ns && src == dst {
-        return Err("ERR source and destination objects are the same".into());
+        return Err(ReplyError::err(
+            "source and destination objects are the same",
+        ));
     }
     let (i, j) = (sh.stripe(&s.ns, src), sh.stripe(to, dst));
     let _g1 = sh.lock_at(i.min(j)).write().await;

@@ -11,7 +11,7 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use bytes::Bytes;
 use parking_lot::Mutex;
 
-use super::{Res, Session, eq_ic, help, subcommand_arity};
+use super::{ReplyError, Res, Session, eq_ic, help, subcommand_arity};
 use crate::state::Shared;
 
 /// Samples kept per event (Redis's `LATENCY_TS_LEN`).
@@ -151,10 +151,10 @@ pub(super) fn latency(sh: &Shared, s: &mut Session<'_>, a: &[Bytes]) -> Res<()> 
         ];
         help(s, HELP);
     } else {
-        return Err(format!(
-            "ERR unknown subcommand '{}'. Try LATENCY HELP.",
+        return Err(ReplyError::err(format!(
+            "unknown subcommand '{}'. Try LATENCY HELP.",
             String::from_utf8_lossy(&sub[..sub.len().min(128)])
-        ));
+        )));
     }
     Ok(())
 }

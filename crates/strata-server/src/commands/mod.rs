@@ -29,6 +29,7 @@ use crate::acl::{self, User};
 use crate::state::{ClientInfo, Shared};
 
 mod connection;
+mod error;
 mod keyops;
 mod keyspace;
 pub mod latency;
@@ -39,6 +40,7 @@ pub mod slowlog;
 mod strings;
 mod table;
 
+pub use error::ReplyError;
 pub use table::{COMMANDS, Cmd, CommandSpec, lookup};
 
 use connection::*;
@@ -122,7 +124,7 @@ fn lower(b: &[u8]) -> String {
 }
 
 /// The error reply for a cache error, naming the limit where a policy refused.
-fn cache_err(e: &CacheError) -> String {
+fn cache_err(e: &CacheError) -> ReplyError {
     match e {
         CacheError::PolicyViolation {
             namespace,
@@ -134,17 +136,20 @@ fn cache_err(e: &CacheError) -> String {
             } else {
                 format!("a TTL of {} ms", requested.as_millis())
             };
-            format!(
-                "ERR policy violation: {what} exceeds the max_ttl of {} seconds of namespace '{namespace}'",
+            ReplyError::err(format!(
+                "policy violation: {what} exceeds the max_ttl of {} seconds of namespace '{namespace}'",
                 allowed.as_secs()
-            )
+            ))
         }
-        CacheError::InvalidTtl { .. } => "ERR invalid expire time".to_owned(),
+        CacheError::InvalidTtl { .. } => ReplyError::err("invalid expire time"),
         // Redis's answer when it refuses writes because it cannot persist.
-        CacheError::L3Failing { reason } => format!(
-            "MISCONF Strata's L3 disk cannot apply writes ({reason}). Commands that may modify \
-             the data set are disabled, because l3.on_failure is \"refuse_writes\". Please check \
-             /health and the node's log for details."
+        CacheError::L3Failing { reason } => ReplyError::coded(
+            "MISCONF",
+            format_args!(
+                "Strata's L3 disk cannot apply writes ({reason}). Commands that may modify \
+                 the data set are disabled, because l3.on_failure is \"refuse_writes\". Please \
+                 check /health and the node's log for details."
+            ),
         ),
         // A cluster write its primary could not acknowledge: Redis Cluster's word for a
         // transient refusal, so that clients retry.
@@ -155,14 +160,14 @@ fn cache_err(e: &CacheError) -> String {
             || why.starts_with("CROSSSLOT")
             || why.starts_with("ERR ") =>
         {
-            why.clone()
+            ReplyError::Line(why.clone())
         }
-        other => format!("ERR {other}"),
+        other => ReplyError::err(other.to_string()),
     }
 }
 
-/// Errors a handler answers with: already formatted, `ERR …` and friends.
-type Res<T> = Result<T, String>;
+/// A command's result: its reply is written to the session; an error is its error reply.
+type Res<T> = Result<T, ReplyError>;
 
 /// Runs one command and appends its reply.
 pub async fn execute(shared: &Shared, s: &mut Session<'_>, args: &[Bytes]) {
@@ -175,7 +180,7 @@ pub async fn execute(shared: &Shared, s: &mut Session<'_>, args: &[Bytes]) {
         shared.metrics.calls[COMMANDS.len()].incr();
         shared.metrics.errors[COMMANDS.len()].incr();
         let mut msg = format!(
-            "ERR unknown command '{}', with args beginning with: ",
+            "unknown command '{}', with args beginning with: ",
             String::from_utf8_lossy(&name[..name.len().min(128)])
         );
         for a in args.iter().skip(1).take(8) {
@@ -186,7 +191,7 @@ pub async fn execute(shared: &Shared, s: &mut Session<'_>, args: &[Bytes]) {
             );
         }
         s.tx.flag_error();
-        s.reply.error(&msg);
+        s.reply.error(&ReplyError::err(msg).to_string());
         return;
     };
     shared.metrics.calls[idx].incr();
@@ -195,10 +200,13 @@ pub async fn execute(shared: &Shared, s: &mut Session<'_>, args: &[Bytes]) {
     if (spec.arity > 0 && n != spec.arity) || (spec.arity < 0 && n < -spec.arity) {
         shared.metrics.errors[idx].incr();
         s.tx.flag_error();
-        s.reply.error(&format!(
-            "ERR wrong number of arguments for '{}' command",
-            spec.name.to_ascii_lowercase()
-        ));
+        s.reply.error(
+            &ReplyError::err(format!(
+                "wrong number of arguments for '{}' command",
+                spec.name.to_ascii_lowercase()
+            ))
+            .to_string(),
+        );
         return;
     }
     match &s.user {
@@ -227,7 +235,7 @@ pub async fn execute(shared: &Shared, s: &mut Session<'_>, args: &[Bytes]) {
     let took = started.elapsed();
     if let Err(msg) = result {
         shared.metrics.errors[idx].incr();
-        s.reply.error(&msg);
+        s.reply.error(&msg.to_string());
     }
     if let Some(wait) = s.reply_delay.take() {
         tokio::time::sleep(wait).await;
@@ -272,7 +280,11 @@ async fn run(sh: &Shared, s: &mut Session<'_>, id: Cmd, a: &[Bytes]) -> Res<()> 
         Cmd::Ping => match a.len() {
             1 => s.reply.simple("PONG"),
             2 => s.reply.bulk(&a[1]),
-            _ => return Err("ERR wrong number of arguments for 'ping' command".into()),
+            _ => {
+                return Err(ReplyError::err(
+                    "wrong number of arguments for 'ping' command",
+                ));
+            }
         },
         Cmd::Echo => s.reply.bulk(&a[1]),
         Cmd::Quit => {
@@ -300,10 +312,10 @@ async fn run(sh: &Shared, s: &mut Session<'_>, id: Cmd, a: &[Bytes]) -> Res<()> 
         Cmd::Object => object(sh, s, a).await?,
         Cmd::Memory => {
             if !(a.len() >= 3 && eq_ic(&a[1], "USAGE")) {
-                return Err(format!(
-                    "ERR unknown subcommand or wrong number of arguments for '{}'. Try MEMORY HELP.",
+                return Err(ReplyError::err(format!(
+                    "unknown subcommand or wrong number of arguments for '{}'. Try MEMORY HELP.",
                     String::from_utf8_lossy(&a[1][..a[1].len().min(64)])
-                ));
+                )));
             }
             read_op(sh, s, id, a).await?;
         }
@@ -322,7 +334,7 @@ async fn run(sh: &Shared, s: &mut Session<'_>, id: Cmd, a: &[Bytes]) -> Res<()> 
                     same.push(Bytes::from_static(b"REPLACE"));
                 }
                 let parsed = keyops::parse(id, &same, sh.cache.now_ms())
-                    .ok_or("ERR not a key command")??;
+                    .ok_or(ReplyError::err("not a key command"))??;
                 multi::run_alone(sh, s, parsed.ops).await?;
             } else {
                 let n = copy_across(sh, s, &a[1], &target, &a[2], replace, false).await?;
@@ -331,14 +343,15 @@ async fn run(sh: &Shared, s: &mut Session<'_>, id: Cmd, a: &[Bytes]) -> Res<()> 
         }
         Cmd::Copy | Cmd::Bitop | Cmd::Lcs => {
             let now = sh.cache.now_ms();
-            let parsed = keyops::parse(id, a, now).ok_or("ERR not a key command")??;
+            let parsed =
+                keyops::parse(id, a, now).ok_or(ReplyError::err("not a key command"))??;
             multi::run_alone(sh, s, parsed.ops).await?;
         }
         Cmd::Wait => {
             for v in &a[1..] {
                 parse_int(v)
                     .filter(|n| *n >= 0)
-                    .ok_or("ERR timeout is out of range")?;
+                    .ok_or(ReplyError::err("timeout is out of range"))?;
             }
             // Every acknowledged write is on every owner already: a cluster replies only
             // after the other owners applied it.
@@ -446,7 +459,7 @@ async fn run(sh: &Shared, s: &mut Session<'_>, id: Cmd, a: &[Bytes]) -> Res<()> 
             s.reply.integer(reply);
         }
         Cmd::Keys => {
-            let glob = Glob::new(&a[1]).map_err(|e| format!("ERR {e}"))?;
+            let glob = Glob::new(&a[1]).map_err(|e| ReplyError::err(format!("{e}")))?;
             let keys = list_keys(sh, &s.ns, Some(&glob), usize::MAX).await?;
             s.reply.array(keys.len());
             for k in &keys {
@@ -471,7 +484,7 @@ async fn run(sh: &Shared, s: &mut Session<'_>, id: Cmd, a: &[Bytes]) -> Res<()> 
         }
         Cmd::Flushdb | Cmd::Flushall => {
             if a.len() > 2 || (a.len() == 2 && !eq_ic(&a[1], "ASYNC") && !eq_ic(&a[1], "SYNC")) {
-                return Err("ERR syntax error".into());
+                return Err(ReplyError::Syntax);
             }
             let namespaces = if id == Cmd::Flushdb {
                 vec![s.ns.clone()]
@@ -545,12 +558,15 @@ fn one_slot<'k>(sh: &Shared, mut keys: impl Iterator<Item = &'k Bytes>) -> Res<(
     if keys.all(|k| strata_cluster::ring::hash_tag(k) == tag) {
         Ok(())
     } else {
-        Err("CROSSSLOT Keys in request don't hash to the same slot".into())
+        Err(ReplyError::coded(
+            "CROSSSLOT",
+            "Keys in request don't hash to the same slot",
+        ))
     }
 }
 
-fn not_int() -> String {
-    "ERR value is not an integer or out of range".into()
+fn not_int() -> ReplyError {
+    ReplyError::NotInteger
 }
 
 async fn entry(sh: &Shared, ns: &str, key: &[u8]) -> Res<Option<Entry>> {
@@ -635,19 +651,20 @@ fn help(s: &mut Session<'_>, lines: &[&str]) {
 }
 
 /// Redis's arity error for a subcommand (`'slowlog|len'`), named in lower case.
-fn subcommand_arity(command: &str, sub: &[u8]) -> String {
-    format!(
-        "ERR wrong number of arguments for '{command}|{}' command",
+fn subcommand_arity(command: &str, sub: &[u8]) -> ReplyError {
+    ReplyError::err(format!(
+        "wrong number of arguments for '{command}|{}' command",
         String::from_utf8_lossy(&sub[..sub.len().min(64)]).to_ascii_lowercase()
-    )
+    ))
 }
 
 /// A single-key command's operation, parsed ([`keyops::parse`]).
 fn single_op(sh: &Shared, id: Cmd, a: &[Bytes]) -> Res<KeyOp> {
-    let parsed = keyops::parse(id, a, sh.cache.now_ms()).ok_or("ERR not a key command")??;
+    let parsed =
+        keyops::parse(id, a, sh.cache.now_ms()).ok_or(ReplyError::err("not a key command"))??;
     match parsed.ops.into_iter().next() {
         Some(keyops::Op::Key(_, op)) => Ok(op),
-        _ => Err("ERR not a single-key command".into()),
+        _ => Err(ReplyError::err("not a single-key command")),
     }
 }
 
@@ -668,7 +685,7 @@ async fn exec(sh: &Shared, s: &mut Session<'_>, key: &Bytes, op: &KeyOp) -> Res<
 /// Writes an operation's reply ([`strata_core::ops::Reply`]).
 fn write_reply(s: &mut Session<'_>, reply: ops::Reply) -> Res<()> {
     if let ops::Reply::Error(msg) = reply {
-        return Err(msg);
+        return Err(ReplyError::from(msg));
     }
     write_value(s, &reply);
     Ok(())

@@ -20,7 +20,7 @@ use strata_core::ops::{self, MultiOp, Transaction, TxStep};
 use strata_resp::Reply;
 
 use super::keyops::{self, Op, Shape};
-use super::{Cmd, CommandSpec, Res, Session, cache_err, entry, lookup, one_slot, run};
+use super::{Cmd, CommandSpec, ReplyError, Res, Session, cache_err, entry, lookup, one_slot, run};
 use crate::state::Shared;
 
 /// Most keys one client may watch at once.
@@ -157,19 +157,25 @@ pub(super) fn queue(sh: &Shared, s: &mut Session<'_>, spec: &CommandSpec, args: 
     };
     if refused {
         q.dirty = true;
-        s.reply.error(&format!(
-            "ERR '{}' is not supported inside MULTI on Strata",
-            spec.name.to_ascii_lowercase()
-        ));
+        s.reply.error(
+            &ReplyError::err(format!(
+                "'{}' is not supported inside MULTI on Strata",
+                spec.name.to_ascii_lowercase()
+            ))
+            .to_string(),
+        );
         return;
     }
     let size: usize = args.iter().map(|a| a.len() + 16).sum();
     let limit = usize::try_from(sh.config.server.max_request_bytes).unwrap_or(usize::MAX);
     if q.bytes.saturating_add(size) > limit {
         q.dirty = true;
-        s.reply.error(&format!(
-            "ERR the queued commands would exceed server.max_request_bytes ({limit} bytes)"
-        ));
+        s.reply.error(
+            &ReplyError::err(format!(
+                "the queued commands would exceed server.max_request_bytes ({limit} bytes)"
+            ))
+            .to_string(),
+        );
         return;
     }
     q.bytes += size;
@@ -182,7 +188,7 @@ pub(super) fn queue(sh: &Shared, s: &mut Session<'_>, spec: &CommandSpec, args: 
 /// `MULTI`.
 pub(super) fn multi(s: &mut Session<'_>) -> Res<()> {
     if s.tx.queue.is_some() {
-        return Err("ERR MULTI calls can not be nested".into());
+        return Err(ReplyError::err("MULTI calls can not be nested"));
     }
     s.tx.queue = Some(Queue::default());
     s.reply.ok();
@@ -192,7 +198,7 @@ pub(super) fn multi(s: &mut Session<'_>) -> Res<()> {
 /// `DISCARD`.
 pub(super) fn discard(s: &mut Session<'_>) -> Res<()> {
     if s.tx.queue.take().is_none() {
-        return Err("ERR DISCARD without MULTI".into());
+        return Err(ReplyError::err("DISCARD without MULTI"));
     }
     s.tx.watched.clear();
     s.tx.watched_keys.clear();
@@ -203,7 +209,7 @@ pub(super) fn discard(s: &mut Session<'_>) -> Res<()> {
 /// `WATCH key...`: remembers each key's version (or absence) as this node reads it now.
 pub(super) async fn watch(sh: &Shared, s: &mut Session<'_>, a: &[Bytes]) -> Res<()> {
     if s.tx.queue.is_some() {
-        return Err("ERR WATCH inside MULTI is not allowed".into());
+        return Err(ReplyError::err("WATCH inside MULTI is not allowed"));
     }
     for k in &a[1..] {
         if s.tx
@@ -213,9 +219,9 @@ pub(super) async fn watch(sh: &Shared, s: &mut Session<'_>, a: &[Bytes]) -> Res<
             continue;
         }
         if s.tx.watched.len() >= MAX_WATCHED {
-            return Err(format!(
-                "ERR a client watches at most {MAX_WATCHED} keys at once"
-            ));
+            return Err(ReplyError::err(format!(
+                "a client watches at most {MAX_WATCHED} keys at once"
+            )));
         }
         let version = entry(sh, &s.ns, k).await?.map(|e| e.version.as_u64());
         let key = Bytes::copy_from_slice(k);
@@ -267,20 +273,23 @@ pub(super) async fn run_alone(sh: &Shared, s: &mut Session<'_>, ops: Vec<Op<'_>>
         .map_err(|e| cache_err(&e))?;
     match reply {
         ops::Reply::Exec(Some(mut r)) if r.len() == 1 => super::write_reply(s, r.remove(0)),
-        ops::Reply::Error(msg) => Err(msg),
-        other => Err(format!("ERR unexpected reply {other:?}")),
+        ops::Reply::Error(msg) => Err(ReplyError::from(msg)),
+        other => Err(ReplyError::err(format!("unexpected reply {other:?}"))),
     }
 }
 
 /// `EXEC`.
 pub(super) async fn exec(sh: &Shared, s: &mut Session<'_>) -> Res<()> {
     let Some(queue) = s.tx.queue.take() else {
-        return Err("ERR EXEC without MULTI".into());
+        return Err(ReplyError::err("EXEC without MULTI"));
     };
     let watched = std::mem::take(&mut s.tx.watched);
     s.tx.watched_keys.clear();
     if queue.dirty {
-        return Err("EXECABORT Transaction discarded because of previous errors.".into());
+        return Err(ReplyError::coded(
+            "EXECABORT",
+            "Transaction discarded because of previous errors.",
+        ));
     }
     // A watched key of another namespace (WATCH before a SELECT) is compared here, before
     // the atomic step.
@@ -326,7 +335,7 @@ pub(super) async fn exec(sh: &Shared, s: &mut Session<'_>) -> Res<()> {
                     });
                     continue;
                 }
-                Err(msg) => s.reply.error(&msg),
+                Err(msg) => s.reply.error(&msg.to_string()),
             }
         } else {
             match keyops::parse(spec.id, args, now) {
@@ -340,11 +349,11 @@ pub(super) async fn exec(sh: &Shared, s: &mut Session<'_>) -> Res<()> {
                     });
                     continue;
                 }
-                Some(Err(msg)) => s.reply.error(&msg),
+                Some(Err(msg)) => s.reply.error(&msg.to_string()),
                 None => {
                     if let Err(msg) = Box::pin(run(sh, s, spec.id, args)).await {
                         s.reply.buf.clear();
-                        s.reply.error(&msg);
+                        s.reply.error(&msg.to_string());
                     }
                 }
             }
@@ -391,8 +400,12 @@ pub(super) async fn exec(sh: &Shared, s: &mut Session<'_>) -> Res<()> {
                 s.reply.null_array();
                 return Ok(());
             }
-            ops::Reply::Error(msg) => return Err(msg),
-            other => return Err(format!("ERR unexpected transaction reply {other:?}")),
+            ops::Reply::Error(msg) => return Err(ReplyError::from(msg)),
+            other => {
+                return Err(ReplyError::err(format!(
+                    "unexpected transaction reply {other:?}"
+                )));
+            }
         }
     }
 

@@ -29,7 +29,7 @@ use sha1::{Digest, Sha1};
 use strata_core::ops::{MultiOp, Reply, Script, ScriptEngine, Token, TxStep, TxView};
 
 use super::keyops::{self, Op, Shape};
-use super::{Res, Session, cache_err, eq_ic, lookup, one_slot, parse_int};
+use super::{ReplyError, Res, Session, cache_err, eq_ic, lookup, one_slot, parse_int};
 use crate::state::Shared;
 
 /// Most memory one script's Lua state may allocate.
@@ -155,17 +155,21 @@ fn raised(v: &Value) -> Reply {
         Value::Table(t) => match t.raw_get::<Value>("err") {
             Ok(Value::String(e)) => Reply::Error(e.to_string_lossy()),
             _ => Reply::Error(
-                "ERR Error running script: an error object that is not a string".into(),
+                ReplyError::err("Error running script: an error object that is not a string")
+                    .to_string(),
             ),
         },
-        Value::String(s) => {
-            Reply::Error(format!("ERR Error running script: {}", s.to_string_lossy()))
-        }
+        Value::String(s) => Reply::Error(
+            ReplyError::err(format!("Error running script: {}", s.to_string_lossy())).to_string(),
+        ),
         Value::Error(e) => Reply::Error(error_text(e)),
-        other => Reply::Error(format!(
-            "ERR Error running script: a {} was raised",
-            other.type_name()
-        )),
+        other => Reply::Error(
+            ReplyError::err(format!(
+                "Error running script: a {} was raised",
+                other.type_name()
+            ))
+            .to_string(),
+        ),
     }
 }
 
@@ -175,13 +179,13 @@ fn error_text(e: &mlua::Error) -> String {
         mlua::Error::CallbackError { cause, .. } => error_text(cause),
         mlua::Error::ExternalError(inner) => match inner.downcast_ref::<CallError>() {
             Some(CallError(msg)) => msg.clone(),
-            None => format!("ERR {inner}"),
+            None => ReplyError::err(format!("{inner}")).to_string(),
         },
         mlua::Error::MemoryError(_) => {
-            "ERR the script exceeded its memory limit (64 MiB)".to_owned()
+            ReplyError::err("the script exceeded its memory limit (64 MiB)").to_string()
         }
         mlua::Error::SyntaxError { message, .. } => {
-            format!("ERR Error compiling script (new function): {message}")
+            ReplyError::err(format!("Error compiling script (new function): {message}")).to_string()
         }
         mlua::Error::RuntimeError(msg) if msg.starts_with("BUSY") || msg.starts_with("ERR ") => {
             msg.clone()
@@ -189,7 +193,7 @@ fn error_text(e: &mlua::Error) -> String {
         other => {
             let text = other.to_string();
             let first = text.lines().next().unwrap_or("");
-            format!("ERR Error running script: {first}")
+            ReplyError::err(format!("Error running script: {first}")).to_string()
         }
     }
 }
@@ -223,7 +227,9 @@ impl ScriptEngine for LuaEngine {
             Outcome::Yielded => tokio::task::block_in_place(|| {
                 match run_script(script, keys, view, &kill, deadline, None) {
                     Outcome::Done(r) => r,
-                    Outcome::Yielded => Reply::Error("ERR script yielded twice".into()),
+                    Outcome::Yielded => {
+                        Reply::Error(ReplyError::err("script yielded twice").to_string())
+                    }
                 }
             }),
             Outcome::Done(r) => r,
@@ -262,7 +268,9 @@ fn run_script(
         StdLib::TABLE | StdLib::STRING | StdLib::MATH,
         LuaOptions::default(),
     ) else {
-        return Outcome::Done(Reply::Error("ERR could not start a Lua state".into()));
+        return Outcome::Done(Reply::Error(
+            ReplyError::err("could not start a Lua state").to_string(),
+        ));
     };
     let _ = lua.set_memory_limit(SCRIPT_MEMORY_LIMIT);
     let stop = Arc::new(Mutex::new(Stop::None));
@@ -327,7 +335,9 @@ fn run_script(
         match (out.next(), out.next()) {
             (Some(Value::Boolean(true)), value) => to_reply(&value.unwrap_or(Value::Nil)),
             (_, Some(err)) => Ok(raised(&err)),
-            _ => Ok(Reply::Error("ERR Error running script".into())),
+            _ => Ok(Reply::Error(
+                ReplyError::err("Error running script").to_string(),
+            )),
         }
     });
     let view = view.into_inner();
@@ -338,7 +348,7 @@ fn run_script(
     }
     Outcome::Done(match (why, result) {
         (Stop::Yield, _) => return Outcome::Yielded,
-        (Stop::Killed, _) => Reply::Error("ERR Script killed by user with SCRIPT KILL...".into()),
+        (Stop::Killed, _) => Reply::Error(ReplyError::err("Script killed by user with SCRIPT KILL...").to_string()),
         (Stop::Timeout, _) => Reply::Error(
             "BUSY the script ran longer than server.script_time_limit_ms and was stopped; nothing it did was applied"
                 .to_owned(),
@@ -458,9 +468,10 @@ fn setup(
         lua.create_function(|lua, s: mlua::LuaString| {
             let text = s.as_bytes();
             if text.len() > MAX_JSON_INPUT {
-                return Err(mlua::Error::external(CallError(format!(
-                    "ERR cjson.decode takes at most {MAX_JSON_INPUT} bytes"
-                ))));
+                return Err(mlua::Error::external(CallError(
+                    ReplyError::err(format!("cjson.decode takes at most {MAX_JSON_INPUT} bytes"))
+                        .to_string(),
+                )));
             }
             let json: serde_json::Value =
                 serde_json::from_slice(&text).map_err(mlua::Error::external)?;
@@ -509,19 +520,22 @@ fn setup(
     meta.set(
         "__newindex",
         lua.create_function(|_, (_t, name, _v): (Value, mlua::LuaString, Value)| {
-            Err::<(), _>(mlua::Error::external(CallError(format!(
-                "ERR Attempt to modify a readonly table: script attempted to create global variable '{}'",
+            Err::<(), _>(mlua::Error::external(CallError(ReplyError::err(format!(
+                "Attempt to modify a readonly table: script attempted to create global variable '{}'",
                 name.to_string_lossy()
-            ))))
+            )).to_string())))
         })?,
     )?;
     meta.set(
         "__index",
         lua.create_function(|_, (_t, name): (Value, mlua::LuaString)| {
-            Err::<(), _>(mlua::Error::external(CallError(format!(
-                "ERR Script attempted to access nonexistent global variable '{}'",
-                name.to_string_lossy()
-            ))))
+            Err::<(), _>(mlua::Error::external(CallError(
+                ReplyError::err(format!(
+                    "Script attempted to access nonexistent global variable '{}'",
+                    name.to_string_lossy()
+                ))
+                .to_string(),
+            )))
         })?,
     )?;
     g.set_metatable(Some(meta))?;
@@ -556,9 +570,12 @@ fn guard_patterns(lua: &Lua) -> mlua::Result<()> {
 
 fn check_pattern(pattern: &[u8], subject: usize) -> mlua::Result<()> {
     let refuse = |why: &str| {
-        Err(mlua::Error::external(CallError(format!(
-            "ERR pattern refused: {why} (Strata bounds Lua pattern matching)"
-        ))))
+        Err(mlua::Error::external(CallError(
+            ReplyError::err(format!(
+                "pattern refused: {why} (Strata bounds Lua pattern matching)"
+            ))
+            .to_string(),
+        )))
     };
     if pattern.len() > MAX_PATTERN_LEN {
         return refuse(&format!("longer than {MAX_PATTERN_LEN} bytes"));
@@ -602,21 +619,32 @@ fn redis_call(
         }
     }
     let Some(name) = a.first() else {
-        return Err("ERR Please specify at least one argument for this redis lib call".into());
+        return Err(ReplyError::err(
+            "Please specify at least one argument for this redis lib call",
+        )
+        .to_string());
     };
     let Some((_, spec)) = lookup(name) else {
-        return Err("ERR Unknown Redis command called from script".into());
+        return Err(ReplyError::err("Unknown Redis command called from script").to_string());
     };
     let n = a.len() as i32;
     if (spec.arity > 0 && n != spec.arity) || (spec.arity < 0 && n < -spec.arity) {
-        return Err("ERR Wrong number of args calling Redis command from script".into());
+        return Err(
+            ReplyError::err("Wrong number of args calling Redis command from script").to_string(),
+        );
     }
     let parsed = match keyops::parse(spec.id, &a, view.now_ms()) {
-        None => return Err("ERR This Redis command is not allowed from script".into()),
+        None => {
+            return Err(
+                ReplyError::err("This Redis command is not allowed from script").to_string(),
+            );
+        }
         Some(p) => p?,
     };
     if read_only && keyops::writes(spec.id) {
-        return Err("ERR Write commands are not allowed from read-only scripts.".into());
+        return Err(
+            ReplyError::err("Write commands are not allowed from read-only scripts.").to_string(),
+        );
     }
     let index = |k: &[u8]| {
         declared
@@ -625,7 +653,7 @@ fn redis_call(
             .then(|| keys.iter().position(|d| *d == k))
             .flatten()
             .map(|i| i as u32)
-            .ok_or_else(|| "ERR Script attempted to access a non-declared key".to_owned())
+            .ok_or_else(|| ReplyError::err("Script attempted to access a non-declared key"))
     };
     let mut steps = Vec::with_capacity(parsed.ops.len());
     for op in parsed.ops {
@@ -635,7 +663,7 @@ fn redis_call(
                 pairs
                     .into_iter()
                     .map(|(k, v)| Ok((index(k)?, v.to_vec().into())))
-                    .collect::<Result<_, String>>()?,
+                    .collect::<Result<_, ReplyError>>()?,
             ),
             Op::Rename(src, dst, nx) => TxStep::Rename {
                 src: index(src)?,
@@ -650,7 +678,10 @@ fn redis_call(
             Op::Bits(op, dst, srcs) => TxStep::BitOp {
                 op,
                 dst: index(dst)?,
-                srcs: srcs.into_iter().map(index).collect::<Result<_, String>>()?,
+                srcs: srcs
+                    .into_iter()
+                    .map(index)
+                    .collect::<Result<_, ReplyError>>()?,
             },
             Op::Lcs(a, b, mode) => TxStep::Lcs {
                 a: index(a)?,
@@ -686,7 +717,7 @@ fn redis_call(
 }
 
 fn bad_args() -> String {
-    "ERR Lua redis lib command arguments must be strings or integers".into()
+    ReplyError::err("Lua redis lib command arguments must be strings or integers").to_string()
 }
 
 /// A command's reply as Lua sees it (Redis's conversion).
@@ -828,21 +859,24 @@ pub(super) fn build(
 ) -> Res<Script> {
     let body = if by_sha {
         let sha = String::from_utf8_lossy(&a[1]).to_string();
-        sh.scripts
-            .lock()
-            .get(&sha)
-            .ok_or("NOSCRIPT No matching script. Please use EVAL.")?
+        sh.scripts.lock().get(&sha).ok_or(ReplyError::coded(
+            "NOSCRIPT",
+            "No matching script. Please use EVAL.",
+        ))?
     } else {
         sh.scripts.lock().insert(&a[1]);
         a[1].clone()
     };
-    let numkeys = parse_int(&a[2]).ok_or("ERR value is not an integer or out of range")?;
+    let numkeys =
+        parse_int(&a[2]).ok_or(ReplyError::err("value is not an integer or out of range"))?;
     if numkeys < 0 {
-        return Err("ERR Number of keys can't be negative".into());
+        return Err(ReplyError::err("Number of keys can't be negative"));
     }
     let numkeys = numkeys as usize;
     if numkeys > a.len() - 3 {
-        return Err("ERR Number of keys can't be greater than number of args".into());
+        return Err(ReplyError::err(
+            "Number of keys can't be greater than number of args",
+        ));
     }
     let (keys, args) = a[3..].split_at(numkeys);
     Ok(Script {
@@ -860,7 +894,7 @@ pub(super) fn build(
 
 fn too_big() -> mlua::Error {
     mlua::Error::external(CallError(
-        "ERR the script's reply is too large or too deeply nested".into(),
+        ReplyError::err("the script's reply is too large or too deeply nested").to_string(),
     ))
 }
 
@@ -914,14 +948,17 @@ pub(super) fn script(sh: &Shared, s: &mut Session<'_>, a: &[Bytes]) -> Res<()> {
         s.reply.ok();
     } else if eq_ic(sub, "KILL") && a.len() == 2 {
         if sh.lua.kill_all() == 0 {
-            return Err("NOTBUSY No scripts in execution right now.".into());
+            return Err(ReplyError::coded(
+                "NOTBUSY",
+                "No scripts in execution right now.",
+            ));
         }
         s.reply.ok();
     } else {
-        return Err(format!(
-            "ERR unknown subcommand or wrong number of arguments for '{}'. Try SCRIPT HELP.",
+        return Err(ReplyError::err(format!(
+            "unknown subcommand or wrong number of arguments for '{}'. Try SCRIPT HELP.",
             String::from_utf8_lossy(&sub[..sub.len().min(64)])
-        ));
+        )));
     }
     Ok(())
 }

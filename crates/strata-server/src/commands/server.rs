@@ -49,12 +49,12 @@ pub(super) fn config_values(sh: &Shared) -> Vec<(&'static str, String)> {
 pub(super) fn config_int(v: &[u8], min: i64, name: &str) -> Res<i64> {
     match parse_int(v) {
         Some(n) if n >= min => Ok(n),
-        Some(_) => Err(format!(
-            "ERR CONFIG SET failed (possibly related to argument '{name}') - argument must be between {min} and 9223372036854775807 inclusive"
-        )),
-        None => Err(format!(
-            "ERR CONFIG SET failed (possibly related to argument '{name}') - argument couldn't be parsed into an integer"
-        )),
+        Some(_) => Err(ReplyError::err(format!(
+            "CONFIG SET failed (possibly related to argument '{name}') - argument must be between {min} and 9223372036854775807 inclusive"
+        ))),
+        None => Err(ReplyError::err(format!(
+            "CONFIG SET failed (possibly related to argument '{name}') - argument couldn't be parsed into an integer"
+        ))),
     }
 }
 
@@ -63,7 +63,8 @@ pub(super) fn config(sh: &Shared, s: &mut Session<'_>, a: &[Bytes]) -> Res<()> {
     if eq_ic(sub, "GET") && a.len() >= 3 {
         let mut pairs = Vec::new();
         for pat in &a[2..] {
-            let glob = Glob::new(&lower(pat).into_bytes()).map_err(|e| format!("ERR {e}"))?;
+            let glob =
+                Glob::new(&lower(pat).into_bytes()).map_err(|e| ReplyError::err(format!("{e}")))?;
             for (k, v) in config_values(sh) {
                 if glob.matches(k.as_bytes())
                     && !pairs.iter().any(|(pk, _): &(&str, String)| *pk == k)
@@ -83,19 +84,19 @@ pub(super) fn config(sh: &Shared, s: &mut Session<'_>, a: &[Bytes]) -> Res<()> {
             match k.as_str() {
                 "maxclients" => {
                     let n = parse_int(v).filter(|n| *n >= 1 && *n <= i64::from(u32::MAX)).ok_or_else(|| {
-                        "ERR CONFIG SET failed (possibly related to argument 'maxclients') - argument must be a positive integer".to_string()
+                        ReplyError::err("CONFIG SET failed (possibly related to argument 'maxclients') - argument must be a positive integer")
                     })?;
                     sh.max_clients.store(n as u32, Ordering::Relaxed);
                 }
                 "timeout" => {
                     let n = parse_int(v).filter(|n| *n >= 0).ok_or_else(|| {
-                        "ERR CONFIG SET failed (possibly related to argument 'timeout') - argument must be a non-negative integer".to_string()
+                        ReplyError::err("CONFIG SET failed (possibly related to argument 'timeout') - argument must be a non-negative integer")
                     })?;
                     sh.idle_timeout_secs.store(n as u64, Ordering::Relaxed);
                 }
                 "requirepass" => {
                     let p = String::from_utf8(v.to_vec())
-                        .map_err(|_| "ERR requirepass must be UTF-8".to_string())?;
+                        .map_err(|_| ReplyError::err("requirepass must be UTF-8"))?;
                     let p = (!p.is_empty()).then_some(p);
                     let srv = &sh.config.server;
                     if p.is_none()
@@ -103,7 +104,9 @@ pub(super) fn config(sh: &Shared, s: &mut Session<'_>, a: &[Bytes]) -> Res<()> {
                         && srv.users.is_empty()
                         && !strata::config::is_loopback(&srv.resp_listen)
                     {
-                        return Err("ERR CONFIG SET failed (possibly related to argument 'requirepass') - protected mode: this node listens beyond loopback and would have no password".into());
+                        return Err(ReplyError::err(
+                            "CONFIG SET failed (possibly related to argument 'requirepass') - protected mode: this node listens beyond loopback and would have no password",
+                        ));
                     }
                     sh.acl.write().set_requirepass(p.as_deref());
                     *sh.requirepass.write() = p;
@@ -123,9 +126,9 @@ pub(super) fn config(sh: &Shared, s: &mut Session<'_>, a: &[Bytes]) -> Res<()> {
                 }
                 "save" | "appendonly" => {}
                 other => {
-                    return Err(format!(
-                        "ERR Unknown option or number of arguments for CONFIG SET - '{other}'"
-                    ));
+                    return Err(ReplyError::err(format!(
+                        "Unknown option or number of arguments for CONFIG SET - '{other}'"
+                    )));
                 }
             }
         }
@@ -133,10 +136,10 @@ pub(super) fn config(sh: &Shared, s: &mut Session<'_>, a: &[Bytes]) -> Res<()> {
     } else if eq_ic(sub, "RESETSTAT") && a.len() == 2 {
         s.reply.ok();
     } else {
-        return Err(format!(
-            "ERR unknown subcommand or wrong number of arguments for '{}'. Try CONFIG HELP.",
+        return Err(ReplyError::err(format!(
+            "unknown subcommand or wrong number of arguments for '{}'. Try CONFIG HELP.",
             String::from_utf8_lossy(&sub[..sub.len().min(128)])
-        ));
+        )));
     }
     Ok(())
 }
@@ -215,10 +218,10 @@ pub(super) fn command(s: &mut Session<'_>, a: &[Bytes]) -> Res<()> {
             s.reply.bulk(c.group.as_bytes());
         }
     } else {
-        return Err(format!(
-            "ERR unknown subcommand or wrong number of arguments for '{}'. Try COMMAND HELP.",
+        return Err(ReplyError::err(format!(
+            "unknown subcommand or wrong number of arguments for '{}'. Try COMMAND HELP.",
             String::from_utf8_lossy(&sub[..sub.len().min(128)])
-        ));
+        )));
     }
     Ok(())
 }

@@ -14,7 +14,7 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use bytes::Bytes;
 use parking_lot::Mutex;
 
-use super::{Res, Session, eq_ic, help, parse_int, subcommand_arity};
+use super::{ReplyError, Res, Session, eq_ic, help, parse_int, subcommand_arity};
 use crate::state::Shared;
 
 /// Arguments an entry keeps, the last one standing for the rest (Redis's
@@ -185,7 +185,11 @@ pub(super) fn slowlog(sh: &Shared, s: &mut Session<'_>, a: &[Bytes]) -> Res<()> 
             Some(c) => match parse_int(c) {
                 Some(-1) => usize::MAX,
                 Some(n) if n >= 0 => usize::try_from(n).unwrap_or(usize::MAX),
-                _ => return Err("ERR count should be greater than or equal to -1".into()),
+                _ => {
+                    return Err(ReplyError::err(
+                        "count should be greater than or equal to -1",
+                    ));
+                }
             },
         };
         let entries: Vec<Entry> = log.entries.lock().iter().take(count).cloned().collect();
@@ -226,15 +230,15 @@ pub(super) fn slowlog(sh: &Shared, s: &mut Session<'_>, a: &[Bytes]) -> Res<()> 
         ];
         help(s, HELP);
     } else if eq_ic(sub, "GET") {
-        return Err(format!(
-            "ERR unknown subcommand or wrong number of arguments for '{}'. Try SLOWLOG HELP.",
+        return Err(ReplyError::err(format!(
+            "unknown subcommand or wrong number of arguments for '{}'. Try SLOWLOG HELP.",
             String::from_utf8_lossy(sub)
-        ));
+        )));
     } else {
-        return Err(format!(
-            "ERR unknown subcommand '{}'. Try SLOWLOG HELP.",
+        return Err(ReplyError::err(format!(
+            "unknown subcommand '{}'. Try SLOWLOG HELP.",
             String::from_utf8_lossy(&sub[..sub.len().min(128)])
-        ));
+        )));
     }
     Ok(())
 }

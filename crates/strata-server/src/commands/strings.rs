@@ -47,14 +47,14 @@ pub(super) async fn getex(sh: &Shared, s: &mut Session<'_>, a: &[Bytes]) -> Res<
 pub(super) async fn mset(sh: &Shared, s: &mut Session<'_>, a: &[Bytes], nx: bool) -> Res<()> {
     if a.len() % 2 != 1 {
         let name = if nx { "msetnx" } else { "mset" };
-        return Err(format!(
-            "ERR wrong number of arguments for '{name}' command"
-        ));
+        return Err(ReplyError::err(format!(
+            "wrong number of arguments for '{name}' command"
+        )));
     }
     if nx && sh.config.cluster.enabled && a.len() / 2 > MAX_ATOMIC_KEYS {
-        return Err(format!(
-            "ERR a cluster takes at most {MAX_ATOMIC_KEYS} keys in one atomic multi-key command"
-        ));
+        return Err(ReplyError::err(format!(
+            "a cluster takes at most {MAX_ATOMIC_KEYS} keys in one atomic multi-key command"
+        )));
     }
     let mut stripes: Vec<usize> = a[1..].chunks(2).map(|p| sh.stripe(&s.ns, &p[0])).collect();
     stripes.sort_unstable();
@@ -101,7 +101,7 @@ pub(super) async fn strata_set(sh: &Shared, s: &mut Session<'_>, a: &[Bytes]) ->
     let mut i = 3;
     while i < a.len() {
         let Some(v) = a.get(i + 1) else {
-            return Err("ERR syntax error".into());
+            return Err(ReplyError::Syntax);
         };
         if eq_ic(&a[i], "EX") || eq_ic(&a[i], "PX") {
             let n = parse_int(v).ok_or_else(not_int)?;
@@ -113,7 +113,7 @@ pub(super) async fn strata_set(sh: &Shared, s: &mut Session<'_>, a: &[Bytes]) ->
         } else if eq_ic(&a[i], "TAG") {
             tags.push(v.clone());
         } else {
-            return Err("ERR syntax error".into());
+            return Err(ReplyError::Syntax);
         }
         i += 2;
     }
