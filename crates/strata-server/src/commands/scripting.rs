@@ -147,30 +147,52 @@ impl std::fmt::Display for CallError {
 
 impl std::error::Error for CallError {}
 
-/// The reply for a value a script raised: an `{err=…}` table as it is, a Redis error from
-/// `redis.call` as it is, anything else as `ERR Error running script: …` (never a table's
-/// address).
-fn raised(v: &Value) -> Reply {
-    match v {
+/// The reply for a value a script raised, as Redis 7 words it: an `{err=…}` table's text, a
+/// Redis error from `redis.call` as it is, a string (Lua's own errors, `error("…")`) or nil
+/// as `ERR <text>`; each followed by ` script: <sha>, on @user_script:<line>.` when the line
+/// that raised it is known. A table without `err` is refused in words of its own (it crashes
+/// redis-server 7.0: `EVAL "error({})" 0`).
+fn raised(v: &Value, body: &[u8], line: Option<usize>) -> Reply {
+    let text = match v {
         Value::Table(t) => match t.raw_get::<Value>("err") {
-            Ok(Value::String(e)) => Reply::Error(e.to_string_lossy()),
-            _ => Reply::Error(
-                ReplyError::err("Error running script: an error object that is not a string")
-                    .to_string(),
-            ),
+            Ok(Value::String(e)) => e.to_string_lossy(),
+            _ => {
+                return Reply::Error(
+                    ReplyError::err("Error running script: an error object that is not a string")
+                        .to_string(),
+                );
+            }
         },
-        Value::String(s) => Reply::Error(
-            ReplyError::err(format!("Error running script: {}", s.to_string_lossy())).to_string(),
-        ),
-        Value::Error(e) => Reply::Error(error_text(e)),
-        other => Reply::Error(
-            ReplyError::err(format!(
-                "Error running script: a {} was raised",
-                other.type_name()
-            ))
-            .to_string(),
-        ),
+        Value::String(s) => ReplyError::err(s.to_string_lossy()).to_string(),
+        Value::Nil => ReplyError::err("nil").to_string(),
+        Value::Error(e) => error_text(e),
+        other => {
+            return Reply::Error(
+                ReplyError::err(format!(
+                    "Error running script: a {} was raised",
+                    other.type_name()
+                ))
+                .to_string(),
+            );
+        }
+    };
+    Reply::Error(match line {
+        Some(n) => format!("{text} script: {}, on @user_script:{n}.", sha1_hex(body)),
+        None => text,
+    })
+}
+
+/// The line of the script that raised an error, as Redis's error handler finds it: the
+/// innermost frame under the handler, or the one under it when that is a C function
+/// (`error`, `redis.call`). Called from the handler, while the stack is still there.
+fn raise_line(lua: &Lua) -> Option<usize> {
+    for level in 1..=2 {
+        let (what, line) = lua.inspect_stack(level, |d| (d.source().what, d.current_line()))?;
+        if what != "C" {
+            return line;
+        }
     }
+    None
 }
 
 /// The innermost Redis error in a Lua error, else its text as `ERR …`.
@@ -296,6 +318,8 @@ fn run_script(
     }
     let before = view.snapshot();
     let view = std::cell::RefCell::new(view);
+    // The line that raised the script's error, noted by its handler (below).
+    let line = std::cell::Cell::new(None);
     let result: mlua::Result<Reply> = lua.scope(|scope| {
         let call = |pcall: bool| {
             let view = &view;
@@ -322,19 +346,25 @@ fn run_script(
             let stop = stop.clone();
             move || *stop.lock() != Stop::None
         };
-        // Lua's own pcall, kept before the script's is replaced: the script's error comes
-        // back as the value it raised (an `{err=…}` table is the reply, as in Redis).
-        let raw_pcall: mlua::Function = lua.globals().raw_get("pcall")?;
+        // Lua's own xpcall, kept before the script's is replaced: the script's error comes
+        // back as the value it raised (an `{err=…}` table is the reply, as in Redis), and the
+        // handler notes the line that raised it while the stack is still there.
+        let raw_xpcall: mlua::Function = lua.globals().raw_get("xpcall")?;
+        let line = &line;
+        let handler = scope.create_function(move |lua, err: Value| {
+            line.set(raise_line(lua));
+            Ok(err)
+        })?;
         setup(&lua, script, call(false)?, call(true)?, stopped)?;
         let chunk = lua
             .load(&script.body[..])
             .set_name("@user_script")
             .into_function()?;
-        let out: MultiValue = raw_pcall.call(chunk)?;
+        let out: MultiValue = raw_xpcall.call((chunk, handler))?;
         let mut out = out.into_iter();
         match (out.next(), out.next()) {
             (Some(Value::Boolean(true)), value) => to_reply(&value.unwrap_or(Value::Nil)),
-            (_, Some(err)) => Ok(raised(&err)),
+            (_, Some(err)) => Ok(raised(&err, &script.body, line.get())),
             _ => Ok(Reply::Error(
                 ReplyError::err("Error running script").to_string(),
             )),
