@@ -4,8 +4,10 @@
 //! commands), transactions (MULTI/EXEC/DISCARD with WATCH) and Lua scripts — sent to a real
 //! redis-server and, command by command, to a single `strata serve` and to node 1 of a
 //! three-node Strata cluster (where every write runs at the key's primary). Every reply must
-//! be the same, but for TTLs (compared by sign: missing, no expiry, expiring) and error
-//! wording (compared as "an error"). Deviations on purpose are in docs/protocol.md.
+//! be the same, but for TTLs (compared by sign: missing, no expiry, expiring). Error replies
+//! are compared by code and text. Deviations on purpose are in docs/protocol.md. A second
+//! test sends whole pipelines in one write (the server runs a pipeline's plain SETs as one
+//! group) and compares the reply bytes.
 #![allow(clippy::unwrap_used)]
 
 #[path = "../../crates/strata-redis/tests/common/mod.rs"]
@@ -13,7 +15,7 @@ mod redis_common;
 
 use redis::Value;
 use redis_common::RedisServer;
-use strata_tests::{Server, three_nodes};
+use strata_tests::{Raw, Server, three_nodes};
 
 /// db0 as Redis has it: no default TTL, no maximum.
 const REDIS_LIKE: &str = "[namespaces.db0]\ndefault_ttl_secs = 0\nmax_ttl_secs = 0\n";
@@ -442,5 +444,51 @@ fn string_commands_answer_as_redis_does_on_one_node_and_on_a_cluster() {
     // The transactions compared include each outcome.
     for kind in ["ran", "aborted by WATCH", "EXECABORT"] {
         assert!(execs.get(kind).copied().unwrap_or(0) >= 5, "{execs:?}");
+    }
+}
+
+/// Pipelines sent in one write, raw: runs of plain SETs (which the server runs as one group,
+/// waiting once for their writes) mixed with repeated keys, reads, increments, deletes and
+/// other commands. The reply bytes must be Redis's, in order.
+#[test]
+fn pipelines_answer_as_redis_does() {
+    let redis = RedisServer::start();
+    let single = Server::start(REDIS_LIKE);
+    let mut oracle = Raw::connect(redis.port);
+    let mut strata = single.raw();
+    let keys = ["p1", "p2", "p3", "p4"];
+    for seed in 1..=40u64 {
+        let mut r = Rng(seed);
+        let mut cmds: Vec<Vec<String>> = Vec::new();
+        for _ in 0..(1 + r.below(120)) {
+            let k = r.pick(&keys).to_owned();
+            let v = r.below(1000).to_string();
+            let c: Vec<String> = match r.below(10) {
+                0..=4 => vec!["SET".into(), k, v],
+                5 => vec!["GET".into(), k],
+                6 => vec!["INCR".into(), k],
+                7 => vec!["DEL".into(), k],
+                8 => vec!["SET".into(), k, v, "NX".into()],
+                _ => vec!["MGET".into(), keys[0].into(), keys[1].into(), k],
+            };
+            cmds.push(c);
+        }
+        let mut bytes = Vec::new();
+        for c in &cmds {
+            bytes.extend_from_slice(format!("*{}\r\n", c.len()).as_bytes());
+            for a in c {
+                bytes.extend_from_slice(format!("${}\r\n{a}\r\n", a.len()).as_bytes());
+            }
+        }
+        oracle.send(&bytes);
+        strata.send(&bytes);
+        for (i, c) in cmds.iter().enumerate() {
+            assert_eq!(
+                strata.frame(),
+                oracle.frame(),
+                "seed {seed}: reply {i} ({c:?}) of a pipeline of {}",
+                cmds.len()
+            );
+        }
     }
 }

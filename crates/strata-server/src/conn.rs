@@ -153,6 +153,8 @@ async fn serve_connection<S: AsyncRead + AsyncWrite + Unpin>(
     let mut req = Request::default();
     let mut stop = shared.stop.clone();
     let mut draining = *stop.borrow();
+    // A pipeline's consecutive plain SETs, run together (`commands::execute_sets`).
+    let mut group: Vec<Vec<Bytes>> = Vec::new();
     loop {
         // Answer every complete request in the buffer (a pipeline), in order.
         loop {
@@ -166,6 +168,21 @@ async fn serve_connection<S: AsyncRead + AsyncWrite + Unpin>(
                         Some(owned) => owned.into_iter().map(Bytes::from).collect(),
                         None => req.ranges.iter().map(|r| chunk.slice(r.clone())).collect(),
                     };
+                    // Plain SETs of a pipeline wait for their writes together.
+                    if commands::groupable(&session, &args) {
+                        if group.len() >= commands::MAX_SET_GROUP
+                            || group.iter().any(|g| g[1] == args[1])
+                        {
+                            commands::execute_sets(shared, &mut session, &group).await;
+                            group.clear();
+                        }
+                        group.push(args);
+                        continue;
+                    }
+                    if !group.is_empty() {
+                        commands::execute_sets(shared, &mut session, &group).await;
+                        group.clear();
+                    }
                     let mark = session.reply.buf.len();
                     commands::execute(shared, &mut session, &args).await;
                     drop(args);
@@ -193,8 +210,18 @@ async fn serve_connection<S: AsyncRead + AsyncWrite + Unpin>(
                         flush(stream, &mut session).await?;
                     }
                 }
-                Ok(false) => break,
+                Ok(false) => {
+                    if !group.is_empty() {
+                        commands::execute_sets(shared, &mut session, &group).await;
+                        group.clear();
+                    }
+                    break;
+                }
                 Err(e) => {
+                    if !group.is_empty() {
+                        commands::execute_sets(shared, &mut session, &group).await;
+                        group.clear();
+                    }
                     shared.metrics.protocol_errors.incr();
                     tracing::debug!(addr = %session.info.addr, error = %e, "protocol error; closing");
                     session.reply.error(&format!("ERR {e}"));

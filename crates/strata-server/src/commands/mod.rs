@@ -169,6 +169,60 @@ fn cache_err(e: &CacheError) -> ReplyError {
 /// A command's result: its reply is written to the session; an error is its error reply.
 type Res<T> = Result<T, ReplyError>;
 
+/// Most plain `SET`s of a pipeline run as one group ([`execute_sets`]).
+pub const MAX_SET_GROUP: usize = 64;
+
+/// Whether `args` is a plain `SET key value` that may join a group of a pipeline's writes
+/// ([`execute_sets`]): the client is logged in with every permission and not in `MULTI`,
+/// so no check of [`execute`] could refuse it.
+pub fn groupable(s: &Session<'_>, args: &[Bytes]) -> bool {
+    args.len() == 3
+        && eq_ic(&args[0], "SET")
+        && !s.tx.in_multi()
+        && s.user.as_ref().is_some_and(|u| u.unrestricted())
+}
+
+/// Runs a pipeline's consecutive plain `SET`s (each [`groupable`], on distinct keys) at once
+/// and appends their replies in order: each is written as [`execute`] would, but the group
+/// waits once for its writes (an L3 group commit, a cluster primary's answers) instead of
+/// once per command. A reply still goes out only after its write is on every local layer.
+pub async fn execute_sets(shared: &Shared, s: &mut Session<'_>, group: &[Vec<Bytes>]) {
+    let Some((idx, _)) = lookup(b"SET") else {
+        return;
+    };
+    let since_start = s.info.connected.elapsed().as_millis() as u64;
+    s.info.last_cmd_ms.store(since_start, Ordering::Relaxed);
+    s.info.last_cmd.store(idx, Ordering::Relaxed);
+    let started = std::time::Instant::now();
+    let results = {
+        let ns = &s.ns;
+        futures_util::future::join_all(group.iter().map(|a| async move {
+            shared.metrics.calls[idx].incr();
+            // As `set_command`: a blind SET shares its key's lock.
+            let _r = shared.key_lock(ns, &a[1]).read().await;
+            store(shared, ns, &a[1], a[2].clone(), Ttl::Default, None).await
+        }))
+        .await
+    };
+    let took = started.elapsed();
+    for (result, args) in results.into_iter().zip(group) {
+        match result {
+            Ok(()) => s.reply.ok(),
+            Err(e) => {
+                shared.metrics.errors[idx].incr();
+                s.reply.error(&e.to_string());
+            }
+        }
+        shared.latency.record("command", took);
+        if shared.slowlog.wants(took) {
+            let name = s.info.detail.lock().name.clone().unwrap_or_default();
+            shared
+                .slowlog
+                .record(took, args, s.info.addr.to_string(), name);
+        }
+    }
+}
+
 /// Runs one command and appends its reply.
 pub async fn execute(shared: &Shared, s: &mut Session<'_>, args: &[Bytes]) {
     let Some(name) = args.first() else {
