@@ -2,8 +2,8 @@
 # The full test suite, exactly as CI runs it (.ci/run calls this). Needs only the Rust
 # toolchain: it installs the system packages the build needs when they are missing
 # (libclang-dev, for RocksDB's bindings; redis-server and redis-tools, whose redis-cli and
-# redis-benchmark the server tests drive; curl for the HTTPS admin test; redis-py from
-# PyPI) and checks formatting, lints, docs, the example, the tests and the benches (criterion's test mode runs each benchmark once). Every cargo
+# redis-benchmark the server tests drive; curl for the HTTPS admin test; promtool from
+# Debian's prometheus package for the alert rules; redis-py from PyPI) and checks formatting, lints, docs, the example, the tests and the benches (criterion's test mode runs each benchmark once). Every cargo
 # step uses the same feature set (--all-features) and the same profile (`test`: cargo builds
 # every unit of `cargo test`, dependencies and build scripts included, under the profile
 # name `test`, and the name is part of each unit's hash), so RocksDB is compiled once and
@@ -21,12 +21,21 @@ command -v redis-server >/dev/null 2>&1 || need_debs+=(redis-server)
 command -v redis-benchmark >/dev/null 2>&1 || need_debs+=(redis-tools)
 command -v curl >/dev/null 2>&1 || need_debs+=(curl)
 command -v python3 >/dev/null 2>&1 || need_debs+=(python3 python3-pip)
-if [ ${#need_debs[@]} -gt 0 ]; then
-  step "installing ${need_debs[*]}"
+# promtool, which checks deploy/prometheus's rules (tests/deploy.rs), comes with Debian's
+# prometheus package (installed without its recommended web assets).
+need_prometheus=""
+command -v promtool >/dev/null 2>&1 || need_prometheus=prometheus
+if [ ${#need_debs[@]} -gt 0 ] || [ -n "$need_prometheus" ]; then
+  step "installing ${need_debs[*]} $need_prometheus"
   sudo_cmd=""
   [ "$(id -u)" -eq 0 ] || sudo_cmd="sudo"
   $sudo_cmd apt-get update -qq
-  DEBIAN_FRONTEND=noninteractive $sudo_cmd apt-get install -y -qq "${need_debs[@]}" >/dev/null
+  if [ ${#need_debs[@]} -gt 0 ]; then
+    DEBIAN_FRONTEND=noninteractive $sudo_cmd apt-get install -y -qq "${need_debs[@]}" >/dev/null
+  fi
+  if [ -n "$need_prometheus" ]; then
+    DEBIAN_FRONTEND=noninteractive $sudo_cmd apt-get install -y -qq --no-install-recommends prometheus >/dev/null
+  fi
 fi
 
 # redis-py, for the tests that check a real Python client (ACL users, TLS).
