@@ -118,6 +118,21 @@ fn three_nodes_share_keys_and_an_invalidation_reaches_every_node_within_the_boun
         .is_some(),
         "the intruder's packets are counted"
     );
+    // `strata top --cluster`: a line for each member, read from its own admin port.
+    let out = std::process::Command::new(strata_tests::strata_bin())
+        .args(["top", "--cluster", "--admin", &n1.admin(), "--count", "1"])
+        .args(["--interval-ms", "200"])
+        .output()
+        .unwrap();
+    assert!(out.status.success());
+    let text = String::from_utf8_lossy(&out.stdout);
+    for n in [&n1, &n2, &n3] {
+        let l = text
+            .lines()
+            .find(|l| l.starts_with(&n.admin()))
+            .unwrap_or_else(|| panic!("no line for {}: {text}", n.admin()));
+        assert!(l.trim_end().ends_with(" 3"), "each sees three members: {l}");
+    }
     // `strata cluster` shows the same document.
     let out = std::process::Command::new(strata_tests::strata_bin())
         .args(["cluster", "--admin", &n1.admin()])

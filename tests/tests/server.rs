@@ -385,3 +385,53 @@ fn redis_benchmark_finishes_without_errors() {
     let mut c = Raw::connect(srv.port);
     assert!(matches!(c.cmd(&[b"DBSIZE"]), Frame::Integer(n) if n > 0));
 }
+
+/// `strata top`: a header and a line per interval, whose commands/s and hit ratio follow the
+/// load a client puts on the node meanwhile.
+#[test]
+fn strata_top_shows_the_load_live() {
+    let srv = Server::start("");
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let load = std::thread::spawn({
+        let (url, stop) = (srv.url(), stop.clone());
+        move || {
+            let mut c = redis::Client::open(url).unwrap().get_connection().unwrap();
+            let _: () = redis::cmd("SET").arg("hot").arg("v").query(&mut c).unwrap();
+            while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                let _: String = redis::cmd("GET").arg("hot").query(&mut c).unwrap();
+            }
+        }
+    });
+    let out = Command::new(strata_tests::strata_bin())
+        .args([
+            "top",
+            "--admin",
+            &srv.admin(),
+            "--count",
+            "3",
+            "--interval-ms",
+            "300",
+        ])
+        .output()
+        .unwrap();
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    load.join().unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let text = String::from_utf8_lossy(&out.stdout);
+    let lines: Vec<&str> = text.lines().collect();
+    assert_eq!(lines.len(), 4, "a header and three lines: {text}");
+    assert!(
+        lines[0].contains("cmds/s") && lines[0].contains("hit%"),
+        "{text}"
+    );
+    for l in &lines[1..] {
+        let cols: Vec<&str> = l.split_whitespace().collect();
+        assert_eq!(cols[0], srv.admin(), "{l}");
+        assert_ne!(cols[1], "0", "commands were answered meanwhile: {l}");
+        assert_eq!(cols[2], "100.0", "every GET hit L1: {l}");
+    }
+}

@@ -58,6 +58,22 @@ enum Command {
         #[command(flatten)]
         target: AdminArgs,
     },
+    /// A live view of a node (or, with --cluster, of every member it sees): commands/s, hit
+    /// ratio, clients, L1 memory against capacity, RSS, L3 bytes, evictions/s, members; one
+    /// line per node per interval, read from /metrics.
+    Top {
+        #[command(flatten)]
+        target: AdminArgs,
+        /// Every member of the node's cluster, not only the node.
+        #[arg(long)]
+        cluster: bool,
+        /// Milliseconds between lines.
+        #[arg(long, default_value_t = 1000)]
+        interval_ms: u64,
+        /// Stop after this many intervals (0: until interrupted).
+        #[arg(long, default_value_t = 0)]
+        count: u64,
+    },
     /// Show a running node's hit/miss statistics per layer.
     Stats {
         #[command(flatten)]
@@ -276,6 +292,21 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Status { target } => show(target, "/status"),
         Command::Cluster { target } => show(target, "/cluster"),
         Command::Stats { target } => show(target, "/stats"),
+        Command::Top {
+            target,
+            cluster,
+            interval_ms,
+            count,
+        } => {
+            let admin = target.into();
+            runtime(1)?.block_on(crate::top::top(
+                &admin,
+                cluster,
+                std::time::Duration::from_millis(interval_ms.max(100)),
+                count,
+            ))?;
+            Ok(ExitCode::SUCCESS)
+        }
         Command::Invalidate {
             namespace,
             key,

@@ -18,6 +18,7 @@ pub mod import;
 pub mod metrics;
 pub mod state;
 pub mod tls;
+pub mod top;
 
 use std::sync::Arc;
 use std::time::Duration;

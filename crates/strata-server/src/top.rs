@@ -1,0 +1,233 @@
+//! `strata top`: a live view of a node, or of every member of its cluster, one line per node
+//! per interval, read from the admin port's `/metrics` (as `redis-cli --stat` reads `INFO`).
+
+use std::collections::BTreeMap;
+use std::time::{Duration, Instant};
+
+use crate::cli::{Admin, http};
+
+/// What one scrape of `/metrics` says, summed over label sets.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct Sample {
+    /// `strata_server_commands_total`, all commands.
+    pub commands: f64,
+    /// Hits in any layer.
+    pub hits: f64,
+    /// Lookups that reached L1 (its hits and misses): every lookup starts there.
+    pub lookups: f64,
+    /// Open client connections.
+    pub clients: f64,
+    /// L1 resident and capacity bytes.
+    pub l1_bytes: f64,
+    /// L1's configured capacity.
+    pub l1_capacity: f64,
+    /// The process's RSS.
+    pub rss: f64,
+    /// L3's live bytes.
+    pub l3_bytes: f64,
+    /// L1 evictions.
+    pub evictions: f64,
+    /// Cluster members this node sees (absent outside a cluster).
+    pub members: Option<f64>,
+}
+
+impl Sample {
+    /// Reads the Prometheus text of `/metrics` (a sample per line: `name{labels} value`).
+    pub fn parse(text: &str) -> Self {
+        let mut by_name: BTreeMap<&str, f64> = BTreeMap::new();
+        let mut l1_lookups = 0.0;
+        for line in text.lines() {
+            if line.starts_with('#') || line.is_empty() {
+                continue;
+            }
+            let Some((series, value)) = line.rsplit_once(' ') else {
+                continue;
+            };
+            let Ok(v) = value.parse::<f64>() else {
+                continue;
+            };
+            let name = series.split('{').next().unwrap_or(series);
+            if (name == "strata_cache_hits_total" || name == "strata_cache_misses_total")
+                && series.contains("layer=\"l1\"")
+            {
+                l1_lookups += v;
+            }
+            *by_name.entry(name).or_default() += v;
+        }
+        let get = |n: &str| by_name.get(n).copied().unwrap_or(0.0);
+        Sample {
+            commands: get("strata_server_commands_total"),
+            hits: get("strata_cache_hits_total"),
+            lookups: l1_lookups,
+            clients: get("strata_server_connections"),
+            l1_bytes: get("strata_l1_resident_bytes"),
+            l1_capacity: get("strata_l1_capacity_bytes"),
+            rss: get("strata_process_resident_bytes"),
+            l3_bytes: get("strata_l3_live_bytes"),
+            evictions: get("strata_l1_evictions_total"),
+            members: by_name.get("strata_cluster_members").copied(),
+        }
+    }
+}
+
+/// `1.2K`, `3.4M`, `5.6G`.
+fn human(v: f64) -> String {
+    let (v, unit) = match v.abs() {
+        x if x >= 1e9 => (v / 1e9, "G"),
+        x if x >= 1e6 => (v / 1e6, "M"),
+        x if x >= 1e4 => (v / 1e3, "K"),
+        _ => return format!("{v:.0}"),
+    };
+    format!("{v:.1}{unit}")
+}
+
+/// The header line.
+pub fn header() -> String {
+    format!(
+        "{:<22} {:>9} {:>6} {:>7} {:>15} {:>7} {:>8} {:>8} {:>7}",
+        "node", "cmds/s", "hit%", "clients", "L1 used/cap", "RSS", "L3 live", "evict/s", "members"
+    )
+}
+
+/// One node's line for the interval from `before` to `now`, `secs` long.
+pub fn line(node: &str, before: &Sample, now: &Sample, secs: f64) -> String {
+    let rate = |a: f64, b: f64| ((b - a) / secs).max(0.0);
+    let lookups = now.lookups - before.lookups;
+    let hit = if lookups > 0.0 {
+        format!("{:.1}", 100.0 * (now.hits - before.hits) / lookups)
+    } else {
+        "-".to_owned()
+    };
+    format!(
+        "{:<22} {:>9} {:>6} {:>7} {:>15} {:>7} {:>8} {:>8} {:>7}",
+        node,
+        human(rate(before.commands, now.commands)),
+        hit,
+        human(now.clients),
+        format!("{}/{}", human(now.l1_bytes), human(now.l1_capacity)),
+        human(now.rss),
+        human(now.l3_bytes),
+        human(rate(before.evictions, now.evictions)),
+        now.members.map_or("-".to_owned(), human),
+    )
+}
+
+async fn scrape(admin: &Admin) -> anyhow::Result<Sample> {
+    let resp = http(admin, "GET", "/metrics").await?;
+    anyhow::ensure!(
+        resp.status == 200,
+        "{} answered {} to /metrics: {}",
+        admin.addr,
+        resp.status,
+        resp.body.lines().next().unwrap_or("")
+    );
+    Ok(Sample::parse(&resp.body))
+}
+
+/// The admin addresses of the members `admin` sees alive (itself included), from `/cluster`.
+async fn members(admin: &Admin) -> anyhow::Result<Vec<String>> {
+    let resp = http(admin, "GET", "/cluster").await?;
+    anyhow::ensure!(
+        resp.status == 200,
+        "{} is not a cluster member: {}",
+        admin.addr,
+        resp.body
+    );
+    let v: serde_json::Value = serde_json::from_str(&resp.body)?;
+    let mut out: Vec<String> = v["members"]
+        .as_array()
+        .map(|ms| {
+            ms.iter()
+                .filter(|m| m["state"] != "down")
+                .filter_map(|m| m["admin"].as_str().map(str::to_owned))
+                .collect()
+        })
+        .unwrap_or_default();
+    out.sort();
+    Ok(out)
+}
+
+/// Prints a line per node every `interval`, `count` times (0: until interrupted); with
+/// `cluster`, for every member `admin` sees (the same credential is sent to each). A node
+/// that does not answer prints why, and the others go on.
+pub async fn top(
+    admin: &Admin,
+    cluster: bool,
+    interval: Duration,
+    count: u64,
+) -> anyhow::Result<()> {
+    let nodes: Vec<Admin> = if cluster {
+        members(admin)
+            .await?
+            .into_iter()
+            .map(|addr| Admin {
+                addr,
+                ..admin.clone()
+            })
+            .collect()
+    } else {
+        vec![admin.clone()]
+    };
+    let mut before: Vec<Option<Sample>> = Vec::new();
+    for n in &nodes {
+        before.push(scrape(n).await.ok());
+    }
+    let mut at = Instant::now();
+    let mut printed = 0u64;
+    loop {
+        tokio::time::sleep(interval).await;
+        if printed % 20 == 0 {
+            println!("{}", header());
+        }
+        let secs = at.elapsed().as_secs_f64().max(1e-3);
+        at = Instant::now();
+        for (n, prev) in nodes.iter().zip(before.iter_mut()) {
+            match scrape(n).await {
+                Ok(now) => {
+                    let was = prev.take().unwrap_or_else(|| now.clone());
+                    println!("{}", line(&n.addr, &was, &now, secs));
+                    *prev = Some(now);
+                }
+                Err(e) => {
+                    println!("{:<22} unreachable: {e:#}", n.addr);
+                    *prev = None;
+                }
+            }
+        }
+        printed += 1;
+        if count > 0 && printed >= count {
+            return Ok(());
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_scrape_reads_sums_and_rates() {
+        let text = "# TYPE strata_server_commands counter\n\
+            strata_server_commands_total{command=\"get\"} 100\n\
+            strata_server_commands_total{command=\"set\"} 50\n\
+            strata_cache_hits_total{layer=\"l1\"} 80\n\
+            strata_cache_hits_total{layer=\"l3\"} 10\n\
+            strata_cache_misses_total{layer=\"l1\"} 20\n\
+            strata_cache_misses_total{layer=\"l3\"} 10\n\
+            strata_server_connections 3\n\
+            strata_l1_resident_bytes 2000000\n\
+            strata_l1_capacity_bytes 100000000\n";
+        let s = Sample::parse(text);
+        assert_eq!(
+            (s.commands, s.hits, s.lookups, s.clients),
+            (150.0, 90.0, 100.0, 3.0)
+        );
+        assert_eq!(s.members, None);
+        let zero = Sample::default();
+        let l = line("n1", &zero, &s, 2.0);
+        assert!(
+            l.contains(" 75 ") && l.contains("90.0") && l.contains("2.0M/100.0M"),
+            "{l}"
+        );
+    }
+}
