@@ -364,3 +364,108 @@ fn large_values_go_in_rounds_and_a_refused_one_is_named() {
     let huge: Option<Vec<u8>> = cmd("GET").arg("big:huge").query(&mut dst).unwrap();
     assert!(huge.is_none());
 }
+
+/// `strata import --file` and `strata warm`: 20,000 JSON lines (a third with a TTL, some
+/// keys and values as base64 bytes) arrive with their TTLs; a malformed line stops the import
+/// with its line number and the keys before its batch imported, the cursor file pointing at
+/// that batch; after the fix the rerun goes on from there. `warm` leaves the keys the node
+/// already holds as they are.
+#[test]
+fn a_file_of_json_lines_imports_resumes_past_a_fix_and_warms() {
+    use base64::Engine as _;
+    use redis::Commands as _;
+    let b64 = |b: &[u8]| base64::engine::general_purpose::STANDARD.encode(b);
+    let srv = Server::start("");
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("keys.jsonl");
+    let cursor = dir.path().join("cursor.json");
+    let line = |i: usize| -> String {
+        match i % 10 {
+            0 => format!(
+                "{{\"key_base64\":\"{}\",\"value_base64\":\"{}\"}}",
+                b64(&[&[0u8, 255][..], &(i as u32).to_be_bytes()].concat()),
+                b64(&[i as u8, 0, 254])
+            ),
+            n if n % 3 == 0 => format!(
+                "{{\"key\":\"f:{i}\",\"value\":\"v{i}\",\"ttl_ms\":{}}}",
+                1_000_000 + i
+            ),
+            _ => format!("{{\"key\":\"f:{i}\",\"value\":\"v{i}\"}}"),
+        }
+    };
+    let mut lines: Vec<String> = (0..20_000).map(line).collect();
+    lines.insert(0, "# exported from the seeds' factor tables".to_owned());
+    lines[15_001] = "{\"key\": \"broken\", \"value\": }".to_owned();
+    std::fs::write(&file, lines.join("\n") + "\n").unwrap();
+    let url = format!("redis://127.0.0.1:{}", srv.port);
+    let args = [
+        "--file",
+        file.to_str().unwrap(),
+        "--to",
+        &url,
+        "--namespace",
+        "factors",
+        "--batch",
+        "1000",
+        "--cursor-file",
+        cursor.to_str().unwrap(),
+        "--quiet",
+    ];
+    let out = import(&args);
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("line 15002"), "the line is named: {err}");
+    let mut c = connect_ns(&srv, "factors");
+    let saved = state(&cursor);
+    assert_eq!(saved["done"], false);
+    let n: i64 = cmd("DBSIZE").query(&mut c).unwrap();
+    assert_eq!(n, 15_000, "the batches before it, and nothing of its own");
+    // Fixed: the rerun starts at the batch that failed.
+    lines[15_001] = line(15_000);
+    std::fs::write(&file, lines.join("\n") + "\n").unwrap();
+    let out = import(&args);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let summary = String::from_utf8_lossy(&out.stdout);
+    assert!(summary.contains("imported"), "{summary}");
+    let copied_now = state(&cursor)["copied"].as_u64().unwrap();
+    assert_eq!(copied_now, 20_000, "each line once over both runs");
+    for i in [1usize, 3, 9_999, 15_001, 15_003, 19_999] {
+        let v: Option<String> = c.get(format!("f:{i}")).unwrap();
+        assert_eq!(v.as_deref(), Some(format!("v{i}").as_str()), "f:{i}");
+        let ttl: i64 = c.pttl(format!("f:{i}")).unwrap();
+        if i % 10 % 3 == 0 && i % 10 != 0 {
+            let want = (1_000_000 + i) as i64;
+            assert!((want - 5_000..=want).contains(&ttl), "f:{i} pttl {ttl}");
+        } else {
+            assert_eq!(ttl, -1, "f:{i}");
+        }
+    }
+    let key20 = [&[0u8, 255][..], &20u32.to_be_bytes()].concat();
+    let bytes: Vec<u8> = c.get(&key20[..]).unwrap();
+    assert_eq!(bytes, vec![20u8, 0, 254], "base64 keys and values");
+
+    // warm: existing keys stay, missing ones arrive.
+    let _: () = c.set("f:1", "fresher").unwrap();
+    let _: i64 = c.del("f:2").unwrap();
+    let out = Command::new(strata_bin())
+        .args(["warm", "--file", file.to_str().unwrap(), "--to", &url])
+        .args(["--namespace", "factors", "--quiet"])
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let summary = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        summary.contains("with 1 keys"),
+        "only f:2 was missing: {summary}"
+    );
+    assert_eq!(c.get::<_, String>("f:1").unwrap(), "fresher");
+    assert_eq!(c.get::<_, String>("f:2").unwrap(), "v2");
+}

@@ -94,14 +94,24 @@ enum Command {
         #[command(flatten)]
         target: AdminArgs,
     },
-    /// Copy the string keys of a live Redis (SCAN with MATCH, keeping TTLs) into a running
-    /// node's namespace, at a bounded rate; with --cursor-file, an interrupted import
-    /// resumes where it stopped.
+    /// Copy the string keys of a live Redis (SCAN with MATCH, keeping TTLs), or the keys of
+    /// a file of JSON lines (--file), into a running node's namespace, at a bounded rate;
+    /// with --cursor-file, an interrupted import resumes where it stopped.
     Import {
         /// The source, as a Redis URL (redis://[user:password@]host:port[/db]); from the
         /// environment, a password stays out of `ps` and shell history.
-        #[arg(long, env = "STRATA_IMPORT_FROM", hide_env_values = true)]
-        from: String,
+        #[arg(
+            long,
+            env = "STRATA_IMPORT_FROM",
+            hide_env_values = true,
+            required_unless_present = "file",
+            conflicts_with = "file"
+        )]
+        from: Option<String>,
+        /// A file of JSON lines instead, one key each: {"key": …, "value": …, "ttl_ms": …}
+        /// (key_base64 / value_base64 for bytes; docs/operations.md).
+        #[arg(long)]
+        file: Option<PathBuf>,
         /// The Strata node's RESP address, as a Redis URL.
         #[arg(
             long,
@@ -129,6 +139,31 @@ enum Command {
         /// Leave keys the node already holds as they are (SET NX).
         #[arg(long)]
         keep_existing: bool,
+        /// No progress line on stderr.
+        #[arg(long)]
+        quiet: bool,
+    },
+    /// Warm a namespace of a running node from a file of JSON lines (as `import --file`),
+    /// leaving the keys it already holds as they are: the seeds' "pre-populate the cache
+    /// with the most-accessed entries" at start.
+    Warm {
+        /// The file of JSON lines.
+        #[arg(long)]
+        file: PathBuf,
+        /// The Strata node's RESP address, as a Redis URL.
+        #[arg(
+            long,
+            env = "STRATA_IMPORT_TO",
+            hide_env_values = true,
+            default_value = "redis://127.0.0.1:6380"
+        )]
+        to: String,
+        /// The namespace to warm (database N is dbN).
+        #[arg(long, default_value = "db0")]
+        namespace: String,
+        /// Keys written per second at most (0: no limit).
+        #[arg(long, default_value_t = 0)]
+        rate: u64,
         /// No progress line on stderr.
         #[arg(long)]
         quiet: bool,
@@ -255,6 +290,7 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         }
         Command::Import {
             from,
+            file,
             to,
             namespace,
             pattern,
@@ -265,7 +301,7 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             quiet,
         } => {
             let opts = crate::import::ImportOptions {
-                from,
+                from: from.unwrap_or_default(),
                 to,
                 namespace,
                 pattern,
@@ -275,11 +311,21 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                 keep_existing,
                 progress: !quiet,
             };
-            let s = crate::import::import(&opts)?;
-            println!(
-                "imported {} keys into {:?} ({} with a TTL); scanned {}, gone before they were read {}, already there and kept {}, refused by the node {}",
-                s.copied, opts.namespace, s.with_ttl, s.scanned, s.gone, s.kept, s.refused
-            );
+            let s = match &file {
+                Some(f) => crate::import_file::import_file(f, &opts)?,
+                None => crate::import::import(&opts)?,
+            };
+            if file.is_some() {
+                println!(
+                    "imported {} keys into {:?} ({} with a TTL); read {} lines, already there and kept {}, refused by the node {}",
+                    s.copied, opts.namespace, s.with_ttl, s.scanned, s.kept, s.refused
+                );
+            } else {
+                println!(
+                    "imported {} keys into {:?} ({} with a TTL); scanned {}, gone before they were read {}, already there and kept {}, refused by the node {}",
+                    s.copied, opts.namespace, s.with_ttl, s.scanned, s.gone, s.kept, s.refused
+                );
+            }
             if s.refused > 0 {
                 eprintln!(
                     "{} keys were refused by the node (named above): they are not in {:?}",
@@ -288,6 +334,35 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                 return Ok(ExitCode::FAILURE);
             }
             Ok(ExitCode::SUCCESS)
+        }
+        Command::Warm {
+            file,
+            to,
+            namespace,
+            rate,
+            quiet,
+        } => {
+            let opts = crate::import::ImportOptions {
+                from: String::new(),
+                to,
+                namespace,
+                pattern: "*".into(),
+                batch: 1000,
+                rate,
+                cursor_file: None,
+                keep_existing: true,
+                progress: !quiet,
+            };
+            let s = crate::import_file::import_file(&file, &opts)?;
+            println!(
+                "warmed {:?} with {} keys ({} with a TTL); {} already there and kept, {} refused by the node",
+                opts.namespace, s.copied, s.with_ttl, s.kept, s.refused
+            );
+            Ok(if s.refused > 0 {
+                ExitCode::FAILURE
+            } else {
+                ExitCode::SUCCESS
+            })
         }
         Command::Status { target } => show(target, "/status"),
         Command::Cluster { target } => show(target, "/cluster"),

@@ -77,7 +77,7 @@ pub struct ImportState {
     pub with_ttl: u64,
 }
 
-fn load_state(path: &Path) -> anyhow::Result<Option<ImportState>> {
+pub(crate) fn load_state(path: &Path) -> anyhow::Result<Option<ImportState>> {
     match std::fs::read(path) {
         Ok(bytes) => Ok(Some(serde_json::from_slice(&bytes).with_context(|| {
             format!("{} is not an import cursor file", path.display())
@@ -89,7 +89,7 @@ fn load_state(path: &Path) -> anyhow::Result<Option<ImportState>> {
 
 /// Writes the state beside the file and renames it over: a crash leaves the old state or the
 /// new one, never half of either.
-fn save_state(path: &Path, state: &ImportState) -> anyhow::Result<()> {
+pub(crate) fn save_state(path: &Path, state: &ImportState) -> anyhow::Result<()> {
     let mut tmp = path.as_os_str().to_owned();
     tmp.push(".tmp");
     let tmp = PathBuf::from(tmp);
@@ -103,7 +103,7 @@ fn save_state(path: &Path, state: &ImportState) -> anyhow::Result<()> {
 }
 
 /// `url` without its user name and password: what the cursor file keeps and messages show.
-fn without_credentials(url: &str) -> String {
+pub(crate) fn without_credentials(url: &str) -> String {
     // `redis+unix:///socket?pass=…` carries them in the query.
     let url = url.split_once('?').map_or(url, |(u, _)| u);
     match url.split_once("://") {
@@ -115,7 +115,7 @@ fn without_credentials(url: &str) -> String {
     }
 }
 
-fn connect(url: &str, what: &str) -> anyhow::Result<redis::Connection> {
+pub(crate) fn connect(url: &str, what: &str) -> anyhow::Result<redis::Connection> {
     let shown = without_credentials(url);
     let client =
         redis::Client::open(url).with_context(|| format!("{what} URL {shown:?} is not valid"))?;

@@ -15,6 +15,7 @@ pub mod commands;
 pub mod conn;
 pub mod entry;
 pub mod import;
+pub mod import_file;
 pub mod metrics;
 pub mod state;
 pub mod tls;

@@ -1,0 +1,296 @@
+//! `strata import --file` and `strata warm`: keys from a file of JSON lines into a running
+//! node's namespace, with the rate limit, progress line, summary and resumable cursor file
+//! of `strata import` from a Redis ([`crate::import`]).
+//!
+//! Each line is one key: `{"key": "fuel:diesel", "value": "2.68", "ttl_ms": 86400000}`.
+//! `key_base64` / `value_base64` carry bytes that are not UTF-8 instead; `ttl_ms` is
+//! optional (absent or null: no expiry, the namespace's default applies as for any `SET`).
+//! Blank lines and lines starting with `#` are skipped. A line that is not such an object
+//! stops the import with its line number before anything of its batch is written; the
+//! cursor file (a byte offset) still points at the batch, so a rerun after the fix goes on
+//! from there.
+
+use std::io::{BufRead, BufReader, Seek, SeekFrom, Write as _};
+use std::path::Path;
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, bail};
+use base64::Engine as _;
+use redis::{Value, cmd};
+use serde::Deserialize;
+
+use crate::import::{ImportOptions, ImportState, MAX_BATCH, connect, load_state, save_state};
+
+/// Longest line read (a key and its value, encoded).
+const MAX_LINE: usize = 64 << 20;
+/// Bytes of values one write holds at most.
+const MAX_ROUND_BYTES: usize = 64 << 20;
+
+/// One line of the file.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct Line {
+    key: Option<String>,
+    key_base64: Option<String>,
+    value: Option<String>,
+    value_base64: Option<String>,
+    ttl_ms: Option<i64>,
+}
+
+/// A key to write: key, value, TTL in ms.
+type Record = (Vec<u8>, Vec<u8>, Option<i64>);
+
+fn field(text: Option<String>, b64: Option<String>, name: &str) -> Result<Vec<u8>, String> {
+    match (text, b64) {
+        (Some(t), None) => Ok(t.into_bytes()),
+        (None, Some(b)) => base64::engine::general_purpose::STANDARD
+            .decode(b.trim())
+            .map_err(|e| format!("{name}_base64 is not base64: {e}")),
+        (Some(_), Some(_)) => Err(format!("both {name} and {name}_base64")),
+        (None, None) => Err(format!("no {name} (or {name}_base64)")),
+    }
+}
+
+/// The record of one line (`None` for a blank or comment line).
+fn parse_line(text: &str) -> Result<Option<Record>, String> {
+    let t = text.trim();
+    if t.is_empty() || t.starts_with('#') {
+        return Ok(None);
+    }
+    let l: Line = serde_json::from_str(t).map_err(|e| e.to_string())?;
+    let key = field(l.key, l.key_base64, "key")?;
+    if key.is_empty() {
+        return Err("an empty key".into());
+    }
+    let value = field(l.value, l.value_base64, "value")?;
+    if let Some(ttl) = l.ttl_ms
+        && ttl <= 0
+    {
+        return Err(format!("ttl_ms {ttl} is not positive"));
+    }
+    Ok(Some((key, value, l.ttl_ms)))
+}
+
+/// Imports `file` into `opts.namespace` on `opts.to` (`opts.from` and `opts.pattern` are
+/// ignored; the state names the file).
+pub fn import_file(file: &Path, opts: &ImportOptions) -> anyhow::Result<ImportState> {
+    let abs = std::fs::canonicalize(file).with_context(|| format!("opening {}", file.display()))?;
+    let source = format!("file://{}", abs.display());
+    let target = crate::import::without_credentials(&opts.to);
+    let mut state = ImportState {
+        from: source.clone(),
+        to: target.clone(),
+        namespace: opts.namespace.clone(),
+        pattern: "*".into(),
+        cursor: "0".into(),
+        ..ImportState::default()
+    };
+    if let Some(path) = &opts.cursor_file
+        && let Some(saved) = load_state(path)?
+    {
+        if (&saved.from, &saved.to, &saved.namespace) != (&source, &target, &opts.namespace) {
+            bail!(
+                "{} belongs to an import from {} into {:?} on {}; remove it or choose another --cursor-file",
+                path.display(),
+                saved.from,
+                saved.namespace,
+                saved.to
+            );
+        }
+        if saved.done {
+            eprintln!(
+                "{}: this import already finished ({} keys copied); remove the file to import again",
+                path.display(),
+                saved.copied
+            );
+            return Ok(saved);
+        }
+        state = saved;
+    }
+    let mut offset: u64 = state.cursor.parse().context("the cursor file's offset")?;
+    let mut f = std::fs::File::open(&abs).with_context(|| format!("opening {}", abs.display()))?;
+    let len = f.metadata()?.len();
+    if offset > len {
+        bail!(
+            "the cursor file points at byte {offset} of {}, which has {len}: was it replaced? remove the cursor file to start over",
+            abs.display()
+        );
+    }
+    f.seek(SeekFrom::Start(offset))?;
+    let mut reader = BufReader::new(f);
+    let mut dst = connect(&opts.to, "target")?;
+    let _: () = cmd("SELECT")
+        .arg(&opts.namespace)
+        .query(&mut dst)
+        .with_context(|| format!("selecting namespace {:?} on the target", opts.namespace))?;
+    let mut batch_max = opts.batch.clamp(1, MAX_BATCH);
+    if opts.rate > 0 {
+        batch_max = batch_max.min(usize::try_from(opts.rate).unwrap_or(usize::MAX));
+    }
+    let started = Instant::now();
+    let scanned_before = state.scanned;
+    let mut last_progress = Instant::now();
+    let mut buf = Vec::new();
+    loop {
+        // A batch: up to `batch_max` records or MAX_ROUND_BYTES of them.
+        let mut batch: Vec<Record> = Vec::new();
+        let mut bytes = 0usize;
+        let mut next = offset;
+        let mut eof = false;
+        while batch.len() < batch_max && bytes < MAX_ROUND_BYTES {
+            buf.clear();
+            let n = std::io::Read::take(&mut reader, MAX_LINE as u64 + 1)
+                .read_until(b'\n', &mut buf)
+                .with_context(|| format!("reading {}", abs.display()))?;
+            if n == 0 {
+                eof = true;
+                break;
+            }
+            let line_no = state.scanned + 1;
+            if buf.len() > MAX_LINE {
+                bail!(
+                    "{} line {line_no}: longer than {MAX_LINE} bytes; nothing of its batch was written (the cursor file points before it)",
+                    abs.display()
+                );
+            }
+            let text = std::str::from_utf8(&buf).map_err(|_| {
+                anyhow::anyhow!(
+                    "{} line {line_no}: not UTF-8 (use key_base64 / value_base64 for bytes); nothing of its batch was written (the cursor file points before it)",
+                    abs.display()
+                )
+            })?;
+            match parse_line(text) {
+                Ok(Some(r)) => {
+                    bytes += r.0.len() + r.1.len();
+                    batch.push(r);
+                }
+                Ok(None) => {}
+                Err(why) => bail!(
+                    "{} line {line_no}: {why}; nothing of its batch was written (the cursor file points before it)",
+                    abs.display()
+                ),
+            }
+            state.scanned += 1;
+            next += n as u64;
+        }
+        if !batch.is_empty() {
+            write_batch(&mut dst, &batch, opts.keep_existing, &mut state)?;
+        }
+        offset = next;
+        state.cursor = offset.to_string();
+        state.done = eof;
+        if let Some(path) = &opts.cursor_file {
+            save_state(path, &state)?;
+        }
+        if opts.progress && (last_progress.elapsed() >= Duration::from_secs(1) || state.done) {
+            last_progress = Instant::now();
+            let secs = started.elapsed().as_secs_f64().max(1e-3);
+            eprint!(
+                "\rread {} lines ({:.0}%)  copied {}  kept {}  refused {}  {:.0} lines/s   ",
+                state.scanned,
+                if len > 0 {
+                    100.0 * offset as f64 / len as f64
+                } else {
+                    100.0
+                },
+                state.copied,
+                state.kept,
+                state.refused,
+                (state.scanned - scanned_before) as f64 / secs
+            );
+            let _ = std::io::stderr().flush();
+        }
+        if state.done {
+            if opts.progress {
+                eprintln!();
+            }
+            return Ok(state);
+        }
+        if opts.rate > 0 {
+            let due =
+                Duration::from_secs_f64((state.scanned - scanned_before) as f64 / opts.rate as f64);
+            if let Some(wait) = due.checked_sub(started.elapsed()) {
+                std::thread::sleep(wait);
+            }
+        }
+    }
+}
+
+/// Writes a batch in one pipeline: `SET key value [PX ttl] [NX]` each. Refusals as
+/// [`crate::import`] counts them: `ERR` (too large, a TTL over the namespace's maximum) is
+/// named and counted; any other stops the import before its cursor passes the batch.
+fn write_batch(
+    dst: &mut redis::Connection,
+    batch: &[Record],
+    keep_existing: bool,
+    state: &mut ImportState,
+) -> anyhow::Result<()> {
+    let mut write = redis::pipe();
+    write.ignore_errors();
+    for (k, v, ttl) in batch {
+        let c = write.cmd("SET").arg(k).arg(v);
+        if let Some(ms) = ttl {
+            c.arg("PX").arg(*ms);
+            state.with_ttl += 1;
+        }
+        if keep_existing {
+            c.arg("NX");
+        }
+    }
+    let replies: Vec<redis::RedisResult<Value>> =
+        write.query(dst).context("writing keys to the target")?;
+    for ((k, _, _), r) in batch.iter().zip(replies) {
+        match r {
+            Ok(Value::Okay) => state.copied += 1,
+            Ok(Value::SimpleString(s)) if s == "OK" => state.copied += 1,
+            Ok(_) => state.kept += 1,
+            Err(e) if e.code() == Some("ERR") => {
+                eprintln!(
+                    "\rkey {:?} not copied: {e}",
+                    String::from_utf8_lossy(&k[..k.len().min(128)])
+                );
+                state.refused += 1;
+            }
+            Err(e) => {
+                return Err(e).with_context(|| {
+                    format!(
+                        "the target refused key {:?}; the cursor file still points before this batch",
+                        String::from_utf8_lossy(&k[..k.len().min(128)])
+                    )
+                });
+            }
+        }
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn lines_are_read_as_documented_and_bad_ones_say_why() {
+        assert_eq!(
+            parse_line(r#"{"key":"a","value":"1","ttl_ms":500}"#).unwrap(),
+            Some((b"a".to_vec(), b"1".to_vec(), Some(500)))
+        );
+        assert_eq!(
+            parse_line(r#"{"key_base64":"AP8=","value":""}"#).unwrap(),
+            Some((vec![0, 255], Vec::new(), None))
+        );
+        assert_eq!(parse_line("  # a comment").unwrap(), None);
+        assert_eq!(parse_line("").unwrap(), None);
+        for (bad, why) in [
+            (r#"{"value":"1"}"#, "no key"),
+            (r#"{"key":"a"}"#, "no value"),
+            (r#"{"key":"a","value":"1","ttl_ms":0}"#, "not positive"),
+            (r#"{"key":"a","value":"1","ttl":5}"#, "unknown field"),
+            (r#"{"key":"a","key_base64":"YQ==","value":"1"}"#, "both key"),
+            (r#"{"key":"a","value_base64":"%%%"}"#, "not base64"),
+            ("not json", "expected"),
+        ] {
+            let e = parse_line(bad).unwrap_err();
+            assert!(e.contains(why), "{bad}: {e}");
+        }
+    }
+}
