@@ -3,7 +3,8 @@
 # toolchain: it installs the system packages the build needs when they are missing
 # (libclang-dev, for RocksDB's bindings; redis-server and redis-tools, whose redis-cli and
 # redis-benchmark the server tests drive; curl for the HTTPS admin test; promtool from
-# Debian's prometheus package for the alert rules; redis-py from PyPI) and checks formatting, lints, docs, the example, the tests and the benches (criterion's test mode runs each benchmark once). Every cargo
+# Debian's prometheus package for the alert rules; chromium and chromedriver for the web
+# console's browser test; redis-py from PyPI) and checks formatting, lints, docs, the example, the tests and the benches (criterion's test mode runs each benchmark once). Every cargo
 # step uses the same feature set (--all-features) and the same profile (`test`: cargo builds
 # every unit of `cargo test`, dependencies and build scripts included, under the profile
 # name `test`, and the name is part of each unit's hash), so RocksDB is compiled once and
@@ -23,18 +24,21 @@ command -v curl >/dev/null 2>&1 || need_debs+=(curl)
 command -v python3 >/dev/null 2>&1 || need_debs+=(python3 python3-pip)
 # promtool, which checks deploy/prometheus's rules (tests/deploy.rs), comes with Debian's
 # prometheus package (installed without its recommended web assets).
-need_prometheus=""
-command -v promtool >/dev/null 2>&1 || need_prometheus=prometheus
-if [ ${#need_debs[@]} -gt 0 ] || [ -n "$need_prometheus" ]; then
-  step "installing ${need_debs[*]} $need_prometheus"
+# chromium and chromedriver drive the web console in a headless browser (tests/console.rs).
+need_nodeps=""
+command -v promtool >/dev/null 2>&1 || need_nodeps=prometheus
+command -v chromedriver >/dev/null 2>&1 || need_nodeps="$need_nodeps chromium chromium-driver"
+if [ ${#need_debs[@]} -gt 0 ] || [ -n "$need_nodeps" ]; then
+  step "installing ${need_debs[*]} $need_nodeps"
   sudo_cmd=""
   [ "$(id -u)" -eq 0 ] || sudo_cmd="sudo"
   $sudo_cmd apt-get update -qq
   if [ ${#need_debs[@]} -gt 0 ]; then
     DEBIAN_FRONTEND=noninteractive $sudo_cmd apt-get install -y -qq "${need_debs[@]}" >/dev/null
   fi
-  if [ -n "$need_prometheus" ]; then
-    DEBIAN_FRONTEND=noninteractive $sudo_cmd apt-get install -y -qq --no-install-recommends prometheus >/dev/null
+  if [ -n "$need_nodeps" ]; then
+    # shellcheck disable=SC2086 # a list of package names
+    DEBIAN_FRONTEND=noninteractive $sudo_cmd apt-get install -y -qq --no-install-recommends $need_nodeps >/dev/null
   fi
 fi
 

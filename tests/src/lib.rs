@@ -69,6 +69,9 @@ pub struct Server {
     pub tls: bool,
     _tmp: Option<tempfile::TempDir>,
     log: PathBuf,
+    /// The `server.admin_token` its config sets, sent by the helpers that read the admin
+    /// port ([`cluster_json`]).
+    pub admin_token: Option<String>,
 }
 
 impl Server {
@@ -176,6 +179,10 @@ impl Server {
             tls: false,
             _tmp: None,
             log,
+            admin_token: extra_toml.lines().find_map(|l| {
+                let v = l.trim().strip_prefix("admin_token")?.trim_start();
+                Some(v.strip_prefix('=')?.trim().trim_matches('"').to_owned())
+            }),
         };
         s.wait_ready();
         s
@@ -545,7 +552,13 @@ pub fn three_nodes(extra: &str) -> (Vec<Server>, Vec<tempfile::TempDir>) {
 }
 
 pub fn cluster_json(srv: &Server) -> serde_json::Value {
-    let (code, body) = http_get(&srv.admin(), "/cluster");
+    let bearer = srv.admin_token.as_ref().map(|t| format!("Bearer {t}"));
+    let headers: Vec<(&str, &str)> = bearer
+        .as_deref()
+        .map(|b| ("Authorization", b))
+        .into_iter()
+        .collect();
+    let (code, body) = http(&srv.admin(), "GET", "/cluster", &headers);
     assert_eq!(code, 200, "{body}");
     serde_json::from_str(&body).unwrap()
 }

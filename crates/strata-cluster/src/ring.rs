@@ -99,6 +99,28 @@ impl Ring {
         &self.nodes
     }
 
+    /// Each member's share of the hash space as the keys' primary (first owner): the arcs
+    /// its points end, over the whole ring; the shares sum to 1 (empty ring: none).
+    pub fn shares(&self) -> Vec<(&str, f64)> {
+        let mut share = vec![0f64; self.nodes.len()];
+        for (i, (p, idx)) in self.points.iter().enumerate() {
+            let prev = if i == 0 {
+                self.points[self.points.len() - 1].0
+            } else {
+                self.points[i - 1].0
+            };
+            // The arc (prev, p]; the first point's wraps round through 0. One point alone
+            // owns the whole ring.
+            let arc = if self.points.len() == 1 {
+                u64::MAX as f64 + 1.0
+            } else {
+                p.wrapping_sub(prev) as f64
+            };
+            share[*idx as usize] += arc / (u64::MAX as f64 + 1.0);
+        }
+        self.nodes.iter().map(String::as_str).zip(share).collect()
+    }
+
     /// Whether the ring has no members.
     pub fn is_empty(&self) -> bool {
         self.nodes.is_empty()
@@ -140,6 +162,25 @@ impl Ring {
 mod tests {
     use super::*;
     use std::collections::HashMap;
+
+    #[test]
+    fn shares_cover_the_ring_and_follow_the_primaries() {
+        let ring = Ring::new(["a", "b", "c"], 64);
+        let shares = ring.shares();
+        let total: f64 = shares.iter().map(|(_, s)| s).sum();
+        assert!((total - 1.0).abs() < 1e-9, "{shares:?}");
+        // Sampled: each node is the primary of about its share of hashes.
+        let mut counts = std::collections::HashMap::new();
+        for i in 0..30_000u64 {
+            let h = xxh3_64(&i.to_le_bytes());
+            *counts.entry(ring.owners_of_hash(h, 1)[0]).or_insert(0u32) += 1;
+        }
+        for (name, share) in &shares {
+            let seen = f64::from(counts[name]) / 30_000.0;
+            assert!((seen - share).abs() < 0.02, "{name}: {seen} vs {share}");
+        }
+        assert_eq!(Ring::new(["solo"], 1).shares(), vec![("solo", 1.0)]);
+    }
 
     #[test]
     fn hash_tags_place_keys_together_as_redis_cluster_does() {

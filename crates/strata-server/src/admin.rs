@@ -8,6 +8,8 @@
 //! | `GET /status` | identity, addresses, uptime, connections and health, as JSON |
 //! | `GET /cluster` | members and their state, the ring version, per-peer RPC latency, coherence counters (404 when not in a cluster) |
 //! | `POST /invalidate?ns=NS&key=K` (or `pattern=GLOB`, `tag=TAG`) | removes on every layer |
+//! | `GET /namespaces` | every namespace the node knows of, with its policy |
+//! | `GET /`, `GET /console.js` | the web console: one page, built into the binary |
 //!
 //! Every request passes `guard` first: a cross-site request (an `Origin` other than this
 //! host, or `Sec-Fetch-Site: cross-site`/`same-site`) is refused with 403 whatever it
@@ -59,6 +61,9 @@ pub async fn serve(
         .route("/status", get(status))
         .route("/cluster", get(cluster))
         .route("/invalidate", post(invalidate))
+        .route("/namespaces", get(namespaces))
+        .route("/", get(console_page))
+        .route("/console.js", get(console_script))
         .layer(axum::middleware::from_fn_with_state(guard_state, guard))
         .with_state(AdminState {
             node,
@@ -85,6 +90,75 @@ pub async fn serve(
 
 /// How long a refused credential waits before its answer (online guessing goes slowly).
 const DENY_DELAY: std::time::Duration = std::time::Duration::from_millis(200);
+
+/// The console's files: static, holding no data (the page reads everything through the
+/// other routes, with the credential its user types), so they need none themselves.
+fn open_static(path: &str) -> bool {
+    matches!(path, "/" | "/console.js")
+}
+
+/// The console's security headers: nothing loaded from elsewhere, never framed (its
+/// actions cannot be clickjacked), no type sniffing.
+const CONSOLE_HEADERS: [(header::HeaderName, &str); 4] = [
+    (
+        header::CONTENT_SECURITY_POLICY,
+        "default-src 'self'; style-src 'self' 'unsafe-inline'; frame-ancestors 'none'",
+    ),
+    (header::X_FRAME_OPTIONS, "DENY"),
+    (header::X_CONTENT_TYPE_OPTIONS, "nosniff"),
+    (header::CACHE_CONTROL, "no-store"),
+];
+
+async fn console_page() -> Response {
+    let mut r = (
+        [(header::CONTENT_TYPE, "text/html; charset=utf-8")],
+        include_str!("console/index.html"),
+    )
+        .into_response();
+    r.headers_mut().extend(
+        CONSOLE_HEADERS
+            .iter()
+            .map(|(k, v)| (k.clone(), header::HeaderValue::from_static(v))),
+    );
+    r
+}
+
+async fn console_script() -> Response {
+    let mut r = (
+        [(header::CONTENT_TYPE, "text/javascript; charset=utf-8")],
+        include_str!("console/console.js"),
+    )
+        .into_response();
+    r.headers_mut().extend(
+        CONSOLE_HEADERS
+            .iter()
+            .map(|(k, v)| (k.clone(), header::HeaderValue::from_static(v))),
+    );
+    r
+}
+
+/// Every namespace the node knows of (configured, written or held in a layer), with its
+/// policy.
+async fn namespaces(State(st): State<AdminState>) -> Response {
+    let cache = &st.shared.cache;
+    let list: Vec<Value> = cache
+        .namespaces()
+        .await
+        .into_iter()
+        .map(|name| {
+            let p = cache.policy(&name);
+            json!({
+                "name": name,
+                "default_ttl_secs": p.default_ttl.map(|d| d.as_secs()),
+                "max_ttl_secs": p.max_ttl.map(|d| d.as_secs()),
+                "l1_share": p.l1_share,
+                "use_l3": p.use_l3,
+                "compression": format!("{:?}", p.compression).to_lowercase(),
+            })
+        })
+        .collect();
+    axum::Json(list).into_response()
+}
 
 /// Routes that only read, which `server.admin_open_reads` may leave open.
 fn open_read(path: &str) -> bool {
@@ -121,6 +195,7 @@ async fn guard(
     }
     let cfg = &st.shared.config;
     let needs_credential = cfg.admin_auth_configured()
+        && !open_static(req.uri().path())
         && !(cfg.server.admin_open_reads && open_read(req.uri().path()));
     if needs_credential {
         match credential_ok(&st.shared, headers) {

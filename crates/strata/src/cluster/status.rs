@@ -44,6 +44,11 @@ impl Shared {
             generation: self.generation,
             ring_version: format!("{:016x}", ring.version()),
             ring_members: ring.nodes().to_vec(),
+            ring_shares: ring
+                .shares()
+                .into_iter()
+                .map(|(n, s)| (n.to_owned(), s))
+                .collect(),
             replication_factor: self.cfg.replication_factor,
             members,
             in_sync,
@@ -83,6 +88,8 @@ pub struct ClusterStatus {
     pub ring_version: String,
     /// Members on the ring.
     pub ring_members: Vec<String>,
+    /// Each ring member's share of the keys as their primary (they sum to 1).
+    pub ring_shares: std::collections::BTreeMap<String, f64>,
     /// Owners per key.
     pub replication_factor: u32,
     /// Every member this node knows of, itself first.
