@@ -216,6 +216,28 @@ fn the_console_shows_the_cluster_live_and_its_actions_need_the_credential() {
         "return document.querySelectorAll('#layers tbody tr').length > 0",
         json!([]),
     );
+    // Keys per namespace and layer, counted on demand: node 1's L1 holds copies of what was
+    // written through it (201 keys at most).
+    b.eval(
+        "document.getElementById('count-keys').click(); return true;",
+        json!([]),
+    );
+    b.until(
+        "db0's keys counted",
+        Duration::from_secs(10),
+        "const r = document.querySelector('#namespaces tbody tr[data-ns=\"db0\"]'); \
+         return r !== null && r.cells[6].textContent !== ''",
+        json!([]),
+    );
+    let l1_keys = b.eval(
+        "return document.querySelector('#namespaces tbody tr[data-ns=\"db0\"]').cells[6].textContent",
+        json!([]),
+    );
+    println!("db0 keys in n1's L1, as the console counts them: {l1_keys}");
+    assert!(
+        l1_keys.as_str().unwrap().parse::<u64>().is_ok(),
+        "{l1_keys}"
+    );
     b.screenshot("console.png");
 
     // A killed member stands out as down within failure detection (about 5 s here).

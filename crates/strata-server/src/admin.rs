@@ -137,26 +137,57 @@ async fn console_script() -> Response {
     r
 }
 
+/// Most keys `GET /namespaces?keys=1` counts per namespace and layer.
+const KEY_COUNT_CAP: usize = 1_000_000;
+
 /// Every namespace the node knows of (configured, written or held in a layer), with its
-/// policy.
-async fn namespaces(State(st): State<AdminState>) -> Response {
-    let cache = &st.shared.cache;
-    let list: Vec<Value> = cache
-        .namespaces()
-        .await
-        .into_iter()
-        .map(|name| {
-            let p = cache.policy(&name);
-            json!({
-                "name": name,
-                "default_ttl_secs": p.default_ttl.map(|d| d.as_secs()),
-                "max_ttl_secs": p.max_ttl.map(|d| d.as_secs()),
-                "l1_share": p.l1_share,
-                "use_l3": p.use_l3,
-                "compression": format!("{:?}", p.compression).to_lowercase(),
+/// policy; with `?keys=1`, also the keys each of L1 and L3 holds (a pass over each layer's
+/// keys of the namespace, on the blocking pool, stopping at [`KEY_COUNT_CAP`]: `null` past
+/// it, and for a layer the node does not have).
+async fn namespaces(
+    State(st): State<AdminState>,
+    Query(q): Query<HashMap<String, String>>,
+) -> Response {
+    let cache = st.shared.cache.clone();
+    let count = q.get("keys").is_some_and(|v| v == "1");
+    let names = cache.namespaces().await;
+    let runtime = tokio::runtime::Handle::current();
+    let list = tokio::task::spawn_blocking(move || {
+        use strata_core::scan::ScanFrom;
+        let l3 = cache.tier(strata_core::Layer::L3);
+        names
+            .into_iter()
+            .map(|name| {
+                let p = cache.policy(&name);
+                let mut v = json!({
+                    "name": name,
+                    "default_ttl_secs": p.default_ttl.map(|d| d.as_secs()),
+                    "max_ttl_secs": p.max_ttl.map(|d| d.as_secs()),
+                    "l1_share": p.l1_share,
+                    "use_l3": p.use_l3,
+                    "compression": format!("{:?}", p.compression).to_lowercase(),
+                });
+                if count {
+                    let capped = |n: usize| (n < KEY_COUNT_CAP).then_some(n);
+                    v["l1_keys"] = json!(cache.l1().and_then(|l1| {
+                        capped(
+                            l1.scan_keys_sync(&name, ScanFrom::START, KEY_COUNT_CAP)
+                                .len(),
+                        )
+                    }));
+                    v["l3_keys"] = json!(l3.as_ref().and_then(|t| {
+                        runtime
+                            .block_on((**t).scan_keys(&name, ScanFrom::START, KEY_COUNT_CAP))
+                            .ok()
+                            .and_then(|k| capped(k.len()))
+                    }));
+                }
+                v
             })
-        })
-        .collect();
+            .collect::<Vec<Value>>()
+    })
+    .await
+    .unwrap_or_default();
     axum::Json(list).into_response()
 }
 

@@ -105,6 +105,7 @@ async function refreshStats() {
   draw("chart-commands", series.commands); draw("chart-hits", series.hits); draw("chart-l1", series.l1);
 }
 
+let counted = {}; // namespace -> {l1_keys, l3_keys}, from the last "count keys"
 async function refreshNamespaces() {
   const list = await get("namespaces");
   const body = $("namespaces").tBodies[0];
@@ -114,6 +115,9 @@ async function refreshNamespaces() {
     cell(tr, n.name); cell(tr, secs(n.default_ttl_secs)); cell(tr, secs(n.max_ttl_secs));
     cell(tr, n.l1_share === null ? "shared" : (100 * n.l1_share).toFixed(0) + " %");
     cell(tr, n.use_l3 ? "on" : "off"); cell(tr, n.compression);
+    const c = counted[n.name];
+    const keys = (v) => (c === undefined ? "" : v === null ? "≥1M or -" : human(v));
+    cell(tr, keys(c && c.l1_keys), "num"); cell(tr, keys(c && c.l3_keys), "num");
     body.appendChild(tr);
   }
 }
@@ -146,6 +150,15 @@ $("act").addEventListener("submit", async (ev) => {
   } catch (e) {
     out.textContent = "refused: " + e.message; out.className = "bad";
   }
+});
+
+// Counting passes over every key of each layer: on demand, not every refresh.
+$("count-keys").addEventListener("click", async () => {
+  try {
+    counted = {};
+    for (const n of await get("namespaces?keys=1")) counted[n.name] = n;
+    await refreshNamespaces();
+  } catch (e) { $("status-line").textContent = String(e.message); }
 });
 
 refresh(); refreshNamespaces().catch(() => {});
