@@ -284,4 +284,35 @@ fn the_console_shows_the_cluster_live_and_its_actions_need_the_credential() {
     );
     let v: Option<String> = redis::cmd("GET").arg("victim").query(&mut c).unwrap();
     assert_eq!(v, None, "removed: {}", b.eval(result, json!([])));
+
+    // A link from elsewhere may open the console's page (a navigation to a file without
+    // data); nothing else comes through from another site, the count included.
+    let admin = nodes[0].admin();
+    let bearer = format!("Bearer {TOKEN}");
+    let cross = [
+        ("Sec-Fetch-Site", "cross-site"),
+        ("Sec-Fetch-Mode", "navigate"),
+    ];
+    assert_eq!(http(&admin, "GET", "/", &cross).0, 200);
+    let with_token = [
+        ("Sec-Fetch-Site", "cross-site"),
+        ("Sec-Fetch-Mode", "navigate"),
+        ("Authorization", bearer.as_str()),
+    ];
+    assert_eq!(http(&admin, "GET", "/status", &with_token).0, 403);
+    let post = [
+        ("Origin", "http://evil.example"),
+        ("Authorization", bearer.as_str()),
+    ];
+    assert_eq!(http(&admin, "POST", "/namespaces/count", &post).0, 403);
+    assert_eq!(
+        http(
+            &admin,
+            "POST",
+            "/namespaces/count",
+            &[("Authorization", bearer.as_str())]
+        )
+        .0,
+        200
+    );
 }

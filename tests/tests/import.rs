@@ -72,15 +72,18 @@ fn state(path: &std::path::Path) -> serde_json::Value {
 fn check_copy(src: &mut redis::Connection, dst: &mut redis::Connection) {
     let n: i64 = cmd("DBSIZE").query(dst).unwrap();
     assert_eq!(n, MATCHED as i64, "keys in the target namespace");
-    let mut worst = 0i64;
+    let mut worst = i64::MIN;
     for chunk in (0..MATCHED).collect::<Vec<_>>().chunks(5_000) {
         let mut p = redis::pipe();
         for &i in chunk {
             p.cmd("GET").arg(format!("app:{i}"));
             p.cmd("PTTL").arg(format!("app:{i}"));
         }
+        let read = std::time::Instant::now();
         let theirs: Vec<Value> = p.query(src).unwrap();
         let ours: Vec<Value> = p.query(dst).unwrap();
+        // The two reads are this far apart at most: the TTLs moved by that much meanwhile.
+        let apart = read.elapsed().as_millis() as i64;
         for (j, &i) in chunk.iter().enumerate() {
             assert_eq!(
                 ours[2 * j],
@@ -96,13 +99,16 @@ fn check_copy(src: &mut redis::Connection, dst: &mut redis::Connection) {
             };
             if i % 3 == 0 {
                 assert!(*t > 0 && *o > 0, "app:{i} keeps a TTL: {t} {o}");
-                worst = worst.max((t - o).abs());
+                worst = worst.max((t - o).abs() - apart);
             } else {
                 assert_eq!((*t, *o), (-1, -1), "app:{i} has no TTL");
             }
         }
     }
-    assert!(worst <= 1_000, "a TTL moved by {worst} ms");
+    assert!(
+        worst <= 1_000,
+        "a TTL moved by {worst} ms more than the reads took"
+    );
     let mut p = redis::pipe();
     for i in 0..OTHERS {
         p.cmd("EXISTS").arg(format!("other:{i}"));
@@ -394,7 +400,11 @@ fn a_file_of_json_lines_imports_resumes_past_a_fix_and_warms() {
         }
     };
     let mut lines: Vec<String> = (0..20_000).map(line).collect();
-    lines.insert(0, "# exported from the seeds' factor tables".to_owned());
+    // With a byte-order mark, as tools on Windows write one.
+    lines.insert(
+        0,
+        "\u{feff}# exported from the seeds' factor tables".to_owned(),
+    );
     lines[15_001] = "{\"key\": \"broken\", \"value\": }".to_owned();
     std::fs::write(&file, lines.join("\n") + "\n").unwrap();
     let url = format!("redis://127.0.0.1:{}", srv.port);

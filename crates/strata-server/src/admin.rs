@@ -9,6 +9,7 @@
 //! | `GET /cluster` | members and their state, the ring version, per-peer RPC latency, coherence counters (404 when not in a cluster) |
 //! | `POST /invalidate?ns=NS&key=K` (or `pattern=GLOB`, `tag=TAG`) | removes on every layer |
 //! | `GET /namespaces` | every namespace the node knows of, with its policy |
+//! | `POST /namespaces/count` | the same with the keys L1 and L3 hold in each (one count at a time) |
 //! | `GET /`, `GET /console.js` | the web console: one page, built into the binary |
 //!
 //! Every request passes `guard` first: a cross-site request (an `Origin` other than this
@@ -62,6 +63,7 @@ pub async fn serve(
         .route("/cluster", get(cluster))
         .route("/invalidate", post(invalidate))
         .route("/namespaces", get(namespaces))
+        .route("/namespaces/count", post(count_keys))
         .route("/", get(console_page))
         .route("/console.js", get(console_script))
         .layer(axum::middleware::from_fn_with_state(guard_state, guard))
@@ -137,57 +139,100 @@ async fn console_script() -> Response {
     r
 }
 
-/// Most keys `GET /namespaces?keys=1` counts per namespace and layer.
+/// Most keys `POST /namespaces/count` counts per namespace and layer.
 const KEY_COUNT_CAP: usize = 1_000_000;
+/// Keys read per page while counting: the L1 index's shard locks are held for one page.
+const KEY_COUNT_PAGE: usize = 10_000;
+/// Whether a count is running: one at a time (a second is answered 429).
+static COUNTING: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
+
+/// The namespace's policy as JSON.
+fn policy_json(cache: &strata_core::Cache, name: &str) -> Value {
+    let p = cache.policy(name);
+    json!({
+        "name": name,
+        "default_ttl_ms": p.default_ttl.map(|d| d.as_millis() as u64),
+        "max_ttl_ms": p.max_ttl.map(|d| d.as_millis() as u64),
+        "l1_share": p.l1_share,
+        "use_l3": p.use_l3,
+        "compression": format!("{:?}", p.compression).to_lowercase(),
+    })
+}
 
 /// Every namespace the node knows of (configured, written or held in a layer), with its
-/// policy; with `?keys=1`, also the keys each of L1 and L3 holds (a pass over each layer's
-/// keys of the namespace, on the blocking pool, stopping at [`KEY_COUNT_CAP`]: `null` past
-/// it, and for a layer the node does not have).
-async fn namespaces(
-    State(st): State<AdminState>,
-    Query(q): Query<HashMap<String, String>>,
-) -> Response {
-    let cache = st.shared.cache.clone();
-    let count = q.get("keys").is_some_and(|v| v == "1");
-    let names = cache.namespaces().await;
-    let runtime = tokio::runtime::Handle::current();
-    let list = tokio::task::spawn_blocking(move || {
-        use strata_core::scan::ScanFrom;
-        let l3 = cache.tier(strata_core::Layer::L3);
-        names
-            .into_iter()
-            .map(|name| {
-                let p = cache.policy(&name);
-                let mut v = json!({
-                    "name": name,
-                    "default_ttl_secs": p.default_ttl.map(|d| d.as_secs()),
-                    "max_ttl_secs": p.max_ttl.map(|d| d.as_secs()),
-                    "l1_share": p.l1_share,
-                    "use_l3": p.use_l3,
-                    "compression": format!("{:?}", p.compression).to_lowercase(),
-                });
-                if count {
-                    let capped = |n: usize| (n < KEY_COUNT_CAP).then_some(n);
-                    v["l1_keys"] = json!(cache.l1().and_then(|l1| {
-                        capped(
-                            l1.scan_keys_sync(&name, ScanFrom::START, KEY_COUNT_CAP)
-                                .len(),
-                        )
-                    }));
-                    v["l3_keys"] = json!(l3.as_ref().and_then(|t| {
-                        runtime
-                            .block_on((**t).scan_keys(&name, ScanFrom::START, KEY_COUNT_CAP))
-                            .ok()
-                            .and_then(|k| capped(k.len()))
-                    }));
-                }
-                v
-            })
-            .collect::<Vec<Value>>()
-    })
-    .await
-    .unwrap_or_default();
+/// policy. Behind the Redis bridge this scans Redis's keyspace for names: the console asks
+/// when it opens and when told to, not on every refresh.
+async fn namespaces(State(st): State<AdminState>) -> Response {
+    let cache = &st.shared.cache;
+    let list: Vec<Value> = cache
+        .namespaces()
+        .await
+        .iter()
+        .map(|n| policy_json(cache, n))
+        .collect();
+    axum::Json(list).into_response()
+}
+
+/// The keys `layer` holds in `namespace`, counted page by page up to [`KEY_COUNT_CAP`]
+/// (`None` past it, or when the layer cannot list).
+async fn count_layer(
+    cache: &strata_core::Cache,
+    layer: strata_core::Layer,
+    namespace: &str,
+) -> Option<usize> {
+    use strata_core::scan::ScanFrom;
+    let mut n = 0;
+    let mut last: Option<bytes::Bytes> = None;
+    loop {
+        let from = ScanFrom::resume(last.as_deref());
+        let page = match layer {
+            strata_core::Layer::L1 => cache.l1()?.scan_keys_sync(namespace, from, KEY_COUNT_PAGE),
+            _ => (*cache.tier(layer)?)
+                .scan_keys(namespace, from, KEY_COUNT_PAGE)
+                .await
+                .ok()?,
+        };
+        n += page.len();
+        if page.len() < KEY_COUNT_PAGE {
+            return Some(n);
+        }
+        if n >= KEY_COUNT_CAP {
+            return None;
+        }
+        last = page.last().cloned();
+        // Other work gets the thread between pages.
+        tokio::task::yield_now().await;
+    }
+}
+
+/// `POST /namespaces/count`: each namespace's policy with the keys L1 and L3 hold in it
+/// (`l1_keys`, `l3_keys`; null past [`KEY_COUNT_CAP`] or for a layer the node lacks). A pass
+/// over every key, page by page; one count at a time (429 while one runs); a POST, so a page
+/// elsewhere cannot start one (the cross-site check refuses it).
+async fn count_keys(State(st): State<AdminState>) -> Response {
+    use std::sync::atomic::Ordering;
+    if COUNTING.swap(true, Ordering::AcqRel) {
+        return (
+            StatusCode::TOO_MANY_REQUESTS,
+            axum::Json(json!({ "error": "a count is already running" })),
+        )
+            .into_response();
+    }
+    struct Done;
+    impl Drop for Done {
+        fn drop(&mut self) {
+            COUNTING.store(false, std::sync::atomic::Ordering::Release);
+        }
+    }
+    let _done = Done;
+    let cache = &st.shared.cache;
+    let mut list = Vec::new();
+    for name in cache.namespaces().await {
+        let mut v = policy_json(cache, &name);
+        v["l1_keys"] = json!(count_layer(cache, strata_core::Layer::L1, &name).await);
+        v["l3_keys"] = json!(count_layer(cache, strata_core::Layer::L3, &name).await);
+        list.push(v);
+    }
     axum::Json(list).into_response()
 }
 
@@ -215,7 +260,17 @@ async fn guard(
         )
             .into_response();
     }
-    if let Some(why) = cross_site(headers) {
+    // A link to the console from elsewhere (another member's console, a wiki) is a
+    // navigation: its files hold no data, so it may load them; everything else is checked.
+    let navigation = open_static(req.uri().path())
+        && matches!(
+            *req.method(),
+            axum::http::Method::GET | axum::http::Method::HEAD
+        )
+        && headers
+            .get("sec-fetch-mode")
+            .is_some_and(|m| m.as_bytes() == b"navigate");
+    if let Some(why) = cross_site(headers).filter(|_| !navigation) {
         st.shared.metrics.admin_denied.incr();
         tracing::warn!(path = %req.uri().path(), why, "admin request refused: cross-site");
         return (

@@ -116,6 +116,18 @@ pub fn import_file(file: &Path, opts: &ImportOptions) -> anyhow::Result<ImportSt
             abs.display()
         );
     }
+    if offset > 0 {
+        // A cursor ends a line: anything else means the file changed under it.
+        let mut before = [0u8];
+        f.seek(SeekFrom::Start(offset - 1))?;
+        std::io::Read::read_exact(&mut f, &mut before)?;
+        if before[0] != b'\n' {
+            bail!(
+                "the cursor file points at byte {offset} of {}, which does not start a line: was the file changed? remove the cursor file to start over",
+                abs.display()
+            );
+        }
+    }
     f.seek(SeekFrom::Start(offset))?;
     let mut reader = BufReader::new(f);
     let mut dst = connect(&opts.to, "target")?;
@@ -153,12 +165,19 @@ pub fn import_file(file: &Path, opts: &ImportOptions) -> anyhow::Result<ImportSt
                     abs.display()
                 );
             }
+            let at_start = next == 0;
             let text = std::str::from_utf8(&buf).map_err(|_| {
                 anyhow::anyhow!(
                     "{} line {line_no}: not UTF-8 (use key_base64 / value_base64 for bytes); nothing of its batch was written (the cursor file points before it)",
                     abs.display()
                 )
             })?;
+            // A byte-order mark (tools on Windows write one) is not part of the first line.
+            let text = if at_start {
+                text.strip_prefix('\u{feff}').unwrap_or(text)
+            } else {
+                text
+            };
             match parse_line(text) {
                 Ok(Some(r)) => {
                     bytes += r.0.len() + r.1.len();

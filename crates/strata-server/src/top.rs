@@ -184,8 +184,11 @@ pub async fn top(
         for (n, prev) in nodes.iter().zip(before.iter_mut()) {
             match scrape(n).await {
                 Ok(now) => {
-                    let was = prev.take().unwrap_or_else(|| now.clone());
-                    println!("{}", line(&n.addr, &was, &now, secs));
+                    match prev.take() {
+                        Some(was) => println!("{}", line(&n.addr, &was, &now, secs)),
+                        // No sample before this one: no rate to show yet.
+                        None => println!("{:<22} (first sample; rates from the next line)", n.addr),
+                    }
                     *prev = Some(now);
                 }
                 Err(e) => {

@@ -7,14 +7,21 @@ let last = null; // the previous /stats, for rates
 const $ = (id) => document.getElementById(id);
 const tokenInput = $("token");
 tokenInput.value = sessionStorage.getItem("strata-token") || "";
-tokenInput.addEventListener("change", () => sessionStorage.setItem("strata-token", tokenInput.value));
+let refused = false; // the last read was refused (401): wait for another credential
+tokenInput.addEventListener("change", () => {
+  sessionStorage.setItem("strata-token", tokenInput.value);
+  refused = false;
+  refreshNamespaces().catch(() => {});
+});
 
 function headers() {
   const t = tokenInput.value.trim();
   return t ? { Authorization: "Bearer " + t } : {};
 }
-async function get(path) {
-  const r = await fetch(path, { headers: headers(), cache: "no-store" });
+async function get(path, method) {
+  const r = await fetch(path, { method: method || "GET", headers: headers(), cache: "no-store",
+    signal: AbortSignal.timeout(10000) });
+  if (r.status === 401) refused = true;
   if (!r.ok) throw new Error(path + ": " + r.status);
   return r.json();
 }
@@ -32,6 +39,7 @@ function secs(d) {
   if (d === null || d === undefined) return "none";
   return d >= 3600 ? (d / 3600).toFixed(1) + " h" : d >= 60 ? (d / 60).toFixed(1) + " min" : d + " s";
 }
+function ms(d) { return d === null || d === undefined ? "none" : d < 1000 ? d + " ms" : secs(d / 1000); }
 function draw(id, values) {
   const svg = $(id), line = svg.querySelector("polyline");
   const max = Math.max(1e-9, ...values);
@@ -61,7 +69,7 @@ async function refreshStatus() {
     tr.dataset.name = m.name; tr.className = m.state;
     cell(tr, m.name); cell(tr, m.state); cell(tr, m.generation); cell(tr, m.resp);
     const td = document.createElement("td"); const a = document.createElement("a");
-    a.href = "http://" + m.admin + "/"; a.textContent = m.admin; td.appendChild(a); tr.appendChild(td);
+    a.href = location.protocol + "//" + m.admin + "/"; a.textContent = m.admin; td.appendChild(a); tr.appendChild(td);
     cell(tr, m.rpc);
     const share = c.ring_shares ? c.ring_shares[m.name] : undefined;
     cell(tr, share === undefined ? "-" : (100 * share).toFixed(1) + " %", "num");
@@ -105,17 +113,17 @@ async function refreshStats() {
   draw("chart-commands", series.commands); draw("chart-hits", series.hits); draw("chart-l1", series.l1);
 }
 
-let counted = {}; // namespace -> {l1_keys, l3_keys}, from the last "count keys"
-async function refreshNamespaces() {
-  const list = await get("namespaces");
+let counted = new Map(); // namespace -> {l1_keys, l3_keys}, from the last "count keys"
+async function refreshNamespaces(list) {
+  list = list || await get("namespaces");
   const body = $("namespaces").tBodies[0];
   body.textContent = "";
   for (const n of list) {
     const tr = document.createElement("tr"); tr.dataset.ns = n.name;
-    cell(tr, n.name); cell(tr, secs(n.default_ttl_secs)); cell(tr, secs(n.max_ttl_secs));
+    cell(tr, n.name); cell(tr, ms(n.default_ttl_ms)); cell(tr, ms(n.max_ttl_ms));
     cell(tr, n.l1_share === null ? "shared" : (100 * n.l1_share).toFixed(0) + " %");
     cell(tr, n.use_l3 ? "on" : "off"); cell(tr, n.compression);
-    const c = counted[n.name];
+    const c = counted.get(n.name);
     const keys = (v) => (c === undefined ? "" : v === null ? "≥1M or -" : human(v));
     cell(tr, keys(c && c.l1_keys), "num"); cell(tr, keys(c && c.l3_keys), "num");
     body.appendChild(tr);
@@ -128,9 +136,15 @@ async function refresh() {
     await Promise.all([refreshStatus(), refreshStats()]);
     line.textContent = "ok " + new Date().toLocaleTimeString(); line.className = "good";
   } catch (e) {
-    line.textContent = String(e.message) + (String(e.message).endsWith("401") ? " (enter the admin credential)" : "");
+    line.textContent = String(e.message) + (refused ? " (enter the admin credential)" : "");
     line.className = "bad";
   }
+}
+// One refresh at a time, every 2 s, while the tab is visible and the credential is not
+// known to be refused (a wrong one is not retried until it changes).
+async function loop() {
+  if (!document.hidden && !refused) await refresh();
+  setTimeout(loop, 2000);
 }
 
 $("act").addEventListener("submit", async (ev) => {
@@ -152,15 +166,17 @@ $("act").addEventListener("submit", async (ev) => {
   }
 });
 
-// Counting passes over every key of each layer: on demand, not every refresh.
+// Counting passes over every key of each layer: on demand, one at a time.
 $("count-keys").addEventListener("click", async () => {
+  const button = $("count-keys");
+  button.disabled = true;
   try {
-    counted = {};
-    for (const n of await get("namespaces?keys=1")) counted[n.name] = n;
-    await refreshNamespaces();
+    const list = await get("namespaces/count", "POST");
+    counted = new Map(list.map((n) => [n.name, n]));
+    await refreshNamespaces(list);
   } catch (e) { $("status-line").textContent = String(e.message); }
+  button.disabled = false;
 });
 
-refresh(); refreshNamespaces().catch(() => {});
-setInterval(refresh, 2000);
-setInterval(() => refreshNamespaces().catch(() => {}), 10000);
+refreshNamespaces().catch(() => {});
+loop();
