@@ -124,7 +124,10 @@ async fn scrape(admin: &Admin) -> anyhow::Result<Sample> {
     Ok(Sample::parse(&resp.body))
 }
 
-/// The admin addresses of the members `admin` sees alive (itself included), from `/cluster`.
+/// The admin addresses of the members `admin` sees alive (itself included), from `/cluster`,
+/// each once. Members that advertise the same address (every node keeping the default
+/// `127.0.0.1:9380` on its own host) cannot be told apart from here: named on stderr, and
+/// scraped once.
 async fn members(admin: &Admin) -> anyhow::Result<Vec<String>> {
     let resp = http(admin, "GET", "/cluster").await?;
     anyhow::ensure!(
@@ -134,17 +137,25 @@ async fn members(admin: &Admin) -> anyhow::Result<Vec<String>> {
         resp.body
     );
     let v: serde_json::Value = serde_json::from_str(&resp.body)?;
-    let mut out: Vec<String> = v["members"]
-        .as_array()
-        .map(|ms| {
-            ms.iter()
-                .filter(|m| m["state"] != "down")
-                .filter_map(|m| m["admin"].as_str().map(str::to_owned))
-                .collect()
-        })
-        .unwrap_or_default();
-    out.sort();
-    Ok(out)
+    let mut by_addr: BTreeMap<String, Vec<String>> = BTreeMap::new();
+    for m in v["members"].as_array().into_iter().flatten() {
+        if m["state"] == "down" {
+            continue;
+        }
+        if let Some(addr) = m["admin"].as_str() {
+            let name = m["name"].as_str().unwrap_or("?").to_owned();
+            by_addr.entry(addr.to_owned()).or_default().push(name);
+        }
+    }
+    for (addr, names) in &by_addr {
+        if names.len() > 1 {
+            eprintln!(
+                "members {} all advertise the admin address {addr}: bind each one's server.admin_listen to an address the others can reach; showing {addr} once",
+                names.join(", ")
+            );
+        }
+    }
+    Ok(by_addr.into_keys().collect())
 }
 
 /// Scrapes every node at once (one slow or dead member does not delay the others), each
