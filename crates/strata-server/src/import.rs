@@ -77,7 +77,58 @@ pub struct ImportState {
     pub with_ttl: u64,
 }
 
-pub(crate) fn load_state(path: &Path) -> anyhow::Result<Option<ImportState>> {
+/// Where an import starts: from `fresh`, from the unfinished state its cursor file holds,
+/// or nowhere (that import finished).
+pub(crate) enum Resume {
+    /// Go on from this state.
+    From(ImportState),
+    /// The cursor file's import finished: nothing to do.
+    Finished(ImportState),
+}
+
+/// Reads the cursor file at `path`, if any: a state of another import (source, target,
+/// namespace or pattern) is refused, a finished one is said so.
+pub(crate) fn resume(path: Option<&Path>, fresh: ImportState) -> anyhow::Result<Resume> {
+    let Some(path) = path else {
+        return Ok(Resume::From(fresh));
+    };
+    let Some(saved) = load_state(path)? else {
+        return Ok(Resume::From(fresh));
+    };
+    if (&saved.from, &saved.to, &saved.namespace, &saved.pattern)
+        != (&fresh.from, &fresh.to, &fresh.namespace, &fresh.pattern)
+    {
+        bail!(
+            "{} belongs to an import of {:?} from {} into {:?} on {}; remove it or choose another --cursor-file",
+            path.display(),
+            saved.pattern,
+            saved.from,
+            saved.namespace,
+            saved.to
+        );
+    }
+    if saved.done {
+        eprintln!(
+            "{}: this import already finished ({} keys copied); remove the file to import again",
+            path.display(),
+            saved.copied
+        );
+        return Ok(Resume::Finished(saved));
+    }
+    Ok(Resume::From(saved))
+}
+
+/// Waits until `done` items since `started` are due at `rate` a second (0: no limit).
+pub(crate) fn pace(rate: u64, done: u64, started: Instant) {
+    if rate > 0 {
+        let due = Duration::from_secs_f64(done as f64 / rate as f64);
+        if let Some(wait) = due.checked_sub(started.elapsed()) {
+            std::thread::sleep(wait);
+        }
+    }
+}
+
+fn load_state(path: &Path) -> anyhow::Result<Option<ImportState>> {
     match std::fs::read(path) {
         Ok(bytes) => Ok(Some(serde_json::from_slice(&bytes).with_context(|| {
             format!("{} is not an import cursor file", path.display())
@@ -157,30 +208,9 @@ pub fn import(opts: &ImportOptions) -> anyhow::Result<ImportState> {
         cursor: "0".into(),
         ..ImportState::default()
     };
-    if let Some(path) = &opts.cursor_file
-        && let Some(saved) = load_state(path)?
-    {
-        if (&saved.from, &saved.to, &saved.namespace, &saved.pattern)
-            != (&source, &target, &opts.namespace, &opts.pattern)
-        {
-            bail!(
-                "{} belongs to an import of {:?} from {} into {:?} on {}; remove it or choose another --cursor-file",
-                path.display(),
-                saved.pattern,
-                saved.from,
-                saved.namespace,
-                saved.to
-            );
-        }
-        if saved.done {
-            eprintln!(
-                "{}: this import already finished ({} keys copied); remove the file to import again",
-                path.display(),
-                saved.copied
-            );
-            return Ok(saved);
-        }
-        state = saved;
+    match resume(opts.cursor_file.as_deref(), state)? {
+        Resume::Finished(saved) => return Ok(saved),
+        Resume::From(s) => state = s,
     }
     let mut src = connect(&opts.from, "source")?;
     if info_field(&mut src, "cluster", "cluster_enabled")? == "1" {
@@ -251,15 +281,9 @@ pub fn import(opts: &ImportOptions) -> anyhow::Result<ImportState> {
             }
             return Ok(state);
         }
-        if opts.rate > 0 {
-            // Ahead of the rate: wait until the keys scanned so far are due (scanned, not
-            // copied: keys kept or refused cost the source as much).
-            let due =
-                Duration::from_secs_f64((state.scanned - scanned_before) as f64 / opts.rate as f64);
-            if let Some(wait) = due.checked_sub(started.elapsed()) {
-                std::thread::sleep(wait);
-            }
-        }
+        // Ahead of the rate: wait until the keys scanned so far are due (scanned, not
+        // copied: keys kept or refused cost the source as much).
+        pace(opts.rate, state.scanned - scanned_before, started);
     }
 }
 
@@ -342,9 +366,7 @@ fn copy_round(
         }
         Err(e) => return Err(e).context("reading keys from the source"),
     };
-    let mut write = redis::pipe();
-    write.ignore_errors();
-    let mut sent: Vec<&[u8]> = Vec::new();
+    let mut records: Vec<(&[u8], &[u8], Option<i64>)> = Vec::new();
     for (k, pair) in keys.iter().zip(values.chunks(2)) {
         let (Value::BulkString(v), Value::Int(pttl)) = (&pair[0], &pair[1]) else {
             state.gone += 1;
@@ -354,29 +376,44 @@ fn copy_round(
             state.gone += 1;
             continue;
         }
-        let c = write.cmd("SET").arg(*k).arg(v.as_slice());
-        if *pttl > 0 {
-            c.arg("PX").arg(*pttl);
+        records.push((k, v, (*pttl > 0).then_some(*pttl)));
+    }
+    write_keys(dst, &records, keep_existing, state)
+}
+
+/// Writes `records` (key, value, TTL in ms) in one pipeline: `SET key value [PX ttl] [NX]`.
+/// A key the target refuses with `ERR` (too large for it, a TTL over the namespace's
+/// maximum) is named on stderr and counted as refused, and the others go on; any other
+/// refusal stops the import before its cursor passes the batch, so a rerun retries it.
+pub(crate) fn write_keys(
+    dst: &mut redis::Connection,
+    records: &[(&[u8], &[u8], Option<i64>)],
+    keep_existing: bool,
+    state: &mut ImportState,
+) -> anyhow::Result<()> {
+    if records.is_empty() {
+        return Ok(());
+    }
+    let mut write = redis::pipe();
+    write.ignore_errors();
+    for (k, v, ttl) in records {
+        let c = write.cmd("SET").arg(*k).arg(*v);
+        if let Some(ms) = ttl {
+            c.arg("PX").arg(*ms);
             state.with_ttl += 1;
         }
         if keep_existing {
             c.arg("NX");
         }
-        sent.push(k);
-    }
-    drop(values);
-    if sent.is_empty() {
-        return Ok(());
     }
     let replies: Vec<redis::RedisResult<Value>> =
         write.query(dst).context("writing keys to the target")?;
-    for (k, r) in sent.into_iter().zip(replies) {
+    for ((k, _, _), r) in records.iter().zip(replies) {
         match r {
             Ok(Value::Okay) => state.copied += 1,
             Ok(Value::SimpleString(s)) if s == "OK" => state.copied += 1,
             Ok(_) => state.kept += 1,
-            // `ERR …`: this key cannot be stored there (too large, a TTL over the
-            // namespace's maximum); the others can.
+            // `ERR …`: this key cannot be stored there; the others can.
             Err(e) if e.code() == Some("ERR") => {
                 eprintln!(
                     "\rkey {:?} not copied: {e}",
@@ -384,8 +421,7 @@ fn copy_round(
                 );
                 state.refused += 1;
             }
-            // NOPERM, OOM, MISCONF, TRYAGAIN, READONLY…: the node takes no key now. Stop
-            // before the cursor moves past this batch, so that a rerun retries it.
+            // NOPERM, OOM, MISCONF, TRYAGAIN, READONLY…: the node takes no key now.
             Err(e) => {
                 return Err(e).with_context(|| {
                     format!(

@@ -16,10 +16,12 @@ use std::time::{Duration, Instant};
 
 use anyhow::{Context, bail};
 use base64::Engine as _;
-use redis::{Value, cmd};
+use redis::cmd;
 use serde::Deserialize;
 
-use crate::import::{ImportOptions, ImportState, MAX_BATCH, connect, load_state, save_state};
+use crate::import::{
+    ImportOptions, ImportState, MAX_BATCH, Resume, connect, pace, resume, save_state, write_keys,
+};
 
 /// Longest line read (a key and its value, encoded).
 const MAX_LINE: usize = 64 << 20;
@@ -85,27 +87,9 @@ pub fn import_file(file: &Path, opts: &ImportOptions) -> anyhow::Result<ImportSt
         cursor: "0".into(),
         ..ImportState::default()
     };
-    if let Some(path) = &opts.cursor_file
-        && let Some(saved) = load_state(path)?
-    {
-        if (&saved.from, &saved.to, &saved.namespace) != (&source, &target, &opts.namespace) {
-            bail!(
-                "{} belongs to an import from {} into {:?} on {}; remove it or choose another --cursor-file",
-                path.display(),
-                saved.from,
-                saved.namespace,
-                saved.to
-            );
-        }
-        if saved.done {
-            eprintln!(
-                "{}: this import already finished ({} keys copied); remove the file to import again",
-                path.display(),
-                saved.copied
-            );
-            return Ok(saved);
-        }
-        state = saved;
+    match resume(opts.cursor_file.as_deref(), state)? {
+        Resume::Finished(saved) => return Ok(saved),
+        Resume::From(s) => state = s,
     }
     let mut offset: u64 = state.cursor.parse().context("the cursor file's offset")?;
     let mut f = std::fs::File::open(&abs).with_context(|| format!("opening {}", abs.display()))?;
@@ -193,7 +177,9 @@ pub fn import_file(file: &Path, opts: &ImportOptions) -> anyhow::Result<ImportSt
             next += n as u64;
         }
         if !batch.is_empty() {
-            write_batch(&mut dst, &batch, opts.keep_existing, &mut state)?;
+            let records: Vec<(&[u8], &[u8], Option<i64>)> =
+                batch.iter().map(|(k, v, t)| (&k[..], &v[..], *t)).collect();
+            write_keys(&mut dst, &records, opts.keep_existing, &mut state)?;
         }
         offset = next;
         state.cursor = offset.to_string();
@@ -225,62 +211,8 @@ pub fn import_file(file: &Path, opts: &ImportOptions) -> anyhow::Result<ImportSt
             }
             return Ok(state);
         }
-        if opts.rate > 0 {
-            let due =
-                Duration::from_secs_f64((state.scanned - scanned_before) as f64 / opts.rate as f64);
-            if let Some(wait) = due.checked_sub(started.elapsed()) {
-                std::thread::sleep(wait);
-            }
-        }
+        pace(opts.rate, state.scanned - scanned_before, started);
     }
-}
-
-/// Writes a batch in one pipeline: `SET key value [PX ttl] [NX]` each. Refusals as
-/// [`crate::import`] counts them: `ERR` (too large, a TTL over the namespace's maximum) is
-/// named and counted; any other stops the import before its cursor passes the batch.
-fn write_batch(
-    dst: &mut redis::Connection,
-    batch: &[Record],
-    keep_existing: bool,
-    state: &mut ImportState,
-) -> anyhow::Result<()> {
-    let mut write = redis::pipe();
-    write.ignore_errors();
-    for (k, v, ttl) in batch {
-        let c = write.cmd("SET").arg(k).arg(v);
-        if let Some(ms) = ttl {
-            c.arg("PX").arg(*ms);
-            state.with_ttl += 1;
-        }
-        if keep_existing {
-            c.arg("NX");
-        }
-    }
-    let replies: Vec<redis::RedisResult<Value>> =
-        write.query(dst).context("writing keys to the target")?;
-    for ((k, _, _), r) in batch.iter().zip(replies) {
-        match r {
-            Ok(Value::Okay) => state.copied += 1,
-            Ok(Value::SimpleString(s)) if s == "OK" => state.copied += 1,
-            Ok(_) => state.kept += 1,
-            Err(e) if e.code() == Some("ERR") => {
-                eprintln!(
-                    "\rkey {:?} not copied: {e}",
-                    String::from_utf8_lossy(&k[..k.len().min(128)])
-                );
-                state.refused += 1;
-            }
-            Err(e) => {
-                return Err(e).with_context(|| {
-                    format!(
-                        "the target refused key {:?}; the cursor file still points before this batch",
-                        String::from_utf8_lossy(&k[..k.len().min(128)])
-                    )
-                });
-            }
-        }
-    }
-    Ok(())
 }
 
 #[cfg(test)]
