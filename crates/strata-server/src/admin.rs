@@ -111,12 +111,9 @@ const CONSOLE_HEADERS: [(header::HeaderName, &str); 4] = [
     (header::CACHE_CONTROL, "no-store"),
 ];
 
-async fn console_page() -> Response {
-    let mut r = (
-        [(header::CONTENT_TYPE, "text/html; charset=utf-8")],
-        include_str!("console/index.html"),
-    )
-        .into_response();
+/// One of the console's files, with its security headers.
+fn console_file(content_type: &'static str, body: &'static str) -> Response {
+    let mut r = ([(header::CONTENT_TYPE, content_type)], body).into_response();
     r.headers_mut().extend(
         CONSOLE_HEADERS
             .iter()
@@ -125,18 +122,18 @@ async fn console_page() -> Response {
     r
 }
 
+async fn console_page() -> Response {
+    console_file(
+        "text/html; charset=utf-8",
+        include_str!("console/index.html"),
+    )
+}
+
 async fn console_script() -> Response {
-    let mut r = (
-        [(header::CONTENT_TYPE, "text/javascript; charset=utf-8")],
+    console_file(
+        "text/javascript; charset=utf-8",
         include_str!("console/console.js"),
     )
-        .into_response();
-    r.headers_mut().extend(
-        CONSOLE_HEADERS
-            .iter()
-            .map(|(k, v)| (k.clone(), header::HeaderValue::from_static(v))),
-    );
-    r
 }
 
 /// Most keys `POST /namespaces/count` counts per namespace and layer.

@@ -112,17 +112,8 @@ enum Command {
         /// (key_base64 / value_base64 for bytes; docs/operations.md).
         #[arg(long)]
         file: Option<PathBuf>,
-        /// The Strata node's RESP address, as a Redis URL.
-        #[arg(
-            long,
-            env = "STRATA_IMPORT_TO",
-            hide_env_values = true,
-            default_value = "redis://127.0.0.1:6380"
-        )]
-        to: String,
-        /// The namespace to write into (database N is dbN).
-        #[arg(long, default_value = "db0")]
-        namespace: String,
+        #[command(flatten)]
+        target: ImportTarget,
         /// Only keys matching this Redis glob.
         #[arg(long = "match", default_value = "*")]
         pattern: String,
@@ -150,17 +141,8 @@ enum Command {
         /// The file of JSON lines.
         #[arg(long)]
         file: PathBuf,
-        /// The Strata node's RESP address, as a Redis URL.
-        #[arg(
-            long,
-            env = "STRATA_IMPORT_TO",
-            hide_env_values = true,
-            default_value = "redis://127.0.0.1:6380"
-        )]
-        to: String,
-        /// The namespace to warm (database N is dbN).
-        #[arg(long, default_value = "db0")]
-        namespace: String,
+        #[command(flatten)]
+        target: ImportTarget,
         /// Keys written per second at most (0: no limit).
         #[arg(long, default_value_t = 0)]
         rate: u64,
@@ -173,6 +155,22 @@ enum Command {
         #[command(subcommand)]
         action: ConfigAction,
     },
+}
+
+/// Where `import` and `warm` write.
+#[derive(Args)]
+struct ImportTarget {
+    /// The Strata node's RESP address, as a Redis URL.
+    #[arg(
+        long,
+        env = "STRATA_IMPORT_TO",
+        hide_env_values = true,
+        default_value = "redis://127.0.0.1:6380"
+    )]
+    to: String,
+    /// The namespace to write into (database N is dbN).
+    #[arg(long, default_value = "db0")]
+    namespace: String,
 }
 
 /// How the CLI reaches a node's admin port.
@@ -291,8 +289,7 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Import {
             from,
             file,
-            to,
-            namespace,
+            target: ImportTarget { to, namespace },
             pattern,
             batch,
             rate,
@@ -337,8 +334,7 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         }
         Command::Warm {
             file,
-            to,
-            namespace,
+            target: ImportTarget { to, namespace },
             rate,
             quiet,
         } => {

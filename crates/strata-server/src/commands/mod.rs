@@ -213,13 +213,19 @@ pub async fn execute_sets(shared: &Shared, s: &mut Session<'_>, group: &[Vec<Byt
                 s.reply.error(&e.to_string());
             }
         }
-        shared.latency.record("command", took);
-        if shared.slowlog.wants(took) {
-            let name = s.info.detail.lock().name.clone().unwrap_or_default();
-            shared
-                .slowlog
-                .record(took, args, s.info.addr.to_string(), name);
-        }
+        record_timing(shared, s, args, took);
+    }
+}
+
+/// A command's time, for `LATENCY` and (when it is slow enough) `SLOWLOG`, under the
+/// client's current name.
+fn record_timing(shared: &Shared, s: &Session<'_>, args: &[Bytes], took: Duration) {
+    shared.latency.record("command", took);
+    if shared.slowlog.wants(took) {
+        let name = s.info.detail.lock().name.clone().unwrap_or_default();
+        shared
+            .slowlog
+            .record(took, args, s.info.addr.to_string(), name);
     }
 }
 
@@ -300,14 +306,8 @@ pub async fn execute(shared: &Shared, s: &mut Session<'_>, args: &[Bytes]) {
     ) {
         s.sync_detail();
     }
-    shared.latency.record("command", took);
     // After the name is synced: `CLIENT SETNAME x` is logged under `x`, as Redis logs it.
-    if shared.slowlog.wants(took) {
-        let name = s.info.detail.lock().name.clone().unwrap_or_default();
-        shared
-            .slowlog
-            .record(took, args, s.info.addr.to_string(), name);
-    }
+    record_timing(shared, s, args, took);
 }
 
 async fn run(sh: &Shared, s: &mut Session<'_>, id: Cmd, a: &[Bytes]) -> Res<()> {
