@@ -49,6 +49,17 @@ fn populate(c: &mut redis::Connection) {
     p.query::<()>(c).unwrap();
 }
 
+/// A redis-server to import from, its URL, and a connection to it.
+fn source() -> (RedisServer, String, redis::Connection) {
+    let redis = RedisServer::start();
+    let from = format!("redis://{}", redis.address());
+    let src = redis::Client::open(from.as_str())
+        .unwrap()
+        .get_connection()
+        .unwrap();
+    (redis, from, src)
+}
+
 fn import(args: &[&str]) -> Output {
     Command::new(strata_bin())
         .arg("import")
@@ -126,12 +137,7 @@ fn check_copy(src: &mut redis::Connection, dst: &mut redis::Connection) {
 
 #[test]
 fn an_import_copies_what_matches_with_its_ttl_and_resumes_after_kill_9() {
-    let redis = RedisServer::start();
-    let from = format!("redis://{}", redis.address());
-    let mut src = redis::Client::open(from.as_str())
-        .unwrap()
-        .get_connection()
-        .unwrap();
+    let (_redis, from, mut src) = source();
     populate(&mut src);
     let srv = Server::start("");
     let dir = tempfile::tempdir().unwrap();
@@ -323,12 +329,7 @@ fn credentials_stay_out_of_the_cursor_file_and_messages() {
 /// and the import goes on.
 #[test]
 fn large_values_go_in_rounds_and_a_refused_one_is_named() {
-    let redis = RedisServer::start();
-    let from = format!("redis://{}", redis.address());
-    let mut src = redis::Client::open(from.as_str())
-        .unwrap()
-        .get_connection()
-        .unwrap();
+    let (_redis, from, mut src) = source();
     let big = |i: usize| vec![b'a' + i as u8; 9 << 20];
     for i in 0..8 {
         let _: () = cmd("SET")
