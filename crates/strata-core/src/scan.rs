@@ -74,8 +74,11 @@ impl<'a> ScanFrom<'a> {
 
 /// Sorts `keys` into scan order and drops repeats.
 pub fn sort_keys(keys: &mut Vec<bytes::Bytes>) {
-    keys.sort_unstable_by_key(|k| (scan_hash(k), k.clone()));
-    keys.dedup();
+    // Each key hashed once (not once per comparison), and no clone of a key per comparison.
+    let mut keyed: Vec<(u64, bytes::Bytes)> = keys.drain(..).map(|k| (scan_hash(&k), k)).collect();
+    keyed.sort_unstable();
+    keyed.dedup();
+    keys.extend(keyed.into_iter().map(|(_, k)| k));
 }
 
 #[cfg(test)]
