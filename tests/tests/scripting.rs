@@ -15,7 +15,7 @@ use strata_tests::{Server, three_nodes};
 /// redis-py: a Lock guarding a read-then-write counter `n` times, and a registered script
 /// incrementing another `n` times; all clients start at the same instant.
 const PY: &str = r#"
-import sys, time, redis
+import os, sys, time, redis
 port, n, start = int(sys.argv[1]), int(sys.argv[2]), float(sys.argv[3])
 r = redis.Redis(host="127.0.0.1", port=port)
 add = r.register_script("return redis.call('INCRBY', KEYS[1], ARGV[1])")
@@ -28,9 +28,12 @@ for _ in range(n):
         r.set("{t}guarded", v + 1)
         lock.extend(5)
     add(keys=["{t}scripted"], args=[1])
-lock = r.lock("{t}other", timeout=5)
+# A lock of this process's own: the clients finish together, and one lock shared by all
+# would be held by another finishing client at times.
+other = "{t}other-%d" % os.getpid()
+lock = r.lock(other, timeout=5)
 assert lock.acquire(blocking=False)
-assert not r.lock("{t}other", timeout=5).acquire(blocking=False), "two holders"
+assert not r.lock(other, timeout=5).acquire(blocking=False), "two holders"
 lock.release()
 print("ok")
 "#;
