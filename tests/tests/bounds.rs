@@ -409,6 +409,74 @@ fn key_listing_does_not_hold_up_other_clients() {
     );
 }
 
+/// DBSIZE and INFO keyspace on a large keyspace read counters kept on write (L1's index and
+/// L3's per-namespace counts), not a pass over the keys: each call is fast, and the count is
+/// exact through overwrites, deletes, a FLUSHDB of another database and a restart.
+#[test]
+fn dbsize_on_a_large_keyspace_reads_counters_and_stays_exact() {
+    let tmp = tempfile::tempdir().unwrap();
+    let mut srv = Server::start_in(tmp.path(), "");
+    let mut c = srv.redis();
+    pipeline_set(&mut c, 0..60_000, Some("v"));
+    let dbsize = |c: &mut redis::Connection| -> (i64, Duration) {
+        let t = Instant::now();
+        let n: i64 = redis::cmd("DBSIZE").query(c).unwrap();
+        (n, t.elapsed())
+    };
+    // The slowest of 20 calls, once L3 has counted its keys (its first maintenance tick).
+    let settled = |c: &mut redis::Connection, want: i64| -> Duration {
+        let deadline = Instant::now() + Duration::from_secs(10);
+        loop {
+            let calls: Vec<(i64, Duration)> = (0..20).map(|_| dbsize(c)).collect();
+            assert!(
+                calls.iter().all(|(n, _)| *n == want),
+                "DBSIZE {calls:?}, want {want}"
+            );
+            let mut times: Vec<Duration> = calls.iter().map(|(_, t)| *t).collect();
+            times.sort();
+            if times[10] < Duration::from_millis(5) || Instant::now() > deadline {
+                return times[10];
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    };
+    let median = settled(&mut c, 60_000);
+    println!("DBSIZE of 60k keys: median {median:?}");
+    // A listing of 60k keys from L1 and L3 takes tens of milliseconds here.
+    assert!(
+        median < Duration::from_millis(5),
+        "DBSIZE median {median:?}"
+    );
+    let info: String = redis::cmd("INFO").arg("keyspace").query(&mut c).unwrap();
+    assert!(info.contains("db0:keys=60000,"), "{info}");
+
+    // Overwrites do not count twice; deletes count down.
+    pipeline_set(&mut c, 0..1_000, Some("again"));
+    pipeline_set(&mut c, 50_000..55_000, None);
+    assert!(settled(&mut c, 55_000) < Duration::from_millis(5));
+
+    // Another database is counted apart, and FLUSHDB empties its count at once.
+    let mut other = srv.redis();
+    let _: () = redis::cmd("SELECT").arg(1).query(&mut other).unwrap();
+    pipeline_set(&mut other, 0..20_000, Some("w"));
+    assert_eq!(dbsize(&mut other).0, 20_000);
+    let _: () = redis::cmd("FLUSHDB").query(&mut other).unwrap();
+    assert_eq!(dbsize(&mut other).0, 0);
+    pipeline_set(&mut other, 0..12_000, Some("w"));
+    assert_eq!(dbsize(&mut other).0, 12_000);
+    assert_eq!(dbsize(&mut c).0, 55_000);
+
+    // After a restart L1 is empty and L3 counts its records again.
+    assert!(srv.terminate().success());
+    let srv = Server::start_in(tmp.path(), "");
+    let mut c = srv.redis();
+    let median = settled(&mut c, 55_000);
+    assert!(
+        median < Duration::from_millis(5),
+        "DBSIZE median {median:?} after a restart"
+    );
+}
+
 /// SCAN cursors are positions, not server state: a scan interrupted by 70,000 other scans,
 /// by writes and deletes, and by a restart of the server carries on with its cursor and
 /// returns every key that was there throughout exactly once (the table of remembered cursors

@@ -1423,6 +1423,23 @@ impl Cache {
         Ok(keys)
     }
 
+    /// How many keys of `namespace` this node holds, from the layers' counters (O(1)): the
+    /// largest count of any layer it reads (each layer holds a subset of the keys, and L3,
+    /// written through, usually all). An upper bound in the way Redis's `DBSIZE` is: it
+    /// counts entries whose expiry passed and that are not reclaimed yet. `None` when a layer
+    /// keeps no count (the Redis bridge): list the keys instead.
+    pub fn key_count(&self, namespace: &str) -> Option<u64> {
+        let mut n = self
+            .inner
+            .l1
+            .as_ref()
+            .map_or(0, |l1| l1.key_count(namespace));
+        for tier in self.lower_tiers(self.policy_use_l3(namespace)) {
+            n = n.max((**tier).key_count(namespace)?);
+        }
+        Some(n)
+    }
+
     /// Whether `namespace` exists in this node's memory (written, invalidated or configured
     /// since start). Cheap: one table lookup.
     pub fn has_namespace(&self, namespace: &str) -> bool {

@@ -51,24 +51,29 @@ pub const ENTRY_OVERHEAD_BYTES: u64 = 256;
 /// Shards of [`KeyIndex`]: writers to different shards do not contend.
 const INDEX_SHARDS: usize = 16;
 
-/// L1's keys in scan order ([`crate::scan`]: by hash, then bytes), by namespace id, so that a
-/// page of keys (`SCAN`) costs O(page · log n) instead of a pass over every entry. Sharded by
-/// the key's hash; a page merges the shards' next keys. Every store inserts its key, so the
-/// index never misses a key L1 holds; the remove paths take keys out, and a page checks each
-/// key against the pool anyway (an entry can expire or be flushed while its key is still
-/// listed here).
+/// L1's keys in scan order ([`crate::scan`]: by hash, then bytes), per namespace id, so that
+/// a page of keys (`SCAN`) costs O(page · log n) instead of a pass over every entry, and a
+/// namespace's key count (`DBSIZE`) is a sum of set sizes. Sharded by the key's hash; a page
+/// merges the shards' next keys. Every store inserts its key, so the index never misses a key
+/// L1 holds; the remove paths take keys out, and a page checks each key against the pool
+/// anyway (an entry can expire while its key is still listed here). A flush drops the
+/// namespace's sets at once.
 struct KeyIndex {
     shards: Box<[IndexShard]>,
 }
 
-/// One shard of [`KeyIndex`]: (namespace id, scan hash, key), ordered.
-type IndexShard = parking_lot::Mutex<std::collections::BTreeSet<(u32, u64, Bytes)>>;
+/// One shard of [`KeyIndex`]: per namespace id, (scan hash, key), ordered.
+type IndexShard = parking_lot::Mutex<HashMap<u32, std::collections::BTreeSet<(u64, Bytes)>>>;
+
+/// Above this many keys, a dropped index set is freed on a thread of its own rather than by
+/// the caller (a flush answers at once).
+const DROP_ELSEWHERE_ABOVE: usize = 10_000;
 
 impl KeyIndex {
     fn new() -> Self {
         KeyIndex {
             shards: (0..INDEX_SHARDS)
-                .map(|_| parking_lot::Mutex::new(std::collections::BTreeSet::new()))
+                .map(|_| parking_lot::Mutex::new(HashMap::new()))
                 .collect(),
         }
     }
@@ -81,14 +86,20 @@ impl KeyIndex {
     fn insert(&self, ns: u32, key: &Bytes) {
         let h = scan_hash(key);
         // A key already there stays as it is (`BTreeSet::insert` does not replace).
-        self.shard(h).lock().insert((ns, h, key.clone()));
+        self.shard(h)
+            .lock()
+            .entry(ns)
+            .or_default()
+            .insert((h, key.clone()));
     }
 
     /// Takes `key` out (an eviction: quick_cache holds the key's shard, so no write of the
     /// key can be in between).
     fn remove(&self, ns: u32, key: Bytes) {
         let h = scan_hash(&key);
-        self.shard(h).lock().remove(&(ns, h, key));
+        if let Some(set) = self.shard(h).lock().get_mut(&ns) {
+            set.remove(&(h, key));
+        }
     }
 
     /// Takes `key` out unless `held` says the pool holds it again: a write that stored the
@@ -98,30 +109,55 @@ impl KeyIndex {
     fn remove_unless_held(&self, ns: u32, key: Bytes, held: impl FnOnce(&[u8]) -> bool) {
         let h = scan_hash(&key);
         let mut s = self.shard(h).lock();
-        if !held(&key) {
-            s.remove(&(ns, h, key));
+        if !held(&key)
+            && let Some(set) = s.get_mut(&ns)
+        {
+            set.remove(&(h, key));
         }
+    }
+
+    /// Drops every key of namespace `ns` (a flush), in O(shards); a large set is freed on a
+    /// thread of its own.
+    fn drop_namespace(&self, ns: u32) {
+        let mut dropped = Vec::new();
+        for shard in self.shards.iter() {
+            if let Some(set) = shard.lock().remove(&ns) {
+                dropped.push(set);
+            }
+        }
+        if dropped.iter().map(|s| s.len()).sum::<usize>() > DROP_ELSEWHERE_ABOVE {
+            let _ = std::thread::Builder::new()
+                .name("strata-l1-free".into())
+                .spawn(move || drop(dropped));
+        }
+    }
+
+    /// How many keys of namespace `ns` are indexed: those L1 holds, including entries whose
+    /// expiry passed and that the sweep has not reclaimed yet (as Redis's `DBSIZE` counts).
+    fn count(&self, ns: u32) -> u64 {
+        self.shards
+            .iter()
+            .map(|s| s.lock().get(&ns).map_or(0, |set| set.len() as u64))
+            .sum()
     }
 
     /// Up to `limit` keys of namespace `ns` from `from`, in scan order.
     fn page(&self, ns: u32, from: ScanFrom<'_>, limit: usize) -> Vec<(u64, Bytes)> {
         use std::ops::Bound;
         let lower = match from.after_key() {
-            Some(a) => Bound::Excluded((ns, from.hash(), Bytes::copy_from_slice(a))),
-            None => Bound::Included((ns, from.hash(), Bytes::new())),
-        };
-        let upper = match ns.checked_add(1) {
-            Some(next) => Bound::Excluded((next, 0, Bytes::new())),
-            None => Bound::Unbounded,
+            Some(a) => Bound::Excluded((from.hash(), Bytes::copy_from_slice(a))),
+            None => Bound::Included((from.hash(), Bytes::new())),
         };
         let mut out = Vec::new();
         for shard in self.shards.iter() {
             let s = shard.lock();
-            out.extend(
-                s.range((lower.clone(), upper.clone()))
-                    .take(limit)
-                    .map(|(_, h, k)| (*h, k.clone())),
-            );
+            if let Some(set) = s.get(&ns) {
+                out.extend(
+                    set.range((lower.clone(), Bound::Unbounded))
+                        .take(limit)
+                        .map(|(h, k)| (*h, k.clone())),
+                );
+            }
         }
         if out.len() > limit {
             out.select_nth_unstable(limit);
@@ -648,8 +684,20 @@ impl MemoryTier {
     /// Makes every entry of `namespace` a miss at once (O(1)); the sweep reclaims the memory.
     pub fn flush_namespace_sync(&self, namespace: &str) {
         if let Some(ns) = self.namespace(namespace) {
+            // The index first: a write that reads the new generation indexes its key after
+            // this; one that read the old generation stored a dead entry, and the sweep
+            // takes both its entry and any index line it left out again.
+            self.index.drop_namespace(ns.id);
             ns.generation.fetch_add(1, Ordering::AcqRel);
         }
+    }
+
+    /// How many keys of `namespace` L1 holds, in O(1) (a sum over the index's shards):
+    /// entries whose expiry passed count until they are read or swept, as in Redis's
+    /// `DBSIZE`.
+    pub fn key_count(&self, namespace: &str) -> u64 {
+        self.namespace(namespace)
+            .map_or(0, |ns| self.index.count(ns.id))
     }
 
     /// Up to `limit` keys of `namespace` with fresh entries, in scan order, from `from`:
@@ -779,6 +827,10 @@ impl Tier for MemoryTier {
         Ok(self.remove_sync(namespace, key))
     }
 
+    fn key_count(&self, namespace: &str) -> Option<u64> {
+        Some(MemoryTier::key_count(self, namespace))
+    }
+
     async fn remove_version(
         &self,
         namespace: &str,
@@ -895,11 +947,26 @@ mod tests {
         let mid = scan_hash(&want[want.len() / 2]);
         let from_mid = l1.scan_keys_sync("ns", ScanFrom::at_hash(mid), usize::MAX);
         assert_eq!(from_mid, want[want.len() / 2..]);
-        // Flushed: nothing listed at once; the sweep empties the index of the namespace.
+        // Counted: every indexed key, the expired ones too until they are swept.
+        assert_eq!(
+            l1.key_count("ns") as usize,
+            want.len() + (0..5_000).filter(|i| i % 10 == 0 && i % 7 != 1).count()
+        );
+        // Flushed: nothing listed or counted at once; a write after the flush counts.
         l1.flush_namespace_sync("ns");
         assert!(page(None).is_empty());
+        assert_eq!(l1.key_count("ns"), 0);
+        l1.set_sync("ns", Bytes::from_static(b"new"), entry(b"v", 2, None))
+            .unwrap();
+        assert_eq!(l1.key_count("ns"), 1);
+        l1.remove_sync("ns", b"new");
         l1.purge_expired_sync();
-        let indexed: usize = l1.index.shards.iter().map(|s| s.lock().len()).sum();
+        let indexed: usize = l1
+            .index
+            .shards
+            .iter()
+            .map(|s| s.lock().values().map(|set| set.len()).sum::<usize>())
+            .sum();
         assert_eq!(indexed, 1, "only the other namespace's key is left");
         assert_eq!(
             l1.scan_keys_sync("other", ScanFrom::START, 10),
@@ -918,9 +985,15 @@ mod tests {
                 .unwrap();
         }
         let held = l1.entry_count() as usize;
-        let indexed: usize = l1.index.shards.iter().map(|s| s.lock().len()).sum();
+        let indexed: usize = l1
+            .index
+            .shards
+            .iter()
+            .map(|s| s.lock().values().map(|set| set.len()).sum::<usize>())
+            .sum();
         assert!(held < 20_000, "some were evicted: {held}");
         assert_eq!(indexed, held, "the index holds exactly the held keys");
+        assert_eq!(l1.key_count("ns") as usize, held);
         assert_eq!(
             l1.scan_keys_sync("ns", ScanFrom::START, usize::MAX).len(),
             held

@@ -203,6 +203,15 @@ pub trait Tier: Send + Sync + std::fmt::Debug + 'static {
         )))
     }
 
+    /// How many keys of `namespace` this tier holds, read from counters kept on write (O(1)
+    /// or close to it): what `DBSIZE` and `INFO keyspace` answer for a large keyspace. It may
+    /// count entries whose expiry passed and that are not reclaimed yet, as Redis's `DBSIZE`
+    /// does. `None` (the default): the tier keeps no count, and callers list the keys.
+    fn key_count(&self, namespace: &str) -> Option<u64> {
+        let _ = namespace;
+        None
+    }
+
     /// Removes every entry of every namespace. The default flushes each namespace that
     /// [`Tier::namespaces`] lists; tiers that can do it in one step (L3: a range delete)
     /// override it.

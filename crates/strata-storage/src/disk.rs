@@ -45,6 +45,7 @@ use strata_core::{
     Clock, Entry, Layer, NamespacePolicy, SetOutcome, Tier, TierError, TierHealth, Version,
 };
 
+use crate::counts::KeyCounts;
 use crate::faults::{Faults, Marker, Plan, ReadGate};
 use crate::record;
 
@@ -143,6 +144,8 @@ pub struct DiskTier {
     /// a previous run left them (read once: faults this process records before the first
     /// open set the file too, and are applied precisely from memory instead).
     prior_dirty: std::sync::atomic::AtomicBool,
+    /// Keys per namespace, kept on write and recounted by the expiry pass ([`crate::counts`]).
+    key_counts: KeyCounts,
 }
 
 /// One write waiting for the group-commit writer.
@@ -325,6 +328,7 @@ impl DiskTier {
             free_bytes: AtomicU64::new(u64::MAX),
             min_free: AtomicU64::new(config.min_free_bytes),
             prior_dirty: std::sync::atomic::AtomicBool::new(Marker::new(&config.path).dirty()),
+            key_counts: KeyCounts::default(),
             config,
             clock,
         }
@@ -462,6 +466,7 @@ impl DiskTier {
                         }
                     }
                 }
+                self.key_counts.invalidate();
                 *self.db.write() = Some(Arc::new(db));
                 self.refresh_free_space();
                 if let Err(e) = self.reconcile() {
@@ -591,7 +596,9 @@ impl DiskTier {
                 self.counters.corrupt_records.incr();
                 tracing::warn!(namespace, error = %err, "corrupt L3 record deleted");
                 drop(bytes);
+                let _change = self.key_counts.change();
                 db.delete_opt(dkey, &self.write_opts()).map_err(failed)?;
+                self.key_counts.add(dkey, -1);
                 return Ok(None);
             }
         };
@@ -604,7 +611,9 @@ impl DiskTier {
             let limit = now.saturating_add(strata_core::time::duration_ms(max));
             if at > limit || entry.stale_until_ms.is_some_and(|s| s > limit) {
                 self.counters.policy_drops.incr();
+                let _change = self.key_counts.change();
                 db.delete_opt(dkey, &self.write_opts()).map_err(failed)?;
+                self.key_counts.add(dkey, -1);
                 return Ok(None);
             }
         }
@@ -684,19 +693,22 @@ impl DiskTier {
         self.refresh_free_space();
         let shedding = self.shedding.load(Ordering::Acquire);
         let mut batch = WriteBatch::default();
-        let mut in_batch: HashMap<&[u8], Version> = HashMap::new();
+        // Each key's state after the batch's earlier writes: `Some(version)` stored, `None`
+        // deleted (a shed write).
+        let mut in_batch: HashMap<&[u8], Option<Version>> = HashMap::new();
+        // Records the batch adds (+1) or deletes (-1), for the key counts.
+        let mut deltas: Vec<(&[u8], i64)> = Vec::new();
         let mut newest = 0;
         let outcomes: Vec<Result<SetOutcome, TierError>> = reqs
             .iter()
             .zip(&keys)
             .map(|(r, dkey)| {
-                let stored = match in_batch.get(dkey.as_slice()) {
-                    Some(v) => Some(*v),
-                    None => db
-                        .get_pinned(dkey)
-                        .map_err(failed)?
-                        .and_then(|old| record::decode_header(&old).ok())
-                        .map(|h| h.version),
+                let (exists, stored) = match in_batch.get(dkey.as_slice()) {
+                    Some(state) => (state.is_some(), *state),
+                    None => match db.get_pinned(dkey).map_err(failed)? {
+                        None => (false, None),
+                        Some(old) => (true, record::decode_header(&old).ok().map(|h| h.version)),
+                    },
                 };
                 if stored.is_some_and(|v| v > r.entry.version) {
                     return Ok(SetOutcome::KeptNewer);
@@ -704,17 +716,24 @@ impl DiskTier {
                 if shedding {
                     self.counters.shed_writes.incr();
                     batch.delete(dkey);
-                    in_batch.remove(dkey.as_slice());
+                    in_batch.insert(dkey, None);
+                    if exists {
+                        deltas.push((dkey.as_slice(), -1));
+                    }
                     return Ok(SetOutcome::Skipped);
                 }
                 let bytes = record::encode(&r.entry, self.policy(&r.namespace).compression)
                     .map_err(failed)?;
                 batch.put(dkey, &bytes);
-                in_batch.insert(dkey, r.entry.version);
+                in_batch.insert(dkey, Some(r.entry.version));
+                if !exists {
+                    deltas.push((dkey.as_slice(), 1));
+                }
                 newest = newest.max(r.entry.version.physical_ms());
                 Ok(SetOutcome::Stored)
             })
             .collect();
+        let change = self.key_counts.change();
         let written = db.write_opt(batch, &self.write_opts());
         let outcomes: Vec<_> = outcomes
             .into_iter()
@@ -735,7 +754,11 @@ impl DiskTier {
         drop(db);
         if written.is_ok() {
             self.newest_write_ms.fetch_max(newest, Ordering::AcqRel);
+            for (dkey, delta) in deltas {
+                self.key_counts.add(dkey, delta);
+            }
         }
+        drop(change);
         for (r, outcome) in reqs.into_iter().zip(outcomes) {
             let _ = r.reply.send(outcome);
         }
@@ -775,7 +798,10 @@ impl DiskTier {
         {
             return Ok(false);
         }
+        let change = self.key_counts.change();
         db.delete_opt(dkey, &self.write_opts()).map_err(failed)?;
+        self.key_counts.add(dkey, -1);
+        drop(change);
         let now = self.clock.now_ms();
         Ok(present.is_some_and(|h| h.is_retained(now)))
     }
@@ -862,7 +888,14 @@ impl DiskTier {
             }
         };
         let guards: Vec<_> = stripes.iter().map(|&i| self.key_locks[i].lock()).collect();
+        let change = self.key_counts.change();
         db.write_opt(batch, &sync).map_err(failed)?;
+        match &keys {
+            // Which of the keys still had a record is not known: count again.
+            Some(_) => self.key_counts.invalidate(),
+            None => self.key_counts.clear_all(),
+        }
+        drop(change);
         let clear = match &keys {
             Some(keys) => self.faults.applied_keys(keys),
             None => self.faults.applied_everything(upto),
@@ -900,7 +933,10 @@ impl DiskTier {
             let db = self.db()?;
             let mut batch = WriteBatch::default();
             batch.delete_range(&[1u8][..], KEYSPACE_END);
+            let change = self.key_counts.change();
             db.write_opt(batch, &self.write_opts()).map_err(failed)?;
+            self.key_counts.clear_all();
+            drop(change);
             reclaim_all(&db);
             Ok(())
         })
@@ -934,7 +970,10 @@ impl DiskTier {
                 }
             }
         }
+        let deleted = batch.len() as i64;
+        let _change = self.key_counts.change();
         db.write_opt(batch, &self.write_opts()).map_err(failed)?;
+        self.key_counts.add_prefix(&prefix, -deleted);
         Ok(n)
     }
 
@@ -1046,8 +1085,16 @@ impl DiskTier {
             let end = prefix_end(&prefix);
             let mut batch = WriteBatch::default();
             batch.delete_range(&prefix, &end);
+            let change = self.key_counts.change();
             db.write_opt(batch, &self.write_opts()).map_err(failed)?;
-            // Reclaims the namespace's space now rather than at some later compaction.
+            self.key_counts.clear_prefix(&prefix);
+            drop(change);
+            // Reclaims the namespace's space now rather than at some later compaction: the
+            // files wholly inside the range go first (no new file is written, so this works
+            // on a full disk), then a compaction of what remains.
+            if let Err(e) = db.delete_file_in_range(&prefix, &end) {
+                tracing::warn!(error = %e, "L3 could not drop the flushed namespace's files");
+            }
             if !stalled(&db) {
                 db.compact_range(Some(&prefix), Some(&end));
             }
@@ -1061,7 +1108,12 @@ impl DiskTier {
         let wm = self.watermark.load(Ordering::Acquire);
         let mut batch = WriteBatch::default();
         let mut n = 0;
-        for item in db.iterator(IteratorMode::Start) {
+        // The pass recounts the keys it keeps (see `crate::counts`).
+        let mut counts: HashMap<Box<[u8]>, u64> = HashMap::new();
+        let (recount, records) = self
+            .key_counts
+            .begin_recount(|| db.iterator(IteratorMode::Start));
+        for item in records {
             let (k, v) = item.map_err(failed)?;
             if k.first() == Some(&0) {
                 continue;
@@ -1076,10 +1128,29 @@ impl DiskTier {
             if drop {
                 batch.delete(&k);
                 n += 1;
+            } else if let Some(prefix) = crate::counts::ns_prefix_of(&k) {
+                match counts.get_mut(prefix) {
+                    Some(c) => *c += 1,
+                    None => {
+                        counts.insert(prefix.into(), 1);
+                    }
+                }
             }
         }
+        // Before the deletes: a record they fail to delete is expired or evicted, never
+        // served, and not counted.
+        self.key_counts.finish_recount(recount, counts);
         db.write_opt(batch, &self.write_opts()).map_err(failed)?;
         Ok(n)
+    }
+
+    /// Counts the keys of each namespace when the counts are not known (after an open or an
+    /// eviction pass): the expiry pass, which counts what it keeps. Blocking.
+    pub fn count_keys_if_unknown(&self) -> Result<(), TierError> {
+        if self.key_counts.known() {
+            return Ok(());
+        }
+        self.purge_blocking().map(|_| ())
     }
 
     /// Flushes memtables and compacts everything now, so the compaction filter drops expired
@@ -1176,6 +1247,10 @@ impl DiskTier {
                 capacity_bytes = cap,
                 "L3 eviction pass"
             );
+        }
+        if passes > 0 {
+            // The compaction filter dropped records the counts still hold.
+            self.key_counts.invalidate();
         }
         Ok(SizeReport {
             before_bytes: before,
@@ -1548,6 +1623,10 @@ impl Tier for SharedDiskTier {
 
     fn write_fault(&self) -> Option<String> {
         self.0.write_fault()
+    }
+
+    fn key_count(&self, namespace: &str) -> Option<u64> {
+        self.0.key_counts.get(&ns_prefix(namespace))
     }
 
     fn health(&self) -> TierHealth {

@@ -18,6 +18,7 @@
 //! operation returns `TierError::Unavailable`, which the manager serves as a miss.
 
 #[cfg(feature = "rocksdb")]
+mod counts;
 pub mod disk;
 #[cfg(feature = "rocksdb")]
 pub mod faults;

@@ -471,3 +471,71 @@ async fn concurrent_grouped_writes_keep_the_newest_version() {
         assert_eq!(got.value, Bytes::from(format!("{key}@{newest}")));
     }
 }
+
+/// L3's key counts (what `DBSIZE` reads): unknown until counted after an open, then kept
+/// exact by writes, overwrites, removals, pattern invalidations, a namespace flush, an
+/// expiry pass and concurrent writes during a recount.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn key_counts_follow_every_change_and_survive_a_recount_under_writes() {
+    let dir = tempfile::tempdir().unwrap();
+    let clock = ManualClock::new(1_000);
+    let t = open(dir.path(), Arc::new(clock.clone()));
+    assert_eq!(t.key_count("a"), None, "unknown before the first count");
+    t.0.count_keys_if_unknown().unwrap();
+    assert_eq!(t.key_count("a"), Some(0));
+    for i in 0..1_000u64 {
+        t.set("a", Bytes::from(format!("k{i}")), entry(b"v", i + 1))
+            .await
+            .unwrap();
+    }
+    for i in 0..10u64 {
+        t.set("b", Bytes::from(format!("k{i}")), entry(b"v", i + 1))
+            .await
+            .unwrap();
+    }
+    // Overwrites count once; removals (and removals of absent keys) count down once.
+    for i in 0..100u64 {
+        t.set("a", Bytes::from(format!("k{i}")), entry(b"w", 5_000 + i))
+            .await
+            .unwrap();
+    }
+    for i in 900..1_100u64 {
+        t.remove("a", format!("k{i}").as_bytes()).await.unwrap();
+    }
+    assert_eq!(t.key_count("a"), Some(900));
+    let glob = strata_core::glob::Glob::new(b"k1?").unwrap();
+    assert_eq!(t.invalidate_pattern("a", &glob).await.unwrap(), 10);
+    assert_eq!(t.key_count("a"), Some(890));
+    t.flush_namespace("b").await.unwrap();
+    assert_eq!(t.key_count("b"), Some(0));
+    assert_eq!(t.key_count("a"), Some(890));
+
+    // An expiry pass recounts from the records while writers add keys: the count is the
+    // keys held when both are done.
+    let mut e = entry(b"x", 10_000);
+    e.expires_at_ms = Some(1_500);
+    t.set("a", Bytes::from_static(b"short"), e).await.unwrap();
+    clock.set(2_000);
+    let writer = {
+        let t = t.clone();
+        tokio::spawn(async move {
+            for i in 0..2_000u64 {
+                t.set("a", Bytes::from(format!("n{i}")), entry(b"v", 20_000 + i))
+                    .await
+                    .unwrap();
+            }
+        })
+    };
+    for _ in 0..5 {
+        t.purge_expired().await.unwrap();
+    }
+    writer.await.unwrap();
+    assert_eq!(t.key_count("a"), Some(2_890));
+
+    // A reopen forgets the counts; the next count finds the records.
+    t.0.close();
+    t.0.open().unwrap();
+    assert_eq!(t.key_count("a"), None);
+    t.0.count_keys_if_unknown().unwrap();
+    assert_eq!(t.key_count("a"), Some(2_890));
+}

@@ -60,6 +60,11 @@ mod rocks {
             if let Err(e) = self.enforce_size() {
                 tracing::warn!(error = %e, "L3 size enforcement failed");
             }
+            // DBSIZE reads L3's key counts: after an open or an eviction pass they are
+            // counted again here (until then, DBSIZE lists the keys).
+            if let Err(e) = self.count_keys_if_unknown() {
+                tracing::debug!(error = %e, "L3 could not count its keys yet");
+            }
         }
 
         fn stop(&self) {

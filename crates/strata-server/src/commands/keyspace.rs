@@ -64,6 +64,21 @@ pub(super) async fn list_keys(
     Ok(keys)
 }
 
+/// Below this many keys (by the layers' counters), `DBSIZE` and `INFO keyspace` list the keys
+/// and answer exactly; above it they answer the counters in O(1) (see
+/// [`strata_core::Cache::key_count`]; docs/protocol.md).
+const COUNT_EXACTLY_UP_TO: u64 = 10_000;
+
+/// The number of keys of `ns`, as `DBSIZE` answers it: the layers' counters for a large
+/// keyspace (O(1)), a listing for a small one or where a layer keeps no count (the Redis
+/// bridge).
+pub(super) async fn db_size(sh: &Shared, ns: &str) -> Res<u64> {
+    match sh.cache.key_count(ns) {
+        Some(n) if n > COUNT_EXACTLY_UP_TO => Ok(n),
+        _ => Ok(list_keys(sh, ns, None, usize::MAX).await?.len() as u64),
+    }
+}
+
 /// SCAN with a stateless cursor: the cursor is a position in scan order ([`strata_core::scan`]),
 /// the smallest hash the next page starts at. A page holds COUNT keys, plus any that share
 /// the last one's hash (so that a cursor never falls between keys of one hash), and its

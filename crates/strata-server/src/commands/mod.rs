@@ -533,7 +533,7 @@ async fn run(sh: &Shared, s: &mut Session<'_>, id: Cmd, a: &[Bytes]) -> Res<()> 
             }
         }
         Cmd::Dbsize => {
-            let n = list_keys(sh, &s.ns, None, usize::MAX).await?.len();
+            let n = db_size(sh, &s.ns).await?;
             s.reply.integer(n as i64);
         }
         Cmd::Flushdb | Cmd::Flushall => {

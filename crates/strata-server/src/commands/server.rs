@@ -323,15 +323,10 @@ pub(super) async fn info(sh: &Shared, s: &mut Session<'_>, sections: &[Bytes]) {
             if s.user.as_ref().is_some_and(|u| !u.allows_namespace(&ns)) {
                 continue;
             }
-            if let Ok(keys) = list_keys(sh, &ns, None, usize::MAX).await
-                && !keys.is_empty()
+            if let Ok(n) = db_size(sh, &ns).await
+                && n > 0
             {
-                let _ = write!(
-                    out,
-                    "db{i}:keys={},expires={},avg_ttl=0\r\n",
-                    keys.len(),
-                    keys.len()
-                );
+                let _ = write!(out, "db{i}:keys={n},expires={n},avg_ttl=0\r\n");
             }
         }
         out.push_str("\r\n");

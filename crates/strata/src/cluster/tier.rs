@@ -338,6 +338,12 @@ impl Tier for ClusterTier {
         Ok(self.shared.owner.namespace_names())
     }
 
+    /// The keys this member holds as an owner (primary or replica), as a Redis Cluster
+    /// node's `DBSIZE` counts its own slots' keys.
+    fn key_count(&self, namespace: &str) -> Option<u64> {
+        Some(self.shared.owner.key_count(namespace))
+    }
+
     fn health(&self) -> TierHealth {
         let s = &self.shared;
         if !s.cfg.seeds.is_empty() && s.others().is_empty() {
