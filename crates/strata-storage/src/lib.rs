@@ -19,6 +19,7 @@
 
 #[cfg(feature = "rocksdb")]
 mod counts;
+#[cfg(feature = "rocksdb")]
 pub mod disk;
 #[cfg(feature = "rocksdb")]
 pub mod faults;
