@@ -288,6 +288,62 @@ fn clients_cannot_fill_the_namespace_table_and_flushall_always_works() {
     }
 }
 
+/// A namespace a client emptied gives its slot back within a sweep: 1,000 namespaces come
+/// and go through a budget of 100 (`server.max_namespaces`), a namespace that still holds a
+/// key is kept, and the numbered databases stay open.
+#[test]
+fn emptied_namespaces_give_their_slots_back() {
+    let tmp = tempfile::tempdir().unwrap();
+    let s = Server::start_with_env(
+        tmp.path(),
+        "[server]\nmax_namespaces = 100\n",
+        &[("STRATA__L1__SWEEP_INTERVAL_MS", "200")],
+    );
+    let mut c = s.raw();
+    assert_eq!(c.cmd(&[b"SELECT", b"keeper"]), Frame::Simple("OK".into()));
+    assert_eq!(c.cmd(&[b"SET", b"k", b"kept"]), Frame::Simple("OK".into()));
+    let started = Instant::now();
+    let mut refusals = 0;
+    for i in 0..1_000 {
+        let name = format!("junk{i}");
+        // Refused while the budget is spent; an emptied namespace is reclaimed by the next
+        // sweep (every second by default, 200 ms here).
+        loop {
+            match c.cmd(&[b"SELECT", name.as_bytes()]) {
+                Frame::Simple(_) => break,
+                Frame::Error(e) => {
+                    let e = String::from_utf8_lossy(&e).into_owned();
+                    assert!(e.contains("server.max_namespaces (100)"), "{e}");
+                    refusals += 1;
+                    assert!(
+                        started.elapsed() < Duration::from_secs(90),
+                        "namespaces are not given back: {i} of 1000 after {:?}",
+                        started.elapsed()
+                    );
+                    std::thread::sleep(Duration::from_millis(50));
+                }
+                other => panic!("{other:?}"),
+            }
+        }
+        assert_eq!(c.cmd(&[b"SET", b"k", b"v"]), Frame::Simple("OK".into()));
+        assert_eq!(c.cmd(&[b"GET", b"k"]), Frame::Bulk("v".into()));
+        assert_eq!(c.cmd(&[b"DEL", b"k"]), Frame::Integer(1));
+    }
+    let reclaimed = metric_value(&s, "strata_namespaces_reclaimed_total").unwrap();
+    let live = metric_value(&s, "strata_namespaces").unwrap();
+    println!(
+        "1000 namespaces through a budget of 100 in {:?}: {refusals} refusals, {reclaimed} reclaimed, {live} in the table",
+        started.elapsed()
+    );
+    assert!(reclaimed >= 900.0, "{reclaimed} reclaimed");
+    assert!(live <= 100.0, "{live} namespaces in the table");
+    assert_eq!(c.cmd(&[b"SELECT", b"keeper"]), Frame::Simple("OK".into()));
+    assert_eq!(c.cmd(&[b"GET", b"k"]), Frame::Bulk("kept".into()));
+    assert_eq!(c.cmd(&[b"SELECT", b"15"]), Frame::Simple("OK".into()));
+    assert_eq!(c.cmd(&[b"DBSIZE"]), Frame::Integer(0));
+    assert_eq!(c.cmd(&[b"FLUSHALL"]), Frame::Simple("OK".into()));
+}
+
 /// What a command reads or builds is not kept once it is done: a client name is a copy (a
 /// slice would pin the whole read buffer), errors do not echo megabytes, and a large reply's
 /// buffer is let go once written.

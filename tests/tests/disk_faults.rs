@@ -179,8 +179,8 @@ fn below_the_watermark_nothing_comes_back_and_l3_recovers_when_space_is_freed() 
         l3_health(&s)
     );
     // A write is shed while free space is below the watermark, and space comes back in
-    // steps (RocksDB drops files, flushes and compacts after the range delete): L3 stores
-    // again within a few maintenance ticks, which the shed-writes counter shows.
+    // steps (RocksDB flushes and compacts after the range delete): L3 stores again within a
+    // few maintenance ticks, which the shed-writes counter shows.
     let shed = |s: &Server| metric_value(s, "strata_l3_shed_writes_total").unwrap_or(0.0);
     assert!(
         eventually(Duration::from_secs(15), || {

@@ -41,7 +41,7 @@ pub mod warm;
 
 pub use entry::{Entry, Limits, Tags};
 pub use error::{CacheError, LoaderError, TierError};
-pub use manager::{Cache, CacheBuilder, LoadOptions, Lookup, SetOptions};
+pub use manager::{Cache, CacheBuilder, LoadOptions, Lookup, NamespaceHold, SetOptions};
 pub use memory::{MemoryTier, MemoryTierConfig};
 pub use namespace::{Compression, Namespace, NamespacePolicy};
 pub use tier::{Layer, SetOutcome, Tier, TierHealth};

@@ -28,7 +28,7 @@ use crate::flight::{Flights, Role, follow};
 use crate::glob::Glob;
 use crate::memory::MemoryTier;
 use crate::namespace::{MAX_NAMESPACES, Namespace, NamespacePolicy, validate_name};
-use crate::ns_table::NsTable;
+use crate::ns_table::{Found, NsTable};
 use crate::ops::{self, Change, Effect, KeyOp, MultiOp, OpLimits, Reply, Ttl};
 use crate::scan::ScanFrom;
 use crate::stats::{self, CacheStats};
@@ -130,7 +130,15 @@ pub struct LoadOptions {
 }
 
 pub(crate) struct NsState {
+    /// Set when the slot is first used, and never changed: a reclaimed slot is reused only
+    /// for a namespace of the default policy, which every reclaimable namespace has.
     pub(crate) policy: NamespacePolicy,
+    /// Configured by name ([`CacheBuilder::namespace`]): never reclaimed.
+    configured: bool,
+    /// Pinned ([`Cache::pin_namespace`]): never reclaimed.
+    pinned: AtomicBool,
+    /// Clients that selected it ([`Cache::hold_namespace`]): not reclaimed while any does.
+    holders: AtomicU64,
     /// Bumped before and after every invalidation in the namespace; see the module docs.
     epoch: AtomicU64,
     /// Invalidations of the namespace in progress.
@@ -143,7 +151,9 @@ impl NsState {
     /// checks while one runs, or started before one ended, is undone.
     fn begin_invalidation(&self) -> InvalidationGuard<'_> {
         self.epoch.fetch_add(1, Ordering::AcqRel);
-        self.invalidating.fetch_add(1, Ordering::AcqRel);
+        // SeqCst, with the table's check of the slot after it: a reclaim of the slot either
+        // sees this invalidation (and keeps the slot) or the caller sees the reclaim.
+        self.invalidating.fetch_add(1, Ordering::SeqCst);
         InvalidationGuard(self)
     }
 
@@ -161,6 +171,42 @@ impl Drop for InvalidationGuard<'_> {
         // invalidated, and checks after this point, sees the change.
         self.0.epoch.fetch_add(1, Ordering::AcqRel);
         self.0.invalidating.fetch_sub(1, Ordering::AcqRel);
+    }
+}
+
+/// A client's hold on a namespace it selected ([`Cache::hold_namespace`]): the namespace is
+/// not reclaimed while any hold on it lives.
+pub struct NamespaceHold {
+    cache: Cache,
+    namespace: String,
+}
+
+impl NamespaceHold {
+    /// The namespace held.
+    pub fn namespace(&self) -> &str {
+        &self.namespace
+    }
+}
+
+impl std::fmt::Debug for NamespaceHold {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_tuple("NamespaceHold")
+            .field(&self.namespace)
+            .finish()
+    }
+}
+
+impl Drop for NamespaceHold {
+    fn drop(&mut self) {
+        // The hold kept the namespace in its slot (under the table's lock for both steps).
+        self.cache
+            .inner
+            .namespaces
+            .with_live(&self.namespace, |_, s| {
+                let _ = s
+                    .holders
+                    .fetch_update(Ordering::AcqRel, Ordering::Acquire, |n| n.checked_sub(1));
+            });
     }
 }
 
@@ -277,13 +323,20 @@ impl CacheBuilder {
                 .validate()
                 .map_err(|e| format!("namespaces.{name}: {e}"))?;
             namespaces
-                .get_or_create(name, |_| {
-                    Ok::<_, String>(NsState {
-                        policy: policy.clone(),
-                        epoch: AtomicU64::new(0),
-                        invalidating: AtomicU64::new(0),
-                    })
-                })
+                .get_or_create(
+                    name,
+                    |_, _| {
+                        Ok::<_, String>(NsState {
+                            policy: policy.clone(),
+                            configured: true,
+                            pinned: AtomicBool::new(true),
+                            holders: AtomicU64::new(0),
+                            epoch: AtomicU64::new(0),
+                            invalidating: AtomicU64::new(0),
+                        })
+                    },
+                    |_, _| Err("a configured namespace cannot reuse a slot".to_owned()),
+                )
                 .map_err(|e| format!("namespaces.{name}: {e}"))?;
         }
         Ok(Cache {
@@ -298,6 +351,8 @@ impl CacheBuilder {
                 limits: self.limits,
                 default_policy: self.default_policy,
                 namespaces,
+                epoch_floor: AtomicU64::new(0),
+                reclaimed: AtomicU64::new(0),
                 flights: Arc::new(Flights::default()),
                 stats: CacheStats::default(),
                 refuse_on_l3_fault: self.refuse_on_l3_fault,
@@ -318,6 +373,12 @@ struct Inner {
     limits: Limits,
     default_policy: NamespacePolicy,
     namespaces: NsTable<NsState>,
+    /// Where a namespace's epoch starts, and what a namespace that does not exist is at:
+    /// above every epoch of a reclaimed namespace, so that a promotion that began under a
+    /// reclaimed incarnation is undone (see [`Cache::reclaim_empty_namespaces`]).
+    epoch_floor: AtomicU64,
+    /// Namespaces given back by [`Cache::reclaim_empty_namespaces`].
+    reclaimed: AtomicU64,
     flights: Arc<Flights>,
     stats: CacheStats,
     refuse_on_l3_fault: bool,
@@ -378,33 +439,84 @@ impl Cache {
     pub fn policy(&self, namespace: &str) -> NamespacePolicy {
         self.inner
             .namespaces
-            .get(namespace)
-            .map_or_else(|| self.inner.default_policy.clone(), |s| s.policy.clone())
+            .read(namespace, |_, s| s.policy.clone())
+            .unwrap_or_else(|| self.inner.default_policy.clone())
     }
 
-    fn ns_state(&self, namespace: &str) -> Result<Arc<NsState>, CacheError> {
+    /// `namespace`'s state, created (up to `max` namespaces) if it does not exist.
+    fn ns_entry(&self, namespace: &str, max: usize) -> Result<Found<'_, NsState>, CacheError> {
         validate_name(namespace)?;
-        self.inner.namespaces.get_or_create(namespace, |existing| {
-            if existing >= MAX_NAMESPACES {
-                return Err(CacheError::TooManyNamespaces {
-                    max: MAX_NAMESPACES,
-                });
-            }
-            Ok(NsState {
-                policy: self.inner.default_policy.clone(),
-                epoch: AtomicU64::new(0),
-                invalidating: AtomicU64::new(0),
-            })
-        })
+        let refuse =
+            |existing: usize| (existing >= max).then_some(CacheError::TooManyNamespaces { max });
+        self.inner.namespaces.get_or_create(
+            namespace,
+            |existing, _| match refuse(existing) {
+                Some(e) => Err(e),
+                None => Ok(NsState {
+                    policy: self.inner.default_policy.clone(),
+                    configured: false,
+                    pinned: AtomicBool::new(false),
+                    holders: AtomicU64::new(0),
+                    epoch: AtomicU64::new(self.inner.epoch_floor.load(Ordering::Acquire)),
+                    invalidating: AtomicU64::new(0),
+                }),
+            },
+            |s, existing| {
+                if let Some(e) = refuse(existing) {
+                    return Err(e);
+                }
+                // Reclaimed slots held default-policy namespaces only (module docs of
+                // `ns_table`): the policy in the slot is the default.
+                debug_assert!(!s.configured);
+                s.pinned.store(false, Ordering::Release);
+                s.holders.store(0, Ordering::Release);
+                s.epoch.fetch_max(
+                    self.inner.epoch_floor.load(Ordering::Acquire),
+                    Ordering::AcqRel,
+                );
+                Ok(())
+            },
+        )
     }
 
-    /// The epoch of `namespace` without creating it: a namespace never written or
-    /// invalidated is at epoch 0, which is where a new one starts.
+    /// `namespace`'s state (created if it does not exist). Its slot may be reclaimed and
+    /// reused while the caller holds it; every use tolerates that: a reuse moves the epoch
+    /// past every earlier one, so a copy checked against it is undone.
+    fn ns_state(&self, namespace: &str) -> Result<&NsState, CacheError> {
+        self.ns_entry(namespace, MAX_NAMESPACES).map(|f| f.value)
+    }
+
+    /// Marks an invalidation of `namespace` in progress, on the state that holds the
+    /// namespace now (a reclaim cannot take the slot meanwhile).
+    fn begin_invalidation(
+        &self,
+        namespace: &str,
+    ) -> Result<(&NsState, InvalidationGuard<'_>), CacheError> {
+        loop {
+            let f = self.ns_entry(namespace, MAX_NAMESPACES)?;
+            let guard = f.value.begin_invalidation();
+            if self.inner.namespaces.still(f.id, f.seq) {
+                return Ok((f.value, guard));
+            }
+        }
+    }
+
+    /// Whether a copy made in `namespace` under `epoch` ([`Cache::epoch_of`]) may have raced
+    /// with an invalidation (or with a reclaim of the namespace), read by name.
+    fn raced_since(&self, namespace: &str, epoch: u64) -> bool {
+        self.inner
+            .namespaces
+            .read(namespace, |_, s| s.raced(epoch))
+            .unwrap_or_else(|| epoch != self.inner.epoch_floor.load(Ordering::Acquire))
+    }
+
+    /// The epoch of `namespace` without creating it: a namespace that does not exist is at
+    /// the floor, which is where a new one starts.
     fn epoch_of(&self, namespace: &str) -> u64 {
         self.inner
             .namespaces
-            .get(namespace)
-            .map_or(0, |s| s.epoch.load(Ordering::Acquire))
+            .read(namespace, |_, s| s.epoch.load(Ordering::Acquire))
+            .unwrap_or_else(|| self.inner.epoch_floor.load(Ordering::Acquire))
     }
 
     /// The layers below L1 a read visits, in order: L2 then L3, or L3 first with
@@ -525,8 +637,8 @@ impl Cache {
     fn policy_use_l3(&self, namespace: &str) -> bool {
         self.inner
             .namespaces
-            .get(namespace)
-            .map_or(self.inner.default_policy.use_l3, |s| s.policy.use_l3)
+            .read(namespace, |_, s| s.policy.use_l3)
+            .unwrap_or(self.inner.default_policy.use_l3)
     }
 
     /// Copies a hit from `from` into the faster layers: L1 always, and L3 for an L2 hit when
@@ -549,12 +661,7 @@ impl Cache {
                 tier.set(namespace, key.clone(), entry.clone()).await,
             );
         }
-        let raced = self
-            .inner
-            .namespaces
-            .get(namespace)
-            .map_or(epoch != 0, |s| s.raced(epoch));
-        if raced {
+        if self.raced_since(namespace, epoch) {
             self.undo(namespace, &key, entry.version, &targets).await;
         }
     }
@@ -609,9 +716,9 @@ impl Cache {
         let state = self.ns_state(namespace)?;
         self.inner.limits.check_write(&key, &value, &options.tags)?;
         let now = self.inner.clock.now_ms();
-        let entry = self.make_entry(namespace, &state, value, &options, None, now, None)?;
+        let entry = self.make_entry(namespace, state, value, &options, None, now, None)?;
         let version = entry.version;
-        self.write_through(namespace, &state, key, entry).await?;
+        self.write_through(namespace, state, key, entry).await?;
         Ok(version)
     }
 
@@ -640,7 +747,7 @@ impl Cache {
                 .record_since(start);
             match done {
                 Ok(Some(ex)) => {
-                    self.mirror(namespace, &state, &key, &ex.change).await;
+                    self.mirror(namespace, state, &key, &ex.change).await;
                     return Ok(ex.reply);
                 }
                 Ok(None) => {}
@@ -661,7 +768,7 @@ impl Cache {
                 keep_tags,
             } => {
                 let entry = self.entry_for(namespace, &key, value, ttl, keep_tags, old.as_ref())?;
-                self.write_through(namespace, &state, key, entry).await?;
+                self.write_through(namespace, state, key, entry).await?;
             }
         }
         Ok(reply)
@@ -681,7 +788,7 @@ impl Cache {
             match l2.execute_multi(self, namespace, op).await {
                 Ok(Some(ex)) => {
                     for (k, change) in &ex.changes {
-                        self.mirror(namespace, &state, k, change).await;
+                        self.mirror(namespace, state, k, change).await;
                     }
                     return Ok(ex.reply);
                 }
@@ -725,10 +832,10 @@ impl Cache {
         // a transaction or script is not left half applied by a value too large for L1 or
         // a failing disk (a Redis bridge failing in between still can: docs/protocol.md).
         for (k, entry) in &writes {
-            self.storable(namespace, &state, k, entry)?;
+            self.storable(namespace, state, k, entry)?;
         }
         for (k, entry) in writes {
-            self.write_through(namespace, &state, k, entry).await?;
+            self.write_through(namespace, state, k, entry).await?;
         }
         for fx in &effects {
             if fx.effect == Effect::Delete {
@@ -800,7 +907,7 @@ impl Cache {
             self.observe_version(e.version);
         }
         let now = self.inner.clock.now_ms();
-        self.make_entry(namespace, &state, value, &options, None, now, None)
+        self.make_entry(namespace, state, value, &options, None, now, None)
     }
 
     /// Mirrors an authority's change into this node's own copies (L1, and L3 when the
@@ -857,7 +964,7 @@ impl Cache {
         for (k, v) in entries {
             let (key, value) = (k.into(), v.into());
             self.inner.limits.check_write(&key, &value, &options.tags)?;
-            let entry = self.make_entry(namespace, &state, value, &options, None, now, None)?;
+            let entry = self.make_entry(namespace, state, value, &options, None, now, None)?;
             checked.push((key, entry));
         }
         let n = checked.len();
@@ -866,7 +973,7 @@ impl Cache {
         let results = futures_util::future::join_all(
             checked
                 .into_iter()
-                .map(|(key, entry)| self.write_through(namespace, &state, key, entry)),
+                .map(|(key, entry)| self.write_through(namespace, state, key, entry)),
         )
         .await;
         results.into_iter().collect::<Result<Vec<()>, _>>()?;
@@ -1079,8 +1186,7 @@ impl Cache {
         F: Fn(Arc<dyn Tier>) -> Fut,
         Fut: Future<Output = Result<u64, TierError>> + 'a,
     {
-        let state = self.ns_state(namespace)?;
-        let _invalidating = state.begin_invalidation();
+        let (state, _invalidating) = self.begin_invalidation(namespace)?;
         let mut removed = 0u64;
         if let Some(l1) = &self.inner.l1 {
             let n = self.record_invalidation(Layer::L1, op(l1.clone()).await);
@@ -1257,11 +1363,12 @@ impl Cache {
         let mut names = self.in_memory_namespaces();
         names.sort_unstable();
         names.dedup();
-        let states: Vec<Arc<NsState>> =
-            names.iter().filter_map(|n| self.ns_state(n).ok()).collect();
         // Every namespace's invalidation is in progress until both layers are empty, so no
         // promotion that read before the flush lands after it.
-        let _invalidating: Vec<_> = states.iter().map(|s| s.begin_invalidation()).collect();
+        let _invalidating: Vec<_> = names
+            .iter()
+            .filter_map(|n| self.begin_invalidation(n).ok())
+            .collect();
         if let Some(l1) = &self.inner.l1 {
             for name in &names {
                 l1.flush_namespace_sync(name);
@@ -1339,7 +1446,9 @@ impl Cache {
             return Ok(v);
         }
         let state = self.ns_state(namespace)?;
-        let epoch = state.epoch.load(Ordering::Acquire);
+        // By name, not from `state`: a reclaim during a long load may move the namespace to
+        // another slot, and the invalidation that matters then bumps that one.
+        let epoch = self.epoch_of(namespace);
         // Stamp now, before the load, so a set made while the loader runs wins (module docs).
         let started = self.inner.clock.now_ms();
         let version = self.inner.hlc.tick(started);
@@ -1351,16 +1460,16 @@ impl Cache {
                     .check_write(key, &value, &options.set.tags)?;
                 let entry = self.make_entry(
                     namespace,
-                    &state,
+                    state,
                     value.clone(),
                     &options.set,
                     options.stale_if_error,
                     started,
                     Some(version),
                 )?;
-                self.write_through(namespace, &state, key.clone(), entry)
+                self.write_through(namespace, state, key.clone(), entry)
                     .await?;
-                if state.raced(epoch) {
+                if self.raced_since(namespace, epoch) {
                     let tiers: Vec<_> = Layer::ALL.iter().filter_map(|l| self.tier(*l)).collect();
                     self.undo(namespace, key, version, &tiers).await;
                 }
@@ -1450,21 +1559,48 @@ impl Cache {
     /// [`crate::namespace::MAX_NAMESPACES`]) already exist; the check and the creation are
     /// one step, so concurrent callers cannot race past `max`.
     pub fn open_namespace(&self, namespace: &str, max: usize) -> Result<(), CacheError> {
-        validate_name(namespace)?;
-        let max = max.min(MAX_NAMESPACES);
-        self.inner
-            .namespaces
-            .get_or_create(namespace, |existing| {
-                if existing >= max {
-                    return Err(CacheError::TooManyNamespaces { max });
-                }
-                Ok(NsState {
-                    policy: self.inner.default_policy.clone(),
-                    epoch: AtomicU64::new(0),
-                    invalidating: AtomicU64::new(0),
-                })
-            })
+        self.ns_entry(namespace, max.min(MAX_NAMESPACES))
             .map(|_| ())
+    }
+
+    /// Creates `namespace` unless it exists and keeps it from being reclaimed while empty
+    /// ([`Cache::reclaim_empty_namespaces`]): what a server does for its numbered databases.
+    pub fn pin_namespace(&self, namespace: &str) -> Result<(), CacheError> {
+        loop {
+            self.ns_entry(namespace, MAX_NAMESPACES)?;
+            // Under the table's lock: a reclaim between the two steps is seen here.
+            if self
+                .inner
+                .namespaces
+                .with_live(namespace, |_, s| s.pinned.store(true, Ordering::Release))
+                .is_some()
+            {
+                return Ok(());
+            }
+        }
+    }
+
+    /// Opens `namespace` as [`Cache::open_namespace`] does (refused past `max`) and keeps it
+    /// from being reclaimed until the returned hold drops: what a server's `SELECT name`
+    /// takes for its connection, so that a namespace a client has selected is not given
+    /// back while the client sits idle in it (and re-created past the bound by its next
+    /// write).
+    pub fn hold_namespace(&self, namespace: &str, max: usize) -> Result<NamespaceHold, CacheError> {
+        loop {
+            self.ns_entry(namespace, max.min(MAX_NAMESPACES))?;
+            // Under the table's lock: a reclaim between the two steps is seen here.
+            if self
+                .inner
+                .namespaces
+                .with_live(namespace, |_, s| s.holders.fetch_add(1, Ordering::AcqRel))
+                .is_some()
+            {
+                return Ok(NamespaceHold {
+                    cache: self.clone(),
+                    namespace: namespace.to_owned(),
+                });
+            }
+        }
     }
 
     /// How many namespaces exist in this node's memory (at most
@@ -1473,15 +1609,79 @@ impl Cache {
         self.inner.namespaces.len()
     }
 
-    /// The namespaces configured or touched on this node, plus those L1 holds entries of
-    /// (unsorted, possibly repeated).
-    fn in_memory_namespaces(&self) -> Vec<String> {
+    /// Gives back the slots of namespaces that hold no key in any layer this node reads
+    /// (by [`Cache::key_count`]), except those configured by name: what keeps clients that
+    /// create and empty namespaces (`SELECT junk1`, …, `FLUSHDB`) from filling the table for
+    /// good. Also asks the lower layers to reclaim their own (the cluster's owner store).
+    /// Returns how many namespaces this cache's table gave back.
+    ///
+    /// A reclaimed namespace is created again by its next write. Nothing is lost by a race:
+    /// a write into L1 that raced with the reclaim stores again ([`MemoryTier::set_sync`]), a
+    /// copy made under the reclaimed namespace is undone (the epoch floor moves past it), and
+    /// an invalidation in progress keeps its namespace. Behind the Redis bridge, which keeps
+    /// no count, namespaces are not reclaimed.
+    pub fn reclaim_empty_namespaces(&self) -> usize {
         let mut names: Vec<String> = self
             .inner
             .namespaces
             .entries()
-            .map(|(n, _)| n.to_owned())
+            .filter(|(_, _, s)| !s.pinned.load(Ordering::Acquire))
+            .map(|(n, _, _)| n)
             .collect();
+        if let Some(l1) = &self.inner.l1 {
+            // Names only L1 holds (a promotion needs no state here).
+            names.extend(
+                l1.namespace_names()
+                    .into_iter()
+                    .filter(|n| self.inner.namespaces.get(n).is_none()),
+            );
+        }
+        let mut reclaimed = 0;
+        for name in names {
+            if self.key_count(&name) != Some(0) {
+                continue;
+            }
+            let floor = &self.inner.epoch_floor;
+            let here = self.inner.namespaces.get(&name).is_some();
+            if here
+                && !self.inner.namespaces.reclaim(&name, |s| {
+                    if s.pinned.load(Ordering::Acquire)
+                        || s.holders.load(Ordering::Acquire) > 0
+                        || s.invalidating.load(Ordering::SeqCst) > 0
+                    {
+                        return false;
+                    }
+                    floor.fetch_max(s.epoch.load(Ordering::Acquire) + 1, Ordering::AcqRel);
+                    true
+                })
+            {
+                continue;
+            }
+            if let Some(l1) = &self.inner.l1 {
+                l1.reclaim_namespace(&name);
+            }
+            if here {
+                reclaimed += 1;
+            }
+        }
+        for tier in [&self.inner.l2, &self.inner.l3].into_iter().flatten() {
+            (**tier).reclaim_empty_namespaces();
+        }
+        self.inner
+            .reclaimed
+            .fetch_add(reclaimed as u64, Ordering::Relaxed);
+        reclaimed
+    }
+
+    /// Namespaces given back since start ([`Cache::reclaim_empty_namespaces`]).
+    pub fn namespaces_reclaimed(&self) -> u64 {
+        self.inner.reclaimed.load(Ordering::Relaxed)
+    }
+
+    /// The namespaces configured or touched on this node, plus those L1 holds entries of
+    /// (unsorted, possibly repeated).
+    fn in_memory_namespaces(&self) -> Vec<String> {
+        let mut names: Vec<String> = self.inner.namespaces.entries().map(|(n, _, _)| n).collect();
         if let Some(l1) = &self.inner.l1 {
             names.extend(l1.namespace_names());
         }

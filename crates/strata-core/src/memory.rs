@@ -22,8 +22,8 @@
 use std::cell::Cell;
 use std::collections::HashMap;
 use std::hash::{Hash, Hasher};
-use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::{Arc, OnceLock, Weak};
 use std::time::Duration;
 
 use async_trait::async_trait;
@@ -83,22 +83,15 @@ impl KeyIndex {
         &self.shards[hash as usize % INDEX_SHARDS]
     }
 
-    fn insert(&self, ns: u32, key: &Bytes) {
+    /// Indexes `key` if `held` says the pool holds it (checked under the shard's lock, which
+    /// an eviction's or removal's `remove_unless_held` also takes: whichever comes second
+    /// sees what the first did).
+    fn insert_if_held(&self, ns: u32, key: &Bytes, held: impl FnOnce(&[u8]) -> bool) {
         let h = scan_hash(key);
-        // A key already there stays as it is (`BTreeSet::insert` does not replace).
-        self.shard(h)
-            .lock()
-            .entry(ns)
-            .or_default()
-            .insert((h, key.clone()));
-    }
-
-    /// Takes `key` out (an eviction: quick_cache holds the key's shard, so no write of the
-    /// key can be in between).
-    fn remove(&self, ns: u32, key: Bytes) {
-        let h = scan_hash(&key);
-        if let Some(set) = self.shard(h).lock().get_mut(&ns) {
-            set.remove(&(h, key));
+        let mut shard = self.shard(h).lock();
+        if held(key) {
+            // A key already there stays as it is (`BTreeSet::insert` does not replace).
+            shard.entry(ns).or_default().insert((h, key.clone()));
         }
     }
 
@@ -344,34 +337,86 @@ pub struct MemoryCounters {
     pub rejected_too_large: Counter,
 }
 
+/// quick_cache's eviction callback. It runs under the pool's shard lock, so it only records
+/// the evicted keys: their index lines are taken out when the request's state drops, after
+/// the shard lock is released ([`Evicted`]). Taking the index's lock here would invert the
+/// order of `remove_unless_held`, which holds the index's lock and peeks into the pool.
 #[derive(Clone)]
-struct EvictionHook(Arc<MemoryCounters>, Arc<KeyIndex>);
+struct EvictionHook {
+    counters: Arc<MemoryCounters>,
+    index: Arc<KeyIndex>,
+    /// The pool this hook belongs to (set once the pool exists).
+    pool: Arc<OnceLock<Weak<Pool>>>,
+}
+
+/// Keys evicted during one quick_cache request, unindexed when it ends.
+#[derive(Default)]
+struct Evicted {
+    keys: Vec<(u32, Bytes)>,
+    index: Option<Arc<KeyIndex>>,
+    pool: Option<Weak<Pool>>,
+}
+
+impl Drop for Evicted {
+    fn drop(&mut self) {
+        if self.keys.is_empty() {
+            return;
+        }
+        let (Some(index), Some(pool)) = (&self.index, self.pool.as_ref().and_then(Weak::upgrade))
+        else {
+            return;
+        };
+        for (ns, key) in self.keys.drain(..) {
+            // Unless a write stored the key again since (it indexes after storing).
+            index.remove_unless_held(ns, key, |k| pool.peek(&L1KeyRef { ns, key: k }).is_some());
+        }
+    }
+}
 
 impl Lifecycle<L1Key, Slot> for EvictionHook {
-    type RequestState = ();
+    type RequestState = Evicted;
 
-    fn on_evict(&self, _state: &mut (), key: L1Key, _val: Slot) {
-        self.0.evictions.incr();
-        self.1.remove(key.ns, key.key);
+    fn on_evict(&self, state: &mut Evicted, key: L1Key, _val: Slot) {
+        self.counters.evictions.incr();
+        if state.index.is_none() {
+            state.index = Some(self.index.clone());
+            state.pool = self.pool.get().cloned();
+        }
+        state.keys.push((key.ns, key.key));
     }
 }
 
 type Pool = QcCache<L1Key, Slot, EntryWeighter, DefaultHashBuilder, EvictionHook>;
 
 struct NsSlot {
+    /// The slot's index in the namespace table, which L1 keys carry.
     id: u32,
+    /// Bumped by a flush and when the slot is reclaimed or reused: entries of an older
+    /// generation are dead.
     generation: AtomicU64,
-    pool: Arc<Pool>,
+    /// Index into [`MemoryTier::pools`].
+    pool: AtomicUsize,
+}
+
+/// A namespace as one consistent read of its slot found it.
+#[derive(Clone, Copy)]
+struct NsView {
+    id: u32,
+    generation: u64,
+    pool: usize,
 }
 
 /// The L1 tier.
 pub struct MemoryTier {
     namespaces: NsTable<NsSlot>,
-    shared: Arc<Pool>,
-    dedicated: HashMap<String, Arc<Pool>>,
+    /// The shared pool first, then the dedicated pools.
+    pools: Vec<Arc<Pool>>,
+    /// Namespaces with a dedicated pool: index into `pools`.
+    dedicated: HashMap<String, usize>,
     clock: Arc<dyn Clock>,
     counters: Arc<MemoryCounters>,
-    index: Arc<KeyIndex>,
+    /// Each pool's key index (same order as `pools`).
+    indexes: Vec<Arc<KeyIndex>>,
     capacity_bytes: u64,
 }
 
@@ -384,20 +429,30 @@ impl std::fmt::Debug for MemoryTier {
     }
 }
 
+/// A pool and the index of its keys: each pool has its own, so that a slot that moves to
+/// another pool (a namespace reused by one with a dedicated pool) never mixes the lines of
+/// the two.
 fn new_pool(
     capacity: u64,
     est_entry: u64,
     counters: &Arc<MemoryCounters>,
-    index: &Arc<KeyIndex>,
-) -> Pool {
+) -> (Arc<Pool>, Arc<KeyIndex>) {
     let items = (capacity / est_entry.max(1)).clamp(16, 1 << 24) as usize;
-    QcCache::with(
+    let index = Arc::new(KeyIndex::new());
+    let cell = Arc::new(OnceLock::new());
+    let pool = Arc::new(QcCache::with(
         items,
         capacity,
         EntryWeighter,
         DefaultHashBuilder::default(),
-        EvictionHook(counters.clone(), index.clone()),
-    )
+        EvictionHook {
+            counters: counters.clone(),
+            index: index.clone(),
+            pool: cell.clone(),
+        },
+    ));
+    let _ = cell.set(Arc::downgrade(&pool));
+    (pool, index)
 }
 
 impl MemoryTier {
@@ -418,26 +473,36 @@ impl MemoryTier {
             ));
         }
         let counters = Arc::new(MemoryCounters::default());
-        let index = Arc::new(KeyIndex::new());
         let est = config.estimated_entry_bytes;
-        let mut dedicated = HashMap::new();
-        let mut dedicated_bytes = 0u64;
-        for (name, share) in &config.dedicated {
-            let bytes = ((config.capacity_bytes as f64) * share) as u64;
-            dedicated_bytes += bytes;
-            dedicated.insert(
-                name.clone(),
-                Arc::new(new_pool(bytes.max(1), est, &counters, &index)),
-            );
+        let shares: Vec<u64> = config
+            .dedicated
+            .iter()
+            .map(|(_, share)| ((config.capacity_bytes as f64) * share) as u64)
+            .collect();
+        let shared_bytes = config
+            .capacity_bytes
+            .saturating_sub(shares.iter().sum())
+            .max(1);
+        // The shared pool first, then one per dedicated namespace.
+        let (mut pools, mut indexes) = (vec![], vec![]);
+        for bytes in std::iter::once(shared_bytes).chain(shares.iter().map(|b| (*b).max(1))) {
+            let (pool, index) = new_pool(bytes, est, &counters);
+            pools.push(pool);
+            indexes.push(index);
         }
-        let shared_bytes = config.capacity_bytes.saturating_sub(dedicated_bytes).max(1);
+        let dedicated = config
+            .dedicated
+            .iter()
+            .enumerate()
+            .map(|(i, (name, _))| (name.clone(), i + 1))
+            .collect();
         Ok(Self {
             namespaces: NsTable::default(),
-            shared: Arc::new(new_pool(shared_bytes, est, &counters, &index)),
+            pools,
+            indexes,
             dedicated,
             clock,
             counters,
-            index,
             capacity_bytes: config.capacity_bytes,
         })
     }
@@ -460,7 +525,7 @@ impl MemoryTier {
     /// The largest value L1 can hold for a key of `key_len` bytes with `tag_bytes` of tags
     /// in `namespace`: an entry must fit one shard of its pool.
     pub fn largest_value(&self, namespace: &str, key_len: usize, tag_bytes: usize) -> usize {
-        let pool = self.dedicated.get(namespace).unwrap_or(&self.shared);
+        let pool = &self.pools[self.pool_of(namespace)];
         let room = pool
             .shard_capacity()
             .saturating_sub(entry_weight(key_len, 0, tag_bytes));
@@ -474,7 +539,23 @@ impl MemoryTier {
     }
 
     fn pools(&self) -> impl Iterator<Item = &Arc<Pool>> {
-        std::iter::once(&self.shared).chain(self.dedicated.values())
+        self.pools.iter()
+    }
+
+    /// The pool `namespace`'s entries go to.
+    fn pool_of(&self, namespace: &str) -> usize {
+        self.dedicated.get(namespace).copied().unwrap_or(0)
+    }
+
+    /// `namespace`'s id, generation and pool, read as one (never another namespace's: see
+    /// `ns_table`).
+    #[inline]
+    fn view(&self, namespace: &str) -> Option<NsView> {
+        self.namespaces.read(namespace, |_, ns| NsView {
+            id: ns.id,
+            generation: ns.generation.load(Ordering::Acquire),
+            pool: ns.pool.load(Ordering::Relaxed),
+        })
     }
 
     #[inline]
@@ -485,32 +566,33 @@ impl MemoryTier {
     /// The hot path: the value of a fresh entry, without cloning tags or metadata out.
     #[inline]
     pub fn get_value(&self, namespace: &str, key: &[u8]) -> Option<Bytes> {
-        let ns = self.namespaces.get(namespace)?;
-        let slot = ns.pool.get(&L1KeyRef { ns: ns.id, key })?;
+        let ns = self.view(namespace)?;
+        let slot = self.pools[ns.pool].get(&L1KeyRef { ns: ns.id, key })?;
         self.check(ns, key, slot).map(|s| s.value)
     }
 
     /// A fresh entry with its metadata.
     pub fn get_entry(&self, namespace: &str, key: &[u8]) -> Option<Entry> {
-        let ns = self.namespaces.get(namespace)?;
-        let slot = ns.pool.get(&L1KeyRef { ns: ns.id, key })?;
+        let ns = self.view(namespace)?;
+        let slot = self.pools[ns.pool].get(&L1KeyRef { ns: ns.id, key })?;
         self.check(ns, key, slot).map(Slot::into_entry)
     }
 
     /// An entry that is expired but inside its stale grace.
     pub fn get_stale_entry(&self, namespace: &str, key: &[u8]) -> Option<Entry> {
-        let ns = self.namespaces.get(namespace)?;
-        let slot = ns.pool.peek(&L1KeyRef { ns: ns.id, key })?;
+        let ns = self.view(namespace)?;
+        let slot = self.pools[ns.pool].peek(&L1KeyRef { ns: ns.id, key })?;
         let now = self.now();
-        (slot.generation == ns.generation.load(Ordering::Acquire)
-            && !slot.is_fresh(now)
-            && slot.is_retained(now))
-        .then(|| slot.into_entry())
+        (slot.generation == ns.generation && !slot.is_fresh(now) && slot.is_retained(now))
+            .then(|| slot.into_entry())
     }
 
+    /// `slot` if it belongs to the generation `ns` was read at and is fresh. The generation
+    /// is the one read with the namespace's name: a slot reused by another namespace since
+    /// has a later one, so its entries never match.
     #[inline]
-    fn check(&self, ns: &NsSlot, key: &[u8], slot: Slot) -> Option<Slot> {
-        if slot.generation != ns.generation.load(Ordering::Acquire) {
+    fn check(&self, ns: NsView, key: &[u8], slot: Slot) -> Option<Slot> {
+        if slot.generation != ns.generation {
             return None;
         }
         if slot.is_fresh(self.now()) {
@@ -523,43 +605,114 @@ impl MemoryTier {
     }
 
     #[cold]
-    fn expire(&self, ns: &NsSlot, key: &[u8], version: Version) {
+    fn expire(&self, ns: NsView, key: &[u8], version: Version) {
         let k = L1KeyRef { ns: ns.id, key };
-        if let Some((gone, _)) = ns.pool.remove_if(&k, |s| s.version == version) {
+        if let Some((gone, _)) = self.pools[ns.pool].remove_if(&k, |s| s.version == version) {
             self.counters.expirations.incr();
-            self.unindex(ns, gone.key);
+            self.unindex(ns.id, ns.pool, gone.key);
         }
     }
 
-    /// Takes a removed key of `ns` out of the index, unless a write stored it again since.
-    fn unindex(&self, ns: &NsSlot, key: Bytes) {
-        self.index.remove_unless_held(ns.id, key, |k| {
-            ns.pool.peek(&L1KeyRef { ns: ns.id, key: k }).is_some()
+    /// Takes a removed key of namespace `id` out of the index, unless a write stored it
+    /// again since.
+    fn unindex(&self, id: u32, pool: usize, key: Bytes) {
+        let (index, pool) = (&self.indexes[pool], &self.pools[pool]);
+        index.remove_unless_held(id, key, |k| {
+            pool.peek(&L1KeyRef { ns: id, key: k }).is_some()
         });
     }
 
-    fn namespace(&self, namespace: &str) -> Option<&NsSlot> {
-        self.namespaces.get(namespace).map(|a| &**a)
+    /// `namespace`'s slot, created if absent, with the slot's sequence number (see
+    /// [`MemoryTier::set_sync`]).
+    fn namespace_or_create(&self, namespace: &str) -> Result<(NsView, u64, usize), TierError> {
+        if namespace.len() > crate::namespace::MAX_NAMESPACE_BYTES {
+            return Err(TierError::Failed(format!(
+                "a namespace name is at most {} bytes",
+                crate::namespace::MAX_NAMESPACE_BYTES
+            )));
+        }
+        let full = || {
+            TierError::Failed(format!(
+                "L1 holds the maximum of {MAX_NAMESPACES} namespaces"
+            ))
+        };
+        let pool = self.pool_of(namespace);
+        let f = self.namespaces.get_or_create(
+            namespace,
+            |existing, id| {
+                if existing >= MAX_NAMESPACES {
+                    return Err(full());
+                }
+                Ok(NsSlot {
+                    id: id as u32,
+                    generation: AtomicU64::new(0),
+                    pool: AtomicUsize::new(pool),
+                })
+            },
+            |ns, existing| {
+                if existing >= MAX_NAMESPACES {
+                    return Err(full());
+                }
+                // Entries of the slot's earlier namespace are dead from here.
+                ns.generation.fetch_add(1, Ordering::AcqRel);
+                ns.pool.store(pool, Ordering::Release);
+                Ok(())
+            },
+        )?;
+        let view = NsView {
+            id: f.value.id,
+            generation: f.value.generation.load(Ordering::Acquire),
+            pool: f.value.pool.load(Ordering::Acquire),
+        };
+        Ok((view, f.seq, f.id))
     }
 
-    fn namespace_or_create(&self, namespace: &str) -> Result<Arc<NsSlot>, TierError> {
-        self.namespaces.get_or_create(namespace, |existing| {
-            if existing >= MAX_NAMESPACES {
-                return Err(TierError::Failed(format!(
-                    "L1 holds the maximum of {MAX_NAMESPACES} namespaces"
-                )));
+    /// [`MemoryTier::namespace_or_create`], read as one: the generation belongs to the
+    /// namespace (a reclaim bumps the slot's sequence number before its generation).
+    fn namespace_for_write(&self, namespace: &str) -> Result<(NsView, u64, usize), TierError> {
+        loop {
+            let (view, seq, id) = self.namespace_or_create(namespace)?;
+            if self.namespaces.still(id, seq) {
+                return Ok((view, seq, id));
             }
-            let pool = self
-                .dedicated
-                .get(namespace)
-                .unwrap_or(&self.shared)
-                .clone();
-            Ok(NsSlot {
-                id: existing as u32,
-                generation: AtomicU64::new(0),
-                pool,
-            })
+        }
+    }
+
+    /// Gives `namespace`'s slot back if L1 holds no key of it, checked while the slot is
+    /// marked as changing hands: a write that stored before is seen (and keeps the
+    /// namespace), one that stores after sees the change and stores again under a new slot
+    /// ([`MemoryTier::set_sync`]). Returns whether it was reclaimed.
+    pub fn reclaim_namespace(&self, namespace: &str) -> bool {
+        self.namespaces.reclaim(namespace, |ns| {
+            std::sync::atomic::fence(Ordering::SeqCst);
+            let index = &self.indexes[ns.pool.load(Ordering::Acquire)];
+            if index.count(ns.id) > 0 {
+                return false;
+            }
+            ns.generation.fetch_add(1, Ordering::AcqRel);
+            index.drop_namespace(ns.id);
+            true
         })
+    }
+
+    /// Reclaims every namespace L1 holds no key of (the cluster's owner store, where L1 is
+    /// the only layer); returns how many.
+    pub fn reclaim_empty_namespaces(&self) -> usize {
+        let empty: Vec<String> = self
+            .namespaces
+            .entries()
+            .filter(|(_, _, ns)| self.indexes[ns.pool.load(Ordering::Acquire)].count(ns.id) == 0)
+            .map(|(name, _, _)| name)
+            .collect();
+        empty
+            .iter()
+            .filter(|name| self.reclaim_namespace(name))
+            .count()
+    }
+
+    /// How many namespaces L1's table holds.
+    pub fn namespace_count(&self) -> usize {
+        self.namespaces.len()
     }
 
     /// Stores `entry` unless a newer version is held. Synchronous: L1 writes never wait on I/O.
@@ -569,29 +722,57 @@ impl MemoryTier {
         key: Bytes,
         entry: Entry,
     ) -> Result<SetOutcome, TierError> {
-        let ns = self.namespace_or_create(namespace)?;
+        // Compact copies: the caller's bytes may be a slice of a much larger buffer. Not for
+        // an entry L1 will refuse (`store` says so), which would be copied for nothing.
         let weight = entry_weight(key.len(), entry.value.len(), entry.tags.byte_len());
-        if weight > ns.pool.shard_capacity() {
+        let (mut entry, mut key) = (entry, key);
+        if weight <= self.pools[self.pool_of(namespace)].shard_capacity() {
+            entry.value = Bytes::copy_from_slice(&entry.value);
+            entry.tags = entry.tags.compacted();
+            key = Bytes::copy_from_slice(&key);
+        }
+        loop {
+            let (ns, seq, id) = self.namespace_for_write(namespace)?;
+            let outcome = self.store(ns, key.clone(), entry.clone())?;
+            // A reclaim of the namespace that ran meanwhile made this entry dead: store it
+            // again, under the namespace's new slot. The fence orders the store's index line
+            // before the check, against the reclaim's bump before its count: either this
+            // sees the reclaim, or the reclaim sees the key and keeps the namespace.
+            std::sync::atomic::fence(Ordering::SeqCst);
+            if self.namespaces.still(id, seq) {
+                return Ok(outcome);
+            }
+        }
+    }
+
+    /// Stores `entry` under `ns` unless a newer version of its generation is held.
+    fn store(&self, ns: NsView, key: Bytes, entry: Entry) -> Result<SetOutcome, TierError> {
+        let pool = &self.pools[ns.pool];
+        let weight = entry_weight(key.len(), entry.value.len(), entry.tags.byte_len());
+        if weight > pool.shard_capacity() {
             self.counters.rejected_too_large.incr();
             // An older copy must not outlive a write that L1 could not take.
-            ns.pool.remove(&L1KeyRef {
-                ns: ns.id,
-                key: &key,
-            });
+            if let Some((gone, _)) = pool.remove_if(
+                &L1KeyRef {
+                    ns: ns.id,
+                    key: &key,
+                },
+                |s| s.generation <= ns.generation,
+            ) {
+                self.unindex(ns.id, ns.pool, gone.key);
+            }
             return Ok(SetOutcome::TooLarge);
         }
-        let generation = ns.generation.load(Ordering::Acquire);
+        let generation = ns.generation;
         let new_version = entry.version;
-        // Compact copies: the caller's bytes may be a slice of a much larger buffer.
-        let mut entry = entry;
-        entry.value = Bytes::copy_from_slice(&entry.value);
-        entry.tags = entry.tags.compacted();
-        let k = L1Key {
-            ns: ns.id,
-            key: Bytes::copy_from_slice(&key),
-        };
-        let result = ns.pool.entry(&k, Some(CONTENDED_WRITE_TIMEOUT), |_, old| {
-            if old.generation == generation && old.version > new_version {
+        let k = L1Key { ns: ns.id, key };
+        let result = pool.entry(&k, Some(CONTENDED_WRITE_TIMEOUT), |_, old| {
+            // An entry of a later generation belongs to whoever holds the slot now (this
+            // namespace was flushed or reclaimed meanwhile): this write is dead, never a
+            // reason to drop it.
+            if old.generation > generation
+                || (old.generation == generation && old.version > new_version)
+            {
                 EntryAction::Retain(())
             } else {
                 EntryAction::ReplaceWithGuard
@@ -605,15 +786,20 @@ impl MemoryTier {
                 // after this write, so dropping the value is correct.
                 if guard.insert(slot).is_ok() {
                     self.counters.inserts.incr();
-                    // After the value is in the pool: a remove racing with this write sees
-                    // it there and leaves the key indexed (`remove_unless_held`).
-                    self.index.insert(ns.id, &k.key);
+                    // After the value is in the pool, and only while it is there (an
+                    // eviction may already have taken it): a remove racing with this write
+                    // sees it and leaves the key indexed (`remove_unless_held`).
+                    self.indexes[ns.pool].insert_if_held(ns.id, &k.key, |key| {
+                        pool.peek(&L1KeyRef { ns: ns.id, key }).is_some()
+                    });
                 }
                 Ok(SetOutcome::Stored)
             }
             EntryResult::Removed(..) => Ok(SetOutcome::Stored),
             EntryResult::Timeout => {
-                ns.pool.remove(&k);
+                if let Some((gone, _)) = pool.remove_if(&k, |s| s.generation <= generation) {
+                    self.unindex(ns.id, ns.pool, gone.key);
+                }
                 Err(TierError::Failed(
                     "L1 write timed out behind a concurrent write of the same key".into(),
                 ))
@@ -622,17 +808,20 @@ impl MemoryTier {
     }
 
     /// Removes `key` (synchronous form of [`Tier::remove`]).
+    /// Removes `key` (synchronous form of [`Tier::remove`]). Entries of a later generation
+    /// (the slot reused by another namespace meanwhile) are not this namespace's and stay.
     pub fn remove_sync(&self, namespace: &str, key: &[u8]) -> bool {
-        let Some(ns) = self.namespace(namespace) else {
+        let Some(ns) = self.view(namespace) else {
             return false;
         };
-        let generation = ns.generation.load(Ordering::Acquire);
-        let removed = ns.pool.remove(&L1KeyRef { ns: ns.id, key });
+        let removed = self.pools[ns.pool].remove_if(&L1KeyRef { ns: ns.id, key }, |s| {
+            s.generation <= ns.generation
+        });
         let live = removed
             .as_ref()
-            .is_some_and(|(_, s)| s.generation == generation);
+            .is_some_and(|(_, s)| s.generation == ns.generation);
         if let Some((gone, _)) = removed {
-            self.unindex(ns, gone.key);
+            self.unindex(ns.id, ns.pool, gone.key);
         }
         if live {
             self.counters.invalidations.incr();
@@ -641,15 +830,14 @@ impl MemoryTier {
     }
 
     fn remove_version_sync(&self, namespace: &str, key: &[u8], version: Version) -> bool {
-        let Some(ns) = self.namespace(namespace) else {
+        let Some(ns) = self.view(namespace) else {
             return false;
         };
-        match ns
-            .pool
-            .remove_if(&L1KeyRef { ns: ns.id, key }, |s| s.version == version)
-        {
+        match self.pools[ns.pool].remove_if(&L1KeyRef { ns: ns.id, key }, |s| {
+            s.version == version && s.generation <= ns.generation
+        }) {
             Some((gone, _)) => {
-                self.unindex(ns, gone.key);
+                self.unindex(ns.id, ns.pool, gone.key);
                 true
             }
             None => false,
@@ -657,15 +845,22 @@ impl MemoryTier {
     }
 
     /// Removes entries of `namespace` for which `doomed` holds; returns how many live ones.
+    /// The slot is read under the namespace table's lock; entries of a later generation (the
+    /// slot reused meanwhile) are left alone.
     fn remove_where(&self, namespace: &str, doomed: impl Fn(&[u8], &Slot) -> bool) -> u64 {
-        let Some(ns) = self.namespace(namespace) else {
+        let Some((id, generation, pool)) = self.namespaces.with_live(namespace, |_, ns| {
+            (
+                ns.id,
+                ns.generation.load(Ordering::Acquire),
+                ns.pool.load(Ordering::Acquire),
+            )
+        }) else {
             return 0;
         };
-        let generation = ns.generation.load(Ordering::Acquire);
         let removed = Cell::new(0u64);
         let gone = std::cell::RefCell::new(Vec::new());
-        ns.pool.retain(|k, s| {
-            if k.ns != ns.id || !doomed(&k.key, s) {
+        self.pools[pool].retain(|k, s| {
+            if k.ns != id || s.generation > generation || !doomed(&k.key, s) {
                 return true;
             }
             if s.generation == generation {
@@ -675,7 +870,7 @@ impl MemoryTier {
             false
         });
         for key in gone.into_inner() {
-            self.unindex(ns, key);
+            self.unindex(id, pool, key);
         }
         self.counters.invalidations.add(removed.get());
         removed.get()
@@ -683,45 +878,48 @@ impl MemoryTier {
 
     /// Makes every entry of `namespace` a miss at once (O(1)); the sweep reclaims the memory.
     pub fn flush_namespace_sync(&self, namespace: &str) {
-        if let Some(ns) = self.namespace(namespace) {
+        self.namespaces.with_live(namespace, |_, ns| {
             // The index first: a write that reads the new generation indexes its key after
             // this; one that read the old generation stored a dead entry, and the sweep
             // takes both its entry and any index line it left out again.
-            self.index.drop_namespace(ns.id);
+            self.indexes[ns.pool.load(Ordering::Acquire)].drop_namespace(ns.id);
             ns.generation.fetch_add(1, Ordering::AcqRel);
-        }
+        });
     }
 
     /// How many keys of `namespace` L1 holds, in O(1) (a sum over the index's shards):
     /// entries whose expiry passed count until they are read or swept, as in Redis's
     /// `DBSIZE`.
     pub fn key_count(&self, namespace: &str) -> u64 {
-        self.namespace(namespace)
-            .map_or(0, |ns| self.index.count(ns.id))
+        self.namespaces
+            .read(namespace, |_, ns| {
+                self.indexes[ns.pool.load(Ordering::Relaxed)].count(ns.id)
+            })
+            .unwrap_or(0)
     }
 
     /// Up to `limit` keys of `namespace` with fresh entries, in scan order, from `from`:
     /// pages of the ordered index, each key checked against the pool, so a page of `limit`
     /// costs O(limit · log n) (plus the keys of expired or flushed entries skipped on the way).
     pub fn scan_keys_sync(&self, namespace: &str, from: ScanFrom<'_>, limit: usize) -> Vec<Bytes> {
-        let Some(ns) = self.namespace(namespace) else {
+        let Some(ns) = self.view(namespace) else {
             return Vec::new();
         };
         let now = self.now();
-        let generation = ns.generation.load(Ordering::Acquire);
+        let generation = ns.generation;
+        let pool = &self.pools[ns.pool];
         let mut out: Vec<Bytes> = Vec::new();
         let mut last: Option<Bytes> = None;
         while out.len() < limit {
             let want = (limit - out.len()).max(16);
             let page = match &last {
-                Some(k) => self.index.page(ns.id, ScanFrom::after(k), want),
-                None => self.index.page(ns.id, from, want),
+                Some(k) => self.indexes[ns.pool].page(ns.id, ScanFrom::after(k), want),
+                None => self.indexes[ns.pool].page(ns.id, from, want),
             };
             let exhausted = page.len() < want;
             last = page.last().map(|(_, k)| k.clone());
             for (_, key) in page {
-                let live = ns
-                    .pool
+                let live = pool
                     .peek(&L1KeyRef {
                         ns: ns.id,
                         key: &key,
@@ -746,29 +944,29 @@ impl MemoryTier {
         out
     }
 
-    /// Namespaces L1 has held an entry of since it started.
+    /// The namespaces in L1's table now (those it holds or held entries of, until reclaimed).
     pub fn namespace_names(&self) -> Vec<String> {
-        self.namespaces
-            .entries()
-            .map(|(n, _)| n.to_owned())
-            .collect()
+        self.namespaces.entries().map(|(n, _, _)| n).collect()
     }
 
     /// The background sweep: drops entries that are expired past their grace or belong to a
     /// flushed generation; returns how many were dropped.
     pub fn purge_expired_sync(&self) -> u64 {
         let now = self.now();
-        // ids are dense (assigned in creation order), so a Vec maps id -> generation.
-        let mut generations = vec![u64::MAX; self.namespaces.len()];
-        for ns in self.namespaces.values() {
-            generations[ns.id as usize] = ns.generation.load(Ordering::Acquire);
-        }
         let expired = Cell::new(0u64);
         let stale_gen = Cell::new(0u64);
-        let gone = std::cell::RefCell::new(Vec::new());
-        for pool in self.pools() {
+        let mut gone = Vec::new();
+        for (p, pool) in self.pools.iter().enumerate() {
+            let pool_gone = std::cell::RefCell::new(Vec::new());
             pool.retain(|k, s| {
-                let keep = if generations.get(k.ns as usize) != Some(&s.generation) {
+                // Generations only grow: an entry older than its slot's generation now is
+                // dead (flushed, or its namespace reclaimed). Read per entry, so a namespace
+                // created or reused during the pass keeps its new entries.
+                let current = self
+                    .namespaces
+                    .value_at(k.ns as usize)
+                    .map_or(u64::MAX, |ns| ns.generation.load(Ordering::Acquire));
+                let keep = if s.generation < current {
                     stale_gen.set(stale_gen.get() + 1);
                     false
                 } else if !s.is_retained(now) {
@@ -778,22 +976,14 @@ impl MemoryTier {
                     true
                 };
                 if !keep {
-                    gone.borrow_mut().push((k.ns, k.key.clone()));
+                    pool_gone.borrow_mut().push((k.ns, k.key.clone()));
                 }
                 keep
             });
+            gone.extend(pool_gone.into_inner().into_iter().map(|(id, k)| (id, p, k)));
         }
-        // ids are dense, so a Vec maps id -> pool too.
-        let mut pools: Vec<Option<Arc<Pool>>> = vec![None; generations.len()];
-        for ns in self.namespaces.values() {
-            pools[ns.id as usize] = Some(ns.pool.clone());
-        }
-        for (id, key) in gone.into_inner() {
-            if let Some(Some(pool)) = pools.get(id as usize) {
-                self.index.remove_unless_held(id, key, |k| {
-                    pool.peek(&L1KeyRef { ns: id, key: k }).is_some()
-                });
-            }
+        for (id, pool, key) in gone {
+            self.unindex(id, pool, key);
         }
         self.counters.expirations.add(expired.get());
         expired.get() + stale_gen.get()
@@ -962,9 +1152,9 @@ mod tests {
         l1.remove_sync("ns", b"new");
         l1.purge_expired_sync();
         let indexed: usize = l1
-            .index
-            .shards
+            .indexes
             .iter()
+            .flat_map(|i| i.shards.iter())
             .map(|s| s.lock().values().map(|set| set.len()).sum::<usize>())
             .sum();
         assert_eq!(indexed, 1, "only the other namespace's key is left");
@@ -986,9 +1176,9 @@ mod tests {
         }
         let held = l1.entry_count() as usize;
         let indexed: usize = l1
-            .index
-            .shards
+            .indexes
             .iter()
+            .flat_map(|i| i.shards.iter())
             .map(|s| s.lock().values().map(|set| set.len()).sum::<usize>())
             .sum();
         assert!(held < 20_000, "some were evicted: {held}");
@@ -998,5 +1188,50 @@ mod tests {
             l1.scan_keys_sync("ns", ScanFrom::START, usize::MAX).len(),
             held
         );
+    }
+
+    /// Two writers store, read back and delete one key in namespaces that a third thread
+    /// reclaims whenever they are empty: every write is read back, and every delete finds
+    /// its key (a write that raced with a reclaim stores again; a reader waits for a slot
+    /// that is changing hands instead of missing it).
+    #[test]
+    fn writes_and_reads_hold_while_namespaces_are_reclaimed() {
+        let clock = crate::time::ManualClock::new(1_000);
+        let l1 = Arc::new(
+            MemoryTier::new(MemoryTierConfig::with_capacity(64 << 20), Arc::new(clock)).unwrap(),
+        );
+        let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let reclaimer = {
+            let (l1, stop) = (l1.clone(), stop.clone());
+            std::thread::spawn(move || {
+                let mut n = 0;
+                while !stop.load(Ordering::Relaxed) {
+                    n += l1.reclaim_empty_namespaces();
+                }
+                n
+            })
+        };
+        let writers: Vec<_> = (0..2)
+            .map(|w| {
+                let l1 = l1.clone();
+                std::thread::spawn(move || {
+                    for round in 0..20_000u64 {
+                        let ns = format!("w{w}n{}", round % 50);
+                        let value = Bytes::from(format!("{w}:{round}"));
+                        let e = Entry::new(value.clone(), Version::from_parts(round + 1, 0));
+                        l1.set_sync(&ns, Bytes::from_static(b"k"), e).unwrap();
+                        assert_eq!(l1.get_value(&ns, b"k"), Some(value), "{ns} round {round}");
+                        assert!(l1.remove_sync(&ns, b"k"), "{ns} round {round}");
+                    }
+                })
+            })
+            .collect();
+        for w in writers {
+            w.join().unwrap();
+        }
+        stop.store(true, Ordering::Relaxed);
+        assert!(reclaimer.join().unwrap() > 100, "namespaces were reclaimed");
+        l1.reclaim_empty_namespaces();
+        assert_eq!(l1.namespace_count(), 0);
     }
 }

@@ -212,6 +212,13 @@ pub trait Tier: Send + Sync + std::fmt::Debug + 'static {
         None
     }
 
+    /// Gives back whatever this tier keeps per namespace for namespaces it holds no key of
+    /// (the cluster's owner store: its namespace table); returns how many. The default: the
+    /// tier keeps nothing per namespace.
+    fn reclaim_empty_namespaces(&self) -> usize {
+        0
+    }
+
     /// Removes every entry of every namespace. The default flushes each namespace that
     /// [`Tier::namespaces`] lists; tiers that can do it in one step (L3: a range delete)
     /// override it.

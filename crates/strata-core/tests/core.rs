@@ -88,6 +88,12 @@ impl Tier for As {
     async fn purge_expired(&self) -> Result<u64, TierError> {
         self.1.purge_expired().await
     }
+    fn key_count(&self, ns: &str) -> Option<u64> {
+        Some(self.1.key_count(ns))
+    }
+    fn reclaim_empty_namespaces(&self) -> usize {
+        self.1.reclaim_empty_namespaces()
+    }
     fn health(&self) -> TierHealth {
         self.1.health()
     }
@@ -818,4 +824,117 @@ async fn sweep_reclaims_expired_and_flushed_entries() {
     assert!(f.cache.purge_expired().await >= 2);
     assert!(f.l1.resident_bytes() < before);
     assert_eq!(f.l1.entry_count(), 1, "only the fresh entry stays");
+}
+
+/// Namespaces that clients create and empty give their slots back: far more than the table
+/// holds come and go, configured and non-empty ones stay, and `open_namespace`'s bound
+/// counts only the live ones.
+#[tokio::test]
+async fn empty_namespaces_are_reclaimed_and_their_slots_reused() {
+    let f = fixture();
+    let cache = &f.cache;
+    cache.set("keep", "k", "v").await.unwrap();
+    for round in 0..3_000 {
+        let ns = format!("junk{round}");
+        cache.open_namespace(&ns, 8).unwrap();
+        cache.set(&ns, "k", "v").await.unwrap();
+        assert_eq!(
+            cache.get(&ns, b"k").await.unwrap().as_deref(),
+            Some(&b"v"[..])
+        );
+        cache.flush_namespace(&ns).await.unwrap();
+        if round % 3 == 0 {
+            // Reclaim in batches: several empty namespaces at once.
+            cache.reclaim_empty_namespaces();
+        }
+    }
+    cache.reclaim_empty_namespaces();
+    assert!(
+        cache.namespace_count() <= 2,
+        "{} namespaces left",
+        cache.namespace_count()
+    );
+    assert!(f.l1.namespace_count() <= 2, "{}", f.l1.namespace_count());
+    assert!(f.l3.namespace_count() <= 2, "{}", f.l3.namespace_count());
+    // Kept: the one with a key, and the configured one.
+    assert_eq!(
+        cache.get("keep", b"k").await.unwrap().as_deref(),
+        Some(&b"v"[..])
+    );
+    assert!(cache.has_namespace("keep"));
+    assert!(cache.has_namespace("ecoinvent"));
+    assert_eq!(
+        cache.policy("ecoinvent").max_ttl,
+        Some(Duration::from_secs(86_400))
+    );
+    // The bound on opened namespaces counts live ones only.
+    for i in 0..6 {
+        cache.open_namespace(&format!("fresh{i}"), 8).unwrap();
+    }
+    assert!(matches!(
+        cache.open_namespace("one-too-many", 8),
+        Err(CacheError::TooManyNamespaces { max: 8 })
+    ));
+    cache.reclaim_empty_namespaces();
+    cache.open_namespace("one-too-many", 8).unwrap();
+    // A namespace a client holds (has selected) stays while it is held, empty or not.
+    let hold = cache.hold_namespace("held", 8).unwrap();
+    let again = cache.hold_namespace("held", 8).unwrap();
+    cache.reclaim_empty_namespaces();
+    assert!(cache.has_namespace("held"));
+    drop(hold);
+    cache.reclaim_empty_namespaces();
+    assert!(cache.has_namespace("held"), "one hold is left");
+    drop(again);
+    cache.reclaim_empty_namespaces();
+    assert!(!cache.has_namespace("held"));
+}
+
+/// Writers racing with reclaims of their (momentarily empty) namespaces on an L1-only cache,
+/// where L1 is the only copy: every write is read back, none lands in another namespace.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn writes_racing_with_reclaims_are_kept_in_their_own_namespace() {
+    let clock = ManualClock::default();
+    let l1 = l1(&clock, 64 << 20);
+    let cache = Cache::builder()
+        .clock(Arc::new(clock.clone()))
+        .l1(l1.clone())
+        .default_policy(NamespacePolicy::unbounded())
+        .build()
+        .unwrap();
+    let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let reclaimer = {
+        let (cache, stop) = (cache.clone(), stop.clone());
+        std::thread::spawn(move || {
+            let mut n = 0;
+            while !stop.load(Ordering::Relaxed) {
+                n += cache.reclaim_empty_namespaces();
+            }
+            n
+        })
+    };
+    let mut writers = Vec::new();
+    for w in 0..2 {
+        let cache = cache.clone();
+        writers.push(tokio::spawn(async move {
+            for round in 0..3_000u32 {
+                let ns = format!("w{w}n{}", round % 50);
+                let value = format!("{w}:{round}");
+                cache.set(&ns, "k", value.clone()).await.unwrap();
+                let got = cache.get(&ns, b"k").await.unwrap();
+                assert_eq!(
+                    got.as_deref(),
+                    Some(value.as_bytes()),
+                    "{ns} lost its write or read another namespace's"
+                );
+                cache.invalidate(&ns, b"k").await.unwrap();
+            }
+        }));
+    }
+    for w in writers {
+        w.await.unwrap();
+    }
+    stop.store(true, Ordering::Relaxed);
+    let reclaimed = reclaimer.join().unwrap();
+    assert!(reclaimed > 0, "the reclaimer ran");
 }

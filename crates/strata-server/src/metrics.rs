@@ -147,6 +147,11 @@ impl Collector for ServerCollector {
                 "The process's resident set size",
                 process_rss_bytes().unwrap_or(0) as i64,
             ),
+            (
+                "namespaces",
+                "Namespaces in this node's table (configured, numbered databases, and those clients created and have not emptied)",
+                s.cache.namespace_count() as i64,
+            ),
         ] {
             let g = ConstGauge::new(v);
             g.encode(enc.encode_descriptor(name, help, None, g.metric_type())?)?;
@@ -210,6 +215,11 @@ impl Collector for ServerCollector {
                 "server_namespace_refusals",
                 "SELECT name refused by server.max_namespaces",
                 m.namespace_refusals.get(),
+            ),
+            (
+                "namespaces_reclaimed",
+                "Empty namespaces whose table slot was given back",
+                s.cache.namespaces_reclaimed(),
             ),
         ] {
             counter(&mut enc, name, help, v)?;

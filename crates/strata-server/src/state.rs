@@ -118,9 +118,8 @@ impl Shared {
         // own clients, and for other nodes' when it is the keys' primary.
         cache.set_script_engine(lua.clone());
         for i in 0..config.server.databases {
-            if let Err(e) =
-                cache.open_namespace(&format!("db{i}"), strata_core::namespace::MAX_NAMESPACES)
-            {
+            // Open from the start and never reclaimed while empty, as Redis's databases.
+            if let Err(e) = cache.pin_namespace(&format!("db{i}")) {
                 tracing::warn!(error = %e, "cannot open database {i}");
             }
         }

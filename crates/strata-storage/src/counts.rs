@@ -118,26 +118,40 @@ impl KeyCounts {
 
     /// Starts a recount: call `snapshot` (which creates the RocksDB iterator the recount
     /// reads) with no change in flight; changes after it are kept aside for
-    /// [`KeyCounts::finish_recount`].
-    pub(crate) fn begin_recount<T>(&self, snapshot: impl FnOnce() -> T) -> (Recount, T) {
+    /// [`KeyCounts::finish_recount`]. `None` for the recount when another one is running
+    /// (the snapshot is taken all the same; only one recount's result is applied).
+    pub(crate) fn begin_recount<T>(&self, snapshot: impl FnOnce() -> T) -> (Option<Recount>, T) {
         let _exclusive = self.gate.write();
         let mut g = self.inner.lock();
+        if g.pending.is_some() {
+            drop(g);
+            return (None, snapshot());
+        }
         g.pending = Some(Pending::default());
+        g.epoch += 1;
         let epoch = g.epoch;
         drop(g);
-        (Recount { epoch }, snapshot())
+        (Some(Recount { epoch }), snapshot())
+    }
+
+    /// Abandons a recount that could not finish (its pass failed).
+    pub(crate) fn abandon_recount(&self, r: Recount) {
+        let mut g = self.inner.lock();
+        if g.epoch == r.epoch {
+            g.pending = None;
+        }
     }
 
     /// Ends a recount with the counts of the records its snapshot held; the changes made
     /// since are applied on top. Discarded if the counts were invalidated meanwhile.
     pub(crate) fn finish_recount(&self, r: Recount, mut counted: HashMap<Box<[u8]>, u64>) {
         let mut g = self.inner.lock();
-        let Some(p) = g.pending.take() else {
-            return;
-        };
         if g.epoch != r.epoch {
             return;
         }
+        let Some(p) = g.pending.take() else {
+            return;
+        };
         if p.all_reset {
             counted.clear();
         }
@@ -198,6 +212,7 @@ mod tests {
         c.add(&k("a", b"x"), 1);
         assert_eq!(c.get(&p("a")), None, "unknown before the first count");
         let (r, ()) = c.begin_recount(|| ());
+        let r = r.unwrap();
         // A change after the snapshot is added to what the recount found.
         c.add(&k("a", b"w"), 1);
         c.finish_recount(r, HashMap::from([(p("a").into_boxed_slice(), 1)]));
@@ -229,6 +244,7 @@ mod tests {
             v.into_boxed_slice()
         };
         let (r, ()) = c.begin_recount(|| ());
+        let r = r.unwrap();
         c.clear_prefix(&p("a"));
         c.add_prefix(&p("a"), 2);
         c.finish_recount(r, HashMap::from([(p("a"), 10), (p("b"), 5)]));
@@ -239,11 +255,13 @@ mod tests {
         );
         assert_eq!(c.get(&p("b")), Some(5));
         let (r, ()) = c.begin_recount(|| ());
+        let r = r.unwrap();
         c.clear_all();
         c.add_prefix(&p("b"), 1);
         c.finish_recount(r, HashMap::from([(p("b"), 7)]));
         assert_eq!(c.get(&p("b")), Some(1));
         let (r, ()) = c.begin_recount(|| ());
+        let r = r.unwrap();
         c.invalidate();
         c.finish_recount(r, HashMap::from([(p("b"), 7)]));
         assert_eq!(c.get(&p("b")), None, "an invalidated recount is discarded");

@@ -596,9 +596,10 @@ impl DiskTier {
                 self.counters.corrupt_records.incr();
                 tracing::warn!(namespace, error = %err, "corrupt L3 record deleted");
                 drop(bytes);
-                let _change = self.key_counts.change();
                 db.delete_opt(dkey, &self.write_opts()).map_err(failed)?;
-                self.key_counts.add(dkey, -1);
+                // Not under the key's lock (a read): another reader may delete it too, so
+                // the count is taken again rather than adjusted.
+                self.key_counts.invalidate();
                 return Ok(None);
             }
         };
@@ -611,9 +612,8 @@ impl DiskTier {
             let limit = now.saturating_add(strata_core::time::duration_ms(max));
             if at > limit || entry.stale_until_ms.is_some_and(|s| s > limit) {
                 self.counters.policy_drops.incr();
-                let _change = self.key_counts.change();
                 db.delete_opt(dkey, &self.write_opts()).map_err(failed)?;
-                self.key_counts.add(dkey, -1);
+                self.key_counts.invalidate();
                 return Ok(None);
             }
         }
@@ -970,10 +970,11 @@ impl DiskTier {
                 }
             }
         }
-        let deleted = batch.len() as i64;
-        let _change = self.key_counts.change();
         db.write_opt(batch, &self.write_opts()).map_err(failed)?;
-        self.key_counts.add_prefix(&prefix, -deleted);
+        // Not under the keys' locks: some of these may have been deleted meanwhile by a
+        // removal that counted them, so the counts are taken again (patterns and tags are
+        // a pass over the namespace anyway).
+        self.key_counts.invalidate();
         Ok(n)
     }
 
@@ -1089,12 +1090,9 @@ impl DiskTier {
             db.write_opt(batch, &self.write_opts()).map_err(failed)?;
             self.key_counts.clear_prefix(&prefix);
             drop(change);
-            // Reclaims the namespace's space now rather than at some later compaction: the
-            // files wholly inside the range go first (no new file is written, so this works
-            // on a full disk), then a compaction of what remains.
-            if let Err(e) = db.delete_file_in_range(&prefix, &end) {
-                tracing::warn!(error = %e, "L3 could not drop the flushed namespace's files");
-            }
+            // Reclaims the namespace's space now rather than at some later compaction. (Not
+            // `delete_file_in_range`: it drops whole files without looking at what they hold,
+            // and a write made after the range delete must survive.)
             if !stalled(&db) {
                 db.compact_range(Some(&prefix), Some(&end));
             }
@@ -1106,41 +1104,77 @@ impl DiskTier {
         let db = self.db()?;
         let now = self.clock.now_ms();
         let wm = self.watermark.load(Ordering::Acquire);
-        let mut batch = WriteBatch::default();
-        let mut n = 0;
+        // The records to drop, with the version the pass saw (`None`: corrupt).
+        let mut doomed: Vec<(Box<[u8]>, Option<Version>)> = Vec::new();
         // The pass recounts the keys it keeps (see `crate::counts`).
         let mut counts: HashMap<Box<[u8]>, u64> = HashMap::new();
         let (recount, records) = self
             .key_counts
             .begin_recount(|| db.iterator(IteratorMode::Start));
         for item in records {
-            let (k, v) = item.map_err(failed)?;
+            let (k, v) = match item {
+                Ok(kv) => kv,
+                Err(e) => {
+                    if let Some(r) = recount {
+                        self.key_counts.abandon_recount(r);
+                    }
+                    return Err(failed(e));
+                }
+            };
             if k.first() == Some(&0) {
                 continue;
             }
-            let drop = match record::decode_header(&v) {
-                Ok(h) => !h.is_retained(now) || h.version.physical_ms() < wm,
+            match record::decode_header(&v) {
+                Ok(h) if !h.is_retained(now) || h.version.physical_ms() < wm => {
+                    doomed.push((k, Some(h.version)));
+                }
+                Ok(_) => {
+                    if let Some(prefix) = crate::counts::ns_prefix_of(&k) {
+                        match counts.get_mut(prefix) {
+                            Some(c) => *c += 1,
+                            None => {
+                                counts.insert(prefix.into(), 1);
+                            }
+                        }
+                    }
+                }
                 Err(_) => {
                     self.counters.corrupt_records.incr();
-                    true
-                }
-            };
-            if drop {
-                batch.delete(&k);
-                n += 1;
-            } else if let Some(prefix) = crate::counts::ns_prefix_of(&k) {
-                match counts.get_mut(prefix) {
-                    Some(c) => *c += 1,
-                    None => {
-                        counts.insert(prefix.into(), 1);
-                    }
+                    doomed.push((k, None));
                 }
             }
         }
         // Before the deletes: a record they fail to delete is expired or evicted, never
         // served, and not counted.
-        self.key_counts.finish_recount(recount, counts);
-        db.write_opt(batch, &self.write_opts()).map_err(failed)?;
+        if let Some(r) = recount {
+            self.key_counts.finish_recount(r, counts);
+        }
+        // Each under its key's lock, and only if the record is still the one the pass saw:
+        // a write since the pass read it must not be deleted.
+        let mut n = 0;
+        for chunk in doomed.chunks(1024) {
+            let mut stripes: Vec<usize> = chunk.iter().map(|(k, _)| self.stripe(k)).collect();
+            stripes.sort_unstable();
+            stripes.dedup();
+            let guards: Vec<_> = stripes.iter().map(|&i| self.key_locks[i].lock()).collect();
+            let mut batch = WriteBatch::default();
+            for (k, seen) in chunk {
+                let Some(current) = db.get_pinned(k).map_err(failed)? else {
+                    continue;
+                };
+                let unchanged = match (record::decode_header(&current), seen) {
+                    (Ok(h), Some(v)) => h.version == *v,
+                    (Err(_), None) => true,
+                    _ => false,
+                };
+                if unchanged {
+                    batch.delete(k);
+                    n += 1;
+                }
+            }
+            db.write_opt(batch, &self.write_opts()).map_err(failed)?;
+            drop(guards);
+        }
         Ok(n)
     }
 

@@ -146,21 +146,25 @@ pub(super) fn select(sh: &Shared, s: &mut Session<'_>, arg: &Bytes) -> Res<()> {
         }
         s.ns = format!("db{n}");
         s.db = Some(n as u32);
+        s.ns_hold = None;
     } else {
         let name = std::str::from_utf8(arg).map_err(|_| not_int())?;
         strata_core::namespace::Namespace::new(name)
             .map_err(|e| ReplyError::err(format!("{e}")))?;
         // Opened here, atomically against the bound: checking at SELECT and creating at
         // the first write let concurrent clients race past it.
+        // Held while selected: an emptied namespace is reclaimed only once no client has
+        // it selected (its next write would re-create it past the bound otherwise).
         let max = sh.config.server.max_namespaces as usize;
-        if sh.cache.open_namespace(name, max).is_err() {
+        let Ok(hold) = sh.cache.hold_namespace(name, max) else {
             sh.metrics.namespace_refusals.incr();
             return Err(ReplyError::err(format!(
                 "too many namespaces: {name:?} would be one more than server.max_namespaces ({max})"
             )));
-        }
+        };
         s.ns = name.to_owned();
         s.db = None;
+        s.ns_hold = Some(hold);
     }
     s.reply.ok();
     Ok(())

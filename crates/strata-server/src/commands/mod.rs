@@ -61,6 +61,8 @@ pub struct Session<'a> {
     pub ns: String,
     /// The selected database index, if a numbered database is selected.
     pub db: Option<u32>,
+    /// The hold on a namespace selected by name: it is not reclaimed while selected.
+    pub ns_hold: Option<strata_core::NamespaceHold>,
     /// The user the connection runs as: `None` until `AUTH` succeeds (unless the default
     /// user needs no password).
     pub user: Option<Arc<User>>,
@@ -85,6 +87,7 @@ impl<'a> Session<'a> {
             info,
             ns: "db0".into(),
             db: Some(0),
+            ns_hold: None,
             user,
             auth_failures: 0,
             reply_delay: None,
@@ -353,6 +356,7 @@ async fn run(sh: &Shared, s: &mut Session<'_>, id: Cmd, a: &[Bytes]) -> Res<()> 
             s.reply.proto = Protocol::Resp2;
             s.ns = "db0".into();
             s.db = Some(0);
+            s.ns_hold = None;
             s.user = sh.acl.read().initial_user();
             s.info.detail.lock().name = None;
             s.tx.reset();

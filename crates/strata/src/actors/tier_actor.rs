@@ -149,6 +149,16 @@ impl Actor for TierActor {
                     Ok(_) => {}
                     Err(err) => tracing::warn!(layer = %a.layer, error = %err, "sweep failed"),
                 }
+                if a.layer == Layer::L1 {
+                    // After L1's sweep: namespaces left with no key anywhere give their
+                    // slots back (a pass over the namespace table, off the workers).
+                    let cache = a.cache.clone();
+                    let n = tokio::task::spawn_blocking(move || cache.reclaim_empty_namespaces())
+                        .await?;
+                    if n > 0 {
+                        tracing::debug!(reclaimed = n, "empty namespaces reclaimed");
+                    }
+                }
             }
             TierMsg::Snapshot => {
                 if let Some(snap) = a.cache.stats().layer(a.layer).cloned() {

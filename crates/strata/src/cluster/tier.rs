@@ -344,6 +344,10 @@ impl Tier for ClusterTier {
         Some(self.shared.owner.key_count(namespace))
     }
 
+    fn reclaim_empty_namespaces(&self) -> usize {
+        self.shared.owner.reclaim_empty_namespaces()
+    }
+
     fn health(&self) -> TierHealth {
         let s = &self.shared;
         if !s.cfg.seeds.is_empty() && s.others().is_empty() {
