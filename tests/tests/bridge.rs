@@ -205,6 +205,21 @@ fn behind_redis_a_restarted_or_reconnected_node_proves_its_l3_and_serves_from_it
     }
     let mut ca = a.redis();
     pipeline_set(&mut ca, 0..KEYS, Some("v0"));
+    // B has taken in A's invalidations of those writes (each one undoes a copy B promotes
+    // while it runs, so on a loaded machine B's L3 would miss keys it read meanwhile).
+    let messages = || metric_or_zero(&b, "strata_redis_invalidation_messages_total");
+    let mut last = -1.0;
+    assert!(
+        wait_for(Duration::from_secs(20), || {
+            let now = messages();
+            let settled = now > 0.0 && now == last;
+            last = now;
+            std::thread::sleep(Duration::from_millis(200));
+            settled
+        })
+        .is_some(),
+        "B's invalidation messages did not settle"
+    );
     // B reads everything: its L3 holds the working set.
     let got = read_all(&mut b.redis(), KEYS);
     assert!(got.iter().all(|v| v.as_deref() == Some("v0")));

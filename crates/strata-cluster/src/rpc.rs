@@ -172,7 +172,16 @@ pub enum Request {
         /// The version of the copy the primary executed against (0: it had none).
         base: u64,
     },
+    /// Pub/sub messages published on the caller, in order, for this member's subscribers
+    /// (at most [`MAX_PUBLISH_PER_REQUEST`]). Answered `Published`.
+    Publish {
+        /// (channel, payload) pairs.
+        messages: Vec<(ByteBuf, ByteBuf)>,
+    },
 }
+
+/// Most messages one `Publish` request may carry (a larger one is answered with an error).
+pub const MAX_PUBLISH_PER_REQUEST: usize = 1024;
 
 /// The byte-string type of `Versions` keys (serialized as bytes, not a sequence).
 pub use serde_bytes::ByteBuf;
@@ -292,6 +301,8 @@ pub enum Response {
         /// version).
         changes: Vec<(ByteBuf, Option<WireEntry>, u64)>,
     },
+    /// Answer to `Publish`: how many of this member's clients got the messages.
+    Published(u64),
 }
 
 /// A decoded frame.

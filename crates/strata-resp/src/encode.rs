@@ -147,6 +147,15 @@ impl Reply {
         number(&mut self.buf, b'*', n as i64);
     }
 
+    /// The header of an out-of-band push of `n` elements (RESP3 `>`; an array in RESP2):
+    /// pub/sub messages and (un)subscribe confirmations.
+    pub fn push(&mut self, n: usize) {
+        match self.proto {
+            Protocol::Resp2 => number(&mut self.buf, b'*', n as i64),
+            Protocol::Resp3 => number(&mut self.buf, b'>', n as i64),
+        }
+    }
+
     /// The header of a map of `n` pairs (an array of `2n` in RESP2).
     pub fn map(&mut self, n: usize) {
         match self.proto {

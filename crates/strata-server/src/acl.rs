@@ -289,6 +289,14 @@ pub fn need(spec: &CommandSpec, args: &[Bytes]) -> Need {
 /// Whether `user` may run `spec` with `args` on namespace `ns`: `Err` holds the `NOPERM`
 /// reply, worded as Redis 7.2 words it.
 pub fn permit(user: &User, spec: &CommandSpec, args: &[Bytes], ns: &str) -> Result<(), String> {
+    // Channels are global, not namespaced: a user confined to some namespaces gets none, as
+    // a Redis 7 user gets none until `&channel` rules grant them (`resetchannels`).
+    if spec.group == "pubsub" {
+        return Err(
+            "NOPERM this user has no permissions to access one of the channels used as arguments"
+                .into(),
+        );
+    }
     let need = need(spec, args);
     let level_ok = match need {
         Need::Connection => true,

@@ -127,7 +127,8 @@ async fn handle<S: AsyncRead + AsyncWrite + Unpin>(
     if let Err(e) = serve_connection(&mut stream, info, &shared).await {
         tracing::debug!(%addr, error = %e, "connection ended with an I/O error");
     }
-    let _ = stream.shutdown().await;
+    // Bounded: a TLS close may wait to write to a client that does not read.
+    let _ = tokio::time::timeout(Duration::from_secs(1), stream.shutdown()).await;
     shared.leave(id);
 }
 
@@ -163,6 +164,10 @@ async fn serve_connection<S: AsyncRead + AsyncWrite + Unpin>(
                     let chunk = buf.split_to(req.consumed).freeze();
                     if req.is_empty() {
                         continue;
+                    }
+                    // Messages already queued go out ahead of this request's reply.
+                    if !commands::pubsub::drain(&mut session) {
+                        return close_subscriber(shared, &session);
                     }
                     let args: Vec<Bytes> = match req.owned.take() {
                         Some(owned) => owned.into_iter().map(Bytes::from).collect(),
@@ -206,8 +211,10 @@ async fn serve_connection<S: AsyncRead + AsyncWrite + Unpin>(
                     if session.quit {
                         return flush(stream, &mut session).await;
                     }
-                    if session.reply.buf.len() >= FLUSH_AT {
-                        flush(stream, &mut session).await?;
+                    if session.reply.buf.len() >= FLUSH_AT
+                        && flush_checked(stream, &mut session).await?
+                    {
+                        return close_subscriber(shared, &session);
                     }
                 }
                 Ok(false) => {
@@ -236,7 +243,9 @@ async fn serve_connection<S: AsyncRead + AsyncWrite + Unpin>(
             ));
             return flush(stream, &mut session).await;
         }
-        flush(stream, &mut session).await?;
+        if flush_checked(stream, &mut session).await? {
+            return close_subscriber(shared, &session);
+        }
         if buf.is_empty() && buf.capacity() > SHRINK_ABOVE {
             buf = BytesMut::with_capacity(READ_BUFFER);
         } else if buf.capacity() - buf.len() < 4096 {
@@ -269,21 +278,57 @@ async fn serve_connection<S: AsyncRead + AsyncWrite + Unpin>(
                 Err(_) => return Ok(()),
             }
         } else {
+            // Subscribers are not idle (Redis exempts them from `timeout`).
+            let subscribed = session.sub.as_ref().is_some_and(|s| s.count() > 0);
             let read = stream.read_buf(&mut buf);
             let idle_wait = async {
-                if idle == 0 {
+                if idle == 0 || subscribed {
                     std::future::pending::<()>().await
                 } else {
                     tokio::time::sleep(Duration::from_secs(idle)).await
                 }
             };
-            tokio::select! {
-                r = read => r?,
-                _ = crate::state::stopped(&mut stop) => {
+            let over_signal = session.sub.as_ref().map(|s| s.over_signal());
+            let over = async {
+                match over_signal {
+                    Some(n) => n.notified().await,
+                    None => std::future::pending().await,
+                }
+            };
+            let message = async {
+                match session.sub.as_mut() {
+                    Some(sub) => sub.recv().await,
+                    None => std::future::pending().await,
+                }
+            };
+            // Not biased: a subscriber under a steady flow of messages still gets its
+            // UNSUBSCRIBE read (messages queued before a request are written ahead of its
+            // reply by `drain`).
+            let woke = tokio::select! {
+                m = message => Woke::Message(m),
+                _ = over => Woke::Over,
+                r = read => Woke::Read(r?),
+                _ = crate::state::stopped(&mut stop) => Woke::Stop,
+                _ = idle_wait => Woke::Idle,
+            };
+            match woke {
+                Woke::Read(n) => n,
+                Woke::Message(m) => {
+                    // Written by the flush at the top of the loop, which also closes a
+                    // subscriber over its limit.
+                    if let Some(m) = m
+                        && !deliver(&mut session, m)
+                    {
+                        return close_subscriber(shared, &session);
+                    }
+                    continue;
+                }
+                Woke::Over => return close_subscriber(shared, &session),
+                Woke::Stop => {
                     draining = true;
                     continue;
                 }
-                _ = idle_wait => {
+                Woke::Idle => {
                     shared.metrics.idle_closed.incr();
                     tracing::debug!(addr = %session.info.addr, "idle timeout; closing");
                     return Ok(());
@@ -294,6 +339,64 @@ async fn serve_connection<S: AsyncRead + AsyncWrite + Unpin>(
             return Ok(());
         }
     }
+}
+
+/// What woke a connection waiting for input.
+enum Woke {
+    Read(usize),
+    Message(Option<crate::pubsub::Message>),
+    /// The subscriber fell further behind than its limit.
+    Over,
+    Stop,
+    Idle,
+}
+
+/// Writes `first` and the messages queued behind it (up to a batch) into the reply buffer;
+/// the loop flushes them. False when the reply buffer could not take them.
+fn deliver(session: &mut Session<'_>, first: crate::pubsub::Message) -> bool {
+    commands::pubsub::write_message(&mut session.reply, &first);
+    for _ in 0..256 {
+        if session.reply.overflowed() || session.reply.buf.len() >= FLUSH_AT {
+            break;
+        }
+        let Some(m) = session.sub.as_mut().and_then(|s| s.try_recv()) else {
+            break;
+        };
+        commands::pubsub::write_message(&mut session.reply, &m);
+    }
+    !session.reply.overflowed()
+}
+
+/// Flushes the reply; for a subscriber, racing its queue passing the limit (a client that
+/// does not read blocks the write). True when the subscriber is to be closed.
+async fn flush_checked<S: AsyncWrite + Unpin>(
+    stream: &mut S,
+    session: &mut Session<'_>,
+) -> std::io::Result<bool> {
+    let Some(over) = session.sub.as_ref().map(|s| s.over_signal()) else {
+        flush(stream, session).await?;
+        return Ok(false);
+    };
+    let closed = tokio::select! {
+        r = flush(stream, session) => { r?; false }
+        _ = over.notified() => true,
+    };
+    Ok(closed || session.sub.as_ref().is_some_and(|s| s.over_limit()))
+}
+
+/// Counts and logs a subscriber closed for falling behind; the caller returns what this
+/// returns, which closes the connection and drops its subscriptions.
+fn close_subscriber(shared: &Shared, session: &Session<'_>) -> std::io::Result<()> {
+    shared
+        .pubsub
+        .closed_over_limit
+        .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    tracing::warn!(
+        addr = %session.info.addr,
+        limit = shared.config.server.pubsub_output_buffer_limit_bytes,
+        "subscriber over server.pubsub_output_buffer_limit_bytes (or its reply buffer); closing the client"
+    );
+    Ok(())
 }
 
 async fn flush<S: AsyncWrite + Unpin>(

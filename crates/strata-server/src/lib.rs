@@ -17,6 +17,7 @@ pub mod entry;
 pub mod import;
 pub mod import_file;
 pub mod metrics;
+pub mod pubsub;
 pub mod state;
 pub mod tls;
 pub mod top;

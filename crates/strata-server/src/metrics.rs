@@ -217,6 +217,13 @@ impl Collector for ServerCollector {
                 m.namespace_refusals.get(),
             ),
             (
+                "server_pubsub_limit_closed",
+                "Subscribers disconnected for falling server.pubsub_output_buffer_limit_bytes behind",
+                s.pubsub
+                    .closed_over_limit
+                    .load(std::sync::atomic::Ordering::Relaxed) as u64,
+            ),
+            (
                 "namespaces_reclaimed",
                 "Empty namespaces whose table slot was given back",
                 s.cache.namespaces_reclaimed(),

@@ -91,6 +91,10 @@ pub struct Shared {
     pub slowlog: crate::commands::slowlog::SlowLog,
     /// `LATENCY`.
     pub latency: crate::commands::latency::LatencyMonitor,
+    /// Pub/sub subscriptions of this node's clients.
+    pub pubsub: Arc<crate::pubsub::PubSub>,
+    /// Forwards messages published here to the other cluster members.
+    publisher: Option<strata::Publisher>,
 }
 
 impl std::fmt::Debug for Shared {
@@ -130,6 +134,12 @@ impl Shared {
         let latency = crate::commands::latency::LatencyMonitor::new(
             config.server.latency_monitor_threshold_ms,
         );
+        // Messages published on other members reach this node's subscribers through here.
+        let pubsub = Arc::new(crate::pubsub::PubSub::default());
+        let hub = pubsub.clone();
+        node.set_publish_sink(Arc::new(move |channel: &[u8], payload: &[u8]| {
+            hub.publish(channel, payload)
+        }));
         Self {
             cache,
             requirepass: parking_lot::RwLock::new(config.server.requirepass.clone()),
@@ -154,7 +164,19 @@ impl Shared {
             lua,
             slowlog,
             latency,
+            pubsub,
+            publisher: node.publisher(),
         }
+    }
+
+    /// `PUBLISH`: delivers `payload` on `channel` to this node's subscribers, and queues it
+    /// for the other cluster members'; returns how many of this node's clients got it (as a
+    /// Redis Cluster node answers).
+    pub fn publish(&self, channel: &[u8], payload: &[u8]) -> usize {
+        if let Some(p) = &self.publisher {
+            p.publish(channel, payload);
+        }
+        self.pubsub.publish(channel, payload)
     }
 
     /// Registers a new connection unless `maxclients` is reached.

@@ -41,8 +41,9 @@ pub mod status;
 pub mod tls;
 
 pub use cluster::ClusterStatus;
+pub use cluster::pubsub::PublishSink;
 pub use config::{ClusterConfig, ConfigError, NodeConfig, Profile};
-pub use node::{LayerHealth, Node, NodeDeps, NodeError, NodeHealth};
+pub use node::{LayerHealth, Node, NodeDeps, NodeError, NodeHealth, Publisher};
 pub use status::{ActorState, NodeStatus};
 pub use strata_core::{
     Cache, CacheError, Entry, Layer, LoadOptions, NamespacePolicy, SetOptions, StatsSnapshot, Tags,

@@ -106,6 +106,24 @@ pub struct Node {
     cluster: Option<Arc<crate::cluster::Shared>>,
 }
 
+/// Sends messages published on this node to the other cluster members
+/// ([`Node::publisher`]), in order and at most once.
+#[derive(Clone)]
+pub struct Publisher(Arc<crate::cluster::Shared>);
+
+impl Publisher {
+    /// Queues `payload` on `channel` for the other members' subscribers.
+    pub fn publish(&self, channel: &[u8], payload: &[u8]) {
+        self.0.forward_publish(channel, payload);
+    }
+}
+
+impl std::fmt::Debug for Publisher {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Publisher").finish_non_exhaustive()
+    }
+}
+
 impl std::fmt::Debug for Node {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Node")
@@ -333,6 +351,21 @@ impl Node {
             c.leave();
             tokio::time::sleep(linger).await;
         }
+    }
+
+    /// Installs what delivers pub/sub messages to this node's clients (the server's
+    /// subscriptions): messages published on other members arrive through it. Only the first
+    /// call takes effect.
+    pub fn set_publish_sink(&self, sink: crate::cluster::pubsub::PublishSink) {
+        if let Some(c) = &self.cluster {
+            let _ = c.relay.sink.set(sink);
+        }
+    }
+
+    /// A handle that sends messages published on this node to the other members (`None`
+    /// when the node is not a cluster member).
+    pub fn publisher(&self) -> Option<Publisher> {
+        self.cluster.clone().map(Publisher)
     }
 
     /// The cluster as this node sees it (members, ring, coherence), when it is a member.

@@ -34,6 +34,7 @@ mod keyops;
 mod keyspace;
 pub mod latency;
 pub mod multi;
+pub mod pubsub;
 pub mod scripting;
 mod server;
 pub mod slowlog;
@@ -76,6 +77,8 @@ pub struct Session<'a> {
     pub quit: bool,
     /// `MULTI`'s queue and the watched keys.
     pub tx: multi::TxState,
+    /// Channels and patterns subscribed to, and the queue of messages for them.
+    pub sub: Option<crate::pubsub::Subscription>,
 }
 
 impl<'a> Session<'a> {
@@ -94,6 +97,7 @@ impl<'a> Session<'a> {
             reply: Reply::new(Protocol::Resp2),
             quit: false,
             tx: multi::TxState::default(),
+            sub: None,
         }
     }
 
@@ -182,6 +186,7 @@ pub fn groupable(s: &Session<'_>, args: &[Bytes]) -> bool {
     args.len() == 3
         && eq_ic(&args[0], "SET")
         && !s.tx.in_multi()
+        && !pubsub::in_subscribed_mode(s)
         && s.user.as_ref().is_some_and(|u| u.unrestricted())
 }
 
@@ -289,6 +294,14 @@ pub async fn execute(shared: &Shared, s: &mut Session<'_>, args: &[Bytes]) {
         }
         _ => {}
     }
+    if pubsub::in_subscribed_mode(s) && !pubsub::allowed_while_subscribed(spec.id) {
+        shared.metrics.errors[idx].incr();
+        s.reply.error(&format!(
+            "ERR Can't execute '{}': only (P|S)SUBSCRIBE / (P|S)UNSUBSCRIBE / PING / QUIT / RESET are allowed in this context",
+            spec.name.to_ascii_lowercase()
+        ));
+        return;
+    }
     if s.tx.in_multi() && !multi::runs_at_once(spec.id) {
         multi::queue(shared, s, spec, args);
         return;
@@ -334,6 +347,12 @@ async fn run(sh: &Shared, s: &mut Session<'_>, id: Cmd, a: &[Bytes]) -> Res<()> 
             }
         }
         Cmd::Set => set_command(sh, s, id, a).await?,
+        // Subscribed (RESP2): a PING is answered as a message-shaped array, as Redis does.
+        Cmd::Ping if pubsub::in_subscribed_mode(s) && a.len() <= 2 => {
+            s.reply.array(2);
+            s.reply.bulk(b"pong");
+            s.reply.bulk(a.get(1).map_or(&b""[..], |m| &m[..]));
+        }
         Cmd::Ping => match a.len() {
             1 => s.reply.simple("PONG"),
             2 => s.reply.bulk(&a[1]),
@@ -344,6 +363,12 @@ async fn run(sh: &Shared, s: &mut Session<'_>, id: Cmd, a: &[Bytes]) -> Res<()> 
             }
         },
         Cmd::Echo => s.reply.bulk(&a[1]),
+        Cmd::Subscribe => pubsub::subscribe(sh, s, a, false)?,
+        Cmd::Psubscribe => pubsub::subscribe(sh, s, a, true)?,
+        Cmd::Unsubscribe => pubsub::unsubscribe(sh, s, a, false),
+        Cmd::Punsubscribe => pubsub::unsubscribe(sh, s, a, true),
+        Cmd::Publish => pubsub::publish(sh, s, a)?,
+        Cmd::Pubsub => pubsub::pubsub(sh, s, a)?,
         Cmd::Quit => {
             s.reply.ok();
             s.quit = true;
@@ -357,6 +382,7 @@ async fn run(sh: &Shared, s: &mut Session<'_>, id: Cmd, a: &[Bytes]) -> Res<()> 
             s.ns = "db0".into();
             s.db = Some(0);
             s.ns_hold = None;
+            s.sub = None;
             s.user = sh.acl.read().initial_user();
             s.info.detail.lock().name = None;
             s.tx.reset();

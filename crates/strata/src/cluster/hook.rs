@@ -22,6 +22,7 @@ impl ClusterHook {
         for t in self.tasks.lock().drain(..) {
             t.abort();
         }
+        self.shared.relay.stop();
     }
 }
 
@@ -105,6 +106,24 @@ impl Maintenance for ClusterHook {
                 "Peer requests served",
                 true,
                 get(&k.rpc_served),
+            ),
+            m(
+                "cluster_publish_forwarded",
+                "Pub/sub messages published here and sent to the other members",
+                true,
+                get(&s.relay.forwarded),
+            ),
+            m(
+                "cluster_publish_received",
+                "Pub/sub messages other members published, delivered here",
+                true,
+                get(&s.relay.received),
+            ),
+            m(
+                "cluster_publish_dropped",
+                "Pub/sub messages not forwarded to a member (its queue full, a failed send, or the receiver's backlog full)",
+                true,
+                get(&s.relay.dropped),
             ),
             m(
                 "cluster_remote_reads",

@@ -31,6 +31,7 @@ pub(crate) mod hook;
 pub(crate) mod net;
 pub(crate) mod peer;
 pub(crate) mod primary;
+pub(crate) mod pubsub;
 pub(crate) mod server;
 pub(crate) mod status;
 pub(crate) mod tier;
@@ -203,6 +204,8 @@ pub(crate) struct Shared {
     unauthenticated: Mutex<Pending>,
     /// When the last "closed the oldest" warning was logged (Unix ms).
     evict_logged_ms: AtomicU64,
+    /// Pub/sub messages published here, on their way to the other members ([`pubsub`]).
+    pub(crate) relay: pubsub::Relay,
     /// Test-only network faults (feature `fault-injection`).
     #[cfg(feature = "fault-injection")]
     pub(crate) faults: Faults,
@@ -365,6 +368,7 @@ impl Shared {
             max_frame,
             unauthenticated: Mutex::new(Pending::new(MAX_UNAUTHENTICATED)),
             evict_logged_ms: AtomicU64::new(0),
+            relay: pubsub::Relay::default(),
             tls: tls_configs,
             #[cfg(feature = "fault-injection")]
             faults: Faults::default(),

@@ -335,7 +335,7 @@ impl Pool {
     }
 
     /// [`Pool::call`], saying whether a failed request may have reached the peer. A request
-    /// that is not idempotent (`Execute`) is never sent twice: it is retried on a new
+    /// that is not idempotent (`Execute`, `Publish`) is never sent twice: it is retried on a new
     /// connection only when the first one failed before the request left.
     pub(crate) async fn call_typed(
         &self,
@@ -350,7 +350,8 @@ impl Pool {
                 "{peer} is cut off (fault injection)"
             )));
         }
-        let idempotent = !matches!(req, Request::Execute { .. });
+        // Executions and published messages must not happen twice.
+        let idempotent = !matches!(req, Request::Execute { .. } | Request::Publish { .. });
         let slot = self.slot(peer, addr);
         let start = Instant::now();
         slot.stats.requests.fetch_add(1, Ordering::Relaxed);

@@ -155,6 +155,8 @@ impl Shared {
         let _ = tx.send(rpc::to_bytes(&Frame::Response(0, ok)));
         let writer = tokio::spawn(peer::write_loop(write, rx));
         tracing::debug!(node = %self.name, peer = %caller, "peer connected");
+        // This connection's delivery of forwarded pub/sub messages (started on the first).
+        let mut delivery: Option<pubsub::Delivery> = None;
         loop {
             let frame = loop {
                 match rpc::decode(&mut buf, max) {
@@ -183,6 +185,27 @@ impl Shared {
                 continue;
             };
             self.counters.rpc_served.fetch_add(1, Ordering::Relaxed);
+            // Published messages go to this connection's delivery task, in the order they came
+            // (a member's messages reach this one's subscribers in the order it sent them),
+            // and are answered at once: delivering never holds up the requests behind them.
+            let req = match req {
+                Request::Publish { messages } => {
+                    let resp = if messages.len() > rpc::MAX_PUBLISH_PER_REQUEST {
+                        Response::Error(format!(
+                            "at most {} messages per Publish",
+                            rpc::MAX_PUBLISH_PER_REQUEST
+                        ))
+                    } else {
+                        delivery
+                            .get_or_insert_with(|| pubsub::Delivery::start(&self))
+                            .offer(&self, messages);
+                        Response::Published(0)
+                    };
+                    let _ = tx.send(rpc::to_bytes(&Frame::Response(id, resp)));
+                    continue;
+                }
+                other => other,
+            };
             let me = self.clone();
             let tx = tx.clone();
             let from = caller.clone();
@@ -194,6 +217,17 @@ impl Shared {
         drop(tx);
         let _ = writer.await;
         Ok(())
+    }
+
+    /// Delivers forwarded pub/sub messages to this node's subscribers.
+    fn serve_publish(&self, messages: &[(rpc::ByteBuf, rpc::ByteBuf)]) -> Response {
+        if messages.len() > rpc::MAX_PUBLISH_PER_REQUEST {
+            return Response::Error(format!(
+                "at most {} messages per Publish",
+                rpc::MAX_PUBLISH_PER_REQUEST
+            ));
+        }
+        Response::Published(self.deliver_published(messages))
     }
 
     /// Answers one request from the authenticated peer `from`.
@@ -292,6 +326,7 @@ impl Shared {
             Request::Execute { namespace, key, op } => {
                 self.serve_execute(&namespace, &key, &op).await
             }
+            Request::Publish { messages } => self.serve_publish(&messages),
             Request::Replicate {
                 namespace,
                 key,

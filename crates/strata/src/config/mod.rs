@@ -243,6 +243,10 @@ pub struct ServerConfig {
     /// `limits.max_value_bytes`): past it the client is disconnected, counted and logged, as
     /// Redis's `client-output-buffer-limit`. `MGET` of one big key many times is the case.
     pub client_output_buffer_limit_bytes: u64,
+    /// Most bytes of pub/sub messages queued for one subscriber that does not read them
+    /// (default 32 MiB, Redis's `client-output-buffer-limit pubsub` hard limit): past it the
+    /// subscriber is disconnected, counted and logged.
+    pub pubsub_output_buffer_limit_bytes: u64,
     /// Input all client connections together may buffer (default 512 MiB): a connection
     /// whose buffer grows while the total is past it is disconnected and counted, so many
     /// unfinished requests cannot exhaust memory. Each connection is also bounded by
@@ -286,6 +290,7 @@ impl Default for ServerConfig {
             databases: 16,
             max_namespaces: 512,
             client_output_buffer_limit_bytes: 256 * MIB,
+            pubsub_output_buffer_limit_bytes: 32 * MIB,
             max_input_bytes_total: 512 * MIB,
             worker_threads: 0,
             shutdown_grace_ms: 5_000,
@@ -896,6 +901,12 @@ impl NodeConfig {
             return Err(invalid(
                 "server.max_namespaces",
                 format!("must be between 1 and {room} (1024 less the configured namespaces)"),
+            ));
+        }
+        if srv.pubsub_output_buffer_limit_bytes == 0 {
+            return Err(invalid(
+                "server.pubsub_output_buffer_limit_bytes",
+                "must be greater than 0",
             ));
         }
         if srv.client_output_buffer_limit_bytes <= self.limits.max_value_bytes {

@@ -1,0 +1,236 @@
+//! Pub/sub commands: `SUBSCRIBE`, `UNSUBSCRIBE`, `PSUBSCRIBE`, `PUNSUBSCRIBE`, `PUBLISH` and
+//! `PUBSUB`, with Redis's reply shapes (pushes in RESP3). The hub is [`crate::pubsub`]; the
+//! connection writes queued messages out between requests (`conn.rs`).
+
+use super::*;
+use crate::pubsub::Message;
+
+/// Commands a RESP2 connection may send while subscribed (Redis's list).
+pub(super) fn allowed_while_subscribed(id: Cmd) -> bool {
+    matches!(
+        id,
+        Cmd::Subscribe
+            | Cmd::Unsubscribe
+            | Cmd::Psubscribe
+            | Cmd::Punsubscribe
+            | Cmd::Ping
+            | Cmd::Quit
+            | Cmd::Reset
+    )
+}
+
+/// Whether the session is in RESP2's subscribed mode.
+pub(super) fn in_subscribed_mode(s: &Session<'_>) -> bool {
+    s.reply.proto == Protocol::Resp2 && s.sub.as_ref().is_some_and(|sub| sub.count() > 0)
+}
+
+/// One (un)subscribe confirmation: `[kind, name or nil, count]`.
+fn confirm(s: &mut Session<'_>, kind: &str, name: Option<&[u8]>) {
+    let count = s.sub.as_ref().map_or(0, |sub| sub.count());
+    s.reply.push(3);
+    s.reply.bulk(kind.as_bytes());
+    match name {
+        Some(n) => s.reply.bulk(n),
+        None => s.reply.null(),
+    }
+    s.reply.integer(count as i64);
+}
+
+fn subscription<'s>(sh: &Shared, s: &'s mut Session<'_>) -> &'s mut crate::pubsub::Subscription {
+    let limit =
+        usize::try_from(sh.config.server.pubsub_output_buffer_limit_bytes).unwrap_or(usize::MAX);
+    let id = s.info.id;
+    s.sub.get_or_insert_with(|| sh.pubsub.open(id, limit))
+}
+
+/// Checks a channel or pattern name against the size limits before anything is subscribed.
+fn check_names(sh: &Shared, names: &[Bytes], pattern: bool) -> Res<()> {
+    let max = sh.config.limits.max_key_bytes as usize;
+    for n in names {
+        if n.len() > max {
+            return Err(ReplyError::err(format!(
+                "channel or pattern of {} bytes, above limits.max_key_bytes ({max})",
+                n.len()
+            )));
+        }
+        if pattern && n.len() > strata_core::glob::MAX_PATTERN_BYTES {
+            return Err(ReplyError::err(format!(
+                "pattern of {} bytes, above the {} a pattern may have",
+                n.len(),
+                strata_core::glob::MAX_PATTERN_BYTES
+            )));
+        }
+    }
+    Ok(())
+}
+
+/// `SUBSCRIBE channel …` and `PSUBSCRIBE pattern …`. The names are checked first, so a
+/// refused command subscribes to nothing.
+pub(super) fn subscribe(sh: &Shared, s: &mut Session<'_>, a: &[Bytes], pattern: bool) -> Res<()> {
+    check_names(sh, &a[1..], pattern)?;
+    for name in &a[1..] {
+        let sub = subscription(sh, s);
+        let done = if pattern {
+            sh.pubsub.psubscribe(sub, name)
+        } else {
+            sh.pubsub.subscribe(sub, name)
+        };
+        done.map_err(ReplyError::err)?;
+        confirm(
+            s,
+            if pattern { "psubscribe" } else { "subscribe" },
+            Some(name),
+        );
+    }
+    Ok(())
+}
+
+/// Writes the messages already queued for the session into its reply, ahead of what the
+/// command about to run answers: a message published before a command was read is seen
+/// before its reply (and never after an unsubscribe confirmation), as Redis pushes them.
+/// Returns false when the reply buffer could not take them (the client is to be closed).
+pub fn drain(s: &mut Session<'_>) -> bool {
+    let Some(sub) = s.sub.as_mut() else {
+        return true;
+    };
+    while let Some(m) = sub.try_recv() {
+        write_message(&mut s.reply, &m);
+        if s.reply.overflowed() {
+            return false;
+        }
+    }
+    true
+}
+
+/// `UNSUBSCRIBE [channel …]` and `PUNSUBSCRIBE [pattern …]`: without names, from every one.
+pub(super) fn unsubscribe(sh: &Shared, s: &mut Session<'_>, a: &[Bytes], pattern: bool) {
+    let kind = if pattern {
+        "punsubscribe"
+    } else {
+        "unsubscribe"
+    };
+    let names: Vec<Bytes> = if a.len() > 1 {
+        a[1..].to_vec()
+    } else {
+        s.sub.as_ref().map_or_else(Vec::new, |sub| {
+            if pattern {
+                sub.patterns.iter().cloned().collect()
+            } else {
+                sub.channels.iter().cloned().collect()
+            }
+        })
+    };
+    if names.is_empty() {
+        confirm(s, kind, None);
+        return;
+    }
+    for name in &names {
+        if let Some(sub) = s.sub.as_mut() {
+            if pattern {
+                sh.pubsub.punsubscribe(sub, name);
+            } else {
+                sh.pubsub.unsubscribe(sub, name);
+            }
+        }
+        // Anything published to it before it was removed goes out before the confirmation.
+        drain(s);
+        confirm(s, kind, Some(name));
+    }
+}
+
+/// `PUBLISH channel message`: the number of this node's clients that got it (as on a Redis
+/// Cluster node); other members deliver it to theirs.
+pub(super) fn publish(sh: &Shared, s: &mut Session<'_>, a: &[Bytes]) -> Res<()> {
+    check_names(sh, &a[1..2], false)?;
+    let max = sh.config.limits.max_value_bytes as usize;
+    if a[2].len() > max {
+        return Err(ReplyError::err(format!(
+            "message of {} bytes, above limits.max_value_bytes ({max})",
+            a[2].len()
+        )));
+    }
+    let n = sh.publish(&a[1], &a[2]);
+    s.reply.integer(n as i64);
+    Ok(())
+}
+
+/// `PUBSUB CHANNELS [pattern] | NUMSUB [channel …] | NUMPAT` (this node's subscriptions).
+pub(super) fn pubsub(sh: &Shared, s: &mut Session<'_>, a: &[Bytes]) -> Res<()> {
+    let sub = String::from_utf8_lossy(&a[1]).to_ascii_uppercase();
+    match sub.as_str() {
+        "CHANNELS" if a.len() <= 3 => {
+            let glob = match a.get(2) {
+                Some(p) => Some(
+                    strata_core::glob::Glob::new(p).map_err(|e| ReplyError::err(e.to_string()))?,
+                ),
+                None => None,
+            };
+            let channels = sh.pubsub.channels(glob.as_ref());
+            s.reply.array(channels.len());
+            for c in channels {
+                s.reply.bulk(&c);
+            }
+        }
+        "NUMSUB" => {
+            s.reply.array(2 * (a.len() - 2));
+            for c in &a[2..] {
+                s.reply.bulk(c);
+                s.reply.integer(sh.pubsub.numsub(c) as i64);
+            }
+        }
+        "NUMPAT" if a.len() == 2 => s.reply.integer(sh.pubsub.numpat() as i64),
+        "HELP" => {
+            let lines = [
+                "PUBSUB <subcommand> [<arg> [value] [opt] ...]. Subcommands are:",
+                "CHANNELS [<pattern>]",
+                "    Return the currently active channels matching a <pattern> (default: '*').",
+                "NUMPAT",
+                "    Return number of subscriptions to patterns.",
+                "NUMSUB [<channel> ...]",
+                "    Return the number of subscribers for the specified channels, excluding",
+                "    pattern subscriptions(default: no channels).",
+            ];
+            s.reply.array(lines.len());
+            for l in lines {
+                s.reply.simple(l);
+            }
+        }
+        // Redis's own wording for each (the table's arity, and the handler's check).
+        "NUMPAT" => {
+            return Err(ReplyError::err(
+                "wrong number of arguments for 'pubsub|numpat' command",
+            ));
+        }
+        "CHANNELS" => {
+            return Err(ReplyError::err(format!(
+                "unknown subcommand or wrong number of arguments for '{}'. Try PUBSUB HELP.",
+                String::from_utf8_lossy(&a[1])
+            )));
+        }
+        _ => {
+            return Err(ReplyError::err(format!(
+                "unknown subcommand '{}'. Try PUBSUB HELP.",
+                String::from_utf8_lossy(&a[1][..a[1].len().min(128)])
+            )));
+        }
+    }
+    Ok(())
+}
+
+/// Writes one delivered message: `[message, channel, payload]` or `[pmessage, pattern,
+/// channel, payload]`.
+pub fn write_message(reply: &mut strata_resp::Reply, m: &Message) {
+    match &m.pattern {
+        None => {
+            reply.push(3);
+            reply.bulk(b"message");
+        }
+        Some(p) => {
+            reply.push(4);
+            reply.bulk(b"pmessage");
+            reply.bulk(p);
+        }
+    }
+    reply.bulk(&m.channel);
+    reply.bulk(&m.payload);
+}

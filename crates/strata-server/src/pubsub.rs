@@ -1,0 +1,429 @@
+//! Pub/sub: `SUBSCRIBE`, `PSUBSCRIBE`, `PUBLISH` and `PUBSUB` as Redis has them, on one node.
+//!
+//! A subscribed connection gets a queue of its own; `PUBLISH` puts the message on the queue
+//! of every client subscribed to the channel or to a pattern that matches it, and the
+//! connection writes it out between requests. The queue is bounded in bytes by
+//! `server.pubsub_output_buffer_limit_bytes`, as Redis's `client-output-buffer-limit pubsub`
+//! hard limit: a subscriber that falls that far behind is disconnected (counted and logged)
+//! and never holds up the publisher or other subscribers.
+//!
+//! What a client can make the hub hold is bounded: names are copies (never slices of a
+//! connection's read buffer) of at most `limits.max_key_bytes`, a client holds at most
+//! [`MAX_SUBSCRIPTIONS_PER_CLIENT`] subscriptions, and the node at most [`MAX_PATTERNS`]
+//! distinct patterns (each `PUBLISH` matches its channel against every pattern, as in Redis).
+
+use std::collections::{BTreeSet, HashMap};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+
+use bytes::Bytes;
+use parking_lot::RwLock;
+use strata_core::glob::Glob;
+use tokio::sync::mpsc;
+
+/// Most channels and patterns one client may be subscribed to.
+pub const MAX_SUBSCRIPTIONS_PER_CLIENT: usize = 10_000;
+
+/// Most distinct patterns subscribed to on one node.
+pub const MAX_PATTERNS: usize = 10_000;
+
+/// One message for one subscriber.
+#[derive(Debug, Clone)]
+pub struct Message {
+    /// The pattern it matched (`pmessage`), or `None` for a channel subscription.
+    pub pattern: Option<Bytes>,
+    /// The channel it was published to.
+    pub channel: Bytes,
+    /// What was published.
+    pub payload: Bytes,
+}
+
+impl Message {
+    /// The bytes it holds while queued.
+    fn size(&self) -> usize {
+        self.pattern.as_ref().map_or(0, Bytes::len) + self.channel.len() + self.payload.len() + 64
+    }
+}
+
+/// The sending end of one subscribed client's queue.
+#[derive(Clone)]
+struct Outlet {
+    tx: mpsc::UnboundedSender<Message>,
+    queued: Arc<AtomicUsize>,
+    over: Arc<AtomicBool>,
+    /// Woken when `over` is set: the connection may be blocked writing to a client that does
+    /// not read, and must close it.
+    over_signal: Arc<tokio::sync::Notify>,
+    limit: usize,
+}
+
+impl Outlet {
+    /// Queues `m` unless the client is over its limit (then it is marked to be closed).
+    /// Returns whether it was queued.
+    fn send(&self, m: Message) -> bool {
+        if self.over.load(Ordering::Acquire) {
+            return false;
+        }
+        let size = m.size();
+        if self.queued.fetch_add(size, Ordering::AcqRel) + size > self.limit {
+            self.queued.fetch_sub(size, Ordering::AcqRel);
+            self.over.store(true, Ordering::Release);
+            self.over_signal.notify_one();
+            return false;
+        }
+        if self.tx.send(m).is_err() {
+            self.queued.fetch_sub(size, Ordering::AcqRel);
+            return false;
+        }
+        true
+    }
+}
+
+/// A subscribed connection's side: its queue and what it is subscribed to.
+pub struct Subscription {
+    hub: Arc<PubSub>,
+    id: u64,
+    outlet: Outlet,
+    rx: mpsc::UnboundedReceiver<Message>,
+    /// Channels (sorted; Redis lists them in no particular order).
+    pub channels: BTreeSet<Bytes>,
+    /// Patterns.
+    pub patterns: BTreeSet<Bytes>,
+}
+
+impl std::fmt::Debug for Subscription {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Subscription")
+            .field("channels", &self.channels.len())
+            .field("patterns", &self.patterns.len())
+            .finish_non_exhaustive()
+    }
+}
+
+impl Drop for Subscription {
+    fn drop(&mut self) {
+        let hub = self.hub.clone();
+        hub.close(self);
+    }
+}
+
+impl Subscription {
+    /// How many channels and patterns the client is subscribed to (Redis's count in every
+    /// (un)subscribe reply).
+    pub fn count(&self) -> usize {
+        self.channels.len() + self.patterns.len()
+    }
+
+    /// The next queued message; pending while there is none.
+    pub async fn recv(&mut self) -> Option<Message> {
+        let m = self.rx.recv().await?;
+        self.outlet.queued.fetch_sub(m.size(), Ordering::AcqRel);
+        Some(m)
+    }
+
+    /// A queued message, if one is waiting.
+    pub fn try_recv(&mut self) -> Option<Message> {
+        let m = self.rx.try_recv().ok()?;
+        self.outlet.queued.fetch_sub(m.size(), Ordering::AcqRel);
+        Some(m)
+    }
+
+    /// Notified when the client falls further behind than its limit (a permit is kept if
+    /// nobody waits).
+    pub fn over_signal(&self) -> Arc<tokio::sync::Notify> {
+        self.outlet.over_signal.clone()
+    }
+
+    /// Whether the client fell further behind than its limit (it is to be closed).
+    pub fn over_limit(&self) -> bool {
+        self.outlet.over.load(Ordering::Acquire)
+    }
+}
+
+#[derive(Default)]
+struct Subs {
+    channels: HashMap<Bytes, HashMap<u64, Outlet>>,
+    patterns: HashMap<Bytes, (Glob, HashMap<u64, Outlet>)>,
+}
+
+/// The node's subscriptions.
+#[derive(Default)]
+pub struct PubSub {
+    subs: RwLock<Subs>,
+    /// Clients disconnected for falling behind their limit.
+    pub closed_over_limit: AtomicUsize,
+}
+
+impl std::fmt::Debug for PubSub {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("PubSub").finish_non_exhaustive()
+    }
+}
+
+impl PubSub {
+    /// A new subscription for client `id`, its queue bounded by `limit` bytes.
+    pub fn open(self: &Arc<Self>, id: u64, limit: usize) -> Subscription {
+        let (tx, rx) = mpsc::unbounded_channel();
+        Subscription {
+            hub: self.clone(),
+            id,
+            outlet: Outlet {
+                tx,
+                queued: Arc::new(AtomicUsize::new(0)),
+                over: Arc::new(AtomicBool::new(false)),
+                over_signal: Arc::new(tokio::sync::Notify::new()),
+                limit,
+            },
+            rx,
+            channels: BTreeSet::new(),
+            patterns: BTreeSet::new(),
+        }
+    }
+
+    /// Checks that `sub` may take one more subscription.
+    fn room(sub: &Subscription) -> Result<(), String> {
+        if sub.count() >= MAX_SUBSCRIPTIONS_PER_CLIENT {
+            return Err(format!(
+                "a client may hold at most {MAX_SUBSCRIPTIONS_PER_CLIENT} subscriptions"
+            ));
+        }
+        Ok(())
+    }
+
+    /// Subscribes `sub` to `channel` (no-op if it is).
+    pub fn subscribe(&self, sub: &mut Subscription, channel: &[u8]) -> Result<(), String> {
+        if sub.channels.contains(channel) {
+            return Ok(());
+        }
+        Self::room(sub)?;
+        let channel = Bytes::copy_from_slice(channel);
+        sub.channels.insert(channel.clone());
+        self.subs
+            .write()
+            .channels
+            .entry(channel)
+            .or_default()
+            .insert(sub.id, sub.outlet.clone());
+        Ok(())
+    }
+
+    /// Unsubscribes `sub` from `channel`; returns whether it was subscribed.
+    pub fn unsubscribe(&self, sub: &mut Subscription, channel: &[u8]) -> bool {
+        if !sub.channels.remove(channel) {
+            return false;
+        }
+        let mut subs = self.subs.write();
+        if let Some(clients) = subs.channels.get_mut(channel) {
+            clients.remove(&sub.id);
+            if clients.is_empty() {
+                subs.channels.remove(channel);
+            }
+        }
+        true
+    }
+
+    /// Subscribes `sub` to `pattern` (a Redis glob).
+    pub fn psubscribe(&self, sub: &mut Subscription, pattern: &[u8]) -> Result<(), String> {
+        if sub.patterns.contains(pattern) {
+            return Ok(());
+        }
+        Self::room(sub)?;
+        let glob = Glob::new(pattern).map_err(|e| e.to_string())?;
+        let pattern = Bytes::copy_from_slice(pattern);
+        let mut subs = self.subs.write();
+        if !subs.patterns.contains_key(&pattern) && subs.patterns.len() >= MAX_PATTERNS {
+            return Err(format!(
+                "this node holds the maximum of {MAX_PATTERNS} distinct patterns"
+            ));
+        }
+        sub.patterns.insert(pattern.clone());
+        subs.patterns
+            .entry(pattern)
+            .or_insert_with(|| (glob, HashMap::new()))
+            .1
+            .insert(sub.id, sub.outlet.clone());
+        Ok(())
+    }
+
+    /// Unsubscribes `sub` from `pattern`; returns whether it was subscribed.
+    pub fn punsubscribe(&self, sub: &mut Subscription, pattern: &[u8]) -> bool {
+        if !sub.patterns.remove(pattern) {
+            return false;
+        }
+        let mut subs = self.subs.write();
+        if let Some((_, clients)) = subs.patterns.get_mut(pattern) {
+            clients.remove(&sub.id);
+            if clients.is_empty() {
+                subs.patterns.remove(pattern);
+            }
+        }
+        true
+    }
+
+    /// Drops every subscription of `sub` (its connection ends, or `RESET`), in batches so
+    /// that the lock is let go between them.
+    pub fn close(&self, sub: &mut Subscription) {
+        let channels: Vec<Bytes> = std::mem::take(&mut sub.channels).into_iter().collect();
+        for batch in channels.chunks(256) {
+            let mut subs = self.subs.write();
+            for c in batch {
+                if let Some(clients) = subs.channels.get_mut(c) {
+                    clients.remove(&sub.id);
+                    if clients.is_empty() {
+                        subs.channels.remove(c);
+                    }
+                }
+            }
+        }
+        for p in std::mem::take(&mut sub.patterns) {
+            let mut subs = self.subs.write();
+            if let Some((_, clients)) = subs.patterns.get_mut(&p) {
+                clients.remove(&sub.id);
+                if clients.is_empty() {
+                    subs.patterns.remove(&p);
+                }
+            }
+        }
+    }
+
+    /// Delivers `payload` on `channel` to this node's subscribers; returns how many clients
+    /// got it (a client subscribed to the channel and to matching patterns counts once
+    /// per subscription, as in Redis).
+    pub fn publish(&self, channel: &[u8], payload: &[u8]) -> usize {
+        // Copies: the caller's bytes may be a slice of a connection's read buffer.
+        let (channel, payload) = (
+            &Bytes::copy_from_slice(channel),
+            &Bytes::copy_from_slice(payload),
+        );
+        let subs = self.subs.read();
+        let mut n = 0;
+        if let Some(clients) = subs.channels.get(channel) {
+            for o in clients.values() {
+                let m = Message {
+                    pattern: None,
+                    channel: channel.clone(),
+                    payload: payload.clone(),
+                };
+                if o.send(m) {
+                    n += 1;
+                }
+            }
+        }
+        for (pattern, (glob, clients)) in &subs.patterns {
+            if !glob.matches(channel) {
+                continue;
+            }
+            for o in clients.values() {
+                let m = Message {
+                    pattern: Some(pattern.clone()),
+                    channel: channel.clone(),
+                    payload: payload.clone(),
+                };
+                if o.send(m) {
+                    n += 1;
+                }
+            }
+        }
+        n
+    }
+
+    /// Channels with at least one subscriber, matching `pattern` when given (`PUBSUB
+    /// CHANNELS`).
+    pub fn channels(&self, pattern: Option<&Glob>) -> Vec<Bytes> {
+        let subs = self.subs.read();
+        let mut out: Vec<Bytes> = subs
+            .channels
+            .keys()
+            .filter(|c| pattern.is_none_or(|g| g.matches(c)))
+            .cloned()
+            .collect();
+        out.sort();
+        out
+    }
+
+    /// Subscribers of `channel` (`PUBSUB NUMSUB`; patterns not counted, as in Redis).
+    pub fn numsub(&self, channel: &[u8]) -> usize {
+        self.subs
+            .read()
+            .channels
+            .get(channel)
+            .map_or(0, HashMap::len)
+    }
+
+    /// Patterns with at least one subscriber (`PUBSUB NUMPAT`).
+    pub fn numpat(&self) -> usize {
+        self.subs.read().patterns.len()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn publish_reaches_channel_and_pattern_subscribers_and_bounds_a_slow_one() {
+        let ps = Arc::new(PubSub::default());
+        let mut a = ps.open(1, 1 << 20);
+        let mut b = ps.open(2, 300);
+        ps.subscribe(&mut a, b"news").unwrap();
+        ps.psubscribe(&mut b, b"n*").unwrap();
+        assert_eq!(ps.publish(b"news", b"hi"), 2);
+        let m = a.recv().await.unwrap();
+        assert_eq!(
+            (m.pattern, &m.channel[..], &m.payload[..]),
+            (None, &b"news"[..], &b"hi"[..])
+        );
+        let m = b.recv().await.unwrap();
+        assert_eq!(m.pattern.as_deref(), Some(&b"n*"[..]));
+        assert_eq!(ps.channels(None), vec![Bytes::from_static(b"news")]);
+        assert_eq!((ps.numsub(b"news"), ps.numpat()), (1, 1));
+        // b never reads: past 300 bytes queued it is over its limit, and a is unaffected.
+        for _ in 0..10 {
+            ps.publish(b"news", &[b'x'; 100]);
+        }
+        assert!(b.over_limit());
+        assert!(!a.over_limit());
+        let mut got = 0;
+        while a.try_recv().is_some() {
+            got += 1;
+        }
+        assert_eq!(got, 10);
+        assert!(ps.unsubscribe(&mut a, b"news"));
+        assert!(!ps.unsubscribe(&mut a, b"news"));
+        ps.close(&mut b);
+        assert!(ps.channels(None).is_empty());
+        assert_eq!(ps.numpat(), 0);
+    }
+
+    #[test]
+    fn subscriptions_are_bounded_per_client_and_patterns_per_node() {
+        let ps = Arc::new(PubSub::default());
+        let mut a = ps.open(1, 1 << 20);
+        for i in 0..MAX_SUBSCRIPTIONS_PER_CLIENT {
+            ps.subscribe(&mut a, format!("c{i}").as_bytes()).unwrap();
+        }
+        assert!(ps.subscribe(&mut a, b"one-more").is_err());
+        assert!(ps.psubscribe(&mut a, b"p*").is_err());
+        ps.subscribe(&mut a, b"c1").unwrap();
+        assert_eq!(a.count(), MAX_SUBSCRIPTIONS_PER_CLIENT);
+        drop(a);
+        assert!(
+            ps.channels(None).is_empty(),
+            "a dropped subscription leaves the hub"
+        );
+        let mut b = ps.open(2, 1 << 20);
+        let mut c = ps.open(3, 1 << 20);
+        for i in 0..MAX_PATTERNS {
+            let p = format!("p{i}*");
+            if i < MAX_SUBSCRIPTIONS_PER_CLIENT / 2 {
+                ps.psubscribe(&mut b, p.as_bytes()).unwrap();
+            } else {
+                ps.psubscribe(&mut c, p.as_bytes()).unwrap();
+            }
+        }
+        let mut d = ps.open(4, 1 << 20);
+        assert!(ps.psubscribe(&mut d, b"new*").is_err());
+        ps.psubscribe(&mut d, b"p1*").unwrap();
+        assert_eq!(ps.numpat(), MAX_PATTERNS);
+    }
+}

@@ -1,0 +1,355 @@
+//! Pub/sub against real processes: the same conversation with redis-server and with
+//! `strata serve` gives the same frames (RESP2 and RESP3); redis-py subscribers on one
+//! member of a three-node cluster get, in order, what redis-py and redis-cli publish on
+//! another; and a subscriber that stops reading is disconnected at its limit without holding
+//! up the publisher or the server's memory.
+
+#![allow(clippy::unwrap_used)]
+
+#[path = "../../crates/strata-redis/tests/common/mod.rs"]
+mod redis_common;
+
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+use redis_common::RedisServer;
+use strata_resp::Frame;
+use strata_tests::*;
+
+/// One step of a conversation: which connection sends what, and how many frames it reads.
+type Step<'a> = (usize, &'a [&'a [u8]], usize);
+
+/// Runs `steps` over three connections to `port`; returns every frame read, in order,
+/// except the replies to `HELLO` (they name the server).
+fn converse(port: u16, steps: &[Step<'_>]) -> Vec<(usize, Frame)> {
+    let mut conns: Vec<Raw> = (0..3).map(|_| Raw::connect(port)).collect();
+    let mut out = Vec::new();
+    for (who, args, frames) in steps {
+        let c = &mut conns[*who];
+        let cmd = Frame::Array(
+            args.iter()
+                .map(|a| Frame::Bulk(a.to_vec().into()))
+                .collect(),
+        );
+        c.send(&cmd.to_bytes());
+        for _ in 0..*frames {
+            let f = c.frame();
+            if args[0] != b"HELLO" {
+                out.push((*who, f));
+            }
+        }
+    }
+    out
+}
+
+#[test]
+fn pubsub_frames_are_redis_frames() {
+    let redis = RedisServer::start();
+    let strata = Server::start("");
+    let steps: Vec<Step<'_>> = vec![
+        (0, &[b"SUBSCRIBE", b"news", b"sport"], 2),
+        (0, &[b"PSUBSCRIBE", b"n*", b"x?"], 2),
+        // RESP2 subscribed mode: only (un)subscribing, PING, QUIT and RESET.
+        (0, &[b"GET", b"k"], 1),
+        (0, &[b"PING"], 1),
+        (0, &[b"PING", b"hi"], 1),
+        (1, &[b"PUBLISH", b"news", b"first"], 1),
+        (0, &[b"PING"], 3),
+        (1, &[b"PUBLISH", b"xy", b"second"], 1),
+        (1, &[b"PUBLISH", b"nobody", b"third"], 1),
+        (0, &[b"PING"], 3),
+        // (One channel each: Redis lists channels in no particular order.)
+        (1, &[b"PUBSUB", b"CHANNELS", b"s*"], 1),
+        (1, &[b"PUBSUB", b"CHANNELS", b"n?ws"], 1),
+        (1, &[b"PUBSUB", b"NUMSUB", b"news", b"none"], 1),
+        (1, &[b"PUBSUB", b"NUMPAT"], 1),
+        (1, &[b"PUBSUB", b"NOPE"], 1),
+        (1, &[b"PUBSUB", b"NUMPAT", b"extra"], 1),
+        (1, &[b"PUBSUB", b"CHANNELS", b"a", b"b"], 1),
+        (0, &[b"UNSUBSCRIBE", b"news", b"never"], 2),
+        (0, &[b"PUNSUBSCRIBE", b"x?"], 1),
+        (0, &[b"UNSUBSCRIBE"], 1),
+        (0, &[b"PUNSUBSCRIBE"], 1),
+        (0, &[b"UNSUBSCRIBE"], 1),
+        (0, &[b"GET", b"k"], 1),
+        // RESP3: confirmations and messages are pushes, and other commands still work.
+        (2, &[b"HELLO", b"3"], 1),
+        (2, &[b"SUBSCRIBE", b"news"], 1),
+        (2, &[b"GET", b"k"], 1),
+        (1, &[b"PUBLISH", b"news", b"fourth"], 1),
+        (2, &[b"PING"], 2),
+        (2, &[b"UNSUBSCRIBE"], 1),
+        (2, &[b"SUBSCRIBE"], 1),
+        (1, &[b"PUBLISH"], 1),
+    ];
+    let want = converse(redis.port, &steps);
+    let got = converse(strata.port, &steps);
+    for (i, (w, g)) in want.iter().zip(&got).enumerate() {
+        // Messages published before a PING reach the subscriber before its reply, on both.
+        assert_eq!(g, w, "frame {i}: strata {g:?}, redis-server {w:?}");
+    }
+    assert_eq!(got.len(), want.len());
+}
+
+/// redis-py's `pubsub()` on node 1 of a three-node cluster, with a channel and a pattern;
+/// 500 messages published through node 3 by redis-py and 5 by redis-cli arrive in order.
+const SUBSCRIBER: &str = r#"
+import sys, time, redis
+port, expect = int(sys.argv[1]), int(sys.argv[2])
+r = redis.Redis(port=port)
+p = r.pubsub()
+p.subscribe("orders")
+p.psubscribe("audit.*")
+deadline = time.time() + 5
+while time.time() < deadline:
+    m = p.get_message(timeout=0.2)
+    if m and m["type"] == "psubscribe":
+        break
+print("ready", flush=True)
+seen, audit = [], 0
+deadline = time.time() + 30
+while len(seen) + audit < expect and time.time() < deadline:
+    m = p.get_message(timeout=1.0)
+    if m is None:
+        continue
+    if m["type"] == "message":
+        seen.append(int(m["data"]))
+    elif m["type"] == "pmessage":
+        assert m["pattern"] == b"audit.*", m
+        audit += 1
+assert seen == sorted(seen) and len(seen) == len(set(seen)), "out of order or twice"
+print(len(seen), audit, flush=True)
+"#;
+
+const PUBLISHER: &str = r#"
+import sys, redis
+r = redis.Redis(port=int(sys.argv[1]))
+for i in range(500):
+    r.publish("orders", str(i))
+"#;
+
+#[test]
+fn redis_py_subscribers_get_in_order_what_another_member_publishes() {
+    let (nodes, _dirs) = three_nodes("");
+    let mut sub = Command::new("python3")
+        .args(["-c", SUBSCRIBER, &nodes[0].port.to_string(), "505"])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut out = std::io::BufReader::new(sub.stdout.take().unwrap());
+    let mut line = String::new();
+    std::io::BufRead::read_line(&mut out, &mut line).unwrap();
+    assert_eq!(line.trim(), "ready");
+    // Through the subscriber's own node, PUBSUB sees it.
+    let mut c = nodes[0].raw();
+    assert_eq!(
+        c.cmd(&[b"PUBSUB", b"NUMSUB", b"orders"]),
+        Frame::Array(vec![Frame::Bulk("orders".into()), Frame::Integer(1)])
+    );
+    let status = Command::new("python3")
+        .args(["-c", PUBLISHER, &nodes[2].port.to_string()])
+        .status()
+        .unwrap();
+    assert!(status.success());
+    for i in 0..5 {
+        // A member's PUBLISH counts its own subscribers, as a Redis Cluster node does.
+        assert_eq!(
+            nodes[2].cli(&["publish", &format!("audit.{i}"), "x"]),
+            "0\n"
+        );
+    }
+    let mut rest = String::new();
+    std::io::Read::read_to_string(&mut out, &mut rest).unwrap();
+    let done = sub.wait_with_output().unwrap();
+    assert!(
+        done.status.success(),
+        "redis-py subscriber: {}",
+        String::from_utf8_lossy(&done.stderr)
+    );
+    assert_eq!(rest.trim(), "500 5", "messages received (orders, audit)");
+}
+
+/// A subscriber that never reads is closed once 1 MiB of messages waits for it: the
+/// publisher is never held up, another subscriber gets everything, and the server's memory
+/// does not grow by what was published.
+#[test]
+fn a_subscriber_that_stops_reading_is_closed_at_its_limit() {
+    let s = Server::start("[server]\npubsub_output_buffer_limit_bytes = 1048576\n");
+    let rss = || {
+        let pid = s.child.as_ref().unwrap().id();
+        let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
+        status
+            .lines()
+            .find(|l| l.starts_with("VmRSS:"))
+            .and_then(|l| l.split_whitespace().nth(1))
+            .and_then(|kb| kb.parse::<u64>().ok())
+            .unwrap()
+            * 1024
+    };
+    let mut stuck = s.raw();
+    assert!(matches!(
+        stuck.cmd(&[b"SUBSCRIBE", b"firehose"]),
+        Frame::Array(_)
+    ));
+    let mut reader = s.raw();
+    assert!(matches!(
+        reader.cmd(&[b"SUBSCRIBE", b"firehose"]),
+        Frame::Array(_)
+    ));
+    let before = rss();
+    let mut publisher = s.raw();
+    let payload = vec![b'p'; 64 * 1024];
+    let mut slowest = Duration::ZERO;
+    let mut received = 0;
+    for _ in 0..300 {
+        let t = Instant::now();
+        let n = publisher.cmd(&[b"PUBLISH", b"firehose", &payload]);
+        slowest = slowest.max(t.elapsed());
+        assert!(matches!(n, Frame::Integer(1 | 2)), "{n:?}");
+        // The reading subscriber keeps up.
+        match reader.frame() {
+            Frame::Array(parts) if parts.len() == 3 => received += 1,
+            other => panic!("{other:?}"),
+        }
+    }
+    assert_eq!(received, 300);
+    let grown = rss().saturating_sub(before);
+    println!(
+        "300 × 64 KiB published: slowest PUBLISH {slowest:?}, RSS +{} MiB",
+        grown >> 20
+    );
+    assert!(
+        slowest < Duration::from_secs(1),
+        "PUBLISH waited {slowest:?}"
+    );
+    // 19 MiB were published; the stuck subscriber may hold its 1 MiB and socket buffers.
+    assert!(grown < 12 << 20, "RSS grew by {} MiB", grown >> 20);
+    assert!(
+        wait_for(Duration::from_secs(10), || metric_or_zero(
+            &s,
+            "strata_server_pubsub_limit_closed_total"
+        ) >= 1.0)
+        .is_some(),
+        "the stuck subscriber was not closed"
+    );
+    // What the stuck subscriber can still read ends with the connection closing.
+    let mut chunk = vec![0u8; 1 << 16];
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let closed = loop {
+        match std::io::Read::read(&mut stuck.stream, &mut chunk) {
+            Ok(0) => break true,
+            Ok(_) if Instant::now() < deadline => {}
+            _ => break false,
+        }
+    };
+    assert!(closed, "the stuck subscriber's connection is still open");
+    assert_eq!(
+        publisher.cmd(&[b"PUBSUB", b"NUMSUB", b"firehose"]),
+        Frame::Array(vec![Frame::Bulk("firehose".into()), Frame::Integer(1)])
+    );
+}
+
+/// A message larger than the limit, to an idle subscriber with an empty queue, closes it
+/// too (no flush is in progress to notice); a plain `SET` in RESP2 subscribed mode is
+/// refused like any other command; and once the unsubscribe confirmation says 0, no message
+/// follows it, however fast messages arrive meanwhile.
+#[test]
+fn subscribed_mode_edges_hold_under_a_stream_of_messages() {
+    let s = Server::start("[server]\npubsub_output_buffer_limit_bytes = 1048576\n");
+    let mut idle = s.raw();
+    assert!(matches!(idle.cmd(&[b"SUBSCRIBE", b"big"]), Frame::Array(_)));
+    let e = idle.cmd(&[b"SET", b"k", b"v"]);
+    assert!(err_text(&e).starts_with("ERR Can't execute 'set'"), "{e:?}");
+    let mut publisher = s.raw();
+    publisher.cmd(&[b"PUBLISH", b"big", &vec![b'x'; 2 << 20]]);
+    let closed = wait_for(Duration::from_secs(5), || {
+        metric_or_zero(&s, "strata_server_pubsub_limit_closed_total") >= 1.0
+    });
+    assert!(
+        closed.is_some(),
+        "an idle subscriber over its limit was not closed"
+    );
+
+    // A stream of messages, and an UNSUBSCRIBE in the middle of it.
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let flood = {
+        let (port, stop) = (s.port, stop.clone());
+        std::thread::spawn(move || {
+            let mut p = Raw::connect(port);
+            while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                p.cmd(&[b"PUBLISH", b"stream", b"m"]);
+            }
+        })
+    };
+    for round in 0..20 {
+        let mut sub = s.raw();
+        assert!(matches!(
+            sub.cmd(&[b"SUBSCRIBE", b"stream"]),
+            Frame::Array(_)
+        ));
+        // Some messages arrive…
+        for _ in 0..10 {
+            match sub.frame() {
+                Frame::Array(p) if p.len() == 3 => {}
+                other => panic!("round {round}: {other:?}"),
+            }
+        }
+        sub.send(&Frame::Array(vec![Frame::Bulk("UNSUBSCRIBE".into())]).to_bytes());
+        // … then, whatever came before it, the confirmation, and nothing after it.
+        loop {
+            match sub.frame() {
+                Frame::Array(p) if p[0] == Frame::Bulk("unsubscribe".into()) => {
+                    assert_eq!(p[2], Frame::Integer(0));
+                    break;
+                }
+                Frame::Array(p) if p[0] == Frame::Bulk("message".into()) => {}
+                other => panic!("round {round}: {other:?}"),
+            }
+        }
+        assert_eq!(
+            sub.cmd(&[b"PING"]),
+            Frame::Simple("PONG".into()),
+            "round {round}"
+        );
+    }
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    flood.join().unwrap();
+}
+
+/// Channels are not namespaced, so a user confined to some namespaces gets none (as a Redis
+/// 7 user without `&channel` rules); an unrestricted user subscribes and publishes.
+#[test]
+fn users_confined_to_namespaces_get_no_channels() {
+    let digest = |p: &str| -> String {
+        strata_server::acl::digest(p.as_bytes())
+            .iter()
+            .map(|b| format!("{b:02x}"))
+            .collect()
+    };
+    let s = Server::start(&format!(
+        "[server]\nrequirepass = \"root\"\n\
+         [server.users.app]\npassword_sha256 = [\"{}\"]\nnamespaces = [\"app-*\"]\npermission = \"readwrite\"\n",
+        digest("app pw")
+    ));
+    let mut app = s.raw();
+    assert_eq!(
+        app.cmd(&[b"AUTH", b"app", b"app pw"]),
+        Frame::Simple("OK".into())
+    );
+    for cmd in [
+        &[&b"SUBSCRIBE"[..], b"app-news"][..],
+        &[b"PSUBSCRIBE", b"*"],
+        &[b"PUBLISH", b"app-news", b"x"],
+        &[b"PUBSUB", b"CHANNELS"],
+    ] {
+        let e = app.cmd(cmd);
+        assert!(err_text(&e).starts_with("NOPERM"), "{cmd:?}: {e:?}");
+    }
+    let mut root = s.raw();
+    assert_eq!(root.cmd(&[b"AUTH", b"root"]), Frame::Simple("OK".into()));
+    assert!(matches!(
+        root.cmd(&[b"SUBSCRIBE", b"app-news"]),
+        Frame::Array(_)
+    ));
+}
