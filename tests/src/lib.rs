@@ -240,6 +240,19 @@ impl Server {
         panic!("strata serve did not become ready: {}", self.log());
     }
 
+    /// The server process's resident set (`VmRSS` of `/proc/PID/status`), in bytes.
+    pub fn rss(&self) -> u64 {
+        let pid = self.child.as_ref().expect("server running").id();
+        let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
+        status
+            .lines()
+            .find(|l| l.starts_with("VmRSS:"))
+            .and_then(|l| l.split_whitespace().nth(1))
+            .and_then(|kb| kb.parse::<u64>().ok())
+            .expect("VmRSS in /proc/PID/status")
+            * 1024
+    }
+
     pub fn log(&self) -> String {
         std::fs::read_to_string(&self.log).unwrap_or_default()
     }

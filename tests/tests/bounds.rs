@@ -13,19 +13,6 @@ use strata_tests::*;
 
 const MIB: u64 = 1024 * 1024;
 
-/// The server's resident set, in bytes.
-fn rss(s: &Server) -> u64 {
-    let pid = s.child.as_ref().unwrap().id();
-    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
-    status
-        .lines()
-        .find(|l| l.starts_with("VmRSS:"))
-        .and_then(|l| l.split_whitespace().nth(1))
-        .and_then(|kb| kb.parse::<u64>().ok())
-        .unwrap()
-        * 1024
-}
-
 fn set_cmd(key: &str, value: &[u8]) -> Vec<u8> {
     Frame::Array(vec![
         Frame::Bulk("SET".into()),
@@ -60,7 +47,7 @@ fn ping_latency(port: u16) -> Duration {
 fn l1_memory_is_what_the_configuration_says() {
     // L1 only (L3's RocksDB has budgets of its own, measured in docs/benchmarks.md).
     let s = Server::start_l1_only("");
-    let before = rss(&s);
+    let before = s.rss();
     let mut c = s.raw();
     let big = vec![b'x'; MIB as usize];
     for round in 0..100 {
@@ -82,7 +69,7 @@ fn l1_memory_is_what_the_configuration_says() {
     }
     drop(c);
     std::thread::sleep(Duration::from_millis(300));
-    let after = rss(&s);
+    let after = s.rss();
     let grown = after.saturating_sub(before);
     let l1 = 16 * MIB;
     println!(
@@ -107,7 +94,7 @@ fn a_reply_over_the_output_limit_closes_that_client_only() {
     let s = Server::start_l1_only("[server]\nclient_output_buffer_limit_bytes = 33554432\n");
     let mut c = s.raw();
     c.cmd(&[b"SET", b"big", &vec![b'x'; MIB as usize]]);
-    let before = rss(&s);
+    let before = s.rss();
     // 3000 times the same 1 MiB key in a 27 KB request: a 3 GB reply.
     let mut args: Vec<&[u8]> = vec![b"MGET"];
     args.extend(std::iter::repeat_n(&b"big"[..], 3000));
@@ -133,7 +120,7 @@ fn a_reply_over_the_output_limit_closes_that_client_only() {
         "the client is disconnected, without a partial reply"
     );
     let worst = bystander.join().unwrap();
-    let grown = rss(&s).saturating_sub(before);
+    let grown = s.rss().saturating_sub(before);
     println!("bystander PING worst {worst:?}; RSS +{} MiB", grown / MIB);
     assert!(grown < 96 * MIB, "RSS grew by {} MiB", grown / MIB);
     assert!(worst < Duration::from_millis(50), "a PING waited {worst:?}");
@@ -152,7 +139,7 @@ fn unfinished_requests_cannot_exhaust_memory() {
     let s = Server::start_l1_only(
         "[server]\nmax_input_bytes_total = 134217728\nmax_request_bytes = 33554432\n",
     );
-    let before = rss(&s);
+    let before = s.rss();
     // 40 clients each send 15 MiB of a 16 MiB value and stop: 600 MiB if all were held.
     let header = b"*3\r\n$3\r\nSET\r\n$1\r\nk\r\n$16777216\r\n";
     let chunk = vec![b'x'; MIB as usize];
@@ -169,7 +156,7 @@ fn unfinished_requests_cannot_exhaust_memory() {
         conns.push(c);
     }
     std::thread::sleep(Duration::from_millis(500));
-    let grown = rss(&s).saturating_sub(before);
+    let grown = s.rss().saturating_sub(before);
     println!("40 unfinished 16 MiB requests: RSS +{} MiB", grown / MIB);
     assert!(
         grown < 128 * MIB + 64 * MIB,
@@ -234,7 +221,7 @@ fn memory_is_reported_where_operators_look() {
 #[test]
 fn values_are_checked_for_size_before_they_are_built() {
     let s = Server::start_l1_only("[limits]\nmax_value_bytes = 1048576\n");
-    let before = rss(&s);
+    let before = s.rss();
     let mut c = s.raw();
     // Redis would allocate 512 MiB here; the value limit refuses it first.
     let e = err_text(&c.cmd(&[b"SETRANGE", b"k", b"536870000", b"x"]));
@@ -250,7 +237,7 @@ fn values_are_checked_for_size_before_they_are_built() {
     let e = err_text(&c2.cmd(&[b"SET", b"huge", &vec![b'x'; 4 * MIB as usize]]));
     assert!(e.contains("above the limit of"), "{e}");
     assert_eq!(c2.cmd(&[b"GET", b"huge"]), Frame::Null);
-    let grown = rss(&s).saturating_sub(before);
+    let grown = s.rss().saturating_sub(before);
     assert!(grown < 64 * MIB, "RSS grew by {} MiB", grown / MIB);
 }
 
@@ -352,7 +339,7 @@ fn nothing_a_client_sent_or_got_is_kept_past_its_command() {
     let s = Server::start_l1_only("[server]\nclient_output_buffer_limit_bytes = 33554432\n");
     let mut setup = s.raw();
     setup.cmd(&[b"SET", b"big", &vec![b'x'; MIB as usize]]);
-    let before = rss(&s);
+    let before = s.rss();
     let junk = vec![0xffu8; 8 * MIB as usize];
     let mut conns = Vec::new();
     for _ in 0..20 {
@@ -393,7 +380,7 @@ fn nothing_a_client_sent_or_got_is_kept_past_its_command() {
         conns.push(c);
     }
     std::thread::sleep(Duration::from_millis(300));
-    let grown = rss(&s).saturating_sub(before);
+    let grown = s.rss().saturating_sub(before);
     println!(
         "20 idle clients after 8 MiB arguments and 30 MiB replies: RSS +{} MiB",
         grown / MIB

@@ -176,17 +176,7 @@ fn redis_py_subscribers_get_in_order_what_another_member_publishes() {
 #[test]
 fn a_subscriber_that_stops_reading_is_closed_at_its_limit() {
     let s = Server::start("[server]\npubsub_output_buffer_limit_bytes = 1048576\n");
-    let rss = || {
-        let pid = s.child.as_ref().unwrap().id();
-        let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
-        status
-            .lines()
-            .find(|l| l.starts_with("VmRSS:"))
-            .and_then(|l| l.split_whitespace().nth(1))
-            .and_then(|kb| kb.parse::<u64>().ok())
-            .unwrap()
-            * 1024
-    };
+    let rss = || s.rss();
     let mut stuck = s.raw();
     assert!(matches!(
         stuck.cmd(&[b"SUBSCRIBE", b"firehose"]),

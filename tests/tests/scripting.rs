@@ -261,17 +261,7 @@ fn runaway_scripts_are_stopped_and_others_are_served() {
     );
 
     // Memory: a table grown without end stops at the limit; the server's RSS stays bounded.
-    let rss = |pid: u32| -> u64 {
-        let s = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
-        let line = s.lines().find(|l| l.starts_with("VmRSS:")).unwrap();
-        line.split_whitespace()
-            .nth(1)
-            .unwrap()
-            .parse::<u64>()
-            .unwrap()
-            * 1024
-    };
-    let before = rss(srv.child.as_ref().unwrap().id());
+    let before = srv.rss();
     for _ in 0..3 {
         let e = redis::cmd("EVAL")
             .arg("local t = {} for i = 1, 1e9 do t[i] = string.rep('x', 1048576) .. i end")
@@ -287,7 +277,7 @@ fn runaway_scripts_are_stopped_and_others_are_served() {
         .query::<redis::Value>(&mut c)
         .unwrap_err();
     assert!(e.to_string().contains("too large"), "{e}");
-    let grown = rss(srv.child.as_ref().unwrap().id()).saturating_sub(before);
+    let grown = srv.rss().saturating_sub(before);
     assert!(grown < 400 << 20, "RSS grew {grown} bytes");
 
     // The sandbox: no os, io, loadfile, dofile, require; globals are read-only.

@@ -1087,6 +1087,15 @@ mod tests {
         assert_eq!(s.into_entry(), e);
     }
 
+    /// Every line of every pool's key index.
+    fn indexed_lines(l1: &MemoryTier) -> usize {
+        l1.indexes
+            .iter()
+            .flat_map(|i| i.shards.iter())
+            .map(|s| s.lock().values().map(|set| set.len()).sum::<usize>())
+            .sum()
+    }
+
     fn entry(v: &'static [u8], version: u64, expires: Option<u64>) -> Entry {
         let mut e = Entry::new(Bytes::from_static(v), Version::from_parts(version, 0));
         e.expires_at_ms = expires;
@@ -1151,12 +1160,7 @@ mod tests {
         assert_eq!(l1.key_count("ns"), 1);
         l1.remove_sync("ns", b"new");
         l1.purge_expired_sync();
-        let indexed: usize = l1
-            .indexes
-            .iter()
-            .flat_map(|i| i.shards.iter())
-            .map(|s| s.lock().values().map(|set| set.len()).sum::<usize>())
-            .sum();
+        let indexed = indexed_lines(&l1);
         assert_eq!(indexed, 1, "only the other namespace's key is left");
         assert_eq!(
             l1.scan_keys_sync("other", ScanFrom::START, 10),
@@ -1175,12 +1179,7 @@ mod tests {
                 .unwrap();
         }
         let held = l1.entry_count() as usize;
-        let indexed: usize = l1
-            .indexes
-            .iter()
-            .flat_map(|i| i.shards.iter())
-            .map(|s| s.lock().values().map(|set| set.len()).sum::<usize>())
-            .sum();
+        let indexed = indexed_lines(&l1);
         assert!(held < 20_000, "some were evicted: {held}");
         assert_eq!(indexed, held, "the index holds exactly the held keys");
         assert_eq!(l1.key_count("ns") as usize, held);
