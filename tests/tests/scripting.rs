@@ -423,6 +423,6 @@ fn hostile_scripts_cannot_crash_stall_or_forge() {
             .arg(0)
             .query::<String>(&mut c)
             .unwrap(),
-        "7.2.0"
+        "7.4.0"
     );
 }

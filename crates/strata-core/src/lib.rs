@@ -13,12 +13,14 @@
 //! - [`manager`]: [`Cache`], lookups with promotion, write-through, invalidation, single-flight.
 //! - [`stats`], [`view`]: low-overhead counters and latency histograms, and their snapshots.
 //! - [`glob`]: Redis-style patterns for `invalidate_pattern`.
+//! - [`changes`]: the notices a listener (the server's client tracking) gets of every change.
 //!
 //! ## Limits
 //! No I/O happens here except through the tiers a caller plugs in. Nothing spawns tasks: the
 //! background work (sweeps, stats) is driven by the `strata` crate's actors, and the manager
 //! works with any subset of layers, including none below L1.
 
+pub mod changes;
 pub mod entry;
 pub mod error;
 mod flight;
@@ -39,6 +41,7 @@ pub mod version;
 pub mod view;
 pub mod warm;
 
+pub use changes::{ChangeListener, Changed};
 pub use entry::{Entry, Limits, Tags};
 pub use error::{CacheError, LoaderError, TierError};
 pub use manager::{Cache, CacheBuilder, LoadOptions, Lookup, NamespaceHold, SetOptions};

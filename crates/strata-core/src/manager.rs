@@ -22,6 +22,7 @@ use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 
+use crate::changes::{ChangeListener, Changed};
 use crate::entry::{Entry, Limits, Tags};
 use crate::error::{CacheError, LoaderError, TierError};
 use crate::flight::{Flights, Role, follow};
@@ -359,6 +360,7 @@ impl CacheBuilder {
                 l3_first: AtomicBool::new(self.l3_first),
                 l3_serving: AtomicBool::new(true),
                 script_engine: std::sync::OnceLock::new(),
+                listener: std::sync::OnceLock::new(),
             }),
         })
     }
@@ -385,6 +387,7 @@ struct Inner {
     l3_first: AtomicBool,
     l3_serving: AtomicBool,
     script_engine: std::sync::OnceLock<Arc<dyn ops::ScriptEngine>>,
+    listener: std::sync::OnceLock<Arc<dyn ChangeListener>>,
 }
 
 /// A cheap, cloneable handle to one node's layers. Reads and writes go straight to the
@@ -854,6 +857,31 @@ impl Cache {
         }
     }
 
+    /// Installs what hears of every change of a key on this node ([`crate::changes`]),
+    /// L1's evictions included; once (later calls are ignored and return false).
+    pub fn set_change_listener(&self, listener: Arc<dyn ChangeListener>) -> bool {
+        if self.inner.listener.set(listener.clone()).is_err() {
+            return false;
+        }
+        if let Some(l1) = &self.inner.l1 {
+            l1.set_change_listener(listener);
+        }
+        true
+    }
+
+    #[inline]
+    fn notify(&self, change: Changed<'_>) {
+        if let Some(l) = self.inner.listener.get() {
+            l.changed(change);
+        }
+    }
+
+    /// The expiry of `key` in this node's L1 (`Some(None)`: it never expires), without
+    /// counting a read; `None` when L1 holds no fresh copy of it.
+    pub fn l1_expiry(&self, namespace: &str, key: &[u8]) -> Option<Option<u64>> {
+        self.inner.l1.as_ref()?.peek_expiry(namespace, key)
+    }
+
     /// Installs what runs scripts ([`ops::MultiOp::Script`]); once (later calls are
     /// ignored).
     pub fn set_script_engine(&self, engine: Arc<dyn ops::ScriptEngine>) {
@@ -931,11 +959,12 @@ impl Cache {
                         l3.set(namespace, key.clone(), entry.clone()).await,
                     );
                 }
+                self.notify(Changed::Key(key));
             }
             Change::Removed(version) => {
                 self.observe_version(*version);
                 let _ = self
-                    .invalidate_layers(namespace, false, |t| async move {
+                    .invalidate_layers(namespace, false, Changed::Key(key), |t| async move {
                         t.remove(namespace, key).await.map(u64::from)
                     })
                     .await;
@@ -1076,7 +1105,23 @@ impl Cache {
         Ok(())
     }
 
+    /// Writes `entry` to every layer ([`Cache::write_to_layers`]), then tells the change
+    /// listener (whether or not every layer took it: one that did not may hold it anyway).
     async fn write_through(
+        &self,
+        namespace: &str,
+        state: &NsState,
+        key: Bytes,
+        entry: Entry,
+    ) -> Result<(), CacheError> {
+        let done = self
+            .write_to_layers(namespace, state, key.clone(), entry)
+            .await;
+        self.notify(Changed::Key(&key));
+        done
+    }
+
+    async fn write_to_layers(
         &self,
         namespace: &str,
         state: &NsState,
@@ -1166,20 +1211,24 @@ impl Cache {
     async fn invalidate_everywhere<'a, F, Fut>(
         &'a self,
         namespace: &str,
+        change: Changed<'_>,
         op: F,
     ) -> Result<u64, CacheError>
     where
         F: Fn(Arc<dyn Tier>) -> Fut,
         Fut: Future<Output = Result<u64, TierError>> + 'a,
     {
-        self.invalidate_layers(namespace, true, op).await
+        self.invalidate_layers(namespace, true, change, op).await
     }
 
-    /// [`Cache::invalidate_everywhere`], with L2 left out when `include_l2` is false.
+    /// [`Cache::invalidate_everywhere`], with L2 left out when `include_l2` is false. The
+    /// change listener hears of `change` once the layers have run `op` (whatever they
+    /// answered: a layer that failed may have removed part of it).
     async fn invalidate_layers<'a, F, Fut>(
         &'a self,
         namespace: &str,
         include_l2: bool,
+        change: Changed<'_>,
         op: F,
     ) -> Result<u64, CacheError>
     where
@@ -1209,6 +1258,7 @@ impl Cache {
             }
         };
         let (l2_result, l3_removed) = tokio::join!(l2, l3);
+        self.notify(change);
         removed = removed.max(l3_removed.unwrap_or(0));
         match l2_result {
             Some(Err(source)) => Err(CacheError::Tier {
@@ -1236,7 +1286,7 @@ impl Cache {
     pub async fn invalidate(&self, namespace: &str, key: &[u8]) -> Result<bool, CacheError> {
         self.inner.limits.check_key(key)?;
         let n = self
-            .invalidate_everywhere(namespace, |t| async move {
+            .invalidate_everywhere(namespace, Changed::Key(key), |t| async move {
                 t.remove(namespace, key).await.map(u64::from)
             })
             .await?;
@@ -1252,7 +1302,8 @@ impl Cache {
     ) -> Result<u64, CacheError> {
         let glob = Glob::new(pattern)?;
         let glob = &glob;
-        self.invalidate_everywhere(namespace, |t| async move {
+        let change = Changed::Pattern { namespace, pattern };
+        self.invalidate_everywhere(namespace, change, |t| async move {
             t.invalidate_pattern(namespace, glob).await
         })
         .await
@@ -1261,7 +1312,8 @@ impl Cache {
     /// Removes every entry of `namespace` tagged `tag`; returns the number removed from the
     /// layer that held the most.
     pub async fn invalidate_tag(&self, namespace: &str, tag: &[u8]) -> Result<u64, CacheError> {
-        self.invalidate_everywhere(namespace, |t| async move {
+        let change = Changed::Tag { namespace, tag };
+        self.invalidate_everywhere(namespace, change, |t| async move {
             t.invalidate_tag(namespace, tag).await
         })
         .await
@@ -1269,7 +1321,8 @@ impl Cache {
 
     /// Empties `namespace` in every layer. O(1) in L1 (a generation bump).
     pub async fn flush_namespace(&self, namespace: &str) -> Result<(), CacheError> {
-        self.invalidate_everywhere(namespace, |t| async move {
+        let change = Changed::Namespace(namespace);
+        self.invalidate_everywhere(namespace, change, |t| async move {
             t.flush_namespace(namespace).await.map(|()| 0)
         })
         .await
@@ -1293,7 +1346,7 @@ impl Cache {
         below: Option<Version>,
     ) -> Result<u64, CacheError> {
         self.inner.limits.check_key(key)?;
-        self.invalidate_layers(namespace, false, |t| async move {
+        self.invalidate_layers(namespace, false, Changed::Key(key), |t| async move {
             match below {
                 None => t.remove(namespace, key).await.map(u64::from),
                 Some(v) => {
@@ -1331,7 +1384,8 @@ impl Cache {
     ) -> Result<u64, CacheError> {
         let glob = Glob::new(pattern)?;
         let glob = &glob;
-        self.invalidate_layers(namespace, false, |t| async move {
+        let change = Changed::Pattern { namespace, pattern };
+        self.invalidate_layers(namespace, false, change, |t| async move {
             t.invalidate_pattern(namespace, glob).await
         })
         .await
@@ -1340,7 +1394,8 @@ impl Cache {
     /// Drops this node's own copies (L1 and L3) of the entries of `namespace` tagged `tag`,
     /// leaving L2 alone (see [`Cache::drop_local`]).
     pub async fn drop_local_tag(&self, namespace: &str, tag: &[u8]) -> Result<u64, CacheError> {
-        self.invalidate_layers(namespace, false, |t| async move {
+        let change = Changed::Tag { namespace, tag };
+        self.invalidate_layers(namespace, false, change, |t| async move {
             t.invalidate_tag(namespace, tag).await
         })
         .await
@@ -1349,7 +1404,8 @@ impl Cache {
     /// Empties `namespace` in this node's own layers (L1 and L3), leaving L2 alone (see
     /// [`Cache::drop_local`]).
     pub async fn drop_local_namespace(&self, namespace: &str) -> Result<(), CacheError> {
-        self.invalidate_layers(namespace, false, |t| async move {
+        let change = Changed::Namespace(namespace);
+        self.invalidate_layers(namespace, false, change, |t| async move {
             t.flush_namespace(namespace).await.map(|()| 0)
         })
         .await
@@ -1379,6 +1435,7 @@ impl Cache {
             // fails, L3 is untrusted until it is emptied, so it still serves nothing old.
             let _ = self.record_invalidation(Layer::L3, (**l3).flush_all().await.map(|()| 0));
         }
+        self.notify(Changed::Everything);
         names.len()
     }
 

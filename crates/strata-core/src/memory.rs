@@ -31,6 +31,7 @@ use bytes::Bytes;
 use quick_cache::sync::{Cache as QcCache, EntryAction, EntryResult};
 use quick_cache::{DefaultHashBuilder, Equivalent, Lifecycle, Weighter};
 
+use crate::changes::{ChangeListener, Changed};
 use crate::entry::{Entry, Tags};
 use crate::error::TierError;
 use crate::glob::Glob;
@@ -347,14 +348,21 @@ struct EvictionHook {
     index: Arc<KeyIndex>,
     /// The pool this hook belongs to (set once the pool exists).
     pool: Arc<OnceLock<Weak<Pool>>>,
+    /// Told of every evicted key ([`MemoryTier::set_change_listener`]).
+    listener: Listener,
 }
 
-/// Keys evicted during one quick_cache request, unindexed when it ends.
+/// The change listener L1's eviction hooks share.
+type Listener = Arc<OnceLock<Arc<dyn ChangeListener>>>;
+
+/// Keys evicted during one quick_cache request, unindexed (and their listener told) when it
+/// ends.
 #[derive(Default)]
 struct Evicted {
     keys: Vec<(u32, Bytes)>,
     index: Option<Arc<KeyIndex>>,
     pool: Option<Weak<Pool>>,
+    listener: Option<Listener>,
 }
 
 impl Drop for Evicted {
@@ -366,7 +374,11 @@ impl Drop for Evicted {
         else {
             return;
         };
+        let listener = self.listener.as_ref().and_then(|l| l.get());
         for (ns, key) in self.keys.drain(..) {
+            if let Some(l) = listener {
+                l.changed(Changed::Key(&key));
+            }
             // Unless a write stored the key again since (it indexes after storing).
             index.remove_unless_held(ns, key, |k| pool.peek(&L1KeyRef { ns, key: k }).is_some());
         }
@@ -381,6 +393,7 @@ impl Lifecycle<L1Key, Slot> for EvictionHook {
         if state.index.is_none() {
             state.index = Some(self.index.clone());
             state.pool = self.pool.get().cloned();
+            state.listener = Some(self.listener.clone());
         }
         state.keys.push((key.ns, key.key));
     }
@@ -418,6 +431,7 @@ pub struct MemoryTier {
     /// Each pool's key index (same order as `pools`).
     indexes: Vec<Arc<KeyIndex>>,
     capacity_bytes: u64,
+    listener: Listener,
 }
 
 impl std::fmt::Debug for MemoryTier {
@@ -436,6 +450,7 @@ fn new_pool(
     capacity: u64,
     est_entry: u64,
     counters: &Arc<MemoryCounters>,
+    listener: &Listener,
 ) -> (Arc<Pool>, Arc<KeyIndex>) {
     let items = (capacity / est_entry.max(1)).clamp(16, 1 << 24) as usize;
     let index = Arc::new(KeyIndex::new());
@@ -449,6 +464,7 @@ fn new_pool(
             counters: counters.clone(),
             index: index.clone(),
             pool: cell.clone(),
+            listener: listener.clone(),
         },
     ));
     let _ = cell.set(Arc::downgrade(&pool));
@@ -485,8 +501,9 @@ impl MemoryTier {
             .max(1);
         // The shared pool first, then one per dedicated namespace.
         let (mut pools, mut indexes) = (vec![], vec![]);
+        let listener = Listener::default();
         for bytes in std::iter::once(shared_bytes).chain(shares.iter().map(|b| (*b).max(1))) {
-            let (pool, index) = new_pool(bytes, est, &counters);
+            let (pool, index) = new_pool(bytes, est, &counters, &listener);
             pools.push(pool);
             indexes.push(index);
         }
@@ -504,7 +521,23 @@ impl MemoryTier {
             clock,
             counters,
             capacity_bytes: config.capacity_bytes,
+            listener,
         })
+    }
+
+    /// Tells `listener` of every key evicted from now on (once; later calls are ignored and
+    /// return false).
+    pub fn set_change_listener(&self, listener: Arc<dyn ChangeListener>) -> bool {
+        self.listener.set(listener).is_ok()
+    }
+
+    /// The expiry of `key`'s fresh entry (`Some(None)`: it never expires), without counting a
+    /// read or touching its recency; `None` when L1 holds no fresh entry of it.
+    pub fn peek_expiry(&self, namespace: &str, key: &[u8]) -> Option<Option<UnixMillis>> {
+        let ns = self.view(namespace)?;
+        let slot = self.pools[ns.pool].peek(&L1KeyRef { ns: ns.id, key })?;
+        (slot.generation == ns.generation && slot.is_fresh(self.now()))
+            .then_some((slot.expires_at_ms != u64::MAX).then_some(slot.expires_at_ms))
     }
 
     /// The configured byte capacity.

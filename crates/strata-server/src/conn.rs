@@ -178,18 +178,30 @@ async fn serve_connection<S: AsyncRead + AsyncWrite + Unpin>(
                         if group.len() >= commands::MAX_SET_GROUP
                             || group.iter().any(|g| g[1] == args[1])
                         {
-                            commands::execute_sets(shared, &mut session, &group).await;
+                            as_origin(
+                                origin(&session),
+                                commands::execute_sets(shared, &mut session, &group),
+                            )
+                            .await;
                             group.clear();
                         }
                         group.push(args);
                         continue;
                     }
                     if !group.is_empty() {
-                        commands::execute_sets(shared, &mut session, &group).await;
+                        as_origin(
+                            origin(&session),
+                            commands::execute_sets(shared, &mut session, &group),
+                        )
+                        .await;
                         group.clear();
                     }
                     let mark = session.reply.buf.len();
-                    commands::execute(shared, &mut session, &args).await;
+                    as_origin(
+                        origin(&session),
+                        commands::execute(shared, &mut session, &args),
+                    )
+                    .await;
                     drop(args);
                     if req.ranges.capacity() > 4096 {
                         // The positions of a million-argument request stay allocated
@@ -219,14 +231,22 @@ async fn serve_connection<S: AsyncRead + AsyncWrite + Unpin>(
                 }
                 Ok(false) => {
                     if !group.is_empty() {
-                        commands::execute_sets(shared, &mut session, &group).await;
+                        as_origin(
+                            origin(&session),
+                            commands::execute_sets(shared, &mut session, &group),
+                        )
+                        .await;
                         group.clear();
                     }
                     break;
                 }
                 Err(e) => {
                     if !group.is_empty() {
-                        commands::execute_sets(shared, &mut session, &group).await;
+                        as_origin(
+                            origin(&session),
+                            commands::execute_sets(shared, &mut session, &group),
+                        )
+                        .await;
                         group.clear();
                     }
                     shared.metrics.protocol_errors.incr();
@@ -341,10 +361,24 @@ async fn serve_connection<S: AsyncRead + AsyncWrite + Unpin>(
     }
 }
 
+/// The client a command runs for, when its changes must not be announced back to it
+/// (`CLIENT TRACKING … NOLOOP`).
+fn origin(session: &Session<'_>) -> Option<u64> {
+    session.tracking.noloop.then_some(session.info.id)
+}
+
+/// Runs `f` as client `origin`'s command ([`crate::tracking::ORIGIN`]).
+async fn as_origin<F: std::future::Future>(origin: Option<u64>, f: F) -> F::Output {
+    match origin {
+        Some(id) => crate::tracking::ORIGIN.scope(id, f).await,
+        None => f.await,
+    }
+}
+
 /// What woke a connection waiting for input.
 enum Woke {
     Read(usize),
-    Message(Option<crate::pubsub::Message>),
+    Message(Option<crate::pubsub::Push>),
     /// The subscriber fell further behind than its limit.
     Over,
     Stop,
@@ -353,8 +387,9 @@ enum Woke {
 
 /// Writes `first` and the messages queued behind it (up to a batch) into the reply buffer;
 /// the loop flushes them. False when the reply buffer could not take them.
-fn deliver(session: &mut Session<'_>, first: crate::pubsub::Message) -> bool {
-    commands::pubsub::write_message(&mut session.reply, &first);
+fn deliver(session: &mut Session<'_>, first: crate::pubsub::Push) -> bool {
+    let subscribed = session.sub.as_ref().is_some_and(|s| s.count() > 0);
+    commands::pubsub::write_push(&mut session.reply, subscribed, &first);
     for _ in 0..256 {
         if session.reply.overflowed() || session.reply.buf.len() >= FLUSH_AT {
             break;
@@ -362,7 +397,7 @@ fn deliver(session: &mut Session<'_>, first: crate::pubsub::Message) -> bool {
         let Some(m) = session.sub.as_mut().and_then(|s| s.try_recv()) else {
             break;
         };
-        commands::pubsub::write_message(&mut session.reply, &m);
+        commands::pubsub::write_push(&mut session.reply, subscribed, &m);
     }
     !session.reply.overflowed()
 }

@@ -21,6 +21,7 @@ pub mod pubsub;
 pub mod state;
 pub mod tls;
 pub mod top;
+pub mod tracking;
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -139,6 +140,11 @@ async fn run(
         shared.clone(),
         stop.clone(),
     ));
+    let expiries = tokio::spawn(tracking::expiry_loop(
+        shared.tracking.clone(),
+        shared.cache.clone(),
+        stop.clone(),
+    ));
     let accept = conn::accept_loop(resp, shared.clone(), resp_tls);
     tokio::select! {
         _ = accept => {}
@@ -153,6 +159,7 @@ async fn run(
         );
     }
     let _ = admin_task.await;
+    let _ = expiries.await;
     // Leave the cluster before answering nothing: peers stop sending this node writes as
     // their rings drop it, and what they sent meanwhile goes to the next primary.
     node.leave_cluster(Duration::from_millis(LEAVE_LINGER_MS))

@@ -152,6 +152,16 @@ impl Collector for ServerCollector {
                 "Namespaces in this node's table (configured, numbered databases, and those clients created and have not emptied)",
                 s.cache.namespace_count() as i64,
             ),
+            (
+                "server_tracking_clients",
+                "Clients with CLIENT TRACKING on",
+                s.tracking.client_count() as i64,
+            ),
+            (
+                "server_tracking_keys",
+                "Keys in the client-tracking table (bound: server.tracking_table_max_keys)",
+                s.tracking.key_count() as i64,
+            ),
         ] {
             let g = ConstGauge::new(v);
             g.encode(enc.encode_descriptor(name, help, None, g.metric_type())?)?;
@@ -222,6 +232,38 @@ impl Collector for ServerCollector {
                 s.pubsub
                     .closed_over_limit
                     .load(std::sync::atomic::Ordering::Relaxed) as u64,
+            ),
+            (
+                "server_tracking_invalidations",
+                "Invalidation pushes queued for tracking clients (flushes included)",
+                s.tracking
+                    .stats
+                    .invalidations
+                    .load(std::sync::atomic::Ordering::Relaxed),
+            ),
+            (
+                "server_tracking_evicted_keys",
+                "Tracked keys invalidated early because the tracking table was full",
+                s.tracking
+                    .stats
+                    .evicted
+                    .load(std::sync::atomic::Ordering::Relaxed),
+            ),
+            (
+                "server_tracking_expired_keys",
+                "Tracked keys invalidated because their expiry passed",
+                s.tracking
+                    .stats
+                    .expired
+                    .load(std::sync::atomic::Ordering::Relaxed),
+            ),
+            (
+                "server_tracking_flushes",
+                "Flushes sent to every tracking client (tag and namespace invalidations, changes possibly missed)",
+                s.tracking
+                    .stats
+                    .flushes
+                    .load(std::sync::atomic::Ordering::Relaxed),
             ),
             (
                 "namespaces_reclaimed",

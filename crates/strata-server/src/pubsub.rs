@@ -38,17 +38,42 @@ pub struct Message {
     pub payload: Bytes,
 }
 
-impl Message {
+/// What a connection's queue carries: published messages and client-tracking pushes
+/// (`crate::tracking`). The connection writes each in the shape its protocol and state call
+/// for (`commands::pubsub::write_push`).
+#[derive(Debug, Clone)]
+pub enum Push {
+    /// A published message.
+    Message(Message),
+    /// A key a tracking client may have cached changed; `None`: every key (a flush).
+    Invalidate {
+        /// The key, or `None` for all of them.
+        key: Option<Bytes>,
+        /// Whether a flush's null is RESP3's `_` (the tracking client speaks RESP3) rather
+        /// than RESP2's `$-1`, as Redis writes it when it redirects.
+        resp3_null: bool,
+    },
+    /// The client this one redirects its invalidations to is gone (its id).
+    RedirectBroken(u64),
+}
+
+impl Push {
     /// The bytes it holds while queued.
     fn size(&self) -> usize {
-        self.pattern.as_ref().map_or(0, Bytes::len) + self.channel.len() + self.payload.len() + 64
+        match self {
+            Push::Message(m) => {
+                m.pattern.as_ref().map_or(0, Bytes::len) + m.channel.len() + m.payload.len() + 64
+            }
+            Push::Invalidate { key, .. } => key.as_ref().map_or(0, Bytes::len) + 64,
+            Push::RedirectBroken(_) => 64,
+        }
     }
 }
 
-/// The sending end of one subscribed client's queue.
+/// The sending end of one client's queue.
 #[derive(Clone)]
 struct Outlet {
-    tx: mpsc::UnboundedSender<Message>,
+    tx: mpsc::UnboundedSender<Push>,
     queued: Arc<AtomicUsize>,
     over: Arc<AtomicBool>,
     /// Woken when `over` is set: the connection may be blocked writing to a client that does
@@ -60,7 +85,7 @@ struct Outlet {
 impl Outlet {
     /// Queues `m` unless the client is over its limit (then it is marked to be closed).
     /// Returns whether it was queued.
-    fn send(&self, m: Message) -> bool {
+    fn send(&self, m: Push) -> bool {
         if self.over.load(Ordering::Acquire) {
             return false;
         }
@@ -84,7 +109,7 @@ pub struct Subscription {
     hub: Arc<PubSub>,
     id: u64,
     outlet: Outlet,
-    rx: mpsc::UnboundedReceiver<Message>,
+    rx: mpsc::UnboundedReceiver<Push>,
     /// Channels (sorted; Redis lists them in no particular order).
     pub channels: BTreeSet<Bytes>,
     /// Patterns.
@@ -104,6 +129,7 @@ impl Drop for Subscription {
     fn drop(&mut self) {
         let hub = self.hub.clone();
         hub.close(self);
+        hub.outlets.write().remove(&self.id);
     }
 }
 
@@ -114,15 +140,15 @@ impl Subscription {
         self.channels.len() + self.patterns.len()
     }
 
-    /// The next queued message; pending while there is none.
-    pub async fn recv(&mut self) -> Option<Message> {
+    /// The next queued push; pending while there is none.
+    pub async fn recv(&mut self) -> Option<Push> {
         let m = self.rx.recv().await?;
         self.outlet.queued.fetch_sub(m.size(), Ordering::AcqRel);
         Some(m)
     }
 
-    /// A queued message, if one is waiting.
-    pub fn try_recv(&mut self) -> Option<Message> {
+    /// A queued push, if one is waiting.
+    pub fn try_recv(&mut self) -> Option<Push> {
         let m = self.rx.try_recv().ok()?;
         self.outlet.queued.fetch_sub(m.size(), Ordering::AcqRel);
         Some(m)
@@ -146,10 +172,12 @@ struct Subs {
     patterns: HashMap<Bytes, (Glob, HashMap<u64, Outlet>)>,
 }
 
-/// The node's subscriptions.
+/// The node's subscriptions, and every open queue by client id (where client-tracking
+/// pushes for a client are sent).
 #[derive(Default)]
 pub struct PubSub {
     subs: RwLock<Subs>,
+    outlets: RwLock<HashMap<u64, Outlet>>,
     /// Clients disconnected for falling behind their limit.
     pub closed_over_limit: AtomicUsize,
 }
@@ -164,16 +192,18 @@ impl PubSub {
     /// A new subscription for client `id`, its queue bounded by `limit` bytes.
     pub fn open(self: &Arc<Self>, id: u64, limit: usize) -> Subscription {
         let (tx, rx) = mpsc::unbounded_channel();
+        let outlet = Outlet {
+            tx,
+            queued: Arc::new(AtomicUsize::new(0)),
+            over: Arc::new(AtomicBool::new(false)),
+            over_signal: Arc::new(tokio::sync::Notify::new()),
+            limit,
+        };
+        self.outlets.write().insert(id, outlet.clone());
         Subscription {
             hub: self.clone(),
             id,
-            outlet: Outlet {
-                tx,
-                queued: Arc::new(AtomicUsize::new(0)),
-                over: Arc::new(AtomicBool::new(false)),
-                over_signal: Arc::new(tokio::sync::Notify::new()),
-                limit,
-            },
+            outlet,
             rx,
             channels: BTreeSet::new(),
             patterns: BTreeSet::new(),
@@ -286,6 +316,14 @@ impl PubSub {
         }
     }
 
+    /// Queues `push` for client `id`: `None` when it has no queue (not connected, or neither
+    /// subscribed nor tracking nor RESP3), else whether it was queued (false: the client is
+    /// over its limit and is being closed).
+    pub fn push_to(&self, id: u64, push: Push) -> Option<bool> {
+        let outlets = self.outlets.read();
+        Some(outlets.get(&id)?.send(push))
+    }
+
     /// Delivers `payload` on `channel` to this node's subscribers; returns how many clients
     /// got it (a client subscribed to the channel and to matching patterns counts once
     /// per subscription, as in Redis).
@@ -304,7 +342,7 @@ impl PubSub {
                     channel: channel.clone(),
                     payload: payload.clone(),
                 };
-                if o.send(m) {
+                if o.send(Push::Message(m)) {
                     n += 1;
                 }
             }
@@ -319,7 +357,7 @@ impl PubSub {
                     channel: channel.clone(),
                     payload: payload.clone(),
                 };
-                if o.send(m) {
+                if o.send(Push::Message(m)) {
                     n += 1;
                 }
             }
@@ -368,12 +406,16 @@ mod tests {
         ps.subscribe(&mut a, b"news").unwrap();
         ps.psubscribe(&mut b, b"n*").unwrap();
         assert_eq!(ps.publish(b"news", b"hi"), 2);
-        let m = a.recv().await.unwrap();
+        let Some(Push::Message(m)) = a.recv().await else {
+            panic!("a message")
+        };
         assert_eq!(
             (m.pattern, &m.channel[..], &m.payload[..]),
             (None, &b"news"[..], &b"hi"[..])
         );
-        let m = b.recv().await.unwrap();
+        let Some(Push::Message(m)) = b.recv().await else {
+            panic!("a message")
+        };
         assert_eq!(m.pattern.as_deref(), Some(&b"n*"[..]));
         assert_eq!(ps.channels(None), vec![Bytes::from_static(b"news")]);
         assert_eq!((ps.numsub(b"news"), ps.numpat()), (1, 1));

@@ -95,6 +95,8 @@ pub struct Shared {
     pub pubsub: Arc<crate::pubsub::PubSub>,
     /// Forwards messages published here to the other cluster members.
     publisher: Option<strata::Publisher>,
+    /// `CLIENT TRACKING`: which clients read which keys.
+    pub tracking: Arc<crate::tracking::Tracking>,
 }
 
 impl std::fmt::Debug for Shared {
@@ -140,6 +142,17 @@ impl Shared {
         node.set_publish_sink(Arc::new(move |channel: &[u8], payload: &[u8]| {
             hub.publish(channel, payload)
         }));
+        // Every change of a key on this node (made here or applied from another member) is
+        // announced to the clients tracking it.
+        let tracking = Arc::new(crate::tracking::Tracking::new(
+            config.server.tracking_table_max_keys,
+            pubsub.clone(),
+        ));
+        if !cache.set_change_listener(tracking.clone()) {
+            tracing::warn!(
+                "the cache already has a change listener; CLIENT TRACKING will not hear of changes"
+            );
+        }
         Self {
             cache,
             requirepass: parking_lot::RwLock::new(config.server.requirepass.clone()),
@@ -166,6 +179,7 @@ impl Shared {
             latency,
             pubsub,
             publisher: node.publisher(),
+            tracking,
         }
     }
 
@@ -206,8 +220,14 @@ impl Shared {
         Some(info)
     }
 
-    /// Unregisters a connection.
+    /// Whether client `id` is connected.
+    pub fn client_exists(&self, id: u64) -> bool {
+        self.clients.lock().contains_key(&id)
+    }
+
+    /// Unregisters a connection (and its tracking).
     pub fn leave(&self, id: u64) {
+        self.tracking.disable(id);
         self.clients.lock().remove(&id);
         self.release_slot();
     }

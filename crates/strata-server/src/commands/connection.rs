@@ -121,9 +121,18 @@ pub(super) fn hello(sh: &Shared, s: &mut Session<'_>, a: &[Bytes]) -> Res<()> {
         s.info.detail.lock().name = name;
     }
     s.reply.proto = proto;
+    if proto == Protocol::Resp3 {
+        // Pushes (tracking notices, a redirect's) reach a RESP3 connection through its queue.
+        super::pubsub::subscription(sh, s);
+    }
+    if let Some(t) = sh.tracking.tracker(s.info.id) {
+        t.resp3.store(proto == Protocol::Resp3, Ordering::Relaxed);
+    }
     s.reply.map(7);
+    // "redis": client libraries gate features on it (redis-py's client-side caching needs
+    // "redis" and 7.4 or later); INFO's strata_version says what answers.
     s.reply.bulk(b"server");
-    s.reply.bulk(b"strata");
+    s.reply.bulk(b"redis");
     s.reply.bulk(b"version");
     s.reply.bulk(REDIS_COMPAT_VERSION.as_bytes());
     s.reply.bulk(b"proto");
@@ -244,6 +253,14 @@ pub(super) fn client(sh: &Shared, s: &mut Session<'_>, a: &[Bytes]) -> Res<()> {
         s.reply.ok();
     } else if (eq_ic(sub, "NO-EVICT") || eq_ic(sub, "NO-TOUCH")) && a.len() == 3 {
         s.reply.ok();
+    } else if eq_ic(sub, "TRACKING") && a.len() >= 3 {
+        super::tracking::client_tracking(sh, s, a)?;
+    } else if eq_ic(sub, "CACHING") && a.len() >= 3 {
+        super::tracking::client_caching(s, &a[2])?;
+    } else if eq_ic(sub, "GETREDIR") && a.len() == 2 {
+        super::tracking::client_getredir(s);
+    } else if eq_ic(sub, "TRACKINGINFO") && a.len() == 2 {
+        super::tracking::client_trackinginfo(sh, s);
     } else {
         return Err(ReplyError::err(format!(
             "unknown subcommand or wrong number of arguments for '{}'. Try CLIENT HELP.",

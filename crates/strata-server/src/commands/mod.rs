@@ -40,6 +40,7 @@ mod server;
 pub mod slowlog;
 mod strings;
 mod table;
+pub mod tracking;
 
 pub use error::ReplyError;
 pub use table::{COMMANDS, Cmd, CommandSpec, lookup};
@@ -50,7 +51,7 @@ use server::*;
 use strings::*;
 
 /// The Redis version Strata answers as (INFO, HELLO): the command set it follows.
-pub const REDIS_COMPAT_VERSION: &str = "7.2.0";
+pub const REDIS_COMPAT_VERSION: &str = "7.4.0";
 
 /// One connection's state.
 pub struct Session<'a> {
@@ -77,8 +78,11 @@ pub struct Session<'a> {
     pub quit: bool,
     /// `MULTI`'s queue and the watched keys.
     pub tx: multi::TxState,
-    /// Channels and patterns subscribed to, and the queue of messages for them.
+    /// Channels and patterns subscribed to, and the queue of messages (and tracking
+    /// notices) for the connection.
     pub sub: Option<crate::pubsub::Subscription>,
+    /// `CLIENT TRACKING`.
+    pub tracking: tracking::ClientTracking,
 }
 
 impl<'a> Session<'a> {
@@ -98,6 +102,7 @@ impl<'a> Session<'a> {
             quit: false,
             tx: multi::TxState::default(),
             sub: None,
+            tracking: tracking::ClientTracking::default(),
         }
     }
 
@@ -306,9 +311,37 @@ pub async fn execute(shared: &Shared, s: &mut Session<'_>, args: &[Bytes]) {
         multi::queue(shared, s, spec, args);
         return;
     }
+    // A tracking client's read records its keys before it reads (so a change it may miss
+    // is announced to it), and their expiries after.
+    if let Some(t) = &s.tracking.tracker {
+        t.command_starts();
+    }
+    let tracked: Vec<Bytes> = if !s.tracking.records() {
+        Vec::new()
+    } else if spec.id == Cmd::Exec {
+        tracking::queued_read_keys(s)
+    } else {
+        tracking::read_keys(spec, args)
+            .into_iter()
+            .map(Bytes::copy_from_slice)
+            .collect()
+    };
+    if !tracked.is_empty() {
+        shared
+            .tracking
+            .remember(s.info.id, tracked.iter().map(|k| &k[..]));
+    }
     let started = std::time::Instant::now();
     let result = run(shared, s, spec.id, args).await;
     let took = started.elapsed();
+    if !tracked.is_empty() {
+        let keys: Vec<&[u8]> = tracked.iter().map(|k| &k[..]).collect();
+        tracking::note_expiries(shared, &s.ns, &keys).await;
+    }
+    // `CLIENT CACHING` holds for the next command, or the whole transaction.
+    if spec.id != Cmd::Client && !s.tx.in_multi() {
+        s.tracking.caching = false;
+    }
     if let Err(msg) = result {
         shared.metrics.errors[idx].incr();
         s.reply.error(&msg.to_string());
@@ -383,6 +416,8 @@ async fn run(sh: &Shared, s: &mut Session<'_>, id: Cmd, a: &[Bytes]) -> Res<()> 
             s.db = Some(0);
             s.ns_hold = None;
             s.sub = None;
+            sh.tracking.disable(s.info.id);
+            s.tracking = tracking::ClientTracking::default();
             s.user = sh.acl.read().initial_user();
             s.info.detail.lock().name = None;
             s.tx.reset();

@@ -124,6 +124,11 @@ impl TxState {
         }
     }
 
+    /// The commands queued so far.
+    pub fn queued(&self) -> impl Iterator<Item = &Vec<Bytes>> {
+        self.queue.iter().flat_map(|q| q.cmds.iter())
+    }
+
     /// Forgets the transaction and the watched keys (`RESET`, a new `AUTH` user).
     pub fn reset(&mut self) {
         *self = TxState::default();

@@ -3,7 +3,7 @@
 //! connection writes queued messages out between requests (`conn.rs`).
 
 use super::*;
-use crate::pubsub::Message;
+use crate::pubsub::{Message, Push};
 
 /// Commands a RESP2 connection may send while subscribed (Redis's list).
 pub(super) fn allowed_while_subscribed(id: Cmd) -> bool {
@@ -36,7 +36,12 @@ fn confirm(s: &mut Session<'_>, kind: &str, name: Option<&[u8]>) {
     s.reply.integer(count as i64);
 }
 
-fn subscription<'s>(sh: &Shared, s: &'s mut Session<'_>) -> &'s mut crate::pubsub::Subscription {
+/// The session's queue, opened on first use (a subscription, `CLIENT TRACKING ON`, `HELLO
+/// 3`): what pushes reach the connection through.
+pub(super) fn subscription<'s>(
+    sh: &Shared,
+    s: &'s mut Session<'_>,
+) -> &'s mut crate::pubsub::Subscription {
     let limit =
         usize::try_from(sh.config.server.pubsub_output_buffer_limit_bytes).unwrap_or(usize::MAX);
     let id = s.info.id;
@@ -93,8 +98,9 @@ pub fn drain(s: &mut Session<'_>) -> bool {
     let Some(sub) = s.sub.as_mut() else {
         return true;
     };
+    let subscribed = sub.count() > 0;
     while let Some(m) = sub.try_recv() {
-        write_message(&mut s.reply, &m);
+        write_push(&mut s.reply, subscribed, &m);
         if s.reply.overflowed() {
             return false;
         }
@@ -219,6 +225,47 @@ pub(super) fn pubsub(sh: &Shared, s: &mut Session<'_>, a: &[Bytes]) -> Res<()> {
 
 /// Writes one delivered message: `[message, channel, payload]` or `[pmessage, pattern,
 /// channel, payload]`.
+/// Writes one queued push as Redis would to this client: a message as `message`/`pmessage`;
+/// an invalidation as an `invalidate` push in RESP3, or, to a RESP2 client in subscribed
+/// mode (the target of a `REDIRECT`), as a message on `__redis__:invalidate`, and not at all
+/// to another RESP2 client (it has no way to receive it); a broken redirect as a
+/// `tracking-redir-broken` push, in RESP3 only.
+pub fn write_push(reply: &mut strata_resp::Reply, subscribed: bool, p: &Push) {
+    let resp3 = reply.proto == Protocol::Resp3;
+    match p {
+        Push::Message(m) => write_message(reply, m),
+        Push::Invalidate { key, resp3_null } => {
+            if resp3 {
+                reply.push(2);
+                reply.bulk(b"invalidate");
+            } else if subscribed {
+                reply.push(3);
+                reply.bulk(b"message");
+                reply.bulk(crate::tracking::INVALIDATE_CHANNEL);
+            } else {
+                return;
+            }
+            match key {
+                Some(k) => {
+                    reply.array(1);
+                    reply.bulk(k);
+                }
+                // The tracking client's null, whoever receives it (as Redis).
+                None if *resp3_null => reply.buf.extend_from_slice(b"_\r\n"),
+                None => reply.buf.extend_from_slice(b"$-1\r\n"),
+            }
+        }
+        Push::RedirectBroken(id) => {
+            if resp3 {
+                reply.push(2);
+                reply.bulk(b"tracking-redir-broken");
+                reply.integer(*id as i64);
+            }
+        }
+    }
+}
+
+/// Writes a published message (`message` or `pmessage`).
 pub fn write_message(reply: &mut strata_resp::Reply, m: &Message) {
     match &m.pattern {
         None => {

@@ -252,9 +252,10 @@ pub(super) async fn info(sh: &Shared, s: &mut Session<'_>, sections: &[Bytes]) {
     if want("clients") {
         let _ = write!(
             out,
-            "# Clients\r\nconnected_clients:{}\r\nmaxclients:{}\r\nblocked_clients:0\r\n\r\n",
+            "# Clients\r\nconnected_clients:{}\r\nmaxclients:{}\r\nblocked_clients:0\r\ntracking_clients:{}\r\n\r\n",
             sh.connection_count(),
-            sh.max_clients.load(Ordering::Relaxed)
+            sh.max_clients.load(Ordering::Relaxed),
+            sh.tracking.client_count(),
         );
     }
     if want("memory") {
@@ -289,12 +290,15 @@ pub(super) async fn info(sh: &Shared, s: &mut Session<'_>, sections: &[Bytes]) {
         let expired = stats.l1.as_ref().map_or(0, |l| l.expirations);
         let _ = write!(
             out,
-            "# Stats\r\ntotal_connections_received:{}\r\ntotal_commands_processed:{}\r\nrejected_connections:{}\r\nexpired_keys:{expired}\r\nevicted_keys:{evicted}\r\nkeyspace_hits:{}\r\nkeyspace_misses:{}\r\n\r\n",
+            "# Stats\r\ntotal_connections_received:{}\r\ntotal_commands_processed:{}\r\nrejected_connections:{}\r\nexpired_keys:{expired}\r\nevicted_keys:{evicted}\r\nkeyspace_hits:{}\r\nkeyspace_misses:{}\r\ntracking_total_keys:{}\r\ntracking_total_items:{}\r\ntracking_total_prefixes:{}\r\n\r\n",
             m.connections_total.get(),
             m.total_commands(),
             m.rejected_connections.get(),
             stats.hit_count,
             stats.miss_count,
+            sh.tracking.key_count(),
+            sh.tracking.key_count(),
+            sh.tracking.prefix_count(),
         );
     }
     if want("replication") {
@@ -327,6 +331,26 @@ pub(super) async fn info(sh: &Shared, s: &mut Session<'_>, sections: &[Bytes]) {
                 && n > 0
             {
                 let _ = write!(out, "db{i}:keys={n},expires={n},avg_ttl=0\r\n");
+            }
+        }
+        out.push_str("\r\n");
+    }
+    // Only when asked for by name (or `all`, `everything`), as in Redis.
+    if sections
+        .iter()
+        .any(|w| eq_ic(w, "commandstats") || eq_ic(w, "all") || eq_ic(w, "everything"))
+    {
+        out.push_str("# Commandstats\r\n");
+        let m = &sh.metrics;
+        for (i, spec) in COMMANDS.iter().enumerate() {
+            let calls = m.calls[i].get();
+            if calls > 0 {
+                let _ = write!(
+                    out,
+                    "cmdstat_{}:calls={calls},rejected_calls=0,failed_calls={}\r\n",
+                    spec.name.to_ascii_lowercase(),
+                    m.errors[i].get()
+                );
             }
         }
         out.push_str("\r\n");

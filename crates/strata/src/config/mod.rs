@@ -247,6 +247,12 @@ pub struct ServerConfig {
     /// (default 32 MiB, Redis's `client-output-buffer-limit pubsub` hard limit): past it the
     /// subscriber is disconnected, counted and logged.
     pub pubsub_output_buffer_limit_bytes: u64,
+    /// Most keys the client-tracking table (`CLIENT TRACKING`) remembers (default 1,000,000,
+    /// Redis's `tracking-table-max-keys`): past it the oldest keys are invalidated early for
+    /// the clients that read them. Must be greater than 0 (Redis's 0, "no limit", is
+    /// refused: the bound is what keeps a client that reads every key from growing the
+    /// table without end).
+    pub tracking_table_max_keys: u64,
     /// Input all client connections together may buffer (default 512 MiB): a connection
     /// whose buffer grows while the total is past it is disconnected and counted, so many
     /// unfinished requests cannot exhaust memory. Each connection is also bounded by
@@ -291,6 +297,7 @@ impl Default for ServerConfig {
             max_namespaces: 512,
             client_output_buffer_limit_bytes: 256 * MIB,
             pubsub_output_buffer_limit_bytes: 32 * MIB,
+            tracking_table_max_keys: 1_000_000,
             max_input_bytes_total: 512 * MIB,
             worker_threads: 0,
             shutdown_grace_ms: 5_000,
@@ -901,6 +908,12 @@ impl NodeConfig {
             return Err(invalid(
                 "server.max_namespaces",
                 format!("must be between 1 and {room} (1024 less the configured namespaces)"),
+            ));
+        }
+        if srv.tracking_table_max_keys == 0 {
+            return Err(invalid(
+                "server.tracking_table_max_keys",
+                "must be greater than 0",
             ));
         }
         if srv.pubsub_output_buffer_limit_bytes == 0 {

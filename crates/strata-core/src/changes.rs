@@ -1,0 +1,42 @@
+//! Change notices: how code outside the cache hears of every change of a key on this node —
+//! a write or delete made here, an invalidation applied from another node, a pattern, tag or
+//! namespace invalidation, an L1 eviction, and "everything", when the node may have missed
+//! changes and dropped its copies. The server's client-side-caching table (`CLIENT TRACKING`)
+//! listens, to tell its clients which of their copies to drop.
+//!
+//! A notice comes *after* the change is visible in this node's layers, so a reader that
+//! registered its interest before it read is told of every change its read may have missed.
+//! Notices are called synchronously on the task that made the change: a listener must be
+//! quick, must not block, and must not call back into the cache.
+
+/// Which keys a change touched.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Changed<'a> {
+    /// One key, in some namespace (a listener that keeps keys across namespaces, as Redis's
+    /// tracking table does, needs no more).
+    Key(&'a [u8]),
+    /// The keys of `namespace` matching the Redis glob `pattern`.
+    Pattern {
+        /// The namespace.
+        namespace: &'a str,
+        /// The glob.
+        pattern: &'a [u8],
+    },
+    /// The keys of `namespace` carrying `tag`.
+    Tag {
+        /// The namespace.
+        namespace: &'a str,
+        /// The tag.
+        tag: &'a [u8],
+    },
+    /// Every key of a namespace (a flush).
+    Namespace(&'a str),
+    /// Every key: the node dropped every copy it held because it may have missed changes.
+    Everything,
+}
+
+/// Hears of every change of a key on this node ([`crate::Cache::set_change_listener`]).
+pub trait ChangeListener: Send + Sync {
+    /// Called after `change` is visible in this node's layers.
+    fn changed(&self, change: Changed<'_>);
+}

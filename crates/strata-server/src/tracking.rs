@@ -1,0 +1,667 @@
+//! Client-side caching (`CLIENT TRACKING`), as Redis has it: the node remembers which keys
+//! each tracking client read, and tells it when one of them changes so that it drops its
+//! copy.
+//!
+//! - **Default mode.** A read command of a tracking client records its keys in a table
+//!   (key → client ids). When a key changes, every client recorded for it gets an
+//!   `invalidate` push naming it, and the key leaves the table until it is read again. The
+//!   table is bounded (`server.tracking_table_max_keys`, Redis's
+//!   `tracking-table-max-keys`): past it, the oldest keys are invalidated early, so a client
+//!   that reads millions of distinct keys costs the node a bounded table, not memory.
+//! - **BCAST.** A client names prefixes (none: every key) and hears of every change of a key
+//!   under them, read or not; nothing is recorded per key.
+//! - **OPTIN / OPTOUT** (`CLIENT CACHING yes|no` before a command), **NOLOOP** (no notice
+//!   of the client's own writes made on this node), **REDIRECT** (notices go to another
+//!   connection: as pushes if it speaks RESP3, as messages on `__redis__:invalidate` if it is
+//!   a subscribed RESP2 connection).
+//!
+//! Where the changes come from: the node's cache tells this table of every change of a key
+//! on this node ([`strata_core::changes`]) — writes made here, invalidations applied from
+//! other cluster members (so a write on another node reaches this node's clients within the
+//! coherence bound G2), pattern, tag and namespace invalidations, and L1 evictions. Expiry is
+//! this table's own: when a tracked key is recorded its expiry is read, and a timer sends the
+//! notice when it passes. A pattern is sent as the recorded keys it matches (or as a flush
+//! when the table is too large to match); a tag, a namespace flush and "the node may have
+//! missed changes" are sent as a flush: a null `invalidate`, "drop everything".
+//!
+//! Ordering. A read records its keys *before* it reads, and a change is announced *after* it
+//! is visible, so a change the read may have missed is always announced to its client. A
+//! connection writes queued notices between replies, never inside one, so a notice always
+//! follows the reply of a read it concerns (the client then drops what it just stored).
+
+use std::cmp::Reverse;
+use std::collections::{BinaryHeap, HashMap, VecDeque};
+use std::hash::{BuildHasher, RandomState};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
+
+use bytes::Bytes;
+use parking_lot::{Mutex, RwLock};
+use smallvec::SmallVec;
+use strata_core::glob::Glob;
+use strata_core::{ChangeListener, Changed};
+
+use crate::pubsub::{PubSub, Push};
+
+/// The channel RESP2 connections receive redirected invalidations on.
+pub const INVALIDATE_CHANNEL: &[u8] = b"__redis__:invalidate";
+
+/// Shards of the key table (each with its own lock and share of the bound).
+const SHARDS: usize = 16;
+
+/// Most BCAST prefixes on one node (each change is matched against every one).
+pub const MAX_PREFIXES: usize = 10_000;
+
+/// A pattern invalidation is matched against the recorded keys when the table holds at most
+/// this many; above, its clients are told to drop everything instead.
+const PATTERN_MATCH_MAX: usize = 1 << 16;
+
+/// How often expiries of tracked keys are checked: the most an expiry notice lags.
+pub const EXPIRY_TICK: std::time::Duration = std::time::Duration::from_millis(100);
+
+/// Announces tracked keys' expiries as they pass, every [`EXPIRY_TICK`], until `stop`.
+pub async fn expiry_loop(
+    tracking: Arc<Tracking>,
+    cache: strata_core::Cache,
+    mut stop: tokio::sync::watch::Receiver<bool>,
+) {
+    let mut tick = tokio::time::interval(EXPIRY_TICK);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
+    loop {
+        tokio::select! {
+            _ = tick.tick() => {
+                tracking.expire_due(cache.now_ms());
+            }
+            _ = crate::state::stopped(&mut stop) => return,
+        }
+    }
+}
+
+tokio::task_local! {
+    /// The client whose command is running on this task: a change it makes is not announced
+    /// back to it when it asked for `NOLOOP`.
+    pub static ORIGIN: u64;
+}
+
+/// One tracking client's settings.
+#[derive(Debug)]
+pub struct Tracker {
+    /// Its client id.
+    pub id: u64,
+    /// Where its notices go (0: to itself).
+    pub redirect: u64,
+    /// BCAST mode.
+    pub bcast: bool,
+    /// `OPTIN`.
+    pub optin: bool,
+    /// `OPTOUT`.
+    pub optout: bool,
+    /// `NOLOOP`.
+    pub noloop: bool,
+    /// BCAST prefixes (the empty prefix: every key).
+    pub prefixes: Vec<Bytes>,
+    /// Whether the client speaks RESP3 (its flush null is `_`, else `$-1`).
+    pub resp3: AtomicBool,
+    /// The redirect target was gone when a notice was due (`broken_redirect`).
+    pub broken: AtomicBool,
+    /// A flush was sent and the client ran no command since: another flush would tell it
+    /// nothing (a `FLUSHALL` empties every namespace, and Redis sends one null for it).
+    pub flushed: AtomicBool,
+}
+
+impl Tracker {
+    /// A tracker for client `id` with no options.
+    pub fn new(id: u64) -> Self {
+        Tracker {
+            id,
+            redirect: 0,
+            bcast: false,
+            optin: false,
+            optout: false,
+            noloop: false,
+            prefixes: Vec::new(),
+            resp3: AtomicBool::new(false),
+            broken: AtomicBool::new(false),
+            flushed: AtomicBool::new(false),
+        }
+    }
+
+    /// The client is about to run a command (before it reads anything): a flush after this
+    /// point is sent again. An exchange, so that either this sees a flush's mark (and the
+    /// change it announced is visible to the read), or the flush sees this one's.
+    pub fn command_starts(&self) {
+        self.flushed.swap(false, Ordering::AcqRel);
+    }
+}
+
+#[derive(Default)]
+struct Rec {
+    clients: SmallVec<[u64; 2]>,
+    /// Its place in [`Shard::order`].
+    seq: u64,
+    /// When the key expires, if it does (node clock, ms).
+    deadline: Option<u64>,
+}
+
+#[derive(Default)]
+struct Shard {
+    keys: HashMap<Bytes, Rec>,
+    /// Keys in the order they were first recorded (entries whose key left or was recorded
+    /// again since are skipped): the oldest go first when the shard is full.
+    order: VecDeque<(Bytes, u64)>,
+    next_seq: u64,
+    /// Expiries of recorded keys, soonest first (entries whose key left since are skipped).
+    deadlines: BinaryHeap<Reverse<(u64, Bytes)>>,
+}
+
+impl Shard {
+    /// Drops the queue entries of keys that left, once they outnumber the live ones.
+    fn compact(&mut self) {
+        if self.order.len() > 2 * self.keys.len() + 1024 {
+            let keys = &self.keys;
+            self.order
+                .retain(|(k, seq)| keys.get(k).is_some_and(|r| r.seq == *seq));
+        }
+        if self.deadlines.len() > 2 * self.keys.len() + 1024 {
+            let keys = &self.keys;
+            self.deadlines = self
+                .deadlines
+                .drain()
+                .filter(|Reverse((at, k))| keys.get(k).is_some_and(|r| r.deadline == Some(*at)))
+                .collect();
+        }
+    }
+}
+
+/// Counters for `/metrics` and `INFO`.
+#[derive(Debug, Default)]
+pub struct TrackingStats {
+    /// Invalidation pushes queued for clients (flushes included).
+    pub invalidations: AtomicU64,
+    /// Keys invalidated early because the table was full.
+    pub evicted: AtomicU64,
+    /// Keys invalidated because their expiry passed.
+    pub expired: AtomicU64,
+    /// Flushes sent to every tracking client (tag and namespace invalidations, lost track).
+    pub flushes: AtomicU64,
+}
+
+/// The node's tracking table and its tracking clients.
+pub struct Tracking {
+    shards: Box<[Mutex<Shard>]>,
+    per_shard_max: usize,
+    clients: RwLock<HashMap<u64, Arc<Tracker>>>,
+    /// Every BCAST prefix: (prefix, client id).
+    prefixes: RwLock<Vec<(Bytes, u64)>>,
+    active: AtomicUsize,
+    keys: AtomicUsize,
+    pubsub: Arc<PubSub>,
+    hasher: RandomState,
+    /// Counters.
+    pub stats: TrackingStats,
+}
+
+impl std::fmt::Debug for Tracking {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Tracking")
+            .field("clients", &self.client_count())
+            .field("keys", &self.key_count())
+            .finish_non_exhaustive()
+    }
+}
+
+impl Tracking {
+    /// A table of at most `max_keys` keys (0: Redis's "no limit", taken here as the default
+    /// million, because an unbounded table is what this bound exists to prevent), whose
+    /// notices go through `pubsub`'s queues.
+    pub fn new(max_keys: u64, pubsub: Arc<PubSub>) -> Self {
+        let max = if max_keys == 0 { 1_000_000 } else { max_keys };
+        let per_shard_max = usize::try_from(max.div_ceil(SHARDS as u64))
+            .unwrap_or(usize::MAX)
+            .max(1);
+        Self {
+            shards: (0..SHARDS).map(|_| Mutex::new(Shard::default())).collect(),
+            per_shard_max,
+            clients: RwLock::new(HashMap::new()),
+            prefixes: RwLock::new(Vec::new()),
+            active: AtomicUsize::new(0),
+            keys: AtomicUsize::new(0),
+            pubsub,
+            hasher: RandomState::new(),
+            stats: TrackingStats::default(),
+        }
+    }
+
+    /// Clients with tracking on.
+    pub fn client_count(&self) -> usize {
+        self.active.load(Ordering::Relaxed)
+    }
+
+    /// Keys in the table.
+    pub fn key_count(&self) -> usize {
+        self.keys.load(Ordering::Relaxed)
+    }
+
+    /// BCAST prefixes of every client.
+    pub fn prefix_count(&self) -> usize {
+        self.prefixes.read().len()
+    }
+
+    /// The most keys the table holds.
+    pub fn max_keys(&self) -> usize {
+        self.per_shard_max * SHARDS
+    }
+
+    /// A client's settings, when it tracks.
+    pub fn tracker(&self, id: u64) -> Option<Arc<Tracker>> {
+        self.clients.read().get(&id).cloned()
+    }
+
+    fn shard(&self, key: &[u8]) -> &Mutex<Shard> {
+        &self.shards[(self.hasher.hash_one(key) as usize) % SHARDS]
+    }
+
+    /// Turns tracking on for `t.id` (replacing its settings; BCAST prefixes add to the
+    /// ones it had, as in Redis). Fails when the node's prefix bound would be passed.
+    pub fn enable(&self, t: Tracker) -> Result<Arc<Tracker>, String> {
+        let id = t.id;
+        let mut prefixes = self.prefixes.write();
+        let mut clients = self.clients.write();
+        let mut t = t;
+        if let Some(old) = clients.get(&id) {
+            for p in &old.prefixes {
+                if !t.prefixes.contains(p) {
+                    t.prefixes.push(p.clone());
+                }
+            }
+        }
+        let had = prefixes.iter().filter(|(_, c)| *c == id).count();
+        if t.bcast && prefixes.len() - had + t.prefixes.len() > MAX_PREFIXES {
+            return Err(format!(
+                "this node holds the maximum of {MAX_PREFIXES} tracking prefixes"
+            ));
+        }
+        prefixes.retain(|(_, c)| *c != id);
+        if t.bcast {
+            prefixes.extend(t.prefixes.iter().map(|p| (p.clone(), id)));
+        }
+        let t = Arc::new(t);
+        if clients.insert(id, t.clone()).is_none() {
+            self.active.fetch_add(1, Ordering::AcqRel);
+        }
+        Ok(t)
+    }
+
+    /// Turns tracking off for client `id` (its recorded keys go when they change or age
+    /// out, as in Redis).
+    pub fn disable(&self, id: u64) {
+        let mut prefixes = self.prefixes.write();
+        if self.clients.write().remove(&id).is_some() {
+            self.active.fetch_sub(1, Ordering::AcqRel);
+        }
+        prefixes.retain(|(_, c)| *c != id);
+    }
+
+    /// Records that client `id` reads `keys` (before it reads them). Keys pushed out of a
+    /// full table are invalidated for their clients.
+    pub fn remember<'k>(&self, id: u64, keys: impl Iterator<Item = &'k [u8]>) {
+        let mut evicted: Vec<(Bytes, SmallVec<[u64; 2]>)> = Vec::new();
+        for key in keys {
+            let mut shard = self.shard(key).lock();
+            let shard = &mut *shard;
+            if let Some(rec) = shard.keys.get_mut(key) {
+                if !rec.clients.contains(&id) {
+                    rec.clients.push(id);
+                }
+                continue;
+            }
+            let k = Bytes::copy_from_slice(key);
+            let seq = shard.next_seq;
+            shard.next_seq += 1;
+            shard.order.push_back((k.clone(), seq));
+            let mut clients = SmallVec::new();
+            clients.push(id);
+            shard.keys.insert(
+                k,
+                Rec {
+                    clients,
+                    seq,
+                    deadline: None,
+                },
+            );
+            self.keys.fetch_add(1, Ordering::Relaxed);
+            while shard.keys.len() > self.per_shard_max {
+                let Some((old, seq)) = shard.order.pop_front() else {
+                    break;
+                };
+                if shard.keys.get(&old).is_some_and(|r| r.seq == seq)
+                    && let Some(rec) = shard.keys.remove(&old)
+                {
+                    self.keys.fetch_sub(1, Ordering::Relaxed);
+                    evicted.push((old, rec.clients));
+                }
+            }
+            shard.compact();
+        }
+        for (key, clients) in evicted {
+            self.stats.evicted.fetch_add(1, Ordering::Relaxed);
+            for c in clients {
+                // Not a change of the key: sent even to a NOLOOP client (as Redis).
+                self.notify(c, Some(&key), None, false);
+            }
+        }
+    }
+
+    /// Notes when a recorded key expires (node clock, ms), so that its clients are told then.
+    pub fn expires_at(&self, key: &[u8], at: u64) {
+        let mut shard = self.shard(key).lock();
+        let shard = &mut *shard;
+        let Some(rec) = shard.keys.get_mut(key) else {
+            return;
+        };
+        if rec.deadline.is_some_and(|d| d <= at) {
+            return;
+        }
+        rec.deadline = Some(at);
+        let k = Bytes::copy_from_slice(key);
+        shard.deadlines.push(Reverse((at, k)));
+    }
+
+    /// Invalidates the recorded keys whose expiry is at or before `now` (node clock, ms);
+    /// returns how many.
+    pub fn expire_due(&self, now: u64) -> usize {
+        if self.key_count() == 0 {
+            return 0;
+        }
+        let mut n = 0;
+        for shard in self.shards.iter() {
+            let mut due = Vec::new();
+            {
+                let mut shard = shard.lock();
+                while let Some(Reverse((at, _))) = shard.deadlines.peek() {
+                    if *at > now {
+                        break;
+                    }
+                    let Some(Reverse((at, key))) = shard.deadlines.pop() else {
+                        break;
+                    };
+                    if shard.keys.get(&key).is_some_and(|r| r.deadline == Some(at))
+                        && let Some(rec) = shard.keys.remove(&key)
+                    {
+                        self.keys.fetch_sub(1, Ordering::Relaxed);
+                        due.push((key, rec.clients));
+                    }
+                }
+            }
+            for (key, clients) in due {
+                n += 1;
+                self.stats.expired.fetch_add(1, Ordering::Relaxed);
+                for c in clients {
+                    self.notify(c, Some(&key), None, false);
+                }
+            }
+        }
+        n
+    }
+
+    /// Sends client `id` (or its redirect target) an invalidation of `key` (`None`: of
+    /// everything). `origin` is the client whose command made the change, if one did;
+    /// `bcast` says whether the notice comes from a BCAST prefix (a default-mode notice is
+    /// not sent to a client that switched to BCAST since it read, as in Redis).
+    fn notify(&self, id: u64, key: Option<&Bytes>, origin: Option<u64>, bcast: bool) {
+        let Some(t) = self.tracker(id) else {
+            return;
+        };
+        if key.is_some() && t.bcast != bcast {
+            return;
+        }
+        if t.noloop && origin == Some(id) {
+            return;
+        }
+        let push = Push::Invalidate {
+            key: key.cloned(),
+            resp3_null: t.resp3.load(Ordering::Relaxed),
+        };
+        let target = if t.redirect == 0 { id } else { t.redirect };
+        match self.pubsub.push_to(target, push) {
+            Some(_) => {
+                self.stats.invalidations.fetch_add(1, Ordering::Relaxed);
+            }
+            None if t.redirect != 0 => {
+                t.broken.store(true, Ordering::Relaxed);
+                let _ = self.pubsub.push_to(id, Push::RedirectBroken(t.redirect));
+            }
+            None => {}
+        }
+    }
+
+    /// A change of `key`: its recorded clients and the BCAST clients whose prefixes it
+    /// falls under are told.
+    fn key_changed(&self, key: &[u8]) {
+        let origin = ORIGIN.try_with(|o| *o).ok();
+        let rec = {
+            let mut shard = self.shard(key).lock();
+            let rec = shard.keys.remove(key);
+            if rec.is_some() {
+                self.keys.fetch_sub(1, Ordering::Relaxed);
+            }
+            rec
+        };
+        let mut k: Option<Bytes> = None;
+        if let Some(rec) = rec {
+            let key = k.get_or_insert_with(|| Bytes::copy_from_slice(key)).clone();
+            for c in rec.clients {
+                self.notify(c, Some(&key), origin, false);
+            }
+        }
+        let targets: SmallVec<[u64; 4]> = {
+            let prefixes = self.prefixes.read();
+            if prefixes.is_empty() {
+                return;
+            }
+            prefixes
+                .iter()
+                .filter(|(p, _)| key.starts_with(p))
+                .map(|(_, c)| *c)
+                .collect()
+        };
+        if targets.is_empty() {
+            return;
+        }
+        let key = k.get_or_insert_with(|| Bytes::copy_from_slice(key)).clone();
+        for c in targets {
+            self.notify(c, Some(&key), origin, true);
+        }
+    }
+
+    /// Every tracking client is told to drop everything, and the table is emptied (as
+    /// Redis does on `FLUSHALL`).
+    pub fn flush_all(&self) {
+        self.stats.flushes.fetch_add(1, Ordering::Relaxed);
+        for shard in self.shards.iter() {
+            let old = std::mem::take(&mut *shard.lock());
+            self.keys.fetch_sub(old.keys.len(), Ordering::Relaxed);
+            drop(old);
+        }
+        let due: Vec<u64> = self
+            .clients
+            .read()
+            .values()
+            .filter(|t| !t.flushed.swap(true, Ordering::AcqRel))
+            .map(|t| t.id)
+            .collect();
+        for id in due {
+            self.notify(id, None, None, false);
+        }
+    }
+
+    /// A pattern invalidation in some namespace: the recorded keys it matches are
+    /// invalidated (keys are recorded across namespaces, so a match in another namespace is
+    /// invalidated too, harmlessly); BCAST clients, whose keys are not recorded, are told to
+    /// drop everything. A table too large to match is flushed.
+    fn pattern_changed(&self, pattern: &[u8]) {
+        let Ok(glob) = Glob::new(pattern) else {
+            return self.flush_all();
+        };
+        if self.key_count() > PATTERN_MATCH_MAX {
+            return self.flush_all();
+        }
+        let mut hit = Vec::new();
+        for shard in self.shards.iter() {
+            let mut shard = shard.lock();
+            let matching: Vec<Bytes> = shard
+                .keys
+                .keys()
+                .filter(|k| glob.matches(k))
+                .cloned()
+                .collect();
+            for k in matching {
+                if let Some(rec) = shard.keys.remove(&k) {
+                    self.keys.fetch_sub(1, Ordering::Relaxed);
+                    hit.push((k, rec.clients));
+                }
+            }
+        }
+        let origin = ORIGIN.try_with(|o| *o).ok();
+        for (key, clients) in hit {
+            for c in clients {
+                self.notify(c, Some(&key), origin, false);
+            }
+        }
+        let bcast: Vec<u64> = {
+            let mut ids: Vec<u64> = self.prefixes.read().iter().map(|(_, c)| *c).collect();
+            ids.sort_unstable();
+            ids.dedup();
+            ids
+        };
+        for id in bcast {
+            self.notify(id, None, origin, true);
+        }
+    }
+}
+
+impl ChangeListener for Tracking {
+    fn changed(&self, change: Changed<'_>) {
+        // No tracking client: nobody to tell (records of clients that stopped tracking
+        // wait for their key's next notice, or for the table's bound).
+        if self.active.load(Ordering::Acquire) == 0 {
+            return;
+        }
+        match change {
+            Changed::Key(key) => self.key_changed(key),
+            Changed::Pattern { pattern, .. } => self.pattern_changed(pattern),
+            Changed::Tag { .. } | Changed::Namespace(_) | Changed::Everything => {
+                self.flush_all();
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn tracker(id: u64) -> Tracker {
+        Tracker::new(id)
+    }
+
+    fn drained(sub: &mut crate::pubsub::Subscription) -> Vec<Option<Bytes>> {
+        let mut out = Vec::new();
+        while let Some(p) = sub.try_recv() {
+            if let Push::Invalidate { key, .. } = p {
+                out.push(key);
+            }
+        }
+        out
+    }
+
+    #[test]
+    fn a_change_reaches_the_clients_that_read_the_key_once() {
+        let ps = Arc::new(PubSub::default());
+        let t = Tracking::new(1000, ps.clone());
+        let mut a = ps.open(1, 1 << 20);
+        let mut b = ps.open(2, 1 << 20);
+        t.enable(tracker(1)).unwrap();
+        t.enable(tracker(2)).unwrap();
+        t.remember(1, [&b"k"[..], b"j"].into_iter());
+        t.remember(2, [&b"k"[..]].into_iter());
+        t.changed(Changed::Key(b"k"));
+        assert_eq!(drained(&mut a), vec![Some(Bytes::from_static(b"k"))]);
+        assert_eq!(drained(&mut b), vec![Some(Bytes::from_static(b"k"))]);
+        // The key left the table: a second change is not announced until it is read again.
+        t.changed(Changed::Key(b"k"));
+        assert!(drained(&mut a).is_empty());
+        assert_eq!(t.key_count(), 1);
+        t.changed(Changed::Namespace("db0"));
+        t.changed(Changed::Namespace("db1"));
+        // One flush each: no command ran between the two.
+        assert_eq!(drained(&mut a), vec![None]);
+        assert_eq!(drained(&mut b), vec![None]);
+        assert_eq!(t.key_count(), 0);
+        t.tracker(1).unwrap().command_starts();
+        t.changed(Changed::Everything);
+        assert_eq!(drained(&mut a), vec![None]);
+        assert!(drained(&mut b).is_empty());
+    }
+
+    #[test]
+    fn the_table_stays_within_its_bound_and_invalidates_the_oldest() {
+        let ps = Arc::new(PubSub::default());
+        let t = Tracking::new(160, ps.clone());
+        let mut a = ps.open(1, 1 << 30);
+        t.enable(tracker(1)).unwrap();
+        for i in 0..100_000u32 {
+            t.remember(1, [&i.to_be_bytes()[..]].into_iter());
+            assert!(t.key_count() <= t.max_keys());
+        }
+        let evicted = drained(&mut a);
+        assert_eq!(evicted.len() + t.key_count(), 100_000);
+        // Keys 0.. were recorded first and invalidated first.
+        assert!(evicted.contains(&Some(Bytes::copy_from_slice(&0u32.to_be_bytes()))));
+        for shard in t.shards.iter() {
+            let s = shard.lock();
+            assert!(s.order.len() <= 2 * s.keys.len() + 1024 + 1);
+        }
+    }
+
+    #[test]
+    fn bcast_prefixes_noloop_and_expiry() {
+        let ps = Arc::new(PubSub::default());
+        let t = Tracking::new(1000, ps.clone());
+        let mut a = ps.open(1, 1 << 20);
+        let mut b = ps.open(2, 1 << 20);
+        let mut bc = tracker(1);
+        bc.bcast = true;
+        bc.prefixes = vec![Bytes::from_static(b"user:")];
+        t.enable(bc).unwrap();
+        let mut nl = tracker(2);
+        nl.noloop = true;
+        t.enable(nl).unwrap();
+        t.changed(Changed::Key(b"user:1"));
+        t.changed(Changed::Key(b"order:1"));
+        assert_eq!(drained(&mut a), vec![Some(Bytes::from_static(b"user:1"))]);
+        // NOLOOP: client 2's own change is not announced to it; another's is.
+        t.remember(2, [&b"x"[..]].into_iter());
+        ORIGIN.sync_scope(2, || t.changed(Changed::Key(b"x")));
+        assert!(drained(&mut b).is_empty());
+        t.remember(2, [&b"x"[..]].into_iter());
+        ORIGIN.sync_scope(3, || t.changed(Changed::Key(b"x")));
+        assert_eq!(drained(&mut b), vec![Some(Bytes::from_static(b"x"))]);
+        // Expiry: announced once the deadline passes, not before.
+        t.remember(2, [&b"ttl"[..]].into_iter());
+        t.expires_at(b"ttl", 1_000);
+        assert_eq!(t.expire_due(999), 0);
+        assert_eq!(t.expire_due(1_000), 1);
+        assert_eq!(drained(&mut b), vec![Some(Bytes::from_static(b"ttl"))]);
+        // A redirect to a client with no queue is broken, and the tracking client is told.
+        let mut r = tracker(2);
+        r.redirect = 99;
+        t.enable(r).unwrap();
+        t.remember(2, [&b"y"[..]].into_iter());
+        t.changed(Changed::Key(b"y"));
+        assert!(t.tracker(2).unwrap().broken.load(Ordering::Relaxed));
+        assert!(matches!(b.try_recv(), Some(Push::RedirectBroken(99))));
+        t.disable(1);
+        assert_eq!((t.client_count(), t.prefix_count()), (1, 0));
+    }
+}

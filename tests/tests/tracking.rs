@@ -1,0 +1,527 @@
+//! Client-side caching (`CLIENT TRACKING`) against real processes: the same conversation
+//! with redis-server and with `strata serve` gives the same frames; redis-py's client-side
+//! cache (`cache_config`) on one member of a three-node cluster sees every kind of change
+//! made through another member within the coherence bound; BCAST and RESP2 `REDIRECT`
+//! clients hear of them too; a client whose connection drops never serves what changed
+//! meanwhile; and a client that reads millions of distinct keys leaves a bounded table.
+
+#![allow(clippy::unwrap_used)]
+
+#[path = "../../crates/strata-redis/tests/common/mod.rs"]
+mod redis_common;
+
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+use redis_common::RedisServer;
+use strata_resp::Frame;
+use strata_tests::*;
+
+/// One step of a conversation: which connection sends what, and how many frames it reads.
+/// An argument `@N` is replaced by connection N's client id.
+type Step<'a> = (usize, &'a [&'a [u8]], usize);
+
+/// Runs `steps` over four connections to `port`; returns every frame read, in order (the
+/// replies to `HELLO` left out: they name the server).
+fn converse(port: u16, steps: &[Step<'_>]) -> Vec<(usize, Frame)> {
+    let mut conns: Vec<Raw> = (0..4).map(|_| Raw::connect(port)).collect();
+    let ids: Vec<Vec<u8>> = conns
+        .iter_mut()
+        .map(|c| match c.cmd(&[b"CLIENT", b"ID"]) {
+            Frame::Integer(n) => n.to_string().into_bytes(),
+            other => panic!("CLIENT ID: {other:?}"),
+        })
+        .collect();
+    let mut out = Vec::new();
+    for (who, args, frames) in steps {
+        let args: Vec<Vec<u8>> = args
+            .iter()
+            .map(|a| match a.strip_prefix(b"@") {
+                Some(n) => ids[usize::from(n[0] - b'0')].clone(),
+                None => a.to_vec(),
+            })
+            .collect();
+        let c = &mut conns[*who];
+        let cmd = Frame::Array(args.iter().map(|a| Frame::Bulk(a.clone().into())).collect());
+        c.send(&cmd.to_bytes());
+        for _ in 0..*frames {
+            let f = c.frame();
+            if std::env::var_os("TRACE_FRAMES").is_some() {
+                eprintln!(
+                    "{who} {:?} -> {f:?}",
+                    String::from_utf8_lossy(&args.concat())
+                );
+            }
+            if args[0] != b"HELLO" {
+                out.push((*who, f));
+            }
+        }
+    }
+    out
+}
+
+#[test]
+fn tracking_frames_are_redis_frames() {
+    let redis = RedisServer::start();
+    let strata = Server::start("");
+    let steps: Vec<Step<'_>> = vec![
+        // Connection 0 speaks RESP3 and tracks; 1 writes; 2 is a RESP2 subscriber that
+        // connection 3 (RESP2) redirects its notices to.
+        (0, &[b"HELLO", b"3"], 1),
+        (0, &[b"CLIENT", b"TRACKINGINFO"], 1),
+        (0, &[b"CLIENT", b"GETREDIR"], 1),
+        (0, &[b"CLIENT", b"CACHING", b"yes"], 1),
+        (0, &[b"CLIENT", b"TRACKING", b"maybe"], 1),
+        (0, &[b"CLIENT", b"TRACKING", b"on", b"PREFIX", b"a"], 1),
+        (0, &[b"CLIENT", b"TRACKING", b"on", b"OPTIN", b"OPTOUT"], 1),
+        (0, &[b"CLIENT", b"TRACKING", b"on", b"BCAST", b"OPTIN"], 1),
+        (
+            0,
+            &[
+                b"CLIENT",
+                b"TRACKING",
+                b"on",
+                b"BCAST",
+                b"PREFIX",
+                b"ab",
+                b"PREFIX",
+                b"a",
+            ],
+            1,
+        ),
+        (
+            0,
+            &[b"CLIENT", b"TRACKING", b"on", b"REDIRECT", b"999999"],
+            1,
+        ),
+        (0, &[b"CLIENT", b"TRACKING", b"on", b"REDIRECT", b"x"], 1),
+        (
+            0,
+            &[
+                b"CLIENT",
+                b"TRACKING",
+                b"on",
+                b"REDIRECT",
+                b"@1",
+                b"REDIRECT",
+                b"@2",
+            ],
+            1,
+        ),
+        (0, &[b"CLIENT", b"TRACKING", b"on", b"NOPE"], 1),
+        // Default mode: a read key is announced once when another client changes it.
+        (0, &[b"CLIENT", b"TRACKING", b"on"], 1),
+        (0, &[b"CLIENT", b"TRACKINGINFO"], 1),
+        (0, &[b"CLIENT", b"GETREDIR"], 1),
+        (1, &[b"SET", b"m2", b"x"], 1),
+        (0, &[b"GET", b"k"], 1),
+        (0, &[b"MGET", b"m1", b"m2"], 1),
+        (1, &[b"SET", b"k", b"v"], 1),
+        (0, &[b"PING"], 2),
+        (1, &[b"SET", b"k", b"again"], 1),
+        (0, &[b"PING"], 1),
+        (1, &[b"DEL", b"m2"], 1),
+        (0, &[b"PING"], 2),
+        // Its own write is announced after the write's reply.
+        (0, &[b"GET", b"own"], 1),
+        (0, &[b"SET", b"own", b"1"], 2),
+        (0, &[b"STRLEN", b"k"], 1),
+        (1, &[b"APPEND", b"k", b"!"], 1),
+        (0, &[b"PING"], 2),
+        // A flush is one null, whatever it empties.
+        (0, &[b"EXISTS", b"k"], 1),
+        (1, &[b"FLUSHALL"], 1),
+        (0, &[b"PING"], 2),
+        (0, &[b"CLIENT", b"TRACKING", b"on", b"BCAST"], 1),
+        // NOLOOP: its own changes are not announced to it.
+        (0, &[b"CLIENT", b"TRACKING", b"off"], 1),
+        (0, &[b"CLIENT", b"TRACKING", b"on", b"NOLOOP"], 1),
+        (0, &[b"GET", b"n"], 1),
+        (0, &[b"SET", b"n", b"1"], 1),
+        (0, &[b"PING"], 1),
+        (0, &[b"GET", b"n"], 1),
+        (1, &[b"SET", b"n", b"2"], 1),
+        (0, &[b"PING"], 2),
+        // OPTIN: only what follows CLIENT CACHING yes is recorded.
+        (0, &[b"CLIENT", b"TRACKING", b"on", b"OPTIN"], 1),
+        (0, &[b"CLIENT", b"TRACKING", b"off"], 1),
+        (0, &[b"CLIENT", b"TRACKING", b"on", b"OPTIN"], 1),
+        (0, &[b"GET", b"o"], 1),
+        (1, &[b"SET", b"o", b"1"], 1),
+        (0, &[b"PING"], 1),
+        (0, &[b"CLIENT", b"CACHING", b"yes"], 1),
+        (0, &[b"CLIENT", b"TRACKINGINFO"], 1),
+        (0, &[b"GET", b"o"], 1),
+        (0, &[b"CLIENT", b"TRACKINGINFO"], 1),
+        (1, &[b"SET", b"o", b"2"], 1),
+        (0, &[b"PING"], 2),
+        (0, &[b"CLIENT", b"CACHING", b"no"], 1),
+        (0, &[b"CLIENT", b"TRACKING", b"off"], 1),
+        // OPTOUT: everything but what follows CLIENT CACHING no.
+        (0, &[b"CLIENT", b"TRACKING", b"on", b"OPTOUT"], 1),
+        (0, &[b"CLIENT", b"CACHING", b"no"], 1),
+        (0, &[b"GET", b"p"], 1),
+        (0, &[b"GET", b"q"], 1),
+        (1, &[b"SET", b"p", b"1"], 1),
+        (1, &[b"SET", b"q", b"1"], 1),
+        (0, &[b"PING"], 2),
+        (0, &[b"CLIENT", b"TRACKING", b"off"], 1),
+        // BCAST with prefixes: keys under them, read or not.
+        (
+            0,
+            &[
+                b"CLIENT",
+                b"TRACKING",
+                b"on",
+                b"BCAST",
+                b"PREFIX",
+                b"user:",
+                b"PREFIX",
+                b"cart:",
+            ],
+            1,
+        ),
+        (
+            0,
+            &[
+                b"CLIENT",
+                b"TRACKING",
+                b"on",
+                b"BCAST",
+                b"PREFIX",
+                b"user:1",
+            ],
+            1,
+        ),
+        (0, &[b"CLIENT", b"TRACKINGINFO"], 1),
+        (1, &[b"SET", b"user:7", b"a"], 1),
+        (1, &[b"SET", b"order:7", b"a"], 1),
+        (1, &[b"DEL", b"cart:7"], 1),
+        (0, &[b"PING"], 2),
+        (0, &[b"CLIENT", b"TRACKING", b"on"], 1),
+        (0, &[b"CLIENT", b"TRACKING", b"off"], 1),
+        (0, &[b"CLIENT", b"TRACKINGINFO"], 1),
+        // RESP2 with REDIRECT to a subscribed connection: messages on __redis__:invalidate.
+        (2, &[b"SUBSCRIBE", b"__redis__:invalidate"], 1),
+        (3, &[b"CLIENT", b"TRACKING", b"on", b"REDIRECT", b"@2"], 1),
+        (3, &[b"GET", b"r"], 1),
+        (1, &[b"SET", b"r", b"1"], 1),
+        (2, &[b"PING"], 2),
+        (3, &[b"GET", b"r"], 1),
+        (1, &[b"FLUSHDB"], 1),
+        (2, &[b"PING"], 2),
+        // RESP3 with REDIRECT to a RESP3 connection: pushes on the target.
+        (3, &[b"CLIENT", b"TRACKING", b"off"], 1),
+        (1, &[b"HELLO", b"3"], 1),
+        (0, &[b"CLIENT", b"TRACKING", b"on", b"REDIRECT", b"@1"], 1),
+        (0, &[b"GET", b"s"], 1),
+        (3, &[b"SET", b"s", b"1"], 1),
+        (1, &[b"PING"], 2),
+    ];
+    let want = converse(redis.port, &steps);
+    let got = converse(strata.port, &steps);
+    for (i, (w, g)) in want.iter().zip(&got).enumerate() {
+        assert_eq!(g, w, "frame {i}: strata {g:?}, redis-server {w:?}");
+    }
+    assert_eq!(got.len(), want.len());
+}
+
+/// redis-py with `cache_config` on node 1; every change goes through node 3 (a separate
+/// client), and the cached client must see the new state within the bound. Prints one JSON
+/// line: how long each change took to reach the cached client, and how many GETs node 1
+/// answered for reads that should have come from the client's cache.
+const CACHED_CLIENT: &str = r#"
+import json, sys, time, redis
+from redis.cache import CacheConfig
+p1, p3 = int(sys.argv[1]), int(sys.argv[2])
+r = redis.Redis(port=p1, protocol=3, cache_config=CacheConfig())
+w = redis.Redis(port=p3)
+probe = redis.Redis(port=p1)
+def gets():
+    return int(probe.info("commandstats").get("cmdstat_get", {}).get("calls", 0))
+def until(check, what):
+    start = time.time()
+    while time.time() - start < 10:
+        if check():
+            return round(time.time() - start, 4)
+        time.sleep(0.001)
+    raise AssertionError(what + ": the cached client still serves the old state after 10 s")
+out = {}
+w.set("k", "v1")
+assert r.get("k") == b"v1"
+before = gets()
+for _ in range(200):
+    assert r.get("k") == b"v1"
+out["served_by_node"] = gets() - before
+w.set("k", "v2")
+out["set"] = until(lambda: r.get("k") == b"v2", "SET")
+assert r.get("k") == b"v2"
+w.delete("k")
+out["del"] = until(lambda: r.get("k") is None, "DEL")
+w.set("e", "x")
+assert r.get("e") == b"x"
+w.pexpire("e", 800)
+assert r.get("e") == b"x"
+start = time.time()
+until(lambda: r.get("e") is None, "EXPIRE")
+out["expire_after_ttl"] = round(time.time() - start - 0.8, 4)
+w.set("pat:1", "a")
+assert r.get("pat:1") == b"a"
+w.execute_command("STRATA.INVALIDATE.PATTERN", "pat:*")
+out["pattern"] = until(lambda: r.get("pat:1") is None, "pattern invalidation")
+w.execute_command("STRATA.SET", "t1", "a", "TAG", "grp")
+assert r.get("t1") == b"a"
+w.execute_command("STRATA.INVALIDATE.TAG", "grp")
+out["tag"] = until(lambda: r.get("t1") is None, "tag invalidation")
+w.set("f", "a")
+assert r.get("f") == b"a"
+w.flushdb()
+out["flushdb"] = until(lambda: r.get("f") is None, "FLUSHDB")
+print(json.dumps(out), flush=True)
+"#;
+
+fn python(script: &str, args: &[String]) -> String {
+    let out = Command::new("python3")
+        .arg("-c")
+        .arg(script)
+        .args(args)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "python: {}\n{}",
+        String::from_utf8_lossy(&out.stderr),
+        String::from_utf8_lossy(&out.stdout)
+    );
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+/// The documented bound for a change on another member to reach a client's cache: the
+/// coherence bound G2 (about 1.5 s at worst, docs/semantics.md), with room for a loaded CI
+/// machine.
+const BOUND: f64 = 2.0;
+
+#[test]
+fn redis_py_client_cache_sees_changes_made_through_another_member() {
+    let (nodes, _dirs) = three_nodes("");
+    let out = python(
+        CACHED_CLIENT,
+        &[nodes[0].port.to_string(), nodes[2].port.to_string()],
+    );
+    println!("{out}");
+    let v: serde_json::Value = serde_json::from_str(out.trim()).unwrap();
+    // The client's cache answered the 200 reads: node 1 saw none of them.
+    assert_eq!(v["served_by_node"], 0, "{v}");
+    for change in [
+        "set",
+        "del",
+        "pattern",
+        "tag",
+        "flushdb",
+        "expire_after_ttl",
+    ] {
+        let t = v[change].as_f64().unwrap();
+        assert!(t < BOUND, "{change}: {t} s to reach the client's cache");
+    }
+}
+
+/// Reads frames from `c` until one satisfies `want` (pushes and replies in between are
+/// skipped), within `within`; how long it took.
+fn until_frame(c: &mut Raw, within: Duration, want: impl Fn(&Frame) -> bool) -> Duration {
+    let start = Instant::now();
+    c.stream
+        .set_read_timeout(Some(within.max(Duration::from_millis(10))))
+        .unwrap();
+    loop {
+        let f = c.frame();
+        if want(&f) {
+            return start.elapsed();
+        }
+        assert!(start.elapsed() < within, "not seen within {within:?}");
+    }
+}
+
+fn invalidates(f: &Frame, key: &[u8]) -> bool {
+    let keys = match f {
+        // RESP3: >2 invalidate [keys]
+        Frame::Push(parts) if parts.len() == 2 && parts[0] == Frame::Bulk("invalidate".into()) => {
+            &parts[1]
+        }
+        // RESP2 redirect: *3 message __redis__:invalidate [keys]
+        Frame::Array(parts)
+            if parts.len() == 3 && parts[1] == Frame::Bulk("__redis__:invalidate".into()) =>
+        {
+            &parts[2]
+        }
+        _ => return false,
+    };
+    matches!(keys, Frame::Array(ks) if ks.iter().any(|k| *k == Frame::Bulk(key.to_vec().into())))
+}
+
+/// BCAST with prefixes (RESP3) and a RESP2 client redirecting to a subscribed connection,
+/// both on node 1, hear of writes made through node 3; a key outside the prefixes is not
+/// announced to the BCAST client.
+#[test]
+fn bcast_and_redirect_clients_hear_of_writes_on_another_member() {
+    let (nodes, _dirs) = three_nodes("");
+    let mut writer = nodes[2].raw();
+    let mut bcast = nodes[0].raw();
+    bcast.cmd(&[b"HELLO", b"3"]);
+    assert_eq!(
+        bcast.cmd(&[b"CLIENT", b"TRACKING", b"on", b"BCAST", b"PREFIX", b"user:"]),
+        Frame::Simple("OK".into())
+    );
+    let mut sub = nodes[0].raw();
+    let id = match sub.cmd(&[b"CLIENT", b"ID"]) {
+        Frame::Integer(n) => n.to_string(),
+        other => panic!("{other:?}"),
+    };
+    sub.cmd(&[b"SUBSCRIBE", b"__redis__:invalidate"]);
+    let mut resp2 = nodes[0].raw();
+    assert_eq!(
+        resp2.cmd(&[b"CLIENT", b"TRACKING", b"on", b"REDIRECT", id.as_bytes()]),
+        Frame::Simple("OK".into())
+    );
+    let bound = Duration::from_secs_f64(BOUND);
+    let mut worst = Duration::ZERO;
+    for i in 0..20 {
+        let key = format!("user:{i}");
+        resp2.cmd(&[b"GET", key.as_bytes()]);
+        writer.cmd(&[b"SET", b"order:1", b"x"]);
+        writer.cmd(&[b"SET", key.as_bytes(), b"v"]);
+        let t = until_frame(&mut bcast, bound, |f| {
+            assert!(!invalidates(f, b"order:1"), "order:1 is outside the prefix");
+            invalidates(f, key.as_bytes())
+        });
+        let u = until_frame(&mut sub, bound, |f| invalidates(f, key.as_bytes()));
+        worst = worst.max(t).max(u);
+    }
+    println!("worst delay of 40 notices from another member: {worst:?}");
+}
+
+/// A client whose connection drops never serves what changed while it was away: redis-py's
+/// cache is dropped with the connection (node 1 closes idle clients, the key changes through
+/// node 3, the next read is fresh), and after node 1 restarts on the same port.
+const RECONNECTING: &str = r#"
+import sys, time, redis
+from redis.cache import CacheConfig
+p1, p3 = int(sys.argv[1]), int(sys.argv[2])
+r = redis.Redis(port=p1, protocol=3, cache_config=CacheConfig(),
+                retry_on_error=[redis.ConnectionError])
+w = redis.Redis(port=p3)
+admin = redis.Redis(port=p1)
+w.set("k", "before")
+assert r.get("k") == b"before"
+admin.config_set("timeout", 1)
+time.sleep(2.5)  # node 1 closed the cached client's idle connection
+w.set("k", "after")
+got = r.get("k")
+assert got == b"after", got
+print("ok", flush=True)
+"#;
+
+#[test]
+fn a_reconnected_client_never_serves_a_value_changed_meanwhile() {
+    let (nodes, _dirs) = three_nodes("");
+    let out = python(
+        RECONNECTING,
+        &[nodes[0].port.to_string(), nodes[2].port.to_string()],
+    );
+    assert_eq!(out.trim(), "ok");
+
+    // A restart: the client's connection ends with the process; the node comes back on the
+    // same port, the key changes, and the client's next read is fresh.
+    let port = free_port();
+    let listen = format!("127.0.0.1:{port}");
+    let mut first = Server::start_listening("", &listen);
+    let script = r#"
+import sys, time, redis
+from redis.cache import CacheConfig
+port = int(sys.argv[1])
+r = redis.Redis(port=port, protocol=3, cache_config=CacheConfig(),
+                retry_on_error=[redis.ConnectionError])
+redis.Redis(port=port).set("k", "before")
+assert r.get("k") == b"before"
+print("cached", flush=True)
+sys.stdin.readline()  # the node restarts, and "after" is written
+for _ in range(50):
+    try:
+        got = r.get("k")
+        break
+    except redis.ConnectionError:
+        time.sleep(0.1)
+assert got == b"after", got
+print("ok", flush=True)
+"#;
+    let mut child = Command::new("python3")
+        .args(["-c", script, &port.to_string()])
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut out = std::io::BufReader::new(child.stdout.take().unwrap());
+    let mut line = String::new();
+    std::io::BufRead::read_line(&mut out, &mut line).unwrap();
+    assert_eq!(line.trim(), "cached");
+    first.kill9();
+    let second = Server::start_listening("", &listen);
+    second.cli(&["set", "k", "after"]);
+    std::io::Write::write_all(child.stdin.as_mut().unwrap(), b"go\n").unwrap();
+    line.clear();
+    std::io::BufRead::read_line(&mut out, &mut line).unwrap();
+    assert!(child.wait().unwrap().success());
+    assert_eq!(line.trim(), "ok");
+}
+
+/// A client that reads two million distinct keys (MGET, a thousand at a time) leaves the
+/// table at its bound: the oldest keys are invalidated early (the client is told), and the
+/// node's memory stays where it was.
+#[test]
+fn the_tracking_table_stays_within_its_bound() {
+    const KEYS: usize = 2_000_000;
+    const MAX: u64 = 10_000;
+    let s = Server::start_l1_only(&format!("[server]\ntracking_table_max_keys = {MAX}\n"));
+    let mut c = s.raw();
+    c.cmd(&[b"HELLO", b"3"]);
+    assert_eq!(
+        c.cmd(&[b"CLIENT", b"TRACKING", b"on"]),
+        Frame::Simple("OK".into())
+    );
+    let before = s.rss();
+    let mut told = 0usize;
+    let started = Instant::now();
+    for batch in 0..KEYS / 1000 {
+        let mut args: Vec<Vec<u8>> = vec![b"MGET".to_vec()];
+        args.extend((0..1000).map(|i| format!("key:{}", batch * 1000 + i).into_bytes()));
+        let cmd = Frame::Array(args.into_iter().map(|a| Frame::Bulk(a.into())).collect());
+        c.send(&cmd.to_bytes());
+        loop {
+            match c.frame() {
+                Frame::Push(p) if p.len() == 2 => told += 1,
+                Frame::Array(v) => {
+                    assert_eq!(v.len(), 1000);
+                    break;
+                }
+                other => panic!("{other:?}"),
+            }
+        }
+    }
+    let keys = metric_value(&s, "strata_server_tracking_keys").unwrap();
+    let evicted = metric_value(&s, "strata_server_tracking_evicted_keys_total").unwrap();
+    let grown = s.rss().saturating_sub(before);
+    println!(
+        "{KEYS} distinct keys read in {:?}: table {keys}, invalidated early {evicted}, \
+         told {told}, RSS +{} MiB",
+        started.elapsed(),
+        grown >> 20
+    );
+    assert!(keys <= MAX as f64, "the table holds {keys} keys");
+    assert!(
+        evicted >= (KEYS as u64 - MAX) as f64,
+        "{evicted} invalidated early"
+    );
+    // Every early invalidation reached the client (they follow the replies they concern;
+    // the last may still be on their way).
+    assert!(told as f64 >= evicted - 1000.0, "told {told} of {evicted}");
+    assert!(grown < 64 << 20, "RSS grew by {} MiB", grown >> 20);
+}
