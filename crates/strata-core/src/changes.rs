@@ -31,6 +31,10 @@ pub enum Changed<'a> {
     },
     /// Every key of a namespace (a flush).
     Namespace(&'a str),
+    /// A key pushed out of L1 by capacity, when L1 is the node's only layer (so the key is
+    /// gone). Not a change a client made: announced even to a client that asked not to hear
+    /// of its own changes.
+    Evicted(&'a [u8]),
     /// Every key: the node dropped every copy it held because it may have missed changes.
     Everything,
 }

@@ -863,10 +863,21 @@ impl Cache {
         if self.inner.listener.set(listener.clone()).is_err() {
             return false;
         }
-        if let Some(l1) = &self.inner.l1 {
+        // An L1 eviction loses the key only where L1 is the only layer; elsewhere the key is
+        // still below, unchanged, and no one needs telling.
+        if let Some(l1) = &self.inner.l1
+            && self.inner.l2.is_none()
+            && self.inner.l3.is_none()
+        {
             l1.set_change_listener(listener);
         }
         true
+    }
+
+    /// Tells the change listener of `change` made outside this cache's own paths (a
+    /// cluster's owner store emptied after a gap, say).
+    pub fn announce(&self, change: Changed<'_>) {
+        self.notify(change);
     }
 
     #[inline]
@@ -876,8 +887,8 @@ impl Cache {
         }
     }
 
-    /// The expiry of `key` in this node's L1 (`Some(None)`: it never expires), without
-    /// counting a read; `None` when L1 holds no fresh copy of it.
+    /// The expiry of `key` in this node's L1 (`Some(None)`: it never expires; a past time:
+    /// it expired), without counting a read; `None` when L1 holds no copy of it.
     pub fn l1_expiry(&self, namespace: &str, key: &[u8]) -> Option<Option<u64>> {
         self.inner.l1.as_ref()?.peek_expiry(namespace, key)
     }

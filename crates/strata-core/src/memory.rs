@@ -377,7 +377,7 @@ impl Drop for Evicted {
         let listener = self.listener.as_ref().and_then(|l| l.get());
         for (ns, key) in self.keys.drain(..) {
             if let Some(l) = listener {
-                l.changed(Changed::Key(&key));
+                l.changed(Changed::Evicted(&key));
             }
             // Unless a write stored the key again since (it indexes after storing).
             index.remove_unless_held(ns, key, |k| pool.peek(&L1KeyRef { ns, key: k }).is_some());
@@ -531,12 +531,13 @@ impl MemoryTier {
         self.listener.set(listener).is_ok()
     }
 
-    /// The expiry of `key`'s fresh entry (`Some(None)`: it never expires), without counting a
-    /// read or touching its recency; `None` when L1 holds no fresh entry of it.
+    /// The expiry of `key`'s entry (`Some(None)`: it never expires), fresh or already expired
+    /// (then the expiry is in the past), without counting a read or touching its recency;
+    /// `None` when L1 holds no entry of it.
     pub fn peek_expiry(&self, namespace: &str, key: &[u8]) -> Option<Option<UnixMillis>> {
         let ns = self.view(namespace)?;
         let slot = self.pools[ns.pool].peek(&L1KeyRef { ns: ns.id, key })?;
-        (slot.generation == ns.generation && slot.is_fresh(self.now()))
+        (slot.generation == ns.generation)
             .then_some((slot.expires_at_ms != u64::MAX).then_some(slot.expires_at_ms))
     }
 

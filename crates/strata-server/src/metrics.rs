@@ -162,6 +162,11 @@ impl Collector for ServerCollector {
                 "Keys in the client-tracking table (bound: server.tracking_table_max_keys)",
                 s.tracking.key_count() as i64,
             ),
+            (
+                "server_tracking_bytes",
+                "Bytes the client-tracking table's records are charged (bound: server.tracking_table_max_bytes)",
+                s.tracking.bytes() as i64,
+            ),
         ] {
             let g = ConstGauge::new(v);
             g.encode(enc.encode_descriptor(name, help, None, g.metric_type())?)?;

@@ -52,6 +52,9 @@ pub enum Push {
         /// Whether a flush's null is RESP3's `_` (the tracking client speaks RESP3) rather
         /// than RESP2's `$-1`, as Redis writes it when it redirects.
         resp3_null: bool,
+        /// Whether it was redirected here by another client (only then does a subscribed
+        /// RESP2 connection get it, as a message on `__redis__:invalidate`).
+        redirected: bool,
     },
     /// The client this one redirects its invalidations to is gone (its id).
     RedirectBroken(u64),

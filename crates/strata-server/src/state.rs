@@ -80,7 +80,7 @@ pub struct Shared {
     next_client_id: AtomicU64,
     open: AtomicUsize,
     closed: Notify,
-    clients: Mutex<BTreeMap<u64, Arc<ClientInfo>>>,
+    clients: Arc<Mutex<BTreeMap<u64, Arc<ClientInfo>>>>,
     locks: Box<[tokio::sync::RwLock<()>]>,
     hasher: RandomState,
     /// Scripts known to `EVALSHA`.
@@ -144,9 +144,13 @@ impl Shared {
         }));
         // Every change of a key on this node (made here or applied from another member) is
         // announced to the clients tracking it.
+        let clients: Arc<Mutex<BTreeMap<u64, Arc<ClientInfo>>>> = Arc::default();
+        let connected = clients.clone();
         let tracking = Arc::new(crate::tracking::Tracking::new(
             config.server.tracking_table_max_keys,
+            config.server.tracking_table_max_bytes,
             pubsub.clone(),
+            Arc::new(move |id| connected.lock().contains_key(&id)),
         ));
         if !cache.set_change_listener(tracking.clone()) {
             tracing::warn!(
@@ -168,7 +172,7 @@ impl Shared {
             next_client_id: AtomicU64::new(1),
             open: AtomicUsize::new(0),
             closed: Notify::new(),
-            clients: Mutex::new(BTreeMap::new()),
+            clients,
             locks: (0..KEY_LOCKS)
                 .map(|_| tokio::sync::RwLock::new(()))
                 .collect(),

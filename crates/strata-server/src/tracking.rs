@@ -56,6 +56,10 @@ pub const MAX_PREFIXES: usize = 10_000;
 /// this many; above, its clients are told to drop everything instead.
 const PATTERN_MATCH_MAX: usize = 1 << 16;
 
+/// Pattern-by-key work (pattern bytes × key bytes) one pattern invalidation may spend
+/// matching the table before it flushes instead.
+const PATTERN_MATCH_BUDGET: usize = 1 << 26;
+
 /// How often expiries of tracked keys are checked: the most an expiry notice lags.
 pub const EXPIRY_TICK: std::time::Duration = std::time::Duration::from_millis(100);
 
@@ -143,9 +147,17 @@ struct Rec {
     deadline: Option<u64>,
 }
 
+/// What a record is charged against the byte bound: its key, its bookkeeping and a client
+/// id per client.
+fn charge(key_len: usize, clients: usize) -> usize {
+    key_len + 96 + 8 * clients
+}
+
 #[derive(Default)]
 struct Shard {
     keys: HashMap<Bytes, Rec>,
+    /// Bytes charged for the records ([`charge`]).
+    bytes: usize,
     /// Keys in the order they were first recorded (entries whose key left or was recorded
     /// again since are skipped): the oldest go first when the shard is full.
     order: VecDeque<(Bytes, u64)>,
@@ -155,7 +167,17 @@ struct Shard {
 }
 
 impl Shard {
-    /// Drops the queue entries of keys that left, once they outnumber the live ones.
+    /// Takes `key`'s record out of the shard.
+    fn take(&mut self, key: &[u8]) -> Option<Rec> {
+        let rec = self.keys.remove(key)?;
+        self.bytes = self
+            .bytes
+            .saturating_sub(charge(key.len(), rec.clients.len()));
+        Some(rec)
+    }
+
+    /// Drops the queue and heap entries of keys that left, once they outnumber the live
+    /// ones.
     fn compact(&mut self) {
         if self.order.len() > 2 * self.keys.len() + 1024 {
             let keys = &self.keys;
@@ -186,16 +208,81 @@ pub struct TrackingStats {
     pub flushes: AtomicU64,
 }
 
+/// BCAST prefixes as a byte trie: matching a key walks it once, whatever the number of
+/// prefixes (Redis keeps them in a radix tree for the same reason).
+#[derive(Default)]
+struct PrefixTrie {
+    nodes: Vec<TrieNode>,
+    /// (prefix, client) pairs, for rebuilding and counting.
+    entries: Vec<(Bytes, u64)>,
+}
+
+#[derive(Default)]
+struct TrieNode {
+    /// Children by next byte, sorted.
+    next: Vec<(u8, u32)>,
+    /// Clients whose prefix ends here.
+    clients: Vec<u64>,
+}
+
+impl PrefixTrie {
+    fn build(entries: Vec<(Bytes, u64)>) -> Self {
+        let mut nodes = vec![TrieNode::default()];
+        for (p, c) in &entries {
+            let mut n = 0usize;
+            for b in p.iter() {
+                n = match nodes[n].next.binary_search_by_key(b, |(c, _)| *c) {
+                    Ok(i) => nodes[n].next[i].1 as usize,
+                    Err(i) => {
+                        let id = nodes.len();
+                        nodes.push(TrieNode::default());
+                        nodes[n].next.insert(i, (*b, id as u32));
+                        id
+                    }
+                };
+            }
+            nodes[n].clients.push(*c);
+        }
+        Self { nodes, entries }
+    }
+
+    /// The clients with a prefix of `key`.
+    fn matches(&self, key: &[u8]) -> SmallVec<[u64; 4]> {
+        let mut out = SmallVec::new();
+        let Some(root) = self.nodes.first() else {
+            return out;
+        };
+        out.extend_from_slice(&root.clients);
+        let mut n = root;
+        for b in key {
+            match n.next.binary_search_by_key(b, |(c, _)| *c) {
+                Ok(i) => {
+                    n = &self.nodes[n.next[i].1 as usize];
+                    out.extend_from_slice(&n.clients);
+                }
+                Err(_) => break,
+            }
+        }
+        out
+    }
+}
+
+/// Whether client `id` is connected (a redirect target that is not is gone).
+pub type Connected = Arc<dyn Fn(u64) -> bool + Send + Sync>;
+
 /// The node's tracking table and its tracking clients.
 pub struct Tracking {
     shards: Box<[Mutex<Shard>]>,
     per_shard_max: usize,
+    per_shard_bytes: usize,
     clients: RwLock<HashMap<u64, Arc<Tracker>>>,
-    /// Every BCAST prefix: (prefix, client id).
-    prefixes: RwLock<Vec<(Bytes, u64)>>,
+    /// Every BCAST prefix.
+    prefixes: RwLock<PrefixTrie>,
     active: AtomicUsize,
     keys: AtomicUsize,
+    items: AtomicUsize,
     pubsub: Arc<PubSub>,
+    connected: Connected,
     hasher: RandomState,
     /// Counters.
     pub stats: TrackingStats,
@@ -210,23 +297,32 @@ impl std::fmt::Debug for Tracking {
     }
 }
 
+/// Most BCAST prefixes one client may name.
+pub const MAX_CLIENT_PREFIXES: usize = 1_000;
+
+/// Most bytes of BCAST prefixes one client may name.
+pub const MAX_CLIENT_PREFIX_BYTES: usize = 64 * 1024;
+
 impl Tracking {
-    /// A table of at most `max_keys` keys (0: Redis's "no limit", taken here as the default
-    /// million, because an unbounded table is what this bound exists to prevent), whose
-    /// notices go through `pubsub`'s queues.
-    pub fn new(max_keys: u64, pubsub: Arc<PubSub>) -> Self {
-        let max = if max_keys == 0 { 1_000_000 } else { max_keys };
-        let per_shard_max = usize::try_from(max.div_ceil(SHARDS as u64))
-            .unwrap_or(usize::MAX)
-            .max(1);
+    /// A table of at most `max_keys` keys and `max_bytes` bytes, whose notices go through
+    /// `pubsub`'s queues; `connected` says whether a redirect target still exists.
+    pub fn new(max_keys: u64, max_bytes: u64, pubsub: Arc<PubSub>, connected: Connected) -> Self {
+        let per = |n: u64| {
+            usize::try_from(n.max(1).div_ceil(SHARDS as u64))
+                .unwrap_or(usize::MAX)
+                .max(1)
+        };
         Self {
             shards: (0..SHARDS).map(|_| Mutex::new(Shard::default())).collect(),
-            per_shard_max,
+            per_shard_max: per(max_keys),
+            per_shard_bytes: per(max_bytes),
             clients: RwLock::new(HashMap::new()),
-            prefixes: RwLock::new(Vec::new()),
+            prefixes: RwLock::new(PrefixTrie::default()),
             active: AtomicUsize::new(0),
             keys: AtomicUsize::new(0),
+            items: AtomicUsize::new(0),
             pubsub,
+            connected,
             hasher: RandomState::new(),
             stats: TrackingStats::default(),
         }
@@ -242,14 +338,24 @@ impl Tracking {
         self.keys.load(Ordering::Relaxed)
     }
 
+    /// (key, client) pairs in the table (Redis's `tracking_total_items`).
+    pub fn item_count(&self) -> usize {
+        self.items.load(Ordering::Relaxed)
+    }
+
     /// BCAST prefixes of every client.
     pub fn prefix_count(&self) -> usize {
-        self.prefixes.read().len()
+        self.prefixes.read().entries.len()
     }
 
     /// The most keys the table holds.
     pub fn max_keys(&self) -> usize {
         self.per_shard_max * SHARDS
+    }
+
+    /// Bytes the table's records are charged (bound: `server.tracking_table_max_bytes`).
+    pub fn bytes(&self) -> usize {
+        self.shards.iter().map(|s| s.lock().bytes).sum()
     }
 
     /// A client's settings, when it tracks.
@@ -261,8 +367,17 @@ impl Tracking {
         &self.shards[(self.hasher.hash_one(key) as usize) % SHARDS]
     }
 
+    /// Takes `key`'s record out of its shard, counted.
+    fn take(&self, shard: &mut Shard, key: &[u8]) -> Option<Rec> {
+        let rec = shard.take(key)?;
+        self.keys.fetch_sub(1, Ordering::Relaxed);
+        self.items.fetch_sub(rec.clients.len(), Ordering::Relaxed);
+        Some(rec)
+    }
+
     /// Turns tracking on for `t.id` (replacing its settings; BCAST prefixes add to the
-    /// ones it had, as in Redis). Fails when the node's prefix bound would be passed.
+    /// ones it had, as in Redis). Fails when the client's or the node's prefix bounds would
+    /// be passed.
     pub fn enable(&self, t: Tracker) -> Result<Arc<Tracker>, String> {
         let id = t.id;
         let mut prefixes = self.prefixes.write();
@@ -275,19 +390,31 @@ impl Tracking {
                 }
             }
         }
-        let had = prefixes.iter().filter(|(_, c)| *c == id).count();
-        if t.bcast && prefixes.len() - had + t.prefixes.len() > MAX_PREFIXES {
+        if t.prefixes.len() > MAX_CLIENT_PREFIXES
+            || t.prefixes.iter().map(Bytes::len).sum::<usize>() > MAX_CLIENT_PREFIX_BYTES
+        {
             return Err(format!(
-                "this node holds the maximum of {MAX_PREFIXES} tracking prefixes"
+                "a client may name at most {MAX_CLIENT_PREFIXES} tracking prefixes of {MAX_CLIENT_PREFIX_BYTES} bytes in all"
             ));
         }
-        prefixes.retain(|(_, c)| *c != id);
+        let mut entries: Vec<(Bytes, u64)> = prefixes
+            .entries
+            .iter()
+            .filter(|(_, c)| *c != id)
+            .cloned()
+            .collect();
         if t.bcast {
-            prefixes.extend(t.prefixes.iter().map(|p| (p.clone(), id)));
+            if entries.len() + t.prefixes.len() > MAX_PREFIXES {
+                return Err(format!(
+                    "this node holds the maximum of {MAX_PREFIXES} tracking prefixes"
+                ));
+            }
+            entries.extend(t.prefixes.iter().map(|p| (p.clone(), id)));
         }
+        *prefixes = PrefixTrie::build(entries);
         let t = Arc::new(t);
         if clients.insert(id, t.clone()).is_none() {
-            self.active.fetch_add(1, Ordering::AcqRel);
+            self.active.fetch_add(1, Ordering::SeqCst);
         }
         Ok(t)
     }
@@ -297,9 +424,17 @@ impl Tracking {
     pub fn disable(&self, id: u64) {
         let mut prefixes = self.prefixes.write();
         if self.clients.write().remove(&id).is_some() {
-            self.active.fetch_sub(1, Ordering::AcqRel);
+            self.active.fetch_sub(1, Ordering::SeqCst);
         }
-        prefixes.retain(|(_, c)| *c != id);
+        if prefixes.entries.iter().any(|(_, c)| *c == id) {
+            let rest = prefixes
+                .entries
+                .iter()
+                .filter(|(_, c)| *c != id)
+                .cloned()
+                .collect();
+            *prefixes = PrefixTrie::build(rest);
+        }
     }
 
     /// Records that client `id` reads `keys` (before it reads them). Keys pushed out of a
@@ -307,37 +442,40 @@ impl Tracking {
     pub fn remember<'k>(&self, id: u64, keys: impl Iterator<Item = &'k [u8]>) {
         let mut evicted: Vec<(Bytes, SmallVec<[u64; 2]>)> = Vec::new();
         for key in keys {
-            let mut shard = self.shard(key).lock();
-            let shard = &mut *shard;
+            let mut guard = self.shard(key).lock();
+            let shard = &mut *guard;
             if let Some(rec) = shard.keys.get_mut(key) {
                 if !rec.clients.contains(&id) {
                     rec.clients.push(id);
+                    shard.bytes += 8;
+                    self.items.fetch_add(1, Ordering::Relaxed);
                 }
-                continue;
+            } else {
+                let k = Bytes::copy_from_slice(key);
+                let seq = shard.next_seq;
+                shard.next_seq += 1;
+                shard.order.push_back((k.clone(), seq));
+                let mut clients = SmallVec::new();
+                clients.push(id);
+                shard.keys.insert(
+                    k,
+                    Rec {
+                        clients,
+                        seq,
+                        deadline: None,
+                    },
+                );
+                shard.bytes += charge(key.len(), 1);
+                self.keys.fetch_add(1, Ordering::Relaxed);
+                self.items.fetch_add(1, Ordering::Relaxed);
             }
-            let k = Bytes::copy_from_slice(key);
-            let seq = shard.next_seq;
-            shard.next_seq += 1;
-            shard.order.push_back((k.clone(), seq));
-            let mut clients = SmallVec::new();
-            clients.push(id);
-            shard.keys.insert(
-                k,
-                Rec {
-                    clients,
-                    seq,
-                    deadline: None,
-                },
-            );
-            self.keys.fetch_add(1, Ordering::Relaxed);
-            while shard.keys.len() > self.per_shard_max {
+            while shard.keys.len() > self.per_shard_max || shard.bytes > self.per_shard_bytes {
                 let Some((old, seq)) = shard.order.pop_front() else {
                     break;
                 };
                 if shard.keys.get(&old).is_some_and(|r| r.seq == seq)
-                    && let Some(rec) = shard.keys.remove(&old)
+                    && let Some(rec) = self.take(shard, &old)
                 {
-                    self.keys.fetch_sub(1, Ordering::Relaxed);
                     evicted.push((old, rec.clients));
                 }
             }
@@ -354,17 +492,20 @@ impl Tracking {
 
     /// Notes when a recorded key expires (node clock, ms), so that its clients are told then.
     pub fn expires_at(&self, key: &[u8], at: u64) {
-        let mut shard = self.shard(key).lock();
-        let shard = &mut *shard;
-        let Some(rec) = shard.keys.get_mut(key) else {
+        let mut guard = self.shard(key).lock();
+        let shard = &mut *guard;
+        let Some((k, rec)) = shard.keys.get_key_value(key) else {
             return;
         };
         if rec.deadline.is_some_and(|d| d <= at) {
             return;
         }
-        rec.deadline = Some(at);
-        let k = Bytes::copy_from_slice(key);
+        let k = k.clone();
+        if let Some(rec) = shard.keys.get_mut(key) {
+            rec.deadline = Some(at);
+        }
         shard.deadlines.push(Reverse((at, k)));
+        shard.compact();
     }
 
     /// Invalidates the recorded keys whose expiry is at or before `now` (node clock, ms);
@@ -377,7 +518,8 @@ impl Tracking {
         for shard in self.shards.iter() {
             let mut due = Vec::new();
             {
-                let mut shard = shard.lock();
+                let mut guard = shard.lock();
+                let shard = &mut *guard;
                 while let Some(Reverse((at, _))) = shard.deadlines.peek() {
                     if *at > now {
                         break;
@@ -386,9 +528,8 @@ impl Tracking {
                         break;
                     };
                     if shard.keys.get(&key).is_some_and(|r| r.deadline == Some(at))
-                        && let Some(rec) = shard.keys.remove(&key)
+                        && let Some(rec) = self.take(shard, &key)
                     {
-                        self.keys.fetch_sub(1, Ordering::Relaxed);
                         due.push((key, rec.clients));
                     }
                 }
@@ -421,32 +562,28 @@ impl Tracking {
         let push = Push::Invalidate {
             key: key.cloned(),
             resp3_null: t.resp3.load(Ordering::Relaxed),
+            redirected: t.redirect != 0,
         };
         let target = if t.redirect == 0 { id } else { t.redirect };
         match self.pubsub.push_to(target, push) {
             Some(_) => {
                 self.stats.invalidations.fetch_add(1, Ordering::Relaxed);
             }
-            None if t.redirect != 0 => {
+            // Gone: the tracking client hears of it (as Redis tells it).
+            None if t.redirect != 0 && !(self.connected)(t.redirect) => {
                 t.broken.store(true, Ordering::Relaxed);
                 let _ = self.pubsub.push_to(id, Push::RedirectBroken(t.redirect));
             }
+            // Connected but with no way to receive it (RESP2, not subscribed): dropped, as
+            // Redis drops it.
             None => {}
         }
     }
 
     /// A change of `key`: its recorded clients and the BCAST clients whose prefixes it
-    /// falls under are told.
-    fn key_changed(&self, key: &[u8]) {
-        let origin = ORIGIN.try_with(|o| *o).ok();
-        let rec = {
-            let mut shard = self.shard(key).lock();
-            let rec = shard.keys.remove(key);
-            if rec.is_some() {
-                self.keys.fetch_sub(1, Ordering::Relaxed);
-            }
-            rec
-        };
+    /// falls under are told. `origin`: the client that made it (for NOLOOP).
+    fn key_changed(&self, key: &[u8], origin: Option<u64>) {
+        let rec = self.take(&mut self.shard(key).lock(), key);
         let mut k: Option<Bytes> = None;
         if let Some(rec) = rec {
             let key = k.get_or_insert_with(|| Bytes::copy_from_slice(key)).clone();
@@ -454,17 +591,7 @@ impl Tracking {
                 self.notify(c, Some(&key), origin, false);
             }
         }
-        let targets: SmallVec<[u64; 4]> = {
-            let prefixes = self.prefixes.read();
-            if prefixes.is_empty() {
-                return;
-            }
-            prefixes
-                .iter()
-                .filter(|(p, _)| key.starts_with(p))
-                .map(|(_, c)| *c)
-                .collect()
-        };
+        let targets = self.prefixes.read().matches(key);
         if targets.is_empty() {
             return;
         }
@@ -481,6 +608,8 @@ impl Tracking {
         for shard in self.shards.iter() {
             let old = std::mem::take(&mut *shard.lock());
             self.keys.fetch_sub(old.keys.len(), Ordering::Relaxed);
+            let items: usize = old.keys.values().map(|r| r.clients.len()).sum();
+            self.items.fetch_sub(items, Ordering::Relaxed);
             drop(old);
         }
         let due: Vec<u64> = self
@@ -498,7 +627,8 @@ impl Tracking {
     /// A pattern invalidation in some namespace: the recorded keys it matches are
     /// invalidated (keys are recorded across namespaces, so a match in another namespace is
     /// invalidated too, harmlessly); BCAST clients, whose keys are not recorded, are told to
-    /// drop everything. A table too large to match is flushed.
+    /// drop everything. The keys are matched outside the shard locks, within a budget of
+    /// pattern-by-key work; a table too large to match within it is flushed.
     fn pattern_changed(&self, pattern: &[u8]) {
         let Ok(glob) = Glob::new(pattern) else {
             return self.flush_all();
@@ -506,18 +636,23 @@ impl Tracking {
         if self.key_count() > PATTERN_MATCH_MAX {
             return self.flush_all();
         }
+        let mut budget = PATTERN_MATCH_BUDGET / pattern.len().max(1);
         let mut hit = Vec::new();
         for shard in self.shards.iter() {
-            let mut shard = shard.lock();
-            let matching: Vec<Bytes> = shard
-                .keys
-                .keys()
-                .filter(|k| glob.matches(k))
-                .cloned()
-                .collect();
+            let keys: Vec<Bytes> = shard.lock().keys.keys().cloned().collect();
+            let mut matching = Vec::new();
+            for k in keys {
+                budget = match budget.checked_sub(k.len() + 1) {
+                    Some(b) => b,
+                    None => return self.flush_all(),
+                };
+                if glob.matches(&k) {
+                    matching.push(k);
+                }
+            }
+            let mut guard = shard.lock();
             for k in matching {
-                if let Some(rec) = shard.keys.remove(&k) {
-                    self.keys.fetch_sub(1, Ordering::Relaxed);
+                if let Some(rec) = self.take(&mut guard, &k) {
                     hit.push((k, rec.clients));
                 }
             }
@@ -529,7 +664,13 @@ impl Tracking {
             }
         }
         let bcast: Vec<u64> = {
-            let mut ids: Vec<u64> = self.prefixes.read().iter().map(|(_, c)| *c).collect();
+            let mut ids: Vec<u64> = self
+                .prefixes
+                .read()
+                .entries
+                .iter()
+                .map(|(_, c)| *c)
+                .collect();
             ids.sort_unstable();
             ids.dedup();
             ids
@@ -543,12 +684,14 @@ impl Tracking {
 impl ChangeListener for Tracking {
     fn changed(&self, change: Changed<'_>) {
         // No tracking client: nobody to tell (records of clients that stopped tracking
-        // wait for their key's next notice, or for the table's bound).
-        if self.active.load(Ordering::Acquire) == 0 {
+        // wait for their key's next notice, or for the table's bound). SeqCst, as the
+        // increment in `enable`: a client turns tracking on a round trip before it reads.
+        if self.active.load(Ordering::SeqCst) == 0 {
             return;
         }
         match change {
-            Changed::Key(key) => self.key_changed(key),
+            Changed::Key(key) => self.key_changed(key, ORIGIN.try_with(|o| *o).ok()),
+            Changed::Evicted(key) => self.key_changed(key, None),
             Changed::Pattern { pattern, .. } => self.pattern_changed(pattern),
             Changed::Tag { .. } | Changed::Namespace(_) | Changed::Everything => {
                 self.flush_all();
@@ -578,7 +721,7 @@ mod tests {
     #[test]
     fn a_change_reaches_the_clients_that_read_the_key_once() {
         let ps = Arc::new(PubSub::default());
-        let t = Tracking::new(1000, ps.clone());
+        let t = Tracking::new(1000, u64::MAX, ps.clone(), Arc::new(|id| id != 99));
         let mut a = ps.open(1, 1 << 20);
         let mut b = ps.open(2, 1 << 20);
         t.enable(tracker(1)).unwrap();
@@ -607,7 +750,7 @@ mod tests {
     #[test]
     fn the_table_stays_within_its_bound_and_invalidates_the_oldest() {
         let ps = Arc::new(PubSub::default());
-        let t = Tracking::new(160, ps.clone());
+        let t = Tracking::new(160, u64::MAX, ps.clone(), Arc::new(|_| true));
         let mut a = ps.open(1, 1 << 30);
         t.enable(tracker(1)).unwrap();
         for i in 0..100_000u32 {
@@ -622,12 +765,44 @@ mod tests {
             let s = shard.lock();
             assert!(s.order.len() <= 2 * s.keys.len() + 1024 + 1);
         }
+        // The byte bound holds with long keys: 64 KiB of them, 1 KiB each.
+        let t = Tracking::new(1_000_000, 64 * 1024, ps.clone(), Arc::new(|_| true));
+        t.enable(tracker(1)).unwrap();
+        for i in 0..10_000u32 {
+            let mut key = vec![b'k'; 1024];
+            key[..4].copy_from_slice(&i.to_be_bytes());
+            t.remember(1, [&key[..]].into_iter());
+            assert!(t.bytes() <= 64 * 1024 + 16 * 2048, "{}", t.bytes());
+        }
+        assert!(t.key_count() < 64, "{}", t.key_count());
+        assert_eq!(t.item_count(), t.key_count());
+        drained(&mut a);
+    }
+
+    #[test]
+    fn prefixes_match_through_the_trie() {
+        let trie = PrefixTrie::build(vec![
+            (Bytes::from_static(b""), 1),
+            (Bytes::from_static(b"user:"), 2),
+            (Bytes::from_static(b"user:1"), 3),
+            (Bytes::from_static(b"cart"), 2),
+        ]);
+        let m = |k: &[u8]| {
+            let mut v = trie.matches(k).to_vec();
+            v.sort_unstable();
+            v
+        };
+        assert_eq!(m(b"user:12"), vec![1, 2, 3]);
+        assert_eq!(m(b"user:2"), vec![1, 2]);
+        assert_eq!(m(b"use"), vec![1]);
+        assert_eq!(m(b"cart:9"), vec![1, 2]);
+        assert!(PrefixTrie::default().matches(b"x").is_empty());
     }
 
     #[test]
     fn bcast_prefixes_noloop_and_expiry() {
         let ps = Arc::new(PubSub::default());
-        let t = Tracking::new(1000, ps.clone());
+        let t = Tracking::new(1000, u64::MAX, ps.clone(), Arc::new(|id| id != 99));
         let mut a = ps.open(1, 1 << 20);
         let mut b = ps.open(2, 1 << 20);
         let mut bc = tracker(1);

@@ -206,6 +206,8 @@ pub async fn execute_sets(shared: &Shared, s: &mut Session<'_>, group: &[Vec<Byt
     let since_start = s.info.connected.elapsed().as_millis() as u64;
     s.info.last_cmd_ms.store(since_start, Ordering::Relaxed);
     s.info.last_cmd.store(idx, Ordering::Relaxed);
+    // Each SET is a command that `CLIENT CACHING` would have applied to.
+    s.tracking.caching = false;
     let started = std::time::Instant::now();
     let results = {
         let ns = &s.ns;
@@ -249,6 +251,12 @@ pub async fn execute(shared: &Shared, s: &mut Session<'_>, args: &[Bytes]) {
     };
     let since_start = s.info.connected.elapsed().as_millis() as u64;
     s.info.last_cmd_ms.store(since_start, Ordering::Relaxed);
+    // `CLIENT CACHING` holds for the next command, or the whole transaction, whatever that
+    // command turns out to be (refused ones included, as in Redis).
+    let caching = s.tracking.caching;
+    if !s.tx.in_multi() && !eq_ic(name, "CLIENT") {
+        s.tracking.caching = false;
+    }
     let Some((idx, spec)) = lookup(name) else {
         shared.metrics.calls[COMMANDS.len()].incr();
         shared.metrics.errors[COMMANDS.len()].incr();
@@ -316,7 +324,7 @@ pub async fn execute(shared: &Shared, s: &mut Session<'_>, args: &[Bytes]) {
     if let Some(t) = &s.tracking.tracker {
         t.command_starts();
     }
-    let tracked: Vec<Bytes> = if !s.tracking.records() {
+    let tracked: Vec<Bytes> = if !s.tracking.records(caching) {
         Vec::new()
     } else if spec.id == Cmd::Exec {
         tracking::queued_read_keys(s)
@@ -338,8 +346,7 @@ pub async fn execute(shared: &Shared, s: &mut Session<'_>, args: &[Bytes]) {
         let keys: Vec<&[u8]> = tracked.iter().map(|k| &k[..]).collect();
         tracking::note_expiries(shared, &s.ns, &keys).await;
     }
-    // `CLIENT CACHING` holds for the next command, or the whole transaction.
-    if spec.id != Cmd::Client && !s.tx.in_multi() {
+    if matches!(spec.id, Cmd::Exec | Cmd::Discard) {
         s.tracking.caching = false;
     }
     if let Err(msg) = result {

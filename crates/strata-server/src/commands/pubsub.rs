@@ -234,11 +234,15 @@ pub fn write_push(reply: &mut strata_resp::Reply, subscribed: bool, p: &Push) {
     let resp3 = reply.proto == Protocol::Resp3;
     match p {
         Push::Message(m) => write_message(reply, m),
-        Push::Invalidate { key, resp3_null } => {
+        Push::Invalidate {
+            key,
+            resp3_null,
+            redirected,
+        } => {
             if resp3 {
                 reply.push(2);
                 reply.bulk(b"invalidate");
-            } else if subscribed {
+            } else if subscribed && *redirected {
                 reply.push(3);
                 reply.bulk(b"message");
                 reply.bulk(crate::tracking::INVALIDATE_CHANNEL);

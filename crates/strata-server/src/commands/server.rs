@@ -297,7 +297,7 @@ pub(super) async fn info(sh: &Shared, s: &mut Session<'_>, sections: &[Bytes]) {
             stats.hit_count,
             stats.miss_count,
             sh.tracking.key_count(),
-            sh.tracking.key_count(),
+            sh.tracking.item_count(),
             sh.tracking.prefix_count(),
         );
     }

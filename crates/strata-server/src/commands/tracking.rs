@@ -31,12 +31,13 @@ pub struct ClientTracking {
 
 impl ClientTracking {
     /// Whether the keys of the command about to run are recorded: tracking is on, not in
-    /// BCAST mode, and OPTIN/OPTOUT say so.
-    pub fn records(&self) -> bool {
+    /// BCAST mode, and OPTIN/OPTOUT say so given whether `CLIENT CACHING` was given for it
+    /// (`caching`).
+    pub fn records(&self, caching: bool) -> bool {
         let wanted = if self.optin {
-            self.caching
+            caching
         } else if self.optout {
-            !self.caching
+            !caching
         } else {
             true
         };
@@ -89,18 +90,28 @@ pub(super) fn queued_read_keys(s: &Session<'_>) -> Vec<Bytes> {
 }
 
 /// After a recorded read: notes each key's expiry, so that its clients are told when it
-/// passes. L1 answers for a key it holds (the read just promoted it there); otherwise the
-/// key is read again.
+/// passes. L1 answers for a key it holds, fresh or expired since the read (the read
+/// promoted it there); the keys it does not hold are read again, together.
 pub(super) async fn note_expiries(sh: &Shared, ns: &str, keys: &[&[u8]]) {
+    let mut rest = Vec::new();
     for k in keys {
-        let at = match sh.cache.l1_expiry(ns, k) {
-            Some(at) => at,
-            None => match sh.cache.get_entry(ns, k).await {
-                Ok(Some(e)) => e.expires_at_ms,
-                _ => None,
-            },
-        };
-        if let Some(at) = at {
+        match sh.cache.l1_expiry(ns, k) {
+            Some(Some(at)) => sh.tracking.expires_at(k, at),
+            Some(None) => {}
+            None => rest.push(*k),
+        }
+    }
+    if rest.is_empty() {
+        return;
+    }
+    let found =
+        futures_util::future::join_all(rest.iter().map(|k| sh.cache.get_entry(ns, k))).await;
+    for (k, e) in rest.iter().zip(found) {
+        if let Ok(Some(Entry {
+            expires_at_ms: Some(at),
+            ..
+        })) = e
+        {
             sh.tracking.expires_at(k, at);
         }
     }
@@ -146,10 +157,10 @@ pub(super) fn client_tracking(sh: &Shared, s: &mut Session<'_>, a: &[Bytes]) -> 
                     sh.config.limits.max_key_bytes
                 )));
             }
-            if prefixes.len() >= crate::tracking::MAX_PREFIXES {
+            if prefixes.len() >= crate::tracking::MAX_CLIENT_PREFIXES {
                 return Err(ReplyError::err(format!(
-                    "a client may name at most {} prefixes",
-                    crate::tracking::MAX_PREFIXES
+                    "a client may name at most {} tracking prefixes",
+                    crate::tracking::MAX_CLIENT_PREFIXES
                 )));
             }
             prefixes.push(Bytes::copy_from_slice(&a[j]));
@@ -200,6 +211,21 @@ pub(super) fn client_tracking(sh: &Shared, s: &mut Session<'_>, a: &[Bytes]) -> 
         .map(|t| t.prefixes.clone())
         .unwrap_or_default();
     if bcast {
+        // Bounded before the pairwise check below (Redis's, for its error texts).
+        if existing.len() + prefixes.len() > crate::tracking::MAX_CLIENT_PREFIXES
+            || existing
+                .iter()
+                .chain(&prefixes)
+                .map(Bytes::len)
+                .sum::<usize>()
+                > crate::tracking::MAX_CLIENT_PREFIX_BYTES
+        {
+            return Err(ReplyError::err(format!(
+                "a client may name at most {} tracking prefixes of {} bytes in all",
+                crate::tracking::MAX_CLIENT_PREFIXES,
+                crate::tracking::MAX_CLIENT_PREFIX_BYTES
+            )));
+        }
         for (i, p) in prefixes.iter().enumerate() {
             if let Some(e) = existing.iter().find(|e| overlap(e, p)) {
                 return Err(ReplyError::err(format!(

@@ -115,6 +115,11 @@ impl Shared {
                 self.remove_owned_where(&ns, |k, _| !self.owns(&ns, k));
             }
         }
+        // Announced again now that the owner store is emptied too: a client that read from
+        // it after the first announcement is told as well.
+        if let Some(c) = self.cache.get() {
+            c.announce(strata_core::Changed::Everything);
+        }
     }
 
     // ----- hand-off -----

@@ -253,6 +253,10 @@ pub struct ServerConfig {
     /// refused: the bound is what keeps a client that reads every key from growing the
     /// table without end).
     pub tracking_table_max_keys: u64,
+    /// Most bytes the client-tracking table's records are charged — keys, bookkeeping and a
+    /// client id per client that read them (default 256 MiB): the key bound alone would let
+    /// long keys hold gigabytes. Past it the oldest keys go, as past the key bound.
+    pub tracking_table_max_bytes: u64,
     /// Input all client connections together may buffer (default 512 MiB): a connection
     /// whose buffer grows while the total is past it is disconnected and counted, so many
     /// unfinished requests cannot exhaust memory. Each connection is also bounded by
@@ -298,6 +302,7 @@ impl Default for ServerConfig {
             client_output_buffer_limit_bytes: 256 * MIB,
             pubsub_output_buffer_limit_bytes: 32 * MIB,
             tracking_table_max_keys: 1_000_000,
+            tracking_table_max_bytes: 256 * MIB,
             max_input_bytes_total: 512 * MIB,
             worker_threads: 0,
             shutdown_grace_ms: 5_000,
@@ -908,6 +913,12 @@ impl NodeConfig {
             return Err(invalid(
                 "server.max_namespaces",
                 format!("must be between 1 and {room} (1024 less the configured namespaces)"),
+            ));
+        }
+        if srv.tracking_table_max_bytes < 64 * 1024 {
+            return Err(invalid(
+                "server.tracking_table_max_bytes",
+                "must be at least 65536",
             ));
         }
         if srv.tracking_table_max_keys == 0 {
