@@ -1,7 +1,9 @@
 """Client-side caching benchmark (scripts/bench-tracking.sh runs it against a Strata
 cluster and redis-server side by side).
 
-  throughput PORT WRITE_PORT SECONDS CACHE   Zipf(1.0) over 10,000 keys, 95 % GET / 5 % SET,
+  throughput PORT WRITE_PORT SECONDS CACHE [WRITES]
+                                             Zipf(1.0) over 10,000 keys, 95 % GET / 5 % SET
+                                             (WRITES: the share of SETs, default 0.05),
                                              one redis-py client (RESP3), with or without
                                              cache_config; prints reads/s and read p50/p99
   delay PORT WRITE_PORT N                    a tracking client on PORT reads a key, another
@@ -16,14 +18,14 @@ from redis.cache import CacheConfig
 KEYS, VALUE = 10_000, b"v" * 100
 
 
-def zipf_sequence(n, seed=7):
+def zipf_sequence(n, writes, seed=7):
     rnd = random.Random(seed)
     weights = [1.0 / (i + 1) for i in range(KEYS)]
     keys = [f"bench:{i}" for i in range(KEYS)]
-    return rnd.choices(keys, weights=weights, k=n), [rnd.random() < 0.05 for _ in range(n)]
+    return rnd.choices(keys, weights=weights, k=n), [rnd.random() < writes for _ in range(n)]
 
 
-def throughput(port, wport, seconds, cache):
+def throughput(port, wport, seconds, cache, writes):
     w = redis.Redis(port=wport)
     p = w.pipeline(transaction=False)
     for i in range(KEYS):
@@ -33,7 +35,7 @@ def throughput(port, wport, seconds, cache):
     # larger one costs the client milliseconds per notice.
     kw = {"cache_config": CacheConfig(max_size=1000)} if cache else {}
     r = redis.Redis(port=port, protocol=3, **kw)
-    keys, writes = zipf_sequence(2_000_000)
+    keys, writes = zipf_sequence(2_000_000, writes)
     lat, i, reads = [], 0, 0
     end = time.perf_counter() + seconds
     started = time.perf_counter()
@@ -131,6 +133,7 @@ def delay(port, wport, n):
 if __name__ == "__main__":
     what = sys.argv[1]
     if what == "throughput":
-        throughput(int(sys.argv[2]), int(sys.argv[3]), float(sys.argv[4]), sys.argv[5] == "1")
+        writes = float(sys.argv[6]) if len(sys.argv) > 6 else 0.05
+        throughput(int(sys.argv[2]), int(sys.argv[3]), float(sys.argv[4]), sys.argv[5] == "1", writes)
     else:
         delay(int(sys.argv[2]), int(sys.argv[3]), int(sys.argv[4]))
