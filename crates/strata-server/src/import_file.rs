@@ -42,6 +42,12 @@ struct Line {
 /// A key to write: key, value, TTL in ms.
 type Record = (Vec<u8>, Vec<u8>, Option<i64>);
 
+/// Whether a line read with its newline (the last may have none) holds more than `max`
+/// bytes.
+fn too_long(line: &[u8], max: usize) -> bool {
+    line.strip_suffix(b"\n").unwrap_or(line).len() > max
+}
+
 fn field(text: Option<String>, b64: Option<String>, name: &str) -> Result<Vec<u8>, String> {
     match (text, b64) {
         (Some(t), None) => Ok(t.into_bytes()),
@@ -135,7 +141,9 @@ pub fn import_file(file: &Path, opts: &ImportOptions) -> anyhow::Result<ImportSt
         let mut eof = false;
         while batch.len() < batch_max && bytes < MAX_ROUND_BYTES {
             buf.clear();
-            let n = std::io::Read::take(&mut reader, MAX_LINE as u64 + 1)
+            // Room for a line of MAX_LINE bytes, its newline, and one byte more to tell a
+            // longer one.
+            let n = std::io::Read::take(&mut reader, MAX_LINE as u64 + 2)
                 .read_until(b'\n', &mut buf)
                 .with_context(|| format!("reading {}", abs.display()))?;
             if n == 0 {
@@ -143,7 +151,7 @@ pub fn import_file(file: &Path, opts: &ImportOptions) -> anyhow::Result<ImportSt
                 break;
             }
             let line_no = state.scanned + 1;
-            if buf.len() > MAX_LINE {
+            if too_long(&buf, MAX_LINE) {
                 bail!(
                     "{} line {line_no}: longer than {MAX_LINE} bytes; nothing of its batch was written (the cursor file points before it)",
                     abs.display()
@@ -218,6 +226,14 @@ pub fn import_file(file: &Path, opts: &ImportOptions) -> anyhow::Result<ImportSt
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_line_of_exactly_the_limit_is_taken_with_its_newline() {
+        assert!(!too_long(b"abcd\n", 4));
+        assert!(!too_long(b"abcd", 4));
+        assert!(too_long(b"abcde", 4));
+        assert!(too_long(b"abcde\n", 4));
+    }
 
     #[test]
     fn lines_are_read_as_documented_and_bad_ones_say_why() {

@@ -254,7 +254,7 @@ pub async fn execute(shared: &Shared, s: &mut Session<'_>, args: &[Bytes]) {
     // `CLIENT CACHING` holds for the next command, or the whole transaction, whatever that
     // command turns out to be (refused ones included, as in Redis).
     let caching = s.tracking.caching;
-    if !s.tx.in_multi() && !eq_ic(name, "CLIENT") {
+    if caching && !s.tx.in_multi() && !eq_ic(name, "CLIENT") {
         s.tracking.caching = false;
     }
     let Some((idx, spec)) = lookup(name) else {
