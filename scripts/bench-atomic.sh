@@ -7,9 +7,8 @@
 # Starts and stops everything it runs (by pid). A few minutes after the release build.
 set -euo pipefail
 cd "$(dirname "$0")/.."
-for tool in redis-server redis-cli redis-benchmark; do
-  command -v "$tool" >/dev/null || { echo "$tool missing: apt-get install redis-server redis-tools" >&2; exit 1; }
-done
+. scripts/lib.sh
+need_redis_tools
 N=${N:-100000}
 TMP=$(mktemp -d)
 PIDS=()
@@ -19,8 +18,6 @@ cleanup() {
   rm -rf "$TMP"
 }
 trap cleanup EXIT
-
-. scripts/lib.sh
 
 # Redis Cluster: six instances, three masters with a replica each (a Redis Cluster node also
 # listens on its port + 10000, so its port must be at most 55535).

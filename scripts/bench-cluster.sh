@@ -8,9 +8,8 @@
 # Starts and stops everything it runs (by pid). About 4 minutes after the builds.
 set -euo pipefail
 cd "$(dirname "$0")/.."
-for tool in redis-server redis-benchmark; do
-  command -v "$tool" >/dev/null || { echo "$tool missing: apt-get install redis-server redis-tools" >&2; exit 1; }
-done
+. scripts/lib.sh
+need_redis_tools
 cargo bench --locked -p strata --bench cluster "$@"
 
 cargo build --release --locked -p strata-server
@@ -23,8 +22,6 @@ cleanup() {
   rm -rf "$TMP"
 }
 trap cleanup EXIT
-
-. scripts/lib.sh
 
 RPORT=$(free_port)
 redis-server --port "$RPORT" --bind 127.0.0.1 --save "" --appendonly no >/dev/null 2>&1 &

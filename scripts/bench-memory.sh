@@ -15,12 +15,9 @@ BUDGET_MB=${BUDGET_MB:-64}
 KEYS=${KEYS:-1000000}
 BASE=${BASE:-16440}
 
-if ! command -v redis-server >/dev/null || ! command -v redis-cli >/dev/null; then
-  sudo_cmd=""; [ "$(id -u)" -eq 0 ] || sudo_cmd="sudo"
-  $sudo_cmd apt-get update -qq
-  DEBIAN_FRONTEND=noninteractive $sudo_cmd apt-get install -y -qq redis-server redis-tools >/dev/null
-fi
-python3 -c 'import redis' 2>/dev/null || python3 -m pip install -q redis
+. scripts/lib.sh
+need_redis_tools
+need_redis_py
 
 cargo build --release --quiet -p strata-server
 work=$(mktemp -d)

@@ -15,13 +15,9 @@ STRATA_PORT=${STRATA_PORT:-16392}
 ADMIN_PORT=${ADMIN_PORT:-19392}
 REDIS_PORT=${REDIS_PORT:-16393}
 
-if ! command -v redis-server >/dev/null || ! command -v redis-benchmark >/dev/null; then
-  sudo_cmd=""; [ "$(id -u)" -eq 0 ] || sudo_cmd="sudo"
-  $sudo_cmd apt-get update -qq
-  DEBIAN_FRONTEND=noninteractive $sudo_cmd apt-get install -y -qq redis-server redis-tools >/dev/null
-fi
-python3 -c "import redis" 2>/dev/null || python3 -m pip install -q redis 2>/dev/null \
-  || python3 -m pip install -q --break-system-packages redis
+. scripts/lib.sh
+need_redis_tools
+need_redis_py
 
 cargo build --release --quiet -p strata-server
 work=$(mktemp -d)

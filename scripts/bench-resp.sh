@@ -17,11 +17,8 @@ STRATA_PORT=${STRATA_PORT:-16390}
 ADMIN_PORT=${ADMIN_PORT:-19390}
 REDIS_PORT=${REDIS_PORT:-16391}
 
-if ! command -v redis-server >/dev/null || ! command -v redis-benchmark >/dev/null; then
-  sudo_cmd=""; [ "$(id -u)" -eq 0 ] || sudo_cmd="sudo"
-  $sudo_cmd apt-get update -qq
-  DEBIAN_FRONTEND=noninteractive $sudo_cmd apt-get install -y -qq redis-server redis-tools >/dev/null
-fi
+. scripts/lib.sh
+need_redis_tools
 
 cargo build --release --quiet -p strata-server
 work=$(mktemp -d)

@@ -16,11 +16,7 @@ cd "$(dirname "$0")/.."
 
 N=${N:-100000}
 ROUNDS=${ROUNDS:-2}
-if ! command -v redis-server >/dev/null || ! command -v redis-benchmark >/dev/null; then
-  sudo_cmd=""; [ "$(id -u)" -eq 0 ] || sudo_cmd="sudo"
-  $sudo_cmd apt-get update -qq
-  DEBIAN_FRONTEND=noninteractive $sudo_cmd apt-get install -y -qq redis-server redis-tools >/dev/null
-fi
+need_redis_tools
 cargo build --release --quiet -p strata-server -p strata-tests --bin strata --bin strata-bench-tx
 
 work=$(mktemp -d)

@@ -21,13 +21,9 @@ SECONDS_EACH=${SECONDS_EACH:-10}
 N=${N:-1000}
 REDIS_PORT=${REDIS_PORT:-16394}
 
-if ! command -v redis-server >/dev/null || ! command -v redis-cli >/dev/null; then
-  sudo_cmd=""; [ "$(id -u)" -eq 0 ] || sudo_cmd="sudo"
-  $sudo_cmd apt-get update -qq
-  DEBIAN_FRONTEND=noninteractive $sudo_cmd apt-get install -y -qq redis-server redis-tools >/dev/null
-fi
-python3 -c "import redis" 2>/dev/null || python3 -m pip install -q redis 2>/dev/null \
-  || python3 -m pip install -q --break-system-packages redis
+. scripts/lib.sh
+need_redis_tools
+need_redis_py
 
 work=$(mktemp -d)
 redis_pid=""

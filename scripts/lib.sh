@@ -1,7 +1,25 @@
-# Helpers the bench scripts share (sourced, not run).
+# Helpers the bench scripts share (sourced, not run), and what installs the tools they
+# compare against when missing (as root, or through sudo), so each runs on a machine that
+# has only the Rust toolchain.
 
 # A free loopback TCP port (bound, then released).
 free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
 
 # Waits up to 30 s for something to listen on loopback port $1, or exits.
 wait_port() { for _ in $(seq 1 300); do (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null && return 0; sleep 0.1; done; echo "port $1 never opened" >&2; exit 1; }
+
+# redis-server, redis-cli and redis-benchmark (Debian's redis-server and redis-tools).
+need_redis_tools() {
+  if ! command -v redis-server >/dev/null || ! command -v redis-cli >/dev/null \
+    || ! command -v redis-benchmark >/dev/null; then
+    local sudo_cmd=""; [ "$(id -u)" -eq 0 ] || sudo_cmd="sudo"
+    $sudo_cmd apt-get update -qq
+    DEBIAN_FRONTEND=noninteractive $sudo_cmd apt-get install -y -qq redis-server redis-tools >/dev/null
+  fi
+}
+
+# redis-py (from PyPI).
+need_redis_py() {
+  python3 -c "import redis" 2>/dev/null || python3 -m pip install -q redis 2>/dev/null \
+    || python3 -m pip install -q --break-system-packages redis
+}

@@ -388,6 +388,74 @@ impl Raw {
     }
 }
 
+/// One step of a scripted conversation ([`converse`]): which connection sends what, and how
+/// many frames it reads then. An argument `@N` stands for connection N's client id.
+pub type Step<'a> = (usize, &'a [&'a [u8]], usize);
+
+/// Runs `steps` over `conns` connections to `port` and returns every frame read, in order,
+/// for comparing one server's conversation with another's: the replies to `HELLO` are left
+/// out (they name the server), and `CLIENT TRACKINGINFO`'s redirect is given as the
+/// connection it names (ids differ between servers). `TRACE_FRAMES=1` prints each frame.
+pub fn converse(port: u16, conns: usize, steps: &[Step<'_>]) -> Vec<(usize, strata_resp::Frame)> {
+    use strata_resp::Frame;
+    let mut raw: Vec<Raw> = (0..conns).map(|_| Raw::connect(port)).collect();
+    let ids: Vec<Vec<u8>> = raw
+        .iter_mut()
+        .map(|c| match c.cmd(&[b"CLIENT", b"ID"]) {
+            Frame::Integer(n) => n.to_string().into_bytes(),
+            other => panic!("CLIENT ID: {other:?}"),
+        })
+        .collect();
+    let trace = std::env::var_os("TRACE_FRAMES").is_some();
+    let mut out = Vec::new();
+    for (who, args, frames) in steps {
+        let args: Vec<Vec<u8>> = args
+            .iter()
+            .map(|a| match a.strip_prefix(b"@") {
+                Some(n) => ids[usize::from(n[0] - b'0')].clone(),
+                None => a.to_vec(),
+            })
+            .collect();
+        let c = &mut raw[*who];
+        let cmd = Frame::Array(args.iter().map(|a| Frame::Bulk(a.clone().into())).collect());
+        c.send(&cmd.to_bytes());
+        for _ in 0..*frames {
+            let f = c.frame();
+            if trace {
+                eprintln!(
+                    "{who} {:?} -> {f:?}",
+                    String::from_utf8_lossy(&args.join(&b' '))
+                );
+            }
+            if args[0] != b"HELLO" {
+                out.push((*who, redirect_as_connection(f, &ids)));
+            }
+        }
+    }
+    out
+}
+
+/// `CLIENT TRACKINGINFO`'s redirect, as the connection it names.
+fn redirect_as_connection(f: strata_resp::Frame, ids: &[Vec<u8>]) -> strata_resp::Frame {
+    use strata_resp::Frame;
+    let Frame::Map(pairs) = f else {
+        return f;
+    };
+    Frame::Map(
+        pairs
+            .into_iter()
+            .map(|(k, v)| match (&k, &v) {
+                (Frame::Bulk(name), Frame::Integer(n)) if &name[..] == b"redirect" => {
+                    let conn = ids.iter().position(|id| *id == n.to_string().into_bytes());
+                    let v = conn.map_or(v, |c| Frame::Simple(format!("@{c}").into()));
+                    (k, v)
+                }
+                _ => (k, v),
+            })
+            .collect(),
+    )
+}
+
 pub fn err_text(f: &strata_resp::Frame) -> String {
     match f {
         strata_resp::Frame::Error(e) => String::from_utf8_lossy(e).into_owned(),

@@ -16,32 +16,6 @@ use redis_common::RedisServer;
 use strata_resp::Frame;
 use strata_tests::*;
 
-/// One step of a conversation: which connection sends what, and how many frames it reads.
-type Step<'a> = (usize, &'a [&'a [u8]], usize);
-
-/// Runs `steps` over three connections to `port`; returns every frame read, in order,
-/// except the replies to `HELLO` (they name the server).
-fn converse(port: u16, steps: &[Step<'_>]) -> Vec<(usize, Frame)> {
-    let mut conns: Vec<Raw> = (0..3).map(|_| Raw::connect(port)).collect();
-    let mut out = Vec::new();
-    for (who, args, frames) in steps {
-        let c = &mut conns[*who];
-        let cmd = Frame::Array(
-            args.iter()
-                .map(|a| Frame::Bulk(a.to_vec().into()))
-                .collect(),
-        );
-        c.send(&cmd.to_bytes());
-        for _ in 0..*frames {
-            let f = c.frame();
-            if args[0] != b"HELLO" {
-                out.push((*who, f));
-            }
-        }
-    }
-    out
-}
-
 #[test]
 fn pubsub_frames_are_redis_frames() {
     let redis = RedisServer::start();
@@ -82,8 +56,8 @@ fn pubsub_frames_are_redis_frames() {
         (2, &[b"SUBSCRIBE"], 1),
         (1, &[b"PUBLISH"], 1),
     ];
-    let want = converse(redis.port, &steps);
-    let got = converse(strata.port, &steps);
+    let want = converse(redis.port, 3, &steps);
+    let got = converse(strata.port, 3, &steps);
     for (i, (w, g)) in want.iter().zip(&got).enumerate() {
         // Messages published before a PING reach the subscriber before its reply, on both.
         assert_eq!(g, w, "frame {i}: strata {g:?}, redis-server {w:?}");
