@@ -55,6 +55,31 @@ fn pubsub_frames_are_redis_frames() {
         (2, &[b"UNSUBSCRIBE"], 1),
         (2, &[b"SUBSCRIBE"], 1),
         (1, &[b"PUBLISH"], 1),
+        // Sharded pub/sub: shard channels are their own set, with their own count.
+        (0, &[b"SSUBSCRIBE", b"orders", b"stock"], 2),
+        (0, &[b"GET", b"k"], 1),
+        (0, &[b"SUBSCRIBE", b"news"], 1),
+        (1, &[b"SPUBLISH", b"orders", b"o1"], 1),
+        (1, &[b"PUBLISH", b"orders", b"not-sharded"], 1),
+        (1, &[b"SPUBLISH", b"news", b"not-a-shard-channel"], 1),
+        (0, &[b"PING"], 2),
+        // (One channel each: Redis lists them in no particular order.)
+        (1, &[b"PUBSUB", b"SHARDCHANNELS", b"s*"], 1),
+        (1, &[b"PUBSUB", b"SHARDCHANNELS", b"o*"], 1),
+        (1, &[b"PUBSUB", b"SHARDNUMSUB", b"orders", b"none"], 1),
+        (1, &[b"PUBSUB", b"NUMSUB", b"orders"], 1),
+        (1, &[b"PUBSUB", b"SHARDCHANNELS", b"a", b"b"], 1),
+        (0, &[b"SUNSUBSCRIBE", b"stock", b"never"], 2),
+        (0, &[b"UNSUBSCRIBE"], 1),
+        (0, &[b"PING"], 1),
+        (0, &[b"SUNSUBSCRIBE"], 1),
+        (0, &[b"SUNSUBSCRIBE"], 1),
+        (0, &[b"GET", b"k"], 1),
+        (2, &[b"SSUBSCRIBE", b"orders"], 1),
+        (1, &[b"SPUBLISH", b"orders", b"o2"], 1),
+        (2, &[b"PING"], 2),
+        (2, &[b"SUNSUBSCRIBE"], 1),
+        (1, &[b"SPUBLISH"], 1),
     ];
     let want = converse(redis.port, 3, &steps);
     let got = converse(strata.port, 3, &steps);
@@ -316,4 +341,34 @@ fn users_confined_to_namespaces_get_no_channels() {
         root.cmd(&[b"SUBSCRIBE", b"app-news"]),
         Frame::Array(_)
     ));
+}
+
+/// Sharded pub/sub across the cluster: a RESP3 client's `SSUBSCRIBE` on node 1 gets, in
+/// order, what `SPUBLISH` sends to its shard channel through node 3 (and nothing published
+/// with `PUBLISH` to a channel of the same name).
+#[test]
+fn shard_channel_messages_reach_subscribers_on_another_member() {
+    let (nodes, _dirs) = three_nodes("");
+    let mut sub = nodes[0].raw();
+    sub.cmd(&[b"HELLO", b"3"]);
+    assert!(matches!(
+        sub.cmd(&[b"SSUBSCRIBE", b"orders"]),
+        Frame::Push(_)
+    ));
+    let mut publisher = nodes[2].raw();
+    for i in 0..100 {
+        publisher.cmd(&[b"PUBLISH", b"orders", b"plain"]);
+        publisher.cmd(&[b"SPUBLISH", b"orders", format!("{i}").as_bytes()]);
+    }
+    for i in 0..100 {
+        assert_eq!(
+            sub.frame(),
+            Frame::Push(vec![
+                Frame::Bulk("smessage".into()),
+                Frame::Bulk("orders".into()),
+                Frame::Bulk(format!("{i}").into()),
+            ])
+        );
+    }
+    assert_eq!(sub.cmd(&[b"PING"]), Frame::Simple("PONG".into()));
 }

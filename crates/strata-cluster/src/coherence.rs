@@ -481,6 +481,13 @@ impl Coherence {
         }
     }
 
+    /// This node wrote `version` of `key` through its primary: copies older than it are
+    /// stale from now on, here, without waiting for the primary's invalidation to come back
+    /// (a second write of an older version from this node is then refused at once).
+    pub fn note_written(&mut self, namespace: &str, key: &[u8], version: u64, now_ms: u64) {
+        self.tombstone(namespace, key, version, now_ms);
+    }
+
     /// Records that copies of `key` older than `version` are stale, for `tombstone_ms` from
     /// `now_ms`.
     fn tombstone(&mut self, namespace: &str, key: &[u8], version: u64, now_ms: u64) {

@@ -178,6 +178,12 @@ pub enum Request {
         /// (channel, payload) pairs.
         messages: Vec<(ByteBuf, ByteBuf)>,
     },
+    /// Sharded pub/sub messages (`SPUBLISH`) published on the caller, in order, for this
+    /// member's shard-channel subscribers; as `Publish` otherwise. Answered `Published`.
+    PublishSharded {
+        /// (shard channel, payload) pairs.
+        messages: Vec<(ByteBuf, ByteBuf)>,
+    },
 }
 
 /// Most messages one `Publish` request may carry (a larger one is answered with an error).

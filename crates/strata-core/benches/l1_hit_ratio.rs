@@ -128,7 +128,11 @@ fn main() {
         let seq = sequence(s, scans, len, 42);
         for pct in [1u64, 5, 20] {
             let entries = KEYS * pct / 100;
-            let (a, b, c) = (strata(&seq, entries), moka(&seq, entries), lru(&seq, entries));
+            let (a, b, c) = (
+                strata(&seq, entries),
+                moka(&seq, entries),
+                lru(&seq, entries),
+            );
             assert!((0.0..=1.0).contains(&a) && (0.0..=1.0).contains(&b));
             println!(
                 "{name:<26} {:>8}% {:>8.3} {:>8.3} {:>8.3} {:>+14.3}",

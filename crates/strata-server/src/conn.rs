@@ -299,7 +299,7 @@ async fn serve_connection<S: AsyncRead + AsyncWrite + Unpin>(
             }
         } else {
             // Subscribers are not idle (Redis exempts them from `timeout`).
-            let subscribed = session.sub.as_ref().is_some_and(|s| s.count() > 0);
+            let subscribed = session.sub.as_ref().is_some_and(|s| s.is_subscribed());
             let read = stream.read_buf(&mut buf);
             let idle_wait = async {
                 if idle == 0 || subscribed {
@@ -388,7 +388,7 @@ enum Woke {
 /// Writes `first` and the messages queued behind it (up to a batch) into the reply buffer;
 /// the loop flushes them. False when the reply buffer could not take them.
 fn deliver(session: &mut Session<'_>, first: crate::pubsub::Push) -> bool {
-    let subscribed = session.sub.as_ref().is_some_and(|s| s.count() > 0);
+    let subscribed = session.sub.as_ref().is_some_and(|s| s.is_subscribed());
     commands::pubsub::write_push(&mut session.reply, subscribed, &first);
     for _ in 0..256 {
         if session.reply.overflowed() || session.reply.buf.len() >= FLUSH_AT {

@@ -36,6 +36,8 @@ pub struct Message {
     pub channel: Bytes,
     /// What was published.
     pub payload: Bytes,
+    /// Published to a shard channel (`SPUBLISH`): written as `smessage`.
+    pub sharded: bool,
 }
 
 /// What a connection's queue carries: published messages and client-tracking pushes
@@ -117,6 +119,8 @@ pub struct Subscription {
     pub channels: BTreeSet<Bytes>,
     /// Patterns.
     pub patterns: BTreeSet<Bytes>,
+    /// Shard channels (`SSUBSCRIBE`).
+    pub shard_channels: BTreeSet<Bytes>,
 }
 
 impl std::fmt::Debug for Subscription {
@@ -124,6 +128,7 @@ impl std::fmt::Debug for Subscription {
         f.debug_struct("Subscription")
             .field("channels", &self.channels.len())
             .field("patterns", &self.patterns.len())
+            .field("shard_channels", &self.shard_channels.len())
             .finish_non_exhaustive()
     }
 }
@@ -141,6 +146,18 @@ impl Subscription {
     /// (un)subscribe reply).
     pub fn count(&self) -> usize {
         self.channels.len() + self.patterns.len()
+    }
+
+    /// How many shard channels the client is subscribed to (the count in every
+    /// `ssubscribe`/`sunsubscribe` reply).
+    pub fn shard_count(&self) -> usize {
+        self.shard_channels.len()
+    }
+
+    /// Whether the client is subscribed to anything (a RESP2 client is then in subscribed
+    /// mode).
+    pub fn is_subscribed(&self) -> bool {
+        self.count() + self.shard_count() > 0
     }
 
     /// The next queued push; pending while there is none.
@@ -172,6 +189,7 @@ impl Subscription {
 #[derive(Default)]
 struct Subs {
     channels: HashMap<Bytes, HashMap<u64, Outlet>>,
+    shards: HashMap<Bytes, HashMap<u64, Outlet>>,
     patterns: HashMap<Bytes, (Glob, HashMap<u64, Outlet>)>,
 }
 
@@ -210,12 +228,13 @@ impl PubSub {
             rx,
             channels: BTreeSet::new(),
             patterns: BTreeSet::new(),
+            shard_channels: BTreeSet::new(),
         }
     }
 
     /// Checks that `sub` may take one more subscription.
     fn room(sub: &Subscription) -> Result<(), String> {
-        if sub.count() >= MAX_SUBSCRIPTIONS_PER_CLIENT {
+        if sub.count() + sub.shard_count() >= MAX_SUBSCRIPTIONS_PER_CLIENT {
             return Err(format!(
                 "a client may hold at most {MAX_SUBSCRIPTIONS_PER_CLIENT} subscriptions"
             ));
@@ -238,6 +257,38 @@ impl PubSub {
             .or_default()
             .insert(sub.id, sub.outlet.clone());
         Ok(())
+    }
+
+    /// Subscribes `sub` to shard channel `channel` (`SSUBSCRIBE`; no-op if it is).
+    pub fn ssubscribe(&self, sub: &mut Subscription, channel: &[u8]) -> Result<(), String> {
+        if sub.shard_channels.contains(channel) {
+            return Ok(());
+        }
+        Self::room(sub)?;
+        let channel = Bytes::copy_from_slice(channel);
+        sub.shard_channels.insert(channel.clone());
+        self.subs
+            .write()
+            .shards
+            .entry(channel)
+            .or_default()
+            .insert(sub.id, sub.outlet.clone());
+        Ok(())
+    }
+
+    /// Unsubscribes `sub` from shard channel `channel`; returns whether it was subscribed.
+    pub fn sunsubscribe(&self, sub: &mut Subscription, channel: &[u8]) -> bool {
+        if !sub.shard_channels.remove(channel) {
+            return false;
+        }
+        let mut subs = self.subs.write();
+        if let Some(clients) = subs.shards.get_mut(channel) {
+            clients.remove(&sub.id);
+            if clients.is_empty() {
+                subs.shards.remove(channel);
+            }
+        }
+        true
     }
 
     /// Unsubscribes `sub` from `channel`; returns whether it was subscribed.
@@ -308,6 +359,20 @@ impl PubSub {
                 }
             }
         }
+        let shards: Vec<Bytes> = std::mem::take(&mut sub.shard_channels)
+            .into_iter()
+            .collect();
+        for batch in shards.chunks(256) {
+            let mut subs = self.subs.write();
+            for c in batch {
+                if let Some(clients) = subs.shards.get_mut(c) {
+                    clients.remove(&sub.id);
+                    if clients.is_empty() {
+                        subs.shards.remove(c);
+                    }
+                }
+            }
+        }
         for p in std::mem::take(&mut sub.patterns) {
             let mut subs = self.subs.write();
             if let Some((_, clients)) = subs.patterns.get_mut(&p) {
@@ -344,6 +409,7 @@ impl PubSub {
                     pattern: None,
                     channel: channel.clone(),
                     payload: payload.clone(),
+                    sharded: false,
                 };
                 if o.send(Push::Message(m)) {
                     n += 1;
@@ -359,6 +425,7 @@ impl PubSub {
                     pattern: Some(pattern.clone()),
                     channel: channel.clone(),
                     payload: payload.clone(),
+                    sharded: false,
                 };
                 if o.send(Push::Message(m)) {
                     n += 1;
@@ -366,6 +433,50 @@ impl PubSub {
             }
         }
         n
+    }
+
+    /// Delivers `payload` on shard channel `channel` (`SPUBLISH`) to this node's
+    /// shard-channel subscribers (patterns do not apply, as in Redis); returns how many got
+    /// it.
+    pub fn spublish(&self, channel: &[u8], payload: &[u8]) -> usize {
+        let (channel, payload) = (
+            &Bytes::copy_from_slice(channel),
+            &Bytes::copy_from_slice(payload),
+        );
+        let subs = self.subs.read();
+        let Some(clients) = subs.shards.get(channel) else {
+            return 0;
+        };
+        clients
+            .values()
+            .filter(|o| {
+                o.send(Push::Message(Message {
+                    pattern: None,
+                    channel: channel.clone(),
+                    payload: payload.clone(),
+                    sharded: true,
+                }))
+            })
+            .count()
+    }
+
+    /// Shard channels with at least one subscriber, matching `pattern` when given (`PUBSUB
+    /// SHARDCHANNELS`).
+    pub fn shard_channels(&self, pattern: Option<&Glob>) -> Vec<Bytes> {
+        let subs = self.subs.read();
+        let mut out: Vec<Bytes> = subs
+            .shards
+            .keys()
+            .filter(|c| pattern.is_none_or(|g| g.matches(c)))
+            .cloned()
+            .collect();
+        out.sort();
+        out
+    }
+
+    /// Subscribers of shard channel `channel` (`PUBSUB SHARDNUMSUB`).
+    pub fn shard_numsub(&self, channel: &[u8]) -> usize {
+        self.subs.read().shards.get(channel).map_or(0, HashMap::len)
     }
 
     /// Channels with at least one subscriber, matching `pattern` when given (`PUBSUB

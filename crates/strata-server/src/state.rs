@@ -139,9 +139,15 @@ impl Shared {
         // Messages published on other members reach this node's subscribers through here.
         let pubsub = Arc::new(crate::pubsub::PubSub::default());
         let hub = pubsub.clone();
-        node.set_publish_sink(Arc::new(move |channel: &[u8], payload: &[u8]| {
-            hub.publish(channel, payload)
-        }));
+        node.set_publish_sink(Arc::new(
+            move |channel: &[u8], payload: &[u8], sharded: bool| {
+                if sharded {
+                    hub.spublish(channel, payload)
+                } else {
+                    hub.publish(channel, payload)
+                }
+            },
+        ));
         // Every change of a key on this node (made here or applied from another member) is
         // announced to the clients tracking it.
         let clients: Arc<Mutex<BTreeMap<u64, Arc<ClientInfo>>>> = Arc::default();
@@ -195,6 +201,14 @@ impl Shared {
             p.publish(channel, payload);
         }
         self.pubsub.publish(channel, payload)
+    }
+
+    /// `SPUBLISH`: as [`Shared::publish`], for shard channels.
+    pub fn spublish(&self, channel: &[u8], payload: &[u8]) -> usize {
+        if let Some(p) = &self.publisher {
+            p.publish_sharded(channel, payload);
+        }
+        self.pubsub.spublish(channel, payload)
     }
 
     /// Registers a new connection unless `maxclients` is reached.

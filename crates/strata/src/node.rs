@@ -114,7 +114,13 @@ pub struct Publisher(Arc<crate::cluster::Shared>);
 impl Publisher {
     /// Queues `payload` on `channel` for the other members' subscribers.
     pub fn publish(&self, channel: &[u8], payload: &[u8]) {
-        self.0.forward_publish(channel, payload);
+        self.0.forward_publish(channel, payload, false);
+    }
+
+    /// Queues `payload` on shard channel `channel` (`SPUBLISH`) for the other members'
+    /// shard-channel subscribers.
+    pub fn publish_sharded(&self, channel: &[u8], payload: &[u8]) {
+        self.0.forward_publish(channel, payload, true);
     }
 }
 

@@ -403,11 +403,14 @@ async fn run(sh: &Shared, s: &mut Session<'_>, id: Cmd, a: &[Bytes]) -> Res<()> 
             }
         },
         Cmd::Echo => s.reply.bulk(&a[1]),
-        Cmd::Subscribe => pubsub::subscribe(sh, s, a, false)?,
-        Cmd::Psubscribe => pubsub::subscribe(sh, s, a, true)?,
-        Cmd::Unsubscribe => pubsub::unsubscribe(sh, s, a, false),
-        Cmd::Punsubscribe => pubsub::unsubscribe(sh, s, a, true),
-        Cmd::Publish => pubsub::publish(sh, s, a)?,
+        Cmd::Subscribe => pubsub::subscribe(sh, s, a, pubsub::Kind::Channel)?,
+        Cmd::Psubscribe => pubsub::subscribe(sh, s, a, pubsub::Kind::Pattern)?,
+        Cmd::Ssubscribe => pubsub::subscribe(sh, s, a, pubsub::Kind::Shard)?,
+        Cmd::Unsubscribe => pubsub::unsubscribe(sh, s, a, pubsub::Kind::Channel),
+        Cmd::Punsubscribe => pubsub::unsubscribe(sh, s, a, pubsub::Kind::Pattern),
+        Cmd::Sunsubscribe => pubsub::unsubscribe(sh, s, a, pubsub::Kind::Shard),
+        Cmd::Publish => pubsub::publish(sh, s, a, false)?,
+        Cmd::Spublish => pubsub::publish(sh, s, a, true)?,
         Cmd::Pubsub => pubsub::pubsub(sh, s, a)?,
         Cmd::Quit => {
             s.reply.ok();

@@ -5,6 +5,27 @@
 use super::*;
 use crate::pubsub::{Message, Push};
 
+/// What a (un)subscribe command names: channels, patterns, or shard channels.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum Kind {
+    /// `SUBSCRIBE`, `UNSUBSCRIBE`.
+    Channel,
+    /// `PSUBSCRIBE`, `PUNSUBSCRIBE`.
+    Pattern,
+    /// `SSUBSCRIBE`, `SUNSUBSCRIBE`.
+    Shard,
+}
+
+impl Kind {
+    fn words(self) -> (&'static str, &'static str) {
+        match self {
+            Kind::Channel => ("subscribe", "unsubscribe"),
+            Kind::Pattern => ("psubscribe", "punsubscribe"),
+            Kind::Shard => ("ssubscribe", "sunsubscribe"),
+        }
+    }
+}
+
 /// Commands a RESP2 connection may send while subscribed (Redis's list).
 pub(super) fn allowed_while_subscribed(id: Cmd) -> bool {
     matches!(
@@ -13,6 +34,8 @@ pub(super) fn allowed_while_subscribed(id: Cmd) -> bool {
             | Cmd::Unsubscribe
             | Cmd::Psubscribe
             | Cmd::Punsubscribe
+            | Cmd::Ssubscribe
+            | Cmd::Sunsubscribe
             | Cmd::Ping
             | Cmd::Quit
             | Cmd::Reset
@@ -21,14 +44,21 @@ pub(super) fn allowed_while_subscribed(id: Cmd) -> bool {
 
 /// Whether the session is in RESP2's subscribed mode.
 pub(super) fn in_subscribed_mode(s: &Session<'_>) -> bool {
-    s.reply.proto == Protocol::Resp2 && s.sub.as_ref().is_some_and(|sub| sub.count() > 0)
+    s.reply.proto == Protocol::Resp2 && s.sub.as_ref().is_some_and(|sub| sub.is_subscribed())
 }
 
-/// One (un)subscribe confirmation: `[kind, name or nil, count]`.
-fn confirm(s: &mut Session<'_>, kind: &str, name: Option<&[u8]>) {
-    let count = s.sub.as_ref().map_or(0, |sub| sub.count());
+/// One (un)subscribe confirmation: `[word, name or nil, count]`; the count is of shard
+/// channels for `Kind::Shard`, else of channels and patterns, as Redis counts.
+fn confirm(s: &mut Session<'_>, kind: Kind, word: &str, name: Option<&[u8]>) {
+    let count = s.sub.as_ref().map_or(0, |sub| {
+        if kind == Kind::Shard {
+            sub.shard_count()
+        } else {
+            sub.count()
+        }
+    });
     s.reply.push(3);
-    s.reply.bulk(kind.as_bytes());
+    s.reply.bulk(word.as_bytes());
     match name {
         Some(n) => s.reply.bulk(n),
         None => s.reply.null(),
@@ -69,23 +99,19 @@ fn check_names(sh: &Shared, names: &[Bytes], pattern: bool) -> Res<()> {
     Ok(())
 }
 
-/// `SUBSCRIBE channel …` and `PSUBSCRIBE pattern …`. The names are checked first, so a
-/// refused command subscribes to nothing.
-pub(super) fn subscribe(sh: &Shared, s: &mut Session<'_>, a: &[Bytes], pattern: bool) -> Res<()> {
-    check_names(sh, &a[1..], pattern)?;
+/// `SUBSCRIBE channel …`, `PSUBSCRIBE pattern …` and `SSUBSCRIBE shardchannel …`. The
+/// names are checked first, so a refused command subscribes to nothing.
+pub(super) fn subscribe(sh: &Shared, s: &mut Session<'_>, a: &[Bytes], kind: Kind) -> Res<()> {
+    check_names(sh, &a[1..], kind == Kind::Pattern)?;
     for name in &a[1..] {
         let sub = subscription(sh, s);
-        let done = if pattern {
-            sh.pubsub.psubscribe(sub, name)
-        } else {
-            sh.pubsub.subscribe(sub, name)
+        let done = match kind {
+            Kind::Channel => sh.pubsub.subscribe(sub, name),
+            Kind::Pattern => sh.pubsub.psubscribe(sub, name),
+            Kind::Shard => sh.pubsub.ssubscribe(sub, name),
         };
         done.map_err(ReplyError::err)?;
-        confirm(
-            s,
-            if pattern { "psubscribe" } else { "subscribe" },
-            Some(name),
-        );
+        confirm(s, kind, kind.words().0, Some(name));
     }
     Ok(())
 }
@@ -98,7 +124,7 @@ pub fn drain(s: &mut Session<'_>) -> bool {
     let Some(sub) = s.sub.as_mut() else {
         return true;
     };
-    let subscribed = sub.count() > 0;
+    let subscribed = sub.is_subscribed();
     while let Some(m) = sub.try_recv() {
         write_push(&mut s.reply, subscribed, &m);
         if s.reply.overflowed() {
@@ -108,45 +134,46 @@ pub fn drain(s: &mut Session<'_>) -> bool {
     true
 }
 
-/// `UNSUBSCRIBE [channel …]` and `PUNSUBSCRIBE [pattern …]`: without names, from every one.
-pub(super) fn unsubscribe(sh: &Shared, s: &mut Session<'_>, a: &[Bytes], pattern: bool) {
-    let kind = if pattern {
-        "punsubscribe"
-    } else {
-        "unsubscribe"
-    };
+/// `UNSUBSCRIBE [channel …]`, `PUNSUBSCRIBE [pattern …]` and `SUNSUBSCRIBE [shardchannel
+/// …]`: without names, from every one of that kind.
+pub(super) fn unsubscribe(sh: &Shared, s: &mut Session<'_>, a: &[Bytes], kind: Kind) {
+    let word = kind.words().1;
     let names: Vec<Bytes> = if a.len() > 1 {
         a[1..].to_vec()
     } else {
         s.sub.as_ref().map_or_else(Vec::new, |sub| {
-            if pattern {
-                sub.patterns.iter().cloned().collect()
-            } else {
-                sub.channels.iter().cloned().collect()
+            match kind {
+                Kind::Channel => &sub.channels,
+                Kind::Pattern => &sub.patterns,
+                Kind::Shard => &sub.shard_channels,
             }
+            .iter()
+            .cloned()
+            .collect()
         })
     };
     if names.is_empty() {
-        confirm(s, kind, None);
+        confirm(s, kind, word, None);
         return;
     }
     for name in &names {
         if let Some(sub) = s.sub.as_mut() {
-            if pattern {
-                sh.pubsub.punsubscribe(sub, name);
-            } else {
-                sh.pubsub.unsubscribe(sub, name);
-            }
+            match kind {
+                Kind::Channel => sh.pubsub.unsubscribe(sub, name),
+                Kind::Pattern => sh.pubsub.punsubscribe(sub, name),
+                Kind::Shard => sh.pubsub.sunsubscribe(sub, name),
+            };
         }
         // Anything published to it before it was removed goes out before the confirmation.
         drain(s);
-        confirm(s, kind, Some(name));
+        confirm(s, kind, word, Some(name));
     }
 }
 
-/// `PUBLISH channel message`: the number of this node's clients that got it (as on a Redis
-/// Cluster node); other members deliver it to theirs.
-pub(super) fn publish(sh: &Shared, s: &mut Session<'_>, a: &[Bytes]) -> Res<()> {
+/// `PUBLISH channel message` (and `SPUBLISH shardchannel message` with `sharded`): the
+/// number of this node's clients that got it (as on a Redis Cluster node); other members
+/// deliver it to theirs.
+pub(super) fn publish(sh: &Shared, s: &mut Session<'_>, a: &[Bytes], sharded: bool) -> Res<()> {
     check_names(sh, &a[1..2], false)?;
     let max = sh.config.limits.max_value_bytes as usize;
     if a[2].len() > max {
@@ -155,7 +182,11 @@ pub(super) fn publish(sh: &Shared, s: &mut Session<'_>, a: &[Bytes]) -> Res<()> 
             a[2].len()
         )));
     }
-    let n = sh.publish(&a[1], &a[2]);
+    let n = if sharded {
+        sh.spublish(&a[1], &a[2])
+    } else {
+        sh.publish(&a[1], &a[2])
+    };
     s.reply.integer(n as i64);
     Ok(())
 }
@@ -185,6 +216,26 @@ pub(super) fn pubsub(sh: &Shared, s: &mut Session<'_>, a: &[Bytes]) -> Res<()> {
             }
         }
         "NUMPAT" if a.len() == 2 => s.reply.integer(sh.pubsub.numpat() as i64),
+        "SHARDCHANNELS" if a.len() <= 3 => {
+            let glob = match a.get(2) {
+                Some(p) => Some(
+                    strata_core::glob::Glob::new(p).map_err(|e| ReplyError::err(e.to_string()))?,
+                ),
+                None => None,
+            };
+            let channels = sh.pubsub.shard_channels(glob.as_ref());
+            s.reply.array(channels.len());
+            for c in channels {
+                s.reply.bulk(&c);
+            }
+        }
+        "SHARDNUMSUB" => {
+            s.reply.array(2 * (a.len() - 2));
+            for c in &a[2..] {
+                s.reply.bulk(c);
+                s.reply.integer(sh.pubsub.shard_numsub(c) as i64);
+            }
+        }
         "HELP" => {
             let lines = [
                 "PUBSUB <subcommand> [<arg> [value] [opt] ...]. Subcommands are:",
@@ -195,6 +246,10 @@ pub(super) fn pubsub(sh: &Shared, s: &mut Session<'_>, a: &[Bytes]) -> Res<()> {
                 "NUMSUB [<channel> ...]",
                 "    Return the number of subscribers for the specified channels, excluding",
                 "    pattern subscriptions(default: no channels).",
+                "SHARDCHANNELS [<pattern>]",
+                "    Return the currently active shard level channels matching a <pattern> (default: '*').",
+                "SHARDNUMSUB [<shardchannel> ...]",
+                "    Return the number of subscribers for the specified shard level channel(s)",
             ];
             s.reply.array(lines.len());
             for l in lines {
@@ -207,7 +262,7 @@ pub(super) fn pubsub(sh: &Shared, s: &mut Session<'_>, a: &[Bytes]) -> Res<()> {
                 "wrong number of arguments for 'pubsub|numpat' command",
             ));
         }
-        "CHANNELS" => {
+        "CHANNELS" | "SHARDCHANNELS" => {
             return Err(ReplyError::err(format!(
                 "unknown subcommand or wrong number of arguments for '{}'. Try PUBSUB HELP.",
                 String::from_utf8_lossy(&a[1])
@@ -223,8 +278,6 @@ pub(super) fn pubsub(sh: &Shared, s: &mut Session<'_>, a: &[Bytes]) -> Res<()> {
     Ok(())
 }
 
-/// Writes one delivered message: `[message, channel, payload]` or `[pmessage, pattern,
-/// channel, payload]`.
 /// Writes one queued push as Redis would to this client: a message as `message`/`pmessage`;
 /// an invalidation as an `invalidate` push in RESP3, or, to a RESP2 client in subscribed
 /// mode (the target of a `REDIRECT`), as a message on `__redis__:invalidate`, and not at all
@@ -269,12 +322,13 @@ pub fn write_push(reply: &mut strata_resp::Reply, subscribed: bool, p: &Push) {
     }
 }
 
-/// Writes a published message (`message` or `pmessage`).
+/// Writes a published message: `[message, channel, payload]`, `[smessage, channel,
+/// payload]` or `[pmessage, pattern, channel, payload]`.
 pub fn write_message(reply: &mut strata_resp::Reply, m: &Message) {
     match &m.pattern {
         None => {
             reply.push(3);
-            reply.bulk(b"message");
+            reply.bulk(if m.sharded { b"smessage" } else { b"message" });
         }
         Some(p) => {
             reply.push(4);

@@ -351,7 +351,10 @@ impl Pool {
             )));
         }
         // Executions and published messages must not happen twice.
-        let idempotent = !matches!(req, Request::Execute { .. } | Request::Publish { .. });
+        let idempotent = !matches!(
+            req,
+            Request::Execute { .. } | Request::Publish { .. } | Request::PublishSharded { .. }
+        );
         let slot = self.slot(peer, addr);
         let start = Instant::now();
         slot.stats.requests.fetch_add(1, Ordering::Relaxed);

@@ -26,11 +26,13 @@ const BATCH_BYTES: usize = 1 << 20;
 /// peer are dropped (counted).
 const DELIVERY_BACKLOG: usize = 64;
 
-/// What delivers a message to this node's subscribers; returns how many got it.
-pub type PublishSink = Arc<dyn Fn(&[u8], &[u8]) -> usize + Send + Sync>;
+/// What delivers a message to this node's subscribers: (channel, payload, whether it is a
+/// shard channel's, `SPUBLISH`); returns how many got it.
+pub type PublishSink = Arc<dyn Fn(&[u8], &[u8], bool) -> usize + Send + Sync>;
 
-/// One message on its way to the other members (shared by their queues).
-type Msg = Arc<(Vec<u8>, Vec<u8>)>;
+/// One message on its way to the other members (shared by their queues): channel, payload,
+/// sharded.
+type Msg = Arc<(Vec<u8>, Vec<u8>, bool)>;
 
 /// One member's queue and the task that sends it.
 struct PeerQueue {
@@ -61,18 +63,19 @@ impl Relay {
     }
 }
 
-fn size(m: &(Vec<u8>, Vec<u8>)) -> u64 {
+fn size(m: &(Vec<u8>, Vec<u8>, bool)) -> u64 {
     (m.0.len() + m.1.len() + 32) as u64
 }
 
 impl Shared {
-    /// Queues a message published here for every other live member.
-    pub(crate) fn forward_publish(self: &Arc<Self>, channel: &[u8], payload: &[u8]) {
+    /// Queues a message published here (`sharded`: by `SPUBLISH`) for every other live
+    /// member.
+    pub(crate) fn forward_publish(self: &Arc<Self>, channel: &[u8], payload: &[u8], sharded: bool) {
         let others = self.others();
         if others.is_empty() {
             return;
         }
-        let msg: Msg = Arc::new((channel.to_vec(), payload.to_vec()));
+        let msg: Msg = Arc::new((channel.to_vec(), payload.to_vec(), sharded));
         let n = size(&msg);
         let mut queues = self.relay.queues.lock();
         for (peer, addr) in others {
@@ -102,30 +105,47 @@ impl Shared {
         mut rx: mpsc::UnboundedReceiver<Msg>,
         bytes: Arc<AtomicU64>,
     ) {
-        while let Some(first) = rx.recv().await {
+        // A message of the other kind than the batch being built starts the next batch.
+        let mut held: Option<Msg> = None;
+        loop {
+            let first = match held.take() {
+                Some(m) => m,
+                None => match rx.recv().await {
+                    Some(m) => m,
+                    None => return,
+                },
+            };
+            let sharded = first.2;
             let mut batch_bytes = size(&first);
             let mut batch = vec![first];
             while batch_bytes < BATCH_BYTES as u64 && batch.len() < rpc::MAX_PUBLISH_PER_REQUEST {
                 match rx.try_recv() {
-                    Ok(m) => {
+                    Ok(m) if m.2 == sharded => {
                         batch_bytes += size(&m);
                         batch.push(m);
+                    }
+                    Ok(m) => {
+                        held = Some(m);
+                        break;
                     }
                     Err(_) => break,
                 }
             }
             bytes.fetch_sub(batch_bytes, Ordering::AcqRel);
             let n = batch.len() as u64;
-            let req = Request::Publish {
-                messages: batch
-                    .iter()
-                    .map(|m| {
-                        (
-                            rpc::ByteBuf::from(m.0.clone()),
-                            rpc::ByteBuf::from(m.1.clone()),
-                        )
-                    })
-                    .collect(),
+            let messages = batch
+                .iter()
+                .map(|m| {
+                    (
+                        rpc::ByteBuf::from(m.0.clone()),
+                        rpc::ByteBuf::from(m.1.clone()),
+                    )
+                })
+                .collect();
+            let req = if sharded {
+                Request::PublishSharded { messages }
+            } else {
+                Request::Publish { messages }
             };
             // The member's address may have changed (a restart): use the current one.
             let addr = self
@@ -145,33 +165,42 @@ impl Shared {
         }
     }
 
-    /// Delivers messages another member forwarded to this node's subscribers.
-    pub(crate) fn deliver_published(&self, messages: &[(rpc::ByteBuf, rpc::ByteBuf)]) -> u64 {
+    /// Delivers messages another member forwarded to this node's subscribers (to the
+    /// shard-channel ones with `sharded`).
+    pub(crate) fn deliver_published(
+        &self,
+        messages: &[(rpc::ByteBuf, rpc::ByteBuf)],
+        sharded: bool,
+    ) -> u64 {
         let Some(sink) = self.relay.sink.get() else {
             return 0;
         };
         self.relay
             .received
             .fetch_add(messages.len() as u64, Ordering::Relaxed);
-        messages.iter().map(|(c, p)| sink(c, p) as u64).sum()
+        messages
+            .iter()
+            .map(|(c, p)| sink(c, p, sharded) as u64)
+            .sum()
     }
 }
 
 /// One peer connection's delivery of forwarded messages: batches are delivered in the order
 /// they arrived, on a task of their own, so the connection's reader answers at once.
 pub(crate) struct Delivery {
-    tx: mpsc::Sender<Vec<(rpc::ByteBuf, rpc::ByteBuf)>>,
+    tx: mpsc::Sender<(Vec<(rpc::ByteBuf, rpc::ByteBuf)>, bool)>,
 }
 
 impl Delivery {
     /// Starts the delivery task for one connection.
     pub(crate) fn start(shared: &Arc<Shared>) -> Self {
-        let (tx, mut rx) = mpsc::channel::<Vec<(rpc::ByteBuf, rpc::ByteBuf)>>(DELIVERY_BACKLOG);
+        let (tx, mut rx) =
+            mpsc::channel::<(Vec<(rpc::ByteBuf, rpc::ByteBuf)>, bool)>(DELIVERY_BACKLOG);
         let me = shared.clone();
         // Ends once the connection is gone (its sender dropped) and the queue is delivered.
         tokio::spawn(async move {
-            while let Some(batch) = rx.recv().await {
-                me.deliver_published(&batch);
+            while let Some((batch, sharded)) = rx.recv().await {
+                me.deliver_published(&batch, sharded);
             }
         });
         Delivery { tx }
@@ -182,9 +211,10 @@ impl Delivery {
         &self,
         shared: &Shared,
         messages: Vec<(rpc::ByteBuf, rpc::ByteBuf)>,
+        sharded: bool,
     ) -> bool {
         let n = messages.len() as u64;
-        if self.tx.try_send(messages).is_err() {
+        if self.tx.try_send((messages, sharded)).is_err() {
             shared.relay.dropped.fetch_add(n, Ordering::Relaxed);
             return false;
         }

@@ -188,8 +188,9 @@ impl Shared {
             // Published messages go to this connection's delivery task, in the order they came
             // (a member's messages reach this one's subscribers in the order it sent them),
             // and are answered at once: delivering never holds up the requests behind them.
+            let sharded = matches!(req, Request::PublishSharded { .. });
             let req = match req {
-                Request::Publish { messages } => {
+                Request::Publish { messages } | Request::PublishSharded { messages } => {
                     let resp = if messages.len() > rpc::MAX_PUBLISH_PER_REQUEST {
                         Response::Error(format!(
                             "at most {} messages per Publish",
@@ -198,7 +199,7 @@ impl Shared {
                     } else {
                         delivery
                             .get_or_insert_with(|| pubsub::Delivery::start(&self))
-                            .offer(&self, messages);
+                            .offer(&self, messages, sharded);
                         Response::Published(0)
                     };
                     let _ = tx.send(rpc::to_bytes(&Frame::Response(id, resp)));
@@ -219,15 +220,16 @@ impl Shared {
         Ok(())
     }
 
-    /// Delivers forwarded pub/sub messages to this node's subscribers.
-    fn serve_publish(&self, messages: &[(rpc::ByteBuf, rpc::ByteBuf)]) -> Response {
+    /// Delivers forwarded pub/sub messages to this node's subscribers (shard-channel ones
+    /// with `sharded`).
+    fn serve_publish(&self, messages: &[(rpc::ByteBuf, rpc::ByteBuf)], sharded: bool) -> Response {
         if messages.len() > rpc::MAX_PUBLISH_PER_REQUEST {
             return Response::Error(format!(
                 "at most {} messages per Publish",
                 rpc::MAX_PUBLISH_PER_REQUEST
             ));
         }
-        Response::Published(self.deliver_published(messages))
+        Response::Published(self.deliver_published(messages, sharded))
     }
 
     /// Answers one request from the authenticated peer `from`.
@@ -326,7 +328,8 @@ impl Shared {
             Request::Execute { namespace, key, op } => {
                 self.serve_execute(&namespace, &key, &op).await
             }
-            Request::Publish { messages } => self.serve_publish(&messages),
+            Request::Publish { messages } => self.serve_publish(&messages, false),
+            Request::PublishSharded { messages } => self.serve_publish(&messages, true),
             Request::Replicate {
                 namespace,
                 key,

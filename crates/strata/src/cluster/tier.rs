@@ -245,7 +245,19 @@ impl Tier for ClusterTier {
             .execute_at_primary(namespace, &key, PrimaryOp::Put(to_wire(&entry)))
             .await
         {
-            Ok(_) => Ok(SetOutcome::Stored),
+            Ok(ex) => {
+                // What the primary stored is the newest version here at once: an older
+                // write from this node is refused above, whether or not the primary's
+                // invalidation has come back yet (a contract-suite flake on a loaded CI
+                // machine, where it had not).
+                if let strata_core::ops::Change::Written(e) = &ex.change {
+                    let now = s.now_ms();
+                    s.coherence
+                        .lock()
+                        .note_written(namespace, &key, e.version.as_u64(), now);
+                }
+                Ok(SetOutcome::Stored)
+            }
             Err(why) => Err(TierError::Unavailable(why)),
         }
     }
