@@ -178,11 +178,12 @@ pub enum Request {
         /// (channel, payload) pairs.
         messages: Vec<(ByteBuf, ByteBuf)>,
     },
-    /// Sharded pub/sub messages (`SPUBLISH`) published on the caller, in order, for this
-    /// member's shard-channel subscribers; as `Publish` otherwise. Answered `Published`.
+    /// Pub/sub messages published on the caller, in order, some of them to shard channels
+    /// (`SPUBLISH`); as `Publish` otherwise (a batch of plain messages only is sent as
+    /// `Publish`). Answered `Published`.
     PublishSharded {
-        /// (shard channel, payload) pairs.
-        messages: Vec<(ByteBuf, ByteBuf)>,
+        /// (channel, payload, whether it is a shard channel's) triples.
+        messages: Vec<(ByteBuf, ByteBuf, bool)>,
     },
 }
 

@@ -343,3 +343,65 @@ async fn an_older_write_after_a_newer_one_from_the_same_node_is_kept_newer() {
     }
     stop(nodes).await;
 }
+
+/// A node whose clock runs a minute behind another's writes a key after a version stamped
+/// by the faster clock: its next writes of the key must still win on it (G1), never be
+/// refused as older than a version it wrote or noted. (The primary's re-stamping of a
+/// superseded write, which the node observes when the primary answers, is not forced here:
+/// it needs the other node's invalidation to be late.)
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_node_behind_another_clock_still_reads_its_own_latest_write() {
+    use strata::NodeDeps;
+    use strata_core::rng::SeededRng;
+    use strata_core::{Clock, ManualClock};
+    let slow = ManualClock::new(1_800_000_000_000);
+    let fast = ManualClock::new(1_800_000_060_000);
+    let a = Node::start_with(
+        config("a", &[], 2),
+        NodeDeps {
+            clock: Arc::new(slow.clone()),
+            rng: Box::new(SeededRng::new(1)),
+        },
+    )
+    .await
+    .unwrap();
+    let b = Node::start_with(
+        config("b", &[gossip_addr(&a)], 2),
+        NodeDeps {
+            clock: Arc::new(fast.clone()),
+            rng: Box::new(SeededRng::new(2)),
+        },
+    )
+    .await
+    .unwrap();
+    eventually("membership converges", Duration::from_secs(10), || {
+        live(&a) == 2 && live(&b) == 2
+    })
+    .await;
+    let (ca, cb) = (a.cache(), b.cache());
+    let tier = ca.tier(Layer::L2).unwrap();
+    for i in 0..200 {
+        let key = format!("skew:{i}");
+        cb.set("ns", key.clone(), "from-b").await.unwrap();
+        // A version from a clock a minute ahead (b's), written through a's cluster tier, as
+        // a primary re-stamps a write that a faster clock's write superseded.
+        let ahead = strata_core::Entry {
+            value: bytes::Bytes::from_static(b"ahead"),
+            version: strata_core::Version::from_u64((fast.now_ms() + 1) << 16),
+            expires_at_ms: None,
+            stale_until_ms: None,
+            tags: Default::default(),
+        };
+        tier.set("ns", bytes::Bytes::from(key.clone()), ahead)
+            .await
+            .unwrap();
+        ca.set("ns", key.clone(), "a1").await.unwrap();
+        ca.set("ns", key.clone(), "a2").await.unwrap();
+        assert_eq!(
+            ca.get("ns", key.as_bytes()).await.unwrap().as_deref(),
+            Some(&b"a2"[..]),
+            "{key}: node a's latest acknowledged write"
+        );
+    }
+    stop(vec![a, b]).await;
+}

@@ -210,7 +210,7 @@ pub static COMMANDS: &[CommandSpec] = &[
     row!("PSUBSCRIBE",                -2, R, 0, 0,  0, "pubsub",       Psubscribe,              "Subscribes to channels matching patterns."),
     row!("PTTL",                      2,  R, 1, 1,  1, "generic",      Pttl,                    "Returns a key's time to live in milliseconds."),
     row!("PUBLISH",                   3,  R, 0, 0,  0, "pubsub",       Publish,                 "Posts a message to a channel, on every node of the cluster."),
-    row!("PUBSUB",                    -2, R, 0, 0,  0, "pubsub",       Pubsub,                  "Channels and subscriber counts (CHANNELS, NUMSUB, NUMPAT)."),
+    row!("PUBSUB",                    -2, R, 0, 0,  0, "pubsub",       Pubsub,                  "Channels and subscriber counts (CHANNELS, NUMSUB, NUMPAT, SHARDCHANNELS, SHARDNUMSUB)."),
     row!("PUNSUBSCRIBE",              -1, R, 0, 0,  0, "pubsub",       Punsubscribe,            "Unsubscribes from patterns (all without arguments)."),
     row!("QUIT",                      -1, R, 0, 0,  0, "connection",   Quit,                    "Closes the connection."),
     row!("RANDOMKEY",                 1,  R, 0, 0,  0, "generic",      Randomkey,               "Returns a random key."),

@@ -464,7 +464,7 @@ impl Shared {
             .collect()
     }
 
-    fn is_primary(&self, namespace: &str, key: &[u8]) -> bool {
+    pub(crate) fn is_primary(&self, namespace: &str, key: &[u8]) -> bool {
         self.view
             .read()
             .ring

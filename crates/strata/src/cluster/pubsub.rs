@@ -3,8 +3,9 @@
 //!
 //! The server installs a sink ([`crate::Node::set_publish_sink`]) that delivers to its own
 //! subscribers. `PUBLISH` delivers locally and puts the message on one queue per other live
-//! member; a task per member sends its queue in batches (`Publish` requests), one batch at a
-//! time and never twice, so a member receives a member's messages in order. On the
+//! member; a task per member sends its queue in batches (`Publish` requests, or
+//! `PublishSharded` when `SPUBLISH` messages are among them), one batch at a time and never
+//! twice, so a member receives a member's messages in order, of both kinds. On the
 //! receiving side, each peer connection hands its batches to a delivery task of its own, in
 //! order, and answers at once: delivering (matching every pattern) never holds up the
 //! replication and execution requests that share the connection. Delivery is at most once, as
@@ -105,47 +106,47 @@ impl Shared {
         mut rx: mpsc::UnboundedReceiver<Msg>,
         bytes: Arc<AtomicU64>,
     ) {
-        // A message of the other kind than the batch being built starts the next batch.
-        let mut held: Option<Msg> = None;
-        loop {
-            let first = match held.take() {
-                Some(m) => m,
-                None => match rx.recv().await {
-                    Some(m) => m,
-                    None => return,
-                },
-            };
-            let sharded = first.2;
+        while let Some(first) = rx.recv().await {
             let mut batch_bytes = size(&first);
             let mut batch = vec![first];
             while batch_bytes < BATCH_BYTES as u64 && batch.len() < rpc::MAX_PUBLISH_PER_REQUEST {
                 match rx.try_recv() {
-                    Ok(m) if m.2 == sharded => {
+                    Ok(m) => {
                         batch_bytes += size(&m);
                         batch.push(m);
-                    }
-                    Ok(m) => {
-                        held = Some(m);
-                        break;
                     }
                     Err(_) => break,
                 }
             }
             bytes.fetch_sub(batch_bytes, Ordering::AcqRel);
             let n = batch.len() as u64;
-            let messages = batch
-                .iter()
-                .map(|m| {
-                    (
-                        rpc::ByteBuf::from(m.0.clone()),
-                        rpc::ByteBuf::from(m.1.clone()),
-                    )
-                })
-                .collect();
-            let req = if sharded {
-                Request::PublishSharded { messages }
+            // Plain messages only: the request every build knows; with shard channels among
+            // them, each message says which it is.
+            let req = if batch.iter().any(|m| m.2) {
+                Request::PublishSharded {
+                    messages: batch
+                        .iter()
+                        .map(|m| {
+                            (
+                                rpc::ByteBuf::from(m.0.clone()),
+                                rpc::ByteBuf::from(m.1.clone()),
+                                m.2,
+                            )
+                        })
+                        .collect(),
+                }
             } else {
-                Request::Publish { messages }
+                Request::Publish {
+                    messages: batch
+                        .iter()
+                        .map(|m| {
+                            (
+                                rpc::ByteBuf::from(m.0.clone()),
+                                rpc::ByteBuf::from(m.1.clone()),
+                            )
+                        })
+                        .collect(),
+                }
             };
             // The member's address may have changed (a restart): use the current one.
             let addr = self
@@ -165,13 +166,9 @@ impl Shared {
         }
     }
 
-    /// Delivers messages another member forwarded to this node's subscribers (to the
-    /// shard-channel ones with `sharded`).
-    pub(crate) fn deliver_published(
-        &self,
-        messages: &[(rpc::ByteBuf, rpc::ByteBuf)],
-        sharded: bool,
-    ) -> u64 {
+    /// Delivers messages another member forwarded to this node's subscribers (a shard
+    /// channel's to the shard-channel ones).
+    pub(crate) fn deliver_published(&self, messages: &[Forwarded]) -> u64 {
         let Some(sink) = self.relay.sink.get() else {
             return 0;
         };
@@ -180,7 +177,7 @@ impl Shared {
             .fetch_add(messages.len() as u64, Ordering::Relaxed);
         messages
             .iter()
-            .map(|(c, p)| sink(c, p, sharded) as u64)
+            .map(|(c, p, sharded)| sink(c, p, *sharded) as u64)
             .sum()
     }
 }
@@ -188,33 +185,49 @@ impl Shared {
 /// One peer connection's delivery of forwarded messages: batches are delivered in the order
 /// they arrived, on a task of their own, so the connection's reader answers at once.
 pub(crate) struct Delivery {
-    tx: mpsc::Sender<(Vec<(rpc::ByteBuf, rpc::ByteBuf)>, bool)>,
+    tx: mpsc::Sender<Vec<Forwarded>>,
+}
+
+/// A message forwarded by another member: channel, payload, whether it is a shard channel's.
+pub(crate) type Forwarded = (rpc::ByteBuf, rpc::ByteBuf, bool);
+
+/// A request, with a `Publish` or `PublishSharded` one's messages taken out.
+pub(crate) enum Sorted {
+    /// The messages of a publish request, each with its kind.
+    Published(Vec<Forwarded>),
+    /// Any other request.
+    Other(Request),
+}
+
+/// Takes the messages out of a `Publish` or `PublishSharded` request.
+pub(crate) fn forwarded(req: Request) -> Sorted {
+    match req {
+        Request::Publish { messages } => {
+            Sorted::Published(messages.into_iter().map(|(c, p)| (c, p, false)).collect())
+        }
+        Request::PublishSharded { messages } => Sorted::Published(messages),
+        other => Sorted::Other(other),
+    }
 }
 
 impl Delivery {
     /// Starts the delivery task for one connection.
     pub(crate) fn start(shared: &Arc<Shared>) -> Self {
-        let (tx, mut rx) =
-            mpsc::channel::<(Vec<(rpc::ByteBuf, rpc::ByteBuf)>, bool)>(DELIVERY_BACKLOG);
+        let (tx, mut rx) = mpsc::channel::<Vec<Forwarded>>(DELIVERY_BACKLOG);
         let me = shared.clone();
         // Ends once the connection is gone (its sender dropped) and the queue is delivered.
         tokio::spawn(async move {
-            while let Some((batch, sharded)) = rx.recv().await {
-                me.deliver_published(&batch, sharded);
+            while let Some(batch) = rx.recv().await {
+                me.deliver_published(&batch);
             }
         });
         Delivery { tx }
     }
 
     /// Hands a batch over; false (and counted as dropped) when the backlog is full.
-    pub(crate) fn offer(
-        &self,
-        shared: &Shared,
-        messages: Vec<(rpc::ByteBuf, rpc::ByteBuf)>,
-        sharded: bool,
-    ) -> bool {
+    pub(crate) fn offer(&self, shared: &Shared, messages: Vec<Forwarded>) -> bool {
         let n = messages.len() as u64;
-        if self.tx.try_send((messages, sharded)).is_err() {
+        if self.tx.try_send(messages).is_err() {
             shared.relay.dropped.fetch_add(n, Ordering::Relaxed);
             return false;
         }

@@ -188,9 +188,8 @@ impl Shared {
             // Published messages go to this connection's delivery task, in the order they came
             // (a member's messages reach this one's subscribers in the order it sent them),
             // and are answered at once: delivering never holds up the requests behind them.
-            let sharded = matches!(req, Request::PublishSharded { .. });
-            let req = match req {
-                Request::Publish { messages } | Request::PublishSharded { messages } => {
+            let req = match pubsub::forwarded(req) {
+                pubsub::Sorted::Published(messages) => {
                     let resp = if messages.len() > rpc::MAX_PUBLISH_PER_REQUEST {
                         Response::Error(format!(
                             "at most {} messages per Publish",
@@ -199,13 +198,13 @@ impl Shared {
                     } else {
                         delivery
                             .get_or_insert_with(|| pubsub::Delivery::start(&self))
-                            .offer(&self, messages, sharded);
+                            .offer(&self, messages);
                         Response::Published(0)
                     };
                     let _ = tx.send(rpc::to_bytes(&Frame::Response(id, resp)));
                     continue;
                 }
-                other => other,
+                pubsub::Sorted::Other(other) => other,
             };
             let me = self.clone();
             let tx = tx.clone();
@@ -220,16 +219,15 @@ impl Shared {
         Ok(())
     }
 
-    /// Delivers forwarded pub/sub messages to this node's subscribers (shard-channel ones
-    /// with `sharded`).
-    fn serve_publish(&self, messages: &[(rpc::ByteBuf, rpc::ByteBuf)], sharded: bool) -> Response {
+    /// Delivers forwarded pub/sub messages to this node's subscribers.
+    fn serve_publish(&self, messages: &[pubsub::Forwarded]) -> Response {
         if messages.len() > rpc::MAX_PUBLISH_PER_REQUEST {
             return Response::Error(format!(
                 "at most {} messages per Publish",
                 rpc::MAX_PUBLISH_PER_REQUEST
             ));
         }
-        Response::Published(self.deliver_published(messages, sharded))
+        Response::Published(self.deliver_published(messages))
     }
 
     /// Answers one request from the authenticated peer `from`.
@@ -328,8 +326,12 @@ impl Shared {
             Request::Execute { namespace, key, op } => {
                 self.serve_execute(&namespace, &key, &op).await
             }
-            Request::Publish { messages } => self.serve_publish(&messages, false),
-            Request::PublishSharded { messages } => self.serve_publish(&messages, true),
+            r @ (Request::Publish { .. } | Request::PublishSharded { .. }) => {
+                match pubsub::forwarded(r) {
+                    pubsub::Sorted::Published(messages) => self.serve_publish(&messages),
+                    pubsub::Sorted::Other(_) => Response::Error("not a publish request".into()),
+                }
+            }
             Request::Replicate {
                 namespace,
                 key,

@@ -250,11 +250,17 @@ impl Tier for ClusterTier {
                 // write from this node is refused above, whether or not the primary's
                 // invalidation has come back yet (a contract-suite flake on a loaded CI
                 // machine, where it had not).
+                // The primary may have re-stamped it past a newer clock's write: this node's
+                // clock moves past that version first, so its next writes sort after it. (A
+                // primary here recorded it already, as it announced the write.)
                 if let strata_core::ops::Change::Written(e) = &ex.change {
-                    let now = s.now_ms();
-                    s.coherence
-                        .lock()
-                        .note_written(namespace, &key, e.version.as_u64(), now);
+                    s.observe(e.version);
+                    if !s.is_primary(namespace, &key) {
+                        let now = s.now_ms();
+                        s.coherence
+                            .lock()
+                            .note_written(namespace, &key, e.version.as_u64(), now);
+                    }
                 }
                 Ok(SetOutcome::Stored)
             }
