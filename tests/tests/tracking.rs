@@ -655,3 +655,69 @@ fn behind_redis_a_cached_client_sees_changes_made_through_another_node() {
         assert!(t < BOUND, "{change}: {t} s to reach the client's cache");
     }
 }
+
+/// A redirect whose target disconnected is broken, as in Redis: the tracking client (RESP3)
+/// gets a `tracking-redir-broken` push naming the target instead of the notice, and
+/// `CLIENT TRACKINGINFO` says `broken_redirect`. The same steps against redis-server give
+/// the same frames (the target's id, which differs, left out).
+#[test]
+fn a_redirect_to_a_closed_connection_is_broken_as_in_redis() {
+    fn run(port: u16) -> Vec<Frame> {
+        let mut a = Raw::connect(port);
+        a.cmd(&[b"HELLO", b"3"]);
+        let mut b = Raw::connect(port);
+        let id = match b.cmd(&[b"CLIENT", b"ID"]) {
+            Frame::Integer(n) => n.to_string(),
+            other => panic!("{other:?}"),
+        };
+        let mut out = vec![a.cmd(&[b"CLIENT", b"TRACKING", b"on", b"REDIRECT", id.as_bytes()])];
+        out.push(a.cmd(&[b"GET", b"k"]));
+        drop(b);
+        let mut w = Raw::connect(port);
+        let gone = wait_for(Duration::from_secs(5), || {
+            match w.cmd(&[b"CLIENT", b"LIST"]) {
+                Frame::Bulk(list) => !String::from_utf8_lossy(&list).contains(&format!("id={id} ")),
+                other => panic!("{other:?}"),
+            }
+        });
+        assert!(gone.is_some(), "the target's connection never went away");
+        out.push(w.cmd(&[b"SET", b"k", b"v"]));
+        out.push(a.cmd(&[b"PING"]));
+        out.push(a.frame());
+        out.push(a.cmd(&[b"CLIENT", b"TRACKINGINFO"]));
+        // The target's id, as a placeholder.
+        out.into_iter()
+            .map(|f| match f {
+                Frame::Push(mut p)
+                    if p.len() == 2 && p[1] == Frame::Integer(id.parse().unwrap()) =>
+                {
+                    p[1] = Frame::Simple("target".into());
+                    Frame::Push(p)
+                }
+                Frame::Map(m) => Frame::Map(
+                    m.into_iter()
+                        .map(|(k, v)| {
+                            if k == Frame::Bulk("redirect".into()) {
+                                (k, Frame::Simple("target".into()))
+                            } else {
+                                (k, v)
+                            }
+                        })
+                        .collect(),
+                ),
+                other => other,
+            })
+            .collect()
+    }
+    let redis = RedisServer::start();
+    let strata = Server::start("");
+    let want = run(redis.port);
+    let got = run(strata.port);
+    assert!(
+        want.iter().any(
+            |f| matches!(f, Frame::Push(p) if p[0] == Frame::Bulk("tracking-redir-broken".into()))
+        ),
+        "redis-server: {want:?}"
+    );
+    assert_eq!(got, want);
+}
