@@ -312,9 +312,14 @@ fn redis_py_client_cache_sees_changes_made_through_another_member() {
         CACHED_CLIENT,
         &[nodes[0].port.to_string(), nodes[2].port.to_string()],
     );
+    cached_client_kept_up(&out);
+}
+
+/// Checks `CACHED_CLIENT`'s report: its cache answered the 200 reads (node 1 saw none of
+/// them), and every change reached it within the bound.
+fn cached_client_kept_up(out: &str) {
     println!("{out}");
     let v: serde_json::Value = serde_json::from_str(out.trim()).unwrap();
-    // The client's cache answered the 200 reads: node 1 saw none of them.
     assert_eq!(v["served_by_node"], 0, "{v}");
     for change in [
         "set",
@@ -612,7 +617,8 @@ while True:
         break
     time.sleep(0.5)
 cached = sum(r.get_cache().size for r in readers)
-print(len(stale), cached, stale[:5], flush=True)
+live = sum(1 for v in want.values() if v is not None)
+print(len(stale), cached, live, stale[:5], flush=True)
 "#;
 
 #[test]
@@ -630,9 +636,14 @@ fn cached_clients_agree_with_the_cluster_after_concurrent_changes() {
     let mut parts = out.split_whitespace();
     let stale: usize = parts.next().unwrap().parse().unwrap();
     let cached: usize = parts.next().unwrap().parse().unwrap();
+    let live: usize = parts.next().unwrap().parse().unwrap();
     assert_eq!(stale, 0, "cached clients serving old values: {out}");
-    // The clients did cache: the check above compared caches, not the network.
-    assert!(cached > 100, "only {cached} entries cached: {out}");
+    // The clients did cache (redis-py keeps no missing key): each of the four holds every
+    // key that exists, so the check above compared caches, not the network.
+    assert!(
+        live > 0 && cached >= 4 * live,
+        "{cached} entries cached, {live} keys: {out}"
+    );
 }
 
 /// Behind the Redis bridge: two nodes share one redis-server as L2, and redis-py's cache on
@@ -652,20 +663,7 @@ fn behind_redis_a_cached_client_sees_changes_made_through_another_node() {
     });
     assert!(shared.is_some(), "the two nodes never shared Redis");
     let out = python(CACHED_CLIENT, &[a.port.to_string(), b.port.to_string()]);
-    println!("{out}");
-    let v: serde_json::Value = serde_json::from_str(out.trim()).unwrap();
-    assert_eq!(v["served_by_node"], 0, "{v}");
-    for change in [
-        "set",
-        "del",
-        "pattern",
-        "tag",
-        "flushdb",
-        "expire_after_ttl",
-    ] {
-        let t = v[change].as_f64().unwrap();
-        assert!(t < BOUND, "{change}: {t} s to reach the client's cache");
-    }
+    cached_client_kept_up(&out);
 }
 
 /// A redirect whose target disconnected is broken, as in Redis: the tracking client (RESP3)

@@ -193,6 +193,16 @@ struct Subs {
     patterns: HashMap<Bytes, (Glob, HashMap<u64, Outlet>)>,
 }
 
+/// Takes client `id` off `name` in `map`, and the name off the map once nobody is on it.
+fn leave(map: &mut HashMap<Bytes, HashMap<u64, Outlet>>, name: &[u8], id: u64) {
+    if let Some(clients) = map.get_mut(name) {
+        clients.remove(&id);
+        if clients.is_empty() {
+            map.remove(name);
+        }
+    }
+}
+
 /// The node's subscriptions, and every open queue by client id (where client-tracking
 /// pushes for a client are sent).
 #[derive(Default)]
@@ -244,66 +254,57 @@ impl PubSub {
 
     /// Subscribes `sub` to `channel` (no-op if it is).
     pub fn subscribe(&self, sub: &mut Subscription, channel: &[u8]) -> Result<(), String> {
-        if sub.channels.contains(channel) {
-            return Ok(());
-        }
-        Self::room(sub)?;
-        let channel = Bytes::copy_from_slice(channel);
-        sub.channels.insert(channel.clone());
-        self.subs
-            .write()
-            .channels
-            .entry(channel)
-            .or_default()
-            .insert(sub.id, sub.outlet.clone());
-        Ok(())
+        self.join(sub, channel, false)
     }
 
     /// Subscribes `sub` to shard channel `channel` (`SSUBSCRIBE`; no-op if it is).
     pub fn ssubscribe(&self, sub: &mut Subscription, channel: &[u8]) -> Result<(), String> {
-        if sub.shard_channels.contains(channel) {
-            return Ok(());
-        }
-        Self::room(sub)?;
-        let channel = Bytes::copy_from_slice(channel);
-        sub.shard_channels.insert(channel.clone());
-        self.subs
-            .write()
-            .shards
-            .entry(channel)
-            .or_default()
-            .insert(sub.id, sub.outlet.clone());
-        Ok(())
-    }
-
-    /// Unsubscribes `sub` from shard channel `channel`; returns whether it was subscribed.
-    pub fn sunsubscribe(&self, sub: &mut Subscription, channel: &[u8]) -> bool {
-        if !sub.shard_channels.remove(channel) {
-            return false;
-        }
-        let mut subs = self.subs.write();
-        if let Some(clients) = subs.shards.get_mut(channel) {
-            clients.remove(&sub.id);
-            if clients.is_empty() {
-                subs.shards.remove(channel);
-            }
-        }
-        true
+        self.join(sub, channel, true)
     }
 
     /// Unsubscribes `sub` from `channel`; returns whether it was subscribed.
     pub fn unsubscribe(&self, sub: &mut Subscription, channel: &[u8]) -> bool {
-        if !sub.channels.remove(channel) {
-            return false;
+        sub.channels.remove(channel) && {
+            leave(&mut self.subs.write().channels, channel, sub.id);
+            true
+        }
+    }
+
+    /// Unsubscribes `sub` from shard channel `channel`; returns whether it was subscribed.
+    pub fn sunsubscribe(&self, sub: &mut Subscription, channel: &[u8]) -> bool {
+        sub.shard_channels.remove(channel) && {
+            leave(&mut self.subs.write().shards, channel, sub.id);
+            true
+        }
+    }
+
+    /// Subscribes `sub` to a channel, or a shard channel with `shard`.
+    fn join(&self, sub: &mut Subscription, channel: &[u8], shard: bool) -> Result<(), String> {
+        let held = if shard {
+            &sub.shard_channels
+        } else {
+            &sub.channels
+        };
+        if held.contains(channel) {
+            return Ok(());
+        }
+        Self::room(sub)?;
+        let channel = Bytes::copy_from_slice(channel);
+        if shard {
+            sub.shard_channels.insert(channel.clone());
+        } else {
+            sub.channels.insert(channel.clone());
         }
         let mut subs = self.subs.write();
-        if let Some(clients) = subs.channels.get_mut(channel) {
-            clients.remove(&sub.id);
-            if clients.is_empty() {
-                subs.channels.remove(channel);
-            }
-        }
-        true
+        let map = if shard {
+            &mut subs.shards
+        } else {
+            &mut subs.channels
+        };
+        map.entry(channel)
+            .or_default()
+            .insert(sub.id, sub.outlet.clone());
+        Ok(())
     }
 
     /// Subscribes `sub` to `pattern` (a Redis glob).
@@ -347,29 +348,23 @@ impl PubSub {
     /// Drops every subscription of `sub` (its connection ends, or `RESET`), in batches so
     /// that the lock is let go between them.
     pub fn close(&self, sub: &mut Subscription) {
-        let channels: Vec<Bytes> = std::mem::take(&mut sub.channels).into_iter().collect();
-        for batch in channels.chunks(256) {
-            let mut subs = self.subs.write();
-            for c in batch {
-                if let Some(clients) = subs.channels.get_mut(c) {
-                    clients.remove(&sub.id);
-                    if clients.is_empty() {
-                        subs.channels.remove(c);
-                    }
-                }
-            }
-        }
-        let shards: Vec<Bytes> = std::mem::take(&mut sub.shard_channels)
+        for shard in [false, true] {
+            let names: Vec<Bytes> = std::mem::take(if shard {
+                &mut sub.shard_channels
+            } else {
+                &mut sub.channels
+            })
             .into_iter()
             .collect();
-        for batch in shards.chunks(256) {
-            let mut subs = self.subs.write();
-            for c in batch {
-                if let Some(clients) = subs.shards.get_mut(c) {
-                    clients.remove(&sub.id);
-                    if clients.is_empty() {
-                        subs.shards.remove(c);
-                    }
+            for batch in names.chunks(256) {
+                let mut subs = self.subs.write();
+                let map = if shard {
+                    &mut subs.shards
+                } else {
+                    &mut subs.channels
+                };
+                for c in batch {
+                    leave(map, c, sub.id);
                 }
             }
         }
