@@ -238,7 +238,7 @@ fn values_are_checked_for_size_before_they_are_built() {
     assert!(e.contains("above the limit of"), "{e}");
     assert_eq!(c2.cmd(&[b"GET", b"huge"]), Frame::Null);
     let grown = s.rss().saturating_sub(before);
-    assert!(grown < 64 * MIB, "RSS grew by {} MiB", grown / MIB);
+    assert!(grown < 16 * MIB, "RSS grew by {} MiB", grown / MIB);
 }
 
 #[test]
@@ -333,7 +333,9 @@ fn emptied_namespaces_give_their_slots_back() {
 
 /// What a command reads or builds is not kept once it is done: a client name is a copy (a
 /// slice would pin the whole read buffer), errors do not echo megabytes, and a large reply's
-/// buffer is let go once written.
+/// buffer is let go once written — and given back to the system: 20 clients that each sent
+/// 8 MiB and read 30 MiB leave the node within 16 MiB of where it was (glibc's malloc, left to
+/// itself, kept 50–64 MiB of their freed buffers in its arenas; see `entry.rs`).
 #[test]
 fn nothing_a_client_sent_or_got_is_kept_past_its_command() {
     let s = Server::start_l1_only("[server]\nclient_output_buffer_limit_bytes = 33554432\n");
