@@ -1360,27 +1360,7 @@ impl Cache {
         self.invalidate_layers(namespace, false, Changed::Key(key), |t| async move {
             match below {
                 None => t.remove(namespace, key).await.map(u64::from),
-                Some(v) => {
-                    // The copy held, fresh or inside its stale grace (`get_or_load` may serve
-                    // that one). A layer that cannot say what it holds drops the key outright:
-                    // a failed read must not leave an older copy behind (L3 tombstones a
-                    // removal it cannot apply).
-                    let held = match t.get(namespace, key).await {
-                        Ok(Some(e)) => Some(e),
-                        Ok(None) => match t.get_stale(namespace, key).await {
-                            Ok(e) => e,
-                            Err(_) => return t.remove(namespace, key).await.map(u64::from),
-                        },
-                        Err(_) => return t.remove(namespace, key).await.map(u64::from),
-                    };
-                    match held {
-                        Some(e) if e.version < v => t
-                            .remove_version(namespace, key, e.version)
-                            .await
-                            .map(u64::from),
-                        _ => Ok(0),
-                    }
-                }
+                Some(v) => t.remove_older(namespace, key, v).await,
             }
         })
         .await

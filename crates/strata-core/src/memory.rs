@@ -612,6 +612,13 @@ impl MemoryTier {
         self.check(ns, key, slot).map(Slot::into_entry)
     }
 
+    /// The entry a reader could still be served: fresh, or expired but inside its stale
+    /// grace. What a versioned removal or an invalidation must take.
+    pub fn get_retained_entry(&self, namespace: &str, key: &[u8]) -> Option<Entry> {
+        self.get_entry(namespace, key)
+            .or_else(|| self.get_stale_entry(namespace, key))
+    }
+
     /// An entry that is expired but inside its stale grace.
     pub fn get_stale_entry(&self, namespace: &str, key: &[u8]) -> Option<Entry> {
         let ns = self.view(namespace)?;

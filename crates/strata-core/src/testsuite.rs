@@ -38,6 +38,7 @@ where
     check!(namespaces_are_isolated);
     check!(remove_removes_one_key);
     check!(remove_version_is_conditional);
+    check!(remove_older_keeps_copies_at_least_as_new);
     check!(pattern_invalidation_removes_matches_only);
     check!(tag_invalidation_removes_tagged_only);
     check!(flush_namespace_empties_one_namespace);
@@ -98,6 +99,14 @@ impl Tier for Arc<dyn Tier> {
         v: Version,
     ) -> Result<bool, crate::TierError> {
         (**self).remove_version(ns, key, v).await
+    }
+    async fn remove_older(
+        &self,
+        ns: &str,
+        key: &[u8],
+        v: Version,
+    ) -> Result<u64, crate::TierError> {
+        (**self).remove_older(ns, key, v).await
     }
     async fn invalidate_pattern(&self, ns: &str, p: &Glob) -> Result<u64, crate::TierError> {
         (**self).invalidate_pattern(ns, p).await
@@ -262,6 +271,41 @@ async fn remove_version_is_conditional(t: &impl Tier, _: &ManualClock) {
     assert!(get(t, "ns", "k").await.is_some(), "wrong version removed");
     assert!(t.remove_version("ns", b"k", v(5)).await.expect("failed"));
     assert_eq!(get(t, "ns", "k").await, None);
+}
+
+async fn older(t: &impl Tier, k: &str, n: u16) -> u64 {
+    t.remove_older("ns", k.as_bytes(), v(n))
+        .await
+        .expect("remove_older failed")
+}
+
+async fn remove_older_keeps_copies_at_least_as_new(t: &impl Tier, clock: &ManualClock) {
+    assert_eq!(older(t, "absent", 9).await, 0, "nothing held");
+    put(t, "ns", "k", entry(b"v", 5)).await;
+    assert_eq!(older(t, "k", 5).await, 0, "the same version is kept");
+    assert_eq!(older(t, "k", 4).await, 0, "a newer copy is kept");
+    assert!(
+        get(t, "ns", "k").await.is_some(),
+        "a copy as new was removed"
+    );
+    assert_eq!(older(t, "k", 6).await, 1, "an older copy goes");
+    assert_eq!(
+        get(t, "ns", "k").await,
+        None,
+        "an older copy is still served"
+    );
+    // A copy inside its stale grace may still be served by `get_or_load`: it goes too.
+    let mut e = entry(b"v", 5);
+    e.expires_at_ms = Some(clock.now_ms() + 1_000);
+    e.stale_until_ms = Some(clock.now_ms() + 60_000);
+    put(t, "ns", "s", e).await;
+    clock.advance(Duration::from_millis(2_000));
+    older(t, "s", 6).await;
+    assert_eq!(
+        t.get_stale("ns", b"s").await.expect("get_stale failed"),
+        None,
+        "an older stale copy survived"
+    );
 }
 
 async fn pattern_invalidation_removes_matches_only(t: &impl Tier, _: &ManualClock) {

@@ -149,6 +149,36 @@ pub trait Tier: Send + Sync + std::fmt::Debug + 'static {
         version: crate::version::Version,
     ) -> Result<bool, TierError>;
 
+    /// Removes the copy of `key` held here if it is older than `below` (fresh, or inside its
+    /// stale grace: `get_or_load` may serve that one); returns how many it removed (0 or 1).
+    /// A tier that cannot say what it holds removes the key outright: a failed read must not
+    /// leave an older copy behind. [`crate::Cache::drop_local`] calls this for each layer.
+    ///
+    /// The default reads with `get` and `get_stale` and removes with `remove_version`; a
+    /// tier whose calls each cost a thread hop (L3) does it in one.
+    async fn remove_older(
+        &self,
+        namespace: &str,
+        key: &[u8],
+        below: crate::version::Version,
+    ) -> Result<u64, TierError> {
+        let held = match self.get(namespace, key).await {
+            Ok(Some(e)) => Some(e),
+            Ok(None) => match self.get_stale(namespace, key).await {
+                Ok(e) => e,
+                Err(_) => return self.remove(namespace, key).await.map(u64::from),
+            },
+            Err(_) => return self.remove(namespace, key).await.map(u64::from),
+        };
+        match held {
+            Some(e) if e.version < below => self
+                .remove_version(namespace, key, e.version)
+                .await
+                .map(u64::from),
+            _ => Ok(0),
+        }
+    }
+
     /// Removes every key of `namespace` that matches `pattern`; returns how many.
     async fn invalidate_pattern(&self, namespace: &str, pattern: &Glob) -> Result<u64, TierError>;
 

@@ -172,6 +172,31 @@ fn unavailable(e: impl std::fmt::Display) -> TierError {
     TierError::Unavailable(e.to_string())
 }
 
+/// Which record a removal takes ([`DiskTier::remove_blocking`]).
+#[derive(Debug, Clone, Copy)]
+enum Removal {
+    /// Whatever is stored.
+    Any,
+    /// Only the record of this version.
+    Exactly(Version),
+    /// Only a record older than this version (or one that does not decode).
+    OlderThan(Version),
+}
+
+/// What the stored bytes of one key say ([`DiskTier::classify`]).
+enum Stored {
+    /// No record.
+    Absent,
+    /// A record written before the eviction watermark: treated as absent.
+    Evicted,
+    /// A record that does not decode (the reason).
+    Corrupt(String),
+    /// A record whose expiry is past its namespace's (possibly lowered) `max_ttl`.
+    PastPolicy,
+    /// A record to serve, subject to its expiry.
+    Entry(Entry),
+}
+
 fn failed(e: impl std::fmt::Display) -> TierError {
     TierError::Failed(e.to_string())
 }
@@ -579,6 +604,31 @@ impl DiskTier {
         &self.key_locks[self.stripe(key)]
     }
 
+    /// What the stored bytes of one key say, before anything is done about them.
+    fn classify(&self, namespace: &str, bytes: Option<&[u8]>) -> Stored {
+        let Some(bytes) = bytes else {
+            return Stored::Absent;
+        };
+        let entry = match record::decode(bytes) {
+            Ok(e) => e,
+            Err(err) => return Stored::Corrupt(err.to_string()),
+        };
+        if entry.version.physical_ms() < self.watermark.load(Ordering::Acquire) {
+            return Stored::Evicted;
+        }
+        if let (Some(max), Some(at)) = (self.policy(namespace).max_ttl, entry.expires_at_ms) {
+            // G5 across restarts: a namespace's max_ttl may have been lowered since the write.
+            let limit = self
+                .clock
+                .now_ms()
+                .saturating_add(strata_core::time::duration_ms(max));
+            if at > limit || entry.stale_until_ms.is_some_and(|s| s > limit) {
+                return Stored::PastPolicy;
+            }
+        }
+        Stored::Entry(entry)
+    }
+
     /// Reads and checks one record. Corrupt records, records past a (possibly lowered)
     /// `max_ttl` and evicted records are deleted or ignored here; expiry is left to callers.
     fn read_record(
@@ -587,12 +637,11 @@ impl DiskTier {
         namespace: &str,
         dkey: &[u8],
     ) -> Result<Option<Entry>, TierError> {
-        let Some(bytes) = db.get_pinned(dkey).map_err(failed)? else {
-            return Ok(None);
-        };
-        let entry = match record::decode(&bytes) {
-            Ok(e) => e,
-            Err(err) => {
+        let bytes = db.get_pinned(dkey).map_err(failed)?;
+        match self.classify(namespace, bytes.as_deref()) {
+            Stored::Absent | Stored::Evicted => Ok(None),
+            Stored::Entry(e) => Ok(Some(e)),
+            Stored::Corrupt(err) => {
                 self.counters.corrupt_records.incr();
                 tracing::warn!(namespace, error = %err, "corrupt L3 record deleted");
                 drop(bytes);
@@ -600,24 +649,59 @@ impl DiskTier {
                 // Not under the key's lock (a read): another reader may delete it too, so
                 // the count is taken again rather than adjusted.
                 self.key_counts.invalidate();
-                return Ok(None);
+                Ok(None)
             }
-        };
-        if entry.version.physical_ms() < self.watermark.load(Ordering::Acquire) {
-            return Ok(None);
-        }
-        let now = self.clock.now_ms();
-        if let (Some(max), Some(at)) = (self.policy(namespace).max_ttl, entry.expires_at_ms) {
-            // G5 across restarts: a namespace's max_ttl may have been lowered since the write.
-            let limit = now.saturating_add(strata_core::time::duration_ms(max));
-            if at > limit || entry.stale_until_ms.is_some_and(|s| s > limit) {
+            Stored::PastPolicy => {
                 self.counters.policy_drops.incr();
+                drop(bytes);
                 db.delete_opt(dkey, &self.write_opts()).map_err(failed)?;
                 self.key_counts.invalidate();
-                return Ok(None);
+                Ok(None)
             }
         }
-        Ok(Some(entry))
+    }
+
+    /// [`DiskTier::get_blocking`] answered on the calling thread from memory alone
+    /// (memtables and the block cache, RocksDB's `ReadTier::BlockCache`), or `None` when the
+    /// answer needs a read from disk or a record to be deleted: the caller then takes the
+    /// blocking path. A hot key costs no hop to the blocking pool (two context switches,
+    /// the largest share of a cluster write's CPU before this; docs/benchmarks.md).
+    fn get_cached(
+        &self,
+        namespace: &str,
+        key: &[u8],
+        stale: bool,
+    ) -> Option<Result<Option<Entry>, TierError>> {
+        let db = self.db.read().clone()?;
+        let dkey = disk_key(namespace, key);
+        match self.faults.gate(&dkey) {
+            ReadGate::Open => {}
+            ReadGate::Tombstoned => return Some(Ok(None)),
+            ReadGate::Untrusted(_) => return None,
+        }
+        let mut opts = rocksdb::ReadOptions::default();
+        opts.set_read_tier(rocksdb::ReadTier::BlockCache);
+        let bytes = match db.get_pinned_opt(&dkey, &opts) {
+            Ok(b) => b,
+            Err(_) => return None,
+        };
+        let entry = match self.classify(namespace, bytes.as_deref()) {
+            Stored::Absent | Stored::Evicted => return Some(Ok(None)),
+            Stored::Entry(e) => e,
+            Stored::Corrupt(_) | Stored::PastPolicy => return None,
+        };
+        Some(Ok(self.visible(entry, stale)))
+    }
+
+    /// `entry` if a read asking for fresh (or, with `stale`, for expired but retained)
+    /// entries may see it.
+    fn visible(&self, entry: Entry, stale: bool) -> Option<Entry> {
+        let now = self.clock.now_ms();
+        if stale {
+            (!entry.is_fresh(now) && entry.is_retained(now)).then_some(entry)
+        } else {
+            entry.is_fresh(now).then_some(entry)
+        }
     }
 
     /// The fresh entry for `key`, read on the calling thread (blocking). For callers already
@@ -650,15 +734,9 @@ impl DiskTier {
             ReadGate::Tombstoned => return Ok(None),
             ReadGate::Untrusted(why) => return Err(unavailable(format!("L3 untrusted: {why}"))),
         }
-        let Some(entry) = self.read_record(&db, namespace, &dkey)? else {
-            return Ok(None);
-        };
-        let now = self.clock.now_ms();
-        Ok(if stale {
-            (!entry.is_fresh(now) && entry.is_retained(now)).then_some(entry)
-        } else {
-            entry.is_fresh(now).then_some(entry)
-        })
+        Ok(self
+            .read_record(&db, namespace, &dkey)?
+            .and_then(|e| self.visible(e, stale)))
     }
 
     /// Writes a group of sets in one RocksDB batch (one WAL append): each is checked against
@@ -776,34 +854,54 @@ impl DiskTier {
         &self,
         namespace: &str,
         key: &[u8],
-        only: Option<Version>,
-    ) -> Result<bool, TierError> {
+        which: Removal,
+    ) -> Result<u64, TierError> {
         let dkey = disk_key(namespace, key);
         let _guard = self.key_lock(&dkey).lock();
-        let result = self.remove_locked(&dkey, only);
+        let result = self.remove_locked(&dkey, which);
         if let Err(e) = &result {
             self.record_fault(&dkey, e);
         }
         result
     }
 
-    fn remove_locked(&self, dkey: &[u8], only: Option<Version>) -> Result<bool, TierError> {
+    /// Removes `dkey`'s record if `which` selects it; returns 1 if it removed a record
+    /// still fresh or inside its stale grace, else 0.
+    fn remove_locked(&self, dkey: &[u8], which: Removal) -> Result<u64, TierError> {
         let db = self.db()?;
         let present = match db.get_pinned(dkey).map_err(failed)? {
-            None => return Ok(false),
+            None => return Ok(0),
             Some(bytes) => record::decode_header(&bytes).ok(),
         };
-        if let Some(v) = only
-            && present.is_none_or(|h| h.version != v)
-        {
-            return Ok(false);
+        let selected = match which {
+            Removal::Any => true,
+            Removal::Exactly(v) => present.is_some_and(|h| h.version == v),
+            // A record that does not decode is removed too.
+            Removal::OlderThan(v) => present.is_none_or(|h| h.version < v),
+        };
+        if !selected {
+            return Ok(0);
         }
         let change = self.key_counts.change();
         db.delete_opt(dkey, &self.write_opts()).map_err(failed)?;
         self.key_counts.add(dkey, -1);
         drop(change);
         let now = self.clock.now_ms();
-        Ok(present.is_some_and(|h| h.is_retained(now)))
+        Ok(u64::from(present.is_some_and(|h| h.is_retained(now))))
+    }
+
+    /// The version of the record stored for `key`, read on the calling thread from memory
+    /// alone as [`DiskTier::get_cached`] reads: `Some(None)` when there is none, `None` when
+    /// that cannot be told without a read from disk (or the record does not decode).
+    fn version_cached(&self, namespace: &str, key: &[u8]) -> Option<Option<Version>> {
+        let db = self.db.read().clone()?;
+        let mut opts = rocksdb::ReadOptions::default();
+        opts.set_read_tier(rocksdb::ReadTier::BlockCache);
+        match db.get_pinned_opt(disk_key(namespace, key), &opts) {
+            Ok(None) => Some(None),
+            Ok(Some(bytes)) => record::decode_header(&bytes).ok().map(|h| Some(h.version)),
+            Err(_) => None,
+        }
     }
 
     /// Records that the change of `dkey` failed with `e`: a tombstone, and the marker file
@@ -1536,6 +1634,48 @@ impl DiskTier {
 #[derive(Debug, Clone)]
 pub struct SharedDiskTier(pub Arc<DiskTier>);
 
+impl SharedDiskTier {
+    /// A read that costs no hop to the blocking pool when the key is certainly absent
+    /// (`may_contain`) or its record is in memory (`get_cached`).
+    async fn read(
+        &self,
+        namespace: &str,
+        key: &[u8],
+        stale: bool,
+    ) -> Result<Option<Entry>, TierError> {
+        if !self.0.may_contain(namespace, key) {
+            return Ok(None);
+        }
+        if let Some(answer) = self.0.get_cached(namespace, key, stale) {
+            return answer;
+        }
+        let (ns, key) = (namespace.to_owned(), key.to_vec());
+        self.0
+            .blocking(move |t| t.get_blocking(&ns, &key, stale))
+            .await
+    }
+
+    /// A removal that costs no hop when memory shows there is nothing to remove.
+    async fn take(&self, namespace: &str, key: &[u8], which: Removal) -> Result<u64, TierError> {
+        if !self.0.may_contain(namespace, key) {
+            return Ok(0);
+        }
+        let nothing = match (which, self.0.version_cached(namespace, key)) {
+            (_, Some(None)) => true,
+            (Removal::Exactly(v), Some(Some(held))) => held != v,
+            (Removal::OlderThan(v), Some(Some(held))) => held >= v,
+            _ => false,
+        };
+        if nothing {
+            return Ok(0);
+        }
+        let (ns, key) = (namespace.to_owned(), key.to_vec());
+        self.0
+            .blocking(move |t| t.remove_blocking(&ns, &key, which))
+            .await
+    }
+}
+
 #[async_trait]
 impl Tier for SharedDiskTier {
     fn layer(&self) -> Layer {
@@ -1543,20 +1683,11 @@ impl Tier for SharedDiskTier {
     }
 
     async fn get(&self, namespace: &str, key: &[u8]) -> Result<Option<Entry>, TierError> {
-        if !self.0.may_contain(namespace, key) {
-            return Ok(None);
-        }
-        let (ns, key) = (namespace.to_owned(), key.to_vec());
-        self.0
-            .blocking(move |t| t.get_blocking(&ns, &key, false))
-            .await
+        self.read(namespace, key, false).await
     }
 
     async fn get_stale(&self, namespace: &str, key: &[u8]) -> Result<Option<Entry>, TierError> {
-        let (ns, key) = (namespace.to_owned(), key.to_vec());
-        self.0
-            .blocking(move |t| t.get_blocking(&ns, &key, true))
-            .await
+        self.read(namespace, key, true).await
     }
 
     async fn set(
@@ -1569,10 +1700,7 @@ impl Tier for SharedDiskTier {
     }
 
     async fn remove(&self, namespace: &str, key: &[u8]) -> Result<bool, TierError> {
-        let (ns, key) = (namespace.to_owned(), key.to_vec());
-        self.0
-            .blocking(move |t| t.remove_blocking(&ns, &key, None))
-            .await
+        self.take(namespace, key, Removal::Any).await.map(|n| n > 0)
     }
 
     async fn remove_version(
@@ -1581,10 +1709,21 @@ impl Tier for SharedDiskTier {
         key: &[u8],
         version: Version,
     ) -> Result<bool, TierError> {
-        let (ns, key) = (namespace.to_owned(), key.to_vec());
-        self.0
-            .blocking(move |t| t.remove_blocking(&ns, &key, Some(version)))
+        self.take(namespace, key, Removal::Exactly(version))
             .await
+            .map(|n| n > 0)
+    }
+
+    /// One read and, only when the copy is older, one removal under the key's lock: on a
+    /// worker thread when memory can tell (nothing on disk, or a copy at least as new),
+    /// else one hop to the blocking pool, not the default's three.
+    async fn remove_older(
+        &self,
+        namespace: &str,
+        key: &[u8],
+        below: Version,
+    ) -> Result<u64, TierError> {
+        self.take(namespace, key, Removal::OlderThan(below)).await
     }
 
     async fn invalidate_pattern(&self, namespace: &str, pattern: &Glob) -> Result<u64, TierError> {

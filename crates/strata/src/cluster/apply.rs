@@ -16,7 +16,7 @@ impl Shared {
         match &inv.op {
             InvalidationOp::Key { namespace, key } => {
                 let mut n = 0;
-                if let Some(e) = self.owner.get_entry(namespace, key)
+                if let Some(e) = self.owner.get_retained_entry(namespace, key)
                     && e.version < version
                     && Tier::remove_version(&self.owner, namespace, key, e.version)
                         .await
@@ -74,7 +74,7 @@ impl Shared {
             );
             let done = keys.len() < SCAN_BATCH;
             for k in &keys {
-                if let Some(e) = self.owner.get_entry(namespace, k)
+                if let Some(e) = self.owner.get_retained_entry(namespace, k)
                     && pred(k, &e)
                     && self.owner.remove_sync(namespace, k)
                     && self.is_primary(namespace, k)

@@ -72,7 +72,7 @@ impl Shared {
     /// for the round rather than for the gossip).
     pub(crate) fn originate(&self, version: Version, op: InvalidationOp) -> Invalidation {
         if let InvalidationOp::Key { namespace, key } = &op
-            && let Some(e) = self.owner.get_entry(namespace, key)
+            && let Some(e) = self.owner.get_retained_entry(namespace, key)
             && e.version < version
         {
             // This node's own store may hold an older value of a key it no longer owns

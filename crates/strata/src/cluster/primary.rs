@@ -451,7 +451,7 @@ impl Shared {
                 e.version
             }
             Change::Removed(v) => {
-                if let Some(e) = self.owner.get_entry(namespace, key)
+                if let Some(e) = self.owner.get_retained_entry(namespace, key)
                     && e.version <= *v
                 {
                     let _ = Tier::remove_version(&self.owner, namespace, key, e.version).await;
@@ -649,7 +649,7 @@ impl Shared {
             None => {
                 let v = Version::from_u64(version);
                 self.observe(v);
-                if let Some(e) = self.owner.get_entry(namespace, key)
+                if let Some(e) = self.owner.get_retained_entry(namespace, key)
                     && e.version <= v
                 {
                     self.owner.remove_sync(namespace, key);

@@ -280,7 +280,7 @@ impl Shared {
             } => {
                 let version = Version::from_u64(version);
                 self.observe(version);
-                let removed = match self.owner.get_entry(&namespace, &key) {
+                let removed = match self.owner.get_retained_entry(&namespace, &key) {
                     Some(e) if e.version <= version => {
                         Tier::remove_version(&self.owner, &namespace, &key, e.version)
                             .await

@@ -131,7 +131,7 @@ impl ClusterTier {
             .into_iter()
             .map(|(name, addr)| async move {
                 if name == s.name {
-                    return match s.owner.get_entry(ns, key) {
+                    return match s.owner.get_retained_entry(ns, key) {
                         Some(e) if e.version <= version => {
                             Tier::remove_version(&s.owner, ns, key, e.version)
                                 .await
