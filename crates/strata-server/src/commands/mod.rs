@@ -181,55 +181,104 @@ fn cache_err(e: &CacheError) -> ReplyError {
 /// A command's result: its reply is written to the session; an error is its error reply.
 type Res<T> = Result<T, ReplyError>;
 
-/// Most plain `SET`s of a pipeline run as one group ([`execute_sets`]).
+/// Most writes of a pipeline run as one group ([`execute_sets`]).
 pub const MAX_SET_GROUP: usize = 64;
 
-/// Whether `args` is a plain `SET key value` that may join a group of a pipeline's writes
-/// ([`execute_sets`]): the client is logged in with every permission and not in `MULTI`,
-/// so no check of [`execute`] could refuse it.
+/// Whether `id` is a single-key write that runs at the key's authority and nowhere else
+/// ([`exec`]): the counters, `SETNX`, `GETSET`/`GETDEL`, `APPEND`, `SETRANGE`, the bit
+/// writes and the expiry changes.
+fn single_key_write(id: Cmd) -> bool {
+    matches!(
+        id,
+        Cmd::Setnx
+            | Cmd::Setbit
+            | Cmd::Bitfield
+            | Cmd::Getdel
+            | Cmd::Getset
+            | Cmd::Append
+            | Cmd::Setrange
+            | Cmd::Incr
+            | Cmd::Decr
+            | Cmd::Incrby
+            | Cmd::Decrby
+            | Cmd::Incrbyfloat
+            | Cmd::Expire
+            | Cmd::Pexpire
+            | Cmd::Expireat
+            | Cmd::Pexpireat
+            | Cmd::Persist
+    )
+}
+
+/// Whether `args` may join a group of a pipeline's writes ([`execute_sets`]): a `SET` (with
+/// or without options) or a [`single_key_write`] with the right number of arguments, from a
+/// client logged in with every permission, not in `MULTI` and not subscribed, so that no
+/// check of [`execute`] could refuse it. (A write is not a read a tracking client records.)
 pub fn groupable(s: &Session<'_>, args: &[Bytes]) -> bool {
-    args.len() == 3
-        && eq_ic(&args[0], "SET")
+    let Some((_, spec)) = args.first().and_then(|name| lookup(name)) else {
+        return false;
+    };
+    let n = args.len() as i32;
+    (spec.id == Cmd::Set || single_key_write(spec.id))
+        && ((spec.arity > 0 && n == spec.arity) || (spec.arity < 0 && n >= -spec.arity))
         && !s.tx.in_multi()
         && !pubsub::in_subscribed_mode(s)
         && s.user.as_ref().is_some_and(|u| u.unrestricted())
 }
 
-/// Runs a pipeline's consecutive plain `SET`s (each [`groupable`], on distinct keys) at once
-/// and appends their replies in order: each is written as [`execute`] would, but the group
-/// waits once for its writes (an L3 group commit, a cluster primary's answers) instead of
-/// once per command. A reply still goes out only after its write is on every local layer.
+/// Runs a pipeline's consecutive writes (each [`groupable`], on distinct keys) at once and
+/// appends their replies in order: each is executed as [`execute`] would (a blind `SET`
+/// under its key's shared lock, any other write under its exclusive lock at the key's
+/// authority), but the group waits once for its writes (an L3 group commit, a cluster
+/// primary's answers) instead of once per command. A reply still goes out only after its
+/// write is on every local layer, or acknowledged by the cluster's owners.
 pub async fn execute_sets(shared: &Shared, s: &mut Session<'_>, group: &[Vec<Bytes>]) {
-    let Some((idx, _)) = lookup(b"SET") else {
-        return;
-    };
     let since_start = s.info.connected.elapsed().as_millis() as u64;
     s.info.last_cmd_ms.store(since_start, Ordering::Relaxed);
-    s.info.last_cmd.store(idx, Ordering::Relaxed);
-    // Each SET is a command that `CLIENT CACHING` would have applied to.
+    // Each write is a command that `CLIENT CACHING` would have applied to.
     s.tracking.caching = false;
     let started = std::time::Instant::now();
     let results = {
         let ns = &s.ns;
         futures_util::future::join_all(group.iter().map(|a| async move {
+            let (idx, spec) = lookup(&a[0])?;
             shared.metrics.calls[idx].incr();
-            // As `set_command`: a blind SET shares its key's lock.
-            let _r = shared.key_lock(ns, &a[1]).read().await;
-            store(shared, ns, &a[1], a[2].clone(), Ttl::Default, None).await
+            Some((idx, grouped_write(shared, ns, spec.id, a).await))
         }))
         .await
     };
     let took = started.elapsed();
     for (result, args) in results.into_iter().zip(group) {
-        match result {
-            Ok(()) => s.reply.ok(),
-            Err(e) => {
-                shared.metrics.errors[idx].incr();
-                s.reply.error(&e.to_string());
-            }
+        let Some((idx, result)) = result else {
+            continue;
+        };
+        s.info.last_cmd.store(idx, Ordering::Relaxed);
+        if let Err(e) = result.and_then(|reply| write_reply(s, reply)) {
+            shared.metrics.errors[idx].incr();
+            s.reply.error(&e.to_string());
         }
         record_timing(shared, s, args, took);
     }
+}
+
+/// One write of a group: a blind `SET` stores (as `set_command` does), anything else runs
+/// at the key's authority (as [`exec`] does); the reply is returned, not written.
+async fn grouped_write(sh: &Shared, ns: &str, id: Cmd, a: &[Bytes]) -> Res<ops::Reply> {
+    let key = &a[1];
+    let (value, ttl) = if id == Cmd::Set && a.len() == 3 {
+        (a[2].clone(), Ttl::Default)
+    } else {
+        let op = single_op(sh, id, a)?;
+        match op {
+            KeyOp::Set { ttl, .. } if id == Cmd::Set && keyops::is_blind_set(&op) => {
+                (a[2].clone(), ttl)
+            }
+            op => return exec_reply(sh, ns, key, &op).await,
+        }
+    };
+    let _r = sh.key_lock(ns, key).read().await;
+    store(sh, ns, key, value, ttl, None).await?;
+    Ok(ops::Reply::Ok)
 }
 
 /// A command's time, for `LATENCY` and (when it is slow enough) `SLOWLOG`, under the
@@ -491,6 +540,7 @@ async fn run(sh: &Shared, s: &mut Session<'_>, id: Cmd, a: &[Bytes]) -> Res<()> 
             };
             s.reply.integer(others);
         }
+        // The list of `single_key_write` (kept exhaustive here: a new command must choose).
         Cmd::Setnx
         | Cmd::Setbit
         | Cmd::Bitfield
@@ -508,6 +558,7 @@ async fn run(sh: &Shared, s: &mut Session<'_>, id: Cmd, a: &[Bytes]) -> Res<()> 
         | Cmd::Expireat
         | Cmd::Pexpireat
         | Cmd::Persist => {
+            debug_assert!(single_key_write(id));
             let op = single_op(sh, id, a)?;
             exec(sh, s, &a[1], &op).await?;
         }
@@ -801,14 +852,17 @@ fn single_op(sh: &Shared, id: Cmd, a: &[Bytes]) -> Res<KeyOp> {
 /// layers, a cluster's primary, or Redis behind the bridge), holding the key's lock so that
 /// no other writer on this node interleaves, and writes its reply.
 async fn exec(sh: &Shared, s: &mut Session<'_>, key: &Bytes, op: &KeyOp) -> Res<()> {
-    let reply = {
-        let _g = sh.key_lock(&s.ns, key).write().await;
-        sh.cache
-            .execute(&s.ns, key.clone(), op)
-            .await
-            .map_err(|e| cache_err(&e))?
-    };
+    let reply = exec_reply(sh, &s.ns, key, op).await?;
     write_reply(s, reply)
+}
+
+/// [`exec`]'s work, with the reply returned rather than written.
+async fn exec_reply(sh: &Shared, ns: &str, key: &Bytes, op: &KeyOp) -> Res<ops::Reply> {
+    let _g = sh.key_lock(ns, key).write().await;
+    sh.cache
+        .execute(ns, key.clone(), op)
+        .await
+        .map_err(|e| cache_err(&e))
 }
 
 /// Writes an operation's reply ([`strata_core::ops::Reply`]).
