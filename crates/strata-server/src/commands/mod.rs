@@ -211,9 +211,10 @@ fn single_key_write(id: Cmd) -> bool {
 }
 
 /// Whether `args` may join a group of a pipeline's writes ([`execute_sets`]): a `SET` (with
-/// or without options) or a [`single_key_write`] with the right number of arguments, from a
-/// client logged in with every permission, not in `MULTI` and not subscribed, so that no
-/// check of [`execute`] could refuse it. (A write is not a read a tracking client records.)
+/// or without options) or another single-key write that runs at the key's authority (INCR,
+/// SETNX, GETSET, APPEND, EXPIRE…) with the right number of arguments, from a client logged
+/// in with every permission, not in `MULTI` and not subscribed, so that no check of
+/// [`execute`] could refuse it. (A write is not a read a tracking client records.)
 pub fn groupable(s: &Session<'_>, args: &[Bytes]) -> bool {
     let Some((_, spec)) = args.first().and_then(|name| lookup(name)) else {
         return false;
