@@ -515,12 +515,22 @@ fn pipelines_answer_as_redis_does() {
                     }
                     (a, b) => a == b,
                 };
-                assert!(
-                    same,
-                    "{name}, seed {seed}: reply {i} ({c:?}) of a pipeline of {}: {got:?}, Redis {:?}",
-                    cmds.len(),
-                    expected[i]
-                );
+                if !same {
+                    // What came before on the same key, with Redis's replies.
+                    let before: Vec<String> = cmds[..i]
+                        .iter()
+                        .zip(&expected)
+                        .filter(|(p, _)| p.get(1) == c.get(1) || p[0] == "MGET")
+                        .map(|(p, r)| format!("{p:?} -> {r:?}"))
+                        .collect();
+                    panic!(
+                        "{name}, seed {seed}: reply {i} ({c:?}) of a pipeline of {}: {got:?}, \
+                         Redis {:?}; earlier on the key:\n{}",
+                        cmds.len(),
+                        expected[i],
+                        before.join("\n")
+                    );
+                }
             }
         }
     }

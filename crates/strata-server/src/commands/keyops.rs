@@ -639,6 +639,15 @@ fn expire_options(id: Cmd, a: &[Bytes], now: u64) -> Res<KeyOp> {
         Cmd::Expireat => n.checked_mul(1000).ok_or_else(invalid)?,
         _ => n,
     };
+    // A relative time of zero or less is already past on every clock: the key's primary
+    // (another node, whose clock may read a few ms behind this one's) deletes it, as Redis
+    // does, instead of keeping it until `now + n` passes there. Against a live key's
+    // expiry (always in the future) 0 compares as `now + n` does, so GT and LT agree.
+    let at = if matches!(id, Cmd::Expire | Cmd::Pexpire) && n <= 0 {
+        0
+    } else {
+        at
+    };
     Ok(KeyOp::Expire {
         at_ms: at,
         when: ExpiryIf { nx, xx, gt, lt },
