@@ -134,6 +134,65 @@ fn a_reply_over_the_output_limit_closes_that_client_only() {
     );
 }
 
+/// A pipeline's writes run as one group and reply together: a group whose replies (old
+/// values from `GETSET`) pass the output limit closes the client without sending a partial
+/// reply, as a single command's reply does; one under the limit is answered whole.
+#[test]
+fn a_group_of_writes_replying_past_the_output_limit_closes_the_client() {
+    let tmp = tempfile::tempdir().unwrap();
+    let s = Server::start_with_env(
+        tmp.path(),
+        "[server]\nclient_output_buffer_limit_bytes = 33554432\n",
+        &[
+            ("STRATA__L3__ENABLED", "false"),
+            ("STRATA__L1__CAPACITY_BYTES", "134217728"),
+        ],
+    );
+    let mut setup = s.raw();
+    let value = vec![b'x'; MIB as usize];
+    for i in 0..40 {
+        setup.cmd(&[b"SET", format!("k{i}").as_bytes(), &value]);
+    }
+    let pipeline = |n: usize| {
+        let mut bytes = Vec::new();
+        for i in 0..n {
+            let key = format!("k{i}");
+            bytes.extend_from_slice(
+                &Frame::Array(vec![
+                    Frame::Bulk("GETSET".into()),
+                    Frame::Bulk(key.into_bytes().into()),
+                    Frame::Bulk("y".into()),
+                ])
+                .to_bytes(),
+            );
+        }
+        bytes
+    };
+    // 8 old values of 1 MiB: 8 MiB, under the limit.
+    let mut c = s.raw();
+    c.send(&pipeline(8));
+    for _ in 0..8 {
+        assert!(matches!(c.frame(), Frame::Bulk(b) if b.len() == MIB as usize));
+    }
+    // 40 (k0..k7 written again): 40 MiB of replies in one group.
+    for i in 0..8 {
+        setup.cmd(&[b"SET", format!("k{i}").as_bytes(), &value]);
+    }
+    let mut c = s.raw();
+    c.send(&pipeline(40));
+    assert!(
+        c.closed(),
+        "the client is disconnected, without a partial reply"
+    );
+    let mut d = s.raw();
+    assert_eq!(d.cmd(&[b"PING"]), Frame::Simple("PONG".into()));
+    let (_, metrics) = http_get(&s.admin(), "/metrics");
+    assert!(
+        metrics.contains("strata_server_output_limit_closed_total 1"),
+        "{metrics}"
+    );
+}
+
 #[test]
 fn unfinished_requests_cannot_exhaust_memory() {
     let s = Server::start_l1_only(

@@ -154,7 +154,7 @@ async fn serve_connection<S: AsyncRead + AsyncWrite + Unpin>(
     let mut req = Request::default();
     let mut stop = shared.stop.clone();
     let mut draining = *stop.borrow();
-    // A pipeline's consecutive plain SETs, run together (`commands::execute_sets`).
+    // A pipeline's consecutive single-key writes, run together (`commands::execute_sets`).
     let mut group: Vec<Vec<Bytes>> = Vec::new();
     loop {
         // Answer every complete request in the buffer (a pipeline), in order.
@@ -173,28 +173,18 @@ async fn serve_connection<S: AsyncRead + AsyncWrite + Unpin>(
                         Some(owned) => owned.into_iter().map(Bytes::from).collect(),
                         None => req.ranges.iter().map(|r| chunk.slice(r.clone())).collect(),
                     };
-                    // Plain SETs of a pipeline wait for their writes together.
+                    // A pipeline's single-key writes wait for their writes together.
                     if commands::groupable(&session, &args) {
-                        if group.len() >= commands::MAX_SET_GROUP
-                            || group.iter().any(|g| g[1] == args[1])
-                        {
-                            as_origin(
-                                origin(&session),
-                                commands::execute_sets(shared, &mut session, &group),
-                            )
-                            .await;
-                            group.clear();
+                        let full = group.len() >= commands::MAX_SET_GROUP
+                            || group.iter().any(|g| g[1] == args[1]);
+                        if full && run_group(shared, &mut session, &mut group, out_limit).await {
+                            return flush(stream, &mut session).await;
                         }
                         group.push(args);
                         continue;
                     }
-                    if !group.is_empty() {
-                        as_origin(
-                            origin(&session),
-                            commands::execute_sets(shared, &mut session, &group),
-                        )
-                        .await;
-                        group.clear();
+                    if run_group(shared, &mut session, &mut group, out_limit).await {
+                        return flush(stream, &mut session).await;
                     }
                     let mark = session.reply.buf.len();
                     as_origin(
@@ -208,16 +198,7 @@ async fn serve_connection<S: AsyncRead + AsyncWrite + Unpin>(
                         // otherwise.
                         req.ranges = Vec::new();
                     }
-                    if session.reply.overflowed() {
-                        // The reply in progress is incomplete: drop it, send what came
-                        // before, and close, as Redis does past client-output-buffer-limit.
-                        session.reply.buf.truncate(mark);
-                        shared.metrics.output_limit_closed.incr();
-                        tracing::warn!(
-                            addr = %session.info.addr,
-                            limit = out_limit,
-                            "reply over server.client_output_buffer_limit_bytes; closing the client"
-                        );
+                    if over_output_limit(shared, &mut session, mark, out_limit) {
                         return flush(stream, &mut session).await;
                     }
                     if session.quit {
@@ -230,24 +211,14 @@ async fn serve_connection<S: AsyncRead + AsyncWrite + Unpin>(
                     }
                 }
                 Ok(false) => {
-                    if !group.is_empty() {
-                        as_origin(
-                            origin(&session),
-                            commands::execute_sets(shared, &mut session, &group),
-                        )
-                        .await;
-                        group.clear();
+                    if run_group(shared, &mut session, &mut group, out_limit).await {
+                        return flush(stream, &mut session).await;
                     }
                     break;
                 }
                 Err(e) => {
-                    if !group.is_empty() {
-                        as_origin(
-                            origin(&session),
-                            commands::execute_sets(shared, &mut session, &group),
-                        )
-                        .await;
-                        group.clear();
+                    if run_group(shared, &mut session, &mut group, out_limit).await {
+                        return flush(stream, &mut session).await;
                     }
                     shared.metrics.protocol_errors.incr();
                     tracing::debug!(addr = %session.info.addr, error = %e, "protocol error; closing");
@@ -363,6 +334,50 @@ async fn serve_connection<S: AsyncRead + AsyncWrite + Unpin>(
 
 /// The client a command runs for, when its changes must not be announced back to it
 /// (`CLIENT TRACKING … NOLOOP`).
+/// Runs a pipeline's pending group of writes (`commands::execute_sets`), if any, and empties
+/// it; true when its replies passed the output limit (see [`over_output_limit`]: the caller sends
+/// what came before and closes the client).
+async fn run_group(
+    shared: &Shared,
+    session: &mut Session<'_>,
+    group: &mut Vec<Vec<Bytes>>,
+    out_limit: usize,
+) -> bool {
+    if group.is_empty() {
+        return false;
+    }
+    let mark = session.reply.buf.len();
+    as_origin(
+        origin(session),
+        commands::execute_sets(shared, session, group),
+    )
+    .await;
+    group.clear();
+    over_output_limit(shared, session, mark, out_limit)
+}
+
+/// Whether the replies written since `mark` passed the output limit: they are incomplete,
+/// so they are dropped, and the caller sends what came before and closes the client, as
+/// Redis does past `client-output-buffer-limit`.
+fn over_output_limit(
+    shared: &Shared,
+    session: &mut Session<'_>,
+    mark: usize,
+    out_limit: usize,
+) -> bool {
+    if !session.reply.overflowed() {
+        return false;
+    }
+    session.reply.buf.truncate(mark);
+    shared.metrics.output_limit_closed.incr();
+    tracing::warn!(
+        addr = %session.info.addr,
+        limit = out_limit,
+        "reply over server.client_output_buffer_limit_bytes; closing the client"
+    );
+    true
+}
+
 fn origin(session: &Session<'_>) -> Option<u64> {
     session.tracking.noloop.then_some(session.info.id)
 }
