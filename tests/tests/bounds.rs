@@ -134,11 +134,13 @@ fn a_reply_over_the_output_limit_closes_that_client_only() {
     );
 }
 
-/// A pipeline's writes run as one group and reply together: a group whose replies (old
-/// values from `GETSET`) pass the output limit closes the client without sending a partial
-/// reply, as a single command's reply does; one under the limit is answered whole.
+/// A pipeline's writes run as one group and reply together, so writes that answer with the
+/// old value (`GETSET`, `GETDEL`, `SET … GET`) run one by one, their replies sent as they
+/// come: 40 MiB of old values under a 32 MiB output limit are answered whole, as Redis
+/// answers them. (Grouped, they passed the limit, the group's replies were cut and the
+/// client closed.)
 #[test]
-fn a_group_of_writes_replying_past_the_output_limit_closes_the_client() {
+fn pipelined_writes_that_return_old_values_are_answered_whole() {
     let tmp = tempfile::tempdir().unwrap();
     let s = Server::start_with_env(
         tmp.path(),
@@ -150,45 +152,43 @@ fn a_group_of_writes_replying_past_the_output_limit_closes_the_client() {
     );
     let mut setup = s.raw();
     let value = vec![b'x'; MIB as usize];
-    for i in 0..40 {
-        setup.cmd(&[b"SET", format!("k{i}").as_bytes(), &value]);
-    }
-    let pipeline = |n: usize| {
+    let mut c = s.raw();
+    for (command, extra) in [
+        (&b"GETSET"[..], Some(&b"y"[..])),
+        (b"SET", Some(b"y")),
+        (b"GETDEL", None),
+    ] {
+        for i in 0..40 {
+            setup.cmd(&[b"SET", format!("k{i}").as_bytes(), &value]);
+        }
         let mut bytes = Vec::new();
-        for i in 0..n {
-            let key = format!("k{i}");
-            bytes.extend_from_slice(
-                &Frame::Array(vec![
-                    Frame::Bulk("GETSET".into()),
-                    Frame::Bulk(key.into_bytes().into()),
-                    Frame::Bulk("y".into()),
-                ])
-                .to_bytes(),
+        for i in 0..40 {
+            let mut args = vec![
+                Frame::Bulk(command.to_vec().into()),
+                Frame::Bulk(format!("k{i}").into_bytes().into()),
+            ];
+            if let Some(v) = extra {
+                args.push(Frame::Bulk(v.to_vec().into()));
+            }
+            if command == b"SET" {
+                args.push(Frame::Bulk("GET".into()));
+            }
+            bytes.extend_from_slice(&Frame::Array(args).to_bytes());
+        }
+        c.send(&bytes);
+        for i in 0..40 {
+            let f = c.frame();
+            assert!(
+                matches!(&f, Frame::Bulk(b) if b.len() == MIB as usize),
+                "{} k{i}: {f:?}",
+                String::from_utf8_lossy(command)
             );
         }
-        bytes
-    };
-    // 8 old values of 1 MiB: 8 MiB, under the limit.
-    let mut c = s.raw();
-    c.send(&pipeline(8));
-    for _ in 0..8 {
-        assert!(matches!(c.frame(), Frame::Bulk(b) if b.len() == MIB as usize));
     }
-    // 40 (k0..k7 written again): 40 MiB of replies in one group.
-    for i in 0..8 {
-        setup.cmd(&[b"SET", format!("k{i}").as_bytes(), &value]);
-    }
-    let mut c = s.raw();
-    c.send(&pipeline(40));
-    assert!(
-        c.closed(),
-        "the client is disconnected, without a partial reply"
-    );
-    let mut d = s.raw();
-    assert_eq!(d.cmd(&[b"PING"]), Frame::Simple("PONG".into()));
+    assert_eq!(c.cmd(&[b"PING"]), Frame::Simple("PONG".into()));
     let (_, metrics) = http_get(&s.admin(), "/metrics");
     assert!(
-        metrics.contains("strata_server_output_limit_closed_total 1"),
+        metrics.contains("strata_server_output_limit_closed_total 0"),
         "{metrics}"
     );
 }

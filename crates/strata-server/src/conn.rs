@@ -177,8 +177,15 @@ async fn serve_connection<S: AsyncRead + AsyncWrite + Unpin>(
                     if commands::groupable(&session, &args) {
                         let full = group.len() >= commands::MAX_SET_GROUP
                             || group.iter().any(|g| g[1] == args[1]);
-                        if full && run_group(shared, &mut session, &mut group, out_limit).await {
-                            return flush(stream, &mut session).await;
+                        if full {
+                            if run_group(shared, &mut session, &mut group, out_limit).await {
+                                return flush(stream, &mut session).await;
+                            }
+                            if session.reply.buf.len() >= FLUSH_AT
+                                && flush_checked(stream, &mut session).await?
+                            {
+                                return close_subscriber(shared, &session);
+                            }
                         }
                         group.push(args);
                         continue;

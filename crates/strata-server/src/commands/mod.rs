@@ -212,15 +212,22 @@ fn single_key_write(id: Cmd) -> bool {
 
 /// Whether `args` may join a group of a pipeline's writes ([`execute_sets`]): a `SET` (with
 /// or without options) or another single-key write that runs at the key's authority (INCR,
-/// SETNX, GETSET, APPEND, EXPIRE…) with the right number of arguments, from a client logged
-/// in with every permission, not in `MULTI` and not subscribed, so that no check of
-/// [`execute`] could refuse it. (A write is not a read a tracking client records.)
+/// SETNX, APPEND, EXPIRE…; not one that answers with the old value) with the right number
+/// of arguments, from a client logged in with every permission, not in `MULTI` and not
+/// subscribed, so that no check of [`execute`] could refuse it. (A write is not a read a
+/// tracking client records.)
 pub fn groupable(s: &Session<'_>, args: &[Bytes]) -> bool {
     let Some((_, spec)) = args.first().and_then(|name| lookup(name)) else {
         return false;
     };
     let n = args.len() as i32;
+    // Writes that answer with the old value (`GETSET`, `GETDEL`, `SET … GET`) run alone: a
+    // group's replies are held until all are done, and 64 old values of 16 MiB would pass
+    // the output limit where the same pipeline run one by one is flushed as it goes.
+    let returns_value = matches!(spec.id, Cmd::Getset | Cmd::Getdel)
+        || (spec.id == Cmd::Set && args[3.min(args.len())..].iter().any(|o| eq_ic(o, "GET")));
     (spec.id == Cmd::Set || single_key_write(spec.id))
+        && !returns_value
         && ((spec.arity > 0 && n == spec.arity) || (spec.arity < 0 && n >= -spec.arity))
         && !s.tx.in_multi()
         && !pubsub::in_subscribed_mode(s)
@@ -238,19 +245,20 @@ pub async fn execute_sets(shared: &Shared, s: &mut Session<'_>, group: &[Vec<Byt
     s.info.last_cmd_ms.store(since_start, Ordering::Relaxed);
     // Each write is a command that `CLIENT CACHING` would have applied to.
     s.tracking.caching = false;
-    let started = std::time::Instant::now();
     let results = {
         let ns = &s.ns;
         futures_util::future::join_all(group.iter().map(|a| async move {
             let (idx, spec) = lookup(&a[0])?;
             shared.metrics.calls[idx].incr();
-            Some((idx, grouped_write(shared, ns, spec.id, a).await))
+            // Each write's own time, for LATENCY and SLOWLOG (not the group's).
+            let started = std::time::Instant::now();
+            let result = grouped_write(shared, ns, spec.id, a).await;
+            Some((idx, result, started.elapsed()))
         }))
         .await
     };
-    let took = started.elapsed();
     for (result, args) in results.into_iter().zip(group) {
-        let Some((idx, result)) = result else {
+        let Some((idx, result, took)) = result else {
             continue;
         };
         s.info.last_cmd.store(idx, Ordering::Relaxed);
