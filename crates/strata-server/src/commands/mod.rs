@@ -184,12 +184,11 @@ type Res<T> = Result<T, ReplyError>;
 /// Most writes of a pipeline run as one group ([`execute_sets`]).
 pub const MAX_SET_GROUP: usize = 64;
 
-/// Whether `id` is a single-key write that runs at the key's authority and nowhere else
-/// ([`exec`]): the counters, `SETNX`, `GETSET`/`GETDEL`, `APPEND`, `SETRANGE`, the bit
-/// writes and the expiry changes.
-fn single_key_write(id: Cmd) -> bool {
-    matches!(
-        id,
+/// The single-key writes that run at the key's authority and nowhere else ([`exec`]): the
+/// counters, `SETNX`, `GETSET`/`GETDEL`, `APPEND`, `SETRANGE`, the bit writes and the expiry
+/// changes. A pattern, so that `run`'s match stays exhaustive over [`Cmd`] with one list.
+macro_rules! single_key_write {
+    () => {
         Cmd::Setnx
             | Cmd::Setbit
             | Cmd::Bitfield
@@ -207,7 +206,7 @@ fn single_key_write(id: Cmd) -> bool {
             | Cmd::Expireat
             | Cmd::Pexpireat
             | Cmd::Persist
-    )
+    };
 }
 
 /// Whether `args` may join a group of a pipeline's writes ([`execute_sets`]): a `SET` (with
@@ -226,7 +225,7 @@ pub fn groupable(s: &Session<'_>, args: &[Bytes]) -> bool {
     // the output limit where the same pipeline run one by one is flushed as it goes.
     let returns_value = matches!(spec.id, Cmd::Getset | Cmd::Getdel)
         || (spec.id == Cmd::Set && args[3.min(args.len())..].iter().any(|o| eq_ic(o, "GET")));
-    (spec.id == Cmd::Set || single_key_write(spec.id))
+    (spec.id == Cmd::Set || matches!(spec.id, single_key_write!()))
         && !returns_value
         && ((spec.arity > 0 && n == spec.arity) || (spec.arity < 0 && n >= -spec.arity))
         && !s.tx.in_multi()
@@ -252,7 +251,7 @@ pub async fn execute_sets(shared: &Shared, s: &mut Session<'_>, group: &[Vec<Byt
             shared.metrics.calls[idx].incr();
             // Each write's own time, for LATENCY and SLOWLOG (not the group's).
             let started = std::time::Instant::now();
-            let result = grouped_write(shared, ns, spec.id, a).await;
+            let result = strings::write_one(shared, ns, spec.id, a).await;
             Some((idx, result, started.elapsed()))
         }))
         .await
@@ -268,26 +267,6 @@ pub async fn execute_sets(shared: &Shared, s: &mut Session<'_>, group: &[Vec<Byt
         }
         record_timing(shared, s, args, took);
     }
-}
-
-/// One write of a group: a blind `SET` stores (as `set_command` does), anything else runs
-/// at the key's authority (as [`exec`] does); the reply is returned, not written.
-async fn grouped_write(sh: &Shared, ns: &str, id: Cmd, a: &[Bytes]) -> Res<ops::Reply> {
-    let key = &a[1];
-    let (value, ttl) = if id == Cmd::Set && a.len() == 3 {
-        (a[2].clone(), Ttl::Default)
-    } else {
-        let op = single_op(sh, id, a)?;
-        match op {
-            KeyOp::Set { ttl, .. } if id == Cmd::Set && keyops::is_blind_set(&op) => {
-                (a[2].clone(), ttl)
-            }
-            op => return exec_reply(sh, ns, key, &op).await,
-        }
-    };
-    let _r = sh.key_lock(ns, key).read().await;
-    store(sh, ns, key, value, ttl, None).await?;
-    Ok(ops::Reply::Ok)
 }
 
 /// A command's time, for `LATENCY` and (when it is slow enough) `SLOWLOG`, under the
@@ -549,25 +528,7 @@ async fn run(sh: &Shared, s: &mut Session<'_>, id: Cmd, a: &[Bytes]) -> Res<()> 
             };
             s.reply.integer(others);
         }
-        // The list of `single_key_write` (kept exhaustive here: a new command must choose).
-        Cmd::Setnx
-        | Cmd::Setbit
-        | Cmd::Bitfield
-        | Cmd::Getdel
-        | Cmd::Getset
-        | Cmd::Append
-        | Cmd::Setrange
-        | Cmd::Incr
-        | Cmd::Decr
-        | Cmd::Incrby
-        | Cmd::Decrby
-        | Cmd::Incrbyfloat
-        | Cmd::Expire
-        | Cmd::Pexpire
-        | Cmd::Expireat
-        | Cmd::Pexpireat
-        | Cmd::Persist => {
-            debug_assert!(single_key_write(id));
+        single_key_write!() => {
             let op = single_op(sh, id, a)?;
             exec(sh, s, &a[1], &op).await?;
         }

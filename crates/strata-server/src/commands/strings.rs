@@ -3,6 +3,15 @@
 use super::*;
 
 pub(super) async fn set_command(sh: &Shared, s: &mut Session<'_>, id: Cmd, a: &[Bytes]) -> Res<()> {
+    let reply = write_one(sh, &s.ns, id, a).await?;
+    write_reply(s, reply)
+}
+
+/// One `SET`-family or single-key write (`SET` and its options, `SETEX`, `PSETEX`, and what
+/// [`exec`] runs): a blind set stores under its key's shared lock, anything else runs at the
+/// key's authority under its exclusive lock. The reply is returned, not written: a
+/// pipeline's group ([`super::execute_sets`]) runs several at once.
+pub(super) async fn write_one(sh: &Shared, ns: &str, id: Cmd, a: &[Bytes]) -> Res<ops::Reply> {
     let key = &a[1];
     // The plain `SET key value` has nothing to parse (the hot path).
     let (value, ttl) = if id == Cmd::Set && a.len() == 3 {
@@ -12,24 +21,17 @@ pub(super) async fn set_command(sh: &Shared, s: &mut Session<'_>, id: Cmd, a: &[
         match op {
             KeyOp::Set { ttl, .. } if keyops::is_blind_set(&op) => {
                 // The value is the argument itself (no copy): SET's third, SETEX's fourth.
-                (
-                    if id == Cmd::Set {
-                        a[2].clone()
-                    } else {
-                        a[3].clone()
-                    },
-                    ttl,
-                )
+                let value = if id == Cmd::Set { &a[2] } else { &a[3] };
+                (value.clone(), ttl)
             }
-            op => return exec(sh, s, key, &op).await,
+            op => return exec_reply(sh, ns, key, &op).await,
         }
     };
     // A blind SET shares the lock (it reads nothing), and its layers order it by version.
-    let _r = sh.key_lock(&s.ns, key).read().await;
+    let _r = sh.key_lock(ns, key).read().await;
     // A SET replaces the entry: no tags.
-    store(sh, &s.ns, key, value, ttl, None).await?;
-    s.reply.ok();
-    Ok(())
+    store(sh, ns, key, value, ttl, None).await?;
+    Ok(ops::Reply::Ok)
 }
 
 pub(super) async fn getex(sh: &Shared, s: &mut Session<'_>, a: &[Bytes]) -> Res<()> {
