@@ -129,6 +129,9 @@ pub struct DiskTier {
     key_locks: Box<[Mutex<()>]>,
     /// The group-commit writer's queue, started on the first write (see [`DiskTier::set_grouped`]).
     writer: OnceLock<std::sync::mpsc::Sender<WriteReq>>,
+    /// Read options that never read from disk (`ReadTier::BlockCache`), made once: the reads
+    /// of [`DiskTier::get_cached`] and [`DiskTier::version_cached`].
+    memory_reads: rocksdb::ReadOptions,
     /// Changes RocksDB refused and not yet applied.
     faults: Faults,
     /// The marker file recording outstanding faults across restarts; its lock orders the
@@ -347,6 +350,11 @@ impl DiskTier {
             counters: Arc::new(DiskCounters::default()),
             key_locks: (0..KEY_LOCKS).map(|_| Mutex::new(())).collect(),
             writer: OnceLock::new(),
+            memory_reads: {
+                let mut o = rocksdb::ReadOptions::default();
+                o.set_read_tier(rocksdb::ReadTier::BlockCache);
+                o
+            },
             faults: Faults::default(),
             marker: Mutex::new((Marker::new(&config.path), false)),
             shedding: std::sync::atomic::AtomicBool::new(false),
@@ -399,7 +407,7 @@ impl DiskTier {
         o.set_max_log_file_size(1 << 20);
         o.set_max_background_jobs(2);
         // A bloom filter per SST file (10 bits per key, ~1 % false positives), kept in memory:
-        // a key that is not on disk is ruled out without I/O (`may_contain`).
+        // a key that is not on disk is ruled out without I/O (`get_cached`).
         let mut table = BlockBasedOptions::default();
         table.set_bloom_filter(10.0, false);
         o.set_block_based_table_factory(&table);
@@ -679,9 +687,7 @@ impl DiskTier {
             ReadGate::Tombstoned => return Some(Ok(None)),
             ReadGate::Untrusted(_) => return None,
         }
-        let mut opts = rocksdb::ReadOptions::default();
-        opts.set_read_tier(rocksdb::ReadTier::BlockCache);
-        let bytes = match db.get_pinned_opt(&dkey, &opts) {
+        let bytes = match db.get_pinned_opt(&dkey, &self.memory_reads) {
             Ok(b) => b,
             Err(_) => return None,
         };
@@ -708,17 +714,6 @@ impl DiskTier {
     /// on a blocking thread; the `Tier` methods run this on tokio's blocking pool.
     pub fn read_blocking(&self, namespace: &str, key: &[u8]) -> Result<Option<Entry>, TierError> {
         self.get_blocking(namespace, key, false)
-    }
-
-    /// Whether `key` may be on disk, answered from memory only (memtables and bloom filters,
-    /// RocksDB's `KeyMayExist`, which reads no block from disk): `false` means certainly
-    /// absent. Cheap enough (~1 µs) to run on an async worker, so a miss in L3 costs no hop
-    /// to the blocking pool. An L3 that is not open answers `true` (the full read reports it).
-    pub fn may_contain(&self, namespace: &str, key: &[u8]) -> bool {
-        match self.db.read().as_ref() {
-            Some(db) => db.key_may_exist(disk_key(namespace, key)),
-            None => true,
-        }
     }
 
     fn get_blocking(
@@ -895,9 +890,7 @@ impl DiskTier {
     /// that cannot be told without a read from disk (or the record does not decode).
     fn version_cached(&self, namespace: &str, key: &[u8]) -> Option<Option<Version>> {
         let db = self.db.read().clone()?;
-        let mut opts = rocksdb::ReadOptions::default();
-        opts.set_read_tier(rocksdb::ReadTier::BlockCache);
-        match db.get_pinned_opt(disk_key(namespace, key), &opts) {
+        match db.get_pinned_opt(disk_key(namespace, key), &self.memory_reads) {
             Ok(None) => Some(None),
             Ok(Some(bytes)) => record::decode_header(&bytes).ok().map(|h| Some(h.version)),
             Err(_) => None,
@@ -1635,17 +1628,14 @@ impl DiskTier {
 pub struct SharedDiskTier(pub Arc<DiskTier>);
 
 impl SharedDiskTier {
-    /// A read that costs no hop to the blocking pool when the key is certainly absent
-    /// (`may_contain`) or its record is in memory (`get_cached`).
+    /// A read that costs no hop to the blocking pool when memory can answer (`get_cached`:
+    /// memtables, bloom filters and the block cache, so a key certainly absent too).
     async fn read(
         &self,
         namespace: &str,
         key: &[u8],
         stale: bool,
     ) -> Result<Option<Entry>, TierError> {
-        if !self.0.may_contain(namespace, key) {
-            return Ok(None);
-        }
         if let Some(answer) = self.0.get_cached(namespace, key, stale) {
             return answer;
         }
@@ -1657,9 +1647,6 @@ impl SharedDiskTier {
 
     /// A removal that costs no hop when memory shows there is nothing to remove.
     async fn take(&self, namespace: &str, key: &[u8], which: Removal) -> Result<u64, TierError> {
-        if !self.0.may_contain(namespace, key) {
-            return Ok(0);
-        }
         let nothing = match (which, self.0.version_cached(namespace, key)) {
             (_, Some(None)) => true,
             (Removal::Exactly(v), Some(Some(held))) => held != v,
