@@ -122,30 +122,25 @@ impl Shared {
             let n = batch.len() as u64;
             // Plain messages only: the request every build knows; with shard channels among
             // them, each message says which it is.
+            let owned = |m: &Msg| {
+                (
+                    rpc::ByteBuf::from(m.0.clone()),
+                    rpc::ByteBuf::from(m.1.clone()),
+                )
+            };
             let req = if batch.iter().any(|m| m.2) {
                 Request::PublishSharded {
                     messages: batch
                         .iter()
                         .map(|m| {
-                            (
-                                rpc::ByteBuf::from(m.0.clone()),
-                                rpc::ByteBuf::from(m.1.clone()),
-                                m.2,
-                            )
+                            let (channel, payload) = owned(m);
+                            (channel, payload, m.2)
                         })
                         .collect(),
                 }
             } else {
                 Request::Publish {
-                    messages: batch
-                        .iter()
-                        .map(|m| {
-                            (
-                                rpc::ByteBuf::from(m.0.clone()),
-                                rpc::ByteBuf::from(m.1.clone()),
-                            )
-                        })
-                        .collect(),
+                    messages: batch.iter().map(owned).collect(),
                 }
             };
             // The member's address may have changed (a restart): use the current one.
