@@ -5,7 +5,9 @@
 #   cluster/local.sh status   each node's view: members, state, ring version, RPC latency
 #   cluster/local.sh down     stop them (SIGTERM: drain, leave the cluster, flush L3)
 #
-# Clients: redis-cli -p 6381 | 6382 | 6383 (any node serves any key). Admin HTTP on
+# Clients: redis-cli -p 6381 | 6382 | 6383 (any node serves any key); cluster-aware clients
+# on 7381 | 7382 | 7383 (redis-cli -c, redis-benchmark --cluster, redis-py's RedisCluster:
+# each key goes to its primary). Admin HTTP on
 # 127.0.0.1:9381..9383 (/health, /metrics, /cluster). Configs: cluster/node{1,2,3}.toml;
 # logs, pids, data and the generated cluster secret live in cluster/run/.
 # Needs only the Rust toolchain: installs libclang-dev (RocksDB's bindings) when missing.

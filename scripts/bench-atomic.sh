@@ -1,9 +1,11 @@
 #!/usr/bin/env bash
-# Conditional and read-modify-write commands on a cluster, side by side in one run:
-# redis-benchmark INCR and `SET key v NX` (-c 50, -P 1 and -P 16, random keys) against node 1
-# of a 3-node Strata cluster (cluster/local.sh, replication factor 2, every such command
-# executed at the key's primary) and against a Redis Cluster of 3 masters and 3 replicas on
-# this machine (redis-benchmark --cluster). Prints the throughput and the ratios.
+# A 3-node Strata cluster against a Redis Cluster, side by side in one run: redis-benchmark
+# INCR, `SET key v NX`, SET and GET (-c 50, -P 1 and -P 16, random keys, 100-byte values)
+# against a Redis Cluster of 3 masters and 3 replicas on this machine (redis-benchmark
+# --cluster), against node 1 of cluster/local.sh (replication factor 2, every write executed
+# at the key's primary) through its plain port, and against the same cluster through its
+# cluster ports (redis-benchmark --cluster: each key sent to its primary). Prints the
+# throughput and both ratios. TESTS="incr setnx set get" picks the commands.
 # Starts and stops everything it runs (by pid). A few minutes after the release build.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -56,34 +58,41 @@ done
 
 cluster/local.sh up >/dev/null
 wait_port 6381
+wait_port 7381
 
-bench() { # port pipeline incr|setnx [--cluster] -> requests/s (empty when it failed)
+bench() { # port pipeline incr|setnx|set|get [--cluster] -> requests/s (empty when it failed)
   # In --cluster mode redis-benchmark replaces `{tag}` by a tag of each master, so the keys
-  # spread over the three masters; Strata has no slots (any node takes any key), so its keys
-  # carry no tag (a literal `{tag}` would put them all on one primary).
+  # spread over the masters; through a plain port the keys carry no tag (a literal `{tag}`
+  # would put them all in one slot).
   local port=$1 pipe=$2 what=$3; shift 3
   local key='lock:__rand_int__'
   [ "${1:-}" = --cluster ] && key='lock:{tag}:__rand_int__'
-  if [ "$what" = incr ]; then
-    redis-benchmark -p "$port" "$@" -n "$N" -c 50 -P "$pipe" -r 100000 -q -t incr 2>/dev/null
-  else
-    redis-benchmark -p "$port" "$@" -n "$N" -c 50 -P "$pipe" -r 100000 -q \
-      set "$key" x NX 2>/dev/null
-  fi | tr '\r' '\n' | awk -F': ' '/requests per second/{split($2,a," "); v=a[1]} END{print v}' || true
+  case "$what" in
+    setnx)
+      redis-benchmark -p "$port" "$@" -n "$N" -c 50 -P "$pipe" -r 100000 -q \
+        set "$key" x NX 2>/dev/null ;;
+    *)
+      redis-benchmark -p "$port" "$@" -n "$N" -c 50 -P "$pipe" -r 100000 -d 100 -q \
+        -t "$what" 2>/dev/null ;;
+  esac | tr '\r' '\n' | awk -F': ' '/requests per second/{split($2,a," "); v=a[1]} END{print v}' || true
 }
 
-printf '\nredis-benchmark -n %s -c 50 -r 100000 (requests/s), best of 2 rounds:\n' "$N"
-printf '%-4s %-8s %16s %26s %8s\n' "-P" "command" "Redis Cluster" "strata node 1 of 3 (rf 2)" "ratio"
+TESTS=${TESTS:-incr setnx set get}
+printf '\nredis-benchmark -n %s -c 50 -r 100000 -d 100 (requests/s), best of 2 rounds:\n' "$N"
+printf '%-4s %-7s %14s %16s %8s %18s %8s\n' "-P" "command" "Redis Cluster" "strata node 1" "ratio" "strata --cluster" "ratio"
 for P in 1 16; do
-  for what in incr setnx; do
-    best_r=0; best_s=0
+  for what in $TESTS; do
+    best_r=0; best_s=0; best_c=0
     for _ in 1 2; do
       r=$(bench "${RC[0]}" "$P" "$what" --cluster)
       s=$(bench 6381 "$P" "$what")
+      c=$(bench 7381 "$P" "$what" --cluster)
       best_r=$(python3 -c "print(max($best_r, ${r:-0}))")
       best_s=$(python3 -c "print(max($best_s, ${s:-0}))")
+      best_c=$(python3 -c "print(max($best_c, ${c:-0}))")
     done
-    printf '%-4s %-8s %16s %26s %8s\n' "$P" "$what" "$best_r" "$best_s" \
-      "$(python3 -c "print(f'{$best_s/max($best_r,1):.2f}x')")"
+    printf '%-4s %-7s %14s %16s %8s %18s %8s\n' "$P" "$what" "$best_r" "$best_s" \
+      "$(python3 -c "print(f'{$best_s/max($best_r,1):.2f}x')")" "$best_c" \
+      "$(python3 -c "print(f'{$best_c/max($best_r,1):.2f}x')")"
   done
 done

@@ -36,6 +36,7 @@ fuzz_target!(|data: &[u8]| {
         rpc: addr,
         resp: addr,
         admin: addr,
+        cluster_resp: None,
         generation: 1,
     };
     let mut m = Membership::new(me, lan_config(3), 1, SECRET, vec![]);

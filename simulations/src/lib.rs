@@ -699,6 +699,7 @@ impl Sim {
             rpc: node.addr,
             resp: node.addr,
             admin: node.addr,
+            cluster_resp: None,
             generation: node.generation,
         };
         let mut m = Membership::new(
@@ -795,7 +796,7 @@ impl Sim {
             let entries: Vec<(u32, Held)> =
                 self.nodes[at].store.iter().map(|(k, v)| (*k, *v)).collect();
             for (key, held) in entries {
-                for t in placement::handoff_targets(&old, &new, &me, "ns", &key_bytes(key), RF) {
+                for t in placement::handoff_targets(&old, &new, &me, &key_bytes(key), RF) {
                     if let Some(j) = self.nodes.iter().position(|n| n.name == t)
                         && self.reachable(at, j)
                         && !self.wrng.random_bool(self.loss)
@@ -811,7 +812,7 @@ impl Sim {
                 .map(|(k, e)| (*k, e.clone()))
                 .collect();
             for (c, e) in counters {
-                for t in placement::handoff_targets(&old, &new, &me, "ctr", &key_bytes(c), RF) {
+                for t in placement::handoff_targets(&old, &new, &me, &key_bytes(c), RF) {
                     if let Some(j) = self.nodes.iter().position(|n| n.name == t)
                         && self.reachable(at, j)
                         && !self.wrng.random_bool(self.loss)
@@ -1016,7 +1017,7 @@ impl Sim {
         let mut dropped = 0;
         for (key, version) in keys {
             let owners: Vec<String> = ring
-                .owners("ns", &key_bytes(key), RF)
+                .owners(&key_bytes(key), RF)
                 .into_iter()
                 .map(str::to_owned)
                 .collect();
@@ -1125,13 +1126,10 @@ impl Sim {
                         node.store.clear();
                         node.counters.clear();
                     } else if let Some(ring) = ring {
-                        node.store.retain(|k, _| {
-                            ring.owners("ns", &key_bytes(*k), RF).contains(&me.as_str())
-                        });
-                        node.counters.retain(|c, _| {
-                            ring.owners("ctr", &key_bytes(*c), RF)
-                                .contains(&me.as_str())
-                        });
+                        node.store
+                            .retain(|k, _| ring.owners(&key_bytes(*k), RF).contains(&me.as_str()));
+                        node.counters
+                            .retain(|c, _| ring.owners(&key_bytes(*c), RF).contains(&me.as_str()));
                     }
                     self.note(|| {
                         format!("n{at} lost {lost} invalidations of {origin}: drops its copies")
@@ -1407,7 +1405,7 @@ impl Sim {
     /// then `at` originates the invalidation that drops older copies elsewhere.
     fn write(&mut self, at: usize, key: u32, ring: &Ring) {
         let owners: Vec<usize> = ring
-            .owners("ns", &key_bytes(key), RF)
+            .owners(&key_bytes(key), RF)
             .into_iter()
             .filter_map(|n| self.index_of(n))
             .collect();
@@ -1522,17 +1520,16 @@ impl Sim {
         }
     }
 
-    /// Executes `op` on key `c` (namespace `ctr`) at its primary, as `incr` describes; the
+    /// Executes `op` on counter `c` at its primary, as `incr` describes; the
     /// primary, the reply and the version written (0 when nothing was), or `None` when it
     /// was not acknowledged.
     fn execute(&mut self, at: usize, c: u32, op: &KeyOp) -> Option<(usize, ops::Reply, u64)> {
-        const NS: &str = "ctr";
         let key = key_bytes(c);
         let ring_at = self.ring_of(at)?;
         let p = if self.execute_anywhere {
             at
         } else {
-            decide::primary(&ring_at, NS, &key).and_then(|n| self.index_of(n))?
+            decide::primary(&ring_at, &key).and_then(|n| self.index_of(n))?
         };
         if p != at && !(self.reachable(at, p) && self.reachable(p, at)) {
             self.incr_ops.1 += 1;
@@ -1541,7 +1538,7 @@ impl Sim {
         let ring_p = self.ring_of(p)?;
         let name_p = self.nodes[p].name.clone();
         if !self.execute_anywhere
-            && (decide::primary(&ring_p, NS, &key) != Some(name_p.as_str())
+            && (decide::primary(&ring_p, &key) != Some(name_p.as_str())
                 || !decide::has_quorum(ring_p.nodes().len(), self.mix.nodes)
                 || !(self.ignore_stalls || self.nodes[p].stall.may_execute(self.now / MS)))
         {
@@ -1584,7 +1581,7 @@ impl Sim {
                     .filter(|(_, t)| self.now.saturating_sub(*t) <= HANDOFF_WINDOW)
                     .map(|(r, _)| r)
                     .collect();
-                let plan = placement::read_plan(&ring_p, &window, NS, &key, RF);
+                let plan = placement::read_plan(&ring_p, &window, &key, RF);
                 let mut answers = Vec::new();
                 for n in plan.iter().filter(|n| **n != name_p) {
                     let Some(o) = self.index_of(n) else { continue };
@@ -1644,7 +1641,7 @@ impl Sim {
             };
             let mut newer: Option<Entry> = None;
             let mut failed = false;
-            for r in decide::replicas(&ring_p, &name_p, NS, &key, RF) {
+            for r in decide::replicas(&ring_p, &name_p, &key, RF) {
                 let Some(o) = self.index_of(&r) else { continue };
                 if self.nodes[o].membership.is_none() {
                     // Its process is gone: the connection is refused, and the write waits
@@ -1664,15 +1661,8 @@ impl Sim {
                         continue;
                     };
                     let members = ring_o.nodes().len();
-                    if decide::admits_replication(
-                        &ring_o,
-                        members,
-                        self.mix.nodes,
-                        NS,
-                        &key,
-                        &name_p,
-                    )
-                    .is_err()
+                    if decide::admits_replication(&ring_o, members, self.mix.nodes, &key, &name_p)
+                        .is_err()
                     {
                         failed = true;
                         continue;
@@ -1709,7 +1699,7 @@ impl Sim {
                 == Some(c)
             {
                 let t = self.now as f64 / SEC as f64;
-                let reps = decide::replicas(&ring_p, &name_p, NS, &key, RF);
+                let reps = decide::replicas(&ring_p, &name_p, &key, RF);
                 let rings: Vec<String> = (0..self.nodes.len())
                     .map(|i| {
                         self.ring_of(i)
@@ -1814,7 +1804,7 @@ impl Sim {
     /// key's invalidation (the cluster tier's `remove`).
     fn remove(&mut self, at: usize, key: u32, ring: &Ring) {
         let owners: Vec<usize> = ring
-            .owners("ns", &key_bytes(key), RF)
+            .owners(&key_bytes(key), RF)
             .into_iter()
             .filter_map(|n| self.index_of(n))
             .collect();
@@ -1945,9 +1935,7 @@ impl Sim {
     /// owners inside the hand-off window) as the cluster tier walks it.
     fn read(&mut self, at: usize, key: u32, ring: &Ring) {
         let kb = key_bytes(key);
-        let owns = ring
-            .owners("ns", &kb, RF)
-            .contains(&self.nodes[at].name.as_str());
+        let owns = ring.owners(&kb, RF).contains(&self.nodes[at].name.as_str());
         let local = if owns {
             self.nodes[at].store.get(&key).copied()
         } else if self.nodes[at].unverified {
@@ -1974,7 +1962,7 @@ impl Sim {
             .filter(|(_, t)| self.now.saturating_sub(*t) <= HANDOFF_WINDOW)
             .map(|(r, _)| r)
             .collect();
-        let plan = placement::read_plan(ring, &previous, "ns", &kb, RF);
+        let plan = placement::read_plan(ring, &previous, &kb, RF);
         let current = placement::current_owners(ring, RF);
         for (i, name) in plan.iter().enumerate() {
             let Some(o) = self.index_of(name) else {
@@ -2173,7 +2161,7 @@ impl Sim {
                     self.nodes[..n].iter().map(|x| x.name.clone()),
                     DEFAULT_VNODES,
                 );
-                decide::primary(&all, "ctr", &key_bytes(0))
+                decide::primary(&all, &key_bytes(0))
                     .and_then(|p| self.index_of(p))
                     .unwrap_or(0)
             } else {

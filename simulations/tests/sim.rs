@@ -376,20 +376,11 @@ fn the_checker_catches_broken_primary_execution() {
         first.is_some(),
         "executing anywhere went unnoticed for 50 seeds"
     );
-    // Seed 133: a primary paused for 2.7 s (past failure detection) wakes and executes at
-    // once on its stale view, whose replica has not moved on either, while the key's new
-    // primary has executed meanwhile; the stall guard refuses that. (Seed 60 showed it
-    // with a replica that was down, which the simulator then skipped where the node
-    // refuses the write.)
-    let stalls = RunOptions {
-        ignore_stalls: true,
-        ..RunOptions::default()
-    };
-    let broken = run_seed(133, &stalls);
-    assert!(
-        matches!(&broken.result, Err(e) if e.contains("acknowledged increment was lost")),
-        "seed 133 without the stall guard: {broken}"
-    );
+    // Seed 133 showed the stall guard's case under the ring's old placement (a primary
+    // paused for 2.7 s wakes and executes on its stale view, through a replica that has not
+    // moved on either). Since keys are placed by hash slot (ARCHITECTURE decision 72), no
+    // seed of 0-5,499 reaches it with `ignore_stalls` (docs/simulation.md); the guard's
+    // own rule is unit-tested in `strata_cluster::primary`. The seed stays a regression run.
     let r = run_seed(133, &RunOptions::default());
     assert!(r.result.is_ok(), "seed 133 with the stall guard: {r}");
     assert!(r.workload.incrs > 0, "the workload ran INCRs");

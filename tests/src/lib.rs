@@ -64,6 +64,8 @@ pub struct Server {
     pub child: Option<Child>,
     pub port: u16,
     pub admin_port: u16,
+    /// The cluster-mode RESP port (`server.cluster_listen`), when it has one.
+    pub cluster_port: Option<u16>,
     pub dir: PathBuf,
     /// Whether the RESP port speaks TLS (read from the server's log).
     pub tls: bool,
@@ -175,6 +177,7 @@ impl Server {
             child: Some(child),
             port: 0,
             admin_port: 0,
+            cluster_port: None,
             dir: dir.to_path_buf(),
             tls: false,
             _tmp: None,
@@ -206,6 +209,10 @@ impl Server {
                     };
                     self.port = port("resp_addr");
                     self.admin_port = port("admin_addr");
+                    self.cluster_port = v["fields"]["cluster_addr"]
+                        .as_str()
+                        .and_then(|a| a.rsplit(':').next())
+                        .and_then(|p| p.parse().ok());
                     self.tls = v["fields"]["resp_tls"] == true;
                 }
             }

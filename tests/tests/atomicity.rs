@@ -45,7 +45,7 @@ impl Cluster {
     /// The index of the hot keys' primary (the first owner on the ring of all three).
     fn primary(&self) -> usize {
         let ring = Ring::new(NAMES, strata_cluster::DEFAULT_VNODES);
-        let p = strata_cluster::primary::primary(&ring, "db0", LOCK.as_bytes()).unwrap();
+        let p = strata_cluster::primary::primary(&ring, LOCK.as_bytes()).unwrap();
         NAMES.iter().position(|n| *n == p).unwrap()
     }
 }

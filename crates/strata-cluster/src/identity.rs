@@ -22,6 +22,9 @@ pub struct NodeIdentity {
     pub resp: SocketAddr,
     /// Its admin HTTP listener.
     pub admin: SocketAddr,
+    /// Its Redis Cluster-mode listener (`server.cluster_listen`), if it has one: the address
+    /// `CLUSTER SLOTS` and `MOVED` give cluster-aware clients for the slots it is primary of.
+    pub cluster_resp: Option<SocketAddr>,
     /// Changes on every restart; starts at 1 (0 is the placeholder for a seed whose identity
     /// is not known yet).
     pub generation: u64,
@@ -38,6 +41,7 @@ impl NodeIdentity {
             rpc: unspecified,
             resp: unspecified,
             admin: unspecified,
+            cluster_resp: None,
             generation: 0,
         }
     }

@@ -478,6 +478,7 @@ mod tests {
             rpc: addr,
             resp: addr,
             admin: addr,
+            cluster_resp: None,
             generation: 1,
         };
         Membership::new(id, lan_config(3), u64::from(port), SECRET, seeds)

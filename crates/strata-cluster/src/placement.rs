@@ -13,17 +13,16 @@ use crate::ring::Ring;
 pub fn read_plan(
     ring: &Ring,
     previous: &[&Ring],
-    namespace: &str,
     key: &[u8],
     replication_factor: usize,
 ) -> Vec<String> {
     let mut plan: Vec<String> = ring
-        .owners(namespace, key, replication_factor)
+        .owners(key, replication_factor)
         .into_iter()
         .map(str::to_owned)
         .collect();
     for prev in previous {
-        for n in prev.owners(namespace, key, replication_factor) {
+        for n in prev.owners(key, replication_factor) {
             if !plan.iter().any(|p| p == n) {
                 plan.push(n.to_owned());
             }
@@ -74,12 +73,11 @@ pub fn handoff_targets(
     old: &Ring,
     new: &Ring,
     me: &str,
-    namespace: &str,
     key: &[u8],
     replication_factor: usize,
 ) -> Vec<String> {
-    let before = old.owners(namespace, key, replication_factor);
-    new.owners(namespace, key, replication_factor)
+    let before = old.owners(key, replication_factor);
+    new.owners(key, replication_factor)
         .into_iter()
         .filter(|n| !before.contains(n) && *n != me)
         .map(str::to_owned)
@@ -112,17 +110,17 @@ mod tests {
         let mut moved = 0;
         for i in 0..500 {
             let key = format!("k{i}");
-            let plan = read_plan(&new, &[&old], "ns", key.as_bytes(), 2);
-            let owners = new.owners("ns", key.as_bytes(), 2);
+            let plan = read_plan(&new, &[&old], key.as_bytes(), 2);
+            let owners = new.owners(key.as_bytes(), 2);
             assert_eq!(plan[..2], owners[..], "owners first, in ring order");
             let mut dedup = plan.clone();
             dedup.sort();
             dedup.dedup();
             assert_eq!(dedup.len(), plan.len(), "nobody asked twice");
-            for n in old.owners("ns", key.as_bytes(), 2) {
+            for n in old.owners(key.as_bytes(), 2) {
                 assert!(plan.iter().any(|p| p == n), "previous owner {n} missing");
             }
-            let targets = handoff_targets(&old, &new, "a", "ns", key.as_bytes(), 2);
+            let targets = handoff_targets(&old, &new, "a", key.as_bytes(), 2);
             if !targets.is_empty() {
                 moved += 1;
                 // Only the new node can be a new owner when one node joins.
@@ -131,7 +129,7 @@ mod tests {
             assert!(plan.len() <= 3);
         }
         assert!(moved > 100 && moved < 400, "{moved} keys gained an owner");
-        assert_eq!(read_plan(&new, &[], "ns", b"k", 2).len(), 2);
+        assert_eq!(read_plan(&new, &[], b"k", 2).len(), 2);
         assert_eq!(current_owners(&Ring::new(["a"], 8), 2), 1);
     }
 }

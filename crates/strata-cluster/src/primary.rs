@@ -57,20 +57,14 @@ impl PrimaryOp {
 }
 
 /// The key's primary under `ring`: its first owner.
-pub fn primary<'a>(ring: &'a Ring, namespace: &str, key: &[u8]) -> Option<&'a str> {
-    ring.owners(namespace, key, 1).first().copied()
+pub fn primary<'a>(ring: &'a Ring, key: &[u8]) -> Option<&'a str> {
+    ring.owners(key, 1).first().copied()
 }
 
 /// The owners a primary (`me`) must hear from before it acknowledges a change of the key:
 /// the other owners under its ring.
-pub fn replicas(
-    ring: &Ring,
-    me: &str,
-    namespace: &str,
-    key: &[u8],
-    replication_factor: usize,
-) -> Vec<String> {
-    ring.owners(namespace, key, replication_factor)
+pub fn replicas(ring: &Ring, me: &str, key: &[u8], replication_factor: usize) -> Vec<String> {
+    ring.owners(key, replication_factor)
         .into_iter()
         .filter(|n| *n != me)
         .map(str::to_owned)
@@ -92,14 +86,13 @@ pub fn admits_replication(
     ring: &Ring,
     members: usize,
     expected: usize,
-    namespace: &str,
     key: &[u8],
     from: &str,
 ) -> Result<(), Option<String>> {
     if !has_quorum(members, expected) {
         return Err(None);
     }
-    match primary(ring, namespace, key) {
+    match primary(ring, key) {
         Some(p) if p == from => Ok(()),
         other => Err(other.map(str::to_owned)),
     }
@@ -190,27 +183,27 @@ mod tests {
     #[test]
     fn only_the_primary_in_the_owners_view_may_replicate() {
         let ring = Ring::new(names(3), 64);
-        let p = primary(&ring, "db0", b"k").expect("a primary").to_owned();
-        assert!(admits_replication(&ring, 3, 3, "db0", b"k", &p).is_ok());
+        let p = primary(&ring, b"k").expect("a primary").to_owned();
+        assert!(admits_replication(&ring, 3, 3, b"k", &p).is_ok());
         let other = names(3)
             .into_iter()
             .find(|n| *n != p)
             .expect("another node");
         assert_eq!(
-            admits_replication(&ring, 3, 3, "db0", b"k", &other),
+            admits_replication(&ring, 3, 3, b"k", &other),
             Err(Some(p.clone()))
         );
         // An owner that sees only a minority of the cluster takes no change at all.
-        assert_eq!(admits_replication(&ring, 1, 3, "db0", b"k", &p), Err(None));
-        assert_eq!(admits_replication(&ring, 3, 7, "db0", b"k", &p), Err(None));
-        assert!(admits_replication(&ring, 4, 7, "db0", b"k", &p).is_ok());
-        assert!(admits_replication(&ring, 1, 2, "db0", b"k", &p).is_ok());
+        assert_eq!(admits_replication(&ring, 1, 3, b"k", &p), Err(None));
+        assert_eq!(admits_replication(&ring, 3, 7, b"k", &p), Err(None));
+        assert!(admits_replication(&ring, 4, 7, b"k", &p).is_ok());
+        assert!(admits_replication(&ring, 1, 2, b"k", &p).is_ok());
         // The primary leaves the owners' ring: its replication is refused from then on.
         let without: Vec<String> = names(3).into_iter().filter(|n| *n != p).collect();
         let moved = Ring::new(without, 64);
-        assert!(admits_replication(&moved, 2, 3, "db0", b"k", &p).is_err());
-        assert!(!replicas(&ring, &p, "db0", b"k", 2).contains(&p));
-        assert_eq!(replicas(&ring, &p, "db0", b"k", 2).len(), 1);
+        assert!(admits_replication(&moved, 2, 3, b"k", &p).is_err());
+        assert!(!replicas(&ring, &p, b"k", 2).contains(&p));
+        assert_eq!(replicas(&ring, &p, b"k", 2).len(), 1);
     }
 
     #[test]

@@ -1,8 +1,12 @@
 //! The consistent-hash ring: a pure function of the membership view.
 //!
-//! Each node contributes `vnodes` points, `xxh3_64(node name ‖ vnode index)`; a key hashes to
-//! `xxh3_64(ns_len ‖ namespace ‖ key)` and its owners are the first `replication_factor`
-//! *distinct* nodes met walking clockwise from that hash. Nodes are identified by their
+//! Each node contributes `vnodes` points, `xxh3_64(node name ‖ vnode index)`. A key belongs
+//! to one of Redis Cluster's 16384 hash slots ([`key_slot`]: CRC16 of the key or of its
+//! `{tag}`), and slot `s` sits at `s << 50` on the ring ([`slot_hash`]), so consecutive slots
+//! are neighbours and the ring cuts the slots into a few hundred runs with one owner list
+//! each ([`Ring::slot_ranges`]). A key's owners are the first `replication_factor`
+//! *distinct* nodes met walking clockwise from its slot's point. The namespace does not
+//! place a key: a cluster-aware Redis client computes a key's slot from the key alone. Nodes are identified by their
 //! stable name, never by their generation, so a restarted node owns what it owned before.
 //! Every node that has the same view computes the same owners, and the ring's `version` (a
 //! hash of the sorted names and the parameters) lets two nodes compare views cheaply.
@@ -44,14 +48,55 @@ pub fn hash_tag(key: &[u8]) -> &[u8] {
     key
 }
 
-/// The hash of a key's position on the ring (of its [`hash_tag`]).
-pub fn key_hash(namespace: &str, key: &[u8]) -> u64 {
-    let key = hash_tag(key);
-    let mut buf = Vec::with_capacity(1 + namespace.len() + key.len());
-    buf.push(namespace.len() as u8);
-    buf.extend_from_slice(namespace.as_bytes());
-    buf.extend_from_slice(key);
-    xxh3_64(&buf)
+/// How many hash slots there are, as in Redis Cluster.
+pub const SLOTS: u16 = 16384;
+
+/// Bits a slot number is shifted by to give its point on the ring ([`slot_hash`]).
+const SLOT_SHIFT: u32 = 64 - 14;
+
+/// CRC16-CCITT (XModem: polynomial 0x1021, initial value 0), the checksum Redis Cluster
+/// computes a key's slot with.
+fn crc16(bytes: &[u8]) -> u16 {
+    let mut crc: u16 = 0;
+    for &b in bytes {
+        crc ^= u16::from(b) << 8;
+        for _ in 0..8 {
+            crc = if crc & 0x8000 != 0 {
+                (crc << 1) ^ 0x1021
+            } else {
+                crc << 1
+            };
+        }
+    }
+    crc
+}
+
+/// The hash slot of `key` (0..16384), as Redis Cluster computes it: CRC16 of its
+/// [`hash_tag`], modulo 16384. `CLUSTER KEYSLOT` answers it.
+pub fn key_slot(key: &[u8]) -> u16 {
+    crc16(hash_tag(key)) & (SLOTS - 1)
+}
+
+/// The point of `slot` on the ring: `slot << 50`, so the slots divide the hash space into
+/// 16384 equal arcs in order.
+pub fn slot_hash(slot: u16) -> u64 {
+    u64::from(slot & (SLOTS - 1)) << SLOT_SHIFT
+}
+
+/// The hash of a key's position on the ring: its slot's point.
+pub fn key_hash(key: &[u8]) -> u64 {
+    slot_hash(key_slot(key))
+}
+
+/// A run of consecutive slots with the same owners ([`Ring::slot_ranges`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SlotRange<'a> {
+    /// The first slot of the run.
+    pub first: u16,
+    /// The last slot of the run (inclusive).
+    pub last: u16,
+    /// The owners of every slot in the run, primary first.
+    pub owners: Vec<&'a str>,
 }
 
 impl Ring {
@@ -147,9 +192,35 @@ impl Ring {
         out
     }
 
-    /// The owners of `key` in `namespace`: the first `replication_factor` distinct nodes.
-    pub fn owners(&self, namespace: &str, key: &[u8], replication_factor: usize) -> Vec<&str> {
-        self.owners_of_hash(key_hash(namespace, key), replication_factor)
+    /// The owners of `key`: the first `replication_factor` distinct nodes from its slot.
+    pub fn owners(&self, key: &[u8], replication_factor: usize) -> Vec<&str> {
+        self.owners_of_hash(key_hash(key), replication_factor)
+    }
+
+    /// The owners of `slot`, primary first.
+    pub fn slot_owners(&self, slot: u16, replication_factor: usize) -> Vec<&str> {
+        self.owners_of_hash(slot_hash(slot), replication_factor)
+    }
+
+    /// Every slot, in order, as runs with the same owners (what `CLUSTER SLOTS` lists); none
+    /// for an empty ring.
+    pub fn slot_ranges(&self, replication_factor: usize) -> Vec<SlotRange<'_>> {
+        let mut out: Vec<SlotRange<'_>> = Vec::new();
+        if self.is_empty() {
+            return out;
+        }
+        for slot in 0..SLOTS {
+            let owners = self.slot_owners(slot, replication_factor);
+            match out.last_mut() {
+                Some(run) if run.owners == owners => run.last = slot,
+                _ => out.push(SlotRange {
+                    first: slot,
+                    last: slot,
+                    owners,
+                }),
+            }
+        }
+        out
     }
 
     /// Virtual nodes per member.
@@ -193,10 +264,7 @@ mod tests {
         for i in 0..100 {
             let a = format!("{{tag{i}}}:a");
             let b = format!("x{{tag{i}}}:b");
-            assert_eq!(
-                ring.owners("db0", a.as_bytes(), 2),
-                ring.owners("db0", b.as_bytes(), 2)
-            );
+            assert_eq!(ring.owners(a.as_bytes(), 2), ring.owners(b.as_bytes(), 2));
         }
     }
 
@@ -214,19 +282,15 @@ mod tests {
         assert_eq!(a.version(), b.version());
         for i in 0..1000 {
             let key = format!("k{i}");
-            let o = a.owners("ns", key.as_bytes(), 3);
+            let o = a.owners(key.as_bytes(), 3);
             assert_eq!(o.len(), 3);
             assert!(o[0] != o[1] && o[1] != o[2] && o[0] != o[2]);
-            assert_eq!(o, b.owners("ns", key.as_bytes(), 3));
+            assert_eq!(o, b.owners(key.as_bytes(), 3));
         }
-        assert_eq!(
-            a.owners("ns", b"k", 9).len(),
-            5,
-            "capped at the member count"
-        );
+        assert_eq!(a.owners(b"k", 9).len(), 5, "capped at the member count");
         assert!(
             Ring::new(Vec::<String>::new(), 8)
-                .owners("ns", b"k", 2)
+                .owners(b"k", 2)
                 .is_empty()
         );
         assert_ne!(a.version(), Ring::new(names(4), DEFAULT_VNODES).version());
@@ -239,7 +303,7 @@ mod tests {
         let keys = 100_000;
         for i in 0..keys {
             *count
-                .entry(ring.owners("ns", format!("key:{i}").as_bytes(), 1)[0])
+                .entry(ring.owners(format!("key:{i}").as_bytes(), 1)[0])
                 .or_default() += 1;
         }
         let max = *count.values().max().unwrap() as f64;
@@ -260,8 +324,8 @@ mod tests {
         for i in 0..keys {
             let k = format!("key:{i}");
             let (a, b) = (
-                before.owners("ns", k.as_bytes(), 1)[0],
-                after.owners("ns", k.as_bytes(), 1)[0],
+                before.owners(k.as_bytes(), 1)[0],
+                after.owners(k.as_bytes(), 1)[0],
             );
             if a != b {
                 moved += 1;
@@ -276,14 +340,44 @@ mod tests {
     }
 
     #[test]
-    fn namespaces_place_the_same_key_independently() {
-        let ring = Ring::new(names(8), DEFAULT_VNODES);
-        let differ = (0..200)
-            .filter(|i| {
-                let k = format!("k{i}");
-                ring.owners("a", k.as_bytes(), 1) != ring.owners("b", k.as_bytes(), 1)
-            })
-            .count();
-        assert!(differ > 100, "namespace must be part of the hash");
+    fn slots_are_redis_clusters() {
+        // CRC16/XModem's check value, and slots Redis's documentation shows.
+        assert_eq!(crc16(b"123456789"), 0x31c3);
+        assert_eq!(key_slot(b"somekey"), 11058);
+        assert_eq!(key_slot(b"foo{hash_tag}"), 2515);
+        assert_eq!(key_slot(b"foo"), 12182);
+        assert_eq!(key_slot(b""), 0);
+        assert_eq!(slot_hash(0), 0);
+        assert_eq!(slot_hash(SLOTS - 1), (u64::from(SLOTS) - 1) << 50);
+        let ring = Ring::new(names(3), DEFAULT_VNODES);
+        assert_eq!(ring.owners(b"foo", 2), ring.slot_owners(12182, 2));
+    }
+
+    #[test]
+    fn slot_ranges_cover_every_slot_once_with_its_owners() {
+        let ring = Ring::new(names(3), DEFAULT_VNODES);
+        let ranges = ring.slot_ranges(2);
+        assert_eq!(ranges[0].first, 0);
+        assert_eq!(ranges.last().unwrap().last, SLOTS - 1);
+        for w in ranges.windows(2) {
+            assert_eq!(w[0].last + 1, w[1].first, "runs are contiguous");
+            assert_ne!(w[0].owners, w[1].owners, "neighbouring runs are merged");
+        }
+        // A few hundred runs for 3 × 128 points, not one per slot.
+        assert!(
+            ranges.len() > 50 && ranges.len() <= 3 * 128,
+            "{}",
+            ranges.len()
+        );
+        for r in &ranges {
+            for slot in [r.first, r.last, r.first + (r.last - r.first) / 2] {
+                assert_eq!(ring.slot_owners(slot, 2), r.owners);
+            }
+        }
+        assert!(Ring::new(Vec::<String>::new(), 8).slot_ranges(2).is_empty());
+        let solo_ring = Ring::new(["solo"], 8);
+        let solo = solo_ring.slot_ranges(2);
+        assert_eq!(solo.len(), 1);
+        assert_eq!((solo[0].first, solo[0].last), (0, SLOTS - 1));
     }
 }

@@ -66,6 +66,7 @@ pub async fn accept_loop(
     listener: TcpListener,
     shared: Arc<Shared>,
     tls: Option<tokio_rustls::TlsAcceptor>,
+    cluster_mode: bool,
 ) {
     let mut stop = shared.stop.clone();
     loop {
@@ -86,13 +87,13 @@ pub async fn accept_loop(
         match shared.admit(addr) {
             Some(info) => match &tls {
                 None => {
-                    tokio::spawn(handle(stream, info, shared.clone()));
+                    tokio::spawn(handle(stream, info, shared.clone(), cluster_mode));
                 }
                 Some(acceptor) => {
                     let (acceptor, shared) = (acceptor.clone(), shared.clone());
                     tokio::spawn(async move {
                         match crate::tls::accept(&acceptor, stream).await {
-                            Ok(tls) => handle(tls, info, shared).await,
+                            Ok(tls) => handle(tls, info, shared, cluster_mode).await,
                             Err(e) => {
                                 shared.metrics.tls_failures.incr();
                                 tracing::debug!(%addr, error = %e, "TLS handshake failed");
@@ -121,10 +122,11 @@ async fn handle<S: AsyncRead + AsyncWrite + Unpin>(
     mut stream: S,
     info: Arc<ClientInfo>,
     shared: Arc<Shared>,
+    cluster_mode: bool,
 ) {
     let id = info.id;
     let addr = info.addr;
-    if let Err(e) = serve_connection(&mut stream, info, &shared).await {
+    if let Err(e) = serve_connection(&mut stream, info, &shared, cluster_mode).await {
         tracing::debug!(%addr, error = %e, "connection ended with an I/O error");
     }
     // Bounded: a TLS close may wait to write to a client that does not read.
@@ -136,6 +138,7 @@ async fn serve_connection<S: AsyncRead + AsyncWrite + Unpin>(
     stream: &mut S,
     info: Arc<ClientInfo>,
     shared: &Arc<Shared>,
+    cluster_mode: bool,
 ) -> std::io::Result<()> {
     let max_request = shared.config.server.max_request_bytes as usize;
     let limits = Limits {
@@ -143,6 +146,7 @@ async fn serve_connection<S: AsyncRead + AsyncWrite + Unpin>(
         ..Limits::default()
     };
     let mut session = Session::new(shared, info);
+    session.cluster_mode = cluster_mode;
     let out_limit = usize::try_from(shared.config.server.client_output_buffer_limit_bytes)
         .unwrap_or(usize::MAX);
     session.reply.set_limit(out_limit);

@@ -45,6 +45,8 @@ pub struct Running {
     pub resp_addr: std::net::SocketAddr,
     /// The bound admin address.
     pub admin_addr: std::net::SocketAddr,
+    /// The bound cluster-mode RESP address (`server.cluster_listen`), if any.
+    pub cluster_addr: Option<std::net::SocketAddr>,
     stop: watch::Sender<bool>,
     done: tokio::task::JoinHandle<anyhow::Result<()>>,
 }
@@ -86,12 +88,22 @@ pub async fn start(config: NodeConfig) -> anyhow::Result<Running> {
                 config.server.admin_listen
             )
         })?;
+    let cluster = match &config.server.cluster_listen {
+        None => None,
+        Some(addr) => Some(
+            TcpListener::bind(addr)
+                .await
+                .with_context(|| format!("cannot listen on {addr} (server.cluster_listen)"))?,
+        ),
+    };
     let resp_addr = resp.local_addr()?;
     let admin_addr = admin.local_addr()?;
+    let cluster_addr = cluster.as_ref().map(TcpListener::local_addr).transpose()?;
     // The bound addresses (port 0 resolved): a cluster member announces them to the others.
     let mut config = config;
     config.server.resp_listen = resp_addr.to_string();
     config.server.admin_listen = admin_addr.to_string();
+    config.server.cluster_listen = cluster_addr.map(|a| a.to_string());
     let node = Node::start(config.clone())
         .await
         .context("cannot start the node")?;
@@ -102,6 +114,7 @@ pub async fn start(config: NodeConfig) -> anyhow::Result<Running> {
     tracing::info!(
         %resp_addr,
         %admin_addr,
+        cluster_addr = cluster_addr.map(|a| a.to_string()).unwrap_or_default(),
         node = %shared.config.node.name,
         resp_tls = resp_tls.is_some(),
         admin_tls = admin_tls.is_some(),
@@ -110,13 +123,15 @@ pub async fn start(config: NodeConfig) -> anyhow::Result<Running> {
     let done = tokio::spawn(run(
         node,
         shared,
-        (resp, resp_tls),
+        (resp, resp_tls.clone()),
+        cluster.map(|l| (l, resp_tls)),
         (admin, admin_tls),
         stop_rx,
     ));
     Ok(Running {
         resp_addr,
         admin_addr,
+        cluster_addr,
         stop,
         done,
     })
@@ -129,6 +144,7 @@ async fn run(
     node: Node,
     shared: Arc<Shared>,
     (resp, resp_tls): Listening,
+    cluster: Option<Listening>,
     (admin, admin_tls): Listening,
     mut stop: watch::Receiver<bool>,
 ) -> anyhow::Result<()> {
@@ -145,10 +161,16 @@ async fn run(
         shared.cache.clone(),
         stop.clone(),
     ));
-    let accept = conn::accept_loop(resp, shared.clone(), resp_tls);
+    // The cluster listener's connections are answered as by a Redis Cluster node.
+    let cluster_accept =
+        cluster.map(|(l, tls)| tokio::spawn(conn::accept_loop(l, shared.clone(), tls, true)));
+    let accept = conn::accept_loop(resp, shared.clone(), resp_tls, false);
     tokio::select! {
         _ = accept => {}
         _ = crate::state::stopped(&mut stop) => {}
+    }
+    if let Some(task) = cluster_accept {
+        let _ = task.await;
     }
     tracing::info!("shutting down: no new connections; draining");
     let grace = Duration::from_millis(shared.config.server.shutdown_grace_ms);

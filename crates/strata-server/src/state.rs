@@ -95,6 +95,9 @@ pub struct Shared {
     pub pubsub: Arc<crate::pubsub::PubSub>,
     /// Forwards messages published here to the other cluster members.
     publisher: Option<strata::Publisher>,
+    /// Which member is primary of each hash slot (`None` when the node is not a cluster
+    /// member): `CLUSTER SLOTS` and the cluster listener's redirects read it.
+    pub slots: Option<strata::SlotSource>,
     /// `CLIENT TRACKING`: which clients read which keys.
     pub tracking: Arc<crate::tracking::Tracking>,
 }
@@ -189,6 +192,7 @@ impl Shared {
             latency,
             pubsub,
             publisher: node.publisher(),
+            slots: node.slots(),
             tracking,
         }
     }

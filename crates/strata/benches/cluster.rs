@@ -145,7 +145,7 @@ fn main() {
             .find(|k| {
                 let st = nodes[0].cluster_status().unwrap();
                 let ring = strata_cluster::Ring::new(st.ring_members.clone(), 128);
-                ring.owners("bench", k.as_bytes(), 1)[0] == "b1"
+                ring.owners(k.as_bytes(), 1)[0] == "b1"
             })
             .unwrap();
         rt.block_on(b.set("bench", key.clone(), value.clone()))

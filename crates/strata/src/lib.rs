@@ -42,6 +42,7 @@ pub mod tls;
 
 pub use cluster::ClusterStatus;
 pub use cluster::pubsub::PublishSink;
+pub use cluster::slots::{SlotMap, SlotSource};
 pub use config::{ClusterConfig, ConfigError, NodeConfig, Profile};
 pub use node::{LayerHealth, Node, NodeDeps, NodeError, NodeHealth, Publisher};
 pub use status::{ActorState, NodeStatus};

@@ -374,6 +374,12 @@ impl Node {
         self.cluster.clone().map(Publisher)
     }
 
+    /// Which member is primary of each hash slot, for cluster-aware clients (`None` when the
+    /// node is not a cluster member).
+    pub fn slots(&self) -> Option<crate::cluster::slots::SlotSource> {
+        self.cluster.clone().map(crate::cluster::slots::SlotSource)
+    }
+
     /// The cluster as this node sees it (members, ring, coherence), when it is a member.
     pub fn cluster_status(&self) -> Option<crate::cluster::ClusterStatus> {
         self.cluster.as_ref().map(|c| c.status())

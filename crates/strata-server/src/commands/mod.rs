@@ -28,6 +28,7 @@ use strata_resp::{Protocol, Reply};
 use crate::acl::{self, User};
 use crate::state::{ClientInfo, Shared};
 
+mod cluster;
 mod connection;
 mod error;
 mod keyops;
@@ -83,6 +84,11 @@ pub struct Session<'a> {
     pub sub: Option<crate::pubsub::Subscription>,
     /// `CLIENT TRACKING`.
     pub tracking: tracking::ClientTracking,
+    /// Whether the connection came in on `server.cluster_listen`: a key whose slot another
+    /// member is primary of is answered `-MOVED`.
+    pub cluster_mode: bool,
+    /// `READONLY`: on the cluster listener, reads of slots this node replicates run here.
+    pub readonly: bool,
 }
 
 impl<'a> Session<'a> {
@@ -103,6 +109,8 @@ impl<'a> Session<'a> {
             tx: multi::TxState::default(),
             sub: None,
             tracking: tracking::ClientTracking::default(),
+            cluster_mode: false,
+            readonly: false,
         }
     }
 
@@ -231,6 +239,7 @@ pub fn groupable(s: &Session<'_>, args: &[Bytes]) -> bool {
         && !s.tx.in_multi()
         && !pubsub::in_subscribed_mode(s)
         && s.user.as_ref().is_some_and(|u| u.unrestricted())
+        && cluster::check_route(s.shared, s, spec, args).is_ok()
 }
 
 /// Runs a pipeline's consecutive writes (each [`groupable`], on distinct keys) at once and
@@ -352,6 +361,12 @@ pub async fn execute(shared: &Shared, s: &mut Session<'_>, args: &[Bytes]) {
         ));
         return;
     }
+    if let Err(e) = cluster::check_route(shared, s, spec, args) {
+        shared.metrics.errors[idx].incr();
+        s.tx.flag_error();
+        s.reply.error(&e.to_string());
+        return;
+    }
     if s.tx.in_multi() && !multi::runs_at_once(spec.id) {
         multi::queue(shared, s, spec, args);
         return;
@@ -468,6 +483,7 @@ async fn run(sh: &Shared, s: &mut Session<'_>, id: Cmd, a: &[Bytes]) -> Res<()> 
             s.user = sh.acl.read().initial_user();
             s.info.detail.lock().name = None;
             s.tx.reset();
+            s.readonly = false;
             s.reply.simple("RESET");
         }
         Cmd::Setex | Cmd::Psetex => set_command(sh, s, id, a).await?,
@@ -658,6 +674,17 @@ async fn run(sh: &Shared, s: &mut Session<'_>, id: Cmd, a: &[Bytes]) -> Res<()> 
         Cmd::Latency => latency::latency(sh, s, a)?,
         Cmd::Config => config(sh, s, a)?,
         Cmd::Client => client(sh, s, a)?,
+        Cmd::Cluster => cluster::cluster(sh, s, a)?,
+        Cmd::Readonly => cluster::readonly(sh, s, true)?,
+        Cmd::Readwrite => cluster::readonly(sh, s, false)?,
+        Cmd::Asking => {
+            if sh.slots.is_none() {
+                return Err(ReplyError::err(
+                    "This instance has cluster support disabled",
+                ));
+            }
+            s.reply.ok();
+        }
         Cmd::Command => command(s, a)?,
         Cmd::Time => {
             let now = SystemTime::now()
@@ -696,7 +723,8 @@ async fn run(sh: &Shared, s: &mut Session<'_>, id: Cmd, a: &[Bytes]) -> Res<()> 
 const MAX_ATOMIC_KEYS: usize = 1024;
 
 /// In a cluster, a command that must change several keys atomically needs them on one
-/// primary: every key with the same hash tag (`{…}`), as Redis Cluster requires one slot.
+/// primary: every key in the same hash slot, as Redis Cluster requires (keys with the same
+/// `{tag}` always are).
 fn one_slot<'k>(sh: &Shared, mut keys: impl Iterator<Item = &'k Bytes>) -> Res<()> {
     if !sh.config.cluster.enabled {
         return Ok(());
@@ -704,8 +732,8 @@ fn one_slot<'k>(sh: &Shared, mut keys: impl Iterator<Item = &'k Bytes>) -> Res<(
     let Some(first) = keys.next() else {
         return Ok(());
     };
-    let tag = strata_cluster::ring::hash_tag(first);
-    if keys.all(|k| strata_cluster::ring::hash_tag(k) == tag) {
+    let slot = strata_cluster::ring::key_slot(first);
+    if keys.all(|k| strata_cluster::ring::key_slot(k) == slot) {
         Ok(())
     } else {
         Err(ReplyError::coded(

@@ -317,8 +317,10 @@ pub(super) async fn info(sh: &Shared, s: &mut Session<'_>, sections: &[Bytes]) {
         );
     }
     if want("cluster") {
-        // Strata's cluster is not Redis Cluster's protocol: clients see one server.
-        out.push_str("# Cluster\r\ncluster_enabled:0\r\n\r\n");
+        // A cluster member answers Redis Cluster's commands (CLUSTER SLOTS…) on every
+        // listener, and redirects only on `server.cluster_listen`.
+        let on = u8::from(sh.slots.is_some());
+        let _ = write!(out, "# Cluster\r\ncluster_enabled:{on}\r\n\r\n");
     }
     if want("keyspace") {
         out.push_str("# Keyspace\r\n");

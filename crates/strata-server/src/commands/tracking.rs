@@ -48,34 +48,14 @@ impl ClientTracking {
 /// The keys of `args` a tracking client records: every key of a read-only command (a script
 /// declares its keys, and `WATCH` reads none), none of a write, as Redis's tracking does.
 pub(super) fn read_keys<'a>(spec: &CommandSpec, args: &'a [Bytes]) -> Vec<&'a [u8]> {
-    if matches!(
+    let script = matches!(
         spec.id,
         Cmd::Eval | Cmd::Evalsha | Cmd::EvalRo | Cmd::EvalshaRo
-    ) {
-        let n = args
-            .get(2)
-            .and_then(|n| parse_int(n))
-            .and_then(|n| usize::try_from(n).ok())
-            .unwrap_or(0);
-        return args.iter().skip(3).take(n).map(|k| &k[..]).collect();
-    }
-    if spec.write || spec.first_key <= 0 || spec.id == Cmd::Watch {
+    );
+    if !script && (spec.write || spec.id == Cmd::Watch) {
         return Vec::new();
     }
-    let len = args.len() as i64;
-    let last = if spec.last_key < 0 {
-        len + spec.last_key
-    } else {
-        spec.last_key.min(len - 1)
-    };
-    let step = spec.step.max(1);
-    let mut out = Vec::new();
-    let mut i = spec.first_key;
-    while i <= last {
-        out.push(&args[i as usize][..]);
-        i += step;
-    }
-    out
+    super::cluster::command_keys(spec, args)
 }
 
 /// The keys `EXEC` is about to run reads of (its queued read commands').

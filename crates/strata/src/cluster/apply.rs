@@ -21,7 +21,7 @@ impl Shared {
                     && Tier::remove_version(&self.owner, namespace, key, e.version)
                         .await
                         .unwrap_or(false)
-                    && self.is_primary(namespace, key)
+                    && self.is_primary(key)
                 {
                     n = 1;
                 }
@@ -77,7 +77,7 @@ impl Shared {
                 if let Some(e) = self.owner.get_retained_entry(namespace, k)
                     && pred(k, &e)
                     && self.owner.remove_sync(namespace, k)
-                    && self.is_primary(namespace, k)
+                    && self.is_primary(k)
                 {
                     n += 1;
                 }
@@ -112,7 +112,7 @@ impl Shared {
                 // a key deleted meanwhile, for good; and by the simulator, seed 1910.)
                 self.owner.flush_namespace_sync(&ns);
             } else {
-                self.remove_owned_where(&ns, |k, _| !self.owns(&ns, k));
+                self.remove_owned_where(&ns, |k, _| !self.owns(k));
             }
         }
         // Announced again now that the owner store is emptied too: a client that read from
@@ -147,7 +147,7 @@ impl Shared {
                     if budget == 0 {
                         break 'outer;
                     }
-                    let targets = placement::handoff_targets(old, new, &self.name, &ns, k, rf);
+                    let targets = placement::handoff_targets(old, new, &self.name, k, rf);
                     if targets.is_empty() {
                         continue;
                     }

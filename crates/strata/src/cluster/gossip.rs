@@ -86,7 +86,12 @@ impl Shared {
             .lock()
             .note_view(live.len(), self.cfg.expected_size as usize);
         let mut v = self.view.write();
-        v.members = live.into_iter().map(|id| (id.name.clone(), id)).collect();
+        let members: BTreeMap<String, NodeIdentity> =
+            live.into_iter().map(|id| (id.name.clone(), id)).collect();
+        if members != v.members || ring.version() != v.ring.version() {
+            v.slots = None;
+        }
+        v.members = members;
         if ring.version() != v.ring.version() {
             let old = std::mem::replace(&mut v.ring, Arc::new(ring));
             tracing::info!(node = %self.name, members = v.ring.nodes().len(), ring = v.ring.version(), "ring changed");

@@ -233,6 +233,18 @@ impl Maintenance for ClusterHook {
                 true,
                 get(&k.rejected_connections),
             ),
+            m(
+                "cluster_writes_executed",
+                "Writes executed here as their key's primary",
+                true,
+                get(&k.executed),
+            ),
+            m(
+                "cluster_writes_forwarded",
+                "Writes sent to their key's primary on another member (a cluster-aware client sends none: it reaches the primary itself)",
+                true,
+                get(&k.forwarded),
+            ),
         ]
     }
 }

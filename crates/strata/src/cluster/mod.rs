@@ -21,7 +21,7 @@
 //! ring; `gossip` membership and the periodic tick; `dissemination` invalidations out;
 //! `apply` invalidations in and the hand-off; `server` the peer RPC server; `primary`
 //! per-key primary execution; `tier` the L2 tier; `warm` L3 proofs after a restart;
-//! `status` what `/cluster` shows; `hook` the actor's hook and metrics; `peer` the
+//! `status` what `/cluster` shows; `slots` the slot map cluster-aware clients see; `hook` the actor's hook and metrics; `peer` the
 //! client side of peer RPC; `net` the sockets (tokio's or turmoil's).
 
 pub(crate) mod apply;
@@ -33,6 +33,7 @@ pub(crate) mod peer;
 pub(crate) mod primary;
 pub(crate) mod pubsub;
 pub(crate) mod server;
+pub mod slots;
 pub(crate) mod status;
 pub(crate) mod tier;
 pub(crate) mod warm;
@@ -144,6 +145,8 @@ struct View {
     /// The ring before the last change, and when it changed (for hand-off reads).
     previous: Vec<(Arc<Ring>, Instant)>,
     members: BTreeMap<String, NodeIdentity>,
+    /// The slot map of this view, built when first asked for ([`slots`]).
+    slots: Option<Arc<slots::SlotMap>>,
 }
 
 /// Work for the applier task.
@@ -286,6 +289,11 @@ impl Shared {
             rpc: rpc_addr,
             resp: announced(addr_or_unspecified(&config.server.resp_listen), false),
             admin: announced(addr_or_unspecified(&config.server.admin_listen), false),
+            cluster_resp: config
+                .server
+                .cluster_listen
+                .as_deref()
+                .map(|a| announced(addr_or_unspecified(a), false)),
             generation,
         };
         let seeds: Vec<SocketAddr> = c.seeds.iter().filter_map(|s| s.parse().ok()).collect();
@@ -341,6 +349,7 @@ impl Shared {
                 ring,
                 previous: Vec::new(),
                 members,
+                slots: None,
             }),
             owner,
             socket: Arc::new(socket),
@@ -406,10 +415,10 @@ impl Shared {
     }
 
     /// The owners of a key in the current view, as (name, rpc address), first owner first.
-    pub(crate) fn owners(&self, namespace: &str, key: &[u8]) -> Vec<(String, SocketAddr)> {
+    pub(crate) fn owners(&self, key: &[u8]) -> Vec<(String, SocketAddr)> {
         let v = self.view.read();
         v.ring
-            .owners(namespace, key, self.cfg.replication_factor as usize)
+            .owners(key, self.cfg.replication_factor as usize)
             .into_iter()
             .filter_map(|n| v.members.get(n).map(|id| (n.to_owned(), id.rpc)))
             .collect()
@@ -418,11 +427,7 @@ impl Shared {
     /// The nodes a read of the key asks, in order (`placement::read_plan`: the owners,
     /// then the previous owners while the hand-off window is open), as (name, rpc address),
     /// and how many of them are current owners.
-    pub(crate) fn read_plan(
-        &self,
-        namespace: &str,
-        key: &[u8],
-    ) -> (Vec<(String, SocketAddr)>, usize) {
+    pub(crate) fn read_plan(&self, key: &[u8]) -> (Vec<(String, SocketAddr)>, usize) {
         let v = self.view.read();
         let window = Duration::from_millis(self.cfg.handoff_window_ms);
         let previous: Vec<&Ring> = v
@@ -432,7 +437,7 @@ impl Shared {
             .map(|(r, _)| &**r)
             .collect();
         let rf = self.cfg.replication_factor as usize;
-        let plan = placement::read_plan(&v.ring, &previous, namespace, key, rf);
+        let plan = placement::read_plan(&v.ring, &previous, key, rf);
         let current = placement::current_owners(&v.ring, rf);
         let mut out = Vec::with_capacity(plan.len());
         let mut owners = 0;
@@ -464,20 +469,20 @@ impl Shared {
             .collect()
     }
 
-    pub(crate) fn is_primary(&self, namespace: &str, key: &[u8]) -> bool {
+    pub(crate) fn is_primary(&self, key: &[u8]) -> bool {
         self.view
             .read()
             .ring
-            .owners(namespace, key, 1)
+            .owners(key, 1)
             .first()
             .is_none_or(|n| *n == self.name)
     }
 
-    fn owns(&self, namespace: &str, key: &[u8]) -> bool {
+    fn owns(&self, key: &[u8]) -> bool {
         self.view
             .read()
             .ring
-            .owners(namespace, key, self.cfg.replication_factor as usize)
+            .owners(key, self.cfg.replication_factor as usize)
             .contains(&self.name.as_str())
     }
 }

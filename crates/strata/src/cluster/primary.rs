@@ -68,8 +68,8 @@ fn reply_size(reply: &Reply) -> usize {
 impl Shared {
     /// The stripe of `key`'s execution lock.
     fn exec_stripe(&self, namespace: &str, key: &[u8]) -> usize {
-        let h = strata_cluster::ring::key_hash(namespace, key)
-            ^ xxhash_rust::xxh3::xxh3_64(key).rotate_left(17);
+        let h = xxhash_rust::xxh3::xxh3_64(namespace.as_bytes()).rotate_left(17)
+            ^ xxhash_rust::xxh3::xxh3_64(key);
         (h as usize) % EXEC_STRIPES
     }
 
@@ -87,10 +87,10 @@ impl Shared {
         key: &[u8],
         op: PrimaryOp,
     ) -> Result<Executed, Refusal> {
-        self.admit(namespace, key)?;
+        self.admit(key)?;
         let _g = self.exec_lock(namespace, key).lock().await;
         // Decided again under the lock: the view may have moved while this waited.
-        let (ring, cache) = self.admit(namespace, key)?;
+        let (ring, cache) = self.admit(key)?;
         self.counters.executed.fetch_add(1, Ordering::Relaxed);
         let mut attempt = 0;
         loop {
@@ -143,16 +143,15 @@ impl Shared {
     /// decided on and its cache.
     fn admit(
         &self,
-        namespace: &str,
         key: &[u8],
     ) -> Result<(Arc<strata_cluster::Ring>, &strata_core::Cache), Refusal> {
         if self.leaving.load(Ordering::Acquire) {
             return Err(Refusal::NotPrimary(None));
         }
         let ring = self.ring();
-        if decide::primary(&ring, namespace, key) != Some(self.name.as_str()) {
+        if decide::primary(&ring, key) != Some(self.name.as_str()) {
             return Err(Refusal::NotPrimary(
-                decide::primary(&ring, namespace, key).map(str::to_owned),
+                decide::primary(&ring, key).map(str::to_owned),
             ));
         }
         if !self.stall.lock().may_execute(self.monotonic_ms()) {
@@ -200,10 +199,10 @@ impl Shared {
                 changes: Vec::new(),
             });
         };
-        let (ring, _) = self.admit(namespace, first)?;
+        let (ring, _) = self.admit(first)?;
         if keys
             .iter()
-            .any(|k| decide::primary(&ring, namespace, k) != Some(self.name.as_str()))
+            .any(|k| decide::primary(&ring, k) != Some(self.name.as_str()))
         {
             return Err(Refusal::Unavailable(
                 "CROSSSLOT Keys in request don't hash to the same slot".into(),
@@ -220,7 +219,7 @@ impl Shared {
             guards.push(self.exec_locks[i].lock().await);
         }
         // Decided again under the locks: the view may have moved while this waited.
-        let (ring, cache) = self.admit(namespace, first)?;
+        let (ring, cache) = self.admit(first)?;
         self.counters.executed.fetch_add(1, Ordering::Relaxed);
         'attempt: for _ in 0..STALE_RETRIES {
             let now = self.now_ms();
@@ -478,7 +477,7 @@ impl Shared {
         if local.is_some() {
             return Ok(local);
         }
-        let (plan, _) = self.read_plan(namespace, key);
+        let (plan, _) = self.read_plan(key);
         let mut answers = Vec::new();
         for (name, addr) in plan.iter().filter(|(n, _)| *n != self.name) {
             let req = Request::Get {
@@ -524,7 +523,7 @@ impl Shared {
         base: u64,
     ) -> Result<Option<Entry>, Refusal> {
         let rf = self.cfg.replication_factor as usize;
-        let targets = decide::replicas(ring, &self.name, namespace, key, rf);
+        let targets = decide::replicas(ring, &self.name, key, rf);
         if targets.is_empty() {
             return Ok(None);
         }
@@ -616,9 +615,7 @@ impl Shared {
     ) -> Response {
         let ring = self.ring();
         let (members, expected) = (self.member_count(), self.cfg.expected_size as usize);
-        if let Err(primary) =
-            decide::admits_replication(&ring, members, expected, namespace, key, from)
-        {
+        if let Err(primary) = decide::admits_replication(&ring, members, expected, key, from) {
             self.counters.fenced.fetch_add(1, Ordering::Relaxed);
             return Response::Fenced { primary };
         }
@@ -744,7 +741,7 @@ impl Shared {
                 }
                 tokio::time::sleep(Duration::from_millis((10 * attempt).min(200))).await;
             }
-            let Some((name, addr)) = self.owners(namespace, key).into_iter().next() else {
+            let Some((name, addr)) = self.owners(key).into_iter().next() else {
                 return Err("TRYAGAIN the cluster has no member to own the key".into());
             };
             if name == self.name {

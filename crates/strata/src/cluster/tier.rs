@@ -126,30 +126,27 @@ impl ClusterTier {
     /// Removes `key` on every owner if its stored version is at most `version`.
     async fn remove_on_owners(&self, ns: &str, key: &[u8], version: Version) -> bool {
         let s = &self.shared;
-        let calls = s
-            .owners(ns, key)
-            .into_iter()
-            .map(|(name, addr)| async move {
-                if name == s.name {
-                    return match s.owner.get_retained_entry(ns, key) {
-                        Some(e) if e.version <= version => {
-                            Tier::remove_version(&s.owner, ns, key, e.version)
-                                .await
-                                .unwrap_or(false)
-                        }
-                        _ => false,
-                    };
-                }
-                let req = Request::Remove {
-                    namespace: ns.to_owned(),
-                    key: key.to_vec(),
-                    version: version.as_u64(),
+        let calls = s.owners(key).into_iter().map(|(name, addr)| async move {
+            if name == s.name {
+                return match s.owner.get_retained_entry(ns, key) {
+                    Some(e) if e.version <= version => {
+                        Tier::remove_version(&s.owner, ns, key, e.version)
+                            .await
+                            .unwrap_or(false)
+                    }
+                    _ => false,
                 };
-                matches!(
-                    s.pool.call(&name, addr, req, None).await,
-                    Ok(Response::Removed(true))
-                )
-            });
+            }
+            let req = Request::Remove {
+                namespace: ns.to_owned(),
+                key: key.to_vec(),
+                version: version.as_u64(),
+            };
+            matches!(
+                s.pool.call(&name, addr, req, None).await,
+                Ok(Response::Removed(true))
+            )
+        });
         futures_util::future::join_all(calls)
             .await
             .into_iter()
@@ -185,7 +182,7 @@ impl Tier for ClusterTier {
 
     async fn get(&self, namespace: &str, key: &[u8]) -> Result<Option<Entry>, TierError> {
         let s = &self.shared;
-        let (plan, owners) = s.read_plan(namespace, key);
+        let (plan, owners) = s.read_plan(key);
         let mut failed = 0;
         for (i, (name, addr)) in plan.iter().enumerate() {
             match self.fetch(name, *addr, namespace, key).await {
@@ -255,7 +252,7 @@ impl Tier for ClusterTier {
                 // primary here recorded it already, as it announced the write.)
                 if let strata_core::ops::Change::Written(e) = &ex.change {
                     s.observe(e.version);
-                    if !s.is_primary(namespace, &key) {
+                    if !s.is_primary(&key) {
                         let now = s.now_ms();
                         s.coherence
                             .lock()

@@ -152,7 +152,7 @@ async fn ask_owners(
     page: &[(Bytes, Version)],
 ) -> (Vec<Option<Option<u64>>>, u64) {
     let owners: Vec<Vec<(String, std::net::SocketAddr)>> =
-        page.iter().map(|(k, _)| shared.owners(ns, k)).collect();
+        page.iter().map(|(k, _)| shared.owners(k)).collect();
     let names: Vec<Vec<String>> = owners
         .iter()
         .map(|o| o.iter().map(|(n, _)| n.clone()).collect())

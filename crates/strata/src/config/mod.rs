@@ -195,6 +195,14 @@ impl Default for ClusterConfig {
 pub struct ServerConfig {
     /// Address of the Redis-protocol (RESP2/RESP3) listener (default `127.0.0.1:6380`).
     pub resp_listen: String,
+    /// Address of a second Redis-protocol listener that speaks as a Redis Cluster node
+    /// (default unset; needs `cluster.enabled`): `CLUSTER SLOTS`/`SHARDS`/`NODES` there list
+    /// every member's such listener, and a command on a key whose primary is another member
+    /// is answered `-MOVED slot host:port`, so cluster-aware clients (redis-py's
+    /// `RedisCluster`, `redis-cli -c`, `redis-benchmark --cluster`) send each key to its
+    /// primary. `resp_listen` keeps serving every key for clients that are not
+    /// cluster-aware. Announced with `cluster.advertise` when it listens on every interface.
+    pub cluster_listen: Option<String>,
     /// Address of the admin HTTP listener: `/metrics`, `/health`, `/stats` (default
     /// `127.0.0.1:9380`).
     pub admin_listen: String,
@@ -286,6 +294,7 @@ impl Default for ServerConfig {
     fn default() -> Self {
         Self {
             resp_listen: "127.0.0.1:6380".into(),
+            cluster_listen: None,
             admin_listen: "127.0.0.1:9380".into(),
             requirepass: None,
             users: BTreeMap::new(),
@@ -877,6 +886,29 @@ impl NodeConfig {
                 return Err(invalid(
                     field,
                     format!("{addr:?} is not an IP:port address"),
+                ));
+            }
+        }
+        if let Some(addr) = &srv.cluster_listen {
+            let Ok(parsed) = addr.parse::<std::net::SocketAddr>() else {
+                return Err(invalid(
+                    "server.cluster_listen",
+                    format!("{addr:?} is not an IP:port address"),
+                ));
+            };
+            if parsed.ip().is_unspecified() && self.cluster.advertise.is_none() {
+                return Err(invalid(
+                    "server.cluster_listen",
+                    format!(
+                        "{addr} listens on every interface: set cluster.advertise to the \
+                         address clients reach this node at (MOVED redirects name it)"
+                    ),
+                ));
+            }
+            if !self.cluster.enabled {
+                return Err(invalid(
+                    "server.cluster_listen",
+                    "answers as a Redis Cluster node, which needs cluster.enabled = true",
                 ));
             }
         }

@@ -131,6 +131,19 @@ impl NodeConfig {
                 ),
             ));
         }
+        if let Some(addr) = &s.cluster_listen
+            && !is_loopback(addr)
+            && !self.resp_auth_configured()
+        {
+            return Err(invalid(
+                "server.protected_mode",
+                format!(
+                    "server.cluster_listen = {addr:?} accepts clients beyond loopback, and no authentication is configured. \
+                     Set server.requirepass (or define [server.users.NAME]), or listen on 127.0.0.1, \
+                     or set server.protected_mode = false if the network itself is trusted"
+                ),
+            ));
+        }
         if !is_loopback(&s.admin_listen) && !self.admin_auth_configured() {
             return Err(invalid(
                 "server.protected_mode",
