@@ -48,6 +48,9 @@ pub fn hash_tag(key: &[u8]) -> &[u8] {
     key
 }
 
+/// Names how keys are placed (hash slots at `slot << 50`), hashed into every ring version.
+const PLACEMENT_SCHEME: &[u8] = b"slots-v1";
+
 /// How many hash slots there are, as in Redis Cluster.
 pub const SLOTS: u16 = 16384;
 
@@ -112,6 +115,9 @@ impl Ring {
         let vnodes = vnodes.max(1);
         let mut points = Vec::with_capacity(nodes.len() * vnodes as usize);
         let mut version_input = Vec::new();
+        // The placement scheme is part of the view: members that place keys differently
+        // (before hash slots) never agree on a ring version.
+        version_input.extend_from_slice(PLACEMENT_SCHEME);
         version_input.extend_from_slice(&vnodes.to_le_bytes());
         for (i, name) in nodes.iter().enumerate() {
             version_input.extend_from_slice(&(name.len() as u32).to_le_bytes());

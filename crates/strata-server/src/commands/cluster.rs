@@ -68,7 +68,16 @@ pub(super) fn check_route(
         return Ok(());
     }
     match map.primary(slot) {
-        Some(p) => Err(ReplyError::Line(format!("MOVED {slot} {}", client_addr(p)))),
+        Some(p) => {
+            // `ip:port` as Redis writes it (no brackets around an IPv6 address: clients
+            // split at the last colon).
+            let a = client_addr(p);
+            Err(ReplyError::Line(format!(
+                "MOVED {slot} {}:{}",
+                a.ip(),
+                a.port()
+            )))
+        }
         None => Err(ReplyError::coded("CLUSTERDOWN", "Hash slot not served")),
     }
 }
