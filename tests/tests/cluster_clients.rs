@@ -172,7 +172,17 @@ fn the_cluster_listener_redirects_to_each_slots_primary() {
         assert_eq!(cluster_slots(n.cluster_port.unwrap()), runs);
     }
     let primary = primaries(&runs);
-    for run in &runs {
+    // The answer opens with a slot of each member, listed with its primary alone, so that
+    // each member appears first as a primary (redis-py takes its role from there).
+    for lead in &runs[..3] {
+        assert_eq!((lead.0, lead.2.len()), (lead.1, 1), "{lead:?}");
+    }
+    let mut leads: Vec<i64> = runs[..3].iter().map(|r| r.2[0].1).collect();
+    leads.sort_unstable();
+    let mut all: Vec<i64> = cports.iter().map(|p| i64::from(*p)).collect();
+    all.sort_unstable();
+    assert_eq!(leads, all);
+    for run in &runs[3..] {
         assert_eq!(run.2.len(), 2, "a primary and one replica (RF 2): {run:?}");
         assert_ne!(run.2[0], run.2[1]);
         for (ip, port) in &run.2 {
@@ -220,14 +230,25 @@ fn the_cluster_listener_redirects_to_each_slots_primary() {
         "{nodes_text}"
     );
     let shards = Raw::connect(cports[2]).cmd(&[b"CLUSTER", b"SHARDS"]);
+    // SHARDS: a shard per member, its master, holding the slots it is primary of.
     let mut covered = 0;
+    assert_eq!(items(&shards).len(), 3);
     for shard in items(&shards) {
         let shard = items(shard);
-        let slots = items(&shard[1]);
-        for pair in slots.chunks(2) {
-            covered += int(&pair[1]) - int(&pair[0]) + 1;
+        let nodes = items(&shard[3]);
+        assert_eq!(nodes.len(), 1, "a node is in one shard only");
+        let node = items(&nodes[0]);
+        assert_eq!(
+            (text(&node[2]), text(&node[8])),
+            ("port".into(), "role".into())
+        );
+        assert_eq!(text(&node[9]), "master");
+        let port = int(&node[3]);
+        for pair in items(&shard[1]).chunks(2) {
+            let (a, b) = (int(&pair[0]) as usize, int(&pair[1]) as usize);
+            assert!(primary[a..=b].iter().all(|p| *p == port), "{a}-{b}");
+            covered += b - a + 1;
         }
-        assert_eq!(items(&shard[3]).len(), 2, "a primary and a replica");
     }
     assert_eq!(covered, 16384);
     let info = text(&Raw::connect(cports[0]).cmd(&[b"CLUSTER", b"INFO"]));
@@ -288,7 +309,11 @@ fn the_cluster_listener_redirects_to_each_slots_primary() {
     assert!(err_text(&t.cmd(&[b"EXEC"])).starts_with("EXECABORT"));
 
     // READONLY: a replica serves reads of its slots, never writes.
-    let (slot_run, replica) = runs.iter().map(|r| (r, r.2[1].1 as u16)).next().unwrap();
+    let (slot_run, replica) = runs[3..]
+        .iter()
+        .map(|r| (r, r.2[1].1 as u16))
+        .next()
+        .unwrap();
     let key: Vec<u8> = (0..)
         .map(|i| format!("ro:{i}").into_bytes())
         .find(|k| {
@@ -357,6 +382,14 @@ lock = r.lock("lock:job", timeout=5)
 assert lock.acquire(blocking=False)
 assert not r.lock("lock:job", timeout=5).acquire(blocking=False)
 lock.release()
+# Listings ask every primary, and each lists the slots it is primary of: each key once.
+seen = list(r.scan_iter(match="py:*", count=40))
+assert len(seen) == 300 and len(set(seen)) == 300, len(seen)
+primaries = r.get_primaries()
+assert len(primaries) == 3, primaries
+listed = [k for n in primaries for k in r.keys("py:*", target_nodes=n)]
+assert sorted(listed) == sorted(seen)
+assert sum(r.dbsize(target_nodes=n) for n in primaries) == 300 + 7 + 100 + 2
 print("ok", len(r.get_nodes()))
 "#;
     assert_eq!(redis_py(py, cports[0]), "ok 3");
@@ -478,4 +511,23 @@ assert all(int(r.get(f"after:{i}")) == i for i in range(300))
 print(len(r.get_nodes()))
 "#;
     assert_eq!(redis_py(py, cports[1]), "2");
+
+    // A second death leaves node 1 alone of three: no majority, so it serves no slot to a
+    // cluster-aware client, as a Redis Cluster node on a partition's minority side.
+    nodes[1].kill9();
+    let down = wait_for(Duration::from_secs(30), || {
+        let info = text(&Raw::connect(cports[0]).cmd(&[b"CLUSTER", b"INFO"]));
+        info.contains("cluster_state:fail")
+    });
+    assert!(
+        down.is_some(),
+        "a lone member still reports cluster_state:ok"
+    );
+    let mut c = Raw::connect(cports[0]);
+    for key in [&b"after:1"[..], b"anything"] {
+        assert_eq!(
+            err_text(&c.cmd(&[b"GET", key])),
+            "CLUSTERDOWN The cluster is down"
+        );
+    }
 }

@@ -64,7 +64,12 @@ pub(super) fn check_route(
         ));
     }
     let map = slot_map(sh)?;
-    if map.is_mine(slot) || (s.readonly && !spec.write && map.owns(slot)) {
+    if !map.quorum {
+        // A member without a majority executes no write (it may be on the losing side of a
+        // partition), and answers as a Redis Cluster node on the minority side does.
+        return Err(ReplyError::coded("CLUSTERDOWN", "The cluster is down"));
+    }
+    if serves(&map, s.readonly && !spec.write, slot) {
         return Ok(());
     }
     match map.primary(slot) {
@@ -80,6 +85,28 @@ pub(super) fn check_route(
         }
         None => Err(ReplyError::coded("CLUSTERDOWN", "Hash slot not served")),
     }
+}
+
+/// Whether this node answers for `slot` on its cluster listener: as its primary, or as one
+/// of its replicas for a read after `READONLY`.
+fn serves(map: &SlotMap, replica_read: bool, slot: u16) -> bool {
+    map.is_mine(slot) || (replica_read && map.owns(slot))
+}
+
+/// For a keyspace listing on the cluster listener (`SCAN`, `KEYS`, `RANDOMKEY`, `DBSIZE`):
+/// the test a key must pass to be listed — the keys of the slots this node serves, so that
+/// a client that lists every primary sees each key once. `None` on the plain listener (every
+/// key this node holds).
+pub(super) fn listing_filter(
+    sh: &Shared,
+    s: &Session<'_>,
+) -> Option<impl Fn(&[u8]) -> bool + use<>> {
+    if !s.cluster_mode {
+        return None;
+    }
+    let map = sh.slots.as_ref()?.map();
+    let replica_read = s.readonly;
+    Some(move |key: &[u8]| serves(&map, replica_read, key_slot(key)))
 }
 
 /// Every key `args` names: a script's declared keys, else the table's key positions.
@@ -192,7 +219,7 @@ pub(super) fn cluster(sh: &Shared, s: &mut Session<'_>, a: &[Bytes]) -> Res<()> 
                 .filter(|(_, _, o)| !o.is_empty())
                 .map(|(f, l, _)| usize::from(l - f) + 1)
                 .sum();
-            let state = if served == usize::from(SLOTS) {
+            let state = if served == usize::from(SLOTS) && map.quorum {
                 "ok"
             } else {
                 "fail"
@@ -226,55 +253,68 @@ fn slot_node(s: &mut Session<'_>, id: &NodeIdentity) {
     s.reply.map(0);
 }
 
-/// `CLUSTER SLOTS`: every run of slots with its primary, then its replicas. A member first
-/// appears as the primary of a run (each member's first run as primary is listed before
-/// the others), because some clients (redis-py) take a member's role from its first
-/// appearance.
+/// `CLUSTER SLOTS`: every run of slots with its primary, then its replicas. Some clients
+/// (redis-py) take a member's role from its first appearance in the answer, and every run
+/// names a replica that is another run's primary, so the answer starts with one slot of
+/// each member's first run as primary, listed with that primary alone; the runs follow
+/// (each slot is listed once).
 fn slots(s: &mut Session<'_>, map: &SlotMap) {
-    let served: Vec<&(u16, u16, Vec<usize>)> = map
+    let served: Vec<(u16, u16, &[usize])> = map
         .ranges
         .iter()
         .filter(|(_, _, o)| !o.is_empty())
+        .map(|(f, l, o)| (*f, *l, &o[..]))
         .collect();
-    let mut order: Vec<usize> = Vec::with_capacity(served.len());
+    let mut all = Vec::with_capacity(served.len() + map.members.len());
+    let mut rest = Vec::with_capacity(served.len());
     let mut seen = vec![false; map.members.len()];
-    for (i, (_, _, owners)) in served.iter().enumerate() {
-        if !seen[owners[0]] {
-            seen[owners[0]] = true;
-            order.push(i);
+    for (first, last, owners) in served {
+        if seen[owners[0]] {
+            rest.push((first, last, owners));
+            continue;
+        }
+        seen[owners[0]] = true;
+        all.push((first, first, &owners[..1]));
+        if first < last {
+            rest.push((first + 1, last, owners));
         }
     }
-    let firsts = order.clone();
-    order.extend((0..served.len()).filter(|i| !firsts.contains(i)));
-    s.reply.array(order.len());
-    for i in order {
-        let (first, last, owners) = served[i];
+    all.extend(rest);
+    s.reply.array(all.len());
+    for (first, last, owners) in all {
         s.reply.array(2 + owners.len());
-        s.reply.integer(i64::from(*first));
-        s.reply.integer(i64::from(*last));
+        s.reply.integer(i64::from(first));
+        s.reply.integer(i64::from(last));
         for &o in owners {
             slot_node(s, &map.members[o]);
         }
     }
 }
 
-/// `CLUSTER SHARDS`: the runs of slots grouped by their owners (primary, then replicas),
-/// each group with its slot ranges and its nodes.
-fn shards(s: &mut Session<'_>, map: &SlotMap) {
-    // (owners, their slot ranges)
-    type Shard<'m> = (&'m [usize], Vec<(u16, u16)>);
-    let mut groups: Vec<Shard<'_>> = Vec::new();
+/// Each member's slots as primary, by index into `map.members`: its runs, neighbours
+/// merged, in slot order. One pass over the runs.
+fn primary_runs(map: &SlotMap) -> Vec<Vec<(u16, u16)>> {
+    let mut runs: Vec<Vec<(u16, u16)>> = vec![Vec::new(); map.members.len()];
     for (first, last, owners) in &map.ranges {
-        if owners.is_empty() {
+        let Some(&p) = owners.first() else {
             continue;
-        }
-        match groups.iter_mut().find(|(o, _)| *o == &owners[..]) {
-            Some((_, r)) => r.push((*first, *last)),
-            None => groups.push((owners, vec![(*first, *last)])),
+        };
+        match runs[p].last_mut() {
+            Some((_, l)) if *l + 1 == *first => *l = *last,
+            _ => runs[p].push((*first, *last)),
         }
     }
-    s.reply.array(groups.len());
-    for (owners, ranges) in groups {
+    runs
+}
+
+/// `CLUSTER SHARDS`: a shard per member, with the slots it is primary of and itself as the
+/// shard's master. Its replicas differ from run to run (each run's owners are the ring's),
+/// and Redis lists a node in one shard only, so a shard names no replica: `CLUSTER SLOTS`
+/// lists each run's replicas.
+fn shards(s: &mut Session<'_>, map: &SlotMap) {
+    let runs = primary_runs(map);
+    s.reply.array(map.members.len());
+    for (id, ranges) in map.members.iter().zip(runs) {
         s.reply.map(2);
         s.reply.bulk(b"slots");
         s.reply.array(ranges.len() * 2);
@@ -283,27 +323,24 @@ fn shards(s: &mut Session<'_>, map: &SlotMap) {
             s.reply.integer(i64::from(l));
         }
         s.reply.bulk(b"nodes");
-        s.reply.array(owners.len());
-        for (i, &o) in owners.iter().enumerate() {
-            let id = &map.members[o];
-            let addr = client_addr(id);
-            let ip = addr.ip().to_string();
-            s.reply.map(7);
-            s.reply.bulk(b"id");
-            s.reply.bulk(node_id(&id.name).as_bytes());
-            s.reply.bulk(b"port");
-            s.reply.integer(i64::from(addr.port()));
-            s.reply.bulk(b"ip");
-            s.reply.bulk(ip.as_bytes());
-            s.reply.bulk(b"endpoint");
-            s.reply.bulk(ip.as_bytes());
-            s.reply.bulk(b"role");
-            s.reply.bulk(if i == 0 { b"master" } else { b"replica" });
-            s.reply.bulk(b"replication-offset");
-            s.reply.integer(0);
-            s.reply.bulk(b"health");
-            s.reply.bulk(b"online");
-        }
+        s.reply.array(1);
+        let addr = client_addr(id);
+        let ip = addr.ip().to_string();
+        s.reply.map(7);
+        s.reply.bulk(b"id");
+        s.reply.bulk(node_id(&id.name).as_bytes());
+        s.reply.bulk(b"port");
+        s.reply.integer(i64::from(addr.port()));
+        s.reply.bulk(b"ip");
+        s.reply.bulk(ip.as_bytes());
+        s.reply.bulk(b"endpoint");
+        s.reply.bulk(ip.as_bytes());
+        s.reply.bulk(b"role");
+        s.reply.bulk(b"master");
+        s.reply.bulk(b"replication-offset");
+        s.reply.integer(0);
+        s.reply.bulk(b"health");
+        s.reply.bulk(b"online");
     }
 }
 
@@ -311,8 +348,9 @@ fn shards(s: &mut Session<'_>, map: &SlotMap) {
 fn nodes(sh: &Shared, map: &SlotMap) -> String {
     let now = now_ms();
     let me = &sh.config.node.name;
+    let runs = primary_runs(map);
     let mut out = String::new();
-    for (i, id) in map.members.iter().enumerate() {
+    for (id, runs) in map.members.iter().zip(&runs) {
         let addr = client_addr(id);
         let flags = if &id.name == me {
             "myself,master"
@@ -327,22 +365,7 @@ fn nodes(sh: &Shared, map: &SlotMap) -> String {
             addr.port(),
             id.rpc.port()
         );
-        // Its runs as primary, neighbours merged.
-        let mut run: Option<(u16, u16)> = None;
-        for (first, last, owners) in &map.ranges {
-            if owners.first() != Some(&i) {
-                continue;
-            }
-            run = match run {
-                Some((f, l)) if l + 1 == *first => Some((f, *last)),
-                Some((f, l)) => {
-                    write_slots(&mut out, f, l);
-                    Some((*first, *last))
-                }
-                None => Some((*first, *last)),
-            };
-        }
-        if let Some((f, l)) = run {
+        for &(f, l) in runs {
             write_slots(&mut out, f, l);
         }
         out.push('\n');

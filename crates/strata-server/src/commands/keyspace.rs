@@ -79,6 +79,51 @@ pub(super) async fn db_size(sh: &Shared, ns: &str) -> Res<u64> {
     }
 }
 
+/// The number of keys of `ns` in the slots this node serves on its cluster listener
+/// (`serves`, [`cluster::listing_filter`]): exact for a small keyspace, else the layers'
+/// count scaled by the share of the listed keys a sample of them shows (docs/protocol.md).
+pub(super) async fn served_size(sh: &Shared, ns: &str, serves: impl Fn(&[u8]) -> bool) -> Res<u64> {
+    match sh.cache.key_count(ns) {
+        Some(n) if n > COUNT_EXACTLY_UP_TO => {
+            let sample = scan_keys(sh, ns, ScanFrom::START, COUNT_EXACTLY_UP_TO as usize).await?;
+            let hits = sample.iter().filter(|k| serves(k)).count() as u64;
+            Ok(n * hits / (sample.len() as u64).max(1))
+        }
+        _ => Ok(list_keys(sh, ns, None, usize::MAX)
+            .await?
+            .iter()
+            .filter(|k| serves(k))
+            .count() as u64),
+    }
+}
+
+/// `RANDOMKEY`: the first key at or after a random position in scan order (wrapping round),
+/// of the slots this node serves when the connection is on the cluster listener.
+pub(super) async fn random_key(sh: &Shared, s: &Session<'_>) -> Res<Option<Bytes>> {
+    /// Keys read per try on the cluster listener, where some are other members' slots.
+    const PAGE: usize = 64;
+    let filtered = s.cluster_mode && sh.slots.is_some();
+    let limit = if filtered { PAGE } else { 1 };
+    for from in [ScanFrom::at_hash(rand::random()), ScanFrom::START] {
+        let keys = scan_keys(sh, &s.ns, from, limit).await?;
+        let found = match cluster::listing_filter(sh, s) {
+            Some(serves) => keys.into_iter().find(|k| serves(k)),
+            None => keys.into_iter().next(),
+        };
+        if found.is_some() {
+            return Ok(found);
+        }
+    }
+    if filtered {
+        // Few of the keys read were this node's: look through all of them.
+        let keys = list_keys(sh, &s.ns, None, usize::MAX).await?;
+        if let Some(serves) = cluster::listing_filter(sh, s) {
+            return Ok(keys.into_iter().find(|k| serves(k)));
+        }
+    }
+    Ok(None)
+}
+
 /// SCAN with a stateless cursor: the cursor is a position in scan order ([`strata_core::scan`]),
 /// the smallest hash the next page starts at. A page holds COUNT keys, plus any that share
 /// the last one's hash (so that a cursor never falls between keys of one hash), and its
@@ -133,9 +178,11 @@ pub(super) async fn scan(sh: &Shared, s: &mut Session<'_>, a: &[Bytes]) -> Res<(
             page.extend(more);
         }
     };
+    let slots = cluster::listing_filter(sh, s);
     let keys: Vec<&Bytes> = page
         .iter()
         .filter(|k| only_strings && glob.as_ref().is_none_or(|g| g.matches(k)))
+        .filter(|k| slots.as_ref().is_none_or(|serves| serves(k)))
         .collect();
     s.reply.array(2);
     s.reply.bulk(next.to_string().as_bytes());

@@ -626,26 +626,25 @@ async fn run(sh: &Shared, s: &mut Session<'_>, id: Cmd, a: &[Bytes]) -> Res<()> 
         }
         Cmd::Keys => {
             let glob = Glob::new(&a[1]).map_err(|e| ReplyError::err(format!("{e}")))?;
-            let keys = list_keys(sh, &s.ns, Some(&glob), usize::MAX).await?;
+            let mut keys = list_keys(sh, &s.ns, Some(&glob), usize::MAX).await?;
+            if let Some(serves) = cluster::listing_filter(sh, s) {
+                keys.retain(|k| serves(k));
+            }
             s.reply.array(keys.len());
             for k in &keys {
                 s.reply.bulk(k);
             }
         }
         Cmd::Scan => scan(sh, s, a).await?,
-        Cmd::Randomkey => {
-            let start = ScanFrom::at_hash(rand::random());
-            let mut keys = scan_keys(sh, &s.ns, start, 1).await?;
-            if keys.is_empty() {
-                keys = scan_keys(sh, &s.ns, ScanFrom::START, 1).await?;
-            }
-            match keys.first() {
-                Some(k) => s.reply.bulk(k),
-                None => s.reply.null(),
-            }
-        }
+        Cmd::Randomkey => match random_key(sh, s).await? {
+            Some(k) => s.reply.bulk(&k),
+            None => s.reply.null(),
+        },
         Cmd::Dbsize => {
-            let n = db_size(sh, &s.ns).await?;
+            let n = match cluster::listing_filter(sh, s) {
+                None => db_size(sh, &s.ns).await?,
+                Some(serves) => served_size(sh, &s.ns, serves).await?,
+            };
             s.reply.integer(n as i64);
         }
         Cmd::Flushdb | Cmd::Flushall => {

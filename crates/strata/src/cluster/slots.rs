@@ -24,6 +24,9 @@ pub struct SlotMap {
     me: Option<usize>,
     /// The version of the ring the map was built from.
     pub ring_version: u64,
+    /// Whether the view holds a majority of `cluster.expected_size` (a minority serves no
+    /// slot to cluster-aware clients: `CLUSTERDOWN`, `cluster_state:fail`).
+    pub quorum: bool,
 }
 
 impl SlotMap {
@@ -31,6 +34,7 @@ impl SlotMap {
     pub(crate) fn build(
         ring: &Ring,
         replication_factor: usize,
+        expected_size: usize,
         members: Vec<NodeIdentity>,
         me: &str,
     ) -> Self {
@@ -48,6 +52,7 @@ impl SlotMap {
         }
         SlotMap {
             me: index(me),
+            quorum: strata_cluster::primary::has_quorum(members.len(), expected_size),
             members,
             ranges,
             primary,
@@ -110,22 +115,34 @@ impl std::fmt::Debug for SlotSource {
 }
 
 impl Shared {
-    /// The slot map of the current view, cached until the view changes.
+    /// The slot map of the current view, cached until the view changes. It is built
+    /// outside the view's lock (16384 slots), and kept only if the view did not change
+    /// meanwhile.
     pub(crate) fn slot_map(&self) -> Arc<SlotMap> {
-        if let Some(map) = self.view.read().slots.clone() {
-            return map;
-        }
-        let mut v = self.view.write();
-        if let Some(map) = v.slots.clone() {
-            return map;
-        }
+        let (ring, members) = {
+            let v = self.view.read();
+            if let Some(map) = v.slots.clone() {
+                return map;
+            }
+            (
+                v.ring.clone(),
+                v.members.values().cloned().collect::<Vec<_>>(),
+            )
+        };
         let map = Arc::new(SlotMap::build(
-            &v.ring,
+            &ring,
             self.cfg.replication_factor as usize,
-            v.members.values().cloned().collect(),
+            self.cfg.expected_size as usize,
+            members,
             &self.name,
         ));
-        v.slots = Some(map.clone());
+        let mut v = self.view.write();
+        if let Some(cached) = v.slots.clone() {
+            return cached;
+        }
+        if Arc::ptr_eq(&v.ring, &ring) && v.members.values().eq(map.members.iter()) {
+            v.slots = Some(map.clone());
+        }
         map
     }
 }
@@ -152,7 +169,8 @@ mod tests {
     fn every_slot_has_the_rings_primary_and_owners() {
         let members = vec![id("a", 1), id("b", 2), id("c", 3)];
         let ring = Ring::new(["a", "b", "c"], 64);
-        let map = SlotMap::build(&ring, 2, members, "b");
+        let map = SlotMap::build(&ring, 2, 3, members, "b");
+        assert!(map.quorum);
         assert_eq!(map.me().map(|m| m.name.as_str()), Some("b"));
         let mut mine = 0;
         for slot in 0..SLOTS {
@@ -170,7 +188,11 @@ mod tests {
             .sum();
         assert_eq!(covered, usize::from(SLOTS));
         // Not in its own view (it left): primary of nothing.
-        let outside = SlotMap::build(&ring, 2, vec![id("a", 1), id("b", 2), id("c", 3)], "z");
+        let outside = SlotMap::build(&ring, 2, 3, vec![id("a", 1), id("b", 2), id("c", 3)], "z");
         assert!((0..SLOTS).all(|s| !outside.is_mine(s) && !outside.owns(s)));
+        // Alone of an expected three: no majority.
+        let alone = SlotMap::build(&Ring::new(["a"], 64), 2, 3, vec![id("a", 1)], "a");
+        assert!(!alone.quorum);
+        assert!((0..SLOTS).all(|s| alone.is_mine(s)));
     }
 }
