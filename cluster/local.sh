@@ -27,6 +27,9 @@ build() {
     $sudo_cmd apt-get update -qq
     DEBIAN_FRONTEND=noninteractive $sudo_cmd apt-get install -y -qq libclang-dev g++ >/dev/null
   fi
+  # STRATA_NO_BUILD=1: run target/release/strata as it is (scripts/bench-cluster-ab.sh puts
+  # the build it compares there).
+  [ "${STRATA_NO_BUILD:-}" = 1 ] && [ -x "$BIN" ] && return 0
   cargo build --release --locked -p strata-server
 }
 

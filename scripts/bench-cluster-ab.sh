@@ -4,7 +4,10 @@
 # and the one after). Runs cluster/local.sh (three nodes, replication factor 2, fresh data) on
 # each in turn, ROUNDS times alternating, and prints redis-benchmark's INCR and SET
 # throughput against node 1 (-n N -c 50 -r 100000 -d 100, at -P 1 and -P 16) with the ratio
-# of the best rounds. Puts NEW back as target/release/strata; stops every node it started.
+# of the best rounds. TESTS="incr set get-miss get-miss-random" picks the commands (default
+# incr and set): get-miss is a GET of one key no node holds, get-miss-random a GET of random
+# keys of an empty cluster (-r 1000000). Puts NEW back as target/release/strata; stops every
+# node it started.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 . scripts/lib.sh
@@ -15,16 +18,22 @@ N=${N:-100000}
 ROUNDS=${ROUNDS:-2}
 trap 'cluster/local.sh down >/dev/null 2>&1 || true; cp "$NEW" target/release/strata' EXIT
 mkdir -p target/release
+TESTS=${TESTS:-incr set}
 declare -A best
 one() { # binary label
   cluster/local.sh down >/dev/null 2>&1 || true
   rm -rf cluster/run/data1 cluster/run/data2 cluster/run/data3
   cp "$1" target/release/strata
-  cluster/local.sh up >/dev/null
+  STRATA_NO_BUILD=1 cluster/local.sh up >/dev/null
   wait_port 6381
-  for t in incr set; do
+  for t in $TESTS; do
     for P in 1 16; do
-      v=$(redis-benchmark -p 6381 -n "$N" -c 50 -P "$P" -r 100000 -d 100 -q -t "$t" 2>/dev/null |
+      case "$t" in
+        get-miss) args=(get absent:key) ;;
+        get-miss-random) args=(-r 1000000 get 'absent:__rand_int__') ;;
+        *) args=(-r 100000 -d 100 -t "$t") ;;
+      esac
+      v=$(redis-benchmark -p 6381 -n "$N" -c 50 -P "$P" -q "${args[@]}" 2>/dev/null |
         tr '\r' '\n' | awk -F': ' '/requests per second/{split($2,a," "); v=a[1]} END{print v+0}')
       k="$2 $t $P"
       best[$k]=$(python3 -c "print(max(${best[$k]:-0}, $v))")
@@ -33,10 +42,10 @@ one() { # binary label
   cluster/local.sh down >/dev/null
 }
 for _ in $(seq 1 "$ROUNDS"); do one "$OLD" old; one "$NEW" new; done
-printf '%-5s %-4s %12s %12s %7s\n' command -P old new ratio
-for t in incr set; do
+printf '%-15s %-4s %12s %12s %7s\n' command -P old new ratio
+for t in $TESTS; do
   for P in 1 16; do
     o=${best[old $t $P]}; n=${best[new $t $P]}
-    printf '%-5s %-4s %12s %12s %7s\n' "$t" "$P" "$o" "$n" "$(python3 -c "print(f'{$n/max($o,1):.2f}x')")"
+    printf '%-15s %-4s %12s %12s %7s\n' "$t" "$P" "$o" "$n" "$(python3 -c "print(f'{$n/max($o,1):.2f}x')")"
   done
 done

@@ -1,7 +1,7 @@
 //! Real `strata serve` processes forming a cluster on loopback (UDP gossip, TCP peer RPC),
 //! driven with redis-rs: reads and writes across nodes, how fast an invalidation reaches
 //! every node, `kill -9` under load, a restart that must not resurrect, a fourth node
-//! joining, and a node with the wrong secret.
+//! joining, a node with the wrong secret, and remembered absences (negative caching).
 #![allow(clippy::unwrap_used)]
 
 use std::collections::HashMap;
@@ -11,8 +11,8 @@ use std::time::{Duration, Instant};
 
 use redis::Commands;
 use strata_tests::{
-    Server, cluster_json, converge, free_port, metric_or_zero, pipeline_set, start_node, view,
-    wait_for,
+    Server, cluster_json, converge, free_port, metric_or_zero, pipeline_set, start_node,
+    three_nodes, view, wait_for,
 };
 
 /// Per key, the writes acknowledged to the client: (counter, when).
@@ -492,4 +492,97 @@ fn a_restarted_member_serves_its_previous_working_set_from_l3_and_nothing_stale(
             "{caused} owner calls caused by the restart: a miss storm"
         );
     }
+}
+
+/// A GET that misses asks the key's owners once per `cluster.negative_ttl_ms` (500 ms), not
+/// once per GET; the absence never outlives a write of the key: through the same node at
+/// once, through another within the TTL.
+#[test]
+fn a_missing_key_is_asked_of_its_owners_once_and_its_creation_ends_the_absence() {
+    let (nodes, _dirs) = three_nodes("");
+    let (remote, absent) = (
+        "strata_cluster_remote_reads_total",
+        "strata_cluster_absent_hits_total",
+    );
+    let mut c: Vec<redis::Connection> = nodes.iter().map(Server::redis).collect();
+
+    // 300 GETs of 20 missing keys on node 1: at most a few rounds of asking per key.
+    let (r0, a0) = (
+        metric_or_zero(&nodes[0], remote),
+        metric_or_zero(&nodes[0], absent),
+    );
+    let started = Instant::now();
+    for i in 0..300 {
+        let v: Option<String> = c[0].get(format!("none:{}", i % 20)).unwrap();
+        assert_eq!(v, None);
+    }
+    let rounds = 1 + started.elapsed().as_millis() as u64 / 500;
+    let asked = metric_or_zero(&nodes[0], remote) - r0;
+    let answered = metric_or_zero(&nodes[0], absent) - a0;
+    assert!(
+        asked <= (20 * 2 * rounds) as f64,
+        "{asked} owner reads for 300 GETs of 20 keys in {rounds} TTL rounds"
+    );
+    assert!(
+        answered >= 300.0 - (20 * rounds) as f64,
+        "{answered} from memory"
+    );
+
+    // Created through the same node: seen at once, for SET, INCR, SETNX, MSET and a
+    // Lua-free APPEND alike.
+    for (i, cmd) in ["SET", "INCR", "SETNX", "APPEND", "MSET"]
+        .iter()
+        .enumerate()
+    {
+        let key = format!("none:{i}");
+        let v: Option<String> = c[0].get(&key).unwrap();
+        assert_eq!(v, None, "{key} is remembered absent");
+        let mut q = redis::cmd(cmd);
+        q.arg(&key);
+        if *cmd != "INCR" {
+            q.arg("1");
+        }
+        let _: redis::Value = q.query(&mut c[0]).unwrap();
+        let v: Option<String> = c[0].get(&key).unwrap();
+        assert_eq!(
+            v.as_deref(),
+            Some("1"),
+            "{cmd} {key}, then GET on the same node"
+        );
+    }
+
+    // Created through another node: node 1 sees it within the TTL (500 ms, at most
+    // max_staleness_ms) whatever becomes of the invalidation, and at once when it arrives.
+    let mut waits = Vec::new();
+    for i in 0..10 {
+        let key = format!("later:{i}");
+        let v: Option<String> = c[0].get(&key).unwrap();
+        assert_eq!(v, None);
+        let _: () = c[1 + i % 2].set(&key, "here").unwrap();
+        let written = Instant::now();
+        let seen = wait_for(Duration::from_secs(3), || {
+            c[0].get::<_, Option<String>>(&key).unwrap().as_deref() == Some("here")
+        });
+        let seen = seen.unwrap_or_else(|| panic!("{key} never seen on node 1"));
+        assert!(
+            seen < Duration::from_millis(1_000),
+            "{key} seen {seen:?} after its SET ({:?})",
+            written.elapsed()
+        );
+        waits.push(seen);
+    }
+    waits.sort();
+    println!("created on another node, seen on node 1 after {waits:?}");
+    // The invalidation ended most absences, not their TTL (which would leave ~500 ms each).
+    assert!(waits[5] < Duration::from_millis(200), "{waits:?}");
+    // A DEL, then a new value: not remembered absent past the value.
+    let _: () = c[0].del("later:0").unwrap();
+    let _: Option<String> = c[0].get("later:0").unwrap();
+    let _: () = c[2].set("later:0", "again").unwrap();
+    assert!(
+        wait_for(Duration::from_millis(1_000), || {
+            c[0].get::<_, Option<String>>("later:0").unwrap().as_deref() == Some("again")
+        })
+        .is_some()
+    );
 }

@@ -14,6 +14,10 @@ impl Shared {
         self.observe(version);
         let cache = self.cache.get();
         match &inv.op {
+            InvalidationOp::Key { namespace, key } => self.absent.forget(namespace, key),
+            _ => self.absent.forget_all(),
+        }
+        match &inv.op {
             InvalidationOp::Key { namespace, key } => {
                 let mut n = 0;
                 if let Some(e) = self.owner.get_retained_entry(namespace, key)
@@ -188,7 +192,11 @@ impl Shared {
                     origin,
                     lost,
                     owned,
-                } => self.drop_unverified(&origin, lost, owned).await,
+                } => {
+                    // Invalidations were lost: any remembered absence may be one of them.
+                    self.absent.forget_all();
+                    self.drop_unverified(&origin, lost, owned).await;
+                }
             }
         }
     }

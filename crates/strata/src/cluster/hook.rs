@@ -132,6 +132,12 @@ impl Maintenance for ClusterHook {
                 get(&k.remote_reads),
             ),
             m(
+                "cluster_absent_hits",
+                "Reads answered \"no such key\" from a remembered absence (cluster.negative_ttl_ms), without asking the owners",
+                true,
+                get(&k.absent_hits),
+            ),
+            m(
                 "cluster_remote_hits",
                 "Reads an owner answered with an entry",
                 true,

@@ -24,6 +24,7 @@
 //! `status` what `/cluster` shows; `slots` the slot map cluster-aware clients see; `hook` the actor's hook and metrics; `peer` the
 //! client side of peer RPC; `net` the sockets (tokio's or turmoil's).
 
+pub(crate) mod absent;
 pub(crate) mod apply;
 pub(crate) mod dissemination;
 pub(crate) mod gossip;
@@ -100,6 +101,7 @@ pub(crate) struct Counters {
     pub(crate) rpc_served: AtomicU64,
     pub(crate) remote_reads: AtomicU64,
     pub(crate) remote_hits: AtomicU64,
+    pub(crate) absent_hits: AtomicU64,
     pub(crate) handoff_reads: AtomicU64,
     pub(crate) handoff_pushes: AtomicU64,
     pub(crate) refused_stale: AtomicU64,
@@ -172,6 +174,8 @@ pub(crate) struct Shared {
     pub(crate) coherence: Mutex<Coherence>,
     view: RwLock<View>,
     pub(crate) owner: MemoryTier,
+    /// Keys reads found absent on every owner, for `cluster.negative_ttl_ms` ([`absent`]).
+    pub(crate) absent: absent::Absent,
     socket: Arc<UdpSocket>,
     listener: Arc<TcpListener>,
     pub(crate) pool: peer::Pool,
@@ -352,6 +356,7 @@ impl Shared {
                 slots: None,
             }),
             owner,
+            absent: absent::Absent::new(c.negative_ttl_ms),
             socket: Arc::new(socket),
             listener: Arc::new(listener),
             pool,

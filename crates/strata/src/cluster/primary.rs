@@ -134,6 +134,7 @@ impl Shared {
     fn adopt(&self, namespace: &str, key: &[u8], newer: Entry) {
         self.counters.stale_base.fetch_add(1, Ordering::Relaxed);
         self.observe(newer.version);
+        self.absent.forget(namespace, key);
         let _ = self
             .owner
             .set_sync(namespace, Bytes::copy_from_slice(key), newer);
@@ -439,6 +440,8 @@ impl Shared {
         key: &[u8],
         change: &Change,
     ) {
+        // This node's own remembered absence of the key ends with its change.
+        self.absent.forget(namespace, key);
         let version = match change {
             Change::Written(e) => {
                 if let Err(err) =
@@ -628,6 +631,7 @@ impl Shared {
         {
             return Response::Stale { entry: to_wire(&e) };
         }
+        self.absent.forget(namespace, key);
         match entry {
             Some(w) => {
                 let e = from_wire(w);

@@ -206,6 +206,16 @@ impl Shared {
                 }
                 pubsub::Sorted::Other(other) => other,
             };
+            // Reads and replication touch only memory: answered here, in order, without a
+            // task of their own (a write's replication and a missed read's fallback are on
+            // every such request's critical path).
+            let req = match self.answer_now(&caller, req) {
+                Answer::Now(resp) => {
+                    let _ = tx.send(rpc::to_bytes(&Frame::Response(id, resp)));
+                    continue;
+                }
+                Answer::Later(req) => req,
+            };
             let me = self.clone();
             let tx = tx.clone();
             let from = caller.clone();
@@ -230,12 +240,10 @@ impl Shared {
         Response::Published(self.deliver_published(messages))
     }
 
-    /// Answers one request from the authenticated peer `from`.
-    pub(crate) async fn handle(self: &Arc<Self>, from: &str, req: Request) -> Response {
-        match req {
-            Request::Hello { .. } | Request::Login { .. } | Request::Prove { .. } => {
-                Response::Error("already connected".into())
-            }
+    /// Answers a request that waits on nothing (`Ping`, `Get`, `Replicate`: memory only)
+    /// at once; any other is handed back for [`Shared::handle`].
+    fn answer_now(&self, from: &str, req: Request) -> Answer {
+        Answer::Now(match req {
             Request::Ping => Response::Status {
                 generation: self.generation,
                 latest: self.coherence.lock().latest_seq(),
@@ -250,6 +258,31 @@ impl Shared {
                     generation: self.generation,
                     latest,
                 }
+            }
+            Request::Replicate {
+                namespace,
+                key,
+                entry,
+                version,
+                base,
+            } => self.replicate_in(from, &namespace, &key, entry, version, base),
+            other => return Answer::Later(other),
+        })
+    }
+
+    /// Answers one request from the authenticated peer `from`.
+    pub(crate) async fn handle(self: &Arc<Self>, from: &str, req: Request) -> Response {
+        let req = match self.answer_now(from, req) {
+            Answer::Now(resp) => return resp,
+            Answer::Later(req) => req,
+        };
+        match req {
+            Request::Hello { .. } | Request::Login { .. } | Request::Prove { .. } => {
+                Response::Error("already connected".into())
+            }
+            // Answered by `answer_now`.
+            Request::Ping | Request::Get { .. } | Request::Replicate { .. } => {
+                Response::Error("internal: a memory-only request was not answered".into())
             }
             Request::Set {
                 namespace,
@@ -267,6 +300,7 @@ impl Shared {
                     return Response::Stored { kept_newer: true };
                 }
                 self.observe(entry.version);
+                self.absent.forget(&namespace, &key);
                 match self.owner.set_sync(&namespace, Bytes::from(key), entry) {
                     Ok(strata_core::SetOutcome::KeptNewer) => Response::Stored { kept_newer: true },
                     Ok(_) => Response::Stored { kept_newer: false },
@@ -332,13 +366,6 @@ impl Shared {
                     pubsub::Sorted::Other(_) => Response::Error("not a publish request".into()),
                 }
             }
-            Request::Replicate {
-                namespace,
-                key,
-                entry,
-                version,
-                base,
-            } => self.replicate_in(from, &namespace, &key, entry, version, base),
             Request::Versions { namespace, keys } => {
                 if keys.len() > strata_cluster::rpc::MAX_VERSIONS_PER_REQUEST {
                     return Response::Error(format!(
@@ -360,4 +387,12 @@ impl Shared {
             }
         }
     }
+}
+
+/// What [`Shared::answer_now`] did with a request.
+enum Answer {
+    /// Answered at once.
+    Now(Response),
+    /// Needs [`Shared::handle`] (it waits on something).
+    Later(Request),
 }

@@ -106,6 +106,7 @@ impl ClusterTier {
     ) -> Result<bool, String> {
         let s = &self.shared;
         if name == s.name {
+            s.absent.forget(ns, key);
             return match s.owner.set_sync(ns, key.clone(), entry.clone()) {
                 Ok(SetOutcome::KeptNewer) => Ok(true),
                 Ok(_) => Ok(false),
@@ -182,6 +183,14 @@ impl Tier for ClusterTier {
 
     async fn get(&self, namespace: &str, key: &[u8]) -> Result<Option<Entry>, TierError> {
         let s = &self.shared;
+        let asked_ms = s.monotonic_ms();
+        let stamp = match s.absent.check(namespace, key, asked_ms) {
+            Ok(()) => {
+                s.counters.absent_hits.fetch_add(1, Ordering::Relaxed);
+                return Ok(None);
+            }
+            Err(stamp) => stamp,
+        };
         let (plan, owners) = s.read_plan(key);
         let mut failed = 0;
         for (i, (name, addr)) in plan.iter().enumerate() {
@@ -199,6 +208,7 @@ impl Tier for ClusterTier {
                             }
                         }
                         Repair::Own => {
+                            s.absent.forget(namespace, key);
                             let _ = s.owner.set_sync(namespace, k, e.clone());
                         }
                         Repair::None => {}
@@ -213,6 +223,11 @@ impl Tier for ClusterTier {
             return Err(TierError::Unavailable(format!(
                 "no owner of the key answered ({failed} tried)"
             )));
+        }
+        if failed == 0 && !plan.is_empty() {
+            // Every owner answered that it has no such key.
+            s.absent
+                .remember(namespace, key, stamp, asked_ms, s.monotonic_ms());
         }
         Ok(None)
     }
@@ -238,10 +253,13 @@ impl Tier for ClusterTier {
             s.counters.refused_stale.fetch_add(1, Ordering::Relaxed);
             return Ok(SetOutcome::KeptNewer);
         }
-        match s
+        let result = s
             .execute_at_primary(namespace, &key, PrimaryOp::Put(to_wire(&entry)))
-            .await
-        {
+            .await;
+        // After the write (a read of the key that was under way when it ran remembers no
+        // absence: its stamp no longer matches).
+        s.absent.forget(namespace, &key);
+        match result {
             Ok(ex) => {
                 // What the primary stored is the newest version here at once: an older
                 // write from this node is refused above, whether or not the primary's
@@ -282,11 +300,11 @@ impl Tier for ClusterTier {
         namespace: &str,
         op: &MultiOp,
     ) -> Result<Option<ExecutedMulti>, TierError> {
-        self.shared
-            .execute_multi_at_primary(namespace, op)
-            .await
-            .map(Some)
-            .map_err(TierError::Unavailable)
+        let result = self.shared.execute_multi_at_primary(namespace, op).await;
+        for key in op.keys() {
+            self.shared.absent.forget(namespace, key);
+        }
+        result.map(Some).map_err(TierError::Unavailable)
     }
 
     async fn execute(
@@ -296,11 +314,12 @@ impl Tier for ClusterTier {
         key: &[u8],
         op: &KeyOp,
     ) -> Result<Option<Executed>, TierError> {
-        self.shared
+        let result = self
+            .shared
             .execute_at_primary(namespace, key, PrimaryOp::Key(op.clone()))
-            .await
-            .map(Some)
-            .map_err(TierError::Unavailable)
+            .await;
+        self.shared.absent.forget(namespace, key);
+        result.map(Some).map_err(TierError::Unavailable)
     }
 
     async fn remove_version(

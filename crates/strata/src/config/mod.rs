@@ -133,6 +133,12 @@ pub struct ClusterConfig {
     /// How long an invalidation gap may stay open before this node drops every copy it
     /// does not own: the staleness bound of G2 (default 1000).
     pub max_staleness_ms: u64,
+    /// How long a read that found a key absent on every owner is remembered on this node,
+    /// so that reads of it answer "no such key" without asking the owners again (default
+    /// 500; 0 turns it off). An invalidation of the key, or a write of it through this node,
+    /// ends it at once; at most `max_staleness_ms`, so a key created meanwhile is seen within
+    /// G2's bound.
+    pub negative_ttl_ms: u64,
     /// Time allowed for one peer RPC (default 500).
     pub rpc_timeout_ms: u64,
     /// Time allowed to connect to a peer (default 500).
@@ -176,6 +182,7 @@ impl Default for ClusterConfig {
             vnodes: 128,
             owner_capacity_bytes: 256 * MIB,
             max_staleness_ms: 1_000,
+            negative_ttl_ms: 500,
             rpc_timeout_ms: 500,
             connect_timeout_ms: 500,
             failover_wait_ms: 10_000,
@@ -1071,6 +1078,12 @@ impl NodeConfig {
                     "must be at least 1 MiB",
                 ));
             }
+            if c.negative_ttl_ms > c.max_staleness_ms {
+                return Err(invalid(
+                    "cluster.negative_ttl_ms",
+                    "must be at most cluster.max_staleness_ms (a remembered absence is a stale answer once the key exists)",
+                ));
+            }
             for (field, v) in [
                 ("cluster.max_staleness_ms", c.max_staleness_ms),
                 ("cluster.rpc_timeout_ms", c.rpc_timeout_ms),
@@ -1226,6 +1239,21 @@ mod tests {
             let err = c.validate().unwrap_err().to_string();
             assert!(err.contains("cluster.advertise"), "{bad}: {err}");
         }
+    }
+
+    /// A remembered absence is a stale answer once the key exists: it may not outlive the
+    /// staleness bound.
+    #[test]
+    fn negative_caching_stays_within_the_staleness_bound() {
+        let mut c = NodeConfig::for_test();
+        c.cluster.enabled = true;
+        c.cluster.secret = Some("sixteen bytes at least".into());
+        c.validate().unwrap();
+        c.cluster.negative_ttl_ms = c.cluster.max_staleness_ms + 1;
+        let err = c.validate().unwrap_err().to_string();
+        assert!(err.contains("cluster.negative_ttl_ms"), "{err}");
+        c.cluster.negative_ttl_ms = 0;
+        c.validate().unwrap();
     }
 
     #[test]
