@@ -11,8 +11,12 @@
 //!   store forgets the key; a pattern, tag or flush invalidation, or a lost invalidation gap,
 //!   forgets every key. Strict invalidations therefore cover absences too.
 //! - **No race with an invalidation.** A read takes a [`Stamp`] of the key's bucket before
-//!   it asks the owners and remembers the absence only if no invalidation touched the bucket
-//!   meanwhile (checked after the insert, so a concurrent forget always wins).
+//!   it asks the owners and remembers the absence only if no forget touched the bucket
+//!   meanwhile. The check and the insert happen under the key's shard lock, and a forget
+//!   bumps the bucket and removes the key under the same lock, so no reader ever sees an
+//!   absence a forget has ended. Every change of a key forgets it *after* the change is in
+//!   this node's store: a read that missed the store before the change had its stamp taken
+//!   before the forget.
 //! - **Only reads use it.** A write's primary reads its starting copy from the owners
 //!   (`current_copy`), never from here.
 //!
@@ -43,12 +47,21 @@ pub(crate) struct Absent {
     ttl_ms: u64,
     hash_a: std::collections::hash_map::RandomState,
     hash_b: std::collections::hash_map::RandomState,
-    /// hash A → (expires at, in monotonic ms; hash B).
-    shards: Vec<Mutex<HashMap<u64, (u64, u64)>>>,
+    shards: Vec<Mutex<Shard>>,
     /// Bumped by every forget of a key whose hash A falls in the bucket.
     buckets: Box<[AtomicU64]>,
     /// Bumped by every forget of all keys.
     all: AtomicU64,
+}
+
+/// One shard of the map.
+#[derive(Default)]
+struct Shard {
+    /// hash A → (expires at, in monotonic ms; hash B).
+    map: HashMap<u64, (u64, u64)>,
+    /// When a full shard was last swept of expired entries (a sweep at most once per TTL:
+    /// a full shard of live entries costs a scan per insert otherwise).
+    swept_ms: u64,
 }
 
 impl std::fmt::Debug for Absent {
@@ -66,7 +79,7 @@ impl Absent {
             ttl_ms,
             hash_a: Default::default(),
             hash_b: Default::default(),
-            shards: (0..SHARDS).map(|_| Mutex::new(HashMap::new())).collect(),
+            shards: (0..SHARDS).map(|_| Mutex::new(Shard::default())).collect(),
             buckets: (0..BUCKETS).map(|_| AtomicU64::new(0)).collect(),
             all: AtomicU64::new(0),
         }
@@ -83,7 +96,7 @@ impl Absent {
         (one(&self.hash_a), one(&self.hash_b))
     }
 
-    fn shard(&self, a: u64) -> &Mutex<HashMap<u64, (u64, u64)>> {
+    fn shard(&self, a: u64) -> &Mutex<Shard> {
         &self.shards[(a >> 52) as usize % SHARDS]
     }
 
@@ -102,7 +115,7 @@ impl Absent {
         if self.ttl_ms == 0 {
             return Err(stamp);
         }
-        match self.shard(a).lock().get(&a) {
+        match self.shard(a).lock().map.get(&a) {
             Some(&(until, hb)) if hb == b && now_ms < until => Ok(()),
             _ => Err(stamp),
         }
@@ -126,23 +139,27 @@ impl Absent {
             return;
         }
         let (a, b) = self.hashes(namespace, key);
-        {
-            let mut shard = self.shard(a).lock();
-            if shard.len() >= CAPACITY / SHARDS {
-                shard.retain(|_, (u, _)| *u > now_ms);
-                if shard.len() >= CAPACITY / SHARDS {
-                    return;
-                }
-            }
-            shard.insert(a, (until, b));
-        }
+        let mut shard = self.shard(a).lock();
+        // Under the shard lock, where `forget` bumps the bucket: no forget of this key can
+        // fall between this check and the insert.
         let now = Stamp {
             bucket: self.bucket(a).load(Ordering::SeqCst),
             all: self.all.load(Ordering::SeqCst),
         };
         if now != stamp {
-            self.shard(a).lock().remove(&a);
+            return;
         }
+        if shard.map.len() >= CAPACITY / SHARDS {
+            if now_ms < shard.swept_ms + self.ttl_ms {
+                return;
+            }
+            shard.swept_ms = now_ms;
+            shard.map.retain(|_, (u, _)| *u > now_ms);
+            if shard.map.len() >= CAPACITY / SHARDS {
+                return;
+            }
+        }
+        shard.map.insert(a, (until, b));
     }
 
     /// Forgets `key` (an invalidation of it, or a write).
@@ -151,8 +168,9 @@ impl Absent {
             return;
         }
         let (a, _) = self.hashes(namespace, key);
+        let mut shard = self.shard(a).lock();
         self.bucket(a).fetch_add(1, Ordering::SeqCst);
-        self.shard(a).lock().remove(&a);
+        shard.map.remove(&a);
     }
 
     /// Forgets every key (a pattern, tag or flush invalidation, or a lost gap).
@@ -160,16 +178,18 @@ impl Absent {
         if self.ttl_ms == 0 {
             return;
         }
+        // Bumped first: a `remember` that checks after this refuses; one that checked before
+        // inserted under its shard's lock, which the clear below takes after it.
         self.all.fetch_add(1, Ordering::SeqCst);
         for s in &self.shards {
-            s.lock().clear();
+            s.lock().map.clear();
         }
     }
 
     /// How many keys are remembered (expired ones included until they are swept).
     #[cfg(test)]
     fn len(&self) -> usize {
-        self.shards.iter().map(|s| s.lock().len()).sum()
+        self.shards.iter().map(|s| s.lock().map.len()).sum()
     }
 }
 

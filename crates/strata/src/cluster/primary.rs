@@ -134,10 +134,11 @@ impl Shared {
     fn adopt(&self, namespace: &str, key: &[u8], newer: Entry) {
         self.counters.stale_base.fetch_add(1, Ordering::Relaxed);
         self.observe(newer.version);
-        self.absent.forget(namespace, key);
         let _ = self
             .owner
             .set_sync(namespace, Bytes::copy_from_slice(key), newer);
+        // After the store holds it (absent.rs: a forget follows the change).
+        self.absent.forget(namespace, key);
     }
 
     /// Whether this node may execute writes of `key` as its primary now, with the ring it
@@ -440,8 +441,6 @@ impl Shared {
         key: &[u8],
         change: &Change,
     ) {
-        // This node's own remembered absence of the key ends with its change.
-        self.absent.forget(namespace, key);
         let version = match change {
             Change::Written(e) => {
                 if let Err(err) =
@@ -462,6 +461,9 @@ impl Shared {
             }
             Change::None => return,
         };
+        // This node's own remembered absence of the key ends with its change, once its store
+        // holds it (its own invalidations never come back to it).
+        self.absent.forget(namespace, key);
         // This node's own copies (L1, L3) of an older version go too: its own invalidations
         // never come back to it, and the caller may be another node.
         let _ = cache.drop_local(namespace, key, Some(version)).await;
@@ -631,8 +633,7 @@ impl Shared {
         {
             return Response::Stale { entry: to_wire(&e) };
         }
-        self.absent.forget(namespace, key);
-        match entry {
+        let resp = match entry {
             Some(w) => {
                 let e = from_wire(w);
                 self.observe(e.version);
@@ -657,7 +658,10 @@ impl Shared {
                 }
                 Response::Replicated
             }
-        }
+        };
+        // Once the store holds the change (absent.rs).
+        self.absent.forget(namespace, key);
+        resp
     }
 
     /// Announces that copies of `key` older than `version` are stale (after a change reached

@@ -106,8 +106,10 @@ impl ClusterTier {
     ) -> Result<bool, String> {
         let s = &self.shared;
         if name == s.name {
+            let stored = s.owner.set_sync(ns, key.clone(), entry.clone());
+            // Once the store holds it (absent.rs).
             s.absent.forget(ns, key);
-            return match s.owner.set_sync(ns, key.clone(), entry.clone()) {
+            return match stored {
                 Ok(SetOutcome::KeptNewer) => Ok(true),
                 Ok(_) => Ok(false),
                 Err(e) => Err(e.to_string()),
@@ -208,8 +210,8 @@ impl Tier for ClusterTier {
                             }
                         }
                         Repair::Own => {
-                            s.absent.forget(namespace, key);
                             let _ = s.owner.set_sync(namespace, k, e.clone());
+                            s.absent.forget(namespace, key);
                         }
                         Repair::None => {}
                     }
