@@ -99,7 +99,14 @@ fn keyslot_and_cluster_errors_answer_as_redis_does() {
         ],
     );
     let dir = tempfile::tempdir().unwrap();
-    let strata = start_node(dir.path(), "solo", free_port(), &[], CLUSTER_PORT);
+    // A cluster of one (expected_size 1: it has its majority, and executes writes).
+    let strata = start_node(
+        dir.path(),
+        "solo",
+        free_port(),
+        &[],
+        &format!("expected_size = 1\n{CLUSTER_PORT}"),
+    );
     let mut r = Raw::connect(redis.port);
     let mut s = Raw::connect(strata.port);
     // Seeded random keys, many with braces in them: tags, empty tags, nested and unclosed
@@ -133,11 +140,41 @@ fn keyslot_and_cluster_errors_answer_as_redis_does() {
         &[b"CLUSTER", b"KEYSLOT", b"a", b"b"],
         &[b"CLUSTER", b"MYID", b"x"],
         &[b"CLUSTER", b"NOPE"],
+        &[b"CLUSTER", b"COUNTKEYSINSLOT"],
+        &[b"CLUSTER", b"COUNTKEYSINSLOT", b"x"],
+        &[b"CLUSTER", b"COUNTKEYSINSLOT", b"-1"],
+        &[b"CLUSTER", b"COUNTKEYSINSLOT", b"16384"],
+        &[b"CLUSTER", b"GETKEYSINSLOT", b"0"],
+        &[b"CLUSTER", b"GETKEYSINSLOT", b"x", b"1"],
+        &[b"CLUSTER", b"GETKEYSINSLOT", b"0", b"x"],
+        &[b"CLUSTER", b"GETKEYSINSLOT", b"0", b"-1"],
+        &[b"CLUSTER", b"GETKEYSINSLOT", b"16384", b"1"],
     ] {
         let (want, got) = (r.cmd(cmd), s.cmd(cmd));
         assert!(matches!(want, Frame::Error(_)), "{want:?}");
         assert_eq!(got, want, "{cmd:?}");
     }
+    // An empty slot, alike.
+    for cmd in [
+        &[&b"CLUSTER"[..], b"COUNTKEYSINSLOT", b"0"][..],
+        &[b"CLUSTER", b"GETKEYSINSLOT", b"0", b"10"],
+    ] {
+        assert_eq!(s.cmd(cmd), r.cmd(cmd), "{cmd:?}");
+    }
+    // The keys of one slot this node holds: counted and listed (a Redis Cluster node with no
+    // slot assigned takes no key to compare with).
+    for k in [&b"{t}a"[..], b"{t}b", b"{t}c", b"other"] {
+        assert_eq!(s.cmd(&[b"SET", k, b"v"]), Frame::Simple("OK".into()));
+    }
+    let slot = keyslot(strata.port, b"{t}").to_string();
+    let count = s.cmd(&[b"CLUSTER", b"COUNTKEYSINSLOT", slot.as_bytes()]);
+    assert_eq!(count, Frame::Integer(3));
+    let two = s.cmd(&[b"CLUSTER", b"GETKEYSINSLOT", slot.as_bytes(), b"2"]);
+    assert_eq!(items(&two).len(), 2);
+    assert!(
+        items(&two).iter().all(|k| text(k).starts_with("{t}")),
+        "{two:?}"
+    );
     // Without a cluster, both refuse the cluster commands with the same words.
     let plain_redis = RedisServer::start();
     let plain = Server::start("");
@@ -307,6 +344,8 @@ fn the_cluster_listener_redirects_to_each_slots_primary() {
     assert_eq!(t.cmd(&[b"MULTI"]), Frame::Simple("OK".into()));
     assert!(err_text(&t.cmd(&[b"SET", &foreign, b"x"])).starts_with("MOVED "));
     assert!(err_text(&t.cmd(&[b"EXEC"])).starts_with("EXECABORT"));
+    // MEMORY USAGE names its key after the subcommand: redirected too.
+    assert!(err_text(&t.cmd(&[b"MEMORY", b"USAGE", &foreign])).starts_with("MOVED "));
 
     // READONLY: a replica serves reads of its slots, never writes.
     let (slot_run, replica) = runs[3..]

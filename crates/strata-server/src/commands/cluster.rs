@@ -1,5 +1,6 @@
 //! Redis Cluster's view of a Strata cluster, for cluster-aware clients: `CLUSTER KEYSLOT`,
-//! `SLOTS`, `SHARDS`, `NODES`, `MYID`, `INFO`, the connection commands `READONLY`,
+//! `SLOTS`, `SHARDS`, `NODES`, `MYID`, `INFO`, `COUNTKEYSINSLOT`, `GETKEYSINSLOT`, the
+//! connection commands `READONLY`,
 //! `READWRITE` and `ASKING`, and the redirect a connection on `server.cluster_listen` gets
 //! for a key whose primary is another member (`-MOVED slot host:port`), or for keys in
 //! different slots (`-CROSSSLOT`).
@@ -52,7 +53,16 @@ pub(super) fn check_route(
     if !s.cluster_mode {
         return Ok(());
     }
-    let mut keys = command_keys(spec, args).into_iter();
+    let named = if spec.id == Cmd::Memory {
+        // `MEMORY USAGE key`: a key the table's positions do not name.
+        args.get(2)
+            .filter(|_| eq_ic(&args[1], "USAGE"))
+            .map(|k| vec![&k[..]])
+            .unwrap_or_default()
+    } else {
+        command_keys(spec, args)
+    };
+    let mut keys = named.into_iter();
     let Some(first) = keys.next() else {
         return Ok(());
     };
@@ -149,8 +159,26 @@ pub(super) fn readonly(sh: &Shared, s: &mut Session<'_>, on: bool) -> Res<()> {
     Ok(())
 }
 
+/// A slot argument: Redis's errors for a non-number and for one out of range.
+fn slot_arg(arg: &[u8], out_of_range: &str) -> Res<u16> {
+    let n = parse_int(arg).ok_or(ReplyError::err("value is not an integer or out of range"))?;
+    u16::try_from(n)
+        .ok()
+        .filter(|s| *s < SLOTS)
+        .ok_or_else(|| ReplyError::err(out_of_range.to_owned()))
+}
+
+/// The keys of `slot` this node holds in the connection's database, at most `max`
+/// (`CLUSTER COUNTKEYSINSLOT`, `GETKEYSINSLOT`): a listing of the node's keys.
+async fn keys_in_slot(sh: &Shared, s: &Session<'_>, slot: u16, max: usize) -> Res<Vec<Bytes>> {
+    let mut keys = list_keys(sh, &s.ns, None, usize::MAX).await?;
+    keys.retain(|k| key_slot(k) == slot);
+    keys.truncate(max);
+    Ok(keys)
+}
+
 /// `CLUSTER subcommand ...`.
-pub(super) fn cluster(sh: &Shared, s: &mut Session<'_>, a: &[Bytes]) -> Res<()> {
+pub(super) async fn cluster(sh: &Shared, s: &mut Session<'_>, a: &[Bytes]) -> Res<()> {
     let sub = a[1].to_ascii_uppercase();
     let arity = |n: usize| -> Res<()> {
         if a.len() == n {
@@ -167,6 +195,10 @@ pub(super) fn cluster(sh: &Shared, s: &mut Session<'_>, a: &[Bytes]) -> Res<()> 
             "CLUSTER <subcommand> [<arg> [value] [opt] ...]. Subcommands are:",
             "INFO",
             "    Return information about the cluster.",
+            "COUNTKEYSINSLOT <slot>",
+            "    Return the number of keys in <slot>.",
+            "GETKEYSINSLOT <slot> <count>",
+            "    Return key names stored by current node in a slot.",
             "KEYSLOT <key>",
             "    Return the hash slot for <key>.",
             "MYID",
@@ -193,6 +225,31 @@ pub(super) fn cluster(sh: &Shared, s: &mut Session<'_>, a: &[Bytes]) -> Res<()> 
         b"KEYSLOT" => {
             arity(3)?;
             s.reply.integer(i64::from(key_slot(&a[2])));
+        }
+        b"COUNTKEYSINSLOT" => {
+            arity(3)?;
+            let slot = slot_arg(&a[2], "Invalid slot")?;
+            let n = keys_in_slot(sh, s, slot, usize::MAX).await?.len();
+            s.reply.integer(n as i64);
+        }
+        b"GETKEYSINSLOT" => {
+            arity(4)?;
+            const BAD: &str = "Invalid slot or number of keys";
+            let slot = parse_int(&a[2])
+                .ok_or(ReplyError::err("value is not an integer or out of range"))?;
+            let max = parse_int(&a[3])
+                .ok_or(ReplyError::err("value is not an integer or out of range"))?;
+            let (Ok(slot), Ok(max)) = (u16::try_from(slot), usize::try_from(max)) else {
+                return Err(ReplyError::err(BAD));
+            };
+            if slot >= SLOTS {
+                return Err(ReplyError::err(BAD));
+            }
+            let keys = keys_in_slot(sh, s, slot, max).await?;
+            s.reply.array(keys.len());
+            for k in &keys {
+                s.reply.bulk(k);
+            }
         }
         b"MYID" => {
             arity(2)?;

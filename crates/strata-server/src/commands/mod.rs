@@ -673,7 +673,7 @@ async fn run(sh: &Shared, s: &mut Session<'_>, id: Cmd, a: &[Bytes]) -> Res<()> 
         Cmd::Latency => latency::latency(sh, s, a)?,
         Cmd::Config => config(sh, s, a)?,
         Cmd::Client => client(sh, s, a)?,
-        Cmd::Cluster => cluster::cluster(sh, s, a)?,
+        Cmd::Cluster => cluster::cluster(sh, s, a).await?,
         Cmd::Readonly => cluster::readonly(sh, s, true)?,
         Cmd::Readwrite => cluster::readonly(sh, s, false)?,
         Cmd::Asking => {
