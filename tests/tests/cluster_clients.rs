@@ -429,6 +429,9 @@ assert len(primaries) == 3, primaries
 listed = [k for n in primaries for k in r.keys("py:*", target_nodes=n)]
 assert sorted(listed) == sorted(seen)
 assert sum(r.dbsize(target_nodes=n) for n in primaries) == 300 + 7 + 100 + 2
+for n in primaries * 10:
+    k = r.randomkey(target_nodes=n)
+    assert r.get_node_from_key(k).name == n.name, (k, n.name)
 print("ok", len(r.get_nodes()))
 "#;
     assert_eq!(redis_py(py, cports[0]), "ok 3");

@@ -102,26 +102,23 @@ pub(super) async fn served_size(sh: &Shared, ns: &str, serves: impl Fn(&[u8]) ->
 pub(super) async fn random_key(sh: &Shared, s: &Session<'_>) -> Res<Option<Bytes>> {
     /// Keys read per try on the cluster listener, where some are other members' slots.
     const PAGE: usize = 64;
-    let filtered = s.cluster_mode && sh.slots.is_some();
-    let limit = if filtered { PAGE } else { 1 };
+    let serves = cluster::listing_filter(sh, s);
+    let listed = |k: &Bytes| serves.as_ref().is_none_or(|f| f(k));
+    let limit = if serves.is_some() { PAGE } else { 1 };
     for from in [ScanFrom::at_hash(rand::random()), ScanFrom::START] {
         let keys = scan_keys(sh, &s.ns, from, limit).await?;
-        let found = match cluster::listing_filter(sh, s) {
-            Some(serves) => keys.into_iter().find(|k| serves(k)),
-            None => keys.into_iter().next(),
-        };
-        if found.is_some() {
-            return Ok(found);
+        if let Some(k) = keys.into_iter().find(listed) {
+            return Ok(Some(k));
         }
     }
-    if filtered {
-        // Few of the keys read were this node's: look through all of them.
-        let keys = list_keys(sh, &s.ns, None, usize::MAX).await?;
-        if let Some(serves) = cluster::listing_filter(sh, s) {
-            return Ok(keys.into_iter().find(|k| serves(k)));
-        }
+    if serves.is_none() {
+        return Ok(None);
     }
-    Ok(None)
+    // Few of the keys read were this node's: look through all of them.
+    Ok(list_keys(sh, &s.ns, None, usize::MAX)
+        .await?
+        .into_iter()
+        .find(listed))
 }
 
 /// SCAN with a stateless cursor: the cursor is a position in scan order ([`strata_core::scan`]),

@@ -218,9 +218,8 @@ impl Shared {
             };
             let me = self.clone();
             let tx = tx.clone();
-            let from = caller.clone();
             tokio::spawn(async move {
-                let resp = me.handle(&from, req).await;
+                let resp = me.handle(req).await;
                 let _ = tx.send(rpc::to_bytes(&Frame::Response(id, resp)));
             });
         }
@@ -270,17 +269,14 @@ impl Shared {
         })
     }
 
-    /// Answers one request from the authenticated peer `from`.
-    pub(crate) async fn handle(self: &Arc<Self>, from: &str, req: Request) -> Response {
-        let req = match self.answer_now(from, req) {
-            Answer::Now(resp) => return resp,
-            Answer::Later(req) => req,
-        };
+    /// Answers one request from the authenticated peer `from` that [`Shared::answer_now`]
+    /// handed back.
+    pub(crate) async fn handle(self: &Arc<Self>, req: Request) -> Response {
         match req {
             Request::Hello { .. } | Request::Login { .. } | Request::Prove { .. } => {
                 Response::Error("already connected".into())
             }
-            // Answered by `answer_now`.
+            // Answered on the reader task, never handed here.
             Request::Ping | Request::Get { .. } | Request::Replicate { .. } => {
                 Response::Error("internal: a memory-only request was not answered".into())
             }
