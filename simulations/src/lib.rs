@@ -205,6 +205,9 @@ pub struct RunOptions {
     /// Break the stall guard on purpose (checker tests): a node that was paused executes as
     /// a primary as soon as it wakes, on whatever view it has.
     pub ignore_stalls: bool,
+    /// Break the primary's lease on purpose (checker tests): a primary executes while its
+    /// view counts a majority, whether or not a majority answered its pings.
+    pub ignore_lease: bool,
 }
 
 /// The outcome of one run.
@@ -460,6 +463,9 @@ struct SimNode {
     paused_until: Option<u64>,
     /// The node's own stall detector, fed by its ticks (`strata_cluster::primary`).
     stall: decide::StallGuard,
+    /// The node's own lease, fed by the pings it sends every other tick
+    /// (`strata_cluster::primary::Lease`).
+    lease: decide::Lease,
     /// The current proof's number (a newer one supersedes an older one).
     warm_run: u32,
     /// The ring of this node's view, and the one before the last change with when it
@@ -520,6 +526,7 @@ pub struct Sim {
     execute_anywhere: bool,
     replicas_admit_all: bool,
     ignore_stalls: bool,
+    ignore_lease: bool,
     /// Pauses are drawn from their own RNG, so that the fault schedule and the workload of
     /// every seed stay as they were before pauses existed.
     pause_rng: StdRng,
@@ -592,6 +599,7 @@ impl Sim {
                 counters: BTreeMap::new(),
                 paused_until: None,
                 stall: decide::StallGuard::default(),
+                lease: decide::Lease::default(),
                 unverified: false,
                 warm_run: 0,
                 ring: None,
@@ -641,6 +649,7 @@ impl Sim {
             // node read, incremented and wrote to the owners, which took any write.
             replicas_admit_all: opts.replicas_admit_all || opts.execute_anywhere,
             ignore_stalls: opts.ignore_stalls,
+            ignore_lease: opts.ignore_lease,
             counter_acks: BTreeMap::new(),
             pause_rng: StdRng::seed_from_u64(seed ^ 0x7061_7573_6573_0001),
             incr_rng: StdRng::seed_from_u64(seed ^ 0x696e_6372_0000_0002),
@@ -737,6 +746,7 @@ impl Sim {
         self.nodes[i].store.clear();
         self.nodes[i].counters.clear();
         self.nodes[i].stall = decide::StallGuard::default();
+        self.nodes[i].lease = decide::Lease::default();
         // A new process: a new clock (it starts at its wall clock).
         self.nodes[i].hlc = if self.untagged_versions {
             HybridClock::new()
@@ -1173,6 +1183,42 @@ impl Sim {
         }
     }
 
+    /// The node's lease pings (`cluster::gossip` on the node): `at` pings every other member
+    /// of its view over the peer connections, and each that answers grants the lease from
+    /// the send time. A member answers when its process is up, not paused, and both
+    /// directions between them are open (a peer connection is TCP: no loss, and the
+    /// simulator's round trips take no time).
+    fn renew_lease(&mut self, at: usize) {
+        let Some(ring) = self.ring_of(at) else {
+            return;
+        };
+        let now_ms = self.now / MS;
+        let expected = self.mix.nodes;
+        let me = self.nodes[at].name.clone();
+        let mut answered = Vec::new();
+        for name in ring.nodes() {
+            if *name == me {
+                continue;
+            }
+            let Some(o) = self.index_of(name) else {
+                continue;
+            };
+            let paused = self.nodes[o].paused_until.is_some_and(|u| self.now < u);
+            if self.nodes[o].membership.is_some()
+                && !paused
+                && self.reachable(at, o)
+                && self.reachable(o, at)
+            {
+                answered.push(name.clone());
+            }
+        }
+        let lease = &mut self.nodes[at].lease;
+        lease.retain(|m| ring.nodes().iter().any(|n| n == m), expected);
+        for name in answered {
+            lease.grant(&name, now_ms, expected);
+        }
+    }
+
     /// With `STRATA_SIM_KEY=N` in the environment, prints every event about key N (to find
     /// why a contract check failed).
     fn debug_key(&self, key: u32, line: impl FnOnce() -> String) {
@@ -1540,7 +1586,8 @@ impl Sim {
         if !self.execute_anywhere
             && (decide::primary(&ring_p, &key) != Some(name_p.as_str())
                 || !decide::has_quorum(ring_p.nodes().len(), self.mix.nodes)
-                || !(self.ignore_stalls || self.nodes[p].stall.may_execute(self.now / MS)))
+                || !(self.ignore_stalls || self.nodes[p].stall.may_execute(self.now / MS))
+                || !(self.ignore_lease || self.nodes[p].lease.holds(self.now / MS, self.mix.nodes)))
         {
             self.incr_ops.1 += 1;
             return None;
@@ -2418,6 +2465,9 @@ impl Sim {
                         self.apply_coherence(node, out);
                         if n % 5 == 2 {
                             self.pull_heartbeat(node);
+                        }
+                        if n % (decide::Lease::PING_EVERY_MS / 100) == 0 {
+                            self.renew_lease(node);
                         }
                         self.push(
                             100 * MS,

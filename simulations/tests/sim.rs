@@ -385,3 +385,25 @@ fn the_checker_catches_broken_primary_execution() {
     assert!(r.result.is_ok(), "seed 133 with the stall guard: {r}");
     assert!(r.workload.incrs > 0, "the workload ran INCRs");
 }
+
+/// The primary's lease (`strata_cluster::primary::Lease`): seed 1000 is a 7|5 partition in
+/// which the minority side's views still counted two majority members as live (SWIM's
+/// indirect probes kept them), so its primaries went on acknowledging INCRs that the
+/// majority's new primaries never saw. Without the lease the checker catches it; with it
+/// the seed passes. (`tests/cluster.rs` in the strata crate shows the same on real sockets.)
+#[test]
+fn the_lease_stops_a_minority_primary_that_still_counts_a_majority() {
+    let broken = RunOptions {
+        ignore_lease: true,
+        ..RunOptions::default()
+    };
+    let r = run_seed(1000, &broken);
+    assert!(
+        r.result
+            .as_ref()
+            .is_err_and(|e| e.contains("acknowledged increment was lost")),
+        "seed 1000 without the lease: {r}"
+    );
+    let r = run_seed(1000, &RunOptions::default());
+    assert!(r.result.is_ok(), "seed 1000 with the lease: {r}");
+}

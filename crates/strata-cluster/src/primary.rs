@@ -16,6 +16,10 @@
 //!   primary that missed writes while it was paused or cut off cannot overwrite them.
 //! - A node that stalled (its own periodic tick came late: a pause) executes nothing until a
 //!   quarantine has passed ([`StallGuard`]): it may wake on a view the others left behind.
+//! - A primary executes only while it holds a [`Lease`]: a majority of the cluster answered
+//!   its pings within the last second. A node cut off from the majority stops acknowledging
+//!   within that second, long before the others move its keys (failure detection takes
+//!   seconds), even while its own view still counts members it can no longer reach.
 //! - A primary acts only while its view holds a majority of the cluster's expected size
 //!   ([`has_quorum`]): the minority side of a partition refuses writes.
 //! - A primary that does not hold the key asks the other owners (and, after a ring change,
@@ -170,6 +174,86 @@ impl StallGuard {
     }
 }
 
+/// A primary's lease: it executes writes only while a majority of the cluster's expected
+/// members answered one of its pings within the last [`Lease::LEASE_MS`].
+///
+/// A view alone cannot tell a node that it was cut off: failure detection takes seconds,
+/// and through indirect probes a node can keep members it cannot reach in its view for
+/// longer still. Meanwhile the majority side has moved its keys to new primaries. Without a
+/// lease the old primary kept acknowledging increments the new one never saw (the
+/// simulator, seed 1000: a 7|5 partition in which the minority side still counted two
+/// majority members as live and acknowledged four INCRs that were then lost).
+///
+/// Every [`Lease::PING_EVERY_MS`] a node pings every member of its view over the peer
+/// connections; an answer grants the lease from the time the ping was *sent*, on the
+/// sender's monotonic clock, so no clock of another node is trusted. The majority side
+/// moves a key only after failure detection declared its primary down, which takes longer
+/// than a lease lasts after the last answer the primary could get from that side.
+#[derive(Debug, Clone, Default)]
+pub struct Lease {
+    /// Per member: when (this node's monotonic ms) the latest ping it answered was sent.
+    grants: std::collections::BTreeMap<String, u64>,
+    /// The lease holds before this time (this node's monotonic ms).
+    until_ms: u64,
+}
+
+impl Lease {
+    /// How often a node pings every member of its view.
+    pub const PING_EVERY_MS: u64 = 200;
+    /// How long an answered ping counts. Well under foca's failure detection (about 4 s on
+    /// a LAN), the time the others take to move a silent primary's keys.
+    pub const LEASE_MS: u64 = 1_000;
+
+    /// `member` answered a ping this node sent at `sent_at_ms`; `expected` is the
+    /// cluster's expected size.
+    pub fn grant(&mut self, member: &str, sent_at_ms: u64, expected: usize) {
+        match self.grants.get_mut(member) {
+            Some(t) => *t = (*t).max(sent_at_ms),
+            None => {
+                self.grants.insert(member.to_owned(), sent_at_ms);
+            }
+        }
+        self.recompute(expected);
+    }
+
+    /// Forgets the grants of members for which `keep` is false (those that left the view).
+    pub fn retain(&mut self, keep: impl Fn(&str) -> bool, expected: usize) {
+        self.grants.retain(|m, _| keep(m));
+        self.recompute(expected);
+    }
+
+    fn recompute(&mut self, expected: usize) {
+        // A majority counts this node too: it needs `expected / 2` others.
+        let others = expected / 2;
+        if others == 0 {
+            self.until_ms = u64::MAX;
+            return;
+        }
+        let mut times: Vec<u64> = self.grants.values().copied().collect();
+        if times.len() < others {
+            self.until_ms = 0;
+            return;
+        }
+        times.sort_unstable_by(|a, b| b.cmp(a));
+        self.until_ms = times[others - 1].saturating_add(Self::LEASE_MS);
+    }
+
+    /// Whether the lease holds at `now_ms` (this node's monotonic ms) in a cluster of
+    /// `expected` members. Clusters of one or two expected members have no majority to
+    /// lose ([`has_quorum`]): the lease always holds there.
+    pub fn holds(&self, now_ms: u64, expected: usize) -> bool {
+        expected <= 2 || now_ms < self.until_ms
+    }
+
+    /// Members whose grant is current at `now_ms` (for status pages).
+    pub fn fresh(&self, now_ms: u64) -> usize {
+        self.grants
+            .values()
+            .filter(|t| t.saturating_add(Self::LEASE_MS) > now_ms)
+            .count()
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -282,5 +366,36 @@ mod tests {
         }
         let bytes = postcard::to_allocvec(&nested).unwrap();
         assert!(postcard::from_bytes::<Reply>(&bytes).is_err());
+    }
+
+    #[test]
+    fn the_lease_needs_a_majority_of_answers_within_its_length() {
+        let mut l = Lease::default();
+        // Five expected members: two others must have answered.
+        assert!(!l.holds(10, 5));
+        l.grant("a", 100, 5);
+        assert!(!l.holds(150, 5), "one answer is not a majority of five");
+        l.grant("b", 300, 5);
+        assert!(l.holds(301, 5));
+        // It lasts from the older of the two sends that make the majority.
+        assert!(l.holds(100 + Lease::LEASE_MS - 1, 5));
+        assert!(!l.holds(100 + Lease::LEASE_MS, 5));
+        l.grant("a", 900, 5);
+        assert!(l.holds(300 + Lease::LEASE_MS - 1, 5));
+        assert!(!l.holds(300 + Lease::LEASE_MS, 5));
+        // An older answer arriving late does not shorten it.
+        l.grant("b", 200, 5);
+        assert!(l.holds(300 + Lease::LEASE_MS - 1, 5));
+        // A member that left the view no longer counts.
+        l.retain(|m| m != "b", 5);
+        assert!(!l.holds(400, 5));
+        assert_eq!(l.fresh(400), 1);
+        // One or two expected members: no majority to lose.
+        assert!(Lease::default().holds(u64::MAX - 1, 2));
+        assert!(Lease::default().holds(0, 1));
+        // Three: one other answer is a majority.
+        let mut three = Lease::default();
+        three.grant("x", 50, 3);
+        assert!(three.holds(60, 3) && !three.holds(50 + Lease::LEASE_MS, 3));
     }
 }

@@ -385,6 +385,16 @@ impl Node {
         self.cluster.as_ref().map(|c| c.status())
     }
 
+    /// The owners of `key` in this node's current view, its primary first (empty when
+    /// this node is not a cluster member). Like Hazelcast's partition owner lookup: for
+    /// tooling and tests; a client never needs it, any node routes any key.
+    pub fn cluster_owners(&self, key: &[u8]) -> Vec<String> {
+        self.cluster
+            .as_ref()
+            .map(|c| c.owners(key).into_iter().map(|(n, _)| n).collect())
+            .unwrap_or_default()
+    }
+
     /// Cuts this node off from the cluster members named: gossip to and from them is
     /// dropped and RPCs to them fail (a partition, for tests; call it on both sides for a
     /// symmetric one). Feature `fault-injection`; never in a production build.

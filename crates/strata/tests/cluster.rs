@@ -307,6 +307,91 @@ async fn a_partitioned_node_rejoins_without_serving_what_was_invalidated_meanwhi
     stop(nodes).await;
 }
 
+/// The primary's lease (`strata_cluster::primary::Lease`), on real sockets: five nodes, two
+/// owners per key, and a partition that cuts n3 and n4 off from the other three. For
+/// seconds n3's view still holds all five members (failure detection is slow), so it still
+/// counts a majority; a key whose owners are n3 and n4 has its primary and its replica both
+/// on the cut-off side, so replication succeeds there. Without the lease n3 went on
+/// acknowledging writes of that key which the majority, once it moves the key, never sees
+/// (the simulator's seed 1000). With it, n3 stops within about a second of the cut, while
+/// its ring still has five members. After the heal its writes are taken again.
+#[cfg(feature = "fault-injection")]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_primary_cut_off_from_the_majority_stops_writing_before_its_view_notices() {
+    let nodes = cluster_with(5, 2, None, |c| c.cluster.expected_size = 5).await;
+    let status = |i: usize| nodes[i].cluster_status().unwrap();
+    eventually("every node holds its lease", Duration::from_secs(5), || {
+        (0..5).all(|i| status(i).lease_holds)
+    })
+    .await;
+    // A key owned by n3 (its primary) and n4: both on the side that will be cut off.
+    let key = (0..100_000)
+        .map(|i| format!("lease:{i}"))
+        .find(|k| nodes[3].cluster_owners(k.as_bytes()) == ["n3", "n4"])
+        .expect("a key owned by n3 then n4");
+    let c3 = nodes[3].cache();
+    c3.set("ns", key.clone(), "before").await.unwrap();
+
+    let (minority, majority) = (["n3", "n4"], ["n0", "n1", "n2"]);
+    for (i, n) in nodes.iter().enumerate() {
+        n.isolate_from(if i < 3 { &minority[..] } else { &majority[..] });
+    }
+    let cut = Instant::now();
+    eventually("n3's lease lapses", Duration::from_secs(3), || {
+        !status(3).lease_holds
+    })
+    .await;
+    let lapsed = cut.elapsed();
+    let ring_then = status(3).ring_members.len();
+    println!("lease lapsed {lapsed:?} after the cut; n3's ring then had {ring_then} members");
+    assert_eq!(
+        ring_then, 5,
+        "the lease must lapse before failure detection shrinks n3's ring (lapsed after {lapsed:?})"
+    );
+    // The write reaches its replica n4, yet is not acknowledged: n3 has no lease.
+    let refused_before = status(3).lease_refusals;
+    let attempt = tokio::time::timeout(
+        Duration::from_millis(1500),
+        c3.set("ns", key.clone(), "during"),
+    )
+    .await;
+    assert!(
+        !matches!(attempt, Ok(Ok(_))),
+        "a write acknowledged by a primary without its lease: {attempt:?}"
+    );
+    assert!(status(3).lease_refusals > refused_before);
+
+    for n in &nodes {
+        n.heal_network();
+    }
+    eventually("all five again", Duration::from_secs(60), || {
+        nodes.iter().all(|n| live(n) == 5)
+    })
+    .await;
+    eventually("n3 holds its lease again", Duration::from_secs(10), || {
+        status(3).lease_holds
+    })
+    .await;
+    let start = Instant::now();
+    loop {
+        match c3.set("ns", key.clone(), "after").await {
+            Ok(_) => break,
+            Err(e) => assert!(start.elapsed() < Duration::from_secs(20), "{e}"),
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert_eq!(
+        nodes[0]
+            .cache()
+            .get("ns", key.as_bytes())
+            .await
+            .unwrap()
+            .as_deref(),
+        Some(&b"after"[..])
+    );
+    stop(nodes).await;
+}
+
 /// A node that wrote a key through its primary refuses an older version of it at once,
 /// whether or not the primary's invalidation has come back yet (the contract suite's
 /// "an older version must not replace a newer one" once failed on a loaded CI machine when

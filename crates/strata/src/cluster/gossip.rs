@@ -128,12 +128,48 @@ impl Shared {
             }
             self.pull_status();
         }
+        if n % (strata_cluster::primary::Lease::PING_EVERY_MS / 100) == 0 {
+            self.renew_lease();
+        }
         if n % SWEEP_EVERY == 0 {
             // The one part of a tick that may take long (a large owner store): off the
             // runtime's threads.
             let me = self.clone();
             tokio::task::spawn_blocking(move || me.owner.purge_expired_sync());
             self.refresh_view();
+        }
+    }
+
+    /// Pings every member of this node's view; each answer grants the primary's lease from
+    /// the time its ping was sent ([`strata_cluster::primary::Lease`]). A member still
+    /// owing an answer is not pinged again.
+    pub(crate) fn renew_lease(self: &Arc<Self>) {
+        let others = self.others();
+        let expected = self.cfg.expected_size as usize;
+        self.lease
+            .lock()
+            .retain(|m| others.iter().any(|(n, _)| n == m), expected);
+        if expected <= 2 {
+            // No majority to lose: the lease always holds (`Lease::holds`).
+            return;
+        }
+        let timeout = Duration::from_millis(strata_cluster::primary::Lease::LEASE_MS);
+        for (name, addr) in others {
+            if !self.lease_pings.lock().insert(name.clone()) {
+                continue;
+            }
+            let me = self.clone();
+            tokio::spawn(async move {
+                let sent = me.monotonic_ms();
+                let answer = me
+                    .pool
+                    .call(&name, addr, Request::Ping, Some(timeout))
+                    .await;
+                if answer.is_ok() {
+                    me.lease.lock().grant(&name, sent, expected);
+                }
+                me.lease_pings.lock().remove(&name);
+            });
         }
     }
 

@@ -251,6 +251,12 @@ impl Maintenance for ClusterHook {
                 true,
                 get(&k.forwarded),
             ),
+            m(
+                "cluster_lease_refusals",
+                "Writes refused here as their key's primary because no majority of the cluster answered this node's pings within the last second (the primary's lease)",
+                true,
+                get(&k.lease_refusals),
+            ),
         ]
     }
 }

@@ -127,6 +127,9 @@ pub(crate) struct Counters {
     pub(crate) replica_down: AtomicU64,
     /// Executions redone because an owner held a newer copy than the primary's.
     pub(crate) stale_base: AtomicU64,
+    /// Writes refused here as primary because no majority answered this node's pings
+    /// within the lease ([`strata_cluster::primary::Lease`]).
+    pub(crate) lease_refusals: AtomicU64,
 }
 
 /// The state of L3 proofs ([`warm`]).
@@ -196,6 +199,11 @@ pub(crate) struct Shared {
     /// This node's own stalls, seen from its tick: a node that stalled executes no write
     /// as a primary until its quarantine ends ([`strata_cluster::primary::StallGuard`]).
     pub(crate) stall: Mutex<strata_cluster::primary::StallGuard>,
+    /// This node's lease as a primary: the members that answered its pings lately.
+    pub(crate) lease: Mutex<strata_cluster::primary::Lease>,
+    /// Members a lease ping is on its way to (one at a time per member: a member that
+    /// does not answer gets no pile of pings).
+    pub(crate) lease_pings: Mutex<std::collections::HashSet<String>>,
     /// The monotonic origin of the stall guard's clock.
     started: Instant,
     /// Set when the node leaves ahead of a shutdown: it executes no more writes as a
@@ -375,6 +383,8 @@ impl Shared {
                 .map(|_| tokio::sync::Mutex::new(()))
                 .collect(),
             stall: Mutex::new(Default::default()),
+            lease: Mutex::new(Default::default()),
+            lease_pings: Mutex::new(Default::default()),
             started: Instant::now(),
             leaving: AtomicBool::new(false),
             joined: AtomicBool::new(false),

@@ -168,12 +168,32 @@ impl Shared {
                 self.cfg.expected_size
             )));
         }
+        self.check_lease()?;
         let Some(cache) = self.cache.get() else {
             return Err(Refusal::Unavailable(
                 "the node's cache is not attached yet".into(),
             ));
         };
         Ok((ring, cache))
+    }
+
+    /// Whether this node holds its lease as a primary (a majority answered its pings within
+    /// the last second): a node cut off from the majority stops here, before the others
+    /// move its keys, even while its view still counts members it cannot reach.
+    fn check_lease(&self) -> Result<(), Refusal> {
+        let expected = self.cfg.expected_size as usize;
+        let now = self.monotonic_ms();
+        let lease = self.lease.lock();
+        if lease.holds(now, expected) {
+            return Ok(());
+        }
+        let fresh = lease.fresh(now);
+        drop(lease);
+        self.counters.lease_refusals.fetch_add(1, Ordering::Relaxed);
+        Err(Refusal::Unavailable(format!(
+            "{fresh} other members answered this node's pings within the last {} ms, not a majority of the cluster's {expected} (cluster.expected_size): a primary cut off from the majority takes no write",
+            decide::Lease::LEASE_MS
+        )))
     }
 
     /// Executes a multi-key operation as the primary of its keys (one hash tag): under
@@ -594,6 +614,16 @@ impl Shared {
         }
         if !refused.is_empty() {
             return Err(Refusal::Unavailable(refused.join("; ")));
+        }
+        // The owners took it, but the lease may have lapsed while they did (a replication
+        // that took long): the others may be moving the key already, so it is not
+        // acknowledged.
+        if applied > 0
+            && let Err(Refusal::Unavailable(why)) = self.check_lease()
+        {
+            return Err(Refusal::Indeterminate(format!(
+                "the owners took the change, but {why}"
+            )));
         }
         Ok(newer)
     }

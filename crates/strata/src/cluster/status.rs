@@ -67,6 +67,11 @@ impl Shared {
             handoff_reads: get(&k.handoff_reads),
             handoff_pushes: get(&k.handoff_pushes),
             drops_unverified: get(&k.drops_unverified),
+            lease_holds: self
+                .lease
+                .lock()
+                .holds(self.monotonic_ms(), self.cfg.expected_size as usize),
+            lease_refusals: get(&k.lease_refusals),
         }
     }
 }
@@ -115,6 +120,12 @@ pub struct ClusterStatus {
     pub handoff_pushes: u64,
     /// Times this node dropped its unverified copies.
     pub drops_unverified: u64,
+    /// Whether this node holds its lease as a primary: a majority of the cluster answered
+    /// its pings within the last second (`strata_cluster::primary::Lease`). Without it, it
+    /// executes no write.
+    pub lease_holds: bool,
+    /// Writes refused here as primary for want of the lease.
+    pub lease_refusals: u64,
 }
 
 /// One member.

@@ -50,10 +50,21 @@ pub async fn eventually(what: &str, limit: Duration, mut check: impl FnMut() -> 
 /// Starts `n` nodes (the first is everyone's seed) and waits until each sees all of them
 /// and they agree on the ring.
 pub async fn cluster(n: usize, rf: u32, clock: Option<ManualClock>) -> Vec<Node> {
+    cluster_with(n, rf, clock, |_| {}).await
+}
+
+/// [`cluster`], with `tweak` applied to every node's configuration.
+pub async fn cluster_with(
+    n: usize,
+    rf: u32,
+    clock: Option<ManualClock>,
+    tweak: impl Fn(&mut NodeConfig),
+) -> Vec<Node> {
     let mut nodes: Vec<Node> = Vec::new();
     for i in 0..n {
         let seeds: Vec<String> = nodes.first().map(gossip_addr).into_iter().collect();
-        let cfg = config(&format!("n{i}"), &seeds, rf);
+        let mut cfg = config(&format!("n{i}"), &seeds, rf);
+        tweak(&mut cfg);
         let node = match &clock {
             Some(c) => Node::start_with(
                 cfg,
