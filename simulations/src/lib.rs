@@ -801,6 +801,15 @@ impl Sim {
             c.note_view(members, self.mix.nodes);
         }
         let old = self.nodes[at].ring.take();
+        if old.as_ref().is_none_or(|o| o.version() != new.version()) {
+            let me = &self.nodes[at].name;
+            if let Some(kept) = placement::previous_ring(old.as_ref(), &new, me) {
+                self.nodes[at].previous.insert(0, (kept, self.now));
+                self.nodes[at]
+                    .previous
+                    .truncate(placement::MAX_PREVIOUS_RINGS);
+            }
+        }
         if let Some(old) = old.filter(|o| o.version() != new.version()) {
             let me = self.nodes[at].name.clone();
             let entries: Vec<(u32, Held)> =
@@ -834,10 +843,6 @@ impl Sim {
                     }
                 }
             }
-            self.nodes[at].previous.insert(0, (old, self.now));
-            self.nodes[at]
-                .previous
-                .truncate(placement::MAX_PREVIOUS_RINGS);
         }
         self.nodes[at].ring = Some(new);
     }

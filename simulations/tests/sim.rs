@@ -407,3 +407,16 @@ fn the_lease_stops_a_minority_primary_that_still_counts_a_majority() {
     let r = run_seed(1000, &RunOptions::default());
     assert!(r.result.is_ok(), "seed 1000 with the lease: {r}");
 }
+
+/// A node that starts (or rejoins after being cut off from everyone) keeps the ring the
+/// others had before it joined for hand-off reads (`placement::previous_ring`). Seed 2530:
+/// a 4-node cluster in which counter 0's primary left and came back with an empty store;
+/// keeping its solitary ring as "previous", it asked only the current owners, none of
+/// which held the counter (the copy sat with the previous owner, whose hand-off push had
+/// not come yet), and restarted it from 0 after an acknowledged 17.
+#[test]
+fn a_restarted_primary_asks_the_owners_before_it_joined() {
+    let r = run_seed(2530, &RunOptions::default());
+    assert!(r.result.is_ok(), "seed 2530: {r}");
+    assert!(r.workload.incrs > 0, "the workload ran INCRs");
+}

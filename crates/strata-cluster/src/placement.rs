@@ -31,6 +31,23 @@ pub fn read_plan(
     plan
 }
 
+/// The ring a node keeps for hand-off reads when its own ring changes from `old` (`None`:
+/// it had none yet) to `new`: `old`, unless no other member was on it — the node had just
+/// started, or had been cut off from everyone. Then the keys it now owns sit with the
+/// members it found, placed as they were before it joined: their ring without it, which is
+/// what it keeps. (Keeping its solitary ring instead left a restarted primary unable to ask
+/// anyone but the current owners, and it restarted a counter from nothing while the
+/// previous owner still held it: the simulator, seed 2530.)
+pub fn previous_ring(old: Option<&Ring>, new: &Ring, me: &str) -> Option<Ring> {
+    match old {
+        Some(o) if o.nodes().iter().any(|n| n != me) => Some(o.clone()),
+        _ => {
+            let others: Vec<&String> = new.nodes().iter().filter(|n| *n != me).collect();
+            (!others.is_empty()).then(|| Ring::new(others, new.vnodes()))
+        }
+    }
+}
+
 /// Where a hit goes after a read found it at `plan[hit]` ([`read_plan`], whose first
 /// `current` entries are the current owners), as read by the node at `plan[me]` (`None`:
 /// not in the plan): the node's cluster tier and the simulator both follow it.
@@ -131,5 +148,23 @@ mod tests {
         assert!(moved > 100 && moved < 400, "{moved} keys gained an owner");
         assert_eq!(read_plan(&new, &[], b"k", 2).len(), 2);
         assert_eq!(current_owners(&Ring::new(["a"], 8), 2), 1);
+    }
+
+    #[test]
+    fn a_node_alone_before_keeps_the_others_ring_without_it() {
+        let all = Ring::new(["a", "b", "c"], 16);
+        let before = Ring::new(["a", "b"], 16);
+        // An ordinary change keeps the old ring.
+        let kept = previous_ring(Some(&before), &all, "a").unwrap();
+        assert_eq!(kept.version(), before.version());
+        // Just started (no ring, or one of itself alone): the others' ring without it.
+        let alone = Ring::new(["c"], 16);
+        for old in [None, Some(&alone)] {
+            let p = previous_ring(old, &all, "c").unwrap();
+            assert_eq!(p.nodes(), before.nodes());
+            assert_eq!(p.version(), before.version());
+        }
+        // Nobody else on the new ring either: nothing to keep.
+        assert!(previous_ring(None, &alone, "c").is_none());
     }
 }

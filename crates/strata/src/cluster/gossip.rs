@@ -95,7 +95,9 @@ impl Shared {
         if ring.version() != v.ring.version() {
             let old = std::mem::replace(&mut v.ring, Arc::new(ring));
             tracing::info!(node = %self.name, members = v.ring.nodes().len(), ring = v.ring.version(), "ring changed");
-            v.previous.insert(0, (old.clone(), Instant::now()));
+            if let Some(kept) = placement::previous_ring(Some(&old), &v.ring, &self.name) {
+                v.previous.insert(0, (Arc::new(kept), Instant::now()));
+            }
             v.previous.truncate(placement::MAX_PREVIOUS_RINGS);
             self.counters.ring_changes.fetch_add(1, Ordering::Relaxed);
             let new = v.ring.clone();
