@@ -252,6 +252,12 @@ impl Maintenance for ClusterHook {
                 get(&k.forwarded),
             ),
             m(
+                "cluster_tombstones",
+                "Keys whose invalidation this node remembers to refuse older copies (coherence tombstones, about 64 bytes each, kept for 60 s)",
+                false,
+                s.coherence.lock().tombstone_count() as u64,
+            ),
+            m(
                 "cluster_lease_refusals",
                 "Writes refused here as their key's primary because no majority of the cluster answered this node's pings within the last second (the primary's lease)",
                 true,

@@ -321,6 +321,7 @@ impl Shared {
             generation,
             CoherenceConfig {
                 max_staleness_ms: c.max_staleness_ms,
+                key_seed: peer::nonce(),
                 ..CoherenceConfig::default()
             },
         );
