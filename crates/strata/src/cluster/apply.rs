@@ -14,7 +14,13 @@ impl Shared {
         self.observe(version);
         let cache = self.cache.get();
         match &inv.op {
-            InvalidationOp::Key { namespace, key } => self.absent.forget(namespace, key),
+            InvalidationOp::Key { namespace, key } => {
+                self.absent.forget(namespace, key);
+                // From the write's stamp (the writer's clock) to now (this node's): how long
+                // the change took to reach this node's copies.
+                let delay = self.now_ms().saturating_sub(version.physical_ms());
+                self.counters.delays.record(delay);
+            }
             _ => self.absent.forget_all(),
         }
         match &inv.op {

@@ -252,6 +252,12 @@ impl Maintenance for ClusterHook {
                 get(&k.forwarded),
             ),
             m(
+                "cluster_invalidations_within_20ms",
+                "Key invalidations from other members applied here within 20 ms of their write's stamp (against cluster_invalidations_applied: the share seen in time)",
+                true,
+                k.delays.within(20),
+            ),
+            m(
                 "cluster_tombstones",
                 "Keys whose invalidation this node remembers to refuse older copies (coherence tombstones, about 64 bytes each, kept for 60 s)",
                 false,

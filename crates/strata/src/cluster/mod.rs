@@ -130,6 +130,8 @@ pub(crate) struct Counters {
     /// Writes refused here as primary because no majority answered this node's pings
     /// within the lease ([`strata_cluster::primary::Lease`]).
     pub(crate) lease_refusals: AtomicU64,
+    /// How long after its write each key invalidation from another member was applied here.
+    pub(crate) delays: status::DelayBuckets,
 }
 
 /// The state of L3 proofs ([`warm`]).
@@ -529,4 +531,4 @@ pub(crate) fn from_wire(w: WireEntry) -> Entry {
 }
 
 pub(crate) use hook::ClusterHook;
-pub use status::{ClusterStatus, CoherenceFigures, MemberStatus, PeerRpc};
+pub use status::{ClusterStatus, CoherenceFigures, DELAY_BOUNDS_MS, MemberStatus, PeerRpc};

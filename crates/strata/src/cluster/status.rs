@@ -72,6 +72,7 @@ impl Shared {
                 .lock()
                 .holds(self.monotonic_ms(), self.cfg.expected_size as usize),
             lease_refusals: get(&k.lease_refusals),
+            invalidation_delays: k.delays.snapshot(),
         }
     }
 }
@@ -126,6 +127,48 @@ pub struct ClusterStatus {
     pub lease_holds: bool,
     /// Writes refused here as primary for want of the lease.
     pub lease_refusals: u64,
+    /// Key invalidations from other members applied here, by how long after the write's
+    /// stamp (the writer's clock) they were applied: one bucket per bound of
+    /// [`DELAY_BOUNDS_MS`] and a last one for anything longer. Counts since start; the
+    /// difference of two readings is a period's distribution. (On one machine the clocks
+    /// agree; across machines the skew adds in.)
+    pub invalidation_delays: Vec<u64>,
+}
+
+/// Upper bounds, in ms, of [`ClusterStatus::invalidation_delays`]'s buckets.
+pub const DELAY_BOUNDS_MS: [u64; 10] = [1, 2, 5, 10, 20, 50, 100, 200, 500, 1000];
+
+/// Counts of invalidation delays by [`DELAY_BOUNDS_MS`] bucket (the last: longer).
+#[derive(Debug, Default)]
+pub(crate) struct DelayBuckets {
+    counts: [AtomicU64; DELAY_BOUNDS_MS.len() + 1],
+}
+
+impl DelayBuckets {
+    pub(crate) fn record(&self, ms: u64) {
+        let i = DELAY_BOUNDS_MS
+            .iter()
+            .position(|b| ms <= *b)
+            .unwrap_or(DELAY_BOUNDS_MS.len());
+        self.counts[i].fetch_add(1, Ordering::Relaxed);
+    }
+
+    pub(crate) fn snapshot(&self) -> Vec<u64> {
+        self.counts
+            .iter()
+            .map(|c| c.load(Ordering::Relaxed))
+            .collect()
+    }
+
+    /// Invalidations applied within `bound_ms` (one of [`DELAY_BOUNDS_MS`]).
+    pub(crate) fn within(&self, bound_ms: u64) -> u64 {
+        DELAY_BOUNDS_MS
+            .iter()
+            .zip(&self.counts)
+            .take_while(|(b, _)| **b <= bound_ms)
+            .map(|(_, c)| c.load(Ordering::Relaxed))
+            .sum()
+    }
 }
 
 /// One member.
@@ -190,4 +233,29 @@ pub struct CoherenceFigures {
     pub gaps_dropped: u64,
     /// Undecodable items.
     pub bad_items: u64,
+}
+
+#[cfg(test)]
+mod delay_tests {
+    use super::*;
+
+    #[test]
+    fn delays_fall_in_their_buckets_and_within_counts_the_ones_in_time() {
+        let d = DelayBuckets::default();
+        for ms in [0, 1, 2, 3, 20, 21, 999, 1000, 1001, u64::MAX] {
+            d.record(ms);
+        }
+        let s = d.snapshot();
+        assert_eq!(s.len(), DELAY_BOUNDS_MS.len() + 1);
+        assert_eq!(s[0], 2, "0 and 1 ms: within 1 ms");
+        assert_eq!(s[1], 1);
+        assert_eq!(s[2], 1, "3 ms: within 5");
+        assert_eq!(s[4], 1, "20 ms: within 20");
+        assert_eq!(s[5], 1, "21 ms: within 50");
+        assert_eq!(s[9], 2, "999 and 1000 ms: within 1000");
+        assert_eq!(s[10], 2, "longer");
+        assert_eq!(s.iter().sum::<u64>(), 10);
+        assert_eq!(d.within(20), 5);
+        assert_eq!(d.within(1000), 8);
+    }
 }
