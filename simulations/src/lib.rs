@@ -1624,21 +1624,16 @@ impl Sim {
                 .get(&c)
                 .filter(|e| e.is_fresh(now_p))
                 .cloned();
-            let replicas_p = decide::replicas(&ring_p, &name_p, &key, RF);
-            let window: Vec<&Ring> = self.nodes[p]
-                .previous
-                .iter()
-                .filter(|(_, t)| self.now.saturating_sub(*t) <= HANDOFF_WINDOW)
-                .map(|(r, _)| r)
-                .collect();
-            let plan_p = placement::read_plan(&ring_p, &window, &key, RF);
             let current = if local.is_some() {
                 local
-            } else if !decide::asks_before_executing(&plan_p, &name_p, &replicas_p) {
-                // As the node: the replicas answer `Stale` with any copy they hold.
-                None
             } else {
-                let plan = &plan_p;
+                let window: Vec<&Ring> = self.nodes[p]
+                    .previous
+                    .iter()
+                    .filter(|(_, t)| self.now.saturating_sub(*t) <= HANDOFF_WINDOW)
+                    .map(|(r, _)| r)
+                    .collect();
+                let plan = placement::read_plan(&ring_p, &window, &key, RF);
                 let mut answers = Vec::new();
                 for n in plan.iter().filter(|n| **n != name_p) {
                     let Some(o) = self.index_of(n) else { continue };
@@ -1698,8 +1693,8 @@ impl Sim {
             };
             let mut newer: Option<Entry> = None;
             let mut failed = false;
-            for r in &replicas_p {
-                let Some(o) = self.index_of(r) else { continue };
+            for r in decide::replicas(&ring_p, &name_p, &key, RF) {
+                let Some(o) = self.index_of(&r) else { continue };
                 if self.nodes[o].membership.is_none() {
                     // Its process is gone: the connection is refused, and the write waits
                     // for the ring to drop that owner, as on the node (`replicate_out`).

@@ -115,18 +115,6 @@ pub fn starting_point(
     others.into_iter().flatten().max_by_key(|e| e.version)
 }
 
-/// Whether a primary (`me`) that holds no fresh copy of a key must ask the nodes of its
-/// read `plan` for one before it executes: only when the plan names nodes beyond the key's
-/// other owners (`replicas`), the previous owners while a hand-off window is open.
-/// Otherwise every node that could hold a copy is one the change is replicated to, and
-/// one that holds a newer copy than the primary executed against refuses it with that copy
-/// ([`replica_is_ahead`]), which the primary adopts before executing again. Asking first
-/// cost a round trip on every write of a key the primary lacked: every first write of a
-/// key, which is every cache fill.
-pub fn asks_before_executing(plan: &[String], me: &str, replicas: &[String]) -> bool {
-    plan.iter().any(|n| n != me && !replicas.contains(n))
-}
-
 /// Whether an owner holding `held` must refuse a primary's change executed against the copy
 /// of version `base` (0: none): it holds something newer the primary did not see.
 pub fn replica_is_ahead(held: Option<&Entry>, base: u64) -> bool {
@@ -409,19 +397,5 @@ mod tests {
         let mut three = Lease::default();
         three.grant("x", 50, 3);
         assert!(three.holds(60, 3) && !three.holds(50 + Lease::LEASE_MS, 3));
-    }
-
-    #[test]
-    fn a_primary_asks_first_only_when_its_plan_goes_beyond_its_replicas() {
-        let v = |xs: &[&str]| xs.iter().map(|x| x.to_string()).collect::<Vec<_>>();
-        // Steady state: the plan is the owners; the replica will answer Stale if ahead.
-        assert!(!asks_before_executing(&v(&["p", "r"]), "p", &v(&["r"])));
-        assert!(!asks_before_executing(&v(&["p"]), "p", &[]));
-        // A hand-off window: a previous owner holds what the replicas may not.
-        assert!(asks_before_executing(
-            &v(&["p", "r", "old"]),
-            "p",
-            &v(&["r"])
-        ));
     }
 }

@@ -490,12 +490,9 @@ impl Shared {
         self.announce_key(namespace, key, version).await;
     }
 
-    /// The copy a primary executes against: its own, else (only while a hand-off window
-    /// is open: `decide::asks_before_executing`) the newest the other owners and the
-    /// previous ones answer with. An owner that cannot be asked makes it a refusal:
-    /// starting from nothing could undo an acknowledged write. Outside a hand-off window a
-    /// primary without a copy starts from none, and a replica holding one refuses the
-    /// change with it (`Stale`), which is adopted before executing again.
+    /// The copy a primary executes against: its own, else the newest the other owners (and
+    /// the previous ones, after a ring change) answer with. An owner that cannot be asked
+    /// makes it a refusal: starting from nothing could undo an acknowledged write.
     async fn current_copy(&self, namespace: &str, key: &[u8]) -> Result<Option<Entry>, Refusal> {
         let now = self.now_ms();
         let local = self
@@ -506,13 +503,6 @@ impl Shared {
             return Ok(local);
         }
         let (plan, _) = self.read_plan(key);
-        let names: Vec<String> = plan.iter().map(|(n, _)| n.clone()).collect();
-        let rf = self.cfg.replication_factor as usize;
-        let replicas = decide::replicas(&self.ring(), &self.name, key, rf);
-        if !decide::asks_before_executing(&names, &self.name, &replicas) {
-            // The replicas hold whatever copy there is, and answer `Stale` with it.
-            return Ok(None);
-        }
         let mut answers = Vec::new();
         for (name, addr) in plan.iter().filter(|(n, _)| *n != self.name) {
             let req = Request::Get {
