@@ -3,6 +3,9 @@
 
 use super::*;
 
+/// Most lease pings on their way to one member at once.
+const LEASE_PINGS_IN_FLIGHT: u32 = 5;
+
 impl Shared {
     // ----- membership outputs -----
 
@@ -143,8 +146,10 @@ impl Shared {
     }
 
     /// Pings every member of this node's view; each answer grants the primary's lease from
-    /// the time its ping was sent ([`strata_cluster::primary::Lease`]). A member still
-    /// owing an answer is not pinged again.
+    /// the time its ping was sent ([`strata_cluster::primary::Lease`]). Pings wait as long
+    /// as any request (`rpc_timeout`: a shorter wait would mark a loaded peer's connection
+    /// dead), and up to [`LEASE_PINGS_IN_FLIGHT`] may be on their way to one member, so a
+    /// slow answer delays the lease's renewal, not the next ping.
     pub(crate) fn renew_lease(self: &Arc<Self>) {
         let others = self.others();
         let expected = self.cfg.expected_size as usize;
@@ -155,22 +160,28 @@ impl Shared {
             // No majority to lose: the lease always holds (`Lease::holds`).
             return;
         }
-        let timeout = Duration::from_millis(strata_cluster::primary::Lease::LEASE_MS);
+        self.lease_pings
+            .lock()
+            .retain(|m, _| others.iter().any(|(n, _)| n == m));
         for (name, addr) in others {
-            if !self.lease_pings.lock().insert(name.clone()) {
-                continue;
+            {
+                let mut inflight = self.lease_pings.lock();
+                let n = inflight.entry(name.clone()).or_insert(0);
+                if *n >= LEASE_PINGS_IN_FLIGHT {
+                    continue;
+                }
+                *n += 1;
             }
             let me = self.clone();
             tokio::spawn(async move {
                 let sent = me.monotonic_ms();
-                let answer = me
-                    .pool
-                    .call(&name, addr, Request::Ping, Some(timeout))
-                    .await;
+                let answer = me.pool.call(&name, addr, Request::Ping, None).await;
                 if answer.is_ok() {
                     me.lease.lock().grant(&name, sent, expected);
                 }
-                me.lease_pings.lock().remove(&name);
+                if let Some(n) = me.lease_pings.lock().get_mut(&name) {
+                    *n = n.saturating_sub(1);
+                }
             });
         }
     }

@@ -203,9 +203,9 @@ pub(crate) struct Shared {
     pub(crate) stall: Mutex<strata_cluster::primary::StallGuard>,
     /// This node's lease as a primary: the members that answered its pings lately.
     pub(crate) lease: Mutex<strata_cluster::primary::Lease>,
-    /// Members a lease ping is on its way to (one at a time per member: a member that
-    /// does not answer gets no pile of pings).
-    pub(crate) lease_pings: Mutex<std::collections::HashSet<String>>,
+    /// Lease pings on their way, per member (a few at most: a member that does not answer
+    /// gets no pile of pings).
+    pub(crate) lease_pings: Mutex<std::collections::HashMap<String, u32>>,
     /// The monotonic origin of the stall guard's clock.
     started: Instant,
     /// Set when the node leaves ahead of a shutdown: it executes no more writes as a

@@ -196,6 +196,20 @@ impl Shared {
         )))
     }
 
+    /// After a change is on every owner, stored here and announced: whether the lease still
+    /// holds. If it lapsed while the owners took the change (a replication that took
+    /// long), the others may be moving the key already, so the change is not acknowledged
+    /// (an unknown outcome); it is stored and announced all the same, since every owner
+    /// holds it.
+    fn lease_held_through(&self) -> Result<(), Refusal> {
+        match self.check_lease() {
+            Err(Refusal::Unavailable(why)) => Err(Refusal::Indeterminate(format!(
+                "the owners took the change, but {why}"
+            ))),
+            other => other,
+        }
+    }
+
     /// Executes a multi-key operation as the primary of its keys (one hash tag): under
     /// every key's lock, from each key's current copy, every change replicated to the other
     /// owners before any is applied here and acknowledged.
@@ -344,6 +358,7 @@ impl Shared {
                 self.commit_here(cache, namespace, &keys[i], &change).await;
                 out.push((Bytes::copy_from_slice(&keys[i]), change));
             }
+            self.lease_held_through()?;
             return Ok(ExecutedMulti {
                 reply,
                 changes: out,
@@ -449,6 +464,7 @@ impl Shared {
             return Ok(Err(newer));
         }
         self.commit_here(cache, namespace, key, &change).await;
+        self.lease_held_through()?;
         Ok(Ok(Executed { reply, change }))
     }
 
@@ -614,16 +630,6 @@ impl Shared {
         }
         if !refused.is_empty() {
             return Err(Refusal::Unavailable(refused.join("; ")));
-        }
-        // The owners took it, but the lease may have lapsed while they did (a replication
-        // that took long): the others may be moving the key already, so it is not
-        // acknowledged.
-        if applied > 0
-            && let Err(Refusal::Unavailable(why)) = self.check_lease()
-        {
-            return Err(Refusal::Indeterminate(format!(
-                "the owners took the change, but {why}"
-            )));
         }
         Ok(newer)
     }
