@@ -173,8 +173,12 @@ fn below_the_watermark_nothing_comes_back_and_l3_recovers_when_space_is_freed() 
     // Space comes back (FLUSHALL empties L3 in one range delete and compacts): health
     // returns to up and L3 stores and serves again, across a restart.
     let _: () = redis::cmd("FLUSHALL").query(&mut c).unwrap();
+    // RocksDB frees the space in steps (it flushes, compacts the range delete and deletes
+    // obsolete files), slower while this binary's other tests fill their own disks beside
+    // it: on 2026-12-01 it twice still had 3.7 MB of 4 free after 15 s there, and always
+    // recovered within 13 s alone.
     assert!(
-        eventually(Duration::from_secs(15), || l3_health(&s).0 == "up"),
+        eventually(Duration::from_secs(45), || l3_health(&s).0 == "up"),
         "L3 did not recover after space was freed: {:?}",
         l3_health(&s)
     );
@@ -183,7 +187,7 @@ fn below_the_watermark_nothing_comes_back_and_l3_recovers_when_space_is_freed() 
     // few maintenance ticks, which the shed-writes counter shows.
     let shed = |s: &Server| metric_value(s, "strata_l3_shed_writes_total").unwrap_or(0.0);
     assert!(
-        eventually(Duration::from_secs(15), || {
+        eventually(Duration::from_secs(45), || {
             let before = shed(&s);
             let _: () = c.set("after", "recovered").unwrap();
             shed(&s) == before
