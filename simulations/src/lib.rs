@@ -1209,10 +1209,14 @@ impl Sim {
                 continue;
             };
             let paused = self.nodes[o].paused_until.is_some_and(|u| self.now < u);
+            // The answer grants the lease only while the answerer's view counts `at` live.
             if self.nodes[o].membership.is_some()
                 && !paused
                 && self.reachable(at, o)
                 && self.reachable(o, at)
+                && self
+                    .ring_of(o)
+                    .is_some_and(|r| decide::grants_lease(&r, &me))
             {
                 answered.push(name.clone());
             }

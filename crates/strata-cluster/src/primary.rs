@@ -115,10 +115,36 @@ pub fn starting_point(
     others.into_iter().flatten().max_by_key(|e| e.version)
 }
 
+/// Whether a primary that holds no copy of a key must read the other owners' copies before
+/// it executes a plain `SET` (`PrimaryOp::Put`), given the members its read plan names
+/// besides itself (`plan_others`: the current owners, and the previous ones inside a
+/// hand-off window) and the replicas it will replicate to. A plain `SET` does not depend on
+/// the copy; only its version must end up above it, and with exactly one replica that is
+/// also the only other member the plan names, the replication itself finds out: the
+/// replica answers `Stale` with any copy it holds, the primary adopts it and executes
+/// again, and an absent key (a cache fill) costs one round trip instead of two. With more
+/// replicas a mixed answer (one applied, one `Stale`) would leave the outcome unknown, and
+/// inside a hand-off window a previous owner that is not replicated to may hold the newest
+/// copy: both read first. Every other operation reads first too: one that changes nothing
+/// when it finds no copy (`DEL`, `EXPIRE`, `SET XX`) would otherwise never ask the replica.
+pub fn reads_before_put(plan_others: &[&str], replicas: &[String]) -> bool {
+    !(replicas.len() == 1 && plan_others.len() == 1 && plan_others[0] == replicas[0])
+}
+
 /// Whether an owner holding `held` must refuse a primary's change executed against the copy
 /// of version `base` (0: none): it holds something newer the primary did not see.
 pub fn replica_is_ahead(held: Option<&Entry>, base: u64) -> bool {
     held.is_some_and(|e| e.version.as_u64() > base)
+}
+
+/// Whether a member whose view is `ring` answers a lease ping from `caller` with a grant
+/// ([`Lease`]): only while its view counts the caller as a live member. A member that has
+/// declared the caller down is moving, or has moved, the caller's keys to other primaries;
+/// extending the caller's lease then would let two primaries acknowledge writes of one key
+/// (the case of a caller that can still reach it over TCP while gossip between them is
+/// lost).
+pub fn grants_lease(ring: &Ring, caller: &str) -> bool {
+    ring.nodes().iter().any(|n| n == caller)
 }
 
 /// Whether a node whose view holds `members` members (itself included) may act as a
@@ -288,6 +314,31 @@ mod tests {
         assert!(admits_replication(&moved, 2, 3, b"k", &p).is_err());
         assert!(!replicas(&ring, &p, b"k", 2).contains(&p));
         assert_eq!(replicas(&ring, &p, b"k", 2).len(), 1);
+    }
+
+    #[test]
+    fn a_put_skips_the_read_only_with_one_replica_and_no_other_owner() {
+        let one = vec!["n1".to_owned()];
+        assert!(!reads_before_put(&["n1"], &one));
+        // A previous owner in a hand-off window, or a second replica: read first.
+        assert!(reads_before_put(&["n1", "n2"], &one));
+        let two = vec!["n1".to_owned(), "n2".to_owned()];
+        assert!(reads_before_put(&["n1", "n2"], &two));
+        // The plan names someone the write does not replicate to.
+        assert!(reads_before_put(&["n2"], &one));
+        // No replica at all (one owner): the primary's own store is the only copy, and it
+        // has none; nothing to ask either way.
+        assert!(reads_before_put(&[], &[]));
+    }
+
+    #[test]
+    fn only_a_member_that_counts_the_caller_live_grants_its_lease() {
+        let ring = Ring::new(names(3), 64);
+        assert!(grants_lease(&ring, "n0"));
+        // n0 declared down in this view: its pings still arrive (TCP), but grant nothing.
+        let without = Ring::new(vec!["n1".to_owned(), "n2".to_owned()], 64);
+        assert!(!grants_lease(&without, "n0"));
+        assert!(grants_lease(&without, "n1"));
     }
 
     #[test]

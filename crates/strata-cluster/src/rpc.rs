@@ -185,6 +185,9 @@ pub enum Request {
         /// (channel, payload, whether it is a shard channel's) triples.
         messages: Vec<(ByteBuf, ByteBuf, bool)>,
     },
+    /// A primary's lease ping ([`crate::primary::Lease`]). Answered `Lease`: whether the
+    /// callee's view counts the caller as a live member ([`crate::primary::grants_lease`]).
+    LeasePing,
 }
 
 /// Most messages one `Publish` request may carry (a larger one is answered with an error).
@@ -310,6 +313,12 @@ pub enum Response {
     },
     /// Answer to `Publish`: how many of this member's clients got the messages.
     Published(u64),
+    /// Answer to `LeasePing`.
+    Lease {
+        /// Whether the callee counts the caller as a live member: only then does the answer
+        /// extend the caller's lease.
+        granted: bool,
+    },
 }
 
 /// A decoded frame.
@@ -482,6 +491,17 @@ mod tests {
         assert_eq!(
             to_bytes(&r),
             [0, 0, 0, 12, 1, 1, 0, 0, 0, 0, 0, 0, 0, 7, 3, 1]
+        );
+        // The lease ping and its answer (request variant 15, response variant 20), appended.
+        let p = Frame::Request(9, Request::LeasePing);
+        assert_eq!(
+            to_bytes(&p),
+            [0, 0, 0, 11, 1, 0, 0, 0, 0, 0, 0, 0, 0, 9, 15]
+        );
+        let g = Frame::Response(9, Response::Lease { granted: true });
+        assert_eq!(
+            to_bytes(&g),
+            [0, 0, 0, 12, 1, 1, 0, 0, 0, 0, 0, 0, 0, 9, 20, 1]
         );
     }
 

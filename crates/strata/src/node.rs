@@ -405,6 +405,16 @@ impl Node {
         }
     }
 
+    /// Makes this node apply no cluster invalidation until called with `false` (an owner
+    /// the invalidations have not reached yet, for tests). Feature `fault-injection`; never
+    /// in a production build.
+    #[cfg(feature = "fault-injection")]
+    pub fn ignore_invalidations(&self, ignore: bool) {
+        if let Some(c) = &self.cluster {
+            c.set_deaf(ignore);
+        }
+    }
+
     /// Lifts [`Node::isolate_from`].
     #[cfg(feature = "fault-injection")]
     pub fn heal_network(&self) {

@@ -392,6 +392,49 @@ async fn a_primary_cut_off_from_the_majority_stops_writing_before_its_view_notic
     stop(nodes).await;
 }
 
+/// A primary never executes from a copy it knows is dead. n0 (the key's primary) applies a
+/// tag invalidation that n1 (its replica) has not applied yet, so n1 still holds the tagged
+/// counter. An INCR at n0 finds no copy of its own, replicates `1` against no base, and n1
+/// answers that it holds something newer: the dead copy. Adopting it (as the primary once
+/// did) brought the invalidated value back, answering 11. Coherence refuses it, and the
+/// primary executes from no copy above its version instead: 1, and n1 takes it.
+#[cfg(feature = "fault-injection")]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_primary_does_not_adopt_a_copy_it_has_invalidated() {
+    use strata_core::ops::{KeyOp, Reply};
+    let nodes = cluster(2, 2, None).await;
+    let key = (0..100_000)
+        .map(|i| format!("dead:{i}"))
+        .find(|k| nodes[0].cluster_owners(k.as_bytes()) == ["n0", "n1"])
+        .expect("a key n0 is primary of");
+    let c0 = nodes[0].cache();
+    let opts = strata_core::SetOptions {
+        tags: strata_core::entry::Tags::new(["batch"]),
+        ..Default::default()
+    };
+    c0.set_with("ns", key.clone(), "10", opts).await.unwrap();
+    nodes[1].ignore_invalidations(true);
+    c0.invalidate_tag("ns", b"batch").await.unwrap();
+    assert_eq!(c0.get("ns", key.as_bytes()).await.unwrap(), None);
+    let got = c0
+        .execute("ns", bytes::Bytes::from(key.clone()), &KeyOp::IncrBy(1))
+        .await
+        .unwrap();
+    assert_eq!(
+        got,
+        Reply::Int(1),
+        "an INCR after the counter's tag was invalidated continued from the dead copy"
+    );
+    nodes[1].ignore_invalidations(false);
+    // The replica took the change over its dead copy.
+    let c1 = nodes[1].cache();
+    assert_eq!(
+        c1.get("ns", key.as_bytes()).await.unwrap().as_deref(),
+        Some(&b"1"[..])
+    );
+    stop(nodes).await;
+}
+
 /// A node that wrote a key through its primary refuses an older version of it at once,
 /// whether or not the primary's invalidation has come back yet (the contract suite's
 /// "an older version must not replace a newer one" once failed on a loaded CI machine when

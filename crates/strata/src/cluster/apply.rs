@@ -9,6 +9,10 @@ impl Shared {
     /// Applies an invalidation on this node: the owner store, then the node's own copies.
     /// Returns how many owner-store entries it removed of keys this node is first owner of.
     pub(crate) async fn apply(&self, inv: &Invalidation) -> u64 {
+        #[cfg(feature = "fault-injection")]
+        if self.faults.deaf.load(Ordering::Acquire) {
+            return 0;
+        }
         self.counters.applied.fetch_add(1, Ordering::Relaxed);
         let version = Version::from_u64(inv.version);
         self.observe(version);

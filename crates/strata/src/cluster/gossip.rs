@@ -145,8 +145,8 @@ impl Shared {
         }
     }
 
-    /// Pings every member of this node's view; each answer grants the primary's lease from
-    /// the time its ping was sent ([`strata_cluster::primary::Lease`]). Pings wait as long
+    /// Pings every member of this node's view; each answer from a member that counts this
+    /// node as live grants the primary's lease from the time its ping was sent ([`strata_cluster::primary::Lease`]). Pings wait as long
     /// as any request (`rpc_timeout`: a shorter wait would mark a loaded peer's connection
     /// dead), and up to [`LEASE_PINGS_IN_FLIGHT`] may be on their way to one member, so a
     /// slow answer delays the lease's renewal, not the next ping.
@@ -175,8 +175,9 @@ impl Shared {
             let me = self.clone();
             tokio::spawn(async move {
                 let sent = me.monotonic_ms();
-                let answer = me.pool.call(&name, addr, Request::Ping, None).await;
-                if answer.is_ok() {
+                let answer = me.pool.call(&name, addr, Request::LeasePing, None).await;
+                // Only a member whose view counts this node as live extends its lease.
+                if let Ok(Response::Lease { granted: true }) = answer {
                     me.lease.lock().grant(&name, sent, expected);
                 }
                 if let Some(n) = me.lease_pings.lock().get_mut(&name) {

@@ -252,6 +252,18 @@ impl Maintenance for ClusterHook {
                 get(&k.forwarded),
             ),
             m(
+                "cluster_writes_unread",
+                "Plain SETs executed here as primary, with no copy here, without reading the replica first: its answer to the replication names any newer copy",
+                true,
+                get(&k.blind_puts),
+            ),
+            m(
+                "cluster_writes_reexecuted",
+                "Executions redone here as primary because an owner held a newer copy than the one executed against",
+                true,
+                get(&k.stale_base),
+            ),
+            m(
                 "cluster_invalidations_within_20ms",
                 "Key invalidations from other members applied here within 20 ms of their write's stamp (against cluster_invalidations_applied: the share seen in time)",
                 true,

@@ -127,6 +127,9 @@ pub(crate) struct Counters {
     pub(crate) replica_down: AtomicU64,
     /// Executions redone because an owner held a newer copy than the primary's.
     pub(crate) stale_base: AtomicU64,
+    /// Plain `SET`s executed here without reading the other owners first
+    /// ([`strata_cluster::primary::reads_before_put`]).
+    pub(crate) blind_puts: AtomicU64,
     /// Writes refused here as primary because no majority answered this node's pings
     /// within the lease ([`strata_cluster::primary::Lease`]).
     pub(crate) lease_refusals: AtomicU64,
@@ -234,6 +237,9 @@ pub(crate) struct Shared {
 #[derive(Debug, Default)]
 pub(crate) struct Faults {
     gossip: RwLock<std::collections::HashSet<SocketAddr>>,
+    /// Invalidations are taken into coherence's bookkeeping but drop nothing here (an
+    /// owner that has not applied them yet).
+    pub(crate) deaf: std::sync::atomic::AtomicBool,
 }
 
 #[cfg(feature = "fault-injection")]
@@ -248,6 +254,11 @@ impl Shared {
             }
             self.pool.block(n);
         }
+    }
+
+    /// Makes this node apply no invalidation (`true`) until told otherwise.
+    pub(crate) fn set_deaf(&self, deaf: bool) {
+        self.faults.deaf.store(deaf, Ordering::Release);
     }
 
     /// Lifts every fault.

@@ -93,16 +93,21 @@ impl Shared {
         let (ring, cache) = self.admit(key)?;
         self.counters.executed.fetch_add(1, Ordering::Relaxed);
         let mut attempt = 0;
+        let mut floor = None;
         loop {
             attempt += 1;
             match self
-                .execute_locked(&ring, cache, namespace, key, &op)
+                .execute_locked(&ring, cache, namespace, key, &op, floor)
                 .await?
             {
                 Ok(done) => return Ok(done),
                 // An owner held a newer copy than this node executed against: adopt it and
-                // execute again (a primary back from a pause or a partition catches up here).
-                Err(newer) if attempt < STALE_RETRIES => self.adopt(namespace, key, newer),
+                // execute again (a primary back from a pause or a partition catches up
+                // here), or, when this node has applied an invalidation of that copy the
+                // owner has not yet, execute again from no copy above it.
+                Err(newer) if attempt < STALE_RETRIES => {
+                    floor = self.adopt(namespace, key, newer);
+                }
                 Err(_) => {
                     return Err(Refusal::Unavailable(
                         "owners kept answering with newer copies".into(),
@@ -130,15 +135,30 @@ impl Shared {
         )
     }
 
-    /// Adopts an owner's newer copy of `key` (its `Stale` answer).
-    fn adopt(&self, namespace: &str, key: &[u8], newer: Entry) {
+    /// Adopts an owner's newer copy of `key` (its `Stale` answer), or returns its version
+    /// when coherence refuses it: an invalidation this node applied (a tag, a pattern, a
+    /// flush) that has not reached that owner yet. Such a copy is dead; executing from it
+    /// would bring the invalidated value back (G3). The caller then executes from no copy,
+    /// with the refused version as the floor of its base, so that the owners take the
+    /// change over their dead copy.
+    fn adopt(&self, namespace: &str, key: &[u8], newer: Entry) -> Option<u64> {
         self.counters.stale_base.fetch_add(1, Ordering::Relaxed);
         self.observe(newer.version);
+        if !self.coherence.lock().admits_tagged(
+            namespace,
+            key,
+            newer.version.as_u64(),
+            &super::tag_refs(&newer),
+        ) {
+            self.counters.refused_stale.fetch_add(1, Ordering::Relaxed);
+            return Some(newer.version.as_u64());
+        }
         let _ = self
             .owner
             .set_sync(namespace, Bytes::copy_from_slice(key), newer);
         // After the store holds it (absent.rs: a forget follows the change).
         self.absent.forget(namespace, key);
+        None
     }
 
     /// Whether this node may execute writes of `key` as its primary now, with the ring it
@@ -257,11 +277,16 @@ impl Shared {
         // Decided again under the locks: the view may have moved while this waited.
         let (ring, cache) = self.admit(first)?;
         self.counters.executed.fetch_add(1, Ordering::Relaxed);
+        // Per key, the version of a dead copy an owner still holds ([`Shared::adopt`]).
+        let mut floors: Vec<Option<u64>> = vec![None; keys.len()];
         'attempt: for _ in 0..STALE_RETRIES {
             let now = self.now_ms();
             let mut current = Vec::with_capacity(keys.len());
-            for k in &keys {
-                let c = self.current_copy(namespace, k).await?;
+            for (k, floor) in keys.iter().zip(&floors) {
+                let c = match floor {
+                    Some(_) => None,
+                    None => self.current_copy(namespace, k).await?,
+                };
                 if let Some(e) = &c {
                     self.observe(e.version);
                 }
@@ -321,7 +346,10 @@ impl Shared {
                 });
             }
             for (n, (i, change)) in changes.iter().enumerate() {
-                let base = current[*i].as_ref().map_or(0, |e| e.version.as_u64());
+                let base = current[*i]
+                    .as_ref()
+                    .map_or(0, |e| e.version.as_u64())
+                    .max(floors[*i].unwrap_or(0));
                 // Once one key's change is on the replicas, a refusal of the next leaves the
                 // operation half applied there: the outcome is unknown, never retried.
                 let done = self
@@ -330,7 +358,7 @@ impl Shared {
                 match done {
                     Ok(None) => {}
                     Ok(Some(newer)) if n == 0 => {
-                        self.adopt(namespace, &keys[*i], newer);
+                        floors[*i] = self.adopt(namespace, &keys[*i], newer);
                         continue 'attempt;
                     }
                     Err(e @ Refusal::NotPrimary(_) | e @ Refusal::Unavailable(_)) if n == 0 => {
@@ -370,7 +398,8 @@ impl Shared {
     }
 
     /// One execution under the key's lock: `Ok(Err(entry))` when an owner answered that it
-    /// holds the newer `entry`.
+    /// holds the newer `entry`. With a `floor` (the version of a dead copy an owner still
+    /// holds: [`Shared::adopt`]) it executes from no copy, and its base is the floor.
     async fn execute_locked(
         self: &Arc<Self>,
         ring: &strata_cluster::Ring,
@@ -378,10 +407,20 @@ impl Shared {
         namespace: &str,
         key: &[u8],
         op: &PrimaryOp,
+        floor: Option<u64>,
     ) -> Result<Result<Executed, Entry>, Refusal> {
         let now = self.now_ms();
-        let current = self.current_copy(namespace, key).await?;
-        let base = current.as_ref().map_or(0, |e| e.version.as_u64());
+        let current = match floor {
+            Some(_) => None,
+            None if matches!(op, PrimaryOp::Put(_)) => {
+                self.copy_for_put(ring, namespace, key).await?
+            }
+            None => self.current_copy(namespace, key).await?,
+        };
+        let base = current
+            .as_ref()
+            .map_or(0, |e| e.version.as_u64())
+            .max(floor.unwrap_or(0));
         if let Some(e) = &current {
             self.observe(e.version);
         }
@@ -427,6 +466,7 @@ impl Shared {
                 // after both, and the later write wins, as on one Redis.
                 let mut e = from_wire(w.clone());
                 let superseded = current.as_ref().is_some_and(|c| c.version >= e.version)
+                    || e.version.as_u64() <= base
                     || !self.coherence.lock().admits_tagged(
                         namespace,
                         key,
@@ -552,6 +592,38 @@ impl Shared {
             }
         }
         Ok(decide::starting_point(None, answers))
+    }
+
+    /// The copy a plain `SET` executes against: this node's own; with none, the others'
+    /// only where [`decide::reads_before_put`] says so (else the replication finds any
+    /// newer copy: `Stale`).
+    async fn copy_for_put(
+        &self,
+        ring: &strata_cluster::Ring,
+        namespace: &str,
+        key: &[u8],
+    ) -> Result<Option<Entry>, Refusal> {
+        let now = self.now_ms();
+        let local = self
+            .owner
+            .get_entry(namespace, key)
+            .filter(|e| e.is_fresh(now));
+        if local.is_some() {
+            return Ok(local);
+        }
+        let (plan, _) = self.read_plan(key);
+        let others: Vec<&str> = plan
+            .iter()
+            .map(|(n, _)| n.as_str())
+            .filter(|n| *n != self.name)
+            .collect();
+        let replicas =
+            decide::replicas(ring, &self.name, key, self.cfg.replication_factor as usize);
+        if decide::reads_before_put(&others, &replicas) {
+            return self.current_copy(namespace, key).await;
+        }
+        self.counters.blind_puts.fetch_add(1, Ordering::Relaxed);
+        Ok(None)
     }
 
     /// Sends `change` to every other owner under `ring` and needs each one to apply it.

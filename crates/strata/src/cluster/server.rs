@@ -247,6 +247,9 @@ impl Shared {
                 generation: self.generation,
                 latest: self.coherence.lock().latest_seq(),
             },
+            Request::LeasePing => Response::Lease {
+                granted: strata_cluster::primary::grants_lease(&self.ring(), from),
+            },
             Request::Get { namespace, key } => {
                 // The sequence number is read before the store: the copy reflects at least
                 // every invalidation up to it.
@@ -277,7 +280,10 @@ impl Shared {
                 Response::Error("already connected".into())
             }
             // Answered on the reader task, never handed here.
-            Request::Ping | Request::Get { .. } | Request::Replicate { .. } => {
+            Request::Ping
+            | Request::LeasePing
+            | Request::Get { .. }
+            | Request::Replicate { .. } => {
                 Response::Error("internal: a memory-only request was not answered".into())
             }
             Request::Set {
