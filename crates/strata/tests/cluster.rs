@@ -425,12 +425,42 @@ async fn a_primary_does_not_adopt_a_copy_it_has_invalidated() {
         Reply::Int(1),
         "an INCR after the counter's tag was invalidated continued from the dead copy"
     );
+    // The same for a multi-key command: its second key's dead copy on the replica, seen
+    // by the primary's read, sets that key's base, so MSETNX is not left half applied on
+    // the replica (it was: the first key replicated, the second answered `Stale`).
+    let tag = (0..100_000)
+        .map(|i| format!("{{m{i}}}"))
+        .find(|t| nodes[0].cluster_owners(format!("{t}a").as_bytes()) == ["n0", "n1"])
+        .expect("a hash tag n0 is primary of");
+    let (a, b) = (format!("{tag}a"), format!("{tag}b"));
     nodes[1].ignore_invalidations(false);
-    // The replica took the change over its dead copy.
+    let opts = strata_core::SetOptions {
+        tags: strata_core::entry::Tags::new(["batch2"]),
+        ..Default::default()
+    };
+    c0.set_with("ns", b.clone(), "old", opts).await.unwrap();
+    nodes[1].ignore_invalidations(true);
+    c0.invalidate_tag("ns", b"batch2").await.unwrap();
+    let op = strata_core::ops::MultiOp::MsetNx(vec![
+        (a.as_bytes().to_vec().into(), b"1".to_vec().into()),
+        (b.as_bytes().to_vec().into(), b"2".to_vec().into()),
+    ]);
+    let got = c0.execute_multi("ns", &op).await;
+    assert_eq!(
+        got.ok(),
+        Some(Reply::Int(1)),
+        "MSETNX over a key whose tag was invalidated (the replica still held it)"
+    );
+    nodes[1].ignore_invalidations(false);
+    // The replica took both changes over their dead copies.
     let c1 = nodes[1].cache();
     assert_eq!(
         c1.get("ns", key.as_bytes()).await.unwrap().as_deref(),
         Some(&b"1"[..])
+    );
+    assert_eq!(
+        c1.get("ns", b.as_bytes()).await.unwrap().as_deref(),
+        Some(&b"2"[..])
     );
     stop(nodes).await;
 }

@@ -176,8 +176,11 @@ impl Shared {
             tokio::spawn(async move {
                 let sent = me.monotonic_ms();
                 let answer = me.pool.call(&name, addr, Request::LeasePing, None).await;
-                // Only a member whose view counts this node as live extends its lease.
-                if let Ok(Response::Lease { granted: true }) = answer {
+                // Only a member whose view counts this node as live extends its lease. A
+                // member of an earlier build does not know `LeasePing` and answers it with
+                // an error: its answer grants, as every answer did in that build, so that a
+                // rolling upgrade does not leave the first upgraded nodes without leases.
+                if let Ok(Response::Lease { granted: true } | Response::Error(_)) = answer {
                     me.lease.lock().grant(&name, sent, expected);
                 }
                 if let Some(n) = me.lease_pings.lock().get_mut(&name) {

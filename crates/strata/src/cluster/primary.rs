@@ -93,11 +93,11 @@ impl Shared {
         let (ring, cache) = self.admit(key)?;
         self.counters.executed.fetch_add(1, Ordering::Relaxed);
         let mut attempt = 0;
-        let mut floor = None;
+        let mut restart = None;
         loop {
             attempt += 1;
             match self
-                .execute_locked(&ring, cache, namespace, key, &op, floor)
+                .execute_locked(&ring, cache, namespace, key, &op, restart.take())
                 .await?
             {
                 Ok(done) => return Ok(done),
@@ -106,7 +106,7 @@ impl Shared {
                 // here), or, when this node has applied an invalidation of that copy the
                 // owner has not yet, execute again from no copy above it.
                 Err(newer) if attempt < STALE_RETRIES => {
-                    floor = self.adopt(namespace, key, newer);
+                    restart = Some(self.adopt(namespace, key, newer));
                 }
                 Err(_) => {
                     return Err(Refusal::Unavailable(
@@ -135,30 +135,39 @@ impl Shared {
         )
     }
 
-    /// Adopts an owner's newer copy of `key` (its `Stale` answer), or returns its version
-    /// when coherence refuses it: an invalidation this node applied (a tag, a pattern, a
-    /// flush) that has not reached that owner yet. Such a copy is dead; executing from it
-    /// would bring the invalidated value back (G3). The caller then executes from no copy,
-    /// with the refused version as the floor of its base, so that the owners take the
-    /// change over their dead copy.
-    fn adopt(&self, namespace: &str, key: &[u8], newer: Entry) -> Option<u64> {
+    /// Adopts an owner's newer copy of `key` (its `Stale` answer): stores it, and the next
+    /// execution starts from it (whether or not the store kept it). A copy this node cannot
+    /// serve is dead instead: coherence refuses it (an invalidation this node applied, a
+    /// tag, a pattern or a flush, has not reached that owner yet; executing from it would
+    /// bring the invalidated value back, G3), or it has expired on this node's clock. The
+    /// next execution then starts from no copy above its version, so that the owners take
+    /// the change over it, and this node's own older copy goes (the dead one superseded it).
+    fn adopt(&self, namespace: &str, key: &[u8], newer: Entry) -> Start {
         self.counters.stale_base.fetch_add(1, Ordering::Relaxed);
         self.observe(newer.version);
-        if !self.coherence.lock().admits_tagged(
-            namespace,
-            key,
-            newer.version.as_u64(),
-            &super::tag_refs(&newer),
-        ) {
+        let version = newer.version.as_u64();
+        let live = newer.is_fresh(self.now_ms())
+            && self.coherence.lock().admits_tagged(
+                namespace,
+                key,
+                version,
+                &super::tag_refs(&newer),
+            );
+        if !live {
             self.counters.refused_stale.fetch_add(1, Ordering::Relaxed);
-            return Some(newer.version.as_u64());
+            if let Some(own) = self.owner.get_retained_entry(namespace, key)
+                && own.version < newer.version
+            {
+                self.owner.remove_sync(namespace, key);
+            }
+            return Start::Above(version);
         }
         let _ = self
             .owner
-            .set_sync(namespace, Bytes::copy_from_slice(key), newer);
+            .set_sync(namespace, Bytes::copy_from_slice(key), newer.clone());
         // After the store holds it (absent.rs: a forget follows the change).
         self.absent.forget(namespace, key);
-        None
+        Start::From(newer)
     }
 
     /// Whether this node may execute writes of `key` as its primary now, with the ring it
@@ -277,16 +286,21 @@ impl Shared {
         // Decided again under the locks: the view may have moved while this waited.
         let (ring, cache) = self.admit(first)?;
         self.counters.executed.fetch_add(1, Ordering::Relaxed);
-        // Per key, the version of a dead copy an owner still holds ([`Shared::adopt`]).
-        let mut floors: Vec<Option<u64>> = vec![None; keys.len()];
+        // Per key, where the next attempt starts after an owner answered `Stale`.
+        let mut restarts: Vec<Option<Start>> = vec![None; keys.len()];
+        // Per key, the newest version of a copy the attempt did not start from (a dead one
+        // an owner still holds): the floor of the key's base.
+        let mut floors: Vec<u64> = vec![0; keys.len()];
         'attempt: for _ in 0..STALE_RETRIES {
             let now = self.now_ms();
             let mut current = Vec::with_capacity(keys.len());
-            for (k, floor) in keys.iter().zip(&floors) {
-                let c = match floor {
-                    Some(_) => None,
+            for (i, k) in keys.iter().enumerate() {
+                let (c, floor) = match restarts[i].take() {
+                    Some(Start::From(e)) => (Some(e), 0),
+                    Some(Start::Above(v)) => (None, v),
                     None => self.current_copy(namespace, k).await?,
                 };
+                floors[i] = floor;
                 if let Some(e) = &c {
                     self.observe(e.version);
                 }
@@ -349,7 +363,7 @@ impl Shared {
                 let base = current[*i]
                     .as_ref()
                     .map_or(0, |e| e.version.as_u64())
-                    .max(floors[*i].unwrap_or(0));
+                    .max(floors[*i]);
                 // Once one key's change is on the replicas, a refusal of the next leaves the
                 // operation half applied there: the outcome is unknown, never retried.
                 let done = self
@@ -358,7 +372,7 @@ impl Shared {
                 match done {
                     Ok(None) => {}
                     Ok(Some(newer)) if n == 0 => {
-                        floors[*i] = self.adopt(namespace, &keys[*i], newer);
+                        restarts[*i] = Some(self.adopt(namespace, &keys[*i], newer));
                         continue 'attempt;
                     }
                     Err(e @ Refusal::NotPrimary(_) | e @ Refusal::Unavailable(_)) if n == 0 => {
@@ -398,8 +412,10 @@ impl Shared {
     }
 
     /// One execution under the key's lock: `Ok(Err(entry))` when an owner answered that it
-    /// holds the newer `entry`. With a `floor` (the version of a dead copy an owner still
-    /// holds: [`Shared::adopt`]) it executes from no copy, and its base is the floor.
+    /// holds the newer `entry`. It starts where `restart` says ([`Shared::adopt`]), else
+    /// from the current copy; its base is at least the version of any copy it was answered
+    /// but did not start from (a dead one an owner still holds), so that the owners take
+    /// the change over it.
     async fn execute_locked(
         self: &Arc<Self>,
         ring: &strata_cluster::Ring,
@@ -407,11 +423,12 @@ impl Shared {
         namespace: &str,
         key: &[u8],
         op: &PrimaryOp,
-        floor: Option<u64>,
+        restart: Option<Start>,
     ) -> Result<Result<Executed, Entry>, Refusal> {
         let now = self.now_ms();
-        let current = match floor {
-            Some(_) => None,
+        let (current, floor) = match restart {
+            Some(Start::From(e)) => (Some(e), 0),
+            Some(Start::Above(v)) => (None, v),
             None if matches!(op, PrimaryOp::Put(_)) => {
                 self.copy_for_put(ring, namespace, key).await?
             }
@@ -420,7 +437,7 @@ impl Shared {
         let base = current
             .as_ref()
             .map_or(0, |e| e.version.as_u64())
-            .max(floor.unwrap_or(0));
+            .max(floor);
         if let Some(e) = &current {
             self.observe(e.version);
         }
@@ -547,38 +564,51 @@ impl Shared {
     }
 
     /// The copy a primary executes against: its own, else the newest the other owners (and
-    /// the previous ones, after a ring change) answer with. An owner that cannot be asked
+    /// the previous ones, after a ring change) answer with; and the newest version of a
+    /// copy they answered with that this node cannot serve (expired here, or refused by
+    /// coherence: a dead copy an owner still holds), the floor of the execution's base so
+    /// that the owners take the change over it. A dead copy newer than every live one
+    /// superseded them: the execution then starts from none. An owner that cannot be asked
     /// makes it a refusal: starting from nothing could undo an acknowledged write.
-    async fn current_copy(&self, namespace: &str, key: &[u8]) -> Result<Option<Entry>, Refusal> {
+    async fn current_copy(
+        &self,
+        namespace: &str,
+        key: &[u8],
+    ) -> Result<(Option<Entry>, u64), Refusal> {
         let now = self.now_ms();
         let local = self
             .owner
             .get_entry(namespace, key)
             .filter(|e| e.is_fresh(now));
         if local.is_some() {
-            return Ok(local);
+            return Ok((local, 0));
         }
         let (plan, _) = self.read_plan(key);
         let mut answers = Vec::new();
+        let mut floor = 0u64;
         for (name, addr) in plan.iter().filter(|(n, _)| *n != self.name) {
             let req = Request::Get {
                 namespace: namespace.to_owned(),
                 key: key.to_vec(),
             };
             match self.pool.call(name, *addr, req, None).await {
-                Ok(Response::EntryAt { entry, .. } | Response::Entry(entry)) => answers.push(
-                    entry
-                        .map(from_wire)
-                        .filter(|e| e.is_fresh(now))
-                        .filter(|e| {
-                            self.coherence.lock().admits_tagged(
+                Ok(Response::EntryAt { entry, .. } | Response::Entry(entry)) => {
+                    let copy = entry.map(from_wire);
+                    let live = copy.filter(|e| {
+                        let live = e.is_fresh(now)
+                            && self.coherence.lock().admits_tagged(
                                 namespace,
                                 key,
                                 e.version.as_u64(),
                                 &super::tag_refs(e),
-                            )
-                        }),
-                ),
+                            );
+                        if !live {
+                            floor = floor.max(e.version.as_u64());
+                        }
+                        live
+                    });
+                    answers.push(live);
+                }
                 Ok(other) => {
                     return Err(Refusal::Unavailable(format!(
                         "owner {name} answered {other:?} to a read"
@@ -591,7 +621,12 @@ impl Shared {
                 }
             }
         }
-        Ok(decide::starting_point(None, answers))
+        if floor > 0 {
+            // This execution's stamps order after the dead copy it supersedes.
+            self.observe(Version::from_u64(floor));
+        }
+        let start = decide::starting_point(None, answers).filter(|e| e.version.as_u64() > floor);
+        Ok((start, floor))
     }
 
     /// The copy a plain `SET` executes against: this node's own; with none, the others'
@@ -602,14 +637,14 @@ impl Shared {
         ring: &strata_cluster::Ring,
         namespace: &str,
         key: &[u8],
-    ) -> Result<Option<Entry>, Refusal> {
+    ) -> Result<(Option<Entry>, u64), Refusal> {
         let now = self.now_ms();
         let local = self
             .owner
             .get_entry(namespace, key)
             .filter(|e| e.is_fresh(now));
         if local.is_some() {
-            return Ok(local);
+            return Ok((local, 0));
         }
         let (plan, _) = self.read_plan(key);
         let others: Vec<&str> = plan
@@ -623,7 +658,7 @@ impl Shared {
             return self.current_copy(namespace, key).await;
         }
         self.counters.blind_puts.fetch_add(1, Ordering::Relaxed);
-        Ok(None)
+        Ok((None, 0))
     }
 
     /// Sends `change` to every other owner under `ring` and needs each one to apply it.
@@ -1020,6 +1055,16 @@ impl Shared {
 
 /// How many times a primary executes one write against newer copies owners answer with.
 const STALE_RETRIES: usize = 4;
+
+/// Where a primary's next execution of a key starts after an owner answered `Stale`
+/// ([`Shared::adopt`]).
+#[derive(Debug, Clone)]
+enum Start {
+    /// From this copy (adopted).
+    From(Entry),
+    /// From no copy, above this version (a dead copy an owner still holds).
+    Above(u64),
+}
 
 /// A `DEL` as the primary executes it.
 pub(crate) fn del() -> PrimaryOp {
