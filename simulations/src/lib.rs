@@ -208,6 +208,9 @@ pub struct RunOptions {
     /// Break the primary's lease on purpose (checker tests): a primary executes while its
     /// view counts a majority, whether or not a majority answered its pings.
     pub ignore_lease: bool,
+    /// No owner-store evictions of counter and lock copies (a seed replays as it did before
+    /// they existed: the regression seeds found earlier).
+    pub no_evictions: bool,
 }
 
 /// The outcome of one run.
@@ -258,6 +261,8 @@ pub struct Workload {
     pub incrs_refused: u64,
     /// Lock acquisitions (`SET … NX PX`) acknowledged (each checked: no overlapping holds).
     pub locks: u64,
+    /// Counter and lock copies evicted from one owner store (the others keep theirs).
+    pub evictions: u64,
 }
 
 impl std::ops::AddAssign for Workload {
@@ -272,6 +277,7 @@ impl std::ops::AddAssign for Workload {
         self.incrs += o.incrs;
         self.incrs_refused += o.incrs_refused;
         self.locks += o.locks;
+        self.evictions += o.evictions;
     }
 }
 
@@ -279,7 +285,7 @@ impl fmt::Display for Workload {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         write!(
             f,
-            "{} local reads, {} remote reads, {} writes ({} with a TTL, {} refused over max_ttl), {} removals, {} reads missed on expiry, {} INCRs acknowledged ({} refused), {} locks acquired",
+            "{} local reads, {} remote reads, {} writes ({} with a TTL, {} refused over max_ttl), {} removals, {} reads missed on expiry, {} INCRs acknowledged ({} refused), {} locks acquired, {} owner-store evictions",
             self.local_reads,
             self.remote_reads,
             self.writes,
@@ -289,7 +295,8 @@ impl fmt::Display for Workload {
             self.expired_misses,
             self.incrs,
             self.incrs_refused,
-            self.locks
+            self.locks,
+            self.evictions
         )
     }
 }
@@ -527,6 +534,7 @@ pub struct Sim {
     replicas_admit_all: bool,
     ignore_stalls: bool,
     ignore_lease: bool,
+    no_evictions: bool,
     /// Pauses are drawn from their own RNG, so that the fault schedule and the workload of
     /// every seed stay as they were before pauses existed.
     pause_rng: StdRng,
@@ -535,6 +543,10 @@ pub struct Sim {
     /// The anti-entropy pulls' own RNG (their losses), so that how coherence pulls does
     /// not shift the workload's draws.
     pull_rng: StdRng,
+    /// Owner-store evictions' own RNG (the same reason).
+    evict_rng: StdRng,
+    /// Counter and lock copies evicted from an owner store.
+    evictions: u64,
     /// Per counter: the largest value an acknowledged `INCR` answered, and the version of
     /// that write. A later acknowledged `INCR` must answer more (every acknowledged
     /// increment counted once), unless every copy of that write was lost with the nodes
@@ -650,9 +662,12 @@ impl Sim {
             replicas_admit_all: opts.replicas_admit_all || opts.execute_anywhere,
             ignore_stalls: opts.ignore_stalls,
             ignore_lease: opts.ignore_lease,
+            no_evictions: opts.no_evictions,
             counter_acks: BTreeMap::new(),
             pause_rng: StdRng::seed_from_u64(seed ^ 0x7061_7573_6573_0001),
             incr_rng: StdRng::seed_from_u64(seed ^ 0x696e_6372_0000_0002),
+            evict_rng: StdRng::seed_from_u64(seed ^ 0x6576_6963_7400_0003),
+            evictions: 0,
             pull_rng: StdRng::seed_from_u64(seed ^ 0x7075_6c6c_0000_0003),
             incr_ops: (0, 0, 0),
             lock_holds: BTreeMap::new(),
@@ -1354,6 +1369,9 @@ impl Sim {
             let l = self.incr_rng.random_range(0..LOCKS);
             self.lock(at, l);
         }
+        if !self.no_evictions && self.evict_rng.random_bool(0.03) {
+            self.evict();
+        }
         if roll < 4 {
             self.invalidate_many(at, roll);
         } else if roll < 34 {
@@ -1362,6 +1380,49 @@ impl Sim {
             self.remove(at, key, &ring);
         } else {
             self.read(at, key, &ring);
+        }
+    }
+
+    /// An owner store's capacity eviction: one node drops one counter or lock copy (its
+    /// owner store is full), but only while another owner of the key (in the evicting
+    /// node's view) holds that version or a newer one: a primary that lost its copy must
+    /// find the replica's (its read, or the replica's `Stale` answer). Evicting the last
+    /// owner's copy would be a cache's data loss the checker could not tell from a lost
+    /// update (a former owner may still hold the copy no read asks for).
+    fn evict(&mut self) {
+        let i = self.evict_rng.random_range(0..self.nodes.len());
+        let held = self.nodes[i].counters.len();
+        if self.nodes[i].membership.is_none() || held == 0 {
+            return;
+        }
+        let nth = self.evict_rng.random_range(0..held);
+        let Some((&c, version)) = self.nodes[i]
+            .counters
+            .iter()
+            .nth(nth)
+            .map(|(c, e)| (c, e.version))
+        else {
+            return;
+        };
+        let Some(ring) = self.ring_of(i) else {
+            return;
+        };
+        let kept_elsewhere = ring
+            .owners(&key_bytes(c), RF)
+            .into_iter()
+            .filter_map(|n| self.index_of(n))
+            .any(|o| {
+                o != i
+                    && self.nodes[o].membership.is_some()
+                    && self.nodes[o]
+                        .counters
+                        .get(&c)
+                        .is_some_and(|e| e.version >= version)
+            });
+        if kept_elsewhere {
+            self.nodes[i].counters.remove(&c);
+            self.evictions += 1;
+            self.debug_key(c, || format!("n{i} evicts its copy of counter/lock {c}"));
         }
     }
 
@@ -1818,19 +1879,31 @@ impl Sim {
             get: false,
             integer: false,
         };
+        // Whether every copy of the current hold is gone (crashes, evictions), judged before
+        // the attempt overwrites them: from the key's primary in `at`'s view, as the
+        // attempt will reach it.
+        let holders = |sim: &Self, p: usize, prev: &LockHold| {
+            (0..sim.nodes.len()).any(|i| {
+                (i == p || (sim.reachable(p, i) && sim.reachable(i, p)))
+                    && sim.nodes[i].membership.is_some()
+                    && sim.nodes[i]
+                        .counters
+                        .get(&c)
+                        .is_some_and(|e| e.version.as_u64() >= prev.version)
+            })
+        };
+        let before: Vec<bool> = match self.lock_holds.get(&l).copied() {
+            Some(prev) => (0..self.nodes.len())
+                .map(|p| holders(self, p, &prev))
+                .collect(),
+            None => Vec::new(),
+        };
         let Some((p, ops::Reply::Ok, version)) = self.execute(at, c, &op) else {
             return;
         };
         self.lock_ops += 1;
         if let Some(prev) = self.lock_holds.get(&l).copied() {
-            let lost = !(0..self.nodes.len()).any(|i| {
-                (i == p || (self.reachable(p, i) && self.reachable(i, p)))
-                    && self.nodes[i].membership.is_some()
-                    && self.nodes[i]
-                        .counters
-                        .get(&c)
-                        .is_some_and(|e| e.version.as_u64() >= prev.version)
-            });
+            let lost = !before.get(p).copied().unwrap_or(false);
             let skew = 2 * self.mix.max_skew_ms * MS + 10 * MS;
             let expired = self.now + skew >= prev.acquired + LOCK_TTL_MS * MS;
             if !lost && !expired {
@@ -2561,6 +2634,7 @@ impl Sim {
                 incrs: self.incr_ops.0,
                 incrs_refused: self.incr_ops.1,
                 locks: self.lock_ops,
+                evictions: self.evictions,
             },
             clients: (self.clients < self.mix.nodes).then_some(self.clients),
         }

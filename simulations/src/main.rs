@@ -16,7 +16,7 @@ use strata_sim::{FaultMix, RunOptions, run_seed, shrink};
 
 fn usage() -> ExitCode {
     eprintln!(
-        "usage: strata-sim [--seeds N | --seed S] [--first F] [--nodes N] [--clients N] [--membership-only] [--warm-restart] [--calm] [--partition] [--no-shrink] [--break SWITCH]..."
+        "usage: strata-sim [--seeds N | --seed S] [--first F] [--nodes N] [--clients N] [--membership-only] [--warm-restart] [--calm] [--partition] [--no-shrink] [--no-evictions] [--break SWITCH]..."
     );
     ExitCode::from(2)
 }
@@ -33,6 +33,7 @@ fn main() -> ExitCode {
     let mut calm = false;
     let mut partition = false;
     let mut no_shrink = false;
+    let mut no_evictions = false;
     let mut breaks: Vec<String> = Vec::new();
     let mut it = args.iter();
     while let Some(a) = it.next() {
@@ -63,6 +64,7 @@ fn main() -> ExitCode {
             "--calm" => calm = true,
             "--partition" => partition = true,
             "--no-shrink" => no_shrink = true,
+            "--no-evictions" => no_evictions = true,
             "--break" => match it.next() {
                 Some(name) => breaks.push(name.clone()),
                 None => return usage(),
@@ -75,6 +77,7 @@ fn main() -> ExitCode {
         clients,
         membership_only,
         warm_restart,
+        no_evictions,
         ..RunOptions::default()
     };
     for b in &breaks {
