@@ -1666,22 +1666,40 @@ impl Sim {
         // owners crashed or partitioned away than the replication factor covers): a new
         // lineage starts — a cache's data loss, not a lost update. (A primary on a minority
         // side never gets here: it lacks the quorum to execute.)
+        // Judged now, applied only if this execution is acknowledged: a refused attempt
+        // (an owner unreachable for a moment) must not wipe the counter's history.
         let connected =
             |sim: &Self, i: usize| i == p || (sim.reachable(p, i) && sim.reachable(i, p));
-        if c < COUNTERS
-            && let Some(&(_, v)) = self.counter_acks.get(&c)
-            && !(0..self.nodes.len()).any(|i| {
-                connected(self, i)
-                    && self.nodes[i].membership.is_some()
-                    && self.nodes[i]
-                        .counters
-                        .get(&c)
-                        .is_some_and(|e| e.version.as_u64() >= v)
-            })
-        {
+        let lineage_lost = c < COUNTERS
+            && self.counter_acks.get(&c).is_some_and(|&(_, v)| {
+                !(0..self.nodes.len()).any(|i| {
+                    connected(self, i)
+                        && self.nodes[i].membership.is_some()
+                        && self.nodes[i]
+                            .counters
+                            .get(&c)
+                            .is_some_and(|e| e.version.as_u64() >= v)
+                })
+            });
+        let result = self.execute_at(at, p, c, op, &ring_p, &name_p);
+        if result.is_some() && lineage_lost {
             self.counter_acks.remove(&c);
             self.incr_ops.2 += 1;
         }
+        result
+    }
+
+    /// [`Sim::execute`] at the primary `p` (in `at`'s view), named `name_p`, with its ring.
+    fn execute_at(
+        &mut self,
+        at: usize,
+        p: usize,
+        c: u32,
+        op: &KeyOp,
+        ring_p: &Ring,
+        name_p: &str,
+    ) -> Option<(usize, ops::Reply, u64)> {
+        let key = key_bytes(c);
         for _attempt in 0..4 {
             let now_p = self.clock_ms(p);
             let local = self.nodes[p]
@@ -1698,7 +1716,7 @@ impl Sim {
                     .filter(|(_, t)| self.now.saturating_sub(*t) <= HANDOFF_WINDOW)
                     .map(|(r, _)| r)
                     .collect();
-                let plan = placement::read_plan(&ring_p, &window, &key, RF);
+                let plan = placement::read_plan(ring_p, &window, &key, RF);
                 let mut answers = Vec::new();
                 for n in plan.iter().filter(|n| **n != name_p) {
                     let Some(o) = self.index_of(n) else { continue };
@@ -1758,7 +1776,7 @@ impl Sim {
             };
             let mut newer: Option<Entry> = None;
             let mut failed = false;
-            for r in decide::replicas(&ring_p, &name_p, &key, RF) {
+            for r in decide::replicas(ring_p, name_p, &key, RF) {
                 let Some(o) = self.index_of(&r) else { continue };
                 if self.nodes[o].membership.is_none() {
                     // Its process is gone: the connection is refused, and the write waits
@@ -1778,7 +1796,7 @@ impl Sim {
                         continue;
                     };
                     let members = ring_o.nodes().len();
-                    if decide::admits_replication(&ring_o, members, self.mix.nodes, &key, &name_p)
+                    if decide::admits_replication(&ring_o, members, self.mix.nodes, &key, name_p)
                         .is_err()
                     {
                         failed = true;
@@ -1816,7 +1834,7 @@ impl Sim {
                 == Some(c)
             {
                 let t = self.now as f64 / SEC as f64;
-                let reps = decide::replicas(&ring_p, &name_p, &key, RF);
+                let reps = decide::replicas(ring_p, name_p, &key, RF);
                 let rings: Vec<String> = (0..self.nodes.len())
                     .map(|i| {
                         self.ring_of(i)

@@ -870,7 +870,9 @@ impl MemoryTier {
         live
     }
 
-    fn remove_version_sync(&self, namespace: &str, key: &[u8], version: Version) -> bool {
+    /// Removes `key` if its stored entry has exactly `version` (synchronous form of
+    /// [`Tier::remove_version`]); whether it did.
+    pub fn remove_version_sync(&self, namespace: &str, key: &[u8], version: Version) -> bool {
         let Some(ns) = self.view(namespace) else {
             return false;
         };

@@ -176,11 +176,7 @@ impl Shared {
             tokio::spawn(async move {
                 let sent = me.monotonic_ms();
                 let answer = me.pool.call(&name, addr, Request::LeasePing, None).await;
-                // Only a member whose view counts this node as live extends its lease. A
-                // member of an earlier build does not know `LeasePing` and answers it with
-                // an error: its answer grants, as every answer did in that build, so that a
-                // rolling upgrade does not leave the first upgraded nodes without leases.
-                if let Ok(Response::Lease { granted: true } | Response::Error(_)) = answer {
+                if lease_granted(&answer) {
                     me.lease.lock().grant(&name, sent, expected);
                 }
                 if let Some(n) = me.lease_pings.lock().get_mut(&name) {
@@ -291,5 +287,38 @@ impl Shared {
                 }
             }
         }
+    }
+}
+
+/// Whether an answer to `LeasePing` extends the caller's lease: a member whose view counts
+/// the caller live grants it. A member of an earlier build cannot decode `LeasePing` and
+/// answers that its body is malformed ([`strata_cluster::rpc::FrameError::Body`]); that
+/// answer grants, as every answer did in that build, so that a rolling upgrade does not
+/// leave the first upgraded nodes without leases. Nothing else does: not a timeout, an
+/// overloaded or departing peer, or any other error.
+fn lease_granted(answer: &Result<Response, String>) -> bool {
+    match answer {
+        Ok(Response::Lease { granted }) => *granted,
+        Err(e) => e.contains(": malformed body: "),
+        Ok(_) => false,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn only_a_grant_or_an_earlier_builds_decode_error_extends_the_lease() {
+        assert!(lease_granted(&Ok(Response::Lease { granted: true })));
+        assert!(!lease_granted(&Ok(Response::Lease { granted: false })));
+        // What a member of an earlier build answers to a request variant it does not know,
+        // as the caller's pool reports it.
+        let old = strata_cluster::rpc::FrameError::Body("unknown variant index 15".into());
+        assert!(lease_granted(&Err(format!("n1: {old}"))));
+        assert!(!lease_granted(&Err("n1 did not answer in time".into())));
+        assert!(!lease_granted(&Err("connection to n1 closed".into())));
+        assert!(!lease_granted(&Err("n1: the node is shutting down".into())));
+        assert!(!lease_granted(&Ok(Response::Pong)));
     }
 }

@@ -106,7 +106,7 @@ impl Shared {
                 // here), or, when this node has applied an invalidation of that copy the
                 // owner has not yet, execute again from no copy above it.
                 Err(newer) if attempt < STALE_RETRIES => {
-                    restart = Some(self.adopt(namespace, key, newer));
+                    restart = self.adopt(namespace, key, newer);
                 }
                 Err(_) => {
                     return Err(Refusal::Unavailable(
@@ -136,13 +136,14 @@ impl Shared {
     }
 
     /// Adopts an owner's newer copy of `key` (its `Stale` answer): stores it, and the next
-    /// execution starts from it (whether or not the store kept it). A copy this node cannot
+    /// execution starts from it (or, when the store kept a newer one still, reads again:
+    /// `None`). A copy this node cannot
     /// serve is dead instead: coherence refuses it (an invalidation this node applied, a
     /// tag, a pattern or a flush, has not reached that owner yet; executing from it would
     /// bring the invalidated value back, G3), or it has expired on this node's clock. The
     /// next execution then starts from no copy above its version, so that the owners take
     /// the change over it, and this node's own older copy goes (the dead one superseded it).
-    fn adopt(&self, namespace: &str, key: &[u8], newer: Entry) -> Start {
+    fn adopt(&self, namespace: &str, key: &[u8], newer: Entry) -> Option<Start> {
         self.counters.stale_base.fetch_add(1, Ordering::Relaxed);
         self.observe(newer.version);
         let version = newer.version.as_u64();
@@ -158,16 +159,22 @@ impl Shared {
             if let Some(own) = self.owner.get_retained_entry(namespace, key)
                 && own.version < newer.version
             {
-                self.owner.remove_sync(namespace, key);
+                // That version only: a hand-off push may store a newer one meanwhile.
+                self.owner.remove_version_sync(namespace, key, own.version);
             }
-            return Start::Above(version);
+            return Some(Start::Above(version));
         }
-        let _ = self
+        let kept = self
             .owner
             .set_sync(namespace, Bytes::copy_from_slice(key), newer.clone());
         // After the store holds it (absent.rs: a forget follows the change).
         self.absent.forget(namespace, key);
-        Start::From(newer)
+        match kept {
+            // The store holds a newer copy still (a hand-off push stored it after this
+            // execution's read): the next attempt reads again, and starts from that one.
+            Ok(strata_core::SetOutcome::KeptNewer) => None,
+            _ => Some(Start::From(newer)),
+        }
     }
 
     /// Whether this node may execute writes of `key` as its primary now, with the ring it
@@ -372,7 +379,7 @@ impl Shared {
                 match done {
                     Ok(None) => {}
                     Ok(Some(newer)) if n == 0 => {
-                        restarts[*i] = Some(self.adopt(namespace, &keys[*i], newer));
+                        restarts[*i] = self.adopt(namespace, &keys[*i], newer);
                         continue 'attempt;
                     }
                     Err(e @ Refusal::NotPrimary(_) | e @ Refusal::Unavailable(_)) if n == 0 => {
