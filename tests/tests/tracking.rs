@@ -618,7 +618,11 @@ while True:
     time.sleep(0.5)
 cached = sum(r.get_cache().size for r in readers)
 live = sum(1 for v in want.values() if v is not None)
-print(len(stale), cached, live, stale[:5], flush=True)
+# For a stale key: what each node answers a client without a cache, and its PTTL there
+# (a node still serving the old value is a cluster fault; all agreeing is a missed notice).
+plain = [redis.Redis(port=p) for p in (p1, p2, p3)]
+nodes = {i: [(c.get(f"s:{i}"), c.pttl(f"s:{i}")) for c in plain] for i in {s[1] for s in stale}}
+print(len(stale), cached, live, stale[:5], nodes, flush=True)
 "#;
 
 #[test]

@@ -415,6 +415,23 @@ impl Node {
         }
     }
 
+    /// Stores `entry` in this node's owner store as it is, version and expiry included,
+    /// when this node is a cluster member (a copy left by an earlier primary whose clock ran
+    /// ahead, for tests). Feature `fault-injection`; never in a production build.
+    #[cfg(feature = "fault-injection")]
+    pub fn plant_owner_copy(&self, namespace: &str, key: &[u8], entry: strata_core::Entry) {
+        if let Some(c) = &self.cluster {
+            c.plant_owner_copy(namespace, key, entry);
+        }
+    }
+
+    /// This node's owner-store copy of `key`, expired or not (`None` when it holds none or
+    /// is not a cluster member). Feature `fault-injection`; never in a production build.
+    #[cfg(feature = "fault-injection")]
+    pub fn owner_copy(&self, namespace: &str, key: &[u8]) -> Option<strata_core::Entry> {
+        self.cluster.as_ref()?.owner_copy(namespace, key)
+    }
+
     /// Lifts [`Node::isolate_from`].
     #[cfg(feature = "fault-injection")]
     pub fn heal_network(&self) {

@@ -465,6 +465,86 @@ async fn a_primary_does_not_adopt_a_copy_it_has_invalidated() {
     stop(nodes).await;
 }
 
+/// A replica that holds an expired copy still inside its stale grace, stamped above the
+/// primary's clock (left by an earlier primary whose clock ran ahead), cannot store the
+/// primary's change over it: its store keeps the newer version. It once answered `Replicated` all the same, so the
+/// acknowledged SET lived on the primary alone; it answers `Stale` with that copy now, and
+/// the primary executes again above it, so both owners hold the value.
+#[cfg(feature = "fault-injection")]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_replica_that_kept_a_newer_expired_copy_does_not_acknowledge() {
+    let nodes = cluster(2, 2, None).await;
+    let key = (0..100_000)
+        .map(|i| format!("ahead:{i}"))
+        .find(|k| nodes[0].cluster_owners(k.as_bytes()) == ["n0", "n1"])
+        .expect("a key n0 is primary of");
+    let now = nodes[1].cache().now_ms();
+    let ahead = strata_core::Version::from_u64((now + 60_000) << 16);
+    nodes[1].plant_owner_copy(
+        "ns",
+        key.as_bytes(),
+        strata_core::Entry {
+            value: bytes::Bytes::from_static(b"old"),
+            version: ahead,
+            expires_at_ms: Some(now - 1),
+            stale_until_ms: Some(now + 60_000),
+            tags: Default::default(),
+        },
+    );
+    let c0 = nodes[0].cache();
+    c0.set("ns", key.clone(), "new").await.unwrap();
+    let held = nodes[1]
+        .owner_copy("ns", key.as_bytes())
+        .expect("the replica holds a copy");
+    assert_eq!(
+        &held.value[..],
+        b"new",
+        "an acknowledged SET is not on the replica (it kept its expired copy)"
+    );
+    assert!(held.version > ahead, "{:?} <= {ahead:?}", held.version);
+    // A DEL of a key whose newest copy (the replica's) has expired: the primary's older
+    // copy is dead, so the key does not exist, and DEL answers 0 as Redis would. It once
+    // answered 1, deleting the older copy as if it were current.
+    let key2 = (0..100_000)
+        .map(|i| format!("ahead2:{i}"))
+        .find(|k| nodes[0].cluster_owners(k.as_bytes()) == ["n0", "n1"])
+        .expect("a key n0 is primary of");
+    let planted = |value: &'static [u8], version, expires_at_ms| strata_core::Entry {
+        value: bytes::Bytes::from_static(value),
+        version,
+        expires_at_ms,
+        stale_until_ms: expires_at_ms.map(|_| now + 60_000),
+        tags: Default::default(),
+    };
+    let older = strata_core::Version::from_u64(now << 16);
+    nodes[0].plant_owner_copy("ns", key2.as_bytes(), planted(b"older", older, None));
+    // Ahead of the primary's clock again (it observed `ahead` above).
+    let further = strata_core::Version::from_u64((now + 120_000) << 16);
+    nodes[1].plant_owner_copy(
+        "ns",
+        key2.as_bytes(),
+        planted(b"old", further, Some(now - 1)),
+    );
+    let got = c0
+        .execute(
+            "ns",
+            bytes::Bytes::from(key2.clone()),
+            &strata_core::ops::KeyOp::Del,
+        )
+        .await
+        .unwrap();
+    assert_eq!(
+        got,
+        strata_core::ops::Reply::Int(0),
+        "DEL of a key whose newest copy has expired"
+    );
+    assert!(
+        nodes[0].owner_copy("ns", key2.as_bytes()).is_none(),
+        "the primary kept its dead copy"
+    );
+    stop(nodes).await;
+}
+
 /// A node that wrote a key through its primary refuses an older version of it at once,
 /// whether or not the primary's invalidation has come back yet (the contract suite's
 /// "an older version must not replace a newer one" once failed on a loaded CI machine when

@@ -261,6 +261,19 @@ impl Shared {
         self.faults.deaf.store(deaf, Ordering::Release);
     }
 
+    /// Stores `entry` in this node's owner store as it is, version and expiry included
+    /// (a copy left by an earlier primary, for tests).
+    pub(crate) fn plant_owner_copy(&self, namespace: &str, key: &[u8], entry: strata_core::Entry) {
+        let _ = self
+            .owner
+            .set_sync(namespace, bytes::Bytes::copy_from_slice(key), entry);
+    }
+
+    /// This node's owner-store copy of `key`, expired or not.
+    pub(crate) fn owner_copy(&self, namespace: &str, key: &[u8]) -> Option<strata_core::Entry> {
+        self.owner.get_retained_entry(namespace, key)
+    }
+
     /// Lifts every fault.
     pub(crate) fn heal(&self) {
         self.faults.gossip.write().clear();

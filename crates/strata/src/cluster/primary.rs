@@ -786,13 +786,27 @@ impl Shared {
         let resp = match entry {
             Some(w) => {
                 let e = from_wire(w);
-                self.observe(e.version);
+                let e_version = e.version;
+                self.observe(e_version);
                 match self
                     .owner
                     .set_sync(namespace, Bytes::copy_from_slice(key), e)
                 {
                     Ok(strata_core::SetOutcome::TooLarge) => {
                         Response::Error("the value does not fit this owner store".into())
+                    }
+                    // The store kept a newer copy than the primary's change: one `held`
+                    // did not show, expired here (a stamp from a clock ahead of the
+                    // primary's). Acknowledging would leave the change on the primary
+                    // alone; the primary re-executes above that copy instead (`adopt`:
+                    // an expired copy is a floor, not a start).
+                    Ok(strata_core::SetOutcome::KeptNewer) => {
+                        match self.owner.get_retained_entry(namespace, key) {
+                            Some(kept) if kept.version > e_version => Response::Stale {
+                                entry: to_wire(&kept),
+                            },
+                            _ => Response::Replicated,
+                        }
                     }
                     Ok(_) => Response::Replicated,
                     Err(err) => Response::Error(err.to_string()),
@@ -801,12 +815,18 @@ impl Shared {
             None => {
                 let v = Version::from_u64(version);
                 self.observe(v);
-                if let Some(e) = self.owner.get_retained_entry(namespace, key)
-                    && e.version <= v
-                {
-                    self.owner.remove_sync(namespace, key);
+                match self.owner.get_retained_entry(namespace, key) {
+                    Some(e) if e.version <= v => {
+                        self.owner.remove_sync(namespace, key);
+                        Response::Replicated
+                    }
+                    // Newer than the removal, and not fresh (`held` would have shown it):
+                    // as for a write above, the primary executes again above it.
+                    Some(kept) => Response::Stale {
+                        entry: to_wire(&kept),
+                    },
+                    None => Response::Replicated,
                 }
-                Response::Replicated
             }
         };
         // Once the store holds the change (absent.rs).
