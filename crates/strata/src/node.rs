@@ -415,6 +415,16 @@ impl Node {
         }
     }
 
+    /// Makes this node, as a key's primary, wait `delay` before it sends each replication
+    /// (zero: no wait): a slow link to the replicas, for tests of what runs in between.
+    /// Feature `fault-injection`; never in a production build.
+    #[cfg(feature = "fault-injection")]
+    pub fn delay_replication(&self, delay: std::time::Duration) {
+        if let Some(c) = &self.cluster {
+            c.set_replicate_delay(delay.as_millis() as u64);
+        }
+    }
+
     /// Stores `entry` in this node's owner store as it is, version and expiry included,
     /// when this node is a cluster member (a copy left by an earlier primary whose clock ran
     /// ahead, for tests). Feature `fault-injection`; never in a production build.

@@ -48,27 +48,77 @@ impl Shared {
                 let Ok(glob) = Glob::new(pattern) else {
                     return 0;
                 };
-                let n = self.remove_owned_where(namespace, |k, _| glob.matches(k));
+                let n = self
+                    .remove_owned_where(namespace, |k, e| e.version < version && glob.matches(k));
                 if let Some(c) = cache {
                     let _ = c.drop_local_pattern(namespace, pattern).await;
                 }
                 n
             }
             InvalidationOp::Tag { namespace, tag } => {
-                let n = self.remove_owned_where(namespace, |_, e| e.tags.contains(tag));
+                let n = self.remove_owned_where(namespace, |_, e| {
+                    e.version < version && e.tags.contains(tag)
+                });
                 if let Some(c) = cache {
                     let _ = c.drop_local_tag(namespace, tag).await;
                 }
                 n
             }
             InvalidationOp::Flush { namespace } => {
-                let n = self.remove_owned_where(namespace, |_, _| true);
+                let n = self.remove_owned_where(namespace, |_, e| e.version < version);
                 if let Some(c) = cache {
                     let _ = c.drop_local_namespace(namespace).await;
                 }
                 n
             }
         }
+    }
+
+    /// Stores a copy of `key` in the owner store, then asks coherence whether it still
+    /// admits it; returns the store's outcome, or `None` when it did not and the copy was
+    /// removed again.
+    ///
+    /// Why after: a pattern, tag or flush invalidation newer than the copy may have run its
+    /// removals between a caller's checks and this store (a primary checks a write before
+    /// it replicates, and the invalidation reached both owners meanwhile). The copy would
+    /// then outlive the invalidation here for good, served by reads of this store (which do
+    /// not ask coherence) while every other member refuses it. After the store, either this
+    /// check sees the invalidation recorded, or its recording comes later, and so does the
+    /// apply that follows it on every member (the origin's, or coherence's own after an
+    /// item arrives), which removes the copy.
+    pub(crate) fn store_owned(
+        &self,
+        namespace: &str,
+        key: &[u8],
+        entry: Entry,
+    ) -> Result<Option<strata_core::SetOutcome>, strata_core::TierError> {
+        let version = entry.version;
+        let tags = entry.tags.clone();
+        let stored = self
+            .owner
+            .set_sync(namespace, Bytes::copy_from_slice(key), entry)?;
+        if stored != strata_core::SetOutcome::Stored {
+            return Ok(Some(stored));
+        }
+        let refs: Vec<&[u8]> = tags.iter().map(|t| t.as_ref()).collect();
+        if self
+            .coherence
+            .lock()
+            .admits_tagged(namespace, key, version.as_u64(), &refs)
+        {
+            return Ok(Some(stored));
+        }
+        self.counters.refused_stale.fetch_add(1, Ordering::Relaxed);
+        self.owner.remove_version_sync(namespace, key, version);
+        // A read of this store in between may have put the copy in L1 or L3.
+        if let Some(c) = self.cache.get() {
+            let (c, namespace, key) = (c.clone(), namespace.to_owned(), key.to_vec());
+            let above = Version::from_u64(version.as_u64().saturating_add(1));
+            tokio::spawn(async move {
+                let _ = c.drop_local(&namespace, &key, Some(above)).await;
+            });
+        }
+        Ok(None)
     }
 
     /// Removes the owner store's entries of `namespace` that `pred` selects; returns how
@@ -88,9 +138,10 @@ impl Shared {
             );
             let done = keys.len() < SCAN_BATCH;
             for k in &keys {
+                // That version only: a write stored since the read stays, and judges itself.
                 if let Some(e) = self.owner.get_retained_entry(namespace, k)
                     && pred(k, &e)
-                    && self.owner.remove_sync(namespace, k)
+                    && self.owner.remove_version_sync(namespace, k, e.version)
                     && self.is_primary(k)
                 {
                     n += 1;

@@ -78,7 +78,7 @@ impl Shared {
             // This node's own store may hold an older value of a key it no longer owns
             // (found by the simulator); its own items never come back to it, so it drops
             // that value here.
-            self.owner.remove_sync(namespace, key);
+            self.owner.remove_version_sync(namespace, key, e.version);
         }
         // The state machine's own broadcast output is one item per invalidation; the
         // disseminator batches them instead (see `disseminate_loop`).

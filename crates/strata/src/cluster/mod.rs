@@ -240,6 +240,9 @@ pub(crate) struct Faults {
     /// Invalidations are taken into coherence's bookkeeping but drop nothing here (an
     /// owner that has not applied them yet).
     pub(crate) deaf: std::sync::atomic::AtomicBool,
+    /// How long a primary waits before it sends a replication (ms; 0: not at all): a slow
+    /// link to the replicas, so that other changes can run in the window.
+    pub(crate) replicate_delay_ms: AtomicU64,
 }
 
 #[cfg(feature = "fault-injection")]
@@ -259,6 +262,11 @@ impl Shared {
     /// Makes this node apply no invalidation (`true`) until told otherwise.
     pub(crate) fn set_deaf(&self, deaf: bool) {
         self.faults.deaf.store(deaf, Ordering::Release);
+    }
+
+    /// Makes this node, as a primary, wait `ms` before each replication it sends.
+    pub(crate) fn set_replicate_delay(&self, ms: u64) {
+        self.faults.replicate_delay_ms.store(ms, Ordering::Release);
     }
 
     /// Stores `entry` in this node's owner store as it is, version and expiry included

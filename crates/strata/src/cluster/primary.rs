@@ -164,15 +164,15 @@ impl Shared {
             }
             return Some(Start::Above(version));
         }
-        let kept = self
-            .owner
-            .set_sync(namespace, Bytes::copy_from_slice(key), newer.clone());
+        let kept = self.store_owned(namespace, key, newer.clone());
         // After the store holds it (absent.rs: a forget follows the change).
         self.absent.forget(namespace, key);
         match kept {
             // The store holds a newer copy still (a hand-off push stored it after this
             // execution's read): the next attempt reads again, and starts from that one.
-            Ok(strata_core::SetOutcome::KeptNewer) => None,
+            Ok(Some(strata_core::SetOutcome::KeptNewer)) => None,
+            // Refused once stored: an invalidation of it was recorded meanwhile.
+            Ok(None) => Some(Start::Above(version)),
             _ => Some(Start::From(newer)),
         }
     }
@@ -543,10 +543,7 @@ impl Shared {
     ) {
         let version = match change {
             Change::Written(e) => {
-                if let Err(err) =
-                    self.owner
-                        .set_sync(namespace, Bytes::copy_from_slice(key), e.clone())
-                {
+                if let Err(err) = self.store_owned(namespace, key, e.clone()) {
                     tracing::warn!(node = %self.name, error = %err, "primary could not store its own write");
                 }
                 e.version
@@ -682,6 +679,13 @@ impl Shared {
         if targets.is_empty() {
             return Ok(None);
         }
+        #[cfg(feature = "fault-injection")]
+        {
+            let ms = self.faults.replicate_delay_ms.load(Ordering::Acquire);
+            if ms > 0 {
+                tokio::time::sleep(std::time::Duration::from_millis(ms)).await;
+            }
+        }
         let (entry, version) = match change {
             Change::Written(e) => (Some(to_wire(e)), e.version.as_u64()),
             Change::Removed(v) => (None, v.as_u64()),
@@ -788,11 +792,11 @@ impl Shared {
                 let e = from_wire(w);
                 let e_version = e.version;
                 self.observe(e_version);
-                match self
-                    .owner
-                    .set_sync(namespace, Bytes::copy_from_slice(key), e)
-                {
-                    Ok(strata_core::SetOutcome::TooLarge) => {
+                match self.store_owned(namespace, key, e) {
+                    // Stored, then refused by an invalidation newer than the change that
+                    // ran its removals before the store: applied, and ordered before it.
+                    Ok(None) => Response::Replicated,
+                    Ok(Some(strata_core::SetOutcome::TooLarge)) => {
                         Response::Error("the value does not fit this owner store".into())
                     }
                     // The store kept a newer copy than the primary's change: one `held`
@@ -800,7 +804,7 @@ impl Shared {
                     // primary's). Acknowledging would leave the change on the primary
                     // alone; the primary re-executes above that copy instead (`adopt`:
                     // an expired copy is a floor, not a start).
-                    Ok(strata_core::SetOutcome::KeptNewer) => {
+                    Ok(Some(strata_core::SetOutcome::KeptNewer)) => {
                         match self.owner.get_retained_entry(namespace, key) {
                             Some(kept) if kept.version > e_version => Response::Stale {
                                 entry: to_wire(&kept),

@@ -302,14 +302,14 @@ impl Shared {
                     return Response::Stored { kept_newer: true };
                 }
                 self.observe(entry.version);
-                let stored = self
-                    .owner
-                    .set_sync(&namespace, Bytes::copy_from_slice(&key), entry);
+                let stored = self.store_owned(&namespace, &key, entry);
                 // Once the store holds it (absent.rs).
                 self.absent.forget(&namespace, &key);
                 match stored {
-                    Ok(strata_core::SetOutcome::KeptNewer) => Response::Stored { kept_newer: true },
-                    Ok(_) => Response::Stored { kept_newer: false },
+                    Ok(None | Some(strata_core::SetOutcome::KeptNewer)) => {
+                        Response::Stored { kept_newer: true }
+                    }
+                    Ok(Some(_)) => Response::Stored { kept_newer: false },
                     Err(e) => Response::Error(e.to_string()),
                 }
             }

@@ -210,7 +210,7 @@ impl Tier for ClusterTier {
                             }
                         }
                         Repair::Own => {
-                            let _ = s.owner.set_sync(namespace, k, e.clone());
+                            let _ = s.store_owned(namespace, &k, e.clone());
                             s.absent.forget(namespace, key);
                         }
                         Repair::None => {}
