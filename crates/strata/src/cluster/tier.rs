@@ -106,12 +106,12 @@ impl ClusterTier {
     ) -> Result<bool, String> {
         let s = &self.shared;
         if name == s.name {
-            let stored = s.owner.set_sync(ns, key.clone(), entry.clone());
+            let stored = s.store_owned(ns, key, entry.clone());
             // Once the store holds it (absent.rs).
             s.absent.forget(ns, key);
             return match stored {
-                Ok(SetOutcome::KeptNewer) => Ok(true),
-                Ok(_) => Ok(false),
+                Ok(None | Some(SetOutcome::KeptNewer)) => Ok(true),
+                Ok(Some(_)) => Ok(false),
                 Err(e) => Err(e.to_string()),
             };
         }
