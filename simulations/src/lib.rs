@@ -1080,9 +1080,11 @@ impl Sim {
     }
 
     /// Applies an invalidation on node `at` as the node's `Shared::apply` does: a key's
-    /// copies and owner-store entry older than the version; every match of a pattern or a
-    /// flush, whatever its version.
-    fn apply_invalidation(&mut self, at: usize, inv: &Invalidation) {
+    /// copies and owner-store entry older than the version; every copy a pattern, tag or
+    /// flush matches, and every owner-store entry it matches when applied as the change
+    /// itself (at the origin, strictly) or only those older than it when `repeat`
+    /// (coherence's own application).
+    fn apply_invalidation(&mut self, at: usize, inv: &Invalidation, repeat: bool) {
         self.observe(at, inv.version);
         let matches: Box<dyn Fn(u32) -> bool> = match &inv.op {
             InvalidationOp::Key { key, .. } => {
@@ -1114,7 +1116,8 @@ impl Sim {
         };
         let node = &mut self.nodes[at];
         node.copies.retain(|k, _| !matches(*k));
-        node.store.retain(|k, _| !matches(*k));
+        node.store
+            .retain(|k, h| !(matches(*k) && (!repeat || h.version < inv.version)));
     }
 
     /// Carries out what a node's coherence state machine asked for.
@@ -1130,7 +1133,7 @@ impl Sim {
                         self.apply(at, out);
                     }
                 }
-                coherence::Output::Apply(inv) => self.apply_invalidation(at, &inv),
+                coherence::Output::Apply(inv) => self.apply_invalidation(at, &inv, true),
                 coherence::Output::DropUnverified {
                     origin,
                     lost,
@@ -2012,7 +2015,7 @@ impl Sim {
         };
         let mut confirmed = true;
         if strict {
-            self.apply_invalidation(at, &inv);
+            self.apply_invalidation(at, &inv, false);
             for j in 0..self.nodes.len() {
                 if j == at || self.nodes[j].membership.is_none() || self.nodes[j].intruder {
                     continue;
@@ -2020,7 +2023,11 @@ impl Sim {
                 let delivered = self.reachable(at, j) && !self.wrng.random_bool(self.loss);
                 confirmed &= delivered;
                 if delivered {
-                    self.apply_invalidation(j, &inv);
+                    // As the node's strict `Apply`: refused first, then applied.
+                    if let Some(c) = self.nodes[j].coherence.as_mut() {
+                        c.note_invalidation(&inv, now_ms);
+                    }
+                    self.apply_invalidation(j, &inv, false);
                     let item = coherence::Item::Invalidation(inv.clone());
                     let out = self.nodes[j]
                         .coherence

@@ -510,6 +510,15 @@ impl Coherence {
         }
     }
 
+    /// An invalidation about to be applied out of order (a strict `Apply` from its origin,
+    /// which may arrive before the items ahead of it): refused from now on, before its
+    /// removals run, so that an owner's store-then-check sees it whatever happens to the
+    /// sequence bookkeeping (a gap this item waits behind may be abandoned if its origin
+    /// dies). Sequence numbers are untouched; the item still arrives as usual.
+    pub fn note_invalidation(&mut self, inv: &Invalidation, now_ms: u64) {
+        self.remember(inv, now_ms);
+    }
+
     /// This node wrote `version` of `key` through its primary: copies older than it are
     /// stale from now on, here, without waiting for the primary's invalidation to come back
     /// (a second write of an older version from this node is then refused at once).
@@ -1086,6 +1095,40 @@ mod tests {
         assert!(!b.admits("ns", b"k", 59));
         b.tick(1_600);
         assert!(b.admits("ns", b"k", 1));
+    }
+
+    /// A strict `Apply` that arrives ahead of its origin's earlier items (a gap) refuses
+    /// what it covers at once, before its removals run, and whatever becomes of the gap;
+    /// the sequence bookkeeping is not moved by it.
+    #[test]
+    fn an_invalidation_noted_out_of_order_refuses_at_once_and_leaves_sequences_alone() {
+        let (mut a, mut b) = origin_and_receiver(CoherenceConfig::default());
+        let key = |k: &[u8]| InvalidationOp::Key {
+            namespace: "ns".into(),
+            key: k.to_vec(),
+        };
+        let (first, _) = a.originate(0, 50, key(b"k"));
+        let (second, _) = a.originate(
+            0,
+            100,
+            InvalidationOp::Pattern {
+                namespace: "ns".into(),
+                pattern: b"user:*".to_vec(),
+            },
+        );
+        assert!(b.admits("ns", b"user:1", 99));
+        b.note_invalidation(&second, 0);
+        assert!(!b.admits("ns", b"user:1", 99), "refused once noted");
+        assert!(b.admits("ns", b"user:1", 100));
+        // The gap before it is still a gap: the item is applied once it is filled.
+        let out = b.receive_item(0, Item::Invalidation(second.clone()));
+        assert!(
+            out.iter().all(|o| !matches!(o, Output::Apply(_))),
+            "{out:?}"
+        );
+        let out = b.receive_item(0, Item::Invalidation(first));
+        let applied = out.iter().filter(|o| matches!(o, Output::Apply(_))).count();
+        assert_eq!(applied, 2, "{out:?}");
     }
 
     #[test]

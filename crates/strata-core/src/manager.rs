@@ -750,7 +750,7 @@ impl Cache {
                 .record_since(start);
             match done {
                 Ok(Some(ex)) => {
-                    self.mirror(namespace, state, &key, &ex.change).await;
+                    self.mirror(namespace, state, l2, &key, &ex.change).await;
                     return Ok(ex.reply);
                 }
                 Ok(None) => {}
@@ -791,7 +791,7 @@ impl Cache {
             match l2.execute_multi(self, namespace, op).await {
                 Ok(Some(ex)) => {
                     for (k, change) in &ex.changes {
-                        self.mirror(namespace, state, k, change).await;
+                        self.mirror(namespace, state, l2, k, change).await;
                     }
                     return Ok(ex.reply);
                 }
@@ -950,8 +950,17 @@ impl Cache {
     }
 
     /// Mirrors an authority's change into this node's own copies (L1, and L3 when the
-    /// namespace uses it).
-    async fn mirror(&self, namespace: &str, state: &NsState, key: &Bytes, change: &Change) {
+    /// namespace uses it). A written copy the authority's tier no longer admits once it is
+    /// stored (an invalidation newer than it, recorded meanwhile or before: a pattern that
+    /// ran while the write replicated) is removed again ([`Tier::admits_copy`]).
+    async fn mirror(
+        &self,
+        namespace: &str,
+        state: &NsState,
+        authority: &Arc<dyn Tier>,
+        key: &Bytes,
+        change: &Change,
+    ) {
         match change {
             Change::None => {}
             Change::Written(entry) => {
@@ -962,13 +971,22 @@ impl Cache {
                         l1.set_sync(namespace, key.clone(), entry.clone()),
                     );
                 }
-                if state.policy.use_l3
-                    && let Some(l3) = &self.inner.l3
-                {
+                let l3 = self.inner.l3.as_ref().filter(|_| state.policy.use_l3);
+                if let Some(l3) = l3 {
                     let _ = self.record_set(
                         Layer::L3,
                         l3.set(namespace, key.clone(), entry.clone()).await,
                     );
+                }
+                // The tier inside the `Arc` (with the `testsuite` feature, `Arc<dyn Tier>`
+                // is a tier too, and a call on it would resolve there).
+                if !(**authority).admits_copy(namespace, key, entry) {
+                    if let Some(l1) = &self.inner.l1 {
+                        l1.remove_version_sync(namespace, key, entry.version);
+                    }
+                    if let Some(l3) = l3 {
+                        let _ = l3.remove_version(namespace, key, entry.version).await;
+                    }
                 }
                 self.notify(Changed::Key(key));
             }

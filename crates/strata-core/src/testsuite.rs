@@ -148,6 +148,15 @@ impl Tier for Arc<dyn Tier> {
     fn health(&self) -> crate::TierHealth {
         (**self).health()
     }
+    fn admits_copy(&self, ns: &str, key: &[u8], e: &Entry) -> bool {
+        (**self).admits_copy(ns, key, e)
+    }
+    fn key_count(&self, ns: &str) -> Option<u64> {
+        (**self).key_count(ns)
+    }
+    fn reclaim_empty_namespaces(&self) -> usize {
+        (**self).reclaim_empty_namespaces()
+    }
 }
 
 fn v(n: u16) -> Version {

@@ -140,6 +140,16 @@ pub trait Tier: Send + Sync + std::fmt::Debug + 'static {
         Ok(None)
     }
 
+    /// Whether the cache may keep `entry`, a copy of `key` this tier's authority wrote
+    /// ([`Tier::execute`]), in its faster layers: false when this tier knows of an
+    /// invalidation newer than it. Asked after the copy is stored there, so that an
+    /// invalidation this misses is one whose removals come after the store. The default:
+    /// true (the tier knows of none).
+    fn admits_copy(&self, namespace: &str, key: &[u8], entry: &Entry) -> bool {
+        let _ = (namespace, key, entry);
+        true
+    }
+
     /// Removes `key` only if its stored version is `version` (used to undo a promotion that
     /// raced with an invalidation); returns whether it removed it.
     async fn remove_version(

@@ -425,6 +425,16 @@ impl Node {
         }
     }
 
+    /// How many replications this node has begun waiting before
+    /// ([`Node::delay_replication`]): a test's signal that a write is in the window.
+    /// Feature `fault-injection`; never in a production build.
+    #[cfg(feature = "fault-injection")]
+    pub fn replications_delayed(&self) -> u64 {
+        self.cluster
+            .as_ref()
+            .map_or(0, |c| c.replications_delayed())
+    }
+
     /// Stores `entry` in this node's owner store as it is, version and expiry included,
     /// when this node is a cluster member (a copy left by an earlier primary whose clock ran
     /// ahead, for tests). Feature `fault-injection`; never in a production build.

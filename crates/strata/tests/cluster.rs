@@ -545,44 +545,69 @@ async fn a_replica_that_kept_a_newer_expired_copy_does_not_acknowledge() {
     stop(nodes).await;
 }
 
-/// A pattern invalidation that runs its removals while a SET is between its primary's
-/// checks and the owners' stores (a slow link to the replica here) does not leave the SET's
-/// value on the owners for good. It did: both owners stored the value after the pattern had
-/// removed what they held, served it from their stores, while every other member refused
-/// it (older than the pattern) — the node a client reached decided what it saw, forever.
-/// Each owner now asks coherence again once it has stored a copy: the SET is ordered before
-/// the pattern, and gone everywhere.
+/// A pattern invalidation that runs its removals while a write is between its primary's
+/// checks and the owners' stores (a slow link to the replica here) does not leave the
+/// write's value behind for good. It did: both owners stored a SET's value after the
+/// pattern had removed what they held, and served it from their stores, while every other
+/// member refused it (older than the pattern) — the node a client reached decided what it
+/// saw, forever. Each owner now asks coherence again once it has stored a copy, and so does
+/// the node that asked for an INCR when it mirrors the result into its L1: the write is
+/// ordered before the pattern, and gone everywhere.
 #[cfg(feature = "fault-injection")]
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_pattern_invalidation_during_a_set_is_not_outlived_by_its_value() {
+async fn a_pattern_invalidation_during_a_write_is_not_outlived_by_its_value() {
+    use strata_core::ops::KeyOp;
     let nodes = cluster(2, 2, None).await;
-    let key = (0..100_000)
-        .map(|i| format!("pat:{i}"))
-        .find(|k| nodes[0].cluster_owners(k.as_bytes()) == ["n0", "n1"])
-        .expect("a key n0 is primary of");
-    let c0 = nodes[0].cache();
-    nodes[0].delay_replication(Duration::from_millis(1_500));
-    let set = {
-        let (c0, key) = (c0.clone(), key.clone());
-        tokio::spawn(async move { c0.set("ns", key, "racing").await })
-    };
-    tokio::time::sleep(Duration::from_millis(300)).await;
-    c0.invalidate_pattern("ns", b"pat:*").await.unwrap();
-    set.await.unwrap().unwrap();
-    nodes[0].delay_replication(Duration::ZERO);
-    // Past the gossip bound: the pattern has reached n1 too.
-    tokio::time::sleep(Duration::from_millis(500)).await;
-    for (i, n) in nodes.iter().enumerate() {
-        assert_eq!(
-            n.owner_copy("ns", key.as_bytes()).map(|e| e.value),
-            None,
-            "n{i}'s owner store kept the value of a SET ordered before the pattern"
-        );
-        assert_eq!(
-            n.cache().get("ns", key.as_bytes()).await.unwrap(),
-            None,
-            "n{i}"
-        );
+    // A SET through the primary n0, then an INCR through n1 (executed at n0, mirrored
+    // into n1's L1).
+    for (case, via) in [("set", 0usize), ("incr", 1)] {
+        let key = (0..100_000)
+            .map(|i| format!("pat{case}:{i}"))
+            .find(|k| nodes[0].cluster_owners(k.as_bytes()) == ["n0", "n1"])
+            .expect("a key n0 is primary of");
+        let cache = nodes[via].cache();
+        let delayed = nodes[0].replications_delayed();
+        nodes[0].delay_replication(Duration::from_millis(400));
+        let write = {
+            let (cache, key) = (cache.clone(), key.clone());
+            tokio::spawn(async move {
+                match case {
+                    "set" => cache.set("ns", key, "racing").await.map(|_| ()),
+                    _ => cache
+                        .execute("ns", bytes::Bytes::from(key), &KeyOp::IncrBy(1))
+                        .await
+                        .map(|_| ()),
+                }
+            })
+        };
+        // Until the write has passed its primary's checks and waits to replicate.
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while nodes[0].replications_delayed() == delayed {
+            assert!(
+                Instant::now() < deadline,
+                "{case}: the write never replicated"
+            );
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+        let pattern = format!("pat{case}:*");
+        cache
+            .invalidate_pattern("ns", pattern.as_bytes())
+            .await
+            .unwrap();
+        write.await.unwrap().unwrap();
+        nodes[0].delay_replication(Duration::ZERO);
+        for (i, n) in nodes.iter().enumerate() {
+            assert_eq!(
+                n.owner_copy("ns", key.as_bytes()).map(|e| e.value),
+                None,
+                "{case}: n{i}'s owner store kept the value of a write ordered before the pattern"
+            );
+            assert_eq!(
+                n.cache().get("ns", key.as_bytes()).await.unwrap(),
+                None,
+                "{case}: n{i} serves the value of a write ordered before the pattern"
+            );
+        }
     }
     stop(nodes).await;
 }

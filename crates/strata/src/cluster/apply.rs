@@ -8,7 +8,14 @@ use strata_core::scan::ScanFrom;
 impl Shared {
     /// Applies an invalidation on this node: the owner store, then the node's own copies.
     /// Returns how many owner-store entries it removed of keys this node is first owner of.
-    pub(crate) async fn apply(&self, inv: &Invalidation) -> u64 {
+    ///
+    /// A key invalidation removes only older copies. A pattern, tag or flush removes every
+    /// matching copy of the owner store when it is applied as the change itself (at its
+    /// origin, and by a strict `Apply`, before the call that made it returns: a write
+    /// acknowledged earlier goes, whatever its stamp), and only the copies older than
+    /// itself when `repeat` (coherence's own application of an item, which may come after
+    /// a first one, or late: a write made since stays).
+    pub(crate) async fn apply(&self, inv: &Invalidation, repeat: bool) -> u64 {
         #[cfg(feature = "fault-injection")]
         if self.faults.deaf.load(Ordering::Acquire) {
             return 0;
@@ -48,8 +55,9 @@ impl Shared {
                 let Ok(glob) = Glob::new(pattern) else {
                     return 0;
                 };
-                let n = self
-                    .remove_owned_where(namespace, |k, e| e.version < version && glob.matches(k));
+                let n = self.remove_owned_where(namespace, |k, e| {
+                    (!repeat || e.version < version) && glob.matches(k)
+                });
                 if let Some(c) = cache {
                     let _ = c.drop_local_pattern(namespace, pattern).await;
                 }
@@ -57,7 +65,7 @@ impl Shared {
             }
             InvalidationOp::Tag { namespace, tag } => {
                 let n = self.remove_owned_where(namespace, |_, e| {
-                    e.version < version && e.tags.contains(tag)
+                    (!repeat || e.version < version) && e.tags.contains(tag)
                 });
                 if let Some(c) = cache {
                     let _ = c.drop_local_tag(namespace, tag).await;
@@ -65,7 +73,7 @@ impl Shared {
                 n
             }
             InvalidationOp::Flush { namespace } => {
-                let n = self.remove_owned_where(namespace, |_, e| e.version < version);
+                let n = self.remove_owned_where(namespace, |_, e| !repeat || e.version < version);
                 if let Some(c) = cache {
                     let _ = c.drop_local_namespace(namespace).await;
                 }
@@ -247,7 +255,7 @@ impl Shared {
         while let Some(w) = rx.recv().await {
             match w {
                 Work::Apply(inv) => {
-                    self.apply(&inv).await;
+                    self.apply(&inv, true).await;
                 }
                 Work::DropUnverified {
                     origin,

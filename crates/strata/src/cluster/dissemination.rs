@@ -14,6 +14,10 @@ impl Shared {
                     self.with_membership(|m| m.broadcast_now(&bytes));
                 }
                 coherence::Output::Apply(inv) => {
+                    // Recorded by coherence now: this node's stamps order after it from now
+                    // on, not only once the applier gets to it (a write a primary restamps
+                    // because coherence refuses its version must land above it).
+                    self.observe(Version::from_u64(inv.version));
                     let _ = self.work_tx.send(Work::Apply(inv));
                 }
                 coherence::Output::DropUnverified {

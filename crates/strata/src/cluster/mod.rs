@@ -243,6 +243,8 @@ pub(crate) struct Faults {
     /// How long a primary waits before it sends a replication (ms; 0: not at all): a slow
     /// link to the replicas, so that other changes can run in the window.
     pub(crate) replicate_delay_ms: AtomicU64,
+    /// Replications that have begun that wait (checks done, version stamped).
+    pub(crate) replications_delayed: AtomicU64,
 }
 
 #[cfg(feature = "fault-injection")]
@@ -267,6 +269,11 @@ impl Shared {
     /// Makes this node, as a primary, wait `ms` before each replication it sends.
     pub(crate) fn set_replicate_delay(&self, ms: u64) {
         self.faults.replicate_delay_ms.store(ms, Ordering::Release);
+    }
+
+    /// How many replications have begun their wait ([`Shared::set_replicate_delay`]).
+    pub(crate) fn replications_delayed(&self) -> u64 {
+        self.faults.replications_delayed.load(Ordering::Acquire)
     }
 
     /// Stores `entry` in this node's owner store as it is, version and expiry included

@@ -683,6 +683,9 @@ impl Shared {
         {
             let ms = self.faults.replicate_delay_ms.load(Ordering::Acquire);
             if ms > 0 {
+                self.faults
+                    .replications_delayed
+                    .fetch_add(1, Ordering::AcqRel);
                 tokio::time::sleep(std::time::Duration::from_millis(ms)).await;
             }
         }
@@ -715,6 +718,9 @@ impl Shared {
                 Ok(Response::Replicated) => applied += 1,
                 Ok(Response::Stale { entry }) => {
                     let e = from_wire(entry);
+                    // Whatever happens to this attempt, the next stamps go above it (a
+                    // multi-key or a mixed answer ends in an error the client retries).
+                    self.observe(e.version);
                     if newer.as_ref().is_none_or(|n| n.version < e.version) {
                         newer = Some(e);
                     }

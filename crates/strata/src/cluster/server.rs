@@ -356,8 +356,11 @@ impl Shared {
                 if let Item::Invalidation(inv) = &decoded {
                     // Applied now, out of order if need be (invalidations only ever drop),
                     // and fed to coherence too, which keeps the sequence bookkeeping (its
-                    // own later apply of the same item is a harmless repeat).
-                    removed = self.apply(inv).await;
+                    // own later apply of the same item repeats it, by version). Refused
+                    // first: an owner's store-then-check (`store_owned`) must see it from
+                    // before its removals run.
+                    self.coherence.lock().note_invalidation(inv, self.now_ms());
+                    removed = self.apply(inv, false).await;
                 }
                 let out = self.coherence.lock().receive_item(self.now_ms(), decoded);
                 self.carry_out_coherence(out);

@@ -163,7 +163,7 @@ impl ClusterTier {
     async fn invalidate_strict(&self, op: InvalidationOp) -> Result<u64, TierError> {
         let s = &self.shared;
         let inv = s.originate(s.stamp(), op);
-        let here = s.apply(&inv).await;
+        let here = s.apply(&inv, false).await;
         let (there, missing) = s.strict(&inv).await;
         s.publish(inv);
         if missing.is_empty() {
@@ -331,6 +331,15 @@ impl Tier for ClusterTier {
         version: Version,
     ) -> Result<bool, TierError> {
         Ok(self.remove_on_owners(namespace, key, version).await)
+    }
+
+    fn admits_copy(&self, namespace: &str, key: &[u8], entry: &Entry) -> bool {
+        self.shared.coherence.lock().admits_tagged(
+            namespace,
+            key,
+            entry.version.as_u64(),
+            &super::tag_refs(entry),
+        )
     }
 
     async fn invalidate_pattern(&self, namespace: &str, pattern: &Glob) -> Result<u64, TierError> {
