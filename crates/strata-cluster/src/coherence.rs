@@ -504,6 +504,15 @@ impl Coherence {
                     }
                     _ => None,
                 };
+                // Once: a strict receiver remembers an item when it is noted and again
+                // when it is applied in order (every check scans this list).
+                if self
+                    .wide
+                    .iter()
+                    .any(|(_, v, op, _)| *v == inv.version && *op == inv.op)
+                {
+                    return;
+                }
                 self.wide
                     .push_back((now_ms, inv.version, inv.op.clone(), glob));
             }
@@ -517,6 +526,16 @@ impl Coherence {
     /// dies). Sequence numbers are untouched; the item still arrives as usual.
     pub fn note_invalidation(&mut self, inv: &Invalidation, now_ms: u64) {
         self.remember(inv, now_ms);
+    }
+
+    /// Whether `inv` has already been applied here in its origin's order (a strict `Apply`
+    /// that arrives after its item came by gossip is late: its call has returned).
+    pub fn has_applied(&self, inv: &Invalidation) -> bool {
+        inv.origin == self.me
+            || self
+                .peers
+                .get(&(inv.origin.clone(), inv.generation))
+                .is_some_and(|p| inv.seq <= p.applied)
     }
 
     /// This node wrote `version` of `key` through its primary: copies older than it are
@@ -1129,6 +1148,9 @@ mod tests {
         let out = b.receive_item(0, Item::Invalidation(first));
         let applied = out.iter().filter(|o| matches!(o, Output::Apply(_))).count();
         assert_eq!(applied, 2, "{out:?}");
+        assert!(b.has_applied(&second));
+        // Noted and applied, it is remembered once.
+        assert_eq!(b.wide.len(), 1);
     }
 
     #[test]

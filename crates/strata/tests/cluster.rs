@@ -557,7 +557,8 @@ async fn a_replica_that_kept_a_newer_expired_copy_does_not_acknowledge() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_pattern_invalidation_during_a_write_is_not_outlived_by_its_value() {
     use strata_core::ops::KeyOp;
-    let nodes = cluster(2, 2, None).await;
+    // The forwarded INCR waits for the delayed replication: room for a loaded machine.
+    let nodes = cluster_with(2, 2, None, |c| c.cluster.rpc_timeout_ms = 5_000).await;
     // A SET through the primary n0, then an INCR through n1 (executed at n0, mirrored
     // into n1's L1).
     for (case, via) in [("set", 0usize), ("incr", 1)] {
@@ -589,6 +590,10 @@ async fn a_pattern_invalidation_during_a_write_is_not_outlived_by_its_value() {
             );
             tokio::time::sleep(Duration::from_millis(5)).await;
         }
+        // A later millisecond than the write's stamp: a pattern stamped within the same
+        // one on n1 may sort below it (the node tag decides), and then the write is
+        // rightly ordered after the pattern.
+        tokio::time::sleep(Duration::from_millis(3)).await;
         let pattern = format!("pat{case}:*");
         cache
             .invalidate_pattern("ns", pattern.as_bytes())

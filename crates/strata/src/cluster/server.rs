@@ -359,8 +359,21 @@ impl Shared {
                     // own later apply of the same item repeats it, by version). Refused
                     // first: an owner's store-then-check (`store_owned`) must see it from
                     // before its removals run.
-                    self.coherence.lock().note_invalidation(inv, self.now_ms());
-                    removed = self.apply(inv, false).await;
+                    // This node's stamps order after it first (a primary that restamps a
+                    // write coherence refuses lands above it).
+                    let version = Version::from_u64(inv.version);
+                    self.observe(version);
+                    let late = {
+                        let mut c = self.coherence.lock();
+                        c.note_invalidation(inv, self.now_ms());
+                        // Already applied in order (gossip came first), or older than any
+                        // caller still waits for: the call has returned, and a write made
+                        // since must survive — removed by version, as a repeat.
+                        c.has_applied(inv)
+                            || self.now_ms().saturating_sub(version.physical_ms())
+                                > self.pool.rpc_timeout.as_millis() as u64
+                    };
+                    removed = self.apply(inv, late).await;
                 }
                 let out = self.coherence.lock().receive_item(self.now_ms(), decoded);
                 self.carry_out_coherence(out);
