@@ -77,8 +77,9 @@ cargo run --quiet --locked --all-features --profile test -p strata --example emb
 step "tests: unit, integration, benches in test mode, doc tests"
 log=$(mktemp)
 trap 'rm -f "$log"' EXIT
-cargo test --workspace --all-targets --all-features --locked 2>&1 | tee -a "$log"
-cargo test --workspace --doc --all-features --locked 2>&1 | tee -a "$log"
+# --no-fail-fast: every test binary runs, so one failure does not hide the others'.
+cargo test --workspace --all-targets --all-features --locked --no-fail-fast 2>&1 | tee -a "$log"
+cargo test --workspace --doc --all-features --locked --no-fail-fast 2>&1 | tee -a "$log"
 
 # One closing line with the totals of every test binary above.
 awk '/^test result:/ { p += $4; f += $6 } END { printf "\nall test binaries: %d passed, %d failed\n", p, f }' "$log"

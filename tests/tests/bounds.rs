@@ -101,12 +101,15 @@ fn a_reply_over_the_output_limit_closes_that_client_only() {
     let bystander = std::thread::spawn({
         let port = s.port;
         move || {
-            let mut worst = Duration::ZERO;
-            for _ in 0..20 {
-                worst = worst.max(ping_latency(port));
-                std::thread::sleep(Duration::from_millis(10));
-            }
-            worst
+            let mut took: Vec<Duration> = (0..20)
+                .map(|_| {
+                    let t = ping_latency(port);
+                    std::thread::sleep(Duration::from_millis(10));
+                    t
+                })
+                .collect();
+            took.sort();
+            took
         }
     });
     let f = Frame::Array(
@@ -119,11 +122,22 @@ fn a_reply_over_the_output_limit_closes_that_client_only() {
         c.closed(),
         "the client is disconnected, without a partial reply"
     );
-    let worst = bystander.join().unwrap();
+    let took = bystander.join().unwrap();
+    let (p95, worst) = (took[took.len() - 2], took[took.len() - 1]);
     let grown = s.rss().saturating_sub(before);
-    println!("bystander PING worst {worst:?}; RSS +{} MiB", grown / MIB);
+    println!(
+        "bystander PING p95 {p95:?}, worst {worst:?}; RSS +{} MiB",
+        grown / MIB
+    );
     assert!(grown < 96 * MIB, "RSS grew by {} MiB", grown / MIB);
-    assert!(worst < Duration::from_millis(50), "a PING waited {worst:?}");
+    // A server that built the 3 GB reply would stall every client for seconds. One PING
+    // of twenty may meet a scheduling hiccup on a loaded 2-core machine (a CI run saw 67
+    // ms once, with the binary's other tests running beside it).
+    assert!(p95 < Duration::from_millis(50), "PINGs waited {took:?}");
+    assert!(
+        worst < Duration::from_millis(500),
+        "a PING waited {worst:?}"
+    );
     // The server and its data are fine; the refusal is counted.
     let mut d = s.raw();
     assert_eq!(d.cmd(&[b"STRLEN", b"big"]), Frame::Integer(MIB as i64));
