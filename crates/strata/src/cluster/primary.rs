@@ -579,15 +579,29 @@ impl Shared {
         namespace: &str,
         key: &[u8],
     ) -> Result<(Option<Entry>, u64), Refusal> {
-        let now = self.now_ms();
-        let local = self
-            .owner
-            .get_entry(namespace, key)
-            .filter(|e| e.is_fresh(now));
-        if local.is_some() {
-            return Ok((local, 0));
+        if let Some(own) = self.own_copy(namespace, key) {
+            return Ok((Some(own), 0));
         }
         let (plan, _) = self.read_plan(key);
+        self.others_copy(namespace, key, &plan).await
+    }
+
+    /// This node's own fresh copy of `key` in its owner store.
+    fn own_copy(&self, namespace: &str, key: &[u8]) -> Option<Entry> {
+        let now = self.now_ms();
+        self.owner
+            .get_entry(namespace, key)
+            .filter(|e| e.is_fresh(now))
+    }
+
+    /// [`Shared::current_copy`] once this node has no copy: the other members of `plan`.
+    async fn others_copy(
+        &self,
+        namespace: &str,
+        key: &[u8],
+        plan: &[(String, std::net::SocketAddr)],
+    ) -> Result<(Option<Entry>, u64), Refusal> {
+        let now = self.now_ms();
         let mut answers = Vec::new();
         let mut floor = 0u64;
         for (name, addr) in plan.iter().filter(|(n, _)| *n != self.name) {
@@ -642,13 +656,8 @@ impl Shared {
         namespace: &str,
         key: &[u8],
     ) -> Result<(Option<Entry>, u64), Refusal> {
-        let now = self.now_ms();
-        let local = self
-            .owner
-            .get_entry(namespace, key)
-            .filter(|e| e.is_fresh(now));
-        if local.is_some() {
-            return Ok((local, 0));
+        if let Some(own) = self.own_copy(namespace, key) {
+            return Ok((Some(own), 0));
         }
         let (plan, _) = self.read_plan(key);
         let others: Vec<&str> = plan
@@ -659,7 +668,7 @@ impl Shared {
         let replicas =
             decide::replicas(ring, &self.name, key, self.cfg.replication_factor as usize);
         if decide::reads_before_put(&others, &replicas) {
-            return self.current_copy(namespace, key).await;
+            return self.others_copy(namespace, key, &plan).await;
         }
         self.counters.blind_puts.fetch_add(1, Ordering::Relaxed);
         Ok((None, 0))
