@@ -4,6 +4,9 @@
 
 use super::*;
 
+/// The least time between two dissemination rounds.
+const DISSEMINATION_PACE: std::time::Duration = std::time::Duration::from_millis(1);
+
 impl Shared {
     // ----- coherence -----
 
@@ -100,7 +103,9 @@ impl Shared {
 
     /// Disseminates what [`Shared::publish`] queued: whatever accumulated since the last
     /// round goes out as batches, so a burst of writes costs a few items rather than one
-    /// each.
+    /// each. Rounds are [`DISSEMINATION_PACE`] apart at least: a lone write still leaves at
+    /// once, and a stream of them leaves in batches of a millisecond's writes (one round per
+    /// write cost a gossip packet to each member, relayed again by each, per write).
     ///
     /// - Normally as foca custom broadcasts, each with a gossip round sent at once.
     /// - Under load, when foca's broadcast backlog is over [`GOSSIP_BACKLOG`] items (each
@@ -139,6 +144,9 @@ impl Shared {
                     });
                 }
             }
+            // One round per millisecond at most: under a stream of writes, what they
+            // publish meanwhile leaves together in the next round.
+            tokio::time::sleep(DISSEMINATION_PACE).await;
         }
     }
 

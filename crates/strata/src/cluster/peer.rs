@@ -57,9 +57,17 @@ pub(crate) async fn read_frame(
 
 /// Writes what arrives on `rx` to `write`, coalescing what is queued into one write (at
 /// most about 256 KiB), until the channel closes or a write fails.
+///
+/// A frame alone in the queue waits one turn of the scheduler first (`yield_now`): the
+/// tasks already woken — the other requests of a client's pipeline, the answers to a
+/// peer's batch of frames read together — queue theirs behind it and leave in the same
+/// send, where each would otherwise cost a system call on both sides.
 pub(crate) async fn write_loop(mut write: WriteHalf, mut rx: mpsc::UnboundedReceiver<Vec<u8>>) {
     while let Some(first) = rx.recv().await {
         let mut batch = first;
+        if rx.is_empty() {
+            tokio::task::yield_now().await;
+        }
         while let Ok(more) = rx.try_recv() {
             batch.extend_from_slice(&more);
             if batch.len() > 256 * 1024 {
