@@ -471,3 +471,37 @@ async fn changes_before_the_first_open_are_applied_precisely_not_by_emptying() {
     assert_eq!(value_of(l3.get("ns", b"b").await.unwrap()), None);
     assert_eq!(value_of(l3.get("ns", b"c").await.unwrap()), None, "emptied");
 }
+
+/// Below the free-space watermark a reopen after a background error is still due, now and
+/// then: RocksDB in its error state deletes no obsolete files, so the space a flush or an
+/// eviction freed only comes back through a reopen (without one, L3 stayed degraded for good
+/// in a clean-clone run). Above the watermark it is due at once, every time.
+#[test]
+fn a_reopen_is_due_below_the_watermark_at_most_once_per_interval() {
+    use std::time::Duration;
+    let dir = tempfile::tempdir().unwrap();
+    // A watermark no file system meets: always below it.
+    let (disk, _l3) = tier(dir.path(), 8 << 20, u64::MAX / 2);
+    disk.open().unwrap();
+    disk.check_health();
+    assert!(disk.is_shedding());
+    assert!(
+        disk.reopen_due(Duration::from_secs(60)),
+        "never reopened yet"
+    );
+    disk.reopen().unwrap();
+    assert!(
+        !disk.reopen_due(Duration::from_secs(60)),
+        "due again right after a reopen while below the watermark"
+    );
+    assert!(disk.reopen_due(Duration::ZERO));
+    disk.close();
+    drop(disk);
+    // With room on the disk it is due at once, however recent the last reopen.
+    let (disk, _l3) = tier(dir.path(), 8 << 20, 0);
+    disk.open().unwrap();
+    disk.check_health();
+    assert!(!disk.is_shedding());
+    disk.reopen().unwrap();
+    assert!(disk.reopen_due(Duration::from_secs(60)));
+}

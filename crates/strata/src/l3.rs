@@ -20,6 +20,10 @@ mod rocks {
     use super::*;
     use strata_storage::{DiskTier, DiskTierConfig, SharedDiskTier};
 
+    /// How often L3 is reopened after a background error while its file system stays below
+    /// the free-space watermark ([`DiskTier::reopen_due`]).
+    const REOPEN_BELOW_WATERMARK: std::time::Duration = std::time::Duration::from_secs(5);
+
     impl Maintenance for DiskTier {
         fn start(&self) -> Result<(), String> {
             self.open().map_err(|e| e.to_string())
@@ -38,9 +42,10 @@ mod rocks {
             {
                 tracing::warn!(error = %e, "L3 eviction below the free-space watermark failed");
             }
-            if self.background_errors() > 0 && !self.is_shedding() {
-                // RocksDB's background error state lasts until the database is reopened;
-                // with room on the disk again, that is now.
+            if self.background_errors() > 0 && self.reopen_due(REOPEN_BELOW_WATERMARK) {
+                // RocksDB's background error state lasts until the database is reopened:
+                // with room on the disk again, that is now; below the watermark, now and
+                // then (only the reopen deletes the files a flush or an eviction freed).
                 if let Err(e) = self.reopen() {
                     tracing::warn!(error = %e, "L3 reopen after a background error failed");
                 }
@@ -52,7 +57,7 @@ mod rocks {
                 // RocksDB refuses every write after a background error until it is opened
                 // again; do that once the disk has room.
                 tracing::debug!(error = %e, "L3 cannot apply its outstanding faults yet");
-                if !self.is_shedding() {
+                if self.reopen_due(REOPEN_BELOW_WATERMARK) {
                     let _ = self.reopen();
                 }
                 return;
