@@ -10,7 +10,6 @@ use std::time::{Duration, Instant};
 use redis::Commands;
 use strata_tests::*;
 
-/// The L3 entry of `/health`: (state, reason).
 /// One test of this binary at a time. Each fills a disk of its own, but RocksDB's
 /// recovery once space is freed (flushes, compactions, deleting obsolete files after
 /// out-of-space errors) ran past 45 s in CI with the others running beside it, and always
@@ -24,6 +23,7 @@ fn one_at_a_time() -> std::sync::MutexGuard<'static, ()> {
     ONE_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner())
 }
 
+/// The L3 entry of `/health`: (state, reason).
 fn l3_health(s: &Server) -> (String, String) {
     let (_, body) = http_get(&s.admin(), "/health");
     let v: serde_json::Value = serde_json::from_str(&body).unwrap();

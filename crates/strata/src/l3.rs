@@ -55,7 +55,7 @@ mod rocks {
                 && let Err(e) = self.reconcile()
             {
                 // RocksDB refuses every write after a background error until it is opened
-                // again; do that once the disk has room.
+                // again: at once when the disk has room, now and then below the watermark.
                 tracing::debug!(error = %e, "L3 cannot apply its outstanding faults yet");
                 if self.reopen_due(REOPEN_BELOW_WATERMARK) {
                     let _ = self.reopen();
