@@ -1,8 +1,9 @@
 //! Change notices: how code outside the cache hears of every change of a key on this node —
 //! a write or delete made here, an invalidation applied from another node, a pattern, tag or
-//! namespace invalidation, an L1 eviction, and "everything", when the node may have missed
-//! changes and dropped its copies. The server's client-side-caching table (`CLIENT TRACKING`)
-//! listens, to tell its clients which of their copies to drop.
+//! namespace invalidation, an L1 eviction or expiry, a copy withdrawn after it raced an
+//! invalidation, and "everything", when the node may have missed changes and dropped its
+//! copies. The server's client-side-caching table (`CLIENT TRACKING`) listens, to tell its
+//! clients which of their copies to drop.
 //!
 //! A notice comes *after* the change is visible in this node's layers, so a reader that
 //! registered its interest before it read is told of every change its read may have missed.
@@ -35,6 +36,11 @@ pub enum Changed<'a> {
     /// gone). Not a change a client made: announced even to a client that asked not to hear
     /// of its own changes.
     Evicted(&'a [u8]),
+    /// A copy this node held, and may have served, is gone without a client's write: its
+    /// expiry passed and L1 dropped it (on a read or in its sweep), or a copy promoted or
+    /// loaded into the node's layers raced an invalidation and was withdrawn. Announced even
+    /// to a client that asked not to hear of its own changes.
+    Dropped(&'a [u8]),
     /// Every key: the node dropped every copy it held because it may have missed changes.
     Everything,
 }

@@ -669,7 +669,9 @@ impl Cache {
         }
     }
 
-    /// Removes a copy of `version` that raced with an invalidation.
+    /// Removes a copy of `version` that raced with an invalidation, then tells the change
+    /// listener: a reader may have been served the copy in between, after the invalidation's
+    /// own notice went out.
     async fn undo(&self, namespace: &str, key: &[u8], version: Version, tiers: &[Arc<dyn Tier>]) {
         for tier in tiers {
             if let Err(err) = tier.remove_version(namespace, key, version).await {
@@ -677,6 +679,7 @@ impl Cache {
                 tracing::warn!(layer = %tier.layer(), error = %err, "could not undo a racing copy");
             }
         }
+        self.notify(Changed::Dropped(key));
     }
 
     fn record_set<T>(&self, layer: Layer, result: Result<T, TierError>) -> Result<T, TierError> {
@@ -864,12 +867,13 @@ impl Cache {
             return false;
         }
         // An L1 eviction loses the key only where L1 is the only layer; elsewhere the key is
-        // still below, unchanged, and no one needs telling.
-        if let Some(l1) = &self.inner.l1
-            && self.inner.l2.is_none()
-            && self.inner.l3.is_none()
-        {
-            l1.set_change_listener(listener);
+        // still below, unchanged, and no one needs telling. An expiry L1 finds is the key's
+        // wherever it is kept: a reader told of it then drops a copy it read just before.
+        if let Some(l1) = &self.inner.l1 {
+            l1.set_expiry_listener(listener.clone());
+            if self.inner.l2.is_none() && self.inner.l3.is_none() {
+                l1.set_change_listener(listener);
+            }
         }
         true
     }

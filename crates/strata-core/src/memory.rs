@@ -432,6 +432,8 @@ pub struct MemoryTier {
     indexes: Vec<Arc<KeyIndex>>,
     capacity_bytes: u64,
     listener: Listener,
+    /// Told of every key dropped because it expired ([`MemoryTier::set_expiry_listener`]).
+    expiry_listener: OnceLock<Arc<dyn ChangeListener>>,
 }
 
 impl std::fmt::Debug for MemoryTier {
@@ -522,6 +524,7 @@ impl MemoryTier {
             counters,
             capacity_bytes: config.capacity_bytes,
             listener,
+            expiry_listener: OnceLock::new(),
         })
     }
 
@@ -529,6 +532,14 @@ impl MemoryTier {
     /// return false).
     pub fn set_change_listener(&self, listener: Arc<dyn ChangeListener>) -> bool {
         self.listener.set(listener).is_ok()
+    }
+
+    /// Tells `listener` of every key dropped from now on because its expiry passed, on a
+    /// read or in the sweep ([`Changed::Dropped`]): the key expired, not only this copy,
+    /// since an entry's expiry is the key's (once; later calls are ignored and return
+    /// false).
+    pub fn set_expiry_listener(&self, listener: Arc<dyn ChangeListener>) -> bool {
+        self.expiry_listener.set(listener).is_ok()
     }
 
     /// The expiry of `key`'s entry (`Some(None)`: it never expires), fresh or already expired
@@ -650,6 +661,9 @@ impl MemoryTier {
         let k = L1KeyRef { ns: ns.id, key };
         if let Some((gone, _)) = self.pools[ns.pool].remove_if(&k, |s| s.version == version) {
             self.counters.expirations.incr();
+            if let Some(l) = self.expiry_listener.get() {
+                l.changed(Changed::Dropped(&gone.key));
+            }
             self.unindex(ns.id, ns.pool, gone.key);
         }
     }
@@ -1009,23 +1023,33 @@ impl MemoryTier {
                     .namespaces
                     .value_at(k.ns as usize)
                     .map_or(u64::MAX, |ns| ns.generation.load(Ordering::Acquire));
-                let keep = if s.generation < current {
+                let (keep, expiry) = if s.generation < current {
                     stale_gen.set(stale_gen.get() + 1);
-                    false
+                    (false, false)
                 } else if !s.is_retained(now) {
                     expired.set(expired.get() + 1);
-                    false
+                    (false, true)
                 } else {
-                    true
+                    (true, false)
                 };
                 if !keep {
-                    pool_gone.borrow_mut().push((k.ns, k.key.clone()));
+                    pool_gone.borrow_mut().push((k.ns, k.key.clone(), expiry));
                 }
                 keep
             });
-            gone.extend(pool_gone.into_inner().into_iter().map(|(id, k)| (id, p, k)));
+            gone.extend(
+                pool_gone
+                    .into_inner()
+                    .into_iter()
+                    .map(|(id, k, expiry)| (id, p, k, expiry)),
+            );
         }
-        for (id, pool, key) in gone {
+        let listener = self.expiry_listener.get();
+        for (id, pool, key, expiry) in gone {
+            // Told after the entry is gone (outside the pool's locks), as every notice.
+            if expiry && let Some(l) = listener {
+                l.changed(Changed::Dropped(&key));
+            }
             self.unindex(id, pool, key);
         }
         self.counters.expirations.add(expired.get());
@@ -1209,6 +1233,63 @@ mod tests {
             l1.scan_keys_sync("other", ScanFrom::START, 10),
             vec![Bytes::from_static(b"k00001")]
         );
+    }
+
+    /// Records the keys it is told were dropped.
+    #[derive(Default)]
+    struct Dropped(parking_lot::Mutex<Vec<Vec<u8>>>);
+
+    impl ChangeListener for Dropped {
+        fn changed(&self, change: Changed<'_>) {
+            if let Changed::Dropped(k) = change {
+                self.0.lock().push(k.to_vec());
+            }
+        }
+    }
+
+    /// A key whose expiry passed is announced once, when L1 drops it: on the read that
+    /// finds it expired, or in the sweep; a fresh key, a key removed, and a key still in its
+    /// stale grace are not.
+    #[test]
+    fn expired_keys_are_announced_when_dropped() {
+        let clock = crate::time::ManualClock::new(1_000);
+        let l1 = MemoryTier::new(
+            MemoryTierConfig::with_capacity(1 << 20),
+            Arc::new(clock.clone()),
+        )
+        .unwrap();
+        let heard = Arc::new(Dropped::default());
+        assert!(l1.set_expiry_listener(heard.clone()));
+        for (k, exp) in [
+            ("read", Some(1_500)),
+            ("swept", Some(1_500)),
+            ("fresh", None),
+        ] {
+            l1.set_sync("ns", Bytes::from(k), entry(b"v", 1, exp))
+                .unwrap();
+        }
+        let mut graced = entry(b"v", 1, Some(1_500));
+        graced.stale_until_ms = Some(5_000);
+        l1.set_sync("ns", Bytes::from_static(b"graced"), graced)
+            .unwrap();
+        l1.set_sync(
+            "ns",
+            Bytes::from_static(b"removed"),
+            entry(b"v", 1, Some(1_500)),
+        )
+        .unwrap();
+        l1.remove_sync("ns", b"removed");
+        assert_eq!(l1.get_value("ns", b"read").as_deref(), Some(&b"v"[..]));
+        assert!(heard.0.lock().is_empty());
+        clock.set(2_000);
+        assert_eq!(l1.get_value("ns", b"read"), None);
+        assert_eq!(*heard.0.lock(), vec![b"read".to_vec()]);
+        assert_eq!(l1.get_value("ns", b"read"), None);
+        assert_eq!(l1.get_value("ns", b"graced"), None);
+        assert_eq!(heard.0.lock().len(), 1, "told once; the graced key is kept");
+        l1.purge_expired_sync();
+        assert_eq!(*heard.0.lock(), vec![b"read".to_vec(), b"swept".to_vec()]);
+        assert_eq!(l1.peek_expiry("ns", b"graced"), Some(Some(1_500)));
     }
 
     /// Entries pushed out by capacity leave the index too.

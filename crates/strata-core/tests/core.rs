@@ -595,9 +595,24 @@ async fn blocked_load(
     (load, release_tx)
 }
 
+/// The change notices a listener heard, in order.
+#[derive(Default)]
+struct Heard(std::sync::Mutex<Vec<String>>);
+
+impl strata_core::ChangeListener for Heard {
+    fn changed(&self, change: strata_core::Changed<'_>) {
+        self.0.lock().unwrap().push(format!("{change:?}"));
+    }
+}
+
+/// A load that read before an invalidation does not leave its value behind; and since the
+/// copy it wrote was visible for a moment (a reader may have been served it after the
+/// invalidation was announced), its withdrawal is announced too, last.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_invalidation_during_a_load_is_not_undone_by_the_load() {
     let f = fixture();
+    let heard = Arc::new(Heard::default());
+    assert!(f.cache.set_change_listener(heard.clone()));
     let (load, release) = blocked_load(&f.cache, "read-before-invalidation").await;
     f.cache.invalidate("ns", b"k").await.unwrap();
     release.send(()).unwrap();
@@ -609,6 +624,13 @@ async fn an_invalidation_during_a_load_is_not_undone_by_the_load() {
         f.cache.get("ns", b"k").await.unwrap(),
         None,
         "stale load was cached"
+    );
+    let heard = heard.0.lock().unwrap().clone();
+    assert_eq!(heard.first().map(String::as_str), Some("Key([107])"));
+    assert_eq!(
+        heard.last().map(String::as_str),
+        Some("Dropped([107])"),
+        "{heard:?}"
     );
 }
 

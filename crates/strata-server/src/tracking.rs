@@ -18,9 +18,11 @@
 //! Where the changes come from: the node's cache tells this table of every change of a key
 //! on this node ([`strata_core::changes`]) — writes made here, invalidations applied from
 //! other cluster members (so a write on another node reaches this node's clients within the
-//! coherence bound G2), pattern, tag and namespace invalidations, and L1 evictions. Expiry is
-//! this table's own: when a tracked key is recorded its expiry is read, and a timer sends the
-//! notice when it passes. A pattern is sent as the recorded keys it matches (or as a flush
+//! coherence bound G2), pattern, tag and namespace invalidations, L1 evictions, and copies
+//! withdrawn because they raced an invalidation. Expiry is this table's own: when a tracked
+//! key is recorded its expiry is read, and a timer sends the notice when it passes; and when
+//! L1 drops an expired copy it says so, so that a read whose key expired before its expiry
+//! could be read still gets its notice. A pattern is sent as the recorded keys it matches (or as a flush
 //! when the table is too large to match); a tag, a namespace flush and "the node may have
 //! missed changes" are sent as a flush: a null `invalidate`, "drop everything".
 //!
@@ -691,7 +693,7 @@ impl ChangeListener for Tracking {
         }
         match change {
             Changed::Key(key) => self.key_changed(key, ORIGIN.try_with(|o| *o).ok()),
-            Changed::Evicted(key) => self.key_changed(key, None),
+            Changed::Evicted(key) | Changed::Dropped(key) => self.key_changed(key, None),
             Changed::Pattern { pattern, .. } => self.pattern_changed(pattern),
             Changed::Tag { .. } | Changed::Namespace(_) | Changed::Everything => {
                 self.flush_all();
