@@ -27,7 +27,8 @@ pub mod record;
 
 #[cfg(feature = "rocksdb")]
 pub use disk::{
-    DiskCounters, DiskTier, DiskTierConfig, SharedDiskTier, SizeReport, dir_size, disk_key,
+    DiskCounters, DiskTier, DiskTierConfig, REOPEN_MARGIN_BYTES, SharedDiskTier, SizeReport,
+    dir_size, disk_key, room_to_replay, wal_bytes,
 };
 #[cfg(feature = "rocksdb")]
 pub use faults::FaultSummary;
