@@ -50,3 +50,36 @@ pub trait ChangeListener: Send + Sync {
     /// Called after `change` is visible in this node's layers.
     fn changed(&self, change: Changed<'_>);
 }
+
+/// The expiries of the entries reads below L1 served during [`served_expiries`]: each key
+/// and its expiry (node clock, ms; `None`: it never expires).
+pub type Served = Vec<(bytes::Bytes, Option<u64>)>;
+
+tokio::task_local! {
+    static SERVED: std::cell::RefCell<Served>;
+}
+
+/// Runs `read`, and returns with its output the key and expiry of every entry a read below
+/// L1 (from L2 or L3) served on this task meanwhile; an L1 hit is not listed (L1's copy can
+/// be asked afterwards, [`crate::Cache::l1_expiry`]).
+///
+/// For a listener that must learn when what a reader was served expires (client-side
+/// caching): reading the expiry again after the read finds nothing for a key that expired
+/// in between, or whose copy L1 lost meanwhile, and the reader would never be told.
+pub async fn served_expiries<F: std::future::Future>(read: F) -> (F::Output, Served) {
+    SERVED
+        .scope(std::cell::RefCell::new(Vec::new()), async move {
+            let out = read.await;
+            (out, SERVED.with(|s| s.take()))
+        })
+        .await
+}
+
+/// Notes that a read below L1 served `key` with this expiry (inside [`served_expiries`];
+/// nothing otherwise).
+pub(crate) fn note_served(key: &[u8], expires_at_ms: Option<u64>) {
+    let _ = SERVED.try_with(|s| {
+        s.borrow_mut()
+            .push((bytes::Bytes::copy_from_slice(key), expires_at_ms));
+    });
+}

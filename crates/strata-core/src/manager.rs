@@ -623,6 +623,7 @@ impl Cache {
             match found {
                 Ok(Some(entry)) => {
                     stats.hits.incr();
+                    crate::changes::note_served(key, entry.expires_at_ms);
                     self.promote(namespace, key, &entry, layer, epoch).await;
                     return Ok(Some(entry));
                 }

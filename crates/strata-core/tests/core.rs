@@ -595,6 +595,44 @@ async fn blocked_load(
     (load, release_tx)
 }
 
+/// A read below L1 reports the expiry of what it served inside `served_expiries`: the
+/// expiry a tracking client's notice needs even if the key expires, or L1 loses its copy,
+/// before anyone could ask again. An L1 hit is not listed (L1 can be asked), nor is a miss.
+#[tokio::test]
+async fn reads_below_l1_report_the_expiry_they_served() {
+    let f = fixture();
+    let opts = SetOptions {
+        expires_at_ms: Some(f.cache.now_ms() + 50),
+        ..SetOptions::default()
+    };
+    f.cache.set_with("ns", "k", "v", opts).await.unwrap();
+    f.cache.set("ns", "forever", "v").await.unwrap();
+    let read = |keys: &'static [&'static [u8]]| {
+        let cache = f.cache.clone();
+        strata_core::changes::served_expiries(async move {
+            for k in keys {
+                cache.get("ns", k).await.unwrap();
+            }
+        })
+    };
+    let ((), served) = read(&[b"k", b"forever", b"absent"]).await;
+    assert!(served.is_empty(), "L1 hits and misses: {served:?}");
+    f.l1.remove_sync("ns", b"k");
+    f.l1.remove_sync("ns", b"forever");
+    let ((), served) = read(&[b"k", b"forever", b"absent"]).await;
+    let at = f.cache.now_ms() + 50;
+    assert_eq!(
+        served,
+        vec![
+            (Bytes::from_static(b"k"), Some(at)),
+            (Bytes::from_static(b"forever"), None)
+        ]
+    );
+    // Outside the scope a read notes nothing and fails nothing.
+    f.l1.remove_sync("ns", b"k");
+    assert!(f.cache.get("ns", b"k").await.unwrap().is_some());
+}
+
 /// The change notices a listener heard, in order.
 #[derive(Default)]
 struct Heard(std::sync::Mutex<Vec<String>>);

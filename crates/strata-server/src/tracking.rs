@@ -20,11 +20,11 @@
 //! other cluster members (so a write on another node reaches this node's clients within the
 //! coherence bound G2), pattern, tag and namespace invalidations, L1 evictions, and copies
 //! withdrawn because they raced an invalidation. Expiry is this table's own: when a tracked
-//! key is recorded its expiry is read, and a timer sends the notice when it passes; and when
-//! L1 drops an expired copy it says so, so that a read whose key expired before its expiry
-//! could be read still gets its notice. A pattern is sent as the recorded keys it matches (or as a flush
-//! when the table is too large to match); a tag, a namespace flush and "the node may have
-//! missed changes" are sent as a flush: a null `invalidate`, "drop everything".
+//! key is read its expiry is noted (from what a read below L1 served, or from L1's copy), and
+//! a timer sends the notice when it passes; and when L1 drops an expired copy it says so.
+//! A pattern is sent as the recorded keys it matches (or as a flush when the table is too
+//! large to match); a tag, a namespace flush and "the node may have missed changes" are
+//! sent as a flush: a null `invalidate`, "drop everything".
 //!
 //! Ordering. A read records its keys *before* it reads, and a change is announced *after* it
 //! is visible, so a change the read may have missed is always announced to its client. A

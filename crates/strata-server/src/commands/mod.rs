@@ -392,11 +392,15 @@ pub async fn execute(shared: &Shared, s: &mut Session<'_>, args: &[Bytes]) {
             .remember(s.info.id, tracked.iter().map(|k| &k[..]));
     }
     let started = std::time::Instant::now();
-    let result = run(shared, s, spec.id, args).await;
+    let (result, served) = if tracked.is_empty() {
+        (run(shared, s, spec.id, args).await, Vec::new())
+    } else {
+        strata_core::changes::served_expiries(run(shared, s, spec.id, args)).await
+    };
     let took = started.elapsed();
     if !tracked.is_empty() {
         let keys: Vec<&[u8]> = tracked.iter().map(|k| &k[..]).collect();
-        tracking::note_expiries(shared, &s.ns, &keys).await;
+        tracking::note_expiries(shared, &s.ns, &keys, &served).await;
     }
     if matches!(spec.id, Cmd::Exec | Cmd::Discard) {
         s.tracking.caching = false;

@@ -70,11 +70,26 @@ pub(super) fn queued_read_keys(s: &Session<'_>) -> Vec<Bytes> {
 }
 
 /// After a recorded read: notes each key's expiry, so that its clients are told when it
-/// passes. L1 answers for a key it holds, fresh or expired since the read (the read
-/// promoted it there); the keys it does not hold are read again, together.
-pub(super) async fn note_expiries(sh: &Shared, ns: &str, keys: &[&[u8]]) {
+/// passes. What a read below L1 served carries its expiry (`served`: read again, a key
+/// that expired meanwhile, or whose copy L1 lost, would be found absent and never
+/// announced); L1 answers for a key it holds, fresh or expired since the read; the keys
+/// neither knows are read again, together.
+pub(super) async fn note_expiries(
+    sh: &Shared,
+    ns: &str,
+    keys: &[&[u8]],
+    served: &strata_core::changes::Served,
+) {
     let mut rest = Vec::new();
     for k in keys {
+        let mut from_below = served.iter().filter(|(s, _)| s == k).peekable();
+        if from_below.peek().is_some() {
+            // The earliest, when the read served the key more than once.
+            if let Some(at) = from_below.filter_map(|(_, at)| *at).min() {
+                sh.tracking.expires_at(k, at);
+            }
+            continue;
+        }
         match sh.cache.l1_expiry(ns, k) {
             Some(Some(at)) => sh.tracking.expires_at(k, at),
             Some(None) => {}

@@ -188,10 +188,11 @@ impl Shared {
                 self.remove_owned_where(&ns, |k, _| !self.owns(k));
             }
         }
-        // Announced again now that the owner store is emptied too: a client that read from
-        // it after the first announcement is told as well.
+        // L1 emptied (and announced) again now that the owner store is emptied too: a read
+        // from the owner store meanwhile promoted into L1 a copy the cleanup then removed,
+        // and nothing else would take it out of L1; a client that read it is told as well.
         if let Some(c) = self.cache.get() {
-            c.announce(strata_core::Changed::Everything);
+            c.drop_local_everything(false).await;
         }
     }
 
