@@ -64,11 +64,6 @@ impl KeyCounts {
         self.gate.read()
     }
 
-    /// [`KeyCounts::change`] if it can be had at once (not while a count runs).
-    pub(crate) fn try_change(&self) -> Option<RwLockReadGuard<'_, ()>> {
-        self.gate.try_read()
-    }
-
     /// Adds `delta` to the namespace of `dkey` (kept only while the counts are known or
     /// being counted).
     pub(crate) fn add(&self, dkey: &[u8], delta: i64) {

@@ -188,18 +188,6 @@ enum Removal {
     OlderThan(Version),
 }
 
-impl Removal {
-    /// Whether it takes a stored record of version `held` (`None`: one that does not
-    /// decode).
-    fn selects(self, held: Option<Version>) -> bool {
-        match self {
-            Removal::Any => true,
-            Removal::Exactly(v) => held == Some(v),
-            Removal::OlderThan(v) => held.is_none_or(|h| h < v),
-        }
-    }
-}
-
 /// What the stored bytes of one key say ([`DiskTier::classify`]).
 enum Stored {
     /// No record.
@@ -906,7 +894,13 @@ impl DiskTier {
             None => return Ok(0),
             Some(bytes) => record::decode_header(&bytes).ok(),
         };
-        if !which.selects(present.as_ref().map(|h| h.version)) {
+        let selected = match which {
+            Removal::Any => true,
+            Removal::Exactly(v) => present.is_some_and(|h| h.version == v),
+            // A record that does not decode is removed too.
+            Removal::OlderThan(v) => present.is_none_or(|h| h.version < v),
+        };
+        if !selected {
             return Ok(0);
         }
         let change = self.key_counts.change();
@@ -915,51 +909,6 @@ impl DiskTier {
         drop(change);
         let now = self.clock.now_ms();
         Ok(u64::from(present.is_some_and(|h| h.is_retained(now))))
-    }
-
-    /// A removal done on the calling thread, without a hop to the blocking pool, when it
-    /// cannot wait: the key's lock and the key counts' gate are free at once, the stored
-    /// record can be read from memory, writes are not synced, and RocksDB takes the delete
-    /// without a stall (`no_slowdown`). `None`: take the blocking path
-    /// ([`DiskTier::remove_blocking`]). What an invalidation of a key this node holds in L3
-    /// costs (every write of the key on another member): 4-5 % more cluster SETs than with a
-    /// hop each (docs/benchmarks.md).
-    fn remove_inline(
-        &self,
-        namespace: &str,
-        key: &[u8],
-        which: Removal,
-    ) -> Option<Result<u64, TierError>> {
-        if self.config.sync_writes {
-            return None;
-        }
-        let db = self.db.read().clone()?;
-        let dkey = disk_key(namespace, key);
-        let _guard = self.key_lock(&dkey).try_lock()?;
-        let present = match db.get_pinned_opt(&dkey, &self.memory_reads).ok()? {
-            None => return Some(Ok(0)),
-            Some(bytes) => record::decode_header(&bytes).ok(),
-        };
-        if !which.selects(present.as_ref().map(|h| h.version)) {
-            return Some(Ok(0));
-        }
-        let change = self.key_counts.try_change()?;
-        let mut opts = self.write_opts();
-        opts.set_no_slowdown(true);
-        match db.delete_opt(&dkey, &opts) {
-            Ok(()) => {}
-            // A write stall: the blocking path waits it out.
-            Err(e) if e.kind() == rocksdb::ErrorKind::Incomplete => return None,
-            Err(e) => {
-                let e = failed(e);
-                self.record_fault(&dkey, &e);
-                return Some(Err(e));
-            }
-        }
-        self.key_counts.add(&dkey, -1);
-        drop(change);
-        let now = self.clock.now_ms();
-        Some(Ok(u64::from(present.is_some_and(|h| h.is_retained(now)))))
     }
 
     /// The version of the record stored for `key`, read on the calling thread from memory
@@ -1760,9 +1709,6 @@ impl SharedDiskTier {
         };
         if nothing {
             return Ok(0);
-        }
-        if let Some(done) = self.0.remove_inline(namespace, key, which) {
-            return done;
         }
         let (ns, key) = (namespace.to_owned(), key.to_vec());
         self.0
