@@ -328,29 +328,6 @@ fn fs_space(path: &Path) -> Option<(u64, u64)> {
     ))
 }
 
-/// Free space a reopen below the watermark leaves beyond the write-ahead log it replays
-/// (the table file the replay writes, its manifest and info log).
-pub const REOPEN_MARGIN_BYTES: u64 = 1 << 20;
-
-/// Whether `free` bytes leave room to replay `wal` bytes of write-ahead log at an open.
-pub fn room_to_replay(free: u64, wal: u64) -> bool {
-    free >= wal.saturating_add(REOPEN_MARGIN_BYTES)
-}
-
-/// Size of RocksDB's write-ahead log files (`*.log`) in `dir`.
-pub fn wal_bytes(dir: &Path) -> u64 {
-    std::fs::read_dir(dir)
-        .map(|rd| {
-            rd.filter_map(Result::ok)
-                .filter(|e| e.path().extension().is_some_and(|x| x == "log"))
-                .filter_map(|e| e.metadata().ok())
-                .filter(|m| m.is_file())
-                .map(|m| m.len())
-                .sum()
-        })
-        .unwrap_or(0)
-}
-
 /// Total size of the files in `dir` (not recursive: RocksDB keeps one flat directory).
 pub fn dir_size(dir: &Path) -> u64 {
     std::fs::read_dir(dir)
@@ -1590,22 +1567,13 @@ impl DiskTier {
     /// those files. A clean-clone run found L3 degraded for good that way (47 background
     /// errors, 3.8 MB free of a 4 MiB watermark, 45 s after the flush). The interval keeps a
     /// disk that stays full from being reopened on every maintenance tick.
-    ///
-    /// Below the watermark a reopen also waits for room to replay the write-ahead log: the
-    /// open writes what the log holds into a table file, and an open that fails for want of
-    /// space leaves L3 down (every read a miss) where it was degraded but serving.
     pub fn reopen_due(&self, below_watermark: std::time::Duration) -> bool {
         if !self.is_shedding() {
             return true;
         }
-        let interval_passed = self
-            .last_reopen
+        self.last_reopen
             .lock()
-            .is_none_or(|at| at.elapsed() >= below_watermark);
-        interval_passed
-            && self
-                .free_bytes()
-                .is_none_or(|free| room_to_replay(free, wal_bytes(&self.config.path)))
+            .is_none_or(|at| at.elapsed() >= below_watermark)
     }
 
     /// Stores `entry` through the group-commit writer: a thread of its own that takes every

@@ -27,8 +27,7 @@ pub mod record;
 
 #[cfg(feature = "rocksdb")]
 pub use disk::{
-    DiskCounters, DiskTier, DiskTierConfig, REOPEN_MARGIN_BYTES, SharedDiskTier, SizeReport,
-    dir_size, disk_key, room_to_replay, wal_bytes,
+    DiskCounters, DiskTier, DiskTierConfig, SharedDiskTier, SizeReport, dir_size, disk_key,
 };
 #[cfg(feature = "rocksdb")]
 pub use faults::FaultSummary;

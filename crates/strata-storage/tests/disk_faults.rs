@@ -495,29 +495,6 @@ fn a_reopen_is_due_below_the_watermark_at_most_once_per_interval() {
         "due again right after a reopen while below the watermark"
     );
     assert!(disk.reopen_due(Duration::ZERO));
-    // Not without room to replay the write-ahead log: a reopen that fails for want of space
-    // would leave L3 down, not degraded.
-    let wal = strata_storage::wal_bytes(dir.path());
-    let logs = std::fs::read_dir(dir.path())
-        .unwrap()
-        .filter(|e| {
-            e.as_ref()
-                .unwrap()
-                .file_name()
-                .to_string_lossy()
-                .ends_with(".log")
-        })
-        .count();
-    assert!(
-        logs > 0,
-        "RocksDB keeps its write-ahead log in the tier's directory"
-    );
-    assert!(!strata_storage::room_to_replay(wal, wal));
-    assert!(!strata_storage::room_to_replay(0, 0));
-    assert!(strata_storage::room_to_replay(
-        wal + strata_storage::REOPEN_MARGIN_BYTES,
-        wal
-    ));
     disk.close();
     drop(disk);
     // With room on the disk it is due at once, however recent the last reopen.
