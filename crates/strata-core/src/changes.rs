@@ -59,9 +59,11 @@ tokio::task_local! {
     static SERVED: std::cell::RefCell<Served>;
 }
 
-/// Runs `read`, and returns with its output the key and expiry of every entry a read below
-/// L1 (from L2 or L3) served on this task meanwhile; an L1 hit is not listed (L1's copy can
-/// be asked afterwards, [`crate::Cache::l1_expiry`]).
+/// Runs `read`, and returns with its output the key and expiry of every entry that
+/// [`crate::Cache::get`] or [`crate::Cache::get_entry`] served from below L1 (L2 or L3) on
+/// this task meanwhile. Not listed: an L1 hit (L1's copy can be asked afterwards,
+/// [`crate::Cache::l1_expiry`]), a value `get_or_load` loaded or served stale, and what an
+/// operation executed at L2 read (`Cache::execute_multi` at a cluster primary or in Redis).
 ///
 /// For a listener that must learn when what a reader was served expires (client-side
 /// caching): reading the expiry again after the read finds nothing for a key that expired

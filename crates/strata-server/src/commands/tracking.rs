@@ -3,6 +3,7 @@
 //! does for a tracking client around each command (records the keys a read command reads
 //! before it runs, their expiries after). The table is [`crate::tracking`].
 
+use std::collections::HashMap;
 use std::sync::atomic::AtomicBool;
 
 use super::*;
@@ -80,13 +81,21 @@ pub(super) async fn note_expiries(
     keys: &[&[u8]],
     served: &strata_core::changes::Served,
 ) {
+    // Each served key's earliest expiry (`Some(None)`: it never expires), when the read
+    // served a key more than once.
+    let mut from_below: HashMap<&[u8], Option<u64>> = HashMap::with_capacity(served.len());
+    for (k, at) in served {
+        let e = from_below.entry(&k[..]).or_insert(*at);
+        *e = match (*e, *at) {
+            (Some(a), Some(b)) => Some(a.min(b)),
+            (a, b) => a.or(b),
+        };
+    }
     let mut rest = Vec::new();
     for k in keys {
-        let mut from_below = served.iter().filter(|(s, _)| s == k).peekable();
-        if from_below.peek().is_some() {
-            // The earliest, when the read served the key more than once.
-            if let Some(at) = from_below.filter_map(|(_, at)| *at).min() {
-                sh.tracking.expires_at(k, at);
+        if let Some(at) = from_below.get(k) {
+            if let Some(at) = at {
+                sh.tracking.expires_at(k, *at);
             }
             continue;
         }
