@@ -365,24 +365,42 @@ impl FrameError {
 
 /// Appends `frame` to `out`.
 pub fn encode(frame: &Frame, out: &mut impl BufMut) {
-    let (kind, id, body) = match frame {
-        // Serializing owned strings, byte vectors and integers cannot fail.
-        Frame::Request(id, r) => (0u8, *id, postcard::to_allocvec(r).unwrap_or_default()),
-        Frame::Response(id, r) => (1u8, *id, postcard::to_allocvec(r).unwrap_or_default()),
-    };
-    out.put_u32((HEADER_LEN + body.len()) as u32);
-    out.put_u8(PROTOCOL_VERSION);
-    out.put_u8(kind);
-    out.put_u64(id);
-    out.put_slice(&body);
+    out.put_slice(&to_bytes(frame));
 }
 
-/// `frame` as bytes.
+/// `frame` as bytes: the length prefix, the header and the body, serialized in one buffer
+/// (no body serialized apart and copied after it, no growth from an empty vector).
 pub fn to_bytes(frame: &Frame) -> Vec<u8> {
-    let mut v = Vec::new();
-    encode(frame, &mut v);
+    let (kind, id) = match frame {
+        Frame::Request(id, _) => (0u8, *id),
+        Frame::Response(id, _) => (1u8, *id),
+    };
+    let mut v = Vec::with_capacity(FRAME_CAPACITY);
+    v.extend_from_slice(&[0; 4]);
+    v.push(PROTOCOL_VERSION);
+    v.push(kind);
+    v.extend_from_slice(&id.to_be_bytes());
+    // Serializing owned strings, byte vectors and integers into a vector cannot fail.
+    let mut v = match frame {
+        Frame::Request(_, r) => postcard::to_extend(r, v),
+        Frame::Response(_, r) => postcard::to_extend(r, v),
+    }
+    .unwrap_or_else(|_| {
+        let mut empty = Vec::with_capacity(4 + HEADER_LEN);
+        empty.extend_from_slice(&[0; 4]);
+        empty.push(PROTOCOL_VERSION);
+        empty.push(kind);
+        empty.extend_from_slice(&id.to_be_bytes());
+        empty
+    });
+    let len = (v.len() - 4) as u32;
+    v[..4].copy_from_slice(&len.to_be_bytes());
     v
 }
+
+/// The first allocation of an encoded frame: a replication or an answer of a small value
+/// fits without growing.
+const FRAME_CAPACITY: usize = 256;
 
 /// Takes one frame off the front of `buf`: `Ok(None)` when more bytes are needed. On an
 /// unrecoverable error the stream is out of sync and the connection must be closed; on a

@@ -47,6 +47,7 @@ use strata_core::{
 
 use crate::counts::KeyCounts;
 use crate::faults::{Faults, Marker, Plan, ReadGate};
+use crate::floors::Floors;
 use crate::record;
 
 /// Metadata key holding the eviction watermark (Unix ms, little-endian u64).
@@ -127,6 +128,9 @@ pub struct DiskTier {
     newest_write_ms: AtomicU64,
     counters: Arc<DiskCounters>,
     key_locks: Box<[Mutex<()>]>,
+    /// What the writer last stored of recent keys: an invalidation of a copy L3 has
+    /// already replaced is answered without a read (`floors.rs`).
+    floors: Floors,
     /// The group-commit writer's queue, started on the first write (see [`DiskTier::set_grouped`]).
     writer: OnceLock<std::sync::mpsc::Sender<WriteReq>>,
     /// Read options that never read from disk (`ReadTier::BlockCache`), made once: the reads
@@ -351,6 +355,7 @@ impl DiskTier {
             newest_write_ms: AtomicU64::new(0),
             counters: Arc::new(DiskCounters::default()),
             key_locks: (0..KEY_LOCKS).map(|_| Mutex::new(())).collect(),
+            floors: Floors::new(),
             writer: OnceLock::new(),
             memory_reads: {
                 let mut o = rocksdb::ReadOptions::default();
@@ -503,6 +508,9 @@ impl DiskTier {
                     }
                 }
                 self.key_counts.invalidate();
+                // Written before this table's writer (the migration above, a previous
+                // database): no floor holds for them.
+                self.floors.clear();
                 *self.db.write() = Some(Arc::new(db));
                 self.refresh_free_space();
                 if let Err(e) = self.reconcile() {
@@ -825,6 +833,14 @@ impl DiskTier {
                 outcome
             })
             .collect();
+        if written.is_ok() {
+            // Under the keys' locks, after RocksDB took them: what each key now holds.
+            for ((r, dkey), outcome) in reqs.iter().zip(&keys).zip(&outcomes) {
+                if matches!(outcome, Ok(SetOutcome::Stored)) {
+                    self.floors.note(dkey, r.entry.version);
+                }
+            }
+        }
         drop(guards);
         // Released before the replies, so a close right after a write finds the database free.
         drop(db);
@@ -891,6 +907,20 @@ impl DiskTier {
     /// The version of the record stored for `key`, read on the calling thread from memory
     /// alone as [`DiskTier::get_cached`] reads: `Some(None)` when there is none, `None` when
     /// that cannot be told without a read from disk (or the record does not decode).
+    /// Whether the key's version floor shows there is nothing for `which` to remove: the
+    /// record is absent or at least the floor, and the floor is at least the version an
+    /// `OlderThan` spares (or above the one an `Exactly` names).
+    fn floor_rules_out(&self, namespace: &str, key: &[u8], which: Removal) -> bool {
+        let Some(floor) = self.floors.floor(&disk_key(namespace, key)) else {
+            return false;
+        };
+        match which {
+            Removal::OlderThan(v) => floor >= v,
+            Removal::Exactly(v) => floor > v,
+            Removal::Any => false,
+        }
+    }
+
     fn version_cached(&self, namespace: &str, key: &[u8]) -> Option<Option<Version>> {
         let db = self.db.read().clone()?;
         match db.get_pinned_opt(disk_key(namespace, key), &self.memory_reads) {
@@ -1669,6 +1699,9 @@ impl SharedDiskTier {
 
     /// A removal that costs no hop when memory shows there is nothing to remove.
     async fn take(&self, namespace: &str, key: &[u8], which: Removal) -> Result<u64, TierError> {
+        if self.0.floor_rules_out(namespace, key, which) {
+            return Ok(0);
+        }
         let nothing = match (which, self.0.version_cached(namespace, key)) {
             (_, Some(None)) => true,
             (Removal::Exactly(v), Some(Some(held))) => held != v,

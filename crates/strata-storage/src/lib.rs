@@ -23,6 +23,8 @@ mod counts;
 pub mod disk;
 #[cfg(feature = "rocksdb")]
 pub mod faults;
+#[cfg(feature = "rocksdb")]
+mod floors;
 pub mod record;
 
 #[cfg(feature = "rocksdb")]

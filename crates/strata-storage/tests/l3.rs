@@ -542,3 +542,86 @@ async fn key_counts_follow_every_change_and_survive_a_recount_under_writes() {
     t.0.count_keys_if_unknown().unwrap();
     assert_eq!(t.key_count("a"), Some(2_890));
 }
+
+/// Removals of older copies (what every cluster invalidation does) against a model, over a
+/// seeded random mix of writes (older and newer), removals of every kind and reopens on a
+/// few keys: L3 answers them from its memory of what it last wrote where it can
+/// (`floors.rs`), and that memory must never spare a copy the removal should take — a
+/// write of an older version after a removal, a write refused as older, a reopen.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn removals_of_older_copies_agree_with_a_model_of_every_write() {
+    let dir = tempfile::tempdir().unwrap();
+    let t = open(dir.path(), Arc::new(SystemClock));
+    let mut model: HashMap<&str, u64> = HashMap::new();
+    let keys = ["a", "b", "c"];
+    let mut seed = 0x9e37_79b9_7f4a_7c15u64;
+    let mut next = move |n: u64| {
+        seed ^= seed << 13;
+        seed ^= seed >> 7;
+        seed ^= seed << 17;
+        seed % n
+    };
+    for step in 0..3_000 {
+        let key = keys[next(3) as usize];
+        let v = 1 + next(40);
+        let held = model.get(key).copied();
+        match next(10) {
+            0..=3 => {
+                let got = t
+                    .set("ns", Bytes::from(key), entry(key.as_bytes(), v))
+                    .await
+                    .unwrap();
+                if held.is_none_or(|h| h <= v) {
+                    model.insert(key, v);
+                    assert_eq!(got, strata_core::SetOutcome::Stored, "step {step}");
+                } else {
+                    assert_eq!(got, strata_core::SetOutcome::KeptNewer, "step {step}");
+                }
+            }
+            4..=6 => {
+                let n = t
+                    .remove_older("ns", key.as_bytes(), Version::from_u64(v))
+                    .await
+                    .unwrap();
+                let older = held.is_some_and(|h| h < v);
+                assert_eq!(
+                    n > 0,
+                    older,
+                    "step {step}: remove_older({key}, {v}) with {held:?}"
+                );
+                if older {
+                    model.remove(key);
+                }
+            }
+            7 => {
+                let exact = held.filter(|_| next(2) == 0).unwrap_or(v);
+                let gone = t
+                    .remove_version("ns", key.as_bytes(), Version::from_u64(exact))
+                    .await
+                    .unwrap();
+                assert_eq!(gone, held == Some(exact), "step {step}");
+                if gone {
+                    model.remove(key);
+                }
+            }
+            8 => {
+                assert_eq!(
+                    t.remove("ns", key.as_bytes()).await.unwrap(),
+                    held.is_some()
+                );
+                model.remove(key);
+            }
+            _ if next(10) == 0 => {
+                t.0.close();
+                t.0.open().unwrap();
+            }
+            _ => {}
+        }
+        let got = t
+            .get("ns", key.as_bytes())
+            .await
+            .unwrap()
+            .map(|e| e.version.as_u64());
+        assert_eq!(got, model.get(key).copied(), "step {step}: {key}");
+    }
+}
