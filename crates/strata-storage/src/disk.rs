@@ -571,6 +571,7 @@ impl DiskTier {
             tracing::warn!(error = %e, "L3 closes with changes it could not apply (its marker file says so)");
         }
         if let Some(mut db) = self.db.write().take() {
+            self.floors.clear();
             // A stalled RocksDB (a full disk) would never finish the flush; the WAL has the
             // data anyway.
             if !stalled(&db)
@@ -817,6 +818,14 @@ impl DiskTier {
                 Ok(SetOutcome::Stored)
             })
             .collect();
+        // A write can go below a key's floor (an older version after a removal): the floor
+        // goes before RocksDB takes it, so it never claims more than the record holds; the
+        // writes' own floors are noted after.
+        for ((r, dkey), outcome) in reqs.iter().zip(&keys).zip(&outcomes) {
+            if matches!(outcome, Ok(SetOutcome::Stored)) {
+                self.floors.lower(dkey, r.entry.version);
+            }
+        }
         let change = self.key_counts.change();
         let written = db.write_opt(batch, &self.write_opts());
         let outcomes: Vec<_> = outcomes
@@ -904,13 +913,14 @@ impl DiskTier {
         Ok(u64::from(present.is_some_and(|h| h.is_retained(now))))
     }
 
-    /// The version of the record stored for `key`, read on the calling thread from memory
-    /// alone as [`DiskTier::get_cached`] reads: `Some(None)` when there is none, `None` when
-    /// that cannot be told without a read from disk (or the record does not decode).
     /// Whether the key's version floor shows there is nothing for `which` to remove: the
     /// record is absent or at least the floor, and the floor is at least the version an
-    /// `OlderThan` spares (or above the one an `Exactly` names).
+    /// `OlderThan` spares (or above the one an `Exactly` names). Only while a database is
+    /// open (floors speak of the open database; a removal while closed leaves a tombstone).
     fn floor_rules_out(&self, namespace: &str, key: &[u8], which: Removal) -> bool {
+        if !self.is_open() {
+            return false;
+        }
         let Some(floor) = self.floors.floor(&disk_key(namespace, key)) else {
             return false;
         };
@@ -921,6 +931,9 @@ impl DiskTier {
         }
     }
 
+    /// The version of the record stored for `key`, read on the calling thread from memory
+    /// alone as [`DiskTier::get_cached`] reads: `Some(None)` when there is none, `None` when
+    /// that cannot be told without a read from disk (or the record does not decode).
     fn version_cached(&self, namespace: &str, key: &[u8]) -> Option<Option<Version>> {
         let db = self.db.read().clone()?;
         match db.get_pinned_opt(disk_key(namespace, key), &self.memory_reads) {

@@ -9,11 +9,13 @@
 //!
 //! The invariant: while a database is open, a slot holding `(tag, v)` means the record of
 //! the key whose hash is `tag` is either absent or at least version `v`. It holds because
-//! the group-commit writer is the only writer of records once the database is published
-//! (it never stores a version older than the record it replaces, and it records a floor
-//! only after RocksDB took the write, under the key's lock), removals and the compaction
-//! filter only take records away (absent satisfies the invariant), and every open starts
-//! from empty slots. A slot is shared by every key that maps to it: the last write wins
+//! the group-commit writer is the only writer of records once the database is published;
+//! it never stores a version older than a record it replaces, and when it stores one older
+//! than the floor of a key whose record was removed meanwhile, it lowers the floor before
+//! RocksDB takes the write ([`Floors::lower`]); it records a write's floor only after
+//! RocksDB took it, under the key's lock. Removals and the compaction filter only take
+//! records away (absent satisfies the invariant), and every open starts from empty slots
+//! (a close empties them too, and the table is not consulted while closed). A slot is shared by every key that maps to it: the last write wins
 //! and the others' floors are forgotten (they fall back to the read). Tags are 64-bit
 //! hashes under a seed drawn at start, so nobody can choose keys that collide.
 
@@ -56,6 +58,17 @@ impl Floors {
         *slot.lock() = (tag, v.as_u64());
     }
 
+    /// The writer is about to store version `v` of `dkey` (with the key's lock held): a
+    /// floor above it is forgotten first, so that it never claims more than the record
+    /// holds while the write lands.
+    pub(crate) fn lower(&self, dkey: &[u8], v: Version) {
+        let (tag, slot) = self.slot(dkey);
+        let mut s = slot.lock();
+        if s.0 == tag && s.1 > v.as_u64() {
+            *s = (0, 0);
+        }
+    }
+
     /// A version the record of `dkey` is at least, if it exists: `None` when the slot
     /// remembers another key (or none).
     pub(crate) fn floor(&self, dkey: &[u8]) -> Option<Version> {
@@ -96,6 +109,13 @@ mod tests {
             let k = format!("other:{i}");
             assert_eq!(f.floor(k.as_bytes()), None, "{k}");
         }
+        // A write below the floor (after a removal) forgets it; one above leaves it.
+        f.lower(b"a", Version::from_u64(13));
+        assert_eq!(f.floor(b"a"), Some(Version::from_u64(12)));
+        f.lower(b"a", Version::from_u64(3));
+        assert_eq!(f.floor(b"a"), None);
+        f.note(b"a", Version::from_u64(3));
+        assert_eq!(f.floor(b"a"), Some(Version::from_u64(3)));
         f.clear();
         assert_eq!(f.floor(b"a"), None);
     }
