@@ -371,28 +371,31 @@ pub fn encode(frame: &Frame, out: &mut impl BufMut) {
 /// `frame` as bytes: the length prefix, the header and the body, serialized in one buffer
 /// (no body serialized apart and copied after it, no growth from an empty vector).
 pub fn to_bytes(frame: &Frame) -> Vec<u8> {
-    let (kind, id) = match frame {
-        Frame::Request(id, _) => (0u8, *id),
-        Frame::Response(id, _) => (1u8, *id),
-    };
-    let mut v = Vec::with_capacity(FRAME_CAPACITY);
-    v.extend_from_slice(&[0; 4]);
-    v.push(PROTOCOL_VERSION);
-    v.push(kind);
-    v.extend_from_slice(&id.to_be_bytes());
-    // Serializing owned strings, byte vectors and integers into a vector cannot fail.
-    let mut v = match frame {
-        Frame::Request(_, r) => postcard::to_extend(r, v),
-        Frame::Response(_, r) => postcard::to_extend(r, v),
+    match frame {
+        Frame::Request(id, r) => frame_bytes(0, *id, r),
+        Frame::Response(id, r) => frame_bytes(1, *id, r),
     }
-    .unwrap_or_else(|_| {
-        let mut empty = Vec::with_capacity(4 + HEADER_LEN);
-        empty.extend_from_slice(&[0; 4]);
-        empty.push(PROTOCOL_VERSION);
-        empty.push(kind);
-        empty.extend_from_slice(&id.to_be_bytes());
-        empty
-    });
+}
+
+/// What [`to_bytes`] makes of `Frame::Request(id, req)`, from a borrowed request: a caller
+/// that may send the same request twice (a retry on a new connection) keeps it without
+/// cloning it.
+pub fn request_bytes(id: u64, req: &Request) -> Vec<u8> {
+    frame_bytes(0, id, req)
+}
+
+fn frame_bytes<T: Serialize>(kind: u8, id: u64, body: &T) -> Vec<u8> {
+    let header = |capacity: usize| {
+        let mut v = Vec::with_capacity(capacity);
+        v.extend_from_slice(&[0; 4]);
+        v.push(PROTOCOL_VERSION);
+        v.push(kind);
+        v.extend_from_slice(&id.to_be_bytes());
+        v
+    };
+    // Serializing owned strings, byte vectors and integers into a vector cannot fail.
+    let mut v = postcard::to_extend(body, header(FRAME_CAPACITY))
+        .unwrap_or_else(|_| header(4 + HEADER_LEN));
     let len = (v.len() - 4) as u32;
     v[..4].copy_from_slice(&len.to_be_bytes());
     v
@@ -471,6 +474,13 @@ mod tests {
             0, 0, 0, 16, 1, 0, 0, 0, 0, 0, 0, 0, 0, 7, 2, 2, b'n', b's', 1, b'k',
         ];
         assert_eq!(to_bytes(&f), want);
+        if let Frame::Request(id, r) = &f {
+            assert_eq!(
+                request_bytes(*id, r),
+                want,
+                "a borrowed request encodes alike"
+            );
+        }
         // The version 2 handshake's first frame: Login (variant 8), "a", "b", generation 1,
         // 16 nonce bytes.
         let login = Frame::Request(

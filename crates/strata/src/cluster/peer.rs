@@ -369,7 +369,7 @@ impl Pool {
         self.deposit();
         let timeout = timeout.unwrap_or(self.rpc_timeout);
         let deadline = start + timeout;
-        let mut result = self.call_on(&slot, peer, req.clone(), deadline).await;
+        let mut result = self.call_on(&slot, peer, &req, deadline).await;
         // A connection that broke under the request (the peer restarted, say) is retried
         // once on a new connection, inside the same deadline and the retry budget.
         if let Err(f) = &result
@@ -378,7 +378,7 @@ impl Pool {
             && self.withdraw()
         {
             self.retries.fetch_add(1, Ordering::Relaxed);
-            result = self.call_on(&slot, peer, req, deadline).await;
+            result = self.call_on(&slot, peer, &req, deadline).await;
         }
         let result = result.map_err(|f| match f.stage {
             // Refused: the peer's host is up and nothing listens on its port (the process
@@ -432,7 +432,7 @@ impl Pool {
         &self,
         slot: &Slot,
         peer: &str,
-        req: Request,
+        req: &Request,
         deadline: Instant,
     ) -> Result<Response, Failure> {
         let fail = |stage, why| Failure { stage, why };
@@ -444,11 +444,7 @@ impl Pool {
         let id = self.next_id.fetch_add(1, Ordering::Relaxed);
         let (tx, rx) = oneshot::channel();
         conn.pending.lock().insert(id, tx);
-        if conn
-            .tx
-            .send(rpc::to_bytes(&Frame::Request(id, req)))
-            .is_err()
-        {
+        if conn.tx.send(rpc::request_bytes(id, req)).is_err() {
             conn.pending.lock().remove(&id);
             conn.alive.store(false, Ordering::Release);
             return Err(fail(Stage::Unsent, format!("connection to {peer} closed")));
