@@ -16,7 +16,7 @@
 //! `Challenge`, `Prove`, `Welcome`), whose frames are bounded by
 //! [`crate::handshake::MAX_HANDSHAKE_FRAME`] instead of the frame limit.
 
-use bytes::{Buf, BufMut, BytesMut};
+use bytes::{Buf, BytesMut};
 use serde::{Deserialize, Serialize};
 
 /// The frame format's version byte.
@@ -361,11 +361,6 @@ impl FrameError {
     pub fn is_recoverable(&self) -> bool {
         matches!(self, FrameError::Body(_))
     }
-}
-
-/// Appends `frame` to `out`.
-pub fn encode(frame: &Frame, out: &mut impl BufMut) {
-    out.put_slice(&to_bytes(frame));
 }
 
 /// `frame` as bytes: the length prefix, the header and the body, serialized in one buffer

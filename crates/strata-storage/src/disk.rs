@@ -917,11 +917,11 @@ impl DiskTier {
     /// record is absent or at least the floor, and the floor is at least the version an
     /// `OlderThan` spares (or above the one an `Exactly` names). Only while a database is
     /// open (floors speak of the open database; a removal while closed leaves a tombstone).
-    fn floor_rules_out(&self, namespace: &str, key: &[u8], which: Removal) -> bool {
+    fn floor_rules_out(&self, dkey: &[u8], which: Removal) -> bool {
         if !self.is_open() {
             return false;
         }
-        let Some(floor) = self.floors.floor(&disk_key(namespace, key)) else {
+        let Some(floor) = self.floors.floor(dkey) else {
             return false;
         };
         match which {
@@ -934,9 +934,9 @@ impl DiskTier {
     /// The version of the record stored for `key`, read on the calling thread from memory
     /// alone as [`DiskTier::get_cached`] reads: `Some(None)` when there is none, `None` when
     /// that cannot be told without a read from disk (or the record does not decode).
-    fn version_cached(&self, namespace: &str, key: &[u8]) -> Option<Option<Version>> {
+    fn version_cached(&self, dkey: &[u8]) -> Option<Option<Version>> {
         let db = self.db.read().clone()?;
-        match db.get_pinned_opt(disk_key(namespace, key), &self.memory_reads) {
+        match db.get_pinned_opt(dkey, &self.memory_reads) {
             Ok(None) => Some(None),
             Ok(Some(bytes)) => record::decode_header(&bytes).ok().map(|h| Some(h.version)),
             Err(_) => None,
@@ -1712,10 +1712,11 @@ impl SharedDiskTier {
 
     /// A removal that costs no hop when memory shows there is nothing to remove.
     async fn take(&self, namespace: &str, key: &[u8], which: Removal) -> Result<u64, TierError> {
-        if self.0.floor_rules_out(namespace, key, which) {
+        let dkey = disk_key(namespace, key);
+        if self.0.floor_rules_out(&dkey, which) {
             return Ok(0);
         }
-        let nothing = match (which, self.0.version_cached(namespace, key)) {
+        let nothing = match (which, self.0.version_cached(&dkey)) {
             (_, Some(None)) => true,
             (Removal::Exactly(v), Some(Some(held))) => held != v,
             (Removal::OlderThan(v), Some(Some(held))) => held >= v,

@@ -15,9 +15,10 @@
 //! RocksDB takes the write ([`Floors::lower`]); it records a write's floor only after
 //! RocksDB took it, under the key's lock. Removals and the compaction filter only take
 //! records away (absent satisfies the invariant), and every open starts from empty slots
-//! (a close empties them too, and the table is not consulted while closed). A slot is shared by every key that maps to it: the last write wins
-//! and the others' floors are forgotten (they fall back to the read). Tags are 64-bit
-//! hashes under a seed drawn at start, so nobody can choose keys that collide.
+//! (a close empties them too, and the table is not consulted while closed). A slot is
+//! shared by every key that maps to it: the last write wins and the others' floors are
+//! forgotten (they fall back to the read). Tags are 64-bit hashes under a seed drawn at
+//! start, so nobody can choose keys that collide.
 
 use parking_lot::Mutex;
 use strata_core::Version;
