@@ -1,5 +1,6 @@
 //! L3 on a real RocksDB directory: the Tier contract suite, restarts (clean and `kill -9`),
-//! expiry across restarts, the size bound, corruption, and a directory that cannot be opened.
+//! expiry across restarts, the size bound, corruption, a directory that cannot be opened, and
+//! the memtable bloom filter.
 
 #![allow(clippy::unwrap_used)]
 
@@ -624,4 +625,44 @@ async fn removals_of_older_copies_agree_with_a_model_of_every_write() {
             .map(|e| e.version.as_u64());
         assert_eq!(got, model.get(key).copied(), "step {step}: {key}");
     }
+}
+
+/// A read of a key the memtable lacks is answered by the memtable's bloom filter, not a
+/// skip-list search (decision 80): RocksDB's per-thread perf counters count the filter's
+/// negative answers.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_key_the_memtable_lacks_is_ruled_out_by_its_bloom_filter() {
+    use rocksdb::perf::{PerfContext, PerfMetric, PerfStatsLevel, set_perf_stats};
+    let dir = tempfile::tempdir().unwrap();
+    let t = open(dir.path(), Arc::new(SystemClock));
+    for i in 0..1_000u64 {
+        t.set(
+            "ns",
+            Bytes::from(format!("present:{i}")),
+            entry(b"v", i + 1),
+        )
+        .await
+        .unwrap();
+    }
+    let tier = t.0.clone();
+    let (negatives, found) = tokio::task::spawn_blocking(move || {
+        set_perf_stats(PerfStatsLevel::EnableCount);
+        let mut ctx = PerfContext::default();
+        ctx.reset();
+        for i in 0..100u64 {
+            let key = format!("absent:{i}");
+            assert_eq!(tier.read_blocking("ns", key.as_bytes()).unwrap(), None);
+        }
+        let negatives = ctx.metric(PerfMetric::BloomMemtableMissCount);
+        let found = tier.read_blocking("ns", b"present:7").unwrap();
+        set_perf_stats(PerfStatsLevel::Disable);
+        (negatives, found)
+    })
+    .await
+    .unwrap();
+    assert!(
+        negatives >= 90,
+        "the memtable bloom filter ruled out {negatives} of 100 absent keys"
+    );
+    assert_eq!(found.map(|e| e.value), Some(Bytes::from_static(b"v")));
 }

@@ -1,0 +1,80 @@
+#!/usr/bin/env bash
+# One `strata serve` build against another, alternating on a fresh node each round:
+# `scripts/bench-resp-ab.sh OLD NEW [MORE...]` (paths to `strata` binaries, e.g. a copy of
+# target/release/strata made before a change and the one after). Each round, for each build:
+# a fresh node (default profile, L3 in a temporary directory), a fill of the keyspace with
+# SET (`-n KEYSPACE -r KEYSPACE -P 16`: about 63 % of the keys), then GET at -P 1 and -P 16
+# (hits from L1, misses asked of L3) and SET at -P 16 over ten times the keyspace (mostly
+# keys L3 stores for the first time). Prints every run's ops/s and the node's user + system
+# CPU per request, then each build's medians. For a change's effect on one node; against
+# redis-server, scripts/bench-resp.sh. Stops every node it started.
+#
+#   ROUNDS=3 N=100000 KEYSPACE=100000 scripts/bench-resp-ab.sh /tmp/strata-old target/release/strata
+set -euo pipefail
+cd "$(dirname "$0")/.."
+[ $# -ge 2 ] || { echo "usage: $0 OLD_BIN NEW_BIN [MORE_BINS...]" >&2; exit 2; }
+
+N=${N:-100000}              # requests per run at -P 1 (x5 at -P 16)
+KEYSPACE=${KEYSPACE:-100000}
+ROUNDS=${ROUNDS:-3}
+PORT=${PORT:-16392}
+ADMIN_PORT=${ADMIN_PORT:-19392}
+
+. scripts/lib.sh
+need_redis_tools
+
+work=$(mktemp -d)
+pid=""
+cleanup() {
+  [ -n "$pid" ] && kill "$pid" 2>/dev/null && wait "$pid" 2>/dev/null || true
+  rm -rf "$work"
+}
+trap cleanup EXIT
+
+cpu() { awk '{print $14 + $15}' "/proc/$1/stat"; }
+# ops/s of one redis-benchmark run (its --csv line: "test","rps",...).
+bench() { redis-benchmark -p "$PORT" -c 50 -d 100 "$@" --csv 2>/dev/null | tail -1 | cut -d, -f2 | tr -d '"'; }
+
+results="$work/results"
+: >"$results"
+for round in $(seq "$ROUNDS"); do
+  for bin in "$@"; do
+    rm -rf "$work/data"
+    RUST_LOG=warn "$bin" serve --data-dir "$work/data" --resp-listen "127.0.0.1:$PORT" \
+      --admin-listen "127.0.0.1:$ADMIN_PORT" >"$work/node.log" 2>&1 &
+    pid=$!
+    for _ in $(seq 100); do redis-cli -p "$PORT" ping >/dev/null 2>&1 && break; sleep 0.1; done
+    redis-cli -p "$PORT" ping >/dev/null || { echo "$bin did not start" >&2; cat "$work/node.log" >&2; exit 1; }
+    bench -t set -n "$KEYSPACE" -r "$KEYSPACE" -P 16 >/dev/null
+    for run in "get 1 $KEYSPACE" "get 16 $KEYSPACE" "set 16 $((KEYSPACE * 10))"; do
+      read -r test p keys <<<"$run"
+      n=$N; [ "$p" -gt 1 ] && n=$((N * 5))
+      before=$(cpu "$pid")
+      ops=$(bench -t "$test" -n "$n" -r "$keys" -P "$p")
+      after=$(cpu "$pid")
+      # CPU in clock ticks (1/100 s) -> µs per request.
+      us=$(( (after - before) * 10000 * 1000 / n ))
+      printf 'round %s  %-40s %-4s -P %-3s %12s ops/s %8s.%s us/request\n' \
+        "$round" "$bin" "$test" "$p" "$ops" "$((us / 1000))" "$(( (us % 1000) / 100 ))"
+      echo "$bin $test $p $ops $us" >>"$results"
+    done
+    kill "$pid"; wait "$pid" 2>/dev/null || true; pid=""
+  done
+done
+
+echo "medians (ops/s, CPU µs per request):"
+python3 - "$results" "$@" <<'EOF'
+import statistics, sys
+rows = [l.split() for l in open(sys.argv[1])]
+bins = sys.argv[2:]
+for test, p in [("get", "1"), ("get", "16"), ("set", "16")]:
+    cells = []
+    for b in bins:
+        mine = [r for r in rows if r[0] == b and r[1] == test and r[2] == p]
+        ops = statistics.median(float(r[3]) for r in mine)
+        us = statistics.median(int(r[4]) for r in mine) / 1000
+        cells.append((ops, us))
+    line = f"{test:4} -P {p:3}" + "".join(f" | {ops:10.0f}/s {us:6.1f} us" for ops, us in cells)
+    line += f"   ops last/first {cells[-1][0] / cells[0][0]:.2f}"
+    print(line)
+EOF
