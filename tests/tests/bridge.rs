@@ -325,6 +325,19 @@ fn behind_redis_a_restarted_or_reconnected_node_proves_its_l3_and_serves_from_it
     for srv in [&a, &b] {
         assert!(wait_for(Duration::from_secs(10), || l2_health(srv)["state"] == "up").is_some());
     }
+    // "up" can come before A's circuit closes for good: its connections from before the
+    // restart fail their first commands, and conditional writes (DEL) answer TRYAGAIN while
+    // the circuit is open (seen in a clean-clone run). A client retries; so does this test.
+    assert!(
+        wait_for(Duration::from_secs(10), || {
+            redis::cmd("DEL")
+                .arg("bridge:probe")
+                .query::<i64>(&mut ca)
+                .is_ok()
+        })
+        .is_some(),
+        "A's writes kept failing after the Redis restart"
+    );
     pipeline_set(&mut ca, 3000..3500, None);
     pipeline_set(&mut ca, 3500..4000, Some("new"));
     changes.push((3000..3500, None));
