@@ -1969,6 +1969,14 @@ impl Sim {
             }
             reached.push(o);
             self.observe(o, version);
+            // As the node's owners do (`Shared::remove_owned`): older copies are refused
+            // from now on, also where there was nothing to remove. (This model's removal
+            // and its origin's invalidation happen at once, so it cannot show the window
+            // the node has between them.)
+            let now_ms = self.now / MS;
+            if let Some(c) = self.nodes[o].coherence.as_mut() {
+                c.note_removed("ns", &key_bytes(key), version, now_ms);
+            }
             if self.nodes[o]
                 .store
                 .get(&key)

@@ -545,6 +545,18 @@ impl Coherence {
         self.tombstone(namespace, key, version, now_ms);
     }
 
+    /// This node, an owner of `key`, applies the removal of `key` at `version` (its primary's
+    /// delete, or a replica's share of it): copies older than `version` are stale from now on,
+    /// here, even when the store held none to remove. A copy read elsewhere before the
+    /// removal and stored here after it — a hand-off push from a previous owner, a read
+    /// repair — is then refused (the store-then-check of the `Set` path), where the store's
+    /// own newest-wins cannot refuse it: the key is absent. The origin's invalidation does
+    /// not cover this node when it is the origin, or when a warm start's baseline counted
+    /// the invalidation as applied.
+    pub fn note_removed(&mut self, namespace: &str, key: &[u8], version: u64, now_ms: u64) {
+        self.tombstone(namespace, key, version, now_ms);
+    }
+
     /// Records that copies of `key` older than `version` are stale, for `tombstone_ms` from
     /// `now_ms`.
     fn tombstone(&mut self, namespace: &str, key: &[u8], version: u64, now_ms: u64) {

@@ -445,6 +445,23 @@ impl Node {
         }
     }
 
+    /// Hands `entry` to this node's peer RPC handler as another member's `Set` of it
+    /// arrives — a previous owner's hand-off push, a read repair — and returns whether its
+    /// owner store took it (false too when this node is not a cluster member). Feature
+    /// `fault-injection`; never in a production build.
+    #[cfg(feature = "fault-injection")]
+    pub async fn receive_peer_set(
+        &self,
+        namespace: &str,
+        key: &[u8],
+        entry: &strata_core::Entry,
+    ) -> bool {
+        match &self.cluster {
+            Some(c) => c.receive_set(namespace, key, entry).await,
+            None => false,
+        }
+    }
+
     /// This node's owner-store copy of `key`, expired or not (`None` when it holds none or
     /// is not a cluster member). Feature `fault-injection`; never in a production build.
     #[cfg(feature = "fault-injection")]

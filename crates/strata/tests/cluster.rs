@@ -392,6 +392,59 @@ async fn a_primary_cut_off_from_the_majority_stops_writing_before_its_view_notic
     stop(nodes).await;
 }
 
+/// An owner that applies a removal refuses, from then on, every copy older than it — also
+/// when it held nothing to remove. A previous owner's hand-off push (or a read repair) may
+/// read the value before the DEL and reach an owner after it; the store cannot refuse it (the
+/// key is absent there), and the DEL's invalidation does not come back to the primary that
+/// made it, nor reach a replica before the primary has announced it. Seen in a 3-process
+/// test: a key deleted while a member rejoined was pushed to that member, its new primary,
+/// as the delete ran there, and served by it from then on.
+#[cfg(feature = "fault-injection")]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_copy_read_before_a_delete_and_pushed_after_it_is_refused() {
+    let nodes = cluster(2, 2, None).await;
+    let key = (0..100_000)
+        .map(|i| format!("pushed:{i}"))
+        .find(|k| nodes[0].cluster_owners(k.as_bytes()) == ["n0", "n1"])
+        .expect("a key n0 is primary of");
+    let c0 = nodes[0].cache();
+    c0.set("ns", key.clone(), "old").await.unwrap();
+    let old = nodes[1]
+        .owner_copy("ns", key.as_bytes())
+        .expect("n1 holds the value");
+    // The replica takes its share of the DEL through replication; the primary's
+    // invalidation, which would refuse older copies there too, has not come yet.
+    nodes[1].ignore_invalidations(true);
+    assert!(c0.invalidate("ns", key.as_bytes()).await.unwrap());
+    assert!(nodes[1].owner_copy("ns", key.as_bytes()).is_none());
+    for (i, n) in nodes.iter().enumerate() {
+        assert!(
+            !n.receive_peer_set("ns", key.as_bytes(), &old).await,
+            "n{i} stored a copy older than the DEL it applied"
+        );
+        assert!(n.owner_copy("ns", key.as_bytes()).is_none(), "n{i}");
+        assert_eq!(
+            n.cache().get("ns", key.as_bytes()).await.unwrap(),
+            None,
+            "n{i} serves the deleted value"
+        );
+    }
+    nodes[1].ignore_invalidations(false);
+    // A write after the DEL is newer than it: both owners take it and keep it.
+    c0.set("ns", key.clone(), "new").await.unwrap();
+    assert!(!nodes[1].receive_peer_set("ns", key.as_bytes(), &old).await);
+    assert_eq!(
+        nodes[1]
+            .cache()
+            .get("ns", key.as_bytes())
+            .await
+            .unwrap()
+            .as_deref(),
+        Some(&b"new"[..])
+    );
+    stop(nodes).await;
+}
+
 /// A primary never executes from a copy it knows is dead. n0 (the key's primary) applies a
 /// tag invalidation that n1 (its replica) has not applied yet, so n1 still holds the tagged
 /// counter. An INCR at n0 finds no copy of its own, replicates `1` against no base, and n1

@@ -82,6 +82,33 @@ impl Shared {
         }
     }
 
+    /// Takes the removal of `key` at `version` as one of its owners: records that copies
+    /// older than `version` are stale ([`strata_cluster::Coherence::note_removed`]), then
+    /// removes the owner store's copy if it is at most `version`. Returns whether a live
+    /// copy was removed.
+    ///
+    /// Why the record first, even when the store holds nothing: a copy read elsewhere before
+    /// the removal (a previous owner's hand-off push, a read repair) may arrive after it.
+    /// The store cannot refuse it — the key is absent — and the removal's invalidation does
+    /// not come back to its origin, nor to a member whose warm-start baseline counted it as
+    /// applied; [`Shared::store_owned`]'s check after the store refuses it instead. (A
+    /// 3-process test saw a key deleted during a member's rejoin served again by that
+    /// member, stored by such a push.)
+    pub(crate) async fn remove_owned(&self, namespace: &str, key: &[u8], version: Version) -> bool {
+        let now = self.now_ms();
+        self.coherence
+            .lock()
+            .note_removed(namespace, key, version.as_u64(), now);
+        match self.owner.get_retained_entry(namespace, key) {
+            Some(e) if e.version <= version => {
+                Tier::remove_version(&self.owner, namespace, key, e.version)
+                    .await
+                    .unwrap_or(false)
+            }
+            _ => false,
+        }
+    }
+
     /// Stores a copy of `key` in the owner store, then asks coherence whether it still
     /// admits it; returns the store's outcome, or `None` when it did not and the copy was
     /// removed again.

@@ -147,6 +147,31 @@ pub(crate) struct WarmState {
     /// is off (a copy read then may predate an invalidation its baseline counted as
     /// applied).
     pub(crate) settling: AtomicBool,
+    /// While a restarted member settles: the copies other members pushed to its owner
+    /// store (hand-off pushes), proven against their other owner once the settle time is
+    /// over ([`warm`]); `None` otherwise.
+    pub(crate) pushed: Mutex<Option<Vec<(String, Bytes, Version)>>>,
+}
+
+/// Most pushed copies a settling member records for its proof; a push past them is refused
+/// (the key's previous owners still hold it, and hand-off reads find it there).
+pub(crate) const MAX_SETTLING_PUSHES: usize = 100_000;
+
+impl WarmState {
+    /// Whether a copy pushed now (version `version` of `key`) may be stored: always, except
+    /// past [`MAX_SETTLING_PUSHES`] while settling. While settling it is recorded for the
+    /// proof — before the store, so that a proof that takes the records afterwards finds it.
+    pub(crate) fn note_push(&self, namespace: &str, key: &[u8], version: Version) -> bool {
+        let mut pushed = self.pushed.lock();
+        let Some(list) = pushed.as_mut() else {
+            return true;
+        };
+        if list.len() >= MAX_SETTLING_PUSHES {
+            return false;
+        }
+        list.push((namespace.to_owned(), Bytes::copy_from_slice(key), version));
+        true
+    }
 }
 
 /// The ring and the live members, as last computed from membership.
@@ -287,6 +312,25 @@ impl Shared {
     /// This node's owner-store copy of `key`, expired or not.
     pub(crate) fn owner_copy(&self, namespace: &str, key: &[u8]) -> Option<strata_core::Entry> {
         self.owner.get_retained_entry(namespace, key)
+    }
+
+    /// Hands `entry` to this node's peer RPC handler as another member's `Set` arrives (a
+    /// hand-off push or a read repair); whether the owner store took it.
+    pub(crate) async fn receive_set(
+        self: &Arc<Self>,
+        namespace: &str,
+        key: &[u8],
+        entry: &strata_core::Entry,
+    ) -> bool {
+        let req = strata_cluster::rpc::Request::Set {
+            namespace: namespace.to_owned(),
+            key: key.to_vec(),
+            entry: to_wire(entry),
+        };
+        matches!(
+            self.handle(req).await,
+            strata_cluster::rpc::Response::Stored { kept_newer: false }
+        )
     }
 
     /// Lifts every fault.

@@ -11,7 +11,7 @@ use strata_cluster::InvalidationOp;
 use strata_cluster::primary::{self as decide, PrimaryOp};
 use strata_cluster::rpc::{ByteBuf, Request, Response, WireEntry};
 use strata_core::ops::{self, Change, Effect, Executed, ExecutedMulti, KeyOp, MultiOp, Reply};
-use strata_core::{Entry, Tier, Version};
+use strata_core::{Entry, Version};
 
 use super::peer::CallError;
 use super::{Shared, from_wire, to_wire};
@@ -549,11 +549,7 @@ impl Shared {
                 e.version
             }
             Change::Removed(v) => {
-                if let Some(e) = self.owner.get_retained_entry(namespace, key)
-                    && e.version <= *v
-                {
-                    let _ = Tier::remove_version(&self.owner, namespace, key, e.version).await;
-                }
+                self.remove_owned(namespace, key, *v).await;
                 *v
             }
             Change::None => return,
@@ -834,6 +830,12 @@ impl Shared {
             None => {
                 let v = Version::from_u64(version);
                 self.observe(v);
+                // Before the store's check, as in `remove_owned`: a push or repair of an
+                // older copy arriving after this removal is refused.
+                let now = self.now_ms();
+                self.coherence
+                    .lock()
+                    .note_removed(namespace, key, version, now);
                 match self.owner.get_retained_entry(namespace, key) {
                     Some(e) if e.version <= v => {
                         self.owner.remove_sync(namespace, key);

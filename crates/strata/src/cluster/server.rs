@@ -302,6 +302,11 @@ impl Shared {
                     return Response::Stored { kept_newer: true };
                 }
                 self.observe(entry.version);
+                // A push to a restarted member that is settling may predate an invalidation
+                // its baseline counted as applied: recorded, and proven once settled.
+                if !self.warm.note_push(&namespace, &key, entry.version) {
+                    return Response::Stored { kept_newer: true };
+                }
                 let stored = self.store_owned(&namespace, &key, entry);
                 // Once the store holds it (absent.rs).
                 self.absent.forget(&namespace, &key);
@@ -320,15 +325,7 @@ impl Shared {
             } => {
                 let version = Version::from_u64(version);
                 self.observe(version);
-                let removed = match self.owner.get_retained_entry(&namespace, &key) {
-                    Some(e) if e.version <= version => {
-                        Tier::remove_version(&self.owner, &namespace, &key, e.version)
-                            .await
-                            .unwrap_or(false)
-                    }
-                    _ => false,
-                };
-                Response::Removed(removed)
+                Response::Removed(self.remove_owned(&namespace, &key, version).await)
             }
             Request::Invalidations { origin, from, to } => {
                 if origin != self.name {

@@ -131,14 +131,7 @@ impl ClusterTier {
         let s = &self.shared;
         let calls = s.owners(key).into_iter().map(|(name, addr)| async move {
             if name == s.name {
-                return match s.owner.get_retained_entry(ns, key) {
-                    Some(e) if e.version <= version => {
-                        Tier::remove_version(&s.owner, ns, key, e.version)
-                            .await
-                            .unwrap_or(false)
-                    }
-                    _ => false,
-                };
+                return s.remove_owned(ns, key, version).await;
             }
             let req = Request::Remove {
                 namespace: ns.to_owned(),

@@ -79,15 +79,26 @@ pub(crate) fn begin(shared: Arc<Shared>, cache: Cache, at_start: bool) {
 async fn prove(shared: &Arc<Shared>, cache: &Cache, at_start: bool) -> Result<WarmReport, String> {
     if at_start {
         shared.warm.settling.store(true, Ordering::Release);
+        *shared.warm.pushed.lock() = Some(Vec::new());
         let baselined = baseline(shared).await;
         if let Err(e) = baselined {
             shared.warm.settling.store(false, Ordering::Release);
+            *shared.warm.pushed.lock() = None;
             return Err(e);
         }
     }
     // Settle: every invalidation up to the baseline (or the loss) takes effect on the
     // owners, or is covered by a drop there (G2).
     tokio::time::sleep(Duration::from_millis(shared.cfg.max_staleness_ms * 2 + 100)).await;
+    // Copies previous owners pushed meanwhile (they push when the ring changes, as this
+    // member joins) may have been read before a DEL whose invalidation the baseline
+    // counted as applied here, and stored after the DEL reached the owners: the key's
+    // other owner decides, as for L3's copies below. (A 3-process test saw such a key
+    // served again for good by the restarted member, its new primary.)
+    let pushed = shared.warm.pushed.lock().take();
+    if let Some(pushed) = pushed {
+        prove_pushed(shared, pushed).await;
+    }
     // Copies read into L1 meanwhile may predate an invalidation the baseline counted as
     // applied (an owner that had not applied it yet answered): L1 starts over. L3's copies,
     // those promoted meanwhile included, are what the check below proves.
@@ -142,6 +153,37 @@ async fn baseline(shared: &Arc<Shared>) -> Result<(), String> {
         }
     }
     Ok(())
+}
+
+/// Keeps each pushed copy (namespace, key, version) only when the key's first other owner
+/// holds exactly that version ([`warm::keep`], the rule L3's copies follow); removes the
+/// others from the owner store (that version only: a newer change stays).
+async fn prove_pushed(shared: &Arc<Shared>, mut pushed: Vec<(String, Bytes, Version)>) {
+    pushed.sort_by(|a, b| a.0.cmp(&b.0));
+    let (mut kept, mut dropped) = (0u64, 0u64);
+    for group in pushed.chunk_by(|a, b| a.0 == b.0) {
+        let ns = &group[0].0;
+        for chunk in group.chunks(strata_core::warm::PAGE) {
+            let page: Vec<(Bytes, Version)> =
+                chunk.iter().map(|(_, k, v)| (k.clone(), *v)).collect();
+            let (answers, _) = ask_owners(shared, ns, &page).await;
+            for (i, (key, version)) in page.iter().enumerate() {
+                if warm::keep(version.as_u64(), answers.get(i).copied().flatten()) {
+                    kept += 1;
+                } else {
+                    dropped += 1;
+                    shared.owner.remove_version_sync(ns, key, *version);
+                }
+            }
+        }
+    }
+    if kept + dropped > 0 {
+        tracing::info!(
+            kept,
+            dropped,
+            "cluster member: copies pushed while it settled proven against their owners"
+        );
+    }
 }
 
 /// Asks each peer about its share of `page` (one `Versions` call per peer): the answers
