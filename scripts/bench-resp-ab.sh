@@ -4,8 +4,9 @@
 # target/release/strata made before a change and the one after). Each round, for each build:
 # a fresh node (default profile, L3 in a temporary directory), a fill of the keyspace with
 # SET (`-n KEYSPACE -r KEYSPACE -P 16`: about 63 % of the keys), then GET at -P 1 and -P 16
-# (hits from L1, misses asked of L3) and SET at -P 16 over ten times the keyspace (mostly
-# keys L3 stores for the first time). Prints every run's ops/s and the node's user + system
+# (hits from L1, misses asked of L3), SET at -P 16 over ten times the keyspace (`set-new`:
+# mostly keys L3 stores for the first time), SET at -P 16 over the keyspace (`set-over`:
+# mostly overwrites of keys L3 holds) and INCR at -P 16. Prints every run's ops/s and the node's user + system
 # CPU per request, then each build's medians. For a change's effect on one node; against
 # redis-server, scripts/bench-resp.sh. Stops every node it started.
 #
@@ -46,17 +47,18 @@ for round in $(seq "$ROUNDS"); do
     for _ in $(seq 100); do redis-cli -p "$PORT" ping >/dev/null 2>&1 && break; sleep 0.1; done
     redis-cli -p "$PORT" ping >/dev/null || { echo "$bin did not start" >&2; cat "$work/node.log" >&2; exit 1; }
     bench -t set -n "$KEYSPACE" -r "$KEYSPACE" -P 16 >/dev/null
-    for run in "get 1 $KEYSPACE" "get 16 $KEYSPACE" "set 16 $((KEYSPACE * 10))"; do
-      read -r test p keys <<<"$run"
+    for run in "get get 1 $KEYSPACE" "get get 16 $KEYSPACE" "set-new set 16 $((KEYSPACE * 10))" \
+      "set-over set 16 $KEYSPACE" "incr incr 16 $KEYSPACE"; do
+      read -r label test p keys <<<"$run"
       n=$N; [ "$p" -gt 1 ] && n=$((N * 5))
       before=$(cpu "$pid")
       ops=$(bench -t "$test" -n "$n" -r "$keys" -P "$p")
       after=$(cpu "$pid")
       # CPU in clock ticks (1/100 s) -> µs per request.
       us=$(( (after - before) * 10000 * 1000 / n ))
-      printf 'round %s  %-40s %-4s -P %-3s %12s ops/s %8s.%s us/request\n' \
-        "$round" "$bin" "$test" "$p" "$ops" "$((us / 1000))" "$(( (us % 1000) / 100 ))"
-      echo "$bin $test $p $ops $us" >>"$results"
+      printf 'round %s  %-40s %-8s -P %-3s %12s ops/s %8s.%s us/request\n' \
+        "$round" "$bin" "$label" "$p" "$ops" "$((us / 1000))" "$(( (us % 1000) / 100 ))"
+      echo "$bin $label $p $ops $us" >>"$results"
     done
     kill "$pid"; wait "$pid" 2>/dev/null || true; pid=""
   done
@@ -67,14 +69,14 @@ python3 - "$results" "$@" <<'EOF'
 import statistics, sys
 rows = [l.split() for l in open(sys.argv[1])]
 bins = sys.argv[2:]
-for test, p in [("get", "1"), ("get", "16"), ("set", "16")]:
+for test, p in [("get", "1"), ("get", "16"), ("set-new", "16"), ("set-over", "16"), ("incr", "16")]:
     cells = []
     for b in bins:
         mine = [r for r in rows if r[0] == b and r[1] == test and r[2] == p]
         ops = statistics.median(float(r[3]) for r in mine)
         us = statistics.median(int(r[4]) for r in mine) / 1000
         cells.append((ops, us))
-    line = f"{test:4} -P {p:3}" + "".join(f" | {ops:10.0f}/s {us:6.1f} us" for ops, us in cells)
+    line = f"{test:8} -P {p:3}" + "".join(f" | {ops:10.0f}/s {us:6.1f} us" for ops, us in cells)
     line += f"   ops last/first {cells[-1][0] / cells[0][0]:.2f}"
     print(line)
 EOF

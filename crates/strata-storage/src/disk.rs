@@ -48,6 +48,7 @@ use strata_core::{
 use crate::counts::KeyCounts;
 use crate::faults::{Faults, Marker, Plan, ReadGate};
 use crate::floors::Floors;
+use crate::known::{Known, KnownKeys};
 use crate::record;
 
 /// Metadata key holding the eviction watermark (Unix ms, little-endian u64).
@@ -103,6 +104,9 @@ pub struct DiskCounters {
     pub quarantined: Counter,
     /// Values not stored in L3 because its file system was below the free-space watermark.
     pub shed_writes: Counter,
+    /// Records the group-commit writer read before a write, to learn the stored version:
+    /// the keys it did not know from its recent writes (`known.rs`).
+    pub writer_reads: Counter,
 }
 
 /// What `enforce_size` did.
@@ -131,6 +135,9 @@ pub struct DiskTier {
     /// What the writer last stored of recent keys: an invalidation of a copy L3 has
     /// already replaced is answered without a read (`floors.rs`).
     floors: Floors,
+    /// What the writer knows of the records of keys it wrote recently: a write of such a key
+    /// skips the read of its stored record (`known.rs`).
+    known: KnownKeys,
     /// The group-commit writer's queue, started on the first write (see [`DiskTier::set_grouped`]).
     writer: OnceLock<std::sync::mpsc::Sender<WriteReq>>,
     /// Read options that never read from disk (`ReadTier::BlockCache`), made once: the reads
@@ -162,8 +169,11 @@ struct WriteReq {
     namespace: String,
     key: Bytes,
     entry: Entry,
-    reply: tokio::sync::oneshot::Sender<Result<SetOutcome, TierError>>,
+    reply: Reply,
 }
+
+/// Where a queued write's outcome goes.
+type Reply = tokio::sync::oneshot::Sender<Result<SetOutcome, TierError>>;
 
 /// Most writes the writer puts in one RocksDB batch.
 const MAX_GROUP: usize = 256;
@@ -356,6 +366,8 @@ impl DiskTier {
             counters: Arc::new(DiskCounters::default()),
             key_locks: (0..KEY_LOCKS).map(|_| Mutex::new(())).collect(),
             floors: Floors::new(),
+            // 48 bytes a pair of slots: one pair per 512 bytes of capacity, 6 MiB at most.
+            known: KnownKeys::new((config.capacity_bytes / 512).clamp(1024, 1 << 17) as usize),
             writer: OnceLock::new(),
             memory_reads: {
                 let mut o = rocksdb::ReadOptions::default();
@@ -515,8 +527,9 @@ impl DiskTier {
                 }
                 self.key_counts.invalidate();
                 // Written before this table's writer (the migration above, a previous
-                // database): no floor holds for them.
+                // database): no floor holds for them, and nothing known either.
                 self.floors.clear();
+                self.known.clear();
                 *self.db.write() = Some(Arc::new(db));
                 self.refresh_free_space();
                 if let Err(e) = self.reconcile() {
@@ -578,6 +591,7 @@ impl DiskTier {
         }
         if let Some(mut db) = self.db.write().take() {
             self.floors.clear();
+            self.known.clear();
             // A stalled RocksDB (a full disk) would never finish the flush; the WAL has the
             // data anyway.
             if !stalled(&db)
@@ -675,6 +689,7 @@ impl DiskTier {
                 // Not under the key's lock (a read): another reader may delete it too, so
                 // the count is taken again rather than adjusted.
                 self.key_counts.invalidate();
+                self.known.clear();
                 Ok(None)
             }
             Stored::PastPolicy => {
@@ -682,6 +697,7 @@ impl DiskTier {
                 drop(bytes);
                 db.delete_opt(dkey, &self.write_opts()).map_err(failed)?;
                 self.key_counts.invalidate();
+                self.known.clear();
                 Ok(None)
             }
         }
@@ -757,7 +773,11 @@ impl DiskTier {
     /// key's lock, which is held until the batch is written (and, on failure, the keys are
     /// tombstoned), so a concurrent remove cannot slip between a check and its write. Below
     /// the free-space watermark a set deletes the key's older record instead of storing.
-    fn write_group(&self, reqs: Vec<WriteReq>) {
+    ///
+    /// Returns the replies to send, which the writer thread sends once it no longer holds
+    /// the tier: a caller that drops its tier after the reply then finds the database
+    /// closed (a test reopening it met RocksDB's lock still held).
+    fn write_group(&self, reqs: Vec<WriteReq>) -> Vec<(Reply, Result<SetOutcome, TierError>)> {
         let keys: Vec<Vec<u8>> = reqs
             .iter()
             .map(|r| disk_key(&r.namespace, &r.key))
@@ -773,16 +793,23 @@ impl DiskTier {
                     self.record_fault(k, &e);
                 }
                 drop(guards);
-                for r in reqs {
-                    let _ = r.reply.send(Err(e.clone()));
-                }
-                return;
+                return reqs
+                    .into_iter()
+                    .map(|r| (r.reply, Err(e.clone())))
+                    .collect();
             }
         };
         // A burst of large writes can fill a disk between two maintenance ticks: look at the
         // free space before each group (one statvfs, ~1 µs).
         self.refresh_free_space();
         let shedding = self.shedding.load(Ordering::Acquire);
+        // Held from the reads of what each key holds to the count update, so that a recount
+        // starts (and empties `known`) before the reads or after the update, never between.
+        let change = self.key_counts.change();
+        // What the writer knows of keys it wrote recently stands in for the read
+        // (`known.rs`).
+        let tags: Vec<u64> = keys.iter().map(|k| self.known.tag(k)).collect();
+        let (seen, known) = self.known.lookup(tags.iter().copied());
         let mut batch = WriteBatch::default();
         // Each key's state after the batch's earlier writes: `Some(version)` stored, `None`
         // deleted (a shed write).
@@ -793,13 +820,21 @@ impl DiskTier {
         let outcomes: Vec<Result<SetOutcome, TierError>> = reqs
             .iter()
             .zip(&keys)
-            .map(|(r, dkey)| {
-                let (exists, stored) = match in_batch.get(dkey.as_slice()) {
-                    Some(state) => (state.is_some(), *state),
-                    None => match db.get_pinned(dkey).map_err(failed)? {
-                        None => (false, None),
-                        Some(old) => (true, record::decode_header(&old).ok().map(|h| h.version)),
-                    },
+            .zip(&known)
+            .map(|((r, dkey), known)| {
+                let (exists, stored) = match (in_batch.get(dkey.as_slice()), known) {
+                    (Some(state), _) => (state.is_some(), *state),
+                    (None, Some(Known::Absent)) => (false, None),
+                    (None, Some(Known::Stored(v))) => (true, Some(*v)),
+                    (None, None) => {
+                        self.counters.writer_reads.incr();
+                        match db.get_pinned(dkey).map_err(failed)? {
+                            None => (false, None),
+                            Some(old) => {
+                                (true, record::decode_header(&old).ok().map(|h| h.version))
+                            }
+                        }
+                    }
                 };
                 if stored.is_some_and(|v| v > r.entry.version) {
                     return Ok(SetOutcome::KeptNewer);
@@ -832,7 +867,6 @@ impl DiskTier {
                 self.floors.lower(dkey, r.entry.version);
             }
         }
-        let change = self.key_counts.change();
         let written = db.write_opt(batch, &self.write_opts());
         let outcomes: Vec<_> = outcomes
             .into_iter()
@@ -855,6 +889,20 @@ impl DiskTier {
                     self.floors.note(dkey, r.entry.version);
                 }
             }
+            // In the batch's order: a key's last stored or shed write is what it holds.
+            let facts =
+                reqs.iter()
+                    .zip(&tags)
+                    .zip(&outcomes)
+                    .filter_map(|((r, &tag), o)| match o {
+                        Ok(SetOutcome::Stored) => Some((tag, Known::Stored(r.entry.version))),
+                        Ok(SetOutcome::Skipped) => Some((tag, Known::Absent)),
+                        _ => None,
+                    });
+            self.known.record(seen, facts);
+        } else {
+            // What each key holds now is not known (the keys are tombstoned).
+            self.known.clear();
         }
         drop(guards);
         // Released before the replies, so a close right after a write finds the database free.
@@ -866,9 +914,7 @@ impl DiskTier {
             }
         }
         drop(change);
-        for (r, outcome) in reqs.into_iter().zip(outcomes) {
-            let _ = r.reply.send(outcome);
-        }
+        reqs.into_iter().map(|r| r.reply).zip(outcomes).collect()
     }
 
     fn stripe(&self, key: &[u8]) -> usize {
@@ -915,6 +961,8 @@ impl DiskTier {
         db.delete_opt(dkey, &self.write_opts()).map_err(failed)?;
         self.key_counts.add(dkey, -1);
         drop(change);
+        // Under the key's lock, after RocksDB took it.
+        self.known.note(self.known.tag(dkey), Known::Absent);
         let now = self.clock.now_ms();
         Ok(u64::from(present.is_some_and(|h| h.is_retained(now))))
     }
@@ -1033,6 +1081,7 @@ impl DiskTier {
         let guards: Vec<_> = stripes.iter().map(|&i| self.key_locks[i].lock()).collect();
         let change = self.key_counts.change();
         db.write_opt(batch, &sync).map_err(failed)?;
+        self.known.clear();
         match &keys {
             // Which of the keys still had a record is not known: count again.
             Some(_) => self.key_counts.invalidate(),
@@ -1079,6 +1128,7 @@ impl DiskTier {
             let change = self.key_counts.change();
             db.write_opt(batch, &self.write_opts()).map_err(failed)?;
             self.key_counts.clear_all();
+            self.known.clear();
             drop(change);
             reclaim_all(&db);
             Ok(())
@@ -1118,6 +1168,7 @@ impl DiskTier {
         // removal that counted them, so the counts are taken again (patterns and tags are
         // a pass over the namespace anyway).
         self.key_counts.invalidate();
+        self.known.clear();
         Ok(n)
     }
 
@@ -1232,6 +1283,7 @@ impl DiskTier {
             let change = self.key_counts.change();
             db.write_opt(batch, &self.write_opts()).map_err(failed)?;
             self.key_counts.clear_prefix(&prefix);
+            self.known.clear();
             drop(change);
             // Reclaims the namespace's space now rather than at some later compaction. (Not
             // `delete_file_in_range`: it drops whole files without looking at what they hold,
@@ -1251,9 +1303,12 @@ impl DiskTier {
         let mut doomed: Vec<(Box<[u8]>, Option<Version>)> = Vec::new();
         // The pass recounts the keys it keeps (see `crate::counts`).
         let mut counts: HashMap<Box<[u8]>, u64> = HashMap::new();
-        let (recount, records) = self
-            .key_counts
-            .begin_recount(|| db.iterator(IteratorMode::Start));
+        let (recount, records) = self.key_counts.begin_recount(|| {
+            // What the writer learned before the snapshot may be a record the compaction
+            // filter dropped since: the recount must not meet it (`known.rs`).
+            self.known.clear();
+            db.iterator(IteratorMode::Start)
+        });
         for item in records {
             let (k, v) = match item {
                 Ok(kv) => kv,
@@ -1301,6 +1356,7 @@ impl DiskTier {
             stripes.dedup();
             let guards: Vec<_> = stripes.iter().map(|&i| self.key_locks[i].lock()).collect();
             let mut batch = WriteBatch::default();
+            let mut gone = Vec::new();
             for (k, seen) in chunk {
                 let Some(current) = db.get_pinned(k).map_err(failed)? else {
                     continue;
@@ -1312,10 +1368,15 @@ impl DiskTier {
                 };
                 if unchanged {
                     batch.delete(k);
+                    gone.push(self.known.tag(k));
                     n += 1;
                 }
             }
             db.write_opt(batch, &self.write_opts()).map_err(failed)?;
+            // Under the keys' locks, after RocksDB took them (these were not counted).
+            for tag in gone {
+                self.known.note(tag, Known::Absent);
+            }
             drop(guards);
         }
         Ok(n)
@@ -1428,6 +1489,7 @@ impl DiskTier {
         if passes > 0 {
             // The compaction filter dropped records the counts still hold.
             self.key_counts.invalidate();
+            self.known.clear();
         }
         Ok(SizeReport {
             before_bytes: before,
@@ -1669,9 +1731,12 @@ impl DiskTier {
                             Err(_) => break,
                         }
                     }
-                    match tier.upgrade() {
+                    let replies = match tier.upgrade() {
                         Some(t) => t.write_group(group),
                         None => return,
+                    };
+                    for (reply, outcome) in replies {
+                        let _ = reply.send(outcome);
                     }
                 }
             })

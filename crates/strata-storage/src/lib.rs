@@ -25,6 +25,8 @@ pub mod disk;
 pub mod faults;
 #[cfg(feature = "rocksdb")]
 mod floors;
+#[cfg(feature = "rocksdb")]
+mod known;
 pub mod record;
 
 #[cfg(feature = "rocksdb")]

@@ -134,6 +134,12 @@ mod rocks {
                     c.shed_writes.get(),
                 ),
                 m(
+                    "l3_writer_reads",
+                    "Records L3's writer read to learn a key's stored version (keys it had not written recently)",
+                    true,
+                    c.writer_reads.get(),
+                ),
+                m(
                     "l3_tombstones",
                     "Keys whose change L3 failed to apply (they miss in L3 until applied)",
                     false,
