@@ -147,30 +147,99 @@ pub(crate) struct WarmState {
     /// is off (a copy read then may predate an invalidation its baseline counted as
     /// applied).
     pub(crate) settling: AtomicBool,
-    /// While a restarted member settles: the copies other members pushed to its owner
-    /// store (hand-off pushes), proven against their other owner once the settle time is
-    /// over ([`warm`]); `None` otherwise.
-    pub(crate) pushed: Mutex<Option<Vec<(String, Bytes, Version)>>>,
+    /// While a restarted member settles and proves: the copies other members pushed to its
+    /// owner store meanwhile (hand-off pushes, read repairs), which may predate a removal
+    /// its baseline counted as applied ([`warm`]); `None` otherwise.
+    pub(crate) pushed: Mutex<Option<Pushed>>,
 }
 
-/// Most pushed copies a settling member records for its proof; a push past them is refused
-/// (the key's previous owners still hold it, and hand-off reads find it there).
+/// Most pushed copies a settling member holds unproven; a push past them is refused (the
+/// key's previous owners still hold it, and hand-off reads find it there).
 pub(crate) const MAX_SETTLING_PUSHES: usize = 100_000;
 
+/// Pushed copies a settling member has not proven yet.
+#[derive(Debug, Default)]
+pub(crate) struct Pushed {
+    /// Recorded and not yet handed to a proof.
+    todo: Vec<(String, Bytes, Version)>,
+    /// Per key (`pushed_id`), how many of its recorded copies are not proven yet.
+    unproven: std::collections::HashMap<Vec<u8>, u32>,
+}
+
+/// A key's identity in [`Pushed::unproven`]: the namespace's length, the namespace, the key.
+fn pushed_id(namespace: &str, key: &[u8]) -> Vec<u8> {
+    let mut id = Vec::with_capacity(4 + namespace.len() + key.len());
+    id.extend_from_slice(&(namespace.len() as u32).to_le_bytes());
+    id.extend_from_slice(namespace.as_bytes());
+    id.extend_from_slice(key);
+    id
+}
+
 impl WarmState {
+    /// A restarted member begins to settle: pushes are recorded from now on.
+    pub(crate) fn start_recording(&self) {
+        self.pushed.lock().get_or_insert_with(Pushed::default);
+    }
+
     /// Whether a copy pushed now (version `version` of `key`) may be stored: always, except
-    /// past [`MAX_SETTLING_PUSHES`] while settling. While settling it is recorded for the
-    /// proof — before the store, so that a proof that takes the records afterwards finds it.
+    /// past [`MAX_SETTLING_PUSHES`] unproven ones while settling. While settling it is
+    /// recorded for the proof — before the store, so that a proof that takes the records
+    /// afterwards finds it.
     pub(crate) fn note_push(&self, namespace: &str, key: &[u8], version: Version) -> bool {
         let mut pushed = self.pushed.lock();
-        let Some(list) = pushed.as_mut() else {
+        let Some(p) = pushed.as_mut() else {
             return true;
         };
-        if list.len() >= MAX_SETTLING_PUSHES {
+        if p.unproven.len() >= MAX_SETTLING_PUSHES {
             return false;
         }
-        list.push((namespace.to_owned(), Bytes::copy_from_slice(key), version));
+        p.todo
+            .push((namespace.to_owned(), Bytes::copy_from_slice(key), version));
+        *p.unproven.entry(pushed_id(namespace, key)).or_default() += 1;
         true
+    }
+
+    /// Whether the owner store's copy of `key` may be a push not proven yet.
+    pub(crate) fn is_unproven(&self, namespace: &str, key: &[u8]) -> bool {
+        match self.pushed.lock().as_ref() {
+            None => false,
+            Some(p) => p.unproven.contains_key(&pushed_id(namespace, key)),
+        }
+    }
+
+    /// The pushes recorded since the last call, to prove; `None` once there are none left,
+    /// which ends the recording (a push after that is trusted).
+    pub(crate) fn next_to_prove(&self) -> Option<Vec<(String, Bytes, Version)>> {
+        let mut pushed = self.pushed.lock();
+        let p = pushed.as_mut()?;
+        if p.todo.is_empty() {
+            *pushed = None;
+            return None;
+        }
+        Some(std::mem::take(&mut p.todo))
+    }
+
+    /// One recorded copy of `key` is proven (kept or removed).
+    pub(crate) fn proven(&self, namespace: &str, key: &[u8]) {
+        if let Some(p) = self.pushed.lock().as_mut() {
+            let id = pushed_id(namespace, key);
+            if let Some(n) = p.unproven.get_mut(&id) {
+                *n -= 1;
+                if *n == 0 {
+                    p.unproven.remove(&id);
+                }
+            }
+        }
+    }
+
+    /// Ends the recording without a proof: every copy recorded and not proven, for the
+    /// caller to remove.
+    pub(crate) fn abandon(&self) -> Vec<(String, Bytes, Version)> {
+        self.pushed
+            .lock()
+            .take()
+            .map(|p| p.todo)
+            .unwrap_or_default()
     }
 }
 
@@ -489,6 +558,17 @@ impl Shared {
     /// Milliseconds since this node's cluster state was built, on a monotonic clock.
     pub(crate) fn monotonic_ms(&self) -> u64 {
         self.started.elapsed().as_millis() as u64 + 1
+    }
+
+    /// The owner store's copy of `key` (as `get_entry`: fresh), unless it may be a copy
+    /// pushed while this member settled and not proven yet ([`WarmState::is_unproven`]):
+    /// then none, so that no read serves it, no execution builds on it and no proof of
+    /// another member's vouches for it.
+    pub(crate) fn settled_entry(&self, namespace: &str, key: &[u8]) -> Option<Entry> {
+        if self.warm.is_unproven(namespace, key) {
+            return None;
+        }
+        self.owner.get_entry(namespace, key)
     }
 
     pub(crate) fn now_ms(&self) -> u64 {

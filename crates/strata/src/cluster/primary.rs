@@ -585,8 +585,7 @@ impl Shared {
     /// This node's own fresh copy of `key` in its owner store.
     fn own_copy(&self, namespace: &str, key: &[u8]) -> Option<Entry> {
         let now = self.now_ms();
-        self.owner
-            .get_entry(namespace, key)
+        self.settled_entry(namespace, key)
             .filter(|e| e.is_fresh(now))
     }
 
@@ -790,8 +789,7 @@ impl Shared {
             return Response::Fenced { primary };
         }
         let held = self
-            .owner
-            .get_entry(namespace, key)
+            .settled_entry(namespace, key)
             .filter(|e| e.is_fresh(self.now_ms()));
         if decide::replica_is_ahead(held.as_ref(), base)
             && let Some(e) = held

@@ -254,7 +254,7 @@ impl Shared {
                 // The sequence number is read before the store: the copy reflects at least
                 // every invalidation up to it.
                 let latest = self.coherence.lock().latest_seq();
-                let entry = self.owner.get_entry(&namespace, &key).map(|e| to_wire(&e));
+                let entry = self.settled_entry(&namespace, &key).map(|e| to_wire(&e));
                 Response::EntryAt {
                     entry,
                     generation: self.generation,
@@ -396,8 +396,7 @@ impl Shared {
                 Response::Versions(
                     keys.iter()
                         .map(|k| {
-                            self.owner
-                                .get_entry(&namespace, k)
+                            self.settled_entry(&namespace, k)
                                 .filter(|e| e.is_fresh(now))
                                 .map(|e| e.version.as_u64())
                         })

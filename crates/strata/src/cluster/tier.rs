@@ -45,7 +45,7 @@ impl ClusterTier {
     async fn fetch(&self, name: &str, addr: std::net::SocketAddr, ns: &str, key: &[u8]) -> Fetched {
         let s = &self.shared;
         if name == s.name {
-            return match s.owner.get_entry(ns, key) {
+            return match s.settled_entry(ns, key) {
                 Some(e) => Fetched::Hit(e),
                 None => Fetched::Miss,
             };
@@ -106,6 +106,11 @@ impl ClusterTier {
     ) -> Result<bool, String> {
         let s = &self.shared;
         if name == s.name {
+            // A copy found on a previous owner while this member settles may predate a
+            // removal its baseline counted as applied: recorded and proven, as a push is.
+            if !s.warm.note_push(ns, key, entry.version) {
+                return Ok(true);
+            }
             let stored = s.store_owned(ns, key, entry.clone());
             // Once the store holds it (absent.rs).
             s.absent.forget(ns, key);

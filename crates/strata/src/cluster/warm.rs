@@ -79,11 +79,15 @@ pub(crate) fn begin(shared: Arc<Shared>, cache: Cache, at_start: bool) {
 async fn prove(shared: &Arc<Shared>, cache: &Cache, at_start: bool) -> Result<WarmReport, String> {
     if at_start {
         shared.warm.settling.store(true, Ordering::Release);
-        *shared.warm.pushed.lock() = Some(Vec::new());
+        shared.warm.start_recording();
         let baselined = baseline(shared).await;
         if let Err(e) = baselined {
             shared.warm.settling.store(false, Ordering::Release);
-            *shared.warm.pushed.lock() = None;
+            // The baseline may have counted some members' invalidations as applied already:
+            // what was pushed meanwhile goes, unproven (its previous owners keep it).
+            for (ns, key, version) in shared.warm.abandon() {
+                shared.owner.remove_version_sync(&ns, &key, version);
+            }
             return Err(e);
         }
     }
@@ -95,8 +99,10 @@ async fn prove(shared: &Arc<Shared>, cache: &Cache, at_start: bool) -> Result<Wa
     // counted as applied here, and stored after the DEL reached the owners: the key's
     // other owner decides, as for L3's copies below. (A 3-process test saw such a key
     // served again for good by the restarted member, its new primary.)
-    let pushed = shared.warm.pushed.lock().take();
-    if let Some(pushed) = pushed {
+    // Until none is left: a push that arrived during a proof (a slow one) is proven too.
+    // Meanwhile nobody reads, builds on or vouches for an unproven copy
+    // (`Shared::settled_entry`).
+    while let Some(pushed) = shared.warm.next_to_prove() {
         prove_pushed(shared, pushed).await;
     }
     // Copies read into L1 meanwhile may predate an invalidation the baseline counted as
@@ -174,6 +180,7 @@ async fn prove_pushed(shared: &Arc<Shared>, mut pushed: Vec<(String, Bytes, Vers
                     dropped += 1;
                     shared.owner.remove_version_sync(ns, key, *version);
                 }
+                shared.warm.proven(ns, key);
             }
         }
     }
