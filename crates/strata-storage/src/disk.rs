@@ -685,19 +685,19 @@ impl DiskTier {
                 self.counters.corrupt_records.incr();
                 tracing::warn!(namespace, error = %err, "corrupt L3 record deleted");
                 drop(bytes);
+                let _bypass = self.known.bypass();
                 db.delete_opt(dkey, &self.write_opts()).map_err(failed)?;
                 // Not under the key's lock (a read): another reader may delete it too, so
                 // the count is taken again rather than adjusted.
                 self.key_counts.invalidate();
-                self.known.clear();
                 Ok(None)
             }
             Stored::PastPolicy => {
                 self.counters.policy_drops.incr();
                 drop(bytes);
+                let _bypass = self.known.bypass();
                 db.delete_opt(dkey, &self.write_opts()).map_err(failed)?;
                 self.key_counts.invalidate();
-                self.known.clear();
                 Ok(None)
             }
         }
@@ -945,7 +945,12 @@ impl DiskTier {
     fn remove_locked(&self, dkey: &[u8], which: Removal) -> Result<u64, TierError> {
         let db = self.db()?;
         let present = match db.get_pinned(dkey).map_err(failed)? {
-            None => return Ok(0),
+            None => {
+                // Under the key's lock: absent (the compaction filter may have dropped a
+                // record the table still knows).
+                self.known.note(self.known.tag(dkey), Known::Absent);
+                return Ok(0);
+            }
             Some(bytes) => record::decode_header(&bytes).ok(),
         };
         let selected = match which {
@@ -1126,9 +1131,10 @@ impl DiskTier {
             let mut batch = WriteBatch::default();
             batch.delete_range(&[1u8][..], KEYSPACE_END);
             let change = self.key_counts.change();
+            let bypass = self.known.bypass();
             db.write_opt(batch, &self.write_opts()).map_err(failed)?;
             self.key_counts.clear_all();
-            self.known.clear();
+            drop(bypass);
             drop(change);
             reclaim_all(&db);
             Ok(())
@@ -1163,12 +1169,12 @@ impl DiskTier {
                 }
             }
         }
+        let _bypass = self.known.bypass();
         db.write_opt(batch, &self.write_opts()).map_err(failed)?;
         // Not under the keys' locks: some of these may have been deleted meanwhile by a
         // removal that counted them, so the counts are taken again (patterns and tags are
         // a pass over the namespace anyway).
         self.key_counts.invalidate();
-        self.known.clear();
         Ok(n)
     }
 
@@ -1281,9 +1287,10 @@ impl DiskTier {
             let mut batch = WriteBatch::default();
             batch.delete_range(&prefix, &end);
             let change = self.key_counts.change();
+            let bypass = self.known.bypass();
             db.write_opt(batch, &self.write_opts()).map_err(failed)?;
             self.key_counts.clear_prefix(&prefix);
-            self.known.clear();
+            drop(bypass);
             drop(change);
             // Reclaims the namespace's space now rather than at some later compaction. (Not
             // `delete_file_in_range`: it drops whole files without looking at what they hold,
@@ -1359,6 +1366,7 @@ impl DiskTier {
             let mut gone = Vec::new();
             for (k, seen) in chunk {
                 let Some(current) = db.get_pinned(k).map_err(failed)? else {
+                    gone.push(self.known.tag(k));
                     continue;
                 };
                 let unchanged = match (record::decode_header(&current), seen) {

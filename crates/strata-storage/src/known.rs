@@ -20,8 +20,10 @@
 //! lock (a bulk deletion, a reconcile, a corrupt record's deletion by a reader, a recount,
 //! an open or close, a failed write) empties the table by moving to a new epoch. The writer
 //! records what it learned only if the epoch did not move since it looked, so nothing learned
-//! before an emptying survives it. Tags are 64-bit hashes under a seed drawn at start, so
-//! nobody can choose keys that collide; a slot pair is shared by the keys that map to it and
+//! before an emptying survives it; and while such a change runs (between its RocksDB write and
+//! the end of its bookkeeping) the table answers nothing. Tags are 64-bit xxh3 hashes under
+//! a seed drawn at start (not a keyed MAC: a collision someone forced would cost no more
+//! than L3 misses and a key count off by one for the keys involved); a slot pair is shared by the keys that map to it and
 //! the last written wins (the others fall back to the read).
 
 use parking_lot::Mutex;
@@ -36,22 +38,25 @@ pub(crate) enum Known {
     Stored(Version),
 }
 
-/// One slot: the key's tag, the epoch it was written in (0: never), and its state
-/// (`ABSENT`, or a version).
-#[derive(Clone, Copy, Default)]
-struct Slot {
-    tag: u64,
-    epoch: u32,
-    state: u64,
-}
+/// One slot: `[tag, epoch | PRESENT when a record exists, version]`; epoch 0: never
+/// written. Plain words, so that the table is allocated zeroed and its pages are touched
+/// only as slots are written.
+type Slot = [u64; 3];
 
-const ABSENT: u64 = u64::MAX;
+const PRESENT: u64 = 1 << 63;
 
 struct Inner {
     /// The current epoch (from 1): slots of another epoch are empty.
     epoch: u32,
+    /// Changes going around the keys' locks now (`bypass`): while any runs, lookups know
+    /// nothing.
+    bypassing: u32,
     /// Two slots per bucket.
     slots: Vec<Slot>,
+}
+
+fn slot_epoch(s: &Slot) -> u32 {
+    (s[1] & !PRESENT) as u32
 }
 
 /// The table (see the module docs).
@@ -67,8 +72,8 @@ pub(crate) struct Seen(u32);
 
 impl KnownKeys {
     /// A table of `buckets` (rounded up to a power of two) pairs of slots, 48 bytes a pair,
-    /// under a seed drawn from the OS's randomness. The memory is taken zeroed and touched
-    /// only as slots are written.
+    /// under a seed drawn from the OS's randomness. The memory is taken zeroed (plain words)
+    /// and touched only as slots are written.
     pub(crate) fn new(buckets: usize) -> Self {
         use std::hash::{BuildHasher, Hasher};
         let mut h = std::collections::hash_map::RandomState::new().build_hasher();
@@ -83,7 +88,8 @@ impl KnownKeys {
             buckets,
             inner: Mutex::new(Inner {
                 epoch: 1,
-                slots: vec![Slot::default(); 2 * buckets],
+                bypassing: 0,
+                slots: vec![[0u64; 3]; 2 * buckets],
             }),
         }
     }
@@ -102,13 +108,16 @@ impl KnownKeys {
         let g = self.inner.lock();
         let found = tags
             .map(|tag| {
+                if g.bypassing > 0 {
+                    return None;
+                }
                 let i = self.pair(tag);
                 g.slots[i..i + 2]
                     .iter()
-                    .find(|s| s.epoch == g.epoch && s.tag == tag)
-                    .map(|s| match s.state {
-                        ABSENT => Known::Absent,
-                        v => Known::Stored(Version::from_u64(v)),
+                    .find(|s| slot_epoch(s) == g.epoch && s[0] == tag)
+                    .map(|s| match s[1] & PRESENT {
+                        0 => Known::Absent,
+                        _ => Known::Stored(Version::from_u64(s[2])),
                     })
             })
             .collect();
@@ -134,29 +143,54 @@ impl KnownKeys {
 
     fn put(g: &mut Inner, i: usize, tag: u64, known: Known) {
         let epoch = g.epoch;
-        let state = match known {
-            Known::Absent => ABSENT,
-            Known::Stored(v) => v.as_u64(),
+        let (present, version) = match known {
+            Known::Absent => (0, 0),
+            Known::Stored(v) => (PRESENT, v.as_u64()),
         };
         // The key's own slot, else an empty one, else the one the tag's top bit picks.
         let pair = &mut g.slots[i..i + 2];
         let j = pair
             .iter()
-            .position(|s| s.epoch == epoch && s.tag == tag)
-            .or_else(|| pair.iter().position(|s| s.epoch != epoch))
+            .position(|s| slot_epoch(s) == epoch && s[0] == tag)
+            .or_else(|| pair.iter().position(|s| slot_epoch(s) != epoch))
             .unwrap_or((tag >> 63) as usize);
-        pair[j] = Slot { tag, epoch, state };
+        pair[j] = [tag, u64::from(epoch) | present, version];
     }
 
     /// Forgets everything (a change went around the keys' locks).
     pub(crate) fn clear(&self) {
-        let mut g = self.inner.lock();
-        g.epoch = g.epoch.wrapping_add(1);
+        Self::next_epoch(&mut self.inner.lock());
+    }
+
+    fn next_epoch(g: &mut Inner) {
+        g.epoch = g.epoch.wrapping_add(1) & !(1 << 31);
         if g.epoch == 0 {
             // Slots of the epoch the counter came back to would look current.
-            g.slots.iter_mut().for_each(|s| *s = Slot::default());
+            g.slots.iter_mut().for_each(|s| *s = [0; 3]);
             g.epoch = 1;
         }
+    }
+
+    /// A change that goes around the keys' locks (a bulk deletion, a reader deleting a
+    /// record) begins: lookups know nothing until the returned guard drops, and what was
+    /// learned before is forgotten at both ends — so no write decides from a fact the change
+    /// made stale between its RocksDB write and the end.
+    pub(crate) fn bypass(&self) -> Bypass<'_> {
+        let mut g = self.inner.lock();
+        g.bypassing += 1;
+        Self::next_epoch(&mut g);
+        Bypass(self)
+    }
+}
+
+/// A change around the keys' locks in progress ([`KnownKeys::bypass`]).
+pub(crate) struct Bypass<'a>(&'a KnownKeys);
+
+impl Drop for Bypass<'_> {
+    fn drop(&mut self) {
+        let mut g = self.0.inner.lock();
+        g.bypassing -= 1;
+        KnownKeys::next_epoch(&mut g);
     }
 }
 
@@ -215,7 +249,7 @@ mod tests {
         );
         // The epoch counter wrapping around empties the slots for good.
         t.note(a, Known::Stored(v(5)));
-        t.inner.lock().epoch = u32::MAX;
+        t.inner.lock().epoch = (1 << 31) - 1;
         t.note(a, Known::Stored(v(6)));
         t.clear();
         assert_eq!(t.lookup([a].into_iter()).1, vec![None], "after the wrap");
@@ -224,6 +258,30 @@ mod tests {
             t.lookup([a].into_iter()).1,
             vec![None],
             "no slot survived the wrap"
+        );
+    }
+
+    #[test]
+    fn during_a_bypass_nothing_is_known_and_after_it_nothing_from_before() {
+        let t = KnownKeys::with_seed(64, 3);
+        let a = t.tag(b"a");
+        t.note(a, Known::Stored(v(u64::MAX)));
+        assert_eq!(
+            t.lookup([a].into_iter()).1,
+            vec![Some(Known::Stored(v(u64::MAX)))]
+        );
+        let (seen, _) = t.lookup([a].into_iter());
+        {
+            let _b = t.bypass();
+            t.note(a, Known::Stored(v(2)));
+            assert_eq!(t.lookup([a].into_iter()).1, vec![None], "during");
+        }
+        assert_eq!(t.lookup([a].into_iter()).1, vec![None], "after");
+        t.record(seen, [(a, Known::Stored(v(9)))].into_iter());
+        assert_eq!(
+            t.lookup([a].into_iter()).1,
+            vec![None],
+            "a fact from before"
         );
     }
 
