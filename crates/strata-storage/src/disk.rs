@@ -684,23 +684,43 @@ impl DiskTier {
             Stored::Corrupt(err) => {
                 self.counters.corrupt_records.incr();
                 tracing::warn!(namespace, error = %err, "corrupt L3 record deleted");
+                let seen = bytes.as_deref().map(<[u8]>::to_vec);
                 drop(bytes);
-                let _bypass = self.known.bypass();
-                db.delete_opt(dkey, &self.write_opts()).map_err(failed)?;
-                // Not under the key's lock (a read): another reader may delete it too, so
-                // the count is taken again rather than adjusted.
-                self.key_counts.invalidate();
+                self.delete_if_unchanged(db, dkey, seen.as_deref())?;
                 Ok(None)
             }
             Stored::PastPolicy => {
                 self.counters.policy_drops.incr();
+                let seen = bytes.as_deref().map(<[u8]>::to_vec);
                 drop(bytes);
-                let _bypass = self.known.bypass();
-                db.delete_opt(dkey, &self.write_opts()).map_err(failed)?;
-                self.key_counts.invalidate();
+                self.delete_if_unchanged(db, dkey, seen.as_deref())?;
                 Ok(None)
             }
         }
+    }
+
+    /// Deletes `dkey`'s record if it still is `seen` (a reader found it corrupt or past its
+    /// namespace's policy), under the key's lock: a write that replaced it since the read
+    /// stays (a reader deleting without the lock could take a record the writer had just
+    /// stored; found by an attacker review), and the key count goes down exactly.
+    fn delete_if_unchanged(
+        &self,
+        db: &DB,
+        dkey: &[u8],
+        seen: Option<&[u8]>,
+    ) -> Result<(), TierError> {
+        let _guard = self.key_lock(dkey).lock();
+        let current = db.get_pinned(dkey).map_err(failed)?;
+        if current.as_deref() != seen || seen.is_none() {
+            return Ok(());
+        }
+        drop(current);
+        let change = self.key_counts.change();
+        db.delete_opt(dkey, &self.write_opts()).map_err(failed)?;
+        self.key_counts.add(dkey, -1);
+        drop(change);
+        self.known.note(self.known.tag(dkey), Known::Absent);
+        Ok(())
     }
 
     /// [`DiskTier::get_blocking`] answered on the calling thread from memory alone
