@@ -615,24 +615,43 @@ impl Coherence {
     /// Like [`Coherence::admits`], for an entry carrying `tags`: also false when a newer
     /// pattern, tag or namespace invalidation seen in the last `tombstone_ms` covers it.
     pub fn admits_tagged(&self, namespace: &str, key: &[u8], version: u64, tags: &[&[u8]]) -> bool {
-        let key_ok = self
+        self.superseded_by(namespace, key, version, tags).is_none()
+    }
+
+    /// The newest invalidation seen in the last `tombstone_ms` that covers a copy of `key`
+    /// at `version` carrying `tags` (its version is above the copy's), if any: the floor a
+    /// change refused by it must be stamped above to stand.
+    pub fn superseded_by(
+        &self,
+        namespace: &str,
+        key: &[u8],
+        version: u64,
+        tags: &[&[u8]],
+    ) -> Option<u64> {
+        let mut newest = self
             .tombstones
             .get(&self.tomb_key(namespace, key))
-            .is_none_or(|(v, _)| version >= *v);
-        key_ok
-            && self.wide.iter().all(|(_, v, op, glob)| {
-                version >= *v
-                    || match op {
-                        InvalidationOp::Pattern { namespace: ns, .. } => {
-                            ns != namespace || !glob.as_ref().is_some_and(|g| g.matches(key))
-                        }
-                        InvalidationOp::Tag { namespace: ns, tag } => {
-                            ns != namespace || !tags.contains(&tag.as_slice())
-                        }
-                        InvalidationOp::Flush { namespace: ns } => ns != namespace,
-                        InvalidationOp::Key { .. } => true,
-                    }
-            })
+            .map(|(v, _)| *v)
+            .filter(|v| version < *v);
+        for (_, v, op, glob) in &self.wide {
+            if version >= *v || newest.is_some_and(|n| n >= *v) {
+                continue;
+            }
+            let covers = match op {
+                InvalidationOp::Pattern { namespace: ns, .. } => {
+                    ns == namespace && glob.as_ref().is_some_and(|g| g.matches(key))
+                }
+                InvalidationOp::Tag { namespace: ns, tag } => {
+                    ns == namespace && tags.contains(&tag.as_slice())
+                }
+                InvalidationOp::Flush { namespace: ns } => ns == namespace,
+                InvalidationOp::Key { .. } => false,
+            };
+            if covers {
+                newest = Some(*v);
+            }
+        }
+        newest
     }
 
     /// Stamps and disseminates an invalidation made on this node at `now_ms` (the caller has
@@ -1200,6 +1219,13 @@ mod tests {
         // The flush: every key of its namespace.
         assert!(!b.admits("other", b"anything", 101));
         assert!(b.admits("other", b"anything", 102));
+        // The newest invalidation covering a refused copy: the floor its writer restamps above.
+        b.note_removed("ns", b"user:1", 150, 0);
+        assert_eq!(b.superseded_by("ns", b"user:1", 99, &[]), Some(150));
+        assert_eq!(b.superseded_by("ns", b"user:1", 150, &[]), None);
+        assert_eq!(b.superseded_by("ns", b"order:1", 99, &[b"t1"]), Some(101));
+        assert_eq!(b.superseded_by("ns", b"order:1", 99, &[b"t0"]), None);
+        assert_eq!(b.superseded_by("other", b"user:1", 1, &[b"t1"]), Some(102));
         // All forgotten after tombstone_ms.
         b.tick(1_000);
         assert!(b.admits("ns", b"user:1", 1));

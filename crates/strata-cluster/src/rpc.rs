@@ -319,6 +319,15 @@ pub enum Response {
         /// extend the caller's lease.
         granted: bool,
     },
+    /// Answer to `Replicate` from an owner that has applied an invalidation of the key at
+    /// `version`, at or above the change's own (a `DEL` by an earlier primary whose clock
+    /// ran ahead of this one's): nothing was kept. The primary executes again from no copy,
+    /// stamped above `version`, so that the change is ordered after the invalidation on
+    /// every owner instead of living on the primary alone.
+    Superseded {
+        /// The invalidation's version.
+        version: u64,
+    },
 }
 
 /// A decoded frame.
@@ -525,6 +534,12 @@ mod tests {
         assert_eq!(
             to_bytes(&g),
             [0, 0, 0, 12, 1, 1, 0, 0, 0, 0, 0, 0, 0, 9, 20, 1]
+        );
+        // A replica's refusal of a change below an invalidation (response variant 21).
+        let s = Frame::Response(4, Response::Superseded { version: 300 });
+        assert_eq!(
+            to_bytes(&s),
+            [0, 0, 0, 13, 1, 1, 0, 0, 0, 0, 0, 0, 0, 4, 21, 0xac, 0x02]
         );
     }
 

@@ -462,6 +462,17 @@ impl Node {
         }
     }
 
+    /// Hands this node, as one of `key`'s replicas, its primary's removal of `key` at
+    /// `version` — a `DEL` by a primary whose clock runs ahead — and returns whether it was
+    /// applied (false too when this node is not a cluster member). Feature
+    /// `fault-injection`; never in a production build.
+    #[cfg(feature = "fault-injection")]
+    pub fn receive_replicated_removal(&self, namespace: &str, key: &[u8], version: u64) -> bool {
+        self.cluster
+            .as_ref()
+            .is_some_and(|c| c.receive_replicated_removal(namespace, key, version))
+    }
+
     /// This node's owner-store copy of `key`, expired or not (`None` when it holds none or
     /// is not a cluster member). Feature `fault-injection`; never in a production build.
     #[cfg(feature = "fault-injection")]

@@ -445,6 +445,80 @@ async fn a_copy_read_before_a_delete_and_pushed_after_it_is_refused() {
     stop(nodes).await;
 }
 
+/// A replica that applied a removal newer than a primary's change refuses the change — and
+/// says so, so that the primary executes it again above the removal. An earlier primary whose
+/// clock ran ahead deleted the key at a version the new primary's clock has not reached; the
+/// replica's store took the change and dropped it at once (the removal is newer), and once
+/// answered `Replicated`: the SET, and the INCR, were acknowledged and lived on the primary
+/// alone, lost for good with it.
+#[cfg(feature = "fault-injection")]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_change_below_a_replicas_newer_removal_is_executed_again_above_it() {
+    use strata_core::ops::{KeyOp, Reply};
+    let nodes = cluster(2, 2, None).await;
+    let keys: Vec<String> = (0..100_000)
+        .map(|i| format!("ahead:{i}"))
+        .filter(|k| nodes[0].cluster_owners(k.as_bytes()) == ["n0", "n1"])
+        .take(2)
+        .collect();
+    let c0 = nodes[0].cache();
+    // A version `mins` minutes ahead of the wall clock (n0's clock observes each one).
+    let ahead = |mins: u64| {
+        let now = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap()
+            .as_millis() as u64;
+        strata_core::Version::from_parts(now + mins * 60_000, 0).as_u64()
+    };
+
+    // A SET over a removal n0 has not seen.
+    let key = &keys[0];
+    c0.set("ns", key.clone(), "a").await.unwrap();
+    let removed_at = ahead(1);
+    assert!(nodes[1].receive_replicated_removal("ns", key.as_bytes(), removed_at));
+    assert!(nodes[1].owner_copy("ns", key.as_bytes()).is_none());
+    c0.set("ns", key.clone(), "b").await.unwrap();
+    let held = nodes[1]
+        .owner_copy("ns", key.as_bytes())
+        .expect("the replica holds the acknowledged SET");
+    assert_eq!(&held.value[..], b"b");
+    assert!(
+        held.version.as_u64() > removed_at,
+        "ordered after the removal"
+    );
+    assert_eq!(
+        nodes[0].owner_copy("ns", key.as_bytes()).map(|e| e.version),
+        Some(held.version),
+        "both owners hold the same version"
+    );
+
+    // An INCR over a removal n0 has not seen starts from no value, as after the DEL.
+    let key = &keys[1];
+    c0.set("ns", key.clone(), "5").await.unwrap();
+    let removed_at = ahead(2);
+    assert!(nodes[1].receive_replicated_removal("ns", key.as_bytes(), removed_at));
+    let got = c0
+        .execute("ns", bytes::Bytes::from(key.clone()), &KeyOp::IncrBy(1))
+        .await
+        .unwrap();
+    assert_eq!(got, Reply::Int(1), "the INCR ordered after the removal");
+    let held = nodes[1]
+        .owner_copy("ns", key.as_bytes())
+        .expect("the replica holds the acknowledged INCR");
+    assert_eq!(&held.value[..], b"1");
+    assert!(held.version.as_u64() > removed_at);
+    assert_eq!(
+        nodes[1]
+            .cache()
+            .get("ns", key.as_bytes())
+            .await
+            .unwrap()
+            .as_deref(),
+        Some(&b"1"[..])
+    );
+    stop(nodes).await;
+}
+
 /// A primary never executes from a copy it knows is dead. n0 (the key's primary) applies a
 /// tag invalidation that n1 (its replica) has not applied yet, so n1 still holds the tagged
 /// counter. An INCR at n0 finds no copy of its own, replicates `1` against no base, and n1
@@ -604,8 +678,10 @@ async fn a_replica_that_kept_a_newer_expired_copy_does_not_acknowledge() {
 /// pattern had removed what they held, and served it from their stores, while every other
 /// member refused it (older than the pattern) — the node a client reached decided what it
 /// saw, forever. Each owner now asks coherence again once it has stored a copy, and so does
-/// the node that asked for an INCR when it mirrors the result into its L1: the write is
-/// ordered before the pattern, and gone everywhere.
+/// the node that asked for an INCR when it mirrors the result into its L1. The two ran
+/// concurrently, so either order is right, as long as every member sees the same one: the
+/// replica refuses the write (`Superseded`) and its primary executes it again above the
+/// pattern, so the write is ordered after it and served everywhere.
 #[cfg(feature = "fault-injection")]
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_pattern_invalidation_during_a_write_is_not_outlived_by_its_value() {
@@ -654,16 +730,27 @@ async fn a_pattern_invalidation_during_a_write_is_not_outlived_by_its_value() {
             .unwrap();
         write.await.unwrap().unwrap();
         nodes[0].delay_replication(Duration::ZERO);
+        let want: &[u8] = if case == "set" { b"racing" } else { b"1" };
+        let primary = nodes[0].owner_copy("ns", key.as_bytes());
+        assert_eq!(
+            primary.as_ref().map(|e| &e.value[..]),
+            Some(want),
+            "{case}: the write is ordered after the pattern"
+        );
         for (i, n) in nodes.iter().enumerate() {
             assert_eq!(
-                n.owner_copy("ns", key.as_bytes()).map(|e| e.value),
-                None,
-                "{case}: n{i}'s owner store kept the value of a write ordered before the pattern"
+                n.owner_copy("ns", key.as_bytes()).map(|e| e.version),
+                primary.as_ref().map(|e| e.version),
+                "{case}: n{i}'s owner store holds another version than the primary's"
             );
             assert_eq!(
-                n.cache().get("ns", key.as_bytes()).await.unwrap(),
-                None,
-                "{case}: n{i} serves the value of a write ordered before the pattern"
+                n.cache()
+                    .get("ns", key.as_bytes())
+                    .await
+                    .unwrap()
+                    .as_deref(),
+                Some(want),
+                "{case}: n{i} does not serve the write"
             );
         }
     }

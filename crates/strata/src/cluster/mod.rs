@@ -402,6 +402,30 @@ impl Shared {
         )
     }
 
+    /// Hands this node a `Replicate` of the removal of `key` at `version` from the key's
+    /// primary in its view, executed against the copy it holds, as a primary's change
+    /// arrives; whether it was applied.
+    pub(crate) fn receive_replicated_removal(
+        &self,
+        namespace: &str,
+        key: &[u8],
+        version: u64,
+    ) -> bool {
+        let ring = self.ring();
+        let Some(primary) = strata_cluster::primary::primary(&ring, key) else {
+            return false;
+        };
+        // Executed against the copy this node holds.
+        let base = self
+            .owner
+            .get_retained_entry(namespace, key)
+            .map_or(0, |e| e.version.as_u64());
+        matches!(
+            self.replicate_in(primary, namespace, key, None, version, base),
+            strata_cluster::rpc::Response::Replicated
+        )
+    }
+
     /// Lifts every fault.
     pub(crate) fn heal(&self) {
         self.faults.gossip.write().clear();

@@ -104,9 +104,10 @@ impl Shared {
                 // An owner held a newer copy than this node executed against: adopt it and
                 // execute again (a primary back from a pause or a partition catches up
                 // here), or, when this node has applied an invalidation of that copy the
-                // owner has not yet, execute again from no copy above it.
+                // owner has not yet, execute again from no copy above it; likewise above
+                // an invalidation an owner applied that this node has not.
                 Err(newer) if attempt < STALE_RETRIES => {
-                    restart = self.adopt(namespace, key, newer);
+                    restart = self.restart_after(namespace, key, newer);
                 }
                 Err(_) => {
                     return Err(Refusal::Unavailable(
@@ -135,6 +136,34 @@ impl Shared {
         )
     }
 
+    /// Where the next execution of `key` starts after an owner answered with something
+    /// newer than the change: a copy ([`Shared::adopt`]), or an invalidation this node had
+    /// not applied (from no copy, above it: what this node holds below it is dead).
+    fn restart_after(&self, namespace: &str, key: &[u8], newer: Newer) -> Option<Start> {
+        match newer {
+            Newer::Copy(e) => self.adopt(namespace, key, e),
+            Newer::Invalidated(version) => {
+                self.counters.stale_base.fetch_add(1, Ordering::Relaxed);
+                self.observe(Version::from_u64(version));
+                Some(self.dead_below(namespace, key, version))
+            }
+        }
+    }
+
+    /// Copies of `key` below `version` are dead (an invalidation an owner applied, or a
+    /// copy coherence refuses): this node's own goes, and the next execution starts from
+    /// no copy above `version`.
+    fn dead_below(&self, namespace: &str, key: &[u8], version: u64) -> Start {
+        self.counters.refused_stale.fetch_add(1, Ordering::Relaxed);
+        if let Some(own) = self.owner.get_retained_entry(namespace, key)
+            && own.version.as_u64() < version
+        {
+            // That version only: a hand-off push may store a newer one meanwhile.
+            self.owner.remove_version_sync(namespace, key, own.version);
+        }
+        Start::Above(version)
+    }
+
     /// Adopts an owner's newer copy of `key` (its `Stale` answer): stores it, and the next
     /// execution starts from it (or, when the store kept a newer one still, reads again:
     /// `None`). A copy this node cannot
@@ -155,14 +184,7 @@ impl Shared {
                 &super::tag_refs(&newer),
             );
         if !live {
-            self.counters.refused_stale.fetch_add(1, Ordering::Relaxed);
-            if let Some(own) = self.owner.get_retained_entry(namespace, key)
-                && own.version < newer.version
-            {
-                // That version only: a hand-off push may store a newer one meanwhile.
-                self.owner.remove_version_sync(namespace, key, own.version);
-            }
-            return Some(Start::Above(version));
+            return Some(self.dead_below(namespace, key, version));
         }
         let kept = self.store_owned(namespace, key, newer.clone());
         // After the store holds it (absent.rs: a forget follows the change).
@@ -379,7 +401,7 @@ impl Shared {
                 match done {
                     Ok(None) => {}
                     Ok(Some(newer)) if n == 0 => {
-                        restarts[*i] = self.adopt(namespace, &keys[*i], newer);
+                        restarts[*i] = self.restart_after(namespace, &keys[*i], newer);
                         continue 'attempt;
                     }
                     Err(e @ Refusal::NotPrimary(_) | e @ Refusal::Unavailable(_)) if n == 0 => {
@@ -387,7 +409,7 @@ impl Shared {
                     }
                     Ok(Some(_)) => {
                         return Err(Refusal::Indeterminate(
-                            "an owner held a newer copy of a later key: the operation is half applied on the replicas".into(),
+                            "an owner held a newer copy or invalidation of a later key: the operation is half applied on the replicas".into(),
                         ));
                     }
                     Err(Refusal::NotPrimary(why)) => {
@@ -431,7 +453,7 @@ impl Shared {
         key: &[u8],
         op: &PrimaryOp,
         restart: Option<Start>,
-    ) -> Result<Result<Executed, Entry>, Refusal> {
+    ) -> Result<Result<Executed, Newer>, Refusal> {
         let now = self.now_ms();
         let (current, floor) = match restart {
             Some(Start::From(e)) => (Some(e), 0),
@@ -677,7 +699,7 @@ impl Shared {
         key: &[u8],
         change: &Change,
         base: u64,
-    ) -> Result<Option<Entry>, Refusal> {
+    ) -> Result<Option<Newer>, Refusal> {
         let rf = self.cfg.replication_factor as usize;
         let targets = decide::replicas(ring, &self.name, key, rf);
         if targets.is_empty() {
@@ -714,6 +736,8 @@ impl Shared {
         let mut unknown = Vec::new();
         let mut applied = 0usize;
         let mut newer: Option<Entry> = None;
+        // The newest invalidation an owner refused the change for (`Superseded`).
+        let mut invalidated: Option<u64> = None;
         if addrs.len() < targets.len() {
             refused.push("an owner is not a live member".to_owned());
         }
@@ -728,6 +752,10 @@ impl Shared {
                     if newer.as_ref().is_none_or(|n| n.version < e.version) {
                         newer = Some(e);
                     }
+                }
+                Ok(Response::Superseded { version }) => {
+                    self.observe(Version::from_u64(version));
+                    invalidated = invalidated.max(Some(version));
                 }
                 Ok(Response::Fenced { primary }) => {
                     self.counters.fenced.fetch_add(1, Ordering::Relaxed);
@@ -751,7 +779,8 @@ impl Shared {
                 }
             }
         }
-        let partial = applied > 0 && (newer.is_some() || !refused.is_empty());
+        let partial =
+            applied > 0 && (newer.is_some() || invalidated.is_some() || !refused.is_empty());
         if !unknown.is_empty() || partial {
             unknown.extend(refused);
             return Err(Refusal::Indeterminate(unknown.join("; ")));
@@ -759,7 +788,12 @@ impl Shared {
         if !refused.is_empty() {
             return Err(Refusal::Unavailable(refused.join("; ")));
         }
-        Ok(newer)
+        Ok(match (newer, invalidated) {
+            // A copy at or below an invalidation another owner applied is dead.
+            (Some(e), Some(v)) if e.version.as_u64() > v => Some(Newer::Copy(e)),
+            (_, Some(v)) => Some(Newer::Invalidated(v)),
+            (e, None) => e.map(Newer::Copy),
+        })
     }
 
     /// The RPC addresses of the live members named.
@@ -800,11 +834,26 @@ impl Shared {
             Some(w) => {
                 let e = from_wire(w);
                 let e_version = e.version;
+                let tags = e.tags.clone();
                 self.observe(e_version);
                 match self.store_owned(namespace, key, e) {
-                    // Stored, then refused by an invalidation newer than the change that
-                    // ran its removals before the store: applied, and ordered before it.
-                    Ok(None) => Response::Replicated,
+                    // Stored, then refused by an invalidation newer than the change (a `DEL`
+                    // by an earlier primary whose clock ran ahead of this one's). Answering
+                    // `Replicated` would leave the change on the primary alone: it executes
+                    // again above the invalidation instead.
+                    Ok(None) => {
+                        let refs: Vec<&[u8]> = tags.iter().map(|t| t.as_ref()).collect();
+                        let by = self.coherence.lock().superseded_by(
+                            namespace,
+                            key,
+                            e_version.as_u64(),
+                            &refs,
+                        );
+                        match by {
+                            Some(version) => Response::Superseded { version },
+                            None => Response::Replicated,
+                        }
+                    }
                     Ok(Some(strata_core::SetOutcome::TooLarge)) => {
                         Response::Error("the value does not fit this owner store".into())
                     }
@@ -1101,6 +1150,15 @@ impl Shared {
 
 /// How many times a primary executes one write against newer copies owners answer with.
 const STALE_RETRIES: usize = 4;
+
+/// What an owner held that a primary's change was not executed over: it executes again.
+#[derive(Debug)]
+enum Newer {
+    /// A newer copy (`Stale`): adopted, or, when this node cannot serve it, a floor.
+    Copy(Entry),
+    /// An invalidation of the key at this version, at or above the change's (`Superseded`).
+    Invalidated(u64),
+}
 
 /// Where a primary's next execution of a key starts after an owner answered `Stale`
 /// ([`Shared::adopt`]).
