@@ -127,22 +127,33 @@ impl Shared {
         key: &[u8],
         entry: Entry,
     ) -> Result<Option<strata_core::SetOutcome>, strata_core::TierError> {
+        Ok(self.store_owned_or_superseded(namespace, key, entry)?.ok())
+    }
+
+    /// [`Shared::store_owned`], naming the invalidation that refused the copy once stored
+    /// (`Err(version)`, the newest that covers it): a replica answers its primary with it.
+    pub(crate) fn store_owned_or_superseded(
+        &self,
+        namespace: &str,
+        key: &[u8],
+        entry: Entry,
+    ) -> Result<Result<strata_core::SetOutcome, u64>, strata_core::TierError> {
         let version = entry.version;
         let tags = entry.tags.clone();
         let stored = self
             .owner
             .set_sync(namespace, Bytes::copy_from_slice(key), entry)?;
         if stored != strata_core::SetOutcome::Stored {
-            return Ok(Some(stored));
+            return Ok(Ok(stored));
         }
         let refs: Vec<&[u8]> = tags.iter().map(|t| t.as_ref()).collect();
-        if self
+        let by = self
             .coherence
             .lock()
-            .admits_tagged(namespace, key, version.as_u64(), &refs)
-        {
-            return Ok(Some(stored));
-        }
+            .superseded_by(namespace, key, version.as_u64(), &refs);
+        let Some(by) = by else {
+            return Ok(Ok(stored));
+        };
         self.counters.refused_stale.fetch_add(1, Ordering::Relaxed);
         self.owner.remove_version_sync(namespace, key, version);
         // A read of this store in between may have put the copy in L1 or L3.
@@ -153,7 +164,7 @@ impl Shared {
                 let _ = c.drop_local(&namespace, &key, Some(above)).await;
             });
         }
-        Ok(None)
+        Ok(Err(by))
     }
 
     /// Removes the owner store's entries of `namespace` that `pred` selects; returns how

@@ -55,6 +55,32 @@ pub(crate) async fn read_frame(
     }
 }
 
+/// Reads the next answer on a caller's connection. An answer whose body this build cannot
+/// decode (a variant of a newer build) answers its request with an `Error` — an unknown
+/// outcome to the caller — and the connection goes on; it once closed the connection and
+/// failed every call waiting on it. A request frame (never sent to a caller) is skipped.
+pub(crate) async fn read_answer(
+    read: &mut ReadHalf,
+    buf: &mut BytesMut,
+    max_frame: usize,
+) -> Result<(u64, Response), String> {
+    loop {
+        match rpc::decode(buf, max_frame) {
+            Ok(Some(Frame::Response(id, r))) => return Ok((id, r)),
+            Ok(Some(Frame::Request(..))) => continue,
+            Ok(None) => {}
+            Err((Some(id), e)) if e.is_recoverable() => {
+                return Ok((id, Response::Error(format!("undecodable answer: {e}"))));
+            }
+            Err((_, e)) => return Err(e.to_string()),
+        }
+        let n = read.read_buf(buf).await.map_err(|e| e.to_string())?;
+        if n == 0 {
+            return Err("connection closed".into());
+        }
+    }
+}
+
 /// Writes what arrives on `rx` to `write`, coalescing what is queued into one write (at
 /// most about 256 KiB), until the channel closes or a write fails.
 ///
@@ -293,10 +319,8 @@ impl Pool {
         let reader = {
             let (pending, alive, max) = (pending.clone(), alive.clone(), self.max_frame);
             tokio::spawn(async move {
-                while let Ok(frame) = read_frame(&mut read, &mut buf, max).await {
-                    if let Frame::Response(id, resp) = frame
-                        && let Some(tx) = pending.lock().remove(&id)
-                    {
+                while let Ok((id, resp)) = read_answer(&mut read, &mut buf, max).await {
+                    if let Some(tx) = pending.lock().remove(&id) {
                         let _ = tx.send(resp);
                     }
                 }
@@ -499,4 +523,58 @@ enum Stage {
 struct Failure {
     stage: Stage,
     why: String,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// An answer of a newer build's variant fails its own call only; the connection and the
+    /// answers after it go on (it once closed the connection, failing every waiting call).
+    #[tokio::test]
+    async fn an_undecodable_answer_fails_its_call_and_the_connection_goes_on() {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let server = tokio::spawn(async move {
+            let (mut s, _) = listener.accept().await.unwrap();
+            // Response variant 250 of request 1: no build has it.
+            let unknown = [
+                0,
+                0,
+                0,
+                11,
+                rpc::PROTOCOL_VERSION,
+                1,
+                0,
+                0,
+                0,
+                0,
+                0,
+                0,
+                0,
+                1,
+                250,
+            ];
+            s.write_all(&unknown).await.unwrap();
+            s.write_all(&rpc::to_bytes(&Frame::Response(2, Response::Replicated)))
+                .await
+                .unwrap();
+            s.flush().await.unwrap();
+            // Held open until the reader has read both.
+            let mut b = [0u8; 1];
+            let _ = s.read(&mut b).await;
+        });
+        let (mut read, _write) = TcpStream::connect(addr).await.unwrap().into_split();
+        let mut buf = BytesMut::new();
+        let (id, first) = read_answer(&mut read, &mut buf, 1 << 20).await.unwrap();
+        assert_eq!(id, 1);
+        assert!(
+            matches!(&first, Response::Error(e) if e.contains("undecodable")),
+            "{first:?}"
+        );
+        let (id, second) = read_answer(&mut read, &mut buf, 1 << 20).await.unwrap();
+        assert_eq!((id, second), (2, Response::Replicated));
+        drop(_write);
+        server.await.unwrap();
+    }
 }

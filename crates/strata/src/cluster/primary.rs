@@ -107,11 +107,12 @@ impl Shared {
                 // owner has not yet, execute again from no copy above it; likewise above
                 // an invalidation an owner applied that this node has not.
                 Err(newer) if attempt < STALE_RETRIES => {
-                    restart = self.restart_after(namespace, key, newer);
+                    let put = matches!(op, PrimaryOp::Put(_));
+                    restart = self.restart_after(namespace, key, newer, put);
                 }
                 Err(_) => {
                     return Err(Refusal::Unavailable(
-                        "owners kept answering with newer copies".into(),
+                        "owners kept answering with newer copies or invalidations".into(),
                     ));
                 }
             }
@@ -136,31 +137,36 @@ impl Shared {
         )
     }
 
-    /// Where the next execution of `key` starts after an owner answered with something
-    /// newer than the change: a copy ([`Shared::adopt`]), or an invalidation this node had
-    /// not applied (from no copy, above it: what this node holds below it is dead).
-    fn restart_after(&self, namespace: &str, key: &[u8], newer: Newer) -> Option<Start> {
+    /// Where the next execution of one key starts after an owner answered with something
+    /// newer than the change (`put`: a plain `SET`): a copy ([`Shared::adopt`]), or an
+    /// invalidation of the key this node has not applied (`Superseded`). Then the next
+    /// execution starts from no copy, above the invalidation. For a read-modify-write the
+    /// copy it executed from is dead too (the change took its tags from that copy, so what
+    /// covered the change covers it): this node's own goes. A plain `SET`'s tags are its
+    /// own, so the copy it replaces may be live: it stays until the write replaces it.
+    fn restart_after(&self, namespace: &str, key: &[u8], newer: Newer, put: bool) -> Option<Start> {
         match newer {
             Newer::Copy(e) => self.adopt(namespace, key, e),
             Newer::Invalidated(version) => {
                 self.counters.stale_base.fetch_add(1, Ordering::Relaxed);
                 self.observe(Version::from_u64(version));
-                Some(self.dead_below(namespace, key, version))
+                match self.owner.get_retained_entry(namespace, key) {
+                    // Stored since the execution read (a hand-off push): read again.
+                    Some(own) if own.version.as_u64() >= version => None,
+                    Some(own) if !put => Some(self.dead_below(namespace, key, own, version)),
+                    _ => Some(Start::Above(version)),
+                }
             }
         }
     }
 
-    /// Copies of `key` below `version` are dead (an invalidation an owner applied, or a
-    /// copy coherence refuses): this node's own goes, and the next execution starts from
-    /// no copy above `version`.
-    fn dead_below(&self, namespace: &str, key: &[u8], version: u64) -> Start {
+    /// This node's own copy `own` of `key` is dead (below `version`: a copy coherence
+    /// refuses, or the base of a change an owner refused): it goes, and the next execution
+    /// starts from no copy above `version`.
+    fn dead_below(&self, namespace: &str, key: &[u8], own: Entry, version: u64) -> Start {
         self.counters.refused_stale.fetch_add(1, Ordering::Relaxed);
-        if let Some(own) = self.owner.get_retained_entry(namespace, key)
-            && own.version.as_u64() < version
-        {
-            // That version only: a hand-off push may store a newer one meanwhile.
-            self.owner.remove_version_sync(namespace, key, own.version);
-        }
+        // That version only: a hand-off push may store a newer one meanwhile.
+        self.owner.remove_version_sync(namespace, key, own.version);
         Start::Above(version)
     }
 
@@ -184,7 +190,15 @@ impl Shared {
                 &super::tag_refs(&newer),
             );
         if !live {
-            return Some(self.dead_below(namespace, key, version));
+            return Some(match self.owner.get_retained_entry(namespace, key) {
+                Some(own) if own.version < newer.version => {
+                    self.dead_below(namespace, key, own, version)
+                }
+                _ => {
+                    self.counters.refused_stale.fetch_add(1, Ordering::Relaxed);
+                    Start::Above(version)
+                }
+            });
         }
         let kept = self.store_owned(namespace, key, newer.clone());
         // After the store holds it (absent.rs: a forget follows the change).
@@ -400,9 +414,19 @@ impl Shared {
                     .await;
                 match done {
                     Ok(None) => {}
-                    Ok(Some(newer)) if n == 0 => {
-                        restarts[*i] = self.restart_after(namespace, &keys[*i], newer);
+                    Ok(Some(Newer::Copy(newer))) if n == 0 => {
+                        restarts[*i] = self.adopt(namespace, &keys[*i], newer);
                         continue 'attempt;
+                    }
+                    // An invalidation this node has not applied yet may cover the other
+                    // keys' copies too (a flush, a pattern, a tag): executing again from
+                    // them could bring a removed value back. Nothing was applied; a later
+                    // attempt runs once this node has applied it.
+                    Ok(Some(Newer::Invalidated(v))) if n == 0 => {
+                        self.observe(Version::from_u64(v));
+                        return Err(Refusal::Unavailable(
+                            "an owner applied an invalidation of a key this primary has not applied yet: nothing was applied".into(),
+                        ));
                     }
                     Err(e @ Refusal::NotPrimary(_) | e @ Refusal::Unavailable(_)) if n == 0 => {
                         return Err(e);
@@ -789,10 +813,17 @@ impl Shared {
             return Err(Refusal::Unavailable(refused.join("; ")));
         }
         Ok(match (newer, invalidated) {
-            // A copy at or below an invalidation another owner applied is dead.
-            (Some(e), Some(v)) if e.version.as_u64() > v => Some(Newer::Copy(e)),
-            (_, Some(v)) => Some(Newer::Invalidated(v)),
-            (e, None) => e.map(Newer::Copy),
+            (None, None) => None,
+            (Some(e), None) => Some(Newer::Copy(e)),
+            (None, Some(v)) => Some(Newer::Invalidated(v)),
+            // Whether the copy is live depends on an invalidation this node has not applied
+            // (one owner has, another has not): nothing was applied, and a later attempt
+            // finds them agreeing.
+            (Some(_), Some(_)) => {
+                return Err(Refusal::Unavailable(
+                    "owners answered with a newer copy and with a newer invalidation of the key: nothing was applied".into(),
+                ));
+            }
         })
     }
 
@@ -834,27 +865,14 @@ impl Shared {
             Some(w) => {
                 let e = from_wire(w);
                 let e_version = e.version;
-                let tags = e.tags.clone();
                 self.observe(e_version);
-                match self.store_owned(namespace, key, e) {
+                match self.store_owned_or_superseded(namespace, key, e) {
                     // Stored, then refused by an invalidation newer than the change (a `DEL`
-                    // by an earlier primary whose clock ran ahead of this one's). Answering
-                    // `Replicated` would leave the change on the primary alone: it executes
-                    // again above the invalidation instead.
-                    Ok(None) => {
-                        let refs: Vec<&[u8]> = tags.iter().map(|t| t.as_ref()).collect();
-                        let by = self.coherence.lock().superseded_by(
-                            namespace,
-                            key,
-                            e_version.as_u64(),
-                            &refs,
-                        );
-                        match by {
-                            Some(version) => Response::Superseded { version },
-                            None => Response::Replicated,
-                        }
-                    }
-                    Ok(Some(strata_core::SetOutcome::TooLarge)) => {
+                    // by an earlier primary whose clock ran ahead of this one's, a pattern
+                    // that ran meanwhile). Answering `Replicated` would leave the change on
+                    // the primary alone: it executes again above the invalidation instead.
+                    Ok(Err(version)) => Response::Superseded { version },
+                    Ok(Ok(strata_core::SetOutcome::TooLarge)) => {
                         Response::Error("the value does not fit this owner store".into())
                     }
                     // The store kept a newer copy than the primary's change: one `held`
@@ -862,7 +880,7 @@ impl Shared {
                     // primary's). Acknowledging would leave the change on the primary
                     // alone; the primary re-executes above that copy instead (`adopt`:
                     // an expired copy is a floor, not a start).
-                    Ok(Some(strata_core::SetOutcome::KeptNewer)) => {
+                    Ok(Ok(strata_core::SetOutcome::KeptNewer)) => {
                         match self.owner.get_retained_entry(namespace, key) {
                             Some(kept) if kept.version > e_version => Response::Stale {
                                 entry: to_wire(&kept),
@@ -870,7 +888,7 @@ impl Shared {
                             _ => Response::Replicated,
                         }
                     }
-                    Ok(_) => Response::Replicated,
+                    Ok(Ok(_)) => Response::Replicated,
                     Err(err) => Response::Error(err.to_string()),
                 }
             }
