@@ -159,17 +159,36 @@ async fn a_full_disk_never_brings_back_a_deleted_or_overwritten_value() {
     );
     assert!(l3.write_fault().is_some());
 
-    // The process dies before the disk recovers: the next start must not serve them either.
+    // The process dies before the disk recovers: the next start, on the still-full file
+    // system, must not serve them either. Whether RocksDB opens there at all, and whether
+    // the reconcile at open finds room for its range delete, depends on the bytes the
+    // failed writes left (it did in most runs, not all): either is right, serving is not.
     drop(l3);
     drop(disk);
+    let (disk, l3) = tier(&data, 1 << 30, 1);
+    let mut reconciled = 0;
+    if disk.open().is_ok() {
+        assert_eq!(
+            value_of(l3.get("ns", b"victim").await.unwrap_or(None)),
+            None
+        );
+        assert_eq!(value_of(l3.get("ns", b"other").await.unwrap_or(None)), None);
+        reconciled += disk.counters().reconciles.get();
+    }
+    drop(l3);
+    drop(disk);
+    // The operator gives the disk room; the next start has applied what failed, and takes
+    // writes.
+    assert!(fs.remount("size=32m"), "cannot grow the tmpfs");
     let (disk, l3) = tier(&data, 1 << 30, 1);
     disk.open().unwrap();
     assert_eq!(value_of(l3.get("ns", b"victim").await.unwrap()), None);
     assert_eq!(value_of(l3.get("ns", b"other").await.unwrap()), None);
-    assert_eq!(disk.counters().reconciles.get(), 1, "emptied at open");
+    reconciled += disk.counters().reconciles.get();
+    assert_eq!(reconciled, 1, "emptied at one of the two opens");
     assert_eq!(l3.health(), TierHealth::Up);
     assert!(l3.write_fault().is_none());
-    // The range delete freed the space: L3 takes writes again.
+    // L3 takes writes again.
     l3.set("ns", Bytes::from("fresh"), entry(b"f", v + 1))
         .await
         .unwrap();
