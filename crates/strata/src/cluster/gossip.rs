@@ -317,6 +317,9 @@ mod tests {
         let old = strata_cluster::rpc::FrameError::Body("unknown variant index 15".into());
         assert!(lease_granted(&Err(format!("n1: {old}"))));
         assert!(!lease_granted(&Err("n1 did not answer in time".into())));
+        // An answer this build cannot decode (a later build's variant) grants nothing.
+        let later = super::super::peer::undecodable_answer("unknown variant index 30");
+        assert!(!lease_granted(&Err(format!("n1: {later}"))));
         assert!(!lease_granted(&Err("connection to n1 closed".into())));
         assert!(!lease_granted(&Err("n1: the node is shutting down".into())));
         assert!(!lease_granted(&Ok(Response::Pong)));

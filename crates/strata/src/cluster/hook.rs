@@ -259,7 +259,7 @@ impl Maintenance for ClusterHook {
             ),
             m(
                 "cluster_writes_reexecuted",
-                "Executions redone here as primary because an owner held a newer copy than the one executed against",
+                "Executions redone here as primary because an owner held a newer copy than the one executed against, or had applied a newer invalidation of the key",
                 true,
                 get(&k.stale_base),
             ),

@@ -69,8 +69,8 @@ pub(crate) async fn read_answer(
             Ok(Some(Frame::Response(id, r))) => return Ok((id, r)),
             Ok(Some(Frame::Request(..))) => continue,
             Ok(None) => {}
-            Err((Some(id), e)) if e.is_recoverable() => {
-                return Ok((id, Response::Error(format!("undecodable answer: {e}"))));
+            Err((Some(id), rpc::FrameError::Body(why))) => {
+                return Ok((id, Response::Error(undecodable_answer(&why))));
             }
             Err((_, e)) => return Err(e.to_string()),
         }
@@ -79,6 +79,13 @@ pub(crate) async fn read_answer(
             return Err("connection closed".into());
         }
     }
+}
+
+/// The error an undecodable answer becomes. Not the wording of a callee's own decode error
+/// (`malformed body`), which an earlier build's answer to a `LeasePing` is, and which grants
+/// the lease ([`super::gossip`]): an answer this build cannot read grants nothing.
+pub(crate) fn undecodable_answer(why: &str) -> String {
+    format!("undecodable answer (a later build's variant?): {why}")
 }
 
 /// Writes what arrives on `rx` to `write`, coalescing what is queued into one write (at

@@ -422,8 +422,10 @@ impl Shared {
                     // keys' copies too (a flush, a pattern, a tag): executing again from
                     // them could bring a removed value back. Nothing was applied; a later
                     // attempt runs once this node has applied it.
-                    Ok(Some(Newer::Invalidated(v))) if n == 0 => {
-                        self.observe(Version::from_u64(v));
+                    // Not observed, so a later attempt is refused alike until this node
+                    // has applied it (or its clock passes it: the base check a replica
+                    // does not make yet, noted in decision 83).
+                    Ok(Some(Newer::Invalidated(_))) if n == 0 => {
                         return Err(Refusal::Unavailable(
                             "an owner applied an invalidation of a key this primary has not applied yet: nothing was applied".into(),
                         ));
@@ -777,8 +779,9 @@ impl Shared {
                         newer = Some(e);
                     }
                 }
+                // Not observed here: a later attempt stamped above it would be taken by
+                // that owner whether or not this node's copies are dead (below).
                 Ok(Response::Superseded { version }) => {
-                    self.observe(Version::from_u64(version));
                     invalidated = invalidated.max(Some(version));
                 }
                 Ok(Response::Fenced { primary }) => {
@@ -816,9 +819,11 @@ impl Shared {
             (None, None) => None,
             (Some(e), None) => Some(Newer::Copy(e)),
             (None, Some(v)) => Some(Newer::Invalidated(v)),
+            // A copy newer than the invalidation is not covered by it.
+            (Some(e), Some(v)) if e.version.as_u64() > v => Some(Newer::Copy(e)),
             // Whether the copy is live depends on an invalidation this node has not applied
-            // (one owner has, another has not): nothing was applied, and a later attempt
-            // finds them agreeing.
+            // (one owner has, another has not): nothing was applied. Not observed, so a
+            // later attempt is refused alike until this node or that owner has applied it.
             (Some(_), Some(_)) => {
                 return Err(Refusal::Unavailable(
                     "owners answered with a newer copy and with a newer invalidation of the key: nothing was applied".into(),
