@@ -459,7 +459,7 @@ async fn a_change_below_a_replicas_newer_removal_is_executed_again_above_it() {
     let keys: Vec<String> = (0..100_000)
         .map(|i| format!("ahead:{i}"))
         .filter(|k| nodes[0].cluster_owners(k.as_bytes()) == ["n0", "n1"])
-        .take(2)
+        .take(4)
         .collect();
     let c0 = nodes[0].cache();
     // A version `mins` minutes ahead of the wall clock (n0's clock observes each one).
@@ -515,6 +515,53 @@ async fn a_change_below_a_replicas_newer_removal_is_executed_again_above_it() {
             .unwrap()
             .as_deref(),
         Some(&b"1"[..])
+    );
+
+    // The same removal, but n0's clock is already past it: the INCR is stamped above it,
+    // and only the copy it executes from tells that it is dead (the replica checks the
+    // primary's base, not only the change's version). It answered 6.
+    let key = &keys[2];
+    c0.set("ns", key.clone(), "5").await.unwrap();
+    let base = nodes[0]
+        .owner_copy("ns", key.as_bytes())
+        .expect("n0 holds the value")
+        .version
+        .as_u64();
+    let removed_at = base + 1;
+    assert!(nodes[1].receive_replicated_removal("ns", key.as_bytes(), removed_at));
+    tokio::time::sleep(Duration::from_millis(5)).await;
+    let got = c0
+        .execute("ns", bytes::Bytes::from(key.clone()), &KeyOp::IncrBy(1))
+        .await
+        .unwrap();
+    assert_eq!(got, Reply::Int(1), "the INCR ordered after the removal");
+    for (i, n) in nodes.iter().enumerate() {
+        assert_eq!(
+            n.owner_copy("ns", key.as_bytes()).map(|e| e.value.to_vec()),
+            Some(b"1".to_vec()),
+            "n{i}"
+        );
+    }
+
+    // A primary's own DEL is part of its base: the SET after it costs no second round.
+    let reexecuted = |n: &strata::Node| {
+        n.encode_metrics()
+            .lines()
+            .find_map(|l| l.strip_prefix("strata_cluster_writes_reexecuted_total "))
+            .and_then(|v| v.trim().parse::<u64>().ok())
+            .expect("the metric")
+    };
+    let before = reexecuted(&nodes[0]);
+    let key = &keys[3];
+    c0.set("ns", key.clone(), "a").await.unwrap();
+    assert!(c0.invalidate("ns", key.as_bytes()).await.unwrap());
+    c0.set("ns", key.clone(), "b").await.unwrap();
+    assert_eq!(reexecuted(&nodes[0]), before, "a write was executed twice");
+    assert_eq!(
+        nodes[1]
+            .owner_copy("ns", key.as_bytes())
+            .map(|e| e.value.to_vec()),
+        Some(b"b".to_vec())
     );
     stop(nodes).await;
 }

@@ -746,6 +746,15 @@ impl Shared {
             Change::Removed(v) => (None, v.as_u64()),
             Change::None => return Ok(None),
         };
+        // The newest removal of the key (a key's own, a pattern's, a flush's: each covers
+        // every copy of it) this node has applied is part of what it executed against: an
+        // owner answers `Superseded` for one newer than the base only when this node has
+        // not applied it (its own `DEL`s cost no extra round).
+        let known = self
+            .coherence
+            .lock()
+            .superseded_by(namespace, key, base, &[]);
+        let base = base.max(known.unwrap_or(0));
         let addrs = self.addresses(&targets);
         let calls = addrs.iter().map(|(name, addr)| {
             let req = Request::Replicate {
@@ -869,6 +878,19 @@ impl Shared {
         let resp = match entry {
             Some(w) => {
                 let e = from_wire(w);
+                // An invalidation newer than the copy the primary executed from covers that
+                // copy (a read-modify-write's change carries its tags): executed from a dead
+                // copy — a `DEL` of an earlier primary the new one has not applied, even
+                // when its clock is past it and the change stamped above it — the change
+                // would bring the removed value back. The primary executes again from no
+                // copy above it. (A plain `SET` refused so costs one more round.)
+                let by =
+                    self.coherence
+                        .lock()
+                        .superseded_by(namespace, key, base, &super::tag_refs(&e));
+                if let Some(version) = by {
+                    return Response::Superseded { version };
+                }
                 let e_version = e.version;
                 self.observe(e_version);
                 match self.store_owned_or_superseded(namespace, key, e) {
