@@ -459,7 +459,7 @@ async fn a_change_below_a_replicas_newer_removal_is_executed_again_above_it() {
     let keys: Vec<String> = (0..100_000)
         .map(|i| format!("ahead:{i}"))
         .filter(|k| nodes[0].cluster_owners(k.as_bytes()) == ["n0", "n1"])
-        .take(4)
+        .take(5)
         .collect();
     let c0 = nodes[0].cache();
     // A version `mins` minutes ahead of the wall clock (n0's clock observes each one).
@@ -562,6 +562,27 @@ async fn a_change_below_a_replicas_newer_removal_is_executed_again_above_it() {
             .owner_copy("ns", key.as_bytes())
             .map(|e| e.value.to_vec()),
         Some(b"b".to_vec())
+    );
+
+    // The base is raised only when the primary executes from no copy: its tombstones also
+    // record writes, and an owner holding such a write must still answer `Stale` with it.
+    // n0 holds an older copy of a key and a tombstone at the version n1 holds (live);
+    // raised to it, the base hid n1's copy, and the INCR ran from n0's: 6, and 10 lost.
+    let key = &keys[4];
+    c0.set("ns", key.clone(), "5").await.unwrap();
+    let older = nodes[0].owner_copy("ns", key.as_bytes()).unwrap();
+    c0.set("ns", key.clone(), "10").await.unwrap();
+    let newer = nodes[1].owner_copy("ns", key.as_bytes()).unwrap();
+    assert!(nodes[0].receive_replicated_removal("ns", key.as_bytes(), newer.version.as_u64()));
+    nodes[0].plant_owner_copy("ns", key.as_bytes(), older);
+    let got = c0
+        .execute("ns", bytes::Bytes::from(key.clone()), &KeyOp::IncrBy(1))
+        .await
+        .unwrap();
+    assert_eq!(
+        got,
+        Reply::Int(11),
+        "the INCR ran from the owner's newer copy"
     );
     stop(nodes).await;
 }

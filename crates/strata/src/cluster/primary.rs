@@ -150,10 +150,18 @@ impl Shared {
             Newer::Invalidated(version) => {
                 self.counters.stale_base.fetch_add(1, Ordering::Relaxed);
                 self.observe(Version::from_u64(version));
+                // A fresh copy stored since the execution read (a hand-off push): read
+                // again. (An expired one it keeps would be read as none again: a loop.)
+                if self
+                    .own_copy(namespace, key)
+                    .is_some_and(|own| own.version.as_u64() >= version)
+                {
+                    return None;
+                }
                 match self.owner.get_retained_entry(namespace, key) {
-                    // Stored since the execution read (a hand-off push): read again.
-                    Some(own) if own.version.as_u64() >= version => None,
-                    Some(own) if !put => Some(self.dead_below(namespace, key, own, version)),
+                    Some(own) if !put && own.version.as_u64() < version => {
+                        Some(self.dead_below(namespace, key, own, version))
+                    }
                     _ => Some(Start::Above(version)),
                 }
             }
@@ -409,8 +417,9 @@ impl Shared {
                     .max(floors[*i]);
                 // Once one key's change is on the replicas, a refusal of the next leaves the
                 // operation half applied there: the outcome is unknown, never retried.
+                let from_none = current[*i].is_none();
                 let done = self
-                    .replicate_out(&ring, namespace, &keys[*i], change, base)
+                    .replicate_out(&ring, namespace, &keys[*i], change, base, from_none)
                     .await;
                 match done {
                     Ok(None) => {}
@@ -422,9 +431,8 @@ impl Shared {
                     // keys' copies too (a flush, a pattern, a tag): executing again from
                     // them could bring a removed value back. Nothing was applied; a later
                     // attempt runs once this node has applied it.
-                    // Not observed, so a later attempt is refused alike until this node
-                    // has applied it (or its clock passes it: the base check a replica
-                    // does not make yet, noted in decision 83).
+                    // Not observed: a later attempt is refused alike until this node has
+                    // applied it, or the owner's record of it expires (`tombstone_ms`).
                     Ok(Some(Newer::Invalidated(_))) if n == 0 => {
                         return Err(Refusal::Unavailable(
                             "an owner applied an invalidation of a key this primary has not applied yet: nothing was applied".into(),
@@ -570,7 +578,7 @@ impl Shared {
         };
         self.observe(version);
         if let Some(newer) = self
-            .replicate_out(ring, namespace, key, &change, base)
+            .replicate_out(ring, namespace, key, &change, base, current.is_none())
             .await?
         {
             return Ok(Err(newer));
@@ -725,6 +733,7 @@ impl Shared {
         key: &[u8],
         change: &Change,
         base: u64,
+        from_none: bool,
     ) -> Result<Option<Newer>, Refusal> {
         let rf = self.cfg.replication_factor as usize;
         let targets = decide::replicas(ring, &self.name, key, rf);
@@ -746,15 +755,25 @@ impl Shared {
             Change::Removed(v) => (None, v.as_u64()),
             Change::None => return Ok(None),
         };
-        // The newest removal of the key (a key's own, a pattern's, a flush's: each covers
-        // every copy of it) this node has applied is part of what it executed against: an
-        // owner answers `Superseded` for one newer than the base only when this node has
-        // not applied it (its own `DEL`s cost no extra round).
-        let known = self
-            .coherence
-            .lock()
-            .superseded_by(namespace, key, base, &[]);
-        let base = base.max(known.unwrap_or(0));
+        // Executed from no copy, the newest invalidation this node has applied that covers
+        // the change is part of what it executed against: an owner answers `Superseded` for
+        // one newer than the base only when this node has not applied it (its own `DEL`s,
+        // a tag's refill, cost no extra round). Not when it executed from a copy: the
+        // tombstones also record writes announced (a newer copy an owner holds, live),
+        // which the owner's `Stale` check must still see above the base.
+        let base = if from_none {
+            let tags = match change {
+                Change::Written(e) => super::tag_refs(e),
+                _ => Vec::new(),
+            };
+            let known = self
+                .coherence
+                .lock()
+                .superseded_by(namespace, key, base, &tags);
+            base.max(known.unwrap_or(0))
+        } else {
+            base
+        };
         let addrs = self.addresses(&targets);
         let calls = addrs.iter().map(|(name, addr)| {
             let req = Request::Replicate {
