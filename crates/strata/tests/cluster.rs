@@ -584,6 +584,34 @@ async fn a_change_below_a_replicas_newer_removal_is_executed_again_above_it() {
         Reply::Int(11),
         "the INCR ran from the owner's newer copy"
     );
+
+    // A tag invalidation newer than a live, untagged destination does not refuse a RENAME
+    // of a source refilled with that tag since: the owners check the base against the key's
+    // removals, not the change's tags (the source's). It was refused for 60 s.
+    let tag = (0..100_000)
+        .map(|i| format!("{{rn{i}}}"))
+        .find(|t| nodes[0].cluster_owners(format!("{t}dst").as_bytes()) == ["n0", "n1"])
+        .expect("a hash tag n0 is primary of");
+    let (src, dst) = (format!("{tag}src"), format!("{tag}dst"));
+    c0.set("ns", dst.clone(), "old").await.unwrap();
+    c0.invalidate_tag("ns", b"refill").await.unwrap();
+    let opts = strata_core::SetOptions {
+        tags: strata_core::entry::Tags::new(["refill"]),
+        ..Default::default()
+    };
+    c0.set_with("ns", src.clone(), "moved", opts).await.unwrap();
+    let op = strata_core::ops::MultiOp::Rename {
+        src: src.as_bytes().to_vec(),
+        dst: dst.as_bytes().to_vec(),
+        nx: false,
+    };
+    assert_eq!(c0.execute_multi("ns", &op).await.ok(), Some(Reply::Ok));
+    assert_eq!(
+        nodes[1]
+            .owner_copy("ns", dst.as_bytes())
+            .map(|e| e.value.to_vec()),
+        Some(b"moved".to_vec())
+    );
     stop(nodes).await;
 }
 

@@ -755,25 +755,29 @@ impl Shared {
             Change::Removed(v) => (None, v.as_u64()),
             Change::None => return Ok(None),
         };
-        // Executed from no copy, the newest invalidation this node has applied that covers
-        // the change is part of what it executed against: an owner answers `Superseded` for
-        // one newer than the base only when this node has not applied it (its own `DEL`s,
-        // a tag's refill, cost no extra round). Not when it executed from a copy: the
-        // tombstones also record writes announced (a newer copy an owner holds, live),
-        // which the owner's `Stale` check must still see above the base.
+        // Executed from no copy, the newest removal of the key this node has applied (as
+        // the owners' check above counts them: no tags) is part of what it executed against:
+        // an owner answers `Superseded` for one newer than the base only when this node has
+        // not applied it (its own `DEL`s cost no extra round). Not when it executed from a
+        // copy: the tombstones also record writes announced (a newer copy an owner holds,
+        // live), which the owner's `Stale` check must still see above the base.
         let base = if from_none {
-            let tags = match change {
-                Change::Written(e) => super::tag_refs(e),
-                _ => Vec::new(),
-            };
             let known = self
                 .coherence
                 .lock()
-                .superseded_by(namespace, key, base, &tags);
+                .superseded_by(namespace, key, base, &[]);
             base.max(known.unwrap_or(0))
         } else {
             base
         };
+        // A removal recorded here before this node's clock observed it (coherence takes an
+        // item before dissemination observes its version) may be newer than the change's
+        // own stamp: every owner would drop the change. Executed again above it.
+        if let Change::Written(e) = change
+            && base >= e.version.as_u64()
+        {
+            return Ok(Some(Newer::Invalidated(base)));
+        }
         let addrs = self.addresses(&targets);
         let calls = addrs.iter().map(|(name, addr)| {
             let req = Request::Replicate {
@@ -847,8 +851,9 @@ impl Shared {
             (None, None) => None,
             (Some(e), None) => Some(Newer::Copy(e)),
             (None, Some(v)) => Some(Newer::Invalidated(v)),
-            // A copy newer than the invalidation is not covered by it.
-            (Some(e), Some(v)) if e.version.as_u64() > v => Some(Newer::Copy(e)),
+            // A copy at or above the invalidation is not covered by it (coherence admits
+            // a copy at its version).
+            (Some(e), Some(v)) if e.version.as_u64() >= v => Some(Newer::Copy(e)),
             // Whether the copy is live depends on an invalidation this node has not applied
             // (one owner has, another has not): nothing was applied. Not observed, so a
             // later attempt is refused alike until this node or that owner has applied it.
@@ -897,16 +902,18 @@ impl Shared {
         let resp = match entry {
             Some(w) => {
                 let e = from_wire(w);
-                // An invalidation newer than the copy the primary executed from covers that
-                // copy (a read-modify-write's change carries its tags): executed from a dead
-                // copy — a `DEL` of an earlier primary the new one has not applied, even
-                // when its clock is past it and the change stamped above it — the change
-                // would bring the removed value back. The primary executes again from no
-                // copy above it. (A plain `SET` refused so costs one more round.)
-                let by =
-                    self.coherence
-                        .lock()
-                        .superseded_by(namespace, key, base, &super::tag_refs(&e));
+                // A removal of the key newer than the copy the primary executed from (the
+                // key's own, a pattern's, a flush's: each covers every copy of the key)
+                // made that copy dead: executed from it — a `DEL` of an earlier primary the
+                // new one has not applied, even when its clock is past it and the change
+                // stamped above it — the change would bring the removed value back. The
+                // primary executes again from no copy above it. (Tags are left out: the
+                // change's may not be the base's — a `RENAME` takes the source's, a plain
+                // `SET` has its own — and a tag would refuse a live base.)
+                let by = self
+                    .coherence
+                    .lock()
+                    .superseded_by(namespace, key, base, &[]);
                 if let Some(version) = by {
                     return Response::Superseded { version };
                 }
