@@ -12,6 +12,27 @@ use strata::{Layer, Node};
 mod common;
 use common::*;
 
+/// The keys `{prefix}{i}` (i below 100,000) whose owners in `node`'s view are `owners`,
+/// first owner first.
+fn keys_owned_by<'a>(
+    node: &'a Node,
+    prefix: &'a str,
+    owners: &'a [&'a str],
+) -> impl Iterator<Item = String> + 'a {
+    (0..100_000)
+        .map(move |i| format!("{prefix}{i}"))
+        .filter(move |k| node.cluster_owners(k.as_bytes()) == owners)
+}
+
+/// A hash tag `{{prefix}{i}}` whose keys' owners in `node`'s view are `owners` (the ring
+/// places a key by its tag).
+fn hash_tag_owned_by(node: &Node, prefix: &str, owners: &[&str]) -> String {
+    (0..100_000)
+        .map(|i| format!("{{{prefix}{i}}}"))
+        .find(|t| node.cluster_owners(format!("{t}k").as_bytes()) == owners)
+        .expect("a hash tag with those owners")
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_cluster_tier_passes_the_contract_suite() {
     // Two nodes, two owners per key: every operation goes to the local store and over RPC
@@ -325,9 +346,8 @@ async fn a_primary_cut_off_from_the_majority_stops_writing_before_its_view_notic
     })
     .await;
     // A key owned by n3 (its primary) and n4: both on the side that will be cut off.
-    let key = (0..100_000)
-        .map(|i| format!("lease:{i}"))
-        .find(|k| nodes[3].cluster_owners(k.as_bytes()) == ["n3", "n4"])
+    let key = keys_owned_by(&nodes[3], "lease:", &["n3", "n4"])
+        .next()
         .expect("a key owned by n3 then n4");
     let c3 = nodes[3].cache();
     c3.set("ns", key.clone(), "before").await.unwrap();
@@ -403,9 +423,8 @@ async fn a_primary_cut_off_from_the_majority_stops_writing_before_its_view_notic
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_copy_read_before_a_delete_and_pushed_after_it_is_refused() {
     let nodes = cluster(2, 2, None).await;
-    let key = (0..100_000)
-        .map(|i| format!("pushed:{i}"))
-        .find(|k| nodes[0].cluster_owners(k.as_bytes()) == ["n0", "n1"])
+    let key = keys_owned_by(&nodes[0], "pushed:", &["n0", "n1"])
+        .next()
         .expect("a key n0 is primary of");
     let c0 = nodes[0].cache();
     c0.set("ns", key.clone(), "old").await.unwrap();
@@ -456,9 +475,7 @@ async fn a_copy_read_before_a_delete_and_pushed_after_it_is_refused() {
 async fn a_change_below_a_replicas_newer_removal_is_executed_again_above_it() {
     use strata_core::ops::{KeyOp, Reply};
     let nodes = cluster(2, 2, None).await;
-    let keys: Vec<String> = (0..100_000)
-        .map(|i| format!("ahead:{i}"))
-        .filter(|k| nodes[0].cluster_owners(k.as_bytes()) == ["n0", "n1"])
+    let keys: Vec<String> = keys_owned_by(&nodes[0], "ahead:", &["n0", "n1"])
         .take(5)
         .collect();
     let c0 = nodes[0].cache();
@@ -588,10 +605,7 @@ async fn a_change_below_a_replicas_newer_removal_is_executed_again_above_it() {
     // A tag invalidation newer than a live, untagged destination does not refuse a RENAME
     // of a source refilled with that tag since: the owners check the base against the key's
     // removals, not the change's tags (the source's). It was refused for 60 s.
-    let tag = (0..100_000)
-        .map(|i| format!("{{rn{i}}}"))
-        .find(|t| nodes[0].cluster_owners(format!("{t}dst").as_bytes()) == ["n0", "n1"])
-        .expect("a hash tag n0 is primary of");
+    let tag = hash_tag_owned_by(&nodes[0], "rn", &["n0", "n1"]);
     let (src, dst) = (format!("{tag}src"), format!("{tag}dst"));
     c0.set("ns", dst.clone(), "old").await.unwrap();
     c0.invalidate_tag("ns", b"refill").await.unwrap();
@@ -626,9 +640,8 @@ async fn a_change_below_a_replicas_newer_removal_is_executed_again_above_it() {
 async fn a_primary_does_not_adopt_a_copy_it_has_invalidated() {
     use strata_core::ops::{KeyOp, Reply};
     let nodes = cluster(2, 2, None).await;
-    let key = (0..100_000)
-        .map(|i| format!("dead:{i}"))
-        .find(|k| nodes[0].cluster_owners(k.as_bytes()) == ["n0", "n1"])
+    let key = keys_owned_by(&nodes[0], "dead:", &["n0", "n1"])
+        .next()
         .expect("a key n0 is primary of");
     let c0 = nodes[0].cache();
     let opts = strata_core::SetOptions {
@@ -651,10 +664,7 @@ async fn a_primary_does_not_adopt_a_copy_it_has_invalidated() {
     // The same for a multi-key command: its second key's dead copy on the replica, seen
     // by the primary's read, sets that key's base, so MSETNX is not left half applied on
     // the replica (it was: the first key replicated, the second answered `Stale`).
-    let tag = (0..100_000)
-        .map(|i| format!("{{m{i}}}"))
-        .find(|t| nodes[0].cluster_owners(format!("{t}a").as_bytes()) == ["n0", "n1"])
-        .expect("a hash tag n0 is primary of");
+    let tag = hash_tag_owned_by(&nodes[0], "m", &["n0", "n1"]);
     let (a, b) = (format!("{tag}a"), format!("{tag}b"));
     nodes[1].ignore_invalidations(false);
     let opts = strata_core::SetOptions {
@@ -697,9 +707,8 @@ async fn a_primary_does_not_adopt_a_copy_it_has_invalidated() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_replica_that_kept_a_newer_expired_copy_does_not_acknowledge() {
     let nodes = cluster(2, 2, None).await;
-    let key = (0..100_000)
-        .map(|i| format!("ahead:{i}"))
-        .find(|k| nodes[0].cluster_owners(k.as_bytes()) == ["n0", "n1"])
+    let key = keys_owned_by(&nodes[0], "ahead:", &["n0", "n1"])
+        .next()
         .expect("a key n0 is primary of");
     let now = nodes[1].cache().now_ms();
     let ahead = strata_core::Version::from_u64((now + 60_000) << 16);
@@ -728,9 +737,8 @@ async fn a_replica_that_kept_a_newer_expired_copy_does_not_acknowledge() {
     // A DEL of a key whose newest copy (the replica's) has expired: the primary's older
     // copy is dead, so the key does not exist, and DEL answers 0 as Redis would. It once
     // answered 1, deleting the older copy as if it were current.
-    let key2 = (0..100_000)
-        .map(|i| format!("ahead2:{i}"))
-        .find(|k| nodes[0].cluster_owners(k.as_bytes()) == ["n0", "n1"])
+    let key2 = keys_owned_by(&nodes[0], "ahead2:", &["n0", "n1"])
+        .next()
         .expect("a key n0 is primary of");
     let planted = |value: &'static [u8], version, expires_at_ms| strata_core::Entry {
         value: bytes::Bytes::from_static(value),
@@ -789,9 +797,8 @@ async fn a_pattern_invalidation_during_a_write_is_not_outlived_by_its_value() {
     // A SET through the primary n0, then an INCR through n1 (executed at n0, mirrored
     // into n1's L1).
     for (case, via) in [("set", 0usize), ("incr", 1)] {
-        let key = (0..100_000)
-            .map(|i| format!("pat{case}:{i}"))
-            .find(|k| nodes[0].cluster_owners(k.as_bytes()) == ["n0", "n1"])
+        let key = keys_owned_by(&nodes[0], &format!("pat{case}:"), &["n0", "n1"])
+            .next()
             .expect("a key n0 is primary of");
         let cache = nodes[via].cache();
         let delayed = nodes[0].replications_delayed();
