@@ -544,24 +544,10 @@ mod tests {
         let addr = listener.local_addr().unwrap();
         let server = tokio::spawn(async move {
             let (mut s, _) = listener.accept().await.unwrap();
-            // Response variant 250 of request 1: no build has it.
-            let unknown = [
-                0,
-                0,
-                0,
-                11,
-                rpc::PROTOCOL_VERSION,
-                1,
-                0,
-                0,
-                0,
-                0,
-                0,
-                0,
-                0,
-                1,
-                250,
-            ];
+            // Response variant 250 of request 1 (a `Pong` frame, its one body byte
+            // changed): no build has it.
+            let mut unknown = rpc::to_bytes(&Frame::Response(1, Response::Pong));
+            *unknown.last_mut().unwrap() = 250;
             s.write_all(&unknown).await.unwrap();
             s.write_all(&rpc::to_bytes(&Frame::Response(2, Response::Replicated)))
                 .await

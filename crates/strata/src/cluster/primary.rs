@@ -141,9 +141,10 @@ impl Shared {
     /// newer than the change (`put`: a plain `SET`): a copy ([`Shared::adopt`]), or an
     /// invalidation of the key this node has not applied (`Superseded`). Then the next
     /// execution starts from no copy, above the invalidation. For a read-modify-write the
-    /// copy it executed from is dead too (the change took its tags from that copy, so what
-    /// covered the change covers it): this node's own goes. A plain `SET`'s tags are its
-    /// own, so the copy it replaces may be live: it stays until the write replaces it.
+    /// copy it executed from is dead too (a removal of the key newer than the base covers
+    /// every copy; one that refused the stored change covered the tags the change took from
+    /// that copy): this node's own goes. A plain `SET`'s tags are its own, so the copy it
+    /// replaces may be live: it stays until the write replaces it.
     fn restart_after(&self, namespace: &str, key: &[u8], newer: Newer, put: bool) -> Option<Start> {
         match newer {
             Newer::Copy(e) => self.adopt(namespace, key, e),
@@ -429,9 +430,8 @@ impl Shared {
                     }
                     // An invalidation this node has not applied yet may cover the other
                     // keys' copies too (a flush, a pattern, a tag): executing again from
-                    // them could bring a removed value back. Nothing was applied; a later
-                    // attempt runs once this node has applied it.
-                    // Not observed: a later attempt is refused alike until this node has
+                    // them could bring a removed value back. Nothing was applied. Not
+                    // observed: a later attempt is refused alike until this node has
                     // applied it, or the owner's record of it expires (`tombstone_ms`).
                     Ok(Some(Newer::Invalidated(_))) if n == 0 => {
                         return Err(Refusal::Unavailable(
