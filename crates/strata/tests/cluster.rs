@@ -14,6 +14,7 @@ use common::*;
 
 /// The keys `{prefix}{i}` (i below 100,000) whose owners in `node`'s view are `owners`,
 /// first owner first.
+#[cfg(feature = "fault-injection")]
 fn keys_owned_by<'a>(
     node: &'a Node,
     prefix: &'a str,
@@ -26,6 +27,7 @@ fn keys_owned_by<'a>(
 
 /// A hash tag `{{prefix}{i}}` whose keys' owners in `node`'s view are `owners` (the ring
 /// places a key by its tag).
+#[cfg(feature = "fault-injection")]
 fn hash_tag_owned_by(node: &Node, prefix: &str, owners: &[&str]) -> String {
     (0..100_000)
         .map(|i| format!("{{{prefix}{i}}}"))
