@@ -834,38 +834,32 @@ impl MemoryTier {
             }
         });
         let slot = Slot::new(entry, generation);
-        // A copy of this generation replaced: the store that put it in the pool indexed the
-        // key, or will once its value is there (`insert_if_held` sees this one), and a
-        // remove of it since would have left the slot vacant. The index's search was ~5 %
-        // of an INCR's CPU (docs/benchmarks.md).
-        let (guard, indexed) = match result {
-            EntryResult::Retained(()) => return Ok(SetOutcome::KeptNewer),
-            EntryResult::Removed(..) => return Ok(SetOutcome::Stored),
+        match result {
+            EntryResult::Retained(()) => Ok(SetOutcome::KeptNewer),
+            EntryResult::Vacant(guard) | EntryResult::Replaced(guard, _) => {
+                // `Err` means a concurrent remove took the placeholder: that remove is ordered
+                // after this write, so dropping the value is correct.
+                if guard.insert(slot).is_ok() {
+                    self.counters.inserts.incr();
+                    // After the value is in the pool, and only while it is there (an
+                    // eviction may already have taken it): a remove racing with this write
+                    // sees it and leaves the key indexed (`remove_unless_held`).
+                    self.indexes[ns.pool].insert_if_held(ns.id, &k.key, |key| {
+                        pool.peek(&L1KeyRef { ns: ns.id, key }).is_some()
+                    });
+                }
+                Ok(SetOutcome::Stored)
+            }
+            EntryResult::Removed(..) => Ok(SetOutcome::Stored),
             EntryResult::Timeout => {
                 if let Some((gone, _)) = pool.remove_if(&k, |s| s.generation <= generation) {
                     self.unindex(ns.id, ns.pool, gone.key);
                 }
-                return Err(TierError::Failed(
+                Err(TierError::Failed(
                     "L1 write timed out behind a concurrent write of the same key".into(),
-                ));
-            }
-            EntryResult::Replaced(guard, old) => (guard, old.generation == generation),
-            EntryResult::Vacant(guard) => (guard, false),
-        };
-        // `Err` means a concurrent remove took the placeholder: that remove is ordered after
-        // this write, so dropping the value is correct.
-        if guard.insert(slot).is_ok() {
-            self.counters.inserts.incr();
-            // After the value is in the pool, and only while it is there (an eviction may
-            // already have taken it): a remove racing with this write sees it and leaves the
-            // key indexed (`remove_unless_held`).
-            if !indexed {
-                self.indexes[ns.pool].insert_if_held(ns.id, &k.key, |key| {
-                    pool.peek(&L1KeyRef { ns: ns.id, key }).is_some()
-                });
+                ))
             }
         }
-        Ok(SetOutcome::Stored)
     }
 
     /// Removes `key` (synchronous form of [`Tier::remove`]).
@@ -1319,9 +1313,11 @@ mod tests {
         );
     }
 
-    /// An overwrite skips the index (its key is there); one of a copy left from before a
-    /// flush does not (the flush dropped the key from the index); and under overwrites,
-    /// removals and evictions from three threads the index still lists exactly the held keys.
+    /// A write over a copy left from before a flush lists its key again (the flush dropped
+    /// it from the index), and under overwrites, removals and evictions from three threads
+    /// the index lists exactly the held keys. (Skipping the index on an overwrite was tried
+    /// and is wrong: while the overwrite's placeholder is in the pool, `peek` sees nothing,
+    /// and the first store's index insert or a late removal's unindex decides on that.)
     #[test]
     fn overwrites_keep_the_index_exact() {
         let clock = crate::time::ManualClock::new(1_000);
