@@ -325,9 +325,12 @@ fn behind_redis_a_restarted_or_reconnected_node_proves_its_l3_and_serves_from_it
     for srv in [&a, &b] {
         assert!(wait_for(Duration::from_secs(10), || l2_health(srv)["state"] == "up").is_some());
     }
-    // "up" can come before A's circuit closes for good: its connections from before the
-    // restart fail their first commands, and conditional writes (DEL) answer TRYAGAIN while
-    // the circuit is open (seen in a clean-clone run). A client retries; so does this test.
+    // "up" may be read before a node noticed the restart at all (its subscription drops as
+    // the old process dies, its command connection only when it is used). Once a node has
+    // resubscribed, its commands go through (it renews a dead connection before it says it
+    // is subscribed: crates/strata-redis/tests/bridge.rs,
+    // `a_quick_redis_restart_costs_no_errors_once_health_is_up`); until then a client
+    // retries, and so does this test.
     assert!(
         wait_for(Duration::from_secs(10), || {
             redis::cmd("DEL")

@@ -87,6 +87,14 @@ pub async fn run_subscriber(tier: RedisTier, cache: Cache) {
             let connect = async {
                 let mut ps = client.get_async_pubsub().await?;
                 ps.subscribe(&channel).await?;
+                // The data path's connection may predate a Redis restart this subscription
+                // follows: checked (renewed if it is dead) before the bridge says it is
+                // subscribed, so that health `up` and the L3 proof never rely on a dead
+                // socket, nor on a Redis still loading its data (`SUBSCRIBE` works then,
+                // commands do not): until commands go through, this tries again.
+                tier.refresh_connection()
+                    .await
+                    .map_err(|e| redis::RedisError::from(std::io::Error::other(e)))?;
                 Ok::<_, redis::RedisError>(ps)
             };
             match tokio::time::timeout(tier.config().connect_timeout * 2, connect).await {

@@ -1068,10 +1068,11 @@ impl RedisTier {
             BreakerState::Closed => {
                 // The health PING is the one call that must succeed: when it fails, the
                 // circuit opens at once instead of after `failure_threshold` request failures
-                // (so an idle node notices a dead Redis within one interval).
-                if let Err(e) = self
-                    .call(|b| async move { b.query::<String>(&redis::cmd("PING")).await })
-                    .await
+                // (so an idle node notices a dead Redis within one interval) — unless the
+                // connection was what failed and a new one answers: a Redis restarted
+                // between two ticks leaves the old socket dead, and opening the circuit
+                // then refused writes for `breaker_open_ms` after Redis was back.
+                if let Err(e) = self.refresh_connection().await
                     && let Some(t) = self
                         .inner
                         .breaker
@@ -1094,6 +1095,39 @@ impl RedisTier {
                 }
             }
             BreakerState::HalfOpen => {}
+        }
+    }
+
+    /// A PING on the connection the data path uses; when the connection itself failed
+    /// (a reset, a broken pipe: a Redis restarted since it was opened), a new one is
+    /// opened and PINGed instead. `Ok` when Redis answered on the connection now in use.
+    /// The subscriber runs this before it reports the bridge subscribed again, so health
+    /// says `up` only once commands go through.
+    pub(crate) async fn refresh_connection(&self) -> Result<(), String> {
+        let broken = Arc::new(AtomicBool::new(false));
+        let seen = broken.clone();
+        let pinged = self
+            .call(|b| async move {
+                let r = b.query::<String>(&redis::cmd("PING")).await;
+                if let Err(e) = &r
+                    && (e.is_io_error() || e.is_connection_dropped())
+                {
+                    seen.store(true, Ordering::Relaxed);
+                }
+                r
+            })
+            .await;
+        match pinged {
+            Ok(_) => Ok(()),
+            Err(e) if broken.load(Ordering::Relaxed) => {
+                self.open_backend()
+                    .await
+                    .map_err(|again| format!("{e}; a new connection failed too: {again}"))?;
+                self.inner.breaker.on_success();
+                tracing::info!(error = %e, "Redis bridge: the connection had failed (a Redis restart?); a new one answers");
+                Ok(())
+            }
+            Err(e) => Err(e.to_string()),
         }
     }
 

@@ -513,6 +513,65 @@ async fn the_circuit_opens_on_kill_serves_locally_and_recovers_on_restart() {
     assert!(node.tier.counters().closed.load(Ordering::Relaxed) >= 1);
 }
 
+/// A Redis restarted between two maintenance ticks leaves the bridge's command connection
+/// dead, unnoticed (nothing used it meanwhile). Once the subscriber is back — health `up` —
+/// commands go through, and the next health PING renews the connection instead of opening
+/// the circuit. Before: the DEL answered `Redis: broken pipe`, the PING then opened the
+/// circuit (writes `TRYAGAIN`, reads missing Redis's keys for `breaker_open_ms`), all after
+/// health had said `up`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_quick_redis_restart_costs_no_errors_once_health_is_up() {
+    use strata_core::ops::{KeyOp, Reply};
+    let mut redis = RedisServer::durable();
+    let node = Node::start(BridgeConfig::standalone(redis.address())).await;
+    for k in ["k1", "k2", "k3"] {
+        node.cache.set("ns", k, "v").await.unwrap();
+    }
+    // No maintenance tick between the kill and the restart.
+    node.tasks[1].abort();
+    let counters = node.tier.counters();
+    let opened = counters.opened.load(Ordering::Relaxed);
+    let resyncs = counters.resyncs.load(Ordering::Relaxed);
+    redis.restart();
+    let t = node.tier.clone();
+    eventually(Duration::from_secs(5), || {
+        let back = t.counters().resyncs.load(Ordering::Relaxed) > resyncs && t.status().subscribed;
+        async move { back }
+    })
+    .await
+    .expect("subscribed again after the restart");
+    assert_eq!(node.tier.health(), strata_core::TierHealth::Up);
+    let del = node
+        .cache
+        .execute("ns", Bytes::from_static(b"k1"), &KeyOp::Del)
+        .await;
+    assert_eq!(del.unwrap(), Reply::Int(1), "a DEL once health says up");
+    node.tier.maintain().await;
+    assert_eq!(node.tier.status().breaker, BreakerState::Closed);
+    assert_eq!(
+        node.cache.get("ns", b"k2").await.unwrap(),
+        Some(Bytes::from_static(b"v")),
+        "a GET reads Redis"
+    );
+
+    // Without the subscriber's renewal: the maintenance PING finds the dead connection,
+    // and a new one answers, so the circuit stays closed.
+    node.tasks[0].abort();
+    redis.restart();
+    node.tier.maintain().await;
+    assert_eq!(node.tier.status().breaker, BreakerState::Closed);
+    let del = node
+        .cache
+        .execute("ns", Bytes::from_static(b"k3"), &KeyOp::Del)
+        .await;
+    assert_eq!(del.unwrap(), Reply::Int(1), "a DEL after the tick");
+    assert_eq!(
+        counters.opened.load(Ordering::Relaxed),
+        opened,
+        "the circuit never opened: Redis was back before anything needed it"
+    );
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn auth_works_and_a_wrong_password_is_a_clear_startup_error() {
     let redis = RedisServer::with_password("s3cret pass");
