@@ -89,10 +89,10 @@ pub async fn run_subscriber(tier: RedisTier, cache: Cache) {
                 ps.subscribe(&channel).await?;
                 // The data path's connection may predate a Redis restart this subscription
                 // follows: checked (renewed if it is dead) before the bridge says it is
-                // subscribed, so that health `up` and the L3 proof never rely on a dead
+                // subscribed, so that health `up` and the L3 proof do not rely on a dead
                 // socket, nor on a Redis still loading its data (`SUBSCRIBE` works then,
-                // commands do not): until commands go through, this tries again.
-                tier.refresh_connection()
+                // commands do not): until a PING goes through, this tries again.
+                tier.check_before_subscribed()
                     .await
                     .map_err(|e| redis::RedisError::from(std::io::Error::other(e)))?;
                 Ok::<_, redis::RedisError>(ps)

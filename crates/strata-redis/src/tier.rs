@@ -430,6 +430,10 @@ struct Inner {
     clock: Arc<dyn Clock>,
     started: Instant,
     backend: RwLock<Option<Backend>>,
+    /// Held while a connection is opened ([`RedisTier::open_backend`]): the probe, the health
+    /// PING's renewal and the subscriber's check never open two at once (a slower one,
+    /// with an older Sentinel answer, could otherwise replace a newer one).
+    reconnecting: tokio::sync::Mutex<()>,
     /// Where the subscriber may connect: the server, or every cluster seed node.
     pubsub: RwLock<Vec<redis::Client>>,
     breaker: Breaker,
@@ -521,6 +525,7 @@ impl RedisTier {
                 clock,
                 started: Instant::now(),
                 backend: RwLock::new(None),
+                reconnecting: tokio::sync::Mutex::new(()),
                 pubsub: RwLock::new(Vec::new()),
                 pending: Mutex::new(Pending::default()),
                 counters: BridgeCounters::default(),
@@ -611,6 +616,7 @@ impl RedisTier {
     }
 
     async fn open_backend(&self) -> redis::RedisResult<()> {
+        let _one_at_a_time = self.inner.reconnecting.lock().await;
         let cfg = &self.inner.cfg;
         let connect = async {
             match &cfg.topology {
@@ -1109,8 +1115,12 @@ impl RedisTier {
         let pinged = self
             .call(|b| async move {
                 let r = b.query::<String>(&redis::cmd("PING")).await;
+                // A reset or broken pipe, not a timeout (redis-rs reports its response
+                // timeout as an I/O error too): a Redis that hangs must open the circuit
+                // within `op_timeout`, not after a reconnect's timeouts as well.
                 if let Err(e) = &r
-                    && (e.is_io_error() || e.is_connection_dropped())
+                    && e.is_connection_dropped()
+                    && !e.is_timeout()
                 {
                     seen.store(true, Ordering::Relaxed);
                 }
@@ -1129,6 +1139,20 @@ impl RedisTier {
             }
             Err(e) => Err(e.to_string()),
         }
+    }
+
+    /// What the subscriber checks before it reports itself subscribed: while the circuit
+    /// is closed, that commands go through on a single Redis (or Sentinel's master), with
+    /// a dead connection renewed ([`RedisTier::refresh_connection`]). Not while the circuit
+    /// is open (only the probe talks to Redis then; health says so anyway), and not on a
+    /// Redis Cluster, whose client reconnects by itself and whose PING needs every master
+    /// (one down would keep the subscriber out until a failover).
+    pub(crate) async fn check_before_subscribed(&self) -> Result<(), String> {
+        let single = matches!(&*self.inner.backend.read(), Some(Backend::Single(_)));
+        if !single || self.inner.breaker.state() != BreakerState::Closed {
+            return Ok(());
+        }
+        self.refresh_connection().await
     }
 
     /// Reconnects (asking Sentinel again for the master), then applies the queued work.

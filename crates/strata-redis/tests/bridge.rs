@@ -572,6 +572,31 @@ async fn a_quick_redis_restart_costs_no_errors_once_health_is_up() {
     );
 }
 
+/// A Redis that hangs (SIGSTOP) opens the circuit within the health PING's `op_timeout`
+/// (250 ms) and a tick: a PING that timed out is not taken for a dead connection, whose
+/// renewal would wait out a reconnect's timeouts too (about 2 s more) while every request
+/// waited for its own timeout.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_hung_redis_opens_the_circuit_within_the_ping_timeout() {
+    let redis = RedisServer::start();
+    let node = Node::start(BridgeConfig::standalone(redis.address())).await;
+    node.cache.set("ns", "k", "v").await.unwrap();
+    redis.signal("STOP");
+    let t = node.tier.clone();
+    let opened = eventually(Duration::from_secs(5), || {
+        let s = t.status().breaker;
+        async move { s != BreakerState::Closed }
+    })
+    .await;
+    redis.signal("CONT");
+    let opened = opened.expect("the circuit opens while Redis hangs");
+    eprintln!("circuit opened {opened:?} after SIGSTOP");
+    assert!(
+        opened < Duration::from_millis(1_800),
+        "opened {opened:?} after SIGSTOP: more than a PING's timeout and a tick"
+    );
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn auth_works_and_a_wrong_password_is_a_clear_startup_error() {
     let redis = RedisServer::with_password("s3cret pass");
