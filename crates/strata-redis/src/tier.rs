@@ -1209,9 +1209,29 @@ impl RedisTier {
             return Ok(None);
         }
         let full = self.full_key(namespace, key);
-        let raw: Option<Vec<u8>> = self
-            .call(|b| async move { b.query(redis::cmd("GET").arg(&full)).await })
-            .await?;
+        let dropped = AtomicBool::new(false);
+        let get = || {
+            self.call(|b| {
+                let (full, dropped) = (&full, &dropped);
+                async move {
+                    let r = b.query(redis::cmd("GET").arg(full)).await;
+                    if let Err(e) = &r
+                        && e.is_connection_dropped()
+                        && !e.is_timeout()
+                    {
+                        dropped.store(true, Ordering::Relaxed);
+                    }
+                    r
+                }
+            })
+        };
+        // A read is safe to send twice: one that found the connection dead (a Redis
+        // restarted since it was opened) goes again, on the connection redis-rs opens in
+        // its place, instead of missing a key Redis holds.
+        let raw: Option<Vec<u8>> = match get().await {
+            Err(_) if dropped.load(Ordering::Relaxed) => get().await?,
+            r => r?,
+        };
         Ok(self.decode(raw))
     }
 }

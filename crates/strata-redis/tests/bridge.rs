@@ -516,7 +516,7 @@ async fn the_circuit_opens_on_kill_serves_locally_and_recovers_on_restart() {
 /// A Redis restarted between two maintenance ticks leaves the bridge's command connection
 /// dead, unnoticed (nothing used it meanwhile). Once the subscriber is back — health `up` —
 /// commands go through, and the next health PING renews the connection instead of opening
-/// the circuit. Before: the DEL answered `Redis: broken pipe`, the PING then opened the
+/// the circuit; a read that finds the connection dead goes again on a new one. Before: the DEL answered `Redis: broken pipe`, the PING then opened the
 /// circuit (writes `TRYAGAIN`, reads missing Redis's keys for `breaker_open_ms`), all after
 /// health had said `up`.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -570,6 +570,12 @@ async fn a_quick_redis_restart_costs_no_errors_once_health_is_up() {
         opened,
         "the circuit never opened: Redis was back before anything needed it"
     );
+
+    // A read that is first to find the connection dead goes again on a new one: it reads
+    // the key, where it answered an error (a miss to the cache's caller).
+    redis.restart();
+    let got = node.tier.get("ns", b"k2").await.unwrap();
+    assert_eq!(got.map(|e| e.value), Some(Bytes::from_static(b"v")));
 }
 
 /// A Redis that hangs (SIGSTOP) opens the circuit within the health PING's `op_timeout`
