@@ -837,8 +837,9 @@ impl MemoryTier {
         match result {
             EntryResult::Retained(()) => Ok(SetOutcome::KeptNewer),
             EntryResult::Vacant(guard) | EntryResult::Replaced(guard, _) => {
-                // `Err` means a concurrent remove took the placeholder: that remove is ordered
-                // after this write, so dropping the value is correct.
+                // `Err` would mean the placeholder left the pool before the value came (this
+                // file's removals, `remove_if` and `retain`, leave placeholders alone): the
+                // value is then dropped, as a write ordered before that removal.
                 if guard.insert(slot).is_ok() {
                     self.counters.inserts.incr();
                     // After the value is in the pool, and only while it is there (an
