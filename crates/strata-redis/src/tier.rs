@@ -1110,26 +1110,12 @@ impl RedisTier {
     /// The subscriber runs this before it reports the bridge subscribed again, so health
     /// says `up` only once commands go through.
     pub(crate) async fn refresh_connection(&self) -> Result<(), String> {
-        let broken = Arc::new(AtomicBool::new(false));
-        let seen = broken.clone();
-        let pinged = self
-            .call(|b| async move {
-                let r = b.query::<String>(&redis::cmd("PING")).await;
-                // A reset or broken pipe, not a timeout (redis-rs reports its response
-                // timeout as an I/O error too): a Redis that hangs must open the circuit
-                // within `op_timeout`, not after a reconnect's timeouts as well.
-                if let Err(e) = &r
-                    && e.is_connection_dropped()
-                    && !e.is_timeout()
-                {
-                    seen.store(true, Ordering::Relaxed);
-                }
-                r
-            })
+        let (pinged, dropped) = self
+            .call_noting_drop(|b| async move { b.query::<String>(&redis::cmd("PING")).await })
             .await;
         match pinged {
             Ok(_) => Ok(()),
-            Err(e) if broken.load(Ordering::Relaxed) => {
+            Err(e) if dropped => {
                 self.open_backend()
                     .await
                     .map_err(|again| format!("{e}; a new connection failed too: {again}"))?;
@@ -1139,6 +1125,37 @@ impl RedisTier {
             }
             Err(e) => Err(e.to_string()),
         }
+    }
+
+    /// [`RedisTier::call`], and whether it failed because the connection was dropped (a
+    /// reset, a broken pipe: a Redis restarted since it was opened) — not on a timeout,
+    /// which redis-rs reports as an I/O error too: a Redis that hangs must open the circuit
+    /// within `op_timeout`, not after a reconnect's timeouts as well.
+    async fn call_noting_drop<T, F>(
+        &self,
+        f: impl FnOnce(Backend) -> F,
+    ) -> (Result<T, TierError>, bool)
+    where
+        F: Future<Output = redis::RedisResult<T>>,
+    {
+        let dropped = AtomicBool::new(false);
+        let result = self
+            .call(|b| {
+                let dropped = &dropped;
+                let op = f(b);
+                async move {
+                    let r = op.await;
+                    if let Err(e) = &r
+                        && e.is_connection_dropped()
+                        && !e.is_timeout()
+                    {
+                        dropped.store(true, Ordering::Relaxed);
+                    }
+                    r
+                }
+            })
+            .await;
+        (result, dropped.load(Ordering::Relaxed))
     }
 
     /// What the subscriber checks before it reports itself subscribed: while the circuit
@@ -1209,28 +1226,15 @@ impl RedisTier {
             return Ok(None);
         }
         let full = self.full_key(namespace, key);
-        let dropped = AtomicBool::new(false);
-        let get = || {
-            self.call(|b| {
-                let (full, dropped) = (&full, &dropped);
-                async move {
-                    let r = b.query(redis::cmd("GET").arg(full)).await;
-                    if let Err(e) = &r
-                        && e.is_connection_dropped()
-                        && !e.is_timeout()
-                    {
-                        dropped.store(true, Ordering::Relaxed);
-                    }
-                    r
-                }
-            })
-        };
+        let full = &full;
+        let get =
+            || self.call_noting_drop(|b| async move { b.query(redis::cmd("GET").arg(full)).await });
         // A read is safe to send twice: one that found the connection dead (a Redis
         // restarted since it was opened) goes again, on the connection redis-rs opens in
         // its place, instead of missing a key Redis holds.
         let raw: Option<Vec<u8>> = match get().await {
-            Err(_) if dropped.load(Ordering::Relaxed) => get().await?,
-            r => r?,
+            (Err(_), true) => get().await.0?,
+            (r, _) => r?,
         };
         Ok(self.decode(raw))
     }

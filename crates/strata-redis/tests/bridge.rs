@@ -515,10 +515,10 @@ async fn the_circuit_opens_on_kill_serves_locally_and_recovers_on_restart() {
 
 /// A Redis restarted between two maintenance ticks leaves the bridge's command connection
 /// dead, unnoticed (nothing used it meanwhile). Once the subscriber is back — health `up` —
-/// commands go through, and the next health PING renews the connection instead of opening
-/// the circuit; a read that finds the connection dead goes again on a new one. Before: the DEL answered `Redis: broken pipe`, the PING then opened the
-/// circuit (writes `TRYAGAIN`, reads missing Redis's keys for `breaker_open_ms`), all after
-/// health had said `up`.
+/// commands go through, the next health PING renews the connection instead of opening the
+/// circuit, and a read that finds the connection dead goes again on a new one. Before: the
+/// DEL answered `Redis: broken pipe`, the PING then opened the circuit (writes `TRYAGAIN`,
+/// reads missing Redis's keys for `breaker_open_ms`), all after health had said `up`.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_quick_redis_restart_costs_no_errors_once_health_is_up() {
     use strata_core::ops::{KeyOp, Reply};
