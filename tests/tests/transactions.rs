@@ -213,6 +213,20 @@ fn client_transactions_lose_no_update_across_a_cluster() {
         .unwrap_err();
     assert!(e.to_string().contains("more than one cluster frame"), "{e}");
     assert_eq!(c2.exists::<_, i64>("{t}new0").unwrap(), 0);
+    // Nor one whose changes would not fit (one byte appended to each large value: a small
+    // request and small replies), since they go to each owner in one frame.
+    let _: () = redis::cmd("MULTI").query(&mut c1).unwrap();
+    for k in &keys {
+        let _: () = redis::cmd("APPEND").arg(k).arg("x").query(&mut c1).unwrap();
+    }
+    let e = redis::cmd("EXEC")
+        .query::<redis::Value>(&mut c1)
+        .unwrap_err();
+    assert!(e.to_string().contains("more than one cluster frame"), "{e}");
+    for c in [&mut c1, &mut c2] {
+        assert_eq!(c.strlen::<_, usize>("{t}big0").unwrap(), 1 << 20);
+        assert_eq!(c.strlen::<_, usize>("{t}big19").unwrap(), 1 << 20);
+    }
 }
 
 /// A careless or hostile client: commands queued without end are bounded by

@@ -188,7 +188,68 @@ pub enum Request {
     /// A primary's lease ping ([`crate::primary::Lease`]). Answered `Lease`: whether the
     /// callee's view counts the caller as a live member ([`crate::primary::grants_lease`]).
     LeasePing,
+    /// A primary's changes of several keys of one hash tag (a multi-key command's:
+    /// `MSETNX`, `RENAME`, a transaction, a script), at most [`MAX_CHANGES_PER_REQUEST`].
+    /// The receiver checks every key as for `Replicate` before it applies any, and answers
+    /// `Replicated` once all are applied, or `RefusedAt` with the first key it refused and
+    /// nothing applied: a multi-key change is never left half applied on an owner by a
+    /// refusal of a later key.
+    ReplicateMulti {
+        /// Namespace.
+        namespace: String,
+        /// The changes, in the order the primary applies them.
+        changes: Vec<ReplicaChange>,
+    },
 }
+
+/// One key's change in a [`Request::ReplicateMulti`]: the fields of a `Replicate`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ReplicaChange {
+    /// Key.
+    pub key: ByteBuf,
+    /// The entry written, or `None` for a delete.
+    pub entry: Option<WireEntry>,
+    /// The delete's version (ignored for a write).
+    pub version: u64,
+    /// The version of the copy the primary executed against (0: it had none).
+    pub base: u64,
+}
+
+/// Why an owner refused one key of a [`Request::ReplicateMulti`] (the answers an owner
+/// gives a `Replicate` that it refuses).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub enum ReplicaRefusal {
+    /// As [`Response::Fenced`].
+    Fenced {
+        /// The primary in the callee's view.
+        primary: Option<String>,
+    },
+    /// As [`Response::Stale`].
+    Stale {
+        /// The owner's newer entry.
+        entry: WireEntry,
+    },
+    /// As [`Response::Superseded`].
+    Superseded {
+        /// The invalidation's version.
+        version: u64,
+    },
+}
+
+/// The answer an owner gives a `Replicate` it refuses for this reason.
+impl From<ReplicaRefusal> for Response {
+    fn from(r: ReplicaRefusal) -> Self {
+        match r {
+            ReplicaRefusal::Fenced { primary } => Response::Fenced { primary },
+            ReplicaRefusal::Stale { entry } => Response::Stale { entry },
+            ReplicaRefusal::Superseded { version } => Response::Superseded { version },
+        }
+    }
+}
+
+/// Most changes one `ReplicateMulti` request may carry (a larger one is answered with an
+/// error, nothing applied).
+pub const MAX_CHANGES_PER_REQUEST: usize = 1024;
 
 /// Most messages one `Publish` request may carry (a larger one is answered with an error).
 pub const MAX_PUBLISH_PER_REQUEST: usize = 1024;
@@ -327,6 +388,14 @@ pub enum Response {
     Superseded {
         /// The invalidation's version.
         version: u64,
+    },
+    /// Answer to `ReplicateMulti` from an owner that refused the change at index `index`
+    /// (the first key it refused): nothing of the request was applied.
+    RefusedAt {
+        /// The index of the change refused.
+        index: u32,
+        /// Why.
+        refusal: ReplicaRefusal,
     },
 }
 
@@ -540,6 +609,37 @@ mod tests {
         assert_eq!(
             to_bytes(&s),
             [0, 0, 0, 13, 1, 1, 0, 0, 0, 0, 0, 0, 0, 4, 21, 0xac, 0x02]
+        );
+        // A multi-key replication (request variant 16) and a refusal of its second key
+        // (response variant 22, refusal variant 2), appended.
+        let m = Frame::Request(
+            5,
+            Request::ReplicateMulti {
+                namespace: "n".into(),
+                changes: vec![ReplicaChange {
+                    key: ByteBuf::from(b"k".to_vec()),
+                    entry: None,
+                    version: 7,
+                    base: 3,
+                }],
+            },
+        );
+        assert_eq!(
+            to_bytes(&m),
+            [
+                0, 0, 0, 19, 1, 0, 0, 0, 0, 0, 0, 0, 0, 5, 16, 1, b'n', 1, 1, b'k', 0, 7, 3
+            ]
+        );
+        let r = Frame::Response(
+            5,
+            Response::RefusedAt {
+                index: 1,
+                refusal: ReplicaRefusal::Superseded { version: 9 },
+            },
+        );
+        assert_eq!(
+            to_bytes(&r),
+            [0, 0, 0, 14, 1, 1, 0, 0, 0, 0, 0, 0, 0, 5, 22, 1, 2, 9]
         );
     }
 

@@ -964,3 +964,76 @@ async fn a_node_behind_another_clock_still_reads_its_own_latest_write() {
     }
     stop(vec![a, b]).await;
 }
+
+/// A multi-key change goes to each replica in one request, checked for every key before
+/// any is applied. Sent key by key, a replica that refused a later key had already applied
+/// the earlier ones: the operation was left half applied there (an unknown outcome).
+#[cfg(feature = "fault-injection")]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_multi_key_change_refused_at_a_later_key_is_applied_nowhere() {
+    use strata_core::ops::{MultiOp, Reply};
+    let nodes = cluster(2, 2, None).await;
+    let now = nodes[0].cache().now_ms();
+    let planted = |value: &'static [u8], at: u64| strata_core::Entry {
+        value: bytes::Bytes::from_static(value),
+        version: strata_core::Version::from_u64(at << 16),
+        expires_at_ms: Some(now + 60_000),
+        stale_until_ms: None,
+        tags: Default::default(),
+    };
+    // RENAME writes the destination, then deletes the source. The primary holds an older
+    // copy of the source than the replica (a write it missed): the replica refuses the
+    // source's delete as stale, after it has taken the destination's write.
+    let tag = hash_tag_owned_by(&nodes[0], "ren", &["n0", "n1"]);
+    let (src, dst) = (format!("{tag}src"), format!("{tag}dst"));
+    nodes[0].plant_owner_copy("ns", src.as_bytes(), planted(b"first", now - 20));
+    nodes[1].plant_owner_copy("ns", src.as_bytes(), planted(b"second", now - 10));
+    let op = MultiOp::Rename {
+        src: src.as_bytes().to_vec(),
+        dst: dst.as_bytes().to_vec(),
+        nx: false,
+    };
+    let got = nodes[0].cache().execute_multi("ns", &op).await;
+    assert!(
+        matches!(got, Ok(Reply::Ok)),
+        "RENAME over a source the replica held newer: {got:?}"
+    );
+    for n in &nodes {
+        let held = n.owner_copy("ns", dst.as_bytes()).map(|e| e.value);
+        assert_eq!(
+            held.as_deref(),
+            Some(&b"second"[..]),
+            "the destination holds the newest source on every owner"
+        );
+        assert!(
+            n.owner_copy("ns", src.as_bytes()).is_none(),
+            "the source is gone on every owner"
+        );
+    }
+    // MSETNX writes its keys in order. The replica has applied a removal of the second key
+    // that the primary has not (a `DEL` by an earlier primary whose clock ran ahead): it
+    // refuses that key, after it has taken the first one's write. Refused with nothing
+    // applied, as long as this primary has not applied that removal.
+    let tag = hash_tag_owned_by(&nodes[0], "msnx", &["n0", "n1"]);
+    let (a, b) = (format!("{tag}a"), format!("{tag}b"));
+    assert!(nodes[1].receive_replicated_removal("ns", b.as_bytes(), (now + 60_000) << 16));
+    let op = MultiOp::MsetNx(vec![
+        (a.as_bytes().to_vec().into(), b"1".to_vec().into()),
+        (b.as_bytes().to_vec().into(), b"2".to_vec().into()),
+    ]);
+    let got = nodes[0].cache().execute_multi("ns", &op).await;
+    let why = format!("{got:?}");
+    assert!(
+        why.contains("TRYAGAIN") && why.contains("nothing was applied"),
+        "MSETNX over a removal the primary has not applied: {why}"
+    );
+    for n in &nodes {
+        for k in [&a, &b] {
+            assert!(
+                n.owner_copy("ns", k.as_bytes()).is_none(),
+                "MSETNX half applied ({k}): {why}"
+            );
+        }
+    }
+    stop(nodes).await;
+}

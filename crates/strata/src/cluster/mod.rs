@@ -33,6 +33,7 @@ pub(crate) mod net;
 pub(crate) mod peer;
 pub(crate) mod primary;
 pub(crate) mod pubsub;
+pub(crate) mod replica;
 pub(crate) mod server;
 pub mod slots;
 pub(crate) mod status;

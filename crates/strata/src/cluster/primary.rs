@@ -9,7 +9,7 @@ use std::time::Duration;
 use bytes::Bytes;
 use strata_cluster::InvalidationOp;
 use strata_cluster::primary::{self as decide, PrimaryOp};
-use strata_cluster::rpc::{ByteBuf, Request, Response, WireEntry};
+use strata_cluster::rpc::{ByteBuf, ReplicaChange, ReplicaRefusal, Request, Response};
 use strata_core::ops::{self, Change, Effect, Executed, ExecutedMulti, KeyOp, MultiOp, Reply};
 use strata_core::{Entry, Version};
 
@@ -46,6 +46,15 @@ pub(crate) enum Refusal {
 
 /// Room kept in a frame for its header and the request's other fields.
 const FRAME_HEADROOM: usize = 4096;
+
+/// About how many bytes a key's change takes encoded (its key, value, tags and fields).
+fn change_size(key: &[u8], change: &Change) -> usize {
+    let entry = match change {
+        Change::Written(e) => e.value.len() + e.tags.iter().map(|t| t.len() + 8).sum::<usize>(),
+        Change::Removed(_) | Change::None => 0,
+    };
+    key.len() + entry + 64
+}
 
 /// About how many bytes `reply` takes encoded (bulk strings and errors by length).
 fn reply_size(reply: &Reply) -> usize {
@@ -400,63 +409,62 @@ impl Shared {
                 };
                 changes.push((fx.key, change));
             }
-            // The reply travels in one frame: one that cannot is refused before anything
-            // is applied (a transaction's MGET of large values, say).
+            // The reply travels in one frame, and the changes in one frame to each owner
+            // (and back with the reply to a node that forwarded the operation): an
+            // operation whose reply or changes cannot is refused before anything is
+            // applied (a transaction's MGET or SETs of large values, say).
             let reply_bytes = reply_size(&reply);
-            if reply_bytes > self.max_frame.saturating_sub(FRAME_HEADROOM) {
+            let change_bytes: usize = changes.iter().map(|(i, c)| change_size(&keys[*i], c)).sum();
+            let room = self.max_frame.saturating_sub(FRAME_HEADROOM);
+            if reply_bytes > room || reply_bytes + change_bytes > room {
+                let what = if reply_bytes > room {
+                    format!("the replies take {reply_bytes} bytes")
+                } else {
+                    format!(
+                        "the replies and changes take {} bytes",
+                        reply_bytes + change_bytes
+                    )
+                };
                 return Ok(ExecutedMulti {
                     reply: Reply::Error(format!(
-                        "ERR the replies take {reply_bytes} bytes, more than one cluster frame holds; split the transaction"
+                        "ERR {what}, more than one cluster frame holds; split the transaction"
                     )),
                     changes: Vec::new(),
                 });
             }
-            for (n, (i, change)) in changes.iter().enumerate() {
-                let base = current[*i]
-                    .as_ref()
-                    .map_or(0, |e| e.version.as_u64())
-                    .max(floors[*i]);
-                // Once one key's change is on the replicas, a refusal of the next leaves the
-                // operation half applied there: the outcome is unknown, never retried.
-                let from_none = current[*i].is_none();
-                let done = self
-                    .replicate_out(&ring, namespace, &keys[*i], change, base, from_none)
-                    .await;
-                match done {
-                    Ok(None) => {}
-                    Ok(Some(Newer::Copy(newer))) if n == 0 => {
-                        restarts[*i] = self.adopt(namespace, &keys[*i], newer);
-                        continue 'attempt;
-                    }
-                    // An invalidation this node has not applied yet may cover the other
-                    // keys' copies too (a flush, a pattern, a tag): executing again from
-                    // them could bring a removed value back. Nothing was applied. Not
-                    // observed: a later attempt is refused alike until this node has
-                    // applied it, or the owner's record of it expires (`tombstone_ms`).
-                    Ok(Some(Newer::Invalidated(_))) if n == 0 => {
-                        return Err(Refusal::Unavailable(
-                            "an owner applied an invalidation of a key this primary has not applied yet: nothing was applied".into(),
-                        ));
-                    }
-                    Err(e @ Refusal::NotPrimary(_) | e @ Refusal::Unavailable(_)) if n == 0 => {
-                        return Err(e);
-                    }
-                    Ok(Some(_)) => {
-                        return Err(Refusal::Indeterminate(
-                            "an owner held a newer copy or invalidation of a later key: the operation is half applied on the replicas".into(),
-                        ));
-                    }
-                    Err(Refusal::NotPrimary(why)) => {
-                        return Err(Refusal::Indeterminate(format!(
-                            "half applied on the replicas (primary {why:?})"
-                        )));
-                    }
-                    Err(Refusal::Unavailable(why) | Refusal::Indeterminate(why)) => {
-                        return Err(Refusal::Indeterminate(format!(
-                            "half applied on the replicas: {why}"
-                        )));
+            // Every change goes to each owner in one request, checked there key by key
+            // before any is applied: a refusal leaves nothing applied anywhere.
+            let items: Vec<Outgoing<'_>> = changes
+                .iter()
+                .map(|(i, change)| Outgoing {
+                    key: &keys[*i],
+                    change,
+                    base: current[*i]
+                        .as_ref()
+                        .map_or(0, |e| e.version.as_u64())
+                        .max(floors[*i]),
+                    from_none: current[*i].is_none(),
+                })
+                .collect();
+            let refused = self.replicate_all(&ring, namespace, &items).await?;
+            if !refused.is_empty() {
+                for (n, newer) in refused {
+                    let i = changes[n].0;
+                    match newer {
+                        Newer::Copy(newer) => restarts[i] = self.adopt(namespace, &keys[i], newer),
+                        // An invalidation this node has not applied yet may cover the
+                        // other keys' copies too (a flush, a pattern, a tag): executing
+                        // again from them could bring a removed value back. Not observed:
+                        // a later attempt is refused alike until this node has applied it,
+                        // or the owner's record of it expires (`tombstone_ms`).
+                        Newer::Invalidated(_) => {
+                            return Err(Refusal::Unavailable(
+                                "an owner applied an invalidation of a key this primary has not applied yet: nothing was applied".into(),
+                            ));
+                        }
                     }
                 }
+                continue 'attempt;
             }
             let mut out = Vec::with_capacity(changes.len());
             for (i, change) in changes {
@@ -735,10 +743,39 @@ impl Shared {
         base: u64,
         from_none: bool,
     ) -> Result<Option<Newer>, Refusal> {
+        let item = Outgoing {
+            key,
+            change,
+            base,
+            from_none,
+        };
+        let refused = self
+            .replicate_all(ring, namespace, std::slice::from_ref(&item))
+            .await?;
+        Ok(refused.into_iter().next().map(|(_, newer)| newer))
+    }
+
+    /// Sends the changes of one primary's keys (one key, or a multi-key command's keys of
+    /// one hash tag: the same owners) to every other owner under `ring`, and needs each
+    /// one to apply all of them: one `Replicate` for a single change, else one
+    /// `ReplicateMulti`, which an owner checks key by key before it applies any. `Ok` with
+    /// no refusal: every owner applied every change. `Ok` with refusals (by the index of
+    /// the change refused): no owner applied anything, and each refused change has a newer
+    /// copy or invalidation on an owner. An error: nothing applied (`Unavailable`,
+    /// `NotPrimary`), or the outcome is unknown (`Indeterminate`).
+    async fn replicate_all(
+        &self,
+        ring: &strata_cluster::Ring,
+        namespace: &str,
+        items: &[Outgoing<'_>],
+    ) -> Result<Vec<(usize, Newer)>, Refusal> {
+        let Some(first) = items.first() else {
+            return Ok(Vec::new());
+        };
         let rf = self.cfg.replication_factor as usize;
-        let targets = decide::replicas(ring, &self.name, key, rf);
+        let targets = decide::replicas(ring, &self.name, first.key, rf);
         if targets.is_empty() {
-            return Ok(None);
+            return Ok(Vec::new());
         }
         #[cfg(feature = "fault-injection")]
         {
@@ -750,119 +787,157 @@ impl Shared {
                 tokio::time::sleep(std::time::Duration::from_millis(ms)).await;
             }
         }
-        let (entry, version) = match change {
-            Change::Written(e) => (Some(to_wire(e)), e.version.as_u64()),
-            Change::Removed(v) => (None, v.as_u64()),
-            Change::None => return Ok(None),
-        };
-        // Executed from no copy, the newest removal of the key this node has applied (as
-        // the owners' check above counts them: no tags) is part of what it executed against:
-        // an owner answers `Superseded` for one newer than the base only when this node has
-        // not applied it (its own `DEL`s cost no extra round). Not when it executed from a
-        // copy: the tombstones also record writes announced (a newer copy an owner holds,
-        // live), which the owner's `Stale` check must still see above the base.
-        let base = if from_none {
-            let known = self
-                .coherence
-                .lock()
-                .superseded_by(namespace, key, base, &[]);
-            base.max(known.unwrap_or(0))
-        } else {
-            base
-        };
-        // A removal recorded here before this node's clock observed it (coherence takes an
-        // item before dissemination observes its version) may be newer than the change's
-        // own stamp: every owner would drop the change. Executed again above it.
-        if let Change::Written(e) = change
-            && base >= e.version.as_u64()
-        {
-            return Ok(Some(Newer::Invalidated(base)));
+        // The changes sent, with the index of each among `items`.
+        let mut sent: Vec<(usize, ReplicaChange)> = Vec::with_capacity(items.len());
+        for (n, item) in items.iter().enumerate() {
+            match self.outgoing(namespace, item) {
+                Ok(Some(c)) => sent.push((n, c)),
+                Ok(None) => {}
+                // Nothing sent yet.
+                Err(newer) => return Ok(vec![(n, newer)]),
+            }
         }
+        let req = match sent.as_slice() {
+            [] => return Ok(Vec::new()),
+            [(_, c)] => Request::Replicate {
+                namespace: namespace.to_owned(),
+                key: c.key.to_vec(),
+                entry: c.entry.clone(),
+                version: c.version,
+                base: c.base,
+            },
+            _ => Request::ReplicateMulti {
+                namespace: namespace.to_owned(),
+                changes: sent.iter().map(|(_, c)| c.clone()).collect(),
+            },
+        };
         let addrs = self.addresses(&targets);
         let calls = addrs.iter().map(|(name, addr)| {
-            let req = Request::Replicate {
-                namespace: namespace.to_owned(),
-                key: key.to_vec(),
-                entry: entry.clone(),
-                version,
-                base,
-            };
+            let req = req.clone();
             async move { (name, self.pool.call_typed(name, *addr, req, None).await) }
         });
-        // Each owner's answer: applied, certainly not applied, or unknown.
-        let mut refused = Vec::new();
-        let mut unknown = Vec::new();
-        let mut applied = 0usize;
-        let mut newer: Option<Entry> = None;
-        // The newest invalidation an owner refused the change for (`Superseded`).
-        let mut invalidated: Option<u64> = None;
+        let mut answers = Answers::new(sent.len());
         if addrs.len() < targets.len() {
-            refused.push("an owner is not a live member".to_owned());
+            answers
+                .refused
+                .push("an owner is not a live member".to_owned());
         }
         for (name, r) in futures_util::future::join_all(calls).await {
             match r {
-                Ok(Response::Replicated) => applied += 1,
+                Ok(Response::Replicated) => answers.applied += 1,
                 Ok(Response::Stale { entry }) => {
-                    let e = from_wire(entry);
-                    // Whatever happens to this attempt, the next stamps go above it (a
-                    // multi-key or a mixed answer ends in an error the client retries).
-                    self.observe(e.version);
-                    if newer.as_ref().is_none_or(|n| n.version < e.version) {
-                        newer = Some(e);
-                    }
+                    self.note_refusal(&mut answers, name, 0, ReplicaRefusal::Stale { entry })
                 }
-                // Not observed here: a later attempt stamped above it would be taken by
-                // that owner whether or not this node's copies are dead (below).
-                Ok(Response::Superseded { version }) => {
-                    invalidated = invalidated.max(Some(version));
-                }
+                Ok(Response::Superseded { version }) => self.note_refusal(
+                    &mut answers,
+                    name,
+                    0,
+                    ReplicaRefusal::Superseded { version },
+                ),
                 Ok(Response::Fenced { primary }) => {
-                    self.counters.fenced.fetch_add(1, Ordering::Relaxed);
-                    refused.push(match primary {
-                        Some(p) => format!("owner {name} has {p} as the key's primary"),
-                        None => format!(
-                            "owner {name} refused it (it sees no majority of the cluster, or no primary)"
-                        ),
-                    });
+                    self.note_refusal(&mut answers, name, 0, ReplicaRefusal::Fenced { primary })
+                }
+                Ok(Response::RefusedAt { index, refusal }) if (index as usize) < sent.len() => {
+                    self.note_refusal(&mut answers, name, index as usize, refusal)
                 }
                 // Never reached (its port refuses connections — the process is gone — or
                 // no connection): nothing applied there. The owner is not skipped: the
                 // write waits for the ring to drop it (a REJECT rule looks the same).
                 Err(CallError::Refused(e) | CallError::NotSent(e)) => {
                     self.counters.replica_down.fetch_add(1, Ordering::Relaxed);
-                    refused.push(format!("owner {name} cannot be reached: {e}"));
+                    answers
+                        .refused
+                        .push(format!("owner {name} cannot be reached: {e}"));
                 }
-                Ok(other) => unknown.push(format!("owner {name} answered {other:?}")),
+                Ok(other) => answers
+                    .unknown
+                    .push(format!("owner {name} answered {other:?}")),
                 Err(CallError::Unknown(e)) => {
-                    unknown.push(format!("owner {name} did not answer: {e}"));
+                    answers
+                        .unknown
+                        .push(format!("owner {name} did not answer: {e}"));
                 }
             }
         }
-        let partial =
-            applied > 0 && (newer.is_some() || invalidated.is_some() || !refused.is_empty());
-        if !unknown.is_empty() || partial {
-            unknown.extend(refused);
-            return Err(Refusal::Indeterminate(unknown.join("; ")));
+        let refused = answers.conclude()?;
+        Ok(refused
+            .into_iter()
+            .map(|(i, newer)| (sent[i].0, newer))
+            .collect())
+    }
+
+    /// One change as it goes to the owners, or `None` for none; `Err` when the change
+    /// cannot be ordered above a removal this node has applied (executed again above it).
+    fn outgoing(
+        &self,
+        namespace: &str,
+        item: &Outgoing<'_>,
+    ) -> Result<Option<ReplicaChange>, Newer> {
+        let (entry, version) = match item.change {
+            Change::Written(e) => (Some(to_wire(e)), e.version.as_u64()),
+            Change::Removed(v) => (None, v.as_u64()),
+            Change::None => return Ok(None),
+        };
+        // Executed from no copy, the newest removal of the key this node has applied (as
+        // the owners' check counts them: no tags) is part of what it executed against:
+        // an owner answers `Superseded` for one newer than the base only when this node has
+        // not applied it (its own `DEL`s cost no extra round). Not when it executed from a
+        // copy: the tombstones also record writes announced (a newer copy an owner holds,
+        // live), which the owner's `Stale` check must still see above the base.
+        let base = if item.from_none {
+            let known = self
+                .coherence
+                .lock()
+                .superseded_by(namespace, item.key, item.base, &[]);
+            item.base.max(known.unwrap_or(0))
+        } else {
+            item.base
+        };
+        // A removal recorded here before this node's clock observed it (coherence takes an
+        // item before dissemination observes its version) may be newer than the change's
+        // own stamp: every owner would drop the change. Executed again above it.
+        if let Change::Written(e) = item.change
+            && base >= e.version.as_u64()
+        {
+            return Err(Newer::Invalidated(base));
         }
-        if !refused.is_empty() {
-            return Err(Refusal::Unavailable(refused.join("; ")));
-        }
-        Ok(match (newer, invalidated) {
-            (None, None) => None,
-            (Some(e), None) => Some(Newer::Copy(e)),
-            (None, Some(v)) => Some(Newer::Invalidated(v)),
-            // A copy at or above the invalidation is not covered by it (coherence admits
-            // a copy at its version).
-            (Some(e), Some(v)) if e.version.as_u64() >= v => Some(Newer::Copy(e)),
-            // Whether the copy is live depends on an invalidation this node has not applied
-            // (one owner has, another has not): nothing was applied. Not observed, so a
-            // later attempt is refused alike until this node or that owner has applied it.
-            (Some(_), Some(_)) => {
-                return Err(Refusal::Unavailable(
-                    "owners answered with a newer copy and with a newer invalidation of the key: nothing was applied".into(),
-                ));
+        Ok(Some(ReplicaChange {
+            key: ByteBuf::from(item.key.to_vec()),
+            entry,
+            version,
+            base,
+        }))
+    }
+
+    /// Counts an owner's refusal of the change at `index`.
+    fn note_refusal(&self, answers: &mut Answers, name: &str, index: usize, r: ReplicaRefusal) {
+        match r {
+            ReplicaRefusal::Stale { entry } => {
+                let e = from_wire(entry);
+                // Whatever happens to this attempt, the next stamps go above it (a
+                // multi-key or a mixed answer ends in an error the client retries).
+                self.observe(e.version);
+                let newer = &mut answers.newer[index];
+                if newer.as_ref().is_none_or(|n| n.version < e.version) {
+                    *newer = Some(e);
+                }
             }
-        })
+            // Not observed here: a later attempt stamped above it would be taken by that
+            // owner whether or not this node's copies are dead (`Answers::conclude`).
+            ReplicaRefusal::Superseded { version } => {
+                let inv = &mut answers.invalidated[index];
+                *inv = (*inv).max(Some(version));
+            }
+            ReplicaRefusal::Fenced { primary } => {
+                self.counters.fenced.fetch_add(1, Ordering::Relaxed);
+                answers.refused.push(match primary {
+                    Some(p) => format!("owner {name} has {p} as the key's primary"),
+                    None => format!(
+                        "owner {name} refused it (it sees no majority of the cluster, or no primary)"
+                    ),
+                });
+            }
+        }
     }
 
     /// The RPC addresses of the live members named.
@@ -872,105 +947,6 @@ impl Shared {
             .iter()
             .filter_map(|n| all.iter().find(|(m, _)| m == n).cloned())
             .collect()
-    }
-
-    /// An owner's side of `Replicate`: applies a change from `from` when `from` is the
-    /// key's primary in this node's view, else fences it off.
-    pub(crate) fn replicate_in(
-        &self,
-        from: &str,
-        namespace: &str,
-        key: &[u8],
-        entry: Option<WireEntry>,
-        version: u64,
-        base: u64,
-    ) -> Response {
-        let ring = self.ring();
-        let (members, expected) = (self.member_count(), self.cfg.expected_size as usize);
-        if let Err(primary) = decide::admits_replication(&ring, members, expected, key, from) {
-            self.counters.fenced.fetch_add(1, Ordering::Relaxed);
-            return Response::Fenced { primary };
-        }
-        let held = self
-            .settled_entry(namespace, key)
-            .filter(|e| e.is_fresh(self.now_ms()));
-        if decide::replica_is_ahead(held.as_ref(), base)
-            && let Some(e) = held
-        {
-            return Response::Stale { entry: to_wire(&e) };
-        }
-        let resp = match entry {
-            Some(w) => {
-                let e = from_wire(w);
-                // A removal of the key newer than the copy the primary executed from (the
-                // key's own, a pattern's, a flush's: each covers every copy of the key)
-                // made that copy dead: executed from it — a `DEL` of an earlier primary the
-                // new one has not applied, even when its clock is past it and the change
-                // stamped above it — the change would bring the removed value back. The
-                // primary executes again from no copy above it. (Tags are left out: the
-                // change's may not be the base's — a `RENAME` takes the source's, a plain
-                // `SET` has its own — and a tag would refuse a live base.)
-                let by = self
-                    .coherence
-                    .lock()
-                    .superseded_by(namespace, key, base, &[]);
-                if let Some(version) = by {
-                    return Response::Superseded { version };
-                }
-                let e_version = e.version;
-                self.observe(e_version);
-                match self.store_owned_or_superseded(namespace, key, e) {
-                    // Stored, then refused by an invalidation newer than the change (a `DEL`
-                    // by an earlier primary whose clock ran ahead of this one's, a pattern
-                    // that ran meanwhile). Answering `Replicated` would leave the change on
-                    // the primary alone: it executes again above the invalidation instead.
-                    Ok(Err(version)) => Response::Superseded { version },
-                    Ok(Ok(strata_core::SetOutcome::TooLarge)) => {
-                        Response::Error("the value does not fit this owner store".into())
-                    }
-                    // The store kept a newer copy than the primary's change: one `held`
-                    // did not show, expired here (a stamp from a clock ahead of the
-                    // primary's). Acknowledging would leave the change on the primary
-                    // alone; the primary re-executes above that copy instead (`adopt`:
-                    // an expired copy is a floor, not a start).
-                    Ok(Ok(strata_core::SetOutcome::KeptNewer)) => {
-                        match self.owner.get_retained_entry(namespace, key) {
-                            Some(kept) if kept.version > e_version => Response::Stale {
-                                entry: to_wire(&kept),
-                            },
-                            _ => Response::Replicated,
-                        }
-                    }
-                    Ok(Ok(_)) => Response::Replicated,
-                    Err(err) => Response::Error(err.to_string()),
-                }
-            }
-            None => {
-                let v = Version::from_u64(version);
-                self.observe(v);
-                // Before the store's check, as in `remove_owned`: a push or repair of an
-                // older copy arriving after this removal is refused.
-                let now = self.now_ms();
-                self.coherence
-                    .lock()
-                    .note_removed(namespace, key, version, now);
-                match self.owner.get_retained_entry(namespace, key) {
-                    Some(e) if e.version <= v => {
-                        self.owner.remove_sync(namespace, key);
-                        Response::Replicated
-                    }
-                    // Newer than the removal, and not fresh (`held` would have shown it):
-                    // as for a write above, the primary executes again above it.
-                    Some(kept) => Response::Stale {
-                        entry: to_wire(&kept),
-                    },
-                    None => Response::Replicated,
-                }
-            }
-        };
-        // Once the store holds the change (absent.rs).
-        self.absent.forget(namespace, key);
-        resp
     }
 
     /// Announces that copies of `key` older than `version` are stale (after a change reached
@@ -1224,6 +1200,83 @@ const STALE_RETRIES: usize = 4;
 
 /// What an owner held that a primary's change was not executed over: it executes again.
 #[derive(Debug)]
+/// One key's change for [`Shared::replicate_all`].
+struct Outgoing<'a> {
+    key: &'a [u8],
+    change: &'a Change,
+    /// The version of the copy the change was executed from (or the floor of its base).
+    base: u64,
+    /// Executed from no copy.
+    from_none: bool,
+}
+
+/// What the owners answered a replication: each owner applied every change, refused one
+/// (and applied nothing), could not be reached (nothing applied), or left it unknown.
+struct Answers {
+    applied: usize,
+    refused: Vec<String>,
+    unknown: Vec<String>,
+    /// Per change: the newest copy an owner refused it for (`Stale`).
+    newer: Vec<Option<Entry>>,
+    /// Per change: the newest invalidation an owner refused it for (`Superseded`).
+    invalidated: Vec<Option<u64>>,
+}
+
+impl Answers {
+    fn new(changes: usize) -> Self {
+        Self {
+            applied: 0,
+            refused: Vec::new(),
+            unknown: Vec::new(),
+            newer: vec![None; changes],
+            invalidated: vec![None; changes],
+        }
+    }
+
+    /// Every owner applied everything (no refusal), or none did: the changes refused, by
+    /// index, with what refused them; else an error.
+    fn conclude(self) -> Result<Vec<(usize, Newer)>, Refusal> {
+        let Answers {
+            applied,
+            refused,
+            mut unknown,
+            newer,
+            invalidated,
+        } = self;
+        let any_newer =
+            newer.iter().any(Option::is_some) || invalidated.iter().any(Option::is_some);
+        let partial = applied > 0 && (any_newer || !refused.is_empty());
+        if !unknown.is_empty() || partial {
+            unknown.extend(refused);
+            return Err(Refusal::Indeterminate(unknown.join("; ")));
+        }
+        if !refused.is_empty() {
+            return Err(Refusal::Unavailable(refused.join("; ")));
+        }
+        let mut out = Vec::new();
+        for (i, (newer, invalidated)) in newer.into_iter().zip(invalidated).enumerate() {
+            match (newer, invalidated) {
+                (None, None) => {}
+                (Some(e), None) => out.push((i, Newer::Copy(e))),
+                (None, Some(v)) => out.push((i, Newer::Invalidated(v))),
+                // A copy at or above the invalidation is not covered by it (coherence
+                // admits a copy at its version).
+                (Some(e), Some(v)) if e.version.as_u64() >= v => out.push((i, Newer::Copy(e))),
+                // Whether the copy is live depends on an invalidation this node has not
+                // applied (one owner has, another has not): nothing was applied. Not
+                // observed, so a later attempt is refused alike until this node or that
+                // owner has applied it.
+                (Some(_), Some(_)) => {
+                    return Err(Refusal::Unavailable(
+                        "owners answered with a newer copy and with a newer invalidation of the key: nothing was applied".into(),
+                    ));
+                }
+            }
+        }
+        Ok(out)
+    }
+}
+
 enum Newer {
     /// A newer copy (`Stale`): adopted, or, when this node cannot serve it, a floor.
     Copy(Entry),

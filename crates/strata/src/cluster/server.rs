@@ -239,8 +239,8 @@ impl Shared {
         Response::Published(self.deliver_published(messages))
     }
 
-    /// Answers a request that waits on nothing (`Ping`, `Get`, `Replicate`: memory only)
-    /// at once; any other is handed back for [`Shared::handle`].
+    /// Answers a request that waits on nothing (`Ping`, `Get`, `Replicate`, `ReplicateMulti`:
+    /// memory only) at once; any other is handed back for [`Shared::handle`].
     fn answer_now(&self, from: &str, req: Request) -> Answer {
         Answer::Now(match req {
             Request::Ping => Response::Status {
@@ -268,6 +268,9 @@ impl Shared {
                 version,
                 base,
             } => self.replicate_in(from, &namespace, &key, entry, version, base),
+            Request::ReplicateMulti { namespace, changes } => {
+                self.replicate_multi_in(from, &namespace, changes)
+            }
             other => return Answer::Later(other),
         })
     }
@@ -283,7 +286,8 @@ impl Shared {
             Request::Ping
             | Request::LeasePing
             | Request::Get { .. }
-            | Request::Replicate { .. } => {
+            | Request::Replicate { .. }
+            | Request::ReplicateMulti { .. } => {
                 Response::Error("internal: a memory-only request was not answered".into())
             }
             Request::Set {

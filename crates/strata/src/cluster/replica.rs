@@ -1,0 +1,224 @@
+//! An owner's side of a primary's replication ([`crate::cluster::primary`]): `Replicate`
+//! for one key's change, `ReplicateMulti` for a multi-key command's changes. Each change is
+//! first checked — the sender is the key's primary in this node's view (fencing), this node
+//! holds nothing newer than the copy the primary executed from, and no invalidation newer
+//! than that copy — and only then applied. A multi-key command's changes are all checked
+//! before any is applied, so a refusal of a later key leaves nothing applied here.
+
+use strata_cluster::primary as decide;
+use strata_cluster::rpc::{ReplicaChange, ReplicaRefusal, Response, WireEntry};
+use strata_core::Version;
+
+use super::{Shared, from_wire, to_wire};
+
+impl Shared {
+    /// An owner's side of `Replicate`: applies a change from `from` when `from` is the
+    /// key's primary in this node's view, else fences it off.
+    pub(crate) fn replicate_in(
+        &self,
+        from: &str,
+        namespace: &str,
+        key: &[u8],
+        entry: Option<WireEntry>,
+        version: u64,
+        base: u64,
+    ) -> Response {
+        if let Err(refusal) = self.replica_check(from, namespace, key, entry.is_some(), base) {
+            return refusal.into();
+        }
+        self.replica_apply(namespace, key, entry, version)
+    }
+
+    /// An owner's side of `ReplicateMulti`: every change checked as [`Shared::replicate_in`]
+    /// checks one, and against a newer copy this node's store would keep over it, before
+    /// any is applied. Answers `Replicated` once all are applied, `RefusedAt` with nothing
+    /// applied, or an error — the only answer after which some may be applied and others
+    /// not (a store failure, or an invalidation that arrived between the check and the
+    /// store; the primary reports an unknown outcome).
+    pub(crate) fn replicate_multi_in(
+        &self,
+        from: &str,
+        namespace: &str,
+        changes: Vec<ReplicaChange>,
+    ) -> Response {
+        if changes.len() > strata_cluster::rpc::MAX_CHANGES_PER_REQUEST {
+            return Response::Error(format!(
+                "a replication of {} changes: at most {} in one request (nothing applied)",
+                changes.len(),
+                strata_cluster::rpc::MAX_CHANGES_PER_REQUEST
+            ));
+        }
+        for (i, c) in changes.iter().enumerate() {
+            let checked = self
+                .replica_check(from, namespace, &c.key, c.entry.is_some(), c.base)
+                .and_then(|()| {
+                    let version = c.entry.as_ref().map_or(c.version, |e| e.version);
+                    self.replica_keeps_newer(namespace, &c.key, version)
+                });
+            if let Err(refusal) = checked {
+                return Response::RefusedAt {
+                    index: i as u32,
+                    refusal,
+                };
+            }
+        }
+        for (i, c) in changes.into_iter().enumerate() {
+            match self.replica_apply(namespace, &c.key, c.entry, c.version) {
+                Response::Replicated => {}
+                // Nothing applied yet: a refusal like the check's.
+                Response::Stale { entry } if i == 0 => {
+                    return Response::RefusedAt {
+                        index: 0,
+                        refusal: ReplicaRefusal::Stale { entry },
+                    };
+                }
+                Response::Superseded { version } if i == 0 => {
+                    return Response::RefusedAt {
+                        index: 0,
+                        refusal: ReplicaRefusal::Superseded { version },
+                    };
+                }
+                other => {
+                    return Response::Error(format!(
+                        "change {i} of {} answered {other:?} after every change was checked: the earlier ones are applied here",
+                        i + 1
+                    ));
+                }
+            }
+        }
+        Response::Replicated
+    }
+
+    /// Whether this owner takes a change of `key` from `from` executed against the copy of
+    /// version `base` (0: none): `from` is the key's primary in this node's view, this
+    /// node holds no fresh copy newer than `base`, and — for a write — has applied no
+    /// removal of the key newer than `base`.
+    fn replica_check(
+        &self,
+        from: &str,
+        namespace: &str,
+        key: &[u8],
+        write: bool,
+        base: u64,
+    ) -> Result<(), ReplicaRefusal> {
+        let ring = self.ring();
+        let (members, expected) = (self.member_count(), self.cfg.expected_size as usize);
+        if let Err(primary) = decide::admits_replication(&ring, members, expected, key, from) {
+            self.counters
+                .fenced
+                .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            return Err(ReplicaRefusal::Fenced { primary });
+        }
+        let held = self
+            .settled_entry(namespace, key)
+            .filter(|e| e.is_fresh(self.now_ms()));
+        if decide::replica_is_ahead(held.as_ref(), base)
+            && let Some(e) = held
+        {
+            return Err(ReplicaRefusal::Stale { entry: to_wire(&e) });
+        }
+        if write {
+            // A removal of the key newer than the copy the primary executed from (the
+            // key's own, a pattern's, a flush's: each covers every copy of the key) made
+            // that copy dead: executed from it — a `DEL` of an earlier primary the new one
+            // has not applied, even when its clock is past it and the change stamped above
+            // it — the change would bring the removed value back. The primary executes
+            // again from no copy above it. (Tags are left out: the change's may not be the
+            // base's — a `RENAME` takes the source's, a plain `SET` has its own — and a tag
+            // would refuse a live base.)
+            let by = self
+                .coherence
+                .lock()
+                .superseded_by(namespace, key, base, &[]);
+            if let Some(version) = by {
+                return Err(ReplicaRefusal::Superseded { version });
+            }
+        }
+        Ok(())
+    }
+
+    /// A copy this node's store holds, expired or not, newer than a change of `version`:
+    /// the store would keep it over the change ([`Shared::replica_apply`] answers `Stale`
+    /// for it after the fact; a multi-key replication asks first).
+    fn replica_keeps_newer(
+        &self,
+        namespace: &str,
+        key: &[u8],
+        version: u64,
+    ) -> Result<(), ReplicaRefusal> {
+        match self.owner.get_retained_entry(namespace, key) {
+            Some(kept) if kept.version.as_u64() > version => Err(ReplicaRefusal::Stale {
+                entry: to_wire(&kept),
+            }),
+            _ => Ok(()),
+        }
+    }
+
+    /// Applies a change [`Shared::replica_check`] admitted: stores the entry written, or
+    /// records and applies the removal.
+    fn replica_apply(
+        &self,
+        namespace: &str,
+        key: &[u8],
+        entry: Option<WireEntry>,
+        version: u64,
+    ) -> Response {
+        let resp = match entry {
+            Some(w) => {
+                let e = from_wire(w);
+                let e_version = e.version;
+                self.observe(e_version);
+                match self.store_owned_or_superseded(namespace, key, e) {
+                    // Stored, then refused by an invalidation newer than the change (a `DEL`
+                    // by an earlier primary whose clock ran ahead of this one's, a pattern
+                    // that ran meanwhile). Answering `Replicated` would leave the change on
+                    // the primary alone: it executes again above the invalidation instead.
+                    Ok(Err(version)) => Response::Superseded { version },
+                    Ok(Ok(strata_core::SetOutcome::TooLarge)) => {
+                        Response::Error("the value does not fit this owner store".into())
+                    }
+                    // The store kept a newer copy than the primary's change: one the check
+                    // did not show, expired here (a stamp from a clock ahead of the
+                    // primary's). Acknowledging would leave the change on the primary
+                    // alone; the primary re-executes above that copy instead (`adopt`:
+                    // an expired copy is a floor, not a start).
+                    Ok(Ok(strata_core::SetOutcome::KeptNewer)) => {
+                        match self.owner.get_retained_entry(namespace, key) {
+                            Some(kept) if kept.version > e_version => Response::Stale {
+                                entry: to_wire(&kept),
+                            },
+                            _ => Response::Replicated,
+                        }
+                    }
+                    Ok(Ok(_)) => Response::Replicated,
+                    Err(err) => Response::Error(err.to_string()),
+                }
+            }
+            None => {
+                let v = Version::from_u64(version);
+                self.observe(v);
+                // Before the store's check, as in `remove_owned`: a push or repair of an
+                // older copy arriving after this removal is refused.
+                let now = self.now_ms();
+                self.coherence
+                    .lock()
+                    .note_removed(namespace, key, version, now);
+                match self.owner.get_retained_entry(namespace, key) {
+                    Some(e) if e.version <= v => {
+                        self.owner.remove_sync(namespace, key);
+                        Response::Replicated
+                    }
+                    // Newer than the removal, and not fresh (the check would have shown
+                    // it): as for a write above, the primary executes again above it.
+                    Some(kept) => Response::Stale {
+                        entry: to_wire(&kept),
+                    },
+                    None => Response::Replicated,
+                }
+            }
+        };
+        // Once the store holds the change (absent.rs).
+        self.absent.forget(namespace, key);
+        resp
+    }
+}
