@@ -1010,29 +1010,59 @@ async fn a_multi_key_change_refused_at_a_later_key_is_applied_nowhere() {
             "the source is gone on every owner"
         );
     }
+    // Two refusals, run together (each waits out the node's retries, `failover_wait_ms`).
     // MSETNX writes its keys in order. The replica has applied a removal of the second key
     // that the primary has not (a `DEL` by an earlier primary whose clock ran ahead): it
     // refuses that key, after it has taken the first one's write. Refused with nothing
     // applied, as long as this primary has not applied that removal.
+    let ahead = (now + 60_000) << 16;
     let tag = hash_tag_owned_by(&nodes[0], "msnx", &["n0", "n1"]);
     let (a, b) = (format!("{tag}a"), format!("{tag}b"));
-    assert!(nodes[1].receive_replicated_removal("ns", b.as_bytes(), (now + 60_000) << 16));
-    let op = MultiOp::MsetNx(vec![
+    assert!(nodes[1].receive_replicated_removal("ns", b.as_bytes(), ahead));
+    let msetnx = MultiOp::MsetNx(vec![
         (a.as_bytes().to_vec().into(), b"1".to_vec().into()),
         (b.as_bytes().to_vec().into(), b"2".to_vec().into()),
     ]);
-    let got = nodes[0].cache().execute_multi("ns", &op).await;
-    let why = format!("{got:?}");
-    assert!(
-        why.contains("TRYAGAIN") && why.contains("nothing was applied"),
-        "MSETNX over a removal the primary has not applied: {why}"
-    );
+    // A RENAME whose source the replica has seen deleted and the primary has not: the
+    // primary's copy of the source is dead, and its value written under the new name
+    // would bring a deleted value back. The replica checks the source's removal against
+    // the removals it applied, as it checks a write; refused, nothing applied.
+    let tag = hash_tag_owned_by(&nodes[0], "rendel", &["n0", "n1"]);
+    let (src2, dst2) = (format!("{tag}src"), format!("{tag}dst"));
     for n in &nodes {
-        for k in [&a, &b] {
-            assert!(
-                n.owner_copy("ns", k.as_bytes()).is_none(),
-                "MSETNX half applied ({k}): {why}"
-            );
+        n.plant_owner_copy("ns", src2.as_bytes(), planted(b"deleted", now - 20));
+    }
+    assert!(nodes[1].receive_replicated_removal("ns", src2.as_bytes(), ahead));
+    let rename = MultiOp::Rename {
+        src: src2.as_bytes().to_vec(),
+        dst: dst2.as_bytes().to_vec(),
+        nx: false,
+    };
+    let c0 = nodes[0].cache();
+    let (got, renamed) = tokio::join!(
+        c0.execute_multi("ns", &msetnx),
+        c0.execute_multi("ns", &rename)
+    );
+    for (what, got, keys) in [
+        ("MSETNX", got, [&a, &b]),
+        ("RENAME", renamed, [&src2, &dst2]),
+    ] {
+        let why = format!("{got:?}");
+        assert!(
+            why.contains("TRYAGAIN") && why.contains("nothing was applied"),
+            "{what} over a removal the primary has not applied: {why}"
+        );
+        for (i, n) in nodes.iter().enumerate() {
+            for k in keys {
+                // The primary keeps its copy of the source (its removal never comes).
+                if *k == src2 && i == 0 {
+                    continue;
+                }
+                assert!(
+                    n.owner_copy("ns", k.as_bytes()).is_none(),
+                    "{what} applied on n{i} ({k}): {why}"
+                );
+            }
         }
     }
     stop(nodes).await;

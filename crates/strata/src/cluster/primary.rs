@@ -899,6 +899,9 @@ impl Shared {
         if let Change::Written(e) = item.change
             && base >= e.version.as_u64()
         {
+            // Observed, so that the next stamp goes above it (a multi-key operation is
+            // refused, and the node's retry stamps above it).
+            self.observe(Version::from_u64(base));
             return Err(Newer::Invalidated(base));
         }
         Ok(Some(ReplicaChange {

@@ -30,8 +30,8 @@ impl Shared {
     }
 
     /// An owner's side of `ReplicateMulti`: every change checked as [`Shared::replicate_in`]
-    /// checks one, and against a newer copy this node's store would keep over it, before
-    /// any is applied. Answers `Replicated` once all are applied, `RefusedAt` with nothing
+    /// checks a write (a removal too), and against a newer copy this node's store would
+    /// keep over it, before any is applied. Answers `Replicated` once all are applied, `RefusedAt` with nothing
     /// applied, or an error — the only answer after which some may be applied and others
     /// not (a store failure, or an invalidation that arrived between the check and the
     /// store; the primary reports an unknown outcome).
@@ -49,8 +49,11 @@ impl Shared {
             ));
         }
         for (i, c) in changes.iter().enumerate() {
+            // A removal is checked against newer removals too: the command read the key's
+            // copy before it removed it (a `RENAME`'s source, whose value it wrote under
+            // the new name), so a dead copy made its other changes wrong.
             let checked = self
-                .replica_check(from, namespace, &c.key, c.entry.is_some(), c.base)
+                .replica_check(from, namespace, &c.key, true, c.base)
                 .and_then(|()| {
                     let version = c.entry.as_ref().map_or(c.version, |e| e.version);
                     self.replica_keeps_newer(namespace, &c.key, version)
