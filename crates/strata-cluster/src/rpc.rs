@@ -190,10 +190,11 @@ pub enum Request {
     LeasePing,
     /// A primary's changes of several keys of one hash tag (a multi-key command's:
     /// `MSETNX`, `RENAME`, a transaction, a script), at most [`MAX_CHANGES_PER_REQUEST`].
-    /// The receiver checks every key as for `Replicate` before it applies any, and answers
-    /// `Replicated` once all are applied, or `RefusedAt` with the first key it refused and
-    /// nothing applied: a multi-key change is never left half applied on an owner by a
-    /// refusal of a later key.
+    /// The receiver checks every change as for `Replicate` — and, for a write, as its
+    /// store will (the entry's version and tags, its size) — before it applies any, and
+    /// answers `Replicated` once all are applied, or `Refused` with every change it
+    /// refused and nothing applied. Only a race with another request between the check and
+    /// the store, or a failing store, can leave it half applied (answered `Error`).
     ReplicateMulti {
         /// Namespace.
         namespace: String,
@@ -234,6 +235,11 @@ pub enum ReplicaRefusal {
         /// The invalidation's version.
         version: u64,
     },
+    /// The value does not fit this owner's store (`cluster.owner_capacity_bytes`).
+    TooLarge {
+        /// The largest value this owner's store holds for the key.
+        largest: u64,
+    },
 }
 
 /// The answer an owner gives a `Replicate` it refuses for this reason.
@@ -243,6 +249,9 @@ impl From<ReplicaRefusal> for Response {
             ReplicaRefusal::Fenced { primary } => Response::Fenced { primary },
             ReplicaRefusal::Stale { entry } => Response::Stale { entry },
             ReplicaRefusal::Superseded { version } => Response::Superseded { version },
+            ReplicaRefusal::TooLarge { .. } => {
+                Response::Error("the value does not fit this owner store".into())
+            }
         }
     }
 }
@@ -389,13 +398,12 @@ pub enum Response {
         /// The invalidation's version.
         version: u64,
     },
-    /// Answer to `ReplicateMulti` from an owner that refused the change at index `index`
-    /// (the first key it refused): nothing of the request was applied.
-    RefusedAt {
-        /// The index of the change refused.
-        index: u32,
-        /// Why.
-        refusal: ReplicaRefusal,
+    /// Answer to `ReplicateMulti` from an owner that refused some of its changes: nothing
+    /// of the request was applied.
+    Refused {
+        /// Each change refused (its index in the request) and why; a fenced request is
+        /// named once.
+        refusals: Vec<(u32, ReplicaRefusal)>,
     },
 }
 
@@ -611,7 +619,7 @@ mod tests {
             [0, 0, 0, 13, 1, 1, 0, 0, 0, 0, 0, 0, 0, 4, 21, 0xac, 0x02]
         );
         // A multi-key replication (request variant 16) and a refusal of its second key
-        // (response variant 22, refusal variant 2), appended.
+        // (response variant 22, one refusal of variant 2), appended.
         let m = Frame::Request(
             5,
             Request::ReplicateMulti {
@@ -632,14 +640,13 @@ mod tests {
         );
         let r = Frame::Response(
             5,
-            Response::RefusedAt {
-                index: 1,
-                refusal: ReplicaRefusal::Superseded { version: 9 },
+            Response::Refused {
+                refusals: vec![(1, ReplicaRefusal::Superseded { version: 9 })],
             },
         );
         assert_eq!(
             to_bytes(&r),
-            [0, 0, 0, 14, 1, 1, 0, 0, 0, 0, 0, 0, 0, 5, 22, 1, 2, 9]
+            [0, 0, 0, 15, 1, 1, 0, 0, 0, 0, 0, 0, 0, 5, 22, 1, 1, 2, 9]
         );
     }
 

@@ -1067,3 +1067,38 @@ async fn a_multi_key_change_refused_at_a_later_key_is_applied_nowhere() {
     }
     stop(nodes).await;
 }
+
+/// A multi-key change is checked on the owner as its store will take it, size included:
+/// an owner whose store holds less per entry than the primary's (a smaller
+/// `cluster.owner_capacity_bytes`) refused the large value at its store, after it had
+/// stored the command's first key: half applied there, and an unknown outcome.
+#[cfg(feature = "fault-injection")]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_value_one_owner_cannot_hold_refuses_the_whole_multi_key_change() {
+    use strata_core::ops::MultiOp;
+    let nodes = cluster_with(2, 2, None, |c| {
+        if c.node.name == "n1" {
+            c.cluster.owner_capacity_bytes = 1 << 20;
+        }
+    })
+    .await;
+    let tag = hash_tag_owned_by(&nodes[0], "big", &["n0", "n1"]);
+    let (a, b) = (format!("{tag}a"), format!("{tag}b"));
+    let op = MultiOp::MsetNx(vec![
+        (a.as_bytes().to_vec().into(), b"1".to_vec().into()),
+        (b.as_bytes().to_vec().into(), vec![b'v'; 512 << 10].into()),
+    ]);
+    let got = nodes[0].cache().execute_multi("ns", &op).await;
+    let why = format!("{got:?}");
+    assert!(
+        why.contains("TRYAGAIN") && why.contains("holds at most"),
+        "MSETNX of a value one owner cannot hold: {why}"
+    );
+    let c1 = nodes[1].cache();
+    assert_eq!(
+        c1.get("ns", a.as_bytes()).await.unwrap(),
+        None,
+        "MSETNX half applied: {why}"
+    );
+    stop(nodes).await;
+}

@@ -67,10 +67,12 @@ fn reply_size(reply: &Reply) -> usize {
             .map(|t| match t {
                 ops::Token::Bulk(b) => b.len() + 8,
                 ops::Token::Status(s) | ops::Token::Error(s) => s.len() + 8,
-                _ => 10,
+                // An integer takes up to 10 bytes, its variant one more.
+                _ => 12,
             })
             .sum(),
-        _ => 10,
+        // An integer takes up to 10 bytes, its variant one more.
+        _ => 12,
     }
 }
 
@@ -307,6 +309,7 @@ impl Shared {
         self: &Arc<Self>,
         namespace: &str,
         op: &MultiOp,
+        forwarded: bool,
     ) -> Result<ExecutedMulti, Refusal> {
         let keys: Vec<Vec<u8>> = op.keys().into_iter().map(<[u8]>::to_vec).collect();
         if keys.len() > MAX_MULTI_KEYS {
@@ -326,10 +329,14 @@ impl Shared {
             });
         };
         let (ring, _) = self.admit(first)?;
-        if keys
-            .iter()
-            .any(|k| decide::primary(&ring, k) != Some(self.name.as_str()))
-        {
+        // The same owners for every key (one hash slot has them): the changes go to the
+        // first key's owners together.
+        let rf = self.cfg.replication_factor as usize;
+        let replicas = decide::replicas(&ring, &self.name, first, rf);
+        if keys.iter().any(|k| {
+            decide::primary(&ring, k) != Some(self.name.as_str())
+                || decide::replicas(&ring, &self.name, k, rf) != replicas
+        }) {
             return Err(Refusal::Unavailable(
                 "CROSSSLOT Keys in request don't hash to the same slot".into(),
             ));
@@ -416,15 +423,19 @@ impl Shared {
             let reply_bytes = reply_size(&reply);
             let change_bytes: usize = changes.iter().map(|(i, c)| change_size(&keys[*i], c)).sum();
             let room = self.max_frame.saturating_sub(FRAME_HEADROOM);
-            if reply_bytes > room || reply_bytes + change_bytes > room {
-                let what = if reply_bytes > room {
-                    format!("the replies take {reply_bytes} bytes")
-                } else {
-                    format!(
-                        "the replies and changes take {} bytes",
-                        reply_bytes + change_bytes
-                    )
-                };
+            let over = if reply_bytes > room {
+                Some(format!("the replies take {reply_bytes} bytes"))
+            } else if change_bytes > room {
+                Some(format!("the changes take {change_bytes} bytes"))
+            } else if forwarded && reply_bytes + change_bytes > room {
+                Some(format!(
+                    "the replies and changes take {} bytes",
+                    reply_bytes + change_bytes
+                ))
+            } else {
+                None
+            };
+            if let Some(what) = over {
                 return Ok(ExecutedMulti {
                     reply: Reply::Error(format!(
                         "ERR {what}, more than one cluster frame holds; split the transaction"
@@ -459,7 +470,7 @@ impl Shared {
                         // or the owner's record of it expires (`tombstone_ms`).
                         Newer::Invalidated(_) => {
                             return Err(Refusal::Unavailable(
-                                "an owner applied an invalidation of a key this primary has not applied yet: nothing was applied".into(),
+                                "an invalidation of a key is newer than its change (an owner's this primary has not applied yet, or one this primary applied after it stamped the change): nothing was applied".into(),
                             ));
                         }
                     }
@@ -822,41 +833,34 @@ impl Shared {
                 .refused
                 .push("an owner is not a live member".to_owned());
         }
+        let multi = matches!(req, Request::ReplicateMulti { .. });
         for (name, r) in futures_util::future::join_all(calls).await {
-            match r {
-                Ok(Response::Replicated) => answers.applied += 1,
-                Ok(Response::Stale { entry }) => {
-                    self.note_refusal(&mut answers, name, 0, ReplicaRefusal::Stale { entry })
+            // A `Replicate`'s refusals, or a `ReplicateMulti`'s (each change by its index);
+            // any other answer to either is an unknown outcome.
+            let refusals = match r {
+                Ok(Response::Stale { entry }) if !multi => {
+                    Some(vec![(0, ReplicaRefusal::Stale { entry })])
                 }
-                Ok(Response::Superseded { version }) => self.note_refusal(
-                    &mut answers,
-                    name,
-                    0,
-                    ReplicaRefusal::Superseded { version },
-                ),
-                Ok(Response::Fenced { primary }) => {
-                    self.note_refusal(&mut answers, name, 0, ReplicaRefusal::Fenced { primary })
+                Ok(Response::Superseded { version }) if !multi => {
+                    Some(vec![(0, ReplicaRefusal::Superseded { version })])
                 }
-                Ok(Response::RefusedAt { index, refusal }) if (index as usize) < sent.len() => {
-                    self.note_refusal(&mut answers, name, index as usize, refusal)
+                Ok(Response::Fenced { primary }) if !multi => {
+                    Some(vec![(0, ReplicaRefusal::Fenced { primary })])
                 }
-                // Never reached (its port refuses connections — the process is gone — or
-                // no connection): nothing applied there. The owner is not skipped: the
-                // write waits for the ring to drop it (a REJECT rule looks the same).
-                Err(CallError::Refused(e) | CallError::NotSent(e)) => {
-                    self.counters.replica_down.fetch_add(1, Ordering::Relaxed);
-                    answers
-                        .refused
-                        .push(format!("owner {name} cannot be reached: {e}"));
+                Ok(Response::Refused { refusals })
+                    if multi
+                        && !refusals.is_empty()
+                        && refusals.iter().all(|(i, _)| (*i as usize) < sent.len()) =>
+                {
+                    Some(refusals)
                 }
-                Ok(other) => answers
-                    .unknown
-                    .push(format!("owner {name} answered {other:?}")),
-                Err(CallError::Unknown(e)) => {
-                    answers
-                        .unknown
-                        .push(format!("owner {name} did not answer: {e}"));
+                other => {
+                    self.note_answer(&mut answers, name, other);
+                    None
                 }
+            };
+            for (i, refusal) in refusals.into_iter().flatten() {
+                self.note_refusal(&mut answers, name, i as usize, refusal);
             }
         }
         let refused = answers.conclude()?;
@@ -912,6 +916,31 @@ impl Shared {
         }))
     }
 
+    /// Counts an owner's answer that is not a refusal: applied, not reached (nothing
+    /// applied), or unknown.
+    fn note_answer(&self, answers: &mut Answers, name: &str, r: Result<Response, CallError>) {
+        match r {
+            Ok(Response::Replicated) => answers.applied += 1,
+            // Never reached (its port refuses connections — the process is gone — or no
+            // connection): nothing applied there. The owner is not skipped: the write
+            // waits for the ring to drop it (a REJECT rule looks the same).
+            Err(CallError::Refused(e) | CallError::NotSent(e)) => {
+                self.counters.replica_down.fetch_add(1, Ordering::Relaxed);
+                answers
+                    .refused
+                    .push(format!("owner {name} cannot be reached: {e}"));
+            }
+            Ok(other) => answers
+                .unknown
+                .push(format!("owner {name} answered {other:?}")),
+            Err(CallError::Unknown(e)) => {
+                answers
+                    .unknown
+                    .push(format!("owner {name} did not answer: {e}"));
+            }
+        }
+    }
+
     /// Counts an owner's refusal of the change at `index`.
     fn note_refusal(&self, answers: &mut Answers, name: &str, index: usize, r: ReplicaRefusal) {
         match r {
@@ -931,6 +960,9 @@ impl Shared {
                 let inv = &mut answers.invalidated[index];
                 *inv = (*inv).max(Some(version));
             }
+            ReplicaRefusal::TooLarge { largest } => answers.refused.push(format!(
+                "owner {name} holds at most {largest} bytes for the value (cluster.owner_capacity_bytes)"
+            )),
             ReplicaRefusal::Fenced { primary } => {
                 self.counters.fenced.fetch_add(1, Ordering::Relaxed);
                 answers.refused.push(match primary {
@@ -1045,7 +1077,7 @@ impl Shared {
                     Some(o) => o,
                     None => PrimaryOp::decode(&encoded).ok_or("undecodable operation")?,
                 };
-                let done = self.execute_here(namespace, key, this).await;
+                let done = self.execute_here(namespace, key, this, false).await;
                 match done {
                     Ok(out) => return Ok(out),
                     Err(Refusal::NotPrimary(p)) => {
@@ -1133,16 +1165,18 @@ impl Shared {
         ))
     }
 
-    /// Executes `op` here as the primary (of `key`, or of a multi-key operation's keys).
+    /// Executes `op` here as the primary (of `key`, or of a multi-key operation's keys);
+    /// `forwarded`: for another node, which the answer travels back to.
     async fn execute_here(
         self: &Arc<Self>,
         namespace: &str,
         key: &[u8],
         op: PrimaryOp,
+        forwarded: bool,
     ) -> Result<Outcome, Refusal> {
         match op {
             PrimaryOp::Multi(m) => self
-                .execute_multi_as_primary(namespace, &m)
+                .execute_multi_as_primary(namespace, &m, forwarded)
                 .await
                 .map(Outcome::Many),
             single => self
@@ -1162,7 +1196,7 @@ impl Shared {
         let Some(op) = PrimaryOp::decode(op) else {
             return Response::Error("undecodable operation".into());
         };
-        let done = self.execute_here(namespace, key, op).await;
+        let done = self.execute_here(namespace, key, op, true).await;
         match done {
             Ok(Outcome::One(Executed { reply, change })) => {
                 let (entry, removed) = match change {
@@ -1201,8 +1235,6 @@ impl Shared {
 /// How many times a primary executes one write against newer copies owners answer with.
 const STALE_RETRIES: usize = 4;
 
-/// What an owner held that a primary's change was not executed over: it executes again.
-#[derive(Debug)]
 /// One key's change for [`Shared::replicate_all`].
 struct Outgoing<'a> {
     key: &'a [u8],
@@ -1280,6 +1312,8 @@ impl Answers {
     }
 }
 
+/// What an owner held that a primary's change was not executed over: it executes again.
+#[derive(Debug)]
 enum Newer {
     /// A newer copy (`Stale`): adopted, or, when this node cannot serve it, a floor.
     Copy(Entry),

@@ -30,11 +30,13 @@ impl Shared {
     }
 
     /// An owner's side of `ReplicateMulti`: every change checked as [`Shared::replicate_in`]
-    /// checks a write (a removal too), and against a newer copy this node's store would
-    /// keep over it, before any is applied. Answers `Replicated` once all are applied, `RefusedAt` with nothing
-    /// applied, or an error — the only answer after which some may be applied and others
-    /// not (a store failure, or an invalidation that arrived between the check and the
-    /// store; the primary reports an unknown outcome).
+    /// checks a write (a removal too), and as the store will check it
+    /// ([`Shared::replica_would_store`]), before any is applied. Answers `Replicated` once
+    /// all are applied, `Refused` with every change refused and nothing applied, or an
+    /// error — the only answer after which some may be applied and others not: a store
+    /// that failed, or a request of another connection that changed a key between the
+    /// check and the store (an invalidation, a newer copy pushed or repaired); the
+    /// primary reports an unknown outcome.
     pub(crate) fn replicate_multi_in(
         &self,
         from: &str,
@@ -48,43 +50,34 @@ impl Shared {
                 strata_cluster::rpc::MAX_CHANGES_PER_REQUEST
             ));
         }
+        let mut refusals = Vec::new();
         for (i, c) in changes.iter().enumerate() {
             // A removal is checked against newer removals too: the command read the key's
             // copy before it removed it (a `RENAME`'s source, whose value it wrote under
             // the new name), so a dead copy made its other changes wrong.
             let checked = self
                 .replica_check(from, namespace, &c.key, true, c.base)
-                .and_then(|()| {
-                    let version = c.entry.as_ref().map_or(c.version, |e| e.version);
-                    self.replica_keeps_newer(namespace, &c.key, version)
-                });
-            if let Err(refusal) = checked {
-                return Response::RefusedAt {
-                    index: i as u32,
-                    refusal,
-                };
+                .and_then(|()| self.replica_would_store(namespace, &c.key, c));
+            match checked {
+                Ok(()) => {}
+                // Every key has the same primary: once is enough.
+                Err(fenced @ ReplicaRefusal::Fenced { .. }) => {
+                    return Response::Refused {
+                        refusals: vec![(i as u32, fenced)],
+                    };
+                }
+                Err(refusal) => refusals.push((i as u32, refusal)),
             }
+        }
+        if !refusals.is_empty() {
+            return Response::Refused { refusals };
         }
         for (i, c) in changes.into_iter().enumerate() {
             match self.replica_apply(namespace, &c.key, c.entry, c.version) {
                 Response::Replicated => {}
-                // Nothing applied yet: a refusal like the check's.
-                Response::Stale { entry } if i == 0 => {
-                    return Response::RefusedAt {
-                        index: 0,
-                        refusal: ReplicaRefusal::Stale { entry },
-                    };
-                }
-                Response::Superseded { version } if i == 0 => {
-                    return Response::RefusedAt {
-                        index: 0,
-                        refusal: ReplicaRefusal::Superseded { version },
-                    };
-                }
                 other => {
                     return Response::Error(format!(
-                        "change {i} of {} answered {other:?} after every change was checked: the earlier ones are applied here",
-                        i + 1
+                        "change {i} answered {other:?} after every change was checked: {i} earlier ones are applied here"
                     ));
                 }
             }
@@ -140,21 +133,43 @@ impl Shared {
         Ok(())
     }
 
-    /// A copy this node's store holds, expired or not, newer than a change of `version`:
-    /// the store would keep it over the change ([`Shared::replica_apply`] answers `Stale`
-    /// for it after the fact; a multi-key replication asks first).
-    fn replica_keeps_newer(
+    /// Whether this node's store will take `change` as [`Shared::replica_apply`] stores it:
+    /// it holds no copy, expired or not, newer than the change (the store would keep it:
+    /// `Stale`); for a write, no invalidation newer than the entry covers the entry, tags
+    /// included (the store would drop it: `Superseded`), and the value fits the store.
+    fn replica_would_store(
         &self,
         namespace: &str,
         key: &[u8],
-        version: u64,
+        change: &ReplicaChange,
     ) -> Result<(), ReplicaRefusal> {
-        match self.owner.get_retained_entry(namespace, key) {
-            Some(kept) if kept.version.as_u64() > version => Err(ReplicaRefusal::Stale {
+        let version = change.entry.as_ref().map_or(change.version, |e| e.version);
+        if let Some(kept) = self.owner.get_retained_entry(namespace, key)
+            && kept.version.as_u64() > version
+        {
+            return Err(ReplicaRefusal::Stale {
                 entry: to_wire(&kept),
-            }),
-            _ => Ok(()),
+            });
         }
+        let Some(e) = &change.entry else {
+            return Ok(());
+        };
+        let tags: Vec<&[u8]> = e.tags.iter().map(Vec::as_slice).collect();
+        let by = self
+            .coherence
+            .lock()
+            .superseded_by(namespace, key, e.version, &tags);
+        if let Some(version) = by {
+            return Err(ReplicaRefusal::Superseded { version });
+        }
+        let tag_bytes = e.tags.iter().map(Vec::len).sum();
+        let largest = self.owner.largest_value(namespace, key.len(), tag_bytes);
+        if e.value.len() > largest {
+            return Err(ReplicaRefusal::TooLarge {
+                largest: largest as u64,
+            });
+        }
+        Ok(())
     }
 
     /// Applies a change [`Shared::replica_check`] admitted: stores the entry written, or
