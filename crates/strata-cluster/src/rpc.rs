@@ -214,6 +214,9 @@ pub struct ReplicaChange {
     pub version: u64,
     /// The version of the copy the primary executed against (0: it had none).
     pub base: u64,
+    /// That copy's tags: an invalidation of one of them newer than `base` made the copy
+    /// dead (a `Replicate` cannot say, so its check leaves tags out).
+    pub base_tags: Vec<ByteBuf>,
 }
 
 /// Why an owner refused one key of a [`Request::ReplicateMulti`] (the answers an owner
@@ -629,13 +632,15 @@ mod tests {
                     entry: None,
                     version: 7,
                     base: 3,
+                    base_tags: vec![ByteBuf::from(b"t".to_vec())],
                 }],
             },
         );
         assert_eq!(
             to_bytes(&m),
             [
-                0, 0, 0, 19, 1, 0, 0, 0, 0, 0, 0, 0, 0, 5, 16, 1, b'n', 1, 1, b'k', 0, 7, 3
+                0, 0, 0, 22, 1, 0, 0, 0, 0, 0, 0, 0, 0, 5, 16, 1, b'n', 1, 1, b'k', 0, 7, 3, 1, 1,
+                b't'
             ]
         );
         let r = Frame::Response(

@@ -1102,3 +1102,41 @@ async fn a_value_one_owner_cannot_hold_refuses_the_whole_multi_key_change() {
     );
     stop(nodes).await;
 }
+
+/// A read-modify-write executed from a copy that a tag invalidation has removed on the
+/// replica, and not yet on the primary (the invalidation is on its way), must not continue
+/// from the dead copy: the replica checks the base's tags (sent with the change), and the
+/// primary executes again from no copy. It once answered 11 after the counter's tag was
+/// invalidated, and every owner kept counting from the dead value.
+#[cfg(feature = "fault-injection")]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_read_modify_write_of_a_copy_its_replica_saw_invalidated_by_tag_starts_over() {
+    use strata_core::ops::{KeyOp, Reply};
+    let nodes = cluster(2, 2, None).await;
+    let key = keys_owned_by(&nodes[0], "tagged:", &["n0", "n1"])
+        .next()
+        .expect("a key n0 is primary of");
+    let (c0, c1) = (nodes[0].cache(), nodes[1].cache());
+    let opts = strata_core::SetOptions {
+        tags: strata_core::entry::Tags::new(["batch"]),
+        ..Default::default()
+    };
+    c0.set_with("ns", key.clone(), "10", opts).await.unwrap();
+    nodes[0].ignore_invalidations(true);
+    c1.invalidate_tag("ns", b"batch").await.unwrap();
+    let got = c0
+        .execute("ns", bytes::Bytes::from(key.clone()), &KeyOp::IncrBy(1))
+        .await
+        .unwrap();
+    assert_eq!(
+        got,
+        Reply::Int(1),
+        "an INCR continued from a copy whose tag the replica saw invalidated"
+    );
+    nodes[0].ignore_invalidations(false);
+    assert_eq!(
+        c1.get("ns", key.as_bytes()).await.unwrap().as_deref(),
+        Some(&b"1"[..])
+    );
+    stop(nodes).await;
+}

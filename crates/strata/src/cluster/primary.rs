@@ -47,6 +47,11 @@ pub(crate) enum Refusal {
 /// Room kept in a frame for its header and the request's other fields.
 const FRAME_HEADROOM: usize = 4096;
 
+/// An entry's tags as they travel.
+fn wire_tags(e: &Entry) -> Vec<ByteBuf> {
+    e.tags.iter().map(|t| ByteBuf::from(t.to_vec())).collect()
+}
+
 /// About how many bytes a key's change takes encoded (its key, value, tags and fields).
 fn change_size(key: &[u8], change: &Change) -> usize {
     let entry = match change {
@@ -454,6 +459,7 @@ impl Shared {
                         .as_ref()
                         .map_or(0, |e| e.version.as_u64())
                         .max(floors[*i]),
+                    base_tags: current[*i].as_ref().map(wire_tags).unwrap_or_default(),
                     from_none: current[*i].is_none(),
                 })
                 .collect();
@@ -596,8 +602,21 @@ impl Shared {
             Change::Removed(v) => *v,
         };
         self.observe(version);
+        // A plain `SET` does not depend on the copy it replaces: whether that copy was
+        // dead does not matter to it.
+        let base_tags = match (&op, &current) {
+            (PrimaryOp::Key(_), Some(c)) => wire_tags(c),
+            _ => Vec::new(),
+        };
         if let Some(newer) = self
-            .replicate_out(ring, namespace, key, &change, base, current.is_none())
+            .replicate_out(
+                ring,
+                namespace,
+                key,
+                &change,
+                (base, base_tags),
+                current.is_none(),
+            )
             .await?
         {
             return Ok(Err(newer));
@@ -751,13 +770,14 @@ impl Shared {
         namespace: &str,
         key: &[u8],
         change: &Change,
-        base: u64,
+        (base, base_tags): (u64, Vec<ByteBuf>),
         from_none: bool,
     ) -> Result<Option<Newer>, Refusal> {
         let item = Outgoing {
             key,
             change,
             base,
+            base_tags,
             from_none,
         };
         let refused = self
@@ -808,9 +828,11 @@ impl Shared {
                 Err(newer) => return Ok(vec![(n, newer)]),
             }
         }
+        // One change goes as `Replicate` (what every build takes), unless the owner must
+        // check its base's tags, which only `ReplicateMulti` carries.
         let req = match sent.as_slice() {
             [] => return Ok(Vec::new()),
-            [(_, c)] => Request::Replicate {
+            [(_, c)] if c.base_tags.is_empty() => Request::Replicate {
                 namespace: namespace.to_owned(),
                 key: c.key.to_vec(),
                 entry: c.entry.clone(),
@@ -913,6 +935,7 @@ impl Shared {
             entry,
             version,
             base,
+            base_tags: item.base_tags.clone(),
         }))
     }
 
@@ -1241,6 +1264,9 @@ struct Outgoing<'a> {
     change: &'a Change,
     /// The version of the copy the change was executed from (or the floor of its base).
     base: u64,
+    /// That copy's tags, when whether it was live matters to the change (empty for a
+    /// plain `SET`).
+    base_tags: Vec<ByteBuf>,
     /// Executed from no copy.
     from_none: bool,
 }

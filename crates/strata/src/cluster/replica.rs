@@ -23,7 +23,7 @@ impl Shared {
         version: u64,
         base: u64,
     ) -> Response {
-        if let Err(refusal) = self.replica_check(from, namespace, key, entry.is_some(), base) {
+        if let Err(refusal) = self.replica_check(from, namespace, key, entry.is_some(), base, &[]) {
             return refusal.into();
         }
         self.replica_apply(namespace, key, entry, version)
@@ -55,8 +55,9 @@ impl Shared {
             // A removal is checked against newer removals too: the command read the key's
             // copy before it removed it (a `RENAME`'s source, whose value it wrote under
             // the new name), so a dead copy made its other changes wrong.
+            let base_tags: Vec<&[u8]> = c.base_tags.iter().map(|t| t.as_slice()).collect();
             let checked = self
-                .replica_check(from, namespace, &c.key, true, c.base)
+                .replica_check(from, namespace, &c.key, true, c.base, &base_tags)
                 .and_then(|()| self.replica_would_store(namespace, &c.key, c));
             match checked {
                 Ok(()) => {}
@@ -86,9 +87,9 @@ impl Shared {
     }
 
     /// Whether this owner takes a change of `key` from `from` executed against the copy of
-    /// version `base` (0: none): `from` is the key's primary in this node's view, this
-    /// node holds no fresh copy newer than `base`, and — for a write — has applied no
-    /// removal of the key newer than `base`.
+    /// version `base` (0: none) carrying `base_tags`: `from` is the key's primary in this
+    /// node's view, this node holds no fresh copy newer than `base`, and — for a write —
+    /// has applied no invalidation newer than `base` that covers that copy.
     fn replica_check(
         &self,
         from: &str,
@@ -96,6 +97,7 @@ impl Shared {
         key: &[u8],
         write: bool,
         base: u64,
+        base_tags: &[&[u8]],
     ) -> Result<(), ReplicaRefusal> {
         let ring = self.ring();
         let (members, expected) = (self.member_count(), self.cfg.expected_size as usize);
@@ -119,13 +121,14 @@ impl Shared {
             // that copy dead: executed from it — a `DEL` of an earlier primary the new one
             // has not applied, even when its clock is past it and the change stamped above
             // it — the change would bring the removed value back. The primary executes
-            // again from no copy above it. (Tags are left out: the change's may not be the
-            // base's — a `RENAME` takes the source's, a plain `SET` has its own — and a tag
-            // would refuse a live base.)
+            // again from no copy above it. Tags count when the primary sent the base's
+            // (`ReplicateMulti`); a `Replicate` leaves them out: the change's may not be
+            // the base's — a `RENAME` takes the source's, a plain `SET` has its own — and a
+            // tag would refuse a live base.
             let by = self
                 .coherence
                 .lock()
-                .superseded_by(namespace, key, base, &[]);
+                .superseded_by(namespace, key, base, base_tags);
             if let Some(version) = by {
                 return Err(ReplicaRefusal::Superseded { version });
             }
