@@ -971,9 +971,10 @@ async fn a_node_behind_another_clock_still_reads_its_own_latest_write() {
 #[cfg(feature = "fault-injection")]
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_multi_key_change_refused_at_a_later_key_is_applied_nowhere() {
-    use strata_core::ops::{MultiOp, Reply};
+    use strata_core::ops::{Exists, KeyOp, MultiOp, Reply, Transaction, Ttl, TxStep};
     let nodes = cluster(2, 2, None).await;
     let now = nodes[0].cache().now_ms();
+    let held = |n: &Node, k: &str| n.owner_copy("ns", k.as_bytes()).map(|e| e.value);
     let planted = |value: &'static [u8], at: u64| strata_core::Entry {
         value: bytes::Bytes::from_static(value),
         version: strata_core::Version::from_u64(at << 16),
@@ -1010,12 +1011,14 @@ async fn a_multi_key_change_refused_at_a_later_key_is_applied_nowhere() {
             "the source is gone on every owner"
         );
     }
-    // Two refusals, run together (each waits out the node's retries, `failover_wait_ms`).
-    // MSETNX writes its keys in order. The replica has applied a removal of the second key
-    // that the primary has not (a `DEL` by an earlier primary whose clock ran ahead): it
-    // refuses that key, after it has taken the first one's write. Refused with nothing
-    // applied, as long as this primary has not applied that removal.
+    // The replica has applied removals the primary has not (`DEL`s by an earlier primary
+    // whose clock ran ahead): it refuses the keys they cover, after the check of every
+    // key and with nothing applied.
     let ahead = (now + 60_000) << 16;
+    let c0 = nodes[0].cache();
+    // MSETNX writes its keys in order; the second was deleted. MSETNX and RENAME change
+    // every key they read, so the primary executes again from no copy of the refused key,
+    // above the removal: 1, on both owners.
     let tag = hash_tag_owned_by(&nodes[0], "msnx", &["n0", "n1"]);
     let (a, b) = (format!("{tag}a"), format!("{tag}b"));
     assert!(nodes[1].receive_replicated_removal("ns", b.as_bytes(), ahead));
@@ -1023,10 +1026,20 @@ async fn a_multi_key_change_refused_at_a_later_key_is_applied_nowhere() {
         (a.as_bytes().to_vec().into(), b"1".to_vec().into()),
         (b.as_bytes().to_vec().into(), b"2".to_vec().into()),
     ]);
+    let got = c0.execute_multi("ns", &msetnx).await;
+    assert!(
+        matches!(got, Ok(Reply::Int(1))),
+        "MSETNX over a removal only the replica has applied: {got:?}"
+    );
+    for n in &nodes {
+        assert_eq!(held(n, &a).as_deref(), Some(&b"1"[..]));
+        assert_eq!(held(n, &b).as_deref(), Some(&b"2"[..]));
+    }
     // A RENAME whose source the replica has seen deleted and the primary has not: the
-    // primary's copy of the source is dead, and its value written under the new name
-    // would bring a deleted value back. The replica checks the source's removal against
-    // the removals it applied, as it checks a write; refused, nothing applied.
+    // primary's copy of the source is dead. Its value written under the new name brought
+    // a deleted value back (`OK`); the replica checks the source's removal against the
+    // removals it applied, and the primary executes again without the dead copy: no
+    // such key, as Redis answers after the `DEL`.
     let tag = hash_tag_owned_by(&nodes[0], "rendel", &["n0", "n1"]);
     let (src2, dst2) = (format!("{tag}src"), format!("{tag}dst"));
     for n in &nodes {
@@ -1038,32 +1051,46 @@ async fn a_multi_key_change_refused_at_a_later_key_is_applied_nowhere() {
         dst: dst2.as_bytes().to_vec(),
         nx: false,
     };
-    let c0 = nodes[0].cache();
-    let (got, renamed) = tokio::join!(
-        c0.execute_multi("ns", &msetnx),
-        c0.execute_multi("ns", &rename)
+    let got = c0.execute_multi("ns", &rename).await;
+    assert!(
+        matches!(&got, Ok(Reply::Error(e)) if e.contains("no such key")),
+        "RENAME of a source only the replica saw deleted: {got:?}"
     );
-    for (what, got, keys) in [
-        ("MSETNX", got, [&a, &b]),
-        ("RENAME", renamed, [&src2, &dst2]),
-    ] {
-        let why = format!("{got:?}");
-        assert!(
-            why.contains("TRYAGAIN") && why.contains("nothing was applied"),
-            "{what} over a removal the primary has not applied: {why}"
-        );
-        for (i, n) in nodes.iter().enumerate() {
-            for k in keys {
-                // The primary keeps its copy of the source (its removal never comes).
-                if *k == src2 && i == 0 {
-                    continue;
-                }
-                assert!(
-                    n.owner_copy("ns", k.as_bytes()).is_none(),
-                    "{what} applied on n{i} ({k}): {why}"
-                );
-            }
-        }
+    for n in &nodes {
+        assert_eq!(held(n, &dst2), None, "the deleted value came back renamed");
+        assert_eq!(held(n, &src2), None);
+    }
+    // A transaction may read keys it does not change, which no owner checks: refused with
+    // nothing applied until the primary applies the removal (here never: it waits out the
+    // node's retries, `failover_wait_ms`).
+    let tag = hash_tag_owned_by(&nodes[0], "txdel", &["n0", "n1"]);
+    let (x, y) = (format!("{tag}x"), format!("{tag}y"));
+    assert!(nodes[1].receive_replicated_removal("ns", y.as_bytes(), ahead));
+    let set = |key: u32, value: &[u8]| TxStep::Key {
+        key,
+        op: KeyOp::Set {
+            value: value.to_vec(),
+            ttl: Ttl::Default,
+            exists: Exists::Any,
+            get: false,
+            integer: false,
+        },
+    };
+    let tx = MultiOp::Transaction(Transaction {
+        keys: vec![x.as_bytes().to_vec().into(), y.as_bytes().to_vec().into()],
+        watch: Vec::new(),
+        steps: vec![set(0, b"1"), set(1, b"2")],
+        default_ttl_ms: None,
+    });
+    let got = c0.execute_multi("ns", &tx).await;
+    let why = format!("{got:?}");
+    assert!(
+        why.contains("TRYAGAIN") && why.contains("nothing was applied"),
+        "a transaction over a removal the primary has not applied: {why}"
+    );
+    for n in &nodes {
+        assert_eq!(held(n, &x), None, "half applied: {why}");
+        assert_eq!(held(n, &y), None, "half applied: {why}");
     }
     stop(nodes).await;
 }
@@ -1091,7 +1118,7 @@ async fn a_value_one_owner_cannot_hold_refuses_the_whole_multi_key_change() {
     let got = nodes[0].cache().execute_multi("ns", &op).await;
     let why = format!("{got:?}");
     assert!(
-        why.contains("TRYAGAIN") && why.contains("holds at most"),
+        why.contains("ERR owner n1 holds at most") && why.contains("nothing was applied"),
         "MSETNX of a value one owner cannot hold: {why}"
     );
     let c1 = nodes[1].cache();

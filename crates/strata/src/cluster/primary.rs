@@ -358,6 +358,15 @@ impl Shared {
         }
         // Decided again under the locks: the view may have moved while this waited.
         let (ring, cache) = self.admit(first)?;
+        let replicas = decide::replicas(&ring, &self.name, first, rf);
+        if keys.iter().any(|k| {
+            decide::primary(&ring, k) != Some(self.name.as_str())
+                || decide::replicas(&ring, &self.name, k, rf) != replicas
+        }) {
+            return Err(Refusal::Unavailable(
+                "CROSSSLOT Keys in request don't hash to the same slot".into(),
+            ));
+        }
         self.counters.executed.fetch_add(1, Ordering::Relaxed);
         // Per key, where the next attempt starts after an owner answered `Stale`.
         let mut restarts: Vec<Option<Start>> = vec![None; keys.len()];
@@ -426,7 +435,15 @@ impl Shared {
             // operation whose reply or changes cannot is refused before anything is
             // applied (a transaction's MGET or SETs of large values, say).
             let reply_bytes = reply_size(&reply);
-            let change_bytes: usize = changes.iter().map(|(i, c)| change_size(&keys[*i], c)).sum();
+            let change_bytes: usize = changes
+                .iter()
+                .map(|(i, c)| {
+                    let base_tags = current[*i]
+                        .as_ref()
+                        .map_or(0, |e| e.tags.iter().map(|t| t.len() + 8).sum());
+                    change_size(&keys[*i], c) + base_tags
+                })
+                .sum();
             let room = self.max_frame.saturating_sub(FRAME_HEADROOM);
             let over = if reply_bytes > room {
                 Some(format!("the replies take {reply_bytes} bytes"))
@@ -465,15 +482,29 @@ impl Shared {
                 .collect();
             let refused = self.replicate_all(&ring, namespace, &items).await?;
             if !refused.is_empty() {
+                // `MSETNX` and `RENAME` change every key they read (or change none and are
+                // not replicated): the owners checked each copy they executed from, so a
+                // key refused for an invalidation is executed again from no copy above it,
+                // as a single key's change is.
+                let every_read_checked = matches!(op, MultiOp::MsetNx(_) | MultiOp::Rename { .. });
                 for (n, newer) in refused {
                     let i = changes[n].0;
                     match newer {
                         Newer::Copy(newer) => restarts[i] = self.adopt(namespace, &keys[i], newer),
-                        // An invalidation this node has not applied yet may cover the
-                        // other keys' copies too (a flush, a pattern, a tag): executing
-                        // again from them could bring a removed value back. Not observed:
-                        // a later attempt is refused alike until this node has applied it,
-                        // or the owner's record of it expires (`tombstone_ms`).
+                        Newer::Invalidated(v) if every_read_checked => {
+                            restarts[i] = self.restart_after(
+                                namespace,
+                                &keys[i],
+                                Newer::Invalidated(v),
+                                false,
+                            );
+                        }
+                        // A transaction or a script may have read keys it does not change,
+                        // which no owner checked: an invalidation this node has not applied
+                        // yet may cover their copies too (a flush, a pattern, a tag), and
+                        // executing again from them could bring a removed value back. Not
+                        // observed: a later attempt is refused alike until this node has
+                        // applied it, or the owner's record of it expires (`tombstone_ms`).
                         Newer::Invalidated(_) => {
                             return Err(Refusal::Unavailable(
                                 "an invalidation of a key is newer than its change (an owner's this primary has not applied yet, or one this primary applied after it stamped the change): nothing was applied".into(),
@@ -983,9 +1014,12 @@ impl Shared {
                 let inv = &mut answers.invalidated[index];
                 *inv = (*inv).max(Some(version));
             }
-            ReplicaRefusal::TooLarge { largest } => answers.refused.push(format!(
-                "owner {name} holds at most {largest} bytes for the value (cluster.owner_capacity_bytes)"
-            )),
+            // Not retried: it would be refused again.
+            ReplicaRefusal::TooLarge { largest } => {
+                answers.too_large = Some(format!(
+                    "ERR owner {name} holds at most {largest} bytes for the value (cluster.owner_capacity_bytes); nothing was applied"
+                ));
+            }
             ReplicaRefusal::Fenced { primary } => {
                 self.counters.fenced.fetch_add(1, Ordering::Relaxed);
                 answers.refused.push(match primary {
@@ -1107,7 +1141,10 @@ impl Shared {
                         last = format!("the view moved (primary now {p:?})");
                         continue;
                     }
-                    Err(Refusal::Unavailable(why)) if why.starts_with("CROSSSLOT") => {
+                    // Refused for good, nothing applied: not retried.
+                    Err(Refusal::Unavailable(why))
+                        if why.starts_with("CROSSSLOT") || why.starts_with("ERR ") =>
+                    {
                         return Err(why);
                     }
                     // Nothing applied: wait for the view to move and try again.
@@ -1245,7 +1282,11 @@ impl Shared {
                     .collect(),
             },
             Err(Refusal::NotPrimary(primary)) => Response::NotPrimary { primary },
-            Err(Refusal::Unavailable(why)) if why.starts_with("CROSSSLOT") => Response::Error(why),
+            Err(Refusal::Unavailable(why))
+                if why.starts_with("CROSSSLOT") || why.starts_with("ERR ") =>
+            {
+                Response::Error(why)
+            }
             // Nothing applied: the caller waits for its view to move and sends it again.
             Err(Refusal::Unavailable(_)) => Response::NotPrimary { primary: None },
             Err(Refusal::Indeterminate(why)) => Response::Error(format!(
@@ -1276,6 +1317,8 @@ struct Outgoing<'a> {
 struct Answers {
     applied: usize,
     refused: Vec<String>,
+    /// An owner's store cannot hold a value (the command fails, nothing applied).
+    too_large: Option<String>,
     unknown: Vec<String>,
     /// Per change: the newest copy an owner refused it for (`Stale`).
     newer: Vec<Option<Entry>>,
@@ -1288,6 +1331,7 @@ impl Answers {
         Self {
             applied: 0,
             refused: Vec::new(),
+            too_large: None,
             unknown: Vec::new(),
             newer: vec![None; changes],
             invalidated: vec![None; changes],
@@ -1299,17 +1343,23 @@ impl Answers {
     fn conclude(self) -> Result<Vec<(usize, Newer)>, Refusal> {
         let Answers {
             applied,
-            refused,
+            mut refused,
+            too_large,
             mut unknown,
             newer,
             invalidated,
         } = self;
         let any_newer =
             newer.iter().any(Option::is_some) || invalidated.iter().any(Option::is_some);
-        let partial = applied > 0 && (any_newer || !refused.is_empty());
+        let partial = applied > 0 && (any_newer || !refused.is_empty() || too_large.is_some());
         if !unknown.is_empty() || partial {
+            refused.extend(too_large);
             unknown.extend(refused);
             return Err(Refusal::Indeterminate(unknown.join("; ")));
+        }
+        // An error the client gets at once (`route` does not retry an `ERR`).
+        if let Some(why) = too_large {
+            return Err(Refusal::Unavailable(why));
         }
         if !refused.is_empty() {
             return Err(Refusal::Unavailable(refused.join("; ")));

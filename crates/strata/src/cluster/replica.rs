@@ -76,6 +76,18 @@ impl Shared {
         for (i, c) in changes.into_iter().enumerate() {
             match self.replica_apply(namespace, &c.key, c.entry, c.version) {
                 Response::Replicated => {}
+                // Nothing applied yet (a request of another connection changed the key
+                // since the check): a refusal like the check's.
+                Response::Stale { entry } if i == 0 => {
+                    return Response::Refused {
+                        refusals: vec![(0, ReplicaRefusal::Stale { entry })],
+                    };
+                }
+                Response::Superseded { version } if i == 0 => {
+                    return Response::Refused {
+                        refusals: vec![(0, ReplicaRefusal::Superseded { version })],
+                    };
+                }
                 other => {
                     return Response::Error(format!(
                         "change {i} answered {other:?} after every change was checked: {i} earlier ones are applied here"
