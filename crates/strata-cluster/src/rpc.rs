@@ -238,6 +238,13 @@ pub enum ReplicaRefusal {
         /// The invalidation's version.
         version: u64,
     },
+    /// The change's own entry (its version and tags) is covered by an invalidation at
+    /// `version` this owner has applied, while the copy the primary executed from is not:
+    /// the primary stamps the change above it (the copy stays).
+    Covered {
+        /// The invalidation's version.
+        version: u64,
+    },
     /// The value does not fit this owner's store (`cluster.owner_capacity_bytes`).
     TooLarge {
         /// The largest value this owner's store holds for the key.
@@ -251,7 +258,9 @@ impl From<ReplicaRefusal> for Response {
         match r {
             ReplicaRefusal::Fenced { primary } => Response::Fenced { primary },
             ReplicaRefusal::Stale { entry } => Response::Stale { entry },
-            ReplicaRefusal::Superseded { version } => Response::Superseded { version },
+            ReplicaRefusal::Superseded { version } | ReplicaRefusal::Covered { version } => {
+                Response::Superseded { version }
+            }
             ReplicaRefusal::TooLarge { .. } => {
                 Response::Error("the value does not fit this owner store".into())
             }

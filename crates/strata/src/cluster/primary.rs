@@ -164,6 +164,10 @@ impl Shared {
     fn restart_after(&self, namespace: &str, key: &[u8], newer: Newer, put: bool) -> Option<Start> {
         match newer {
             Newer::Copy(e) => self.adopt(namespace, key, e),
+            Newer::Covered(version) => {
+                self.observe(Version::from_u64(version));
+                None
+            }
             Newer::Invalidated(version) => {
                 self.counters.stale_base.fetch_add(1, Ordering::Relaxed);
                 self.observe(Version::from_u64(version));
@@ -491,6 +495,10 @@ impl Shared {
                     let i = changes[n].0;
                     match newer {
                         Newer::Copy(newer) => restarts[i] = self.adopt(namespace, &keys[i], newer),
+                        Newer::Covered(v) => {
+                            restarts[i] =
+                                self.restart_after(namespace, &keys[i], Newer::Covered(v), false);
+                        }
                         Newer::Invalidated(v) if every_read_checked => {
                             restarts[i] = self.restart_after(
                                 namespace,
@@ -526,7 +534,7 @@ impl Shared {
             });
         }
         Err(Refusal::Unavailable(
-            "owners kept answering with newer copies".into(),
+            "owners kept answering with newer copies or invalidations".into(),
         ))
     }
 
@@ -1014,6 +1022,11 @@ impl Shared {
                 let inv = &mut answers.invalidated[index];
                 *inv = (*inv).max(Some(version));
             }
+            // The copy executed from was checked and is live: the next stamp goes above it.
+            ReplicaRefusal::Covered { version } => {
+                let c = &mut answers.covered[index];
+                *c = (*c).max(Some(version));
+            }
             // Not retried: it would be refused again.
             ReplicaRefusal::TooLarge { largest } => {
                 answers.too_large = Some(format!(
@@ -1324,6 +1337,8 @@ struct Answers {
     newer: Vec<Option<Entry>>,
     /// Per change: the newest invalidation an owner refused it for (`Superseded`).
     invalidated: Vec<Option<u64>>,
+    /// Per change: the newest invalidation an owner found covering its entry (`Covered`).
+    covered: Vec<Option<u64>>,
 }
 
 impl Answers {
@@ -1335,6 +1350,7 @@ impl Answers {
             unknown: Vec::new(),
             newer: vec![None; changes],
             invalidated: vec![None; changes],
+            covered: vec![None; changes],
         }
     }
 
@@ -1348,26 +1364,32 @@ impl Answers {
             mut unknown,
             newer,
             invalidated,
+            covered,
         } = self;
-        let any_newer =
-            newer.iter().any(Option::is_some) || invalidated.iter().any(Option::is_some);
+        let any_newer = newer.iter().any(Option::is_some)
+            || invalidated.iter().any(Option::is_some)
+            || covered.iter().any(Option::is_some);
         let partial = applied > 0 && (any_newer || !refused.is_empty() || too_large.is_some());
         if !unknown.is_empty() || partial {
-            refused.extend(too_large);
+            if too_large.is_some() {
+                refused.push("an owner cannot hold a value".into());
+            }
             unknown.extend(refused);
             return Err(Refusal::Indeterminate(unknown.join("; ")));
-        }
-        // An error the client gets at once (`route` does not retry an `ERR`).
-        if let Some(why) = too_large {
-            return Err(Refusal::Unavailable(why));
         }
         if !refused.is_empty() {
             return Err(Refusal::Unavailable(refused.join("; ")));
         }
         let mut out = Vec::new();
-        for (i, (newer, invalidated)) in newer.into_iter().zip(invalidated).enumerate() {
+        for (i, ((newer, invalidated), covered)) in
+            newer.into_iter().zip(invalidated).zip(covered).enumerate()
+        {
             match (newer, invalidated) {
-                (None, None) => {}
+                (None, None) => {
+                    if let Some(v) = covered {
+                        out.push((i, Newer::Covered(v)));
+                    }
+                }
                 (Some(e), None) => out.push((i, Newer::Copy(e))),
                 (None, Some(v)) => out.push((i, Newer::Invalidated(v))),
                 // A copy at or above the invalidation is not covered by it (coherence
@@ -1384,6 +1406,13 @@ impl Answers {
                 }
             }
         }
+        // A value an owner cannot hold fails the command at once (`route` does not retry
+        // an `ERR`), unless executing again from what the owners answered may change it.
+        if out.is_empty()
+            && let Some(why) = too_large
+        {
+            return Err(Refusal::Unavailable(why));
+        }
         Ok(out)
     }
 }
@@ -1395,6 +1424,9 @@ enum Newer {
     Copy(Entry),
     /// An invalidation of the key at this version, at or above the change's (`Superseded`).
     Invalidated(u64),
+    /// An invalidation at this version covers the change's own entry, not the copy it was
+    /// executed from (`Covered`): executed again from the same copies, stamped above it.
+    Covered(u64),
 }
 
 /// Where a primary's next execution of a key starts after an owner answered `Stale`

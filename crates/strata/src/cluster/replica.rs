@@ -76,18 +76,15 @@ impl Shared {
         for (i, c) in changes.into_iter().enumerate() {
             match self.replica_apply(namespace, &c.key, c.entry, c.version) {
                 Response::Replicated => {}
-                // Nothing applied yet (a request of another connection changed the key
+                // Nothing stored (a request of another connection stored a newer copy
                 // since the check): a refusal like the check's.
                 Response::Stale { entry } if i == 0 => {
                     return Response::Refused {
                         refusals: vec![(0, ReplicaRefusal::Stale { entry })],
                     };
                 }
-                Response::Superseded { version } if i == 0 => {
-                    return Response::Refused {
-                        refusals: vec![(0, ReplicaRefusal::Superseded { version })],
-                    };
-                }
+                // Not `Superseded`: the store wrote the change over the previous copy
+                // before it dropped the change, so that copy is gone (an unknown outcome).
                 other => {
                     return Response::Error(format!(
                         "change {i} answered {other:?} after every change was checked: {i} earlier ones are applied here"
@@ -151,7 +148,7 @@ impl Shared {
     /// Whether this node's store will take `change` as [`Shared::replica_apply`] stores it:
     /// it holds no copy, expired or not, newer than the change (the store would keep it:
     /// `Stale`); for a write, no invalidation newer than the entry covers the entry, tags
-    /// included (the store would drop it: `Superseded`), and the value fits the store.
+    /// included (the store would drop it: `Covered`), and the value fits the store.
     fn replica_would_store(
         &self,
         namespace: &str,
@@ -175,7 +172,7 @@ impl Shared {
             .lock()
             .superseded_by(namespace, key, e.version, &tags);
         if let Some(version) = by {
-            return Err(ReplicaRefusal::Superseded { version });
+            return Err(ReplicaRefusal::Covered { version });
         }
         let tag_bytes = e.tags.iter().map(Vec::len).sum();
         let largest = self.owner.largest_value(namespace, key.len(), tag_bytes);
