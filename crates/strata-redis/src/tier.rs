@@ -175,6 +175,9 @@ pub struct BridgeCounters {
     pub warm_dropped: AtomicU64,
     /// Pipelined `GETRANGE` batches the proofs sent.
     pub warm_calls: AtomicU64,
+    /// Times the bridge found its master demoted (a Sentinel failover: `READONLY`, or
+    /// `ROLE` on the health tick) and connected to the new one Sentinel named.
+    pub renewed: AtomicU64,
 }
 
 fn bump(c: &AtomicU64) {
@@ -434,6 +437,9 @@ struct Inner {
     /// PING's renewal and the subscriber's check never open two at once (a slower one,
     /// with an older Sentinel answer, could otherwise replace a newer one).
     reconnecting: tokio::sync::Mutex<()>,
+    /// How many connections [`RedisTier::open_backend`] has opened: a call that failed on
+    /// a demoted master renews the connection only if no other call did meanwhile.
+    generation: AtomicU64,
     /// Where the subscriber may connect: the server, or every cluster seed node.
     pubsub: RwLock<Vec<redis::Client>>,
     breaker: Breaker,
@@ -502,10 +508,15 @@ fn is_health_error(e: &redis::RedisError) -> bool {
         || e.is_connection_refusal()
         || e.is_cluster_error()
         || is_auth_error(e)
-        || {
-            let t = e.to_string();
-            t.contains("READONLY") || t.contains("LOADING") || t.contains("MASTERDOWN")
-        }
+        || ["READONLY", "LOADING", "MASTERDOWN"]
+            .iter()
+            .any(|code| has_code(e, code))
+}
+
+/// Whether Redis answered with the error `code` (`READONLY`, …). redis-rs keeps the code
+/// apart from the text it displays (`read-only`), so the text alone does not show it.
+fn has_code(e: &redis::RedisError, code: &str) -> bool {
+    e.code() == Some(code) || e.to_string().contains(code)
 }
 
 impl RedisTier {
@@ -526,6 +537,7 @@ impl RedisTier {
                 started: Instant::now(),
                 backend: RwLock::new(None),
                 reconnecting: tokio::sync::Mutex::new(()),
+                generation: AtomicU64::new(0),
                 pubsub: RwLock::new(Vec::new()),
                 pending: Mutex::new(Pending::default()),
                 counters: BridgeCounters::default(),
@@ -617,6 +629,21 @@ impl RedisTier {
 
     async fn open_backend(&self) -> redis::RedisResult<()> {
         let _one_at_a_time = self.inner.reconnecting.lock().await;
+        self.connect_locked().await
+    }
+
+    /// [`RedisTier::open_backend`], unless a connection newer than generation `seen` was
+    /// opened meanwhile (by a call that found the same failure first).
+    async fn open_backend_after(&self, seen: u64) -> redis::RedisResult<()> {
+        let _one_at_a_time = self.inner.reconnecting.lock().await;
+        if self.inner.generation.load(Ordering::Acquire) != seen {
+            return Ok(());
+        }
+        self.connect_locked().await
+    }
+
+    /// Opens a connection and makes it the one in use; the caller holds `reconnecting`.
+    async fn connect_locked(&self) -> redis::RedisResult<()> {
         let cfg = &self.inner.cfg;
         let connect = async {
             match &cfg.topology {
@@ -705,7 +732,54 @@ impl RedisTier {
         })??;
         *self.inner.backend.write() = Some(backend);
         *self.inner.pubsub.write() = clients;
+        self.inner.generation.fetch_add(1, Ordering::AcqRel);
         Ok(())
+    }
+
+    fn sentinel(&self) -> bool {
+        matches!(self.inner.cfg.topology, Topology::Sentinel { .. })
+    }
+
+    /// Whether the server of the connection in use is a master (`ROLE`). `Ok(true)` too
+    /// when the bridge's user may not run `ROLE` (a PING's answer is all it can know).
+    async fn is_master(&self, backend: &Backend) -> redis::RedisResult<bool> {
+        match backend.query::<redis::Value>(&redis::cmd("ROLE")).await {
+            Ok(redis::Value::Array(items)) => Ok(matches!(
+                items.first(),
+                Some(redis::Value::BulkString(role)) if role == b"master"
+            )),
+            Ok(_) => Ok(true),
+            Err(e) if e.to_string().contains("NOPERM") => backend
+                .query::<String>(&redis::cmd("PING"))
+                .await
+                .map(|_| true),
+            Err(e) => Err(e),
+        }
+    }
+
+    /// After a write on a Sentinel-monitored master answered `READONLY` (Sentinel demoted
+    /// it: a failover), asks Sentinel again for the master and connects to it, unless
+    /// another call did since the connection of generation `seen` was opened. `true` when
+    /// the connection in use is a master's now.
+    async fn renew_demoted(&self, seen: u64) -> bool {
+        if let Err(e) = self.open_backend_after(seen).await {
+            tracing::warn!(error = %e, "Redis bridge: the master was demoted, and asking Sentinel again failed");
+            return false;
+        }
+        let Some(backend) = self.inner.backend.read().clone() else {
+            return false;
+        };
+        let master = matches!(
+            tokio::time::timeout(self.inner.cfg.op_timeout, self.is_master(&backend)).await,
+            Ok(Ok(true))
+        );
+        if master {
+            bump(&self.inner.counters.renewed);
+            tracing::info!(
+                "Redis bridge: the master was demoted (a Sentinel failover); connected to the new one"
+            );
+        }
+        master
     }
 
     async fn manager(&self, client: redis::Client) -> redis::RedisResult<ConnectionManager> {
@@ -768,6 +842,7 @@ impl RedisTier {
     {
         let timeout = self.inner.cfg.op_timeout;
         let start = Instant::now();
+        let generation = self.inner.generation.load(Ordering::Acquire);
         let Some(backend) = self.inner.backend.read().clone() else {
             return Err(TierError::Unavailable("Redis not connected".into()));
         };
@@ -785,7 +860,14 @@ impl RedisTier {
                 Ok(v)
             }
             Ok(Err(e)) => {
-                if is_health_error(&e) {
+                // A demoted master refuses writes before it runs them: with the new
+                // master connected, this one failed alone, and Redis is healthy.
+                let demoted = self.sentinel()
+                    && has_code(&e, "READONLY")
+                    && self.renew_demoted(generation).await;
+                if demoted {
+                    self.inner.breaker.on_success();
+                } else if is_health_error(&e) {
                     self.fail(e.is_timeout(), &e.to_string());
                 }
                 Err(TierError::Failed(format!("Redis: {e}")))
@@ -1114,6 +1196,28 @@ impl RedisTier {
             .call_noting_drop(|b| async move { b.query::<String>(&redis::cmd("PING")).await })
             .await;
         match pinged {
+            // Behind Sentinel, a master demoted by a failover still answers PING; its
+            // writes are refused (`READONLY`). Asked again, Sentinel names the new one.
+            Ok(_) if self.sentinel() => {
+                let generation = self.inner.generation.load(Ordering::Acquire);
+                let Some(backend) = self.inner.backend.read().clone() else {
+                    return Err("Redis not connected".into());
+                };
+                match tokio::time::timeout(self.inner.cfg.op_timeout, self.is_master(&backend))
+                    .await
+                {
+                    Ok(Ok(true)) => Ok(()),
+                    Ok(Ok(false)) => {
+                        if self.renew_demoted(generation).await {
+                            Ok(())
+                        } else {
+                            Err("the server Sentinel names is not a master (a failover in progress?)".into())
+                        }
+                    }
+                    Ok(Err(e)) => Err(format!("ROLE failed: {e}")),
+                    Err(_) => Err("ROLE timed out".into()),
+                }
+            }
             Ok(_) => Ok(()),
             Err(e) if dropped => {
                 self.open_backend()

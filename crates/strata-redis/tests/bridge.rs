@@ -693,3 +693,92 @@ async fn an_unreachable_redis_at_start_is_probed_until_it_answers() {
     // The write made while Redis was unreachable was queued and unlinked there.
     assert!(node.tier.counters().replayed.load(Ordering::Relaxed) >= 1);
 }
+
+/// A bridge through Sentinel, right after a Sentinel failover, with no subscriber or
+/// health tick running (the test drives them): the master it is connected to is demoted
+/// (it answers PING, and refuses writes with `READONLY`; Sentinel closes its clients'
+/// connections only about ten seconds later, when it reconfigures it).
+async fn bridge_across_a_sentinel_failover() -> (RedisSentinel, RedisServer, Node) {
+    let (sentinel, replica) = RedisSentinel::with_replica();
+    let node = Node::start(BridgeConfig::with_topology(Topology::Sentinel {
+        sentinels: vec![format!("127.0.0.1:{}", sentinel.port)],
+        master_name: "mymaster".into(),
+        sentinel_password: None,
+    }))
+    .await;
+    node.cache
+        .set("ns", "before", "v")
+        .await
+        .expect("a write before the failover");
+    for t in &node.tasks {
+        t.abort();
+    }
+    sentinel.failover(&sentinel.master, &replica);
+    (sentinel, replica, node)
+}
+
+fn fresh_entry(i: u64) -> Entry {
+    Entry::new(
+        Bytes::from_static(b"v"),
+        Version::from_u64((SystemClock.now_ms() << 16) + i),
+    )
+}
+
+/// Writes after a Sentinel failover. The bridge did not recognise `READONLY` (redis-rs
+/// displays it as `read-only`): every write to the demoted master was kept local and
+/// queued, with the circuit closed and health `up`, until Sentinel closed the connection
+/// some ten seconds later. Now the first `READONLY` makes it ask Sentinel for the new
+/// master, without counting toward the breaker.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn after_a_sentinel_failover_the_first_refused_write_finds_the_new_master() {
+    let (_sentinel, replica, node) = bridge_across_a_sentinel_failover().await;
+    let counters = node.tier.counters();
+    let (opened, kept_local) = (
+        counters.opened.load(Ordering::Relaxed),
+        counters.bypassed_writes.load(Ordering::Relaxed),
+    );
+    for i in 0..20 {
+        // A write Redis refuses stays local (`Skipped`), and is counted.
+        node.tier
+            .set("ns", Bytes::from(format!("after{i}")), fresh_entry(i))
+            .await
+            .unwrap();
+    }
+    // The first write finds the demoted master; another may find the new master's
+    // connection closed by Sentinel's reconfiguration of it (a dropped connection).
+    let kept_local = counters.bypassed_writes.load(Ordering::Relaxed) - kept_local;
+    assert!(
+        kept_local <= 2,
+        "{kept_local} of 20 writes kept local after the failover"
+    );
+    assert_eq!(
+        counters.opened.load(Ordering::Relaxed),
+        opened,
+        "the circuit opened"
+    );
+    assert_eq!(counters.renewed.load(Ordering::Relaxed), 1);
+    let keys = replica.cli(&["KEYS", "*after19"]).unwrap_or_default();
+    assert!(
+        keys.contains("after19"),
+        "the writes reached the new master: {keys:?}"
+    );
+}
+
+/// With no writes, the health tick's PING went through on the demoted master: health
+/// said `up` while every write would be kept local. Its `ROLE` now finds the demotion and
+/// connects to the master Sentinel names.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn after_a_sentinel_failover_the_health_tick_finds_the_new_master() {
+    let (_sentinel, _replica, node) = bridge_across_a_sentinel_failover().await;
+    node.tier.maintain().await;
+    assert_eq!(node.tier.status().breaker, BreakerState::Closed);
+    assert_eq!(node.tier.counters().renewed.load(Ordering::Relaxed), 1);
+    let first = node
+        .tier
+        .set("ns", Bytes::from_static(b"first"), fresh_entry(0))
+        .await;
+    assert!(
+        matches!(first, Ok(strata_core::SetOutcome::Stored)),
+        "the first write after the failover and a health tick: {first:?}"
+    );
+}

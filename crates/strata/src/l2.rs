@@ -160,6 +160,12 @@ mod bridge {
                     get(&c.execute_retries),
                 ),
                 m(
+                    "redis_master_renewals",
+                    "Times the bridge found its Sentinel master demoted and connected to the new one",
+                    true,
+                    get(&c.renewed),
+                ),
+                m(
                     "redis_replayed_operations",
                     "Queued operations applied after Redis came back",
                     true,

@@ -254,14 +254,88 @@ pub struct RedisSentinel {
 
 impl RedisSentinel {
     pub fn start() -> Self {
+        Self::monitoring(RedisServer::start())
+    }
+
+    /// A master with one replica, and a sentinel that knows both (so that
+    /// [`RedisSentinel::failover`] can promote the replica).
+    pub fn with_replica() -> (Self, RedisServer) {
         let master = RedisServer::start();
+        let of = master.port.to_string();
+        let replica = RedisServer::start_with(None, &["--replicaof", "127.0.0.1", &of]);
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while !redis_cli(replica.port, None, &["INFO", "replication"])
+            .is_some_and(|r| r.contains("master_link_status:up"))
+        {
+            assert!(Instant::now() < deadline, "the replica did not sync");
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        let sentinel = Self::monitoring(master);
+        let port = replica.port.to_string();
+        // Known, and its INFO read (a replica the sentinel has not talked to yet is no
+        // candidate: `NOGOODSLAVE`).
+        while !redis_cli(sentinel.port, None, &["SENTINEL", "replicas", "mymaster"])
+            .is_some_and(|r| r.contains(&port) && r.contains("master-link-status\nok"))
+        {
+            assert!(
+                Instant::now() < deadline + Duration::from_secs(10),
+                "the sentinel did not find the replica"
+            );
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        (sentinel, replica)
+    }
+
+    /// Has the sentinel promote the replica, and waits until it names `new_master` and the
+    /// old master has become a replica (its writes answer `READONLY`). The sentinel turns
+    /// the old master into a replica about ten seconds after the promotion; this sends it
+    /// the same `REPLICAOF` at once.
+    pub fn failover(&self, old_master: &RedisServer, new_master: &RedisServer) {
+        // Until the sentinel counts the replica as one to promote (after a failover, the
+        // old master's first INFO as a replica: `NOGOODSLAVE` before), or the last one
+        // is over (`INPROG`).
+        let deadline = Instant::now() + Duration::from_secs(30);
+        loop {
+            let reply = redis_cli(self.port, None, &["SENTINEL", "failover", "mymaster"]);
+            if reply.as_deref() == Some("OK") {
+                break;
+            }
+            assert!(Instant::now() < deadline, "SENTINEL FAILOVER: {reply:?}");
+            std::thread::sleep(Duration::from_millis(200));
+        }
+        let port = new_master.port.to_string();
+        loop {
+            let named = redis_cli(
+                self.port,
+                None,
+                &["SENTINEL", "get-master-addr-by-name", "mymaster"],
+            )
+            .is_some_and(|r| r.contains(&port));
+            let demoted =
+                redis_cli(old_master.port, None, &["ROLE"]).is_some_and(|r| r.starts_with("slave"));
+            if named && demoted {
+                return;
+            }
+            if named {
+                redis_cli(old_master.port, None, &["REPLICAOF", "127.0.0.1", &port]);
+            }
+            assert!(
+                Instant::now() < deadline,
+                "the failover did not complete (sentinel names {new_master_port}: {named}; the old master is a replica: {demoted})",
+                new_master_port = new_master.port
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+
+    fn monitoring(master: RedisServer) -> Self {
         let dir = tempfile::tempdir().expect("tempdir");
         let port = free_port();
         let conf = dir.path().join("sentinel.conf");
         std::fs::write(
             &conf,
             format!(
-                "port {port}\nbind 127.0.0.1\ndir {}\nsentinel monitor mymaster 127.0.0.1 {} 1\nsentinel down-after-milliseconds mymaster 2000\n",
+                "port {port}\nbind 127.0.0.1\ndir {}\nsentinel monitor mymaster 127.0.0.1 {} 1\nsentinel down-after-milliseconds mymaster 2000\nsentinel failover-timeout mymaster 2000\n",
                 dir.path().display(),
                 master.port
             ),
