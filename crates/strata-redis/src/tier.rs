@@ -440,6 +440,8 @@ struct Inner {
     /// How many connections [`RedisTier::open_backend`] has opened: a call that failed on
     /// a demoted master renews the connection only if no other call did meanwhile.
     generation: AtomicU64,
+    /// The generation whose renewal last failed, and when (monotonic ms).
+    renew_failed: Mutex<Option<(u64, u64)>>,
     /// Where the subscriber may connect: the server, or every cluster seed node.
     pubsub: RwLock<Vec<redis::Client>>,
     breaker: Breaker,
@@ -538,6 +540,7 @@ impl RedisTier {
                 backend: RwLock::new(None),
                 reconnecting: tokio::sync::Mutex::new(()),
                 generation: AtomicU64::new(0),
+                renew_failed: Mutex::new(None),
                 pubsub: RwLock::new(Vec::new()),
                 pending: Mutex::new(Pending::default()),
                 counters: BridgeCounters::default(),
@@ -632,14 +635,41 @@ impl RedisTier {
         self.connect_locked().await
     }
 
-    /// [`RedisTier::open_backend`], unless a connection newer than generation `seen` was
-    /// opened meanwhile (by a call that found the same failure first).
-    async fn open_backend_after(&self, seen: u64) -> redis::RedisResult<()> {
-        let _one_at_a_time = self.inner.reconnecting.lock().await;
+    /// [`RedisTier::open_backend`] for a call that found the connection of generation
+    /// `seen` failing: `Ok(true)` once this opened a new one; `Ok(false)` when another
+    /// call already did; an error — without waiting — while another is being opened, or
+    /// within a second of a failed attempt for the same generation (so that calls failing
+    /// together do not queue up for a connect each, holding their in-flight slots).
+    async fn open_backend_after(&self, seen: u64) -> redis::RedisResult<bool> {
+        let busy = |why: &str| {
+            redis::RedisError::from(std::io::Error::new(
+                std::io::ErrorKind::WouldBlock,
+                why.to_owned(),
+            ))
+        };
         if self.inner.generation.load(Ordering::Acquire) != seen {
-            return Ok(());
+            return Ok(false);
         }
-        self.connect_locked().await
+        let Ok(_one_at_a_time) = self.inner.reconnecting.try_lock() else {
+            return Err(busy("another call is reconnecting"));
+        };
+        if self.inner.generation.load(Ordering::Acquire) != seen {
+            return Ok(false);
+        }
+        let now = self.mono_ms();
+        {
+            let failed = self.inner.renew_failed.lock();
+            if failed.is_some_and(|(g, at)| g == seen && now.saturating_sub(at) < 1000) {
+                return Err(busy("a reconnect failed less than a second ago"));
+            }
+        }
+        match self.connect_locked().await {
+            Ok(()) => Ok(true),
+            Err(e) => {
+                *self.inner.renew_failed.lock() = Some((seen, now));
+                Err(e)
+            }
+        }
     }
 
     /// Opens a connection and makes it the one in use; the caller holds `reconnecting`.
@@ -749,7 +779,7 @@ impl RedisTier {
                 Some(redis::Value::BulkString(role)) if role == b"master"
             )),
             Ok(_) => Ok(true),
-            Err(e) if e.to_string().contains("NOPERM") => backend
+            Err(e) if has_code(&e, "NOPERM") => backend
                 .query::<String>(&redis::cmd("PING"))
                 .await
                 .map(|_| true),
@@ -762,24 +792,36 @@ impl RedisTier {
     /// another call did since the connection of generation `seen` was opened. `true` when
     /// the connection in use is a master's now.
     async fn renew_demoted(&self, seen: u64) -> bool {
-        if let Err(e) = self.open_backend_after(seen).await {
-            tracing::warn!(error = %e, "Redis bridge: the master was demoted, and asking Sentinel again failed");
-            return false;
+        let renewed_here = match self.open_backend_after(seen).await {
+            Ok(here) => here,
+            Err(e) => {
+                tracing::debug!(error = %e, "Redis bridge: the master was demoted; no new connection yet");
+                return false;
+            }
+        };
+        let master = self.connected_to_master().await;
+        if master && renewed_here {
+            self.note_renewed();
         }
+        master
+    }
+
+    /// Whether the connection in use answers `ROLE` as a master, within `op_timeout`.
+    async fn connected_to_master(&self) -> bool {
         let Some(backend) = self.inner.backend.read().clone() else {
             return false;
         };
-        let master = matches!(
+        matches!(
             tokio::time::timeout(self.inner.cfg.op_timeout, self.is_master(&backend)).await,
             Ok(Ok(true))
+        )
+    }
+
+    fn note_renewed(&self) {
+        bump(&self.inner.counters.renewed);
+        tracing::info!(
+            "Redis bridge: the master was demoted (a Sentinel failover); connected to the new one"
         );
-        if master {
-            bump(&self.inner.counters.renewed);
-            tracing::info!(
-                "Redis bridge: the master was demoted (a Sentinel failover); connected to the new one"
-            );
-        }
-        master
     }
 
     async fn manager(&self, client: redis::Client) -> redis::RedisResult<ConnectionManager> {
@@ -1208,11 +1250,21 @@ impl RedisTier {
                 {
                     Ok(Ok(true)) => Ok(()),
                     Ok(Ok(false)) => {
-                        if self.renew_demoted(generation).await {
-                            Ok(())
-                        } else {
-                            Err("the server Sentinel names is not a master (a failover in progress?)".into())
+                        // The tick waits for a reconnect another call may be running.
+                        let renewed_here =
+                            self.inner.generation.load(Ordering::Acquire) == generation;
+                        if renewed_here {
+                            self.open_backend().await.map_err(|e| {
+                                format!("the master was demoted; asking Sentinel again failed: {e}")
+                            })?;
                         }
+                        if !self.connected_to_master().await {
+                            return Err("the server Sentinel names is not a master (a failover in progress?)".into());
+                        }
+                        if renewed_here {
+                            self.note_renewed();
+                        }
+                        Ok(())
                     }
                     Ok(Err(e)) => Err(format!("ROLE failed: {e}")),
                     Err(_) => Err("ROLE timed out".into()),

@@ -288,8 +288,8 @@ impl RedisSentinel {
 
     /// Has the sentinel promote the replica, and waits until it names `new_master` and the
     /// old master has become a replica (its writes answer `READONLY`). The sentinel turns
-    /// the old master into a replica about ten seconds after the promotion; this sends it
-    /// the same `REPLICAOF` at once.
+    /// the old master into a replica about ten seconds after the promotion, and closes its
+    /// clients' connections in the same step; this does both at once.
     pub fn failover(&self, old_master: &RedisServer, new_master: &RedisServer) {
         // Until the sentinel counts the replica as one to promote (after a failover, the
         // old master's first INFO as a replica: `NOGOODSLAVE` before), or the last one
@@ -318,6 +318,8 @@ impl RedisSentinel {
             }
             if named {
                 redis_cli(old_master.port, None, &["REPLICAOF", "127.0.0.1", &port]);
+                redis_cli(old_master.port, None, &["CLIENT", "KILL", "TYPE", "normal"]);
+                redis_cli(old_master.port, None, &["CLIENT", "KILL", "TYPE", "pubsub"]);
             }
             assert!(
                 Instant::now() < deadline,
