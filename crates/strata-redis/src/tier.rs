@@ -460,6 +460,29 @@ struct Inner {
     remove_version_script: redis::Script,
 }
 
+/// How [`RedisTier::renew_after`] went.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Renewal {
+    /// This call opened a new connection, and it answers.
+    Here,
+    /// Another call did already.
+    Elsewhere,
+    /// Another call is opening one now.
+    InProgress,
+    /// A new connection failed (now, or less than a second ago).
+    Failed,
+}
+
+/// What a failed call means for the breaker ([`RedisTier::verdict`]).
+enum Verdict {
+    /// Redis answers on a new connection: this call failed alone.
+    Healthy,
+    /// Another call is finding out: not counted.
+    Pending,
+    /// Counted, if it is a health error.
+    Count,
+}
+
 /// L2 on an existing Redis. Cheap to clone (one `Arc`).
 #[derive(Clone)]
 pub struct RedisTier {
@@ -636,38 +659,67 @@ impl RedisTier {
     }
 
     /// [`RedisTier::open_backend`] for a call that found the connection of generation
-    /// `seen` failing: `Ok(true)` once this opened a new one; `Ok(false)` when another
-    /// call already did; an error — without waiting — while another is being opened, or
-    /// within a second of a failed attempt for the same generation (so that calls failing
-    /// together do not queue up for a connect each, holding their in-flight slots).
-    async fn open_backend_after(&self, seen: u64) -> redis::RedisResult<bool> {
-        let busy = |why: &str| {
-            redis::RedisError::from(std::io::Error::new(
-                std::io::ErrorKind::WouldBlock,
-                why.to_owned(),
-            ))
-        };
+    /// `seen` failing — unless another call already opened a newer one, or is opening
+    /// one now (this does not wait: calls failing together do not queue up for a connect
+    /// each, holding their in-flight slots), or a reconnect for the same generation failed
+    /// less than a second ago.
+    async fn renew_after(&self, seen: u64) -> Renewal {
         if self.inner.generation.load(Ordering::Acquire) != seen {
-            return Ok(false);
+            return Renewal::Elsewhere;
         }
         let Ok(_one_at_a_time) = self.inner.reconnecting.try_lock() else {
-            return Err(busy("another call is reconnecting"));
+            return Renewal::InProgress;
         };
         if self.inner.generation.load(Ordering::Acquire) != seen {
-            return Ok(false);
+            return Renewal::Elsewhere;
         }
         let now = self.mono_ms();
+        if self
+            .inner
+            .renew_failed
+            .lock()
+            .is_some_and(|(g, at)| g == seen && now.saturating_sub(at) < 1000)
         {
-            let failed = self.inner.renew_failed.lock();
-            if failed.is_some_and(|(g, at)| g == seen && now.saturating_sub(at) < 1000) {
-                return Err(busy("a reconnect failed less than a second ago"));
-            }
+            return Renewal::Failed;
         }
         match self.connect_locked().await {
-            Ok(()) => Ok(true),
+            Ok(()) => Renewal::Here,
             Err(e) => {
+                tracing::debug!(error = %e, "Redis bridge: a new connection failed");
                 *self.inner.renew_failed.lock() = Some((seen, now));
-                Err(e)
+                Renewal::Failed
+            }
+        }
+    }
+
+    /// What a call that failed with `e` on the connection of generation `seen` means for
+    /// the breaker: a dropped connection (a Redis restarted since it was opened; single
+    /// server or Sentinel) or a demoted master (`READONLY` behind Sentinel) is renewed,
+    /// and the failure is not Redis's when the new connection answers (as a master).
+    async fn verdict(&self, e: &redis::RedisError, seen: u64, single: bool) -> Verdict {
+        let demoted = self.sentinel() && has_code(e, "READONLY");
+        let dropped = single && e.is_connection_dropped() && !e.is_timeout();
+        if !demoted && !dropped {
+            return Verdict::Count;
+        }
+        let renewal = self.renew_after(seen).await;
+        match renewal {
+            Renewal::InProgress => Verdict::Pending,
+            Renewal::Failed => Verdict::Count,
+            Renewal::Here | Renewal::Elsewhere if !demoted => {
+                if renewal == Renewal::Here {
+                    tracing::info!(error = %e, "Redis bridge: the connection had failed (a Redis restart?); a new one answers");
+                }
+                Verdict::Healthy
+            }
+            Renewal::Here | Renewal::Elsewhere => {
+                if !self.connected_to_master().await {
+                    return Verdict::Count;
+                }
+                if renewal == Renewal::Here {
+                    self.note_renewed();
+                }
+                Verdict::Healthy
             }
         }
     }
@@ -787,25 +839,6 @@ impl RedisTier {
         }
     }
 
-    /// After a write on a Sentinel-monitored master answered `READONLY` (Sentinel demoted
-    /// it: a failover), asks Sentinel again for the master and connects to it, unless
-    /// another call did since the connection of generation `seen` was opened. `true` when
-    /// the connection in use is a master's now.
-    async fn renew_demoted(&self, seen: u64) -> bool {
-        let renewed_here = match self.open_backend_after(seen).await {
-            Ok(here) => here,
-            Err(e) => {
-                tracing::debug!(error = %e, "Redis bridge: the master was demoted; no new connection yet");
-                return false;
-            }
-        };
-        let master = self.connected_to_master().await;
-        if master && renewed_here {
-            self.note_renewed();
-        }
-        master
-    }
-
     /// Whether the connection in use answers `ROLE` as a master, within `op_timeout`.
     async fn connected_to_master(&self) -> bool {
         let Some(backend) = self.inner.backend.read().clone() else {
@@ -888,6 +921,7 @@ impl RedisTier {
         let Some(backend) = self.inner.backend.read().clone() else {
             return Err(TierError::Unavailable("Redis not connected".into()));
         };
+        let single = matches!(backend, Backend::Single(_));
         let Ok(Ok(_permit)) = tokio::time::timeout(timeout, self.inner.permits.acquire()).await
         else {
             self.fail(true, "no free in-flight slot");
@@ -902,15 +936,15 @@ impl RedisTier {
                 Ok(v)
             }
             Ok(Err(e)) => {
-                // A demoted master refuses writes before it runs them: with the new
-                // master connected, this one failed alone, and Redis is healthy.
-                let demoted = self.sentinel()
-                    && has_code(&e, "READONLY")
-                    && self.renew_demoted(generation).await;
-                if demoted {
-                    self.inner.breaker.on_success();
-                } else if is_health_error(&e) {
-                    self.fail(e.is_timeout(), &e.to_string());
+                match self.verdict(&e, generation, single).await {
+                    // This call failed alone: a new connection answers.
+                    Verdict::Healthy => self.inner.breaker.on_success(),
+                    // Another call is finding out.
+                    Verdict::Pending => {}
+                    Verdict::Count if is_health_error(&e) => {
+                        self.fail(e.is_timeout(), &e.to_string());
+                    }
+                    Verdict::Count => {}
                 }
                 Err(TierError::Failed(format!("Redis: {e}")))
             }
@@ -1234,6 +1268,7 @@ impl RedisTier {
     /// The subscriber runs this before it reports the bridge subscribed again, so health
     /// says `up` only once commands go through.
     pub(crate) async fn refresh_connection(&self) -> Result<(), String> {
+        let before = self.inner.generation.load(Ordering::Acquire);
         let (pinged, dropped) = self
             .call_noting_drop(|b| async move { b.query::<String>(&redis::cmd("PING")).await })
             .await;
@@ -1271,6 +1306,8 @@ impl RedisTier {
                 }
             }
             Ok(_) => Ok(()),
+            // The failed PING's call renewed the connection already.
+            Err(_) if dropped && self.inner.generation.load(Ordering::Acquire) != before => Ok(()),
             Err(e) if dropped => {
                 self.open_backend()
                     .await

@@ -695,11 +695,14 @@ async fn an_unreachable_redis_at_start_is_probed_until_it_answers() {
 }
 
 /// A bridge through Sentinel, right after a Sentinel failover, with no subscriber or
-/// health tick running (the test drives them): the master it was connected to is a
-/// replica now, and Sentinel closed its clients' connections. redis-rs's connection
-/// manager reconnects to the same address: to the replica, which answers reads and PING
-/// and refuses writes with `READONLY`.
-async fn bridge_across_a_sentinel_failover() -> (RedisSentinel, RedisServer, Node) {
+/// health tick running (the test drives them). The master it was connected to is a
+/// replica now. With `close_connections`, as Sentinel does it: the bridge's connection
+/// is closed, and redis-rs's connection manager would reconnect to the same address — to
+/// the replica, which answers reads and PING and refuses writes with `READONLY`. Without,
+/// as an operator's `REPLICAOF` leaves it: the connection stays on the replica.
+async fn bridge_across_a_sentinel_failover(
+    close_connections: bool,
+) -> (RedisSentinel, RedisServer, Node) {
     let (sentinel, replica) = RedisSentinel::with_replica();
     let node = Node::start(BridgeConfig::with_topology(Topology::Sentinel {
         sentinels: vec![format!("127.0.0.1:{}", sentinel.port)],
@@ -714,7 +717,7 @@ async fn bridge_across_a_sentinel_failover() -> (RedisSentinel, RedisServer, Nod
     for t in &node.tasks {
         t.abort();
     }
-    sentinel.failover(&sentinel.master, &replica);
+    sentinel.failover(&sentinel.master, &replica, close_connections);
     (sentinel, replica, node)
 }
 
@@ -725,14 +728,14 @@ fn fresh_entry(i: u64) -> Entry {
     )
 }
 
-/// Writes after a Sentinel failover. The bridge did not recognise `READONLY` (redis-rs
-/// displays it as `read-only`): once its connection was back on the demoted master,
-/// every write was kept local and queued, with the circuit closed and health `up`, for
-/// as long as that lasted. Now the first `READONLY` makes it ask Sentinel for the new
-/// master, without counting toward the breaker.
+/// Twenty writes through Sentinel right after a failover: the first finds its
+/// connection closed, and the bridge asks Sentinel again at once instead of letting
+/// redis-rs reconnect to the same address (the demoted master, where the bridge did not
+/// recognise `READONLY` — redis-rs displays it as `read-only` — and kept every write local
+/// for as long as it stayed there: 20 of 20 in this test).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn after_a_sentinel_failover_the_first_refused_write_finds_the_new_master() {
-    let (_sentinel, replica, node) = bridge_across_a_sentinel_failover().await;
+async fn after_a_sentinel_failover_writes_go_to_the_new_master() {
+    let (_sentinel, replica, node) = bridge_across_a_sentinel_failover(true).await;
     let counters = node.tier.counters();
     let (opened, kept_local) = (
         counters.opened.load(Ordering::Relaxed),
@@ -745,12 +748,11 @@ async fn after_a_sentinel_failover_the_first_refused_write_finds_the_new_master(
             .await
             .unwrap();
     }
-    // The first write finds the connection closed, the second the demoted master through
-    // the new one; another may find the new master's connection closed by Sentinel's
-    // reconfiguration of it.
+    // The first write finds the connection closed (without the renewal through Sentinel,
+    // the second found the demoted master, where redis-rs had reconnected).
     let kept_local = counters.bypassed_writes.load(Ordering::Relaxed) - kept_local;
     assert!(
-        kept_local <= 3,
+        kept_local <= 1,
         "{kept_local} of 20 writes kept local after the failover"
     );
     assert_eq!(
@@ -758,7 +760,6 @@ async fn after_a_sentinel_failover_the_first_refused_write_finds_the_new_master(
         opened,
         "the circuit opened"
     );
-    assert_eq!(counters.renewed.load(Ordering::Relaxed), 1);
     let keys = replica.cli(&["KEYS", "*after19"]).unwrap_or_default();
     assert!(
         keys.contains("after19"),
@@ -766,19 +767,45 @@ async fn after_a_sentinel_failover_the_first_refused_write_finds_the_new_master(
     );
 }
 
-/// With only reads, the connection is back on the demoted master (a read that found it
-/// closed went again on the new one), and the health tick's PING went through there:
-/// health said `up` while reads came from a replica and every write would be kept local.
-/// The tick's `ROLE` now finds the demotion and connects to the master Sentinel names.
+/// A master demoted with the bridge's connection left open (an operator's `REPLICAOF`):
+/// the first write refused with `READONLY` makes the bridge ask Sentinel for the new
+/// master, and the refusal does not count toward the breaker.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn after_a_sentinel_failover_the_health_tick_finds_the_new_master() {
-    let (_sentinel, _replica, node) = bridge_across_a_sentinel_failover().await;
-    for _ in 0..2 {
+async fn after_a_demotion_the_first_refused_write_finds_the_new_master() {
+    let (_sentinel, replica, node) = bridge_across_a_sentinel_failover(false).await;
+    let counters = node.tier.counters();
+    let (opened, kept_local) = (
+        counters.opened.load(Ordering::Relaxed),
+        counters.bypassed_writes.load(Ordering::Relaxed),
+    );
+    for i in 0..20 {
         node.tier
-            .get("ns", b"before")
+            .set("ns", Bytes::from(format!("after{i}")), fresh_entry(i))
             .await
-            .expect("a read from the demoted master");
+            .unwrap();
     }
+    let kept_local = counters.bypassed_writes.load(Ordering::Relaxed) - kept_local;
+    assert!(
+        kept_local <= 1,
+        "{kept_local} of 20 writes kept local after the demotion"
+    );
+    assert_eq!(counters.opened.load(Ordering::Relaxed), opened);
+    assert_eq!(counters.renewed.load(Ordering::Relaxed), 1);
+    let keys = replica.cli(&["KEYS", "*after19"]).unwrap_or_default();
+    assert!(keys.contains("after19"), "{keys:?}");
+}
+
+/// A master demoted with the bridge's connection left open, and only reads: the health
+/// tick's PING went through there, so health said `up` while reads came from a replica
+/// and every write would be kept local. The tick's `ROLE` now finds the demotion and
+/// connects to the master Sentinel names.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn after_a_demotion_the_health_tick_finds_the_new_master() {
+    let (_sentinel, _replica, node) = bridge_across_a_sentinel_failover(false).await;
+    node.tier
+        .get("ns", b"before")
+        .await
+        .expect("a read from the demoted master");
     assert_eq!(node.tier.counters().renewed.load(Ordering::Relaxed), 0);
     node.tier.maintain().await;
     assert_eq!(node.tier.status().breaker, BreakerState::Closed);
@@ -789,6 +816,6 @@ async fn after_a_sentinel_failover_the_health_tick_finds_the_new_master() {
         .await;
     assert!(
         matches!(first, Ok(strata_core::SetOutcome::Stored)),
-        "the first write after the failover and a health tick: {first:?}"
+        "the first write after the demotion and a health tick: {first:?}"
     );
 }

@@ -289,8 +289,14 @@ impl RedisSentinel {
     /// Has the sentinel promote the replica, and waits until it names `new_master` and the
     /// old master has become a replica (its writes answer `READONLY`). The sentinel turns
     /// the old master into a replica about ten seconds after the promotion, and closes its
-    /// clients' connections in the same step; this does both at once.
-    pub fn failover(&self, old_master: &RedisServer, new_master: &RedisServer) {
+    /// clients' connections in the same step; this does it at once, and closes the
+    /// connections only when `close_connections` (else as an operator's `REPLICAOF`).
+    pub fn failover(
+        &self,
+        old_master: &RedisServer,
+        new_master: &RedisServer,
+        close_connections: bool,
+    ) {
         // Until the sentinel counts the replica as one to promote (after a failover, the
         // old master's first INFO as a replica: `NOGOODSLAVE` before), or the last one
         // is over (`INPROG`).
@@ -318,8 +324,10 @@ impl RedisSentinel {
             }
             if named {
                 redis_cli(old_master.port, None, &["REPLICAOF", "127.0.0.1", &port]);
-                redis_cli(old_master.port, None, &["CLIENT", "KILL", "TYPE", "normal"]);
-                redis_cli(old_master.port, None, &["CLIENT", "KILL", "TYPE", "pubsub"]);
+                if close_connections {
+                    redis_cli(old_master.port, None, &["CLIENT", "KILL", "TYPE", "normal"]);
+                    redis_cli(old_master.port, None, &["CLIENT", "KILL", "TYPE", "pubsub"]);
+                }
             }
             assert!(
                 Instant::now() < deadline,
