@@ -440,8 +440,8 @@ struct Inner {
     /// How many connections [`RedisTier::open_backend`] has opened: a call that failed on
     /// a demoted master renews the connection only if no other call did meanwhile.
     generation: AtomicU64,
-    /// The generation whose renewal last failed, and when (monotonic ms).
-    renew_failed: Mutex<Option<(u64, u64)>>,
+    /// When a call last renewed the connection, or tried to (monotonic ms).
+    last_renewal: Mutex<Option<u64>>,
     /// Where the subscriber may connect: the server, or every cluster seed node.
     pubsub: RwLock<Vec<redis::Client>>,
     breaker: Breaker,
@@ -469,14 +469,14 @@ enum Renewal {
     Elsewhere,
     /// Another call is opening one now.
     InProgress,
-    /// A new connection failed (now, or less than a second ago).
+    /// A new connection failed, or one was tried less than a second ago.
     Failed,
 }
 
 /// What a failed call means for the breaker ([`RedisTier::verdict`]).
 enum Verdict {
-    /// Redis answers on a new connection: this call failed alone.
-    Healthy,
+    /// Redis answers on a new connection: this call failed with the old one.
+    Renewed,
     /// Another call is finding out: not counted.
     Pending,
     /// Counted, if it is a health error.
@@ -563,7 +563,7 @@ impl RedisTier {
                 backend: RwLock::new(None),
                 reconnecting: tokio::sync::Mutex::new(()),
                 generation: AtomicU64::new(0),
-                renew_failed: Mutex::new(None),
+                last_renewal: Mutex::new(None),
                 pubsub: RwLock::new(Vec::new()),
                 pending: Mutex::new(Pending::default()),
                 counters: BridgeCounters::default(),
@@ -661,8 +661,8 @@ impl RedisTier {
     /// [`RedisTier::open_backend`] for a call that found the connection of generation
     /// `seen` failing — unless another call already opened a newer one, or is opening
     /// one now (this does not wait: calls failing together do not queue up for a connect
-    /// each, holding their in-flight slots), or a reconnect for the same generation failed
-    /// less than a second ago.
+    /// each, holding their in-flight slots), or a renewal was tried less than a second
+    /// ago.
     async fn renew_after(&self, seen: u64) -> Renewal {
         if self.inner.generation.load(Ordering::Acquire) != seen {
             return Renewal::Elsewhere;
@@ -673,23 +673,37 @@ impl RedisTier {
         if self.inner.generation.load(Ordering::Acquire) != seen {
             return Renewal::Elsewhere;
         }
-        let now = self.mono_ms();
+        // At most one renewal a second: a Redis that takes connections and then drops
+        // them under commands must still be counted (and open the circuit), not renewed
+        // away call after call.
         if self
             .inner
-            .renew_failed
+            .last_renewal
             .lock()
-            .is_some_and(|(g, at)| g == seen && now.saturating_sub(at) < 1000)
+            .is_some_and(|at| self.mono_ms().saturating_sub(at) < 1000)
         {
             return Renewal::Failed;
         }
-        match self.connect_locked().await {
+        let done = self.connect_locked().await;
+        *self.inner.last_renewal.lock() = Some(self.mono_ms());
+        match done {
             Ok(()) => Renewal::Here,
             Err(e) => {
                 tracing::debug!(error = %e, "Redis bridge: a new connection failed");
-                *self.inner.renew_failed.lock() = Some((seen, now));
                 Renewal::Failed
             }
         }
+    }
+
+    /// [`RedisTier::open_backend`], waiting for a reconnect another call may be running,
+    /// unless a connection newer than generation `seen` is in use by then: whether this
+    /// opened one.
+    async fn reopen_unless_renewed(&self, seen: u64) -> redis::RedisResult<bool> {
+        let _one_at_a_time = self.inner.reconnecting.lock().await;
+        if self.inner.generation.load(Ordering::Acquire) != seen {
+            return Ok(false);
+        }
+        self.connect_locked().await.map(|()| true)
     }
 
     /// What a call that failed with `e` on the connection of generation `seen` means for
@@ -710,7 +724,7 @@ impl RedisTier {
                 if renewal == Renewal::Here {
                     tracing::info!(error = %e, "Redis bridge: the connection had failed (a Redis restart?); a new one answers");
                 }
-                Verdict::Healthy
+                Verdict::Renewed
             }
             Renewal::Here | Renewal::Elsewhere => {
                 if !self.connected_to_master().await {
@@ -719,7 +733,7 @@ impl RedisTier {
                 if renewal == Renewal::Here {
                     self.note_renewed();
                 }
-                Verdict::Healthy
+                Verdict::Renewed
             }
         }
     }
@@ -812,9 +826,12 @@ impl RedisTier {
                 "PING timed out",
             ))
         })??;
+        // The generation moves first: a call that reads the new generation with the old
+        // connection renews once more (harmless); the other way round, a call failing on
+        // the new connection would take it for an old one.
+        self.inner.generation.fetch_add(1, Ordering::AcqRel);
         *self.inner.backend.write() = Some(backend);
         *self.inner.pubsub.write() = clients;
-        self.inner.generation.fetch_add(1, Ordering::AcqRel);
         Ok(())
     }
 
@@ -937,10 +954,9 @@ impl RedisTier {
             }
             Ok(Err(e)) => {
                 match self.verdict(&e, generation, single).await {
-                    // This call failed alone: a new connection answers.
-                    Verdict::Healthy => self.inner.breaker.on_success(),
-                    // Another call is finding out.
-                    Verdict::Pending => {}
+                    // The connection this call used is gone and a new one answers, or
+                    // another call is finding out: not counted (nor counted as a success).
+                    Verdict::Renewed | Verdict::Pending => {}
                     Verdict::Count if is_health_error(&e) => {
                         self.fail(e.is_timeout(), &e.to_string());
                     }
@@ -1287,12 +1303,9 @@ impl RedisTier {
                     Ok(Ok(false)) => {
                         // The tick waits for a reconnect another call may be running.
                         let renewed_here =
-                            self.inner.generation.load(Ordering::Acquire) == generation;
-                        if renewed_here {
-                            self.open_backend().await.map_err(|e| {
+                            self.reopen_unless_renewed(generation).await.map_err(|e| {
                                 format!("the master was demoted; asking Sentinel again failed: {e}")
                             })?;
-                        }
                         if !self.connected_to_master().await {
                             return Err("the server Sentinel names is not a master (a failover in progress?)".into());
                         }
@@ -1309,11 +1322,14 @@ impl RedisTier {
             // The failed PING's call renewed the connection already.
             Err(_) if dropped && self.inner.generation.load(Ordering::Acquire) != before => Ok(()),
             Err(e) if dropped => {
-                self.open_backend()
+                let renewed_here = self
+                    .reopen_unless_renewed(before)
                     .await
                     .map_err(|again| format!("{e}; a new connection failed too: {again}"))?;
                 self.inner.breaker.on_success();
-                tracing::info!(error = %e, "Redis bridge: the connection had failed (a Redis restart?); a new one answers");
+                if renewed_here {
+                    tracing::info!(error = %e, "Redis bridge: the connection had failed (a Redis restart?); a new one answers");
+                }
                 Ok(())
             }
             Err(e) => Err(e.to_string()),
@@ -1362,7 +1378,14 @@ impl RedisTier {
         if !single || self.inner.breaker.state() != BreakerState::Closed {
             return Ok(());
         }
-        self.refresh_connection().await
+        let before = self.inner.generation.load(Ordering::Acquire);
+        self.refresh_connection().await?;
+        // A new connection — behind Sentinel, maybe to another server than the one the
+        // subscription was just made on (a failover): subscribe again, with its client.
+        if self.inner.generation.load(Ordering::Acquire) != before {
+            return Err("the connection was renewed: subscribing again on the new one".into());
+        }
+        Ok(())
     }
 
     /// Reconnects (asking Sentinel again for the master), then applies the queued work.

@@ -787,7 +787,10 @@ async fn after_a_demotion_the_first_refused_write_finds_the_new_master() {
     let kept_local = counters.bypassed_writes.load(Ordering::Relaxed) - kept_local;
     assert!(
         kept_local <= 1,
-        "{kept_local} of 20 writes kept local after the demotion"
+        "{kept_local} of 20 writes kept local after the demotion ({:?}, {} failures, {} renewals)",
+        node.tier.status(),
+        counters.failures.load(Ordering::Relaxed),
+        counters.renewed.load(Ordering::Relaxed)
     );
     assert_eq!(counters.opened.load(Ordering::Relaxed), opened);
     assert_eq!(counters.renewed.load(Ordering::Relaxed), 1);
@@ -808,7 +811,8 @@ async fn after_a_demotion_the_health_tick_finds_the_new_master() {
         .expect("a read from the demoted master");
     assert_eq!(node.tier.counters().renewed.load(Ordering::Relaxed), 0);
     node.tier.maintain().await;
-    assert_eq!(node.tier.status().breaker, BreakerState::Closed);
+    let status = node.tier.status();
+    assert_eq!(status.breaker, BreakerState::Closed, "{status:?}");
     assert_eq!(node.tier.counters().renewed.load(Ordering::Relaxed), 1);
     let first = node
         .tier

@@ -311,12 +311,19 @@ impl RedisSentinel {
         }
         let port = new_master.port.to_string();
         loop {
-            let named = redis_cli(
-                self.port,
-                None,
-                &["SENTINEL", "get-master-addr-by-name", "mymaster"],
-            )
-            .is_some_and(|r| r.contains(&port));
+            // What a client's lookup reads (redis-rs: `SENTINEL MASTERS`): this port, and
+            // flags `master` alone — no failover in progress, nothing down.
+            let named = redis_cli(self.port, None, &["SENTINEL", "master", "mymaster"])
+                .is_some_and(|r| {
+                    let lines: Vec<&str> = r.lines().collect();
+                    let field = |name: &str| {
+                        lines
+                            .iter()
+                            .position(|l| *l == name)
+                            .and_then(|i| lines.get(i + 1).copied())
+                    };
+                    field("port") == Some(port.as_str()) && field("flags") == Some("master")
+                });
             let demoted =
                 redis_cli(old_master.port, None, &["ROLE"]).is_some_and(|r| r.starts_with("slave"));
             if named && demoted {
@@ -365,7 +372,7 @@ impl RedisSentinel {
                 None,
                 &["SENTINEL", "get-master-addr-by-name", "mymaster"],
             );
-            if reply.is_some_and(|r| r.contains(&master.port.to_string())) {
+            if reply.is_some_and(|r| r.lines().nth(1) == Some(master.port.to_string().as_str())) {
                 break;
             }
             assert!(Instant::now() < deadline, "sentinel did not start");
