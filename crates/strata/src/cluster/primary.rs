@@ -311,6 +311,26 @@ impl Shared {
         }
     }
 
+    /// Whether this node is the primary of every key under `ring`, with the same replicas
+    /// (one hash slot has them): a multi-key operation's changes go to the first key's
+    /// owners together. `CROSSSLOT` otherwise.
+    fn owns_all(&self, ring: &strata_cluster::Ring, keys: &[Vec<u8>]) -> Result<(), Refusal> {
+        let rf = self.cfg.replication_factor as usize;
+        let Some(first) = keys.first() else {
+            return Ok(());
+        };
+        let replicas = decide::replicas(ring, &self.name, first, rf);
+        if keys.iter().any(|k| {
+            decide::primary(ring, k) != Some(self.name.as_str())
+                || decide::replicas(ring, &self.name, k, rf) != replicas
+        }) {
+            return Err(Refusal::Unavailable(
+                "CROSSSLOT Keys in request don't hash to the same slot".into(),
+            ));
+        }
+        Ok(())
+    }
+
     /// Executes a multi-key operation as the primary of its keys (one hash tag): under
     /// every key's lock, from each key's current copy, every change replicated to the other
     /// owners before any is applied here and acknowledged.
@@ -338,18 +358,7 @@ impl Shared {
             });
         };
         let (ring, _) = self.admit(first)?;
-        // The same owners for every key (one hash slot has them): the changes go to the
-        // first key's owners together.
-        let rf = self.cfg.replication_factor as usize;
-        let replicas = decide::replicas(&ring, &self.name, first, rf);
-        if keys.iter().any(|k| {
-            decide::primary(&ring, k) != Some(self.name.as_str())
-                || decide::replicas(&ring, &self.name, k, rf) != replicas
-        }) {
-            return Err(Refusal::Unavailable(
-                "CROSSSLOT Keys in request don't hash to the same slot".into(),
-            ));
-        }
+        self.owns_all(&ring, &keys)?;
         let mut stripes: Vec<usize> = keys
             .iter()
             .map(|k| self.exec_stripe(namespace, k))
@@ -362,15 +371,7 @@ impl Shared {
         }
         // Decided again under the locks: the view may have moved while this waited.
         let (ring, cache) = self.admit(first)?;
-        let replicas = decide::replicas(&ring, &self.name, first, rf);
-        if keys.iter().any(|k| {
-            decide::primary(&ring, k) != Some(self.name.as_str())
-                || decide::replicas(&ring, &self.name, k, rf) != replicas
-        }) {
-            return Err(Refusal::Unavailable(
-                "CROSSSLOT Keys in request don't hash to the same slot".into(),
-            ));
-        }
+        self.owns_all(&ring, &keys)?;
         self.counters.executed.fetch_add(1, Ordering::Relaxed);
         // Per key, where the next attempt starts after an owner answered `Stale`.
         let mut restarts: Vec<Option<Start>> = vec![None; keys.len()];
