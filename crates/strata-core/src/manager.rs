@@ -1389,6 +1389,29 @@ impl Cache {
         .await
     }
 
+    /// [`Cache::drop_local`] of the copies older than `below`, in L1 alone: for a caller whose
+    /// own next step writes the key's newer version into L3, or removes it there (a cluster
+    /// primary executing this node's own command, which [`Cache::execute`] then mirrors into
+    /// L1 and L3). A read's promotion under way is undone in every layer it wrote, as after
+    /// any invalidation. Returns how many copies were dropped.
+    pub async fn drop_l1(
+        &self,
+        namespace: &str,
+        key: &[u8],
+        below: Version,
+    ) -> Result<u64, CacheError> {
+        self.inner.limits.check_key(key)?;
+        let (_state, _invalidating) = self.begin_invalidation(namespace)?;
+        let removed = match &self.inner.l1 {
+            Some(l1) => self
+                .record_invalidation(Layer::L1, l1.remove_older(namespace, key, below).await)
+                .unwrap_or(0),
+            None => 0,
+        };
+        self.notify(Changed::Key(key));
+        Ok(removed)
+    }
+
     /// Drops this node's own copies (L1 and L3) of the keys of `namespace` matching
     /// `pattern`, leaving L2 alone (see [`Cache::drop_local`]).
     pub async fn drop_local_pattern(

@@ -1167,3 +1167,48 @@ async fn a_read_modify_write_of_a_copy_its_replica_saw_invalidated_by_tag_starts
     );
     stop(nodes).await;
 }
+
+/// A read-modify-write this node executes as the key's primary for its own client leaves
+/// L3 to the client's cache, which writes the result there (or removes the key) at once:
+/// this node's L3 never keeps the value the command replaced.
+#[cfg(all(feature = "fault-injection", feature = "l3"))]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_primarys_own_command_leaves_no_older_copy_in_its_l3() {
+    use strata_core::ops::{KeyOp, Reply};
+    let dirs: Vec<tempfile::TempDir> = (0..2).map(|_| tempfile::tempdir().unwrap()).collect();
+    let n = std::sync::atomic::AtomicUsize::new(0);
+    let nodes = cluster_with(2, 2, None, |c| {
+        let i = n.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        c.l3.enabled = true;
+        c.l3.data_dir = dirs[i].path().to_path_buf();
+    })
+    .await;
+    let key = keys_owned_by(&nodes[0], "own:", &["n0", "n1"])
+        .next()
+        .expect("a key n0 is primary of");
+    let c0 = nodes[0].cache();
+    let l3 = c0.tier(Layer::L3).expect("L3 on");
+    let on_disk = || async { l3.get("ns", key.as_bytes()).await.unwrap().map(|e| e.value) };
+    c0.set("ns", key.clone(), "10").await.unwrap();
+    assert_eq!(on_disk().await.as_deref(), Some(&b"10"[..]));
+    let k = bytes::Bytes::from(key.clone());
+    for want in 11..14 {
+        let got = c0
+            .execute("ns", k.clone(), &KeyOp::IncrBy(1))
+            .await
+            .unwrap();
+        assert_eq!(got, Reply::Int(want));
+        assert_eq!(
+            on_disk().await.as_deref(),
+            Some(want.to_string().as_bytes()),
+            "L3 kept the value INCR replaced"
+        );
+    }
+    let got = c0.execute("ns", k.clone(), &KeyOp::GetDel).await.unwrap();
+    assert_eq!(got, Reply::Bulk(b"13".to_vec()));
+    assert_eq!(on_disk().await, None, "L3 kept the value GETDEL removed");
+    c0.set("ns", key.clone(), "20").await.unwrap();
+    assert!(c0.invalidate("ns", key.as_bytes()).await.unwrap());
+    assert_eq!(on_disk().await, None, "L3 kept the value DEL removed");
+    stop(nodes).await;
+}

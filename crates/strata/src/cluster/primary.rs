@@ -96,12 +96,14 @@ impl Shared {
 
     /// Executes `op` on `key` as its primary: under the key's lock, from the current copy,
     /// replicated to every other owner before it is applied here and acknowledged, then
-    /// announced to every member.
+    /// announced to every member. `forwarded`: for another node (else for this node's own
+    /// cache, which writes the change into its own layers itself: [`Shared::commit_here`]).
     pub(crate) async fn execute_as_primary(
         self: &Arc<Self>,
         namespace: &str,
         key: &[u8],
         op: PrimaryOp,
+        forwarded: bool,
     ) -> Result<Executed, Refusal> {
         self.admit(key)?;
         let _g = self.exec_lock(namespace, key).lock().await;
@@ -116,7 +118,26 @@ impl Shared {
                 .execute_locked(&ring, cache, namespace, key, &op, restart.take())
                 .await?
             {
-                Ok(done) => return Ok(done),
+                Ok(done) => {
+                    // A plain `SET` re-stamped here: the caller's layers hold the
+                    // writer's version, not this one.
+                    let restamped = match (&op, &done.change) {
+                        (PrimaryOp::Put(w), Change::Written(e)) => e.version.as_u64() != w.version,
+                        _ => false,
+                    };
+                    if !matches!(done.change, Change::None) {
+                        self.commit_here(
+                            cache,
+                            namespace,
+                            key,
+                            &done.change,
+                            !forwarded && !restamped,
+                        )
+                        .await;
+                        self.lease_held_through()?;
+                    }
+                    return Ok(done);
+                }
                 // An owner held a newer copy than this node executed against: adopt it and
                 // execute again (a primary back from a pause or a partition catches up
                 // here), or, when this node has applied an invalidation of that copy the
@@ -525,7 +546,8 @@ impl Shared {
             }
             let mut out = Vec::with_capacity(changes.len());
             for (i, change) in changes {
-                self.commit_here(cache, namespace, &keys[i], &change).await;
+                self.commit_here(cache, namespace, &keys[i], &change, !forwarded)
+                    .await;
                 out.push((Bytes::copy_from_slice(&keys[i]), change));
             }
             self.lease_held_through()?;
@@ -661,19 +683,20 @@ impl Shared {
         {
             return Ok(Err(newer));
         }
-        self.commit_here(cache, namespace, key, &change).await;
-        self.lease_held_through()?;
         Ok(Ok(Executed { reply, change }))
     }
 
     /// Applies a replicated change here (the primary's owner store), drops this node's own
-    /// older copies, and announces it.
+    /// older copies, and announces it. `mirrored`: the change is this node's own cache's
+    /// (`Cache::execute`, `Cache::execute_multi`, `Cache::set`, `Cache::invalidate`), which
+    /// writes it into its L1 and L3 itself, or removes the key there, once this returns.
     async fn commit_here(
         self: &Arc<Self>,
         cache: &strata_core::Cache,
         namespace: &str,
         key: &[u8],
         change: &Change,
+        mirrored: bool,
     ) {
         let version = match change {
             Change::Written(e) => {
@@ -692,8 +715,15 @@ impl Shared {
         // holds it (its own invalidations never come back to it).
         self.absent.forget(namespace, key);
         // This node's own copies (L1, L3) of an older version go too: its own invalidations
-        // never come back to it, and the caller may be another node.
-        let _ = cache.drop_local(namespace, key, Some(version)).await;
+        // never come back to it, and the caller may be another node. A change this node's
+        // own cache mirrors next leaves L3 to that write (or removal): dropping the older
+        // L3 copy first cost a disk write of its own, a blocking-pool hop, and a fifth of
+        // the client's node's CPU under `INCR` on a cluster (docs/benchmarks.md).
+        let _ = if mirrored {
+            cache.drop_l1(namespace, key, version).await
+        } else {
+            cache.drop_local(namespace, key, Some(version)).await
+        };
         self.announce_key(namespace, key, version).await;
     }
 
@@ -1254,7 +1284,7 @@ impl Shared {
                 .await
                 .map(Outcome::Many),
             single => self
-                .execute_as_primary(namespace, key, single)
+                .execute_as_primary(namespace, key, single, forwarded)
                 .await
                 .map(Outcome::One),
         }
