@@ -902,6 +902,26 @@ impl MemoryTier {
         }
     }
 
+    /// Removes `key` if its stored entry is older than `below` (synchronous form of
+    /// [`Tier::remove_older`], in one step of the shard: no copy of the entry is read out);
+    /// whether it removed a copy a reader could still be served (fresh, or in its stale
+    /// grace). Every node applies this to L1 for each invalidation it receives.
+    pub fn remove_older_sync(&self, namespace: &str, key: &[u8], below: Version) -> bool {
+        let Some(ns) = self.view(namespace) else {
+            return false;
+        };
+        match self.pools[ns.pool].remove_if(&L1KeyRef { ns: ns.id, key }, |s| {
+            s.version < below && s.generation <= ns.generation
+        }) {
+            Some((gone, slot)) => {
+                let live = slot.generation == ns.generation && slot.is_retained(self.now());
+                self.unindex(ns.id, ns.pool, gone.key);
+                live
+            }
+            None => false,
+        }
+    }
+
     /// Removes entries of `namespace` for which `doomed` holds; returns how many live ones.
     /// The slot is read under the namespace table's lock; entries of a later generation (the
     /// slot reused meanwhile) are left alone.
@@ -1098,6 +1118,15 @@ impl Tier for MemoryTier {
         Ok(self.remove_version_sync(namespace, key, version))
     }
 
+    async fn remove_older(
+        &self,
+        namespace: &str,
+        key: &[u8],
+        below: Version,
+    ) -> Result<u64, TierError> {
+        Ok(u64::from(self.remove_older_sync(namespace, key, below)))
+    }
+
     async fn scan_keys(
         &self,
         namespace: &str,
@@ -1168,6 +1197,35 @@ mod tests {
         let mut e = Entry::new(Bytes::from_static(v), Version::from_parts(version, 0));
         e.expires_at_ms = expires;
         e
+    }
+
+    /// A removal of copies older than a version takes exactly those, answers whether a
+    /// reader could still have been served the one it took, and leaves the index exact.
+    #[test]
+    fn remove_older_takes_only_older_copies() {
+        let clock = crate::time::ManualClock::new(1_000);
+        let l1 = MemoryTier::new(
+            MemoryTierConfig::with_capacity(64 * 1024 * 1024),
+            Arc::new(clock.clone()),
+        )
+        .unwrap();
+        l1.set_sync("ns", Bytes::from_static(b"k"), entry(b"v5", 5, None))
+            .unwrap();
+        for below in [4, 5] {
+            assert!(!l1.remove_older_sync("ns", b"k", Version::from_parts(below, 0)));
+            assert_eq!(l1.get_value("ns", b"k").as_deref(), Some(&b"v5"[..]));
+        }
+        assert!(l1.remove_older_sync("ns", b"k", Version::from_parts(6, 0)));
+        assert_eq!(l1.get_value("ns", b"k"), None);
+        assert!(!l1.remove_older_sync("ns", b"k", Version::from_parts(6, 0)));
+        assert!(!l1.remove_older_sync("other", b"k", Version::from_parts(6, 0)));
+        // An entry past its expiry and grace is taken, but no reader could have had it.
+        l1.set_sync("ns", Bytes::from_static(b"k"), entry(b"v7", 7, Some(1_500)))
+            .unwrap();
+        clock.set(2_000);
+        assert!(!l1.remove_older_sync("ns", b"k", Version::from_parts(8, 0)));
+        assert_eq!(l1.get_stale_entry("ns", b"k"), None);
+        assert_eq!(indexed_lines(&l1), 0, "a removed key left in the index");
     }
 
     /// Pages of the ordered index list every held key once, in order, and nothing removed,
