@@ -821,6 +821,14 @@ impl MemoryTier {
         let generation = ns.generation;
         let new_version = entry.version;
         let k = L1Key { ns: ns.id, key };
+        let mut slot = Some(Slot::new(entry, generation));
+        // An overwrite replaces the value in place, under the one lock of the shard that
+        // found it (quick_cache weighs it again): the key never leaves the pool, so no
+        // placeholder window opens in which `peek` would see nothing, and a key its store
+        // has indexed (or is about to, after its value went in) needs no index insert
+        // again. A copy from before a flush (an older generation) was dropped from the
+        // index with its namespace: its overwrite indexes the key. The replaced value
+        // goes out of the callback, to be dropped outside the lock.
         let result = pool.entry(&k, Some(CONTENDED_WRITE_TIMEOUT), |_, old| {
             // An entry of a later generation belongs to whoever holds the slot now (this
             // namespace was flushed or reclaimed meanwhile): this write is dead, never a
@@ -828,19 +836,36 @@ impl MemoryTier {
             if old.generation > generation
                 || (old.generation == generation && old.version > new_version)
             {
-                EntryAction::Retain(())
-            } else {
-                EntryAction::ReplaceWithGuard
+                return EntryAction::Retain(None);
+            }
+            match slot.take() {
+                Some(new) => {
+                    let index = old.generation != generation;
+                    EntryAction::Retain(Some((std::mem::replace(old, new), index)))
+                }
+                None => EntryAction::Retain(None),
             }
         });
-        let slot = Slot::new(entry, generation);
         match result {
-            EntryResult::Retained(()) => Ok(SetOutcome::KeptNewer),
+            EntryResult::Retained(None) => Ok(SetOutcome::KeptNewer),
+            EntryResult::Retained(Some((replaced, index))) => {
+                drop(replaced);
+                self.counters.inserts.incr();
+                if index {
+                    self.indexes[ns.pool].insert_if_held(ns.id, &k.key, |key| {
+                        pool.peek(&L1KeyRef { ns: ns.id, key }).is_some()
+                    });
+                }
+                Ok(SetOutcome::Stored)
+            }
             EntryResult::Vacant(guard) | EntryResult::Replaced(guard, _) => {
                 // `Err` would mean the placeholder left the pool before the value came (this
                 // file's removals, `remove_if` and `retain`, leave placeholders alone): the
                 // value is then dropped, as a write ordered before that removal.
-                if guard.insert(slot).is_ok() {
+                let Some(new) = slot.take() else {
+                    return Ok(SetOutcome::Stored);
+                };
+                if guard.insert(new).is_ok() {
                     self.counters.inserts.incr();
                     // After the value is in the pool, and only while it is there (an
                     // eviction may already have taken it): a remove racing with this write
@@ -1374,9 +1399,10 @@ mod tests {
 
     /// A write over a copy left from before a flush lists its key again (the flush dropped
     /// it from the index), and under overwrites, removals and evictions from three threads
-    /// the index lists exactly the held keys. (Skipping the index on an overwrite was tried
-    /// and is wrong: while the overwrite's placeholder is in the pool, `peek` sees nothing,
-    /// and the first store's index insert or a late removal's unindex decides on that.)
+    /// the index lists exactly the held keys. (Skipping the index on an overwrite through
+    /// a placeholder was tried and is wrong: while the placeholder is in the pool, `peek`
+    /// sees nothing, and the first store's index insert or a late removal's unindex decides
+    /// on that. An overwrite in place, as now, leaves no such window.)
     #[test]
     fn overwrites_keep_the_index_exact() {
         let clock = crate::time::ManualClock::new(1_000);
