@@ -1212,3 +1212,49 @@ async fn a_primarys_own_command_leaves_no_older_copy_in_its_l3() {
     assert_eq!(on_disk().await, None, "L3 kept the value DEL removed");
     stop(nodes).await;
 }
+
+/// A delete racing a write of the same key on the key's primary node: once both are
+/// acknowledged, that node's L3 holds what the owners hold — never the write's copy after
+/// the delete won (the delete removes from L3 while the primary still works on it, before
+/// the racing write's copy has landed there).
+#[cfg(all(feature = "fault-injection", feature = "l3"))]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_delete_racing_a_write_on_the_primary_leaves_no_copy_in_its_l3() {
+    let dirs: Vec<tempfile::TempDir> = (0..2).map(|_| tempfile::tempdir().unwrap()).collect();
+    let n = std::sync::atomic::AtomicUsize::new(0);
+    let nodes = cluster_with(2, 2, None, |c| {
+        let i = n.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        c.l3.enabled = true;
+        c.l3.data_dir = dirs[i].path().to_path_buf();
+    })
+    .await;
+    let c0 = nodes[0].cache();
+    let (l2, l3) = (
+        c0.tier(Layer::L2).expect("L2 on"),
+        c0.tier(Layer::L3).expect("L3 on"),
+    );
+    let keys: Vec<String> = keys_owned_by(&nodes[0], "race:", &["n0", "n1"])
+        .take(200)
+        .collect();
+    let mut deleted_last = 0;
+    for key in &keys {
+        let (set, del) = tokio::join!(
+            c0.set("ns", key.clone(), "v"),
+            c0.invalidate("ns", key.as_bytes())
+        );
+        set.unwrap();
+        del.unwrap();
+        let owners = l2.get("ns", key.as_bytes()).await.unwrap();
+        let disk = l3.get("ns", key.as_bytes()).await.unwrap();
+        if owners.is_none() {
+            deleted_last += 1;
+            assert_eq!(
+                disk.map(|e| e.value),
+                None,
+                "{key}: L3 kept a copy the owners deleted"
+            );
+        }
+    }
+    assert!(deleted_last > 0, "the delete never came last: the race was not run");
+    stop(nodes).await;
+}

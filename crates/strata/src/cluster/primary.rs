@@ -126,15 +126,14 @@ impl Shared {
                         _ => false,
                     };
                     if !matches!(done.change, Change::None) {
-                        self.commit_here(
-                            cache,
-                            namespace,
-                            key,
-                            &done.change,
-                            !forwarded && !restamped,
-                        )
-                        .await;
-                        self.lease_held_through()?;
+                        let mirrored = !forwarded && !restamped;
+                        self.commit_here(cache, namespace, key, &done.change, mirrored)
+                            .await;
+                        if let Err(lapsed) = self.lease_held_through() {
+                            self.unmirrored(cache, namespace, key, &done.change, mirrored)
+                                .await;
+                            return Err(lapsed);
+                        }
                     }
                     return Ok(done);
                 }
@@ -550,7 +549,13 @@ impl Shared {
                     .await;
                 out.push((Bytes::copy_from_slice(&keys[i]), change));
             }
-            self.lease_held_through()?;
+            if let Err(lapsed) = self.lease_held_through() {
+                for (k, change) in &out {
+                    self.unmirrored(cache, namespace, k, change, !forwarded)
+                        .await;
+                }
+                return Err(lapsed);
+            }
             return Ok(ExecutedMulti {
                 reply,
                 changes: out,
@@ -715,16 +720,38 @@ impl Shared {
         // holds it (its own invalidations never come back to it).
         self.absent.forget(namespace, key);
         // This node's own copies (L1, L3) of an older version go too: its own invalidations
-        // never come back to it, and the caller may be another node. A change this node's
-        // own cache mirrors next leaves L3 to that write (or removal): dropping the older
-        // L3 copy first cost a disk write of its own, a blocking-pool hop, and a fifth of
-        // the client's node's CPU under `INCR` on a cluster (docs/benchmarks.md).
+        // never come back to it, and the caller may be another node. A write this node's
+        // own cache mirrors next leaves L3 to that write, which the writer thread orders
+        // newest-first: dropping the older L3 copy first cost a disk write of its own, a
+        // blocking-pool hop, and a fifth of the client's node's CPU under `INCR` on a
+        // cluster (docs/benchmarks.md). Not a removal: `Cache::invalidate` removes from L3
+        // concurrently with the primary, possibly before a racing write's copy landed
+        // there. Not with strict invalidations: the announcement below waits, and a caller
+        // that gives up meanwhile never mirrors.
+        let mirrored =
+            mirrored && matches!(change, Change::Written(_)) && !self.cfg.strict_invalidations;
         let _ = if mirrored {
             cache.drop_l1(namespace, key, version).await
         } else {
             cache.drop_local(namespace, key, Some(version)).await
         };
         self.announce_key(namespace, key, version).await;
+    }
+
+    /// A change committed with `mirrored` that its caller will not mirror after all (it is
+    /// answered as an unknown outcome: the lease lapsed during the replication): this
+    /// node's own older L3 copy goes now, as [`Shared::commit_here`] would have dropped it.
+    async fn unmirrored(
+        &self,
+        cache: &strata_core::Cache,
+        namespace: &str,
+        key: &[u8],
+        change: &Change,
+        mirrored: bool,
+    ) {
+        if let (true, Change::Written(e)) = (mirrored, change) {
+            let _ = cache.drop_local(namespace, key, Some(e.version)).await;
+        }
     }
 
     /// The copy a primary executes against: its own, else the newest the other owners (and
