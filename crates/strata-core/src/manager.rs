@@ -1235,7 +1235,27 @@ impl Cache {
                 self.undo(namespace, &key, version, &local).await;
                 Ok(())
             }
-            _ => Ok(()),
+            Some(Ok(_)) => {
+                // A removal of the key that the shared tier ordered after this write may
+                // have run here before this write's L3 copy landed (an invalidation removes
+                // from L3 while L2 still works on it): once both are in, a copy the shared
+                // tier no longer admits goes (the removal is on record there before it drops
+                // this node's copies, so one of the two steps sees the other).
+                if let Some(l2) = &self.inner.l2
+                    && !(**l2).admits_copy(namespace, &key, &entry)
+                {
+                    let local: Vec<Arc<dyn Tier>> = self
+                        .inner
+                        .l1
+                        .iter()
+                        .map(|t| t.clone() as Arc<dyn Tier>)
+                        .chain(self.inner.l3.iter().cloned())
+                        .collect();
+                    self.undo(namespace, &key, version, &local).await;
+                }
+                Ok(())
+            }
+            None => Ok(()),
         }
     }
 
@@ -1387,29 +1407,6 @@ impl Cache {
             }
         })
         .await
-    }
-
-    /// [`Cache::drop_local`] of the copies older than `below`, in L1 alone: for a caller whose
-    /// own next step writes the key's newer version into L3, or removes it there (a cluster
-    /// primary executing this node's own command, which [`Cache::execute`] then mirrors into
-    /// L1 and L3). A read's promotion under way is undone in every layer it wrote, as after
-    /// any invalidation. Returns how many copies were dropped.
-    pub async fn drop_l1(
-        &self,
-        namespace: &str,
-        key: &[u8],
-        below: Version,
-    ) -> Result<u64, CacheError> {
-        self.inner.limits.check_key(key)?;
-        let (_state, _invalidating) = self.begin_invalidation(namespace)?;
-        let removed = match &self.inner.l1 {
-            Some(l1) => self
-                .record_invalidation(Layer::L1, l1.remove_older(namespace, key, below).await)
-                .unwrap_or(0),
-            None => 0,
-        };
-        self.notify(Changed::Key(key));
-        Ok(removed)
     }
 
     /// Drops this node's own copies (L1 and L3) of the keys of `namespace` matching

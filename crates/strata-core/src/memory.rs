@@ -22,7 +22,7 @@
 use std::cell::Cell;
 use std::collections::HashMap;
 use std::hash::{Hash, Hasher};
-use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicU32, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, OnceLock, Weak};
 use std::time::Duration;
 
@@ -323,6 +323,27 @@ impl Weighter<L1Key, Slot> for EntryWeighter {
     }
 }
 
+/// A store's mark in its namespace slot's `pending` count, from before its value goes into
+/// the pool until its key is indexed (also when it unwinds).
+struct Pending<'a>(Option<&'a AtomicU32>);
+
+impl<'a> Pending<'a> {
+    fn begin(count: Option<&'a AtomicU32>) -> Self {
+        if let Some(c) = count {
+            c.fetch_add(1, Ordering::SeqCst);
+        }
+        Pending(count)
+    }
+}
+
+impl Drop for Pending<'_> {
+    fn drop(&mut self) {
+        if let Some(c) = self.0 {
+            c.fetch_sub(1, Ordering::SeqCst);
+        }
+    }
+}
+
 /// Counters that only L1 keeps.
 #[derive(Debug, Default)]
 pub struct MemoryCounters {
@@ -409,6 +430,9 @@ struct NsSlot {
     generation: AtomicU64,
     /// Index into [`MemoryTier::pools`].
     pool: AtomicUsize,
+    /// Stores that have put a new key's value in the pool and not yet indexed it: a reclaim
+    /// waits for none (an overwrite in place may rely on such a store's index line).
+    pending: AtomicU32,
 }
 
 /// A namespace as one consistent read of its slot found it.
@@ -702,6 +726,7 @@ impl MemoryTier {
                     id: id as u32,
                     generation: AtomicU64::new(0),
                     pool: AtomicUsize::new(pool),
+                    pending: AtomicU32::new(0),
                 })
             },
             |ns, existing| {
@@ -741,7 +766,7 @@ impl MemoryTier {
         self.namespaces.reclaim(namespace, |ns| {
             std::sync::atomic::fence(Ordering::SeqCst);
             let index = &self.indexes[ns.pool.load(Ordering::Acquire)];
-            if index.count(ns.id) > 0 {
+            if ns.pending.load(Ordering::SeqCst) > 0 || index.count(ns.id) > 0 {
                 return false;
             }
             ns.generation.fetch_add(1, Ordering::AcqRel);
@@ -788,7 +813,8 @@ impl MemoryTier {
         }
         loop {
             let (ns, seq, id) = self.namespace_for_write(namespace)?;
-            let outcome = self.store(ns, key.clone(), entry.clone())?;
+            let pending = self.namespaces.value_at(id).map(|slot| &slot.pending);
+            let outcome = self.store(ns, key.clone(), entry.clone(), pending)?;
             // A reclaim of the namespace that ran meanwhile made this entry dead: store it
             // again, under the namespace's new slot. The fence orders the store's index line
             // before the check, against the reclaim's bump before its count: either this
@@ -800,8 +826,15 @@ impl MemoryTier {
         }
     }
 
-    /// Stores `entry` under `ns` unless a newer version of its generation is held.
-    fn store(&self, ns: NsView, key: Bytes, entry: Entry) -> Result<SetOutcome, TierError> {
+    /// Stores `entry` under `ns` unless a newer version of its generation is held;
+    /// `pending`: the namespace slot's count of new keys not yet indexed.
+    fn store(
+        &self,
+        ns: NsView,
+        key: Bytes,
+        entry: Entry,
+        pending: Option<&AtomicU32>,
+    ) -> Result<SetOutcome, TierError> {
         let pool = &self.pools[ns.pool];
         let weight = entry_weight(key.len(), entry.value.len(), entry.tags.byte_len());
         if weight > pool.shard_capacity() {
@@ -822,14 +855,16 @@ impl MemoryTier {
         let new_version = entry.version;
         let k = L1Key { ns: ns.id, key };
         let mut slot = Some(Slot::new(entry, generation));
-        // An overwrite replaces the value in place, under the one lock of the shard that
-        // found it (quick_cache weighs it again): the key never leaves the pool, so no
-        // placeholder window opens in which `peek` would see nothing, and a key its store
-        // has indexed (or is about to, after its value went in) needs no index insert
-        // again. A copy from before a flush (an older generation) was dropped from the
-        // index with its namespace: its overwrite indexes the key. The replaced value
-        // goes out of the callback, to be dropped outside the lock.
-        let result = pool.entry(&k, Some(CONTENDED_WRITE_TIMEOUT), |_, old| {
+        // An overwrite of a copy of this generation by a value no heavier replaces it in
+        // place, under the one lock of the shard that found it: the key never leaves the
+        // pool, so no placeholder window opens in which `peek` would see nothing, and the
+        // key's index line is there (its first store added it after its value went in, or
+        // is about to: `pending` keeps a reclaim off until it has). A heavier value goes
+        // through a placeholder, whose insert evicts to make room (quick_cache weighs an
+        // entry changed in place again but evicts nothing for it), and so does a write over
+        // a copy from before a flush (the flush dropped the key from the index). The
+        // replaced value goes out of the callback, to be dropped outside the lock.
+        let result = pool.entry(&k, Some(CONTENDED_WRITE_TIMEOUT), |key, old| {
             // An entry of a later generation belongs to whoever holds the slot now (this
             // namespace was flushed or reclaimed meanwhile): this write is dead, never a
             // reason to drop it.
@@ -839,32 +874,33 @@ impl MemoryTier {
                 return EntryAction::Retain(None);
             }
             match slot.take() {
-                Some(new) => {
-                    let index = old.generation != generation;
-                    EntryAction::Retain(Some((std::mem::replace(old, new), index)))
+                Some(new)
+                    if old.generation == generation
+                        && EntryWeighter.weight(key, &new) <= EntryWeighter.weight(key, old) =>
+                {
+                    EntryAction::Retain(Some(std::mem::replace(old, new)))
                 }
-                None => EntryAction::Retain(None),
+                other => {
+                    slot = other;
+                    EntryAction::ReplaceWithGuard
+                }
             }
         });
         match result {
             EntryResult::Retained(None) => Ok(SetOutcome::KeptNewer),
-            EntryResult::Retained(Some((replaced, index))) => {
+            EntryResult::Retained(Some(replaced)) => {
                 drop(replaced);
                 self.counters.inserts.incr();
-                if index {
-                    self.indexes[ns.pool].insert_if_held(ns.id, &k.key, |key| {
-                        pool.peek(&L1KeyRef { ns: ns.id, key }).is_some()
-                    });
-                }
                 Ok(SetOutcome::Stored)
             }
             EntryResult::Vacant(guard) | EntryResult::Replaced(guard, _) => {
-                // `Err` would mean the placeholder left the pool before the value came (this
-                // file's removals, `remove_if` and `retain`, leave placeholders alone): the
-                // value is then dropped, as a write ordered before that removal.
                 let Some(new) = slot.take() else {
                     return Ok(SetOutcome::Stored);
                 };
+                let _pending = Pending::begin(pending);
+                // `Err` would mean the placeholder left the pool before the value came (this
+                // file's removals, `remove_if` and `retain`, leave placeholders alone): the
+                // value is then dropped, as a write ordered before that removal.
                 if guard.insert(new).is_ok() {
                     self.counters.inserts.incr();
                     // After the value is in the pool, and only while it is there (an
@@ -1222,6 +1258,33 @@ mod tests {
         let mut e = Entry::new(Bytes::from_static(v), Version::from_parts(version, 0));
         e.expires_at_ms = expires;
         e
+    }
+
+    /// Overwrites with heavier values evict to make room, as new keys do: resident bytes
+    /// stay within the capacity (a value replaced in place is weighed again, but quick_cache
+    /// evicts nothing for it).
+    #[test]
+    fn heavier_overwrites_stay_within_capacity() {
+        let clock = crate::time::ManualClock::new(1_000);
+        let capacity = 256 * 1024;
+        let l1 =
+            MemoryTier::new(MemoryTierConfig::with_capacity(capacity), Arc::new(clock)).unwrap();
+        let keys: Vec<Bytes> = (0..2_000).map(|i| Bytes::from(format!("k{i}"))).collect();
+        for k in &keys {
+            l1.set_sync("ns", k.clone(), entry(b"v", 1, None)).unwrap();
+        }
+        let big = Bytes::from(vec![b'x'; 4096]);
+        for k in &keys {
+            let mut e = entry(b"", 2, None);
+            e.value = big.clone();
+            l1.set_sync("ns", k.clone(), e).unwrap();
+            assert!(
+                l1.resident_bytes() <= capacity,
+                "{} resident bytes over a capacity of {capacity}",
+                l1.resident_bytes()
+            );
+        }
+        assert_eq!(indexed_lines(&l1), l1.entry_count() as usize);
     }
 
     /// A removal of copies older than a version takes exactly those, answers whether a

@@ -1255,6 +1255,9 @@ async fn a_delete_racing_a_write_on_the_primary_leaves_no_copy_in_its_l3() {
             );
         }
     }
-    assert!(deleted_last > 0, "the delete never came last: the race was not run");
+    assert!(
+        deleted_last > 0,
+        "the delete never came last: the race was not run"
+    );
     stop(nodes).await;
 }

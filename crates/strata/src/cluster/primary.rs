@@ -721,26 +721,25 @@ impl Shared {
         self.absent.forget(namespace, key);
         // This node's own copies (L1, L3) of an older version go too: its own invalidations
         // never come back to it, and the caller may be another node. A write this node's
-        // own cache mirrors next leaves L3 to that write, which the writer thread orders
-        // newest-first: dropping the older L3 copy first cost a disk write of its own, a
-        // blocking-pool hop, and a fifth of the client's node's CPU under `INCR` on a
-        // cluster (docs/benchmarks.md). Not a removal: `Cache::invalidate` removes from L3
-        // concurrently with the primary, possibly before a racing write's copy landed
-        // there. Not with strict invalidations: the announcement below waits, and a caller
-        // that gives up meanwhile never mirrors.
+        // own cache mirrors next is left to that mirror, which writes it into L1 and L3
+        // (both keep the newest version, so a read's promotion of the older copy that
+        // lands later is refused): dropping the older L3 copy first cost a disk write of
+        // its own, a blocking-pool hop, and a fifth of the client's node's CPU under `INCR`
+        // on a cluster, and the L1 drop another 3 % (docs/benchmarks.md). Not a removal:
+        // `Cache::invalidate` removes from L3 concurrently with the primary, possibly
+        // before a racing write's copy landed there. Not with strict invalidations: the
+        // announcement below waits, and a caller that gives up meanwhile never mirrors.
         let mirrored =
             mirrored && matches!(change, Change::Written(_)) && !self.cfg.strict_invalidations;
-        let _ = if mirrored {
-            cache.drop_l1(namespace, key, version).await
-        } else {
-            cache.drop_local(namespace, key, Some(version)).await
-        };
+        if !mirrored {
+            let _ = cache.drop_local(namespace, key, Some(version)).await;
+        }
         self.announce_key(namespace, key, version).await;
     }
 
     /// A change committed with `mirrored` that its caller will not mirror after all (it is
     /// answered as an unknown outcome: the lease lapsed during the replication): this
-    /// node's own older L3 copy goes now, as [`Shared::commit_here`] would have dropped it.
+    /// node's own older copies go now, as [`Shared::commit_here`] would have dropped them.
     async fn unmirrored(
         &self,
         cache: &strata_core::Cache,
