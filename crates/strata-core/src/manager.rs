@@ -916,6 +916,15 @@ impl Cache {
         ops::apply_multi_with(op, current, now_ms, self.op_limits(), engine)
     }
 
+    /// Whether L1 can hold `entry` under `key` (it fits one of its shards), or there is no
+    /// L1: a write that L1 refuses leaves the key out of L1, where a read's promotion of an
+    /// older copy from a slower layer is not refused by a newer one.
+    pub fn l1_can_hold(&self, namespace: &str, key: &[u8], entry: &Entry) -> bool {
+        self.inner.l1.as_ref().is_none_or(|l1| {
+            entry.value.len() <= l1.largest_value(namespace, key.len(), entry.tags.byte_len())
+        })
+    }
+
     /// The bounds [`ops::apply`] checks, from this cache's limits.
     pub fn op_limits(&self) -> OpLimits {
         OpLimits {

@@ -431,9 +431,17 @@ struct NsSlot {
     /// Index into [`MemoryTier::pools`].
     pool: AtomicUsize,
     /// Stores that have put a new key's value in the pool and not yet indexed it: a reclaim
-    /// waits for none (an overwrite in place may rely on such a store's index line).
-    pending: AtomicU32,
+    /// waits for none (an overwrite in place may rely on such a store's index line). On a
+    /// cache line of its own: every L1 read reads `generation` and `pool`, and new keys'
+    /// stores write this twice. Not reset when the slot is reused by another namespace: a
+    /// store still in flight for the earlier one decrements it later.
+    pending: PaddedCount,
 }
+
+/// A counter alone on its cache line.
+#[repr(align(64))]
+#[derive(Default)]
+struct PaddedCount(AtomicU32);
 
 /// A namespace as one consistent read of its slot found it.
 #[derive(Clone, Copy)]
@@ -726,7 +734,7 @@ impl MemoryTier {
                     id: id as u32,
                     generation: AtomicU64::new(0),
                     pool: AtomicUsize::new(pool),
-                    pending: AtomicU32::new(0),
+                    pending: PaddedCount::default(),
                 })
             },
             |ns, existing| {
@@ -766,7 +774,7 @@ impl MemoryTier {
         self.namespaces.reclaim(namespace, |ns| {
             std::sync::atomic::fence(Ordering::SeqCst);
             let index = &self.indexes[ns.pool.load(Ordering::Acquire)];
-            if ns.pending.load(Ordering::SeqCst) > 0 || index.count(ns.id) > 0 {
+            if ns.pending.0.load(Ordering::SeqCst) > 0 || index.count(ns.id) > 0 {
                 return false;
             }
             ns.generation.fetch_add(1, Ordering::AcqRel);
@@ -813,7 +821,7 @@ impl MemoryTier {
         }
         loop {
             let (ns, seq, id) = self.namespace_for_write(namespace)?;
-            let pending = self.namespaces.value_at(id).map(|slot| &slot.pending);
+            let pending = self.namespaces.value_at(id).map(|slot| &slot.pending.0);
             let outcome = self.store(ns, key.clone(), entry.clone(), pending)?;
             // A reclaim of the namespace that ran meanwhile made this entry dead: store it
             // again, under the namespace's new slot. The fence orders the store's index line

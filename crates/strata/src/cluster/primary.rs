@@ -729,8 +729,12 @@ impl Shared {
         // `Cache::invalidate` removes from L3 concurrently with the primary, possibly
         // before a racing write's copy landed there. Not with strict invalidations: the
         // announcement below waits, and a caller that gives up meanwhile never mirrors.
-        let mirrored =
-            mirrored && matches!(change, Change::Written(_)) && !self.cfg.strict_invalidations;
+        // Not for a value L1 cannot hold either: the mirror's L1 write then leaves the key
+        // out of L1, where a read that found the older copy in L3 before the mirror's L3
+        // write could promote it after, with no newer copy there to refuse it.
+        let mirrored = mirrored
+            && matches!(change, Change::Written(e) if cache.l1_can_hold(namespace, key, e))
+            && !self.cfg.strict_invalidations;
         if !mirrored {
             let _ = cache.drop_local(namespace, key, Some(version)).await;
         }
