@@ -1234,14 +1234,8 @@ impl Cache {
                 // Another node wrote a newer version of the key to the shared tier first (its
                 // clock ran ahead of ours): that write wins everywhere, so the local copies
                 // of ours go. The write is still acknowledged, as a set that was superseded.
-                let local: Vec<Arc<dyn Tier>> = self
-                    .inner
-                    .l1
-                    .iter()
-                    .map(|t| t.clone() as Arc<dyn Tier>)
-                    .chain(self.inner.l3.iter().cloned())
-                    .collect();
-                self.undo(namespace, &key, version, &local).await;
+                self.undo(namespace, &key, version, &self.own_layers())
+                    .await;
                 Ok(())
             }
             Some(Ok(_)) => {
@@ -1253,19 +1247,24 @@ impl Cache {
                 if let Some(l2) = &self.inner.l2
                     && !(**l2).admits_copy(namespace, &key, &entry)
                 {
-                    let local: Vec<Arc<dyn Tier>> = self
-                        .inner
-                        .l1
-                        .iter()
-                        .map(|t| t.clone() as Arc<dyn Tier>)
-                        .chain(self.inner.l3.iter().cloned())
-                        .collect();
-                    self.undo(namespace, &key, version, &local).await;
+                    self.undo(namespace, &key, version, &self.own_layers())
+                        .await;
                 }
                 Ok(())
             }
             None => Ok(()),
         }
+    }
+
+    /// This node's own layers, L1 and L3 (those configured): where a copy of its own
+    /// write is undone.
+    fn own_layers(&self) -> Vec<Arc<dyn Tier>> {
+        self.inner
+            .l1
+            .iter()
+            .map(|t| t.clone() as Arc<dyn Tier>)
+            .chain(self.inner.l3.iter().cloned())
+            .collect()
     }
 
     /// Runs `op` on every configured layer (L3 only if the namespace uses it), concurrently

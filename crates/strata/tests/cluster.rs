@@ -1168,6 +1168,21 @@ async fn a_read_modify_write_of_a_copy_its_replica_saw_invalidated_by_tag_starts
     stop(nodes).await;
 }
 
+/// [`cluster`] with L3 on every node, each in a directory of its own (kept while the
+/// returned handles live).
+#[cfg(all(feature = "fault-injection", feature = "l3"))]
+async fn cluster_with_l3(n: usize, rf: u32) -> (Vec<Node>, Vec<tempfile::TempDir>) {
+    let dirs: Vec<tempfile::TempDir> = (0..n).map(|_| tempfile::tempdir().unwrap()).collect();
+    let next = std::sync::atomic::AtomicUsize::new(0);
+    let nodes = cluster_with(n, rf, None, |c| {
+        let i = next.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        c.l3.enabled = true;
+        c.l3.data_dir = dirs[i].path().to_path_buf();
+    })
+    .await;
+    (nodes, dirs)
+}
+
 /// A read-modify-write this node executes as the key's primary for its own client leaves
 /// L3 to the client's cache, which writes the result there (or removes the key) at once:
 /// this node's L3 never keeps the value the command replaced.
@@ -1175,14 +1190,7 @@ async fn a_read_modify_write_of_a_copy_its_replica_saw_invalidated_by_tag_starts
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_primarys_own_command_leaves_no_older_copy_in_its_l3() {
     use strata_core::ops::{KeyOp, Reply};
-    let dirs: Vec<tempfile::TempDir> = (0..2).map(|_| tempfile::tempdir().unwrap()).collect();
-    let n = std::sync::atomic::AtomicUsize::new(0);
-    let nodes = cluster_with(2, 2, None, |c| {
-        let i = n.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-        c.l3.enabled = true;
-        c.l3.data_dir = dirs[i].path().to_path_buf();
-    })
-    .await;
+    let (nodes, _dirs) = cluster_with_l3(2, 2).await;
     let key = keys_owned_by(&nodes[0], "own:", &["n0", "n1"])
         .next()
         .expect("a key n0 is primary of");
@@ -1220,14 +1228,7 @@ async fn a_primarys_own_command_leaves_no_older_copy_in_its_l3() {
 #[cfg(all(feature = "fault-injection", feature = "l3"))]
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_delete_racing_a_write_on_the_primary_leaves_no_copy_in_its_l3() {
-    let dirs: Vec<tempfile::TempDir> = (0..2).map(|_| tempfile::tempdir().unwrap()).collect();
-    let n = std::sync::atomic::AtomicUsize::new(0);
-    let nodes = cluster_with(2, 2, None, |c| {
-        let i = n.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-        c.l3.enabled = true;
-        c.l3.data_dir = dirs[i].path().to_path_buf();
-    })
-    .await;
+    let (nodes, _dirs) = cluster_with_l3(2, 2).await;
     let c0 = nodes[0].cache();
     let (l2, l3) = (
         c0.tier(Layer::L2).expect("L2 on"),
