@@ -136,11 +136,13 @@ impl Shared {
         if n % (strata_cluster::primary::Lease::PING_EVERY_MS / 100) == 0 {
             self.renew_lease();
         }
-        if n % SWEEP_EVERY == 0 {
+        if n % self.cfg.owner_sweep_interval_ms.div_ceil(100).max(1) == 0 {
             // The one part of a tick that may take long (a large owner store): off the
             // runtime's threads.
             let me = self.clone();
             tokio::task::spawn_blocking(move || me.owner.purge_expired_sync());
+        }
+        if n % REFRESH_EVERY == 0 {
             self.refresh_view();
         }
     }

@@ -76,8 +76,8 @@ use crate::tls;
 const MAX_DATAGRAM: usize = 64 * 1024;
 /// Maintenance ticks between heartbeats and anti-entropy pulls (5 × 100 ms).
 const HEARTBEAT_EVERY: u64 = 5;
-/// Maintenance ticks between owner-store sweeps and ring refreshes (10 × 100 ms).
-const SWEEP_EVERY: u64 = 10;
+/// Maintenance ticks between ring refreshes (10 × 100 ms).
+const REFRESH_EVERY: u64 = 10;
 /// foca broadcast items queued above which invalidations are pushed over the peer
 /// connections instead of gossiped.
 const GOSSIP_BACKLOG: usize = 16;

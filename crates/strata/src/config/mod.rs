@@ -153,6 +153,10 @@ pub struct ClusterConfig {
     /// After the ring changes, each node pushes up to this many of the entries it owns to
     /// their new owners ahead of demand (default 10000).
     pub handoff_push_limit: u32,
+    /// How often the background sweep drops expired entries from the keys this node owns
+    /// (default 1000; at least one 100 ms maintenance tick). Reads never serve an expired
+    /// entry meanwhile: the sweep only returns the memory.
+    pub owner_sweep_interval_ms: u64,
     /// The cluster's size (default 3): the failure detector is tuned for it, and a node
     /// executes writes as a key's primary only while its view holds a majority of it (no
     /// majority is required at 1 or 2).
@@ -188,6 +192,7 @@ impl Default for ClusterConfig {
             failover_wait_ms: 10_000,
             handoff_window_ms: 30_000,
             handoff_push_limit: 10_000,
+            owner_sweep_interval_ms: 1_000,
             expected_size: 3,
             strict_invalidations: false,
             tls: None,
@@ -1089,6 +1094,7 @@ impl NodeConfig {
                 ("cluster.rpc_timeout_ms", c.rpc_timeout_ms),
                 ("cluster.connect_timeout_ms", c.connect_timeout_ms),
                 ("cluster.expected_size", u64::from(c.expected_size)),
+                ("cluster.owner_sweep_interval_ms", c.owner_sweep_interval_ms),
             ] {
                 if v == 0 {
                     return Err(invalid(field, "must be greater than 0"));
