@@ -70,24 +70,34 @@ impl RedisServer {
         Self::start_with(None, &["--appendonly", "yes", "--appendfsync", "always"])
     }
 
-    /// A server with extra arguments.
+    /// A server with extra arguments, on a free port. A port another process took between
+    /// [`free_port`] and the server's bind (the server exits) is replaced by another.
     pub fn start_with(password: Option<&str>, extra: &[&str]) -> Self {
-        Self::start_on(free_port(), password, extra)
+        for _ in 0..5 {
+            let mut s = Self::unstarted(free_port(), password, extra);
+            if s.try_spawn() {
+                return s;
+            }
+        }
+        panic!("redis-server found no free port in 5 tries");
     }
 
     /// A server on `port`.
     pub fn start_on(port: u16, password: Option<&str>, extra: &[&str]) -> Self {
+        let mut s = Self::unstarted(port, password, extra);
+        s.spawn();
+        s
+    }
+
+    fn unstarted(port: u16, password: Option<&str>, extra: &[&str]) -> Self {
         require("redis-server");
-        let dir = tempfile::tempdir().expect("tempdir");
-        let mut s = RedisServer {
+        RedisServer {
             port,
             password: password.map(str::to_owned),
             child: None,
-            dir,
+            dir: tempfile::tempdir().expect("tempdir"),
             extra: extra.iter().map(|s| s.to_string()).collect(),
-        };
-        s.spawn();
-        s
+        }
     }
 
     pub fn address(&self) -> String {
@@ -98,7 +108,7 @@ impl RedisServer {
         self.dir.path()
     }
 
-    fn spawn(&mut self) {
+    fn start_process(&mut self) {
         let mut cmd = Command::new("redis-server");
         cmd.args([
             "--port",
@@ -124,19 +134,41 @@ impl RedisServer {
             .spawn()
             .expect("spawn redis-server");
         self.child = Some(child);
-        self.wait_ready();
     }
 
-    fn wait_ready(&self) {
+    fn spawn(&mut self) {
+        assert!(
+            self.try_spawn(),
+            "redis-server on port {} did not start (is the port taken?)",
+            self.port
+        );
+    }
+
+    /// Starts the process and waits until the server answering on the port is that process:
+    /// a server that could not bind exits, and another test's server on the same port would
+    /// otherwise answer in its place (and be killed under this test when that test ends).
+    fn try_spawn(&mut self) -> bool {
+        self.start_process();
+        let pid = self.child.as_ref().expect("spawned").id().to_string();
         let deadline = Instant::now() + Duration::from_secs(10);
         while Instant::now() < deadline {
-            if redis_cli(self.port, self.password.as_deref(), &["PING"]).as_deref() == Some("PONG")
-            {
-                return;
+            if let Some(Ok(Some(_))) = self.child.as_mut().map(Child::try_wait) {
+                self.child = None;
+                return false;
+            }
+            let info = redis_cli(self.port, self.password.as_deref(), &["INFO", "server"]);
+            if let Some(info) = info {
+                if info
+                    .lines()
+                    .any(|l| l.trim() == format!("process_id:{pid}"))
+                {
+                    return true;
+                }
             }
             std::thread::sleep(Duration::from_millis(20));
         }
-        panic!("redis-server on port {} did not start", self.port);
+        self.kill();
+        false
     }
 
     /// `kill -9`.
