@@ -467,3 +467,75 @@ fn behind_redis_counters_and_locks_are_atomic_across_nodes() {
         "no check-and-set lost"
     );
 }
+
+/// A `DEL` on one node racing a `SET` of the same key on another, behind one Redis: when
+/// Redis ends without the key, neither node may keep serving the value from its own layers.
+/// The set's L3 copy is written beside its Redis write; the delete's message could drop the
+/// writer's copies before that L3 copy landed, and the writer — which reads L3 before Redis
+/// once its L3 is proven — served the deleted value until it expired (decision 91).
+#[test]
+fn behind_redis_a_delete_racing_a_set_on_another_node_leaves_no_copy() {
+    const KEYS: u64 = 2_000;
+    const BATCH: u64 = 100;
+    let redis = RedisServer::start();
+    let cfg = format!("[l2.redis]\nenabled = true\nport = {}\n", redis.port);
+    let (a, b) = (Server::start(&cfg), Server::start(&cfg));
+    for srv in [&a, &b] {
+        assert!(wait_for(Duration::from_secs(5), || l2_health(srv)["state"] == "up").is_some());
+    }
+    // Proving an empty L3 takes milliseconds once subscribed; then reads visit L3 first.
+    std::thread::sleep(Duration::from_secs(1));
+    let (mut ca, mut cb) = (a.redis(), b.redis());
+    for start in (0..KEYS).step_by(BATCH as usize) {
+        let keys = start..start + BATCH;
+        let barrier = std::sync::Barrier::new(2);
+        std::thread::scope(|s| {
+            s.spawn(|| {
+                barrier.wait();
+                pipeline_set(&mut ca, keys.clone(), Some("v"));
+            });
+            s.spawn(|| {
+                barrier.wait();
+                pipeline_set(&mut cb, keys.clone(), None);
+            });
+        });
+    }
+    // Every change has reached both nodes once Redis's message counts stop moving.
+    let messages = |s: &Server| metric_or_zero(s, "strata_redis_invalidation_messages_total");
+    let mut last = (-1.0, -1.0);
+    assert!(
+        wait_for(Duration::from_secs(20), || {
+            std::thread::sleep(Duration::from_millis(300));
+            let now = (messages(&a), messages(&b));
+            let settled = now == last;
+            last = now;
+            settled
+        })
+        .is_some()
+    );
+    let mut direct = redis.client().get_connection().unwrap();
+    let (mut deleted_last, mut wrong) = (0, Vec::new());
+    for i in 0..KEYS {
+        let key = format!("w{i}");
+        let in_redis: bool = direct.exists(format!("strata:db0:{key}")).unwrap();
+        deleted_last += u64::from(!in_redis);
+        for (name, c) in [("A", &mut ca), ("B", &mut cb)] {
+            let got: Option<String> = c.get(&key).unwrap();
+            if got.is_some() != in_redis {
+                wrong.push(format!(
+                    "{key} on {name}: {got:?}, Redis has it: {in_redis}"
+                ));
+            }
+        }
+    }
+    assert!(
+        deleted_last > 0 && deleted_last < KEYS,
+        "the race was not run: {deleted_last} of {KEYS} deletes came last"
+    );
+    assert!(
+        wrong.is_empty(),
+        "{} keys disagree with Redis, first: {:?}",
+        wrong.len(),
+        &wrong[..wrong.len().min(5)]
+    );
+}

@@ -24,6 +24,7 @@ pub mod changes;
 pub mod entry;
 pub mod error;
 mod flight;
+mod floors;
 pub mod glob;
 pub mod manager;
 pub mod memory;

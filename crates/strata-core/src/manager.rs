@@ -349,6 +349,7 @@ impl CacheBuilder {
                 hlc: self
                     .version_tag
                     .map_or_else(HybridClock::new, HybridClock::with_tag),
+                floors: crate::floors::Floors::default(),
                 limits: self.limits,
                 default_policy: self.default_policy,
                 namespaces,
@@ -372,6 +373,8 @@ struct Inner {
     l3: Option<Arc<dyn Tier>>,
     clock: Arc<dyn Clock>,
     hlc: HybridClock,
+    /// Versions below which this node's own copies of a key are unwanted (decision 91).
+    floors: crate::floors::Floors,
     limits: Limits,
     default_policy: NamespacePolicy,
     namespaces: NsTable<NsState>,
@@ -994,7 +997,9 @@ impl Cache {
                 }
                 // The tier inside the `Arc` (with the `testsuite` feature, `Arc<dyn Tier>`
                 // is a tier too, and a call on it would resolve there).
-                if !(**authority).admits_copy(namespace, key, entry) {
+                if !self.inner.floors.admits(namespace, key, entry.version)
+                    || !(**authority).admits_copy(namespace, key, entry)
+                {
                     if let Some(l1) = &self.inner.l1 {
                         l1.remove_version_sync(namespace, key, entry.version);
                     }
@@ -1006,6 +1011,7 @@ impl Cache {
             }
             Change::Removed(version) => {
                 self.observe_version(*version);
+                self.raise_floor(namespace, key, None);
                 let _ = self
                     .invalidate_layers(namespace, false, Changed::Key(key), |t| async move {
                         t.remove(namespace, key).await.map(u64::from)
@@ -1243,9 +1249,12 @@ impl Cache {
                 // have run here before this write's L3 copy landed (an invalidation removes
                 // from L3 while L2 still works on it): once both are in, a copy the shared
                 // tier no longer admits goes (the removal is on record there before it drops
-                // this node's copies, so one of the two steps sees the other).
+                // this node's copies, so one of the two steps sees the other). The same for
+                // a removal or a newer change this node heard of meanwhile: it raised the
+                // key's floor before it dropped the copies (decision 91).
                 if let Some(l2) = &self.inner.l2
-                    && !(**l2).admits_copy(namespace, &key, &entry)
+                    && (!self.inner.floors.admits(namespace, &key, version)
+                        || !(**l2).admits_copy(namespace, &key, &entry))
                 {
                     self.undo(namespace, &key, version, &self.own_layers())
                         .await;
@@ -1254,6 +1263,14 @@ impl Cache {
             }
             None => Ok(()),
         }
+    }
+
+    /// Raises `key`'s removal floor before its copies here are dropped (decision 91): to
+    /// `below` when only older copies go, else past every version issued so far, so that a
+    /// write of the key still under way undoes the copies it stores after the drop.
+    fn raise_floor(&self, namespace: &str, key: &[u8], below: Option<Version>) {
+        let to = below.unwrap_or_else(|| self.inner.hlc.tick(self.inner.clock.now_ms()));
+        self.inner.floors.raise(namespace, key, to);
     }
 
     /// This node's own layers, L1 and L3 (those configured): where a copy of its own
@@ -1347,6 +1364,7 @@ impl Cache {
     /// Removes `key` from every layer; returns whether any layer held it.
     pub async fn invalidate(&self, namespace: &str, key: &[u8]) -> Result<bool, CacheError> {
         self.inner.limits.check_key(key)?;
+        self.raise_floor(namespace, key, None);
         let n = self
             .invalidate_everywhere(namespace, Changed::Key(key), |t| async move {
                 t.remove(namespace, key).await.map(u64::from)
@@ -1408,6 +1426,7 @@ impl Cache {
         below: Option<Version>,
     ) -> Result<u64, CacheError> {
         self.inner.limits.check_key(key)?;
+        self.raise_floor(namespace, key, below);
         self.invalidate_layers(namespace, false, Changed::Key(key), |t| async move {
             match below {
                 None => t.remove(namespace, key).await.map(u64::from),
