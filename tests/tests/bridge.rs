@@ -468,8 +468,9 @@ fn behind_redis_counters_and_locks_are_atomic_across_nodes() {
     );
 }
 
-/// A `DEL` on one node racing a `SET` of the same key on another, behind one Redis: when
-/// Redis ends without the key, neither node may keep serving the value from its own layers.
+/// A `DEL` (or a pattern invalidation) on one node racing a `SET` of the same key on
+/// another, behind one Redis: when Redis ends without the key, neither node may keep
+/// serving the value from its own layers.
 /// The set's L3 copy is written beside its Redis write; the delete's message could drop the
 /// writer's copies before that L3 copy landed, and the writer — which reads L3 before Redis
 /// once its L3 is proven — served the deleted value until it expired (decision 91).
@@ -500,6 +501,27 @@ fn behind_redis_a_delete_racing_a_set_on_another_node_leaves_no_copy() {
             });
         });
     }
+    // The same race with a pattern invalidation on B: one per batch, over that batch's keys.
+    for batch in 0..KEYS / BATCH {
+        let barrier = std::sync::Barrier::new(2);
+        std::thread::scope(|s| {
+            s.spawn(|| {
+                barrier.wait();
+                let mut p = redis::pipe();
+                for i in 0..BATCH {
+                    p.set(format!("p{batch}:{i}"), "v").ignore();
+                }
+                let _: () = p.query(&mut ca).unwrap();
+            });
+            s.spawn(|| {
+                barrier.wait();
+                let _: i64 = redis::cmd("STRATA.INVALIDATE.PATTERN")
+                    .arg(format!("p{batch}:*"))
+                    .query(&mut cb)
+                    .unwrap();
+            });
+        });
+    }
     // Every change has reached both nodes once Redis's message counts stop moving.
     let messages = |s: &Server| metric_or_zero(s, "strata_redis_invalidation_messages_total");
     let mut last = (-1.0, -1.0);
@@ -515,8 +537,10 @@ fn behind_redis_a_delete_racing_a_set_on_another_node_leaves_no_copy() {
     );
     let mut direct = redis.client().get_connection().unwrap();
     let (mut deleted_last, mut wrong) = (0, Vec::new());
-    for i in 0..KEYS {
-        let key = format!("w{i}");
+    let keys = (0..KEYS)
+        .map(|i| format!("w{i}"))
+        .chain((0..KEYS).map(|i| format!("p{}:{}", i / BATCH, i % BATCH)));
+    for key in keys {
         let in_redis: bool = direct.exists(format!("strata:db0:{key}")).unwrap();
         deleted_last += u64::from(!in_redis);
         for (name, c) in [("A", &mut ca), ("B", &mut cb)] {
@@ -529,8 +553,9 @@ fn behind_redis_a_delete_racing_a_set_on_another_node_leaves_no_copy() {
         }
     }
     assert!(
-        deleted_last > 0 && deleted_last < KEYS,
-        "the race was not run: {deleted_last} of {KEYS} deletes came last"
+        deleted_last > 0 && deleted_last < 2 * KEYS,
+        "the race was not run: {deleted_last} of {} deletes came last",
+        2 * KEYS
     );
     assert!(
         wrong.is_empty(),

@@ -144,6 +144,9 @@ pub(crate) struct NsState {
     epoch: AtomicU64,
     /// Invalidations of the namespace in progress.
     invalidating: AtomicU64,
+    /// The namespace's removal floor (decision 91): raised before a pattern, tag or
+    /// namespace invalidation drops copies here; a write below it undoes its own copies.
+    floor: AtomicU64,
 }
 
 impl NsState {
@@ -334,6 +337,7 @@ impl CacheBuilder {
                             holders: AtomicU64::new(0),
                             epoch: AtomicU64::new(0),
                             invalidating: AtomicU64::new(0),
+                            floor: AtomicU64::new(0),
                         })
                     },
                     |_, _| Err("a configured namespace cannot reuse a slot".to_owned()),
@@ -465,6 +469,7 @@ impl Cache {
                     holders: AtomicU64::new(0),
                     epoch: AtomicU64::new(self.inner.epoch_floor.load(Ordering::Acquire)),
                     invalidating: AtomicU64::new(0),
+                    floor: AtomicU64::new(0),
                 }),
             },
             |s, existing| {
@@ -997,7 +1002,7 @@ impl Cache {
                 }
                 // The tier inside the `Arc` (with the `testsuite` feature, `Arc<dyn Tier>`
                 // is a tier too, and a call on it would resolve there).
-                if !self.inner.floors.admits(namespace, key, entry.version)
+                if !self.admits_own_copy(namespace, state, key, entry.version)
                     || !(**authority).admits_copy(namespace, key, entry)
                 {
                     if let Some(l1) = &self.inner.l1 {
@@ -1253,7 +1258,7 @@ impl Cache {
                 // a removal or a newer change this node heard of meanwhile: it raised the
                 // key's floor before it dropped the copies (decision 91).
                 if let Some(l2) = &self.inner.l2
-                    && (!self.inner.floors.admits(namespace, &key, version)
+                    && (!self.admits_own_copy(namespace, state, &key, version)
                         || !(**l2).admits_copy(namespace, &key, &entry))
                 {
                     self.undo(namespace, &key, version, &self.own_layers())
@@ -1271,6 +1276,20 @@ impl Cache {
     fn raise_floor(&self, namespace: &str, key: &[u8], below: Option<Version>) {
         let to = below.unwrap_or_else(|| self.inner.hlc.tick(self.inner.clock.now_ms()));
         self.inner.floors.raise(namespace, key, to);
+    }
+
+    /// Whether this node's own copy of `key` at `version`, just stored, is still wanted: no
+    /// removal of the key, and no pattern, tag or namespace invalidation, raised a floor
+    /// above it meanwhile (decision 91).
+    fn admits_own_copy(
+        &self,
+        namespace: &str,
+        state: &NsState,
+        key: &[u8],
+        version: Version,
+    ) -> bool {
+        version.as_u64() >= state.floor.load(Ordering::SeqCst)
+            && self.inner.floors.admits(namespace, key, version)
     }
 
     /// This node's own layers, L1 and L3 (those configured): where a copy of its own
@@ -1315,6 +1334,13 @@ impl Cache {
         Fut: Future<Output = Result<u64, TierError>> + 'a,
     {
         let (state, _invalidating) = self.begin_invalidation(namespace)?;
+        if !matches!(change, Changed::Key(_)) {
+            // Before any copy goes (decision 91): a write of a matching key still under way
+            // undoes the copies it stores after this drop. Every write of the namespace
+            // that began before it does (a later miss), as the floor cannot say which match.
+            let to = self.inner.hlc.tick(self.inner.clock.now_ms());
+            state.floor.fetch_max(to.as_u64(), Ordering::SeqCst);
+        }
         let mut removed = 0u64;
         if let Some(l1) = &self.inner.l1 {
             let n = self.record_invalidation(Layer::L1, op(l1.clone()).await);
