@@ -3,27 +3,43 @@
 //! another node) undoes its own copy when it finishes (ARCHITECTURE decision 91).
 //!
 //! A write stores its L1 and L3 copies, then checks the key's floor; a removal raises the
-//! floor, then drops the copies. Whichever of the two steps comes second sees the other: a
-//! check before the raise means the copies were in place before the drop, and a check after
-//! it finds the floor above the write's version. Versions come from the node's hybrid clock,
-//! so a write that began before the removal is below the floor and one that began after is
-//! above it.
+//! floor, then drops the copies. Whichever of the two steps comes second sees the other: the
+//! layers take a lock for each store and each drop, so a check that ran before the raise was
+//! preceded by stores that the drop then finds, and a check after it (ordered after the raise
+//! through the layer's lock, or through the floor's own `SeqCst` accesses) finds the floor
+//! above the write's version. Versions come from the node's hybrid clock, so a write that
+//! began before the removal is below the floor and one that began after is above it.
 //!
-//! A fixed table of slots, each the maximum floor of every key that hashes to it (a seeded
-//! hash). Two keys sharing a slot only make the check stricter: a write below another key's
-//! floor undoes its own copies, which costs a later miss, never a wrong answer. Floors never
-//! need to expire: versions grow with time, so a floor stops matching once the writes that
-//! began before it are done.
+//! Keys: a fixed table of slots, each the maximum floor of every key that hashes to it (a
+//! seeded hash). Two keys sharing a slot only make the check stricter: a write below another
+//! key's floor undoes its own copies, which costs a later miss, never a wrong answer. With
+//! `SLOTS` slots, removals at `R` per second and writes that take `T` seconds, about
+//! `R·T/SLOTS` of the writes are undone needlessly (100,000 removals a second and 1 ms
+//! writes: 0.6 %). Floors never need to expire: versions grow with time, so a floor stops
+//! matching once the writes that began before it are done.
+//!
+//! Patterns and tags ([`NsFloors`]): the most recent few, each with its floor, so that a
+//! pattern invalidation undoes only the in-flight writes of keys it matches; older ones fold
+//! into the namespace's floor, which a flush raises too.
 
+use std::collections::VecDeque;
 use std::hash::{BuildHasher, Hasher};
 use std::sync::atomic::{AtomicU64, Ordering};
 
+use bytes::Bytes;
+use parking_lot::Mutex;
+
+use crate::entry::Tags;
+use crate::glob::Glob;
 use crate::version::Version;
 
-/// Slots in the table (a power of two).
-const SLOTS: usize = 4096;
+/// Slots in the key table (a power of two): 128 KiB per cache.
+const SLOTS: usize = 16_384;
 
-/// The table of removal floors of one cache.
+/// Pattern and tag floors kept per namespace before the oldest folds into the namespace's.
+const RECENT: usize = 32;
+
+/// The table of removal floors of one cache's keys.
 pub(crate) struct Floors {
     seed: u64,
     slots: Box<[AtomicU64]>,
@@ -52,7 +68,6 @@ impl Floors {
     /// Raises the floor of `key` to at least `to`: copies older than it are unwanted.
     /// Call before dropping the copies.
     pub(crate) fn raise(&self, namespace: &str, key: &[u8], to: Version) {
-        // SeqCst pairs with `admits`: a raise and a check of the same slot are ordered.
         self.slot(namespace, key)
             .fetch_max(to.as_u64(), Ordering::SeqCst);
     }
@@ -60,6 +75,77 @@ impl Floors {
     /// Whether a copy of `key` at `version` is still wanted. Call after storing the copies.
     pub(crate) fn admits(&self, namespace: &str, key: &[u8], version: Version) -> bool {
         self.slot(namespace, key).load(Ordering::SeqCst) <= version.as_u64()
+    }
+}
+
+/// What a recent invalidation of a namespace matched.
+enum Matcher {
+    Pattern(Glob),
+    Tag(Bytes),
+}
+
+impl Matcher {
+    fn matches(&self, key: &[u8], tags: &Tags) -> bool {
+        match self {
+            Matcher::Pattern(glob) => glob.matches(key),
+            Matcher::Tag(tag) => tags.contains(tag),
+        }
+    }
+}
+
+/// The floors of one namespace: the namespace's own (a flush), and those of its most recent
+/// pattern and tag invalidations.
+#[derive(Default)]
+pub(crate) struct NsFloors {
+    /// Copies of every key below it are unwanted.
+    all: AtomicU64,
+    /// The highest floor in `recent`: a copy at or above it needs no look there.
+    recent_max: AtomicU64,
+    recent: Mutex<VecDeque<(u64, Matcher)>>,
+}
+
+impl NsFloors {
+    /// Raises the floor of every key of the namespace (a flush).
+    pub(crate) fn raise_all(&self, to: Version) {
+        self.all.fetch_max(to.as_u64(), Ordering::SeqCst);
+    }
+
+    /// Raises the floor of the keys matching `glob`.
+    pub(crate) fn raise_pattern(&self, glob: Glob, to: Version) {
+        self.push(Matcher::Pattern(glob), to);
+    }
+
+    /// Raises the floor of the entries tagged `tag`.
+    pub(crate) fn raise_tag(&self, tag: Bytes, to: Version) {
+        self.push(Matcher::Tag(tag), to);
+    }
+
+    fn push(&self, matcher: Matcher, to: Version) {
+        let mut recent = self.recent.lock();
+        if recent.len() == RECENT
+            && let Some((oldest, _)) = recent.pop_front()
+        {
+            // Stricter, never looser: every key below the oldest floor is now refused.
+            self.all.fetch_max(oldest, Ordering::SeqCst);
+        }
+        recent.push_back((to.as_u64(), matcher));
+        self.recent_max.fetch_max(to.as_u64(), Ordering::SeqCst);
+    }
+
+    /// Whether a copy of `key` (tagged `tags`) at `version` is still wanted.
+    pub(crate) fn admits(&self, key: &[u8], tags: &Tags, version: Version) -> bool {
+        let v = version.as_u64();
+        if self.all.load(Ordering::SeqCst) > v {
+            return false;
+        }
+        if self.recent_max.load(Ordering::SeqCst) <= v {
+            return true;
+        }
+        !self
+            .recent
+            .lock()
+            .iter()
+            .any(|(floor, m)| *floor > v && m.matches(key, tags))
     }
 }
 
@@ -84,6 +170,7 @@ mod tests {
             !f.admits("ns", b"k", v(9)),
             "a lower raise never lowers the floor"
         );
+        assert!(f.admits("other", b"k", v(9)), "namespaces are apart");
     }
 
     #[test]
@@ -93,7 +180,51 @@ mod tests {
         let refused = (0..10_000)
             .filter(|i| !f.admits("ns", format!("other{i}").as_bytes(), v(50)))
             .count();
-        // One slot of 4,096: about 2 of 10,000 keys share it.
-        assert!(refused < 20, "{refused} other keys refused");
+        // One slot of 16,384: under one of 10,000 keys shares it on average.
+        assert!(refused < 8, "{refused} other keys refused");
+    }
+
+    fn tags(t: &[&str]) -> Tags {
+        Tags::new(t.iter().map(|s| Bytes::copy_from_slice(s.as_bytes())))
+    }
+
+    #[test]
+    fn a_pattern_or_tag_floor_refuses_only_what_it_matched() {
+        let f = NsFloors::default();
+        let none = tags(&[]);
+        f.raise_pattern(Glob::new(b"user:*").unwrap(), v(100));
+        assert!(
+            !f.admits(b"user:1", &none, v(99)),
+            "a matching key below it"
+        );
+        assert!(f.admits(b"user:1", &none, v(100)), "at the floor");
+        assert!(f.admits(b"order:1", &none, v(99)), "a key it did not match");
+        f.raise_tag(Bytes::from_static(b"t"), v(200));
+        assert!(
+            !f.admits(b"order:1", &tags(&["t"]), v(150)),
+            "a tagged entry below it"
+        );
+        assert!(f.admits(b"order:1", &tags(&["u"]), v(150)), "another tag");
+        f.raise_all(v(300));
+        assert!(
+            !f.admits(b"order:1", &none, v(299)),
+            "a flush refuses every key"
+        );
+        assert!(f.admits(b"order:1", &none, v(300)));
+    }
+
+    #[test]
+    fn old_pattern_floors_fold_into_the_namespace_floor() {
+        let f = NsFloors::default();
+        let none = tags(&[]);
+        for i in 0..RECENT as u64 {
+            f.raise_pattern(Glob::new(format!("p{i}").as_bytes()).unwrap(), v(10 + i));
+        }
+        assert!(f.admits(b"x", &none, v(5)), "no pattern matches x");
+        f.raise_pattern(Glob::new(b"last").unwrap(), v(1000));
+        // The oldest (floor 10) folded in: stricter for every key, never looser.
+        assert!(!f.admits(b"x", &none, v(5)));
+        assert!(f.admits(b"x", &none, v(10)));
+        assert!(!f.admits(b"p1", &none, v(10)), "the others are still kept");
     }
 }

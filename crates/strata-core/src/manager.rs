@@ -144,9 +144,10 @@ pub(crate) struct NsState {
     epoch: AtomicU64,
     /// Invalidations of the namespace in progress.
     invalidating: AtomicU64,
-    /// The namespace's removal floor (decision 91): raised before a pattern, tag or
-    /// namespace invalidation drops copies here; a write below it undoes its own copies.
-    floor: AtomicU64,
+    /// The namespace's removal floors (decision 91): raised when a pattern, tag or
+    /// namespace invalidation drops copies here; a write of a key they match, below them,
+    /// undoes its own copies.
+    floors: crate::floors::NsFloors,
 }
 
 impl NsState {
@@ -337,7 +338,7 @@ impl CacheBuilder {
                             holders: AtomicU64::new(0),
                             epoch: AtomicU64::new(0),
                             invalidating: AtomicU64::new(0),
-                            floor: AtomicU64::new(0),
+                            floors: Default::default(),
                         })
                     },
                     |_, _| Err("a configured namespace cannot reuse a slot".to_owned()),
@@ -354,6 +355,7 @@ impl CacheBuilder {
                     .version_tag
                     .map_or_else(HybridClock::new, HybridClock::with_tag),
                 floors: crate::floors::Floors::default(),
+                everything_floor: AtomicU64::new(0),
                 limits: self.limits,
                 default_policy: self.default_policy,
                 namespaces,
@@ -379,6 +381,9 @@ struct Inner {
     hlc: HybridClock,
     /// Versions below which this node's own copies of a key are unwanted (decision 91).
     floors: crate::floors::Floors,
+    /// Raised when this node empties every namespace ([`Cache::drop_local_everything`]): a
+    /// write below it undoes its own copies (decision 91).
+    everything_floor: AtomicU64,
     limits: Limits,
     default_policy: NamespacePolicy,
     namespaces: NsTable<NsState>,
@@ -469,7 +474,7 @@ impl Cache {
                     holders: AtomicU64::new(0),
                     epoch: AtomicU64::new(self.inner.epoch_floor.load(Ordering::Acquire)),
                     invalidating: AtomicU64::new(0),
-                    floor: AtomicU64::new(0),
+                    floors: Default::default(),
                 }),
             },
             |s, existing| {
@@ -1002,7 +1007,7 @@ impl Cache {
                 }
                 // The tier inside the `Arc` (with the `testsuite` feature, `Arc<dyn Tier>`
                 // is a tier too, and a call on it would resolve there).
-                if !self.admits_own_copy(namespace, state, key, entry.version)
+                if !self.admits_own_copy(namespace, state, key, entry)
                     || !(**authority).admits_copy(namespace, key, entry)
                 {
                     if let Some(l1) = &self.inner.l1 {
@@ -1016,9 +1021,8 @@ impl Cache {
             }
             Change::Removed(version) => {
                 self.observe_version(*version);
-                self.raise_floor(namespace, key, None);
                 let _ = self
-                    .invalidate_layers(namespace, false, Changed::Key(key), |t| async move {
+                    .invalidate_layers(namespace, false, Changed::Key(key), None, |t| async move {
                         t.remove(namespace, key).await.map(u64::from)
                     })
                     .await;
@@ -1249,16 +1253,16 @@ impl Cache {
                     .await;
                 Ok(())
             }
-            Some(Ok(_)) => {
+            Some(Ok(SetOutcome::Stored)) => {
                 // A removal of the key that the shared tier ordered after this write may
                 // have run here before this write's L3 copy landed (an invalidation removes
                 // from L3 while L2 still works on it): once both are in, a copy the shared
                 // tier no longer admits goes (the removal is on record there before it drops
                 // this node's copies, so one of the two steps sees the other). The same for
                 // a removal or a newer change this node heard of meanwhile: it raised the
-                // key's floor before it dropped the copies (decision 91).
+                // key's floor when it dropped the copies (decision 91).
                 if let Some(l2) = &self.inner.l2
-                    && (!self.admits_own_copy(namespace, state, &key, version)
+                    && (!self.admits_own_copy(namespace, state, &key, &entry)
                         || !(**l2).admits_copy(namespace, &key, &entry))
                 {
                     self.undo(namespace, &key, version, &self.own_layers())
@@ -1266,7 +1270,9 @@ impl Cache {
                 }
                 Ok(())
             }
-            None => Ok(()),
+            // The shared tier did not take it (bypassed, or too large for it): this node's
+            // copies are the write's only ones, and a floor must not undo them.
+            Some(Ok(_)) | None => Ok(()),
         }
     }
 
@@ -1278,18 +1284,40 @@ impl Cache {
         self.inner.floors.raise(namespace, key, to);
     }
 
-    /// Whether this node's own copy of `key` at `version`, just stored, is still wanted: no
-    /// removal of the key, and no pattern, tag or namespace invalidation, raised a floor
-    /// above it meanwhile (decision 91).
-    fn admits_own_copy(
+    /// Whether this node's own copy of `key` as `entry`, just stored, is still wanted: no
+    /// removal of the key, no pattern, tag or namespace invalidation matching it, and no
+    /// emptying of every namespace raised a floor above it meanwhile (decision 91).
+    fn admits_own_copy(&self, namespace: &str, state: &NsState, key: &[u8], entry: &Entry) -> bool {
+        let version = entry.version;
+        self.inner.everything_floor.load(Ordering::SeqCst) <= version.as_u64()
+            && self.inner.floors.admits(namespace, key, version)
+            && state.floors.admits(key, &entry.tags, version)
+    }
+
+    /// Raises the floors that `change` names, to a fresh tick of the clock (or to `below`,
+    /// for a key whose older copies only go): copies of a write still under way that this
+    /// drop misses are undone by the write (decision 91).
+    fn raise_floors(
         &self,
         namespace: &str,
         state: &NsState,
-        key: &[u8],
-        version: Version,
-    ) -> bool {
-        version.as_u64() >= state.floor.load(Ordering::SeqCst)
-            && self.inner.floors.admits(namespace, key, version)
+        change: &Changed<'_>,
+        below: Option<Version>,
+    ) {
+        let tick = || self.inner.hlc.tick(self.inner.clock.now_ms());
+        match *change {
+            Changed::Key(key) => self.raise_floor(namespace, key, below),
+            Changed::Pattern { pattern, .. } => {
+                // Checked by the caller; a glob that does not parse raises the namespace's.
+                match Glob::new(pattern) {
+                    Ok(glob) => state.floors.raise_pattern(glob, tick()),
+                    Err(_) => state.floors.raise_all(tick()),
+                }
+            }
+            Changed::Tag { tag, .. } => state.floors.raise_tag(Bytes::copy_from_slice(tag), tick()),
+            Changed::Namespace(_) => state.floors.raise_all(tick()),
+            _ => {}
+        }
     }
 
     /// This node's own layers, L1 and L3 (those configured): where a copy of its own
@@ -1316,7 +1344,8 @@ impl Cache {
         F: Fn(Arc<dyn Tier>) -> Fut,
         Fut: Future<Output = Result<u64, TierError>> + 'a,
     {
-        self.invalidate_layers(namespace, true, change, op).await
+        self.invalidate_layers(namespace, true, change, None, op)
+            .await
     }
 
     /// [`Cache::invalidate_everywhere`], with L2 left out when `include_l2` is false. The
@@ -1327,6 +1356,7 @@ impl Cache {
         namespace: &str,
         include_l2: bool,
         change: Changed<'_>,
+        below: Option<Version>,
         op: F,
     ) -> Result<u64, CacheError>
     where
@@ -1334,35 +1364,35 @@ impl Cache {
         Fut: Future<Output = Result<u64, TierError>> + 'a,
     {
         let (state, _invalidating) = self.begin_invalidation(namespace)?;
-        if !matches!(change, Changed::Key(_)) {
-            // Before any copy goes (decision 91): a write of a matching key still under way
-            // undoes the copies it stores after this drop. Every write of the namespace
-            // that began before it does (a later miss), as the floor cannot say which match.
-            let to = self.inner.hlc.tick(self.inner.clock.now_ms());
-            state.floor.fetch_max(to.as_u64(), Ordering::SeqCst);
-        }
+        // With the shared tier in the step, it goes first: a write of this node that it
+        // orders before this removal may store its copies here at any moment until the
+        // removal is done there, whatever its version. Only then do the floors go up, past
+        // every such write, and the copies here go; a write that stores its copies after
+        // that finds the floors above it and undoes them itself (decision 91). Without it,
+        // the removal is already in the shared tier's order (or there is none).
+        let l2_result = match self.inner.l2.as_ref().filter(|_| include_l2) {
+            Some(t) => {
+                // One key's copy in L1 costs little to drop twice: gone now, this node stops
+                // serving it even if this call is cancelled during the shared tier's step.
+                if let (Changed::Key(_), Some(l1)) = (&change, &self.inner.l1) {
+                    let _ = self.record_invalidation(Layer::L1, op(l1.clone()).await);
+                }
+                Some(self.record_invalidation(Layer::L2, op(t.clone()).await))
+            }
+            None => None,
+        };
+        self.raise_floors(namespace, state, &change, below);
         let mut removed = 0u64;
         if let Some(l1) = &self.inner.l1 {
             let n = self.record_invalidation(Layer::L1, op(l1.clone()).await);
             removed = removed.max(n.unwrap_or(0));
         }
-        let l2 = async {
-            match &self.inner.l2 {
-                Some(t) if include_l2 => {
-                    Some(self.record_invalidation(Layer::L2, op(t.clone()).await))
-                }
-                _ => None,
-            }
+        let l3_removed = match &self.inner.l3 {
+            Some(t) if state.policy.use_l3 => self
+                .record_invalidation(Layer::L3, op(t.clone()).await)
+                .ok(),
+            _ => None,
         };
-        let l3 = async {
-            match &self.inner.l3 {
-                Some(t) if state.policy.use_l3 => self
-                    .record_invalidation(Layer::L3, op(t.clone()).await)
-                    .ok(),
-                _ => None,
-            }
-        };
-        let (l2_result, l3_removed) = tokio::join!(l2, l3);
         self.notify(change);
         removed = removed.max(l3_removed.unwrap_or(0));
         match l2_result {
@@ -1390,7 +1420,6 @@ impl Cache {
     /// Removes `key` from every layer; returns whether any layer held it.
     pub async fn invalidate(&self, namespace: &str, key: &[u8]) -> Result<bool, CacheError> {
         self.inner.limits.check_key(key)?;
-        self.raise_floor(namespace, key, None);
         let n = self
             .invalidate_everywhere(namespace, Changed::Key(key), |t| async move {
                 t.remove(namespace, key).await.map(u64::from)
@@ -1452,8 +1481,7 @@ impl Cache {
         below: Option<Version>,
     ) -> Result<u64, CacheError> {
         self.inner.limits.check_key(key)?;
-        self.raise_floor(namespace, key, below);
-        self.invalidate_layers(namespace, false, Changed::Key(key), |t| async move {
+        self.invalidate_layers(namespace, false, Changed::Key(key), below, |t| async move {
             match below {
                 None => t.remove(namespace, key).await.map(u64::from),
                 Some(v) => t.remove_older(namespace, key, v).await,
@@ -1472,7 +1500,7 @@ impl Cache {
         let glob = Glob::new(pattern)?;
         let glob = &glob;
         let change = Changed::Pattern { namespace, pattern };
-        self.invalidate_layers(namespace, false, change, |t| async move {
+        self.invalidate_layers(namespace, false, change, None, |t| async move {
             t.invalidate_pattern(namespace, glob).await
         })
         .await
@@ -1482,7 +1510,7 @@ impl Cache {
     /// leaving L2 alone (see [`Cache::drop_local`]).
     pub async fn drop_local_tag(&self, namespace: &str, tag: &[u8]) -> Result<u64, CacheError> {
         let change = Changed::Tag { namespace, tag };
-        self.invalidate_layers(namespace, false, change, |t| async move {
+        self.invalidate_layers(namespace, false, change, None, |t| async move {
             t.invalidate_tag(namespace, tag).await
         })
         .await
@@ -1492,7 +1520,7 @@ impl Cache {
     /// [`Cache::drop_local`]).
     pub async fn drop_local_namespace(&self, namespace: &str) -> Result<(), CacheError> {
         let change = Changed::Namespace(namespace);
-        self.invalidate_layers(namespace, false, change, |t| async move {
+        self.invalidate_layers(namespace, false, change, None, |t| async move {
             t.flush_namespace(namespace).await.map(|()| 0)
         })
         .await
@@ -1512,6 +1540,12 @@ impl Cache {
             .iter()
             .filter_map(|n| self.begin_invalidation(n).ok())
             .collect();
+        // Before any copy goes: a write still under way undoes what it stores after this
+        // (decision 91).
+        let to = self.inner.hlc.tick(self.inner.clock.now_ms());
+        self.inner
+            .everything_floor
+            .fetch_max(to.as_u64(), Ordering::SeqCst);
         if let Some(l1) = &self.inner.l1 {
             for name in &names {
                 l1.flush_namespace_sync(name);

@@ -998,3 +998,177 @@ async fn writes_racing_with_reclaims_are_kept_in_their_own_namespace() {
     let reclaimed = reclaimer.join().unwrap();
     assert!(reclaimed > 0, "the reclaimer ran");
 }
+
+/// A real tier that holds some of its calls at a gate the test opens: removals (a shared
+/// tier that orders another write before a removal on its way), writes (a slow disk), or
+/// writes it then does not take (the bridge with its breaker open answers `Skipped`).
+#[derive(Debug)]
+struct Gated {
+    inner: As,
+    gate: tokio::sync::Semaphore,
+    waiting: AtomicUsize,
+    sets: GatedSets,
+    removals: bool,
+}
+
+#[derive(Debug, PartialEq)]
+enum GatedSets {
+    Free,
+    Held,
+    HeldThenSkipped,
+}
+
+impl Gated {
+    fn new(layer: Layer, clock: &ManualClock, sets: GatedSets, removals: bool) -> Arc<Self> {
+        Arc::new(Gated {
+            inner: As(layer, l1(clock, 1 << 20)),
+            gate: tokio::sync::Semaphore::new(0),
+            waiting: AtomicUsize::new(0),
+            sets,
+            removals,
+        })
+    }
+
+    async fn pass(&self) {
+        self.waiting.fetch_add(1, Ordering::SeqCst);
+        self.gate.acquire().await.unwrap().forget();
+    }
+
+    async fn until_waiting(&self, n: usize) {
+        while self.waiting.load(Ordering::SeqCst) < n {
+            tokio::task::yield_now().await;
+        }
+    }
+
+    async fn removal(&self) {
+        if self.removals {
+            self.pass().await;
+        }
+    }
+}
+
+#[async_trait]
+impl Tier for Gated {
+    fn layer(&self) -> Layer {
+        self.inner.0
+    }
+    async fn get(&self, ns: &str, k: &[u8]) -> Result<Option<Entry>, TierError> {
+        self.inner.get(ns, k).await
+    }
+    async fn set(&self, ns: &str, k: Bytes, e: Entry) -> Result<SetOutcome, TierError> {
+        match self.sets {
+            GatedSets::Free => {}
+            GatedSets::Held => self.pass().await,
+            GatedSets::HeldThenSkipped => {
+                self.pass().await;
+                return Ok(SetOutcome::Skipped);
+            }
+        }
+        self.inner.set(ns, k, e).await
+    }
+    async fn remove(&self, ns: &str, k: &[u8]) -> Result<bool, TierError> {
+        self.removal().await;
+        self.inner.remove(ns, k).await
+    }
+    async fn remove_version(&self, ns: &str, k: &[u8], v: Version) -> Result<bool, TierError> {
+        self.inner.remove_version(ns, k, v).await
+    }
+    async fn invalidate_pattern(&self, ns: &str, p: &Glob) -> Result<u64, TierError> {
+        self.removal().await;
+        self.inner.invalidate_pattern(ns, p).await
+    }
+    async fn invalidate_tag(&self, ns: &str, t: &[u8]) -> Result<u64, TierError> {
+        self.removal().await;
+        self.inner.invalidate_tag(ns, t).await
+    }
+    async fn flush_namespace(&self, ns: &str) -> Result<(), TierError> {
+        self.removal().await;
+        self.inner.flush_namespace(ns).await
+    }
+    async fn purge_expired(&self) -> Result<u64, TierError> {
+        self.inner.purge_expired().await
+    }
+    fn health(&self) -> TierHealth {
+        TierHealth::Up
+    }
+}
+
+/// DEL (or a pattern invalidation) on this node, while a SET of the key on this node reaches
+/// the shared tier ahead of it: the shared tier ends without the key, and so must this node
+/// (decision 91). Before the fix, the SET's L1 copy, stored after the DEL dropped L1's, stayed
+/// and was served.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_write_the_shared_tier_orders_before_a_local_removal_leaves_no_copy_here() {
+    for pattern in [false, true] {
+        let clock = ManualClock::default();
+        let l2 = Gated::new(Layer::L2, &clock, GatedSets::Free, true);
+        let cache = Cache::builder()
+            .clock(Arc::new(clock.clone()))
+            .l1(l1(&clock, 1 << 20))
+            .l2(l2.clone())
+            .default_policy(NamespacePolicy::unbounded())
+            .build()
+            .unwrap();
+        let del = {
+            let cache = cache.clone();
+            tokio::spawn(async move {
+                if pattern {
+                    cache.invalidate_pattern("ns", b"k*").await.unwrap();
+                } else {
+                    cache.invalidate("ns", b"k").await.unwrap();
+                }
+            })
+        };
+        l2.until_waiting(1).await;
+        // The removal is on its way to the shared tier; this write gets there first.
+        cache.set("ns", "k", "v").await.unwrap();
+        assert!(l2.get("ns", b"k").await.unwrap().is_some());
+        l2.gate.add_permits(1);
+        del.await.unwrap();
+        assert_eq!(l2.get("ns", b"k").await.unwrap(), None, "the shared tier");
+        assert_eq!(
+            cache.get("ns", b"k").await.unwrap(),
+            None,
+            "this node serves a value its shared tier removed after it (pattern: {pattern})"
+        );
+    }
+}
+
+/// A write the shared tier did not take (the bridge's breaker open) stands on this node's
+/// layers alone: a floor raised while it was under way does not undo it (decision 91).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_write_the_shared_tier_skipped_is_not_undone_by_a_floor() {
+    let clock = ManualClock::default();
+    let l2 = Gated::new(Layer::L2, &clock, GatedSets::HeldThenSkipped, false);
+    let l3 = Gated::new(Layer::L3, &clock, GatedSets::Held, false);
+    let cache = Cache::builder()
+        .clock(Arc::new(clock.clone()))
+        .l1(l1(&clock, 1 << 20))
+        .l2(l2.clone())
+        .l3(l3.clone())
+        .default_policy(NamespacePolicy::unbounded())
+        .build()
+        .unwrap();
+    let set = {
+        let cache = cache.clone();
+        tokio::spawn(async move { cache.set("ns", "k", "v").await })
+    };
+    l2.until_waiting(1).await;
+    l3.until_waiting(1).await;
+    // Another node's change of the key, heard while the write is under way: this node's
+    // copies go and the key's floor rises past the write's version.
+    cache.drop_local("ns", b"k", None).await.unwrap();
+    // The write's L3 copy lands after the drop; then the shared tier answers `Skipped`.
+    l3.gate.add_permits(1);
+    l3.until_waiting(1).await;
+    while l3.get("ns", b"k").await.unwrap().is_none() {
+        tokio::task::yield_now().await;
+    }
+    l2.gate.add_permits(1);
+    set.await.unwrap().unwrap();
+    assert_eq!(
+        cache.get("ns", b"k").await.unwrap(),
+        Some(Bytes::from("v")),
+        "the only copy of an acknowledged write was undone"
+    );
+}
