@@ -150,6 +150,71 @@ pub(crate) struct NsState {
     floors: crate::floors::NsFloors,
 }
 
+/// A removal this node makes, between its shared-tier step and its local drops: if its
+/// future is dropped there (cancelled), the local drops run in a task of their own
+/// ([`Cache::drop_local`] and its kin: floors first, then L1 and L3).
+struct UnfinishedDrop {
+    cache: Option<Cache>,
+    namespace: String,
+    change: OwnedChange,
+}
+
+/// What [`UnfinishedDrop`] drops, owned.
+enum OwnedChange {
+    Key(Vec<u8>),
+    Pattern(Vec<u8>),
+    Tag(Vec<u8>),
+    Namespace,
+    Other,
+}
+
+impl UnfinishedDrop {
+    fn new(cache: &Cache, namespace: &str, change: &Changed<'_>) -> Self {
+        let change = match *change {
+            Changed::Key(k) => OwnedChange::Key(k.to_vec()),
+            Changed::Pattern { pattern, .. } => OwnedChange::Pattern(pattern.to_vec()),
+            Changed::Tag { tag, .. } => OwnedChange::Tag(tag.to_vec()),
+            Changed::Namespace(_) => OwnedChange::Namespace,
+            _ => OwnedChange::Other,
+        };
+        Self {
+            cache: Some(cache.clone()),
+            namespace: namespace.to_owned(),
+            change,
+        }
+    }
+
+    fn finished(&mut self) {
+        self.cache = None;
+    }
+}
+
+impl Drop for UnfinishedDrop {
+    fn drop(&mut self) {
+        let Some(cache) = self.cache.take() else {
+            return;
+        };
+        let Ok(runtime) = tokio::runtime::Handle::try_current() else {
+            // No runtime to finish on: L1's copies at least, synchronously.
+            if let Some(l1) = &cache.inner.l1 {
+                l1.flush_namespace_sync(&self.namespace);
+            }
+            return;
+        };
+        let ns = std::mem::take(&mut self.namespace);
+        let change = std::mem::replace(&mut self.change, OwnedChange::Other);
+        runtime.spawn(async move {
+            let _ = match change {
+                OwnedChange::Key(k) => cache.drop_local(&ns, &k, None).await,
+                OwnedChange::Pattern(p) => cache.drop_local_pattern(&ns, &p).await,
+                OwnedChange::Tag(t) => cache.drop_local_tag(&ns, &t).await,
+                OwnedChange::Namespace => cache.drop_local_namespace(&ns).await.map(|()| 0),
+                OwnedChange::Other => Ok(0),
+            };
+        });
+    }
+}
+
 impl NsState {
     /// Marks an invalidation in progress until the guard drops (also when the invalidating
     /// future is cancelled): the epoch is bumped at both ends, and a promotion or load that
@@ -1370,8 +1435,13 @@ impl Cache {
         // every such write, and the copies here go; a write that stores its copies after
         // that finds the floors above it and undoes them itself (decision 91). Without it,
         // the removal is already in the shared tier's order (or there is none).
+        // Cancelled from here on (a caller's timeout around `invalidate`), the copies here
+        // are still dropped, by a task of their own: the shared tier may have removed the
+        // key already, and this node must not go on serving it.
+        let mut unfinished = None;
         let l2_result = match self.inner.l2.as_ref().filter(|_| include_l2) {
             Some(t) => {
+                unfinished = Some(UnfinishedDrop::new(self, namespace, &change));
                 // One key's copy in L1 costs little to drop twice: gone now, this node stops
                 // serving it even if this call is cancelled during the shared tier's step.
                 if let (Changed::Key(_), Some(l1)) = (&change, &self.inner.l1) {
@@ -1393,6 +1463,9 @@ impl Cache {
                 .ok(),
             _ => None,
         };
+        if let Some(u) = &mut unfinished {
+            u.finished();
+        }
         self.notify(change);
         removed = removed.max(l3_removed.unwrap_or(0));
         match l2_result {

@@ -1008,7 +1008,16 @@ struct Gated {
     gate: tokio::sync::Semaphore,
     waiting: AtomicUsize,
     sets: GatedSets,
-    removals: bool,
+    removals: GatedRemovals,
+}
+
+#[derive(Debug, PartialEq)]
+enum GatedRemovals {
+    Free,
+    /// Held, then applied.
+    Held,
+    /// Applied, then the answer held (the caller may give up meanwhile).
+    AppliedThenHeld,
 }
 
 #[derive(Debug, PartialEq)]
@@ -1019,7 +1028,12 @@ enum GatedSets {
 }
 
 impl Gated {
-    fn new(layer: Layer, clock: &ManualClock, sets: GatedSets, removals: bool) -> Arc<Self> {
+    fn new(
+        layer: Layer,
+        clock: &ManualClock,
+        sets: GatedSets,
+        removals: GatedRemovals,
+    ) -> Arc<Self> {
         Arc::new(Gated {
             inner: As(layer, l1(clock, 1 << 20)),
             gate: tokio::sync::Semaphore::new(0),
@@ -1040,9 +1054,19 @@ impl Gated {
         }
     }
 
-    async fn removal(&self) {
-        if self.removals {
-            self.pass().await;
+    /// Runs a removal, held as configured.
+    async fn removal<T>(&self, apply: impl Future<Output = T>) -> T {
+        match self.removals {
+            GatedRemovals::Free => apply.await,
+            GatedRemovals::Held => {
+                self.pass().await;
+                apply.await
+            }
+            GatedRemovals::AppliedThenHeld => {
+                let r = apply.await;
+                self.pass().await;
+                r
+            }
         }
     }
 }
@@ -1067,23 +1091,19 @@ impl Tier for Gated {
         self.inner.set(ns, k, e).await
     }
     async fn remove(&self, ns: &str, k: &[u8]) -> Result<bool, TierError> {
-        self.removal().await;
-        self.inner.remove(ns, k).await
+        self.removal(self.inner.remove(ns, k)).await
     }
     async fn remove_version(&self, ns: &str, k: &[u8], v: Version) -> Result<bool, TierError> {
         self.inner.remove_version(ns, k, v).await
     }
     async fn invalidate_pattern(&self, ns: &str, p: &Glob) -> Result<u64, TierError> {
-        self.removal().await;
-        self.inner.invalidate_pattern(ns, p).await
+        self.removal(self.inner.invalidate_pattern(ns, p)).await
     }
     async fn invalidate_tag(&self, ns: &str, t: &[u8]) -> Result<u64, TierError> {
-        self.removal().await;
-        self.inner.invalidate_tag(ns, t).await
+        self.removal(self.inner.invalidate_tag(ns, t)).await
     }
     async fn flush_namespace(&self, ns: &str) -> Result<(), TierError> {
-        self.removal().await;
-        self.inner.flush_namespace(ns).await
+        self.removal(self.inner.flush_namespace(ns)).await
     }
     async fn purge_expired(&self) -> Result<u64, TierError> {
         self.inner.purge_expired().await
@@ -1101,7 +1121,7 @@ impl Tier for Gated {
 async fn a_write_the_shared_tier_orders_before_a_local_removal_leaves_no_copy_here() {
     for pattern in [false, true] {
         let clock = ManualClock::default();
-        let l2 = Gated::new(Layer::L2, &clock, GatedSets::Free, true);
+        let l2 = Gated::new(Layer::L2, &clock, GatedSets::Free, GatedRemovals::Held);
         let cache = Cache::builder()
             .clock(Arc::new(clock.clone()))
             .l1(l1(&clock, 1 << 20))
@@ -1139,8 +1159,13 @@ async fn a_write_the_shared_tier_orders_before_a_local_removal_leaves_no_copy_he
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_write_the_shared_tier_skipped_is_not_undone_by_a_floor() {
     let clock = ManualClock::default();
-    let l2 = Gated::new(Layer::L2, &clock, GatedSets::HeldThenSkipped, false);
-    let l3 = Gated::new(Layer::L3, &clock, GatedSets::Held, false);
+    let l2 = Gated::new(
+        Layer::L2,
+        &clock,
+        GatedSets::HeldThenSkipped,
+        GatedRemovals::Free,
+    );
+    let l3 = Gated::new(Layer::L3, &clock, GatedSets::Held, GatedRemovals::Free);
     let cache = Cache::builder()
         .clock(Arc::new(clock.clone()))
         .l1(l1(&clock, 1 << 20))
@@ -1171,4 +1196,54 @@ async fn a_write_the_shared_tier_skipped_is_not_undone_by_a_floor() {
         Some(Bytes::from("v")),
         "the only copy of an acknowledged write was undone"
     );
+}
+
+/// A caller that gives up on an invalidation (a timeout around it) once the shared tier
+/// has removed the key: this node's own copies still go, so it does not serve what every
+/// other node no longer has (decision 91's order runs the shared tier first).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_invalidation_given_up_after_the_shared_tier_still_drops_the_copies_here() {
+    for pattern in [false, true] {
+        let clock = ManualClock::default();
+        let l2 = Gated::new(
+            Layer::L2,
+            &clock,
+            GatedSets::Free,
+            GatedRemovals::AppliedThenHeld,
+        );
+        let l3 = Arc::new(As(Layer::L3, l1(&clock, 1 << 20)));
+        let cache = Cache::builder()
+            .clock(Arc::new(clock.clone()))
+            .l1(l1(&clock, 1 << 20))
+            .l2(l2.clone())
+            .l3(l3.clone())
+            .default_policy(NamespacePolicy::unbounded())
+            .build()
+            .unwrap();
+        cache.set("ns", "k", "v").await.unwrap();
+        let gave_up = tokio::time::timeout(Duration::from_millis(50), async {
+            if pattern {
+                cache.invalidate_pattern("ns", b"k*").await.map(|_| ())
+            } else {
+                cache.invalidate("ns", b"k").await.map(|_| ())
+            }
+        })
+        .await;
+        assert!(gave_up.is_err(), "the shared tier's answer was held");
+        assert_eq!(
+            l2.get("ns", b"k").await.unwrap(),
+            None,
+            "the shared tier removed it"
+        );
+        let deadline = std::time::Instant::now() + Duration::from_secs(5);
+        while cache.get("ns", b"k").await.unwrap().is_some()
+            || l3.get("ns", b"k").await.unwrap().is_some()
+        {
+            assert!(
+                std::time::Instant::now() < deadline,
+                "this node still holds a value its shared tier removed (pattern: {pattern})"
+            );
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+    }
 }
