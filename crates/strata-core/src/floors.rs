@@ -141,11 +141,13 @@ impl NsFloors {
         if self.recent_max.load(Ordering::SeqCst) <= v {
             return true;
         }
-        !self
-            .recent
-            .lock()
-            .iter()
-            .any(|(floor, m)| *floor > v && m.matches(key, tags))
+        let recent = self.recent.lock();
+        // Again under the lock: a floor folded into `all` since the load above left the
+        // ring before this look at it.
+        self.all.load(Ordering::SeqCst) <= v
+            && !recent
+                .iter()
+                .any(|(floor, m)| *floor > v && m.matches(key, tags))
     }
 }
 

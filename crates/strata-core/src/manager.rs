@@ -203,9 +203,12 @@ impl Drop for UnfinishedDrop {
         };
         let ns = std::mem::take(&mut self.namespace);
         let change = std::mem::replace(&mut self.change, OwnedChange::Other);
+        // Copies of writes that begin after this moment stay (a write the shared tier
+        // skipped has no other copy).
+        let now = cache.inner.hlc.tick(cache.inner.clock.now_ms());
         runtime.spawn(async move {
             let _ = match change {
-                OwnedChange::Key(k) => cache.drop_local(&ns, &k, None).await,
+                OwnedChange::Key(k) => cache.drop_local(&ns, &k, Some(now)).await,
                 OwnedChange::Pattern(p) => cache.drop_local_pattern(&ns, &p).await,
                 OwnedChange::Tag(t) => cache.drop_local_tag(&ns, &t).await,
                 OwnedChange::Namespace => cache.drop_local_namespace(&ns).await.map(|()| 0),
@@ -1379,6 +1382,9 @@ impl Cache {
                     Err(_) => state.floors.raise_all(tick()),
                 }
             }
+            // No entry carries a tag longer than the limit: nothing to keep a floor for
+            // (and a request-sized tag is not kept).
+            Changed::Tag { tag, .. } if tag.len() > self.inner.limits.max_tag_bytes => {}
             Changed::Tag { tag, .. } => state.floors.raise_tag(Bytes::copy_from_slice(tag), tick()),
             Changed::Namespace(_) => state.floors.raise_all(tick()),
             _ => {}
@@ -1439,29 +1445,47 @@ impl Cache {
         // are still dropped, by a task of their own: the shared tier may have removed the
         // key already, and this node must not go on serving it.
         let mut unfinished = None;
+        let mut removed = 0u64;
+        let l3 = self.inner.l3.as_ref().filter(|_| state.policy.use_l3);
         let l2_result = match self.inner.l2.as_ref().filter(|_| include_l2) {
             Some(t) => {
                 unfinished = Some(UnfinishedDrop::new(self, namespace, &change));
-                // One key's copy in L1 costs little to drop twice: gone now, this node stops
-                // serving it even if this call is cancelled during the shared tier's step.
-                if let (Changed::Key(_), Some(l1)) = (&change, &self.inner.l1) {
-                    let _ = self.record_invalidation(Layer::L1, op(l1.clone()).await);
+                if let Changed::Key(_) = change {
+                    // One key's copies cost little to drop twice: gone now, this node stops
+                    // serving them while the shared tier works (and if this call is
+                    // cancelled meanwhile); the second drop below finds nothing unless a
+                    // write stored copies in between.
+                    if let Some(l1) = &self.inner.l1 {
+                        let n = self.record_invalidation(Layer::L1, op(l1.clone()).await);
+                        removed = removed.max(n.unwrap_or(0));
+                    }
+                    let l3_first = async {
+                        match l3 {
+                            Some(l3) => self.record_invalidation(Layer::L3, op(l3.clone()).await),
+                            None => Ok(0),
+                        }
+                    };
+                    let l2_step =
+                        async { self.record_invalidation(Layer::L2, op(t.clone()).await) };
+                    let (l2_result, l3_first) = tokio::join!(l2_step, l3_first);
+                    removed = removed.max(l3_first.unwrap_or(0));
+                    Some(l2_result)
+                } else {
+                    Some(self.record_invalidation(Layer::L2, op(t.clone()).await))
                 }
-                Some(self.record_invalidation(Layer::L2, op(t.clone()).await))
             }
             None => None,
         };
         self.raise_floors(namespace, state, &change, below);
-        let mut removed = 0u64;
         if let Some(l1) = &self.inner.l1 {
             let n = self.record_invalidation(Layer::L1, op(l1.clone()).await);
             removed = removed.max(n.unwrap_or(0));
         }
-        let l3_removed = match &self.inner.l3 {
-            Some(t) if state.policy.use_l3 => self
+        let l3_removed = match l3 {
+            Some(t) => self
                 .record_invalidation(Layer::L3, op(t.clone()).await)
                 .ok(),
-            _ => None,
+            None => None,
         };
         if let Some(u) = &mut unfinished {
             u.finished();

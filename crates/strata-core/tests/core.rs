@@ -1122,10 +1122,12 @@ async fn a_write_the_shared_tier_orders_before_a_local_removal_leaves_no_copy_he
     for pattern in [false, true] {
         let clock = ManualClock::default();
         let l2 = Gated::new(Layer::L2, &clock, GatedSets::Free, GatedRemovals::Held);
+        let l3 = Arc::new(As(Layer::L3, l1(&clock, 1 << 20)));
         let cache = Cache::builder()
             .clock(Arc::new(clock.clone()))
             .l1(l1(&clock, 1 << 20))
             .l2(l2.clone())
+            .l3(l3.clone())
             .default_policy(NamespacePolicy::unbounded())
             .build()
             .unwrap();
@@ -1146,6 +1148,11 @@ async fn a_write_the_shared_tier_orders_before_a_local_removal_leaves_no_copy_he
         l2.gate.add_permits(1);
         del.await.unwrap();
         assert_eq!(l2.get("ns", b"k").await.unwrap(), None, "the shared tier");
+        assert_eq!(
+            l3.get("ns", b"k").await.unwrap(),
+            None,
+            "L3 (pattern: {pattern})"
+        );
         assert_eq!(
             cache.get("ns", b"k").await.unwrap(),
             None,
