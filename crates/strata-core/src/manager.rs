@@ -150,13 +150,15 @@ pub(crate) struct NsState {
     floors: crate::floors::NsFloors,
 }
 
-/// A removal this node makes, between its shared-tier step and its local drops: if its
-/// future is dropped there (cancelled), the local drops run in a task of their own
-/// ([`Cache::drop_local`] and its kin: floors first, then L1 and L3).
-struct UnfinishedDrop {
-    cache: Option<Cache>,
-    namespace: String,
-    change: OwnedChange,
+/// A change this node makes, between its shared-tier step and its local drops (or its
+/// mirror, for [`Cache::execute`]): if its future is dropped there (cancelled), the local
+/// drops run in a task of their own ([`Cache::drop_local`] and its kin: floors first, then
+/// L1 and L3). Borrows until then: nothing is allocated unless it is cancelled.
+struct UnfinishedDrop<'a> {
+    cache: &'a Cache,
+    namespace: &'a str,
+    change: Changed<'a>,
+    armed: bool,
 }
 
 /// What [`UnfinishedDrop`] drops, owned.
@@ -165,44 +167,44 @@ enum OwnedChange {
     Pattern(Vec<u8>),
     Tag(Vec<u8>),
     Namespace,
-    Other,
 }
 
-impl UnfinishedDrop {
-    fn new(cache: &Cache, namespace: &str, change: &Changed<'_>) -> Self {
-        let change = match *change {
-            Changed::Key(k) => OwnedChange::Key(k.to_vec()),
-            Changed::Pattern { pattern, .. } => OwnedChange::Pattern(pattern.to_vec()),
-            Changed::Tag { tag, .. } => OwnedChange::Tag(tag.to_vec()),
-            Changed::Namespace(_) => OwnedChange::Namespace,
-            _ => OwnedChange::Other,
-        };
+impl<'a> UnfinishedDrop<'a> {
+    fn new(cache: &'a Cache, namespace: &'a str, change: Changed<'a>) -> Self {
         Self {
-            cache: Some(cache.clone()),
-            namespace: namespace.to_owned(),
+            cache,
+            namespace,
             change,
+            armed: true,
         }
     }
 
     fn finished(&mut self) {
-        self.cache = None;
+        self.armed = false;
     }
 }
 
-impl Drop for UnfinishedDrop {
+impl Drop for UnfinishedDrop<'_> {
     fn drop(&mut self) {
-        let Some(cache) = self.cache.take() else {
+        if !self.armed {
             return;
+        }
+        let change = match self.change {
+            Changed::Key(k) => OwnedChange::Key(k.to_vec()),
+            Changed::Pattern { pattern, .. } => OwnedChange::Pattern(pattern.to_vec()),
+            Changed::Tag { tag, .. } => OwnedChange::Tag(tag.to_vec()),
+            Changed::Namespace(_) => OwnedChange::Namespace,
+            _ => return,
         };
+        let cache = self.cache.clone();
         let Ok(runtime) = tokio::runtime::Handle::try_current() else {
             // No runtime to finish on: L1's copies at least, synchronously.
             if let Some(l1) = &cache.inner.l1 {
-                l1.flush_namespace_sync(&self.namespace);
+                l1.flush_namespace_sync(self.namespace);
             }
             return;
         };
-        let ns = std::mem::take(&mut self.namespace);
-        let change = std::mem::replace(&mut self.change, OwnedChange::Other);
+        let ns = self.namespace.to_owned();
         // Copies of writes that begin after this moment stay (a write the shared tier
         // skipped has no other copy).
         let now = cache.inner.hlc.tick(cache.inner.clock.now_ms());
@@ -212,7 +214,6 @@ impl Drop for UnfinishedDrop {
                 OwnedChange::Pattern(p) => cache.drop_local_pattern(&ns, &p).await,
                 OwnedChange::Tag(t) => cache.drop_local_tag(&ns, &t).await,
                 OwnedChange::Namespace => cache.drop_local_namespace(&ns).await.map(|()| 0),
-                OwnedChange::Other => Ok(0),
             };
         });
     }
@@ -827,7 +828,13 @@ impl Cache {
         let state = self.ns_state(namespace)?;
         if let Some(l2) = &self.inner.l2 {
             let start = Instant::now();
+            // Cancelled before its mirror is done, the command's outcome is unknown here:
+            // this node's older copies go, in a task of their own (a miss at worst).
+            let mut unfinished = UnfinishedDrop::new(self, namespace, Changed::Key(&key));
             let done = l2.execute(self, namespace, &key, op).await;
+            if !matches!(done, Ok(Some(_))) {
+                unfinished.finished();
+            }
             self.inner
                 .stats
                 .layer(Layer::L2)
@@ -836,6 +843,7 @@ impl Cache {
             match done {
                 Ok(Some(ex)) => {
                     self.mirror(namespace, state, l2, &key, &ex.change).await;
+                    unfinished.finished();
                     return Ok(ex.reply);
                 }
                 Ok(None) => {}
@@ -1449,7 +1457,7 @@ impl Cache {
         let l3 = self.inner.l3.as_ref().filter(|_| state.policy.use_l3);
         let l2_result = match self.inner.l2.as_ref().filter(|_| include_l2) {
             Some(t) => {
-                unfinished = Some(UnfinishedDrop::new(self, namespace, &change));
+                unfinished = Some(UnfinishedDrop::new(self, namespace, change));
                 if let Changed::Key(_) = change {
                     // One key's copies cost little to drop twice: gone now, this node stops
                     // serving them while the shared tier works (and if this call is

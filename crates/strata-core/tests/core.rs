@@ -1111,6 +1111,24 @@ impl Tier for Gated {
     fn health(&self) -> TierHealth {
         TierHealth::Up
     }
+    /// An authority that executes `DEL` (any other operation is left to the cache), held as
+    /// removals are.
+    async fn execute(
+        &self,
+        _: &Cache,
+        ns: &str,
+        k: &[u8],
+        op: &strata_core::ops::KeyOp,
+    ) -> Result<Option<strata_core::ops::Executed>, TierError> {
+        if !matches!(op, strata_core::ops::KeyOp::Del) {
+            return Ok(None);
+        }
+        let had = self.removal(self.inner.remove(ns, k)).await?;
+        Ok(Some(strata_core::ops::Executed {
+            reply: strata_core::ops::Reply::Int(i64::from(had)),
+            change: strata_core::ops::Change::Removed(Version::from_u64(u64::MAX >> 1)),
+        }))
+    }
 }
 
 /// DEL (or a pattern invalidation) on this node, while a SET of the key on this node reaches
@@ -1252,5 +1270,54 @@ async fn an_invalidation_given_up_after_the_shared_tier_still_drops_the_copies_h
             );
             tokio::time::sleep(Duration::from_millis(5)).await;
         }
+    }
+}
+
+/// The same for a command executed at the shared tier's authority (`DEL` through
+/// `Cache::execute`): given up before its mirror, this node's copies still go.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_command_given_up_after_its_authority_ran_it_still_drops_the_copies_here() {
+    let clock = ManualClock::default();
+    let l2 = Gated::new(
+        Layer::L2,
+        &clock,
+        GatedSets::Free,
+        GatedRemovals::AppliedThenHeld,
+    );
+    let l3 = Arc::new(As(Layer::L3, l1(&clock, 1 << 20)));
+    let cache = Cache::builder()
+        .clock(Arc::new(clock.clone()))
+        .l1(l1(&clock, 1 << 20))
+        .l2(l2.clone())
+        .l3(l3.clone())
+        .default_policy(NamespacePolicy::unbounded())
+        .build()
+        .unwrap();
+    cache.set("ns", "k", "v").await.unwrap();
+    let gave_up = tokio::time::timeout(
+        Duration::from_millis(50),
+        cache.execute(
+            "ns",
+            Bytes::from_static(b"k"),
+            &strata_core::ops::KeyOp::Del,
+        ),
+    )
+    .await;
+    assert!(gave_up.is_err(), "the authority's answer was held");
+    assert_eq!(l2.waiting.load(Ordering::SeqCst), 1, "the authority ran it");
+    assert_eq!(
+        l2.get("ns", b"k").await.unwrap(),
+        None,
+        "the authority removed it"
+    );
+    let deadline = std::time::Instant::now() + Duration::from_secs(5);
+    while cache.get("ns", b"k").await.unwrap().is_some()
+        || l3.get("ns", b"k").await.unwrap().is_some()
+    {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "this node still holds a value its authority deleted"
+        );
+        tokio::time::sleep(Duration::from_millis(5)).await;
     }
 }
