@@ -76,6 +76,26 @@ impl Floors {
     pub(crate) fn admits(&self, namespace: &str, key: &[u8], version: Version) -> bool {
         self.slot(namespace, key).load(Ordering::SeqCst) <= version.as_u64()
     }
+
+    /// Raises the slot of `key` to at least `at`, a [`mono_ns`] reading: the table as
+    /// write stamps, the latest moment a write of a key in the slot finished its slower
+    /// layers.
+    pub(crate) fn stamp(&self, namespace: &str, key: &[u8], at: u64) {
+        self.slot(namespace, key).fetch_max(at, Ordering::SeqCst);
+    }
+
+    /// The stamp of `key`'s slot (0: none).
+    pub(crate) fn stamp_of(&self, namespace: &str, key: &[u8]) -> u64 {
+        self.slot(namespace, key).load(Ordering::SeqCst)
+    }
+}
+
+/// Nanoseconds on the monotonic clock since the first reading in this process: comparable
+/// across threads (never 0 after the first reading's instant has passed).
+pub(crate) fn mono_ns() -> u64 {
+    static BASE: std::sync::OnceLock<std::time::Instant> = std::sync::OnceLock::new();
+    let base = *BASE.get_or_init(std::time::Instant::now);
+    base.elapsed().as_nanos() as u64 + 1
 }
 
 /// What a recent invalidation of a namespace matched.

@@ -296,6 +296,7 @@ pub struct CacheBuilder {
     version_tag: Option<u8>,
     refuse_on_l3_fault: bool,
     l3_first: bool,
+    l3_keeps_writes: bool,
 }
 
 impl Default for CacheBuilder {
@@ -311,6 +312,7 @@ impl Default for CacheBuilder {
             version_tag: None,
             refuse_on_l3_fault: false,
             l3_first: false,
+            l3_keeps_writes: true,
         }
     }
 }
@@ -379,6 +381,17 @@ impl CacheBuilder {
         self
     }
 
+    /// With `false`, and an L2 to hold what is written, a write keeps no L3 copy of its own:
+    /// it drops L3's older copy of the key instead, and L3 holds what this node reads (its
+    /// promotions from L2). Saves L3's write of every write (a fifth of a cluster write's
+    /// CPU, docs/benchmarks.md); a restarted node then comes back warm with what it read,
+    /// not what it wrote. Without an L2, L3 is the only layer that survives a restart, and
+    /// keeps every write whatever this says. Default `true`.
+    pub fn l3_keeps_writes(mut self, keep: bool) -> Self {
+        self.l3_keeps_writes = keep;
+        self
+    }
+
     /// The policy of one named namespace.
     pub fn namespace(mut self, name: &str, policy: NamespacePolicy) -> Self {
         self.policies.push((name.to_owned(), policy));
@@ -414,6 +427,7 @@ impl CacheBuilder {
                 )
                 .map_err(|e| format!("namespaces.{name}: {e}"))?;
         }
+        let l3_write_around = !self.l3_keeps_writes && self.l2.is_some();
         Ok(Cache {
             inner: Arc::new(Inner {
                 l1: self.l1,
@@ -425,6 +439,8 @@ impl CacheBuilder {
                     .map_or_else(HybridClock::new, HybridClock::with_tag),
                 floors: crate::floors::Floors::default(),
                 everything_floor: AtomicU64::new(0),
+                write_stamps: crate::floors::Floors::default(),
+                l3_write_around,
                 limits: self.limits,
                 default_policy: self.default_policy,
                 namespaces,
@@ -453,6 +469,13 @@ struct Inner {
     /// Raised when this node empties every namespace ([`Cache::drop_local_everything`]): a
     /// write below it undoes its own copies (decision 91).
     everything_floor: AtomicU64,
+    /// When a write of each key (by slot, [`crate::floors::mono_ns`]) last finished its
+    /// slower layers: a promotion whose read began before is undone, as it may carry the
+    /// value that write replaced into a layer that no longer holds the write's (L1 after
+    /// an eviction, or L3 that keeps no writes).
+    write_stamps: crate::floors::Floors,
+    /// [`CacheBuilder::l3_keeps_writes`] off, with an L2.
+    l3_write_around: bool,
     limits: Limits,
     default_policy: NamespacePolicy,
     namespaces: NsTable<NsState>,
@@ -695,6 +718,7 @@ impl Cache {
     async fn get_below_l1(&self, namespace: &str, key: &[u8]) -> Result<Option<Entry>, CacheError> {
         validate_name(namespace)?;
         let epoch = self.epoch_of(namespace);
+        let read_at = crate::floors::mono_ns();
         let use_l3 = self.policy_use_l3(namespace);
         for tier in self.lower_tiers(use_l3) {
             let layer = tier.layer();
@@ -706,7 +730,8 @@ impl Cache {
                 Ok(Some(entry)) => {
                     stats.hits.incr();
                     crate::changes::note_served(key, entry.expires_at_ms);
-                    self.promote(namespace, key, &entry, layer, epoch).await;
+                    self.promote(namespace, key, &entry, layer, epoch, read_at)
+                        .await;
                     return Ok(Some(entry));
                 }
                 Ok(None) => stats.misses.incr(),
@@ -728,8 +753,18 @@ impl Cache {
     }
 
     /// Copies a hit from `from` into the faster layers: L1 always, and L3 for an L2 hit when
-    /// the namespace uses L3.
-    async fn promote(&self, namespace: &str, key: &[u8], entry: &Entry, from: Layer, epoch: u64) {
+    /// the namespace uses L3. Undone when an invalidation raced with it (`epoch`), or a
+    /// write of the key finished its slower layers after the read began (`read_at`): the
+    /// hit may be the value that write replaced.
+    async fn promote(
+        &self,
+        namespace: &str,
+        key: &[u8],
+        entry: &Entry,
+        from: Layer,
+        epoch: u64,
+        read_at: u64,
+    ) {
         let key = Bytes::copy_from_slice(key);
         let mut targets: Vec<Arc<dyn Tier>> = Vec::with_capacity(2);
         if let Some(l1) = &self.inner.l1 {
@@ -747,8 +782,23 @@ impl Cache {
                 tier.set(namespace, key.clone(), entry.clone()).await,
             );
         }
-        if self.raced_since(namespace, epoch) {
+        if self.raced_since(namespace, epoch)
+            || self.inner.write_stamps.stamp_of(namespace, &key) > read_at
+        {
             self.undo(namespace, &key, entry.version, &targets).await;
+        }
+    }
+
+    /// A write of `key` at `version` has finished its slower layers: stamps it, so that a
+    /// promotion whose read began before undoes itself, then drops an older copy L1 may
+    /// have taken meanwhile from such a promotion (L1 evicted the write's copy, and the
+    /// promotion checked before the stamp).
+    fn stamp_write(&self, namespace: &str, key: &[u8], version: Version) {
+        self.inner
+            .write_stamps
+            .stamp(namespace, key, crate::floors::mono_ns());
+        if let Some(l1) = &self.inner.l1 {
+            l1.remove_older_sync(namespace, key, version);
         }
     }
 
@@ -1074,12 +1124,20 @@ impl Cache {
                         l1.set_sync(namespace, key.clone(), entry.clone()),
                     );
                 }
+                self.stamp_write(namespace, key, entry.version);
                 let l3 = self.inner.l3.as_ref().filter(|_| state.policy.use_l3);
                 if let Some(l3) = l3 {
-                    let _ = self.record_set(
-                        Layer::L3,
-                        l3.set(namespace, key.clone(), entry.clone()).await,
-                    );
+                    if self.inner.l3_write_around {
+                        let _ = self.record_invalidation(
+                            Layer::L3,
+                            l3.remove_older(namespace, key, entry.version).await,
+                        );
+                    } else {
+                        let _ = self.record_set(
+                            Layer::L3,
+                            l3.set(namespace, key.clone(), entry.clone()).await,
+                        );
+                    }
                 }
                 // The tier inside the `Arc` (with the `testsuite` feature, `Arc<dyn Tier>`
                 // is a tier too, and a call on it would resolve there).
@@ -1297,18 +1355,26 @@ impl Cache {
                 None => None,
             }
         };
-        let l3 = async {
-            match &self.inner.l3 {
-                Some(t) if state.policy.use_l3 => {
-                    let _ = self.record_set(
-                        Layer::L3,
-                        t.set(namespace, key.clone(), entry.clone()).await,
-                    );
-                }
-                _ => {}
+        let l3 = self.inner.l3.as_ref().filter(|_| state.policy.use_l3);
+        let l3_keeps = l3.filter(|_| !self.inner.l3_write_around);
+        let l3_step = async {
+            if let Some(t) = l3_keeps {
+                let _ = self.record_set(
+                    Layer::L3,
+                    t.set(namespace, key.clone(), entry.clone()).await,
+                );
             }
         };
-        let (l2_result, ()) = tokio::join!(l2, l3);
+        let (l2_result, ()) = tokio::join!(l2, l3_step);
+        if self.inner.l2.is_some() || l3.is_some() {
+            self.stamp_write(namespace, &key, version);
+        }
+        if let Some(t) = l3.filter(|_| self.inner.l3_write_around) {
+            // After the stamp: a promotion that stores an older copy after this drop
+            // finds the stamp and undoes it.
+            let _ =
+                self.record_invalidation(Layer::L3, t.remove_older(namespace, &key, version).await);
+        }
         match l2_result {
             Some(Err(source)) => {
                 // The shared tier did not take the write, so it is not acknowledged: do not

@@ -1009,6 +1009,8 @@ struct Gated {
     waiting: AtomicUsize,
     sets: GatedSets,
     removals: GatedRemovals,
+    /// Reads answer what they read, held (the key may change meanwhile).
+    reads_held: std::sync::atomic::AtomicBool,
 }
 
 #[derive(Debug, PartialEq)]
@@ -1040,6 +1042,7 @@ impl Gated {
             waiting: AtomicUsize::new(0),
             sets,
             removals,
+            reads_held: std::sync::atomic::AtomicBool::new(false),
         })
     }
 
@@ -1077,7 +1080,11 @@ impl Tier for Gated {
         self.inner.0
     }
     async fn get(&self, ns: &str, k: &[u8]) -> Result<Option<Entry>, TierError> {
-        self.inner.get(ns, k).await
+        let read = self.inner.get(ns, k).await;
+        if self.reads_held.load(Ordering::SeqCst) {
+            self.pass().await;
+        }
+        read
     }
     async fn set(&self, ns: &str, k: Bytes, e: Entry) -> Result<SetOutcome, TierError> {
         match self.sets {
@@ -1320,4 +1327,96 @@ async fn a_command_given_up_after_its_authority_ran_it_still_drops_the_copies_he
         );
         tokio::time::sleep(Duration::from_millis(5)).await;
     }
+}
+
+/// A read that found the old value in the shared tier, while a write on this node replaced
+/// it and L1 then evicted the write's copy: the read's promotion must not put the old
+/// value back where the write's copy was — L1, or L3 when L3 keeps no writes
+/// (`CacheBuilder::l3_keeps_writes(false)`). Before the write stamps, L1 served the old
+/// value until its TTL.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_promotion_racing_a_write_here_never_brings_the_old_value_back() {
+    for l3_keeps_writes in [true, false] {
+        let clock = ManualClock::default();
+        let l2 = Gated::new(Layer::L2, &clock, GatedSets::Free, GatedRemovals::Free);
+        let l1 = l1(&clock, 1 << 20);
+        let l3 = Arc::new(As(Layer::L3, self::l1(&clock, 1 << 20)));
+        let cache = Cache::builder()
+            .clock(Arc::new(clock.clone()))
+            .l1(l1.clone())
+            .l2(l2.clone())
+            .l3(l3.clone())
+            .l3_keeps_writes(l3_keeps_writes)
+            .default_policy(NamespacePolicy::unbounded())
+            .build()
+            .unwrap();
+        let old = Entry::new(Bytes::from_static(b"old"), Version::from_u64(1));
+        l2.set("ns", Bytes::from_static(b"k"), old).await.unwrap();
+        l2.reads_held.store(true, Ordering::SeqCst);
+        let read = {
+            let cache = cache.clone();
+            tokio::spawn(async move { cache.get("ns", b"k").await.unwrap() })
+        };
+        l2.until_waiting(1).await;
+        l2.reads_held.store(false, Ordering::SeqCst);
+        cache.set("ns", "k", "new").await.unwrap();
+        if l3_keeps_writes {
+            assert!(l3.get("ns", b"k").await.unwrap().is_some());
+        } else {
+            assert_eq!(l3.get("ns", b"k").await.unwrap(), None, "L3 keeps no write");
+        }
+        // L1 evicts the write's copy.
+        assert!(l1.remove_sync("ns", b"k"));
+        l2.gate.add_permits(1);
+        assert_eq!(read.await.unwrap(), Some(Bytes::from("old")), "the read");
+        assert_eq!(
+            cache.get("ns", b"k").await.unwrap(),
+            Some(Bytes::from("new")),
+            "the old value came back (L3 keeps writes: {l3_keeps_writes})"
+        );
+        assert!(
+            l3.get("ns", b"k")
+                .await
+                .unwrap()
+                .is_none_or(|e| e.value == "new"),
+            "L3 holds the old value (L3 keeps writes: {l3_keeps_writes})"
+        );
+    }
+}
+
+/// With `l3_keeps_writes(false)`, a write drops L3's older copy of its key and stores none:
+/// L3 never answers with what the write replaced.
+#[tokio::test]
+async fn a_write_that_l3_does_not_keep_drops_its_older_copy_there() {
+    let clock = ManualClock::default();
+    let l2 = Arc::new(As(Layer::L2, l1(&clock, 1 << 20)));
+    let l3 = Arc::new(As(Layer::L3, l1(&clock, 1 << 20)));
+    let cache = Cache::builder()
+        .clock(Arc::new(clock.clone()))
+        .l1(l1(&clock, 1 << 20))
+        .l2(l2.clone())
+        .l3(l3.clone())
+        .l3_before_l2(true)
+        .l3_keeps_writes(false)
+        .default_policy(NamespacePolicy::unbounded())
+        .build()
+        .unwrap();
+    let old = Entry::new(Bytes::from_static(b"old"), Version::from_u64(1));
+    l3.set("ns", Bytes::from_static(b"k"), old).await.unwrap();
+    cache.set("ns", "k", "new").await.unwrap();
+    assert_eq!(l3.get("ns", b"k").await.unwrap(), None);
+    assert_eq!(
+        cache.get("ns", b"k").await.unwrap(),
+        Some(Bytes::from("new"))
+    );
+    // A read from L2 is promoted into L3 as before.
+    cache.l1().unwrap().flush_namespace_sync("ns");
+    assert_eq!(
+        cache.get("ns", b"k").await.unwrap(),
+        Some(Bytes::from("new"))
+    );
+    assert!(
+        l3.get("ns", b"k").await.unwrap().is_some(),
+        "promoted into L3"
+    );
 }

@@ -157,6 +157,7 @@ impl Node {
             // A member drops its L3 copies exactly as its L1 copies on every invalidation,
             // so a local disk read may come before a network round trip to the owners.
             .l3_before_l2(config.cluster.enabled && config.l3.enabled)
+            .l3_keeps_writes(config.l3.keep_writes)
             .refuse_writes_on_l3_fault(
                 config.l3.enabled
                     && config.l3.on_failure == crate::config::L3OnFailure::RefuseWrites,

@@ -1177,15 +1177,102 @@ async fn a_read_modify_write_of_a_copy_its_replica_saw_invalidated_by_tag_starts
 /// returned handles live).
 #[cfg(all(feature = "fault-injection", feature = "l3"))]
 async fn cluster_with_l3(n: usize, rf: u32) -> (Vec<Node>, Vec<tempfile::TempDir>) {
+    cluster_with_l3_keeping(n, rf, true).await
+}
+
+/// [`cluster_with_l3`] with `l3.keep_writes` as given.
+#[cfg(all(feature = "fault-injection", feature = "l3"))]
+async fn cluster_with_l3_keeping(
+    n: usize,
+    rf: u32,
+    keep_writes: bool,
+) -> (Vec<Node>, Vec<tempfile::TempDir>) {
     let dirs: Vec<tempfile::TempDir> = (0..n).map(|_| tempfile::tempdir().unwrap()).collect();
     let next = std::sync::atomic::AtomicUsize::new(0);
     let nodes = cluster_with(n, rf, None, |c| {
         let i = next.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         c.l3.enabled = true;
         c.l3.data_dir = dirs[i].path().to_path_buf();
+        c.l3.keep_writes = keep_writes;
     })
     .await;
     (nodes, dirs)
+}
+
+/// With `l3.keep_writes = false`, writes on both nodes race reads on one of them (whose
+/// promotions fill its L3): once all are done, that node's L3 holds, for every key, either
+/// nothing or what the owners hold, and reads from it after L1 is emptied answer the
+/// owners' value.
+#[cfg(all(feature = "fault-injection", feature = "l3"))]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn without_kept_writes_l3_never_holds_what_a_write_replaced() {
+    let (nodes, _dirs) = cluster_with_l3_keeping(3, 2, false).await;
+    let (c0, c1) = (nodes[0].cache(), nodes[1].cache());
+    let (l2, l3) = (
+        c0.tier(Layer::L2).expect("L2 on"),
+        c0.tier(Layer::L3).expect("L3 on"),
+    );
+    // Keys n0 does not own: its reads and writes go to the other two.
+    let keys: Vec<String> = keys_owned_by(&nodes[0], "wa:", &["n1", "n2"])
+        .take(300)
+        .collect();
+    for (i, key) in keys.iter().enumerate() {
+        c1.set("ns", key.clone(), format!("first{i}"))
+            .await
+            .unwrap();
+    }
+    // Read through n0 one by one: L3 takes copies of the first values.
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let mut first_in_l3 = 0;
+    for key in &keys {
+        c0.get("ns", key.as_bytes()).await.unwrap();
+        if l3.get("ns", key.as_bytes()).await.unwrap().is_some() {
+            first_in_l3 += 1;
+        }
+    }
+    assert!(first_in_l3 > 0, "no read was promoted into L3");
+    let mut promoted = 0;
+    for (i, key) in keys.iter().enumerate() {
+        // The read goes first: it misses L1 and asks the owners, while the write follows.
+        let (read, write) = tokio::join!(
+            c0.get("ns", key.as_bytes()),
+            c0.set("ns", key.clone(), format!("n0-{i}")),
+        );
+        read.unwrap();
+        write.unwrap();
+        if l3.get("ns", key.as_bytes()).await.unwrap().is_some() {
+            promoted += 1;
+        }
+    }
+    // Half the keys written again on n1, then everything read through n0 (promotions).
+    for (i, key) in keys.iter().enumerate().filter(|(i, _)| i % 2 == 0) {
+        c1.set("ns", key.clone(), format!("n1-{i}")).await.unwrap();
+    }
+    c0.drop_local_everything(false).await;
+    for key in &keys {
+        c0.get("ns", key.as_bytes()).await.unwrap();
+    }
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    c0.drop_local_everything(false).await;
+    let mut in_l3 = 0;
+    for key in &keys {
+        let owners = l2.get("ns", key.as_bytes()).await.unwrap().map(|e| e.value);
+        let disk = l3.get("ns", key.as_bytes()).await.unwrap().map(|e| e.value);
+        if disk.is_some() {
+            in_l3 += 1;
+            assert_eq!(disk, owners, "{key}: L3 holds what a write replaced");
+        }
+        assert_eq!(
+            c0.get("ns", key.as_bytes()).await.unwrap(),
+            owners,
+            "{key}: n0 answers what the owners no longer hold"
+        );
+    }
+    assert!(
+        in_l3 > 0,
+        "no read was promoted into L3 (during the race: {promoted})"
+    );
+    stop(nodes).await;
 }
 
 /// A read-modify-write this node executes as the key's primary for its own client leaves
