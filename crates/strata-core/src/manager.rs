@@ -1370,10 +1370,22 @@ impl Cache {
             self.stamp_write(namespace, &key, version);
         }
         if let Some(t) = l3.filter(|_| self.inner.l3_write_around) {
-            // After the stamp: a promotion that stores an older copy after this drop
-            // finds the stamp and undoes it.
-            let _ =
-                self.record_invalidation(Layer::L3, t.remove_older(namespace, &key, version).await);
+            if matches!(
+                l2_result,
+                Some(Ok(SetOutcome::Stored | SetOutcome::KeptNewer))
+            ) {
+                // After the stamp: a promotion that stores an older copy after this drop
+                // finds the stamp and undoes it.
+                let _ = self
+                    .record_invalidation(Layer::L3, t.remove_older(namespace, &key, version).await);
+            } else if matches!(l2_result, Some(Ok(_))) {
+                // The shared tier did not take it (bypassed, too large): this node's copies
+                // are the write's only ones, and L3 keeps one as if it kept every write.
+                let _ = self.record_set(
+                    Layer::L3,
+                    t.set(namespace, key.clone(), entry.clone()).await,
+                );
+            }
         }
         match l2_result {
             Some(Err(source)) => {

@@ -1420,3 +1420,33 @@ async fn a_write_that_l3_does_not_keep_drops_its_older_copy_there() {
         "promoted into L3"
     );
 }
+
+/// With `l3_keeps_writes(false)`, a write the shared tier did not take (the bridge's breaker
+/// open) still gets its L3 copy: this node's copies are its only ones.
+#[tokio::test]
+async fn a_write_the_shared_tier_skipped_keeps_its_l3_copy_when_l3_keeps_no_writes() {
+    let clock = ManualClock::default();
+    let l2 = Gated::new(
+        Layer::L2,
+        &clock,
+        GatedSets::HeldThenSkipped,
+        GatedRemovals::Free,
+    );
+    l2.gate.add_permits(1);
+    let l3 = Arc::new(As(Layer::L3, l1(&clock, 1 << 20)));
+    let cache = Cache::builder()
+        .clock(Arc::new(clock.clone()))
+        .l1(l1(&clock, 1 << 20))
+        .l2(l2.clone())
+        .l3(l3.clone())
+        .l3_keeps_writes(false)
+        .default_policy(NamespacePolicy::unbounded())
+        .build()
+        .unwrap();
+    cache.set("ns", "k", "v").await.unwrap();
+    assert_eq!(
+        l3.get("ns", b"k").await.unwrap().map(|e| e.value),
+        Some(Bytes::from("v")),
+        "the write's only lasting copy"
+    );
+}
