@@ -783,7 +783,7 @@ impl Cache {
             );
         }
         if self.raced_since(namespace, epoch)
-            || self.inner.write_stamps.stamp_of(namespace, &key) > read_at
+            || self.inner.write_stamps.stamp_of(namespace, &key) >= read_at
         {
             self.undo(namespace, &key, entry.version, &targets).await;
         }
@@ -1124,10 +1124,11 @@ impl Cache {
                         l1.set_sync(namespace, key.clone(), entry.clone()),
                     );
                 }
-                self.stamp_write(namespace, key, entry.version);
                 let l3 = self.inner.l3.as_ref().filter(|_| state.policy.use_l3);
                 if let Some(l3) = l3 {
                     if self.inner.l3_write_around {
+                        // Stamped before the drop and after it (see `write_to_layers`).
+                        self.stamp_write(namespace, key, entry.version);
                         let _ = self.record_invalidation(
                             Layer::L3,
                             l3.remove_older(namespace, key, entry.version).await,
@@ -1139,6 +1140,9 @@ impl Cache {
                         );
                     }
                 }
+                // After L3's step: a promotion into L1 whose read of L3 began before it
+                // undoes itself.
+                self.stamp_write(namespace, key, entry.version);
                 // The tier inside the `Arc` (with the `testsuite` feature, `Arc<dyn Tier>`
                 // is a tier too, and a call on it would resolve there).
                 if !self.admits_own_copy(namespace, state, key, entry)
@@ -1358,24 +1362,30 @@ impl Cache {
         let l3 = self.inner.l3.as_ref().filter(|_| state.policy.use_l3);
         let l3_keeps = l3.filter(|_| !self.inner.l3_write_around);
         let l3_step = async {
-            if let Some(t) = l3_keeps {
-                let _ = self.record_set(
+            match l3_keeps {
+                Some(t) => Some(self.record_set(
                     Layer::L3,
                     t.set(namespace, key.clone(), entry.clone()).await,
-                );
+                )),
+                None => None,
             }
         };
-        let (l2_result, ()) = tokio::join!(l2, l3_step);
-        if self.inner.l2.is_some() || l3.is_some() {
-            self.stamp_write(namespace, &key, version);
-        }
+        // Without kept writes, a cancelled write may leave L3's older copy, which a read
+        // visits first: dropped by a task of its own then.
+        let mut unfinished = self
+            .inner
+            .l3_write_around
+            .then(|| UnfinishedDrop::new(self, namespace, Changed::Key(&key)));
+        let (l2_result, l3_result) = tokio::join!(l2, l3_step);
         if let Some(t) = l3.filter(|_| self.inner.l3_write_around) {
             if matches!(
                 l2_result,
                 Some(Ok(SetOutcome::Stored | SetOutcome::KeptNewer))
             ) {
-                // After the stamp: a promotion that stores an older copy after this drop
-                // finds the stamp and undoes it.
+                // Stamped before the drop too: a promotion into L3 that read the older copy
+                // from L2 and lands after this drop finds the stamp and undoes itself (and
+                // one into L1 from L3 that read before the drop finds the stamp below).
+                self.stamp_write(namespace, &key, version);
                 let _ = self
                     .record_invalidation(Layer::L3, t.remove_older(namespace, &key, version).await);
             } else if matches!(l2_result, Some(Ok(_))) {
@@ -1385,6 +1395,21 @@ impl Cache {
                     Layer::L3,
                     t.set(namespace, key.clone(), entry.clone()).await,
                 );
+            }
+        }
+        if let Some(u) = &mut unfinished {
+            u.finished();
+        }
+        if self.inner.l2.is_some() || l3.is_some() {
+            // After every slower layer's step: a promotion whose read began before this
+            // saw the layers as they were before the write, and undoes itself.
+            self.stamp_write(namespace, &key, version);
+        }
+        if self.inner.l2.is_none() && matches!(l3_result, Some(Ok(SetOutcome::KeptNewer))) {
+            // L3 alone holds a newer version (a load stamped before a write that finished
+            // first, whose L1 copy was then evicted): this older copy in L1 goes.
+            if let Some(l1) = &self.inner.l1 {
+                l1.remove_version_sync(namespace, &key, version);
             }
         }
         match l2_result {

@@ -1450,3 +1450,43 @@ async fn a_write_the_shared_tier_skipped_keeps_its_l3_copy_when_l3_keeps_no_writ
         "the write's only lasting copy"
     );
 }
+
+/// A read that visits L3 first (a cluster member's order) while a write's L3 copy is still
+/// on its way, after L1 evicted the write's copy: the old value it promotes into L1 goes
+/// once the write is done (the write stamps after its L3 step and drops older L1 copies).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_read_of_l3_during_a_write_does_not_leave_the_old_value_in_l1() {
+    let clock = ManualClock::default();
+    let l1 = l1(&clock, 1 << 20);
+    let l2 = Arc::new(As(Layer::L2, self::l1(&clock, 1 << 20)));
+    let l3 = Gated::new(Layer::L3, &clock, GatedSets::Held, GatedRemovals::Free);
+    let cache = Cache::builder()
+        .clock(Arc::new(clock.clone()))
+        .l1(l1.clone())
+        .l2(l2.clone())
+        .l3(l3.clone())
+        .l3_before_l2(true)
+        .default_policy(NamespacePolicy::unbounded())
+        .build()
+        .unwrap();
+    l3.gate.add_permits(1);
+    cache.set("ns", "k", "old").await.unwrap();
+    let write = {
+        let cache = cache.clone();
+        tokio::spawn(async move { cache.set("ns", "k", "new").await })
+    };
+    l3.until_waiting(2).await;
+    // L1 evicts the write's copy; a read finds L3's old copy and promotes it.
+    l1.remove_sync("ns", b"k");
+    assert_eq!(
+        cache.get("ns", b"k").await.unwrap(),
+        Some(Bytes::from("old"))
+    );
+    l3.gate.add_permits(1);
+    write.await.unwrap().unwrap();
+    assert_eq!(
+        cache.get("ns", b"k").await.unwrap(),
+        Some(Bytes::from("new")),
+        "L1 kept the old value after the write"
+    );
+}
