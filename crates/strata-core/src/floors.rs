@@ -76,17 +76,70 @@ impl Floors {
     pub(crate) fn admits(&self, namespace: &str, key: &[u8], version: Version) -> bool {
         self.slot(namespace, key).load(Ordering::SeqCst) <= version.as_u64()
     }
+}
 
-    /// Raises the slot of `key` to at least `at`, a [`mono_ns`] reading: the table as
-    /// write stamps, the latest moment a write of a key in the slot finished its slower
-    /// layers.
-    pub(crate) fn stamp(&self, namespace: &str, key: &[u8], at: u64) {
-        self.slot(namespace, key).fetch_max(at, Ordering::SeqCst);
+/// Write stamps (ARCHITECTURE decision 92): for each slot (keys hashed as in [`Floors`]),
+/// the writes of its keys under way and the latest moment one finished its slower layers.
+/// A promotion whose read began before that moment, or that checks while one is under way,
+/// may carry the value such a write replaced, and undoes itself.
+pub(crate) struct Stamps {
+    seed: u64,
+    slots: Box<[StampSlot]>,
+}
+
+#[derive(Default)]
+struct StampSlot {
+    /// The latest [`mono_ns`] reading at which a write of a key here finished.
+    at: AtomicU64,
+    /// Writes of keys here under way.
+    busy: AtomicU64,
+}
+
+impl Default for Stamps {
+    fn default() -> Self {
+        Self {
+            seed: std::collections::hash_map::RandomState::new()
+                .build_hasher()
+                .finish(),
+            slots: (0..SLOTS).map(|_| StampSlot::default()).collect(),
+        }
+    }
+}
+
+impl Stamps {
+    fn slot(&self, namespace: &str, key: &[u8]) -> &StampSlot {
+        let mut h = xxhash_rust::xxh3::Xxh3::with_seed(self.seed);
+        h.update(namespace.as_bytes());
+        h.update(&[0xff]);
+        h.update(key);
+        &self.slots[(h.digest() as usize) & (SLOTS - 1)]
     }
 
-    /// The stamp of `key`'s slot (0: none).
-    pub(crate) fn stamp_of(&self, namespace: &str, key: &[u8]) -> u64 {
-        self.slot(namespace, key).load(Ordering::SeqCst)
+    /// Marks a write of `key` under way until the returned guard drops (also when the
+    /// write's future is cancelled), which stamps the slot with the time it drops.
+    pub(crate) fn begin(&self, namespace: &str, key: &[u8]) -> Writing<'_> {
+        let slot = self.slot(namespace, key);
+        slot.busy.fetch_add(1, Ordering::SeqCst);
+        Writing(slot)
+    }
+
+    /// Whether a write of `key` (or of a key sharing its slot) is under way, or finished at
+    /// or after `read_at` (a [`mono_ns`] reading).
+    pub(crate) fn disturbed_since(&self, namespace: &str, key: &[u8], read_at: u64) -> bool {
+        let slot = self.slot(namespace, key);
+        slot.busy.load(Ordering::SeqCst) > 0 || slot.at.load(Ordering::SeqCst) >= read_at
+    }
+}
+
+/// A write under way ([`Stamps::begin`]).
+pub(crate) struct Writing<'a>(&'a StampSlot);
+
+impl Drop for Writing<'_> {
+    fn drop(&mut self) {
+        // Stamped before the count goes down: a check that no longer sees the write under
+        // way sees its stamp.
+        self.0.at.fetch_max(mono_ns(), Ordering::SeqCst);
+        self.0.busy.fetch_sub(1, Ordering::SeqCst);
     }
 }
 

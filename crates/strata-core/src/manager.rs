@@ -439,7 +439,7 @@ impl CacheBuilder {
                     .map_or_else(HybridClock::new, HybridClock::with_tag),
                 floors: crate::floors::Floors::default(),
                 everything_floor: AtomicU64::new(0),
-                write_stamps: crate::floors::Floors::default(),
+                write_stamps: crate::floors::Stamps::default(),
                 l3_write_around,
                 limits: self.limits,
                 default_policy: self.default_policy,
@@ -469,11 +469,11 @@ struct Inner {
     /// Raised when this node empties every namespace ([`Cache::drop_local_everything`]): a
     /// write below it undoes its own copies (decision 91).
     everything_floor: AtomicU64,
-    /// When a write of each key (by slot, [`crate::floors::mono_ns`]) last finished its
-    /// slower layers: a promotion whose read began before is undone, as it may carry the
-    /// value that write replaced into a layer that no longer holds the write's (L1 after
-    /// an eviction, or L3 that keeps no writes).
-    write_stamps: crate::floors::Floors,
+    /// Writes of each key (by slot) under way, and when one last finished its slower
+    /// layers: a promotion whose read began before, or that checks while one is under way,
+    /// is undone, as it may carry the value that write replaced into a layer that no
+    /// longer holds the write's (L1 after an eviction, or L3 that keeps no writes).
+    write_stamps: crate::floors::Stamps,
     /// [`CacheBuilder::l3_keeps_writes`] off, with an L2.
     l3_write_around: bool,
     limits: Limits,
@@ -783,22 +783,12 @@ impl Cache {
             );
         }
         if self.raced_since(namespace, epoch)
-            || self.inner.write_stamps.stamp_of(namespace, &key) >= read_at
+            || self
+                .inner
+                .write_stamps
+                .disturbed_since(namespace, &key, read_at)
         {
             self.undo(namespace, &key, entry.version, &targets).await;
-        }
-    }
-
-    /// A write of `key` at `version` has finished its slower layers: stamps it, so that a
-    /// promotion whose read began before undoes itself, then drops an older copy L1 may
-    /// have taken meanwhile from such a promotion (L1 evicted the write's copy, and the
-    /// promotion checked before the stamp).
-    fn stamp_write(&self, namespace: &str, key: &[u8], version: Version) {
-        self.inner
-            .write_stamps
-            .stamp(namespace, key, crate::floors::mono_ns());
-        if let Some(l1) = &self.inner.l1 {
-            l1.remove_older_sync(namespace, key, version);
         }
     }
 
@@ -1118,6 +1108,9 @@ impl Cache {
             Change::None => {}
             Change::Written(entry) => {
                 self.observe_version(entry.version);
+                // Until the copies here are in (or L3's older one dropped): see
+                // `write_to_layers`.
+                let _writing = self.inner.write_stamps.begin(namespace, key);
                 if let Some(l1) = &self.inner.l1 {
                     let _ = self.record_set(
                         Layer::L1,
@@ -1127,8 +1120,6 @@ impl Cache {
                 let l3 = self.inner.l3.as_ref().filter(|_| state.policy.use_l3);
                 if let Some(l3) = l3 {
                     if self.inner.l3_write_around {
-                        // Stamped before the drop and after it (see `write_to_layers`).
-                        self.stamp_write(namespace, key, entry.version);
                         let _ = self.record_invalidation(
                             Layer::L3,
                             l3.remove_older(namespace, key, entry.version).await,
@@ -1140,9 +1131,6 @@ impl Cache {
                         );
                     }
                 }
-                // After L3's step: a promotion into L1 whose read of L3 began before it
-                // undoes itself.
-                self.stamp_write(namespace, key, entry.version);
                 // The tier inside the `Arc` (with the `testsuite` feature, `Arc<dyn Tier>`
                 // is a tier too, and a call on it would resolve there).
                 if !self.admits_own_copy(namespace, state, key, entry)
@@ -1333,6 +1321,12 @@ impl Cache {
         {
             return Err(CacheError::L3Failing { reason });
         }
+        // From L1's store until every slower layer's step is done (also if this call is
+        // cancelled), a promotion of this key undoes itself: it may carry the value this
+        // write replaces, into an L1 that evicted this write's copy or an L3 that does not
+        // keep it (decision 92).
+        let _writing = (self.inner.l2.is_some() || self.inner.l3.is_some())
+            .then(|| self.inner.write_stamps.begin(namespace, &key));
         if let Some(l1) = &self.inner.l1 {
             // L1 is synchronous; a failure there only costs a future miss.
             let outcome = self.record_set(
@@ -1382,10 +1376,8 @@ impl Cache {
                 l2_result,
                 Some(Ok(SetOutcome::Stored | SetOutcome::KeptNewer))
             ) {
-                // Stamped before the drop too: a promotion into L3 that read the older copy
-                // from L2 and lands after this drop finds the stamp and undoes itself (and
-                // one into L1 from L3 that read before the drop finds the stamp below).
-                self.stamp_write(namespace, &key, version);
+                // A promotion into L3 that read the older copy and lands after this drop
+                // finds this write under way, or its stamp, and undoes itself.
                 let _ = self
                     .record_invalidation(Layer::L3, t.remove_older(namespace, &key, version).await);
             } else if matches!(l2_result, Some(Ok(_))) {
@@ -1399,11 +1391,6 @@ impl Cache {
         }
         if let Some(u) = &mut unfinished {
             u.finished();
-        }
-        if self.inner.l2.is_some() || l3.is_some() {
-            // After every slower layer's step: a promotion whose read began before this
-            // saw the layers as they were before the write, and undoes itself.
-            self.stamp_write(namespace, &key, version);
         }
         if self.inner.l2.is_none() && matches!(l3_result, Some(Ok(SetOutcome::KeptNewer))) {
             // L3 alone holds a newer version (a load stamped before a write that finished
