@@ -219,6 +219,42 @@ impl Drop for UnfinishedDrop<'_> {
     }
 }
 
+/// A promotion's copies, stored and not yet checked ([`Cache::promote`]): if the promotion
+/// is cancelled there, they are removed (L1's at once, the others' in a task of their own).
+struct UncheckedPromotion<'a> {
+    l1: Option<&'a Arc<MemoryTier>>,
+    namespace: &'a str,
+    key: &'a Bytes,
+    version: Version,
+    targets: &'a [Arc<dyn Tier>],
+    armed: bool,
+}
+
+impl Drop for UncheckedPromotion<'_> {
+    fn drop(&mut self) {
+        if !self.armed {
+            return;
+        }
+        if let Some(l1) = self.l1 {
+            l1.remove_version_sync(self.namespace, self.key, self.version);
+        }
+        let runtime = tokio::runtime::Handle::try_current().ok();
+        for tier in self.targets.iter().filter(|t| t.layer() != Layer::L1) {
+            let (ns, key, version, tier) = (
+                self.namespace.to_owned(),
+                self.key.clone(),
+                self.version,
+                tier.clone(),
+            );
+            if let Some(rt) = &runtime {
+                rt.spawn(async move {
+                    let _ = tier.remove_version(&ns, &key, version).await;
+                });
+            }
+        }
+    }
+}
+
 impl NsState {
     /// Marks an invalidation in progress until the guard drops (also when the invalidating
     /// future is cancelled): the epoch is bumped at both ends, and a promotion or load that
@@ -765,6 +801,14 @@ impl Cache {
         epoch: u64,
         read_at: u64,
     ) {
+        if self
+            .inner
+            .write_stamps
+            .disturbed_since(namespace, key, read_at)
+        {
+            // It would be undone: not stored at all.
+            return;
+        }
         let key = Bytes::copy_from_slice(key);
         let mut targets: Vec<Arc<dyn Tier>> = Vec::with_capacity(2);
         if let Some(l1) = &self.inner.l1 {
@@ -776,12 +820,23 @@ impl Cache {
         {
             targets.push(l3.clone());
         }
+        // Cancelled before its check below (the reader gave up during L3's store), the
+        // copies go: unchecked, they may be the value a racing write replaced.
+        let mut unchecked = UncheckedPromotion {
+            l1: self.inner.l1.as_ref(),
+            namespace,
+            key: &key,
+            version: entry.version,
+            targets: &targets,
+            armed: true,
+        };
         for tier in &targets {
             let _ = self.record_set(
                 tier.layer(),
                 tier.set(namespace, key.clone(), entry.clone()).await,
             );
         }
+        unchecked.armed = false;
         if self.raced_since(namespace, epoch)
             || self
                 .inner

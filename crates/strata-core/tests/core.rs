@@ -1490,3 +1490,39 @@ async fn a_read_of_l3_during_a_write_does_not_leave_the_old_value_in_l1() {
         "L1 kept the old value after the write"
     );
 }
+
+/// A read that gives up while its promotion is being stored (a caller's timeout during
+/// L3's store) leaves no unchecked copy in L1: it could be the value a racing write
+/// replaced.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_promotion_given_up_before_its_check_leaves_no_copy_in_l1() {
+    let clock = ManualClock::default();
+    let l1 = l1(&clock, 1 << 20);
+    let l2 = Arc::new(As(Layer::L2, self::l1(&clock, 1 << 20)));
+    let l3 = Gated::new(Layer::L3, &clock, GatedSets::Held, GatedRemovals::Free);
+    let cache = Cache::builder()
+        .clock(Arc::new(clock.clone()))
+        .l1(l1.clone())
+        .l2(l2.clone())
+        .l3(l3.clone())
+        .default_policy(NamespacePolicy::unbounded())
+        .build()
+        .unwrap();
+    let entry = Entry::new(Bytes::from_static(b"v"), Version::from_u64(1));
+    l2.set("ns", Bytes::from_static(b"k"), entry).await.unwrap();
+    let gave_up = tokio::time::timeout(
+        Duration::from_millis(50),
+        cache.get("ns", b"k").into_future(),
+    )
+    .await;
+    assert!(gave_up.is_err(), "L3's store was held");
+    assert_eq!(
+        l3.waiting.load(Ordering::SeqCst),
+        1,
+        "the promotion reached L3"
+    );
+    assert!(
+        l1.get("ns", b"k").await.unwrap().is_none(),
+        "an unchecked promotion stayed in L1"
+    );
+}
