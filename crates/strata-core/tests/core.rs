@@ -999,6 +999,39 @@ async fn writes_racing_with_reclaims_are_kept_in_their_own_namespace() {
     assert!(reclaimed > 0, "the reclaimer ran");
 }
 
+/// A cache over `l1`, `l2` and `l3` on `clock`, unbounded by policy, with `configure`
+/// applied to its builder.
+fn layered(
+    clock: &ManualClock,
+    l1: Arc<MemoryTier>,
+    l2: Arc<dyn Tier>,
+    l3: Arc<dyn Tier>,
+    configure: impl FnOnce(strata_core::CacheBuilder) -> strata_core::CacheBuilder,
+) -> Cache {
+    configure(
+        Cache::builder()
+            .clock(Arc::new(clock.clone()))
+            .l1(l1)
+            .l2(l2)
+            .l3(l3)
+            .default_policy(NamespacePolicy::unbounded()),
+    )
+    .build()
+    .unwrap()
+}
+
+/// Waits (at most 5 s) until neither `cache` nor `l3` answers `key`: what a node does with
+/// copies it must drop in a task of its own.
+async fn until_gone_here(cache: &Cache, l3: &dyn Tier, key: &[u8], what: &str) {
+    let deadline = std::time::Instant::now() + Duration::from_secs(5);
+    while cache.get("ns", key).await.unwrap().is_some()
+        || l3.get("ns", key).await.unwrap().is_some()
+    {
+        assert!(std::time::Instant::now() < deadline, "{what}");
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+}
+
 /// A real tier that holds some of its calls at a gate the test opens: removals (a shared
 /// tier that orders another write before a removal on its way), writes (a slow disk), or
 /// writes it then does not take (the bridge with its breaker open answers `Skipped`).
@@ -1148,14 +1181,7 @@ async fn a_write_the_shared_tier_orders_before_a_local_removal_leaves_no_copy_he
         let clock = ManualClock::default();
         let l2 = Gated::new(Layer::L2, &clock, GatedSets::Free, GatedRemovals::Held);
         let l3 = Arc::new(As(Layer::L3, l1(&clock, 1 << 20)));
-        let cache = Cache::builder()
-            .clock(Arc::new(clock.clone()))
-            .l1(l1(&clock, 1 << 20))
-            .l2(l2.clone())
-            .l3(l3.clone())
-            .default_policy(NamespacePolicy::unbounded())
-            .build()
-            .unwrap();
+        let cache = layered(&clock, l1(&clock, 1 << 20), l2.clone(), l3.clone(), |b| b);
         let del = {
             let cache = cache.clone();
             tokio::spawn(async move {
@@ -1198,14 +1224,7 @@ async fn a_write_the_shared_tier_skipped_is_not_undone_by_a_floor() {
         GatedRemovals::Free,
     );
     let l3 = Gated::new(Layer::L3, &clock, GatedSets::Held, GatedRemovals::Free);
-    let cache = Cache::builder()
-        .clock(Arc::new(clock.clone()))
-        .l1(l1(&clock, 1 << 20))
-        .l2(l2.clone())
-        .l3(l3.clone())
-        .default_policy(NamespacePolicy::unbounded())
-        .build()
-        .unwrap();
+    let cache = layered(&clock, l1(&clock, 1 << 20), l2.clone(), l3.clone(), |b| b);
     let set = {
         let cache = cache.clone();
         tokio::spawn(async move { cache.set("ns", "k", "v").await })
@@ -1244,14 +1263,7 @@ async fn an_invalidation_given_up_after_the_shared_tier_still_drops_the_copies_h
             GatedRemovals::AppliedThenHeld,
         );
         let l3 = Arc::new(As(Layer::L3, l1(&clock, 1 << 20)));
-        let cache = Cache::builder()
-            .clock(Arc::new(clock.clone()))
-            .l1(l1(&clock, 1 << 20))
-            .l2(l2.clone())
-            .l3(l3.clone())
-            .default_policy(NamespacePolicy::unbounded())
-            .build()
-            .unwrap();
+        let cache = layered(&clock, l1(&clock, 1 << 20), l2.clone(), l3.clone(), |b| b);
         cache.set("ns", "k", "v").await.unwrap();
         let gave_up = tokio::time::timeout(Duration::from_millis(50), async {
             if pattern {
@@ -1267,16 +1279,13 @@ async fn an_invalidation_given_up_after_the_shared_tier_still_drops_the_copies_h
             None,
             "the shared tier removed it"
         );
-        let deadline = std::time::Instant::now() + Duration::from_secs(5);
-        while cache.get("ns", b"k").await.unwrap().is_some()
-            || l3.get("ns", b"k").await.unwrap().is_some()
-        {
-            assert!(
-                std::time::Instant::now() < deadline,
-                "this node still holds a value its shared tier removed (pattern: {pattern})"
-            );
-            tokio::time::sleep(Duration::from_millis(5)).await;
-        }
+        until_gone_here(
+            &cache,
+            &*l3,
+            b"k",
+            &format!("this node still holds a value its shared tier removed (pattern: {pattern})"),
+        )
+        .await;
     }
 }
 
@@ -1292,14 +1301,7 @@ async fn a_command_given_up_after_its_authority_ran_it_still_drops_the_copies_he
         GatedRemovals::AppliedThenHeld,
     );
     let l3 = Arc::new(As(Layer::L3, l1(&clock, 1 << 20)));
-    let cache = Cache::builder()
-        .clock(Arc::new(clock.clone()))
-        .l1(l1(&clock, 1 << 20))
-        .l2(l2.clone())
-        .l3(l3.clone())
-        .default_policy(NamespacePolicy::unbounded())
-        .build()
-        .unwrap();
+    let cache = layered(&clock, l1(&clock, 1 << 20), l2.clone(), l3.clone(), |b| b);
     cache.set("ns", "k", "v").await.unwrap();
     let gave_up = tokio::time::timeout(
         Duration::from_millis(50),
@@ -1317,16 +1319,13 @@ async fn a_command_given_up_after_its_authority_ran_it_still_drops_the_copies_he
         None,
         "the authority removed it"
     );
-    let deadline = std::time::Instant::now() + Duration::from_secs(5);
-    while cache.get("ns", b"k").await.unwrap().is_some()
-        || l3.get("ns", b"k").await.unwrap().is_some()
-    {
-        assert!(
-            std::time::Instant::now() < deadline,
-            "this node still holds a value its authority deleted"
-        );
-        tokio::time::sleep(Duration::from_millis(5)).await;
-    }
+    until_gone_here(
+        &cache,
+        &*l3,
+        b"k",
+        "this node still holds a value its authority deleted",
+    )
+    .await;
 }
 
 /// A read that found the old value in the shared tier, while a write on this node replaced
@@ -1341,15 +1340,9 @@ async fn a_promotion_racing_a_write_here_never_brings_the_old_value_back() {
         let l2 = Gated::new(Layer::L2, &clock, GatedSets::Free, GatedRemovals::Free);
         let l1 = l1(&clock, 1 << 20);
         let l3 = Arc::new(As(Layer::L3, self::l1(&clock, 1 << 20)));
-        let cache = Cache::builder()
-            .clock(Arc::new(clock.clone()))
-            .l1(l1.clone())
-            .l2(l2.clone())
-            .l3(l3.clone())
-            .l3_keeps_writes(l3_keeps_writes)
-            .default_policy(NamespacePolicy::unbounded())
-            .build()
-            .unwrap();
+        let cache = layered(&clock, l1.clone(), l2.clone(), l3.clone(), |b| {
+            b.l3_keeps_writes(l3_keeps_writes)
+        });
         let old = Entry::new(Bytes::from_static(b"old"), Version::from_u64(1));
         l2.set("ns", Bytes::from_static(b"k"), old).await.unwrap();
         l2.reads_held.store(true, Ordering::SeqCst);
@@ -1391,16 +1384,9 @@ async fn a_write_that_l3_does_not_keep_drops_its_older_copy_there() {
     let clock = ManualClock::default();
     let l2 = Arc::new(As(Layer::L2, l1(&clock, 1 << 20)));
     let l3 = Arc::new(As(Layer::L3, l1(&clock, 1 << 20)));
-    let cache = Cache::builder()
-        .clock(Arc::new(clock.clone()))
-        .l1(l1(&clock, 1 << 20))
-        .l2(l2.clone())
-        .l3(l3.clone())
-        .l3_before_l2(true)
-        .l3_keeps_writes(false)
-        .default_policy(NamespacePolicy::unbounded())
-        .build()
-        .unwrap();
+    let cache = layered(&clock, l1(&clock, 1 << 20), l2.clone(), l3.clone(), |b| {
+        b.l3_before_l2(true).l3_keeps_writes(false)
+    });
     let old = Entry::new(Bytes::from_static(b"old"), Version::from_u64(1));
     l3.set("ns", Bytes::from_static(b"k"), old).await.unwrap();
     cache.set("ns", "k", "new").await.unwrap();
@@ -1434,15 +1420,9 @@ async fn a_write_the_shared_tier_skipped_keeps_its_l3_copy_when_l3_keeps_no_writ
     );
     l2.gate.add_permits(1);
     let l3 = Arc::new(As(Layer::L3, l1(&clock, 1 << 20)));
-    let cache = Cache::builder()
-        .clock(Arc::new(clock.clone()))
-        .l1(l1(&clock, 1 << 20))
-        .l2(l2.clone())
-        .l3(l3.clone())
-        .l3_keeps_writes(false)
-        .default_policy(NamespacePolicy::unbounded())
-        .build()
-        .unwrap();
+    let cache = layered(&clock, l1(&clock, 1 << 20), l2.clone(), l3.clone(), |b| {
+        b.l3_keeps_writes(false)
+    });
     cache.set("ns", "k", "v").await.unwrap();
     assert_eq!(
         l3.get("ns", b"k").await.unwrap().map(|e| e.value),
@@ -1460,15 +1440,9 @@ async fn a_read_of_l3_during_a_write_does_not_leave_the_old_value_in_l1() {
     let l1 = l1(&clock, 1 << 20);
     let l2 = Arc::new(As(Layer::L2, self::l1(&clock, 1 << 20)));
     let l3 = Gated::new(Layer::L3, &clock, GatedSets::Held, GatedRemovals::Free);
-    let cache = Cache::builder()
-        .clock(Arc::new(clock.clone()))
-        .l1(l1.clone())
-        .l2(l2.clone())
-        .l3(l3.clone())
-        .l3_before_l2(true)
-        .default_policy(NamespacePolicy::unbounded())
-        .build()
-        .unwrap();
+    let cache = layered(&clock, l1.clone(), l2.clone(), l3.clone(), |b| {
+        b.l3_before_l2(true)
+    });
     l3.gate.add_permits(1);
     cache.set("ns", "k", "old").await.unwrap();
     let write = {
@@ -1500,14 +1474,7 @@ async fn a_promotion_given_up_before_its_check_leaves_no_copy_in_l1() {
     let l1 = l1(&clock, 1 << 20);
     let l2 = Arc::new(As(Layer::L2, self::l1(&clock, 1 << 20)));
     let l3 = Gated::new(Layer::L3, &clock, GatedSets::Held, GatedRemovals::Free);
-    let cache = Cache::builder()
-        .clock(Arc::new(clock.clone()))
-        .l1(l1.clone())
-        .l2(l2.clone())
-        .l3(l3.clone())
-        .default_policy(NamespacePolicy::unbounded())
-        .build()
-        .unwrap();
+    let cache = layered(&clock, l1.clone(), l2.clone(), l3.clone(), |b| b);
     let entry = Entry::new(Bytes::from_static(b"v"), Version::from_u64(1));
     l2.set("ns", Bytes::from_static(b"k"), entry).await.unwrap();
     let gave_up = tokio::time::timeout(
