@@ -39,30 +39,40 @@ const SLOTS: usize = 16_384;
 /// Pattern and tag floors kept per namespace before the oldest folds into the namespace's.
 const RECENT: usize = 32;
 
-/// The table of removal floors of one cache's keys.
-pub(crate) struct Floors {
+/// `SLOTS` slots, a key's chosen by a seeded hash of its namespace and name.
+struct SlotTable<T> {
     seed: u64,
-    slots: Box<[AtomicU64]>,
+    slots: Box<[T]>,
 }
 
-impl Default for Floors {
+impl<T: Default> Default for SlotTable<T> {
     fn default() -> Self {
         Self {
             seed: std::collections::hash_map::RandomState::new()
                 .build_hasher()
                 .finish(),
-            slots: (0..SLOTS).map(|_| AtomicU64::new(0)).collect(),
+            slots: (0..SLOTS).map(|_| T::default()).collect(),
         }
     }
 }
 
-impl Floors {
-    fn slot(&self, namespace: &str, key: &[u8]) -> &AtomicU64 {
+impl<T> SlotTable<T> {
+    fn slot(&self, namespace: &str, key: &[u8]) -> &T {
         let mut h = xxhash_rust::xxh3::Xxh3::with_seed(self.seed);
         h.update(namespace.as_bytes());
         h.update(&[0xff]);
         h.update(key);
         &self.slots[(h.digest() as usize) & (SLOTS - 1)]
+    }
+}
+
+/// The table of removal floors of one cache's keys.
+#[derive(Default)]
+pub(crate) struct Floors(SlotTable<AtomicU64>);
+
+impl Floors {
+    fn slot(&self, namespace: &str, key: &[u8]) -> &AtomicU64 {
+        self.0.slot(namespace, key)
     }
 
     /// Raises the floor of `key` to at least `to`: copies older than it are unwanted.
@@ -82,10 +92,8 @@ impl Floors {
 /// the writes of its keys under way and the latest moment one finished its slower layers.
 /// A promotion whose read began before that moment, or that checks while one is under way,
 /// may carry the value such a write replaced, and undoes itself.
-pub(crate) struct Stamps {
-    seed: u64,
-    slots: Box<[StampSlot]>,
-}
+#[derive(Default)]
+pub(crate) struct Stamps(SlotTable<StampSlot>);
 
 #[derive(Default)]
 struct StampSlot {
@@ -95,24 +103,9 @@ struct StampSlot {
     busy: AtomicU64,
 }
 
-impl Default for Stamps {
-    fn default() -> Self {
-        Self {
-            seed: std::collections::hash_map::RandomState::new()
-                .build_hasher()
-                .finish(),
-            slots: (0..SLOTS).map(|_| StampSlot::default()).collect(),
-        }
-    }
-}
-
 impl Stamps {
     fn slot(&self, namespace: &str, key: &[u8]) -> &StampSlot {
-        let mut h = xxhash_rust::xxh3::Xxh3::with_seed(self.seed);
-        h.update(namespace.as_bytes());
-        h.update(&[0xff]);
-        h.update(key);
-        &self.slots[(h.digest() as usize) & (SLOTS - 1)]
+        self.0.slot(namespace, key)
     }
 
     /// Marks a write of `key` under way until the returned guard drops (also when the
