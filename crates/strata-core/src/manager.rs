@@ -200,7 +200,12 @@ impl Drop for UnfinishedDrop<'_> {
         let Ok(runtime) = tokio::runtime::Handle::try_current() else {
             // No runtime to finish on: L1's copies at least, synchronously.
             if let Some(l1) = &cache.inner.l1 {
-                l1.flush_namespace_sync(self.namespace);
+                match &change {
+                    OwnedChange::Key(k) => {
+                        l1.remove_sync(self.namespace, k);
+                    }
+                    _ => l1.flush_namespace_sync(self.namespace),
+                }
             }
             return;
         };
