@@ -88,19 +88,37 @@ impl Floors {
     }
 }
 
-/// Write stamps (ARCHITECTURE decision 92): for each slot (keys hashed as in [`Floors`]),
-/// the writes of its keys under way and the latest moment one finished its slower layers.
-/// A promotion whose read began before that moment, or that checks while one is under way,
-/// may carry the value such a write replaced, and undoes itself.
+/// Write and drop stamps (ARCHITECTURE decisions 92 and 93): for each slot (keys hashed as
+/// in [`Floors`]), the writes and the drops of its keys under way, and the latest moment one
+/// of each finished. A promotion whose read began before such a moment, or that checks while
+/// one is under way, may carry the value that write replaced or that drop removed, and undoes
+/// itself; a loaded value checks the drops only (its own write stamps the slot).
 #[derive(Default)]
 pub(crate) struct Stamps(SlotTable<StampSlot>);
 
 #[derive(Default)]
 struct StampSlot {
-    /// The latest [`mono_ns`] reading at which a write of a key here finished.
+    written: Stamp,
+    dropped: Stamp,
+}
+
+#[derive(Default)]
+struct Stamp {
+    /// The latest [`mono_ns`] reading at which one finished.
     at: AtomicU64,
-    /// Writes of keys here under way.
+    /// How many are under way.
     busy: AtomicU64,
+}
+
+impl Stamp {
+    fn begin(&self) -> Busy<'_> {
+        self.busy.fetch_add(1, Ordering::SeqCst);
+        Busy(self)
+    }
+
+    fn since(&self, at: u64) -> bool {
+        self.busy.load(Ordering::SeqCst) > 0 || self.at.load(Ordering::SeqCst) >= at
+    }
 }
 
 impl Stamps {
@@ -110,27 +128,37 @@ impl Stamps {
 
     /// Marks a write of `key` under way until the returned guard drops (also when the
     /// write's future is cancelled), which stamps the slot with the time it drops.
-    pub(crate) fn begin(&self, namespace: &str, key: &[u8]) -> Writing<'_> {
-        let slot = self.slot(namespace, key);
-        slot.busy.fetch_add(1, Ordering::SeqCst);
-        Writing(slot)
+    pub(crate) fn begin_write(&self, namespace: &str, key: &[u8]) -> Busy<'_> {
+        self.slot(namespace, key).written.begin()
     }
 
-    /// Whether a write of `key` (or of a key sharing its slot) is under way, or finished at
-    /// or after `read_at` (a [`mono_ns`] reading).
+    /// Marks a drop of `key`'s copies here under way until the returned guard drops (also
+    /// when cancelled), which stamps the slot with the time it drops.
+    pub(crate) fn begin_drop(&self, namespace: &str, key: &[u8]) -> Busy<'_> {
+        self.slot(namespace, key).dropped.begin()
+    }
+
+    /// Whether a write or a drop of `key` (or of a key sharing its slot) is under way, or
+    /// finished at or after `read_at` (a [`mono_ns`] reading).
     pub(crate) fn disturbed_since(&self, namespace: &str, key: &[u8], read_at: u64) -> bool {
         let slot = self.slot(namespace, key);
-        slot.busy.load(Ordering::SeqCst) > 0 || slot.at.load(Ordering::SeqCst) >= read_at
+        slot.written.since(read_at) || slot.dropped.since(read_at)
+    }
+
+    /// Whether a drop of `key` (or of a key sharing its slot) is under way, or finished at
+    /// or after `since` (a [`mono_ns`] reading).
+    pub(crate) fn dropped_since(&self, namespace: &str, key: &[u8], since: u64) -> bool {
+        self.slot(namespace, key).dropped.since(since)
     }
 }
 
-/// A write under way ([`Stamps::begin`]).
-pub(crate) struct Writing<'a>(&'a StampSlot);
+/// A write or a drop under way ([`Stamps::begin_write`], [`Stamps::begin_drop`]).
+pub(crate) struct Busy<'a>(&'a Stamp);
 
-impl Drop for Writing<'_> {
+impl Drop for Busy<'_> {
     fn drop(&mut self) {
-        // Stamped before the count goes down: a check that no longer sees the write under
-        // way sees its stamp.
+        // Stamped before the count goes down: a check that no longer sees it under way sees
+        // its stamp.
         self.0.at.fetch_max(mono_ns(), Ordering::SeqCst);
         self.0.busy.fetch_sub(1, Ordering::SeqCst);
     }

@@ -6,12 +6,13 @@
 //!   replaces a newer version with an older one, so a slow promotion cannot undo a newer `set`;
 //! - a value read for `get_or_load` is stamped when the load *starts*, so a `set` made while
 //!   the loader ran wins over the loaded value;
-//! - each namespace has an invalidation epoch, bumped *before* an invalidation removes
-//!   anything and again after it is done, with a count of invalidations in progress; a
-//!   promotion or loaded value is kept only if no invalidation is in progress and the epoch
-//!   it started under is
-//!   still current after the store (else the store is undone), so an invalidation that
-//!   overlaps a slow read is never undone by that read.
+//! - each namespace has an invalidation epoch, bumped *before* a pattern, tag or namespace
+//!   invalidation removes anything and again after it is done, with a count of those in
+//!   progress; a removal of one key marks its key's slot instead ([`crate::floors::Stamps`]:
+//!   dropping while under way, stamped when done). A promotion or loaded value is kept only
+//!   if no such invalidation is in progress, the epoch it started under is still current
+//!   after the store, and its key's slot was not stamped since it started (else the store is
+//!   undone), so an invalidation that overlaps a slow read is never undone by that read.
 
 use std::future::Future;
 use std::pin::Pin;
@@ -140,9 +141,10 @@ pub(crate) struct NsState {
     pinned: AtomicBool,
     /// Clients that selected it ([`Cache::hold_namespace`]): not reclaimed while any does.
     holders: AtomicU64,
-    /// Bumped before and after every invalidation in the namespace; see the module docs.
+    /// Bumped before and after every pattern, tag or namespace invalidation in the
+    /// namespace (not a removal of one key: decision 93); see the module docs.
     epoch: AtomicU64,
-    /// Invalidations of the namespace in progress.
+    /// Those invalidations of the namespace in progress.
     invalidating: AtomicU64,
     /// The namespace's removal floors (decision 91): raised when a pattern, tag or
     /// namespace invalidation drops copies here; a write of a key they match, below them,
@@ -480,7 +482,7 @@ impl CacheBuilder {
                     .map_or_else(HybridClock::new, HybridClock::with_tag),
                 floors: crate::floors::Floors::default(),
                 everything_floor: AtomicU64::new(0),
-                write_stamps: crate::floors::Stamps::default(),
+                stamps: crate::floors::Stamps::default(),
                 l3_write_around,
                 limits: self.limits,
                 default_policy: self.default_policy,
@@ -510,11 +512,12 @@ struct Inner {
     /// Raised when this node empties every namespace ([`Cache::drop_local_everything`]): a
     /// write below it undoes its own copies (decision 91).
     everything_floor: AtomicU64,
-    /// Writes of each key (by slot) under way, and when one last finished its slower
-    /// layers: a promotion whose read began before, or that checks while one is under way,
-    /// is undone, as it may carry the value that write replaced into a layer that no
-    /// longer holds the write's (L1 after an eviction, or L3 that keeps no writes).
-    write_stamps: crate::floors::Stamps,
+    /// Writes and drops of each key (by slot) under way, and when one of each last
+    /// finished: a promotion whose read began before, or that checks while one is under
+    /// way, is undone, as it may carry the value that write replaced into a layer that no
+    /// longer holds the write's (L1 after an eviction, or L3 that keeps no writes), or the
+    /// value that drop removed (decisions 92 and 93).
+    stamps: crate::floors::Stamps,
     /// [`CacheBuilder::l3_keeps_writes`] off, with an L2.
     l3_write_around: bool,
     limits: Limits,
@@ -806,11 +809,7 @@ impl Cache {
         epoch: u64,
         read_at: u64,
     ) {
-        if self
-            .inner
-            .write_stamps
-            .disturbed_since(namespace, key, read_at)
-        {
+        if self.inner.stamps.disturbed_since(namespace, key, read_at) {
             // It would be undone: not stored at all.
             return;
         }
@@ -843,10 +842,7 @@ impl Cache {
         }
         unchecked.armed = false;
         if self.raced_since(namespace, epoch)
-            || self
-                .inner
-                .write_stamps
-                .disturbed_since(namespace, &key, read_at)
+            || self.inner.stamps.disturbed_since(namespace, &key, read_at)
         {
             self.undo(namespace, &key, entry.version, &targets).await;
         }
@@ -1170,7 +1166,7 @@ impl Cache {
                 self.observe_version(entry.version);
                 // Until the copies here are in (or L3's older one dropped): see
                 // `write_to_layers`.
-                let _writing = self.inner.write_stamps.begin(namespace, key);
+                let _writing = self.inner.stamps.begin_write(namespace, key);
                 if let Some(l1) = &self.inner.l1 {
                     let _ = self.record_set(
                         Layer::L1,
@@ -1386,7 +1382,7 @@ impl Cache {
         // write replaces, into an L1 that evicted this write's copy or an L3 that does not
         // keep it (decision 92).
         let _writing = (self.inner.l2.is_some() || self.inner.l3.is_some())
-            .then(|| self.inner.write_stamps.begin(namespace, &key));
+            .then(|| self.inner.stamps.begin_write(namespace, &key));
         if let Some(l1) = &self.inner.l1 {
             // L1 is synchronous; a failure there only costs a future miss.
             let outcome = self.record_set(
@@ -1561,7 +1557,7 @@ impl Cache {
     }
 
     /// Runs `op` on every configured layer (L3 only if the namespace uses it), concurrently
-    /// for L2 and L3, after bumping the namespace's epoch. An L2 failure is returned; an L3
+    /// for L2 and L3, after bumping the namespace's epoch (or marking the key's slot). An L2 failure is returned; an L3
     /// failure is counted and logged.
     async fn invalidate_everywhere<'a, F, Fut>(
         &'a self,
@@ -1592,7 +1588,20 @@ impl Cache {
         F: Fn(Arc<dyn Tier>) -> Fut,
         Fut: Future<Output = Result<u64, TierError>> + 'a,
     {
-        let (state, _invalidating) = self.begin_invalidation(namespace)?;
+        // One key's removal stamps its slot (decision 93): a promotion of that key which
+        // raced it undoes itself, and those of the namespace's other keys do not. The
+        // others bump the namespace's epoch, which undoes every promotion under way there.
+        let (state, _invalidating, _dropping) = match change {
+            Changed::Key(key) => (
+                self.ns_state(namespace)?,
+                None,
+                Some(self.inner.stamps.begin_drop(namespace, key)),
+            ),
+            _ => {
+                let (state, guard) = self.begin_invalidation(namespace)?;
+                (state, Some(guard), None)
+            }
+        };
         // With the shared tier in the step, it goes first: a write of this node that it
         // orders before this removal may store its copies here at any moment until the
         // removal is done there, whatever its version. Only then do the floors go up, past
@@ -1882,6 +1891,7 @@ impl Cache {
         // By name, not from `state`: a reclaim during a long load may move the namespace to
         // another slot, and the invalidation that matters then bumps that one.
         let epoch = self.epoch_of(namespace);
+        let began = crate::floors::mono_ns();
         // Stamp now, before the load, so a set made while the loader runs wins (module docs).
         let started = self.inner.clock.now_ms();
         let version = self.inner.hlc.tick(started);
@@ -1902,7 +1912,11 @@ impl Cache {
                 )?;
                 self.write_through(namespace, state, key.clone(), entry)
                     .await?;
-                if self.raced_since(namespace, epoch) {
+                // Its own write stamped the key's slot as written; a drop of the key, or
+                // any other invalidation of the namespace, since the load began undoes it.
+                if self.raced_since(namespace, epoch)
+                    || self.inner.stamps.dropped_since(namespace, key, began)
+                {
                     let tiers: Vec<_> = Layer::ALL.iter().filter_map(|l| self.tier(*l)).collect();
                     self.undo(namespace, key, version, &tiers).await;
                 }

@@ -1465,6 +1465,106 @@ async fn a_read_of_l3_during_a_write_does_not_leave_the_old_value_in_l1() {
     );
 }
 
+/// A read that found a key in L2 before another node removed it there, and whose promotion
+/// lands after (or while) this node drops its copies on that node's announcement, leaves no
+/// copy here (decision 93: the drop stamps the key's slot, and counts as under way until
+/// its last layer is done).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_promotion_racing_a_removal_announced_here_leaves_no_copy() {
+    for during in [false, true] {
+        let clock = ManualClock::default();
+        let l1 = l1(&clock, 1 << 20);
+        let l2 = Gated::new(Layer::L2, &clock, GatedSets::Free, GatedRemovals::Free);
+        // The announcement's drop is held at L3 in the second case.
+        let removals = match during {
+            true => GatedRemovals::Held,
+            false => GatedRemovals::Free,
+        };
+        let l3 = Gated::new(Layer::L3, &clock, GatedSets::Free, removals);
+        let cache = layered(&clock, l1.clone(), l2.clone(), l3.clone(), |b| b);
+        let old = Entry::new(Bytes::from_static(b"old"), Version::from_u64(1));
+        l2.set("ns", Bytes::from_static(b"k"), old).await.unwrap();
+        l2.reads_held.store(true, Ordering::SeqCst);
+        let read = {
+            let cache = cache.clone();
+            tokio::spawn(async move { cache.get("ns", b"k").await.unwrap() })
+        };
+        l2.until_waiting(1).await;
+        l2.reads_held.store(false, Ordering::SeqCst);
+        // Another node removed the key in L2 and announced it.
+        assert!(l2.remove("ns", b"k").await.unwrap());
+        let mut drop = Some({
+            let cache = cache.clone();
+            tokio::spawn(async move { cache.drop_local("ns", b"k", None).await })
+        });
+        if during {
+            l3.until_waiting(1).await;
+        } else {
+            drop.take().unwrap().await.unwrap().unwrap();
+        }
+        l2.gate.add_permits(1);
+        assert_eq!(read.await.unwrap(), Some(Bytes::from("old")), "the read");
+        if let Some(drop) = drop {
+            l3.gate.add_permits(1);
+            drop.await.unwrap().unwrap();
+        }
+        assert_eq!(
+            l1.get_value("ns", b"k"),
+            None,
+            "L1 (drop under way: {during})"
+        );
+        assert_eq!(
+            l3.get("ns", b"k").await.unwrap(),
+            None,
+            "L3 (drop under way: {during})"
+        );
+        assert_eq!(cache.get("ns", b"k").await.unwrap(), None);
+    }
+}
+
+/// A removal of one key leaves the promotions and loads of the namespace's other keys in
+/// place (decision 93): before, every removal bumped the namespace's epoch and undid them
+/// all, a miss each on a node that applies other nodes' announcements.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_removal_of_one_key_leaves_the_promotions_of_others_in_place() {
+    let clock = ManualClock::default();
+    let l1 = l1(&clock, 1 << 20);
+    let l2 = Gated::new(Layer::L2, &clock, GatedSets::Free, GatedRemovals::Free);
+    let l3 = Arc::new(As(Layer::L3, self::l1(&clock, 1 << 20)));
+    let cache = layered(&clock, l1.clone(), l2.clone(), l3.clone(), |b| b);
+    let a = Entry::new(Bytes::from_static(b"a"), Version::from_u64(1));
+    l2.set("ns", Bytes::from_static(b"a"), a).await.unwrap();
+    l2.reads_held.store(true, Ordering::SeqCst);
+    let read = {
+        let cache = cache.clone();
+        tokio::spawn(async move { cache.get("ns", b"a").await.unwrap() })
+    };
+    l2.until_waiting(1).await;
+    l2.reads_held.store(false, Ordering::SeqCst);
+    // Another key of the namespace changes elsewhere. (A key sharing `a`'s slot of 16,384
+    // would undo the promotion: one run in 16,384 picks such a seed.)
+    cache.drop_local("ns", b"b", None).await.unwrap();
+    cache.invalidate("ns", b"c").await.unwrap();
+    l2.gate.add_permits(1);
+    assert_eq!(read.await.unwrap(), Some(Bytes::from("a")));
+    assert_eq!(
+        l1.get_value("ns", b"a"),
+        Some(Bytes::from("a")),
+        "the promotion was undone"
+    );
+    assert!(l3.get("ns", b"a").await.unwrap().is_some());
+
+    let (load, release) = blocked_load(&cache, "loaded").await;
+    cache.drop_local("ns", b"b", None).await.unwrap();
+    release.send(()).unwrap();
+    load.await.unwrap().unwrap();
+    assert_eq!(
+        l1.get_value("ns", b"k"),
+        Some(Bytes::from("loaded")),
+        "the load was undone"
+    );
+}
+
 /// A read that gives up while its promotion is being stored (a caller's timeout during
 /// L3's store) leaves no unchecked copy in L1: it could be the value a racing write
 /// replaced.
