@@ -1458,10 +1458,10 @@ impl Cache {
         match l2_result {
             Some(Err(source)) => {
                 // The shared tier did not take the write, so it is not acknowledged: do not
-                // leave this node serving a value nobody else has.
-                if let Some(l1) = &self.inner.l1 {
-                    let _ = Tier::remove_version(&**l1, namespace, &key, version).await;
-                }
+                // leave this node serving a value nobody else may have — in L1 or in L3,
+                // which a cluster member reads first.
+                self.undo(namespace, &key, version, &self.own_layers())
+                    .await;
                 Err(CacheError::Tier {
                     layer: Layer::L2,
                     source,
@@ -1475,7 +1475,10 @@ impl Cache {
                     .await;
                 Ok(())
             }
-            Some(Ok(SetOutcome::Stored)) => {
+            // Unconfirmed: the shared tier may hold the write, ordered before a removal
+            // this node heard of meanwhile; if it does not, the removal overtook the write
+            // here, and this node ends where a reader of the shared tier does.
+            Some(Ok(SetOutcome::Stored | SetOutcome::Unconfirmed)) => {
                 // A removal of the key that the shared tier ordered after this write may
                 // have run here before this write's L3 copy landed (an invalidation removes
                 // from L3 while L2 still works on it): once both are in, a copy the shared

@@ -75,6 +75,12 @@ pub enum SetOutcome {
     /// The tier is bypassed for now (the Redis bridge with its circuit open): it did not take
     /// the entry, and the write stands on the local layers alone. Not an error.
     Skipped,
+    /// The tier's call failed after the entry may have reached it (a timeout, a connection
+    /// lost before the answer): it may or may not hold the entry. The write stands on the
+    /// local layers, as with [`SetOutcome::Skipped`], except that a removal of the key that
+    /// overtook it on this node undoes them (the shared tier may have ordered the write
+    /// before that removal). Not an error.
+    Unconfirmed,
 }
 
 /// A cache layer.

@@ -1060,6 +1060,11 @@ enum GatedSets {
     Free,
     Held,
     HeldThenSkipped,
+    /// Applied, then the answer held, then `Unconfirmed` (the bridge's call timed out
+    /// after Redis took the write).
+    AppliedThenUnconfirmed,
+    /// Refused with an error (a cluster's primary that did not answer in time).
+    Fail,
 }
 
 impl Gated {
@@ -1127,6 +1132,12 @@ impl Tier for Gated {
                 self.pass().await;
                 return Ok(SetOutcome::Skipped);
             }
+            GatedSets::AppliedThenUnconfirmed => {
+                self.inner.set(ns, k, e).await?;
+                self.pass().await;
+                return Ok(SetOutcome::Unconfirmed);
+            }
+            GatedSets::Fail => return Err(TierError::Failed("timed out".into())),
         }
         self.inner.set(ns, k, e).await
     }
@@ -1463,6 +1474,74 @@ async fn a_read_of_l3_during_a_write_does_not_leave_the_old_value_in_l1() {
         Some(Bytes::from("new")),
         "L1 kept the old value after the write"
     );
+}
+
+/// A write the shared tier refused (a cluster's primary that did not answer in time) is an
+/// error, and leaves no copy here: not in L1, and not in L3, which a cluster member reads
+/// first. Before, L3 kept it and the node served a value no other node had.
+#[tokio::test]
+async fn a_write_the_shared_tier_refused_leaves_no_copy_here() {
+    for l3_first in [false, true] {
+        let clock = ManualClock::default();
+        let l1 = l1(&clock, 1 << 20);
+        let l2 = Gated::new(Layer::L2, &clock, GatedSets::Fail, GatedRemovals::Free);
+        let l3 = Arc::new(As(Layer::L3, self::l1(&clock, 1 << 20)));
+        let cache = layered(&clock, l1.clone(), l2.clone(), l3.clone(), |b| {
+            b.l3_before_l2(l3_first)
+        });
+        assert!(cache.set("ns", "k", "v").await.is_err());
+        assert_eq!(l1.get_value("ns", b"k"), None, "L1");
+        assert_eq!(l3.get("ns", b"k").await.unwrap(), None, "L3");
+        assert_eq!(cache.get("ns", b"k").await.unwrap(), None);
+    }
+}
+
+/// Behind the bridge, a write whose Redis call failed after Redis took it (`Unconfirmed`),
+/// while another node's DEL of the key was announced here: Redis ends without the key, and
+/// so must this node. Before, the write's copies stood as if Redis had been bypassed, and
+/// its L3 copy, stored after the drop, was served.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_unconfirmed_write_overtaken_by_a_removal_leaves_no_copy_here() {
+    for l3_keeps_writes in [true, false] {
+        let clock = ManualClock::default();
+        let l1 = l1(&clock, 1 << 20);
+        let l2 = Gated::new(
+            Layer::L2,
+            &clock,
+            GatedSets::AppliedThenUnconfirmed,
+            GatedRemovals::Free,
+        );
+        // With kept writes, L3's copy is slow and lands after the drop; without, it is
+        // stored once the shared tier has answered.
+        let l3_sets = match l3_keeps_writes {
+            true => GatedSets::Held,
+            false => GatedSets::Free,
+        };
+        let l3 = Gated::new(Layer::L3, &clock, l3_sets, GatedRemovals::Free);
+        let cache = layered(&clock, l1.clone(), l2.clone(), l3.clone(), |b| {
+            b.l3_before_l2(true).l3_keeps_writes(l3_keeps_writes)
+        });
+        let write = {
+            let cache = cache.clone();
+            tokio::spawn(async move { cache.set("ns", "k", "v").await })
+        };
+        l2.until_waiting(1).await;
+        if l3_keeps_writes {
+            l3.until_waiting(1).await;
+        }
+        // Another node deletes the key in Redis; its announcement is applied here.
+        assert!(l2.inner.remove("ns", b"k").await.unwrap());
+        cache.drop_local("ns", b"k", None).await.unwrap();
+        if l3_keeps_writes {
+            l3.gate.add_permits(1);
+        }
+        l2.gate.add_permits(1);
+        write.await.unwrap().unwrap();
+        let what = format!("L3 keeps writes: {l3_keeps_writes}");
+        assert_eq!(l1.get_value("ns", b"k"), None, "L1 ({what})");
+        assert_eq!(l3.get("ns", b"k").await.unwrap(), None, "L3 ({what})");
+        assert_eq!(cache.get("ns", b"k").await.unwrap(), None, "{what}");
+    }
 }
 
 /// A read that found a key in L2 before another node removed it there, and whose promotion

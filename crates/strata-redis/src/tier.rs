@@ -1520,7 +1520,7 @@ impl Tier for RedisTier {
                 tracing::debug!(error = %e, "Redis bridge: write kept local");
                 bump(&self.inner.counters.bypassed_writes);
                 self.inner.pending.lock().add_key(namespace, key);
-                Ok(SetOutcome::Skipped)
+                Ok(SetOutcome::Unconfirmed)
             }
         }
     }

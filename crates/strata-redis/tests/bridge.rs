@@ -729,7 +729,7 @@ fn fresh_entry(i: u64) -> Entry {
 }
 
 /// Twenty writes through the bridge after a failover, checked: at most one kept local
-/// (a write Redis refuses stays local, `Skipped`, and is counted), the circuit still
+/// (a write Redis refuses stays local, `Unconfirmed`, and is counted), the circuit still
 /// closed, the last write on the new master.
 async fn twenty_writes_reach_the_new_master(node: &Node, new_master: &RedisServer) {
     let counters = node.tier.counters();
