@@ -11,8 +11,10 @@
 //!   progress; a removal of one key marks its key's slot instead ([`crate::floors::Stamps`]:
 //!   dropping while under way, stamped when done). A promotion or loaded value is kept only
 //!   if no such invalidation is in progress, the epoch it started under is still current
-//!   after the store, and its key's slot was not stamped since it started (else the store is
-//!   undone), so an invalidation that overlaps a slow read is never undone by that read.
+//!   after the store, and no removal of its key's slot is under way or stamped since it
+//!   started (for a promotion, no write of the slot either; a load's own write stamps it);
+//!   else the store is undone, so an invalidation that overlaps a slow read is never undone
+//!   by that read.
 
 use std::future::Future;
 use std::pin::Pin;
@@ -282,6 +284,25 @@ impl NsState {
 
 struct InvalidationGuard<'a>(&'a NsState);
 
+/// [`Cache::drop_local_everything`] in progress until it drops (also when cancelled): the
+/// epoch floor moves at both ends, and the count of those in progress is up meanwhile.
+struct EmptyingEverything<'a>(&'a Inner);
+
+impl<'a> EmptyingEverything<'a> {
+    fn begin(inner: &'a Inner) -> Self {
+        inner.epoch_floor.fetch_add(1, Ordering::SeqCst);
+        inner.emptying_everything.fetch_add(1, Ordering::SeqCst);
+        Self(inner)
+    }
+}
+
+impl Drop for EmptyingEverything<'_> {
+    fn drop(&mut self) {
+        self.0.epoch_floor.fetch_add(1, Ordering::SeqCst);
+        self.0.emptying_everything.fetch_sub(1, Ordering::SeqCst);
+    }
+}
+
 impl Drop for InvalidationGuard<'_> {
     fn drop(&mut self) {
         // Bump before leaving: a promotion that read a slower layer before that layer was
@@ -488,6 +509,7 @@ impl CacheBuilder {
                 default_policy: self.default_policy,
                 namespaces,
                 epoch_floor: AtomicU64::new(0),
+                emptying_everything: AtomicU64::new(0),
                 reclaimed: AtomicU64::new(0),
                 flights: Arc::new(Flights::default()),
                 stats: CacheStats::default(),
@@ -527,6 +549,9 @@ struct Inner {
     /// above every epoch of a reclaimed namespace, so that a promotion that began under a
     /// reclaimed incarnation is undone (see [`Cache::reclaim_empty_namespaces`]).
     epoch_floor: AtomicU64,
+    /// [`Cache::drop_local_everything`] calls in progress: a promotion or load of any
+    /// namespace that checks meanwhile is undone (also of one this node has no state for).
+    emptying_everything: AtomicU64,
     /// Namespaces given back by [`Cache::reclaim_empty_namespaces`].
     reclaimed: AtomicU64,
     flights: Arc<Flights>,
@@ -656,6 +681,9 @@ impl Cache {
     /// Whether a copy made in `namespace` under `epoch` ([`Cache::epoch_of`]) may have raced
     /// with an invalidation (or with a reclaim of the namespace), read by name.
     fn raced_since(&self, namespace: &str, epoch: u64) -> bool {
+        if self.inner.emptying_everything.load(Ordering::SeqCst) > 0 {
+            return true;
+        }
         self.inner
             .namespaces
             .read(namespace, |_, s| s.raced(epoch))
@@ -797,9 +825,10 @@ impl Cache {
     }
 
     /// Copies a hit from `from` into the faster layers: L1 always, and L3 for an L2 hit when
-    /// the namespace uses L3. Undone when an invalidation raced with it (`epoch`), or a
-    /// write of the key finished its slower layers after the read began (`read_at`): the
-    /// hit may be the value that write replaced.
+    /// the namespace uses L3. Undone when a pattern, tag or namespace invalidation raced
+    /// with it (`epoch`), or when a write or a removal of the key (of its slot) is under
+    /// way or finished after the read began (`read_at`): the hit may be the value that
+    /// write replaced or that removal removed.
     async fn promote(
         &self,
         namespace: &str,
@@ -1560,8 +1589,8 @@ impl Cache {
     }
 
     /// Runs `op` on every configured layer (L3 only if the namespace uses it), concurrently
-    /// for L2 and L3, after bumping the namespace's epoch (or marking the key's slot). An L2 failure is returned; an L3
-    /// failure is counted and logged.
+    /// for L2 and L3, after bumping the namespace's epoch (or marking the key's slot). An L2
+    /// failure is returned; an L3 failure is counted and logged.
     async fn invalidate_everywhere<'a, F, Fut>(
         &'a self,
         namespace: &str,
@@ -1802,7 +1831,10 @@ impl Cache {
         names.sort_unstable();
         names.dedup();
         // Every namespace's invalidation is in progress until both layers are empty, so no
-        // promotion that read before the flush lands after it.
+        // promotion that read before the flush lands after it — also of a namespace this
+        // node has no state for and L1 holds nothing of (its epoch is the floor, moved here
+        // at both ends).
+        let _emptying = EmptyingEverything::begin(&self.inner);
         let _invalidating: Vec<_> = names
             .iter()
             .filter_map(|n| self.begin_invalidation(n).ok())
@@ -2068,7 +2100,8 @@ impl Cache {
     /// A reclaimed namespace is created again by its next write. Nothing is lost by a race:
     /// a write into L1 that raced with the reclaim stores again ([`MemoryTier::set_sync`]), a
     /// copy made under the reclaimed namespace is undone (the epoch floor moves past it), and
-    /// an invalidation in progress keeps its namespace. Behind the Redis bridge, which keeps
+    /// a pattern, tag or namespace invalidation in progress keeps its namespace (a removal
+    /// of one key needs none: its stamp is by name, decision 93). Behind the Redis bridge, which keeps
     /// no count, namespaces are not reclaimed.
     pub fn reclaim_empty_namespaces(&self) -> usize {
         let mut names: Vec<String> = self

@@ -1601,11 +1601,61 @@ async fn a_promotion_racing_a_removal_announced_here_leaves_no_copy() {
     }
 }
 
+/// A promotion in flight across `drop_local_everything` (what a node does after a gap in its
+/// invalidation channel) is undone, also in a namespace this node has no state for and L1
+/// holds nothing of: before, only the namespaces it knew were marked, and the promotion of
+/// a value removed during the gap was kept until its TTL. Found by a review.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_promotion_across_emptying_everything_is_undone_in_an_unknown_namespace() {
+    let clock = ManualClock::default();
+    let l1 = l1(&clock, 1 << 20);
+    let l2 = Gated::new(Layer::L2, &clock, GatedSets::Free, GatedRemovals::Free);
+    let l3 = Arc::new(As(Layer::L3, self::l1(&clock, 1 << 20)));
+    let cache = layered(&clock, l1.clone(), l2.clone(), l3.clone(), |b| b);
+    let old = Entry::new(Bytes::from_static(b"old"), Version::from_u64(1));
+    l2.set("fresh", Bytes::from_static(b"k"), old)
+        .await
+        .unwrap();
+    l2.reads_held.store(true, Ordering::SeqCst);
+    let read = {
+        let cache = cache.clone();
+        tokio::spawn(async move { cache.get("fresh", b"k").await.unwrap() })
+    };
+    l2.until_waiting(1).await;
+    l2.reads_held.store(false, Ordering::SeqCst);
+    // Another node removed the key; its announcement was lost in a gap, after which this
+    // node empties its own layers.
+    assert!(l2.remove("fresh", b"k").await.unwrap());
+    cache.drop_local_everything(true).await;
+    l2.gate.add_permits(1);
+    assert_eq!(read.await.unwrap(), Some(Bytes::from("old")), "the read");
+    assert_eq!(l1.get_value("fresh", b"k"), None, "L1 kept the promotion");
+    assert_eq!(l3.get("fresh", b"k").await.unwrap(), None, "L3 kept it");
+    assert_eq!(cache.get("fresh", b"k").await.unwrap(), None);
+}
+
 /// A removal of one key leaves the promotions and loads of the namespace's other keys in
 /// place (decision 93): before, every removal bumped the namespace's epoch and undid them
 /// all, a miss each on a node that applies other nodes' announcements.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_removal_of_one_key_leaves_the_promotions_of_others_in_place() {
+    // Each cache seeds its slot hash anew, and a key sharing the slot of the one promoted
+    // undoes it by design (about 3 caches in 16,384 here): three caches must all lose it
+    // for the test to fail, where the namespace epoch undid it in every one.
+    let mut kept = Vec::new();
+    for _ in 0..3 {
+        let outcome = promotion_and_load_beside_removals_of_other_keys().await;
+        if outcome == (true, true) {
+            return;
+        }
+        kept.push(outcome);
+    }
+    panic!("(promotion kept, load kept) in three caches: {kept:?}");
+}
+
+/// A promotion of `a` and a load of `k` while `b` and `c` are removed: whether each kept
+/// its copy in L1 (and the promotion in L3).
+async fn promotion_and_load_beside_removals_of_other_keys() -> (bool, bool) {
     let clock = ManualClock::default();
     let l1 = l1(&clock, 1 << 20);
     let l2 = Gated::new(Layer::L2, &clock, GatedSets::Free, GatedRemovals::Free);
@@ -1620,28 +1670,20 @@ async fn a_removal_of_one_key_leaves_the_promotions_of_others_in_place() {
     };
     l2.until_waiting(1).await;
     l2.reads_held.store(false, Ordering::SeqCst);
-    // Another key of the namespace changes elsewhere. (A key sharing `a`'s slot of 16,384
-    // would undo the promotion: one run in 16,384 picks such a seed.)
+    // Other keys of the namespace change elsewhere.
     cache.drop_local("ns", b"b", None).await.unwrap();
     cache.invalidate("ns", b"c").await.unwrap();
     l2.gate.add_permits(1);
     assert_eq!(read.await.unwrap(), Some(Bytes::from("a")));
-    assert_eq!(
-        l1.get_value("ns", b"a"),
-        Some(Bytes::from("a")),
-        "the promotion was undone"
-    );
-    assert!(l3.get("ns", b"a").await.unwrap().is_some());
+    let promoted = l1.get_value("ns", b"a") == Some(Bytes::from("a"))
+        && l3.get("ns", b"a").await.unwrap().is_some();
 
     let (load, release) = blocked_load(&cache, "loaded").await;
     cache.drop_local("ns", b"b", None).await.unwrap();
     release.send(()).unwrap();
     load.await.unwrap().unwrap();
-    assert_eq!(
-        l1.get_value("ns", b"k"),
-        Some(Bytes::from("loaded")),
-        "the load was undone"
-    );
+    let loaded = l1.get_value("ns", b"k") == Some(Bytes::from("loaded"));
+    (promoted, loaded)
 }
 
 /// A read that gives up while its promotion is being stored (a caller's timeout during

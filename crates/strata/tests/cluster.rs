@@ -1354,3 +1354,60 @@ async fn a_delete_racing_a_write_on_the_primary_leaves_no_copy_in_its_l3() {
     );
     stop(nodes).await;
 }
+
+/// A write a node could not get to its key's owners is an error, and leaves no copy on that
+/// node: not in L1, nor in L3, which a member reads first (decision 94). Before, the L3 copy
+/// stayed, and the node served the failed write's value, which no owner had.
+#[cfg(all(feature = "fault-injection", feature = "l3"))]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_write_that_failed_leaves_no_copy_on_the_node_that_took_it() {
+    let dirs: Vec<tempfile::TempDir> = (0..3).map(|_| tempfile::tempdir().unwrap()).collect();
+    let next = std::sync::atomic::AtomicUsize::new(0);
+    let nodes = cluster_with(3, 2, None, |c| {
+        let i = next.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        c.l3.enabled = true;
+        c.l3.data_dir = dirs[i].path().to_path_buf();
+        c.cluster.rpc_timeout_ms = 300;
+        c.cluster.failover_wait_ms = 300;
+    })
+    .await;
+    let c0 = nodes[0].cache();
+    let l3 = c0.tier(Layer::L3).expect("L3 on");
+    eventually(
+        "n0's L3 is proven and serves",
+        Duration::from_secs(30),
+        || c0.l3_serving(),
+    )
+    .await;
+    // A key n0 does not own.
+    let key = keys_owned_by(&nodes[0], "failed:", &["n1", "n2"])
+        .next()
+        .expect("a key owned by n1 then n2");
+    c0.set("ns", key.clone(), "first").await.unwrap();
+    nodes[0].isolate_from(&["n1", "n2"]);
+    let failed = c0.set("ns", key.clone(), "failed").await;
+    assert!(failed.is_err(), "a write no owner could take: {failed:?}");
+    assert!(
+        l3.get("ns", key.as_bytes())
+            .await
+            .unwrap()
+            .is_none_or(|e| e.value != "failed"),
+        "L3 kept the failed write"
+    );
+    let read = c0.get("ns", key.as_bytes()).await;
+    assert!(
+        !matches!(&read, Ok(Some(v)) if v == "failed"),
+        "n0 served the failed write's value: {read:?}"
+    );
+    nodes[0].heal_network();
+    eventually("all three again", Duration::from_secs(30), || {
+        nodes.iter().all(|n| live(n) == 3)
+    })
+    .await;
+    assert_eq!(
+        c0.get("ns", key.as_bytes()).await.unwrap().as_deref(),
+        Some(&b"first"[..]),
+        "after the partition healed"
+    );
+    stop(nodes).await;
+}
