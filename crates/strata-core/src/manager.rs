@@ -1218,7 +1218,7 @@ impl Cache {
                 }
                 // The tier inside the `Arc` (with the `testsuite` feature, `Arc<dyn Tier>`
                 // is a tier too, and a call on it would resolve there).
-                if !self.admits_own_copy(namespace, state, key, entry)
+                if !self.admits_own_copy(namespace, state, key, entry, true)
                     || !(**authority).admits_copy(namespace, key, entry)
                 {
                     if let Some(l1) = &self.inner.l1 {
@@ -1504,10 +1504,7 @@ impl Cache {
                     .await;
                 Ok(())
             }
-            // Unconfirmed: the shared tier may hold the write, ordered before a removal
-            // this node heard of meanwhile; if it does not, the removal overtook the write
-            // here, and this node ends where a reader of the shared tier does.
-            Some(Ok(SetOutcome::Stored | SetOutcome::Unconfirmed)) => {
+            Some(Ok(outcome @ (SetOutcome::Stored | SetOutcome::Unconfirmed))) => {
                 // A removal of the key that the shared tier ordered after this write may
                 // have run here before this write's L3 copy landed (an invalidation removes
                 // from L3 while L2 still works on it): once both are in, a copy the shared
@@ -1515,8 +1512,15 @@ impl Cache {
                 // this node's copies, so one of the two steps sees the other). The same for
                 // a removal or a newer change this node heard of meanwhile: it raised the
                 // key's floor when it dropped the copies (decision 91).
+                // Unconfirmed (decision 94): the shared tier may hold the write, ordered
+                // before such a removal; if it does not, the removal overtook the write here,
+                // and this node ends where a reader of the shared tier does. Not so for the
+                // everything-floor: this node raises it when it loses its own channel (a
+                // Redis restart), which is no removal, and the copies here may then be the
+                // write's only ones.
+                let everything = outcome == SetOutcome::Stored;
                 if let Some(l2) = &self.inner.l2
-                    && (!self.admits_own_copy(namespace, state, &key, &entry)
+                    && (!self.admits_own_copy(namespace, state, &key, &entry, everything)
                         || !(**l2).admits_copy(namespace, &key, &entry))
                 {
                     self.undo(namespace, &key, version, &self.own_layers())
@@ -1540,10 +1544,18 @@ impl Cache {
 
     /// Whether this node's own copy of `key` as `entry`, just stored, is still wanted: no
     /// removal of the key, no pattern, tag or namespace invalidation matching it, and no
-    /// emptying of every namespace raised a floor above it meanwhile (decision 91).
-    fn admits_own_copy(&self, namespace: &str, state: &NsState, key: &[u8], entry: &Entry) -> bool {
+    /// emptying of every namespace raised a floor above it meanwhile (decision 91) — that
+    /// last one only with `everything`.
+    fn admits_own_copy(
+        &self,
+        namespace: &str,
+        state: &NsState,
+        key: &[u8],
+        entry: &Entry,
+        everything: bool,
+    ) -> bool {
         let version = entry.version;
-        self.inner.everything_floor.load(Ordering::SeqCst) <= version.as_u64()
+        (!everything || self.inner.everything_floor.load(Ordering::SeqCst) <= version.as_u64())
             && self.inner.floors.admits(namespace, key, version)
             && state.floors.admits(key, &entry.tags, version)
     }

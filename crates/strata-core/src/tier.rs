@@ -76,8 +76,9 @@ pub enum SetOutcome {
     /// the entry, and the write stands on the local layers alone. Not an error.
     Skipped,
     /// The tier's call failed after the entry may have reached it (a timeout, a connection
-    /// lost before the answer): it may or may not hold the entry. The write stands on the
-    /// local layers, as with [`SetOutcome::Skipped`], except that a removal of the key that
+    /// lost before the answer; not a refusal, nor a call never sent, which are
+    /// [`SetOutcome::Skipped`]): it may or may not hold the entry. The write stands on the
+    /// local layers, as with `Skipped`, except that a removal matching the key that
     /// overtook it on this node undoes them (the shared tier may have ordered the write
     /// before that removal). Not an error.
     Unconfirmed,

@@ -1063,6 +1063,9 @@ enum GatedSets {
     /// Applied, then the answer held, then `Unconfirmed` (the bridge's call timed out
     /// after Redis took the write).
     AppliedThenUnconfirmed,
+    /// Held, then `Unconfirmed` with nothing applied (the bridge's call failed before
+    /// Redis ran it).
+    HeldThenUnconfirmed,
     /// Refused with an error (a cluster's primary that did not answer in time).
     Fail,
 }
@@ -1134,6 +1137,10 @@ impl Tier for Gated {
             }
             GatedSets::AppliedThenUnconfirmed => {
                 self.inner.set(ns, k, e).await?;
+                self.pass().await;
+                return Ok(SetOutcome::Unconfirmed);
+            }
+            GatedSets::HeldThenUnconfirmed => {
                 self.pass().await;
                 return Ok(SetOutcome::Unconfirmed);
             }
@@ -1541,6 +1548,40 @@ async fn an_unconfirmed_write_overtaken_by_a_removal_leaves_no_copy_here() {
         assert_eq!(l1.get_value("ns", b"k"), None, "L1 ({what})");
         assert_eq!(l3.get("ns", b"k").await.unwrap(), None, "L3 ({what})");
         assert_eq!(cache.get("ns", b"k").await.unwrap(), None, "{what}");
+    }
+}
+
+/// Behind the bridge, a write whose Redis call failed while this node lost its own
+/// invalidation channel (Redis restarting: the node empties L1 and keeps L3 to serve the
+/// outage) stands on this node's copies: losing the channel removed nothing, and they may
+/// be the write's only ones. A review found the first version of decision 94 undoing them.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_unconfirmed_write_survives_this_node_losing_its_channel() {
+    for l3_keeps_writes in [true, false] {
+        let clock = ManualClock::default();
+        let l2 = Gated::new(
+            Layer::L2,
+            &clock,
+            GatedSets::HeldThenUnconfirmed,
+            GatedRemovals::Free,
+        );
+        let l3 = Arc::new(As(Layer::L3, l1(&clock, 1 << 20)));
+        let cache = layered(&clock, l1(&clock, 1 << 20), l2.clone(), l3.clone(), |b| {
+            b.l3_keeps_writes(l3_keeps_writes)
+        });
+        let write = {
+            let cache = cache.clone();
+            tokio::spawn(async move { cache.set("ns", "k", "v").await })
+        };
+        l2.until_waiting(1).await;
+        cache.drop_local_everything(false).await;
+        l2.gate.add_permits(1);
+        write.await.unwrap().unwrap();
+        assert_eq!(
+            l3.get("ns", b"k").await.unwrap().map(|e| e.value),
+            Some(Bytes::from("v")),
+            "L3 keeps writes: {l3_keeps_writes}"
+        );
     }
 }
 

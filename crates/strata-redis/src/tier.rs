@@ -524,6 +524,47 @@ fn is_auth_error(e: &redis::RedisError) -> bool {
     .any(|m| text.contains(m))
 }
 
+/// A failed [`RedisTier::call_tracked`]: the error, and whether Redis may have run the
+/// command.
+struct CallFailed {
+    error: TierError,
+    maybe_ran: bool,
+}
+
+impl CallFailed {
+    fn unsent(error: TierError) -> Self {
+        Self {
+            error,
+            maybe_ran: false,
+        }
+    }
+}
+
+/// Whether Redis answered `e` instead of running the command: refusals it makes before a
+/// command (or a script) starts. Any other error, a script's own included, may come after
+/// a write.
+fn refused_before_running(e: &redis::RedisError) -> bool {
+    e.is_connection_refusal()
+        || [
+            "READONLY",
+            "OOM",
+            "BUSY",
+            "LOADING",
+            "MASTERDOWN",
+            "NOPERM",
+            "NOAUTH",
+            "MISCONF",
+            "NOSCRIPT",
+            "MOVED",
+            "ASK",
+            "TRYAGAIN",
+            "CLUSTERDOWN",
+            "CROSSSLOT",
+        ]
+        .iter()
+        .any(|code| has_code(e, code))
+}
+
 /// Whether an error says something about Redis's health (the breaker counts it) rather than
 /// about one command.
 fn is_health_error(e: &redis::RedisError) -> bool {
@@ -932,19 +973,31 @@ impl RedisTier {
     where
         F: Future<Output = redis::RedisResult<T>>,
     {
+        self.call_tracked(f).await.map_err(|failed| failed.error)
+    }
+
+    /// [`Self::call`], telling a failure Redis may have run the command through (the
+    /// request left, and no answer said it was refused: a timeout, a connection lost) from
+    /// one it did not (never sent, or refused before running: `READONLY`, `OOM`, …).
+    async fn call_tracked<T, F>(&self, f: impl FnOnce(Backend) -> F) -> Result<T, CallFailed>
+    where
+        F: Future<Output = redis::RedisResult<T>>,
+    {
         let timeout = self.inner.cfg.op_timeout;
         let start = Instant::now();
         let generation = self.inner.generation.load(Ordering::Acquire);
         let Some(backend) = self.inner.backend.read().clone() else {
-            return Err(TierError::Unavailable("Redis not connected".into()));
+            return Err(CallFailed::unsent(TierError::Unavailable(
+                "Redis not connected".into(),
+            )));
         };
         let single = matches!(backend, Backend::Single(_));
         let Ok(Ok(_permit)) = tokio::time::timeout(timeout, self.inner.permits.acquire()).await
         else {
             self.fail(true, "no free in-flight slot");
-            return Err(TierError::Failed(
+            return Err(CallFailed::unsent(TierError::Failed(
                 "Redis bridge: too many requests in flight".into(),
-            ));
+            )));
         };
         let left = timeout.saturating_sub(start.elapsed());
         match tokio::time::timeout(left, f(backend)).await {
@@ -962,14 +1015,20 @@ impl RedisTier {
                     }
                     Verdict::Count => {}
                 }
-                Err(TierError::Failed(format!("Redis: {e}")))
+                Err(CallFailed {
+                    maybe_ran: !refused_before_running(&e),
+                    error: TierError::Failed(format!("Redis: {e}")),
+                })
             }
             Err(_) => {
                 self.fail(true, "timed out");
-                Err(TierError::Failed(format!(
-                    "Redis: no reply within {} ms",
-                    timeout.as_millis()
-                )))
+                Err(CallFailed {
+                    maybe_ran: true,
+                    error: TierError::Failed(format!(
+                        "Redis: no reply within {} ms",
+                        timeout.as_millis()
+                    )),
+                })
             }
         }
     }
@@ -1505,7 +1564,7 @@ impl Tier for RedisTier {
         let channel = self.inner.channel.as_bytes();
         let script = &self.inner.set_script;
         let stored = self
-            .call(|b| async move {
+            .call_tracked(|b| async move {
                 b.script(script, &full, &[&payload, px.as_bytes(), channel, &msg])
                     .await
             })
@@ -1513,14 +1572,18 @@ impl Tier for RedisTier {
         match stored {
             Ok(1) => Ok(SetOutcome::Stored),
             Ok(_) => Ok(SetOutcome::KeptNewer),
-            Err(e) => {
-                // Redis may or may not have the new value: the write stands locally, and the
-                // key is unlinked in Redis once it answers again, so nobody keeps serving the
-                // old value there over this one.
-                tracing::debug!(error = %e, "Redis bridge: write kept local");
+            Err(failed) => {
+                // The write stands locally, and the key is unlinked in Redis once it answers
+                // again, so nobody keeps serving the old value there over this one. Redis
+                // may have run it (decision 94): then a removal this node heard of meanwhile
+                // may be ordered after it there, and the manager checks for one.
+                tracing::debug!(error = %failed.error, "Redis bridge: write kept local");
                 bump(&self.inner.counters.bypassed_writes);
                 self.inner.pending.lock().add_key(namespace, key);
-                Ok(SetOutcome::Unconfirmed)
+                Ok(match failed.maybe_ran {
+                    true => SetOutcome::Unconfirmed,
+                    false => SetOutcome::Skipped,
+                })
             }
         }
     }

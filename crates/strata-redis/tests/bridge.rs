@@ -810,3 +810,53 @@ async fn after_a_demotion_the_health_tick_finds_the_new_master() {
         "the first write after the demotion and a health tick: {first:?}"
     );
 }
+
+/// A write whose Redis call failed answers whether Redis may still have run it (decision
+/// 94): refused up front (`OOM` under `maxmemory`) it is `Skipped` — the local copies are
+/// its only ones — and timed out against a Redis that hangs (SIGSTOP), which runs it once
+/// it wakes, `Unconfirmed`, so that a removal this node hears of meanwhile undoes it here.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_failed_write_says_whether_redis_may_have_run_it() {
+    let redis = RedisServer::start();
+    let mut cfg = fresh(BridgeConfig::standalone(redis.address()));
+    cfg.op_timeout = Duration::from_millis(300);
+    let tier = RedisTier::connect(cfg, Arc::new(SystemClock))
+        .await
+        .expect("connect");
+    let entry = |v: &'static str, n: u64| {
+        Entry::new(Bytes::from_static(v.as_bytes()), Version::from_u64(n))
+    };
+
+    redis.cli(&["CONFIG", "SET", "maxmemory", "1"]).unwrap();
+    let refused = tier
+        .set("ns", Bytes::from_static(b"oom"), entry("v", 1))
+        .await;
+    redis.cli(&["CONFIG", "SET", "maxmemory", "0"]).unwrap();
+    assert_eq!(refused.unwrap(), strata_core::SetOutcome::Skipped, "OOM");
+
+    // Let the circuit close again if the refusal counted against it.
+    let t = tier.clone();
+    eventually(Duration::from_secs(10), || {
+        let s = t.status().breaker;
+        async move { s == BreakerState::Closed }
+    })
+    .await
+    .expect("the circuit closes");
+    redis.signal("STOP");
+    let timed_out = tier
+        .set("ns", Bytes::from_static(b"hung"), entry("v", 2))
+        .await;
+    redis.signal("CONT");
+    assert_eq!(
+        timed_out.unwrap(),
+        strata_core::SetOutcome::Unconfirmed,
+        "a call that timed out"
+    );
+    // Redis ran it once it woke: the outcome was indeed unknown.
+    let ran = eventually(Duration::from_secs(5), || {
+        let keys = redis.cli(&["KEYS", "*hung"]).unwrap_or_default();
+        async move { !keys.trim().is_empty() }
+    })
+    .await;
+    assert!(ran.is_some(), "Redis never ran the timed-out write");
+}
