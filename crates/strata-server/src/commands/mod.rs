@@ -937,6 +937,19 @@ mod tests {
         );
         assert!(lookup(b"LPUSH").is_none());
         assert!(lookup(&[b'A'; 40]).is_none());
+        assert!(lookup(b"").is_none());
+        // Every row, in any case, and nothing one byte off.
+        for (i, spec) in COMMANDS.iter().enumerate() {
+            assert!(spec.name.len() < 32, "{} is too long to look up", spec.name);
+            let name = spec.name.as_bytes();
+            assert_eq!(lookup(name).map(|(j, _)| j), Some(i), "{}", spec.name);
+            let lower = name.to_ascii_lowercase();
+            assert_eq!(lookup(&lower).map(|(j, _)| j), Some(i), "{}", spec.name);
+            assert!(lookup(&name[..name.len() - 1]).is_none_or(|(j, _)| j != i));
+            let mut longer = name.to_vec();
+            longer.push(b'X');
+            assert!(lookup(&longer).is_none_or(|(j, _)| j != i));
+        }
     }
 
     #[test]
