@@ -1449,11 +1449,15 @@ impl Cache {
                 None => None,
             }
         };
-        // Without kept writes, a cancelled write may leave L3's older copy, which a read
-        // visits first: dropped by a task of its own then.
+        // Cancelled before the shared tier answered (a caller's timeout around `set`), the
+        // write's outcome there is unknown, and its copies here (L1's, and L3's once its
+        // queued write lands) may be a value no other node will see: they go, with any
+        // older ones (without kept writes, L3's older copy, which a read visits first), in
+        // a task of their own. A miss at worst: a read then asks the shared tier.
         let mut unfinished = self
             .inner
-            .l3_write_around
+            .l2
+            .is_some()
             .then(|| UnfinishedDrop::new(self, namespace, Changed::Key(&key)));
         let (l2_result, l3_result) = tokio::join!(l2, l3_step);
         if let Some(t) = l3.filter(|_| self.inner.l3_write_around) {

@@ -1307,6 +1307,32 @@ async fn an_invalidation_given_up_after_the_shared_tier_still_drops_the_copies_h
     }
 }
 
+/// A caller that gives up on a write (a timeout around `set`) before the shared tier took
+/// it leaves no copy here: the write may never reach the shared tier, and this node would
+/// serve, until its TTL, a value no other node has.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_write_given_up_before_the_shared_tier_took_it_leaves_no_copy_here() {
+    for l3_keeps_writes in [true, false] {
+        let clock = ManualClock::default();
+        let l2 = Gated::new(Layer::L2, &clock, GatedSets::Held, GatedRemovals::Free);
+        let l3 = Arc::new(As(Layer::L3, l1(&clock, 1 << 20)));
+        let cache = layered(&clock, l1(&clock, 1 << 20), l2.clone(), l3.clone(), |b| {
+            b.l3_keeps_writes(l3_keeps_writes)
+        });
+        let gave_up =
+            tokio::time::timeout(Duration::from_millis(50), cache.set("ns", "k", "v")).await;
+        assert!(gave_up.is_err(), "the shared tier's step was held");
+        assert_eq!(l2.get("ns", b"k").await.unwrap(), None);
+        until_gone_here(
+            &cache,
+            &*l3,
+            b"k",
+            &format!("this node serves a write its shared tier never took (L3 keeps writes: {l3_keeps_writes})"),
+        )
+        .await;
+    }
+}
+
 /// The same for a command executed at the shared tier's authority (`DEL` through
 /// `Cache::execute`): given up before its mirror, this node's copies still go.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
