@@ -162,12 +162,18 @@ struct UnfinishedDrop<'a> {
     cache: &'a Cache,
     namespace: &'a str,
     change: Changed<'a>,
+    /// For a write of this node's own (a key `change`): its version. Only copies up to it
+    /// go (a newer write of the key, still under way here, keeps its own), and L3's queued
+    /// writes are waited for before a second drop (the write's own may land after the
+    /// first).
+    write: Option<Version>,
     armed: bool,
 }
 
 /// What [`UnfinishedDrop`] drops, owned.
 enum OwnedChange {
     Key(Vec<u8>),
+    Write(Vec<u8>, Version),
     Pattern(Vec<u8>),
     Tag(Vec<u8>),
     Namespace,
@@ -179,6 +185,20 @@ impl<'a> UnfinishedDrop<'a> {
             cache,
             namespace,
             change,
+            write: None,
+            armed: true,
+        }
+    }
+
+    /// For a write of `key` at `version` on this node.
+    fn write(cache: &'a Cache, namespace: &'a str, key: &'a [u8], version: Version) -> Self {
+        // Built whole: a `..Self::new(..)` base would be a guard of its own, dropped (and
+        // fired) at once.
+        Self {
+            cache,
+            namespace,
+            change: Changed::Key(key),
+            write: Some(version),
             armed: true,
         }
     }
@@ -193,12 +213,15 @@ impl Drop for UnfinishedDrop<'_> {
         if !self.armed {
             return;
         }
-        let change = match self.change {
-            Changed::Key(k) => OwnedChange::Key(k.to_vec()),
-            Changed::Pattern { pattern, .. } => OwnedChange::Pattern(pattern.to_vec()),
-            Changed::Tag { tag, .. } => OwnedChange::Tag(tag.to_vec()),
-            Changed::Namespace(_) => OwnedChange::Namespace,
-            _ => return,
+        let change = match (self.change, self.write) {
+            (Changed::Key(k), Some(v)) => OwnedChange::Write(k.to_vec(), v),
+            (change, _) => match change {
+                Changed::Key(k) => OwnedChange::Key(k.to_vec()),
+                Changed::Pattern { pattern, .. } => OwnedChange::Pattern(pattern.to_vec()),
+                Changed::Tag { tag, .. } => OwnedChange::Tag(tag.to_vec()),
+                Changed::Namespace(_) => OwnedChange::Namespace,
+                _ => return,
+            },
         };
         let cache = self.cache.clone();
         let Ok(runtime) = tokio::runtime::Handle::try_current() else {
@@ -207,6 +230,9 @@ impl Drop for UnfinishedDrop<'_> {
                 match &change {
                     OwnedChange::Key(k) => {
                         l1.remove_sync(self.namespace, k);
+                    }
+                    OwnedChange::Write(k, v) => {
+                        l1.remove_version_sync(self.namespace, k, *v);
                     }
                     _ => l1.flush_namespace_sync(self.namespace),
                 }
@@ -220,6 +246,21 @@ impl Drop for UnfinishedDrop<'_> {
         runtime.spawn(async move {
             let _ = match change {
                 OwnedChange::Key(k) => cache.drop_local(&ns, &k, Some(now)).await,
+                OwnedChange::Write(k, v) => {
+                    // Copies up to the write's own version: older ones too (L3's, which a
+                    // read may visit first), never a newer write's.
+                    let below = Some(Version::from_u64(v.as_u64() + 1));
+                    let _ = cache.drop_local(&ns, &k, below).await;
+                    // The write's own L3 copy may still be queued: once it has landed,
+                    // again.
+                    if let Some(l3) = &cache.inner.l3
+                        && (**l3).settle().await.is_ok()
+                    {
+                        cache.drop_local(&ns, &k, below).await
+                    } else {
+                        Ok(0)
+                    }
+                }
                 OwnedChange::Pattern(p) => cache.drop_local_pattern(&ns, &p).await,
                 OwnedChange::Tag(t) => cache.drop_local_tag(&ns, &t).await,
                 OwnedChange::Namespace => cache.drop_local_namespace(&ns).await.map(|()| 0),
@@ -1458,7 +1499,7 @@ impl Cache {
             .inner
             .l2
             .is_some()
-            .then(|| UnfinishedDrop::new(self, namespace, Changed::Key(&key)));
+            .then(|| UnfinishedDrop::write(self, namespace, &key, version));
         let (l2_result, l3_result) = tokio::join!(l2, l3_step);
         if let Some(t) = l3.filter(|_| self.inner.l3_write_around) {
             if matches!(

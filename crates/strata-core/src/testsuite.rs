@@ -120,6 +120,9 @@ impl Tier for Arc<dyn Tier> {
     async fn purge_expired(&self) -> Result<u64, crate::TierError> {
         (**self).purge_expired().await
     }
+    async fn settle(&self) -> Result<(), crate::TierError> {
+        (**self).settle().await
+    }
     async fn scan_keys(
         &self,
         ns: &str,

@@ -266,6 +266,14 @@ pub trait Tier: Send + Sync + std::fmt::Debug + 'static {
         0
     }
 
+    /// Returns once every write handed to this tier before the call has been applied (or
+    /// has failed): for a tier that queues writes and applies them later (L3's group
+    /// commit), even when their callers gave up. The default: writes are applied within
+    /// their calls.
+    async fn settle(&self) -> Result<(), TierError> {
+        Ok(())
+    }
+
     /// Removes every entry of every namespace. The default flushes each namespace that
     /// [`Tier::namespaces`] lists; tiers that can do it in one step (L3: a range delete)
     /// override it.

@@ -1333,6 +1333,140 @@ async fn a_write_given_up_before_the_shared_tier_took_it_leaves_no_copy_here() {
     }
 }
 
+/// An L3 whose writes land once the test opens its gate, also when their callers gave up
+/// (a group-commit writer takes a queued write whatever becomes of its caller), and whose
+/// `settle` waits for them.
+#[derive(Debug)]
+struct QueuedL3 {
+    inner: Arc<As>,
+    gate: Arc<tokio::sync::Semaphore>,
+    queued: std::sync::Mutex<Vec<tokio::task::JoinHandle<()>>>,
+    landed: Arc<AtomicUsize>,
+}
+
+impl QueuedL3 {
+    fn new(clock: &ManualClock) -> Arc<Self> {
+        Arc::new(QueuedL3 {
+            inner: Arc::new(As(Layer::L3, l1(clock, 1 << 20))),
+            gate: Arc::new(tokio::sync::Semaphore::new(0)),
+            queued: Default::default(),
+            landed: Default::default(),
+        })
+    }
+}
+
+#[async_trait]
+impl Tier for QueuedL3 {
+    fn layer(&self) -> Layer {
+        Layer::L3
+    }
+    async fn get(&self, ns: &str, k: &[u8]) -> Result<Option<Entry>, TierError> {
+        self.inner.get(ns, k).await
+    }
+    async fn set(&self, ns: &str, k: Bytes, e: Entry) -> Result<SetOutcome, TierError> {
+        let (tx, rx) = tokio::sync::oneshot::channel();
+        let (inner, gate, ns) = (self.inner.clone(), self.gate.clone(), ns.to_owned());
+        let landed = self.landed.clone();
+        let write = tokio::spawn(async move {
+            gate.acquire().await.unwrap().forget();
+            let stored = inner.set(&ns, k, e).await;
+            landed.fetch_add(1, Ordering::SeqCst);
+            let _ = tx.send(stored);
+        });
+        self.queued.lock().unwrap().push(write);
+        rx.await.unwrap()
+    }
+    async fn remove(&self, ns: &str, k: &[u8]) -> Result<bool, TierError> {
+        self.inner.remove(ns, k).await
+    }
+    async fn remove_version(&self, ns: &str, k: &[u8], v: Version) -> Result<bool, TierError> {
+        self.inner.remove_version(ns, k, v).await
+    }
+    async fn invalidate_pattern(&self, ns: &str, p: &Glob) -> Result<u64, TierError> {
+        self.inner.invalidate_pattern(ns, p).await
+    }
+    async fn invalidate_tag(&self, ns: &str, t: &[u8]) -> Result<u64, TierError> {
+        self.inner.invalidate_tag(ns, t).await
+    }
+    async fn flush_namespace(&self, ns: &str) -> Result<(), TierError> {
+        self.inner.flush_namespace(ns).await
+    }
+    async fn purge_expired(&self) -> Result<u64, TierError> {
+        self.inner.purge_expired().await
+    }
+    async fn settle(&self) -> Result<(), TierError> {
+        let queued: Vec<_> = std::mem::take(&mut *self.queued.lock().unwrap());
+        for write in queued {
+            let _ = write.await;
+        }
+        Ok(())
+    }
+    fn health(&self) -> TierHealth {
+        TierHealth::Up
+    }
+}
+
+/// The same when L3's copy of the given-up write is still queued when the copies here are
+/// dropped, and lands after: a second drop follows once L3 has settled.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_given_up_write_whose_l3_copy_lands_late_leaves_no_copy_here() {
+    let clock = ManualClock::default();
+    let l2 = Gated::new(Layer::L2, &clock, GatedSets::Held, GatedRemovals::Free);
+    let l3 = QueuedL3::new(&clock);
+    let cache = layered(&clock, l1(&clock, 1 << 20), l2.clone(), l3.clone(), |b| b);
+    let gave_up = tokio::time::timeout(Duration::from_millis(50), cache.set("ns", "k", "v")).await;
+    assert!(gave_up.is_err(), "the shared tier's step was held");
+    // The copies here are dropped meanwhile; then L3's queued write lands.
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    l3.gate.add_permits(1);
+    while l3.landed.load(Ordering::SeqCst) == 0 {
+        tokio::time::sleep(Duration::from_millis(1)).await;
+    }
+    until_gone_here(
+        &cache,
+        &*l3,
+        b"k",
+        "L3's late copy of a write the shared tier never took",
+    )
+    .await;
+}
+
+/// A write given up on this node drops its own copies and older ones, never those of a
+/// newer write of the key still under way here: that one may be acknowledged with this
+/// node's copies as its only ones (the bridge's circuit open). A review found the first
+/// version dropping every copy below a fresh tick.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_given_up_write_leaves_a_newer_write_of_the_key_in_place() {
+    for sets in [GatedSets::HeldThenSkipped, GatedSets::HeldThenUnconfirmed] {
+        let clock = ManualClock::default();
+        let what = format!("{sets:?}");
+        let l2 = Gated::new(Layer::L2, &clock, sets, GatedRemovals::Free);
+        let l3 = Arc::new(As(Layer::L3, l1(&clock, 1 << 20)));
+        let cache = layered(&clock, l1(&clock, 1 << 20), l2.clone(), l3.clone(), |b| b);
+        let older = {
+            let cache = cache.clone();
+            tokio::spawn(async move { cache.set("ns", "k", "older").await })
+        };
+        l2.until_waiting(1).await;
+        let newer = {
+            let cache = cache.clone();
+            tokio::spawn(async move { cache.set("ns", "k", "newer").await })
+        };
+        l2.until_waiting(2).await;
+        older.abort();
+        assert!(older.await.unwrap_err().is_cancelled());
+        // The given-up write's drop runs in a task of its own.
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        l2.gate.add_permits(1);
+        newer.await.unwrap().unwrap();
+        assert_eq!(
+            cache.get("ns", b"k").await.unwrap(),
+            Some(Bytes::from("newer")),
+            "{what}"
+        );
+    }
+}
+
 /// The same for a command executed at the shared tier's authority (`DEL` through
 /// `Cache::execute`): given up before its mirror, this node's copies still go.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -139,7 +139,7 @@ pub struct DiskTier {
     /// skips the read of its stored record (`known.rs`).
     known: KnownKeys,
     /// The group-commit writer's queue, started on the first write (see [`DiskTier::set_grouped`]).
-    writer: OnceLock<std::sync::mpsc::Sender<WriteReq>>,
+    writer: OnceLock<std::sync::mpsc::Sender<Queued>>,
     /// Read options that never read from disk (`ReadTier::BlockCache`), made once: the reads
     /// of [`DiskTier::get_cached`] and [`DiskTier::version_cached`].
     memory_reads: rocksdb::ReadOptions,
@@ -174,6 +174,13 @@ struct WriteReq {
 
 /// Where a queued write's outcome goes.
 type Reply = tokio::sync::oneshot::Sender<Result<SetOutcome, TierError>>;
+
+/// What the group-commit writer takes: a write, or a barrier answered once every write
+/// queued before it is applied ([`Tier::settle`]).
+enum Queued {
+    Write(WriteReq),
+    Barrier(tokio::sync::oneshot::Sender<()>),
+}
 
 /// Most writes the writer puts in one RocksDB batch.
 const MAX_GROUP: usize = 256;
@@ -1734,37 +1741,62 @@ impl DiskTier {
             reply,
         };
         self.writer_queue()?
-            .send(req)
+            .send(Queued::Write(req))
             .map_err(|_| failed("L3 writer thread has stopped"))?;
         answer
             .await
             .map_err(|_| failed("L3 writer dropped a write"))?
     }
 
-    fn writer_queue(self: &Arc<Self>) -> Result<&std::sync::mpsc::Sender<WriteReq>, TierError> {
+    /// Returns once every write queued through [`DiskTier::set_grouped`] before the call
+    /// has been applied or has failed — also those whose callers gave up.
+    pub async fn settle(self: &Arc<Self>) -> Result<(), TierError> {
+        let Some(tx) = self.writer.get() else {
+            return Ok(()); // nothing was ever queued
+        };
+        let (done, settled) = tokio::sync::oneshot::channel();
+        tx.send(Queued::Barrier(done))
+            .map_err(|_| failed("L3 writer thread has stopped"))?;
+        settled
+            .await
+            .map_err(|_| failed("L3 writer dropped a barrier"))
+    }
+
+    fn writer_queue(self: &Arc<Self>) -> Result<&std::sync::mpsc::Sender<Queued>, TierError> {
         if let Some(tx) = self.writer.get() {
             return Ok(tx);
         }
-        let (tx, rx) = std::sync::mpsc::channel::<WriteReq>();
+        let (tx, rx) = std::sync::mpsc::channel::<Queued>();
         let tier = Arc::downgrade(self);
         std::thread::Builder::new()
             .name("strata-l3-writer".into())
             .spawn(move || {
                 // Ends when the tier (and with it the sender) is dropped.
                 while let Ok(first) = rx.recv() {
-                    let mut group = vec![first];
-                    while group.len() < MAX_GROUP {
-                        match rx.try_recv() {
-                            Ok(r) => group.push(r),
-                            Err(_) => break,
+                    let (mut group, mut barriers) = (Vec::new(), Vec::new());
+                    let mut next = Some(first);
+                    while let Some(q) = next.take() {
+                        match q {
+                            Queued::Write(r) => group.push(r),
+                            Queued::Barrier(b) => barriers.push(b),
+                        }
+                        if group.len() < MAX_GROUP {
+                            next = rx.try_recv().ok();
                         }
                     }
-                    let replies = match tier.upgrade() {
-                        Some(t) => t.write_group(group),
-                        None => return,
-                    };
-                    for (reply, outcome) in replies {
-                        let _ = reply.send(outcome);
+                    if !group.is_empty() {
+                        let replies = match tier.upgrade() {
+                            Some(t) => t.write_group(group),
+                            None => return,
+                        };
+                        for (reply, outcome) in replies {
+                            let _ = reply.send(outcome);
+                        }
+                    }
+                    // After the group: every write queued before a barrier is in it or in
+                    // an earlier one.
+                    for b in barriers {
+                        let _ = b.send(());
                     }
                 }
             })
@@ -1947,6 +1979,10 @@ impl Tier for SharedDiskTier {
 
     async fn flush_all(&self) -> Result<(), TierError> {
         self.0.blocking(|t| t.flush_all_blocking()).await
+    }
+
+    async fn settle(&self) -> Result<(), TierError> {
+        self.0.settle().await
     }
 
     fn write_fault(&self) -> Option<String> {

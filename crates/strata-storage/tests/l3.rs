@@ -741,3 +741,39 @@ async fn a_key_the_memtable_lacks_is_ruled_out_by_its_bloom_filter() {
     );
     assert_eq!(found.map(|e| e.value), Some(Bytes::from_static(b"v")));
 }
+
+/// `settle` returns once every write queued before it has landed, also writes whose callers
+/// gave up (a caller's timeout does not take a queued write back): what a node waits for
+/// before it drops the copies of a write it gave up on a second time.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn settle_waits_for_queued_writes_whose_callers_gave_up() {
+    let dir = tempfile::tempdir().unwrap();
+    let l3 = open(dir.path(), Arc::new(SystemClock));
+    // Nothing queued yet: settles at once.
+    l3.settle().await.unwrap();
+    let n = 3_000u64;
+    let mut gave_up = 0;
+    for i in 0..n {
+        let key = Bytes::from(format!("k{i}"));
+        // Polled once (queued), then dropped unanswered.
+        let mut write = Box::pin(l3.set("ns", key, entry(b"v", i + 1)));
+        let pending =
+            std::future::poll_fn(|cx| std::task::Poll::Ready(write.as_mut().poll(cx).is_pending()))
+                .await;
+        drop(write);
+        if pending {
+            gave_up += 1;
+        }
+    }
+    assert!(gave_up > n / 2, "only {gave_up} of {n} calls were given up");
+    l3.settle().await.unwrap();
+    for i in 0..n {
+        assert!(
+            l3.get("ns", format!("k{i}").as_bytes())
+                .await
+                .unwrap()
+                .is_some(),
+            "k{i} had not landed when settle returned"
+        );
+    }
+}

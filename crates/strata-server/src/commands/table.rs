@@ -149,8 +149,9 @@ macro_rules! row {
     };
 }
 
-/// Every command, sorted by name (looked up by binary search): one row each. `W` marks a
-/// command that changes data (what ACL read users and read-only scripts refuse); the three
+/// Every command, sorted by name (the order `COMMAND LIST` shows; [`lookup`] finds a row
+/// through an index by length and first letter): one row each. `W` marks a command that
+/// changes data (what ACL read users and read-only scripts refuse); the three
 /// numbers are Redis's key positions (first, last, step; 0 0 0 for none).
 #[rustfmt::skip]
 pub static COMMANDS: &[CommandSpec] = &[
