@@ -240,25 +240,25 @@ impl Drop for UnfinishedDrop<'_> {
             return;
         };
         let ns = self.namespace.to_owned();
-        // Copies of writes that begin after this moment stay (a write the shared tier
-        // skipped has no other copy).
-        let now = cache.inner.hlc.tick(cache.inner.clock.now_ms());
+        let below = match &change {
+            // Copies up to the write's own version: older ones too (L3's, which a read
+            // may visit first), never a newer write's.
+            OwnedChange::Write(_, v) => Version::from_u64(v.as_u64().saturating_add(1)),
+            // Copies of writes that begin after this moment stay (a write the shared tier
+            // skipped has no other copy).
+            _ => cache.inner.hlc.tick(cache.inner.clock.now_ms()),
+        };
         runtime.spawn(async move {
             let _ = match change {
-                OwnedChange::Key(k) => cache.drop_local(&ns, &k, Some(now)).await,
-                OwnedChange::Write(k, v) => {
-                    // Copies up to the write's own version: older ones too (L3's, which a
-                    // read may visit first), never a newer write's.
-                    let below = Some(Version::from_u64(v.as_u64() + 1));
-                    let _ = cache.drop_local(&ns, &k, below).await;
-                    // The write's own L3 copy may still be queued: once it has landed,
-                    // again.
-                    if let Some(l3) = &cache.inner.l3
-                        && (**l3).settle().await.is_ok()
-                    {
-                        cache.drop_local(&ns, &k, below).await
-                    } else {
-                        Ok(0)
+                OwnedChange::Key(k) | OwnedChange::Write(k, _) => {
+                    // Again once L3 has taken every write queued so far: a copy this call
+                    // queued there (its write, or its mirror) may land after the first.
+                    let _ = cache.drop_local(&ns, &k, Some(below)).await;
+                    match &cache.inner.l3 {
+                        Some(l3) if (**l3).settle().await.is_ok() => {
+                            cache.drop_local(&ns, &k, Some(below)).await
+                        }
+                        _ => Ok(0),
                     }
                 }
                 OwnedChange::Pattern(p) => cache.drop_local_pattern(&ns, &p).await,
@@ -299,6 +299,11 @@ impl Drop for UncheckedPromotion<'_> {
             if let Some(rt) = &runtime {
                 rt.spawn(async move {
                     let _ = tier.remove_version(&ns, &key, version).await;
+                    // The copy may still be queued (L3's group commit): again once it
+                    // has landed.
+                    if tier.settle().await.is_ok() {
+                        let _ = tier.remove_version(&ns, &key, version).await;
+                    }
                 });
             }
         }

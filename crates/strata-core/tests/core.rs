@@ -1431,6 +1431,33 @@ async fn a_given_up_write_whose_l3_copy_lands_late_leaves_no_copy_here() {
     .await;
 }
 
+/// A read that gives up while its promotion's L3 copy is still queued, and a removal of
+/// the key after: the copy, landing after both, goes too (the guard's removal is repeated
+/// once L3 has settled). Found by a review.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_given_up_promotion_whose_l3_copy_lands_late_leaves_no_copy() {
+    let clock = ManualClock::default();
+    let l2 = Arc::new(As(Layer::L2, l1(&clock, 1 << 20)));
+    let l3 = QueuedL3::new(&clock);
+    let cache = layered(&clock, l1(&clock, 1 << 20), l2.clone(), l3.clone(), |b| b);
+    let x = Entry::new(Bytes::from_static(b"x"), Version::from_u64(1));
+    l2.set("ns", Bytes::from_static(b"k"), x).await.unwrap();
+    let gave_up = tokio::time::timeout(Duration::from_millis(50), cache.get("ns", b"k")).await;
+    assert!(gave_up.is_err(), "L3's store of the promotion was held");
+    cache.invalidate("ns", b"k").await.unwrap();
+    l3.gate.add_permits(1);
+    while l3.landed.load(Ordering::SeqCst) == 0 {
+        tokio::time::sleep(Duration::from_millis(1)).await;
+    }
+    until_gone_here(
+        &cache,
+        &*l3,
+        b"k",
+        "L3's late copy of a promotion given up before a removal",
+    )
+    .await;
+}
+
 /// A write given up on this node drops its own copies and older ones, never those of a
 /// newer write of the key still under way here: that one may be acknowledged with this
 /// node's copies as its only ones (the bridge's circuit open). A review found the first
