@@ -8,7 +8,7 @@
 //!   the loader ran wins over the loaded value;
 //! - each namespace has an invalidation epoch, bumped *before* a pattern, tag or namespace
 //!   invalidation removes anything and again after it is done, with a count of those in
-//!   progress; a removal of one key marks its key's slot instead ([`crate::floors::Stamps`]:
+//!   progress; a removal of one key marks its key's slot instead (`floors::Stamps`:
 //!   dropping while under way, stamped when done). A promotion or loaded value is kept only
 //!   if no such invalidation is in progress, the epoch it started under is still current
 //!   after the store, and no removal of its key's slot is under way or stamped since it

@@ -259,7 +259,7 @@ pub static COMMANDS: &[CommandSpec] = &[
 /// The spec of a command name, matched case-insensitively.
 ///
 /// Twice per command on the hot path (a pipeline's grouping check, then dispatch): the
-/// names are bucketed by length and first letter ([`index`]), so a lookup compares one or
+/// names are bucketed by length and first letter (`index`), so a lookup compares one or
 /// two names, where a binary search over the table compared seven (8 % of a node's CPU
 /// under `GET -P 16`, measured with `perf`).
 pub fn lookup(name: &[u8]) -> Option<(usize, &'static CommandSpec)> {
