@@ -1037,13 +1037,16 @@ async fn until_gone_here(cache: &Cache, l3: &dyn Tier, key: &[u8], what: &str) {
 /// writes it then does not take (the bridge with its breaker open answers `Skipped`).
 #[derive(Debug)]
 struct Gated {
-    inner: As,
-    gate: tokio::sync::Semaphore,
+    inner: Arc<As>,
+    gate: Arc<tokio::sync::Semaphore>,
     waiting: AtomicUsize,
     sets: GatedSets,
     removals: GatedRemovals,
     /// Reads answer what they read, held (the key may change meanwhile).
     reads_held: std::sync::atomic::AtomicBool,
+    /// `GatedSets::Queued`: the writes queued, and how many have landed.
+    queued: std::sync::Mutex<Vec<tokio::task::JoinHandle<()>>>,
+    landed: Arc<AtomicUsize>,
 }
 
 #[derive(Debug, PartialEq)]
@@ -1068,6 +1071,10 @@ enum GatedSets {
     HeldThenUnconfirmed,
     /// Refused with an error (a cluster's primary that did not answer in time).
     Fail,
+    /// Queued, and applied once the gate opens, also when the caller gave up (L3's
+    /// group-commit writer takes a queued write whatever becomes of its caller);
+    /// `settle` waits for them.
+    Queued,
 }
 
 impl Gated {
@@ -1078,12 +1085,14 @@ impl Gated {
         removals: GatedRemovals,
     ) -> Arc<Self> {
         Arc::new(Gated {
-            inner: As(layer, l1(clock, 1 << 20)),
-            gate: tokio::sync::Semaphore::new(0),
+            inner: Arc::new(As(layer, l1(clock, 1 << 20))),
+            gate: Arc::new(tokio::sync::Semaphore::new(0)),
             waiting: AtomicUsize::new(0),
             sets,
             removals,
             reads_held: std::sync::atomic::AtomicBool::new(false),
+            queued: Default::default(),
+            landed: Default::default(),
         })
     }
 
@@ -1096,6 +1105,16 @@ impl Gated {
         while self.waiting.load(Ordering::SeqCst) < n {
             tokio::task::yield_now().await;
         }
+    }
+
+    /// Opens the gate for one queued write, waits until it has landed, then until neither
+    /// `cache` nor this tier answers `key` ([`until_gone_here`]).
+    async fn land_queued_then_until_gone(&self, cache: &Cache, key: &[u8], what: &str) {
+        self.gate.add_permits(1);
+        while self.landed.load(Ordering::SeqCst) == 0 {
+            tokio::time::sleep(Duration::from_millis(1)).await;
+        }
+        until_gone_here(cache, self, key, what).await;
     }
 
     /// Runs a removal, held as configured.
@@ -1145,6 +1164,20 @@ impl Tier for Gated {
                 return Ok(SetOutcome::Unconfirmed);
             }
             GatedSets::Fail => return Err(TierError::Failed("timed out".into())),
+            GatedSets::Queued => {
+                let (tx, rx) = tokio::sync::oneshot::channel();
+                let (inner, gate, landed) =
+                    (self.inner.clone(), self.gate.clone(), self.landed.clone());
+                let ns = ns.to_owned();
+                let write = tokio::spawn(async move {
+                    gate.acquire().await.unwrap().forget();
+                    let stored = inner.set(&ns, k, e).await;
+                    landed.fetch_add(1, Ordering::SeqCst);
+                    let _ = tx.send(stored);
+                });
+                self.queued.lock().unwrap().push(write);
+                return rx.await.unwrap();
+            }
         }
         self.inner.set(ns, k, e).await
     }
@@ -1165,6 +1198,13 @@ impl Tier for Gated {
     }
     async fn purge_expired(&self) -> Result<u64, TierError> {
         self.inner.purge_expired().await
+    }
+    async fn settle(&self) -> Result<(), TierError> {
+        let queued: Vec<_> = std::mem::take(&mut *self.queued.lock().unwrap());
+        for write in queued {
+            let _ = write.await;
+        }
+        Ok(())
     }
     fn health(&self) -> TierHealth {
         TierHealth::Up
@@ -1343,98 +1383,20 @@ async fn a_write_given_up_before_the_shared_tier_took_it_leaves_no_copy_here() {
     }
 }
 
-/// An L3 whose writes land once the test opens its gate, also when their callers gave up
-/// (a group-commit writer takes a queued write whatever becomes of its caller), and whose
-/// `settle` waits for them.
-#[derive(Debug)]
-struct QueuedL3 {
-    inner: Arc<As>,
-    gate: Arc<tokio::sync::Semaphore>,
-    queued: std::sync::Mutex<Vec<tokio::task::JoinHandle<()>>>,
-    landed: Arc<AtomicUsize>,
-}
-
-impl QueuedL3 {
-    fn new(clock: &ManualClock) -> Arc<Self> {
-        Arc::new(QueuedL3 {
-            inner: Arc::new(As(Layer::L3, l1(clock, 1 << 20))),
-            gate: Arc::new(tokio::sync::Semaphore::new(0)),
-            queued: Default::default(),
-            landed: Default::default(),
-        })
-    }
-}
-
-#[async_trait]
-impl Tier for QueuedL3 {
-    fn layer(&self) -> Layer {
-        Layer::L3
-    }
-    async fn get(&self, ns: &str, k: &[u8]) -> Result<Option<Entry>, TierError> {
-        self.inner.get(ns, k).await
-    }
-    async fn set(&self, ns: &str, k: Bytes, e: Entry) -> Result<SetOutcome, TierError> {
-        let (tx, rx) = tokio::sync::oneshot::channel();
-        let (inner, gate, ns) = (self.inner.clone(), self.gate.clone(), ns.to_owned());
-        let landed = self.landed.clone();
-        let write = tokio::spawn(async move {
-            gate.acquire().await.unwrap().forget();
-            let stored = inner.set(&ns, k, e).await;
-            landed.fetch_add(1, Ordering::SeqCst);
-            let _ = tx.send(stored);
-        });
-        self.queued.lock().unwrap().push(write);
-        rx.await.unwrap()
-    }
-    async fn remove(&self, ns: &str, k: &[u8]) -> Result<bool, TierError> {
-        self.inner.remove(ns, k).await
-    }
-    async fn remove_version(&self, ns: &str, k: &[u8], v: Version) -> Result<bool, TierError> {
-        self.inner.remove_version(ns, k, v).await
-    }
-    async fn invalidate_pattern(&self, ns: &str, p: &Glob) -> Result<u64, TierError> {
-        self.inner.invalidate_pattern(ns, p).await
-    }
-    async fn invalidate_tag(&self, ns: &str, t: &[u8]) -> Result<u64, TierError> {
-        self.inner.invalidate_tag(ns, t).await
-    }
-    async fn flush_namespace(&self, ns: &str) -> Result<(), TierError> {
-        self.inner.flush_namespace(ns).await
-    }
-    async fn purge_expired(&self) -> Result<u64, TierError> {
-        self.inner.purge_expired().await
-    }
-    async fn settle(&self) -> Result<(), TierError> {
-        let queued: Vec<_> = std::mem::take(&mut *self.queued.lock().unwrap());
-        for write in queued {
-            let _ = write.await;
-        }
-        Ok(())
-    }
-    fn health(&self) -> TierHealth {
-        TierHealth::Up
-    }
-}
-
 /// The same when L3's copy of the given-up write is still queued when the copies here are
 /// dropped, and lands after: a second drop follows once L3 has settled.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_given_up_write_whose_l3_copy_lands_late_leaves_no_copy_here() {
     let clock = ManualClock::default();
     let l2 = Gated::new(Layer::L2, &clock, GatedSets::Held, GatedRemovals::Free);
-    let l3 = QueuedL3::new(&clock);
+    let l3 = Gated::new(Layer::L3, &clock, GatedSets::Queued, GatedRemovals::Free);
     let cache = layered(&clock, l1(&clock, 1 << 20), l2.clone(), l3.clone(), |b| b);
     let gave_up = tokio::time::timeout(Duration::from_millis(50), cache.set("ns", "k", "v")).await;
     assert!(gave_up.is_err(), "the shared tier's step was held");
     // The copies here are dropped meanwhile; then L3's queued write lands.
     tokio::time::sleep(Duration::from_millis(100)).await;
-    l3.gate.add_permits(1);
-    while l3.landed.load(Ordering::SeqCst) == 0 {
-        tokio::time::sleep(Duration::from_millis(1)).await;
-    }
-    until_gone_here(
+    l3.land_queued_then_until_gone(
         &cache,
-        &*l3,
         b"k",
         "L3's late copy of a write the shared tier never took",
     )
@@ -1448,20 +1410,15 @@ async fn a_given_up_write_whose_l3_copy_lands_late_leaves_no_copy_here() {
 async fn a_given_up_promotion_whose_l3_copy_lands_late_leaves_no_copy() {
     let clock = ManualClock::default();
     let l2 = Arc::new(As(Layer::L2, l1(&clock, 1 << 20)));
-    let l3 = QueuedL3::new(&clock);
+    let l3 = Gated::new(Layer::L3, &clock, GatedSets::Queued, GatedRemovals::Free);
     let cache = layered(&clock, l1(&clock, 1 << 20), l2.clone(), l3.clone(), |b| b);
     let x = Entry::new(Bytes::from_static(b"x"), Version::from_u64(1));
     l2.set("ns", Bytes::from_static(b"k"), x).await.unwrap();
     let gave_up = tokio::time::timeout(Duration::from_millis(50), cache.get("ns", b"k")).await;
     assert!(gave_up.is_err(), "L3's store of the promotion was held");
     cache.invalidate("ns", b"k").await.unwrap();
-    l3.gate.add_permits(1);
-    while l3.landed.load(Ordering::SeqCst) == 0 {
-        tokio::time::sleep(Duration::from_millis(1)).await;
-    }
-    until_gone_here(
+    l3.land_queued_then_until_gone(
         &cache,
-        &*l3,
         b"k",
         "L3's late copy of a promotion given up before a removal",
     )
@@ -1475,7 +1432,7 @@ async fn a_given_up_promotion_whose_l3_copy_lands_late_leaves_no_copy() {
 async fn a_given_up_command_whose_l3_copy_lands_late_leaves_no_copy() {
     let clock = ManualClock::default();
     let l2 = Gated::new(Layer::L2, &clock, GatedSets::Free, GatedRemovals::Free);
-    let l3 = QueuedL3::new(&clock);
+    let l3 = Gated::new(Layer::L3, &clock, GatedSets::Queued, GatedRemovals::Free);
     let cache = layered(&clock, l1(&clock, 1 << 20), l2.clone(), l3.clone(), |b| b);
     let op = strata_core::ops::KeyOp::IncrBy(5);
     let gave_up = tokio::time::timeout(
@@ -1485,13 +1442,8 @@ async fn a_given_up_command_whose_l3_copy_lands_late_leaves_no_copy() {
     .await;
     assert!(gave_up.is_err(), "L3's store of the mirror was held");
     cache.invalidate("ns", b"k").await.unwrap();
-    l3.gate.add_permits(1);
-    while l3.landed.load(Ordering::SeqCst) == 0 {
-        tokio::time::sleep(Duration::from_millis(1)).await;
-    }
-    until_gone_here(
+    l3.land_queued_then_until_gone(
         &cache,
-        &*l3,
         b"k",
         "L3's late copy of a command given up before a removal",
     )
