@@ -17,15 +17,10 @@ OLD=$(realpath "$1"); NEW=$(realpath "$2")
 N=${N:-100000}
 ROUNDS=${ROUNDS:-2}
 trap 'cluster/local.sh down >/dev/null 2>&1 || true; cp "$NEW" target/release/strata' EXIT
-mkdir -p target/release
 TESTS=${TESTS:-incr set}
 declare -A best
 one() { # binary label
-  cluster/local.sh down >/dev/null 2>&1 || true
-  rm -rf cluster/run/data1 cluster/run/data2 cluster/run/data3
-  cp "$1" target/release/strata
-  STRATA_NO_BUILD=1 cluster/local.sh up >/dev/null
-  wait_port 6381
+  fresh_cluster "$1"
   for t in $TESTS; do
     for P in 1 16; do
       case "$t" in

@@ -21,7 +21,6 @@ TESTS=${TESTS:-set incr}
 bins=()
 for b in "$@"; do bins+=("$(realpath "$b")"); done
 last=${bins[${#bins[@]}-1]}
-mkdir -p target/release
 trap 'cluster/local.sh down >/dev/null 2>&1 || true; cp "$last" target/release/strata' EXIT
 ticks=$(getconf CLK_TCK)
 cpu_ticks() { # the three nodes' utime + stime, in clock ticks
@@ -35,11 +34,7 @@ cpu_ticks() { # the three nodes' utime + stime, in clock ticks
 results=$(mktemp)
 for round in $(seq 1 "$ROUNDS"); do
   for i in "${!bins[@]}"; do
-    cluster/local.sh down >/dev/null 2>&1 || true
-    rm -rf cluster/run/data1 cluster/run/data2 cluster/run/data3
-    cp "${bins[$i]}" target/release/strata.tmp && mv target/release/strata.tmp target/release/strata
-    STRATA_NO_BUILD=1 cluster/local.sh up >/dev/null
-    wait_port 6381
+    fresh_cluster "${bins[$i]}"
     for t in $TESTS; do
       for P in 1 16; do
         before=$(cpu_ticks)

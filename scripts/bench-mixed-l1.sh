@@ -19,7 +19,6 @@ ROUNDS=${ROUNDS:-2}
 bins=()
 for b in "$@"; do bins+=("$(realpath "$b")"); done
 last=${bins[${#bins[@]}-1]}
-mkdir -p target/release
 writer=""
 trap '[ -n "$writer" ] && kill "$writer" 2>/dev/null; cluster/local.sh down >/dev/null 2>&1 || true; cp "$last" target/release/strata' EXIT
 l1() { # node 1's "hits misses"
@@ -30,11 +29,7 @@ rps() { tr '\r' '\n' | awk -F': ' '/requests per second/{split($2,a," "); v=a[1]
 results=$(mktemp)
 for round in $(seq 1 "$ROUNDS"); do
   for i in "${!bins[@]}"; do
-    cluster/local.sh down >/dev/null 2>&1 || true
-    rm -rf cluster/run/data1 cluster/run/data2 cluster/run/data3
-    cp "${bins[$i]}" target/release/strata.tmp && mv target/release/strata.tmp target/release/strata
-    STRATA_NO_BUILD=1 cluster/local.sh up >/dev/null
-    for p in 6381 6382 6383; do wait_port "$p"; done
+    fresh_cluster "${bins[$i]}"
     redis-benchmark -p 6382 -t set -r "$KEYS" -n $((KEYS * 5)) -c 20 -d 100 -q >/dev/null 2>&1
     for phase in cold warm mixed; do
       read -r h0 m0 < <(l1)

@@ -23,3 +23,14 @@ need_redis_py() {
   python3 -c "import redis" 2>/dev/null || python3 -m pip install -q redis 2>/dev/null \
     || python3 -m pip install -q --break-system-packages redis
 }
+
+# A fresh cluster/local.sh (three nodes, empty data directories) running the `strata` binary
+# $1, installed as target/release/strata; returns once every node's RESP port answers.
+fresh_cluster() {
+  cluster/local.sh down >/dev/null 2>&1 || true
+  rm -rf cluster/run/data1 cluster/run/data2 cluster/run/data3
+  mkdir -p target/release
+  cp "$1" target/release/strata.tmp && mv target/release/strata.tmp target/release/strata
+  STRATA_NO_BUILD=1 cluster/local.sh up >/dev/null
+  local p; for p in 6381 6382 6383; do wait_port "$p"; done
+}
