@@ -1,7 +1,7 @@
 //! L3 hit latency and throughput (the L1 is absent, so every `Cache::get` is an L3 hit), for
 //! 1 KiB and 64 KiB incompressible values, and L3 write throughput; then a latency pass that
 //! records every operation in an HDR histogram and prints p50/p99. Also times the same read
-//! done directly on the calling thread, which shows what the hop to tokio's blocking pool
+//! done directly on the calling thread, which shows what the hop to L3's reader threads
 //! costs.
 //!
 //! Run: `cargo bench -p strata-storage --bench l3` (or `scripts/bench.sh`).
@@ -99,7 +99,7 @@ fn bench(c: &mut Criterion, s: &Setup) {
         let mut g = c.benchmark_group(format!("l3_hit_{}k", size / 1024));
         g.throughput(Throughput::Bytes(size));
         let mut i = 0u64;
-        g.bench_function("cache_get_via_blocking_pool", |b| {
+        g.bench_function("cache_get_via_reader_thread", |b| {
             b.to_async(&s.rt).iter(|| {
                 i += 1;
                 let k = key(i, n);

@@ -18,7 +18,11 @@
 //! - **WAL** on, not synced per write (unless `sync_writes`): a process crash (`kill -9`) loses
 //!   nothing that returned, including invalidations; an OS crash or power loss may lose the
 //!   last writes. A clean `close` flushes memtables, so nothing is lost and the WAL is empty.
-//! - **Blocking**: every RocksDB call runs on tokio's blocking pool, never on a worker.
+//! - **Blocking**: a RocksDB call that may touch the disk never runs on a worker. A point
+//!   read or removal first asks memory (memtables, bloom filters, block cache) on the
+//!   worker; what memory cannot answer goes to L3's reader threads (`crate::readers`),
+//!   writes to the group-commit writer thread, scans, flushes and bulk changes to tokio's
+//!   blocking pool.
 //! - **Faults** (`crate::faults`): a change RocksDB refused leaves a tombstone (or, past a
 //!   bound or for a bulk change, makes L3 untrusted) so the older record is never served; the
 //!   L3 actor reconciles once writes work again, a marker file carries an outstanding fault
@@ -49,6 +53,7 @@ use crate::counts::KeyCounts;
 use crate::faults::{Faults, Marker, Plan, ReadGate};
 use crate::floors::Floors;
 use crate::known::{Known, KnownKeys};
+use crate::readers::Readers;
 use crate::record;
 
 /// Metadata key holding the eviction watermark (Unix ms, little-endian u64).
@@ -140,6 +145,9 @@ pub struct DiskTier {
     known: KnownKeys,
     /// The group-commit writer's queue, started on the first write (see [`DiskTier::set_grouped`]).
     writer: OnceLock<std::sync::mpsc::Sender<Queued>>,
+    /// The reader threads, started on the first read memory cannot answer (see
+    /// [`SharedDiskTier`]'s reads and removals).
+    readers: OnceLock<Readers>,
     /// Read options that never read from disk (`ReadTier::BlockCache`), made once: the reads
     /// of [`DiskTier::get_cached`] and [`DiskTier::version_cached`].
     memory_reads: rocksdb::ReadOptions,
@@ -376,6 +384,7 @@ impl DiskTier {
             // 48 bytes a pair of slots: one pair per 512 bytes of capacity, 6 MiB at most.
             known: KnownKeys::new((config.capacity_bytes / 512).clamp(1024, 1 << 17) as usize),
             writer: OnceLock::new(),
+            readers: OnceLock::new(),
             memory_reads: {
                 let mut o = rocksdb::ReadOptions::default();
                 o.set_read_tier(rocksdb::ReadTier::BlockCache);
@@ -733,7 +742,7 @@ impl DiskTier {
     /// [`DiskTier::get_blocking`] answered on the calling thread from memory alone
     /// (memtables and the block cache, RocksDB's `ReadTier::BlockCache`), or `None` when the
     /// answer needs a read from disk or a record to be deleted: the caller then takes the
-    /// blocking path. A hot key costs no hop to the blocking pool (two context switches,
+    /// blocking path. A hot key costs no hop to a reader thread (two context switches,
     /// the largest share of a cluster write's CPU before this; docs/benchmarks.md).
     fn get_cached(
         &self,
@@ -772,7 +781,7 @@ impl DiskTier {
     }
 
     /// The fresh entry for `key`, read on the calling thread (blocking). For callers already
-    /// on a blocking thread; the `Tier` methods run this on tokio's blocking pool.
+    /// on a blocking thread; the `Tier` methods run this on L3's reader threads.
     pub fn read_blocking(&self, namespace: &str, key: &[u8]) -> Result<Option<Entry>, TierError> {
         self.get_blocking(namespace, key, false)
     }
@@ -1806,6 +1815,30 @@ impl DiskTier {
         Ok(self.writer.get_or_init(|| tx))
     }
 
+    /// Runs `f` with this tier on a reader thread: point reads and removals memory cannot
+    /// answer (`crate::readers`).
+    async fn on_reader<T, F>(self: &Arc<Self>, f: F) -> Result<T, TierError>
+    where
+        T: Send + 'static,
+        F: FnOnce(&DiskTier) -> Result<T, TierError> + Send + 'static,
+    {
+        let me = self.clone();
+        self.readers()?
+            .run(move || f(&me))
+            .await
+            .map_err(|_| failed("L3 reader thread dropped a read"))?
+    }
+
+    fn readers(&self) -> Result<&Readers, TierError> {
+        if let Some(r) = self.readers.get() {
+            return Ok(r);
+        }
+        let started = Readers::start(Readers::default_threads(), "strata-l3-reader")
+            .map_err(|e| failed(format!("cannot start the L3 reader threads: {e}")))?;
+        // Two first readers may race here; the loser's threads end with its queue.
+        Ok(self.readers.get_or_init(|| started))
+    }
+
     /// Runs `f` on the blocking pool with this tier.
     async fn blocking<T, F>(self: &Arc<Self>, f: F) -> Result<T, TierError>
     where
@@ -1824,7 +1857,7 @@ impl DiskTier {
 pub struct SharedDiskTier(pub Arc<DiskTier>);
 
 impl SharedDiskTier {
-    /// A read that costs no hop to the blocking pool when memory can answer (`get_cached`:
+    /// A read that costs no hop to a reader thread when memory can answer (`get_cached`:
     /// memtables, bloom filters and the block cache, so a key certainly absent too).
     async fn read(
         &self,
@@ -1837,7 +1870,7 @@ impl SharedDiskTier {
         }
         let (ns, key) = (namespace.to_owned(), key.to_vec());
         self.0
-            .blocking(move |t| t.get_blocking(&ns, &key, stale))
+            .on_reader(move |t| t.get_blocking(&ns, &key, stale))
             .await
     }
 
@@ -1858,7 +1891,7 @@ impl SharedDiskTier {
         }
         let (ns, key) = (namespace.to_owned(), key.to_vec());
         self.0
-            .blocking(move |t| t.remove_blocking(&ns, &key, which))
+            .on_reader(move |t| t.remove_blocking(&ns, &key, which))
             .await
     }
 }
@@ -1903,7 +1936,7 @@ impl Tier for SharedDiskTier {
 
     /// One read and, only when the copy is older, one removal under the key's lock: on a
     /// worker thread when memory can tell (nothing on disk, or a copy at least as new),
-    /// else one hop to the blocking pool, not the default's three.
+    /// else one hop to a reader thread, not the default's three.
     async fn remove_older(
         &self,
         namespace: &str,

@@ -13,7 +13,9 @@
 //!   disk never serves an older value.
 //!
 //! ## Limits
-//! Every RocksDB call blocks, so the `Tier` methods run them on tokio's blocking pool. The
+//! Every RocksDB call blocks: the `Tier` methods answer from memory on the caller's thread
+//! when they can, and otherwise run the call on L3's own threads (a group-commit writer,
+//! reader threads) or, for scans and bulk changes, on tokio's blocking pool. The
 //! tier is opened explicitly (`DiskTier::open`); until then, or after a failed open, every
 //! operation returns `TierError::Unavailable`, which the manager serves as a miss.
 
@@ -27,6 +29,8 @@ pub mod faults;
 mod floors;
 #[cfg(feature = "rocksdb")]
 mod known;
+#[cfg(feature = "rocksdb")]
+mod readers;
 pub mod record;
 
 #[cfg(feature = "rocksdb")]
