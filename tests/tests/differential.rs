@@ -448,6 +448,194 @@ fn string_commands_answer_as_redis_does_on_one_node_and_on_a_cluster() {
     }
 }
 
+/// Fixed sequences a differential hunt found answered unlike redis-server (2026-12-03), each
+/// run on a fresh keyspace on Redis and on one node, every reply compared: numbers passed
+/// to `redis.call` (Lua's 14-digit `tostring` stored a timestamp as `1.796290721e+15`),
+/// `pcall` returning a `redis.call` error as its text, `redis.error_reply`'s text, numbers a
+/// script returns, `EXPIRETIME`'s rounding, repeated and conflicting `SET`/`GETEX` options
+/// (with the expiry checked after the options), `EXPIRE`'s option errors before its time's,
+/// `WAIT`'s argument checks, an `EXEC` of the wrong arity ending the transaction, and glob
+/// classes without their `]` or with a range ending in `]`.
+#[test]
+fn edge_cases_answer_as_redis_does() {
+    let redis = RedisServer::start();
+    let mut oracle = redis.client().get_connection().unwrap();
+    let single = Server::start(REDIS_LIKE);
+    let mut node = single.redis();
+    let cases: &[&[&[&str]]] = &[
+        &[
+            &[
+                "EVAL",
+                "redis.call('SET', KEYS[1], 1796290721000000) return redis.call('GET', KEYS[1])",
+                "1",
+                "k",
+            ],
+            &[
+                "EVAL",
+                "redis.call('SET', KEYS[1], tonumber(ARGV[1]) * 1000) return redis.call('INCR', KEYS[1])",
+                "1",
+                "k",
+                "123456789012",
+            ],
+            &[
+                "EVAL",
+                "return redis.call('INCRBY', KEYS[1], -2^53)",
+                "1",
+                "k",
+            ],
+            &[
+                "EVAL",
+                "redis.call('SET', KEYS[1], 3 / 2) return redis.call('GET', KEYS[1])",
+                "1",
+                "k",
+            ],
+        ],
+        &[
+            &["SET", "k", "abc"],
+            &[
+                "EVAL",
+                "local ok, e = pcall(redis.call, 'INCR', KEYS[1]) return e",
+                "1",
+                "k",
+            ],
+            &[
+                "EVAL",
+                "local ok, e = pcall(redis.call, 'INCR', KEYS[1]) return {tostring(ok), type(e)}",
+                "1",
+                "k",
+            ],
+            &[
+                "EVAL",
+                "local ok, e = pcall(redis.call, 'INCR', KEYS[1]) return redis.error_reply(e)",
+                "1",
+                "k",
+            ],
+            &[
+                "EVAL",
+                "local ok, e = pcall(redis.call, 'INCR', KEYS[1]) if string.find(e, 'integer') then return 1 end return 0",
+                "1",
+                "k",
+            ],
+            &[
+                "EVAL",
+                "local ok, e = pcall(error, {err = 'X boom'}) return e",
+                "0",
+            ],
+            &[
+                "EVAL",
+                "local ok, e = pcall(error, redis.error_reply('locked')) return e",
+                "0",
+            ],
+            &[
+                "EVAL",
+                "local ok, e = pcall(function() error('plain') end) return e",
+                "0",
+            ],
+            &[
+                "EVAL",
+                "local ok, e = pcall(redis.call, 'NOSUCH') return e",
+                "0",
+            ],
+            &["EVAL", "return redis.pcall('INCR', KEYS[1])", "1", "k"],
+        ],
+        &[
+            &["EVAL", "return redis.error_reply('-ERR x')", "0"],
+            &["EVAL", "return redis.error_reply('locked')", "0"],
+            &["EVAL", "return redis.error_reply('')", "0"],
+            &["EVAL", "return redis.error_reply('MYERR boom')", "0"],
+            &["EVAL", "return redis.error_reply(1)", "0"],
+            &["EVAL", "return redis.error_reply('locked').err", "0"],
+            &["EVAL", "return redis.status_reply('fine')", "0"],
+            &["EVAL", "return redis.status_reply(1)", "0"],
+            &["EVAL", "return redis.status_reply()", "0"],
+        ],
+        &[
+            &["EVAL", "return 1e20", "0"],
+            &["EVAL", "return -1e20", "0"],
+            &["EVAL", "return 0/0", "0"],
+            &["EVAL", "return {3.99, -3.99, 2^62}", "0"],
+        ],
+        &[
+            &["SET", "t", "v"],
+            &["PEXPIREAT", "t", "4102444800999"],
+            &["EXPIRETIME", "t"],
+            &["PEXPIREAT", "t", "4102444800499"],
+            &["EXPIRETIME", "t"],
+            &["PEXPIRETIME", "t"],
+        ],
+        &[
+            &["SET", "k", "v", "KEEPTTL", "KEEPTTL"],
+            &["SET", "k", "v", "EX", "10", "EX", "20"],
+            &["TTL", "k"],
+            &["SET", "b", "", "PX", "1000", "NX", "PX", "1000"],
+            &["SET", "a", "0", "PX", "0", "GET", "EX", "1000"],
+            &["SET", "a", "0", "PX", "0", "GET"],
+            &["SET", "k", "v", "EX", "10", "PX", "100"],
+            &["SET", "k", "v", "KEEPTTL", "EX", "10"],
+            &["SET", "k", "v", "EX", "10", "KEEPTTL"],
+            &["SET", "k", "v", "NX", "NX", "GET", "GET"],
+            &["SET", "k", "v", "EX", "x", "PX", "1"],
+            &["GETEX", "k", "EX", "10", "EX", "20"],
+            &["GETEX", "k", "PERSIST", "PERSIST"],
+            &["GETEX", "k", "PERSIST", "EX", "10"],
+            &["GETEX", "k", "EX", "10", "PERSIST"],
+            &["GETEX", "k", "EX", "-1"],
+            &["EXPIRE", "k", "x", "GT", "LT"],
+            &["EXPIRE", "k", "x", "NX", "XX"],
+            &["EXPIRE", "k", "x", "BOGUS"],
+            &["EXPIRE", "k", "x"],
+        ],
+        &[
+            &["SET", "a", "1"],
+            &["SET", "[", "1"],
+            &["SET", "hallo", "1"],
+            &["SET", "h]", "1"],
+            &["KEYS", "[a"],
+            &["KEYS", "["],
+            &["KEYS", "h[a-]llo"],
+            &["KEYS", "h[a-]x]"],
+            &["KEYS", "h[^a]*"],
+        ],
+        &[
+            &["WAIT", "-1", "0"],
+            &["WAIT", "0", "-1"],
+            &["WAIT", "x", "0"],
+            &["WAIT", "0", "x"],
+            &["WAIT", "x", "-1"],
+        ],
+        &[
+            &["SET", "w", "1"],
+            &["MULTI"],
+            &["SET", "w", "2"],
+            &["EXEC", "x"],
+            &["EXEC"],
+            &["GET", "w"],
+            &["WATCH", "w"],
+            &["EXEC", "x"],
+            &["MULTI"],
+            &["DISCARD"],
+        ],
+    ];
+    let mut differ = Vec::new();
+    for case in cases {
+        let _: () = redis::cmd("FLUSHALL").query(&mut oracle).unwrap();
+        let _: () = redis::cmd("FLUSHALL").query(&mut node).unwrap();
+        for cmd in case.iter() {
+            let cmd: Vec<String> = cmd.iter().map(|a| (*a).to_owned()).collect();
+            let want = normal(&cmd, run(&cmd, &mut oracle));
+            let got = normal(&cmd, run(&cmd, &mut node));
+            if got != want {
+                differ.push(format!("{cmd:?}: redis-server {want}, strata {got}"));
+            }
+        }
+    }
+    assert!(
+        differ.is_empty(),
+        "answered unlike redis-server:\n{}",
+        differ.join("\n")
+    );
+}
+
 /// Pipelines sent in one write, raw: runs of writes (which the server runs as one group,
 /// waiting once for their writes: plain and conditional SETs, counters, GETSET, APPEND,
 /// expiry changes) mixed with repeated keys, bad arguments, wrong arities, reads, deletes and

@@ -1,8 +1,12 @@
 //! Redis-style glob patterns over byte keys, for `invalidate_pattern` (and later `KEYS`/`SCAN`).
 //!
-//! Syntax as in Redis: `*` any run of bytes, `?` one byte, `[abc]` `[^abc]` `[a-z]` a class,
-//! `\x` the byte `x` literally. Like Redis, a pattern is never refused for its syntax: an
-//! unterminated `[` or a trailing `\` stands for itself. Unlike Redis's recursive matcher,
+//! Syntax and meaning as in Redis 7's `stringmatchlen`: `*` any run of bytes, `?` one byte,
+//! `[abc]` `[^abc]` `[a-z]` a class, `\x` the byte `x` literally. A pattern is never refused
+//! for its syntax: a trailing `\` stands for itself, a class without its `]` runs to the end
+//! of the pattern (`[a` matches `a`; `[` alone matches nothing), and a range may end in `]`
+//! (`[a-]` is the range from `]` to `a`). One deviation: a pattern of stars only matches the
+//! empty key (Redis's matches it only for a lone `*`, which `KEYS` and `SCAN` treat as "every
+//! key" before matching). Unlike Redis's recursive matcher,
 //! matching here is iterative with one backtrack point, so its cost is bounded by
 //! O(pattern × key) for any input; patterns are capped at [`MAX_PATTERN_BYTES`].
 
@@ -55,13 +59,11 @@ impl Glob {
                     tokens.push(Token::Byte(pattern[i]));
                     i += 1;
                 }
-                b'[' => match parse_class(&pattern[i..]) {
-                    Some((token, used)) => {
-                        tokens.push(token);
-                        i += used;
-                    }
-                    None => tokens.push(Token::Byte(b'[')),
-                },
+                b'[' => {
+                    let (token, used) = parse_class(&pattern[i..]);
+                    tokens.push(token);
+                    i += used;
+                }
                 other => tokens.push(Token::Byte(other)),
             }
         }
@@ -136,34 +138,37 @@ fn single_matches(tok: &Token, b: u8) -> bool {
     }
 }
 
-/// Parses a class body after `[`; returns the token and the bytes used including `]`, or
-/// `None` when there is no closing `]`.
-fn parse_class(p: &[u8]) -> Option<(Token, usize)> {
+/// Parses a class body after `[` as Redis 7 reads one: a first `^` negates; then, in
+/// order, `\x` is the byte `x`, `]` ends the class, `a-z` is a range (reversed ones too,
+/// and its end may be `]`), any other byte is itself. Without its `]` the class takes the
+/// rest of the pattern. Returns the token and the bytes used (with the `]`).
+fn parse_class(p: &[u8]) -> (Token, usize) {
     let mut i = 0;
     let negated = p.first() == Some(&b'^');
     if negated {
         i += 1;
     }
     let mut ranges = Vec::new();
-    loop {
-        let b = *p.get(i)?;
-        i += 1;
-        match b {
-            b']' => return Some((Token::Class { negated, ranges }, i)),
-            b'\\' => {
-                let e = *p.get(i)?;
-                i += 1;
-                ranges.push((e, e));
-            }
-            lo if p.get(i) == Some(&b'-') && p.get(i + 1).is_some_and(|&c| c != b']') => {
-                let hi = p[i + 1];
+    while i < p.len() {
+        let rest = p.len() - i;
+        match p[i] {
+            b'\\' if rest >= 2 => {
+                ranges.push((p[i + 1], p[i + 1]));
                 i += 2;
-                // Redis accepts reversed ranges such as [z-a].
-                ranges.push((lo.min(hi), lo.max(hi)));
             }
-            other => ranges.push((other, other)),
+            b']' => return (Token::Class { negated, ranges }, i + 1),
+            lo if rest >= 3 && p[i + 1] == b'-' => {
+                let hi = p[i + 2];
+                ranges.push((lo.min(hi), lo.max(hi)));
+                i += 3;
+            }
+            other => {
+                ranges.push((other, other));
+                i += 1;
+            }
         }
     }
+    (Token::Class { negated, ranges }, i)
 }
 
 #[cfg(test)]
@@ -188,7 +193,27 @@ mod tests {
         assert!(m("h[a-b]llo", "hbllo") && !m("h[a-b]llo", "hcllo"));
         assert!(m("h[b-a]llo", "hallo"), "reversed range");
         assert!(m(r"a\*b", "a*b") && !m(r"a\*b", "axb"));
-        assert!(m("a[", "a["), "unterminated class is literal");
+        assert!(
+            !m("a[", "a[") && !m("[", "["),
+            "an empty class matches nothing"
+        );
+        assert!(
+            m("[a", "a") && m("x[ab", "xb") && !m("[ab", "ab"),
+            "a class runs to the end"
+        );
+        assert!(
+            m("[^", "z") && !m("[^", ""),
+            "an empty negated class matches any byte"
+        );
+        assert!(
+            !m("h[a-]llo", "hallo") && m("h[a-]llo", "h]"),
+            "a range may end in ]"
+        );
+        assert!(
+            m("h[a-]x]y", "h^y") && m("h[a-]x]y", "hxy"),
+            "`]` ends a range, not the class"
+        );
+        assert!(m(r"[\]]", "]") && m(r"[a\-z]", "-") && !m(r"[a\-z]", "b"));
         assert!(m(r"a\", r"a\"), "trailing backslash is literal");
         assert!(m("*a*b*c*", "xxaxxbxxcxx") && !m("*a*b*c*", "xxaxxcxxbxx"));
         assert!(m("a*", "a") && !m("a?", "a"));

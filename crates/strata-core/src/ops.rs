@@ -597,7 +597,7 @@ pub enum TtlQuery {
     Ttl,
     /// `PTTL`: milliseconds left.
     Pttl,
-    /// `EXPIRETIME`: Unix seconds.
+    /// `EXPIRETIME`: Unix seconds, rounded (as Redis rounds `TTL`).
     ExpireTime,
     /// `PEXPIRETIME`: Unix milliseconds.
     PexpireTime,
@@ -613,7 +613,7 @@ impl TtlQuery {
         match self {
             TtlQuery::Ttl => (at.saturating_sub(now_ms) as i64 + 500) / 1000,
             TtlQuery::Pttl => at.saturating_sub(now_ms) as i64,
-            TtlQuery::ExpireTime => (at / 1000) as i64,
+            TtlQuery::ExpireTime => (at as i64 + 500) / 1000,
             TtlQuery::PexpireTime => at as i64,
         }
     }

@@ -525,36 +525,62 @@ pub(super) fn is_blind_set(op: &KeyOp) -> bool {
     )
 }
 
-/// `SET key value [NX|XX] [GET] [EX|PX|EXAT|PXAT n|KEEPTTL]`.
+/// The expiry options of `SET` and `GETEX`.
+const EXPIRY_OPTIONS: [&str; 4] = ["EX", "PX", "EXAT", "PXAT"];
+
+/// An `EX`/`PX`/`EXAT`/`PXAT` option at `a[i]` with its value, taken as Redis 7 takes it:
+/// the same option again replaces it (the last wins), a different one — or `other`
+/// (`KEEPTTL`, `PERSIST`) given before — is a syntax error. `Ok(false)`: not an expiry
+/// option. The value is checked after every option is parsed (`expiry_at`).
+fn expiry_option<'a>(
+    a: &'a [Bytes],
+    i: usize,
+    taken: &mut Option<(&'a [u8], &'a [u8])>,
+    other: bool,
+) -> Res<bool> {
+    let opt = &a[i][..];
+    let Some(v) = a.get(i + 1) else {
+        return Ok(false);
+    };
+    if !EXPIRY_OPTIONS.iter().any(|o| eq_ic(opt, o)) {
+        return Ok(false);
+    }
+    if other || taken.is_some_and(|(o, _)| !o.eq_ignore_ascii_case(opt)) {
+        return Err(ReplyError::Syntax);
+    }
+    *taken = Some((opt, &v[..]));
+    Ok(true)
+}
+
+/// `SET key value [NX|XX] [GET] [EX|PX|EXAT|PXAT n|KEEPTTL]`. As in Redis 7, an option
+/// may repeat (`EX 10 EX 20`: the last wins), conflicting ones are a syntax error, and the
+/// expiry's value is checked once every option parsed.
 fn set_options(a: &[Bytes], now: u64) -> Res<KeyOp> {
-    let mut ttl = Ttl::Default;
-    let (mut nx, mut xx, mut get) = (false, false, false);
-    let mut expiry_given = false;
+    let (mut nx, mut xx, mut get, mut keep) = (false, false, false, false);
+    let mut expiry = None;
     let mut i = 3;
     while i < a.len() {
         let opt = &a[i];
-        let next = a.get(i + 1);
         if eq_ic(opt, "NX") && !xx {
             nx = true;
         } else if eq_ic(opt, "XX") && !nx {
             xx = true;
         } else if eq_ic(opt, "GET") {
             get = true;
-        } else if eq_ic(opt, "KEEPTTL") && !expiry_given {
-            expiry_given = true;
-            ttl = Ttl::Keep;
-        } else if !expiry_given
-            && let Some(v) = next
-            && ["EX", "PX", "EXAT", "PXAT"].iter().any(|o| eq_ic(opt, o))
-        {
-            expiry_given = true;
-            ttl = Ttl::AtMs(expiry_at(now, opt, v, "set")?);
+        } else if eq_ic(opt, "KEEPTTL") && expiry.is_none() {
+            keep = true;
+        } else if expiry_option(a, i, &mut expiry, keep)? {
             i += 1;
         } else {
             return Err(ReplyError::Syntax);
         }
         i += 1;
     }
+    let ttl = match expiry {
+        Some((opt, v)) => Ttl::AtMs(expiry_at(now, opt, v, "set")?),
+        None if keep => Ttl::Keep,
+        None => Ttl::Default,
+    };
     Ok(KeyOp::Set {
         value: a[2].to_vec(),
         ttl,
@@ -571,25 +597,26 @@ fn set_options(a: &[Bytes], now: u64) -> Res<KeyOp> {
 }
 
 /// `GETEX key [EX|PX|EXAT|PXAT n|PERSIST]`: the new expiry, `None` without an option.
+/// Options repeat and conflict as `SET`'s do. The expiry's value is checked before the
+/// key is read, where Redis reads first (docs/protocol.md).
 fn getex_options(a: &[Bytes], now: u64) -> Res<Option<Ttl>> {
-    let mut ttl = None;
+    let mut persist = false;
+    let mut expiry = None;
     let mut i = 2;
     while i < a.len() {
-        let opt = &a[i];
-        if eq_ic(opt, "PERSIST") && ttl.is_none() {
-            ttl = Some(Ttl::Persist);
-        } else if ttl.is_none()
-            && let Some(v) = a.get(i + 1)
-            && ["EX", "PX", "EXAT", "PXAT"].iter().any(|o| eq_ic(opt, o))
-        {
-            ttl = Some(Ttl::AtMs(expiry_at(now, opt, v, "getex")?));
+        if eq_ic(&a[i], "PERSIST") && expiry.is_none() {
+            persist = true;
+        } else if expiry_option(a, i, &mut expiry, persist)? {
             i += 1;
         } else {
             return Err(ReplyError::Syntax);
         }
         i += 1;
     }
-    Ok(ttl)
+    Ok(match expiry {
+        Some((opt, v)) => Some(Ttl::AtMs(expiry_at(now, opt, v, "getex")?)),
+        None => persist.then_some(Ttl::Persist),
+    })
 }
 
 /// `EXPIRE`, `PEXPIRE`, `EXPIREAT`, `PEXPIREAT` with `NX`, `XX`, `GT`, `LT`.
@@ -600,7 +627,6 @@ fn expire_options(id: Cmd, a: &[Bytes], now: u64) -> Res<KeyOp> {
         Cmd::Expireat => "expireat",
         _ => "pexpireat",
     };
-    let n = parse_int(&a[2]).ok_or_else(not_int)?;
     let (mut nx, mut xx, mut gt, mut lt) = (false, false, false, false);
     for opt in &a[3..] {
         if eq_ic(opt, "NX") {
@@ -628,6 +654,8 @@ fn expire_options(id: Cmd, a: &[Bytes], now: u64) -> Res<KeyOp> {
             "GT and LT options at the same time are not compatible",
         ));
     }
+    // The time is read once the options are known good, as Redis does.
+    let n = parse_int(&a[2]).ok_or_else(not_int)?;
     let invalid = || ReplyError::err(format!("invalid expire time in '{name}' command"));
     let now = now as i64;
     let at: i64 = match id {

@@ -20,7 +20,7 @@ use bytes::Bytes;
 use strata_core::entry::Entry;
 use strata_core::glob::Glob;
 pub use strata_core::ops::parse_int;
-use strata_core::ops::{self, KeyOp, MultiOp, Ttl, range_of};
+use strata_core::ops::{self, KeyOp, MultiOp, Ttl, TtlQuery, range_of};
 use strata_core::scan::{ScanFrom, scan_hash};
 use strata_core::{CacheError, SetOptions};
 use strata_resp::{Protocol, Reply};
@@ -327,13 +327,19 @@ pub async fn execute(shared: &Shared, s: &mut Session<'_>, args: &[Bytes]) {
     if (spec.arity > 0 && n != spec.arity) || (spec.arity < 0 && n < -spec.arity) {
         shared.metrics.errors[idx].incr();
         s.tx.flag_error();
-        s.reply.error(
-            &ReplyError::err(format!(
-                "wrong number of arguments for '{}' command",
-                spec.name.to_ascii_lowercase()
-            ))
-            .to_string(),
+        let why = format!(
+            "wrong number of arguments for '{}' command",
+            spec.name.to_ascii_lowercase()
         );
+        if spec.id == Cmd::Exec {
+            // Redis 7 ends the transaction (and the watches) on an EXEC it refuses.
+            multi::abort(s);
+            s.reply.error(&format!(
+                "EXECABORT Transaction discarded because of: {why}"
+            ));
+        } else {
+            s.reply.error(&ReplyError::err(why).to_string());
+        }
         return;
     }
     match &s.user {
@@ -534,10 +540,12 @@ async fn run(sh: &Shared, s: &mut Session<'_>, id: Cmd, a: &[Bytes]) -> Res<()> 
             multi::run_alone(sh, s, parsed.ops).await?;
         }
         Cmd::Wait => {
-            for v in &a[1..] {
-                parse_int(v)
-                    .filter(|n| *n >= 0)
-                    .ok_or(ReplyError::err("timeout is out of range"))?;
+            // Checked as Redis checks them: the count first, any integer.
+            parse_int(&a[1]).ok_or(ReplyError::err("value is not an integer or out of range"))?;
+            let timeout = parse_int(&a[2])
+                .ok_or(ReplyError::err("timeout is not an integer or out of range"))?;
+            if timeout < 0 {
+                return Err(ReplyError::err("timeout is negative"));
             }
             // Every acknowledged write is on every owner already: a cluster replies only
             // after the other owners applied it.
@@ -614,19 +622,14 @@ async fn run(sh: &Shared, s: &mut Session<'_>, id: Cmd, a: &[Bytes]) -> Res<()> 
             rename(sh, s, a, id == Cmd::Renamenx).await?;
         }
         Cmd::Ttl | Cmd::Pttl | Cmd::Expiretime | Cmd::Pexpiretime => {
-            let reply = match entry(sh, &s.ns, &a[1]).await? {
-                None => -2,
-                Some(e) => match e.expires_at_ms {
-                    None => -1,
-                    Some(at) => match id {
-                        Cmd::Ttl => (at.saturating_sub(sh.cache.now_ms()) as i64 + 500) / 1000,
-                        Cmd::Pttl => at.saturating_sub(sh.cache.now_ms()) as i64,
-                        Cmd::Expiretime => (at / 1000) as i64,
-                        _ => at as i64,
-                    },
-                },
+            let query = match id {
+                Cmd::Ttl => TtlQuery::Ttl,
+                Cmd::Pttl => TtlQuery::Pttl,
+                Cmd::Expiretime => TtlQuery::ExpireTime,
+                _ => TtlQuery::PexpireTime,
             };
-            s.reply.integer(reply);
+            let e = entry(sh, &s.ns, &a[1]).await?;
+            s.reply.integer(query.answer(e.as_ref(), sh.cache.now_ms()));
         }
         Cmd::Keys => {
             let glob = Glob::new(&a[1]).map_err(|e| ReplyError::err(format!("{e}")))?;

@@ -202,13 +202,19 @@ pub(super) fn multi(s: &mut Session<'_>) -> Res<()> {
 
 /// `DISCARD`.
 pub(super) fn discard(s: &mut Session<'_>) -> Res<()> {
-    if s.tx.queue.take().is_none() {
+    if s.tx.queue.is_none() {
         return Err(ReplyError::err("DISCARD without MULTI"));
     }
-    s.tx.watched.clear();
-    s.tx.watched_keys.clear();
+    abort(s);
     s.reply.ok();
     Ok(())
+}
+
+/// Ends the transaction, if any, and every watch, replying nothing.
+pub(super) fn abort(s: &mut Session<'_>) {
+    s.tx.queue = None;
+    s.tx.watched.clear();
+    s.tx.watched_keys.clear();
 }
 
 /// `WATCH key...`: remembers each key's version (or absence) as this node reads it now.

@@ -400,15 +400,23 @@ fn setup(
     // `pcall` and `xpcall` are Lua's own, called through a check: a stop (time limit,
     // SCRIPT KILL) goes through, so a script cannot catch its own end and loop on; any
     // other error comes back as the value raised, as in Lua.
+    // `pcall` also returns an error table's text, as Redis 7's does (`caught`).
     for name in ["pcall", "xpcall"] {
         let original: mlua::Function = g.raw_get(name)?;
         let stopped = stopped.clone();
+        let texts = name == "pcall";
         g.raw_set(
             name,
-            lua.create_function(move |_, args: MultiValue| {
-                let out = original.call::<MultiValue>(args)?;
+            lua.create_function(move |lua, args: MultiValue| {
+                let mut out = original.call::<MultiValue>(args)?;
                 if stopped() {
                     return Err(mlua::Error::RuntimeError(STOPPED.into()));
+                }
+                if texts
+                    && matches!(out.front(), Some(Value::Boolean(false)))
+                    && let Some(err) = out.get_mut(1)
+                {
+                    *err = caught(lua, std::mem::replace(err, Value::Nil))?;
                 }
                 Ok(out)
             })?,
@@ -445,19 +453,11 @@ fn setup(
     redis.set("pcall", pcall)?;
     redis.set(
         "error_reply",
-        lua.create_function(|lua, msg: mlua::LuaString| {
-            let t = lua.create_table()?;
-            t.set("err", msg)?;
-            Ok(t)
-        })?,
+        lua.create_function(|lua, args: MultiValue| reply_table(lua, "err", args))?,
     )?;
     redis.set(
         "status_reply",
-        lua.create_function(|lua, msg: mlua::LuaString| {
-            let t = lua.create_table()?;
-            t.set("ok", msg)?;
-            Ok(t)
-        })?,
+        lua.create_function(|lua, args: MultiValue| reply_table(lua, "ok", args))?,
     )?;
     redis.set(
         "sha1hex",
@@ -641,10 +641,8 @@ fn redis_call(
     for v in args.iter() {
         match v {
             Value::String(s) => a.push(Bytes::copy_from_slice(&s.as_bytes())),
-            Value::Integer(_) | Value::Number(_) => match lua.coerce_string(v.clone()) {
-                Ok(Some(s)) => a.push(Bytes::copy_from_slice(&s.as_bytes())),
-                _ => return Err(bad_args()),
-            },
+            Value::Integer(n) => a.push(Bytes::from(number_arg(*n as f64))),
+            Value::Number(n) => a.push(Bytes::from(number_arg(*n))),
             _ => return Err(bad_args()),
         }
     }
@@ -746,6 +744,125 @@ fn redis_call(
     }
 }
 
+/// A number passed to `redis.call`, as Redis 7.4 turns it into an argument: an integer
+/// within ±2^62 in plain digits, anything else as the shortest decimal that reads back as
+/// the same double (Rust's, where Redis's Grisu2 may rarely print a longer one), placed as
+/// fpconv places it — plain up to 7 zeros past the digits, `0.000…` down to 10^-7, else
+/// `d.ddde±x` — and `nan`, `inf`, `-inf`. Lua's own `tostring` keeps 14 digits and would
+/// store `1796290721000000` as `1.796290721e+15`.
+fn number_arg(n: f64) -> String {
+    const SAFE: f64 = (i64::MAX / 2) as f64;
+    if n.is_nan() {
+        return "nan".to_owned();
+    }
+    if n.is_infinite() {
+        return if n > 0.0 { "inf" } else { "-inf" }.to_owned();
+    }
+    if (-SAFE..=SAFE).contains(&n) && n.trunc() == n {
+        return (n as i64).to_string();
+    }
+    // The shortest digits and the exponent of their first: `d.ddde±x`.
+    let sci = format!("{:e}", n.abs());
+    let (mantissa, exp) = sci.split_once('e').unwrap_or((&sci, "0"));
+    let digits: String = mantissa.chars().filter(|c| *c != '.').collect();
+    let first_exp: i32 = exp.parse().unwrap_or(0);
+    let nd = digits.len() as i32;
+    // The value is `digits` × 10^k.
+    let k = first_exp - (nd - 1);
+    let mut out = String::with_capacity(32);
+    if n < 0.0 {
+        out.push('-');
+    }
+    let e = first_exp.abs();
+    if k >= 0 && e < nd + 7 {
+        out.push_str(&digits);
+        out.extend(std::iter::repeat_n('0', k as usize));
+    } else if k < 0 && (k > -7 || e < 4) {
+        let offset = nd + k;
+        if offset <= 0 {
+            out.push_str("0.");
+            out.extend(std::iter::repeat_n('0', (-offset) as usize));
+            out.push_str(&digits);
+        } else {
+            out.push_str(&digits[..offset as usize]);
+            out.push('.');
+            out.push_str(&digits[offset as usize..]);
+        }
+    } else {
+        out.push_str(&digits[..1]);
+        if nd > 1 {
+            out.push('.');
+            out.push_str(&digits[1..]);
+        }
+        out.push('e');
+        out.push(if first_exp < 0 { '-' } else { '+' });
+        out.push_str(&e.to_string());
+    }
+    out
+}
+
+/// The text Redis 7 keeps in an error table (`redis.error_reply`, and errors raised by
+/// `redis.call`): a leading `-` dropped, the first word as the code when there are two, else
+/// `ERR`, and the message trimmed of CR and LF at both ends.
+fn error_table_text(msg: &[u8]) -> Vec<u8> {
+    let body = msg.strip_prefix(b"-").unwrap_or(msg);
+    let (code, text): (&[u8], &[u8]) = match body.iter().position(|&b| b == b' ') {
+        Some(i) => (&body[..i], &body[i + 1..]),
+        None => (b"ERR", body),
+    };
+    let trim = |b: &u8| *b != b'\r' && *b != b'\n';
+    let start = text.iter().position(trim).unwrap_or(text.len());
+    let end = text.iter().rposition(trim).map_or(start, |i| i + 1);
+    let mut out = Vec::with_capacity(code.len() + 1 + end - start);
+    out.extend_from_slice(code);
+    out.push(b' ');
+    out.extend_from_slice(&text[start..end]);
+    out
+}
+
+/// `redis.error_reply` and `redis.status_reply`: a one-field table of a string argument
+/// (the error's text normalised as Redis does), else an error table, as Redis answers
+/// anything but exactly one string.
+fn reply_table(lua: &Lua, field: &str, args: MultiValue) -> mlua::Result<mlua::Table> {
+    let t = lua.create_table()?;
+    match (args.len(), args.front()) {
+        (1, Some(Value::String(s))) if field == "err" => {
+            t.set(field, lua.create_string(error_table_text(&s.as_bytes()))?)?
+        }
+        (1, Some(Value::String(s))) => t.set(field, s.clone())?,
+        _ => t.set("err", "ERR wrong number or type of arguments")?,
+    }
+    Ok(t)
+}
+
+/// What Lua's `pcall` returns for an error caught: Redis 7 replaces `pcall` so that an
+/// error table (what `redis.call` and `error(redis.error_reply(…))` raise) comes back as
+/// its text. Strata's `redis.call` raises a Rust error, which comes back as its text too.
+fn caught(lua: &Lua, err: Value) -> mlua::Result<Value> {
+    Ok(match &err {
+        Value::Table(t) => match t.raw_get::<Value>("err")? {
+            Value::String(e) => Value::String(e),
+            _ => err,
+        },
+        Value::Error(e) => match call_error(e) {
+            Some(msg) => Value::String(lua.create_string(msg)?),
+            None => err,
+        },
+        _ => err,
+    })
+}
+
+/// The text of a `redis.call` error inside `e`, if it is one.
+fn call_error(e: &mlua::Error) -> Option<&str> {
+    match e {
+        mlua::Error::CallbackError { cause, .. } => call_error(cause),
+        mlua::Error::ExternalError(inner) => inner
+            .downcast_ref::<CallError>()
+            .map(|CallError(msg)| msg.as_str()),
+        _ => None,
+    }
+}
+
 fn bad_args() -> String {
     ReplyError::err("Lua redis lib command arguments must be strings or integers").to_string()
 }
@@ -833,6 +950,17 @@ fn to_reply(v: &Value) -> mlua::Result<Reply> {
     }
 }
 
+/// A Lua number as Redis makes it an integer reply, a C cast: toward zero, and on x86 the
+/// smallest integer for what does not fit (NaN, ±huge).
+fn c_cast(f: f64) -> i64 {
+    const TWO_63: f64 = 9_223_372_036_854_775_808.0;
+    if f.is_nan() || !(-TWO_63..TWO_63).contains(&f) {
+        i64::MIN
+    } else {
+        f as i64
+    }
+}
+
 fn flatten(v: &Value, depth: usize, out: &mut Vec<Token>, bytes: &mut usize) -> mlua::Result<()> {
     if out.len() >= MAX_REPLY_TOKENS
         || depth > MAX_REPLY_DEPTH
@@ -842,7 +970,7 @@ fn flatten(v: &Value, depth: usize, out: &mut Vec<Token>, bytes: &mut usize) -> 
     }
     match v {
         Value::Integer(n) => out.push(Token::Int(*n)),
-        Value::Number(f) => out.push(Token::Int(f.trunc() as i64)),
+        Value::Number(f) => out.push(Token::Int(c_cast(*f))),
         Value::String(s) => {
             // One string returned many times is copied each time: the budget counts copies.
             let b = s.as_bytes();
@@ -991,4 +1119,72 @@ pub(super) fn script(sh: &Shared, s: &mut Session<'_>, a: &[Bytes]) -> Res<()> {
         )));
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn numbers_become_arguments_as_redis_7_4_prints_them() {
+        for (n, want) in [
+            (1796290721000000.0, "1796290721000000"),
+            (123456789012345.0, "123456789012345"),
+            (-42.0, "-42"),
+            (-0.0, "0"),
+            (1.0 / 3.0, "0.3333333333333333"),
+            (0.1, "0.1"),
+            (123.456, "123.456"),
+            (-2.5, "-2.5"),
+            (0.000001, "0.000001"),
+            (1.5e-7, "1.5e-7"),
+            (1.5e-10, "1.5e-10"),
+            (1e20, "1e+20"),
+            (1.25e300, "1.25e+300"),
+            (9223372036854775808.0, "9223372036854776000"),
+            (5e-324, "5e-324"),
+            (f64::NAN, "nan"),
+            (f64::INFINITY, "inf"),
+            (f64::NEG_INFINITY, "-inf"),
+        ] {
+            assert_eq!(number_arg(n), want, "{n:e}");
+        }
+        // What reads back: every finite double prints as one that parses to itself.
+        for n in [1.0 / 7.0, 2.0f64.powi(62) + 2048.0, -1e-300, 6.02214076e23] {
+            assert_eq!(number_arg(n).parse::<f64>().unwrap(), n);
+        }
+    }
+
+    #[test]
+    fn error_tables_keep_redis_7s_text() {
+        for (msg, want) in [
+            ("-ERR x", "ERR x"),
+            ("locked", "ERR locked"),
+            ("", "ERR "),
+            ("-", "ERR "),
+            ("MYERR boom", "MYERR boom"),
+            (
+                "-WRONGTYPE Operation against a key\r\n",
+                "WRONGTYPE Operation against a key",
+            ),
+            ("my error text", "my error text"),
+        ] {
+            assert_eq!(
+                String::from_utf8(error_table_text(msg.as_bytes())).unwrap(),
+                want,
+                "{msg:?}"
+            );
+        }
+    }
+
+    #[test]
+    fn numbers_become_integer_replies_as_a_c_cast_does() {
+        assert_eq!(c_cast(3.9), 3);
+        assert_eq!(c_cast(-3.9), -3);
+        assert_eq!(c_cast(1e20), i64::MIN);
+        assert_eq!(c_cast(-1e20), i64::MIN);
+        assert_eq!(c_cast(f64::NAN), i64::MIN);
+        assert_eq!(c_cast(f64::INFINITY), i64::MIN);
+        assert_eq!(c_cast(9.2e18), 9_200_000_000_000_000_000);
+    }
 }
