@@ -171,6 +171,25 @@ fn client_transactions_lose_no_update_across_a_cluster() {
     assert_eq!(r, redis::Value::Nil, "EXEC aborted");
     assert_eq!(c1.get::<_, String>("{t}w").unwrap(), "from node 2");
 
+    // A key watched in another database than the transaction's cannot be compared at its
+    // primary: refused, nothing written (node 1's copy could be behind node 2's write).
+    let _: () = redis::cmd("WATCH").arg("{t}w").query(&mut c1).unwrap();
+    let _: () = c2.set("{t}w", "again from node 2").unwrap();
+    let _: () = redis::cmd("SELECT").arg(1).query(&mut c1).unwrap();
+    let _: () = redis::cmd("MULTI").query(&mut c1).unwrap();
+    let _: () = redis::cmd("SET")
+        .arg("{t}x")
+        .arg("1")
+        .query(&mut c1)
+        .unwrap();
+    let e = redis::cmd("EXEC")
+        .query::<redis::Value>(&mut c1)
+        .unwrap_err();
+    assert_eq!(e.code(), Some("EXECABORT"), "{e}");
+    assert!(e.to_string().contains("another database"), "{e}");
+    assert_eq!(c1.get::<_, Option<String>>("{t}x").unwrap(), None);
+    let _: () = redis::cmd("SELECT").arg(0).query(&mut c1).unwrap();
+
     // Keys of different hash tags: CROSSSLOT, and nothing of the transaction is written.
     let _: () = redis::cmd("MULTI").query(&mut c1).unwrap();
     let _: () = redis::cmd("SET").arg("x1").arg("1").query(&mut c1).unwrap();

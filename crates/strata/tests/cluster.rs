@@ -1411,3 +1411,61 @@ async fn a_write_that_failed_leaves_no_copy_on_the_node_that_took_it() {
     );
     stop(nodes).await;
 }
+
+/// While a node executes a key as its primary, it refuses a replication of that key from
+/// whoever its view names the primary, and takes it once the execution ended (decision 96).
+/// Without it, a view change under an execution lost increments: n2, primary under the old
+/// view, executed `INCR` from `v`; n1, primary in n2's new view, read `v` from n2, and n2
+/// took n1's `v+1` as its replica, then stored its own `v+1` — both acknowledged `v+1` (an
+/// attack review reproduced it with real processes: one value answered twice in 2 runs of
+/// 2). Here the replication arrives through the fault-injection hook, as from the primary
+/// in this node's view, while the node's own `INCR` waits to replicate.
+#[cfg(feature = "fault-injection")]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_owner_executing_a_key_takes_no_replication_of_it_meanwhile() {
+    use strata_core::ops::{KeyOp, Reply};
+    let nodes = cluster_with(2, 2, None, |c| c.cluster.rpc_timeout_ms = 5_000).await;
+    let key = keys_owned_by(&nodes[0], "exec:", &["n0", "n1"])
+        .next()
+        .expect("a key n0 is primary of");
+    let c0 = nodes[0].cache();
+    c0.set("ns", key.clone(), "10").await.unwrap();
+    let delayed = nodes[0].replications_delayed();
+    nodes[0].delay_replication(Duration::from_millis(500));
+    let incr = {
+        let (c0, key) = (c0.clone(), key.clone());
+        tokio::spawn(async move {
+            c0.execute("ns", bytes::Bytes::from(key), &KeyOp::IncrBy(1))
+                .await
+        })
+    };
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while nodes[0].replications_delayed() == delayed {
+        assert!(Instant::now() < deadline, "the INCR never replicated");
+        tokio::time::sleep(Duration::from_millis(2)).await;
+    }
+    // A removal stamped well above anything the INCR stamps.
+    let ahead = nodes[0]
+        .owner_copy("ns", key.as_bytes())
+        .expect("n0 holds the key")
+        .version
+        .as_u64()
+        + (1 << 40);
+    assert!(
+        !nodes[0].receive_replicated_removal("ns", key.as_bytes(), ahead),
+        "n0 took a replication of a key it was executing"
+    );
+    assert_eq!(incr.await.unwrap().unwrap(), Reply::Int(11));
+    nodes[0].delay_replication(Duration::ZERO);
+    assert_eq!(
+        nodes[0]
+            .owner_copy("ns", key.as_bytes())
+            .map(|e| e.value.to_vec()),
+        Some(b"11".to_vec()),
+        "the INCR's result is not what n0 holds"
+    );
+    // Once the execution ended, the same replication is taken.
+    assert!(nodes[0].receive_replicated_removal("ns", key.as_bytes(), ahead + 1));
+    assert!(nodes[0].owner_copy("ns", key.as_bytes()).is_none());
+    stop(nodes).await;
+}

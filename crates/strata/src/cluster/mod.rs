@@ -27,6 +27,7 @@
 pub(crate) mod absent;
 pub(crate) mod apply;
 pub(crate) mod dissemination;
+pub(crate) mod executing;
 pub(crate) mod gossip;
 pub(crate) mod hook;
 pub(crate) mod net;
@@ -296,6 +297,9 @@ pub(crate) struct Shared {
     pub(crate) warm: WarmState,
     /// The primary's per-key execution lock, striped ([`primary`]).
     exec_locks: Box<[tokio::sync::Mutex<()>]>,
+    /// The keys under execution here as their primary: replications of them from another
+    /// node are refused meanwhile ([`executing`]).
+    executing: executing::Executing,
     /// This node's own stalls, seen from its tick: a node that stalled executes no write
     /// as a primary until its quarantine ends ([`strata_cluster::primary::StallGuard`]).
     pub(crate) stall: Mutex<strata_cluster::primary::StallGuard>,
@@ -562,6 +566,7 @@ impl Shared {
             exec_locks: (0..primary::EXEC_STRIPES)
                 .map(|_| tokio::sync::Mutex::new(()))
                 .collect(),
+            executing: Default::default(),
             stall: Mutex::new(Default::default()),
             lease: Mutex::new(Default::default()),
             lease_pings: Mutex::new(Default::default()),

@@ -84,9 +84,7 @@ fn reply_size(reply: &Reply) -> usize {
 impl Shared {
     /// The stripe of `key`'s execution lock.
     fn exec_stripe(&self, namespace: &str, key: &[u8]) -> usize {
-        let h = xxhash_rust::xxh3::xxh3_64(namespace.as_bytes()).rotate_left(17)
-            ^ xxhash_rust::xxh3::xxh3_64(key);
-        (h as usize) % EXEC_STRIPES
+        (super::executing::key_hash(namespace, key) as usize) % EXEC_STRIPES
     }
 
     /// The execution lock of `key`'s stripe.
@@ -107,6 +105,11 @@ impl Shared {
     ) -> Result<Executed, Refusal> {
         self.admit(key)?;
         let _g = self.exec_lock(namespace, key).lock().await;
+        // Before anything is read: a replication of the key from another primary is
+        // applied before this reads, or refused until it ends (`executing`).
+        let _busy = self
+            .executing
+            .enter(vec![super::executing::key_hash(namespace, key)]);
         // Decided again under the lock: the view may have moved while this waited.
         let (ring, cache) = self.admit(key)?;
         self.counters.executed.fetch_add(1, Ordering::Relaxed);
@@ -389,6 +392,11 @@ impl Shared {
         for i in stripes {
             guards.push(self.exec_locks[i].lock().await);
         }
+        let _busy = self.executing.enter(
+            keys.iter()
+                .map(|k| super::executing::key_hash(namespace, k))
+                .collect(),
+        );
         // Decided again under the locks: the view may have moved while this waited.
         let (ring, cache) = self.admit(first)?;
         self.owns_all(&ring, &keys)?;

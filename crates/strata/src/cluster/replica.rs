@@ -23,10 +23,30 @@ impl Shared {
         version: u64,
         base: u64,
     ) -> Response {
-        if let Err(refusal) = self.replica_check(from, namespace, key, entry.is_some(), base, &[]) {
-            return refusal.into();
+        let h = super::executing::key_hash(namespace, key);
+        self.executing.while_checked(&[h], |busy| {
+            if busy {
+                return self.executing_here().into();
+            }
+            if let Err(refusal) =
+                self.replica_check(from, namespace, key, entry.is_some(), base, &[])
+            {
+                return refusal.into();
+            }
+            self.replica_apply(namespace, key, entry, version)
+        })
+    }
+
+    /// The refusal of a replication of a key this node is executing as its primary itself
+    /// (its view is about to move, or has moved under the execution): fenced, nothing
+    /// applied; the sender tries again once the view or the execution moves on.
+    fn executing_here(&self) -> ReplicaRefusal {
+        self.counters
+            .fenced
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        ReplicaRefusal::Fenced {
+            primary: Some(self.name.clone()),
         }
-        self.replica_apply(namespace, key, entry, version)
     }
 
     /// An owner's side of `ReplicateMulti`: every change checked as [`Shared::replicate_in`]
@@ -50,6 +70,27 @@ impl Shared {
                 strata_cluster::rpc::MAX_CHANGES_PER_REQUEST
             ));
         }
+        let hashes: Vec<u64> = changes
+            .iter()
+            .map(|c| super::executing::key_hash(namespace, &c.key))
+            .collect();
+        self.executing.while_checked(&hashes, |busy| {
+            if busy {
+                return Response::Refused {
+                    refusals: vec![(0, self.executing_here())],
+                };
+            }
+            self.replicate_multi_checked(from, namespace, changes)
+        })
+    }
+
+    /// [`Shared::replicate_multi_in`] once no key of it is under execution here.
+    fn replicate_multi_checked(
+        &self,
+        from: &str,
+        namespace: &str,
+        changes: Vec<ReplicaChange>,
+    ) -> Response {
         let mut refusals = Vec::new();
         for (i, c) in changes.iter().enumerate() {
             // A removal is checked against newer removals too: the command read the key's
