@@ -934,7 +934,11 @@ impl Sim {
                     self.note(|| format!("n{from} sees {} down (gen {})", id.name, id.generation))
                 }
                 Output::Rejoined => {
-                    let out = self.nodes[from].coherence.as_mut().map(Coherence::rejoined);
+                    let holds = self.nodes[from].lease.holds(self.now / MS, self.mix.nodes);
+                    let out = self.nodes[from]
+                        .coherence
+                        .as_mut()
+                        .map(|c| c.rejoined(holds));
                     if let Some(out) = out {
                         self.apply_coherence(from, vec![out]);
                     }

@@ -941,8 +941,16 @@ impl Coherence {
     /// an owner of a key deleted meanwhile by a member that then restarted, kept the deleted
     /// value for good). A node of the majority that a cut-off member declared down (it
     /// hears of it at the heal) keeps its owned entries: they are the ones that count.
-    pub fn rejoined(&mut self) -> Output {
-        let owned = std::mem::take(&mut self.cut_off);
+    ///
+    /// `lease_holds`: whether this node holds its primary's lease now (a majority answered
+    /// its pings within the last second, `primary::Lease`). A node that does not was cut
+    /// off too, even when its own view never lost a majority: a partition healed within
+    /// about a probe period of the majority declaring it down leaves its view whole, and it
+    /// kept the copies a removal made meanwhile had made dead, executing a script or
+    /// transaction that only read one until coherence repaired it (an attack review
+    /// reproduced it; the repair given up, for good).
+    pub fn rejoined(&mut self, lease_holds: bool) -> Output {
+        let owned = std::mem::take(&mut self.cut_off) || !lease_holds;
         Output::DropUnverified {
             origin: self.me.clone(),
             lost: 0,
@@ -1342,20 +1350,30 @@ mod tests {
         let mut b = Coherence::new("b", 1, CoherenceConfig::default());
         let owned = |o: Output| matches!(o, Output::DropUnverified { owned: true, .. });
         b.note_view(1, 3);
-        assert!(!owned(b.rejoined()), "alone at start is not cut off");
+        assert!(!owned(b.rejoined(true)), "alone at start is not cut off");
         b.note_view(2, 3);
         assert!(
-            !owned(b.rejoined()),
+            !owned(b.rejoined(true)),
             "a majority member declared down by a minority"
         );
         b.note_view(1, 3);
         b.note_view(3, 3);
-        assert!(owned(b.rejoined()), "it was on the minority side");
-        assert!(!owned(b.rejoined()), "once per absence");
+        assert!(owned(b.rejoined(true)), "it was on the minority side");
+        assert!(!owned(b.rejoined(true)), "once per absence");
         b.note_stall();
-        assert!(owned(b.rejoined()), "paused past failure detection");
+        assert!(owned(b.rejoined(true)), "paused past failure detection");
         b.note_view(1, 2);
-        assert!(!owned(b.rejoined()), "two members have no majority to lose");
+        assert!(
+            !owned(b.rejoined(true)),
+            "two members have no majority to lose"
+        );
+        // Its view whole, but no majority answered its pings: cut off all the same.
+        b.note_view(3, 3);
+        assert!(
+            owned(b.rejoined(false)),
+            "a node without its lease was cut off"
+        );
+        assert!(!owned(b.rejoined(true)), "a node with it was not");
     }
 
     /// The periodic pull asks every member in turn: none waits more than one round.

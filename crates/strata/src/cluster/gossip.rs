@@ -57,7 +57,11 @@ impl Shared {
                 }
                 Output::Rejoined => {
                     tracing::warn!(node = %self.name, "the others declared this node down; back under a new identity, it drops what it held");
-                    let out = self.coherence.lock().rejoined();
+                    let holds = self
+                        .lease
+                        .lock()
+                        .holds(self.monotonic_ms(), self.cfg.expected_size as usize);
+                    let out = self.coherence.lock().rejoined(holds);
                     self.carry_out_coherence(vec![out]);
                 }
                 Output::Received(bytes) => {
