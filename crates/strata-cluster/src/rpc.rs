@@ -203,20 +203,35 @@ pub enum Request {
     },
 }
 
-/// One key's change in a [`Request::ReplicateMulti`]: the fields of a `Replicate`.
+/// One key's change in a [`Request::ReplicateMulti`]: the fields of a `Replicate`. With no
+/// entry and [`ReplicaChange::CHECK_ONLY`] as its version it changes nothing: a key a
+/// transaction or script read without changing it, which the owner checks as it checks a
+/// write's base and leaves as it is (ARCHITECTURE decision 96).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ReplicaChange {
     /// Key.
     pub key: ByteBuf,
     /// The entry written, or `None` for a delete.
     pub entry: Option<WireEntry>,
-    /// The delete's version (ignored for a write).
+    /// The delete's version (ignored for a write); [`ReplicaChange::CHECK_ONLY`] without an
+    /// entry: no change, a check of `base`.
     pub version: u64,
     /// The version of the copy the primary executed against (0: it had none).
     pub base: u64,
     /// That copy's tags: an invalidation of one of them newer than `base` made the copy
     /// dead (a `Replicate` cannot say, so its check leaves tags out).
     pub base_tags: Vec<ByteBuf>,
+}
+
+impl ReplicaChange {
+    /// The version of a change that only asks the owner to check its base (no delete is
+    /// ever stamped 0).
+    pub const CHECK_ONLY: u64 = 0;
+
+    /// Whether this change only asks for its base to be checked.
+    pub fn check_only(&self) -> bool {
+        self.entry.is_none() && self.version == Self::CHECK_ONLY
+    }
 }
 
 /// Why an owner refused one key of a [`Request::ReplicateMulti`] (the answers an owner

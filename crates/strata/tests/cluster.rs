@@ -1065,9 +1065,11 @@ async fn a_multi_key_change_refused_at_a_later_key_is_applied_nowhere() {
         assert_eq!(held(n, &dst2), None, "the deleted value came back renamed");
         assert_eq!(held(n, &src2), None);
     }
-    // A transaction may read keys it does not change, which no owner checks: refused with
-    // nothing applied until the primary applies the removal (here never: it waits out the
-    // node's retries, `failover_wait_ms`).
+    // A transaction over a removal only the replica applied: every key it read is checked
+    // by the owners now, changed or not (decision 96), so it executes again above the
+    // removal, as a single key's change does — applied on both owners. (Before, when keys
+    // read and not changed went unchecked, it was refused until the primary applied the
+    // removal: here never, `TRYAGAIN` after the node's retries.)
     let tag = hash_tag_owned_by(&nodes[0], "txdel", &["n0", "n1"]);
     let (x, y) = (format!("{tag}x"), format!("{tag}y"));
     assert!(nodes[1].receive_replicated_removal("ns", y.as_bytes(), ahead));
@@ -1088,14 +1090,18 @@ async fn a_multi_key_change_refused_at_a_later_key_is_applied_nowhere() {
         default_ttl_ms: None,
     });
     let got = c0.execute_multi("ns", &tx).await;
-    let why = format!("{got:?}");
-    assert!(
-        why.contains("TRYAGAIN") && why.contains("nothing was applied"),
-        "a transaction over a removal the primary has not applied: {why}"
+    assert_eq!(
+        got.as_ref().ok(),
+        Some(&Reply::Exec(Some(vec![Reply::Ok, Reply::Ok]))),
+        "a transaction over a removal the primary has not applied: {got:?}"
     );
     for n in &nodes {
-        assert_eq!(held(n, &x), None, "half applied: {why}");
-        assert_eq!(held(n, &y), None, "half applied: {why}");
+        assert_eq!(held(n, &x).as_deref(), Some(&b"1"[..]));
+        assert_eq!(held(n, &y).as_deref(), Some(&b"2"[..]));
+        assert!(
+            n.owner_copy("ns", y.as_bytes()).unwrap().version.as_u64() > ahead,
+            "the write is ordered after the removal"
+        );
     }
     stop(nodes).await;
 }
@@ -1467,5 +1473,88 @@ async fn an_owner_executing_a_key_takes_no_replication_of_it_meanwhile() {
     // Once the execution ended, the same replication is taken.
     assert!(nodes[0].receive_replicated_removal("ns", key.as_bytes(), ahead + 1));
     assert!(nodes[0].owner_copy("ns", key.as_bytes()).is_none());
+    stop(nodes).await;
+}
+
+/// The keys a transaction reads without changing them are checked by the owners as a
+/// changed key's base is (decision 96): a primary holding an older copy of one — a write it
+/// missed, as a primary back from a partition does — executes again from the owner's newer
+/// copy, so a `WATCH` of it aborts and a read of it answers the newer value, where before
+/// the transaction committed on the stale copy.
+#[cfg(feature = "fault-injection")]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn keys_a_transaction_only_reads_are_checked_by_the_owners() {
+    use strata_core::ops::{KeyOp, MultiOp, Reply, Transaction, Ttl, TxStep};
+    let nodes = cluster(2, 2, None).await;
+    let now = nodes[0].cache().now_ms();
+    let planted = |value: &'static [u8], at: u64| strata_core::Entry {
+        value: bytes::Bytes::from_static(value),
+        version: strata_core::Version::from_u64(at << 16),
+        expires_at_ms: Some(now + 60_000),
+        stale_until_ms: None,
+        tags: Default::default(),
+    };
+    let set = |v: &'static [u8]| KeyOp::Set {
+        value: v.to_vec(),
+        ttl: Ttl::Default,
+        exists: strata_core::ops::Exists::Any,
+        get: false,
+        integer: false,
+    };
+    for watch in [true, false] {
+        let tag = hash_tag_owned_by(
+            &nodes[0],
+            if watch { "ro-w" } else { "ro-r" },
+            &["n0", "n1"],
+        );
+        let (read, written) = (format!("{tag}read"), format!("{tag}written"));
+        let old = planted(b"old", now - 20);
+        nodes[0].plant_owner_copy("ns", read.as_bytes(), old.clone());
+        nodes[1].plant_owner_copy("ns", read.as_bytes(), planted(b"new", now - 10));
+        let tx = Transaction {
+            keys: vec![
+                read.as_bytes().to_vec().into(),
+                written.as_bytes().to_vec().into(),
+            ],
+            // Watched at the version the primary holds (the stale one).
+            watch: if watch {
+                vec![(0, Some(old.version.as_u64()))]
+            } else {
+                Vec::new()
+            },
+            steps: vec![
+                TxStep::Key {
+                    key: 0,
+                    op: KeyOp::Get,
+                },
+                TxStep::Key {
+                    key: 1,
+                    op: set(b"x"),
+                },
+            ],
+            default_ttl_ms: None,
+        };
+        let got = nodes[0]
+            .cache()
+            .execute_multi("ns", &MultiOp::Transaction(tx))
+            .await
+            .unwrap();
+        if watch {
+            assert_eq!(
+                got,
+                Reply::Exec(None),
+                "a WATCH of a stale copy did not abort"
+            );
+            for n in &nodes {
+                assert!(n.owner_copy("ns", written.as_bytes()).is_none());
+            }
+        } else {
+            assert_eq!(
+                got,
+                Reply::Exec(Some(vec![Reply::Bulk(b"new".to_vec()), Reply::Ok])),
+                "the transaction read the primary's stale copy"
+            );
+        }
+    }
     stop(nodes).await;
 }

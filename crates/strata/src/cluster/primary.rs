@@ -463,18 +463,37 @@ impl Shared {
                 };
                 changes.push((fx.key, change));
             }
+            // The keys read and not changed go to the owners too, to be checked as a
+            // changed key's base is (`ReplicaChange::CHECK_ONLY`): a copy this node holds
+            // that an owner knows to be older or removed would otherwise decide what the
+            // changes are (a script that reads one key and writes another, a `WATCH`).
+            // Not when nothing changes: nothing is replicated, and a read-only
+            // transaction reads as a `GET` does.
+            let read_only: Vec<usize> = if changes.is_empty() {
+                Vec::new()
+            } else {
+                (0..keys.len())
+                    .filter(|i| !changes.iter().any(|(k, _)| k == i))
+                    .collect()
+            };
             // The reply travels in one frame, and the changes in one frame to each owner
             // (and back with the reply to a node that forwarded the operation): an
             // operation whose reply or changes cannot is refused before anything is
             // applied (a transaction's MGET or SETs of large values, say).
             let reply_bytes = reply_size(&reply);
-            let change_bytes: usize = changes
+            let unchanged = Change::None;
+            let sent: Vec<(usize, &Change)> = changes
                 .iter()
-                .map(|(i, c)| {
-                    let base_tags = current[*i]
+                .map(|(i, c)| (*i, c))
+                .chain(read_only.iter().map(|&i| (i, &unchanged)))
+                .collect();
+            let change_bytes: usize = sent
+                .iter()
+                .map(|&(i, c)| {
+                    let base_tags = current[i]
                         .as_ref()
                         .map_or(0, |e| e.tags.iter().map(|t| t.len() + 8).sum());
-                    change_size(&keys[*i], c) + base_tags
+                    change_size(&keys[i], c) + base_tags
                 })
                 .sum();
             let room = self.max_frame.saturating_sub(FRAME_HEADROOM);
@@ -500,54 +519,30 @@ impl Shared {
             }
             // Every change goes to each owner in one request, checked there key by key
             // before any is applied: a refusal leaves nothing applied anywhere.
-            let items: Vec<Outgoing<'_>> = changes
+            let items: Vec<Outgoing<'_>> = sent
                 .iter()
-                .map(|(i, change)| Outgoing {
-                    key: &keys[*i],
+                .map(|&(i, change)| Outgoing {
+                    key: &keys[i],
                     change,
-                    base: current[*i]
+                    base: current[i]
                         .as_ref()
                         .map_or(0, |e| e.version.as_u64())
-                        .max(floors[*i]),
-                    base_tags: current[*i].as_ref().map(wire_tags).unwrap_or_default(),
-                    from_none: current[*i].is_none(),
+                        .max(floors[i]),
+                    base_tags: current[i].as_ref().map(wire_tags).unwrap_or_default(),
+                    from_none: current[i].is_none(),
                 })
                 .collect();
             let refused = self.replicate_all(&ring, namespace, &items).await?;
             if !refused.is_empty() {
-                // `MSETNX` and `RENAME` change every key they read (or change none and are
-                // not replicated): the owners checked each copy they executed from, so a
-                // key refused for an invalidation is executed again from no copy above it,
-                // as a single key's change is.
-                let every_read_checked = matches!(op, MultiOp::MsetNx(_) | MultiOp::Rename { .. });
+                // The owners checked each copy the execution read, changed or not, so a
+                // key refused for an invalidation is executed again from no copy above
+                // it, as a single key's change is.
                 for (n, newer) in refused {
-                    let i = changes[n].0;
-                    match newer {
-                        Newer::Copy(newer) => restarts[i] = self.adopt(namespace, &keys[i], newer),
-                        Newer::Covered(v) => {
-                            restarts[i] =
-                                self.restart_after(namespace, &keys[i], Newer::Covered(v), false);
-                        }
-                        Newer::Invalidated(v) if every_read_checked => {
-                            restarts[i] = self.restart_after(
-                                namespace,
-                                &keys[i],
-                                Newer::Invalidated(v),
-                                false,
-                            );
-                        }
-                        // A transaction or a script may have read keys it does not change,
-                        // which no owner checked: an invalidation this node has not applied
-                        // yet may cover their copies too (a flush, a pattern, a tag), and
-                        // executing again from them could bring a removed value back. Not
-                        // observed: a later attempt is refused alike until this node has
-                        // applied it, or the owner's record of it expires (`tombstone_ms`).
-                        Newer::Invalidated(_) => {
-                            return Err(Refusal::Unavailable(
-                                "an invalidation of a key is newer than its change (an owner's this primary has not applied yet, or one this primary applied after it stamped the change): nothing was applied".into(),
-                            ));
-                        }
-                    }
+                    let i = sent[n].0;
+                    restarts[i] = match newer {
+                        Newer::Copy(newer) => self.adopt(namespace, &keys[i], newer),
+                        other => self.restart_after(namespace, &keys[i], other, false),
+                    };
                 }
                 continue 'attempt;
             }
@@ -1010,7 +1005,8 @@ impl Shared {
         let (entry, version) = match item.change {
             Change::Written(e) => (Some(to_wire(e)), e.version.as_u64()),
             Change::Removed(v) => (None, v.as_u64()),
-            Change::None => return Ok(None),
+            // A key read and not changed (a multi-key command's): its base is checked.
+            Change::None => (None, ReplicaChange::CHECK_ONLY),
         };
         // Executed from no copy, the newest removal of the key this node has applied (as
         // the owners' check counts them: no tags) is part of what it executed against:

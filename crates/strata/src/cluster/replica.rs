@@ -96,10 +96,14 @@ impl Shared {
             // A removal is checked against newer removals too: the command read the key's
             // copy before it removed it (a `RENAME`'s source, whose value it wrote under
             // the new name), so a dead copy made its other changes wrong.
+            // A key read and not changed is checked as a write's base, and nothing more.
             let base_tags: Vec<&[u8]> = c.base_tags.iter().map(|t| t.as_slice()).collect();
             let checked = self
                 .replica_check(from, namespace, &c.key, true, c.base, &base_tags)
-                .and_then(|()| self.replica_would_store(namespace, &c.key, c));
+                .and_then(|()| match c.check_only() {
+                    true => Ok(()),
+                    false => self.replica_would_store(namespace, &c.key, c),
+                });
             match checked {
                 Ok(()) => {}
                 // Every key has the same primary: once is enough.
@@ -115,6 +119,9 @@ impl Shared {
             return Response::Refused { refusals };
         }
         for (i, c) in changes.into_iter().enumerate() {
+            if c.check_only() {
+                continue;
+            }
             match self.replica_apply(namespace, &c.key, c.entry, c.version) {
                 Response::Replicated => {}
                 // Nothing stored (a request of another connection stored a newer copy
