@@ -489,6 +489,12 @@ fn edge_cases_answer_as_redis_does() {
                 "1",
                 "k",
             ],
+            &[
+                "EVAL",
+                "redis.call('SET', KEYS[1], 0 / 0) return redis.call('GET', KEYS[1])",
+                "1",
+                "k",
+            ],
         ],
         &[
             &["SET", "k", "abc"],
@@ -519,6 +525,11 @@ fn edge_cases_answer_as_redis_does() {
             &[
                 "EVAL",
                 "local ok, e = pcall(error, {err = 'X boom'}) return e",
+                "0",
+            ],
+            &[
+                "EVAL",
+                "local ok, e = pcall(error, {err = 42}) return e",
                 "0",
             ],
             &[
@@ -562,6 +573,13 @@ fn edge_cases_answer_as_redis_does() {
             &["PEXPIREAT", "t", "4102444800499"],
             &["EXPIRETIME", "t"],
             &["PEXPIRETIME", "t"],
+            &["PEXPIREAT", "t", "9223372036854775807"],
+            &["EXPIRETIME", "t"],
+            &["TTL", "t"],
+            &["SET", "e", "v", "EXAT", "9223372036854776"],
+            &["SET", "e", "v", "EXAT", "9223372036854775"],
+            &["GETEX", "e", "EXAT", "18446744073709551"],
+            &["EXPIRETIME", "e"],
         ],
         &[
             &["SET", "k", "v", "KEEPTTL", "KEEPTTL"],

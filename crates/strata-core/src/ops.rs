@@ -611,9 +611,10 @@ impl TtlQuery {
             return -1;
         };
         match self {
-            TtlQuery::Ttl => (at.saturating_sub(now_ms) as i64 + 500) / 1000,
+            // Rounded in 128 bits: an expiry near the largest Redis takes would overflow.
+            TtlQuery::Ttl => ((u128::from(at.saturating_sub(now_ms)) + 500) / 1000) as i64,
             TtlQuery::Pttl => at.saturating_sub(now_ms) as i64,
-            TtlQuery::ExpireTime => (at as i64 + 500) / 1000,
+            TtlQuery::ExpireTime => ((u128::from(at) + 500) / 1000) as i64,
             TtlQuery::PexpireTime => at as i64,
         }
     }

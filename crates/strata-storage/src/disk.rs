@@ -146,7 +146,7 @@ pub struct DiskTier {
     /// The group-commit writer's queue, started on the first write (see [`DiskTier::set_grouped`]).
     writer: OnceLock<std::sync::mpsc::Sender<Queued>>,
     /// The reader threads, started on the first read memory cannot answer (see
-    /// [`SharedDiskTier`]'s reads and removals).
+    /// [`SharedDiskTier`]'s reads).
     readers: OnceLock<Readers>,
     /// Read options that never read from disk (`ReadTier::BlockCache`), made once: the reads
     /// of [`DiskTier::get_cached`] and [`DiskTier::version_cached`].
@@ -1815,15 +1815,20 @@ impl DiskTier {
         Ok(self.writer.get_or_init(|| tx))
     }
 
-    /// Runs `f` with this tier on a reader thread: point reads and removals memory cannot
-    /// answer (`crate::readers`).
+    /// Runs `f` with this tier on a reader thread: point reads memory cannot answer
+    /// (`crate::readers`). On the blocking pool instead while the readers' queue is long
+    /// (reads stuck on a failing disk hold up the threads, not every read after them).
     async fn on_reader<T, F>(self: &Arc<Self>, f: F) -> Result<T, TierError>
     where
         T: Send + 'static,
         F: FnOnce(&DiskTier) -> Result<T, TierError> + Send + 'static,
     {
+        let readers = self.readers()?;
+        if readers.backlogged() {
+            return self.blocking(f).await;
+        }
         let me = self.clone();
-        self.readers()?
+        readers
             .run(move || f(&me))
             .await
             .map_err(|_| failed("L3 reader thread dropped a read"))?
@@ -1889,9 +1894,12 @@ impl SharedDiskTier {
         if nothing {
             return Ok(0);
         }
+        // The blocking pool, not a reader thread: a removal waits for its key's lock, which
+        // the writer holds through a slow commit (a sync, a write stall) and a purge holds
+        // across reads from disk; a few such waits must not hold up every read.
         let (ns, key) = (namespace.to_owned(), key.to_vec());
         self.0
-            .on_reader(move |t| t.remove_blocking(&ns, &key, which))
+            .blocking(move |t| t.remove_blocking(&ns, &key, which))
             .await
     }
 }
@@ -1936,7 +1944,7 @@ impl Tier for SharedDiskTier {
 
     /// One read and, only when the copy is older, one removal under the key's lock: on a
     /// worker thread when memory can tell (nothing on disk, or a copy at least as new),
-    /// else one hop to a reader thread, not the default's three.
+    /// else one hop to the blocking pool, not the default's three.
     async fn remove_older(
         &self,
         namespace: &str,

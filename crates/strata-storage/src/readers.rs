@@ -1,13 +1,16 @@
-//! L3's reader threads: a few threads of its own that run the point reads and removals
-//! memory cannot answer (decision 95).
+//! L3's reader threads: a few threads of its own that run the point reads memory cannot
+//! answer (decision 95).
 //!
 //! They replaced tokio's blocking pool for those calls. The pool hands each call to a thread
 //! that is parked or new: under 50 clients missing L1 it grew a thread per concurrent read,
 //! and every read paid a futex wake-up and a context switch there and back (an L3 hit cost
 //! ~25 µs of CPU against a 5 µs read). Here a fixed set of threads share one queue: while
 //! reads keep coming a thread takes the next without sleeping, and a sender wakes a thread
-//! only when one is asleep. Scans, flushes and bulk changes keep the blocking pool: a long
-//! job here would hold up the point reads queued behind it.
+//! only when one is asleep. Removals, scans, flushes and bulk changes keep the blocking
+//! pool: a removal waits for its key's lock (held by the writer through a slow commit), and
+//! a long job here would hold up the point reads queued behind it. While more than
+//! [`MAX_QUEUED`] reads wait (the threads stuck on a failing disk), callers take the
+//! blocking pool too ([`Readers::backlogged`]).
 //!
 //! A job's closure is dropped before its answer is sent, so what it captured (the tier, and
 //! with it RocksDB's lock on the directory) is released by the time the caller sees the
@@ -17,6 +20,9 @@ use std::future::Future;
 
 /// A job: runs on a reader thread and sends its own answer.
 type Job = Box<dyn FnOnce() + Send>;
+
+/// Reads waiting past which callers take the blocking pool instead.
+pub(crate) const MAX_QUEUED: usize = 1024;
 
 /// The reader threads' queue ([module docs](self)). Dropping it ends the threads once the
 /// jobs queued before have run.
@@ -57,6 +63,11 @@ impl Readers {
             .map(|n| n.get())
             .unwrap_or(4)
             .clamp(4, 8)
+    }
+
+    /// Whether more than [`MAX_QUEUED`] jobs wait: the caller should run its own elsewhere.
+    pub(crate) fn backlogged(&self) -> bool {
+        self.tx.len() > MAX_QUEUED
     }
 
     /// Runs `f` on a reader thread; resolves to its result. `f` (and what it captured) is
@@ -126,6 +137,31 @@ mod tests {
             assert_eq!(failed, Err(Stopped));
         }
         assert_eq!(readers.run(|| 7).await, Ok(7));
+    }
+
+    #[tokio::test]
+    async fn a_stuck_reader_makes_the_queue_say_backlogged() {
+        let readers = Readers::start(1, "test-reader").unwrap();
+        let (release_tx, release_rx) = std::sync::mpsc::channel::<()>();
+        let stuck = readers.run(move || {
+            let _ = release_rx.recv();
+        });
+        let mut queued = Vec::new();
+        while !readers.backlogged() {
+            queued.push(readers.run(|| ()));
+            assert!(queued.len() <= MAX_QUEUED + 2, "never backlogged");
+        }
+        assert!(
+            queued.len() >= MAX_QUEUED,
+            "backlogged early: {}",
+            queued.len()
+        );
+        release_tx.send(()).unwrap();
+        stuck.await.unwrap();
+        for q in queued {
+            q.await.unwrap();
+        }
+        assert!(!readers.backlogged());
     }
 
     #[test]

@@ -695,7 +695,11 @@ fn expiry_at(now: u64, opt: &[u8], v: &[u8], cmd: &str) -> Res<u64> {
     } else if eq_ic(opt, "PX") {
         now + expire_ms(n, false, cmd)?
     } else if eq_ic(opt, "EXAT") {
-        (n as u64).checked_mul(1000).ok_or_else(invalid)?
+        // As Redis: seconds whose milliseconds do not fit a signed 64-bit integer.
+        if n > i64::MAX / 1000 {
+            return Err(invalid());
+        }
+        n as u64 * 1000
     } else {
         n as u64
     })

@@ -748,12 +748,13 @@ fn redis_call(
 /// within ±2^62 in plain digits, anything else as the shortest decimal that reads back as
 /// the same double (Rust's, where Redis's Grisu2 may rarely print a longer one), placed as
 /// fpconv places it — plain up to 7 zeros past the digits, `0.000…` down to 10^-7, else
-/// `d.ddde±x` — and `nan`, `inf`, `-inf`. Lua's own `tostring` keeps 14 digits and would
+/// `d.ddde±x` — and `nan` (`-nan` with the sign bit), `inf`, `-inf`. Lua's own `tostring` keeps 14 digits and would
 /// store `1796290721000000` as `1.796290721e+15`.
 fn number_arg(n: f64) -> String {
     const SAFE: f64 = (i64::MAX / 2) as f64;
     if n.is_nan() {
-        return "nan".to_owned();
+        // The sign as C prints it: Lua's `0/0` on x86 is a negative NaN.
+        return if n.is_sign_negative() { "-nan" } else { "nan" }.to_owned();
     }
     if n.is_infinite() {
         return if n > 0.0 { "inf" } else { "-inf" }.to_owned();
@@ -840,8 +841,9 @@ fn reply_table(lua: &Lua, field: &str, args: MultiValue) -> mlua::Result<mlua::T
 /// its text. Strata's `redis.call` raises a Rust error, which comes back as its text too.
 fn caught(lua: &Lua, err: Value) -> mlua::Result<Value> {
     Ok(match &err {
+        // A number counts as a string there, as Lua's `lua_isstring` says.
         Value::Table(t) => match t.raw_get::<Value>("err")? {
-            Value::String(e) => Value::String(e),
+            e @ (Value::String(_) | Value::Integer(_) | Value::Number(_)) => e,
             _ => err,
         },
         Value::Error(e) => match call_error(e) {
@@ -1144,6 +1146,7 @@ mod tests {
             (9223372036854775808.0, "9223372036854776000"),
             (5e-324, "5e-324"),
             (f64::NAN, "nan"),
+            (-f64::NAN, "-nan"),
             (f64::INFINITY, "inf"),
             (f64::NEG_INFINITY, "-inf"),
         ] {
