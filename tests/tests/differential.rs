@@ -615,6 +615,17 @@ fn edge_cases_answer_as_redis_does() {
             &["KEYS", "h[^a]*"],
         ],
         &[
+            &["SET", "b", "\x0f"],
+            &["SCAN", "0", "COUNT", "x"],
+            &["SCAN", "0", "COUNT", "0"],
+            &["MEMORY", "USAGE", "b", "SAMPLES", "x"],
+            &["MEMORY", "USAGE", "b", "SAMPLE", "5"],
+            &["BITPOS", "b", "x"],
+            &["BITPOS", "b", "2"],
+            &["BITPOS", "b", "01"],
+            &["BITPOS", "b", "1"],
+        ],
+        &[
             &["WAIT", "-1", "0"],
             &["WAIT", "0", "-1"],
             &["WAIT", "x", "0"],

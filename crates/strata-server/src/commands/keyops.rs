@@ -142,15 +142,13 @@ pub(super) fn parse(id: Cmd, a: &[Bytes], now: u64) -> Option<Res<Parsed<'_>>> {
     }
     if id == Cmd::Memory && a.len() >= 3 && eq_ic(&a[1], "USAGE") {
         // SAMPLES n is accepted and changes nothing: a string has no elements to sample.
-        let samples_ok = match &a[3..] {
-            [] => true,
-            [opt, n] => eq_ic(opt, "SAMPLES") && parse_int(n).is_some(),
-            _ => false,
-        };
-        return Some(if samples_ok {
-            Ok(Parsed::one(&a[2], KeyOp::MemoryUsage))
-        } else {
-            Err(ReplyError::Syntax)
+        return Some(match &a[3..] {
+            [] => Ok(Parsed::one(&a[2], KeyOp::MemoryUsage)),
+            [opt, n] if eq_ic(opt, "SAMPLES") => match parse_int(n) {
+                Some(_) => Ok(Parsed::one(&a[2], KeyOp::MemoryUsage)),
+                None => Err(not_int()),
+            },
+            _ => Err(ReplyError::Syntax),
         });
     }
     if !is_key_command(id) {
@@ -299,10 +297,11 @@ fn parse_key(id: Cmd, a: &[Bytes], now: u64) -> Res<Parsed<'_>> {
             Parsed::one(key, KeyOp::BitCount(range))
         }
         Cmd::Bitpos => {
-            let bit = match &a[2][..] {
-                b"0" => false,
-                b"1" => true,
-                _ => return Err(ReplyError::err("The bit argument must be 1 or 0.")),
+            let bit = match parse_int(&a[2]) {
+                None => return Err(not_int()),
+                Some(0) => false,
+                Some(1) => true,
+                Some(_) => return Err(ReplyError::err("The bit argument must be 1 or 0.")),
             };
             let range = match a.len() {
                 3 => None,

@@ -141,7 +141,12 @@ pub(super) async fn scan(sh: &Shared, s: &mut Session<'_>, a: &[Bytes]) -> Res<(
         if eq_ic(&a[i], "MATCH") {
             glob = Some(Glob::new(v).map_err(|e| ReplyError::err(format!("{e}")))?);
         } else if eq_ic(&a[i], "COUNT") {
-            count = parse_int(v).filter(|c| *c >= 1).ok_or(ReplyError::Syntax)? as usize;
+            // As Redis: not a number is `not an integer`, below 1 a syntax error.
+            let n = parse_int(v).ok_or_else(super::not_int)?;
+            if n < 1 {
+                return Err(ReplyError::Syntax);
+            }
+            count = n as usize;
             count = count.min(100_000);
         } else if eq_ic(&a[i], "TYPE") {
             only_strings = eq_ic(v, "string");
