@@ -161,6 +161,9 @@ pub enum KeyOp {
     /// Redis does; the key is created (zero-filled up to the farthest bit written) when any
     /// operation writes, even one that fails its overflow check.
     Bitfield(Vec<BitfieldOp>),
+    /// A command refused for an argument Redis checks only once it found the key (`GETEX
+    /// k EX -1`): nil for a missing key, else this error (read only).
+    RefusedIfPresent(String),
 }
 
 /// A `BITFIELD` integer type: `i1`..`i64` or `u1`..`u63`.
@@ -1023,6 +1026,13 @@ pub fn apply(op: &KeyOp, old: Option<&Entry>, now_ms: u64, limits: OpLimits) -> 
             }
             None => (Effect::None, Reply::Nil),
         },
+        KeyOp::RefusedIfPresent(why) => (
+            Effect::None,
+            match old {
+                Some(_) => Reply::Error(why.clone()),
+                None => Reply::Nil,
+            },
+        ),
         KeyOp::Get => (
             Effect::None,
             old.map_or(Reply::Nil, |e| Reply::Bulk(e.value.to_vec())),

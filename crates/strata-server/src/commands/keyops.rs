@@ -195,9 +195,12 @@ fn parse_key(id: Cmd, a: &[Bytes], now: u64) -> Res<Parsed<'_>> {
         Cmd::Getdel => Parsed::one(key, KeyOp::GetDel),
         Cmd::Getex => Parsed::one(
             key,
-            match getex_options(a, now)? {
-                Some(ttl) => KeyOp::GetEx(ttl),
-                None => KeyOp::Get,
+            match getex_options(a, now) {
+                Ok(Some(ttl)) => KeyOp::GetEx(ttl),
+                Ok(None) => KeyOp::Get,
+                Err(ReplyError::Syntax) => return Err(ReplyError::Syntax),
+                // Redis reads the key before it checks the expiry's value: nil when absent.
+                Err(e) => KeyOp::RefusedIfPresent(e.to_string()),
             },
         ),
         Cmd::Mget => each(KeyOp::Get, Shape::Array),
@@ -596,8 +599,8 @@ fn set_options(a: &[Bytes], now: u64) -> Res<KeyOp> {
 }
 
 /// `GETEX key [EX|PX|EXAT|PXAT n|PERSIST]`: the new expiry, `None` without an option.
-/// Options repeat and conflict as `SET`'s do. The expiry's value is checked before the
-/// key is read, where Redis reads first (docs/protocol.md).
+/// Options repeat and conflict as `SET`'s do; a syntax error is an error, a bad expiry
+/// value the caller answers only for a key that exists, as Redis does.
 fn getex_options(a: &[Bytes], now: u64) -> Res<Option<Ttl>> {
     let mut persist = false;
     let mut expiry = None;
