@@ -934,7 +934,9 @@ impl Sim {
                     self.note(|| format!("n{from} sees {} down (gen {})", id.name, id.generation))
                 }
                 Output::Rejoined => {
-                    let holds = self.nodes[from].lease.holds(self.now / MS, self.mix.nodes);
+                    let holds = self.nodes[from]
+                        .lease
+                        .held_through(self.now / MS, self.mix.nodes);
                     let out = self.nodes[from]
                         .coherence
                         .as_mut()
@@ -2565,6 +2567,8 @@ impl Sim {
                         let now_ms = self.now / MS;
                         let was = self.nodes[node].stall.stalls();
                         self.nodes[node].stall.tick(now_ms);
+                        let expected = self.mix.nodes;
+                        self.nodes[node].lease.observe(now_ms, expected);
                         if self.nodes[node].stall.stalls() > was
                             && let Some(c) = self.nodes[node].coherence.as_mut()
                         {

@@ -943,8 +943,9 @@ impl Coherence {
     /// hears of it at the heal) keeps its owned entries: they are the ones that count.
     ///
     /// `lease_holds`: whether this node holds its primary's lease now (a majority answered
-    /// its pings within the last second, `primary::Lease`). A node that does not was cut
-    /// off too, even when its own view never lost a majority: a partition healed within
+    /// its pings within the last second, `primary::Lease`) and held it through the last
+    /// seconds (`Lease::held_through`). A node that did not was cut off too, even when its
+    /// own view never lost a majority: a partition healed within
     /// about a probe period of the majority declaring it down leaves its view whole, and it
     /// kept the copies a removal made meanwhile had made dead, executing a script or
     /// transaction that only read one until coherence repaired it (an attack review

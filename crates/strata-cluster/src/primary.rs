@@ -221,6 +221,10 @@ pub struct Lease {
     grants: std::collections::BTreeMap<String, u64>,
     /// The lease holds before this time (this node's monotonic ms).
     until_ms: u64,
+    /// Whether the lease ever held ([`Lease::observe`]).
+    held_once: bool,
+    /// The last time [`Lease::observe`] found it not holding after it had held.
+    lapsed_at_ms: Option<u64>,
 }
 
 impl Lease {
@@ -277,6 +281,33 @@ impl Lease {
             .values()
             .filter(|t| t.saturating_add(Self::LEASE_MS) > now_ms)
             .count()
+    }
+
+    /// How recent a lapse counts in [`Lease::held_through`]: longer than failure detection
+    /// takes to declare a silent member down (about 4–5 s with foca's defaults), so a
+    /// lapse that let the others move this node's keys is still remembered when it hears
+    /// that they declared it down.
+    pub const LAPSE_REMEMBERED_MS: u64 = 15_000;
+
+    /// Notes whether the lease holds at `now_ms` (called on every tick): a lapse after it
+    /// held is remembered for [`Lease::held_through`].
+    pub fn observe(&mut self, now_ms: u64, expected: usize) {
+        if self.holds(now_ms, expected) {
+            self.held_once = true;
+        } else if self.held_once {
+            self.lapsed_at_ms = Some(now_ms);
+        }
+    }
+
+    /// Whether the lease holds at `now_ms` and did not lapse within the last
+    /// [`Lease::LAPSE_REMEMBERED_MS`] (as [`Lease::observe`] saw it): a node that rejoins
+    /// without that was cut off from the majority, even if a partition healed in time for
+    /// its peers to grant it again before it heard they had declared it down.
+    pub fn held_through(&self, now_ms: u64, expected: usize) -> bool {
+        self.holds(now_ms, expected)
+            && self
+                .lapsed_at_ms
+                .is_none_or(|t| now_ms.saturating_sub(t) >= Self::LAPSE_REMEMBERED_MS)
     }
 }
 
@@ -448,5 +479,32 @@ mod tests {
         let mut three = Lease::default();
         three.grant("x", 50, 3);
         assert!(three.holds(60, 3) && !three.holds(50 + Lease::LEASE_MS, 3));
+    }
+
+    /// A lapse is remembered for [`Lease::LAPSE_REMEMBERED_MS`]: a node whose peers granted
+    /// its lease again before it heard it was declared down was still cut off.
+    #[test]
+    fn a_recent_lapse_counts_against_the_lease_at_a_rejoin() {
+        let mut l = Lease::default();
+        l.observe(0, 3);
+        l.grant("x", 100, 3);
+        l.observe(150, 3);
+        assert!(l.held_through(150, 3));
+        // Cut off: no answer for longer than the lease.
+        l.observe(100 + Lease::LEASE_MS, 3);
+        assert!(!l.held_through(100 + Lease::LEASE_MS, 3));
+        // The partition heals: granted again, but the lapse is recent.
+        let healed = 6_000;
+        l.grant("x", healed, 3);
+        l.observe(healed, 3);
+        assert!(l.holds(healed, 3));
+        assert!(!l.held_through(healed, 3), "a lapse 5 s ago is remembered");
+        // Long after, with the lease renewed all along: it held through.
+        let later = 100 + Lease::LEASE_MS + Lease::LAPSE_REMEMBERED_MS;
+        l.grant("x", later - 10, 3);
+        l.observe(later, 3);
+        assert!(l.held_through(later, 3));
+        // No majority to lose: always.
+        assert!(Lease::default().held_through(0, 2));
     }
 }

@@ -60,7 +60,7 @@ impl Shared {
                     let holds = self
                         .lease
                         .lock()
-                        .holds(self.monotonic_ms(), self.cfg.expected_size as usize);
+                        .held_through(self.monotonic_ms(), self.cfg.expected_size as usize);
                     let out = self.coherence.lock().rejoined(holds);
                     self.carry_out_coherence(vec![out]);
                 }
@@ -121,6 +121,9 @@ impl Shared {
         let n = self.ticks.fetch_add(1, Ordering::Relaxed) + 1;
         let was = self.stall.lock().stalls();
         self.stall.lock().tick(self.monotonic_ms());
+        self.lease
+            .lock()
+            .observe(self.monotonic_ms(), self.cfg.expected_size as usize);
         if self.stall.lock().stalls() > was {
             self.coherence.lock().note_stall();
             tracing::warn!(node = %self.name, "this node stalled (its tick came late): it executes no write as a primary for {} ms", strata_cluster::primary::StallGuard::QUARANTINE_MS);
