@@ -669,6 +669,80 @@ fn edge_cases_answer_as_redis_does() {
     );
 }
 
+/// Expiries up to the largest millisecond Redis takes, set with every command that takes
+/// a relative one: each is refused or stored with a positive `PEXPIRETIME` that `EXPIRE …
+/// GT` does not shorten; up to the last second before the limit (where Strata refuses,
+/// keeping a second for the clock read after the check) they are taken as redis-server
+/// takes them. The limit was checked against the system clock and the expiry added to the
+/// cache's, a few ms ahead: it wrapped past `i64::MAX`, `PEXPIRETIME` answered negative and
+/// `GT` always passed (a review found it, 2026-12-03).
+#[test]
+fn expiries_near_the_largest_keep_their_sign() {
+    let redis = RedisServer::start();
+    let mut oracle = redis.client().get_connection().unwrap();
+    let single = Server::start(REDIS_LIKE);
+    let mut node = single.redis();
+    for below in [5_000i64, 1_500, 999, 10, 1] {
+        let now = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap()
+            .as_millis() as i64;
+        let ms = i64::MAX - now - below;
+        let sets: Vec<Vec<String>> = vec![
+            vec![
+                "SET".into(),
+                "k".into(),
+                "v".into(),
+                "PX".into(),
+                ms.to_string(),
+            ],
+            vec!["PSETEX".into(), "k".into(), ms.to_string(), "v".into()],
+            vec![
+                "SET".into(),
+                "k".into(),
+                "v".into(),
+                "EX".into(),
+                (ms / 1000).to_string(),
+            ],
+            vec![
+                "SETEX".into(),
+                "k".into(),
+                (ms / 1000).to_string(),
+                "v".into(),
+            ],
+            vec!["SET".into(), "k".into(), "v".into()],
+            vec!["GETEX".into(), "k".into(), "PX".into(), ms.to_string()],
+        ];
+        for set in &sets {
+            let want = normal(set, run(set, &mut oracle));
+            let got = normal(set, run(set, &mut node));
+            if got.starts_with("error") {
+                assert!(
+                    got.contains("invalid expire time") && below < 1_500,
+                    "{set:?} ({below} ms below the limit): {got}, redis-server {want}"
+                );
+                continue;
+            }
+            assert_eq!(got, want, "{set:?} ({below} ms below the limit)");
+            if set[0] == "SET" && set.len() == 3 {
+                continue;
+            }
+            let at: i64 = redis::cmd("PEXPIRETIME").arg("k").query(&mut node).unwrap();
+            assert!(at > now, "{set:?} ({below} ms below): PEXPIRETIME {at}");
+            let gt: i64 = redis::cmd("EXPIRE")
+                .arg("k")
+                .arg(100)
+                .arg("GT")
+                .query(&mut node)
+                .unwrap();
+            assert_eq!(
+                gt, 0,
+                "{set:?} ({below} ms below): EXPIRE 100 GT shortened it"
+            );
+        }
+    }
+}
+
 /// Pipelines sent in one write, raw: runs of writes (which the server runs as one group,
 /// waiting once for their writes: plain and conditional SETs, counters, GETSET, APPEND,
 /// expiry changes) mixed with repeated keys, bad arguments, wrong arities, reads, deletes and

@@ -327,6 +327,19 @@ fn runaway_scripts_are_stopped_and_others_are_served() {
 fn hostile_scripts_cannot_crash_stall_or_forge() {
     let srv = Server::start("");
     let mut c = srv.redis();
+    // `math.random` over intervals whose width overflows 64 bits: a value inside them (it
+    // panicked in a debug build, and could fall outside in a release one).
+    for (lo, hi) in [
+        ("-2^62", "2^62"),
+        ("-2^63", "2^62"),
+        ("-9007199254740992", "9223372036854774784"),
+    ] {
+        let body = format!(
+            "local lo, hi = {lo}, {hi} local t = {{}} for i = 1, 50 do local x = math.random(lo, hi) if x < lo or x > hi then return 'outside: ' .. x end end return 'ok'"
+        );
+        let got: String = redis::cmd("EVAL").arg(&body).arg(0).query(&mut c).unwrap();
+        assert_eq!(got, "ok", "math.random({lo}, {hi})");
+    }
     for (body, why) in [
         (
             "return string.find('', string.rep('a*', 20000) .. 'b')",

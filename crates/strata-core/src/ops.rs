@@ -616,9 +616,9 @@ impl TtlQuery {
         match self {
             // Rounded in 128 bits: an expiry near the largest Redis takes would overflow.
             TtlQuery::Ttl => ((u128::from(at.saturating_sub(now_ms)) + 500) / 1000) as i64,
-            TtlQuery::Pttl => at.saturating_sub(now_ms) as i64,
+            TtlQuery::Pttl => i64::try_from(at.saturating_sub(now_ms)).unwrap_or(i64::MAX),
             TtlQuery::ExpireTime => ((u128::from(at) + 500) / 1000) as i64,
-            TtlQuery::PexpireTime => at as i64,
+            TtlQuery::PexpireTime => i64::try_from(at).unwrap_or(i64::MAX),
         }
     }
 }
@@ -998,7 +998,9 @@ pub fn apply(op: &KeyOp, old: Option<&Entry>, now_ms: u64, limits: OpLimits) -> 
             let Some(e) = old else {
                 return (Effect::None, Reply::Int(0));
             };
-            let current = e.expires_at_ms.map(|v| v as i64);
+            let current = e
+                .expires_at_ms
+                .map(|v| i64::try_from(v).unwrap_or(i64::MAX));
             let allowed = match current {
                 None => !when.xx && !when.gt,
                 Some(cur) => !when.nx && (!when.gt || *at_ms > cur) && (!when.lt || *at_ms < cur),

@@ -118,20 +118,30 @@ pub async fn accept_loop(
     }
 }
 
+/// Unregisters a connection when dropped — also when its task unwinds from a panic, which
+/// otherwise left a ghost in `CLIENT LIST`, its slot of `maxclients` taken for good and a
+/// shutdown waiting out its grace for it.
+struct Registered(Arc<Shared>, u64);
+
+impl Drop for Registered {
+    fn drop(&mut self) {
+        self.0.leave(self.1);
+    }
+}
+
 async fn handle<S: AsyncRead + AsyncWrite + Unpin>(
     mut stream: S,
     info: Arc<ClientInfo>,
     shared: Arc<Shared>,
     cluster_mode: bool,
 ) {
-    let id = info.id;
+    let _registered = Registered(shared.clone(), info.id);
     let addr = info.addr;
     if let Err(e) = serve_connection(&mut stream, info, &shared, cluster_mode).await {
         tracing::debug!(%addr, error = %e, "connection ended with an I/O error");
     }
     // Bounded: a TLS close may wait to write to a client that does not read.
     let _ = tokio::time::timeout(Duration::from_secs(1), stream.shutdown()).await;
-    shared.leave(id);
 }
 
 async fn serve_connection<S: AsyncRead + AsyncWrite + Unpin>(

@@ -179,7 +179,7 @@ fn parse_key(id: Cmd, a: &[Bytes], now: u64) -> Res<Parsed<'_>> {
         ),
         Cmd::Setex | Cmd::Psetex => {
             let name = if id == Cmd::Setex { "setex" } else { "psetex" };
-            let ms = expire_ms(int(&a[2])?, id == Cmd::Setex, name)?;
+            let ms = expire_ms(int(&a[2])?, id == Cmd::Setex, name, now)?;
             Parsed::one(key, blind_set(&a[3], Ttl::AtMs(now.saturating_add(ms))))
         }
         Cmd::Getset => Parsed::one(
@@ -693,9 +693,9 @@ fn expiry_at(now: u64, opt: &[u8], v: &[u8], cmd: &str) -> Res<u64> {
         return Err(invalid());
     }
     Ok(if eq_ic(opt, "EX") {
-        now + expire_ms(n, true, cmd)?
+        now + expire_ms(n, true, cmd, now)?
     } else if eq_ic(opt, "PX") {
-        now + expire_ms(n, false, cmd)?
+        now + expire_ms(n, false, cmd, now)?
     } else if eq_ic(opt, "EXAT") {
         // As Redis: seconds whose milliseconds do not fit a signed 64-bit integer.
         if n > i64::MAX / 1000 {
@@ -707,8 +707,11 @@ fn expiry_at(now: u64, opt: &[u8], v: &[u8], cmd: &str) -> Res<u64> {
     })
 }
 
-/// `n` seconds (or milliseconds) as milliseconds, refusing what Redis refuses.
-pub(super) fn expire_ms(n: i64, seconds: bool, cmd: &str) -> Res<u64> {
+/// `n` seconds (or milliseconds) as milliseconds, refusing what Redis refuses: among it an
+/// expiry that, added to `now` (the clock the caller adds it to: the cache's), passes the
+/// largest signed 64-bit millisecond. (Checked against the system clock, a cache clock a
+/// few ms ahead stored expiries past it, which `PEXPIRETIME` answered negative.)
+pub(super) fn expire_ms(n: i64, seconds: bool, cmd: &str, now: u64) -> Res<u64> {
     let invalid = || ReplyError::err(format!("invalid expire time in '{cmd}' command"));
     if n <= 0 {
         return Err(invalid());
@@ -718,9 +721,11 @@ pub(super) fn expire_ms(n: i64, seconds: bool, cmd: &str) -> Res<u64> {
     } else {
         n
     };
-    // Redis also refuses expiries that overflow when added to now.
+    // Redis also refuses expiries that overflow when added to now; a margin of a second
+    // covers a later read of the clock by the caller.
     (ms as u64)
-        .checked_add(now_ms())
+        .checked_add(now.max(now_ms()))
+        .and_then(|v| v.checked_add(1_000))
         .filter(|v| *v < i64::MAX as u64)
         .ok_or_else(invalid)?;
     Ok(ms as u64)

@@ -528,8 +528,12 @@ fn setup(
                 Ok(match (m, n) {
                     (None, _) => Value::Number(r),
                     (Some(hi), None) if hi >= 1 => Value::Integer(1 + (r * hi as f64) as i64),
+                    // In 128 bits: `hi - lo + 1` overflows for a wide interval (a panic in
+                    // a debug build, a value outside it in a release one).
                     (Some(lo), Some(hi)) if hi >= lo => {
-                        Value::Integer(lo + (r * (hi - lo + 1) as f64) as i64)
+                        let span = (i128::from(hi) - i128::from(lo) + 1) as f64;
+                        let at = i128::from(lo) + (r * span) as i128;
+                        Value::Integer(at.clamp(i128::from(lo), i128::from(hi)) as i64)
                     }
                     _ => return Err(mlua::Error::RuntimeError("interval is empty".into())),
                 })

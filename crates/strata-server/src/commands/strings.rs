@@ -111,6 +111,7 @@ pub(super) async fn strata_set(sh: &Shared, s: &mut Session<'_>, a: &[Bytes]) ->
                 n,
                 eq_ic(&a[i], "EX"),
                 "strata.set",
+                sh.cache.now_ms(),
             )?));
         } else if eq_ic(&a[i], "TAG") {
             tags.push(v.clone());
