@@ -932,10 +932,11 @@ impl Shared {
             }
         }
         // One change goes as `Replicate` (what every build takes), unless the owner must
-        // check its base's tags, which only `ReplicateMulti` carries.
+        // check its base's tags, which only `ReplicateMulti` carries, or it is a check
+        // only, which `Replicate` would read as a removal at version 0.
         let req = match sent.as_slice() {
             [] => return Ok(Vec::new()),
-            [(_, c)] if c.base_tags.is_empty() => Request::Replicate {
+            [(_, c)] if c.base_tags.is_empty() && !c.check_only() => Request::Replicate {
                 namespace: namespace.to_owned(),
                 key: c.key.to_vec(),
                 entry: c.entry.clone(),
