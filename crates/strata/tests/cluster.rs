@@ -25,6 +25,31 @@ fn keys_owned_by<'a>(
         .filter(move |k| node.cluster_owners(k.as_bytes()) == owners)
 }
 
+/// An entry as a test plants it in an owner store: `value`, stamped at `at_ms` (no
+/// counter), expiring a minute after `now`.
+#[cfg(feature = "fault-injection")]
+fn planted_entry(value: &'static [u8], at_ms: u64, now: u64) -> strata_core::Entry {
+    strata_core::Entry {
+        value: bytes::Bytes::from_static(value),
+        version: strata_core::Version::from_u64(at_ms << 16),
+        expires_at_ms: Some(now + 60_000),
+        stale_until_ms: None,
+        tags: Default::default(),
+    }
+}
+
+/// A plain `SET` of `value` (no options), as a transaction step's command.
+#[cfg(feature = "fault-injection")]
+fn plain_set(value: &[u8]) -> strata_core::ops::KeyOp {
+    strata_core::ops::KeyOp::Set {
+        value: value.to_vec(),
+        ttl: strata_core::ops::Ttl::Default,
+        exists: strata_core::ops::Exists::Any,
+        get: false,
+        integer: false,
+    }
+}
+
 /// A hash tag `{{prefix}{i}}` whose keys' owners in `node`'s view are `owners` (the ring
 /// places a key by its tag).
 #[cfg(feature = "fault-injection")]
@@ -976,17 +1001,11 @@ async fn a_node_behind_another_clock_still_reads_its_own_latest_write() {
 #[cfg(feature = "fault-injection")]
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_multi_key_change_refused_at_a_later_key_is_applied_nowhere() {
-    use strata_core::ops::{Exists, KeyOp, MultiOp, Reply, Transaction, Ttl, TxStep};
+    use strata_core::ops::{MultiOp, Reply, Transaction, TxStep};
     let nodes = cluster(2, 2, None).await;
     let now = nodes[0].cache().now_ms();
     let held = |n: &Node, k: &str| n.owner_copy("ns", k.as_bytes()).map(|e| e.value);
-    let planted = |value: &'static [u8], at: u64| strata_core::Entry {
-        value: bytes::Bytes::from_static(value),
-        version: strata_core::Version::from_u64(at << 16),
-        expires_at_ms: Some(now + 60_000),
-        stale_until_ms: None,
-        tags: Default::default(),
-    };
+    let planted = |value: &'static [u8], at: u64| planted_entry(value, at, now);
     // RENAME writes the destination, then deletes the source. The primary holds an older
     // copy of the source than the replica (a write it missed): the replica refuses the
     // source's delete as stale, after it has taken the destination's write.
@@ -1075,13 +1094,7 @@ async fn a_multi_key_change_refused_at_a_later_key_is_applied_nowhere() {
     assert!(nodes[1].receive_replicated_removal("ns", y.as_bytes(), ahead));
     let set = |key: u32, value: &[u8]| TxStep::Key {
         key,
-        op: KeyOp::Set {
-            value: value.to_vec(),
-            ttl: Ttl::Default,
-            exists: Exists::Any,
-            get: false,
-            integer: false,
-        },
+        op: plain_set(value),
     };
     let tx = MultiOp::Transaction(Transaction {
         keys: vec![x.as_bytes().to_vec().into(), y.as_bytes().to_vec().into()],
@@ -1484,23 +1497,10 @@ async fn an_owner_executing_a_key_takes_no_replication_of_it_meanwhile() {
 #[cfg(feature = "fault-injection")]
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn keys_a_transaction_only_reads_are_checked_by_the_owners() {
-    use strata_core::ops::{KeyOp, MultiOp, Reply, Transaction, Ttl, TxStep};
+    use strata_core::ops::{KeyOp, MultiOp, Reply, Transaction, TxStep};
     let nodes = cluster(2, 2, None).await;
     let now = nodes[0].cache().now_ms();
-    let planted = |value: &'static [u8], at: u64| strata_core::Entry {
-        value: bytes::Bytes::from_static(value),
-        version: strata_core::Version::from_u64(at << 16),
-        expires_at_ms: Some(now + 60_000),
-        stale_until_ms: None,
-        tags: Default::default(),
-    };
-    let set = |v: &'static [u8]| KeyOp::Set {
-        value: v.to_vec(),
-        ttl: Ttl::Default,
-        exists: strata_core::ops::Exists::Any,
-        get: false,
-        integer: false,
-    };
+    let planted = |value: &'static [u8], at: u64| planted_entry(value, at, now);
     for watch in [true, false] {
         let tag = hash_tag_owned_by(
             &nodes[0],
@@ -1529,7 +1529,7 @@ async fn keys_a_transaction_only_reads_are_checked_by_the_owners() {
                 },
                 TxStep::Key {
                     key: 1,
-                    op: set(b"x"),
+                    op: plain_set(b"x"),
                 },
             ],
             default_ttl_ms: None,

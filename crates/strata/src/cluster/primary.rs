@@ -82,14 +82,9 @@ fn reply_size(reply: &Reply) -> usize {
 }
 
 impl Shared {
-    /// The stripe of `key`'s execution lock.
-    fn exec_stripe(&self, namespace: &str, key: &[u8]) -> usize {
-        (super::executing::key_hash(namespace, key) as usize) % EXEC_STRIPES
-    }
-
-    /// The execution lock of `key`'s stripe.
-    fn exec_lock(&self, namespace: &str, key: &[u8]) -> &tokio::sync::Mutex<()> {
-        &self.exec_locks[self.exec_stripe(namespace, key)]
+    /// The stripe of the execution lock of the key hashed `h` ([`super::executing::key_hash`]).
+    fn exec_stripe(h: u64) -> usize {
+        (h as usize) % EXEC_STRIPES
     }
 
     /// Executes `op` on `key` as its primary: under the key's lock, from the current copy,
@@ -104,12 +99,11 @@ impl Shared {
         forwarded: bool,
     ) -> Result<Executed, Refusal> {
         self.admit(key)?;
-        let _g = self.exec_lock(namespace, key).lock().await;
+        let h = super::executing::key_hash(namespace, key);
+        let _g = self.exec_locks[Self::exec_stripe(h)].lock().await;
         // Before anything is read: a replication of the key from another primary is
         // applied before this reads, or refused until it ends (`executing`).
-        let _busy = self
-            .executing
-            .enter(vec![super::executing::key_hash(namespace, key)]);
+        let _busy = self.executing.enter(vec![h]);
         // Decided again under the lock: the view may have moved while this waited.
         let (ring, cache) = self.admit(key)?;
         self.counters.executed.fetch_add(1, Ordering::Relaxed);
@@ -382,21 +376,18 @@ impl Shared {
         };
         let (ring, _) = self.admit(first)?;
         self.owns_all(&ring, &keys)?;
-        let mut stripes: Vec<usize> = keys
+        let hashes: Vec<u64> = keys
             .iter()
-            .map(|k| self.exec_stripe(namespace, k))
+            .map(|k| super::executing::key_hash(namespace, k))
             .collect();
+        let mut stripes: Vec<usize> = hashes.iter().map(|&h| Self::exec_stripe(h)).collect();
         stripes.sort_unstable();
         stripes.dedup();
         let mut guards = Vec::with_capacity(stripes.len());
         for i in stripes {
             guards.push(self.exec_locks[i].lock().await);
         }
-        let _busy = self.executing.enter(
-            keys.iter()
-                .map(|k| super::executing::key_hash(namespace, k))
-                .collect(),
-        );
+        let _busy = self.executing.enter(hashes);
         // Decided again under the locks: the view may have moved while this waited.
         let (ring, cache) = self.admit(first)?;
         self.owns_all(&ring, &keys)?;
