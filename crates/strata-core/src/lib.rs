@@ -26,6 +26,7 @@ pub mod error;
 mod flight;
 mod floors;
 pub mod glob;
+mod key_bytes;
 pub mod manager;
 pub mod memory;
 pub mod namespace;

@@ -4,7 +4,7 @@
 //!   compact copy of every key, value and tag (never a slice of a caller's buffer: a server's
 //!   network buffer would stay alive behind a small value), and weighs each entry by the
 //!   heap it takes: key and value allocations with the allocator's rounding
-//!   ([`heap_bytes`]), tags, and [`ENTRY_OVERHEAD_BYTES`] of bookkeeping (the slot, the
+//!   ([`heap_bytes`]; a key of up to 23 bytes is held in its table entry and takes none), tags, and [`ENTRY_OVERHEAD_BYTES`] of bookkeeping (the slot, the
 //!   value's shared header, quick_cache's entry and hash-table space). quick_cache never lets
 //!   the total weight pass the capacity, so resident bytes ≤ capacity always.
 //! - **Namespaces** with an `l1_share` get a pool of their own (share × capacity); all others
@@ -35,6 +35,7 @@ use crate::changes::{ChangeListener, Changed};
 use crate::entry::{Entry, Tags};
 use crate::error::TierError;
 use crate::glob::Glob;
+use crate::key_bytes::KeyBytes;
 use crate::namespace::MAX_NAMESPACES;
 use crate::ns_table::NsTable;
 use crate::scan::{ScanFrom, scan_hash};
@@ -64,7 +65,7 @@ struct KeyIndex {
 }
 
 /// One shard of [`KeyIndex`]: per namespace id, (scan hash, key), ordered.
-type IndexShard = parking_lot::Mutex<HashMap<u32, std::collections::BTreeSet<(u64, Bytes)>>>;
+type IndexShard = parking_lot::Mutex<HashMap<u32, std::collections::BTreeSet<(u64, KeyBytes)>>>;
 
 /// Above this many keys, a dropped index set is freed on a thread of its own rather than by
 /// the caller (a flush answers at once).
@@ -87,7 +88,7 @@ impl KeyIndex {
     /// Indexes `key` if `held` says the pool holds it (checked under the shard's lock, which
     /// an eviction's or removal's `remove_unless_held` also takes: whichever comes second
     /// sees what the first did).
-    fn insert_if_held(&self, ns: u32, key: &Bytes, held: impl FnOnce(&[u8]) -> bool) {
+    fn insert_if_held(&self, ns: u32, key: &KeyBytes, held: impl FnOnce(&[u8]) -> bool) {
         let h = scan_hash(key);
         let mut shard = self.shard(h).lock();
         if held(key) {
@@ -100,7 +101,7 @@ impl KeyIndex {
     /// key after this path removed it has indexed it or is about to (a store indexes after
     /// its value is in the pool), and must not lose its place. Checked under the shard's
     /// lock, which that write's index insert also takes.
-    fn remove_unless_held(&self, ns: u32, key: Bytes, held: impl FnOnce(&[u8]) -> bool) {
+    fn remove_unless_held(&self, ns: u32, key: KeyBytes, held: impl FnOnce(&[u8]) -> bool) {
         let h = scan_hash(&key);
         let mut s = self.shard(h).lock();
         if !held(&key)
@@ -139,8 +140,8 @@ impl KeyIndex {
     fn page(&self, ns: u32, from: ScanFrom<'_>, limit: usize) -> Vec<(u64, Bytes)> {
         use std::ops::Bound;
         let lower = match from.after_key() {
-            Some(a) => Bound::Excluded((from.hash(), Bytes::copy_from_slice(a))),
-            None => Bound::Included((from.hash(), Bytes::new())),
+            Some(a) => Bound::Excluded((from.hash(), KeyBytes::copied(a))),
+            None => Bound::Included((from.hash(), KeyBytes::copied(b""))),
         };
         let mut out = Vec::new();
         for shard in self.shards.iter() {
@@ -149,7 +150,7 @@ impl KeyIndex {
                 out.extend(
                     set.range((lower.clone(), Bound::Unbounded))
                         .take(limit)
-                        .map(|(h, k)| (*h, k.clone())),
+                        .map(|(h, k)| (*h, k.to_bytes())),
                 );
             }
         }
@@ -173,9 +174,10 @@ pub const fn heap_bytes(n: usize) -> u64 {
     }
 }
 
-/// What one entry weighs in L1 (see the module documentation).
+/// What one entry weighs in L1 (see the module documentation): a key of up to 23 bytes is
+/// held in place, in its table entry, and adds no heap.
 pub fn entry_weight(key_len: usize, value_len: usize, tag_bytes: usize) -> u64 {
-    heap_bytes(key_len) + heap_bytes(value_len) + tag_bytes as u64 + ENTRY_OVERHEAD_BYTES
+    KeyBytes::heap_bytes(key_len) + heap_bytes(value_len) + tag_bytes as u64 + ENTRY_OVERHEAD_BYTES
 }
 
 /// How long a write waits for a concurrent write of the same key to finish placing its value;
@@ -208,7 +210,7 @@ impl MemoryTierConfig {
 #[derive(Clone, PartialEq, Eq)]
 struct L1Key {
     ns: u32,
-    key: Bytes,
+    key: KeyBytes,
 }
 
 impl Hash for L1Key {
@@ -238,7 +240,7 @@ fn hash_key<H: Hasher>(ns: u32, key: &[u8], state: &mut H) {
 
 impl Equivalent<L1Key> for L1KeyRef<'_> {
     fn equivalent(&self, k: &L1Key) -> bool {
-        self.ns == k.ns && self.key == k.key.as_ref()
+        self.ns == k.ns && self.key == &*k.key
     }
 }
 
@@ -380,7 +382,7 @@ type Listener = Arc<OnceLock<Arc<dyn ChangeListener>>>;
 /// ends.
 #[derive(Default)]
 struct Evicted {
-    keys: Vec<(u32, Bytes)>,
+    keys: Vec<(u32, KeyBytes)>,
     index: Option<Arc<KeyIndex>>,
     pool: Option<Weak<Pool>>,
     listener: Option<Listener>,
@@ -702,7 +704,7 @@ impl MemoryTier {
 
     /// Takes a removed key of namespace `id` out of the index, unless a write stored it
     /// again since.
-    fn unindex(&self, id: u32, pool: usize, key: Bytes) {
+    fn unindex(&self, id: u32, pool: usize, key: KeyBytes) {
         let (index, pool) = (&self.indexes[pool], &self.pools[pool]);
         index.remove_unless_held(id, key, |k| {
             pool.peek(&L1KeyRef { ns: id, key: k }).is_some()
@@ -817,7 +819,10 @@ impl MemoryTier {
         if weight <= self.pools[self.pool_of(namespace)].shard_capacity() {
             entry.value = Bytes::copy_from_slice(&entry.value);
             entry.tags = entry.tags.compacted();
-            key = Bytes::copy_from_slice(&key);
+            // A short key is copied into its table entry (`KeyBytes`) when stored.
+            if key.len() > crate::key_bytes::INLINE {
+                key = Bytes::copy_from_slice(&key);
+            }
         }
         loop {
             let (ns, seq, id) = self.namespace_for_write(namespace)?;
@@ -861,7 +866,10 @@ impl MemoryTier {
         }
         let generation = ns.generation;
         let new_version = entry.version;
-        let k = L1Key { ns: ns.id, key };
+        let k = L1Key {
+            ns: ns.id,
+            key: KeyBytes::from_bytes(key),
+        };
         let mut slot = Some(Slot::new(entry, generation));
         // An overwrite of a copy of this generation by a value no heavier replaces it in
         // place, under the one lock of the shard that found it: the key never leaves the
@@ -1334,15 +1342,23 @@ mod tests {
             Arc::new(clock.clone()),
         )
         .unwrap();
+        // Every third key is longer than L1 holds in place (`KeyBytes`): both kinds listed.
+        let name = |i: u32| {
+            if i % 3 == 0 {
+                format!("a-key-longer-than-twenty-three-bytes:{i:05}")
+            } else {
+                format!("k{i:05}")
+            }
+        };
         for i in 0..5_000u32 {
-            let key = Bytes::from(format!("k{i:05}"));
+            let key = Bytes::from(name(i));
             let expires = (i % 10 == 0).then_some(2_000);
             l1.set_sync("ns", key, entry(b"v", 1, expires)).unwrap();
         }
         l1.set_sync("other", Bytes::from_static(b"k00001"), entry(b"v", 1, None))
             .unwrap();
         for i in (1..5_000).step_by(7) {
-            l1.remove_sync("ns", format!("k{i:05}").as_bytes());
+            l1.remove_sync("ns", name(i).as_bytes());
         }
         l1.remove_where("ns", |k, _| k.ends_with(b"3"));
         clock.set(3_000); // every tenth key expired
@@ -1360,7 +1376,7 @@ mod tests {
         }
         let mut want: Vec<Bytes> = (0..5_000u32)
             .filter(|i| i % 10 != 0 && (i % 7 != 1 || *i == 0) && i % 10 != 3)
-            .map(|i| Bytes::from(format!("k{i:05}")))
+            .map(|i| Bytes::from(name(i)))
             .collect();
         crate::scan::sort_keys(&mut want);
         assert_eq!(all, want);
@@ -1454,7 +1470,13 @@ mod tests {
         let l1 =
             MemoryTier::new(MemoryTierConfig::with_capacity(256 * 1024), Arc::new(clock)).unwrap();
         for i in 0..20_000u32 {
-            l1.set_sync("ns", Bytes::from(format!("key{i}")), entry(b"v", 1, None))
+            // Keys held in place and keys on the heap (`KeyBytes`).
+            let key = if i % 2 == 0 {
+                format!("key{i}")
+            } else {
+                format!("key-longer-than-twenty-three-bytes-{i}")
+            };
+            l1.set_sync("ns", Bytes::from(key), entry(b"v", 1, None))
                 .unwrap();
         }
         let held = l1.entry_count() as usize;
