@@ -21,6 +21,19 @@ use serde::{Deserialize, Serialize};
 
 /// The frame format's version byte.
 pub const PROTOCOL_VERSION: u8 = 1;
+/// What a build understands beyond the frames every build of [`PROTOCOL_VERSION`] reads
+/// alike: exchanged once per connection, after the handshake ([`Request::Features`]). A
+/// peer that answers the exchange with an error is of an earlier build and has none of
+/// them. A sender puts a newer value in a frame only for a peer with its bit: during a
+/// rolling upgrade, members of two builds serve one cluster (docs/operations.md).
+pub mod features {
+    /// `ReplicaChange::CHECK_ONLY` changes in a `ReplicateMulti` (ARCHITECTURE decision
+    /// 96): an earlier build reads one as a removal at version 0.
+    pub const CHECK_ONLY_CHANGES: u64 = 1;
+    /// Every feature of this build.
+    pub const THIS_BUILD: u64 = CHECK_ONLY_CHANGES;
+}
+
 /// Bytes of the fixed header after the length: version, kind, id.
 pub const HEADER_LEN: usize = 1 + 1 + 8;
 /// Default bound on a frame (the largest value plus room for its key and metadata).
@@ -200,6 +213,13 @@ pub enum Request {
         namespace: String,
         /// The changes, in the order the primary applies them.
         changes: Vec<ReplicaChange>,
+    },
+    /// The first request on a connection after the handshake: the caller's [`features`],
+    /// answered with the callee's ([`Response::Features`]). A build from before this
+    /// variant answers `Error` (an unknown variant): it has none of them.
+    Features {
+        /// The caller's feature bits.
+        bits: u64,
     },
 }
 
@@ -432,6 +452,11 @@ pub enum Response {
         /// named once.
         refusals: Vec<(u32, ReplicaRefusal)>,
     },
+    /// Answer to `Features`: the callee's feature bits.
+    Features {
+        /// The callee's feature bits ([`features`]).
+        bits: u64,
+    },
 }
 
 /// A decoded frame.
@@ -622,6 +647,17 @@ mod tests {
         assert_eq!(
             to_bytes(&a),
             [0, 0, 0, 15, 1, 1, 0, 0, 0, 0, 0, 0, 0, 3, 12, 2, 1, 5, 0]
+        );
+        // The feature exchange (request variant 17, response variant 23), appended.
+        let f = Frame::Request(0, Request::Features { bits: 1 });
+        assert_eq!(
+            to_bytes(&f),
+            [0, 0, 0, 12, 1, 0, 0, 0, 0, 0, 0, 0, 0, 0, 17, 1]
+        );
+        let f = Frame::Response(0, Response::Features { bits: 1 });
+        assert_eq!(
+            to_bytes(&f),
+            [0, 0, 0, 12, 1, 1, 0, 0, 0, 0, 0, 0, 0, 0, 23, 1]
         );
         let r = Frame::Response(7, Response::Stored { kept_newer: true });
         assert_eq!(

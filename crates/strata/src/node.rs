@@ -426,6 +426,26 @@ impl Node {
         }
     }
 
+    /// Makes this node act as a member of a build from before check-only changes (a
+    /// rolling upgrade, for tests): it tells peers it has no features and reads a
+    /// check-only change as that build did, a removal at version 0. Peers connected before
+    /// keep what they were told until they reconnect. Feature `fault-injection`; never in a
+    /// production build.
+    #[cfg(feature = "fault-injection")]
+    pub fn act_as_earlier_build(&self, earlier: bool) {
+        if let Some(c) = &self.cluster {
+            c.set_earlier_build(earlier);
+        }
+    }
+
+    /// Check-only changes this node has received as an owner
+    /// ([`Node::act_as_earlier_build`]). Feature `fault-injection`; never in a production
+    /// build.
+    #[cfg(feature = "fault-injection")]
+    pub fn check_only_changes_received(&self) -> u64 {
+        self.cluster.as_ref().map_or(0, |c| c.checks_received())
+    }
+
     /// How many replications this node has begun waiting before
     /// ([`Node::delay_replication`]): a test's signal that a write is in the window.
     /// Feature `fault-injection`; never in a production build.

@@ -1558,3 +1558,66 @@ async fn keys_a_transaction_only_reads_are_checked_by_the_owners() {
     }
     stop(nodes).await;
 }
+
+/// A rolling upgrade: an owner of a build from before check-only changes (decision 96)
+/// reads one as a removal at version 0. Members now tell each other what their build
+/// understands once a connection is open (`rpc::features`), and such an owner gets a
+/// transaction's changed keys alone — what its own build's primaries sent — where before it
+/// got the keys only read as well. The same transaction through owners of one build sends
+/// them (the control).
+#[cfg(feature = "fault-injection")]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_owner_of_an_earlier_build_gets_no_check_only_changes() {
+    use strata_core::ops::{KeyOp, MultiOp, Reply, Transaction, TxStep};
+    let nodes = cluster(2, 2, None).await;
+    let now = nodes[0].cache().now_ms();
+    let tag = hash_tag_owned_by(&nodes[0], "upgrade", &["n0", "n1"]);
+    let (read, written) = (format!("{tag}read"), format!("{tag}written"));
+    for n in &nodes {
+        n.plant_owner_copy("ns", read.as_bytes(), planted_entry(b"same", now - 10, now));
+    }
+    let tx = |value: &[u8]| {
+        MultiOp::Transaction(Transaction {
+            keys: vec![
+                read.as_bytes().to_vec().into(),
+                written.as_bytes().to_vec().into(),
+            ],
+            watch: Vec::new(),
+            steps: vec![
+                TxStep::Key {
+                    key: 0,
+                    op: KeyOp::Get,
+                },
+                TxStep::Key {
+                    key: 1,
+                    op: plain_set(value),
+                },
+            ],
+            default_ttl_ms: None,
+        })
+    };
+    let committed = Reply::Exec(Some(vec![Reply::Bulk(b"same".to_vec()), Reply::Ok]));
+    let got = nodes[0].cache().execute_multi("ns", &tx(b"one")).await;
+    assert_eq!(got.unwrap(), committed);
+    let checks = nodes[1].check_only_changes_received();
+    assert!(checks > 0, "owners of one build check the keys only read");
+
+    // n1 acts as the earlier build; n0 opens a new connection to it and is told so.
+    nodes[1].act_as_earlier_build(true);
+    nodes[0].isolate_from(&["n1"]);
+    nodes[0].heal_network();
+    let got = nodes[0].cache().execute_multi("ns", &tx(b"two")).await;
+    assert_eq!(got.unwrap(), committed);
+    assert_eq!(
+        nodes[1].check_only_changes_received(),
+        checks,
+        "a check-only change went to an owner of an earlier build"
+    );
+    for n in &nodes {
+        let copy = n
+            .owner_copy("ns", written.as_bytes())
+            .expect("the write on every owner");
+        assert_eq!(&copy.value[..], b"two");
+    }
+    stop(nodes).await;
+}

@@ -344,6 +344,11 @@ pub(crate) struct Faults {
     pub(crate) replicate_delay_ms: AtomicU64,
     /// Replications that have begun that wait (checks done, version stamped).
     pub(crate) replications_delayed: AtomicU64,
+    /// Acts as a member of a build from before check-only changes: answers `Features`
+    /// with an error and reads a check-only change as a removal at version 0.
+    pub(crate) earlier_build: std::sync::atomic::AtomicBool,
+    /// Check-only changes received in a `ReplicateMulti`.
+    pub(crate) checks_received: AtomicU64,
 }
 
 #[cfg(feature = "fault-injection")]
@@ -368,6 +373,16 @@ impl Shared {
     /// Makes this node, as a primary, wait `ms` before each replication it sends.
     pub(crate) fn set_replicate_delay(&self, ms: u64) {
         self.faults.replicate_delay_ms.store(ms, Ordering::Release);
+    }
+
+    /// Makes this node act as a member of a build from before check-only changes.
+    pub(crate) fn set_earlier_build(&self, earlier: bool) {
+        self.faults.earlier_build.store(earlier, Ordering::Release);
+    }
+
+    /// Check-only changes this node has received as an owner.
+    pub(crate) fn checks_received(&self) -> u64 {
+        self.faults.checks_received.load(Ordering::Acquire)
     }
 
     /// How many replications have begun their wait ([`Shared::set_replicate_delay`]).

@@ -157,6 +157,8 @@ struct Conn {
     tx: mpsc::UnboundedSender<Vec<u8>>,
     pending: Arc<Mutex<HashMap<u64, oneshot::Sender<Response>>>>,
     alive: Arc<AtomicBool>,
+    /// What the peer's build understands (`rpc::features`), told after the handshake.
+    features: u64,
     tasks: [JoinHandle<()>; 2],
 }
 
@@ -307,9 +309,17 @@ impl Pool {
             let welcome = handshake_answer(&mut read, &mut buf).await?;
             hs.on_welcome(&self.auth, welcome)
                 .map_err(|e| format!("handshake with {peer} at {addr}: {e}"))?;
-            Ok::<_, String>((read, write))
+            // What the peer's build understands; an earlier build answers with an error
+            // (an unknown request) and has none of the features.
+            let bits = rpc::features::THIS_BUILD;
+            write_frame(&mut write, &Frame::Request(0, Request::Features { bits })).await?;
+            let features = match handshake_answer(&mut read, &mut buf).await? {
+                Response::Features { bits } => bits,
+                _ => 0,
+            };
+            Ok::<_, String>((read, write, features))
         };
-        let (mut read, write) = tokio::time::timeout(HANDSHAKE_TIMEOUT, hs)
+        let (mut read, write, features) = tokio::time::timeout(HANDSHAKE_TIMEOUT, hs)
             .await
             .map_err(|_| format!("handshake with {peer} timed out"))??;
 
@@ -340,6 +350,7 @@ impl Pool {
             tx,
             pending,
             alive,
+            features,
             tasks: [writer, reader],
         })
     }
@@ -355,6 +366,19 @@ impl Pool {
         let c = Arc::new(self.connect(slot.addr, peer).await?);
         *guard = Some(c.clone());
         Ok(c)
+    }
+
+    /// What `peer`'s build understands (`rpc::features`), as its connection was told
+    /// (one is opened if there is none). A peer restarted with another build between this
+    /// and a call that depends on it is not seen: a rolling upgrade replaces a member by a
+    /// newer build, whose features are a superset.
+    pub(crate) async fn features(&self, peer: &str, addr: SocketAddr) -> Result<u64, String> {
+        #[cfg(feature = "fault-injection")]
+        if self.blocked.lock().contains(peer) {
+            return Err(format!("{peer} is cut off (fault injection)"));
+        }
+        let slot = self.slot(peer, addr);
+        Ok(self.conn(&slot, peer).await?.features)
     }
 
     /// Sends `req` to `peer` (at RPC address `addr`) and waits for the answer, at most

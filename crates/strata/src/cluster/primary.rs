@@ -940,9 +940,31 @@ impl Shared {
             },
         };
         let addrs = self.addresses(&targets);
+        let multi = matches!(req, Request::ReplicateMulti { .. });
+        let checks = multi && sent.iter().any(|(_, c)| c.check_only());
         let calls = addrs.iter().map(|(name, addr)| {
-            let req = req.clone();
-            async move { (name, self.pool.call_typed(name, *addr, req, None).await) }
+            let req = &req;
+            async move {
+                // An owner of an earlier build (a rolling upgrade) reads a check-only change
+                // as a removal at version 0: it gets the other changes alone — what its
+                // build checked — and `kept` maps its answer's indices back.
+                let old_build = checks
+                    && self.pool.features(name, *addr).await.is_ok_and(|bits| {
+                        bits & strata_cluster::rpc::features::CHECK_ONLY_CHANGES == 0
+                    });
+                let (req, kept) = if old_build {
+                    without_checks(req)
+                } else {
+                    (req.clone(), None)
+                };
+                let answer = match &req {
+                    Request::ReplicateMulti { changes, .. } if changes.is_empty() => {
+                        Ok(Response::Replicated)
+                    }
+                    _ => self.pool.call_typed(name, *addr, req, None).await,
+                };
+                (name, kept, answer)
+            }
         });
         let mut answers = Answers::new(sent.len());
         if addrs.len() < targets.len() {
@@ -950,8 +972,8 @@ impl Shared {
                 .refused
                 .push("an owner is not a live member".to_owned());
         }
-        let multi = matches!(req, Request::ReplicateMulti { .. });
-        for (name, r) in futures_util::future::join_all(calls).await {
+        for (name, kept, r) in futures_util::future::join_all(calls).await {
+            let count = kept.as_ref().map_or(sent.len(), Vec::len);
             // A `Replicate`'s refusals, or a `ReplicateMulti`'s (each change by its index);
             // any other answer to either is an unknown outcome.
             let refusals = match r {
@@ -967,7 +989,7 @@ impl Shared {
                 Ok(Response::Refused { refusals })
                     if multi
                         && !refusals.is_empty()
-                        && refusals.iter().all(|(i, _)| (*i as usize) < sent.len()) =>
+                        && refusals.iter().all(|(i, _)| (*i as usize) < count) =>
                 {
                     Some(refusals)
                 }
@@ -977,7 +999,8 @@ impl Shared {
                 }
             };
             for (i, refusal) in refusals.into_iter().flatten() {
-                self.note_refusal(&mut answers, name, i as usize, refusal);
+                let i = kept.as_ref().map_or(i as usize, |k| k[i as usize]);
+                self.note_refusal(&mut answers, name, i, refusal);
             }
         }
         let refused = answers.conclude()?;
@@ -1499,4 +1522,25 @@ enum Start {
 /// A `DEL` as the primary executes it.
 pub(crate) fn del() -> PrimaryOp {
     PrimaryOp::Key(KeyOp::Del)
+}
+
+/// `req` (a `ReplicateMulti`) without its check-only changes, for an owner of a build from
+/// before them (`rpc::features::CHECK_ONLY_CHANGES`), and the index in `req` of each change
+/// kept. An owner of that build checks the keys a command changes, not the keys it only
+/// read: what that build's primaries did (docs/operations.md, rolling upgrades).
+fn without_checks(req: &Request) -> (Request, Option<Vec<usize>>) {
+    let Request::ReplicateMulti { namespace, changes } = req else {
+        return (req.clone(), None);
+    };
+    let (kept, changes): (Vec<usize>, Vec<ReplicaChange>) = changes
+        .iter()
+        .enumerate()
+        .filter(|(_, c)| !c.check_only())
+        .map(|(i, c)| (i, c.clone()))
+        .unzip();
+    let req = Request::ReplicateMulti {
+        namespace: namespace.clone(),
+        changes,
+    };
+    (req, Some(kept))
 }

@@ -91,6 +91,17 @@ impl Shared {
         namespace: &str,
         changes: Vec<ReplicaChange>,
     ) -> Response {
+        // A member of a build from before check-only changes read one as a removal at
+        // version 0 (tests of rolling upgrades: `Node::act_as_earlier_build`).
+        #[cfg(feature = "fault-injection")]
+        let earlier = {
+            let n = changes.iter().filter(|c| c.check_only()).count() as u64;
+            (self.faults.checks_received).fetch_add(n, std::sync::atomic::Ordering::AcqRel);
+            (self.faults.earlier_build).load(std::sync::atomic::Ordering::Acquire)
+        };
+        #[cfg(not(feature = "fault-injection"))]
+        let earlier = false;
+        let check_only = |c: &ReplicaChange| c.check_only() && !earlier;
         let mut refusals = Vec::new();
         for (i, c) in changes.iter().enumerate() {
             // A removal is checked against newer removals too: the command read the key's
@@ -100,7 +111,7 @@ impl Shared {
             let base_tags: Vec<&[u8]> = c.base_tags.iter().map(|t| t.as_slice()).collect();
             let checked = self
                 .replica_check(from, namespace, &c.key, true, c.base, &base_tags)
-                .and_then(|()| match c.check_only() {
+                .and_then(|()| match check_only(c) {
                     true => Ok(()),
                     false => self.replica_would_store(namespace, &c.key, c),
                 });
@@ -119,7 +130,7 @@ impl Shared {
             return Response::Refused { refusals };
         }
         for (i, c) in changes.into_iter().enumerate() {
-            if c.check_only() {
+            if check_only(&c) {
                 continue;
             }
             match self.replica_apply(namespace, &c.key, c.entry, c.version) {

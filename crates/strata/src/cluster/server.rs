@@ -271,6 +271,18 @@ impl Shared {
             Request::ReplicateMulti { namespace, changes } => {
                 self.replicate_multi_in(from, &namespace, changes)
             }
+            Request::Features { .. } => {
+                #[cfg(feature = "fault-injection")]
+                if self.faults.earlier_build.load(Ordering::Acquire) {
+                    return Answer::Now(Response::Error(
+                        "Found an enum discriminant that was out of range (an earlier build)"
+                            .into(),
+                    ));
+                }
+                Response::Features {
+                    bits: strata_cluster::rpc::features::THIS_BUILD,
+                }
+            }
             other => return Answer::Later(other),
         })
     }
@@ -287,7 +299,8 @@ impl Shared {
             | Request::LeasePing
             | Request::Get { .. }
             | Request::Replicate { .. }
-            | Request::ReplicateMulti { .. } => {
+            | Request::ReplicateMulti { .. }
+            | Request::Features { .. } => {
                 Response::Error("internal: a memory-only request was not answered".into())
             }
             Request::Set {
