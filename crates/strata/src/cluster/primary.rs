@@ -454,6 +454,44 @@ impl Shared {
                 };
                 changes.push((fx.key, change));
             }
+            // A transaction aborted on a key whose watched version is newer than this
+            // node's copy (the client's node held the newer one): this copy may be stale
+            // — a write or removal this node missed — and the owners are asked, as for a
+            // key read and not changed; one that knows newer has it adopted and the
+            // transaction runs again. A retry loop through that node would otherwise abort
+            // until this copy were repaired. Nothing is decided by an owner that cannot be
+            // reached: the abort stands.
+            if changes.is_empty() {
+                let suspect = watched_ahead(op, &current);
+                if !suspect.is_empty() {
+                    let unchanged = Change::None;
+                    let items: Vec<Outgoing<'_>> = suspect
+                        .iter()
+                        .map(|&i| Outgoing {
+                            key: &keys[i],
+                            change: &unchanged,
+                            base: current[i]
+                                .as_ref()
+                                .map_or(0, |e| e.version.as_u64())
+                                .max(floors[i]),
+                            base_tags: current[i].as_ref().map(wire_tags).unwrap_or_default(),
+                            from_none: current[i].is_none(),
+                        })
+                        .collect();
+                    if let Ok(refused) = self.replicate_all(&ring, namespace, &items).await
+                        && !refused.is_empty()
+                    {
+                        for (n, newer) in refused {
+                            let i = suspect[n];
+                            restarts[i] = match newer {
+                                Newer::Copy(newer) => self.adopt(namespace, &keys[i], newer),
+                                other => self.restart_after(namespace, &keys[i], other, false),
+                            };
+                        }
+                        continue 'attempt;
+                    }
+                }
+            }
             // The keys read and not changed go to the owners too, to be checked as a
             // changed key's base is (`ReplicaChange::CHECK_ONLY`): a copy this node holds
             // that an owner knows to be older or removed would otherwise decide what the
@@ -1543,4 +1581,26 @@ fn without_checks(req: &Request) -> (Request, Option<Vec<usize>>) {
         changes,
     };
     (req, Some(kept))
+}
+
+/// The keys (indices) a transaction watched at a version newer than the copy it was just
+/// executed from — or watched present while there is no copy — when that aborted it.
+fn watched_ahead(op: &MultiOp, current: &[Option<Entry>]) -> Vec<usize> {
+    let MultiOp::Transaction(t) = op else {
+        return Vec::new();
+    };
+    t.watch
+        .iter()
+        .filter_map(|&(i, watched)| {
+            let held = current
+                .get(i as usize)?
+                .as_ref()
+                .map(|e| e.version.as_u64());
+            match (watched, held) {
+                (Some(_), None) => Some(i as usize),
+                (Some(w), Some(h)) if w > h => Some(i as usize),
+                _ => None,
+            }
+        })
+        .collect()
 }
