@@ -4,7 +4,8 @@
 //!   compact copy of every key, value and tag (never a slice of a caller's buffer: a server's
 //!   network buffer would stay alive behind a small value), and weighs each entry by the
 //!   heap it takes: key and value allocations with the allocator's rounding
-//!   ([`heap_bytes`]; a key of up to 23 bytes is held in its table entry and takes none), tags, and [`ENTRY_OVERHEAD_BYTES`] of bookkeeping (the slot, the
+//!   ([`heap_bytes`]; a key of up to 23 bytes is held in its table entry and takes
+//!   none), tags, and [`ENTRY_OVERHEAD_BYTES`] of bookkeeping (the slot, the
 //!   value's shared header, quick_cache's entry and hash-table space). quick_cache never lets
 //!   the total weight pass the capacity, so resident bytes ≤ capacity always.
 //! - **Namespaces** with an `l1_share` get a pool of their own (share × capacity); all others
@@ -47,7 +48,8 @@ use crate::version::Version;
 /// Bytes charged per entry on top of the key's and value's allocations and the tags: the
 /// 40-byte key and 64-byte `Slot` in quick_cache's arena, its per-entry bookkeeping (~16
 /// bytes) and hash-table slot, the 32-byte shared headers `Bytes` allocates when the value
-/// and the key are first cloned, and the key's place in the ordered index (~56 bytes).
+/// and a key longer than 23 bytes are first cloned (a shorter key is held in place, and
+/// counts nothing), and the key's place in the ordered index (~56 bytes).
 pub const ENTRY_OVERHEAD_BYTES: u64 = 256;
 
 /// Shards of [`KeyIndex`]: writers to different shards do not contend.
@@ -143,14 +145,16 @@ impl KeyIndex {
             Some(a) => Bound::Excluded((from.hash(), KeyBytes::copied(a))),
             None => Bound::Included((from.hash(), KeyBytes::copied(b""))),
         };
-        let mut out = Vec::new();
+        // Keys as held (a key held in place is copied, not allocated), made `Bytes` only
+        // once the page is cut to `limit`.
+        let mut out: Vec<(u64, KeyBytes)> = Vec::new();
         for shard in self.shards.iter() {
             let s = shard.lock();
             if let Some(set) = s.get(&ns) {
                 out.extend(
                     set.range((lower.clone(), Bound::Unbounded))
                         .take(limit)
-                        .map(|(h, k)| (*h, k.to_bytes())),
+                        .cloned(),
                 );
             }
         }
@@ -159,7 +163,7 @@ impl KeyIndex {
             out.truncate(limit);
         }
         out.sort_unstable();
-        out
+        out.into_iter().map(|(h, k)| (h, k.to_bytes())).collect()
     }
 }
 

@@ -313,10 +313,14 @@ impl Pool {
             // (an unknown request) and has none of the features.
             let bits = rpc::features::THIS_BUILD;
             write_frame(&mut write, &Frame::Request(0, Request::Features { bits })).await?;
-            let features = match handshake_answer(&mut read, &mut buf).await? {
-                Response::Features { bits } => bits,
-                _ => 0,
-            };
+            // Read as any answer is, so that one this build cannot decode (a later build's
+            // shape) counts as no features rather than failing the connection.
+            let features =
+                match read_answer(&mut read, &mut buf, handshake::MAX_HANDSHAKE_FRAME).await? {
+                    (0, Response::Features { bits }) => bits,
+                    _ => 0,
+                };
+            tracing::debug!(peer, features, "peer connected");
             Ok::<_, String>((read, write, features))
         };
         let (mut read, write, features) = tokio::time::timeout(HANDSHAKE_TIMEOUT, hs)
@@ -368,19 +372,6 @@ impl Pool {
         Ok(c)
     }
 
-    /// What `peer`'s build understands (`rpc::features`), as its connection was told
-    /// (one is opened if there is none). A peer restarted with another build between this
-    /// and a call that depends on it is not seen: a rolling upgrade replaces a member by a
-    /// newer build, whose features are a superset.
-    pub(crate) async fn features(&self, peer: &str, addr: SocketAddr) -> Result<u64, String> {
-        #[cfg(feature = "fault-injection")]
-        if self.blocked.lock().contains(peer) {
-            return Err(format!("{peer} is cut off (fault injection)"));
-        }
-        let slot = self.slot(peer, addr);
-        Ok(self.conn(&slot, peer).await?.features)
-    }
-
     /// Sends `req` to `peer` (at RPC address `addr`) and waits for the answer, at most
     /// `timeout` (the pool's `rpc_timeout` when `None`).
     pub(crate) async fn call(
@@ -407,6 +398,23 @@ impl Pool {
         req: Request,
         timeout: Option<Duration>,
     ) -> Result<Response, CallError> {
+        self.call_for(peer, addr, &req, None, timeout)
+            .await
+            .map(|(resp, _)| resp)
+    }
+
+    /// [`Pool::call_typed`], with `fallback`: the feature bits `req` needs and the request
+    /// to send instead to a peer whose build lacks any of them (`rpc::features`, as the
+    /// connection the request goes out on was told). The answer says whether the fallback
+    /// went (on the last attempt, if the request was retried on a new connection).
+    pub(crate) async fn call_for(
+        &self,
+        peer: &str,
+        addr: SocketAddr,
+        req: &Request,
+        fallback: Option<(u64, &Request)>,
+        timeout: Option<Duration>,
+    ) -> Result<(Response, bool), CallError> {
         #[cfg(feature = "fault-injection")]
         if self.blocked.lock().contains(peer) {
             return Err(CallError::NotSent(format!(
@@ -424,7 +432,7 @@ impl Pool {
         self.deposit();
         let timeout = timeout.unwrap_or(self.rpc_timeout);
         let deadline = start + timeout;
-        let mut result = self.call_on(&slot, peer, &req, deadline).await;
+        let mut result = self.call_on(&slot, peer, req, fallback, deadline).await;
         // A connection that broke under the request (the peer restarted, say) is retried
         // once on a new connection, inside the same deadline and the retry budget.
         if let Err(f) = &result
@@ -433,7 +441,7 @@ impl Pool {
             && self.withdraw()
         {
             self.retries.fetch_add(1, Ordering::Relaxed);
-            result = self.call_on(&slot, peer, &req, deadline).await;
+            result = self.call_on(&slot, peer, req, fallback, deadline).await;
         }
         let result = result.map_err(|f| match f.stage {
             // Refused: the peer's host is up and nothing listens on its port (the process
@@ -488,14 +496,19 @@ impl Pool {
         slot: &Slot,
         peer: &str,
         req: &Request,
+        fallback: Option<(u64, &Request)>,
         deadline: Instant,
-    ) -> Result<Response, Failure> {
+    ) -> Result<(Response, bool), Failure> {
         let fail = |stage, why| Failure { stage, why };
         let timeout = deadline.saturating_duration_since(Instant::now());
         let conn = tokio::time::timeout(timeout, self.conn(slot, peer))
             .await
             .map_err(|_| fail(Stage::Unsent, format!("connecting to {peer} timed out")))?
             .map_err(|e| fail(Stage::Unsent, e))?;
+        let (req, fell_back) = match fallback {
+            Some((needs, instead)) if conn.features & needs != needs => (instead, true),
+            _ => (req, false),
+        };
         let id = self.next_id.fetch_add(1, Ordering::Relaxed);
         let (tx, rx) = oneshot::channel();
         conn.pending.lock().insert(id, tx);
@@ -507,7 +520,7 @@ impl Pool {
         let left = deadline.saturating_duration_since(Instant::now());
         match tokio::time::timeout(left, rx).await {
             Ok(Ok(Response::Error(e))) => Err(fail(Stage::Answered, format!("{peer}: {e}"))),
-            Ok(Ok(resp)) => Ok(resp),
+            Ok(Ok(resp)) => Ok((resp, fell_back)),
             Ok(Err(_)) => Err(fail(Stage::Broken, format!("connection to {peer} failed"))),
             Err(_) => {
                 conn.pending.lock().remove(&id);

@@ -980,28 +980,24 @@ impl Shared {
         let addrs = self.addresses(&targets);
         let multi = matches!(req, Request::ReplicateMulti { .. });
         let checks = multi && sent.iter().any(|(_, c)| c.check_only());
+        // An owner of an earlier build (a rolling upgrade) reads a check-only change as a
+        // removal at version 0: it gets the other changes alone — what its build checked —
+        // and `kept` maps its answer's indices back (decided on the connection the request
+        // goes out on, inside the call's deadline).
+        let (stripped, kept) = if checks {
+            let (r, k) = without_checks(&req);
+            (Some(r), k)
+        } else {
+            (None, Vec::new())
+        };
+        let fallback = stripped
+            .as_ref()
+            .map(|r| (strata_cluster::rpc::features::CHECK_ONLY_CHANGES, r));
         let calls = addrs.iter().map(|(name, addr)| {
             let req = &req;
             async move {
-                // An owner of an earlier build (a rolling upgrade) reads a check-only change
-                // as a removal at version 0: it gets the other changes alone — what its
-                // build checked — and `kept` maps its answer's indices back.
-                let old_build = checks
-                    && self.pool.features(name, *addr).await.is_ok_and(|bits| {
-                        bits & strata_cluster::rpc::features::CHECK_ONLY_CHANGES == 0
-                    });
-                let (req, kept) = if old_build {
-                    without_checks(req)
-                } else {
-                    (req.clone(), None)
-                };
-                let answer = match &req {
-                    Request::ReplicateMulti { changes, .. } if changes.is_empty() => {
-                        Ok(Response::Replicated)
-                    }
-                    _ => self.pool.call_typed(name, *addr, req, None).await,
-                };
-                (name, kept, answer)
+                let answer = self.pool.call_for(name, *addr, req, fallback, None).await;
+                (name, answer)
             }
         });
         let mut answers = Answers::new(sent.len());
@@ -1010,8 +1006,15 @@ impl Shared {
                 .refused
                 .push("an owner is not a live member".to_owned());
         }
-        for (name, kept, r) in futures_util::future::join_all(calls).await {
-            let count = kept.as_ref().map_or(sent.len(), Vec::len);
+        for (name, answer) in futures_util::future::join_all(calls).await {
+            let (r, kept) = match answer {
+                // The owner's build checked nothing of these changes (all were check-only):
+                // it applied nothing, and its answer counts for nothing.
+                Ok((_, true)) if kept.is_empty() => continue,
+                Ok((resp, fell_back)) => (Ok(resp), fell_back.then_some(&kept)),
+                Err(e) => (Err(e), None),
+            };
+            let count = kept.map_or(sent.len(), Vec::len);
             // A `Replicate`'s refusals, or a `ReplicateMulti`'s (each change by its index);
             // any other answer to either is an unknown outcome.
             let refusals = match r {
@@ -1037,7 +1040,7 @@ impl Shared {
                 }
             };
             for (i, refusal) in refusals.into_iter().flatten() {
-                let i = kept.as_ref().map_or(i as usize, |k| k[i as usize]);
+                let i = kept.map_or(i as usize, |k| k[i as usize]);
                 self.note_refusal(&mut answers, name, i, refusal);
             }
         }
@@ -1566,9 +1569,9 @@ pub(crate) fn del() -> PrimaryOp {
 /// before them (`rpc::features::CHECK_ONLY_CHANGES`), and the index in `req` of each change
 /// kept. An owner of that build checks the keys a command changes, not the keys it only
 /// read: what that build's primaries did (docs/operations.md, rolling upgrades).
-fn without_checks(req: &Request) -> (Request, Option<Vec<usize>>) {
+fn without_checks(req: &Request) -> (Request, Vec<usize>) {
     let Request::ReplicateMulti { namespace, changes } = req else {
-        return (req.clone(), None);
+        return (req.clone(), Vec::new());
     };
     let (kept, changes): (Vec<usize>, Vec<ReplicaChange>) = changes
         .iter()
@@ -1580,7 +1583,7 @@ fn without_checks(req: &Request) -> (Request, Option<Vec<usize>>) {
         namespace: namespace.clone(),
         changes,
     };
-    (req, Some(kept))
+    (req, kept)
 }
 
 /// The keys (indices) a transaction watched at a version newer than the copy it was just
@@ -1603,4 +1606,56 @@ fn watched_ahead(op: &MultiOp, current: &[Option<Entry>]) -> Vec<usize> {
             }
         })
         .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn change(key: &str, check_only: bool) -> ReplicaChange {
+        ReplicaChange {
+            key: ByteBuf::from(key.as_bytes().to_vec()),
+            entry: None,
+            version: if check_only {
+                ReplicaChange::CHECK_ONLY
+            } else {
+                7
+            },
+            base: 3,
+            base_tags: Vec::new(),
+        }
+    }
+
+    /// An earlier build's owner gets the changed keys alone, in order, and each index of
+    /// its answer maps back to the change's index in the full request — with check-only
+    /// changes before, between and after the others.
+    #[test]
+    fn an_earlier_builds_request_keeps_the_changes_and_maps_their_indices() {
+        let full = Request::ReplicateMulti {
+            namespace: "ns".into(),
+            changes: vec![
+                change("a", true),
+                change("b", false),
+                change("c", true),
+                change("d", false),
+                change("e", true),
+            ],
+        };
+        let (stripped, kept) = without_checks(&full);
+        let Request::ReplicateMulti { changes, .. } = &stripped else {
+            panic!("not a ReplicateMulti: {stripped:?}");
+        };
+        let keys: Vec<&[u8]> = changes.iter().map(|c| c.key.as_slice()).collect();
+        assert_eq!(keys, [b"b".as_slice(), b"d"]);
+        assert!(changes.iter().all(|c| !c.check_only()));
+        assert_eq!(kept, [1, 3]);
+        // Only check-only changes: nothing to send, nothing kept.
+        let only = Request::ReplicateMulti {
+            namespace: "ns".into(),
+            changes: vec![change("a", true)],
+        };
+        let (stripped, kept) = without_checks(&only);
+        assert!(matches!(stripped, Request::ReplicateMulti { changes, .. } if changes.is_empty()));
+        assert!(kept.is_empty());
+    }
 }
