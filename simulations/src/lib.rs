@@ -211,6 +211,10 @@ pub struct RunOptions {
     /// No owner-store evictions of counter and lock copies (a seed replays as it did before
     /// they existed: the regression seeds found earlier).
     pub no_evictions: bool,
+    /// Break the owners' check of the keys a transaction reads without changing them, on
+    /// purpose (checker tests): the primary replicates only the keys it changes (the
+    /// protocol before ARCHITECTURE decision 96's check-only changes).
+    pub skip_read_checks: bool,
 }
 
 /// The outcome of one run.
@@ -263,6 +267,8 @@ pub struct Workload {
     pub locks: u64,
     /// Counter and lock copies evicted from one owner store (the others keep theirs).
     pub evictions: u64,
+    /// Transactions on pair keys acknowledged (each checked), and not acknowledged.
+    pub transactions: (u64, u64),
 }
 
 impl std::ops::AddAssign for Workload {
@@ -278,6 +284,8 @@ impl std::ops::AddAssign for Workload {
         self.incrs_refused += o.incrs_refused;
         self.locks += o.locks;
         self.evictions += o.evictions;
+        self.transactions.0 += o.transactions.0;
+        self.transactions.1 += o.transactions.1;
     }
 }
 
@@ -285,7 +293,7 @@ impl fmt::Display for Workload {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         write!(
             f,
-            "{} local reads, {} remote reads, {} writes ({} with a TTL, {} refused over max_ttl), {} removals, {} reads missed on expiry, {} INCRs acknowledged ({} refused), {} locks acquired, {} owner-store evictions",
+            "{} local reads, {} remote reads, {} writes ({} with a TTL, {} refused over max_ttl), {} removals, {} reads missed on expiry, {} INCRs acknowledged ({} refused), {} locks acquired, {} owner-store evictions, {} transactions acknowledged ({} not)",
             self.local_reads,
             self.remote_reads,
             self.writes,
@@ -296,7 +304,9 @@ impl fmt::Display for Workload {
             self.incrs,
             self.incrs_refused,
             self.locks,
-            self.evictions
+            self.evictions,
+            self.transactions.0,
+            self.transactions.1
         )
     }
 }
@@ -427,6 +437,12 @@ const LOCKS_FROM: u32 = 1000;
 const LOCKS: u32 = 2;
 /// A lock's TTL (`PX`).
 const LOCK_TTL_MS: u64 = 3000;
+/// Pairs of the transaction workload: a counter `{pN}r` and the key `{pN}w` a transaction
+/// writes after reading the counter, in one hash slot per pair, as ids `PAIRS_FROM + 2N`
+/// and `PAIRS_FROM + 2N + 1`.
+const PAIRS_FROM: u32 = 2000;
+/// Pairs of the transaction workload.
+const PAIRS: u32 = 2;
 
 /// An acknowledged lock acquisition, not yet released.
 #[derive(Debug, Clone, Copy)]
@@ -463,6 +479,9 @@ struct SimNode {
     copies: BTreeMap<u32, Copy>,
     /// The owner store's counters (the `INCR` workload's keys, namespace `ctr`).
     counters: BTreeMap<u32, Entry>,
+    /// The owner store's pair keys (the transaction workload's), apart from `counters` so
+    /// that the counter workload's draws stay what they were.
+    pairs: BTreeMap<u32, Entry>,
     /// Warm restart: the copies kept from the previous life are off the read path until
     /// proven.
     unverified: bool,
@@ -479,6 +498,8 @@ struct SimNode {
     /// changed (the hand-off window), as the node's cluster tier keeps them.
     ring: Option<Ring>,
     previous: Vec<(Ring, u64)>,
+    /// Still joining (`placement::still_joining`), as the node keeps it.
+    joining: bool,
     /// This node's clock offset from true time (µs), and its hybrid logical clock (the
     /// node's own `HybridClock`, tagged with its name's version tag as a member's is).
     offset: i64,
@@ -558,6 +579,18 @@ pub struct Sim {
     incr_ops: (u64, u64, u64),
     /// Per lock: the current holder, as acknowledged.
     lock_holds: BTreeMap<u32, LockHold>,
+    /// The transaction workload's own RNG.
+    pair_rng: StdRng,
+    /// Per pair counter: the largest value an acknowledged transaction's `INCR` answered,
+    /// and the version of that write. A transaction acknowledged later reads at least that
+    /// (a read-only key checked by the owners, ARCHITECTURE decision 96), and a later
+    /// `INCR` answers more, unless every copy of the write was lost.
+    pair_acks: BTreeMap<u32, (i64, u64)>,
+    /// Transactions acknowledged and not acknowledged.
+    tx_ops: (u64, u64),
+    /// Break the owners' check of the keys a transaction only reads, on purpose (checker
+    /// tests): the primary sends them nothing of those keys.
+    skip_read_checks: bool,
     /// Lock acquisitions acknowledged.
     lock_ops: u64,
     /// Every invalidation made: (time, key, version).
@@ -609,6 +642,7 @@ impl Sim {
                 store: BTreeMap::new(),
                 copies: BTreeMap::new(),
                 counters: BTreeMap::new(),
+                pairs: BTreeMap::new(),
                 paused_until: None,
                 stall: decide::StallGuard::default(),
                 lease: decide::Lease::default(),
@@ -616,6 +650,7 @@ impl Sim {
                 warm_run: 0,
                 ring: None,
                 previous: Vec::new(),
+                joining: true,
                 offset: 0,
                 hlc: HybridClock::with_tag(version_tag(&format!("n{i:04}"))),
             })
@@ -671,6 +706,10 @@ impl Sim {
             pull_rng: StdRng::seed_from_u64(seed ^ 0x7075_6c6c_0000_0003),
             incr_ops: (0, 0, 0),
             lock_holds: BTreeMap::new(),
+            pair_rng: StdRng::seed_from_u64(seed ^ 0x7061_6972_7300_0005),
+            pair_acks: BTreeMap::new(),
+            tx_ops: (0, 0),
+            skip_read_checks: opts.skip_read_checks,
             lock_ops: 0,
             invalidations: Vec::new(),
             ops: (0, 0, 0),
@@ -760,6 +799,7 @@ impl Sim {
         }
         self.nodes[i].store.clear();
         self.nodes[i].counters.clear();
+        self.nodes[i].pairs.clear();
         self.nodes[i].stall = decide::StallGuard::default();
         self.nodes[i].lease = decide::Lease::default();
         // A new process: a new clock (it starts at its wall clock).
@@ -770,6 +810,7 @@ impl Sim {
         };
         self.nodes[i].ring = None;
         self.nodes[i].previous.clear();
+        self.nodes[i].joining = true;
         let life = self.nodes[i].life;
         if !self.membership_only {
             self.push(
@@ -817,8 +858,10 @@ impl Sim {
         }
         let old = self.nodes[at].ring.take();
         if old.as_ref().is_none_or(|o| o.version() != new.version()) {
-            let me = &self.nodes[at].name;
-            if let Some(kept) = placement::previous_ring(old.as_ref(), &new, me) {
+            let me = &self.nodes[at].name.clone();
+            let joining = placement::still_joining(self.nodes[at].joining, old.as_ref(), &new, me);
+            self.nodes[at].joining = joining;
+            if let Some(kept) = placement::previous_ring(old.as_ref(), &new, me, joining) {
                 self.nodes[at].previous.insert(0, (kept, self.now));
                 self.nodes[at]
                     .previous
@@ -852,6 +895,25 @@ impl Sim {
                         && !self.wrng.random_bool(self.loss)
                     {
                         let slot = self.nodes[j].counters.entry(c).or_insert_with(|| e.clone());
+                        if slot.version < e.version {
+                            *slot = e.clone();
+                        }
+                    }
+                }
+            }
+            // And the pair keys (their losses drawn from the transaction workload's RNG).
+            let pairs: Vec<(u32, Entry)> = self.nodes[at]
+                .pairs
+                .iter()
+                .map(|(k, e)| (*k, e.clone()))
+                .collect();
+            for (c, e) in pairs {
+                for t in placement::handoff_targets(&old, &new, &me, &key_bytes(c), RF) {
+                    if let Some(j) = self.nodes.iter().position(|n| n.name == t)
+                        && self.reachable(at, j)
+                        && !self.pair_rng.random_bool(self.loss)
+                    {
+                        let slot = self.nodes[j].pairs.entry(c).or_insert_with(|| e.clone());
                         if slot.version < e.version {
                             *slot = e.clone();
                         }
@@ -1164,10 +1226,13 @@ impl Sim {
                     if owned {
                         node.store.clear();
                         node.counters.clear();
+                        node.pairs.clear();
                     } else if let Some(ring) = ring {
                         node.store
                             .retain(|k, _| ring.owners(&key_bytes(*k), RF).contains(&me.as_str()));
                         node.counters
+                            .retain(|c, _| ring.owners(&key_bytes(*c), RF).contains(&me.as_str()));
+                        node.pairs
                             .retain(|c, _| ring.owners(&key_bytes(*c), RF).contains(&me.as_str()));
                     }
                     self.note(|| {
@@ -1377,6 +1442,10 @@ impl Sim {
         if self.incr_rng.random_bool(0.15) {
             let l = self.incr_rng.random_range(0..LOCKS);
             self.lock(at, l);
+        }
+        if self.pair_rng.random_bool(0.2) {
+            let n = self.pair_rng.random_range(0..PAIRS);
+            self.pair_op(at, n);
         }
         if !self.no_evictions && self.evict_rng.random_bool(0.03) {
             self.evict();
@@ -1878,6 +1947,311 @@ impl Sim {
                 }
             }
         }
+    }
+
+    /// A transaction client on node `at`, on pair `n`: half the time `MULTI; INCR r; EXEC`,
+    /// else `MULTI; GET r; SET w copied; EXEC` — a key read and not changed, which the
+    /// owners check (ARCHITECTURE decision 96). The checker requires an acknowledged `INCR`
+    /// to answer more than every earlier one and a read to see at least the last
+    /// acknowledged value, unless every copy of that write was lost with the nodes holding
+    /// it (a cache's data loss, as for counters).
+    fn pair_op(&mut self, at: usize, n: u32) {
+        use ops::{Transaction, TxStep};
+        let (r, w) = (PAIRS_FROM + 2 * n, PAIRS_FROM + 2 * n + 1);
+        let incr = self.pair_rng.random_bool(0.5);
+        let (ids, steps) = if incr {
+            (
+                vec![r],
+                vec![TxStep::Key {
+                    key: 0,
+                    op: KeyOp::IncrBy(1),
+                }],
+            )
+        } else {
+            (
+                vec![r, w],
+                vec![
+                    TxStep::Key {
+                        key: 0,
+                        op: KeyOp::Get,
+                    },
+                    TxStep::Key {
+                        key: 1,
+                        op: KeyOp::Set {
+                            value: b"copied".to_vec(),
+                            ttl: ops::Ttl::Default,
+                            exists: ops::Exists::Any,
+                            get: false,
+                            integer: false,
+                        },
+                    },
+                ],
+            )
+        };
+        let op = ops::MultiOp::Transaction(Transaction {
+            keys: ids.iter().map(|&c| key_bytes(c).into()).collect(),
+            watch: Vec::new(),
+            steps,
+            default_ttl_ms: None,
+        });
+        let Some((p, reply, versions, lost)) = self.execute_multi(at, &ids, &op) else {
+            return;
+        };
+        let replies = match reply {
+            ops::Reply::Exec(Some(replies)) => replies,
+            other => {
+                self.violate(|| format!("a transaction on pair {n} at n{p} answered {other:?}"));
+                return;
+            }
+        };
+        if lost {
+            self.pair_acks.remove(&r);
+        }
+        let last = self.pair_acks.get(&r).map(|&(v, _)| v);
+        match (incr, replies.first()) {
+            (true, Some(ops::Reply::Int(v))) => {
+                if let Some(last) = last
+                    && *v <= last
+                {
+                    let v = *v;
+                    self.violate(|| {
+                        format!(
+                            "a transaction's INCR of pair {n} at n{p} (asked of n{at}) answered {v} after an acknowledged {last}: an acknowledged increment was lost"
+                        )
+                    });
+                }
+                self.pair_acks.insert(r, (*v, versions[0]));
+            }
+            (false, Some(ops::Reply::Bulk(_) | ops::Reply::Nil)) => {
+                let read = match &replies[0] {
+                    ops::Reply::Bulk(b) => std::str::from_utf8(b)
+                        .ok()
+                        .and_then(|t| t.parse::<i64>().ok())
+                        .unwrap_or(-1),
+                    _ => 0,
+                };
+                if let Some(last) = last
+                    && read < last
+                {
+                    self.violate(|| {
+                        format!(
+                            "a transaction at n{p} (asked of n{at}) read pair {n}'s counter as {read} after an acknowledged {last}: a stale copy decided what it wrote"
+                        )
+                    });
+                }
+            }
+            (_, first) => {
+                let first = first.cloned();
+                self.violate(|| {
+                    format!("a transaction on pair {n} at n{p} answered {first:?} first")
+                });
+            }
+        }
+    }
+
+    /// A transaction on pair keys `ids` (one hash slot) asked of node `at`, as the node's
+    /// cluster tier runs it: sent to the keys' primary in `at`'s view, executed there if it
+    /// is the primary in its own view (quorum, stall guard and lease as for `INCR`), its
+    /// changes — and the keys it read without changing, as check-only changes — sent to
+    /// every other owner, each of which admits them only from its view's primary and
+    /// against bases at least as new as what it holds, all or none; applied at the primary
+    /// once every owner did. Answers the primary, the reply, each key's version written (0:
+    /// unchanged) and whether the first key's last acknowledged write had lost every copy
+    /// (judged before, as for counters); `None` when not acknowledged.
+    fn execute_multi(
+        &mut self,
+        at: usize,
+        ids: &[u32],
+        op: &ops::MultiOp,
+    ) -> Option<(usize, ops::Reply, Vec<u64>, bool)> {
+        let key = key_bytes(ids[0]);
+        let ring_at = self.ring_of(at)?;
+        let p = decide::primary(&ring_at, &key).and_then(|n| self.index_of(n))?;
+        if p != at && !(self.reachable(at, p) && self.reachable(p, at)) {
+            self.tx_ops.1 += 1;
+            return None;
+        }
+        let ring_p = self.ring_of(p)?;
+        let name_p = self.nodes[p].name.clone();
+        if decide::primary(&ring_p, &key) != Some(name_p.as_str())
+            || !decide::has_quorum(ring_p.nodes().len(), self.mix.nodes)
+            || !self.nodes[p].stall.may_execute(self.now / MS)
+            || !self.nodes[p].lease.holds(self.now / MS, self.mix.nodes)
+        {
+            self.tx_ops.1 += 1;
+            return None;
+        }
+        let connected =
+            |sim: &Self, i: usize| i == p || (sim.reachable(p, i) && sim.reachable(i, p));
+        let r = ids[0];
+        let lost = self.pair_acks.get(&r).is_some_and(|&(_, v)| {
+            !(0..self.nodes.len()).any(|i| {
+                connected(self, i)
+                    && self.nodes[i].membership.is_some()
+                    && self.nodes[i]
+                        .pairs
+                        .get(&r)
+                        .is_some_and(|e| e.version.as_u64() >= v)
+            })
+        });
+        let (reply, versions) = self.execute_multi_at(p, ids, op, &ring_p, &name_p)?;
+        Some((p, reply, versions, lost))
+    }
+
+    /// [`Sim::execute_multi`] at the primary `p`, named `name_p`, with its ring.
+    fn execute_multi_at(
+        &mut self,
+        p: usize,
+        ids: &[u32],
+        op: &ops::MultiOp,
+        ring_p: &Ring,
+        name_p: &str,
+    ) -> Option<(ops::Reply, Vec<u64>)> {
+        let key = key_bytes(ids[0]);
+        for _attempt in 0..4 {
+            let now_p = self.clock_ms(p);
+            let mut current: Vec<Option<Entry>> = Vec::with_capacity(ids.len());
+            for &c in ids {
+                let local = self.nodes[p]
+                    .pairs
+                    .get(&c)
+                    .filter(|e| e.is_fresh(now_p))
+                    .cloned();
+                let copy = if local.is_some() {
+                    local
+                } else {
+                    let window: Vec<&Ring> = self.nodes[p]
+                        .previous
+                        .iter()
+                        .filter(|(_, t)| self.now.saturating_sub(*t) <= HANDOFF_WINDOW)
+                        .map(|(r, _)| r)
+                        .collect();
+                    let plan = placement::read_plan(ring_p, &window, &key_bytes(c), RF);
+                    let mut answers = Vec::new();
+                    for n in plan.iter().filter(|n| **n != name_p) {
+                        let Some(o) = self.index_of(n) else { continue };
+                        if !(self.reachable(p, o) && self.reachable(o, p)) {
+                            self.tx_ops.1 += 1;
+                            return None;
+                        }
+                        answers.push(
+                            self.nodes[o]
+                                .pairs
+                                .get(&c)
+                                .filter(|e| e.is_fresh(now_p))
+                                .cloned(),
+                        );
+                    }
+                    decide::starting_point(None, answers)
+                };
+                if let Some(e) = &copy {
+                    self.observe(p, e.version.as_u64());
+                }
+                current.push(copy);
+            }
+            let refs: Vec<Option<&Entry>> = current.iter().map(Option::as_ref).collect();
+            let limits = OpLimits { max_value: 1 << 20 };
+            let (effects, reply) = ops::apply_multi(op, &refs, self.clock_ms(p), limits);
+            // Each key's change: an entry written, or (None) the key deleted.
+            let mut changes: Vec<(usize, Option<Entry>, u64)> = Vec::new();
+            for fx in effects {
+                let entry = match fx.effect {
+                    Effect::None => continue,
+                    Effect::Write { value, ttl, .. } => {
+                        let mut e = Entry::new(value, Version::from_u64(self.stamp(p)));
+                        if let ops::Ttl::AtMs(t) = ttl {
+                            e.expires_at_ms = Some(t);
+                        }
+                        Some(e)
+                    }
+                    Effect::Delete => None,
+                };
+                let version = entry
+                    .as_ref()
+                    .map_or_else(|| self.stamp(p), |e| e.version.as_u64());
+                changes.push((fx.key, entry, version));
+            }
+            let mut versions = vec![0; ids.len()];
+            for (i, _, v) in &changes {
+                versions[*i] = *v;
+            }
+            if changes.is_empty() {
+                self.tx_ops.0 += 1;
+                return Some((reply, versions));
+            }
+            // What the owners check: every key changed, and every key read without being
+            // changed (unless broken on purpose), against the copy it was executed from.
+            let checked: Vec<usize> = (0..ids.len())
+                .filter(|i| !self.skip_read_checks || changes.iter().any(|(k, ..)| k == i))
+                .collect();
+            let base = |i: usize| current[i].as_ref().map_or(0, |e| e.version.as_u64());
+            let mut newer: Vec<Option<Entry>> = vec![None; ids.len()];
+            let mut failed = false;
+            for o_name in decide::replicas(ring_p, name_p, &key, RF) {
+                let Some(o) = self.index_of(&o_name) else {
+                    continue;
+                };
+                if self.nodes[o].membership.is_none()
+                    || !(self.reachable(p, o) && self.reachable(o, p))
+                {
+                    failed = true;
+                    continue;
+                }
+                let Some(ring_o) = self.ring_of(o) else {
+                    failed = true;
+                    continue;
+                };
+                let members = ring_o.nodes().len();
+                if decide::admits_replication(&ring_o, members, self.mix.nodes, &key, name_p)
+                    .is_err()
+                {
+                    failed = true;
+                    continue;
+                }
+                // Checked key by key before anything is applied: a refusal applies nothing.
+                let mut refused = false;
+                for &i in &checked {
+                    let held = self.nodes[o].pairs.get(&ids[i]);
+                    if decide::replica_is_ahead(held, base(i)) {
+                        refused = true;
+                        if newer[i]
+                            .as_ref()
+                            .is_none_or(|e| held.is_some_and(|h| h.version > e.version))
+                        {
+                            newer[i] = held.cloned();
+                        }
+                    }
+                }
+                if refused {
+                    continue;
+                }
+                for (i, entry, version) in &changes {
+                    self.observe(o, *version);
+                    Self::apply_change(&mut self.nodes[o].pairs, ids[*i], entry.as_ref(), *version);
+                }
+            }
+            if failed {
+                // Not acknowledged; owners that took it keep it (an unknown outcome).
+                self.tx_ops.1 += 1;
+                return None;
+            }
+            if newer.iter().any(Option::is_some) {
+                for (i, e) in newer.into_iter().enumerate() {
+                    if let Some(e) = e {
+                        self.observe(p, e.version.as_u64());
+                        self.nodes[p].pairs.insert(ids[i], e);
+                    }
+                }
+                continue;
+            }
+            for (i, entry, version) in &changes {
+                Self::apply_change(&mut self.nodes[p].pairs, ids[*i], entry.as_ref(), *version);
+            }
+            self.tx_ops.0 += 1;
+            return Some((reply, versions));
+        }
+        self.tx_ops.1 += 1;
+        None
     }
 
     /// A lock client on node `at`: the holder of lock `l` releases it (`DEL`) half the time;
@@ -2675,6 +3049,7 @@ impl Sim {
                 incrs: self.incr_ops.0,
                 incrs_refused: self.incr_ops.1,
                 locks: self.lock_ops,
+                transactions: self.tx_ops,
                 evictions: self.evictions,
             },
             clients: (self.clients < self.mix.nodes).then_some(self.clients),
@@ -2697,6 +3072,11 @@ fn tag_of(key: u32) -> &'static [u8] {
 }
 
 fn key_bytes(key: u32) -> Vec<u8> {
+    if key >= PAIRS_FROM {
+        let n = key - PAIRS_FROM;
+        let side = if n % 2 == 0 { 'r' } else { 'w' };
+        return format!("{{p{}}}{side}", n / 2).into_bytes();
+    }
     format!("k{key}").into_bytes()
 }
 

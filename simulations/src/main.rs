@@ -94,10 +94,11 @@ fn main() -> ExitCode {
             "replicas_admit_all" => opts.replicas_admit_all = true,
             "ignore_stalls" => opts.ignore_stalls = true,
             "ignore_lease" => opts.ignore_lease = true,
+            "skip_read_checks" => opts.skip_read_checks = true,
             _ => {
                 eprintln!(
                     "unknown --break {b}: skip_seed_rejoin, ring_without_self, ignore_gaps, keep_l3_at_start, \
-                     ignore_expiry, ignore_max_ttl, skip_version_check, untagged_versions, execute_anywhere, replicas_admit_all, ignore_stalls, ignore_lease"
+                     ignore_expiry, ignore_max_ttl, skip_version_check, untagged_versions, execute_anywhere, replicas_admit_all, ignore_stalls, ignore_lease, skip_read_checks"
                 );
                 return ExitCode::from(2);
             }

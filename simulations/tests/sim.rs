@@ -426,3 +426,17 @@ fn a_restarted_primary_asks_the_owners_before_it_joined() {
     assert!(r.result.is_ok(), "seed 2530: {r}");
     assert!(r.workload.incrs > 0, "the workload ran INCRs");
 }
+
+/// Seed 2962 (found by the first run of the transaction workload, and failing before it):
+/// counter 3's old primary came back to an 11-node cluster, found the members one at a
+/// time, and became primary again with a replica that had evicted its copy; its hand-off
+/// rings held only the members of its first view, so it never asked the old replica that
+/// held the counter, and restarted it from nothing (37 acknowledged increments lost). A
+/// joining node now keeps the others' ring as it finds them (`placement::still_joining`).
+/// The transaction workload itself runs in every seed.
+#[test]
+fn a_joining_node_asks_the_members_it_found_later() {
+    let r = run_seed(2962, &RunOptions::default());
+    assert!(r.result.is_ok(), "seed 2962: {r}");
+    assert!(r.workload.incrs > 0 && r.workload.transactions.0 > 0, "{r}");
+}

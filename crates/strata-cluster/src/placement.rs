@@ -31,16 +31,31 @@ pub fn read_plan(
     plan
 }
 
-/// The ring a node keeps for hand-off reads when its own ring changes from `old` (`None`:
-/// it had none yet) to `new`: `old`, unless no other member was on it — the node had just
-/// started, or had been cut off from everyone. Then the keys it now owns sit with the
-/// members it found, placed as they were before it joined: their ring without it, which is
-/// what it keeps. (Keeping its solitary ring instead left a restarted primary unable to ask
-/// anyone but the current owners, and it restarted a counter from nothing while the
-/// previous owner still held it: the simulator, seed 2530.)
-pub fn previous_ring(old: Option<&Ring>, new: &Ring, me: &str) -> Option<Ring> {
+/// Whether a node whose ring changes from `old` (`None`: it had none yet) to `new` is still
+/// joining the cluster: it had no ring or was alone on it (it just started, or had been cut
+/// off from everyone), or it was joining (`was`) and its view has only grown since — it
+/// finds the members one at a time, and each ring it sees on the way lacks some of them.
+pub fn still_joining(was: bool, old: Option<&Ring>, new: &Ring, me: &str) -> bool {
     match old {
-        Some(o) if o.nodes().iter().any(|n| n != me) => Some(o.clone()),
+        Some(o) if o.nodes().iter().any(|n| n != me) => {
+            was && o.nodes().iter().all(|n| new.nodes().contains(n))
+        }
+        _ => true,
+    }
+}
+
+/// The ring a node keeps for hand-off reads when its own ring changes from `old` to `new`
+/// ([`still_joining`] says whether it is `joining`): `old`, unless it is joining. Then the
+/// keys it now owns sit with the members it found, placed as they were before it joined:
+/// their ring without it, as far as it knows them now — each change of a joining node's
+/// view keeps the larger one. (Keeping its solitary ring instead left a restarted primary
+/// unable to ask anyone but the current owners, and it restarted a counter from nothing
+/// while the previous owner still held it: the simulator, seed 2530. Keeping the others'
+/// ring of its first view only, whose members it had found so far, did the same when a
+/// key's last copy sat on a member it found later: seed 2962.)
+pub fn previous_ring(old: Option<&Ring>, new: &Ring, me: &str, joining: bool) -> Option<Ring> {
+    match old {
+        Some(o) if !joining => Some(o.clone()),
         _ => {
             let others: Vec<&String> = new.nodes().iter().filter(|n| *n != me).collect();
             (!others.is_empty()).then(|| Ring::new(others, new.vnodes()))
@@ -155,16 +170,44 @@ mod tests {
         let all = Ring::new(["a", "b", "c"], 16);
         let before = Ring::new(["a", "b"], 16);
         // An ordinary change keeps the old ring.
-        let kept = previous_ring(Some(&before), &all, "a").unwrap();
+        assert!(!still_joining(false, Some(&before), &all, "a"));
+        let kept = previous_ring(Some(&before), &all, "a", false).unwrap();
         assert_eq!(kept.version(), before.version());
         // Just started (no ring, or one of itself alone): the others' ring without it.
         let alone = Ring::new(["c"], 16);
         for old in [None, Some(&alone)] {
-            let p = previous_ring(old, &all, "c").unwrap();
+            assert!(still_joining(false, old, &all, "c"));
+            let p = previous_ring(old, &all, "c", true).unwrap();
             assert_eq!(p.nodes(), before.nodes());
             assert_eq!(p.version(), before.version());
         }
         // Nobody else on the new ring either: nothing to keep.
-        assert!(previous_ring(None, &alone, "c").is_none());
+        assert!(previous_ring(None, &alone, "c", true).is_none());
+    }
+
+    /// A node that finds the members one at a time keeps, at each step, the others' ring as
+    /// far as it knows them (seed 2962: a counter's last copy sat on a member it found after
+    /// its first view); once a member leaves its view, it is no longer joining.
+    #[test]
+    fn a_joining_node_keeps_the_others_ring_as_it_grows() {
+        let first = Ring::new(["c", "a"], 16);
+        let more = Ring::new(["c", "a", "b"], 16);
+        let all = Ring::new(["c", "a", "b", "d"], 16);
+        let joining = still_joining(false, None, &first, "c");
+        assert!(joining);
+        let joining = still_joining(joining, Some(&first), &more, "c");
+        assert!(joining);
+        let p = previous_ring(Some(&first), &more, "c", joining).unwrap();
+        assert_eq!(p.nodes(), Ring::new(["a", "b"], 16).nodes());
+        let joining = still_joining(joining, Some(&more), &all, "c");
+        let p = previous_ring(Some(&more), &all, "c", joining).unwrap();
+        assert_eq!(p.nodes(), Ring::new(["a", "b", "d"], 16).nodes());
+        // A member left: an ordinary change from then on, even when the view grows again.
+        let less = Ring::new(["c", "a", "d"], 16);
+        let joining = still_joining(joining, Some(&all), &less, "c");
+        assert!(!joining);
+        assert!(!still_joining(joining, Some(&less), &all, "c"));
+        let p = previous_ring(Some(&less), &all, "c", false).unwrap();
+        assert_eq!(p.version(), less.version());
     }
 }

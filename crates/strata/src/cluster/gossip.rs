@@ -102,7 +102,9 @@ impl Shared {
         if ring.version() != v.ring.version() {
             let old = std::mem::replace(&mut v.ring, Arc::new(ring));
             tracing::info!(node = %self.name, members = v.ring.nodes().len(), ring = v.ring.version(), "ring changed");
-            if let Some(kept) = placement::previous_ring(Some(&old), &v.ring, &self.name) {
+            v.joining = placement::still_joining(v.joining, Some(&old), &v.ring, &self.name);
+            let joining = v.joining;
+            if let Some(kept) = placement::previous_ring(Some(&old), &v.ring, &self.name, joining) {
                 v.previous.insert(0, (Arc::new(kept), Instant::now()));
             }
             v.previous.truncate(placement::MAX_PREVIOUS_RINGS);

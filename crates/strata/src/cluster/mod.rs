@@ -250,6 +250,9 @@ struct View {
     ring: Arc<Ring>,
     /// The ring before the last change, and when it changed (for hand-off reads).
     previous: Vec<(Arc<Ring>, Instant)>,
+    /// Still joining the cluster (`placement::still_joining`): the view has only grown
+    /// since this node started or was cut off from everyone.
+    joining: bool,
     members: BTreeMap<String, NodeIdentity>,
     /// The slot map of this view, built when first asked for ([`slots`]).
     slots: Option<Arc<slots::SlotMap>>,
@@ -559,6 +562,7 @@ impl Shared {
             view: RwLock::new(View {
                 ring,
                 previous: Vec::new(),
+                joining: true,
                 members,
                 slots: None,
             }),
