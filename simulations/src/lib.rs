@@ -208,6 +208,9 @@ pub struct RunOptions {
     /// Break the primary's lease on purpose (checker tests): a primary executes while its
     /// view counts a majority, whether or not a majority answered its pings.
     pub ignore_lease: bool,
+    /// Break the join guard on purpose (checker tests): a node executes as a primary while
+    /// it is still finding the members (`placement::Joining`).
+    pub ignore_joining: bool,
     /// No owner-store evictions of counter and lock copies (a seed replays as it did before
     /// they existed: the regression seeds found earlier).
     pub no_evictions: bool,
@@ -498,8 +501,9 @@ struct SimNode {
     /// changed (the hand-off window), as the node's cluster tier keeps them.
     ring: Option<Ring>,
     previous: Vec<(Ring, u64)>,
-    /// Still joining (`placement::still_joining`), as the node keeps it.
-    joining: bool,
+    /// Whether it is still joining (`placement::Joining`), as the node keeps it: on the
+    /// simulated true clock, as the node's is monotonic.
+    joining: placement::Joining,
     /// This node's clock offset from true time (µs), and its hybrid logical clock (the
     /// node's own `HybridClock`, tagged with its name's version tag as a member's is).
     offset: i64,
@@ -554,6 +558,7 @@ pub struct Sim {
     execute_anywhere: bool,
     replicas_admit_all: bool,
     ignore_stalls: bool,
+    ignore_joining: bool,
     ignore_lease: bool,
     no_evictions: bool,
     /// Pauses are drawn from their own RNG, so that the fault schedule and the workload of
@@ -650,7 +655,7 @@ impl Sim {
                 warm_run: 0,
                 ring: None,
                 previous: Vec::new(),
-                joining: true,
+                joining: placement::Joining::new(0),
                 offset: 0,
                 hlc: HybridClock::with_tag(version_tag(&format!("n{i:04}"))),
             })
@@ -696,6 +701,7 @@ impl Sim {
             // node read, incremented and wrote to the owners, which took any write.
             replicas_admit_all: opts.replicas_admit_all || opts.execute_anywhere,
             ignore_stalls: opts.ignore_stalls,
+            ignore_joining: opts.ignore_joining,
             ignore_lease: opts.ignore_lease,
             no_evictions: opts.no_evictions,
             counter_acks: BTreeMap::new(),
@@ -810,7 +816,7 @@ impl Sim {
         };
         self.nodes[i].ring = None;
         self.nodes[i].previous.clear();
-        self.nodes[i].joining = true;
+        self.nodes[i].joining = placement::Joining::new(self.now / MS);
         let life = self.nodes[i].life;
         if !self.membership_only {
             self.push(
@@ -859,8 +865,10 @@ impl Sim {
         let old = self.nodes[at].ring.take();
         if old.as_ref().is_none_or(|o| o.version() != new.version()) {
             let me = &self.nodes[at].name.clone();
-            let joining = placement::still_joining(self.nodes[at].joining, old.as_ref(), &new, me);
-            self.nodes[at].joining = joining;
+            let now_ms = self.now / MS;
+            let joining = self.nodes[at]
+                .joining
+                .on_ring_change(old.as_ref(), &new, me, now_ms);
             if let Some(kept) = placement::previous_ring(old.as_ref(), &new, me, joining) {
                 self.nodes[at].previous.insert(0, (kept, self.now));
                 self.nodes[at]
@@ -1735,6 +1743,7 @@ impl Sim {
             && (decide::primary(&ring_p, &key) != Some(name_p.as_str())
                 || !decide::has_quorum(ring_p.nodes().len(), self.mix.nodes)
                 || !(self.ignore_stalls || self.nodes[p].stall.may_execute(self.now / MS))
+                || !(self.ignore_joining || self.nodes[p].joining.may_execute(self.now / MS))
                 || !(self.ignore_lease || self.nodes[p].lease.holds(self.now / MS, self.mix.nodes)))
         {
             self.incr_ops.1 += 1;
@@ -2076,6 +2085,7 @@ impl Sim {
         if decide::primary(&ring_p, &key) != Some(name_p.as_str())
             || !decide::has_quorum(ring_p.nodes().len(), self.mix.nodes)
             || !self.nodes[p].stall.may_execute(self.now / MS)
+            || !(self.ignore_joining || self.nodes[p].joining.may_execute(self.now / MS))
             || !self.nodes[p].lease.holds(self.now / MS, self.mix.nodes)
         {
             self.tx_ops.1 += 1;

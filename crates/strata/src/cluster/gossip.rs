@@ -102,8 +102,11 @@ impl Shared {
         if ring.version() != v.ring.version() {
             let old = std::mem::replace(&mut v.ring, Arc::new(ring));
             tracing::info!(node = %self.name, members = v.ring.nodes().len(), ring = v.ring.version(), "ring changed");
-            v.joining = placement::still_joining(v.joining, Some(&old), &v.ring, &self.name);
-            let joining = v.joining;
+            let now = self.monotonic_ms();
+            let new_ring = v.ring.clone();
+            let joining = v
+                .joining
+                .on_ring_change(Some(&old), &new_ring, &self.name, now);
             if let Some(kept) = placement::previous_ring(Some(&old), &v.ring, &self.name, joining) {
                 v.previous.insert(0, (Arc::new(kept), Instant::now()));
             }

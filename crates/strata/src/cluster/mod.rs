@@ -250,9 +250,9 @@ struct View {
     ring: Arc<Ring>,
     /// The ring before the last change, and when it changed (for hand-off reads).
     previous: Vec<(Arc<Ring>, Instant)>,
-    /// Still joining the cluster (`placement::still_joining`): the view has only grown
-    /// since this node started or was cut off from everyone.
-    joining: bool,
+    /// Whether this node is still joining the cluster (`placement::Joining`): its view has
+    /// only grown since it started or was cut off from everyone, and has not settled.
+    joining: strata_cluster::placement::Joining,
     members: BTreeMap<String, NodeIdentity>,
     /// The slot map of this view, built when first asked for ([`slots`]).
     slots: Option<Arc<slots::SlotMap>>,
@@ -562,7 +562,7 @@ impl Shared {
             view: RwLock::new(View {
                 ring,
                 previous: Vec::new(),
-                joining: true,
+                joining: strata_cluster::placement::Joining::new(0),
                 members,
                 slots: None,
             }),

@@ -279,6 +279,12 @@ impl Shared {
                 "this node stalled (a pause): it executes no write until the cluster's view has reached it".into(),
             ));
         }
+        if !self.view.read().joining.may_execute(self.monotonic_ms()) {
+            return Err(Refusal::Unavailable(
+                "this node is joining the cluster: it executes no write until its view has settled"
+                    .into(),
+            ));
+        }
         let members = self.member_count();
         if !decide::has_quorum(members, self.cfg.expected_size as usize) {
             return Err(Refusal::Unavailable(format!(
