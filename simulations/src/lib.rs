@@ -866,9 +866,11 @@ impl Sim {
         if old.as_ref().is_none_or(|o| o.version() != new.version()) {
             let me = &self.nodes[at].name.clone();
             let now_ms = self.now / MS;
-            let joining = self.nodes[at]
-                .joining
-                .on_ring_change(old.as_ref(), &new, me, now_ms);
+            let expected = self.mix.nodes;
+            let joining =
+                self.nodes[at]
+                    .joining
+                    .on_ring_change(old.as_ref(), &new, me, expected, now_ms);
             if let Some(kept) = placement::previous_ring(old.as_ref(), &new, me, joining) {
                 self.nodes[at].previous.insert(0, (kept, self.now));
                 self.nodes[at]
@@ -1012,6 +1014,10 @@ impl Sim {
                         .as_mut()
                         .map(|c| c.rejoined(holds));
                     if let Some(out) = out {
+                        // As the node: cut off, it joins again (`placement::Joining`).
+                        if matches!(out, coherence::Output::DropUnverified { owned: true, .. }) {
+                            self.nodes[from].joining.rejoin(self.now / MS);
+                        }
                         self.apply_coherence(from, vec![out]);
                     }
                     self.note(|| format!("n{from} rejoins under a new identity"));

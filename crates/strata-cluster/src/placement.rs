@@ -45,16 +45,26 @@ pub fn still_joining(was: bool, old: Option<&Ring>, new: &Ring, me: &str) -> boo
 }
 
 /// A node's joining state: from its start, or a rejoin after being cut off from everyone,
-/// until its view has not changed for [`Joining::SETTLE_MS`] — or a member left it. While
-/// joining, a node keeps the others' ring as it finds them for hand-off reads
-/// ([`previous_ring`]) and executes nothing as a primary: a member it has not found yet may
-/// hold the only copy of a key it now owns, and its read plan cannot ask it (simulator seed
-/// 10011: a primary restarted 0.4 s before restarted a counter from nothing, while the old
-/// replica it had not found yet held 68 acknowledged increments).
+/// until its view has not changed for [`Joining::SETTLE_MS`]. While joining, a node
+/// executes nothing as a primary: a member it has not found yet may hold the only copy of
+/// a key it now owns, and its read plan cannot ask it (simulator seed 10011: a primary
+/// restarted 0.4 s before restarted a counter from nothing, while the old replica it had
+/// not found yet held 68 acknowledged increments). And while its view has only grown
+/// since it began, it keeps the others' ring as it finds them for hand-off reads
+/// ([`still_joining`], [`previous_ring`]). A node joins at its start, when it comes back
+/// from being cut off (its view was itself alone or short of a majority, or the others
+/// declared it down: [`Joining::rejoin`]), and for at most [`Joining::MAX_MS`]: a view that
+/// never stays still (members flapping one after another) does not keep its keys
+/// unwritable for ever.
 #[derive(Debug, Clone)]
 pub struct Joining {
+    /// Joining: since the start or a rejoin, the view has not stayed still for
+    /// `SETTLE_MS` (as of `changed_ms`).
     active: bool,
+    /// The view has only grown since the start or the rejoin.
+    growing: bool,
     changed_ms: u64,
+    began_ms: u64,
 }
 
 impl Joining {
@@ -62,33 +72,62 @@ impl Joining {
     /// members a seed knows reach a new node within a few gossip rounds (under 1 s in the
     /// simulator's faults, found one feed at a time).
     pub const SETTLE_MS: u64 = 1_500;
+    /// The longest a node joins, whatever its view does (the default
+    /// `cluster.failover_wait_ms`: a write waiting for it still gets its answer).
+    pub const MAX_MS: u64 = 10_000;
 
     /// Joining, from `now_ms` (a monotonic clock).
     pub fn new(now_ms: u64) -> Self {
         Joining {
             active: true,
+            growing: true,
             changed_ms: now_ms,
+            began_ms: now_ms,
         }
+    }
+
+    /// The node came back from being cut off at `now_ms` (the others declared it down and
+    /// it rejoined under a new identity): it joins again, keeping the rings it has.
+    pub fn rejoin(&mut self, now_ms: u64) {
+        *self = Joining {
+            growing: false,
+            ..Joining::new(now_ms)
+        };
     }
 
     /// Whether the node is still joining at `now_ms`.
     pub fn joining_at(&self, now_ms: u64) -> bool {
-        self.active && now_ms.saturating_sub(self.changed_ms) < Self::SETTLE_MS
+        self.active
+            && now_ms.saturating_sub(self.changed_ms) < Self::SETTLE_MS
+            && now_ms.saturating_sub(self.began_ms) < Self::MAX_MS
     }
 
-    /// The node's ring changed from `old` to `new` at `now_ms`: whether it is joining now
-    /// ([`still_joining`]), which [`previous_ring`] takes.
+    /// The node's ring changed from `old` to `new` at `now_ms`, in a cluster of `expected`
+    /// members; answers whether it keeps the others' ring ([`still_joining`]), which
+    /// [`previous_ring`] takes. A change while joining — a member found or lost — starts
+    /// the settling again; a change from a ring of this node alone, or from one short of a
+    /// majority to one with it (back from being cut off), begins joining.
     pub fn on_ring_change(
         &mut self,
         old: Option<&Ring>,
         new: &Ring,
         me: &str,
+        expected: usize,
         now_ms: u64,
     ) -> bool {
-        let joining = still_joining(self.joining_at(now_ms), old, new, me);
-        self.active = joining;
+        let joining = self.joining_at(now_ms);
+        let alone_before = old.is_none_or(|o| o.nodes().iter().all(|n| n == me));
+        let majority_back = old.is_some_and(|o| {
+            !crate::primary::has_quorum(o.nodes().len(), expected)
+                && crate::primary::has_quorum(new.nodes().len(), expected)
+        });
+        self.growing = still_joining(joining && self.growing, old, new, me);
+        if !joining && (alone_before || majority_back) {
+            self.began_ms = now_ms;
+        }
+        self.active = joining || alone_before || majority_back;
         self.changed_ms = now_ms;
-        joining
+        self.growing
     }
 
     /// Whether the node may execute as a primary at `now_ms`: it has joined.
@@ -272,18 +311,50 @@ mod tests {
         let all = Ring::new(["c", "a", "b"], 16);
         let mut j = Joining::new(1_000);
         assert!(!j.may_execute(1_000));
-        assert!(j.on_ring_change(None, &first, "c", 1_100));
-        assert!(j.on_ring_change(Some(&first), &all, "c", 1_900));
+        assert!(j.on_ring_change(None, &first, "c", 3, 1_100));
+        assert!(j.on_ring_change(Some(&first), &all, "c", 3, 1_900));
         assert!(!j.may_execute(1_900 + Joining::SETTLE_MS - 1));
         assert!(j.may_execute(1_900 + Joining::SETTLE_MS));
         // Joined: a member that joins later is an ordinary change, and execution goes on.
         let more = Ring::new(["c", "a", "b", "d"], 16);
-        assert!(!j.on_ring_change(Some(&all), &more, "c", 9_000));
+        assert!(!j.on_ring_change(Some(&all), &more, "c", 3, 9_000));
         assert!(j.may_execute(9_000));
         // Cut off from everyone, then back: joining again.
         let alone = Ring::new(["c"], 16);
-        assert!(!j.on_ring_change(Some(&more), &alone, "c", 10_000));
-        assert!(j.on_ring_change(Some(&alone), &more, "c", 11_000));
+        assert!(!j.on_ring_change(Some(&more), &alone, "c", 3, 10_000));
+        assert!(j.may_execute(10_000));
+        assert!(j.on_ring_change(Some(&alone), &more, "c", 3, 11_000));
         assert!(!j.may_execute(11_000));
+        // A member lost while joining: no longer the others' ring, and the settling starts
+        // again rather than ending.
+        assert!(!j.on_ring_change(Some(&more), &all, "c", 3, 11_500));
+        assert!(!j.may_execute(11_500 + Joining::SETTLE_MS - 1));
+        assert!(j.may_execute(11_500 + Joining::SETTLE_MS));
+        // A view that never settles: joined after MAX_MS all the same.
+        let mut j = Joining::new(0);
+        let mut t = 0;
+        while t < Joining::MAX_MS + 2 * Joining::SETTLE_MS {
+            let (a, b) = if (t / 1_000) % 2 == 0 {
+                (&all, &more)
+            } else {
+                (&more, &all)
+            };
+            j.on_ring_change(Some(a), b, "c", 3, t);
+            assert_eq!(j.may_execute(t), t >= Joining::MAX_MS, "at {t} ms");
+            t += 1_000;
+        }
+        // Back from a minority (a view short of a majority of 5): joining again; and after
+        // the others declared this node down.
+        let mut j = Joining::new(0);
+        let minority = Ring::new(["c", "a"], 16);
+        let majority = Ring::new(["c", "a", "b"], 16);
+        j.on_ring_change(Some(&majority), &minority, "c", 5, 20_000);
+        assert!(j.may_execute(20_000));
+        j.on_ring_change(Some(&minority), &majority, "c", 5, 30_000);
+        assert!(!j.may_execute(30_000));
+        assert!(j.may_execute(30_000 + Joining::SETTLE_MS));
+        j.rejoin(40_000);
+        assert!(!j.may_execute(40_000));
+        assert!(j.may_execute(40_000 + Joining::SETTLE_MS));
     }
 }

@@ -62,6 +62,14 @@ impl Shared {
                         .lock()
                         .held_through(self.monotonic_ms(), self.cfg.expected_size as usize);
                     let out = self.coherence.lock().rejoined(holds);
+                    // Cut off (or its lease lapsed): it joins again, and executes nothing
+                    // until its view has settled (`placement::Joining`).
+                    if matches!(
+                        out,
+                        strata_cluster::coherence::Output::DropUnverified { owned: true, .. }
+                    ) {
+                        self.view.write().joining.rejoin(self.monotonic_ms());
+                    }
                     self.carry_out_coherence(vec![out]);
                 }
                 Output::Received(bytes) => {
@@ -104,9 +112,10 @@ impl Shared {
             tracing::info!(node = %self.name, members = v.ring.nodes().len(), ring = v.ring.version(), "ring changed");
             let now = self.monotonic_ms();
             let new_ring = v.ring.clone();
-            let joining = v
-                .joining
-                .on_ring_change(Some(&old), &new_ring, &self.name, now);
+            let expected = self.cfg.expected_size as usize;
+            let joining =
+                v.joining
+                    .on_ring_change(Some(&old), &new_ring, &self.name, expected, now);
             if let Some(kept) = placement::previous_ring(Some(&old), &v.ring, &self.name, joining) {
                 v.previous.insert(0, (Arc::new(kept), Instant::now()));
             }
