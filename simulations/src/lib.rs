@@ -218,10 +218,6 @@ pub struct RunOptions {
     /// purpose (checker tests): the primary replicates only the keys it changes (the
     /// protocol before ARCHITECTURE decision 96's check-only changes).
     pub skip_read_checks: bool,
-    /// Break the primaries' read plan on purpose (checker tests): a primary without a copy
-    /// asks only the members of its view, not the previous owners that left it within the
-    /// hand-off window (the node's rule before ARCHITECTURE decision 100).
-    pub skip_departed: bool,
 }
 
 /// The outcome of one run.
@@ -600,9 +596,6 @@ pub struct Sim {
     /// Break the owners' check of the keys a transaction only reads, on purpose (checker
     /// tests): the primary sends them nothing of those keys.
     skip_read_checks: bool,
-    /// Break the primaries' read plan on purpose (checker tests): ask only members of the
-    /// primary's view, not previous owners that left it.
-    skip_departed: bool,
     /// Lock acquisitions acknowledged.
     lock_ops: u64,
     /// Every invalidation made: (time, key, version).
@@ -723,7 +716,6 @@ impl Sim {
             pair_acks: BTreeMap::new(),
             tx_ops: (0, 0),
             skip_read_checks: opts.skip_read_checks,
-            skip_departed: opts.skip_departed,
             lock_ops: 0,
             invalidations: Vec::new(),
             ops: (0, 0, 0),
@@ -1821,20 +1813,6 @@ impl Sim {
                 let mut answers = Vec::new();
                 for n in plan.iter().filter(|n| **n != name_p) {
                     let Some(o) = self.index_of(n) else { continue };
-                    if self.skip_departed && !ring_p.nodes().iter().any(|m| m == n) {
-                        continue;
-                    }
-                    // As the node's `execution_plan` and `others_copy`: a process that is
-                    // gone refuses the connection — a member of the primary's view fails
-                    // the read, a previous owner that left it holds nothing.
-                    if self.nodes[o].membership.is_none() {
-                        if ring_p.nodes().iter().any(|m| m == n) {
-                            self.incr_ops.1 += 1;
-                            return None;
-                        }
-                        answers.push(None);
-                        continue;
-                    }
                     if !(self.reachable(p, o) && self.reachable(o, p)) {
                         self.incr_ops.1 += 1;
                         return None;
@@ -2168,18 +2146,6 @@ impl Sim {
                     let mut answers = Vec::new();
                     for n in plan.iter().filter(|n| **n != name_p) {
                         let Some(o) = self.index_of(n) else { continue };
-                        if self.skip_departed && !ring_p.nodes().iter().any(|m| m == n) {
-                            continue;
-                        }
-                        // As for counters (`execute_at`): a process that is gone.
-                        if self.nodes[o].membership.is_none() {
-                            if ring_p.nodes().iter().any(|m| m == n) {
-                                self.tx_ops.1 += 1;
-                                return None;
-                            }
-                            answers.push(None);
-                            continue;
-                        }
                         if !(self.reachable(p, o) && self.reachable(o, p)) {
                             self.tx_ops.1 += 1;
                             return None;

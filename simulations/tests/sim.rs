@@ -464,25 +464,3 @@ fn a_joining_node_asks_the_members_it_found_later() {
         );
     }
 }
-
-/// A primary without a copy asks the previous owners that left its view within the
-/// hand-off window, at the address they had (`execution_plan` in the node, ARCHITECTURE
-/// decision 100). Asking only its view's members, as the node once did (`skip_departed`),
-/// loses increments: seed 422, a 3-node cluster under 3 % loss, where the only copy sat on
-/// a member the primary suspected (alive, reachable).
-#[test]
-fn a_primary_asks_the_previous_owners_that_left_its_view() {
-    let r = run_seed(422, &RunOptions::default());
-    assert!(r.result.is_ok(), "seed 422: {r}");
-    let members_only = RunOptions {
-        skip_departed: true,
-        ..RunOptions::default()
-    };
-    let r = run_seed(422, &members_only);
-    assert!(
-        r.result
-            .as_ref()
-            .is_err_and(|e| e.contains("acknowledged increment was lost")),
-        "seed 422 asking only the view's members: {r}"
-    );
-}

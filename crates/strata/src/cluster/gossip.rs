@@ -106,20 +106,6 @@ impl Shared {
         if members != v.members || ring.version() != v.ring.version() {
             v.slots = None;
         }
-        // Members leaving the view are remembered for the hand-off window (a primary asks
-        // them: `execution_plan`); one back in it is forgotten.
-        let window = Duration::from_millis(self.cfg.handoff_window_ms);
-        let left: Vec<(String, SocketAddr)> = v
-            .members
-            .iter()
-            .filter(|(n, _)| !members.contains_key(*n) && **n != self.name)
-            .map(|(n, id)| (n.clone(), id.rpc))
-            .collect();
-        for (n, addr) in left {
-            v.departed.insert(n, (addr, Instant::now()));
-        }
-        v.departed
-            .retain(|n, (_, at)| !members.contains_key(n) && at.elapsed() <= window);
         v.members = members;
         if ring.version() != v.ring.version() {
             let old = std::mem::replace(&mut v.ring, Arc::new(ring));

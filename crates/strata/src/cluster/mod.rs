@@ -253,9 +253,6 @@ struct View {
     /// Whether this node is still joining the cluster (`placement::Joining`): its view has
     /// only grown since it started or was cut off from everyone, and has not settled.
     joining: strata_cluster::placement::Joining,
-    /// Members that left this view, with their RPC address and when they left: a primary
-    /// asks them too while the hand-off window is open ([`Shared::execution_plan`]).
-    departed: std::collections::HashMap<String, (SocketAddr, Instant)>,
     members: BTreeMap<String, NodeIdentity>,
     /// The slot map of this view, built when first asked for ([`slots`]).
     slots: Option<Arc<slots::SlotMap>>,
@@ -566,7 +563,6 @@ impl Shared {
                 ring,
                 previous: Vec::new(),
                 joining: strata_cluster::placement::Joining::new(0),
-                departed: std::collections::HashMap::new(),
                 members,
                 slots: None,
             }),
@@ -684,34 +680,6 @@ impl Shared {
             }
         }
         (out, owners)
-    }
-
-    /// The members a primary asks for a key it holds no copy of: [`Shared::read_plan`]'s,
-    /// and the previous owners that left its view within the hand-off window, at the
-    /// address they had (`true`: departed). A previous owner can hold a key's only copy
-    /// while out of this view — suspected under loss, or gone and back — and a primary
-    /// that skipped it started the key from nothing (simulator seeds 422, 1370, 1763, …:
-    /// acknowledged increments lost, ARCHITECTURE decision 100).
-    pub(crate) fn execution_plan(&self, key: &[u8]) -> Vec<(String, SocketAddr, bool)> {
-        let v = self.view.read();
-        let window = Duration::from_millis(self.cfg.handoff_window_ms);
-        let previous: Vec<&Ring> = v
-            .previous
-            .iter()
-            .filter(|(_, at)| at.elapsed() <= window)
-            .map(|(r, _)| &**r)
-            .collect();
-        let rf = self.cfg.replication_factor as usize;
-        placement::read_plan(&v.ring, &previous, key, rf)
-            .into_iter()
-            .filter_map(|n| {
-                if let Some(id) = v.members.get(&n) {
-                    return Some((n, id.rpc, false));
-                }
-                let (addr, left) = v.departed.get(&n)?;
-                (left.elapsed() <= window).then(|| (n.clone(), *addr, true))
-            })
-            .collect()
     }
 
     /// How many live members this node's view holds, itself included (no allocation: the

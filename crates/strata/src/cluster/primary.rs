@@ -810,7 +810,7 @@ impl Shared {
         if let Some(own) = self.own_copy(namespace, key) {
             return Ok((Some(own), 0));
         }
-        let plan = self.execution_plan(key);
+        let (plan, _) = self.read_plan(key);
         self.others_copy(namespace, key, &plan).await
     }
 
@@ -821,37 +821,22 @@ impl Shared {
             .filter(|e| e.is_fresh(now))
     }
 
-    /// [`Shared::current_copy`] once this node has no copy: the others of `plan`
-    /// ([`Shared::execution_plan`]). A departed member whose address refuses the
-    /// connection (its process is gone) holds nothing; any other failure to hear from one
-    /// refuses the execution, as for a member.
+    /// [`Shared::current_copy`] once this node has no copy: the other members of `plan`.
     async fn others_copy(
         &self,
         namespace: &str,
         key: &[u8],
-        plan: &[(String, std::net::SocketAddr, bool)],
+        plan: &[(String, std::net::SocketAddr)],
     ) -> Result<(Option<Entry>, u64), Refusal> {
         let now = self.now_ms();
         let mut answers = Vec::new();
         let mut floor = 0u64;
-        for (name, addr, departed) in plan.iter().filter(|(n, ..)| *n != self.name) {
+        for (name, addr) in plan.iter().filter(|(n, _)| *n != self.name) {
             let req = Request::Get {
                 namespace: namespace.to_owned(),
                 key: key.to_vec(),
             };
-            let answer = match self.pool.call_typed(name, *addr, req, None).await {
-                // A departed member whose process is gone (nothing listens at its
-                // address) holds nothing.
-                Err(CallError::Refused(_)) if *departed => {
-                    answers.push(None);
-                    continue;
-                }
-                Err(CallError::Refused(e) | CallError::NotSent(e) | CallError::Unknown(e)) => {
-                    Err(e)
-                }
-                Ok(r) => Ok(r),
-            };
-            match answer {
+            match self.pool.call(name, *addr, req, None).await {
                 Ok(Response::EntryAt { entry, .. } | Response::Entry(entry)) => {
                     let copy = entry.map(from_wire);
                     let live = copy.filter(|e| {
@@ -901,10 +886,10 @@ impl Shared {
         if let Some(own) = self.own_copy(namespace, key) {
             return Ok((Some(own), 0));
         }
-        let plan = self.execution_plan(key);
+        let (plan, _) = self.read_plan(key);
         let others: Vec<&str> = plan
             .iter()
-            .map(|(n, ..)| n.as_str())
+            .map(|(n, _)| n.as_str())
             .filter(|n| *n != self.name)
             .collect();
         let replicas =
