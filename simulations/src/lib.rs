@@ -211,6 +211,15 @@ pub struct RunOptions {
     /// Break the join guard on purpose (checker tests): a node executes as a primary while
     /// it is still finding the members (`placement::Joining`).
     pub ignore_joining: bool,
+    /// Model plain-key writes and removals as before they ran at the primary (checker
+    /// tests): the node a client asked writes to the owners in its own view and announces
+    /// the change itself, whatever its state (a node just back from a pause, under its old
+    /// ring, included).
+    pub plain_at_writer: bool,
+    /// Break the rejoin's hand-off ring on purpose (checker tests): a node the others
+    /// declared down keeps only its own rings when it rejoins, not theirs without it
+    /// (`placement::others_ring`).
+    pub skip_others_ring: bool,
     /// No owner-store evictions of counter and lock copies (a seed replays as it did before
     /// they existed: the regression seeds found earlier).
     pub no_evictions: bool,
@@ -262,6 +271,9 @@ pub struct Workload {
     pub expired_misses: u64,
     /// Key removals (`DEL`).
     pub removals: u64,
+    /// Writes and removals of plain keys refused: the key's primary unreachable or not
+    /// admitting (not primary in its own view, no quorum, stalled, joining, no lease).
+    pub plain_refused: u64,
     /// `INCR`s acknowledged (each checked: counted once).
     pub incrs: u64,
     /// `INCR`s not acknowledged (no reachable primary, fenced, an owner unreachable).
@@ -283,6 +295,7 @@ impl std::ops::AddAssign for Workload {
         self.refused_ttl += o.refused_ttl;
         self.expired_misses += o.expired_misses;
         self.removals += o.removals;
+        self.plain_refused += o.plain_refused;
         self.incrs += o.incrs;
         self.incrs_refused += o.incrs_refused;
         self.locks += o.locks;
@@ -296,13 +309,14 @@ impl fmt::Display for Workload {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         write!(
             f,
-            "{} local reads, {} remote reads, {} writes ({} with a TTL, {} refused over max_ttl), {} removals, {} reads missed on expiry, {} INCRs acknowledged ({} refused), {} locks acquired, {} owner-store evictions, {} transactions acknowledged ({} not)",
+            "{} local reads, {} remote reads, {} writes ({} with a TTL, {} refused over max_ttl), {} removals, {} writes and removals refused by their primary, {} reads missed on expiry, {} INCRs acknowledged ({} refused), {} locks acquired, {} owner-store evictions, {} transactions acknowledged ({} not)",
             self.local_reads,
             self.remote_reads,
             self.writes,
             self.ttl_writes,
             self.refused_ttl,
             self.removals,
+            self.plain_refused,
             self.expired_misses,
             self.incrs,
             self.incrs_refused,
@@ -560,6 +574,8 @@ pub struct Sim {
     ignore_stalls: bool,
     ignore_joining: bool,
     ignore_lease: bool,
+    plain_at_writer: bool,
+    skip_others_ring: bool,
     no_evictions: bool,
     /// Pauses are drawn from their own RNG, so that the fault schedule and the workload of
     /// every seed stay as they were before pauses existed.
@@ -582,6 +598,8 @@ pub struct Sim {
     /// INCRs acknowledged, refused (no primary, fenced, unreachable), and lineages lost to
     /// crashes.
     incr_ops: (u64, u64, u64),
+    /// Plain-key writes and removals their primary refused.
+    plain_refused: u64,
     /// Per lock: the current holder, as acknowledged.
     lock_holds: BTreeMap<u32, LockHold>,
     /// The transaction workload's own RNG.
@@ -703,6 +721,8 @@ impl Sim {
             ignore_stalls: opts.ignore_stalls,
             ignore_joining: opts.ignore_joining,
             ignore_lease: opts.ignore_lease,
+            plain_at_writer: opts.plain_at_writer,
+            skip_others_ring: opts.skip_others_ring,
             no_evictions: opts.no_evictions,
             counter_acks: BTreeMap::new(),
             pause_rng: StdRng::seed_from_u64(seed ^ 0x7061_7573_6573_0001),
@@ -711,6 +731,7 @@ impl Sim {
             evictions: 0,
             pull_rng: StdRng::seed_from_u64(seed ^ 0x7075_6c6c_0000_0003),
             incr_ops: (0, 0, 0),
+            plain_refused: 0,
             lock_holds: BTreeMap::new(),
             pair_rng: StdRng::seed_from_u64(seed ^ 0x7061_6972_7300_0005),
             pair_acks: BTreeMap::new(),
@@ -1017,6 +1038,20 @@ impl Sim {
                         // As the node: cut off, it joins again (`placement::Joining`).
                         if matches!(out, coherence::Output::DropUnverified { owned: true, .. }) {
                             self.nodes[from].joining.rejoin(self.now / MS);
+                        }
+                        // As the node: the others' ring while it was away, for hand-off
+                        // reads (`placement::others_ring`; seed 4680).
+                        let me = self.nodes[from].name.clone();
+                        let kept = self.nodes[from]
+                            .ring
+                            .as_ref()
+                            .and_then(|r| placement::others_ring(r, &me));
+                        if let Some(kept) = kept
+                            && !self.skip_others_ring
+                        {
+                            let node = &mut self.nodes[from];
+                            node.previous.insert(0, (kept, self.now));
+                            node.previous.truncate(placement::MAX_PREVIOUS_RINGS);
                         }
                         self.apply_coherence(from, vec![out]);
                     }
@@ -1467,9 +1502,9 @@ impl Sim {
         if roll < 4 {
             self.invalidate_many(at, roll);
         } else if roll < 34 {
-            self.write(at, key, &ring);
+            self.write(at, key);
         } else if roll < 39 {
-            self.remove(at, key, &ring);
+            self.remove(at, key);
         } else {
             self.read(at, key, &ring);
         }
@@ -1611,8 +1646,11 @@ impl Sim {
 
     /// A write: every owner in `at`'s view it can reach takes it (the cluster tier's `set`),
     /// then `at` originates the invalidation that drops older copies elsewhere.
-    fn write(&mut self, at: usize, key: u32, ring: &Ring) {
-        let owners: Vec<usize> = ring
+    fn write(&mut self, at: usize, key: u32) {
+        let Some((p, ring_p)) = self.plain_primary(at, key) else {
+            return;
+        };
+        let owners: Vec<usize> = ring_p
             .owners(&key_bytes(key), RF)
             .into_iter()
             .filter_map(|n| self.index_of(n))
@@ -1620,7 +1658,7 @@ impl Sim {
         let targets: Vec<usize> = owners
             .iter()
             .copied()
-            .filter(|&o| o == at || self.reachable(at, o))
+            .filter(|&o| o == p || self.reachable(p, o))
             .collect();
         if targets.is_empty() {
             return;
@@ -1696,15 +1734,18 @@ impl Sim {
             let copy = self.copy_from(targets[0], held);
             self.nodes[at].copies.insert(key, copy);
         }
-        // The contract covers writes whose writer and owners are connected to the cluster.
-        if !self.cut_off(at) && !targets.iter().any(|&o| self.cut_off(o)) {
+        // The contract covers writes whose writer, primary and owners are connected to the
+        // cluster.
+        if !self.cut_off(at) && !self.cut_off(p) && !targets.iter().any(|&o| self.cut_off(o)) {
             self.invalidations.push((self.now, key, version));
         }
         let op = InvalidationOp::Key {
             namespace: "ns".into(),
             key: key_bytes(key),
         };
-        self.originate(at, version, op, false);
+        // The primary announces the write; the writer's own older copy went above.
+        self.observe(p, version);
+        self.originate(p, version, op, false);
     }
 
     /// An `INCR` of counter `c` asked of node `at`, as the node's cluster tier runs it: sent
@@ -1728,33 +1769,56 @@ impl Sim {
         }
     }
 
+    /// Where a plain-key write or removal asked of `at` runs, as the node's `set` and `remove`
+    /// do: at the key's primary in `at`'s view, if that node admits it (seed 10707: a
+    /// removal made by a node just back from a pause, under its old ring, reached neither
+    /// the current owners nor anyone's gossip, and was acknowledged). `None` is counted as
+    /// refused.
+    fn plain_primary(&mut self, at: usize, key: u32) -> Option<(usize, Ring)> {
+        if self.plain_at_writer {
+            return self.ring_of(at).map(|r| (at, r));
+        }
+        let found = self.admitting_primary(at, &key_bytes(key));
+        if found.is_none() {
+            self.plain_refused += 1;
+        }
+        found
+    }
+
+    /// The primary of `key` in `at`'s view and its own ring, when `at` reaches it and it
+    /// executes there as the node's `admit` decides: the primary in its own view, with a
+    /// quorum, not stalled, not joining, holding its lease (each but the first can be
+    /// switched off to show what it guards). `None` is a refusal: the client gets an error.
+    fn admitting_primary(&self, at: usize, key: &[u8]) -> Option<(usize, Ring)> {
+        let ring_at = self.ring_of(at)?;
+        if self.execute_anywhere {
+            return Some((at, ring_at));
+        }
+        let p = decide::primary(&ring_at, key).and_then(|n| self.index_of(n))?;
+        if p != at && !(self.reachable(at, p) && self.reachable(p, at)) {
+            return None;
+        }
+        let ring_p = self.ring_of(p)?;
+        let now_ms = self.now / MS;
+        let node = &self.nodes[p];
+        let admits = decide::primary(&ring_p, key) == Some(node.name.as_str())
+            && decide::has_quorum(ring_p.nodes().len(), self.mix.nodes)
+            && (self.ignore_stalls || node.stall.may_execute(now_ms))
+            && (self.ignore_joining || node.joining.may_execute(now_ms))
+            && (self.ignore_lease || node.lease.holds(now_ms, self.mix.nodes));
+        admits.then_some((p, ring_p))
+    }
+
     /// Executes `op` on counter `c` at its primary, as `incr` describes; the
     /// primary, the reply and the version written (0 when nothing was), or `None` when it
     /// was not acknowledged.
     fn execute(&mut self, at: usize, c: u32, op: &KeyOp) -> Option<(usize, ops::Reply, u64)> {
-        let key = key_bytes(c);
-        let ring_at = self.ring_of(at)?;
-        let p = if self.execute_anywhere {
-            at
-        } else {
-            decide::primary(&ring_at, &key).and_then(|n| self.index_of(n))?
+        self.ring_of(at)?;
+        let Some((p, ring_p)) = self.admitting_primary(at, &key_bytes(c)) else {
+            self.incr_ops.1 += 1;
+            return None;
         };
-        if p != at && !(self.reachable(at, p) && self.reachable(p, at)) {
-            self.incr_ops.1 += 1;
-            return None;
-        }
-        let ring_p = self.ring_of(p)?;
         let name_p = self.nodes[p].name.clone();
-        if !self.execute_anywhere
-            && (decide::primary(&ring_p, &key) != Some(name_p.as_str())
-                || !decide::has_quorum(ring_p.nodes().len(), self.mix.nodes)
-                || !(self.ignore_stalls || self.nodes[p].stall.may_execute(self.now / MS))
-                || !(self.ignore_joining || self.nodes[p].joining.may_execute(self.now / MS))
-                || !(self.ignore_lease || self.nodes[p].lease.holds(self.now / MS, self.mix.nodes)))
-        {
-            self.incr_ops.1 += 1;
-            return None;
-        }
         // Every copy of the last acknowledged write gone or cut off from the primary (more
         // owners crashed or partitioned away than the replication factor covers): a new
         // lineage starts — a cache's data loss, not a lost update. (A primary on a minority
@@ -2079,24 +2143,12 @@ impl Sim {
         ids: &[u32],
         op: &ops::MultiOp,
     ) -> Option<(usize, ops::Reply, Vec<u64>, bool)> {
-        let key = key_bytes(ids[0]);
-        let ring_at = self.ring_of(at)?;
-        let p = decide::primary(&ring_at, &key).and_then(|n| self.index_of(n))?;
-        if p != at && !(self.reachable(at, p) && self.reachable(p, at)) {
+        self.ring_of(at)?;
+        let Some((p, ring_p)) = self.admitting_primary(at, &key_bytes(ids[0])) else {
             self.tx_ops.1 += 1;
             return None;
-        }
-        let ring_p = self.ring_of(p)?;
+        };
         let name_p = self.nodes[p].name.clone();
-        if decide::primary(&ring_p, &key) != Some(name_p.as_str())
-            || !decide::has_quorum(ring_p.nodes().len(), self.mix.nodes)
-            || !self.nodes[p].stall.may_execute(self.now / MS)
-            || !(self.ignore_joining || self.nodes[p].joining.may_execute(self.now / MS))
-            || !self.nodes[p].lease.holds(self.now / MS, self.mix.nodes)
-        {
-            self.tx_ops.1 += 1;
-            return None;
-        }
         let connected =
             |sim: &Self, i: usize| i == p || (sim.reachable(p, i) && sim.reachable(i, p));
         let r = ids[0];
@@ -2345,22 +2397,25 @@ impl Sim {
         );
     }
 
-    /// A removal (`DEL`): every owner `at` reaches removes the key if it holds that version
-    /// or an older one (the `Remove` handler), `at` drops its own copy, then originates the
-    /// key's invalidation (the cluster tier's `remove`).
-    fn remove(&mut self, at: usize, key: u32, ring: &Ring) {
-        let owners: Vec<usize> = ring
+    /// A removal (`DEL`), as the cluster tier's `remove` runs it: at the key's primary in
+    /// `at`'s view, if it admits it; every owner in the primary's view that it reaches
+    /// removes the key if it holds that version or an older one, `at` drops its own copy,
+    /// and the primary originates the key's invalidation.
+    fn remove(&mut self, at: usize, key: u32) {
+        let Some((p, ring_p)) = self.plain_primary(at, key) else {
+            return;
+        };
+        let owners: Vec<usize> = ring_p
             .owners(&key_bytes(key), RF)
             .into_iter()
             .filter_map(|n| self.index_of(n))
             .collect();
-        let version = self.stamp(at);
+        let version = self.stamp(p);
         self.ttl_ops.3 += 1;
-        self.debug_key(key, || format!("n{at} removes version {version}"));
         self.nodes[at].copies.remove(&key);
         let mut reached = Vec::new();
-        for o in owners {
-            if o != at && !self.reachable(at, o) {
+        for &o in &owners {
+            if o != p && !self.reachable(p, o) {
                 continue;
             }
             reached.push(o);
@@ -2381,7 +2436,10 @@ impl Sim {
                 self.nodes[o].store.remove(&key);
             }
         }
-        if !self.cut_off(at) && !reached.iter().any(|&o| self.cut_off(o)) {
+        self.debug_key(key, || {
+            format!("n{at} removes version {version} (owners {owners:?}, reached {reached:?})")
+        });
+        if !self.cut_off(at) && !self.cut_off(p) && !reached.iter().any(|&o| self.cut_off(o)) {
             self.invalidations.push((self.now, key, version));
             let life = self.nodes[at].life;
             self.acked.insert((at, key), (life, version));
@@ -2390,7 +2448,8 @@ impl Sim {
             namespace: "ns".into(),
             key: key_bytes(key),
         };
-        self.originate(at, version, op, false);
+        self.observe(at, version);
+        self.originate(p, version, op, false);
     }
 
     /// `at` stamps and disseminates an invalidation; a strict one is also applied at once
@@ -3062,6 +3121,7 @@ impl Sim {
                 refused_ttl: self.ttl_ops.1,
                 expired_misses: self.ttl_ops.2,
                 removals: self.ttl_ops.3,
+                plain_refused: self.plain_refused,
                 incrs: self.incr_ops.0,
                 incrs_refused: self.incr_ops.1,
                 locks: self.lock_ops,

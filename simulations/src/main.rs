@@ -96,10 +96,12 @@ fn main() -> ExitCode {
             "ignore_lease" => opts.ignore_lease = true,
             "skip_read_checks" => opts.skip_read_checks = true,
             "ignore_joining" => opts.ignore_joining = true,
+            "plain_at_writer" => opts.plain_at_writer = true,
+            "skip_others_ring" => opts.skip_others_ring = true,
             _ => {
                 eprintln!(
                     "unknown --break {b}: skip_seed_rejoin, ring_without_self, ignore_gaps, keep_l3_at_start, \
-                     ignore_expiry, ignore_max_ttl, skip_version_check, untagged_versions, execute_anywhere, replicas_admit_all, ignore_stalls, ignore_lease, skip_read_checks, ignore_joining"
+                     ignore_expiry, ignore_max_ttl, skip_version_check, untagged_versions, execute_anywhere, replicas_admit_all, ignore_stalls, ignore_lease, skip_read_checks, ignore_joining, plain_at_writer, skip_others_ring"
                 );
                 return ExitCode::from(2);
             }

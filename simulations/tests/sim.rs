@@ -400,11 +400,13 @@ fn the_lease_stops_a_minority_primary_that_still_counts_a_majority() {
         ..RunOptions::default()
     };
     // Found before the join guard (`placement::Joining`), which refuses the first
-    // executions of every node while the cluster forms and so moves the run: it replays as
-    // found with the guard off too.
+    // executions of every node while the cluster forms and so moves the run, and while
+    // plain-key writes still ran at the writer: it replays as found with the guard off and
+    // the older plain-key model (`plain_at_writer`) too.
     let broken = RunOptions {
         ignore_lease: true,
         ignore_joining: true,
+        plain_at_writer: true,
         ..as_found.clone()
     };
     let r = run_seed(1000, &broken);
@@ -442,7 +444,9 @@ fn a_restarted_primary_asks_the_owners_before_it_joined() {
 /// Seeds 10011 and 11440: a primary restarted 0.4 s before, whose view lacked the member
 /// holding a counter's only copy (found 0.1 s later), restarted it from nothing. A joining
 /// node now executes nothing until its view has settled (`placement::Joining`); with that
-/// guard off (`ignore_joining`) both fail again.
+/// guard off (`ignore_joining`) both fail again — replayed as found, with plain-key writes
+/// at the writer (`plain_at_writer`): running them at their primary since moved these
+/// runs.
 #[test]
 fn a_joining_node_asks_the_members_it_found_later() {
     let r = run_seed(2962, &RunOptions::default());
@@ -450,6 +454,7 @@ fn a_joining_node_asks_the_members_it_found_later() {
     assert!(r.workload.incrs > 0 && r.workload.transactions.0 > 0, "{r}");
     let unguarded = RunOptions {
         ignore_joining: true,
+        plain_at_writer: true,
         ..RunOptions::default()
     };
     for seed in [10011, 11440] {
@@ -463,4 +468,72 @@ fn a_joining_node_asks_the_members_it_found_later() {
             "seed {seed} without the join guard: {r}"
         );
     }
+    // And under today's workload: seed 1589 (the first of 0–3,999 that `ignore_joining`
+    // fails with plain-key writes at their primary).
+    let r = run_seed(1589, &RunOptions::default());
+    assert!(r.result.is_ok(), "seed 1589: {r}");
+    let r = run_seed(
+        1589,
+        &RunOptions {
+            ignore_joining: true,
+            ..RunOptions::default()
+        },
+    );
+    assert!(
+        r.result
+            .as_ref()
+            .is_err_and(|e| e.contains("acknowledged increment was lost")),
+        "seed 1589 without the join guard: {r}"
+    );
+}
+
+/// Seeds 10375 and 10707: a node paused past the moment the others declared it down woke
+/// and wrote (10375) or removed (10707) a plain key under its old ring — itself an owner —
+/// and the simulator acknowledged it, though the current owners never heard of it (its
+/// gossip was ignored: it was down), so an owner kept the older value for good. The node
+/// runs every write and removal at the key's primary, which admits nothing while stalled
+/// or without its lease; the simulator now does too. Modelled as before
+/// (`plain_at_writer`), both fail again.
+#[test]
+fn a_node_back_from_a_pause_writes_plain_keys_only_through_their_primary() {
+    let old_model = RunOptions {
+        plain_at_writer: true,
+        ..RunOptions::default()
+    };
+    for seed in [10375, 10707] {
+        let r = run_seed(seed, &RunOptions::default());
+        assert!(r.result.is_ok(), "seed {seed}: {r}");
+        assert!(r.workload.plain_refused > 0, "seed {seed}: {r}");
+        let r = run_seed(seed, &old_model);
+        assert!(
+            r.result
+                .as_ref()
+                .is_err_and(|e| e.contains("holds a stale owner entry")),
+            "seed {seed} with writes at the writer: {r}"
+        );
+    }
+}
+
+/// Seed 4680: a counter's primary paused for 13.6 s (declared down, its own view never
+/// lost anyone); meanwhile the next primary executed two INCRs with another replica, then
+/// evicted its copy, and that replica's hand-off push at the paused node's return was
+/// lost. The returning primary's rings all held itself, so its read plan never reached the
+/// replica, and it restarted the counter from nothing. A node the others declared down now
+/// keeps their ring without it for hand-off reads (`placement::others_ring`, in the node
+/// and here); without it (`skip_others_ring`) the seed fails again.
+#[test]
+fn a_node_declared_down_asks_the_owners_the_others_used_meanwhile() {
+    let r = run_seed(4680, &RunOptions::default());
+    assert!(r.result.is_ok(), "seed 4680: {r}");
+    let skipped = RunOptions {
+        skip_others_ring: true,
+        ..RunOptions::default()
+    };
+    let r = run_seed(4680, &skipped);
+    assert!(
+        r.result
+            .as_ref()
+            .is_err_and(|e| e.contains("acknowledged increment was lost")),
+        "seed 4680 without the others' ring: {r}"
+    );
 }

@@ -148,11 +148,22 @@ impl Joining {
 pub fn previous_ring(old: Option<&Ring>, new: &Ring, me: &str, joining: bool) -> Option<Ring> {
     match old {
         Some(o) if !joining => Some(o.clone()),
-        _ => {
-            let others: Vec<&String> = new.nodes().iter().filter(|n| *n != me).collect();
-            (!others.is_empty()).then(|| Ring::new(others, new.vnodes()))
-        }
+        _ => others_ring(new, me),
     }
+}
+
+/// `ring` without `me` (`None` when no one else is on it): where the others placed keys
+/// while they counted `me` out. A node the others declared down keeps it for hand-off
+/// reads when it rejoins, whether or not its own view ever lost anyone (a pause): while it
+/// was away the others executed its keys on that ring, and the newest copy of a key it
+/// owns again may sit only with a member that owned the key there (simulator seed 4680: a
+/// primary paused for 13.6 s came back to a counter whose primary meanwhile had evicted
+/// its copy, the hand-off push to it was lost, and its read plan — its own rings, all
+/// with itself — asked only that primary; it restarted the counter from nothing while the
+/// other owner held 21).
+pub fn others_ring(ring: &Ring, me: &str) -> Option<Ring> {
+    let others: Vec<&String> = ring.nodes().iter().filter(|n| *n != me).collect();
+    (!others.is_empty()).then(|| Ring::new(others, ring.vnodes()))
 }
 
 /// Where a hit goes after a read found it at `plan[hit]` ([`read_plan`], whose first
@@ -275,6 +286,34 @@ mod tests {
         }
         // Nobody else on the new ring either: nothing to keep.
         assert!(previous_ring(None, &alone, "c", true).is_none());
+    }
+
+    /// A node the others declared down keeps their ring without it (seed 4680): a key it
+    /// owns again was placed there meanwhile, and the read plan reaches that ring's owners.
+    #[test]
+    fn a_rejoining_node_asks_the_owners_of_the_ring_without_it() {
+        let all = Ring::new(["n0", "n1", "n2", "n3", "n4"], 16);
+        let without = others_ring(&all, "n3").unwrap();
+        assert_eq!(
+            without.version(),
+            Ring::new(["n0", "n1", "n2", "n4"], 16).version()
+        );
+        assert_eq!(without.vnodes(), all.vnodes());
+        // A key n3 owns on the full ring, whose other owner there is not its owner on the
+        // ring without n3: the plan asks both of the latter's owners.
+        let key = (0..1000)
+            .map(|i| format!("k{i}").into_bytes())
+            .find(|k| {
+                let mine = all.owners(k, 2);
+                let away = without.owners(k, 2);
+                mine[0] == "n3" && away.iter().any(|n| !mine.contains(n))
+            })
+            .expect("some key moves");
+        let plan = read_plan(&all, &[&without], &key, 2);
+        for n in without.owners(&key, 2) {
+            assert!(plan.iter().any(|p| p == n), "{n} missing from {plan:?}");
+        }
+        assert!(others_ring(&Ring::new(["n3"], 16), "n3").is_none());
     }
 
     /// A node that finds the members one at a time keeps, at each step, the others' ring as

@@ -62,14 +62,22 @@ impl Shared {
                         .lock()
                         .held_through(self.monotonic_ms(), self.cfg.expected_size as usize);
                     let out = self.coherence.lock().rejoined(holds);
+                    let mut v = self.view.write();
                     // Cut off (or its lease lapsed): it joins again, and executes nothing
                     // until its view has settled (`placement::Joining`).
                     if matches!(
                         out,
                         strata_cluster::coherence::Output::DropUnverified { owned: true, .. }
                     ) {
-                        self.view.write().joining.rejoin(self.monotonic_ms());
+                        v.joining.rejoin(self.monotonic_ms());
                     }
+                    // While it was away the others placed its keys on a ring without it:
+                    // its hand-off reads ask those owners too (`placement::others_ring`).
+                    if let Some(kept) = placement::others_ring(&v.ring, &self.name) {
+                        v.previous.insert(0, (Arc::new(kept), Instant::now()));
+                        v.previous.truncate(placement::MAX_PREVIOUS_RINGS);
+                    }
+                    drop(v);
                     self.carry_out_coherence(vec![out]);
                 }
                 Output::Received(bytes) => {
