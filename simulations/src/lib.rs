@@ -220,9 +220,14 @@ pub struct RunOptions {
     /// declared down keeps only its own rings when it rejoins, not theirs without it
     /// (`placement::others_ring`).
     pub skip_others_ring: bool,
+    /// Break the forwarding of misplaced pushes on purpose (checker tests): a member keeps a
+    /// pushed copy of a key it does not own in its view, and passes it on to no one.
+    pub skip_forwarding: bool,
     /// No owner-store evictions of counter and lock copies (a seed replays as it did before
     /// they existed: the regression seeds found earlier).
     pub no_evictions: bool,
+    /// No `WATCH` clients (a seed replays as it did before they existed).
+    pub no_watch: bool,
     /// Break the owners' check of the keys a transaction reads without changing them, on
     /// purpose (checker tests): the primary replicates only the keys it changes (the
     /// protocol before ARCHITECTURE decision 96's check-only changes).
@@ -284,6 +289,8 @@ pub struct Workload {
     pub evictions: u64,
     /// Transactions on pair keys acknowledged (each checked), and not acknowledged.
     pub transactions: (u64, u64),
+    /// `WATCH` increments committed (each checked) and aborted.
+    pub watches: (u64, u64),
 }
 
 impl std::ops::AddAssign for Workload {
@@ -302,6 +309,8 @@ impl std::ops::AddAssign for Workload {
         self.evictions += o.evictions;
         self.transactions.0 += o.transactions.0;
         self.transactions.1 += o.transactions.1;
+        self.watches.0 += o.watches.0;
+        self.watches.1 += o.watches.1;
     }
 }
 
@@ -309,7 +318,7 @@ impl fmt::Display for Workload {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         write!(
             f,
-            "{} local reads, {} remote reads, {} writes ({} with a TTL, {} refused over max_ttl), {} removals, {} writes and removals refused by their primary, {} reads missed on expiry, {} INCRs acknowledged ({} refused), {} locks acquired, {} owner-store evictions, {} transactions acknowledged ({} not)",
+            "{} local reads, {} remote reads, {} writes ({} with a TTL, {} refused over max_ttl), {} removals, {} writes and removals refused by their primary, {} reads missed on expiry, {} INCRs acknowledged ({} refused), {} locks acquired, {} owner-store evictions, {} transactions acknowledged ({} not), {} WATCH increments committed ({} aborted)",
             self.local_reads,
             self.remote_reads,
             self.writes,
@@ -323,7 +332,9 @@ impl fmt::Display for Workload {
             self.locks,
             self.evictions,
             self.transactions.0,
-            self.transactions.1
+            self.transactions.1,
+            self.watches.0,
+            self.watches.1
         )
     }
 }
@@ -375,6 +386,15 @@ enum Kind {
     Check,
     /// A client operation on a node (read or write of a random key).
     Op(usize),
+    /// A `WATCH` client's `EXEC` on node `node` (of life `life`), on pair `n`'s counter,
+    /// after it read `value` at version `watched`.
+    WatchExec {
+        node: usize,
+        life: u32,
+        n: u32,
+        value: i64,
+        watched: Option<u64>,
+    },
     /// The coherence state machine's clock tick (and, every fifth, its heartbeat).
     Tick {
         node: usize,
@@ -404,9 +424,10 @@ impl Kind {
     fn node(&self) -> Option<usize> {
         match self {
             Kind::Deliver { to, .. } | Kind::Repaired { to, .. } => Some(*to),
-            Kind::Timer { node, .. } | Kind::Tick { node, .. } | Kind::Warm { node, .. } => {
-                Some(*node)
-            }
+            Kind::Timer { node, .. }
+            | Kind::Tick { node, .. }
+            | Kind::Warm { node, .. }
+            | Kind::WatchExec { node, .. } => Some(*node),
             Kind::Op(i) | Kind::Crash(i) | Kind::Leave(i) => Some(*i),
             Kind::Pause(..)
             | Kind::Restart(_)
@@ -416,6 +437,15 @@ impl Kind {
             | Kind::FinalCheck => None,
         }
     }
+}
+
+/// A copy pushed to a member: of a plain key, a counter or lock, or a pair key (the three
+/// stores the simulator keeps apart; one owner store on the node).
+#[derive(Debug, Clone)]
+enum Pushed {
+    Plain(Held),
+    Counter(Entry),
+    Pair(Entry),
 }
 
 /// A copy a node holds of a key it does not own.
@@ -576,7 +606,13 @@ pub struct Sim {
     ignore_lease: bool,
     plain_at_writer: bool,
     skip_others_ring: bool,
+    skip_forwarding: bool,
     no_evictions: bool,
+    no_watch: bool,
+    /// The `WATCH` clients' own RNG.
+    watch_rng: StdRng,
+    /// `WATCH` transactions committed and aborted (a watched key had changed).
+    watch_ops: (u64, u64),
     /// Pauses are drawn from their own RNG, so that the fault schedule and the workload of
     /// every seed stay as they were before pauses existed.
     pause_rng: StdRng,
@@ -723,7 +759,11 @@ impl Sim {
             ignore_lease: opts.ignore_lease,
             plain_at_writer: opts.plain_at_writer,
             skip_others_ring: opts.skip_others_ring,
+            skip_forwarding: opts.skip_forwarding,
             no_evictions: opts.no_evictions,
+            no_watch: opts.no_watch,
+            watch_rng: StdRng::seed_from_u64(seed ^ 0x7761_7463_6800_0006),
+            watch_ops: (0, 0),
             counter_acks: BTreeMap::new(),
             pause_rng: StdRng::seed_from_u64(seed ^ 0x7061_7573_6573_0001),
             incr_rng: StdRng::seed_from_u64(seed ^ 0x696e_6372_0000_0002),
@@ -908,8 +948,9 @@ impl Sim {
                     if let Some(j) = self.nodes.iter().position(|n| n.name == t)
                         && self.reachable(at, j)
                         && !self.wrng.random_bool(self.loss)
+                        && self.owner_set(j, key, held)
                     {
-                        self.owner_set(j, key, held);
+                        self.forward_misplaced(j, key, Pushed::Plain(held));
                     }
                 }
             }
@@ -925,9 +966,8 @@ impl Sim {
                         && self.reachable(at, j)
                         && !self.wrng.random_bool(self.loss)
                     {
-                        let slot = self.nodes[j].counters.entry(c).or_insert_with(|| e.clone());
-                        if slot.version < e.version {
-                            *slot = e.clone();
+                        if Self::take_pushed(&mut self.nodes[j].counters, c, &e) {
+                            self.forward_misplaced(j, c, Pushed::Counter(e.clone()));
                         }
                     }
                 }
@@ -944,15 +984,62 @@ impl Sim {
                         && self.reachable(at, j)
                         && !self.pair_rng.random_bool(self.loss)
                     {
-                        let slot = self.nodes[j].pairs.entry(c).or_insert_with(|| e.clone());
-                        if slot.version < e.version {
-                            *slot = e.clone();
+                        if Self::take_pushed(&mut self.nodes[j].pairs, c, &e) {
+                            self.forward_misplaced(j, c, Pushed::Pair(e.clone()));
                         }
                     }
                 }
             }
         }
         self.nodes[at].ring = Some(new);
+    }
+
+    /// An owner store takes a pushed entry of `c` if it holds none or an older one; whether
+    /// it did.
+    fn take_pushed(store: &mut BTreeMap<u32, Entry>, c: u32, e: &Entry) -> bool {
+        match store.get(&c) {
+            Some(held) if held.version >= e.version => false,
+            _ => {
+                store.insert(c, e.clone());
+                true
+            }
+        }
+    }
+
+    /// As the node's `forward_misplaced`: `j` took a pushed copy of `key` as newer, and if
+    /// it does not own the key in its own view it passes the copy on to the owners there
+    /// that it reaches (a peer call: no loss but a cut), each of which does the same. Seed
+    /// 3237: a cut-off member pushed a key's last copy to a new owner of its minority ring,
+    /// then dropped its own at its rejoin, and the majority's primary never asked that
+    /// member. Off with `skip_forwarding`.
+    fn forward_misplaced(&mut self, j: usize, key: u32, pushed: Pushed) {
+        if self.skip_forwarding {
+            return;
+        }
+        let Some(ring) = self.ring_of(j) else {
+            return;
+        };
+        let owners: Vec<usize> = ring
+            .owners(&key_bytes(key), RF)
+            .into_iter()
+            .filter_map(|n| self.index_of(n))
+            .collect();
+        if owners.contains(&j) {
+            return;
+        }
+        for o in owners {
+            if !(self.reachable(j, o) && self.reachable(o, j)) {
+                continue;
+            }
+            let took = match &pushed {
+                Pushed::Plain(held) => self.owner_set(o, key, *held),
+                Pushed::Counter(e) => Self::take_pushed(&mut self.nodes[o].counters, key, e),
+                Pushed::Pair(e) => Self::take_pushed(&mut self.nodes[o].pairs, key, e),
+            };
+            if took {
+                self.forward_misplaced(o, key, pushed.clone());
+            }
+        }
     }
 
     /// An owner takes `version` of `key` (a write, a hand-off push or a read repair) unless
@@ -1495,6 +1582,10 @@ impl Sim {
         if self.pair_rng.random_bool(0.2) {
             let n = self.pair_rng.random_range(0..PAIRS);
             self.pair_op(at, n);
+        }
+        if !self.no_watch && self.watch_rng.random_bool(0.1) {
+            let n = self.watch_rng.random_range(0..PAIRS);
+            self.watch_op(at, n);
         }
         if !self.no_evictions && self.evict_rng.random_bool(0.03) {
             self.evict();
@@ -2128,6 +2219,111 @@ impl Sim {
         }
     }
 
+    /// A `WATCH` client on node `at`, on pair `n`'s counter `r`: `WATCH r; GET r` now, and
+    /// `MULTI; SET r v+1; EXEC` up to 300 ms later ([`Sim::watch_exec`]) — an increment
+    /// by compare-and-set, as redis-py's `transaction` helper runs it, with other clients'
+    /// increments of `r` in between. The `GET` is served as the node's read plan serves it
+    /// (the first owner `at` reaches that holds the key: possibly a replica that missed a
+    /// change), and the watch is of the version it read.
+    fn watch_op(&mut self, at: usize, n: u32) {
+        let r = PAIRS_FROM + 2 * n;
+        let Some(ring_at) = self.ring_of(at) else {
+            return;
+        };
+        let now_at = self.clock_ms(at);
+        let window: Vec<&Ring> = self.nodes[at]
+            .previous
+            .iter()
+            .filter(|(_, t)| self.now.saturating_sub(*t) <= HANDOFF_WINDOW)
+            .map(|(r, _)| r)
+            .collect();
+        let plan = placement::read_plan(&ring_at, &window, &key_bytes(r), RF);
+        let mut read = None;
+        for name in &plan {
+            let Some(o) = self.index_of(name) else {
+                continue;
+            };
+            if o != at && !(self.reachable(at, o) && self.reachable(o, at)) {
+                continue;
+            }
+            if let Some(e) = self.nodes[o].pairs.get(&r).filter(|e| e.is_fresh(now_at)) {
+                read = Some(e.clone());
+                break;
+            }
+        }
+        let value = read
+            .as_ref()
+            .and_then(|e| std::str::from_utf8(&e.value).ok()?.parse::<i64>().ok())
+            .unwrap_or(0);
+        let watched = read.as_ref().map(|e| e.version.as_u64());
+        let after = self.watch_rng.random_range(MS..300 * MS);
+        let life = self.nodes[at].life;
+        self.push(
+            after,
+            Kind::WatchExec {
+                node: at,
+                life,
+                n,
+                value,
+                watched,
+            },
+        );
+    }
+
+    /// A `WATCH` client's `EXEC` ([`Sim::watch_op`]) on node `at`. The primary aborts when
+    /// the watched version is not its copy's; the owners check the copy it executed from
+    /// (decision 96), and a newer one there makes it execute again — and abort. The checker
+    /// requires a committed increment to write more than the last acknowledged value
+    /// (unless every copy of that was lost, as for counters): a commit over a stale read is
+    /// a lost update.
+    fn watch_exec(&mut self, at: usize, n: u32, value: i64, watched: Option<u64>) {
+        use ops::{Transaction, TxStep};
+        let r = PAIRS_FROM + 2 * n;
+        let op = ops::MultiOp::Transaction(Transaction {
+            keys: vec![key_bytes(r).into()],
+            watch: vec![(0, watched)],
+            steps: vec![TxStep::Key {
+                key: 0,
+                op: KeyOp::Set {
+                    value: (value + 1).to_string().into_bytes(),
+                    ttl: ops::Ttl::Default,
+                    exists: ops::Exists::Any,
+                    get: false,
+                    integer: false,
+                },
+            }],
+            default_ttl_ms: None,
+        });
+        let Some((p, reply, versions, lost)) = self.execute_multi(at, &[r], &op) else {
+            return;
+        };
+        match reply {
+            ops::Reply::Exec(None) => self.watch_ops.1 += 1,
+            ops::Reply::Exec(Some(_)) => {
+                self.watch_ops.0 += 1;
+                if lost {
+                    self.pair_acks.remove(&r);
+                }
+                let wrote = value + 1;
+                if let Some(&(last, _)) = self.pair_acks.get(&r)
+                    && wrote <= last
+                {
+                    self.violate(|| {
+                        format!(
+                            "a WATCH increment of pair {n} at n{p} (asked of n{at}) committed {wrote} after an acknowledged {last}: it watched a stale copy (version {watched:?}) and an acknowledged increment was lost"
+                        )
+                    });
+                }
+                self.pair_acks.insert(r, (wrote, versions[0]));
+            }
+            other => {
+                self.violate(|| {
+                    format!("a WATCH transaction on pair {n} at n{p} answered {other:?}")
+                });
+            }
+        }
+    }
+
     /// A transaction on pair keys `ids` (one hash slot) asked of node `at`, as the node's
     /// cluster tier runs it: sent to the keys' primary in `at`'s view, executed there if it
     /// is the primary in its own view (quorum, stall guard and lease as for `INCR`), its
@@ -2176,6 +2372,31 @@ impl Sim {
         name_p: &str,
     ) -> Option<(ops::Reply, Vec<u64>)> {
         let key = key_bytes(ids[0]);
+        if std::env::var("SIM_DEBUG_C")
+            .ok()
+            .and_then(|v| v.parse::<u32>().ok())
+            == Some(ids[0])
+        {
+            let holders: Vec<(usize, u64)> = (0..self.nodes.len())
+                .filter_map(|i| {
+                    self.nodes[i]
+                        .pairs
+                        .get(&ids[0])
+                        .map(|e| (i, e.version.as_u64()))
+                })
+                .collect();
+            eprintln!(
+                "{:.3} pair key {} executed at n{p} (held by {holders:?}), replicas {:?}, previous {:?}",
+                self.now as f64 / SEC as f64,
+                ids[0],
+                decide::replicas(ring_p, name_p, &key, RF),
+                self.nodes[p]
+                    .previous
+                    .iter()
+                    .map(|(r, t)| (r.owners(&key, RF).join(","), *t / MS))
+                    .collect::<Vec<_>>()
+            );
+        }
         for _attempt in 0..4 {
             let now_p = self.clock_ms(p);
             let mut current: Vec<Option<Entry>> = Vec::with_capacity(ids.len());
@@ -2208,6 +2429,25 @@ impl Sim {
                                 .get(&c)
                                 .filter(|e| e.is_fresh(now_p))
                                 .cloned(),
+                        );
+                    }
+                    if std::env::var("SIM_DEBUG_C")
+                        .ok()
+                        .and_then(|v| v.parse::<u32>().ok())
+                        == Some(c)
+                    {
+                        let versions: Vec<Option<u64>> = answers
+                            .iter()
+                            .map(|a| a.as_ref().map(|e| e.version.as_u64()))
+                            .collect();
+                        let holders: Vec<(usize, u64)> = (0..self.nodes.len())
+                            .filter_map(|i| {
+                                self.nodes[i].pairs.get(&c).map(|e| (i, e.version.as_u64()))
+                            })
+                            .collect();
+                        eprintln!(
+                            "{:.3} pair key {c} plan at n{p}: {plan:?} answers {versions:?}; held by {holders:?}",
+                            self.now as f64 / SEC as f64
                         );
                     }
                     decide::starting_point(None, answers)
@@ -2629,8 +2869,12 @@ impl Sim {
                     for n in &plan[..current.min(plan.len())] {
                         if let Some(t) = self.index_of(n)
                             && (t == at || self.reachable(at, t))
+                            && self.owner_set(t, key, held)
+                            && t != at
                         {
-                            self.owner_set(t, key, held);
+                            // A `Set` to another member, which passes on what it does not
+                            // own (the node's `forward_misplaced`).
+                            self.forward_misplaced(t, key, Pushed::Plain(held));
                         }
                     }
                 }
@@ -2998,6 +3242,18 @@ impl Sim {
                     }
                 }
                 Kind::Op(i) => self.op(i),
+                Kind::WatchExec {
+                    node,
+                    life,
+                    n,
+                    value,
+                    watched,
+                } => {
+                    // A client whose node crashed meanwhile lost its connection.
+                    if self.nodes[node].life == life && self.nodes[node].membership.is_some() {
+                        self.watch_exec(node, n, value, watched);
+                    }
+                }
                 Kind::Warm {
                     node,
                     life,
@@ -3126,6 +3382,7 @@ impl Sim {
                 incrs_refused: self.incr_ops.1,
                 locks: self.lock_ops,
                 transactions: self.tx_ops,
+                watches: self.watch_ops,
                 evictions: self.evictions,
             },
             clients: (self.clients < self.mix.nodes).then_some(self.clients),

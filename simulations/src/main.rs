@@ -16,7 +16,7 @@ use strata_sim::{FaultMix, RunOptions, run_seed, shrink};
 
 fn usage() -> ExitCode {
     eprintln!(
-        "usage: strata-sim [--seeds N | --seed S] [--first F] [--nodes N] [--clients N] [--membership-only] [--warm-restart] [--calm] [--partition] [--no-shrink] [--no-evictions] [--break SWITCH]..."
+        "usage: strata-sim [--seeds N | --seed S] [--first F] [--nodes N] [--clients N] [--membership-only] [--warm-restart] [--calm] [--partition] [--no-shrink] [--no-evictions] [--no-watch] [--break SWITCH]..."
     );
     ExitCode::from(2)
 }
@@ -34,6 +34,7 @@ fn main() -> ExitCode {
     let mut partition = false;
     let mut no_shrink = false;
     let mut no_evictions = false;
+    let mut no_watch = false;
     let mut breaks: Vec<String> = Vec::new();
     let mut it = args.iter();
     while let Some(a) = it.next() {
@@ -65,6 +66,7 @@ fn main() -> ExitCode {
             "--partition" => partition = true,
             "--no-shrink" => no_shrink = true,
             "--no-evictions" => no_evictions = true,
+            "--no-watch" => no_watch = true,
             "--break" => match it.next() {
                 Some(name) => breaks.push(name.clone()),
                 None => return usage(),
@@ -78,6 +80,7 @@ fn main() -> ExitCode {
         membership_only,
         warm_restart,
         no_evictions,
+        no_watch,
         ..RunOptions::default()
     };
     for b in &breaks {
@@ -98,10 +101,11 @@ fn main() -> ExitCode {
             "ignore_joining" => opts.ignore_joining = true,
             "plain_at_writer" => opts.plain_at_writer = true,
             "skip_others_ring" => opts.skip_others_ring = true,
+            "skip_forwarding" => opts.skip_forwarding = true,
             _ => {
                 eprintln!(
                     "unknown --break {b}: skip_seed_rejoin, ring_without_self, ignore_gaps, keep_l3_at_start, \
-                     ignore_expiry, ignore_max_ttl, skip_version_check, untagged_versions, execute_anywhere, replicas_admit_all, ignore_stalls, ignore_lease, skip_read_checks, ignore_joining, plain_at_writer, skip_others_ring"
+                     ignore_expiry, ignore_max_ttl, skip_version_check, untagged_versions, execute_anywhere, replicas_admit_all, ignore_stalls, ignore_lease, skip_read_checks, ignore_joining, plain_at_writer, skip_others_ring, skip_forwarding"
                 );
                 return ExitCode::from(2);
             }

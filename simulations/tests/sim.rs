@@ -537,3 +537,29 @@ fn a_node_declared_down_asks_the_owners_the_others_used_meanwhile() {
         "seed 4680 without the others' ring: {r}"
     );
 }
+
+/// Seed 3237, found by the `WATCH` clients: a pair counter's primary had lost its copy at
+/// its rejoin after a pause; the replica holding the last copy, cut off on a minority
+/// side, pushed it at a ring change to a member its minority ring named as a new owner and
+/// dropped its own at its rejoin; the majority's primary never asked that member, and a
+/// `WATCH` of "no key" committed `1` after an acknowledged 36. A member that stores a
+/// pushed copy of a key it does not own in its view now passes it on to the owners there
+/// (`forward_misplaced`, as the node's); without that (`skip_forwarding`) the seed fails
+/// again.
+#[test]
+fn a_pushed_copy_reaches_the_owners_of_the_receivers_view() {
+    let r = run_seed(3237, &RunOptions::default());
+    assert!(r.result.is_ok(), "seed 3237: {r}");
+    assert!(r.workload.watches.0 > 0, "the WATCH clients committed: {r}");
+    let skipped = RunOptions {
+        skip_forwarding: true,
+        ..RunOptions::default()
+    };
+    let r = run_seed(3237, &skipped);
+    assert!(
+        r.result
+            .as_ref()
+            .is_err_and(|e| e.contains("acknowledged increment was lost")),
+        "seed 3237 without forwarding: {r}"
+    );
+}

@@ -496,6 +496,62 @@ async fn a_copy_read_before_a_delete_and_pushed_after_it_is_refused() {
     stop(nodes).await;
 }
 
+/// A member that stores a pushed copy of a key it does not own in its own view — a hand-off
+/// push or read repair placed by another member's view — passes it on to the owners in its
+/// view (ARCHITECTURE decision 100; simulator seed 3237: a key's last copy was pushed by a
+/// cut-off member to a member no one else counted as an owner, and its primary restarted
+/// the counter from nothing). An older copy than the owner holds changes nothing there.
+#[cfg(feature = "fault-injection")]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_pushed_copy_of_a_key_this_member_does_not_own_reaches_its_owner() {
+    let nodes = cluster(3, 1, None).await;
+    let key = keys_owned_by(&nodes[0], "misplaced:", &["n0"])
+        .next()
+        .expect("a key n0 alone owns");
+    let now = nodes[0].cache().now_ms();
+    assert!(nodes[0].owner_copy("ns", key.as_bytes()).is_none());
+    // n1 takes the push (its store keeps what it is given) and passes it on to n0.
+    let pushed = planted_entry(b"pushed", now - 10, now);
+    assert!(
+        nodes[1]
+            .receive_peer_set("ns", key.as_bytes(), &pushed)
+            .await
+    );
+    eventually(
+        "the owner holds the pushed copy",
+        Duration::from_secs(10),
+        || {
+            nodes[0]
+                .owner_copy("ns", key.as_bytes())
+                .is_some_and(|e| e.value.as_ref() == b"pushed")
+        },
+    )
+    .await;
+    assert_eq!(
+        nodes[2]
+            .cache()
+            .get("ns", key.as_bytes())
+            .await
+            .unwrap()
+            .as_deref(),
+        Some(&b"pushed"[..]),
+        "a read through a third member finds it at the owner"
+    );
+    // An older copy pushed to n2 reaches n0 too, which keeps its newer one.
+    let older = planted_entry(b"older", now - 20, now);
+    assert!(
+        nodes[2]
+            .receive_peer_set("ns", key.as_bytes(), &older)
+            .await
+    );
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert_eq!(
+        nodes[0].owner_copy("ns", key.as_bytes()).map(|e| e.value),
+        Some(bytes::Bytes::from_static(b"pushed"))
+    );
+    stop(nodes).await;
+}
+
 /// A replica that applied a removal newer than a primary's change refuses the change — and
 /// says so, so that the primary executes it again above the removal. An earlier primary whose
 /// clock ran ahead deleted the key at a version the new primary's clock has not reached; the

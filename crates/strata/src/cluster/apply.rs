@@ -238,6 +238,35 @@ impl Shared {
 
     /// After the ring changed from `old` to `new`: sends up to `handoff_push_limit` of the
     /// owner store's entries to owners that did not own them before.
+    /// A copy another member pushed here (a hand-off or a read repair, placed by the
+    /// sender's view) that this node does not own in its own view: passed on to the owners
+    /// in this view, in a task of its own. Views disagree for a while after every change,
+    /// and a copy left only with a member no one else counts as an owner is never asked
+    /// for (simulator seed 3237: a cut-off member pushed a key's last copy to a new owner of
+    /// its minority ring, then dropped its own at its rejoin; the primary of the majority
+    /// never asked that member and restarted the counter from nothing). Only a copy this
+    /// node stored as newer is passed on, so disagreeing views cannot pass it back and forth
+    /// for ever: each member takes a version once.
+    pub(crate) fn forward_misplaced(self: &Arc<Self>, ns: String, key: Vec<u8>, entry: Entry) {
+        let owners = self.owners(&key);
+        if owners.is_empty() || owners.iter().any(|(n, _)| *n == self.name) {
+            return;
+        }
+        let me = self.clone();
+        tokio::spawn(async move {
+            for (name, addr) in owners {
+                let req = Request::Set {
+                    namespace: ns.clone(),
+                    key: key.clone(),
+                    entry: to_wire(&entry),
+                };
+                if me.pool.call(&name, addr, req, None).await.is_ok() {
+                    me.counters.handoff_pushes.fetch_add(1, Ordering::Relaxed);
+                }
+            }
+        });
+    }
+
     pub(crate) async fn push_handoff(self: &Arc<Self>, old: &Ring, new: &Ring) {
         let rf = self.cfg.replication_factor as usize;
         let mut budget = self.cfg.handoff_push_limit as usize;

@@ -324,6 +324,7 @@ impl Shared {
                 if !self.warm.note_push(&namespace, &key, entry.version) {
                     return Response::Stored { kept_newer: true };
                 }
+                let forward = entry.clone();
                 let stored = self.store_owned(&namespace, &key, entry);
                 // Once the store holds it (absent.rs).
                 self.absent.forget(&namespace, &key);
@@ -331,7 +332,10 @@ impl Shared {
                     Ok(None | Some(strata_core::SetOutcome::KeptNewer)) => {
                         Response::Stored { kept_newer: true }
                     }
-                    Ok(Some(_)) => Response::Stored { kept_newer: false },
+                    Ok(Some(_)) => {
+                        self.forward_misplaced(namespace, key, forward);
+                        Response::Stored { kept_newer: false }
+                    }
                     Err(e) => Response::Error(e.to_string()),
                 }
             }
