@@ -545,6 +545,8 @@ struct SimNode {
     /// changed (the hand-off window), as the node's cluster tier keeps them.
     ring: Option<Ring>,
     previous: Vec<(Ring, u64)>,
+    /// When the node last rejoined after dropping what it owned (ms), as the node's view.
+    rejoined_ms: Option<u64>,
     /// Whether it is still joining (`placement::Joining`), as the node keeps it: on the
     /// simulated true clock, as the node's is monotonic.
     joining: placement::Joining,
@@ -709,6 +711,7 @@ impl Sim {
                 warm_run: 0,
                 ring: None,
                 previous: Vec::new(),
+                rejoined_ms: None,
                 joining: placement::Joining::new(0),
                 offset: 0,
                 hlc: HybridClock::with_tag(version_tag(&format!("n{i:04}"))),
@@ -933,10 +936,13 @@ impl Sim {
                     .joining
                     .on_ring_change(old.as_ref(), &new, me, expected, now_ms);
             if let Some(kept) = placement::previous_ring(old.as_ref(), &new, me, joining) {
-                self.nodes[at].previous.insert(0, (kept, self.now));
-                self.nodes[at]
-                    .previous
-                    .truncate(placement::MAX_PREVIOUS_RINGS);
+                placement::keep_previous(&mut self.nodes[at].previous, kept, self.now);
+            }
+            if !self.skip_others_ring
+                && placement::after_rejoin(self.nodes[at].rejoined_ms, now_ms)
+                && let Some(kept) = placement::others_ring(&new, me)
+            {
+                placement::keep_previous(&mut self.nodes[at].previous, kept, self.now);
             }
         }
         if let Some(old) = old.filter(|o| o.version() != new.version()) {
@@ -965,10 +971,9 @@ impl Sim {
                     if let Some(j) = self.nodes.iter().position(|n| n.name == t)
                         && self.reachable(at, j)
                         && !self.wrng.random_bool(self.loss)
+                        && Self::take_pushed(&mut self.nodes[j].counters, c, &e)
                     {
-                        if Self::take_pushed(&mut self.nodes[j].counters, c, &e) {
-                            self.forward_misplaced(j, c, Pushed::Counter(e.clone()));
-                        }
+                        self.forward_misplaced(j, c, Pushed::Counter(e.clone()));
                     }
                 }
             }
@@ -983,10 +988,9 @@ impl Sim {
                     if let Some(j) = self.nodes.iter().position(|n| n.name == t)
                         && self.reachable(at, j)
                         && !self.pair_rng.random_bool(self.loss)
+                        && Self::take_pushed(&mut self.nodes[j].pairs, c, &e)
                     {
-                        if Self::take_pushed(&mut self.nodes[j].pairs, c, &e) {
-                            self.forward_misplaced(j, c, Pushed::Pair(e.clone()));
-                        }
+                        self.forward_misplaced(j, c, Pushed::Pair(e.clone()));
                     }
                 }
             }
@@ -1125,20 +1129,21 @@ impl Sim {
                         // As the node: cut off, it joins again (`placement::Joining`).
                         if matches!(out, coherence::Output::DropUnverified { owned: true, .. }) {
                             self.nodes[from].joining.rejoin(self.now / MS);
-                        }
-                        // As the node: the others' ring while it was away, for hand-off
-                        // reads (`placement::others_ring`; seed 4680).
-                        let me = self.nodes[from].name.clone();
-                        let kept = self.nodes[from]
-                            .ring
-                            .as_ref()
-                            .and_then(|r| placement::others_ring(r, &me));
-                        if let Some(kept) = kept
-                            && !self.skip_others_ring
-                        {
-                            let node = &mut self.nodes[from];
-                            node.previous.insert(0, (kept, self.now));
-                            node.previous.truncate(placement::MAX_PREVIOUS_RINGS);
+                            // As the node: the others' ring while it was away, for hand-off
+                            // reads, now and at each ring change for 30 s
+                            // (`placement::others_ring`, `after_rejoin`; seed 4680).
+                            self.nodes[from].rejoined_ms = Some(self.now / MS);
+                            let me = self.nodes[from].name.clone();
+                            let kept = self.nodes[from]
+                                .ring
+                                .as_ref()
+                                .and_then(|r| placement::others_ring(r, &me));
+                            if let Some(kept) = kept
+                                && !self.skip_others_ring
+                            {
+                                let now = self.now;
+                                placement::keep_previous(&mut self.nodes[from].previous, kept, now);
+                            }
                         }
                         self.apply_coherence(from, vec![out]);
                     }

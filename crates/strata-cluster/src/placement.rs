@@ -153,10 +153,13 @@ pub fn previous_ring(old: Option<&Ring>, new: &Ring, me: &str, joining: bool) ->
 }
 
 /// `ring` without `me` (`None` when no one else is on it): where the others placed keys
-/// while they counted `me` out. A node the others declared down keeps it for hand-off
-/// reads when it rejoins, whether or not its own view ever lost anyone (a pause): while it
-/// was away the others executed its keys on that ring, and the newest copy of a key it
-/// owns again may sit only with a member that owned the key there (simulator seed 4680: a
+/// while they counted `me` out. A node the others declared down and that dropped what it
+/// owned (cut off, or its lease lapsed) keeps it for hand-off reads when it rejoins, and
+/// at every change of its ring for [`REJOIN_RINGS_MS`] after ([`after_rejoin`]): its
+/// view at the rejoin may be stale (a pause) or a minority's (a partition), and the
+/// ring the others used is the one without it of the view it then learns. While it was
+/// away the others executed its keys on that ring, and the newest copy of a key it owns
+/// again may sit only with a member that owned the key there (simulator seed 4680: a
 /// primary paused for 13.6 s came back to a counter whose primary meanwhile had evicted
 /// its copy, the hand-off push to it was lost, and its read plan — its own rings, all
 /// with itself — asked only that primary; it restarted the counter from nothing while the
@@ -195,6 +198,26 @@ pub fn read_repair(current: usize, hit: usize, me: Option<usize>, settling: bool
 
 /// Most rings a node remembers for hand-off reads ([`read_plan`]).
 pub const MAX_PREVIOUS_RINGS: usize = 8;
+
+/// How long after a rejoin a node also keeps, at each change of its ring, the ring
+/// without it ([`others_ring`]): as long as the default hand-off window.
+pub const REJOIN_RINGS_MS: u64 = 30_000;
+
+/// Whether a ring change at `now_ms` comes within [`REJOIN_RINGS_MS`] of a rejoin at
+/// `rejoined_ms` (`None`: no rejoin yet).
+pub fn after_rejoin(rejoined_ms: Option<u64>, now_ms: u64) -> bool {
+    rejoined_ms.is_some_and(|r| now_ms.saturating_sub(r) < REJOIN_RINGS_MS)
+}
+
+/// Puts `ring`, kept at `at`, first among a node's previous rings for hand-off reads:
+/// an equal ring kept earlier goes (the same ring twice would push a needed older one
+/// out), and at most [`MAX_PREVIOUS_RINGS`] stay.
+pub fn keep_previous<R: std::borrow::Borrow<Ring>, T>(previous: &mut Vec<(R, T)>, ring: R, at: T) {
+    let version = ring.borrow().version();
+    previous.retain(|(r, _)| r.borrow().version() != version);
+    previous.insert(0, (ring, at));
+    previous.truncate(MAX_PREVIOUS_RINGS);
+}
 
 /// How many entries of a read plan are owners under the current ring (the rest are
 /// previous owners, asked only for a hand-off).
@@ -314,6 +337,28 @@ mod tests {
             assert!(plan.iter().any(|p| p == n), "{n} missing from {plan:?}");
         }
         assert!(others_ring(&Ring::new(["n3"], 16), "n3").is_none());
+    }
+
+    /// The previous rings hold each ring once, newest first, at most
+    /// `MAX_PREVIOUS_RINGS`; the rule after a rejoin lasts `REJOIN_RINGS_MS`.
+    #[test]
+    fn previous_rings_hold_each_ring_once() {
+        let a = Ring::new(["a", "b"], 16);
+        let b = Ring::new(["a", "b", "c"], 16);
+        let mut previous: Vec<(Ring, u64)> = Vec::new();
+        keep_previous(&mut previous, a.clone(), 1);
+        keep_previous(&mut previous, b.clone(), 2);
+        keep_previous(&mut previous, a.clone(), 3);
+        let kept: Vec<(u64, u64)> = previous.iter().map(|(r, t)| (r.version(), *t)).collect();
+        assert_eq!(kept, vec![(a.version(), 3), (b.version(), 2)]);
+        for i in 0..20 {
+            let names: Vec<String> = (0..=i).map(|n| format!("n{n}")).collect();
+            keep_previous(&mut previous, Ring::new(names, 16), 10 + i);
+        }
+        assert_eq!(previous.len(), MAX_PREVIOUS_RINGS);
+        assert!(!after_rejoin(None, 5));
+        assert!(after_rejoin(Some(1_000), 1_000 + REJOIN_RINGS_MS - 1));
+        assert!(!after_rejoin(Some(1_000), 1_000 + REJOIN_RINGS_MS));
     }
 
     /// A node that finds the members one at a time keeps, at each step, the others' ring as

@@ -62,22 +62,25 @@ impl Shared {
                         .lock()
                         .held_through(self.monotonic_ms(), self.cfg.expected_size as usize);
                     let out = self.coherence.lock().rejoined(holds);
-                    let mut v = self.view.write();
                     // Cut off (or its lease lapsed): it joins again, and executes nothing
-                    // until its view has settled (`placement::Joining`).
+                    // until its view has settled (`placement::Joining`). While it was away
+                    // the others placed its keys on a ring without it: its hand-off reads
+                    // ask those owners too, from this view and from each one it has in the
+                    // next 30 s (`placement::others_ring`, `after_rejoin`).
                     if matches!(
                         out,
                         strata_cluster::coherence::Output::DropUnverified { owned: true, .. }
                     ) {
-                        v.joining.rejoin(self.monotonic_ms());
+                        let now = self.monotonic_ms();
+                        let ring = self.view.read().ring.clone();
+                        let kept = placement::others_ring(&ring, &self.name).map(Arc::new);
+                        let mut v = self.view.write();
+                        v.joining.rejoin(now);
+                        v.rejoined_ms = Some(now);
+                        if let Some(kept) = kept {
+                            placement::keep_previous(&mut v.previous, kept, Instant::now());
+                        }
                     }
-                    // While it was away the others placed its keys on a ring without it:
-                    // its hand-off reads ask those owners too (`placement::others_ring`).
-                    if let Some(kept) = placement::others_ring(&v.ring, &self.name) {
-                        v.previous.insert(0, (Arc::new(kept), Instant::now()));
-                        v.previous.truncate(placement::MAX_PREVIOUS_RINGS);
-                    }
-                    drop(v);
                     self.carry_out_coherence(vec![out]);
                 }
                 Output::Received(bytes) => {
@@ -125,9 +128,13 @@ impl Shared {
                 v.joining
                     .on_ring_change(Some(&old), &new_ring, &self.name, expected, now);
             if let Some(kept) = placement::previous_ring(Some(&old), &v.ring, &self.name, joining) {
-                v.previous.insert(0, (Arc::new(kept), Instant::now()));
+                placement::keep_previous(&mut v.previous, Arc::new(kept), Instant::now());
             }
-            v.previous.truncate(placement::MAX_PREVIOUS_RINGS);
+            if placement::after_rejoin(v.rejoined_ms, now)
+                && let Some(kept) = placement::others_ring(&v.ring, &self.name)
+            {
+                placement::keep_previous(&mut v.previous, Arc::new(kept), Instant::now());
+            }
             self.counters.ring_changes.fetch_add(1, Ordering::Relaxed);
             let new = v.ring.clone();
             drop(v);

@@ -253,6 +253,9 @@ struct View {
     /// Whether this node is still joining the cluster (`placement::Joining`): its view has
     /// only grown since it started or was cut off from everyone, and has not settled.
     joining: strata_cluster::placement::Joining,
+    /// When this node last rejoined after dropping what it owned (monotonic ms), for
+    /// `placement::after_rejoin`.
+    rejoined_ms: Option<u64>,
     members: BTreeMap<String, NodeIdentity>,
     /// The slot map of this view, built when first asked for ([`slots`]).
     slots: Option<Arc<slots::SlotMap>>,
@@ -563,6 +566,7 @@ impl Shared {
                 ring,
                 previous: Vec::new(),
                 joining: strata_cluster::placement::Joining::new(0),
+                rejoined_ms: None,
                 members,
                 slots: None,
             }),
