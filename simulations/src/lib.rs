@@ -998,6 +998,18 @@ impl Sim {
         self.nodes[at].ring = Some(new);
     }
 
+    /// The nodes `at` asks for `key` ([`placement::read_plan`]): the owners under `ring`,
+    /// then those under the rings `at` kept within the hand-off window.
+    fn read_plan(&self, at: usize, ring: &Ring, key: &[u8]) -> Vec<String> {
+        let window: Vec<&Ring> = self.nodes[at]
+            .previous
+            .iter()
+            .filter(|(_, t)| self.now.saturating_sub(*t) <= HANDOFF_WINDOW)
+            .map(|(r, _)| r)
+            .collect();
+        placement::read_plan(ring, &window, key, RF)
+    }
+
     /// An owner store takes a pushed entry of `c` if it holds none or an older one; whether
     /// it did.
     fn take_pushed(store: &mut BTreeMap<u32, Entry>, c: u32, e: &Entry) -> bool {
@@ -1963,13 +1975,7 @@ impl Sim {
             let current = if local.is_some() {
                 local
             } else {
-                let window: Vec<&Ring> = self.nodes[p]
-                    .previous
-                    .iter()
-                    .filter(|(_, t)| self.now.saturating_sub(*t) <= HANDOFF_WINDOW)
-                    .map(|(r, _)| r)
-                    .collect();
-                let plan = placement::read_plan(ring_p, &window, &key, RF);
+                let plan = self.read_plan(p, ring_p, &key);
                 let mut answers = Vec::new();
                 for n in plan.iter().filter(|n| **n != name_p) {
                     let Some(o) = self.index_of(n) else { continue };
@@ -1985,11 +1991,7 @@ impl Sim {
                             .cloned(),
                     );
                 }
-                if std::env::var("SIM_DEBUG_C")
-                    .ok()
-                    .and_then(|v| v.parse::<u32>().ok())
-                    == Some(c)
-                {
+                if debug_counter(c) {
                     let alive: Vec<bool> =
                         self.nodes.iter().map(|n| n.membership.is_some()).collect();
                     eprintln!(
@@ -2081,11 +2083,7 @@ impl Sim {
             }
             Self::apply_change(&mut self.nodes[p].counters, c, entry.as_ref(), version);
             self.incr_ops.0 += 1;
-            if std::env::var("SIM_DEBUG_C")
-                .ok()
-                .and_then(|v| v.parse::<u32>().ok())
-                == Some(c)
-            {
+            if debug_counter(c) {
                 let t = self.now as f64 / SEC as f64;
                 let reps = decide::replicas(ring_p, name_p, &key, RF);
                 let rings: Vec<String> = (0..self.nodes.len())
@@ -2236,13 +2234,7 @@ impl Sim {
             return;
         };
         let now_at = self.clock_ms(at);
-        let window: Vec<&Ring> = self.nodes[at]
-            .previous
-            .iter()
-            .filter(|(_, t)| self.now.saturating_sub(*t) <= HANDOFF_WINDOW)
-            .map(|(r, _)| r)
-            .collect();
-        let plan = placement::read_plan(&ring_at, &window, &key_bytes(r), RF);
+        let plan = self.read_plan(at, &ring_at, &key_bytes(r));
         let mut read = None;
         for name in &plan {
             let Some(o) = self.index_of(name) else {
@@ -2377,11 +2369,7 @@ impl Sim {
         name_p: &str,
     ) -> Option<(ops::Reply, Vec<u64>)> {
         let key = key_bytes(ids[0]);
-        if std::env::var("SIM_DEBUG_C")
-            .ok()
-            .and_then(|v| v.parse::<u32>().ok())
-            == Some(ids[0])
-        {
+        if debug_counter(ids[0]) {
             let holders: Vec<(usize, u64)> = (0..self.nodes.len())
                 .filter_map(|i| {
                     self.nodes[i]
@@ -2414,13 +2402,7 @@ impl Sim {
                 let copy = if local.is_some() {
                     local
                 } else {
-                    let window: Vec<&Ring> = self.nodes[p]
-                        .previous
-                        .iter()
-                        .filter(|(_, t)| self.now.saturating_sub(*t) <= HANDOFF_WINDOW)
-                        .map(|(r, _)| r)
-                        .collect();
-                    let plan = placement::read_plan(ring_p, &window, &key_bytes(c), RF);
+                    let plan = self.read_plan(p, ring_p, &key_bytes(c));
                     let mut answers = Vec::new();
                     for n in plan.iter().filter(|n| **n != name_p) {
                         let Some(o) = self.index_of(n) else { continue };
@@ -2436,11 +2418,7 @@ impl Sim {
                                 .cloned(),
                         );
                     }
-                    if std::env::var("SIM_DEBUG_C")
-                        .ok()
-                        .and_then(|v| v.parse::<u32>().ok())
-                        == Some(c)
-                    {
+                    if debug_counter(c) {
                         let versions: Vec<Option<u64>> = answers
                             .iter()
                             .map(|a| a.as_ref().map(|e| e.version.as_u64()))
@@ -2818,13 +2796,7 @@ impl Sim {
             // Expired: a miss here, and the read goes on to the owners.
             expired = true;
         }
-        let previous: Vec<&Ring> = self.nodes[at]
-            .previous
-            .iter()
-            .filter(|(_, t)| self.now.saturating_sub(*t) <= HANDOFF_WINDOW)
-            .map(|(r, _)| r)
-            .collect();
-        let plan = placement::read_plan(ring, &previous, &kb, RF);
+        let plan = self.read_plan(at, ring, &kb);
         let current = placement::current_owners(ring, RF);
         for (i, name) in plan.iter().enumerate() {
             let Some(o) = self.index_of(name) else {
@@ -3513,4 +3485,12 @@ pub fn shrink(seed: u64, opts: &RunOptions, failing: &Report) -> Report {
         }
     }
     best
+}
+
+/// Whether `SIM_DEBUG_C` names counter (or lock, or pair key) `c`: its executions are traced.
+fn debug_counter(c: u32) -> bool {
+    std::env::var("SIM_DEBUG_C")
+        .ok()
+        .and_then(|v| v.parse::<u32>().ok())
+        == Some(c)
 }
