@@ -179,7 +179,8 @@ pub struct RunOptions {
     pub ignore_max_ttl: bool,
     /// Break the owners' version check on purpose (checker tests): an owner takes any
     /// write, push or repair, even one older than what it holds or than an invalidation it
-    /// has seen.
+    /// has seen, and a plain write's primary neither stamps it again nor hears of a newer
+    /// copy or invalidation an owner holds.
     pub skip_version_check: bool,
     /// Nodes with clients (the first N); all when unset. A 1000-node run with every node
     /// serving clients is more invalidations than the simulator's memory holds.
@@ -547,6 +548,10 @@ struct SimNode {
     previous: Vec<(Ring, u64)>,
     /// When the node last rejoined after dropping what it owned (ms), as the node's view.
     rejoined_ms: Option<u64>,
+    /// Members that declared this node's current identity down (cleared when it rejoins
+    /// under a new identity or restarts): hearing of it, the node rejoins, and drops what
+    /// it owns unless its lease held through ([`Sim::keeps_copies_for`]).
+    declared_down_by: BTreeSet<usize>,
     /// Whether it is still joining (`placement::Joining`), as the node keeps it: on the
     /// simulated true clock, as the node's is monotonic.
     joining: placement::Joining,
@@ -712,6 +717,7 @@ impl Sim {
                 ring: None,
                 previous: Vec::new(),
                 rejoined_ms: None,
+                declared_down_by: BTreeSet::new(),
                 joining: placement::Joining::new(0),
                 offset: 0,
                 hlc: HybridClock::with_tag(version_tag(&format!("n{i:04}"))),
@@ -826,6 +832,7 @@ impl Sim {
         // collided with such a renewal (seed 543: a restart took the renewed identity's
         // generation, so nobody saw the old life end and its last invalidation was lost).
         node.generation = (self.now / MS).max(node.generation + 1);
+        node.declared_down_by.clear();
         let id = NodeIdentity {
             name: node.name.clone(),
             gossip: node.addr,
@@ -999,7 +1006,8 @@ impl Sim {
     }
 
     /// The nodes `at` asks for `key` ([`placement::read_plan`]): the owners under `ring`,
-    /// then those under the rings `at` kept within the hand-off window.
+    /// then those under the rings `at` kept within the hand-off window — members of its
+    /// current view only, as the node asks (`read_plan` in the node's `cluster/mod.rs`).
     fn read_plan(&self, at: usize, ring: &Ring, key: &[u8]) -> Vec<String> {
         let window: Vec<&Ring> = self.nodes[at]
             .previous
@@ -1007,7 +1015,14 @@ impl Sim {
             .filter(|(_, t)| self.now.saturating_sub(*t) <= HANDOFF_WINDOW)
             .map(|(r, _)| r)
             .collect();
-        placement::read_plan(ring, &window, key, RF)
+        let plan = placement::read_plan(ring, &window, key, RF);
+        // As the node's `read_plan`: only members of `at`'s current view are asked.
+        let Some(view) = self.ring_of(at) else {
+            return plan;
+        };
+        plan.into_iter()
+            .filter(|n| view.nodes().iter().any(|m| m == n))
+            .collect()
     }
 
     /// An owner store takes a pushed entry of `c` if it holds none or an older one; whether
@@ -1123,6 +1138,14 @@ impl Sim {
                     self.note(|| format!("n{from} sees {} up (gen {})", id.name, id.generation))
                 }
                 Output::Down(id) => {
+                    if let Some(i) = self.index_of(&id.name)
+                        && self.nodes[i]
+                            .membership
+                            .as_ref()
+                            .is_some_and(|m| m.identity().generation == id.generation)
+                    {
+                        self.nodes[i].declared_down_by.insert(from);
+                    }
                     if let Some(c) = self.nodes[from].coherence.as_mut() {
                         let out = c.member_down(&id.name, id.generation);
                         self.apply_coherence(from, vec![out]);
@@ -1130,6 +1153,7 @@ impl Sim {
                     self.note(|| format!("n{from} sees {} down (gen {})", id.name, id.generation))
                 }
                 Output::Rejoined => {
+                    self.nodes[from].declared_down_by.clear();
                     let holds = self.nodes[from]
                         .lease
                         .held_through(self.now / MS, self.mix.nodes);
@@ -1763,12 +1787,7 @@ impl Sim {
             .into_iter()
             .filter_map(|n| self.index_of(n))
             .collect();
-        let targets: Vec<usize> = owners
-            .iter()
-            .copied()
-            .filter(|&o| o == p || self.reachable(p, o))
-            .collect();
-        if targets.is_empty() {
+        if self.plain_at_writer && !owners.iter().any(|&o| o == p || self.reachable(p, o)) {
             return;
         }
         // The namespace policy, checked by the node the client asked (G5): a TTL over
@@ -1814,7 +1833,7 @@ impl Sim {
         }
         self.ops.2 += 1;
         self.debug_key(key, || {
-            format!("n{at} writes (owners {targets:?}) version {version}")
+            format!("n{at} writes at n{p} (owners {owners:?}) version {version}")
         });
         // Versions order every write; two writes of one key with one version would let
         // owners and copies keep different values for good (seed 1775, before the clocks
@@ -1824,36 +1843,208 @@ impl Sim {
                 format!("G2: a second write of key {key} stamped version {version} (n{at}): holders of either value keep it")
             });
         }
-        let mut kept_newer = false;
-        for &o in &targets {
-            kept_newer |= !self.owner_set(o, key, held);
+        let stored = if self.plain_at_writer {
+            self.put_at_writer(at, key, held, &owners)
+        } else {
+            self.put_at(p, &ring_p, key, held, reference)
+        };
+        let Some(stored) = stored else {
+            // Refused (`TRYAGAIN`), or superseded under the old model: not acknowledged,
+            // and the writer keeps no copy of it (owners that took it keep theirs: an
+            // unknown outcome).
+            self.nodes[at].copies.remove(&key);
+            return;
+        };
+        // The owners written (under the old model, those the writer reached).
+        let written: Vec<usize> = owners
+            .iter()
+            .copied()
+            .filter(|&o| !self.plain_at_writer || o == p || self.reachable(p, o))
+            .collect();
+        for &o in &written {
             self.nodes[o].copies.remove(&key);
         }
         if !self.cut_off(at) {
             let life = self.nodes[at].life;
-            self.acked.insert((at, key), (life, version));
+            self.acked.insert((at, key), (life, stored.version));
         }
-        if kept_newer {
-            // Superseded: the writer's own copy goes, nothing is announced.
-            self.nodes[at].copies.remove(&key);
-            return;
-        }
-        if !owners.contains(&at) {
-            let copy = self.copy_from(targets[0], held);
+        self.nodes[at].copies.remove(&key);
+        if !owners.contains(&at) && stored.version == version {
+            let origin = if self.plain_at_writer { written[0] } else { p };
+            let copy = self.copy_from(origin, stored);
             self.nodes[at].copies.insert(key, copy);
         }
         // The contract covers writes whose writer, primary and owners are connected to the
         // cluster.
-        if !self.cut_off(at) && !self.cut_off(p) && !targets.iter().any(|&o| self.cut_off(o)) {
-            self.invalidations.push((self.now, key, version));
+        if !self.cut_off(at) && !self.cut_off(p) && !written.iter().any(|&o| self.cut_off(o)) {
+            self.invalidations.push((self.now, key, stored.version));
         }
         let op = InvalidationOp::Key {
             namespace: "ns".into(),
             key: key_bytes(key),
         };
         // The primary announces the write; the writer's own older copy went above.
-        self.observe(p, version);
-        self.originate(p, version, op, false);
+        self.observe(p, stored.version);
+        self.originate(p, stored.version, op, false);
+    }
+
+    /// A plain `SET` of `key` at its primary `p`, as the node's `execute_locked` runs a
+    /// `PrimaryOp::Put`: against the primary's own copy, or the other owners' where
+    /// `decide::reads_before_put` says so (one that cannot be asked refuses the write);
+    /// stamped again at the primary when it knows a copy or an invalidation at least as new
+    /// as the writer's version (the later write wins, as on one Redis); replicated to every
+    /// other owner, each of which takes it only from the primary of its own view, with a
+    /// quorum (`decide::admits_replication`: fencing), and answers with what it holds when
+    /// that is newer than the primary's base or superseded by an invalidation it applied
+    /// (the primary then executes again); stored at the primary once every owner took it.
+    /// The copy stored, or `None` when the write was refused: an owner gone, cut off or
+    /// fencing it (the node answers `TRYAGAIN`; owners that took it keep it).
+    fn put_at(
+        &mut self,
+        p: usize,
+        ring_p: &Ring,
+        key: u32,
+        mut held: Held,
+        reference: WriteRef,
+    ) -> Option<Held> {
+        let kb = key_bytes(key);
+        let tag = tag_of(key);
+        let name_p = self.nodes[p].name.clone();
+        let replicas = decide::replicas(ring_p, &name_p, &kb, RF);
+        // (copy to execute against, floor of the base): a restart's.
+        let mut restart: Option<(Option<Held>, u64)> = None;
+        for _attempt in 0..4 {
+            let (current, floor) = match restart.take() {
+                Some(r) => r,
+                None => match self.nodes[p].store.get(&key).copied() {
+                    Some(h) if self.fresh(p, h.expires_at) => (Some(h), 0),
+                    _ => {
+                        let plan = self.read_plan(p, ring_p, &kb);
+                        let others: Vec<&str> = plan
+                            .iter()
+                            .map(String::as_str)
+                            .filter(|n| *n != name_p)
+                            .collect();
+                        if decide::reads_before_put(&others, &replicas) {
+                            let mut newest: Option<Held> = None;
+                            for n in others {
+                                let Some(o) = self.index_of(n) else { continue };
+                                if !(self.reachable(p, o) && self.reachable(o, p)) {
+                                    return None;
+                                }
+                                let found = self.nodes[o].store.get(&key).copied().filter(|h| {
+                                    self.fresh(p, h.expires_at)
+                                        && self.nodes[p].coherence.as_ref().is_some_and(|c| {
+                                            c.admits_tagged("ns", &kb, h.version, &[tag])
+                                        })
+                                });
+                                if let Some(h) = found
+                                    && newest.is_none_or(|x| x.version < h.version)
+                                {
+                                    newest = Some(h);
+                                }
+                            }
+                            (newest, 0)
+                        } else {
+                            (None, 0)
+                        }
+                    }
+                },
+            };
+            let base = current.map_or(0, |h| h.version).max(floor);
+            self.observe(p, base);
+            let superseded = !self.skip_version_check
+                && (current.is_some_and(|c| c.version >= held.version)
+                    || held.version <= base
+                    || !self.nodes[p]
+                        .coherence
+                        .as_ref()
+                        .is_some_and(|c| c.admits_tagged("ns", &kb, held.version, &[tag])));
+            self.observe(p, held.version);
+            if superseded {
+                held.version = self.stamp(p);
+                self.debug_key(key, || {
+                    format!("n{p} stamps the write again: version {}", held.version)
+                });
+                self.writes.insert((key, held.version), reference);
+            }
+            let mut failed = false;
+            let mut newer: Option<(Option<Held>, u64)> = None;
+            for r in &replicas {
+                let Some(o) = self.index_of(r) else { continue };
+                if self.nodes[o].membership.is_none()
+                    || !(self.reachable(p, o) && self.reachable(o, p))
+                {
+                    failed = true;
+                    continue;
+                }
+                if !self.replicas_admit_all {
+                    let Some(ring_o) = self.ring_of(o) else {
+                        failed = true;
+                        continue;
+                    };
+                    let members = ring_o.nodes().len();
+                    if decide::admits_replication(&ring_o, members, self.mix.nodes, &kb, &name_p)
+                        .is_err()
+                    {
+                        failed = true;
+                        continue;
+                    }
+                }
+                if !self.replicas_admit_all && !self.skip_version_check {
+                    let there = self.nodes[o].store.get(&key).copied();
+                    if there.is_some_and(|h| h.version > base) {
+                        newer = Some((there, 0));
+                        continue;
+                    }
+                    let refused_by = self.nodes[o]
+                        .coherence
+                        .as_ref()
+                        .and_then(|c| c.superseded_by("ns", &kb, held.version, &[tag]));
+                    if let Some(v) = refused_by {
+                        newer = Some((None, v));
+                        continue;
+                    }
+                }
+                self.owner_set(o, key, held);
+            }
+            if failed {
+                return None;
+            }
+            if let Some((copy, floor)) = newer {
+                // The node adopts a newer copy into its own store and executes again.
+                if let Some(h) = copy {
+                    self.observe(p, h.version);
+                    self.owner_set(p, key, h);
+                }
+                self.observe(p, floor);
+                restart = Some((copy, floor));
+                continue;
+            }
+            self.owner_set(p, key, held);
+            return Some(held);
+        }
+        None
+    }
+
+    /// The model of a plain `SET` before per-key primaries (`plain_at_writer`): the writer
+    /// writes every owner it reaches, each keeping a newer version it holds; superseded, the
+    /// write is acknowledged and nothing is announced.
+    fn put_at_writer(&mut self, at: usize, key: u32, held: Held, owners: &[usize]) -> Option<Held> {
+        let mut kept_newer = false;
+        for &o in owners {
+            if o == at || self.reachable(at, o) {
+                kept_newer |= !self.owner_set(o, key, held);
+            }
+        }
+        if kept_newer {
+            if !self.cut_off(at) {
+                let life = self.nodes[at].life;
+                self.acked.insert((at, key), (life, held.version));
+            }
+            return None;
+        }
+        Some(held)
     }
 
     /// An `INCR` of counter `c` asked of node `at`, as the node's cluster tier runs it: sent
@@ -1891,6 +2082,30 @@ impl Sim {
             self.plain_refused += 1;
         }
         found
+    }
+
+    /// Whether node `i`'s copies still count for an execution at primary `p` (the checker's
+    /// "every copy of the write was lost"): `p`'s own, or a live node connected to `p` —
+    /// unless a member has declared its identity down and its lease has not held through
+    /// (as the node's rejoin judges it: `Lease::held_through`). Such a node was
+    /// cut off from the majority long enough to drop what it owns when it rejoins
+    /// (ARCHITECTURE decision 45, as a Redis Cluster master left in a minority loses its
+    /// writes): its copies are lost with it, even in the moment between a heal and its
+    /// rejoin when it is reachable again (seed 8828: the majority's primary, whose replica
+    /// had dropped its copy at a rejoin of its own, committed a `WATCH` increment from
+    /// nothing 0.2 s after the heal, while the old primary, out of its view and without a
+    /// lease for 12 s, still held the last copy and dropped it 1.9 s later). A copy on a
+    /// node whose lease holds (a short false suspicion: it keeps what it owns) counts, and
+    /// so does one a joining primary has not found yet (seeds 10011, 11440).
+    fn keeps_copies_for(&self, p: usize, i: usize) -> bool {
+        if i == p {
+            return true;
+        }
+        let node = &self.nodes[i];
+        if node.membership.is_none() || !(self.reachable(p, i) && self.reachable(i, p)) {
+            return false;
+        }
+        node.declared_down_by.is_empty() || node.lease.held_through(self.now / MS, self.mix.nodes)
     }
 
     /// The primary of `key` in `at`'s view and its own ring, when `at` reaches it and it
@@ -1933,13 +2148,10 @@ impl Sim {
         // side never gets here: it lacks the quorum to execute.)
         // Judged now, applied only if this execution is acknowledged: a refused attempt
         // (an owner unreachable for a moment) must not wipe the counter's history.
-        let connected =
-            |sim: &Self, i: usize| i == p || (sim.reachable(p, i) && sim.reachable(i, p));
         let lineage_lost = c < COUNTERS
             && self.counter_acks.get(&c).is_some_and(|&(_, v)| {
                 !(0..self.nodes.len()).any(|i| {
-                    connected(self, i)
-                        && self.nodes[i].membership.is_some()
+                    self.keeps_copies_for(p, i)
                         && self.nodes[i]
                             .counters
                             .get(&c)
@@ -2342,13 +2554,10 @@ impl Sim {
             return None;
         };
         let name_p = self.nodes[p].name.clone();
-        let connected =
-            |sim: &Self, i: usize| i == p || (sim.reachable(p, i) && sim.reachable(i, p));
         let r = ids[0];
         let lost = self.pair_acks.get(&r).is_some_and(|&(_, v)| {
             !(0..self.nodes.len()).any(|i| {
-                connected(self, i)
-                    && self.nodes[i].membership.is_some()
+                self.keeps_copies_for(p, i)
                     && self.nodes[i]
                         .pairs
                         .get(&r)
@@ -2576,8 +2785,7 @@ impl Sim {
         // attempt will reach it.
         let holders = |sim: &Self, p: usize, prev: &LockHold| {
             (0..sim.nodes.len()).any(|i| {
-                (i == p || (sim.reachable(p, i) && sim.reachable(i, p)))
-                    && sim.nodes[i].membership.is_some()
+                sim.keeps_copies_for(p, i)
                     && sim.nodes[i]
                         .counters
                         .get(&c)
@@ -2633,34 +2841,36 @@ impl Sim {
             .into_iter()
             .filter_map(|n| self.index_of(n))
             .collect();
-        let version = self.stamp(p);
         self.ttl_ops.3 += 1;
         self.nodes[at].copies.remove(&key);
-        let mut reached = Vec::new();
-        for &o in &owners {
-            if o != p && !self.reachable(p, o) {
-                continue;
+        let reached: Vec<usize> = if self.plain_at_writer {
+            owners
+                .iter()
+                .copied()
+                .filter(|&o| o == p || self.reachable(p, o))
+                .collect()
+        } else {
+            owners.clone()
+        };
+        let version = if self.plain_at_writer {
+            let version = self.stamp(p);
+            for &o in &reached {
+                self.remove_owned(o, key, version);
             }
-            reached.push(o);
-            self.observe(o, version);
-            // As the node's owners do (`Shared::remove_owned`): older copies are refused
-            // from now on, also where there was nothing to remove. (This model's removal
-            // and its origin's invalidation happen at once, so it cannot show the window
-            // the node has between them.)
-            let now_ms = self.now / MS;
-            if let Some(c) = self.nodes[o].coherence.as_mut() {
-                c.note_removed("ns", &key_bytes(key), version, now_ms);
+            version
+        } else {
+            match self.remove_at(p, &ring_p, key) {
+                Some(v) => v,
+                None => {
+                    self.plain_refused += 1;
+                    return;
+                }
             }
-            if self.nodes[o]
-                .store
-                .get(&key)
-                .is_some_and(|h| h.version <= version)
-            {
-                self.nodes[o].store.remove(&key);
-            }
-        }
+        };
         self.debug_key(key, || {
-            format!("n{at} removes version {version} (owners {owners:?}, reached {reached:?})")
+            format!(
+                "n{at} removes version {version} at n{p} (owners {owners:?}, reached {reached:?})"
+            )
         });
         if !self.cut_off(at) && !self.cut_off(p) && !reached.iter().any(|&o| self.cut_off(o)) {
             self.invalidations.push((self.now, key, version));
@@ -2673,6 +2883,113 @@ impl Sim {
         };
         self.observe(at, version);
         self.originate(p, version, op, false);
+    }
+
+    /// An owner applies a removal of `key` at `version`, as the node's
+    /// `Shared::remove_owned` does: older copies are refused from now on, also where there
+    /// was nothing to remove. (This model's removal and its origin's invalidation happen at
+    /// once, so it cannot show the window the node has between them.)
+    fn remove_owned(&mut self, o: usize, key: u32, version: u64) {
+        self.observe(o, version);
+        let now_ms = self.now / MS;
+        if let Some(c) = self.nodes[o].coherence.as_mut() {
+            c.note_removed("ns", &key_bytes(key), version, now_ms);
+        }
+        if self.nodes[o]
+            .store
+            .get(&key)
+            .is_some_and(|h| h.version <= version)
+        {
+            self.nodes[o].store.remove(&key);
+        }
+    }
+
+    /// A plain `DEL` of `key` at its primary `p`, as the node's `execute_locked` runs one:
+    /// against its own copy, else the newest the read plan's members hold (one that cannot
+    /// be asked refuses it); stamped there — whether or not a copy was found (a key its
+    /// owners evicted may still have copies elsewhere, which only the announcement
+    /// reaches); replicated to every other owner as [`Sim::put_at`] replicates a write
+    /// (fencing, and a newer copy held there makes the primary adopt it and execute again);
+    /// applied at the primary once every owner did. The removal's version, or `None` when
+    /// it was refused (`TRYAGAIN`).
+    fn remove_at(&mut self, p: usize, ring_p: &Ring, key: u32) -> Option<u64> {
+        let kb = key_bytes(key);
+        let name_p = self.nodes[p].name.clone();
+        let replicas = decide::replicas(ring_p, &name_p, &kb, RF);
+        let mut adopted: Option<Held> = None;
+        for _attempt in 0..4 {
+            let current = match adopted.take() {
+                Some(h) => Some(h),
+                None => match self.nodes[p].store.get(&key).copied() {
+                    Some(h) if self.fresh(p, h.expires_at) => Some(h),
+                    _ => {
+                        let plan = self.read_plan(p, ring_p, &kb);
+                        let mut newest: Option<Held> = None;
+                        for n in plan.iter().filter(|n| **n != name_p) {
+                            let Some(o) = self.index_of(n) else { continue };
+                            if !(self.reachable(p, o) && self.reachable(o, p)) {
+                                return None;
+                            }
+                            let found = self.nodes[o]
+                                .store
+                                .get(&key)
+                                .copied()
+                                .filter(|h| self.fresh(p, h.expires_at));
+                            if let Some(h) = found
+                                && newest.is_none_or(|x| x.version < h.version)
+                            {
+                                newest = Some(h);
+                            }
+                        }
+                        newest
+                    }
+                },
+            };
+            let base = current.map_or(0, |h| h.version);
+            self.observe(p, base);
+            let version = self.stamp(p);
+            let mut failed = false;
+            let mut newer: Option<Held> = None;
+            for r in &replicas {
+                let Some(o) = self.index_of(r) else { continue };
+                if self.nodes[o].membership.is_none()
+                    || !(self.reachable(p, o) && self.reachable(o, p))
+                {
+                    failed = true;
+                    continue;
+                }
+                if !self.replicas_admit_all {
+                    let Some(ring_o) = self.ring_of(o) else {
+                        failed = true;
+                        continue;
+                    };
+                    let members = ring_o.nodes().len();
+                    if decide::admits_replication(&ring_o, members, self.mix.nodes, &kb, &name_p)
+                        .is_err()
+                    {
+                        failed = true;
+                        continue;
+                    }
+                    let there = self.nodes[o].store.get(&key).copied();
+                    if let Some(h) = there.filter(|h| h.version > base) {
+                        newer = Some(h);
+                        continue;
+                    }
+                }
+                self.remove_owned(o, key, version);
+            }
+            if failed {
+                return None;
+            }
+            if let Some(h) = newer {
+                self.observe(p, h.version);
+                adopted = Some(h);
+                continue;
+            }
+            self.remove_owned(p, key, version);
+            return Some(version);
+        }
+        None
     }
 
     /// `at` stamps and disseminates an invalidation; a strict one is also applied at once

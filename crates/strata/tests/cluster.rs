@@ -496,6 +496,58 @@ async fn a_copy_read_before_a_delete_and_pushed_after_it_is_refused() {
     stop(nodes).await;
 }
 
+/// A `DEL` of a key its owners have evicted still reaches the copies other members hold
+/// (the writer's own, reads'): the primary, finding the key nowhere, answers 0 and
+/// announces the removal all the same. It once announced nothing (the command changed
+/// nothing it could see), and a member holding a copy kept serving the deleted value from
+/// its L1 for as long as it kept it there.
+#[cfg(feature = "fault-injection")]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_delete_of_a_key_its_owners_evicted_reaches_the_copies_read_elsewhere() {
+    let nodes = cluster_with(3, 2, None, |c| {
+        c.cluster.owner_capacity_bytes = 1 << 20;
+    })
+    .await;
+    let owned: Vec<String> = keys_owned_by(&nodes[0], "evicted:", &["n0", "n1"])
+        .take(5_001)
+        .collect();
+    let (key, mut fillers) = (owned[0].clone(), owned[1..].iter());
+    let (c0, c2) = (nodes[0].cache(), nodes[2].cache());
+    // Written through n2, which keeps a copy of what it wrote; the owners' stores hold
+    // it, unread.
+    c2.set("ns", key.clone(), "before").await.unwrap();
+    // Other keys of the same owners push it out of both owner stores (1 MiB each). Each
+    // look at an owner's copy counts as a read there, so it looks between batches.
+    let filler = vec![b'x'; 1024];
+    let held = |n: &Node| n.owner_copy("ns", key.as_bytes()).is_some();
+    for batch in 0.. {
+        if !nodes[..2].iter().any(held) {
+            break;
+        }
+        assert!(batch < 5, "the owners never evicted the key");
+        for other in fillers.by_ref().take(1_000) {
+            c0.set("ns", other.clone(), filler.clone()).await.unwrap();
+        }
+    }
+    assert_eq!(
+        c2.get("ns", key.as_bytes()).await.unwrap().as_deref(),
+        Some(&b"before"[..]),
+        "n2's own copy outlives the owners' (what the DEL must reach)"
+    );
+    assert!(
+        !c0.invalidate("ns", key.as_bytes()).await.unwrap(),
+        "the key was nowhere at its owners: DEL answers 0, as on one Redis"
+    );
+    eventually(
+        "the member that wrote the key stops serving it",
+        Duration::from_secs(5),
+        || nodes[2].cache().l1_expiry("ns", key.as_bytes()).is_none(),
+    )
+    .await;
+    assert_eq!(c2.get("ns", key.as_bytes()).await.unwrap(), None);
+    stop(nodes).await;
+}
+
 /// A member that stores a pushed copy of a key it does not own in its own view — a hand-off
 /// push or read repair placed by another member's view — passes it on to the owners in its
 /// view (ARCHITECTURE decision 100; simulator seed 3237: a key's last copy was pushed by a

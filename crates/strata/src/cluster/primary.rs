@@ -638,6 +638,15 @@ impl Shared {
             PrimaryOp::Key(op) => {
                 let (effect, reply) = ops::apply(op, current.as_ref(), now, cache.op_limits());
                 let change = match effect {
+                    // A removal of a key found nowhere is stamped, replicated and announced
+                    // all the same (its reply stays 0 / nil): the owners may have evicted
+                    // the key while other members still hold copies (a writer's own, a
+                    // read's), and only the announcement reaches those.
+                    Effect::None
+                        if current.is_none() && matches!(op, KeyOp::Del | KeyOp::GetDel) =>
+                    {
+                        Change::Removed(self.stamp())
+                    }
                     Effect::None => Change::None,
                     Effect::Delete => Change::Removed(self.stamp()),
                     Effect::Write {
