@@ -548,10 +548,15 @@ struct SimNode {
     previous: Vec<(Ring, u64)>,
     /// When the node last rejoined after dropping what it owned (ms), as the node's view.
     rejoined_ms: Option<u64>,
-    /// Members that declared this node's current identity down (cleared when it rejoins
-    /// under a new identity or restarts): hearing of it, the node rejoins, and drops what
-    /// it owns unless its lease held through ([`Sim::keeps_copies_for`]).
-    declared_down_by: BTreeSet<usize>,
+    /// Members (with the life they had then) that declared this node's current identity
+    /// down, cleared when it rejoins under a new identity or restarts: hearing of it, the
+    /// node rejoins, and drops what it owns unless its lease held through
+    /// ([`Sim::keeps_copies_for`]).
+    declared_down_by: BTreeSet<(usize, u32)>,
+    /// Whether the checker counted this node's copies as lost with it
+    /// ([`Sim::keeps_copies_for`]) during its current identity: at its rejoin it must then
+    /// drop what it owns, or the checker's assumption is broken (a violation).
+    copies_excused: std::cell::Cell<bool>,
     /// Whether it is still joining (`placement::Joining`), as the node keeps it: on the
     /// simulated true clock, as the node's is monotonic.
     joining: placement::Joining,
@@ -718,6 +723,7 @@ impl Sim {
                 previous: Vec::new(),
                 rejoined_ms: None,
                 declared_down_by: BTreeSet::new(),
+                copies_excused: std::cell::Cell::new(false),
                 joining: placement::Joining::new(0),
                 offset: 0,
                 hlc: HybridClock::with_tag(version_tag(&format!("n{i:04}"))),
@@ -833,6 +839,7 @@ impl Sim {
         // generation, so nobody saw the old life end and its last invalidation was lost).
         node.generation = (self.now / MS).max(node.generation + 1);
         node.declared_down_by.clear();
+        node.copies_excused.set(false);
         let id = NodeIdentity {
             name: node.name.clone(),
             gossip: node.addr,
@@ -1021,7 +1028,7 @@ impl Sim {
             return plan;
         };
         plan.into_iter()
-            .filter(|n| view.nodes().iter().any(|m| m == n))
+            .filter(|n| view.nodes().contains(n))
             .collect()
     }
 
@@ -1144,7 +1151,8 @@ impl Sim {
                             .as_ref()
                             .is_some_and(|m| m.identity().generation == id.generation)
                     {
-                        self.nodes[i].declared_down_by.insert(from);
+                        let by = (from, self.nodes[from].life);
+                        self.nodes[i].declared_down_by.insert(by);
                     }
                     if let Some(c) = self.nodes[from].coherence.as_mut() {
                         let out = c.member_down(&id.name, id.generation);
@@ -1154,6 +1162,7 @@ impl Sim {
                 }
                 Output::Rejoined => {
                     self.nodes[from].declared_down_by.clear();
+                    let excused = self.nodes[from].copies_excused.replace(false);
                     let holds = self.nodes[from]
                         .lease
                         .held_through(self.now / MS, self.mix.nodes);
@@ -1161,6 +1170,17 @@ impl Sim {
                         .coherence
                         .as_mut()
                         .map(|c| c.rejoined(holds));
+                    let dropped = matches!(
+                        out,
+                        Some(coherence::Output::DropUnverified { owned: true, .. })
+                    );
+                    if excused && !dropped {
+                        self.violate(|| {
+                            format!(
+                                "checker: n{from} rejoined keeping what it owns, after its copies were counted as lost with it"
+                            )
+                        });
+                    }
                     if let Some(out) = out {
                         // As the node: cut off, it joins again (`placement::Joining`).
                         if matches!(out, coherence::Output::DropUnverified { owned: true, .. }) {
@@ -1852,6 +1872,9 @@ impl Sim {
             // Refused (`TRYAGAIN`), or superseded under the old model: not acknowledged,
             // and the writer keeps no copy of it (owners that took it keep theirs: an
             // unknown outcome).
+            if !self.plain_at_writer {
+                self.plain_refused += 1;
+            }
             self.nodes[at].copies.remove(&key);
             return;
         };
@@ -1886,6 +1909,39 @@ impl Sim {
         // The primary announces the write; the writer's own older copy went above.
         self.observe(p, stored.version);
         self.originate(p, stored.version, op, false);
+    }
+
+    /// What a primary `p` without a fresh copy of plain key `key` executes against, as the
+    /// node's `others_copy`: the newest copy the members `others` answer with that `p` can
+    /// serve (fresh on its clock, not refused by its coherence), and the newest version of
+    /// one it cannot (a dead copy), the floor above which the execution's change must be
+    /// stamped; a live copy at or below that floor is no starting point. `None` when a
+    /// member cannot be asked (the execution is refused: starting from nothing could undo
+    /// an acknowledged write).
+    fn others_copy(&self, p: usize, others: &[&str], key: u32) -> Option<(Option<Held>, u64)> {
+        let kb = key_bytes(key);
+        let tag = tag_of(key);
+        let (mut newest, mut floor): (Option<Held>, u64) = (None, 0);
+        for n in others {
+            let Some(o) = self.index_of(n) else { continue };
+            if !(self.reachable(p, o) && self.reachable(o, p)) {
+                return None;
+            }
+            let Some(h) = self.nodes[o].store.get(&key).copied() else {
+                continue;
+            };
+            let live = self.fresh(p, h.expires_at)
+                && self.nodes[p]
+                    .coherence
+                    .as_ref()
+                    .is_some_and(|c| c.admits_tagged("ns", &kb, h.version, &[tag]));
+            if !live {
+                floor = floor.max(h.version);
+            } else if newest.is_none_or(|x| x.version < h.version) {
+                newest = Some(h);
+            }
+        }
+        Some((newest.filter(|h| h.version > floor), floor))
     }
 
     /// A plain `SET` of `key` at its primary `p`, as the node's `execute_locked` runs a
@@ -1926,25 +1982,7 @@ impl Sim {
                             .filter(|n| *n != name_p)
                             .collect();
                         if decide::reads_before_put(&others, &replicas) {
-                            let mut newest: Option<Held> = None;
-                            for n in others {
-                                let Some(o) = self.index_of(n) else { continue };
-                                if !(self.reachable(p, o) && self.reachable(o, p)) {
-                                    return None;
-                                }
-                                let found = self.nodes[o].store.get(&key).copied().filter(|h| {
-                                    self.fresh(p, h.expires_at)
-                                        && self.nodes[p].coherence.as_ref().is_some_and(|c| {
-                                            c.admits_tagged("ns", &kb, h.version, &[tag])
-                                        })
-                                });
-                                if let Some(h) = found
-                                    && newest.is_none_or(|x| x.version < h.version)
-                                {
-                                    newest = Some(h);
-                                }
-                            }
-                            (newest, 0)
+                            self.others_copy(p, &others, key)?
                         } else {
                             (None, 0)
                         }
@@ -2086,17 +2124,21 @@ impl Sim {
 
     /// Whether node `i`'s copies still count for an execution at primary `p` (the checker's
     /// "every copy of the write was lost"): `p`'s own, or a live node connected to `p` —
-    /// unless a member has declared its identity down and its lease has not held through
-    /// (as the node's rejoin judges it: `Lease::held_through`). Such a node was
-    /// cut off from the majority long enough to drop what it owns when it rejoins
-    /// (ARCHITECTURE decision 45, as a Redis Cluster master left in a minority loses its
-    /// writes): its copies are lost with it, even in the moment between a heal and its
-    /// rejoin when it is reachable again (seed 8828: the majority's primary, whose replica
-    /// had dropped its copy at a rejoin of its own, committed a `WATCH` increment from
-    /// nothing 0.2 s after the heal, while the old primary, out of its view and without a
-    /// lease for 12 s, still held the last copy and dropped it 1.9 s later). A copy on a
-    /// node whose lease holds (a short false suspicion: it keeps what it owns) counts, and
-    /// so does one a joining primary has not found yet (seeds 10011, 11440).
+    /// unless `p`'s view has left it out, so many of the cluster's members (live, in the
+    /// life in which they did so) have declared its current identity down that the others
+    /// are too few to grant it a lease, and its lease has not held through. Such a node
+    /// cannot get its lease back before it rejoins (members grant it only while their view
+    /// counts it live: `decide::grants_lease`; seed 5587: 4 of 8), so when it
+    /// rejoins it drops what it owns (`Coherence::rejoined`, ARCHITECTURE decision 45, as a
+    /// Redis Cluster master left in a minority loses its writes), and no read plan of the
+    /// primary's reaches it meanwhile. Seed 8828: the majority's primary, whose replica had
+    /// dropped its copy at a rejoin of its own, committed a `WATCH` increment from nothing
+    /// 0.2 s after a heal, while the old primary — out of its view, declared down, without
+    /// a lease for 12 s — was reachable again and still held the last copy, which it
+    /// dropped 1.9 s later. A copy on a node in the primary's view, on one too few
+    /// declared down, or on one whose lease held (a short false suspicion: it keeps what
+    /// it owns) counts. (A doomed copy may still be pushed to a new owner before the
+    /// rejoin; the counter's later answers are checked against the new lineage then.)
     fn keeps_copies_for(&self, p: usize, i: usize) -> bool {
         if i == p {
             return true;
@@ -2105,7 +2147,24 @@ impl Sim {
         if node.membership.is_none() || !(self.reachable(p, i) && self.reachable(i, p)) {
             return false;
         }
-        node.declared_down_by.is_empty() || node.lease.held_through(self.now / MS, self.mix.nodes)
+        let in_view = self
+            .ring_of(p)
+            .is_some_and(|r| r.nodes().contains(&node.name));
+        let declarers = node
+            .declared_down_by
+            .iter()
+            .filter(|&&(j, life)| self.nodes[j].life == life && self.nodes[j].membership.is_some())
+            .count();
+        // The members that may still grant its lease: every other one but the declarers.
+        // A lease needs `expected / 2` of them (`Lease`).
+        let granters = (self.mix.nodes - 1).saturating_sub(declarers);
+        let counts = in_view
+            || granters >= self.mix.nodes / 2
+            || node.lease.held_through(self.now / MS, self.mix.nodes);
+        if !counts {
+            node.copies_excused.set(true);
+        }
+        counts
     }
 
     /// The primary of `key` in `at`'s view and its own ring, when `at` reaches it and it
@@ -2918,34 +2977,22 @@ impl Sim {
         let replicas = decide::replicas(ring_p, &name_p, &kb, RF);
         let mut adopted: Option<Held> = None;
         for _attempt in 0..4 {
-            let current = match adopted.take() {
-                Some(h) => Some(h),
+            let (current, floor) = match adopted.take() {
+                Some(h) => (Some(h), 0),
                 None => match self.nodes[p].store.get(&key).copied() {
-                    Some(h) if self.fresh(p, h.expires_at) => Some(h),
+                    Some(h) if self.fresh(p, h.expires_at) => (Some(h), 0),
                     _ => {
                         let plan = self.read_plan(p, ring_p, &kb);
-                        let mut newest: Option<Held> = None;
-                        for n in plan.iter().filter(|n| **n != name_p) {
-                            let Some(o) = self.index_of(n) else { continue };
-                            if !(self.reachable(p, o) && self.reachable(o, p)) {
-                                return None;
-                            }
-                            let found = self.nodes[o]
-                                .store
-                                .get(&key)
-                                .copied()
-                                .filter(|h| self.fresh(p, h.expires_at));
-                            if let Some(h) = found
-                                && newest.is_none_or(|x| x.version < h.version)
-                            {
-                                newest = Some(h);
-                            }
-                        }
-                        newest
+                        let others: Vec<&str> = plan
+                            .iter()
+                            .map(String::as_str)
+                            .filter(|n| *n != name_p)
+                            .collect();
+                        self.others_copy(p, &others, key)?
                     }
                 },
             };
-            let base = current.map_or(0, |h| h.version);
+            let base = current.map_or(0, |h| h.version).max(floor);
             self.observe(p, base);
             let version = self.stamp(p);
             let mut failed = false;
@@ -2970,6 +3017,8 @@ impl Sim {
                         failed = true;
                         continue;
                     }
+                }
+                if !self.replicas_admit_all && !self.skip_version_check {
                     let there = self.nodes[o].store.get(&key).copied();
                     if let Some(h) = there.filter(|h| h.version > base) {
                         newer = Some(h);

@@ -443,13 +443,12 @@ fn a_restarted_primary_asks_the_owners_before_it_joined() {
 ///
 /// Seeds 10011 and 11440: a primary restarted 0.4 s before, whose view lacked the member
 /// holding a counter's only copy (found 0.1 s later), restarted it from nothing. A joining
-/// node now executes nothing until its view has settled (`placement::Joining`). Without
-/// that guard (`ignore_joining`) no seed of 0–5,999 fails today, nor do these two: the
-/// holder had been declared down with its lease lapsed and dropped the copy at its rejoin
-/// 0.3 s after the execution once flagged, and the checker no longer counts such a doomed
-/// copy (`Sim::keeps_copies_for`; seed 2114, which failed without the guard under the
-/// faithful write model for the same reason, likewise). The guard stays tested by
-/// `placement`'s unit tests; these seeds pass with it.
+/// node now executes nothing until its view has settled (`placement::Joining`); with that
+/// guard off (`ignore_joining`) seed 10011 fails again, replayed as found with plain-key
+/// writes at the writer (`plain_at_writer`); 11440 no longer replays since the
+/// simulator's read plans ask only members of the view, as the node's do. (Seed 2114,
+/// which failed without the guard under today's workload, lost only a copy doomed with
+/// its holder, which the checker no longer counts: `Sim::keeps_copies_for`.)
 #[test]
 fn a_joining_node_asks_the_members_it_found_later() {
     for seed in [2962, 10011, 11440, 2114] {
@@ -460,6 +459,18 @@ fn a_joining_node_asks_the_members_it_found_later() {
             "seed {seed}: {r}"
         );
     }
+    let as_found = RunOptions {
+        ignore_joining: true,
+        plain_at_writer: true,
+        ..RunOptions::default()
+    };
+    let r = run_seed(10011, &as_found);
+    assert!(
+        r.result
+            .as_ref()
+            .is_err_and(|e| e.contains("acknowledged increment was lost")),
+        "seed 10011 without the join guard: {r}"
+    );
 }
 
 /// Seeds 10375 and 10707: a node paused past the moment the others declared it down woke
@@ -514,7 +525,7 @@ fn a_node_declared_down_asks_the_owners_the_others_used_meanwhile() {
 /// pushed copy of a key it does not own in its view now passes it on to the owners there
 /// (`forward_misplaced`, as the node's). Since plain writes are replicated as the node
 /// replicates them (fencing, refusals) the seed no longer replays that run, and no seed of
-/// 0–11,999 fails without forwarding (`skip_forwarding`); the node's test
+/// 0–5,999 fails without forwarding (`skip_forwarding`); the node's test
 /// `a_pushed_copy_of_a_key_this_member_does_not_own_reaches_its_owner` keeps it tested.
 #[test]
 fn a_pushed_copy_reaches_the_owners_of_the_receivers_view() {
