@@ -1911,6 +1911,26 @@ impl Sim {
         self.originate(p, stored.version, op, false);
     }
 
+    /// Whether owner `o` takes a change of `key` that primary `p` (named `name_p`) replicates
+    /// to it, before any version check: its process is up (a gone one refuses the
+    /// connection, and the write waits for the ring to drop that owner, as on the node's
+    /// `replicate_out`; skipping it, as this simulator once did, let two primaries with
+    /// overlapping views each write alone: seed 264), the two reach each other, and — when
+    /// `fenced` — its own view admits `p` as the key's primary with a quorum
+    /// (`decide::admits_replication`). `false` makes the execution a refusal.
+    fn replica_takes(&self, p: usize, o: usize, key: &[u8], name_p: &str, fenced: bool) -> bool {
+        if self.nodes[o].membership.is_none() || !(self.reachable(p, o) && self.reachable(o, p)) {
+            return false;
+        }
+        if !fenced {
+            return true;
+        }
+        self.ring_of(o).is_some_and(|ring_o| {
+            let members = ring_o.nodes().len();
+            decide::admits_replication(&ring_o, members, self.mix.nodes, key, name_p).is_ok()
+        })
+    }
+
     /// What a primary `p` without a fresh copy of plain key `key` executes against, as the
     /// node's `others_copy`: the newest copy the members `others` answer with that `p` can
     /// serve (fresh on its clock, not refused by its coherence), and the newest version of
@@ -2010,24 +2030,9 @@ impl Sim {
             let mut newer: Option<(Option<Held>, u64)> = None;
             for r in &replicas {
                 let Some(o) = self.index_of(r) else { continue };
-                if self.nodes[o].membership.is_none()
-                    || !(self.reachable(p, o) && self.reachable(o, p))
-                {
+                if !self.replica_takes(p, o, &kb, &name_p, !self.replicas_admit_all) {
                     failed = true;
                     continue;
-                }
-                if !self.replicas_admit_all {
-                    let Some(ring_o) = self.ring_of(o) else {
-                        failed = true;
-                        continue;
-                    };
-                    let members = ring_o.nodes().len();
-                    if decide::admits_replication(&ring_o, members, self.mix.nodes, &kb, &name_p)
-                        .is_err()
-                    {
-                        failed = true;
-                        continue;
-                    }
                 }
                 if !self.replicas_admit_all && !self.skip_version_check {
                     let there = self.nodes[o].store.get(&key).copied();
@@ -2304,30 +2309,11 @@ impl Sim {
             let mut failed = false;
             for r in decide::replicas(ring_p, name_p, &key, RF) {
                 let Some(o) = self.index_of(&r) else { continue };
-                if self.nodes[o].membership.is_none() {
-                    // Its process is gone: the connection is refused, and the write waits
-                    // for the ring to drop that owner, as on the node (`replicate_out`).
-                    // (Skipping it, as this simulator once did where the node does not,
-                    // let two primaries with overlapping views each write alone: seed 264.)
-                    failed = true;
-                    continue;
-                }
-                if !(self.reachable(p, o) && self.reachable(o, p)) {
+                if !self.replica_takes(p, o, &key, name_p, !self.replicas_admit_all) {
                     failed = true;
                     continue;
                 }
                 if !self.replicas_admit_all {
-                    let Some(ring_o) = self.ring_of(o) else {
-                        failed = true;
-                        continue;
-                    };
-                    let members = ring_o.nodes().len();
-                    if decide::admits_replication(&ring_o, members, self.mix.nodes, &key, name_p)
-                        .is_err()
-                    {
-                        failed = true;
-                        continue;
-                    }
                     let held = self.nodes[o].counters.get(&c);
                     if decide::replica_is_ahead(held, base) {
                         if newer
@@ -2750,20 +2736,7 @@ impl Sim {
                 let Some(o) = self.index_of(&o_name) else {
                     continue;
                 };
-                if self.nodes[o].membership.is_none()
-                    || !(self.reachable(p, o) && self.reachable(o, p))
-                {
-                    failed = true;
-                    continue;
-                }
-                let Some(ring_o) = self.ring_of(o) else {
-                    failed = true;
-                    continue;
-                };
-                let members = ring_o.nodes().len();
-                if decide::admits_replication(&ring_o, members, self.mix.nodes, &key, name_p)
-                    .is_err()
-                {
+                if !self.replica_takes(p, o, &key, name_p, true) {
                     failed = true;
                     continue;
                 }
@@ -2999,24 +2972,9 @@ impl Sim {
             let mut newer: Option<Held> = None;
             for r in &replicas {
                 let Some(o) = self.index_of(r) else { continue };
-                if self.nodes[o].membership.is_none()
-                    || !(self.reachable(p, o) && self.reachable(o, p))
-                {
+                if !self.replica_takes(p, o, &kb, &name_p, !self.replicas_admit_all) {
                     failed = true;
                     continue;
-                }
-                if !self.replicas_admit_all {
-                    let Some(ring_o) = self.ring_of(o) else {
-                        failed = true;
-                        continue;
-                    };
-                    let members = ring_o.nodes().len();
-                    if decide::admits_replication(&ring_o, members, self.mix.nodes, &kb, &name_p)
-                        .is_err()
-                    {
-                        failed = true;
-                        continue;
-                    }
                 }
                 if !self.replicas_admit_all && !self.skip_version_check {
                     let there = self.nodes[o].store.get(&key).copied();
