@@ -668,6 +668,16 @@ impl MemoryTier {
             .or_else(|| self.get_stale_entry(namespace, key))
     }
 
+    /// The entry [`Self::get_retained_entry`] would return, without counting a read
+    /// or touching its recency: a look that must not keep the entry from being evicted (a
+    /// test watching an owner store, a status probe).
+    pub fn peek_retained_entry(&self, namespace: &str, key: &[u8]) -> Option<Entry> {
+        let ns = self.view(namespace)?;
+        let slot = self.pools[ns.pool].peek(&L1KeyRef { ns: ns.id, key })?;
+        (slot.generation == ns.generation && slot.is_retained(self.now()))
+            .then(|| slot.into_entry())
+    }
+
     /// An entry that is expired but inside its stale grace.
     pub fn get_stale_entry(&self, namespace: &str, key: &[u8]) -> Option<Entry> {
         let ns = self.view(namespace)?;

@@ -494,8 +494,8 @@ impl Node {
             .is_some_and(|c| c.receive_replicated_removal(namespace, key, version))
     }
 
-    /// This node's owner-store copy of `key`, expired or not (`None` when it holds none or
-    /// is not a cluster member). Feature `fault-injection`; never in a production build.
+    /// This node's owner-store copy of `key`, fresh or inside its stale grace (`None` when
+    /// it holds none or is not a cluster member), looked at without counting a read. Feature `fault-injection`; never in a production build.
     #[cfg(feature = "fault-injection")]
     pub fn owner_copy(&self, namespace: &str, key: &[u8]) -> Option<strata_core::Entry> {
         self.cluster.as_ref()?.owner_copy(namespace, key)

@@ -404,9 +404,10 @@ impl Shared {
             .set_sync(namespace, bytes::Bytes::copy_from_slice(key), entry);
     }
 
-    /// This node's owner-store copy of `key`, expired or not.
+    /// This node's owner-store copy of `key`, fresh or inside its stale grace, looked at
+    /// without counting a read (a look must not keep the copy from being evicted).
     pub(crate) fn owner_copy(&self, namespace: &str, key: &[u8]) -> Option<strata_core::Entry> {
-        self.owner.get_retained_entry(namespace, key)
+        self.owner.peek_retained_entry(namespace, key)
     }
 
     /// Hands `entry` to this node's peer RPC handler as another member's `Set` arrives (a
