@@ -1104,8 +1104,10 @@ impl Cache {
         for (k, entry) in writes {
             self.write_through(namespace, state, k, entry).await?;
         }
+        // A removal of a key found nowhere changes nothing here: this node read every
+        // layer it has (a cluster's primary replicates and announces it all the same).
         for fx in &effects {
-            if fx.effect == Effect::Delete {
+            if fx.effect == Effect::Delete && current[fx.key].is_some() {
                 self.invalidate(namespace, &keys[fx.key]).await?;
             }
         }

@@ -1396,6 +1396,11 @@ struct TxSlot {
     entry: Option<Entry>,
     /// Whether a step changed the key.
     changed: bool,
+    /// Whether a step removed the key or tried to (`DEL` or `GETDEL` of it, present or not;
+    /// a `BITOP` whose empty result removes it): a key that ends absent after one is
+    /// removed all the same — in a cluster, copies other members hold of a key its owners
+    /// evicted must hear of it (ARCHITECTURE decision 101).
+    removal_sought: bool,
     /// Whether its expiry is the namespace default (set by a write that named none).
     default_ttl: bool,
     /// Whether the final entry keeps the tags of `tags_from`'s entry.
@@ -1412,6 +1417,7 @@ impl TxSlot {
             Effect::Delete => {
                 self.entry = None;
                 self.keep_tags = false;
+                self.removal_sought = true;
             }
             Effect::Write {
                 value,
@@ -1480,6 +1486,7 @@ impl TxView {
                 .map(|(i, e)| TxSlot {
                     entry: e.cloned(),
                     changed: false,
+                    removal_sought: false,
                     default_ttl: false,
                     keep_tags: true,
                     tags_from: i,
@@ -1597,6 +1604,9 @@ impl TxView {
             TxStep::Key { key, op } if self.valid(*key) => {
                 let slot = &mut self.slots[at(*key)];
                 let (effect, reply) = apply(op, slot.entry.as_ref(), now_ms, limits);
+                if matches!(op, KeyOp::Del | KeyOp::GetDel) {
+                    slot.removal_sought = true;
+                }
                 slot.commit(effect, now_ms, default_ttl);
                 reply
             }
@@ -1650,6 +1660,9 @@ impl TxView {
                     }
                 };
                 let slot = &mut self.slots[at(*dst)];
+                if effect == Effect::Delete {
+                    slot.removal_sought = true;
+                }
                 if !(effect == Effect::Delete && slot.entry.is_none()) {
                     slot.commit(effect, now_ms, default_ttl);
                 }
@@ -1734,16 +1747,21 @@ impl TxView {
         }
     }
 
-    /// Each changed key's final effect (a key created and deleted again has none).
+    /// Each key's final effect: a write, or [`Effect::Delete`] for a key that ends absent
+    /// after a step removed it or tried to — a `DEL` of a key found absent included: in a
+    /// cluster, the key's owners may have evicted a key other members still hold copies of
+    /// (ARCHITECTURE decision 101; a single node, which holds every copy there is, skips a
+    /// removal of a key it found nowhere). A key no step changed or tried to remove has
+    /// none.
     pub fn finish(self) -> Vec<MultiEffect> {
         let existed = self.existed;
         self.slots
             .into_iter()
             .enumerate()
-            .filter(|(_, s)| s.changed)
+            .filter(|(_, s)| s.changed || s.removal_sought)
             .filter_map(|(i, s)| {
                 let effect = match s.entry {
-                    None if !existed[i] => return None,
+                    None if !existed[i] && !s.removal_sought => return None,
                     None => Effect::Delete,
                     Some(e) => Effect::Write {
                         value: e.value,
@@ -2186,9 +2204,11 @@ mod tests {
                 Reply::Bulk(b"x".to_vec()),
             ]))
         );
-        // a: 7, its TTL and tags kept; b: written then renamed away, absent before, so no
-        // effect; c: holds b's value with no TTL of its own (the namespace default).
-        assert_eq!(fx.len(), 2, "{fx:?}");
+        // a: 7, its TTL and tags kept; b: written then renamed away — absent before and
+        // after, but removed by a step, so removed (copies elsewhere of a key its owners
+        // evicted must go); c: holds b's value with no TTL of its own (the namespace
+        // default).
+        assert_eq!(fx.len(), 3, "{fx:?}");
         assert_eq!(fx[0].key, 0);
         assert_eq!(
             fx[0].effect,
@@ -2198,15 +2218,53 @@ mod tests {
                 keep_tags: true
             }
         );
-        assert_eq!((fx[1].key, fx[1].tags_from), (2, 1));
+        assert_eq!((fx[1].key, &fx[1].effect), (1, &Effect::Delete));
+        assert_eq!((fx[2].key, fx[2].tags_from), (2, 1));
         assert_eq!(
-            fx[1].effect,
+            fx[2].effect,
             Effect::Write {
                 value: Bytes::from_static(b"x"),
                 ttl: Ttl::Default,
                 keep_tags: false
             }
         );
+    }
+
+    #[test]
+    fn a_delete_of_a_key_found_absent_is_a_removal_and_a_read_is_nothing() {
+        // DEL and GETDEL of absent keys are removals (their replies say nothing was
+        // there); a key only read has no effect.
+        let op = tx(
+            &["a", "b", "c", "d"],
+            vec![],
+            vec![
+                step(0, KeyOp::Del),
+                step(1, KeyOp::GetDel),
+                step(2, KeyOp::Get),
+                step(3, KeyOp::Del),
+                step(3, set("new")),
+            ],
+        );
+        let (fx, reply) = apply_multi(&op, &[None, None, None, None], 0, LIM);
+        assert_eq!(
+            reply,
+            Reply::Exec(Some(vec![
+                Reply::Int(0),
+                Reply::Nil,
+                Reply::Nil,
+                Reply::Int(0),
+                Reply::Ok
+            ]))
+        );
+        let got: Vec<(usize, bool)> = fx
+            .iter()
+            .map(|f| (f.key, f.effect == Effect::Delete))
+            .collect();
+        // d ends written: its DEL before the SET is superseded.
+        assert_eq!(got, vec![(0, true), (1, true), (3, false)], "{fx:?}");
+        // A transaction that aborts changes nothing, a removal sought included.
+        let op = tx(&["a"], vec![(0, Some(1))], vec![step(0, KeyOp::Del)]);
+        assert!(apply_multi(&op, &[None], 0, LIM).0.is_empty());
     }
 
     #[test]

@@ -1766,10 +1766,8 @@ impl Tier for RedisTier {
                 .await?;
             let now = self.inner.clock.now_ms();
             let mut expected = Vec::with_capacity(keys.len());
-            let mut present = Vec::with_capacity(keys.len());
             let mut fresh = Vec::with_capacity(keys.len());
             for raw in raws {
-                present.push(raw.is_some());
                 let held = match raw {
                     Some(raw) => Some(codec::decode_entry(Bytes::from(raw)).map_err(|e| {
                         bump(&self.inner.counters.corrupt);
@@ -1841,7 +1839,8 @@ impl Tier for RedisTier {
                         plan[fx.key] = (b"s", codec::encode_entry(&entry), px, msg);
                         changes.push((Bytes::copy_from_slice(key), Change::Written(entry)));
                     }
-                    Effect::Delete if !present[fx.key] => {}
+                    // A removal of a key Redis no longer holds (evicted, say) is published
+                    // all the same, as a plain `DEL` always is: copies nodes hold of it go.
                     Effect::Delete => {
                         let version = cache.observe_version(strata_core::Version::from_u64(0));
                         let msg = self.message(Op::Remove {

@@ -342,6 +342,52 @@ async fn two_nodes_on_one_redis_drop_stale_l1_copies() {
     assert!(a.tier.counters().messages.load(Ordering::Relaxed) > 0);
 }
 
+/// A `DEL` inside `MULTI`/`EXEC` (or a script) of a key Redis no longer holds — evicted
+/// under `maxmemory`, here flushed behind the nodes' backs — is published all the same, as
+/// a plain `DEL` always is: the copies nodes hold of it go. It once published nothing (the
+/// transaction changed nothing Redis held), and the other node kept serving the value.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_transaction_deleting_a_key_redis_evicted_reaches_the_nodes_copies() {
+    use strata_core::ops::{KeyOp, MultiOp, Reply, Transaction, TxStep};
+    let redis = RedisServer::start();
+    let cfg = BridgeConfig::standalone(redis.address());
+    let a = Node::start(cfg.clone()).await;
+    let b = Node::start(cfg).await;
+    let seen = b.messages();
+    a.cache.set("ns", "k", "v").await.expect("set");
+    b.applied(seen, 1).await;
+    assert_eq!(
+        b.cache.get("ns", b"k").await.unwrap(),
+        Some(Bytes::from("v"))
+    );
+    assert_eq!(b.l1("ns", b"k"), Some(Bytes::from("v")), "B holds a copy");
+    // Gone from Redis without a word to the nodes, as an eviction goes.
+    assert_eq!(redis.cli(&["FLUSHALL"]).as_deref(), Some("OK"));
+    let tx = MultiOp::Transaction(Transaction {
+        keys: vec![b"k".to_vec().into()],
+        watch: Vec::new(),
+        steps: vec![TxStep::Key {
+            key: 0,
+            op: KeyOp::Del,
+        }],
+        default_ttl_ms: None,
+    });
+    assert_eq!(
+        a.cache.execute_multi("ns", &tx).await.unwrap(),
+        Reply::Exec(Some(vec![Reply::Int(0)])),
+        "nothing was there to delete, as Redis answers"
+    );
+    assert!(
+        eventually(Duration::from_secs(2), || async {
+            b.l1("ns", b"k").is_none()
+        })
+        .await
+        .is_some(),
+        "B still serves a key a transaction deleted"
+    );
+    assert_eq!(b.cache.get("ns", b"k").await.unwrap(), None);
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_dropped_channel_empties_l1_before_it_is_trusted_again() {
     let redis = RedisServer::start();

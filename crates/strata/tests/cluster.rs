@@ -498,54 +498,80 @@ async fn a_copy_read_before_a_delete_and_pushed_after_it_is_refused() {
 
 /// A `DEL` of a key its owners have evicted still reaches the copies other members hold
 /// (the writer's own, reads'): the primary, finding the key nowhere, answers 0 and
-/// announces the removal all the same. It once announced nothing (the command changed
-/// nothing it could see), and a member holding a copy kept serving the deleted value from
-/// its L1 for as long as it kept it there.
+/// announces the removal all the same — for a plain `DEL` and for one inside `MULTI`/`EXEC`
+/// (or a script, which runs its steps the same way). It once announced nothing (the command
+/// changed nothing it could see), and a member holding a copy kept serving the deleted
+/// value from its L1 for as long as it kept it there.
 #[cfg(feature = "fault-injection")]
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_delete_of_a_key_its_owners_evicted_reaches_the_copies_read_elsewhere() {
+    use strata_core::ops::{KeyOp, MultiOp, Reply, Transaction, TxStep};
     let nodes = cluster_with(3, 2, None, |c| {
         c.cluster.owner_capacity_bytes = 1 << 20;
     })
     .await;
     let owned: Vec<String> = keys_owned_by(&nodes[0], "evicted:", &["n0", "n1"])
-        .take(5_001)
+        .take(5_002)
         .collect();
-    let (key, mut fillers) = (owned[0].clone(), owned[1..].iter());
+    // One key for a plain DEL, one for a transaction's.
+    let (keys, mut fillers) = (&owned[..2], owned[2..].iter());
     let (c0, c2) = (nodes[0].cache(), nodes[2].cache());
     // Written through n2, which keeps a copy of what it wrote; the owners' stores hold
-    // it, unread.
-    c2.set("ns", key.clone(), "before").await.unwrap();
-    // Other keys of the same owners push it out of both owner stores (1 MiB each). A look
-    // at an owner's copy is a peek (no read counted): a look that counted as a read kept
-    // the key hot in CI, and it outlived 5 MiB of fillers.
+    // them, unread.
+    for key in keys {
+        c2.set("ns", key.clone(), "before").await.unwrap();
+    }
+    // Other keys of the same owners push them out of both owner stores (1 MiB each). A
+    // look at an owner's copy is a peek (no read counted): a look that counted as a read
+    // kept a key hot in CI, and it outlived 5 MiB of fillers.
     let filler = vec![b'x'; 1024];
-    let held = |n: &Node| n.owner_copy("ns", key.as_bytes()).is_some();
+    let held = |n: &Node| {
+        keys.iter()
+            .any(|key| n.owner_copy("ns", key.as_bytes()).is_some())
+    };
     for batch in 0.. {
         if !nodes[..2].iter().any(held) {
             break;
         }
-        assert!(batch < 5, "the owners never evicted the key");
+        assert!(batch < 5, "the owners never evicted the keys");
         for other in fillers.by_ref().take(1_000) {
             c0.set("ns", other.clone(), filler.clone()).await.unwrap();
         }
     }
-    assert_eq!(
-        c2.get("ns", key.as_bytes()).await.unwrap().as_deref(),
-        Some(&b"before"[..]),
-        "n2's own copy outlives the owners' (what the DEL must reach)"
-    );
+    for key in keys {
+        assert_eq!(
+            c2.get("ns", key.as_bytes()).await.unwrap().as_deref(),
+            Some(&b"before"[..]),
+            "n2's own copy outlives the owners' (what the DEL must reach)"
+        );
+    }
     assert!(
-        !c0.invalidate("ns", key.as_bytes()).await.unwrap(),
+        !c0.invalidate("ns", keys[0].as_bytes()).await.unwrap(),
         "the key was nowhere at its owners: DEL answers 0, as on one Redis"
     );
-    eventually(
-        "the member that wrote the key stops serving it",
-        Duration::from_secs(5),
-        || nodes[2].cache().l1_expiry("ns", key.as_bytes()).is_none(),
-    )
-    .await;
-    assert_eq!(c2.get("ns", key.as_bytes()).await.unwrap(), None);
+    let tx = MultiOp::Transaction(Transaction {
+        keys: vec![keys[1].as_bytes().to_vec().into()],
+        watch: Vec::new(),
+        steps: vec![TxStep::Key {
+            key: 0,
+            op: KeyOp::Del,
+        }],
+        default_ttl_ms: None,
+    });
+    assert_eq!(
+        c0.execute_multi("ns", &tx).await.unwrap(),
+        Reply::Exec(Some(vec![Reply::Int(0)])),
+        "the transaction's DEL answers 0 too"
+    );
+    for key in keys {
+        eventually(
+            "the member that wrote the key stops serving it",
+            Duration::from_secs(5),
+            || nodes[2].cache().l1_expiry("ns", key.as_bytes()).is_none(),
+        )
+        .await;
+        assert_eq!(c2.get("ns", key.as_bytes()).await.unwrap(), None);
+    }
     stop(nodes).await;
 }
 
