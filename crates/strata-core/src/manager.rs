@@ -1104,8 +1104,9 @@ impl Cache {
         for (k, entry) in writes {
             self.write_through(namespace, state, k, entry).await?;
         }
-        // A removal of a key found nowhere changes nothing here: this node read every
-        // layer it has (a cluster's primary replicates and announces it all the same).
+        // A removal of a key found nowhere is skipped here, as a plain `DEL` of one is: no
+        // layer of this node gave a copy (one an L3 read error hid stays, as it does for a
+        // plain `DEL`). A cluster's primary replicates and announces it all the same.
         for fx in &effects {
             if fx.effect == Effect::Delete && current[fx.key].is_some() {
                 self.invalidate(namespace, &keys[fx.key]).await?;

@@ -1396,10 +1396,11 @@ struct TxSlot {
     entry: Option<Entry>,
     /// Whether a step changed the key.
     changed: bool,
-    /// Whether a step removed the key or tried to (`DEL` or `GETDEL` of it, present or not;
-    /// a `BITOP` whose empty result removes it): a key that ends absent after one is
-    /// removed all the same — in a cluster, copies other members hold of a key its owners
-    /// evicted must hear of it (ARCHITECTURE decision 101).
+    /// Whether a step removed the key or tried to: `DEL` or `GETDEL` of it, present or
+    /// not, and any step whose effect removes it (`RENAME` away, an expiry in the past, a
+    /// `BITOP` whose empty result removes it). A key that ends absent after one is removed
+    /// all the same — in a cluster, copies other members hold of a key its owners evicted
+    /// must hear of it (ARCHITECTURE decision 101).
     removal_sought: bool,
     /// Whether its expiry is the namespace default (set by a write that named none).
     default_ttl: bool,

@@ -1601,7 +1601,7 @@ impl Tier for RedisTier {
         key: &[u8],
         op: &strata_core::ops::KeyOp,
     ) -> Result<Option<strata_core::ops::Executed>, TierError> {
-        use strata_core::ops::{self, Change, Effect, Executed};
+        use strata_core::ops::{self, Change, Effect, Executed, KeyOp};
         if !self.inner.breaker.allows() {
             return Err(TierError::Unavailable(
                 "TRYAGAIN the Redis bridge's circuit is open: conditional writes need Redis".into(),
@@ -1622,7 +1622,6 @@ impl Tier for RedisTier {
                     async move { b.query(redis::cmd("GET").arg(&full)).await }
                 })
                 .await?;
-            let present = raw.is_some();
             let held = match raw {
                 Some(raw) => Some(codec::decode_entry(Bytes::from(raw)).map_err(|e| {
                     bump(&self.inner.counters.corrupt);
@@ -1643,6 +1642,17 @@ impl Tier for RedisTier {
             let fresh = held.filter(|e| e.is_fresh(now));
             let (effect, reply) = ops::apply(op, fresh.as_ref(), now, cache.op_limits());
             let (payload, px, change, msg) = match effect {
+                // A removal of a key Redis no longer holds (evicted under `maxmemory`, or
+                // expired) is published all the same, its reply unchanged: copies nodes
+                // hold of it — this node's too — go (ARCHITECTURE decision 101).
+                Effect::None if fresh.is_none() && matches!(op, KeyOp::Del | KeyOp::GetDel) => {
+                    let version = cache.observe_version(strata_core::Version::from_u64(0));
+                    let msg = self.message(Op::Remove {
+                        namespace: namespace.to_owned(),
+                        key: key.to_vec(),
+                    });
+                    (Vec::new(), 0, Change::Removed(version), msg)
+                }
                 Effect::None => {
                     return Ok(Some(Executed {
                         reply,
@@ -1685,12 +1695,6 @@ impl Tier for RedisTier {
                     (codec::encode_entry(&entry), px, Change::Written(entry), msg)
                 }
                 Effect::Delete => {
-                    if !present {
-                        return Ok(Some(Executed {
-                            reply,
-                            change: Change::None,
-                        }));
-                    }
                     let version = cache.observe_version(strata_core::Version::from_u64(0));
                     let msg = self.message(Op::Remove {
                         namespace: namespace.to_owned(),

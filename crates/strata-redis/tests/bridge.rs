@@ -342,29 +342,38 @@ async fn two_nodes_on_one_redis_drop_stale_l1_copies() {
     assert!(a.tier.counters().messages.load(Ordering::Relaxed) > 0);
 }
 
-/// A `DEL` inside `MULTI`/`EXEC` (or a script) of a key Redis no longer holds — evicted
-/// under `maxmemory`, here flushed behind the nodes' backs — is published all the same, as
-/// a plain `DEL` always is: the copies nodes hold of it go. It once published nothing (the
-/// transaction changed nothing Redis held), and the other node kept serving the value.
+/// A `DEL` — a client's, or one inside `MULTI`/`EXEC` (or a script) — of a key Redis no
+/// longer holds (evicted under `maxmemory`; here flushed behind the nodes' backs) is
+/// published all the same: the copies nodes hold of it go, the deleting node's own too
+/// (ARCHITECTURE decision 101). Both once published nothing (nothing Redis held changed),
+/// and the nodes kept serving the value.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_transaction_deleting_a_key_redis_evicted_reaches_the_nodes_copies() {
+async fn a_delete_of_a_key_redis_evicted_reaches_the_nodes_copies() {
     use strata_core::ops::{KeyOp, MultiOp, Reply, Transaction, TxStep};
     let redis = RedisServer::start();
     let cfg = BridgeConfig::standalone(redis.address());
     let a = Node::start(cfg.clone()).await;
     let b = Node::start(cfg).await;
     let seen = b.messages();
-    a.cache.set("ns", "k", "v").await.expect("set");
-    b.applied(seen, 1).await;
-    assert_eq!(
-        b.cache.get("ns", b"k").await.unwrap(),
-        Some(Bytes::from("v"))
-    );
-    assert_eq!(b.l1("ns", b"k"), Some(Bytes::from("v")), "B holds a copy");
+    for k in ["plain", "in-tx"] {
+        a.cache.set("ns", k, "v").await.expect("set");
+    }
+    b.applied(seen, 2).await;
+    for k in [&b"plain"[..], b"in-tx"] {
+        assert_eq!(b.cache.get("ns", k).await.unwrap(), Some(Bytes::from("v")));
+        assert_eq!(b.l1("ns", k), Some(Bytes::from("v")), "B holds a copy");
+        assert_eq!(a.l1("ns", k), Some(Bytes::from("v")), "A holds a copy");
+    }
     // Gone from Redis without a word to the nodes, as an eviction goes.
     assert_eq!(redis.cli(&["FLUSHALL"]).as_deref(), Some("OK"));
+    let del = a
+        .cache
+        .execute("ns", Bytes::from_static(b"plain"), &KeyOp::Del)
+        .await
+        .unwrap();
+    assert_eq!(del, Reply::Int(0), "nothing was there, as Redis answers");
     let tx = MultiOp::Transaction(Transaction {
-        keys: vec![b"k".to_vec().into()],
+        keys: vec![b"in-tx".to_vec().into()],
         watch: Vec::new(),
         steps: vec![TxStep::Key {
             key: 0,
@@ -377,15 +386,16 @@ async fn a_transaction_deleting_a_key_redis_evicted_reaches_the_nodes_copies() {
         Reply::Exec(Some(vec![Reply::Int(0)])),
         "nothing was there to delete, as Redis answers"
     );
-    assert!(
-        eventually(Duration::from_secs(2), || async {
-            b.l1("ns", b"k").is_none()
-        })
-        .await
-        .is_some(),
-        "B still serves a key a transaction deleted"
-    );
-    assert_eq!(b.cache.get("ns", b"k").await.unwrap(), None);
+    for k in [&b"plain"[..], b"in-tx"] {
+        assert_eq!(a.l1("ns", k), None, "A serves a key it deleted");
+        assert!(
+            eventually(Duration::from_secs(2), || async { b.l1("ns", k).is_none() })
+                .await
+                .is_some(),
+            "B still serves a deleted key"
+        );
+        assert_eq!(b.cache.get("ns", k).await.unwrap(), None);
+    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
