@@ -336,7 +336,7 @@ fn cached_client_kept_up(out: &str) {
 
 /// Reads frames from `c` until one satisfies `want` (pushes and replies in between are
 /// skipped), within `within`; how long it took.
-fn until_frame(c: &mut Raw, within: Duration, want: impl Fn(&Frame) -> bool) -> Duration {
+fn until_frame(c: &mut Raw, within: Duration, mut want: impl FnMut(&Frame) -> bool) -> Duration {
     let start = Instant::now();
     c.stream
         .set_read_timeout(Some(within.max(Duration::from_millis(10))))
@@ -355,19 +355,12 @@ fn names(f: &Frame, key: &[u8]) -> bool {
     matches!(notice_keys(f), Some(Frame::Array(ks)) if ks.iter().any(|k| *k == Frame::Bulk(key.to_vec().into())))
 }
 
-/// Whether `f` tells a client to drop its copy of `key`: a notice naming it, or one that
-/// names no key — "drop everything", as Redis sends on `FLUSHALL`, and as a member sends
-/// when it empties its copies because invalidations may have been lost (a test on a busy
-/// machine saw one in place of the key's notice).
-fn invalidates(f: &Frame, key: &[u8]) -> bool {
-    if names(f, key) {
-        return true;
-    }
-    let flush = matches!(notice_keys(f), Some(Frame::Null | Frame::NullArray));
-    if flush {
-        eprintln!("a notice to drop everything, in place of one naming {key:?}");
-    }
-    flush
+/// Whether `f` is a notice naming no key — "drop everything", as Redis sends on
+/// `FLUSHALL`, and as a member sends when it empties its copies: a restarted member does at
+/// the end of its warm-up, about 2 s after it first reaches another (crates/strata/src/
+/// cluster/warm.rs), which on a busy machine can fall inside a test's loop.
+fn is_flush(f: &Frame) -> bool {
+    matches!(notice_keys(f), Some(Frame::Null | Frame::NullArray))
 }
 
 /// The keys part of an invalidation notice.
@@ -413,16 +406,33 @@ fn bcast_and_redirect_clients_hear_of_writes_on_another_member() {
     );
     let bound = Duration::from_secs_f64(BOUND);
     let mut worst = Duration::ZERO;
-    for i in 0..20 {
+    // A notice to drop everything empties the node's record of what the REDIRECT client
+    // read: a round that meets one is run again (a few times at most), so that every key
+    // still needs a notice naming it from a round without one. (CI once met one from a
+    // member's warm-up and waited in vain for the key's notice.)
+    let mut flushes = 0;
+    let mut i = 0;
+    while i < 20 {
         let key = format!("user:{i}");
         resp2.cmd(&[b"GET", key.as_bytes()]);
         writer.cmd(&[b"SET", b"order:1", b"x"]);
         writer.cmd(&[b"SET", key.as_bytes(), b"v"]);
         let t = until_frame(&mut bcast, bound, |f| {
             assert!(!names(f, b"order:1"), "order:1 is outside the prefix");
-            invalidates(f, key.as_bytes())
+            names(f, key.as_bytes())
         });
-        let u = until_frame(&mut sub, bound, |f| invalidates(f, key.as_bytes()));
+        let mut flushed = false;
+        let u = until_frame(&mut sub, bound, |f| {
+            flushed = is_flush(f);
+            flushed || names(f, key.as_bytes())
+        });
+        if flushed {
+            flushes += 1;
+            assert!(flushes <= 3, "{flushes} notices to drop everything");
+            eprintln!("round {i} met a notice to drop everything: run again");
+            continue;
+        }
+        i += 1;
         worst = worst.max(t).max(u);
     }
     println!("worst delay of 40 notices from another member: {worst:?}");
