@@ -4,7 +4,8 @@
 # target/release/strata made before a change and the one after). For each build in turn,
 # ROUNDS times alternating, it starts a fresh cluster/local.sh (three nodes, replication
 # factor 2), runs redis-benchmark against node 1 (`-n N -c 50 -r 100000 -d 100`, each of
-# TESTS at -P 1 and -P 16), and reads the nodes' user + system CPU time from /proc before
+# TESTS at -P 1 and -P 16; a test is a redis-benchmark `-t` name, or `del-missing`: DEL of
+# random keys never written), and reads the nodes' user + system CPU time from /proc before
 # and after each run. Prints every round's ops/s and CPU µs per request, then each build's
 # median CPU per request: on this shared 2-core VM throughput moves ±10–20 % between
 # identical runs, CPU per request less. Extra environment (e.g. STRATA__L3__ENABLED=false)
@@ -38,7 +39,12 @@ for round in $(seq 1 "$ROUNDS"); do
     for t in $TESTS; do
       for P in 1 16; do
         before=$(cpu_ticks)
-        rps=$(redis-benchmark -p 6381 -n "$N" -c 50 -P "$P" -q -r 100000 -d 100 -t "$t" 2>/dev/null |
+        case "$t" in
+          # DEL of keys no one wrote (a cache-aside client deleting what it never cached).
+          del-missing) what=(DEL "missing:__rand_int__") ;;
+          *) what=(-t "$t") ;;
+        esac
+        rps=$(redis-benchmark -p 6381 -n "$N" -c 50 -P "$P" -q -r 100000 -d 100 "${what[@]}" 2>/dev/null |
           tr '\r' '\n' | awk -F': ' '/requests per second/{split($2,a," "); v=a[1]} END{print v+0}')
         after=$(cpu_ticks)
         us=$(( (after - before) * 1000000 / ticks / N ))
