@@ -1641,18 +1641,16 @@ impl Tier for RedisTier {
             let now = self.inner.clock.now_ms();
             let fresh = held.filter(|e| e.is_fresh(now));
             let (effect, reply) = ops::apply(op, fresh.as_ref(), now, cache.op_limits());
-            let (payload, px, change, msg) = match effect {
-                // A removal of a key Redis no longer holds (evicted under `maxmemory`, or
-                // expired) is published all the same, its reply unchanged: copies nodes
-                // hold of it — this node's too — go (ARCHITECTURE decision 101).
+            // A removal of a key Redis no longer holds (evicted under `maxmemory`, or
+            // expired) is published all the same, its reply unchanged: copies nodes hold of
+            // it — this node's too — go (ARCHITECTURE decision 101).
+            let effect = match effect {
                 Effect::None if fresh.is_none() && matches!(op, KeyOp::Del | KeyOp::GetDel) => {
-                    let version = cache.observe_version(strata_core::Version::from_u64(0));
-                    let msg = self.message(Op::Remove {
-                        namespace: namespace.to_owned(),
-                        key: key.to_vec(),
-                    });
-                    (Vec::new(), 0, Change::Removed(version), msg)
+                    Effect::Delete
                 }
+                other => other,
+            };
+            let (payload, px, change, msg) = match effect {
                 Effect::None => {
                     return Ok(Some(Executed {
                         reply,
