@@ -349,17 +349,18 @@ async fn two_nodes_on_one_redis_drop_stale_l1_copies() {
 /// and the nodes kept serving the value.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_delete_of_a_key_redis_evicted_reaches_the_nodes_copies() {
-    use strata_core::ops::{KeyOp, MultiOp, Reply, Transaction, TxStep};
+    use strata_core::ops::{Exists, KeyOp, MultiOp, Reply, Transaction, Ttl, TxStep};
+    const KEYS: [&[u8]; 4] = [b"plain", b"in-tx", b"getdel", b"pxat-past"];
     let redis = RedisServer::start();
     let cfg = BridgeConfig::standalone(redis.address());
     let a = Node::start(cfg.clone()).await;
     let b = Node::start(cfg).await;
     let seen = b.messages();
-    for k in ["plain", "in-tx"] {
+    for k in KEYS {
         a.cache.set("ns", k, "v").await.expect("set");
     }
-    b.applied(seen, 2).await;
-    for k in [&b"plain"[..], b"in-tx"] {
+    b.applied(seen, KEYS.len() as u64).await;
+    for k in KEYS {
         assert_eq!(b.cache.get("ns", k).await.unwrap(), Some(Bytes::from("v")));
         assert_eq!(b.l1("ns", k), Some(Bytes::from("v")), "B holds a copy");
         assert_eq!(a.l1("ns", k), Some(Bytes::from("v")), "A holds a copy");
@@ -386,7 +387,27 @@ async fn a_delete_of_a_key_redis_evicted_reaches_the_nodes_copies() {
         Reply::Exec(Some(vec![Reply::Int(0)])),
         "nothing was there to delete, as Redis answers"
     );
-    for k in [&b"plain"[..], b"in-tx"] {
+    let getdel = a
+        .cache
+        .execute("ns", Bytes::from_static(b"getdel"), &KeyOp::GetDel)
+        .await
+        .unwrap();
+    assert_eq!(getdel, Reply::Nil, "nothing was there, as Redis answers");
+    // `SET k v PXAT 1`: a write whose expiry has passed deletes the key, as in Redis.
+    let past = KeyOp::Set {
+        value: b"w".to_vec(),
+        ttl: Ttl::AtMs(1),
+        exists: Exists::Any,
+        get: false,
+        integer: false,
+    };
+    let set = a
+        .cache
+        .execute("ns", Bytes::from_static(b"pxat-past"), &past)
+        .await
+        .unwrap();
+    assert_eq!(set, Reply::Ok, "as Redis answers a SET with a past PXAT");
+    for k in KEYS {
         assert_eq!(a.l1("ns", k), None, "A serves a key it deleted");
         assert!(
             eventually(Duration::from_secs(2), || async { b.l1("ns", k).is_none() })
