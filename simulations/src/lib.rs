@@ -224,8 +224,8 @@ pub struct RunOptions {
     /// Break the forwarding of misplaced pushes on purpose (checker tests): a member keeps a
     /// pushed copy of a key it does not own in its view, and passes it on to no one.
     pub skip_forwarding: bool,
-    /// No owner-store evictions of counter and lock copies (a seed replays as it did before
-    /// they existed: the regression seeds found earlier).
+    /// No owner-store evictions of counter, lock and plain-key copies (a seed replays as it
+    /// did before they existed: the regression seeds found earlier).
     pub no_evictions: bool,
     /// No `WATCH` clients (a seed replays as it did before they existed).
     pub no_watch: bool,
@@ -233,6 +233,10 @@ pub struct RunOptions {
     /// purpose (checker tests): the primary replicates only the keys it changes (the
     /// protocol before ARCHITECTURE decision 96's check-only changes).
     pub skip_read_checks: bool,
+    /// Break ARCHITECTURE decision 101 on purpose (checker tests): a plain `DEL` whose
+    /// primary finds no copy of the key (its owners evicted it) is answered `0` and changes
+    /// and announces nothing, so copies other members read earlier stay.
+    pub skip_absent_removals: bool,
 }
 
 /// The outcome of one run.
@@ -288,6 +292,9 @@ pub struct Workload {
     pub locks: u64,
     /// Counter and lock copies evicted from one owner store (the others keep theirs).
     pub evictions: u64,
+    /// Plain keys evicted from an owner store (any owner's, the last one's included), and
+    /// removals whose primary found no copy of their key anywhere it asked.
+    pub plain_evictions: (u64, u64),
     /// Transactions on pair keys acknowledged (each checked), and not acknowledged.
     pub transactions: (u64, u64),
     /// `WATCH` increments committed (each checked) and aborted.
@@ -308,6 +315,8 @@ impl std::ops::AddAssign for Workload {
         self.incrs_refused += o.incrs_refused;
         self.locks += o.locks;
         self.evictions += o.evictions;
+        self.plain_evictions.0 += o.plain_evictions.0;
+        self.plain_evictions.1 += o.plain_evictions.1;
         self.transactions.0 += o.transactions.0;
         self.transactions.1 += o.transactions.1;
         self.watches.0 += o.watches.0;
@@ -319,7 +328,7 @@ impl fmt::Display for Workload {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         write!(
             f,
-            "{} local reads, {} remote reads, {} writes ({} with a TTL, {} refused over max_ttl), {} removals, {} writes and removals refused by their primary, {} reads missed on expiry, {} INCRs acknowledged ({} refused), {} locks acquired, {} owner-store evictions, {} transactions acknowledged ({} not), {} WATCH increments committed ({} aborted)",
+            "{} local reads, {} remote reads, {} writes ({} with a TTL, {} refused over max_ttl), {} removals, {} writes and removals refused by their primary, {} reads missed on expiry, {} INCRs acknowledged ({} refused), {} locks acquired, {} owner-store evictions, {} plain keys evicted ({} removed when no owner held them), {} transactions acknowledged ({} not), {} WATCH increments committed ({} aborted)",
             self.local_reads,
             self.remote_reads,
             self.writes,
@@ -332,6 +341,8 @@ impl fmt::Display for Workload {
             self.incrs_refused,
             self.locks,
             self.evictions,
+            self.plain_evictions.0,
+            self.plain_evictions.1,
             self.transactions.0,
             self.transactions.1,
             self.watches.0,
@@ -566,6 +577,15 @@ struct SimNode {
     hlc: HybridClock,
 }
 
+/// What a plain `DEL`'s primary did ([`Sim::remove_at`]).
+enum Removed {
+    /// Stamped, replicated and applied at this version (announced by the caller).
+    Stamped(u64),
+    /// Nothing, as decision 101 broken on purpose leaves it; the version the removal would
+    /// have had.
+    Skipped(u64),
+}
+
 /// The simulation of one seed.
 pub struct Sim {
     now: u64,
@@ -611,6 +631,8 @@ pub struct Sim {
     acked: HashMap<(usize, u32), (u32, u64)>,
     /// Whether a partition has started.
     partitioned: bool,
+    /// When the copies are next checked against the contract while the run goes on (µs).
+    next_copies_check: u64,
     execute_anywhere: bool,
     replicas_admit_all: bool,
     ignore_stalls: bool,
@@ -637,6 +659,12 @@ pub struct Sim {
     evict_rng: StdRng,
     /// Counter and lock copies evicted from an owner store.
     evictions: u64,
+    /// Plain-key owner-store evictions' own RNG (added after the others: their draws stay).
+    plain_evict_rng: StdRng,
+    /// Plain keys evicted from owner stores, and removals that found no copy.
+    plain_evictions: (u64, u64),
+    /// Break decision 101 on purpose ([`RunOptions::skip_absent_removals`]).
+    skip_absent_removals: bool,
     /// Per counter: the largest value an acknowledged `INCR` answered, and the version of
     /// that write. A later acknowledged `INCR` must answer more (every acknowledged
     /// increment counted once), unless every copy of that write was lost with the nodes
@@ -765,6 +793,7 @@ impl Sim {
             writes: HashMap::new(),
             acked: HashMap::new(),
             partitioned: false,
+            next_copies_check: 0,
             execute_anywhere: opts.execute_anywhere,
             // Executing anywhere is the broken protocol before per-key primaries: every
             // node read, incremented and wrote to the owners, which took any write.
@@ -784,6 +813,9 @@ impl Sim {
             incr_rng: StdRng::seed_from_u64(seed ^ 0x696e_6372_0000_0002),
             evict_rng: StdRng::seed_from_u64(seed ^ 0x6576_6963_7400_0003),
             evictions: 0,
+            plain_evict_rng: StdRng::seed_from_u64(seed ^ 0x706c_6169_6e00_0007),
+            plain_evictions: (0, 0),
+            skip_absent_removals: opts.skip_absent_removals,
             pull_rng: StdRng::seed_from_u64(seed ^ 0x7075_6c6c_0000_0003),
             incr_ops: (0, 0, 0),
             plain_refused: 0,
@@ -1651,6 +1683,9 @@ impl Sim {
         if !self.no_evictions && self.evict_rng.random_bool(0.03) {
             self.evict();
         }
+        if !self.no_evictions && self.plain_evict_rng.random_bool(0.05) {
+            self.evict_plain();
+        }
         if roll < 4 {
             self.invalidate_many(at, roll);
         } else if roll < 34 {
@@ -1703,6 +1738,43 @@ impl Sim {
             self.evictions += 1;
             self.debug_key(c, || format!("n{i} evicts its copy of counter/lock {c}"));
         }
+    }
+
+    /// An owner store's capacity eviction of a plain key: one node drops one key it stores,
+    /// whatever the other owners hold — the node's owner stores are bounded caches, and a
+    /// key every owner evicted is a miss (the client loads it again). Copies other members
+    /// read earlier stay until an invalidation reaches them: a later `DEL` must still
+    /// announce the removal (ARCHITECTURE decision 101). Half the time the key is one
+    /// another member holds a copy of: such a key is read from those copies, so it is
+    /// the one that goes cold in its owners' stores and is evicted there first.
+    fn evict_plain(&mut self) {
+        let i = self.plain_evict_rng.random_range(0..self.nodes.len());
+        if self.nodes[i].membership.is_none() {
+            return;
+        }
+        let copied: Vec<u32> = self.nodes[i]
+            .store
+            .keys()
+            .copied()
+            .filter(|k| {
+                self.nodes
+                    .iter()
+                    .enumerate()
+                    .any(|(j, n)| j != i && n.copies.contains_key(k))
+            })
+            .collect();
+        let candidates: Vec<u32> = if !copied.is_empty() && self.plain_evict_rng.random_bool(0.5) {
+            copied
+        } else {
+            self.nodes[i].store.keys().copied().collect()
+        };
+        if candidates.is_empty() {
+            return;
+        }
+        let key = candidates[self.plain_evict_rng.random_range(0..candidates.len())];
+        self.nodes[i].store.remove(&key);
+        self.plain_evictions.0 += 1;
+        self.debug_key(key, || format!("n{i} evicts its copy of key {key}"));
     }
 
     /// `at`'s clock (true time plus its offset), in ms.
@@ -2892,7 +2964,17 @@ impl Sim {
             version
         } else {
             match self.remove_at(p, &ring_p, key) {
-                Some(v) => v,
+                Some(Removed::Stamped(v)) => v,
+                Some(Removed::Skipped(v)) => {
+                    // Broken on purpose: the client has its `0`, and the checker holds the
+                    // removal to the contract as if it had been announced at `v`.
+                    if !self.cut_off(at) && !self.cut_off(p) {
+                        self.invalidations.push((self.now, key, v));
+                        let life = self.nodes[at].life;
+                        self.acked.insert((at, key), (life, v));
+                    }
+                    return;
+                }
                 None => {
                     self.plain_refused += 1;
                     return;
@@ -2944,7 +3026,7 @@ impl Sim {
     /// (fencing, and a newer copy held there makes the primary adopt it and execute again);
     /// applied at the primary once every owner did. The removal's version, or `None` when
     /// it was refused (`TRYAGAIN`).
-    fn remove_at(&mut self, p: usize, ring_p: &Ring, key: u32) -> Option<u64> {
+    fn remove_at(&mut self, p: usize, ring_p: &Ring, key: u32) -> Option<Removed> {
         let kb = key_bytes(key);
         let name_p = self.nodes[p].name.clone();
         let replicas = decide::replicas(ring_p, &name_p, &kb, RF);
@@ -2968,6 +3050,12 @@ impl Sim {
             let base = current.map_or(0, |h| h.version).max(floor);
             self.observe(p, base);
             let version = self.stamp(p);
+            if current.is_none() {
+                self.plain_evictions.1 += 1;
+                if self.skip_absent_removals {
+                    return Some(Removed::Skipped(version));
+                }
+            }
             let mut failed = false;
             let mut newer: Option<Held> = None;
             for r in &replicas {
@@ -2994,7 +3082,7 @@ impl Sim {
                 continue;
             }
             self.remove_owned(p, key, version);
-            return Some(version);
+            return Some(Removed::Stamped(version));
         }
         None
     }
@@ -3569,6 +3657,15 @@ impl Sim {
                     }
                 }
                 Kind::Tick { node, life, n } => {
+                    // Every copy a member holds is one its next read serves: once a second,
+                    // until a partition or a pause starts, each is held to the bound as a
+                    // read of it would be (G2/G3), not only at the end of the run.
+                    if !self.partitioned && self.now >= self.next_copies_check {
+                        self.next_copies_check = self.now + SEC;
+                        if let Err(e) = self.check_copies() {
+                            self.violate(|| e);
+                        }
+                    }
                     if self.nodes[node].life == life && self.nodes[node].membership.is_some() {
                         let now_ms = self.now / MS;
                         let was = self.nodes[node].stall.stalls();
@@ -3685,6 +3782,7 @@ impl Sim {
                 transactions: self.tx_ops,
                 watches: self.watch_ops,
                 evictions: self.evictions,
+                plain_evictions: self.plain_evictions,
             },
             clients: (self.clients < self.mix.nodes).then_some(self.clients),
         }

@@ -275,6 +275,36 @@ fn the_workload_exercises_ttls_removals_and_both_read_paths() {
     assert!(w.expired_misses > 0, "{w}");
     assert!(w.removals > 0, "{w}");
     assert!(w.local_reads > 0 && w.remote_reads > 0, "{w}");
+    assert!(w.plain_evictions.0 > 0, "{w}");
+    assert!(w.plain_evictions.1 > 0, "{w}");
+}
+
+/// ARCHITECTURE decision 101: a `DEL` whose primary finds no copy of the key (its owners
+/// evicted it, while members that read it earlier still hold copies) is stamped,
+/// replicated and announced all the same. Broken on purpose (answered `0`, nothing
+/// announced, as before the decision), a copy read earlier outlives the client's `DEL`
+/// past the bound. Most seeds' partitions and pauses switch the bound's checks off early,
+/// and the key's next write usually drops the copy within the bound, so the calm mix
+/// (no partition, no pause: the copies are checked every second of the run) finds it.
+#[test]
+fn the_checker_catches_a_delete_that_skips_keys_its_owners_evicted() {
+    let mut mix = FaultMix::calm(5);
+    mix.fault_secs = 10;
+    let calm = RunOptions {
+        mix: Some(mix),
+        ..RunOptions::default()
+    };
+    let broken = RunOptions {
+        skip_absent_removals: true,
+        ..calm.clone()
+    };
+    let first = (0..50).find(|&s| run_seed(s, &broken).result.is_err());
+    let Some(seed) = first else {
+        panic!("50 calm seeds never noticed a DEL that skips evicted keys");
+    };
+    let r = run_seed(seed, &calm);
+    assert!(r.result.is_ok(), "seed {seed} with decision 101: {r}");
+    assert!(r.workload.plain_evictions.1 > 0, "{r}");
 }
 
 #[test]
