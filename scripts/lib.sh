@@ -25,7 +25,11 @@ need_redis_py() {
 }
 
 # A fresh cluster/local.sh (three nodes, empty data directories) running the `strata` binary
-# $1, installed as target/release/strata; returns once every node's RESP port answers.
+# $1, installed as target/release/strata; returns once every node's RESP port answers, and
+# then SETTLE_SECS later (default 0). A cluster that just formed is inside its hand-off
+# window (`cluster.handoff_window_ms`, 30 s after the last ring change), where a primary
+# without a copy asks the previous owners too before a plain SET or DEL; SETTLE_SECS=32
+# measures the steady state a long-running cluster is in.
 fresh_cluster() {
   cluster/local.sh down >/dev/null 2>&1 || true
   rm -rf cluster/run/data1 cluster/run/data2 cluster/run/data3
@@ -33,4 +37,5 @@ fresh_cluster() {
   cp "$1" target/release/strata.tmp && mv target/release/strata.tmp target/release/strata
   STRATA_NO_BUILD=1 cluster/local.sh up >/dev/null
   local p; for p in 6381 6382 6383; do wait_port "$p"; done
+  sleep "${SETTLE_SECS:-0}"
 }

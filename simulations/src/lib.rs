@@ -659,12 +659,15 @@ pub struct Sim {
     evict_rng: StdRng,
     /// Counter and lock copies evicted from an owner store.
     evictions: u64,
-    /// Plain-key owner-store evictions' own RNG (added after the others: their draws stay).
+    /// Plain-key owner-store evictions' own RNG (the other RNGs' draws stay, though the
+    /// run they make goes another way once a store lacks a key it held).
     plain_evict_rng: StdRng,
     /// Plain keys evicted from owner stores, and removals that found no copy.
     plain_evictions: (u64, u64),
     /// Break decision 101 on purpose ([`RunOptions::skip_absent_removals`]).
     skip_absent_removals: bool,
+    /// The (key, version) of each `DEL` skipped so: a violation naming one says so.
+    skipped_removals: BTreeSet<(u32, u64)>,
     /// Per counter: the largest value an acknowledged `INCR` answered, and the version of
     /// that write. A later acknowledged `INCR` must answer more (every acknowledged
     /// increment counted once), unless every copy of that write was lost with the nodes
@@ -816,6 +819,7 @@ impl Sim {
             plain_evict_rng: StdRng::seed_from_u64(seed ^ 0x706c_6169_6e00_0007),
             plain_evictions: (0, 0),
             skip_absent_removals: opts.skip_absent_removals,
+            skipped_removals: BTreeSet::new(),
             pull_rng: StdRng::seed_from_u64(seed ^ 0x7075_6c6c_0000_0003),
             incr_ops: (0, 0, 0),
             plain_refused: 0,
@@ -1804,6 +1808,16 @@ impl Sim {
     }
 
     /// Records the first contract violation seen at an operation.
+    /// What a violation adds when the invalidation or acknowledgement it names is a `DEL`
+    /// skipped on purpose ([`RunOptions::skip_absent_removals`]).
+    fn skipped(&self, key: u32, version: u64) -> &'static str {
+        if self.skipped_removals.contains(&(key, version)) {
+            " (a DEL its primary skipped: decision 101 broken)"
+        } else {
+            ""
+        }
+    }
+
     fn violate(&mut self, what: impl FnOnce() -> String) {
         if self.violation.is_none() {
             let t = self.now as f64 / SEC as f64;
@@ -1827,8 +1841,9 @@ impl Sim {
             && life == self.nodes[at].life
             && version < mine
         {
+            let why = self.skipped(key, mine);
             self.violate(|| {
-                format!("G1: n{at} read key {key} at version {version}, older than its own acknowledged version {mine}")
+                format!("G1: n{at} read key {key} at version {version}, older than its own acknowledged version {mine}{why}")
             });
         }
         if let Some((t, _, v)) = self
@@ -1837,9 +1852,10 @@ impl Sim {
             .find(|(t, k, v)| *k == key && *v > version && t + STALENESS_BOUND <= self.now)
             .copied()
         {
+            let why = self.skipped(key, v);
             self.violate(|| {
                 format!(
-                    "G2: n{at} served key {key} at version {version}; it was invalidated at {:.3}s by version {v}",
+                    "G2: n{at} served key {key} at version {version}; it was invalidated at {:.3}s by version {v}{why}",
                     t as f64 / SEC as f64
                 )
             });
@@ -2968,6 +2984,7 @@ impl Sim {
                 Some(Removed::Skipped(v)) => {
                     // Broken on purpose: the client has its `0`, and the checker holds the
                     // removal to the contract as if it had been announced at `v`.
+                    self.skipped_removals.insert((key, v));
                     if !self.cut_off(at) && !self.cut_off(p) {
                         self.invalidations.push((self.now, key, v));
                         let life = self.nodes[at].life;
@@ -3019,8 +3036,9 @@ impl Sim {
     }
 
     /// A plain `DEL` of `key` at its primary `p`, as the node's `execute_locked` runs one:
-    /// against its own copy, else the newest the read plan's members hold (one that cannot
-    /// be asked refuses it); stamped there — whether or not a copy was found (a key its
+    /// against its own copy, else — where `decide::reads_before_put` says so, as for a
+    /// plain `SET` — the newest the read plan's members hold (one that cannot be asked
+    /// refuses it; without the read, the replication finds the replica's copy); stamped there — whether or not a copy was found (a key its
     /// owners evicted may still have copies elsewhere, which only the announcement
     /// reaches); replicated to every other owner as [`Sim::put_at`] replicates a write
     /// (fencing, and a newer copy held there makes the primary adopt it and execute again);
@@ -3043,18 +3061,23 @@ impl Sim {
                             .map(String::as_str)
                             .filter(|n| *n != name_p)
                             .collect();
-                        self.others_copy(p, &others, key)?
+                        // As a plain `SET`'s: the replication finds the replica's copy
+                        // (the switch's protocol, from before decision 101, read first).
+                        if self.skip_absent_removals || decide::reads_before_put(&others, &replicas)
+                        {
+                            self.others_copy(p, &others, key)?
+                        } else {
+                            (None, 0)
+                        }
                     }
                 },
             };
             let base = current.map_or(0, |h| h.version).max(floor);
             self.observe(p, base);
             let version = self.stamp(p);
-            if current.is_none() {
+            if current.is_none() && self.skip_absent_removals {
                 self.plain_evictions.1 += 1;
-                if self.skip_absent_removals {
-                    return Some(Removed::Skipped(version));
-                }
+                return Some(Removed::Skipped(version));
             }
             let mut failed = false;
             let mut newer: Option<Held> = None;
@@ -3082,6 +3105,9 @@ impl Sim {
                 continue;
             }
             self.remove_owned(p, key, version);
+            if current.is_none() {
+                self.plain_evictions.1 += 1;
+            }
             return Some(Removed::Stamped(version));
         }
         None
@@ -3285,15 +3311,25 @@ impl Sim {
 
     /// G2/G3 on the copies: no node holds a copy older than an invalidation of its key made
     /// more than `STALENESS_BOUND` ago.
-    fn check_copies(&self) -> Result<(), String> {
+    fn check_copies(&self, during_run: bool) -> Result<(), String> {
         for (i, n) in self.nodes.iter().enumerate() {
             if n.membership.is_none() || n.unverified {
                 // Unproven warm-restart copies are not served.
                 continue;
             }
+            // During the run, only what a read would serve: a node's reads of a key it owns
+            // go to its owner store, never to a copy it kept (a warm restart's, proven,
+            // of a key the ring has since given it).
+            let ring = during_run.then(|| self.ring_of(i)).flatten();
             for (key, copy) in &n.copies {
                 // An expired copy is never served (G4): holding it is no violation.
                 if !self.fresh(i, copy.expires_at) {
+                    continue;
+                }
+                if ring
+                    .as_ref()
+                    .is_some_and(|r| r.owners(&key_bytes(*key), RF).contains(&n.name.as_str()))
+                {
                     continue;
                 }
                 if let Some((t, _, v)) = self.invalidations.iter().find(|(t, k, v)| {
@@ -3321,12 +3357,13 @@ impl Sim {
                         }
                     }
                     return Err(format!(
-                        "{} holds a stale copy of key {key} (version {}, from {} gen {}); it was invalidated at {:.3}s by version {v} [coherence {c:?}, membership {m:?}]",
+                        "{} holds a stale copy of key {key} (version {}, from {} gen {}); it was invalidated at {:.3}s by version {v}{} [coherence {c:?}, membership {m:?}]",
                         n.name,
                         copy.version,
                         copy.origin,
                         copy.generation,
-                        *t as f64 / SEC as f64
+                        *t as f64 / SEC as f64,
+                        self.skipped(*key, *v)
                     ));
                 }
             }
@@ -3343,9 +3380,10 @@ impl Sim {
                     .find(|(t, k, v)| k == key && *v > *version && t + STALENESS_BOUND <= self.now)
                 {
                     return Err(format!(
-                        "{} holds a stale owner entry of key {key} (version {version}); it was invalidated at {:.3}s by version {v}",
+                        "{} holds a stale owner entry of key {key} (version {version}); it was invalidated at {:.3}s by version {v}{}",
                         n.name,
-                        *t as f64 / SEC as f64
+                        *t as f64 / SEC as f64,
+                        self.skipped(*key, *v)
                     ));
                 }
             }
@@ -3662,7 +3700,7 @@ impl Sim {
                     // read of it would be (G2/G3), not only at the end of the run.
                     if !self.partitioned && self.now >= self.next_copies_check {
                         self.next_copies_check = self.now + SEC;
-                        if let Err(e) = self.check_copies() {
+                        if let Err(e) = self.check_copies(true) {
                             self.violate(|| e);
                         }
                     }
@@ -3723,7 +3761,7 @@ impl Sim {
                     let healed = self.healed_at.unwrap_or(self.now);
                     let converged = self.converged.unwrap_or(self.now);
                     let served = self.violation.take().map_or(Ok(()), Err);
-                    result = Some(match served.and_then(|()| self.check_copies()) {
+                    result = Some(match served.and_then(|()| self.check_copies(false)) {
                         Ok(()) => Ok(Duration::from_micros(converged - healed)),
                         Err(e) => Err(format!("contract: {e}")),
                     });

@@ -116,17 +116,21 @@ pub fn starting_point(
 }
 
 /// Whether a primary that holds no copy of a key must read the other owners' copies before
-/// it executes a plain `SET` (`PrimaryOp::Put`), given the members its read plan names
-/// besides itself (`plan_others`: the current owners, and the previous ones inside a
-/// hand-off window) and the replicas it will replicate to. A plain `SET` does not depend on
-/// the copy; only its version must end up above it, and with exactly one replica that is
-/// also the only other member the plan names, the replication itself finds out: the
-/// replica answers `Stale` with any copy it holds, the primary adopts it and executes
-/// again, and an absent key (a cache fill) costs one round trip instead of two. With more
-/// replicas a mixed answer (one applied, one `Stale`) would leave the outcome unknown, and
-/// inside a hand-off window a previous owner that is not replicated to may hold the newest
-/// copy: both read first. Every other operation reads first too: one that changes nothing
-/// when it finds no copy (`DEL`, `EXPIRE`, `SET XX`) would otherwise never ask the replica.
+/// it executes a plain `SET` (`PrimaryOp::Put`) or a plain `DEL`/`GETDEL`, given the
+/// members its read plan names besides itself (`plan_others`: the current owners, and the
+/// previous ones inside a hand-off window) and the replicas it will replicate to. A plain
+/// `SET` does not depend on the copy; only its version must end up above it, and with
+/// exactly one replica that is also the only other member the plan names, the replication
+/// itself finds out: the replica answers `Stale` with any copy it holds, the primary adopts
+/// it and executes again, and an absent key (a cache fill) costs one round trip instead of
+/// two. A `DEL` or `GETDEL` changes the key whether or not it finds a copy (a removal of a
+/// key found nowhere is stamped and announced all the same, ARCHITECTURE decision 101), so
+/// the same holds: a replica's `Stale` copy makes the primary execute again from it (the
+/// reply then counts it, or carries its value). With more replicas a mixed answer (one
+/// applied, one `Stale`) would leave the outcome unknown, and inside a hand-off window a
+/// previous owner that is not replicated to may hold the newest copy: both read first.
+/// Every other operation reads first too: one that changes nothing when it finds no copy
+/// (`EXPIRE`, `SET XX`) would otherwise never ask the replica.
 pub fn reads_before_put(plan_others: &[&str], replicas: &[String]) -> bool {
     !(replicas.len() == 1 && plan_others.len() == 1 && plan_others[0] == replicas[0])
 }

@@ -501,6 +501,24 @@ impl Node {
         self.cluster.as_ref()?.owner_copy(namespace, key)
     }
 
+    /// Drops this node's owner-store copy of `key` as a full owner store evicts it (no
+    /// removal recorded); whether it held one. Feature `fault-injection`; never in a
+    /// production build.
+    #[cfg(feature = "fault-injection")]
+    pub fn evict_owner_copy(&self, namespace: &str, key: &[u8]) -> bool {
+        self.cluster
+            .as_ref()
+            .is_some_and(|c| c.evict_owner_copy(namespace, key))
+    }
+
+    /// Plain `SET`s, `DEL`s and `GETDEL`s this node executed as primary without reading
+    /// the other owners first (`cluster_writes_unread_total`). Feature `fault-injection`;
+    /// never in a production build.
+    #[cfg(feature = "fault-injection")]
+    pub fn unread_writes(&self) -> u64 {
+        self.cluster.as_ref().map_or(0, |c| c.unread_writes())
+    }
+
     /// Lifts [`Node::isolate_from`].
     #[cfg(feature = "fault-injection")]
     pub fn heal_network(&self) {

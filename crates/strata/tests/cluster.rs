@@ -575,6 +575,109 @@ async fn a_delete_of_a_key_its_owners_evicted_reaches_the_copies_read_elsewhere(
     stop(nodes).await;
 }
 
+/// A plain `DEL` or `GETDEL` at a primary that holds no copy of the key (its store evicted
+/// it) skips the read of the replica, as a plain `SET` does (`reads_before_put`): it
+/// changes the key whatever it finds (decision 101), so the replication's answer finds the
+/// replica's copy — `Stale`, adopted, executed again from it. The replies count and carry
+/// that copy, as one Redis would, and no owner or member keeps it. A replica's copy the
+/// primary knows is dead (a tag invalidation the replica missed) is not counted.
+#[cfg(feature = "fault-injection")]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_delete_at_a_primary_that_evicted_the_key_finds_the_replicas_copy() {
+    use strata_core::ops::{KeyOp, Reply};
+    let nodes = cluster_with(3, 2, None, |c| {
+        c.cluster.handoff_window_ms = 200;
+    })
+    .await;
+    let keys: Vec<String> = keys_owned_by(&nodes[0], "replica-only:", &["n0", "n1"])
+        .take(3)
+        .collect();
+    let c2 = nodes[2].cache();
+    for (key, value) in keys[..2].iter().zip(["one", "two"]) {
+        c2.set("ns", key.clone(), value).await.unwrap();
+    }
+    let tagged = strata_core::SetOptions {
+        tags: strata_core::entry::Tags::new(["gone"]),
+        ..Default::default()
+    };
+    c2.set_with("ns", keys[2].clone(), "three", tagged)
+        .await
+        .unwrap();
+    // Past the hand-off window of the cluster's last ring change: the plan is the owners.
+    tokio::time::sleep(Duration::from_millis(400)).await;
+    for key in &keys[..2] {
+        assert!(
+            nodes[0].evict_owner_copy("ns", key.as_bytes()),
+            "the primary held it"
+        );
+        assert!(
+            nodes[1].owner_copy("ns", key.as_bytes()).is_some(),
+            "the replica holds it"
+        );
+    }
+    // The third key's tag is invalidated everywhere but on the replica.
+    nodes[1].ignore_invalidations(true);
+    nodes[0]
+        .cache()
+        .invalidate_tag("ns", b"gone")
+        .await
+        .unwrap();
+    assert!(nodes[0].owner_copy("ns", keys[2].as_bytes()).is_none());
+    assert!(
+        nodes[1].owner_copy("ns", keys[2].as_bytes()).is_some(),
+        "the replica missed the tag's invalidation"
+    );
+    let unread = nodes[0].unread_writes();
+    let del = c2
+        .execute("ns", bytes::Bytes::from(keys[0].clone()), &KeyOp::Del)
+        .await
+        .unwrap();
+    assert_eq!(
+        del,
+        Reply::Int(1),
+        "DEL counts the replica's copy, as one Redis would"
+    );
+    let getdel = c2
+        .execute("ns", bytes::Bytes::from(keys[1].clone()), &KeyOp::GetDel)
+        .await
+        .unwrap();
+    assert_eq!(
+        getdel,
+        Reply::Bulk(b"two".to_vec()),
+        "GETDEL carries the replica's copy"
+    );
+    let dead = c2
+        .execute("ns", bytes::Bytes::from(keys[2].clone()), &KeyOp::Del)
+        .await
+        .unwrap();
+    assert_eq!(
+        dead,
+        Reply::Int(0),
+        "the replica's copy was dead: nothing to count"
+    );
+    nodes[1].ignore_invalidations(false);
+    assert_eq!(
+        nodes[0].unread_writes(),
+        unread + 3,
+        "each executed without reading the replica first"
+    );
+    for key in &keys {
+        for n in &nodes {
+            assert!(n.owner_copy("ns", key.as_bytes()).is_none());
+        }
+        eventually(
+            "the member that wrote the key stops serving it",
+            Duration::from_secs(5),
+            || nodes[2].cache().l1_expiry("ns", key.as_bytes()).is_none(),
+        )
+        .await;
+        for n in &nodes {
+            assert_eq!(n.cache().get("ns", key.as_bytes()).await.unwrap(), None);
+        }
+    }
+    stop(nodes).await;
+}
+
 /// A member that stores a pushed copy of a key it does not own in its own view — a hand-off
 /// push or read repair placed by another member's view — passes it on to the owners in its
 /// view (ARCHITECTURE decision 100; simulator seed 3237: a key's last copy was pushed by a

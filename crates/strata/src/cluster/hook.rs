@@ -253,7 +253,7 @@ impl Maintenance for ClusterHook {
             ),
             m(
                 "cluster_writes_unread",
-                "Plain SETs executed here as primary, with no copy here, without reading the replica first: its answer to the replication names any newer copy",
+                "Plain SETs, DELs and GETDELs executed here as primary, with no copy here, without reading the replica first: its answer to the replication names any newer copy",
                 true,
                 get(&k.blind_puts),
             ),

@@ -129,8 +129,8 @@ pub(crate) struct Counters {
     pub(crate) replica_down: AtomicU64,
     /// Executions redone because an owner held a newer copy than the primary's.
     pub(crate) stale_base: AtomicU64,
-    /// Plain `SET`s executed here without reading the other owners first
-    /// ([`strata_cluster::primary::reads_before_put`]).
+    /// Plain `SET`s, `DEL`s and `GETDEL`s executed here without reading the other owners
+    /// first ([`strata_cluster::primary::reads_before_put`]).
     pub(crate) blind_puts: AtomicU64,
     /// Writes refused here as primary because no majority answered this node's pings
     /// within the lease ([`strata_cluster::primary::Lease`]).
@@ -402,6 +402,20 @@ impl Shared {
         let _ = self
             .owner
             .set_sync(namespace, bytes::Bytes::copy_from_slice(key), entry);
+    }
+
+    /// Drops this node's owner-store copy of `key` as a full store evicts it: nothing is
+    /// recorded (no removal, no floor). Whether there was one.
+    pub(crate) fn evict_owner_copy(&self, namespace: &str, key: &[u8]) -> bool {
+        self.owner
+            .peek_retained_entry(namespace, key)
+            .is_some_and(|e| self.owner.remove_version_sync(namespace, key, e.version))
+    }
+
+    /// Plain `SET`s, `DEL`s and `GETDEL`s executed here as primary without reading the
+    /// other owners first.
+    pub(crate) fn unread_writes(&self) -> u64 {
+        self.counters.blind_puts.load(Ordering::Relaxed)
     }
 
     /// This node's owner-store copy of `key`, fresh or inside its stale grace, looked at

@@ -112,7 +112,7 @@ impl Shared {
         loop {
             attempt += 1;
             match self
-                .execute_locked(&ring, cache, namespace, key, &op, restart.take())
+                .execute_locked(&ring, cache, namespace, key, &op, restart.take(), attempt)
                 .await?
             {
                 Ok(done) => {
@@ -608,7 +608,8 @@ impl Shared {
     /// holds the newer `entry`. It starts where `restart` says ([`Shared::adopt`]), else
     /// from the current copy; its base is at least the version of any copy it was answered
     /// but did not start from (a dead one an owner still holds), so that the owners take
-    /// the change over it.
+    /// the change over it. `attempt` counts from 1.
+    #[allow(clippy::too_many_arguments)]
     async fn execute_locked(
         self: &Arc<Self>,
         ring: &strata_cluster::Ring,
@@ -617,15 +618,24 @@ impl Shared {
         key: &[u8],
         op: &PrimaryOp,
         restart: Option<Start>,
+        attempt: usize,
     ) -> Result<Result<Executed, Newer>, Refusal> {
         let now = self.now_ms();
-        let (current, floor) = match restart {
-            Some(Start::From(e)) => (Some(e), 0),
-            Some(Start::Above(v)) => (None, v),
-            None if matches!(op, PrimaryOp::Put(_)) => {
+        // A plain `DEL`/`GETDEL` changes the key whatever it finds (decision 101): like a
+        // plain `SET`, its replication finds any copy the replica holds.
+        let removal = matches!(op, PrimaryOp::Key(KeyOp::Del | KeyOp::GetDel));
+        let (current, floor, unread) = match restart {
+            Some(Start::From(e)) => (Some(e), 0, false),
+            Some(Start::Above(v)) => (None, v, false),
+            // The first attempt only: after an adoption the store would not take (it keeps
+            // a newer copy, expired here), unread attempts could go round until the last.
+            None if attempt == 1 && (removal || matches!(op, PrimaryOp::Put(_))) => {
                 self.copy_for_put(ring, namespace, key).await?
             }
-            None => self.current_copy(namespace, key).await?,
+            None => {
+                let (current, floor) = self.current_copy(namespace, key).await?;
+                (current, floor, false)
+            }
         };
         let base = current
             .as_ref()
@@ -722,15 +732,14 @@ impl Shared {
             (PrimaryOp::Key(_), Some(c)) => wire_tags(c),
             _ => Vec::new(),
         };
+        // An unread removal's base stays 0, not raised to the newest invalidation of the key
+        // this node holds (`outgoing`: a removal, pattern, tag or flush it applied, or a
+        // write it announced): the replica's copy of that write is what its `Stale` answer
+        // must bring back, for the reply (`DEL`'s count, `GETDEL`'s value). A copy this
+        // node knows is dead is refused when adopted (`adopt`) and costs a round more.
+        let from_none = current.is_none() && !(unread && removal);
         if let Some(newer) = self
-            .replicate_out(
-                ring,
-                namespace,
-                key,
-                &change,
-                (base, base_tags),
-                current.is_none(),
-            )
+            .replicate_out(ring, namespace, key, &change, (base, base_tags), from_none)
             .await?
         {
             return Ok(Err(newer));
@@ -883,17 +892,17 @@ impl Shared {
         Ok((start, floor))
     }
 
-    /// The copy a plain `SET` executes against: this node's own; with none, the others'
-    /// only where [`decide::reads_before_put`] says so (else the replication finds any
-    /// newer copy: `Stale`).
+    /// The copy a plain `SET`, `DEL` or `GETDEL` executes against: this node's own; with
+    /// none, the others' only where [`decide::reads_before_put`] says so (else the
+    /// replication finds any newer copy: `Stale`). The last: whether the others went unread.
     async fn copy_for_put(
         &self,
         ring: &strata_cluster::Ring,
         namespace: &str,
         key: &[u8],
-    ) -> Result<(Option<Entry>, u64), Refusal> {
+    ) -> Result<(Option<Entry>, u64, bool), Refusal> {
         if let Some(own) = self.own_copy(namespace, key) {
-            return Ok((Some(own), 0));
+            return Ok((Some(own), 0, false));
         }
         let (plan, _) = self.read_plan(key);
         let others: Vec<&str> = plan
@@ -904,10 +913,11 @@ impl Shared {
         let replicas =
             decide::replicas(ring, &self.name, key, self.cfg.replication_factor as usize);
         if decide::reads_before_put(&others, &replicas) {
-            return self.others_copy(namespace, key, &plan).await;
+            let (copy, floor) = self.others_copy(namespace, key, &plan).await?;
+            return Ok((copy, floor, false));
         }
         self.counters.blind_puts.fetch_add(1, Ordering::Relaxed);
-        Ok((None, 0))
+        Ok((None, 0, true))
     }
 
     /// Sends `change` to every other owner under `ring` and needs each one to apply it.
