@@ -5,7 +5,8 @@
 # --cluster), against node 1 of cluster/local.sh (replication factor 2, every write executed
 # at the key's primary) through its plain port, and against the same cluster through its
 # cluster ports (redis-benchmark --cluster: each key sent to its primary). Prints the
-# throughput and both ratios. TESTS="incr setnx set get" picks the commands.
+# throughput and both ratios. TESTS="incr setnx set get" picks the commands; SETTLE_SECS
+# waits that long after the Strata cluster is up (32: past its 30 s hand-off window).
 # Starts and stops everything it runs (by pid). A few minutes after the release build.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -59,6 +60,8 @@ done
 cluster/local.sh up >/dev/null
 wait_port 6381
 wait_port 7381
+# SETTLE_SECS=32: past the cluster's hand-off window (scripts/lib.sh, fresh_cluster).
+sleep "${SETTLE_SECS:-0}"
 
 bench() { # port pipeline incr|setnx|set|get [--cluster] -> requests/s (empty when it failed)
   # In --cluster mode redis-benchmark replaces `{tag}` by a tag of each master, so the keys
