@@ -761,6 +761,16 @@ fn connection_and_server_commands() {
     }
     let only: String = cmd("INFO").arg("strata").query(&mut c).unwrap();
     assert!(only.contains("# Strata") && !only.contains("# Server"));
+    // Every line ends with CRLF, the last one too, and sections are apart by one empty
+    // line, as in Redis (a line parser joined the last line with the next reply's).
+    for reply in [&text, &only] {
+        assert!(
+            reply.ends_with("\r\n") && !reply.ends_with("\r\n\r\n"),
+            "INFO ends with {:?}",
+            &reply[reply.len().saturating_sub(40)..]
+        );
+    }
+    assert!(text.contains("\r\n\r\n# Clients\r\n") && !text.contains("\r\n\r\n\r\n"));
 
     let cfg: Vec<String> = cmd("CONFIG")
         .arg("GET")

@@ -341,6 +341,10 @@ fn compare(
     let mut queued: Option<Vec<Vec<String>>> = None;
     for step in 0..steps {
         for cmd in unit(&mut r) {
+            // DIFF_TRACE=<seed>: the seed's commands, as they are sent (with --nocapture).
+            if std::env::var("DIFF_TRACE").is_ok_and(|t| t == seed.to_string()) {
+                eprintln!("seed {seed} step {step}: {cmd:?}");
+            }
             let answer = run(&cmd, redis);
             let in_multi = queued.is_some();
             let exec_queue = queued.clone().unwrap_or_default();
@@ -636,6 +640,23 @@ fn edge_cases_answer_as_redis_does() {
             &["WAIT", "0", "x"],
             &["WAIT", "x", "-1"],
         ],
+        // An unknown command echoes its arguments while the echo is under 128 bytes.
+        &[
+            &[
+                "FOO",
+                "yyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyy",
+                "yyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyy",
+                "yyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyy",
+                "yyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyy",
+                "yyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyy",
+            ],
+            &[
+                "FOO",
+                "xxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxx",
+                "y",
+            ],
+            &["FOO", "a", "b"],
+        ],
         &[
             &["SET", "w", "1"],
             &["MULTI"],
@@ -826,6 +847,113 @@ fn pipelines_answer_as_redis_does() {
                         before.join("\n")
                     );
                 }
+            }
+        }
+    }
+}
+
+/// `WATCH` of a key that does not exist, then a change of it by another client (or by the
+/// watcher itself) that leaves it absent again — written then deleted, renamed away,
+/// expired — must abort `EXEC`, as in Redis: comparing "absent" with "absent" is not enough
+/// (a differential hunt found EXEC running, 2026-12-04). Changes that leave the key
+/// untouched (nothing, another key, `FLUSHDB` of a database without it) must not abort.
+/// On Redis and one node (with L3 and without). A cluster (both clients on node 1) is held to what
+/// docs/protocol.md says of it: a key absent at `WATCH` and at `EXEC` counts as unchanged
+/// there, and a key present at `EXEC` aborts.
+#[test]
+fn a_key_watched_while_absent_aborts_exec_when_written_meanwhile() {
+    let redis = RedisServer::start();
+    let single = Server::start(REDIS_LIKE);
+    let memory_only = Server::start_l1_only(REDIS_LIKE);
+    let (nodes, _dirs) = three_nodes(REDIS_LIKE);
+    let set_k: &[&str] = &["SET", "{t}k", "1"];
+    let cases: &[(&str, &[&[&str]], bool)] = &[
+        ("nothing", &[], false),
+        ("another key written", &[&["SET", "{t}other", "1"]], false),
+        (
+            "FLUSHDB without the key",
+            &[&["SET", "{t}other", "1"], &["FLUSHDB"]],
+            false,
+        ),
+        ("written", &[set_k], true),
+        ("written, then DEL", &[set_k, &["DEL", "{t}k"]], true),
+        ("written, then GETDEL", &[set_k, &["GETDEL", "{t}k"]], true),
+        ("written, then UNLINK", &[set_k, &["UNLINK", "{t}k"]], true),
+        (
+            "written, then renamed away",
+            &[set_k, &["RENAME", "{t}k", "{t}j"]],
+            true,
+        ),
+        (
+            "written, then EXPIRE 0",
+            &[set_k, &["EXPIRE", "{t}k", "0"]],
+            true,
+        ),
+        (
+            "INCR, then DEL",
+            &[&["INCR", "{t}k"], &["DEL", "{t}k"]],
+            true,
+        ),
+        (
+            "written with PX 20, expired",
+            &[&["SET", "{t}k", "1", "PX", "20"], &["SLEEP"]],
+            true,
+        ),
+    ];
+    let mut targets: Vec<(&str, redis::Connection, redis::Connection)> = vec![
+        (
+            "redis-server",
+            redis.client().get_connection().unwrap(),
+            redis.client().get_connection().unwrap(),
+        ),
+        ("strata serve", single.redis(), single.redis()),
+        (
+            "strata serve, L1 only",
+            memory_only.redis(),
+            memory_only.redis(),
+        ),
+        ("cluster node 1", nodes[0].redis(), nodes[0].redis()),
+    ];
+    for (name, watcher, other) in targets.iter_mut() {
+        for &(case, steps, aborts) in cases {
+            for by_watcher in [false, true] {
+                let _: () = redis::cmd("FLUSHALL").query(other).unwrap();
+                let _: () = redis::cmd("WATCH").arg("{t}k").query(watcher).unwrap();
+                let changer = if by_watcher {
+                    &mut *watcher
+                } else {
+                    &mut *other
+                };
+                for step in steps {
+                    if step[0] == "SLEEP" {
+                        std::thread::sleep(std::time::Duration::from_millis(120));
+                        continue;
+                    }
+                    let _: Value = redis::cmd(step[0]).arg(&step[1..]).query(changer).unwrap();
+                }
+                let _: () = redis::cmd("MULTI").query(watcher).unwrap();
+                let _: Value = redis::cmd("SET")
+                    .arg("{t}out")
+                    .arg("1")
+                    .query(watcher)
+                    .unwrap();
+                let exec: Value = redis::cmd("EXEC").query(watcher).unwrap();
+                let aborted = matches!(exec, Value::Nil);
+                let who = if by_watcher {
+                    "the watcher"
+                } else {
+                    "another client"
+                };
+                let present_at_exec = case == "written";
+                let aborts = if name.starts_with("cluster") {
+                    present_at_exec
+                } else {
+                    aborts
+                };
+                assert_eq!(
+                    aborted, aborts,
+                    "{name}: WATCH of an absent key, then {case} by {who}: EXEC answered {exec:?}"
+                );
             }
         }
     }

@@ -657,6 +657,21 @@ impl Cache {
         self.inner.clock.now_ms()
     }
 
+    /// A mark of this moment for [`Cache::changed_since`] (the process's monotonic clock, in
+    /// nanoseconds; never 0).
+    pub fn change_mark(&self) -> u64 {
+        crate::floors::mono_ns()
+    }
+
+    /// Whether a write or a removal of `key` on this node (a change made here, mirrored
+    /// from an authority, or an invalidation received) is under way or finished since
+    /// `mark` ([`Cache::change_mark`]) — or one of another key that shares its stamp slot
+    /// (1 in 16,384): true is "maybe", false is "certainly not". `WATCH` of a key that is
+    /// absent uses it: absent again at `EXEC` does not prove it was never written between.
+    pub fn changed_since(&self, namespace: &str, key: &[u8], mark: u64) -> bool {
+        self.inner.stamps.disturbed_since(namespace, key, mark)
+    }
+
     /// The policy that applies to `namespace`.
     pub fn policy(&self, namespace: &str) -> NamespacePolicy {
         self.inner
@@ -1458,9 +1473,9 @@ impl Cache {
         // From L1's store until every slower layer's step is done (also if this call is
         // cancelled), a promotion of this key undoes itself: it may carry the value this
         // write replaces, into an L1 that evicted this write's copy or an L3 that does not
-        // keep it (decision 92).
-        let _writing = (self.inner.l2.is_some() || self.inner.l3.is_some())
-            .then(|| self.inner.stamps.begin_write(namespace, &key));
+        // keep it (decision 92). Without slower layers the stamp still tells `WATCH` that
+        // the key changed ([`Cache::changed_since`]).
+        let _writing = self.inner.stamps.begin_write(namespace, &key);
         if let Some(l1) = &self.inner.l1 {
             // L1 is synchronous; a failure there only costs a future miss.
             let outcome = self.record_set(

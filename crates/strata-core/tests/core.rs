@@ -180,6 +180,47 @@ fn fixture() -> Fixture {
     })
 }
 
+/// `changed_since` (what `WATCH` of an absent key relies on): a write and a removal after
+/// the mark are seen, with L3 and with L1 alone; reads, and changes before the mark, are
+/// not.
+#[tokio::test]
+async fn changed_since_sees_writes_and_removals_after_the_mark_only() {
+    let with_l3 = fixture().cache;
+    let clock = ManualClock::default();
+    let l1_only = Cache::builder()
+        .clock(Arc::new(clock.clone()))
+        .l1(l1(&clock, 1 << 20))
+        .default_policy(NamespacePolicy::unbounded())
+        .build()
+        .unwrap();
+    for cache in [with_l3, l1_only] {
+        cache.set("ns", "before", "v").await.unwrap();
+        cache.invalidate("ns", b"before").await.unwrap();
+        let mark = cache.change_mark();
+        assert!(
+            !cache.changed_since("ns", b"before", mark),
+            "a change before the mark"
+        );
+        assert_eq!(cache.get("ns", b"k").await.unwrap(), None);
+        assert!(
+            !cache.changed_since("ns", b"k", mark),
+            "a read is no change"
+        );
+        cache.set("ns", "k", "v").await.unwrap();
+        assert!(
+            cache.changed_since("ns", b"k", mark),
+            "a write after the mark"
+        );
+        let mark = cache.change_mark();
+        assert!(!cache.changed_since("ns", b"k", mark));
+        assert!(cache.invalidate("ns", b"k").await.unwrap());
+        assert!(
+            cache.changed_since("ns", b"k", mark),
+            "a removal after the mark"
+        );
+    }
+}
+
 #[tokio::test]
 async fn set_writes_through_and_get_reads_back() {
     let f = fixture();

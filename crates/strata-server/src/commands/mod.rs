@@ -310,12 +310,16 @@ pub async fn execute(shared: &Shared, s: &mut Session<'_>, args: &[Bytes]) {
             "unknown command '{}', with args beginning with: ",
             String::from_utf8_lossy(&name[..name.len().min(128)])
         );
-        for a in args.iter().skip(1).take(8) {
-            let _ = write!(
-                msg,
-                "'{}' ",
-                String::from_utf8_lossy(&a[..a.len().min(128)])
-            );
+        // As Redis: arguments are echoed while the echo is under 128 bytes, each cut to what
+        // is left of them.
+        let mut echoed = 0usize;
+        for a in args.iter().skip(1) {
+            if echoed >= 128 {
+                break;
+            }
+            let part = &a[..a.len().min(128 - echoed)];
+            echoed += part.len() + 3;
+            let _ = write!(msg, "'{}' ", String::from_utf8_lossy(part));
         }
         s.tx.flag_error();
         s.reply.error(&ReplyError::err(msg).to_string());

@@ -370,7 +370,11 @@ pub(super) async fn info(sh: &Shared, s: &mut Session<'_>, sections: &[Bytes]) {
         }
         let _ = write!(out, "policy_violations:{}\r\n\r\n", stats.policy_violations);
     }
-    s.reply.verbatim(out.trim_end_matches("\r\n").as_bytes());
+    // Sections are separated by an empty line; the last line ends with CRLF, as in Redis.
+    let end = out.trim_end_matches("\r\n").len();
+    out.truncate(end);
+    out.push_str("\r\n");
+    s.reply.verbatim(out.as_bytes());
 }
 
 /// The process's user and system CPU time in seconds (`/proc/self/stat`).
