@@ -470,3 +470,143 @@ fn multi_key_atomic_commands_need_one_hash_tag() {
     assert_eq!(got, vec![Some("1".into()), Some("2".into()), None]);
     assert_eq!(c.del::<_, i64>(&["x1", "y2", "nope"]).unwrap(), 2);
 }
+
+/// A locker's name and what it got: the TTL left on its lock (None: not granted), or the
+/// error.
+type LockOutcome = (String, Result<Option<i64>, String>);
+
+/// A lock asked for while its primary is dead waits for the failover (about 6 s here), and
+/// its `PX` had been turned into an instant where the client's node took the command: run
+/// after the wait, `SET lock x NX PX 3000` answered `OK` for a key already expired, and every
+/// other client's `SET NX` won too (an adversarial review, 2026-12-04: four holders at
+/// once). Now a command that waited a tenth or more of its expiry for its primary is refused
+/// with `TRYAGAIN`, nothing applied: at most one client holds the lock, and a holder's key
+/// holds the value it set with nearly all of its TTL; a `SET … EX 10` likewise.
+#[test]
+fn a_lock_asked_for_during_a_failover_keeps_its_whole_ttl() {
+    let mut cluster = Cluster::start();
+    let p = cluster.primary();
+    let survivors: Vec<usize> = (0..3).filter(|i| *i != p).collect();
+    let urls: Vec<String> = survivors.iter().map(|&i| cluster.nodes[i].url()).collect();
+    let conn = |url: &str| {
+        let c = redis::Client::open(url).unwrap();
+        let c = c
+            .get_connection_with_timeout(Duration::from_secs(2))
+            .unwrap();
+        c.set_read_timeout(Some(Duration::from_secs(30))).unwrap();
+        c
+    };
+    // Connected before the kill, so that the commands go out right after it.
+    let mut conns: Vec<redis::Connection> = (0..4).map(|i| conn(&urls[i % 2])).collect();
+    let mut ttl_client = conn(&urls[0]);
+    cluster.nodes[p].kill9();
+    let started = Instant::now();
+    let lockers: Vec<JoinHandle<LockOutcome>> = conns
+        .drain(..)
+        .enumerate()
+        .map(|(i, mut c)| {
+            std::thread::spawn(move || {
+                let me = format!("client-{i}");
+                let got: redis::RedisResult<Option<String>> = redis::cmd("SET")
+                    .arg(LOCK)
+                    .arg(&me)
+                    .arg("NX")
+                    .arg("PX")
+                    .arg(3000)
+                    .query(&mut c);
+                let out = match got {
+                    // Held: what the key holds right after, and its TTL left.
+                    Ok(Some(_)) => {
+                        let held: Option<String> = c.get(LOCK).unwrap();
+                        let pttl: i64 = c.pttl(LOCK).unwrap();
+                        assert_eq!(held.as_deref(), Some(me.as_str()), "{me} got OK");
+                        Ok(Some(pttl))
+                    }
+                    Ok(None) => Ok(None),
+                    Err(e) => Err(e.to_string()),
+                };
+                (me, out)
+            })
+        })
+        .collect();
+    let ex: redis::RedisResult<String> = redis::cmd("SET")
+        .arg("{hot}:ex")
+        .arg("v")
+        .arg("EX")
+        .arg(10)
+        .query(&mut ttl_client);
+    let outcomes: Vec<_> = lockers.into_iter().map(|h| h.join().unwrap()).collect();
+    println!(
+        "after {:?}: {outcomes:?}; SET EX 10: {ex:?}",
+        started.elapsed()
+    );
+    let holders: Vec<&LockOutcome> = outcomes
+        .iter()
+        .filter(|(_, o)| matches!(o, Ok(Some(_))))
+        .collect();
+    assert!(
+        holders.len() <= 1,
+        "several holders of one lock: {outcomes:?}"
+    );
+    for (me, o) in &holders {
+        let Ok(Some(pttl)) = o else { unreachable!() };
+        assert!(
+            *pttl > 2500,
+            "{me} holds the lock with {pttl} ms of its 3000 left"
+        );
+    }
+    for (me, o) in &outcomes {
+        if let Err(e) = o {
+            assert!(
+                e.to_lowercase().contains("tryagain") || e.contains("may or may not"),
+                "{me}: {e}"
+            );
+        }
+    }
+    match ex {
+        Ok(_) => {
+            let pttl: i64 = ttl_client.pttl("{hot}:ex").unwrap();
+            assert!(pttl > 9000, "SET … EX 10 kept {pttl} ms");
+        }
+        Err(e) => assert!(
+            e.to_string().to_lowercase().contains("tryagain"),
+            "SET … EX 10: {e}"
+        ),
+    }
+    // Once the view settled (TRYAGAIN until then), the lock works as before: the first
+    // client gets it with its whole TTL, the second does not.
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let mut first = conn(&urls[0]);
+    loop {
+        let got: redis::RedisResult<Option<String>> = redis::cmd("SET")
+            .arg(LOCK)
+            .arg("after")
+            .arg("NX")
+            .arg("PX")
+            .arg(3000)
+            .query(&mut first);
+        match got {
+            Ok(Some(_)) => break,
+            Ok(None) => panic!("after the failover a free lock was refused"),
+            Err(e) if Instant::now() < deadline => {
+                println!("after the failover: {e}");
+                std::thread::sleep(Duration::from_millis(200));
+            }
+            Err(e) => panic!("the lock never became available: {e}"),
+        }
+    }
+    let pttl: i64 = first.pttl(LOCK).unwrap();
+    assert!(
+        pttl > 2500,
+        "the lock taken after the failover kept {pttl} ms"
+    );
+    let second: Option<String> = redis::cmd("SET")
+        .arg(LOCK)
+        .arg("second")
+        .arg("NX")
+        .arg("PX")
+        .arg(3000)
+        .query(&mut conn(&urls[1]))
+        .unwrap();
+    assert_eq!(second, None, "a second holder after the failover");
+}

@@ -58,6 +58,34 @@ impl PrimaryOp {
     pub fn decode(bytes: &[u8]) -> Option<Self> {
         postcard::from_bytes(bytes).ok()
     }
+
+    /// The earliest expiry instant (Unix ms) the operation gives a key, if any: the node
+    /// the client reached resolved it (`PX 3000` is now + 3 s there), so a wait before the
+    /// primary executes it shortens the TTL by as much.
+    pub fn earliest_expiry_ms(&self) -> Option<u64> {
+        match self {
+            PrimaryOp::Key(op) => op.expiry_ms(),
+            PrimaryOp::Put(e) => e.expires_at_ms,
+            PrimaryOp::Multi(m) => m.earliest_expiry_ms(),
+        }
+    }
+}
+
+/// Whether an operation accepted at `accepted_ms` with an expiry at `expiry_ms` should no
+/// longer run at `now_ms` after waiting for the cluster's view (a failover): when the wait
+/// took a tenth or more of the time its expiry had left (at least 50 ms), or the expiry
+/// passed. Run anyway, `SET lock x NX PX 3000` after a 6 s failover wait answered `OK` for
+/// a key already expired, and the next client's `SET NX` won too: several lock holders.
+pub fn waited_past_expiry(accepted_ms: u64, expiry_ms: Option<u64>, now_ms: u64) -> bool {
+    let Some(at) = expiry_ms else {
+        return false;
+    };
+    // An expiry already past when accepted is a deletion (`EXPIRE k 0`): nothing to cut.
+    let Some(left) = at.checked_sub(accepted_ms).filter(|l| *l > 0) else {
+        return false;
+    };
+    let waited = now_ms.saturating_sub(accepted_ms);
+    now_ms >= at || waited >= (left / 10).max(50)
 }
 
 /// The key's primary under `ring`: its first owner.
@@ -323,6 +351,23 @@ mod tests {
 
     fn names(n: usize) -> Vec<String> {
         (0..n).map(|i| format!("n{i}")).collect()
+    }
+
+    #[test]
+    fn a_wait_that_cuts_a_tenth_of_an_expiry_refuses_the_command() {
+        // PX 3000 accepted at 1000: 299 ms of waiting is fine, 300 is not, nor a past expiry.
+        assert!(!waited_past_expiry(1000, Some(4000), 1299));
+        assert!(waited_past_expiry(1000, Some(4000), 1300));
+        assert!(waited_past_expiry(1000, Some(4000), 7000));
+        // Short TTLs get 50 ms; no expiry, or one already past when accepted (a deletion),
+        // never refuses.
+        assert!(!waited_past_expiry(1000, Some(1100), 1049));
+        assert!(waited_past_expiry(1000, Some(1100), 1050));
+        assert!(!waited_past_expiry(1000, None, 60_000));
+        assert!(!waited_past_expiry(1000, Some(900), 60_000));
+        assert!(!waited_past_expiry(1000, Some(1000), 60_000));
+        // A day's TTL waits through any failover.
+        assert!(!waited_past_expiry(0, Some(86_400_000), 10_000));
     }
 
     #[test]

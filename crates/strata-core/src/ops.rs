@@ -1272,6 +1272,22 @@ pub struct MultiEffect {
 }
 
 impl MultiOp {
+    /// The earliest expiry instant (Unix ms) a single-key step of it sets, if any (see
+    /// [`KeyOp::expiry_ms`]); scripts compute theirs where they run.
+    pub fn earliest_expiry_ms(&self) -> Option<u64> {
+        match self {
+            MultiOp::Transaction(t) => t
+                .steps
+                .iter()
+                .filter_map(|s| match s {
+                    TxStep::Key { op, .. } => op.expiry_ms(),
+                    _ => None,
+                })
+                .min(),
+            _ => None,
+        }
+    }
+
     /// The keys the operation names, in order (duplicates kept).
     pub fn keys(&self) -> Vec<&[u8]> {
         match self {
@@ -1846,6 +1862,19 @@ fn apply_transaction(
 }
 
 impl KeyOp {
+    /// The expiry instant the operation sets (Unix ms), if it sets one: what a caller
+    /// that delays it must not let run out ([`MultiOp::earliest_expiry_ms`]).
+    pub fn expiry_ms(&self) -> Option<u64> {
+        match self {
+            KeyOp::Set {
+                ttl: Ttl::AtMs(at), ..
+            }
+            | KeyOp::GetEx(Ttl::AtMs(at)) => Some(*at),
+            KeyOp::Expire { at_ms, .. } => Some((*at_ms).max(0) as u64),
+            _ => None,
+        }
+    }
+
     /// Whether the operation can change the key only by reading it first (everything but an
     /// unconditional `SET` without `GET` and a `DEL`).
     pub fn reads_first(&self) -> bool {

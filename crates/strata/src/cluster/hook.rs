@@ -281,6 +281,12 @@ impl Maintenance for ClusterHook {
                 true,
                 get(&k.lease_refusals),
             ),
+            m(
+                "cluster_expiry_waits_refused",
+                "Commands with an expiry refused (TRYAGAIN, nothing applied) after waiting for their key's primary, a failover, for a tenth or more of the time their expiry had left",
+                true,
+                get(&k.expiry_waits_refused),
+            ),
         ]
     }
 }

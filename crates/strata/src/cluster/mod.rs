@@ -135,6 +135,9 @@ pub(crate) struct Counters {
     /// Writes refused here as primary because no majority answered this node's pings
     /// within the lease ([`strata_cluster::primary::Lease`]).
     pub(crate) lease_refusals: AtomicU64,
+    /// Commands refused after waiting for their key's primary a tenth or more of the time
+    /// their expiry had left ([`strata_cluster::primary::waited_past_expiry`]).
+    pub(crate) expiry_waits_refused: AtomicU64,
     /// How long after its write each key invalidation from another member was applied here.
     pub(crate) delays: status::DelayBuckets,
 }

@@ -1274,6 +1274,8 @@ impl Shared {
                 encoded.len()
             ));
         }
+        let accepted_ms = self.now_ms();
+        let expiry_ms = op.earliest_expiry_ms();
         let mut op = Some(op);
         let mut last = String::new();
         let deadline =
@@ -1284,6 +1286,18 @@ impl Shared {
                     break;
                 }
                 tokio::time::sleep(Duration::from_millis((10 * attempt).min(200))).await;
+                // Every attempt before this one was refused with nothing applied: refusing
+                // now is safe, and running it would keep a TTL short by the wait.
+                let now_ms = self.now_ms();
+                if strata_cluster::primary::waited_past_expiry(accepted_ms, expiry_ms, now_ms) {
+                    self.counters
+                        .expiry_waits_refused
+                        .fetch_add(1, Ordering::Relaxed);
+                    return Err(format!(
+                        "TRYAGAIN the command waited {} ms for the key's primary ({last}), a tenth of its expiry or more: not applied",
+                        now_ms.saturating_sub(accepted_ms)
+                    ));
+                }
             }
             let Some((name, addr)) = self.owners(key).into_iter().next() else {
                 return Err("TRYAGAIN the cluster has no member to own the key".into());

@@ -72,6 +72,7 @@ impl Shared {
                 .lock()
                 .holds(self.monotonic_ms(), self.cfg.expected_size as usize),
             lease_refusals: get(&k.lease_refusals),
+            expiry_waits_refused: get(&k.expiry_waits_refused),
             invalidation_delays: k.delays.snapshot(),
         }
     }
@@ -127,6 +128,9 @@ pub struct ClusterStatus {
     pub lease_holds: bool,
     /// Writes refused here as primary for want of the lease.
     pub lease_refusals: u64,
+    /// Commands with an expiry refused after a wait for their key's primary (a failover)
+    /// that would have cut a tenth or more of it (`TRYAGAIN`, nothing applied).
+    pub expiry_waits_refused: u64,
     /// Key invalidations from other members applied here, by how long after the write's
     /// stamp (the writer's clock) they were applied: one bucket per bound of
     /// [`DELAY_BOUNDS_MS`] and a last one for anything longer. Counts since start; the
