@@ -414,6 +414,29 @@ fn acl_users_stay_in_their_namespaces_and_permissions() {
     );
     assert_eq!(w.cmd(&[b"SET", b"o1", b"x"]), Frame::Simple("OK".into()));
     assert_eq!(w.cmd(&[b"GET", b"o1"]), Frame::Bulk("x".into()));
+    // Tracking notices name keys of every namespace: a confined user may not track (a
+    // BCAST client heard another tenant's `customer:…:ssn` key written, 2026-12-04).
+    for args in [
+        &[&b"CLIENT"[..], b"TRACKING", b"on", b"BCAST"][..],
+        &[b"CLIENT", b"TRACKING", b"ON"],
+        &[b"CLIENT", b"TRACKING", b"on", b"BCAST", b"PREFIX", b"app-"],
+    ] {
+        assert!(
+            err_text(&w.cmd(args)).starts_with("NOPERM this user has no permissions to track"),
+            "{args:?}"
+        );
+    }
+    assert_eq!(
+        w.cmd(&[b"CLIENT", b"TRACKING", b"off"]),
+        Frame::Simple("OK".into())
+    );
+    let mut root = s.raw();
+    root.cmd(&[b"AUTH", b"root", b"root pw"]);
+    assert_eq!(
+        root.cmd(&[b"CLIENT", b"TRACKING", b"on", b"BCAST"]),
+        Frame::Simple("OK".into()),
+        "a user of every namespace tracks"
+    );
     assert_eq!(w.cmd(&[b"FLUSHDB"]), Frame::Simple("OK".into()));
     w.cmd(&[b"SET", b"o1", b"x"]);
     // MOVE and COPY … DB check the target database against the user's globs too.
@@ -668,4 +691,49 @@ fn resp_and_admin_speak_tls_to_real_clients() {
     assert_eq!(String::from_utf8_lossy(&out.stdout).trim(), "PONG");
     // The admin port stayed plaintext (admin = false).
     assert_eq!(http_get(&s.admin(), "/health").0, 200);
+}
+
+/// A web page can make a browser post to the RESP port (`fetch('http://127.0.0.1:6379/',
+/// {method: 'POST', mode: 'no-cors', body: 'SET …\r\nCONFIG SET requirepass …\r\n'})`): the
+/// header lines only drew errors, and the body then ran as commands — a page set its own
+/// password and locked the operator out (an adversarial review, 2026-12-04). A request that
+/// starts with `POST` or `Host:` now closes the connection before anything runs, as Redis
+/// does; a `GET / HTTP/1.1` line is an arity error, then its `Host:` header closes it.
+#[test]
+fn a_browser_posting_to_the_resp_port_runs_nothing() {
+    let s = Server::start("");
+    let body = "SET pwned-by-webpage 1\r\nCONFIG SET requirepass attackerpw\r\n";
+    for request_line in ["POST / HTTP/1.1", "GET /?x HTTP/1.1"] {
+        let request = format!(
+            "{request_line}\r\nHost: 127.0.0.1:{port}\r\nUser-Agent: Mozilla/5.0 (X11; Linux x86_64; rv:128.0) Gecko/20100101 Firefox/128.0\r\n\
+             Accept: */*\r\nAccept-Language: en-US,en;q=0.5\r\nContent-Type: text/plain;charset=UTF-8\r\n\
+             Content-Length: {}\r\nOrigin: null\r\nConnection: keep-alive\r\n\r\n{body}",
+            body.len(),
+            port = s.port,
+        );
+        let mut page = Raw::connect(s.port);
+        page.send(request.as_bytes());
+        // At most the request line's own error (the GET line's arity) before the close.
+        let mut got = Vec::new();
+        let mut b = [0u8; 4096];
+        loop {
+            match std::io::Read::read(&mut page.stream, &mut b) {
+                Ok(0) => break,
+                Ok(n) => got.extend_from_slice(&b[..n]),
+                Err(e) => panic!("{request_line}: the connection stayed open ({e}); read {got:?}"),
+            }
+        }
+        let text = String::from_utf8_lossy(&got);
+        assert!(
+            !text.contains("+OK"),
+            "{request_line}: something ran: {text:?}"
+        );
+        let mut c = s.raw();
+        assert_eq!(
+            c.cmd(&[b"GET", b"pwned-by-webpage"]),
+            Frame::Null,
+            "{request_line}: the body ran"
+        );
+    }
+    assert!(metric_value(&s, "strata_server_protocol_errors_total").unwrap_or(0.0) >= 2.0);
 }

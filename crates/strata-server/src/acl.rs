@@ -297,6 +297,24 @@ pub fn permit(user: &User, spec: &CommandSpec, args: &[Bytes], ns: &str) -> Resu
                 .into(),
         );
     }
+    // Tracking notices are global too: a `BCAST` client hears of every key written in any
+    // namespace, and a default-mode client of a key of the same name written in another
+    // (the table is by key name). A user confined to some namespaces may not turn it on
+    // (an adversarial review read other tenants' key names through it, 2026-12-04).
+    let arg = |i: usize, name: &str| {
+        args.get(i)
+            .is_some_and(|a| a.eq_ignore_ascii_case(name.as_bytes()))
+    };
+    if spec.id == Cmd::Client
+        && arg(1, "TRACKING")
+        && arg(2, "ON")
+        && !user.namespaces.iter().any(Glob::matches_everything)
+    {
+        return Err(
+            "NOPERM this user has no permissions to track keys: invalidation notices name the keys of every namespace"
+                .into(),
+        );
+    }
     let need = need(spec, args);
     let level_ok = match need {
         Need::Connection => true,

@@ -187,6 +187,17 @@ async fn serve_connection<S: AsyncRead + AsyncWrite + Unpin>(
                         Some(owned) => owned.into_iter().map(Bytes::from).collect(),
                         None => req.ranges.iter().map(|r| chunk.slice(r.clone())).collect(),
                     };
+                    if is_http(&args[0]) {
+                        // A browser made to post to this port (a web page's `fetch`): its
+                        // body would run as commands. Closed before anything runs, with no
+                        // reply, as Redis does.
+                        shared.metrics.protocol_errors.incr();
+                        tracing::warn!(
+                            addr = %session.info.addr,
+                            "possible cross-protocol attack: an HTTP request on the RESP port; closing"
+                        );
+                        return flush(stream, &mut session).await;
+                    }
                     // A pipeline's single-key writes wait for their writes together.
                     if commands::groupable(&session, &args) {
                         let full = group.len() >= commands::MAX_SET_GROUP
@@ -351,6 +362,13 @@ async fn serve_connection<S: AsyncRead + AsyncWrite + Unpin>(
             return Ok(());
         }
     }
+}
+
+/// Whether a request's first word is one an HTTP request starts a line with and no Redis
+/// command has: `POST` (the request line a browser's cross-site `fetch` sends) or `Host:`
+/// (a header every HTTP/1.1 request carries) — Redis's test for the same attack.
+fn is_http(name: &[u8]) -> bool {
+    name.eq_ignore_ascii_case(b"POST") || name.eq_ignore_ascii_case(b"Host:")
 }
 
 /// The client a command runs for, when its changes must not be announced back to it
