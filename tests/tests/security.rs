@@ -69,6 +69,49 @@ fn wrong_passwords_are_refused_slowly_and_counted() {
 /// Authentication answers as redis-server does, reply for reply: the same sequence of
 /// AUTH, HELLO AUTH and ACL WHOAMI against a real redis-server and against Strata, with a
 /// password and without one.
+/// A client that knows no password could send one huge request after another (a 512 MiB bulk
+/// each) and the server held them to parse: before `AUTH` a request may have at most 10
+/// arguments of 16 KiB, as in Redis — the same error text and a close, checked against a real
+/// redis-server with a password; after `AUTH` the usual bounds apply.
+#[test]
+fn a_client_before_auth_sends_only_small_requests_as_redis_does() {
+    let redis = redis_common::RedisServer::start_with(Some("pw"), &[]);
+    let strata = Server::start("[server]\nrequirepass = \"pw\"\n");
+    let redis_port: u16 = redis.address().rsplit(':').next().unwrap().parse().unwrap();
+    let big = format!("*2\r\n$3\r\nGET\r\n${}\r\n", 16 * 1024 + 1);
+    let eleven = format!("*11\r\n{}", "$1\r\nx\r\n".repeat(11));
+    for request in ["*11\r\n", &eleven, &big, "*100000\r\n"] {
+        let mut replies = Vec::new();
+        for port in [redis_port, strata.port] {
+            let mut c = Raw::connect(port);
+            c.send(request.as_bytes());
+            let reply = c.frame();
+            assert!(c.closed(), "{request:?}: connection to {port} stayed open");
+            replies.push(reply);
+        }
+        assert_eq!(replies[1], replies[0], "{request:?}");
+        assert!(
+            err_text(&replies[1]).contains("unauthenticated"),
+            "{replies:?}"
+        );
+    }
+    // At the bounds, and after AUTH, requests are as large as ever.
+    let mut c = strata.raw();
+    let ten: Vec<&[u8]> = std::iter::once(&b"MSET"[..])
+        .chain(std::iter::repeat_n(&b"k"[..], 9))
+        .collect();
+    assert!(err_text(&c.cmd(&ten)).starts_with("NOAUTH"));
+    let value = vec![b'v'; 100_000];
+    assert!(err_text(&c.cmd(&[b"GET", &value[..16 * 1024]])).starts_with("NOAUTH"));
+    assert_eq!(c.cmd(&[b"AUTH", b"pw"]), Frame::Simple("OK".into()));
+    let mut mset: Vec<&[u8]> = vec![b"MSET"];
+    for _ in 0..20 {
+        mset.extend([&b"k"[..], &value[..]]);
+    }
+    assert_eq!(c.cmd(&mset), Frame::Simple("OK".into()));
+    assert_eq!(c.cmd(&[b"STRLEN", b"k"]), Frame::Integer(100_000));
+}
+
 #[test]
 fn auth_answers_as_redis_does() {
     let cases: &[&[&[u8]]] = &[

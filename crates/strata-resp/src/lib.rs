@@ -33,6 +33,12 @@ pub const MAX_ARRAY_LEN: usize = 1024 * 1024;
 pub const MAX_INLINE_LEN: usize = 64 * 1024;
 /// The deepest nesting of aggregate frames.
 pub const MAX_DEPTH: usize = 32;
+/// The most arguments a request of a client that has not authenticated may have (Redis's
+/// bound before `AUTH`).
+pub const UNAUTHENTICATED_MAX_ARGS: usize = 10;
+/// The longest argument of a request of a client that has not authenticated (Redis's bound
+/// before `AUTH`, 16 KiB).
+pub const UNAUTHENTICATED_MAX_BULK: usize = 16 * 1024;
 
 /// Bounds on what a parser accepts.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -45,6 +51,11 @@ pub struct Limits {
     pub max_inline_len: usize,
     /// Deepest nesting of aggregates.
     pub max_depth: usize,
+    /// The sender has not authenticated (a password is required): a request ([`parse_request`])
+    /// may have at most [`UNAUTHENTICATED_MAX_ARGS`] arguments of at most
+    /// [`UNAUTHENTICATED_MAX_BULK`] bytes, as Redis bounds clients before `AUTH`, so one that
+    /// knows no password cannot make the server hold large requests.
+    pub unauthenticated: bool,
 }
 
 impl Default for Limits {
@@ -54,6 +65,7 @@ impl Default for Limits {
             max_array_len: MAX_ARRAY_LEN,
             max_inline_len: MAX_INLINE_LEN,
             max_depth: MAX_DEPTH,
+            unauthenticated: false,
         }
     }
 }
@@ -68,6 +80,12 @@ pub enum ProtocolError {
     /// A bulk header that is not a number, or is out of range.
     #[error("Protocol error: invalid bulk length")]
     InvalidBulkLength,
+    /// A request of more than [`UNAUTHENTICATED_MAX_ARGS`] arguments before `AUTH`.
+    #[error("Protocol error: unauthenticated multibulk length")]
+    UnauthenticatedMultibulkLength,
+    /// A request argument longer than [`UNAUTHENTICATED_MAX_BULK`] before `AUTH`.
+    #[error("Protocol error: unauthenticated bulk length")]
+    UnauthenticatedBulkLength,
     /// A request array element that is not a bulk string.
     #[error("Protocol error: expected '$', got '{}'", char::from(*.0))]
     ExpectedBulk(u8),

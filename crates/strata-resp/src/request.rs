@@ -102,6 +102,9 @@ fn parse_multibulk(buf: &[u8], limits: &Limits, out: &mut Request) -> Result<boo
     if n > limits.max_array_len {
         return Err(ProtocolError::InvalidMultibulkLength);
     }
+    if limits.unauthenticated && n > crate::UNAUTHENTICATED_MAX_ARGS {
+        return Err(ProtocolError::UnauthenticatedMultibulkLength);
+    }
     out.ranges.reserve(n.min(64));
     parse_arguments(buf, limits, out, Resume { n, pos })
 }
@@ -138,6 +141,9 @@ fn parse_arguments(
             .and_then(|l| usize::try_from(l).ok())
             .filter(|&l| l <= limits.max_bulk_len)
             .ok_or(ProtocolError::InvalidBulkLength)?;
+        if limits.unauthenticated && len > crate::UNAUTHENTICATED_MAX_BULK {
+            return Err(ProtocolError::UnauthenticatedBulkLength);
+        }
         if take_blob(buf, next, len)?.is_none() {
             out.resume = Some(Resume { n, pos });
             return Ok(false);
@@ -361,6 +367,43 @@ mod tests {
             Err(ProtocolError::InlineTooLong)
         );
         assert_eq!(parse_request(b"get aaa", &small, &mut req), Ok(false));
+    }
+
+    #[test]
+    fn a_client_before_auth_sends_only_small_requests() {
+        let mut req = Request::default();
+        let unauth = Limits {
+            unauthenticated: true,
+            ..Limits::default()
+        };
+        let eleven = format!("*11\r\n{}", "$1\r\nx\r\n".repeat(11));
+        assert_eq!(
+            parse_request(eleven.as_bytes(), &unauth, &mut req),
+            Err(ProtocolError::UnauthenticatedMultibulkLength)
+        );
+        // Refused from the header alone: nothing of the body needs to arrive.
+        assert_eq!(
+            parse_request(b"*11\r\n", &unauth, &mut req),
+            Err(ProtocolError::UnauthenticatedMultibulkLength)
+        );
+        assert_eq!(
+            parse_request(b"*2\r\n$4\r\nAUTH\r\n$16385\r\n", &unauth, &mut req),
+            Err(ProtocolError::UnauthenticatedBulkLength)
+        );
+        // A bad number is still a bad number, as in Redis.
+        assert_eq!(
+            parse_request(b"*x\r\n", &unauth, &mut req),
+            Err(ProtocolError::InvalidMultibulkLength)
+        );
+        let ten = format!("*10\r\n{}", "$1\r\nx\r\n".repeat(10));
+        assert_eq!(parse_request(ten.as_bytes(), &unauth, &mut req), Ok(true));
+        let pw = "p".repeat(16 * 1024);
+        let auth = format!("*2\r\n$4\r\nAUTH\r\n${}\r\n{pw}\r\n", pw.len());
+        assert_eq!(parse_request(auth.as_bytes(), &unauth, &mut req), Ok(true));
+        assert_eq!(
+            parse_request(eleven.as_bytes(), &Limits::default(), &mut req),
+            Ok(true)
+        );
     }
 
     #[test]

@@ -240,6 +240,7 @@ fn bounds_are_enforced_before_allocation() {
         max_array_len: 4,
         max_inline_len: 32,
         max_depth: 2,
+        unauthenticated: false,
     };
     assert_eq!(
         parse_frame(b"$17\r\n", &small),

@@ -155,6 +155,11 @@ async fn serve_connection<S: AsyncRead + AsyncWrite + Unpin>(
         max_bulk_len: max_request,
         ..Limits::default()
     };
+    // Before AUTH (when a password is needed) requests stay small, as in Redis.
+    let unauthenticated = Limits {
+        unauthenticated: true,
+        ..limits
+    };
     let mut session = Session::new(shared, info);
     session.cluster_mode = cluster_mode;
     let out_limit = usize::try_from(shared.config.server.client_output_buffer_limit_bytes)
@@ -173,7 +178,12 @@ async fn serve_connection<S: AsyncRead + AsyncWrite + Unpin>(
     loop {
         // Answer every complete request in the buffer (a pipeline), in order.
         loop {
-            match parse_request(&buf, &limits, &mut req) {
+            let limits = if session.user.is_some() {
+                &limits
+            } else {
+                &unauthenticated
+            };
+            match parse_request(&buf, limits, &mut req) {
                 Ok(true) => {
                     let chunk = buf.split_to(req.consumed).freeze();
                     if req.is_empty() {
