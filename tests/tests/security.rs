@@ -780,3 +780,38 @@ fn a_browser_posting_to_the_resp_port_runs_nothing() {
     }
     assert!(metric_value(&s, "strata_server_protocol_errors_total").unwrap_or(0.0) >= 2.0);
 }
+
+/// Idle connections to the admin port were never closed and had no bound: 2,100 of them used
+/// up the node's file descriptors and the RESP port stopped accepting (an adversarial review,
+/// 2026-12-04). Now at most 128 stay open — one more closes the oldest — and the node, its
+/// RESP port and its admin port keep answering.
+#[test]
+fn idle_admin_connections_cannot_use_up_the_nodes_descriptors() {
+    let s = Server::start("");
+    let pid = s.child.as_ref().unwrap().id();
+    let fds = || {
+        std::fs::read_dir(format!("/proc/{pid}/fd"))
+            .unwrap()
+            .count()
+    };
+    let before = fds();
+    let idle: Vec<std::net::TcpStream> = (0..600)
+        .map(|_| std::net::TcpStream::connect(("127.0.0.1", s.admin_port)).unwrap())
+        .collect();
+    // Each holder sent nothing; the server accepts them all (the backlog drains).
+    wait_for(Duration::from_secs(10), || {
+        metric_or_zero(&s, "strata_server_admin_connections_closed_total") >= 470.0
+    })
+    .expect("connections past the bound were closed");
+    // The closed ones leave as their tasks see the switch.
+    let settled = wait_for(Duration::from_secs(5), || fds() <= before + 128 + 8);
+    let held = fds().saturating_sub(before);
+    assert!(
+        settled.is_some(),
+        "{held} descriptors held for 600 idle admin connections"
+    );
+    assert_eq!(http_get(&s.admin(), "/health").0, 200);
+    let mut c = s.raw();
+    assert_eq!(c.cmd(&[b"PING"]), Frame::Simple("PONG".into()));
+    drop(idle);
+}

@@ -35,6 +35,7 @@ use strata_core::TierHealth;
 use tokio::net::TcpListener;
 use tokio::sync::watch;
 
+use crate::admin_conn::Bounded;
 use crate::state::Shared;
 
 #[derive(Clone)]
@@ -76,12 +77,19 @@ pub async fn serve(
     };
     let result = match tls {
         None => {
-            axum::serve(listener, app)
-                .with_graceful_shutdown(stopped)
-                .await
+            axum::serve(
+                Bounded::new(listener, shared.metrics.admin_closed.clone()),
+                app,
+            )
+            .with_graceful_shutdown(stopped)
+            .await
         }
-        Some(acceptor) => match crate::tls::TlsListener::new(listener, acceptor, shared) {
-            Ok(l) => axum::serve(l, app).with_graceful_shutdown(stopped).await,
+        Some(acceptor) => match crate::tls::TlsListener::new(listener, acceptor, shared.clone()) {
+            Ok(l) => {
+                axum::serve(Bounded::new(l, shared.metrics.admin_closed.clone()), app)
+                    .with_graceful_shutdown(stopped)
+                    .await
+            }
             Err(e) => Err(e),
         },
     };
@@ -304,6 +312,10 @@ async fn guard(
 /// or as one of `server.admin_hosts`. A DNS-rebinding page sends its own domain as `Host`
 /// (and as `Origin`, so the cross-site check alone cannot see it): refused here.
 fn host_allowed(headers: &header::HeaderMap, extra: &[String]) -> bool {
+    // Two `Host` headers name two hosts: which one a proxy in front believed is unknown.
+    if headers.get_all(header::HOST).iter().count() != 1 {
+        return false;
+    }
     let Some(host) = headers.get(header::HOST).and_then(|h| h.to_str().ok()) else {
         return false;
     };
@@ -614,6 +626,9 @@ mod tests {
             &["cache-a.internal".into()]
         ));
         assert!(!host_allowed(&header::HeaderMap::new(), &[]), "no Host");
+        let mut two = h("127.0.0.1:9380");
+        two.append("host", "evil.example".parse().unwrap());
+        assert!(!host_allowed(&two, &[]), "a second Host header");
     }
 
     #[test]

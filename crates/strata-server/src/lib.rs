@@ -10,6 +10,7 @@
 
 pub mod acl;
 pub mod admin;
+pub mod admin_conn;
 pub mod cli;
 pub mod commands;
 pub mod conn;

@@ -1,7 +1,8 @@
 //! The server's own metrics, exported in the node's Prometheus registry next to the cache's:
 //! `strata_server_connections` (gauge), `strata_server_accepted_connections_total`,
 //! `strata_auth_failures_total`, `strata_server_acl_denied_total`,
-//! `strata_server_admin_denied_total`, `strata_server_tls_handshake_failures_total`,
+//! `strata_server_admin_denied_total`, `strata_server_admin_connections_closed_total`,
+//! `strata_server_tls_handshake_failures_total`,
 //! `strata_server_rejected_connections_total`, `strata_server_protocol_errors_total`,
 //! `strata_server_commands_total{command}` and `strata_server_command_errors_total{command}`.
 //! Counters are striped per thread, so the hot path never contends on a shared cache line.
@@ -38,6 +39,9 @@ pub struct ServerMetrics {
     pub admin_denied: Counter,
     /// TLS handshakes that failed (RESP and admin).
     pub tls_failures: Counter,
+    /// Admin connections closed idle or to make room for a newer one
+    /// ([`crate::admin_conn`]).
+    pub admin_closed: Arc<Counter>,
     /// Clients disconnected for a reply over `client_output_buffer_limit_bytes`.
     pub output_limit_closed: Counter,
     /// Clients disconnected while the input of all clients was over
@@ -62,6 +66,7 @@ impl Default for ServerMetrics {
             auth_failures: Counter::default(),
             acl_denied: Counter::default(),
             admin_denied: Counter::default(),
+            admin_closed: Arc::default(),
             tls_failures: Counter::default(),
             output_limit_closed: Counter::default(),
             input_limit_closed: Counter::default(),
@@ -210,6 +215,11 @@ impl Collector for ServerCollector {
                 "server_admin_denied",
                 "Admin requests refused: missing or wrong credential, or cross-site",
                 m.admin_denied.get(),
+            ),
+            (
+                "server_admin_connections_closed",
+                "Admin connections closed idle or to make room for a newer one (at most 128 are open)",
+                m.admin_closed.get(),
             ),
             (
                 "server_tls_handshake_failures",
