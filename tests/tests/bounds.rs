@@ -241,7 +241,7 @@ fn unfinished_requests_cannot_exhaust_memory() {
         c.set_read_timeout(Some(Duration::from_millis(200)))
             .unwrap();
         let mut b = [0u8; 256];
-        if matches!(c.read(&mut b), Ok(n) if n == 0 || b[..n].starts_with(b"-ERR client input")) {
+        if matches!(c.read(&mut b), Ok(n) if n == 0 || b[..n].starts_with(b"-ERR client memory")) {
             closed += 1;
         }
     }
@@ -257,6 +257,164 @@ fn unfinished_requests_cannot_exhaust_memory() {
     assert!(
         metrics.contains("strata_server_input_limit_closed_total"),
         "{metrics}"
+    );
+}
+
+/// Counts the connections the server closed (EOF, or the budget's error first).
+fn closed_by_budget(conns: &mut [TcpStream]) -> usize {
+    let mut closed = 0;
+    for c in conns {
+        c.set_read_timeout(Some(Duration::from_millis(300)))
+            .unwrap();
+        // A reader of what was queued: skip replies until the error or the end.
+        let mut seen = Vec::new();
+        let mut b = vec![0u8; 1 << 20];
+        loop {
+            match c.read(&mut b) {
+                Ok(0) => {
+                    closed += 1;
+                    break;
+                }
+                Ok(n) => {
+                    seen.extend_from_slice(&b[..n.min(4096)]);
+                    if seen.windows(20).any(|w| w == b"-ERR client memory o") {
+                        closed += 1;
+                        break;
+                    }
+                    seen.drain(..seen.len().saturating_sub(64));
+                }
+                Err(_) => break,
+            }
+        }
+    }
+    closed
+}
+
+/// Per-client bounds multiply: 30 clients that ask for 32 MiB replies and never read them
+/// held 30 x 32 MiB (a helper's review made one node hold 1.7 GB this way). Unsent replies
+/// now count in the clients' budget (`server.max_input_bytes_total`): past it, the client
+/// whose large reply would push it over is closed instead of the node growing.
+#[test]
+fn replies_nobody_reads_stay_within_the_clients_budget() {
+    let s = Server::start_l1_only("[server]\nmax_input_bytes_total = 134217728\n");
+    let mut c = Raw::connect(s.port);
+    let value = vec![b'v'; 256 * 1024];
+    assert_eq!(c.cmd(&[b"SET", b"k", &value]), Frame::Simple("OK".into()));
+    let before = s.rss();
+    let mut mget: Vec<&[u8]> = vec![b"MGET"];
+    mget.extend(std::iter::repeat_n(&b"k"[..], 128));
+    let request = Frame::Array(
+        mget.iter()
+            .map(|a| Frame::Bulk(a.to_vec().into()))
+            .collect(),
+    )
+    .to_bytes();
+    let mut conns = Vec::new();
+    for _ in 0..30 {
+        let mut c = TcpStream::connect(("127.0.0.1", s.port)).unwrap();
+        c.write_all(&request).unwrap();
+        conns.push(c);
+    }
+    std::thread::sleep(Duration::from_millis(1500));
+    let grown = s.rss().saturating_sub(before);
+    println!(
+        "30 clients not reading 32 MiB replies: RSS +{} MiB",
+        grown / MIB
+    );
+    assert!(
+        grown < 128 * MIB + 96 * MIB,
+        "RSS grew by {} MiB past a 128 MiB clients' budget",
+        grown / MIB
+    );
+    assert!(ping_latency(s.port) < Duration::from_millis(50));
+    assert!(metric_or_zero(&s, "strata_server_input_limit_closed_total") >= 10.0);
+    let closed = closed_by_budget(&mut conns);
+    assert!(
+        closed >= 10,
+        "clients past the budget are closed: {closed} of 30"
+    );
+    // A client within the budget still gets its whole reply.
+    drop(conns);
+    std::thread::sleep(Duration::from_millis(300));
+    let mut r = Raw::connect(s.port);
+    match r.cmd(&mget) {
+        Frame::Array(v) => assert_eq!(v.len(), 128),
+        other => panic!("{other:?}"),
+    }
+}
+
+/// The same for transactions: 30 clients each queueing 16 MiB of SETs in a MULTI held 30 x
+/// 16 MiB (the queue is copied out of the read buffer, so the input budget never saw it).
+#[test]
+fn queued_transactions_stay_within_the_clients_budget() {
+    let s = Server::start_l1_only("[server]\nmax_input_bytes_total = 134217728\n");
+    let before = s.rss();
+    let value = vec![b'q'; MIB as usize];
+    let mut conns = Vec::new();
+    for i in 0..30 {
+        let mut c = TcpStream::connect(("127.0.0.1", s.port)).unwrap();
+        c.set_write_timeout(Some(Duration::from_secs(5))).unwrap();
+        let mut bytes = b"*1\r\n$5\r\nMULTI\r\n".to_vec();
+        for j in 0..16 {
+            bytes.extend_from_slice(&set_cmd(&format!("t{i}-{j}"), &value));
+        }
+        let _ = c.write_all(&bytes);
+        conns.push(c);
+    }
+    std::thread::sleep(Duration::from_millis(1500));
+    let grown = s.rss().saturating_sub(before);
+    println!(
+        "30 clients queueing 16 MiB transactions: RSS +{} MiB",
+        grown / MIB
+    );
+    assert!(
+        grown < 128 * MIB + 96 * MIB,
+        "RSS grew by {} MiB past a 128 MiB clients' budget",
+        grown / MIB
+    );
+    assert!(ping_latency(s.port) < Duration::from_millis(50));
+    let closed = closed_by_budget(&mut conns);
+    assert!(
+        closed >= 10,
+        "clients past the budget are closed: {closed} of 30"
+    );
+    // A transaction within the budget still runs.
+    drop(conns);
+    std::thread::sleep(Duration::from_millis(300));
+    let mut r = Raw::connect(s.port);
+    r.cmd(&[b"MULTI"]);
+    r.cmd(&[b"SET", b"small", &value]);
+    match r.cmd(&[b"EXEC"]) {
+        Frame::Array(v) => assert_eq!(v, vec![Frame::Simple("OK".into())]),
+        other => panic!("{other:?}"),
+    }
+}
+
+/// Watched keys and subscriptions are client memory too: 24 clients each watching (or
+/// subscribing to) 1,000 names of 8,000 bytes count about 16 MiB apiece against a 128 MiB
+/// budget, and those past it are closed.
+#[test]
+fn watched_keys_and_subscriptions_stay_within_the_clients_budget() {
+    let s = Server::start_l1_only("[server]\nmax_input_bytes_total = 134217728\n");
+    let mut conns = Vec::new();
+    for i in 0..24 {
+        let verb: &[u8] = if i % 2 == 0 { b"WATCH" } else { b"SUBSCRIBE" };
+        let names: Vec<Vec<u8>> = (0..1000)
+            .map(|j| format!("{i}:{j}:{}", "n".repeat(8000)).into_bytes())
+            .collect();
+        let mut args: Vec<Frame> = vec![Frame::Bulk(verb.to_vec().into())];
+        args.extend(names.into_iter().map(|n| Frame::Bulk(n.into())));
+        let mut c = TcpStream::connect(("127.0.0.1", s.port)).unwrap();
+        c.set_write_timeout(Some(Duration::from_secs(5))).unwrap();
+        let _ = c.write_all(&Frame::Array(args).to_bytes());
+        conns.push(c);
+    }
+    std::thread::sleep(Duration::from_millis(1500));
+    assert!(ping_latency(s.port) < Duration::from_millis(50));
+    let closed = closed_by_budget(&mut conns);
+    assert!(
+        (8..24).contains(&closed),
+        "clients past the budget are closed, the others stay: {closed} of 24"
     );
 }
 

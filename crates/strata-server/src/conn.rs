@@ -25,7 +25,13 @@ const READ_BUFFER: usize = 16 * 1024;
 /// See [`READ_BUFFER`].
 const SHRINK_ABOVE: usize = 64 * 1024;
 
-/// A connection's share of [`Shared::input_bytes`], returned when it ends however it ends.
+/// A connection is closed to keep all clients within `server.max_input_bytes_total` only
+/// when it holds more than this (a client with a small request or reply is not the cause).
+const BUDGET_VICTIM_ABOVE: usize = 64 * 1024;
+
+/// A connection's share of [`Shared::input_bytes`] — the client memory it makes the server
+/// hold: unparsed input, its queued transaction, watched keys and subscriptions, and a reply
+/// waiting to be written — returned when it ends however it ends.
 struct InputShare<'a> {
     shared: &'a Shared,
     held: usize,
@@ -50,6 +56,72 @@ impl InputShare<'_> {
         self.held = now;
         total
     }
+}
+
+impl InputShare<'_> {
+    /// Records that the connection holds `now` bytes; true when all clients together are
+    /// over `limit` and this one holds more than [`BUDGET_VICTIM_ABOVE`]: it goes, not the
+    /// server.
+    fn must_go(&mut self, now: usize, limit: usize) -> bool {
+        self.update(now) > limit && now > BUDGET_VICTIM_ABOVE
+    }
+}
+
+/// The bytes a connection's state holds — its queued transaction, watched keys and
+/// subscriptions — recomputed only when the number of watched keys or subscriptions changed
+/// since the last look (a queue's size is kept as it grows).
+#[derive(Default)]
+struct StateSize {
+    counts: (usize, usize),
+    bytes: usize,
+}
+
+impl StateSize {
+    fn get(&mut self, session: &Session<'_>) -> usize {
+        let counts = (
+            session.tx.watched_len(),
+            session
+                .sub
+                .as_ref()
+                .map_or(0, |s| s.count() + s.shard_count()),
+        );
+        if counts != self.counts {
+            self.counts = counts;
+            self.bytes =
+                session.tx.watched_bytes() + session.sub.as_ref().map_or(0, |s| s.held_bytes());
+        }
+        self.bytes + session.tx.queued_bytes()
+    }
+}
+
+/// The input a connection holds: its read buffer and the positions of a request's
+/// arguments.
+fn input_held(buf: &BytesMut, req: &Request) -> usize {
+    buf.capacity() + req.ranges.capacity() * std::mem::size_of::<Range<usize>>()
+}
+
+/// Closes a client to keep all clients' memory within the budget: what it has not been sent
+/// is dropped (the reply to be written is what pushed it over), and it gets an error.
+async fn over_budget<S: AsyncWrite + Unpin>(
+    stream: &mut S,
+    shared: &Shared,
+    session: &mut Session<'_>,
+    held: usize,
+    share: &mut InputShare<'_>,
+    limit: usize,
+) -> std::io::Result<()> {
+    shared.metrics.input_limit_closed.incr();
+    tracing::warn!(
+        addr = %session.info.addr,
+        held,
+        "clients' memory over server.max_input_bytes_total; closing this client"
+    );
+    session.reply.buf = BytesMut::new();
+    share.update(0);
+    session.reply.error(&format!(
+        "ERR client memory over the server's budget (server.max_input_bytes_total = {limit})"
+    ));
+    flush(stream, session).await
 }
 
 impl Drop for InputShare<'_> {
@@ -170,6 +242,7 @@ async fn serve_connection<S: AsyncRead + AsyncWrite + Unpin>(
     let mut buf = BytesMut::with_capacity(READ_BUFFER);
     let mut share = InputShare { shared, held: 0 };
     share.update(buf.capacity());
+    let mut state = StateSize::default();
     let mut req = Request::default();
     let mut stop = shared.stop.clone();
     let mut draining = *stop.borrow();
@@ -216,10 +289,24 @@ async fn serve_connection<S: AsyncRead + AsyncWrite + Unpin>(
                             if run_group(shared, &mut session, &mut group, out_limit).await {
                                 return flush(stream, &mut session).await;
                             }
-                            if session.reply.buf.len() >= FLUSH_AT
-                                && flush_checked(stream, &mut session).await?
-                            {
-                                return close_subscriber(shared, &session);
+                            if session.reply.buf.len() >= FLUSH_AT {
+                                let held = input_held(&buf, &req)
+                                    + state.get(&session)
+                                    + session.reply.buf.len();
+                                if share.must_go(held, in_limit) {
+                                    return over_budget(
+                                        stream,
+                                        shared,
+                                        &mut session,
+                                        held,
+                                        &mut share,
+                                        in_limit,
+                                    )
+                                    .await;
+                                }
+                                if flush_checked(stream, &mut session).await? {
+                                    return close_subscriber(shared, &session);
+                                }
                             }
                         }
                         group.push(args);
@@ -246,10 +333,23 @@ async fn serve_connection<S: AsyncRead + AsyncWrite + Unpin>(
                     if session.quit {
                         return flush(stream, &mut session).await;
                     }
-                    if session.reply.buf.len() >= FLUSH_AT
-                        && flush_checked(stream, &mut session).await?
-                    {
-                        return close_subscriber(shared, &session);
+                    if session.reply.buf.len() >= FLUSH_AT {
+                        let held =
+                            input_held(&buf, &req) + state.get(&session) + session.reply.buf.len();
+                        if share.must_go(held, in_limit) {
+                            return over_budget(
+                                stream,
+                                shared,
+                                &mut session,
+                                held,
+                                &mut share,
+                                in_limit,
+                            )
+                            .await;
+                        }
+                        if flush_checked(stream, &mut session).await? {
+                            return close_subscriber(shared, &session);
+                        }
                     }
                 }
                 Ok(false) => {
@@ -276,6 +376,14 @@ async fn serve_connection<S: AsyncRead + AsyncWrite + Unpin>(
             ));
             return flush(stream, &mut session).await;
         }
+        // A small reply is written at once (the update below counts the rest); a large one
+        // may wait on a client that does not read, so it counts before it is written.
+        if session.reply.buf.len() > BUDGET_VICTIM_ABOVE {
+            let held = input_held(&buf, &req) + state.get(&session) + session.reply.buf.len();
+            if share.must_go(held, in_limit) {
+                return over_budget(stream, shared, &mut session, held, &mut share, in_limit).await;
+            }
+        }
         if flush_checked(stream, &mut session).await? {
             return close_subscriber(shared, &session);
         }
@@ -284,22 +392,11 @@ async fn serve_connection<S: AsyncRead + AsyncWrite + Unpin>(
         } else if buf.capacity() - buf.len() < 4096 {
             buf.reserve(READ_BUFFER);
         }
-        let held = buf.capacity() + req.ranges.capacity() * std::mem::size_of::<Range<usize>>();
-        let total = share.update(held);
-        if total > in_limit && !buf.is_empty() {
-            // Every client's input together is over the budget, and this one holds an
-            // unfinished request: it goes, not the server.
-            shared.metrics.input_limit_closed.incr();
-            tracing::warn!(
-                addr = %session.info.addr,
-                held = buf.capacity(),
-                total,
-                "clients' input over server.max_input_bytes_total; closing this client"
-            );
-            session.reply.error(&format!(
-                "ERR client input over the server's budget (server.max_input_bytes_total = {in_limit})"
-            ));
-            return flush(stream, &mut session).await;
+        let held = input_held(&buf, &req) + state.get(&session);
+        if share.must_go(held, in_limit) {
+            // Every client together is over the budget, and this one holds a large
+            // unfinished request, transaction or set of watched keys or subscriptions.
+            return over_budget(stream, shared, &mut session, held, &mut share, in_limit).await;
         }
         let idle = shared
             .idle_timeout_secs

@@ -144,7 +144,7 @@ impl Collector for ServerCollector {
         for (name, help, v) in [
             (
                 "server_client_input_bytes",
-                "Input buffer bytes all client connections hold (budget: server.max_input_bytes_total)",
+                "Client memory all connections hold: unparsed input, queued transactions, watched keys, subscriptions and large unsent replies (budget: server.max_input_bytes_total)",
                 s.input_bytes.load(std::sync::atomic::Ordering::Relaxed) as i64,
             ),
             (

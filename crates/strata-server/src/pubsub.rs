@@ -109,6 +109,10 @@ impl Outlet {
     }
 }
 
+/// Bookkeeping bytes of one subscription beyond its name (tree nodes here, the hub's map
+/// entry), an estimate for the clients' memory budget.
+const SUBSCRIPTION_OVERHEAD: usize = 96;
+
 /// A subscribed connection's side: its queue and what it is subscribed to.
 pub struct Subscription {
     hub: Arc<PubSub>,
@@ -158,6 +162,16 @@ impl Subscription {
     /// mode).
     pub fn is_subscribed(&self) -> bool {
         self.count() + self.shard_count() > 0
+    }
+
+    /// Bytes the subscriptions hold (names and their bookkeeping here and in the hub), for
+    /// the clients' memory budget; O(subscriptions).
+    pub fn held_bytes(&self) -> usize {
+        [&self.channels, &self.patterns, &self.shard_channels]
+            .iter()
+            .flat_map(|set| set.iter())
+            .map(|name| 2 * name.len() + SUBSCRIPTION_OVERHEAD)
+            .sum()
     }
 
     /// The next queued push; pending while there is none.

@@ -151,6 +151,24 @@ impl TxState {
         self.queue.iter().flat_map(|q| q.cmds.iter())
     }
 
+    /// How many keys are watched.
+    pub fn watched_len(&self) -> usize {
+        self.watched.len()
+    }
+
+    /// Bytes the queued commands hold (O(1)).
+    pub fn queued_bytes(&self) -> usize {
+        self.queue.as_ref().map_or(0, |q| q.bytes)
+    }
+
+    /// Bytes the watched keys hold, with their bookkeeping (an estimate; O(watched keys)).
+    pub fn watched_bytes(&self) -> usize {
+        self.watched
+            .iter()
+            .map(|w| 2 * (w.key.len() + w.ns.len()) + 128)
+            .sum()
+    }
+
     /// Forgets the transaction and the watched keys (`RESET`, a new `AUTH` user).
     pub fn reset(&mut self) {
         *self = TxState::default();
