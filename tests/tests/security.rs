@@ -428,11 +428,13 @@ fn acl_users_stay_in_their_namespaces_and_permissions() {
     let s = Server::start(&format!(
         "[server.users.reader]\npassword_sha256 = [\"{}\"]\nnamespaces = [\"app-*\"]\npermission = \"read\"\n\
          [server.users.writer]\npassword_sha256 = [\"{}\", \"{}\"]\nnamespaces = [\"app-*\"]\npermission = \"readwrite\"\n\
-         [server.users.root]\npassword_sha256 = [\"{}\"]\nnamespaces = [\"*\"]\npermission = \"admin\"\n",
+         [server.users.root]\npassword_sha256 = [\"{}\"]\nnamespaces = [\"*\"]\npermission = \"admin\"\n\
+         [server.users.watcher]\npassword_sha256 = [\"{}\"]\nnamespaces = [\"*\"]\npermission = \"read\"\n",
         sha256_hex("r pw"),
         sha256_hex("w pw"),
         sha256_hex("w pw 2"),
         sha256_hex("root pw"),
+        sha256_hex("watch pw"),
     ));
     // With users defined and no requirepass, the default user is off.
     let mut anon = s.raw();
@@ -472,6 +474,45 @@ fn acl_users_stay_in_their_namespaces_and_permissions() {
     assert_eq!(
         w.cmd(&[b"CLIENT", b"TRACKING", b"off"]),
         Frame::Simple("OK".into())
+    );
+    // Channels are not namespaced: a confined user has none; a read user of every
+    // namespace listens but does not publish.
+    for args in [
+        &[&b"SUBSCRIBE"[..], b"news"][..],
+        &[b"PUBLISH", b"news", b"x"],
+        &[b"PUBSUB", b"CHANNELS"],
+    ] {
+        assert!(
+            err_text(&w.cmd(args))
+                .starts_with("NOPERM this user has no permissions to access one of the channels"),
+            "{args:?}"
+        );
+    }
+    let mut watcher = s.raw();
+    watcher.cmd(&[b"AUTH", b"watcher", b"watch pw"]);
+    assert!(err_text(&watcher.cmd(&[b"PUBLISH", b"news", b"x"])).starts_with("NOPERM"));
+    assert!(err_text(&watcher.cmd(&[b"SET", b"k", b"x"])).starts_with("NOPERM"));
+    assert_eq!(
+        watcher.cmd(&[b"SUBSCRIBE", b"news"]),
+        Frame::Array(vec![
+            Frame::Bulk("subscribe".into()),
+            Frame::Bulk("news".into()),
+            Frame::Integer(1)
+        ])
+    );
+    let mut publisher = s.raw();
+    publisher.cmd(&[b"AUTH", b"root", b"root pw"]);
+    assert_eq!(
+        publisher.cmd(&[b"PUBLISH", b"news", b"hello"]),
+        Frame::Integer(1)
+    );
+    assert_eq!(
+        watcher.frame(),
+        Frame::Array(vec![
+            Frame::Bulk("message".into()),
+            Frame::Bulk("news".into()),
+            Frame::Bulk("hello".into())
+        ])
     );
     let mut root = s.raw();
     root.cmd(&[b"AUTH", b"root", b"root pw"]);

@@ -281,6 +281,8 @@ pub fn need(spec: &CommandSpec, args: &[Bytes]) -> Need {
         Cmd::Acl | Cmd::Flushall | Cmd::Config | Cmd::Slowlog | Cmd::Latency => Need::Admin,
         // SCRIPT KILL stops every tenant's scripts, SCRIPT FLUSH empties the node's cache.
         Cmd::Script if sub("KILL") || sub("FLUSH") => Need::Admin,
+        // A message reaches other clients: a read-only user only listens.
+        Cmd::Publish | Cmd::Spublish => Need::Write,
         _ if spec.write => Need::Write,
         _ => Need::Read,
     }
@@ -290,8 +292,9 @@ pub fn need(spec: &CommandSpec, args: &[Bytes]) -> Need {
 /// reply, worded as Redis 7.2 words it.
 pub fn permit(user: &User, spec: &CommandSpec, args: &[Bytes], ns: &str) -> Result<(), String> {
     // Channels are global, not namespaced: a user confined to some namespaces gets none, as
-    // a Redis 7 user gets none until `&channel` rules grant them (`resetchannels`).
-    if spec.group == "pubsub" {
+    // a Redis 7 user gets none until `&channel` rules grant them (`resetchannels`); a user
+    // of every namespace has them all (publishing needs `readwrite`, below).
+    if spec.group == "pubsub" && !user.all_namespaces() {
         return Err(
             "NOPERM this user has no permissions to access one of the channels used as arguments"
                 .into(),
