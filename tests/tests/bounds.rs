@@ -418,6 +418,102 @@ fn watched_keys_and_subscriptions_stay_within_the_clients_budget() {
     );
 }
 
+/// The largest holder goes first, as with Redis's `maxmemory-clients`: one client asking for
+/// a 127 MiB reply it never reads held a 128 MiB budget, and every other client's 1 MiB GET
+/// was closed instead of it (an adversarial review, 2026-12-04). Now the hog is told to
+/// close — even while it is blocked writing — and the others are answered.
+#[test]
+fn the_largest_client_goes_first_when_the_budget_is_full() {
+    let dir = tempfile::tempdir().unwrap();
+    let s = Server::start_with_env(
+        dir.path(),
+        "[server]\nmax_input_bytes_total = 134217728\n",
+        &[
+            ("STRATA__L3__ENABLED", "false"),
+            ("STRATA__L1__CAPACITY_BYTES", "268435456"),
+        ],
+    );
+    let mut c = Raw::connect(s.port);
+    let value = vec![b'm'; MIB as usize];
+    for i in 0..127 {
+        let key = format!("m{i}");
+        assert_eq!(
+            c.cmd(&[b"SET", key.as_bytes(), &value]),
+            Frame::Simple("OK".into())
+        );
+    }
+    let keys: Vec<String> = (0..127).map(|i| format!("m{i}")).collect();
+    let mut mget: Vec<&[u8]> = vec![b"MGET"];
+    mget.extend(keys.iter().map(|k| k.as_bytes()));
+    let request = Frame::Array(
+        mget.iter()
+            .map(|a| Frame::Bulk(a.to_vec().into()))
+            .collect(),
+    )
+    .to_bytes();
+    let mut hog = TcpStream::connect(("127.0.0.1", s.port)).unwrap();
+    hog.write_all(&request).unwrap();
+    std::thread::sleep(Duration::from_millis(1000));
+    for round in 0..3 {
+        let mut r = Raw::connect(s.port);
+        assert_eq!(
+            r.cmd(&[b"GET", b"m0"]),
+            Frame::Bulk(value.clone().into()),
+            "round {round}: a bystander's 1 MiB GET"
+        );
+    }
+    let mut hogs = [hog];
+    assert_eq!(closed_by_budget(&mut hogs), 1, "the hog was closed");
+    assert!(metric_or_zero(&s, "strata_server_input_limit_closed_total") >= 1.0);
+}
+
+/// Queued pub/sub messages are client memory: 30 subscribers that never read, each sent 31
+/// messages of 1 MB, grew RSS by 806 MiB while a 128 MiB budget counted 29 MiB (each stayed
+/// under its own 32 MiB limit). Queues now count, and a subscriber holding more than 64 KiB
+/// when the total is over is closed by the publisher that finds it so.
+#[test]
+fn queued_messages_of_slow_subscribers_stay_within_the_clients_budget() {
+    let s = Server::start_l1_only("[server]\nmax_input_bytes_total = 134217728\n");
+    let before = s.rss();
+    let mut subs = Vec::new();
+    for i in 0..30 {
+        let mut c = TcpStream::connect(("127.0.0.1", s.port)).unwrap();
+        let channel = format!("ch{i}");
+        c.write_all(
+            &Frame::Array(vec![
+                Frame::Bulk("SUBSCRIBE".into()),
+                Frame::Bulk(channel.into_bytes().into()),
+            ])
+            .to_bytes(),
+        )
+        .unwrap();
+        subs.push(c);
+    }
+    std::thread::sleep(Duration::from_millis(300));
+    let mut publisher = Raw::connect(s.port);
+    let payload = vec![b'p'; 1_000_000];
+    for _ in 0..31 {
+        for i in 0..30 {
+            let channel = format!("ch{i}");
+            publisher.cmd(&[b"PUBLISH", channel.as_bytes(), &payload]);
+        }
+    }
+    std::thread::sleep(Duration::from_millis(500));
+    let grown = s.rss().saturating_sub(before);
+    println!(
+        "30 subscribers not reading 31 MB each: RSS +{} MiB",
+        grown / MIB
+    );
+    assert!(
+        grown < 128 * MIB + 96 * MIB,
+        "RSS grew by {} MiB past a 128 MiB clients' budget",
+        grown / MIB
+    );
+    assert!(metric_or_zero(&s, "strata_server_pubsub_limit_closed_total") >= 10.0);
+    assert!(ping_latency(s.port) < Duration::from_millis(50));
+    drop(subs);
+}
+
 /// What the process holds is visible: RSS, L1, the clients' input, RocksDB's memory.
 #[test]
 fn memory_is_reported_where_operators_look() {

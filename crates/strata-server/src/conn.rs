@@ -10,6 +10,7 @@ use strata_resp::{Limits, Request, parse_request};
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::net::TcpListener;
 
+use crate::budget::Share;
 use crate::commands::{self, Session};
 use crate::state::{ClientInfo, Shared};
 
@@ -25,47 +26,9 @@ const READ_BUFFER: usize = 16 * 1024;
 /// See [`READ_BUFFER`].
 const SHRINK_ABOVE: usize = 64 * 1024;
 
-/// A connection is closed to keep all clients within `server.max_input_bytes_total` only
-/// when it holds more than this (a client with a small request or reply is not the cause).
-const BUDGET_VICTIM_ABOVE: usize = 64 * 1024;
-
-/// A connection's share of [`Shared::input_bytes`] — the client memory it makes the server
-/// hold: unparsed input, its queued transaction, watched keys and subscriptions, and a reply
-/// waiting to be written — returned when it ends however it ends.
-struct InputShare<'a> {
-    shared: &'a Shared,
-    held: usize,
-}
-
-impl InputShare<'_> {
-    /// Records that the connection now holds `now` bytes of buffer; returns the total of all
-    /// connections.
-    fn update(&mut self, now: usize) -> usize {
-        use std::sync::atomic::Ordering;
-        let total = if now >= self.held {
-            self.shared
-                .input_bytes
-                .fetch_add(now - self.held, Ordering::Relaxed)
-                + (now - self.held)
-        } else {
-            self.shared
-                .input_bytes
-                .fetch_sub(self.held - now, Ordering::Relaxed)
-                - (self.held - now)
-        };
-        self.held = now;
-        total
-    }
-}
-
-impl InputShare<'_> {
-    /// Records that the connection holds `now` bytes; true when all clients together are
-    /// over `limit` and this one holds more than [`BUDGET_VICTIM_ABOVE`]: it goes, not the
-    /// server.
-    fn must_go(&mut self, now: usize, limit: usize) -> bool {
-        self.update(now) > limit && now > BUDGET_VICTIM_ABOVE
-    }
-}
+/// A large reply (more than this) counts in the clients' memory before it is written: it
+/// may wait on a client that does not read.
+const BUDGET_VICTIM_ABOVE: usize = crate::budget::LISTED_ABOVE;
 
 /// The bytes a connection's state holds — its queued transaction, watched keys and
 /// subscriptions — recomputed only when the number of watched keys or subscriptions changed
@@ -95,9 +58,15 @@ impl StateSize {
 }
 
 /// The input a connection holds: its read buffer and the positions of a request's
-/// arguments.
+/// arguments. An empty buffer of the base size is every connection's fixed cost (bounded by
+/// `maxclients`, as Redis's client structures are) and does not count.
 fn input_held(buf: &BytesMut, req: &Request) -> usize {
-    buf.capacity() + req.ranges.capacity() * std::mem::size_of::<Range<usize>>()
+    let base = if buf.is_empty() && buf.capacity() <= READ_BUFFER {
+        0
+    } else {
+        buf.capacity()
+    };
+    base + req.ranges.capacity() * std::mem::size_of::<Range<usize>>()
 }
 
 /// Closes a client to keep all clients' memory within the budget: what it has not been sent
@@ -107,9 +76,9 @@ async fn over_budget<S: AsyncWrite + Unpin>(
     shared: &Shared,
     session: &mut Session<'_>,
     held: usize,
-    share: &mut InputShare<'_>,
-    limit: usize,
+    share: &mut Share,
 ) -> std::io::Result<()> {
+    let limit = shared.client_memory.limit();
     shared.metrics.input_limit_closed.incr();
     tracing::warn!(
         addr = %session.info.addr,
@@ -122,14 +91,6 @@ async fn over_budget<S: AsyncWrite + Unpin>(
         "ERR client memory over the server's budget (server.max_input_bytes_total = {limit})"
     ));
     flush(stream, session).await
-}
-
-impl Drop for InputShare<'_> {
-    fn drop(&mut self) {
-        self.shared
-            .input_bytes
-            .fetch_sub(self.held, std::sync::atomic::Ordering::Relaxed);
-    }
 }
 
 /// Accepts connections until shutdown begins; with `tls`, each connection's TLS handshake
@@ -237,11 +198,9 @@ async fn serve_connection<S: AsyncRead + AsyncWrite + Unpin>(
     let out_limit = usize::try_from(shared.config.server.client_output_buffer_limit_bytes)
         .unwrap_or(usize::MAX);
     session.reply.set_limit(out_limit);
-    let in_limit =
-        usize::try_from(shared.config.server.max_input_bytes_total).unwrap_or(usize::MAX);
     let mut buf = BytesMut::with_capacity(READ_BUFFER);
-    let mut share = InputShare { shared, held: 0 };
-    share.update(buf.capacity());
+    let mut share = Share::new(shared.client_memory.clone(), session.info.id);
+    let evict = share.evict_signal();
     let mut state = StateSize::default();
     let mut req = Request::default();
     let mut stop = shared.stop.clone();
@@ -293,19 +252,22 @@ async fn serve_connection<S: AsyncRead + AsyncWrite + Unpin>(
                                 let held = input_held(&buf, &req)
                                     + state.get(&session)
                                     + session.reply.buf.len();
-                                if share.must_go(held, in_limit) {
+                                if share.must_go(held, true) {
                                     return over_budget(
                                         stream,
                                         shared,
                                         &mut session,
                                         held,
                                         &mut share,
-                                        in_limit,
                                     )
                                     .await;
                                 }
-                                if flush_checked(stream, &mut session).await? {
-                                    return close_subscriber(shared, &session);
+                                match flush_checked(stream, &mut session, &share).await? {
+                                    Flushed::Done => {}
+                                    Flushed::SubscriberOver => {
+                                        return close_subscriber(shared, &session);
+                                    }
+                                    Flushed::Evicted => return evicted(shared, &session),
                                 }
                             }
                         }
@@ -336,19 +298,16 @@ async fn serve_connection<S: AsyncRead + AsyncWrite + Unpin>(
                     if session.reply.buf.len() >= FLUSH_AT {
                         let held =
                             input_held(&buf, &req) + state.get(&session) + session.reply.buf.len();
-                        if share.must_go(held, in_limit) {
-                            return over_budget(
-                                stream,
-                                shared,
-                                &mut session,
-                                held,
-                                &mut share,
-                                in_limit,
-                            )
-                            .await;
+                        if share.must_go(held, true) {
+                            return over_budget(stream, shared, &mut session, held, &mut share)
+                                .await;
                         }
-                        if flush_checked(stream, &mut session).await? {
-                            return close_subscriber(shared, &session);
+                        match flush_checked(stream, &mut session, &share).await? {
+                            Flushed::Done => {}
+                            Flushed::SubscriberOver => {
+                                return close_subscriber(shared, &session);
+                            }
+                            Flushed::Evicted => return evicted(shared, &session),
                         }
                     }
                 }
@@ -380,12 +339,14 @@ async fn serve_connection<S: AsyncRead + AsyncWrite + Unpin>(
         // may wait on a client that does not read, so it counts before it is written.
         if session.reply.buf.len() > BUDGET_VICTIM_ABOVE {
             let held = input_held(&buf, &req) + state.get(&session) + session.reply.buf.len();
-            if share.must_go(held, in_limit) {
-                return over_budget(stream, shared, &mut session, held, &mut share, in_limit).await;
+            if share.must_go(held, true) {
+                return over_budget(stream, shared, &mut session, held, &mut share).await;
             }
         }
-        if flush_checked(stream, &mut session).await? {
-            return close_subscriber(shared, &session);
+        match flush_checked(stream, &mut session, &share).await? {
+            Flushed::Done => {}
+            Flushed::SubscriberOver => return close_subscriber(shared, &session),
+            Flushed::Evicted => return evicted(shared, &session),
         }
         if buf.is_empty() && buf.capacity() > SHRINK_ABOVE {
             buf = BytesMut::with_capacity(READ_BUFFER);
@@ -393,10 +354,11 @@ async fn serve_connection<S: AsyncRead + AsyncWrite + Unpin>(
             buf.reserve(READ_BUFFER);
         }
         let held = input_held(&buf, &req) + state.get(&session);
-        if share.must_go(held, in_limit) {
-            // Every client together is over the budget, and this one holds a large
-            // unfinished request, transaction or set of watched keys or subscriptions.
-            return over_budget(stream, shared, &mut session, held, &mut share, in_limit).await;
+        // Every client together is over the budget, and no larger holder is left to close:
+        // this one goes if it holds an unfinished request, or a large transaction or set of
+        // watched keys or subscriptions.
+        if share.must_go(held, !buf.is_empty() || held > BUDGET_VICTIM_ABOVE) {
+            return over_budget(stream, shared, &mut session, held, &mut share).await;
         }
         let idle = shared
             .idle_timeout_secs
@@ -440,6 +402,7 @@ async fn serve_connection<S: AsyncRead + AsyncWrite + Unpin>(
                 r = read => Woke::Read(r?),
                 _ = crate::state::stopped(&mut stop) => Woke::Stop,
                 _ = idle_wait => Woke::Idle,
+                _ = evict.notified() => Woke::Evicted,
             };
             match woke {
                 Woke::Read(n) => n,
@@ -454,6 +417,12 @@ async fn serve_connection<S: AsyncRead + AsyncWrite + Unpin>(
                     continue;
                 }
                 Woke::Over => return close_subscriber(shared, &session),
+                Woke::Evicted => {
+                    if share.still_must_go() {
+                        return over_budget(stream, shared, &mut session, held, &mut share).await;
+                    }
+                    continue;
+                }
                 Woke::Stop => {
                     draining = true;
                     continue;
@@ -544,6 +513,8 @@ enum Woke {
     Over,
     Stop,
     Idle,
+    /// Told to close: it is the largest holder while all clients are over their budget.
+    Evicted,
 }
 
 /// Writes `first` and the messages queued behind it (up to a batch) into the reply buffer;
@@ -563,21 +534,66 @@ fn deliver(session: &mut Session<'_>, first: crate::pubsub::Push) -> bool {
     !session.reply.overflowed()
 }
 
-/// Flushes the reply; for a subscriber, racing its queue passing the limit (a client that
-/// does not read blocks the write). True when the subscriber is to be closed.
+/// How [`flush_checked`] ended.
+enum Flushed {
+    Done,
+    /// The subscriber fell behind its limit (or the clients' budget).
+    SubscriberOver,
+    /// Told to close by the clients' budget while writing a large reply.
+    Evicted,
+}
+
+/// Flushes the reply; for a subscriber, racing its queue passing the limit, and for a large
+/// reply, racing a notice from the clients' budget (a client that does not read blocks the
+/// write).
 async fn flush_checked<S: AsyncWrite + Unpin>(
     stream: &mut S,
     session: &mut Session<'_>,
-) -> std::io::Result<bool> {
-    let Some(over) = session.sub.as_ref().map(|s| s.over_signal()) else {
+    share: &Share,
+) -> std::io::Result<Flushed> {
+    let over = session.sub.as_ref().map(|s| s.over_signal());
+    let large = session.reply.buf.len() > BUDGET_VICTIM_ABOVE;
+    if large && share.told() && share.still_must_go() {
+        return Ok(Flushed::Evicted);
+    }
+    if over.is_none() && !large {
         flush(stream, session).await?;
-        return Ok(false);
+        return Ok(Flushed::Done);
+    }
+    let evict = share.evict_signal();
+    let over_wait = async {
+        match &over {
+            Some(n) => n.notified().await,
+            None => std::future::pending().await,
+        }
     };
-    let closed = tokio::select! {
-        r = flush(stream, session) => { r?; false }
-        _ = over.notified() => true,
+    let evict_wait = async {
+        if large {
+            evict.notified().await;
+        } else {
+            std::future::pending::<()>().await;
+        }
     };
-    Ok(closed || session.sub.as_ref().is_some_and(|s| s.over_limit()))
+    let flushed = tokio::select! {
+        r = flush(stream, session) => { r?; Flushed::Done }
+        _ = over_wait => Flushed::SubscriberOver,
+        _ = evict_wait => Flushed::Evicted,
+    };
+    if matches!(flushed, Flushed::Done) && session.sub.as_ref().is_some_and(|s| s.over_limit()) {
+        return Ok(Flushed::SubscriberOver);
+    }
+    Ok(flushed)
+}
+
+/// Counts and logs a client closed by the clients' budget in the middle of writing its
+/// reply (nothing more can be sent on it); the caller returns what this returns.
+fn evicted(shared: &Shared, session: &Session<'_>) -> std::io::Result<()> {
+    shared.metrics.input_limit_closed.incr();
+    tracing::warn!(
+        addr = %session.info.addr,
+        "clients' memory over server.max_input_bytes_total and this client holds the most; closing it"
+    );
+    Ok(())
 }
 
 /// Counts and logs a subscriber closed for falling behind; the caller returns what this

@@ -145,7 +145,7 @@ impl Collector for ServerCollector {
             (
                 "server_client_input_bytes",
                 "Client memory all connections hold: unparsed input, queued transactions, watched keys, subscriptions and large unsent replies (budget: server.max_input_bytes_total)",
-                s.input_bytes.load(std::sync::atomic::Ordering::Relaxed) as i64,
+                s.client_memory.total() as i64,
             ),
             (
                 "process_resident_bytes",

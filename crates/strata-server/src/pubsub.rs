@@ -21,6 +21,8 @@ use parking_lot::RwLock;
 use strata_core::glob::Glob;
 use tokio::sync::mpsc;
 
+use crate::budget::ClientMemory;
+
 /// Most channels and patterns one client may be subscribed to.
 pub const MAX_SUBSCRIPTIONS_PER_CLIENT: usize = 10_000;
 
@@ -85,24 +87,33 @@ struct Outlet {
     /// not read, and must close it.
     over_signal: Arc<tokio::sync::Notify>,
     limit: usize,
+    /// All clients' memory: what waits in the queue counts there too.
+    memory: Arc<ClientMemory>,
 }
 
 impl Outlet {
-    /// Queues `m` unless the client is over its limit (then it is marked to be closed).
-    /// Returns whether it was queued.
+    /// Queues `m` unless the client is over its limit, or holds more than
+    /// [`crate::budget::LISTED_ABOVE`] while all clients are over their budget (then it is
+    /// marked to be closed). Returns whether it was queued.
     fn send(&self, m: Push) -> bool {
         if self.over.load(Ordering::Acquire) {
             return false;
         }
         let size = m.size();
-        if self.queued.fetch_add(size, Ordering::AcqRel) + size > self.limit {
+        let queued = self.queued.fetch_add(size, Ordering::AcqRel) + size;
+        let total = self.memory.add(size);
+        if queued > self.limit
+            || (total > self.memory.limit() && queued > crate::budget::LISTED_ABOVE)
+        {
             self.queued.fetch_sub(size, Ordering::AcqRel);
+            self.memory.sub(size);
             self.over.store(true, Ordering::Release);
             self.over_signal.notify_one();
             return false;
         }
         if self.tx.send(m).is_err() {
             self.queued.fetch_sub(size, Ordering::AcqRel);
+            self.memory.sub(size);
             return false;
         }
         true
@@ -142,6 +153,10 @@ impl Drop for Subscription {
         let hub = self.hub.clone();
         hub.close(self);
         hub.outlets.write().remove(&self.id);
+        // What is still queued leaves the clients' memory with it; sends from now on fail
+        // (and give their share back themselves).
+        self.rx.close();
+        while self.try_recv().is_some() {}
     }
 }
 
@@ -178,6 +193,7 @@ impl Subscription {
     pub async fn recv(&mut self) -> Option<Push> {
         let m = self.rx.recv().await?;
         self.outlet.queued.fetch_sub(m.size(), Ordering::AcqRel);
+        self.outlet.memory.sub(m.size());
         Some(m)
     }
 
@@ -185,6 +201,7 @@ impl Subscription {
     pub fn try_recv(&mut self) -> Option<Push> {
         let m = self.rx.try_recv().ok()?;
         self.outlet.queued.fetch_sub(m.size(), Ordering::AcqRel);
+        self.outlet.memory.sub(m.size());
         Some(m)
     }
 
@@ -225,6 +242,8 @@ pub struct PubSub {
     outlets: RwLock<HashMap<u64, Outlet>>,
     /// Clients disconnected for falling behind their limit.
     pub closed_over_limit: AtomicUsize,
+    /// All clients' memory, where queued messages count.
+    memory: Arc<ClientMemory>,
 }
 
 impl std::fmt::Debug for PubSub {
@@ -234,6 +253,14 @@ impl std::fmt::Debug for PubSub {
 }
 
 impl PubSub {
+    /// A hub whose queues count in `memory` (the clients' budget).
+    pub fn new(memory: Arc<ClientMemory>) -> Self {
+        Self {
+            memory,
+            ..Self::default()
+        }
+    }
+
     /// A new subscription for client `id`, its queue bounded by `limit` bytes.
     pub fn open(self: &Arc<Self>, id: u64, limit: usize) -> Subscription {
         let (tx, rx) = mpsc::unbounded_channel();
@@ -243,6 +270,7 @@ impl PubSub {
             over: Arc::new(AtomicBool::new(false)),
             over_signal: Arc::new(tokio::sync::Notify::new()),
             limit,
+            memory: self.memory.clone(),
         };
         self.outlets.write().insert(id, outlet.clone());
         Subscription {

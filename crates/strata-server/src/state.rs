@@ -72,9 +72,9 @@ pub struct Shared {
     pub idle_timeout_secs: AtomicU64,
     /// When the server started.
     pub started: Instant,
-    /// Bytes of input buffer all client connections hold (see
-    /// `server.max_input_bytes_total`).
-    pub input_bytes: AtomicUsize,
+    /// The memory all client connections hold, against `server.max_input_bytes_total`
+    /// ([`crate::budget`]).
+    pub client_memory: Arc<crate::budget::ClientMemory>,
     /// Flips to true when shutdown begins.
     pub stop: watch::Receiver<bool>,
     next_client_id: AtomicU64,
@@ -140,7 +140,10 @@ impl Shared {
             config.server.latency_monitor_threshold_ms,
         );
         // Messages published on other members reach this node's subscribers through here.
-        let pubsub = Arc::new(crate::pubsub::PubSub::default());
+        let client_memory = Arc::new(crate::budget::ClientMemory::new(
+            usize::try_from(config.server.max_input_bytes_total).unwrap_or(usize::MAX),
+        ));
+        let pubsub = Arc::new(crate::pubsub::PubSub::new(client_memory.clone()));
         let hub = pubsub.clone();
         node.set_publish_sink(Arc::new(
             move |channel: &[u8], payload: &[u8], sharded: bool| {
@@ -176,7 +179,7 @@ impl Shared {
             resp_addr,
             metrics: ServerMetrics::default(),
             started: Instant::now(),
-            input_bytes: AtomicUsize::new(0),
+            client_memory,
             stop,
             next_client_id: AtomicU64::new(1),
             open: AtomicUsize::new(0),

@@ -263,7 +263,7 @@ pub(super) async fn info(sh: &Shared, s: &mut Session<'_>, sections: &[Bytes]) {
             .l1
             .as_ref()
             .map_or((0, 0), |l| (l.resident_bytes, l.capacity_bytes));
-        let input = sh.input_bytes.load(Ordering::Relaxed);
+        let input = sh.client_memory.total();
         let rss = crate::metrics::process_rss_bytes().unwrap_or(0);
         let _ = write!(
             out,
