@@ -120,6 +120,10 @@ impl Share {
 
     /// Records that the connection holds `now` bytes; returns the total of all clients.
     pub fn update(&mut self, now: usize) -> usize {
+        if now == self.held {
+            // The common case (a small request read whole): no write to the shared line.
+            return self.memory.total();
+        }
         let total = if now >= self.held {
             self.memory.add(now - self.held)
         } else {
@@ -159,6 +163,12 @@ impl Share {
 }
 
 impl Share {
+    /// Whether the connection is listed as a large holder: only then can it be told to
+    /// close (a connection waits on the notice only then — the wait takes a lock).
+    pub fn listed(&self) -> bool {
+        self.listed
+    }
+
     /// Whether a close this connection was told of still stands: it holds more than
     /// [`LISTED_ABOVE`] and all clients are still over the budget. When not, it may be told
     /// again later.

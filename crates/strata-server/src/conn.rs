@@ -380,6 +380,15 @@ async fn serve_connection<S: AsyncRead + AsyncWrite + Unpin>(
                     tokio::time::sleep(Duration::from_secs(idle)).await
                 }
             };
+            // Only a listed (large) holder can be told to close; waiting on the notice
+            // takes a lock, which an ordinary read does without.
+            let evict_wait = async {
+                if share.listed() {
+                    evict.notified().await;
+                } else {
+                    std::future::pending::<()>().await;
+                }
+            };
             let over_signal = session.sub.as_ref().map(|s| s.over_signal());
             let over = async {
                 match over_signal {
@@ -402,7 +411,7 @@ async fn serve_connection<S: AsyncRead + AsyncWrite + Unpin>(
                 r = read => Woke::Read(r?),
                 _ = crate::state::stopped(&mut stop) => Woke::Stop,
                 _ = idle_wait => Woke::Idle,
-                _ = evict.notified() => Woke::Evicted,
+                _ = evict_wait => Woke::Evicted,
             };
             match woke {
                 Woke::Read(n) => n,
