@@ -781,13 +781,23 @@ fn resp_and_admin_speak_tls_to_real_clients() {
 /// {method: 'POST', mode: 'no-cors', body: 'SET …\r\nCONFIG SET requirepass …\r\n'})`): the
 /// header lines only drew errors, and the body then ran as commands — a page set its own
 /// password and locked the operator out (an adversarial review, 2026-12-04). A request that
-/// starts with `POST` or `Host:` now closes the connection before anything runs, as Redis
-/// does; a `GET / HTTP/1.1` line is an arity error, then its `Host:` header closes it.
+/// starts with `POST` or `Host:` now closes the connection before anything after it runs, as
+/// Redis does: the same bytes back (none) and the same effects as a real redis-server, for a
+/// POST, a GET whose `Host:` header comes second, and a pipeline's SET ahead of a POST.
 #[test]
 fn a_browser_posting_to_the_resp_port_runs_nothing() {
+    let redis = redis_common::RedisServer::start_with(None, &[]);
+    let redis_port: u16 = redis.address().rsplit(':').next().unwrap().parse().unwrap();
     let s = Server::start("");
     let body = "SET pwned-by-webpage 1\r\nCONFIG SET requirepass attackerpw\r\n";
-    for request_line in ["POST / HTTP/1.1", "GET /?x HTTP/1.1"] {
+    for (i, request_line) in [
+        "POST / HTTP/1.1",
+        "GET /?x HTTP/1.1",
+        "SET before-post 1\r\nPOST / HTTP/1.1",
+    ]
+    .into_iter()
+    .enumerate()
+    {
         let request = format!(
             "{request_line}\r\nHost: 127.0.0.1:{port}\r\nUser-Agent: Mozilla/5.0 (X11; Linux x86_64; rv:128.0) Gecko/20100101 Firefox/128.0\r\n\
              Accept: */*\r\nAccept-Language: en-US,en;q=0.5\r\nContent-Type: text/plain;charset=UTF-8\r\n\
@@ -795,31 +805,40 @@ fn a_browser_posting_to_the_resp_port_runs_nothing() {
             body.len(),
             port = s.port,
         );
-        let mut page = Raw::connect(s.port);
-        page.send(request.as_bytes());
-        // At most the request line's own error (the GET line's arity) before the close.
-        let mut got = Vec::new();
-        let mut b = [0u8; 4096];
-        loop {
-            match std::io::Read::read(&mut page.stream, &mut b) {
-                Ok(0) => break,
-                Ok(n) => got.extend_from_slice(&b[..n]),
-                Err(e) => panic!("{request_line}: the connection stayed open ({e}); read {got:?}"),
+        let mut answers = Vec::new();
+        for port in [redis_port, s.port] {
+            let mut page = Raw::connect(port);
+            page.send(request.as_bytes());
+            let mut got = Vec::new();
+            let mut b = [0u8; 4096];
+            loop {
+                match std::io::Read::read(&mut page.stream, &mut b) {
+                    Ok(0) => break,
+                    Ok(n) => got.extend_from_slice(&b[..n]),
+                    Err(e) => panic!(
+                        "{request_line}: the connection to {port} stayed open ({e}); read {got:?}"
+                    ),
+                }
             }
+            let mut c = Raw::connect(port);
+            let effects = (
+                c.cmd(&[b"GET", b"pwned-by-webpage"]),
+                c.cmd(&[b"GET", b"before-post"]),
+            );
+            c.cmd(&[b"DEL", b"before-post"]);
+            answers.push((String::from_utf8_lossy(&got).into_owned(), effects));
         }
-        let text = String::from_utf8_lossy(&got);
-        assert!(
-            !text.contains("+OK"),
-            "{request_line}: something ran: {text:?}"
-        );
-        let mut c = s.raw();
-        assert_eq!(
-            c.cmd(&[b"GET", b"pwned-by-webpage"]),
-            Frame::Null,
-            "{request_line}: the body ran"
-        );
+        assert_eq!(answers[1], answers[0], "{request_line}: strata, then redis");
+        assert_eq!(answers[1].1.0, Frame::Null, "{request_line}: the body ran");
+        if i == 2 {
+            assert_eq!(
+                answers[1].1.1,
+                Frame::Bulk("1".into()),
+                "what came before runs"
+            );
+        }
     }
-    assert!(metric_value(&s, "strata_server_protocol_errors_total").unwrap_or(0.0) >= 2.0);
+    assert!(metric_value(&s, "strata_server_protocol_errors_total").unwrap_or(0.0) >= 3.0);
 }
 
 /// Idle connections to the admin port were never closed and had no bound: 2,100 of them used

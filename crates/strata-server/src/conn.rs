@@ -231,14 +231,17 @@ async fn serve_connection<S: AsyncRead + AsyncWrite + Unpin>(
                     };
                     if is_http(&args[0]) {
                         // A browser made to post to this port (a web page's `fetch`): its
-                        // body would run as commands. Closed before anything runs, with no
-                        // reply, as Redis does.
+                        // body would run as commands. Closed before anything after it runs;
+                        // what came before in the same read runs, and no reply to any of it
+                        // is sent, as in Redis (which frees such a client before writing).
                         shared.metrics.protocol_errors.incr();
                         tracing::warn!(
                             addr = %session.info.addr,
                             "possible cross-protocol attack: an HTTP request on the RESP port; closing"
                         );
-                        return flush(stream, &mut session).await;
+                        run_group(shared, &mut session, &mut group, out_limit).await;
+                        session.reply.buf.clear();
+                        return Ok(());
                     }
                     // A pipeline's single-key writes wait for their writes together.
                     if commands::groupable(&session, &args) {
