@@ -465,6 +465,11 @@ fn the_largest_client_goes_first_when_the_budget_is_full() {
     let mut hogs = [hog];
     assert_eq!(closed_by_budget(&mut hogs), 1, "the hog was closed");
     assert!(metric_or_zero(&s, "strata_server_input_limit_closed_total") >= 1.0);
+    drop((hogs, c));
+    wait_for(Duration::from_secs(5), || {
+        metric_or_zero(&s, "strata_server_client_input_bytes") < (1 << 20) as f64
+    })
+    .expect("the clients' memory returns to nothing once the clients are gone");
 }
 
 /// Queued pub/sub messages are client memory: 30 subscribers that never read, each sent 31
@@ -512,6 +517,12 @@ fn queued_messages_of_slow_subscribers_stay_within_the_clients_budget() {
     assert!(metric_or_zero(&s, "strata_server_pubsub_limit_closed_total") >= 10.0);
     assert!(ping_latency(s.port) < Duration::from_millis(50));
     drop(subs);
+    drop(publisher);
+    // Every queue's share came back: the count does not drift.
+    wait_for(Duration::from_secs(5), || {
+        metric_or_zero(&s, "strata_server_client_input_bytes") < (1 << 20) as f64
+    })
+    .expect("the clients' memory returns to nothing once the subscribers are gone");
 }
 
 /// What the process holds is visible: RSS, L1, the clients' input, RocksDB's memory.
