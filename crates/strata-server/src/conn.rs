@@ -252,25 +252,11 @@ async fn serve_connection<S: AsyncRead + AsyncWrite + Unpin>(
                                 return flush(stream, &mut session).await;
                             }
                             if session.reply.buf.len() >= FLUSH_AT {
-                                let held = input_held(&buf, &req)
-                                    + state.get(&session)
-                                    + session.reply.buf.len();
-                                if share.must_go(held, true) {
-                                    return over_budget(
-                                        stream,
-                                        shared,
-                                        &mut session,
-                                        held,
-                                        &mut share,
-                                    )
-                                    .await;
-                                }
-                                match flush_checked(stream, &mut session, &share).await? {
-                                    Flushed::Done => {}
-                                    Flushed::SubscriberOver => {
-                                        return close_subscriber(shared, &session);
-                                    }
-                                    Flushed::Evicted => return evicted(shared, &session),
+                                let base = input_held(&buf, &req) + state.get(&session);
+                                if let Some(end) =
+                                    send(stream, shared, &mut session, &mut share, base).await?
+                                {
+                                    return end;
                                 }
                             }
                         }
@@ -299,18 +285,11 @@ async fn serve_connection<S: AsyncRead + AsyncWrite + Unpin>(
                         return flush(stream, &mut session).await;
                     }
                     if session.reply.buf.len() >= FLUSH_AT {
-                        let held =
-                            input_held(&buf, &req) + state.get(&session) + session.reply.buf.len();
-                        if share.must_go(held, true) {
-                            return over_budget(stream, shared, &mut session, held, &mut share)
-                                .await;
-                        }
-                        match flush_checked(stream, &mut session, &share).await? {
-                            Flushed::Done => {}
-                            Flushed::SubscriberOver => {
-                                return close_subscriber(shared, &session);
-                            }
-                            Flushed::Evicted => return evicted(shared, &session),
+                        let base = input_held(&buf, &req) + state.get(&session);
+                        if let Some(end) =
+                            send(stream, shared, &mut session, &mut share, base).await?
+                        {
+                            return end;
                         }
                     }
                 }
@@ -338,18 +317,9 @@ async fn serve_connection<S: AsyncRead + AsyncWrite + Unpin>(
             ));
             return flush(stream, &mut session).await;
         }
-        // A small reply is written at once (the update below counts the rest); a large one
-        // may wait on a client that does not read, so it counts before it is written.
-        if session.reply.buf.len() > BUDGET_VICTIM_ABOVE {
-            let held = input_held(&buf, &req) + state.get(&session) + session.reply.buf.len();
-            if share.must_go(held, true) {
-                return over_budget(stream, shared, &mut session, held, &mut share).await;
-            }
-        }
-        match flush_checked(stream, &mut session, &share).await? {
-            Flushed::Done => {}
-            Flushed::SubscriberOver => return close_subscriber(shared, &session),
-            Flushed::Evicted => return evicted(shared, &session),
+        let base = input_held(&buf, &req) + state.get(&session);
+        if let Some(end) = send(stream, shared, &mut session, &mut share, base).await? {
+            return end;
         }
         if buf.is_empty() && buf.capacity() > SHRINK_ABOVE {
             buf = BytesMut::with_capacity(READ_BUFFER);
@@ -544,6 +514,33 @@ fn deliver(session: &mut Session<'_>, first: crate::pubsub::Push) -> bool {
         commands::pubsub::write_push(&mut session.reply, subscribed, &m);
     }
     !session.reply.overflowed()
+}
+
+/// Writes the reply. A large one (more than [`BUDGET_VICTIM_ABOVE`]) may wait on a client
+/// that does not read, so it first counts in the clients' memory with `base` (the
+/// connection's input and state), which may close this client; a small one is written at
+/// once (the next update at the read counts the rest). `Some` when the connection is to
+/// close, with what the caller returns.
+async fn send<S: AsyncWrite + Unpin>(
+    stream: &mut S,
+    shared: &Shared,
+    session: &mut Session<'_>,
+    share: &mut Share,
+    base: usize,
+) -> std::io::Result<Option<std::io::Result<()>>> {
+    if session.reply.buf.len() > BUDGET_VICTIM_ABOVE {
+        let held = base + session.reply.buf.len();
+        if share.must_go(held, true) {
+            return Ok(Some(
+                over_budget(stream, shared, session, held, share).await,
+            ));
+        }
+    }
+    Ok(match flush_checked(stream, session, share).await? {
+        Flushed::Done => None,
+        Flushed::SubscriberOver => Some(close_subscriber(shared, session)),
+        Flushed::Evicted => Some(evicted(shared, session)),
+    })
 }
 
 /// How [`flush_checked`] ended.
