@@ -439,3 +439,109 @@ fn hostile_scripts_cannot_crash_stall_or_forge() {
         "7.4.0"
     );
 }
+
+/// The field `name` of an `INFO` reply.
+fn info_field(c: &mut redis::Connection, section: &str, name: &str) -> u64 {
+    let info: String = redis::cmd("INFO").arg(section).query(c).unwrap();
+    info.lines()
+        .find_map(|l| l.strip_prefix(&format!("{name}:")))
+        .unwrap_or_else(|| panic!("INFO {section} has no {name}: {info}"))
+        .trim()
+        .parse()
+        .unwrap()
+}
+
+/// A client that pastes values into its scripts (a new `EVAL` source per call, the misuse
+/// Redis 8 bounds) cannot grow the node's script cache nor push out the scripts another
+/// client loaded; once loaded scripts fill the cache, `SCRIPT LOAD` of another is refused
+/// with an error, and the scripts already loaded keep answering `EVALSHA`.
+#[test]
+fn evals_of_new_scripts_never_push_out_loaded_ones() {
+    let srv = Server::start("");
+    let mut owner = srv.redis();
+    let mut careless = srv.redis();
+    redis::cmd("SET")
+        .arg("k")
+        .arg("v")
+        .exec(&mut owner)
+        .unwrap();
+    let sha: String = redis::cmd("SCRIPT")
+        .arg("LOAD")
+        .arg("return redis.call('GET', KEYS[1])")
+        .query(&mut owner)
+        .unwrap();
+    let mut pipe = redis::pipe();
+    for i in 0..3_000 {
+        pipe.cmd("EVAL").arg(format!("return 'v{i}'")).arg(0);
+    }
+    let replies: Vec<String> = pipe.query(&mut careless).unwrap();
+    assert_eq!(replies[2_999], "v2999", "every script ran");
+    let got: String = redis::cmd("EVALSHA")
+        .arg(&sha)
+        .arg(1)
+        .arg("k")
+        .query(&mut owner)
+        .unwrap();
+    assert_eq!(
+        got, "v",
+        "the loaded script survived 3,000 new EVAL sources"
+    );
+    assert_eq!(
+        info_field(&mut owner, "memory", "number_of_cached_scripts"),
+        501
+    );
+    assert_eq!(info_field(&mut owner, "stats", "evicted_scripts"), 2_500);
+    // The least recently used EVAL scripts went; the latest are still there.
+    let old = redis::cmd("EVALSHA")
+        .arg(strata_server::commands::scripting::sha1_hex(b"return 'v0'"))
+        .arg(0)
+        .query::<String>(&mut careless)
+        .unwrap_err();
+    assert_eq!(old.code(), Some("NOSCRIPT"), "{old}");
+    let recent: String = redis::cmd("EVALSHA")
+        .arg(strata_server::commands::scripting::sha1_hex(
+            b"return 'v2999'",
+        ))
+        .arg(0)
+        .query(&mut careless)
+        .unwrap();
+    assert_eq!(recent, "v2999");
+
+    // Loaded scripts fill the cache: the EVAL ones make room first, then SCRIPT LOAD is
+    // refused, naming why, and nothing loaded before is lost.
+    let mut pipe = redis::pipe();
+    for i in 0..9_998 {
+        pipe.cmd("SCRIPT").arg("LOAD").arg(format!("return 'l{i}'"));
+    }
+    let _: Vec<String> = pipe.query(&mut careless).unwrap();
+    let full = redis::cmd("SCRIPT")
+        .arg("LOAD")
+        .arg("return 'one too many'")
+        .query::<String>(&mut careless)
+        .unwrap_err();
+    assert_eq!(full.code(), Some("OOM"), "{full}");
+    assert!(full.to_string().contains("script cache is full"), "{full}");
+    let got: String = redis::cmd("EVALSHA")
+        .arg(&sha)
+        .arg(1)
+        .arg("k")
+        .query(&mut owner)
+        .unwrap();
+    assert_eq!(got, "v");
+    // An EVAL still runs (uncached), and the connection is fine.
+    let ran: String = redis::cmd("EVAL")
+        .arg("return 'still runs'")
+        .arg(0)
+        .query(&mut careless)
+        .unwrap();
+    assert_eq!(ran, "still runs");
+    assert_eq!(
+        info_field(&mut owner, "memory", "number_of_cached_scripts"),
+        10_000
+    );
+    redis::cmd("SCRIPT").arg("FLUSH").exec(&mut owner).unwrap();
+    assert_eq!(
+        info_field(&mut owner, "memory", "number_of_cached_scripts"),
+        0
+    );
+}

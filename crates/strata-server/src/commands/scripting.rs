@@ -17,7 +17,7 @@
 //! memory limit, and a time limit after which the script is stopped and nothing it did is
 //! applied (`SCRIPT KILL` stops running scripts the same way).
 
-use std::collections::{HashMap, VecDeque};
+use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
@@ -34,8 +34,11 @@ use crate::state::Shared;
 
 /// Most memory one script's Lua state may allocate.
 pub const SCRIPT_MEMORY_LIMIT: usize = 64 * 1024 * 1024;
-/// Scripts the node remembers for `EVALSHA` (the oldest go first past it).
+/// Scripts the node remembers for `EVALSHA`, loaded and `EVAL`'s together ([`ScriptCache`]).
 pub const MAX_CACHED_SCRIPTS: usize = 10_000;
+/// Scripts that only `EVAL` brought which the node keeps (Redis 8's and Valkey 8's 500): past
+/// it the least recently used goes.
+pub const MAX_EVAL_SCRIPTS: usize = 500;
 /// Bytes of script source the node remembers.
 pub const MAX_CACHED_SCRIPT_BYTES: usize = 64 * 1024 * 1024;
 /// Most scripts running at once on this node (each may hold up to the memory limit).
@@ -83,42 +86,158 @@ impl LuaEngine {
     }
 }
 
-/// The scripts `SCRIPT LOAD` and `EVAL` made known to `EVALSHA`, by SHA1 (hex).
+/// The scripts `SCRIPT LOAD` and `EVAL` made known to `EVALSHA`, by SHA1 (hex), kept as
+/// Redis 8 and Valkey 8 keep them: a script that only `EVAL` brought is dropped, least
+/// recently used first, once more than [`MAX_EVAL_SCRIPTS`] such scripts are held (a client
+/// that builds a new script per call — values pasted into the source — cannot grow the cache
+/// nor push out anyone's loaded scripts); a script `SCRIPT LOAD` or `EVALSHA` named is
+/// never dropped. When loaded scripts reach [`MAX_CACHED_SCRIPTS`] or
+/// [`MAX_CACHED_SCRIPT_BYTES`], `SCRIPT LOAD` of a new one is refused, never answered by
+/// silently dropping another tenant's script (Valkey's `maxmemory-scripts` does the same).
 #[derive(Debug, Default)]
 pub struct ScriptCache {
-    by_sha: HashMap<String, Bytes>,
-    order: VecDeque<String>,
+    by_sha: HashMap<String, Cached>,
+    /// The scripts only `EVAL` brought, by the tick of their last use.
+    eval_lru: BTreeMap<u64, String>,
+    tick: u64,
     bytes: usize,
+    evicted: u64,
+}
+
+#[derive(Debug)]
+struct Cached {
+    body: Bytes,
+    /// `Some(tick)` (its key in `eval_lru`) while only `EVAL` has named it.
+    eval_tick: Option<u64>,
+}
+
+/// Why a script was not cached.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum CacheFull {
+    /// Loaded scripts hold [`MAX_CACHED_SCRIPTS`] or [`MAX_CACHED_SCRIPT_BYTES`].
+    Loaded,
 }
 
 impl ScriptCache {
-    /// Remembers `body`; its SHA1.
-    pub fn insert(&mut self, body: &[u8]) -> String {
+    /// Remembers `body` for `SCRIPT LOAD`: kept until `SCRIPT FLUSH`. Its SHA1, or
+    /// [`CacheFull`] when loaded scripts fill the cache (a script already held is kept
+    /// whatever the count).
+    pub fn load(&mut self, body: &[u8]) -> Result<String, CacheFull> {
         let sha = sha1_hex(body);
-        if self.by_sha.contains_key(&sha) {
+        if let Some(c) = self.by_sha.get_mut(&sha) {
+            if let Some(t) = c.eval_tick.take() {
+                self.eval_lru.remove(&t);
+            }
+            return Ok(sha);
+        }
+        self.make_room(body.len())?;
+        self.bytes += body.len();
+        self.by_sha.insert(
+            sha.clone(),
+            Cached {
+                body: Bytes::copy_from_slice(body),
+                eval_tick: None,
+            },
+        );
+        Ok(sha)
+    }
+
+    /// Remembers `body` for `EVAL` (a script held already counts as used now). Past
+    /// [`MAX_EVAL_SCRIPTS`] such scripts, the least recently used goes; when loaded scripts
+    /// fill the cache the script runs uncached. Its SHA1.
+    pub fn remember_eval(&mut self, body: &[u8]) -> String {
+        let sha = sha1_hex(body);
+        self.tick += 1;
+        let tick = self.tick;
+        if let Some(c) = self.by_sha.get_mut(&sha) {
+            if let Some(t) = c.eval_tick.as_mut() {
+                self.eval_lru.remove(t);
+                *t = tick;
+                self.eval_lru.insert(tick, sha.clone());
+            }
             return sha;
         }
-        self.by_sha
-            .insert(sha.clone(), Bytes::copy_from_slice(body));
-        self.order.push_back(sha.clone());
-        self.bytes += body.len();
-        while self.by_sha.len() > MAX_CACHED_SCRIPTS || self.bytes > MAX_CACHED_SCRIPT_BYTES {
-            let Some(old) = self.order.pop_front() else {
-                break;
-            };
-            if let Some(b) = self.by_sha.remove(&old) {
-                self.bytes -= b.len();
-            }
+        if self.eval_lru.len() >= MAX_EVAL_SCRIPTS {
+            self.evict_one_eval();
         }
+        if self.make_room(body.len()).is_err() {
+            return sha;
+        }
+        self.bytes += body.len();
+        self.eval_lru.insert(tick, sha.clone());
+        self.by_sha.insert(
+            sha.clone(),
+            Cached {
+                body: Bytes::copy_from_slice(body),
+                eval_tick: Some(tick),
+            },
+        );
         sha
     }
 
-    fn get(&self, sha: &str) -> Option<Bytes> {
-        self.by_sha.get(&sha.to_ascii_lowercase()).cloned()
+    /// The script `EVALSHA` names (any case): from now on kept as a loaded one.
+    pub fn for_evalsha(&mut self, sha: &str) -> Option<Bytes> {
+        let c = self.by_sha.get_mut(&sha.to_ascii_lowercase())?;
+        if let Some(t) = c.eval_tick.take() {
+            self.eval_lru.remove(&t);
+        }
+        Some(c.body.clone())
     }
 
-    fn flush(&mut self) {
+    /// Whether the script is held (`SCRIPT EXISTS`; does not count as a use).
+    pub fn contains(&self, sha: &str) -> bool {
+        self.by_sha.contains_key(&sha.to_ascii_lowercase())
+    }
+
+    /// Scripts held (`INFO memory`'s `number_of_cached_scripts`).
+    pub fn len(&self) -> usize {
+        self.by_sha.len()
+    }
+
+    /// Whether no script is held.
+    pub fn is_empty(&self) -> bool {
+        self.by_sha.is_empty()
+    }
+
+    /// Bytes of script source held (`INFO memory`'s `used_memory_scripts`).
+    pub fn bytes(&self) -> usize {
+        self.bytes
+    }
+
+    /// `EVAL` scripts dropped to make room since the node started (`INFO stats`'s
+    /// `evicted_scripts`; `SCRIPT FLUSH` does not reset it).
+    pub fn evicted(&self) -> u64 {
+        self.evicted
+    }
+
+    /// Forgets every script (`SCRIPT FLUSH`).
+    pub fn flush(&mut self) {
+        let evicted = self.evicted;
         *self = ScriptCache::default();
+        self.evicted = evicted;
+    }
+
+    /// Drops `EVAL` scripts, least recently used first, until one more script of `len`
+    /// bytes fits the bounds; [`CacheFull`] when only loaded scripts are left.
+    fn make_room(&mut self, len: usize) -> Result<(), CacheFull> {
+        while self.by_sha.len() >= MAX_CACHED_SCRIPTS || self.bytes + len > MAX_CACHED_SCRIPT_BYTES
+        {
+            if !self.evict_one_eval() {
+                return Err(CacheFull::Loaded);
+            }
+        }
+        Ok(())
+    }
+
+    fn evict_one_eval(&mut self) -> bool {
+        let Some((_, sha)) = self.eval_lru.pop_first() else {
+            return false;
+        };
+        if let Some(c) = self.by_sha.remove(&sha) {
+            self.bytes -= c.body.len();
+        }
+        self.evicted += 1;
+        true
     }
 }
 
@@ -1023,12 +1142,15 @@ pub(super) fn build(
 ) -> Res<Script> {
     let body = if by_sha {
         let sha = String::from_utf8_lossy(&a[1]).to_string();
-        sh.scripts.lock().get(&sha).ok_or(ReplyError::coded(
-            "NOSCRIPT",
-            "No matching script. Please use EVAL.",
-        ))?
+        sh.scripts
+            .lock()
+            .for_evalsha(&sha)
+            .ok_or(ReplyError::coded(
+                "NOSCRIPT",
+                "No matching script. Please use EVAL.",
+            ))?
     } else {
-        sh.scripts.lock().insert(&a[1]);
+        sh.scripts.lock().remember_eval(&a[1]);
         a[1].clone()
     };
     let numkeys =
@@ -1096,13 +1218,21 @@ pub(super) async fn eval(
 pub(super) fn script(sh: &Shared, s: &mut Session<'_>, a: &[Bytes]) -> Res<()> {
     let sub = &a[1];
     if eq_ic(sub, "LOAD") && a.len() == 3 {
-        let sha = sh.scripts.lock().insert(&a[2]);
+        let sha = sh.scripts.lock().load(&a[2]).map_err(|_| {
+            ReplyError::coded(
+                "OOM",
+                format!(
+                    "the node's script cache is full ({MAX_CACHED_SCRIPTS} scripts or {} MiB loaded with SCRIPT LOAD); SCRIPT FLUSH empties it",
+                    MAX_CACHED_SCRIPT_BYTES >> 20
+                ),
+            )
+        })?;
         s.reply.bulk(sha.as_bytes());
     } else if eq_ic(sub, "EXISTS") && a.len() >= 3 {
         let cache = sh.scripts.lock();
         s.reply.array(a.len() - 2);
         for sha in &a[2..] {
-            let known = cache.get(&String::from_utf8_lossy(sha)).is_some();
+            let known = cache.contains(&String::from_utf8_lossy(sha));
             s.reply.integer(i64::from(known));
         }
     } else if eq_ic(sub, "FLUSH")
@@ -1193,5 +1323,92 @@ mod tests {
         assert_eq!(c_cast(f64::NAN), i64::MIN);
         assert_eq!(c_cast(f64::INFINITY), i64::MIN);
         assert_eq!(c_cast(9.2e18), 9_200_000_000_000_000_000);
+    }
+}
+
+#[cfg(test)]
+mod cache_tests {
+    use super::*;
+
+    fn body(i: usize) -> Vec<u8> {
+        format!("return {i}").into_bytes()
+    }
+
+    #[test]
+    fn eval_scripts_go_least_recently_used_first_and_loaded_ones_stay() {
+        let mut c = ScriptCache::default();
+        let loaded = c.load(b"return 'mine'").unwrap();
+        let first = c.remember_eval(&body(0));
+        for i in 1..MAX_EVAL_SCRIPTS {
+            c.remember_eval(&body(i));
+        }
+        // Used again: now the most recent, so the next new script pushes out body(1).
+        c.remember_eval(&body(0));
+        c.remember_eval(&body(MAX_EVAL_SCRIPTS));
+        assert!(c.contains(&first));
+        assert!(!c.contains(&sha1_hex(&body(1))));
+        assert_eq!(c.evicted(), 1);
+        // A careless client's stream of new scripts never pushes out a loaded one.
+        for i in 0..5 * MAX_EVAL_SCRIPTS {
+            c.remember_eval(format!("return 'x{i}'").as_bytes());
+        }
+        assert_eq!(c.len(), MAX_EVAL_SCRIPTS + 1);
+        assert_eq!(
+            c.for_evalsha(&loaded.to_uppercase()).unwrap(),
+            "return 'mine'"
+        );
+    }
+
+    #[test]
+    fn evalsha_and_script_load_keep_an_eval_script_for_good() {
+        let mut c = ScriptCache::default();
+        let by_sha = c.remember_eval(b"return 1");
+        let by_load = c.remember_eval(b"return 2");
+        assert!(c.for_evalsha(&by_sha).is_some());
+        assert_eq!(c.load(b"return 2").unwrap(), by_load);
+        for i in 0..2 * MAX_EVAL_SCRIPTS {
+            c.remember_eval(&body(i + 10));
+        }
+        assert!(c.contains(&by_sha) && c.contains(&by_load));
+    }
+
+    #[test]
+    fn a_full_cache_refuses_script_load_and_runs_evals_uncached() {
+        let mut c = ScriptCache::default();
+        let evals: Vec<String> = (0..10).map(|i| c.remember_eval(&body(i))).collect();
+        for i in 0..MAX_CACHED_SCRIPTS - 10 {
+            c.load(format!("return 'l{i}'").as_bytes()).unwrap();
+        }
+        // Full: a new loaded script first pushes out EVAL's scripts, then is refused.
+        for i in 0..10 {
+            c.load(format!("return 'more{i}'").as_bytes()).unwrap();
+        }
+        assert!(evals.iter().all(|s| !c.contains(s)));
+        assert_eq!(c.load(b"return 'one too many'"), Err(CacheFull::Loaded));
+        // A script held already is still answered, and an EVAL runs without being kept.
+        assert!(c.load(b"return 'l0'").is_ok());
+        let sha = c.remember_eval(b"return 'uncached'");
+        assert!(!c.contains(&sha));
+        assert_eq!(c.len(), MAX_CACHED_SCRIPTS);
+        let before = c.bytes();
+        c.flush();
+        assert!(c.is_empty() && c.bytes() == 0 && before > 0);
+        assert_eq!(c.evicted(), 10, "SCRIPT FLUSH keeps the count");
+    }
+
+    #[test]
+    fn source_bytes_bound_the_cache_too() {
+        let mut c = ScriptCache::default();
+        let big = vec![b' '; MAX_CACHED_SCRIPT_BYTES / 4];
+        let mut shas = Vec::new();
+        for i in 0..4 {
+            let mut b = big.clone();
+            b.extend_from_slice(format!("return {i}").as_bytes());
+            shas.push(c.remember_eval(&b));
+        }
+        // The fourth did not fit beside the first three (the suffix makes them larger than a
+        // quarter): the least recently used went.
+        assert!(c.bytes() <= MAX_CACHED_SCRIPT_BYTES);
+        assert!(!c.contains(&shas[0]) && c.contains(&shas[3]));
     }
 }

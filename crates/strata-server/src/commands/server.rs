@@ -265,9 +265,13 @@ pub(super) async fn info(sh: &Shared, s: &mut Session<'_>, sections: &[Bytes]) {
             .map_or((0, 0), |l| (l.resident_bytes, l.capacity_bytes));
         let input = sh.client_memory.total();
         let rss = crate::metrics::process_rss_bytes().unwrap_or(0);
+        let (scripts, script_bytes) = {
+            let c = sh.scripts.lock();
+            (c.len(), c.bytes())
+        };
         let _ = write!(
             out,
-            "# Memory\r\nused_memory:{used}\r\nused_memory_human:{:.2}M\r\nused_memory_rss:{rss}\r\nused_memory_rss_human:{:.2}M\r\nmaxmemory:{max}\r\nmaxmemory_human:{:.2}M\r\nmaxmemory_policy:allkeys-lfu\r\nmem_clients_normal:{input}\r\nstrata_l1_resident_bytes:{used}\r\nstrata_client_input_bytes:{input}\r\nstrata_client_input_budget_bytes:{}\r\nstrata_client_output_limit_bytes:{}\r\n\r\n",
+            "# Memory\r\nused_memory:{used}\r\nused_memory_human:{:.2}M\r\nused_memory_rss:{rss}\r\nused_memory_rss_human:{:.2}M\r\nmaxmemory:{max}\r\nmaxmemory_human:{:.2}M\r\nmaxmemory_policy:allkeys-lfu\r\nmem_clients_normal:{input}\r\nnumber_of_cached_scripts:{scripts}\r\nused_memory_scripts_eval:{script_bytes}\r\nstrata_l1_resident_bytes:{used}\r\nstrata_client_input_bytes:{input}\r\nstrata_client_input_budget_bytes:{}\r\nstrata_client_output_limit_bytes:{}\r\n\r\n",
             used as f64 / 1048576.0,
             rss as f64 / 1048576.0,
             max as f64 / 1048576.0,
@@ -288,9 +292,10 @@ pub(super) async fn info(sh: &Shared, s: &mut Session<'_>, sections: &[Bytes]) {
         let m = &sh.metrics;
         let evicted = stats.l1.as_ref().map_or(0, |l| l.evictions);
         let expired = stats.l1.as_ref().map_or(0, |l| l.expirations);
+        let evicted_scripts = sh.scripts.lock().evicted();
         let _ = write!(
             out,
-            "# Stats\r\ntotal_connections_received:{}\r\ntotal_commands_processed:{}\r\nrejected_connections:{}\r\nexpired_keys:{expired}\r\nevicted_keys:{evicted}\r\nkeyspace_hits:{}\r\nkeyspace_misses:{}\r\ntracking_total_keys:{}\r\ntracking_total_items:{}\r\ntracking_total_prefixes:{}\r\n\r\n",
+            "# Stats\r\ntotal_connections_received:{}\r\ntotal_commands_processed:{}\r\nrejected_connections:{}\r\nexpired_keys:{expired}\r\nevicted_keys:{evicted}\r\nevicted_scripts:{evicted_scripts}\r\nkeyspace_hits:{}\r\nkeyspace_misses:{}\r\ntracking_total_keys:{}\r\ntracking_total_items:{}\r\ntracking_total_prefixes:{}\r\n\r\n",
             m.connections_total.get(),
             m.total_commands(),
             m.rejected_connections.get(),
