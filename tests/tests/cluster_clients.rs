@@ -344,10 +344,31 @@ fn the_cluster_listener_redirects_to_each_slots_primary() {
     assert_eq!(t.cmd(&[b"MULTI"]), Frame::Simple("OK".into()));
     assert!(err_text(&t.cmd(&[b"SET", &foreign, b"x"])).starts_with("MOVED "));
     assert!(err_text(&t.cmd(&[b"EXEC"])).starts_with("EXECABORT"));
-    // MEMORY USAGE names its key after the subcommand: redirected too.
-    assert!(err_text(&t.cmd(&[b"MEMORY", b"USAGE", &foreign])).starts_with("MOVED "));
+    // MEMORY USAGE names its key after the subcommand: redirected too, by a member that
+    // neither is the key's primary nor replicates it (a replica answers reads, below).
+    let owns = |port: u16, slot: i64| {
+        runs.iter().any(|(first, last, nodes)| {
+            nodes.len() > 1
+                && (*first..=*last).contains(&slot)
+                && nodes.iter().any(|n| n.1 == i64::from(port))
+        })
+    };
+    let stranger: Vec<u8> = (0..)
+        .map(|i| format!("m:{i}").into_bytes())
+        .find(|k| {
+            let slot = keyslot(other, k);
+            // (Not one of the slots listed first with their primary alone.)
+            let listed_whole = runs
+                .iter()
+                .any(|(first, last, nodes)| nodes.len() > 1 && (*first..=*last).contains(&slot));
+            listed_whole && primary[slot as usize] != i64::from(other) && !owns(other, slot)
+        })
+        .unwrap();
+    assert!(err_text(&t.cmd(&[b"MEMORY", b"USAGE", &stranger])).starts_with("MOVED "));
 
-    // READONLY: a replica serves reads of its slots, never writes.
+    // A replica serves reads of its slots — with or without READONLY, since to a client it
+    // is a master (ioredis's `scaleReads: 'slave'` never sends READONLY to it, and a MOVED
+    // sent it round a loop) — never writes.
     let (slot_run, replica) = runs[3..]
         .iter()
         .map(|r| (r, r.2[1].1 as u16))
@@ -363,12 +384,39 @@ fn the_cluster_listener_redirects_to_each_slots_primary() {
     let mut w = Raw::connect(slot_run.2[0].1 as u16);
     assert_eq!(w.cmd(&[b"SET", &key, b"ro"]), Frame::Simple("OK".into()));
     let mut r = Raw::connect(replica);
-    assert!(err_text(&r.cmd(&[b"GET", &key])).starts_with("MOVED "));
+    assert_eq!(r.cmd(&[b"GET", &key]), Frame::bulk("ro"));
+    assert!(err_text(&r.cmd(&[b"SET", &key, b"x"])).starts_with("MOVED "));
     assert_eq!(r.cmd(&[b"READONLY"]), Frame::Simple("OK".into()));
     assert_eq!(r.cmd(&[b"GET", &key]), Frame::bulk("ro"));
     assert!(err_text(&r.cmd(&[b"SET", &key, b"x"])).starts_with("MOVED "));
     assert_eq!(r.cmd(&[b"READWRITE"]), Frame::Simple("OK".into()));
-    assert!(err_text(&r.cmd(&[b"GET", &key])).starts_with("MOVED "));
+    assert_eq!(r.cmd(&[b"GET", &key]), Frame::bulk("ro"));
+
+    // One database, as a Redis Cluster node (texts checked against redis-server
+    // --cluster-enabled): a pool whose connections each ran SELECT split its keys.
+    assert_eq!(r.cmd(&[b"SELECT", b"0"]), Frame::Simple("OK".into()));
+    assert_eq!(
+        err_text(&r.cmd(&[b"SELECT", b"1"])),
+        "ERR SELECT is not allowed in cluster mode"
+    );
+    assert_eq!(
+        err_text(&r.cmd(&[b"SELECT", b"tenant"])),
+        "ERR value is not an integer or out of range"
+    );
+    assert_eq!(
+        r.cmd(&[b"GET", &key]),
+        Frame::bulk("ro"),
+        "still database 0"
+    );
+    assert_eq!(
+        err_text(&w.cmd(&[b"MOVE", &key, b"1"])),
+        "ERR MOVE is not allowed in cluster mode"
+    );
+    assert_eq!(
+        err_text(&w.cmd(&[b"COPY", &key, &key, b"DB", b"1"])),
+        "ERR Copying to another database is not allowed in cluster mode"
+    );
+    assert_eq!(w.cmd(&[b"GET", &key]), Frame::bulk("ro"));
 }
 
 /// Runs a redis-py script with the port as its argument; what it printed (it must succeed).

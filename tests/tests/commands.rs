@@ -452,6 +452,41 @@ fn keys_ttls_and_databases() {
         cursor = next;
     }
     assert_eq!(seen.len(), 25);
+    // A client that keeps the cursor in a JavaScript number (node-redis 4: `Number(cursor)`)
+    // sees every key too: cursors stay within 2^53 − 1, which a double holds exactly. (With
+    // whole 64-bit hashes as cursors, that client skipped ~4 % of the keys.)
+    for i in 0..1_000 {
+        let _: () = c.set(format!("sess:{i}"), i).unwrap();
+    }
+    let mut seen = HashSet::new();
+    let mut cursor = 0f64;
+    loop {
+        let (next, batch): (String, Vec<String>) = cmd("SCAN")
+            .arg(format!("{cursor}"))
+            .arg("MATCH")
+            .arg("sess:*")
+            .arg("COUNT")
+            .arg(10)
+            .query(&mut c)
+            .unwrap();
+        let exact: u64 = next.parse().unwrap();
+        assert!(exact < 1 << 53, "cursor {exact} past 2^53 - 1");
+        seen.extend(batch);
+        cursor = next.parse::<f64>().unwrap();
+        if cursor == 0.0 {
+            break;
+        }
+    }
+    assert_eq!(
+        seen.len(),
+        1_000,
+        "every key, through a cursor held as a double"
+    );
+    let (end, _): (u64, Vec<String>) = cmd("SCAN").arg(u64::MAX).query(&mut c).unwrap();
+    assert_eq!(end, 0, "a cursor past every position ends the scan");
+    for i in 0..1_000 {
+        let _: () = c.del(format!("sess:{i}")).unwrap();
+    }
     let iter: Vec<String> = c
         .scan_match("user:1*")
         .unwrap()

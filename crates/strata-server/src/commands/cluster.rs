@@ -41,8 +41,7 @@ fn client_addr(id: &NodeIdentity) -> SocketAddr {
 }
 
 /// For a connection on the cluster listener: `Ok` when this node serves the command's keys
-/// (it is their slot's primary, or a replica of it and the connection sent `READONLY` for a
-/// read), else the redirect or refusal Redis Cluster answers. Commands without keys run
+/// (it is their slot's primary, or a replica of it for a read), else the redirect or refusal Redis Cluster answers. Commands without keys run
 /// here.
 pub(super) fn check_route(
     sh: &Shared,
@@ -79,7 +78,12 @@ pub(super) fn check_route(
         // partition), and answers as a Redis Cluster node on the minority side does.
         return Err(ReplyError::coded("CLUSTERDOWN", "The cluster is down"));
     }
-    if serves(&map, s.readonly && !spec.write, slot) {
+    // A read of a slot this node replicates runs here with or without `READONLY`: to a Redis
+    // client every member is a master of some slots, so a client that reads from replicas
+    // (ioredis's `scaleReads: 'slave'`) sends reads to them without ever sending `READONLY`,
+    // and a `MOVED` back to the primary sent it round the same loop until it gave up. A
+    // replica's copy is written before the primary answers, so it is as current.
+    if serves(&map, !spec.write, slot) {
         return Ok(());
     }
     match map.primary(slot) {

@@ -149,6 +149,18 @@ pub(super) fn hello(sh: &Shared, s: &mut Session<'_>, a: &[Bytes]) -> Res<()> {
 }
 
 pub(super) fn select(sh: &Shared, s: &mut Session<'_>, arg: &Bytes) -> Res<()> {
+    if s.cluster_mode {
+        // As a Redis Cluster node: database 0 only (a client's pool would otherwise split
+        // its keys between databases, one connection at a time).
+        return match parse_int(arg) {
+            Some(0) => {
+                s.reply.ok();
+                Ok(())
+            }
+            Some(_) => Err(ReplyError::err("SELECT is not allowed in cluster mode")),
+            None => Err(not_int()),
+        };
+    }
     if let Some(n) = parse_int(arg) {
         if n < 0 || n >= i64::from(sh.config.server.databases) {
             return Err(ReplyError::err("DB index is out of range"));

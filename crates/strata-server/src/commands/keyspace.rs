@@ -121,12 +121,23 @@ pub(super) async fn random_key(sh: &Shared, s: &Session<'_>) -> Res<Option<Bytes
         .find(listed))
 }
 
+/// Bits of a key's scan hash a `SCAN` cursor leaves out: cursors are the hash's top 53
+/// bits, so they stay within 2^53 − 1 — clients that hold a cursor in a JavaScript number
+/// (node-redis 4 converts it with `Number()`) would otherwise round it and skip keys.
+const CURSOR_SHIFT: u32 = 11;
+
+/// The cursor of a key whose scan hash is `h`.
+fn cursor_of(h: u64) -> u64 {
+    h >> CURSOR_SHIFT
+}
+
 /// SCAN with a stateless cursor: the cursor is a position in scan order ([`strata_core::scan`]),
-/// the smallest hash the next page starts at. A page holds COUNT keys, plus any that share
-/// the last one's hash (so that a cursor never falls between keys of one hash), and its
-/// cursor is the hash of the first key after it (0 when there is none). Every key present for
-/// the whole scan is returned exactly once, whatever else runs, and a cursor stays valid
-/// across other clients' scans and restarts. Any number is a valid cursor, as in Redis.
+/// the top 53 bits of the smallest hash the next page starts at ([`CURSOR_SHIFT`]). A page
+/// holds COUNT keys, plus any whose hash has the same cursor as the last one's (so that a
+/// cursor never falls between them), and its cursor is that of the first key after it (0
+/// when there is none). Every key present for the whole scan is returned exactly once,
+/// whatever else runs, and a cursor stays valid across other clients' scans and restarts.
+/// Any number is a valid cursor, as in Redis (one past 2^53 − 1 ends the scan).
 pub(super) async fn scan(sh: &Shared, s: &mut Session<'_>, a: &[Bytes]) -> Res<()> {
     let cursor = std::str::from_utf8(&a[1])
         .ok()
@@ -155,15 +166,25 @@ pub(super) async fn scan(sh: &Shared, s: &mut Session<'_>, a: &[Bytes]) -> Res<(
         }
         i += 2;
     }
-    let mut page = scan_keys(sh, &s.ns, ScanFrom::at_hash(cursor), count + 1).await?;
+    let Some(from) = cursor
+        .checked_shl(CURSOR_SHIFT)
+        .filter(|f| f >> CURSOR_SHIFT == cursor)
+    else {
+        // Past every position (a cursor from before cursors were cut to 53 bits): done.
+        s.reply.array(2);
+        s.reply.bulk(b"0");
+        s.reply.array(0);
+        return Ok(());
+    };
+    let mut page = scan_keys(sh, &s.ns, ScanFrom::at_hash(from), count + 1).await?;
     let next = if page.len() <= count {
         0
     } else {
-        let last = scan_hash(&page[count - 1]);
+        let last = cursor_of(scan_hash(&page[count - 1]));
         let mut j = count;
         loop {
             if let Some(k) = page.get(j) {
-                let h = scan_hash(k);
+                let h = cursor_of(scan_hash(k));
                 if h != last {
                     page.truncate(j);
                     break h;
@@ -171,7 +192,7 @@ pub(super) async fn scan(sh: &Shared, s: &mut Session<'_>, a: &[Bytes]) -> Res<(
                 j += 1;
                 continue;
             }
-            // Every key read past the page shares its last hash: read on until it changes.
+            // Every key read past the page shares its last cursor: read on until it changes.
             let from = page[j - 1].clone();
             let more = scan_keys(sh, &s.ns, ScanFrom::after(&from), SCAN_LOOKAHEAD).await?;
             if more.is_empty() {

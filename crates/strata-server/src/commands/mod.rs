@@ -515,6 +515,9 @@ async fn run(sh: &Shared, s: &mut Session<'_>, id: Cmd, a: &[Bytes]) -> Res<()> 
             }
             read_op(sh, s, id, a).await?;
         }
+        Cmd::Move if s.cluster_mode => {
+            return Err(ReplyError::err("MOVE is not allowed in cluster mode"));
+        }
         Cmd::Move => {
             let target = other_database(sh, s, &a[2], "MOVE")?;
             let moved = copy_across(sh, s, &a[1], &target, &a[1], false, true).await?;
@@ -523,6 +526,11 @@ async fn run(sh: &Shared, s: &mut Session<'_>, id: Cmd, a: &[Bytes]) -> Res<()> 
         Cmd::Copy if copy_target(a).is_some() => {
             let (target, replace) = copy_target(a).unwrap_or_default();
             let target = other_database(sh, s, &target, "COPY")?;
+            if s.cluster_mode && target != s.ns {
+                return Err(ReplyError::err(
+                    "Copying to another database is not allowed in cluster mode",
+                ));
+            }
             if target == s.ns {
                 // The same database: a COPY within it (the DB option dropped).
                 let mut same: Vec<Bytes> = a[..3].to_vec();
