@@ -825,8 +825,6 @@ pub fn parse_float(b: &[u8]) -> Option<f64> {
 
 /// How Redis prints the result of INCRBYFLOAT: plain decimal, no exponent, no trailing zeros.
 pub fn format_float(v: f64) -> String {
-    // 15 significant digits (all an f64 holds for sure), then no trailing zeros: 0.1 + 0.2
-    // prints 0.3 as Redis's long double arithmetic does, not 0.30000000000000004.
     if v == 0.0 || !v.is_finite() {
         return if v.is_finite() {
             "0".into()
@@ -834,13 +832,25 @@ pub fn format_float(v: f64) -> String {
             v.to_string()
         };
     }
+    // 15 significant digits (all an f64 holds for sure), then no trailing zeros: 0.1 + 0.2
+    // prints 0.3 as Redis's long double arithmetic does, not 0.30000000000000004 ...
     let magnitude = v.abs().log10().floor() as i32;
     let decimals = (14 - magnitude).max(0) as usize;
-    let s = format!("{v:.decimals$}");
+    let mut s = format!("{v:.decimals$}");
     if s.contains('.') {
-        s.trim_end_matches('0').trim_end_matches('.').to_owned()
-    } else {
+        s.truncate(s.trim_end_matches('0').trim_end_matches('.').len());
+    }
+    // ... when those digits read back within two units in the last place of `v` (the noise
+    // of binary arithmetic). Further off, the digits past the 15th carry the value — a
+    // timestamp 1700000000.5 plus 0.000001, which 15 digits printed back as 1700000000.5,
+    // losing the increment — and the shortest decimal that reads back as `v` is printed.
+    let back: f64 = s.parse().unwrap_or(f64::NAN);
+    let abs = v.abs();
+    let ulp = f64::from_bits(abs.to_bits() + 1) - abs;
+    if (back - v).abs() <= 2.0 * ulp {
         s
+    } else {
+        format!("{v}")
     }
 }
 
@@ -2107,6 +2117,26 @@ mod tests {
         assert_eq!(format_float(10.5 + 0.1), "10.6");
         assert_eq!(format_float(5e3), "5000");
         assert_eq!(format_float(-2.5), "-2.5");
+        // Digits past the 15th that carry the value are kept (a Node.js client hunt found
+        // these increments lost; redis-server keeps them).
+        assert_eq!(
+            format_float(1_700_000_000.5 + 0.000001),
+            "1700000000.500001"
+        );
+        let mut t = 1e9;
+        for _ in 0..5 {
+            t = format_float(t + 0.000001).parse().unwrap();
+        }
+        // Every increment counted; Redis's long double prints 1000000000.000005, the
+        // nearest double to the sum of doubles prints as below.
+        assert_eq!(format_float(t), "1000000000.0000048");
+        assert_eq!(
+            format_float("123456.78901234567".parse::<f64>().unwrap() + 0.0),
+            "123456.78901234567"
+        );
+        assert_eq!(format_float(-(0.1 + 0.2)), "-0.3");
+        assert_eq!(format_float(1e20), "100000000000000000000");
+        assert_eq!(format_float(f64::MAX).len(), 309);
     }
 
     #[test]
