@@ -1,0 +1,8 @@
+import json, bisect
+from slots import keyslot
+R = json.load(open(f"{BASE}/rings.json"))
+def owners(ring, key):
+    s = keyslot(key)
+    for a, b, o in R[ring]:
+        if a <= s <= b:
+            return tuple(o)
