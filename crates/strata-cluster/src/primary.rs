@@ -77,15 +77,23 @@ impl PrimaryOp {
 /// passed. Run anyway, `SET lock x NX PX 3000` after a 6 s failover wait answered `OK` for
 /// a key already expired, and the next client's `SET NX` won too: several lock holders.
 pub fn waited_past_expiry(accepted_ms: u64, expiry_ms: Option<u64>, now_ms: u64) -> bool {
-    let Some(at) = expiry_ms else {
-        return false;
-    };
-    // An expiry already past when accepted is a deletion (`EXPIRE k 0`): nothing to cut.
-    let Some(left) = at.checked_sub(accepted_ms).filter(|l| *l > 0) else {
+    let Some(budget) = expiry_wait_budget_ms(accepted_ms, expiry_ms) else {
         return false;
     };
     let waited = now_ms.saturating_sub(accepted_ms);
-    now_ms >= at || waited >= (left / 10).max(50)
+    expiry_ms.is_some_and(|at| now_ms >= at) || waited >= budget
+}
+
+/// How long an operation accepted at `accepted_ms` with an expiry at `expiry_ms` may wait
+/// for its owners in all ([`waited_past_expiry`]): a tenth of the time its expiry had left,
+/// at least 50 ms; `None` when it has no expiry to keep (none, or one already past when
+/// accepted: a deletion, `EXPIRE k 0`). The node bounds each attempt by what is left of it,
+/// too: one attempt that reached a live primary, which then waited seconds for a dead
+/// replica, granted `SET lock NX PX 2000` 4.9 s after it was sent, and three clients held
+/// the lock within 8 ms (a membership review, 2026-12-04).
+pub fn expiry_wait_budget_ms(accepted_ms: u64, expiry_ms: Option<u64>) -> Option<u64> {
+    let left = expiry_ms?.checked_sub(accepted_ms).filter(|l| *l > 0)?;
+    Some((left / 10).max(50))
 }
 
 /// The key's primary under `ring`: its first owner.
@@ -365,6 +373,11 @@ mod tests {
         assert!(waited_past_expiry(1000, Some(1100), 1050));
         assert!(!waited_past_expiry(1000, None, 60_000));
         assert!(!waited_past_expiry(1000, Some(900), 60_000));
+        // What one attempt may take in all: the same tenth.
+        assert_eq!(expiry_wait_budget_ms(1000, Some(4000)), Some(300));
+        assert_eq!(expiry_wait_budget_ms(1000, Some(1100)), Some(50));
+        assert_eq!(expiry_wait_budget_ms(1000, Some(900)), None);
+        assert_eq!(expiry_wait_budget_ms(1000, None), None);
         assert!(!waited_past_expiry(1000, Some(1000), 60_000));
         // A day's TTL waits through any failover.
         assert!(!waited_past_expiry(0, Some(86_400_000), 10_000));

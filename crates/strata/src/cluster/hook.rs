@@ -283,7 +283,7 @@ impl Maintenance for ClusterHook {
             ),
             m(
                 "cluster_expiry_waits_refused",
-                "Commands with an expiry refused (TRYAGAIN, nothing applied) after waiting for their key's primary, a failover, for a tenth or more of the time their expiry had left",
+                "Commands with an expiry not acknowledged after waiting for their key's owners, a failover, for a tenth or more of the time their expiry had left (TRYAGAIN, nothing applied; or an unknown outcome when one attempt outlasted it)",
                 true,
                 get(&k.expiry_waits_refused),
             ),

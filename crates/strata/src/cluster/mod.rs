@@ -136,7 +136,8 @@ pub(crate) struct Counters {
     /// within the lease ([`strata_cluster::primary::Lease`]).
     pub(crate) lease_refusals: AtomicU64,
     /// Commands refused after waiting for their key's primary a tenth or more of the time
-    /// their expiry had left ([`strata_cluster::primary::waited_past_expiry`]).
+    /// their expiry had left ([`strata_cluster::primary::waited_past_expiry`]), or answered
+    /// "may or may not have happened" when one attempt outlasted that.
     pub(crate) expiry_waits_refused: AtomicU64,
     /// How long after its write each key invalidation from another member was applied here.
     pub(crate) delays: status::DelayBuckets,

@@ -1276,6 +1276,8 @@ impl Shared {
         }
         let accepted_ms = self.now_ms();
         let expiry_ms = op.earliest_expiry_ms();
+        // An operation with an expiry to keep is answered within its budget, or not at all.
+        let budget = strata_cluster::primary::expiry_wait_budget_ms(accepted_ms, expiry_ms);
         let mut op = Some(op);
         let mut last = String::new();
         let deadline =
@@ -1307,7 +1309,27 @@ impl Shared {
                     Some(o) => o,
                     None => PrimaryOp::decode(&encoded).ok_or("undecodable operation")?,
                 };
-                let done = self.execute_here(namespace, key, this, false).await;
+                let done = match budget {
+                    None => self.execute_here(namespace, key, this, false).await,
+                    // Run as a task of its own, so that giving up on its answer does not
+                    // cancel it halfway through replication.
+                    Some(b) => {
+                        let (me, ns, k) = (self.clone(), namespace.to_owned(), key.to_vec());
+                        let task =
+                            tokio::spawn(
+                                async move { me.execute_here(&ns, &k, this, false).await },
+                            );
+                        match self.within_budget(task, accepted_ms, expiry_ms, b).await {
+                            Some(Ok(done)) => done,
+                            Some(Err(join)) => {
+                                return Err(format!(
+                                    "ERR the write may or may not have happened (not acknowledged): {join}"
+                                ));
+                            }
+                            None => return Err(self.past_expiry_budget(b)),
+                        }
+                    }
+                };
                 match done {
                     Ok(out) => return Ok(out),
                     Err(Refusal::NotPrimary(p)) => {
@@ -1338,7 +1360,17 @@ impl Shared {
                 key: key.to_vec(),
                 op: encoded.clone(),
             };
-            match self.pool.call_typed(&name, addr, req, None).await {
+            let answer = match budget {
+                None => self.pool.call_typed(&name, addr, req, None).await,
+                Some(b) => {
+                    let call = self.pool.call_typed(&name, addr, req, None);
+                    match self.within_budget(call, accepted_ms, expiry_ms, b).await {
+                        Some(answer) => answer,
+                        None => return Err(self.past_expiry_budget(b)),
+                    }
+                }
+            };
+            match answer {
                 Ok(Response::Executed {
                     reply,
                     entry,
@@ -1396,6 +1428,51 @@ impl Shared {
             self.cfg.failover_wait_ms,
             self.ring().nodes()
         ))
+    }
+
+    /// `fut`'s output, unless the operation it attempts (accepted at `accepted_ms`, expiring
+    /// at `expiry_ms`) waits past its budget of `budget_ms` first, as this node's clock
+    /// counts (`waited_past_expiry`, the check between attempts): then `None`, and `fut` is
+    /// dropped (a task it awaits runs on).
+    async fn within_budget<F: std::future::Future>(
+        &self,
+        fut: F,
+        accepted_ms: u64,
+        expiry_ms: Option<u64>,
+        budget_ms: u64,
+    ) -> Option<F::Output> {
+        let mut fut = std::pin::pin!(fut);
+        let mut left = budget_ms.saturating_sub(self.now_ms().saturating_sub(accepted_ms));
+        loop {
+            match tokio::time::timeout(Duration::from_millis(left.max(1)), fut.as_mut()).await {
+                Ok(out) => return Some(out),
+                Err(_)
+                    if strata_cluster::primary::waited_past_expiry(
+                        accepted_ms,
+                        expiry_ms,
+                        self.now_ms(),
+                    ) =>
+                {
+                    return None;
+                }
+                // This node's clock has not counted the budget out yet (a test's manual
+                // clock): wait on.
+                Err(_) => left = 10,
+            }
+        }
+    }
+
+    /// The answer to an operation whose attempt outlasted its expiry's budget of `budget_ms`
+    /// (`strata_cluster::primary::expiry_wait_budget_ms`): the attempt may still apply it
+    /// (with the expiry fixed when it was accepted, so a lock taken so late lapses soon),
+    /// but the client is not told it holds what it asked for.
+    fn past_expiry_budget(&self, budget_ms: u64) -> String {
+        self.counters
+            .expiry_waits_refused
+            .fetch_add(1, Ordering::Relaxed);
+        format!(
+            "ERR the write may or may not have happened (not acknowledged): its owners did not answer within {budget_ms} ms, a tenth of its expiry"
+        )
     }
 
     /// Executes `op` here as the primary (of `key`, or of a multi-key operation's keys);
