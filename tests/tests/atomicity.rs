@@ -664,6 +664,16 @@ fn a_lock_whose_replica_stopped_is_never_granted_late() {
             }
         }
     }
+    // A key the primary's node holds a copy of, overwritten there with an expiry while the
+    // replica is stopped: that write's answer is given up, but the write lands when the
+    // replica resumes, and the node must not go on serving its older copy.
+    let p = cluster.primary();
+    let mut at_primary = redis::Client::open(cluster.nodes[p].url().as_str())
+        .unwrap()
+        .get_connection()
+        .unwrap();
+    let _: () = at_primary.set("{hot}:stale", "v1").unwrap();
+    let _: Option<String> = at_primary.get("{hot}:stale").unwrap();
     // Stopped, not killed: its port still takes connections, so the primary's replication
     // to it hangs until failure detection drops it (a killed one's refused connection makes
     // the primary refuse at once, nothing applied).
@@ -696,7 +706,14 @@ fn a_lock_whose_replica_stopped_is_never_granted_late() {
             })
         })
         .collect();
-    std::thread::sleep(Duration::from_millis(800));
+    let overwrite: redis::RedisResult<()> = redis::cmd("SET")
+        .arg("{hot}:stale")
+        .arg("v2")
+        .arg("PX")
+        .arg(5_000)
+        .query(&mut at_primary);
+    // Its budget is 500 ms: given up by now; the replica resumes 800 ms after it stopped.
+    std::thread::sleep(Duration::from_millis(300));
     signal(&cluster.nodes[r], "-CONT");
     let outcomes: Vec<_> = lockers.into_iter().map(|h| h.join().unwrap()).collect();
     println!("{outcomes:?}");
@@ -721,5 +738,20 @@ fn a_lock_whose_replica_stopped_is_never_granted_late() {
                 "{me}: {e}"
             );
         }
+    }
+    // The overwrite's outcome was unknown, and it landed once the replica resumed: the
+    // primary's node serves v2 (until its expiry), as the other owner does, not its own v1.
+    println!("overwrite with an expiry: {overwrite:?}");
+    let deadline = Instant::now() + Duration::from_secs(3);
+    loop {
+        let here: Option<String> = at_primary.get("{hot}:stale").unwrap();
+        if here.as_deref() == Some("v2") {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the primary's node still serves {here:?} after its overwrite landed"
+        );
+        std::thread::sleep(Duration::from_millis(100));
     }
 }

@@ -1276,8 +1276,11 @@ impl Shared {
         }
         let accepted_ms = self.now_ms();
         let expiry_ms = op.earliest_expiry_ms();
-        // An operation with an expiry to keep is answered within its budget, or not at all.
-        let budget = strata_cluster::primary::expiry_wait_budget_ms(accepted_ms, expiry_ms);
+        // An operation with an expiry to keep is answered within its budget, or not at all
+        // (one whose budget outlasts the whole failover wait has nothing to bound: it is
+        // not given a task and a timer).
+        let budget = strata_cluster::primary::expiry_wait_budget_ms(accepted_ms, expiry_ms)
+            .filter(|b| *b < self.cfg.failover_wait_ms);
         let mut op = Some(op);
         let mut last = String::new();
         let deadline =
@@ -1315,10 +1318,11 @@ impl Shared {
                     // cancel it halfway through replication.
                     Some(b) => {
                         let (me, ns, k) = (self.clone(), namespace.to_owned(), key.to_vec());
+                        // As for another node (`forwarded`): it drops this node's own
+                        // older copies itself, since a caller that gave up mirrors nothing
+                        // into its layers (left to the mirror, they stayed stale here).
                         let task =
-                            tokio::spawn(
-                                async move { me.execute_here(&ns, &k, this, false).await },
-                            );
+                            tokio::spawn(async move { me.execute_here(&ns, &k, this, true).await });
                         match self.within_budget(task, accepted_ms, expiry_ms, b).await {
                             Some(Ok(done)) => done,
                             Some(Err(join)) => {
