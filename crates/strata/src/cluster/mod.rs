@@ -168,8 +168,9 @@ pub(crate) const MAX_SETTLING_PUSHES: usize = 100_000;
 pub(crate) struct Pushed {
     /// Recorded and not yet handed to a proof.
     todo: Vec<(String, Bytes, Version)>,
-    /// Per key (`pushed_id`), how many of its recorded copies are not proven yet.
-    unproven: std::collections::HashMap<Vec<u8>, u32>,
+    /// Per key (`pushed_id`), how many of its recorded copies are not proven yet, and the
+    /// newest of their versions.
+    unproven: std::collections::HashMap<Vec<u8>, (u32, Version)>,
 }
 
 /// A key's identity in [`Pushed::unproven`]: the namespace's length, the namespace, the key.
@@ -201,15 +202,29 @@ impl WarmState {
         }
         p.todo
             .push((namespace.to_owned(), Bytes::copy_from_slice(key), version));
-        *p.unproven.entry(pushed_id(namespace, key)).or_default() += 1;
+        let n = p
+            .unproven
+            .entry(pushed_id(namespace, key))
+            .or_insert((0, version));
+        n.0 += 1;
+        n.1 = n.1.max(version);
         true
     }
 
-    /// Whether the owner store's copy of `key` may be a push not proven yet.
-    pub(crate) fn is_unproven(&self, namespace: &str, key: &[u8]) -> bool {
+    /// Whether the owner store's copy of `key` at `version` may be a push not proven yet:
+    /// a key with a push recorded, and a copy no newer than the newest push. A newer copy
+    /// is this node's own execution as the key's primary, or a replication from its
+    /// primary, both built on a copy the owners answered with: it is current. (Hiding those
+    /// too left a joined primary reading every execution's base from the key's other owner,
+    /// and, once that owner left, executing from none: a membership review saw hot counters
+    /// restart from 0 when a member left within 2 s of another's join.)
+    pub(crate) fn is_unproven(&self, namespace: &str, key: &[u8], version: Version) -> bool {
         match self.pushed.lock().as_ref() {
             None => false,
-            Some(p) => p.unproven.contains_key(&pushed_id(namespace, key)),
+            Some(p) => p
+                .unproven
+                .get(&pushed_id(namespace, key))
+                .is_some_and(|&(_, newest)| version <= newest),
         }
     }
 
@@ -229,7 +244,7 @@ impl WarmState {
     pub(crate) fn proven(&self, namespace: &str, key: &[u8]) {
         if let Some(p) = self.pushed.lock().as_mut() {
             let id = pushed_id(namespace, key);
-            if let Some(n) = p.unproven.get_mut(&id) {
+            if let Some((n, _)) = p.unproven.get_mut(&id) {
                 *n -= 1;
                 if *n == 0 {
                     p.unproven.remove(&id);
@@ -637,10 +652,9 @@ impl Shared {
     /// then none, so that no read serves it, no execution builds on it and no proof of
     /// another member's vouches for it.
     pub(crate) fn settled_entry(&self, namespace: &str, key: &[u8]) -> Option<Entry> {
-        if self.warm.is_unproven(namespace, key) {
-            return None;
-        }
-        self.owner.get_entry(namespace, key)
+        self.owner
+            .get_entry(namespace, key)
+            .filter(|e| !self.warm.is_unproven(namespace, key, e.version))
     }
 
     pub(crate) fn now_ms(&self) -> u64 {
