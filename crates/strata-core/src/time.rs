@@ -156,3 +156,33 @@ mod tests {
         assert!(SystemClock.now_ms() > 1_704_067_200_000);
     }
 }
+
+tokio::task_local! {
+    static ACCEPTED_MS: UnixMillis;
+}
+
+/// Runs `fut` with `at_ms` as the time its command was accepted ([`accepted_ms`]): the
+/// front end sets it before the command queues behind another of the same key, so that a
+/// cluster's bound on how long a command with an expiry may wait (a tenth of the expiry's
+/// time left) counts that queueing too.
+pub async fn accepted_at<F: std::future::Future>(at_ms: UnixMillis, fut: F) -> F::Output {
+    ACCEPTED_MS.scope(at_ms, fut).await
+}
+
+/// When the command this task runs was accepted ([`accepted_at`]); `None` outside one.
+pub fn accepted_ms() -> Option<UnixMillis> {
+    ACCEPTED_MS.try_with(|at| *at).ok()
+}
+
+#[cfg(test)]
+mod accepted_tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn the_acceptance_time_is_seen_inside_its_scope_only() {
+        assert_eq!(accepted_ms(), None);
+        let inside = accepted_at(42, async { accepted_ms() }).await;
+        assert_eq!(inside, Some(42));
+        assert_eq!(accepted_ms(), None);
+    }
+}

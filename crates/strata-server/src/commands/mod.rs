@@ -873,12 +873,37 @@ async fn exec(sh: &Shared, s: &mut Session<'_>, key: &Bytes, op: &KeyOp) -> Res<
 }
 
 /// [`exec`]'s work, with the reply returned rather than written.
+///
+/// In a cluster, a command with an expiry (`SET … NX PX`) waits for the key's lock at most
+/// a tenth of its expiry's time left (`strata_cluster::primary::expiry_wait_budget_ms`),
+/// and the time it waited counts against the same tenth once it is routed
+/// ([`strata_core::time::accepted_at`]): behind a release whose replica stopped, a lock
+/// request was granted 1.2–1.3 s after it was sent, its `PX 2000` mostly spent (a
+/// membership review, 2026-12-04).
 async fn exec_reply(sh: &Shared, ns: &str, key: &Bytes, op: &KeyOp) -> Res<ops::Reply> {
-    let _g = sh.key_lock(ns, key).write().await;
-    sh.cache
-        .execute(ns, key.clone(), op)
-        .await
-        .map_err(|e| cache_err(&e))
+    let accepted = sh.cache.now_ms();
+    let budget = sh
+        .slots
+        .as_ref()
+        .and_then(|_| strata_cluster::primary::expiry_wait_budget_ms(accepted, op.expiry_ms()));
+    strata_core::time::accepted_at(accepted, async {
+        let lock = sh.key_lock(ns, key).write();
+        let _g = match budget {
+            None => lock.await,
+            Some(b) => tokio::time::timeout(std::time::Duration::from_millis(b), lock)
+                .await
+                .map_err(|_| {
+                    ReplyError::from(format!(
+                        "TRYAGAIN the command waited {b} ms behind another command of the key on this node, a tenth of its expiry: not applied"
+                    ))
+                })?,
+        };
+        sh.cache
+            .execute(ns, key.clone(), op)
+            .await
+            .map_err(|e| cache_err(&e))
+    })
+    .await
 }
 
 /// Writes an operation's reply ([`strata_core::ops::Reply`]).

@@ -314,6 +314,8 @@ pub(super) async fn run_alone(sh: &Shared, s: &mut Session<'_>, ops: Vec<Op<'_>>
     let mut cap = Capture::default();
     cap.add(ops);
     one_slot(sh, cap.keys.iter())?;
+    // Queueing for the locks counts against an expiry's tenth (`exec_reply`).
+    let accepted = sh.cache.now_ms();
     let _guards = sh.lock_keys(&s.ns, cap.keys.iter().map(|k| &k[..])).await;
     let op = MultiOp::Transaction(Transaction {
         keys: cap.keys.iter().map(|k| k.to_vec().into()).collect(),
@@ -321,9 +323,7 @@ pub(super) async fn run_alone(sh: &Shared, s: &mut Session<'_>, ops: Vec<Op<'_>>
         steps: cap.steps,
         default_ttl_ms: None,
     });
-    let reply = sh
-        .cache
-        .execute_multi(&s.ns, &op)
+    let reply = strata_core::time::accepted_at(accepted, sh.cache.execute_multi(&s.ns, &op))
         .await
         .map_err(|e| cache_err(&e))?;
     match reply {
@@ -445,6 +445,8 @@ pub(super) async fn exec(sh: &Shared, s: &mut Session<'_>) -> Res<()> {
             .policy(&s.ns)
             .default_ttl
             .map(|d| d.as_millis() as u64);
+        // Queueing for the locks counts against an expiry's tenth (`exec_reply`).
+        let accepted = sh.cache.now_ms();
         let guards = sh.lock_keys(&s.ns, cap.keys.iter().map(|k| &k[..])).await;
         // A key watched absent and absent again compares equal below; whether it was
         // written meanwhile is known here, from this node's stamps (every change made
@@ -461,9 +463,7 @@ pub(super) async fn exec(sh: &Shared, s: &mut Session<'_>) -> Res<()> {
             steps: cap.steps,
             default_ttl_ms,
         });
-        let reply = sh
-            .cache
-            .execute_multi(&s.ns, &op)
+        let reply = strata_core::time::accepted_at(accepted, sh.cache.execute_multi(&s.ns, &op))
             .await
             .map_err(|e| cache_err(&e))?;
         drop(guards);

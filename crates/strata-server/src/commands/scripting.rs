@@ -1204,9 +1204,10 @@ pub(super) async fn eval(
         // No key: nothing to lock or route; it runs here.
         sh.cache.apply_multi(&op, &[], sh.cache.now_ms()).1
     } else {
+        // Queueing for the locks counts against an expiry's tenth (`exec_reply`).
+        let accepted = sh.cache.now_ms();
         let _guards = sh.lock_keys(&s.ns, keys.iter().map(|k| &k[..])).await;
-        sh.cache
-            .execute_multi(&s.ns, &op)
+        strata_core::time::accepted_at(accepted, sh.cache.execute_multi(&s.ns, &op))
             .await
             .map_err(|e| cache_err(&e))?
     };

@@ -1274,13 +1274,27 @@ impl Shared {
                 encoded.len()
             ));
         }
-        let accepted_ms = self.now_ms();
+        // From when the front end accepted it, before it queued behind another command of
+        // the key on this node (`strata_core::time::accepted_at`).
+        let accepted_ms = strata_core::time::accepted_ms().unwrap_or_else(|| self.now_ms());
         let expiry_ms = op.earliest_expiry_ms();
         // An operation with an expiry to keep is answered within its budget, or not at all
         // (one whose budget outlasts the whole failover wait has nothing to bound: it is
         // not given a task and a timer).
         let budget = strata_cluster::primary::expiry_wait_budget_ms(accepted_ms, expiry_ms)
             .filter(|b| *b < self.cfg.failover_wait_ms);
+        if budget.is_some()
+            && strata_cluster::primary::waited_past_expiry(accepted_ms, expiry_ms, self.now_ms())
+        {
+            // Its tenth spent queueing on this node: refused before anything is sent.
+            self.counters
+                .expiry_waits_refused
+                .fetch_add(1, Ordering::Relaxed);
+            return Err(format!(
+                "TRYAGAIN the command waited {} ms on this node before it was routed, a tenth of its expiry or more: not applied",
+                self.now_ms().saturating_sub(accepted_ms)
+            ));
+        }
         let mut op = Some(op);
         let mut last = String::new();
         let deadline =
