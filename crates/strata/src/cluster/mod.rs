@@ -647,6 +647,24 @@ impl Shared {
         self.started.elapsed().as_millis() as u64 + 1
     }
 
+    /// A copy another member pushed (a hand-off, a read repair) is about to be stored:
+    /// while this member settles, recorded for its proof ([`WarmState::note_push`]) —
+    /// unless the store holds that version or a newer one already, which the push cannot
+    /// replace: that copy came from this node's own execution, its primary's replication
+    /// or an earlier push (recorded then), and a record would hide it. (A leaving primary's push of the version its
+    /// replica held made the replica, primary next, execute a counter from none: a
+    /// membership review's `join_leave` run.) `false`: refused (too many unproven).
+    pub(crate) fn note_push(&self, namespace: &str, key: &[u8], version: Version) -> bool {
+        if self
+            .owner
+            .get_retained_entry(namespace, key)
+            .is_some_and(|held| held.version >= version)
+        {
+            return true;
+        }
+        self.warm.note_push(namespace, key, version)
+    }
+
     /// The owner store's copy of `key` (as `get_entry`: fresh), unless it may be a copy
     /// pushed while this member settled and not proven yet ([`WarmState::is_unproven`]):
     /// then none, so that no read serves it, no execution builds on it and no proof of

@@ -321,7 +321,7 @@ impl Shared {
                 self.observe(entry.version);
                 // A push to a restarted member that is settling may predate an invalidation
                 // its baseline counted as applied: recorded, and proven once settled.
-                if !self.warm.note_push(&namespace, &key, entry.version) {
+                if !self.note_push(&namespace, &key, entry.version) {
                     return Response::Stored { kept_newer: true };
                 }
                 let forward = entry.clone();
