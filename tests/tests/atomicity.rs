@@ -211,6 +211,23 @@ fn run_load(cluster: &Cluster) -> (Arc<AtomicBool>, Vec<JoinHandle<Seen>>) {
     (stop, clients)
 }
 
+/// Waits until a write of the hot tag goes through `c` (a new cluster refuses them until
+/// its members' views settle).
+fn until_writes_go_through(c: &mut redis::Connection) {
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        let ok: redis::RedisResult<()> = c.set("{hot}:warm", 1);
+        match ok {
+            Ok(()) => return,
+            Err(e) if Instant::now() < deadline => {
+                println!("before the fault: {e}");
+                std::thread::sleep(Duration::from_millis(100));
+            }
+            Err(e) => panic!("the cluster never took a write: {e}"),
+        }
+    }
+}
+
 fn signal(srv: &Server, sig: &str) {
     let pid = srv.child.as_ref().unwrap().id().to_string();
     assert!(
@@ -651,21 +668,9 @@ fn a_lock_whose_replica_stopped_is_never_granted_late() {
             c
         })
         .collect();
-    // Writes of the tag go through on both survivors (a new cluster refuses them until
-    // its members' views settle).
-    let deadline = Instant::now() + Duration::from_secs(20);
+    // Writes of the tag go through on both survivors.
     for c in &mut conns {
-        loop {
-            let ok: redis::RedisResult<()> = c.set("{hot}:warm", 1);
-            match ok {
-                Ok(()) => break,
-                Err(e) if Instant::now() < deadline => {
-                    println!("before the kill: {e}");
-                    std::thread::sleep(Duration::from_millis(100));
-                }
-                Err(e) => panic!("the cluster never took a write: {e}"),
-            }
-        }
+        until_writes_go_through(c);
     }
     // A key the primary's node holds a copy of, overwritten there with an expiry while the
     // replica is stopped: that write's answer is given up, but the write lands when the
@@ -772,5 +777,102 @@ fn a_lock_whose_replica_stopped_is_never_granted_late() {
             "the primary's node still serves {here:?} after its overwrite landed"
         );
         std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+/// Writes with an expiry whose owners stall are given up at a tenth of their expiry but run
+/// on, each holding its value, while their clients send more: the primary's node bounds the
+/// bytes of those running (`cluster.timed_writes_max_bytes`, 2 MiB here: three of these
+/// 512 KiB writes) and refuses the rest with `TRYAGAIN` within the same tenth, nothing
+/// applied. Once the stalled replica is back, the room is freed. Before, nothing bounded
+/// them: a client retrying during a stall piled up one detached execution per attempt (a
+/// review of the lock fix).
+#[test]
+fn writes_given_up_while_their_replica_stops_are_bounded_in_bytes() {
+    let cluster = Cluster::start_with("rpc_timeout_ms = 3000\ntimed_writes_max_bytes = 2097152");
+    let ring = Ring::new(NAMES, strata_cluster::DEFAULT_VNODES);
+    let replica = ring.owners(LOCK.as_bytes(), 2)[1];
+    let r = NAMES.iter().position(|n| *n == replica).unwrap();
+    let url = cluster.nodes[cluster.primary()].url();
+    let connect = || {
+        let c = redis::Client::open(url.as_str()).unwrap();
+        let mut c = c
+            .get_connection_with_timeout(Duration::from_secs(2))
+            .unwrap();
+        c.set_read_timeout(Some(Duration::from_secs(30))).unwrap();
+        until_writes_go_through(&mut c);
+        c
+    };
+    let value = vec![b'v'; 512 * 1024];
+    // Each client SETs a 512 KiB value of its own key (`{prefix}{i}`) with PX 3000, all at
+    // once: each one's latency and outcome. (Connected beforehand: a connection checks that
+    // writes go through, which waits on a stopped replica.)
+    let write_all = |conns: Vec<redis::Connection>, prefix: &str| {
+        let writers: Vec<JoinHandle<(Duration, Result<(), String>)>> = conns
+            .into_iter()
+            .enumerate()
+            .map(|(i, mut c)| {
+                let (value, key) = (value.clone(), format!("{prefix}{i}"));
+                std::thread::spawn(move || {
+                    let sent = Instant::now();
+                    let got: redis::RedisResult<()> = redis::cmd("SET")
+                        .arg(key)
+                        .arg(value)
+                        .arg("PX")
+                        .arg(3000)
+                        .query(&mut c);
+                    (sent.elapsed(), got.map_err(|e| e.to_string()))
+                })
+            })
+            .collect::<Vec<_>>();
+        writers
+            .into_iter()
+            .map(|h| h.join().unwrap())
+            .collect::<Vec<_>>()
+    };
+    let conns: Vec<redis::Connection> = (0..8).map(|_| connect()).collect();
+    let mut c = connect();
+    signal(&cluster.nodes[r], "-STOP");
+    let outcomes = write_all(conns, "{hot}:big:");
+    signal(&cluster.nodes[r], "-CONT");
+    println!("{outcomes:?}");
+    let shed: Vec<usize> = (0..8)
+        .filter(|&i| matches!(&outcomes[i].1, Err(e) if e.contains("timed_writes_max_bytes")))
+        .collect();
+    assert_eq!(shed.len(), 5, "refused for the bound: {outcomes:?}");
+    for (took, o) in &outcomes {
+        assert!(
+            *took < Duration::from_millis(450),
+            "answered {o:?} after {took:?}"
+        );
+        match o {
+            Ok(()) => panic!("a write acknowledged while its replica was stopped"),
+            Err(e) => assert!(
+                e.to_lowercase().contains("tryagain") || e.contains("may or may not"),
+                "{e}"
+            ),
+        }
+    }
+    // Refused, so applied nowhere.
+    for i in &shed {
+        let got: Option<Vec<u8>> = c.get(format!("{{hot}}:big:{i}")).unwrap();
+        assert!(
+            got.is_none(),
+            "{{hot}}:big:{i} was refused, yet it is there"
+        );
+    }
+    // Once the replica is back and the given-up writes have landed, the whole bound is
+    // free again: three at once are taken.
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let again = write_all((0..3).map(|_| connect()).collect(), "{hot}:again:");
+        if again.iter().all(|(_, o)| o.is_ok()) {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the bound never freed: {again:?}"
+        );
+        std::thread::sleep(Duration::from_millis(200));
     }
 }

@@ -49,6 +49,9 @@ pub struct ServerMetrics {
     pub input_limit_closed: Counter,
     /// `SELECT name` refused by `max_namespaces`.
     pub namespace_refusals: Counter,
+    /// Commands with an expiry refused (`TRYAGAIN`) after waiting a tenth of it for their
+    /// key's lock on this node, in a cluster.
+    pub key_lock_waits_refused: Counter,
     /// Calls per command, indexed like [`COMMANDS`]; the last slot counts unknown commands.
     pub calls: Box<[Counter]>,
     /// Error replies per command, indexed like `calls`.
@@ -71,6 +74,7 @@ impl Default for ServerMetrics {
             output_limit_closed: Counter::default(),
             input_limit_closed: Counter::default(),
             namespace_refusals: Counter::default(),
+            key_lock_waits_refused: Counter::default(),
             calls: (0..n).map(|_| Counter::default()).collect(),
             errors: (0..n).map(|_| Counter::default()).collect(),
         }
@@ -240,6 +244,11 @@ impl Collector for ServerCollector {
                 "server_namespace_refusals",
                 "SELECT name refused by server.max_namespaces",
                 m.namespace_refusals.get(),
+            ),
+            (
+                "server_key_lock_waits_refused",
+                "Commands with an expiry refused (TRYAGAIN, nothing applied) after waiting a tenth of it for their key's lock on this node behind another command of the key (cluster only)",
+                m.key_lock_waits_refused.get(),
             ),
             (
                 "server_pubsub_limit_closed",

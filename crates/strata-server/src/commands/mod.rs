@@ -893,6 +893,7 @@ async fn exec_reply(sh: &Shared, ns: &str, key: &Bytes, op: &KeyOp) -> Res<ops::
             Some(b) => tokio::time::timeout(std::time::Duration::from_millis(b), lock)
                 .await
                 .map_err(|_| {
+                    sh.metrics.key_lock_waits_refused.incr();
                     ReplyError::from(format!(
                         "TRYAGAIN the command waited {b} ms behind another command of the key on this node, a tenth of its expiry: not applied"
                     ))

@@ -27,10 +27,20 @@ pub(super) async fn write_one(sh: &Shared, ns: &str, id: Cmd, a: &[Bytes]) -> Re
             op => return exec_reply(sh, ns, key, &op).await,
         }
     };
-    // A blind SET shares the lock (it reads nothing), and its layers order it by version.
-    let _r = sh.key_lock(ns, key).read().await;
-    // A SET replaces the entry: no tags.
-    store(sh, ns, key, value, ttl, None).await?;
+    let timed = !matches!(ttl, Ttl::Default);
+    let run = async {
+        // A blind SET shares the lock (it reads nothing), and its layers order it by version.
+        let _r = sh.key_lock(ns, key).read().await;
+        // A SET replaces the entry: no tags.
+        store(sh, ns, key, value, ttl, None).await
+    };
+    if timed {
+        // Its wait for the lock (behind a writer of the key) counts against a cluster's
+        // tenth of the expiry, as `exec_reply`'s does.
+        strata_core::time::accepted_at(sh.cache.now_ms(), run).await?;
+    } else {
+        run.await?;
+    }
     Ok(ops::Reply::Ok)
 }
 

@@ -287,6 +287,12 @@ impl Maintenance for ClusterHook {
                 true,
                 get(&k.expiry_waits_refused),
             ),
+            m(
+                "cluster_timed_writes_shed",
+                "Writes with an expiry refused (TRYAGAIN, nothing applied) because those still running here as their key's primary, given-up ones included, held cluster.timed_writes_max_bytes",
+                true,
+                get(&k.timed_writes_shed),
+            ),
         ]
     }
 }

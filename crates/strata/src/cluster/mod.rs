@@ -139,6 +139,9 @@ pub(crate) struct Counters {
     /// their expiry had left ([`strata_cluster::primary::waited_past_expiry`]), or answered
     /// "may or may not have happened" when one attempt outlasted that.
     pub(crate) expiry_waits_refused: AtomicU64,
+    /// Writes with an expiry refused (`TRYAGAIN`) because those still running here as
+    /// primary held `cluster.timed_writes_max_bytes`.
+    pub(crate) timed_writes_shed: AtomicU64,
     /// How long after its write each key invalidation from another member was applied here.
     pub(crate) delays: status::DelayBuckets,
 }
@@ -322,6 +325,9 @@ pub(crate) struct Shared {
     pub(crate) warm: WarmState,
     /// The primary's per-key execution lock, striped ([`primary`]).
     exec_locks: Box<[tokio::sync::Mutex<()>]>,
+    /// Bytes of the writes with an expiry running here as primary in tasks of their own
+    /// (`cluster.timed_writes_max_bytes`; [`primary`]'s `route`).
+    timed_writes: Arc<tokio::sync::Semaphore>,
     /// The keys under execution here as their primary: replications of them from another
     /// node are refused meanwhile ([`executing`]).
     executing: executing::Executing,
@@ -623,6 +629,11 @@ impl Shared {
             exec_locks: (0..primary::EXEC_STRIPES)
                 .map(|_| tokio::sync::Mutex::new(()))
                 .collect(),
+            timed_writes: Arc::new(tokio::sync::Semaphore::new(
+                usize::try_from(c.timed_writes_max_bytes)
+                    .unwrap_or(usize::MAX)
+                    .clamp(1, tokio::sync::Semaphore::MAX_PERMITS),
+            )),
             executing: Default::default(),
             stall: Mutex::new(Default::default()),
             lease: Mutex::new(Default::default()),
@@ -649,16 +660,20 @@ impl Shared {
 
     /// A copy another member pushed (a hand-off, a read repair) is about to be stored:
     /// while this member settles, recorded for its proof ([`WarmState::note_push`]) —
-    /// unless the store holds that version or a newer one already, which the push cannot
-    /// replace: that copy came from this node's own execution, its primary's replication
-    /// or an earlier push (recorded then), and a record would hide it. (A leaving primary's push of the version its
-    /// replica held made the replica, primary next, execute a counter from none: a
-    /// membership review's `join_leave` run.) `false`: refused (too many unproven).
+    /// unless the store holds that very version already, and not as an unproven push: that
+    /// copy came from this node's own execution or its primary's replication, and a record
+    /// would hide it. (A primary's hand-off push of the version it had just replicated made
+    /// the replica, primary next, execute a counter from none: a membership review's
+    /// `join_leave` run.) An older push is recorded all the same: it hides nothing newer,
+    /// and if the held copy goes before the push is stored, the push is proven, not trusted.
+    /// `false`: refused (too many unproven).
     pub(crate) fn note_push(&self, namespace: &str, key: &[u8], version: Version) -> bool {
         if self
             .owner
             .get_retained_entry(namespace, key)
-            .is_some_and(|held| held.version >= version)
+            .is_some_and(|held| {
+                held.version == version && !self.warm.is_unproven(namespace, key, held.version)
+            })
         {
             return true;
         }

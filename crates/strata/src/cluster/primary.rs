@@ -1283,9 +1283,9 @@ impl Shared {
         // not given a task and a timer).
         let budget = strata_cluster::primary::expiry_wait_budget_ms(accepted_ms, expiry_ms)
             .filter(|b| *b < self.cfg.failover_wait_ms);
-        if budget.is_some()
-            && strata_cluster::primary::waited_past_expiry(accepted_ms, expiry_ms, self.now_ms())
-        {
+        // (Waited, not expired: `SET k v PX 1` one tick after it was parsed runs, as on
+        // Redis, as a write that has already expired.)
+        if budget.is_some_and(|b| self.now_ms().saturating_sub(accepted_ms) >= b) {
             // Its tenth spent queueing on this node: refused before anything is sent.
             self.counters
                 .expiry_waits_refused
@@ -1331,12 +1331,25 @@ impl Shared {
                     // Run as a task of its own, so that giving up on its answer does not
                     // cancel it halfway through replication.
                     Some(b) => {
+                        // Bounded in bytes: a given-up one runs on, holding its value, while
+                        // its client may already be sending the next.
+                        let left = b.saturating_sub(self.now_ms().saturating_sub(accepted_ms));
+                        let Some(held) =
+                            self.timed_write_room(encoded.len() + key.len(), left).await
+                        else {
+                            self.counters
+                                .timed_writes_shed
+                                .fetch_add(1, Ordering::Relaxed);
+                            return Err(self.timed_writes_full());
+                        };
                         let (me, ns, k) = (self.clone(), namespace.to_owned(), key.to_vec());
                         // As for another node (`forwarded`): it drops this node's own
                         // older copies itself, since a caller that gave up mirrors nothing
                         // into its layers (left to the mirror, they stayed stale here).
-                        let task =
-                            tokio::spawn(async move { me.execute_here(&ns, &k, this, true).await });
+                        let task = tokio::spawn(async move {
+                            let _held = held;
+                            me.execute_here(&ns, &k, this, true).await
+                        });
                         match self.within_budget(task, accepted_ms, expiry_ms, b).await {
                             Some(Ok(done)) => done,
                             Some(Err(join)) => {
@@ -1431,13 +1444,20 @@ impl Shared {
                         .strip_prefix(&format!("{name}: "))
                         .unwrap_or(&e)
                         .to_owned();
-                    return Err(if e.starts_with("ERR ") || e.starts_with("CROSSSLOT") {
-                        e
-                    } else {
-                        format!(
-                            "ERR the key's primary {name} did not answer: the write may or may not have happened: {e}"
-                        )
-                    });
+                    // (`TRYAGAIN`: the primary refused it before executing anything, its
+                    // timed writes' bound full.)
+                    return Err(
+                        if e.starts_with("ERR ")
+                            || e.starts_with("CROSSSLOT")
+                            || e.starts_with("TRYAGAIN ")
+                        {
+                            e
+                        } else {
+                            format!(
+                                "ERR the key's primary {name} did not answer: the write may or may not have happened: {e}"
+                            )
+                        },
+                    );
                 }
             }
         }
@@ -1452,6 +1472,38 @@ impl Shared {
     /// at `expiry_ms`) waits past its budget of `budget_ms` first, as this node's clock
     /// counts (`waited_past_expiry`, the check between attempts): then `None`, and `fut` is
     /// dropped (a task it awaits runs on).
+    /// The refusal of a write with an expiry past `cluster.timed_writes_max_bytes`: nothing
+    /// was applied.
+    fn timed_writes_full(&self) -> String {
+        format!(
+            "TRYAGAIN writes with an expiry still running on this node as their keys' primary hold cluster.timed_writes_max_bytes ({} bytes; their owners are slow): not applied",
+            self.cfg.timed_writes_max_bytes
+        )
+    }
+
+    /// Room for a write of `bytes` with an expiry to run here as its key's primary
+    /// (`cluster.timed_writes_max_bytes`), waited for at most `wait_ms`; `None` when those
+    /// running held it all that long. Each is charged at least [`TIMED_WRITE_MIN_CHARGE`]
+    /// (a task's own state), and one larger than the whole bound takes all of it.
+    async fn timed_write_room(
+        &self,
+        bytes: usize,
+        wait_ms: u64,
+    ) -> Option<tokio::sync::OwnedSemaphorePermit> {
+        let cap = usize::try_from(self.cfg.timed_writes_max_bytes)
+            .unwrap_or(usize::MAX)
+            .clamp(1, tokio::sync::Semaphore::MAX_PERMITS);
+        let n = u32::try_from(bytes.max(TIMED_WRITE_MIN_CHARGE).min(cap)).unwrap_or(u32::MAX);
+        let sem = self.timed_writes.clone();
+        if let Ok(p) = sem.clone().try_acquire_many_owned(n) {
+            return Some(p);
+        }
+        tokio::time::timeout(Duration::from_millis(wait_ms), sem.acquire_many_owned(n))
+            .await
+            .ok()?
+            .ok()
+    }
+
     async fn within_budget<F: std::future::Future>(
         &self,
         fut: F,
@@ -1521,8 +1573,27 @@ impl Shared {
         key: &[u8],
         op: &[u8],
     ) -> Response {
+        let op_len = op.len();
         let Some(op) = PrimaryOp::decode(op) else {
             return Response::Error("undecodable operation".into());
+        };
+        // A write with an expiry forwarded here is bounded as one taken here is (`route`):
+        // its caller gives up at a tenth of the expiry and its client may send the next,
+        // while this one runs on until the owners answer.
+        let budget =
+            strata_cluster::primary::expiry_wait_budget_ms(self.now_ms(), op.earliest_expiry_ms())
+                .filter(|b| *b < self.cfg.failover_wait_ms);
+        let _held = match budget {
+            None => None,
+            Some(b) => match self.timed_write_room(op_len + key.len(), b).await {
+                Some(p) => Some(p),
+                None => {
+                    self.counters
+                        .timed_writes_shed
+                        .fetch_add(1, Ordering::Relaxed);
+                    return Response::Error(self.timed_writes_full());
+                }
+            },
         };
         let done = self.execute_here(namespace, key, op, true).await;
         match done {
@@ -1563,6 +1634,10 @@ impl Shared {
         }
     }
 }
+
+/// The least a write with an expiry is charged against `cluster.timed_writes_max_bytes`:
+/// a task's own state, so that a flood of tiny ones is bounded in number too.
+const TIMED_WRITE_MIN_CHARGE: usize = 1024;
 
 /// How many times a primary executes one write against newer copies owners answer with.
 const STALE_RETRIES: usize = 4;

@@ -73,6 +73,7 @@ impl Shared {
                 .holds(self.monotonic_ms(), self.cfg.expected_size as usize),
             lease_refusals: get(&k.lease_refusals),
             expiry_waits_refused: get(&k.expiry_waits_refused),
+            timed_writes_shed: get(&k.timed_writes_shed),
             invalidation_delays: k.delays.snapshot(),
         }
     }
@@ -131,6 +132,9 @@ pub struct ClusterStatus {
     /// Commands with an expiry refused after a wait for their key's primary (a failover)
     /// that would have cut a tenth or more of it (`TRYAGAIN`, nothing applied).
     pub expiry_waits_refused: u64,
+    /// Writes with an expiry refused (`TRYAGAIN`, nothing applied) because those still
+    /// running here as primary held `cluster.timed_writes_max_bytes`.
+    pub timed_writes_shed: u64,
     /// Key invalidations from other members applied here, by how long after the write's
     /// stamp (the writer's clock) they were applied: one bucket per bound of
     /// [`DELAY_BOUNDS_MS`] and a last one for anything longer. Counts since start; the

@@ -150,6 +150,12 @@ pub struct ClusterConfig {
     /// After the ring changes, a new owner that misses reads through to the key's previous
     /// owners for this long (default 30000).
     pub handoff_window_ms: u64,
+    /// Bytes of writes with an expiry this node may run at once as their key's primary
+    /// (default 64 MiB), those whose clients it stopped waiting for included: a client told
+    /// "may or may not have happened" at a tenth of the expiry while the owners stalled
+    /// (docs/semantics.md) can send the next one at once, and the first runs on until the
+    /// owners answer. Past the bound such writes get `TRYAGAIN`, nothing applied.
+    pub timed_writes_max_bytes: u64,
     /// After the ring changes, each node pushes up to this many of the entries it owns to
     /// their new owners ahead of demand (default 10000).
     pub handoff_push_limit: u32,
@@ -191,6 +197,7 @@ impl Default for ClusterConfig {
             connect_timeout_ms: 500,
             failover_wait_ms: 10_000,
             handoff_window_ms: 30_000,
+            timed_writes_max_bytes: 64 * MIB,
             handoff_push_limit: 10_000,
             owner_sweep_interval_ms: 1_000,
             expected_size: 3,
@@ -1092,6 +1099,12 @@ impl NodeConfig {
             if c.owner_capacity_bytes < MIB {
                 return Err(invalid(
                     "cluster.owner_capacity_bytes",
+                    "must be at least 1 MiB",
+                ));
+            }
+            if c.timed_writes_max_bytes < MIB {
+                return Err(invalid(
+                    "cluster.timed_writes_max_bytes",
                     "must be at least 1 MiB",
                 ));
             }
