@@ -79,7 +79,7 @@ class Cluster:
         cfg = write_config(i, dd, seeds=self.seeds, expected_size=self.expected_size)
         # copy config into run dir for reproduction
         open(f"{self.run_dir}/node{i}.toml", "w").write(open(cfg).read())
-        env = dict(os.environ, STRATA__CLUSTER__SECRET=SECRET, RUST_LOG="info")
+        env = dict(os.environ, STRATA__CLUSTER__SECRET=SECRET, RUST_LOG=os.environ.get("MR_RUST_LOG", "info"))
         logf = open(f"{self.run_dir}/node{i}.log", "a")
         logf.write(f"\n===== start {time.time():.3f} data_dir={dd}\n")
         logf.flush()
