@@ -38,6 +38,9 @@ pub enum MembershipTimer {
     /// knows none, and would otherwise stay alone for ever (found by the simulator, seeds 81,
     /// 163 and 198).
     Rejoin,
+    /// The window after this node's refutation number `n` in which a `TurnUndead` is
+    /// ignored ([`Membership::refute_after_stall`]) is over.
+    RefutationOver(u64),
 }
 
 /// What the caller must do after an input.
@@ -84,6 +87,10 @@ pub struct MembershipStats {
     /// incarnation, for more than twice foca's suspicion timeout (see
     /// [`Membership::handle_timer`]).
     pub stuck_suspects: u64,
+    /// Refutations this node gossiped after it stalled ([`Membership::refute_after_stall`]).
+    pub stall_refutations: u64,
+    /// `TurnUndead` messages ignored because they came while a refutation was under way.
+    pub turn_undead_ignored: u64,
 }
 
 /// Ways to break the protocol on purpose (feature `fault-switches`, for the simulator's
@@ -110,6 +117,13 @@ pub struct Membership {
     suspects: std::collections::BTreeMap<(String, u64, foca::Incarnation), u32>,
     /// Checks after which a suspect is declared down here (over twice foca's timeout).
     stuck_after: u32,
+    /// This node's incarnation as its latest packet carried it (foca keeps it private):
+    /// what a refutation after a stall must raise ([`Membership::refute_after_stall`]).
+    incarnation: foca::Incarnation,
+    /// While `Some(n)`, the window after refutation `n` in which a `TurnUndead` is ignored.
+    refuting: Option<u64>,
+    /// foca's suspicion time: how long that window lasts.
+    suspicion: Duration,
     #[cfg(feature = "fault-switches")]
     switches: FaultSwitches,
 }
@@ -128,6 +142,8 @@ struct Collect<'a> {
     auth: &'a Authenticator,
     defunct: bool,
     rejoined: bool,
+    /// The incarnation the last packet sent carried.
+    incarnation: Option<foca::Incarnation>,
 }
 
 impl<'a> Collect<'a> {
@@ -137,6 +153,7 @@ impl<'a> Collect<'a> {
             auth,
             defunct: false,
             rejoined: false,
+            incarnation: None,
         }
     }
 }
@@ -162,6 +179,10 @@ impl Runtime<NodeIdentity> for Collect<'_> {
     }
 
     fn send_to(&mut self, to: NodeIdentity, data: &[u8]) {
+        use foca::Codec;
+        if let Ok(h) = Codec::<NodeIdentity>::decode_header(&mut foca::PostcardCodec, data) {
+            self.incarnation = Some(h.src_incarnation);
+        }
         self.out.push(Output::Send {
             to: to.gossip,
             packet: self.auth.seal(data),
@@ -215,6 +236,7 @@ impl Membership {
         seeds: Vec<SocketAddr>,
     ) -> Self {
         let inbox = ItemHandler::default();
+        let config_suspicion = config.suspect_to_down_after;
         let stuck_after = (2 * config.suspect_to_down_after.as_millis()
             / REJOIN_EVERY.as_millis().max(1)) as u32
             + 2;
@@ -233,6 +255,9 @@ impl Membership {
             stats: MembershipStats::default(),
             suspects: std::collections::BTreeMap::new(),
             stuck_after,
+            incarnation: 0,
+            refuting: None,
+            suspicion: config_suspicion,
             #[cfg(feature = "fault-switches")]
             switches: FaultSwitches::default(),
         }
@@ -337,6 +362,9 @@ impl Membership {
             let _ = Self::announce_to_seeds(&mut self.foca, &self.seeds, &mut c);
             c.out.push(Output::Rejoined);
         }
+        if let Some(i) = c.incarnation {
+            self.incarnation = i;
+        }
         out.extend(self.inbox.drain().into_iter().map(Output::Received));
         out
     }
@@ -383,6 +411,15 @@ impl Membership {
                 return Vec::new();
             }
         };
+        if self.refuting.is_some() && Self::is_turn_undead(&payload) {
+            // foca 1.0 sends it when a suspicion's timer runs out whether or not the
+            // suspect refuted it meanwhile (`ChangeSuspectToDown` checks the incarnation
+            // before it marks the member down, not before this courtesy message). A real
+            // `Down` of this node reaches it as a gossiped update all the same, and one made
+            // after the window brings this message again.
+            self.stats.turn_undead_ignored += 1;
+            return Vec::new();
+        }
         self.inbox
             .set_relay(self.foca.custom_broadcast_backlog() < RELAY_BACKLOG);
         self.run(|foca, rt| foca.handle_data(&payload, rt))
@@ -392,6 +429,12 @@ impl Membership {
     pub fn handle_timer(&mut self, timer: MembershipTimer) -> Vec<Output> {
         match timer {
             MembershipTimer::Foca(t) => self.run(|foca, rt| foca.handle_timer(t, rt)),
+            MembershipTimer::RefutationOver(n) => {
+                if self.refuting == Some(n) {
+                    self.refuting = None;
+                }
+                Vec::new()
+            }
             MembershipTimer::Rejoin => {
                 let seeds = self.seeds.clone();
                 #[cfg(feature = "fault-switches")]
@@ -448,6 +491,43 @@ impl Membership {
         }
         self.stats.stuck_suspects += stuck.len() as u64;
         self.run(|foca, rt| foca.apply_many(stuck.into_iter(), true, rt))
+    }
+
+    /// This node stalled (a pause: SIGSTOP, a VM freeze): the others may have begun to
+    /// suspect it meanwhile, and a suspicion is lifted only by the suspect's refutation (a
+    /// higher incarnation), never by its answering a probe. The update that it is suspect
+    /// may never reach it, and the suspicion then runs out into a `Down` while it is alive
+    /// and answering — after which it rejoins under a new identity and, its lease lapsed,
+    /// drops what it owns (traced in a membership review: a 4 s pause, a member suspecting it
+    /// 1 s in and declaring it down 4 s later, 1.4 s after it had resumed). So it refutes at
+    /// once: it raises its incarnation as if told it was suspect, and gossips it.
+    pub fn refute_after_stall(&mut self) -> Vec<Output> {
+        let me = foca::Member::new(
+            self.foca.identity().clone(),
+            self.incarnation,
+            foca::State::Suspect,
+        );
+        self.stats.stall_refutations += 1;
+        let n = self.stats.stall_refutations;
+        self.refuting = Some(n);
+        let mut out = self.run(|foca, rt| foca.apply_many(std::iter::once(me), true, rt));
+        // Suspicions raised before the refutation run out within foca's suspicion time of
+        // it; their timers' `TurnUndead` is ignored until then (`handle_packet`). Twice
+        // that, for a suspicion relayed late.
+        out.push(Output::Schedule {
+            timer: MembershipTimer::RefutationOver(n),
+            after: self.suspicion * 2,
+        });
+        out
+    }
+
+    /// Whether an authenticated packet is foca's `TurnUndead` ("you are down").
+    fn is_turn_undead(payload: &[u8]) -> bool {
+        use foca::Codec;
+        matches!(
+            Codec::<NodeIdentity>::decode_header(&mut PostcardCodec, payload),
+            Ok(h) if h.message == foca::Message::TurnUndead
+        )
     }
 
     /// Leaves the cluster gracefully (the others mark this node down at once instead of
@@ -574,5 +654,72 @@ mod tests {
             );
         }
         assert_eq!(b.num_live(), 1);
+    }
+    /// A member suspected by another while it was paused refutes the suspicion as soon as
+    /// it notices its stall, before the suspicion can run out into a `Down`; without the
+    /// refutation the suspicion stays, answered probes or not.
+    #[test]
+    fn a_member_back_from_a_stall_refutes_a_suspicion_it_never_heard_of() {
+        let mut b = node("b", 2, vec![]);
+        let mut a = node("a", 1, vec![b.identity().gossip]);
+        let out = a.join();
+        exchange(&mut a, &mut b, out);
+        let state_of_a = |b: &Membership| {
+            b.member_states()
+                .into_iter()
+                .find(|(id, _)| id.name == "a")
+                .map(|(_, s)| s)
+        };
+        assert_eq!(state_of_a(&b), Some(foca::State::Alive));
+        // b suspects a (its probes went unanswered while a was stopped); a never hears of it.
+        let suspect = foca::Member::new(a.identity().clone(), 0, foca::State::Suspect);
+        let _ = b.run(|foca, rt| foca.apply_many(std::iter::once(suspect), false, rt));
+        // The timer b's own failed probe would have set (token 0: b's timers were never
+        // reset).
+        let suspicion_timers = [MembershipTimer::Foca(foca::Timer::ChangeSuspectToDown {
+            member_id: a.identity().clone(),
+            incarnation: 0,
+            token: 0,
+        })];
+        assert_eq!(state_of_a(&b), Some(foca::State::Suspect));
+        // a answers b's traffic: still suspect (SWIM lifts it only on a refutation).
+        let out = b.join();
+        exchange(&mut a, &mut b, out);
+        assert_eq!(state_of_a(&b), Some(foca::State::Suspect));
+        // a notices its stall and refutes: b sees it alive again.
+        let out = a.refute_after_stall();
+        assert!(
+            !packets_to(&out, &b).is_empty(),
+            "the refutation is gossiped to b"
+        );
+        for p in packets_to(&out, &b) {
+            b.handle_packet(&p);
+        }
+        assert_eq!(state_of_a(&b), Some(foca::State::Alive));
+        assert_eq!(a.stats().stall_refutations, 1);
+        // b's suspicion timer then runs out: foca does not mark a down (it refuted), but
+        // sends it `TurnUndead` all the same; a, refuting, does not rejoin over it.
+        for t in suspicion_timers {
+            for p in packets_to(&b.handle_timer(t), &a) {
+                let out = a.handle_packet(&p);
+                assert!(
+                    !out.contains(&Output::Rejoined),
+                    "a rejoined over a stale TurnUndead"
+                );
+            }
+        }
+        assert_eq!(state_of_a(&b), Some(foca::State::Alive));
+        assert_eq!(a.stats().rejoins, 0);
+        assert_eq!(a.stats().turn_undead_ignored, 1);
+        // A second stall raises the incarnation again: a suspicion of the new one is
+        // refuted too.
+        let again = foca::Member::new(a.identity().clone(), a.incarnation, foca::State::Suspect);
+        let _ = b.run(|foca, rt| foca.apply_many(std::iter::once(again), false, rt));
+        assert_eq!(state_of_a(&b), Some(foca::State::Suspect));
+        let out = a.refute_after_stall();
+        for p in packets_to(&out, &b) {
+            b.handle_packet(&p);
+        }
+        assert_eq!(state_of_a(&b), Some(foca::State::Alive));
     }
 }

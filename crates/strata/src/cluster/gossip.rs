@@ -156,6 +156,9 @@ impl Shared {
         if self.stall.lock().stalls() > was {
             self.coherence.lock().note_stall();
             tracing::warn!(node = %self.name, "this node stalled (its tick came late): it executes no write as a primary for {} ms", strata_cluster::primary::StallGuard::QUARANTINE_MS);
+            // Any suspicion of it raised meanwhile is refuted now, before it runs out into a
+            // `Down` (`Membership::refute_after_stall`).
+            self.with_membership(|m| m.refute_after_stall());
         }
         let out = self.coherence.lock().tick(self.now_ms());
         self.carry_out_coherence(out);
