@@ -47,6 +47,13 @@ impl Cluster {
         Cluster { nodes, _dirs: dirs }
     }
 
+    /// The index of the hot keys' replica (their other owner on the ring of all three).
+    fn replica(&self) -> usize {
+        let ring = Ring::new(NAMES, strata_cluster::DEFAULT_VNODES);
+        let replica = ring.owners(LOCK.as_bytes(), 2)[1];
+        NAMES.iter().position(|n| *n == replica).unwrap()
+    }
+
     /// The index of the hot keys' primary (the first owner on the ring of all three).
     fn primary(&self) -> usize {
         let ring = Ring::new(NAMES, strata_cluster::DEFAULT_VNODES);
@@ -651,9 +658,7 @@ fn a_lock_whose_replica_stopped_is_never_granted_late() {
     // Peer calls wait up to 3 s, so that the primary's replication to the stopped replica is
     // still waiting when the replica resumes, 800 ms in, and completes: the late answer.
     let cluster = Cluster::start_with("rpc_timeout_ms = 3000");
-    let ring = Ring::new(NAMES, strata_cluster::DEFAULT_VNODES);
-    let replica = ring.owners(LOCK.as_bytes(), 2)[1];
-    let r = NAMES.iter().position(|n| *n == replica).unwrap();
+    let r = cluster.replica();
     let urls: Vec<String> = (0..3)
         .filter(|i| *i != r)
         .map(|i| cluster.nodes[i].url())
@@ -790,9 +795,7 @@ fn a_lock_whose_replica_stopped_is_never_granted_late() {
 #[test]
 fn writes_given_up_while_their_replica_stops_are_bounded_in_bytes() {
     let cluster = Cluster::start_with("rpc_timeout_ms = 3000\ntimed_writes_max_bytes = 2097152");
-    let ring = Ring::new(NAMES, strata_cluster::DEFAULT_VNODES);
-    let replica = ring.owners(LOCK.as_bytes(), 2)[1];
-    let r = NAMES.iter().position(|n| *n == replica).unwrap();
+    let r = cluster.replica();
     let url = cluster.nodes[cluster.primary()].url();
     let connect = || {
         let c = redis::Client::open(url.as_str()).unwrap();
@@ -885,9 +888,7 @@ fn writes_given_up_while_their_replica_stops_are_bounded_in_bytes() {
 #[test]
 fn a_lock_asked_of_a_node_paused_meanwhile_is_not_granted_late() {
     let cluster = Cluster::start_with("rpc_timeout_ms = 3000");
-    let ring = Ring::new(NAMES, strata_cluster::DEFAULT_VNODES);
-    let replica = ring.owners(LOCK.as_bytes(), 2)[1];
-    let r = NAMES.iter().position(|n| *n == replica).unwrap();
+    let r = cluster.replica();
     let p = cluster.primary();
     let mut c = redis::Client::open(cluster.nodes[p].url().as_str())
         .unwrap()

@@ -1514,31 +1514,16 @@ impl Shared {
         let mut fut = std::pin::pin!(fut);
         let mut left = budget_ms.saturating_sub(self.now_ms().saturating_sub(accepted_ms));
         loop {
-            match tokio::time::timeout(Duration::from_millis(left.max(1)), fut.as_mut()).await {
-                // Done, but past the budget as this node's clock counts it: this node was
-                // paused (SIGSTOP, a VM freeze) while it ran, and woke to find it done. A
-                // review saw `SET lock NX PX 2000` answered `OK` 4 s after it was sent,
-                // through a node stopped meanwhile: the grant is withheld (the unknown
-                // outcome), as it would have been had the timer been seen first.
-                Ok(_)
-                    if strata_cluster::primary::waited_past_expiry(
-                        accepted_ms,
-                        expiry_ms,
-                        self.now_ms(),
-                    ) =>
-                {
-                    return None;
-                }
+            let done = tokio::time::timeout(Duration::from_millis(left.max(1)), fut.as_mut()).await;
+            // Past the budget as this node's clock counts it, done or not: done too means
+            // this node was paused (SIGSTOP, a VM freeze) while it ran and woke to find the
+            // answer and the timer both due; a grant that late is withheld (the unknown
+            // outcome), as it would have been had the timer been seen first.
+            if strata_cluster::primary::waited_past_expiry(accepted_ms, expiry_ms, self.now_ms()) {
+                return None;
+            }
+            match done {
                 Ok(out) => return Some(out),
-                Err(_)
-                    if strata_cluster::primary::waited_past_expiry(
-                        accepted_ms,
-                        expiry_ms,
-                        self.now_ms(),
-                    ) =>
-                {
-                    return None;
-                }
                 // This node's clock has not counted the budget out yet (a test's manual
                 // clock): wait on.
                 Err(_) => left = 10,
