@@ -3710,10 +3710,16 @@ impl Sim {
                         self.nodes[node].stall.tick(now_ms);
                         let expected = self.mix.nodes;
                         self.nodes[node].lease.observe(now_ms, expected);
-                        if self.nodes[node].stall.stalls() > was
-                            && let Some(c) = self.nodes[node].coherence.as_mut()
-                        {
-                            c.note_stall();
+                        if self.nodes[node].stall.stalls() > was {
+                            if let Some(c) = self.nodes[node].coherence.as_mut() {
+                                c.note_stall();
+                            }
+                            // As the node's tick: any suspicion raised during the stall is
+                            // refuted at once (`Membership::refute_after_stall`).
+                            if let Some(m) = self.nodes[node].membership.as_mut() {
+                                let out = m.refute_after_stall();
+                                self.apply(node, out);
+                            }
                         }
                         let mut out = Vec::new();
                         if let Some(c) = self.nodes[node].coherence.as_mut() {
