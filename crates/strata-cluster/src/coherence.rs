@@ -577,6 +577,11 @@ impl Coherence {
         xxhash_rust::xxh3::xxh3_128_with_seed(key, ns)
     }
 
+    /// How long an invalidation stays remembered here (`tombstone_ms`).
+    pub fn tombstone_ms(&self) -> u64 {
+        self.cfg.tombstone_ms
+    }
+
     /// Tombstones held now (each about 64 bytes with its queue entry).
     pub fn tombstone_count(&self) -> usize {
         self.tombstones.len()

@@ -221,6 +221,30 @@ pub enum Request {
         /// The caller's feature bits.
         bits: u64,
     },
+    /// For each copy (a key, its version and tags; at most [`MAX_VERSIONS_PER_REQUEST`]),
+    /// the newest change of the key the callee knows of that makes the copy stale: a newer
+    /// version it holds, or an invalidation above the copy's version that covers it (a
+    /// key's write or removal, a pattern, tag or flush) seen in the last `tombstone_ms`.
+    /// Answered [`Response::Staleness`]. How a restarted member proves a pushed copy that
+    /// the key's other owner no longer holds ([`crate::warm::keep_pushed`]). A build from
+    /// before this variant answers `Error` (an unknown variant): its answer proves nothing.
+    Staleness {
+        /// Namespace.
+        namespace: String,
+        /// The copies.
+        copies: Vec<CopyRef>,
+    },
+}
+
+/// A copy a [`Request::Staleness`] asks about.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct CopyRef {
+    /// Key.
+    pub key: ByteBuf,
+    /// The copy's version.
+    pub version: u64,
+    /// The copy's tags (a tag invalidation covers the copies that carry the tag).
+    pub tags: Vec<ByteBuf>,
 }
 
 /// One key's change in a [`Request::ReplicateMulti`]: the fields of a `Replicate`. With no
@@ -457,6 +481,16 @@ pub enum Response {
         /// The callee's feature bits ([`features`]).
         bits: u64,
     },
+    /// Answer to `Staleness`.
+    Staleness {
+        /// How far back, in ms, the callee's record of invalidations reaches complete: since
+        /// it started (or, after a warm start, since its baseline), at most its
+        /// `tombstone_ms`. A change older than that may have left no trace here.
+        covered_ms: u64,
+        /// Per copy, in order: the version of the newest change known here that makes it
+        /// stale, if any.
+        newer: Vec<Option<u64>>,
+    },
 }
 
 /// A decoded frame.
@@ -658,6 +692,35 @@ mod tests {
         assert_eq!(
             to_bytes(&f),
             [0, 0, 0, 12, 1, 1, 0, 0, 0, 0, 0, 0, 0, 0, 23, 1]
+        );
+        // The staleness check (request variant 18, response variant 24), appended.
+        let s = Frame::Request(
+            4,
+            Request::Staleness {
+                namespace: "n".into(),
+                copies: vec![CopyRef {
+                    key: ByteBuf::from(b"k".to_vec()),
+                    version: 7,
+                    tags: vec![ByteBuf::from(b"t".to_vec())],
+                }],
+            },
+        );
+        assert_eq!(
+            to_bytes(&s),
+            [
+                0, 0, 0, 20, 1, 0, 0, 0, 0, 0, 0, 0, 0, 4, 18, 1, b'n', 1, 1, b'k', 7, 1, 1, b't'
+            ]
+        );
+        let a = Frame::Response(
+            4,
+            Response::Staleness {
+                covered_ms: 9,
+                newer: vec![None, Some(8)],
+            },
+        );
+        assert_eq!(
+            to_bytes(&a),
+            [0, 0, 0, 16, 1, 1, 0, 0, 0, 0, 0, 0, 0, 4, 24, 9, 2, 0, 1, 8]
         );
         let r = Frame::Response(7, Response::Stored { kept_newer: true });
         assert_eq!(

@@ -52,6 +52,46 @@ pub fn plan<'a>(
 /// Whether an L3 copy at version `local` may stay (the rule every mode shares).
 pub use strata_core::warm::keep;
 
+/// What another live member answered about a pushed copy
+/// ([`crate::rpc::Request::Staleness`]): how far back, in ms, its record of invalidations
+/// reaches complete, and the newest change it knows of that makes the copy stale, if any.
+/// `None`: it did not answer.
+pub type Witness = Option<(u64, Option<u64>)>;
+
+/// Whether a copy that a previous owner pushed to this member while it settled after a
+/// restart may stay, at `version`.
+///
+/// Such a copy may have been read before a removal whose invalidation this member's
+/// baseline counted as applied, and stored after it: nothing here refuses it. It stays
+/// when the key's other owner holds exactly that version ([`keep`], `validator`), as an L3
+/// copy does. When that owner holds nothing — it became an owner after the push, because
+/// a member left; and the previous owners dropped their copies of keys they no longer own
+/// at that leave — the copy may be the last one: it stays when every other live member
+/// (`witnesses`) answered, knows of nothing newer, and its record reaches back at least
+/// `needed_ms` (to before the copy was read), and this member's view holds a majority
+/// (`quorum`). A removal reaches its owners before it is acknowledged, and each keeps it
+/// (`Coherence::note_removed`) for `tombstone_ms`; a write leaves the newer version on its
+/// owners and its invalidation everywhere. So a stale copy is dropped unless every owner
+/// the change reached has left or restarted since — more failures than a replication
+/// factor of two survives. (Dropping the copy in that case lost 1,088 acknowledged `SET`s
+/// when a member left within 2 s of a restarted member's join, in a membership review.)
+pub fn keep_pushed(
+    version: u64,
+    validator: Option<Option<u64>>,
+    witnesses: &[Witness],
+    needed_ms: u64,
+    quorum: bool,
+) -> bool {
+    if keep(version, validator) {
+        return true;
+    }
+    quorum
+        && !witnesses.is_empty()
+        && witnesses
+            .iter()
+            .all(|w| matches!(w, Some((covered, None)) if *covered >= needed_ms))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -80,5 +120,51 @@ mod tests {
         assert_eq!(by_peer["b"], vec![0, 3]);
         assert_eq!(by_peer["c"], vec![1]);
         assert_eq!(orphans, vec![2]);
+    }
+
+    #[test]
+    fn a_pushed_copy_stays_on_its_owners_word_or_when_no_member_knows_anything_newer() {
+        let clean = Some((10_000, None));
+        // The other owner holds exactly this version: kept, whatever the others say.
+        assert!(keep_pushed(
+            5,
+            Some(Some(5)),
+            &[Some((0, Some(9)))],
+            3_000,
+            false
+        ));
+        // It holds nothing: every member answered, none knows of anything newer, and each
+        // record reaches back far enough.
+        assert!(keep_pushed(5, Some(None), &[clean, clean], 3_000, true));
+        // Any member that knows of a newer change (a removal's tombstone, a newer write).
+        assert!(!keep_pushed(
+            5,
+            Some(None),
+            &[clean, Some((10_000, Some(6)))],
+            3_000,
+            true
+        ));
+        // A member that did not answer, or whose record is too short (it restarted).
+        assert!(!keep_pushed(5, Some(None), &[clean, None], 3_000, true));
+        assert!(!keep_pushed(
+            5,
+            Some(None),
+            &[clean, Some((2_999, None))],
+            3_000,
+            true
+        ));
+        // Nobody to ask, or a view without a majority.
+        assert!(!keep_pushed(5, Some(None), &[], 3_000, true));
+        assert!(!keep_pushed(5, Some(None), &[clean], 3_000, false));
+        // The owner holds a newer version: dropped (it is also a witness of it).
+        assert!(!keep_pushed(
+            5,
+            Some(Some(6)),
+            &[Some((10_000, Some(6)))],
+            3_000,
+            true
+        ));
+        // The owner's call failed: the witnesses decide.
+        assert!(keep_pushed(5, None, &[clean], 3_000, true));
     }
 }

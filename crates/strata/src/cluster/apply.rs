@@ -236,8 +236,6 @@ impl Shared {
 
     // ----- hand-off -----
 
-    /// After the ring changed from `old` to `new`: sends up to `handoff_push_limit` of the
-    /// owner store's entries to owners that did not own them before.
     /// A copy another member pushed here (a hand-off or a read repair, placed by the
     /// sender's view) that this node does not own in its own view: passed on to the owners
     /// in this view, in a task of its own. Views disagree for a while after every change,
@@ -267,6 +265,8 @@ impl Shared {
         });
     }
 
+    /// After the ring changed from `old` to `new`: sends up to `handoff_push_limit` of the
+    /// owner store's entries to owners that did not own them before.
     pub(crate) async fn push_handoff(self: &Arc<Self>, old: &Ring, new: &Ring) {
         let rf = self.cfg.replication_factor as usize;
         let mut budget = self.cfg.handoff_push_limit as usize;
@@ -292,7 +292,10 @@ impl Shared {
                     if targets.is_empty() {
                         continue;
                     }
-                    let Some(e) = self.owner.get_entry(&ns, k) else {
+                    // Not a copy pushed here while this member settles and not proven
+                    // yet: its new owner would store it, and then vouch for it when this
+                    // member's proof asks (`warm`'s `prove_pushed`).
+                    let Some(e) = self.settled_entry(&ns, k) else {
                         continue;
                     };
                     for t in targets {

@@ -198,6 +198,24 @@ impl Maintenance for ClusterHook {
                 get(&k.warm_calls),
             ),
             m(
+                "cluster_warm_pushed_kept",
+                "Copies pushed during a restart's settle time that the key's other owner vouched for",
+                true,
+                get(&k.warm_pushed_kept),
+            ),
+            m(
+                "cluster_warm_pushed_witnessed",
+                "Pushed copies the key's other owner did not hold, kept because no live member knew of a newer change",
+                true,
+                get(&k.warm_pushed_witnessed),
+            ),
+            m(
+                "cluster_warm_pushed_dropped",
+                "Copies pushed during a restart's settle time dropped unproven",
+                true,
+                get(&k.warm_pushed_dropped),
+            ),
+            m(
                 "cluster_drops_unverified",
                 "Times this node dropped its unverified copies",
                 true,

@@ -119,6 +119,13 @@ pub(crate) struct Counters {
     pub(crate) warm_dropped: AtomicU64,
     /// `Versions` calls a restart made to prove them.
     pub(crate) warm_calls: AtomicU64,
+    /// Copies pushed while this member settled that the key's other owner vouched for.
+    pub(crate) warm_pushed_kept: AtomicU64,
+    /// Pushed copies the key's other owner did not hold and no other member knew anything
+    /// newer of (`strata_cluster::warm::keep_pushed`): kept.
+    pub(crate) warm_pushed_witnessed: AtomicU64,
+    /// Pushed copies dropped unproven.
+    pub(crate) warm_pushed_dropped: AtomicU64,
     /// Writes executed here as the key's primary.
     pub(crate) executed: AtomicU64,
     /// Writes sent to another node, the key's primary.

@@ -424,7 +424,49 @@ impl Shared {
                         .collect(),
                 )
             }
+            Request::Staleness { namespace, copies } => {
+                if copies.len() > strata_cluster::rpc::MAX_VERSIONS_PER_REQUEST {
+                    return Response::Error(format!(
+                        "at most {} copies per Staleness request",
+                        strata_cluster::rpc::MAX_VERSIONS_PER_REQUEST
+                    ));
+                }
+                self.serve_staleness(&namespace, &copies)
+            }
         }
+    }
+
+    /// Answers a restarted member's [`Request::Staleness`]: per copy, a newer version held
+    /// here (any copy, pushed or expired: a newer version exists, so this one was replaced)
+    /// or a newer invalidation remembered here that covers it. The record reaches back to
+    /// this process's start: what it removed as an owner, wrote, or applied before is gone
+    /// with its earlier life.
+    fn serve_staleness(
+        &self,
+        namespace: &str,
+        copies: &[strata_cluster::rpc::CopyRef],
+    ) -> Response {
+        // The store first, without holding coherence (every write takes it).
+        let held: Vec<Option<u64>> = copies
+            .iter()
+            .map(|c| {
+                self.owner
+                    .get_retained_entry(namespace, &c.key)
+                    .map(|e| e.version.as_u64())
+                    .filter(|v| *v > c.version)
+            })
+            .collect();
+        let coherence = self.coherence.lock();
+        let covered_ms = self.monotonic_ms().min(coherence.tombstone_ms());
+        let newer = copies
+            .iter()
+            .zip(held)
+            .map(|(c, held)| {
+                let tags: Vec<&[u8]> = c.tags.iter().map(|t| t.as_slice()).collect();
+                held.max(coherence.superseded_by(namespace, &c.key, c.version, &tags))
+            })
+            .collect();
+        Response::Staleness { covered_ms, newer }
     }
 }
 

@@ -8,7 +8,7 @@ use std::sync::atomic::Ordering;
 use std::time::Duration;
 
 use bytes::Bytes;
-use strata_cluster::rpc::{ByteBuf, Request, Response};
+use strata_cluster::rpc::{ByteBuf, CopyRef, Request, Response};
 use strata_cluster::warm;
 use strata_core::warm::WarmReport;
 use strata_core::{Cache, Layer, Version};
@@ -161,21 +161,35 @@ async fn baseline(shared: &Arc<Shared>) -> Result<(), String> {
     Ok(())
 }
 
-/// Keeps each pushed copy (namespace, key, version) only when the key's first other owner
-/// holds exactly that version ([`warm::keep`], the rule L3's copies follow); removes the
-/// others from the owner store (that version only: a newer change stays).
+/// Keeps each pushed copy (namespace, key, version) when the key's first other owner holds
+/// exactly that version, or, where it does not, when no other live member knows of a newer
+/// change of the key ([`warm::keep_pushed`]); removes the others from the owner store
+/// (that version only: a newer change stays).
 async fn prove_pushed(shared: &Arc<Shared>, mut pushed: Vec<(String, Bytes, Version)>) {
     pushed.sort_by(|a, b| a.0.cmp(&b.0));
-    let (mut kept, mut dropped) = (0u64, 0u64);
+    let (mut kept, mut witnessed, mut dropped) = (0u64, 0u64, 0u64);
     for group in pushed.chunk_by(|a, b| a.0 == b.0) {
         let ns = &group[0].0;
         for chunk in group.chunks(strata_core::warm::PAGE) {
             let page: Vec<(Bytes, Version)> =
                 chunk.iter().map(|(_, k, v)| (k.clone(), *v)).collect();
             let (answers, _) = ask_owners(shared, ns, &page).await;
+            // The copies the owner did not vouch for go to the other members.
+            let doubtful: Vec<usize> = (0..page.len())
+                .filter(|&i| !warm::keep(page[i].1.as_u64(), answers[i]))
+                .collect();
+            let witnesses = ask_witnesses(shared, ns, &page, &doubtful).await;
+            let needed_ms = witness_reach_ms(shared);
+            let quorum = strata_cluster::primary::has_quorum(
+                shared.others().len() + 1,
+                shared.cfg.expected_size as usize,
+            );
             for (i, (key, version)) in page.iter().enumerate() {
-                if warm::keep(version.as_u64(), answers.get(i).copied().flatten()) {
+                let seen = witnesses.get(&i).map(Vec::as_slice).unwrap_or(&[]);
+                if warm::keep(version.as_u64(), answers[i]) {
                     kept += 1;
+                } else if warm::keep_pushed(version.as_u64(), answers[i], seen, needed_ms, quorum) {
+                    witnessed += 1;
                 } else {
                     dropped += 1;
                     shared.owner.remove_version_sync(ns, key, *version);
@@ -184,13 +198,85 @@ async fn prove_pushed(shared: &Arc<Shared>, mut pushed: Vec<(String, Bytes, Vers
             }
         }
     }
-    if kept + dropped > 0 {
+    let c = &shared.counters;
+    c.warm_pushed_kept.fetch_add(kept, Ordering::Relaxed);
+    c.warm_pushed_witnessed
+        .fetch_add(witnessed, Ordering::Relaxed);
+    c.warm_pushed_dropped.fetch_add(dropped, Ordering::Relaxed);
+    if kept + witnessed + dropped > 0 {
         tracing::info!(
             kept,
+            witnessed,
             dropped,
             "cluster member: copies pushed while it settled proven against their owners"
         );
     }
+}
+
+/// How far back a witness's record must reach for its word on a pushed copy to count: to
+/// before the copy was read. Every copy pushed to this process was read after its
+/// sender's call to it began, and that call could not begin long before this process
+/// started: each hop of a push (a hand-off, a read repair, a misplaced copy passed on) is
+/// one call of at most `rpc_timeout_ms`; the margin allows several, and a second.
+fn witness_reach_ms(shared: &Shared) -> u64 {
+    shared.monotonic_ms() + 4 * shared.cfg.rpc_timeout_ms + 1_000
+}
+
+/// Asks every other live member about the copies at `doubtful` (indices into `page`), one
+/// `Staleness` call per member: per copy index, each member's answer (`None` where its call
+/// failed).
+async fn ask_witnesses(
+    shared: &Arc<Shared>,
+    ns: &str,
+    page: &[(Bytes, Version)],
+    doubtful: &[usize],
+) -> std::collections::HashMap<usize, Vec<warm::Witness>> {
+    let mut out: std::collections::HashMap<usize, Vec<warm::Witness>> =
+        doubtful.iter().map(|&i| (i, Vec::new())).collect();
+    if doubtful.is_empty() {
+        return out;
+    }
+    let copies: Vec<CopyRef> = doubtful
+        .iter()
+        .map(|&i| {
+            let (key, version) = &page[i];
+            // The copy's tags, for tag invalidations (a newer change of the key may have
+            // replaced the copy here already: its tags are not the copy's).
+            let tags = shared
+                .owner
+                .get_retained_entry(ns, key)
+                .filter(|e| e.version == *version)
+                .map(|e| e.tags.iter().map(|t| ByteBuf::from(t.to_vec())).collect())
+                .unwrap_or_default();
+            CopyRef {
+                key: ByteBuf::from(key.to_vec()),
+                version: version.as_u64(),
+                tags,
+            }
+        })
+        .collect();
+    for (peer, addr) in shared.others() {
+        let req = Request::Staleness {
+            namespace: ns.to_owned(),
+            copies: copies.clone(),
+        };
+        let answer = match shared.pool.call(&peer, addr, req, None).await {
+            Ok(Response::Staleness { covered_ms, newer }) if newer.len() == copies.len() => {
+                Some((covered_ms, newer))
+            }
+            other => {
+                tracing::debug!(%peer, ?other, "Staleness call failed; its word is missing");
+                None
+            }
+        };
+        for (j, &i) in doubtful.iter().enumerate() {
+            let w = answer.as_ref().map(|(covered, newer)| (*covered, newer[j]));
+            if let Some(v) = out.get_mut(&i) {
+                v.push(w);
+            }
+        }
+    }
+    out
 }
 
 /// Asks each peer about its share of `page` (one `Versions` call per peer): the answers
