@@ -291,16 +291,18 @@ def sc_restart_old(r):
 
 
 def sc_quick(r):
-    """joins and leaves in quick succession: +4, -1, +5, -2, +1(old dir), -4 ... 2 s apart."""
+    """joins and leaves in quick succession: +4, -1, +5, -2, +1(old dir), -4 ... 2 s apart.
+    LEAVE_SIG=KILL: the leaves are kill -9, not SIGTERM."""
+    sig = signal.SIGKILL if os.environ.get("LEAVE_SIG") == "KILL" else signal.SIGTERM
     base3(r)
     r.start_load()
     r.at(12); r.start(4)
-    r.at(14); r.term(1)
+    r.at(14); r.term(1, sig)
     r.at(16); r.start(5)
-    r.at(18); r.term(2)
+    r.at(18); r.term(2, sig)
     r.c.wait_converged({3, 4, 5})
     r.at(30); r.start(1)
-    r.at(32); r.term(4)
+    r.at(32); r.term(4, sig)
     r.at(34); r.start(2, fresh_tag="fresh")
     r.c.wait_converged({1, 2, 3, 5})
 

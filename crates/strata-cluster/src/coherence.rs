@@ -538,9 +538,11 @@ impl Coherence {
                 .is_some_and(|p| inv.seq <= p.applied)
     }
 
-    /// This node wrote `version` of `key` through its primary: copies older than it are
-    /// stale from now on, here, without waiting for the primary's invalidation to come back
-    /// (a second write of an older version from this node is then refused at once).
+    /// This node wrote `version` of `key` through its primary, or took it by replication as
+    /// one of the key's owners: copies older than it are stale from now on, here, without
+    /// waiting for the primary's invalidation (a second write of an older version from this
+    /// node is then refused at once; and a witness of a restarted member's proof remembers
+    /// the write after its copy is gone).
     pub fn note_written(&mut self, namespace: &str, key: &[u8], version: u64, now_ms: u64) {
         self.tombstone(namespace, key, version, now_ms);
     }

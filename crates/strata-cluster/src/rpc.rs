@@ -30,8 +30,11 @@ pub mod features {
     /// `ReplicaChange::CHECK_ONLY` changes in a `ReplicateMulti` (ARCHITECTURE decision
     /// 96): an earlier build reads one as a removal at version 0.
     pub const CHECK_ONLY_CHANGES: u64 = 1;
+    /// [`super::Request::Handoff`]: a hand-off's copies in batches. An earlier build gets
+    /// them one `Set` at a time.
+    pub const HANDOFF_BATCHES: u64 = 2;
     /// Every feature of this build.
-    pub const THIS_BUILD: u64 = CHECK_ONLY_CHANGES;
+    pub const THIS_BUILD: u64 = CHECK_ONLY_CHANGES | HANDOFF_BATCHES;
 }
 
 /// Bytes of the fixed header after the length: version, kind, id.
@@ -234,6 +237,15 @@ pub enum Request {
         /// The copies.
         copies: Vec<CopyRef>,
     },
+    /// Copies a member pushes to a key's new owners after a ring change (a hand-off), at
+    /// most [`MAX_HANDOFF_ENTRIES`]: each stored as a `Set` is. Answered
+    /// [`Response::HandedOff`]. Sent only to a peer with [`features::HANDOFF_BATCHES`].
+    Handoff {
+        /// Namespace.
+        namespace: String,
+        /// The keys and their entries.
+        entries: Vec<(ByteBuf, WireEntry)>,
+    },
 }
 
 /// A copy a [`Request::Staleness`] asks about.
@@ -339,6 +351,14 @@ pub use serde_bytes::ByteBuf;
 
 /// Most keys one `Versions` request may name (a larger one is answered with an error).
 pub const MAX_VERSIONS_PER_REQUEST: usize = 1024;
+
+/// Most tags a copy in a `Staleness` request may carry (an entry carries at most
+/// `limits.max_tags_per_entry`: 32 by default, 1024 at most).
+pub const MAX_TAGS_PER_COPY: usize = 1024;
+
+/// Most entries one `Handoff` request may carry (a larger one is answered with an error,
+/// nothing stored).
+pub const MAX_HANDOFF_ENTRIES: usize = 1024;
 
 /// What a peer answers. Append-only.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -490,6 +510,12 @@ pub enum Response {
         /// Per copy, in order: the version of the newest change known here that makes it
         /// stale, if any.
         newer: Vec<Option<u64>>,
+    },
+    /// Answer to `Handoff`: how many of its entries were stored (the others were older
+    /// than what the callee holds or knows of).
+    HandedOff {
+        /// Entries stored.
+        stored: u32,
     },
 }
 
@@ -692,6 +718,35 @@ mod tests {
         assert_eq!(
             to_bytes(&f),
             [0, 0, 0, 12, 1, 1, 0, 0, 0, 0, 0, 0, 0, 0, 23, 1]
+        );
+        // A hand-off batch (request variant 19, response variant 25), appended.
+        let h = Frame::Request(
+            5,
+            Request::Handoff {
+                namespace: "n".into(),
+                entries: vec![(
+                    ByteBuf::from(b"k".to_vec()),
+                    WireEntry {
+                        value: b"v".to_vec(),
+                        version: 3,
+                        expires_at_ms: None,
+                        stale_until_ms: None,
+                        tags: vec![],
+                    },
+                )],
+            },
+        );
+        assert_eq!(
+            to_bytes(&h),
+            [
+                0, 0, 0, 23, 1, 0, 0, 0, 0, 0, 0, 0, 0, 5, 19, 1, b'n', 1, 1, b'k', 1, b'v', 3, 0,
+                0, 0
+            ]
+        );
+        let a = Frame::Response(5, Response::HandedOff { stored: 1 });
+        assert_eq!(
+            to_bytes(&a),
+            [0, 0, 0, 12, 1, 1, 0, 0, 0, 0, 0, 0, 0, 5, 25, 1]
         );
         // The staleness check (request variant 18, response variant 24), appended.
         let s = Frame::Request(

@@ -1437,6 +1437,21 @@ async fn cluster_with_l3(n: usize, rf: u32) -> (Vec<Node>, Vec<tempfile::TempDir
     cluster_with_l3_keeping(n, rf, true).await
 }
 
+/// A directory holding an L3 from an earlier life of a node: a member started on it is a
+/// restart, which proves the copies pushed to it while it settles (one started on an empty
+/// L3 has nothing to prove and trusts them, as a member without L3 does).
+#[cfg(all(feature = "fault-injection", feature = "l3"))]
+async fn l3_of_an_earlier_life() -> tempfile::TempDir {
+    let dir = tempfile::tempdir().unwrap();
+    let mut solo = strata::NodeConfig::for_test();
+    solo.l3.enabled = true;
+    solo.l3.data_dir = dir.path().to_path_buf();
+    let node = Node::start(solo).await.unwrap();
+    node.cache().set("ns", "earlier", "life").await.unwrap();
+    node.shutdown().await;
+    dir
+}
+
 /// [`cluster_with_l3`] with `l3.keep_writes` as given.
 #[cfg(all(feature = "fault-injection", feature = "l3"))]
 async fn cluster_with_l3_keeping(
@@ -1640,7 +1655,13 @@ async fn a_write_that_failed_leaves_no_copy_on_the_node_that_took_it() {
     let key = keys_owned_by(&nodes[0], "failed:", &["n1", "n2"])
         .next()
         .expect("a key owned by n1 then n2");
-    c0.set("ns", key.clone(), "first").await.unwrap();
+    // Once the primary has joined and holds its lease (an L3 that starts empty is on the
+    // read path at once, before that).
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while let Err(e) = c0.set("ns", key.clone(), "first").await {
+        assert!(Instant::now() < deadline, "the first write never went: {e}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
     nodes[0].isolate_from(&["n1", "n2"]);
     let failed = c0.set("ns", key.clone(), "failed").await;
     assert!(failed.is_err(), "a write no owner could take: {failed:?}");
@@ -1950,7 +1971,7 @@ async fn a_joined_primary_keeps_counting_when_the_old_one_leaves_before_its_proo
         }
     }
     // The joiner: its proof of pushed copies waits twice its max_staleness_ms first.
-    let dir = tempfile::tempdir().unwrap();
+    let dir = l3_of_an_earlier_life().await;
     let mut cfg = config("n3", &[gossip_addr(&nodes[0])], 2);
     cfg.l3.enabled = true;
     cfg.l3.data_dir = dir.path().to_path_buf();
@@ -2040,9 +2061,9 @@ async fn a_restarted_member_keeps_the_last_pushed_copy_when_an_owner_leaves_befo
         assert!(c0.invalidate("ns", k.as_bytes()).await.unwrap());
     }
     // The witnesses' records must reach back to before the pushes were read (the joiner's
-    // age at its proof and a margin of a few RPC timeouts).
-    tokio::time::sleep(Duration::from_millis(3_500)).await;
-    let dir = tempfile::tempdir().unwrap();
+    // age at its proof and a margin of eight RPC timeouts and a second: 5 s).
+    tokio::time::sleep(Duration::from_millis(6_000)).await;
+    let dir = l3_of_an_earlier_life().await;
     let mut cfg = config("n3", &[gossip_addr(&nodes[0])], 2);
     cfg.l3.enabled = true;
     cfg.l3.data_dir = dir.path().to_path_buf();
@@ -2137,6 +2158,26 @@ async fn a_restarted_member_keeps_the_last_pushed_copy_when_an_owner_leaves_befo
                 n.cluster_status().unwrap().members[0].name
             );
         }
+    }
+    // A copy kept on the members' word was n3's alone: n3 passed it on to the key's other
+    // owner, so that a failure of n3 now loses nothing. (Checked where that owner is n2:
+    // the reads above went through n1, and an owner's own read repairs its store.)
+    let with_n2: Vec<&&String> = kept
+        .iter()
+        .filter(|k| nodes[2].cluster_owners(k.as_bytes()) == ["n3", "n2"])
+        .collect();
+    assert!(
+        with_n2.len() >= 2,
+        "{} kept keys owned with n2",
+        with_n2.len()
+    );
+    for k in with_n2 {
+        let got = nodes[1].owner_copy("ns", k.as_bytes()).map(|e| e.value);
+        assert_eq!(
+            got.as_deref(),
+            Some(format!("v-{k}").as_bytes()),
+            "{k}: its other owner n2 holds no copy after n3's proof"
+        );
     }
     stop(nodes).await;
 }

@@ -3,6 +3,7 @@
 //! push after a ring change.
 
 use super::*;
+use strata_cluster::rpc::{ByteBuf, WireEntry};
 use strata_core::scan::ScanFrom;
 
 impl Shared {
@@ -209,6 +210,12 @@ impl Shared {
             .drops_unverified
             .fetch_add(1, Ordering::Relaxed);
         tracing::info!(node = %self.name, %origin, lost, "invalidations may have been lost; dropping unverified copies");
+        if lost > 0 || owned {
+            // Some changes never reached this member: as a witness, its record starts over.
+            self.warm
+                .record_from_ms
+                .store(self.monotonic_ms(), Ordering::Release);
+        }
         if let Some(c) = self.cache.get() {
             c.drop_local_everything(false).await;
             warm::begin(self.clone(), c.clone(), false);
@@ -266,7 +273,12 @@ impl Shared {
     }
 
     /// After the ring changed from `old` to `new`: sends up to `handoff_push_limit` of the
-    /// owner store's entries to owners that did not own them before.
+    /// owner store's entries to owners that did not own them before, in batches per new
+    /// owner ([`Request::Handoff`], one at a time per owner). Every copy a key's new owner
+    /// lacks is pushed, not only the first few thousand: until it has them, a key whose
+    /// other owner dies loses its last copy (a membership review's `quick` run with
+    /// `kill -9` lost 1,904 acknowledged `SET`s with a cap of 10,000 and one `Set` call per
+    /// copy, members holding ~20,000 each).
     pub(crate) async fn push_handoff(self: &Arc<Self>, old: &Ring, new: &Ring) {
         let rf = self.cfg.replication_factor as usize;
         let mut budget = self.cfg.handoff_push_limit as usize;
@@ -277,16 +289,17 @@ impl Shared {
             .values()
             .map(|id| (id.name.clone(), id.rpc))
             .collect();
-        'outer: for ns in self.owner.namespace_names() {
+        for ns in self.owner.namespace_names() {
+            let mut batches: BTreeMap<String, HandoffBatch> = BTreeMap::new();
             let mut after: Option<Bytes> = None;
-            loop {
+            'scan: loop {
                 let keys =
                     self.owner
                         .scan_keys_sync(&ns, ScanFrom::resume(after.as_deref()), SCAN_BATCH);
                 let done = keys.len() < SCAN_BATCH;
                 for k in &keys {
                     if budget == 0 {
-                        break 'outer;
+                        break 'scan;
                     }
                     let targets = placement::handoff_targets(old, new, &self.name, k, rf);
                     if targets.is_empty() {
@@ -298,18 +311,17 @@ impl Shared {
                     let Some(e) = self.settled_entry(&ns, k) else {
                         continue;
                     };
+                    let wire = to_wire(&e);
                     for t in targets {
-                        let Some(addr) = members.get(&t) else {
+                        let Some(addr) = members.get(&t).copied() else {
                             continue;
                         };
                         budget = budget.saturating_sub(1);
-                        let req = Request::Set {
-                            namespace: ns.clone(),
-                            key: k.to_vec(),
-                            entry: to_wire(&e),
-                        };
-                        if self.pool.call(&t, *addr, req, None).await.is_ok() {
-                            self.counters.handoff_pushes.fetch_add(1, Ordering::Relaxed);
+                        let batch = batches.entry(t.clone()).or_default();
+                        batch.push(k, wire.clone());
+                        if batch.is_full() {
+                            let (entries, read_at) = batch.take();
+                            self.send_handoff(&t, addr, &ns, entries, read_at).await;
                         }
                     }
                 }
@@ -318,6 +330,74 @@ impl Shared {
                     break;
                 }
             }
+            for (peer, mut batch) in batches {
+                if let Some(addr) = members.get(&peer) {
+                    let (entries, read_at) = batch.take();
+                    self.send_handoff(&peer, *addr, &ns, entries, read_at).await;
+                }
+            }
+            if budget == 0 {
+                break;
+            }
+        }
+    }
+
+    /// Sends one hand-off batch to `peer`: one `Handoff` request, or, to a member of an
+    /// earlier build, one `Set` per entry. A batch whose first copy was read more than
+    /// [`HANDOFF_MAX_AGE_RPCS`] RPC timeouts ago (this node stalled, or other batches'
+    /// calls were slow) is read again first: a restarted member trusts a push on the word
+    /// of members whose record reaches back only a few RPC timeouts before its start
+    /// (`warm`'s `witness_reach_ms`).
+    pub(crate) async fn send_handoff(
+        self: &Arc<Self>,
+        peer: &str,
+        addr: SocketAddr,
+        ns: &str,
+        mut entries: Vec<(ByteBuf, WireEntry)>,
+        read_at: Instant,
+    ) {
+        if read_at.elapsed() > HANDOFF_MAX_AGE_RPCS * self.pool.rpc_timeout {
+            entries = entries
+                .into_iter()
+                .filter_map(|(k, _)| self.settled_entry(ns, &k).map(|e| (k, to_wire(&e))))
+                .collect();
+        }
+        let Some((k0, e0)) = entries.first() else {
+            return;
+        };
+        let one = Request::Set {
+            namespace: ns.to_owned(),
+            key: k0.to_vec(),
+            entry: e0.clone(),
+        };
+        let n = entries.len() as u64;
+        let req = Request::Handoff {
+            namespace: ns.to_owned(),
+            entries,
+        };
+        let fallback = Some((strata_cluster::rpc::features::HANDOFF_BATCHES, &one));
+        let pushes = &self.counters.handoff_pushes;
+        match self.pool.call_for(peer, addr, &req, fallback, None).await {
+            Ok((Response::HandedOff { .. }, false)) => {
+                pushes.fetch_add(n, Ordering::Relaxed);
+            }
+            Ok((Response::Stored { .. }, true)) => {
+                pushes.fetch_add(1, Ordering::Relaxed);
+                let Request::Handoff { entries, .. } = req else {
+                    return;
+                };
+                for (key, entry) in entries.into_iter().skip(1) {
+                    let set = Request::Set {
+                        namespace: ns.to_owned(),
+                        key: key.into_vec(),
+                        entry,
+                    };
+                    if self.pool.call(peer, addr, set, None).await.is_ok() {
+                        pushes.fetch_add(1, Ordering::Relaxed);
+                    }
+                }
+            }
+            other => tracing::debug!(%peer, ?other, "hand-off batch not delivered"),
         }
     }
 
@@ -339,5 +419,45 @@ impl Shared {
                 }
             }
         }
+    }
+}
+
+/// How many RPC timeouts a hand-off batch may wait between its first read and its send
+/// before it is read again ([`Shared::send_handoff`]).
+const HANDOFF_MAX_AGE_RPCS: u32 = 4;
+/// Most entries in one hand-off batch (each stored by the receiver inline, as a `Set`).
+const HANDOFF_BATCH_ENTRIES: usize = 256;
+/// Most bytes (keys, values, tags) in one hand-off batch, but for a single larger entry.
+const HANDOFF_BATCH_BYTES: usize = 1 << 20;
+
+/// One new owner's share of a hand-off, sent once it holds [`HANDOFF_BATCH_ENTRIES`]
+/// entries or [`HANDOFF_BATCH_BYTES`], and at the end of each namespace.
+#[derive(Default)]
+pub(crate) struct HandoffBatch {
+    entries: Vec<(ByteBuf, WireEntry)>,
+    bytes: usize,
+    /// When its first entry was read.
+    read_at: Option<Instant>,
+}
+
+impl HandoffBatch {
+    /// Adds `key`'s copy, just read.
+    pub(crate) fn push(&mut self, key: &[u8], entry: WireEntry) {
+        self.read_at.get_or_insert_with(Instant::now);
+        self.bytes +=
+            key.len() + entry.value.len() + entry.tags.iter().map(Vec::len).sum::<usize>();
+        self.entries.push((ByteBuf::from(key.to_vec()), entry));
+    }
+
+    /// Whether it is ready to go.
+    pub(crate) fn is_full(&self) -> bool {
+        self.entries.len() >= HANDOFF_BATCH_ENTRIES || self.bytes >= HANDOFF_BATCH_BYTES
+    }
+
+    /// Its entries and when the first was read; empty again.
+    pub(crate) fn take(&mut self) -> (Vec<(ByteBuf, WireEntry)>, Instant) {
+        self.bytes = 0;
+        let read_at = self.read_at.take().unwrap_or_else(Instant::now);
+        (std::mem::take(&mut self.entries), read_at)
     }
 }

@@ -167,6 +167,13 @@ pub(crate) struct WarmState {
     /// owner store meanwhile (hand-off pushes, read repairs), which may predate a removal
     /// its baseline counted as applied ([`warm`]); `None` otherwise.
     pub(crate) pushed: Mutex<Option<Pushed>>,
+    /// From when (`Shared::monotonic_ms`) this node's record of changes — the removals and
+    /// writes it took as an owner, the invalidations it applied — is whole, as a witness
+    /// of another member's proof tells it (`Request::Staleness`): 0, since it started;
+    /// moved on by a warm start's baseline (invalidations before it were counted, not
+    /// seen; `u64::MAX` until it ends), a gap given up on, and a rejoin after being cut
+    /// off. Not by a member's death: the changes it made reached their owners first.
+    pub(crate) record_from_ms: AtomicU64,
 }
 
 /// Most pushed copies a settling member holds unproven; a push past them is refused (the
@@ -193,6 +200,19 @@ fn pushed_id(namespace: &str, key: &[u8]) -> Vec<u8> {
 }
 
 impl WarmState {
+    /// The state of a member about to join: with L3, it records pushes and its record of
+    /// changes is not whole until its start's proof decides (`warm::begin`): a push can
+    /// come as soon as others see it join, before that proof begins (a review saw a copy
+    /// read before a `DEL`, pushed in that gap, served again by the restarted member).
+    pub(crate) fn at_bind(l3: bool) -> Self {
+        let state = WarmState::default();
+        if l3 {
+            state.start_recording();
+            state.record_from_ms.store(u64::MAX, Ordering::Release);
+        }
+        state
+    }
+
     /// A restarted member begins to settle: pushes are recorded from now on.
     pub(crate) fn start_recording(&self) {
         self.pushed.lock().get_or_insert_with(Pushed::default);
@@ -261,6 +281,13 @@ impl WarmState {
                 }
             }
         }
+    }
+
+    /// Ends the recording and trusts what was recorded: a member whose L3 starts empty does
+    /// no baseline, so the invalidations made before a push reach it all the same and
+    /// refuse or remove it.
+    pub(crate) fn trust_recorded(&self) {
+        self.pushed.lock().take();
     }
 
     /// Ends the recording without a proof: every copy recorded and not proven, for the
@@ -632,7 +659,7 @@ impl Shared {
             work_rx: tokio::sync::Mutex::new(work_rx),
             cache: OnceLock::new(),
             counters: Counters::default(),
-            warm: WarmState::default(),
+            warm: WarmState::at_bind(config.l3.enabled),
             exec_locks: (0..primary::EXEC_STRIPES)
                 .map(|_| tokio::sync::Mutex::new(()))
                 .collect(),

@@ -279,7 +279,18 @@ impl Shared {
                             _ => Response::Replicated,
                         }
                     }
-                    Ok(Ok(_)) => Response::Replicated,
+                    Ok(Ok(_)) => {
+                        // Remembered as the primary's write (tombstone_ms): copies older than
+                        // it are stale, here, even once this copy is evicted or has expired
+                        // and the primary died before its invalidation left — a restarted
+                        // member's proof asks every member what it knows
+                        // (`strata_cluster::warm::keep_pushed`).
+                        let now = self.now_ms();
+                        self.coherence
+                            .lock()
+                            .note_written(namespace, key, e_version.as_u64(), now);
+                        Response::Replicated
+                    }
                     Err(err) => Response::Error(err.to_string()),
                 }
             }

@@ -307,37 +307,28 @@ impl Shared {
                 namespace,
                 key,
                 entry,
-            } => {
-                let entry = from_wire(entry);
-                if !self.coherence.lock().admits_tagged(
-                    &namespace,
-                    &key,
-                    entry.version.as_u64(),
-                    &tag_refs(&entry),
-                ) {
-                    self.counters.refused_stale.fetch_add(1, Ordering::Relaxed);
-                    return Response::Stored { kept_newer: true };
+            } => match self.store_pushed(&namespace, key, entry) {
+                Ok(stored) => Response::Stored {
+                    kept_newer: !stored,
+                },
+                Err(e) => Response::Error(e),
+            },
+            Request::Handoff { namespace, entries } => {
+                if entries.len() > strata_cluster::rpc::MAX_HANDOFF_ENTRIES {
+                    return Response::Error(format!(
+                        "at most {} entries per Handoff request",
+                        strata_cluster::rpc::MAX_HANDOFF_ENTRIES
+                    ));
                 }
-                self.observe(entry.version);
-                // A push to a restarted member that is settling may predate an invalidation
-                // its baseline counted as applied: recorded, and proven once settled.
-                if !self.note_push(&namespace, &key, entry.version) {
-                    return Response::Stored { kept_newer: true };
-                }
-                let forward = entry.clone();
-                let stored = self.store_owned(&namespace, &key, entry);
-                // Once the store holds it (absent.rs).
-                self.absent.forget(&namespace, &key);
-                match stored {
-                    Ok(None | Some(strata_core::SetOutcome::KeptNewer)) => {
-                        Response::Stored { kept_newer: true }
+                let mut stored = 0u32;
+                for (key, entry) in entries {
+                    match self.store_pushed(&namespace, key.into_vec(), entry) {
+                        Ok(true) => stored += 1,
+                        Ok(false) => {}
+                        Err(e) => return Response::Error(e),
                     }
-                    Ok(Some(_)) => {
-                        self.forward_misplaced(namespace, key, forward);
-                        Response::Stored { kept_newer: false }
-                    }
-                    Err(e) => Response::Error(e.to_string()),
                 }
+                Response::HandedOff { stored }
             }
             Request::Remove {
                 namespace,
@@ -425,14 +416,64 @@ impl Shared {
                 )
             }
             Request::Staleness { namespace, copies } => {
-                if copies.len() > strata_cluster::rpc::MAX_VERSIONS_PER_REQUEST {
+                if copies.len() > strata_cluster::rpc::MAX_VERSIONS_PER_REQUEST
+                    || copies
+                        .iter()
+                        .any(|c| c.tags.len() > strata_cluster::rpc::MAX_TAGS_PER_COPY)
+                {
                     return Response::Error(format!(
-                        "at most {} copies per Staleness request",
-                        strata_cluster::rpc::MAX_VERSIONS_PER_REQUEST
+                        "at most {} copies per Staleness request, {} tags each",
+                        strata_cluster::rpc::MAX_VERSIONS_PER_REQUEST,
+                        strata_cluster::rpc::MAX_TAGS_PER_COPY
                     ));
                 }
                 self.serve_staleness(&namespace, &copies)
             }
+        }
+    }
+
+    /// Stores a copy another member pushed (a `Set`: a hand-off, a read repair, a
+    /// misplaced copy passed on; or one entry of a `Handoff`): refused when coherence knows
+    /// a newer change of the key, recorded for the proof while this member settles, stored
+    /// newest-wins, and passed on to the key's owners when this member is not one. Whether
+    /// it was stored (`false`: something newer is held or known).
+    pub(crate) fn store_pushed(
+        self: &Arc<Self>,
+        namespace: &str,
+        key: Vec<u8>,
+        entry: strata_cluster::rpc::WireEntry,
+    ) -> Result<bool, String> {
+        let entry = from_wire(entry);
+        if !self.coherence.lock().admits_tagged(
+            namespace,
+            &key,
+            entry.version.as_u64(),
+            &tag_refs(&entry),
+        ) {
+            self.counters.refused_stale.fetch_add(1, Ordering::Relaxed);
+            return Ok(false);
+        }
+        self.observe(entry.version);
+        // A push to a restarted member that is settling may predate an invalidation its
+        // baseline counted as applied: recorded, and proven once settled.
+        if !self.note_push(namespace, &key, entry.version) {
+            return Ok(false);
+        }
+        let forward = entry.clone();
+        let stored = self.store_owned(namespace, &key, entry);
+        // Once the store holds it (absent.rs).
+        self.absent.forget(namespace, &key);
+        match stored {
+            Ok(None | Some(strata_core::SetOutcome::KeptNewer)) => Ok(false),
+            Ok(Some(_)) => {
+                // Not while it is an unproven push: its owners would store it and vouch for
+                // it when this member's proof asks; the proof passes on what it keeps.
+                if !self.warm.is_unproven(namespace, &key, forward.version) {
+                    self.forward_misplaced(namespace.to_owned(), key, forward);
+                }
+                Ok(true)
+            }
+            Err(e) => Err(e.to_string()),
         }
     }
 
@@ -456,16 +497,24 @@ impl Shared {
                     .filter(|v| *v > c.version)
             })
             .collect();
-        let coherence = self.coherence.lock();
-        let covered_ms = self.monotonic_ms().min(coherence.tombstone_ms());
-        let newer = copies
-            .iter()
-            .zip(held)
-            .map(|(c, held)| {
+        let from = self.warm.record_from_ms.load(Ordering::Acquire);
+        let mut newer = Vec::with_capacity(copies.len());
+        let mut tombstone_ms = 0;
+        // Coherence is held for a few copies at a time: every write takes it.
+        for (chunk, held) in copies.chunks(64).zip(held.chunks(64)) {
+            let coherence = self.coherence.lock();
+            tombstone_ms = coherence.tombstone_ms();
+            for (c, held) in chunk.iter().zip(held) {
                 let tags: Vec<&[u8]> = c.tags.iter().map(|t| t.as_slice()).collect();
-                held.max(coherence.superseded_by(namespace, &c.key, c.version, &tags))
-            })
-            .collect();
+                newer.push(
+                    (*held).max(coherence.superseded_by(namespace, &c.key, c.version, &tags)),
+                );
+            }
+        }
+        let covered_ms = match from {
+            u64::MAX => 0,
+            from => self.monotonic_ms().saturating_sub(from).min(tombstone_ms),
+        };
         Response::Staleness { covered_ms, newer }
     }
 }

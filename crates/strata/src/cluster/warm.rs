@@ -34,7 +34,32 @@ pub(crate) fn begin(shared: Arc<Shared>, cache: Cache, at_start: bool) {
         cache.set_l3_serving(false);
         *current
     };
+    if at_start {
+        // Until the baseline: this member's record of changes is not whole.
+        shared
+            .warm
+            .record_from_ms
+            .store(u64::MAX, Ordering::Release);
+    }
     tokio::spawn(async move {
+        if at_start && l3_starts_empty(&cache).await {
+            // A first start (or a wiped directory): no copy to prove, and no baseline
+            // either. Like a member without L3, this one repairs every origin's
+            // invalidations from the start of its log, so that what is pushed to it is
+            // refused or removed by the changes made before (tombstones), and it proves no
+            // pushes: a member that joins for the first time does not drop a hand-off
+            // copy because one member cannot answer (a review run lost 132 acknowledged
+            // `SET`s that way: a new member's proof asked a member killed but not yet
+            // declared down, while the key's previous owner had dropped its copy).
+            shared.warm.record_from_ms.store(0, Ordering::Release);
+            shared.warm.trust_recorded();
+            let current = shared.warm.run.lock();
+            if *current == run {
+                cache.set_l3_serving(true);
+            }
+            tracing::info!("cluster member: L3 starts empty; nothing to prove");
+            return;
+        }
         let started = std::time::Instant::now();
         let result = prove(&shared, &cache, at_start).await;
         if *shared.warm.run.lock() != run {
@@ -81,6 +106,12 @@ async fn prove(shared: &Arc<Shared>, cache: &Cache, at_start: bool) -> Result<Wa
         shared.warm.settling.store(true, Ordering::Release);
         shared.warm.start_recording();
         let baselined = baseline(shared).await;
+        // Whole from here on (a failed baseline too: every member's changes from now on
+        // reach this one as usual).
+        shared
+            .warm
+            .record_from_ms
+            .store(shared.monotonic_ms(), Ordering::Release);
         if let Err(e) = baselined {
             shared.warm.settling.store(false, Ordering::Release);
             // The baseline may have counted some members' invalidations as applied already:
@@ -117,6 +148,14 @@ async fn prove(shared: &Arc<Shared>, cache: &Cache, at_start: bool) -> Result<Wa
             async move { ask_owners(&shared, &ns, &page).await }
         })
         .await
+}
+
+/// Whether L3 holds nothing at all (no namespace): a first start.
+async fn l3_starts_empty(cache: &Cache) -> bool {
+    match cache.tier(Layer::L3) {
+        Some(l3) => matches!(l3.namespaces().await, Ok(n) if n.is_empty()),
+        None => true,
+    }
 }
 
 /// At a start: joined (another member to vouch for the copies), and every member's
@@ -184,18 +223,21 @@ async fn prove_pushed(shared: &Arc<Shared>, mut pushed: Vec<(String, Bytes, Vers
                 shared.others().len() + 1,
                 shared.cfg.expected_size as usize,
             );
+            let mut pass_on = Vec::new();
             for (i, (key, version)) in page.iter().enumerate() {
                 let seen = witnesses.get(&i).map(Vec::as_slice).unwrap_or(&[]);
                 if warm::keep(version.as_u64(), answers[i]) {
                     kept += 1;
                 } else if warm::keep_pushed(version.as_u64(), answers[i], seen, needed_ms, quorum) {
                     witnessed += 1;
+                    pass_on.push(key);
                 } else {
                     dropped += 1;
                     shared.owner.remove_version_sync(ns, key, *version);
                 }
                 shared.warm.proven(ns, key);
             }
+            pass_on_witnessed(shared, ns, &pass_on).await;
         }
     }
     let c = &shared.counters;
@@ -213,13 +255,46 @@ async fn prove_pushed(shared: &Arc<Shared>, mut pushed: Vec<(String, Bytes, Vers
     }
 }
 
+/// Copies kept on the witnesses' word are held here alone (the key's other owner held
+/// nothing, and pushes were not passed on while unproven): sent to the key's other owners
+/// now, in hand-off batches, so that a failure of this member does not lose them.
+async fn pass_on_witnessed(shared: &Arc<Shared>, ns: &str, keys: &[&Bytes]) {
+    let mut batches: std::collections::BTreeMap<
+        (String, std::net::SocketAddr),
+        super::apply::HandoffBatch,
+    > = Default::default();
+    for key in keys {
+        let Some(e) = shared.settled_entry(ns, key) else {
+            continue;
+        };
+        let wire = super::to_wire(&e);
+        for (peer, addr) in shared.owners(key) {
+            if peer == shared.name {
+                continue;
+            }
+            let batch = batches.entry((peer.clone(), addr)).or_default();
+            batch.push(key, wire.clone());
+            if batch.is_full() {
+                let (entries, read_at) = batch.take();
+                shared.send_handoff(&peer, addr, ns, entries, read_at).await;
+            }
+        }
+    }
+    for ((peer, addr), mut batch) in batches {
+        let (entries, read_at) = batch.take();
+        shared.send_handoff(&peer, addr, ns, entries, read_at).await;
+    }
+}
+
 /// How far back a witness's record must reach for its word on a pushed copy to count: to
 /// before the copy was read. Every copy pushed to this process was read after its
 /// sender's call to it began, and that call could not begin long before this process
 /// started: each hop of a push (a hand-off, a read repair, a misplaced copy passed on) is
-/// one call of at most `rpc_timeout_ms`; the margin allows several, and a second.
+/// one call of at most `rpc_timeout_ms`, and a hand-off batch waits at most a few other
+/// batches' calls; the margin allows eight, and a second. (A sender that stalls between
+/// its read and its send gives its hand-off up: `Shared::push_handoff`.)
 fn witness_reach_ms(shared: &Shared) -> u64 {
-    shared.monotonic_ms() + 4 * shared.cfg.rpc_timeout_ms + 1_000
+    shared.monotonic_ms() + 8 * shared.cfg.rpc_timeout_ms + 1_000
 }
 
 /// Asks every other live member about the copies at `doubtful` (indices into `page`), one
@@ -255,29 +330,47 @@ async fn ask_witnesses(
             }
         })
         .collect();
+    // Requests of at most about a MiB each, whatever the keys' and tags' sizes.
+    let mut parts: Vec<std::ops::Range<usize>> = Vec::new();
+    let (mut start, mut bytes) = (0, 0);
+    for (j, c) in copies.iter().enumerate() {
+        let size = 16 + c.key.len() + c.tags.iter().map(|t| t.len() + 2).sum::<usize>();
+        if j > start && bytes + size > STALENESS_REQUEST_BYTES {
+            parts.push(start..j);
+            (start, bytes) = (j, 0);
+        }
+        bytes += size;
+    }
+    parts.push(start..copies.len());
     for (peer, addr) in shared.others() {
-        let req = Request::Staleness {
-            namespace: ns.to_owned(),
-            copies: copies.clone(),
-        };
-        let answer = match shared.pool.call(&peer, addr, req, None).await {
-            Ok(Response::Staleness { covered_ms, newer }) if newer.len() == copies.len() => {
-                Some((covered_ms, newer))
+        // Per copy (in `copies` order), this member's answer.
+        let mut answers: Vec<warm::Witness> = Vec::with_capacity(copies.len());
+        for part in &parts {
+            let req = Request::Staleness {
+                namespace: ns.to_owned(),
+                copies: copies[part.clone()].to_vec(),
+            };
+            match shared.pool.call(&peer, addr, req, None).await {
+                Ok(Response::Staleness { covered_ms, newer }) if newer.len() == part.len() => {
+                    answers.extend(newer.into_iter().map(|n| Some((covered_ms, n))));
+                }
+                other => {
+                    tracing::debug!(%peer, ?other, "Staleness call failed; its word is missing");
+                    answers.extend(part.clone().map(|_| None));
+                }
             }
-            other => {
-                tracing::debug!(%peer, ?other, "Staleness call failed; its word is missing");
-                None
-            }
-        };
+        }
         for (j, &i) in doubtful.iter().enumerate() {
-            let w = answer.as_ref().map(|(covered, newer)| (*covered, newer[j]));
             if let Some(v) = out.get_mut(&i) {
-                v.push(w);
+                v.push(answers[j]);
             }
         }
     }
     out
 }
+
+/// About the most bytes of keys and tags one `Staleness` request carries.
+const STALENESS_REQUEST_BYTES: usize = 1 << 20;
 
 /// Asks each peer about its share of `page` (one `Versions` call per peer): the answers
 /// per key, and the calls made.

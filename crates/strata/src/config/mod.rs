@@ -156,8 +156,9 @@ pub struct ClusterConfig {
     /// (docs/semantics.md) can send the next one at once, and the first runs on until the
     /// owners answer. Past the bound such writes get `TRYAGAIN`, nothing applied.
     pub timed_writes_max_bytes: u64,
-    /// After the ring changes, each node pushes up to this many of the entries it owns to
-    /// their new owners ahead of demand (default 10000).
+    /// After the ring changes, each node pushes up to this many of the entries it holds to
+    /// their new owners, in batches (default 1000000: all of them in practice; until a key's
+    /// new owner has its copy, a failure of its other owner loses it).
     pub handoff_push_limit: u32,
     /// How often the background sweep drops expired entries from the keys this node owns
     /// (default 1000; at least one 100 ms maintenance tick). Reads never serve an expired
@@ -198,7 +199,7 @@ impl Default for ClusterConfig {
             failover_wait_ms: 10_000,
             handoff_window_ms: 30_000,
             timed_writes_max_bytes: 64 * MIB,
-            handoff_push_limit: 10_000,
+            handoff_push_limit: 1_000_000,
             owner_sweep_interval_ms: 1_000,
             expected_size: 3,
             strict_invalidations: false,
