@@ -647,6 +647,8 @@ fn after_a_member_is_killed_every_key_is_on_two_members_again() {
     );
     // With two members left, both own every key.
     let whole = wait_for(Duration::from_secs(20), || {
+        // Two metrics scrapes per check, ten checks a second at most.
+        std::thread::sleep(Duration::from_millis(100));
         nodes[..2].iter().all(|n| held(n) >= N)
     });
     assert!(

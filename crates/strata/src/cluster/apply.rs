@@ -3,6 +3,7 @@
 //! push after a ring change.
 
 use super::*;
+use std::collections::BTreeSet;
 use strata_cluster::rpc::{ByteBuf, WireEntry};
 use strata_core::scan::ScanFrom;
 
@@ -282,13 +283,19 @@ impl Shared {
     pub(crate) async fn push_handoff(self: &Arc<Self>, old: &Ring, new: &Ring) {
         let rf = self.cfg.replication_factor as usize;
         let mut budget = self.cfg.handoff_push_limit as usize;
-        let members: BTreeMap<String, SocketAddr> = self
+        let limit = self.handoff_batch_bytes();
+        // Each member's address and life: a batch for a life that ended is not sent.
+        let members: BTreeMap<String, (SocketAddr, u64)> = self
             .view
             .read()
             .members
             .values()
-            .map(|id| (id.name.clone(), id.rpc))
+            .map(|id| (id.name.clone(), (id.rpc, id.generation)))
             .collect();
+        // Members a batch could not reach: the rest of theirs are dropped (hand-off reads
+        // and their next ring change's hand-off cover them), so that one dead member does
+        // not hold up the others' for a timeout per batch.
+        let mut unreachable: BTreeSet<String> = BTreeSet::new();
         for ns in self.owner.namespace_names() {
             let mut batches: BTreeMap<String, HandoffBatch> = BTreeMap::new();
             let mut after: Option<Bytes> = None;
@@ -313,15 +320,20 @@ impl Shared {
                     };
                     let wire = to_wire(&e);
                     for t in targets {
-                        let Some(addr) = members.get(&t).copied() else {
+                        let Some(&(addr, generation)) = members.get(&t) else {
                             continue;
                         };
+                        if unreachable.contains(&t) {
+                            continue;
+                        }
                         budget = budget.saturating_sub(1);
                         let batch = batches.entry(t.clone()).or_default();
-                        batch.push(k, wire.clone());
-                        if batch.is_full() {
-                            let (entries, read_at) = batch.take();
-                            self.send_handoff(&t, addr, &ns, entries, read_at).await;
+                        if let Some((entries, read_at)) = batch.push(k, wire.clone(), limit)
+                            && !self
+                                .send_handoff(&t, addr, Some(generation), &ns, entries, read_at)
+                                .await
+                        {
+                            unreachable.insert(t);
                         }
                     }
                 }
@@ -331,9 +343,16 @@ impl Shared {
                 }
             }
             for (peer, mut batch) in batches {
-                if let Some(addr) = members.get(&peer) {
+                if let Some(&(addr, generation)) = members.get(&peer)
+                    && !unreachable.contains(&peer)
+                {
                     let (entries, read_at) = batch.take();
-                    self.send_handoff(&peer, *addr, &ns, entries, read_at).await;
+                    if !self
+                        .send_handoff(&peer, addr, Some(generation), &ns, entries, read_at)
+                        .await
+                    {
+                        unreachable.insert(peer);
+                    }
                 }
             }
             if budget == 0 {
@@ -342,28 +361,41 @@ impl Shared {
         }
     }
 
-    /// Sends one hand-off batch to `peer`: one `Handoff` request, or, to a member of an
-    /// earlier build, one `Set` per entry. A batch whose first copy was read more than
-    /// [`HANDOFF_MAX_AGE_RPCS`] RPC timeouts ago (this node stalled, or other batches'
+    /// Most bytes of a hand-off batch: 1 MiB, or less where a member's frames are smaller
+    /// (`max_frame` follows `limits.max_value_bytes`), room left for the frame's own fields.
+    pub(crate) fn handoff_batch_bytes(&self) -> usize {
+        HANDOFF_BATCH_BYTES.min(self.max_frame.saturating_sub(64 * 1024).max(1))
+    }
+
+    /// Sends one hand-off batch to `peer` (in its life `generation`, when known: a member
+    /// that restarted since the batch was read gets nothing, its new life's record of
+    /// changes does not reach back to that read): one `Handoff` request, or, to a member
+    /// of an earlier build, one `Set` per entry. A copy read more than
+    /// [`HANDOFF_MAX_AGE_RPCS`] RPC timeouts before it goes (this node stalled, or other
     /// calls were slow) is read again first: a restarted member trusts a push on the word
     /// of members whose record reaches back only a few RPC timeouts before its start
-    /// (`warm`'s `witness_reach_ms`).
+    /// (`warm`'s `witness_reach_ms`). Whether the peer answered.
     pub(crate) async fn send_handoff(
         self: &Arc<Self>,
         peer: &str,
         addr: SocketAddr,
+        generation: Option<u64>,
         ns: &str,
         mut entries: Vec<(ByteBuf, WireEntry)>,
         read_at: Instant,
-    ) {
-        if read_at.elapsed() > HANDOFF_MAX_AGE_RPCS * self.pool.rpc_timeout {
-            entries = entries
-                .into_iter()
-                .filter_map(|(k, _)| self.settled_entry(ns, &k).map(|e| (k, to_wire(&e))))
-                .collect();
+    ) -> bool {
+        if let Some(g) = generation
+            && self.view.read().members.get(peer).map(|id| id.generation) != Some(g)
+        {
+            tracing::debug!(%peer, "hand-off batch dropped: the member left or restarted");
+            return true;
+        }
+        let max_age = HANDOFF_MAX_AGE_RPCS * self.pool.rpc_timeout;
+        if read_at.elapsed() > max_age {
+            entries = self.read_again(ns, entries);
         }
         let Some((k0, e0)) = entries.first() else {
-            return;
+            return true;
         };
         let one = Request::Set {
             namespace: ns.to_owned(),
@@ -380,13 +412,25 @@ impl Shared {
         match self.pool.call_for(peer, addr, &req, fallback, None).await {
             Ok((Response::HandedOff { .. }, false)) => {
                 pushes.fetch_add(n, Ordering::Relaxed);
+                true
             }
             Ok((Response::Stored { .. }, true)) => {
                 pushes.fetch_add(1, Ordering::Relaxed);
                 let Request::Handoff { entries, .. } = req else {
-                    return;
+                    return true;
                 };
+                let mut sent_from = Instant::now();
                 for (key, entry) in entries.into_iter().skip(1) {
+                    // One call each: a copy that waited too long is read again.
+                    let entry = if sent_from.elapsed() > max_age {
+                        sent_from = Instant::now();
+                        match self.settled_entry(ns, &key) {
+                            Some(e) => to_wire(&e),
+                            None => continue,
+                        }
+                    } else {
+                        entry
+                    };
                     let set = Request::Set {
                         namespace: ns.to_owned(),
                         key: key.into_vec(),
@@ -396,9 +440,25 @@ impl Shared {
                         pushes.fetch_add(1, Ordering::Relaxed);
                     }
                 }
+                true
             }
-            other => tracing::debug!(%peer, ?other, "hand-off batch not delivered"),
+            other => {
+                tracing::debug!(%peer, ?other, "hand-off batch not delivered");
+                false
+            }
         }
+    }
+
+    /// The copies of `entries`' keys held now (not proven pushes), for a batch that waited.
+    fn read_again(
+        &self,
+        ns: &str,
+        entries: Vec<(ByteBuf, WireEntry)>,
+    ) -> Vec<(ByteBuf, WireEntry)> {
+        entries
+            .into_iter()
+            .filter_map(|(k, _)| self.settled_entry(ns, &k).map(|e| (k, to_wire(&e))))
+            .collect()
     }
 
     pub(crate) async fn apply_loop(self: Arc<Self>) {
@@ -427,11 +487,12 @@ impl Shared {
 const HANDOFF_MAX_AGE_RPCS: u32 = 4;
 /// Most entries in one hand-off batch (each stored by the receiver inline, as a `Set`).
 const HANDOFF_BATCH_ENTRIES: usize = 256;
-/// Most bytes (keys, values, tags) in one hand-off batch, but for a single larger entry.
+/// Most bytes (keys, values, tags) in one hand-off batch, but for a single larger entry
+/// ([`Shared::handoff_batch_bytes`]: less where frames are smaller).
 const HANDOFF_BATCH_BYTES: usize = 1 << 20;
 
-/// One new owner's share of a hand-off, sent once it holds [`HANDOFF_BATCH_ENTRIES`]
-/// entries or [`HANDOFF_BATCH_BYTES`], and at the end of each namespace.
+/// One new owner's share of a hand-off: at most [`HANDOFF_BATCH_ENTRIES`] entries and the
+/// byte limit it is given, but for a single larger entry.
 #[derive(Default)]
 pub(crate) struct HandoffBatch {
     entries: Vec<(ByteBuf, WireEntry)>,
@@ -441,17 +502,26 @@ pub(crate) struct HandoffBatch {
 }
 
 impl HandoffBatch {
-    /// Adds `key`'s copy, just read.
-    pub(crate) fn push(&mut self, key: &[u8], entry: WireEntry) {
+    /// Adds `key`'s copy, just read; when it would not fit within `limit` bytes (or the
+    /// entry count), first hands back what the batch held, to be sent before it.
+    pub(crate) fn push(
+        &mut self,
+        key: &[u8],
+        entry: WireEntry,
+        limit: usize,
+    ) -> Option<(Vec<(ByteBuf, WireEntry)>, Instant)> {
+        // Each entry's own fields (lengths, version, expiry) cost a few bytes more.
+        let size = 64
+            + key.len()
+            + entry.value.len()
+            + entry.tags.iter().map(|t| t.len() + 8).sum::<usize>();
+        let full = !self.entries.is_empty()
+            && (self.entries.len() >= HANDOFF_BATCH_ENTRIES || self.bytes + size > limit);
+        let out = full.then(|| self.take());
         self.read_at.get_or_insert_with(Instant::now);
-        self.bytes +=
-            key.len() + entry.value.len() + entry.tags.iter().map(Vec::len).sum::<usize>();
+        self.bytes += size;
         self.entries.push((ByteBuf::from(key.to_vec()), entry));
-    }
-
-    /// Whether it is ready to go.
-    pub(crate) fn is_full(&self) -> bool {
-        self.entries.len() >= HANDOFF_BATCH_ENTRIES || self.bytes >= HANDOFF_BATCH_BYTES
+        out
     }
 
     /// Its entries and when the first was read; empty again.
@@ -459,5 +529,47 @@ impl HandoffBatch {
         self.bytes = 0;
         let read_at = self.read_at.take().unwrap_or_else(Instant::now);
         (std::mem::take(&mut self.entries), read_at)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn entry(bytes: usize) -> WireEntry {
+        WireEntry {
+            value: vec![0; bytes],
+            version: 1,
+            expires_at_ms: None,
+            stale_until_ms: None,
+            tags: vec![],
+        }
+    }
+
+    #[test]
+    fn a_hand_off_batch_never_passes_its_byte_limit_but_for_one_large_entry() {
+        let mut b = HandoffBatch::default();
+        let limit = 1_000;
+        assert!(b.push(b"a", entry(400), limit).is_none());
+        assert!(b.push(b"b", entry(400), limit).is_none());
+        // The third would pass the limit: the first two go first.
+        let (sent, _) = b.push(b"c", entry(400), limit).expect("sent before");
+        assert_eq!(sent.len(), 2);
+        // One entry larger than the limit goes alone.
+        let (sent, _) = b.push(b"d", entry(5_000), limit).expect("sent before");
+        assert_eq!(sent.len(), 1);
+        let (sent, _) = b.push(b"e", entry(1), limit).expect("the large one alone");
+        assert_eq!(sent.len(), 1);
+        assert_eq!(&sent[0].0[..], b"d");
+        // And at most HANDOFF_BATCH_ENTRIES entries.
+        let mut b = HandoffBatch::default();
+        let mut sent = 0;
+        for i in 0..HANDOFF_BATCH_ENTRIES + 1 {
+            if let Some((s, _)) = b.push(format!("k{i}").as_bytes(), entry(0), usize::MAX) {
+                assert_eq!(s.len(), HANDOFF_BATCH_ENTRIES);
+                sent += 1;
+            }
+        }
+        assert_eq!(sent, 1);
     }
 }

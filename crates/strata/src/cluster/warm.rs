@@ -51,7 +51,13 @@ pub(crate) fn begin(shared: Arc<Shared>, cache: Cache, at_start: bool) {
             // copy because one member cannot answer (a review run lost 132 acknowledged
             // `SET`s that way: a new member's proof asked a member killed but not yet
             // declared down, while the key's previous owner had dropped its copy).
-            shared.warm.record_from_ms.store(0, Ordering::Release);
+            // Unless a gap given up on meanwhile restarted it already.
+            let _ = shared.warm.record_from_ms.compare_exchange(
+                u64::MAX,
+                0,
+                Ordering::AcqRel,
+                Ordering::Acquire,
+            );
             shared.warm.trust_recorded();
             let current = shared.warm.run.lock();
             if *current == run {
@@ -263,6 +269,7 @@ async fn pass_on_witnessed(shared: &Arc<Shared>, ns: &str, keys: &[&Bytes]) {
         (String, std::net::SocketAddr),
         super::apply::HandoffBatch,
     > = Default::default();
+    let limit = shared.handoff_batch_bytes();
     for key in keys {
         let Some(e) = shared.settled_entry(ns, key) else {
             continue;
@@ -273,16 +280,18 @@ async fn pass_on_witnessed(shared: &Arc<Shared>, ns: &str, keys: &[&Bytes]) {
                 continue;
             }
             let batch = batches.entry((peer.clone(), addr)).or_default();
-            batch.push(key, wire.clone());
-            if batch.is_full() {
-                let (entries, read_at) = batch.take();
-                shared.send_handoff(&peer, addr, ns, entries, read_at).await;
+            if let Some((entries, read_at)) = batch.push(key, wire.clone(), limit) {
+                shared
+                    .send_handoff(&peer, addr, None, ns, entries, read_at)
+                    .await;
             }
         }
     }
     for ((peer, addr), mut batch) in batches {
         let (entries, read_at) = batch.take();
-        shared.send_handoff(&peer, addr, ns, entries, read_at).await;
+        shared
+            .send_handoff(&peer, addr, None, ns, entries, read_at)
+            .await;
     }
 }
 
@@ -291,8 +300,9 @@ async fn pass_on_witnessed(shared: &Arc<Shared>, ns: &str, keys: &[&Bytes]) {
 /// sender's call to it began, and that call could not begin long before this process
 /// started: each hop of a push (a hand-off, a read repair, a misplaced copy passed on) is
 /// one call of at most `rpc_timeout_ms`, and a hand-off batch waits at most a few other
-/// batches' calls; the margin allows eight, and a second. (A sender that stalls between
-/// its read and its send gives its hand-off up: `Shared::push_handoff`.)
+/// batches' calls; the margin allows eight, and a second. (A copy that waited longer than
+/// four, its sender stalled or slowed, is read again before it goes:
+/// `Shared::send_handoff`.)
 fn witness_reach_ms(shared: &Shared) -> u64 {
     shared.monotonic_ms() + 8 * shared.cfg.rpc_timeout_ms + 1_000
 }
