@@ -1452,6 +1452,26 @@ async fn l3_of_an_earlier_life() -> tempfile::TempDir {
     dir
 }
 
+/// Starts `n3` on an L3 of an earlier life (a restart: it proves what is pushed to it, after
+/// twice its `max_staleness_ms` of 6 s) and waits until all four members see each other;
+/// when it was started.
+#[cfg(all(feature = "fault-injection", feature = "l3"))]
+async fn restart_n3(nodes: &mut Vec<Node>, dirs: &mut Vec<tempfile::TempDir>) -> Instant {
+    let dir = l3_of_an_earlier_life().await;
+    let mut cfg = config("n3", &[gossip_addr(&nodes[0])], 2);
+    cfg.l3.enabled = true;
+    cfg.l3.data_dir = dir.path().to_path_buf();
+    cfg.cluster.max_staleness_ms = 6_000;
+    dirs.push(dir);
+    let started = Instant::now();
+    nodes.push(Node::start(cfg).await.unwrap());
+    eventually("n3 joins", Duration::from_secs(10), || {
+        nodes.iter().all(|n| live(n) == 4)
+    })
+    .await;
+    started
+}
+
 /// [`cluster_with_l3`] with `l3.keep_writes` as given.
 #[cfg(all(feature = "fault-injection", feature = "l3"))]
 async fn cluster_with_l3_keeping(
@@ -1971,18 +1991,7 @@ async fn a_joined_primary_keeps_counting_when_the_old_one_leaves_before_its_proo
         }
     }
     // The joiner: its proof of pushed copies waits twice its max_staleness_ms first.
-    let dir = l3_of_an_earlier_life().await;
-    let mut cfg = config("n3", &[gossip_addr(&nodes[0])], 2);
-    cfg.l3.enabled = true;
-    cfg.l3.data_dir = dir.path().to_path_buf();
-    cfg.cluster.max_staleness_ms = 6_000;
-    dirs.push(dir);
-    let joined_at = Instant::now();
-    nodes.push(Node::start(cfg).await.unwrap());
-    eventually("n3 joins", Duration::from_secs(10), || {
-        nodes.iter().all(|n| live(n) == 4)
-    })
-    .await;
+    let joined_at = restart_n3(&mut nodes, &mut dirs).await;
     // Keys n3 is now primary of, with n0 (the one that leaves) as their only other owner.
     let moved: Vec<&String> = keys
         .iter()
@@ -2063,18 +2072,7 @@ async fn a_restarted_member_keeps_the_last_pushed_copy_when_an_owner_leaves_befo
     // The witnesses' records must reach back to before the pushes were read (the joiner's
     // age at its proof and a margin of eight RPC timeouts and a second: 5 s).
     tokio::time::sleep(Duration::from_millis(6_000)).await;
-    let dir = l3_of_an_earlier_life().await;
-    let mut cfg = config("n3", &[gossip_addr(&nodes[0])], 2);
-    cfg.l3.enabled = true;
-    cfg.l3.data_dir = dir.path().to_path_buf();
-    cfg.cluster.max_staleness_ms = 6_000;
-    dirs.push(dir);
-    let joined_at = Instant::now();
-    nodes.push(Node::start(cfg).await.unwrap());
-    eventually("n3 joins", Duration::from_secs(10), || {
-        nodes.iter().all(|n| live(n) == 4)
-    })
-    .await;
+    let joined_at = restart_n3(&mut nodes, &mut dirs).await;
     // Keys n3 now owns with n0, the member about to leave.
     let moved: Vec<&String> = keys
         .iter()
