@@ -479,9 +479,10 @@ impl Shared {
 
     /// Answers a restarted member's [`Request::Staleness`]: per copy, a newer version held
     /// here (any copy, pushed or expired: a newer version exists, so this one was replaced)
-    /// or a newer invalidation remembered here that covers it. The record reaches back to
-    /// this process's start: what it removed as an owner, wrote, or applied before is gone
-    /// with its earlier life.
+    /// or a newer invalidation remembered here that covers it, and how far back that
+    /// record is whole (`WarmState::record_from_ms`: this process's start at the earliest —
+    /// what it removed as an owner, wrote, or applied before is gone with its earlier
+    /// life).
     fn serve_staleness(
         &self,
         namespace: &str,
