@@ -239,7 +239,9 @@ pub enum Request {
     },
     /// Copies a member pushes to a key's new owners after a ring change (a hand-off), at
     /// most [`MAX_HANDOFF_ENTRIES`]: each stored as a `Set` is. Answered
-    /// [`Response::HandedOff`]. Sent only to a peer with [`features::HANDOFF_BATCHES`].
+    /// [`Response::HandedOff`], or a [`TRY_AGAIN`] error once the receiver holds as many
+    /// unproven pushes as it may (the entries before stored). Sent only to a peer with
+    /// [`features::HANDOFF_BATCHES`].
     Handoff {
         /// Namespace.
         namespace: String,
@@ -359,6 +361,18 @@ pub const MAX_TAGS_PER_COPY: usize = 1024;
 /// Most entries one `Handoff` request may carry (a larger one is answered with an error,
 /// nothing stored).
 pub const MAX_HANDOFF_ENTRIES: usize = 1024;
+
+/// How an [`Response::Error`] begins when the request was refused for now and may be sent
+/// again later, as it was: a restarted member that holds as many unproven pushed copies
+/// as it may answers a `Handoff` (or `Set`) so, having stored the entries before the one
+/// it refused. The sender still holds them and sends them again once the proof made room.
+pub const TRY_AGAIN: &str = "TRYAGAIN";
+
+/// Whether an error's text (as a peer answered it, maybe behind a prefix naming the peer)
+/// is a [`TRY_AGAIN`] refusal.
+pub fn is_try_again(error: &str) -> bool {
+    error.starts_with(TRY_AGAIN) || error.contains(&format!(": {TRY_AGAIN} "))
+}
 
 /// What a peer answers. Append-only.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -652,6 +666,19 @@ pub fn decode(
 mod tests {
     use super::*;
     use proptest::prelude::*;
+
+    #[test]
+    fn a_try_again_refusal_is_told_from_other_errors() {
+        let refusal = format!("{TRY_AGAIN} settling: 20 pushed copies wait");
+        assert!(is_try_again(&refusal));
+        // As a caller's error names the peer first.
+        assert!(is_try_again(&format!("n3: {refusal}")));
+        assert!(!is_try_again(
+            "n3: at most 1024 entries per Handoff request"
+        ));
+        assert!(!is_try_again("n3: key TRYAGAIN-x not found"));
+        assert!(!is_try_again("n3 did not answer in time"));
+    }
 
     #[test]
     fn golden_bytes() {

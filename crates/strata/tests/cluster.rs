@@ -1457,11 +1457,22 @@ async fn l3_of_an_earlier_life() -> tempfile::TempDir {
 /// when it was started.
 #[cfg(all(feature = "fault-injection", feature = "l3"))]
 async fn restart_n3(nodes: &mut Vec<Node>, dirs: &mut Vec<tempfile::TempDir>) -> Instant {
+    restart_n3_with(nodes, dirs, |_| {}).await
+}
+
+/// [`restart_n3`] with `tweak` applied to n3's configuration.
+#[cfg(all(feature = "fault-injection", feature = "l3"))]
+async fn restart_n3_with(
+    nodes: &mut Vec<Node>,
+    dirs: &mut Vec<tempfile::TempDir>,
+    tweak: impl FnOnce(&mut strata::NodeConfig),
+) -> Instant {
     let dir = l3_of_an_earlier_life().await;
     let mut cfg = config("n3", &[gossip_addr(&nodes[0])], 2);
     cfg.l3.enabled = true;
     cfg.l3.data_dir = dir.path().to_path_buf();
     cfg.cluster.max_staleness_ms = 6_000;
+    tweak(&mut cfg);
     dirs.push(dir);
     let started = Instant::now();
     nodes.push(Node::start(cfg).await.unwrap());
@@ -2184,5 +2195,70 @@ async fn a_restarted_member_keeps_the_last_pushed_copy_when_an_owner_leaves_befo
         },
     )
     .await;
+    stop(nodes).await;
+}
+
+/// A restarted member refuses pushes past `cluster.settling_push_limit` unproven ones for
+/// now (`TRYAGAIN`), and the members that hand its keys over send them again as its proof
+/// makes room: once settled it holds every key it owns, so that the death of a key's other
+/// owner next loses nothing. (Before, the refused pushes counted as delivered and were
+/// never sent again; their previous owners dropped them at the next member's death.)
+#[cfg(all(feature = "fault-injection", feature = "l3"))]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_restarted_member_gets_the_pushes_it_refused_while_settling_once_it_made_room() {
+    let (mut nodes, mut dirs) = cluster_with_l3(3, 2).await;
+    let c0 = nodes[0].cache();
+    let keys: Vec<String> = (0..600).map(|i| format!("kv:{i}")).collect();
+    for k in &keys {
+        c0.set("ns", k.clone(), format!("v-{k}")).await.unwrap();
+    }
+    let joined_at = restart_n3_with(&mut nodes, &mut dirs, |c| {
+        c.cluster.settling_push_limit = 20;
+    })
+    .await;
+    let owned: Vec<&String> = keys
+        .iter()
+        .filter(|k| {
+            nodes[3]
+                .cluster_owners(k.as_bytes())
+                .contains(&"n3".to_owned())
+        })
+        .collect();
+    assert!(owned.len() >= 100, "n3 owns {} keys", owned.len());
+    let held = |k: &str| {
+        nodes[3]
+            .owner_copy("ns", k.as_bytes())
+            .map(|e| e.value)
+            .as_deref()
+            == Some(format!("v-{k}").as_bytes())
+    };
+    let metric = |n: &Node, name: &str| {
+        n.encode_metrics()
+            .lines()
+            .find_map(|l| l.strip_prefix(name)?.strip_prefix(' '))
+            .and_then(|v| v.trim().parse::<u64>().ok())
+            .unwrap_or_else(|| panic!("metric {name}"))
+    };
+    // While it settles (its proof starts 12 s after its start), it holds at most 20 of
+    // them unproven.
+    tokio::time::sleep(Duration::from_millis(3_000)).await;
+    let early = owned.iter().filter(|k| held(k)).count();
+    assert!(
+        joined_at.elapsed() < Duration::from_millis(11_000),
+        "n3 may be proving already"
+    );
+    assert!(early <= 20, "n3 held {early} pushed copies while settling");
+    assert!(metric(&nodes[3], "strata_cluster_warm_pushes_deferred_total") > 0);
+    eventually(
+        "n3 holds every key it owns once settled",
+        Duration::from_secs(60),
+        || owned.iter().all(|k| held(k)),
+    )
+    .await;
+    let retries: u64 = nodes[..3]
+        .iter()
+        .map(|n| metric(n, "strata_cluster_handoff_retries_total"))
+        .sum();
+    assert!(retries > 0, "no hand-off batch was sent again");
     stop(nodes).await;
 }

@@ -374,7 +374,11 @@ impl Shared {
     /// [`HANDOFF_MAX_AGE_RPCS`] RPC timeouts before it goes (this node stalled, or other
     /// calls were slow) is read again first: a restarted member trusts a push on the word
     /// of members whose record reaches back only a few RPC timeouts before its start
-    /// (`warm`'s `witness_reach_ms`). Whether the peer answered.
+    /// (`warm`'s `witness_reach_ms`). A target that refuses the batch for now
+    /// ([`strata_cluster::rpc::TRY_AGAIN`]: it settles after a restart and holds as many
+    /// unproven pushes as it may) gets it again, read again, as its proof makes room, for
+    /// up to [`HANDOFF_SETTLING_WAIT`] (the rest of this hand-off waits: the proof's pace
+    /// is the hand-off's). Whether the peer took the batch.
     pub(crate) async fn send_handoff(
         self: &Arc<Self>,
         peer: &str,
@@ -384,18 +388,52 @@ impl Shared {
         mut entries: Vec<(ByteBuf, WireEntry)>,
         read_at: Instant,
     ) -> bool {
-        if let Some(g) = generation
-            && self.view.read().members.get(peer).map(|id| id.generation) != Some(g)
-        {
-            tracing::debug!(%peer, "hand-off batch dropped: the member left or restarted");
-            return true;
-        }
         let max_age = HANDOFF_MAX_AGE_RPCS * self.pool.rpc_timeout;
-        if read_at.elapsed() > max_age {
-            entries = self.read_again(ns, entries);
+        let mut stale = read_at.elapsed() > max_age;
+        let first_try = Instant::now();
+        let mut pause = Duration::from_millis(100);
+        loop {
+            if let Some(g) = generation
+                && self.view.read().members.get(peer).map(|id| id.generation) != Some(g)
+            {
+                tracing::debug!(%peer, "hand-off batch dropped: the member left or restarted");
+                return true;
+            }
+            if stale {
+                entries = self.read_again(ns, entries);
+            }
+            match self
+                .send_handoff_once(peer, addr, ns, entries, max_age)
+                .await
+            {
+                Ok(()) => return true,
+                Err(Some(refused)) if first_try.elapsed() < HANDOFF_SETTLING_WAIT => {
+                    self.counters
+                        .handoff_retries
+                        .fetch_add(1, Ordering::Relaxed);
+                    tokio::time::sleep(pause).await;
+                    pause = (pause * 2).min(Duration::from_secs(2));
+                    entries = refused;
+                    stale = true;
+                }
+                Err(_) => return false,
+            }
         }
+    }
+
+    /// One attempt of [`Shared::send_handoff`]: `Ok` when delivered (or nothing to send),
+    /// `Err(Some(entries))` when the peer refused it for now (to send again), `Err(None)`
+    /// when it failed.
+    async fn send_handoff_once(
+        self: &Arc<Self>,
+        peer: &str,
+        addr: SocketAddr,
+        ns: &str,
+        entries: Vec<(ByteBuf, WireEntry)>,
+        max_age: Duration,
+    ) -> Result<(), Option<Vec<(ByteBuf, WireEntry)>>> {
         let Some((k0, e0)) = entries.first() else {
-            return true;
+            return Ok(());
         };
         let one = Request::Set {
             namespace: ns.to_owned(),
@@ -412,12 +450,12 @@ impl Shared {
         match self.pool.call_for(peer, addr, &req, fallback, None).await {
             Ok((Response::HandedOff { .. }, false)) => {
                 pushes.fetch_add(n, Ordering::Relaxed);
-                true
+                Ok(())
             }
             Ok((Response::Stored { .. }, true)) => {
                 pushes.fetch_add(1, Ordering::Relaxed);
                 let Request::Handoff { entries, .. } = req else {
-                    return true;
+                    return Ok(());
                 };
                 let mut sent_from = Instant::now();
                 for (key, entry) in entries.into_iter().skip(1) {
@@ -440,11 +478,18 @@ impl Shared {
                         pushes.fetch_add(1, Ordering::Relaxed);
                     }
                 }
-                true
+                Ok(())
+            }
+            Err(peer::CallError::Unknown(why)) if strata_cluster::rpc::is_try_again(&why) => {
+                tracing::debug!(%peer, %why, "hand-off batch refused for now");
+                match req {
+                    Request::Handoff { entries, .. } => Err(Some(entries)),
+                    _ => Err(None),
+                }
             }
             other => {
                 tracing::debug!(%peer, ?other, "hand-off batch not delivered");
-                false
+                Err(None)
             }
         }
     }
@@ -485,6 +530,11 @@ impl Shared {
 /// How many RPC timeouts a hand-off batch may wait between its first read and its send
 /// before it is read again ([`Shared::send_handoff`]).
 const HANDOFF_MAX_AGE_RPCS: u32 = 4;
+/// How long a hand-off batch is sent again to a target that refuses it for now (a
+/// restarted member whose proof has as many pushes to prove as it may hold): a proof
+/// waits twice `max_staleness_ms` before it starts, then proves about a batch per
+/// round trip to the witnesses.
+const HANDOFF_SETTLING_WAIT: Duration = Duration::from_secs(60);
 /// Most entries in one hand-off batch (each stored by the receiver inline, as a `Set`).
 const HANDOFF_BATCH_ENTRIES: usize = 256;
 /// Most bytes (keys, values, tags) in one hand-off batch, but for a single larger entry

@@ -216,6 +216,18 @@ impl Maintenance for ClusterHook {
                 get(&k.warm_pushed_dropped),
             ),
             m(
+                "cluster_warm_pushes_deferred",
+                "Pushes refused for now while this member settled, past cluster.settling_push_limit unproven ones",
+                true,
+                get(&k.pushes_deferred),
+            ),
+            m(
+                "cluster_handoff_retries",
+                "Hand-off batches sent again because a settling member refused them for now",
+                true,
+                get(&k.handoff_retries),
+            ),
+            m(
                 "cluster_drops_unverified",
                 "Times this node dropped its unverified copies",
                 true,

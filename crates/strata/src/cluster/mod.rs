@@ -126,6 +126,11 @@ pub(crate) struct Counters {
     pub(crate) warm_pushed_witnessed: AtomicU64,
     /// Pushed copies dropped unproven.
     pub(crate) warm_pushed_dropped: AtomicU64,
+    /// Pushes refused for now while settling, past `cluster.settling_push_limit` unproven
+    /// ones (their senders send them again).
+    pub(crate) pushes_deferred: AtomicU64,
+    /// Hand-off batches sent again because their target, settling, refused them for now.
+    pub(crate) handoff_retries: AtomicU64,
     /// Writes executed here as the key's primary.
     pub(crate) executed: AtomicU64,
     /// Writes sent to another node, the key's primary.
@@ -174,11 +179,11 @@ pub(crate) struct WarmState {
     /// seen; `u64::MAX` until it ends), a gap given up on, and a rejoin after being cut
     /// off. Not by a member's death: the changes it made reached their owners first.
     pub(crate) record_from_ms: AtomicU64,
+    /// Most pushed copies held unproven while settling (`cluster.settling_push_limit`); a
+    /// push past them is refused with [`strata_cluster::rpc::TRY_AGAIN`]: the key's
+    /// previous owners still hold it and send it again once the proof made room.
+    pub(crate) push_limit: usize,
 }
-
-/// Most pushed copies a settling member holds unproven; a push past them is refused (the
-/// key's previous owners still hold it, and hand-off reads find it there).
-pub(crate) const MAX_SETTLING_PUSHES: usize = 100_000;
 
 /// Pushed copies a settling member has not proven yet.
 #[derive(Debug, Default)]
@@ -204,8 +209,11 @@ impl WarmState {
     /// changes is not whole until its start's proof decides (`warm::begin`): a push can
     /// come as soon as others see it join, before that proof begins (a review saw a copy
     /// read before a `DEL`, pushed in that gap, served again by the restarted member).
-    pub(crate) fn at_bind(l3: bool) -> Self {
-        let state = WarmState::default();
+    pub(crate) fn at_bind(l3: bool, push_limit: usize) -> Self {
+        let state = WarmState {
+            push_limit,
+            ..WarmState::default()
+        };
         if l3 {
             state.start_recording();
             state.record_from_ms.store(u64::MAX, Ordering::Release);
@@ -219,7 +227,7 @@ impl WarmState {
     }
 
     /// Whether a copy pushed now (version `version` of `key`) may be stored: always, except
-    /// past [`MAX_SETTLING_PUSHES`] unproven ones while settling. While settling it is
+    /// past [`WarmState::push_limit`] unproven ones while settling. While settling it is
     /// recorded for the proof — before the store, so that a proof that takes the records
     /// afterwards finds it.
     pub(crate) fn note_push(&self, namespace: &str, key: &[u8], version: Version) -> bool {
@@ -227,15 +235,15 @@ impl WarmState {
         let Some(p) = pushed.as_mut() else {
             return true;
         };
-        if p.unproven.len() >= MAX_SETTLING_PUSHES {
+        let id = pushed_id(namespace, key);
+        // A key already waiting takes no more room (a batch sent again after a refusal
+        // carries the copies stored before it).
+        if p.unproven.len() >= self.push_limit && !p.unproven.contains_key(&id) {
             return false;
         }
         p.todo
             .push((namespace.to_owned(), Bytes::copy_from_slice(key), version));
-        let n = p
-            .unproven
-            .entry(pushed_id(namespace, key))
-            .or_insert((0, version));
+        let n = p.unproven.entry(id).or_insert((0, version));
         n.0 += 1;
         n.1 = n.1.max(version);
         true
@@ -659,7 +667,10 @@ impl Shared {
             work_rx: tokio::sync::Mutex::new(work_rx),
             cache: OnceLock::new(),
             counters: Counters::default(),
-            warm: WarmState::at_bind(config.l3.enabled),
+            warm: WarmState::at_bind(
+                config.l3.enabled,
+                config.cluster.settling_push_limit as usize,
+            ),
             exec_locks: (0..primary::EXEC_STRIPES)
                 .map(|_| tokio::sync::Mutex::new(()))
                 .collect(),

@@ -170,6 +170,19 @@ impl Drop for Conn {
     }
 }
 
+/// A call's entry in its connection's pending answers, removed when the call ends or is
+/// dropped (the reader removes it first when the answer comes).
+struct Waiting<'a> {
+    pending: &'a Mutex<HashMap<u64, oneshot::Sender<Response>>>,
+    id: u64,
+}
+
+impl Drop for Waiting<'_> {
+    fn drop(&mut self) {
+        self.pending.lock().remove(&self.id);
+    }
+}
+
 struct Slot {
     addr: SocketAddr,
     conn: tokio::sync::Mutex<Option<Arc<Conn>>>,
@@ -512,8 +525,14 @@ impl Pool {
         let id = self.next_id.fetch_add(1, Ordering::Relaxed);
         let (tx, rx) = oneshot::channel();
         conn.pending.lock().insert(id, tx);
+        // However this attempt ends — answered, timed out, or its future dropped by a
+        // caller that stopped waiting (a client that disconnected during a forwarded
+        // command) — its entry goes with it.
+        let _waiting = Waiting {
+            pending: &conn.pending,
+            id,
+        };
         if conn.tx.send(rpc::request_bytes(id, req)).is_err() {
-            conn.pending.lock().remove(&id);
             conn.alive.store(false, Ordering::Release);
             return Err(fail(Stage::Unsent, format!("connection to {peer} closed")));
         }
@@ -523,7 +542,6 @@ impl Pool {
             Ok(Ok(resp)) => Ok((resp, fell_back)),
             Ok(Err(_)) => Err(fail(Stage::Broken, format!("connection to {peer} failed"))),
             Err(_) => {
-                conn.pending.lock().remove(&id);
                 // A connection that stops answering may be dead without knowing it (a
                 // partition or a middlebox dropped its segments, a peer vanished without a
                 // reset): the next call opens a new one rather than wait on it for ever
@@ -572,6 +590,26 @@ struct Failure {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// A call whose future is dropped while it waits (its client went away) leaves no entry
+    /// in its connection's pending answers: they once stayed until the answer came or the
+    /// connection closed.
+    #[tokio::test]
+    async fn a_dropped_call_leaves_no_pending_entry() {
+        let pending: Mutex<HashMap<u64, oneshot::Sender<Response>>> = Mutex::default();
+        let waits = async {
+            let (tx, rx) = oneshot::channel();
+            pending.lock().insert(7, tx);
+            let _waiting = Waiting {
+                pending: &pending,
+                id: 7,
+            };
+            let _ = rx.await;
+        };
+        let dropped = tokio::time::timeout(Duration::from_millis(20), waits).await;
+        assert!(dropped.is_err(), "nobody answered");
+        assert!(pending.lock().is_empty());
+    }
 
     /// An answer of a newer build's variant fails its own call only; the connection and the
     /// answers after it go on (it once closed the connection, failing every waiting call).

@@ -455,9 +455,19 @@ impl Shared {
         }
         self.observe(entry.version);
         // A push to a restarted member that is settling may predate an invalidation its
-        // baseline counted as applied: recorded, and proven once settled.
+        // baseline counted as applied: recorded, and proven once settled. Past the most it
+        // may hold unproven, refused for now: the sender still holds the copy and sends it
+        // again later (it counted it delivered and so kept the key's only other copy on
+        // the other owner, lost if that owner died next).
         if !self.note_push(namespace, &key, entry.version) {
-            return Ok(false);
+            self.counters
+                .pushes_deferred
+                .fetch_add(1, Ordering::Relaxed);
+            return Err(format!(
+                "{} settling: {} pushed copies wait for this member's proof",
+                strata_cluster::rpc::TRY_AGAIN,
+                self.warm.push_limit
+            ));
         }
         let forward = entry.clone();
         let stored = self.store_owned(namespace, &key, entry);

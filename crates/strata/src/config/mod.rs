@@ -160,6 +160,10 @@ pub struct ClusterConfig {
     /// their new owners, in batches (default 1000000: all of them in practice; until a key's
     /// new owner has its copy, a failure of its other owner loses it).
     pub handoff_push_limit: u32,
+    /// Most copies a restarted member holds unproven while it settles (default 100000; at
+    /// least 1): pushes past them are refused with `TRYAGAIN`, and their senders, which
+    /// still hold them, send them again once its proof made room.
+    pub settling_push_limit: u32,
     /// How often the background sweep drops expired entries from the keys this node owns
     /// (default 1000; at least one 100 ms maintenance tick). Reads never serve an expired
     /// entry meanwhile: the sweep only returns the memory.
@@ -200,6 +204,7 @@ impl Default for ClusterConfig {
             handoff_window_ms: 30_000,
             timed_writes_max_bytes: 64 * MIB,
             handoff_push_limit: 1_000_000,
+            settling_push_limit: 100_000,
             owner_sweep_interval_ms: 1_000,
             expected_size: 3,
             strict_invalidations: false,
@@ -1121,6 +1126,10 @@ impl NodeConfig {
                 ("cluster.connect_timeout_ms", c.connect_timeout_ms),
                 ("cluster.expected_size", u64::from(c.expected_size)),
                 ("cluster.owner_sweep_interval_ms", c.owner_sweep_interval_ms),
+                (
+                    "cluster.settling_push_limit",
+                    u64::from(c.settling_push_limit),
+                ),
             ] {
                 if v == 0 {
                     return Err(invalid(field, "must be greater than 0"));
