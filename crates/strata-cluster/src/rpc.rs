@@ -34,7 +34,12 @@ pub mod features {
     /// them one `Set` at a time.
     pub const HANDOFF_BATCHES: u64 = 2;
     /// Every feature of this build.
-    pub const THIS_BUILD: u64 = CHECK_ONLY_CHANGES | HANDOFF_BATCHES;
+    /// Understands [`super::Response::Deferred`]: a push refused for now, to send again
+    /// later. A callee answers it only to a caller that told it this bit (an earlier
+    /// caller gets the answer it knows: the entry counted as not stored).
+    pub const DEFERRED_PUSHES: u64 = 4;
+    /// Everything this build understands.
+    pub const THIS_BUILD: u64 = CHECK_ONLY_CHANGES | HANDOFF_BATCHES | DEFERRED_PUSHES;
 }
 
 /// Bytes of the fixed header after the length: version, kind, id.
@@ -239,9 +244,9 @@ pub enum Request {
     },
     /// Copies a member pushes to a key's new owners after a ring change (a hand-off), at
     /// most [`MAX_HANDOFF_ENTRIES`]: each stored as a `Set` is. Answered
-    /// [`Response::HandedOff`], or a [`TRY_AGAIN`] error once the receiver holds as many
-    /// unproven pushes as it may (the entries before stored). Sent only to a peer with
-    /// [`features::HANDOFF_BATCHES`].
+    /// [`Response::HandedOff`] — or, to a caller with [`features::DEFERRED_PUSHES`],
+    /// [`Response::Deferred`] once the receiver holds as many unproven pushes as it may.
+    /// Sent only to a peer with [`features::HANDOFF_BATCHES`].
     Handoff {
         /// Namespace.
         namespace: String,
@@ -361,18 +366,6 @@ pub const MAX_TAGS_PER_COPY: usize = 1024;
 /// Most entries one `Handoff` request may carry (a larger one is answered with an error,
 /// nothing stored).
 pub const MAX_HANDOFF_ENTRIES: usize = 1024;
-
-/// How an [`Response::Error`] begins when the request was refused for now and may be sent
-/// again later, as it was: a restarted member that holds as many unproven pushed copies
-/// as it may answers a `Handoff` (or `Set`) so, having stored the entries before the one
-/// it refused. The sender still holds them and sends them again once the proof made room.
-pub const TRY_AGAIN: &str = "TRYAGAIN";
-
-/// Whether an error's text (as a peer answered it, maybe behind a prefix naming the peer)
-/// is a [`TRY_AGAIN`] refusal.
-pub fn is_try_again(error: &str) -> bool {
-    error.starts_with(TRY_AGAIN) || error.contains(&format!(": {TRY_AGAIN} "))
-}
 
 /// What a peer answers. Append-only.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -531,6 +524,14 @@ pub enum Response {
         /// Entries stored.
         stored: u32,
     },
+    /// Answer to `Handoff` or `Set`, only to a caller with [`features::DEFERRED_PUSHES`]:
+    /// the callee (a member restarted with L3, settling) holds as many unproven pushed
+    /// copies as it may, and took the first `stored` entries only; the caller still holds
+    /// the rest and sends them again once the callee's proof made room.
+    Deferred {
+        /// Entries taken, from the first (0 for a `Set`).
+        stored: u32,
+    },
 }
 
 /// A decoded frame.
@@ -668,19 +669,6 @@ mod tests {
     use proptest::prelude::*;
 
     #[test]
-    fn a_try_again_refusal_is_told_from_other_errors() {
-        let refusal = format!("{TRY_AGAIN} settling: 20 pushed copies wait");
-        assert!(is_try_again(&refusal));
-        // As a caller's error names the peer first.
-        assert!(is_try_again(&format!("n3: {refusal}")));
-        assert!(!is_try_again(
-            "n3: at most 1024 entries per Handoff request"
-        ));
-        assert!(!is_try_again("n3: key TRYAGAIN-x not found"));
-        assert!(!is_try_again("n3 did not answer in time"));
-    }
-
-    #[test]
     fn golden_bytes() {
         let f = Frame::Request(
             7,
@@ -774,6 +762,12 @@ mod tests {
         assert_eq!(
             to_bytes(&a),
             [0, 0, 0, 12, 1, 1, 0, 0, 0, 0, 0, 0, 0, 5, 25, 1]
+        );
+        // A push refused for now (response variant 26), appended.
+        let d = Frame::Response(5, Response::Deferred { stored: 3 });
+        assert_eq!(
+            to_bytes(&d),
+            [0, 0, 0, 12, 1, 1, 0, 0, 0, 0, 0, 0, 0, 5, 26, 3]
         );
         // The staleness check (request variant 18, response variant 24), appended.
         let s = Frame::Request(

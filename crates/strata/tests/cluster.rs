@@ -2249,16 +2249,37 @@ async fn a_restarted_member_gets_the_pushes_it_refused_while_settling_once_it_ma
     );
     assert!(early <= 20, "n3 held {early} pushed copies while settling");
     assert!(metric(&nodes[3], "strata_cluster_warm_pushes_deferred_total") > 0);
+    // Deleted while their pushes wait to be sent again: they must not come back.
+    let deleted: Vec<&String> = owned.iter().step_by(10).copied().collect();
+    let live: Vec<&String> = owned
+        .iter()
+        .copied()
+        .filter(|k| !deleted.contains(k))
+        .collect();
+    for k in &deleted {
+        assert!(c0.invalidate("ns", k.as_bytes()).await.unwrap());
+    }
     eventually(
-        "n3 holds every key it owns once settled",
+        "n3 holds every live key it owns once settled",
         Duration::from_secs(60),
-        || owned.iter().all(|k| held(k)),
+        || live.iter().all(|k| held(k)),
     )
     .await;
-    let retries: u64 = nodes[..3]
-        .iter()
-        .map(|n| metric(n, "strata_cluster_handoff_retries_total"))
-        .sum();
-    assert!(retries > 0, "no hand-off batch was sent again");
+    for k in &deleted {
+        assert_eq!(nodes[3].owner_copy("ns", k.as_bytes()), None, "{k} on n3");
+        for n in &nodes {
+            assert_eq!(
+                n.cache().get("ns", k.as_bytes()).await.unwrap(),
+                None,
+                "{k}"
+            );
+        }
+    }
+    let sum = |name: &str| nodes[..3].iter().map(|n| metric(n, name)).sum::<u64>();
+    assert!(
+        sum("strata_cluster_handoff_retries_total") > 0,
+        "no hand-off batch was sent again"
+    );
+    assert_eq!(sum("strata_cluster_handoff_deferred_dropped_total"), 0);
     stop(nodes).await;
 }

@@ -328,9 +328,9 @@ impl Shared {
                         }
                         budget = budget.saturating_sub(1);
                         let batch = batches.entry(t.clone()).or_default();
-                        if let Some((entries, read_at)) = batch.push(k, wire.clone(), limit)
+                        if let Some(full) = batch.push(k, wire.clone(), limit)
                             && !self
-                                .send_handoff(&t, addr, Some(generation), &ns, entries, read_at)
+                                .send_handoff(&t, addr, Some(generation), &ns, full, true)
                                 .await
                         {
                             unreachable.insert(t);
@@ -345,14 +345,11 @@ impl Shared {
             for (peer, mut batch) in batches {
                 if let Some(&(addr, generation)) = members.get(&peer)
                     && !unreachable.contains(&peer)
-                {
-                    let (entries, read_at) = batch.take();
-                    if !self
-                        .send_handoff(&peer, addr, Some(generation), &ns, entries, read_at)
+                    && !self
+                        .send_handoff(&peer, addr, Some(generation), &ns, batch.take(), true)
                         .await
-                    {
-                        unreachable.insert(peer);
-                    }
+                {
+                    unreachable.insert(peer);
                 }
             }
             if budget == 0 {
@@ -367,26 +364,28 @@ impl Shared {
         HANDOFF_BATCH_BYTES.min(self.max_frame.saturating_sub(64 * 1024).max(1))
     }
 
-    /// Sends one hand-off batch to `peer` (in its life `generation`, when known: a member
+    /// Sends one hand-off batch (its entries, and when the first was read) to `peer` (in its life `generation`, when known: a member
     /// that restarted since the batch was read gets nothing, its new life's record of
     /// changes does not reach back to that read): one `Handoff` request, or, to a member
     /// of an earlier build, one `Set` per entry. A copy read more than
     /// [`HANDOFF_MAX_AGE_RPCS`] RPC timeouts before it goes (this node stalled, or other
     /// calls were slow) is read again first: a restarted member trusts a push on the word
     /// of members whose record reaches back only a few RPC timeouts before its start
-    /// (`warm`'s `witness_reach_ms`). A target that refuses the batch for now
-    /// ([`strata_cluster::rpc::TRY_AGAIN`]: it settles after a restart and holds as many
-    /// unproven pushes as it may) gets it again, read again, as its proof makes room, for
-    /// up to [`HANDOFF_SETTLING_WAIT`] (the rest of this hand-off waits: the proof's pace
-    /// is the hand-off's). Whether the peer took the batch.
+    /// (`warm`'s `witness_reach_ms`).
+    ///
+    /// With `patient`, the entries a target refuses for now ([`Response::Deferred`]: it
+    /// settles after a restart and holds as many unproven pushes as it may) go again, read
+    /// again, as its proof makes room — for up to [`Shared::settling_wait`], while the rest
+    /// of this hand-off waits (the proof's pace is the hand-off's). Whether the peer took
+    /// the batch.
     pub(crate) async fn send_handoff(
         self: &Arc<Self>,
         peer: &str,
         addr: SocketAddr,
         generation: Option<u64>,
         ns: &str,
-        mut entries: Vec<(ByteBuf, WireEntry)>,
-        read_at: Instant,
+        (mut entries, read_at): (Vec<(ByteBuf, WireEntry)>, Instant),
+        patient: bool,
     ) -> bool {
         let max_age = HANDOFF_MAX_AGE_RPCS * self.pool.rpc_timeout;
         let mut stale = read_at.elapsed() > max_age;
@@ -402,28 +401,46 @@ impl Shared {
             if stale {
                 entries = self.read_again(ns, entries);
             }
-            match self
+            let refused = match self
                 .send_handoff_once(peer, addr, ns, entries, max_age)
                 .await
             {
                 Ok(()) => return true,
-                Err(Some(refused)) if first_try.elapsed() < HANDOFF_SETTLING_WAIT => {
-                    self.counters
-                        .handoff_retries
-                        .fetch_add(1, Ordering::Relaxed);
-                    tokio::time::sleep(pause).await;
-                    pause = (pause * 2).min(Duration::from_secs(2));
-                    entries = refused;
-                    stale = true;
-                }
-                Err(_) => return false,
+                Err(None) => return false,
+                Err(Some(refused)) => refused,
+            };
+            if !patient || first_try.elapsed() >= self.settling_wait() {
+                self.counters
+                    .handoff_deferred_dropped
+                    .fetch_add(refused.len() as u64, Ordering::Relaxed);
+                tracing::warn!(
+                    %peer,
+                    entries = refused.len(),
+                    "hand-off entries refused for now by a settling member, not sent again"
+                );
+                return !patient;
             }
+            self.counters
+                .handoff_retries
+                .fetch_add(1, Ordering::Relaxed);
+            tokio::time::sleep(pause).await;
+            pause = (pause * 2).min(Duration::from_secs(2));
+            entries = refused;
+            stale = true;
         }
     }
 
+    /// How long a hand-off sends entries again to a member that refuses them for now: its
+    /// proof starts twice `max_staleness_ms` after its baseline (this node's setting, the
+    /// cluster's in practice), then takes about a batch per round trip to its witnesses;
+    /// [`HANDOFF_SETTLING_WAIT`] beyond that.
+    pub(crate) fn settling_wait(&self) -> Duration {
+        HANDOFF_SETTLING_WAIT + Duration::from_millis(self.cfg.max_staleness_ms * 2)
+    }
+
     /// One attempt of [`Shared::send_handoff`]: `Ok` when delivered (or nothing to send),
-    /// `Err(Some(entries))` when the peer refused it for now (to send again), `Err(None)`
-    /// when it failed.
+    /// `Err(Some(entries))` with the entries the peer refused for now (to send again),
+    /// `Err(None)` when it failed.
     async fn send_handoff_once(
         self: &Arc<Self>,
         peer: &str,
@@ -452,6 +469,15 @@ impl Shared {
                 pushes.fetch_add(n, Ordering::Relaxed);
                 Ok(())
             }
+            Ok((Response::Deferred { stored }, false)) => {
+                let Request::Handoff { mut entries, .. } = req else {
+                    return Err(None);
+                };
+                let taken = (stored as usize).min(entries.len());
+                pushes.fetch_add(taken as u64, Ordering::Relaxed);
+                tracing::debug!(%peer, taken, "hand-off batch refused in part for now");
+                Err(Some(entries.split_off(taken)))
+            }
             Ok((Response::Stored { .. }, true)) => {
                 pushes.fetch_add(1, Ordering::Relaxed);
                 let Request::Handoff { entries, .. } = req else {
@@ -479,13 +505,6 @@ impl Shared {
                     }
                 }
                 Ok(())
-            }
-            Err(peer::CallError::Unknown(why)) if strata_cluster::rpc::is_try_again(&why) => {
-                tracing::debug!(%peer, %why, "hand-off batch refused for now");
-                match req {
-                    Request::Handoff { entries, .. } => Err(Some(entries)),
-                    _ => Err(None),
-                }
             }
             other => {
                 tracing::debug!(%peer, ?other, "hand-off batch not delivered");
@@ -531,9 +550,8 @@ impl Shared {
 /// before it is read again ([`Shared::send_handoff`]).
 const HANDOFF_MAX_AGE_RPCS: u32 = 4;
 /// How long a hand-off batch is sent again to a target that refuses it for now (a
-/// restarted member whose proof has as many pushes to prove as it may hold): a proof
-/// waits twice `max_staleness_ms` before it starts, then proves about a batch per
-/// round trip to the witnesses.
+/// restarted member whose proof has as many pushes to prove as it may hold), beyond the
+/// twice `max_staleness_ms` its proof waits before it starts ([`Shared::settling_wait`]).
 const HANDOFF_SETTLING_WAIT: Duration = Duration::from_secs(60);
 /// Most entries in one hand-off batch (each stored by the receiver inline, as a `Set`).
 const HANDOFF_BATCH_ENTRIES: usize = 256;

@@ -228,6 +228,12 @@ impl Maintenance for ClusterHook {
                 get(&k.handoff_retries),
             ),
             m(
+                "cluster_handoff_deferred_dropped",
+                "Hand-off entries a settling member refused for now and this node did not send again",
+                true,
+                get(&k.handoff_deferred_dropped),
+            ),
+            m(
                 "cluster_drops_unverified",
                 "Times this node dropped its unverified copies",
                 true,

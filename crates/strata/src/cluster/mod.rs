@@ -131,6 +131,9 @@ pub(crate) struct Counters {
     pub(crate) pushes_deferred: AtomicU64,
     /// Hand-off batches sent again because their target, settling, refused them for now.
     pub(crate) handoff_retries: AtomicU64,
+    /// Hand-off entries a settling target refused for now and that were not sent again (a
+    /// proof's pass-on, or refused past the wait): their keys' previous owners hold them.
+    pub(crate) handoff_deferred_dropped: AtomicU64,
     /// Writes executed here as the key's primary.
     pub(crate) executed: AtomicU64,
     /// Writes sent to another node, the key's primary.
@@ -180,8 +183,8 @@ pub(crate) struct WarmState {
     /// off. Not by a member's death: the changes it made reached their owners first.
     pub(crate) record_from_ms: AtomicU64,
     /// Most pushed copies held unproven while settling (`cluster.settling_push_limit`); a
-    /// push past them is refused with [`strata_cluster::rpc::TRY_AGAIN`]: the key's
-    /// previous owners still hold it and send it again once the proof made room.
+    /// push past them is refused for now ([`strata_cluster::rpc::Response::Deferred`]):
+    /// the key's previous owners still hold it and send it again once the proof made room.
     pub(crate) push_limit: usize,
 }
 
@@ -505,7 +508,8 @@ impl Shared {
             entry: to_wire(entry),
         };
         matches!(
-            self.handle(req).await,
+            self.handle(req, strata_cluster::rpc::features::THIS_BUILD)
+                .await,
             strata_cluster::rpc::Response::Stored { kept_newer: false }
         )
     }

@@ -157,6 +157,7 @@ impl Shared {
         tracing::debug!(node = %self.name, peer = %caller, "peer connected");
         // This connection's delivery of forwarded pub/sub messages (started on the first).
         let mut delivery: Option<pubsub::Delivery> = None;
+        let mut caller_features = 0u64;
         loop {
             let frame = loop {
                 match rpc::decode(&mut buf, max) {
@@ -209,6 +210,10 @@ impl Shared {
             // Reads and replication touch only memory: answered here, in order, without a
             // task of their own (a write's replication and a missed read's fallback are on
             // every such request's critical path).
+            // What the caller's build understands, as it told (an earlier build: nothing).
+            if let Request::Features { bits } = &req {
+                caller_features = *bits;
+            }
             let req = match self.answer_now(&caller, req) {
                 Answer::Now(resp) => {
                     let _ = tx.send(rpc::to_bytes(&Frame::Response(id, resp)));
@@ -219,7 +224,7 @@ impl Shared {
             let me = self.clone();
             let tx = tx.clone();
             tokio::spawn(async move {
-                let resp = me.handle(req).await;
+                let resp = me.handle(req, caller_features).await;
                 let _ = tx.send(rpc::to_bytes(&Frame::Response(id, resp)));
             });
         }
@@ -288,8 +293,10 @@ impl Shared {
     }
 
     /// Answers one request from the authenticated peer `from` that [`Shared::answer_now`]
-    /// handed back.
-    pub(crate) async fn handle(self: &Arc<Self>, req: Request) -> Response {
+    /// handed back; `caller_features`: what the caller's build understands
+    /// (`rpc::features`).
+    pub(crate) async fn handle(self: &Arc<Self>, req: Request, caller_features: u64) -> Response {
+        let defers = caller_features & strata_cluster::rpc::features::DEFERRED_PUSHES != 0;
         match req {
             Request::Hello { .. } | Request::Login { .. } | Request::Prove { .. } => {
                 Response::Error("already connected".into())
@@ -308,8 +315,9 @@ impl Shared {
                 key,
                 entry,
             } => match self.store_pushed(&namespace, key, entry) {
-                Ok(stored) => Response::Stored {
-                    kept_newer: !stored,
+                Ok(Pushed::Deferred) if defers => Response::Deferred { stored: 0 },
+                Ok(pushed) => Response::Stored {
+                    kept_newer: pushed != Pushed::Stored,
                 },
                 Err(e) => Response::Error(e),
             },
@@ -321,10 +329,14 @@ impl Shared {
                     ));
                 }
                 let mut stored = 0u32;
-                for (key, entry) in entries {
+                for (i, (key, entry)) in entries.into_iter().enumerate() {
                     match self.store_pushed(&namespace, key.into_vec(), entry) {
-                        Ok(true) => stored += 1,
-                        Ok(false) => {}
+                        Ok(Pushed::Stored) => stored += 1,
+                        // The rest would be refused too: the caller sends them again.
+                        Ok(Pushed::Deferred) if defers => {
+                            return Response::Deferred { stored: i as u32 };
+                        }
+                        Ok(_) => {}
                         Err(e) => return Response::Error(e),
                     }
                 }
@@ -442,7 +454,7 @@ impl Shared {
         namespace: &str,
         key: Vec<u8>,
         entry: strata_cluster::rpc::WireEntry,
-    ) -> Result<bool, String> {
+    ) -> Result<Pushed, String> {
         let entry = from_wire(entry);
         if !self.coherence.lock().admits_tagged(
             namespace,
@@ -451,37 +463,33 @@ impl Shared {
             &tag_refs(&entry),
         ) {
             self.counters.refused_stale.fetch_add(1, Ordering::Relaxed);
-            return Ok(false);
+            return Ok(Pushed::NotStored);
         }
         self.observe(entry.version);
         // A push to a restarted member that is settling may predate an invalidation its
         // baseline counted as applied: recorded, and proven once settled. Past the most it
         // may hold unproven, refused for now: the sender still holds the copy and sends it
-        // again later (it counted it delivered and so kept the key's only other copy on
-        // the other owner, lost if that owner died next).
+        // again later (it counted it delivered, and the key's one other copy was on its
+        // other owner: lost if that owner died next).
         if !self.note_push(namespace, &key, entry.version) {
             self.counters
                 .pushes_deferred
                 .fetch_add(1, Ordering::Relaxed);
-            return Err(format!(
-                "{} settling: {} pushed copies wait for this member's proof",
-                strata_cluster::rpc::TRY_AGAIN,
-                self.warm.push_limit
-            ));
+            return Ok(Pushed::Deferred);
         }
         let forward = entry.clone();
         let stored = self.store_owned(namespace, &key, entry);
         // Once the store holds it (absent.rs).
         self.absent.forget(namespace, &key);
         match stored {
-            Ok(None | Some(strata_core::SetOutcome::KeptNewer)) => Ok(false),
+            Ok(None | Some(strata_core::SetOutcome::KeptNewer)) => Ok(Pushed::NotStored),
             Ok(Some(_)) => {
                 // Not while it is an unproven push: its owners would store it and vouch for
                 // it when this member's proof asks; the proof passes on what it keeps.
                 if !self.warm.is_unproven(namespace, &key, forward.version) {
                     self.forward_misplaced(namespace.to_owned(), key, forward);
                 }
-                Ok(true)
+                Ok(Pushed::Stored)
             }
             Err(e) => Err(e.to_string()),
         }
@@ -536,4 +544,16 @@ enum Answer {
     Now(Response),
     /// Needs [`Shared::handle`] (it waits on something).
     Later(Request),
+}
+
+/// What became of a copy another member pushed ([`Shared::store_pushed`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Pushed {
+    /// Stored.
+    Stored,
+    /// Not stored: this node holds or knows of something newer.
+    NotStored,
+    /// Refused for now: this member settles and holds as many unproven pushes as it may
+    /// (`cluster.settling_push_limit`); the sender still holds the copy.
+    Deferred,
 }

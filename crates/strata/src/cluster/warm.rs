@@ -280,17 +280,16 @@ async fn pass_on_witnessed(shared: &Arc<Shared>, ns: &str, keys: &[&Bytes]) {
                 continue;
             }
             let batch = batches.entry((peer.clone(), addr)).or_default();
-            if let Some((entries, read_at)) = batch.push(key, wire.clone(), limit) {
+            if let Some(full) = batch.push(key, wire.clone(), limit) {
                 shared
-                    .send_handoff(&peer, addr, None, ns, entries, read_at)
+                    .send_handoff(&peer, addr, None, ns, full, false)
                     .await;
             }
         }
     }
     for ((peer, addr), mut batch) in batches {
-        let (entries, read_at) = batch.take();
         shared
-            .send_handoff(&peer, addr, None, ns, entries, read_at)
+            .send_handoff(&peer, addr, None, ns, batch.take(), false)
             .await;
     }
 }
