@@ -1554,10 +1554,13 @@ impl Shared {
         forwarded: bool,
     ) -> Result<Outcome, Refusal> {
         match op {
-            PrimaryOp::Multi(m) => self
-                .execute_multi_as_primary(namespace, &m, forwarded)
-                .await
-                .map(Outcome::Many),
+            // Boxed: the rarer multi-key path's state would otherwise be part of every
+            // single-key write's future (copied whole whenever one is boxed or moved).
+            PrimaryOp::Multi(m) => {
+                Box::pin(self.execute_multi_as_primary(namespace, &m, forwarded))
+                    .await
+                    .map(Outcome::Many)
+            }
             single => self
                 .execute_as_primary(namespace, key, single, forwarded)
                 .await
