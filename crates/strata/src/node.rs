@@ -427,9 +427,10 @@ impl Node {
     }
 
     /// Makes this node act as a member of a build from before check-only changes (a
-    /// rolling upgrade, for tests): it tells peers it has no features and reads a
-    /// check-only change as that build did, a removal at version 0. Peers connected before
-    /// keep what they were told until they reconnect. Feature `fault-injection`; never in a
+    /// rolling upgrade, for tests): it tells peers it has no features — answering their
+    /// `Features`, and announcing none on the connections it opens from now on — and reads
+    /// a check-only change as that build did, a removal at version 0. Peers connected
+    /// before keep what they were told until they reconnect. Feature `fault-injection`; never in a
     /// production build.
     #[cfg(feature = "fault-injection")]
     pub fn act_as_earlier_build(&self, earlier: bool) {

@@ -1460,6 +1460,16 @@ async fn restart_n3(nodes: &mut Vec<Node>, dirs: &mut Vec<tempfile::TempDir>) ->
     restart_n3_with(nodes, dirs, |_| {}).await
 }
 
+/// The value of the counter `name` (its full Prometheus name) on `node`.
+#[cfg(all(feature = "fault-injection", feature = "l3"))]
+fn counter(node: &Node, name: &str) -> u64 {
+    node.encode_metrics()
+        .lines()
+        .find_map(|l| l.strip_prefix(name)?.strip_prefix(' '))
+        .and_then(|v| v.trim().parse::<u64>().ok())
+        .unwrap_or_else(|| panic!("metric {name}"))
+}
+
 /// [`restart_n3`] with `tweak` applied to n3's configuration.
 #[cfg(all(feature = "fault-injection", feature = "l3"))]
 async fn restart_n3_with(
@@ -2232,13 +2242,6 @@ async fn a_restarted_member_gets_the_pushes_it_refused_while_settling_once_it_ma
             .as_deref()
             == Some(format!("v-{k}").as_bytes())
     };
-    let metric = |n: &Node, name: &str| {
-        n.encode_metrics()
-            .lines()
-            .find_map(|l| l.strip_prefix(name)?.strip_prefix(' '))
-            .and_then(|v| v.trim().parse::<u64>().ok())
-            .unwrap_or_else(|| panic!("metric {name}"))
-    };
     // While it settles (its proof starts 12 s after its start), it holds at most 20 of
     // them unproven.
     tokio::time::sleep(Duration::from_millis(3_000)).await;
@@ -2248,7 +2251,7 @@ async fn a_restarted_member_gets_the_pushes_it_refused_while_settling_once_it_ma
         "n3 may be proving already"
     );
     assert!(early <= 20, "n3 held {early} pushed copies while settling");
-    assert!(metric(&nodes[3], "strata_cluster_warm_pushes_deferred_total") > 0);
+    assert!(counter(&nodes[3], "strata_cluster_warm_pushes_deferred_total") > 0);
     // Deleted while their pushes wait to be sent again: they must not come back.
     let deleted: Vec<&String> = owned.iter().step_by(10).copied().collect();
     let live: Vec<&String> = owned
@@ -2275,10 +2278,57 @@ async fn a_restarted_member_gets_the_pushes_it_refused_while_settling_once_it_ma
             );
         }
     }
-    let sum = |name: &str| nodes[..3].iter().map(|n| metric(n, name)).sum::<u64>();
+    let sum = |name: &str| nodes[..3].iter().map(|n| counter(n, name)).sum::<u64>();
     assert!(
         sum("strata_cluster_handoff_retries_total") > 0,
         "no hand-off batch was sent again"
+    );
+    assert_eq!(sum("strata_cluster_handoff_deferred_dropped_total"), 0);
+    stop(nodes).await;
+}
+
+/// During a rolling upgrade: members of an earlier build, whose callers do not announce
+/// `DEFERRED_PUSHES`, hand keys over to a restarted member of this build that refuses
+/// pushes for now. It answers them as their build expects (the entries not stored), never
+/// with a `Deferred` they could not decode: they go on with their hand-off, sending
+/// nothing again.
+#[cfg(all(feature = "fault-injection", feature = "l3"))]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_settling_member_answers_an_earlier_builds_pushes_as_that_build_expects() {
+    let (mut nodes, mut dirs) = cluster_with_l3(3, 2).await;
+    let c0 = nodes[0].cache();
+    for i in 0..600 {
+        c0.set("ns", format!("kv:{i}"), "v").await.unwrap();
+    }
+    for n in &nodes {
+        n.act_as_earlier_build(true);
+    }
+    let joined_at = restart_n3_with(&mut nodes, &mut dirs, |c| {
+        c.cluster.settling_push_limit = 20;
+    })
+    .await;
+    eventually(
+        "the hand-offs to n3 are over",
+        Duration::from_secs(8),
+        || {
+            counter(&nodes[3], "strata_cluster_warm_pushes_deferred_total") > 0
+                && nodes[..3]
+                    .iter()
+                    .map(|n| n.cluster_status().unwrap().handoff_pushes)
+                    .sum::<u64>()
+                    > 100
+        },
+    )
+    .await;
+    assert!(
+        joined_at.elapsed() < Duration::from_millis(11_000),
+        "n3 may be proving already"
+    );
+    let sum = |name: &str| nodes[..3].iter().map(|n| counter(n, name)).sum::<u64>();
+    assert_eq!(
+        sum("strata_cluster_handoff_retries_total"),
+        0,
+        "an earlier build's caller was answered Deferred"
     );
     assert_eq!(sum("strata_cluster_handoff_deferred_dropped_total"), 0);
     stop(nodes).await;

@@ -451,9 +451,11 @@ impl Shared {
         self.faults.replicate_delay_ms.store(ms, Ordering::Release);
     }
 
-    /// Makes this node act as a member of a build from before check-only changes.
+    /// Makes this node act as a member of a build from before check-only changes (and
+    /// before every later feature: as a caller, it announces none on new connections).
     pub(crate) fn set_earlier_build(&self, earlier: bool) {
         self.faults.earlier_build.store(earlier, Ordering::Release);
+        self.pool.announce_no_features(earlier);
     }
 
     /// Check-only changes this node has received as an owner.

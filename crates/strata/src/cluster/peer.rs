@@ -202,6 +202,10 @@ pub(crate) struct Pool {
     retry_tokens: AtomicU64,
     #[cfg(feature = "fault-injection")]
     blocked: Mutex<std::collections::HashSet<String>>,
+    /// Announces no features on new connections, as a caller of an earlier build does
+    /// (rolling-upgrade tests).
+    #[cfg(feature = "fault-injection")]
+    announce_none: AtomicBool,
     retries: AtomicU64,
     pub(crate) rpc_timeout: Duration,
     connect_timeout: Duration,
@@ -228,6 +232,8 @@ impl Pool {
             retry_tokens: AtomicU64::new(RETRY_BANK),
             #[cfg(feature = "fault-injection")]
             blocked: Mutex::new(Default::default()),
+            #[cfg(feature = "fault-injection")]
+            announce_none: AtomicBool::new(false),
             retries: AtomicU64::new(0),
             rpc_timeout,
             connect_timeout,
@@ -249,6 +255,13 @@ impl Pool {
                 s
             }
         }
+    }
+
+    /// Announces no features on the connections opened from now on (`true`), as a caller
+    /// of an earlier build would.
+    #[cfg(feature = "fault-injection")]
+    pub(crate) fn announce_no_features(&self, none: bool) {
+        self.announce_none.store(none, Ordering::Release);
     }
 
     /// Fails every request to `name` from now on (partition tests).
@@ -324,7 +337,12 @@ impl Pool {
                 .map_err(|e| format!("handshake with {peer} at {addr}: {e}"))?;
             // What the peer's build understands; an earlier build answers with an error
             // (an unknown request) and has none of the features.
-            let bits = rpc::features::THIS_BUILD;
+            #[allow(unused_mut)]
+            let mut bits = rpc::features::THIS_BUILD;
+            #[cfg(feature = "fault-injection")]
+            if self.announce_none.load(Ordering::Acquire) {
+                bits = 0;
+            }
             write_frame(&mut write, &Frame::Request(0, Request::Features { bits })).await?;
             // Read as any answer is, so that one this build cannot decode (a later build's
             // shape) counts as no features rather than failing the connection.
