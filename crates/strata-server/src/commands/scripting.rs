@@ -101,6 +101,8 @@ pub struct ScriptCache {
     eval_lru: BTreeMap<u64, String>,
     tick: u64,
     bytes: usize,
+    /// Of `bytes`, those of the scripts only `EVAL` brought.
+    eval_bytes: usize,
     evicted: u64,
 }
 
@@ -127,6 +129,7 @@ impl ScriptCache {
         if let Some(c) = self.by_sha.get_mut(&sha) {
             if let Some(t) = c.eval_tick.take() {
                 self.eval_lru.remove(&t);
+                self.eval_bytes -= c.body.len();
             }
             return Ok(sha);
         }
@@ -164,6 +167,7 @@ impl ScriptCache {
             return sha;
         }
         self.bytes += body.len();
+        self.eval_bytes += body.len();
         self.eval_lru.insert(tick, sha.clone());
         self.by_sha.insert(
             sha.clone(),
@@ -180,6 +184,7 @@ impl ScriptCache {
         let c = self.by_sha.get_mut(&sha.to_ascii_lowercase())?;
         if let Some(t) = c.eval_tick.take() {
             self.eval_lru.remove(&t);
+            self.eval_bytes -= c.body.len();
         }
         Some(c.body.clone())
     }
@@ -218,8 +223,16 @@ impl ScriptCache {
     }
 
     /// Drops `EVAL` scripts, least recently used first, until one more script of `len`
-    /// bytes fits the bounds; [`CacheFull`] when only loaded scripts are left.
+    /// bytes fits the bounds; [`CacheFull`], dropping none, when it would not fit beside
+    /// the loaded scripts alone (a script larger than the whole cache once emptied every
+    /// `EVAL` script held, and then ran uncached).
     fn make_room(&mut self, len: usize) -> Result<(), CacheFull> {
+        let loaded = self.by_sha.len() - self.eval_lru.len();
+        if loaded >= MAX_CACHED_SCRIPTS
+            || self.bytes - self.eval_bytes + len > MAX_CACHED_SCRIPT_BYTES
+        {
+            return Err(CacheFull::Loaded);
+        }
         while self.by_sha.len() >= MAX_CACHED_SCRIPTS || self.bytes + len > MAX_CACHED_SCRIPT_BYTES
         {
             if !self.evict_one_eval() {
@@ -235,6 +248,7 @@ impl ScriptCache {
         };
         if let Some(c) = self.by_sha.remove(&sha) {
             self.bytes -= c.body.len();
+            self.eval_bytes -= c.body.len();
         }
         self.evicted += 1;
         true
@@ -1411,5 +1425,29 @@ mod cache_tests {
         // quarter): the least recently used went.
         assert!(c.bytes() <= MAX_CACHED_SCRIPT_BYTES);
         assert!(!c.contains(&shas[0]) && c.contains(&shas[3]));
+    }
+
+    /// A script that could never fit runs uncached and pushes out nobody's: it once emptied
+    /// every `EVAL` script held first.
+    #[test]
+    fn a_script_larger_than_the_cache_drops_nothing() {
+        let mut c = ScriptCache::default();
+        let evals: Vec<String> = (0..10).map(|i| c.remember_eval(&body(i))).collect();
+        let loaded = c.load(&vec![b' '; MAX_CACHED_SCRIPT_BYTES / 2]).unwrap();
+        let huge = vec![b'-'; MAX_CACHED_SCRIPT_BYTES / 2 + 1];
+        let sha = c.remember_eval(&huge);
+        assert!(!c.contains(&sha));
+        assert!(
+            evals.iter().all(|s| c.contains(s)),
+            "EVAL scripts were dropped"
+        );
+        assert_eq!(c.load(&huge), Err(CacheFull::Loaded));
+        assert!(evals.iter().all(|s| c.contains(s)) && c.contains(&loaded));
+        assert_eq!(c.evicted(), 0);
+        // Room made by EVAL scripts alone is still made: a script that fits beside the
+        // loaded one pushes the least recently used out.
+        let fits = vec![b'+'; MAX_CACHED_SCRIPT_BYTES / 2 - 50];
+        c.remember_eval(&fits);
+        assert!(!c.contains(&evals[0]) && c.evicted() > 0);
     }
 }
