@@ -266,7 +266,12 @@ impl Shared {
                     key: key.clone(),
                     entry: to_wire(&entry),
                 };
-                if me.pool.call(&name, addr, req, None).await.is_ok() {
+                // A settling owner's `Deferred` is not a delivery (not sent again: the
+                // hand-off and hand-off reads cover the key).
+                if matches!(
+                    me.pool.call(&name, addr, req, None).await,
+                    Ok(Response::Stored { .. })
+                ) {
                     me.counters.handoff_pushes.fetch_add(1, Ordering::Relaxed);
                 }
             }
@@ -296,6 +301,9 @@ impl Shared {
         // and their next ring change's hand-off cover them), so that one dead member does
         // not hold up the others' for a timeout per batch.
         let mut unreachable: BTreeSet<String> = BTreeSet::new();
+        // Members that refused entries for now past the wait: each later batch goes once,
+        // without waiting (their proof may have made room since).
+        let mut refusing: BTreeSet<String> = BTreeSet::new();
         for ns in self.owner.namespace_names() {
             let mut batches: BTreeMap<String, HandoffBatch> = BTreeMap::new();
             let mut after: Option<Bytes> = None;
@@ -328,12 +336,20 @@ impl Shared {
                         }
                         budget = budget.saturating_sub(1);
                         let batch = batches.entry(t.clone()).or_default();
-                        if let Some(full) = batch.push(k, wire.clone(), limit)
-                            && !self
-                                .send_handoff(&t, addr, Some(generation), &ns, full, true)
+                        if let Some(full) = batch.push(k, wire.clone(), limit) {
+                            let patient = !refusing.contains(&t);
+                            match self
+                                .send_handoff(&t, addr, Some(generation), &ns, full, patient)
                                 .await
-                        {
-                            unreachable.insert(t);
+                            {
+                                Handed::Taken => {}
+                                Handed::Unreachable => {
+                                    unreachable.insert(t);
+                                }
+                                Handed::Refused => {
+                                    refusing.insert(t);
+                                }
+                            }
                         }
                     }
                 }
@@ -343,13 +359,24 @@ impl Shared {
                 }
             }
             for (peer, mut batch) in batches {
-                if let Some(&(addr, generation)) = members.get(&peer)
-                    && !unreachable.contains(&peer)
-                    && !self
-                        .send_handoff(&peer, addr, Some(generation), &ns, batch.take(), true)
-                        .await
+                let Some(&(addr, generation)) = members.get(&peer) else {
+                    continue;
+                };
+                if unreachable.contains(&peer) {
+                    continue;
+                }
+                let patient = !refusing.contains(&peer);
+                match self
+                    .send_handoff(&peer, addr, Some(generation), &ns, batch.take(), patient)
+                    .await
                 {
-                    unreachable.insert(peer);
+                    Handed::Taken => {}
+                    Handed::Unreachable => {
+                        unreachable.insert(peer);
+                    }
+                    Handed::Refused => {
+                        refusing.insert(peer);
+                    }
                 }
             }
             if budget == 0 {
@@ -377,7 +404,7 @@ impl Shared {
     /// settles after a restart and holds as many unproven pushes as it may) go again, read
     /// again, as its proof makes room — for up to [`Shared::settling_wait`], while the rest
     /// of this hand-off waits (the proof's pace is the hand-off's). Whether the peer took
-    /// the batch.
+    /// the batch ([`Handed`]).
     pub(crate) async fn send_handoff(
         self: &Arc<Self>,
         peer: &str,
@@ -386,7 +413,7 @@ impl Shared {
         ns: &str,
         (mut entries, read_at): (Vec<(ByteBuf, WireEntry)>, Instant),
         patient: bool,
-    ) -> bool {
+    ) -> Handed {
         let max_age = HANDOFF_MAX_AGE_RPCS * self.pool.rpc_timeout;
         let mut stale = read_at.elapsed() > max_age;
         let first_try = Instant::now();
@@ -396,7 +423,7 @@ impl Shared {
                 && self.view.read().members.get(peer).map(|id| id.generation) != Some(g)
             {
                 tracing::debug!(%peer, "hand-off batch dropped: the member left or restarted");
-                return true;
+                return Handed::Taken;
             }
             if stale {
                 entries = self.read_again(ns, entries);
@@ -405,8 +432,8 @@ impl Shared {
                 .send_handoff_once(peer, addr, ns, entries, max_age)
                 .await
             {
-                Ok(()) => return true,
-                Err(None) => return false,
+                Ok(()) => return Handed::Taken,
+                Err(None) => return Handed::Unreachable,
                 Err(Some(refused)) => refused,
             };
             if !patient || first_try.elapsed() >= self.settling_wait() {
@@ -418,7 +445,7 @@ impl Shared {
                     entries = refused.len(),
                     "hand-off entries refused for now by a settling member, not sent again"
                 );
-                return !patient;
+                return Handed::Refused;
             }
             self.counters
                 .handoff_retries
@@ -469,7 +496,8 @@ impl Shared {
                 pushes.fetch_add(n, Ordering::Relaxed);
                 Ok(())
             }
-            Ok((Response::Deferred { stored }, false)) => {
+            // (Fallen back to one `Set`: `stored` is of that one, the batch's first.)
+            Ok((Response::Deferred { stored }, _)) => {
                 let Request::Handoff { mut entries, .. } = req else {
                     return Err(None);
                 };
@@ -500,7 +528,10 @@ impl Shared {
                         key: key.into_vec(),
                         entry,
                     };
-                    if self.pool.call(peer, addr, set, None).await.is_ok() {
+                    if matches!(
+                        self.pool.call(peer, addr, set, None).await,
+                        Ok(Response::Stored { .. })
+                    ) {
                         pushes.fetch_add(1, Ordering::Relaxed);
                     }
                 }
@@ -544,6 +575,18 @@ impl Shared {
             }
         }
     }
+}
+
+/// What became of a hand-off batch ([`Shared::send_handoff`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Handed {
+    /// The target took it (or it was dropped on purpose: the target left or restarted).
+    Taken,
+    /// The target did not answer: the rest of this hand-off skips it.
+    Unreachable,
+    /// The target, settling, refused some of it for now for longer than the caller waits
+    /// (or the caller did not wait): the rest of this hand-off tries it once per batch.
+    Refused,
 }
 
 /// How many RPC timeouts a hand-off batch may wait between its first read and its send

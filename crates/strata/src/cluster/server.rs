@@ -296,7 +296,13 @@ impl Shared {
     /// handed back; `caller_features`: what the caller's build understands
     /// (`rpc::features`).
     pub(crate) async fn handle(self: &Arc<Self>, req: Request, caller_features: u64) -> Response {
-        let defers = caller_features & strata_cluster::rpc::features::DEFERRED_PUSHES != 0;
+        #[allow(unused_mut)]
+        let mut defers = caller_features & strata_cluster::rpc::features::DEFERRED_PUSHES != 0;
+        #[cfg(feature = "fault-injection")]
+        if self.faults.earlier_build.load(Ordering::Acquire) {
+            // As a callee of an earlier build: it knows no `Deferred`.
+            defers = false;
+        }
         match req {
             Request::Hello { .. } | Request::Login { .. } | Request::Prove { .. } => {
                 Response::Error("already connected".into())

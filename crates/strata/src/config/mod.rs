@@ -161,7 +161,7 @@ pub struct ClusterConfig {
     /// new owner has its copy, a failure of its other owner loses it).
     pub handoff_push_limit: u32,
     /// Most copies a restarted member holds unproven while it settles (default 100000; at
-    /// least 1): pushes past them are refused with `TRYAGAIN`, and their senders, which
+    /// least 1): pushes past them are refused for now, and their senders, which
     /// still hold them, send them again once its proof made room.
     pub settling_push_limit: u32,
     /// How often the background sweep drops expired entries from the keys this node owns
