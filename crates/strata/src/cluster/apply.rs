@@ -285,24 +285,49 @@ impl Shared {
     /// other owner dies loses its last copy (a membership review's `quick` run with
     /// `kill -9` lost 1,904 acknowledged `SET`s with a cap of 10,000 and one `Set` call per
     /// copy, members holding ~20,000 each).
+    ///
+    /// A target that refuses entries for now (settling after a restart, as many unproven
+    /// pushes as it may hold) is not waited for in the first pass, so that the other new
+    /// owners get their copies at once; a second pass sends it its share again, waiting
+    /// for its proof to make room ([`Shared::send_handoff`]).
     pub(crate) async fn push_handoff(self: &Arc<Self>, old: &Ring, new: &Ring) {
-        let rf = self.cfg.replication_factor as usize;
         let mut budget = self.cfg.handoff_push_limit as usize;
+        let refusing = self.handoff_pass(old, new, None, &mut budget).await;
+        if !refusing.is_empty() {
+            let mut budget = self.cfg.handoff_push_limit as usize;
+            self.handoff_pass(old, new, Some(&refusing), &mut budget)
+                .await;
+        }
+    }
+
+    /// One scan of the owner store for [`Shared::push_handoff`]: to every target, without
+    /// waiting on refusals (`only: None`), or to the targets in `only`, waiting. The
+    /// targets that refused entries for now.
+    async fn handoff_pass(
+        self: &Arc<Self>,
+        old: &Ring,
+        new: &Ring,
+        only: Option<&BTreeSet<String>>,
+        budget: &mut usize,
+    ) -> BTreeSet<String> {
+        let rf = self.cfg.replication_factor as usize;
         let limit = self.handoff_batch_bytes();
+        let patient = only.is_some();
         // Each member's address and life: a batch for a life that ended is not sent.
         let members: BTreeMap<String, (SocketAddr, u64)> = self
             .view
             .read()
             .members
             .values()
+            .filter(|id| only.is_none_or(|o| o.contains(&id.name)))
             .map(|id| (id.name.clone(), (id.rpc, id.generation)))
             .collect();
         // Members a batch could not reach: the rest of theirs are dropped (hand-off reads
         // and their next ring change's hand-off cover them), so that one dead member does
         // not hold up the others' for a timeout per batch.
         let mut unreachable: BTreeSet<String> = BTreeSet::new();
-        // Members that refused entries for now past the wait: each later batch goes once,
-        // without waiting (their proof may have made room since).
+        // Members that refused entries for now: the rest of this pass sends them each
+        // batch once, without waiting.
         let mut refusing: BTreeSet<String> = BTreeSet::new();
         for ns in self.owner.namespace_names() {
             let mut batches: BTreeMap<String, HandoffBatch> = BTreeMap::new();
@@ -313,11 +338,11 @@ impl Shared {
                         .scan_keys_sync(&ns, ScanFrom::resume(after.as_deref()), SCAN_BATCH);
                 let done = keys.len() < SCAN_BATCH;
                 for k in &keys {
-                    if budget == 0 {
+                    if *budget == 0 {
                         break 'scan;
                     }
                     let targets = placement::handoff_targets(old, new, &self.name, k, rf);
-                    if targets.is_empty() {
+                    if !targets.iter().any(|t| members.contains_key(t)) {
                         continue;
                     }
                     // Not a copy pushed here while this member settles and not proven
@@ -331,15 +356,17 @@ impl Shared {
                         let Some(&(addr, generation)) = members.get(&t) else {
                             continue;
                         };
-                        if unreachable.contains(&t) {
+                        // (A target that refused entries in the first pass gets the
+                        // rest of its share in the second.)
+                        if unreachable.contains(&t) || (!patient && refusing.contains(&t)) {
                             continue;
                         }
-                        budget = budget.saturating_sub(1);
+                        *budget = budget.saturating_sub(1);
                         let batch = batches.entry(t.clone()).or_default();
                         if let Some(full) = batch.push(k, wire.clone(), limit) {
-                            let patient = !refusing.contains(&t);
+                            let resend = resend_for(patient, refusing.contains(&t));
                             match self
-                                .send_handoff(&t, addr, Some(generation), &ns, full, patient)
+                                .send_handoff(&t, addr, Some(generation), &ns, full, resend)
                                 .await
                             {
                                 Handed::Taken => {}
@@ -362,12 +389,12 @@ impl Shared {
                 let Some(&(addr, generation)) = members.get(&peer) else {
                     continue;
                 };
-                if unreachable.contains(&peer) {
+                if unreachable.contains(&peer) || (!patient && refusing.contains(&peer)) {
                     continue;
                 }
-                let patient = !refusing.contains(&peer);
+                let resend = resend_for(patient, refusing.contains(&peer));
                 match self
-                    .send_handoff(&peer, addr, Some(generation), &ns, batch.take(), patient)
+                    .send_handoff(&peer, addr, Some(generation), &ns, batch.take(), resend)
                     .await
                 {
                     Handed::Taken => {}
@@ -379,10 +406,11 @@ impl Shared {
                     }
                 }
             }
-            if budget == 0 {
+            if *budget == 0 {
                 break;
             }
         }
+        refusing
     }
 
     /// Most bytes of a hand-off batch: 1 MiB, or less where a member's frames are smaller
@@ -391,20 +419,21 @@ impl Shared {
         HANDOFF_BATCH_BYTES.min(self.max_frame.saturating_sub(64 * 1024).max(1))
     }
 
-    /// Sends one hand-off batch (its entries, and when the first was read) to `peer` (in its life `generation`, when known: a member
-    /// that restarted since the batch was read gets nothing, its new life's record of
-    /// changes does not reach back to that read): one `Handoff` request, or, to a member
+    /// Sends one hand-off batch (its entries, and when the first was read) to `peer` (in
+    /// its life `generation`, when known: a member that restarted since the batch was read
+    /// gets nothing, its new life's record of changes does not reach back to that read): one `Handoff` request, or, to a member
     /// of an earlier build, one `Set` per entry. A copy read more than
     /// [`HANDOFF_MAX_AGE_RPCS`] RPC timeouts before it goes (this node stalled, or other
     /// calls were slow) is read again first: a restarted member trusts a push on the word
     /// of members whose record reaches back only a few RPC timeouts before its start
     /// (`warm`'s `witness_reach_ms`).
     ///
-    /// With `patient`, the entries a target refuses for now ([`Response::Deferred`]: it
-    /// settles after a restart and holds as many unproven pushes as it may) go again, read
-    /// again, as its proof makes room — for up to [`Shared::settling_wait`], while the rest
-    /// of this hand-off waits (the proof's pace is the hand-off's). Whether the peer took
-    /// the batch ([`Handed`]).
+    /// The entries a target refuses for now ([`Response::Deferred`]: it settles after a
+    /// restart and holds as many unproven pushes as it may) are left to the caller
+    /// ([`Resend::Later`]), dropped ([`Resend::Never`]), or go again, read again, as its
+    /// proof makes room, for up to [`Shared::settling_wait`] ([`Resend::Wait`]: the rest of
+    /// the caller's pass waits, the proof's pace is its pace). Whether the peer took the
+    /// batch ([`Handed`]).
     pub(crate) async fn send_handoff(
         self: &Arc<Self>,
         peer: &str,
@@ -412,7 +441,7 @@ impl Shared {
         generation: Option<u64>,
         ns: &str,
         (mut entries, read_at): (Vec<(ByteBuf, WireEntry)>, Instant),
-        patient: bool,
+        resend: Resend,
     ) -> Handed {
         let max_age = HANDOFF_MAX_AGE_RPCS * self.pool.rpc_timeout;
         let mut stale = read_at.elapsed() > max_age;
@@ -436,7 +465,10 @@ impl Shared {
                 Err(None) => return Handed::Unreachable,
                 Err(Some(refused)) => refused,
             };
-            if !patient || first_try.elapsed() >= self.settling_wait() {
+            if resend == Resend::Later {
+                return Handed::Refused;
+            }
+            if resend == Resend::Never || first_try.elapsed() >= self.settling_wait() {
                 self.counters
                     .handoff_deferred_dropped
                     .fetch_add(refused.len() as u64, Ordering::Relaxed);
@@ -574,6 +606,29 @@ impl Shared {
                 }
             }
         }
+    }
+}
+
+/// Whether and when [`Shared::send_handoff`] sends again what a settling target refused
+/// for now.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Resend {
+    /// Not here: the caller sends it again later (a hand-off's first pass).
+    Later,
+    /// As the target makes room, for up to [`Shared::settling_wait`]; then counted
+    /// dropped.
+    Wait,
+    /// Never: counted dropped (a proof's pass-on; a target that refused past the wait).
+    Never,
+}
+
+/// How a hand-off pass (`patient`: its second) sends to a target that has (`refused`) or
+/// has not refused entries for now in this pass.
+fn resend_for(patient: bool, refused: bool) -> Resend {
+    match (patient, refused) {
+        (false, _) => Resend::Later,
+        (true, false) => Resend::Wait,
+        (true, true) => Resend::Never,
     }
 }
 

@@ -282,14 +282,21 @@ async fn pass_on_witnessed(shared: &Arc<Shared>, ns: &str, keys: &[&Bytes]) {
             let batch = batches.entry((peer.clone(), addr)).or_default();
             if let Some(full) = batch.push(key, wire.clone(), limit) {
                 shared
-                    .send_handoff(&peer, addr, None, ns, full, false)
+                    .send_handoff(&peer, addr, None, ns, full, super::apply::Resend::Never)
                     .await;
             }
         }
     }
     for ((peer, addr), mut batch) in batches {
         shared
-            .send_handoff(&peer, addr, None, ns, batch.take(), false)
+            .send_handoff(
+                &peer,
+                addr,
+                None,
+                ns,
+                batch.take(),
+                super::apply::Resend::Never,
+            )
             .await;
     }
 }
