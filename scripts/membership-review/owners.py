@@ -1,4 +1,5 @@
-import json, bisect
+import json
+from ctl import BASE
 from slots import keyslot
 R = json.load(open(f"{BASE}/rings.json"))
 def owners(ring, key):
