@@ -216,6 +216,12 @@ impl Maintenance for ClusterHook {
                 get(&k.warm_pushed_dropped),
             ),
             m(
+                "cluster_warm_pushed_deferred",
+                "Pushed copies a restart's proof asked about again because a member did not answer",
+                true,
+                get(&k.warm_pushed_deferred),
+            ),
+            m(
                 "cluster_warm_pushes_deferred",
                 "Pushes refused for now while this member settled, past cluster.settling_push_limit unproven ones",
                 true,

@@ -126,6 +126,8 @@ pub(crate) struct Counters {
     pub(crate) warm_pushed_witnessed: AtomicU64,
     /// Pushed copies dropped unproven.
     pub(crate) warm_pushed_dropped: AtomicU64,
+    /// Pushed copies asked about again in a later round because a member did not answer.
+    pub(crate) warm_pushed_deferred: AtomicU64,
     /// Pushes refused for now while settling, past `cluster.settling_push_limit` unproven
     /// ones (their senders send them again).
     pub(crate) pushes_deferred: AtomicU64,
@@ -279,6 +281,15 @@ impl WarmState {
             return None;
         }
         Some(std::mem::take(&mut p.todo))
+    }
+
+    /// Records a copy again for the next round of the proof (a member did not answer for
+    /// it); it stays unproven.
+    pub(crate) fn prove_again(&self, namespace: &str, key: &[u8], version: Version) {
+        if let Some(p) = self.pushed.lock().as_mut() {
+            p.todo
+                .push((namespace.to_owned(), Bytes::copy_from_slice(key), version));
+        }
     }
 
     /// One recorded copy of `key` is proven (kept or removed).

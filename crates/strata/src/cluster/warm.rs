@@ -139,8 +139,16 @@ async fn prove(shared: &Arc<Shared>, cache: &Cache, at_start: bool) -> Result<Wa
     // Until none is left: a push that arrived during a proof (a slow one) is proven too.
     // Meanwhile nobody reads, builds on or vouches for an unproven copy
     // (`Shared::settled_entry`).
+    // A copy a member could not vouch for because it did not answer (killed and not yet
+    // declared down, cut off) is proven again in a later round rather than dropped, for up
+    // to `DEFER_UNANSWERED`: by then it answers, or the view dropped it and the key's new
+    // other owner is asked.
+    let defer_until = std::time::Instant::now() + DEFER_UNANSWERED;
     while let Some(pushed) = shared.warm.next_to_prove() {
-        prove_pushed(shared, pushed).await;
+        let may_defer = std::time::Instant::now() < defer_until;
+        if prove_pushed(shared, pushed, may_defer).await > 0 {
+            tokio::time::sleep(Duration::from_millis(500)).await;
+        }
     }
     // Copies read into L1 meanwhile may predate an invalidation the baseline counted as
     // applied (an owner that had not applied it yet answered): L1 starts over. L3's copies,
@@ -206,13 +214,26 @@ async fn baseline(shared: &Arc<Shared>) -> Result<(), String> {
     Ok(())
 }
 
+/// How long a restarted member's proof of its pushed copies asks again about copies a
+/// member did not answer for, instead of dropping them (the failure detector declares a
+/// killed member down in about five seconds).
+const DEFER_UNANSWERED: Duration = Duration::from_secs(30);
+
 /// Keeps each pushed copy (namespace, key, version) when the key's first other owner holds
 /// exactly that version, or, where it does not, when no other live member knows of a newer
 /// change of the key ([`warm::keep_pushed`]); removes the others from the owner store
-/// (that version only: a newer change stays).
-async fn prove_pushed(shared: &Arc<Shared>, mut pushed: Vec<(String, Bytes, Version)>) {
+/// (that version only: a newer change stays) — but with `may_defer`, a copy some member
+/// did not answer for is recorded again for a later round, unproven (a review run with
+/// `kill -9` lost the keys whose other owner was killed during the proof: every copy it
+/// was to vouch for was dropped, and the previous owners dropped theirs when it was
+/// declared down). How many were recorded again.
+async fn prove_pushed(
+    shared: &Arc<Shared>,
+    mut pushed: Vec<(String, Bytes, Version)>,
+    may_defer: bool,
+) -> u64 {
     pushed.sort_by(|a, b| a.0.cmp(&b.0));
-    let (mut kept, mut witnessed, mut dropped) = (0u64, 0u64, 0u64);
+    let (mut kept, mut witnessed, mut dropped, mut deferred) = (0u64, 0u64, 0u64, 0u64);
     for group in pushed.chunk_by(|a, b| a.0 == b.0) {
         let ns = &group[0].0;
         for chunk in group.chunks(strata_core::warm::PAGE) {
@@ -237,6 +258,11 @@ async fn prove_pushed(shared: &Arc<Shared>, mut pushed: Vec<(String, Bytes, Vers
                 } else if warm::keep_pushed(version.as_u64(), answers[i], seen, needed_ms, quorum) {
                     witnessed += 1;
                     pass_on.push(key);
+                } else if may_defer && seen.iter().any(Option::is_none) {
+                    // Still unproven (not `proven`): asked again next round.
+                    deferred += 1;
+                    shared.warm.prove_again(ns, key, *version);
+                    continue;
                 } else {
                     dropped += 1;
                     shared.owner.remove_version_sync(ns, key, *version);
@@ -251,14 +277,18 @@ async fn prove_pushed(shared: &Arc<Shared>, mut pushed: Vec<(String, Bytes, Vers
     c.warm_pushed_witnessed
         .fetch_add(witnessed, Ordering::Relaxed);
     c.warm_pushed_dropped.fetch_add(dropped, Ordering::Relaxed);
-    if kept + witnessed + dropped > 0 {
+    c.warm_pushed_deferred
+        .fetch_add(deferred, Ordering::Relaxed);
+    if kept + witnessed + dropped + deferred > 0 {
         tracing::info!(
             kept,
             witnessed,
             dropped,
+            deferred,
             "cluster member: copies pushed while it settled proven against their owners"
         );
     }
+    deferred
 }
 
 /// Copies kept on the witnesses' word are held here alone (the key's other owner held
