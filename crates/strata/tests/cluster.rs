@@ -1460,6 +1460,19 @@ async fn restart_n3(nodes: &mut Vec<Node>, dirs: &mut Vec<tempfile::TempDir>) ->
     restart_n3_with(nodes, dirs, |_| {}).await
 }
 
+/// [`cluster_with_l3`] of three members, RF 2, with 600 keys `kv:N` written through n0,
+/// each holding `v-kv:N`; the keys.
+#[cfg(all(feature = "fault-injection", feature = "l3"))]
+async fn cluster_with_l3_and_keys() -> (Vec<Node>, Vec<tempfile::TempDir>, Vec<String>) {
+    let (nodes, dirs) = cluster_with_l3(3, 2).await;
+    let c0 = nodes[0].cache();
+    let keys: Vec<String> = (0..600).map(|i| format!("kv:{i}")).collect();
+    for k in &keys {
+        c0.set("ns", k.clone(), format!("v-{k}")).await.unwrap();
+    }
+    (nodes, dirs, keys)
+}
+
 /// The value of the counter `name` (its full Prometheus name) on `node`.
 #[cfg(all(feature = "fault-injection", feature = "l3"))]
 fn counter(node: &Node, name: &str) -> u64 {
@@ -2071,12 +2084,8 @@ async fn a_joined_primary_keeps_counting_when_the_old_one_leaves_before_its_proo
 #[cfg(all(feature = "fault-injection", feature = "l3"))]
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_restarted_member_keeps_the_last_pushed_copy_when_an_owner_leaves_before_its_proof() {
-    let (mut nodes, mut dirs) = cluster_with_l3(3, 2).await;
+    let (mut nodes, mut dirs, keys) = cluster_with_l3_and_keys().await;
     let c0 = nodes[0].cache();
-    let keys: Vec<String> = (0..600).map(|i| format!("kv:{i}")).collect();
-    for k in &keys {
-        c0.set("ns", k.clone(), format!("v-{k}")).await.unwrap();
-    }
     let copy_of = |nodes: &[Node], k: &str| {
         nodes
             .iter()
@@ -2216,12 +2225,8 @@ async fn a_restarted_member_keeps_the_last_pushed_copy_when_an_owner_leaves_befo
 #[cfg(all(feature = "fault-injection", feature = "l3"))]
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_restarted_member_gets_the_pushes_it_refused_while_settling_once_it_made_room() {
-    let (mut nodes, mut dirs) = cluster_with_l3(3, 2).await;
+    let (mut nodes, mut dirs, keys) = cluster_with_l3_and_keys().await;
     let c0 = nodes[0].cache();
-    let keys: Vec<String> = (0..600).map(|i| format!("kv:{i}")).collect();
-    for k in &keys {
-        c0.set("ns", k.clone(), format!("v-{k}")).await.unwrap();
-    }
     let joined_at = restart_n3_with(&mut nodes, &mut dirs, |c| {
         c.cluster.settling_push_limit = 20;
     })
@@ -2331,12 +2336,7 @@ async fn a_settling_member_answers_an_earlier_builds_pushes_as_that_build_expect
 #[cfg(all(feature = "fault-injection", feature = "l3"))]
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_restarted_members_proof_asks_again_about_copies_a_member_did_not_answer_for() {
-    let (mut nodes, mut dirs) = cluster_with_l3(3, 2).await;
-    let c0 = nodes[0].cache();
-    let keys: Vec<String> = (0..600).map(|i| format!("kv:{i}")).collect();
-    for k in &keys {
-        c0.set("ns", k.clone(), format!("v-{k}")).await.unwrap();
-    }
+    let (mut nodes, mut dirs, keys) = cluster_with_l3_and_keys().await;
     let joined_at = restart_n3(&mut nodes, &mut dirs).await;
     let moved: Vec<&String> = keys
         .iter()
