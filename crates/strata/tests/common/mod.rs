@@ -23,8 +23,16 @@ pub fn config(name: &str, seeds: &[String], rf: u32) -> NodeConfig {
     c
 }
 
+/// `node`'s own gossip address (a seed for a node that joins through it).
 pub fn gossip_addr(node: &Node) -> String {
-    node.cluster_status().unwrap().members[0].gossip.clone()
+    let status = node.cluster_status().unwrap();
+    status
+        .members
+        .iter()
+        .find(|m| m.state == "self")
+        .expect("a member's status lists itself")
+        .gossip
+        .clone()
 }
 
 pub fn live(node: &Node) -> usize {
