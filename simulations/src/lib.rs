@@ -35,6 +35,8 @@ use strata_cluster::{DEFAULT_REPLICATION_FACTOR as RF, DEFAULT_VNODES, Ring};
 use strata_core::ops::{self, Effect, KeyOp, OpLimits};
 use strata_core::{Entry, HybridClock, NamespacePolicy, Version};
 
+mod settling;
+
 /// The secret every simulated node shares.
 const SECRET: &[u8] = b"simulated cluster secret";
 /// Trace lines kept for a failure report.
@@ -299,6 +301,10 @@ pub struct Workload {
     pub transactions: (u64, u64),
     /// `WATCH` increments committed (each checked) and aborted.
     pub watches: (u64, u64),
+    /// Copies pushed to restarted members while they settled, at their proofs' rounds:
+    /// kept on the key's other owner's word, kept on the members' word, asked about again,
+    /// dropped (`settling.rs`).
+    pub pushed_proven: [u64; 4],
 }
 
 impl std::ops::AddAssign for Workload {
@@ -321,6 +327,9 @@ impl std::ops::AddAssign for Workload {
         self.transactions.1 += o.transactions.1;
         self.watches.0 += o.watches.0;
         self.watches.1 += o.watches.1;
+        for (a, b) in self.pushed_proven.iter_mut().zip(o.pushed_proven) {
+            *a += b;
+        }
     }
 }
 
@@ -328,7 +337,7 @@ impl fmt::Display for Workload {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         write!(
             f,
-            "{} local reads, {} remote reads, {} writes ({} with a TTL, {} refused over max_ttl), {} removals, {} writes and removals refused by their primary, {} reads missed on expiry, {} INCRs acknowledged ({} refused), {} locks acquired, {} owner-store evictions, {} plain keys evicted ({} removed when no owner held them), {} transactions acknowledged ({} not), {} WATCH increments committed ({} aborted)",
+            "{} local reads, {} remote reads, {} writes ({} with a TTL, {} refused over max_ttl), {} removals, {} writes and removals refused by their primary, {} reads missed on expiry, {} INCRs acknowledged ({} refused), {} locks acquired, {} owner-store evictions, {} plain keys evicted ({} removed when no owner held them), {} transactions acknowledged ({} not), {} WATCH increments committed ({} aborted), pushed copies proven {:?} (kept, witnessed, deferred, dropped)",
             self.local_reads,
             self.remote_reads,
             self.writes,
@@ -346,7 +355,8 @@ impl fmt::Display for Workload {
             self.transactions.0,
             self.transactions.1,
             self.watches.0,
-            self.watches.1
+            self.watches.1,
+            self.pushed_proven
         )
     }
 }
@@ -553,6 +563,20 @@ struct SimNode {
     lease: decide::Lease,
     /// The current proof's number (a newer one supersedes an older one).
     warm_run: u32,
+    /// Restarted with L3, it settles until its proof: copies pushed to it meanwhile are
+    /// held apart in `unproven` (the node's `WarmState`, `settling.rs`).
+    settling: bool,
+    /// Pushed copies held unproven while settling, by (store: 0 plain, 1 counters, 2
+    /// pairs; key).
+    unproven: BTreeMap<(u8, u32), Pushed>,
+    /// From when (true ms) its record of changes is whole, as a witness of another
+    /// member's proof tells it (the node's `WarmState::record_from_ms`; `u64::MAX` until
+    /// a warm start's baseline).
+    record_from_ms: u64,
+    /// When this life started (true ms): a proof's witnesses must remember back past it.
+    started_ms: u64,
+    /// The proof run whose rounds ask again about unanswered copies, and until when.
+    defer_until: Option<(u32, u64)>,
     /// The ring of this node's view, and the one before the last change with when it
     /// changed (the hand-off window), as the node's cluster tier keeps them.
     ring: Option<Ring>,
@@ -664,6 +688,8 @@ pub struct Sim {
     plain_evict_rng: StdRng,
     /// Plain keys evicted from owner stores, and removals that found no copy.
     plain_evictions: (u64, u64),
+    /// [`Workload::pushed_proven`].
+    pushed_proven: [u64; 4],
     /// Break decision 101 on purpose ([`RunOptions::skip_absent_removals`]).
     skip_absent_removals: bool,
     /// The (key, version) of each `DEL` skipped so: a violation naming one says so.
@@ -750,6 +776,11 @@ impl Sim {
                 lease: decide::Lease::default(),
                 unverified: false,
                 warm_run: 0,
+                settling: false,
+                unproven: BTreeMap::new(),
+                record_from_ms: 0,
+                started_ms: 0,
+                defer_until: None,
                 ring: None,
                 previous: Vec::new(),
                 rejoined_ms: None,
@@ -818,6 +849,7 @@ impl Sim {
             evictions: 0,
             plain_evict_rng: StdRng::seed_from_u64(seed ^ 0x706c_6169_6e00_0007),
             plain_evictions: (0, 0),
+            pushed_proven: [0; 4],
             skip_absent_removals: opts.skip_absent_removals,
             skipped_removals: BTreeSet::new(),
             pull_rng: StdRng::seed_from_u64(seed ^ 0x7075_6c6c_0000_0003),
@@ -912,10 +944,22 @@ impl Sim {
         // A restarted node has lost its memory (L1, the owner store); its L3 copies survived
         // the crash but are unverified, and the node drops them before it serves (copies
         // here stand for L1 and L3 together). `keep_l3_at_start` breaks that on purpose.
+        let now_ms = self.now / MS;
+        self.nodes[i].started_ms = now_ms;
+        self.nodes[i].unproven.clear();
+        self.nodes[i].defer_until = None;
         if self.warm_restart && !self.nodes[i].copies.is_empty() {
+            // Its record is whole from its baseline on; what is pushed to it until its
+            // proof is held unproven.
+            self.nodes[i].settling = true;
+            self.nodes[i].record_from_ms = u64::MAX;
             self.begin_warm(i, 0, 500 * MS);
-        } else if !self.keep_l3_at_start {
-            self.nodes[i].copies.clear();
+        } else {
+            self.nodes[i].settling = false;
+            self.nodes[i].record_from_ms = now_ms;
+            if !self.keep_l3_at_start {
+                self.nodes[i].copies.clear();
+            }
         }
         self.nodes[i].store.clear();
         self.nodes[i].counters.clear();
@@ -1004,7 +1048,7 @@ impl Sim {
                     if let Some(j) = self.nodes.iter().position(|n| n.name == t)
                         && self.reachable(at, j)
                         && !self.wrng.random_bool(self.loss)
-                        && self.owner_set(j, key, held)
+                        && self.push_to(j, key, &Pushed::Plain(held))
                     {
                         self.forward_misplaced(j, key, Pushed::Plain(held));
                     }
@@ -1021,7 +1065,7 @@ impl Sim {
                     if let Some(j) = self.nodes.iter().position(|n| n.name == t)
                         && self.reachable(at, j)
                         && !self.wrng.random_bool(self.loss)
-                        && Self::take_pushed(&mut self.nodes[j].counters, c, &e)
+                        && self.push_to(j, c, &Pushed::Counter(e.clone()))
                     {
                         self.forward_misplaced(j, c, Pushed::Counter(e.clone()));
                     }
@@ -1038,7 +1082,7 @@ impl Sim {
                     if let Some(j) = self.nodes.iter().position(|n| n.name == t)
                         && self.reachable(at, j)
                         && !self.pair_rng.random_bool(self.loss)
-                        && Self::take_pushed(&mut self.nodes[j].pairs, c, &e)
+                        && self.push_to(j, c, &Pushed::Pair(e.clone()))
                     {
                         self.forward_misplaced(j, c, Pushed::Pair(e.clone()));
                     }
@@ -1105,12 +1149,7 @@ impl Sim {
             if !(self.reachable(j, o) && self.reachable(o, j)) {
                 continue;
             }
-            let took = match &pushed {
-                Pushed::Plain(held) => self.owner_set(o, key, *held),
-                Pushed::Counter(e) => Self::take_pushed(&mut self.nodes[o].counters, key, e),
-                Pushed::Pair(e) => Self::take_pushed(&mut self.nodes[o].pairs, key, e),
-            };
-            if took {
+            if self.push_to(o, key, &pushed) {
                 self.forward_misplaced(o, key, pushed.clone());
             }
         }
@@ -1288,6 +1327,11 @@ impl Sim {
             sim.note(|| format!("n{i} warm restart: {why}; copies dropped"));
             sim.nodes[i].copies.clear();
             sim.nodes[i].unverified = false;
+            // What was pushed meanwhile goes, unproven (the node's `WarmState::abandon`);
+            // its record is whole from now on.
+            sim.nodes[i].unproven.clear();
+            sim.nodes[i].settling = false;
+            sim.nodes[i].record_from_ms = sim.now / MS;
         };
         if stage < 10 {
             if others.is_empty() {
@@ -1323,6 +1367,7 @@ impl Sim {
                 }
             }
             self.apply_coherence(i, out);
+            self.nodes[i].record_from_ms = now_ms;
             let settle = (CoherenceConfig::default().max_staleness_ms * 2 + 100) * MS;
             self.push(
                 settle,
@@ -1333,6 +1378,10 @@ impl Sim {
                     run,
                 },
             );
+            return;
+        }
+        // The copies pushed while it settled first, in rounds (`settling.rs`).
+        if !self.pushes_proven(i, life, run) {
             return;
         }
         let Some(ring) = self.nodes[i].ring.clone() else {
@@ -1401,6 +1450,13 @@ impl Sim {
                 if node.store.get(&k).is_some_and(|h| h.version < inv.version) {
                     node.store.remove(&k);
                 }
+                if node
+                    .unproven
+                    .get(&(0, k))
+                    .is_some_and(|p| matches!(p, Pushed::Plain(h) if h.version < inv.version))
+                {
+                    node.unproven.remove(&(0, k));
+                }
                 return;
             }
             InvalidationOp::Pattern { pattern, .. } => {
@@ -1419,6 +1475,12 @@ impl Sim {
         node.copies.retain(|k, _| !matches(*k));
         node.store
             .retain(|k, h| !(matches(*k) && (!repeat || h.version < inv.version)));
+        node.unproven.retain(|(kind, k), p| match p {
+            Pushed::Plain(h) => {
+                !(*kind == 0 && matches(*k) && (!repeat || h.version < inv.version))
+            }
+            _ => true,
+        });
     }
 
     /// Carries out what a node's coherence state machine asked for.
@@ -1451,16 +1513,29 @@ impl Sim {
                         // copies here stand for together).
                         let settle = (CoherenceConfig::default().max_staleness_ms * 2 + 100) * MS;
                         self.begin_warm(at, 10, settle);
+                        // The node's superseded start proof still baselines (its task runs
+                        // on; only the latest run puts L3 back): its record is whole.
+                        if self.nodes[at].record_from_ms == u64::MAX {
+                            self.nodes[at].record_from_ms = self.now / MS;
+                        }
                     } else {
                         self.nodes[at].copies.clear();
                     }
                     let node = &mut self.nodes[at];
+                    if lost > 0 || owned {
+                        // Some changes never reached it: as a witness, its record starts over.
+                        node.record_from_ms = self.now / MS;
+                    }
                     // The owner store holds both namespaces, as on the node.
                     if owned {
                         node.store.clear();
                         node.counters.clear();
                         node.pairs.clear();
+                        node.unproven.clear();
                     } else if let Some(ring) = ring {
+                        node.unproven.retain(|(_, k), _| {
+                            ring.owners(&key_bytes(*k), RF).contains(&me.as_str())
+                        });
                         node.store
                             .retain(|k, _| ring.owners(&key_bytes(*k), RF).contains(&me.as_str()));
                         node.counters
@@ -3276,15 +3351,16 @@ impl Sim {
                 c.note_read(&copy.origin, copy.generation, seq);
             }
             let me = plan.iter().position(|n| *n == self.nodes[at].name);
-            // The node also pauses its own read repair while a warm restart's proof settles;
-            // the simulator's warm restarts do not model that window (`false`).
-            match placement::read_repair(current, i, me, false) {
+            // The node also pauses its own read repair while a warm restart's proof settles.
+            let settling = self.nodes[at].settling;
+            match placement::read_repair(current, i, me, settling) {
                 placement::Repair::Owners => {
-                    // A hand-off read: the current owners get the value.
+                    // A hand-off read: the current owners get the value (held unproven by
+                    // one that settles, itself included: the node's `note_push`).
                     for n in &plan[..current.min(plan.len())] {
                         if let Some(t) = self.index_of(n)
                             && (t == at || self.reachable(at, t))
-                            && self.owner_set(t, key, held)
+                            && self.push_to(t, key, &Pushed::Plain(held))
                             && t != at
                         {
                             // A `Set` to another member, which passes on what it does not
@@ -3827,6 +3903,7 @@ impl Sim {
                 watches: self.watch_ops,
                 evictions: self.evictions,
                 plain_evictions: self.plain_evictions,
+                pushed_proven: self.pushed_proven,
             },
             clients: (self.clients < self.mix.nodes).then_some(self.clients),
         }

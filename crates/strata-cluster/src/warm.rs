@@ -105,6 +105,78 @@ pub fn keep_pushed(
     quorum && reaching * 2 > witnesses.len()
 }
 
+/// How far back, in ms, a witness's record of changes reaches whole: from
+/// `record_from_ms` (its start, a warm start's baseline, a gap given up on or a rejoin; on
+/// the witness's own monotonic clock, `u64::MAX` while it is not whole at all) to `now_ms`,
+/// and no further back than it remembers changes (`tombstone_ms`).
+pub fn covered_ms(record_from_ms: u64, now_ms: u64, tombstone_ms: u64) -> u64 {
+    match record_from_ms {
+        u64::MAX => 0,
+        from => now_ms.saturating_sub(from).min(tombstone_ms),
+    }
+}
+
+/// What a witness knows of that is newer than a copy at `version`: the newer of a version
+/// it holds itself (`held`, any copy: a newer version exists, so this one was replaced) and
+/// the change its record says supersedes the copy (`superseded`,
+/// `Coherence::superseded_by`).
+pub fn newer_than(version: u64, held: Option<u64>, superseded: Option<u64>) -> Option<u64> {
+    held.filter(|v| *v > version).max(superseded)
+}
+
+/// How far back a witness's record must reach for its word on a copy pushed to a member
+/// (`age_ms` old) to count: to before the copy was read. Every copy pushed to a process was
+/// read after its sender's call to it began, and that call could not begin long before the
+/// process started: each hop of a push (a hand-off, a read repair, a copy passed on) is one
+/// call of at most `rpc_timeout_ms`, and a hand-off batch waits at most a few other
+/// batches' calls; the margin allows eight, and a second. (A node sends a copy that waited
+/// longer than four again only after reading it again.)
+pub fn needed_ms(age_ms: u64, rpc_timeout_ms: u64) -> u64 {
+    age_ms + 8 * rpc_timeout_ms + 1_000
+}
+
+/// What becomes of a copy pushed to a restarted member while it settled, at its proof.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Verdict {
+    /// The key's other owner holds exactly this version ([`keep`]).
+    Kept,
+    /// Kept on the other members' word ([`keep_pushed`]): this member may hold the last
+    /// copy, so it passes it on to the key's other owners.
+    Witnessed,
+    /// Some member did not answer: proven again in a later round.
+    Deferred,
+    /// Removed (that version only).
+    Dropped,
+}
+
+/// The verdict on a pushed copy at `version`: [`keep`] on the validator's answer, else
+/// [`keep_pushed`] on the witnesses'; a copy that neither keeps is deferred while
+/// `may_defer` when some witness did not answer (it may have been killed and not yet
+/// declared down: once the view drops it, the key's new other owner is asked) and none
+/// knows of a newer change (then it is stale: no later round keeps it), dropped
+/// otherwise.
+pub fn judge(
+    version: u64,
+    validator: Option<Option<u64>>,
+    witnesses: &[Witness],
+    needed_ms: u64,
+    quorum: bool,
+    may_defer: bool,
+) -> Verdict {
+    if keep(version, validator) {
+        Verdict::Kept
+    } else if keep_pushed(version, validator, witnesses, needed_ms, quorum) {
+        Verdict::Witnessed
+    } else if may_defer
+        && witnesses.iter().any(Option::is_none)
+        && !witnesses.iter().flatten().any(|(_, newer)| newer.is_some())
+    {
+        Verdict::Deferred
+    } else {
+        Verdict::Dropped
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -199,5 +271,70 @@ mod tests {
         ));
         // The owner's call failed: the witnesses decide.
         assert!(keep_pushed(5, None, &[clean], 3_000, true));
+    }
+
+    #[test]
+    fn a_witness_answers_how_far_back_its_record_reaches_and_what_it_knows_newer() {
+        assert_eq!(covered_ms(u64::MAX, 50_000, 60_000), 0, "not whole yet");
+        assert_eq!(covered_ms(10_000, 50_000, 60_000), 40_000);
+        assert_eq!(
+            covered_ms(0, 90_000, 60_000),
+            60_000,
+            "no further than it remembers"
+        );
+        assert_eq!(
+            covered_ms(60_000, 50_000, 60_000),
+            0,
+            "a clock read before the move"
+        );
+        assert_eq!(
+            newer_than(5, Some(5), None),
+            None,
+            "the same version is no news"
+        );
+        assert_eq!(newer_than(5, Some(4), None), None);
+        assert_eq!(newer_than(5, Some(7), Some(6)), Some(7));
+        assert_eq!(newer_than(5, None, Some(6)), Some(6));
+        assert_eq!(newer_than(5, Some(3), Some(6)), Some(6));
+        assert_eq!(needed_ms(4_000, 1_000), 13_000);
+    }
+
+    #[test]
+    fn a_pushed_copy_is_kept_witnessed_deferred_or_dropped() {
+        let clean = Some((10_000, None));
+        assert_eq!(
+            judge(5, Some(Some(5)), &[], 3_000, false, true),
+            Verdict::Kept
+        );
+        assert_eq!(
+            judge(5, Some(None), &[clean, clean], 3_000, true, true),
+            Verdict::Witnessed
+        );
+        // A member that did not answer: asked again while deferring is allowed.
+        assert_eq!(
+            judge(5, None, &[clean, None], 3_000, true, true),
+            Verdict::Deferred
+        );
+        assert_eq!(
+            judge(5, None, &[clean, None], 3_000, true, false),
+            Verdict::Dropped
+        );
+        // A member that knows of a newer change drops it at once, answered or not.
+        assert_eq!(
+            judge(5, Some(None), &[Some((10_000, Some(6)))], 3_000, true, true),
+            Verdict::Dropped
+        );
+        assert_eq!(
+            judge(
+                5,
+                Some(Some(6)),
+                &[Some((10_000, Some(6))), None],
+                3_000,
+                true,
+                true
+            ),
+            Verdict::Dropped,
+            "a copy a member knows newer of is stale, whoever else is silent"
+        );
     }
 }

@@ -426,7 +426,7 @@ impl Shared {
     /// [`HANDOFF_MAX_AGE_RPCS`] RPC timeouts before it goes (this node stalled, or other
     /// calls were slow) is read again first: a restarted member trusts a push on the word
     /// of members whose record reaches back only a few RPC timeouts before its start
-    /// (`warm`'s `witness_reach_ms`).
+    /// (`strata_cluster::warm::needed_ms`).
     ///
     /// The entries a target refuses for now ([`Response::Deferred`]: it settles after a
     /// restart and holds as many unproven pushes as it may) are left to the caller

@@ -519,7 +519,6 @@ impl Shared {
                 self.owner
                     .get_retained_entry(namespace, &c.key)
                     .map(|e| e.version.as_u64())
-                    .filter(|v| *v > c.version)
             })
             .collect();
         let from = self.warm.record_from_ms.load(Ordering::Acquire);
@@ -531,15 +530,14 @@ impl Shared {
             tombstone_ms = coherence.tombstone_ms();
             for (c, held) in chunk.iter().zip(held) {
                 let tags: Vec<&[u8]> = c.tags.iter().map(|t| t.as_slice()).collect();
-                newer.push(
-                    (*held).max(coherence.superseded_by(namespace, &c.key, c.version, &tags)),
-                );
+                newer.push(strata_cluster::warm::newer_than(
+                    c.version,
+                    *held,
+                    coherence.superseded_by(namespace, &c.key, c.version, &tags),
+                ));
             }
         }
-        let covered_ms = match from {
-            u64::MAX => 0,
-            from => self.monotonic_ms().saturating_sub(from).min(tombstone_ms),
-        };
+        let covered_ms = strata_cluster::warm::covered_ms(from, self.monotonic_ms(), tombstone_ms);
         Response::Staleness { covered_ms, newer }
     }
 }

@@ -245,7 +245,7 @@ async fn prove_pushed(
                 .filter(|&i| !warm::keep(page[i].1.as_u64(), answers[i]))
                 .collect();
             let witnesses = ask_witnesses(shared, ns, &page, &doubtful).await;
-            let needed_ms = witness_reach_ms(shared);
+            let needed_ms = warm::needed_ms(shared.monotonic_ms(), shared.cfg.rpc_timeout_ms);
             let quorum = strata_cluster::primary::has_quorum(
                 shared.others().len() + 1,
                 shared.cfg.expected_size as usize,
@@ -253,19 +253,30 @@ async fn prove_pushed(
             let mut pass_on = Vec::new();
             for (i, (key, version)) in page.iter().enumerate() {
                 let seen = witnesses.get(&i).map(Vec::as_slice).unwrap_or(&[]);
-                if warm::keep(version.as_u64(), answers[i]) {
-                    kept += 1;
-                } else if warm::keep_pushed(version.as_u64(), answers[i], seen, needed_ms, quorum) {
-                    witnessed += 1;
-                    pass_on.push(key);
-                } else if may_defer && seen.iter().any(Option::is_none) {
-                    // Still unproven (not `proven`): asked again next round.
-                    deferred += 1;
-                    shared.warm.prove_again(ns, key, *version);
-                    continue;
-                } else {
-                    dropped += 1;
-                    shared.owner.remove_version_sync(ns, key, *version);
+                let verdict = warm::judge(
+                    version.as_u64(),
+                    answers[i],
+                    seen,
+                    needed_ms,
+                    quorum,
+                    may_defer,
+                );
+                match verdict {
+                    warm::Verdict::Kept => kept += 1,
+                    warm::Verdict::Witnessed => {
+                        witnessed += 1;
+                        pass_on.push(key);
+                    }
+                    warm::Verdict::Deferred => {
+                        // Still unproven (not `proven`): asked again next round.
+                        deferred += 1;
+                        shared.warm.prove_again(ns, key, *version);
+                        continue;
+                    }
+                    warm::Verdict::Dropped => {
+                        dropped += 1;
+                        shared.owner.remove_version_sync(ns, key, *version);
+                    }
                 }
                 shared.warm.proven(ns, key);
             }
@@ -329,18 +340,6 @@ async fn pass_on_witnessed(shared: &Arc<Shared>, ns: &str, keys: &[&Bytes]) {
             )
             .await;
     }
-}
-
-/// How far back a witness's record must reach for its word on a pushed copy to count: to
-/// before the copy was read. Every copy pushed to this process was read after its
-/// sender's call to it began, and that call could not begin long before this process
-/// started: each hop of a push (a hand-off, a read repair, a misplaced copy passed on) is
-/// one call of at most `rpc_timeout_ms`, and a hand-off batch waits at most a few other
-/// batches' calls; the margin allows eight, and a second. (A copy that waited longer than
-/// four, its sender stalled or slowed, is read again before it goes:
-/// `Shared::send_handoff`.)
-fn witness_reach_ms(shared: &Shared) -> u64 {
-    shared.monotonic_ms() + 8 * shared.cfg.rpc_timeout_ms + 1_000
 }
 
 /// Asks every other live member about the copies at `doubtful` (indices into `page`), one

@@ -1,0 +1,253 @@
+//! A restarted member's pushed copies, held unproven while it settles and proven against
+//! their owners and the other members — the node's `cluster::warm::prove_pushed`, with the
+//! simulator's network and stores, deciding with the node's own sans-IO rules
+//! (`strata_cluster::warm::{judge, covered_ms, newer_than, needed_ms}`).
+//!
+//! While a node restarted with L3 settles (from its start until its proof), a copy pushed
+//! to it (a hand-off, a copy passed on, a hand-off read's repair) is held apart
+//! ([`SimNode::unproven`]): nothing reads, builds on or vouches for it, as the node hides
+//! it (`Shared::settled_entry`). Its proof keeps it in the owner store, passes on what it
+//! kept on the members' word, asks again about copies a member did not answer for, or
+//! drops it.
+
+use super::*;
+
+/// The node's `cluster.rpc_timeout_ms` default (how far back a witness's record must
+/// reach depends on it).
+const RPC_TIMEOUT_MS: u64 = 500;
+/// The node's `DEFER_UNANSWERED`: how long a proof asks again about unanswered copies.
+const DEFER_UNANSWERED: u64 = 30 * SEC;
+/// The node's pause between rounds of a proof that deferred copies.
+const DEFER_ROUND: u64 = 500 * MS;
+
+/// Which owner-store map a pushed copy belongs in, as a key of [`SimNode::unproven`].
+pub(crate) fn kind_of(p: &Pushed) -> u8 {
+    match p {
+        Pushed::Plain(_) => 0,
+        Pushed::Counter(_) => 1,
+        Pushed::Pair(_) => 2,
+    }
+}
+
+fn version_of(p: &Pushed) -> u64 {
+    match p {
+        Pushed::Plain(h) => h.version,
+        Pushed::Counter(e) | Pushed::Pair(e) => e.version.as_u64(),
+    }
+}
+
+impl Sim {
+    /// Node `j` takes a pushed copy of `key`: held apart, unproven, while it settles
+    /// (admitted as the node's `Set` handler admits it); otherwise stored as before. Whether
+    /// it stored it as newer in its owner store (a copy held unproven is not passed on: the
+    /// node's `store_pushed`).
+    pub(crate) fn push_to(&mut self, j: usize, key: u32, p: &Pushed) -> bool {
+        if !self.nodes[j].settling {
+            return match p {
+                Pushed::Plain(held) => self.owner_set(j, key, *held),
+                Pushed::Counter(e) => Self::take_pushed(&mut self.nodes[j].counters, key, e),
+                Pushed::Pair(e) => Self::take_pushed(&mut self.nodes[j].pairs, key, e),
+            };
+        }
+        let version = version_of(p);
+        self.observe(j, version);
+        let node = &mut self.nodes[j];
+        let kind = kind_of(p);
+        let held = match p {
+            Pushed::Plain(_) => node.store.get(&key).map(|h| h.version),
+            Pushed::Counter(_) => node.counters.get(&key).map(|e| e.version.as_u64()),
+            Pushed::Pair(_) => node.pairs.get(&key).map(|e| e.version.as_u64()),
+        };
+        let admits = !matches!(p, Pushed::Plain(_))
+            || node
+                .coherence
+                .as_ref()
+                .is_some_and(|c| c.admits_tagged("ns", &key_bytes(key), version, &[tag_of(key)]));
+        let older = held.is_some_and(|v| v > version)
+            || node
+                .unproven
+                .get(&(kind, key))
+                .is_some_and(|q| version_of(q) >= version);
+        if admits && !older {
+            node.unproven.insert((kind, key), p.clone());
+        }
+        false
+    }
+
+    /// The version `j`'s owner store holds of a copy like `p`, any (a witness's word), or
+    /// fresh only (an owner's answer to `Versions`).
+    fn held_by(&self, j: usize, kind: u8, key: u32, fresh_only: bool) -> Option<u64> {
+        let node = &self.nodes[j];
+        match kind {
+            0 => node
+                .store
+                .get(&key)
+                .filter(|h| !fresh_only || self.fresh(j, h.expires_at))
+                .map(|h| h.version),
+            1 => node
+                .counters
+                .get(&key)
+                .filter(|e| !fresh_only || self.fresh(j, e.expires_at_ms))
+                .map(|e| e.version.as_u64()),
+            _ => node
+                .pairs
+                .get(&key)
+                .filter(|e| !fresh_only || self.fresh(j, e.expires_at_ms))
+                .map(|e| e.version.as_u64()),
+        }
+    }
+
+    /// One round of node `i`'s proof of its pushed copies (the node's `prove_pushed`);
+    /// whether copies were deferred to a later round.
+    pub(crate) fn prove_pushes(&mut self, i: usize, may_defer: bool) -> bool {
+        let Some(ring) = self.nodes[i].ring.clone() else {
+            return false;
+        };
+        let me = self.nodes[i].name.clone();
+        let others: Vec<usize> = self.nodes[i]
+            .membership
+            .as_ref()
+            .map(|m| {
+                m.live()
+                    .into_iter()
+                    .filter_map(|id| self.index_of(&id.name))
+                    .filter(|&j| j != i)
+                    .collect()
+            })
+            .unwrap_or_default();
+        let quorum = decide::has_quorum(others.len() + 1, self.mix.nodes);
+        let now_ms = self.now / MS;
+        let needed = strata_cluster::warm::needed_ms(
+            now_ms.saturating_sub(self.nodes[i].started_ms),
+            RPC_TIMEOUT_MS,
+        );
+        let pushed: Vec<((u8, u32), Pushed)> = std::mem::take(&mut self.nodes[i].unproven)
+            .into_iter()
+            .collect();
+        let (mut kept, mut witnessed, mut deferred, mut dropped) = (0u64, 0u64, 0u64, 0u64);
+        for ((kind, key), p) in pushed {
+            let version = version_of(&p);
+            // Replaced meanwhile by a change it executed or took by replication.
+            if self
+                .held_by(i, kind, key, false)
+                .is_some_and(|v| v >= version)
+            {
+                continue;
+            }
+            let kb = key_bytes(key);
+            let owners: Vec<String> = ring
+                .owners(&kb, RF)
+                .into_iter()
+                .map(str::to_owned)
+                .collect();
+            let answer = strata_cluster::warm::validator(&owners, &me)
+                .and_then(|v| self.index_of(v))
+                .filter(|&j| self.reachable(i, j) && self.reachable(j, i))
+                .map(|j| self.held_by(j, kind, key, true));
+            let (ns, tags): (&str, Vec<&[u8]>) = match kind {
+                0 => ("ns", vec![tag_of(key)]),
+                1 => ("ctr", Vec::new()),
+                _ => ("tx", Vec::new()),
+            };
+            let witnesses: Vec<strata_cluster::warm::Witness> = others
+                .iter()
+                .map(|&j| {
+                    if !(self.reachable(i, j) && self.reachable(j, i)) {
+                        return None;
+                    }
+                    let c = self.nodes[j].coherence.as_ref()?;
+                    let covered = strata_cluster::warm::covered_ms(
+                        self.nodes[j].record_from_ms,
+                        now_ms,
+                        c.tombstone_ms(),
+                    );
+                    let unproven = self.nodes[j].unproven.get(&(kind, key)).map(version_of);
+                    let held = self.held_by(j, kind, key, false).max(unproven);
+                    let superseded = c.superseded_by(ns, &kb, version, &tags);
+                    Some((
+                        covered,
+                        strata_cluster::warm::newer_than(version, held, superseded),
+                    ))
+                })
+                .collect();
+            let verdict =
+                strata_cluster::warm::judge(version, answer, &witnesses, needed, quorum, may_defer);
+            use strata_cluster::warm::Verdict;
+            match verdict {
+                Verdict::Kept | Verdict::Witnessed => {
+                    if verdict == Verdict::Kept {
+                        kept += 1;
+                    } else {
+                        witnessed += 1;
+                    }
+                    match &p {
+                        Pushed::Plain(h) => {
+                            self.nodes[i].store.insert(key, *h);
+                        }
+                        Pushed::Counter(e) => {
+                            self.nodes[i].counters.insert(key, e.clone());
+                        }
+                        Pushed::Pair(e) => {
+                            self.nodes[i].pairs.insert(key, e.clone());
+                        }
+                    }
+                    if verdict == Verdict::Witnessed {
+                        // Held here alone: passed on to the key's other owners.
+                        for o in owners.iter().filter(|o| **o != me) {
+                            if let Some(o) = self.index_of(o)
+                                && self.reachable(i, o)
+                                && self.reachable(o, i)
+                            {
+                                self.push_to(o, key, &p);
+                            }
+                        }
+                    }
+                }
+                Verdict::Deferred => {
+                    deferred += 1;
+                    self.nodes[i].unproven.insert((kind, key), p);
+                }
+                Verdict::Dropped => dropped += 1,
+            }
+        }
+        for (n, c) in [kept, witnessed, deferred, dropped].into_iter().enumerate() {
+            self.pushed_proven[n] += c;
+        }
+        if kept + witnessed + deferred + dropped > 0 {
+            self.note(|| {
+                format!(
+                    "n{i} proves its pushed copies: {kept} kept, {witnessed} witnessed, {deferred} deferred, {dropped} dropped"
+                )
+            });
+        }
+        deferred > 0
+    }
+
+    /// Stage 10 of a warm restart, first half: rounds of [`Sim::prove_pushes`] until none
+    /// is deferred (or [`DEFER_UNANSWERED`] passed since the run's first round); whether
+    /// the proof goes on now (false: a later round is scheduled).
+    pub(crate) fn pushes_proven(&mut self, i: usize, life: u32, run: u32) -> bool {
+        let until = match self.nodes[i].defer_until {
+            Some((r, t)) if r == run => t,
+            _ => {
+                let t = self.now + DEFER_UNANSWERED;
+                self.nodes[i].defer_until = Some((run, t));
+                t
+            }
+        };
+        if self.prove_pushes(i, self.now < until) {
+            self.push(
+                DEFER_ROUND,
+                Kind::Warm {
+                    node: i,
+                    life,
+                    stage: 10,
+                    run,
+                },
+            );
+            return false;
+        }
+        self.nodes[i].settling = false;
+        true
+    }
+}
