@@ -88,6 +88,18 @@ fn restart_generation_regression_seed() {
     assert!(r.result.is_ok(), "{r}");
 }
 
+/// Seed 640 failed the checker, not the protocol: a pair key's primary crashed while its
+/// replica was paused past failure detection (declared down by four of nine members, three
+/// others dead); the new owners started the counter from nothing, as they must once both
+/// copies are gone, but the checker counted the paused replica's copy as kept because it
+/// counted the dead members among those that could still grant it a lease. It rejoined
+/// and dropped the copy (its lease had lapsed), as the checker now expects.
+#[test]
+fn lease_granters_regression_seed() {
+    let r = run_seed(640, &RunOptions::default());
+    assert!(r.result.is_ok(), "{r}");
+}
+
 /// Seed 1335 once failed the contract: a namespace flush whose `Apply` to one owner was lost,
 /// from a node that crashed 50 ms later (before gossip carried it), left that owner serving
 /// flushed values, although the flush had returned `Ok`. A strict invalidation that a live
