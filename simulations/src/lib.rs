@@ -1308,11 +1308,9 @@ impl Sim {
         );
     }
 
-    /// One step of a warm restart (the node's `cluster::warm`, with the simulator's
-    /// network): join, baseline every member's coherence state, settle, prove.
-    fn warm_step(&mut self, i: usize, stage: u8) {
-        let (life, run) = (self.nodes[i].life, self.nodes[i].warm_run);
-        let others: Vec<usize> = self.nodes[i]
+    /// The other members live in `i`'s view (the node's `Shared::others`).
+    fn view_others(&self, i: usize) -> Vec<usize> {
+        self.nodes[i]
             .membership
             .as_ref()
             .map(|m| {
@@ -1322,7 +1320,14 @@ impl Sim {
                     .filter(|&j| j != i)
                     .collect()
             })
-            .unwrap_or_default();
+            .unwrap_or_default()
+    }
+
+    /// One step of a warm restart (the node's `cluster::warm`, with the simulator's
+    /// network): join, baseline every member's coherence state, settle, prove.
+    fn warm_step(&mut self, i: usize, stage: u8) {
+        let (life, run) = (self.nodes[i].life, self.nodes[i].warm_run);
+        let others = self.view_others(i);
         let give_up = |sim: &mut Self, why: &str| {
             sim.note(|| format!("n{i} warm restart: {why}; copies dropped"));
             sim.nodes[i].copies.clear();

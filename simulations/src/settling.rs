@@ -104,17 +104,7 @@ impl Sim {
             return false;
         };
         let me = self.nodes[i].name.clone();
-        let others: Vec<usize> = self.nodes[i]
-            .membership
-            .as_ref()
-            .map(|m| {
-                m.live()
-                    .into_iter()
-                    .filter_map(|id| self.index_of(&id.name))
-                    .filter(|&j| j != i)
-                    .collect()
-            })
-            .unwrap_or_default();
+        let others = self.view_others(i);
         let quorum = decide::has_quorum(others.len() + 1, self.mix.nodes);
         let now_ms = self.now / MS;
         let needed = strata_cluster::warm::needed_ms(
