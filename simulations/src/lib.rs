@@ -577,6 +577,9 @@ struct SimNode {
     started_ms: u64,
     /// The proof run whose rounds ask again about unanswered copies, and until when.
     defer_until: Option<(u32, u64)>,
+    /// The member lives (name, generation) this node's view declared down, with when
+    /// (true ms), for `tombstone_ms`: what it tells a proof as a witness.
+    ended: Vec<(String, u64, u64)>,
     /// The ring of this node's view, and the one before the last change with when it
     /// changed (the hand-off window), as the node's cluster tier keeps them.
     ring: Option<Ring>,
@@ -781,6 +784,7 @@ impl Sim {
                 record_from_ms: 0,
                 started_ms: 0,
                 defer_until: None,
+                ended: Vec::new(),
                 ring: None,
                 previous: Vec::new(),
                 rejoined_ms: None,
@@ -948,6 +952,7 @@ impl Sim {
         self.nodes[i].started_ms = now_ms;
         self.nodes[i].unproven.clear();
         self.nodes[i].defer_until = None;
+        self.nodes[i].ended.clear();
         if self.warm_restart && !self.nodes[i].copies.is_empty() {
             // Its record is whole from its baseline on; what is pushed to it until its
             // proof is held unproven.
@@ -1229,6 +1234,13 @@ impl Sim {
                         let by = (from, self.nodes[from].life);
                         self.nodes[i].declared_down_by.insert(by);
                     }
+                    // As the node's `WarmState::note_ended`: a witness tells a restarted
+                    // member's proof which lives ended lately (kept for `tombstone_ms`).
+                    let now_ms = self.now / MS;
+                    let keep_ms = CoherenceConfig::default().tombstone_ms;
+                    let ended = &mut self.nodes[from].ended;
+                    ended.retain(|(_, _, at)| now_ms.saturating_sub(*at) <= keep_ms);
+                    ended.push((id.name.clone(), id.generation, now_ms));
                     if let Some(c) = self.nodes[from].coherence.as_mut() {
                         let out = c.member_down(&id.name, id.generation);
                         self.apply_coherence(from, vec![out]);

@@ -160,8 +160,14 @@ impl Sim {
                     ))
                 })
                 .collect();
-            let verdict =
-                strata_cluster::warm::judge(version, answer, &witnesses, needed, quorum, may_defer);
+            let round = strata_cluster::warm::Round {
+                needed_ms: needed,
+                quorum,
+                ended: Some(self.ended_lives(i, &others, needed, now_ms)),
+                replication_factor: RF,
+                may_defer,
+            };
+            let verdict = strata_cluster::warm::judge(version, answer, &witnesses, &round);
             use strata_cluster::warm::Verdict;
             match verdict {
                 Verdict::Kept | Verdict::Witnessed => {
@@ -211,6 +217,27 @@ impl Sim {
             });
         }
         deferred > 0
+    }
+
+    /// As the node's `ended_lives`: the lives that ended within `needed` ms as `i` and the
+    /// witnesses it reaches whose records reach that far back saw them.
+    fn ended_lives(&self, i: usize, others: &[usize], needed: u64, now_ms: u64) -> usize {
+        let full = others.iter().copied().filter(|&j| {
+            self.reachable(i, j)
+                && self.reachable(j, i)
+                && self.nodes[j].coherence.as_ref().is_some_and(|c| {
+                    strata_cluster::warm::covered_ms(
+                        self.nodes[j].record_from_ms,
+                        now_ms,
+                        c.tombstone_ms(),
+                    ) >= needed
+                })
+        });
+        let seen = std::iter::once(i)
+            .chain(full)
+            .flat_map(|j| self.nodes[j].ended.iter())
+            .map(|(name, generation, at)| (name.as_str(), *generation, now_ms.saturating_sub(*at)));
+        strata_cluster::warm::ended_within(seen, needed)
     }
 
     /// Stage 10 of a warm restart, first half: rounds of [`Sim::prove_pushes`] until none

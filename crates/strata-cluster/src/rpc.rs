@@ -38,8 +38,12 @@ pub mod features {
     /// later. A callee answers it only to a caller that told it this bit (an earlier
     /// caller gets the answer it knows: the entry counted as not stored).
     pub const DEFERRED_PUSHES: u64 = 4;
+    /// Understands [`super::Response::StalenessEnded`]: a witness's answer with the member
+    /// lives it saw end. An earlier caller gets [`super::Response::Staleness`].
+    pub const ENDED_LIVES: u64 = 8;
     /// Everything this build understands.
-    pub const THIS_BUILD: u64 = CHECK_ONLY_CHANGES | HANDOFF_BATCHES | DEFERRED_PUSHES;
+    pub const THIS_BUILD: u64 =
+        CHECK_ONLY_CHANGES | HANDOFF_BATCHES | DEFERRED_PUSHES | ENDED_LIVES;
 }
 
 /// Bytes of the fixed header after the length: version, kind, id.
@@ -532,7 +536,34 @@ pub enum Response {
         /// Entries taken, from the first (0 for a `Set`).
         stored: u32,
     },
+    /// Answer to `Staleness`, only to a caller with [`features::ENDED_LIVES`]: as
+    /// [`Response::Staleness`], with the member lives the callee saw end.
+    StalenessEnded {
+        /// As in [`Response::Staleness`].
+        covered_ms: u64,
+        /// As in [`Response::Staleness`].
+        newer: Vec<Option<u64>>,
+        /// The member lives the callee saw end (declared down, left, replaced) within its
+        /// `covered_ms`, newest first, at most [`MAX_ENDED_LIVES`].
+        ended: Vec<EndedLife>,
+    },
 }
+
+/// A member's life that ended, as a witness saw it ([`Response::StalenessEnded`]).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct EndedLife {
+    /// The member's name.
+    pub name: String,
+    /// Its generation (the life's start).
+    pub generation: u64,
+    /// How long ago, in ms, the witness saw it end.
+    pub ago_ms: u64,
+}
+
+/// Most ended lives a [`Response::StalenessEnded`] carries: a witness that saw more end
+/// within its record says so by sending this many, which no proof takes as fewer than its
+/// replication factor.
+pub const MAX_ENDED_LIVES: usize = 256;
 
 /// A decoded frame.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -768,6 +799,25 @@ mod tests {
         assert_eq!(
             to_bytes(&d),
             [0, 0, 0, 12, 1, 1, 0, 0, 0, 0, 0, 0, 0, 5, 26, 3]
+        );
+        // A witness's answer with the lives it saw end (response variant 27), appended.
+        let e = Frame::Response(
+            4,
+            Response::StalenessEnded {
+                covered_ms: 9,
+                newer: vec![Some(8)],
+                ended: vec![EndedLife {
+                    name: "a".into(),
+                    generation: 3,
+                    ago_ms: 5,
+                }],
+            },
+        );
+        assert_eq!(
+            to_bytes(&e),
+            [
+                0, 0, 0, 20, 1, 1, 0, 0, 0, 0, 0, 0, 0, 4, 27, 9, 1, 1, 8, 1, 1, b'a', 3, 5
+            ]
         );
         // The staleness check (request variant 18, response variant 24), appended.
         let s = Frame::Request(

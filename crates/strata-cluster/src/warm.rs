@@ -58,6 +58,26 @@ pub use strata_core::warm::keep;
 /// `None`: it did not answer.
 pub type Witness = Option<(u64, Option<u64>)>;
 
+/// What a round of a restarted member's proof of its pushed copies knows, beyond each
+/// copy's answers.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Round {
+    /// How far back a witness's record must reach ([`needed_ms`]).
+    pub needed_ms: u64,
+    /// Whether this member's view holds a majority of the cluster.
+    pub quorum: bool,
+    /// How many member lives ended within `needed_ms` ([`ended_within`]), as this member
+    /// and the witnesses whose records reach back saw them; `None` when such a witness
+    /// could not tell (a build from before `ENDED_LIVES`).
+    pub ended: Option<usize>,
+    /// The cluster's replication factor: how many owners every acknowledged change
+    /// reached.
+    pub replication_factor: usize,
+    /// Whether a copy some member did not answer for is asked about again later
+    /// ([`Verdict::Deferred`]).
+    pub may_defer: bool,
+}
+
 /// Whether a copy that a previous owner pushed to this member while it settled after a
 /// restart may stay, at `version`.
 ///
@@ -67,29 +87,30 @@ pub type Witness = Option<(u64, Option<u64>)>;
 /// copy does. When that owner holds nothing — it became an owner after the push, because
 /// a member left; and the previous owners dropped their copies of keys they no longer own
 /// at that leave — the copy may be the last one: it stays when every other live member
-/// (`witnesses`) answered and knows of nothing newer, and the records of most of them
-/// (more than half) reach back at least `needed_ms` (to before the copy was read), and
-/// this member's view holds a majority (`quorum`). A removal reaches its owners before it
-/// is acknowledged, and each keeps it (`Coherence::note_removed`) for `tombstone_ms`; a
-/// write leaves the newer version on its owners and its invalidation everywhere. So a
-/// stale copy is dropped unless every owner the change reached has left or restarted
-/// since — more failures than a replication factor of two survives. (Dropping the copy in
-/// that case lost 1,088 acknowledged `SET`s when a member left within 2 s of a restarted
-/// member's join, in a membership review.)
+/// (`witnesses`) answered and knows of nothing newer, this member's view holds a majority
+/// (`quorum`), and fewer member lives than the replication factor ended since the copy
+/// could have been read (`needed_ms`), with at least one witness whose record reaches back
+/// that far. A change made after the read reached `replication_factor` owners before it
+/// was acknowledged, and each remembers it — a removal (`Coherence::note_removed`) or a
+/// write (the newer version, `note_written`) — for `tombstone_ms`, whatever its record's
+/// start says (a gap or a rejoin moves that, not the tombstones). So while fewer lives
+/// than that ended, one of those owners is alive in its life, in this member's view (a
+/// member the view dropped is a life that ended, to whoever saw it), and answers "newer".
+/// A stale copy is kept only when every owner a change reached died, left or restarted
+/// since. (Dropping the copy in every doubt lost 1,088 acknowledged `SET`s when a member
+/// left within 2 s of a restarted member's join, in a membership review; requiring every
+/// witness's record to reach back lost 193 of 624 in a `kill -9` review run, a member
+/// joining 2 s after the key's other owner was killed during the proof.)
 ///
-/// A witness whose record is too short (it started, or its record started over, after the
-/// copy may have been read) is one such restart: its word alone does not keep a copy, and
-/// its silence on the time before its record does not drop one while most witnesses
-/// remember that time. (Requiring every witness's record to reach back lost the keys
-/// whose other owner was killed during the proof whenever any member had started within
-/// the last seconds: 193 of 624 lost `SET`s in a `kill -9` review run, a member joining
-/// 2 s after the kill.)
+/// Without a count of ended lives (a witness of an earlier build), more than half of the
+/// witnesses' records must reach back instead: a member that started since is left out,
+/// but several owners restarting inside the window (a rolling restart faster than each
+/// member's proof) could then keep a stale copy.
 pub fn keep_pushed(
     version: u64,
     validator: Option<Option<u64>>,
     witnesses: &[Witness],
-    needed_ms: u64,
-    quorum: bool,
+    round: &Round,
 ) -> bool {
     if keep(version, validator) {
         return true;
@@ -97,12 +118,29 @@ pub fn keep_pushed(
     let mut reaching = 0;
     for w in witnesses {
         match w {
-            Some((covered, None)) => reaching += usize::from(*covered >= needed_ms),
+            Some((covered, None)) => reaching += usize::from(*covered >= round.needed_ms),
             // It did not answer, or it knows of a newer change.
             _ => return false,
         }
     }
-    quorum && reaching * 2 > witnesses.len()
+    round.quorum
+        && match round.ended {
+            Some(ended) => reaching > 0 && ended < round.replication_factor,
+            None => reaching * 2 > witnesses.len(),
+        }
+}
+
+/// How many distinct member lives (name, generation) of `seen` — each with how long ago
+/// it ended, in ms — ended within the last `needed_ms`.
+pub fn ended_within<'a>(
+    seen: impl IntoIterator<Item = (&'a str, u64, u64)>,
+    needed_ms: u64,
+) -> usize {
+    seen.into_iter()
+        .filter(|(_, _, ago)| *ago <= needed_ms)
+        .map(|(name, generation, _)| (name, generation))
+        .collect::<std::collections::BTreeSet<_>>()
+        .len()
 }
 
 /// How far back, in ms, a witness's record of changes reaches whole: from
@@ -151,7 +189,7 @@ pub enum Verdict {
 
 /// The verdict on a pushed copy at `version`: [`keep`] on the validator's answer, else
 /// [`keep_pushed`] on the witnesses'; a copy that neither keeps is deferred while
-/// `may_defer` when some witness did not answer (it may have been killed and not yet
+/// `round.may_defer` when some witness did not answer (it may have been killed and not yet
 /// declared down: once the view drops it, the key's new other owner is asked) and none
 /// knows of a newer change (then it is stale: no later round keeps it), dropped
 /// otherwise.
@@ -159,15 +197,13 @@ pub fn judge(
     version: u64,
     validator: Option<Option<u64>>,
     witnesses: &[Witness],
-    needed_ms: u64,
-    quorum: bool,
-    may_defer: bool,
+    round: &Round,
 ) -> Verdict {
     if keep(version, validator) {
         Verdict::Kept
-    } else if keep_pushed(version, validator, witnesses, needed_ms, quorum) {
+    } else if keep_pushed(version, validator, witnesses, round) {
         Verdict::Witnessed
-    } else if may_defer
+    } else if round.may_defer
         && witnesses.iter().any(Option::is_none)
         && !witnesses.iter().flatten().any(|(_, newer)| newer.is_some())
     {
@@ -207,70 +243,104 @@ mod tests {
         assert_eq!(orphans, vec![2]);
     }
 
+    /// A round needing 3 s of record, with a majority, RF 2, `ended` lives seen.
+    fn round(ended: Option<usize>) -> Round {
+        Round {
+            needed_ms: 3_000,
+            quorum: true,
+            ended,
+            replication_factor: 2,
+            may_defer: true,
+        }
+    }
+
     #[test]
     fn a_pushed_copy_stays_on_its_owners_word_or_when_no_member_knows_anything_newer() {
         let clean = Some((10_000, None));
+        let short = Some((2_999, None));
+        let none_ended = round(Some(0));
         // The other owner holds exactly this version: kept, whatever the others say.
+        let no_quorum = Round {
+            quorum: false,
+            ..none_ended
+        };
         assert!(keep_pushed(
             5,
             Some(Some(5)),
             &[Some((0, Some(9)))],
-            3_000,
-            false
+            &no_quorum
         ));
-        // It holds nothing: every member answered, none knows of anything newer, and each
-        // record reaches back far enough.
-        assert!(keep_pushed(5, Some(None), &[clean, clean], 3_000, true));
-        // Any member that knows of a newer change (a removal's tombstone, a newer write).
+        // It holds nothing: every member answered, none knows of anything newer, a record
+        // reaches back far enough, and fewer lives than RF ended meanwhile.
+        assert!(keep_pushed(5, Some(None), &[clean, clean], &none_ended));
+        assert!(keep_pushed(5, Some(None), &[clean, short], &round(Some(1))));
+        // Any member that knows of a newer change (a removal's tombstone, a newer write),
+        // a short record included.
         assert!(!keep_pushed(
             5,
             Some(None),
             &[clean, Some((10_000, Some(6)))],
-            3_000,
-            true
+            &none_ended
         ));
-        // A member that did not answer.
-        assert!(!keep_pushed(5, Some(None), &[clean, None], 3_000, true));
-        // Members whose record is too short (they restarted): left out while most
-        // witnesses' records reach back, not otherwise.
-        let short = Some((2_999, None));
-        assert!(keep_pushed(
-            5,
-            Some(None),
-            &[clean, short, clean],
-            3_000,
-            true
-        ));
-        assert!(!keep_pushed(5, Some(None), &[clean, short], 3_000, true));
-        assert!(!keep_pushed(
-            5,
-            Some(None),
-            &[short, clean, short],
-            3_000,
-            true
-        ));
-        assert!(!keep_pushed(5, Some(None), &[short], 3_000, true));
-        // A short record that knows of a newer change still drops the copy.
         assert!(!keep_pushed(
             5,
             Some(None),
             &[clean, Some((1_000, Some(6))), clean],
-            3_000,
-            true
+            &none_ended
+        ));
+        // A member that did not answer.
+        assert!(!keep_pushed(5, Some(None), &[clean, None], &none_ended));
+        // As many lives ended as a change reached owners: every owner of a change may be
+        // among them (two owners restarted inside the window, a rolling restart).
+        assert!(!keep_pushed(
+            5,
+            Some(None),
+            &[clean, short, short],
+            &round(Some(2))
+        ));
+        // No record reaches back, whatever ended.
+        assert!(!keep_pushed(5, Some(None), &[short, short], &none_ended));
+        // Without a count of ended lives (an earlier build's witness), most records must
+        // reach back.
+        assert!(keep_pushed(
+            5,
+            Some(None),
+            &[clean, short, clean],
+            &round(None)
+        ));
+        assert!(!keep_pushed(5, Some(None), &[clean, short], &round(None)));
+        assert!(!keep_pushed(
+            5,
+            Some(None),
+            &[short, clean, short],
+            &round(None)
         ));
         // Nobody to ask, or a view without a majority.
-        assert!(!keep_pushed(5, Some(None), &[], 3_000, true));
-        assert!(!keep_pushed(5, Some(None), &[clean], 3_000, false));
+        assert!(!keep_pushed(5, Some(None), &[], &none_ended));
+        assert!(!keep_pushed(5, Some(None), &[clean], &no_quorum));
         // The owner holds a newer version: dropped (it is also a witness of it).
         assert!(!keep_pushed(
             5,
             Some(Some(6)),
             &[Some((10_000, Some(6)))],
-            3_000,
-            true
+            &none_ended
         ));
         // The owner's call failed: the witnesses decide.
-        assert!(keep_pushed(5, None, &[clean], 3_000, true));
+        assert!(keep_pushed(5, None, &[clean], &none_ended));
+    }
+
+    #[test]
+    fn ended_lives_are_counted_once_and_only_within_the_window() {
+        let seen = [
+            ("a", 1, 500),
+            ("a", 1, 900),
+            ("a", 2, 100),
+            ("b", 7, 3_001),
+            ("c", 4, 3_000),
+        ];
+        assert_eq!(ended_within(seen, 3_000), 3);
+        assert_eq!(ended_within(seen, 99), 0);
+        assert_eq!(ended_within(std::iter::empty(), 3_000), 0);
     }
 
     #[test]
@@ -302,37 +372,26 @@ mod tests {
     #[test]
     fn a_pushed_copy_is_kept_witnessed_deferred_or_dropped() {
         let clean = Some((10_000, None));
+        let r = round(Some(0));
+        let last = Round {
+            may_defer: false,
+            ..r
+        };
+        assert_eq!(judge(5, Some(Some(5)), &[], &r), Verdict::Kept);
         assert_eq!(
-            judge(5, Some(Some(5)), &[], 3_000, false, true),
-            Verdict::Kept
-        );
-        assert_eq!(
-            judge(5, Some(None), &[clean, clean], 3_000, true, true),
+            judge(5, Some(None), &[clean, clean], &r),
             Verdict::Witnessed
         );
         // A member that did not answer: asked again while deferring is allowed.
-        assert_eq!(
-            judge(5, None, &[clean, None], 3_000, true, true),
-            Verdict::Deferred
-        );
-        assert_eq!(
-            judge(5, None, &[clean, None], 3_000, true, false),
-            Verdict::Dropped
-        );
+        assert_eq!(judge(5, None, &[clean, None], &r), Verdict::Deferred);
+        assert_eq!(judge(5, None, &[clean, None], &last), Verdict::Dropped);
         // A member that knows of a newer change drops it at once, answered or not.
         assert_eq!(
-            judge(5, Some(None), &[Some((10_000, Some(6)))], 3_000, true, true),
+            judge(5, Some(None), &[Some((10_000, Some(6)))], &r),
             Verdict::Dropped
         );
         assert_eq!(
-            judge(
-                5,
-                Some(Some(6)),
-                &[Some((10_000, Some(6))), None],
-                3_000,
-                true,
-                true
-            ),
+            judge(5, Some(Some(6)), &[Some((10_000, Some(6))), None], &r),
             Verdict::Dropped,
             "a copy a member knows newer of is stale, whoever else is silent"
         );

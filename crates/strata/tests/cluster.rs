@@ -2084,7 +2084,7 @@ async fn a_joined_primary_keeps_counting_when_the_old_one_leaves_before_its_proo
 #[cfg(all(feature = "fault-injection", feature = "l3"))]
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_restarted_member_keeps_the_last_pushed_copy_when_an_owner_leaves_before_its_proof() {
-    let (nodes, _dirs, kept) = last_pushed_copies(false).await;
+    let (nodes, _dirs, kept) = last_pushed_copies(Before::Leave).await;
     // A copy kept on the members' word was n3's alone: n3 passed it on to the key's other
     // owner, so that a failure of n3 now loses nothing. (Checked where that owner is n2:
     // the reads above went through n1, and an owner's own read repairs its store.)
@@ -2125,7 +2125,7 @@ async fn a_restarted_member_keeps_the_last_pushed_copy_when_an_owner_leaves_befo
 #[cfg(all(feature = "fault-injection", feature = "l3"))]
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_restarted_member_keeps_the_last_pushed_copy_when_a_young_member_is_a_witness() {
-    let (nodes, _dirs, _kept) = last_pushed_copies(true).await;
+    let (nodes, _dirs, _kept) = last_pushed_copies(Before::YoungWitness).await;
     assert!(
         counter(&nodes[2], "strata_cluster_warm_pushed_witnessed_total") > 0,
         "no copy was kept on the members' word: the test proves nothing"
@@ -2133,16 +2133,50 @@ async fn a_restarted_member_keeps_the_last_pushed_copy_when_a_young_member_is_a_
     stop(nodes).await;
 }
 
+/// As [`a_restarted_member_keeps_the_last_pushed_copy_when_an_owner_leaves_before_its_proof`],
+/// with a second member's life ended before the proof (n4 joins and leaves): as many lives
+/// ended since the pushes could have been read as a change reaches owners (two), so every
+/// owner of a `DEL` made meanwhile could be among them, and the members' word keeps no
+/// copy — though the two witnesses left remember far enough back, which alone would have
+/// kept them (a rolling restart of two owners faster than a member's proof could then
+/// bring a deleted value back).
+#[cfg(all(feature = "fault-injection", feature = "l3"))]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_restarted_member_keeps_no_copy_on_the_members_word_once_two_lives_ended() {
+    let (nodes, _dirs, kept) = last_pushed_copies(Before::TwoEnded).await;
+    assert_eq!(
+        counter(&nodes[2], "strata_cluster_warm_pushed_witnessed_total"),
+        0,
+        "copies kept on the word of members two of whose lives ended"
+    );
+    assert!(counter(&nodes[2], "strata_cluster_warm_pushed_dropped_total") > 0);
+    for k in &kept {
+        assert_eq!(nodes[2].owner_copy("ns", k.as_bytes()), None, "{k}");
+    }
+    stop(nodes).await;
+}
+
+/// What happens before n3's proof in [`last_pushed_copies`].
+#[cfg(all(feature = "fault-injection", feature = "l3"))]
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Before {
+    /// n0, the keys' other owner, leaves.
+    Leave,
+    /// n0 leaves and a member n4 without L3 joins: its record is too short.
+    YoungWitness,
+    /// n0 leaves, n4 joins and leaves: two lives ended.
+    TwoEnded,
+}
+
 /// The body of the two tests above: n3 restarts with L3; the pushes of keys it now owns
 /// with n0 reach it while it settles (every third key's copy read before its `DEL`); n0
-/// leaves; every other copy of those keys is evicted; with `young_witness`, a member n4
-/// without L3 joins before n3's proof. Checks that every live key is read back after the
-/// proof and that no deleted one comes back; the members (n1, n2, n3, and n4), their
-/// directories, and the live keys.
+/// leaves; every other copy of those keys is evicted; then `before` (n4 joins, or joins
+/// and leaves). Checks that every live key is read back after the proof (unless two lives
+/// ended) and that no deleted one comes back; the members (n1, n2, n3, and n4 if it
+/// stayed), their directories, and the live keys.
 #[cfg(all(feature = "fault-injection", feature = "l3"))]
-async fn last_pushed_copies(
-    young_witness: bool,
-) -> (Vec<Node>, Vec<tempfile::TempDir>, Vec<String>) {
+async fn last_pushed_copies(before: Before) -> (Vec<Node>, Vec<tempfile::TempDir>, Vec<String>) {
+    let young_witness = before != Before::Leave;
     let (mut nodes, mut dirs, keys) = cluster_with_l3_and_keys().await;
     let c0 = nodes[0].cache();
     let copy_of = |nodes: &[Node], k: &str| {
@@ -2233,6 +2267,20 @@ async fn last_pushed_copies(
                 n.evict_owner_copy("ns", k.as_bytes());
             }
         }
+        if before == Before::TwoEnded {
+            let n4 = nodes.pop().expect("n4");
+            n4.shutdown().await;
+            eventually("n4's leave is seen", Duration::from_secs(5), || {
+                nodes.iter().all(|n| live(n) == 3)
+            })
+            .await;
+            tokio::time::sleep(Duration::from_millis(300)).await;
+            for k in &moved {
+                for n in &nodes[..2] {
+                    n.evict_owner_copy("ns", k.as_bytes());
+                }
+            }
+        }
     }
     let before_proof = joined_at.elapsed();
     assert!(
@@ -2241,7 +2289,15 @@ async fn last_pushed_copies(
     );
     let c1 = nodes[0].cache();
     let deadline = Instant::now() + Duration::from_secs(30);
-    for k in &kept {
+    if before == Before::TwoEnded {
+        // Its pushes are proven in one round (every witness answers): the drops show it.
+        eventually("n3 proves its pushes", Duration::from_secs(40), || {
+            counter(&nodes[2], "strata_cluster_warm_pushed_dropped_total") > 0
+        })
+        .await;
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+    for k in kept.iter().filter(|_| before != Before::TwoEnded) {
         loop {
             let got = c1.get("ns", k.as_bytes()).await.unwrap();
             if got.as_deref() == Some(format!("v-{k}").as_bytes()) {

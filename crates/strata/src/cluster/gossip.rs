@@ -50,7 +50,13 @@ impl Shared {
                 }
                 Output::Down(id) => {
                     tracing::warn!(node = %self.name, member = %id.name, generation = id.generation, "member down");
-                    let out = self.coherence.lock().member_down(&id.name, id.generation);
+                    let (out, keep_ms) = {
+                        let mut c = self.coherence.lock();
+                        (c.member_down(&id.name, id.generation), c.tombstone_ms())
+                    };
+                    // A witness tells a restarted member's proof which lives ended lately.
+                    self.warm
+                        .note_ended(&id.name, id.generation, self.monotonic_ms(), keep_ms);
                     self.pool.forget(&id.name);
                     self.carry_out_coherence(vec![out]);
                     changed = true;

@@ -184,6 +184,10 @@ pub(crate) struct WarmState {
     /// seen; `u64::MAX` until it ends), a gap given up on, and a rejoin after being cut
     /// off. Not by a member's death: the changes it made reached their owners first.
     pub(crate) record_from_ms: AtomicU64,
+    /// The member lives this node saw end (declared down, left), each with when
+    /// (`Shared::monotonic_ms`), oldest first, kept for `tombstone_ms`: what it tells a
+    /// restarted member's proof as a witness ([`Response::StalenessEnded`]).
+    pub(crate) ended: Mutex<std::collections::VecDeque<(String, u64, u64)>>,
     /// Most pushed copies held unproven while settling (`cluster.settling_push_limit`); a
     /// push past them is refused for now ([`strata_cluster::rpc::Response::Deferred`]):
     /// the key's previous owners still hold it and send it again once the proof made room.
@@ -303,6 +307,40 @@ impl WarmState {
                 }
             }
         }
+    }
+
+    /// Member `name`'s life `generation` ended (this node's view declared it down) at
+    /// `now_ms`; lives older than `keep_ms` are forgotten.
+    pub(crate) fn note_ended(&self, name: &str, generation: u64, now_ms: u64, keep_ms: u64) {
+        let mut ended = self.ended.lock();
+        while ended
+            .front()
+            .is_some_and(|(_, _, at)| now_ms.saturating_sub(*at) > keep_ms)
+        {
+            ended.pop_front();
+        }
+        // Bounded whatever the churn: the newest count, and more than a proof needs.
+        if ended.len() >= 4 * rpc::MAX_ENDED_LIVES {
+            ended.pop_front();
+        }
+        ended.push_back((name.to_owned(), generation, now_ms));
+    }
+
+    /// The lives this node saw end within the last `within_ms`, newest first, at most
+    /// [`rpc::MAX_ENDED_LIVES`].
+    pub(crate) fn ended_within(&self, now_ms: u64, within_ms: u64) -> Vec<rpc::EndedLife> {
+        self.ended
+            .lock()
+            .iter()
+            .rev()
+            .map(|(name, generation, at)| rpc::EndedLife {
+                name: name.clone(),
+                generation: *generation,
+                ago_ms: now_ms.saturating_sub(*at),
+            })
+            .take_while(|e| e.ago_ms <= within_ms)
+            .take(rpc::MAX_ENDED_LIVES)
+            .collect()
     }
 
     /// Ends the recording and trusts what was recorded: a member whose L3 starts empty does

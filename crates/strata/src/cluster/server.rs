@@ -298,10 +298,13 @@ impl Shared {
     pub(crate) async fn handle(self: &Arc<Self>, req: Request, caller_features: u64) -> Response {
         #[allow(unused_mut)]
         let mut defers = caller_features & strata_cluster::rpc::features::DEFERRED_PUSHES != 0;
+        #[allow(unused_mut)]
+        let mut tells_ended = caller_features & strata_cluster::rpc::features::ENDED_LIVES != 0;
         #[cfg(feature = "fault-injection")]
         if self.faults.earlier_build.load(Ordering::Acquire) {
-            // As a callee of an earlier build: it knows no `Deferred`.
+            // As a callee of an earlier build: it knows no `Deferred`, nor ended lives.
             defers = false;
+            tells_ended = false;
         }
         match req {
             Request::Hello { .. } | Request::Login { .. } | Request::Prove { .. } => {
@@ -445,7 +448,7 @@ impl Shared {
                         strata_cluster::rpc::MAX_TAGS_PER_COPY
                     ));
                 }
-                self.serve_staleness(&namespace, &copies)
+                self.serve_staleness(&namespace, &copies, tells_ended)
             }
         }
     }
@@ -506,11 +509,13 @@ impl Shared {
     /// or a newer invalidation remembered here that covers it, and how far back that
     /// record is whole (`WarmState::record_from_ms`: this process's start at the earliest —
     /// what it removed as an owner, wrote, or applied before is gone with its earlier
-    /// life).
+    /// life). With `tells_ended` (a caller with `ENDED_LIVES`), the member lives it saw end
+    /// within that record as well.
     fn serve_staleness(
         &self,
         namespace: &str,
         copies: &[strata_cluster::rpc::CopyRef],
+        tells_ended: bool,
     ) -> Response {
         // The store first, without holding coherence (every write takes it).
         let held: Vec<Option<u64>> = copies
@@ -537,7 +542,16 @@ impl Shared {
                 ));
             }
         }
-        let covered_ms = strata_cluster::warm::covered_ms(from, self.monotonic_ms(), tombstone_ms);
+        let now = self.monotonic_ms();
+        let covered_ms = strata_cluster::warm::covered_ms(from, now, tombstone_ms);
+        if tells_ended {
+            let ended = self.warm.ended_within(now, covered_ms);
+            return Response::StalenessEnded {
+                covered_ms,
+                newer,
+                ended,
+            };
+        }
         Response::Staleness { covered_ms, newer }
     }
 }

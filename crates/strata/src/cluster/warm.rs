@@ -8,7 +8,7 @@ use std::sync::atomic::Ordering;
 use std::time::Duration;
 
 use bytes::Bytes;
-use strata_cluster::rpc::{ByteBuf, CopyRef, Request, Response};
+use strata_cluster::rpc::{ByteBuf, CopyRef, EndedLife, Request, Response};
 use strata_cluster::warm;
 use strata_core::warm::WarmReport;
 use strata_core::{Cache, Layer, Version};
@@ -244,23 +244,22 @@ async fn prove_pushed(
             let doubtful: Vec<usize> = (0..page.len())
                 .filter(|&i| !warm::keep(page[i].1.as_u64(), answers[i]))
                 .collect();
-            let witnesses = ask_witnesses(shared, ns, &page, &doubtful).await;
+            let (witnesses, told) = ask_witnesses(shared, ns, &page, &doubtful).await;
             let needed_ms = warm::needed_ms(shared.monotonic_ms(), shared.cfg.rpc_timeout_ms);
-            let quorum = strata_cluster::primary::has_quorum(
-                shared.others().len() + 1,
-                shared.cfg.expected_size as usize,
-            );
+            let round = warm::Round {
+                needed_ms,
+                quorum: strata_cluster::primary::has_quorum(
+                    shared.others().len() + 1,
+                    shared.cfg.expected_size as usize,
+                ),
+                ended: ended_lives(shared, &told, needed_ms),
+                replication_factor: shared.cfg.replication_factor as usize,
+                may_defer,
+            };
             let mut pass_on = Vec::new();
             for (i, (key, version)) in page.iter().enumerate() {
                 let seen = witnesses.get(&i).map(Vec::as_slice).unwrap_or(&[]);
-                let verdict = warm::judge(
-                    version.as_u64(),
-                    answers[i],
-                    seen,
-                    needed_ms,
-                    quorum,
-                    may_defer,
-                );
+                let verdict = warm::judge(version.as_u64(), answers[i], seen, &round);
                 match verdict {
                     warm::Verdict::Kept => kept += 1,
                     warm::Verdict::Witnessed => {
@@ -342,19 +341,51 @@ async fn pass_on_witnessed(shared: &Arc<Shared>, ns: &str, keys: &[&Bytes]) {
     }
 }
 
+/// How many member lives ended within `needed_ms` (`warm::ended_within`), as this member
+/// and the witnesses whose records reach that far back (`told`: each answering witness's
+/// record and the lives it saw end, `None` from an earlier build) saw them; `None` when
+/// such a witness could not tell.
+fn ended_lives(
+    shared: &Shared,
+    told: &[(u64, Option<Vec<EndedLife>>)],
+    needed_ms: u64,
+) -> Option<usize> {
+    let mine = shared.warm.ended_within(shared.monotonic_ms(), needed_ms);
+    let mut seen: Vec<&EndedLife> = mine.iter().collect();
+    for (covered_ms, ended) in told {
+        if *covered_ms < needed_ms {
+            continue;
+        }
+        seen.extend(ended.as_ref()?);
+    }
+    Some(warm::ended_within(
+        seen.iter()
+            .map(|e| (e.name.as_str(), e.generation, e.ago_ms)),
+        needed_ms,
+    ))
+}
+
+/// What the witnesses answered ([`ask_witnesses`]): per copy index, each member's answer
+/// (`None` where its call failed); and per member that answered, its record
+/// (`covered_ms`) and the lives it saw end (`None`: a build that does not tell).
+type Witnessed = (
+    std::collections::HashMap<usize, Vec<warm::Witness>>,
+    Vec<(u64, Option<Vec<EndedLife>>)>,
+);
+
 /// Asks every other live member about the copies at `doubtful` (indices into `page`), one
-/// `Staleness` call per member: per copy index, each member's answer (`None` where its call
-/// failed).
+/// `Staleness` call per member (or per MiB of keys).
 async fn ask_witnesses(
     shared: &Arc<Shared>,
     ns: &str,
     page: &[(Bytes, Version)],
     doubtful: &[usize],
-) -> std::collections::HashMap<usize, Vec<warm::Witness>> {
+) -> Witnessed {
     let mut out: std::collections::HashMap<usize, Vec<warm::Witness>> =
         doubtful.iter().map(|&i| (i, Vec::new())).collect();
+    let mut told = Vec::new();
     if doubtful.is_empty() {
-        return out;
+        return (out, told);
     }
     let copies: Vec<CopyRef> = doubtful
         .iter()
@@ -390,20 +421,36 @@ async fn ask_witnesses(
     for (peer, addr) in shared.others() {
         // Per copy (in `copies` order), this member's answer.
         let mut answers: Vec<warm::Witness> = Vec::with_capacity(copies.len());
+        // Its record and the lives it saw end, once every part was answered.
+        let mut record: Option<(u64, Option<Vec<EndedLife>>)> = None;
+        let mut whole = true;
         for part in &parts {
             let req = Request::Staleness {
                 namespace: ns.to_owned(),
                 copies: copies[part.clone()].to_vec(),
             };
-            match shared.pool.call(&peer, addr, req, None).await {
-                Ok(Response::Staleness { covered_ms, newer }) if newer.len() == part.len() => {
-                    answers.extend(newer.into_iter().map(|n| Some((covered_ms, n))));
-                }
+            let (covered_ms, newer, ended) = match shared.pool.call(&peer, addr, req, None).await {
+                Ok(Response::Staleness { covered_ms, newer }) => (covered_ms, newer, None),
+                Ok(Response::StalenessEnded {
+                    covered_ms,
+                    newer,
+                    ended,
+                }) => (covered_ms, newer, Some(ended)),
                 other => {
                     tracing::debug!(%peer, ?other, "Staleness call failed; its word is missing");
-                    answers.extend(part.clone().map(|_| None));
+                    (0, Vec::new(), None)
                 }
+            };
+            if newer.len() == part.len() {
+                answers.extend(newer.into_iter().map(|n| Some((covered_ms, n))));
+                record.get_or_insert((covered_ms, ended));
+            } else {
+                whole = false;
+                answers.extend(part.clone().map(|_| None));
             }
+        }
+        if whole && let Some(r) = record {
+            told.push(r);
         }
         for (j, &i) in doubtful.iter().enumerate() {
             if let Some(v) = out.get_mut(&i) {
@@ -411,7 +458,7 @@ async fn ask_witnesses(
             }
         }
     }
-    out
+    (out, told)
 }
 
 /// About the most bytes of keys and tags one `Staleness` request carries.
