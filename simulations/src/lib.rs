@@ -1215,6 +1215,10 @@ impl Sim {
                         },
                     );
                 }
+                Output::Replaced(id) => {
+                    // As the node: a life that ended unseen counts as ended.
+                    self.note_ended(from, &id.name, id.generation);
+                }
                 Output::Up(id) => {
                     let out = self.nodes[from]
                         .coherence
@@ -1234,13 +1238,7 @@ impl Sim {
                         let by = (from, self.nodes[from].life);
                         self.nodes[i].declared_down_by.insert(by);
                     }
-                    // As the node's `WarmState::note_ended`: a witness tells a restarted
-                    // member's proof which lives ended lately (kept for `tombstone_ms`).
-                    let now_ms = self.now / MS;
-                    let keep_ms = CoherenceConfig::default().tombstone_ms;
-                    let ended = &mut self.nodes[from].ended;
-                    ended.retain(|(_, _, at)| now_ms.saturating_sub(*at) <= keep_ms);
-                    ended.push((id.name.clone(), id.generation, now_ms));
+                    self.note_ended(from, &id.name, id.generation);
                     if let Some(c) = self.nodes[from].coherence.as_mut() {
                         let out = c.member_down(&id.name, id.generation);
                         self.apply_coherence(from, vec![out]);

@@ -160,11 +160,13 @@ impl Sim {
                     ))
                 })
                 .collect();
+            let (ended, all_told) = self.ended_lives(i, &others, needed, now_ms);
             let round = strata_cluster::warm::Round {
                 needed_ms: needed,
                 quorum,
-                ended: Some(self.ended_lives(i, &others, needed, now_ms)),
-                replication_factor: RF,
+                ended,
+                all_told,
+                replication_factor: RF.min(others.len() + 1),
                 may_defer,
             };
             let verdict = strata_cluster::warm::judge(version, answer, &witnesses, &round);
@@ -219,25 +221,48 @@ impl Sim {
         deferred > 0
     }
 
-    /// As the node's `ended_lives`: the lives that ended within `needed` ms as `i` and the
-    /// witnesses it reaches whose records reach that far back saw them.
-    fn ended_lives(&self, i: usize, others: &[usize], needed: u64, now_ms: u64) -> usize {
-        let full = others.iter().copied().filter(|&j| {
-            self.reachable(i, j)
-                && self.reachable(j, i)
-                && self.nodes[j].coherence.as_ref().is_some_and(|c| {
-                    strata_cluster::warm::covered_ms(
-                        self.nodes[j].record_from_ms,
-                        now_ms,
-                        c.tombstone_ms(),
-                    ) >= needed
-                })
-        });
-        let seen = std::iter::once(i)
-            .chain(full)
-            .flat_map(|j| self.nodes[j].ended.iter())
-            .map(|(name, generation, at)| (name.as_str(), *generation, now_ms.saturating_sub(*at)));
-        strata_cluster::warm::ended_within(seen, needed)
+    /// As the node's `WarmState::note_ended`: `at`'s view saw `name`'s life `generation`
+    /// end (declared down, or replaced unseen); kept for `tombstone_ms`.
+    pub(crate) fn note_ended(&mut self, at: usize, name: &str, generation: u64) {
+        let now_ms = self.now / MS;
+        let keep_ms = CoherenceConfig::default().tombstone_ms;
+        let ended = &mut self.nodes[at].ended;
+        ended.retain(|(_, _, t)| now_ms.saturating_sub(*t) <= keep_ms);
+        ended.push((name.to_owned(), generation, now_ms));
+    }
+
+    /// The lives `j` saw end, as its answer tells them (`WarmState::ended_within`).
+    fn ended_of(&self, j: usize, now_ms: u64) -> Vec<strata_cluster::rpc::EndedLife> {
+        self.nodes[j]
+            .ended
+            .iter()
+            .map(|(name, generation, at)| strata_cluster::rpc::EndedLife {
+                name: name.clone(),
+                generation: *generation,
+                ago_ms: now_ms.saturating_sub(*at),
+            })
+            .collect()
+    }
+
+    /// As the node's proof: the lives that ended within `needed` ms as `i` and every
+    /// witness it reaches told them (`strata_cluster::warm::count_ended`; every witness
+    /// here is of this build).
+    fn ended_lives(&self, i: usize, others: &[usize], needed: u64, now_ms: u64) -> (usize, bool) {
+        let told: Vec<(u64, Option<Vec<strata_cluster::rpc::EndedLife>>)> = others
+            .iter()
+            .copied()
+            .filter(|&j| self.reachable(i, j) && self.reachable(j, i))
+            .filter_map(|j| {
+                let c = self.nodes[j].coherence.as_ref()?;
+                let covered = strata_cluster::warm::covered_ms(
+                    self.nodes[j].record_from_ms,
+                    now_ms,
+                    c.tombstone_ms(),
+                );
+                Some((covered, Some(self.ended_of(j, now_ms))))
+            })
+            .collect();
+        strata_cluster::warm::count_ended(&self.ended_of(i, now_ms), &told, needed)
     }
 
     /// Stage 10 of a warm restart, first half: rounds of [`Sim::prove_pushes`] until none

@@ -62,6 +62,11 @@ pub enum Output {
     },
     /// A member joined, came back, or restarted under a new generation.
     Up(NodeIdentity),
+    /// A member's life ended unseen: a newer generation at its address took its place
+    /// before it was declared down (a restart faster than failure detection; foca's
+    /// `Rename`). Comes just before the new life's [`Output::Up`]. No [`Output::Down`]
+    /// follows for it.
+    Replaced(NodeIdentity),
     /// A member was declared down.
     Down(NodeIdentity),
     /// A coherence item arrived from another member (for `Coherence::receive`).
@@ -164,7 +169,10 @@ impl Runtime<NodeIdentity> for Collect<'_> {
             Notification::MemberUp(id) if !id.is_placeholder() => {
                 self.out.push(Output::Up(id.clone()));
             }
-            Notification::Rename(_, id) if !id.is_placeholder() => {
+            Notification::Rename(old, id) if !id.is_placeholder() => {
+                if !old.is_placeholder() && old.generation < id.generation {
+                    self.out.push(Output::Replaced(old.clone()));
+                }
                 self.out.push(Output::Up(id.clone()));
             }
             Notification::MemberDown(id) if !id.is_placeholder() => {
@@ -630,6 +638,47 @@ mod tests {
                 "b never learns itself as a peer"
             );
         }
+        assert_eq!(b.num_live(), 2);
+    }
+
+    /// A member restarted at its address before anyone declared it down (foca's
+    /// `Rename`): its old life is reported as ended (`Replaced`) before the new one is
+    /// up, so that a witness counts it (`strata_cluster::warm::count_ended`).
+    #[test]
+    fn a_member_restarted_before_it_was_declared_down_is_reported_replaced() {
+        let mut b = node("b", 2, vec![]);
+        let mut a = node("a", 1, vec![b.identity().gossip]);
+        let out = a.join();
+        exchange(&mut a, &mut b, out);
+        assert_eq!(b.num_live(), 2);
+        let mut id = a.identity().clone();
+        id.generation = 2;
+        let mut a2 = Membership::new(id, lan_config(3), 7, SECRET, vec![b.identity().gossip]);
+        let mut seen = Vec::new();
+        let mut to_b = packets_to(&a2.join(), &b);
+        for _ in 0..4 {
+            let mut to_a = Vec::new();
+            for p in to_b.drain(..) {
+                let out = b.handle_packet(&p);
+                to_a.extend(packets_to(&out, &a2));
+                seen.extend(out.into_iter().filter(|o| {
+                    matches!(o, Output::Up(_) | Output::Down(_) | Output::Replaced(_))
+                }));
+            }
+            for p in to_a {
+                to_b.extend(packets_to(&a2.handle_packet(&p), &b));
+            }
+        }
+        let named: Vec<(&str, &str, u64)> = seen
+            .iter()
+            .map(|o| match o {
+                Output::Up(id) => ("up", id.name.as_str(), id.generation),
+                Output::Down(id) => ("down", id.name.as_str(), id.generation),
+                Output::Replaced(id) => ("replaced", id.name.as_str(), id.generation),
+                _ => unreachable!(),
+            })
+            .collect();
+        assert_eq!(named, [("replaced", "a", 1), ("up", "a", 2)]);
         assert_eq!(b.num_live(), 2);
     }
 

@@ -66,12 +66,14 @@ pub struct Round {
     pub needed_ms: u64,
     /// Whether this member's view holds a majority of the cluster.
     pub quorum: bool,
-    /// How many member lives ended within `needed_ms` ([`ended_within`]), as this member
-    /// and the witnesses whose records reach back saw them; `None` when such a witness
-    /// could not tell (a build from before `ENDED_LIVES`).
-    pub ended: Option<usize>,
-    /// The cluster's replication factor: how many owners every acknowledged change
-    /// reached.
+    /// How many member lives ended within `needed_ms`, as this member and every witness
+    /// that told its ended lives saw them ([`count_ended`]).
+    pub ended: usize,
+    /// Whether every witness whose record reaches back told its ended lives (false: one
+    /// of a build from before `ENDED_LIVES`, whose lives `ended` may lack).
+    pub all_told: bool,
+    /// How many owners every acknowledged change reached: the replication factor, or the
+    /// view's size where that is smaller.
     pub replication_factor: usize,
     /// Whether a copy some member did not answer for is asked about again later
     /// ([`Verdict::Deferred`]).
@@ -102,10 +104,9 @@ pub struct Round {
 /// witness's record to reach back lost 193 of 624 in a `kill -9` review run, a member
 /// joining 2 s after the key's other owner was killed during the proof.)
 ///
-/// Without a count of ended lives (a witness of an earlier build), more than half of the
-/// witnesses' records must reach back instead: a member that started since is left out,
-/// but several owners restarting inside the window (a rolling restart faster than each
-/// member's proof) could then keep a stale copy.
+/// Where a witness whose record reaches back could not tell its ended lives (an earlier
+/// build), the lives the others told still count, and more than half of the witnesses'
+/// records must reach back as well.
 pub fn keep_pushed(
     version: u64,
     validator: Option<Option<u64>>,
@@ -124,10 +125,29 @@ pub fn keep_pushed(
         }
     }
     round.quorum
-        && match round.ended {
-            Some(ended) => reaching > 0 && ended < round.replication_factor,
-            None => reaching * 2 > witnesses.len(),
-        }
+        && reaching > 0
+        && round.ended < round.replication_factor
+        && (round.all_told || reaching * 2 > witnesses.len())
+}
+
+/// How many distinct member lives ended within `needed_ms`, as this member (`mine`) and
+/// the witnesses saw them (`told`: each answering witness's `covered_ms` and the lives it
+/// told, `None` from a build that does not tell) — every list counts, whatever its
+/// witness's record: a life counted that did not matter only drops more; and whether
+/// every witness whose record reaches back told its lives ([`Round::all_told`]).
+pub fn count_ended(
+    mine: &[crate::rpc::EndedLife],
+    told: &[(u64, Option<Vec<crate::rpc::EndedLife>>)],
+    needed_ms: u64,
+) -> (usize, bool) {
+    let all_told = told
+        .iter()
+        .all(|(covered, ended)| *covered < needed_ms || ended.is_some());
+    let lives = mine
+        .iter()
+        .chain(told.iter().flat_map(|(_, e)| e.iter().flatten()))
+        .map(|e| (e.name.as_str(), e.generation, e.ago_ms));
+    (ended_within(lives, needed_ms), all_told)
 }
 
 /// How many distinct member lives (name, generation) of `seen` — each with how long ago
@@ -243,12 +263,14 @@ mod tests {
         assert_eq!(orphans, vec![2]);
     }
 
-    /// A round needing 3 s of record, with a majority, RF 2, `ended` lives seen.
+    /// A round needing 3 s of record, with a majority, RF 2, `ended` lives seen (`None`:
+    /// none told, a witness of an earlier build).
     fn round(ended: Option<usize>) -> Round {
         Round {
             needed_ms: 3_000,
             quorum: true,
-            ended,
+            ended: ended.unwrap_or(0),
+            all_told: ended.is_some(),
             replication_factor: 2,
             may_defer: true,
         }
@@ -315,6 +337,13 @@ mod tests {
             &[short, clean, short],
             &round(None)
         ));
+        // ... and what the others told still counts.
+        let partly = Round {
+            ended: 2,
+            all_told: false,
+            ..none_ended
+        };
+        assert!(!keep_pushed(5, Some(None), &[clean, clean, clean], &partly));
         // Nobody to ask, or a view without a majority.
         assert!(!keep_pushed(5, Some(None), &[], &none_ended));
         assert!(!keep_pushed(5, Some(None), &[clean], &no_quorum));
@@ -327,6 +356,32 @@ mod tests {
         ));
         // The owner's call failed: the witnesses decide.
         assert!(keep_pushed(5, None, &[clean], &none_ended));
+    }
+
+    #[test]
+    fn every_told_list_counts_and_an_earlier_builds_silence_is_noted() {
+        let life = |name: &str, generation, ago_ms| crate::rpc::EndedLife {
+            name: name.into(),
+            generation,
+            ago_ms,
+        };
+        let mine = [life("a", 1, 1_000)];
+        let told = [
+            // A witness whose record reaches back, and one whose does not: both lists count.
+            (5_000, Some(vec![life("a", 1, 1_100), life("b", 2, 2_000)])),
+            (100, Some(vec![life("c", 3, 50)])),
+            // Out of the window.
+            (5_000, Some(vec![life("d", 4, 3_500)])),
+        ];
+        assert_eq!(count_ended(&mine, &told, 3_000), (3, true));
+        // An earlier build's witness with a short record says nothing that matters...
+        let mut more = told.to_vec();
+        more.push((100, None));
+        assert_eq!(count_ended(&mine, &more, 3_000), (3, true));
+        // ... one whose record reaches back leaves the count partial.
+        more.push((5_000, None));
+        assert_eq!(count_ended(&mine, &more, 3_000), (3, false));
+        assert_eq!(count_ended(&[], &[], 3_000), (0, true));
     }
 
     #[test]

@@ -2196,9 +2196,13 @@ async fn last_pushed_copies(before: Before) -> (Vec<Node>, Vec<tempfile::TempDir
     // age at its proof and a margin of eight RPC timeouts and a second: 5 s).
     tokio::time::sleep(Duration::from_millis(6_000)).await;
     // n3 proves its pushes twice its `max_staleness_ms` after its baseline: 12 s, or 18 s
-    // when a member joins first (n0's leave, n4's join and the evictions must come before
-    // it on a loaded machine too).
-    let staleness_ms = if young_witness { 9_000 } else { 6_000 };
+    // when a member joins first, 24 s when it leaves again (n0's leave, n4's join and
+    // leave and the evictions must come before it on a loaded machine too).
+    let staleness_ms = match before {
+        Before::Leave => 6_000,
+        Before::YoungWitness => 9_000,
+        Before::TwoEnded => 12_000,
+    };
     let joined_at = restart_n3_with(&mut nodes, &mut dirs, |c| {
         c.cluster.max_staleness_ms = staleness_ms;
     })

@@ -48,6 +48,14 @@ impl Shared {
                     up.push(out);
                     changed = true;
                 }
+                Output::Replaced(id) => {
+                    // Its life ended unseen (a restart faster than failure detection): as
+                    // a witness, this node counts it among the lives that ended.
+                    tracing::info!(node = %self.name, member = %id.name, generation = id.generation, "member replaced by a newer generation");
+                    let keep_ms = self.coherence.lock().tombstone_ms();
+                    self.warm
+                        .note_ended(&id.name, id.generation, self.monotonic_ms(), keep_ms);
+                }
                 Output::Down(id) => {
                     tracing::warn!(node = %self.name, member = %id.name, generation = id.generation, "member down");
                     let (out, keep_ms) = {

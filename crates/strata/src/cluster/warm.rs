@@ -246,14 +246,23 @@ async fn prove_pushed(
                 .collect();
             let (witnesses, told) = ask_witnesses(shared, ns, &page, &doubtful).await;
             let needed_ms = warm::needed_ms(shared.monotonic_ms(), shared.cfg.rpc_timeout_ms);
+            let view = shared.others().len() + 1;
+            let (ended, all_told) = warm::count_ended(
+                &shared.warm.ended_within(shared.monotonic_ms(), needed_ms),
+                &told,
+                needed_ms,
+            );
             let round = warm::Round {
                 needed_ms,
                 quorum: strata_cluster::primary::has_quorum(
-                    shared.others().len() + 1,
+                    view,
                     shared.cfg.expected_size as usize,
                 ),
-                ended: ended_lives(shared, &told, needed_ms),
-                replication_factor: shared.cfg.replication_factor as usize,
+                ended,
+                all_told,
+                // A change reached every owner: RF of them, or every member of a smaller
+                // view.
+                replication_factor: (shared.cfg.replication_factor as usize).min(view),
                 may_defer,
             };
             let mut pass_on = Vec::new();
@@ -341,30 +350,6 @@ async fn pass_on_witnessed(shared: &Arc<Shared>, ns: &str, keys: &[&Bytes]) {
     }
 }
 
-/// How many member lives ended within `needed_ms` (`warm::ended_within`), as this member
-/// and the witnesses whose records reach that far back (`told`: each answering witness's
-/// record and the lives it saw end, `None` from an earlier build) saw them; `None` when
-/// such a witness could not tell.
-fn ended_lives(
-    shared: &Shared,
-    told: &[(u64, Option<Vec<EndedLife>>)],
-    needed_ms: u64,
-) -> Option<usize> {
-    let mine = shared.warm.ended_within(shared.monotonic_ms(), needed_ms);
-    let mut seen: Vec<&EndedLife> = mine.iter().collect();
-    for (covered_ms, ended) in told {
-        if *covered_ms < needed_ms {
-            continue;
-        }
-        seen.extend(ended.as_ref()?);
-    }
-    Some(warm::ended_within(
-        seen.iter()
-            .map(|e| (e.name.as_str(), e.generation, e.ago_ms)),
-        needed_ms,
-    ))
-}
-
 /// What the witnesses answered ([`ask_witnesses`]): per copy index, each member's answer
 /// (`None` where its call failed); and per member that answered, its record
 /// (`covered_ms`) and the lives it saw end (`None`: a build that does not tell).
@@ -449,7 +434,11 @@ async fn ask_witnesses(
                 answers.extend(part.clone().map(|_| None));
             }
         }
-        if whole && let Some(r) = record {
+        if !whole {
+            // Its word on the other parts is not whole either: none of it counts (it
+            // did not answer), as its ended lives would not.
+            answers.iter_mut().for_each(|a| *a = None);
+        } else if let Some(r) = record {
             told.push(r);
         }
         for (j, &i) in doubtful.iter().enumerate() {
