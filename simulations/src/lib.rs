@@ -1045,56 +1045,65 @@ impl Sim {
             }
         }
         if let Some(old) = old.filter(|o| o.version() != new.version()) {
-            let me = self.nodes[at].name.clone();
-            let entries: Vec<(u32, Held)> =
-                self.nodes[at].store.iter().map(|(k, v)| (*k, *v)).collect();
-            for (key, held) in entries {
-                for t in placement::handoff_targets(&old, &new, &me, &key_bytes(key), RF) {
-                    if let Some(j) = self.nodes.iter().position(|n| n.name == t)
-                        && self.reachable(at, j)
-                        && !self.wrng.random_bool(self.loss)
-                        && self.push_to(j, key, &Pushed::Plain(held))
-                    {
-                        self.forward_misplaced(j, key, Pushed::Plain(held));
-                    }
-                }
-            }
-            // The owner store's counters are pushed the same way (one store on the node).
-            let counters: Vec<(u32, Entry)> = self.nodes[at]
-                .counters
-                .iter()
-                .map(|(k, e)| (*k, e.clone()))
-                .collect();
-            for (c, e) in counters {
-                for t in placement::handoff_targets(&old, &new, &me, &key_bytes(c), RF) {
-                    if let Some(j) = self.nodes.iter().position(|n| n.name == t)
-                        && self.reachable(at, j)
-                        && !self.wrng.random_bool(self.loss)
-                        && self.push_to(j, c, &Pushed::Counter(e.clone()))
-                    {
-                        self.forward_misplaced(j, c, Pushed::Counter(e.clone()));
-                    }
-                }
-            }
-            // And the pair keys (their losses drawn from the transaction workload's RNG).
-            let pairs: Vec<(u32, Entry)> = self.nodes[at]
-                .pairs
-                .iter()
-                .map(|(k, e)| (*k, e.clone()))
-                .collect();
-            for (c, e) in pairs {
-                for t in placement::handoff_targets(&old, &new, &me, &key_bytes(c), RF) {
-                    if let Some(j) = self.nodes.iter().position(|n| n.name == t)
-                        && self.reachable(at, j)
-                        && !self.pair_rng.random_bool(self.loss)
-                        && self.push_to(j, c, &Pushed::Pair(e.clone()))
-                    {
-                        self.forward_misplaced(j, c, Pushed::Pair(e.clone()));
-                    }
+            self.hand_off(at, &old, &new, true);
+        }
+        self.nodes[at].ring = Some(new);
+    }
+
+    /// `at` pushes its owner store's entries to the owners under `new` that were not
+    /// owners under `old` (`placement::handoff_targets`), as the node's `push_handoff`;
+    /// `lossy`: each push may be lost (drawn from the workload's RNGs, as at a ring change;
+    /// the hand-off to a member's replaced life draws nothing, so that each seed's run
+    /// stays what it was where no life is replaced).
+    fn hand_off(&mut self, at: usize, old: &Ring, new: &Ring, lossy: bool) {
+        let me = self.nodes[at].name.clone();
+        let entries: Vec<(u32, Held)> =
+            self.nodes[at].store.iter().map(|(k, v)| (*k, *v)).collect();
+        for (key, held) in entries {
+            for t in placement::handoff_targets(old, new, &me, &key_bytes(key), RF) {
+                if let Some(j) = self.nodes.iter().position(|n| n.name == t)
+                    && self.reachable(at, j)
+                    && !(lossy && self.wrng.random_bool(self.loss))
+                    && self.push_to(j, key, &Pushed::Plain(held))
+                {
+                    self.forward_misplaced(j, key, Pushed::Plain(held));
                 }
             }
         }
-        self.nodes[at].ring = Some(new);
+        // The owner store's counters are pushed the same way (one store on the node).
+        let counters: Vec<(u32, Entry)> = self.nodes[at]
+            .counters
+            .iter()
+            .map(|(k, e)| (*k, e.clone()))
+            .collect();
+        for (c, e) in counters {
+            for t in placement::handoff_targets(old, new, &me, &key_bytes(c), RF) {
+                if let Some(j) = self.nodes.iter().position(|n| n.name == t)
+                    && self.reachable(at, j)
+                    && !(lossy && self.wrng.random_bool(self.loss))
+                    && self.push_to(j, c, &Pushed::Counter(e.clone()))
+                {
+                    self.forward_misplaced(j, c, Pushed::Counter(e.clone()));
+                }
+            }
+        }
+        // And the pair keys (their losses drawn from the transaction workload's RNG).
+        let pairs: Vec<(u32, Entry)> = self.nodes[at]
+            .pairs
+            .iter()
+            .map(|(k, e)| (*k, e.clone()))
+            .collect();
+        for (c, e) in pairs {
+            for t in placement::handoff_targets(old, new, &me, &key_bytes(c), RF) {
+                if let Some(j) = self.nodes.iter().position(|n| n.name == t)
+                    && self.reachable(at, j)
+                    && !(lossy && self.pair_rng.random_bool(self.loss))
+                    && self.push_to(j, c, &Pushed::Pair(e.clone()))
+                {
+                    self.forward_misplaced(j, c, Pushed::Pair(e.clone()));
+                }
+            }
+        }
     }
 
     /// The nodes `at` asks for `key` ([`placement::read_plan`]): the owners under `ring`,
@@ -1216,8 +1225,16 @@ impl Sim {
                     );
                 }
                 Output::Replaced(id) => {
-                    // As the node: a life that ended unseen counts as ended.
+                    // As the node: a life that ended unseen counts as ended, and the new
+                    // life, back with an empty owner store under the same ring, gets every
+                    // key it owns handed over as if it had just joined.
                     self.note_ended(from, &id.name, id.generation);
+                    if let Some(ring) = self.nodes[from].ring.clone()
+                        && ring.nodes().contains(&id.name)
+                        && let Some(without) = placement::others_ring(&ring, &id.name)
+                    {
+                        self.hand_off(from, &without, &ring, false);
+                    }
                 }
                 Output::Up(id) => {
                     let out = self.nodes[from]

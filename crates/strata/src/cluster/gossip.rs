@@ -23,6 +23,7 @@ impl Shared {
     pub(crate) fn carry_out(self: &Arc<Self>, outputs: Vec<Output>) {
         let mut changed = false;
         let mut up = Vec::new();
+        let mut replaced = Vec::new();
         for o in outputs {
             match o {
                 Output::Send { to, packet } => {
@@ -55,6 +56,7 @@ impl Shared {
                     let keep_ms = self.coherence.lock().tombstone_ms();
                     self.warm
                         .note_ended(&id.name, id.generation, self.monotonic_ms(), keep_ms);
+                    replaced.push(id.name);
                 }
                 Output::Down(id) => {
                     tracing::warn!(node = %self.name, member = %id.name, generation = id.generation, "member down");
@@ -105,6 +107,21 @@ impl Shared {
         }
         if changed {
             self.refresh_view();
+        }
+        // A member restarted faster than failure detection comes back with an empty owner
+        // store under the same ring, so no ring change hands its keys back: until they
+        // reach it, a key's other owner holds its only copy (a review run with two such
+        // restarts, `fast_restart`, lost 1,420 acknowledged `SET`s). Hand them over as if
+        // it had just joined: to it, every key it owns (its new life, once the view has
+        // it).
+        for name in replaced {
+            let ring = self.ring();
+            if let Some(without) = placement::others_ring(&ring, &name)
+                && ring.nodes().contains(&name)
+            {
+                let me = self.clone();
+                tokio::spawn(async move { me.push_handoff(&without, &ring).await });
+            }
         }
         for out in up {
             self.carry_out_coherence(out);
