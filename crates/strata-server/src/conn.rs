@@ -480,10 +480,15 @@ fn origin(session: &Session<'_>) -> Option<u64> {
 }
 
 /// Runs `f` as client `origin`'s command ([`crate::tracking::ORIGIN`]).
-async fn as_origin<F: std::future::Future>(origin: Option<u64>, f: F) -> F::Output {
+fn as_origin<F: std::future::Future>(
+    origin: Option<u64>,
+    f: F,
+) -> impl std::future::Future<Output = F::Output> {
+    // Not an `async fn`: one holding `f` in two branches was twice its size, and the
+    // connection moves this future whole at every command.
     match origin {
-        Some(id) => crate::tracking::ORIGIN.scope(id, f).await,
-        None => f.await,
+        Some(id) => futures_util::future::Either::Left(crate::tracking::ORIGIN.scope(id, f)),
+        None => futures_util::future::Either::Right(f),
     }
 }
 
