@@ -308,7 +308,9 @@ pub async fn execute(shared: &Shared, s: &mut Session<'_>, args: &[Bytes]) {
     // One clock read for both the client's idle time and the command's own (the clock was
     // 5 % of a pipelined GET's CPU with a read for each).
     let started = std::time::Instant::now();
-    let since_start = started.saturating_duration_since(s.info.connected).as_millis() as u64;
+    let since_start = started
+        .saturating_duration_since(s.info.connected)
+        .as_millis() as u64;
     s.info.last_cmd_ms.store(since_start, Ordering::Relaxed);
     // `CLIENT CACHING` holds for the next command, or the whole transaction, whatever that
     // command turns out to be (refused ones included, as in Redis).
