@@ -639,3 +639,37 @@ async fn flush<S: AsyncWrite + Unpin>(
     }
     Ok(())
 }
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+    use super::*;
+
+    /// The future the connection builds and moves at every command stays small: it was
+    /// 22 KiB (a `run` held twice, and `as_origin` holding that twice again), and copying
+    /// it was half of a pipelined `GET`'s `memmove` — 10 % of the node's CPU
+    /// (docs/benchmarks.md, "A command's future, moved whole").
+    #[tokio::test]
+    async fn a_commands_future_stays_small() {
+        let mut config = strata::NodeConfig::default();
+        config.l3.enabled = false;
+        let node = strata::Node::start(config.clone()).await.unwrap();
+        let (_stop, stop_rx) = tokio::sync::watch::channel(false);
+        let shared = Shared::new(&node, config, "127.0.0.1:0".parse().unwrap(), stop_rx);
+        let info = shared.admit("127.0.0.1:1".parse().unwrap()).unwrap();
+        let mut session = Session::new(&shared, info);
+        let args = [Bytes::from_static(b"GET"), Bytes::from_static(b"k")];
+        let size = {
+            let f = as_origin(Some(1), commands::execute(&shared, &mut session, &args));
+            std::mem::size_of_val(&f)
+        };
+        assert!(size <= 640, "a command's future is {size} bytes");
+        let group = [args.to_vec()];
+        let size = {
+            let f = as_origin(None, commands::execute_sets(&shared, &mut session, &group));
+            std::mem::size_of_val(&f)
+        };
+        assert!(size <= 640, "a write group's future is {size} bytes");
+        node.shutdown().await;
+    }
+}
