@@ -496,6 +496,46 @@ async fn a_copy_read_before_a_delete_and_pushed_after_it_is_refused() {
     stop(nodes).await;
 }
 
+/// A removal is remembered for `tombstone_ms` of the node's own running time, whatever its
+/// wall clock does. Coherence once counted on the wall clock: a step forward past
+/// `tombstone_ms` (NTP correcting a drifted clock, a VM resumed from a snapshot) expired
+/// every tombstone at the next tick, and a copy read before a `DEL` and pushed after it was
+/// stored again and served (G3). A step back held every staleness deadline for as long.
+#[cfg(feature = "fault-injection")]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_wall_clock_stepped_forward_forgets_no_delete() {
+    use strata_core::ManualClock;
+    let clock = ManualClock::new(1_800_000_000_000);
+    let nodes = cluster(2, 2, Some(clock.clone())).await;
+    let key = keys_owned_by(&nodes[0], "stepped:", &["n0", "n1"])
+        .next()
+        .expect("a key n0 is primary of");
+    let c0 = nodes[0].cache();
+    c0.set("ns", key.clone(), "old").await.unwrap();
+    let old = nodes[1]
+        .owner_copy("ns", key.as_bytes())
+        .expect("n1 holds the value");
+    nodes[1].ignore_invalidations(true);
+    assert!(c0.invalidate("ns", key.as_bytes()).await.unwrap());
+    // Two minutes ahead (tombstones last one), and the maintenance ticks (every 100 ms)
+    // run on the new time.
+    clock.advance(Duration::from_secs(120));
+    tokio::time::sleep(Duration::from_millis(600)).await;
+    for (i, n) in nodes.iter().enumerate() {
+        assert!(
+            !n.receive_peer_set("ns", key.as_bytes(), &old).await,
+            "n{i} stored a copy older than the DEL it applied, after its clock stepped"
+        );
+        assert_eq!(
+            n.cache().get("ns", key.as_bytes()).await.unwrap(),
+            None,
+            "n{i} serves the deleted value"
+        );
+    }
+    nodes[1].ignore_invalidations(false);
+    stop(nodes).await;
+}
+
 /// A `DEL` of a key its owners have evicted still reaches the copies other members hold
 /// (the writer's own, reads'): the primary, finding the key nowhere, answers 0 and
 /// announces the removal all the same — for a plain `DEL` and for one inside `MULTI`/`EXEC`

@@ -97,7 +97,7 @@ impl Shared {
     /// 3-process test saw a key deleted during a member's rejoin served again by that
     /// member, stored by such a push.)
     pub(crate) async fn remove_owned(&self, namespace: &str, key: &[u8], version: Version) -> bool {
-        let now = self.now_ms();
+        let now = self.coherence_ms();
         self.coherence
             .lock()
             .note_removed(namespace, key, version.as_u64(), now);

@@ -60,7 +60,7 @@ impl Shared {
                             Ok(Response::Invalidations(items)) => {
                                 tracing::debug!(node = %me.name, %origin, generation, from, to, got = items.len(), "gap repaired");
                                 for item in items {
-                                    let out = me.coherence.lock().receive(me.now_ms(), &item);
+                                    let out = me.coherence.lock().receive(me.coherence_ms(), &item);
                                     me.carry_out_coherence(out);
                                 }
                             }
@@ -91,7 +91,7 @@ impl Shared {
         // disseminator batches them instead (see `disseminate_loop`).
         self.coherence
             .lock()
-            .originate(self.now_ms(), version.as_u64(), op)
+            .originate(self.coherence_ms(), version.as_u64(), op)
             .0
     }
 

@@ -100,7 +100,7 @@ impl Shared {
                     self.carry_out_coherence(vec![out]);
                 }
                 Output::Received(bytes) => {
-                    let out = self.coherence.lock().receive(self.now_ms(), &bytes);
+                    let out = self.coherence.lock().receive(self.coherence_ms(), &bytes);
                     self.carry_out_coherence(out);
                 }
             }
@@ -191,7 +191,7 @@ impl Shared {
             // `Down` (`Membership::refute_after_stall`).
             self.with_membership(|m| m.refute_after_stall());
         }
-        let out = self.coherence.lock().tick(self.now_ms());
+        let out = self.coherence.lock().tick(self.coherence_ms());
         self.carry_out_coherence(out);
         if n % HEARTBEAT_EVERY == 0 {
             let hb = self.coherence.lock().heartbeat();
@@ -284,7 +284,7 @@ impl Shared {
                     generation,
                     latest,
                 };
-                let out = me.coherence.lock().receive_item(me.now_ms(), item);
+                let out = me.coherence.lock().receive_item(me.coherence_ms(), item);
                 me.carry_out_coherence(out);
             }
         });

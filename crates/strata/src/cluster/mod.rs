@@ -758,6 +758,14 @@ impl Shared {
         self.started.elapsed().as_millis() as u64 + 1
     }
 
+    /// The time coherence runs on (tombstones, gaps, staleness deadlines): durations on this
+    /// node, so the monotonic clock. On the wall clock, a step forward expired every
+    /// tombstone at once (an older copy of a deleted key was stored again) and a step back
+    /// held the staleness bound (G2) for as long as the step.
+    pub(crate) fn coherence_ms(&self) -> u64 {
+        self.monotonic_ms()
+    }
+
     /// A copy another member pushed (a hand-off, a read repair) is about to be stored:
     /// while this member settles, recorded for its proof ([`WarmState::note_push`]) —
     /// unless the store holds that very version already, and not as an unproven push: that

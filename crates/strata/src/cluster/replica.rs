@@ -285,7 +285,7 @@ impl Shared {
                         // and the primary died before its invalidation left — a restarted
                         // member's proof asks every member what it knows
                         // (`strata_cluster::warm::keep_pushed`).
-                        let now = self.now_ms();
+                        let now = self.coherence_ms();
                         self.coherence
                             .lock()
                             .note_written(namespace, key, e_version.as_u64(), now);
@@ -299,7 +299,7 @@ impl Shared {
                 self.observe(v);
                 // Before the store's check, as in `remove_owned`: a push or repair of an
                 // older copy arriving after this removal is refused.
-                let now = self.now_ms();
+                let now = self.coherence_ms();
                 self.coherence
                     .lock()
                     .note_removed(namespace, key, version, now);

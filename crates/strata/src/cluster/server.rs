@@ -374,7 +374,7 @@ impl Shared {
                 Response::Invalidations(items)
             }
             Request::Push { item } => {
-                let out = self.coherence.lock().receive(self.now_ms(), &item);
+                let out = self.coherence.lock().receive(self.coherence_ms(), &item);
                 self.carry_out_coherence(out);
                 Response::Applied { removed: 0 }
             }
@@ -395,7 +395,7 @@ impl Shared {
                     self.observe(version);
                     let late = {
                         let mut c = self.coherence.lock();
-                        c.note_invalidation(inv, self.now_ms());
+                        c.note_invalidation(inv, self.coherence_ms());
                         // Already applied in order (gossip came first), or older than any
                         // caller still waits for: the call has returned, and a write made
                         // since must survive — removed by version, as a repeat.
@@ -405,7 +405,10 @@ impl Shared {
                     };
                     removed = self.apply(inv, late).await;
                 }
-                let out = self.coherence.lock().receive_item(self.now_ms(), decoded);
+                let out = self
+                    .coherence
+                    .lock()
+                    .receive_item(self.coherence_ms(), decoded);
                 self.carry_out_coherence(out);
                 Response::Applied { removed }
             }

@@ -271,7 +271,7 @@ impl Tier for ClusterTier {
                 if let strata_core::ops::Change::Written(e) = &ex.change {
                     s.observe(e.version);
                     if !s.is_primary(&key) {
-                        let now = s.now_ms();
+                        let now = s.coherence_ms();
                         s.coherence
                             .lock()
                             .note_written(namespace, &key, e.version.as_u64(), now);

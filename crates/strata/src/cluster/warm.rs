@@ -189,7 +189,7 @@ async fn baseline(shared: &Arc<Shared>) -> Result<(), String> {
             match shared.pool.call(&name, addr, Request::Ping, None).await {
                 Ok(Response::Status { generation, latest }) => {
                     let out = shared.coherence.lock().baseline(
-                        shared.now_ms(),
+                        shared.coherence_ms(),
                         &name,
                         generation,
                         latest,
