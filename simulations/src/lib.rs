@@ -1057,52 +1057,42 @@ impl Sim {
     /// stays what it was where no life is replaced).
     fn hand_off(&mut self, at: usize, old: &Ring, new: &Ring, lossy: bool) {
         let me = self.nodes[at].name.clone();
-        let entries: Vec<(u32, Held)> =
-            self.nodes[at].store.iter().map(|(k, v)| (*k, *v)).collect();
-        for (key, held) in entries {
+        // Every copy the node's one owner store holds: the plain keys, then the counters,
+        // then the pair keys (whose losses are drawn from the transaction workload's RNG),
+        // in the order their draws were always made.
+        let node = &self.nodes[at];
+        let pushes: Vec<(u32, Pushed)> = (node.store.iter())
+            .map(|(k, v)| (*k, Pushed::Plain(*v)))
+            .chain(
+                node.counters
+                    .iter()
+                    .map(|(k, e)| (*k, Pushed::Counter(e.clone()))),
+            )
+            .chain(
+                node.pairs
+                    .iter()
+                    .map(|(k, e)| (*k, Pushed::Pair(e.clone()))),
+            )
+            .collect();
+        for (key, pushed) in pushes {
             for t in placement::handoff_targets(old, new, &me, &key_bytes(key), RF) {
                 if let Some(j) = self.nodes.iter().position(|n| n.name == t)
                     && self.reachable(at, j)
-                    && !(lossy && self.wrng.random_bool(self.loss))
-                    && self.push_to(j, key, &Pushed::Plain(held))
+                    && !(lossy && self.push_lost(&pushed))
+                    && self.push_to(j, key, &pushed)
                 {
-                    self.forward_misplaced(j, key, Pushed::Plain(held));
+                    self.forward_misplaced(j, key, pushed.clone());
                 }
             }
         }
-        // The owner store's counters are pushed the same way (one store on the node).
-        let counters: Vec<(u32, Entry)> = self.nodes[at]
-            .counters
-            .iter()
-            .map(|(k, e)| (*k, e.clone()))
-            .collect();
-        for (c, e) in counters {
-            for t in placement::handoff_targets(old, new, &me, &key_bytes(c), RF) {
-                if let Some(j) = self.nodes.iter().position(|n| n.name == t)
-                    && self.reachable(at, j)
-                    && !(lossy && self.wrng.random_bool(self.loss))
-                    && self.push_to(j, c, &Pushed::Counter(e.clone()))
-                {
-                    self.forward_misplaced(j, c, Pushed::Counter(e.clone()));
-                }
-            }
-        }
-        // And the pair keys (their losses drawn from the transaction workload's RNG).
-        let pairs: Vec<(u32, Entry)> = self.nodes[at]
-            .pairs
-            .iter()
-            .map(|(k, e)| (*k, e.clone()))
-            .collect();
-        for (c, e) in pairs {
-            for t in placement::handoff_targets(old, new, &me, &key_bytes(c), RF) {
-                if let Some(j) = self.nodes.iter().position(|n| n.name == t)
-                    && self.reachable(at, j)
-                    && !(lossy && self.pair_rng.random_bool(self.loss))
-                    && self.push_to(j, c, &Pushed::Pair(e.clone()))
-                {
-                    self.forward_misplaced(j, c, Pushed::Pair(e.clone()));
-                }
-            }
+    }
+
+    /// Whether a hand-off push of `pushed` is lost (a pair key's draw comes from the
+    /// transaction workload's RNG, any other's from the write workload's).
+    fn push_lost(&mut self, pushed: &Pushed) -> bool {
+        match pushed {
+            Pushed::Pair(_) => self.pair_rng.random_bool(self.loss),
+            _ => self.wrng.random_bool(self.loss),
         }
     }
 

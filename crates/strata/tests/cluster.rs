@@ -2208,6 +2208,25 @@ enum Before {
     TwoEnded,
 }
 
+/// Stops `leaving`, waits until the members left (`nodes`) see it gone, and evicts `moved`
+/// from the stores of `nodes[0]` and `nodes[1]`, the keys' previous owners, as an owner
+/// store under memory pressure would (a hand-off push racing their drop is let through
+/// first).
+#[cfg(all(feature = "fault-injection", feature = "l3"))]
+async fn leave_and_evict(nodes: &[Node], leaving: Node, moved: &[&String]) {
+    leaving.shutdown().await;
+    eventually("the leave is seen", Duration::from_secs(5), || {
+        nodes.iter().all(|n| live(n) == nodes.len())
+    })
+    .await;
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    for k in moved {
+        for n in &nodes[..2] {
+            n.evict_owner_copy("ns", k.as_bytes());
+        }
+    }
+}
+
 /// The body of the two tests above: n3 restarts with L3; the pushes of keys it now owns
 /// with n0 reach it while it settles (every third key's copy read before its `DEL`); n0
 /// leaves; every other copy of those keys is evicted; then `before` (n4 joins, or joins
@@ -2282,21 +2301,10 @@ async fn last_pushed_copies(before: Before) -> (Vec<Node>, Vec<tempfile::TempDir
             "{k}: n3 stored the late push (its baseline skipped the DEL)"
         );
     }
-    let n0 = nodes.remove(0);
-    n0.shutdown().await;
-    eventually("n0's leave is seen", Duration::from_secs(5), || {
-        nodes.iter().all(|n| live(n) == 3)
-    })
-    .await;
     // The previous owners dropped what they no longer own, and n0 handed nothing over:
-    // n3's unproven copy is the last one of each moved key (a hand-off push racing the
-    // drop is let through first).
-    tokio::time::sleep(Duration::from_millis(300)).await;
-    for k in &moved {
-        for n in &nodes[..2] {
-            n.evict_owner_copy("ns", k.as_bytes());
-        }
-    }
+    // n3's unproven copy is the last one of each moved key.
+    let n0 = nodes.remove(0);
+    leave_and_evict(&nodes, n0, &moved).await;
     if young_witness {
         let cfg = config("n4", &[gossip_addr(&nodes[0])], 2);
         nodes.push(Node::start(cfg).await.unwrap());
@@ -2313,17 +2321,7 @@ async fn last_pushed_copies(before: Before) -> (Vec<Node>, Vec<tempfile::TempDir
         }
         if before == Before::TwoEnded {
             let n4 = nodes.pop().expect("n4");
-            n4.shutdown().await;
-            eventually("n4's leave is seen", Duration::from_secs(5), || {
-                nodes.iter().all(|n| live(n) == 3)
-            })
-            .await;
-            tokio::time::sleep(Duration::from_millis(300)).await;
-            for k in &moved {
-                for n in &nodes[..2] {
-                    n.evict_owner_copy("ns", k.as_bytes());
-                }
-            }
+            leave_and_evict(&nodes, n4, &moved).await;
         }
     }
     let before_proof = joined_at.elapsed();
