@@ -444,6 +444,26 @@ async fn a_primary_cut_off_from_the_majority_stops_writing_before_its_view_notic
     stop(nodes).await;
 }
 
+/// Writes a key n0 is primary of (n1 its replica), takes n1's copy of it, and deletes the
+/// key through n0 while n1 ignores invalidations: n1 takes its share of the DEL through
+/// replication, and the primary's invalidation, which would refuse older copies there too,
+/// has not come (n1 still ignores them when this returns). The key and the copy from
+/// before the DEL.
+#[cfg(feature = "fault-injection")]
+async fn deleted_after_a_copy(nodes: &[Node], prefix: &str) -> (String, strata_core::Entry) {
+    let key = keys_owned_by(&nodes[0], prefix, &["n0", "n1"])
+        .next()
+        .expect("a key n0 is primary of");
+    let c0 = nodes[0].cache();
+    c0.set("ns", key.clone(), "old").await.unwrap();
+    let old = nodes[1]
+        .owner_copy("ns", key.as_bytes())
+        .expect("n1 holds the value");
+    nodes[1].ignore_invalidations(true);
+    assert!(c0.invalidate("ns", key.as_bytes()).await.unwrap());
+    (key, old)
+}
+
 /// An owner that applies a removal refuses, from then on, every copy older than it — also
 /// when it held nothing to remove. A previous owner's hand-off push (or a read repair) may
 /// read the value before the DEL and reach an owner after it; the store cannot refuse it (the
@@ -455,18 +475,8 @@ async fn a_primary_cut_off_from_the_majority_stops_writing_before_its_view_notic
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_copy_read_before_a_delete_and_pushed_after_it_is_refused() {
     let nodes = cluster(2, 2, None).await;
-    let key = keys_owned_by(&nodes[0], "pushed:", &["n0", "n1"])
-        .next()
-        .expect("a key n0 is primary of");
+    let (key, old) = deleted_after_a_copy(&nodes, "pushed:").await;
     let c0 = nodes[0].cache();
-    c0.set("ns", key.clone(), "old").await.unwrap();
-    let old = nodes[1]
-        .owner_copy("ns", key.as_bytes())
-        .expect("n1 holds the value");
-    // The replica takes its share of the DEL through replication; the primary's
-    // invalidation, which would refuse older copies there too, has not come yet.
-    nodes[1].ignore_invalidations(true);
-    assert!(c0.invalidate("ns", key.as_bytes()).await.unwrap());
     assert!(nodes[1].owner_copy("ns", key.as_bytes()).is_none());
     for (i, n) in nodes.iter().enumerate() {
         assert!(
@@ -507,16 +517,7 @@ async fn a_wall_clock_stepped_forward_forgets_no_delete() {
     use strata_core::ManualClock;
     let clock = ManualClock::new(1_800_000_000_000);
     let nodes = cluster(2, 2, Some(clock.clone())).await;
-    let key = keys_owned_by(&nodes[0], "stepped:", &["n0", "n1"])
-        .next()
-        .expect("a key n0 is primary of");
-    let c0 = nodes[0].cache();
-    c0.set("ns", key.clone(), "old").await.unwrap();
-    let old = nodes[1]
-        .owner_copy("ns", key.as_bytes())
-        .expect("n1 holds the value");
-    nodes[1].ignore_invalidations(true);
-    assert!(c0.invalidate("ns", key.as_bytes()).await.unwrap());
+    let (key, old) = deleted_after_a_copy(&nodes, "stepped:").await;
     // Two minutes ahead (tombstones last one), and the maintenance ticks (every 100 ms)
     // run on the new time.
     clock.advance(Duration::from_secs(120));
