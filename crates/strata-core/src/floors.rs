@@ -58,11 +58,11 @@ impl<T: Default> Default for SlotTable<T> {
 
 impl<T> SlotTable<T> {
     fn slot(&self, namespace: &str, key: &[u8]) -> &T {
-        let mut h = xxhash_rust::xxh3::Xxh3::with_seed(self.seed);
-        h.update(namespace.as_bytes());
-        h.update(&[0xff]);
-        h.update(key);
-        &self.slots[(h.digest() as usize) & (SLOTS - 1)]
+        // One-shot hashes, the namespace's seeding the key's: a streaming `Xxh3` derived a
+        // 192-byte secret from its seed at every call, and every write asks for its slot.
+        let ns = xxhash_rust::xxh3::xxh3_64_with_seed(namespace.as_bytes(), self.seed);
+        let h = xxhash_rust::xxh3::xxh3_64_with_seed(key, ns);
+        &self.slots[(h as usize) & (SLOTS - 1)]
     }
 }
 
