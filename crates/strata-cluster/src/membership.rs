@@ -603,13 +603,12 @@ mod tests {
             .collect()
     }
 
+    /// Every packet one member sent the other, then every one it got back.
+    type Exchanged = (Vec<Vec<u8>>, Vec<Vec<u8>>);
+
     /// Delivers packets back and forth for a few rounds; returns every packet `a` sent `b`
     /// and every packet `b` sent `a`.
-    fn exchange(
-        a: &mut Membership,
-        b: &mut Membership,
-        first: Vec<Output>,
-    ) -> (Vec<Vec<u8>>, Vec<Vec<u8>>) {
+    fn exchange(a: &mut Membership, b: &mut Membership, first: Vec<Output>) -> Exchanged {
         let (mut a_to_b, mut b_to_a) = (Vec::new(), Vec::new());
         let mut to_b = packets_to(&first, b);
         for _ in 0..4 {
@@ -626,12 +625,19 @@ mod tests {
         (a_to_b, b_to_a)
     }
 
-    #[test]
-    fn forged_tampered_and_reflected_packets_change_nothing() {
+    /// Members `a` (port 1) and `b` (port 2), `a` joined through `b`; with the packets the
+    /// join exchanged ([`exchange`]).
+    fn joined_pair() -> (Membership, Membership, Exchanged) {
         let mut b = node("b", 2, vec![]);
         let mut a = node("a", 1, vec![b.identity().gossip]);
         let out = a.join();
-        let (sent, replies) = exchange(&mut a, &mut b, out);
+        let packets = exchange(&mut a, &mut b, out);
+        (a, b, packets)
+    }
+
+    #[test]
+    fn forged_tampered_and_reflected_packets_change_nothing() {
+        let (a, mut b, (sent, replies)) = joined_pair();
         assert_eq!(
             (a.num_live(), b.num_live()),
             (2, 2),
@@ -692,10 +698,7 @@ mod tests {
     /// been declared down (reported by its `Down`) is not reported again.
     #[test]
     fn a_member_restarted_before_it_was_declared_down_is_reported_replaced() {
-        let mut b = node("b", 2, vec![]);
-        let mut a = node("a", 1, vec![b.identity().gossip]);
-        let out = a.join();
-        exchange(&mut a, &mut b, out);
+        let (a, mut b, _) = joined_pair();
         assert_eq!(b.num_live(), 2);
         let events = events_of_a_restart(&mut b, &a);
         assert_eq!(
@@ -704,10 +707,7 @@ mod tests {
         );
         assert_eq!(b.num_live(), 2);
 
-        let mut b = node("b", 2, vec![]);
-        let mut a = node("a", 1, vec![b.identity().gossip]);
-        let out = a.join();
-        exchange(&mut a, &mut b, out);
+        let (a, mut b, _) = joined_pair();
         let ended = a.identity().clone();
         let bye = a.leave();
         let mut downs = Vec::new();
@@ -730,10 +730,7 @@ mod tests {
 
     #[test]
     fn a_recorded_packet_replayed_after_its_sender_left_does_not_bring_it_back() {
-        let mut b = node("b", 2, vec![]);
-        let mut a = node("a", 1, vec![b.identity().gossip]);
-        let out = a.join();
-        let (recorded, _) = exchange(&mut a, &mut b, out);
+        let (a, mut b, (recorded, _)) = joined_pair();
         assert_eq!(b.num_live(), 2);
         let bye = a.leave();
         for p in packets_to(&bye, &b) {
@@ -755,10 +752,7 @@ mod tests {
     /// refutation the suspicion stays, answered probes or not.
     #[test]
     fn a_member_back_from_a_stall_refutes_a_suspicion_it_never_heard_of() {
-        let mut b = node("b", 2, vec![]);
-        let mut a = node("a", 1, vec![b.identity().gossip]);
-        let out = a.join();
-        exchange(&mut a, &mut b, out);
+        let (mut a, mut b, _) = joined_pair();
         let state_of_a = |b: &Membership| {
             b.member_states()
                 .into_iter()
