@@ -435,3 +435,61 @@ fn strata_top_shows_the_load_live() {
         assert_eq!(cols[2], "100.0", "every GET hit L1: {l}");
     }
 }
+
+/// What `kill -9` can take from writes acknowledged behind (`l3.write_behind`): at most those
+/// younger than `l3.write_behind_ms`, and never a delete — a key deleted before the crash
+/// stays deleted, whether its write was on disk or still pending.
+#[test]
+fn kill_9_takes_only_the_youngest_writes_behind_and_never_a_delete() {
+    use redis::Commands;
+    let tmp = tempfile::tempdir().unwrap();
+    let env = [("STRATA__L3__WRITE_BEHIND_MS", "300")];
+    let mut srv = Server::start_with_env(tmp.path(), "", &env);
+    let mut c = srv.redis();
+    // w0..w500 are on disk: written longer ago than the window.
+    strata_tests::pipeline_set(&mut c, 0..500, Some("v1"));
+    std::thread::sleep(Duration::from_millis(1_500));
+    // Then, killed at once: overwrites and deletes of stored keys, new keys (w1000..w1500),
+    // and deletes of new keys that may not have reached the disk yet.
+    strata_tests::pipeline_set(&mut c, 0..250, Some("v2"));
+    strata_tests::pipeline_set(&mut c, 250..500, None);
+    strata_tests::pipeline_set(&mut c, 1000..1500, Some("n"));
+    strata_tests::pipeline_set(&mut c, 1000..1250, None);
+    srv.kill9();
+
+    let mut srv = Server::start_with_env(tmp.path(), "", &env);
+    let mut c = srv.redis();
+    let (mut overwrites, mut news) = (0, 0);
+    for i in 0..1500u64 {
+        let got: Option<String> = c.get(format!("w{i}")).unwrap();
+        match i {
+            0..250 => {
+                assert!(matches!(got.as_deref(), Some("v1" | "v2")), "w{i}: {got:?}");
+                overwrites += usize::from(got.as_deref() == Some("v2"));
+            }
+            250..1250 => assert_eq!(got, None, "w{i} was deleted before the crash"),
+            _ => {
+                assert!(matches!(got.as_deref(), None | Some("n")), "w{i}: {got:?}");
+                news += usize::from(got.is_some());
+            }
+        }
+    }
+    eprintln!(
+        "kill -9 right after the writes: {overwrites} of 250 overwrites and {news} of 250 new keys were stored"
+    );
+
+    // Writes older than the window are on disk when the process dies.
+    strata_tests::pipeline_set(&mut c, 2000..2500, Some("a"));
+    std::thread::sleep(Duration::from_millis(1_500));
+    srv.kill9();
+    let srv = Server::start_with_env(tmp.path(), "", &env);
+    let mut c = srv.redis();
+    for i in 2000..2500u64 {
+        let got: Option<String> = c.get(format!("w{i}")).unwrap();
+        assert_eq!(
+            got.as_deref(),
+            Some("a"),
+            "w{i} was acknowledged 1.5 s before the crash"
+        );
+    }
+}

@@ -993,7 +993,8 @@ impl Cache {
         let now = self.inner.clock.now_ms();
         let entry = self.make_entry(namespace, state, value, &options, None, now, None)?;
         let version = entry.version;
-        self.write_through(namespace, state, key, entry).await?;
+        self.write_through(namespace, state, key, entry, true)
+            .await?;
         Ok(version)
     }
 
@@ -1050,7 +1051,8 @@ impl Cache {
                 keep_tags,
             } => {
                 let entry = self.entry_for(namespace, &key, value, ttl, keep_tags, old.as_ref())?;
-                self.write_through(namespace, state, key, entry).await?;
+                self.write_through(namespace, state, key, entry, true)
+                    .await?;
             }
         }
         Ok(reply)
@@ -1117,7 +1119,7 @@ impl Cache {
             self.storable(namespace, state, k, entry)?;
         }
         for (k, entry) in writes {
-            self.write_through(namespace, state, k, entry).await?;
+            self.write_through(namespace, state, k, entry, true).await?;
         }
         // A removal of a key found nowhere is skipped here, as a plain `DEL` of one is: no
         // layer of this node gave a copy (one an L3 read error hid stays, as it does for a
@@ -1335,7 +1337,7 @@ impl Cache {
         let results = futures_util::future::join_all(
             checked
                 .into_iter()
-                .map(|(key, entry)| self.write_through(namespace, state, key, entry)),
+                .map(|(key, entry)| self.write_through(namespace, state, key, entry, true)),
         )
         .await;
         results.into_iter().collect::<Result<Vec<()>, _>>()?;
@@ -1440,15 +1442,18 @@ impl Cache {
 
     /// Writes `entry` to every layer ([`Cache::write_to_layers`]), then tells the change
     /// listener (whether or not every layer took it: one that did not may hold it anyway).
+    /// `fresh`: the entry's version was ticked for this write (not stamped before a load),
+    /// so L3 may store it behind ([`Tier::set_fresh`]).
     async fn write_through(
         &self,
         namespace: &str,
         state: &NsState,
         key: Bytes,
         entry: Entry,
+        fresh: bool,
     ) -> Result<(), CacheError> {
         let done = self
-            .write_to_layers(namespace, state, key.clone(), entry)
+            .write_to_layers(namespace, state, key.clone(), entry, fresh)
             .await;
         self.notify(Changed::Key(&key));
         done
@@ -1460,6 +1465,7 @@ impl Cache {
         state: &NsState,
         key: Bytes,
         entry: Entry,
+        fresh: bool,
     ) -> Result<(), CacheError> {
         let version = entry.version;
         if self.inner.refuse_on_l3_fault
@@ -1504,11 +1510,18 @@ impl Cache {
         };
         let l3 = self.inner.l3.as_ref().filter(|_| state.policy.use_l3);
         let l3_keeps = l3.filter(|_| !self.inner.l3_write_around);
+        // Without a shared tier, this node's stamp is the key's newest anywhere: L3 may
+        // store a fresh write behind (it answers reads of the key from memory meanwhile).
+        let behind = fresh && self.inner.l2.is_none();
         let l3_step = async {
             match l3_keeps {
                 Some(t) => Some(self.record_set(
                     Layer::L3,
-                    t.set(namespace, key.clone(), entry.clone()).await,
+                    if behind {
+                        t.set_fresh(namespace, key.clone(), entry.clone()).await
+                    } else {
+                        t.set(namespace, key.clone(), entry.clone()).await
+                    },
                 )),
                 None => None,
             }
@@ -2025,7 +2038,8 @@ impl Cache {
                     started,
                     Some(version),
                 )?;
-                self.write_through(namespace, state, key.clone(), entry)
+                // Stamped before the load: a write made meanwhile may be newer.
+                self.write_through(namespace, state, key.clone(), entry, false)
                     .await?;
                 // Its own write stamped the key's slot as written; a drop of the key, or
                 // any other invalidation of the namespace, since the load began undoes it.

@@ -72,6 +72,14 @@ impl Tier for Arc<dyn Tier> {
     async fn set(&self, ns: &str, key: Bytes, e: Entry) -> Result<SetOutcome, crate::TierError> {
         (**self).set(ns, key, e).await
     }
+    async fn set_fresh(
+        &self,
+        ns: &str,
+        key: Bytes,
+        e: Entry,
+    ) -> Result<SetOutcome, crate::TierError> {
+        (**self).set_fresh(ns, key, e).await
+    }
     async fn remove(&self, ns: &str, key: &[u8]) -> Result<bool, crate::TierError> {
         (**self).remove(ns, key).await
     }

@@ -114,6 +114,19 @@ pub trait Tier: Send + Sync + std::fmt::Debug + 'static {
     async fn set(&self, namespace: &str, key: Bytes, entry: Entry)
     -> Result<SetOutcome, TierError>;
 
+    /// Stores a write its caller has just stamped — no newer version of `key` exists where
+    /// this tier could hear of it — for a caller that needs it readable from this tier when
+    /// the call returns, not yet durable: a tier may acknowledge before its write is on
+    /// disk (L3's `write_behind`). The default is [`Tier::set`].
+    async fn set_fresh(
+        &self,
+        namespace: &str,
+        key: Bytes,
+        entry: Entry,
+    ) -> Result<SetOutcome, TierError> {
+        self.set(namespace, key, entry).await
+    }
+
     /// Removes `key`; returns whether it was present.
     async fn remove(&self, namespace: &str, key: &[u8]) -> Result<bool, TierError>;
 

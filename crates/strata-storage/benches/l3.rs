@@ -49,6 +49,8 @@ fn setup() -> Setup {
             path: dir.path().to_path_buf(),
             capacity_bytes: 4 << 30,
             sync_writes: false,
+            write_behind: true,
+            write_behind_ms: 0,
             min_free_bytes: 0,
             policies: HashMap::new(),
             default_policy: NamespacePolicy::unbounded(),

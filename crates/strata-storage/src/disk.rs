@@ -16,8 +16,10 @@
 //!   once; reclaimed by the compaction filter), the watermark advancing over the records'
 //!   write times until the live data fits `capacity_bytes`.
 //! - **WAL** on, not synced per write (unless `sync_writes`): a process crash (`kill -9`) loses
-//!   nothing that returned, including invalidations; an OS crash or power loss may lose the
-//!   last writes. A clean `close` flushes memtables, so nothing is lost and the WAL is empty.
+//!   nothing that returned, including invalidations — except writes stored behind
+//!   ([`DiskTier::set_behind`], `crate::behind`), of which it loses the last
+//!   `write_behind_ms`; an OS crash or power loss may lose the last writes. A clean `close`
+//!   stores what is pending and flushes memtables, so nothing is lost and the WAL is empty.
 //! - **Blocking**: a RocksDB call that may touch the disk never runs on a worker. A point
 //!   read or removal first asks memory (memtables, bloom filters, block cache) on the
 //!   worker; what memory cannot answer goes to L3's reader threads (`crate::readers`),
@@ -49,6 +51,7 @@ use strata_core::{
     Clock, Entry, Layer, NamespacePolicy, SetOutcome, Tier, TierError, TierHealth, Version,
 };
 
+use crate::behind::Behind;
 use crate::counts::KeyCounts;
 use crate::faults::{Faults, Marker, Plan, ReadGate};
 use crate::floors::Floors;
@@ -82,6 +85,12 @@ pub struct DiskTierConfig {
     /// stay in the other layers) and evicts. 0: 5 % of the file system, between 4 MiB and
     /// 1 GiB.
     pub min_free_bytes: u64,
+    /// Acknowledge a write its caller just stamped ([`Tier::set_fresh`]) once it is readable
+    /// from L3's memory, and store it behind (`crate::behind`); off with `sync_writes`.
+    pub write_behind: bool,
+    /// How long a write stored behind may wait for the writer (0: the writer stores it as
+    /// soon as it can); overwrites of a key meanwhile are stored once.
+    pub write_behind_ms: u64,
 }
 
 /// The end of the user keyspace: keys start with the namespace's length and its UTF-8 name,
@@ -170,6 +179,8 @@ pub struct DiskTier {
     prior_dirty: std::sync::atomic::AtomicBool,
     /// Keys per namespace, kept on write and recounted by the expiry pass ([`crate::counts`]).
     key_counts: KeyCounts,
+    /// Writes acknowledged and not yet stored ([`DiskTierConfig::write_behind`]).
+    behind: Behind,
 }
 
 /// One write waiting for the group-commit writer.
@@ -177,7 +188,10 @@ struct WriteReq {
     namespace: String,
     key: Bytes,
     entry: Entry,
-    reply: Reply,
+    /// Where its outcome goes (`None`: a write stored behind, already acknowledged).
+    reply: Option<Reply>,
+    /// A write from `crate::behind`: stored only if it is still pending there.
+    behind: bool,
 }
 
 /// Where a queued write's outcome goes.
@@ -187,11 +201,23 @@ type Reply = tokio::sync::oneshot::Sender<Result<SetOutcome, TierError>>;
 /// queued before it is applied ([`Tier::settle`]).
 enum Queued {
     Write(WriteReq),
+    /// Store the writes pending in `crate::behind`.
+    Flush,
     Barrier(tokio::sync::oneshot::Sender<()>),
 }
 
 /// Most writes the writer puts in one RocksDB batch.
 const MAX_GROUP: usize = 256;
+
+impl Drop for DiskTier {
+    /// Writes acknowledged behind are stored before the database goes, also when the tier is
+    /// dropped without [`DiskTier::close`] (an embedding service at exit).
+    fn drop(&mut self) {
+        if self.is_open() {
+            self.store_behind();
+        }
+    }
+}
 
 impl std::fmt::Debug for DiskTier {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -398,9 +424,17 @@ impl DiskTier {
             min_free: AtomicU64::new(config.min_free_bytes),
             prior_dirty: std::sync::atomic::AtomicBool::new(Marker::new(&config.path).dirty()),
             key_counts: KeyCounts::default(),
+            // As much as one memtable holds (options()).
+            behind: Behind::new((config.capacity_bytes / 16).clamp(1 << 20, 64 << 20) as usize),
             config,
             clock,
         }
+    }
+
+    /// Bytes of the writes acknowledged behind and not yet stored (`crate::behind`; bounded by
+    /// a memtable's size, between 1 and 64 MiB).
+    pub fn behind_bytes(&self) -> usize {
+        self.behind.bytes()
     }
 
     /// The directory.
@@ -600,6 +634,10 @@ impl DiskTier {
     /// files are closed and the directory's lock released when this returns (a reopen
     /// depends on it).
     pub fn close(&self) {
+        // What was acknowledged is stored before the database closes.
+        if self.is_open() {
+            self.store_behind();
+        }
         if self.faults.any()
             && let Err(e) = self.reconcile()
         {
@@ -750,8 +788,12 @@ impl DiskTier {
         key: &[u8],
         stale: bool,
     ) -> Option<Result<Option<Entry>, TierError>> {
-        let db = self.db.read().clone()?;
         let dkey = disk_key(namespace, key);
+        // A write stored behind is the key's newest: it answers.
+        if let Some(e) = self.behind.get(&dkey) {
+            return Some(Ok(self.visible(e, stale)));
+        }
+        let db = self.db.read().clone()?;
         match self.faults.gate(&dkey) {
             ReadGate::Open => {}
             ReadGate::Tombstoned => return Some(Ok(None)),
@@ -792,8 +834,11 @@ impl DiskTier {
         key: &[u8],
         stale: bool,
     ) -> Result<Option<Entry>, TierError> {
-        let db = self.db()?;
         let dkey = disk_key(namespace, key);
+        if let Some(e) = self.behind.get(&dkey) {
+            return Ok(self.visible(e, stale));
+        }
+        let db = self.db()?;
         match self.faults.gate(&dkey) {
             ReadGate::Open => {}
             ReadGate::Tombstoned => return Ok(None),
@@ -813,7 +858,10 @@ impl DiskTier {
     /// Returns the replies to send, which the writer thread sends once it no longer holds
     /// the tier: a caller that drops its tier after the reply then finds the database
     /// closed (a test reopening it met RocksDB's lock still held).
-    fn write_group(&self, reqs: Vec<WriteReq>) -> Vec<(Reply, Result<SetOutcome, TierError>)> {
+    fn write_group(
+        &self,
+        reqs: Vec<WriteReq>,
+    ) -> Vec<(Option<Reply>, Result<SetOutcome, TierError>)> {
         let keys: Vec<Vec<u8>> = reqs
             .iter()
             .map(|r| disk_key(&r.namespace, &r.key))
@@ -825,8 +873,11 @@ impl DiskTier {
         let db = match self.db() {
             Ok(db) => db,
             Err(e) => {
-                for k in &keys {
+                for (r, k) in reqs.iter().zip(&keys) {
                     self.record_fault(k, &e);
+                    if r.behind {
+                        self.behind.done(k, r.entry.version);
+                    }
                 }
                 drop(guards);
                 return reqs
@@ -858,6 +909,11 @@ impl DiskTier {
             .zip(&keys)
             .zip(&known)
             .map(|((r, dkey), known)| {
+                // A write stored behind that a removal took, or a newer write replaced, since
+                // it was queued: nothing to store (the newer one is stored in its turn).
+                if r.behind && self.behind.version(dkey) != Some(r.entry.version) {
+                    return Ok(SetOutcome::KeptNewer);
+                }
                 let (exists, stored) = match (in_batch.get(dkey.as_slice()), known) {
                     (Some(state), _) => (state.is_some(), *state),
                     (None, Some(Known::Absent)) => (false, None),
@@ -940,6 +996,13 @@ impl DiskTier {
             // What each key holds now is not known (the keys are tombstoned).
             self.known.clear();
         }
+        // Stored, kept older than what L3 holds, or failed and tombstoned: no longer pending
+        // (still under the keys' locks, so a removal finds it here or on disk).
+        for (r, dkey) in reqs.iter().zip(&keys) {
+            if r.behind {
+                self.behind.done(dkey, r.entry.version);
+            }
+        }
         drop(guards);
         // Released before the replies, so a close right after a write finds the database free.
         drop(db);
@@ -969,11 +1032,18 @@ impl DiskTier {
     ) -> Result<u64, TierError> {
         let dkey = disk_key(namespace, key);
         let _guard = self.key_lock(&dkey).lock();
+        // A write stored behind goes first, under the lock the writer stores it under.
+        let pending = self.behind.take_if(&dkey, |v| match which {
+            Removal::Any => true,
+            Removal::Exactly(x) => v == x,
+            Removal::OlderThan(x) => v < x,
+        });
+        let fresh = pending.is_some_and(|e| e.is_retained(self.clock.now_ms()));
         let result = self.remove_locked(&dkey, which);
         if let Err(e) = &result {
             self.record_fault(&dkey, e);
         }
-        result
+        result.map(|n| n.max(u64::from(fresh)))
     }
 
     /// Removes `dkey`'s record if `which` selects it; returns 1 if it removed a record
@@ -1747,7 +1817,8 @@ impl DiskTier {
             namespace: namespace.to_owned(),
             key,
             entry,
-            reply,
+            reply: Some(reply),
+            behind: false,
         };
         self.writer_queue()?
             .send(Queued::Write(req))
@@ -1757,13 +1828,67 @@ impl DiskTier {
             .map_err(|_| failed("L3 writer dropped a write"))?
     }
 
-    /// Returns once every write queued through [`DiskTier::set_grouped`] before the call
-    /// has been applied or has failed — also those whose callers gave up.
+    /// Stores `entry` behind (`crate::behind`) when [`DiskTierConfig::write_behind`] allows:
+    /// returns once L3 answers reads of the key with it, and before it is on disk. Only for
+    /// a write its caller just stamped, so that no newer version of the key is stored
+    /// ([`Tier::set_fresh`]). Past the pending bound, waits until the writer has stored what
+    /// is pending; otherwise, or with the tier closed, as [`DiskTier::set_grouped`].
+    pub async fn set_behind(
+        self: &Arc<Self>,
+        namespace: &str,
+        key: Bytes,
+        entry: Entry,
+    ) -> Result<SetOutcome, TierError> {
+        if !self.config.write_behind || self.config.sync_writes || !self.is_open() {
+            return self.set_grouped(namespace, key, entry).await;
+        }
+        let dkey = disk_key(namespace, &key);
+        let over = self.behind.put(dkey, namespace, key, entry);
+        if self.behind.claim_flush() {
+            self.writer_queue()?
+                .send(Queued::Flush)
+                .map_err(|_| failed("L3 writer thread has stopped"))?;
+        }
+        if over {
+            self.settle().await?;
+        }
+        Ok(SetOutcome::Stored)
+    }
+
+    /// Stores the writes pending in `crate::behind` (on the calling thread; the writer's, or
+    /// a blocking one before a scan or a bulk change, which must see them on disk).
+    fn store_behind(&self) {
+        if self.behind.is_empty() {
+            return;
+        }
+        let mut pending: Vec<WriteReq> = self
+            .behind
+            .snapshot()
+            .into_iter()
+            .map(|p| WriteReq {
+                namespace: p.namespace,
+                key: p.key,
+                entry: p.entry,
+                reply: None,
+                behind: true,
+            })
+            .collect();
+        while !pending.is_empty() {
+            let rest = pending.split_off(pending.len().min(MAX_GROUP));
+            self.write_group(pending);
+            pending = rest;
+        }
+    }
+
+    /// Returns once every write queued through [`DiskTier::set_grouped`] or stored behind
+    /// before the call has been applied or has failed — also those whose callers gave up.
     pub async fn settle(self: &Arc<Self>) -> Result<(), TierError> {
         let Some(tx) = self.writer.get() else {
             return Ok(()); // nothing was ever queued
         };
         let (done, settled) = tokio::sync::oneshot::channel();
+        tx.send(Queued::Flush)
+            .map_err(|_| failed("L3 writer thread has stopped"))?;
         tx.send(Queued::Barrier(done))
             .map_err(|_| failed("L3 writer thread has stopped"))?;
         settled
@@ -1777,16 +1902,48 @@ impl DiskTier {
         }
         let (tx, rx) = std::sync::mpsc::channel::<Queued>();
         let tier = Arc::downgrade(self);
+        let delay = std::time::Duration::from_millis(self.config.write_behind_ms);
         std::thread::Builder::new()
             .name("strata-l3-writer".into())
             .spawn(move || {
+                // When the writes pending behind are due to be stored: `write_behind_ms`
+                // after the first of them was put, so that overwrites of a key meanwhile are
+                // stored once.
+                let mut flush_at: Option<std::time::Instant> = None;
                 // Ends when the tier (and with it the sender) is dropped.
-                while let Ok(first) = rx.recv() {
+                loop {
+                    let first = match flush_at {
+                        None => rx.recv().ok(),
+                        Some(at) => {
+                            let wait = at.saturating_duration_since(std::time::Instant::now());
+                            match rx.recv_timeout(wait) {
+                                Ok(q) => Some(q),
+                                Err(std::sync::mpsc::RecvTimeoutError::Timeout) => {
+                                    flush_at = None;
+                                    match tier.upgrade() {
+                                        Some(t) => {
+                                            t.behind.flush_taken();
+                                            t.store_behind();
+                                        }
+                                        None => return,
+                                    }
+                                    continue;
+                                }
+                                Err(std::sync::mpsc::RecvTimeoutError::Disconnected) => None,
+                            }
+                        }
+                    };
+                    let Some(first) = first else {
+                        return;
+                    };
                     let (mut group, mut barriers) = (Vec::new(), Vec::new());
                     let mut next = Some(first);
                     while let Some(q) = next.take() {
                         match q {
                             Queued::Write(r) => group.push(r),
+                            Queued::Flush => {
+                                flush_at.get_or_insert_with(|| std::time::Instant::now() + delay);
+                            }
                             Queued::Barrier(b) => barriers.push(b),
                         }
                         if group.len() < MAX_GROUP {
@@ -1799,11 +1956,25 @@ impl DiskTier {
                             None => return,
                         };
                         for (reply, outcome) in replies {
-                            let _ = reply.send(outcome);
+                            if let Some(reply) = reply {
+                                let _ = reply.send(outcome);
+                            }
+                        }
+                    }
+                    // A barrier stores what is pending at once ([`DiskTier::settle`]).
+                    let due = flush_at.is_some_and(|at| at <= std::time::Instant::now());
+                    if due || !barriers.is_empty() {
+                        flush_at = None;
+                        match tier.upgrade() {
+                            Some(t) => {
+                                t.behind.flush_taken();
+                                t.store_behind();
+                            }
+                            None => return,
                         }
                     }
                     // After the group: every write queued before a barrier is in it or in
-                    // an earlier one.
+                    // an earlier one, and every write stored behind before it is stored.
                     for b in barriers {
                         let _ = b.send(());
                     }
@@ -1882,7 +2053,9 @@ impl SharedDiskTier {
     /// A removal that costs no hop when memory shows there is nothing to remove.
     async fn take(&self, namespace: &str, key: &[u8], which: Removal) -> Result<u64, TierError> {
         let dkey = disk_key(namespace, key);
-        if self.0.floor_rules_out(&dkey, which) {
+        // A write stored behind and not yet on disk is something to remove.
+        let pending = self.0.behind.version(&dkey).is_some();
+        if !pending && self.0.floor_rules_out(&dkey, which) {
             return Ok(0);
         }
         let nothing = match (which, self.0.version_cached(&dkey)) {
@@ -1891,7 +2064,7 @@ impl SharedDiskTier {
             (Removal::OlderThan(v), Some(Some(held))) => held >= v,
             _ => false,
         };
-        if nothing {
+        if nothing && !pending {
             return Ok(0);
         }
         // The blocking pool, not a reader thread: a removal waits for its key's lock, which
@@ -1927,6 +2100,15 @@ impl Tier for SharedDiskTier {
         self.0.set_grouped(namespace, key, entry).await
     }
 
+    async fn set_fresh(
+        &self,
+        namespace: &str,
+        key: Bytes,
+        entry: Entry,
+    ) -> Result<SetOutcome, TierError> {
+        self.0.set_behind(namespace, key, entry).await
+    }
+
     async fn remove(&self, namespace: &str, key: &[u8]) -> Result<bool, TierError> {
         self.take(namespace, key, Removal::Any).await.map(|n| n > 0)
     }
@@ -1958,6 +2140,8 @@ impl Tier for SharedDiskTier {
         let (ns, glob) = (namespace.to_owned(), pattern.clone());
         self.0
             .blocking(move |t| {
+                // Writes stored behind are on disk first, where the change reaches them.
+                t.store_behind();
                 let start = glob.literal_prefix();
                 t.bulk("a pattern invalidation", || {
                     t.delete_where(&ns, &start, |k, _| glob.matches(k))
@@ -1970,6 +2154,7 @@ impl Tier for SharedDiskTier {
         let (ns, tag) = (namespace.to_owned(), tag.to_vec());
         self.0
             .blocking(move |t| {
+                t.store_behind();
                 t.bulk("a tag invalidation", || {
                     t.delete_where(&ns, b"", |_, v| {
                         record::decode(v).is_ok_and(|e| e.tags.contains(&tag))
@@ -1987,7 +2172,10 @@ impl Tier for SharedDiskTier {
     ) -> Result<Vec<Bytes>, TierError> {
         let (ns, hash, after) = owned_from(namespace, from);
         self.0
-            .blocking(move |t| t.scan_blocking(&ns, from_parts(hash, after.as_deref()), limit))
+            .blocking(move |t| {
+                t.store_behind();
+                t.scan_blocking(&ns, from_parts(hash, after.as_deref()), limit)
+            })
             .await
     }
 
@@ -2000,26 +2188,47 @@ impl Tier for SharedDiskTier {
         let (ns, hash, after) = owned_from(namespace, from);
         self.0
             .blocking(move |t| {
+                t.store_behind();
                 t.scan_versions_blocking(&ns, from_parts(hash, after.as_deref()), limit)
             })
             .await
     }
 
     async fn namespaces(&self) -> Result<Vec<String>, TierError> {
-        self.0.blocking(|t| t.namespaces_blocking()).await
+        self.0
+            .blocking(|t| {
+                t.store_behind();
+                t.namespaces_blocking()
+            })
+            .await
     }
 
     async fn flush_namespace(&self, namespace: &str) -> Result<(), TierError> {
         let ns = namespace.to_owned();
-        self.0.blocking(move |t| t.flush_blocking(&ns)).await
+        self.0
+            .blocking(move |t| {
+                t.store_behind();
+                t.flush_blocking(&ns)
+            })
+            .await
     }
 
     async fn purge_expired(&self) -> Result<u64, TierError> {
-        self.0.blocking(|t| t.purge_blocking()).await
+        self.0
+            .blocking(|t| {
+                t.store_behind();
+                t.purge_blocking()
+            })
+            .await
     }
 
     async fn flush_all(&self) -> Result<(), TierError> {
-        self.0.blocking(|t| t.flush_all_blocking()).await
+        self.0
+            .blocking(|t| {
+                t.store_behind();
+                t.flush_all_blocking()
+            })
+            .await
     }
 
     async fn settle(&self) -> Result<(), TierError> {

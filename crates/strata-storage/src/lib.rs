@@ -9,6 +9,8 @@
 //!   bounded decoder that never panics.
 //! - [`disk`]: [`DiskTier`], the RocksDB-backed tier, and its open/close, size enforcement and
 //!   health checks (driven by the node's L3 actor).
+//! - `behind`: writes acknowledged before they are on disk (`DiskTierConfig::write_behind`),
+//!   answered from memory until the writer stores them, each key once at its newest version.
 //! - [`faults`]: what L3 failed to apply (tombstones, distrust, the marker file), so a failing
 //!   disk never serves an older value.
 //!
@@ -19,6 +21,8 @@
 //! tier is opened explicitly (`DiskTier::open`); until then, or after a failed open, every
 //! operation returns `TierError::Unavailable`, which the manager serves as a miss.
 
+#[cfg(feature = "rocksdb")]
+mod behind;
 #[cfg(feature = "rocksdb")]
 mod counts;
 #[cfg(feature = "rocksdb")]

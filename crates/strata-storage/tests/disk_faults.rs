@@ -60,6 +60,8 @@ fn config(path: &Path, capacity: u64, min_free: u64) -> DiskTierConfig {
         path: path.to_path_buf(),
         capacity_bytes: capacity,
         sync_writes: false,
+        write_behind: true,
+        write_behind_ms: 0,
         min_free_bytes: min_free,
         policies: HashMap::new(),
         default_policy: NamespacePolicy::unbounded(),

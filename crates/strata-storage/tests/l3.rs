@@ -12,6 +12,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::Bytes;
+use strata_core::rng::Rng;
 use strata_core::scan::{ScanFrom, scan_hash};
 use strata_core::testsuite;
 use strata_core::{
@@ -24,6 +25,8 @@ fn config(path: &Path, capacity: u64) -> DiskTierConfig {
         path: path.to_path_buf(),
         capacity_bytes: capacity,
         sync_writes: false,
+        write_behind: true,
+        write_behind_ms: 0,
         min_free_bytes: 0,
         policies: HashMap::new(),
         default_policy: NamespacePolicy::unbounded(),
@@ -774,6 +777,214 @@ async fn settle_waits_for_queued_writes_whose_callers_gave_up() {
                 .unwrap()
                 .is_some(),
             "k{i} had not landed when settle returned"
+        );
+    }
+}
+
+/// A tier whose writes stored behind wait `behind_ms` for the writer.
+fn open_behind(path: &Path, capacity: u64, behind_ms: u64) -> SharedDiskTier {
+    let mut c = config(path, capacity);
+    c.write_behind_ms = behind_ms;
+    let t = DiskTier::new(c, Arc::new(SystemClock));
+    t.open().unwrap();
+    SharedDiskTier(Arc::new(t))
+}
+
+async fn value_of(t: &SharedDiskTier, key: &str) -> Option<Bytes> {
+    t.get("ns", key.as_bytes()).await.unwrap().map(|e| e.value)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn writes_stored_behind_answer_reads_and_removals_before_they_are_on_disk() {
+    let dir = tempfile::tempdir().unwrap();
+    // The writer waits a minute: until the close, every write below is only pending.
+    let t = open_behind(dir.path(), 256 << 20, 60_000);
+    for i in 0..300u64 {
+        let out = t
+            .set_fresh(
+                "ns",
+                Bytes::from(format!("k{i}")),
+                entry(format!("v{i}").as_bytes(), i + 1),
+            )
+            .await
+            .unwrap();
+        assert_eq!(out, SetOutcome::Stored);
+    }
+    assert!(
+        t.0.behind_bytes() > 0,
+        "nothing is pending: the writes went to disk"
+    );
+    assert_eq!(value_of(&t, "k7").await.as_deref(), Some(&b"v7"[..]));
+    for i in 0..100u64 {
+        assert!(
+            t.remove("ns", format!("k{i}").as_bytes()).await.unwrap(),
+            "k{i}"
+        );
+        assert_eq!(value_of(&t, &format!("k{i}")).await, None, "k{i} removed");
+    }
+    // Removals by version see the pending write's version.
+    assert!(
+        !t.remove_version("ns", b"k100", Version::from_u64(5))
+            .await
+            .unwrap()
+    );
+    assert!(
+        t.remove_version("ns", b"k101", Version::from_u64(102))
+            .await
+            .unwrap()
+    );
+    assert_eq!(
+        t.remove_older("ns", b"k102", Version::from_u64(103))
+            .await
+            .unwrap(),
+        0
+    );
+    assert_eq!(
+        t.remove_older("ns", b"k103", Version::from_u64(105))
+            .await
+            .unwrap(),
+        1
+    );
+    assert_eq!(value_of(&t, "k100").await.as_deref(), Some(&b"v100"[..]));
+    assert_eq!(value_of(&t, "k101").await, None);
+    assert_eq!(value_of(&t, "k102").await.as_deref(), Some(&b"v102"[..]));
+    assert_eq!(value_of(&t, "k103").await, None);
+    // Overwritten while pending: the newest is read, and stored.
+    for i in 200..300u64 {
+        t.set_fresh(
+            "ns",
+            Bytes::from(format!("k{i}")),
+            entry(b"newer", 1000 + i),
+        )
+        .await
+        .unwrap();
+    }
+    assert_eq!(value_of(&t, "k250").await.as_deref(), Some(&b"newer"[..]));
+    // A pattern invalidation and a scan reach pending writes.
+    let removed = t
+        .invalidate_pattern("ns", &strata_core::glob::Glob::new(b"k11*").unwrap())
+        .await
+        .unwrap();
+    assert_eq!(removed, 10, "k110..k119 (k11 was removed before)");
+    assert_eq!(value_of(&t, "k115").await, None);
+    t.set_fresh("ns", Bytes::from_static(b"late"), entry(b"l", 5000))
+        .await
+        .unwrap();
+    let keys = t.scan_keys("ns", ScanFrom::START, 1000).await.unwrap();
+    assert!(
+        keys.contains(&Bytes::from_static(b"late")),
+        "a scan missed a pending write"
+    );
+    assert_eq!(keys.len(), 300 - 100 - 2 - 10 + 1);
+
+    // A clean close stores what was pending; a new tier on the directory reads it.
+    t.0.close();
+    drop(t);
+    let t = open_behind(dir.path(), 256 << 20, 60_000);
+    assert_eq!(t.0.behind_bytes(), 0);
+    for i in 0..300u64 {
+        let k = format!("k{i}");
+        // Removed: k0..k99, k101 (its version), k103 (older than asked), k110..k119.
+        let gone = i < 100 || i == 101 || i == 103 || (110..120).contains(&i);
+        let want: Option<Vec<u8>> = if gone {
+            None
+        } else if i >= 200 {
+            Some(b"newer".to_vec())
+        } else {
+            Some(format!("v{i}").into_bytes())
+        };
+        assert_eq!(
+            value_of(&t, &k).await.map(|b| b.to_vec()),
+            want,
+            "{k} after a restart"
+        );
+    }
+    assert_eq!(value_of(&t, "late").await.as_deref(), Some(&b"l"[..]));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn removals_racing_the_writer_never_bring_a_pending_write_back() {
+    let dir = tempfile::tempdir().unwrap();
+    // The writer stores pending writes as fast as it can, racing every removal below.
+    let t = Arc::new(open_behind(dir.path(), 256 << 20, 0));
+    let version = Arc::new(std::sync::atomic::AtomicU64::new(1));
+    let mut tasks = Vec::new();
+    for task in 0..4u64 {
+        let (t, version) = (t.clone(), version.clone());
+        tasks.push(tokio::spawn(async move {
+            // Each task alone changes its keys, so each key's last change is known.
+            let mut model: HashMap<String, Option<Vec<u8>>> = HashMap::new();
+            let mut rng = strata_core::rng::SeededRng::new(task + 17);
+            for step in 0..3_000u64 {
+                let k = format!("t{task}:{}", rng.below(40));
+                if rng.below(3) == 0 {
+                    t.remove("ns", k.as_bytes()).await.unwrap();
+                    model.insert(k.clone(), None);
+                } else {
+                    let v = format!("{k}@{step}").into_bytes();
+                    let at = version.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+                    t.set_fresh("ns", Bytes::from(k.clone()), entry(&v, at))
+                        .await
+                        .unwrap();
+                    model.insert(k.clone(), Some(v));
+                }
+                if step % 7 == 0 {
+                    tokio::task::yield_now().await;
+                }
+                let got = value_of(&t, &k).await.map(|b| b.to_vec());
+                assert_eq!(&got, model.get(&k).unwrap(), "{k} at step {step}");
+            }
+            model
+        }));
+    }
+    let mut model = HashMap::new();
+    for task in tasks {
+        model.extend(task.await.unwrap());
+    }
+    t.settle().await.unwrap();
+    assert_eq!(t.0.behind_bytes(), 0, "settle left writes pending");
+    for (k, want) in &model {
+        assert_eq!(
+            &value_of(&t, k).await.map(|b| b.to_vec()),
+            want,
+            "{k} once settled"
+        );
+    }
+    // What is on disk agrees (a new tier reads nothing but the disk).
+    let t = Arc::try_unwrap(t).ok().unwrap();
+    t.0.close();
+    drop(t);
+    let t = open_behind(dir.path(), 256 << 20, 0);
+    for (k, want) in &model {
+        assert_eq!(
+            &value_of(&t, k).await.map(|b| b.to_vec()),
+            want,
+            "{k} on disk"
+        );
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn pending_writes_stay_within_their_bound() {
+    let dir = tempfile::tempdir().unwrap();
+    // 16 MiB of capacity: 1 MiB may be pending. The writer would wait a minute.
+    let t = open_behind(dir.path(), 16 << 20, 60_000);
+    let value = vec![7u8; 64 << 10];
+    let mut most = 0;
+    for i in 0..64u64 {
+        t.set_fresh("ns", Bytes::from(format!("big{i}")), entry(&value, i + 1))
+            .await
+            .unwrap();
+        most = most.max(t.0.behind_bytes());
+    }
+    assert!(
+        most <= (1 << 20) + (66 << 10),
+        "{most} bytes pending, past the 1 MiB bound"
+    );
+    for i in 0..64u64 {
+        assert_eq!(
+            value_of(&t, &format!("big{i}")).await.map(|v| v.len()),
+            Some(64 << 10)
         );
     }
 }

@@ -170,6 +170,12 @@ mod rocks {
                     self.memory_bytes().unwrap_or(0),
                 ),
                 m(
+                    "l3_behind_bytes",
+                    "Bytes of writes acknowledged and not yet stored in L3 (l3.write_behind)",
+                    false,
+                    self.behind_bytes() as u64,
+                ),
+                m(
                     "l3_capacity_bytes",
                     "L3 configured capacity",
                     false,
@@ -185,6 +191,8 @@ mod rocks {
                 path: config.l3.data_dir.clone(),
                 capacity_bytes: config.l3.capacity_bytes,
                 sync_writes: config.l3.sync_writes,
+                write_behind: config.l3.write_behind,
+                write_behind_ms: config.l3.write_behind_ms,
                 min_free_bytes: config.l3.min_free_bytes,
                 policies: config.namespace_policies().into_iter().collect(),
                 default_policy: config.namespace_defaults.to_policy(None),

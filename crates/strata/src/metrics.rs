@@ -11,7 +11,7 @@
 //! `l3_corrupt_records_total`, `l3_policy_drops_total`, `l3_eviction_passes_total`,
 //! `l3_open_failures_total`, `l3_write_failures_total`, `l3_reconciles_total`,
 //! `l3_quarantined_total`, `l3_shed_writes_total`, `l3_tombstones`, `l3_untrusted`,
-//! `l3_free_bytes`, `l3_live_bytes`, `l3_memory_bytes`, `l3_capacity_bytes`.
+//! `l3_free_bytes`, `l3_live_bytes`, `l3_memory_bytes`, `l3_behind_bytes`, `l3_capacity_bytes`.
 
 use std::borrow::Cow;
 use std::sync::Arc;

@@ -514,6 +514,14 @@ pub struct L3Config {
     pub capacity_bytes: u64,
     /// fsync the WAL on every write: survive power loss at the cost of write latency.
     pub sync_writes: bool,
+    /// Acknowledge a single node's writes once L3 answers reads of them from memory, and
+    /// store them on disk behind (default `true`; `false`: a write returns once RocksDB has
+    /// it, so it survives `kill -9`). Off with `sync_writes`, and for a cluster member or a
+    /// node behind the Redis bridge, whose writes L3 always stores first.
+    pub write_behind: bool,
+    /// How long a write stored behind may wait before the writer stores it (default 1000):
+    /// a key written again meanwhile is stored once. What a `kill -9` can lose.
+    pub write_behind_ms: u64,
     /// How often the L3 actor checks size (and evicts), health and free space, applies the
     /// changes a failing disk refused, and reopens a failed L3 (default 1000).
     pub maintenance_interval_ms: u64,
@@ -679,6 +687,8 @@ impl NodeConfig {
                 data_dir: PathBuf::from("strata-data"),
                 capacity_bytes: l3_bytes,
                 sync_writes: false,
+                write_behind: true,
+                write_behind_ms: 1_000,
                 maintenance_interval_ms: 1_000,
                 min_free_bytes: 0,
                 on_failure: L3OnFailure::Serve,
