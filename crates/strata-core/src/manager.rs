@@ -1309,8 +1309,9 @@ impl Cache {
 
     /// Stores many values in one namespace with the same options: the warming call (a service
     /// preloading its hot set at start) and Redis's `MSET`. Every entry is checked first, so a
-    /// size or policy violation anywhere fails the whole call and writes nothing. Returns how
-    /// many entries were written.
+    /// size or policy violation anywhere fails the whole call and writes nothing. Of a key
+    /// given more than once, the last value is written, as Redis's `MSET` sets its pairs in
+    /// order. Returns how many entries (distinct keys) were written.
     pub async fn set_many<I, K, V>(
         &self,
         namespace: &str,
@@ -1330,6 +1331,14 @@ impl Cache {
             self.inner.limits.check_write(&key, &value, &options.tags)?;
             let entry = self.make_entry(namespace, state, value, &options, None, now, None)?;
             checked.push((key, entry));
+        }
+        // Written concurrently, two writes of one key would race (a cluster's primary orders
+        // them as they reach it): only a key's last pair is written.
+        if checked.len() > 1 {
+            let mut seen = std::collections::HashSet::with_capacity(checked.len());
+            checked.reverse();
+            checked.retain(|(k, _)| seen.insert(k.clone()));
+            checked.reverse();
         }
         let n = checked.len();
         // Written concurrently, so that the layers can batch them (L3 commits them in one
