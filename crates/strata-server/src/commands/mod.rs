@@ -292,10 +292,26 @@ fn record_timing(shared: &Shared, s: &Session<'_>, args: &[Bytes], took: Duratio
 
 /// `GET`: the hot read, in a future of its own (an L1 hit is ready at once).
 async fn get(sh: &Shared, s: &mut Session<'_>, key: &[u8]) -> Res<()> {
+    if s.tx.watching() {
+        return Box::pin(get_watched(sh, s, key)).await;
+    }
     match sh.cache.get(&s.ns, key).await {
         Ok(Some(v)) => s.reply.bulk(&v),
         Ok(None) => s.reply.null(),
         Err(e) => return Err(cache_err(&e)),
+    }
+    Ok(())
+}
+
+/// `GET` by a client that watches keys: never older than what its `WATCH` read.
+async fn get_watched(sh: &Shared, s: &mut Session<'_>, key: &[u8]) -> Res<()> {
+    let read = entry(sh, &s.ns, key).await?;
+    match s
+        .tx
+        .no_older_than_watched(&s.ns, key, read, sh.cache.now_ms())
+    {
+        Some(e) => s.reply.bulk(&e.value),
+        None => s.reply.null(),
     }
     Ok(())
 }

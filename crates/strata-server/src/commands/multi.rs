@@ -16,6 +16,7 @@
 use std::collections::HashMap;
 
 use bytes::Bytes;
+use strata_core::Entry;
 use strata_core::ops::{self, MultiOp, Transaction, TxStep};
 use strata_resp::Reply;
 
@@ -49,6 +50,9 @@ struct Watched {
     ns: String,
     key: Bytes,
     version: Option<u64>,
+    /// What the `WATCH` read: a `GET` of the key by this client before `EXEC` answers no
+    /// older value ([`TxState::no_older_than_watched`]).
+    seen: Option<Entry>,
     /// When it was watched ([`strata_core::Cache::change_mark`]): a key absent then and
     /// at `EXEC` was still changed meanwhile when a write or removal of it ran since.
     mark: u64,
@@ -161,12 +165,49 @@ impl TxState {
         self.queue.as_ref().map_or(0, |q| q.bytes)
     }
 
-    /// Bytes the watched keys hold, with their bookkeeping (an estimate; O(watched keys)).
+    /// Bytes the watched keys hold, with their bookkeeping and the values read when they
+    /// were watched (an estimate; O(watched keys)).
     pub fn watched_bytes(&self) -> usize {
         self.watched
             .iter()
-            .map(|w| 2 * (w.key.len() + w.ns.len()) + 128)
+            .map(|w| {
+                2 * (w.key.len() + w.ns.len()) + 128 + w.seen.as_ref().map_or(0, |e| e.value.len())
+            })
             .sum()
+    }
+
+    /// Whether the client watches a key (a `GET` then takes [`TxState::no_older_than_watched`]).
+    pub fn watching(&self) -> bool {
+        !self.watched.is_empty()
+    }
+
+    /// `read`, or what the `WATCH` of `key` read when that is newer: between its `WATCH` and
+    /// its `EXEC` a client never reads a value older than the one whose version `EXEC`
+    /// compares. On a cluster a node's copy can briefly go back to an older value (a copy
+    /// promoted by a read that raced the newer write, until it is undone); a check-and-set
+    /// loop that watched the newer version and then read the older value computed from it
+    /// and `EXEC` ran, losing an update (a review: 1–5 of 600 increments, four clients on
+    /// two nodes). A newer version than the watched one makes `EXEC` abort anyway.
+    pub fn no_older_than_watched(
+        &self,
+        ns: &str,
+        key: &[u8],
+        read: Option<Entry>,
+        now_ms: u64,
+    ) -> Option<Entry> {
+        let Some(seen) = self
+            .watched
+            .iter()
+            .find(|w| w.ns == ns && w.key == key)
+            .and_then(|w| w.seen.as_ref())
+            .filter(|e| e.is_fresh(now_ms))
+        else {
+            return read;
+        };
+        match read {
+            Some(r) if r.version >= seen.version => Some(r),
+            _ => Some(seen.clone()),
+        }
     }
 
     /// Forgets the transaction and the watched keys (`RESET`, a new `AUTH` user).
@@ -277,13 +318,15 @@ pub(super) async fn watch(sh: &Shared, s: &mut Session<'_>, a: &[Bytes]) -> Res<
         // Marked before the read: a change between the two makes `EXEC` abort, which is
         // safe; one missed would not be.
         let mark = sh.cache.change_mark();
-        let version = entry(sh, &s.ns, k).await?.map(|e| e.version.as_u64());
+        let seen = entry(sh, &s.ns, k).await?;
+        let version = seen.as_ref().map(|e| e.version.as_u64());
         let key = Bytes::copy_from_slice(k);
         s.tx.watched_keys.insert((s.ns.clone(), key.clone()));
         s.tx.watched.push(Watched {
             ns: s.ns.clone(),
             key,
             version,
+            seen,
             mark,
         });
     }
