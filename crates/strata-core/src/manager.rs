@@ -2134,6 +2134,19 @@ impl Cache {
         Some(n)
     }
 
+    /// [`Cache::key_count`] once the writes L3 acknowledged before storing them (a single
+    /// node's, [`Tier::set_fresh`]) are stored and counted: `DBSIZE` right after a pipeline
+    /// of new keys counts them all (L1 may have evicted some). Waits for L3's writer: one
+    /// round trip when nothing is pending.
+    pub async fn key_count_settled(&self, namespace: &str) -> Option<u64> {
+        if self.inner.l2.is_none()
+            && let Some(l3) = &self.inner.l3
+        {
+            let _ = l3.settle().await;
+        }
+        self.key_count(namespace)
+    }
+
     /// Whether `namespace` exists in this node's memory (written, invalidated or configured
     /// since start). Cheap: one table lookup.
     pub fn has_namespace(&self, namespace: &str) -> bool {

@@ -163,6 +163,25 @@ impl Behind {
         }
     }
 
+    /// The keys of `namespace`'s pending writes that `keep` picks (O(pending writes)).
+    pub fn keys_where(
+        &self,
+        namespace: &str,
+        mut keep: impl FnMut(&[u8], &Entry) -> bool,
+    ) -> Vec<Bytes> {
+        let mut keys = Vec::new();
+        for shard in self.shards.iter() {
+            keys.extend(
+                shard
+                    .lock()
+                    .values()
+                    .filter(|p| p.namespace == namespace && keep(&p.key, &p.entry))
+                    .map(|p| p.key.clone()),
+            );
+        }
+        keys
+    }
+
     /// A copy of every pending write, to store.
     pub fn snapshot(&self) -> Vec<Pending> {
         let mut all = Vec::with_capacity(self.len.load(Ordering::Acquire));

@@ -1292,11 +1292,21 @@ impl DiskTier {
         limit: usize,
     ) -> Result<Vec<Bytes>, TierError> {
         let now = self.clock.now_ms();
-        Ok(self
+        let mut keys: Vec<Bytes> = self
             .scan_where(namespace, from, limit, |h| h.is_fresh(now))?
             .into_iter()
             .map(|(k, _)| k)
-            .collect())
+            .collect();
+        // Writes stored behind are listed from memory (storing them first made a page wait
+        // for up to a second of writes).
+        if !self.behind.is_empty() {
+            keys.extend(self.behind.keys_where(namespace, |k, e| {
+                e.is_fresh(now) && from.admits(scan_hash(k), k)
+            }));
+            strata_core::scan::sort_keys(&mut keys);
+            keys.truncate(limit);
+        }
+        Ok(keys)
     }
 
     /// Up to `limit` keys of `namespace` holding intact records still retained (fresh, or
@@ -2172,10 +2182,7 @@ impl Tier for SharedDiskTier {
     ) -> Result<Vec<Bytes>, TierError> {
         let (ns, hash, after) = owned_from(namespace, from);
         self.0
-            .blocking(move |t| {
-                t.store_behind();
-                t.scan_blocking(&ns, from_parts(hash, after.as_deref()), limit)
-            })
+            .blocking(move |t| t.scan_blocking(&ns, from_parts(hash, after.as_deref()), limit))
             .await
     }
 

@@ -73,7 +73,7 @@ const COUNT_EXACTLY_UP_TO: u64 = 10_000;
 /// keyspace (O(1)), a listing for a small one or where a layer keeps no count (the Redis
 /// bridge).
 pub(super) async fn db_size(sh: &Shared, ns: &str) -> Res<u64> {
-    match sh.cache.key_count(ns) {
+    match sh.cache.key_count_settled(ns).await {
         Some(n) if n > COUNT_EXACTLY_UP_TO => Ok(n),
         _ => Ok(list_keys(sh, ns, None, usize::MAX).await?.len() as u64),
     }
