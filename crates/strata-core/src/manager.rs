@@ -1118,8 +1118,12 @@ impl Cache {
         for (k, entry) in &writes {
             self.storable(namespace, state, k, entry)?;
         }
+        // Stored before the call returns, not behind: a transaction's or a `RENAME`'s writes
+        // go with removals, which are on disk at once, and a crash must not keep the
+        // removals without the writes (the key gone from both names).
         for (k, entry) in writes {
-            self.write_through(namespace, state, k, entry, true).await?;
+            self.write_through(namespace, state, k, entry, false)
+                .await?;
         }
         // A removal of a key found nowhere is skipped here, as a plain `DEL` of one is: no
         // layer of this node gave a copy (one an L3 read error hid stays, as it does for a
@@ -2132,6 +2136,17 @@ impl Cache {
             n = n.max((**tier).key_count(namespace)?);
         }
         Some(n)
+    }
+
+    /// Returns once the writes L3 acknowledged before storing them (a single node's,
+    /// [`Tier::set_fresh`]) are stored: for a caller that removes something next which must
+    /// not outlive them in a crash (`MOVE`'s source after its copy).
+    pub async fn settle_writes(&self) {
+        if self.inner.l2.is_none()
+            && let Some(l3) = &self.inner.l3
+        {
+            let _ = l3.settle().await;
+        }
     }
 
     /// [`Cache::key_count`] once the writes L3 acknowledged before storing them (a single

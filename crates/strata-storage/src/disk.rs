@@ -914,6 +914,16 @@ impl DiskTier {
                 if r.behind && self.behind.version(dkey) != Some(r.entry.version) {
                     return Ok(SetOutcome::KeptNewer);
                 }
+                // A write stamped before it (a load) is older than a pending write of the
+                // key: the pending one is its newest, as a stored one would be.
+                if !r.behind
+                    && self
+                        .behind
+                        .version(dkey)
+                        .is_some_and(|v| v > r.entry.version)
+                {
+                    return Ok(SetOutcome::KeptNewer);
+                }
                 let (exists, stored) = match (in_batch.get(dkey.as_slice()), known) {
                     (Some(state), _) => (state.is_some(), *state),
                     (None, Some(Known::Absent)) => (false, None),
@@ -997,10 +1007,13 @@ impl DiskTier {
             self.known.clear();
         }
         // Stored, kept older than what L3 holds, or failed and tombstoned: no longer pending
-        // (still under the keys' locks, so a removal finds it here or on disk).
-        for (r, dkey) in reqs.iter().zip(&keys) {
+        // (still under the keys' locks, so a removal finds it here or on disk). A pending
+        // write older than a write this group stored is no longer the key's newest.
+        for ((r, dkey), outcome) in reqs.iter().zip(&keys).zip(&outcomes) {
             if r.behind {
                 self.behind.done(dkey, r.entry.version);
+            } else if written.is_ok() && matches!(outcome, Ok(SetOutcome::Stored)) {
+                self.behind.take_if(dkey, |v| v < r.entry.version);
             }
         }
         drop(guards);
@@ -1032,17 +1045,26 @@ impl DiskTier {
     ) -> Result<u64, TierError> {
         let dkey = disk_key(namespace, key);
         let _guard = self.key_lock(&dkey).lock();
-        // A write stored behind goes first, under the lock the writer stores it under.
-        let pending = self.behind.take_if(&dkey, |v| match which {
+        // A write stored behind that the removal selects goes, under the lock the writer
+        // stores it under — after the disk's record: until then a reader (which takes no
+        // lock) still finds the pending write, never the older record it replaced. With it
+        // go the records on disk it replaced (a removal of exactly its version must not
+        // leave the older value it overwrote).
+        let selected = self.behind.version(&dkey).filter(|&v| match which {
             Removal::Any => true,
             Removal::Exactly(x) => v == x,
             Removal::OlderThan(x) => v < x,
         });
-        let fresh = pending.is_some_and(|e| e.is_retained(self.clock.now_ms()));
-        let result = self.remove_locked(&dkey, which);
+        let on_disk = match selected {
+            Some(v) => Removal::OlderThan(Version::from_u64(v.as_u64().saturating_add(1))),
+            None => which,
+        };
+        let result = self.remove_locked(&dkey, on_disk);
         if let Err(e) = &result {
             self.record_fault(&dkey, e);
         }
+        let pending = selected.and_then(|v| self.behind.take_if(&dkey, |held| held == v));
+        let fresh = pending.is_some_and(|e| e.is_retained(self.clock.now_ms()));
         result.map(|n| n.max(u64::from(fresh)))
     }
 

@@ -988,3 +988,50 @@ async fn pending_writes_stay_within_their_bound() {
         );
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_pending_write_orders_with_loads_and_exact_removals_by_version() {
+    let dir = tempfile::tempdir().unwrap();
+    let t = open_behind(dir.path(), 256 << 20, 60_000);
+    // A load stamped before a pending write finishes after it: the pending write stays.
+    t.set_fresh("ns", Bytes::from_static(b"a"), entry(b"set", 10))
+        .await
+        .unwrap();
+    let out = t
+        .set("ns", Bytes::from_static(b"a"), entry(b"loaded", 5))
+        .await
+        .unwrap();
+    assert_eq!(out, SetOutcome::KeptNewer);
+    assert_eq!(value_of(&t, "a").await.as_deref(), Some(&b"set"[..]));
+    // A write newer than the pending one replaces it, in memory and on disk.
+    t.set("ns", Bytes::from_static(b"a"), entry(b"newer", 20))
+        .await
+        .unwrap();
+    assert_eq!(value_of(&t, "a").await.as_deref(), Some(&b"newer"[..]));
+    // Removing exactly the pending version takes the older record it overwrote too.
+    t.set("ns", Bytes::from_static(b"b"), entry(b"old", 1))
+        .await
+        .unwrap();
+    t.set_fresh("ns", Bytes::from_static(b"b"), entry(b"pending", 2))
+        .await
+        .unwrap();
+    assert!(
+        t.remove_version("ns", b"b", Version::from_u64(2))
+            .await
+            .unwrap()
+    );
+    assert_eq!(
+        value_of(&t, "b").await,
+        None,
+        "the overwritten value came back"
+    );
+    t.0.close();
+    drop(t);
+    let t = open_behind(dir.path(), 256 << 20, 60_000);
+    assert_eq!(value_of(&t, "a").await.as_deref(), Some(&b"newer"[..]));
+    assert_eq!(
+        value_of(&t, "b").await,
+        None,
+        "the overwritten value came back after a restart"
+    );
+}

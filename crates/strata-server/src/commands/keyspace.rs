@@ -366,6 +366,9 @@ pub(super) async fn copy_across(
         .await
         .map_err(|e| cache_err(&e))?;
     if remove_src {
+        // The copy is on disk before the source goes (a removal is, at once): a crash
+        // between the two leaves the key in both databases, never in neither.
+        sh.cache.settle_writes().await;
         remove(sh, &s.ns, src).await?;
     }
     Ok(1)

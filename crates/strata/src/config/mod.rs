@@ -850,6 +850,12 @@ impl NodeConfig {
             if self.l3.sweep_interval_ms == 0 {
                 return Err(invalid("l3.sweep_interval_ms", "must be greater than 0"));
             }
+            if self.l3.write_behind_ms > 60_000 {
+                return Err(invalid(
+                    "l3.write_behind_ms",
+                    "must be at most 60000 (what a crash can lose)",
+                ));
+            }
             if self.l3.data_dir.as_os_str().is_empty() {
                 return Err(invalid("l3.data_dir", "must not be empty"));
             }
