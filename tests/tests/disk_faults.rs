@@ -134,8 +134,8 @@ fn fill_change_restart(fs: &Tmpfs, home: &std::path::Path, min_free: &str, crash
     // the old values, and every acknowledged key reads as written or misses.
     if crash {
         assert!(metric_value(&s, "strata_l3_write_failures_total").unwrap() > 0.0);
-        // Writes acknowledged behind (`l3.write_behind_ms`, 1 s) have met the full disk: a
-        // crash takes only what is younger (docs/semantics.md).
+        // Let the L3 writer meet the full disk with what it was given (with
+        // `l3.write_behind` on, a crash takes what is younger than `write_behind_ms`).
         std::thread::sleep(Duration::from_millis(1_500));
         s.kill9();
         // RocksDB needs room to recover its log at open: an operator frees some.

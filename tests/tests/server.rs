@@ -443,7 +443,10 @@ fn strata_top_shows_the_load_live() {
 fn kill_9_takes_only_the_youngest_writes_behind_and_never_a_delete() {
     use redis::Commands;
     let tmp = tempfile::tempdir().unwrap();
-    let env = [("STRATA__L3__WRITE_BEHIND_MS", "300")];
+    let env = [
+        ("STRATA__L3__WRITE_BEHIND", "true"),
+        ("STRATA__L3__WRITE_BEHIND_MS", "300"),
+    ];
     let mut srv = Server::start_with_env(tmp.path(), "", &env);
     let mut c = srv.redis();
     // w0..w500 are on disk: written longer ago than the window.

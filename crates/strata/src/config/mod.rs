@@ -515,8 +515,8 @@ pub struct L3Config {
     /// fsync the WAL on every write: survive power loss at the cost of write latency.
     pub sync_writes: bool,
     /// Acknowledge a single node's writes once L3 answers reads of them from memory, and
-    /// store them on disk behind (default `true`; `false`: a write returns once RocksDB has
-    /// it, so it survives `kill -9`). Off with `sync_writes`, and for a cluster member or a
+    /// store them on disk behind (default `false`: a write returns once RocksDB has it, so
+    /// it survives `kill -9`; docs/benchmarks.md has what `true` gains and costs). Off with `sync_writes`, and for a cluster member or a
     /// node behind the Redis bridge, whose writes L3 always stores first.
     pub write_behind: bool,
     /// How long a write stored behind may wait before the writer stores it (default 1000):
@@ -687,7 +687,7 @@ impl NodeConfig {
                 data_dir: PathBuf::from("strata-data"),
                 capacity_bytes: l3_bytes,
                 sync_writes: false,
-                write_behind: true,
+                write_behind: false,
                 write_behind_ms: 1_000,
                 maintenance_interval_ms: 1_000,
                 min_free_bytes: 0,
