@@ -144,12 +144,19 @@ pub(super) fn config(sh: &Shared, s: &mut Session<'_>, a: &[Bytes]) -> Res<()> {
     Ok(())
 }
 
+/// One command's `COMMAND INFO` entry. What cluster-aware clients route by is as Redis
+/// reports it: the `pubsub` flag (redis-py's `RedisCluster` then takes the channel as the
+/// key), the shard-channel commands' channel positions, and `MEMORY USAGE`'s key as a
+/// subcommand; without them redis-py found no key in `MEMORY USAGE k` or `SPUBLISH ch m`
+/// and refused to send them ("No way to dispatch this command to Redis Cluster").
 pub(super) fn command_info(s: &mut Session<'_>, c: &CommandSpec) {
     s.reply.array(10);
     s.reply.bulk(c.name.to_ascii_lowercase().as_bytes());
     s.reply.integer(i64::from(c.arity));
     let flags: &[&str] = if c.write {
         &["write"]
+    } else if c.group == "pubsub" {
+        &["pubsub", "loading", "stale"]
     } else {
         &["readonly", "fast"]
     };
@@ -157,13 +164,37 @@ pub(super) fn command_info(s: &mut Session<'_>, c: &CommandSpec) {
     for f in flags {
         s.reply.simple(f);
     }
-    s.reply.integer(c.first_key);
-    s.reply.integer(c.last_key);
-    s.reply.integer(c.step);
+    // Redis's positions of the shard channels (this node delivers them on every node, so
+    // its own routing does not use them).
+    let (first, last, step) = match c.id {
+        Cmd::Spublish => (1, 1, 1),
+        Cmd::Ssubscribe | Cmd::Sunsubscribe => (1, -1, 1),
+        _ => (c.first_key, c.last_key, c.step),
+    };
+    s.reply.integer(first);
+    s.reply.integer(last);
+    s.reply.integer(step);
     s.reply.set(0);
     s.reply.set(0);
     s.reply.array(0);
-    s.reply.array(0);
+    if c.id == Cmd::Memory {
+        // `MEMORY USAGE key`: the one subcommand that names a key.
+        s.reply.array(1);
+        s.reply.array(10);
+        s.reply.bulk(b"memory|usage");
+        s.reply.integer(-3);
+        s.reply.set(1);
+        s.reply.simple("readonly");
+        s.reply.integer(2);
+        s.reply.integer(2);
+        s.reply.integer(1);
+        s.reply.set(0);
+        s.reply.set(0);
+        s.reply.array(0);
+        s.reply.array(0);
+    } else {
+        s.reply.array(0);
+    }
 }
 
 pub(super) fn command(s: &mut Session<'_>, a: &[Bytes]) -> Res<()> {
