@@ -1887,6 +1887,17 @@ impl DiskTier {
         Ok(SetOutcome::Stored)
     }
 
+    /// The writer's flush of what is pending behind; `false` once the tier is gone.
+    fn flush_behind(tier: &std::sync::Weak<Self>) -> bool {
+        let Some(t) = tier.upgrade() else {
+            return false;
+        };
+        // Before the snapshot: a write put from now on queues another flush.
+        t.behind.flush_taken();
+        t.store_behind();
+        true
+    }
+
     /// Stores the writes pending in `crate::behind` (on the calling thread; the writer's, or
     /// a blocking one before a scan or a bulk change, which must see them on disk).
     fn store_behind(&self) {
@@ -1952,12 +1963,8 @@ impl DiskTier {
                                 Ok(q) => Some(q),
                                 Err(std::sync::mpsc::RecvTimeoutError::Timeout) => {
                                     flush_at = None;
-                                    match tier.upgrade() {
-                                        Some(t) => {
-                                            t.behind.flush_taken();
-                                            t.store_behind();
-                                        }
-                                        None => return,
+                                    if !Self::flush_behind(&tier) {
+                                        return;
                                     }
                                     continue;
                                 }
@@ -1997,12 +2004,8 @@ impl DiskTier {
                     let due = flush_at.is_some_and(|at| at <= std::time::Instant::now());
                     if due || !barriers.is_empty() {
                         flush_at = None;
-                        match tier.upgrade() {
-                            Some(t) => {
-                                t.behind.flush_taken();
-                                t.store_behind();
-                            }
-                            None => return,
+                        if !Self::flush_behind(&tier) {
+                            return;
                         }
                     }
                     // After the group: every write queued before a barrier is in it or in
