@@ -2142,8 +2142,11 @@ impl Cache {
     /// [`Tier::set_fresh`]) are stored: for a caller that removes something next which must
     /// not outlive them in a crash (`MOVE`'s source after its copy).
     pub async fn settle_writes(&self) {
+        // `(**l3)`: the tier itself (see testsuite). Nothing to wait for without writes
+        // behind (the default): no round trip to L3's writer.
         if self.inner.l2.is_none()
             && let Some(l3) = &self.inner.l3
+            && (**l3).has_writes_behind()
         {
             let _ = l3.settle().await;
         }
@@ -2154,11 +2157,7 @@ impl Cache {
     /// of new keys counts them all (L1 may have evicted some). Waits for L3's writer: one
     /// round trip when nothing is pending.
     pub async fn key_count_settled(&self, namespace: &str) -> Option<u64> {
-        if self.inner.l2.is_none()
-            && let Some(l3) = &self.inner.l3
-        {
-            let _ = l3.settle().await;
-        }
+        self.settle_writes().await;
         self.key_count(namespace)
     }
 

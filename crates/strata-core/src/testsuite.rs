@@ -80,6 +80,9 @@ impl Tier for Arc<dyn Tier> {
     ) -> Result<SetOutcome, crate::TierError> {
         (**self).set_fresh(ns, key, e).await
     }
+    fn has_writes_behind(&self) -> bool {
+        (**self).has_writes_behind()
+    }
     async fn remove(&self, ns: &str, key: &[u8]) -> Result<bool, crate::TierError> {
         (**self).remove(ns, key).await
     }

@@ -127,6 +127,12 @@ pub trait Tier: Send + Sync + std::fmt::Debug + 'static {
         self.set(namespace, key, entry).await
     }
 
+    /// Whether writes taken by [`Tier::set_fresh`] are not yet durable here (a caller then
+    /// [`Tier::settle`]s before what must not outlive them). The default: never.
+    fn has_writes_behind(&self) -> bool {
+        false
+    }
+
     /// Removes `key`; returns whether it was present.
     async fn remove(&self, namespace: &str, key: &[u8]) -> Result<bool, TierError>;
 

@@ -2144,6 +2144,10 @@ impl Tier for SharedDiskTier {
         self.0.set_behind(namespace, key, entry).await
     }
 
+    fn has_writes_behind(&self) -> bool {
+        !self.0.behind.is_empty()
+    }
+
     async fn remove(&self, namespace: &str, key: &[u8]) -> Result<bool, TierError> {
         self.take(namespace, key, Removal::Any).await.map(|n| n > 0)
     }
