@@ -497,6 +497,105 @@ fn a_restarted_member_serves_its_previous_working_set_from_l3_and_nothing_stale(
 /// A GET that misses asks the key's owners once per `cluster.negative_ttl_ms` (500 ms), not
 /// once per GET; the absence never outlives a write of the key: through the same node at
 /// once, through another within the TTL.
+/// Every key `SCAN … MATCH pattern COUNT count` returns through `c`, a full pass, failing
+/// on a key returned twice.
+fn scan_all(c: &mut redis::Connection, pattern: &str, count: usize) -> Vec<String> {
+    let (mut cursor, mut seen) = (0u64, Vec::new());
+    loop {
+        let (next, page): (u64, Vec<String>) = redis::cmd("SCAN")
+            .arg(cursor)
+            .arg("MATCH")
+            .arg(pattern)
+            .arg("COUNT")
+            .arg(count)
+            .query(c)
+            .unwrap();
+        seen.extend(page);
+        if next == 0 {
+            break;
+        }
+        cursor = next;
+    }
+    let mut unique = seen.clone();
+    unique.sort();
+    unique.dedup();
+    assert_eq!(unique.len(), seen.len(), "a SCAN returned a key twice");
+    unique
+}
+
+/// A plain client on any node lists the whole cluster's keys, as it would on one Redis:
+/// before, `KEYS`, `SCAN` and `RANDOMKEY` listed only what that node held (a full `SCAN`
+/// through one node saw 763–812 of 1000 keys, and a key set on another node was missing from
+/// an empty database's `RANDOMKEY`), so `redis-cli --scan | xargs redis-cli DEL` left keys
+/// behind.
+#[test]
+fn every_node_lists_every_key_of_the_cluster_once() {
+    let (mut nodes, _dirs) = three_nodes("");
+    let mut c: Vec<redis::Connection> = nodes.iter().map(Server::redis).collect();
+    let mut want: Vec<String> = (0..300).map(|i| format!("k{i}")).collect();
+    for (i, k) in want.iter().enumerate() {
+        let _: () = c[i % 3].set(k, i).unwrap();
+    }
+    want.sort();
+    for (n, c) in c.iter_mut().enumerate() {
+        let mut keys: Vec<String> = c.keys("k*").unwrap();
+        keys.sort();
+        assert_eq!(keys, want, "node {n}: KEYS");
+        assert_eq!(scan_all(c, "k*", 17), want, "node {n}: SCAN");
+        let size: u64 = redis::cmd("DBSIZE").query(c).unwrap();
+        assert_eq!(size, 300, "node {n}: DBSIZE");
+    }
+
+    // One key, written on one node, in an otherwise empty database: every node finds it.
+    let _: () = redis::cmd("SELECT").arg(5).query(&mut c[0]).unwrap();
+    let _: () = c[0].set("only", "1").unwrap();
+    for (n, c) in c.iter_mut().enumerate().skip(1) {
+        let _: () = redis::cmd("SELECT").arg(5).query(c).unwrap();
+        let k: Option<String> = redis::cmd("RANDOMKEY").query(c).unwrap();
+        assert_eq!(k.as_deref(), Some("only"), "node {n}: RANDOMKEY");
+        let keys: Vec<String> = c.keys("*").unwrap();
+        assert_eq!(keys, ["only"], "node {n}: KEYS");
+        assert_eq!(scan_all(c, "*", 10), ["only"], "node {n}: SCAN");
+        let size: u64 = redis::cmd("DBSIZE").query(c).unwrap();
+        assert_eq!(size, 1, "node {n}: DBSIZE");
+        let _: () = redis::cmd("SELECT").arg(0).query(c).unwrap();
+    }
+    let _: () = redis::cmd("SELECT").arg(0).query(&mut c[0]).unwrap();
+
+    // Past 10,000 keys DBSIZE reads counters: every member's, each key counted once.
+    let mut p = redis::pipe();
+    for i in 0..12_000 {
+        p.set(format!("w{i}"), i).ignore();
+    }
+    let _: () = p.query(&mut c[1]).unwrap();
+    for (n, c) in c.iter_mut().enumerate() {
+        // Each member's keys come in many pages now.
+        let keys: Vec<String> = c.keys("*").unwrap();
+        assert_eq!(keys.len(), 12_300, "node {n}: KEYS over pages");
+        let size: u64 = redis::cmd("DBSIZE").query(c).unwrap();
+        assert!(
+            (12_300 - 120..=12_300 + 120).contains(&size),
+            "node {n}: DBSIZE {size}, 12,300 keys"
+        );
+    }
+
+    // A member killed: the keys it owned have another owner, and the listing waits for no
+    // dead member.
+    nodes[2].kill9();
+    let started = Instant::now();
+    for (n, c) in c.iter_mut().enumerate().take(2) {
+        assert_eq!(scan_all(c, "k*", 50), want, "node {n} with n3 down: SCAN");
+        let mut keys: Vec<String> = c.keys("k*").unwrap();
+        keys.sort();
+        assert_eq!(keys, want, "node {n} with n3 down: KEYS");
+    }
+    let took = started.elapsed();
+    assert!(
+        took < Duration::from_secs(10),
+        "listings with a member down took {took:?}"
+    );
+}
+
 #[test]
 fn a_missing_key_is_asked_of_its_owners_once_and_its_creation_ends_the_absence() {
     let (nodes, _dirs) = three_nodes("");

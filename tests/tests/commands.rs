@@ -850,6 +850,9 @@ print("ok")
         );
     }
     assert!(text.contains("\r\n\r\n# Clients\r\n") && !text.contains("\r\n\r\n\r\n"));
+    // No such section: an empty string, as redis-server answers (it was a lone CRLF).
+    let none: String = cmd("INFO").arg("nosuch").query(&mut c).unwrap();
+    assert_eq!(none, "");
 
     let cfg: Vec<String> = cmd("CONFIG")
         .arg("GET")

@@ -30,9 +30,15 @@ if first:
 while time.time() < start:
     time.sleep(0.005)
 aborted = 0
+read = sys.argv[6]
 def add_one(pipe):
     global aborted
-    v = int(pipe.get(key) or 0)
+    if read == "mget":
+        v = int(pipe.mget(key)[0] or 0)
+    elif read == "getrange":
+        v = int(pipe.getrange(key, 0, -1) or 0)
+    else:
+        v = int(pipe.get(key) or 0)
     pipe.multi()
     pipe.set(key, v + 1)
 for _ in range(n):
@@ -49,7 +55,8 @@ print(aborted)
 "#;
 
 /// Runs the redis-py script against each of `ports` at once (the first one also checks the
-/// pipelines; all start their loops at the same instant); returns the WATCH aborts each saw.
+/// pipelines; all start their loops at the same instant; clients read the counter with
+/// `GET`, `MGET` and `GETRANGE` in turn); returns the WATCH aborts each saw.
 fn python_check_and_set(ports: &[u16], key: &str, n: usize) -> Vec<u64> {
     let start = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
@@ -69,6 +76,8 @@ fn python_check_and_set(ports: &[u16], key: &str, n: usize) -> Vec<u64> {
                     &n.to_string(),
                     if i == 0 { "1" } else { "0" },
                     &start.to_string(),
+                    // Each of a watching client's reads answers no older than its WATCH.
+                    ["get", "mget", "getrange"][i % 3],
                 ])
                 .stdout(std::process::Stdio::piped())
                 .stderr(std::process::Stdio::piped())

@@ -257,7 +257,31 @@ pub enum Request {
         /// The keys and their entries.
         entries: Vec<(ByteBuf, WireEntry)>,
     },
+    /// A page of the keys the callee holds as an owner in `namespace`, in scan order
+    /// (`strata_core::scan`), from the position `hash` / `after` (strictly after that key
+    /// when given, else at that hash): how a node lists the whole cluster's keys for
+    /// `KEYS`, `SCAN`, `RANDOMKEY` and `DBSIZE` on its plain listener. Answered
+    /// [`Response::Keys`] with at most `limit`, [`MAX_KEYS_PER_PAGE`] and about
+    /// [`KEYS_PAGE_BYTES`] of keys; `limit` 0 asks for the count alone. A build from before
+    /// this variant answers `Error` (an unknown variant): its keys are left out.
+    Keys {
+        /// Namespace.
+        namespace: String,
+        /// The scan hash the page starts at.
+        hash: u64,
+        /// The key the page starts strictly after (its hash is `hash`), if any.
+        after: Option<ByteBuf>,
+        /// Most keys wanted.
+        limit: u32,
+    },
 }
+
+/// Most keys one [`Response::Keys`] page holds.
+pub const MAX_KEYS_PER_PAGE: usize = 1024;
+
+/// A [`Response::Keys`] page ends once its keys reach this many bytes (it holds at least
+/// one key when the callee has any, whatever its size).
+pub const KEYS_PAGE_BYTES: usize = 1024 * 1024;
 
 /// A copy a [`Request::Staleness`] asks about.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -547,6 +571,17 @@ pub enum Response {
         /// `covered_ms`, newest first, at most [`MAX_ENDED_LIVES`].
         ended: Vec<EndedLife>,
     },
+    /// Answer to `Keys`.
+    Keys {
+        /// The keys, in scan order.
+        keys: Vec<ByteBuf>,
+        /// Whether the callee stopped before `limit` with more keys to list (its page
+        /// bound): the caller asks again after the last key.
+        more: bool,
+        /// How many keys the callee holds as an owner in the namespace (its counter, which
+        /// counts expired keys not yet reclaimed).
+        count: u64,
+    },
 }
 
 /// A member's life that ended, as a witness saw it ([`Response::StalenessEnded`]).
@@ -817,6 +852,36 @@ mod tests {
             to_bytes(&e),
             [
                 0, 0, 0, 20, 1, 1, 0, 0, 0, 0, 0, 0, 0, 4, 27, 9, 1, 1, 8, 1, 1, b'a', 3, 5
+            ]
+        );
+        // A page of keys (request variant 20, response variant 28), appended.
+        let k = Frame::Request(
+            6,
+            Request::Keys {
+                namespace: "n".into(),
+                hash: 5,
+                after: Some(ByteBuf::from(b"k".to_vec())),
+                limit: 2,
+            },
+        );
+        assert_eq!(
+            to_bytes(&k),
+            [
+                0, 0, 0, 18, 1, 0, 0, 0, 0, 0, 0, 0, 0, 6, 20, 1, b'n', 5, 1, 1, b'k', 2
+            ]
+        );
+        let a = Frame::Response(
+            6,
+            Response::Keys {
+                keys: vec![ByteBuf::from(b"k".to_vec())],
+                more: true,
+                count: 3,
+            },
+        );
+        assert_eq!(
+            to_bytes(&a),
+            [
+                0, 0, 0, 16, 1, 1, 0, 0, 0, 0, 0, 0, 0, 6, 28, 1, 1, b'k', 1, 3
             ]
         );
         // The staleness check (request variant 18, response variant 24), appended.

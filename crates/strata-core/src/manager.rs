@@ -2154,11 +2154,21 @@ impl Cache {
 
     /// [`Cache::key_count`] once the writes L3 acknowledged before storing them (a single
     /// node's, [`Tier::set_fresh`]) are stored and counted: `DBSIZE` right after a pipeline
-    /// of new keys counts them all (L1 may have evicted some). Waits for L3's writer: one
-    /// round trip when nothing is pending.
+    /// of new keys counts them all (L1 may have evicted some) — and with a shared layer's
+    /// count of the keys every node holds ([`Tier::key_count_shared`]: a cluster's, which
+    /// asks the other members). Waits for L3's writer only when writes are behind.
     pub async fn key_count_settled(&self, namespace: &str) -> Option<u64> {
         self.settle_writes().await;
-        self.key_count(namespace)
+        let mut n = self
+            .inner
+            .l1
+            .as_ref()
+            .map_or(0, |l1| l1.key_count(namespace));
+        for tier in self.lower_tiers(self.policy_use_l3(namespace)) {
+            // `(**tier)`: the tier itself (see testsuite).
+            n = n.max((**tier).key_count_shared(namespace).await?);
+        }
+        Some(n)
     }
 
     /// Whether `namespace` exists in this node's memory (written, invalidated or configured

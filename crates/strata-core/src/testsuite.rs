@@ -168,6 +168,9 @@ impl Tier for Arc<dyn Tier> {
     fn key_count(&self, ns: &str) -> Option<u64> {
         (**self).key_count(ns)
     }
+    async fn key_count_shared(&self, ns: &str) -> Option<u64> {
+        (**self).key_count_shared(ns).await
+    }
     fn reclaim_empty_namespaces(&self) -> usize {
         (**self).reclaim_empty_namespaces()
     }

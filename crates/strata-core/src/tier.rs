@@ -278,6 +278,14 @@ pub trait Tier: Send + Sync + std::fmt::Debug + 'static {
         None
     }
 
+    /// How many keys of `namespace` the whole layer holds, when it is shared by several
+    /// nodes (a cluster: every member's keys, each counted once), else [`Tier::key_count`]
+    /// (the default): what `DBSIZE` answers for a large keyspace on a node's plain
+    /// listener. An estimate in a cluster; may ask other nodes.
+    async fn key_count_shared(&self, namespace: &str) -> Option<u64> {
+        self.key_count(namespace)
+    }
+
     /// Gives back whatever this tier keeps per namespace for namespaces it holds no key of
     /// (the cluster's owner store: its namespace table); returns how many. The default: the
     /// tier keeps nothing per namespace.

@@ -305,11 +305,7 @@ async fn get(sh: &Shared, s: &mut Session<'_>, key: &[u8]) -> Res<()> {
 
 /// `GET` by a client that watches keys: never older than what its `WATCH` read.
 async fn get_watched(sh: &Shared, s: &mut Session<'_>, key: &[u8]) -> Res<()> {
-    let read = entry(sh, &s.ns, key).await?;
-    match s
-        .tx
-        .no_older_than_watched(&s.ns, key, read, sh.cache.now_ms())
-    {
+    match client_entry(sh, s, key).await? {
         Some(e) => s.reply.bulk(&e.value),
         None => s.reply.null(),
     }
@@ -604,6 +600,15 @@ async fn run(sh: &Shared, s: &mut Session<'_>, id: Cmd, a: &[Bytes]) -> Res<()> 
             let op = single_op(sh, id, a)?;
             exec(sh, s, &a[1], &op).await?;
         }
+        Cmd::Mget if s.tx.watching() => {
+            s.reply.array(a.len() - 1);
+            for k in &a[1..] {
+                match client_entry(sh, s, k).await {
+                    Ok(Some(e)) => s.reply.bulk(&e.value),
+                    Ok(None) | Err(_) => s.reply.null(),
+                }
+            }
+        }
         Cmd::Mget => {
             s.reply.array(a.len() - 1);
             for k in &a[1..] {
@@ -620,7 +625,9 @@ async fn run(sh: &Shared, s: &mut Session<'_>, id: Cmd, a: &[Bytes]) -> Res<()> 
             mset(sh, s, a, true).await?;
         }
         Cmd::Strlen => {
-            let len = entry(sh, &s.ns, &a[1]).await?.map_or(0, |e| e.value.len());
+            let len = client_entry(sh, s, &a[1])
+                .await?
+                .map_or(0, |e| e.value.len());
             s.reply.integer(len as i64);
         }
         Cmd::Getrange | Cmd::Substr => {
@@ -628,11 +635,7 @@ async fn run(sh: &Shared, s: &mut Session<'_>, id: Cmd, a: &[Bytes]) -> Res<()> 
                 parse_int(&a[2]).ok_or_else(not_int)?,
                 parse_int(&a[3]).ok_or_else(not_int)?,
             );
-            let v = sh
-                .cache
-                .get(&s.ns, &a[1])
-                .await
-                .map_err(|e| cache_err(&e))?;
+            let v = client_entry(sh, s, &a[1]).await?.map(|e| e.value);
             s.reply
                 .bulk(range_of(v.as_deref().unwrap_or(b""), start, end));
         }
@@ -651,13 +654,18 @@ async fn run(sh: &Shared, s: &mut Session<'_>, id: Cmd, a: &[Bytes]) -> Res<()> 
         Cmd::Exists | Cmd::Touch => {
             let mut n = 0;
             for k in &a[1..] {
-                if matches!(sh.cache.get(&s.ns, k).await, Ok(Some(_))) {
+                let held = if s.tx.watching() {
+                    matches!(client_entry(sh, s, k).await, Ok(Some(_)))
+                } else {
+                    matches!(sh.cache.get(&s.ns, k).await, Ok(Some(_)))
+                };
+                if held {
                     n += 1;
                 }
             }
             s.reply.integer(n);
         }
-        Cmd::Type => match entry(sh, &s.ns, &a[1]).await? {
+        Cmd::Type => match client_entry(sh, s, &a[1]).await? {
             Some(_) => s.reply.simple("string"),
             None => s.reply.simple("none"),
         },
@@ -672,7 +680,7 @@ async fn run(sh: &Shared, s: &mut Session<'_>, id: Cmd, a: &[Bytes]) -> Res<()> 
                 Cmd::Expiretime => TtlQuery::ExpireTime,
                 _ => TtlQuery::PexpireTime,
             };
-            let e = entry(sh, &s.ns, &a[1]).await?;
+            let e = client_entry(sh, s, &a[1]).await?;
             s.reply.integer(query.answer(e.as_ref(), sh.cache.now_ms()));
         }
         Cmd::Keys => {
@@ -801,6 +809,17 @@ async fn entry(sh: &Shared, ns: &str, key: &[u8]) -> Res<Option<Entry>> {
     sh.cache.get_entry(ns, key).await.map_err(|e| cache_err(&e))
 }
 
+/// `key`'s entry as this client reads it: for a client that watches keys, never older than
+/// its `WATCH` read ([`multi::TxState::no_older_than_watched`]) — whatever command reads it
+/// (`GET`, `MGET`, `STRLEN`, `GETRANGE`, `TTL`, `EXISTS`, the bit commands…).
+async fn client_entry(sh: &Shared, s: &Session<'_>, key: &[u8]) -> Res<Option<Entry>> {
+    let read = entry(sh, &s.ns, key).await?;
+    if !s.tx.watching() {
+        return Ok(read);
+    }
+    Ok(s.tx.no_older_than_watched(&s.ns, key, read, sh.cache.now_ms()))
+}
+
 async fn remove(sh: &Shared, ns: &str, key: &[u8]) -> Res<bool> {
     sh.cache
         .invalidate(ns, key)
@@ -860,7 +879,7 @@ async fn read_op(sh: &Shared, s: &mut Session<'_>, id: Cmd, a: &[Bytes]) -> Res<
         &a[1]
     };
     let op = single_op(sh, id, a)?;
-    let current = entry(sh, &s.ns, key).await?;
+    let current = client_entry(sh, s, key).await?;
     let (_, reply) = ops::apply(
         &op,
         current.as_ref(),

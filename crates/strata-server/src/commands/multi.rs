@@ -50,7 +50,7 @@ struct Watched {
     ns: String,
     key: Bytes,
     version: Option<u64>,
-    /// What the `WATCH` read: a `GET` of the key by this client before `EXEC` answers no
+    /// What the `WATCH` read: a read of the key by this client before `EXEC` answers no
     /// older value ([`TxState::no_older_than_watched`]).
     seen: Option<Entry>,
     /// When it was watched ([`strata_core::Cache::change_mark`]): a key absent then and
@@ -176,7 +176,7 @@ impl TxState {
             .sum()
     }
 
-    /// Whether the client watches a key (a `GET` then takes [`TxState::no_older_than_watched`]).
+    /// Whether the client watches a key (its reads then take [`TxState::no_older_than_watched`]).
     pub fn watching(&self) -> bool {
         !self.watched.is_empty()
     }

@@ -406,10 +406,13 @@ pub(super) async fn info(sh: &Shared, s: &mut Session<'_>, sections: &[Bytes]) {
         }
         let _ = write!(out, "policy_violations:{}\r\n\r\n", stats.policy_violations);
     }
-    // Sections are separated by an empty line; the last line ends with CRLF, as in Redis.
+    // Sections are separated by an empty line; the last line ends with CRLF, as in Redis —
+    // and no section at all (`INFO nosuch`) is an empty string, as in Redis.
     let end = out.trim_end_matches("\r\n").len();
     out.truncate(end);
-    out.push_str("\r\n");
+    if !out.is_empty() {
+        out.push_str("\r\n");
+    }
     s.reply.verbatim(out.as_bytes());
 }
 

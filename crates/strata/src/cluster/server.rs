@@ -453,7 +453,50 @@ impl Shared {
                 }
                 self.serve_staleness(&namespace, &copies, tells_ended)
             }
+            Request::Keys {
+                namespace,
+                hash,
+                after,
+                limit,
+            } => self.serve_keys(
+                &namespace,
+                hash,
+                after.as_ref().map(|k| k.as_slice()),
+                limit,
+            ),
         }
+    }
+
+    /// Answers [`Request::Keys`]: a page of the keys the owner store holds in `namespace`
+    /// from the position given, bounded by `limit`, [`rpc::MAX_KEYS_PER_PAGE`] and
+    /// [`rpc::KEYS_PAGE_BYTES`], with the store's key count.
+    fn serve_keys(&self, namespace: &str, hash: u64, after: Option<&[u8]>, limit: u32) -> Response {
+        use strata_cluster::rpc;
+        use strata_core::scan::ScanFrom;
+        let count = self.owner.key_count(namespace);
+        let want = (limit as usize).min(rpc::MAX_KEYS_PER_PAGE);
+        let from = match after {
+            Some(k) => ScanFrom::after(k),
+            None => ScanFrom::at_hash(hash),
+        };
+        let mut keys = Vec::new();
+        let mut bytes = 0usize;
+        let mut more = false;
+        if want > 0 {
+            let page = self.owner.scan_keys_sync(namespace, from, want);
+            // A full page may have more after it when the caller wanted more than one page.
+            more = page.len() == want && want < limit as usize;
+            let listed = page.len();
+            for k in page {
+                bytes += k.len();
+                keys.push(rpc::ByteBuf::from(k.to_vec()));
+                if bytes >= rpc::KEYS_PAGE_BYTES {
+                    break;
+                }
+            }
+            more |= keys.len() < listed;
+        }
+        Response::Keys { keys, more, count }
     }
 
     /// Stores a copy another member pushed (a `Set`: a hand-off, a read repair, a

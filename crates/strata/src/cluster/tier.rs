@@ -25,6 +25,7 @@ use strata_core::{Entry, Layer, SetOutcome, Tier, TierError, TierHealth, Version
 use strata_cluster::placement::{self, Repair};
 use strata_cluster::primary::PrimaryOp;
 use strata_core::ops::{Executed, ExecutedMulti, KeyOp, MultiOp, Reply};
+use strata_core::scan::ScanFrom;
 
 use super::{Shared, from_wire, primary, tag_refs, to_wire};
 
@@ -152,6 +153,60 @@ impl ClusterTier {
             .await
             .into_iter()
             .any(|r| r)
+    }
+
+    /// Up to `limit` keys member `name` holds as an owner in `ns`, from `from`, page by
+    /// page; with its key count. A member that cannot answer (down, or a build from before
+    /// [`Request::Keys`]) gives what it gave so far: its keys are missing from the listing
+    /// unless another owner holds them.
+    async fn peer_keys(
+        &self,
+        name: &str,
+        addr: std::net::SocketAddr,
+        ns: &str,
+        from: ScanFrom<'_>,
+        limit: usize,
+    ) -> (Vec<Bytes>, Option<u64>) {
+        use strata_cluster::rpc::ByteBuf;
+        let s = &self.shared;
+        let mut keys: Vec<Bytes> = Vec::new();
+        let mut after = from.after_key().map(|k| ByteBuf::from(k.to_vec()));
+        let mut counted = None;
+        loop {
+            // All it still wants (the callee answers a page of it, and says whether more
+            // is left only when it knows more was wanted).
+            let want = (limit - keys.len()).min(u32::MAX as usize) as u32;
+            let req = Request::Keys {
+                namespace: ns.to_owned(),
+                hash: from.hash(),
+                after: after.take(),
+                limit: want,
+            };
+            match s.pool.call(name, addr, req, None).await {
+                Ok(Response::Keys {
+                    keys: page,
+                    more,
+                    count,
+                }) => {
+                    counted = Some(count);
+                    let got = page.len();
+                    keys.extend(page.into_iter().map(|k| Bytes::from(k.into_vec())));
+                    if !more || got == 0 || keys.len() >= limit {
+                        break;
+                    }
+                    after = keys.last().map(|k| ByteBuf::from(k.to_vec()));
+                }
+                Ok(other) => {
+                    tracing::debug!(peer = %name, ?other, "peer did not list its keys");
+                    break;
+                }
+                Err(e) => {
+                    tracing::debug!(peer = %name, error = %e, "peer key listing failed");
+                    break;
+                }
+            }
+        }
+        (keys, counted)
     }
 
     /// Originates an invalidation, applies it here, and waits for every member. A member
@@ -371,10 +426,48 @@ impl Tier for ClusterTier {
     async fn scan_keys(
         &self,
         namespace: &str,
-        from: strata_core::scan::ScanFrom<'_>,
+        from: ScanFrom<'_>,
         limit: usize,
     ) -> Result<Vec<Bytes>, TierError> {
-        Ok(self.shared.owner.scan_keys_sync(namespace, from, limit))
+        // Every member's owner store, not only this one's: a client on any node's plain
+        // listener lists the whole keyspace, as one Redis would (each member holds the keys
+        // it owns; together, every key).
+        let s = &self.shared;
+        let mut keys = s.owner.scan_keys_sync(namespace, from, limit);
+        let others = s.others();
+        if limit == 0 || others.is_empty() {
+            return Ok(keys);
+        }
+        let calls = others
+            .iter()
+            .map(|(name, addr)| self.peer_keys(name, *addr, namespace, from, limit));
+        for (more, _) in futures_util::future::join_all(calls).await {
+            keys.extend(more);
+        }
+        strata_core::scan::sort_keys(&mut keys);
+        keys.truncate(limit);
+        Ok(keys)
+    }
+
+    /// Every member's owner-store count, summed and divided by the number of owners a key
+    /// has: an estimate of the cluster's keys (exact when every member answers and every
+    /// key has all its owners).
+    async fn key_count_shared(&self, namespace: &str) -> Option<u64> {
+        let s = &self.shared;
+        let others = s.others();
+        let calls = others
+            .iter()
+            .map(|(name, addr)| self.peer_keys(name, *addr, namespace, ScanFrom::START, 0));
+        let mut total = s.owner.key_count(namespace);
+        let mut members = 1u64;
+        for (_, count) in futures_util::future::join_all(calls).await {
+            if let Some(n) = count {
+                total += n;
+                members += 1;
+            }
+        }
+        let owners = (s.cfg.replication_factor as u64).clamp(1, members);
+        Some(total / owners)
     }
 
     async fn namespaces(&self) -> Result<Vec<String>, TierError> {
