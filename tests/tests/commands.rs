@@ -850,6 +850,15 @@ print("ok")
         );
     }
     assert!(text.contains("\r\n\r\n# Clients\r\n") && !text.contains("\r\n\r\n\r\n"));
+    // CONFIG HELP and MEMORY HELP list what there is (they were unknown subcommands, and
+    // the error said to try CONFIG HELP).
+    let lines: Vec<String> = cmd("CONFIG").arg("HELP").query(&mut c).unwrap();
+    assert!(lines[0].starts_with("CONFIG <subcommand>") && lines.contains(&"RESETSTAT".into()));
+    let lines: Vec<String> = cmd("MEMORY").arg("help").query(&mut c).unwrap();
+    assert!(
+        lines.iter().any(|l| l.starts_with("USAGE <key>")),
+        "{lines:?}"
+    );
     // No such section: an empty string, as redis-server answers (it was a lone CRLF).
     let none: String = cmd("INFO").arg("nosuch").query(&mut c).unwrap();
     assert_eq!(none, "");

@@ -534,11 +534,29 @@ async fn run(sh: &Shared, s: &mut Session<'_>, id: Cmd, a: &[Bytes]) -> Res<()> 
             read_op(sh, s, id, a).await?;
         }
         Cmd::Object => object(sh, s, a).await?,
+        Cmd::Memory if a.len() == 2 && eq_ic(&a[1], "HELP") => {
+            // Redis's lines for the one subcommand Strata has.
+            help(
+                s,
+                &[
+                    "MEMORY <subcommand> [<arg> [value] [opt] ...]. Subcommands are:",
+                    "USAGE <key> [SAMPLES <count>]",
+                    "    Return memory in bytes used by <key> and its value. Nested values are",
+                    "    sampled up to <count> times (default: 5, 0 means sample all).",
+                    "HELP",
+                    "    Prints this help.",
+                ],
+            );
+        }
         Cmd::Memory => {
-            if !(a.len() >= 3 && eq_ic(&a[1], "USAGE")) {
+            if eq_ic(&a[1], "HELP") || (eq_ic(&a[1], "USAGE") && a.len() < 3) {
+                return Err(subcommand_arity("memory", &a[1]));
+            }
+            if !eq_ic(&a[1], "USAGE") {
+                // Redis's words for a subcommand it does not have (checked against it).
                 return Err(ReplyError::err(format!(
-                    "unknown subcommand or wrong number of arguments for '{}'. Try MEMORY HELP.",
-                    String::from_utf8_lossy(&a[1][..a[1].len().min(64)])
+                    "unknown subcommand '{}'. Try MEMORY HELP.",
+                    String::from_utf8_lossy(&a[1][..a[1].len().min(128)])
                 )));
             }
             read_op(sh, s, id, a).await?;

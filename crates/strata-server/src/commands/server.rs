@@ -135,9 +135,31 @@ pub(super) fn config(sh: &Shared, s: &mut Session<'_>, a: &[Bytes]) -> Res<()> {
         s.reply.ok();
     } else if eq_ic(sub, "RESETSTAT") && a.len() == 2 {
         s.reply.ok();
+    } else if eq_ic(sub, "HELP") && a.len() == 2 {
+        // Redis's lines, less `REWRITE` (a node's configuration is its file and environment).
+        help(
+            s,
+            &[
+                "CONFIG <subcommand> [<arg> [value] [opt] ...]. Subcommands are:",
+                "GET <pattern>",
+                "    Return parameters matching the glob-like <pattern> and their values.",
+                "SET <directive> <value>",
+                "    Set the configuration <directive> to <value>.",
+                "RESETSTAT",
+                "    Reset statistics reported by the INFO command.",
+                "HELP",
+                "    Prints this help.",
+            ],
+        );
+    } else if ["GET", "SET", "RESETSTAT", "HELP"]
+        .iter()
+        .any(|k| eq_ic(sub, k))
+    {
+        return Err(subcommand_arity("config", sub));
     } else {
+        // Redis's words for a subcommand it does not have (checked against redis-server).
         return Err(ReplyError::err(format!(
-            "unknown subcommand or wrong number of arguments for '{}'. Try CONFIG HELP.",
+            "unknown subcommand '{}'. Try CONFIG HELP.",
             String::from_utf8_lossy(&sub[..sub.len().min(128)])
         )));
     }
