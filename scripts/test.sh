@@ -2,7 +2,8 @@
 # The full test suite, exactly as CI runs it (.ci/run calls this). Needs only the Rust
 # toolchain: it installs the system packages the build needs when they are missing
 # (libclang-dev, for RocksDB's bindings; redis-server and redis-tools, whose redis-cli and
-# redis-benchmark the server tests drive; curl for the HTTPS admin test; promtool from
+# redis-benchmark the server tests drive; curl for the HTTPS admin test; Node.js, npm and
+# the Node.js clients ioredis and node-redis (tests/js); promtool from
 # Debian's prometheus package for the alert rules; chromium and chromedriver for the web
 # console's browser test; redis-py from PyPI) and checks formatting, lints, docs, the example, the tests and the benches (criterion's test mode runs each benchmark once). Every cargo
 # step uses the same feature set (--all-features) and the same profile (`test`: cargo builds
@@ -22,6 +23,9 @@ command -v redis-server >/dev/null 2>&1 || need_debs+=(redis-server)
 command -v redis-benchmark >/dev/null 2>&1 || need_debs+=(redis-tools)
 command -v curl >/dev/null 2>&1 || need_debs+=(curl)
 command -v python3 >/dev/null 2>&1 || need_debs+=(python3 python3-pip)
+# Node.js and npm, for the Node.js clients' tests (tests/js_clients.rs).
+command -v node >/dev/null 2>&1 || need_debs+=(nodejs)
+command -v npm >/dev/null 2>&1 || need_debs+=(npm)
 # promtool, which checks deploy/prometheus's rules (tests/deploy.rs), comes with Debian's
 # prometheus package (installed without its recommended web assets).
 # chromium and chromedriver drive the web console in a headless browser (tests/console.rs).
@@ -47,6 +51,13 @@ if ! python3 -c 'import redis' >/dev/null 2>&1; then
   step "installing redis-py"
   python3 -m pip install -q redis 2>/dev/null \
     || python3 -m pip install -q --break-system-packages redis
+fi
+
+# ioredis and node-redis, at the exact versions tests/js/package.json names (no lock file:
+# it would record where the packages were downloaded from).
+if [ ! -d tests/js/node_modules/ioredis ] || [ ! -d tests/js/node_modules/redis ]; then
+  step "installing the Node.js clients (tests/js)"
+  (cd tests/js && npm install --no-package-lock --no-audit --no-fund --silent)
 fi
 
 command -v cargo >/dev/null || { echo "cargo not found: install the Rust toolchain first" >&2; exit 1; }
