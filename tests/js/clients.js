@@ -211,7 +211,17 @@ async function checkAndSet(ports, key, perClient) {
       }
     }
   }));
-  for (const r of clients) same(`check-and-set through ${r.options.port}`, await r.get(key), String(perClient * ports.length));
+  // Every node reads the final count within the coherence bound (docs/semantics.md G2: a
+  // node's copy may lag the last EXEC by the invalidation's flight, 1.5 s at worst).
+  const want = String(perClient * ports.length);
+  for (const r of clients) {
+    let got = await r.get(key);
+    for (let waited = 0; got !== want && waited < 2000; waited += 20) {
+      await sleep(20);
+      got = await r.get(key);
+    }
+    same(`check-and-set through ${r.options.port}`, got, want);
+  }
   clients.forEach((r) => r.disconnect());
 }
 
