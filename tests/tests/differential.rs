@@ -445,11 +445,52 @@ fn string_commands_answer_as_redis_does_on_one_node_and_on_a_cluster() {
             let _: () = redis::cmd("FLUSHALL").query(c).unwrap();
         }
         compare(seed, 400, &mut oracle, &mut targets, &mut execs);
+        // The keyspace as a listing shows it, through every node (a cluster's plain
+        // listener lists the whole cluster: before 2026-12-05 nodes 2 and 3, which the
+        // sequence never reached, listed next to nothing).
+        let want = listing(&mut oracle);
+        let mut listers: Vec<(&str, redis::Connection)> = vec![
+            ("strata serve", single.redis()),
+            ("cluster node 1", nodes[0].redis()),
+            ("cluster node 2", nodes[1].redis()),
+            ("cluster node 3", nodes[2].redis()),
+        ];
+        for (name, c) in listers.iter_mut() {
+            assert_eq!(
+                listing(c),
+                want,
+                "seed {seed}: {name} lists unlike redis-server"
+            );
+        }
     }
     // The transactions compared include each outcome.
     for kind in ["ran", "aborted by WATCH", "EXECABORT"] {
         assert!(execs.get(kind).copied().unwrap_or(0) >= 5, "{execs:?}");
     }
+}
+
+/// Database 0's keys as `KEYS *` (sorted) and a full `SCAN` (as a set) list them, and
+/// `DBSIZE`.
+fn listing(c: &mut redis::Connection) -> (Vec<String>, Vec<String>, u64) {
+    let mut keys: Vec<String> = redis::cmd("KEYS").arg("*").query(c).unwrap();
+    keys.sort();
+    let (mut cursor, mut scanned) = (0u64, Vec::new());
+    loop {
+        let (next, page): (u64, Vec<String>) = redis::cmd("SCAN")
+            .arg(cursor)
+            .arg("COUNT")
+            .arg(3)
+            .query(c)
+            .unwrap();
+        scanned.extend(page);
+        if next == 0 {
+            break;
+        }
+        cursor = next;
+    }
+    scanned.sort();
+    let size: u64 = redis::cmd("DBSIZE").query(c).unwrap();
+    (keys, scanned, size)
 }
 
 /// Fixed sequences a differential hunt found answered unlike redis-server (2026-12-03), each
