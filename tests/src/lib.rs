@@ -304,6 +304,24 @@ impl Server {
     }
 
     /// `kill -9`: no shutdown work at all, as a crash.
+    /// Sends `sig` (as `kill` takes it: `-STOP`, `-CONT`, `-TERM`…) to the running server.
+    pub fn signal(&self, sig: &str) {
+        let pid = self
+            .child
+            .as_ref()
+            .expect("server running")
+            .id()
+            .to_string();
+        assert!(
+            Command::new("kill")
+                .args([sig, &pid])
+                .status()
+                .unwrap()
+                .success(),
+            "kill {sig} {pid}"
+        );
+    }
+
     pub fn kill9(&mut self) {
         let mut child = self.child.take().expect("server running");
         child.kill().unwrap();
@@ -609,8 +627,21 @@ pub const SECRET: &str = "cluster test secret, 32 bytes...";
 /// Starts a cluster member `name` in `dir`, gossiping on `gossip`, joining through the
 /// nodes gossiping on `seeds`, with `extra` appended to its config.
 pub fn start_node(dir: &Path, name: &str, gossip: u16, seeds: &[u16], extra: &str) -> Server {
+    start_node_with_env(dir, name, gossip, seeds, extra, &[])
+}
+
+/// [`start_node`], with extra environment variables (`STRATA__L3__ENABLED=false`: the test
+/// config has an `[l3]` table already).
+pub fn start_node_with_env(
+    dir: &Path,
+    name: &str,
+    gossip: u16,
+    seeds: &[u16],
+    extra: &str,
+    env: &[(&str, &str)],
+) -> Server {
     let seeds: Vec<String> = seeds.iter().map(|p| format!("\"127.0.0.1:{p}\"")).collect();
-    Server::start_in(
+    Server::start_with_env(
         dir,
         &format!(
             "[node]\nname = \"{name}\"\n[cluster]\nenabled = true\nsecret = \"{SECRET}\"\n\
@@ -619,6 +650,7 @@ pub fn start_node(dir: &Path, name: &str, gossip: u16, seeds: &[u16], extra: &st
             free_port(),
             seeds.join(", ")
         ),
+        env,
     )
 }
 
@@ -626,10 +658,21 @@ pub fn start_node(dir: &Path, name: &str, gossip: u16, seeds: &[u16], extra: &st
 /// Three `strata serve` nodes (`n1`..`n3`, each with `extra` config) joined into one
 /// cluster and converged; the directories live as long as the returned guards.
 pub fn three_nodes(extra: &str) -> (Vec<Server>, Vec<tempfile::TempDir>) {
+    three_nodes_with_env(extra, &[])
+}
+
+/// [`three_nodes`], each with extra environment variables.
+pub fn three_nodes_with_env(
+    extra: &str,
+    env: &[(&str, &str)],
+) -> (Vec<Server>, Vec<tempfile::TempDir>) {
     let dirs: Vec<_> = (0..3).map(|_| tempfile::tempdir().unwrap()).collect();
     let g: Vec<u16> = (0..3).map(|_| free_port()).collect();
     let nodes: Vec<Server> = (0..3)
-        .map(|i| start_node(dirs[i].path(), &format!("n{}", i + 1), g[i], &[g[0]], extra))
+        .map(|i| {
+            let name = format!("n{}", i + 1);
+            start_node_with_env(dirs[i].path(), &name, g[i], &[g[0]], extra, env)
+        })
         .collect();
     converge(
         &nodes.iter().collect::<Vec<_>>(),

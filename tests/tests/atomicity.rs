@@ -235,17 +235,6 @@ fn until_writes_go_through(c: &mut redis::Connection) {
     }
 }
 
-fn signal(srv: &Server, sig: &str) {
-    let pid = srv.child.as_ref().unwrap().id().to_string();
-    assert!(
-        Command::new("kill")
-            .args([sig, &pid])
-            .status()
-            .unwrap()
-            .success()
-    );
-}
-
 #[test]
 fn counters_and_locks_survive_kill_9_of_their_primary() {
     let mut cluster = Cluster::start();
@@ -270,9 +259,9 @@ fn a_primary_paused_past_failure_detection_is_fenced_when_it_wakes() {
     let p = cluster.primary();
     let (stop, clients) = run_load(&cluster);
     std::thread::sleep(Duration::from_secs(2));
-    signal(&cluster.nodes[p], "-STOP");
+    cluster.nodes[p].signal("-STOP");
     std::thread::sleep(Duration::from_secs(9));
-    signal(&cluster.nodes[p], "-CONT");
+    cluster.nodes[p].signal("-CONT");
     // The woken node still believes it is the primary: whatever it executes must be refused
     // by the owners that moved on, and the load goes on.
     std::thread::sleep(Duration::from_secs(5));
@@ -690,7 +679,7 @@ fn a_lock_whose_replica_stopped_is_never_granted_late() {
     // Stopped, not killed: its port still takes connections, so the primary's replication
     // to it hangs until failure detection drops it (a killed one's refused connection makes
     // the primary refuse at once, nothing applied).
-    signal(&cluster.nodes[r], "-STOP");
+    cluster.nodes[r].signal("-STOP");
     let mut releaser = redis::Client::open(urls[0].as_str())
         .unwrap()
         .get_connection()
@@ -737,7 +726,7 @@ fn a_lock_whose_replica_stopped_is_never_granted_late() {
         .query(&mut at_primary);
     // Its budget is 500 ms: given up by now; the replica resumes 800 ms after it stopped.
     std::thread::sleep(Duration::from_millis(300));
-    signal(&cluster.nodes[r], "-CONT");
+    cluster.nodes[r].signal("-CONT");
     let outcomes: Vec<_> = lockers.into_iter().map(|h| h.join().unwrap()).collect();
     println!("{outcomes:?}; the release: {:?}", release.join().unwrap());
     let holders: Vec<_> = outcomes
@@ -835,9 +824,9 @@ fn writes_given_up_while_their_replica_stops_are_bounded_in_bytes() {
     };
     let conns: Vec<redis::Connection> = (0..8).map(|_| connect()).collect();
     let mut c = connect();
-    signal(&cluster.nodes[r], "-STOP");
+    cluster.nodes[r].signal("-STOP");
     let outcomes = write_all(conns, "{hot}:big:");
-    signal(&cluster.nodes[r], "-CONT");
+    cluster.nodes[r].signal("-CONT");
     println!("{outcomes:?}");
     let shed: Vec<usize> = (0..8)
         .filter(|&i| matches!(&outcomes[i].1, Err(e) if e.contains("timed_writes_max_bytes")))
@@ -896,7 +885,7 @@ fn a_lock_asked_of_a_node_paused_meanwhile_is_not_granted_late() {
         .unwrap();
     c.set_read_timeout(Some(Duration::from_secs(30))).unwrap();
     until_writes_go_through(&mut c);
-    signal(&cluster.nodes[r], "-STOP");
+    cluster.nodes[r].signal("-STOP");
     let locker = std::thread::spawn(move || {
         let sent = Instant::now();
         let got: redis::RedisResult<Option<String>> = redis::cmd("SET")
@@ -910,11 +899,11 @@ fn a_lock_asked_of_a_node_paused_meanwhile_is_not_granted_late() {
     });
     // The write is under way at the primary, waiting on the replica, when the primary stops.
     std::thread::sleep(Duration::from_millis(50));
-    signal(&cluster.nodes[p], "-STOP");
+    cluster.nodes[p].signal("-STOP");
     std::thread::sleep(Duration::from_millis(700));
-    signal(&cluster.nodes[r], "-CONT");
+    cluster.nodes[r].signal("-CONT");
     std::thread::sleep(Duration::from_millis(100));
-    signal(&cluster.nodes[p], "-CONT");
+    cluster.nodes[p].signal("-CONT");
     let (took, got) = locker.join().unwrap();
     println!("after {took:?}: {got:?}");
     match &got {

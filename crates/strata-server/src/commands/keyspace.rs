@@ -80,10 +80,12 @@ pub(super) async fn db_size(sh: &Shared, ns: &str) -> Res<u64> {
 }
 
 /// The number of keys of `ns` in the slots this node serves on its cluster listener
-/// (`serves`, [`cluster::listing_filter`]): exact for a small keyspace, else the layers'
-/// count scaled by the share of the listed keys a sample of them shows (docs/protocol.md).
+/// (`serves`, [`cluster::listing_filter`]): exact for a small keyspace, else the cluster's
+/// count scaled by the share of a sample of the cluster's keys in those slots
+/// (docs/protocol.md). The sample is the whole cluster's, so the count it scales is too:
+/// this node's own count, scaled so, read about two thirds of the slots' keys (a review).
 pub(super) async fn served_size(sh: &Shared, ns: &str, serves: impl Fn(&[u8]) -> bool) -> Res<u64> {
-    match sh.cache.key_count(ns) {
+    match sh.cache.key_count_settled(ns).await {
         Some(n) if n > COUNT_EXACTLY_UP_TO => {
             let sample = scan_keys(sh, ns, ScanFrom::START, COUNT_EXACTLY_UP_TO as usize).await?;
             let hits = sample.iter().filter(|k| serves(k)).count() as u64;

@@ -451,7 +451,9 @@ impl Tier for ClusterTier {
 
     /// Every member's owner-store count, summed and divided by the number of owners a key
     /// has: an estimate of the cluster's keys (exact when every member answers and every
-    /// key has all its owners).
+    /// key has all its owners). A member the view counts that does not answer (stopped,
+    /// not yet declared down) is taken to hold what the others hold on average: without
+    /// that, a stalled member of three took a third of the count with it (a review).
     async fn key_count_shared(&self, namespace: &str) -> Option<u64> {
         let s = &self.shared;
         let others = s.others();
@@ -459,15 +461,16 @@ impl Tier for ClusterTier {
             .iter()
             .map(|(name, addr)| self.peer_keys(name, *addr, namespace, ScanFrom::START, 0));
         let mut total = s.owner.key_count(namespace);
-        let mut members = 1u64;
+        let mut answered = 1u64;
         for (_, count) in futures_util::future::join_all(calls).await {
             if let Some(n) = count {
                 total += n;
-                members += 1;
+                answered += 1;
             }
         }
+        let members = others.len() as u64 + 1;
         let owners = (s.cfg.replication_factor as u64).clamp(1, members);
-        Some(total / owners)
+        Some(total * members / answered / owners)
     }
 
     async fn namespaces(&self) -> Result<Vec<String>, TierError> {
