@@ -607,6 +607,30 @@ pub fn metric_or_zero(srv: &Server, name: &str) -> f64 {
     metric_value(srv, name).unwrap_or(0.0)
 }
 
+/// Every key `SCAN … MATCH pattern COUNT count` returns through `c` in a full pass, sorted,
+/// each as often as it came back (a test that wants each once compares with a list
+/// without repeats).
+pub fn scan_all(c: &mut redis::Connection, pattern: &str, count: usize) -> Vec<String> {
+    let (mut cursor, mut seen) = (0u64, Vec::new());
+    loop {
+        let (next, page): (u64, Vec<String>) = redis::cmd("SCAN")
+            .arg(cursor)
+            .arg("MATCH")
+            .arg(pattern)
+            .arg("COUNT")
+            .arg(count)
+            .query(c)
+            .unwrap();
+        seen.extend(page);
+        if next == 0 {
+            break;
+        }
+        cursor = next;
+    }
+    seen.sort();
+    seen
+}
+
 /// SETs keys `w{i}` to `value` (or DELs them, with `None`) in one pipeline.
 pub fn pipeline_set(c: &mut redis::Connection, keys: std::ops::Range<u64>, value: Option<&str>) {
     let mut p = redis::pipe();

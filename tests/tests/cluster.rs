@@ -11,7 +11,7 @@ use std::time::{Duration, Instant};
 
 use redis::Commands;
 use strata_tests::{
-    Server, cluster_json, converge, free_port, metric_or_zero, pipeline_set, start_node,
+    Server, cluster_json, converge, free_port, metric_or_zero, pipeline_set, scan_all, start_node,
     three_nodes, three_nodes_with_env, view, wait_for,
 };
 
@@ -497,32 +497,6 @@ fn a_restarted_member_serves_its_previous_working_set_from_l3_and_nothing_stale(
 /// A GET that misses asks the key's owners once per `cluster.negative_ttl_ms` (500 ms), not
 /// once per GET; the absence never outlives a write of the key: through the same node at
 /// once, through another within the TTL.
-/// Every key `SCAN … MATCH pattern COUNT count` returns through `c`, a full pass, failing
-/// on a key returned twice.
-fn scan_all(c: &mut redis::Connection, pattern: &str, count: usize) -> Vec<String> {
-    let (mut cursor, mut seen) = (0u64, Vec::new());
-    loop {
-        let (next, page): (u64, Vec<String>) = redis::cmd("SCAN")
-            .arg(cursor)
-            .arg("MATCH")
-            .arg(pattern)
-            .arg("COUNT")
-            .arg(count)
-            .query(c)
-            .unwrap();
-        seen.extend(page);
-        if next == 0 {
-            break;
-        }
-        cursor = next;
-    }
-    let mut unique = seen.clone();
-    unique.sort();
-    unique.dedup();
-    assert_eq!(unique.len(), seen.len(), "a SCAN returned a key twice");
-    unique
-}
-
 /// A plain client on any node lists the whole cluster's keys, as it would on one Redis:
 /// before, `KEYS`, `SCAN` and `RANDOMKEY` listed only what that node held (a full `SCAN`
 /// through one node saw 763–812 of 1000 keys, and a key set on another node was missing from

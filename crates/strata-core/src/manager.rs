@@ -2127,15 +2127,19 @@ impl Cache {
     /// counts entries whose expiry passed and that are not reclaimed yet. `None` when a layer
     /// keeps no count (the Redis bridge): list the keys instead.
     pub fn key_count(&self, namespace: &str) -> Option<u64> {
-        let mut n = self
-            .inner
-            .l1
-            .as_ref()
-            .map_or(0, |l1| l1.key_count(namespace));
+        let mut n = self.l1_key_count(namespace);
         for tier in self.lower_tiers(self.policy_use_l3(namespace)) {
             n = n.max((**tier).key_count(namespace)?);
         }
         Some(n)
+    }
+
+    /// L1's count of the keys of `namespace` (0 without L1).
+    fn l1_key_count(&self, namespace: &str) -> u64 {
+        self.inner
+            .l1
+            .as_ref()
+            .map_or(0, |l1| l1.key_count(namespace))
     }
 
     /// Returns once the writes L3 acknowledged before storing them (a single node's,
@@ -2159,11 +2163,7 @@ impl Cache {
     /// asks the other members). Waits for L3's writer only when writes are behind.
     pub async fn key_count_settled(&self, namespace: &str) -> Option<u64> {
         self.settle_writes().await;
-        let mut n = self
-            .inner
-            .l1
-            .as_ref()
-            .map_or(0, |l1| l1.key_count(namespace));
+        let mut n = self.l1_key_count(namespace);
         for tier in self.lower_tiers(self.policy_use_l3(namespace)) {
             // `(**tier)`: the tier itself (see testsuite).
             n = n.max((**tier).key_count_shared(namespace).await?);
