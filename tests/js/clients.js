@@ -6,6 +6,7 @@
 //
 //   node clients.js single PORT
 //   node clients.js cluster PLAIN1,PLAIN2,PLAIN3 CLUSTER1,CLUSTER2,CLUSTER3
+//   node clients.js failover CLUSTER1,CLUSTER2,CLUSTER3 MS   (the test kills a member)
 //
 // Prints "ok", or "FAIL" and one line per difference; exits non-zero on an exception.
 'use strict';
@@ -225,6 +226,50 @@ async function checkAndSet(ports, key, perClient) {
   clients.forEach((r) => r.disconnect());
 }
 
+// ioredis's `Redis.Cluster` writing for `ms` while the test kills a member (kill -9): every
+// acknowledged write reads back afterwards, and errors (redirections to the dead member until
+// failure detection moves its slots) end at least 3 s before the run does.
+async function failover(ports, ms) {
+  const cl = new Redis.Cluster(ports.map((port) => ({ host: '127.0.0.1', port })), {
+    redisOptions: { maxRetriesPerRequest: 3 },
+    clusterRetryStrategy: (times) => Math.min(100 * times, 1000),
+  });
+  cl.on('error', () => {});
+  const acked = new Map();
+  let errors = 0;
+  let lastErrorAt = -1;
+  let lastError = '';
+  const start = Date.now();
+  for (let i = 0; Date.now() - start < ms; i++) {
+    const key = `fo${i % 500}`;
+    try {
+      await cl.set(key, String(i));
+      acked.set(key, String(i));
+    } catch (e) {
+      errors += 1;
+      lastErrorAt = Date.now() - start;
+      lastError = e.message;
+    }
+  }
+  let lost = 0;
+  for (const [key, value] of acked) {
+    let got;
+    try {
+      got = await cl.get(key);
+    } catch (e) {
+      got = `error ${e.message}`;
+    }
+    if (got !== value) lost += 1;
+  }
+  same('failover: acknowledged writes lost', lost, 0);
+  same('failover: writes went on', acked.size, 500);
+  if (lastErrorAt > ms - 3000) {
+    failures.push(`failover: ${errors} errors, the last at ${lastErrorAt} ms of ${ms}: ${lastError}`);
+  }
+  console.error(`failover: ${errors} errors, the last at ${lastErrorAt} ms: ${lastError}`);
+  cl.disconnect();
+}
+
 async function main() {
   const [mode, a, b] = process.argv.slice(2);
   if (mode === 'single') {
@@ -244,6 +289,8 @@ async function main() {
     await nodeRedisPlain(plain[2], 'nr:');
     await clusterClients(cluster);
     await checkAndSet(plain, '{cas}cluster', 30);
+  } else if (mode === 'failover') {
+    await failover(a.split(',').map(Number), Number(b));
   } else {
     throw new Error(`unknown mode ${mode}`);
   }
