@@ -10,7 +10,11 @@
 //! removal (G3). A key written again before the writer got to it is stored once, at its
 //! newest version: under a load that outruns the writer, overwrites coalesce.
 //!
-//! Bounded by bytes: past the bound a write waits until the writer has stored what is here.
+//! Bounded by bytes: past the bound a write asks the writer to store what is here at once and
+//! waits until the writer's group commits (at most 256 writes each) bring the pending bytes
+//! back under the bound, not for the whole map. Under a load of new keys that outruns the
+//! writer the map then stays near its bound and the writer stores without pause, and
+//! overwrites of any key the map holds still coalesce.
 //! A crash (`kill -9`) loses what is here: the key then reads as its previous stored value,
 //! or misses (docs/semantics.md).
 
@@ -56,6 +60,10 @@ pub(crate) struct Behind {
     limit: usize,
     /// A flush is in the writer's queue (one is enough for every write put before it runs).
     queued: AtomicBool,
+    /// A flush due at once (the pending bytes passed the bound) is in the writer's queue.
+    urgent: AtomicBool,
+    /// Told when the writer has stored some of the pending writes.
+    progress: tokio::sync::Notify,
 }
 
 impl Behind {
@@ -67,6 +75,8 @@ impl Behind {
             bytes: AtomicUsize::new(0),
             limit,
             queued: AtomicBool::new(false),
+            urgent: AtomicBool::new(false),
+            progress: tokio::sync::Notify::new(),
         }
     }
 
@@ -196,9 +206,31 @@ impl Behind {
         !self.queued.swap(true, Ordering::AcqRel)
     }
 
+    /// Whether the caller should queue a flush due at once (none is queued yet).
+    pub fn claim_urgent(&self) -> bool {
+        !self.urgent.swap(true, Ordering::AcqRel)
+    }
+
     /// The writer took the queued flush: a write put from now on queues another.
     pub fn flush_taken(&self) {
         self.queued.store(false, Ordering::Release);
+        self.urgent.store(false, Ordering::Release);
+    }
+
+    /// Whether the pending bytes are past the bound.
+    pub fn over(&self) -> bool {
+        self.bytes.load(Ordering::Acquire) > self.limit
+    }
+
+    /// Tells the writes waiting for room ([`Behind::progressed`]) that the writer stored some.
+    pub fn stored_some(&self) {
+        self.progress.notify_waiters();
+    }
+
+    /// Completes at the writer's next [`Behind::stored_some`] after the call (create it
+    /// before checking [`Behind::over`], then await it).
+    pub fn progressed(&self) -> tokio::sync::futures::Notified<'_> {
+        self.progress.notified()
     }
 }
 
@@ -254,11 +286,19 @@ mod tests {
             Bytes::from_static(b"a"),
             entry(1, b"x")
         ));
+        assert!(!b.over());
         assert!(b.put(
             b"b".to_vec(),
             "ns",
             Bytes::from_static(b"b"),
             Entry::new(Bytes::from(vec![0u8; 1000]), Version::from_u64(1))
         ));
+        assert!(b.over());
+        assert!(b.claim_urgent());
+        assert!(!b.claim_urgent(), "one urgent flush queued at a time");
+        b.flush_taken();
+        assert!(b.claim_urgent());
+        b.take_if(b"b", |_| true);
+        assert!(!b.over());
     }
 }

@@ -201,8 +201,10 @@ type Reply = tokio::sync::oneshot::Sender<Result<SetOutcome, TierError>>;
 /// queued before it is applied ([`Tier::settle`]).
 enum Queued {
     Write(WriteReq),
-    /// Store the writes pending in `crate::behind`.
+    /// Store the writes pending in `crate::behind` when `write_behind_ms` is up.
     Flush,
+    /// Store them at once: they are past their bound.
+    FlushNow,
     Barrier(tokio::sync::oneshot::Sender<()>),
 }
 
@@ -1882,9 +1884,31 @@ impl DiskTier {
                 .map_err(|_| failed("L3 writer thread has stopped"))?;
         }
         if over {
-            self.settle().await?;
+            self.wait_for_room().await?;
         }
         Ok(SetOutcome::Stored)
+    }
+
+    /// Waits until the writes pending behind are back under their bound: the writer, asked
+    /// to store them at once, tells of each group it stores. A closed tier stores what is
+    /// pending as it closes, and a stopped writer fails the wait.
+    async fn wait_for_room(self: &Arc<Self>) -> Result<(), TierError> {
+        loop {
+            let progressed = self.behind.progressed();
+            tokio::pin!(progressed);
+            // Registered before the check: a store between the check and the wait is seen.
+            progressed.as_mut().enable();
+            if !self.behind.over() || !self.is_open() {
+                return Ok(());
+            }
+            if self.behind.claim_urgent() {
+                self.writer_queue()?
+                    .send(Queued::FlushNow)
+                    .map_err(|_| failed("L3 writer thread has stopped"))?;
+            }
+            // Bounded, in case the writer is gone without a word (its queue is checked again).
+            let _ = tokio::time::timeout(std::time::Duration::from_millis(100), progressed).await;
+        }
     }
 
     /// The writer's flush of what is pending behind; `false` once the tier is gone.
@@ -1919,6 +1943,7 @@ impl DiskTier {
         while !pending.is_empty() {
             let rest = pending.split_off(pending.len().min(MAX_GROUP));
             self.write_group(pending);
+            self.behind.stored_some();
             pending = rest;
         }
     }
@@ -1983,6 +2008,7 @@ impl DiskTier {
                             Queued::Flush => {
                                 flush_at.get_or_insert_with(|| std::time::Instant::now() + delay);
                             }
+                            Queued::FlushNow => flush_at = Some(std::time::Instant::now()),
                             Queued::Barrier(b) => barriers.push(b),
                         }
                         if group.len() < MAX_GROUP {

@@ -794,6 +794,99 @@ async fn value_of(t: &SharedDiskTier, key: &str) -> Option<Bytes> {
     t.get("ns", key.as_bytes()).await.unwrap().map(|e| e.value)
 }
 
+/// Writes past the bound of what L3 holds behind wait for the writer to make room, not for
+/// `write_behind_ms`: the pending bytes stay near the bound under writers that outrun the
+/// writer, every write lands, and a close releases writers that wait.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn writes_past_the_behind_bound_wait_for_room_not_for_the_timer() {
+    let dir = tempfile::tempdir().unwrap();
+    // A 16 MiB tier holds at most 1 MiB behind; the writer's timer is a minute away.
+    let t = open_behind(dir.path(), 16 << 20, 60_000);
+    let bound = 1usize << 20;
+    let value = vec![b'x'; 1024];
+    let started = std::time::Instant::now();
+    let watcher = {
+        let t = t.clone();
+        tokio::spawn(async move {
+            let mut most = 0;
+            for _ in 0..400 {
+                most = most.max(t.0.behind_bytes());
+                tokio::time::sleep(std::time::Duration::from_millis(5)).await;
+            }
+            most
+        })
+    };
+    let mut writers = Vec::new();
+    for w in 0..4u64 {
+        let (t, value) = (t.clone(), value.clone());
+        writers.push(tokio::spawn(async move {
+            for i in 0..1500u64 {
+                let out = t
+                    .set_fresh(
+                        "ns",
+                        Bytes::from(format!("w{w}:{i}")),
+                        entry(&value, 1 + w * 10_000 + i),
+                    )
+                    .await
+                    .unwrap();
+                assert_eq!(out, SetOutcome::Stored);
+            }
+        }));
+    }
+    for w in writers {
+        w.await.unwrap();
+    }
+    let took = started.elapsed();
+    assert!(
+        took < std::time::Duration::from_secs(30),
+        "6,000 writes of 1 KiB past a 1 MiB bound took {took:?}: they waited for the timer"
+    );
+    let most = watcher.await.unwrap();
+    // Soft by one write of each of the four writers (each puts, then waits).
+    assert!(
+        most <= bound + 4 * 2048,
+        "{most} bytes were pending behind a {bound}-byte bound"
+    );
+    for w in 0..4u64 {
+        for i in (0..1500u64).step_by(97) {
+            assert_eq!(
+                value_of(&t, &format!("w{w}:{i}")).await.as_deref(),
+                Some(&value[..]),
+                "w{w}:{i}"
+            );
+        }
+    }
+
+    // Writers waiting for room when the tier closes are released (as errors or as writes
+    // the close stored), not left waiting.
+    let mut writers = Vec::new();
+    for w in 0..4u64 {
+        let (t, value) = (t.clone(), value.clone());
+        writers.push(tokio::spawn(async move {
+            for i in 0..3000u64 {
+                if t.set_fresh(
+                    "ns",
+                    Bytes::from(format!("late{w}:{i}")),
+                    entry(&value, 100_000 + w * 10_000 + i),
+                )
+                .await
+                .is_err()
+                {
+                    break;
+                }
+            }
+        }));
+    }
+    tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    t.0.close();
+    for w in writers {
+        tokio::time::timeout(std::time::Duration::from_secs(10), w)
+            .await
+            .expect("a writer was left waiting after the close")
+            .unwrap();
+    }
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn writes_stored_behind_answer_reads_and_removals_before_they_are_on_disk() {
     let dir = tempfile::tempdir().unwrap();
