@@ -59,6 +59,19 @@ pub fn free_port() -> u16 {
     }
 }
 
+/// The resident set of process `pid` (`VmRSS` of `/proc/PID/status`), in bytes: for a
+/// thread that samples a server while the test drives it.
+pub fn rss_of(pid: u32) -> u64 {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
+    status
+        .lines()
+        .find(|l| l.starts_with("VmRSS:"))
+        .and_then(|l| l.split_whitespace().nth(1))
+        .and_then(|kb| kb.parse::<u64>().ok())
+        .expect("VmRSS in /proc/PID/status")
+        * 1024
+}
+
 /// A `strata serve` child process.
 pub struct Server {
     pub child: Option<Child>,
@@ -249,15 +262,12 @@ impl Server {
 
     /// The server process's resident set (`VmRSS` of `/proc/PID/status`), in bytes.
     pub fn rss(&self) -> u64 {
-        let pid = self.child.as_ref().expect("server running").id();
-        let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
-        status
-            .lines()
-            .find(|l| l.starts_with("VmRSS:"))
-            .and_then(|l| l.split_whitespace().nth(1))
-            .and_then(|kb| kb.parse::<u64>().ok())
-            .expect("VmRSS in /proc/PID/status")
-            * 1024
+        rss_of(self.pid())
+    }
+
+    /// The server's process id.
+    pub fn pid(&self) -> u32 {
+        self.child.as_ref().expect("server running").id()
     }
 
     pub fn log(&self) -> String {

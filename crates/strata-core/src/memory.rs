@@ -139,30 +139,61 @@ impl KeyIndex {
     }
 
     /// Up to `limit` keys of namespace `ns` from `from`, in scan order.
+    ///
+    /// Each shard holds an even share of every stretch of the order (shards split by the
+    /// hash's low bits), so each is asked for a little more than its share; the keys up to
+    /// the smallest last key of a shard that may hold more are then known to be all there
+    /// are, and the rest is asked for after that point. Taking `limit` keys from every
+    /// shard instead made a page cost the shard count times its size: paging through
+    /// 600k keys 8,192 at a time took twice as long as one pass.
     fn page(&self, ns: u32, from: ScanFrom<'_>, limit: usize) -> Vec<(u64, Bytes)> {
         use std::ops::Bound;
-        let lower = match from.after_key() {
+        let mut lower = match from.after_key() {
             Some(a) => Bound::Excluded((from.hash(), KeyBytes::copied(a))),
             None => Bound::Included((from.hash(), KeyBytes::copied(b""))),
         };
+        let shards = self.shards.len();
+        let mut ask = (limit / shards)
+            .saturating_mul(3)
+            .saturating_div(2)
+            .saturating_add(16);
         // Keys as held (a key held in place is copied, not allocated), made `Bytes` only
         // once the page is cut to `limit`.
         let mut out: Vec<(u64, KeyBytes)> = Vec::new();
-        for shard in self.shards.iter() {
-            let s = shard.lock();
-            if let Some(set) = s.get(&ns) {
-                out.extend(
+        loop {
+            let mut got: Vec<(u64, KeyBytes)> = Vec::new();
+            // The smallest last key of the shards that gave all they were asked for.
+            let mut known_to: Option<(u64, KeyBytes)> = None;
+            for shard in self.shards.iter() {
+                let s = shard.lock();
+                let Some(set) = s.get(&ns) else { continue };
+                let before = got.len();
+                got.extend(
                     set.range((lower.clone(), Bound::Unbounded))
-                        .take(limit)
+                        .take(ask)
                         .cloned(),
                 );
+                if got.len() - before == ask
+                    && let Some(last) = got.last()
+                    && known_to.as_ref().is_none_or(|k| last < k)
+                {
+                    known_to = Some(last.clone());
+                }
+            }
+            if let Some(k) = &known_to {
+                got.retain(|e| e <= k);
+            }
+            got.sort_unstable();
+            out.extend(got);
+            match known_to {
+                Some(k) if out.len() < limit => {
+                    lower = Bound::Excluded(k);
+                    ask = ask.saturating_mul(2);
+                }
+                _ => break,
             }
         }
-        if out.len() > limit {
-            out.select_nth_unstable(limit);
-            out.truncate(limit);
-        }
-        out.sort_unstable();
+        out.truncate(limit);
         out.into_iter().map(|(h, k)| (h, k.to_bytes())).collect()
     }
 }
@@ -1344,6 +1375,52 @@ mod tests {
         assert!(!l1.remove_older_sync("ns", b"k", Version::from_parts(8, 0)));
         assert_eq!(l1.get_stale_entry("ns", b"k"), None);
         assert_eq!(indexed_lines(&l1), 0, "a removed key left in the index");
+    }
+
+    /// A page is exact however unevenly the index's shards hold the keys: 3,000 keys that
+    /// all land in one shard beside 40 spread over the others, paged at several sizes (a
+    /// page then needs more than one round of asking the shards).
+    #[test]
+    fn pages_are_exact_when_one_shard_holds_most_keys() {
+        let l1 = MemoryTier::new(
+            MemoryTierConfig::with_capacity(64 * 1024 * 1024),
+            Arc::new(crate::time::ManualClock::new(1_000)),
+        )
+        .unwrap();
+        let mut want = Vec::new();
+        let (mut heavy, mut light) = (0, 0);
+        for i in 0u32.. {
+            let key = Bytes::from(format!("key:{i}"));
+            let in_heavy = scan_hash(&key) as usize % INDEX_SHARDS == 5;
+            if in_heavy && heavy < 3_000 {
+                heavy += 1;
+            } else if !in_heavy && light < 40 {
+                light += 1;
+            } else if heavy == 3_000 && light == 40 {
+                break;
+            } else {
+                continue;
+            }
+            l1.set_sync("ns", key.clone(), entry(b"v", 1, None))
+                .unwrap();
+            want.push(key);
+        }
+        crate::scan::sort_keys(&mut want);
+        for size in [1, 7, 100, 999, 3_040, 5_000] {
+            let mut all = Vec::new();
+            let mut after: Option<Bytes> = None;
+            loop {
+                let p = l1.scan_keys_sync("ns", ScanFrom::resume(after.as_deref()), size);
+                assert!(p.len() <= size);
+                after = p.last().cloned();
+                let end = p.len() < size;
+                all.extend(p);
+                if end {
+                    break;
+                }
+            }
+            assert_eq!(all, want, "pages of {size}");
+        }
     }
 
     /// Pages of the ordered index list every held key once, in order, and nothing removed,

@@ -175,10 +175,7 @@ fn slot_arg(arg: &[u8], out_of_range: &str) -> Res<u16> {
 /// The keys of `slot` this node holds in the connection's database, at most `max`
 /// (`CLUSTER COUNTKEYSINSLOT`, `GETKEYSINSLOT`): a listing of the node's keys.
 async fn keys_in_slot(sh: &Shared, s: &Session<'_>, slot: u16, max: usize) -> Res<Vec<Bytes>> {
-    let mut keys = list_keys(sh, &s.ns, None, usize::MAX).await?;
-    keys.retain(|k| key_slot(k) == slot);
-    keys.truncate(max);
-    Ok(keys)
+    list_keys(sh, &s.ns, move |k| key_slot(k) == slot, max).await
 }
 
 /// `CLUSTER subcommand ...`.
@@ -233,7 +230,7 @@ pub(super) async fn cluster(sh: &Shared, s: &mut Session<'_>, a: &[Bytes]) -> Re
         b"COUNTKEYSINSLOT" => {
             arity(3)?;
             let slot = slot_arg(&a[2], "Invalid slot")?;
-            let n = keys_in_slot(sh, s, slot, usize::MAX).await?.len();
+            let n = count_keys(sh, &s.ns, move |k| key_slot(k) == slot).await?;
             s.reply.integer(n as i64);
         }
         b"GETKEYSINSLOT" => {

@@ -48,20 +48,67 @@ pub(super) async fn scan_keys(
     .map_err(|e| cache_err(&e))
 }
 
-/// Every key of `ns` (matching `glob`), at most `max`, in one pass over each layer.
+/// Keys a listing reads from the layers at a time. A listing holds one page and what it
+/// keeps, not every key of the database: `KEYS nomatch*` over 864k keys grew a node by
+/// 180 MiB when it listed them all at once (Redis's `KEYS` allocates only its reply).
+const LIST_PAGE: usize = 8_192;
+
+/// Folds the keys of `ns` into `acc` a page at a time, in scan order, until `step` returns
+/// false or the keys run out; every key present throughout is seen once, as with `SCAN`.
+/// On one blocking-pool thread from start to end (see [`scan_keys`]): pages are allocated
+/// and freed on the same thread, so the allocator reuses them.
+async fn fold_pages<T, F>(sh: &Shared, ns: &str, acc: T, mut step: F) -> Res<T>
+where
+    T: Send + 'static,
+    F: FnMut(&mut T, Vec<Bytes>) -> bool + Send + 'static,
+{
+    let (cache, ns) = (sh.cache.clone(), ns.to_owned());
+    let runtime = tokio::runtime::Handle::current();
+    tokio::task::spawn_blocking(move || {
+        let mut acc = acc;
+        let mut after: Option<Bytes> = None;
+        loop {
+            let from = ScanFrom::resume(after.as_deref());
+            let page = runtime.block_on(cache.scan_keys(&ns, from, LIST_PAGE))?;
+            let last = page.len() < LIST_PAGE;
+            after = page.last().cloned();
+            if !step(&mut acc, page) || last {
+                return Ok(acc);
+            }
+        }
+    })
+    .await
+    .map_err(|e| ReplyError::err(format!("key listing failed: {e}")))?
+    .map_err(|e| cache_err(&e))
+}
+
+/// The keys of `ns` that `keep` picks, at most `max`, in scan order.
 pub(super) async fn list_keys(
     sh: &Shared,
     ns: &str,
-    glob: Option<&Glob>,
+    keep: impl Fn(&[u8]) -> bool + Send + 'static,
     max: usize,
 ) -> Res<Vec<Bytes>> {
-    let limit = if glob.is_some() { usize::MAX } else { max };
-    let mut keys = scan_keys(sh, ns, ScanFrom::START, limit).await?;
-    if let Some(g) = glob {
-        keys.retain(|k| g.matches(k));
-    }
+    let mut keys = fold_pages(sh, ns, Vec::new(), move |keys, page| {
+        keys.extend(page.into_iter().filter(|k| keep(k)));
+        keys.len() < max
+    })
+    .await?;
     keys.truncate(max);
     Ok(keys)
+}
+
+/// How many keys of `ns` `keep` picks, by a listing that keeps none of them.
+pub(super) async fn count_keys(
+    sh: &Shared,
+    ns: &str,
+    keep: impl Fn(&[u8]) -> bool + Send + 'static,
+) -> Res<u64> {
+    fold_pages(sh, ns, 0u64, move |n, page| {
+        *n += page.iter().filter(|k| keep(k)).count() as u64;
+        true
+    })
+    .await
 }
 
 /// Below this many keys (by the layers' counters), `DBSIZE` and `INFO keyspace` list the keys
@@ -75,7 +122,7 @@ const COUNT_EXACTLY_UP_TO: u64 = 10_000;
 pub(super) async fn db_size(sh: &Shared, ns: &str) -> Res<u64> {
     match sh.cache.key_count_settled(ns).await {
         Some(n) if n > COUNT_EXACTLY_UP_TO => Ok(n),
-        _ => Ok(list_keys(sh, ns, None, usize::MAX).await?.len() as u64),
+        _ => count_keys(sh, ns, |_| true).await,
     }
 }
 
@@ -84,18 +131,18 @@ pub(super) async fn db_size(sh: &Shared, ns: &str) -> Res<u64> {
 /// count scaled by the share of a sample of the cluster's keys in those slots
 /// (docs/protocol.md). The sample is the whole cluster's, so the count it scales is too:
 /// this node's own count, scaled so, read about two thirds of the slots' keys (a review).
-pub(super) async fn served_size(sh: &Shared, ns: &str, serves: impl Fn(&[u8]) -> bool) -> Res<u64> {
+pub(super) async fn served_size(
+    sh: &Shared,
+    ns: &str,
+    serves: impl Fn(&[u8]) -> bool + Send + 'static,
+) -> Res<u64> {
     match sh.cache.key_count_settled(ns).await {
         Some(n) if n > COUNT_EXACTLY_UP_TO => {
             let sample = scan_keys(sh, ns, ScanFrom::START, COUNT_EXACTLY_UP_TO as usize).await?;
             let hits = sample.iter().filter(|k| serves(k)).count() as u64;
             Ok(n * hits / (sample.len() as u64).max(1))
         }
-        _ => Ok(list_keys(sh, ns, None, usize::MAX)
-            .await?
-            .iter()
-            .filter(|k| serves(k))
-            .count() as u64),
+        _ => count_keys(sh, ns, serves).await,
     }
 }
 
@@ -120,9 +167,22 @@ pub(super) async fn random_key(sh: &Shared, s: &Session<'_>) -> Res<Option<Bytes
     }
     keys.retain(listed);
     if keys.is_empty() && serves.is_some() {
-        // None of the keys read were this node's (the cluster listener): all of them.
-        keys = list_keys(sh, &s.ns, None, usize::MAX).await?;
-        keys.retain(listed);
+        // None of the keys read were this node's (the cluster listener): one of all of them,
+        // each as likely, by a listing that keeps only the pick.
+        let serves = cluster::listing_filter(sh, s);
+        let (_, pick) = fold_pages(sh, &s.ns, (0u64, None), move |(seen, pick), page| {
+            for k in page {
+                if serves.as_ref().is_none_or(|f| f(&k)) {
+                    *seen += 1;
+                    if rand::random::<u64>() % *seen == 0 {
+                        *pick = Some(k);
+                    }
+                }
+            }
+            true
+        })
+        .await?;
+        return Ok(pick);
     }
     if keys.is_empty() {
         return Ok(None);

@@ -703,10 +703,9 @@ async fn run(sh: &Shared, s: &mut Session<'_>, id: Cmd, a: &[Bytes]) -> Res<()> 
         }
         Cmd::Keys => {
             let glob = Glob::new(&a[1]).map_err(|e| ReplyError::err(format!("{e}")))?;
-            let mut keys = list_keys(sh, &s.ns, Some(&glob), usize::MAX).await?;
-            if let Some(serves) = cluster::listing_filter(sh, s) {
-                keys.retain(|k| serves(k));
-            }
+            let serves = cluster::listing_filter(sh, s);
+            let keep = move |k: &[u8]| glob.matches(k) && serves.as_ref().is_none_or(|f| f(k));
+            let keys = list_keys(sh, &s.ns, keep, usize::MAX).await?;
             s.reply.array(keys.len());
             for k in &keys {
                 s.reply.bulk(k);
