@@ -614,16 +614,31 @@ fn dbsize_counts_the_whole_cluster_past_ten_thousand_keys() {
     );
 
     // A member stopped (SIGSTOP) and not yet declared down: DBSIZE takes it to hold what
-    // the others hold (it read a third less), and a listing waits one RPC timeout for it.
+    // the others hold (it read a third less), and listings wait one RPC timeout for it,
+    // then leave it out for a while — not one timeout per page: a full SCAN of 40 pages
+    // took about 5 s (until failure detection), each page waiting 500 ms.
     nodes[2].signal("-STOP");
     let size: u64 = redis::cmd("DBSIZE").query(&mut c[0]).unwrap();
+    let started = Instant::now();
     let keys: Vec<String> = c[0].keys("w*").unwrap();
+    let scanned = scan_all(&mut c[0], "*", 500);
+    let listed_in = started.elapsed();
     nodes[2].signal("-CONT");
     assert!(
         (20_000 * 3 / 4..=20_000 * 5 / 4).contains(&size),
         "DBSIZE {size} of 20,000 keys with a member stopped"
     );
     assert_eq!(keys.len(), 20_000, "KEYS with a member stopped");
+    let distinct: std::collections::HashSet<&String> = scanned.iter().collect();
+    assert_eq!(
+        (scanned.len(), distinct.len()),
+        (20_000, 20_000),
+        "a full SCAN with a member stopped"
+    );
+    assert!(
+        listed_in < Duration::from_millis(2_500),
+        "KEYS and a 40-page SCAN took {listed_in:?} with a member stopped"
+    );
 }
 
 #[test]

@@ -193,9 +193,8 @@ impl Node {
                     layer: Layer::L2,
                     reason,
                 })?;
-            let tier: Arc<dyn Tier> = Arc::new(crate::cluster::tier::ClusterTier {
-                shared: shared.clone(),
-            });
+            let tier: Arc<dyn Tier> =
+                Arc::new(crate::cluster::tier::ClusterTier::new(shared.clone()));
             builder = builder.l2(tier.clone());
             let hook: Arc<dyn Maintenance> =
                 Arc::new(crate::cluster::ClusterHook::new(shared.clone()));

@@ -33,6 +33,39 @@ use super::{Shared, from_wire, primary, tag_refs, to_wire};
 #[derive(Debug, Clone)]
 pub(crate) struct ClusterTier {
     pub(crate) shared: Arc<Shared>,
+    /// Members whose key listing failed lately, with when ([`LISTING_QUIET`]).
+    pub(crate) quiet:
+        Arc<parking_lot::Mutex<std::collections::HashMap<String, std::time::Instant>>>,
+}
+
+/// How long listings leave out a member whose key listing failed. A member stopped but not
+/// yet declared down (SIGSTOP, a frozen VM) cost every page of every listing one RPC
+/// timeout until failure detection dropped it, about 5 s: a `SCAN` loop of 40 pages paid
+/// them all. Its keys have other owners, so a listing without it still lists every key
+/// unless another owner is down too (as with the member left out once detected).
+const LISTING_QUIET: std::time::Duration = std::time::Duration::from_secs(3);
+
+impl ClusterTier {
+    /// The cluster tier over `shared`.
+    pub(crate) fn new(shared: Arc<Shared>) -> Self {
+        Self {
+            shared,
+            quiet: Arc::default(),
+        }
+    }
+
+    /// Whether listings leave `name` out for now (its last listing failed lately).
+    fn listing_quiet(&self, name: &str) -> bool {
+        let mut quiet = self.quiet.lock();
+        match quiet.get(name) {
+            Some(at) if at.elapsed() < LISTING_QUIET => true,
+            Some(_) => {
+                quiet.remove(name);
+                false
+            }
+            None => false,
+        }
+    }
 }
 
 enum Fetched {
@@ -172,6 +205,9 @@ impl ClusterTier {
         let mut keys: Vec<Bytes> = Vec::new();
         let mut after = from.after_key().map(|k| ByteBuf::from(k.to_vec()));
         let mut counted = None;
+        if self.listing_quiet(name) {
+            return (keys, counted);
+        }
         loop {
             // All it still wants (the callee answers a page of it, and says whether more
             // is left only when it knows more was wanted).
@@ -201,7 +237,10 @@ impl ClusterTier {
                     break;
                 }
                 Err(e) => {
-                    tracing::debug!(peer = %name, error = %e, "peer key listing failed");
+                    tracing::debug!(peer = %name, error = %e, "peer key listing failed; left out of listings for a while");
+                    self.quiet
+                        .lock()
+                        .insert(name.to_owned(), std::time::Instant::now());
                     break;
                 }
             }
