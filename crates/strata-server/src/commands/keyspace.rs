@@ -48,12 +48,20 @@ pub(super) async fn scan_keys(
     .map_err(|e| cache_err(&e))
 }
 
-/// Keys a listing reads from the layers at a time. A listing holds one page and what it
-/// keeps, not every key of the database: `KEYS nomatch*` over 864k keys grew a node by
+/// Most keys a listing reads from the layers at a time. A listing holds one page and what
+/// it keeps, not every key of the database: `KEYS nomatch*` over 864k keys grew a node by
 /// 180 MiB when it listed them all at once (Redis's `KEYS` allocates only its reply).
 const LIST_PAGE: usize = 8_192;
+/// Keys of the first page, before the keys' size is known.
+const FIRST_PAGE: usize = 256;
+/// Fewest keys a page asks for, however long the keys.
+const MIN_PAGE: usize = 64;
+/// About how many bytes of keys a page holds: with 8 KiB keys, a page of 8,192 was 64 MiB
+/// in each layer (an attack review measured +129 MiB for a `KEYS` matching ten keys).
+const PAGE_BYTES: usize = 1 << 20;
 
-/// Folds the keys of `ns` into `acc` a page at a time, in scan order, until `step` returns
+/// Folds the keys of `ns` into `acc` a page at a time (about [`PAGE_BYTES`] of keys, at
+/// most [`LIST_PAGE`] keys), in scan order, until `step` returns
 /// false or the keys run out; every key present throughout is seen once, as with `SCAN`.
 /// On one blocking-pool thread from start to end (see [`scan_keys`]): pages are allocated
 /// and freed on the same thread, so the allocator reuses them.
@@ -67,11 +75,16 @@ where
     tokio::task::spawn_blocking(move || {
         let mut acc = acc;
         let mut after: Option<Bytes> = None;
+        let mut size = FIRST_PAGE;
         loop {
             let from = ScanFrom::resume(after.as_deref());
-            let page = runtime.block_on(cache.scan_keys(&ns, from, LIST_PAGE))?;
-            let last = page.len() < LIST_PAGE;
+            let page = runtime.block_on(cache.scan_keys(&ns, from, size))?;
+            let last = page.len() < size;
             after = page.last().cloned();
+            // The next page as large as PAGE_BYTES of keys like these.
+            let bytes: usize = page.iter().map(Bytes::len).sum();
+            let mean = (bytes / page.len().max(1)).max(1);
+            size = (PAGE_BYTES / mean).clamp(MIN_PAGE, LIST_PAGE);
             if !step(&mut acc, page) || last {
                 return Ok(acc);
             }
