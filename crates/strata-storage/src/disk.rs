@@ -1872,8 +1872,8 @@ impl DiskTier {
     /// Stores `entry` behind (`crate::behind`) when [`DiskTierConfig::write_behind`] allows:
     /// returns once L3 answers reads of the key with it, and before it is on disk. Only for
     /// a write its caller just stamped, so that no newer version of the key is stored
-    /// ([`Tier::set_fresh`]). Past the pending bound, waits until the writer has stored what
-    /// is pending; otherwise, or with the tier closed, as [`DiskTier::set_grouped`].
+    /// ([`Tier::set_fresh`]). Where it would pass the pending bound, waits until the writer
+    /// has made room; with the tier closed, as [`DiskTier::set_grouped`].
     pub async fn set_behind(
         self: &Arc<Self>,
         namespace: &str,
@@ -1884,29 +1884,34 @@ impl DiskTier {
             return self.set_grouped(namespace, key, entry).await;
         }
         let dkey = disk_key(namespace, &key);
-        let over = self.behind.put(dkey, namespace, key, entry);
+        let size = Behind::size_of(dkey.len(), &entry);
+        if !self.reserve_behind(size).await? {
+            // Closed while it waited: as a write stored through would be.
+            return self.set_grouped(namespace, key, entry).await;
+        }
+        self.behind.put(dkey, namespace, key, entry, size);
         if self.behind.claim_flush() {
             self.writer_queue()?
                 .send(Queued::Flush)
                 .map_err(|_| failed("L3 writer thread has stopped"))?;
         }
-        if over {
-            self.wait_for_room().await?;
-        }
         Ok(SetOutcome::Stored)
     }
 
-    /// Waits until the writes pending behind are back under their bound: the writer, asked
-    /// to store them at once, tells of each group it stores. A closed tier stores what is
-    /// pending as it closes, and a stopped writer fails the wait.
-    async fn wait_for_room(self: &Arc<Self>) -> Result<(), TierError> {
+    /// Reserves `size` bytes of the pending bound for a write about to be stored behind,
+    /// waiting while they would pass it: the writer, asked to store what is pending at once,
+    /// tells of each group it stores. False when the tier closed meanwhile.
+    async fn reserve_behind(self: &Arc<Self>, size: usize) -> Result<bool, TierError> {
         loop {
             let progressed = self.behind.progressed();
             tokio::pin!(progressed);
-            // Registered before the check: a store between the check and the wait is seen.
+            // Registered before the try: a store between the try and the wait is seen.
             progressed.as_mut().enable();
-            if !self.behind.over() || !self.is_open() {
-                return Ok(());
+            if self.behind.try_reserve(size) {
+                return Ok(true);
+            }
+            if !self.is_open() {
+                return Ok(false);
             }
             if self.behind.claim_urgent() {
                 self.writer_queue()?
