@@ -1046,24 +1046,9 @@ fn selective_keys_within_bound(
         pipeline(&mut c, &batch, 1000);
     }
     std::thread::sleep(Duration::from_millis(300));
-    let before = s.rss();
-    let done = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
-    let watcher = {
-        let (done, pid) = (done.clone(), s.pid());
-        std::thread::spawn(move || {
-            let mut most = 0;
-            while !done.load(std::sync::atomic::Ordering::Acquire) {
-                most = most.max(rss_of(pid));
-                std::thread::sleep(Duration::from_millis(5));
-            }
-            most
-        })
-    };
     let started = Instant::now();
-    let found = c.cmd(&[b"KEYS", pattern.as_bytes()]);
+    let (found, grown) = peak_growth(s, || c.cmd(&[b"KEYS", pattern.as_bytes()]));
     let took = started.elapsed();
-    done.store(true, std::sync::atomic::Ordering::Release);
-    let most = watcher.join().unwrap();
     let Frame::Array(found) = found else {
         panic!("KEYS answered {found:?}")
     };
@@ -1077,10 +1062,8 @@ fn selective_keys_within_bound(
     found.sort();
     let want: Vec<Vec<u8>> = (120..130).map(|i| name(i).into_bytes()).collect();
     assert_eq!(found, want, "KEYS with a pattern matching ten of {n} keys");
-    let grown = most.saturating_sub(before);
     println!(
-        "KEYS over {n} keys: {took:?}, RSS {} MiB, at most +{} MiB while it ran",
-        before / MIB,
+        "KEYS over {n} keys: {took:?}, at most +{} MiB while it ran",
         grown / MIB
     );
     assert!(
@@ -1094,4 +1077,45 @@ fn selective_keys_within_bound(
     let distinct: std::collections::HashSet<&Vec<u8>> = all.iter().collect();
     assert_eq!((all.len(), distinct.len()), (n, n), "KEYS * over {n} keys");
     assert_eq!(c.cmd(&[b"DBSIZE"]), Frame::Integer(n as i64));
+    drop(all);
+    // SCAN with the largest COUNT reads at most a few MiB of keys a call (COUNT is a hint):
+    // still every key once, and no more memory than the KEYS above.
+    let (scanned, grown) = peak_growth(s, || scan_all(&mut r, "*", 100_000));
+    let distinct: std::collections::HashSet<&String> = scanned.iter().collect();
+    assert_eq!(
+        (scanned.len(), distinct.len()),
+        (n, n),
+        "SCAN COUNT 100000 over {n} keys"
+    );
+    println!(
+        "SCAN COUNT 100000 over {n} keys: at most +{} MiB",
+        grown / MIB
+    );
+    assert!(
+        grown < bound,
+        "SCAN COUNT 100000 over {n} keys grew the node by {} MiB",
+        grown / MIB
+    );
+}
+
+/// Runs `f` while sampling the server's RSS every 5 ms: what `f` returned, and the most the
+/// RSS grew over what it was before.
+fn peak_growth<T>(s: &Server, f: impl FnOnce() -> T) -> (T, u64) {
+    let before = s.rss();
+    let done = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let watcher = {
+        let (done, pid) = (done.clone(), s.pid());
+        std::thread::spawn(move || {
+            let mut most = 0;
+            while !done.load(std::sync::atomic::Ordering::Acquire) {
+                most = most.max(rss_of(pid));
+                std::thread::sleep(Duration::from_millis(5));
+            }
+            most
+        })
+    };
+    let out = f();
+    done.store(true, std::sync::atomic::Ordering::Release);
+    let most = watcher.join().unwrap();
+    (out, most.saturating_sub(before))
 }
