@@ -8,7 +8,8 @@
 # mostly keys L3 stores for the first time), SET at -P 16 over the keyspace (`set-over`:
 # mostly overwrites of keys L3 holds) and INCR at -P 16. Prints every run's ops/s, p99 and the node's
 # user + system CPU per request, then each build's medians. A run ends when L3 has stored its
-# writes (a DBSIZE, which waits for writes held behind): its ops/s and CPU include that. SIZE sets the values' bytes
+# writes (a DBSIZE, which waits for writes held behind): its ops/s and CPU include that.
+# SIZE sets the values' bytes
 # (default 100); L1_BYTES the node's L1 capacity (default: the profile's), e.g. a small L1
 # so that the GETs are L3 hits. For a change's effect on one node; against
 # redis-server, scripts/bench-resp.sh. Stops every node it started.

@@ -12,9 +12,9 @@
 //!
 //! Bounded by bytes, reserved before a write is put: a write that would pass the bound asks
 //! the writer to store what is here at once and waits until the writer's group commits (at
-//! most 256 writes each) make room for it, not for the whole map. Under a load of new keys that outruns the
-//! writer the map then stays near its bound and the writer stores without pause, and
-//! overwrites of any key the map holds still coalesce.
+//! most 256 writes each) make room for it, not for the whole map. Under a load of new keys
+//! that outruns the writer the map then stays near its bound and the writer stores without
+//! pause, and overwrites of any key the map holds still coalesce.
 //! A crash (`kill -9`) loses what is here: the key then reads as its previous stored value,
 //! or misses (docs/semantics.md).
 

@@ -828,6 +828,23 @@ async fn a_listing_misses_no_write_the_writer_stores_meanwhile() {
     }
 }
 
+/// Samples the bytes `t` holds behind `samples` times, `every_ms` apart: the most it saw.
+fn most_behind(
+    t: &SharedDiskTier,
+    samples: usize,
+    every_ms: u64,
+) -> tokio::task::JoinHandle<usize> {
+    let t = t.clone();
+    tokio::spawn(async move {
+        let mut most = 0;
+        for _ in 0..samples {
+            most = most.max(t.0.behind_bytes());
+            tokio::time::sleep(std::time::Duration::from_millis(every_ms)).await;
+        }
+        most
+    })
+}
+
 /// Writes past the bound of what L3 holds behind wait for the writer to make room, not for
 /// `write_behind_ms`: the pending bytes stay under the bound under writers that outrun the
 /// writer, however many write at once, every write lands, and a close releases writers
@@ -840,17 +857,7 @@ async fn writes_past_the_behind_bound_wait_for_room_not_for_the_timer() {
     let bound = 1usize << 20;
     let value = vec![b'x'; 1024];
     let started = std::time::Instant::now();
-    let watcher = {
-        let t = t.clone();
-        tokio::spawn(async move {
-            let mut most = 0;
-            for _ in 0..400 {
-                most = most.max(t.0.behind_bytes());
-                tokio::time::sleep(std::time::Duration::from_millis(5)).await;
-            }
-            most
-        })
-    };
+    let watcher = most_behind(&t, 400, 5);
     let mut writers = Vec::new();
     for w in 0..4u64 {
         let (t, value) = (t.clone(), value.clone());
@@ -885,17 +892,7 @@ async fn writes_past_the_behind_bound_wait_for_room_not_for_the_timer() {
     // Many writers of large values at once: each reserves before it puts (put first and
     // checked after, every writer's value went in: 100 clients of 2 MB values held 195 MiB
     // behind a 4 MiB bound, an attack review).
-    let watcher = {
-        let t = t.clone();
-        tokio::spawn(async move {
-            let mut most = 0;
-            for _ in 0..300 {
-                most = most.max(t.0.behind_bytes());
-                tokio::time::sleep(std::time::Duration::from_millis(2)).await;
-            }
-            most
-        })
-    };
+    let watcher = most_behind(&t, 300, 2);
     let big = vec![b'y'; 256 << 10];
     let mut writers = Vec::new();
     for w in 0..32u64 {

@@ -81,10 +81,7 @@ where
             let page = runtime.block_on(cache.scan_keys(&ns, from, size))?;
             let last = page.len() < size;
             after = page.last().cloned();
-            // The next page as large as PAGE_BYTES of keys like these.
-            let bytes: usize = page.iter().map(Bytes::len).sum();
-            let mean = (bytes / page.len().max(1)).max(1);
-            size = (PAGE_BYTES / mean).clamp(MIN_PAGE, LIST_PAGE);
+            size = next_page_size(key_bytes(&page), page.len());
             if !step(&mut acc, page) || last {
                 return Ok(acc);
             }
@@ -93,6 +90,18 @@ where
     .await
     .map_err(|e| ReplyError::err(format!("key listing failed: {e}")))?
     .map_err(|e| cache_err(&e))
+}
+
+/// The bytes of `keys`.
+fn key_bytes(keys: &[Bytes]) -> usize {
+    keys.iter().map(Bytes::len).sum()
+}
+
+/// Keys of the next page: as many as [`PAGE_BYTES`] hold of keys like the last page's
+/// (`bytes` over `keys`), within [`MIN_PAGE`]..=[`LIST_PAGE`].
+fn next_page_size(bytes: usize, keys: usize) -> usize {
+    let mean = (bytes / keys.max(1)).max(1);
+    (PAGE_BYTES / mean).clamp(MIN_PAGE, LIST_PAGE)
 }
 
 /// The keys of `ns` that `keep` picks, at most `max`, in scan order.
@@ -318,9 +327,9 @@ async fn scan_page(sh: &Shared, ns: &str, from: u64, count: usize) -> Res<(Vec<B
         };
         let got = scan_keys(sh, ns, start, want).await?;
         let end = got.len() < want;
-        let read: usize = got.iter().map(Bytes::len).sum();
+        let read = key_bytes(&got);
         bytes += read;
-        size = (PAGE_BYTES / (read / got.len().max(1)).max(1)).clamp(MIN_PAGE, LIST_PAGE);
+        size = next_page_size(read, got.len());
         page.extend(got);
         if end || page.len() > count {
             return Ok((page, count));
