@@ -158,6 +158,21 @@ pub(crate) struct NsState {
 /// mirror, for [`Cache::execute`]): if its future is dropped there (cancelled), the local
 /// drops run in a task of their own ([`Cache::drop_local`] and its kin: floors first, then
 /// L1 and L3). Borrows until then: nothing is allocated unless it is cancelled.
+/// How many times a fresh write that a shared tier found superseded is stamped again
+/// ([`Cache::write_through`]). Each retry follows a write of the key that another node
+/// made while this one was under way; past these, the write is acknowledged as superseded
+/// by the last of them.
+const RESTAMPS: u32 = 8;
+
+/// What [`Cache::write_to_layers`] did.
+enum Written {
+    /// The write stands (or stands on this node's layers alone, as documented there).
+    Done,
+    /// The shared tier holds a newer version of the key and kept it; this write's local
+    /// copies were undone.
+    Superseded,
+}
+
 struct UnfinishedDrop<'a> {
     cache: &'a Cache,
     namespace: &'a str,
@@ -992,10 +1007,7 @@ impl Cache {
         self.inner.limits.check_write(&key, &value, &options.tags)?;
         let now = self.inner.clock.now_ms();
         let entry = self.make_entry(namespace, state, value, &options, None, now, None)?;
-        let version = entry.version;
-        self.write_through(namespace, state, key, entry, true)
-            .await?;
-        Ok(version)
+        self.write_through(namespace, state, key, entry, true).await
     }
 
     /// Executes a conditional or read-modify-write operation on `key` ([`crate::ops`]):
@@ -1353,7 +1365,7 @@ impl Cache {
                 .map(|(key, entry)| self.write_through(namespace, state, key, entry, true)),
         )
         .await;
-        results.into_iter().collect::<Result<Vec<()>, _>>()?;
+        results.into_iter().collect::<Result<Vec<Version>, _>>()?;
         Ok(n)
     }
 
@@ -1456,20 +1468,48 @@ impl Cache {
     /// Writes `entry` to every layer ([`Cache::write_to_layers`]), then tells the change
     /// listener (whether or not every layer took it: one that did not may hold it anyway).
     /// `fresh`: the entry's version was ticked for this write (not stamped before a load),
-    /// so L3 may store it behind ([`Tier::set_fresh`]).
+    /// so L3 may store it behind ([`Tier::set_fresh`]); and a shared tier that holds a
+    /// newer version of the key does not make it a write that lost: it is stamped again,
+    /// past the version held, and written again ([`RESTAMPS`]). A client's `SET` that
+    /// reaches the shared tier after another node's write of the key replaces it, as in
+    /// one Redis — though this node's clock had not yet heard of that write's version.
+    /// Returns the version written.
     async fn write_through(
         &self,
         namespace: &str,
         state: &NsState,
         key: Bytes,
-        entry: Entry,
+        mut entry: Entry,
         fresh: bool,
-    ) -> Result<(), CacheError> {
-        let done = self
-            .write_to_layers(namespace, state, key.clone(), entry, fresh)
-            .await;
+    ) -> Result<Version, CacheError> {
+        let mut restamps = 0;
+        let done = loop {
+            match self
+                .write_to_layers(namespace, state, key.clone(), &entry, fresh)
+                .await
+            {
+                Ok(Written::Superseded) if fresh && restamps < RESTAMPS => {
+                    restamps += 1;
+                    if let Some(held) = self.shared_version(namespace, &key).await {
+                        self.observe_version(held);
+                    }
+                    entry.version = self.inner.hlc.tick(self.inner.clock.now_ms());
+                }
+                done => break done.map(|_| entry.version),
+            }
+        };
         self.notify(Changed::Key(&key));
         done
+    }
+
+    /// The version of `key` the shared tier holds, if it answers with one.
+    async fn shared_version(&self, namespace: &str, key: &[u8]) -> Option<Version> {
+        let l2 = self.inner.l2.as_ref()?;
+        l2.get(namespace, key)
+            .await
+            .ok()
+            .flatten()
+            .map(|e| e.version)
     }
 
     async fn write_to_layers(
@@ -1477,9 +1517,9 @@ impl Cache {
         namespace: &str,
         state: &NsState,
         key: Bytes,
-        entry: Entry,
+        entry: &Entry,
         fresh: bool,
-    ) -> Result<(), CacheError> {
+    ) -> Result<Written, CacheError> {
         let version = entry.version;
         if self.inner.refuse_on_l3_fault
             && state.policy.use_l3
@@ -1591,12 +1631,13 @@ impl Cache {
                 })
             }
             Some(Ok(SetOutcome::KeptNewer)) => {
-                // Another node wrote a newer version of the key to the shared tier first (its
-                // clock ran ahead of ours): that write wins everywhere, so the local copies
-                // of ours go. The write is still acknowledged, as a set that was superseded.
+                // Another node wrote a newer version of the key to the shared tier first:
+                // that write stands, so the local copies of ours go. A fresh write is then
+                // stamped again and retried (`write_through`); any other is acknowledged as
+                // a set that was superseded.
                 self.undo(namespace, &key, version, &self.own_layers())
                     .await;
-                Ok(())
+                Ok(Written::Superseded)
             }
             Some(Ok(outcome @ (SetOutcome::Stored | SetOutcome::Unconfirmed))) => {
                 // A removal of the key that the shared tier ordered after this write may
@@ -1614,17 +1655,17 @@ impl Cache {
                 // write's only ones.
                 let everything = outcome == SetOutcome::Stored;
                 if let Some(l2) = &self.inner.l2
-                    && (!self.admits_own_copy(namespace, state, &key, &entry, everything)
-                        || !(**l2).admits_copy(namespace, &key, &entry))
+                    && (!self.admits_own_copy(namespace, state, &key, entry, everything)
+                        || !(**l2).admits_copy(namespace, &key, entry))
                 {
                     self.undo(namespace, &key, version, &self.own_layers())
                         .await;
                 }
-                Ok(())
+                Ok(Written::Done)
             }
             // The shared tier did not take it (bypassed, or too large for it): this node's
             // copies are the write's only ones, and a floor must not undo them.
-            Some(Ok(_)) | None => Ok(()),
+            Some(Ok(_)) | None => Ok(Written::Done),
         }
     }
 

@@ -26,8 +26,11 @@ pub const FORMAT: u8 = 1;
 pub const HEADER_BYTES: usize = 1 + 16 + 4;
 /// Largest metadata accepted (tags are bounded far below this by the node's limits).
 pub const MAX_META_BYTES: usize = 1 << 20;
-/// Largest invalidation message accepted.
-pub const MAX_MESSAGE_BYTES: usize = 64 * 1024;
+/// Largest invalidation message accepted: one about a key (or pattern, or tag) of the
+/// largest size a node accepts (`limits.max_key_bytes` goes up to 1 MiB), with room for its
+/// namespace and framing. (It was 64 KiB, and a longer key's changes never reached the
+/// other nodes.)
+pub const MAX_MESSAGE_BYTES: usize = (1 << 20) + 1024;
 
 /// Why stored bytes could not be decoded.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]

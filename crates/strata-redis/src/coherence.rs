@@ -53,7 +53,11 @@ pub async fn apply(tier: &RedisTier, cache: &Cache, payload: &[u8]) {
             version,
         } => {
             let v = Version::from_u64(version);
-            cache.observe_version(v);
+            // A version no node could have stamped by now is not merged into this node's
+            // clock (`tier::MAX_VERSION_AHEAD_MS`); the copies older than it still go.
+            if crate::tier::plausible_version(v, cache.now_ms()) {
+                cache.observe_version(v);
+            }
             cache
                 .drop_local(&namespace, &key, Some(v))
                 .await

@@ -38,11 +38,32 @@ pub const MAX_PENDING: usize = 65_536;
 /// Bytes read to decode an entry's header when scanning (tags beyond it cost a second read).
 const HEADER_PEEK: usize = 4096;
 
+/// The newest version a node believes another stamped honestly: one at most this far
+/// ahead of its own clock. A version past it — a forged invalidation message, an entry
+/// written into Redis by hand, a node whose clock ran far ahead — is not merged into this
+/// node's clock (which would otherwise stamp every later write past it, for good), and an
+/// entry holding one in Redis is replaced by the next write whatever its version.
+pub const MAX_VERSION_AHEAD_MS: u64 = 60_000;
+
+/// Whether `v` is a version a node could have stamped by now ([`MAX_VERSION_AHEAD_MS`]).
+pub fn plausible_version(v: Version, now_ms: u64) -> bool {
+    v.physical_ms() <= now_ms.saturating_add(MAX_VERSION_AHEAD_MS)
+}
+
+/// A plain write: stored unless Redis holds a newer version of the key (`ARGV[1]`: the
+/// entry; `ARGV[2]`: PX, or 0; `ARGV[3]`, `ARGV[4]`: the channel and its message; `ARGV[5]`:
+/// the largest plausible version's 16 hex digits, [`MAX_VERSION_AHEAD_MS`]). Returns 0 when
+/// Redis holds a newer version, or the same version with another value (two nodes that
+/// stamped one version: the second is refused, and stamps again). The change is announced
+/// in the same step.
 const SET_SCRIPT: &str = r"
 local old = redis.call('GETRANGE', KEYS[1], 0, 16)
-if string.len(old) == 17 and string.byte(old, 1) == 1
-   and string.sub(old, 2, 17) > string.sub(ARGV[1], 2, 17) then
-  return 0
+if string.len(old) == 17 and string.byte(old, 1) == 1 then
+  local held, new = string.sub(old, 2, 17), string.sub(ARGV[1], 2, 17)
+  if held <= ARGV[5]
+     and (held > new or (held == new and redis.call('GET', KEYS[1]) ~= ARGV[1])) then
+    return 0
+  end
 end
 if ARGV[2] == '0' then
   redis.call('SET', KEYS[1], ARGV[1])
@@ -529,6 +550,9 @@ fn is_auth_error(e: &redis::RedisError) -> bool {
 struct CallFailed {
     error: TierError,
     maybe_ran: bool,
+    /// Redis answered, refusing the command before it ran (`OOM`, `READONLY`, `NOPERM`, …):
+    /// it is up, and said no.
+    refused: bool,
 }
 
 impl CallFailed {
@@ -536,6 +560,7 @@ impl CallFailed {
         Self {
             error,
             maybe_ran: false,
+            refused: false,
         }
     }
 }
@@ -561,6 +586,16 @@ fn refused_before_running(e: &redis::RedisError) -> bool {
             "CLUSTERDOWN",
             "CROSSSLOT",
         ]
+        .iter()
+        .any(|code| has_code(e, code))
+}
+
+/// Whether Redis, up and in charge of the key, answered that it will not take writes of
+/// this node: out of memory under `noeviction`, no permission, or writes stopped after a
+/// failed save. Not the refusals of a topology change under way (`READONLY` from a demoted
+/// master, `MOVED`, `LOADING`, …), which the bridge's reconnection and recovery handle.
+fn refuses_writes(e: &redis::RedisError) -> bool {
+    ["OOM", "NOPERM", "MISCONF"]
         .iter()
         .any(|code| has_code(e, code))
 }
@@ -1017,6 +1052,7 @@ impl RedisTier {
                 }
                 Err(CallFailed {
                     maybe_ran: !refused_before_running(&e),
+                    refused: refuses_writes(&e),
                     error: TierError::Failed(format!("Redis: {e}")),
                 })
             }
@@ -1024,6 +1060,7 @@ impl RedisTier {
                 self.fail(true, "timed out");
                 Err(CallFailed {
                     maybe_ran: true,
+                    refused: false,
                     error: TierError::Failed(format!(
                         "Redis: no reply within {} ms",
                         timeout.as_millis()
@@ -1031,6 +1068,29 @@ impl RedisTier {
                 })
             }
         }
+    }
+
+    /// A conditional write's script failed: when Redis may have run it (a timeout, a
+    /// connection lost before the answer), this node's copies of its keys may be what Redis
+    /// no longer holds — and this node hears no announcement of its own change — so they go
+    /// before the error is returned (a miss at worst: the next read asks Redis). Before, an
+    /// `INCR` that timed out but that Redis applied left its node serving the old value for
+    /// good.
+    async fn outcome_unknown(
+        &self,
+        failed: CallFailed,
+        cache: &strata_core::Cache,
+        namespace: &str,
+        keys: &[&[u8]],
+    ) -> TierError {
+        if failed.maybe_ran {
+            for key in keys {
+                if let Err(e) = cache.drop_local(namespace, key, None).await {
+                    tracing::warn!(error = %e, "Redis bridge: a copy whose change may have run was not dropped");
+                }
+            }
+        }
+        failed.error
     }
 
     fn full_key(&self, namespace: &str, key: &[u8]) -> Vec<u8> {
@@ -1563,15 +1623,29 @@ impl Tier for RedisTier {
         let px = px.to_string();
         let channel = self.inner.channel.as_bytes();
         let script = &self.inner.set_script;
+        let plausible = codec::version_hex(Version::from_parts(
+            now.saturating_add(MAX_VERSION_AHEAD_MS),
+            u16::MAX,
+        ));
         let stored = self
             .call_tracked(|b| async move {
-                b.script(script, &full, &[&payload, px.as_bytes(), channel, &msg])
-                    .await
+                b.script(
+                    script,
+                    &full,
+                    &[&payload, px.as_bytes(), channel, &msg, &plausible],
+                )
+                .await
             })
             .await;
         match stored {
             Ok(1) => Ok(SetOutcome::Stored),
             Ok(_) => Ok(SetOutcome::KeptNewer),
+            // Redis is up and said no (out of memory under `noeviction`, a read-only
+            // replica, no permission, …): the write fails with its words, as it would for a
+            // client of that Redis, and the manager undoes this node's copies. Kept local
+            // instead, it stayed this node's alone for good: nothing reconciles a queued key
+            // while the circuit stays closed.
+            Err(failed) if failed.refused => Err(failed.error),
             Err(failed) => {
                 // The write stands locally, and the key is unlinked in Redis once it answers
                 // again, so nobody keeps serving the old value there over this one. Redis
@@ -1635,7 +1709,10 @@ impl Tier for RedisTier {
                 .as_ref()
                 .map(|e| codec::version_hex(e.version).to_vec())
                 .unwrap_or_default();
-            if let Some(e) = &held {
+            if let Some(e) = held
+                .as_ref()
+                .filter(|e| plausible_version(e.version, self.inner.clock.now_ms()))
+            {
                 cache.observe_version(e.version);
             }
             let now = self.inner.clock.now_ms();
@@ -1702,8 +1779,8 @@ impl Tier for RedisTier {
                 }
             };
             let px = px.to_string();
-            let done: i64 = self
-                .call(|b| {
+            let done: Result<i64, _> = self
+                .call_tracked(|b| {
                     let (full, expected, payload, msg) = (&full, &expected, &payload, &msg);
                     let px = px.as_bytes();
                     async move {
@@ -1711,7 +1788,13 @@ impl Tier for RedisTier {
                             .await
                     }
                 })
-                .await?;
+                .await;
+            let done = match done {
+                Ok(done) => done,
+                Err(failed) => {
+                    return Err(self.outcome_unknown(failed, cache, namespace, &[key]).await);
+                }
+            };
             if done == 1 {
                 return Ok(Some(Executed { reply, change }));
             }
@@ -1784,7 +1867,7 @@ impl Tier for RedisTier {
                         .map(|e| codec::version_hex(e.version).to_vec())
                         .unwrap_or_default(),
                 );
-                if let Some(e) = &held {
+                if let Some(e) = held.as_ref().filter(|e| plausible_version(e.version, now)) {
                     cache.observe_version(e.version);
                 }
                 fresh.push(held.filter(|e| e.is_fresh(now)));
@@ -1863,12 +1946,19 @@ impl Tier for RedisTier {
                 args.push(px.to_string().into_bytes());
                 args.push(msg);
             }
-            let done: i64 = self
-                .call(|b| {
+            let done: Result<i64, _> = self
+                .call_tracked(|b| {
                     let (full, args) = (&full, &args);
                     async move { b.script_keys(script, full, args).await }
                 })
-                .await?;
+                .await;
+            let done = match done {
+                Ok(done) => done,
+                Err(failed) => {
+                    let keys: Vec<&[u8]> = keys.iter().map(Vec::as_slice).collect();
+                    return Err(self.outcome_unknown(failed, cache, namespace, &keys).await);
+                }
+            };
             if done == 1 {
                 return Ok(Some(ExecutedMulti { reply, changes }));
             }

@@ -889,9 +889,11 @@ async fn after_a_demotion_the_health_tick_finds_the_new_master() {
 }
 
 /// A write whose Redis call failed answers whether Redis may still have run it (decision
-/// 94): refused up front (`OOM` under `maxmemory`) it is `Skipped` — the local copies are
-/// its only ones — and timed out against a Redis that hangs (SIGSTOP), which runs it once
-/// it wakes, `Unconfirmed`, so that a removal this node hears of meanwhile undoes it here.
+/// 94): refused up front because Redis will not take it (`OOM` under `maxmemory`) it is an
+/// error, Redis's own, as for a client of that Redis (until 2026-12-05 it was `Skipped`,
+/// kept local, and no other node ever saw it) — and timed out against a Redis that hangs
+/// (SIGSTOP), which runs it once it wakes, `Unconfirmed`, so that a removal this node hears
+/// of meanwhile undoes it here.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_failed_write_says_whether_redis_may_have_run_it() {
     let redis = RedisServer::start();
@@ -909,7 +911,8 @@ async fn a_failed_write_says_whether_redis_may_have_run_it() {
         .set("ns", Bytes::from_static(b"oom"), entry("v", 1))
         .await;
     redis.cli(&["CONFIG", "SET", "maxmemory", "0"]).unwrap();
-    assert_eq!(refused.unwrap(), strata_core::SetOutcome::Skipped, "OOM");
+    let refused = refused.expect_err("a write Redis refused for memory");
+    assert!(refused.to_string().contains("OOM"), "{refused}");
 
     // Let the circuit close again if the refusal counted against it.
     let t = tier.clone();

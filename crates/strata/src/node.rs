@@ -146,12 +146,18 @@ impl Node {
     }
 
     /// Starts a node with the given seams.
-    pub async fn start_with(config: NodeConfig, deps: NodeDeps) -> Result<Node, NodeError> {
+    pub async fn start_with(config: NodeConfig, mut deps: NodeDeps) -> Result<Node, NodeError> {
         config.validate()?;
         let mut builder = Cache::builder().clock(deps.clock.clone());
         if config.cluster.enabled {
             // Members stamp versions no other member stamps (see `HybridClock::with_tag`).
             builder = builder.version_tag(strata_cluster::version_tag(&config.node.name));
+        } else if config.l2.redis.enabled {
+            // Nodes sharing a Redis likewise, or two of them could stamp one version on two
+            // values in one millisecond. Their names are often the same (the default), so
+            // the tag is drawn at random: two nodes share one with a chance of 1 in 256, and
+            // then the bridge's script still refuses a second value at a stored version.
+            builder = builder.version_tag(deps.rng.next_u64() as u8);
         }
         let mut builder = builder
             // A member drops its L3 copies exactly as its L1 copies on every invalidation,
