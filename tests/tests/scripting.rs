@@ -545,3 +545,109 @@ fn evals_of_new_scripts_never_push_out_loaded_ones() {
         0
     );
 }
+
+/// The attacks of a review on 2026-12-05, each of which crashed or hung a node: Lua
+/// bytecode (made by `string.dump`, or crafted: Lua 5.1 does not check it, and a crafted
+/// chunk read the node's memory and crashed it), an `xpcall` handler that loops (it ran
+/// inside the instruction hook, where nothing stopped it: the node hung until `kill -9`),
+/// `string.rep` of an empty string two billion times (one C loop: every client waited 33 s),
+/// and `EVAL` with 9,000 arguments (refused: "out of Lua stack"; Redis takes 100,000).
+#[test]
+fn scripts_cannot_load_bytecode_or_hang_the_node_in_c() {
+    let srv = Server::start("[server]\nscript_time_limit_ms = 1000\n");
+    let mut c = srv.redis();
+    c.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    let eval = |c: &mut redis::Connection, body: &[u8], args: &[String]| {
+        redis::cmd("EVAL")
+            .arg(body)
+            .arg(0)
+            .arg(args)
+            .query::<redis::Value>(c)
+    };
+    let e = eval(&mut c, b"return string.dump(function() return 1 end)", &[]).unwrap_err();
+    assert!(e.to_string().contains("dump"), "{e}");
+    // A Lua 5.1 chunk header and a function returning a constant: the smallest bytecode.
+    let bytecode: &[u8] = b"\x1bLuaQ\x00\x01\x04\x08\x04\x08\x00";
+    for refused in [
+        eval(&mut c, bytecode, &[]).map(|_| ()),
+        redis::cmd("SCRIPT")
+            .arg("LOAD")
+            .arg(bytecode)
+            .query::<String>(&mut c)
+            .map(|_| ()),
+    ] {
+        let e = refused.expect_err("bytecode was taken");
+        assert!(e.to_string().contains("binary chunk"), "{e}");
+    }
+    // `SCRIPT LOAD` compiles what it caches, as Redis does.
+    let e = redis::cmd("SCRIPT")
+        .arg("LOAD")
+        .arg("x=")
+        .query::<String>(&mut c)
+        .unwrap_err();
+    assert!(e.to_string().contains("Error compiling script"), "{e}");
+
+    // An error handler that loops is stopped at the time limit, and others are served.
+    let url = srv.url();
+    let looping = std::thread::spawn(move || {
+        let mut c = redis::Client::open(url).unwrap().get_connection().unwrap();
+        c.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+        let t = Instant::now();
+        let e = redis::cmd("EVAL")
+            .arg("return xpcall(function() error('x') end, function() while true do end end)")
+            .arg(0)
+            .query::<redis::Value>(&mut c)
+            .unwrap_err();
+        (e.to_string(), t.elapsed())
+    });
+    std::thread::sleep(Duration::from_millis(200));
+    let t = Instant::now();
+    let _: () = redis::cmd("PING").query(&mut c).unwrap();
+    assert!(
+        t.elapsed() < Duration::from_millis(500),
+        "PING waited {:?}",
+        t.elapsed()
+    );
+    let (e, took) = looping.join().unwrap();
+    assert!(e.contains("stopped"), "{e}");
+    assert!(took < Duration::from_secs(4), "{took:?}");
+    // A handler that returns still runs.
+    let handled: Vec<Option<String>> = redis::cmd("EVAL")
+        .arg("return {xpcall(function() error('x') end, function(e) return 'handled' end)}")
+        .arg(0)
+        .query(&mut c)
+        .unwrap();
+    assert_eq!(handled, vec![None, Some("handled".to_owned())]);
+
+    // `string.rep` answers at once for an empty string, refuses what memory cannot hold,
+    // and repeats as Lua's does otherwise.
+    let t = Instant::now();
+    let done: String = redis::cmd("EVAL")
+        .arg("for i=1,6 do local _=string.rep('',2147483647) end return 'done'")
+        .arg(0)
+        .query(&mut c)
+        .unwrap();
+    assert_eq!(done, "done");
+    assert!(
+        t.elapsed() < Duration::from_secs(1),
+        "string.rep took {:?}",
+        t.elapsed()
+    );
+    let e = eval(&mut c, b"return string.rep('ab', 100000000)", &[]).unwrap_err();
+    assert!(e.to_string().contains("too large"), "{e}");
+    let rep: String = redis::cmd("EVAL")
+        .arg("return string.rep('ab', 3)")
+        .arg(0)
+        .query(&mut c)
+        .unwrap();
+    assert_eq!(rep, "ababab");
+
+    let args: Vec<String> = (0..9_000).map(|i| i.to_string()).collect();
+    let n: i64 = redis::cmd("EVAL")
+        .arg("return #KEYS + #ARGV")
+        .arg(0)
+        .arg(&args)
+        .query(&mut c)
+        .unwrap();
+    assert_eq!(n, 9_000);
+}

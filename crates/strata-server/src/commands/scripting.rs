@@ -489,10 +489,7 @@ fn run_script(
             Ok(err)
         })?;
         setup(&lua, script, call(false)?, call(true)?, stopped)?;
-        let chunk = lua
-            .load(&script.body[..])
-            .set_name("@user_script")
-            .into_function()?;
+        let chunk = compile(&lua, &script.body)?;
         let out: MultiValue = raw_xpcall.call((chunk, handler))?;
         let mut out = out.into_iter();
         match (out.next(), out.next()) {
@@ -521,6 +518,25 @@ fn run_script(
     })
 }
 
+/// Compiles a script's body as Lua source, never as precompiled bytecode: bytecode is not
+/// checked by Lua 5.1's loader, and a crafted chunk reads and writes the node's memory (a
+/// review crashed a node with one; Redis refuses bytecode since CVE-2015-4335).
+fn compile(lua: &Lua, body: &[u8]) -> mlua::Result<mlua::Function> {
+    lua.load(body)
+        .set_name("@user_script")
+        .set_mode(mlua::chunk::ChunkMode::Text)
+        .into_function()
+}
+
+/// Whether `body` compiles as a script (what `SCRIPT LOAD` checks before it caches one, as
+/// Redis does); the error is the reply.
+pub(crate) fn check_compiles(body: &[u8]) -> Result<(), String> {
+    let lua = Lua::new_with(StdLib::NONE, LuaOptions::default())
+        .map_err(|e| ReplyError::err(format!("could not start a Lua state: {e}")).to_string())?;
+    let _ = lua.set_memory_limit(SCRIPT_MEMORY_LIMIT);
+    compile(&lua, body).map(|_| ()).map_err(|e| error_text(&e))
+}
+
 /// The globals a script sees: `KEYS`, `ARGV`, `redis`, `cjson`, and no way out.
 fn setup(
     lua: &Lua,
@@ -540,7 +556,20 @@ fn setup(
         let texts = name == "pcall";
         g.raw_set(
             name,
-            lua.create_function(move |lua, args: MultiValue| {
+            lua.create_function(move |lua, mut args: MultiValue| {
+                // `xpcall`'s handler runs where the error was raised — for a stop, inside
+                // the instruction hook, where Lua runs no hook: a handler that loops there
+                // would never be stopped (a review hung a node for good with one). It is
+                // called through a check that passes a stop's error straight on.
+                if !texts && let Some(Value::Function(handler)) = args.get(1).cloned() {
+                    let stopped = stopped.clone();
+                    args[1] = Value::Function(lua.create_function(move |_, err: MultiValue| {
+                        if stopped() {
+                            return Ok(err);
+                        }
+                        handler.call::<MultiValue>(err)
+                    })?);
+                }
                 let mut out = original.call::<MultiValue>(args)?;
                 if stopped() {
                     return Err(mlua::Error::RuntimeError(STOPPED.into()));
@@ -570,13 +599,14 @@ fn setup(
     ] {
         g.raw_set(name, Value::Nil)?;
     }
+    // One string at a time: each held string takes a slot of mlua's reference stack (8,000
+    // slots), and `EVAL` with 8,000 keys or arguments failed with "out of Lua stack".
     let seq = |items: &[serde_bytes::ByteBuf]| {
-        lua.create_sequence_from(
-            items
-                .iter()
-                .map(|b| lua.create_string(&b[..]))
-                .collect::<mlua::Result<Vec<_>>>()?,
-        )
+        let t = lua.create_table_with_capacity(items.len(), 0)?;
+        for (i, b) in items.iter().enumerate() {
+            t.raw_set(i + 1, lua.create_string(&b[..])?)?;
+        }
+        Ok::<_, mlua::Error>(t)
     };
     g.raw_set("KEYS", seq(&script.keys)?)?;
     g.raw_set("ARGV", seq(&script.args)?)?;
@@ -713,6 +743,28 @@ fn setup(
 /// work (or too deep a recursion for the C stack) is refused before Lua's matcher runs.
 fn guard_patterns(lua: &Lua) -> mlua::Result<()> {
     let string: mlua::Table = lua.globals().raw_get("string")?;
+    // `string.dump` makes bytecode, which no script may load (`compile`).
+    string.raw_set("dump", Value::Nil)?;
+    // `string.rep` is one C loop, where the instruction hook never runs: two billion
+    // repetitions of an empty string held every client of a node for seconds, and a loop
+    // of them for minutes. An empty string or count answers at once; a result past the
+    // script memory limit is refused before it is built.
+    let rep: mlua::Function = string.raw_get("rep")?;
+    string.raw_set(
+        "rep",
+        lua.create_function(move |lua, (s, n): (mlua::LuaString, f64)| {
+            let len = s.as_bytes().len() as f64;
+            if len == 0.0 || n < 1.0 {
+                return lua.create_string("");
+            }
+            if len * n.floor() > SCRIPT_MEMORY_LIMIT as f64 {
+                return Err(mlua::Error::RuntimeError(
+                    "string.rep: resulting string too large".into(),
+                ));
+            }
+            rep.call::<mlua::LuaString>((s, n))
+        })?,
+    )?;
     for name in ["find", "match", "gmatch", "gsub"] {
         let original: mlua::Function = string.raw_get(name)?;
         let guarded = lua.create_function(move |_, args: MultiValue| {
@@ -1233,6 +1285,7 @@ pub(super) async fn eval(
 pub(super) fn script(sh: &Shared, s: &mut Session<'_>, a: &[Bytes]) -> Res<()> {
     let sub = &a[1];
     if eq_ic(sub, "LOAD") && a.len() == 3 {
+        check_compiles(&a[2]).map_err(ReplyError::Line)?;
         let sha = sh.scripts.lock().load(&a[2]).map_err(|_| {
             ReplyError::coded(
                 "OOM",
