@@ -183,22 +183,11 @@ pub struct DiskTier {
     behind: Behind,
 }
 
-/// One write waiting for the group-commit writer, prepared by its submitter: the key, its
-/// lock stripe and `known` tag, and the encoded (maybe compressed) record are made on the
-/// thread that queues the write, so the writer — the one thread every write of the node
-/// goes through — spends its time on RocksDB, and the caller's buffers (a RESP request's
-/// key and value are slices of its connection's read buffer) never reach the writer's
-/// thread, whose drops of them would contend with the connection's own use of the buffer.
+/// One write waiting for the group-commit writer.
 struct WriteReq {
-    /// The RocksDB key ([`disk_key`]).
-    dkey: Vec<u8>,
-    /// Its key-lock stripe ([`DiskTier::stripe`]).
-    stripe: usize,
-    /// Its tag in `known` ([`crate::known::KnownKeys::tag`]).
-    tag: u64,
-    version: Version,
-    /// The record to store ([`record::encode`]), or why it cannot be encoded.
-    record: Result<Vec<u8>, TierError>,
+    namespace: String,
+    key: Bytes,
+    entry: Entry,
     /// Where its outcome goes (`None`: a write stored behind, already acknowledged).
     reply: Option<Reply>,
     /// A write from `crate::behind`: stored only if it is still pending there.
@@ -875,8 +864,11 @@ impl DiskTier {
         &self,
         reqs: Vec<WriteReq>,
     ) -> Vec<(Option<Reply>, Result<SetOutcome, TierError>)> {
-        let keys: Vec<&[u8]> = reqs.iter().map(|r| r.dkey.as_slice()).collect();
-        let mut stripes: Vec<usize> = reqs.iter().map(|r| r.stripe).collect();
+        let keys: Vec<Vec<u8>> = reqs
+            .iter()
+            .map(|r| disk_key(&r.namespace, &r.key))
+            .collect();
+        let mut stripes: Vec<usize> = keys.iter().map(|k| self.stripe(k)).collect();
         stripes.sort_unstable();
         stripes.dedup();
         let guards: Vec<_> = stripes.iter().map(|&i| self.key_locks[i].lock()).collect();
@@ -886,7 +878,7 @@ impl DiskTier {
                 for (r, k) in reqs.iter().zip(&keys) {
                     self.record_fault(k, &e);
                     if r.behind {
-                        self.behind.done(k, r.version);
+                        self.behind.done(k, r.entry.version);
                     }
                 }
                 drop(guards);
@@ -905,7 +897,7 @@ impl DiskTier {
         let change = self.key_counts.change();
         // What the writer knows of keys it wrote recently stands in for the read
         // (`known.rs`).
-        let tags: Vec<u64> = reqs.iter().map(|r| r.tag).collect();
+        let tags: Vec<u64> = keys.iter().map(|k| self.known.tag(k)).collect();
         let (seen, known) = self.known.lookup(tags.iter().copied());
         let mut batch = WriteBatch::default();
         // Each key's state after the batch's earlier writes: `Some(version)` stored, `None`
@@ -921,15 +913,20 @@ impl DiskTier {
             .map(|((r, dkey), known)| {
                 // A write stored behind that a removal took, or a newer write replaced, since
                 // it was queued: nothing to store (the newer one is stored in its turn).
-                if r.behind && self.behind.version(dkey) != Some(r.version) {
+                if r.behind && self.behind.version(dkey) != Some(r.entry.version) {
                     return Ok(SetOutcome::KeptNewer);
                 }
                 // A write stamped before it (a load) is older than a pending write of the
                 // key: the pending one is its newest, as a stored one would be.
-                if !r.behind && self.behind.version(dkey).is_some_and(|v| v > r.version) {
+                if !r.behind
+                    && self
+                        .behind
+                        .version(dkey)
+                        .is_some_and(|v| v > r.entry.version)
+                {
                     return Ok(SetOutcome::KeptNewer);
                 }
-                let (exists, stored) = match (in_batch.get(*dkey), known) {
+                let (exists, stored) = match (in_batch.get(dkey.as_slice()), known) {
                     (Some(state), _) => (state.is_some(), *state),
                     (None, Some(Known::Absent)) => (false, None),
                     (None, Some(Known::Stored(v))) => (true, Some(*v)),
@@ -943,7 +940,7 @@ impl DiskTier {
                         }
                     }
                 };
-                if stored.is_some_and(|v| v > r.version) {
+                if stored.is_some_and(|v| v > r.entry.version) {
                     return Ok(SetOutcome::KeptNewer);
                 }
                 if shedding {
@@ -951,17 +948,18 @@ impl DiskTier {
                     batch.delete(dkey);
                     in_batch.insert(dkey, None);
                     if exists {
-                        deltas.push((*dkey, -1));
+                        deltas.push((dkey.as_slice(), -1));
                     }
                     return Ok(SetOutcome::Skipped);
                 }
-                let bytes = r.record.as_ref().map_err(Clone::clone)?;
-                batch.put(dkey, bytes);
-                in_batch.insert(dkey, Some(r.version));
+                let bytes = record::encode(&r.entry, self.policy(&r.namespace).compression)
+                    .map_err(failed)?;
+                batch.put(dkey, &bytes);
+                in_batch.insert(dkey, Some(r.entry.version));
                 if !exists {
-                    deltas.push((*dkey, 1));
+                    deltas.push((dkey.as_slice(), 1));
                 }
-                newest = newest.max(r.version.physical_ms());
+                newest = newest.max(r.entry.version.physical_ms());
                 Ok(SetOutcome::Stored)
             })
             .collect();
@@ -970,7 +968,7 @@ impl DiskTier {
         // writes' own floors are noted after.
         for ((r, dkey), outcome) in reqs.iter().zip(&keys).zip(&outcomes) {
             if matches!(outcome, Ok(SetOutcome::Stored)) {
-                self.floors.lower(dkey, r.version);
+                self.floors.lower(dkey, r.entry.version);
             }
         }
         let written = db.write_opt(batch, &self.write_opts());
@@ -992,7 +990,7 @@ impl DiskTier {
             // Under the keys' locks, after RocksDB took them: what each key now holds.
             for ((r, dkey), outcome) in reqs.iter().zip(&keys).zip(&outcomes) {
                 if matches!(outcome, Ok(SetOutcome::Stored)) {
-                    self.floors.note(dkey, r.version);
+                    self.floors.note(dkey, r.entry.version);
                 }
             }
             // In the batch's order: a key's last stored or shed write is what it holds.
@@ -1001,7 +999,7 @@ impl DiskTier {
                     .zip(&tags)
                     .zip(&outcomes)
                     .filter_map(|((r, &tag), o)| match o {
-                        Ok(SetOutcome::Stored) => Some((tag, Known::Stored(r.version))),
+                        Ok(SetOutcome::Stored) => Some((tag, Known::Stored(r.entry.version))),
                         Ok(SetOutcome::Skipped) => Some((tag, Known::Absent)),
                         _ => None,
                     });
@@ -1015,9 +1013,9 @@ impl DiskTier {
         // write older than a write this group stored is no longer the key's newest.
         for ((r, dkey), outcome) in reqs.iter().zip(&keys).zip(&outcomes) {
             if r.behind {
-                self.behind.done(dkey, r.version);
+                self.behind.done(dkey, r.entry.version);
             } else if written.is_ok() && matches!(outcome, Ok(SetOutcome::Stored)) {
-                self.behind.take_if(dkey, |v| v < r.version);
+                self.behind.take_if(dkey, |v| v < r.entry.version);
             }
         }
         drop(guards);
@@ -1031,27 +1029,6 @@ impl DiskTier {
         }
         drop(change);
         reqs.into_iter().map(|r| r.reply).zip(outcomes).collect()
-    }
-
-    /// A write for the writer, prepared on the caller's thread ([`WriteReq`]).
-    fn write_req(
-        &self,
-        namespace: &str,
-        key: &[u8],
-        entry: &Entry,
-        reply: Option<Reply>,
-        behind: bool,
-    ) -> WriteReq {
-        let dkey = disk_key(namespace, key);
-        WriteReq {
-            stripe: self.stripe(&dkey),
-            tag: self.known.tag(&dkey),
-            version: entry.version,
-            record: record::encode(entry, self.policy(namespace).compression).map_err(failed),
-            dkey,
-            reply,
-            behind,
-        }
     }
 
     fn stripe(&self, key: &[u8]) -> usize {
@@ -1877,8 +1854,13 @@ impl DiskTier {
         entry: Entry,
     ) -> Result<SetOutcome, TierError> {
         let (reply, answer) = tokio::sync::oneshot::channel();
-        let req = self.write_req(namespace, &key, &entry, Some(reply), false);
-        drop((key, entry));
+        let req = WriteReq {
+            namespace: namespace.to_owned(),
+            key,
+            entry,
+            reply: Some(reply),
+            behind: false,
+        };
         self.writer_queue()?
             .send(Queued::Write(req))
             .map_err(|_| failed("L3 writer thread has stopped"))?;
@@ -1962,7 +1944,13 @@ impl DiskTier {
             .behind
             .snapshot()
             .into_iter()
-            .map(|p| self.write_req(&p.namespace, &p.key, &p.entry, None, true))
+            .map(|p| WriteReq {
+                namespace: p.namespace,
+                key: p.key,
+                entry: p.entry,
+                reply: None,
+                behind: true,
+            })
             .collect();
         while !pending.is_empty() {
             let rest = pending.split_off(pending.len().min(MAX_GROUP));
