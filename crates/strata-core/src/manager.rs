@@ -154,10 +154,6 @@ pub(crate) struct NsState {
     floors: crate::floors::NsFloors,
 }
 
-/// A change this node makes, between its shared-tier step and its local drops (or its
-/// mirror, for [`Cache::execute`]): if its future is dropped there (cancelled), the local
-/// drops run in a task of their own ([`Cache::drop_local`] and its kin: floors first, then
-/// L1 and L3). Borrows until then: nothing is allocated unless it is cancelled.
 /// How many times a fresh write that a shared tier found superseded is stamped again
 /// ([`Cache::write_through`]). Each retry follows a write of the key that another node
 /// made while this one was under way; past these, the write is acknowledged as superseded
@@ -173,6 +169,10 @@ enum Written {
     Superseded,
 }
 
+/// A change this node makes, between its shared-tier step and its local drops (or its
+/// mirror, for [`Cache::execute`]): if its future is dropped there (cancelled), the local
+/// drops run in a task of their own ([`Cache::drop_local`] and its kin: floors first, then
+/// L1 and L3). Borrows until then: nothing is allocated unless it is cancelled.
 struct UnfinishedDrop<'a> {
     cache: &'a Cache,
     namespace: &'a str,

@@ -550,8 +550,8 @@ fn is_auth_error(e: &redis::RedisError) -> bool {
 struct CallFailed {
     error: TierError,
     maybe_ran: bool,
-    /// Redis answered, refusing the command before it ran (`OOM`, `READONLY`, `NOPERM`, …):
-    /// it is up, and said no.
+    /// Redis answered that it will not take this node's writes ([`refuses_writes`]: `OOM`,
+    /// `NOPERM`, `MISCONF`): it is up, and said no.
     refused: bool,
 }
 
@@ -1640,9 +1640,9 @@ impl Tier for RedisTier {
         match stored {
             Ok(1) => Ok(SetOutcome::Stored),
             Ok(_) => Ok(SetOutcome::KeptNewer),
-            // Redis is up and said no (out of memory under `noeviction`, a read-only
-            // replica, no permission, …): the write fails with its words, as it would for a
-            // client of that Redis, and the manager undoes this node's copies. Kept local
+            // Redis is up and said no (out of memory under `noeviction`, no permission,
+            // writes stopped after a failed save): the write fails with its words, as it
+            // would for a client of that Redis, and the manager undoes this node's copies. Kept local
             // instead, it stayed this node's alone for good: nothing reconciles a queued key
             // while the circuit stays closed.
             Err(failed) if failed.refused => Err(failed.error),
@@ -1709,13 +1709,10 @@ impl Tier for RedisTier {
                 .as_ref()
                 .map(|e| codec::version_hex(e.version).to_vec())
                 .unwrap_or_default();
-            if let Some(e) = held
-                .as_ref()
-                .filter(|e| plausible_version(e.version, self.inner.clock.now_ms()))
-            {
+            let now = self.inner.clock.now_ms();
+            if let Some(e) = held.as_ref().filter(|e| plausible_version(e.version, now)) {
                 cache.observe_version(e.version);
             }
-            let now = self.inner.clock.now_ms();
             let fresh = held.filter(|e| e.is_fresh(now));
             let (effect, reply) = ops::apply(op, fresh.as_ref(), now, cache.op_limits());
             // A removal of a key Redis no longer holds (evicted under `maxmemory`, or
