@@ -1269,6 +1269,23 @@ pub enum TxStep {
     },
 }
 
+impl TxStep {
+    /// The keys (indices) the step may change; a script's own steps count for themselves.
+    fn slots(&self) -> Vec<u32> {
+        let mut slots = match self {
+            TxStep::Key { key, .. } => vec![*key],
+            TxStep::MsetNx(pairs) => pairs.iter().map(|(k, _)| *k).collect(),
+            TxStep::Rename { src, dst, .. } | TxStep::Copy { src, dst, .. } => vec![*src, *dst],
+            TxStep::BitOp { dst, .. } => vec![*dst],
+            TxStep::Script(_) | TxStep::Lcs { .. } => Vec::new(),
+        };
+        // Named twice, counted once.
+        slots.sort_unstable();
+        slots.dedup();
+        slots
+    }
+}
+
 /// One key's part of a [`MultiOp`]'s outcome.
 #[derive(Debug, Clone, PartialEq)]
 pub struct MultiEffect {
@@ -1437,6 +1454,14 @@ struct TxSlot {
 }
 
 impl TxSlot {
+    /// Bytes of its value when a step changed it (see [`TxView::held_bytes`]).
+    fn held(&self) -> usize {
+        match &self.entry {
+            Some(e) if self.changed => e.value.len(),
+            _ => 0,
+        }
+    }
+
     /// Applies an effect of a step to the key's state.
     fn commit(&mut self, effect: Effect, now_ms: u64, default_ttl_ms: Option<u64>) {
         match effect {
@@ -1489,6 +1514,9 @@ pub struct TxView {
     reply_bytes: usize,
     /// Bytes of values the steps read or wrote so far (bounded by [`MAX_TX_WORK`]).
     work: usize,
+    /// Bytes of the values of the keys the steps changed: what the view holds beyond the
+    /// entries it started from ([`TxView::held_bytes`]).
+    held: usize,
     /// The keys, for a script step (empty when the caller gave none).
     keys: Vec<Bytes>,
     existed: Vec<bool>,
@@ -1522,6 +1550,7 @@ impl TxView {
             existed: current.iter().map(Option::is_some).collect(),
             reply_bytes: 0,
             work: 0,
+            held: 0,
             keys: Vec::new(),
             now_ms,
             limits,
@@ -1543,7 +1572,15 @@ impl TxView {
     pub fn restore(&mut self, snapshot: TxSnapshot) {
         if snapshot.0.len() == self.slots.len() {
             self.slots = snapshot.0;
+            self.held = self.slots.iter().map(TxSlot::held).sum();
         }
+    }
+
+    /// Bytes of the values of the keys the steps changed so far: memory the view holds
+    /// that neither the cache nor the caller's arguments hold (a script's values are made
+    /// by the script). A caller running many views bounds their sum.
+    pub fn held_bytes(&self) -> usize {
+        self.held
     }
 
     /// How many keys the view holds.
@@ -1605,9 +1642,17 @@ impl TxView {
         if self.over_reply_budget() {
             return Reply::Error(over_budget());
         }
+        let touched = step.slots();
+        let before: usize = touched.iter().map(|i| self.slot_held(*i)).sum();
         let reply = self.step_inner(step, engine);
+        let after: usize = touched.iter().map(|i| self.slot_held(*i)).sum();
+        self.held = (self.held + after).saturating_sub(before);
         self.reply_bytes = self.reply_bytes.saturating_add(reply_bytes(&reply));
         reply
+    }
+
+    fn slot_held(&self, i: u32) -> usize {
+        self.slots.get(i as usize).map_or(0, TxSlot::held)
     }
 
     fn step_inner(&mut self, step: &TxStep, engine: Option<&dyn ScriptEngine>) -> Reply {
@@ -1907,6 +1952,43 @@ mod tests {
     use crate::Version;
 
     const LIM: OpLimits = OpLimits { max_value: 1 << 20 };
+
+    #[test]
+    fn a_view_counts_the_values_its_steps_made() {
+        let old = e("0123456789", None);
+        let mut view = TxView::new(&[Some(&old), None], 1_000, LIM, None);
+        let set = |key, len| TxStep::Key {
+            key,
+            op: KeyOp::Set {
+                value: vec![b'x'; len],
+                ttl: Ttl::Default,
+                exists: Exists::Any,
+                get: false,
+                integer: false,
+            },
+        };
+        // Entries it started from are the cache's, not the view's.
+        assert_eq!(view.held_bytes(), 0);
+        let before = view.snapshot();
+        view.step(&set(0, 100));
+        view.step(&set(1, 50));
+        assert_eq!(view.held_bytes(), 150);
+        // A value replaced is no longer held; a key removed holds nothing.
+        view.step(&set(0, 30));
+        view.step(&TxStep::Key {
+            key: 1,
+            op: KeyOp::Del,
+        });
+        assert_eq!(view.held_bytes(), 30);
+        view.step(&TxStep::Copy {
+            src: 0,
+            dst: 1,
+            replace: true,
+        });
+        assert_eq!(view.held_bytes(), 60);
+        view.restore(before);
+        assert_eq!(view.held_bytes(), 0);
+    }
 
     fn e(v: &str, exp: Option<u64>) -> Entry {
         let mut e = Entry::new(Bytes::from(v.to_owned()), Version::from_u64(1));

@@ -122,6 +122,7 @@ impl Shared {
         let cache = node.cache();
         let lua = Arc::new(crate::commands::scripting::LuaEngine::new(
             std::time::Duration::from_millis(config.server.script_time_limit_ms),
+            usize::try_from(config.limits.max_value_bytes).unwrap_or(usize::MAX),
         ));
         // Scripts run wherever their keys' writes run: this node's cache runs them for its
         // own clients, and for other nodes' when it is the keys' primary.

@@ -19,7 +19,7 @@
 
 use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
@@ -63,17 +63,34 @@ pub struct LuaEngine {
     running: Mutex<HashMap<u64, Arc<AtomicBool>>>,
     next: AtomicU64,
     time_limit: Duration,
+    /// Bytes of the values running scripts wrote and hold until they end
+    /// ([`TxView::held_bytes`]), against `held_limit`.
+    held: AtomicUsize,
+    held_limit: usize,
 }
+
+/// Most bytes of values all running scripts may hold before their writes are applied, when
+/// the largest value allowed is smaller than half of it (see [`LuaEngine::new`]).
+pub const SCRIPTS_HELD_BYTES: usize = 256 * 1024 * 1024;
 
 impl LuaEngine {
     /// An engine that stops scripts running longer than `time_limit`
-    /// (`server.script_time_limit_ms`).
-    pub fn new(time_limit: Duration) -> Self {
+    /// (`server.script_time_limit_ms`), and those whose writes would take the values all
+    /// running scripts hold past [`SCRIPTS_HELD_BYTES`] (or twice `max_value`, the largest
+    /// value a write may make, when that is more).
+    pub fn new(time_limit: Duration, max_value: usize) -> Self {
         Self {
             running: Mutex::new(HashMap::new()),
             next: AtomicU64::new(0),
             time_limit,
+            held: AtomicUsize::new(0),
+            held_limit: SCRIPTS_HELD_BYTES.max(max_value.saturating_mul(2)),
         }
+    }
+
+    /// Bytes of values the running scripts hold now (what [`SCRIPTS_HELD_BYTES`] bounds).
+    pub fn held_bytes(&self) -> usize {
+        self.held.load(Ordering::Relaxed)
     }
 
     /// Stops every script running on this node; how many.
@@ -376,11 +393,16 @@ impl ScriptEngine for LuaEngine {
         let multi_thread = tokio::runtime::Handle::try_current()
             .is_ok_and(|h| h.runtime_flavor() == tokio::runtime::RuntimeFlavor::MultiThread);
         let budget = multi_thread.then_some(started + INLINE_BUDGET);
-        let out = match run_script(script, keys, view, &kill, deadline, budget) {
+        let held = Held {
+            total: &self.held,
+            limit: self.held_limit,
+            mine: std::cell::Cell::new(0),
+        };
+        let out = match run_script(script, keys, view, &kill, deadline, budget, &held) {
             // Past the budget: nothing it did was kept; run it again from the start, off
             // the worker (a script is a function of its keys and arguments).
             Outcome::Yielded => tokio::task::block_in_place(|| {
-                match run_script(script, keys, view, &kill, deadline, None) {
+                match run_script(script, keys, view, &kill, deadline, None, &held) {
                     Outcome::Done(r) => r,
                     Outcome::Yielded => {
                         Reply::Error(ReplyError::err("script yielded twice").to_string())
@@ -391,6 +413,33 @@ impl ScriptEngine for LuaEngine {
         };
         self.running.lock().remove(&id);
         out
+    }
+}
+
+/// One running script's part of [`LuaEngine`]'s held bytes; given back when it ends.
+struct Held<'a> {
+    total: &'a AtomicUsize,
+    limit: usize,
+    mine: std::cell::Cell<usize>,
+}
+
+impl Held<'_> {
+    /// Makes the script's part `now`; false when that takes all scripts' past the limit.
+    fn set(&self, now: usize) -> bool {
+        let mine = self.mine.replace(now);
+        if now > mine {
+            let total = self.total.fetch_add(now - mine, Ordering::Relaxed) + (now - mine);
+            total <= self.limit
+        } else {
+            self.total.fetch_sub(mine - now, Ordering::Relaxed);
+            true
+        }
+    }
+}
+
+impl Drop for Held<'_> {
+    fn drop(&mut self) {
+        self.total.fetch_sub(self.mine.get(), Ordering::Relaxed);
     }
 }
 
@@ -407,6 +456,8 @@ enum Stop {
     Yield,
     Killed,
     Timeout,
+    /// Its writes took the values all running scripts hold past [`LuaEngine`]'s bound.
+    Memory,
 }
 
 /// Runs one script on `view`. A script stopped (time, memory, `SCRIPT KILL`) applies
@@ -418,6 +469,7 @@ fn run_script(
     kill: &Arc<AtomicBool>,
     deadline: Instant,
     budget: Option<Instant>,
+    held: &Held<'_>,
 ) -> Outcome {
     let Ok(lua) = Lua::new_with(
         StdLib::TABLE | StdLib::STRING | StdLib::MATH,
@@ -456,15 +508,23 @@ fn run_script(
     let result: mlua::Result<Reply> = lua.scope(|scope| {
         let call = |pcall: bool| {
             let view = &view;
+            let stop = &stop;
             scope.create_function(move |lua, args: MultiValue| {
-                match redis_call(
+                let result = redis_call(
                     lua,
                     script.read_only,
                     &script.keys,
                     keys,
                     &mut view.borrow_mut(),
                     args,
-                ) {
+                );
+                // Charged after the call: a call makes at most one value past the largest
+                // allowed, or what the script's own (bounded) memory held as arguments.
+                if !held.set(view.borrow().held_bytes()) {
+                    *stop.lock() = Stop::Memory;
+                    return Err(mlua::Error::RuntimeError(STOPPED.into()));
+                }
+                match result {
                     Ok(v) => Ok(v),
                     Err(msg) if pcall => {
                         let t = lua.create_table()?;
@@ -509,6 +569,10 @@ fn run_script(
     Outcome::Done(match (why, result) {
         (Stop::Yield, _) => return Outcome::Yielded,
         (Stop::Killed, _) => Reply::Error(ReplyError::err("Script killed by user with SCRIPT KILL...").to_string()),
+        (Stop::Memory, _) => Reply::Error(format!(
+            "OOM the scripts running on this node would hold more than {} bytes of values they wrote; nothing this script did was applied",
+            held.limit
+        )),
         (Stop::Timeout, _) => Reply::Error(
             "BUSY the script ran longer than server.script_time_limit_ms and was stopped; nothing it did was applied"
                 .to_owned(),
@@ -1328,6 +1392,27 @@ pub(super) fn script(sh: &Shared, s: &mut Session<'_>, a: &[Bytes]) -> Res<()> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn running_scripts_share_one_bound_and_give_it_back() {
+        let total = AtomicUsize::new(0);
+        let held = |limit| Held {
+            total: &total,
+            limit,
+            mine: std::cell::Cell::new(0),
+        };
+        let (a, b) = (held(100), held(100));
+        assert!(a.set(60));
+        // Together past the bound: the one that grows is refused.
+        assert!(!b.set(50));
+        // Shrinking is never refused, and what is given back is free for the other.
+        assert!(a.set(10));
+        assert!(b.set(50));
+        drop(a);
+        assert_eq!(total.load(Ordering::Relaxed), 50);
+        drop(b);
+        assert_eq!(total.load(Ordering::Relaxed), 0);
+    }
 
     #[test]
     fn numbers_become_arguments_as_redis_7_4_prints_them() {
