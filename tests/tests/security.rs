@@ -278,6 +278,112 @@ fn dns_rebinding_and_the_password_less_default_user_do_not_open_the_admin_port()
     assert_eq!(status, 421, "{body}");
 }
 
+/// What an attack review (2026-12-05) found open on a node whose tenants log in: the admin
+/// port answered anyone when the config had only non-admin users, or a `requirepass` came
+/// by `CONFIG SET`; a read-only user filled the node's script cache for good; a user held
+/// the namespace table full of namespaces it may not touch; a name sent to `AUTH` was
+/// written to the log as sent (forged lines, terminal escapes).
+#[test]
+fn tenants_that_log_in_leave_no_door_open_on_the_node() {
+    let s = Server::start(&format!(
+        "[server]\nmax_namespaces = 40\n\
+         [server.users.app]\npassword_sha256 = [\"{}\"]\nnamespaces = [\"app*\"]\npermission = \"readwrite\"\n\
+         [server.users.reader]\npassword_sha256 = [\"{}\"]\nnamespaces = [\"app*\"]\npermission = \"read\"\n",
+        sha256_hex("app pw"),
+        sha256_hex("r pw"),
+    ));
+    let admin = s.admin();
+    let mut app = s.raw();
+    app.cmd(&[b"AUTH", b"app", b"app pw"]);
+    app.cmd(&[b"SELECT", b"app1"]);
+    app.cmd(&[b"SET", b"k", b"v"]);
+    // No admin credential configured: the admin port opens to no one.
+    for (method, path) in [
+        ("GET", "/namespaces"),
+        ("GET", "/stats"),
+        ("POST", "/invalidate?ns=app1&pattern=*"),
+    ] {
+        assert_eq!(http(&admin, method, path, &[]).0, 401, "{method} {path}");
+    }
+    assert_eq!(
+        http(
+            &admin,
+            "POST",
+            "/invalidate?ns=app1&pattern=*",
+            &[("Authorization", "Basic YXBwOmFwcCBwdw==")]
+        )
+        .0,
+        401,
+        "a readwrite user (app:app pw) is not an admin"
+    );
+    assert_eq!(app.cmd(&[b"GET", b"k"]), Frame::Bulk("v".into()));
+
+    // A read-only user loads no script (the cache keeps loaded scripts for good).
+    let mut r = s.raw();
+    r.cmd(&[b"AUTH", b"reader", b"r pw"]);
+    assert_eq!(
+        err_text(&r.cmd(&[b"SCRIPT", b"LOAD", b"return 1"])),
+        "NOPERM User reader has no permissions to run the 'script' command"
+    );
+    assert!(matches!(
+        app.cmd(&[b"SCRIPT", b"LOAD", b"return 1"]),
+        Frame::Bulk(_)
+    ));
+    // Nor selects other tenants' namespaces: the table stays free for those it may use.
+    let mut held = Vec::new();
+    for i in 0..60 {
+        let mut c = s.raw();
+        c.cmd(&[b"AUTH", b"reader", b"r pw"]);
+        let name = format!("hold{i}");
+        assert!(
+            err_text(&c.cmd(&[b"SELECT", name.as_bytes()])).starts_with("NOPERM"),
+            "{name}"
+        );
+        held.push(c);
+    }
+    assert_eq!(
+        app.cmd(&[b"SELECT", b"app-fresh"]),
+        Frame::Simple("OK".into())
+    );
+
+    // What a client sends as a user name never reaches the log.
+    let mut forger = s.raw();
+    let forged = b"bob\r\n2026-12-05T21:40:00Z  INFO strata_server: AUTH ok \x1b[2J";
+    assert!(err_text(&forger.cmd(&[b"AUTH", forged, b"pw"])).starts_with("WRONGPASS"));
+    let mut swapped = s.raw();
+    assert!(err_text(&swapped.cmd(&[b"AUTH", b"app pw", b"app"])).starts_with("WRONGPASS"));
+    let log = s.log();
+    assert!(log.contains("AUTH failed"), "{log}");
+    // (JSON logs escape control bytes; the text itself must not be there.)
+    assert!(!log.contains("AUTH ok") && !log.contains("app pw"), "{log}");
+}
+
+/// A `requirepass` set at run time closes the admin port as one set at start (it stayed
+/// open: the check read the start-up config).
+#[test]
+fn a_password_set_at_run_time_closes_the_admin_port_too() {
+    let s = Server::start("");
+    let admin = s.admin();
+    assert_eq!(http(&admin, "GET", "/stats", &[]).0, 200);
+    let mut c = s.raw();
+    assert_eq!(
+        c.cmd(&[b"CONFIG", b"SET", b"requirepass", b"now locked"]),
+        Frame::Simple("OK".into())
+    );
+    assert_eq!(http(&admin, "GET", "/stats", &[]).0, 401);
+    assert_eq!(
+        http(&admin, "POST", "/invalidate?ns=db0&pattern=*", &[]).0,
+        401
+    );
+    let (status, body) = http(
+        &admin,
+        "GET",
+        "/stats",
+        &[("Authorization", &bearer("now locked"))],
+    );
+    assert_eq!(status, 200, "{body}");
+}
+
 #[test]
 fn a_node_beyond_loopback_cannot_drop_its_password_at_run_time() {
     let s = Server::start_listening("[server]\nrequirepass = \"a password\"\n", "0.0.0.0:0");
@@ -555,7 +661,12 @@ fn acl_users_stay_in_their_namespaces_and_permissions() {
             format!("NOPERM User writer has no permissions to run the '{name}' command")
         );
     }
-    assert_eq!(w.cmd(&[b"SELECT", b"other"]), Frame::Simple("OK".into()));
+    // A named namespace outside its globs is not even selected (selecting opens it).
+    assert_eq!(
+        err_text(&w.cmd(&[b"SELECT", b"other"])),
+        "NOPERM this user has no permissions to select that namespace"
+    );
+    assert_eq!(w.cmd(&[b"SELECT", b"0"]), Frame::Simple("OK".into()));
     assert_eq!(
         err_text(&w.cmd(&[b"SET", b"k", b"v"])),
         "NOPERM No permissions to access a key"

@@ -281,6 +281,10 @@ pub fn need(spec: &CommandSpec, args: &[Bytes]) -> Need {
         Cmd::Acl | Cmd::Flushall | Cmd::Config | Cmd::Slowlog | Cmd::Latency => Need::Admin,
         // SCRIPT KILL stops every tenant's scripts, SCRIPT FLUSH empties the node's cache.
         Cmd::Script if sub("KILL") || sub("FLUSH") => Need::Admin,
+        // SCRIPT LOAD keeps a script in the node's cache for good: a read-only user could
+        // fill it and refuse everyone's `SCRIPT LOAD` (review, 2026-12-05); Redis's `@read`
+        // users have no `SCRIPT` either.
+        Cmd::Script if sub("LOAD") => Need::Write,
         // A message reaches other clients: a read-only user only listens.
         Cmd::Publish | Cmd::Spublish => Need::Write,
         _ if spec.write => Need::Write,
@@ -317,6 +321,16 @@ pub fn permit(user: &User, spec: &CommandSpec, args: &[Bytes], ns: &str) -> Resu
             "NOPERM this user has no permissions to track keys: invalidation notices name the keys of every namespace"
                 .into(),
         );
+    }
+    // `SELECT name` opens a namespace and counts it against `server.max_namespaces` while
+    // selected: a user may open only its own (one confined to `app*` held the table full of
+    // others with 520 connections, review 2026-12-05). A database number opens nothing.
+    if spec.id == Cmd::Select
+        && let Some(name) = args.get(1)
+        && strata_core::ops::parse_int(name).is_none()
+        && !user.allows_namespace(&String::from_utf8_lossy(name))
+    {
+        return Err("NOPERM this user has no permissions to select that namespace".into());
     }
     let need = need(spec, args);
     let level_ok = match need {

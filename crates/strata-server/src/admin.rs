@@ -285,7 +285,8 @@ async fn guard(
             .into_response();
     }
     let cfg = &st.shared.config;
-    let needs_credential = cfg.admin_auth_configured()
+    // A `requirepass` set at run time (`CONFIG SET`) closes the port as one set at start.
+    let needs_credential = (cfg.admin_auth_configured() || st.shared.requirepass.read().is_some())
         && !open_static(req.uri().path())
         && !(cfg.server.admin_open_reads && open_read(req.uri().path()));
     if needs_credential {

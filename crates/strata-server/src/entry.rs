@@ -445,10 +445,12 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                     "off"
                 },
                 srv.users.len(),
-                if cfg.admin_auth_configured() {
+                if !cfg.admin_auth_configured() {
+                    "off"
+                } else if cfg.admin_credential_exists() {
                     "on"
                 } else {
-                    "off"
+                    "on (none configured: admin actions refused; set server.admin_token or an admin user)"
                 },
                 if srv.protected_mode { "on" } else { "OFF" },
                 if srv.tls.as_ref().is_some_and(|t| t.resp) {

@@ -100,9 +100,18 @@ impl NodeConfig {
         self.server.requirepass.is_some() || !self.server.users.is_empty()
     }
 
-    /// Whether the admin port's actions need a credential: an admin token, a `requirepass`,
-    /// or an ACL user with the admin permission.
+    /// Whether the admin port's actions need a credential: an admin token, or whenever the
+    /// RESP port needs one (a `requirepass`, or ACL users — admin or not: a node whose
+    /// tenants must log in must not let anyone flush them over HTTP). With ACL users and
+    /// no admin credential ([`NodeConfig::admin_credential_exists`]), the port's actions
+    /// are refused to everyone.
     pub fn admin_auth_configured(&self) -> bool {
+        self.server.admin_token.is_some() || self.resp_auth_configured()
+    }
+
+    /// Whether some credential opens the admin port: an admin token, a `requirepass`, or an
+    /// enabled ACL user with the admin permission.
+    pub fn admin_credential_exists(&self) -> bool {
         self.server.admin_token.is_some()
             || self.server.requirepass.is_some()
             || self
