@@ -808,3 +808,61 @@ fn behind_redis_a_write_redis_refuses_fails_and_leaves_no_copy() {
         .is_some()
     );
 }
+
+/// A node killed (`kill -9`) while Redis was away forgot the work it owed Redis: on its
+/// return, its proof of L3 dropped the copies it wrote during the outage (they differ from
+/// Redis), and Redis's values from before the outage were served again over writes it
+/// had acknowledged (review, 2026-12-05). The queue is now kept on disk beside
+/// L3 and applied before the proof: those keys read as written, or missing (the outcome a
+/// SIGTERM had), never as before.
+#[test]
+fn behind_redis_a_node_killed_during_an_outage_never_serves_what_it_replaced() {
+    let mut redis = RedisServer::durable();
+    let cfg = format!("[l2.redis]\nenabled = true\nport = {}\n", redis.port);
+    let dir = tempfile::tempdir().unwrap();
+    let mut a = Server::start_in(dir.path(), &cfg);
+    let mut b = Server::start(&cfg);
+    for srv in [&a, &b] {
+        assert!(wait_for(Duration::from_secs(5), || l2_health(srv)["state"] == "up").is_some());
+    }
+    let mut c = a.redis();
+    pipeline_set(&mut c, 0..300, Some("before"));
+    redis.kill();
+    assert!(
+        wait_for(Duration::from_secs(5), || l2_health(&a)["state"]
+            == "degraded")
+        .is_some(),
+        "the circuit did not open: {}",
+        l2_health(&a)
+    );
+    // Acknowledged during the outage (`DEL` is refused then: it answers whether the key
+    // was there, which only Redis knows).
+    pipeline_set(&mut c, 0..200, Some("after"));
+    assert_eq!(read_all(&mut c, 1)[0].as_deref(), Some("after"));
+    drop(c);
+    a.kill9();
+    redis.restart();
+    let a = Server::start_in(dir.path(), &cfg);
+    assert!(wait_proven(&a, 0.0).is_some(), "A's L3 was not proven");
+    for (who, srv) in [("A", &a), ("B", &b)] {
+        let got = read_all(&mut srv.redis(), 300);
+        let back: Vec<u64> = (0..200)
+            .filter(|i| got[*i as usize].as_deref() == Some("before"))
+            .collect();
+        assert!(
+            back.is_empty(),
+            "{who} served {} values replaced during the outage (w{:?}…)",
+            back.len(),
+            back.first()
+        );
+        for (i, v) in got[..200].iter().enumerate() {
+            let v = v.as_deref();
+            assert!(v.is_none() || v == Some("after"), "{who}: w{i} = {v:?}");
+        }
+        assert!(
+            got[200..].iter().all(|v| v.as_deref() == Some("before")),
+            "{who}: untouched keys kept"
+        );
+    }
+    b.terminate();
+}

@@ -207,6 +207,17 @@ async fn prove_l3(tier: RedisTier, cache: Cache, state: Arc<Mutex<u64>>, me: u64
     while tier.status().breaker != crate::breaker::BreakerState::Closed {
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
+    // Work owed to Redis first (the outage queue, perhaps from before a crash): a key this
+    // node wrote while Redis was away must be unlinked there before the proof, or the proof
+    // drops the node's newer copy and Redis's older value is served again.
+    while tier.has_pending() {
+        if *state.lock() != me {
+            return;
+        }
+        if tier.replay_pending().await.is_err() {
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
     let result = cache
         .revalidate_l3(|ns, page| {
             let tier = tier.clone();

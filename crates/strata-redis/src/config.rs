@@ -78,6 +78,10 @@ pub struct BridgeConfig {
     pub scan_count: u32,
     /// The circuit breaker.
     pub breaker: BreakerConfig,
+    /// A file that keeps the work queued for Redis while it is unreachable
+    /// ([`crate::journal`]), so that a node killed during an outage still owes it when it
+    /// comes back; a node with L3 keeps it beside L3. `None`: in memory only.
+    pub pending_journal: Option<std::path::PathBuf>,
 }
 
 impl BridgeConfig {
@@ -101,6 +105,7 @@ impl BridgeConfig {
             max_in_flight: 1024,
             scan_count: 1000,
             breaker: BreakerConfig::default(),
+            pending_journal: None,
         }
     }
 

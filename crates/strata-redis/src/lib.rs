@@ -6,13 +6,15 @@
 //!   `{prefix}:{namespace}:{key}`, with the TTL as `PX`; versions are compared inside a Lua
 //!   script, so an older write never replaces a newer one.
 //! - A circuit breaker ([`breaker`]) bypasses Redis while it is failing: reads fall through
-//!   to L3 or the loader, writes stay local and are queued for cleanup, nothing errors.
+//!   to L3 or the loader, writes stay local and are queued for cleanup, nothing errors;
+//!   the queue is kept on disk beside L3 ([`journal`]), so a crash does not forget it.
 //! - [`coherence`] keeps several nodes sharing one Redis coherent over pub/sub.
 
 pub mod breaker;
 pub mod codec;
 pub mod coherence;
 pub mod config;
+pub mod journal;
 mod tier;
 
 pub use breaker::{Breaker, BreakerState};

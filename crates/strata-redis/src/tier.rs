@@ -31,6 +31,7 @@ use tokio::sync::Semaphore;
 use crate::breaker::{Breaker, BreakerState, Transition};
 use crate::codec::{self, Message, Op};
 use crate::config::{BridgeConfig, Topology, split_address};
+use crate::journal::{Journal, Owed};
 
 /// Most pending operations kept while the circuit is open; past this, a namespace with more
 /// is flushed in Redis on recovery instead.
@@ -385,6 +386,9 @@ struct Pending {
     patterns: Vec<(String, Vec<u8>)>,
     tags: Vec<(String, Vec<u8>)>,
     flushes: BTreeSet<String>,
+    /// The same work on disk ([`crate::journal`]), when the node has a place for it: each
+    /// new item is appended before the write it stands for is acknowledged.
+    journal: Option<Journal>,
 }
 
 impl Pending {
@@ -401,42 +405,127 @@ impl Pending {
     }
 
     fn add_key(&mut self, ns: &str, key: Bytes) {
-        if self.flushes.contains(ns) {
-            return;
-        }
-        if self.full() {
-            self.flushes.insert(ns.to_owned());
-        } else {
-            self.keys.insert((ns.to_owned(), key));
-        }
+        self.add(Queued::Key(ns, &key), true);
     }
 
     fn push(&mut self, what: Queued<'_>) {
-        match what {
-            Queued::Key(ns, key) => self.add_key(ns, Bytes::copy_from_slice(key)),
+        self.add(what, true);
+    }
+
+    /// Queues `what`; with `record`, an item not queued yet is appended to the journal.
+    fn add(&mut self, what: Queued<'_>, record: bool) {
+        let owed = match what {
+            Queued::Key(ns, _) if self.flushes.contains(ns) => return,
+            Queued::Key(ns, _) | Queued::Pattern(ns, _) | Queued::Tag(ns, _) if self.full() => {
+                if !self.flushes.insert(ns.to_owned()) {
+                    return;
+                }
+                Owed::Flush(ns.to_owned())
+            }
+            Queued::Key(ns, key) => {
+                if !self
+                    .keys
+                    .insert((ns.to_owned(), Bytes::copy_from_slice(key)))
+                {
+                    return;
+                }
+                Owed::Key(ns.to_owned(), key.to_vec())
+            }
             Queued::Flush(ns) => {
-                self.flushes.insert(ns.to_owned());
+                if !self.flushes.insert(ns.to_owned()) {
+                    return;
+                }
+                Owed::Flush(ns.to_owned())
             }
-            Queued::Pattern(ns, _) | Queued::Tag(ns, _) if self.full() => {
-                self.flushes.insert(ns.to_owned());
+            Queued::Pattern(ns, p) => {
+                self.patterns.push((ns.to_owned(), p.to_vec()));
+                Owed::Pattern(ns.to_owned(), p.to_vec())
             }
-            Queued::Pattern(ns, p) => self.patterns.push((ns.to_owned(), p.to_vec())),
-            Queued::Tag(ns, t) => self.tags.push((ns.to_owned(), t.to_vec())),
+            Queued::Tag(ns, t) => {
+                self.tags.push((ns.to_owned(), t.to_vec()));
+                Owed::Tag(ns.to_owned(), t.to_vec())
+            }
+        };
+        if record
+            && let Some(j) = &mut self.journal
+            && let Err(e) = j.append(&owed)
+        {
+            tracing::warn!(error = %e, "Redis bridge: could not append to the outage queue's file; a crash before Redis returns may serve Redis's older value of this key");
         }
     }
 
+    /// Queues work from before (the journal read at start), without appending it again.
+    fn restore(&mut self, owed: Vec<Owed>) {
+        for what in &owed {
+            self.add(
+                match what {
+                    Owed::Key(ns, k) => Queued::Key(ns, k),
+                    Owed::Pattern(ns, p) => Queued::Pattern(ns, p),
+                    Owed::Tag(ns, t) => Queued::Tag(ns, t),
+                    Owed::Flush(ns) => Queued::Flush(ns),
+                },
+                false,
+            );
+        }
+    }
+
+    /// The queued work, taken out (the journal stays, still holding it until
+    /// [`Pending::applied`]).
+    fn take_work(&mut self) -> Pending {
+        Pending {
+            keys: std::mem::take(&mut self.keys),
+            patterns: std::mem::take(&mut self.patterns),
+            tags: std::mem::take(&mut self.tags),
+            flushes: std::mem::take(&mut self.flushes),
+            journal: None,
+        }
+    }
+
+    /// Work taken out and applied: the journal now holds only what was queued since.
+    fn applied(&mut self) {
+        let Some(mut j) = self.journal.take() else {
+            return;
+        };
+        let mut owed: Vec<Owed> = self
+            .flushes
+            .iter()
+            .map(|ns| Owed::Flush(ns.clone()))
+            .collect();
+        owed.extend(
+            self.keys
+                .iter()
+                .map(|(ns, k)| Owed::Key(ns.clone(), k.to_vec())),
+        );
+        owed.extend(
+            self.patterns
+                .iter()
+                .map(|(ns, p)| Owed::Pattern(ns.clone(), p.clone())),
+        );
+        owed.extend(
+            self.tags
+                .iter()
+                .map(|(ns, t)| Owed::Tag(ns.clone(), t.clone())),
+        );
+        if let Err(e) = j.rewrite(&owed) {
+            tracing::warn!(error = %e, "Redis bridge: could not rewrite the outage queue's file; applied work stays in it and is applied again after a restart");
+        }
+        self.journal = Some(j);
+    }
+
+    /// Work taken out that could not be applied, queued again (its items are still in the
+    /// journal).
     fn merge(&mut self, other: Pending) {
         for f in &other.flushes {
-            self.push(Queued::Flush(f));
+            self.add(Queued::Flush(f), false);
         }
-        for (ns, k) in other.keys {
-            self.add_key(&ns, k);
+        for (ns, k) in &other.keys {
+            self.add(Queued::Key(ns, k), false);
         }
         for (ns, p) in &other.patterns {
-            self.push(Queued::Pattern(ns, p));
+            self.add(Queued::Pattern(ns, p), false);
         }
         for (ns, t) in &other.tags {
-            self.push(Queued::Tag(ns, t));
+            self.add(Queued::Tag(ns, t), false);
         }
     }
 }
@@ -468,6 +557,8 @@ struct Inner {
     breaker: Breaker,
     permits: Semaphore,
     pending: Mutex<Pending>,
+    /// Where the queue is kept on disk ([`BridgeConfig::pending_journal`]).
+    journal_path: Option<std::path::PathBuf>,
     counters: BridgeCounters,
     origin: u64,
     channel: String,
@@ -628,6 +719,7 @@ impl RedisTier {
         cfg.validate().map_err(BridgeError::Config)?;
         let mut match_prefix = Vec::new();
         escape_glob(cfg.key_prefix.as_bytes(), &mut match_prefix);
+        let journal_path = cfg.pending_journal.clone();
         let tier = RedisTier {
             inner: Arc::new(Inner {
                 channel: cfg.channel(),
@@ -642,6 +734,7 @@ impl RedisTier {
                 last_renewal: Mutex::new(None),
                 pubsub: RwLock::new(Vec::new()),
                 pending: Mutex::new(Pending::default()),
+                journal_path,
                 counters: BridgeCounters::default(),
                 origin: rand::random(),
                 match_prefix,
@@ -654,6 +747,7 @@ impl RedisTier {
                 remove_version_script: redis::Script::new(REMOVE_VERSION_SCRIPT),
             }),
         };
+        tier.open_journal();
         match tier.open_backend().await {
             Ok(()) => {
                 tracing::info!(topology = ?tier.inner.cfg.topology, "Redis bridge connected");
@@ -668,6 +762,45 @@ impl RedisTier {
             }
         }
         Ok(tier)
+    }
+
+    /// Opens the outage queue's file, when the config names one, and queues the work it
+    /// holds from before (a node killed during an outage owes Redis that work still).
+    fn open_journal(&self) {
+        let Some(path) = &self.inner.journal_path else {
+            return;
+        };
+        match Journal::open(path) {
+            Ok((journal, before)) => {
+                if before.unread > 0 || before.bad_header {
+                    tracing::warn!(
+                        path = %path.display(),
+                        unread_bytes = before.unread,
+                        bad_header = before.bad_header,
+                        "Redis bridge: the outage queue's file ends in a record cut short or damaged; read up to it"
+                    );
+                }
+                if !before.owed.is_empty() {
+                    tracing::info!(
+                        operations = before.owed.len(),
+                        "Redis bridge: work queued before the node stopped is owed to Redis still; applied before L3 is proven"
+                    );
+                }
+                let mut pending = self.inner.pending.lock();
+                pending.restore(before.owed);
+                pending.journal = Some(journal);
+            }
+            Err(e) => tracing::warn!(
+                path = %path.display(),
+                error = %e,
+                "Redis bridge: cannot open the outage queue's file; the queue is in memory only"
+            ),
+        }
+    }
+
+    /// Whether work waits for Redis's return.
+    pub fn has_pending(&self) -> bool {
+        !self.inner.pending.lock().is_empty()
     }
 
     /// Keeps expired entries in Redis `slack` longer than their expiry (they are never
@@ -1316,7 +1449,7 @@ impl RedisTier {
     /// Applies what was queued while Redis was unreachable; on failure, requeues all of it
     /// (every operation is idempotent).
     pub(crate) async fn replay_pending(&self) -> Result<usize, String> {
-        let work = std::mem::take(&mut *self.inner.pending.lock());
+        let work = self.inner.pending.lock().take_work();
         if work.is_empty() {
             return Ok(0);
         }
@@ -1342,6 +1475,7 @@ impl RedisTier {
         .await;
         match result {
             Ok(()) => {
+                self.inner.pending.lock().applied();
                 self.inner
                     .counters
                     .replayed

@@ -255,7 +255,11 @@ mod bridge {
         clock: Arc<dyn Clock>,
     ) -> Result<BuiltL2, String> {
         let r = &config.l2.redis;
-        let cfg = bridge_config(r).map_err(|e| format!("l2.redis: {e}"))?;
+        let mut cfg = bridge_config(r).map_err(|e| format!("l2.redis: {e}"))?;
+        // Beside L3: the work owed to Redis outlives a crash as L3's copies do.
+        if config.l3.enabled {
+            cfg.pending_journal = Some(config.l3.data_dir.join("redis-bridge-pending"));
+        }
         let tier = RedisTier::connect(cfg, clock)
             .await
             .map_err(|e| e.to_string())?;
