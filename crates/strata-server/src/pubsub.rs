@@ -40,6 +40,43 @@ pub struct Message {
     pub payload: Bytes,
     /// Published to a shard channel (`SPUBLISH`): written as `smessage`.
     pub sharded: bool,
+    /// The payload's charge against the clients' budget, shared by every queue holding it.
+    pub charge: Option<Arc<PayloadCharge>>,
+}
+
+/// A published payload's part of the clients' budget: counted once however many queues hold
+/// it (they share one copy), and given back when the last one lets it go. Counted once per
+/// subscriber, one `PUBLISH` of 1 MiB to 600 subscribers that all read came to 600 MiB,
+/// past the 512 MiB budget, and closed 91 of them (review, 2026-12-05).
+#[derive(Debug)]
+pub struct PayloadCharge {
+    memory: Arc<ClientMemory>,
+    bytes: usize,
+}
+
+impl Drop for PayloadCharge {
+    fn drop(&mut self) {
+        self.memory.sub(self.bytes);
+    }
+}
+
+/// The charge of a payload of `len` bytes published to the queues `outlets` gets to: made
+/// by the first queue it reaches.
+#[derive(Default)]
+struct ChargeOnce(Option<Arc<PayloadCharge>>);
+
+impl ChargeOnce {
+    fn get(&mut self, o: &Outlet, len: usize) -> Arc<PayloadCharge> {
+        self.0
+            .get_or_insert_with(|| {
+                o.memory.add(len);
+                Arc::new(PayloadCharge {
+                    memory: o.memory.clone(),
+                    bytes: len,
+                })
+            })
+            .clone()
+    }
 }
 
 /// What a connection's queue carries: published messages and client-tracking pushes
@@ -65,7 +102,16 @@ pub enum Push {
 }
 
 impl Push {
-    /// The bytes it holds while queued.
+    /// Bytes of it the clients' budget counts per queue: all but a message's payload
+    /// (counted once, [`PayloadCharge`]).
+    fn own_size(&self) -> usize {
+        match self {
+            Push::Message(m) if m.charge.is_some() => self.size() - m.payload.len(),
+            _ => self.size(),
+        }
+    }
+
+    /// The bytes it holds while queued (what the client's own limit counts).
     fn size(&self) -> usize {
         match self {
             Push::Message(m) => {
@@ -99,21 +145,21 @@ impl Outlet {
         if self.over.load(Ordering::Acquire) {
             return false;
         }
-        let size = m.size();
+        let (size, own) = (m.size(), m.own_size());
         let queued = self.queued.fetch_add(size, Ordering::AcqRel) + size;
-        let total = self.memory.add(size);
+        let total = self.memory.add(own);
         if queued > self.limit
             || (total > self.memory.limit() && queued > crate::budget::LISTED_ABOVE)
         {
             self.queued.fetch_sub(size, Ordering::AcqRel);
-            self.memory.sub(size);
+            self.memory.sub(own);
             self.over.store(true, Ordering::Release);
             self.over_signal.notify_one();
             return false;
         }
         if self.tx.send(m).is_err() {
             self.queued.fetch_sub(size, Ordering::AcqRel);
-            self.memory.sub(size);
+            self.memory.sub(own);
             return false;
         }
         true
@@ -195,7 +241,7 @@ impl Subscription {
     pub async fn recv(&mut self) -> Option<Push> {
         let m = self.rx.recv().await?;
         self.outlet.queued.fetch_sub(m.size(), Ordering::AcqRel);
-        self.outlet.memory.sub(m.size());
+        self.outlet.memory.sub(m.own_size());
         Some(m)
     }
 
@@ -203,7 +249,7 @@ impl Subscription {
     pub fn try_recv(&mut self) -> Option<Push> {
         let m = self.rx.try_recv().ok()?;
         self.outlet.queued.fetch_sub(m.size(), Ordering::AcqRel);
-        self.outlet.memory.sub(m.size());
+        self.outlet.memory.sub(m.own_size());
         Some(m)
     }
 
@@ -442,6 +488,7 @@ impl PubSub {
         );
         let subs = self.subs.read();
         let mut n = 0;
+        let mut charge = ChargeOnce::default();
         if let Some(clients) = subs.channels.get(channel) {
             for o in clients.values() {
                 let m = Message {
@@ -449,6 +496,7 @@ impl PubSub {
                     channel: channel.clone(),
                     payload: payload.clone(),
                     sharded: false,
+                    charge: Some(charge.get(o, payload.len())),
                 };
                 if o.send(Push::Message(m)) {
                     n += 1;
@@ -465,6 +513,7 @@ impl PubSub {
                     channel: channel.clone(),
                     payload: payload.clone(),
                     sharded: false,
+                    charge: Some(charge.get(o, payload.len())),
                 };
                 if o.send(Push::Message(m)) {
                     n += 1;
@@ -486,6 +535,7 @@ impl PubSub {
         let Some(clients) = subs.shards.get(channel) else {
             return 0;
         };
+        let mut charge = ChargeOnce::default();
         clients
             .values()
             .filter(|o| {
@@ -494,6 +544,7 @@ impl PubSub {
                     channel: channel.clone(),
                     payload: payload.clone(),
                     sharded: true,
+                    charge: Some(charge.get(o, payload.len())),
                 }))
             })
             .count()
@@ -550,6 +601,37 @@ impl PubSub {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[tokio::test]
+    async fn a_payload_counts_once_however_many_queues_hold_it() {
+        let memory = Arc::new(ClientMemory::new(64 << 20));
+        let ps = Arc::new(PubSub::new(memory.clone()));
+        let mut subs: Vec<_> = (0..100).map(|i| ps.open(i, 32 << 20)).collect();
+        for s in &mut subs[..50] {
+            ps.subscribe(s, b"news").unwrap();
+        }
+        for s in &mut subs[50..] {
+            ps.psubscribe(s, b"n*").unwrap();
+        }
+        // 100 queues × 1 MiB would be 100 MiB, past the 64 MiB budget: one copy is 1 MiB.
+        let payload = vec![b'x'; 1 << 20];
+        assert_eq!(ps.publish(b"news", &payload), 100);
+        let held = memory.total();
+        assert!(
+            ((1 << 20)..(1 << 20) + 100 * 1024).contains(&held),
+            "{held} bytes counted"
+        );
+        assert!(subs.iter().all(|s| !s.over_limit()), "none closed");
+        // Given back as the queues let it go: the payload with the last one.
+        for s in &mut subs[..99] {
+            assert!(s.try_recv().is_some());
+        }
+        assert!(memory.total() >= 1 << 20);
+        let last = subs[99].try_recv();
+        assert!(last.is_some());
+        drop(last);
+        assert_eq!(memory.total(), 0);
+    }
 
     #[tokio::test]
     async fn publish_reaches_channel_and_pattern_subscribers_and_bounds_a_slow_one() {
