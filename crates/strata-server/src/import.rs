@@ -75,6 +75,11 @@ pub struct ImportState {
     pub refused: u64,
     /// Of the keys sent to the target, those with a TTL.
     pub with_ttl: u64,
+    /// For a file: the XXH3 of its bytes before the cursor (hex), so that a resumed import
+    /// of a file regenerated under the same name is refused instead of skipping its first
+    /// part (a review's import "imported 10000 keys" and held 5,000, 2026-12-05).
+    #[serde(default)]
+    pub file_prefix_hash: Option<String>,
 }
 
 /// Where an import starts: from `fresh`, from the unfinished state its cursor file holds,

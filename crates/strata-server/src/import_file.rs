@@ -10,7 +10,7 @@
 //! cursor file (a byte offset) still points at the batch, so a rerun after the fix goes on
 //! from there.
 
-use std::io::{BufRead, BufReader, Seek, SeekFrom, Write as _};
+use std::io::{BufRead, BufReader, Write as _};
 use std::path::Path;
 use std::time::{Duration, Instant};
 
@@ -82,7 +82,8 @@ fn parse_line(text: &str) -> Result<Option<Record>, String> {
 /// Imports `file` into `opts.namespace` on `opts.to` (`opts.from` and `opts.pattern` are
 /// ignored; the state names the file).
 pub fn import_file(file: &Path, opts: &ImportOptions) -> anyhow::Result<ImportState> {
-    let abs = std::fs::canonicalize(file).with_context(|| format!("opening {}", file.display()))?;
+    // A pipe (`/dev/stdin`, `<(zcat dump.gz)`) has no path of its own to resolve to.
+    let abs = std::fs::canonicalize(file).unwrap_or_else(|_| file.to_path_buf());
     let source = format!("file://{}", abs.display());
     let target = crate::import::without_credentials(&opts.to);
     let mut state = ImportState {
@@ -98,7 +99,7 @@ pub fn import_file(file: &Path, opts: &ImportOptions) -> anyhow::Result<ImportSt
         Resume::From(s) => state = s,
     }
     let mut offset: u64 = state.cursor.parse().context("the cursor file's offset")?;
-    let mut f = std::fs::File::open(&abs).with_context(|| format!("opening {}", abs.display()))?;
+    let f = std::fs::File::open(&abs).with_context(|| format!("opening {}", abs.display()))?;
     let len = f.metadata()?.len();
     if offset > len {
         bail!(
@@ -106,20 +107,32 @@ pub fn import_file(file: &Path, opts: &ImportOptions) -> anyhow::Result<ImportSt
             abs.display()
         );
     }
+    let mut reader = BufReader::new(f);
+    // The bytes before the cursor are read again (not skipped by a seek: a pipe has none),
+    // hashed, and checked against what the cursor saw.
+    let mut hasher = xxhash_rust::xxh3::Xxh3::new();
     if offset > 0 {
+        let mut prefix = std::io::Read::take(&mut reader, offset);
+        let mut chunk = vec![0u8; 1 << 16];
+        let mut last = 0u8;
+        loop {
+            let n = std::io::Read::read(&mut prefix, &mut chunk)
+                .with_context(|| format!("reading {}", abs.display()))?;
+            if n == 0 {
+                break;
+            }
+            hasher.update(&chunk[..n]);
+            last = chunk[n - 1];
+        }
+        let seen = format!("{:016x}", hasher.digest());
         // A cursor ends a line: anything else means the file changed under it.
-        let mut before = [0u8];
-        f.seek(SeekFrom::Start(offset - 1))?;
-        std::io::Read::read_exact(&mut f, &mut before)?;
-        if before[0] != b'\n' {
+        if last != b'\n' || state.file_prefix_hash.as_ref().is_some_and(|h| *h != seen) {
             bail!(
-                "the cursor file points at byte {offset} of {}, which does not start a line: was the file changed? remove the cursor file to start over",
+                "the cursor file points at byte {offset} of {}, whose bytes before it are not the ones imported: was the file changed? remove the cursor file to start over",
                 abs.display()
             );
         }
     }
-    f.seek(SeekFrom::Start(offset))?;
-    let mut reader = BufReader::new(f);
     let mut dst = connect(&opts.to, "target")?;
     let _: () = cmd("SELECT")
         .arg(&opts.namespace)
@@ -183,6 +196,7 @@ pub fn import_file(file: &Path, opts: &ImportOptions) -> anyhow::Result<ImportSt
             }
             state.scanned += 1;
             next += n as u64;
+            hasher.update(&buf);
         }
         if !batch.is_empty() {
             let records: Vec<(&[u8], &[u8], Option<i64>)> =
@@ -191,6 +205,7 @@ pub fn import_file(file: &Path, opts: &ImportOptions) -> anyhow::Result<ImportSt
         }
         offset = next;
         state.cursor = offset.to_string();
+        state.file_prefix_hash = Some(format!("{:016x}", hasher.digest()));
         state.done = eof;
         if let Some(path) = &opts.cursor_file {
             save_state(path, &state)?;
