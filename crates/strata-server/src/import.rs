@@ -73,7 +73,7 @@ pub struct ImportState {
     /// maximum): named on stderr as they happen; the import goes on and exits non-zero.
     #[serde(default)]
     pub refused: u64,
-    /// Of the keys sent to the target, those with a TTL.
+    /// Of the keys written to the target, those with a TTL.
     pub with_ttl: u64,
     /// For a file: the XXH3 of its bytes before the cursor (hex), so that a resumed import
     /// of a file regenerated under the same name is refused instead of skipping its first
@@ -405,7 +405,6 @@ pub(crate) fn write_keys(
         let c = write.cmd("SET").arg(*k).arg(*v);
         if let Some(ms) = ttl {
             c.arg("PX").arg(*ms);
-            state.with_ttl += 1;
         }
         if keep_existing {
             c.arg("NX");
@@ -413,10 +412,17 @@ pub(crate) fn write_keys(
     }
     let replies: Vec<redis::RedisResult<Value>> =
         write.query(dst).context("writing keys to the target")?;
-    for ((k, _, _), r) in records.iter().zip(replies) {
+    for ((k, _, ttl), r) in records.iter().zip(replies) {
         match r {
-            Ok(Value::Okay) => state.copied += 1,
-            Ok(Value::SimpleString(s)) if s == "OK" => state.copied += 1,
+            // Counted once the target took it (a refused key's TTL is not in the summary).
+            Ok(Value::Okay) => {
+                state.copied += 1;
+                state.with_ttl += u64::from(ttl.is_some());
+            }
+            Ok(Value::SimpleString(s)) if s == "OK" => {
+                state.copied += 1;
+                state.with_ttl += u64::from(ttl.is_some());
+            }
             Ok(_) => state.kept += 1,
             // `ERR …`: this key cannot be stored there; the others can.
             Err(e) if e.code() == Some("ERR") => {
