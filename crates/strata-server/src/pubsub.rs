@@ -60,8 +60,8 @@ impl Drop for PayloadCharge {
     }
 }
 
-/// The charge of a payload of `len` bytes published to the queues `outlets` gets to: made
-/// by the first queue it reaches.
+/// One publish's [`PayloadCharge`]: made when the payload reaches its first queue, shared
+/// by every queue after it.
 #[derive(Default)]
 struct ChargeOnce(Option<Arc<PayloadCharge>>);
 
