@@ -332,6 +332,21 @@ impl Server {
         );
     }
 
+    /// Sends `sig` (as `kill` spells it: `-TERM`) to every server in `servers` with one
+    /// `kill` call, so that they receive it at the same instant.
+    pub fn signal_all(servers: &[&Server], sig: &str) {
+        let pids: Vec<String> = servers.iter().map(|s| s.pid().to_string()).collect();
+        assert!(
+            Command::new("kill")
+                .arg(sig)
+                .args(&pids)
+                .status()
+                .unwrap()
+                .success(),
+            "kill {sig} {pids:?}"
+        );
+    }
+
     pub fn kill9(&mut self) {
         let mut child = self.child.take().expect("server running");
         child.kill().unwrap();
@@ -340,10 +355,14 @@ impl Server {
 
     /// Sends SIGTERM and waits for the exit status.
     pub fn terminate(&mut self) -> ExitStatus {
+        self.signal("-TERM");
+        self.wait_stopped()
+    }
+
+    /// Waits up to 30 s for the process to exit (after a signal sent with
+    /// [`Server::signal`]) and returns its status; kills it and panics past that.
+    pub fn wait_stopped(&mut self) -> ExitStatus {
         let mut child = self.child.take().expect("server running");
-        let _ = Command::new("kill")
-            .args(["-TERM", &child.id().to_string()])
-            .status();
         let deadline = Instant::now() + Duration::from_secs(30);
         loop {
             if let Some(status) = child.try_wait().unwrap() {
@@ -351,7 +370,7 @@ impl Server {
             }
             if Instant::now() > deadline {
                 let _ = child.kill();
-                panic!("server did not stop within 30 s of SIGTERM");
+                panic!("server did not stop within 30 s of its signal");
             }
             std::thread::sleep(Duration::from_millis(20));
         }

@@ -169,6 +169,32 @@ pub fn others_ring(ring: &Ring, me: &str) -> Option<Ring> {
     (!others.is_empty()).then(|| Ring::new(others, ring.vnodes()))
 }
 
+/// `ring` without every member in `gone` (`None` when no one else is on it): the ring a
+/// member that leaves gracefully hands its keys over to, `gone` holding itself and every
+/// member it found leaving too ([`leave_targets`]).
+pub fn ring_without(ring: &Ring, gone: &std::collections::BTreeSet<String>) -> Option<Ring> {
+    let rest: Vec<&String> = ring.nodes().iter().filter(|n| !gone.contains(*n)).collect();
+    (!rest.is_empty()).then(|| Ring::new(rest, ring.vnodes()))
+}
+
+/// Where a member that leaves gracefully (`me`, in `gone`) pushes its copy of `key` before
+/// it stops: the owners under `ring` without every member of `gone` that were not owners
+/// under `ring`. The members that stay push only what they hold when their ring drops
+/// the leavers; a key whose owners all leave at once (two members stopped by one
+/// `SIGTERM` to a deployment) has its copies only on leavers, and is lost unless they
+/// pass it on ([`handoff_targets`] against [`ring_without`]). Empty when no one stays.
+pub fn leave_targets(
+    ring: &Ring,
+    gone: &std::collections::BTreeSet<String>,
+    me: &str,
+    key: &[u8],
+    replication_factor: usize,
+) -> Vec<String> {
+    ring_without(ring, gone)
+        .map(|rest| handoff_targets(ring, &rest, me, key, replication_factor))
+        .unwrap_or_default()
+}
+
 /// Where a hit goes after a read found it at `plan[hit]` ([`read_plan`], whose first
 /// `current` entries are the current owners), as read by the node at `plan[me]` (`None`:
 /// not in the plan): the node's cluster tier and the simulator both follow it.
@@ -245,6 +271,47 @@ pub fn handoff_targets(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn members_leaving_together_hand_every_key_to_the_members_that_stay() {
+        let ring = Ring::new(["a", "b", "c", "d"], 64);
+        let both: std::collections::BTreeSet<String> = ["a".into(), "b".into()].into();
+        let alone: std::collections::BTreeSet<String> = ["a".into()].into();
+        let (mut shared, mut alone_pushes) = (0, 0);
+        for i in 0..2000 {
+            let key = format!("k{i}");
+            let owners = ring.owners(key.as_bytes(), 2);
+            if !owners.contains(&"a") {
+                continue;
+            }
+            // Knowing that "b" leaves too: every owner that stays gets it, none leaving.
+            let t = leave_targets(&ring, &both, "a", key.as_bytes(), 2);
+            let after = ring_without(&ring, &both).unwrap();
+            let stay: Vec<String> = after
+                .owners(key.as_bytes(), 2)
+                .into_iter()
+                .filter(|n| !owners.contains(n))
+                .map(str::to_owned)
+                .collect();
+            assert_eq!(t, stay, "{key}");
+            assert!(t.iter().all(|n| n != "a" && n != "b"));
+            if owners.contains(&"b") {
+                // Both owners leave: both new owners get it from "a".
+                assert_eq!(t.len(), 2, "{key}");
+                shared += 1;
+            }
+            // Alone, "a" pushes to the one new owner; "b", staying, keeps its copy.
+            let t = leave_targets(&ring, &alone, "a", key.as_bytes(), 2);
+            assert_eq!(t.len(), 1, "{key}");
+            assert!(!owners.contains(&t[0].as_str()));
+            alone_pushes += 1;
+        }
+        assert!(shared > 0 && alone_pushes > shared);
+        // No one stays: nowhere to push.
+        let all: std::collections::BTreeSet<String> =
+            ["a", "b", "c", "d"].iter().map(|s| s.to_string()).collect();
+        assert!(leave_targets(&ring, &all, "a", b"k1", 2).is_empty());
+    }
 
     #[test]
     fn read_repair_goes_to_the_owners_after_a_hand_off_and_to_an_owner_that_missed() {

@@ -186,7 +186,8 @@ async fn run(
     let _ = expiries.await;
     // Leave the cluster before answering nothing: peers stop sending this node writes as
     // their rings drop it, and what they sent meanwhile goes to the next primary.
-    node.leave_cluster(Duration::from_millis(LEAVE_LINGER_MS))
+    // It hands its keys to the members that stay meanwhile, for up to the grace again.
+    node.leave_cluster(Duration::from_millis(LEAVE_LINGER_MS), grace)
         .await;
     match Arc::try_unwrap(node) {
         Ok(node) => node.shutdown().await,

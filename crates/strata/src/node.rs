@@ -355,11 +355,28 @@ impl Node {
     /// announces that it leaves, stops executing writes as a primary (a write sent to it
     /// meanwhile is answered `NotPrimary`, so the sender waits for its ring to move to the
     /// next primary instead of failing), and keeps serving reads and replication for up to
-    /// `linger`, while the others' rings drop it. A no-op when the node is not a member.
-    /// `strata serve` calls it after its clients have drained, before [`Node::shutdown`].
-    pub async fn leave_cluster(&self, linger: std::time::Duration) {
+    /// `linger`, while the others' rings drop it. Before it announces the leave, for up to
+    /// `handoff`, it pushes every key it holds to the owners the key gets once it (and
+    /// every other member it finds leaving at the same time) is gone: the members that
+    /// stay hand over only what they hold, so keys whose owners all leave at once would
+    /// otherwise be lost. (Past `handoff`, what was not pushed survives only where a
+    /// member that stays owned it too.) A no-op when the node is not a member.
+    /// `strata serve` calls it after its clients have drained (`handoff` is
+    /// `server.shutdown_grace_ms`), before [`Node::shutdown`].
+    pub async fn leave_cluster(&self, linger: std::time::Duration, handoff: std::time::Duration) {
         if let Some(c) = &self.cluster {
             c.leaving.store(true, std::sync::atomic::Ordering::Release);
+            // Handed over while the others still count it a member: they hold the copies
+            // before their rings make them the keys' primaries.
+            if tokio::time::timeout(handoff, c.handoff_on_leave())
+                .await
+                .is_err()
+            {
+                tracing::warn!(
+                    "this node's keys were not all handed over within {} ms; the members that stay have the rest only where they owned them too",
+                    handoff.as_millis()
+                );
+            }
             c.leave();
             tokio::time::sleep(linger).await;
         }

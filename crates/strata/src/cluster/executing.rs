@@ -84,6 +84,11 @@ impl Executing {
         }
     }
 
+    /// Whether no key is under execution here now.
+    pub(crate) fn is_idle(&self) -> bool {
+        self.shards.iter().all(|s| s.lock().is_empty())
+    }
+
     /// Runs `f` with whether any of `hashes` is under execution, holding their shards'
     /// locks throughout, so that no execution registers one of them meanwhile. `f` must
     /// not register or check keys itself.

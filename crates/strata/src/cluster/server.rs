@@ -319,6 +319,14 @@ impl Shared {
             | Request::Features { .. } => {
                 Response::Error("internal: a memory-only request was not answered".into())
             }
+            // A member leaving would not keep a pushed copy: the sender keeps it for
+            // the members that stay (and a leaving sender learns that this one leaves too,
+            // `Shared::handoff_on_leave`).
+            Request::Set { .. } | Request::Handoff { .. }
+                if self.leaving.load(Ordering::Acquire) =>
+            {
+                Response::Error(super::apply::LEAVING.into())
+            }
             Request::Set {
                 namespace,
                 key,
