@@ -239,6 +239,14 @@ pub struct RunOptions {
     /// primary finds no copy of the key (its owners evicted it) is answered `0` and changes
     /// and announces nothing, so copies other members read earlier stay.
     pub skip_absent_removals: bool,
+    /// Every graceful leave of the run at the same instant (a deployment scaled down by
+    /// one `SIGTERM` to several members); the leaves are drawn as always, so the rest of
+    /// the seed's schedule stays as it was.
+    pub leaves_together: bool,
+    /// Break the leaving member's hand-off on purpose (checker tests): a member that leaves
+    /// gracefully passes nothing on, and only the members that stay push what they hold at
+    /// their ring change (the protocol before `placement::leave_targets`).
+    pub skip_leave_handoff: bool,
 }
 
 /// The outcome of one run.
@@ -670,6 +678,8 @@ pub struct Sim {
     skip_forwarding: bool,
     no_evictions: bool,
     no_watch: bool,
+    leaves_together: bool,
+    skip_leave_handoff: bool,
     /// The `WATCH` clients' own RNG.
     watch_rng: StdRng,
     /// `WATCH` transactions committed and aborted (a watched key had changed).
@@ -844,6 +854,8 @@ impl Sim {
             skip_forwarding: opts.skip_forwarding,
             no_evictions: opts.no_evictions,
             no_watch: opts.no_watch,
+            leaves_together: opts.leaves_together,
+            skip_leave_handoff: opts.skip_leave_handoff,
             watch_rng: StdRng::seed_from_u64(seed ^ 0x7761_7463_6800_0006),
             watch_ops: (0, 0),
             counter_acks: BTreeMap::new(),
@@ -1057,6 +1069,72 @@ impl Sim {
     /// stays what it was where no life is replaced).
     fn hand_off(&mut self, at: usize, old: &Ring, new: &Ring, lossy: bool) {
         let me = self.nodes[at].name.clone();
+        self.push_owned(at, lossy, |key| {
+            placement::handoff_targets(old, new, &me, key, RF)
+        });
+    }
+
+    /// `at`, about to leave gracefully, pushes its owner store's entries to the owners
+    /// under its ring without it and without every member of that ring it finds gone
+    /// (`placement::leave_targets`), as the node's `handoff_on_leave`: a member that left,
+    /// crashed or does not answer counts as gone (the node asks each, a leaving member
+    /// refuses, and a batch that fails makes the node count its target gone and push
+    /// again), and members that leave at the same instant leave one after another here, so
+    /// the last of them finds the others gone. The node's pushes go over TCP and are
+    /// retried elsewhere when they fail, so none is lost here. Then the checker's rule: a
+    /// graceful leave loses no counter's last acknowledged copy while a member stays that
+    /// it can reach (a crash may; a leave is no crash).
+    fn hand_off_leaving(&mut self, at: usize) {
+        let Some(ring) = self.nodes[at].ring.clone() else {
+            return;
+        };
+        let me = self.nodes[at].name.clone();
+        let gone: std::collections::BTreeSet<String> = ring
+            .nodes()
+            .iter()
+            .filter(|n| {
+                **n == me
+                    || self.nodes.iter().enumerate().any(|(j, x)| {
+                        x.name == **n
+                            && (x.membership.is_none()
+                                || !(self.reachable(at, j) && self.reachable(j, at)))
+                    })
+            })
+            .cloned()
+            .collect();
+        if !self.skip_leave_handoff {
+            self.note(|| format!("{me} hands off before it leaves (gone: {gone:?})"));
+            self.push_owned(at, false, |key| {
+                placement::leave_targets(&ring, &gone, &me, key, RF)
+            });
+        }
+        if placement::ring_without(&ring, &gone).is_none() {
+            return;
+        }
+        let lost = self.nodes[at].counters.iter().find_map(|(c, e)| {
+            let acked = self.counter_acks.get(c)?.1;
+            let kept = (0..self.nodes.len()).any(|j| {
+                let n = &self.nodes[j];
+                !gone.contains(&n.name)
+                    && n.membership.is_some()
+                    && (n
+                        .counters
+                        .get(c)
+                        .is_some_and(|x| x.version.as_u64() >= acked)
+                        || n.unproven.get(&(1, *c)).is_some())
+            });
+            (e.version.as_u64() >= acked && !kept).then_some(*c)
+        });
+        if let Some(c) = lost {
+            self.violate(|| {
+                format!("{me} left gracefully holding the last acknowledged copy of counter {c}, and passed it to no member that stays")
+            });
+        }
+    }
+
+    /// `at` pushes each entry of its owner store to the nodes `targets` names for its key;
+    /// `lossy`: each push may be lost ([`Sim::hand_off`]).
+    fn push_owned(&mut self, at: usize, lossy: bool, targets: impl Fn(&[u8]) -> Vec<String>) {
         // Every copy the node's one owner store holds: the plain keys, then the counters,
         // then the pair keys (whose losses are drawn from the transaction workload's RNG),
         // in the order their draws were always made.
@@ -1075,7 +1153,7 @@ impl Sim {
             )
             .collect();
         for (key, pushed) in pushes {
-            for t in placement::handoff_targets(old, new, &me, &key_bytes(key), RF) {
+            for t in targets(&key_bytes(key)) {
                 if let Some(j) = self.nodes.iter().position(|n| n.name == t)
                     && self.reachable(at, j)
                     && !(lossy && self.push_lost(&pushed))
@@ -3535,8 +3613,14 @@ impl Sim {
                 self.push(back, Kind::Restart(v));
             }
         }
+        let mut first_leave = None;
         for &v in victims.iter().skip(crashes).take(self.mix.leaves) {
-            let at = self.rng.random_range(fault_start..fault_end);
+            let drawn = self.rng.random_range(fault_start..fault_end);
+            let at = if self.leaves_together {
+                *first_leave.get_or_insert(drawn)
+            } else {
+                drawn
+            };
             self.push(at, Kind::Leave(v));
             let back = self.rng.random_range(at..fault_end.max(at + 1));
             self.push(back, Kind::Restart(v));
@@ -3760,6 +3844,9 @@ impl Sim {
                     }
                 }
                 Kind::Leave(i) => {
+                    if self.nodes[i].membership.is_some() {
+                        self.hand_off_leaving(i);
+                    }
                     if let Some(m) = self.nodes[i].membership.take() {
                         self.nodes[i].life += 1;
                         let out = m.leave();

@@ -16,7 +16,7 @@ use strata_sim::{FaultMix, RunOptions, run_seed, shrink};
 
 fn usage() -> ExitCode {
     eprintln!(
-        "usage: strata-sim [--seeds N | --seed S] [--first F] [--nodes N] [--clients N] [--membership-only] [--warm-restart] [--calm] [--partition] [--no-shrink] [--no-evictions] [--no-watch] [--break SWITCH]..."
+        "usage: strata-sim [--seeds N | --seed S] [--first F] [--nodes N] [--clients N] [--membership-only] [--warm-restart] [--calm] [--partition] [--no-shrink] [--no-evictions] [--no-watch] [--leaves-together] [--break SWITCH]..."
     );
     ExitCode::from(2)
 }
@@ -35,6 +35,7 @@ fn main() -> ExitCode {
     let mut no_shrink = false;
     let mut no_evictions = false;
     let mut no_watch = false;
+    let mut leaves_together = false;
     let mut breaks: Vec<String> = Vec::new();
     let mut it = args.iter();
     while let Some(a) = it.next() {
@@ -67,6 +68,7 @@ fn main() -> ExitCode {
             "--no-shrink" => no_shrink = true,
             "--no-evictions" => no_evictions = true,
             "--no-watch" => no_watch = true,
+            "--leaves-together" => leaves_together = true,
             "--break" => match it.next() {
                 Some(name) => breaks.push(name.clone()),
                 None => return usage(),
@@ -103,14 +105,24 @@ fn main() -> ExitCode {
             "skip_others_ring" => opts.skip_others_ring = true,
             "skip_forwarding" => opts.skip_forwarding = true,
             "skip_absent_removals" => opts.skip_absent_removals = true,
+            "skip_leave_handoff" => opts.skip_leave_handoff = true,
             _ => {
                 eprintln!(
                     "unknown --break {b}: skip_seed_rejoin, ring_without_self, ignore_gaps, keep_l3_at_start, \
-                     ignore_expiry, ignore_max_ttl, skip_version_check, untagged_versions, execute_anywhere, replicas_admit_all, ignore_stalls, ignore_lease, skip_read_checks, ignore_joining, plain_at_writer, skip_others_ring, skip_forwarding, skip_absent_removals"
+                     ignore_expiry, ignore_max_ttl, skip_version_check, untagged_versions, execute_anywhere, replicas_admit_all, ignore_stalls, ignore_lease, skip_read_checks, ignore_joining, plain_at_writer, skip_others_ring, skip_forwarding, skip_absent_removals, skip_leave_handoff"
                 );
                 return ExitCode::from(2);
             }
         }
+    }
+    if leaves_together {
+        // Two members of the cluster leave gracefully at the same instant, nothing else.
+        let n = nodes.unwrap_or(4);
+        let mut mix = FaultMix::calm(n);
+        mix.leaves = 2.min(n - 1);
+        mix.fault_secs = 10;
+        opts.mix = Some(mix);
+        opts.leaves_together = true;
     }
     if calm || partition {
         let mut mix = FaultMix::calm(nodes.unwrap_or(5));
