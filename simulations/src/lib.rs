@@ -1121,7 +1121,7 @@ impl Sim {
                         .counters
                         .get(c)
                         .is_some_and(|x| x.version.as_u64() >= acked)
-                        || n.unproven.get(&(1, *c)).is_some())
+                        || n.unproven.contains_key(&(1, *c)))
             });
             (e.version.as_u64() >= acked && !kept).then_some(*c)
         });
