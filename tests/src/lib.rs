@@ -707,7 +707,18 @@ pub fn start_node_with_env(
     )
 }
 
-/// The node's `/cluster` admin JSON.
+/// `GET path` on the server's admin port, with its `admin_token` when its config sets one:
+/// the status code and the body.
+pub fn admin_get(srv: &Server, path: &str) -> (u16, String) {
+    let bearer = srv.admin_token.as_ref().map(|t| format!("Bearer {t}"));
+    let headers: Vec<(&str, &str)> = bearer
+        .as_deref()
+        .map(|b| ("Authorization", b))
+        .into_iter()
+        .collect();
+    http(&srv.admin(), "GET", path, &headers)
+}
+
 /// Three `strata serve` nodes (`n1`..`n3`, each with `extra` config) joined into one
 /// cluster and converged; the directories live as long as the returned guards.
 pub fn three_nodes(extra: &str) -> (Vec<Server>, Vec<tempfile::TempDir>) {
@@ -735,14 +746,9 @@ pub fn three_nodes_with_env(
     (nodes, dirs)
 }
 
+/// The node's `/cluster` admin JSON.
 pub fn cluster_json(srv: &Server) -> serde_json::Value {
-    let bearer = srv.admin_token.as_ref().map(|t| format!("Bearer {t}"));
-    let headers: Vec<(&str, &str)> = bearer
-        .as_deref()
-        .map(|b| ("Authorization", b))
-        .into_iter()
-        .collect();
-    let (code, body) = http(&srv.admin(), "GET", "/cluster", &headers);
+    let (code, body) = admin_get(srv, "/cluster");
     assert_eq!(code, 200, "{body}");
     serde_json::from_str(&body).unwrap()
 }

@@ -965,3 +965,31 @@ fn two_members_stopped_together_hand_over_every_key_they_held() {
         &restarted[..restarted.len().min(8)]
     );
 }
+
+/// `/health` of a cluster member whose view holds no majority of `cluster.expected_size`
+/// (3 here). A member seeded only with itself next to a running cluster stayed alone for
+/// good: it answered every `GET` with nil, refused every write, and called itself ready,
+/// so a load balancer sent it clients (a review, 2026-12-05). It is not ready (503, the L2
+/// layer saying why) until a majority is in its view, and ready from then on.
+#[test]
+fn a_member_without_a_majority_of_the_cluster_is_not_ready() {
+    let health = |srv: &Server| strata_tests::admin_get(srv, "/health");
+    let dirs: Vec<_> = (0..2).map(|_| tempfile::tempdir().unwrap()).collect();
+    let g: Vec<u16> = (0..2).map(|_| free_port()).collect();
+    // Seeded with itself only: alone.
+    let n1 = start_node(dirs[0].path(), "n1", g[0], &[g[0]], "");
+    std::thread::sleep(Duration::from_millis(500));
+    let (code, body) = health(&n1);
+    assert_eq!(code, 503, "{body}");
+    assert!(
+        body.contains("sees 1 of the cluster's 3 members"),
+        "the reason is given: {body}"
+    );
+    // A second member makes a majority of three: both ready.
+    let n2 = start_node(dirs[1].path(), "n2", g[1], &[g[0]], "");
+    converge(&[&n1, &n2], &["n1", "n2"], Duration::from_secs(20));
+    for n in [&n1, &n2] {
+        let ready = wait_for(Duration::from_secs(10), || health(n).0 == 200);
+        assert!(ready.is_some(), "{:?}", health(n));
+    }
+}

@@ -75,7 +75,8 @@ pub struct LayerHealth {
 /// The node's health.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct NodeHealth {
-    /// True when every layer serves and every actor runs.
+    /// True when every layer serves and every actor runs (and, for a cluster member, its
+    /// view holds a majority of `cluster.expected_size`).
     pub ready: bool,
     /// Per-layer detail.
     pub layers: Vec<LayerHealth>,
@@ -565,8 +566,15 @@ impl Node {
             })
             .collect();
         let escalation = self.status.escalation();
+        // A cluster member whose view holds no majority of the cluster is not ready (its
+        // L2 layer says why).
+        let quorum = self
+            .cluster
+            .as_ref()
+            .is_none_or(|c| c.not_ready().is_none());
         NodeHealth {
             ready: escalation.is_none()
+                && quorum
                 && layers
                     .iter()
                     .all(|l| l.tier.is_serving() && l.actor == ActorState::Running),

@@ -162,6 +162,12 @@ impl Maintenance for ClusterHook {
                 get(&k.refused_stale),
             ),
             m(
+                "cluster_stale_reads_missed",
+                "Reads answered as a miss because every owner held only copies older than a change this node had seen, after three passes",
+                true,
+                get(&k.stale_reads_missed),
+            ),
+            m(
                 "cluster_invalidations_applied",
                 "Invalidations applied on this node",
                 true,

@@ -107,6 +107,7 @@ pub(crate) struct Counters {
     pub(crate) handoff_reads: AtomicU64,
     pub(crate) handoff_pushes: AtomicU64,
     pub(crate) refused_stale: AtomicU64,
+    pub(crate) stale_reads_missed: AtomicU64,
     pub(crate) applied: AtomicU64,
     pub(crate) drops_unverified: AtomicU64,
     pub(crate) strict_invalidations: AtomicU64,
@@ -864,6 +865,20 @@ impl Shared {
     /// primary checks it on every write).
     pub(crate) fn member_count(&self) -> usize {
         self.view.read().members.len().max(1)
+    }
+
+    /// Why this node is not ready as a cluster member, if it is not: its view holds no
+    /// majority of `cluster.expected_size` (it executes no write as a primary, and reads
+    /// find only what the members it sees hold: a member seeded only with itself next to
+    /// a running cluster stayed alone, answered every `GET` with nil, and `/health` called
+    /// it ready; a review, 2026-12-05).
+    pub(crate) fn not_ready(&self) -> Option<String> {
+        let (members, expected) = (self.member_count(), self.cfg.expected_size as usize);
+        (!strata_cluster::primary::has_quorum(members, expected)).then(|| {
+            format!(
+                "this node sees {members} of the cluster's {expected} members (cluster.expected_size): no majority, so it is not ready (check cluster.seeds)"
+            )
+        })
     }
 
     /// Every live member but this node, as (name, rpc address).
