@@ -993,3 +993,44 @@ fn a_member_without_a_majority_of_the_cluster_is_not_ready() {
         assert!(ready.is_some(), "{:?}", health(n));
     }
 }
+
+/// A member started with another `cluster.vnodes` places every key differently: it joined
+/// silently, writes through it failed with `TRYAGAIN … is not the primary`, and nothing
+/// said why (a review, 2026-12-05). Members now tell each other their ring parameters when
+/// they connect: the odd member is not ready and says why, the others stay ready and name
+/// it, and each logs the difference as an error.
+#[test]
+fn a_member_with_other_ring_parameters_is_named_and_not_ready() {
+    let dirs: Vec<_> = (0..4).map(|_| tempfile::tempdir().unwrap()).collect();
+    let g: Vec<u16> = (0..4).map(|_| free_port()).collect();
+    let names = ["n1", "n2", "n3"];
+    let nodes: Vec<Server> = (0..3)
+        .map(|i| start_node(dirs[i].path(), names[i], g[i], &[g[0]], ""))
+        .collect();
+    converge(
+        &nodes.iter().collect::<Vec<_>>(),
+        &names,
+        Duration::from_secs(20),
+    );
+    let odd = start_node(dirs[3].path(), "n4", g[3], &[g[0]], "vnodes = 64");
+    let health = |srv: &Server| strata_tests::admin_get(srv, "/health");
+    let told = wait_for(Duration::from_secs(20), || {
+        let (code, body) = health(&odd);
+        code == 503 && body.contains("place keys differently")
+    });
+    assert!(told.is_some(), "n4: {:?}", health(&odd));
+    let (_, body) = health(&odd);
+    assert!(
+        body.contains("vnodes 128") && body.contains("this member: vnodes 64"),
+        "{body}"
+    );
+    let named = wait_for(Duration::from_secs(20), || {
+        let (code, body) = health(&nodes[0]);
+        code == 200 && body.contains("n4 (vnodes 64, replication factor 2)")
+    });
+    assert!(named.is_some(), "n1: {:?}", health(&nodes[0]));
+    assert!(
+        odd.log().contains("must be the same on every member"),
+        "the odd member logs the difference"
+    );
+}

@@ -44,6 +44,25 @@ pub mod features {
     /// Everything this build understands.
     pub const THIS_BUILD: u64 =
         CHECK_ONLY_CHANGES | HANDOFF_BATCHES | DEFERRED_PUSHES | ENDED_LIVES;
+    /// Set when bits 32–55 of the word carry the sender's ring parameters ([`with_ring`]):
+    /// members that place keys with different `vnodes` or replication factors disagree on
+    /// every key's primary, and each says so instead of failing writes silently. An earlier
+    /// build tests only its own bits and ignores these.
+    pub const RING_PARAMS: u64 = 1 << 31;
+
+    /// `bits` with the sender's ring parameters: `vnodes` in bits 32–47, the replication
+    /// factor (at most 255) in bits 48–55.
+    pub fn with_ring(bits: u64, vnodes: u16, replication_factor: u32) -> u64 {
+        let rf = u64::from(replication_factor.min(255));
+        bits | RING_PARAMS | (u64::from(vnodes) << 32) | (rf << 48)
+    }
+
+    /// The ring parameters (`vnodes`, replication factor) a features word carries, if its
+    /// sender put them there.
+    pub fn ring_params(bits: u64) -> Option<(u16, u32)> {
+        (bits & RING_PARAMS != 0)
+            .then_some((((bits >> 32) & 0xffff) as u16, ((bits >> 48) & 0xff) as u32))
+    }
 }
 
 /// Bytes of the fixed header after the length: version, kind, id.
@@ -733,6 +752,25 @@ pub fn decode(
 mod tests {
     use super::*;
     use proptest::prelude::*;
+
+    #[test]
+    fn ring_parameters_ride_in_the_features_word_and_leave_its_bits_alone() {
+        let bits = features::with_ring(features::THIS_BUILD, 128, 2);
+        assert_eq!(features::ring_params(bits), Some((128, 2)));
+        assert_eq!(
+            bits & 0xffff_ffff & !features::RING_PARAMS,
+            features::THIS_BUILD
+        );
+        assert_eq!(features::ring_params(features::THIS_BUILD), None);
+        assert_eq!(
+            features::ring_params(features::with_ring(0, u16::MAX, 9_999)),
+            Some((u16::MAX, 255))
+        );
+        assert_eq!(
+            features::ring_params(features::with_ring(0, 64, 3)),
+            Some((64, 3))
+        );
+    }
 
     #[test]
     fn golden_bytes() {

@@ -35,6 +35,7 @@ pub(crate) mod peer;
 pub(crate) mod primary;
 pub(crate) mod pubsub;
 pub(crate) mod replica;
+pub(crate) mod ring_check;
 pub(crate) mod server;
 pub mod slots;
 pub(crate) mod status;
@@ -439,6 +440,8 @@ pub(crate) struct Shared {
     /// Set when the node leaves ahead of a shutdown: it executes no more writes as a
     /// primary (`Node::leave_cluster`).
     pub(crate) leaving: AtomicBool,
+    /// Members that place keys with other ring parameters ([`ring_check`]).
+    pub(crate) ring_check: Arc<ring_check::RingCheck>,
     joined: AtomicBool,
     ticks: AtomicU64,
     max_frame: usize,
@@ -679,6 +682,7 @@ impl Shared {
             Some(t) => Some(tls::peer_configs(t).map_err(|e| format!("cluster.tls: {e}"))?),
             None => None,
         };
+        let ring_check = Arc::new(ring_check::RingCheck::new(c.vnodes, c.replication_factor));
         let pool = peer::Pool::new(
             config.node.name.clone(),
             generation,
@@ -687,7 +691,8 @@ impl Shared {
             Duration::from_millis(c.rpc_timeout_ms),
             Duration::from_millis(c.connect_timeout_ms),
             max_frame,
-        );
+        )
+        .checking_rings(ring_check.clone());
         let mut members = BTreeMap::new();
         members.insert(identity.name.clone(), identity);
         let ring = Arc::new(Ring::new([config.node.name.clone()], c.vnodes));
@@ -741,6 +746,7 @@ impl Shared {
             lease_pings: Mutex::new(Default::default()),
             started: Instant::now(),
             leaving: AtomicBool::new(false),
+            ring_check,
             joined: AtomicBool::new(false),
             ticks: AtomicU64::new(0),
             max_frame,
@@ -874,11 +880,23 @@ impl Shared {
     /// it ready; a review, 2026-12-05).
     pub(crate) fn not_ready(&self) -> Option<String> {
         let (members, expected) = (self.member_count(), self.cfg.expected_size as usize);
-        (!strata_cluster::primary::has_quorum(members, expected)).then(|| {
-            format!(
+        if !strata_cluster::primary::has_quorum(members, expected) {
+            return Some(format!(
                 "this node sees {members} of the cluster's {expected} members (cluster.expected_size): no majority, so it is not ready (check cluster.seeds)"
-            )
-        })
+            ));
+        }
+        self.ring_problem()
+            .filter(|(not_ready, _)| *not_ready)
+            .map(|(_, why)| why)
+    }
+
+    /// Members of this node's view that place keys with other ring parameters
+    /// ([`ring_check`]): whether that leaves this node not ready (it differs from as many
+    /// members as it agrees with), and what to tell the operator.
+    pub(crate) fn ring_problem(&self) -> Option<(bool, String)> {
+        let view = self.view.read();
+        self.ring_check
+            .problem(view.members.keys(), view.members.len().max(1))
     }
 
     /// Every live member but this node, as (name, rpc address).

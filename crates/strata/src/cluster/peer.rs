@@ -191,6 +191,8 @@ struct Slot {
 
 /// The caller's side: connections to peers, by name.
 pub(crate) struct Pool {
+    /// Where the ring parameters peers tell are checked against this member's.
+    ring_check: Option<Arc<super::ring_check::RingCheck>>,
     me: String,
     generation: u64,
     auth: Authenticator,
@@ -223,6 +225,7 @@ impl Pool {
         max_frame: usize,
     ) -> Self {
         Pool {
+            ring_check: None,
             me,
             generation,
             auth,
@@ -239,6 +242,12 @@ impl Pool {
             connect_timeout,
             max_frame,
         }
+    }
+
+    /// The pool, checking the ring parameters peers tell against `ring_check`.
+    pub(crate) fn checking_rings(mut self, ring_check: Arc<super::ring_check::RingCheck>) -> Self {
+        self.ring_check = Some(ring_check);
+        self
     }
 
     fn slot(&self, name: &str, addr: SocketAddr) -> Arc<Slot> {
@@ -338,7 +347,10 @@ impl Pool {
             // What the peer's build understands; an earlier build answers with an error
             // (an unknown request) and has none of the features.
             #[allow(unused_mut)]
-            let mut bits = rpc::features::THIS_BUILD;
+            let mut bits = match &self.ring_check {
+                Some(r) => r.announce(rpc::features::THIS_BUILD),
+                None => rpc::features::THIS_BUILD,
+            };
             #[cfg(feature = "fault-injection")]
             if self.announce_none.load(Ordering::Acquire) {
                 bits = 0;
@@ -351,6 +363,9 @@ impl Pool {
                     (0, Response::Features { bits }) => bits,
                     _ => 0,
                 };
+            if let Some(r) = &self.ring_check {
+                r.note(&self.me, peer, features);
+            }
             tracing::debug!(peer, features, "peer connected");
             Ok::<_, String>((read, write, features))
         };

@@ -213,6 +213,7 @@ impl Shared {
             // What the caller's build understands, as it told (an earlier build: nothing).
             if let Request::Features { bits } = &req {
                 caller_features = *bits;
+                self.ring_check.note(&self.name, &caller, *bits);
             }
             let req = match self.answer_now(&caller, req) {
                 Answer::Now(resp) => {
@@ -285,7 +286,9 @@ impl Shared {
                     ));
                 }
                 Response::Features {
-                    bits: strata_cluster::rpc::features::THIS_BUILD,
+                    bits: self
+                        .ring_check
+                        .announce(strata_cluster::rpc::features::THIS_BUILD),
                 }
             }
             other => return Answer::Later(other),
