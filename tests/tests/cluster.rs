@@ -1034,3 +1034,55 @@ fn a_member_with_other_ring_parameters_is_named_and_not_ready() {
         "the odd member logs the difference"
     );
 }
+
+/// A second process started with a member's `node.name` (its own ports and data) joined
+/// a running cluster silently: both took themselves for that name's owner and primary, and
+/// both served stale and deleted values for good (a review, 2026-12-05). The process
+/// started first keeps the name; the second executes no write, is not ready and says why,
+/// and the others name the shared name in their health. Writes through the others go on.
+#[test]
+fn a_second_process_with_a_members_name_stands_aside() {
+    let dirs: Vec<_> = (0..4).map(|_| tempfile::tempdir().unwrap()).collect();
+    let g: Vec<u16> = (0..4).map(|_| free_port()).collect();
+    let names = ["n1", "n2", "n3"];
+    let nodes: Vec<Server> = (0..3)
+        .map(|i| start_node(dirs[i].path(), names[i], g[i], &[g[0]], ""))
+        .collect();
+    converge(
+        &nodes.iter().collect::<Vec<_>>(),
+        &names,
+        Duration::from_secs(20),
+    );
+    let second = start_node(dirs[3].path(), "n2", g[3], &[g[0]], "");
+    let health = |srv: &Server| strata_tests::admin_get(srv, "/health");
+    let aside = wait_for(Duration::from_secs(20), || {
+        let (code, body) = health(&second);
+        code == 503 && body.contains("another process named n2 runs")
+    });
+    assert!(aside.is_some(), "the second n2: {:?}", health(&second));
+    let named = wait_for(Duration::from_secs(20), || {
+        let (code, body) = health(&nodes[0]);
+        code == 200 && body.contains("two processes run under the name(s) n2")
+    });
+    assert!(named.is_some(), "n1: {:?}", health(&nodes[0]));
+    // The first n2 and the others go on: every write through n1 lands and reads back
+    // through the first n2.
+    let mut c1 = nodes[0].redis();
+    let mut c2 = nodes[1].redis();
+    for i in 0..200 {
+        let _: () = c1.set(format!("dup{i}"), i).unwrap();
+        let got: Option<i64> = c2.get(format!("dup{i}")).unwrap();
+        assert_eq!(got, Some(i), "dup{i} read through the first n2");
+    }
+    // The second executes nothing as a primary: a write through it whose primary is n2
+    // (in its own view, itself) is refused, not applied on a copy of its own.
+    let mut cs = second.redis();
+    let refused = (0..200).any(|i| {
+        redis::cmd("SET")
+            .arg(format!("via-second{i}"))
+            .arg("x")
+            .query::<()>(&mut cs)
+            .is_err()
+    });
+    assert!(refused, "no write through the second n2 was refused");
+}

@@ -71,6 +71,43 @@ impl foca::Identity for NodeIdentity {
     }
 }
 
+/// One identity per member name, from the live identities of a view (`live`), and the
+/// names two processes hold. Two identities with the same name at different gossip
+/// addresses are two processes given one `node.name`: the ring places keys by name, so
+/// both took themselves for the owner and primary of that name's keys, and both served
+/// stale and deleted values for good (a review, 2026-12-05). The older life (the lower
+/// generation) keeps the name in the view, so every member sends that name's requests to
+/// the same process; the other learns from its own view that it is the second, and stands
+/// aside. A newer life at the same address is the same node restarted: it wins.
+pub fn one_per_name(
+    live: impl IntoIterator<Item = NodeIdentity>,
+) -> (
+    std::collections::BTreeMap<String, NodeIdentity>,
+    std::collections::BTreeSet<String>,
+) {
+    let mut members: std::collections::BTreeMap<String, NodeIdentity> = Default::default();
+    let mut shared = std::collections::BTreeSet::new();
+    for id in live {
+        match members.get(&id.name) {
+            None => {
+                members.insert(id.name.clone(), id);
+            }
+            Some(held) if held.gossip == id.gossip => {
+                if id.generation > held.generation {
+                    members.insert(id.name.clone(), id);
+                }
+            }
+            Some(held) => {
+                shared.insert(id.name.clone());
+                if id.generation < held.generation {
+                    members.insert(id.name.clone(), id);
+                }
+            }
+        }
+    }
+    (members, shared)
+}
+
 /// The tag a member puts in the low 8 bits of every version it stamps
 /// (`strata_core::HybridClock::with_tag`): a hash of its name, the same on every run, so two
 /// members writing the same key in the same millisecond stamp different versions. Two names
@@ -88,7 +125,37 @@ pub fn version_tag(name: &str) -> u8 {
 
 #[cfg(test)]
 mod version_tag_tests {
-    use super::version_tag;
+    use super::{NodeIdentity, SocketAddr, one_per_name, version_tag};
+
+    #[test]
+    fn two_processes_with_one_name_leave_the_older_in_the_view() {
+        let id = |name: &str, port: u16, generation: u64| NodeIdentity {
+            name: name.into(),
+            gossip: SocketAddr::from(([127, 0, 0, 1], port)),
+            rpc: SocketAddr::from(([127, 0, 0, 1], port + 1)),
+            resp: SocketAddr::from(([127, 0, 0, 1], port + 2)),
+            admin: SocketAddr::from(([127, 0, 0, 1], port + 3)),
+            cluster_resp: None,
+            generation,
+        };
+        // The impostor started later (a higher generation), listed first or last.
+        for live in [
+            vec![id("n1", 100, 5), id("n2", 200, 7), id("n2", 300, 9)],
+            vec![id("n2", 300, 9), id("n1", 100, 5), id("n2", 200, 7)],
+        ] {
+            let (members, shared) = one_per_name(live);
+            assert_eq!(members.len(), 2);
+            assert_eq!(members["n2"].gossip.port(), 200);
+            assert_eq!(
+                shared.into_iter().collect::<Vec<_>>(),
+                vec!["n2".to_string()]
+            );
+        }
+        // A newer life at the same address is a restart, not a second process.
+        let (members, shared) = one_per_name(vec![id("n2", 200, 7), id("n2", 200, 11)]);
+        assert_eq!(members["n2"].generation, 11);
+        assert!(shared.is_empty());
+    }
 
     #[test]
     fn tags_are_stable_and_spread() {

@@ -356,30 +356,44 @@ impl Node {
     /// announces that it leaves, stops executing writes as a primary (a write sent to it
     /// meanwhile is answered `NotPrimary`, so the sender waits for its ring to move to the
     /// next primary instead of failing), and keeps serving reads and replication for up to
-    /// `linger`, while the others' rings drop it. Before it announces the leave, for up to
-    /// `handoff`, it pushes every key it holds to the owners the key gets once it (and
-    /// every other member it finds leaving at the same time) is gone: the members that
-    /// stay hand over only what they hold, so keys whose owners all leave at once would
-    /// otherwise be lost. (Past `handoff`, what was not pushed survives only where a
-    /// member that stays owned it too.) A no-op when the node is not a member.
+    /// `linger`, while the others' rings drop it. Within `handoff` in all, it pushes the
+    /// keys it holds to the owners each gets once it (and every other member it finds
+    /// leaving at the same time) is gone: first, before it announces the leave, the keys
+    /// whose owners all leave (the members that stay hand over only what they hold, so
+    /// these would be lost), then every key. (Past `handoff`, what was not pushed
+    /// survives only where a member that stays owned it too.) A no-op when the node is
+    /// not a member.
     /// `strata serve` calls it after its clients have drained (`handoff` is
     /// `server.shutdown_grace_ms`), before [`Node::shutdown`].
     pub async fn leave_cluster(&self, linger: std::time::Duration, handoff: std::time::Duration) {
         if let Some(c) = &self.cluster {
             c.leaving.store(true, std::sync::atomic::Ordering::Release);
-            // Handed over while the others still count it a member: they hold the copies
-            // before their rings make them the keys' primaries.
-            if tokio::time::timeout(handoff, c.handoff_on_leave())
-                .await
-                .is_err()
-            {
+            let ring = c.ring();
+            let until = tokio::time::Instant::now() + handoff;
+            let warn = || {
                 tracing::warn!(
                     "this node's keys were not all handed over within {} ms; the members that stay have the rest only where they owned them too",
                     handoff.as_millis()
-                );
+                )
+            };
+            let mut gone = tokio::time::timeout_at(until, c.leavers())
+                .await
+                .unwrap_or_else(|_| [c.name.clone()].into());
+            // The keys only leavers hold, while the others still count this member: they
+            // hold the copies before their rings make them the keys' primaries.
+            if tokio::time::timeout_at(until, c.handoff_on_leave(&ring, &mut gone, true))
+                .await
+                .is_err()
+            {
+                warn();
             }
             c.leave();
-            tokio::time::sleep(linger).await;
+            // Then every key, old owners included, while writes go to the next primaries.
+            let rest = tokio::time::timeout_at(until, c.handoff_on_leave(&ring, &mut gone, false));
+            let (rest, ()) = tokio::join!(rest, tokio::time::sleep(linger));
+            if rest.is_err() {
+                warn();
+            }
         }
     }
 

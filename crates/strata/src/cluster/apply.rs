@@ -315,27 +315,26 @@ impl Shared {
         unreachable
     }
 
-    /// Before this member stops, marked leaving (it executes no write as a primary) and
-    /// still a member of the others' views (`Node::leave_cluster` announces the leave
-    /// after): pushes every entry of its owner store to the owners the key gets under its ring
-    /// without it and without every other member that is leaving too
-    /// (`placement::leave_targets`). The members that stay push only what they hold when
-    /// their ring drops a leaver, so a key whose owners all leave at once (two members of
-    /// four stopped by one `SIGTERM`) had its only copies on the leavers: a membership
-    /// review lost 672 of 5,000 keys that way, and a counter restarted from 0. It pushes
-    /// before it announces the leave: the members that stay then take the copies before
-    /// their rings make them the keys' primaries, and do not execute a write on a key they
-    /// lack (pushed after, a counter restarted from 0 before its copy arrived, and the
-    /// copy lost to the newer restart). Writes to its keys wait meanwhile, as at any
-    /// failover, for up to `cluster.failover_wait_ms`.
+    /// A graceful leave's hand-off (`Node::leave_cluster`), first step: once this member is
+    /// marked leaving (it executes no write as a primary), waits for the writes it had
+    /// admitted, and finds which members leave too: itself, and every member that answers
+    /// an empty hand-off with [`LEAVING`] or does not answer.
     ///
-    /// Which members leave too: every member is asked first (an empty hand-off, which a
-    /// leaving member refuses, [`LEAVING`]); a member that refuses or does not answer a
-    /// batch later counts as leaving too, and the pass runs again on the ring without it.
+    /// Why a leaver hands its keys over itself: the members that stay push only what they
+    /// hold when their ring drops a leaver, so a key whose owners all leave at once (two
+    /// members of four stopped by one `SIGTERM`) had its only copies on the leavers; a
+    /// membership review lost 672 of 5,000 keys that way, and a counter restarted from 0.
+    /// Those keys go before the leave is announced ([`Shared::handoff_on_leave`] with
+    /// `sole`): the members that stay then hold the copies before their rings make them
+    /// the keys' primaries, and execute no write on a key they lack (pushed after, a
+    /// counter restarted from 0 before its copy arrived, and the copy lost to the newer
+    /// restart). Writes to this member's keys wait meanwhile, as at any failover.
+    ///
     /// Two members that leave at the same instant both mark themselves leaving before
     /// they ask, so at least one of them learns of the other and hands their shared keys
-    /// to the members that stay.
-    pub(crate) async fn handoff_on_leave(self: &Arc<Self>) {
+    /// to the members that stay. A target that fails a batch later counts as leaving too,
+    /// and the pass runs again on the ring without it.
+    pub(crate) async fn leavers(self: &Arc<Self>) -> BTreeSet<String> {
         // The writes this node admitted as a primary before it marked itself leaving
         // finish first (it admits none since): the scan reads what they stored.
         let settled = Instant::now() + LEAVE_EXECUTIONS_WAIT;
@@ -348,18 +347,38 @@ impl Shared {
             };
             tokio::time::sleep(Duration::from_millis(10)).await;
         }
-        let ring = self.ring();
-        let rf = self.cfg.replication_factor as usize;
         let mut gone: BTreeSet<String> = BTreeSet::from([self.name.clone()]);
         gone.extend(self.members_leaving().await);
+        gone
+    }
+
+    /// One hand-off of [`Shared::leavers`]'s description on `ring` (this node's ring when
+    /// it marked itself leaving), `gone` the members leaving (grown by the targets that
+    /// fail). `sole`: only the keys all of whose owners on `ring` are in `gone` — the keys
+    /// lost if this node stops before they go, pushed first and before the leave is
+    /// announced (a review's 300,000-key hand-off, one pass over every key, ran past its
+    /// 5 s bound and lost 19,093 such keys); else every key, old owners included (a copy
+    /// an owner missed), after the announcement, while writes no longer wait for it.
+    pub(crate) async fn handoff_on_leave(
+        self: &Arc<Self>,
+        ring: &Ring,
+        gone: &mut BTreeSet<String>,
+        sole: bool,
+    ) {
+        let rf = self.cfg.replication_factor as usize;
         // Each pass finds at least one more member gone, or is the last.
         for _ in 0..ring.nodes().len() {
-            if placement::ring_without(&ring, &gone).is_none() {
+            if placement::ring_without(ring, gone).is_none() {
                 tracing::warn!(node = %self.name, "no member stays: nothing to hand this node's keys to");
                 return;
             }
             let leavers = gone.clone();
-            let targets = |k: &[u8]| placement::leave_targets(&ring, &leavers, &self.name, k, rf);
+            let targets = |k: &[u8]| {
+                if sole && !ring.owners(k, rf).iter().all(|o| leavers.contains(*o)) {
+                    return Vec::new();
+                }
+                placement::leave_targets(ring, &leavers, &self.name, k, rf)
+            };
             let unreachable = self.handoff_passes(&targets).await;
             let before = gone.len();
             gone.extend(unreachable);
@@ -368,7 +387,7 @@ impl Shared {
             }
             tracing::info!(node = %self.name, gone = ?gone, "members leaving too: handing this node's keys over again");
         }
-        tracing::info!(node = %self.name, leaving = ?gone, "keys handed over to the members that stay");
+        tracing::info!(node = %self.name, leaving = ?gone, sole, "keys handed over to the members that stay");
     }
 
     /// The members of this node's view that answer an empty hand-off with [`LEAVING`] or

@@ -143,12 +143,15 @@ impl Shared {
             .lock()
             .note_view(live.len(), self.cfg.expected_size as usize);
         let mut v = self.view.write();
-        let members: BTreeMap<String, NodeIdentity> =
-            live.into_iter().map(|id| (id.name.clone(), id)).collect();
+        let (members, shared_names) = strata_cluster::identity::one_per_name(live);
         if members != v.members || ring.version() != v.ring.version() {
             v.slots = None;
         }
+        for name in shared_names.difference(&v.shared_names) {
+            tracing::error!(node = %self.name, %name, "two processes run under the name {name}: each member's node.name must be its own; the one started first keeps the name, the other executes nothing and is not ready");
+        }
         v.members = members;
+        v.shared_names = shared_names;
         if ring.version() != v.ring.version() {
             let old = std::mem::replace(&mut v.ring, Arc::new(ring));
             tracing::info!(node = %self.name, members = v.ring.nodes().len(), ring = v.ring.version(), "ring changed");

@@ -42,7 +42,7 @@ pub(crate) mod status;
 pub(crate) mod tier;
 pub(crate) mod warm;
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, OnceLock};
@@ -375,6 +375,8 @@ struct View {
     /// `placement::after_rejoin`.
     rejoined_ms: Option<u64>,
     members: BTreeMap<String, NodeIdentity>,
+    /// Names two live processes hold (`identity::one_per_name`): `members` has the older.
+    shared_names: BTreeSet<String>,
     /// The slot map of this view, built when first asked for ([`slots`]).
     slots: Option<Arc<slots::SlotMap>>,
 }
@@ -711,6 +713,7 @@ impl Shared {
                 joining: strata_cluster::placement::Joining::new(0),
                 rejoined_ms: None,
                 members,
+                shared_names: BTreeSet::new(),
                 slots: None,
             }),
             owner,
@@ -885,9 +888,42 @@ impl Shared {
                 "this node sees {members} of the cluster's {expected} members (cluster.expected_size): no majority, so it is not ready (check cluster.seeds)"
             ));
         }
+        if let Some(why) = self.second_of_name() {
+            return Some(why);
+        }
         self.ring_problem()
             .filter(|(not_ready, _)| *not_ready)
             .map(|(_, why)| why)
+    }
+
+    /// Why this process stands aside, when another live process holds its `node.name` and
+    /// started earlier (`identity::one_per_name`): it executes no write as a primary and is
+    /// not ready until that process is gone.
+    pub(crate) fn second_of_name(&self) -> Option<String> {
+        let view = self.view.read();
+        if !view.shared_names.contains(&self.name) {
+            return None;
+        }
+        let first = view.members.get(&self.name)?;
+        (first.generation != self.generation).then(
+            || {
+                format!(
+                    "another process named {} runs (gossip {}, started earlier): this one executes nothing and is not ready until it is gone (give every member its own node.name)",
+                    self.name, first.gossip
+                )
+            },
+        )
+    }
+
+    /// The names two live processes hold in this node's view, for the operator.
+    pub(crate) fn shared_names_problem(&self) -> Option<String> {
+        let view = self.view.read();
+        (!view.shared_names.is_empty()).then(|| {
+            format!(
+                "two processes run under the name(s) {}: each member's node.name must be its own (the one started first keeps the name)",
+                view.shared_names.iter().cloned().collect::<Vec<_>>().join(", ")
+            )
+        })
     }
 
     /// Members of this node's view that place keys with other ring parameters

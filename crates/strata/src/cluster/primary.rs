@@ -274,6 +274,10 @@ impl Shared {
                 decide::primary(&ring, key).map(str::to_owned),
             ));
         }
+        // Refused for good (`ERR`): waiting for the view to move does not help.
+        if let Some(why) = self.second_of_name() {
+            return Err(Refusal::Unavailable(format!("ERR {why}")));
+        }
         if !self.stall.lock().may_execute(self.monotonic_ms()) {
             return Err(Refusal::Unavailable(
                 "this node stalled (a pause): it executes no write until the cluster's view has reached it".into(),

@@ -577,6 +577,9 @@ impl Tier for ClusterTier {
         if let Some((_, why)) = s.ring_problem() {
             return TierHealth::Degraded(why);
         }
+        if let Some(why) = s.shared_names_problem() {
+            return TierHealth::Degraded(why);
+        }
         if !s.cfg.seeds.is_empty() && s.others().is_empty() {
             return TierHealth::Degraded("no other cluster member is reachable".into());
         }
