@@ -730,20 +730,31 @@ pub fn three_nodes_with_env(
     extra: &str,
     env: &[(&str, &str)],
 ) -> (Vec<Server>, Vec<tempfile::TempDir>) {
-    let dirs: Vec<_> = (0..3).map(|_| tempfile::tempdir().unwrap()).collect();
-    let g: Vec<u16> = (0..3).map(|_| free_port()).collect();
-    let nodes: Vec<Server> = (0..3)
-        .map(|i| {
-            let name = format!("n{}", i + 1);
-            start_node_with_env(dirs[i].path(), &name, g[i], &[g[0]], extra, env)
-        })
+    let (nodes, dirs, _) = nodes_joined(3, extra, env);
+    (nodes, dirs)
+}
+
+/// `n` `strata serve` nodes (`n1`..`nN`, each with `extra` config and `env`) joined into one
+/// cluster through `n1` and converged: the servers, their directories (alive as long as
+/// the guards) and their gossip ports (the first is the seed another node joins through).
+pub fn nodes_joined(
+    n: usize,
+    extra: &str,
+    env: &[(&str, &str)],
+) -> (Vec<Server>, Vec<tempfile::TempDir>, Vec<u16>) {
+    let dirs: Vec<_> = (0..n).map(|_| tempfile::tempdir().unwrap()).collect();
+    let g: Vec<u16> = (0..n).map(|_| free_port()).collect();
+    let names: Vec<String> = (1..=n).map(|i| format!("n{i}")).collect();
+    let nodes: Vec<Server> = (0..n)
+        .map(|i| start_node_with_env(dirs[i].path(), &names[i], g[i], &[g[0]], extra, env))
         .collect();
+    let names: Vec<&str> = names.iter().map(String::as_str).collect();
     converge(
         &nodes.iter().collect::<Vec<_>>(),
-        &["n1", "n2", "n3"],
+        &names,
         Duration::from_secs(20),
     );
-    (nodes, dirs)
+    (nodes, dirs, g)
 }
 
 /// The node's `/cluster` admin JSON.

@@ -11,8 +11,8 @@ use std::time::{Duration, Instant};
 
 use redis::Commands;
 use strata_tests::{
-    Server, cluster_json, converge, free_port, metric_or_zero, pipeline_set, scan_all, start_node,
-    three_nodes, three_nodes_with_env, view, wait_for,
+    Server, cluster_json, converge, free_port, metric_or_zero, nodes_joined, pipeline_set,
+    scan_all, start_node, three_nodes, three_nodes_with_env, view, wait_for,
 };
 
 /// Per key, the writes acknowledged to the client: (counter, when).
@@ -904,17 +904,7 @@ fn members_restarted_faster_than_failure_detection_lose_nothing() {
 /// counter both leavers owned restarted from 0: two acknowledged `INCR`s answered alike.)
 #[test]
 fn two_members_stopped_together_hand_over_every_key_they_held() {
-    let dirs: Vec<_> = (0..4).map(|_| tempfile::tempdir().unwrap()).collect();
-    let g: Vec<u16> = (0..4).map(|_| free_port()).collect();
-    let names = ["n1", "n2", "n3", "n4"];
-    let mut nodes: Vec<Server> = (0..4)
-        .map(|i| start_node(dirs[i].path(), names[i], g[i], &[g[0]], ""))
-        .collect();
-    converge(
-        &nodes.iter().collect::<Vec<_>>(),
-        &names,
-        Duration::from_secs(20),
-    );
+    let (mut nodes, _dirs, _) = nodes_joined(4, "", &[]);
     const KEYS: u64 = 5_000;
     const COUNTERS: u64 = 200;
     let mut c1 = nodes[0].redis();
@@ -1001,18 +991,9 @@ fn a_member_without_a_majority_of_the_cluster_is_not_ready() {
 /// it, and each logs the difference as an error.
 #[test]
 fn a_member_with_other_ring_parameters_is_named_and_not_ready() {
-    let dirs: Vec<_> = (0..4).map(|_| tempfile::tempdir().unwrap()).collect();
-    let g: Vec<u16> = (0..4).map(|_| free_port()).collect();
-    let names = ["n1", "n2", "n3"];
-    let nodes: Vec<Server> = (0..3)
-        .map(|i| start_node(dirs[i].path(), names[i], g[i], &[g[0]], ""))
-        .collect();
-    converge(
-        &nodes.iter().collect::<Vec<_>>(),
-        &names,
-        Duration::from_secs(20),
-    );
-    let odd = start_node(dirs[3].path(), "n4", g[3], &[g[0]], "vnodes = 64");
+    let (nodes, _dirs, g) = nodes_joined(3, "", &[]);
+    let dir = tempfile::tempdir().unwrap();
+    let odd = start_node(dir.path(), "n4", free_port(), &[g[0]], "vnodes = 64");
     let health = |srv: &Server| strata_tests::admin_get(srv, "/health");
     let told = wait_for(Duration::from_secs(20), || {
         let (code, body) = health(&odd);
@@ -1042,18 +1023,9 @@ fn a_member_with_other_ring_parameters_is_named_and_not_ready() {
 /// and the others name the shared name in their health. Writes through the others go on.
 #[test]
 fn a_second_process_with_a_members_name_stands_aside() {
-    let dirs: Vec<_> = (0..4).map(|_| tempfile::tempdir().unwrap()).collect();
-    let g: Vec<u16> = (0..4).map(|_| free_port()).collect();
-    let names = ["n1", "n2", "n3"];
-    let nodes: Vec<Server> = (0..3)
-        .map(|i| start_node(dirs[i].path(), names[i], g[i], &[g[0]], ""))
-        .collect();
-    converge(
-        &nodes.iter().collect::<Vec<_>>(),
-        &names,
-        Duration::from_secs(20),
-    );
-    let second = start_node(dirs[3].path(), "n2", g[3], &[g[0]], "");
+    let (nodes, _dirs, g) = nodes_joined(3, "", &[]);
+    let dir = tempfile::tempdir().unwrap();
+    let second = start_node(dir.path(), "n2", free_port(), &[g[0]], "");
     let health = |srv: &Server| strata_tests::admin_get(srv, "/health");
     let aside = wait_for(Duration::from_secs(20), || {
         let (code, body) = health(&second);
