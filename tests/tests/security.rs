@@ -888,6 +888,79 @@ fn resp_and_admin_speak_tls_to_real_clients() {
     assert_eq!(http_get(&s.admin(), "/health").0, 200);
 }
 
+/// At `max_clients` a TLS port refused the next client with `-ERR max number of clients
+/// reached` written in plaintext, before any handshake: the client read it as a broken TLS
+/// record (review, 2026-12-05). Now it drops the connection without a byte, as redis-server
+/// does on its TLS port; the refusal is counted, and a TLS client gets in again once there is
+/// room.
+#[test]
+fn a_full_tls_port_refuses_without_plaintext() {
+    use std::io::{Read, Write};
+    let pki_dir = tempfile::tempdir().unwrap();
+    let pki = strata::tls::test_certs(pki_dir.path(), &["server"]).unwrap();
+    let (cert, key) = &pki.leaves[0];
+    let s = Server::start(&format!(
+        "[server]\nmax_clients = 1\n[server.tls]\ncert_file = {cert:?}\nkey_file = {key:?}\nadmin = false\n"
+    ));
+    let client = redis::Client::build_with_tls(
+        format!("rediss://localhost:{}/", s.port),
+        redis::TlsCertificates {
+            client_tls: None,
+            root_cert: Some(std::fs::read(&pki.ca_file).unwrap()),
+        },
+    )
+    .unwrap();
+    // The readiness probe's connection may take a moment to be released.
+    let connect = || {
+        let deadline = Instant::now() + Duration::from_secs(10);
+        loop {
+            match client.get_connection().and_then(|mut c| {
+                redis::cmd("PING").query::<String>(&mut c)?;
+                Ok(c)
+            }) {
+                Ok(c) => return c,
+                Err(e) if Instant::now() > deadline => panic!("never admitted: {e}"),
+                Err(_) => std::thread::sleep(Duration::from_millis(20)),
+            }
+        }
+    };
+    let mut holder = connect();
+    // A raw socket: what the server sends before any handshake.
+    let mut raw = std::net::TcpStream::connect(("127.0.0.1", s.port)).unwrap();
+    raw.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+    let _ = raw.write_all(&[0x16, 0x03, 0x01, 0x00, 0x05, 0x01, 0x00, 0x00, 0x01, 0x00]);
+    let mut got = Vec::new();
+    let mut b = [0u8; 256];
+    loop {
+        match raw.read(&mut b) {
+            Ok(0) | Err(_) => break,
+            Ok(n) => got.extend_from_slice(&b[..n]),
+        }
+    }
+    assert!(
+        got.is_empty(),
+        "a refused TLS client got {:?}",
+        String::from_utf8_lossy(&got)
+    );
+    // A real TLS client is refused with an error (not a hang), and the holder still works.
+    let t = Instant::now();
+    assert!(
+        client
+            .get_connection()
+            .and_then(|mut c| redis::cmd("PING").query::<String>(&mut c))
+            .is_err()
+    );
+    assert!(t.elapsed() < Duration::from_secs(5), "{:?}", t.elapsed());
+    let pong: String = redis::cmd("PING").query(&mut holder).unwrap();
+    assert_eq!(pong, "PONG");
+    assert!(metric_or_zero(&s, "strata_server_rejected_connections_total") >= 2.0);
+    // Room again: a TLS client gets in.
+    drop(holder);
+    let mut again = connect();
+    let pong: String = redis::cmd("PING").query(&mut again).unwrap();
+    assert_eq!(pong, "PONG");
+}
+
 /// A web page can make a browser post to the RESP port (`fetch('http://127.0.0.1:6379/',
 /// {method: 'POST', mode: 'no-cors', body: 'SET …\r\nCONFIG SET requirepass …\r\n'})`): the
 /// header lines only drew errors, and the body then ran as commands — a page set its own

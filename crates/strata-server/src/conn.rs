@@ -136,6 +136,17 @@ pub async fn accept_loop(
                     });
                 }
             },
+            None if tls.is_some() => {
+                // No handshake was made, so an error written now would reach the client as
+                // plaintext bytes inside what it reads as TLS records (a review saw
+                // `-ERR max number of clients reached` arrive as a "wrong version number"
+                // TLS failure). Redis writes nothing either: the connection just drops. A
+                // handshake for every refused client would cost the most CPU exactly when
+                // the node is full.
+                shared.metrics.rejected_connections.incr();
+                tracing::debug!(%addr, "TLS connection refused: max number of clients reached");
+                drop(stream);
+            }
             None => {
                 shared.metrics.rejected_connections.incr();
                 tracing::debug!(%addr, "connection refused: max number of clients reached");
