@@ -372,3 +372,93 @@ fn shard_channel_messages_reach_subscribers_on_another_member() {
     }
     assert_eq!(sub.cmd(&[b"PING"]), Frame::Simple("PONG".into()));
 }
+
+/// Each `PUBLISH` matches its channel against every pattern subscribed to, and patterns can
+/// be built to be slow (`*aaa…ab` against a long channel of `a`s; Redis spends as long, and
+/// stops the whole server meanwhile). A review's 1,000 such patterns made one `PUBLISH` take
+/// 17 s, and every other client of the node waited with it: the publisher held the
+/// subscription table's lock while it matched, a `SUBSCRIBE` waited for that lock on a
+/// runtime thread, and every connection on the two threads stopped. Now a `PUBLISH` matches
+/// outside the lock, on a thread the runtime gives up for it: a bystander's `SUBSCRIBE`,
+/// `PING` and `SET` answer while it runs.
+#[test]
+fn a_slow_pattern_match_holds_up_its_publisher_only() {
+    let s = Server::start("");
+    let pattern = format!("*{}b", "a".repeat(1000));
+    let channel = "a".repeat(8192);
+    let mut sub = s.raw();
+    let mut held = 0usize;
+    let mut publisher = s.raw();
+    // As many patterns as make one `PUBLISH` take at least 1.5 s on this build and machine.
+    let mut want = 8usize;
+    let took = loop {
+        while held < want {
+            let p = format!("{pattern}{held}");
+            assert!(matches!(
+                sub.cmd(&[b"PSUBSCRIBE", p.as_bytes()]),
+                Frame::Array(_)
+            ));
+            held += 1;
+        }
+        let t = Instant::now();
+        assert_eq!(
+            publisher.cmd(&[b"PUBLISH", channel.as_bytes(), b"x"]),
+            Frame::Integer(0)
+        );
+        let took = t.elapsed();
+        if took >= Duration::from_millis(1500) || held >= 5000 {
+            break took;
+        }
+        let scale = 2000.0 / took.as_millis().max(1) as f64;
+        want = ((held as f64 * scale) as usize).clamp(held + 1, 5000);
+    };
+    assert!(
+        took >= Duration::from_millis(1500),
+        "{held} patterns: {took:?}"
+    );
+    let slow = {
+        let (port, channel) = (s.port, channel.clone());
+        std::thread::spawn(move || {
+            let mut p = Raw::connect(port);
+            p.stream
+                .set_read_timeout(Some(Duration::from_secs(60)))
+                .unwrap();
+            let t = Instant::now();
+            let f = p.cmd(&[b"PUBLISH", channel.as_bytes(), b"x"]);
+            (f, t.elapsed())
+        })
+    };
+    std::thread::sleep(took / 5);
+    let mut worst = Duration::ZERO;
+    for i in 0..4 {
+        let t = Instant::now();
+        let mut by = s.raw();
+        assert!(matches!(
+            by.cmd(&[b"SUBSCRIBE", format!("news{i}").as_bytes()]),
+            Frame::Array(_)
+        ));
+        let mut other = s.raw();
+        assert_eq!(other.cmd(&[b"PING"]), Frame::Simple("PONG".into()));
+        assert_eq!(
+            other.cmd(&[b"SET", b"bystander", b"1"]),
+            Frame::Simple("OK".into())
+        );
+        worst = worst.max(t.elapsed());
+    }
+    let (f, slow_took) = slow.join().unwrap();
+    assert_eq!(f, Frame::Integer(0));
+    assert!(
+        worst < took / 3,
+        "a bystander waited {worst:?} while a PUBLISH matched {held} patterns for {slow_took:?}"
+    );
+    // The patterns still match: one more that does gets the message.
+    assert!(matches!(sub.cmd(&[b"PSUBSCRIBE", b"a*"]), Frame::Array(_)));
+    assert_eq!(
+        publisher.cmd(&[b"PUBLISH", channel.as_bytes(), b"y"]),
+        Frame::Integer(1)
+    );
+    match sub.frame() {
+        Frame::Array(m) => assert_eq!(m[0], Frame::Bulk("pmessage".into())),
+        other => panic!("{other:?}"),
+    }
+}

@@ -269,8 +269,52 @@ impl Subscription {
 struct Subs {
     channels: HashMap<Bytes, HashMap<u64, Outlet>>,
     shards: HashMap<Bytes, HashMap<u64, Outlet>>,
-    patterns: HashMap<Bytes, (Glob, HashMap<u64, Outlet>)>,
+    patterns: HashMap<Bytes, Arc<PatternSubs>>,
+    /// The values of `patterns`, for `PUBLISH` to match without holding the table's lock
+    /// (rebuilt when a distinct pattern comes or goes).
+    pattern_list: Arc<[Arc<PatternSubs>]>,
+    /// The bytes of every distinct pattern: a `PUBLISH`'s matching work is at most this
+    /// times its channel's length.
+    pattern_bytes: usize,
 }
+
+impl Subs {
+    fn patterns_changed(&mut self) {
+        self.pattern_list = self.patterns.values().cloned().collect();
+        self.pattern_bytes = self.patterns.keys().map(Bytes::len).sum();
+    }
+
+    /// Takes client `id` off `pattern`, and the pattern off the table once nobody is on
+    /// it; whether the table changed.
+    fn leave_pattern(&mut self, pattern: &[u8], id: u64) -> bool {
+        let Some(p) = self.patterns.get(pattern) else {
+            return false;
+        };
+        let mut clients = p.clients.write();
+        clients.remove(&id);
+        if clients.is_empty() {
+            drop(clients);
+            self.patterns.remove(pattern);
+            return true;
+        }
+        false
+    }
+}
+
+/// One distinct pattern and its subscribers. `PUBLISH` matches against a snapshot of these,
+/// outside the table's lock: 1,000 patterns built to be slow against 8 KiB channel names
+/// held the lock 17 s per `PUBLISH`, and every `SUBSCRIBE`, `UNSUBSCRIBE` and subscriber's
+/// disconnection (and, behind them, every other `PUBLISH`) waited that long (review,
+/// 2026-12-04).
+struct PatternSubs {
+    pattern: Bytes,
+    glob: Glob,
+    clients: RwLock<HashMap<u64, Outlet>>,
+}
+
+/// Matching work (pattern bytes × channel bytes) above which a `PUBLISH` lets the runtime
+/// move this worker's other connections to another thread while it matches.
+const PUBLISH_BLOCKING_WORK: usize = 1 << 22;
 
 /// Takes client `id` off `name` in `map`, and the name off the map once nobody is on it.
 fn leave(map: &mut HashMap<Bytes, HashMap<u64, Outlet>>, name: &[u8], id: u64) {
@@ -406,17 +450,23 @@ impl PubSub {
         let glob = Glob::new(pattern).map_err(|e| e.to_string())?;
         let pattern = Bytes::copy_from_slice(pattern);
         let mut subs = self.subs.write();
-        if !subs.patterns.contains_key(&pattern) && subs.patterns.len() >= MAX_PATTERNS {
-            return Err(format!(
-                "this node holds the maximum of {MAX_PATTERNS} distinct patterns"
-            ));
+        if let Some(p) = subs.patterns.get(&pattern) {
+            p.clients.write().insert(sub.id, sub.outlet.clone());
+        } else {
+            if subs.patterns.len() >= MAX_PATTERNS {
+                return Err(format!(
+                    "this node holds the maximum of {MAX_PATTERNS} distinct patterns"
+                ));
+            }
+            let p = PatternSubs {
+                pattern: pattern.clone(),
+                glob,
+                clients: RwLock::new(HashMap::from([(sub.id, sub.outlet.clone())])),
+            };
+            subs.patterns.insert(pattern.clone(), Arc::new(p));
+            subs.patterns_changed();
         }
-        sub.patterns.insert(pattern.clone());
-        subs.patterns
-            .entry(pattern)
-            .or_insert_with(|| (glob, HashMap::new()))
-            .1
-            .insert(sub.id, sub.outlet.clone());
+        sub.patterns.insert(pattern);
         Ok(())
     }
 
@@ -426,11 +476,8 @@ impl PubSub {
             return false;
         }
         let mut subs = self.subs.write();
-        if let Some((_, clients)) = subs.patterns.get_mut(pattern) {
-            clients.remove(&sub.id);
-            if clients.is_empty() {
-                subs.patterns.remove(pattern);
-            }
+        if subs.leave_pattern(pattern, sub.id) {
+            subs.patterns_changed();
         }
         true
     }
@@ -458,13 +505,15 @@ impl PubSub {
                 }
             }
         }
-        for p in std::mem::take(&mut sub.patterns) {
+        let patterns: Vec<Bytes> = std::mem::take(&mut sub.patterns).into_iter().collect();
+        for batch in patterns.chunks(256) {
             let mut subs = self.subs.write();
-            if let Some((_, clients)) = subs.patterns.get_mut(&p) {
-                clients.remove(&sub.id);
-                if clients.is_empty() {
-                    subs.patterns.remove(&p);
-                }
+            let mut changed = false;
+            for p in batch {
+                changed |= subs.leave_pattern(p, sub.id);
+            }
+            if changed {
+                subs.patterns_changed();
             }
         }
     }
@@ -486,39 +535,59 @@ impl PubSub {
             &Bytes::copy_from_slice(channel),
             &Bytes::copy_from_slice(payload),
         );
-        let subs = self.subs.read();
         let mut n = 0;
         let mut charge = ChargeOnce::default();
-        if let Some(clients) = subs.channels.get(channel) {
-            for o in clients.values() {
-                let m = Message {
-                    pattern: None,
-                    channel: channel.clone(),
-                    payload: payload.clone(),
-                    sharded: false,
-                    charge: Some(charge.get(o, payload.len())),
-                };
-                if o.send(Push::Message(m)) {
-                    n += 1;
+        let (patterns, work) = {
+            let subs = self.subs.read();
+            if let Some(clients) = subs.channels.get(channel) {
+                for o in clients.values() {
+                    let m = Message {
+                        pattern: None,
+                        channel: channel.clone(),
+                        payload: payload.clone(),
+                        sharded: false,
+                        charge: Some(charge.get(o, payload.len())),
+                    };
+                    if o.send(Push::Message(m)) {
+                        n += 1;
+                    }
                 }
             }
+            (
+                subs.pattern_list.clone(),
+                subs.pattern_bytes.saturating_mul(channel.len()),
+            )
+        };
+        if patterns.is_empty() {
+            return n;
         }
-        for (pattern, (glob, clients)) in &subs.patterns {
-            if !glob.matches(channel) {
-                continue;
-            }
-            for o in clients.values() {
-                let m = Message {
-                    pattern: Some(pattern.clone()),
-                    channel: channel.clone(),
-                    payload: payload.clone(),
-                    sharded: false,
-                    charge: Some(charge.get(o, payload.len())),
-                };
-                if o.send(Push::Message(m)) {
-                    n += 1;
+        let mut deliver = || {
+            for p in patterns.iter() {
+                if !p.glob.matches(channel) {
+                    continue;
+                }
+                for o in p.clients.read().values() {
+                    let m = Message {
+                        pattern: Some(p.pattern.clone()),
+                        channel: channel.clone(),
+                        payload: payload.clone(),
+                        sharded: false,
+                        charge: Some(charge.get(o, payload.len())),
+                    };
+                    if o.send(Push::Message(m)) {
+                        n += 1;
+                    }
                 }
             }
+        };
+        // Long matching (Redis's matcher spends as long, and stops the whole server) runs
+        // where it holds up this connection only.
+        let multi_thread = tokio::runtime::Handle::try_current()
+            .is_ok_and(|h| h.runtime_flavor() == tokio::runtime::RuntimeFlavor::MultiThread);
+        if work > PUBLISH_BLOCKING_WORK && multi_thread {
+            tokio::task::block_in_place(deliver);
+        } else {
+            deliver();
         }
         n
     }
