@@ -315,6 +315,23 @@ impl Lease {
         expected <= 2 || now_ms < self.until_ms
     }
 
+    /// Whether a majority of a cluster of `expected` members (this node counted) answered
+    /// pings this node sent at or after `since_ms`, within [`Lease::LEASE_MS`] of `now_ms`:
+    /// after a stall ended at `since_ms`, the others count this node live in its present
+    /// life (a member that declared it down grants nothing until it has rejoined, and its
+    /// rejoin drops what it held first). Always true for one or two expected members.
+    pub fn holds_since(&self, since_ms: u64, now_ms: u64, expected: usize) -> bool {
+        // As [`Lease::holds`]: clusters of one or two have no majority to lose.
+        let others = expected / 2;
+        expected <= 2
+            || self
+                .grants
+                .values()
+                .filter(|&&t| t >= since_ms && t.saturating_add(Self::LEASE_MS) > now_ms)
+                .count()
+                >= others
+    }
+
     /// Members whose grant is current at `now_ms` (for status pages).
     pub fn fresh(&self, now_ms: u64) -> usize {
         self.grants
@@ -359,6 +376,22 @@ mod tests {
 
     fn names(n: usize) -> Vec<String> {
         (0..n).map(|i| format!("n{i}")).collect()
+    }
+
+    #[test]
+    fn a_lease_since_a_stall_counts_only_pings_sent_after_it() {
+        let mut l = Lease::default();
+        l.grant("n1", 1_000, 5);
+        l.grant("n2", 1_100, 5);
+        // Granted, but by pings sent before the stall ended at 1,050.
+        assert!(l.holds(1_200, 5));
+        assert!(!l.holds_since(1_050, 1_200, 5));
+        l.grant("n1", 1_300, 5);
+        assert!(l.holds_since(1_050, 1_400, 5));
+        // Stale grants do not count.
+        assert!(!l.holds_since(1_050, 2_200, 5));
+        // Clusters of one or two expected members have no majority to wait for.
+        assert!(Lease::default().holds_since(5, 10, 2));
     }
 
     #[test]

@@ -430,6 +430,15 @@ async fn serve_connection<S: AsyncRead + AsyncWrite + Unpin>(
         if n == 0 {
             return Ok(());
         }
+        // This process may have been paused (SIGSTOP, a VM freeze) while the request was on
+        // its way, holding copies the cluster changed meanwhile: it is answered once they
+        // are dropped (`strata::cluster::pause`).
+        if let Some(gate) = &shared.pause_gate
+            && !gate.is_open()
+            && !gate.wait_open().await
+        {
+            tracing::warn!("the cluster tick stays late: answering without waiting longer");
+        }
     }
 }
 

@@ -98,6 +98,8 @@ pub struct Shared {
     /// Which member is primary of each hash slot (`None` when the node is not a cluster
     /// member): `CLUSTER SLOTS` and the cluster listener's redirects read it.
     pub slots: Option<strata::SlotSource>,
+    /// Where commands wait after a pause of this process (`None` outside a cluster).
+    pub pause_gate: Option<Arc<strata::cluster::pause::PauseGate>>,
     /// `CLIENT TRACKING`: which clients read which keys.
     pub tracking: Arc<crate::tracking::Tracking>,
 }
@@ -197,6 +199,7 @@ impl Shared {
             pubsub,
             publisher: node.publisher(),
             slots: node.slots(),
+            pause_gate: node.pause_gate(),
             tracking,
         }
     }

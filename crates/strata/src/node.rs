@@ -419,6 +419,13 @@ impl Node {
         self.cluster.clone().map(crate::cluster::slots::SlotSource)
     }
 
+    /// Where a server's commands wait after this process was paused, until the copies it
+    /// held across the pause are dropped (`None` when the node is not a cluster member;
+    /// see [`crate::cluster::pause`]). Reads made straight on [`Node::cache`] do not wait.
+    pub fn pause_gate(&self) -> Option<Arc<crate::cluster::pause::PauseGate>> {
+        self.cluster.as_ref().map(|c| c.pause.clone())
+    }
+
     /// The cluster as this node sees it (members, ring, coherence), when it is a member.
     pub fn cluster_status(&self) -> Option<crate::cluster::ClusterStatus> {
         self.cluster.as_ref().map(|c| c.status())

@@ -714,10 +714,14 @@ impl Shared {
                     origin,
                     lost,
                     owned,
+                    after_stall,
                 } => {
                     // Invalidations were lost: any remembered absence may be one of them.
                     self.absent.forget_all();
                     self.drop_unverified(&origin, lost, owned).await;
+                    if after_stall {
+                        self.pause.dropped();
+                    }
                 }
             }
         }

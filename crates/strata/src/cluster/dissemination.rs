@@ -32,6 +32,7 @@ impl Shared {
                         origin,
                         lost,
                         owned,
+                        after_stall: false,
                     });
                 }
                 coherence::Output::AskLatest { origin } => {

@@ -193,6 +193,31 @@ impl Shared {
             // Any suspicion of it raised meanwhile is refuted now, before it runs out into a
             // `Down` (`Membership::refute_after_stall`).
             self.with_membership(|m| m.refute_after_stall());
+            // What it held may have changed meanwhile, unannounced to it: commands wait
+            // while it drops what it holds unverified, and its owner store is read by no
+            // one until a majority answers pings sent from now on ([`pause`]).
+            self.pause.dropping();
+            self.unverified_since_ms
+                .store(self.monotonic_ms(), Ordering::Release);
+            let _ = self.work_tx.send(Work::DropUnverified {
+                origin: self.name.clone(),
+                lost: 1,
+                owned: false,
+                after_stall: true,
+            });
+        }
+        self.pause.tick();
+        let since = self.unverified_since_ms.load(Ordering::Acquire);
+        if since != 0
+            && self.pause.is_open()
+            && self.lease.lock().holds_since(
+                since,
+                self.monotonic_ms(),
+                self.cfg.expected_size as usize,
+            )
+        {
+            self.unverified_since_ms.store(0, Ordering::Release);
+            tracing::info!(node = %self.name, "a majority answered after the stall: this node's owned copies are read again");
         }
         let out = self.coherence.lock().tick(self.coherence_ms());
         self.carry_out_coherence(out);

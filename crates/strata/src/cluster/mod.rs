@@ -22,7 +22,8 @@
 //! `apply` invalidations in and the hand-off; `server` the peer RPC server; `primary`
 //! per-key primary execution; `tier` the L2 tier; `warm` L3 proofs after a restart;
 //! `status` what `/cluster` shows; `slots` the slot map cluster-aware clients see; `hook` the actor's hook and metrics; `peer` the
-//! client side of peer RPC; `net` the sockets (tokio's or turmoil's).
+//! client side of peer RPC; `net` the sockets (tokio's or turmoil's); `pause` what a member
+//! does about its own pauses.
 
 pub(crate) mod absent;
 pub(crate) mod apply;
@@ -31,6 +32,7 @@ pub(crate) mod executing;
 pub(crate) mod gossip;
 pub(crate) mod hook;
 pub(crate) mod net;
+pub mod pause;
 pub(crate) mod peer;
 pub(crate) mod primary;
 pub(crate) mod pubsub;
@@ -388,6 +390,8 @@ enum Work {
         origin: String,
         lost: u64,
         owned: bool,
+        /// Asked by the tick that found this node stalled: the pause gate opens after it.
+        after_stall: bool,
     },
 }
 
@@ -434,6 +438,13 @@ pub(crate) struct Shared {
     pub(crate) stall: Mutex<strata_cluster::primary::StallGuard>,
     /// This node's lease as a primary: the members that answered its pings lately.
     pub(crate) lease: Mutex<strata_cluster::primary::Lease>,
+    /// Commands wait here after a pause of this process until its copies are dropped
+    /// ([`pause`]).
+    pub(crate) pause: Arc<pause::PauseGate>,
+    /// When the tick found this node stalled (`monotonic_ms`; 0: not since a majority
+    /// answered pings sent after the stall): meanwhile its owner store is read by no one
+    /// ([`pause`]).
+    unverified_since_ms: AtomicU64,
     /// Lease pings on their way, per member (a few at most: a member that does not answer
     /// gets no pile of pings).
     pub(crate) lease_pings: Mutex<std::collections::HashMap<String, u32>>,
@@ -746,6 +757,8 @@ impl Shared {
             executing: Default::default(),
             stall: Mutex::new(Default::default()),
             lease: Mutex::new(Default::default()),
+            pause: Arc::default(),
+            unverified_since_ms: AtomicU64::new(0),
             lease_pings: Mutex::new(Default::default()),
             started: Instant::now(),
             leaving: AtomicBool::new(false),
@@ -761,6 +774,13 @@ impl Shared {
             faults: Faults::default(),
             cfg: c,
         }))
+    }
+
+    /// Whether this node stalled and a majority has not yet answered pings sent after it:
+    /// its owner store may hold copies changed during the pause, and is read by no one
+    /// ([`pause`]).
+    pub(crate) fn unverified(&self) -> bool {
+        self.unverified_since_ms.load(Ordering::Acquire) != 0
     }
 
     /// Milliseconds since this node's cluster state was built, on a monotonic clock.

@@ -256,6 +256,10 @@ impl Shared {
             Request::LeasePing => Response::Lease {
                 granted: strata_cluster::primary::grants_lease(&self.ring(), from),
             },
+            Request::Get { .. } if self.unverified() => Response::Error(
+                "this node stalled; its copies are unverified until the cluster counts it live again"
+                    .into(),
+            ),
             Request::Get { namespace, key } => {
                 // The sequence number is read before the store: the copy reflects at least
                 // every invalidation up to it.

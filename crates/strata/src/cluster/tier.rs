@@ -118,6 +118,10 @@ impl ClusterTier {
     async fn fetch(&self, name: &str, addr: std::net::SocketAddr, ns: &str, key: &[u8]) -> Fetched {
         let s = &self.shared;
         if name == s.name {
+            if s.unverified() {
+                // Held across a pause: changed meanwhile, maybe ([`super::pause`]).
+                return Fetched::Failed;
+            }
             return match s.settled_entry(ns, key) {
                 Some(e) => Fetched::Hit(e),
                 None => Fetched::Miss,

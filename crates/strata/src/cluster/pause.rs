@@ -1,0 +1,118 @@
+//! What a member does about its own pauses (SIGSTOP, a VM freeze, a long GC-like stall).
+//!
+//! A member paused past failure detection wakes up holding copies of keys that the others
+//! deleted or overwrote meanwhile, and the invalidations announcing those changes may never
+//! reach it. It used to serve those copies until membership told it it had been declared
+//! down (a review read every changed key stale for ~0.2 s after SIGCONT, some for 2.2 s);
+//! and its own periodic tick, which notices the pause, may run after the first commands do.
+//! So:
+//!
+//! - the tick marks the gate every 100 ms ([`PauseGate::tick`]); a server asks the gate
+//!   before it answers what it read from a client ([`PauseGate::wait_open`]): when the last
+//!   mark is older than [`StallGuard::STALL_MS`] (the process was paused, and the tick has
+//!   not run since), or the tick found a stall and the node is still dropping what it holds
+//!   unverified, the command waits;
+//! - the tick that finds the stall drops every copy the node holds unverified, as after
+//!   lost invalidations: L1, the owner-store entries it does not own, and L3 off the read
+//!   path until proven ([`Shared::drop_unverified`]);
+//! - until a majority has answered pings sent after the stall (the others count the node
+//!   live in its present life: [`strata_cluster::primary::Lease::holds_since`]), its own
+//!   owner store is not read — not by its reads, not by another member's — and reads go to
+//!   the keys' other owners.
+//!
+//! [`StallGuard::STALL_MS`]: strata_cluster::primary::StallGuard::STALL_MS
+
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::time::{Duration, Instant};
+
+use strata_cluster::primary::StallGuard;
+
+/// The longest a command waits at the gate: past it, it runs (a node whose tick stays
+/// late is overloaded, not paused, and answers rather than hangs).
+pub const GATE_WAIT_MAX: Duration = Duration::from_secs(5);
+
+/// Whether this process was paused and has not yet dealt with it (see the module docs).
+#[derive(Debug)]
+pub struct PauseGate {
+    origin: Instant,
+    /// When the tick last ran (ms since `origin`).
+    last_tick_ms: AtomicU64,
+    /// The tick found a stall, and the drop of unverified copies has not finished.
+    dropping: AtomicBool,
+}
+
+impl Default for PauseGate {
+    fn default() -> Self {
+        Self {
+            origin: Instant::now(),
+            last_tick_ms: AtomicU64::new(0),
+            dropping: AtomicBool::new(false),
+        }
+    }
+}
+
+impl PauseGate {
+    fn now_ms(&self) -> u64 {
+        self.origin.elapsed().as_millis() as u64 + 1
+    }
+
+    /// The periodic tick ran.
+    pub(crate) fn tick(&self) {
+        self.last_tick_ms.store(self.now_ms(), Ordering::Release);
+    }
+
+    /// The tick found a stall: commands wait until [`PauseGate::dropped`].
+    pub(crate) fn dropping(&self) {
+        self.dropping.store(true, Ordering::Release);
+    }
+
+    /// The copies held across the stall are dropped.
+    pub(crate) fn dropped(&self) {
+        self.dropping.store(false, Ordering::Release);
+    }
+
+    /// Whether a command may run now: the tick ran within [`StallGuard::STALL_MS`] (or has
+    /// not started) and no drop after a stall is under way.
+    pub fn is_open(&self) -> bool {
+        let last = self.last_tick_ms.load(Ordering::Acquire);
+        !self.dropping.load(Ordering::Acquire)
+            && (last == 0 || self.now_ms().saturating_sub(last) <= StallGuard::STALL_MS)
+    }
+
+    /// Waits until the gate is open, at most [`GATE_WAIT_MAX`]; whether it opened.
+    pub async fn wait_open(&self) -> bool {
+        let until = Instant::now() + GATE_WAIT_MAX;
+        while !self.is_open() {
+            if Instant::now() >= until {
+                return false;
+            }
+            tokio::time::sleep(Duration::from_millis(2)).await;
+        }
+        true
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_gate_closes_on_a_late_tick_and_while_dropping() {
+        let g = PauseGate::default();
+        assert!(g.is_open(), "open before the first tick");
+        g.tick();
+        assert!(g.is_open());
+        // The last tick as long ago as a stall: the process was paused since.
+        let g = PauseGate {
+            origin: Instant::now() - Duration::from_millis(StallGuard::STALL_MS + 50),
+            last_tick_ms: AtomicU64::new(1),
+            dropping: AtomicBool::new(false),
+        };
+        assert!(!g.is_open(), "closed: the last tick is older than a stall");
+        g.dropping();
+        g.tick();
+        assert!(!g.is_open(), "closed while dropping");
+        g.dropped();
+        assert!(g.is_open());
+    }
+}
