@@ -28,7 +28,8 @@ use std::time::{Duration, Instant};
 use strata_cluster::primary::StallGuard;
 
 /// The longest a command waits at the gate: past it, it runs (a node whose tick stays
-/// late is overloaded, not paused, and answers rather than hangs).
+/// late is overloaded, or its tick's actor is down, not paused, and answers rather than
+/// hangs), and later commands do not wait for the same late tick or drop again.
 pub const GATE_WAIT_MAX: Duration = Duration::from_secs(5);
 
 /// Whether this process was paused and has not yet dealt with it (see the module docs).
@@ -39,6 +40,9 @@ pub struct PauseGate {
     last_tick_ms: AtomicU64,
     /// The tick found a stall, and the drop of unverified copies has not finished.
     dropping: AtomicBool,
+    /// A wait that ran out: the last tick it waited on, plus one (0: none). Commands do
+    /// not wait on that tick again.
+    gave_up_on: AtomicU64,
 }
 
 impl Default for PauseGate {
@@ -47,6 +51,7 @@ impl Default for PauseGate {
             origin: Instant::now(),
             last_tick_ms: AtomicU64::new(0),
             dropping: AtomicBool::new(false),
+            gave_up_on: AtomicU64::new(0),
         }
     }
 }
@@ -72,18 +77,24 @@ impl PauseGate {
     }
 
     /// Whether a command may run now: the tick ran within [`StallGuard::STALL_MS`] (or has
-    /// not started) and no drop after a stall is under way.
+    /// not started) and no drop after a stall is under way — or a wait on the same tick
+    /// ran out already ([`GATE_WAIT_MAX`]).
     pub fn is_open(&self) -> bool {
         let last = self.last_tick_ms.load(Ordering::Acquire);
+        if self.gave_up_on.load(Ordering::Acquire) == last + 1 {
+            return true;
+        }
         !self.dropping.load(Ordering::Acquire)
             && (last == 0 || self.now_ms().saturating_sub(last) <= StallGuard::STALL_MS)
     }
 
     /// Waits until the gate is open, at most [`GATE_WAIT_MAX`]; whether it opened.
     pub async fn wait_open(&self) -> bool {
-        let until = Instant::now() + GATE_WAIT_MAX;
+        let until = tokio::time::Instant::now() + GATE_WAIT_MAX;
         while !self.is_open() {
-            if Instant::now() >= until {
+            if tokio::time::Instant::now() >= until {
+                let last = self.last_tick_ms.load(Ordering::Acquire);
+                self.gave_up_on.store(last + 1, Ordering::Release);
                 return false;
             }
             tokio::time::sleep(Duration::from_millis(2)).await;
@@ -107,12 +118,30 @@ mod tests {
             origin: Instant::now() - Duration::from_millis(StallGuard::STALL_MS + 50),
             last_tick_ms: AtomicU64::new(1),
             dropping: AtomicBool::new(false),
+            gave_up_on: AtomicU64::new(0),
         };
         assert!(!g.is_open(), "closed: the last tick is older than a stall");
         g.dropping();
         g.tick();
         assert!(!g.is_open(), "closed while dropping");
         g.dropped();
+        assert!(g.is_open());
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_tick_that_stays_late_holds_one_wait_not_every_command() {
+        // The tick's actor stopped: the first command waits the bound out, the next do not.
+        let g = PauseGate {
+            origin: Instant::now() - Duration::from_millis(StallGuard::STALL_MS + 50),
+            last_tick_ms: AtomicU64::new(1),
+            dropping: AtomicBool::new(false),
+            gave_up_on: AtomicU64::new(0),
+        };
+        assert!(!g.is_open());
+        assert!(!g.wait_open().await, "ran out");
+        assert!(g.is_open(), "later commands do not wait on the same tick");
+        // A tick that comes, then is late again, closes the gate again.
+        g.tick();
         assert!(g.is_open());
     }
 }
