@@ -1059,3 +1059,165 @@ fn idle_admin_connections_cannot_use_up_the_nodes_descriptors() {
     assert_eq!(c.cmd(&[b"PING"]), Frame::Simple("PONG".into()));
     drop(idle);
 }
+
+/// What a client without any credential can make the admin port do (review, 2026-12-06):
+/// every refused request wrote a log line with its whole path (646 MB of log in 6 s from
+/// one script; 485 MB/s from a web page's `fetch` loop), each refused credential waited
+/// 200 ms on its own connection (120 connections guessed 600 passwords a second), and a
+/// client opening connections in a loop closed operators' connections in the middle of
+/// their requests. Now refusals are logged a line a second with their paths cut and
+/// escaped, failed credentials take turns node-wide (at most 20 a second), and a
+/// connection that carried a valid credential is closed only after every one that did not.
+#[test]
+fn the_admin_port_bounds_what_a_client_without_credentials_can_cause() {
+    use std::io::{Read, Write};
+    const TOKEN: &str = "an admin token of 32 bytes......";
+    let s = Server::start(&format!("[server]\nadmin_token = \"{TOKEN}\"\n"));
+    let admin = s.admin();
+
+    // 1. 2,000 refusals (a foreign Host, a long path with a right-to-left override) on
+    //    pipelined keep-alive requests.
+    let before = s.log().len();
+    let path = format!("/stats/\u{202e}{}", "x".repeat(4000));
+    let mut c = std::net::TcpStream::connect(&admin).unwrap();
+    c.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    let mut burst = Vec::new();
+    for _ in 0..100 {
+        burst.extend_from_slice(
+            format!("GET {path} HTTP/1.1\r\nHost: evil.example\r\n\r\n").as_bytes(),
+        );
+    }
+    let mut answered = 0;
+    let mut buf = vec![0u8; 1 << 16];
+    let mut seen = Vec::new();
+    for _ in 0..20 {
+        c.write_all(&burst).unwrap();
+        while answered < 2000 {
+            let n = c.read(&mut buf).unwrap();
+            assert!(n > 0, "the admin port closed the connection");
+            seen.extend_from_slice(&buf[..n]);
+            answered = seen.windows(12).filter(|w| w == b"HTTP/1.1 421").count();
+            if answered % 100 == 0 {
+                break;
+            }
+        }
+    }
+    assert_eq!(answered, 2000);
+    std::thread::sleep(Duration::from_millis(200));
+    let log = s.log();
+    let grew = log.len() - before;
+    assert!(
+        grew < 16 * 1024,
+        "2,000 refused requests wrote {grew} bytes of log"
+    );
+    assert!(
+        !log.contains('\u{202e}') && log.contains("\\u{202e}"),
+        "the logged path is escaped"
+    );
+
+    // 2. A valid credential's keep-alive connection outlives 300 idle connections opened
+    //    after it (each new one closes the oldest that carried none).
+    let mut op = std::net::TcpStream::connect(&admin).unwrap();
+    op.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    let ask =
+        format!("GET /health HTTP/1.1\r\nHost: {admin}\r\nAuthorization: Bearer {TOKEN}\r\n\r\n");
+    let read_status = |op: &mut std::net::TcpStream| {
+        let mut b = [0u8; 4096];
+        let n = op.read(&mut b).unwrap_or(0);
+        String::from_utf8_lossy(&b[..n])
+            .lines()
+            .next()
+            .unwrap_or("")
+            .to_owned()
+    };
+    op.write_all(ask.as_bytes()).unwrap();
+    assert!(read_status(&mut op).starts_with("HTTP/1.1 200"));
+    let idle: Vec<_> = (0..300)
+        .map(|_| std::net::TcpStream::connect(&admin).unwrap())
+        .collect();
+    std::thread::sleep(Duration::from_millis(300));
+    op.write_all(ask.as_bytes()).unwrap();
+    assert!(
+        read_status(&mut op).starts_with("HTTP/1.1 200"),
+        "the operator's connection was closed to make room"
+    );
+    drop(idle);
+
+    // 3. 40 connections guessing tokens for 2 s: at most ~20 refusals a second in all,
+    //    while the right token still answers at once.
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let refused = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let started = Instant::now();
+    let guessers: Vec<_> = (0..40)
+        .map(|i| {
+            let (admin, stop, refused) = (admin.clone(), stop.clone(), refused.clone());
+            std::thread::spawn(move || {
+                let mut g = std::net::TcpStream::connect(&admin).unwrap();
+                g.set_read_timeout(Some(Duration::from_millis(300))).unwrap();
+                let mut b = [0u8; 4096];
+                while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                    let req = format!("GET /stats HTTP/1.1\r\nHost: {admin}\r\nAuthorization: Bearer guess-{i}\r\n\r\n");
+                    if g.write_all(req.as_bytes()).is_err() {
+                        return;
+                    }
+                    // Wait for this guess's answer (or give up on it at the stop).
+                    loop {
+                        match g.read(&mut b) {
+                            Ok(0) => return,
+                            Ok(n) if b[..n].starts_with(b"HTTP/1.1 401") => {
+                                if !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                                    refused.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                                }
+                                break;
+                            }
+                            Ok(_) => break,
+                            Err(_) if stop.load(std::sync::atomic::Ordering::Relaxed) => return,
+                            Err(_) => {}
+                        }
+                    }
+                }
+            })
+        })
+        .collect();
+    std::thread::sleep(Duration::from_millis(1000));
+    let t = Instant::now();
+    let (code, _) = http(
+        &admin,
+        "GET",
+        "/health",
+        &[("Authorization", &format!("Bearer {TOKEN}"))],
+    );
+    let operator_waited = t.elapsed();
+    std::thread::sleep(Duration::from_millis(1000));
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    let window = started.elapsed();
+    for g in guessers {
+        g.join().unwrap();
+    }
+    let refused = refused.load(std::sync::atomic::Ordering::Relaxed);
+    assert_eq!(code, 200);
+    assert!(
+        operator_waited < Duration::from_secs(1),
+        "the right token waited {operator_waited:?} among the guesses"
+    );
+    let per_second = refused as f64 / window.as_secs_f64();
+    assert!(
+        per_second < 30.0,
+        "40 connections had {refused} guesses refused in {window:?} ({per_second:.0}/s)"
+    );
+
+    // 4. A Host that only starts like an address is not one.
+    assert_eq!(
+        http(
+            &admin,
+            "GET",
+            "/health",
+            &[
+                ("Host", "[::1]evil.example"),
+                ("Authorization", &format!("Bearer {TOKEN}"))
+            ]
+        )
+        .0,
+        421
+    );
+}

@@ -16,6 +16,7 @@ pub mod cli;
 pub mod commands;
 pub mod conn;
 pub mod entry;
+pub mod guard;
 pub mod import;
 pub mod import_file;
 pub mod metrics;

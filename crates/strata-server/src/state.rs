@@ -102,6 +102,8 @@ pub struct Shared {
     pub pause_gate: Option<Arc<strata::cluster::pause::PauseGate>>,
     /// `CLIENT TRACKING`: which clients read which keys.
     pub tracking: Arc<crate::tracking::Tracking>,
+    /// Failed credentials take turns, node-wide ([`crate::guard::AuthThrottle`]).
+    pub auth_throttle: crate::guard::AuthThrottle,
 }
 
 impl std::fmt::Debug for Shared {
@@ -201,6 +203,7 @@ impl Shared {
             slots: node.slots(),
             pause_gate: node.pause_gate(),
             tracking,
+            auth_throttle: Default::default(),
         }
     }
 

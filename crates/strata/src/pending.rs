@@ -53,6 +53,14 @@ impl Pending {
         (self.next, rx, evicted)
     }
 
+    /// Connection `id` proved itself (an admin request with a valid credential): from now
+    /// on it goes only after every connection that did not.
+    pub fn prefer(&mut self, id: u64) {
+        if let Some(e) = self.order.iter_mut().find(|(i, _, _)| *i == id) {
+            e.2 = true;
+        }
+    }
+
     /// Connection `id` left the handshake (done, failed or closed).
     pub fn leave(&mut self, id: u64) {
         self.order.retain(|(i, _, _)| *i != id);
