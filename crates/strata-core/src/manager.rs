@@ -571,6 +571,7 @@ impl CacheBuilder {
                 namespaces,
                 epoch_floor: AtomicU64::new(0),
                 emptying_everything: AtomicU64::new(0),
+                local_held: AtomicBool::new(false),
                 reclaimed: AtomicU64::new(0),
                 flights: Arc::new(Flights::default()),
                 stats: CacheStats::default(),
@@ -613,6 +614,8 @@ struct Inner {
     /// [`Cache::drop_local_everything`] calls in progress: a promotion or load of any
     /// namespace that checks meanwhile is undone (also of one this node has no state for).
     emptying_everything: AtomicU64,
+    /// [`Cache::hold_local_copies`]: promotions and loads are undone while it is set.
+    local_held: AtomicBool,
     /// Namespaces given back by [`Cache::reclaim_empty_namespaces`].
     reclaimed: AtomicU64,
     flights: Arc<Flights>,
@@ -757,7 +760,9 @@ impl Cache {
     /// Whether a copy made in `namespace` under `epoch` ([`Cache::epoch_of`]) may have raced
     /// with an invalidation (or with a reclaim of the namespace), read by name.
     fn raced_since(&self, namespace: &str, epoch: u64) -> bool {
-        if self.inner.emptying_everything.load(Ordering::SeqCst) > 0 {
+        if self.inner.emptying_everything.load(Ordering::SeqCst) > 0
+            || self.inner.local_held.load(Ordering::SeqCst)
+        {
             return true;
         }
         self.inner
@@ -791,6 +796,15 @@ impl Cache {
             [l2, l3]
         };
         order.into_iter().flatten()
+    }
+
+    /// While `held`, a copy read from a slower layer or loaded is not kept in the faster
+    /// ones (its promotion undoes itself), so reads keep going to the shared tier. A cluster
+    /// member back from a pause holds its copies until the others count it live again:
+    /// invalidations of what it would copy may not reach it meanwhile. (Writes' own copies
+    /// are the shared tier's to refuse: [`Tier::admits_copy`].)
+    pub fn hold_local_copies(&self, held: bool) {
+        self.inner.local_held.store(held, Ordering::SeqCst);
     }
 
     /// Takes L3 off the read path (`false`) or puts it back (`true`, the default). Writes

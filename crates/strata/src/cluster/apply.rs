@@ -719,6 +719,7 @@ impl Shared {
                     // Invalidations were lost: any remembered absence may be one of them.
                     self.absent.forget_all();
                     self.drop_unverified(&origin, lost, owned).await;
+                    self.drops_pending.fetch_sub(1, Ordering::AcqRel);
                     if after_stall {
                         self.pause.dropped();
                     }

@@ -28,12 +28,19 @@ impl Shared {
                     lost,
                     owned,
                 } => {
-                    let _ = self.work_tx.send(Work::DropUnverified {
-                        origin,
-                        lost,
-                        owned,
-                        after_stall: false,
-                    });
+                    self.drops_pending.fetch_add(1, Ordering::AcqRel);
+                    if self
+                        .work_tx
+                        .send(Work::DropUnverified {
+                            origin,
+                            lost,
+                            owned,
+                            after_stall: false,
+                        })
+                        .is_err()
+                    {
+                        self.drops_pending.fetch_sub(1, Ordering::AcqRel);
+                    }
                 }
                 coherence::Output::AskLatest { origin } => {
                     let addr = self.view.read().members.get(&origin).map(|id| id.rpc);

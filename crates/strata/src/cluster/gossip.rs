@@ -199,17 +199,31 @@ impl Shared {
             self.pause.dropping();
             self.unverified_since_ms
                 .store(self.monotonic_ms(), Ordering::Release);
-            let _ = self.work_tx.send(Work::DropUnverified {
-                origin: self.name.clone(),
-                lost: 1,
-                owned: false,
-                after_stall: true,
-            });
+            // Nothing read meanwhile is kept either: if the others declared this node
+            // down, no invalidation reaches it until it has rejoined (a review's 7 s pause:
+            // copies read after the drop were served stale for 8 s).
+            if let Some(c) = self.cache.get() {
+                c.hold_local_copies(true);
+            }
+            self.drops_pending.fetch_add(1, Ordering::AcqRel);
+            if self
+                .work_tx
+                .send(Work::DropUnverified {
+                    origin: self.name.clone(),
+                    lost: 1,
+                    owned: false,
+                    after_stall: true,
+                })
+                .is_err()
+            {
+                self.drops_pending.fetch_sub(1, Ordering::AcqRel);
+            }
         }
         self.pause.tick();
         let since = self.unverified_since_ms.load(Ordering::Acquire);
         if since != 0
             && self.pause.is_open()
+            && self.drops_pending.load(Ordering::Acquire) == 0
             && self.lease.lock().holds_since(
                 since,
                 self.monotonic_ms(),
@@ -218,6 +232,12 @@ impl Shared {
         {
             self.unverified_since_ms.store(0, Ordering::Release);
             tracing::info!(node = %self.name, "a majority answered after the stall: this node's owned copies are read again");
+            if let Some(c) = self.cache.get() {
+                c.hold_local_copies(false);
+                // L3 stayed off the read path meanwhile; it serves again once proven
+                // against the owners as they are now.
+                warm::begin(self.clone(), c.clone(), false);
+            }
         }
         let out = self.coherence.lock().tick(self.coherence_ms());
         self.carry_out_coherence(out);

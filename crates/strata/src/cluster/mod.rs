@@ -445,6 +445,9 @@ pub(crate) struct Shared {
     /// answered pings sent after the stall): meanwhile its owner store is read by no one
     /// ([`pause`]).
     unverified_since_ms: AtomicU64,
+    /// `Work::DropUnverified` sent and not yet carried out: a node back from a pause is not
+    /// counted verified while its rejoin's drop of owned copies waits in the queue.
+    drops_pending: AtomicU64,
     /// Lease pings on their way, per member (a few at most: a member that does not answer
     /// gets no pile of pings).
     pub(crate) lease_pings: Mutex<std::collections::HashMap<String, u32>>,
@@ -759,6 +762,7 @@ impl Shared {
             lease: Mutex::new(Default::default()),
             pause: Arc::default(),
             unverified_since_ms: AtomicU64::new(0),
+            drops_pending: AtomicU64::new(0),
             lease_pings: Mutex::new(Default::default()),
             started: Instant::now(),
             leaving: AtomicBool::new(false),

@@ -60,7 +60,7 @@ pub(crate) fn begin(shared: Arc<Shared>, cache: Cache, at_start: bool) {
             );
             shared.warm.trust_recorded();
             let current = shared.warm.run.lock();
-            if *current == run {
+            if *current == run && !shared.unverified() {
                 cache.set_l3_serving(true);
             }
             tracing::info!("cluster member: L3 starts empty; nothing to prove");
@@ -86,8 +86,10 @@ pub(crate) fn begin(shared: Arc<Shared>, cache: Cache, at_start: bool) {
         };
         {
             // Under the lock: a newer proof starting now takes L3 off after this, not before.
+            // A member back from a pause that the others have not yet counted live again
+            // keeps L3 off: the proof it runs then starts another ([`super::pause`]).
             let current = shared.warm.run.lock();
-            if *current == run {
+            if *current == run && !shared.unverified() {
                 cache.set_l3_serving(true);
             }
         }
