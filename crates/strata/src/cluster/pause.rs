@@ -7,18 +7,20 @@
 //! and its own periodic tick, which notices the pause, may run after the first commands do.
 //! So:
 //!
-//! - the tick marks the gate every 100 ms ([`PauseGate::tick`]); a server asks the gate
-//!   before it answers what it read from a client ([`PauseGate::wait_open`]): when the last
-//!   mark is older than [`StallGuard::STALL_MS`] (the process was paused, and the tick has
-//!   not run since), or the tick found a stall and the node is still dropping what it holds
-//!   unverified, the command waits;
+//! - the tick marks the gate every 100 ms; a server asks the gate before it answers what it
+//!   read from a client ([`PauseGate::wait_open`]): when the last mark is older than
+//!   [`StallGuard::STALL_MS`] (the process was paused, and the tick has not run since), or
+//!   the tick found a stall and the node is still dropping what it holds unverified, the
+//!   command waits;
 //! - the tick that finds the stall drops every copy the node holds unverified, as after
 //!   lost invalidations: L1, the owner-store entries it does not own, and L3 off the read
-//!   path until proven ([`Shared::drop_unverified`]);
+//!   path until proven;
 //! - until a majority has answered pings sent after the stall (the others count the node
-//!   live in its present life: [`strata_cluster::primary::Lease::holds_since`]), its own
-//!   owner store is not read — not by its reads, not by another member's — and reads go to
-//!   the keys' other owners.
+//!   live in its present life: [`strata_cluster::primary::Lease::holds_since`]) and no drop
+//!   is queued, the node is *unverified*: it keeps no copy of what it reads or writes
+//!   ([`strata_core::Cache::hold_local_copies`]), L3 stays off the read path (proven again
+//!   once it is verified), other members' reads of its owner store get an error, and its
+//!   own reads ask the keys' other owners and weigh its own copy against their answers.
 //!
 //! [`StallGuard::STALL_MS`]: strata_cluster::primary::StallGuard::STALL_MS
 
