@@ -725,6 +725,18 @@ fn acl_users_stay_in_their_namespaces_and_permissions() {
     );
 }
 
+/// A redis-rs client of `rediss://localhost:PORT/` that trusts the CA in `ca_file`.
+fn tls_client(port: u16, ca_file: &std::path::Path) -> redis::Client {
+    redis::Client::build_with_tls(
+        format!("rediss://localhost:{port}/"),
+        redis::TlsCertificates {
+            client_tls: None,
+            root_cert: Some(std::fs::read(ca_file).unwrap()),
+        },
+    )
+    .unwrap()
+}
+
 /// TLS on RESP and admin, with redis-cli, redis-py and redis-rs; plaintext to a TLS port is
 /// refused and counted; with a client CA, a client without a certificate is refused.
 #[test]
@@ -751,14 +763,7 @@ fn resp_and_admin_speak_tls_to_real_clients() {
     assert_eq!(cli(&["GET", "tls-key"]), "over tls");
 
     // redis-rs with rediss://.
-    let client = redis::Client::build_with_tls(
-        format!("rediss://localhost:{}/", s.port),
-        redis::TlsCertificates {
-            client_tls: None,
-            root_cert: Some(std::fs::read(&pki.ca_file).unwrap()),
-        },
-    )
-    .unwrap();
+    let client = tls_client(s.port, &pki.ca_file);
     let mut conn = client.get_connection().unwrap();
     let v: String = redis::cmd("GET").arg("tls-key").query(&mut conn).unwrap();
     assert_eq!(v, "over tls");
@@ -902,14 +907,7 @@ fn a_full_tls_port_refuses_without_plaintext() {
     let s = Server::start(&format!(
         "[server]\nmax_clients = 1\n[server.tls]\ncert_file = {cert:?}\nkey_file = {key:?}\nadmin = false\n"
     ));
-    let client = redis::Client::build_with_tls(
-        format!("rediss://localhost:{}/", s.port),
-        redis::TlsCertificates {
-            client_tls: None,
-            root_cert: Some(std::fs::read(&pki.ca_file).unwrap()),
-        },
-    )
-    .unwrap();
+    let client = tls_client(s.port, &pki.ca_file);
     // The readiness probe's connection may take a moment to be released.
     let connect = || {
         let deadline = Instant::now() + Duration::from_secs(10);

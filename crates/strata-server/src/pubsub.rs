@@ -77,6 +77,25 @@ impl ChargeOnce {
             })
             .clone()
     }
+
+    /// Queues a `PUBLISH`ed message for outlet `o` (`pattern`: the subscription it matched,
+    /// if a pattern); whether it was queued.
+    fn deliver(
+        &mut self,
+        o: &Outlet,
+        pattern: Option<&Bytes>,
+        channel: &Bytes,
+        payload: &Bytes,
+    ) -> bool {
+        let m = Message {
+            pattern: pattern.cloned(),
+            channel: channel.clone(),
+            payload: payload.clone(),
+            sharded: false,
+            charge: Some(self.get(o, payload.len())),
+        };
+        o.send(Push::Message(m))
+    }
 }
 
 /// What a connection's queue carries: published messages and client-tracking pushes
@@ -541,16 +560,7 @@ impl PubSub {
             let subs = self.subs.read();
             if let Some(clients) = subs.channels.get(channel) {
                 for o in clients.values() {
-                    let m = Message {
-                        pattern: None,
-                        channel: channel.clone(),
-                        payload: payload.clone(),
-                        sharded: false,
-                        charge: Some(charge.get(o, payload.len())),
-                    };
-                    if o.send(Push::Message(m)) {
-                        n += 1;
-                    }
+                    n += usize::from(charge.deliver(o, None, channel, payload));
                 }
             }
             (
@@ -567,16 +577,7 @@ impl PubSub {
                     continue;
                 }
                 for o in p.clients.read().values() {
-                    let m = Message {
-                        pattern: Some(p.pattern.clone()),
-                        channel: channel.clone(),
-                        payload: payload.clone(),
-                        sharded: false,
-                        charge: Some(charge.get(o, payload.len())),
-                    };
-                    if o.send(Push::Message(m)) {
-                        n += 1;
-                    }
+                    n += usize::from(charge.deliver(o, Some(&p.pattern), channel, payload));
                 }
             }
         };
