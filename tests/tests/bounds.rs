@@ -1223,3 +1223,144 @@ fn values_running_scripts_write_stay_within_their_bound() {
     assert_eq!(eval(&mut c, "again", 192), Frame::Integer(192));
     assert!(ping_latency(s.port) < Duration::from_millis(50));
 }
+
+/// Sends one command of `head` followed by `args` without reading its replies.
+fn send_cmd(c: &mut impl Write, head: &[&[u8]], args: &[Vec<u8>]) {
+    let f = Frame::Array(
+        head.iter()
+            .map(|a| Frame::Bulk(a.to_vec().into()))
+            .chain(args.iter().map(|a| Frame::Bulk(a.clone().into())))
+            .collect(),
+    );
+    c.write_all(&f.to_bytes()).unwrap();
+}
+
+/// `CLIENT TRACKING ON BCAST` with 1,000 prefixes of 60 bytes (a client's bound), owned by
+/// `owner`.
+fn bcast_prefixes(owner: usize) -> Vec<Vec<u8>> {
+    (0..1000)
+        .flat_map(|i| {
+            [
+                b"PREFIX".to_vec(),
+                format!("p{owner:03}:{i:04}:{}", "x".repeat(48)).into_bytes(),
+            ]
+        })
+        .collect()
+}
+
+/// One client's patterns or BCAST prefixes take no other client's room. The node held at
+/// most 10,000 distinct patterns and 10,000 BCAST prefixes: one client at its own bound of
+/// subscriptions took every pattern, ten clients every prefix, and every other client's new
+/// pattern or `BCAST` was refused. Now the node sets no bound of its own (Redis sets none),
+/// and what they hold counts in the clients' budget, largest holder first.
+#[test]
+fn no_client_takes_another_clients_room_for_patterns_or_prefixes() {
+    const BUDGET: u64 = 64 * MIB;
+    let s = Server::start_l1_only(&format!("[server]\nmax_input_bytes_total = {BUDGET}\n"));
+    let before = s.rss();
+    let mut hog = Raw::connect(s.port);
+    for batch in 0..10 {
+        let patterns: Vec<Vec<u8>> = (0..1000)
+            .map(|i| format!("hog:{}:*", batch * 1000 + i).into_bytes())
+            .collect();
+        send_cmd(&mut hog.stream, &[b"PSUBSCRIBE"], &patterns);
+        for _ in 0..1000 {
+            assert!(matches!(hog.frame(), Frame::Array(_)), "a psubscribe reply");
+        }
+    }
+    let mut sub = Raw::connect(s.port);
+    match sub.cmd(&[b"PSUBSCRIBE", b"news:*"]) {
+        Frame::Array(v) => assert_eq!(v[2], Frame::Integer(1), "{v:?}"),
+        other => panic!("another client's pattern was refused: {other:?}"),
+    }
+    let mut holders: Vec<Raw> = (0..10)
+        .map(|owner| {
+            let mut c = s.raw();
+            assert!(matches!(c.cmd(&[b"HELLO", b"3"]), Frame::Map(_)));
+            send_cmd(
+                &mut c.stream,
+                &[b"CLIENT", b"TRACKING", b"ON", b"BCAST"],
+                &bcast_prefixes(owner),
+            );
+            assert_eq!(c.frame(), Frame::Simple("OK".into()));
+            c
+        })
+        .collect();
+    let mut late = s.raw();
+    assert!(matches!(late.cmd(&[b"HELLO", b"3"]), Frame::Map(_)));
+    assert_eq!(
+        late.cmd(&[b"CLIENT", b"TRACKING", b"ON", b"BCAST", b"PREFIX", b"late:"]),
+        Frame::Simple("OK".into()),
+        "an eleventh client's BCAST"
+    );
+    let mut w = s.raw();
+    let bystanders_hear = |w: &mut Raw, sub: &mut Raw, late: &mut Raw, n: u32| {
+        let key = format!("late:{n}");
+        assert_eq!(
+            w.cmd(&[b"SET", key.as_bytes(), b"v"]),
+            Frame::Simple("OK".into())
+        );
+        match late.frame() {
+            Frame::Push(p) => assert_eq!(
+                p[1],
+                Frame::Array(vec![Frame::Bulk(key.clone().into_bytes().into())]),
+                "{p:?}"
+            ),
+            other => panic!("{other:?}"),
+        }
+        let channel = format!("news:{n}");
+        assert_eq!(
+            w.cmd(&[b"PUBLISH", channel.as_bytes(), b"hi"]),
+            Frame::Integer(1)
+        );
+        match sub.frame() {
+            Frame::Array(v) => assert_eq!(v[2], Frame::Bulk(channel.into_bytes().into())),
+            other => panic!("{other:?}"),
+        }
+    };
+    bystanders_hear(&mut w, &mut sub, &mut late, 1);
+    // A holder hears of writes under its prefixes, matched through the whole trie.
+    let key = format!("p007:0123:{}tail", "x".repeat(48));
+    assert_eq!(
+        w.cmd(&[b"SET", key.as_bytes(), b"v"]),
+        Frame::Simple("OK".into())
+    );
+    assert!(matches!(holders[7].frame(), Frame::Push(_)));
+    let within = s.rss().saturating_sub(before);
+    // Thirty more at their bound pass the budget: the largest holders go, the small stay.
+    let mut more: Vec<TcpStream> = (10..40)
+        .map(|owner| {
+            let mut c = TcpStream::connect(("127.0.0.1", s.port)).unwrap();
+            send_cmd(&mut c, &[b"HELLO", b"3"], &[]);
+            send_cmd(
+                &mut c,
+                &[b"CLIENT", b"TRACKING", b"ON", b"BCAST"],
+                &bcast_prefixes(owner),
+            );
+            c
+        })
+        .collect();
+    std::thread::sleep(Duration::from_millis(1500));
+    let held = metric_value(&s, "strata_server_client_input_bytes").unwrap();
+    let grown = s.rss().saturating_sub(before);
+    let closed = closed_by_budget(&mut more);
+    println!(
+        "10,000 patterns and 10 × 1,000 prefixes: RSS +{} MiB; 30 more prefix holders: RSS \
+         +{} MiB, clients' memory {:.1} MiB, {closed} of the 30 closed",
+        within / MIB,
+        grown / MIB,
+        held / MIB as f64
+    );
+    assert!(
+        held <= (BUDGET + 8 * MIB) as f64,
+        "clients hold {held} bytes against a {BUDGET}-byte budget"
+    );
+    assert!(closed >= 10, "{closed} of 30 closed past the budget");
+    assert!(
+        grown < BUDGET + 96 * MIB,
+        "RSS grew by {} MiB past a 64 MiB clients' budget",
+        grown / MIB
+    );
+    bystanders_hear(&mut w, &mut sub, &mut late, 2);
+    assert!(ping_latency(s.port) < Duration::from_millis(50));
+}

@@ -276,6 +276,31 @@ fn dns_rebinding_and_the_password_less_default_user_do_not_open_the_admin_port()
     ];
     let (status, body) = http(&admin, "POST", inv, &rebound);
     assert_eq!(status, 421, "{body}");
+    let exchange = |request: String| -> String {
+        use std::io::{Read, Write};
+        let mut c = std::net::TcpStream::connect(&admin).unwrap();
+        c.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+        c.write_all(request.as_bytes()).unwrap();
+        let mut out = String::new();
+        c.read_to_string(&mut out).unwrap();
+        out
+    };
+    // An absolute-form target names the host in place of `Host`: judged by the same rule
+    // (it was judged on `Host` alone).
+    let out = exchange(format!(
+        "POST http://evil.example:9380{inv} HTTP/1.1\r\nHost: {admin}\r\n\
+         Content-Length: 0\r\nConnection: close\r\n\r\n"
+    ));
+    assert!(out.starts_with("HTTP/1.1 421"), "{out}");
+    // Every answer says `nosniff`, refusals and JSON included (only the console's files
+    // did).
+    for path in ["/health", inv] {
+        let out = exchange(format!(
+            "GET {path} HTTP/1.1\r\nHost: {admin}\r\nConnection: close\r\n\r\n"
+        ));
+        let head = out.split("\r\n\r\n").next().unwrap().to_ascii_lowercase();
+        assert!(head.contains("x-content-type-options: nosniff"), "{out}");
+    }
 }
 
 /// What an attack review (2026-12-05) found open on a node whose tenants log in: the admin

@@ -256,8 +256,22 @@ fn open_read(path: &str) -> bool {
 }
 
 /// Refuses cross-site requests and requests without a valid credential (see the module
-/// documentation).
+/// documentation). Every answer, a refusal or not, says `nosniff`: a JSON answer holding
+/// a key or a namespace a client chose is never read by a browser as a page or a script.
 async fn guard(
+    st: State<AdminState>,
+    req: axum::extract::Request,
+    next: axum::middleware::Next,
+) -> Response {
+    let mut r = checked(st, req, next).await;
+    r.headers_mut()
+        .entry(header::X_CONTENT_TYPE_OPTIONS)
+        .or_insert(header::HeaderValue::from_static("nosniff"));
+    r
+}
+
+/// [`guard`]'s checks.
+async fn checked(
     State(st): State<AdminState>,
     req: axum::extract::Request,
     next: axum::middleware::Next,
@@ -269,7 +283,14 @@ async fn guard(
     static CROSS_LOG: LogLimit = LogLimit::new();
     static CREDENTIAL_LOG: LogLimit = LogLimit::new();
     let headers = req.headers();
-    if !host_allowed(headers, &st.shared.config.server.admin_hosts) {
+    let hosts = &st.shared.config.server.admin_hosts;
+    // An absolute-form target (`GET http://host/path`) names the host a proxy or server
+    // goes by in place of `Host` (RFC 9112 §3.2.2): it is checked as `Host` is.
+    let target_allowed = req
+        .uri()
+        .authority()
+        .is_none_or(|a| name_allowed(a.as_str(), hosts));
+    if !target_allowed || !host_allowed(headers, hosts) {
         st.shared.metrics.admin_denied.incr();
         if let Some(left_out) = HOST_LOG.admit() {
             tracing::warn!(path = %logged_path(&req), others_not_logged = left_out, "admin request refused: Host is not an address of this node");
@@ -352,9 +373,15 @@ fn host_allowed(headers: &header::HeaderMap, extra: &[String]) -> bool {
     if headers.get_all(header::HOST).iter().count() != 1 {
         return false;
     }
-    let Some(host) = headers.get(header::HOST).and_then(|h| h.to_str().ok()) else {
-        return false;
-    };
+    headers
+        .get(header::HOST)
+        .and_then(|h| h.to_str().ok())
+        .is_some_and(|host| name_allowed(host, extra))
+}
+
+/// Whether `host` (`name`, `name:port`, `[v6]` or `[v6]:port`) is an IP literal,
+/// `localhost` or one of `extra`.
+fn name_allowed(host: &str, extra: &[String]) -> bool {
     let name = match host.strip_prefix('[') {
         // `[v6]` or `[v6]:port`, nothing else after the bracket (`[::1]evil.com` is not
         // an address of this node).
@@ -677,6 +704,15 @@ mod tests {
         let mut two = h("127.0.0.1:9380");
         two.append("host", "evil.example".parse().unwrap());
         assert!(!host_allowed(&two, &[]), "a second Host header");
+        // An absolute-form target's authority is judged by the same rule.
+        for (authority, ok) in [
+            ("127.0.0.1:9380", true),
+            ("[::1]:9380", true),
+            ("evil.example", false),
+            ("user@127.0.0.1:9380", false),
+        ] {
+            assert_eq!(name_allowed(authority, &[]), ok, "{authority}");
+        }
     }
 
     #[test]

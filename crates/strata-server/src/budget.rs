@@ -1,7 +1,8 @@
 //! The clients' memory budget (`server.max_input_bytes_total`, like Redis's
 //! `maxmemory-clients`): what every connection makes the server hold — unparsed input, a
-//! queued transaction, watched keys, subscriptions, a large reply waiting to be written, and
-//! the pub/sub messages and tracking notices queued for it — counted in one total.
+//! queued transaction, watched keys, subscriptions, BCAST tracking prefixes, a large reply
+//! waiting to be written, and the pub/sub messages and tracking notices queued for it —
+//! counted in one total.
 //!
 //! When a connection finds the total over the budget, the largest holder goes first, as in
 //! Redis: a holder of more than [`LISTED_ABOVE`] bytes larger than the one that found it is

@@ -30,28 +30,32 @@ const SHRINK_ABOVE: usize = 64 * 1024;
 /// may wait on a client that does not read.
 const BUDGET_VICTIM_ABOVE: usize = crate::budget::LISTED_ABOVE;
 
-/// The bytes a connection's state holds — its queued transaction, watched keys and
-/// subscriptions — recomputed only when the number of watched keys or subscriptions changed
-/// since the last look (a queue's size is kept as it grows).
+/// The bytes a connection's state holds — its queued transaction, watched keys,
+/// subscriptions and BCAST prefixes — recomputed only when the number of watched keys,
+/// subscriptions or prefixes changed since the last look (a queue's size is kept as it
+/// grows).
 #[derive(Default)]
 struct StateSize {
-    counts: (usize, usize),
+    counts: (usize, usize, usize),
     bytes: usize,
 }
 
 impl StateSize {
     fn get(&mut self, session: &Session<'_>) -> usize {
+        let tracker = session.tracking.tracker.as_ref();
         let counts = (
             session.tx.watched_len(),
             session
                 .sub
                 .as_ref()
                 .map_or(0, |s| s.count() + s.shard_count()),
+            tracker.map_or(0, |t| t.prefixes.len()),
         );
         if counts != self.counts {
             self.counts = counts;
-            self.bytes =
-                session.tx.watched_bytes() + session.sub.as_ref().map_or(0, |s| s.held_bytes());
+            self.bytes = session.tx.watched_bytes()
+                + session.sub.as_ref().map_or(0, |s| s.held_bytes())
+                + tracker.map_or(0, |t| t.held_bytes());
         }
         self.bytes + session.tx.queued_bytes()
     }

@@ -9,10 +9,14 @@
 //!
 //! What a client can make the hub hold is bounded: names are copies (never slices of a
 //! connection's read buffer) of at most `limits.max_key_bytes`, a client holds at most
-//! [`MAX_SUBSCRIPTIONS_PER_CLIENT`] subscriptions, and the node at most [`MAX_PATTERNS`]
-//! distinct patterns (each `PUBLISH` matches its channel against every pattern, as in Redis).
+//! [`MAX_SUBSCRIPTIONS_PER_CLIENT`] subscriptions, and every subscription counts in the
+//! clients' memory budget ([`crate::budget`]). The node sets no bound of its own on distinct
+//! patterns, as Redis sets none: a node-wide bound (10,000 until 2026-12-06) let one client
+//! take every slot and have every other client's new pattern refused. Each `PUBLISH` matches
+//! its channel against every pattern, as in Redis, outside the table's lock.
 
 use std::collections::{BTreeSet, HashMap};
+use std::hash::{BuildHasher, RandomState};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 
@@ -25,9 +29,6 @@ use crate::budget::ClientMemory;
 
 /// Most channels and patterns one client may be subscribed to.
 pub const MAX_SUBSCRIPTIONS_PER_CLIENT: usize = 10_000;
-
-/// Most distinct patterns subscribed to on one node.
-pub const MAX_PATTERNS: usize = 10_000;
 
 /// One message for one subscriber.
 #[derive(Debug, Clone)]
@@ -288,35 +289,96 @@ impl Subscription {
 struct Subs {
     channels: HashMap<Bytes, HashMap<u64, Outlet>>,
     shards: HashMap<Bytes, HashMap<u64, Outlet>>,
-    patterns: HashMap<Bytes, Arc<PatternSubs>>,
-    /// The values of `patterns`, for `PUBLISH` to match without holding the table's lock
-    /// (rebuilt when a distinct pattern comes or goes).
-    pattern_list: Arc<[Arc<PatternSubs>]>,
-    /// The bytes of every distinct pattern: a `PUBLISH`'s matching work is at most this
-    /// times its channel's length.
-    pattern_bytes: usize,
+    patterns: PatternTable,
 }
 
-impl Subs {
-    fn patterns_changed(&mut self) {
-        self.pattern_list = self.patterns.values().cloned().collect();
-        self.pattern_bytes = self.patterns.keys().map(Bytes::len).sum();
+/// Chunks of the pattern table: a distinct pattern that comes or goes rebuilds its chunk's
+/// snapshot only.
+const PATTERN_CHUNKS: usize = 256;
+
+/// The distinct patterns, in chunks by hash, each with a snapshot `PUBLISH` matches against
+/// without holding the table's lock. One snapshot of every pattern, rebuilt whenever a
+/// pattern came or went, made each new pattern cost time in proportion to all of them under
+/// the lock every subscriber and publisher takes: quadratic once the node no longer bounds
+/// their number.
+struct PatternTable {
+    chunks: Vec<PatternChunk>,
+    hasher: RandomState,
+    /// The snapshots of the chunks that hold a pattern.
+    list: Arc<[Arc<[Arc<PatternSubs>]>]>,
+    len: usize,
+    /// The bytes of every distinct pattern: a `PUBLISH`'s matching work is at most this
+    /// times its channel's length.
+    bytes: usize,
+}
+
+#[derive(Default)]
+struct PatternChunk {
+    map: HashMap<Bytes, Arc<PatternSubs>>,
+    list: Arc<[Arc<PatternSubs>]>,
+}
+
+impl Default for PatternTable {
+    fn default() -> Self {
+        Self {
+            chunks: (0..PATTERN_CHUNKS)
+                .map(|_| PatternChunk::default())
+                .collect(),
+            hasher: RandomState::new(),
+            list: Arc::new([]),
+            len: 0,
+            bytes: 0,
+        }
+    }
+}
+
+impl PatternTable {
+    fn chunk_of(&self, pattern: &[u8]) -> usize {
+        (self.hasher.hash_one(pattern) as usize) % PATTERN_CHUNKS
+    }
+
+    fn get(&self, pattern: &[u8]) -> Option<&Arc<PatternSubs>> {
+        self.chunks[self.chunk_of(pattern)].map.get(pattern)
+    }
+
+    /// Adds a distinct pattern (not in the table) and refreshes the snapshots.
+    fn insert(&mut self, p: PatternSubs) {
+        let c = self.chunk_of(&p.pattern);
+        self.len += 1;
+        self.bytes += p.pattern.len();
+        self.chunks[c].map.insert(p.pattern.clone(), Arc::new(p));
+        self.refresh(&[c]);
     }
 
     /// Takes client `id` off `pattern`, and the pattern off the table once nobody is on
-    /// it; whether the table changed.
-    fn leave_pattern(&mut self, pattern: &[u8], id: u64) -> bool {
-        let Some(p) = self.patterns.get(pattern) else {
-            return false;
-        };
+    /// it; the chunk whose snapshot is then out of date ([`Self::refresh`]).
+    fn leave(&mut self, pattern: &[u8], id: u64) -> Option<usize> {
+        let c = self.chunk_of(pattern);
+        let p = self.chunks[c].map.get(pattern)?;
         let mut clients = p.clients.write();
         clients.remove(&id);
-        if clients.is_empty() {
-            drop(clients);
-            self.patterns.remove(pattern);
-            return true;
+        if !clients.is_empty() {
+            return None;
         }
-        false
+        drop(clients);
+        self.chunks[c].map.remove(pattern);
+        self.len -= 1;
+        self.bytes -= pattern.len();
+        Some(c)
+    }
+
+    /// Rebuilds the snapshots of `chunks`, then the list of non-empty ones.
+    fn refresh(&mut self, chunks: &[usize]) {
+        for &c in chunks {
+            let chunk = &mut self.chunks[c];
+            chunk.list = chunk.map.values().cloned().collect();
+        }
+        self.list = self
+            .chunks
+            .iter()
+            .filter(|c| !c.list.is_empty())
+            .map(|c| c.list.clone())
+            .collect();
     }
 }
 
@@ -472,18 +534,11 @@ impl PubSub {
         if let Some(p) = subs.patterns.get(&pattern) {
             p.clients.write().insert(sub.id, sub.outlet.clone());
         } else {
-            if subs.patterns.len() >= MAX_PATTERNS {
-                return Err(format!(
-                    "this node holds the maximum of {MAX_PATTERNS} distinct patterns"
-                ));
-            }
-            let p = PatternSubs {
+            subs.patterns.insert(PatternSubs {
                 pattern: pattern.clone(),
                 glob,
                 clients: RwLock::new(HashMap::from([(sub.id, sub.outlet.clone())])),
-            };
-            subs.patterns.insert(pattern.clone(), Arc::new(p));
-            subs.patterns_changed();
+            });
         }
         sub.patterns.insert(pattern);
         Ok(())
@@ -495,8 +550,8 @@ impl PubSub {
             return false;
         }
         let mut subs = self.subs.write();
-        if subs.leave_pattern(pattern, sub.id) {
-            subs.patterns_changed();
+        if let Some(c) = subs.patterns.leave(pattern, sub.id) {
+            subs.patterns.refresh(&[c]);
         }
         true
     }
@@ -527,12 +582,14 @@ impl PubSub {
         let patterns: Vec<Bytes> = std::mem::take(&mut sub.patterns).into_iter().collect();
         for batch in patterns.chunks(256) {
             let mut subs = self.subs.write();
-            let mut changed = false;
-            for p in batch {
-                changed |= subs.leave_pattern(p, sub.id);
-            }
-            if changed {
-                subs.patterns_changed();
+            let mut changed: Vec<usize> = batch
+                .iter()
+                .filter_map(|p| subs.patterns.leave(p, sub.id))
+                .collect();
+            if !changed.is_empty() {
+                changed.sort_unstable();
+                changed.dedup();
+                subs.patterns.refresh(&changed);
             }
         }
     }
@@ -564,15 +621,15 @@ impl PubSub {
                 }
             }
             (
-                subs.pattern_list.clone(),
-                subs.pattern_bytes.saturating_mul(channel.len()),
+                subs.patterns.list.clone(),
+                subs.patterns.bytes.saturating_mul(channel.len()),
             )
         };
         if patterns.is_empty() {
             return n;
         }
         let mut deliver = || {
-            for p in patterns.iter() {
+            for p in patterns.iter().flat_map(|chunk| chunk.iter()) {
                 if !p.glob.matches(channel) {
                     continue;
                 }
@@ -664,7 +721,7 @@ impl PubSub {
 
     /// Patterns with at least one subscriber (`PUBSUB NUMPAT`).
     pub fn numpat(&self) -> usize {
-        self.subs.read().patterns.len()
+        self.subs.read().patterns.len
     }
 }
 
@@ -743,7 +800,7 @@ mod tests {
     }
 
     #[test]
-    fn subscriptions_are_bounded_per_client_and_patterns_per_node() {
+    fn subscriptions_are_bounded_per_client_and_take_no_other_clients_room() {
         let ps = Arc::new(PubSub::default());
         let mut a = ps.open(1, 1 << 20);
         for i in 0..MAX_SUBSCRIPTIONS_PER_CLIENT {
@@ -758,19 +815,29 @@ mod tests {
             ps.channels(None).is_empty(),
             "a dropped subscription leaves the hub"
         );
+        // One client at its bound takes no other client's room: the node sets none.
         let mut b = ps.open(2, 1 << 20);
+        for i in 0..MAX_SUBSCRIPTIONS_PER_CLIENT {
+            ps.psubscribe(&mut b, format!("p{i}*").as_bytes()).unwrap();
+        }
+        assert!(ps.psubscribe(&mut b, b"one-more*").is_err());
         let mut c = ps.open(3, 1 << 20);
-        for i in 0..MAX_PATTERNS {
-            let p = format!("p{i}*");
-            if i < MAX_SUBSCRIPTIONS_PER_CLIENT / 2 {
-                ps.psubscribe(&mut b, p.as_bytes()).unwrap();
-            } else {
-                ps.psubscribe(&mut c, p.as_bytes()).unwrap();
-            }
+        for i in 0..MAX_SUBSCRIPTIONS_PER_CLIENT {
+            ps.psubscribe(&mut c, format!("q{i}*").as_bytes()).unwrap();
         }
         let mut d = ps.open(4, 1 << 20);
-        assert!(ps.psubscribe(&mut d, b"new*").is_err());
+        ps.psubscribe(&mut d, b"new*").unwrap();
         ps.psubscribe(&mut d, b"p1*").unwrap();
-        assert_eq!(ps.numpat(), MAX_PATTERNS);
+        assert_eq!(ps.numpat(), 2 * MAX_SUBSCRIPTIONS_PER_CLIENT + 1);
+        // Every chunk's snapshot is current: a publish reaches exactly the matching ones.
+        assert_eq!(ps.publish(b"p17", b"x"), 3, "p1* (b's and d's) and p17*");
+        assert_eq!(ps.publish(b"q9999", b"x"), 4, "q9*, q99*, q999*, q9999*");
+        assert_eq!(ps.publish(b"news", b"x"), 1);
+        ps.close(&mut b);
+        assert_eq!(ps.numpat(), MAX_SUBSCRIPTIONS_PER_CLIENT + 2);
+        assert_eq!(ps.publish(b"p17", b"x"), 1, "d's p1* only");
+        assert!(ps.punsubscribe(&mut d, b"new*"));
+        assert_eq!(ps.publish(b"news", b"x"), 0);
+        assert_eq!(ps.numpat(), MAX_SUBSCRIPTIONS_PER_CLIENT + 1);
     }
 }

@@ -9,7 +9,11 @@
 //!   `tracking-table-max-keys`): past it, the oldest keys are invalidated early, so a client
 //!   that reads millions of distinct keys costs the node a bounded table, not memory.
 //! - **BCAST.** A client names prefixes (none: every key) and hears of every change of a key
-//!   under them, read or not; nothing is recorded per key.
+//!   under them, read or not; nothing is recorded per key. A client names at most
+//!   [`MAX_CLIENT_PREFIXES`] of [`MAX_CLIENT_PREFIX_BYTES`] in all, and what they make the
+//!   node hold counts in the clients' memory budget ([`Tracker::held_bytes`]); the node sets
+//!   no bound of its own (10,000 until 2026-12-06, which ten clients could take whole, and
+//!   every other client's `BCAST` was then refused).
 //! - **OPTIN / OPTOUT** (`CLIENT CACHING yes|no` before a command), **NOLOOP** (no notice
 //!   of the client's own writes made on this node), **REDIRECT** (notices go to another
 //!   connection: as pushes if it speaks RESP3, as messages on `__redis__:invalidate` if it is
@@ -50,9 +54,6 @@ pub const INVALIDATE_CHANNEL: &[u8] = b"__redis__:invalidate";
 
 /// Shards of the key table (each with its own lock and share of the bound).
 const SHARDS: usize = 16;
-
-/// Most BCAST prefixes on one node (each change is matched against every one).
-pub const MAX_PREFIXES: usize = 10_000;
 
 /// A pattern invalidation is matched against the recorded keys when the table holds at most
 /// this many; above, its clients are told to drop everything instead.
@@ -130,6 +131,16 @@ impl Tracker {
             broken: AtomicBool::new(false),
             flushed: AtomicBool::new(false),
         }
+    }
+
+    /// What its BCAST prefixes make the node hold, for the clients' memory budget: the
+    /// trie's node per byte (no two prefixes sharing one, the worst case) and the copies of
+    /// each prefix here and in the trie's list.
+    pub fn held_bytes(&self) -> usize {
+        self.prefixes
+            .iter()
+            .map(|p| PREFIX_CHARGE + p.len() * PREFIX_BYTE_CHARGE)
+            .sum()
     }
 
     /// The client is about to run a command (before it reads anything): a flush after this
@@ -210,13 +221,28 @@ pub struct TrackingStats {
     pub flushes: AtomicU64,
 }
 
+/// What one BCAST prefix is charged against the clients' budget beside its bytes
+/// ([`Tracker::held_bytes`]): two copies' bookkeeping and the client's place in the trie.
+const PREFIX_CHARGE: usize = 128;
+
+/// What each byte of a BCAST prefix is charged: a trie node (two vectors) and its place in
+/// its parent's list, twice over for the vectors' growth, and the byte's two copies.
+const PREFIX_BYTE_CHARGE: usize = 72;
+
 /// BCAST prefixes as a byte trie: matching a key walks it once, whatever the number of
-/// prefixes (Redis keeps them in a radix tree for the same reason).
+/// prefixes (Redis keeps them in a radix tree for the same reason). A client's change edits
+/// it in place, in time in proportion to that client's prefixes: rebuilt whole, one
+/// client's toggles cost the node time in proportion to every client's, which is unbounded
+/// once the node sets no bound of its own.
 #[derive(Default)]
 struct PrefixTrie {
+    /// The root first (once a prefix was added); freed nodes are listed in `free`.
     nodes: Vec<TrieNode>,
-    /// (prefix, client) pairs, for rebuilding and counting.
-    entries: Vec<(Bytes, u64)>,
+    free: Vec<u32>,
+    /// Each BCAST client's prefixes in the trie.
+    owners: HashMap<u64, Vec<Bytes>>,
+    /// (prefix, client) pairs in the trie.
+    count: usize,
 }
 
 #[derive(Default)]
@@ -228,24 +254,99 @@ struct TrieNode {
 }
 
 impl PrefixTrie {
-    fn build(entries: Vec<(Bytes, u64)>) -> Self {
-        let mut nodes = vec![TrieNode::default()];
-        for (p, c) in &entries {
+    /// Makes `prefixes` client `client`'s prefixes: adds the ones it lacks when it keeps
+    /// every one it has (a `CLIENT TRACKING ON BCAST` adds to a client's prefixes), else
+    /// replaces them.
+    fn set_client(&mut self, client: u64, prefixes: &[Bytes]) {
+        let keeps = self.owners.get(&client).map(|held| {
+            let wanted: std::collections::HashSet<&Bytes> = prefixes.iter().collect();
+            held.iter().all(|p| wanted.contains(p))
+        });
+        if keeps == Some(false) {
+            self.remove_client(client);
+        }
+        let held: std::collections::HashSet<Bytes> = self
+            .owners
+            .get(&client)
+            .map(|h| h.iter().cloned().collect())
+            .unwrap_or_default();
+        let mut seen = std::collections::HashSet::new();
+        for p in prefixes {
+            if !held.contains(p) && seen.insert(p) {
+                self.add(client, p.clone());
+            }
+        }
+    }
+
+    fn add(&mut self, client: u64, prefix: Bytes) {
+        if self.nodes.is_empty() {
+            self.nodes.push(TrieNode::default());
+        }
+        let mut n = 0usize;
+        for b in prefix.iter() {
+            n = match self.nodes[n].next.binary_search_by_key(b, |(c, _)| *c) {
+                Ok(i) => self.nodes[n].next[i].1 as usize,
+                Err(i) => {
+                    let id = match self.free.pop() {
+                        Some(id) => id as usize,
+                        None => {
+                            self.nodes.push(TrieNode::default());
+                            self.nodes.len() - 1
+                        }
+                    };
+                    self.nodes[n].next.insert(i, (*b, id as u32));
+                    id
+                }
+            };
+        }
+        self.nodes[n].clients.push(client);
+        self.owners.entry(client).or_default().push(prefix);
+        self.count += 1;
+    }
+
+    /// Takes every prefix of `client` out; nodes left with neither clients nor children
+    /// are freed (their vectors let go) for later prefixes to reuse.
+    fn remove_client(&mut self, client: u64) {
+        let Some(prefixes) = self.owners.remove(&client) else {
+            return;
+        };
+        self.count -= prefixes.len();
+        let mut path: Vec<(usize, u8)> = Vec::new();
+        for p in &prefixes {
+            path.clear();
             let mut n = 0usize;
             for b in p.iter() {
-                n = match nodes[n].next.binary_search_by_key(b, |(c, _)| *c) {
-                    Ok(i) => nodes[n].next[i].1 as usize,
-                    Err(i) => {
-                        let id = nodes.len();
-                        nodes.push(TrieNode::default());
-                        nodes[n].next.insert(i, (*b, id as u32));
-                        id
-                    }
-                };
+                let i = self.nodes[n]
+                    .next
+                    .binary_search_by_key(b, |(c, _)| *c)
+                    .expect("a listed prefix is in the trie");
+                path.push((n, *b));
+                n = self.nodes[n].next[i].1 as usize;
             }
-            nodes[n].clients.push(*c);
+            let clients = &mut self.nodes[n].clients;
+            if let Some(i) = clients.iter().position(|c| *c == client) {
+                clients.swap_remove(i);
+            }
+            while let Some((parent, b)) = path.pop() {
+                let node = &self.nodes[n];
+                if !node.clients.is_empty() || !node.next.is_empty() {
+                    break;
+                }
+                let siblings = &mut self.nodes[parent].next;
+                if let Ok(i) = siblings.binary_search_by_key(&b, |(c, _)| *c) {
+                    siblings.remove(i);
+                }
+                self.nodes[n] = TrieNode::default();
+                self.free.push(n as u32);
+                n = parent;
+            }
         }
-        Self { nodes, entries }
+    }
+
+    /// Nodes in use (the root included), for tests.
+    #[cfg(test)]
+    fn live_nodes(&self) -> usize {
+        self.nodes.len() - self.free.len()
     }
 
     /// The clients with a prefix of `key`.
@@ -278,12 +379,13 @@ pub struct Tracking {
     per_shard_max: usize,
     per_shard_bytes: usize,
     clients: RwLock<HashMap<u64, Arc<Tracker>>>,
-    /// Every BCAST prefix. Changed by building a new trie aside and swapping it in: a
-    /// trie of 10,000 prefixes was rebuilt under this lock at every `CLIENT TRACKING`
-    /// toggle, and every write on the node waited to match its key (a bystander's `SET`
-    /// p50 20.7 ms while one client toggled BCAST, review 2026-12-04).
-    prefixes: RwLock<Arc<PrefixTrie>>,
-    /// Held while a new trie is built: one change of the prefixes at a time.
+    /// Every BCAST prefix. A client's change edits it in place under this lock, in time in
+    /// proportion to that client's prefixes: a trie of 10,000 prefixes was once rebuilt
+    /// under this lock at every `CLIENT TRACKING` toggle, and every write on the node
+    /// waited to match its key (a bystander's `SET` p50 20.7 ms while one client toggled
+    /// BCAST, review 2026-12-04).
+    prefixes: RwLock<PrefixTrie>,
+    /// Held while a client's tracking changes: its settings and its prefixes change together.
     prefix_edit: Mutex<()>,
     active: AtomicUsize,
     keys: AtomicUsize,
@@ -324,7 +426,7 @@ impl Tracking {
             per_shard_max: per(max_keys),
             per_shard_bytes: per(max_bytes),
             clients: RwLock::new(HashMap::new()),
-            prefixes: RwLock::new(Arc::new(PrefixTrie::default())),
+            prefixes: RwLock::new(PrefixTrie::default()),
             prefix_edit: Mutex::new(()),
             active: AtomicUsize::new(0),
             keys: AtomicUsize::new(0),
@@ -353,7 +455,7 @@ impl Tracking {
 
     /// BCAST prefixes of every client.
     pub fn prefix_count(&self) -> usize {
-        self.prefixes.read().entries.len()
+        self.prefixes.read().count
     }
 
     /// The most keys the table holds.
@@ -384,8 +486,7 @@ impl Tracking {
     }
 
     /// Turns tracking on for `t.id` (replacing its settings; BCAST prefixes add to the
-    /// ones it had, as in Redis). Fails when the client's or the node's prefix bounds would
-    /// be passed.
+    /// ones it had, as in Redis). Fails when the client's prefix bounds would be passed.
     pub fn enable(&self, t: Tracker) -> Result<Arc<Tracker>, String> {
         let id = t.id;
         let _edit = self.prefix_edit.lock();
@@ -404,24 +505,13 @@ impl Tracking {
                 "a client may name at most {MAX_CLIENT_PREFIXES} tracking prefixes of {MAX_CLIENT_PREFIX_BYTES} bytes in all"
             ));
         }
-        let current = self.prefixes.read().clone();
-        if t.bcast || current.entries.iter().any(|(_, c)| *c == id) {
-            let mut entries: Vec<(Bytes, u64)> = current
-                .entries
-                .iter()
-                .filter(|(_, c)| *c != id)
-                .cloned()
-                .collect();
+        {
+            let mut trie = self.prefixes.write();
             if t.bcast {
-                if entries.len() + t.prefixes.len() > MAX_PREFIXES {
-                    return Err(format!(
-                        "this node holds the maximum of {MAX_PREFIXES} tracking prefixes"
-                    ));
-                }
-                entries.extend(t.prefixes.iter().map(|p| (p.clone(), id)));
+                trie.set_client(id, &t.prefixes);
+            } else {
+                trie.remove_client(id);
             }
-            let trie = Arc::new(PrefixTrie::build(entries));
-            *self.prefixes.write() = trie;
         }
         let t = Arc::new(t);
         if self.clients.write().insert(id, t.clone()).is_none() {
@@ -437,16 +527,8 @@ impl Tracking {
         if self.clients.write().remove(&id).is_some() {
             self.active.fetch_sub(1, Ordering::SeqCst);
         }
-        let current = self.prefixes.read().clone();
-        if current.entries.iter().any(|(_, c)| *c == id) {
-            let rest = current
-                .entries
-                .iter()
-                .filter(|(_, c)| *c != id)
-                .cloned()
-                .collect();
-            let trie = Arc::new(PrefixTrie::build(rest));
-            *self.prefixes.write() = trie;
+        if self.prefixes.read().owners.contains_key(&id) {
+            self.prefixes.write().remove_client(id);
         }
     }
 
@@ -677,15 +759,8 @@ impl Tracking {
             }
         }
         let bcast: Vec<u64> = {
-            let mut ids: Vec<u64> = self
-                .prefixes
-                .read()
-                .entries
-                .iter()
-                .map(|(_, c)| *c)
-                .collect();
+            let mut ids: Vec<u64> = self.prefixes.read().owners.keys().copied().collect();
             ids.sort_unstable();
-            ids.dedup();
             ids
         };
         for id in bcast {
@@ -794,22 +869,59 @@ mod tests {
 
     #[test]
     fn prefixes_match_through_the_trie() {
-        let trie = PrefixTrie::build(vec![
-            (Bytes::from_static(b""), 1),
-            (Bytes::from_static(b"user:"), 2),
-            (Bytes::from_static(b"user:1"), 3),
-            (Bytes::from_static(b"cart"), 2),
-        ]);
-        let m = |k: &[u8]| {
+        let b = Bytes::from_static;
+        let mut trie = PrefixTrie::default();
+        trie.set_client(1, &[b(b"")]);
+        trie.set_client(2, &[b(b"user:"), b(b"cart")]);
+        trie.set_client(3, &[b(b"user:1")]);
+        let m = |trie: &PrefixTrie, k: &[u8]| {
             let mut v = trie.matches(k).to_vec();
             v.sort_unstable();
             v
         };
-        assert_eq!(m(b"user:12"), vec![1, 2, 3]);
-        assert_eq!(m(b"user:2"), vec![1, 2]);
-        assert_eq!(m(b"use"), vec![1]);
-        assert_eq!(m(b"cart:9"), vec![1, 2]);
+        assert_eq!(m(&trie, b"user:12"), vec![1, 2, 3]);
+        assert_eq!(m(&trie, b"user:2"), vec![1, 2]);
+        assert_eq!(m(&trie, b"use"), vec![1]);
+        assert_eq!(m(&trie, b"cart:9"), vec![1, 2]);
+        assert_eq!(trie.count, 4);
         assert!(PrefixTrie::default().matches(b"x").is_empty());
+        // Edited in place: a client's prefixes go with it, and its nodes are freed.
+        let full = trie.live_nodes();
+        trie.remove_client(3);
+        assert_eq!(m(&trie, b"user:12"), vec![1, 2]);
+        assert_eq!(trie.live_nodes(), full - 1, "user:1's last node");
+        // Adding to a client's prefixes keeps the ones it had; naming fewer replaces them.
+        trie.set_client(2, &[b(b"user:"), b(b"cart"), b(b"order")]);
+        assert_eq!(m(&trie, b"order:1"), vec![1, 2]);
+        assert_eq!(m(&trie, b"cart"), vec![1, 2]);
+        trie.set_client(2, &[b(b"cart")]);
+        assert_eq!(m(&trie, b"user:1"), vec![1]);
+        assert_eq!(m(&trie, b"order"), vec![1]);
+        assert_eq!(m(&trie, b"cart"), vec![1, 2]);
+        trie.remove_client(2);
+        trie.remove_client(1);
+        assert_eq!(
+            (trie.count, trie.live_nodes()),
+            (0, 1),
+            "only the root is left"
+        );
+        // Freed nodes are reused: churn does not grow the trie.
+        for round in 0..100u32 {
+            let prefixes: Vec<Bytes> = (0..50)
+                .map(|i| Bytes::from(format!("{round}:{i}:some-prefix")))
+                .collect();
+            trie.set_client(7, &prefixes);
+            assert_eq!(
+                m(&trie, format!("{round}:3:some-prefix-key").as_bytes()),
+                vec![7]
+            );
+            trie.remove_client(7);
+        }
+        assert!(
+            trie.nodes.len() < 2_000,
+            "{} nodes after churn",
+            trie.nodes.len()
+        );
     }
 
     #[test]
