@@ -424,6 +424,23 @@ impl Raw {
         }
     }
 
+    /// Reads one complete RESP frame; `None` when the connection ends (or errs) first.
+    pub fn try_frame(&mut self) -> Option<strata_resp::Frame> {
+        loop {
+            if let Some((f, n)) =
+                strata_resp::parse_frame(&self.buf, &strata_resp::Limits::default()).ok()?
+            {
+                self.buf.drain(..n);
+                return Some(f);
+            }
+            let mut chunk = [0u8; 65536];
+            match self.stream.read(&mut chunk) {
+                Ok(n) if n > 0 => self.buf.extend_from_slice(&chunk[..n]),
+                _ => return None,
+            }
+        }
+    }
+
     /// Sends a command as a RESP array and reads the reply.
     pub fn cmd(&mut self, args: &[&[u8]]) -> strata_resp::Frame {
         let f = strata_resp::Frame::Array(

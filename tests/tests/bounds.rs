@@ -1364,3 +1364,117 @@ fn no_client_takes_another_clients_room_for_patterns_or_prefixes() {
     bystanders_hear(&mut w, &mut sub, &mut late, 2);
     assert!(ping_latency(s.port) < Duration::from_millis(50));
 }
+
+/// What a client swaps is charged what it holds. The clients' budget recounted a client's
+/// subscriptions, BCAST prefixes and watched keys only when their number changed: a
+/// transaction that swapped small ones for as many large ones kept the small figure (1,000
+/// clients held 5,202 MiB of prefixes charged 67 MB, 40 held 3,481 MiB of channels charged
+/// 199 MB). And a compiled pattern held 32 bytes per pattern byte, 13 times its charge: one
+/// client's 10,000 patterns of 1 KiB held 350 MiB (review, 2026-12-06).
+#[test]
+fn what_a_client_swaps_or_compiles_is_charged_what_it_holds() {
+    const BUDGET: u64 = 64 * MIB;
+    let config = format!("[server]\nmax_input_bytes_total = {BUDGET}\n");
+    let check = |what: &str, s: &Server, before: u64, conns: &mut Vec<TcpStream>| {
+        std::thread::sleep(Duration::from_millis(500));
+        let grown = s.rss().saturating_sub(before);
+        let held = metric_value(s, "strata_server_client_input_bytes").unwrap();
+        let closed = closed_by_budget(conns);
+        println!(
+            "{what}: RSS +{} MiB, clients' memory {:.1} MiB, {closed} of {} closed",
+            grown / MIB,
+            held / MIB as f64,
+            conns.len()
+        );
+        assert!(
+            grown < BUDGET + 96 * MIB,
+            "{what}: RSS grew by {} MiB past a 64 MiB clients' budget",
+            grown / MIB
+        );
+        assert!(closed > 0, "{what}: no client was closed");
+        assert!(ping_latency(s.port) < Duration::from_millis(50));
+    };
+    let big = |i: usize, j: usize, len: usize| {
+        let mut v = format!("{i}:{j}:").into_bytes();
+        v.resize(len, b'x');
+        v
+    };
+
+    // 1. BCAST prefixes: eight of one byte, swapped in a transaction for eight of 8 KiB.
+    let s = Server::start_l1_only(&config);
+    let before = s.rss();
+    let small: Vec<Vec<u8>> = (b'a'..=b'h')
+        .flat_map(|b| [b"PREFIX".to_vec(), vec![b]])
+        .collect();
+    let mut conns: Vec<TcpStream> = (0..40)
+        .map(|i| {
+            let mut c = TcpStream::connect(("127.0.0.1", s.port)).unwrap();
+            send_cmd(&mut c, &[b"HELLO", b"3"], &[]);
+            send_cmd(&mut c, &[b"CLIENT", b"TRACKING", b"ON", b"BCAST"], &small);
+            send_cmd(&mut c, &[b"MULTI"], &[]);
+            send_cmd(&mut c, &[b"CLIENT", b"TRACKING", b"OFF"], &[]);
+            let large: Vec<Vec<u8>> = (0..8)
+                .flat_map(|j| [b"PREFIX".to_vec(), big(i, j, 8192)])
+                .collect();
+            send_cmd(&mut c, &[b"CLIENT", b"TRACKING", b"ON", b"BCAST"], &large);
+            send_cmd(&mut c, &[b"EXEC"], &[]);
+            c
+        })
+        .collect();
+    check("40 clients' prefixes swapped", &s, before, &mut conns);
+    drop(s);
+
+    // 2. Channels: 1,000 short names swapped in a transaction for 1,000 of 8,000 bytes.
+    let s = Server::start_l1_only(&config);
+    let before = s.rss();
+    let mut conns: Vec<TcpStream> = (0..10)
+        .map(|i| {
+            let mut c = TcpStream::connect(("127.0.0.1", s.port)).unwrap();
+            send_cmd(&mut c, &[b"HELLO", b"3"], &[]);
+            let short: Vec<Vec<u8>> = (0..1000).map(|j| format!("{j}").into_bytes()).collect();
+            send_cmd(&mut c, &[b"SUBSCRIBE"], &short);
+            send_cmd(&mut c, &[b"MULTI"], &[]);
+            send_cmd(&mut c, &[b"UNSUBSCRIBE"], &short);
+            let long: Vec<Vec<u8>> = (0..1000).map(|j| big(i, j, 8000)).collect();
+            send_cmd(&mut c, &[b"SUBSCRIBE"], &long);
+            send_cmd(&mut c, &[b"EXEC"], &[]);
+            c
+        })
+        .collect();
+    check("10 clients' channels swapped", &s, before, &mut conns);
+    drop(s);
+
+    // 3. Patterns of 1 KiB, subscribed to plainly.
+    let s = Server::start_l1_only(&config);
+    let before = s.rss();
+    let mut conns: Vec<TcpStream> = (0..2)
+        .map(|i| {
+            let mut c = Raw::connect(s.port);
+            // Each batch's replies are read (they name the patterns: 1 MiB a batch), until
+            // the budget closes the client.
+            'batches: for batch in 0..10 {
+                let patterns: Vec<Vec<u8>> = (0..1000)
+                    .map(|j| {
+                        let mut p = big(i, batch * 1000 + j, 1023);
+                        p.push(b'*');
+                        p
+                    })
+                    .collect();
+                send_cmd(&mut c.stream, &[b"PSUBSCRIBE"], &patterns);
+                for _ in 0..1000 {
+                    match c.try_frame() {
+                        Some(Frame::Array(_)) => {}
+                        _ => break 'batches,
+                    }
+                }
+            }
+            c.stream
+        })
+        .collect();
+    check(
+        "2 clients' 10,000 patterns of 1 KiB",
+        &s,
+        before,
+        &mut conns,
+    );
+}

@@ -15,23 +15,39 @@ use crate::error::CacheError;
 /// Longest accepted pattern, in bytes.
 pub const MAX_PATTERN_BYTES: usize = 1024;
 
-#[derive(Debug, Clone, PartialEq, Eq)]
+/// One step of a pattern: 4 bytes (a class is an index into [`Glob::classes`]). A token of
+/// 32 bytes (a class held its own vector) made a compiled pattern 32 times its length, and a
+/// subscriber's patterns held 13 times what the clients' budget charged them (review,
+/// 2026-12-06).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Token {
     Byte(u8),
     AnyByte,
     AnyRun,
-    Class {
-        negated: bool,
-        ranges: Vec<(u8, u8)>,
-    },
+    Class(u16),
+}
+
+/// A class: `ranges[start..end]` of its glob, negated or not.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct Class {
+    negated: bool,
+    start: u16,
+    end: u16,
 }
 
 /// A compiled glob pattern.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Glob {
-    tokens: Vec<Token>,
-    source: Vec<u8>,
+    tokens: Box<[Token]>,
+    classes: Box<[Class]>,
+    ranges: Box<[(u8, u8)]>,
+    source: Box<[u8]>,
 }
+
+/// The most heap bytes a compiled pattern holds per byte of the pattern ([`Glob::heap_bytes`]
+/// is at most this times its length): its copy (1), a token (4), and at most a class (6)
+/// and a range (2) — each takes at least one byte of the pattern.
+pub const HEAP_BYTES_PER_PATTERN_BYTE: usize = 13;
 
 impl Glob {
     /// Compiles `pattern`; fails only when it is longer than [`MAX_PATTERN_BYTES`].
@@ -43,6 +59,8 @@ impl Glob {
             });
         }
         let mut tokens = Vec::with_capacity(pattern.len());
+        let mut classes: Vec<Class> = Vec::new();
+        let mut ranges: Vec<(u8, u8)> = Vec::new();
         let mut i = 0;
         while i < pattern.len() {
             let b = pattern[i];
@@ -60,17 +78,35 @@ impl Glob {
                     i += 1;
                 }
                 b'[' => {
-                    let (token, used) = parse_class(&pattern[i..]);
-                    tokens.push(token);
+                    let start = ranges.len();
+                    let (negated, used) = parse_class(&pattern[i..], &mut ranges);
+                    // At most 1024 pattern bytes: indexes and range positions fit in u16.
+                    tokens.push(Token::Class(classes.len() as u16));
+                    classes.push(Class {
+                        negated,
+                        start: start as u16,
+                        end: ranges.len() as u16,
+                    });
                     i += used;
                 }
                 other => tokens.push(Token::Byte(other)),
             }
         }
         Ok(Glob {
-            tokens,
-            source: pattern.to_vec(),
+            tokens: tokens.into_boxed_slice(),
+            classes: classes.into_boxed_slice(),
+            ranges: ranges.into_boxed_slice(),
+            source: pattern.into(),
         })
+    }
+
+    /// The heap bytes the compiled pattern holds (at most [`HEAP_BYTES_PER_PATTERN_BYTE`]
+    /// times its length).
+    pub fn heap_bytes(&self) -> usize {
+        std::mem::size_of_val(&*self.tokens)
+            + std::mem::size_of_val(&*self.classes)
+            + std::mem::size_of_val(&*self.ranges)
+            + self.source.len()
     }
 
     /// The pattern as given.
@@ -80,7 +116,7 @@ impl Glob {
 
     /// Whether the pattern matches every key (`*`), which lets a layer flush instead of scan.
     pub fn matches_everything(&self) -> bool {
-        self.tokens == [Token::AnyRun]
+        *self.tokens == [Token::AnyRun]
     }
 
     /// The literal bytes every match starts with, for prefix scans on ordered stores.
@@ -109,7 +145,7 @@ impl Glob {
                     t += 1;
                     continue;
                 }
-                Some(tok) => single_matches(tok, key[k]),
+                Some(tok) => self.single_matches(*tok, key[k]),
                 None => false,
             };
             if step {
@@ -125,30 +161,34 @@ impl Glob {
         }
         toks[t..].iter().all(|tok| *tok == Token::AnyRun)
     }
-}
 
-fn single_matches(tok: &Token, b: u8) -> bool {
-    match tok {
-        Token::Byte(x) => *x == b,
-        Token::AnyByte => true,
-        Token::Class { negated, ranges } => {
-            ranges.iter().any(|&(lo, hi)| lo <= b && b <= hi) != *negated
+    fn single_matches(&self, tok: Token, b: u8) -> bool {
+        match tok {
+            Token::Byte(x) => x == b,
+            Token::AnyByte => true,
+            Token::Class(c) => {
+                let c = self.classes[c as usize];
+                self.ranges[c.start as usize..c.end as usize]
+                    .iter()
+                    .any(|&(lo, hi)| lo <= b && b <= hi)
+                    != c.negated
+            }
+            Token::AnyRun => true,
         }
-        Token::AnyRun => true,
     }
 }
 
 /// Parses a class body after `[` as Redis 7 reads one: a first `^` negates; then, in
 /// order, `\x` is the byte `x`, `]` ends the class, `a-z` is a range (reversed ones too,
 /// and its end may be `]`), any other byte is itself. Without its `]` the class takes the
-/// rest of the pattern. Returns the token and the bytes used (with the `]`).
-fn parse_class(p: &[u8]) -> (Token, usize) {
+/// rest of the pattern. Adds its ranges to `ranges`; returns whether it is negated and the
+/// bytes used (with the `]`).
+fn parse_class(p: &[u8], ranges: &mut Vec<(u8, u8)>) -> (bool, usize) {
     let mut i = 0;
     let negated = p.first() == Some(&b'^');
     if negated {
         i += 1;
     }
-    let mut ranges = Vec::new();
     while i < p.len() {
         let rest = p.len() - i;
         match p[i] {
@@ -156,7 +196,7 @@ fn parse_class(p: &[u8]) -> (Token, usize) {
                 ranges.push((p[i + 1], p[i + 1]));
                 i += 2;
             }
-            b']' => return (Token::Class { negated, ranges }, i + 1),
+            b']' => return (negated, i + 1),
             lo if rest >= 3 && p[i + 1] == b'-' => {
                 let hi = p[i + 2];
                 ranges.push((lo.min(hi), lo.max(hi)));
@@ -168,7 +208,7 @@ fn parse_class(p: &[u8]) -> (Token, usize) {
             }
         }
     }
-    (Token::Class { negated, ranges }, i)
+    (negated, i)
 }
 
 #[cfg(test)]
@@ -254,6 +294,7 @@ mod tests {
             let g = Glob::new(&p).unwrap();
             let _ = g.matches(&k);
             let _ = g.literal_prefix();
+            prop_assert!(g.heap_bytes() <= HEAP_BYTES_PER_PATTERN_BYTE * p.len());
         }
     }
 }

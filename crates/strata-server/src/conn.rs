@@ -31,34 +31,18 @@ const SHRINK_ABOVE: usize = 64 * 1024;
 const BUDGET_VICTIM_ABOVE: usize = crate::budget::LISTED_ABOVE;
 
 /// The bytes a connection's state holds — its queued transaction, watched keys,
-/// subscriptions and BCAST prefixes — recomputed only when the number of watched keys,
-/// subscriptions or prefixes changed since the last look (a queue's size is kept as it
-/// grows).
-#[derive(Default)]
-struct StateSize {
-    counts: (usize, usize, usize),
-    bytes: usize,
-}
-
-impl StateSize {
-    fn get(&mut self, session: &Session<'_>) -> usize {
-        let tracker = session.tracking.tracker.as_ref();
-        let counts = (
-            session.tx.watched_len(),
-            session
-                .sub
-                .as_ref()
-                .map_or(0, |s| s.count() + s.shard_count()),
-            tracker.map_or(0, |t| t.prefixes.len()),
-        );
-        if counts != self.counts {
-            self.counts = counts;
-            self.bytes = session.tx.watched_bytes()
-                + session.sub.as_ref().map_or(0, |s| s.held_bytes())
-                + tracker.map_or(0, |t| t.held_bytes());
-        }
-        self.bytes + session.tx.queued_bytes()
-    }
+/// subscriptions and BCAST prefixes — each kept as it changes (O(1) to read). Recounted
+/// only when their numbers changed, a transaction that swapped small subscriptions or
+/// prefixes for as many large ones kept the small figure (review, 2026-12-06).
+fn state_size(session: &Session<'_>) -> usize {
+    session.tx.watched_bytes()
+        + session.tx.queued_bytes()
+        + session.sub.as_ref().map_or(0, |s| s.held_bytes())
+        + session
+            .tracking
+            .tracker
+            .as_ref()
+            .map_or(0, |t| t.held_bytes())
 }
 
 /// The input a connection holds: its read buffer and the positions of a request's
@@ -216,7 +200,6 @@ async fn serve_connection<S: AsyncRead + AsyncWrite + Unpin>(
     let mut buf = BytesMut::with_capacity(READ_BUFFER);
     let mut share = Share::new(shared.client_memory.clone(), session.info.id);
     let evict = share.evict_signal();
-    let mut state = StateSize::default();
     let mut req = Request::default();
     let mut stop = shared.stop.clone();
     let mut draining = *stop.borrow();
@@ -267,7 +250,7 @@ async fn serve_connection<S: AsyncRead + AsyncWrite + Unpin>(
                                 return flush(stream, &mut session).await;
                             }
                             if session.reply.buf.len() >= FLUSH_AT {
-                                let base = input_held(&buf, &req) + state.get(&session);
+                                let base = input_held(&buf, &req) + state_size(&session);
                                 if let Some(end) =
                                     send(stream, shared, &mut session, &mut share, base).await?
                                 {
@@ -300,7 +283,7 @@ async fn serve_connection<S: AsyncRead + AsyncWrite + Unpin>(
                         return flush(stream, &mut session).await;
                     }
                     if session.reply.buf.len() >= FLUSH_AT {
-                        let base = input_held(&buf, &req) + state.get(&session);
+                        let base = input_held(&buf, &req) + state_size(&session);
                         if let Some(end) =
                             send(stream, shared, &mut session, &mut share, base).await?
                         {
@@ -332,7 +315,7 @@ async fn serve_connection<S: AsyncRead + AsyncWrite + Unpin>(
             ));
             return flush(stream, &mut session).await;
         }
-        let base = input_held(&buf, &req) + state.get(&session);
+        let base = input_held(&buf, &req) + state_size(&session);
         if let Some(end) = send(stream, shared, &mut session, &mut share, base).await? {
             return end;
         }
@@ -341,7 +324,7 @@ async fn serve_connection<S: AsyncRead + AsyncWrite + Unpin>(
         } else if buf.capacity() - buf.len() < 4096 {
             buf.reserve(READ_BUFFER);
         }
-        let held = input_held(&buf, &req) + state.get(&session);
+        let held = input_held(&buf, &req) + state_size(&session);
         // Every client together is over the budget, and no larger holder is left to close:
         // this one goes if it holds an unfinished request, or a large transaction or set of
         // watched keys or subscriptions.

@@ -11,6 +11,7 @@
 pub mod acl;
 pub mod admin;
 pub mod admin_conn;
+pub mod alloc;
 pub mod budget;
 pub mod cli;
 pub mod commands;

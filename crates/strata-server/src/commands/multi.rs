@@ -36,6 +36,16 @@ pub struct TxState {
     watched: Vec<Watched>,
     /// The same keys, to find one in O(1) (a client may watch 10,000).
     watched_keys: std::collections::HashSet<(String, Bytes)>,
+    /// [`TxState::watched_bytes`], kept as keys are watched and forgotten: recounted only
+    /// when their number changed, an `UNWATCH` and a `WATCH` of as many larger keys in one
+    /// read kept the smaller figure.
+    watched_held: usize,
+}
+
+/// What watching `w` holds: its key and namespace here and in the lookup set, bookkeeping,
+/// and the value read when it was watched (an estimate).
+fn watch_charge(w: &Watched) -> usize {
+    2 * (w.key.len() + w.ns.len()) + 128 + w.seen.as_ref().map_or(0, |e| e.value.len())
 }
 
 #[derive(Debug, Default)]
@@ -166,14 +176,16 @@ impl TxState {
     }
 
     /// Bytes the watched keys hold, with their bookkeeping and the values read when they
-    /// were watched (an estimate; O(watched keys)).
+    /// were watched (an estimate; O(1)).
     pub fn watched_bytes(&self) -> usize {
-        self.watched
-            .iter()
-            .map(|w| {
-                2 * (w.key.len() + w.ns.len()) + 128 + w.seen.as_ref().map_or(0, |e| e.value.len())
-            })
-            .sum()
+        self.watched_held
+    }
+
+    /// Forgets every watched key; returns them.
+    fn take_watches(&mut self) -> Vec<Watched> {
+        self.watched_keys.clear();
+        self.watched_held = 0;
+        std::mem::take(&mut self.watched)
     }
 
     /// Whether the client watches a key (its reads then take [`TxState::no_older_than_watched`]).
@@ -307,8 +319,7 @@ pub(super) fn discard(s: &mut Session<'_>) -> Res<()> {
 /// Ends the transaction, if any, and every watch, replying nothing.
 pub(super) fn abort(s: &mut Session<'_>) {
     s.tx.queue = None;
-    s.tx.watched.clear();
-    s.tx.watched_keys.clear();
+    s.tx.take_watches();
 }
 
 /// `WATCH key...`: remembers each key's version (or absence) as this node reads it now.
@@ -335,13 +346,15 @@ pub(super) async fn watch(sh: &Shared, s: &mut Session<'_>, a: &[Bytes]) -> Res<
         let version = seen.as_ref().map(|e| e.version.as_u64());
         let key = Bytes::copy_from_slice(k);
         s.tx.watched_keys.insert((s.ns.clone(), key.clone()));
-        s.tx.watched.push(Watched {
+        let w = Watched {
             ns: s.ns.clone(),
             key,
             version,
             seen,
             mark,
-        });
+        };
+        s.tx.watched_held += watch_charge(&w);
+        s.tx.watched.push(w);
     }
     s.reply.ok();
     Ok(())
@@ -349,8 +362,7 @@ pub(super) async fn watch(sh: &Shared, s: &mut Session<'_>, a: &[Bytes]) -> Res<
 
 /// `UNWATCH`.
 pub(super) fn unwatch(s: &mut Session<'_>) {
-    s.tx.watched.clear();
-    s.tx.watched_keys.clear();
+    s.tx.take_watches();
     s.reply.ok();
 }
 
@@ -394,8 +406,7 @@ pub(super) async fn exec(sh: &Shared, s: &mut Session<'_>) -> Res<()> {
     let Some(queue) = s.tx.queue.take() else {
         return Err(ReplyError::err("EXEC without MULTI"));
     };
-    let watched = std::mem::take(&mut s.tx.watched);
-    s.tx.watched_keys.clear();
+    let watched = s.tx.take_watches();
     if queue.dirty {
         return Err(ReplyError::coded(
             "EXECABORT",
