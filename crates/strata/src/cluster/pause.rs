@@ -45,6 +45,11 @@ pub struct PauseGate {
     /// A wait that ran out: the last tick it waited on, plus one (0: none). Commands do
     /// not wait on that tick again.
     gave_up_on: AtomicU64,
+    /// Woken when the gate may have opened (a tick ran, a drop finished). Waiters polled
+    /// every 2 ms before: 1,500 connections with requests queued across a 3 s pause got
+    /// their first byte 232 ms after SIGCONT (45 ms without the gate), their polls taking
+    /// the cores the tick and the drop needed (review, 2026-12-06).
+    opened: tokio::sync::Notify,
 }
 
 impl Default for PauseGate {
@@ -54,6 +59,7 @@ impl Default for PauseGate {
             last_tick_ms: AtomicU64::new(0),
             dropping: AtomicBool::new(false),
             gave_up_on: AtomicU64::new(0),
+            opened: tokio::sync::Notify::new(),
         }
     }
 }
@@ -66,6 +72,7 @@ impl PauseGate {
     /// The periodic tick ran.
     pub(crate) fn tick(&self) {
         self.last_tick_ms.store(self.now_ms(), Ordering::Release);
+        self.opened.notify_waiters();
     }
 
     /// The tick found a stall: commands wait until [`PauseGate::dropped`].
@@ -76,6 +83,7 @@ impl PauseGate {
     /// The copies held across the stall are dropped.
     pub(crate) fn dropped(&self) {
         self.dropping.store(false, Ordering::Release);
+        self.opened.notify_waiters();
     }
 
     /// Whether a command may run now: the tick ran within [`StallGuard::STALL_MS`] (or has
@@ -93,15 +101,22 @@ impl PauseGate {
     /// Waits until the gate is open, at most [`GATE_WAIT_MAX`]; whether it opened.
     pub async fn wait_open(&self) -> bool {
         let until = tokio::time::Instant::now() + GATE_WAIT_MAX;
-        while !self.is_open() {
+        loop {
+            // Registered before the check: an opening between the two is not missed.
+            let opened = self.opened.notified();
+            tokio::pin!(opened);
+            opened.as_mut().enable();
+            if self.is_open() {
+                return true;
+            }
             if tokio::time::Instant::now() >= until {
                 let last = self.last_tick_ms.load(Ordering::Acquire);
                 self.gave_up_on.store(last + 1, Ordering::Release);
                 return false;
             }
-            tokio::time::sleep(Duration::from_millis(2)).await;
+            // Woken by a tick or a finished drop; the time bound is checked again after.
+            let _ = tokio::time::timeout_at(until, opened).await;
         }
-        true
     }
 }
 
@@ -121,6 +136,7 @@ mod tests {
             last_tick_ms: AtomicU64::new(1),
             dropping: AtomicBool::new(false),
             gave_up_on: AtomicU64::new(0),
+            opened: tokio::sync::Notify::new(),
         };
         assert!(!g.is_open(), "closed: the last tick is older than a stall");
         g.dropping();
@@ -128,6 +144,36 @@ mod tests {
         assert!(!g.is_open(), "closed while dropping");
         g.dropped();
         assert!(g.is_open());
+    }
+
+    #[tokio::test]
+    async fn waiters_open_with_the_tick_and_the_drop() {
+        let g = std::sync::Arc::new(PauseGate {
+            origin: Instant::now() - Duration::from_millis(StallGuard::STALL_MS + 50),
+            last_tick_ms: AtomicU64::new(1),
+            dropping: AtomicBool::new(true),
+            gave_up_on: AtomicU64::new(0),
+            opened: tokio::sync::Notify::new(),
+        });
+        let waiters: Vec<_> = (0..100)
+            .map(|_| {
+                let g = g.clone();
+                tokio::spawn(async move { g.wait_open().await })
+            })
+            .collect();
+        tokio::time::sleep(Duration::from_millis(30)).await;
+        g.tick();
+        tokio::time::sleep(Duration::from_millis(30)).await;
+        assert!(
+            waiters.iter().all(|w| !w.is_finished()),
+            "closed while dropping"
+        );
+        let opened_at = Instant::now();
+        g.dropped();
+        for w in waiters {
+            assert!(w.await.unwrap(), "opened, not ran out");
+        }
+        assert!(opened_at.elapsed() < Duration::from_secs(1));
     }
 
     #[tokio::test(start_paused = true)]
@@ -138,6 +184,7 @@ mod tests {
             last_tick_ms: AtomicU64::new(1),
             dropping: AtomicBool::new(false),
             gave_up_on: AtomicU64::new(0),
+            opened: tokio::sync::Notify::new(),
         };
         assert!(!g.is_open());
         assert!(!g.wait_open().await, "ran out");
