@@ -1478,3 +1478,65 @@ fn what_a_client_swaps_or_compiles_is_charged_what_it_holds() {
         &mut conns,
     );
 }
+
+/// What BCAST clients held is given back when they leave. The prefix trie reused its freed
+/// nodes but never shrank: after 224 clients at their prefix bound left, a node kept 768
+/// MiB (674 resident) charged to no one, and subscribers then filled the budget on top of
+/// it (1,389 MiB of growth against a 1,024 MiB budget; review, 2026-12-06).
+#[test]
+fn what_bcast_clients_held_is_given_back_when_they_leave() {
+    const BUDGET: u64 = 256 * MIB;
+    let s = Server::start_l1_only(&format!("[server]\nmax_input_bytes_total = {BUDGET}\n"));
+    let before = s.rss();
+    let big = |i: usize, j: usize, len: usize| {
+        let mut v = format!("{i}:{j}:").into_bytes();
+        v.resize(len, b'x');
+        v
+    };
+    // Clients at their bound of prefix bytes (eight of 8 KiB), until the budget closes some.
+    let mut holders: Vec<TcpStream> = (0..60)
+        .map(|i| {
+            let mut c = TcpStream::connect(("127.0.0.1", s.port)).unwrap();
+            send_cmd(&mut c, &[b"HELLO", b"3"], &[]);
+            let large: Vec<Vec<u8>> = (0..8)
+                .flat_map(|j| [b"PREFIX".to_vec(), big(i, j, 8192)])
+                .collect();
+            send_cmd(&mut c, &[b"CLIENT", b"TRACKING", b"ON", b"BCAST"], &large);
+            c
+        })
+        .collect();
+    std::thread::sleep(Duration::from_millis(500));
+    let peak = s.rss().saturating_sub(before);
+    let closed = closed_by_budget(&mut holders);
+    drop(holders);
+    std::thread::sleep(Duration::from_millis(500));
+    // Then subscribers fill the budget: channels of 8,000 bytes.
+    let mut subs: Vec<TcpStream> = (0..40)
+        .map(|i| {
+            let mut c = TcpStream::connect(("127.0.0.1", s.port)).unwrap();
+            send_cmd(&mut c, &[b"HELLO", b"3"], &[]);
+            let long: Vec<Vec<u8>> = (0..1000).map(|j| big(i, j, 8000)).collect();
+            send_cmd(&mut c, &[b"SUBSCRIBE"], &long);
+            c
+        })
+        .collect();
+    std::thread::sleep(Duration::from_millis(1000));
+    let grown = s.rss().saturating_sub(before);
+    let closed_subs = closed_by_budget(&mut subs);
+    println!(
+        "prefix holders: RSS +{} MiB, {closed} of 60 closed; then subscribers: RSS +{} MiB, \
+         {closed_subs} of 40 closed",
+        peak / MIB,
+        grown / MIB
+    );
+    assert!(
+        closed > 0 && closed_subs > 0,
+        "the budget was reached both times"
+    );
+    assert!(
+        grown < BUDGET + 96 * MIB,
+        "RSS grew by {} MiB against a {} MiB clients' budget",
+        grown / MIB,
+        BUDGET / MIB
+    );
+}
