@@ -1145,6 +1145,7 @@ fn a_member_resumed_after_a_pause_serves_nothing_changed_meanwhile() {
     let mut live_stale = Vec::new();
     let mut passes = 0;
     let mut misses = 0;
+    let mut miss_passes: Vec<(Duration, usize)> = Vec::new();
     while resumed.elapsed() < Duration::from_secs(10) {
         let asked = Instant::now();
         let floor = acked
@@ -1176,6 +1177,7 @@ fn a_member_resumed_after_a_pause_serves_nothing_changed_meanwhile() {
                 }
             })
             .count();
+        let missed_before = misses;
         misses += got[..N]
             .iter()
             .enumerate()
@@ -1191,6 +1193,9 @@ fn a_member_resumed_after_a_pause_serves_nothing_changed_meanwhile() {
             })
             .count();
         misses += got[N..].iter().filter(|v| v.is_none()).count();
+        if misses > missed_before {
+            miss_passes.push((resumed.elapsed(), misses - missed_before));
+        }
         passes += 1;
         if passes == 1 {
             eprintln!(
@@ -1207,7 +1212,10 @@ fn a_member_resumed_after_a_pause_serves_nothing_changed_meanwhile() {
     }
     stop.store(true, Ordering::Relaxed);
     writer.join().unwrap();
-    eprintln!("{passes} read passes, {misses} misses of keys that exist");
+    // Misses are nils for keys that exist: seen in 2 of 8 runs (1–2 keys, 2026-12-06), when
+    // the member learns it was declared down. When they came is printed for whoever
+    // looks into them next.
+    eprintln!("{passes} read passes, {misses} misses of keys that exist: {miss_passes:?}");
     assert!(
         stale_passes.is_empty(),
         "after SIGCONT, {} of {passes} read passes of {N} keys served values changed during the pause: {stale_passes:?}",
