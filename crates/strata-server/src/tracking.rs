@@ -263,21 +263,19 @@ impl PrefixTrie {
     /// every one it has (a `CLIENT TRACKING ON BCAST` adds to a client's prefixes), else
     /// replaces them.
     fn set_client(&mut self, client: u64, prefixes: &[Bytes]) {
-        let keeps = self.owners.get(&client).map(|held| {
-            let wanted: std::collections::HashSet<&Bytes> = prefixes.iter().collect();
-            held.iter().all(|p| wanted.contains(p))
-        });
-        if keeps == Some(false) {
-            self.remove_client(client);
-        }
-        let held: std::collections::HashSet<Bytes> = self
+        use std::collections::HashSet;
+        let wanted: HashSet<&Bytes> = prefixes.iter().collect();
+        let mut held: HashSet<Bytes> = self
             .owners
             .get(&client)
             .map(|h| h.iter().cloned().collect())
             .unwrap_or_default();
-        let mut seen = std::collections::HashSet::new();
-        for p in prefixes {
-            if !held.contains(p) && seen.insert(p) {
+        if held.iter().any(|p| !wanted.contains(p)) {
+            self.remove_client(client);
+            held.clear();
+        }
+        for p in wanted {
+            if !held.contains(p) {
                 self.add(client, p.clone());
             }
         }
