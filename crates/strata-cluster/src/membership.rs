@@ -130,6 +130,9 @@ pub struct Membership {
     incarnation: foca::Incarnation,
     /// While `Some(n)`, the window after refutation `n` in which a `TurnUndead` is ignored.
     refuting: Option<u64>,
+    /// In that window, the senders whose last packet was a `TurnUndead` (one was ignored):
+    /// a second in a row means the sender holds this node down, and it is obeyed.
+    undead_from: std::collections::BTreeSet<String>,
     /// foca's suspicion time: how long that window lasts.
     suspicion: Duration,
     #[cfg(feature = "fault-switches")]
@@ -269,6 +272,7 @@ impl Membership {
             stuck_after,
             incarnation: 0,
             refuting: None,
+            undead_from: std::collections::BTreeSet::new(),
             suspicion: config_suspicion,
             #[cfg(feature = "fault-switches")]
             switches: FaultSwitches::default(),
@@ -438,14 +442,25 @@ impl Membership {
                 return Vec::new();
             }
         };
-        if self.refuting.is_some() && Self::is_turn_undead(&payload) {
-            // foca 1.0 sends it when a suspicion's timer runs out whether or not the
-            // suspect refuted it meanwhile (`ChangeSuspectToDown` checks the incarnation
-            // before it marks the member down, not before this courtesy message). A real
-            // `Down` of this node reaches it as a gossiped update all the same, and one made
-            // after the window brings this message again.
-            self.stats.turn_undead_ignored += 1;
-            return Vec::new();
+        if self.refuting.is_some() {
+            if let Some((sender, undead)) = Self::sender(&payload) {
+                // foca 1.0 sends `TurnUndead` when a suspicion's timer runs out whether or
+                // not the suspect refuted it meanwhile (`ChangeSuspectToDown` checks the
+                // incarnation before it marks the member down, not before this courtesy
+                // message): one such message is ignored. A member that holds this node
+                // down answers every packet of it with `TurnUndead` and nothing else: the
+                // second in a row from one sender is obeyed. (All were ignored for the
+                // whole window once, twice foca's suspicion time: a member paused past
+                // failure detection went on as its old self for 8 s, its probes of the
+                // others unanswered, until it declared them down and its `TurnUndead`
+                // made each of them rejoin under a new identity; a review, 2026-12-06.)
+                if !undead {
+                    self.undead_from.remove(&sender);
+                } else if self.undead_from.insert(sender) {
+                    self.stats.turn_undead_ignored += 1;
+                    return Vec::new();
+                }
+            }
         }
         self.inbox
             .set_relay(self.foca.custom_broadcast_backlog() < RELAY_BACKLOG);
@@ -459,6 +474,7 @@ impl Membership {
             MembershipTimer::RefutationOver(n) => {
                 if self.refuting == Some(n) {
                     self.refuting = None;
+                    self.undead_from.clear();
                 }
                 Vec::new()
             }
@@ -537,6 +553,7 @@ impl Membership {
         self.stats.stall_refutations += 1;
         let n = self.stats.stall_refutations;
         self.refuting = Some(n);
+        self.undead_from.clear();
         let mut out = self.run(|foca, rt| foca.apply_many(std::iter::once(me), true, rt));
         // Suspicions raised before the refutation run out within foca's suspicion time of
         // it; their timers' `TurnUndead` is ignored until then (`handle_packet`). Twice
@@ -548,13 +565,13 @@ impl Membership {
         out
     }
 
-    /// Whether an authenticated packet is foca's `TurnUndead` ("you are down").
-    fn is_turn_undead(payload: &[u8]) -> bool {
+    /// The sender's name of an authenticated packet, and whether it is foca's `TurnUndead`
+    /// ("you are down").
+    fn sender(payload: &[u8]) -> Option<(String, bool)> {
         use foca::Codec;
-        matches!(
-            Codec::<NodeIdentity>::decode_header(&mut PostcardCodec, payload),
-            Ok(h) if h.message == foca::Message::TurnUndead
-        )
+        Codec::<NodeIdentity>::decode_header(&mut PostcardCodec, payload)
+            .ok()
+            .map(|h| (h.src.name, h.message == foca::Message::TurnUndead))
     }
 
     /// Leaves the cluster gracefully (the others mark this node down at once instead of
@@ -810,5 +827,43 @@ mod tests {
             b.handle_packet(&p);
         }
         assert_eq!(state_of_a(&b), Some(foca::State::Alive));
+    }
+
+    /// A member declared down while it was paused (not merely suspected) learns it from the
+    /// others' replies within a few packets of its refutation window, instead of going on
+    /// as its old self for the whole window: its probes unanswered, it declared the others
+    /// down and made each of them rejoin (a review, 2026-12-06).
+    #[test]
+    fn a_member_declared_down_while_paused_rejoins_within_its_refutation_window() {
+        let (mut a, mut b, _) = joined_pair();
+        let down = foca::Member::new(a.identity().clone(), 0, foca::State::Down);
+        let _ = b.run(|foca, rt| foca.apply_many(std::iter::once(down), false, rt));
+        assert_eq!(b.num_live(), 1, "b holds a down");
+        let old = a.identity().generation;
+        let mut out = a.refute_after_stall();
+        let mut rounds = 0;
+        while a.stats().rejoins == 0 {
+            rounds += 1;
+            assert!(
+                rounds <= 3,
+                "a still takes itself for live after {rounds} rounds"
+            );
+            for p in packets_to(&out, &b) {
+                for r in packets_to(&b.handle_packet(&p), &a) {
+                    let _ = a.handle_packet(&r);
+                }
+            }
+            out = a.run(|foca, rt| foca.gossip(rt));
+        }
+        assert_eq!(
+            a.stats().turn_undead_ignored,
+            1,
+            "only the first was ignored"
+        );
+        assert_ne!(
+            a.identity().generation,
+            old,
+            "a came back under a new identity"
+        );
     }
 }
