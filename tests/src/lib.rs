@@ -149,14 +149,7 @@ impl Server {
         resp_listen: &str,
     ) -> Self {
         let config = dir.join("strata.toml");
-        std::fs::write(
-            &config,
-            format!(
-                "[l1]\ncapacity_bytes = 16777216\n[l3]\ndata_dir = {:?}\ncapacity_bytes = 67108864\n{extra_toml}\n",
-                dir.join("data")
-            ),
-        )
-        .unwrap();
+        std::fs::write(&config, node_toml(dir, extra_toml)).unwrap();
         static STARTS: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
         let n = STARTS.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         let log = dir.join(format!("server-{}-{n}.log", std::process::id()));
@@ -710,18 +703,187 @@ pub fn start_node_with_env(
     extra: &str,
     env: &[(&str, &str)],
 ) -> Server {
-    let seeds: Vec<String> = seeds.iter().map(|p| format!("\"127.0.0.1:{p}\"")).collect();
-    Server::start_with_env(
-        dir,
-        &format!(
-            "[node]\nname = \"{name}\"\n[cluster]\nenabled = true\nsecret = \"{SECRET}\"\n\
-             gossip_listen = \"127.0.0.1:{gossip}\"\nrpc_listen = \"127.0.0.1:{}\"\n\
-             seeds = [{}]\n{extra}\n",
-            free_port(),
-            seeds.join(", ")
-        ),
-        env,
+    Server::start_with_env(dir, &member_toml(name, gossip, seeds, extra), env)
+}
+
+/// What every test node's config file says (L1 16 MiB; L3 64 MiB in `dir/data`), then
+/// `extra`.
+fn node_toml(dir: &Path, extra: &str) -> String {
+    format!(
+        "[l1]\ncapacity_bytes = 16777216\n[l3]\ndata_dir = {:?}\ncapacity_bytes = 67108864\n{extra}\n",
+        dir.join("data")
     )
+}
+
+/// The config of cluster member `name` (gossip on loopback port `gossip`, a free RPC
+/// port, `seeds` the others' gossip ports), then `extra`.
+fn member_toml(name: &str, gossip: u16, seeds: &[u16], extra: &str) -> String {
+    let seeds: Vec<String> = seeds.iter().map(|p| format!("\"127.0.0.1:{p}\"")).collect();
+    format!(
+        "[node]\nname = \"{name}\"\n[cluster]\nenabled = true\nsecret = \"{SECRET}\"\n\
+         gossip_listen = \"127.0.0.1:{gossip}\"\nrpc_listen = \"127.0.0.1:{}\"\n\
+         seeds = [{}]\n{extra}\n",
+        free_port(),
+        seeds.join(", ")
+    )
+}
+
+/// A cluster member embedded in a service process (`src/bin/strata-embedded-node.rs`), read
+/// through its `Cache` as an embedded user reads: `$STRATA_EMBEDDED_BIN` when set, else
+/// this package's binary beside the test executable's directory. Killed when dropped.
+pub struct Embedded {
+    child: Child,
+    stdin: std::process::ChildStdin,
+    stdout: std::io::BufReader<std::process::ChildStdout>,
+    log: PathBuf,
+}
+
+impl Embedded {
+    /// Starts member `name` (as [`start_node`] configures one) and waits until it runs.
+    pub fn start(dir: &Path, name: &str, gossip: u16, seeds: &[u16]) -> Self {
+        use std::io::BufRead;
+        let bin = match std::env::var_os("STRATA_EMBEDDED_BIN") {
+            Some(p) => PathBuf::from(p),
+            None => {
+                let exe = std::env::current_exe().unwrap();
+                exe.parent()
+                    .and_then(Path::parent)
+                    .unwrap()
+                    .join("strata-embedded-node")
+            }
+        };
+        assert!(
+            bin.exists(),
+            "{} is missing: run the tests with `cargo test -p strata-tests`",
+            bin.display()
+        );
+        let config = dir.join("strata.toml");
+        std::fs::write(
+            &config,
+            node_toml(dir, &member_toml(name, gossip, seeds, "")),
+        )
+        .unwrap();
+        let log = dir.join(format!("embedded-{}.log", std::process::id()));
+        let mut child = Command::new(bin)
+            .arg(&config)
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(std::fs::File::create(&log).unwrap())
+            .spawn()
+            .unwrap();
+        let stdin = child.stdin.take().unwrap();
+        let stdout = std::io::BufReader::new(child.stdout.take().unwrap());
+        // Built before the wait, so that a node that does not start is killed on the panic.
+        let mut embedded = Embedded {
+            child,
+            stdin,
+            stdout,
+            log,
+        };
+        let mut line = String::new();
+        embedded.stdout.read_line(&mut line).unwrap();
+        assert_eq!(
+            line.trim(),
+            "ready",
+            "the embedded node did not start: {}",
+            embedded.log()
+        );
+        embedded
+    }
+
+    /// Its log (stderr).
+    pub fn log(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+
+    /// Sends `kill SIG` to the process (`-STOP`, `-CONT`).
+    pub fn signal(&self, sig: &str) {
+        let pid = self.child.id().to_string();
+        assert!(
+            Command::new("kill")
+                .args([sig, &pid])
+                .status()
+                .unwrap()
+                .success(),
+            "kill {sig} {pid}"
+        );
+    }
+
+    /// Asks for every key of `namespace` in `keys` without waiting for the answers (they
+    /// queue in the pipe while the process is stopped); [`Embedded::answers`] reads them.
+    pub fn ask(&mut self, namespace: &str, keys: &[String]) {
+        let mut text = String::new();
+        for k in keys {
+            text.push_str(&format!("get {namespace} {k}\n"));
+        }
+        self.stdin.write_all(text.as_bytes()).unwrap();
+        self.stdin.flush().unwrap();
+    }
+
+    /// The next `n` answers: `Ok(Some(value))`, `Ok(None)` for nil, `Err(text)`.
+    pub fn answers(&mut self, n: usize) -> Vec<Result<Option<String>, String>> {
+        use std::io::BufRead;
+        (0..n)
+            .map(|_| {
+                let mut line = String::new();
+                self.stdout.read_line(&mut line).unwrap();
+                let line = line.trim_end_matches('\n');
+                if line == "nil" {
+                    Ok(None)
+                } else if let Some(v) = line.strip_prefix("value ") {
+                    Ok(Some(v.to_owned()))
+                } else {
+                    Err(line.to_owned())
+                }
+            })
+            .collect()
+    }
+
+    /// Starts the node reading `PREFIX0`…`PREFIX{n-1}` of `namespace` over and over for
+    /// `millis` ms (see the binary's `watch`); [`Embedded::watched`] collects the passes.
+    pub fn watch(&mut self, namespace: &str, prefix: &str, n: usize, millis: u64) {
+        writeln!(self.stdin, "watch {namespace} {prefix} {n} {millis}").unwrap();
+        self.stdin.flush().unwrap();
+    }
+
+    /// The passes of a [`Embedded::watch`], once it is done: each pass's start (Unix ms)
+    /// and answers (one character per key: the value's first byte, `.` nil, `!` an error).
+    pub fn watched(&mut self) -> Vec<(u128, String)> {
+        use std::io::BufRead;
+        let mut passes = Vec::new();
+        loop {
+            let mut line = String::new();
+            assert!(
+                self.stdout.read_line(&mut line).unwrap() > 0,
+                "the embedded node exited: {}",
+                self.log()
+            );
+            let line = line.trim_end_matches('\n');
+            if line == "done" {
+                return passes;
+            }
+            let mut words = line.splitn(3, ' ');
+            match (words.next(), words.next(), words.next()) {
+                (Some("pass"), Some(start), Some(answers)) => {
+                    passes.push((start.parse().unwrap(), answers.to_owned()));
+                }
+                _ => panic!("unexpected line from the embedded node: {line:?}"),
+            }
+        }
+    }
+
+    /// [`Embedded::ask`], then its answers.
+    pub fn get(&mut self, namespace: &str, keys: &[String]) -> Vec<Result<Option<String>, String>> {
+        self.ask(namespace, keys);
+        self.answers(keys.len())
+    }
+}
+
+impl Drop for Embedded {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
 }
 
 /// `GET path` on the server's admin port, with its `admin_token` when its config sets one:

@@ -1059,6 +1059,105 @@ fn a_second_process_with_a_members_name_stands_aside() {
     assert!(refused, "no write through the second n2 was refused");
 }
 
+/// An embedded member (a service that runs a `strata::Node` and reads through its `Cache`)
+/// paused past failure detection holds copies of keys the others changed meanwhile. Only
+/// the server's commands waited at the pause gate: the service's own reads served those
+/// copies from L1 the moment it resumed. Its reads now wait at the same gate.
+#[test]
+fn an_embedded_member_resumed_after_a_pause_reads_nothing_changed_meanwhile() {
+    let (nodes, _dirs, g) = nodes_joined(2, "", &[]);
+    let dir = tempfile::tempdir().unwrap();
+    let mut e = strata_tests::Embedded::start(dir.path(), "n3", free_port(), &[g[0]]);
+    converge(
+        &nodes.iter().collect::<Vec<_>>(),
+        &["n1", "n2", "n3"],
+        Duration::from_secs(20),
+    );
+    // Few enough requests to queue in the pipe while the process is stopped (64 KiB).
+    const N: usize = 2000;
+    let keys: Vec<String> = (0..N).map(|i| format!("emb:{i}")).collect();
+    let mut a = nodes[0].redis();
+    let mut p = redis::pipe();
+    for k in &keys {
+        p.set(k, "before").ignore();
+    }
+    let _: () = p.query(&mut a).unwrap();
+    // The embedded node reads every key (and its L1 keeps them), once its view has settled.
+    let read = wait_for(Duration::from_secs(20), || {
+        e.get("db0", &keys)
+            .iter()
+            .all(|v| matches!(v, Ok(Some(v)) if v == "before"))
+    });
+    assert!(read.is_some(), "the embedded node never read every key");
+
+    // A busy service: it reads every key over and over, a pause stopping it mid-loop.
+    e.watch("db0", "emb:", N, 25_000);
+    std::thread::sleep(Duration::from_millis(300));
+    e.signal("-STOP");
+    // Past failure detection: the others move its keys, then change every key.
+    std::thread::sleep(Duration::from_secs(7));
+    let mut p = redis::pipe();
+    for (i, k) in keys.iter().enumerate() {
+        if i % 2 == 0 {
+            p.del(k).ignore();
+        } else {
+            p.set(k, "after").ignore();
+        }
+    }
+    let mut tries = 0;
+    while let Err(err) = p.query::<()>(&mut a) {
+        tries += 1;
+        assert!(tries < 20, "the changes during the pause failed: {err}");
+        std::thread::sleep(Duration::from_millis(500));
+    }
+    let unix_ms = || {
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap()
+            .as_millis()
+    };
+    let resumed = unix_ms();
+    e.signal("-CONT");
+    let passes = e.watched();
+    let after: Vec<&(u128, String)> = passes.iter().filter(|(t, _)| *t >= resumed).collect();
+    assert!(
+        !after.is_empty(),
+        "no pass after SIGCONT: {} before",
+        passes.len()
+    );
+    // A deleted key that still reads, or an overwritten one that reads as before. (A nil or
+    // an error is a miss, not a stale value.)
+    let stale = |answers: &str| {
+        answers
+            .bytes()
+            .enumerate()
+            .filter(|(i, c)| {
+                if i % 2 == 0 {
+                    *c == b'b' || *c == b'a'
+                } else {
+                    *c == b'b'
+                }
+            })
+            .count()
+    };
+    let stale_passes: Vec<(u128, usize)> = after
+        .iter()
+        .map(|(t, a)| (t - resumed, stale(a)))
+        .filter(|(_, n)| *n > 0)
+        .collect();
+    assert!(
+        stale_passes.is_empty(),
+        "{} of {} read passes after SIGCONT served keys as they were before the pause (ms after SIGCONT, keys): {:?}",
+        stale_passes.len(),
+        after.len(),
+        &stale_passes[..stale_passes.len().min(10)]
+    );
+    // The last pass reads every key as it is.
+    let (_, last) = after[after.len() - 1];
+    let wanted: String = (0..N).map(|i| if i % 2 == 0 { '.' } else { 'a' }).collect();
+    assert_eq!(last, &wanted, "the last pass");
+}
+
 /// A member paused (SIGSTOP) past failure detection wakes up holding copies of keys that
 /// were deleted or overwritten meanwhile. It served them (a review, 2026-12-05: every changed
 /// key read back-to-back after SIGCONT was stale for the first ~0.2 s, some for 2.2 s) until

@@ -580,6 +580,7 @@ impl CacheBuilder {
                 l3_serving: AtomicBool::new(true),
                 script_engine: std::sync::OnceLock::new(),
                 listener: std::sync::OnceLock::new(),
+                read_gate: std::sync::OnceLock::new(),
             }),
         })
     }
@@ -625,6 +626,24 @@ struct Inner {
     l3_serving: AtomicBool,
     script_engine: std::sync::OnceLock<Arc<dyn ops::ScriptEngine>>,
     listener: std::sync::OnceLock<Arc<dyn ChangeListener>>,
+    /// [`Cache::set_read_gate`].
+    read_gate: std::sync::OnceLock<Arc<dyn ReadGate>>,
+}
+
+/// What a [`Cache`]'s reads ask before they answer, when set ([`Cache::set_read_gate`]): a
+/// cluster member's pause gate (`strata::cluster::pause`). A member paused (SIGSTOP, a VM
+/// freeze, a long stall) past failure detection holds copies the others changed meanwhile;
+/// until its periodic tick has noticed the pause and dropped them, the gate is closed and
+/// reads wait. Without it an embedded node's reads served those copies after a pause, where
+/// the same node's RESP commands waited.
+pub trait ReadGate: Send + Sync {
+    /// Whether reads may answer now. Asked by every read, an L1 hit included: it must cost
+    /// a few atomic loads, not a lock or a system call.
+    fn is_open(&self) -> bool;
+
+    /// Waits until the gate opens, or until it gives up waiting (a gate whose opener is
+    /// late for good must not hang reads); the read goes on either way.
+    fn wait_open(&self) -> Pin<Box<dyn Future<Output = ()> + Send + '_>>;
 }
 
 /// A cheap, cloneable handle to one node's layers. Reads and writes go straight to the
@@ -840,6 +859,31 @@ impl Cache {
         if let Err(e) = self.inner.limits.check_key(key) {
             return Lookup(LookupState::Ready(Some(Err(e))));
         }
+        if let Some(gate) = self.closed_gate() {
+            return Lookup(LookupState::Pending(Box::pin(async move {
+                gate.wait_open().await;
+                self.get_open(namespace, key).await
+            })));
+        }
+        self.get_open(namespace, key)
+    }
+
+    /// The read gate, when one is set and closed ([`Cache::set_read_gate`]).
+    #[inline]
+    fn closed_gate(&self) -> Option<&Arc<dyn ReadGate>> {
+        self.inner.read_gate.get().filter(|g| !g.is_open())
+    }
+
+    /// Waits while the read gate is closed ([`Cache::set_read_gate`]).
+    async fn wait_for_gate(&self) {
+        if let Some(gate) = self.closed_gate() {
+            gate.wait_open().await;
+        }
+    }
+
+    /// [`Cache::get`] once the read gate is open (or gave up).
+    #[inline]
+    fn get_open<'a>(&'a self, namespace: &'a str, key: &'a [u8]) -> Lookup<'a> {
         if let Some(l1) = &self.inner.l1 {
             let stats = self.inner.stats.layer(Layer::L1);
             let (stripe, sample) = stats::hot_path_local();
@@ -866,6 +910,7 @@ impl Cache {
         key: &[u8],
     ) -> Result<Option<Entry>, CacheError> {
         self.inner.limits.check_key(key)?;
+        self.wait_for_gate().await;
         if let Some(l1) = &self.inner.l1 {
             let stats = self.inner.stats.layer(Layer::L1);
             if let Some(e) = l1.get_entry(namespace, key) {
@@ -1038,6 +1083,7 @@ impl Cache {
         op: &KeyOp,
     ) -> Result<Reply, CacheError> {
         self.inner.limits.check_key(&key)?;
+        self.wait_for_gate().await;
         let state = self.ns_state(namespace)?;
         if let Some(l2) = &self.inner.l2 {
             let start = Instant::now();
@@ -1093,6 +1139,7 @@ impl Cache {
         for k in &keys {
             self.inner.limits.check_key(k)?;
         }
+        self.wait_for_gate().await;
         let state = self.ns_state(namespace)?;
         if let Some(l2) = &self.inner.l2 {
             match l2.execute_multi(self, namespace, op).await {
@@ -1206,6 +1253,14 @@ impl Cache {
     /// it expired), without counting a read; `None` when L1 holds no copy of it.
     pub fn l1_expiry(&self, namespace: &str, key: &[u8]) -> Option<Option<u64>> {
         self.inner.l1.as_ref()?.peek_expiry(namespace, key)
+    }
+
+    /// Makes every read ([`Cache::get`], [`Cache::get_entry`], [`Cache::get_or_load`],
+    /// [`Cache::execute`], [`Cache::execute_multi`]) ask `gate` first and wait while it is
+    /// closed (see [`ReadGate`]). A cluster member's node sets its pause gate here; only the
+    /// first call takes effect (`false` after that).
+    pub fn set_read_gate(&self, gate: Arc<dyn ReadGate>) -> bool {
+        self.inner.read_gate.set(gate).is_ok()
     }
 
     /// Installs what runs scripts ([`ops::MultiOp::Script`]); once (later calls are

@@ -207,7 +207,10 @@ impl Node {
             let hook: Arc<dyn Maintenance> =
                 Arc::new(crate::cluster::ClusterHook::new(shared.clone()));
             let attach_to = shared.clone();
-            attach_l2 = Some(Box::new(move |cache| {
+            attach_l2 = Some(Box::new(move |cache: Cache| {
+                // Reads made straight on the cache (an embedded node) wait at the pause
+                // gate as the server's commands do.
+                cache.set_read_gate(attach_to.pause.clone());
                 let _ = attach_to.cache.set(cache);
             }));
             layers.push(LayerSlot {
@@ -421,7 +424,8 @@ impl Node {
 
     /// Where a server's commands wait after this process was paused, until the copies it
     /// held across the pause are dropped (`None` when the node is not a cluster member;
-    /// see [`crate::cluster::pause`]). Reads made straight on [`Node::cache`] do not wait.
+    /// see [`crate::cluster::pause`]). Reads made straight on [`Node::cache`] wait at it too
+    /// ([`strata_core::Cache::set_read_gate`]).
     pub fn pause_gate(&self) -> Option<Arc<crate::cluster::pause::PauseGate>> {
         self.cluster.as_ref().map(|c| c.pause.clone())
     }

@@ -25,7 +25,11 @@
 //! [`StallGuard::STALL_MS`]: strata_cluster::primary::StallGuard::STALL_MS
 
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::time::{Duration, Instant};
+use std::time::Duration;
+
+// The coarse monotonic clock (a few ms of resolution, read from the vDSO without a system
+// call): every read of an embedded node's `Cache`, an L1 hit included, asks the gate.
+use coarsetime::Instant;
 
 use strata_cluster::primary::StallGuard;
 
@@ -65,12 +69,16 @@ impl Default for PauseGate {
 }
 
 impl PauseGate {
+    #[inline]
     fn now_ms(&self) -> u64 {
-        self.origin.elapsed().as_millis() as u64 + 1
+        // Not `elapsed()`, which also stores the time in coarsetime's process-wide cache:
+        // a write to one shared cache line from every reading thread.
+        (Instant::now_without_cache_update() - self.origin).as_millis() + 1
     }
 
-    /// The periodic tick ran.
-    pub(crate) fn tick(&self) {
+    /// The periodic tick ran (the cluster's tick calls it every 100 ms; a bench of the
+    /// gate's cost calls it to hold the gate open the way a running member does).
+    pub fn tick(&self) {
         self.last_tick_ms.store(self.now_ms(), Ordering::Release);
         self.opened.notify_waiters();
     }
@@ -89,13 +97,12 @@ impl PauseGate {
     /// Whether a command may run now: the tick ran within [`StallGuard::STALL_MS`] (or has
     /// not started) and no drop after a stall is under way — or a wait on the same tick
     /// ran out already ([`GATE_WAIT_MAX`]).
+    #[inline]
     pub fn is_open(&self) -> bool {
         let last = self.last_tick_ms.load(Ordering::Acquire);
-        if self.gave_up_on.load(Ordering::Acquire) == last + 1 {
-            return true;
-        }
-        !self.dropping.load(Ordering::Acquire)
-            && (last == 0 || self.now_ms().saturating_sub(last) <= StallGuard::STALL_MS)
+        let open = !self.dropping.load(Ordering::Acquire)
+            && (last == 0 || self.now_ms().saturating_sub(last) <= StallGuard::STALL_MS);
+        open || self.gave_up_on.load(Ordering::Acquire) == last + 1
     }
 
     /// Waits until the gate is open, at most [`GATE_WAIT_MAX`]; whether it opened.
@@ -120,6 +127,28 @@ impl PauseGate {
     }
 }
 
+/// An embedded node's reads wait at the gate too ([`strata_core::Cache::set_read_gate`]).
+impl strata_core::ReadGate for PauseGate {
+    fn is_open(&self) -> bool {
+        PauseGate::is_open(self)
+    }
+
+    fn wait_open(&self) -> std::pin::Pin<Box<dyn std::future::Future<Output = ()> + Send + '_>> {
+        Box::pin(async move {
+            // Outside a tokio runtime (a caller polling with another executor) there is no
+            // timer to bound the wait with: the read goes on, as after a wait that ran out.
+            if tokio::runtime::Handle::try_current().is_err() {
+                return;
+            }
+            if !PauseGate::wait_open(self).await {
+                tracing::warn!(
+                    "the cluster tick stays late: a read answers without waiting longer"
+                );
+            }
+        })
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -132,7 +161,7 @@ mod tests {
         assert!(g.is_open());
         // The last tick as long ago as a stall: the process was paused since.
         let g = PauseGate {
-            origin: Instant::now() - Duration::from_millis(StallGuard::STALL_MS + 50),
+            origin: Instant::now() - coarsetime::Duration::from_millis(StallGuard::STALL_MS + 50),
             last_tick_ms: AtomicU64::new(1),
             dropping: AtomicBool::new(false),
             gave_up_on: AtomicU64::new(0),
@@ -149,7 +178,7 @@ mod tests {
     #[tokio::test]
     async fn waiters_open_with_the_tick_and_the_drop() {
         let g = std::sync::Arc::new(PauseGate {
-            origin: Instant::now() - Duration::from_millis(StallGuard::STALL_MS + 50),
+            origin: Instant::now() - coarsetime::Duration::from_millis(StallGuard::STALL_MS + 50),
             last_tick_ms: AtomicU64::new(1),
             dropping: AtomicBool::new(true),
             gave_up_on: AtomicU64::new(0),
@@ -168,7 +197,7 @@ mod tests {
             waiters.iter().all(|w| !w.is_finished()),
             "closed while dropping"
         );
-        let opened_at = Instant::now();
+        let opened_at = std::time::Instant::now();
         g.dropped();
         for w in waiters {
             assert!(w.await.unwrap(), "opened, not ran out");
@@ -180,7 +209,7 @@ mod tests {
     async fn a_tick_that_stays_late_holds_one_wait_not_every_command() {
         // The tick's actor stopped: the first command waits the bound out, the next do not.
         let g = PauseGate {
-            origin: Instant::now() - Duration::from_millis(StallGuard::STALL_MS + 50),
+            origin: Instant::now() - coarsetime::Duration::from_millis(StallGuard::STALL_MS + 50),
             last_tick_ms: AtomicU64::new(1),
             dropping: AtomicBool::new(false),
             gave_up_on: AtomicU64::new(0),
