@@ -72,21 +72,29 @@ impl Shared {
                     changed = true;
                 }
                 Output::Rejoined => {
-                    tracing::warn!(node = %self.name, "the others declared this node down; back under a new identity, it drops what it held");
                     let holds = self
                         .lease
                         .lock()
                         .held_through(self.monotonic_ms(), self.cfg.expected_size as usize);
                     let out = self.coherence.lock().rejoined(holds);
+                    // What it drops depends on its lease: the log said "what it held" either
+                    // way, which a partition review took for a loss where nothing owned was
+                    // dropped.
+                    let owned = matches!(
+                        out,
+                        strata_cluster::coherence::Output::DropUnverified { owned: true, .. }
+                    );
+                    if owned {
+                        tracing::warn!(node = %self.name, "the others declared this node down; back under a new identity, it empties L1 and its owner store, owned keys included (its lease lapsed: they may have changed without it)");
+                    } else {
+                        tracing::warn!(node = %self.name, "the others declared this node down; back under a new identity, it empties L1 and drops the owner-store copies of keys it does not own (its lease held: it keeps the keys it owns)");
+                    }
                     // Cut off (or its lease lapsed): it joins again, and executes nothing
                     // until its view has settled (`placement::Joining`). While it was away
                     // the others placed its keys on a ring without it: its hand-off reads
                     // ask those owners too, from this view and from each one it has in the
                     // next 30 s (`placement::others_ring`, `after_rejoin`).
-                    if matches!(
-                        out,
-                        strata_cluster::coherence::Output::DropUnverified { owned: true, .. }
-                    ) {
+                    if owned {
                         let now = self.monotonic_ms();
                         let ring = self.view.read().ring.clone();
                         let kept = placement::others_ring(&ring, &self.name).map(Arc::new);
