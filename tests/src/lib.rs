@@ -30,6 +30,19 @@ pub fn strata_bin() -> PathBuf {
     bin
 }
 
+/// `kill SIG PID` (`-STOP`, `-CONT`, `-TERM`…), asserted to succeed.
+fn signal(pid: u32, sig: &str) {
+    let pid = pid.to_string();
+    assert!(
+        Command::new("kill")
+            .args([sig, &pid])
+            .status()
+            .unwrap()
+            .success(),
+        "kill {sig} {pid}"
+    );
+}
+
 /// A free loopback port (bound, then released: a tiny race, acceptable in tests).
 ///
 /// Chosen below the kernel's ephemeral range (32768–60999 here), where a port the kernel
@@ -309,20 +322,7 @@ impl Server {
     /// `kill -9`: no shutdown work at all, as a crash.
     /// Sends `sig` (as `kill` takes it: `-STOP`, `-CONT`, `-TERM`…) to the running server.
     pub fn signal(&self, sig: &str) {
-        let pid = self
-            .child
-            .as_ref()
-            .expect("server running")
-            .id()
-            .to_string();
-        assert!(
-            Command::new("kill")
-                .args([sig, &pid])
-                .status()
-                .unwrap()
-                .success(),
-            "kill {sig} {pid}"
-        );
+        signal(self.child.as_ref().expect("server running").id(), sig);
     }
 
     /// Sends `sig` (as `kill` spells it: `-TERM`) to every server in `servers` with one
@@ -798,15 +798,7 @@ impl Embedded {
 
     /// Sends `kill SIG` to the process (`-STOP`, `-CONT`).
     pub fn signal(&self, sig: &str) {
-        let pid = self.child.id().to_string();
-        assert!(
-            Command::new("kill")
-                .args([sig, &pid])
-                .status()
-                .unwrap()
-                .success(),
-            "kill {sig} {pid}"
-        );
+        signal(self.child.id(), sig);
     }
 
     /// Asks for every key of `namespace` in `keys` without waiting for the answers (they

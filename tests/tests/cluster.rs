@@ -1059,6 +1059,28 @@ fn a_second_process_with_a_members_name_stands_aside() {
     assert!(refused, "no write through the second n2 was refused");
 }
 
+/// With a member stopped (SIGSTOP): waits past failure detection (the others move its
+/// keys), then, through `c`, deletes the even keys of `keys` and sets the odd ones to
+/// "after". A write whose primary is the stopped member may fail ("may or may not have
+/// happened") until the others move its keys: the same writes go again.
+fn change_every_key_past_detection(c: &mut redis::Connection, keys: &[String]) {
+    std::thread::sleep(Duration::from_secs(7));
+    let mut p = redis::pipe();
+    for (i, k) in keys.iter().enumerate() {
+        if i % 2 == 0 {
+            p.del(k).ignore();
+        } else {
+            p.set(k, "after").ignore();
+        }
+    }
+    let mut tries = 0;
+    while let Err(e) = p.query::<()>(c) {
+        tries += 1;
+        assert!(tries < 20, "the changes during the pause failed: {e}");
+        std::thread::sleep(Duration::from_millis(500));
+    }
+}
+
 /// An embedded member (a service that runs a `strata::Node` and reads through its `Cache`)
 /// paused past failure detection holds copies of keys the others changed meanwhile. Only
 /// the server's commands waited at the pause gate: the service's own reads served those
@@ -1094,22 +1116,7 @@ fn an_embedded_member_resumed_after_a_pause_reads_nothing_changed_meanwhile() {
     e.watch("db0", "emb:", N, 25_000);
     std::thread::sleep(Duration::from_millis(300));
     e.signal("-STOP");
-    // Past failure detection: the others move its keys, then change every key.
-    std::thread::sleep(Duration::from_secs(7));
-    let mut p = redis::pipe();
-    for (i, k) in keys.iter().enumerate() {
-        if i % 2 == 0 {
-            p.del(k).ignore();
-        } else {
-            p.set(k, "after").ignore();
-        }
-    }
-    let mut tries = 0;
-    while let Err(err) = p.query::<()>(&mut a) {
-        tries += 1;
-        assert!(tries < 20, "the changes during the pause failed: {err}");
-        std::thread::sleep(Duration::from_millis(500));
-    }
+    change_every_key_past_detection(&mut a, &keys);
     let unix_ms = || {
         std::time::SystemTime::now()
             .duration_since(std::time::UNIX_EPOCH)
@@ -1194,24 +1201,7 @@ fn a_member_resumed_after_a_pause_serves_nothing_changed_meanwhile() {
     assert!(got[..N].iter().all(|v| v.as_deref() == Some("before")));
 
     nodes[0].signal("-STOP");
-    // Past failure detection: the others move a's keys, then change every key.
-    std::thread::sleep(Duration::from_secs(7));
-    let mut p = redis::pipe();
-    for (i, k) in keys.iter().enumerate() {
-        if i % 2 == 0 {
-            p.del(k).ignore();
-        } else {
-            p.set(k, "after").ignore();
-        }
-    }
-    // A write whose primary is the stopped member may fail ("may or may not have
-    // happened") until the others move its keys: the same writes go again.
-    let mut tries = 0;
-    while let Err(e) = p.query::<()>(&mut b) {
-        tries += 1;
-        assert!(tries < 20, "the changes during the pause failed: {e}");
-        std::thread::sleep(Duration::from_millis(500));
-    }
+    change_every_key_past_detection(&mut b, &keys);
     // From the resume on, b keeps writing the live keys: round r sets each to r, and
     // records when the round was acknowledged.
     let acked: Arc<Mutex<Vec<(Instant, u64)>>> = Arc::new(Mutex::new(vec![(Instant::now(), 0)]));
