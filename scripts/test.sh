@@ -2,7 +2,8 @@
 # The full test suite, exactly as CI runs it (.ci/run calls this). Needs only the Rust
 # toolchain: it installs the system packages the build needs when they are missing
 # (libclang-dev, for RocksDB's bindings; redis-server and redis-tools, whose redis-cli and
-# redis-benchmark the server tests drive; curl for the HTTPS admin test; Node.js, npm and
+# redis-benchmark the server tests drive; curl for the HTTPS admin test; iproute2's ip
+# for the partition tests' network namespaces; Node.js, npm and
 # the Node.js clients ioredis and node-redis (tests/js); promtool from
 # Debian's prometheus package for the alert rules; chromium and chromedriver for the web
 # console's browser test; redis-py from PyPI) and checks formatting, lints, docs, the example, the tests and the benches (criterion's test mode runs each benchmark once). Every cargo
@@ -26,6 +27,8 @@ command -v python3 >/dev/null 2>&1 || need_debs+=(python3 python3-pip)
 # Node.js and npm, for the Node.js clients' tests (tests/js_clients.rs).
 command -v node >/dev/null 2>&1 || need_debs+=(nodejs)
 command -v npm >/dev/null 2>&1 || need_debs+=(npm)
+# ip (iproute2), for the partition tests' network namespaces (tests/partition.rs).
+command -v ip >/dev/null 2>&1 || need_debs+=(iproute2)
 # promtool, which checks deploy/prometheus's rules (tests/deploy.rs), comes with Debian's
 # prometheus package (installed without its recommended web assets).
 # chromium and chromedriver drive the web console in a headless browser (tests/console.rs).

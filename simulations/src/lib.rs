@@ -223,6 +223,14 @@ pub struct RunOptions {
     /// declared down keeps only its own rings when it rejoins, not theirs without it
     /// (`placement::others_ring`).
     pub skip_others_ring: bool,
+    /// Never refute when a member answers again after a silence (`Silences`): suspicions
+    /// raised in a cut run out into `Down`s of live members after the heal.
+    pub skip_silence_refutation: bool,
+    /// Flapping cuts in every seed without a partition (3 nodes or more): one member at a
+    /// time cut off from all others for 1–3 s, then mended for 1–3 s, from a random time
+    /// of the fault phase to its end. Off by default, so that every other seed replays as
+    /// it did before they existed.
+    pub flaps: bool,
     /// Break the forwarding of misplaced pushes on purpose (checker tests): a member keeps a
     /// pushed copy of a key it does not own in its view, and passes it on to no one.
     pub skip_forwarding: bool,
@@ -412,6 +420,15 @@ enum Kind {
     Restart(usize),
     Leave(usize),
     Partition,
+    /// A flapping link: node `node` is cut off from every other node (`one_way`: only
+    /// what they send it is lost) for `len` µs, then [`Kind::Mend`].
+    Cut {
+        node: usize,
+        len: u64,
+        one_way: bool,
+    },
+    /// The end of a [`Kind::Cut`] of this node.
+    Mend(usize),
     Heal,
     Check,
     /// A client operation on a node (read or write of a random key).
@@ -462,6 +479,8 @@ impl Kind {
             Kind::Pause(..)
             | Kind::Restart(_)
             | Kind::Partition
+            | Kind::Cut { .. }
+            | Kind::Mend(_)
             | Kind::Heal
             | Kind::Check
             | Kind::FinalCheck => None,
@@ -569,6 +588,9 @@ struct SimNode {
     /// The node's own lease, fed by the pings it sends every other tick
     /// (`strata_cluster::primary::Lease`).
     lease: decide::Lease,
+    /// When each member last answered its lease pings (`strata_cluster::Silences`): an
+    /// answer after a silence makes it refute any suspicion raised meanwhile.
+    silences: strata_cluster::Silences,
     /// The current proof's number (a newer one supersedes an older one).
     warm_run: u32,
     /// Restarted with L3, it settles until its proof: copies pushed to it meanwhile are
@@ -675,6 +697,8 @@ pub struct Sim {
     ignore_lease: bool,
     plain_at_writer: bool,
     skip_others_ring: bool,
+    skip_silence_refutation: bool,
+    flaps: bool,
     skip_forwarding: bool,
     no_evictions: bool,
     no_watch: bool,
@@ -687,6 +711,9 @@ pub struct Sim {
     /// Pauses are drawn from their own RNG, so that the fault schedule and the workload of
     /// every seed stay as they were before pauses existed.
     pause_rng: StdRng,
+    /// The flapping cuts' own RNG (drawn apart, so that adding them left every other
+    /// fault of a seed as it was).
+    flap_rng: StdRng,
     /// The INCR workload's own RNG (the same reason).
     incr_rng: StdRng,
     /// The anti-entropy pulls' own RNG (their losses), so that how coherence pulls does
@@ -787,6 +814,7 @@ impl Sim {
                 paused_until: None,
                 stall: decide::StallGuard::default(),
                 lease: decide::Lease::default(),
+                silences: strata_cluster::Silences::default(),
                 unverified: false,
                 warm_run: 0,
                 settling: false,
@@ -851,6 +879,8 @@ impl Sim {
             ignore_lease: opts.ignore_lease,
             plain_at_writer: opts.plain_at_writer,
             skip_others_ring: opts.skip_others_ring,
+            skip_silence_refutation: opts.skip_silence_refutation,
+            flaps: opts.flaps,
             skip_forwarding: opts.skip_forwarding,
             no_evictions: opts.no_evictions,
             no_watch: opts.no_watch,
@@ -860,6 +890,7 @@ impl Sim {
             watch_ops: (0, 0),
             counter_acks: BTreeMap::new(),
             pause_rng: StdRng::seed_from_u64(seed ^ 0x7061_7573_6573_0001),
+            flap_rng: StdRng::seed_from_u64(seed ^ 0x666c_6170_0000_0008),
             incr_rng: StdRng::seed_from_u64(seed ^ 0x696e_6372_0000_0002),
             evict_rng: StdRng::seed_from_u64(seed ^ 0x6576_6963_7400_0003),
             evictions: 0,
@@ -911,7 +942,11 @@ impl Sim {
             self.trace.pop_front();
         }
         let t = self.now as f64 / SEC as f64;
-        self.trace.push_back(format!("{t:10.4}s {}", line()));
+        let l = format!("{t:10.4}s {}", line());
+        if std::env::var_os("SIM_NOTES").is_some() {
+            eprintln!("{l}");
+        }
+        self.trace.push_back(l);
     }
 
     fn start_node(&mut self, i: usize) {
@@ -983,6 +1018,7 @@ impl Sim {
         self.nodes[i].pairs.clear();
         self.nodes[i].stall = decide::StallGuard::default();
         self.nodes[i].lease = decide::Lease::default();
+        self.nodes[i].silences = strata_cluster::Silences::default();
         // A new process: a new clock (it starts at its wall clock).
         self.nodes[i].hlc = if self.untagged_versions {
             HybridClock::new()
@@ -1720,8 +1756,19 @@ impl Sim {
         }
         let lease = &mut self.nodes[at].lease;
         lease.retain(|m| ring.nodes().iter().any(|n| n == m), expected);
-        for name in answered {
-            lease.grant(&name, now_ms, expected);
+        for name in &answered {
+            lease.grant(name, now_ms, expected);
+        }
+        // As the node: an answer after a silence, and it refutes
+        // (`Membership::refute_after_silence`).
+        for name in &answered {
+            if self.nodes[at].silences.answered(name, now_ms)
+                && !self.skip_silence_refutation
+                && let Some(m) = self.nodes[at].membership.as_mut()
+            {
+                let out = m.refute_after_silence(name);
+                self.apply(at, out);
+            }
         }
     }
 
@@ -3651,6 +3698,22 @@ impl Sim {
                 .min(fault_end.saturating_sub(at + SEC).max(SEC));
             self.push(at, Kind::Pause(v, len));
         }
+        // Flapping cuts (a partition review, 2026-12-06; `RunOptions::flaps`): one member at
+        // a time cut off from all others for 1–3 s, then mended for 1–3 s, through part of
+        // the fault phase.
+        // Suspicions raised in the cuts ran out into `Down`s of live members after each
+        // heal, and two owners of the same keys rejoining without their leases dropped
+        // them (`Silences`).
+        if self.flaps && !self.membership_only && !self.mix.partition && n >= 3 {
+            let mut t = self.flap_rng.random_range(fault_start..fault_end);
+            while t + SEC < fault_end {
+                let node = self.flap_rng.random_range(0..n);
+                let len = self.flap_rng.random_range(SEC..3 * SEC);
+                let one_way = self.flap_rng.random_bool(0.0);
+                self.push(t, Kind::Cut { node, len, one_way });
+                t += len + self.flap_rng.random_range(SEC..3 * SEC);
+            }
+        }
         // The workload: each node with clients (all, unless limited for a scale run) serves
         // a client operation every 50–350 ms until the heal.
         for i in 0..n.min(self.clients) {
@@ -3679,6 +3742,29 @@ impl Sim {
         self.note(|| {
             format!(
                 "partition at {cut}{}",
+                if one_way { " (one-way)" } else { "" }
+            )
+        });
+    }
+
+    /// A flapping link cuts node `v` off from every other node (`one_way`: only what
+    /// they send it is lost) for `len` µs.
+    fn cut(&mut self, v: usize, len: u64, one_way: bool) {
+        // No staleness bound holds across a partition, short ones included.
+        self.partitioned = true;
+        for j in 0..self.mix.nodes {
+            if j != v {
+                self.blocked.insert((j, v));
+                if !one_way {
+                    self.blocked.insert((v, j));
+                }
+            }
+        }
+        self.push(len, Kind::Mend(v));
+        self.note(|| {
+            format!(
+                "n{v} cut off for {:.1}s{}",
+                len as f64 / SEC as f64,
                 if one_way { " (one-way)" } else { "" }
             )
         });
@@ -3965,6 +4051,11 @@ impl Sim {
                     break;
                 }
                 Kind::Partition => self.partition(),
+                Kind::Cut { node, len, one_way } => self.cut(node, len, one_way),
+                Kind::Mend(v) => {
+                    self.blocked.retain(|&(a, b)| a != v && b != v);
+                    self.note(|| format!("n{v}'s cut mended"));
+                }
                 Kind::Heal => self.heal(),
                 Kind::Check => {
                     let healed = self.healed_at.unwrap_or(self.now);

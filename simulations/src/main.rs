@@ -16,7 +16,7 @@ use strata_sim::{FaultMix, RunOptions, run_seed, shrink};
 
 fn usage() -> ExitCode {
     eprintln!(
-        "usage: strata-sim [--seeds N | --seed S] [--first F] [--nodes N] [--clients N] [--membership-only] [--warm-restart] [--calm] [--partition] [--no-shrink] [--no-evictions] [--no-watch] [--leaves-together] [--break SWITCH]..."
+        "usage: strata-sim [--seeds N | --seed S] [--first F] [--nodes N] [--clients N] [--membership-only] [--warm-restart] [--calm] [--partition] [--no-shrink] [--no-evictions] [--no-watch] [--leaves-together] [--flaps] [--break SWITCH]..."
     );
     ExitCode::from(2)
 }
@@ -36,6 +36,7 @@ fn main() -> ExitCode {
     let mut no_evictions = false;
     let mut no_watch = false;
     let mut leaves_together = false;
+    let mut flaps = false;
     let mut breaks: Vec<String> = Vec::new();
     let mut it = args.iter();
     while let Some(a) = it.next() {
@@ -69,6 +70,7 @@ fn main() -> ExitCode {
             "--no-evictions" => no_evictions = true,
             "--no-watch" => no_watch = true,
             "--leaves-together" => leaves_together = true,
+            "--flaps" => flaps = true,
             "--break" => match it.next() {
                 Some(name) => breaks.push(name.clone()),
                 None => return usage(),
@@ -83,6 +85,7 @@ fn main() -> ExitCode {
         warm_restart,
         no_evictions,
         no_watch,
+        flaps,
         ..RunOptions::default()
     };
     for b in &breaks {
@@ -103,13 +106,14 @@ fn main() -> ExitCode {
             "ignore_joining" => opts.ignore_joining = true,
             "plain_at_writer" => opts.plain_at_writer = true,
             "skip_others_ring" => opts.skip_others_ring = true,
+            "skip_silence_refutation" => opts.skip_silence_refutation = true,
             "skip_forwarding" => opts.skip_forwarding = true,
             "skip_absent_removals" => opts.skip_absent_removals = true,
             "skip_leave_handoff" => opts.skip_leave_handoff = true,
             _ => {
                 eprintln!(
                     "unknown --break {b}: skip_seed_rejoin, ring_without_self, ignore_gaps, keep_l3_at_start, \
-                     ignore_expiry, ignore_max_ttl, skip_version_check, untagged_versions, execute_anywhere, replicas_admit_all, ignore_stalls, ignore_lease, skip_read_checks, ignore_joining, plain_at_writer, skip_others_ring, skip_forwarding, skip_absent_removals, skip_leave_handoff"
+                     ignore_expiry, ignore_max_ttl, skip_version_check, untagged_versions, execute_anywhere, replicas_admit_all, ignore_stalls, ignore_lease, skip_read_checks, ignore_joining, plain_at_writer, skip_others_ring, skip_silence_refutation, skip_forwarding, skip_absent_removals, skip_leave_handoff"
                 );
                 return ExitCode::from(2);
             }

@@ -88,6 +88,8 @@ pub fn rss_of(pid: u32) -> u64 {
 /// A `strata serve` child process.
 pub struct Server {
     pub child: Option<Child>,
+    /// The address its RESP and admin ports listen on (`127.0.0.1` but in a [`NetLab`]).
+    pub host: String,
     pub port: u16,
     pub admin_port: u16,
     /// The cluster-mode RESP port (`server.cluster_listen`), when it has one.
@@ -141,7 +143,20 @@ impl Server {
     }
 
     fn start_on(dir: &Path, extra_toml: &str, env: &[(&str, &str)], resp_listen: &str) -> Self {
-        Self::start_via(&[], dir, extra_toml, env, resp_listen)
+        Self::start_via(&[], dir, extra_toml, env, resp_listen, "127.0.0.1")
+    }
+
+    /// A server in network namespace `ns` (through `ip netns exec`), its RESP and admin
+    /// ports listening on `host` there, its data directory under `dir`.
+    pub fn start_in_netns(ns: &str, host: &str, dir: &Path, extra_toml: &str) -> Self {
+        Self::start_via(
+            &["ip", "netns", "exec", ns],
+            dir,
+            extra_toml,
+            &[],
+            &format!("{host}:0"),
+            host,
+        )
     }
 
     /// A server started through `wrapper` (a command that execs the rest of its arguments,
@@ -149,7 +164,7 @@ impl Server {
     pub fn start_wrapped(wrapper: &[&str], extra_toml: &str) -> Self {
         let tmp = tempfile::tempdir().unwrap();
         let dir = tmp.path().to_path_buf();
-        let mut s = Self::start_via(wrapper, &dir, extra_toml, &[], "127.0.0.1:0");
+        let mut s = Self::start_via(wrapper, &dir, extra_toml, &[], "127.0.0.1:0", "127.0.0.1");
         s._tmp = Some(tmp);
         s
     }
@@ -160,7 +175,9 @@ impl Server {
         extra_toml: &str,
         env: &[(&str, &str)],
         resp_listen: &str,
+        host: &str,
     ) -> Self {
+        let host = host.to_owned();
         let config = dir.join("strata.toml");
         std::fs::write(&config, node_toml(dir, extra_toml)).unwrap();
         static STARTS: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
@@ -179,12 +196,8 @@ impl Server {
             .arg(&config)
             // Port 0: the kernel picks free ports and the server logs them (no races between
             // tests that pick ports themselves).
-            .args([
-                "--resp-listen",
-                resp_listen,
-                "--admin-listen",
-                "127.0.0.1:0",
-            ])
+            .args(["--resp-listen", resp_listen, "--admin-listen"])
+            .arg(format!("{host}:0"))
             .args(["--log-format", "json"])
             .env("RUST_LOG", "info")
             .envs(env.iter().copied())
@@ -194,6 +207,7 @@ impl Server {
             .expect("start strata serve");
         let mut s = Self {
             child: Some(child),
+            host,
             port: 0,
             admin_port: 0,
             cluster_port: None,
@@ -243,10 +257,10 @@ impl Server {
         while Instant::now() < deadline {
             if self.tls {
                 // A TLS port answers PING only inside TLS; listening is enough here.
-                if TcpStream::connect(("127.0.0.1", self.port)).is_ok() {
+                if TcpStream::connect((self.host.as_str(), self.port)).is_ok() {
                     return;
                 }
-            } else if let Ok(mut c) = TcpStream::connect(("127.0.0.1", self.port)) {
+            } else if let Ok(mut c) = TcpStream::connect((self.host.as_str(), self.port)) {
                 c.set_read_timeout(Some(Duration::from_secs(2))).unwrap();
                 if c.write_all(b"PING\r\n").is_ok() {
                     // +PONG, or -NOAUTH when a password is required: either way it serves.
@@ -281,7 +295,7 @@ impl Server {
     }
 
     pub fn url(&self) -> String {
-        format!("redis://127.0.0.1:{}/", self.port)
+        format!("redis://{}:{}/", self.host, self.port)
     }
 
     /// A redis-rs connection; a reply slower than 30 s fails the test instead of hanging it.
@@ -299,13 +313,13 @@ impl Server {
     }
 
     pub fn admin(&self) -> String {
-        format!("127.0.0.1:{}", self.admin_port)
+        format!("{}:{}", self.host, self.admin_port)
     }
 
     /// Runs redis-cli against this server; returns stdout (panics if redis-cli is missing).
     pub fn cli(&self, args: &[&str]) -> String {
         let out = Command::new("redis-cli")
-            .args(["-p", &self.port.to_string()])
+            .args(["-h", &self.host, "-p", &self.port.to_string()])
             .args(args)
             .output()
             .expect(
@@ -726,6 +740,132 @@ fn member_toml(name: &str, gossip: u16, seeds: &[u16], extra: &str) -> String {
         free_port(),
         seeds.join(", ")
     )
+}
+
+/// Network namespaces on a bridge, one per cluster member, so that a test can cut a member
+/// off from everyone (its link down) and mend it: real TCP and UDP between processes that
+/// each have an address of their own (`10.79.X.i`, the bridge `.254` for the test's
+/// clients). Needs root and `ip`; `None` (with a message) without. Everything it made is
+/// removed when dropped.
+pub struct NetLab {
+    /// Prefix of its interface and namespace names (unique per process and lab).
+    tag: String,
+    /// The first three octets of its addresses.
+    subnet: String,
+    members: usize,
+}
+
+impl NetLab {
+    /// A lab of `members` namespaces (numbered from 1).
+    pub fn new(members: usize) -> Option<Self> {
+        static LABS: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
+        let n = LABS.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let pid = std::process::id();
+        let lab = NetLab {
+            tag: format!("sl{}{n}", pid % 100_000),
+            subnet: format!("10.79.{}", (pid + n) % 250),
+            members,
+        };
+        let bridge = lab.bridge();
+        let ok = lab.ip(&["link", "add", &bridge, "type", "bridge"]);
+        if !ok {
+            eprintln!("SKIPPED: cannot create network namespaces here (needs root and ip)");
+            return None;
+        }
+        let mut ok = lab.ip(&[
+            "addr",
+            "add",
+            &format!("{}.254/24", lab.subnet),
+            "dev",
+            &bridge,
+        ]) && lab.ip(&["link", "set", &bridge, "up"]);
+        for i in 1..=members {
+            let (ns, veth, peer) = (lab.ns(i), lab.veth(i), format!("{}p{i}", lab.tag));
+            let inside = |args: &[&str]| {
+                let mut all = vec!["netns", "exec", ns.as_str(), "ip"];
+                all.extend_from_slice(args);
+                lab.ip(&all)
+            };
+            ok = ok
+                && lab.ip(&["netns", "add", &ns])
+                && lab.ip(&["link", "add", &veth, "type", "veth", "peer", "name", &peer])
+                && lab.ip(&["link", "set", &peer, "netns", &ns])
+                && inside(&["link", "set", &peer, "name", "eth0"])
+                && inside(&["addr", "add", &format!("{}/24", lab.host(i)), "dev", "eth0"])
+                && inside(&["link", "set", "eth0", "up"])
+                && inside(&["link", "set", "lo", "up"])
+                && lab.ip(&["link", "set", &veth, "master", &bridge])
+                && lab.ip(&["link", "set", &veth, "up"]);
+        }
+        assert!(ok, "setting up the network namespaces failed");
+        Some(lab)
+    }
+
+    fn ip(&self, args: &[&str]) -> bool {
+        Command::new("ip")
+            .args(args)
+            .stderr(Stdio::null())
+            .status()
+            .is_ok_and(|s| s.success())
+    }
+
+    fn bridge(&self) -> String {
+        format!("{}b", self.tag)
+    }
+
+    /// The root side of member `i`'s link.
+    fn veth(&self, i: usize) -> String {
+        format!("{}v{i}", self.tag)
+    }
+
+    /// Member `i`'s namespace.
+    pub fn ns(&self, i: usize) -> String {
+        format!("{}n{i}", self.tag)
+    }
+
+    /// Member `i`'s address.
+    pub fn host(&self, i: usize) -> String {
+        format!("{}.{i}", self.subnet)
+    }
+
+    /// Starts cluster member `n{i}` in its namespace (gossip on port 7946, RPC on 7956 of
+    /// its address, every member a seed; no password, the lab's network is the test's
+    /// own), data under `dir`, `extra` appended to its config.
+    pub fn start_member(&self, i: usize, dir: &Path, extra: &str) -> Server {
+        let seeds: Vec<String> = (1..=self.members)
+            .map(|j| format!("\"{}:7946\"", self.host(j)))
+            .collect();
+        let host = self.host(i);
+        let toml = format!(
+            "[node]\nname = \"n{i}\"\n[server]\nprotected_mode = false\n\
+             [cluster]\nenabled = true\nsecret = \"{SECRET}\"\n\
+             gossip_listen = \"{host}:7946\"\nrpc_listen = \"{host}:7956\"\n\
+             seeds = [{}]\n{extra}\n",
+            seeds.join(", ")
+        );
+        Server::start_in_netns(&self.ns(i), &host, dir, &toml)
+    }
+
+    /// Cuts member `i` off from every other member and client (its link down): packets
+    /// to and from it are lost, connections stay open.
+    pub fn cut(&self, i: usize) {
+        assert!(self.ip(&["link", "set", &self.veth(i), "down"]));
+    }
+
+    /// Mends member `i`'s link.
+    pub fn mend(&self, i: usize) {
+        assert!(self.ip(&["link", "set", &self.veth(i), "up"]));
+    }
+}
+
+impl Drop for NetLab {
+    fn drop(&mut self) {
+        for i in 1..=self.members {
+            self.ip(&["link", "del", &self.veth(i)]);
+            self.ip(&["netns", "del", &self.ns(i)]);
+        }
+        self.ip(&["link", "del", &self.bridge()]);
+    }
 }
 
 /// A cluster member embedded in a service process (`src/bin/strata-embedded-node.rs`), read

@@ -28,5 +28,5 @@ pub use coherence::{Coherence, CoherenceConfig, Invalidation, InvalidationOp, It
 pub use identity::{NodeIdentity, version_tag};
 #[cfg(feature = "fault-switches")]
 pub use membership::FaultSwitches;
-pub use membership::{Membership, MembershipStats, MembershipTimer, Output, lan_config};
+pub use membership::{Membership, MembershipStats, MembershipTimer, Output, Silences, lan_config};
 pub use ring::{DEFAULT_REPLICATION_FACTOR, DEFAULT_VNODES, Ring};

@@ -94,6 +94,9 @@ pub struct MembershipStats {
     pub stuck_suspects: u64,
     /// Refutations this node gossiped after it stalled ([`Membership::refute_after_stall`]).
     pub stall_refutations: u64,
+    /// Refutations this node gossiped when a member answered again after a silence
+    /// ([`Membership::refute_after_silence`]).
+    pub silence_refutations: u64,
     /// `TurnUndead` messages ignored because they came while a refutation was under way.
     pub turn_undead_ignored: u64,
 }
@@ -108,6 +111,60 @@ pub struct FaultSwitches {
     /// Never announce to the seeds again when alone (the bug of the regression seeds 81,
     /// 163 and 198).
     pub skip_seed_rejoin: bool,
+}
+
+/// When each member last answered this node's lease pings (`Lease`), to tell when a link
+/// comes back after a silence: a cut (a partition, a dead link) or a pause of either end.
+///
+/// During the silence the member may have suspected this node, and a suspicion is lifted
+/// only by this node's refutation, which it makes only if it hears of the suspicion. foca
+/// sends that news a few times (`max_transmissions`), all of them into the cut when the cut
+/// outlasts them: after the heal the suspicion runs out into a `Down` of a live member,
+/// which then rejoins under a new identity and, its lease lapsed in the cut, drops what it
+/// owns. A partition review saw this after every cut of 1–3 s (a member declared down 3.8 s
+/// after the heal), and two owners of the same keys dropping their copies lost up to 2,468
+/// of 4,500 acknowledged keys. So an answer that ends a silence longer than
+/// [`Silences::SILENCE_MS`] makes this node refute at once
+/// ([`Membership::refute_after_silence`]), within foca's suspicion time of any suspicion
+/// raised in the cut.
+#[derive(Debug, Default, Clone)]
+pub struct Silences {
+    /// Per member name: when (this node's monotonic ms) its latest answer arrived. Kept when
+    /// the member leaves the view: when it is back, its first answer ends the silence.
+    last: std::collections::BTreeMap<String, u64>,
+}
+
+impl Silences {
+    /// How long without an answer from a member counts as a silence: three lease pings
+    /// (`Lease::PING_EVERY_MS` apart) unanswered and then some — under foca's probe time
+    /// (1 s period, 500 ms round trip on a LAN), so a cut that could raise a suspicion ends
+    /// one.
+    pub const SILENCE_MS: u64 = 700;
+    /// Most member names remembered; past it the least recent goes (names come from the
+    /// authenticated view, so this bounds a cluster that renamed its members many times).
+    pub const MAX_MEMBERS: usize = 1024;
+
+    /// `member` answered at `now_ms`: whether this ends a silence (a previous answer more
+    /// than [`Silences::SILENCE_MS`] ago).
+    pub fn answered(&mut self, member: &str, now_ms: u64) -> bool {
+        let previous = match self.last.get_mut(member) {
+            Some(t) => std::mem::replace(t, now_ms.max(*t)),
+            None => {
+                if self.last.len() >= Self::MAX_MEMBERS
+                    && let Some(oldest) = self
+                        .last
+                        .iter()
+                        .min_by_key(|(_, t)| **t)
+                        .map(|(n, _)| n.clone())
+                {
+                    self.last.remove(&oldest);
+                }
+                self.last.insert(member.to_owned(), now_ms);
+                return false;
+            }
+        };
+        now_ms.saturating_sub(previous) > Self::SILENCE_MS
+    }
 }
 
 /// One node's view of the cluster.
@@ -130,6 +187,15 @@ pub struct Membership {
     incarnation: foca::Incarnation,
     /// While `Some(n)`, the window after refutation `n` in which a `TurnUndead` is ignored.
     refuting: Option<u64>,
+    /// Whose `TurnUndead` the window covers: every sender's after a stall of this node
+    /// (`None`), only the members whose silence made it refute after a silence (`Some`):
+    /// a member that did not fall silent had no suspicion of this node to run out, and its
+    /// `TurnUndead` says that it holds this node down (a simulator run, seed 71: a member
+    /// that refuted when others came back ignored the `Down` of a member that could not
+    /// hear it, and went on as its old self while the rest held it down).
+    refuting_for: Option<std::collections::BTreeSet<String>>,
+    /// Refutations made, of either kind (what `refuting` numbers).
+    refutations: u64,
     /// In that window, the senders whose last packet was a `TurnUndead` (one was ignored):
     /// a second in a row means the sender holds this node down, and it is obeyed.
     undead_from: std::collections::BTreeSet<String>,
@@ -272,6 +338,8 @@ impl Membership {
             stuck_after,
             incarnation: 0,
             refuting: None,
+            refuting_for: None,
+            refutations: 0,
             undead_from: std::collections::BTreeSet::new(),
             suspicion: config_suspicion,
             #[cfg(feature = "fault-switches")]
@@ -442,24 +510,28 @@ impl Membership {
                 return Vec::new();
             }
         };
-        if self.refuting.is_some() {
-            if let Some((sender, undead)) = Self::sender(&payload) {
-                // foca 1.0 sends `TurnUndead` when a suspicion's timer runs out whether or
-                // not the suspect refuted it meanwhile (`ChangeSuspectToDown` checks the
-                // incarnation before it marks the member down, not before this courtesy
-                // message): one such message is ignored. A member that holds this node
-                // down answers every packet of it with `TurnUndead` and nothing else: the
-                // second in a row from one sender is obeyed. (All were ignored for the
-                // whole window once, twice foca's suspicion time: a member paused past
-                // failure detection went on as its old self for 8 s, its probes of the
-                // others unanswered, until it declared them down and its `TurnUndead`
-                // made each of them rejoin under a new identity; a review, 2026-12-06.)
-                if !undead {
-                    self.undead_from.remove(&sender);
-                } else if self.undead_from.insert(sender) {
-                    self.stats.turn_undead_ignored += 1;
-                    return Vec::new();
-                }
+        if self.refuting.is_some()
+            && let Some((sender, undead)) = Self::sender(&payload)
+            && self
+                .refuting_for
+                .as_ref()
+                .is_none_or(|f| f.contains(&sender))
+        {
+            // foca 1.0 sends `TurnUndead` when a suspicion's timer runs out whether or
+            // not the suspect refuted it meanwhile (`ChangeSuspectToDown` checks the
+            // incarnation before it marks the member down, not before this courtesy
+            // message): one such message is ignored. A member that holds this node
+            // down answers every packet of it with `TurnUndead` and nothing else: the
+            // second in a row from one sender is obeyed. (All were ignored for the
+            // whole window once, twice foca's suspicion time: a member paused past
+            // failure detection went on as its old self for 8 s, its probes of the
+            // others unanswered, until it declared them down and its `TurnUndead`
+            // made each of them rejoin under a new identity; a review, 2026-12-06.)
+            if !undead {
+                self.undead_from.remove(&sender);
+            } else if self.undead_from.insert(sender) {
+                self.stats.turn_undead_ignored += 1;
+                return Vec::new();
             }
         }
         self.inbox
@@ -474,6 +546,7 @@ impl Membership {
             MembershipTimer::RefutationOver(n) => {
                 if self.refuting == Some(n) {
                     self.refuting = None;
+                    self.refuting_for = None;
                     self.undead_from.clear();
                 }
                 Vec::new()
@@ -545,13 +618,41 @@ impl Membership {
     /// 1 s in and declaring it down 4 s later, 1.4 s after it had resumed). So it refutes at
     /// once: it raises its incarnation as if told it was suspect, and gossips it.
     pub fn refute_after_stall(&mut self) -> Vec<Output> {
+        self.stats.stall_refutations += 1;
+        // Anyone may have suspected it.
+        self.refuting_for = None;
+        self.refute()
+    }
+
+    /// `member` answered again after a silence (a cut, or a pause of either end; see
+    /// [`Silences`]): it may have suspected this node meanwhile without this node hearing
+    /// of it, and such a suspicion runs out into a `Down`. So this node refutes at once, as
+    /// after a stall of its own; in the window that follows, one `TurnUndead` in a row
+    /// from `member` (and from members silent before it, whose windows run) is ignored.
+    pub fn refute_after_silence(&mut self, member: &str) -> Vec<Output> {
+        self.stats.silence_refutations += 1;
+        match (&mut self.refuting_for, self.refuting) {
+            // A stall's window runs: it covers every sender already.
+            (None, Some(_)) => {}
+            (Some(from), Some(_)) => {
+                from.insert(member.to_owned());
+            }
+            (_, None) => self.refuting_for = Some([member.to_owned()].into()),
+        }
+        self.refute()
+    }
+
+    /// Raises this node's incarnation as if told it was suspect, gossips it, and opens the
+    /// window in which one `TurnUndead` in a row per sender it covers (`refuting_for`) is
+    /// ignored (`handle_packet`).
+    fn refute(&mut self) -> Vec<Output> {
         let me = foca::Member::new(
             self.foca.identity().clone(),
             self.incarnation,
             foca::State::Suspect,
         );
-        self.stats.stall_refutations += 1;
-        let n = self.stats.stall_refutations;
+        self.refutations += 1;
+        let n = self.refutations;
         self.refuting = Some(n);
         self.undead_from.clear();
         let mut out = self.run(|foca, rt| foca.apply_many(std::iter::once(me), true, rt));
@@ -864,6 +965,82 @@ mod tests {
             a.identity().generation,
             old,
             "a came back under a new identity"
+        );
+    }
+
+    /// An answer ends a silence only after more than `SILENCE_MS` without one from that
+    /// member; a member's first answer, and answers arriving out of order, do not.
+    #[test]
+    fn only_an_answer_after_a_silence_counts() {
+        let mut s = Silences::default();
+        assert!(!s.answered("b", 1_000), "a first answer ends no silence");
+        assert!(!s.answered("b", 1_200));
+        assert!(!s.answered("b", 1_200 + Silences::SILENCE_MS));
+        assert!(!s.answered("c", 5_000));
+        assert!(
+            s.answered("b", 5_000),
+            "b answered again 3.1 s after its last answer"
+        );
+        assert!(!s.answered("b", 4_900), "an answer older than the latest");
+        assert!(!s.answered("c", 5_100), "c was not silent");
+        // Bounded by the names it remembers: the least recent goes.
+        for i in 0..Silences::MAX_MEMBERS as u64 + 10 {
+            s.answered(&format!("m{i}"), 10_000 + i);
+        }
+        assert_eq!(s.last.len(), Silences::MAX_MEMBERS);
+    }
+
+    /// A member suspected while it was cut off from another refutes when that member
+    /// answers again ([`Membership::refute_after_silence`]); in the window that follows it
+    /// ignores one `TurnUndead` from the member whose silence made it refute (a suspicion's
+    /// timer runs out after the refutation, and foca sends it all the same), but not from a
+    /// member that was never silent, which holds it down.
+    #[test]
+    fn a_member_back_from_a_silence_refutes_and_obeys_the_others_turn_undead() {
+        let (mut a, mut b, _) = joined_pair();
+        let state_of_a = |b: &Membership| {
+            b.member_states()
+                .into_iter()
+                .find(|(id, _)| id.name == "a")
+                .map(|(_, s)| s)
+        };
+        let suspect = foca::Member::new(a.identity().clone(), 0, foca::State::Suspect);
+        let _ = b.run(|foca, rt| foca.apply_many(std::iter::once(suspect), false, rt));
+        assert_eq!(state_of_a(&b), Some(foca::State::Suspect));
+        let out = a.refute_after_silence("b");
+        for p in packets_to(&out, &b) {
+            b.handle_packet(&p);
+        }
+        assert_eq!(state_of_a(&b), Some(foca::State::Alive));
+        assert_eq!(a.stats().silence_refutations, 1);
+        // b's suspicion timer runs out: a stale `TurnUndead`, ignored.
+        let timer = MembershipTimer::Foca(foca::Timer::ChangeSuspectToDown {
+            member_id: a.identity().clone(),
+            incarnation: 0,
+            token: 0,
+        });
+        for p in packets_to(&b.handle_timer(timer), &a) {
+            assert!(!a.handle_packet(&p).contains(&Output::Rejoined));
+        }
+        assert_eq!(a.stats().turn_undead_ignored, 1);
+        // A third member that holds a down and was never silent to it: obeyed at once.
+        let mut c = node("c", 3, vec![a.identity().gossip]);
+        let down = foca::Member::new(a.identity().clone(), a.incarnation, foca::State::Down);
+        let _ = c.run(|foca, rt| foca.apply_many(std::iter::once(down), false, rt));
+        let c_id = c.identity().clone();
+        let hello = a.run(|foca, rt| foca.announce(c_id, rt));
+        let mut c_out = Vec::new();
+        for p in packets_to(&hello, &c) {
+            c_out.extend(c.handle_packet(&p));
+        }
+        assert!(!packets_to(&c_out, &a).is_empty(), "c answers a");
+        let mut rejoined = false;
+        for p in packets_to(&c_out, &a) {
+            rejoined |= a.handle_packet(&p).contains(&Output::Rejoined);
+        }
+        assert!(
+            rejoined,
+            "a ignored the TurnUndead of a member that holds it down"
         );
     }
 }

@@ -306,6 +306,13 @@ impl Shared {
                 let answer = me.pool.call(&name, addr, Request::LeasePing, None).await;
                 if lease_granted(&answer) {
                     me.lease.lock().grant(&name, sent, expected);
+                    // Back after a silence: the member may have suspected this node in
+                    // it, and never told it (`strata_cluster::Silences`).
+                    let back = me.silences.lock().answered(&name, me.monotonic_ms());
+                    if back {
+                        tracing::info!(node = %me.name, member = %name, "a member answers again after a silence: this node refutes any suspicion of it raised meanwhile");
+                        me.with_membership(|m| m.refute_after_silence(&name));
+                    }
                 }
                 if let Some(n) = me.lease_pings.lock().get_mut(&name) {
                     *n = n.saturating_sub(1);

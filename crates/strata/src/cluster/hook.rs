@@ -282,6 +282,12 @@ impl Maintenance for ClusterHook {
                 ms.stuck_suspects,
             ),
             m(
+                "cluster_silence_refutations",
+                "Refutations gossiped when a member answered again after a silence (a cut, or a pause of either end)",
+                true,
+                ms.silence_refutations,
+            ),
+            m(
                 "cluster_rejected_connections",
                 "Peer connections refused at the handshake",
                 true,

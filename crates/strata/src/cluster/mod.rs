@@ -451,6 +451,9 @@ pub(crate) struct Shared {
     /// Lease pings on their way, per member (a few at most: a member that does not answer
     /// gets no pile of pings).
     pub(crate) lease_pings: Mutex<std::collections::HashMap<String, u32>>,
+    /// When each member last answered a lease ping: an answer after a silence makes this
+    /// node refute any suspicion raised meanwhile ([`strata_cluster::Silences`]).
+    pub(crate) silences: Mutex<strata_cluster::Silences>,
     /// The monotonic origin of the stall guard's clock.
     started: Instant,
     /// Set when the node leaves ahead of a shutdown: it executes no more writes as a
@@ -764,6 +767,7 @@ impl Shared {
             unverified_since_ms: AtomicU64::new(0),
             drops_pending: AtomicU64::new(0),
             lease_pings: Mutex::new(Default::default()),
+            silences: Mutex::new(Default::default()),
             started: Instant::now(),
             leaving: AtomicBool::new(false),
             ring_check,
