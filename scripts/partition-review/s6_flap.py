@@ -1,5 +1,5 @@
 """Scenario 6: flapping partitions under load. For FLAP s: isolate a node (ISO, or a random one with
-ISO=rand; MODE peer|in|out|mix) for 1-3 s, heal for 1-3 s. Load: INCR counters (2 clients/node),
+ISO=rand; MODE peer|in|out|mix) for 1-3 s (CUT=LOW,HIGH), heal for 1-3 s (MEND=LOW,HIGH). Load: INCR counters (2 clients/node),
 SET/DEL writers (1/node, own key pool, sequential), lock clients (as s2). Then heal, settle, verify:
 counters acked <= final <= acked+indet, no duplicate INCR results; SET/DEL final == last acked op
 (or an indeterminate op issued after it) on every node; no two lock holders."""
@@ -8,6 +8,9 @@ from common import *
 
 FLAP = float(os.environ.get("FLAP", 60)); ISOS = os.environ.get("ISO", "1"); MODE = os.environ.get("MODE", "peer")
 SEED = int(os.environ.get("SEED", 1)); PX = 5000; HOLD = 0.7
+# Cut and mend lengths in seconds, "LOW,HIGH" (CUT=5,8: cuts longer than failure detection).
+CUT = tuple(float(x) for x in os.environ.get("CUT", "1,3").split(","))
+MEND = tuple(float(x) for x in os.environ.get("MEND", "1,3").split(","))
 random.seed(SEED)
 ow = slot_owners()
 ckeys = keys_owned("ctr:a", 1, 2, 1, ow) + keys_owned("ctr:b", 2, 3, 1, ow) + keys_owned("ctr:c", 3, 1, 1, ow)
@@ -87,7 +90,7 @@ while time.time() - t0 < FLAP:
         for o in others: part("cut", o, iso)
     else:
         for o in others: part("cut", iso, o)
-    a = random.uniform(1, 3); time.sleep(a); part("heal"); b = random.uniform(1, 3); time.sleep(b)
+    a = random.uniform(*CUT); time.sleep(a); part("heal"); b = random.uniform(*MEND); time.sleep(b)
     flaps.append((round(time.time() - T0 - a - b, 2), iso, mode, round(a, 1), round(b, 1)))
 th = time.time()
 log(f"{len(flaps)} flaps:", flaps)

@@ -1734,6 +1734,7 @@ impl Sim {
         let expected = self.mix.nodes;
         let me = self.nodes[at].name.clone();
         let mut answered = Vec::new();
+        let mut refused = Vec::new();
         for name in ring.nodes() {
             if *name == me {
                 continue;
@@ -1747,11 +1748,15 @@ impl Sim {
                 && !paused
                 && self.reachable(at, o)
                 && self.reachable(o, at)
-                && self
+            {
+                if self
                     .ring_of(o)
                     .is_some_and(|r| decide::grants_lease(&r, &me))
-            {
-                answered.push(name.clone());
+                {
+                    answered.push(name.clone());
+                } else {
+                    refused.push(name.clone());
+                }
             }
         }
         let lease = &mut self.nodes[at].lease;
@@ -1759,14 +1764,17 @@ impl Sim {
         for name in &answered {
             lease.grant(name, now_ms, expected);
         }
-        // As the node: an answer after a silence, and it refutes
-        // (`Membership::refute_after_silence`).
+        // As the node: every answer is contact; one that grants the lease after a silence
+        // makes it refute (`Membership::refute_after_silence`).
+        for name in &refused {
+            self.nodes[at].silences.answered(name, now_ms, false);
+        }
         for name in &answered {
-            if self.nodes[at].silences.answered(name, now_ms)
+            if self.nodes[at].silences.answered(name, now_ms, true)
                 && !self.skip_silence_refutation
                 && let Some(m) = self.nodes[at].membership.as_mut()
             {
-                let out = m.refute_after_silence(name);
+                let out = m.refute_after_silence();
                 self.apply(at, out);
             }
         }
@@ -3709,7 +3717,7 @@ impl Sim {
             while t + SEC < fault_end {
                 let node = self.flap_rng.random_range(0..n);
                 let len = self.flap_rng.random_range(SEC..3 * SEC);
-                let one_way = self.flap_rng.random_bool(0.0);
+                let one_way = self.flap_rng.random_bool(0.3);
                 self.push(t, Kind::Cut { node, len, one_way });
                 t += len + self.flap_rng.random_range(SEC..3 * SEC);
             }

@@ -115,10 +115,14 @@ fn unconfirmed_flush_regression_seed() {
 /// `Defunct`, which foca never sends when identities renew themselves). The others went on
 /// addressing the old identity, foca at the node ignored every such packet, and the node
 /// missed an invalidation for the rest of the run. Strata now announces the renewed identity
-/// to the seeds, as it did for `Defunct`.
+/// to the seeds, as it did for `Defunct`. (Since members withhold foca's `TurnUndead` for a
+/// refuted suspicion, 2026-12-06, nobody rejoins in seed 507; seed 515, where seven
+/// identities are renewed, runs the path.)
 #[test]
 fn renewed_identity_regression_seed() {
     let r = run_seed(507, &RunOptions::default());
+    assert!(r.result.is_ok(), "{r}");
+    let r = run_seed(515, &RunOptions::default());
     assert!(r.result.is_ok(), "{r}");
     assert!(r.rejoins > 0, "{r}");
 }
@@ -542,11 +546,12 @@ fn a_node_back_from_a_pause_writes_plain_keys_only_through_their_primary() {
         let r = run_seed(seed, &RunOptions::default());
         assert!(r.result.is_ok(), "seed {seed}: {r}");
         assert!(r.workload.plain_refused > 0, "seed {seed}: {r}");
+        // A stale owner entry, or a copy read from one (seed 10707 since 2026-12-06).
         let r = run_seed(seed, &old_model);
         assert!(
-            r.result
-                .as_ref()
-                .is_err_and(|e| e.contains("holds a stale owner entry")),
+            r.result.as_ref().is_err_and(
+                |e| e.contains("holds a stale owner entry") || e.contains("holds a stale copy")
+            ),
             "seed {seed} with writes at the writer: {r}"
         );
     }

@@ -756,29 +756,47 @@ pub struct NetLab {
 }
 
 impl NetLab {
-    /// A lab of `members` namespaces (numbered from 1).
+    /// A lab of `members` namespaces (numbered from 1). `None` (with a message) when this
+    /// process is not root; a failure to set it up as root fails the test (a leftover of a
+    /// run killed with SIGKILL, say), after removing what it made.
     pub fn new(members: usize) -> Option<Self> {
         static LABS: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
+        let root = Command::new("id")
+            .arg("-u")
+            .output()
+            .is_ok_and(|o| o.stdout.trim_ascii() == b"0");
+        if !root || Command::new("ip").arg("-V").output().is_err() {
+            eprintln!("SKIPPED: network namespaces need root and ip (iproute2)");
+            return None;
+        }
         let n = LABS.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         let pid = std::process::id();
+        // A /24 no interface of this host has an address in.
+        let used = Command::new("ip")
+            .args(["-o", "-4", "addr"])
+            .output()
+            .map(|o| String::from_utf8_lossy(&o.stdout).into_owned())
+            .unwrap_or_default();
+        let subnet = (0..250)
+            .map(|k| format!("10.79.{}", (pid as usize + n as usize + k) % 250))
+            .find(|net| !used.contains(&format!(" {net}.")))
+            .expect("a free 10.79.X.0/24");
+        // The guard first: whatever the setup made is removed if it fails.
         let lab = NetLab {
-            tag: format!("sl{}{n}", pid % 100_000),
-            subnet: format!("10.79.{}", (pid + n) % 250),
+            tag: format!("sl{}x{n}", pid % 100_000),
+            subnet,
             members,
         };
         let bridge = lab.bridge();
-        let ok = lab.ip(&["link", "add", &bridge, "type", "bridge"]);
-        if !ok {
-            eprintln!("SKIPPED: cannot create network namespaces here (needs root and ip)");
-            return None;
-        }
-        let mut ok = lab.ip(&[
-            "addr",
-            "add",
-            &format!("{}.254/24", lab.subnet),
-            "dev",
-            &bridge,
-        ]) && lab.ip(&["link", "set", &bridge, "up"]);
+        let mut ok = lab.ip(&["link", "add", &bridge, "type", "bridge"])
+            && lab.ip(&[
+                "addr",
+                "add",
+                &format!("{}.254/24", lab.subnet),
+                "dev",
+                &bridge,
+            ])
+            && lab.ip(&["link", "set", &bridge, "up"]);
         for i in 1..=members {
             let (ns, veth, peer) = (lab.ns(i), lab.veth(i), format!("{}p{i}", lab.tag));
             let inside = |args: &[&str]| {
@@ -797,7 +815,11 @@ impl NetLab {
                 && lab.ip(&["link", "set", &veth, "master", &bridge])
                 && lab.ip(&["link", "set", &veth, "up"]);
         }
-        assert!(ok, "setting up the network namespaces failed");
+        assert!(
+            ok,
+            "setting up the network namespaces {}* failed (a leftover of a killed run? `ip netns list`)",
+            lab.tag
+        );
         Some(lab)
     }
 

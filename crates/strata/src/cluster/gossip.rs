@@ -304,15 +304,20 @@ impl Shared {
             tokio::spawn(async move {
                 let sent = me.monotonic_ms();
                 let answer = me.pool.call(&name, addr, Request::LeasePing, None).await;
-                if lease_granted(&answer) {
+                let granted = lease_granted(&answer);
+                if granted {
                     me.lease.lock().grant(&name, sent, expected);
-                    // Back after a silence: the member may have suspected this node in
-                    // it, and never told it (`strata_cluster::Silences`).
-                    let back = me.silences.lock().answered(&name, me.monotonic_ms());
-                    if back {
-                        tracing::info!(node = %me.name, member = %name, "a member answers again after a silence: this node refutes any suspicion of it raised meanwhile");
-                        me.with_membership(|m| m.refute_after_silence(&name));
-                    }
+                }
+                // Back after a silence: the member may have suspected this node in it, and
+                // never told it (`strata_cluster::Silences`). Any answer is contact.
+                if (answer.is_ok() || granted)
+                    && me
+                        .silences
+                        .lock()
+                        .answered(&name, me.monotonic_ms(), granted)
+                {
+                    tracing::info!(node = %me.name, member = %name, "a member answers again after a silence: this node refutes any suspicion of it raised meanwhile");
+                    me.with_membership(|m| m.refute_after_silence());
                 }
                 if let Some(n) = me.lease_pings.lock().get_mut(&name) {
                     *n = n.saturating_sub(1);
