@@ -802,6 +802,21 @@ mod tests {
         (a_to_b, b_to_a)
     }
 
+    /// The state `b` holds member `name` in.
+    fn state_of(b: &Membership, name: &str) -> Option<foca::State> {
+        b.member_states()
+            .into_iter()
+            .find(|(id, _)| id.name == name)
+            .map(|(_, s)| s)
+    }
+
+    /// `b` suspects `a` at `incarnation` (its probes went unanswered), without `a` hearing
+    /// of it.
+    fn suspect(b: &mut Membership, a: &Membership, incarnation: foca::Incarnation) {
+        let m = foca::Member::new(a.identity().clone(), incarnation, foca::State::Suspect);
+        let _ = b.run(|foca, rt| foca.apply_many(std::iter::once(m), false, rt));
+    }
+
     /// Members `a` (port 1) and `b` (port 2), `a` joined through `b`; with the packets the
     /// join exchanged ([`exchange`]).
     fn joined_pair() -> (Membership, Membership, Exchanged) {
@@ -930,16 +945,9 @@ mod tests {
     #[test]
     fn a_member_back_from_a_stall_refutes_a_suspicion_it_never_heard_of() {
         let (mut a, mut b, _) = joined_pair();
-        let state_of_a = |b: &Membership| {
-            b.member_states()
-                .into_iter()
-                .find(|(id, _)| id.name == "a")
-                .map(|(_, s)| s)
-        };
-        assert_eq!(state_of_a(&b), Some(foca::State::Alive));
+        assert_eq!(state_of(&b, "a"), Some(foca::State::Alive));
         // b suspects a (its probes went unanswered while a was stopped); a never hears of it.
-        let suspect = foca::Member::new(a.identity().clone(), 0, foca::State::Suspect);
-        let _ = b.run(|foca, rt| foca.apply_many(std::iter::once(suspect), false, rt));
+        suspect(&mut b, &a, 0);
         // The timer b's own failed probe would have set (token 0: b's timers were never
         // reset).
         let suspicion_timers = [foca::Timer::ChangeSuspectToDown {
@@ -947,11 +955,11 @@ mod tests {
             incarnation: 0,
             token: 0,
         }];
-        assert_eq!(state_of_a(&b), Some(foca::State::Suspect));
+        assert_eq!(state_of(&b, "a"), Some(foca::State::Suspect));
         // a answers b's traffic: still suspect (SWIM lifts it only on a refutation).
         let out = b.join();
         exchange(&mut a, &mut b, out);
-        assert_eq!(state_of_a(&b), Some(foca::State::Suspect));
+        assert_eq!(state_of(&b, "a"), Some(foca::State::Suspect));
         // a notices its stall and refutes: b sees it alive again.
         let out = a.refute_after_stall();
         assert!(
@@ -961,7 +969,7 @@ mod tests {
         for p in packets_to(&out, &b) {
             b.handle_packet(&p);
         }
-        assert_eq!(state_of_a(&b), Some(foca::State::Alive));
+        assert_eq!(state_of(&b, "a"), Some(foca::State::Alive));
         assert_eq!(a.stats().stall_refutations, 1);
         // b's suspicion timer then runs out: foca does not mark a down (it refuted), but
         // sends it `TurnUndead` all the same — withheld by this build
@@ -977,19 +985,18 @@ mod tests {
                 );
             }
         }
-        assert_eq!(state_of_a(&b), Some(foca::State::Alive));
+        assert_eq!(state_of(&b, "a"), Some(foca::State::Alive));
         assert_eq!(a.stats().rejoins, 0);
         assert_eq!(a.stats().turn_undead_ignored, 1);
         // A second stall raises the incarnation again: a suspicion of the new one is
         // refuted too.
-        let again = foca::Member::new(a.identity().clone(), a.incarnation, foca::State::Suspect);
-        let _ = b.run(|foca, rt| foca.apply_many(std::iter::once(again), false, rt));
-        assert_eq!(state_of_a(&b), Some(foca::State::Suspect));
+        suspect(&mut b, &a, a.incarnation);
+        assert_eq!(state_of(&b, "a"), Some(foca::State::Suspect));
         let out = a.refute_after_stall();
         for p in packets_to(&out, &b) {
             b.handle_packet(&p);
         }
-        assert_eq!(state_of_a(&b), Some(foca::State::Alive));
+        assert_eq!(state_of(&b, "a"), Some(foca::State::Alive));
     }
 
     /// A member declared down while it was paused (not merely suspected) learns it from the
@@ -1082,20 +1089,13 @@ mod tests {
     #[test]
     fn a_refuted_suspicion_sends_no_turn_undead_and_an_unrefuted_one_is_obeyed() {
         let (mut a, mut b, _) = joined_pair();
-        let state_of_a = |b: &Membership| {
-            b.member_states()
-                .into_iter()
-                .find(|(id, _)| id.name == "a")
-                .map(|(_, s)| s)
-        };
-        let suspect = foca::Member::new(a.identity().clone(), 0, foca::State::Suspect);
-        let _ = b.run(|foca, rt| foca.apply_many(std::iter::once(suspect), false, rt));
-        assert_eq!(state_of_a(&b), Some(foca::State::Suspect));
+        suspect(&mut b, &a, 0);
+        assert_eq!(state_of(&b, "a"), Some(foca::State::Suspect));
         let out = a.refute_after_silence();
         for p in packets_to(&out, &b) {
             b.handle_packet(&p);
         }
-        assert_eq!(state_of_a(&b), Some(foca::State::Alive));
+        assert_eq!(state_of(&b, "a"), Some(foca::State::Alive));
         assert_eq!(a.stats().silence_refutations, 1);
         let timer = |incarnation| {
             MembershipTimer::Foca(foca::Timer::ChangeSuspectToDown {
@@ -1108,12 +1108,11 @@ mod tests {
         let out = b.handle_timer(timer(0));
         assert!(packets_to(&out, &a).is_empty(), "{out:?}");
         assert_eq!(b.stats().stale_turn_undead_withheld, 1);
-        assert_eq!(state_of_a(&b), Some(foca::State::Alive));
+        assert_eq!(state_of(&b, "a"), Some(foca::State::Alive));
         // A suspicion of a's current incarnation that runs out unrefuted: a is down, told
         // so, and rejoins at once.
         let current = a.incarnation;
-        let suspect = foca::Member::new(a.identity().clone(), current, foca::State::Suspect);
-        let _ = b.run(|foca, rt| foca.apply_many(std::iter::once(suspect), false, rt));
+        suspect(&mut b, &a, current);
         let out = b.handle_timer(timer(current));
         assert_eq!(b.num_live(), 1, "b holds a down");
         let told = packets_to(&out, &a);
