@@ -769,6 +769,8 @@ pub struct Sim {
     /// expired entries, removals.
     ttl_ops: (u64, u64, u64, u64),
     debug_key: Option<u32>,
+    /// With `SIM_NOTES` in the environment, every trace line is printed as it is noted.
+    print_notes: bool,
     events: u64,
     packets: (u64, u64, u64),
     trace: VecDeque<String>,
@@ -914,6 +916,7 @@ impl Sim {
             debug_key: std::env::var("STRATA_SIM_KEY")
                 .ok()
                 .and_then(|v| v.parse().ok()),
+            print_notes: std::env::var_os("SIM_NOTES").is_some(),
             events: 0,
             packets: (0, 0, 0),
             trace: VecDeque::with_capacity(TRACE_LINES),
@@ -943,7 +946,7 @@ impl Sim {
         }
         let t = self.now as f64 / SEC as f64;
         let l = format!("{t:10.4}s {}", line());
-        if std::env::var_os("SIM_NOTES").is_some() {
+        if self.print_notes {
             eprintln!("{l}");
         }
         self.trace.push_back(l);
