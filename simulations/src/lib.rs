@@ -226,6 +226,10 @@ pub struct RunOptions {
     /// Never refute when a member answers again after a silence (`Silences`): suspicions
     /// raised in a cut run out into `Down`s of live members after the heal.
     pub skip_silence_refutation: bool,
+    /// Trust what a node rejoining without its lease owns, on purpose (checker tests):
+    /// kept as it was instead of held unproven until the owners vouch for it (the node's
+    /// `hold_unproven`; ARCHITECTURE decisions 45 and 118).
+    pub trust_rejoined_copies: bool,
     /// Flapping cuts in every seed without a partition (3 nodes or more): one member at a
     /// time cut off from all others for 1–3 s, then mended for 1–3 s, from a random time
     /// of the fault phase to its end. Off by default, so that every other seed replays as
@@ -605,6 +609,10 @@ struct SimNode {
     record_from_ms: u64,
     /// When this life started (true ms): a proof's witnesses must remember back past it.
     started_ms: u64,
+    /// Since when (true ms) the copies held unproven may have missed a change: this
+    /// life's start, or a rejoin's run of lease lapses (the node's
+    /// `WarmState::proof_from_ms`).
+    proof_from_ms: u64,
     /// The proof run whose rounds ask again about unanswered copies, and until when.
     defer_until: Option<(u32, u64)>,
     /// The member lives (name, generation) this node's view declared down, with when
@@ -698,6 +706,7 @@ pub struct Sim {
     plain_at_writer: bool,
     skip_others_ring: bool,
     skip_silence_refutation: bool,
+    trust_rejoined_copies: bool,
     flaps: bool,
     skip_forwarding: bool,
     no_evictions: bool,
@@ -823,6 +832,7 @@ impl Sim {
                 unproven: BTreeMap::new(),
                 record_from_ms: 0,
                 started_ms: 0,
+                proof_from_ms: 0,
                 defer_until: None,
                 ended: Vec::new(),
                 ring: None,
@@ -882,6 +892,7 @@ impl Sim {
             plain_at_writer: opts.plain_at_writer,
             skip_others_ring: opts.skip_others_ring,
             skip_silence_refutation: opts.skip_silence_refutation,
+            trust_rejoined_copies: opts.trust_rejoined_copies,
             flaps: opts.flaps,
             skip_forwarding: opts.skip_forwarding,
             no_evictions: opts.no_evictions,
@@ -1000,6 +1011,7 @@ impl Sim {
         // here stand for L1 and L3 together). `keep_l3_at_start` breaks that on purpose.
         let now_ms = self.now / MS;
         self.nodes[i].started_ms = now_ms;
+        self.nodes[i].proof_from_ms = now_ms;
         self.nodes[i].unproven.clear();
         self.nodes[i].defer_until = None;
         self.nodes[i].ended.clear();
@@ -1523,6 +1535,10 @@ impl Sim {
         if !self.pushes_proven(i, life, run) {
             return;
         }
+        if !self.warm_restart {
+            // No L3 to prove: only what a rejoin held unproven (`warm::prove_held`).
+            return;
+        }
         let Some(ring) = self.nodes[i].ring.clone() else {
             give_up(self, "no ring");
             return;
@@ -1666,11 +1682,65 @@ impl Sim {
                         node.record_from_ms = self.now / MS;
                     }
                     // The owner store holds both namespaces, as on the node.
-                    if owned {
-                        node.store.clear();
-                        node.counters.clear();
-                        node.pairs.clear();
+                    if owned && self.trust_rejoined_copies {
+                        // Broken on purpose: what it owns stays trusted.
                         node.unproven.clear();
+                    } else if owned {
+                        // What it owns is held unproven until its proof, as the node's
+                        // `hold_unproven`; the rest goes.
+                        let owns = |k: u32| {
+                            ring.as_ref()
+                                .is_some_and(|r| r.owners(&key_bytes(k), RF).contains(&me.as_str()))
+                        };
+                        let since = node.lease.lapse_began_ms().unwrap_or(node.started_ms);
+                        node.proof_from_ms = if node.settling {
+                            node.proof_from_ms.min(since)
+                        } else {
+                            since
+                        };
+                        node.settling = true;
+                        let held: Vec<((u8, u32), Pushed)> = std::mem::take(&mut node.store)
+                            .into_iter()
+                            .map(|(k, h)| ((0, k), Pushed::Plain(h)))
+                            .chain(
+                                std::mem::take(&mut node.counters)
+                                    .into_iter()
+                                    .map(|(k, e)| ((1, k), Pushed::Counter(e))),
+                            )
+                            .chain(
+                                std::mem::take(&mut node.pairs)
+                                    .into_iter()
+                                    .map(|(k, e)| ((2, k), Pushed::Pair(e))),
+                            )
+                            .collect();
+                        node.unproven.retain(|(_, k), _| owns(*k));
+                        for (id, p) in held {
+                            if !owns(id.1) {
+                                continue;
+                            }
+                            let newer = node.unproven.get(&id).is_some_and(|q| {
+                                settling::version_of(q) >= settling::version_of(&p)
+                            });
+                            if !newer {
+                                node.unproven.insert(id, p);
+                            }
+                        }
+                        if !self.warm_restart {
+                            // Without L3 the node proves only these (`warm::prove_held`).
+                            let settle =
+                                (CoherenceConfig::default().max_staleness_ms * 2 + 100) * MS;
+                            self.nodes[at].warm_run += 1;
+                            let (life, run) = (self.nodes[at].life, self.nodes[at].warm_run);
+                            self.push(
+                                settle,
+                                Kind::Warm {
+                                    node: at,
+                                    life,
+                                    stage: 10,
+                                    run,
+                                },
+                            );
+                        }
                     } else if let Some(ring) = ring {
                         node.unproven.retain(|(_, k), _| {
                             ring.owners(&key_bytes(*k), RF).contains(&me.as_str())

@@ -29,7 +29,7 @@ pub(crate) fn kind_of(p: &Pushed) -> u8 {
     }
 }
 
-fn version_of(p: &Pushed) -> u64 {
+pub(crate) fn version_of(p: &Pushed) -> u64 {
     match p {
         Pushed::Plain(h) => h.version,
         Pushed::Counter(e) | Pushed::Pair(e) => e.version.as_u64(),
@@ -107,8 +107,9 @@ impl Sim {
         let others = self.view_others(i);
         let quorum = decide::has_quorum(others.len() + 1, self.mix.nodes);
         let now_ms = self.now / MS;
+        // Since this life started, or a rejoin's run of lease lapses began.
         let needed = strata_cluster::warm::needed_ms(
-            now_ms.saturating_sub(self.nodes[i].started_ms),
+            now_ms.saturating_sub(self.nodes[i].proof_from_ms),
             RPC_TIMEOUT_MS,
         );
         let pushed: Vec<((u8, u32), Pushed)> = std::mem::take(&mut self.nodes[i].unproven)
@@ -245,13 +246,32 @@ impl Sim {
     }
 
     /// As the node's proof: the lives that ended within `needed` ms as `i` and every
-    /// witness it reaches told them (`strata_cluster::warm::count_ended`; every witness
-    /// here is of this build).
+    /// witness it reaches told them, but those whose process went on (`i`'s and each
+    /// witness's, `strata_cluster::warm::count_ended`; every witness here is of this
+    /// build).
     fn ended_lives(&self, i: usize, others: &[usize], needed: u64, now_ms: u64) -> (usize, bool) {
-        let told: Vec<(u64, Option<Vec<strata_cluster::rpc::EndedLife>>)> = others
+        let answering: Vec<usize> = others
             .iter()
             .copied()
             .filter(|&j| self.reachable(i, j) && self.reachable(j, i))
+            .filter(|&j| self.nodes[j].coherence.is_some())
+            .collect();
+        let alive: Vec<strata_cluster::warm::Process> = answering
+            .iter()
+            .copied()
+            .chain([i])
+            .filter_map(|j| {
+                let m = self.nodes[j].membership.as_ref()?;
+                Some(strata_cluster::warm::Process {
+                    name: self.nodes[j].name.clone(),
+                    first_generation: self.nodes[j].generation,
+                    generation: m.identity().generation,
+                })
+            })
+            .collect();
+        let told: Vec<(u64, Option<Vec<strata_cluster::rpc::EndedLife>>)> = answering
+            .iter()
+            .copied()
             .filter_map(|j| {
                 let c = self.nodes[j].coherence.as_ref()?;
                 let covered = strata_cluster::warm::covered_ms(
@@ -262,7 +282,7 @@ impl Sim {
                 Some((covered, Some(self.ended_of(j, now_ms))))
             })
             .collect();
-        strata_cluster::warm::count_ended(&self.ended_of(i, now_ms), &told, needed)
+        strata_cluster::warm::count_ended(&self.ended_of(i, now_ms), &told, needed, &alive)
     }
 
     /// Stage 10 of a warm restart, first half: rounds of [`Sim::prove_pushes`] until none
@@ -290,6 +310,7 @@ impl Sim {
             return false;
         }
         self.nodes[i].settling = false;
+        self.nodes[i].proof_from_ms = self.nodes[i].started_ms;
         true
     }
 }

@@ -268,6 +268,8 @@ pub struct Lease {
     /// The last time [`Lease::observe`] found it not holding after it had held, or more
     /// than [`Lease::FIRST_HOLD_MS`] into a life in which it never held.
     lapsed_at_ms: Option<u64>,
+    /// When the latest run of lapses began ([`Lease::lapse_began_ms`]).
+    lapse_began_ms: Option<u64>,
 }
 
 impl Lease {
@@ -365,8 +367,26 @@ impl Lease {
         if self.holds(now_ms, expected) {
             self.held_once = true;
         } else if self.held_once || now_ms.saturating_sub(first) > Self::FIRST_HOLD_MS {
+            let new_run = self
+                .lapsed_at_ms
+                .is_none_or(|t| now_ms.saturating_sub(t) >= Self::LAPSE_REMEMBERED_MS);
+            if new_run {
+                // A life that never held missed everything since it began.
+                self.lapse_began_ms = Some(if self.held_once { now_ms } else { first });
+            }
             self.lapsed_at_ms = Some(now_ms);
         }
+    }
+
+    /// When the latest run of lapses began (this node's monotonic ms): the first lapse
+    /// [`Lease::observe`] saw after the lease had held through
+    /// [`Lease::LAPSE_REMEMBERED_MS`] (or this life's start, in a life that never held it).
+    /// Until then the others counted this node live, so every change of a key it owns
+    /// reached it (the majority moves a key only after its failure detector declared the
+    /// owner down, which takes longer than a lease lasts): a copy it held then was current,
+    /// and only changes after this time can have passed it by. `None`: no lapse yet.
+    pub fn lapse_began_ms(&self) -> Option<u64> {
+        self.lapse_began_ms
     }
 
     /// Whether the lease holds at `now_ms` and did not lapse within the last
@@ -614,21 +634,38 @@ mod tests {
             !late.held_through(Lease::FIRST_HOLD_MS + 300, 3),
             "a life without its lease for its first 5 s was cut off"
         );
+        assert_eq!(
+            late.lapse_began_ms(),
+            Some(0),
+            "a life that never held may have missed everything since it began"
+        );
         let start = 150;
+        assert_eq!(l.lapse_began_ms(), None);
         // Cut off: no answer for longer than the lease.
         l.observe(start + Lease::LEASE_MS, 3);
         assert!(!l.held_through(start + Lease::LEASE_MS, 3));
+        assert_eq!(l.lapse_began_ms(), Some(start + Lease::LEASE_MS));
+        // Lapses in a row are one run: it began with the first.
+        l.observe(start + 3_000, 3);
+        assert_eq!(l.lapse_began_ms(), Some(start + Lease::LEASE_MS));
         // The partition heals: granted again, but the lapse is recent.
         let healed = start + 6_000;
         l.grant("x", healed, 3);
         l.observe(healed, 3);
         assert!(l.holds(healed, 3));
         assert!(!l.held_through(healed, 3), "a lapse 5 s ago is remembered");
+        // Cut off again soon after: still the same run.
+        l.observe(healed + 2 * Lease::LEASE_MS, 3);
+        assert_eq!(l.lapse_began_ms(), Some(start + Lease::LEASE_MS));
         // Long after, with the lease renewed all along: it held through.
-        let later = start + Lease::LEASE_MS + Lease::LAPSE_REMEMBERED_MS;
+        // (the lapse at `healed + 2 s` above is the latest one remembered)
+        let later = healed + 2 * Lease::LEASE_MS + Lease::LAPSE_REMEMBERED_MS;
         l.grant("x", later - 10, 3);
         l.observe(later, 3);
         assert!(l.held_through(later, 3));
+        // A lapse after the lease held through begins a new run.
+        l.observe(later + 2 * Lease::LEASE_MS, 3);
+        assert_eq!(l.lapse_began_ms(), Some(later + 2 * Lease::LEASE_MS));
         // No majority to lose: always.
         assert!(Lease::default().held_through(0, 2));
     }

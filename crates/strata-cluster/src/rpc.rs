@@ -41,9 +41,13 @@ pub mod features {
     /// Understands [`super::Response::StalenessEnded`]: a witness's answer with the member
     /// lives it saw end. An earlier caller gets [`super::Response::Staleness`].
     pub const ENDED_LIVES: u64 = 8;
+    /// Understands [`super::Response::StalenessLives`]: a witness's answer that also tells
+    /// which generations its process has had. An earlier caller gets
+    /// [`super::Response::StalenessEnded`].
+    pub const PROCESS_LIVES: u64 = 16;
     /// Everything this build understands.
     pub const THIS_BUILD: u64 =
-        CHECK_ONLY_CHANGES | HANDOFF_BATCHES | DEFERRED_PUSHES | ENDED_LIVES;
+        CHECK_ONLY_CHANGES | HANDOFF_BATCHES | DEFERRED_PUSHES | ENDED_LIVES | PROCESS_LIVES;
     /// Set when bits 32–55 of the word carry the sender's ring parameters ([`with_ring`]):
     /// members that place keys with different `vnodes` or replication factors disagree on
     /// every key's primary, and each says so instead of failing writes silently. An earlier
@@ -601,6 +605,24 @@ pub enum Response {
         /// counts expired keys not yet reclaimed).
         count: u64,
     },
+    /// Answer to `Staleness`, only to a caller with [`features::PROCESS_LIVES`]: as
+    /// [`Response::StalenessEnded`], with the generations the callee's process has had.
+    /// A member declared down rejoins under generation + 1 in the same process, which
+    /// keeps what it remembers of changes (its tombstones): lives from `first_generation`
+    /// to before `generation` ended in the others' views, not in memory, and a proof does
+    /// not count them among the lives whose memory ended (`strata_cluster::warm::count_ended`).
+    StalenessLives {
+        /// As in [`Response::Staleness`].
+        covered_ms: u64,
+        /// As in [`Response::Staleness`].
+        newer: Vec<Option<u64>>,
+        /// As in [`Response::StalenessEnded`].
+        ended: Vec<EndedLife>,
+        /// The generation the callee's process started with.
+        first_generation: u64,
+        /// The callee's generation now.
+        generation: u64,
+    },
 }
 
 /// A member's life that ended, as a witness saw it ([`Response::StalenessEnded`]).
@@ -890,6 +912,23 @@ mod tests {
             to_bytes(&e),
             [
                 0, 0, 0, 20, 1, 1, 0, 0, 0, 0, 0, 0, 0, 4, 27, 9, 1, 1, 8, 1, 1, b'a', 3, 5
+            ]
+        );
+        // A witness's answer with its process's lives (response variant 29), appended.
+        let l = Frame::Response(
+            4,
+            Response::StalenessLives {
+                covered_ms: 9,
+                newer: vec![None],
+                ended: Vec::new(),
+                first_generation: 2,
+                generation: 3,
+            },
+        );
+        assert_eq!(
+            to_bytes(&l),
+            [
+                0, 0, 0, 17, 1, 1, 0, 0, 0, 0, 0, 0, 0, 4, 29, 9, 1, 0, 0, 2, 3
             ]
         );
         // A page of keys (request variant 20, response variant 28), appended.

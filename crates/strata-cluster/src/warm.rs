@@ -91,7 +91,8 @@ pub struct Round {
 /// at that leave — the copy may be the last one: it stays when every other live member
 /// (`witnesses`) answered and knows of nothing newer, this member's view holds a majority
 /// (`quorum`), and fewer member lives than the replication factor ended since the copy
-/// could have been read (`needed_ms`), with at least one witness whose record reaches back
+/// could have been read (`needed_ms`; a life whose process rejoined under the next
+/// generation is not counted: [`count_ended`]), with at least one witness whose record reaches back
 /// that far. A change made after the read reached `replication_factor` owners before it
 /// was acknowledged, and each remembers it — a removal (`Coherence::note_removed`) or a
 /// write (the newer version, `note_written`) — for `tombstone_ms`, whatever its record's
@@ -130,15 +131,45 @@ pub fn keep_pushed(
         && (round.all_told || reaching * 2 > witnesses.len())
 }
 
+/// A member process alive in a proof's view, with the generations it has had
+/// ([`crate::rpc::Response::StalenessLives`]): a life of `name` from `first_generation`
+/// to before `generation` ended in the others' views when they declared it down, but the
+/// process went on under the next generation (foca renews an identity to generation + 1)
+/// and kept its memory of changes.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Process {
+    /// The member's name.
+    pub name: String,
+    /// The generation its process started with.
+    pub first_generation: u64,
+    /// Its generation now.
+    pub generation: u64,
+}
+
+impl Process {
+    /// Whether the life `generation` of `name` was one of this process's earlier ones.
+    pub fn went_on_from(&self, name: &str, generation: u64) -> bool {
+        self.name == name && (self.first_generation..self.generation).contains(&generation)
+    }
+}
+
 /// How many distinct member lives ended within `needed_ms`, as this member (`mine`) and
 /// the witnesses saw them (`told`: each answering witness's `covered_ms` and the lives it
 /// told, `None` from a build that does not tell) — every list counts, whatever its
 /// witness's record: a life counted that did not matter only drops more; and whether
 /// every witness whose record reaches back told its lives ([`Round::all_told`]).
+///
+/// A life whose process went on under a later generation (`alive`: this member and each
+/// witness that told its process's lives) is not counted: the others declared it down, it
+/// rejoined, and it remembers every change it took as an owner as it did before
+/// (tombstones outlive a rejoin). Counting such lives dropped, at the proof of a member
+/// that rejoined without its lease, the copies two owners rejoining in turn each held
+/// alone (a partition review with cuts of 5–8 s moving between members).
 pub fn count_ended(
     mine: &[crate::rpc::EndedLife],
     told: &[(u64, Option<Vec<crate::rpc::EndedLife>>)],
     needed_ms: u64,
+    alive: &[Process],
 ) -> (usize, bool) {
     let all_told = told
         .iter()
@@ -146,6 +177,7 @@ pub fn count_ended(
     let lives = mine
         .iter()
         .chain(told.iter().flat_map(|(_, e)| e.iter().flatten()))
+        .filter(|e| !alive.iter().any(|p| p.went_on_from(&e.name, e.generation)))
         .map(|e| (e.name.as_str(), e.generation, e.ago_ms));
     (ended_within(lives, needed_ms), all_told)
 }
@@ -373,15 +405,60 @@ mod tests {
             // Out of the window.
             (5_000, Some(vec![life("d", 4, 3_500)])),
         ];
-        assert_eq!(count_ended(&mine, &told, 3_000), (3, true));
+        assert_eq!(count_ended(&mine, &told, 3_000, &[]), (3, true));
         // An earlier build's witness with a short record says nothing that matters...
         let mut more = told.to_vec();
         more.push((100, None));
-        assert_eq!(count_ended(&mine, &more, 3_000), (3, true));
+        assert_eq!(count_ended(&mine, &more, 3_000, &[]), (3, true));
         // ... one whose record reaches back leaves the count partial.
         more.push((5_000, None));
-        assert_eq!(count_ended(&mine, &more, 3_000), (3, false));
-        assert_eq!(count_ended(&[], &[], 3_000), (0, true));
+        assert_eq!(count_ended(&mine, &more, 3_000, &[]), (3, false));
+        assert_eq!(count_ended(&[], &[], 3_000, &[]), (0, true));
+    }
+
+    /// A life whose process rejoined under the next generation kept its memory of
+    /// changes: it is not counted as ended. A restart (a new process) is.
+    #[test]
+    fn a_life_that_rejoined_in_the_same_process_does_not_count_as_ended() {
+        let life = |name: &str, generation, ago_ms| crate::rpc::EndedLife {
+            name: name.into(),
+            generation,
+            ago_ms,
+        };
+        let process = |name: &str, first_generation, generation| Process {
+            name: name.into(),
+            first_generation,
+            generation,
+        };
+        let told = [(5_000, Some(vec![life("a", 7, 100), life("b", 3, 200)]))];
+        assert_eq!(count_ended(&[], &told, 3_000, &[]), (2, true));
+        // `a` rejoined as 8 in the process that began as 7: only `b`'s life ended.
+        let a = process("a", 7, 8);
+        assert_eq!(
+            count_ended(&[], &told, 3_000, std::slice::from_ref(&a)),
+            (1, true)
+        );
+        // Twice: 7 and 8 were both its lives.
+        let twice = [(5_000, Some(vec![life("a", 7, 100), life("a", 8, 50)]))];
+        assert_eq!(
+            count_ended(&[], &twice, 3_000, &[process("a", 7, 9)]),
+            (0, true)
+        );
+        // A process that began as 8 (a restart after 7) did not live 7.
+        assert_eq!(
+            count_ended(&[], &told, 3_000, &[process("a", 8, 9)]),
+            (2, true)
+        );
+        // Nor does another member's process, nor the current life itself.
+        assert_eq!(
+            count_ended(&[], &told, 3_000, &[process("c", 1, 9)]),
+            (2, true)
+        );
+        assert_eq!(
+            count_ended(&[], &told, 3_000, &[process("a", 7, 7)]),
+            (2, true)
+        );
+        assert!(a.went_on_from("a", 7) && !a.went_on_from("a", 8) && !a.went_on_from("b", 7));
     }
 
     #[test]

@@ -357,6 +357,30 @@ async fn a_partitioned_node_rejoins_without_serving_what_was_invalidated_meanwhi
     println!("consistent {:?} after agreement", start.elapsed());
     tokio::time::sleep(Duration::from_secs(1)).await;
     assert_eq!(mismatch().await, None, "and it stays so");
+    // n2 rejoined without its lease: what it owned was held unproven, not dropped. Its
+    // proof kept the keys nobody changed meanwhile (k20..k29, the other owner holds that
+    // version) and dropped the ten it owned that were deleted or overwritten.
+    let owned_unchanged = (20..30)
+        .filter(|k| {
+            nodes[2]
+                .cluster_owners(format!("k{k}").as_bytes())
+                .iter()
+                .any(|o| o == "n2")
+        })
+        .count();
+    assert!(owned_unchanged > 0, "n2 owns none of k20..k29");
+    let kept = || nodes[2].cluster_status().unwrap().unproven_kept as usize;
+    eventually(
+        "n2's proof keeps what nobody changed",
+        Duration::from_secs(15),
+        || kept() >= owned_unchanged,
+    )
+    .await;
+    let s2 = nodes[2].cluster_status().unwrap();
+    println!(
+        "n2's proof after its rejoin: {} kept, {} dropped; it owns {owned_unchanged} of k20..k29",
+        s2.unproven_kept, s2.unproven_dropped
+    );
     stop(nodes).await;
 }
 

@@ -203,9 +203,11 @@ impl Shared {
     }
 
     /// Invalidations of some origin may have been lost: drop every copy this node holds
-    /// of keys it does not own (L1, and owner-store entries it no longer owns), and with
-    /// `owned` every owner-store entry; L3 leaves the read path until its copies are proven
-    /// current against their owners again ([`warm`]), which drops the rest.
+    /// of keys it does not own (L1, and owner-store entries it no longer owns); L3 leaves
+    /// the read path until its copies are proven current against their owners again
+    /// ([`warm`]), which drops the rest. With `owned` (this node rejoined without its
+    /// lease), every owned entry is held unproven until proven the same way
+    /// ([`Shared::hold_unproven`]).
     pub(crate) async fn drop_unverified(self: &Arc<Self>, origin: &str, lost: u64, owned: bool) {
         self.counters
             .drops_unverified
@@ -217,22 +219,31 @@ impl Shared {
                 .record_from_ms
                 .store(self.monotonic_ms(), Ordering::Release);
         }
+        if owned {
+            // Before the proof begins, which proves what is recorded by then.
+            let since = self.lease.lock().lapse_began_ms().unwrap_or(0);
+            self.warm.record_since(since);
+            // As at a start: no read repair into this owner store until proven.
+            self.warm.settling.store(true, Ordering::Release);
+        }
+        let proves_l3 = self
+            .cache
+            .get()
+            .is_some_and(|c| c.tier(strata_core::Layer::L3).is_some());
         if let Some(c) = self.cache.get() {
             c.drop_local_everything(false).await;
             warm::begin(self.clone(), c.clone(), false);
         }
         for ns in self.owner.namespace_names() {
             if owned {
-                // This node was out of the cluster: changes of the keys it owns went to
-                // other owners meanwhile, and the invalidations announcing them may never
-                // reach it (their origin may have restarted since), so owned entries go as
-                // well; reads and primaries read the other owners. (Found by the turmoil
-                // test: a minority node whose repairs after a partition failed kept serving
-                // a key deleted meanwhile, for good; and by the simulator, seed 1910.)
-                self.owner.flush_namespace_sync(&ns);
+                self.hold_unproven(&ns);
             } else {
                 self.remove_owned_where(&ns, |k, _| !self.owns(k));
             }
+        }
+        if owned && !proves_l3 {
+            // Without L3 no proof runs for it: one for the entries held unproven.
+            warm::prove_held(self.clone());
         }
         // L1 emptied (and announced) again now that the owner store is emptied too: a read
         // from the owner store meanwhile promoted into L1 a copy the cleanup then removed,
@@ -240,6 +251,50 @@ impl Shared {
         if let Some(c) = self.cache.get() {
             c.drop_local_everything(false).await;
         }
+    }
+
+    /// This node was out of the cluster without its lease: changes of the keys it owns went
+    /// to other owners meanwhile, and the invalidations announcing them may never reach it
+    /// (their origin may have restarted since). So it no longer trusts what it owns in
+    /// `namespace`: each entry is held unproven — no read serves it, no execution builds
+    /// on it, no proof of another member's vouches for it ([`Shared::settled_entry`]) —
+    /// until its proof ([`warm`]) keeps it (the key's other owner holds that very version,
+    /// or no live member knows of anything newer: `strata_cluster::warm::judge`) or drops
+    /// it. Entries of keys it does not own go now; so do owned ones past
+    /// `cluster.settling_push_limit` unproven copies.
+    ///
+    /// (Dropping every owned entry, as before, was safe but lost acknowledged writes when
+    /// cuts longer than failure detection moved between members: each owner of a key
+    /// rejoined in turn and dropped it before the hand-offs had put it back — 2,716 of
+    /// 4,500 keys in a partition review. Keeping them trusted brings back a key deleted
+    /// while the member was away, by an origin that restarted since: the turmoil test,
+    /// simulator seed 1910.)
+    pub(crate) fn hold_unproven(&self, namespace: &str) {
+        let (mut held, mut dropped) = (0u64, 0u64);
+        let mut after: Option<Bytes> = None;
+        loop {
+            let keys = self.owner.scan_keys_sync(
+                namespace,
+                ScanFrom::resume(after.as_deref()),
+                SCAN_BATCH,
+            );
+            let done = keys.len() < SCAN_BATCH;
+            for k in &keys {
+                let Some(e) = self.owner.get_retained_entry(namespace, k) else {
+                    continue;
+                };
+                if self.owns(k) && self.warm.note_push(namespace, k, e.version) {
+                    held += 1;
+                } else if self.owner.remove_version_sync(namespace, k, e.version) {
+                    dropped += 1;
+                }
+            }
+            after = keys.last().cloned();
+            if done || after.is_none() {
+                break;
+            }
+        }
+        tracing::info!(node = %self.name, namespace, held, dropped, "rejoined without its lease: owned entries held unproven until the owners vouch for them");
     }
 
     // ----- hand-off -----

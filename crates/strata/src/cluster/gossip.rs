@@ -85,7 +85,7 @@ impl Shared {
                         strata_cluster::coherence::Output::DropUnverified { owned: true, .. }
                     );
                     if owned {
-                        tracing::warn!(node = %self.name, "the others declared this node down; back under a new identity, it empties L1 and its owner store, owned keys included (its lease lapsed: they may have changed without it)");
+                        tracing::warn!(node = %self.name, "the others declared this node down; back under a new identity, it empties L1, drops the owner-store copies of keys it does not own, and holds those it owns unproven until their owners vouch for them (its lease lapsed: they may have changed without it)");
                     } else {
                         tracing::warn!(node = %self.name, "the others declared this node down; back under a new identity, it empties L1 and drops the owner-store copies of keys it does not own (its lease held: it keeps the keys it owns)");
                     }

@@ -192,6 +192,16 @@ pub(crate) struct WarmState {
     /// (`Shared::monotonic_ms`), oldest first, kept for `tombstone_ms`: what it tells a
     /// restarted member's proof as a witness ([`Response::StalenessEnded`]).
     pub(crate) ended: Mutex<std::collections::VecDeque<(String, u64, u64)>>,
+    /// Since when (`Shared::monotonic_ms`) the copies held unproven may have missed a
+    /// change: 0 (this process's start) for a start's proof; for a rejoin without the
+    /// lease, the start of the lease's latest run of lapses
+    /// (`strata_cluster::primary::Lease::lapse_began_ms`). How far back the witnesses'
+    /// word must reach follows from it (`strata_cluster::warm::needed_ms`).
+    pub(crate) proof_from_ms: AtomicU64,
+    /// The membership generation this process started with: the lives from it to before
+    /// the current one ended in the others' views (rejoins), not in memory
+    /// (`strata_cluster::rpc::Response::StalenessLives`).
+    pub(crate) first_generation: u64,
     /// Most pushed copies held unproven while settling (`cluster.settling_push_limit`); a
     /// push past them is refused for now ([`strata_cluster::rpc::Response::Deferred`]):
     /// the key's previous owners still hold it and send it again once the proof made room.
@@ -222,9 +232,10 @@ impl WarmState {
     /// changes is not whole until its start's proof decides (`warm::begin`): a push can
     /// come as soon as others see it join, before that proof begins (a review saw a copy
     /// read before a `DEL`, pushed in that gap, served again by the restarted member).
-    pub(crate) fn at_bind(l3: bool, push_limit: usize) -> Self {
+    pub(crate) fn at_bind(l3: bool, push_limit: usize, generation: u64) -> Self {
         let state = WarmState {
             push_limit,
+            first_generation: generation,
             ..WarmState::default()
         };
         if l3 {
@@ -237,6 +248,19 @@ impl WarmState {
     /// A restarted member begins to settle: pushes are recorded from now on.
     pub(crate) fn start_recording(&self) {
         self.pushed.lock().get_or_insert_with(Pushed::default);
+    }
+
+    /// Starts recording (as [`WarmState::start_recording`]) copies that may have missed
+    /// changes since `from_ms` ([`WarmState::proof_from_ms`]); a proof already recording
+    /// keeps the earlier start.
+    pub(crate) fn record_since(&self, from_ms: u64) {
+        let mut pushed = self.pushed.lock();
+        if pushed.is_some() {
+            self.proof_from_ms.fetch_min(from_ms, Ordering::AcqRel);
+        } else {
+            self.proof_from_ms.store(from_ms, Ordering::Release);
+            *pushed = Some(Pushed::default());
+        }
     }
 
     /// Whether a copy pushed now (version `version` of `key`) may be stored: always, except
@@ -286,6 +310,8 @@ impl WarmState {
         let p = pushed.as_mut()?;
         if p.todo.is_empty() {
             *pushed = None;
+            // The next proof is a start's unless a rejoin says otherwise.
+            self.proof_from_ms.store(0, Ordering::Release);
             return None;
         }
         Some(std::mem::take(&mut p.todo))
@@ -751,6 +777,7 @@ impl Shared {
             warm: WarmState::at_bind(
                 config.l3.enabled,
                 config.cluster.settling_push_limit as usize,
+                generation,
             ),
             exec_locks: (0..primary::EXEC_STRIPES)
                 .map(|_| tokio::sync::Mutex::new(()))
@@ -792,6 +819,15 @@ impl Shared {
     }
 
     /// Milliseconds since this node's cluster state was built, on a monotonic clock.
+    /// This member's generation in the membership now (this life's, until it rejoined
+    /// under a renewed identity).
+    pub(crate) fn member_generation(&self) -> u64 {
+        self.membership
+            .lock()
+            .as_ref()
+            .map_or(self.generation, |m| m.identity().generation)
+    }
+
     pub(crate) fn monotonic_ms(&self) -> u64 {
         self.started.elapsed().as_millis() as u64 + 1
     }

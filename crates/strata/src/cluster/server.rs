@@ -307,12 +307,20 @@ impl Shared {
         let mut defers = caller_features & strata_cluster::rpc::features::DEFERRED_PUSHES != 0;
         #[allow(unused_mut)]
         let mut tells_ended = caller_features & strata_cluster::rpc::features::ENDED_LIVES != 0;
+        #[allow(unused_mut)]
+        let mut tells_lives = caller_features & strata_cluster::rpc::features::PROCESS_LIVES != 0;
         #[cfg(feature = "fault-injection")]
         if self.faults.earlier_build.load(Ordering::Acquire) {
             // As a callee of an earlier build: it knows no `Deferred`, nor ended lives.
             defers = false;
             tells_ended = false;
+            tells_lives = false;
         }
+        let tells = match (tells_ended, tells_lives) {
+            (_, true) => Tells::Lives,
+            (true, false) => Tells::Ended,
+            (false, false) => Tells::Record,
+        };
         match req {
             Request::Hello { .. } | Request::Login { .. } | Request::Prove { .. } => {
                 Response::Error("already connected".into())
@@ -466,7 +474,7 @@ impl Shared {
                         strata_cluster::rpc::MAX_TAGS_PER_COPY
                     ));
                 }
-                self.serve_staleness(&namespace, &copies, tells_ended)
+                self.serve_staleness(&namespace, &copies, tells)
             }
             Request::Keys {
                 namespace,
@@ -570,13 +578,13 @@ impl Shared {
     /// or a newer invalidation remembered here that covers it, and how far back that
     /// record is whole (`WarmState::record_from_ms`: this process's start at the earliest —
     /// what it removed as an owner, wrote, or applied before is gone with its earlier
-    /// life). With `tells_ended` (a caller with `ENDED_LIVES`), the member lives it saw end
-    /// within that record as well.
+    /// life). To a caller with `ENDED_LIVES`, the member lives it saw end within that
+    /// record as well; with `PROCESS_LIVES`, also the generations its process has had.
     fn serve_staleness(
         &self,
         namespace: &str,
         copies: &[strata_cluster::rpc::CopyRef],
-        tells_ended: bool,
+        tells: Tells,
     ) -> Response {
         // The store first, without holding coherence (every write takes it).
         let held: Vec<Option<u64>> = copies
@@ -605,16 +613,34 @@ impl Shared {
         }
         let now = self.monotonic_ms();
         let covered_ms = strata_cluster::warm::covered_ms(from, now, tombstone_ms);
-        if tells_ended {
-            let ended = self.warm.ended_within(now, covered_ms);
-            return Response::StalenessEnded {
+        match tells {
+            Tells::Record => Response::Staleness { covered_ms, newer },
+            Tells::Ended => Response::StalenessEnded {
                 covered_ms,
                 newer,
-                ended,
-            };
+                ended: self.warm.ended_within(now, covered_ms),
+            },
+            Tells::Lives => Response::StalenessLives {
+                covered_ms,
+                newer,
+                ended: self.warm.ended_within(now, covered_ms),
+                first_generation: self.warm.first_generation,
+                generation: self.member_generation(),
+            },
         }
-        Response::Staleness { covered_ms, newer }
     }
+}
+
+/// What a witness's answer to `Staleness` tells beyond its word on each copy, by what its
+/// caller understands.
+#[derive(Debug, Clone, Copy)]
+enum Tells {
+    /// How far back its record reaches.
+    Record,
+    /// And the member lives it saw end (`ENDED_LIVES`).
+    Ended,
+    /// And the generations its process has had (`PROCESS_LIVES`).
+    Lives,
 }
 
 /// What [`Shared::answer_now`] did with a request.

@@ -67,6 +67,8 @@ impl Shared {
             handoff_reads: get(&k.handoff_reads),
             handoff_pushes: get(&k.handoff_pushes),
             drops_unverified: get(&k.drops_unverified),
+            unproven_kept: get(&k.warm_pushed_kept) + get(&k.warm_pushed_witnessed),
+            unproven_dropped: get(&k.warm_pushed_dropped),
             lease_holds: self
                 .lease
                 .lock()
@@ -123,6 +125,12 @@ pub struct ClusterStatus {
     pub handoff_pushes: u64,
     /// Times this node dropped its unverified copies.
     pub drops_unverified: u64,
+    /// Copies held unproven — pushed while this member settled after a restart, or owned
+    /// when it rejoined without its lease — that its proofs kept (the key's other owner
+    /// held that version, or no live member knew of anything newer).
+    pub unproven_kept: u64,
+    /// Copies held unproven that its proofs dropped.
+    pub unproven_dropped: u64,
     /// Whether this node holds its lease as a primary: a majority of the cluster answered
     /// its pings within the last second (`strata_cluster::primary::Lease`). Without it, it
     /// executes no write.

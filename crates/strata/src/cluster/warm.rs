@@ -141,17 +141,7 @@ async fn prove(shared: &Arc<Shared>, cache: &Cache, at_start: bool) -> Result<Wa
     // Until none is left: a push that arrived during a proof (a slow one) is proven too.
     // Meanwhile nobody reads, builds on or vouches for an unproven copy
     // (`Shared::settled_entry`).
-    // A copy a member could not vouch for because it did not answer (killed and not yet
-    // declared down, cut off) is proven again in a later round rather than dropped, for up
-    // to `DEFER_UNANSWERED`: by then it answers, or the view dropped it and the key's new
-    // other owner is asked.
-    let defer_until = std::time::Instant::now() + DEFER_UNANSWERED;
-    while let Some(pushed) = shared.warm.next_to_prove() {
-        let may_defer = std::time::Instant::now() < defer_until;
-        if prove_pushed(shared, pushed, may_defer).await > 0 {
-            tokio::time::sleep(Duration::from_millis(500)).await;
-        }
-    }
+    prove_recorded(shared).await;
     // Copies read into L1 meanwhile may predate an invalidation the baseline counted as
     // applied (an owner that had not applied it yet answered): L1 starts over. L3's copies,
     // those promoted meanwhile included, are what the check below proves.
@@ -164,6 +154,32 @@ async fn prove(shared: &Arc<Shared>, cache: &Cache, at_start: bool) -> Result<Wa
             async move { ask_owners(&shared, &ns, &page).await }
         })
         .await
+}
+
+/// Proves the owner-store entries a rejoin without the lease held unproven
+/// (`Shared::hold_unproven`) on a member without L3, whose [`begin`] does nothing: after
+/// the settle time, in rounds as a start's pushed copies are ([`prove_pushed`]).
+pub(crate) fn prove_held(shared: Arc<Shared>) {
+    tokio::spawn(async move {
+        tokio::time::sleep(Duration::from_millis(shared.cfg.max_staleness_ms * 2 + 100)).await;
+        prove_recorded(&shared).await;
+        shared.warm.settling.store(false, Ordering::Release);
+    });
+}
+
+/// Proves the copies recorded unproven ([`prove_pushed`]) in rounds, until none is left.
+/// A copy a member could not vouch for because it did not answer (killed and not yet
+/// declared down, cut off) is proven again in a later round rather than dropped, for up
+/// to `DEFER_UNANSWERED`: by then it answers, or the view dropped it and the key's new
+/// other owner is asked.
+async fn prove_recorded(shared: &Arc<Shared>) {
+    let defer_until = std::time::Instant::now() + DEFER_UNANSWERED;
+    while let Some(recorded) = shared.warm.next_to_prove() {
+        let may_defer = std::time::Instant::now() < defer_until;
+        if prove_pushed(shared, recorded, may_defer).await > 0 {
+            tokio::time::sleep(Duration::from_millis(500)).await;
+        }
+    }
 }
 
 /// Whether L3 holds nothing at all (no namespace): a first start.
@@ -246,13 +262,23 @@ async fn prove_pushed(
             let doubtful: Vec<usize> = (0..page.len())
                 .filter(|&i| !warm::keep(page[i].1.as_u64(), answers[i]))
                 .collect();
-            let (witnesses, told) = ask_witnesses(shared, ns, &page, &doubtful).await;
-            let needed_ms = warm::needed_ms(shared.monotonic_ms(), shared.cfg.rpc_timeout_ms);
+            let (witnesses, told, mut alive) = ask_witnesses(shared, ns, &page, &doubtful).await;
+            // How old the copies are: since this process started, or, for a rejoin
+            // without the lease, since its latest run of lapses began.
+            let now = shared.monotonic_ms();
+            let age = now.saturating_sub(shared.warm.proof_from_ms.load(Ordering::Acquire));
+            let needed_ms = warm::needed_ms(age, shared.cfg.rpc_timeout_ms);
             let view = shared.others().len() + 1;
+            alive.push(warm::Process {
+                name: shared.name.clone(),
+                first_generation: shared.warm.first_generation,
+                generation: shared.member_generation(),
+            });
             let (ended, all_told) = warm::count_ended(
-                &shared.warm.ended_within(shared.monotonic_ms(), needed_ms),
+                &shared.warm.ended_within(now, needed_ms),
                 &told,
                 needed_ms,
+                &alive,
             );
             let round = warm::Round {
                 needed_ms,
@@ -353,11 +379,13 @@ async fn pass_on_witnessed(shared: &Arc<Shared>, ns: &str, keys: &[&Bytes]) {
 }
 
 /// What the witnesses answered ([`ask_witnesses`]): per copy index, each member's answer
-/// (`None` where its call failed); and per member that answered, its record
-/// (`covered_ms`) and the lives it saw end (`None`: a build that does not tell).
+/// (`None` where its call failed); per member that answered, its record (`covered_ms`)
+/// and the lives it saw end (`None`: a build that does not tell); and the processes of
+/// those that told the generations they have had.
 type Witnessed = (
     std::collections::HashMap<usize, Vec<warm::Witness>>,
     Vec<(u64, Option<Vec<EndedLife>>)>,
+    Vec<warm::Process>,
 );
 
 /// Asks every other live member about the copies at `doubtful` (indices into `page`), one
@@ -371,8 +399,9 @@ async fn ask_witnesses(
     let mut out: std::collections::HashMap<usize, Vec<warm::Witness>> =
         doubtful.iter().map(|&i| (i, Vec::new())).collect();
     let mut told = Vec::new();
+    let mut alive = Vec::new();
     if doubtful.is_empty() {
-        return (out, told);
+        return (out, told, alive);
     }
     let copies: Vec<CopyRef> = doubtful
         .iter()
@@ -410,6 +439,8 @@ async fn ask_witnesses(
         let mut answers: Vec<warm::Witness> = Vec::with_capacity(copies.len());
         // Its record and the lives it saw end, once every part was answered.
         let mut record: Option<(u64, Option<Vec<EndedLife>>)> = None;
+        // The generations its process has had (first, now), where it told them.
+        let mut lives: Option<(u64, u64)> = None;
         let mut whole = true;
         for part in &parts {
             let req = Request::Staleness {
@@ -423,6 +454,16 @@ async fn ask_witnesses(
                     newer,
                     ended,
                 }) => (covered_ms, newer, Some(ended)),
+                Ok(Response::StalenessLives {
+                    covered_ms,
+                    newer,
+                    ended,
+                    first_generation,
+                    generation,
+                }) => {
+                    lives = Some((first_generation, generation));
+                    (covered_ms, newer, Some(ended))
+                }
                 other => {
                     tracing::debug!(%peer, ?other, "Staleness call failed; its word is missing");
                     (0, Vec::new(), None)
@@ -442,6 +483,13 @@ async fn ask_witnesses(
             answers.iter_mut().for_each(|a| *a = None);
         } else if let Some(r) = record {
             told.push(r);
+            if let Some((first_generation, generation)) = lives {
+                alive.push(warm::Process {
+                    name: peer.clone(),
+                    first_generation,
+                    generation,
+                });
+            }
         }
         for (j, &i) in doubtful.iter().enumerate() {
             if let Some(v) = out.get_mut(&i) {
@@ -449,7 +497,7 @@ async fn ask_witnesses(
             }
         }
     }
-    (out, told)
+    (out, told, alive)
 }
 
 /// About the most bytes of keys and tags one `Staleness` request carries.
