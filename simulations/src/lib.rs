@@ -230,6 +230,10 @@ pub struct RunOptions {
     /// kept as it was instead of held unproven until the owners vouch for it (the node's
     /// `hold_unproven`; ARCHITECTURE decisions 45 and 118).
     pub trust_rejoined_copies: bool,
+    /// Execute over copies held unproven on purpose (checker tests): a primary whose own
+    /// copy, or another owner's, is not proven yet reads it as none (the node's
+    /// `Shared::refuse_unproven` and its `Get` answer refuse instead).
+    pub execute_over_unproven: bool,
     /// Flapping cuts in every seed without a partition (3 nodes or more): one member at a
     /// time cut off from all others for 1–3 s, then mended for 1–3 s, from a random time
     /// of the fault phase to its end. Off by default, so that every other seed replays as
@@ -707,6 +711,7 @@ pub struct Sim {
     skip_others_ring: bool,
     skip_silence_refutation: bool,
     trust_rejoined_copies: bool,
+    execute_over_unproven: bool,
     flaps: bool,
     skip_forwarding: bool,
     no_evictions: bool,
@@ -893,6 +898,7 @@ impl Sim {
             skip_others_ring: opts.skip_others_ring,
             skip_silence_refutation: opts.skip_silence_refutation,
             trust_rejoined_copies: opts.trust_rejoined_copies,
+            execute_over_unproven: opts.execute_over_unproven,
             flaps: opts.flaps,
             skip_forwarding: opts.skip_forwarding,
             no_evictions: opts.no_evictions,
@@ -1677,8 +1683,9 @@ impl Sim {
                         self.nodes[at].copies.clear();
                     }
                     let node = &mut self.nodes[at];
-                    if lost > 0 || owned {
-                        // Some changes never reached it: as a witness, its record starts over.
+                    if lost > 0 {
+                        // Some invalidations never reached it: as a witness, its record
+                        // starts over (not at a rejoin: the node's `drop_unverified`).
                         node.record_from_ms = self.now / MS;
                     }
                     // The owner store holds both namespaces, as on the node.
@@ -2322,6 +2329,14 @@ impl Sim {
         })
     }
 
+    /// [`Sim::others_copy`] for a plain key's execution at `p`: `None` (refused) also when
+    /// `p` holds a newer copy unproven (the node's `refuse_below_unproven`).
+    fn base_copy(&self, p: usize, others: &[&str], key: u32) -> Option<(Option<Held>, u64)> {
+        let (copy, floor) = self.others_copy(p, others, key)?;
+        let answered = copy.map_or(0, |h| h.version).max(floor);
+        (!self.below_unproven(p, 0, key, answered)).then_some((copy, floor))
+    }
+
     /// What a primary `p` without a fresh copy of plain key `key` executes against, as the
     /// node's `others_copy`: the newest copy the members `others` answer with that `p` can
     /// serve (fresh on its clock, not refused by its coherence), and the newest version of
@@ -2335,7 +2350,7 @@ impl Sim {
         let (mut newest, mut floor): (Option<Held>, u64) = (None, 0);
         for n in others {
             let Some(o) = self.index_of(n) else { continue };
-            if !(self.reachable(p, o) && self.reachable(o, p)) {
+            if !(self.reachable(p, o) && self.reachable(o, p)) || self.refuses_unproven(o, 0, key) {
                 return None;
             }
             let Some(h) = self.nodes[o].store.get(&key).copied() else {
@@ -2393,7 +2408,7 @@ impl Sim {
                             .filter(|n| *n != name_p)
                             .collect();
                         if decide::reads_before_put(&others, &replicas) {
-                            self.others_copy(p, &others, key)?
+                            self.base_copy(p, &others, key)?
                         } else {
                             (None, 0)
                         }
@@ -2613,10 +2628,12 @@ impl Sim {
             && self.counter_acks.get(&c).is_some_and(|&(_, v)| {
                 !(0..self.nodes.len()).any(|i| {
                     self.keeps_copies_for(p, i)
-                        && self.nodes[i]
+                        && (self.nodes[i]
                             .counters
                             .get(&c)
                             .is_some_and(|e| e.version.as_u64() >= v)
+                            // Held unproven, it is still a copy: its proof may keep it.
+                            || self.unproven_version(i, 1, c).is_some_and(|u| u >= v))
                 })
             });
         let result = self.execute_at(at, p, c, op, &ring_p, &name_p);
@@ -2652,7 +2669,9 @@ impl Sim {
                 let mut answers = Vec::new();
                 for n in plan.iter().filter(|n| **n != name_p) {
                     let Some(o) = self.index_of(n) else { continue };
-                    if !(self.reachable(p, o) && self.reachable(o, p)) {
+                    if !(self.reachable(p, o) && self.reachable(o, p))
+                        || self.refuses_unproven(o, 1, c)
+                    {
                         self.incr_ops.1 += 1;
                         return None;
                     }
@@ -2680,7 +2699,12 @@ impl Sim {
                             .collect::<Vec<_>>()
                     );
                 }
-                decide::starting_point(None, answers)
+                let start = decide::starting_point(None, answers);
+                if self.below_unproven(p, 1, c, start.as_ref().map_or(0, |e| e.version.as_u64())) {
+                    self.incr_ops.1 += 1;
+                    return None;
+                }
+                start
             };
             let base = current.as_ref().map_or(0, |e| e.version.as_u64());
             if base > 0 {
@@ -3000,10 +3024,11 @@ impl Sim {
         let lost = self.pair_acks.get(&r).is_some_and(|&(_, v)| {
             !(0..self.nodes.len()).any(|i| {
                 self.keeps_copies_for(p, i)
-                    && self.nodes[i]
+                    && (self.nodes[i]
                         .pairs
                         .get(&r)
                         .is_some_and(|e| e.version.as_u64() >= v)
+                        || self.unproven_version(i, 2, r).is_some_and(|u| u >= v))
             })
         });
         let (reply, versions) = self.execute_multi_at(p, ids, op, &ring_p, &name_p)?;
@@ -3057,7 +3082,9 @@ impl Sim {
                     let mut answers = Vec::new();
                     for n in plan.iter().filter(|n| **n != name_p) {
                         let Some(o) = self.index_of(n) else { continue };
-                        if !(self.reachable(p, o) && self.reachable(o, p)) {
+                        if !(self.reachable(p, o) && self.reachable(o, p))
+                            || self.refuses_unproven(o, 2, c)
+                        {
                             self.tx_ops.1 += 1;
                             return None;
                         }
@@ -3084,7 +3111,17 @@ impl Sim {
                             self.now as f64 / SEC as f64
                         );
                     }
-                    decide::starting_point(None, answers)
+                    let start = decide::starting_point(None, answers);
+                    if self.below_unproven(
+                        p,
+                        2,
+                        c,
+                        start.as_ref().map_or(0, |e| e.version.as_u64()),
+                    ) {
+                        self.tx_ops.1 += 1;
+                        return None;
+                    }
+                    start
                 };
                 if let Some(e) = &copy {
                     self.observe(p, e.version.as_u64());
@@ -3374,7 +3411,7 @@ impl Sim {
                         // (the switch's protocol, from before decision 101, read first).
                         if self.skip_absent_removals || decide::reads_before_put(&others, &replicas)
                         {
-                            self.others_copy(p, &others, key)?
+                            self.base_copy(p, &others, key)?
                         } else {
                             (None, 0)
                         }

@@ -74,6 +74,28 @@ impl Sim {
         false
     }
 
+    /// The version of the copy of `key` (in store `kind`) node `j` holds unproven, if any.
+    pub(crate) fn unproven_version(&self, j: usize, kind: u8, key: u32) -> Option<u64> {
+        self.nodes[j].unproven.get(&(kind, key)).map(version_of)
+    }
+
+    /// Whether node `j`, as another owner, refuses a primary's read of `key` (store
+    /// `kind`): it holds a copy unproven (the node's `Shared::holds_unproven`: it answers
+    /// `Get` with an error).
+    pub(crate) fn refuses_unproven(&self, j: usize, kind: u8, key: u32) -> bool {
+        !self.execute_over_unproven && self.nodes[j].unproven.contains_key(&(kind, key))
+    }
+
+    /// Whether primary `p` refuses to execute `key` (store `kind`) from what the other
+    /// owners answered (`answered`: the newest version, 0 for none) because it holds a
+    /// newer copy unproven (the node's `refuse_below_unproven`).
+    pub(crate) fn below_unproven(&self, p: usize, kind: u8, key: u32, answered: u64) -> bool {
+        !self.execute_over_unproven
+            && self
+                .unproven_version(p, kind, key)
+                .is_some_and(|u| answered < u)
+    }
+
     /// The version `j`'s owner store holds of a copy like `p`, any (a witness's word), or
     /// fresh only (an owner's answer to `Versions`).
     fn held_by(&self, j: usize, kind: u8, key: u32, fresh_only: bool) -> Option<u64> {

@@ -199,7 +199,11 @@ impl Server {
             .args(["--resp-listen", resp_listen, "--admin-listen"])
             .arg(format!("{host}:0"))
             .args(["--log-format", "json"])
-            .env("RUST_LOG", "info")
+            // `STRATA_TEST_LOG` (e.g. `info,strata::cluster::primary=debug`) to see more.
+            .env(
+                "RUST_LOG",
+                std::env::var("STRATA_TEST_LOG").unwrap_or_else(|_| "info".into()),
+            )
             .envs(env.iter().copied())
             .stdout(Stdio::null())
             .stderr(std::fs::File::create(&log).unwrap())

@@ -1,6 +1,8 @@
 //! Network partitions between real processes: three `strata serve` members, each in a
 //! network namespace of its own (`strata_tests::NetLab`), cut off from the others by taking
 //! its link down. Needs root and `ip` (skipped with a message without).
+// Helpers outside `#[test]` functions panic on a failed setup, as the tests do.
+#![allow(clippy::unwrap_used)]
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -20,101 +22,21 @@ use strata_tests::*;
 /// down, every key stays, and no acknowledged increment is lost.
 #[test]
 fn members_cut_off_for_seconds_in_turn_are_not_declared_down_and_lose_nothing() {
-    let Some(lab) = NetLab::new(3) else { return };
-    let dirs: Vec<_> = (0..3).map(|_| tempfile::tempdir().unwrap()).collect();
-    let nodes: Vec<Server> = (1..=3)
-        .map(|i| lab.start_member(i, dirs[i - 1].path(), ""))
-        .collect();
-    let all: Vec<&Server> = nodes.iter().collect();
-    converge(&all, &["n1", "n2", "n3"], Duration::from_secs(30));
-    const KEYS: u64 = 3_000;
-    pipeline_set(&mut nodes[1].redis(), 0..KEYS, Some("kept"));
-
-    // Counters from a client on every member, each acknowledged increment counted.
-    let stop = Arc::new(AtomicBool::new(false));
-    let acked = Arc::new(AtomicU64::new(0));
-    let unsure = Arc::new(AtomicU64::new(0));
-    let clients: Vec<_> = nodes
-        .iter()
-        .map(|n| {
-            let (url, stop, acked, unsure) = (n.url(), stop.clone(), acked.clone(), unsure.clone());
-            std::thread::spawn(move || {
-                let client = redis::Client::open(url).unwrap();
-                let mut conn = None;
-                while !stop.load(Ordering::Relaxed) {
-                    let c = match conn.as_mut() {
-                        Some(c) => c,
-                        None => match client.get_connection_with_timeout(Duration::from_secs(1)) {
-                            Ok(c) => {
-                                c.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
-                                conn.insert(c)
-                            }
-                            Err(_) => {
-                                std::thread::sleep(Duration::from_millis(50));
-                                continue;
-                            }
-                        },
-                    };
-                    match redis::cmd("INCR").arg("ctr").query::<i64>(c) {
-                        Ok(_) => {
-                            acked.fetch_add(1, Ordering::Relaxed);
-                        }
-                        Err(e) => {
-                            // Refused before it ran, or not known either way: counted
-                            // as possibly done (a looser upper bound, the same lower one).
-                            unsure.fetch_add(1, Ordering::Relaxed);
-                            if e.is_io_error() || e.is_timeout() {
-                                conn = None;
-                            }
-                            std::thread::sleep(Duration::from_millis(20));
-                        }
-                    }
-                }
-            })
-        })
-        .collect();
-
+    let Some(mut run) = FlapRun::start() else {
+        return;
+    };
     for (member, cut_ms) in [(1, 2_500), (2, 2_000), (3, 2_500), (1, 1_500), (2, 2_500)] {
         std::thread::sleep(Duration::from_millis(1_500));
-        lab.cut(member);
+        run.lab.cut(member);
         std::thread::sleep(Duration::from_millis(cut_ms));
-        lab.mend(member);
+        run.lab.mend(member);
     }
     // Past foca's suspicion time (4 s) after the last mend: a suspicion raised in a cut and
     // never refuted has run out by now.
     std::thread::sleep(Duration::from_secs(6));
-    stop.store(true, Ordering::Relaxed);
-    for c in clients {
-        c.join().unwrap();
-    }
-
-    converge(&all, &["n1", "n2", "n3"], Duration::from_secs(10));
-    let keys: Vec<String> = (0..KEYS).map(|i| format!("w{i}")).collect();
-    let (acked, unsure) = (
-        acked.load(Ordering::Relaxed),
-        unsure.load(Ordering::Relaxed),
-    );
-    assert!(acked > 100, "only {acked} increments acknowledged");
-    for n in &nodes {
-        let mut c = n.redis();
-        let values: Vec<Option<String>> = redis::cmd("MGET").arg(&keys).query(&mut c).unwrap();
-        let lost = values
-            .iter()
-            .filter(|v| v.as_deref() != Some("kept"))
-            .count();
-        assert_eq!(
-            lost, 0,
-            "{lost} of {KEYS} keys lost, read through {}",
-            n.host
-        );
-        let counted: u64 = redis::cmd("GET").arg("ctr").query(&mut c).unwrap();
-        assert!(
-            counted >= acked && counted <= acked + unsure,
-            "the counter reads {counted} through {}: {acked} increments acknowledged, {unsure} failed",
-            n.host
-        );
-    }
-    for n in &nodes {
+    run.check(Counter::Exact);
+    let nodes = &run.nodes;
+    for n in nodes {
         assert!(
             !n.log().contains("declared this node down"),
             "a member was declared down by a cut shorter than failure detection:\n{}",
@@ -126,4 +48,211 @@ fn members_cut_off_for_seconds_in_turn_are_not_declared_down_and_lose_nothing() 
         .map(|n| metric_or_zero(n, "strata_cluster_silence_refutations_total"))
         .sum();
     assert!(refutations >= 5.0, "{refutations} refutations for 5 cuts");
+}
+
+/// Cuts of 6–7 s, longer than failure detection, moving from member to member with 3 s
+/// between them. Each member cut off is declared down, and rejoins after the heal without
+/// its lease. Each member cut off used to drop every key it owned at that rejoin; when the
+/// cuts moved on before the hand-offs had put the keys back, both owners of a key had
+/// dropped it (a partition review: 2,716 of 4,500 keys lost, counters restarted from 1).
+/// Now a member that rejoins without its lease holds what it owns unproven and proves it
+/// against the other members (ARCHITECTURE decision 118): every key stays.
+///
+/// The counter is checked only for increments it never had: it still loses acknowledged
+/// ones in about one run in three (docs/semantics.md, flapping partitions). Its owners'
+/// proofs need a witness whose record reaches back past the cut, and a member's rejoin
+/// makes the others give up on its whole invalidation history as a gap (their state of
+/// its coherence life is forgotten at its `Down` or its renewed identity's `Up`), which
+/// restarts every witness's record at once: the proof then drops the counter's last
+/// copy.
+#[test]
+fn members_cut_off_past_failure_detection_in_turn_prove_what_they_own_and_lose_nothing() {
+    let Some(mut run) = FlapRun::start() else {
+        return;
+    };
+    for (member, cut_ms) in [(1, 6_500), (2, 7_000), (3, 6_000)] {
+        std::thread::sleep(Duration::from_millis(3_000));
+        run.lab.cut(member);
+        std::thread::sleep(Duration::from_millis(cut_ms));
+        run.lab.mend(member);
+    }
+    // Rejoins, proofs and hand-offs settle.
+    std::thread::sleep(Duration::from_secs(8));
+    run.check(Counter::AtMost);
+    let rejoined = run
+        .nodes
+        .iter()
+        .filter(|n| n.log().contains("holds those it owns unproven"))
+        .count();
+    assert!(
+        rejoined >= 2,
+        "{rejoined} members rejoined without their lease: the cuts did not reach past failure detection"
+    );
+}
+
+/// Three members in network namespaces of their own, 3,000 keys written, and a client on
+/// every member sending `INCR ctr` until [`FlapRun::check`].
+struct FlapRun {
+    // Dropped in this order: the members, their directories, then their namespaces.
+    nodes: Vec<Server>,
+    _dirs: Vec<tempfile::TempDir>,
+    lab: NetLab,
+    stop: Arc<AtomicBool>,
+    acked: Arc<AtomicU64>,
+    unsure: Arc<AtomicU64>,
+    clients: Vec<std::thread::JoinHandle<()>>,
+}
+
+impl FlapRun {
+    const KEYS: u64 = 3_000;
+
+    /// `None` without root or `ip` (the lab says why).
+    fn start() -> Option<FlapRun> {
+        let lab = NetLab::new(3)?;
+        let dirs: Vec<_> = (0..3).map(|_| tempfile::tempdir().unwrap()).collect();
+        let nodes: Vec<Server> = (1..=3)
+            .map(|i| lab.start_member(i, dirs[i - 1].path(), ""))
+            .collect();
+        let all: Vec<&Server> = nodes.iter().collect();
+        converge(&all, &["n1", "n2", "n3"], Duration::from_secs(30));
+        pipeline_set(&mut nodes[1].redis(), 0..Self::KEYS, Some("kept"));
+
+        // Counters from a client on every member, each acknowledged increment counted.
+        let stop = Arc::new(AtomicBool::new(false));
+        let acked = Arc::new(AtomicU64::new(0));
+        let unsure = Arc::new(AtomicU64::new(0));
+        let clients: Vec<_> = nodes
+            .iter()
+            .map(|n| {
+                let (url, stop, acked, unsure) =
+                    (n.url(), stop.clone(), acked.clone(), unsure.clone());
+                std::thread::spawn(move || {
+                    let client = redis::Client::open(url).unwrap();
+                    let mut conn = None;
+                    while !stop.load(Ordering::Relaxed) {
+                        let c = match conn.as_mut() {
+                            Some(c) => c,
+                            None => {
+                                match client.get_connection_with_timeout(Duration::from_secs(1)) {
+                                    Ok(c) => {
+                                        c.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+                                        conn.insert(c)
+                                    }
+                                    Err(_) => {
+                                        std::thread::sleep(Duration::from_millis(50));
+                                        continue;
+                                    }
+                                }
+                            }
+                        };
+                        match redis::cmd("INCR").arg("ctr").query::<i64>(c) {
+                            Ok(_) => {
+                                acked.fetch_add(1, Ordering::Relaxed);
+                            }
+                            Err(e) => {
+                                // Refused before it ran, or not known either way: counted
+                                // as possibly done (a looser upper bound, the same lower one).
+                                unsure.fetch_add(1, Ordering::Relaxed);
+                                if e.is_io_error() || e.is_timeout() {
+                                    conn = None;
+                                }
+                                std::thread::sleep(Duration::from_millis(20));
+                            }
+                        }
+                    }
+                })
+            })
+            .collect();
+
+        Some(FlapRun {
+            lab,
+            _dirs: dirs,
+            nodes,
+            stop,
+            acked,
+            unsure,
+            clients,
+        })
+    }
+
+    /// Stops the clients, and checks through every member that every key reads as written
+    /// and the counter counts no more increments than were sent, and with
+    /// [`Counter::Exact`] every acknowledged one.
+    fn check(&mut self, counter: Counter) {
+        self.stop.store(true, Ordering::Relaxed);
+        for c in std::mem::take(&mut self.clients) {
+            c.join().unwrap();
+        }
+        let nodes = &self.nodes;
+        let all: Vec<&Server> = nodes.iter().collect();
+        converge(&all, &["n1", "n2", "n3"], Duration::from_secs(10));
+        let keys: Vec<String> = (0..Self::KEYS).map(|i| format!("w{i}")).collect();
+        let (acked, unsure) = (
+            self.acked.load(Ordering::Relaxed),
+            self.unsure.load(Ordering::Relaxed),
+        );
+        assert!(acked > 100, "only {acked} increments acknowledged");
+        for n in nodes {
+            let mut c = n.redis();
+            let values: Vec<Option<String>> = redis::cmd("MGET").arg(&keys).query(&mut c).unwrap();
+            let lost = values
+                .iter()
+                .filter(|v| v.as_deref() != Some("kept"))
+                .count();
+            assert_eq!(
+                lost,
+                0,
+                "{lost} of {} keys lost, read through {}",
+                Self::KEYS,
+                n.host
+            );
+            let counted: u64 = redis::cmd("GET").arg("ctr").query(&mut c).unwrap();
+            eprintln!(
+                "the counter reads {counted} through {}: {acked} increments acknowledged, {unsure} failed",
+                n.host
+            );
+            assert!(
+                (counted >= acked || counter == Counter::AtMost) && counted <= acked + unsure,
+                "the counter reads {counted} through {}: {acked} increments acknowledged, {unsure} failed; what the members did:\n{}",
+                n.host,
+                membership_events(nodes)
+            );
+        }
+    }
+}
+
+/// What [`FlapRun::check`] requires of the counter.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Counter {
+    /// Every acknowledged increment counted, and no more than were sent.
+    Exact,
+    /// No more than were sent.
+    AtMost,
+}
+
+/// The lines of every member's log about membership changes, rejoins and proofs.
+fn membership_events(nodes: &[Server]) -> String {
+    let mut out = String::new();
+    for n in nodes {
+        for line in n.log().lines().filter(|l| {
+            [
+                "member down",
+                "member down",
+                "declared this node down",
+                "proven",
+                "held unproven",
+                "from no copy",
+                "unproven copy is dropped",
+                "may have been lost",
+            ]
+            .iter()
+            .any(|w| l.contains(w))
+        }) {
+            out.push_str(&n.host);
+            out.push(' ');
+            out.push_str(line);
+            out.push('\n');
+        }
+    }
+    out
 }

@@ -96,7 +96,7 @@ pub struct Round {
 /// that far. A change made after the read reached `replication_factor` owners before it
 /// was acknowledged, and each remembers it — a removal (`Coherence::note_removed`) or a
 /// write (the newer version, `note_written`) — for `tombstone_ms`, whatever its record's
-/// start says (a gap or a rejoin moves that, not the tombstones). So while fewer lives
+/// start says (a gap moves that, not the tombstones). So while fewer lives
 /// than that ended, one of those owners is alive in its life, in this member's view (a
 /// member the view dropped is a life that ended, to whoever saw it), and answers "newer".
 /// A stale copy is kept only when every owner a change reached died, left or restarted
@@ -196,7 +196,7 @@ pub fn ended_within<'a>(
 }
 
 /// How far back, in ms, a witness's record of changes reaches whole: from
-/// `record_from_ms` (its start, a warm start's baseline, a gap given up on or a rejoin; on
+/// `record_from_ms` (its start, a warm start's baseline or a gap given up on; on
 /// the witness's own monotonic clock, `u64::MAX` while it is not whole at all) to `now_ms`,
 /// and no further back than it remembers changes (`tombstone_ms`).
 pub fn covered_ms(record_from_ms: u64, now_ms: u64, tombstone_ms: u64) -> u64 {

@@ -177,6 +177,21 @@ impl Shared {
         pred: impl Fn(&[u8], &Entry) -> bool,
     ) -> u64 {
         let mut n = 0;
+        self.each_owner_entry(namespace, |k, e| {
+            // That version only: a write stored since the read stays, and judges itself.
+            if pred(k, &e)
+                && self.owner.remove_version_sync(namespace, k, e.version)
+                && self.is_primary(k)
+            {
+                n += 1;
+            }
+        });
+        n
+    }
+
+    /// Calls `f` with each entry of `namespace` in the owner store (expired ones included),
+    /// a page of keys at a time.
+    fn each_owner_entry(&self, namespace: &str, mut f: impl FnMut(&[u8], Entry)) {
         let mut after: Option<Bytes> = None;
         loop {
             let keys = self.owner.scan_keys_sync(
@@ -186,18 +201,13 @@ impl Shared {
             );
             let done = keys.len() < SCAN_BATCH;
             for k in &keys {
-                // That version only: a write stored since the read stays, and judges itself.
-                if let Some(e) = self.owner.get_retained_entry(namespace, k)
-                    && pred(k, &e)
-                    && self.owner.remove_version_sync(namespace, k, e.version)
-                    && self.is_primary(k)
-                {
-                    n += 1;
+                if let Some(e) = self.owner.get_retained_entry(namespace, k) {
+                    f(k, e);
                 }
             }
             after = keys.last().cloned();
             if done || after.is_none() {
-                return n;
+                return;
             }
         }
     }
@@ -213,8 +223,13 @@ impl Shared {
             .drops_unverified
             .fetch_add(1, Ordering::Relaxed);
         tracing::info!(node = %self.name, %origin, lost, "invalidations may have been lost; dropping unverified copies");
-        if lost > 0 || owned {
-            // Some changes never reached this member: as a witness, its record starts over.
+        if lost > 0 {
+            // Some invalidations never reached this member: as a witness, its record
+            // starts over. (Not at a rejoin: the changes made while it was away went to
+            // the owners of the others' ring, whose tombstones answer for them; its own
+            // tombstones outlive the rejoin. Starting over there left the proofs of members
+            // rejoining in turn without a witness whose record reached back, and they
+            // dropped what they owned: 3,243 static keys in a partition review.)
             self.warm
                 .record_from_ms
                 .store(self.monotonic_ms(), Ordering::Release);
@@ -271,29 +286,13 @@ impl Shared {
     /// simulator seed 1910.)
     pub(crate) fn hold_unproven(&self, namespace: &str) {
         let (mut held, mut dropped) = (0u64, 0u64);
-        let mut after: Option<Bytes> = None;
-        loop {
-            let keys = self.owner.scan_keys_sync(
-                namespace,
-                ScanFrom::resume(after.as_deref()),
-                SCAN_BATCH,
-            );
-            let done = keys.len() < SCAN_BATCH;
-            for k in &keys {
-                let Some(e) = self.owner.get_retained_entry(namespace, k) else {
-                    continue;
-                };
-                if self.owns(k) && self.warm.note_push(namespace, k, e.version) {
-                    held += 1;
-                } else if self.owner.remove_version_sync(namespace, k, e.version) {
-                    dropped += 1;
-                }
+        self.each_owner_entry(namespace, |k, e| {
+            if self.owns(k) && self.warm.note_push(namespace, k, e.version) {
+                held += 1;
+            } else if self.owner.remove_version_sync(namespace, k, e.version) {
+                dropped += 1;
             }
-            after = keys.last().cloned();
-            if done || after.is_none() {
-                break;
-            }
-        }
+        });
         tracing::info!(node = %self.name, namespace, held, dropped, "rejoined without its lease: owned entries held unproven until the owners vouch for them");
     }
 

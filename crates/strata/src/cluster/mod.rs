@@ -185,8 +185,10 @@ pub(crate) struct WarmState {
     /// writes it took as an owner, the invalidations it applied — is whole, as a witness
     /// of another member's proof tells it (`Request::Staleness`): 0, since it started;
     /// moved on by a warm start's baseline (invalidations before it were counted, not
-    /// seen; `u64::MAX` until it ends), a gap given up on, and a rejoin after being cut
-    /// off. Not by a member's death: the changes it made reached their owners first.
+    /// seen; `u64::MAX` until it ends) and a gap given up on. Not by a rejoin (its
+    /// tombstones outlive it, and what changed while it was away is the others' to
+    /// answer for), nor by a member's death: the changes it made reached their owners
+    /// first.
     pub(crate) record_from_ms: AtomicU64,
     /// The member lives this node saw end (declared down, left), each with when
     /// (`Shared::monotonic_ms`), oldest first, kept for `tombstone_ms`: what it tells a
@@ -870,6 +872,18 @@ impl Shared {
         self.owner
             .get_entry(namespace, key)
             .filter(|e| !self.warm.is_unproven(namespace, key, e.version))
+    }
+
+    /// Whether the owner store holds a copy of `key` not proven yet
+    /// ([`WarmState::is_unproven`]), fresh or not. It may be the last copy of the key's
+    /// latest change: as another owner this node answers `Get` with an error then, and as
+    /// primary it does not execute from less (`refuse_below_unproven`). (Two owners that
+    /// rejoined without their leases at once each held the counter unproven; the primary
+    /// read neither and restarted it from 1, in a partition review with cuts of 5–8 s.)
+    pub(crate) fn holds_unproven(&self, namespace: &str, key: &[u8]) -> bool {
+        self.owner
+            .get_retained_entry(namespace, key)
+            .is_some_and(|e| self.warm.is_unproven(namespace, key, e.version))
     }
 
     pub(crate) fn now_ms(&self) -> u64 {

@@ -628,6 +628,11 @@ impl Shared {
         // A plain `DEL`/`GETDEL` changes the key whatever it finds (decision 101): like a
         // plain `SET`, its replication finds any copy the replica holds.
         let removal = matches!(op, PrimaryOp::Key(KeyOp::Del | KeyOp::GetDel));
+        let restart_kind = match &restart {
+            None => "no",
+            Some(Start::From(_)) => "from an owner's copy",
+            Some(Start::Above(_)) => "above a newer change",
+        };
         let (current, floor, unread) = match restart {
             Some(Start::From(e)) => (Some(e), 0, false),
             Some(Start::Above(v)) => (None, v, false),
@@ -647,6 +652,10 @@ impl Shared {
             .max(floor);
         if let Some(e) = &current {
             self.observe(e.version);
+        }
+        if current.is_none() && matches!(op, PrimaryOp::Key(_)) && !removal {
+            // A read-modify-write of a key found nowhere: what a lost copy looks like.
+            tracing::debug!(node = %self.name, namespace, key = %String::from_utf8_lossy(key), floor, attempt, restarted = restart_kind, "primary executes a read-modify-write from no copy");
         }
         let (reply, change) = match op {
             PrimaryOp::Key(op) => {
@@ -833,7 +842,34 @@ impl Shared {
             return Ok((Some(own), 0));
         }
         let (plan, _) = self.read_plan(key);
-        self.others_copy(namespace, key, &plan).await
+        let (copy, floor) = self.others_copy(namespace, key, &plan).await?;
+        self.refuse_below_unproven(namespace, key, copy.as_ref(), floor)?;
+        Ok((copy, floor))
+    }
+
+    /// Refuses (for now: retried while the view moves) an execution that would start below
+    /// a copy of the key this node holds unproven ([`Shared::holds_unproven`]): what the
+    /// other owners answered (`copy`, and the `floor` of dead copies) is older, or none, and
+    /// the unproven copy may be the last one of the key's latest change. Executed, it would
+    /// start over from less. A copy the others hold at least as new supersedes it.
+    fn refuse_below_unproven(
+        &self,
+        namespace: &str,
+        key: &[u8],
+        copy: Option<&Entry>,
+        floor: u64,
+    ) -> Result<(), Refusal> {
+        let Some(held) = self.owner.get_retained_entry(namespace, key) else {
+            return Ok(());
+        };
+        let answered = copy.map_or(0, |c| c.version.as_u64()).max(floor);
+        if self.warm.is_unproven(namespace, key, held.version) && answered < held.version.as_u64() {
+            return Err(Refusal::Unavailable(
+                "this node's copy of the key is not proven yet (it rejoined or restarted), and no other owner holds one as new"
+                    .into(),
+            ));
+        }
+        Ok(())
     }
 
     /// This node's own fresh copy of `key` in its owner store.
@@ -918,6 +954,7 @@ impl Shared {
             decide::replicas(ring, &self.name, key, self.cfg.replication_factor as usize);
         if decide::reads_before_put(&others, &replicas) {
             let (copy, floor) = self.others_copy(namespace, key, &plan).await?;
+            self.refuse_below_unproven(namespace, key, copy.as_ref(), floor)?;
             return Ok((copy, floor, false));
         }
         self.counters.blind_puts.fetch_add(1, Ordering::Relaxed);

@@ -260,6 +260,11 @@ impl Shared {
                 "this node stalled; its copies are unverified until the cluster counts it live again"
                     .into(),
             ),
+            Request::Get { namespace, key } if self.holds_unproven(&namespace, &key) => {
+                Response::Error(
+                    "this member's copy of the key is not proven yet (it rejoined or restarted); ask again".into(),
+                )
+            }
             Request::Get { namespace, key } => {
                 // The sequence number is read before the store: the copy reflects at least
                 // every invalidation up to it.

@@ -124,6 +124,8 @@ impl ClusterTier {
             }
             return match s.settled_entry(ns, key) {
                 Some(e) => Fetched::Hit(e),
+                // Not proven yet: perhaps the last copy (as another owner answers `Get`).
+                None if s.holds_unproven(ns, key) => Fetched::Failed,
                 None => Fetched::Miss,
             };
         }

@@ -310,6 +310,15 @@ async fn prove_pushed(
                         continue;
                     }
                     warm::Verdict::Dropped => {
+                        tracing::debug!(
+                            namespace = %ns,
+                            key = %String::from_utf8_lossy(key),
+                            version = version.as_u64(),
+                            validator = ?answers[i],
+                            witnesses = ?seen,
+                            ?round,
+                            "an unproven copy is dropped"
+                        );
                         dropped += 1;
                         shared.owner.remove_version_sync(ns, key, *version);
                     }
