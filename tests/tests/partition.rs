@@ -64,7 +64,8 @@ fn members_cut_off_for_seconds_in_turn_are_not_declared_down_and_lose_nothing() 
 /// makes the others give up on its whole invalidation history as a gap (their state of
 /// its coherence life is forgotten at its `Down` or its renewed identity's `Up`), which
 /// restarts every witness's record at once: the proof then drops the counter's last
-/// copy.
+/// copy. (And a member cut off again and again can need a window longer than any witness
+/// remembers.)
 #[test]
 fn members_cut_off_past_failure_detection_in_turn_prove_what_they_own_and_lose_nothing() {
     let Some(mut run) = FlapRun::start() else {

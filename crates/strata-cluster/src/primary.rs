@@ -371,16 +371,25 @@ impl Lease {
                 .lapsed_at_ms
                 .is_none_or(|t| now_ms.saturating_sub(t) >= Self::LAPSE_REMEMBERED_MS);
             if new_run {
-                // A life that never held missed everything since it began.
-                self.lapse_began_ms = Some(if self.held_once { now_ms } else { first });
+                // It stopped holding when its last grant ran out (`until_ms`), which may be
+                // long before this tick: no tick runs while the process is paused, and a
+                // lapse run that began at the end of a 70 s pause would have asked the
+                // witnesses to remember only since then (an attack review). A life that
+                // never held missed everything since it began.
+                self.lapse_began_ms = Some(if self.held_once {
+                    self.until_ms.min(now_ms)
+                } else {
+                    first
+                });
             }
             self.lapsed_at_ms = Some(now_ms);
         }
     }
 
-    /// When the latest run of lapses began (this node's monotonic ms): the first lapse
-    /// [`Lease::observe`] saw after the lease had held through
-    /// [`Lease::LAPSE_REMEMBERED_MS`] (or this life's start, in a life that never held it).
+    /// When the latest run of lapses began (this node's monotonic ms): when the lease
+    /// stopped holding before the first lapse [`Lease::observe`] saw after it had held
+    /// through [`Lease::LAPSE_REMEMBERED_MS`] (or this life's start, in a life that never
+    /// held it).
     /// Until then the others counted this node live, so every change of a key it owns
     /// reached it (the majority moves a key only after its failure detector declared the
     /// owner down, which takes longer than a lease lasts): a copy it held then was current,
@@ -644,10 +653,12 @@ mod tests {
         // Cut off: no answer for longer than the lease.
         l.observe(start + Lease::LEASE_MS, 3);
         assert!(!l.held_through(start + Lease::LEASE_MS, 3));
-        assert_eq!(l.lapse_began_ms(), Some(start + Lease::LEASE_MS));
+        // It stopped holding when the grant of the ping sent at 100 ran out, before the tick
+        // that saw it (a tick after a pause comes late).
+        assert_eq!(l.lapse_began_ms(), Some(100 + Lease::LEASE_MS));
         // Lapses in a row are one run: it began with the first.
         l.observe(start + 3_000, 3);
-        assert_eq!(l.lapse_began_ms(), Some(start + Lease::LEASE_MS));
+        assert_eq!(l.lapse_began_ms(), Some(100 + Lease::LEASE_MS));
         // The partition heals: granted again, but the lapse is recent.
         let healed = start + 6_000;
         l.grant("x", healed, 3);
@@ -656,16 +667,17 @@ mod tests {
         assert!(!l.held_through(healed, 3), "a lapse 5 s ago is remembered");
         // Cut off again soon after: still the same run.
         l.observe(healed + 2 * Lease::LEASE_MS, 3);
-        assert_eq!(l.lapse_began_ms(), Some(start + Lease::LEASE_MS));
+        assert_eq!(l.lapse_began_ms(), Some(100 + Lease::LEASE_MS));
         // Long after, with the lease renewed all along: it held through.
         // (the lapse at `healed + 2 s` above is the latest one remembered)
         let later = healed + 2 * Lease::LEASE_MS + Lease::LAPSE_REMEMBERED_MS;
         l.grant("x", later - 10, 3);
         l.observe(later, 3);
         assert!(l.held_through(later, 3));
-        // A lapse after the lease held through begins a new run.
-        l.observe(later + 2 * Lease::LEASE_MS, 3);
-        assert_eq!(l.lapse_began_ms(), Some(later + 2 * Lease::LEASE_MS));
+        // A lapse after the lease held through begins a new run: when its last grant ran
+        // out, even if the tick that sees it comes a long pause later.
+        l.observe(later + 70_000, 3);
+        assert_eq!(l.lapse_began_ms(), Some(later - 10 + Lease::LEASE_MS));
         // No majority to lose: always.
         assert!(Lease::default().held_through(0, 2));
     }

@@ -609,7 +609,7 @@ pub enum Response {
     /// [`Response::StalenessEnded`], with the generations the callee's process has had.
     /// A member declared down rejoins under generation + 1 in the same process, which
     /// keeps what it remembers of changes (its tombstones): lives from `first_generation`
-    /// to before `generation` ended in the others' views, not in memory, and a proof does
+    /// to `generation` that a view declared down did not end in memory, and a proof does
     /// not count them among the lives whose memory ended (`strata_cluster::warm::count_ended`).
     StalenessLives {
         /// As in [`Response::Staleness`].

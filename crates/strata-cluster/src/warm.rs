@@ -133,9 +133,9 @@ pub fn keep_pushed(
 
 /// A member process alive in a proof's view, with the generations it has had
 /// ([`crate::rpc::Response::StalenessLives`]): a life of `name` from `first_generation`
-/// to before `generation` ended in the others' views when they declared it down, but the
-/// process went on under the next generation (foca renews an identity to generation + 1)
-/// and kept its memory of changes.
+/// to `generation` that a view declared down did not end in memory — the process went on
+/// (under the next generation: foca renews an identity to generation + 1, or in the same
+/// one, unseen by that view) and kept its memory of changes.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Process {
     /// The member's name.
@@ -147,9 +147,11 @@ pub struct Process {
 }
 
 impl Process {
-    /// Whether the life `generation` of `name` was one of this process's earlier ones.
+    /// Whether the life `generation` of `name` was one of this process's lives: an earlier
+    /// one, or the current one (declared down by a view that lost sight of it, while the
+    /// process went on in it and answers with its memory whole).
     pub fn went_on_from(&self, name: &str, generation: u64) -> bool {
-        self.name == name && (self.first_generation..self.generation).contains(&generation)
+        self.name == name && (self.first_generation..=self.generation).contains(&generation)
     }
 }
 
@@ -449,16 +451,18 @@ mod tests {
             count_ended(&[], &told, 3_000, &[process("a", 8, 9)]),
             (2, true)
         );
-        // Nor does another member's process, nor the current life itself.
+        // Nor does another member's process.
         assert_eq!(
             count_ended(&[], &told, 3_000, &[process("c", 1, 9)]),
             (2, true)
         );
+        // A life a view declared down while its process went on in it and answers.
         assert_eq!(
             count_ended(&[], &told, 3_000, &[process("a", 7, 7)]),
-            (2, true)
+            (1, true)
         );
-        assert!(a.went_on_from("a", 7) && !a.went_on_from("a", 8) && !a.went_on_from("b", 7));
+        assert!(a.went_on_from("a", 7) && a.went_on_from("a", 8) && !a.went_on_from("a", 9));
+        assert!(!a.went_on_from("a", 6) && !a.went_on_from("b", 7));
     }
 
     #[test]

@@ -241,10 +241,6 @@ impl Shared {
             // As at a start: no read repair into this owner store until proven.
             self.warm.settling.store(true, Ordering::Release);
         }
-        let proves_l3 = self
-            .cache
-            .get()
-            .is_some_and(|c| c.tier(strata_core::Layer::L3).is_some());
         if let Some(c) = self.cache.get() {
             c.drop_local_everything(false).await;
             warm::begin(self.clone(), c.clone(), false);
@@ -256,8 +252,9 @@ impl Shared {
                 self.remove_owned_where(&ns, |k, _| !self.owns(k));
             }
         }
-        if owned && !proves_l3 {
-            // Without L3 no proof runs for it: one for the entries held unproven.
+        if owned {
+            // A proof of the entries held unproven, after the settle time (with L3, the L3
+            // proof begun above also proves them: the two share the records).
             warm::prove_held(self.clone());
         }
         // L1 emptied (and announced) again now that the owner store is emptied too: a read
@@ -287,7 +284,7 @@ impl Shared {
     pub(crate) fn hold_unproven(&self, namespace: &str) {
         let (mut held, mut dropped) = (0u64, 0u64);
         self.each_owner_entry(namespace, |k, e| {
-            if self.owns(k) && self.warm.note_push(namespace, k, e.version) {
+            if self.owns(k) && self.warm.hold(namespace, k, e.version) {
                 held += 1;
             } else if self.owner.remove_version_sync(namespace, k, e.version) {
                 dropped += 1;

@@ -265,6 +265,14 @@ impl WarmState {
         }
     }
 
+    /// Records an owned entry held unproven at a rejoin without the lease, recording or not
+    /// (a proof that ended the recording meanwhile would otherwise leave it trusted); false
+    /// past [`WarmState::push_limit`] unproven copies.
+    pub(crate) fn hold(&self, namespace: &str, key: &[u8], version: Version) -> bool {
+        self.start_recording();
+        self.note_push(namespace, key, version)
+    }
+
     /// Whether a copy pushed now (version `version` of `key`) may be stored: always, except
     /// past [`WarmState::push_limit`] unproven ones while settling. While settling it is
     /// recorded for the proof — before the store, so that a proof that takes the records
@@ -311,9 +319,14 @@ impl WarmState {
         let mut pushed = self.pushed.lock();
         let p = pushed.as_mut()?;
         if p.todo.is_empty() {
-            *pushed = None;
-            // The next proof is a start's unless a rejoin says otherwise.
-            self.proof_from_ms.store(0, Ordering::Release);
+            // Recording ends once no copy is unproven: not while another proof (a rejoin's
+            // and an L3 proof run side by side) still has copies in hand, which ending it
+            // would show unproven, and whose deferrals it would drop (an attack review).
+            if p.unproven.is_empty() {
+                *pushed = None;
+                // The next proof is a start's unless a rejoin says otherwise.
+                self.proof_from_ms.store(0, Ordering::Release);
+            }
             return None;
         }
         Some(std::mem::take(&mut p.todo))

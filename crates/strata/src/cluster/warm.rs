@@ -157,13 +157,17 @@ async fn prove(shared: &Arc<Shared>, cache: &Cache, at_start: bool) -> Result<Wa
 }
 
 /// Proves the owner-store entries a rejoin without the lease held unproven
-/// (`Shared::hold_unproven`) on a member without L3, whose [`begin`] does nothing: after
-/// the settle time, in rounds as a start's pushed copies are ([`prove_pushed`]).
+/// (`Shared::hold_unproven`): after the settle time, in rounds as a start's pushed copies
+/// are ([`prove_pushed`]). On a member with L3 the L3 proof [`begin`] starts proves them
+/// too; the two take turns at the same records. Read repair into the owner store resumes
+/// once no copy is left unproven.
 pub(crate) fn prove_held(shared: Arc<Shared>) {
     tokio::spawn(async move {
         tokio::time::sleep(Duration::from_millis(shared.cfg.max_staleness_ms * 2 + 100)).await;
         prove_recorded(&shared).await;
-        shared.warm.settling.store(false, Ordering::Release);
+        if shared.warm.pushed.lock().is_none() {
+            shared.warm.settling.store(false, Ordering::Release);
+        }
     });
 }
 
