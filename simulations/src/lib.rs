@@ -1447,6 +1447,13 @@ impl Sim {
     /// after a loss, prove once the settle time has passed), superseding any running one.
     fn begin_warm(&mut self, i: usize, stage: u8, after: u64) {
         self.nodes[i].unverified = true;
+        self.schedule_proof(i, stage, after);
+    }
+
+    /// Schedules stage `stage` of a new proof run of `i` in `after` µs, superseding any
+    /// running one, without taking L3 off the read path (a rejoin's proof of what it holds
+    /// unproven on a node without L3: the node's `warm::prove_held`).
+    fn schedule_proof(&mut self, i: usize, stage: u8, after: u64) {
         self.nodes[i].warm_run += 1;
         let (life, run) = (self.nodes[i].life, self.nodes[i].warm_run);
         self.push(
@@ -1736,17 +1743,7 @@ impl Sim {
                             // Without L3 the node proves only these (`warm::prove_held`).
                             let settle =
                                 (CoherenceConfig::default().max_staleness_ms * 2 + 100) * MS;
-                            self.nodes[at].warm_run += 1;
-                            let (life, run) = (self.nodes[at].life, self.nodes[at].warm_run);
-                            self.push(
-                                settle,
-                                Kind::Warm {
-                                    node: at,
-                                    life,
-                                    stage: 10,
-                                    run,
-                                },
-                            );
+                            self.schedule_proof(at, 10, settle);
                         }
                     } else if let Some(ring) = ring {
                         node.unproven.retain(|(_, k), _| {
