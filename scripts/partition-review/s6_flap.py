@@ -139,7 +139,13 @@ for n in (1, 2, 3):
         if len(ex) < 8: ex.append((n, kind, k, v, "last acked:", last, ow[keyslot(k)]))
 nops = sum(len(o) for o in ops.values()); nack = sum(1 for o in ops.values() for x in o if x[3] == "ack")
 log(f"set/del: {len(allk)} keys, {nops} ops, {nack} acked; mismatches: {dict(sdbad) or 'none'}")
-for e in ex: log("  SETDEL", e)
+for e in ex:
+    log("  SETDEL", e)
+    # The key's history around the value read back and its last operations.
+    o = ops[e[2]]
+    at = [i for i, x in enumerate(o) if x[2] == e[3]]
+    near = sorted(set(range(max(0, at[0] - 2), min(len(o), at[0] + 3)) if at else set()) | set(range(max(0, len(o) - 4), len(o))))
+    log("    history:", [o[i] for i in near])
 stbad = collections.Counter(); stex = []
 for n in (1, 2, 3):
     for k, v in zip(skeys, cli(n, 30).mget(skeys)):

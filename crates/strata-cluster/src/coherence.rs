@@ -374,6 +374,19 @@ struct Peer {
     /// When the current gap was noticed, and whether it was asked for.
     gap_since: Option<u64>,
     asked: bool,
+    /// Membership declared this life down, or a newer identity of its origin came up: its
+    /// gap is neither asked for nor given up, and does not count against
+    /// [`Coherence::in_sync`]. Kept rather than forgotten: a member declared down while its
+    /// process goes on (a cut longer than failure detection) rejoins under a renewed
+    /// identity with the same life here, and only what it made meanwhile is missing.
+    down: bool,
+    /// An identity of its origin is up again since ([`Coherence::member_up`]): the life's
+    /// next word (a heartbeat, an item) resumes it; a newer life retires it instead.
+    back: bool,
+    /// The newest membership identity (generation) of its origin reported up here since
+    /// this life was heard of: an `Up` of that identity again (foca reports one both as a
+    /// renaming and as an arrival) ended nothing.
+    identity: u64,
 }
 
 /// Counters.
@@ -721,7 +734,7 @@ impl Coherence {
     /// read from that origin, of another key, came after it). Like a first contact through
     /// an item, it repairs the origin's whole life.
     pub fn note_read(&mut self, origin: &str, generation: u64, seq: u64) {
-        if origin == self.me {
+        if origin == self.me || self.superseded(origin, generation) {
             return;
         }
         let p = self
@@ -745,11 +758,11 @@ impl Coherence {
         seq: u64,
     ) -> Vec<Output> {
         let mut out = Vec::new();
-        if origin == self.me {
+        if origin == self.me || self.superseded(origin, generation) {
             return out;
         }
         let key = (origin.to_owned(), generation);
-        let p = self.peers.entry(key.clone()).or_default();
+        let p = self.heard_from(&key, now_ms);
         p.applied = p.applied.max(seq);
         p.known = p.known.max(seq);
         let applied = p.applied;
@@ -782,11 +795,11 @@ impl Coherence {
                 generation,
                 latest,
             } => {
-                if origin == self.me {
+                if origin == self.me || self.superseded(&origin, generation) {
                     return out;
                 }
                 let key = (origin, generation);
-                let p = self.peers.entry(key.clone()).or_default();
+                let p = self.heard_from(&key, now_ms);
                 p.known = p.known.max(latest);
                 self.advance(&key, now_ms, &mut out);
             }
@@ -798,11 +811,19 @@ impl Coherence {
         if inv.origin == self.me {
             return;
         }
+        if self.superseded(&inv.origin, inv.generation) {
+            // A late item of a life whose process ended: applied as it is (dropping copies
+            // older than it is always safe), outside any sequence.
+            self.remember(&inv, now_ms);
+            self.stats.applied += 1;
+            out.push(Output::Apply(inv));
+            return;
+        }
         let key = (inv.origin.clone(), inv.generation);
         // An origin heard of for the first time: its whole life so far is a gap to
         // repair. Its earlier invalidations may cover copies this node read from
         // *another* owner while views of the ring disagreed (found by the simulator).
-        let p = self.peers.entry(key.clone()).or_default();
+        let p = self.heard_from(&key, now_ms);
         p.known = p.known.max(inv.seq);
         if inv.seq <= p.applied || p.waiting.contains_key(&inv.seq) {
             self.stats.duplicates += 1;
@@ -827,6 +848,12 @@ impl Coherence {
             // Progress (a repair answered in part, say): what is still missing may be asked
             // for again; its deadline stays the one set when the gap was first noticed.
             p.asked = false;
+        }
+        if p.down {
+            // Nothing is asked of a life held down, so what waits behind its gap would wait
+            // for good: applied now, out of order (a removal is idempotent). The sequence
+            // stays where it is, and a repair after it resumes brings these again.
+            applied_now.extend(std::mem::take(&mut p.waiting).into_values());
         }
         #[cfg(feature = "fault-switches")]
         if self.faults.ignore_gaps && p.known > p.applied {
@@ -857,7 +884,11 @@ impl Coherence {
         let mut out = Vec::new();
         self.expire_tombstones(now_ms);
         let mut late = Vec::new();
+        self.retire_superseded(&mut out);
         for ((origin, generation), p) in self.peers.iter_mut() {
+            if p.down {
+                continue;
+            }
             let Some(since) = p.gap_since else { continue };
             let age = now_ms.saturating_sub(since);
             if age >= self.cfg.max_staleness_ms {
@@ -900,7 +931,7 @@ impl Coherence {
     /// Whether this node can vouch for its copies now: no gap is open. (A node that cannot,
     /// stops serving copies it does not own that are older than `max_staleness`.)
     pub fn in_sync(&self) -> bool {
-        self.peers.values().all(|p| p.gap_since.is_none())
+        self.peers.values().all(|p| p.down || p.gap_since.is_none())
     }
 
     /// Membership says `origin`'s life `generation` ended (declared down, or left). The
@@ -908,8 +939,21 @@ impl Coherence {
     /// copies read from *any* owner (views of the ring disagree during churn), so this node
     /// drops every copy it does not own (found by the simulator: a member that left right
     /// after an invalidation left a stale copy read from another owner).
+    ///
+    /// What this node knows of the origin's coherence lives up to `generation` (a process
+    /// keeps the coherence life it started with while membership renews its identity) is
+    /// kept, held down: if the process goes on and rejoins, only what it made meanwhile is a
+    /// gap to repair. (Forgetting it made the rejoined member's whole history a gap — some
+    /// 200,000 invalidations in a partition review — that could not be repaired, was given
+    /// up, and restarted every witness's record: a rejoined member's proof then found no
+    /// witness whose record reached back, and dropped a counter's last copy.)
     pub fn member_down(&mut self, origin: &str, generation: u64) -> Output {
-        self.peers.remove(&(origin.to_owned(), generation));
+        for ((_, g), p) in self.lives_mut(origin) {
+            if *g <= generation {
+                p.down = true;
+                p.back = false;
+            }
+        }
         Output::DropUnverified {
             origin: origin.to_owned(),
             lost: 0,
@@ -969,23 +1013,30 @@ impl Coherence {
     /// Membership says `origin` is up as `generation`: this node asks it for its latest
     /// sequence number at once ([`Output::AskLatest`]), so that a gap is repaired within a
     /// round trip or two rather than whenever a heartbeat or the periodic pull gets there.
-    /// If an older life of it was known, that life ended unseen (a restart faster than the
-    /// failure detector), with the same consequence as [`Coherence::member_down`].
+    ///
+    /// If an older identity of it was live here, that identity ended unseen — a restart
+    /// faster than the failure detector, or a rejoin this node never saw go down — with the
+    /// same consequence as [`Coherence::member_down`]. The coherence lives this node knows
+    /// of it are kept either way, held down until the origin speaks: a rejoined process
+    /// goes on with its life, whose next word resumes it, its gap (what it made while
+    /// away) counted from then; a restarted one speaks as a newer life, which retires the
+    /// older ones ([`Coherence::tick`]). The answer to the question asked here is such a
+    /// word.
     pub fn member_up(&mut self, origin: &str, generation: u64) -> Vec<Output> {
         if origin == self.me {
             return Vec::new();
         }
-        let old: Vec<(String, u64)> = self
-            .peers
-            .keys()
-            .filter(|(o, g)| o == origin && *g < generation)
-            .cloned()
-            .collect();
-        let mut out = Vec::new();
-        if !old.is_empty() {
-            for k in &old {
-                self.peers.remove(k);
+        let mut ended_unseen = false;
+        for ((_, g), p) in self.lives_mut(origin) {
+            if *g < generation && p.identity < generation {
+                ended_unseen |= !p.down;
+                p.down = true;
             }
+            p.identity = p.identity.max(generation);
+            p.back = p.down;
+        }
+        let mut out = Vec::new();
+        if ended_unseen {
             out.push(Output::DropUnverified {
                 origin: origin.to_owned(),
                 lost: 0,
@@ -996,6 +1047,64 @@ impl Coherence {
             origin: origin.to_owned(),
         });
         out
+    }
+
+    /// The state of life `key`, new if unknown; a life held down whose origin is up again
+    /// resumes at this word of it, with any gap counted from `now_ms`.
+    fn heard_from(&mut self, key: &(String, u64), now_ms: u64) -> &mut Peer {
+        let p = self.peers.entry(key.clone()).or_default();
+        if p.down && p.back {
+            p.down = false;
+            p.back = false;
+            p.asked = false;
+            p.gap_since = (p.known > p.applied).then_some(now_ms);
+        }
+        p
+    }
+
+    /// What this node knows of `origin`'s coherence lives, oldest first.
+    fn lives_mut<'a>(
+        &'a mut self,
+        origin: &'a str,
+    ) -> impl Iterator<Item = (&'a (String, u64), &'a mut Peer)> + 'a {
+        self.peers
+            .range_mut((origin.to_owned(), 0)..=(origin.to_owned(), u64::MAX))
+    }
+
+    /// Whether a newer coherence life of `origin` than `generation` is known here: the
+    /// process of that life ended (a process's coherence life lasts as long as it runs).
+    fn superseded(&self, origin: &str, generation: u64) -> bool {
+        generation < u64::MAX
+            && self
+                .peers
+                .range((origin.to_owned(), generation + 1)..=(origin.to_owned(), u64::MAX))
+                .next()
+                .is_some()
+    }
+
+    /// Forgets the lives a newer life of the same origin superseded. One that was not held
+    /// down ended unseen here: its last invalidations may never arrive, as at a
+    /// [`Coherence::member_down`].
+    fn retire_superseded(&mut self, out: &mut Vec<Output>) {
+        let mut retired: Vec<((String, u64), bool)> = Vec::new();
+        let mut it = self.peers.iter().peekable();
+        while let Some(((o, g), p)) = it.next() {
+            if it.peek().is_some_and(|((next, _), _)| next == o) {
+                retired.push(((o.clone(), *g), p.down));
+            }
+        }
+        let mut dropped: Option<&str> = None;
+        for (key, down) in &retired {
+            self.peers.remove(key);
+            if !down && dropped != Some(key.0.as_str()) {
+                dropped = Some(key.0.as_str());
+                out.push(Output::DropUnverified {
+                    origin: key.0.clone(),
+                    lost: 0,
+                    owned: false,
+                });
+            }
+        }
     }
 
     /// Whom the periodic anti-entropy pull asks for its latest sequence number, among the
@@ -1026,11 +1135,6 @@ impl Coherence {
         self.next_seq - 1
     }
 
-    /// Forgets an origin's old lives (after a membership change says it restarted or left).
-    pub fn forget(&mut self, origin: &str, keep_generation: Option<u64>) {
-        self.peers
-            .retain(|(o, g), _| o != origin || Some(*g) == keep_generation);
-    }
 }
 
 #[cfg(test)]
@@ -1318,8 +1422,22 @@ mod tests {
         let mut a2 = Coherence::new("a", 2, cfg);
         let (_, o) = a2.originate(0, 5, key_op("k"));
         assert_eq!(applied(&b.receive(0, bytes(&o))), [1]);
-        b.forget("a", Some(2));
+        // The newer life retires the old one (which this node never saw end: its copies
+        // are dropped).
+        assert_eq!(
+            b.tick(0),
+            [Output::DropUnverified {
+                origin: "a".into(),
+                lost: 0,
+                owned: false,
+            }]
+        );
+        assert_eq!(b.peer_state("a").len(), 1);
         assert!(b.in_sync());
+        // A late item of the old life is applied as it is, and brings nothing back.
+        let (_, late) = a1.originate(0, 9, key_op("k"));
+        assert_eq!(applied(&b.receive(0, bytes(&late))), [4]);
+        assert_eq!(b.peer_state("a").len(), 1);
         assert!(
             a2.log_range(1, 1, 3).is_empty(),
             "no answers about an old life"
@@ -1349,6 +1467,108 @@ mod tests {
                 ask
             ]
         );
+    }
+
+    /// A member declared down while its process goes on (a cut longer than failure
+    /// detection) rejoins under a renewed identity and the same coherence life: what this
+    /// node knew of that life is kept, and only what the member made while away is a gap
+    /// to repair. Meanwhile its gap is neither asked for nor given up.
+    #[test]
+    fn a_member_declared_down_and_back_keeps_its_life_and_repairs_only_what_it_missed() {
+        let cfg = CoherenceConfig::default();
+        let (mut a, mut b) = origin_and_receiver(cfg);
+        for v in 1..=3 {
+            let (_, o) = a.originate(0, v, key_op("k"));
+            b.receive(0, bytes(&o));
+        }
+        // Declared down (membership generation 1 = its coherence life's): its copies go.
+        assert!(matches!(
+            b.member_down("a", 1),
+            Output::DropUnverified { lost: 0, .. }
+        ));
+        // Cut off, it goes on writing; a heartbeat of it still gets through, and so does
+        // one item past the gap, applied at once (nothing would ever close the gap).
+        a.originate(100, 4, key_op("k"));
+        let (_, five) = a.originate(100, 5, key_op("k"));
+        if let Output::Broadcast(hb) = a.heartbeat() {
+            b.receive(100, &hb);
+        }
+        assert_eq!(applied(&b.receive(100, bytes(&five))), [5]);
+        // Down: not asked for, not given up, not counted against being in sync.
+        assert!(b.tick(100 + cfg.max_staleness_ms * 10).is_empty());
+        assert!(b.in_sync());
+        assert_eq!(b.stats().gaps_dropped, 0);
+        // Back as generation 2 (renewed identity, same process): asked at once, nothing
+        // dropped (it was seen going down); its answer resumes the life, and only 4..=5
+        // are repaired.
+        let t = 20_000;
+        assert_eq!(
+            b.member_up("a", 2),
+            [Output::AskLatest { origin: "a".into() }]
+        );
+        assert!(b.in_sync(), "held down until it speaks");
+        if let Output::Broadcast(hb) = a.heartbeat() {
+            b.receive(t, &hb);
+        }
+        assert!(!b.in_sync());
+        // foca reports the renewed identity up twice (renamed, then up): the second ends
+        // nothing, so nothing more is dropped.
+        assert_eq!(
+            b.member_up("a", 2),
+            [Output::AskLatest { origin: "a".into() }]
+        );
+        assert!(
+            b.tick(t + cfg.repair_after_ms - 1).is_empty(),
+            "counted from now"
+        );
+        let out = b.tick(t + cfg.repair_after_ms);
+        assert_eq!(
+            out,
+            [Output::Repair {
+                origin: "a".into(),
+                generation: 1,
+                from: 4,
+                to: 5
+            }]
+        );
+        let mut seqs = Vec::new();
+        for inv in a.log_range(1, 4, 5) {
+            seqs.extend(applied(&b.receive_item(t + 200, Item::Invalidation(inv))));
+        }
+        assert_eq!(seqs, [4, 5]);
+        assert!(b.in_sync());
+        assert!(b.tick(t + cfg.max_staleness_ms * 2).is_empty());
+        assert_eq!(b.stats().gaps_dropped, 0);
+    }
+
+    /// A member that restarted (a newer coherence life) while this node held its old life
+    /// down: the old life is retired without a second drop, and its gap is never given up
+    /// (no `lost`, so no witness's record starts over).
+    #[test]
+    fn a_restarted_member_retires_its_old_life_without_giving_up_a_gap() {
+        let cfg = CoherenceConfig::default();
+        let (mut a1, mut b) = origin_and_receiver(cfg);
+        let (_, o) = a1.originate(0, 1, key_op("k"));
+        b.receive(0, bytes(&o));
+        a1.originate(0, 2, key_op("k"));
+        if let Output::Broadcast(hb) = a1.heartbeat() {
+            b.receive(0, &hb);
+        }
+        b.member_down("a", 1);
+        // The restarted process: membership and coherence generation 7000.
+        let a2 = Coherence::new("a", 7_000, cfg);
+        assert_eq!(
+            b.member_up("a", 7_000),
+            [Output::AskLatest { origin: "a".into() }]
+        );
+        if let Output::Broadcast(hb) = a2.heartbeat() {
+            b.receive(7_010, &hb);
+        }
+        assert!(b.tick(7_020).is_empty(), "already dropped at its down");
+        assert_eq!(b.peer_state("a"), [(7_000, 0, 0, 0)]);
+        assert!(b.in_sync());
+        assert!(b.tick(7_020 + cfg.max_staleness_ms * 2).is_empty());
+        assert_eq!(b.stats().gaps_dropped, 0);
     }
 
     /// Back under a new identity, a node drops its owned entries only if it was cut off

@@ -280,6 +280,27 @@ async fn a_partitioned_node_rejoins_without_serving_what_was_invalidated_meanwhi
                 .is_some()
         );
     }
+    // A history of n2's invalidations (it is primary of about a third of these keys), which
+    // the others applied before the cut.
+    for k in 0..300 {
+        caches[0].set("ns", format!("h{k}"), "x").await.unwrap();
+    }
+    let history = nodes[2].cluster_status().unwrap().latest_seq;
+    assert!(history >= 50, "n2 made {history} invalidations");
+    eventually(
+        "the others applied n2's history",
+        Duration::from_secs(15),
+        || {
+            nodes[..2]
+                .iter()
+                .all(|n| n.cluster_status().unwrap().in_sync)
+        },
+    )
+    .await;
+    let before: Vec<_> = nodes[..2]
+        .iter()
+        .map(|n| n.cluster_status().unwrap().coherence)
+        .collect();
     // Cut n2 off, both ways.
     nodes[2].isolate_from(&["n0", "n1"]);
     nodes[0].isolate_from(&["n2"]);
@@ -357,6 +378,20 @@ async fn a_partitioned_node_rejoins_without_serving_what_was_invalidated_meanwhi
     println!("consistent {:?} after agreement", start.elapsed());
     tokio::time::sleep(Duration::from_secs(1)).await;
     assert_eq!(mismatch().await, None, "and it stays so");
+    // n2 came back under a renewed identity with the same coherence life: the others kept
+    // what they knew of it and repaired only what they missed, instead of taking its whole
+    // history for a gap (which, past an origin's log, is given up and restarts every
+    // witness's record).
+    for (i, b) in before.iter().enumerate() {
+        let now = nodes[i].cluster_status().unwrap().coherence;
+        let applied = now.applied - b.applied;
+        println!("n{i} applied {applied} invalidations across the cut (n2's history: {history})");
+        assert!(
+            applied < history,
+            "n{i} applied {applied} invalidations across n2's cut: n2's whole history ({history}) again"
+        );
+        assert_eq!(now.gaps_dropped, b.gaps_dropped, "n{i} gave up a gap");
+    }
     // n2 rejoined without its lease: what it owned was held unproven, not dropped. Its
     // proof kept the keys nobody changed meanwhile (k20..k29, the other owner holds that
     // version) and dropped the ten it owned that were deleted or overwritten.

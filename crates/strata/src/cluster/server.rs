@@ -392,12 +392,23 @@ impl Shared {
                 if origin != self.name {
                     return Response::Invalidations(Vec::new());
                 }
+                // The first items of the range that fit a frame: a member back from a long
+                // cut may miss tens of thousands, and an answer past the frame limit would
+                // repair nothing. The asker asks again for the rest as each answer lands.
+                let budget = self.handoff_batch_bytes();
+                let (mut used, mut first) = (0usize, true);
                 let items = self
                     .coherence
                     .lock()
                     .log_range(self.generation, from, to)
                     .into_iter()
                     .map(|i| Item::Invalidation(i).encode())
+                    .take_while(|b| {
+                        used += b.len() + 8;
+                        let fits = first || used <= budget;
+                        first = false;
+                        fits
+                    })
                     .collect();
                 Response::Invalidations(items)
             }
