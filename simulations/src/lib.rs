@@ -1362,15 +1362,17 @@ impl Sim {
                     }
                 }
                 Output::Up(id) => {
+                    let now_ms = self.now / MS;
                     let out = self.nodes[from]
                         .coherence
                         .as_mut()
-                        .map(|c| c.member_up(&id.name, id.generation))
+                        .map(|c| c.member_up(now_ms, &id.name, id.generation))
                         .unwrap_or_default();
                     self.apply_coherence(from, out);
                     self.note(|| format!("n{from} sees {} up (gen {})", id.name, id.generation))
                 }
                 Output::Down(id) => {
+                    let now_ms = self.now / MS;
                     if let Some(i) = self.index_of(&id.name)
                         && self.nodes[i]
                             .membership
@@ -1382,7 +1384,7 @@ impl Sim {
                     }
                     self.note_ended(from, &id.name, id.generation);
                     if let Some(c) = self.nodes[from].coherence.as_mut() {
-                        let out = c.member_down(&id.name, id.generation);
+                        let out = c.member_down(now_ms, &id.name, id.generation);
                         self.apply_coherence(from, vec![out]);
                     }
                     self.note(|| format!("n{from} sees {} down (gen {})", id.name, id.generation))

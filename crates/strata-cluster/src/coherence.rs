@@ -374,12 +374,13 @@ struct Peer {
     /// When the current gap was noticed, and whether it was asked for.
     gap_since: Option<u64>,
     asked: bool,
-    /// Membership declared this life down, or a newer identity of its origin came up: its
-    /// gap is neither asked for nor given up, and does not count against
-    /// [`Coherence::in_sync`]. Kept rather than forgotten: a member declared down while its
-    /// process goes on (a cut longer than failure detection) rejoins under a renewed
-    /// identity with the same life here, and only what it made meanwhile is missing.
-    down: bool,
+    /// Since when membership holds this life down (declared down, or a newer identity of
+    /// its origin came up): no repair is asked of it (it is out of the view), though a gap
+    /// still runs to its deadline (G2). Kept rather than forgotten, for `tombstone_ms`: a
+    /// member declared down while its process goes on (a cut longer than failure
+    /// detection) rejoins under a renewed identity with the same life here, and only what
+    /// it made meanwhile is missing.
+    down: Option<u64>,
     /// An identity of its origin is up again since ([`Coherence::member_up`]): the life's
     /// next word (a heartbeat, an item) resumes it; a newer life retires it instead.
     back: bool,
@@ -734,7 +735,7 @@ impl Coherence {
     /// read from that origin, of another key, came after it). Like a first contact through
     /// an item, it repairs the origin's whole life.
     pub fn note_read(&mut self, origin: &str, generation: u64, seq: u64) {
-        if origin == self.me || self.superseded(origin, generation) {
+        if origin == self.me {
             return;
         }
         let p = self
@@ -758,11 +759,11 @@ impl Coherence {
         seq: u64,
     ) -> Vec<Output> {
         let mut out = Vec::new();
-        if origin == self.me || self.superseded(origin, generation) {
+        if origin == self.me {
             return out;
         }
         let key = (origin.to_owned(), generation);
-        let p = self.heard_from(&key, now_ms);
+        let p = self.heard_from(&key);
         p.applied = p.applied.max(seq);
         p.known = p.known.max(seq);
         let applied = p.applied;
@@ -795,11 +796,11 @@ impl Coherence {
                 generation,
                 latest,
             } => {
-                if origin == self.me || self.superseded(&origin, generation) {
+                if origin == self.me {
                     return out;
                 }
                 let key = (origin, generation);
-                let p = self.heard_from(&key, now_ms);
+                let p = self.heard_from(&key);
                 p.known = p.known.max(latest);
                 self.advance(&key, now_ms, &mut out);
             }
@@ -811,19 +812,11 @@ impl Coherence {
         if inv.origin == self.me {
             return;
         }
-        if self.superseded(&inv.origin, inv.generation) {
-            // A late item of a life whose process ended: applied as it is (dropping copies
-            // older than it is always safe), outside any sequence.
-            self.remember(&inv, now_ms);
-            self.stats.applied += 1;
-            out.push(Output::Apply(inv));
-            return;
-        }
         let key = (inv.origin.clone(), inv.generation);
         // An origin heard of for the first time: its whole life so far is a gap to
         // repair. Its earlier invalidations may cover copies this node read from
         // *another* owner while views of the ring disagreed (found by the simulator).
-        let p = self.heard_from(&key, now_ms);
+        let p = self.heard_from(&key);
         p.known = p.known.max(inv.seq);
         if inv.seq <= p.applied || p.waiting.contains_key(&inv.seq) {
             self.stats.duplicates += 1;
@@ -848,12 +841,6 @@ impl Coherence {
             // Progress (a repair answered in part, say): what is still missing may be asked
             // for again; its deadline stays the one set when the gap was first noticed.
             p.asked = false;
-        }
-        if p.down {
-            // Nothing is asked of a life held down, so what waits behind its gap would wait
-            // for good: applied now, out of order (a removal is idempotent). The sequence
-            // stays where it is, and a repair after it resumes brings these again.
-            applied_now.extend(std::mem::take(&mut p.waiting).into_values());
         }
         #[cfg(feature = "fault-switches")]
         if self.faults.ignore_gaps && p.known > p.applied {
@@ -884,11 +871,8 @@ impl Coherence {
         let mut out = Vec::new();
         self.expire_tombstones(now_ms);
         let mut late = Vec::new();
-        self.retire_superseded(&mut out);
+        self.retire(now_ms, &mut out);
         for ((origin, generation), p) in self.peers.iter_mut() {
-            if p.down {
-                continue;
-            }
             let Some(since) = p.gap_since else { continue };
             let age = now_ms.saturating_sub(since);
             if age >= self.cfg.max_staleness_ms {
@@ -908,7 +892,7 @@ impl Coherence {
                     lost,
                     owned: false,
                 });
-            } else if age >= self.cfg.repair_after_ms && !p.asked {
+            } else if age >= self.cfg.repair_after_ms && !p.asked && p.down.is_none() {
                 // Asked once per stretch without progress; progress re-arms it.
                 p.asked = true;
                 self.stats.repairs_asked += 1;
@@ -931,7 +915,7 @@ impl Coherence {
     /// Whether this node can vouch for its copies now: no gap is open. (A node that cannot,
     /// stops serving copies it does not own that are older than `max_staleness`.)
     pub fn in_sync(&self) -> bool {
-        self.peers.values().all(|p| p.down || p.gap_since.is_none())
+        self.peers.values().all(|p| p.gap_since.is_none())
     }
 
     /// Membership says `origin`'s life `generation` ended (declared down, or left). The
@@ -946,11 +930,12 @@ impl Coherence {
     /// gap to repair. (Forgetting it made the rejoined member's whole history a gap — some
     /// 200,000 invalidations in a partition review — that could not be repaired, was given
     /// up, and restarted every witness's record: a rejoined member's proof then found no
-    /// witness whose record reached back, and dropped a counter's last copy.)
-    pub fn member_down(&mut self, origin: &str, generation: u64) -> Output {
+    /// witness whose record reached back, and dropped a counter's last copy.) A `Down` of an
+    /// identity older than one already seen up says nothing of the lives it holds.
+    pub fn member_down(&mut self, now_ms: u64, origin: &str, generation: u64) -> Output {
         for ((_, g), p) in self.lives_mut(origin) {
-            if *g <= generation {
-                p.down = true;
+            if *g <= generation && p.identity <= generation {
+                p.down.get_or_insert(now_ms);
                 p.back = false;
             }
         }
@@ -1018,22 +1003,21 @@ impl Coherence {
     /// faster than the failure detector, or a rejoin this node never saw go down — with the
     /// same consequence as [`Coherence::member_down`]. The coherence lives this node knows
     /// of it are kept either way, held down until the origin speaks: a rejoined process
-    /// goes on with its life, whose next word resumes it, its gap (what it made while
-    /// away) counted from then; a restarted one speaks as a newer life, which retires the
-    /// older ones ([`Coherence::tick`]). The answer to the question asked here is such a
-    /// word.
-    pub fn member_up(&mut self, origin: &str, generation: u64) -> Vec<Output> {
+    /// goes on with its life, whose next word resumes it, and its gap (what it made while
+    /// away) is repaired; a restarted one speaks as a newer life, which retires the older
+    /// ones ([`Coherence::tick`]). The answer to the question asked here is such a word.
+    pub fn member_up(&mut self, now_ms: u64, origin: &str, generation: u64) -> Vec<Output> {
         if origin == self.me {
             return Vec::new();
         }
         let mut ended_unseen = false;
         for ((_, g), p) in self.lives_mut(origin) {
             if *g < generation && p.identity < generation {
-                ended_unseen |= !p.down;
-                p.down = true;
+                ended_unseen |= p.down.is_none();
+                p.down.get_or_insert(now_ms);
             }
             p.identity = p.identity.max(generation);
-            p.back = p.down;
+            p.back = p.down.is_some();
         }
         let mut out = Vec::new();
         if ended_unseen {
@@ -1050,14 +1034,13 @@ impl Coherence {
     }
 
     /// The state of life `key`, new if unknown; a life held down whose origin is up again
-    /// resumes at this word of it, with any gap counted from `now_ms`.
-    fn heard_from(&mut self, key: &(String, u64), now_ms: u64) -> &mut Peer {
+    /// resumes at this word of it (a gap noticed while it was down keeps its deadline).
+    fn heard_from(&mut self, key: &(String, u64)) -> &mut Peer {
         let p = self.peers.entry(key.clone()).or_default();
-        if p.down && p.back {
-            p.down = false;
+        if p.back {
+            p.down = None;
             p.back = false;
             p.asked = false;
-            p.gap_since = (p.known > p.applied).then_some(now_ms);
         }
         p
     }
@@ -1071,36 +1054,36 @@ impl Coherence {
             .range_mut((origin.to_owned(), 0)..=(origin.to_owned(), u64::MAX))
     }
 
-    /// Whether a newer coherence life of `origin` than `generation` is known here: the
-    /// process of that life ended (a process's coherence life lasts as long as it runs).
-    fn superseded(&self, origin: &str, generation: u64) -> bool {
-        generation < u64::MAX
-            && self
-                .peers
-                .range((origin.to_owned(), generation + 1)..=(origin.to_owned(), u64::MAX))
-                .next()
-                .is_some()
-    }
-
-    /// Forgets the lives a newer life of the same origin superseded. One that was not held
-    /// down ended unseen here: its last invalidations may never arrive, as at a
-    /// [`Coherence::member_down`].
-    fn retire_superseded(&mut self, out: &mut Vec<Output>) {
-        let mut retired: Vec<((String, u64), bool)> = Vec::new();
+    /// Forgets the lives held down that ended for good: those a newer life of the same
+    /// origin superseded (a restart), and those down for `tombstone_ms` (a member that
+    /// left; a witness's record reaches back no further anyway). A gap still open in one is
+    /// given up as lost. Lives not held down are never retired: two processes given one
+    /// name, or a restart whose clock stepped back, keep both lives tracked.
+    fn retire(&mut self, now_ms: u64, out: &mut Vec<Output>) {
+        let mut retired: Vec<(String, u64)> = Vec::new();
         let mut it = self.peers.iter().peekable();
         while let Some(((o, g), p)) = it.next() {
-            if it.peek().is_some_and(|((next, _), _)| next == o) {
-                retired.push(((o.clone(), *g), p.down));
+            let Some(since) = p.down else { continue };
+            let newer = it.peek().is_some_and(|((next, _), _)| next == o);
+            if newer || now_ms.saturating_sub(since) >= self.cfg.tombstone_ms {
+                retired.push((o.clone(), *g));
             }
         }
-        let mut dropped: Option<&str> = None;
-        for (key, down) in &retired {
-            self.peers.remove(key);
-            if !down && dropped != Some(key.0.as_str()) {
-                dropped = Some(key.0.as_str());
+        for key in retired {
+            let Some(p) = self.peers.remove(&key) else {
+                continue;
+            };
+            if p.known > p.applied {
+                self.stats.gaps_dropped += 1;
+                let lost = p.known - p.applied;
+                for (_, inv) in p.waiting {
+                    self.stats.applied += 1;
+                    self.remember(&inv, now_ms);
+                    out.push(Output::Apply(inv));
+                }
                 out.push(Output::DropUnverified {
-                    origin: key.0.clone(),
-                    lost: 0,
+                    origin: key.0,
+                    lost,
                     owned: false,
                 });
             }
@@ -1134,7 +1117,6 @@ impl Coherence {
     pub fn latest_seq(&self) -> u64 {
         self.next_seq - 1
     }
-
 }
 
 #[cfg(test)]
@@ -1422,26 +1404,25 @@ mod tests {
         let mut a2 = Coherence::new("a", 2, cfg);
         let (_, o) = a2.originate(0, 5, key_op("k"));
         assert_eq!(applied(&b.receive(0, bytes(&o))), [1]);
-        // The newer life retires the old one (which this node never saw end: its copies
-        // are dropped).
-        assert_eq!(
-            b.tick(0),
-            [Output::DropUnverified {
-                origin: "a".into(),
-                lost: 0,
-                owned: false,
-            }]
-        );
-        assert_eq!(b.peer_state("a").len(), 1);
         assert!(b.in_sync());
-        // A late item of the old life is applied as it is, and brings nothing back.
-        let (_, late) = a1.originate(0, 9, key_op("k"));
-        assert_eq!(applied(&b.receive(0, bytes(&late))), [4]);
-        assert_eq!(b.peer_state("a").len(), 1);
         assert!(
             a2.log_range(1, 1, 3).is_empty(),
             "no answers about an old life"
         );
+        // Both lives stay tracked until membership ends the old one (two processes given
+        // one name both speak); then the newer one retires it at the next tick, its copies
+        // dropped at that `Up` already.
+        assert!(b.tick(10).is_empty());
+        assert_eq!(b.peer_state("a").len(), 2);
+        assert!(matches!(
+            b.member_up(20, "a", 2)[..],
+            [
+                Output::DropUnverified { lost: 0, .. },
+                Output::AskLatest { .. }
+            ]
+        ));
+        assert!(b.tick(30).is_empty());
+        assert_eq!(b.peer_state("a"), [(2, 1, 1, 0)]);
     }
 
     /// A member that comes back is asked for its latest sequence number at once; one that
@@ -1451,28 +1432,44 @@ mod tests {
         let cfg = CoherenceConfig::default();
         let mut b = Coherence::new("b", 1, cfg);
         let ask = Output::AskLatest { origin: "a".into() };
-        assert_eq!(b.member_up("a", 1), std::slice::from_ref(&ask));
-        assert!(b.member_up("b", 1).is_empty(), "never itself");
+        assert_eq!(b.member_up(0, "a", 1), std::slice::from_ref(&ask));
+        assert!(b.member_up(0, "b", 1).is_empty(), "never itself");
         let mut a = Coherence::new("a", 1, cfg);
         let (_, o) = a.originate(0, 1, key_op("k"));
         b.receive(0, bytes(&o));
         assert_eq!(
-            b.member_up("a", 2),
+            b.member_up(0, "a", 2),
             [
                 Output::DropUnverified {
                     origin: "a".into(),
                     lost: 0,
                     owned: false,
                 },
-                ask
+                ask.clone()
             ]
         );
+        // foca reports a renewed identity up twice (renamed, then up): the second ends
+        // nothing, so nothing more is dropped.
+        assert_eq!(b.member_up(0, "a", 2), std::slice::from_ref(&ask));
+        // A `Down` of an identity older than one seen up holds nothing down.
+        b.member_down(0, "a", 1);
+        if let Output::Broadcast(hb) = a.heartbeat() {
+            b.receive(0, &hb);
+        }
+        a.originate(0, 2, key_op("k"));
+        if let Output::Broadcast(hb) = a.heartbeat() {
+            b.receive(0, &hb);
+        }
+        assert!(matches!(
+            b.tick(cfg.repair_after_ms)[..],
+            [Output::Repair { from: 2, to: 2, .. }]
+        ));
     }
 
     /// A member declared down while its process goes on (a cut longer than failure
     /// detection) rejoins under a renewed identity and the same coherence life: what this
     /// node knew of that life is kept, and only what the member made while away is a gap
-    /// to repair. Meanwhile its gap is neither asked for nor given up.
+    /// to repair.
     #[test]
     fn a_member_declared_down_and_back_keeps_its_life_and_repairs_only_what_it_missed() {
         let cfg = CoherenceConfig::default();
@@ -1483,47 +1480,28 @@ mod tests {
         }
         // Declared down (membership generation 1 = its coherence life's): its copies go.
         assert!(matches!(
-            b.member_down("a", 1),
+            b.member_down(0, "a", 1),
             Output::DropUnverified { lost: 0, .. }
         ));
-        // Cut off, it goes on writing; a heartbeat of it still gets through, and so does
-        // one item past the gap, applied at once (nothing would ever close the gap).
-        a.originate(100, 4, key_op("k"));
-        let (_, five) = a.originate(100, 5, key_op("k"));
-        if let Output::Broadcast(hb) = a.heartbeat() {
-            b.receive(100, &hb);
+        // Cut off, it goes on writing; nothing of it gets through.
+        for v in 4..=5 {
+            a.originate(100, v, key_op("k"));
         }
-        assert_eq!(applied(&b.receive(100, bytes(&five))), [5]);
-        // Down: not asked for, not given up, not counted against being in sync.
         assert!(b.tick(100 + cfg.max_staleness_ms * 10).is_empty());
-        assert!(b.in_sync());
-        assert_eq!(b.stats().gaps_dropped, 0);
         // Back as generation 2 (renewed identity, same process): asked at once, nothing
         // dropped (it was seen going down); its answer resumes the life, and only 4..=5
         // are repaired.
         let t = 20_000;
         assert_eq!(
-            b.member_up("a", 2),
+            b.member_up(t, "a", 2),
             [Output::AskLatest { origin: "a".into() }]
         );
-        assert!(b.in_sync(), "held down until it speaks");
         if let Output::Broadcast(hb) = a.heartbeat() {
             b.receive(t, &hb);
         }
         assert!(!b.in_sync());
-        // foca reports the renewed identity up twice (renamed, then up): the second ends
-        // nothing, so nothing more is dropped.
         assert_eq!(
-            b.member_up("a", 2),
-            [Output::AskLatest { origin: "a".into() }]
-        );
-        assert!(
-            b.tick(t + cfg.repair_after_ms - 1).is_empty(),
-            "counted from now"
-        );
-        let out = b.tick(t + cfg.repair_after_ms);
-        assert_eq!(
-            out,
+            b.tick(t + cfg.repair_after_ms),
             [Output::Repair {
                 origin: "a".into(),
                 generation: 1,
@@ -1541,24 +1519,55 @@ mod tests {
         assert_eq!(b.stats().gaps_dropped, 0);
     }
 
-    /// A member that restarted (a newer coherence life) while this node held its old life
-    /// down: the old life is retired without a second drop, and its gap is never given up
-    /// (no `lost`, so no witness's record starts over).
+    /// A gap noticed while its origin is held down (a heartbeat relayed through another
+    /// member) is not asked for — the origin is out of the view — but is given up within
+    /// `max_staleness_ms` all the same (G2), as what it is: two invalidations, not the
+    /// origin's history.
     #[test]
-    fn a_restarted_member_retires_its_old_life_without_giving_up_a_gap() {
+    fn a_gap_of_a_member_held_down_still_runs_to_its_deadline() {
+        let cfg = CoherenceConfig::default();
+        let (mut a, mut b) = origin_and_receiver(cfg);
+        for v in 1..=3 {
+            let (_, o) = a.originate(0, v, key_op("k"));
+            b.receive(0, bytes(&o));
+        }
+        b.member_down(0, "a", 1);
+        a.originate(100, 4, key_op("k"));
+        let (_, five) = a.originate(100, 5, key_op("k"));
+        if let Output::Broadcast(hb) = a.heartbeat() {
+            b.receive(100, &hb);
+        }
+        assert!(applied(&b.receive(100, bytes(&five))).is_empty(), "waits");
+        assert!(!b.in_sync());
+        assert!(
+            b.tick(100 + cfg.repair_after_ms).is_empty(),
+            "nothing asked of a member out of the view"
+        );
+        let out = b.tick(100 + cfg.max_staleness_ms);
+        assert_eq!(applied(&out), [5]);
+        assert!(out.contains(&Output::DropUnverified {
+            origin: "a".into(),
+            lost: 2,
+            owned: false,
+        }));
+        assert!(b.in_sync());
+    }
+
+    /// A member that restarted (a newer coherence life) while this node held its old life
+    /// down: the old life is retired without a second drop; a gap still open in it is
+    /// given up as lost. A life held down for `tombstone_ms` is forgotten (a member that
+    /// left for good).
+    #[test]
+    fn held_down_lives_are_retired_by_a_newer_life_or_in_time() {
         let cfg = CoherenceConfig::default();
         let (mut a1, mut b) = origin_and_receiver(cfg);
         let (_, o) = a1.originate(0, 1, key_op("k"));
         b.receive(0, bytes(&o));
-        a1.originate(0, 2, key_op("k"));
-        if let Output::Broadcast(hb) = a1.heartbeat() {
-            b.receive(0, &hb);
-        }
-        b.member_down("a", 1);
+        b.member_down(0, "a", 1);
         // The restarted process: membership and coherence generation 7000.
         let a2 = Coherence::new("a", 7_000, cfg);
         assert_eq!(
-            b.member_up("a", 7_000),
+            b.member_up(7_000, "a", 7_000),
             [Output::AskLatest { origin: "a".into() }]
         );
         if let Output::Broadcast(hb) = a2.heartbeat() {
@@ -1566,9 +1575,32 @@ mod tests {
         }
         assert!(b.tick(7_020).is_empty(), "already dropped at its down");
         assert_eq!(b.peer_state("a"), [(7_000, 0, 0, 0)]);
-        assert!(b.in_sync());
-        assert!(b.tick(7_020 + cfg.max_staleness_ms * 2).is_empty());
         assert_eq!(b.stats().gaps_dropped, 0);
+        // With a gap open when it is retired, the gap is given up as lost.
+        let mut d = Coherence::new("d", 1, cfg);
+        let mut x = Coherence::new("a", 1, cfg);
+        for v in 1..=2 {
+            x.originate(0, v, key_op("k"));
+        }
+        if let Output::Broadcast(hb) = x.heartbeat() {
+            d.receive(0, &hb);
+        }
+        d.member_down(0, "a", 1);
+        if let Output::Broadcast(hb) = Coherence::new("a", 9, cfg).heartbeat() {
+            d.receive(10, &hb);
+        }
+        assert!(d.tick(20).contains(&Output::DropUnverified {
+            origin: "a".into(),
+            lost: 2,
+            owned: false,
+        }));
+        assert_eq!(d.peer_state("a"), [(9, 0, 0, 0)]);
+        // Down for `tombstone_ms` without a word: forgotten.
+        d.member_down(30, "a", 9);
+        assert!(d.tick(30 + cfg.tombstone_ms - 1).is_empty());
+        assert_eq!(d.peer_state("a").len(), 1);
+        d.tick(30 + cfg.tombstone_ms);
+        assert!(d.peer_state("a").is_empty());
     }
 
     /// Back under a new identity, a node drops its owned entries only if it was cut off

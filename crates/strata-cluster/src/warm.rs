@@ -242,24 +242,31 @@ pub enum Verdict {
 }
 
 /// The verdict on a pushed copy at `version`: [`keep`] on the validator's answer, else
-/// [`keep_pushed`] on the witnesses'; a copy that neither keeps is deferred while
-/// `round.may_defer` when some witness did not answer (it may have been killed and not yet
-/// declared down: once the view drops it, the key's new other owner is asked) and none
-/// knows of a newer change (then it is stale: no later round keeps it), dropped
-/// otherwise.
+/// [`keep_pushed`] on the witnesses'. A copy that neither keeps, and that no member knows
+/// a newer change of (then it is stale: no later round keeps it), is deferred:
+/// - while `round.may_defer`, when some witness did not answer (it may have been killed
+///   and not yet declared down: once the view drops it, the key's new other owner is
+///   asked);
+/// - and for as long as the view has no quorum: cut off again, this member has no one to
+///   ask, and nobody's silence says the copy is stale. (Dropped there, a member cut off
+///   again during the proof of its rejoin dropped every copy it held unproven: 1,578 keys,
+///   both owners of each, in a partition review.) The copy stays hidden meanwhile.
+///
+/// Dropped otherwise.
 pub fn judge(
     version: u64,
     validator: Option<Option<u64>>,
     witnesses: &[Witness],
     round: &Round,
 ) -> Verdict {
+    let newer_known = witnesses.iter().flatten().any(|(_, newer)| newer.is_some())
+        || matches!(validator, Some(Some(v)) if v > version);
     if keep(version, validator) {
         Verdict::Kept
     } else if keep_pushed(version, validator, witnesses, round) {
         Verdict::Witnessed
-    } else if round.may_defer
-        && witnesses.iter().any(Option::is_none)
-        && !witnesses.iter().flatten().any(|(_, newer)| newer.is_some())
+    } else if !newer_known
+        && (!round.quorum || (round.may_defer && witnesses.iter().any(Option::is_none)))
     {
         Verdict::Deferred
     } else {
@@ -530,6 +537,20 @@ mod tests {
             judge(5, Some(Some(6)), &[Some((10_000, Some(6))), None], &r),
             Verdict::Dropped,
             "a copy a member knows newer of is stale, whoever else is silent"
+        );
+        // Cut off again (no quorum, no one to ask): deferred for as long as that lasts,
+        // unless the validator holds something newer.
+        let alone = Round {
+            quorum: false,
+            ..last
+        };
+        assert_eq!(judge(5, None, &[], &alone), Verdict::Deferred);
+        assert_eq!(judge(5, Some(None), &[clean], &alone), Verdict::Deferred);
+        assert_eq!(judge(5, Some(Some(4)), &[], &alone), Verdict::Deferred);
+        assert_eq!(judge(5, Some(Some(6)), &[], &alone), Verdict::Dropped);
+        assert_eq!(
+            judge(5, None, &[Some((10_000, Some(6)))], &alone),
+            Verdict::Dropped
         );
     }
 }

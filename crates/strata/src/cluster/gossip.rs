@@ -44,7 +44,11 @@ impl Shared {
                 }
                 Output::Up(id) => {
                     tracing::info!(node = %self.name, member = %id.name, generation = id.generation, "member up");
-                    let out = self.coherence.lock().member_up(&id.name, id.generation);
+                    let now = self.coherence_ms();
+                    let out = self
+                        .coherence
+                        .lock()
+                        .member_up(now, &id.name, id.generation);
                     // After the view is refreshed (below): asking it needs its address.
                     up.push(out);
                     changed = true;
@@ -62,7 +66,11 @@ impl Shared {
                     tracing::warn!(node = %self.name, member = %id.name, generation = id.generation, "member down");
                     let (out, keep_ms) = {
                         let mut c = self.coherence.lock();
-                        (c.member_down(&id.name, id.generation), c.tombstone_ms())
+                        let now = self.coherence_ms();
+                        (
+                            c.member_down(now, &id.name, id.generation),
+                            c.tombstone_ms(),
+                        )
                     };
                     // A witness tells a restarted member's proof which lives ended lately.
                     self.warm
