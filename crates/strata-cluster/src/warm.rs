@@ -167,6 +167,13 @@ impl Process {
 /// (tombstones outlive a rejoin). Counting such lives dropped, at the proof of a member
 /// that rejoined without its lease, the copies two owners rejoining in turn each held
 /// alone (a partition review with cuts of 5–8 s moving between members).
+///
+/// Nor is a life whose next generation is known to have ended too: a rejoin renews an
+/// identity to generation + 1 (`NodeIdentity::renew`), while a restarted process starts at
+/// its start's wall-clock millisecond, so the two lives were one process, which went on
+/// past the first. A member out of the view that rejoined three times in the window counted
+/// three ended lives, and a proof dropped a counter's last copy for it (`ended: 3` against
+/// a replication factor of 2, a partition review).
 pub fn count_ended(
     mine: &[crate::rpc::EndedLife],
     told: &[(u64, Option<Vec<crate::rpc::EndedLife>>)],
@@ -180,21 +187,14 @@ pub fn count_ended(
         .iter()
         .chain(told.iter().flat_map(|(_, e)| e.iter().flatten()))
         .filter(|e| !alive.iter().any(|p| p.went_on_from(&e.name, e.generation)))
-        .map(|e| (e.name.as_str(), e.generation, e.ago_ms));
-    (ended_within(lives, needed_ms), all_told)
-}
-
-/// How many distinct member lives (name, generation) of `seen` — each with how long ago
-/// it ended, in ms — ended within the last `needed_ms`.
-pub fn ended_within<'a>(
-    seen: impl IntoIterator<Item = (&'a str, u64, u64)>,
-    needed_ms: u64,
-) -> usize {
-    seen.into_iter()
-        .filter(|(_, _, ago)| *ago <= needed_ms)
-        .map(|(name, generation, _)| (name, generation))
-        .collect::<std::collections::BTreeSet<_>>()
-        .len()
+        .filter(|e| e.ago_ms <= needed_ms)
+        .map(|e| (e.name.as_str(), e.generation))
+        .collect::<std::collections::BTreeSet<_>>();
+    let ended = lives
+        .iter()
+        .filter(|(name, generation)| !lives.contains(&(*name, generation.saturating_add(1))))
+        .count();
+    (ended, all_told)
 }
 
 /// How far back, in ms, a witness's record of changes reaches whole: from
@@ -474,16 +474,46 @@ mod tests {
 
     #[test]
     fn ended_lives_are_counted_once_and_only_within_the_window() {
+        let life = |name: &str, generation, ago_ms| crate::rpc::EndedLife {
+            name: name.into(),
+            generation,
+            ago_ms,
+        };
         let seen = [
-            ("a", 1, 500),
-            ("a", 1, 900),
-            ("a", 2, 100),
-            ("b", 7, 3_001),
-            ("c", 4, 3_000),
+            life("a", 1, 500),
+            life("a", 1, 900),
+            life("b", 7, 3_001),
+            life("c", 4, 3_000),
         ];
-        assert_eq!(ended_within(seen, 3_000), 3);
-        assert_eq!(ended_within(seen, 99), 0);
-        assert_eq!(ended_within(std::iter::empty(), 3_000), 0);
+        assert_eq!(count_ended(&seen, &[], 3_000, &[]), (2, true));
+        assert_eq!(count_ended(&seen, &[], 99, &[]), (0, true));
+    }
+
+    /// Lives of one name whose generations follow each other (a rejoin renews an identity
+    /// to generation + 1) were one process, which went on past all but the last: a member
+    /// out of the view that rejoined three times counts once. A restart's generation does
+    /// not follow its predecessor's.
+    #[test]
+    fn renewed_lives_of_one_process_count_once() {
+        let life = |name: &str, generation, ago_ms| crate::rpc::EndedLife {
+            name: name.into(),
+            generation,
+            ago_ms,
+        };
+        let told = [(
+            60_000,
+            Some(vec![
+                life("a", 7, 30_000),
+                life("a", 8, 20_000),
+                life("a", 9, 10_000),
+            ]),
+        )];
+        assert_eq!(count_ended(&[], &told, 40_000, &[]), (1, true));
+        // A restart (generation 5,000) after the renewals: two processes ended.
+        let mine = [life("a", 5_000, 1_000)];
+        assert_eq!(count_ended(&mine, &told, 40_000, &[]), (2, true));
+        // Part of the chain in the window: once.
+        assert_eq!(count_ended(&[], &told, 25_000, &[]), (1, true));
     }
 
     #[test]
