@@ -222,7 +222,8 @@ impl Shared {
         self.counters
             .drops_unverified
             .fetch_add(1, Ordering::Relaxed);
-        tracing::info!(node = %self.name, %origin, lost, "invalidations may have been lost; dropping unverified copies");
+        let lives = self.coherence.lock().peer_state(origin);
+        tracing::info!(node = %self.name, %origin, lost, ?lives, "invalidations may have been lost; dropping unverified copies");
         if lost > 0 {
             // Some invalidations never reached this member: as a witness, its record
             // starts over. (Not at a rejoin: the changes made while it was away went to

@@ -43,12 +43,15 @@ impl Shared {
                     self.wake.notify_one();
                 }
                 Output::Up(id) => {
-                    tracing::info!(node = %self.name, member = %id.name, generation = id.generation, "member up");
                     let now = self.coherence_ms();
-                    let out = self
-                        .coherence
-                        .lock()
-                        .member_up(now, &id.name, id.generation);
+                    let (out, lives) = {
+                        let mut c = self.coherence.lock();
+                        let out = c.member_up(now, &id.name, id.generation);
+                        (out, c.peer_state(&id.name))
+                    };
+                    // What this node knows of the member's coherence lives: (generation,
+                    // applied, known, waiting).
+                    tracing::info!(node = %self.name, member = %id.name, generation = id.generation, ?lives, "member up");
                     // After the view is refreshed (below): asking it needs its address.
                     up.push(out);
                     changed = true;
@@ -63,15 +66,13 @@ impl Shared {
                     replaced.push(id.name);
                 }
                 Output::Down(id) => {
-                    tracing::warn!(node = %self.name, member = %id.name, generation = id.generation, "member down");
-                    let (out, keep_ms) = {
+                    let (out, keep_ms, lives) = {
                         let mut c = self.coherence.lock();
                         let now = self.coherence_ms();
-                        (
-                            c.member_down(now, &id.name, id.generation),
-                            c.tombstone_ms(),
-                        )
+                        let out = c.member_down(now, &id.name, id.generation);
+                        (out, c.tombstone_ms(), c.peer_state(&id.name))
                     };
+                    tracing::warn!(node = %self.name, member = %id.name, generation = id.generation, ?lives, "member down");
                     // A witness tells a restarted member's proof which lives ended lately.
                     self.warm
                         .note_ended(&id.name, id.generation, self.monotonic_ms(), keep_ms);
