@@ -583,6 +583,9 @@ struct SimNode {
     copies: BTreeMap<u32, Copy>,
     /// The owner store's counters (the `INCR` workload's keys, namespace `ctr`).
     counters: BTreeMap<u32, Entry>,
+    /// Counters and locks whose copy this node's owner store evicted, with the version
+    /// evicted (`Sim::evict`).
+    evicted: BTreeMap<u32, u64>,
     /// The owner store's pair keys (the transaction workload's), apart from `counters` so
     /// that the counter workload's draws stay what they were.
     pairs: BTreeMap<u32, Entry>,
@@ -826,6 +829,7 @@ impl Sim {
                 store: BTreeMap::new(),
                 copies: BTreeMap::new(),
                 counters: BTreeMap::new(),
+                evicted: BTreeMap::new(),
                 pairs: BTreeMap::new(),
                 paused_until: None,
                 stall: decide::StallGuard::default(),
@@ -2048,6 +2052,7 @@ impl Sim {
             });
         if kept_elsewhere {
             self.nodes[i].counters.remove(&c);
+            self.nodes[i].evicted.insert(c, version.as_u64());
             self.evictions += 1;
             self.debug_key(c, || format!("n{i} evicts its copy of counter/lock {c}"));
         }
@@ -2623,10 +2628,21 @@ impl Sim {
         // side never gets here: it lacks the quorum to execute.)
         // Judged now, applied only if this execution is acknowledged: a refused attempt
         // (an owner unreachable for a moment) must not wipe the counter's history.
+        // A primary whose own copy of the last acknowledged write was evicted (its owner
+        // store was full) lost one copy by design; a copy on a member out of its view is then
+        // out of its reach too: two copies gone for it, as many as the replication factor
+        // covers (seed 253: the primary evicted a counter, the replica was declared down for
+        // 0.4 s, and the primary restarted the counter).
+        let evicted_here = |v: u64| self.nodes[p].evicted.get(&c).is_some_and(|&e| e >= v);
+        let in_view_of_p = |i: usize| {
+            self.ring_of(p)
+                .is_some_and(|r| r.nodes().contains(&self.nodes[i].name))
+        };
         let lineage_lost = c < COUNTERS
             && self.counter_acks.get(&c).is_some_and(|&(_, v)| {
                 !(0..self.nodes.len()).any(|i| {
-                    self.keeps_copies_for(p, i)
+                    (!evicted_here(v) || i == p || in_view_of_p(i))
+                        && self.keeps_copies_for(p, i)
                         && (self.nodes[i]
                             .counters
                             .get(&c)
