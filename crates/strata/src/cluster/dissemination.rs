@@ -61,6 +61,9 @@ impl Shared {
                     let Some(addr) = self.view.read().members.get(&origin).map(|id| id.rpc) else {
                         continue;
                     };
+                    if !self.repairing.lock().insert(origin.clone()) {
+                        continue; // asked already: that task asks on for the rest
+                    }
                     let me = self.clone();
                     tokio::spawn(async move {
                         // An answer carries part of a long range (a frame's worth, or
@@ -95,7 +98,13 @@ impl Shared {
                                         };
                                         me.carry_out_coherence(out);
                                     }
-                                    if last < next || last >= to {
+                                    // Done, or no longer wanted (closed, given up, or its
+                                    // life held down meanwhile).
+                                    let wanted =
+                                        me.coherence.lock().peer_state(&origin).iter().any(
+                                            |(g, applied, _, _)| *g == generation && *applied < to,
+                                        );
+                                    if last < next || last >= to || !wanted {
                                         break;
                                     }
                                     next = last + 1;
@@ -106,6 +115,7 @@ impl Shared {
                                 }
                             }
                         }
+                        me.repairing.lock().remove(&origin);
                     });
                 }
             }

@@ -489,6 +489,9 @@ pub(crate) struct Shared {
     /// `Work::DropUnverified` sent and not yet carried out: a node back from a pause is not
     /// counted verified while its rejoin's drop of owned copies waits in the queue.
     drops_pending: AtomicU64,
+    /// The origins a repair of a gap is being asked of now (one repair task per origin at
+    /// a time: the tick asks again after every answer that made progress).
+    repairing: Mutex<std::collections::HashSet<String>>,
     /// Lease pings on their way, per member (a few at most: a member that does not answer
     /// gets no pile of pings).
     pub(crate) lease_pings: Mutex<std::collections::HashMap<String, u32>>,
@@ -808,6 +811,7 @@ impl Shared {
             pause: Arc::default(),
             unverified_since_ms: AtomicU64::new(0),
             drops_pending: AtomicU64::new(0),
+            repairing: Mutex::new(std::collections::HashSet::new()),
             lease_pings: Mutex::new(Default::default()),
             silences: Mutex::new(Default::default()),
             started: Instant::now(),

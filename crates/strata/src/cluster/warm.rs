@@ -177,9 +177,22 @@ pub(crate) fn prove_held(shared: Arc<Shared>) {
 /// to `DEFER_UNANSWERED`: by then it answers, or the view dropped it and the key's new
 /// other owner is asked.
 async fn prove_recorded(shared: &Arc<Shared>) {
-    let defer_until = std::time::Instant::now() + DEFER_UNANSWERED;
+    let began = std::time::Instant::now();
+    let mut defer_until = began + DEFER_UNANSWERED;
+    let alone_at_most = Duration::from_millis(shared.coherence.lock().tombstone_ms());
     while let Some(recorded) = shared.warm.next_to_prove() {
-        let may_defer = std::time::Instant::now() < defer_until;
+        // Time without a quorum does not count against the wait for silent members (an
+        // attack review, helper-101: cut off again for 40 s, a member came back with its
+        // wait spent and dropped what it held at the first silent witness); past
+        // `tombstone_ms` into the proof no witness can vouch anyway.
+        let view = shared.others().len() + 1;
+        let now = std::time::Instant::now();
+        if !strata_cluster::primary::has_quorum(view, shared.cfg.expected_size as usize)
+            && now.duration_since(began) < alone_at_most
+        {
+            defer_until = defer_until.max(now + DEFER_UNANSWERED);
+        }
+        let may_defer = now < defer_until;
         if prove_pushed(shared, recorded, may_defer).await > 0 {
             tokio::time::sleep(Duration::from_millis(500)).await;
         }
