@@ -243,16 +243,16 @@ pub enum Verdict {
 
 /// The verdict on a pushed copy at `version`: [`keep`] on the validator's answer, else
 /// [`keep_pushed`] on the witnesses'. A copy that neither keeps, and that no member knows
-/// a newer change of (then it is stale: no later round keeps it), is deferred while
-/// `round.may_defer`:
-/// - when some witness did not answer (it may have been killed and not yet declared down:
-///   once the view drops it, the key's new other owner is asked);
-/// - when the view has no quorum: cut off again, this member has no one to ask, and
-///   nobody's silence says the copy is stale. (Dropped there, a member cut off again
-///   during the proof of its rejoin dropped every copy it held unproven: 1,578 keys, both
-///   owners of each, in a partition review.) The node keeps `may_defer` for as long as
-///   the view lacks a quorum, up to `tombstone_ms` into the proof (past it no witness can
-///   vouch anyway). The copy stays hidden meanwhile.
+/// a newer change of (then it is stale: no later round keeps it), is deferred:
+/// - while `round.may_defer`, when some witness did not answer (it may have been killed
+///   and not yet declared down: once the view drops it, the key's new other owner is
+///   asked; the node does not count time without a quorum against that wait);
+/// - for as long as the view has no quorum: cut off again, this member has no one to
+///   ask, and nobody's silence says the copy is stale. (Dropped there, a member cut off
+///   again during the proof of its rejoin dropped every copy it held unproven: 1,578
+///   keys, both owners of each, in a partition review. Tying this to `may_defer` as well
+///   dropped them when the quorum went during a round begun after the wait ran out: all
+///   three counters of a review run restarted.) The copy stays hidden meanwhile.
 ///
 /// Dropped otherwise.
 pub fn judge(
@@ -268,8 +268,7 @@ pub fn judge(
     } else if keep_pushed(version, validator, witnesses, round) {
         Verdict::Witnessed
     } else if !newer_known
-        && round.may_defer
-        && (!round.quorum || witnesses.iter().any(Option::is_none))
+        && (!round.quorum || (round.may_defer && witnesses.iter().any(Option::is_none)))
     {
         Verdict::Deferred
     } else {
@@ -571,21 +570,13 @@ mod tests {
             Verdict::Dropped,
             "a copy a member knows newer of is stale, whoever else is silent"
         );
-        // Cut off again (no quorum, no one to ask): deferred while deferring is allowed,
-        // unless the validator holds something newer.
-        let alone = Round { quorum: false, ..r };
-        assert_eq!(
-            judge(
-                5,
-                None,
-                &[],
-                &Round {
-                    may_defer: false,
-                    ..alone
-                }
-            ),
-            Verdict::Dropped
-        );
+        // Cut off again (no quorum, no one to ask): deferred for as long as that lasts,
+        // even past the wait for silent members, unless the validator holds something
+        // newer.
+        let alone = Round {
+            quorum: false,
+            ..last
+        };
         assert_eq!(judge(5, None, &[], &alone), Verdict::Deferred);
         assert_eq!(judge(5, Some(None), &[clean], &alone), Verdict::Deferred);
         assert_eq!(judge(5, Some(Some(4)), &[], &alone), Verdict::Deferred);

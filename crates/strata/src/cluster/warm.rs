@@ -184,7 +184,8 @@ async fn prove_recorded(shared: &Arc<Shared>) {
         // Time without a quorum does not count against the wait for silent members (an
         // attack review, helper-101: cut off again for 40 s, a member came back with its
         // wait spent and dropped what it held at the first silent witness); past
-        // `tombstone_ms` into the proof no witness can vouch anyway.
+        // `tombstone_ms` into the proof no witness can vouch anyway. (Without a quorum,
+        // `judge` defers regardless.)
         let view = shared.others().len() + 1;
         let now = std::time::Instant::now();
         if !strata_cluster::primary::has_quorum(view, shared.cfg.expected_size as usize)
