@@ -535,10 +535,12 @@ impl Coherence {
         self.stats
     }
 
-    fn remember(&mut self, inv: &Invalidation, now_ms: u64) {
+    /// Remembers `inv` as seen at `now_ms` (a tombstone for a key, the wide list for the
+    /// rest); a key's tombstone-map key comes back, for the log to reuse.
+    fn remember(&mut self, inv: &Invalidation, now_ms: u64) -> Option<u128> {
         match &inv.op {
             InvalidationOp::Key { namespace, key } => {
-                self.tombstone(namespace, key, inv.version, now_ms);
+                Some(self.tombstone(namespace, key, inv.version, now_ms))
             }
             InvalidationOp::Pattern { .. }
             | InvalidationOp::Tag { .. }
@@ -560,10 +562,11 @@ impl Coherence {
                     .iter()
                     .any(|(_, v, op, _)| *v == inv.version && *op == inv.op)
                 {
-                    return;
+                    return None;
                 }
                 self.wide
                     .push_back((now_ms, inv.version, inv.op.clone(), glob));
+                None
             }
         }
     }
@@ -610,12 +613,14 @@ impl Coherence {
 
     /// Records that copies of `key` older than `version` are stale, for `tombstone_ms` from
     /// `now_ms`.
-    fn tombstone(&mut self, namespace: &str, key: &[u8], version: u64, now_ms: u64) {
+    /// Returns the key's tombstone-map key.
+    fn tombstone(&mut self, namespace: &str, key: &[u8], version: u64, now_ms: u64) -> u128 {
         let k = self.tomb_key(namespace, key);
         let slot = self.tombstones.entry(k).or_insert((0, now_ms));
         slot.0 = slot.0.max(version);
         slot.1 = now_ms;
         self.tomb_queue.push_back((now_ms, k));
+        k
     }
 
     /// The tombstone map's key for (`namespace`, `key`): a seeded 128-bit hash of both. A
@@ -726,8 +731,8 @@ impl Coherence {
             op,
         };
         self.next_seq += 1;
-        self.remember(&inv, now_ms);
-        self.log_push(&inv);
+        let tk = self.remember(&inv, now_ms);
+        self.log_push(&inv, tk);
         let out = Output::Broadcast(Item::Invalidation(inv.clone()).encode());
         (inv, out)
     }
@@ -745,10 +750,10 @@ impl Coherence {
     }
 
     /// Appends `inv` to the log; an older whole entry of the same key becomes a marker, and
-    /// the oldest entries go past the log's bounds.
-    fn log_push(&mut self, inv: &Invalidation) {
-        if let InvalidationOp::Key { namespace, key } = &inv.op {
-            let tk = self.tomb_key(namespace, key);
+    /// the oldest entries go past the log's bounds. `tk` is a key invalidation's
+    /// tombstone-map key (hashed once, by `remember`).
+    fn log_push(&mut self, inv: &Invalidation, tk: Option<u128>) {
+        if let (InvalidationOp::Key { .. }, Some(tk)) = (&inv.op, tk) {
             let prev = self.log_latest.get(&tk).copied();
             let prev_at = prev
                 .and_then(|p| p.checked_sub(self.log_first))

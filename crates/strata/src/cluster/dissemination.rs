@@ -11,6 +11,16 @@ const DISSEMINATION_PACE: std::time::Duration = std::time::Duration::from_millis
 /// 64 answers of up to `coherence::REPAIR_ITEMS` reach past any origin's log.
 const REPAIR_ROUNDS: usize = 64;
 
+/// An origin's repair task in flight (`Shared::repairing`): dropped when the task ends,
+/// however it ends, so that a later gap of that origin is asked again.
+struct Asking(Arc<Shared>, String);
+
+impl Drop for Asking {
+    fn drop(&mut self) {
+        self.0.repairing.lock().remove(&self.1);
+    }
+}
+
 impl Shared {
     // ----- coherence -----
 
@@ -66,6 +76,8 @@ impl Shared {
                     }
                     let me = self.clone();
                     tokio::spawn(async move {
+                        // Free for the next ask however this task ends (a panic too).
+                        let _asking = Asking(me.clone(), origin.clone());
                         // An answer carries part of a long range (a frame's worth, or
                         // `REPAIR_ITEMS`): the rest is asked at once, for as long as each
                         // answer brings something, rather than at the next ticks (a member
@@ -115,7 +127,6 @@ impl Shared {
                                 }
                             }
                         }
-                        me.repairing.lock().remove(&origin);
                     });
                 }
             }
