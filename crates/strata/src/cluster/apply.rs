@@ -246,20 +246,12 @@ impl Shared {
             c.drop_local_everything(false).await;
             warm::begin(self.clone(), c.clone(), false);
         }
-        if owned {
-            for ns in self.owner.namespace_names() {
+        for ns in self.owner.namespace_names() {
+            if owned {
                 self.hold_unproven(&ns);
+            } else {
+                self.remove_owned_where(&ns, |k, _| !self.owns(k));
             }
-        } else {
-            // Its lease held, so its copies are current: those of keys it no longer owns go
-            // to their owners first, and only then from here. Dropped at once, they raced
-            // the ring change's own hand-off: a member that had stood in for a cut-off
-            // owner, itself declared down by that owner's lonely view and renewed, dropped
-            // a counter's newest copy 7 ms after the ring changed back, before it reached
-            // the returning owner; that owner became the key's primary without it and the
-            // counter restarted from 0 (a partition review, 2026-12-06).
-            let me = self.clone();
-            tokio::spawn(async move { me.hand_off_then_drop_unowned().await });
         }
         if owned {
             // A proof of the entries held unproven, after the settle time (with L3, the L3
@@ -271,45 +263,6 @@ impl Shared {
         // and nothing else would take it out of L1; a client that read it is told as well.
         if let Some(c) = self.cache.get() {
             c.drop_local_everything(false).await;
-        }
-    }
-
-    /// Pushes the owner-store copies of keys this node does not own to their owners (as
-    /// this node's ring places them now), then removes the copies of keys it still does
-    /// not own (at the version read: a write stored since stays).
-    /// One pass at a time: a pass asked for while one runs makes it run once more.
-    async fn hand_off_then_drop_unowned(self: &Arc<Self>) {
-        self.unowned_again.store(true, Ordering::Release);
-        loop {
-            let Ok(running) = self.unowned_pass.try_lock() else {
-                return; // the running pass sees the flag
-            };
-            while self.unowned_again.swap(false, Ordering::AcqRel) {
-                self.unowned_pass_once().await;
-            }
-            drop(running);
-            // Asked for between the last check and the release: run it here.
-            if !self.unowned_again.load(Ordering::Acquire) {
-                return;
-            }
-        }
-    }
-
-    async fn unowned_pass_once(self: &Arc<Self>) {
-        let ring = self.ring();
-        let rf = self.cfg.replication_factor as usize;
-        let me = self.name.clone();
-        let targets = move |k: &[u8]| -> Vec<String> {
-            let owners = ring.owners(k, rf);
-            if owners.contains(&me.as_str()) {
-                Vec::new()
-            } else {
-                owners.into_iter().map(str::to_owned).collect()
-            }
-        };
-        self.handoff_passes(&targets).await;
-        for ns in self.owner.namespace_names() {
-            self.remove_owned_where(&ns, |k, _| !self.owns(k));
         }
     }
 

@@ -492,12 +492,6 @@ pub(crate) struct Shared {
     /// The origins a repair of a gap is being asked of now (one repair task per origin at
     /// a time: the tick asks again after every answer that made progress).
     repairing: Mutex<std::collections::HashSet<String>>,
-    /// The hand-off of copies of keys this node does not own before they are dropped
-    /// (`Shared::hand_off_then_drop_unowned`): one pass at a time, and whether another
-    /// was asked for meanwhile (under flapping cuts, several members go up and down in a
-    /// second; each pass reads the whole owner store).
-    unowned_pass: tokio::sync::Mutex<()>,
-    unowned_again: std::sync::atomic::AtomicBool,
     /// Lease pings on their way, per member (a few at most: a member that does not answer
     /// gets no pile of pings).
     pub(crate) lease_pings: Mutex<std::collections::HashMap<String, u32>>,
@@ -818,8 +812,6 @@ impl Shared {
             unverified_since_ms: AtomicU64::new(0),
             drops_pending: AtomicU64::new(0),
             repairing: Mutex::new(std::collections::HashSet::new()),
-            unowned_pass: tokio::sync::Mutex::new(()),
-            unowned_again: std::sync::atomic::AtomicBool::new(false),
             lease_pings: Mutex::new(Default::default()),
             silences: Mutex::new(Default::default()),
             started: Instant::now(),
