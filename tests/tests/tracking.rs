@@ -17,8 +17,23 @@ use redis_common::RedisServer;
 use strata_resp::Frame;
 use strata_tests::*;
 
+/// Taken shared by every test here but the one that times a bystander, which takes it
+/// alone: the other tests' servers and clients, run beside it on two cores, put its p99
+/// past its bound (13.7 ms against 10 ms on a fresh machine, 2026-12-07, while it stayed
+/// at 7.7 ms run by itself).
+static TIMING: std::sync::RwLock<()> = std::sync::RwLock::new(());
+
+fn alongside() -> std::sync::RwLockReadGuard<'static, ()> {
+    TIMING.read().unwrap_or_else(|e| e.into_inner())
+}
+
+fn alone() -> std::sync::RwLockWriteGuard<'static, ()> {
+    TIMING.write().unwrap_or_else(|e| e.into_inner())
+}
+
 #[test]
 fn tracking_frames_are_redis_frames() {
+    let _timing = alongside();
     let redis = RedisServer::start();
     let strata = Server::start("");
     let steps: Vec<Step<'_>> = vec![
@@ -307,6 +322,7 @@ const BOUND: f64 = 2.0;
 
 #[test]
 fn redis_py_client_cache_sees_changes_made_through_another_member() {
+    let _timing = alongside();
     let (nodes, _dirs) = three_nodes("");
     let out = python(
         CACHED_CLIENT,
@@ -385,6 +401,7 @@ fn notice_keys(f: &Frame) -> Option<&Frame> {
 /// announced to the BCAST client.
 #[test]
 fn bcast_and_redirect_clients_hear_of_writes_on_another_member() {
+    let _timing = alongside();
     let (nodes, _dirs) = three_nodes("");
     let mut writer = nodes[2].raw();
     let mut bcast = nodes[0].raw();
@@ -466,6 +483,7 @@ print("ok", flush=True)
 
 #[test]
 fn a_reconnected_client_never_serves_a_value_changed_meanwhile() {
+    let _timing = alongside();
     let (nodes, _dirs) = three_nodes("");
     let out = python(
         RECONNECTING,
@@ -523,6 +541,7 @@ print("ok", flush=True)
 /// where it was.
 #[test]
 fn the_tracking_table_stays_within_its_bound() {
+    let _timing = alongside();
     const MAX: u64 = 10_000;
     const MAX_BYTES: u64 = 4 << 20;
     let s = Server::start_l1_only(&format!(
@@ -657,6 +676,7 @@ print(len(stale), cached, live, stale[:5], nodes, flush=True)
 
 #[test]
 fn cached_clients_agree_with_the_cluster_after_concurrent_changes() {
+    let _timing = alongside();
     let (nodes, _dirs) = three_nodes("");
     let out = python(
         STRESS,
@@ -685,6 +705,7 @@ fn cached_clients_agree_with_the_cluster_after_concurrent_changes() {
 /// invalidation messages).
 #[test]
 fn behind_redis_a_cached_client_sees_changes_made_through_another_node() {
+    let _timing = alongside();
     let redis = RedisServer::start();
     let config = format!("[l2.redis]\nenabled = true\nport = {}\n", redis.port);
     let dirs: Vec<_> = (0..2).map(|_| tempfile::tempdir().unwrap()).collect();
@@ -706,6 +727,7 @@ fn behind_redis_a_cached_client_sees_changes_made_through_another_node() {
 /// the same frames (the target's id, which differs, left out).
 #[test]
 fn a_redirect_to_a_closed_connection_is_broken_as_in_redis() {
+    let _timing = alongside();
     fn run(port: u16) -> Vec<Frame> {
         let mut a = Raw::connect(port);
         a.cmd(&[b"HELLO", b"3"]);
@@ -772,6 +794,7 @@ fn a_redirect_to_a_closed_connection_is_broken_as_in_redis() {
 /// in 73 of 2,000 tries; review 2026-12-05).
 #[test]
 fn redis_py_cache_reads_its_own_writes() {
+    let _timing = alongside();
     let s = Server::start("");
     let out = python(
         "import sys, redis\n\
@@ -800,6 +823,7 @@ fn redis_py_cache_reads_its_own_writes() {
 /// is built aside and swapped in.
 #[test]
 fn bcast_toggles_do_not_hold_up_other_clients_writes() {
+    let _timing = alone();
     let s = Server::start("");
     let prefixes = |owner: usize| -> Vec<Vec<u8>> {
         (0..1000)
@@ -874,10 +898,15 @@ fn bcast_toggles_do_not_hold_up_other_clients_writes() {
         lat[lat.len() * 99 / 100]
     );
     assert!(toggles >= 4, "the toggler ran: {toggles}");
+    // The rebuild under the lock made every SET wait for one: p50 20.7 ms. Built aside, a
+    // SET waits for none, and its p50 stays a fraction of a millisecond; its tail is the
+    // two cores' scheduling while the toggler's rebuilds run (p99 7.7–18 ms in the debug
+    // build on one fresh 2-core VM over an hour, 2026-12-07; a 10 ms bound on it failed
+    // there while the code had not changed), so the tail is bounded loosely.
     let p99 = lat[lat.len() * 99 / 100];
     assert!(
-        p99 < Duration::from_millis(10),
-        "a bystander's SET p99 {p99:?} (p50 {p50:?}, {} SETs) while another client toggled BCAST {toggles} times",
+        p50 < Duration::from_millis(5) && p99 < Duration::from_millis(50),
+        "a bystander's SET p50 {p50:?}, p99 {p99:?} ({} SETs) while another client toggled BCAST {toggles} times",
         lat.len()
     );
     // The holders still hear of writes under their prefixes.
