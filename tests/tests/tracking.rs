@@ -18,9 +18,9 @@ use strata_resp::Frame;
 use strata_tests::*;
 
 /// Taken shared by every test here but the one that times a bystander, which takes it
-/// alone: the other tests' servers and clients, run beside it on two cores, put its p99
-/// past its bound (13.7 ms against 10 ms on a fresh machine, 2026-12-07, while it stayed
-/// at 7.7 ms run by itself).
+/// alone, so that its latency is not the other tests' servers and clients on two cores.
+/// (Its tail still moved 7.7–18 ms run by itself on one VM within an hour, 2026-12-07:
+/// the bounds it asserts allow for that.)
 static TIMING: std::sync::RwLock<()> = std::sync::RwLock::new(());
 
 fn alongside() -> std::sync::RwLockReadGuard<'static, ()> {
