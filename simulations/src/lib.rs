@@ -234,6 +234,10 @@ pub struct RunOptions {
     /// copy, or another owner's, is not proven yet reads it as none (the node's
     /// `Shared::refuse_unproven` and its `Get` answer refuse instead).
     pub execute_over_unproven: bool,
+    /// Owners take a change executed below a copy they hold unproven, on purpose (checker
+    /// tests): the primary's own refusal stays (the node's `replica_check` refuses with
+    /// `ReplicaRefusal::Unproven` instead).
+    pub replicas_over_unproven: bool,
     /// Flapping cuts in every seed without a partition (3 nodes or more): one member at a
     /// time cut off from all others for 1–3 s, then mended for 1–3 s, from a random time
     /// of the fault phase to its end. Off by default, so that every other seed replays as
@@ -715,6 +719,7 @@ pub struct Sim {
     skip_silence_refutation: bool,
     trust_rejoined_copies: bool,
     execute_over_unproven: bool,
+    replicas_over_unproven: bool,
     flaps: bool,
     skip_forwarding: bool,
     no_evictions: bool,
@@ -903,6 +908,7 @@ impl Sim {
             skip_silence_refutation: opts.skip_silence_refutation,
             trust_rejoined_copies: opts.trust_rejoined_copies,
             execute_over_unproven: opts.execute_over_unproven,
+            replicas_over_unproven: opts.replicas_over_unproven,
             flaps: opts.flaps,
             skip_forwarding: opts.skip_forwarding,
             no_evictions: opts.no_evictions,
@@ -2440,7 +2446,9 @@ impl Sim {
             let mut newer: Option<(Option<Held>, u64)> = None;
             for r in &replicas {
                 let Some(o) = self.index_of(r) else { continue };
-                if !self.replica_takes(p, o, &kb, &name_p, !self.replicas_admit_all) {
+                if !self.replica_takes(p, o, &kb, &name_p, !self.replicas_admit_all)
+                    || self.replica_refuses_unproven(o, 0, key, base)
+                {
                     failed = true;
                     continue;
                 }
@@ -2745,7 +2753,9 @@ impl Sim {
             let mut failed = false;
             for r in decide::replicas(ring_p, name_p, &key, RF) {
                 let Some(o) = self.index_of(&r) else { continue };
-                if !self.replica_takes(p, o, &key, name_p, !self.replicas_admit_all) {
+                if !self.replica_takes(p, o, &key, name_p, !self.replicas_admit_all)
+                    || self.replica_refuses_unproven(o, 1, c, base)
+                {
                     failed = true;
                     continue;
                 }
@@ -3185,7 +3195,11 @@ impl Sim {
                 let Some(o) = self.index_of(&o_name) else {
                     continue;
                 };
-                if !self.replica_takes(p, o, &key, name_p, true) {
+                if !self.replica_takes(p, o, &key, name_p, true)
+                    || checked
+                        .iter()
+                        .any(|&i| self.replica_refuses_unproven(o, 2, ids[i], base(i)))
+                {
                     failed = true;
                     continue;
                 }
@@ -3444,7 +3458,9 @@ impl Sim {
             let mut newer: Option<Held> = None;
             for r in &replicas {
                 let Some(o) = self.index_of(r) else { continue };
-                if !self.replica_takes(p, o, &kb, &name_p, !self.replicas_admit_all) {
+                if !self.replica_takes(p, o, &kb, &name_p, !self.replicas_admit_all)
+                    || self.replica_refuses_unproven(o, 0, key, base)
+                {
                     failed = true;
                     continue;
                 }

@@ -91,9 +91,17 @@ impl Sim {
     /// newer copy unproven (the node's `refuse_below_unproven`).
     pub(crate) fn below_unproven(&self, p: usize, kind: u8, key: u32, answered: u64) -> bool {
         !self.execute_over_unproven
-            && self
-                .unproven_version(p, kind, key)
-                .is_some_and(|u| answered < u)
+            && strata_cluster::primary::below_unproven(
+                self.unproven_version(p, kind, key),
+                answered,
+            )
+    }
+
+    /// Whether owner `o` refuses a primary's change of `key` (store `kind`) executed from
+    /// the copy of version `base` because it holds a newer copy unproven (the node's
+    /// `replica_check`: `ReplicaRefusal::Unproven`, nothing applied there).
+    pub(crate) fn replica_refuses_unproven(&self, o: usize, kind: u8, key: u32, base: u64) -> bool {
+        !self.replicas_over_unproven && self.below_unproven(o, kind, key, base)
     }
 
     /// The version `j`'s owner store holds of a copy like `p`, any (a witness's word), or
@@ -183,6 +191,12 @@ impl Sim {
                     ))
                 })
                 .collect();
+            // A recent copy needs the witnesses' word only back to its own version (the
+            // node's `prove_pushed`), on this node's skewed clock.
+            let needed = needed.min(strata_cluster::warm::needed_for_version(
+                version,
+                self.clock_ms(i),
+            ));
             let (ended, all_told) = self.ended_lives(i, &others, needed, now_ms);
             let round = strata_cluster::warm::Round {
                 needed_ms: needed,

@@ -33,7 +33,6 @@ pub mod features {
     /// [`super::Request::Handoff`]: a hand-off's copies in batches. An earlier build gets
     /// them one `Set` at a time.
     pub const HANDOFF_BATCHES: u64 = 2;
-    /// Every feature of this build.
     /// Understands [`super::Response::Deferred`]: a push refused for now, to send again
     /// later. A callee answers it only to a caller that told it this bit (an earlier
     /// caller gets the answer it knows: the entry counted as not stored).
@@ -45,9 +44,17 @@ pub mod features {
     /// which generations its process has had. An earlier caller gets
     /// [`super::Response::StalenessEnded`].
     pub const PROCESS_LIVES: u64 = 16;
+    /// Understands [`super::ReplicaRefusal::Unproven`], in a `Refused` answer to a
+    /// `Replicate` as well as to a `ReplicateMulti`. An earlier caller gets
+    /// [`super::ReplicaRefusal::Fenced`] with no primary instead.
+    pub const UNPROVEN_REFUSALS: u64 = 32;
     /// Everything this build understands.
-    pub const THIS_BUILD: u64 =
-        CHECK_ONLY_CHANGES | HANDOFF_BATCHES | DEFERRED_PUSHES | ENDED_LIVES | PROCESS_LIVES;
+    pub const THIS_BUILD: u64 = CHECK_ONLY_CHANGES
+        | HANDOFF_BATCHES
+        | DEFERRED_PUSHES
+        | ENDED_LIVES
+        | PROCESS_LIVES
+        | UNPROVEN_REFUSALS;
     /// Set when bits 32–55 of the word carry the sender's ring parameters ([`with_ring`]):
     /// members that place keys with different `vnodes` or replication factors disagree on
     /// every key's primary, and each says so instead of failing writes silently. An earlier
@@ -379,6 +386,16 @@ pub enum ReplicaRefusal {
         /// The largest value this owner's store holds for the key.
         largest: u64,
     },
+    /// This owner holds a copy of the key not proven yet (it rejoined without its lease, or
+    /// restarted), at `version`, newer than the copy the primary executed from
+    /// ([`crate::primary::below_unproven`]): nothing applied; the primary tries again once
+    /// the proof has kept the copy (and passed it on) or dropped it. Sent only to a caller
+    /// that told [`features::UNPROVEN_REFUSALS`]; an earlier one gets `Fenced` with no
+    /// primary, which it also takes as a refusal with nothing applied.
+    Unproven {
+        /// The version of the copy held unproven.
+        version: u64,
+    },
 }
 
 /// The answer an owner gives a `Replicate` it refuses for this reason.
@@ -393,6 +410,11 @@ impl From<ReplicaRefusal> for Response {
             ReplicaRefusal::TooLarge { .. } => {
                 Response::Error("the value does not fit this owner store".into())
             }
+            // A `Replicate` has no refusal of its own for it: answered as a `ReplicateMulti`
+            // of one change is, which a caller that knows the variant reads either way.
+            unproven @ ReplicaRefusal::Unproven { .. } => Response::Refused {
+                refusals: vec![(0, unproven)],
+            },
         }
     }
 }

@@ -516,6 +516,17 @@ impl Node {
         }
     }
 
+    /// Makes this node hold every owner-store entry it owns unproven and prove it after the
+    /// settle time, as a member that rejoins without its lease does (its lapse taken to
+    /// begin now; membership and L1 untouched), and drops the entries of keys it does not
+    /// own. Feature `fault-injection`; never in a production build.
+    #[cfg(feature = "fault-injection")]
+    pub fn rejoin_without_lease(&self) {
+        if let Some(c) = &self.cluster {
+            c.rejoin_without_lease();
+        }
+    }
+
     /// Hands `entry` to this node's peer RPC handler as another member's `Set` of it
     /// arrives — a previous owner's hand-off push, a read repair — and returns whether its
     /// owner store took it (false too when this node is not a cluster member). Feature

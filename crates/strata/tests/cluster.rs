@@ -2597,3 +2597,63 @@ async fn a_restarted_members_proof_asks_again_about_copies_a_member_did_not_answ
     );
     stop(nodes).await;
 }
+
+/// An owner holding a key's newest copy unproven (it rejoined without its lease, and its
+/// proof has not run yet) refuses a change executed from an older copy until its proof
+/// keeps the copy and passes it on: the primary then executes from it. Taken over the
+/// unproven copy, a counter started again from less — in a partition review with cuts of
+/// 5–8 s, a primary back from its cut executed `INCR` from its stale copy, was answered
+/// that a newer change existed, executed again from no copy above it, and the replica
+/// holding the counter's newest copy unproven took it: the counter restarted from 1 after
+/// 14,120 acknowledged increments.
+#[cfg(feature = "fault-injection")]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_owner_holding_the_newest_copy_unproven_refuses_changes_from_older_ones() {
+    use strata_core::ops::{KeyOp, Reply};
+    let started = Instant::now();
+    let nodes = cluster(3, 2, None).await;
+    let key = keys_owned_by(&nodes[0], "unproven:", &["n0", "n1"])
+        .next()
+        .unwrap();
+    let c0 = nodes[0].cache();
+    let incr = || c0.execute("ns", bytes::Bytes::from(key.clone()), &KeyOp::IncrBy(1));
+    for want in 1..=5 {
+        assert_eq!(incr().await.unwrap(), Reply::Int(want));
+    }
+    // n1 alone holds a newer copy (the increments acknowledged while n0 was cut off, say),
+    // and rejoins without its lease: held unproven, proven after the settle time.
+    let five = nodes[1].owner_copy("ns", key.as_bytes()).unwrap();
+    assert_eq!(&five.value[..], b"5");
+    let newest = strata_core::Entry {
+        value: bytes::Bytes::from_static(b"100"),
+        version: strata_core::Version::from_u64(five.version.as_u64() + (1 << 16)),
+        ..five
+    };
+    nodes[1].plant_owner_copy("ns", key.as_bytes(), newest);
+    // The witnesses' records must reach back past the proof's window (the rpc timeouts of
+    // a push's hops, `strata_cluster::warm::needed_ms`): the cluster has run for 6 s.
+    tokio::time::sleep(Duration::from_secs(6).saturating_sub(started.elapsed())).await;
+    nodes[1].rejoin_without_lease();
+    // n0 executes from its own copy (5); n1 refuses until its proof has kept 100 and passed
+    // it on to n0, which then executes from it.
+    let got = incr().await.unwrap();
+    assert_eq!(
+        got,
+        Reply::Int(101),
+        "the INCR ran over the owner's unproven copy"
+    );
+    let refused = nodes[1]
+        .encode_metrics()
+        .lines()
+        .find_map(|l| {
+            l.strip_prefix("strata_cluster_replications_refused_unproven_total ")
+                .map(|v| v.trim().parse::<u64>().unwrap())
+        })
+        .unwrap();
+    assert!(
+        refused > 0,
+        "n1 never refused a change for its unproven copy"
+    );
+    assert_eq!(incr().await.unwrap(), Reply::Int(102));
+    stop(nodes).await;
+}

@@ -294,6 +294,20 @@ impl Shared {
         tracing::info!(node = %self.name, namespace, held, dropped, "rejoined without its lease: owned entries held unproven until the owners vouch for them");
     }
 
+    /// As a rejoin without the lease whose lapse began now: every owned entry held
+    /// unproven ([`Shared::hold_unproven`]) and proven after the settle time, the rest
+    /// dropped (a test's stand-in for a member cut off past failure detection; the
+    /// membership and L1 are left as they are).
+    #[cfg(feature = "fault-injection")]
+    pub(crate) fn rejoin_without_lease(self: &Arc<Self>) {
+        self.warm.record_since(self.monotonic_ms());
+        self.warm.settling.store(true, Ordering::Release);
+        for ns in self.owner.namespace_names() {
+            self.hold_unproven(&ns);
+        }
+        warm::prove_held(self.clone());
+    }
+
     // ----- hand-off -----
 
     /// A copy another member pushed here (a hand-off or a read repair, placed by the

@@ -318,6 +318,12 @@ impl Maintenance for ClusterHook {
                 get(&k.stale_base),
             ),
             m(
+                "cluster_replications_refused_unproven",
+                "Replications refused here as an owner until this node's proof of its copy, held unproven after a rejoin without its lease or a restart, newer than the copy the primary executed from",
+                true,
+                get(&k.replica_unproven),
+            ),
+            m(
                 "cluster_invalidations_within_20ms",
                 "Key invalidations from other members applied here within 20 ms of their write's stamp (against cluster_invalidations_applied: the share seen in time)",
                 true,

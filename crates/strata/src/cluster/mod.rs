@@ -148,6 +148,10 @@ pub(crate) struct Counters {
     pub(crate) fenced: AtomicU64,
     /// Replications skipped because the owner's process was gone (connection refused).
     pub(crate) replica_down: AtomicU64,
+    /// Replications refused here as an owner because this node holds the key's copy
+    /// unproven, newer than the one the primary executed from
+    /// (`ReplicaRefusal::Unproven`).
+    pub(crate) replica_unproven: AtomicU64,
     /// Executions redone because an owner held a newer copy than the primary's.
     pub(crate) stale_base: AtomicU64,
     /// Plain `SET`s, `DEL`s and `GETDEL`s executed here without reading the other owners
@@ -651,7 +655,7 @@ impl Shared {
             .get_retained_entry(namespace, key)
             .map_or(0, |e| e.version.as_u64());
         matches!(
-            self.replicate_in(primary, namespace, key, None, version, base),
+            self.replicate_in(primary, namespace, key, None, version, base, true),
             strata_cluster::rpc::Response::Replicated
         )
     }

@@ -863,7 +863,9 @@ impl Shared {
             return Ok(());
         };
         let answered = copy.map_or(0, |c| c.version.as_u64()).max(floor);
-        if self.warm.is_unproven(namespace, key, held.version) && answered < held.version.as_u64() {
+        let unproven = Some(held.version.as_u64())
+            .filter(|_| self.warm.is_unproven(namespace, key, held.version));
+        if decide::below_unproven(unproven, answered) {
             return Err(Refusal::Unavailable(
                 "this node's copy of the key is not proven yet (it rejoined or restarted), and no other owner holds one as new"
                     .into(),
@@ -1093,9 +1095,9 @@ impl Shared {
                 Ok(Response::Fenced { primary }) if !multi => {
                     Some(vec![(0, ReplicaRefusal::Fenced { primary })])
                 }
+                // (A `Replicate` is answered `Refused` too, for a copy held unproven.)
                 Ok(Response::Refused { refusals })
-                    if multi
-                        && !refusals.is_empty()
+                    if !refusals.is_empty()
                         && refusals.iter().all(|(i, _)| (*i as usize) < count) =>
                 {
                     Some(refusals)
@@ -1218,6 +1220,14 @@ impl Shared {
             ReplicaRefusal::TooLarge { largest } => {
                 answers.too_large = Some(format!(
                     "ERR owner {name} holds at most {largest} bytes for the value (cluster.owner_capacity_bytes); nothing was applied"
+                ));
+            }
+            // Nothing applied there: tried again (`cluster.failover_wait_ms`) until that
+            // owner's proof keeps the copy and passes it on here, or drops it.
+            ReplicaRefusal::Unproven { version } => {
+                self.observe(Version::from_u64(version));
+                answers.refused.push(format!(
+                    "owner {name} holds a copy of the key not proven yet (it rejoined or restarted), newer than the one executed from"
                 ));
             }
             ReplicaRefusal::Fenced { primary } => {

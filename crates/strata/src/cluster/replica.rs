@@ -13,7 +13,10 @@ use super::{Shared, from_wire, to_wire};
 
 impl Shared {
     /// An owner's side of `Replicate`: applies a change from `from` when `from` is the
-    /// key's primary in this node's view, else fences it off.
+    /// key's primary in this node's view, else fences it off. `knows_unproven`: the
+    /// caller's build understands [`ReplicaRefusal::Unproven`]
+    /// (`rpc::features::UNPROVEN_REFUSALS`).
+    #[allow(clippy::too_many_arguments)]
     pub(crate) fn replicate_in(
         &self,
         from: &str,
@@ -22,6 +25,7 @@ impl Shared {
         entry: Option<WireEntry>,
         version: u64,
         base: u64,
+        knows_unproven: bool,
     ) -> Response {
         let h = super::executing::key_hash(namespace, key);
         self.executing.while_checked(&[h], |busy| {
@@ -31,7 +35,7 @@ impl Shared {
             if let Err(refusal) =
                 self.replica_check(from, namespace, key, entry.is_some(), base, &[])
             {
-                return refusal.into();
+                return for_caller(refusal, knows_unproven).into();
             }
             self.replica_apply(namespace, key, entry, version)
         })
@@ -62,6 +66,7 @@ impl Shared {
         from: &str,
         namespace: &str,
         changes: Vec<ReplicaChange>,
+        knows_unproven: bool,
     ) -> Response {
         if changes.len() > strata_cluster::rpc::MAX_CHANGES_PER_REQUEST {
             return Response::Error(format!(
@@ -80,7 +85,15 @@ impl Shared {
                     refusals: vec![(0, self.executing_here())],
                 };
             }
-            self.replicate_multi_checked(from, namespace, changes)
+            match self.replicate_multi_checked(from, namespace, changes) {
+                Response::Refused { refusals } => Response::Refused {
+                    refusals: refusals
+                        .into_iter()
+                        .map(|(i, r)| (i, for_caller(r, knows_unproven)))
+                        .collect(),
+                },
+                other => other,
+            }
         })
     }
 
@@ -174,6 +187,26 @@ impl Shared {
                 .fenced
                 .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
             return Err(ReplicaRefusal::Fenced { primary });
+        }
+        // A copy this node holds unproven, newer than the one the change was executed from,
+        // may be the last one of the key's latest change: taken over it, the change would
+        // start the key over from less (a counter from 1). Refused until its proof keeps it
+        // (and passes it on to the primary) or drops it. A removal or a plain `SET` waits
+        // as well: the owners cannot tell one from a read-modify-write executed from none.
+        let unproven = self
+            .owner
+            .get_retained_entry(namespace, key)
+            .map(|e| e.version)
+            .filter(|v| self.warm.is_unproven(namespace, key, *v));
+        if decide::below_unproven(unproven.map(Version::as_u64), base)
+            && let Some(version) = unproven
+        {
+            self.counters
+                .replica_unproven
+                .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            return Err(ReplicaRefusal::Unproven {
+                version: version.as_u64(),
+            });
         }
         let held = self
             .settled_entry(namespace, key)
@@ -320,5 +353,17 @@ impl Shared {
         // Once the store holds the change (absent.rs).
         self.absent.forget(namespace, key);
         resp
+    }
+}
+
+/// `refusal` as a caller that does not know [`ReplicaRefusal::Unproven`]
+/// (`knows_unproven` false: an earlier build) understands it: `Fenced` with no primary, a
+/// refusal with nothing applied there too.
+fn for_caller(refusal: ReplicaRefusal, knows_unproven: bool) -> ReplicaRefusal {
+    match refusal {
+        ReplicaRefusal::Unproven { .. } if !knows_unproven => {
+            ReplicaRefusal::Fenced { primary: None }
+        }
+        other => other,
     }
 }

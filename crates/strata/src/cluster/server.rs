@@ -215,7 +215,7 @@ impl Shared {
                 caller_features = *bits;
                 self.ring_check.note(&self.name, &caller, *bits);
             }
-            let req = match self.answer_now(&caller, req) {
+            let req = match self.answer_now(&caller, req, caller_features) {
                 Answer::Now(resp) => {
                     let _ = tx.send(rpc::to_bytes(&Frame::Response(id, resp)));
                     continue;
@@ -247,7 +247,10 @@ impl Shared {
 
     /// Answers a request that waits on nothing (`Ping`, `Get`, `Replicate`, `ReplicateMulti`:
     /// memory only) at once; any other is handed back for [`Shared::handle`].
-    fn answer_now(&self, from: &str, req: Request) -> Answer {
+    /// `caller_features`: what the caller's build understands (`rpc::features`).
+    fn answer_now(&self, from: &str, req: Request, caller_features: u64) -> Answer {
+        let knows_unproven =
+            caller_features & strata_cluster::rpc::features::UNPROVEN_REFUSALS != 0;
         Answer::Now(match req {
             Request::Ping => Response::Status {
                 generation: self.generation,
@@ -282,9 +285,17 @@ impl Shared {
                 entry,
                 version,
                 base,
-            } => self.replicate_in(from, &namespace, &key, entry, version, base),
+            } => self.replicate_in(
+                from,
+                &namespace,
+                &key,
+                entry,
+                version,
+                base,
+                knows_unproven,
+            ),
             Request::ReplicateMulti { namespace, changes } => {
-                self.replicate_multi_in(from, &namespace, changes)
+                self.replicate_multi_in(from, &namespace, changes, knows_unproven)
             }
             Request::Features { .. } => {
                 #[cfg(feature = "fault-injection")]

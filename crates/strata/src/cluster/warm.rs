@@ -292,12 +292,8 @@ async fn prove_pushed(
                 first_generation: shared.warm.first_generation,
                 generation: shared.member_generation(),
             });
-            let (ended, all_told) = warm::count_ended(
-                &shared.warm.ended_within(now, needed_ms),
-                &told,
-                needed_ms,
-                &alive,
-            );
+            let ended_lives = shared.warm.ended_within(now, needed_ms);
+            let (ended, all_told) = warm::count_ended(&ended_lives, &told, needed_ms, &alive);
             let round = warm::Round {
                 needed_ms,
                 quorum: strata_cluster::primary::has_quorum(
@@ -311,9 +307,24 @@ async fn prove_pushed(
                 replication_factor: (shared.cfg.replication_factor as usize).min(view),
                 may_defer,
             };
+            let wall_now = shared.now_ms();
             let mut pass_on = Vec::new();
             for (i, (key, version)) in page.iter().enumerate() {
                 let seen = witnesses.get(&i).map(Vec::as_slice).unwrap_or(&[]);
+                // A recent copy needs the witnesses' word only back to its own version.
+                let by_version = warm::needed_for_version(version.as_u64(), wall_now);
+                let round = if by_version < round.needed_ms {
+                    let (ended, all_told) =
+                        warm::count_ended(&ended_lives, &told, by_version, &alive);
+                    warm::Round {
+                        needed_ms: by_version,
+                        ended,
+                        all_told,
+                        ..round
+                    }
+                } else {
+                    round
+                };
                 let verdict = warm::judge(version.as_u64(), answers[i], seen, &round);
                 match verdict {
                     warm::Verdict::Kept => kept += 1,
