@@ -191,12 +191,6 @@ impl Sim {
                     ))
                 })
                 .collect();
-            // A recent copy needs the witnesses' word only back to its own version (the
-            // node's `prove_pushed`), on this node's skewed clock.
-            let needed = needed.min(strata_cluster::warm::needed_for_version(
-                version,
-                self.clock_ms(i),
-            ));
             let (ended, all_told) = self.ended_lives(i, &others, needed, now_ms);
             let round = strata_cluster::warm::Round {
                 needed_ms: needed,

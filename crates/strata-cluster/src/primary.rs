@@ -184,14 +184,8 @@ pub fn replica_is_ahead(held: Option<&Entry>, base: u64) -> bool {
 /// last one of the key's latest change, and executed below it, a read-modify-write would
 /// start over from less. The primary refuses to execute so over its own unproven copy, and
 /// another owner refuses to take such a change over its own (`ReplicaRefusal::Unproven`).
-/// A copy executed from at least as new supersedes the unproven one.
-///
-/// (Only the primary's side was checked once: a primary back from a cut executed `INCR`
-/// from its stale copy, its replica — holding the counter's newest copy unproven after its
-/// own rejoin — answered `Superseded` with that copy's version from its record of writes,
-/// the primary executed again from no copy above it, and the replica took the change over
-/// its unproven copy: the counter started again from 1 after 14,120 acknowledged
-/// increments, in a partition review with cuts of 5–8 s.)
+/// A copy executed from at least as new supersedes the unproven one (ARCHITECTURE
+/// decision 122).
 pub fn below_unproven(unproven: Option<u64>, answered: u64) -> bool {
     unproven.is_some_and(|u| answered < u)
 }

@@ -227,31 +227,6 @@ pub fn needed_ms(age_ms: u64, rpc_timeout_ms: u64) -> u64 {
     age_ms + 8 * rpc_timeout_ms + 1_000
 }
 
-/// How far, in ms, any member's wall clock may be from true time, for [`needed_for_version`]
-/// (hosts run NTP; G4's expiry makes the same assumption). The simulator offsets each
-/// node's clock by up to ±500 ms.
-pub const CLOCK_SKEW_MS: u64 = 1_000;
-
-/// How far back a witness's record must reach for its word on a copy at `version` to
-/// count, from the version alone (`now_ms`: this member's wall clock): every change that
-/// supersedes the copy — a write or a removal a witness would answer "newer" for — is
-/// stamped above it by a hybrid clock, whose milliseconds never run ahead of the fastest
-/// member's wall clock, so it was made no earlier than the version's time less
-/// [`CLOCK_SKEW_MS`], and this member's clock reads at most that much behind true time.
-/// A proof needs the smaller of this and [`needed_ms`]: either window holds every change
-/// that could make the copy stale.
-///
-/// (With [`needed_ms`] alone, a member cut off again and again proved its copies back to
-/// its first cut — lapses less than 15 s apart chain into one run — and past 55 s the
-/// window exceeded what any witness remembers, `tombstone_ms`: the proof dropped copies of
-/// keys written 3 s before, whose witnesses all answered "nothing newer". A counter with
-/// 17,311 acknowledged increments started over, and eight keys last set 3 s before were
-/// lost, in a partition review with cuts of 5–8 s moving between members.)
-pub fn needed_for_version(version: u64, now_ms: u64) -> u64 {
-    let made_ms = strata_core::Version::from_u64(version).physical_ms();
-    now_ms.saturating_sub(made_ms) + 2 * CLOCK_SKEW_MS
-}
-
 /// What becomes of a copy pushed to a restarted member while it settled, at its proof.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Verdict {
@@ -567,39 +542,6 @@ mod tests {
         assert_eq!(newer_than(5, None, Some(6)), Some(6));
         assert_eq!(newer_than(5, Some(3), Some(6)), Some(6));
         assert_eq!(needed_ms(4_000, 1_000), 13_000);
-    }
-
-    #[test]
-    fn a_recent_copy_needs_a_window_back_to_its_version_and_the_skew() {
-        let v = |ms: u64| strata_core::Version::from_parts(ms, 7).as_u64();
-        let skew = 2 * CLOCK_SKEW_MS;
-        assert_eq!(needed_for_version(v(100_000), 103_000), 3_000 + skew);
-        // A version ahead of this member's clock (a faster clock stamped it): the skew only.
-        assert_eq!(needed_for_version(v(105_000), 103_000), skew);
-        // Witnesses that remember 60 s vouch for a copy written 3 s ago, past a lapse that
-        // began 70 s ago (the age alone needs more than they remember).
-        let needed = needed_ms(70_000, 500).min(needed_for_version(v(100_000), 103_000));
-        let r = Round {
-            needed_ms: needed,
-            quorum: true,
-            ended: 0,
-            all_told: true,
-            replication_factor: 2,
-            may_defer: true,
-        };
-        let clean = Some((60_000, None));
-        assert_eq!(
-            judge(v(100_000), Some(None), &[clean, clean], &r),
-            Verdict::Witnessed
-        );
-        let by_age = Round {
-            needed_ms: needed_ms(70_000, 500),
-            ..r
-        };
-        assert_eq!(
-            judge(v(100_000), Some(None), &[clean, clean], &by_age),
-            Verdict::Dropped
-        );
     }
 
     #[test]

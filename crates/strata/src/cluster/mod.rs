@@ -398,16 +398,6 @@ impl WarmState {
     pub(crate) fn trust_recorded(&self) {
         self.pushed.lock().take();
     }
-
-    /// Ends the recording without a proof: every copy recorded and not proven, for the
-    /// caller to remove.
-    pub(crate) fn abandon(&self) -> Vec<(String, Bytes, Version)> {
-        self.pushed
-            .lock()
-            .take()
-            .map(|p| p.todo)
-            .unwrap_or_default()
-    }
 }
 
 /// The ring and the live members, as last computed from membership.

@@ -188,14 +188,14 @@ impl Shared {
                 .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
             return Err(ReplicaRefusal::Fenced { primary });
         }
-        // A copy this node holds unproven, newer than the one the change was executed from,
-        // may be the last one of the key's latest change: taken over it, the change would
-        // start the key over from less (a counter from 1). Refused until its proof keeps it
-        // (and passes it on to the primary) or drops it. A removal or a plain `SET` waits
-        // as well: the owners cannot tell one from a read-modify-write executed from none.
+        // A fresh copy held unproven, newer than the one the change was executed from, may
+        // be the last one of the key's latest change: refused until its proof keeps it (and
+        // passes it on) or drops it (decision 122). A removal or a plain `SET` waits as
+        // well: an owner cannot tell one from a read-modify-write executed from none.
         let unproven = self
             .owner
             .get_retained_entry(namespace, key)
+            .filter(|e| e.is_fresh(self.now_ms()))
             .map(|e| e.version)
             .filter(|v| self.warm.is_unproven(namespace, key, *v));
         if decide::below_unproven(unproven.map(Version::as_u64), base)
