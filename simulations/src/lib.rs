@@ -1505,10 +1505,16 @@ impl Sim {
     /// were lost: seed 1497 with `--warm-restart`, a member paused during two restarted
     /// members' baselines, and a transaction read a pair's counter as 0 after 44.)
     fn baseline_failed(&mut self, i: usize, why: &str) {
-        let (life, run) = (self.nodes[i].life, self.nodes[i].warm_run);
         self.note(|| format!("n{i} warm restart: {why}; L3 copies dropped, pushed copies proven"));
         self.nodes[i].copies.clear();
         self.nodes[i].unverified = false;
+        self.prove_after_settle(i);
+    }
+
+    /// `i`'s record is whole from now on; the proof (stage 10 of its current run) follows
+    /// once the settle time has passed (the node's `prove`).
+    fn prove_after_settle(&mut self, i: usize) {
+        let (life, run) = (self.nodes[i].life, self.nodes[i].warm_run);
         self.nodes[i].record_from_ms = self.now / MS;
         let settle = (CoherenceConfig::default().max_staleness_ms * 2 + 100) * MS;
         self.push(
@@ -1576,17 +1582,7 @@ impl Sim {
                 }
             }
             self.apply_coherence(i, out);
-            self.nodes[i].record_from_ms = now_ms;
-            let settle = (CoherenceConfig::default().max_staleness_ms * 2 + 100) * MS;
-            self.push(
-                settle,
-                Kind::Warm {
-                    node: i,
-                    life,
-                    stage: 10,
-                    run,
-                },
-            );
+            self.prove_after_settle(i);
             return;
         }
         // The copies pushed while it settled first, in rounds (`settling.rs`).
