@@ -300,6 +300,15 @@ impl WarmState {
         true
     }
 
+    /// Whether any copy is held unproven now (a cheap gate before an owner-store read on
+    /// the replication path).
+    pub(crate) fn any_unproven(&self) -> bool {
+        self.pushed
+            .lock()
+            .as_ref()
+            .is_some_and(|p| !p.unproven.is_empty())
+    }
+
     /// Whether the owner store's copy of `key` at `version` may be a push not proven yet:
     /// a key with a push recorded, and a copy no newer than the newest push. A newer copy
     /// is this node's own execution as the key's primary, or a replication from its

@@ -192,9 +192,9 @@ impl Shared {
         // be the last one of the key's latest change: refused until its proof keeps it (and
         // passes it on) or drops it (decision 122). A removal or a plain `SET` waits as
         // well: an owner cannot tell one from a read-modify-write executed from none.
-        let unproven = self
-            .owner
-            .get_retained_entry(namespace, key)
+        let unproven = (self.warm.any_unproven())
+            .then(|| self.owner.get_retained_entry(namespace, key))
+            .flatten()
             .filter(|e| e.is_fresh(self.now_ms()))
             .map(|e| e.version)
             .filter(|v| self.warm.is_unproven(namespace, key, *v));
