@@ -619,9 +619,9 @@ struct SimNode {
     /// pairs; key).
     unproven: BTreeMap<(u8, u32), Pushed>,
     /// From when (true ms) its record of changes is whole, as a witness of another
-    /// member's proof tells it (the node's `WarmState::record_from_ms`; `u64::MAX` until
-    /// a warm start's baseline).
-    record_from_ms: u64,
+    /// member's proof tells it, with the gaps it gave up on kept apart (the node's
+    /// `WarmState::record`; not whole until a warm start's baseline).
+    pub(crate) record: strata_cluster::warm::Record,
     /// When this life started (true ms): a proof's witnesses must remember back past it.
     started_ms: u64,
     /// Since when (true ms) the copies held unproven may have missed a change: this
@@ -848,7 +848,7 @@ impl Sim {
                 warm_run: 0,
                 settling: false,
                 unproven: BTreeMap::new(),
-                record_from_ms: 0,
+                record: strata_cluster::warm::Record::default(),
                 started_ms: 0,
                 proof_from_ms: 0,
                 defer_until: None,
@@ -1039,11 +1039,11 @@ impl Sim {
             // Its record is whole from its baseline on; what is pushed to it until its
             // proof is held unproven.
             self.nodes[i].settling = true;
-            self.nodes[i].record_from_ms = u64::MAX;
+            self.nodes[i].record.not_whole();
             self.begin_warm(i, 0, 500 * MS);
         } else {
             self.nodes[i].settling = false;
-            self.nodes[i].record_from_ms = now_ms;
+            self.nodes[i].record.whole_from(now_ms);
             if !self.keep_l3_at_start {
                 self.nodes[i].copies.clear();
             }
@@ -1515,7 +1515,7 @@ impl Sim {
     /// once the settle time has passed (the node's `prove`).
     fn prove_after_settle(&mut self, i: usize) {
         let (life, run) = (self.nodes[i].life, self.nodes[i].warm_run);
-        self.nodes[i].record_from_ms = self.now / MS;
+        self.nodes[i].record.whole_from(self.now / MS);
         let settle = (CoherenceConfig::default().max_staleness_ms * 2 + 100) * MS;
         self.push(
             settle,
@@ -1541,7 +1541,7 @@ impl Sim {
             // whole from now on.
             sim.nodes[i].unproven.clear();
             sim.nodes[i].settling = false;
-            sim.nodes[i].record_from_ms = sim.now / MS;
+            sim.nodes[i].record.whole_from(sim.now / MS);
         };
         if stage < 10 {
             if others.is_empty() {
@@ -1709,6 +1709,7 @@ impl Sim {
                 coherence::Output::DropUnverified {
                     origin,
                     lost,
+                    life,
                     owned,
                 } => {
                     // Every copy it does not own, and owner-store entries of keys it no
@@ -1724,8 +1725,8 @@ impl Sim {
                         self.begin_warm(at, 10, settle);
                         // The node's superseded start proof still baselines (its task runs
                         // on; only the latest run puts L3 back): its record is whole.
-                        if self.nodes[at].record_from_ms == u64::MAX {
-                            self.nodes[at].record_from_ms = self.now / MS;
+                        if self.nodes[at].record.from_ms() == u64::MAX {
+                            self.nodes[at].record.whole_from(self.now / MS);
                         }
                     } else {
                         self.nodes[at].copies.clear();
@@ -1733,8 +1734,9 @@ impl Sim {
                     let node = &mut self.nodes[at];
                     if lost > 0 {
                         // Some invalidations never reached it: as a witness, its record
-                        // starts over (not at a rejoin: the node's `drop_unverified`).
-                        node.record_from_ms = self.now / MS;
+                        // starts over for all but the life that made what was lost (not at
+                        // a rejoin: the node's `drop_unverified`).
+                        node.record.gave_up(&origin, life, self.now / MS);
                     }
                     // The owner store holds both namespaces, as on the node.
                     if owned && self.trust_rejoined_copies {

@@ -177,11 +177,7 @@ impl Sim {
                         return None;
                     }
                     let c = self.nodes[j].coherence.as_ref()?;
-                    let covered = strata_cluster::warm::covered_ms(
-                        self.nodes[j].record_from_ms,
-                        now_ms,
-                        c.tombstone_ms(),
-                    );
+                    let covered = self.covered_for(j, i, now_ms);
                     let unproven = self.nodes[j].unproven.get(&(kind, key)).map(version_of);
                     let held = self.held_by(j, kind, key, false).max(unproven);
                     let superseded = c.superseded_by(ns, &kb, version, &tags);
@@ -275,6 +271,21 @@ impl Sim {
             .collect()
     }
 
+    /// How far back witness `j`'s record reaches for `i`'s proof, as the node's
+    /// `ask_witnesses` reads a witness's answer: gaps of `i`'s own coherence life set
+    /// apart (`strata_cluster::warm::covered_for`).
+    fn covered_for(&self, j: usize, i: usize, now_ms: u64) -> u64 {
+        let Some(c) = self.nodes[j].coherence.as_ref() else {
+            return 0;
+        };
+        let (whole, gaps) = self.nodes[j].record.told(now_ms, c.tombstone_ms());
+        let life = self.nodes[i]
+            .coherence
+            .as_ref()
+            .map_or(0, |c| c.generation());
+        strata_cluster::warm::covered_for(whole, &gaps, &self.nodes[i].name, life)
+    }
+
     /// As the node's proof: the lives that ended within `needed` ms as `i` and every
     /// witness it reaches told them, but those whose process went on (`i`'s and each
     /// witness's, `strata_cluster::warm::count_ended`; every witness here is of this
@@ -302,14 +313,11 @@ impl Sim {
         let told: Vec<(u64, Option<Vec<strata_cluster::rpc::EndedLife>>)> = answering
             .iter()
             .copied()
-            .filter_map(|j| {
-                let c = self.nodes[j].coherence.as_ref()?;
-                let covered = strata_cluster::warm::covered_ms(
-                    self.nodes[j].record_from_ms,
-                    now_ms,
-                    c.tombstone_ms(),
-                );
-                Some((covered, Some(self.ended_of(j, now_ms))))
+            .map(|j| {
+                (
+                    self.covered_for(j, i, now_ms),
+                    Some(self.ended_of(j, now_ms)),
+                )
             })
             .collect();
         strata_cluster::warm::count_ended(&self.ended_of(i, now_ms), &told, needed, &alive)

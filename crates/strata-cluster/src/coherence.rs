@@ -348,6 +348,11 @@ pub enum Output {
         origin: String,
         /// How many are known lost (0 when unknown: the origin's life ended).
         lost: u64,
+        /// The coherence generation of the origin's life whose invalidations were lost
+        /// (when `lost` > 0; 0 otherwise). A witness whose record a gap restarted can
+        /// still vouch for that very life's copies: what it missed, that life made and
+        /// remembers itself (`strata_cluster::warm::Record`).
+        life: u64,
         /// Whether the owner store goes too: only when this node was out of the cluster
         /// ([`Coherence::rejoined`]), when changes of the keys it owns went to other owners
         /// and it may never hear of them. A gap alone leaves owned entries: every change of
@@ -995,6 +1000,7 @@ impl Coherence {
                 out.push(Output::DropUnverified {
                     origin: origin.clone(),
                     lost,
+                    life: *generation,
                     owned: false,
                 });
             } else if age >= self.cfg.repair_after_ms && !p.asked && p.down.is_none() {
@@ -1047,6 +1053,7 @@ impl Coherence {
         Output::DropUnverified {
             origin: origin.to_owned(),
             lost: 0,
+            life: 0,
             owned: false,
         }
     }
@@ -1096,6 +1103,7 @@ impl Coherence {
         Output::DropUnverified {
             origin: self.me.clone(),
             lost: 0,
+            life: 0,
             owned,
         }
     }
@@ -1129,6 +1137,7 @@ impl Coherence {
             out.push(Output::DropUnverified {
                 origin: origin.to_owned(),
                 lost: 0,
+                life: 0,
                 owned: false,
             });
         }
@@ -1198,6 +1207,7 @@ impl Coherence {
                 out.push(Output::DropUnverified {
                     origin: key.0,
                     lost,
+                    life: key.1,
                     owned: false,
                 });
             }
@@ -1230,6 +1240,12 @@ impl Coherence {
     /// [`Coherence::note_read`]).
     pub fn latest_seq(&self) -> u64 {
         self.next_seq - 1
+    }
+
+    /// This node's coherence life: the generation its process started with, which its
+    /// invalidations carry (membership renews its identity at a rejoin; this stays).
+    pub fn generation(&self) -> u64 {
+        self.generation
     }
 }
 
@@ -1499,6 +1515,7 @@ mod tests {
             [Output::DropUnverified {
                 origin: "a".into(),
                 lost: 1,
+                life: 1,
                 owned: false,
             }]
         );
@@ -1557,6 +1574,7 @@ mod tests {
                 Output::DropUnverified {
                     origin: "a".into(),
                     lost: 0,
+                    life: 0,
                     owned: false,
                 },
                 ask.clone()
@@ -1730,6 +1748,7 @@ mod tests {
         assert!(out.contains(&Output::DropUnverified {
             origin: "a".into(),
             lost: 2,
+            life: 1,
             owned: false,
         }));
         assert!(b.in_sync());
@@ -1774,6 +1793,7 @@ mod tests {
         assert!(d.tick(20).contains(&Output::DropUnverified {
             origin: "a".into(),
             lost: 2,
+            life: 1,
             owned: false,
         }));
         assert_eq!(d.peer_state("a"), [(9, 0, 0, 0)]);

@@ -48,13 +48,19 @@ pub mod features {
     /// `Replicate` as well as to a `ReplicateMulti`. An earlier caller gets
     /// [`super::ReplicaRefusal::Fenced`] with no primary instead.
     pub const UNPROVEN_REFUSALS: u64 = 32;
+    /// Understands [`super::Response::StalenessGaps`]: a witness's answer that also tells
+    /// the gaps it gave up on, each of one origin's life, apart from how far back its
+    /// record reaches without them. An earlier caller gets
+    /// [`super::Response::StalenessLives`].
+    pub const GAPS_TOLD: u64 = 64;
     /// Everything this build understands.
     pub const THIS_BUILD: u64 = CHECK_ONLY_CHANGES
         | HANDOFF_BATCHES
         | DEFERRED_PUSHES
         | ENDED_LIVES
         | PROCESS_LIVES
-        | UNPROVEN_REFUSALS;
+        | UNPROVEN_REFUSALS
+        | GAPS_TOLD;
     /// Set when bits 32–55 of the word carry the sender's ring parameters ([`with_ring`]):
     /// members that place keys with different `vnodes` or replication factors disagree on
     /// every key's primary, and each says so instead of failing writes silently. An earlier
@@ -645,7 +651,47 @@ pub enum Response {
         /// The callee's generation now.
         generation: u64,
     },
+    /// Answer to `Staleness`, only to a caller with [`features::GAPS_TOLD`]: as
+    /// [`Response::StalenessLives`], with the gaps the callee gave up on told apart. Its
+    /// `covered_ms` counts every gap; `whole_ms` is how far back its record reaches
+    /// without them (since it started, or since a warm start's baseline), and `gaps` the
+    /// gaps given up on within that, at most [`MAX_GAPS_TOLD`]. A caller whose own
+    /// coherence life is the only one a gap missed counts the record from `whole_ms`
+    /// (`strata_cluster::warm::covered_for`): what the witness missed, it made and
+    /// remembers itself.
+    StalenessGaps {
+        /// As in [`Response::Staleness`]: every gap counted.
+        covered_ms: u64,
+        /// As in [`Response::Staleness`].
+        newer: Vec<Option<u64>>,
+        /// As in [`Response::StalenessEnded`].
+        ended: Vec<EndedLife>,
+        /// As in [`Response::StalenessLives`].
+        first_generation: u64,
+        /// As in [`Response::StalenessLives`].
+        generation: u64,
+        /// How far back, in ms, the callee's record reaches with the gaps set apart.
+        whole_ms: u64,
+        /// The gaps given up on within `whole_ms`, oldest first.
+        gaps: Vec<GivenUp>,
+    },
 }
+
+/// A gap a witness gave up on ([`Response::StalenessGaps`]): invalidations of one origin's
+/// coherence life that never reached it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct GivenUp {
+    /// The origin's name.
+    pub origin: String,
+    /// The origin's coherence life (the generation its process started with).
+    pub life: u64,
+    /// How long ago, in ms, the witness gave it up.
+    pub ago_ms: u64,
+}
+
+/// Most gaps a [`Response::StalenessGaps`] tells: a witness that gave up on more within its
+/// record moves its record's start past the oldest instead.
+pub const MAX_GAPS_TOLD: usize = 64;
 
 /// A member's life that ended, as a witness saw it ([`Response::StalenessEnded`]).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -951,6 +997,30 @@ mod tests {
             to_bytes(&l),
             [
                 0, 0, 0, 17, 1, 1, 0, 0, 0, 0, 0, 0, 0, 4, 29, 9, 1, 0, 0, 2, 3
+            ]
+        );
+        // A witness's answer with the gaps it gave up on (response variant 30), appended.
+        let g = Frame::Response(
+            4,
+            Response::StalenessGaps {
+                covered_ms: 1,
+                newer: vec![None],
+                ended: Vec::new(),
+                first_generation: 2,
+                generation: 3,
+                whole_ms: 9,
+                gaps: vec![GivenUp {
+                    origin: "a".into(),
+                    life: 2,
+                    ago_ms: 1,
+                }],
+            },
+        );
+        assert_eq!(
+            to_bytes(&g),
+            [
+                0, 0, 0, 23, 1, 1, 0, 0, 0, 0, 0, 0, 0, 4, 30, 1, 1, 0, 0, 2, 3, 9, 1, 1, b'a', 2,
+                1
             ]
         );
         // A page of keys (request variant 20, response variant 28), appended.

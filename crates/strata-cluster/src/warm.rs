@@ -208,6 +208,105 @@ pub fn covered_ms(record_from_ms: u64, now_ms: u64, tombstone_ms: u64) -> u64 {
     }
 }
 
+/// How far back a member's record of changes is whole, as a witness of another member's
+/// proof tells it: from its start (this process's, or a warm start's baseline; on its own
+/// monotonic clock, `u64::MAX` while it is not whole at all), and the gaps it gave up on
+/// since, each kept apart with the origin's coherence life whose invalidations it lost (at
+/// most [`crate::rpc::MAX_GAPS_TOLD`]; an older one moves the start instead).
+///
+/// A gap restarts the record for every caller but one: the life that made what was lost.
+/// That life's process made each of those changes, applied it to its own copies first
+/// (`Shared::originate` removes an older copy of the key; a pattern, tag or flush is
+/// applied where it is made) and remembers it for `tombstone_ms`. So a member proving its
+/// own copies may count a witness's record from its start where the only gaps since are
+/// of its own life ([`covered_for`]). (Restarting it for everyone left the two owners of
+/// a key, both holding it unproven after rejoins, with no witness: the third member had
+/// just given up a gap of one owner's invalidations — that owner was cut off again as the
+/// gap was noticed — and both proofs dropped 1,413 static keys, a partition review.) A
+/// restarted process is a new life: a gap of its previous one still counts against it.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Record {
+    /// Whole from (ms), the gaps set apart; `u64::MAX`: not whole.
+    from_ms: u64,
+    /// The gaps given up on since: origin, its coherence life, when (ms), oldest first.
+    gaps: Vec<(String, u64, u64)>,
+}
+
+impl Record {
+    /// Not whole until [`Record::whole_from`] (a warm start, until its baseline).
+    pub fn not_whole(&mut self) {
+        self.from_ms = u64::MAX;
+        self.gaps.clear();
+    }
+
+    /// Whole from `now_ms` on (a warm start's baseline).
+    pub fn whole_from(&mut self, now_ms: u64) {
+        self.from_ms = now_ms;
+        self.gaps.clear();
+    }
+
+    /// Whole since this process started, when nothing made it whole since (a start
+    /// without L3 copies: nothing to baseline). Whether it was changed.
+    pub fn whole_since_start(&mut self) -> bool {
+        let changed = self.from_ms == u64::MAX;
+        if changed {
+            self.from_ms = 0;
+        }
+        changed
+    }
+
+    /// A gap of `origin`'s coherence `life` was given up on at `now_ms`: invalidations of
+    /// that life never reached this member. While the record was not whole, it is whole
+    /// from now.
+    pub fn gave_up(&mut self, origin: &str, life: u64, now_ms: u64) {
+        if self.from_ms == u64::MAX {
+            self.from_ms = now_ms;
+            return;
+        }
+        self.gaps.retain(|(o, l, _)| !(o == origin && *l == life));
+        self.gaps.push((origin.to_owned(), life, now_ms));
+        if self.gaps.len() > crate::rpc::MAX_GAPS_TOLD {
+            let (_, _, at) = self.gaps.remove(0);
+            self.from_ms = self.from_ms.max(at);
+        }
+    }
+
+    /// From when the record is whole for every caller (every gap counted; `u64::MAX`: not
+    /// whole).
+    pub fn from_ms(&self) -> u64 {
+        match self.from_ms {
+            u64::MAX => u64::MAX,
+            from => self.gaps.iter().map(|(_, _, at)| *at).fold(from, u64::max),
+        }
+    }
+
+    /// What a witness tells at `now_ms`: how far back its record reaches with the gaps set
+    /// apart ([`covered_ms`]), and the gaps within that.
+    pub fn told(&self, now_ms: u64, tombstone_ms: u64) -> (u64, Vec<crate::rpc::GivenUp>) {
+        let whole_ms = covered_ms(self.from_ms, now_ms, tombstone_ms);
+        let gaps = self
+            .gaps
+            .iter()
+            .map(|(origin, life, at)| crate::rpc::GivenUp {
+                origin: origin.clone(),
+                life: *life,
+                ago_ms: now_ms.saturating_sub(*at),
+            })
+            .filter(|g| g.ago_ms < whole_ms)
+            .collect();
+        (whole_ms, gaps)
+    }
+}
+
+/// How far back a witness's record reaches for a caller `me` in its coherence `life`: from
+/// `whole_ms` (its start), and no further back than a gap of another life ([`Record`]).
+pub fn covered_for(whole_ms: u64, gaps: &[crate::rpc::GivenUp], me: &str, life: u64) -> u64 {
+    gaps.iter()
+        .filter(|g| !(g.origin == me && g.life == life))
+        .map(|g| g.ago_ms)
+        .fold(whole_ms, u64::min)
+}
+
 /// What a witness knows of that is newer than a copy at `version`: the newer of a version
 /// it holds itself (`held`, any copy: a newer version exists, so this one was replaced) and
 /// the change its record says supersedes the copy (`superseded`,
@@ -542,6 +641,76 @@ mod tests {
         assert_eq!(newer_than(5, None, Some(6)), Some(6));
         assert_eq!(newer_than(5, Some(3), Some(6)), Some(6));
         assert_eq!(needed_ms(4_000, 1_000), 13_000);
+    }
+
+    /// A gap restarts a witness's record for every caller but the life that made what was
+    /// lost; a restarted process (a new life of that name) is not that life.
+    #[test]
+    fn a_gap_restarts_the_record_for_all_but_the_life_it_missed() {
+        let mut r = Record::default();
+        assert_eq!(r.from_ms(), 0, "whole since the start");
+        r.gave_up("a", 7, 10_000);
+        r.gave_up("b", 3, 20_000);
+        assert_eq!(r.from_ms(), 20_000, "every gap counts for everyone");
+        let (whole, gaps) = r.told(50_000, 60_000);
+        assert_eq!(whole, 50_000);
+        assert_eq!(gaps.len(), 2);
+        assert_eq!(covered_for(whole, &gaps, "a", 7), 30_000, "b's gap counts");
+        assert_eq!(covered_for(whole, &gaps, "b", 3), 40_000, "a's gap counts");
+        assert_eq!(
+            covered_for(whole, &gaps, "a", 8),
+            30_000,
+            "a later life of a"
+        );
+        assert_eq!(covered_for(whole, &gaps, "c", 1), 30_000);
+        // The same life's later gap replaces its earlier one.
+        r.gave_up("a", 7, 30_000);
+        let (whole, gaps) = r.told(50_000, 60_000);
+        assert_eq!(gaps.len(), 2);
+        assert_eq!(covered_for(whole, &gaps, "b", 3), 20_000);
+        assert_eq!(covered_for(whole, &gaps, "a", 7), 30_000);
+        // Only its own life's gaps: the record reaches back to its start.
+        let mut only = Record::default();
+        only.whole_from(5_000);
+        only.gave_up("a", 7, 40_000);
+        let (whole, gaps) = only.told(50_000, 60_000);
+        assert_eq!(covered_for(whole, &gaps, "a", 7), 45_000);
+        assert_eq!(covered_for(whole, &gaps, "a", 9), 10_000);
+        assert_eq!(only.from_ms(), 40_000);
+        // No further back than it remembers changes, and gaps outside that are not told.
+        let (whole, gaps) = only.told(200_000, 60_000);
+        assert_eq!((whole, gaps.len()), (60_000, 0));
+        // A baseline makes it whole from then, the gaps before it gone.
+        only.whole_from(45_000);
+        assert_eq!(only.from_ms(), 45_000);
+        assert!(only.told(50_000, 60_000).1.is_empty());
+        // Not whole: a gap makes it whole from then (nothing to set apart), and a start
+        // without copies does not move it back.
+        let mut fresh = Record::default();
+        fresh.not_whole();
+        assert_eq!(fresh.from_ms(), u64::MAX);
+        assert_eq!(fresh.told(1_000, 60_000).0, 0);
+        fresh.gave_up("a", 7, 700);
+        assert!(!fresh.whole_since_start());
+        assert_eq!(fresh.from_ms(), 700);
+        let mut empty = Record::default();
+        empty.not_whole();
+        assert!(empty.whole_since_start());
+        assert_eq!(empty.from_ms(), 0);
+    }
+
+    /// Past the most gaps told, the oldest moves the record's start: nothing is forgotten.
+    #[test]
+    fn gaps_past_the_bound_move_the_start() {
+        let mut r = Record::default();
+        for i in 0..=crate::rpc::MAX_GAPS_TOLD as u64 {
+            r.gave_up(&format!("o{i}"), 1, 1_000 + i);
+        }
+        let (whole, gaps) = r.told(10_000, 60_000);
+        assert_eq!(gaps.len(), crate::rpc::MAX_GAPS_TOLD);
+        assert_eq!(whole, 9_000, "the oldest gap became the start");
+        assert_eq!(covered_for(whole, &gaps, "o0", 1), 9_000 - 64);
+        assert_eq!(r.from_ms(), 1_000 + crate::rpc::MAX_GAPS_TOLD as u64);
     }
 
     #[test]

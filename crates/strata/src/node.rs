@@ -527,6 +527,17 @@ impl Node {
         }
     }
 
+    /// Makes this node give up on a gap of `origin`'s invalidations, as when the origin
+    /// was cut off before the gap was repaired: it drops the copies it does not own, and
+    /// its record as a witness starts over for every member but `origin`'s current life.
+    /// Feature `fault-injection`; never in a production build.
+    #[cfg(feature = "fault-injection")]
+    pub fn give_up_gap_of(&self, origin: &str) {
+        if let Some(c) = &self.cluster {
+            c.give_up_gap_of(origin);
+        }
+    }
+
     /// Hands `entry` to this node's peer RPC handler as another member's `Set` of it
     /// arrives — a previous owner's hand-off push, a read repair — and returns whether its
     /// owner store took it (false too when this node is not a cluster member). Feature

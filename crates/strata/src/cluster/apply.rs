@@ -218,7 +218,13 @@ impl Shared {
     /// ([`warm`]), which drops the rest. With `owned` (this node rejoined without its
     /// lease), every owned entry is held unproven until proven the same way
     /// ([`Shared::hold_unproven`]).
-    pub(crate) async fn drop_unverified(self: &Arc<Self>, origin: &str, lost: u64, owned: bool) {
+    pub(crate) async fn drop_unverified(
+        self: &Arc<Self>,
+        origin: &str,
+        lost: u64,
+        life: u64,
+        owned: bool,
+    ) {
         self.counters
             .drops_unverified
             .fetch_add(1, Ordering::Relaxed);
@@ -230,10 +236,11 @@ impl Shared {
             // the owners of the others' ring, whose tombstones answer for them; its own
             // tombstones outlive the rejoin. Starting over there left the proofs of members
             // rejoining in turn without a witness whose record reached back, and they
-            // dropped what they owned: 3,243 static keys in a partition review.)
-            self.warm
-                .record_from_ms
-                .store(self.monotonic_ms(), Ordering::Release);
+            // dropped what they owned: 3,243 static keys in a partition review.) For every
+            // caller but `origin`'s `life`, which made what was lost and remembers it
+            // (`strata_cluster::warm::Record`).
+            let now = self.monotonic_ms();
+            self.warm.record.lock().gave_up(origin, life, now);
         }
         if owned {
             // Before the proof begins, which proves what is recorded by then.
@@ -306,6 +313,35 @@ impl Shared {
             self.hold_unproven(&ns);
         }
         warm::prove_held(self.clone());
+    }
+
+    /// As a gap of `origin`'s current coherence life given up on: invalidations of it
+    /// lost, every unowned copy dropped, and this member's record as a witness started
+    /// over for every caller but that life (`strata_cluster::warm::Record`).
+    #[cfg(feature = "fault-injection")]
+    pub(crate) fn give_up_gap_of(&self, origin: &str) {
+        let life = self
+            .coherence
+            .lock()
+            .peer_state(origin)
+            .iter()
+            .map(|(generation, ..)| *generation)
+            .max()
+            .unwrap_or(0);
+        self.drops_pending.fetch_add(1, Ordering::AcqRel);
+        if self
+            .work_tx
+            .send(Work::DropUnverified {
+                origin: origin.to_owned(),
+                lost: 1,
+                life,
+                owned: false,
+                after_stall: false,
+            })
+            .is_err()
+        {
+            self.drops_pending.fetch_sub(1, Ordering::AcqRel);
+        }
     }
 
     // ----- hand-off -----
@@ -779,12 +815,13 @@ impl Shared {
                 Work::DropUnverified {
                     origin,
                     lost,
+                    life,
                     owned,
                     after_stall,
                 } => {
                     // Invalidations were lost: any remembered absence may be one of them.
                     self.absent.forget_all();
-                    self.drop_unverified(&origin, lost, owned).await;
+                    self.drop_unverified(&origin, lost, life, owned).await;
                     self.drops_pending.fetch_sub(1, Ordering::AcqRel);
                     if after_stall {
                         self.pause.dropped();

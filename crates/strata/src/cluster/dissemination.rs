@@ -40,6 +40,7 @@ impl Shared {
                 coherence::Output::DropUnverified {
                     origin,
                     lost,
+                    life,
                     owned,
                 } => {
                     self.drops_pending.fetch_add(1, Ordering::AcqRel);
@@ -48,6 +49,7 @@ impl Shared {
                         .send(Work::DropUnverified {
                             origin,
                             lost,
+                            life,
                             owned,
                             after_stall: false,
                         })

@@ -226,8 +226,11 @@ impl Shared {
             if self
                 .work_tx
                 .send(Work::DropUnverified {
+                    // Its own name: a stall may have lost any origin's invalidations, so
+                    // its record starts over for every caller.
                     origin: self.name.clone(),
                     lost: 1,
+                    life: 0,
                     owned: false,
                     after_stall: true,
                 })

@@ -187,13 +187,14 @@ pub(crate) struct WarmState {
     pub(crate) pushed: Mutex<Option<Pushed>>,
     /// From when (`Shared::monotonic_ms`) this node's record of changes — the removals and
     /// writes it took as an owner, the invalidations it applied — is whole, as a witness
-    /// of another member's proof tells it (`Request::Staleness`): 0, since it started;
+    /// of another member's proof tells it (`Request::Staleness`): since it started;
     /// moved on by a warm start's baseline (invalidations before it were counted, not
-    /// seen; `u64::MAX` until it ends) and a gap given up on. Not by a rejoin (its
-    /// tombstones outlive it, and what changed while it was away is the others' to
-    /// answer for), nor by a member's death: the changes it made reached their owners
-    /// first.
-    pub(crate) record_from_ms: AtomicU64,
+    /// seen; not whole until it ends); and a gap given up on, kept apart with the
+    /// origin's life that made what was lost (`strata_cluster::warm::Record`). Not by a
+    /// rejoin (its tombstones outlive it, and what changed while it was away is the
+    /// others' to answer for), nor by a member's death: the changes it made reached
+    /// their owners first.
+    pub(crate) record: Mutex<strata_cluster::warm::Record>,
     /// The member lives this node saw end (declared down, left), each with when
     /// (`Shared::monotonic_ms`), oldest first, kept for `tombstone_ms`: what it tells a
     /// restarted member's proof as a witness ([`Response::StalenessEnded`]).
@@ -246,7 +247,7 @@ impl WarmState {
         };
         if l3 {
             state.start_recording();
-            state.record_from_ms.store(u64::MAX, Ordering::Release);
+            state.record.lock().not_whole();
         }
         state
     }
@@ -433,6 +434,8 @@ enum Work {
     DropUnverified {
         origin: String,
         lost: u64,
+        /// The coherence life of `origin` whose invalidations were lost (when `lost` > 0).
+        life: u64,
         owned: bool,
         /// Asked by the tick that found this node stalled: the pause gate opens after it.
         after_stall: bool,

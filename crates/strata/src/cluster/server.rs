@@ -325,17 +325,21 @@ impl Shared {
         let mut tells_ended = caller_features & strata_cluster::rpc::features::ENDED_LIVES != 0;
         #[allow(unused_mut)]
         let mut tells_lives = caller_features & strata_cluster::rpc::features::PROCESS_LIVES != 0;
+        #[allow(unused_mut)]
+        let mut tells_gaps = caller_features & strata_cluster::rpc::features::GAPS_TOLD != 0;
         #[cfg(feature = "fault-injection")]
         if self.faults.earlier_build.load(Ordering::Acquire) {
             // As a callee of an earlier build: it knows no `Deferred`, nor ended lives.
             defers = false;
             tells_ended = false;
             tells_lives = false;
+            tells_gaps = false;
         }
-        let tells = match (tells_ended, tells_lives) {
-            (_, true) => Tells::Lives,
-            (true, false) => Tells::Ended,
-            (false, false) => Tells::Record,
+        let tells = match (tells_ended, tells_lives, tells_gaps) {
+            (_, _, true) => Tells::Gaps,
+            (_, true, false) => Tells::Lives,
+            (true, false, false) => Tells::Ended,
+            (false, false, false) => Tells::Record,
         };
         match req {
             Request::Hello { .. } | Request::Login { .. } | Request::Prove { .. } => {
@@ -603,10 +607,11 @@ impl Shared {
     /// Answers a restarted member's [`Request::Staleness`]: per copy, a newer version held
     /// here (any copy, pushed or expired: a newer version exists, so this one was replaced)
     /// or a newer invalidation remembered here that covers it, and how far back that
-    /// record is whole (`WarmState::record_from_ms`: this process's start at the earliest —
-    /// what it removed as an owner, wrote, or applied before is gone with its earlier
-    /// life). To a caller with `ENDED_LIVES`, the member lives it saw end within that
-    /// record as well; with `PROCESS_LIVES`, also the generations its process has had.
+    /// record is whole (`WarmState::record`: this process's start at the earliest — what
+    /// it removed as an owner, wrote, or applied before is gone with its earlier life).
+    /// To a caller with `ENDED_LIVES`, the member lives it saw end within that record as
+    /// well; with `PROCESS_LIVES`, also the generations its process has had; with
+    /// `GAPS_TOLD`, also the gaps it gave up on, told apart from its record's start.
     fn serve_staleness(
         &self,
         namespace: &str,
@@ -622,7 +627,8 @@ impl Shared {
                     .map(|e| e.version.as_u64())
             })
             .collect();
-        let from = self.warm.record_from_ms.load(Ordering::Acquire);
+        let record = self.warm.record.lock().clone();
+        let from = record.from_ms();
         let mut newer = Vec::with_capacity(copies.len());
         let mut tombstone_ms = 0;
         // Coherence is held for a few copies at a time: every write takes it.
@@ -654,6 +660,19 @@ impl Shared {
                 first_generation: self.warm.first_generation,
                 generation: self.member_generation(),
             },
+            Tells::Gaps => {
+                let (whole_ms, gaps) = record.told(now, tombstone_ms);
+                Response::StalenessGaps {
+                    covered_ms,
+                    newer,
+                    // The lives that ended within the record a caller may count.
+                    ended: self.warm.ended_within(now, whole_ms),
+                    first_generation: self.warm.first_generation,
+                    generation: self.member_generation(),
+                    whole_ms,
+                    gaps,
+                }
+            }
         }
     }
 }
@@ -668,6 +687,8 @@ enum Tells {
     Ended,
     /// And the generations its process has had (`PROCESS_LIVES`).
     Lives,
+    /// And the gaps it gave up on, apart from its record's start (`GAPS_TOLD`).
+    Gaps,
 }
 
 /// What [`Shared::answer_now`] did with a request.

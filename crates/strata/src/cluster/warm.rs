@@ -36,10 +36,7 @@ pub(crate) fn begin(shared: Arc<Shared>, cache: Cache, at_start: bool) {
     };
     if at_start {
         // Until the baseline: this member's record of changes is not whole.
-        shared
-            .warm
-            .record_from_ms
-            .store(u64::MAX, Ordering::Release);
+        shared.warm.record.lock().not_whole();
     }
     tokio::spawn(async move {
         if at_start && l3_starts_empty(&cache).await {
@@ -52,12 +49,7 @@ pub(crate) fn begin(shared: Arc<Shared>, cache: Cache, at_start: bool) {
             // `SET`s that way: a new member's proof asked a member killed but not yet
             // declared down, while the key's previous owner had dropped its copy).
             // Unless a gap given up on meanwhile restarted it already.
-            let _ = shared.warm.record_from_ms.compare_exchange(
-                u64::MAX,
-                0,
-                Ordering::AcqRel,
-                Ordering::Acquire,
-            );
+            shared.warm.record.lock().whole_since_start();
             shared.warm.trust_recorded();
             let current = shared.warm.run.lock();
             if *current == run && !shared.unverified() {
@@ -116,10 +108,8 @@ async fn prove(shared: &Arc<Shared>, cache: &Cache, at_start: bool) -> Result<Wa
         let baselined = baseline(shared).await;
         // Whole from here on (a failed baseline too: every member's changes from now on
         // reach this one as usual).
-        shared
-            .warm
-            .record_from_ms
-            .store(shared.monotonic_ms(), Ordering::Release);
+        let now = shared.monotonic_ms();
+        shared.warm.record.lock().whole_from(now);
         if let Err(e) = baselined {
             // The baseline may have counted some members' invalidations as applied already,
             // so what was pushed meanwhile is proven as a rejoin's held copies are — by the
@@ -468,6 +458,7 @@ async fn ask_witnesses(
         bytes += size;
     }
     parts.push(start..copies.len());
+    let my_life = shared.coherence.lock().generation();
     for (peer, addr) in shared.others() {
         // Per copy (in `copies` order), this member's answer.
         let mut answers: Vec<warm::Witness> = Vec::with_capacity(copies.len());
@@ -496,6 +487,22 @@ async fn ask_witnesses(
                     generation,
                 }) => {
                     lives = Some((first_generation, generation));
+                    (covered_ms, newer, Some(ended))
+                }
+                Ok(Response::StalenessGaps {
+                    newer,
+                    ended,
+                    first_generation,
+                    generation,
+                    whole_ms,
+                    gaps,
+                    ..
+                }) => {
+                    lives = Some((first_generation, generation));
+                    // Gaps of this process's own coherence life do not shorten the record
+                    // for its proof: it made what the witness missed, applied it to its
+                    // own copies and remembers it (`warm::Record`).
+                    let covered_ms = warm::covered_for(whole_ms, &gaps, &shared.name, my_life);
                     (covered_ms, newer, Some(ended))
                 }
                 other => {
