@@ -242,6 +242,10 @@ pub struct RunOptions {
     /// unproven): `an_owner_holding_the_newest_copy_unproven_refuses_changes_from_older_ones`
     /// in crates/strata/tests/cluster.rs checks it.
     pub replicas_over_unproven: bool,
+    /// Break a witness's record on purpose (checker tests): every gap it gave up on is set
+    /// apart for every caller, as though the caller had made what was lost (the node sets
+    /// apart only the gaps of the caller's own life: `strata_cluster::warm::covered_for`).
+    pub exempt_every_gap: bool,
     /// Flapping cuts in every seed without a partition (3 nodes or more): one member at a
     /// time cut off from all others for 1–3 s, then mended for 1–3 s, from a random time
     /// of the fault phase to its end. Off by default, so that every other seed replays as
@@ -724,6 +728,7 @@ pub struct Sim {
     trust_rejoined_copies: bool,
     execute_over_unproven: bool,
     replicas_over_unproven: bool,
+    exempt_every_gap: bool,
     flaps: bool,
     skip_forwarding: bool,
     no_evictions: bool,
@@ -913,6 +918,7 @@ impl Sim {
             trust_rejoined_copies: opts.trust_rejoined_copies,
             execute_over_unproven: opts.execute_over_unproven,
             replicas_over_unproven: opts.replicas_over_unproven,
+            exempt_every_gap: opts.exempt_every_gap,
             flaps: opts.flaps,
             skip_forwarding: opts.skip_forwarding,
             no_evictions: opts.no_evictions,
@@ -1712,6 +1718,13 @@ impl Sim {
                     life,
                     owned,
                 } => {
+                    if lost > 0 {
+                        // Some invalidations never reached it: as a witness, its record
+                        // starts over for all but the life that made what was lost, as the
+                        // node's `gap_given_up` records it before the drop (not at a
+                        // rejoin: the node's `drop_unverified`).
+                        self.nodes[at].record.gave_up(&origin, life, self.now / MS);
+                    }
                     // Every copy it does not own, and owner-store entries of keys it no
                     // longer owns — or, when invalidations are known lost, every owner-store
                     // entry (the node's `drop_unverified`).
@@ -1732,12 +1745,6 @@ impl Sim {
                         self.nodes[at].copies.clear();
                     }
                     let node = &mut self.nodes[at];
-                    if lost > 0 {
-                        // Some invalidations never reached it: as a witness, its record
-                        // starts over for all but the life that made what was lost (not at
-                        // a rejoin: the node's `drop_unverified`).
-                        node.record.gave_up(&origin, life, self.now / MS);
-                    }
                     // The owner store holds both namespaces, as on the node.
                     if owned && self.trust_rejoined_copies {
                         // Broken on purpose: what it owns stays trusted.

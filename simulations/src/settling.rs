@@ -170,7 +170,7 @@ impl Sim {
                 1 => ("ctr", Vec::new()),
                 _ => ("tx", Vec::new()),
             };
-            let witnesses: Vec<strata_cluster::warm::Witness> = others
+            let mut witnesses: Vec<strata_cluster::warm::Witness> = others
                 .iter()
                 .map(|&j| {
                     if !(self.reachable(i, j) && self.reachable(j, i)) {
@@ -187,6 +187,13 @@ impl Sim {
                     ))
                 })
                 .collect();
+            // Its own record's word, as the node's `own_newer`.
+            witnesses.extend(strata_cluster::warm::own_word(
+                self.nodes[i]
+                    .coherence
+                    .as_ref()
+                    .and_then(|c| c.superseded_by(ns, &kb, version, &tags)),
+            ));
             let (ended, all_told) = self.ended_lives(i, &others, needed, now_ms);
             let round = strata_cluster::warm::Round {
                 needed_ms: needed,
@@ -279,11 +286,14 @@ impl Sim {
             return 0;
         };
         let (whole, gaps) = self.nodes[j].record.told(now_ms, c.tombstone_ms());
-        let life = self.nodes[i]
+        if self.exempt_every_gap {
+            return whole;
+        }
+        let (life, memory) = self.nodes[i]
             .coherence
             .as_ref()
-            .map_or(0, |c| c.generation());
-        strata_cluster::warm::covered_for(whole, &gaps, &self.nodes[i].name, life)
+            .map_or((0, 0), |c| (c.generation(), c.tombstone_ms()));
+        strata_cluster::warm::covered_for(whole, &gaps, &self.nodes[i].name, life, memory)
     }
 
     /// As the node's proof: the lives that ended within `needed` ms as `i` and every

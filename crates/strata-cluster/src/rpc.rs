@@ -653,12 +653,15 @@ pub enum Response {
     },
     /// Answer to `Staleness`, only to a caller with [`features::GAPS_TOLD`]: as
     /// [`Response::StalenessLives`], with the gaps the callee gave up on told apart. Its
-    /// `covered_ms` counts every gap; `whole_ms` is how far back its record reaches
-    /// without them (since it started, or since a warm start's baseline), and `gaps` the
-    /// gaps given up on within that, at most [`MAX_GAPS_TOLD`]. A caller whose own
+    /// `covered_ms` counts every gap (a caller of this build reads `whole_ms` and `gaps`
+    /// instead); `whole_ms` is how far back its record reaches without them — since it
+    /// started, a warm start's baseline, a stall, a gap given up on while the record was
+    /// not whole, or the oldest gap past [`MAX_GAPS_TOLD`]; at most its `tombstone_ms` —
+    /// and `gaps` the gaps given up on within that, oldest first. A caller whose own
     /// coherence life is the only one a gap missed counts the record from `whole_ms`
-    /// (`strata_cluster::warm::covered_for`): what the witness missed, it made and
-    /// remembers itself.
+    /// (`strata_cluster::warm::covered_for`): what the witness missed, it made itself.
+    /// `ended` reaches back as far as `whole_ms`: the lives a member saw end come from
+    /// membership, which a gap of invalidations does not touch.
     StalenessGaps {
         /// As in [`Response::Staleness`]: every gap counted.
         covered_ms: u64,

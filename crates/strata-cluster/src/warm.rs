@@ -245,6 +245,12 @@ impl Record {
         self.gaps.clear();
     }
 
+    /// Starts over at `now_ms` for every caller: any origin's invalidations may have been
+    /// lost (this member stalled past failure detection).
+    pub fn restart(&mut self, now_ms: u64) {
+        self.whole_from(now_ms);
+    }
+
     /// Whole since this process started, when nothing made it whole since (a start
     /// without L3 copies: nothing to baseline). Whether it was changed.
     pub fn whole_since_start(&mut self) -> bool {
@@ -299,12 +305,36 @@ impl Record {
 }
 
 /// How far back a witness's record reaches for a caller `me` in its coherence `life`: from
-/// `whole_ms` (its start), and no further back than a gap of another life ([`Record`]).
-pub fn covered_for(whole_ms: u64, gaps: &[crate::rpc::GivenUp], me: &str, life: u64) -> u64 {
+/// `whole_ms` (its start), and no further back than a gap of another life ([`Record`]), nor
+/// than the caller remembers its own changes (`tombstone_ms`, its own). A gap of life 0 (no
+/// life) counts for everyone.
+pub fn covered_for(
+    whole_ms: u64,
+    gaps: &[crate::rpc::GivenUp],
+    me: &str,
+    life: u64,
+    tombstone_ms: u64,
+) -> u64 {
+    let mine = |g: &crate::rpc::GivenUp| g.life != 0 && g.life == life && g.origin == me;
+    let start = if gaps.iter().any(mine) {
+        whole_ms.min(tombstone_ms)
+    } else {
+        whole_ms
+    };
     gaps.iter()
-        .filter(|g| !(g.origin == me && g.life == life))
+        .filter(|g| !mine(g))
         .map(|g| g.ago_ms)
-        .fold(whole_ms, u64::min)
+        .fold(start, u64::min)
+}
+
+/// The proving member's own word on a copy it holds unproven, as one more witness: a change
+/// newer than the copy that its own record remembers (`superseded`,
+/// `Coherence::superseded_by`) makes the copy stale, as any witness's would; its silence
+/// says nothing (its record is what the proof doubts). A witness's gap of this member's own
+/// life ([`covered_for`]) rests on what it made itself: this checks that, whatever way the
+/// copy came into its store.
+pub fn own_word(superseded: Option<u64>) -> Option<Witness> {
+    superseded.map(|v| Some((0, Some(v))))
 }
 
 /// What a witness knows of that is newer than a copy at `version`: the newer of a version
@@ -655,28 +685,48 @@ mod tests {
         let (whole, gaps) = r.told(50_000, 60_000);
         assert_eq!(whole, 50_000);
         assert_eq!(gaps.len(), 2);
-        assert_eq!(covered_for(whole, &gaps, "a", 7), 30_000, "b's gap counts");
-        assert_eq!(covered_for(whole, &gaps, "b", 3), 40_000, "a's gap counts");
         assert_eq!(
-            covered_for(whole, &gaps, "a", 8),
+            covered_for(whole, &gaps, "a", 7, 60_000),
+            30_000,
+            "b's gap counts"
+        );
+        assert_eq!(
+            covered_for(whole, &gaps, "b", 3, 60_000),
+            40_000,
+            "a's gap counts"
+        );
+        assert_eq!(
+            covered_for(whole, &gaps, "a", 8, 60_000),
             30_000,
             "a later life of a"
         );
-        assert_eq!(covered_for(whole, &gaps, "c", 1), 30_000);
+        assert_eq!(covered_for(whole, &gaps, "c", 1, 60_000), 30_000);
         // The same life's later gap replaces its earlier one.
         r.gave_up("a", 7, 30_000);
         let (whole, gaps) = r.told(50_000, 60_000);
         assert_eq!(gaps.len(), 2);
-        assert_eq!(covered_for(whole, &gaps, "b", 3), 20_000);
-        assert_eq!(covered_for(whole, &gaps, "a", 7), 30_000);
+        assert_eq!(covered_for(whole, &gaps, "b", 3, 60_000), 20_000);
+        assert_eq!(covered_for(whole, &gaps, "a", 7, 60_000), 30_000);
         // Only its own life's gaps: the record reaches back to its start.
         let mut only = Record::default();
         only.whole_from(5_000);
         only.gave_up("a", 7, 40_000);
         let (whole, gaps) = only.told(50_000, 60_000);
-        assert_eq!(covered_for(whole, &gaps, "a", 7), 45_000);
-        assert_eq!(covered_for(whole, &gaps, "a", 9), 10_000);
-        assert_eq!(only.from_ms(), 40_000);
+        assert_eq!(covered_for(whole, &gaps, "a", 7, 60_000), 45_000);
+        assert_eq!(covered_for(whole, &gaps, "a", 9, 60_000), 10_000);
+        // No further back than the caller remembers what it made itself.
+        assert_eq!(covered_for(whole, &gaps, "a", 7, 30_000), 30_000);
+        // A gap of no life (0) counts for everyone, the name matching or not.
+        only.gave_up("a", 0, 41_000);
+        let (whole, gaps) = only.told(50_000, 60_000);
+        assert_eq!(covered_for(whole, &gaps, "a", 0, 60_000), 9_000);
+        assert_eq!(covered_for(whole, &gaps, "a", 7, 60_000), 9_000);
+        // A stall restarts it for everyone.
+        let mut stalled = only.clone();
+        stalled.restart(48_000);
+        let (whole, gaps) = stalled.told(50_000, 60_000);
+        assert_eq!(covered_for(whole, &gaps, "a", 7, 60_000), 2_000);
+        assert_eq!(only.from_ms(), 41_000);
         // No further back than it remembers changes, and gaps outside that are not told.
         let (whole, gaps) = only.told(200_000, 60_000);
         assert_eq!((whole, gaps.len()), (60_000, 0));
@@ -709,7 +759,7 @@ mod tests {
         let (whole, gaps) = r.told(10_000, 60_000);
         assert_eq!(gaps.len(), crate::rpc::MAX_GAPS_TOLD);
         assert_eq!(whole, 9_000, "the oldest gap became the start");
-        assert_eq!(covered_for(whole, &gaps, "o0", 1), 9_000 - 64);
+        assert_eq!(covered_for(whole, &gaps, "o0", 1, 60_000), 9_000 - 64);
         assert_eq!(r.from_ms(), 1_000 + crate::rpc::MAX_GAPS_TOLD as u64);
     }
 

@@ -218,30 +218,12 @@ impl Shared {
     /// ([`warm`]), which drops the rest. With `owned` (this node rejoined without its
     /// lease), every owned entry is held unproven until proven the same way
     /// ([`Shared::hold_unproven`]).
-    pub(crate) async fn drop_unverified(
-        self: &Arc<Self>,
-        origin: &str,
-        lost: u64,
-        life: u64,
-        owned: bool,
-    ) {
+    pub(crate) async fn drop_unverified(self: &Arc<Self>, origin: &str, lost: u64, owned: bool) {
         self.counters
             .drops_unverified
             .fetch_add(1, Ordering::Relaxed);
         let lives = self.coherence.lock().peer_state(origin);
         tracing::info!(node = %self.name, %origin, lost, ?lives, "invalidations may have been lost; dropping unverified copies");
-        if lost > 0 {
-            // Some invalidations never reached this member: as a witness, its record
-            // starts over. (Not at a rejoin: the changes made while it was away went to
-            // the owners of the others' ring, whose tombstones answer for them; its own
-            // tombstones outlive the rejoin. Starting over there left the proofs of members
-            // rejoining in turn without a witness whose record reached back, and they
-            // dropped what they owned: 3,243 static keys in a partition review.) For every
-            // caller but `origin`'s `life`, which made what was lost and remembers it
-            // (`strata_cluster::warm::Record`).
-            let now = self.monotonic_ms();
-            self.warm.record.lock().gave_up(origin, life, now);
-        }
         if owned {
             // Before the proof begins, which proves what is recorded by then.
             let since = self.lease.lock().lapse_began_ms().unwrap_or(0);
@@ -271,6 +253,20 @@ impl Shared {
         if let Some(c) = self.cache.get() {
             c.drop_local_everything(false).await;
         }
+    }
+
+    /// A gap of `origin`'s coherence `life` was given up on: some invalidations never
+    /// reached this member, so as a witness its record starts over — for every caller but
+    /// that life, which made what was lost (`strata_cluster::warm::Record`). Recorded when
+    /// coherence gives the gap up, before the drop it asks for is carried out. (Not at a
+    /// rejoin: the changes made while it was away went to the owners of the others' ring,
+    /// whose tombstones answer for them; its own tombstones outlive the rejoin. Starting
+    /// over there left the proofs of members rejoining in turn without a witness whose
+    /// record reached back, and they dropped what they owned: 3,243 static keys in a
+    /// partition review.)
+    pub(crate) fn gap_given_up(&self, origin: &str, life: u64) {
+        let mut record = self.warm.record.lock();
+        record.gave_up(origin, life, self.monotonic_ms());
     }
 
     /// This node was out of the cluster without its lease: changes of the keys it owns went
@@ -328,13 +324,13 @@ impl Shared {
             .map(|(generation, ..)| *generation)
             .max()
             .unwrap_or(0);
+        self.gap_given_up(origin, life);
         self.drops_pending.fetch_add(1, Ordering::AcqRel);
         if self
             .work_tx
             .send(Work::DropUnverified {
                 origin: origin.to_owned(),
                 lost: 1,
-                life,
                 owned: false,
                 after_stall: false,
             })
@@ -815,13 +811,12 @@ impl Shared {
                 Work::DropUnverified {
                     origin,
                     lost,
-                    life,
                     owned,
                     after_stall,
                 } => {
                     // Invalidations were lost: any remembered absence may be one of them.
                     self.absent.forget_all();
-                    self.drop_unverified(&origin, lost, life, owned).await;
+                    self.drop_unverified(&origin, lost, owned).await;
                     self.drops_pending.fetch_sub(1, Ordering::AcqRel);
                     if after_stall {
                         self.pause.dropped();

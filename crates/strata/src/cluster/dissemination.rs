@@ -43,13 +43,17 @@ impl Shared {
                     life,
                     owned,
                 } => {
+                    if lost > 0 {
+                        // Now, not once the applier gets to the drop: a witness answering
+                        // meanwhile would tell a record whole across the gap.
+                        self.gap_given_up(&origin, life);
+                    }
                     self.drops_pending.fetch_add(1, Ordering::AcqRel);
                     if self
                         .work_tx
                         .send(Work::DropUnverified {
                             origin,
                             lost,
-                            life,
                             owned,
                             after_stall: false,
                         })
@@ -139,7 +143,16 @@ impl Shared {
     /// [`Shared::publish`] (after a strict round, so that members count what they remove
     /// for the round rather than for the gossip).
     pub(crate) fn originate(&self, version: Version, op: InvalidationOp) -> Invalidation {
-        if let InvalidationOp::Key { namespace, key } = &op
+        // The state machine's own broadcast output is one item per invalidation; the
+        // disseminator batches them instead (see `disseminate_loop`). Remembered first:
+        // a copy older than it, stored between the removal below and a later record,
+        // would pass the store's check against coherence.
+        let inv = self
+            .coherence
+            .lock()
+            .originate(self.coherence_ms(), version.as_u64(), op)
+            .0;
+        if let InvalidationOp::Key { namespace, key } = &inv.op
             && let Some(e) = self.owner.get_retained_entry(namespace, key)
             && e.version < version
         {
@@ -148,12 +161,7 @@ impl Shared {
             // that value here.
             self.owner.remove_version_sync(namespace, key, e.version);
         }
-        // The state machine's own broadcast output is one item per invalidation; the
-        // disseminator batches them instead (see `disseminate_loop`).
-        self.coherence
-            .lock()
-            .originate(self.coherence_ms(), version.as_u64(), op)
-            .0
+        inv
     }
 
     /// Queues an invalidation made here for dissemination.

@@ -222,15 +222,15 @@ impl Shared {
             if let Some(c) = self.cache.get() {
                 c.hold_local_copies(true);
             }
+            // A stall may have lost any origin's invalidations: as a witness, its record
+            // starts over for every caller.
+            self.warm.record.lock().restart(self.monotonic_ms());
             self.drops_pending.fetch_add(1, Ordering::AcqRel);
             if self
                 .work_tx
                 .send(Work::DropUnverified {
-                    // Its own name: a stall may have lost any origin's invalidations, so
-                    // its record starts over for every caller.
                     origin: self.name.clone(),
                     lost: 1,
-                    life: 0,
                     owned: false,
                     after_stall: true,
                 })

@@ -434,8 +434,6 @@ enum Work {
     DropUnverified {
         origin: String,
         lost: u64,
-        /// The coherence life of `origin` whose invalidations were lost (when `lost` > 0).
-        life: u64,
         owned: bool,
         /// Asked by the tick that found this node stalled: the pause gate opens after it.
         after_stall: bool,

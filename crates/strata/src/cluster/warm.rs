@@ -108,8 +108,11 @@ async fn prove(shared: &Arc<Shared>, cache: &Cache, at_start: bool) -> Result<Wa
         let baselined = baseline(shared).await;
         // Whole from here on (a failed baseline too: every member's changes from now on
         // reach this one as usual).
-        let now = shared.monotonic_ms();
-        shared.warm.record.lock().whole_from(now);
+        {
+            let mut record = shared.warm.record.lock();
+            // The clock read under the lock: a gap recorded meanwhile is not wiped.
+            record.whole_from(shared.monotonic_ms());
+        }
         if let Err(e) = baselined {
             // The baseline may have counted some members' invalidations as applied already,
             // so what was pushed meanwhile is proven as a rejoin's held copies are — by the
@@ -278,6 +281,7 @@ async fn prove_pushed(
                 .filter(|&i| !warm::keep(page[i].1.as_u64(), answers[i]))
                 .collect();
             let (witnesses, told, mut alive) = ask_witnesses(shared, ns, &page, &doubtful).await;
+            let own = own_newer(shared, ns, &page, &doubtful);
             // How old the copies are: since this process started, or, for a rejoin
             // without the lease, since its latest run of lapses began.
             let now = shared.monotonic_ms();
@@ -310,8 +314,9 @@ async fn prove_pushed(
             };
             let mut pass_on = Vec::new();
             for (i, (key, version)) in page.iter().enumerate() {
-                let seen = witnesses.get(&i).map(Vec::as_slice).unwrap_or(&[]);
-                let verdict = warm::judge(version.as_u64(), answers[i], seen, &round);
+                let mut seen = witnesses.get(&i).cloned().unwrap_or_default();
+                seen.extend(warm::own_word(own.get(&i).copied()));
+                let verdict = warm::judge(version.as_u64(), answers[i], &seen, &round);
                 match verdict {
                     warm::Verdict::Kept => kept += 1,
                     warm::Verdict::Witnessed => {
@@ -360,6 +365,42 @@ async fn prove_pushed(
         );
     }
     deferred
+}
+
+/// Of the copies at `doubtful` (indices into `page`), those this member's own record knows
+/// a newer change of, with its version ([`warm::own_word`]).
+fn own_newer(
+    shared: &Shared,
+    ns: &str,
+    page: &[(Bytes, Version)],
+    doubtful: &[usize],
+) -> std::collections::HashMap<usize, u64> {
+    let mut out = std::collections::HashMap::new();
+    // Coherence is held for a few copies at a time: every write takes it.
+    for chunk in doubtful.chunks(64) {
+        // The store first, without holding coherence.
+        let tags: Vec<Vec<Bytes>> = chunk
+            .iter()
+            .map(|&i| {
+                let (key, version) = &page[i];
+                shared
+                    .owner
+                    .get_retained_entry(ns, key)
+                    .filter(|e| e.version == *version)
+                    .map(|e| e.tags.iter().cloned().collect())
+                    .unwrap_or_default()
+            })
+            .collect();
+        let coherence = shared.coherence.lock();
+        for (&i, tags) in chunk.iter().zip(&tags) {
+            let tags: Vec<&[u8]> = tags.iter().map(|t| t.as_ref()).collect();
+            let (key, version) = &page[i];
+            if let Some(v) = coherence.superseded_by(ns, key, version.as_u64(), &tags) {
+                out.insert(i, v);
+            }
+        }
+    }
+    out
 }
 
 /// Copies kept on the witnesses' word are held here alone (the key's other owner held
@@ -458,7 +499,10 @@ async fn ask_witnesses(
         bytes += size;
     }
     parts.push(start..copies.len());
-    let my_life = shared.coherence.lock().generation();
+    let (my_life, my_memory_ms) = {
+        let c = shared.coherence.lock();
+        (c.generation(), c.tombstone_ms())
+    };
     for (peer, addr) in shared.others() {
         // Per copy (in `copies` order), this member's answer.
         let mut answers: Vec<warm::Witness> = Vec::with_capacity(copies.len());
@@ -502,7 +546,8 @@ async fn ask_witnesses(
                     // Gaps of this process's own coherence life do not shorten the record
                     // for its proof: it made what the witness missed, applied it to its
                     // own copies and remembers it (`warm::Record`).
-                    let covered_ms = warm::covered_for(whole_ms, &gaps, &shared.name, my_life);
+                    let covered_ms =
+                        warm::covered_for(whole_ms, &gaps, &shared.name, my_life, my_memory_ms);
                     (covered_ms, newer, Some(ended))
                 }
                 other => {
