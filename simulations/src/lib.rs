@@ -632,6 +632,9 @@ struct SimNode {
     /// life's start, or a rejoin's run of lease lapses (the node's
     /// `WarmState::proof_from_ms`).
     proof_from_ms: u64,
+    /// Per copy an earlier proof of this life kept: its version and when (true ms), as the
+    /// node's `WarmState::vouched` (`strata_cluster::warm::proof_from`).
+    pub(crate) vouched: BTreeMap<(u8, u32), (u64, u64)>,
     /// The proof run whose rounds ask again about unanswered copies, and until when.
     defer_until: Option<(u32, u64)>,
     /// The member lives (name, generation) this node's view declared down, with when
@@ -856,6 +859,7 @@ impl Sim {
                 record: strata_cluster::warm::Record::default(),
                 started_ms: 0,
                 proof_from_ms: 0,
+                vouched: BTreeMap::new(),
                 defer_until: None,
                 ended: Vec::new(),
                 ring: None,
@@ -1038,6 +1042,7 @@ impl Sim {
         let now_ms = self.now / MS;
         self.nodes[i].started_ms = now_ms;
         self.nodes[i].proof_from_ms = now_ms;
+        self.nodes[i].vouched.clear();
         self.nodes[i].unproven.clear();
         self.nodes[i].defer_until = None;
         self.nodes[i].ended.clear();

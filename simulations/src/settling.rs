@@ -137,11 +137,6 @@ impl Sim {
         let others = self.view_others(i);
         let quorum = decide::has_quorum(others.len() + 1, self.mix.nodes);
         let now_ms = self.now / MS;
-        // Since this life started, or a rejoin's run of lease lapses began.
-        let needed = strata_cluster::warm::needed_ms(
-            now_ms.saturating_sub(self.nodes[i].proof_from_ms),
-            RPC_TIMEOUT_MS,
-        );
         let pushed: Vec<((u8, u32), Pushed)> = std::mem::take(&mut self.nodes[i].unproven)
             .into_iter()
             .collect();
@@ -155,6 +150,15 @@ impl Sim {
             {
                 continue;
             }
+            // Since this life started, or a rejoin's run of lease lapses began, or an
+            // earlier proof kept this very version (the node's `WarmState::proof_from`).
+            let from = strata_cluster::warm::proof_from(
+                self.nodes[i].proof_from_ms,
+                self.nodes[i].vouched.get(&(kind, key)).copied(),
+                version,
+            );
+            let needed =
+                strata_cluster::warm::needed_ms(now_ms.saturating_sub(from), RPC_TIMEOUT_MS);
             let kb = key_bytes(key);
             let owners: Vec<String> = ring
                 .owners(&kb, RF)
@@ -207,6 +211,8 @@ impl Sim {
             use strata_cluster::warm::Verdict;
             match verdict {
                 Verdict::Kept | Verdict::Witnessed => {
+                    // Current now: a later proof of this version reaches back to here.
+                    self.nodes[i].vouched.insert((kind, key), (version, now_ms));
                     if verdict == Verdict::Kept {
                         kept += 1;
                     } else {

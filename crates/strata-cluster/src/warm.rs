@@ -356,6 +356,25 @@ pub fn needed_ms(age_ms: u64, rpc_timeout_ms: u64) -> u64 {
     age_ms + 8 * rpc_timeout_ms + 1_000
 }
 
+/// From when (this member's monotonic ms) a copy at `version` it holds unproven may have
+/// missed a change: `lapse_from` (this process's start, or the start of a rejoin's run of
+/// lease lapses: `Lease::lapse_began_ms`), or later, when an earlier proof of this member
+/// kept that very version (`vouched`: the version and when that proof round began asking).
+/// Such a copy was current then — its other owner held it, or no member knew anything
+/// newer with a record reaching back — so only a change after that can have passed it
+/// by, and the witnesses' record must reach back only that far ([`needed_ms`]). On the
+/// member's own clock, as `lapse_from` is: no wall clock enters. (Counted from the run's
+/// start, lapses chained for over a minute under flapping cuts needed more record than
+/// any witness keeps, `tombstone_ms`, and proofs dropped copies every witness called
+/// current: a counter restarted after 16,601 acknowledged increments in a partition
+/// review, `needed_ms` 61,904.)
+pub fn proof_from(lapse_from: u64, vouched: Option<(u64, u64)>, version: u64) -> u64 {
+    match vouched {
+        Some((v, at)) if v == version => lapse_from.max(at),
+        _ => lapse_from,
+    }
+}
+
 /// What becomes of a copy pushed to a restarted member while it settled, at its proof.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Verdict {
@@ -761,6 +780,18 @@ mod tests {
         assert_eq!(whole, 9_000, "the oldest gap became the start");
         assert_eq!(covered_for(whole, &gaps, "o0", 1, 60_000), 9_000 - 64);
         assert_eq!(r.from_ms(), 1_000 + crate::rpc::MAX_GAPS_TOLD as u64);
+    }
+
+    /// A copy an earlier proof kept needs the witnesses' record only since that proof; a
+    /// copy of another version (changed since, or older) since the lapse run began.
+    #[test]
+    fn a_copy_kept_before_is_proven_from_then() {
+        assert_eq!(proof_from(1_000, None, 5), 1_000);
+        assert_eq!(proof_from(1_000, Some((5, 40_000)), 5), 40_000);
+        assert_eq!(proof_from(1_000, Some((4, 40_000)), 5), 1_000);
+        assert_eq!(proof_from(1_000, Some((6, 40_000)), 5), 1_000);
+        // Never before the lapse: a vouch older than the run changes nothing.
+        assert_eq!(proof_from(50_000, Some((5, 40_000)), 5), 50_000);
     }
 
     #[test]

@@ -527,6 +527,16 @@ impl Node {
         }
     }
 
+    /// As [`Node::rejoin_without_lease`], with a lapse that began when this node started (a
+    /// run of lapses chained since then). Feature `fault-injection`; never in a production
+    /// build.
+    #[cfg(feature = "fault-injection")]
+    pub fn rejoin_without_lease_since_start(&self) {
+        if let Some(c) = &self.cluster {
+            c.rejoin_without_lease_from(0);
+        }
+    }
+
     /// Makes this node give up on a gap of `origin`'s invalidations, as when the origin
     /// was cut off before the gap was repaired: it drops the copies it does not own, and
     /// its record as a witness starts over for every member but `origin`'s current life.

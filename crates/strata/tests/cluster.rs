@@ -2763,3 +2763,74 @@ async fn a_gap_of_another_members_life_still_restarts_the_record_for_a_proof() {
     );
     assert!(!readable);
 }
+
+/// A copy an earlier proof kept needs the witnesses' record only since that proof: the
+/// two owners of 20 keys hold them unproven twice, the second time after a run of lapses
+/// that began when they started, longer ago than any witness's record reaches. Counted
+/// from the run's start, the second proofs dropped every key that the first had kept and
+/// nobody changed since (a partition review: lapses chained for over a minute under
+/// flapping cuts needed 61,904 ms of record, more than any witness keeps, and a counter
+/// restarted after 16,601 acknowledged increments).
+#[cfg(feature = "fault-injection")]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_copy_kept_by_an_earlier_proof_is_proven_from_then() {
+    let started = Instant::now();
+    let nodes = cluster(3, 2, None).await;
+    let keys: Vec<String> = keys_owned_by(&nodes[0], "again:", &["n0", "n1"])
+        .take(20)
+        .collect();
+    let c2 = nodes[2].cache();
+    for k in &keys {
+        c2.set("ns", k.clone(), format!("v-{k}")).await.unwrap();
+    }
+    let metric = |node: &Node, name: &str| {
+        node.encode_metrics()
+            .lines()
+            .find_map(|l| l.strip_prefix(name)?.strip_prefix(' '))
+            .map(|v| v.trim().parse::<u64>().unwrap())
+            .unwrap_or_else(|| panic!("metric {name}"))
+    };
+    let proven = |n: &Node| {
+        metric(n, "strata_cluster_warm_pushed_kept_total")
+            + metric(n, "strata_cluster_warm_pushed_witnessed_total")
+            + metric(n, "strata_cluster_warm_pushed_dropped_total")
+    };
+    let dropped = |n: &Node| metric(n, "strata_cluster_warm_pushed_dropped_total");
+    // The first time, the lapse began now: the records (8 s) reach back past the window
+    // (the settle time and the rpc timeouts of a push's hops).
+    tokio::time::sleep(Duration::from_secs(8).saturating_sub(started.elapsed())).await;
+    nodes[0].rejoin_without_lease();
+    nodes[1].rejoin_without_lease();
+    eventually("the first proofs end", Duration::from_secs(40), || {
+        proven(&nodes[0]) >= keys.len() as u64 && proven(&nodes[1]) >= keys.len() as u64
+    })
+    .await;
+    assert_eq!(
+        dropped(&nodes[0]) + dropped(&nodes[1]),
+        0,
+        "the first proofs"
+    );
+    // The second time, the run of lapses began at their start: its window alone is longer
+    // than any record (every member started with them).
+    let first: Vec<u64> = nodes[..2].iter().map(proven).collect();
+    nodes[0].rejoin_without_lease_since_start();
+    nodes[1].rejoin_without_lease_since_start();
+    eventually("the second proofs end", Duration::from_secs(40), || {
+        proven(&nodes[0]) >= first[0] + keys.len() as u64
+            && proven(&nodes[1]) >= first[1] + keys.len() as u64
+    })
+    .await;
+    assert_eq!(
+        dropped(&nodes[0]) + dropped(&nodes[1]),
+        0,
+        "the second proofs dropped keys the first kept and nobody changed"
+    );
+    for k in &keys {
+        assert_eq!(
+            c2.get("ns", k.as_bytes()).await.unwrap().as_deref(),
+            Some(format!("v-{k}").as_bytes()),
+            "{k}"
+        );
+    }
+    stop(nodes).await;
+}

@@ -303,7 +303,14 @@ impl Shared {
     /// membership and L1 are left as they are).
     #[cfg(feature = "fault-injection")]
     pub(crate) fn rejoin_without_lease(self: &Arc<Self>) {
-        self.warm.record_since(self.monotonic_ms());
+        self.rejoin_without_lease_from(self.monotonic_ms());
+    }
+
+    /// [`Shared::rejoin_without_lease`], the lapse taken to have begun at `from_ms`
+    /// (`Shared::monotonic_ms`; 0: this process's start).
+    #[cfg(feature = "fault-injection")]
+    pub(crate) fn rejoin_without_lease_from(self: &Arc<Self>, from_ms: u64) {
+        self.warm.record_since(from_ms);
         self.warm.settling.store(true, Ordering::Release);
         for ns in self.owner.namespace_names() {
             self.hold_unproven(&ns);

@@ -205,6 +205,11 @@ pub(crate) struct WarmState {
     /// (`strata_cluster::primary::Lease::lapse_began_ms`). How far back the witnesses'
     /// word must reach follows from it (`strata_cluster::warm::needed_ms`).
     pub(crate) proof_from_ms: AtomicU64,
+    /// Per copy an earlier proof kept (`pushed_id`): its version and when that proof round
+    /// began asking (`Shared::monotonic_ms`), for [`strata_cluster::warm::proof_from`]. At
+    /// most [`WarmState::push_limit`] entries, none older than `tombstone_ms` kept once
+    /// full; forgetting one is always safe (its next proof reaches back to its lapse).
+    pub(crate) vouched: Mutex<std::collections::HashMap<Vec<u8>, (Version, u64)>>,
     /// The membership generation this process started with: the lives from it to before
     /// the current one ended in the others' views (rejoins), not in memory
     /// (`strata_cluster::rpc::Response::StalenessLives`).
@@ -344,6 +349,44 @@ impl WarmState {
             return None;
         }
         Some(std::mem::take(&mut p.todo))
+    }
+
+    /// From when the copy of `key` at `version` may have missed a change, for a proof whose
+    /// lapse run began at `lapse_from` ([`strata_cluster::warm::proof_from`]).
+    pub(crate) fn proof_from(
+        &self,
+        namespace: &str,
+        key: &[u8],
+        version: Version,
+        lapse_from: u64,
+    ) -> u64 {
+        let vouched = self
+            .vouched
+            .lock()
+            .get(&pushed_id(namespace, key))
+            .map(|(v, at)| (v.as_u64(), *at));
+        strata_cluster::warm::proof_from(lapse_from, vouched, version.as_u64())
+    }
+
+    /// A proof round that began asking at `at_ms` kept the copy of `key` at `version`: it
+    /// was current then. Past [`WarmState::push_limit`] entries, those older than
+    /// `keep_ms` go, and all of them if that is not enough.
+    pub(crate) fn vouch(
+        &self,
+        namespace: &str,
+        key: &[u8],
+        version: Version,
+        at_ms: u64,
+        keep_ms: u64,
+    ) {
+        let mut vouched = self.vouched.lock();
+        if vouched.len() >= self.push_limit {
+            vouched.retain(|_, (_, at)| at_ms.saturating_sub(*at) < keep_ms);
+            if vouched.len() >= self.push_limit {
+                vouched.clear();
+            }
+        }
+        vouched.insert(pushed_id(namespace, key), (version, at_ms));
     }
 
     /// Records a copy again for the next round of the proof (a member did not answer for

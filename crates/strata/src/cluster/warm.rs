@@ -275,6 +275,8 @@ async fn prove_pushed(
         for chunk in group.chunks(strata_core::warm::PAGE) {
             let page: Vec<(Bytes, Version)> =
                 chunk.iter().map(|(_, k, v)| (k.clone(), *v)).collect();
+            // Every answer comes after this: a copy kept now was current then.
+            let asked_ms = shared.monotonic_ms();
             let (answers, _) = ask_owners(shared, ns, &page).await;
             // The copies the owner did not vouch for go to the other members.
             let doubtful: Vec<usize> = (0..page.len())
@@ -282,41 +284,53 @@ async fn prove_pushed(
                 .collect();
             let (witnesses, told, mut alive) = ask_witnesses(shared, ns, &page, &doubtful).await;
             let own = own_newer(shared, ns, &page, &doubtful);
-            // How old the copies are: since this process started, or, for a rejoin
-            // without the lease, since its latest run of lapses began.
+            // How old each copy is: since this process started, or, for a rejoin without
+            // the lease, since its latest run of lapses began — or since an earlier proof
+            // kept that very version (`warm::proof_from`).
             let now = shared.monotonic_ms();
-            let age = now.saturating_sub(shared.warm.proof_from_ms.load(Ordering::Acquire));
-            let needed_ms = warm::needed_ms(age, shared.cfg.rpc_timeout_ms);
+            let lapse_from = shared.warm.proof_from_ms.load(Ordering::Acquire);
             let view = shared.others().len() + 1;
             alive.push(warm::Process {
                 name: shared.name.clone(),
                 first_generation: shared.warm.first_generation,
                 generation: shared.member_generation(),
             });
-            let (ended, all_told) = warm::count_ended(
-                &shared.warm.ended_within(now, needed_ms),
-                &told,
-                needed_ms,
-                &alive,
-            );
-            let round = warm::Round {
-                needed_ms,
-                quorum: strata_cluster::primary::has_quorum(
-                    view,
-                    shared.cfg.expected_size as usize,
-                ),
-                ended,
-                all_told,
-                // A change reached every owner: RF of them, or every member of a smaller
-                // view.
-                replication_factor: (shared.cfg.replication_factor as usize).min(view),
-                may_defer,
+            let mut rounds: std::collections::BTreeMap<u64, warm::Round> = Default::default();
+            let mut round_from = |from: u64| {
+                *rounds.entry(from).or_insert_with(|| {
+                    let needed_ms =
+                        warm::needed_ms(now.saturating_sub(from), shared.cfg.rpc_timeout_ms);
+                    let (ended, all_told) = warm::count_ended(
+                        &shared.warm.ended_within(now, needed_ms),
+                        &told,
+                        needed_ms,
+                        &alive,
+                    );
+                    warm::Round {
+                        needed_ms,
+                        quorum: strata_cluster::primary::has_quorum(
+                            view,
+                            shared.cfg.expected_size as usize,
+                        ),
+                        ended,
+                        all_told,
+                        // A change reached every owner: RF of them, or every member of a
+                        // smaller view.
+                        replication_factor: (shared.cfg.replication_factor as usize).min(view),
+                        may_defer,
+                    }
+                })
             };
+            let keep_ms = shared.coherence.lock().tombstone_ms();
             let mut pass_on = Vec::new();
             for (i, (key, version)) in page.iter().enumerate() {
                 let mut seen = witnesses.get(&i).cloned().unwrap_or_default();
                 seen.extend(warm::own_word(own.get(&i).copied()));
+                let round = round_from(shared.warm.proof_from(ns, key, *version, lapse_from));
                 let verdict = warm::judge(version.as_u64(), answers[i], &seen, &round);
+                if matches!(verdict, warm::Verdict::Kept | warm::Verdict::Witnessed) {
+                    shared.warm.vouch(ns, key, *version, asked_ms, keep_ms);
+                }
                 match verdict {
                     warm::Verdict::Kept => kept += 1,
                     warm::Verdict::Witnessed => {
