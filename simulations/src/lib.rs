@@ -633,8 +633,9 @@ struct SimNode {
     /// `WarmState::proof_from_ms`).
     proof_from_ms: u64,
     /// Per copy an earlier proof of this life kept: its version and when (true ms), as the
-    /// node's `WarmState::vouched` (`strata_cluster::warm::proof_from`).
-    pub(crate) vouched: BTreeMap<(u8, u32), (u64, u64)>,
+    /// node's `WarmState::vouched` (`strata_cluster::warm::{Vouches, proof_from}`; no
+    /// bound: the simulator's stores are small).
+    pub(crate) vouched: strata_cluster::warm::Vouches,
     /// The proof run whose rounds ask again about unanswered copies, and until when.
     defer_until: Option<(u32, u64)>,
     /// The member lives (name, generation) this node's view declared down, with when
@@ -859,7 +860,7 @@ impl Sim {
                 record: strata_cluster::warm::Record::default(),
                 started_ms: 0,
                 proof_from_ms: 0,
-                vouched: BTreeMap::new(),
+                vouched: strata_cluster::warm::Vouches::new(usize::MAX),
                 defer_until: None,
                 ended: Vec::new(),
                 ring: None,

@@ -137,6 +137,7 @@ impl Sim {
         let others = self.view_others(i);
         let quorum = decide::has_quorum(others.len() + 1, self.mix.nodes);
         let now_ms = self.now / MS;
+        let lease_held = self.nodes[i].lease.holds(now_ms, self.mix.nodes);
         let pushed: Vec<((u8, u32), Pushed)> = std::mem::take(&mut self.nodes[i].unproven)
             .into_iter()
             .collect();
@@ -154,7 +155,7 @@ impl Sim {
             // earlier proof kept this very version (the node's `WarmState::proof_from`).
             let from = strata_cluster::warm::proof_from(
                 self.nodes[i].proof_from_ms,
-                self.nodes[i].vouched.get(&(kind, key)).copied(),
+                self.nodes[i].vouched.get(&vouch_id(kind, key)),
                 version,
             );
             let needed =
@@ -211,8 +212,17 @@ impl Sim {
             use strata_cluster::warm::Verdict;
             match verdict {
                 Verdict::Kept | Verdict::Witnessed => {
-                    // Current now: a later proof of this version reaches back to here.
-                    self.nodes[i].vouched.insert((kind, key), (version, now_ms));
+                    // Current now, if its lease holds (`may_vouch`; a round here takes no
+                    // time, so no lapse falls between its asking and its verdict): a later
+                    // proof of this version reaches back to here.
+                    if strata_cluster::warm::may_vouch(quorum, lease_held, None, None) {
+                        self.nodes[i].vouched.vouch(
+                            vouch_id(kind, key),
+                            version,
+                            now_ms,
+                            CoherenceConfig::default().tombstone_ms,
+                        );
+                    }
                     if verdict == Verdict::Kept {
                         kept += 1;
                     } else {
@@ -367,4 +377,11 @@ impl Sim {
         self.nodes[i].proof_from_ms = self.nodes[i].started_ms;
         true
     }
+}
+
+/// A copy's id in a member's [`strata_cluster::warm::Vouches`]: its store and key.
+fn vouch_id(kind: u8, key: u32) -> Vec<u8> {
+    let mut id = vec![kind];
+    id.extend_from_slice(&key.to_le_bytes());
+    id
 }

@@ -411,6 +411,12 @@ impl Lease {
         self.lapse_began_ms
     }
 
+    /// The last time [`Lease::observe`] saw a lapse (`None`: never): two readings that
+    /// differ have a lapse between them.
+    pub fn lapsed_at_ms(&self) -> Option<u64> {
+        self.lapsed_at_ms
+    }
+
     /// Whether the lease holds at `now_ms` and did not lapse within the last
     /// [`Lease::LAPSE_REMEMBERED_MS`] (as [`Lease::observe`] saw it): a node that rejoins
     /// without that was cut off from the majority, even if a partition healed in time for

@@ -375,6 +375,72 @@ pub fn proof_from(lapse_from: u64, vouched: Option<(u64, u64)>, version: u64) ->
     }
 }
 
+/// Whether a proof round may record the copies it keeps as current when it began asking
+/// ([`Vouches`], [`proof_from`]): its view held a majority (`quorum`), and this member's
+/// lease held when the round began asking and when it judged (`lease_held`), with no lapse
+/// seen between (`lapsed_before` = `lapsed_after`, `Lease::lapsed_at_ms`). Only then did
+/// every change of a key this member owns reach it, so a copy its other owner held was
+/// current: a validator the majority had declared down, not knowing it yet, may hold a
+/// copy a removal by the key's new owners superseded, and a vouch from its word would
+/// start every later window after that removal (an attack review, helper-105).
+pub fn may_vouch(
+    quorum: bool,
+    lease_held: bool,
+    lapsed_before: Option<u64>,
+    lapsed_after: Option<u64>,
+) -> bool {
+    quorum && lease_held && lapsed_before == lapsed_after
+}
+
+/// The copies earlier proofs of this process kept, each with its version and when the
+/// round that kept it began asking ([`proof_from`]), by an id of the caller's (namespace
+/// and key). Two generations, swapped every `keep_ms` (`tombstone_ms`: an older vouch can
+/// never shorten a window enough for a witness to reach back), each of at most `limit`
+/// entries: a vouch past that is not recorded, which only leaves its copy's next window
+/// at the lapse run's start. Memory: at most twice `limit` ids and 16 bytes each.
+#[derive(Debug, Clone, Default)]
+pub struct Vouches {
+    current: std::collections::HashMap<Vec<u8>, (u64, u64)>,
+    previous: std::collections::HashMap<Vec<u8>, (u64, u64)>,
+    since_ms: u64,
+    limit: usize,
+}
+
+impl Vouches {
+    /// An empty record of at most `limit` entries per generation.
+    pub fn new(limit: usize) -> Self {
+        Vouches {
+            limit,
+            ..Vouches::default()
+        }
+    }
+
+    /// The copy `id` at `version` was kept by a round that began asking at `at_ms`.
+    pub fn vouch(&mut self, id: Vec<u8>, version: u64, at_ms: u64, keep_ms: u64) {
+        if at_ms.saturating_sub(self.since_ms) >= keep_ms {
+            self.previous = std::mem::take(&mut self.current);
+            self.since_ms = at_ms;
+        }
+        if self.current.len() < self.limit || self.current.contains_key(&id) {
+            self.current.insert(id, (version, at_ms));
+        }
+    }
+
+    /// The newest vouch of `id`: its version and when.
+    pub fn get(&self, id: &[u8]) -> Option<(u64, u64)> {
+        self.current
+            .get(id)
+            .or_else(|| self.previous.get(id))
+            .copied()
+    }
+
+    /// Forgets every vouch (this member stalled: its times may not say what they did).
+    pub fn clear(&mut self) {
+        self.current.clear();
+        self.previous.clear();
+    }
+}
+
 /// What becomes of a copy pushed to a restarted member while it settled, at its proof.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Verdict {
@@ -792,6 +858,44 @@ mod tests {
         assert_eq!(proof_from(1_000, Some((6, 40_000)), 5), 1_000);
         // Never before the lapse: a vouch older than the run changes nothing.
         assert_eq!(proof_from(50_000, Some((5, 40_000)), 5), 50_000);
+    }
+
+    /// Vouches are bounded per generation without forgetting the ones already recorded,
+    /// and a generation older than `keep_ms` goes at the next swap.
+    #[test]
+    fn vouches_are_bounded_and_age_out() {
+        let mut v = Vouches::new(2);
+        v.vouch(b"a".to_vec(), 1, 100, 60_000);
+        v.vouch(b"b".to_vec(), 1, 100, 60_000);
+        v.vouch(b"c".to_vec(), 1, 100, 60_000);
+        assert_eq!(v.get(b"c"), None, "past the limit: not recorded");
+        v.vouch(b"a".to_vec(), 2, 200, 60_000);
+        assert_eq!(
+            v.get(b"a"),
+            Some((2, 200)),
+            "a recorded key is updated when full"
+        );
+        assert_eq!(
+            v.get(b"b"),
+            Some((1, 100)),
+            "nothing recorded is forgotten when full"
+        );
+        // A generation later: the earlier one still answers; two later it is gone.
+        v.vouch(b"c".to_vec(), 1, 60_100, 60_000);
+        assert_eq!(v.get(b"c"), Some((1, 60_100)));
+        assert_eq!(v.get(b"b"), Some((1, 100)));
+        v.vouch(b"d".to_vec(), 1, 120_200, 60_000);
+        assert_eq!(v.get(b"b"), None);
+        assert_eq!(v.get(b"c"), Some((1, 60_100)));
+        v.clear();
+        assert_eq!(v.get(b"c"), None);
+        // A vouch only from a round with a quorum and the lease held throughout.
+        assert!(may_vouch(true, true, Some(5), Some(5)));
+        assert!(may_vouch(true, true, None, None));
+        assert!(!may_vouch(false, true, None, None));
+        assert!(!may_vouch(true, false, None, None));
+        assert!(!may_vouch(true, true, Some(5), Some(9)), "a lapse between");
+        assert!(!may_vouch(true, true, None, Some(9)));
     }
 
     #[test]

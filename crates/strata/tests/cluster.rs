@@ -2774,8 +2774,30 @@ async fn a_gap_of_another_members_life_still_restarts_the_record_for_a_proof() {
 #[cfg(feature = "fault-injection")]
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_copy_kept_by_an_earlier_proof_is_proven_from_then() {
+    kept_copies_proven_twice(None).await;
+}
+
+/// The same, with as many unproven copies allowed as the owners hold
+/// (`cluster.settling_push_limit`): the record of what the first proofs kept is full, and
+/// still answers for every copy.
+#[cfg(feature = "fault-injection")]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_full_record_of_kept_copies_still_answers_for_each() {
+    kept_copies_proven_twice(Some(20)).await;
+}
+
+/// Two rounds of both owners of 20 keys holding them unproven (the second after a lapse
+/// run as old as the cluster), with `push_limit` as `cluster.settling_push_limit`: asserts
+/// neither round drops any and every key still reads its value.
+#[cfg(feature = "fault-injection")]
+async fn kept_copies_proven_twice(push_limit: Option<u32>) {
     let started = Instant::now();
-    let nodes = cluster(3, 2, None).await;
+    let nodes = common::cluster_with(3, 2, None, |c| {
+        if let Some(limit) = push_limit {
+            c.cluster.settling_push_limit = limit;
+        }
+    })
+    .await;
     let keys: Vec<String> = keys_owned_by(&nodes[0], "again:", &["n0", "n1"])
         .take(20)
         .collect();

@@ -225,6 +225,8 @@ impl Shared {
             // A stall may have lost any origin's invalidations: as a witness, its record
             // starts over for every caller.
             self.warm.record.lock().restart(self.monotonic_ms());
+            // Nor does any earlier proof's word on its own copies stand.
+            self.warm.vouched.lock().clear();
             self.drops_pending.fetch_add(1, Ordering::AcqRel);
             if self
                 .work_tx

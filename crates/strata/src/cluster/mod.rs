@@ -206,10 +206,11 @@ pub(crate) struct WarmState {
     /// word must reach follows from it (`strata_cluster::warm::needed_ms`).
     pub(crate) proof_from_ms: AtomicU64,
     /// Per copy an earlier proof kept (`pushed_id`): its version and when that proof round
-    /// began asking (`Shared::monotonic_ms`), for [`strata_cluster::warm::proof_from`]. At
-    /// most [`WarmState::push_limit`] entries, none older than `tombstone_ms` kept once
-    /// full; forgetting one is always safe (its next proof reaches back to its lapse).
-    pub(crate) vouched: Mutex<std::collections::HashMap<Vec<u8>, (Version, u64)>>,
+    /// began asking (`Shared::monotonic_ms`), for [`strata_cluster::warm::proof_from`];
+    /// two generations of at most [`WarmState::push_limit`] entries each, swapped every
+    /// `tombstone_ms` (`strata_cluster::warm::Vouches`). A vouch not recorded is always
+    /// safe: its copy's next proof reaches back to its lapse run's start.
+    pub(crate) vouched: Mutex<strata_cluster::warm::Vouches>,
     /// The membership generation this process started with: the lives from it to before
     /// the current one ended in the others' views (rejoins), not in memory
     /// (`strata_cluster::rpc::Response::StalenessLives`).
@@ -247,6 +248,7 @@ impl WarmState {
     pub(crate) fn at_bind(l3: bool, push_limit: usize, generation: u64) -> Self {
         let state = WarmState {
             push_limit,
+            vouched: Mutex::new(strata_cluster::warm::Vouches::new(push_limit)),
             first_generation: generation,
             ..WarmState::default()
         };
@@ -360,17 +362,13 @@ impl WarmState {
         version: Version,
         lapse_from: u64,
     ) -> u64 {
-        let vouched = self
-            .vouched
-            .lock()
-            .get(&pushed_id(namespace, key))
-            .map(|(v, at)| (v.as_u64(), *at));
+        let vouched = self.vouched.lock().get(&pushed_id(namespace, key));
         strata_cluster::warm::proof_from(lapse_from, vouched, version.as_u64())
     }
 
-    /// A proof round that began asking at `at_ms` kept the copy of `key` at `version`: it
-    /// was current then. Past [`WarmState::push_limit`] entries, those older than
-    /// `keep_ms` go, and all of them if that is not enough.
+    /// A proof round that began asking at `at_ms` (with a quorum and this member's lease
+    /// held throughout: `strata_cluster::warm::may_vouch`) kept the copy of `key` at
+    /// `version`: it was current then.
     pub(crate) fn vouch(
         &self,
         namespace: &str,
@@ -379,14 +377,9 @@ impl WarmState {
         at_ms: u64,
         keep_ms: u64,
     ) {
-        let mut vouched = self.vouched.lock();
-        if vouched.len() >= self.push_limit {
-            vouched.retain(|_, (_, at)| at_ms.saturating_sub(*at) < keep_ms);
-            if vouched.len() >= self.push_limit {
-                vouched.clear();
-            }
-        }
-        vouched.insert(pushed_id(namespace, key), (version, at_ms));
+        self.vouched
+            .lock()
+            .vouch(pushed_id(namespace, key), version.as_u64(), at_ms, keep_ms);
     }
 
     /// Records a copy again for the next round of the proof (a member did not answer for

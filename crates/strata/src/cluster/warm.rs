@@ -275,8 +275,14 @@ async fn prove_pushed(
         for chunk in group.chunks(strata_core::warm::PAGE) {
             let page: Vec<(Bytes, Version)> =
                 chunk.iter().map(|(_, k, v)| (k.clone(), *v)).collect();
-            // Every answer comes after this: a copy kept now was current then.
+            // Every answer comes after this: a copy kept now was current then — if this
+            // member's lease holds now and until the verdicts (`warm::may_vouch`).
             let asked_ms = shared.monotonic_ms();
+            let expected = shared.cfg.expected_size as usize;
+            let (held_asking, lapsed_asking) = {
+                let lease = shared.lease.lock();
+                (lease.holds(asked_ms, expected), lease.lapsed_at_ms())
+            };
             let (answers, _) = ask_owners(shared, ns, &page).await;
             // The copies the owner did not vouch for go to the other members.
             let doubtful: Vec<usize> = (0..page.len())
@@ -322,13 +328,22 @@ async fn prove_pushed(
                 })
             };
             let keep_ms = shared.coherence.lock().tombstone_ms();
+            let vouches = {
+                let lease = shared.lease.lock();
+                warm::may_vouch(
+                    strata_cluster::primary::has_quorum(view, expected),
+                    held_asking && lease.holds(shared.monotonic_ms(), expected),
+                    lapsed_asking,
+                    lease.lapsed_at_ms(),
+                )
+            };
             let mut pass_on = Vec::new();
             for (i, (key, version)) in page.iter().enumerate() {
                 let mut seen = witnesses.get(&i).cloned().unwrap_or_default();
                 seen.extend(warm::own_word(own.get(&i).copied()));
                 let round = round_from(shared.warm.proof_from(ns, key, *version, lapse_from));
                 let verdict = warm::judge(version.as_u64(), answers[i], &seen, &round);
-                if matches!(verdict, warm::Verdict::Kept | warm::Verdict::Witnessed) {
+                if vouches && matches!(verdict, warm::Verdict::Kept | warm::Verdict::Witnessed) {
                     shared.warm.vouch(ns, key, *version, asked_ms, keep_ms);
                 }
                 match verdict {
