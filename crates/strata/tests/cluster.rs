@@ -2609,9 +2609,33 @@ async fn a_restarted_members_proof_asks_again_about_copies_a_member_did_not_answ
 #[cfg(feature = "fault-injection")]
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_owner_holding_the_newest_copy_unproven_refuses_changes_from_older_ones() {
+    refuses_changes_below_an_unproven_copy(false).await;
+}
+
+/// The same with a primary of an earlier build, which knows no `Unproven` refusal: the
+/// owner answers it `Fenced` with no primary, which it also reads as a refusal with
+/// nothing applied, and tries again.
+#[cfg(feature = "fault-injection")]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_primary_of_an_earlier_build_is_refused_as_fenced_below_an_unproven_copy() {
+    refuses_changes_below_an_unproven_copy(true).await;
+}
+
+/// n0, primary of a counter at 5, increments it while n1, its other owner, holds 100
+/// unproven; with `earlier_primary`, n0 announces no features to its peers (an earlier
+/// build's primary). Asserts the increment answers 101 and n1 refused a change meanwhile.
+#[cfg(feature = "fault-injection")]
+async fn refuses_changes_below_an_unproven_copy(earlier_primary: bool) {
     use strata_core::ops::{KeyOp, Reply};
     let started = Instant::now();
     let nodes = cluster(3, 2, None).await;
+    if earlier_primary {
+        // Its connections opened again (a cut of a moment, far shorter than failure
+        // detection), each announcing no features.
+        nodes[0].act_as_earlier_build(true);
+        nodes[0].isolate_from(&["n1", "n2"]);
+        nodes[0].heal_network();
+    }
     let key = keys_owned_by(&nodes[0], "unproven:", &["n0", "n1"])
         .next()
         .unwrap();
