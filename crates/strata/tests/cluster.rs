@@ -931,13 +931,7 @@ async fn a_change_below_a_replicas_newer_removal_is_executed_again_above_it() {
     }
 
     // A primary's own DEL is part of its base: the SET after it costs no second round.
-    let reexecuted = |n: &strata::Node| {
-        n.encode_metrics()
-            .lines()
-            .find_map(|l| l.strip_prefix("strata_cluster_writes_reexecuted_total "))
-            .and_then(|v| v.trim().parse::<u64>().ok())
-            .expect("the metric")
-    };
+    let reexecuted = |n: &strata::Node| counter(n, "strata_cluster_writes_reexecuted_total");
     let before = reexecuted(&nodes[0]);
     let key = &keys[3];
     c0.set("ns", key.clone(), "a").await.unwrap();
@@ -1574,7 +1568,7 @@ async fn cluster_with_l3_and_keys() -> (Vec<Node>, Vec<tempfile::TempDir>, Vec<S
 }
 
 /// The value of the counter `name` (its full Prometheus name) on `node`.
-#[cfg(all(feature = "fault-injection", feature = "l3"))]
+#[cfg(feature = "fault-injection")]
 fn counter(node: &Node, name: &str) -> u64 {
     node.encode_metrics()
         .lines()
@@ -2666,14 +2660,10 @@ async fn refuses_changes_below_an_unproven_copy(earlier_primary: bool) {
         Reply::Int(101),
         "the INCR ran over the owner's unproven copy"
     );
-    let refused = nodes[1]
-        .encode_metrics()
-        .lines()
-        .find_map(|l| {
-            l.strip_prefix("strata_cluster_replications_refused_unproven_total ")
-                .map(|v| v.trim().parse::<u64>().unwrap())
-        })
-        .unwrap();
+    let refused = counter(
+        &nodes[1],
+        "strata_cluster_replications_refused_unproven_total",
+    );
     assert!(
         refused > 0,
         "n1 never refused a change for its unproven copy"
@@ -2701,14 +2691,7 @@ async fn owners_prove_together_after_gaps(gaps: &[(usize, &str)]) -> (u64, u64, 
     // The records must reach back past the proofs' window (the settle time and the rpc
     // timeouts of a push's hops, `strata_cluster::warm::needed_ms`): 8 s of cluster life.
     tokio::time::sleep(Duration::from_secs(8).saturating_sub(started.elapsed())).await;
-    let metric = |node: &Node, name: &str| {
-        node.encode_metrics()
-            .lines()
-            .find_map(|l| l.strip_prefix(name)?.strip_prefix(' '))
-            .map(|v| v.trim().parse::<u64>().unwrap())
-            .unwrap_or_else(|| panic!("metric {name}"))
-    };
-    let drops = |n: &Node| metric(n, "strata_cluster_drops_unverified_total");
+    let drops = |n: &Node| counter(n, "strata_cluster_drops_unverified_total");
     let before: Vec<u64> = nodes.iter().map(drops).collect();
     for (at, origin) in gaps {
         nodes[*at].give_up_gap_of(origin);
@@ -2722,11 +2705,11 @@ async fn owners_prove_together_after_gaps(gaps: &[(usize, &str)]) -> (u64, u64, 
     .await;
     nodes[0].rejoin_without_lease();
     nodes[1].rejoin_without_lease();
-    let total = |name: &str| -> u64 { nodes[..2].iter().map(|n| metric(n, name)).sum() };
+    let total = |name: &str| -> u64 { nodes[..2].iter().map(|n| counter(n, name)).sum() };
     let proven = |n: &Node| {
-        metric(n, "strata_cluster_warm_pushed_kept_total")
-            + metric(n, "strata_cluster_warm_pushed_witnessed_total")
-            + metric(n, "strata_cluster_warm_pushed_dropped_total")
+        counter(n, "strata_cluster_warm_pushed_kept_total")
+            + counter(n, "strata_cluster_warm_pushed_witnessed_total")
+            + counter(n, "strata_cluster_warm_pushed_dropped_total")
     };
     eventually("both proofs end", Duration::from_secs(40), || {
         proven(&nodes[0]) >= keys.len() as u64 && proven(&nodes[1]) >= keys.len() as u64
@@ -2829,19 +2812,12 @@ async fn kept_copies_proven_twice(push_limit: Option<u32>) {
     for k in &keys {
         c2.set("ns", k.clone(), format!("v-{k}")).await.unwrap();
     }
-    let metric = |node: &Node, name: &str| {
-        node.encode_metrics()
-            .lines()
-            .find_map(|l| l.strip_prefix(name)?.strip_prefix(' '))
-            .map(|v| v.trim().parse::<u64>().unwrap())
-            .unwrap_or_else(|| panic!("metric {name}"))
-    };
     let proven = |n: &Node| {
-        metric(n, "strata_cluster_warm_pushed_kept_total")
-            + metric(n, "strata_cluster_warm_pushed_witnessed_total")
-            + metric(n, "strata_cluster_warm_pushed_dropped_total")
+        counter(n, "strata_cluster_warm_pushed_kept_total")
+            + counter(n, "strata_cluster_warm_pushed_witnessed_total")
+            + counter(n, "strata_cluster_warm_pushed_dropped_total")
     };
-    let dropped = |n: &Node| metric(n, "strata_cluster_warm_pushed_dropped_total");
+    let dropped = |n: &Node| counter(n, "strata_cluster_warm_pushed_dropped_total");
     // The first time, the lapse began now: the records (8 s) reach back past the window
     // (the settle time and the rpc timeouts of a push's hops).
     tokio::time::sleep(Duration::from_secs(8).saturating_sub(started.elapsed())).await;
