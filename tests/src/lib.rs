@@ -690,6 +690,15 @@ pub fn scan_all(c: &mut redis::Connection, pattern: &str, count: usize) -> Vec<S
 
 /// SETs keys `w{i}` to `value` (or DELs them, with `None`) in one pipeline.
 pub fn pipeline_set(c: &mut redis::Connection, keys: std::ops::Range<u64>, value: Option<&str>) {
+    try_pipeline_set(c, keys, value).unwrap();
+}
+
+/// [`pipeline_set`], returning the first error a command of the pipeline answered.
+pub fn try_pipeline_set(
+    c: &mut redis::Connection,
+    keys: std::ops::Range<u64>,
+    value: Option<&str>,
+) -> redis::RedisResult<()> {
     let mut p = redis::pipe();
     for i in keys {
         match value {
@@ -697,7 +706,7 @@ pub fn pipeline_set(c: &mut redis::Connection, keys: std::ops::Range<u64>, value
             None => p.del(format!("w{i}")).ignore(),
         };
     }
-    let _: () = p.query(c).unwrap();
+    p.query(c)
 }
 
 // ----- clusters -----
