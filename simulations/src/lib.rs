@@ -1802,6 +1802,11 @@ impl Sim {
                             self.schedule_proof(at, 10, settle);
                         }
                     } else if let Some(ring) = ring {
+                        // A ring change's hand-off runs at once here (`refresh_ring`), so
+                        // this drop always follows it: as the node's rejoin with its lease
+                        // held, which waits for the hand-offs running (decision 126). The
+                        // node's other drops do not wait; here they do not lose a copy
+                        // before its hand-off either.
                         node.unproven.retain(|(_, k), _| {
                             ring.owners(&key_bytes(*k), RF).contains(&me.as_str())
                         });

@@ -475,6 +475,16 @@ impl Node {
         }
     }
 
+    /// Makes each hand-off this node starts at a ring change wait `delay` before it reads
+    /// its owner store (zero: no wait): a slow hand-off, for tests of what runs meanwhile.
+    /// Feature `fault-injection`; never in a production build.
+    #[cfg(feature = "fault-injection")]
+    pub fn delay_handoffs(&self, delay: std::time::Duration) {
+        if let Some(c) = &self.cluster {
+            c.set_handoff_delay(delay.as_millis() as u64);
+        }
+    }
+
     /// Makes this node act as a member of a build from before check-only changes (a
     /// rolling upgrade, for tests): it tells peers it has no features — answering their
     /// `Features`, and announcing none on the connections it opens from now on — and reads
@@ -524,6 +534,17 @@ impl Node {
     pub fn rejoin_without_lease(&self) {
         if let Some(c) = &self.cluster {
             c.rejoin_without_lease();
+        }
+    }
+
+    /// Makes this node drop what it holds as a member that rejoins with its lease held
+    /// does: L1 now, and the owner-store entries of keys it does not own once the hand-offs
+    /// of its ring changes running now have pushed them (membership untouched). Feature
+    /// `fault-injection`; never in a production build.
+    #[cfg(feature = "fault-injection")]
+    pub fn rejoin_with_lease(&self) {
+        if let Some(c) = &self.cluster {
+            c.drop_after_handoffs();
         }
     }
 

@@ -2167,6 +2167,114 @@ async fn a_joined_primary_keeps_counting_when_the_old_one_leaves_before_its_proo
     stop(nodes).await;
 }
 
+/// A member of the majority that a cut-off member declared down renews its identity when
+/// the cut heals, as its ring takes that member back. It may be a stand-in owner holding
+/// a key's newest copy that the key's other owner cannot pass on (here: its hand-off has
+/// not run yet): it hands the copy to the returning owner before it drops it, so that the
+/// returning primary, once that other owner is cut off, counts on from it. (Dropped at
+/// once, before the ring change's hand-off read it, a counter restarted after 11,130
+/// acknowledged increments in a partition review, `s6_flap-061747`.)
+#[cfg(feature = "fault-injection")]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_stand_in_owner_hands_its_copies_off_before_its_rejoin_drops_them() {
+    use strata_core::ops::{KeyOp, Reply};
+    let nodes = cluster(3, 2, None).await;
+    // Counters n0 is primary of, with n1; while n0 is away, n1 and n2 own them.
+    let keys: Vec<String> = keys_owned_by(&nodes[0], "ctr:", &["n0", "n1"])
+        .take(10)
+        .collect();
+    let split = |cut: usize| {
+        let others: Vec<String> = (0..3)
+            .filter(|&i| i != cut)
+            .map(|i| format!("n{i}"))
+            .collect();
+        let others: Vec<&str> = others.iter().map(String::as_str).collect();
+        nodes[cut].isolate_from(&others);
+        for i in (0..3).filter(|&i| i != cut) {
+            nodes[i].isolate_from(&[format!("n{cut}").as_str()]);
+        }
+    };
+    let ring_of = |n: &Node| n.cluster_status().unwrap().ring_members.len();
+    split(0);
+    // n0 declares the others down too: they renew their identities when the cut heals.
+    eventually("both sides see the split", Duration::from_secs(15), || {
+        live(&nodes[0]) == 1 && ring_of(&nodes[1]) == 2 && ring_of(&nodes[2]) == 2
+    })
+    .await;
+    let incr = |n: &Node, k: &str| {
+        let c = n.cache();
+        let k = bytes::Bytes::from(k.to_owned());
+        async move { c.execute("ns", k, &KeyOp::IncrBy(1)).await }
+    };
+    for k in &keys {
+        for _ in 0..100 {
+            incr(&nodes[1], k).await.unwrap();
+        }
+        assert!(
+            nodes[2].owner_copy("ns", k.as_bytes()).is_some(),
+            "n2 holds {k}"
+        );
+    }
+    // n1's hand-off to n0 will not run before n1 is cut off in turn; n2's waits 2 s.
+    nodes[1].delay_handoffs(Duration::from_secs(60));
+    nodes[2].delay_handoffs(Duration::from_secs(2));
+    for n in &nodes {
+        n.heal_network();
+    }
+    eventually("n2's ring takes n0 back", Duration::from_secs(20), || {
+        ring_of(&nodes[2]) == 3
+    })
+    .await;
+    // n2's renewal of its identity (its lease held), as it came a few ms after the ring
+    // change in the review (here foca may have reported it just before: then n2 still
+    // owned the keys, and its drop kept them).
+    nodes[2].rejoin_with_lease();
+    eventually("the ring takes n0 back", Duration::from_secs(20), || {
+        nodes.iter().all(|n| live(n) == 3 && ring_of(n) == 3)
+    })
+    .await;
+    // n2's hand-off has run by now, and its drop of what it no longer owns.
+    tokio::time::sleep(Duration::from_secs(4)).await;
+    for k in &keys {
+        // n0 holds what n2 pushed, and n2 dropped it after the push.
+        let pushed = nodes[0].owner_copy("ns", k.as_bytes()).map(|e| e.value);
+        assert_eq!(pushed.as_deref(), Some(&b"100"[..]), "{k} on n0");
+        assert!(
+            nodes[2].owner_copy("ns", k.as_bytes()).is_none(),
+            "{k} stayed on n2"
+        );
+    }
+    split(1);
+    eventually(
+        "n1 is out of the others' ring",
+        Duration::from_secs(15),
+        || ring_of(&nodes[0]) == 2 && ring_of(&nodes[2]) == 2,
+    )
+    .await;
+    for k in &keys {
+        let deadline = Instant::now() + Duration::from_secs(30);
+        let reply = loop {
+            match incr(&nodes[0], k).await {
+                Ok(r) => break r,
+                Err(e) if Instant::now() < deadline => {
+                    println!("{k}: {e}");
+                    tokio::time::sleep(Duration::from_millis(100)).await;
+                }
+                Err(e) => panic!("{k}: {e}"),
+            }
+        };
+        assert_eq!(
+            reply,
+            Reply::Int(101),
+            "{k}: the count went on from the stand-in's copy"
+        );
+    }
+    for n in &nodes {
+        n.heal_network();
+    }
+    stop(nodes).await;
+}
+
 /// A member that restarts with L3 proves the copies previous owners push to it while it
 /// settles against each key's other owner. When a member leaves before that proof, the
 /// other owner can be a member that never held the key, and the previous owners dropped

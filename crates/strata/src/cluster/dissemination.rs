@@ -56,6 +56,7 @@ impl Shared {
                             lost,
                             owned,
                             after_stall: false,
+                            after_handoffs: false,
                         })
                         .is_err()
                     {

@@ -24,6 +24,7 @@ impl Shared {
         let mut changed = false;
         let mut up = Vec::new();
         let mut replaced = Vec::new();
+        let mut rejoined_kept = false;
         for o in outputs {
             match o {
                 Output::Send { to, packet } => {
@@ -113,8 +114,13 @@ impl Shared {
                         if let Some(kept) = kept {
                             placement::keep_previous(&mut v.previous, kept, Instant::now());
                         }
+                        self.carry_out_coherence(vec![out]);
+                    } else {
+                        // Its lease held: what it owned meanwhile it hands off before it
+                        // drops it — after the view is refreshed (below), so that a ring
+                        // change in this same batch has its hand-off counted as running.
+                        rejoined_kept = true;
                     }
-                    self.carry_out_coherence(vec![out]);
                 }
                 Output::Received(bytes) => {
                     let out = self.coherence.lock().receive(self.coherence_ms(), &bytes);
@@ -124,6 +130,9 @@ impl Shared {
         }
         if changed {
             self.refresh_view();
+        }
+        if rejoined_kept {
+            self.drop_after_handoffs();
         }
         // A member restarted faster than failure detection comes back with an empty owner
         // store under the same ring, so no ring change hands its keys back: until they
@@ -137,11 +146,35 @@ impl Shared {
                 && ring.nodes().contains(&name)
             {
                 let me = self.clone();
-                tokio::spawn(async move { me.push_handoff(&without, &ring).await });
+                let running = apply::Handoffs::begin(self);
+                tokio::spawn(async move {
+                    me.push_handoff(&without, &ring).await;
+                    drop(running);
+                });
             }
         }
         for out in up {
             self.carry_out_coherence(out);
+        }
+    }
+
+    /// After a rejoin whose lease held: drops L1 and, once the ring changes' hand-offs
+    /// running now have pushed them, the owner-store copies of keys this node no longer
+    /// owns ([`Shared::drop_unverified`] with `after_handoffs`).
+    pub(crate) fn drop_after_handoffs(self: &Arc<Self>) {
+        self.drops_pending.fetch_add(1, Ordering::AcqRel);
+        if self
+            .work_tx
+            .send(Work::DropUnverified {
+                origin: self.name.clone(),
+                lost: 0,
+                owned: false,
+                after_stall: false,
+                after_handoffs: true,
+            })
+            .is_err()
+        {
+            self.drops_pending.fetch_sub(1, Ordering::AcqRel);
         }
     }
 
@@ -190,7 +223,13 @@ impl Shared {
             let new = v.ring.clone();
             drop(v);
             let me = self.clone();
-            tokio::spawn(async move { me.push_handoff(&old, &new).await });
+            // Counted from now: a rejoin handled after this drops what this node no
+            // longer owns only once the hand-off has pushed it (`Shared::drop_unverified`).
+            let running = apply::Handoffs::begin(self);
+            tokio::spawn(async move {
+                me.push_handoff(&old, &new).await;
+                drop(running);
+            });
         }
     }
 
@@ -235,6 +274,7 @@ impl Shared {
                     lost: 1,
                     owned: false,
                     after_stall: true,
+                    after_handoffs: false,
                 })
                 .is_err()
             {

@@ -473,6 +473,9 @@ enum Work {
         owned: bool,
         /// Asked by the tick that found this node stalled: the pause gate opens after it.
         after_stall: bool,
+        /// Asked by a rejoin whose lease held: the copies of keys this node no longer owns
+        /// go after the ring changes' hand-offs running now ([`Shared::drop_unverified`]).
+        after_handoffs: bool,
     },
 }
 
@@ -529,6 +532,9 @@ pub(crate) struct Shared {
     /// `Work::DropUnverified` sent and not yet carried out: a node back from a pause is not
     /// counted verified while its rejoin's drop of owned copies waits in the queue.
     drops_pending: AtomicU64,
+    /// The ring changes' hand-offs running now: a rejoin whose lease held drops the copies
+    /// of keys this node no longer owns only after them ([`apply::Handoffs`]).
+    pub(crate) handoffs: apply::Handoffs,
     /// The origins a repair of a gap is being asked of now (one repair task per origin at
     /// a time: the tick asks again after every answer that made progress).
     repairing: Mutex<std::collections::HashSet<String>>,
@@ -581,6 +587,9 @@ pub(crate) struct Faults {
     pub(crate) earlier_build: std::sync::atomic::AtomicBool,
     /// Check-only changes received in a `ReplicateMulti`.
     pub(crate) checks_received: AtomicU64,
+    /// How long a ring change's hand-off waits before it reads the owner store (ms; 0:
+    /// not at all): a slow hand-off, so that what runs meanwhile can be tested.
+    pub(crate) handoff_delay_ms: AtomicU64,
 }
 
 #[cfg(feature = "fault-injection")]
@@ -612,6 +621,11 @@ impl Shared {
     pub(crate) fn set_earlier_build(&self, earlier: bool) {
         self.faults.earlier_build.store(earlier, Ordering::Release);
         self.pool.announce_no_features(earlier);
+    }
+
+    /// Makes each ring change's hand-off wait `ms` before it reads the owner store.
+    pub(crate) fn set_handoff_delay(&self, ms: u64) {
+        self.faults.handoff_delay_ms.store(ms, Ordering::Release);
     }
 
     /// Check-only changes this node has received as an owner.
@@ -851,6 +865,7 @@ impl Shared {
             pause: Arc::default(),
             unverified_since_ms: AtomicU64::new(0),
             drops_pending: AtomicU64::new(0),
+            handoffs: Default::default(),
             repairing: Mutex::new(std::collections::HashSet::new()),
             lease_pings: Mutex::new(Default::default()),
             silences: Mutex::new(Default::default()),
