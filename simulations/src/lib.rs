@@ -246,6 +246,10 @@ pub struct RunOptions {
     /// apart for every caller, as though the caller had made what was lost (the node sets
     /// apart only the gaps of the caller's own life: `strata_cluster::warm::covered_for`).
     pub exempt_every_gap: bool,
+    /// Break a rejoin whose lease held on purpose (checker tests): it drops the copies of
+    /// keys it owned under a ring of the hand-off window too, as every other drop does
+    /// (the node keeps them for the hand-off: ARCHITECTURE decision 126).
+    pub drop_lately_owned: bool,
     /// Flapping cuts in every seed without a partition (3 nodes or more): one member at a
     /// time cut off from all others for 1–3 s, then mended for 1–3 s, from a random time
     /// of the fault phase to its end. Off by default, so that every other seed replays as
@@ -733,6 +737,7 @@ pub struct Sim {
     execute_over_unproven: bool,
     replicas_over_unproven: bool,
     exempt_every_gap: bool,
+    drop_lately_owned: bool,
     flaps: bool,
     skip_forwarding: bool,
     no_evictions: bool,
@@ -924,6 +929,7 @@ impl Sim {
             execute_over_unproven: opts.execute_over_unproven,
             replicas_over_unproven: opts.replicas_over_unproven,
             exempt_every_gap: opts.exempt_every_gap,
+            drop_lately_owned: opts.drop_lately_owned,
             flaps: opts.flaps,
             skip_forwarding: opts.skip_forwarding,
             no_evictions: opts.no_evictions,
@@ -1736,6 +1742,20 @@ impl Sim {
                     // entry (the node's `drop_unverified`).
                     let ring = self.nodes[at].ring.clone();
                     let me = self.nodes[at].name.clone();
+                    // A rejoin whose lease held (coherence names this node itself as the
+                    // origin only there) keeps what it owned under a ring of the hand-off
+                    // window, as the node's `drop_unverified` with `lease_held`.
+                    let lately: Vec<Ring> = if origin == me && !owned && !self.drop_lately_owned {
+                        let now = self.now;
+                        self.nodes[at]
+                            .previous
+                            .iter()
+                            .filter(|(_, t)| now.saturating_sub(*t) <= HANDOFF_WINDOW)
+                            .map(|(r, _)| r.clone())
+                            .collect()
+                    } else {
+                        Vec::new()
+                    };
                     if self.warm_restart {
                         // The node's L3 copies leave the read path and are proven again
                         // (its L1 copies are dropped: they are also in L3, which the
@@ -1802,20 +1822,20 @@ impl Sim {
                             self.schedule_proof(at, 10, settle);
                         }
                     } else if let Some(ring) = ring {
-                        // A ring change's hand-off runs at once here (`refresh_ring`), so
-                        // this drop always follows it: as the node's rejoin with its lease
-                        // held, which waits for the hand-offs running (decision 126). The
-                        // node's other drops do not wait; here they do not lose a copy
-                        // before its hand-off either.
-                        node.unproven.retain(|(_, k), _| {
-                            ring.owners(&key_bytes(*k), RF).contains(&me.as_str())
-                        });
-                        node.store
-                            .retain(|k, _| ring.owners(&key_bytes(*k), RF).contains(&me.as_str()));
-                        node.counters
-                            .retain(|c, _| ring.owners(&key_bytes(*c), RF).contains(&me.as_str()));
-                        node.pairs
-                            .retain(|c, _| ring.owners(&key_bytes(*c), RF).contains(&me.as_str()));
+                        // (A ring change's hand-off runs at once here, `refresh_ring`: no
+                        // drop comes between a ring change and its hand-off's read, where
+                        // the node's could. What the copies kept here change is what the
+                        // others' hand-off reads find, and what a later push carries.)
+                        let owns = |k: u32| {
+                            let k = key_bytes(k);
+                            std::iter::once(&ring)
+                                .chain(&lately)
+                                .any(|r| r.owners(&k, RF).contains(&me.as_str()))
+                        };
+                        node.unproven.retain(|(_, k), _| owns(*k));
+                        node.store.retain(|k, _| owns(*k));
+                        node.counters.retain(|c, _| owns(*c));
+                        node.pairs.retain(|c, _| owns(*c));
                     }
                     self.note(|| {
                         format!("n{at} lost {lost} invalidations of {origin}: drops its copies")

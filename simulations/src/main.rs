@@ -111,13 +111,14 @@ fn main() -> ExitCode {
             "execute_over_unproven" => opts.execute_over_unproven = true,
             "replicas_over_unproven" => opts.replicas_over_unproven = true,
             "exempt_every_gap" => opts.exempt_every_gap = true,
+            "drop_lately_owned" => opts.drop_lately_owned = true,
             "skip_forwarding" => opts.skip_forwarding = true,
             "skip_absent_removals" => opts.skip_absent_removals = true,
             "skip_leave_handoff" => opts.skip_leave_handoff = true,
             _ => {
                 eprintln!(
                     "unknown --break {b}: skip_seed_rejoin, ring_without_self, ignore_gaps, keep_l3_at_start, \
-                     ignore_expiry, ignore_max_ttl, skip_version_check, untagged_versions, execute_anywhere, replicas_admit_all, ignore_stalls, ignore_lease, skip_read_checks, ignore_joining, plain_at_writer, skip_others_ring, skip_silence_refutation, trust_rejoined_copies, execute_over_unproven, replicas_over_unproven, exempt_every_gap, skip_forwarding, skip_absent_removals, skip_leave_handoff"
+                     ignore_expiry, ignore_max_ttl, skip_version_check, untagged_versions, execute_anywhere, replicas_admit_all, ignore_stalls, ignore_lease, skip_read_checks, ignore_joining, plain_at_writer, skip_others_ring, skip_silence_refutation, trust_rejoined_copies, execute_over_unproven, replicas_over_unproven, exempt_every_gap, drop_lately_owned, skip_forwarding, skip_absent_removals, skip_leave_handoff"
                 );
                 return ExitCode::from(2);
             }

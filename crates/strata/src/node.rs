@@ -538,13 +538,13 @@ impl Node {
     }
 
     /// Makes this node drop what it holds as a member that rejoins with its lease held
-    /// does: L1 now, and the owner-store entries of keys it does not own once the hand-offs
-    /// of its ring changes running now have pushed them (membership untouched). Feature
-    /// `fault-injection`; never in a production build.
+    /// does: L1, and the owner-store entries of keys it did not own under any ring of the
+    /// hand-off window (membership untouched). Feature `fault-injection`; never in a
+    /// production build.
     #[cfg(feature = "fault-injection")]
     pub fn rejoin_with_lease(&self) {
         if let Some(c) = &self.cluster {
-            c.drop_after_handoffs();
+            c.drop_after_rejoin_with_lease();
         }
     }
 

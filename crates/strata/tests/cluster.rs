@@ -2170,13 +2170,14 @@ async fn a_joined_primary_keeps_counting_when_the_old_one_leaves_before_its_proo
 /// A member of the majority that a cut-off member declared down renews its identity when
 /// the cut heals, as its ring takes that member back. It may be a stand-in owner holding
 /// a key's newest copy that the key's other owner cannot pass on (here: its hand-off has
-/// not run yet): it hands the copy to the returning owner before it drops it, so that the
-/// returning primary, once that other owner is cut off, counts on from it. (Dropped at
-/// once, before the ring change's hand-off read it, a counter restarted after 11,130
-/// acknowledged increments in a partition review, `s6_flap-061747`.)
+/// not run yet): its rejoin keeps what it owned under a ring of the hand-off window, its
+/// hand-off pushes it to the returning owner, and the returning primary, once that other
+/// owner is cut off, counts on from it. (Dropped at the rejoin, before the ring change's
+/// hand-off read it, a counter restarted after 11,130 acknowledged increments in a
+/// partition review, `s6_flap-061747`.)
 #[cfg(feature = "fault-injection")]
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_stand_in_owner_hands_its_copies_off_before_its_rejoin_drops_them() {
+async fn a_stand_in_owners_rejoin_keeps_its_copies_for_the_hand_off() {
     use strata_core::ops::{KeyOp, Reply};
     let nodes = cluster(3, 2, None).await;
     // Counters n0 is primary of, with n1; while n0 is away, n1 and n2 own them.
@@ -2227,22 +2228,23 @@ async fn a_stand_in_owner_hands_its_copies_off_before_its_rejoin_drops_them() {
     .await;
     // n2's renewal of its identity (its lease held), as it came a few ms after the ring
     // change in the review (here foca may have reported it just before: then n2 still
-    // owned the keys, and its drop kept them).
+    // owned the keys under its ring of the time).
     nodes[2].rejoin_with_lease();
     eventually("the ring takes n0 back", Duration::from_secs(20), || {
         nodes.iter().all(|n| live(n) == 3 && ring_of(n) == 3)
     })
     .await;
-    // n2's hand-off has run by now, and its drop of what it no longer owns.
-    tokio::time::sleep(Duration::from_secs(4)).await;
     for k in &keys {
-        // n0 holds what n2 pushed, and n2 dropped it after the push.
+        assert!(
+            nodes[2].owner_copy("ns", k.as_bytes()).is_some(),
+            "n2 dropped {k} at its rejoin"
+        );
+    }
+    // n2's hand-off has run by now: n0 holds what it pushed.
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    for k in &keys {
         let pushed = nodes[0].owner_copy("ns", k.as_bytes()).map(|e| e.value);
         assert_eq!(pushed.as_deref(), Some(&b"100"[..]), "{k} on n0");
-        assert!(
-            nodes[2].owner_copy("ns", k.as_bytes()).is_none(),
-            "{k} stayed on n2"
-        );
     }
     split(1);
     eventually(

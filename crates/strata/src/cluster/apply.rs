@@ -219,29 +219,29 @@ impl Shared {
     /// lease), every owned entry is held unproven until proven the same way
     /// ([`Shared::hold_unproven`]).
     ///
-    /// With `after_handoffs` (this node rejoined with its lease held), the owner-store
-    /// entries of keys it no longer owns go once the ring changes' hand-offs running now
-    /// have pushed them to their new owners, or after [`REJOIN_DROP_WAIT`]; L1 is emptied
-    /// now and again after them. A member of the majority that a cut-off member declared
-    /// down renews its identity when the cut heals, in the same instant as its ring takes
-    /// that member back, and it may be the stand-in owner holding a key's newest copy:
-    /// dropped at once, the copy was gone before the ring change's hand-off read it, and
-    /// when the key's other owner was cut off next, the returning primary executed `INCR`
-    /// from no copy (a partition review, `s6_flap-061747`: a counter restarted after
-    /// 11,130 acknowledged increments). Its lease held, it took every change of the keys
-    /// it owned meanwhile: the copies it hands off are current (ARCHITECTURE decision 126).
+    /// With `lease_held` (this node rejoined with its lease held), the owner-store entries
+    /// of keys it owned under a ring of the hand-off window stay, as after any ring change:
+    /// they are what the ring change's hand-off pushes and what the others' hand-off reads
+    /// ask it for. A member of the majority that a cut-off member declared down renews its
+    /// identity when the cut heals, in the same instant as its ring takes that member back,
+    /// and it may be the stand-in owner holding a key's newest copy: dropped at once, the
+    /// copy was gone before the ring change's hand-off read it, and when the key's other
+    /// owner was cut off next, the returning primary executed `INCR` from no copy (a
+    /// partition review, `s6_flap-061747`: a counter restarted after 11,130 acknowledged
+    /// increments). Its lease held, every change of those keys made while it owned them
+    /// reached it (ARCHITECTURE decision 126).
     pub(crate) async fn drop_unverified(
         self: &Arc<Self>,
         origin: &str,
         lost: u64,
         owned: bool,
-        after_handoffs: bool,
+        lease_held: bool,
     ) {
         self.counters
             .drops_unverified
             .fetch_add(1, Ordering::Relaxed);
         let lives = self.coherence.lock().peer_state(origin);
-        tracing::info!(node = %self.name, %origin, lost, ?lives, after_handoffs, "invalidations may have been lost; dropping unverified copies");
+        tracing::info!(node = %self.name, %origin, lost, ?lives, lease_held, "invalidations may have been lost; dropping unverified copies");
         if owned {
             // Before the proof begins, which proves what is recorded by then.
             let since = self.lease.lock().lapse_began_ms().unwrap_or(0);
@@ -253,22 +253,14 @@ impl Shared {
             c.drop_local_everything(false).await;
             warm::begin(self.clone(), c.clone(), false);
         }
-        if after_handoffs && !owned {
-            let me = self.clone();
-            tokio::spawn(async move {
-                let done = me.handoffs.wait_idle(REJOIN_DROP_WAIT).await;
-                if !done {
-                    tracing::warn!(node = %me.name, "hand-offs still running after {REJOIN_DROP_WAIT:?}: the copies of keys this node no longer owns are dropped now");
-                }
-                me.drop_unowned().await;
-            });
-            return;
-        }
+        // The keys this node owned lately, when its lease held.
+        let kept = (lease_held && !owned).then(|| self.lately_owned());
+        let kept_lately = |k: &[u8]| kept.as_ref().is_some_and(|owned_lately| owned_lately(k));
         for ns in self.owner.namespace_names() {
             if owned {
                 self.hold_unproven(&ns);
             } else {
-                self.remove_owned_where(&ns, |k, _| !self.owns(k));
+                self.remove_owned_where(&ns, |k, _| !self.owns(k) && !kept_lately(k));
             }
         }
         if owned {
@@ -279,17 +271,6 @@ impl Shared {
         // L1 emptied (and announced) again now that the owner store is emptied too: a read
         // from the owner store meanwhile promoted into L1 a copy the cleanup then removed,
         // and nothing else would take it out of L1; a client that read it is told as well.
-        if let Some(c) = self.cache.get() {
-            c.drop_local_everything(false).await;
-        }
-    }
-
-    /// Removes the owner-store entries of keys this node does not own, then empties L1
-    /// again (a read meanwhile may have promoted one of them into it).
-    async fn drop_unowned(self: &Arc<Self>) {
-        for ns in self.owner.namespace_names() {
-            self.remove_owned_where(&ns, |k, _| !self.owns(k));
-        }
         if let Some(c) = self.cache.get() {
             c.drop_local_everything(false).await;
         }
@@ -380,7 +361,7 @@ impl Shared {
                 lost: 1,
                 owned: false,
                 after_stall: false,
-                after_handoffs: false,
+                lease_held: false,
             })
             .is_err()
         {
@@ -868,12 +849,11 @@ impl Shared {
                     lost,
                     owned,
                     after_stall,
-                    after_handoffs,
+                    lease_held,
                 } => {
                     // Invalidations were lost: any remembered absence may be one of them.
                     self.absent.forget_all();
-                    self.drop_unverified(&origin, lost, owned, after_handoffs)
-                        .await;
+                    self.drop_unverified(&origin, lost, owned, lease_held).await;
                     self.drops_pending.fetch_sub(1, Ordering::AcqRel);
                     if after_stall {
                         self.pause.dropped();
@@ -941,54 +921,6 @@ pub(crate) enum Handed {
 /// How many RPC timeouts a hand-off batch may wait between its first read and its send
 /// before it is read again ([`Shared::send_handoff`]).
 const HANDOFF_MAX_AGE_RPCS: u32 = 4;
-/// How long a rejoin whose lease held waits for the ring changes' hand-offs running
-/// before it drops the copies of keys this node no longer owns ([`Shared::drop_unverified`]).
-/// A hand-off's first pass sends to every target without waiting on refusals; this bounds
-/// how long copies whose invalidations this node may have missed stay in its owner store.
-pub(crate) const REJOIN_DROP_WAIT: Duration = Duration::from_secs(5);
-
-/// The ring changes' hand-offs running now ([`Shared::push_handoff`] as a ring change
-/// starts it): each holds a [`HandoffRunning`] from before it is spawned until it ends.
-#[derive(Debug, Default)]
-pub(crate) struct Handoffs {
-    running: std::sync::atomic::AtomicUsize,
-    ended: Notify,
-}
-
-/// One hand-off running ([`Handoffs::begin`]); its end is counted when this is dropped.
-pub(crate) struct HandoffRunning(Arc<Shared>);
-
-impl Drop for HandoffRunning {
-    fn drop(&mut self) {
-        self.0.handoffs.running.fetch_sub(1, Ordering::AcqRel);
-        self.0.handoffs.ended.notify_waiters();
-    }
-}
-
-impl Handoffs {
-    /// Counts a hand-off of `shared` as running until the returned value is dropped.
-    pub(crate) fn begin(shared: &Arc<Shared>) -> HandoffRunning {
-        shared.handoffs.running.fetch_add(1, Ordering::AcqRel);
-        HandoffRunning(shared.clone())
-    }
-
-    /// Waits until no hand-off runs, for at most `within`: whether none runs.
-    pub(crate) async fn wait_idle(&self, within: Duration) -> bool {
-        let deadline = tokio::time::Instant::now() + within;
-        loop {
-            let ended = self.ended.notified();
-            tokio::pin!(ended);
-            ended.as_mut().enable();
-            if self.running.load(Ordering::Acquire) == 0 {
-                return true;
-            }
-            if tokio::time::timeout_at(deadline, ended).await.is_err() {
-                return self.running.load(Ordering::Acquire) == 0;
-            }
-        }
-    }
-}
-
 /// How long a hand-off batch is sent again to a target that refuses it for now (a
 /// restarted member whose proof has as many pushes to prove as it may hold), beyond the
 /// twice `max_staleness_ms` its proof waits before it starts ([`Shared::settling_wait`]).

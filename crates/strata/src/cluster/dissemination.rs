@@ -56,7 +56,7 @@ impl Shared {
                             lost,
                             owned,
                             after_stall: false,
-                            after_handoffs: false,
+                            lease_held: false,
                         })
                         .is_err()
                     {

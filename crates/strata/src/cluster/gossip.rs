@@ -24,7 +24,6 @@ impl Shared {
         let mut changed = false;
         let mut up = Vec::new();
         let mut replaced = Vec::new();
-        let mut rejoined_kept = false;
         for o in outputs {
             match o {
                 Output::Send { to, packet } => {
@@ -116,10 +115,8 @@ impl Shared {
                         }
                         self.carry_out_coherence(vec![out]);
                     } else {
-                        // Its lease held: what it owned meanwhile it hands off before it
-                        // drops it — after the view is refreshed (below), so that a ring
-                        // change in this same batch has its hand-off counted as running.
-                        rejoined_kept = true;
+                        // Its lease held: what it owned lately stays for the hand-offs.
+                        self.drop_after_rejoin_with_lease();
                     }
                 }
                 Output::Received(bytes) => {
@@ -130,9 +127,6 @@ impl Shared {
         }
         if changed {
             self.refresh_view();
-        }
-        if rejoined_kept {
-            self.drop_after_handoffs();
         }
         // A member restarted faster than failure detection comes back with an empty owner
         // store under the same ring, so no ring change hands its keys back: until they
@@ -146,11 +140,7 @@ impl Shared {
                 && ring.nodes().contains(&name)
             {
                 let me = self.clone();
-                let running = apply::Handoffs::begin(self);
-                tokio::spawn(async move {
-                    me.push_handoff(&without, &ring).await;
-                    drop(running);
-                });
+                tokio::spawn(async move { me.push_handoff(&without, &ring).await });
             }
         }
         for out in up {
@@ -158,10 +148,10 @@ impl Shared {
         }
     }
 
-    /// After a rejoin whose lease held: drops L1 and, once the ring changes' hand-offs
-    /// running now have pushed them, the owner-store copies of keys this node no longer
-    /// owns ([`Shared::drop_unverified`] with `after_handoffs`).
-    pub(crate) fn drop_after_handoffs(self: &Arc<Self>) {
+    /// After a rejoin whose lease held: drops L1 and the owner-store copies of keys this
+    /// node did not own under any ring of the hand-off window ([`Shared::drop_unverified`]
+    /// with `lease_held`).
+    pub(crate) fn drop_after_rejoin_with_lease(self: &Arc<Self>) {
         self.drops_pending.fetch_add(1, Ordering::AcqRel);
         if self
             .work_tx
@@ -170,7 +160,7 @@ impl Shared {
                 lost: 0,
                 owned: false,
                 after_stall: false,
-                after_handoffs: true,
+                lease_held: true,
             })
             .is_err()
         {
@@ -223,13 +213,7 @@ impl Shared {
             let new = v.ring.clone();
             drop(v);
             let me = self.clone();
-            // Counted from now: a rejoin handled after this drops what this node no
-            // longer owns only once the hand-off has pushed it (`Shared::drop_unverified`).
-            let running = apply::Handoffs::begin(self);
-            tokio::spawn(async move {
-                me.push_handoff(&old, &new).await;
-                drop(running);
-            });
+            tokio::spawn(async move { me.push_handoff(&old, &new).await });
         }
     }
 
@@ -274,7 +258,7 @@ impl Shared {
                     lost: 1,
                     owned: false,
                     after_stall: true,
-                    after_handoffs: false,
+                    lease_held: false,
                 })
                 .is_err()
             {

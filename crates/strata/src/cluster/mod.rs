@@ -473,9 +473,9 @@ enum Work {
         owned: bool,
         /// Asked by the tick that found this node stalled: the pause gate opens after it.
         after_stall: bool,
-        /// Asked by a rejoin whose lease held: the copies of keys this node no longer owns
-        /// go after the ring changes' hand-offs running now ([`Shared::drop_unverified`]).
-        after_handoffs: bool,
+        /// Asked by a rejoin whose lease held: the copies of keys this node owned under a
+        /// ring of the hand-off window stay ([`Shared::drop_unverified`]).
+        lease_held: bool,
     },
 }
 
@@ -532,9 +532,6 @@ pub(crate) struct Shared {
     /// `Work::DropUnverified` sent and not yet carried out: a node back from a pause is not
     /// counted verified while its rejoin's drop of owned copies waits in the queue.
     drops_pending: AtomicU64,
-    /// The ring changes' hand-offs running now: a rejoin whose lease held drops the copies
-    /// of keys this node no longer owns only after them ([`apply::Handoffs`]).
-    pub(crate) handoffs: apply::Handoffs,
     /// The origins a repair of a gap is being asked of now (one repair task per origin at
     /// a time: the tick asks again after every answer that made progress).
     repairing: Mutex<std::collections::HashSet<String>>,
@@ -865,7 +862,6 @@ impl Shared {
             pause: Arc::default(),
             unverified_since_ms: AtomicU64::new(0),
             drops_pending: AtomicU64::new(0),
-            handoffs: Default::default(),
             repairing: Mutex::new(std::collections::HashSet::new()),
             lease_pings: Mutex::new(Default::default()),
             silences: Mutex::new(Default::default()),
@@ -1103,6 +1099,24 @@ impl Shared {
             .owners(key, 1)
             .first()
             .is_none_or(|n| *n == self.name)
+    }
+
+    /// Whether this node owns a key under its ring or under a previous ring of the
+    /// hand-off window (`cluster.handoff_window_ms`), as a test of many keys: the rings
+    /// are those of now.
+    pub(crate) fn lately_owned(&self) -> impl Fn(&[u8]) -> bool + use<> {
+        let v = self.view.read();
+        let window = Duration::from_millis(self.cfg.handoff_window_ms);
+        let rings: Vec<Arc<Ring>> = std::iter::once(v.ring.clone())
+            .chain(
+                v.previous
+                    .iter()
+                    .filter(|(_, at)| at.elapsed() <= window)
+                    .map(|(r, _)| r.clone()),
+            )
+            .collect();
+        let (me, rf) = (self.name.clone(), self.cfg.replication_factor as usize);
+        move |k: &[u8]| rings.iter().any(|r| r.owners(k, rf).contains(&me.as_str()))
     }
 
     fn owns(&self, key: &[u8]) -> bool {
