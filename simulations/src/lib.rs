@@ -1745,17 +1745,22 @@ impl Sim {
                     // A rejoin whose lease held (coherence names this node itself as the
                     // origin only there) keeps what it owned under a ring of the hand-off
                     // window, as the node's `drop_unverified` with `lease_held`.
-                    let lately: Vec<Ring> = if origin == me && !owned && !self.drop_lately_owned {
-                        let now = self.now;
-                        self.nodes[at]
-                            .previous
-                            .iter()
-                            .filter(|(_, t)| now.saturating_sub(*t) <= HANDOFF_WINDOW)
-                            .map(|(r, _)| r.clone())
-                            .collect()
-                    } else {
-                        Vec::new()
-                    };
+                    let lately: Vec<Ring> =
+                        if origin == me && lost == 0 && !owned && !self.drop_lately_owned {
+                            let now = self.now;
+                            self.nodes[at]
+                                .previous
+                                .iter()
+                                .filter(|(_, t)| {
+                                    now.saturating_sub(*t)
+                                        <= HANDOFF_WINDOW
+                                            .min(decide::Lease::LAPSE_REMEMBERED_MS * MS)
+                                })
+                                .map(|(r, _)| r.clone())
+                                .collect()
+                        } else {
+                            Vec::new()
+                        };
                     if self.warm_restart {
                         // The node's L3 copies leave the read path and are proven again
                         // (its L1 copies are dropped: they are also in L3, which the

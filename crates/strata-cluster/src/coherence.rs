@@ -398,6 +398,11 @@ struct Peer {
     /// this life was heard of: an `Up` of that identity again (foca reports one both as a
     /// renaming and as an arrival) ended nothing.
     identity: u64,
+    /// An `Up` of a newer identity of its origin ended this life's identity unseen (no
+    /// `Down` held it down before): the copies its last invalidations covered go if a newer
+    /// life retires it (a restart), not if its next word resumes it (a renewed identity of
+    /// the same process, whose gap is repaired as usual).
+    ended_unseen: bool,
 }
 
 /// Counters.
@@ -1113,38 +1118,34 @@ impl Coherence {
     /// round trip or two rather than whenever a heartbeat or the periodic pull gets there.
     ///
     /// If an older identity of it was live here, that identity ended unseen — a restart
-    /// faster than the failure detector, or a rejoin this node never saw go down — with the
-    /// same consequence as [`Coherence::member_down`]. The coherence lives this node knows
-    /// of it are kept either way, held down until the origin speaks: a rejoined process
-    /// goes on with its life, whose next word resumes it, and its gap (what it made while
-    /// away) is repaired; a restarted one speaks as a newer life, which retires the older
-    /// ones ([`Coherence::tick`]). The answer to the question asked here is such a word.
+    /// faster than the failure detector, or a rejoin this node never saw go down. The
+    /// coherence lives this node knows of it are kept, held down until the origin speaks:
+    /// a rejoined process goes on with its life, whose next word resumes it, and its gap
+    /// (what it made while away) is repaired; a restarted one speaks as a newer life,
+    /// which retires the older ones ([`Coherence::tick`]) — and only then, for a life that
+    /// ended unseen, are the copies its last invalidations may have covered dropped, as
+    /// at a [`Coherence::member_down`]. The answer to the question asked here is such a
+    /// word. (Dropping them at the `Up` removed a stand-in owner's copies of keys the ring
+    /// had just given back to their owner before the ring change's hand-off read them:
+    /// when the key's other owner was cut off next, the returning primary executed `INCR`
+    /// from no copy — a partition review, `s6_flap-090027`, a counter restarted after
+    /// 19,094 acknowledged increments. A renewed identity loses no invalidation: its life
+    /// goes on, numbered.)
     pub fn member_up(&mut self, now_ms: u64, origin: &str, generation: u64) -> Vec<Output> {
         if origin == self.me {
             return Vec::new();
         }
-        let mut ended_unseen = false;
         for ((_, g), p) in self.lives_mut(origin) {
             if *g < generation && p.identity < generation {
-                ended_unseen |= p.down.is_none();
+                p.ended_unseen |= p.down.is_none();
                 p.down.get_or_insert(now_ms);
             }
             p.identity = p.identity.max(generation);
             p.back = p.down.is_some();
         }
-        let mut out = Vec::new();
-        if ended_unseen {
-            out.push(Output::DropUnverified {
-                origin: origin.to_owned(),
-                lost: 0,
-                life: 0,
-                owned: false,
-            });
-        }
-        out.push(Output::AskLatest {
+        vec![Output::AskLatest {
             origin: origin.to_owned(),
-        });
-        out
+        }]
     }
 
     /// The state of life `key`, new if unknown; a life held down whose origin is up again
@@ -1155,6 +1156,7 @@ impl Coherence {
             p.down = None;
             p.back = false;
             p.asked = false;
+            p.ended_unseen = false;
         }
         p
     }
@@ -1207,6 +1209,15 @@ impl Coherence {
                 out.push(Output::DropUnverified {
                     origin: key.0,
                     lost,
+                    life: key.1,
+                    owned: false,
+                });
+            } else if p.ended_unseen {
+                // Ended unseen and never resumed: what it made last may never have
+                // reached this node, as at a `Down` ([`Coherence::member_up`]).
+                out.push(Output::DropUnverified {
+                    origin: key.0,
+                    lost: 0,
                     life: key.1,
                     owned: false,
                 });
@@ -1541,23 +1552,32 @@ mod tests {
             "no answers about an old life"
         );
         // Both lives stay tracked until membership ends the old one (two processes given
-        // one name both speak); then the newer one retires it at the next tick, its copies
-        // dropped at that `Up` already.
+        // one name both speak); then the newer one retires it at the next tick, and the
+        // copies the old one's last invalidations may have covered go then (it ended
+        // unseen: no `Down` dropped them).
         assert!(b.tick(10).is_empty());
         assert_eq!(b.peer_state("a").len(), 2);
         assert!(matches!(
             b.member_up(20, "a", 2)[..],
-            [
-                Output::DropUnverified { lost: 0, .. },
-                Output::AskLatest { .. }
-            ]
+            [Output::AskLatest { .. }]
         ));
-        assert!(b.tick(30).is_empty());
+        assert_eq!(
+            b.tick(30),
+            [Output::DropUnverified {
+                origin: "a".into(),
+                lost: 0,
+                life: 1,
+                owned: false,
+            }]
+        );
         assert_eq!(b.peer_state("a"), [(2, 1, 1, 0)]);
     }
 
-    /// A member that comes back is asked for its latest sequence number at once; one that
-    /// came back as a new life also ends the old one (its copies are dropped).
+    /// A member that comes back is asked for its latest sequence number at once. An `Up`
+    /// of a newer identity ends the older one unseen, and drops nothing yet: the life's
+    /// next word says whether the process goes on (nothing lost: its gap is repaired) or
+    /// restarted (its copies go when the newer life retires it:
+    /// `a_life_that_ended_unseen_drops_its_copies_when_a_newer_one_retires_it`).
     #[test]
     fn a_member_that_comes_up_is_asked_at_once() {
         let cfg = CoherenceConfig::default();
@@ -1568,20 +1588,9 @@ mod tests {
         let mut a = Coherence::new("a", 1, cfg);
         let (_, o) = a.originate(0, 1, key_op("k"));
         b.receive(0, bytes(&o));
-        assert_eq!(
-            b.member_up(0, "a", 2),
-            [
-                Output::DropUnverified {
-                    origin: "a".into(),
-                    lost: 0,
-                    life: 0,
-                    owned: false,
-                },
-                ask.clone()
-            ]
-        );
+        assert_eq!(b.member_up(0, "a", 2), std::slice::from_ref(&ask));
         // foca reports a renewed identity up twice (renamed, then up): the second ends
-        // nothing, so nothing more is dropped.
+        // nothing either.
         assert_eq!(b.member_up(0, "a", 2), std::slice::from_ref(&ask));
         // A `Down` of an identity older than one seen up holds nothing down.
         b.member_down(0, "a", 1);
@@ -1596,6 +1605,47 @@ mod tests {
             b.tick(cfg.repair_after_ms)[..],
             [Output::Repair { from: 2, to: 2, .. }]
         ));
+        // The same process went on: once its gap is repaired, no drop, ever, for the
+        // identity that ended unseen.
+        for inv in a.log_range(1, 2, 2) {
+            b.receive_item(cfg.repair_after_ms + 10, Item::Invalidation(inv));
+        }
+        assert!(b.in_sync());
+        assert!(
+            b.tick(cfg.repair_after_ms + cfg.max_staleness_ms * 10)
+                .is_empty()
+        );
+    }
+
+    /// A process restarted faster than failure detection: the `Up` of its new identity
+    /// ends the old one unseen, and its new life's first word retires the old life at the
+    /// next tick, dropping the copies the old life's last invalidations may have covered
+    /// (none of which this node may ever have heard of).
+    #[test]
+    fn a_life_that_ended_unseen_drops_its_copies_when_a_newer_one_retires_it() {
+        let cfg = CoherenceConfig::default();
+        let (mut a1, mut b) = origin_and_receiver(cfg);
+        let (_, o) = a1.originate(0, 1, key_op("k"));
+        b.receive(0, bytes(&o));
+        assert_eq!(
+            b.member_up(5_000, "a", 5_000),
+            [Output::AskLatest { origin: "a".into() }]
+        );
+        assert!(b.tick(5_010).is_empty(), "nothing before a word of it");
+        if let Output::Broadcast(hb) = Coherence::new("a", 5_000, cfg).heartbeat() {
+            b.receive(5_020, &hb);
+        }
+        assert_eq!(
+            b.tick(5_030),
+            [Output::DropUnverified {
+                origin: "a".into(),
+                lost: 0,
+                life: 1,
+                owned: false,
+            }]
+        );
+        assert_eq!(b.peer_state("a"), [(5_000, 0, 0, 0)]);
+        assert!(b.tick(5_040).is_empty(), "dropped once");
     }
 
     /// A hot key's invalidations keep the log reaching back far: the superseded ones are

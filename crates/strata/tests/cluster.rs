@@ -2240,12 +2240,15 @@ async fn a_stand_in_owners_rejoin_keeps_its_copies_for_the_hand_off() {
             "n2 dropped {k} at its rejoin"
         );
     }
-    // n2's hand-off has run by now: n0 holds what it pushed.
-    tokio::time::sleep(Duration::from_secs(3)).await;
-    for k in &keys {
-        let pushed = nodes[0].owner_copy("ns", k.as_bytes()).map(|e| e.value);
-        assert_eq!(pushed.as_deref(), Some(&b"100"[..]), "{k} on n0");
-    }
+    // n2's hand-off (2 s late) pushes them to n0.
+    eventually("n0 holds what n2 pushed", Duration::from_secs(10), || {
+        keys.iter().all(|k| {
+            nodes[0]
+                .owner_copy("ns", k.as_bytes())
+                .is_some_and(|e| e.value.as_ref() == b"100")
+        })
+    })
+    .await;
     split(1);
     eventually(
         "n1 is out of the others' ring",
@@ -2270,6 +2273,18 @@ async fn a_stand_in_owners_rejoin_keeps_its_copies_for_the_hand_off() {
             Reply::Int(101),
             "{k}: the count went on from the stand-in's copy"
         );
+    }
+    // And a delete is not undone by a copy n2 kept.
+    for k in &keys {
+        nodes[0]
+            .cache()
+            .invalidate("ns", k.as_bytes())
+            .await
+            .unwrap();
+        for i in [0, 2] {
+            let got = nodes[i].cache().get("ns", k.as_bytes()).await.unwrap();
+            assert!(got.is_none(), "{k} read on n{i} after its delete");
+        }
     }
     for n in &nodes {
         n.heal_network();

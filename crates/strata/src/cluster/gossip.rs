@@ -96,7 +96,7 @@ impl Shared {
                     if owned {
                         tracing::warn!(node = %self.name, "the others declared this node down; back under a new identity, it empties L1, drops the owner-store copies of keys it does not own, and holds those it owns unproven until their owners vouch for them (its lease lapsed: they may have changed without it)");
                     } else {
-                        tracing::warn!(node = %self.name, "the others declared this node down; back under a new identity, it empties L1 and drops the owner-store copies of keys it does not own (its lease held: it keeps the keys it owns)");
+                        tracing::warn!(node = %self.name, "the others declared this node down; back under a new identity, it empties L1 and drops the owner-store copies of keys it has not owned lately (its lease held: it keeps the keys it owns, and those it owned under a ring of the last seconds for their hand-off)");
                     }
                     // Cut off (or its lease lapsed): it joins again, and executes nothing
                     // until its view has settled (`placement::Joining`). While it was away
@@ -113,6 +113,7 @@ impl Shared {
                         if let Some(kept) = kept {
                             placement::keep_previous(&mut v.previous, kept, Instant::now());
                         }
+                        drop(v);
                         self.carry_out_coherence(vec![out]);
                     } else {
                         // Its lease held: what it owned lately stays for the hand-offs.

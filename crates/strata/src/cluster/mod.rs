@@ -1101,12 +1101,17 @@ impl Shared {
             .is_none_or(|n| *n == self.name)
     }
 
-    /// Whether this node owns a key under its ring or under a previous ring of the
-    /// hand-off window (`cluster.handoff_window_ms`), as a test of many keys: the rings
-    /// are those of now.
+    /// Whether this node owns a key under its ring or under a previous ring kept within
+    /// the hand-off window (`cluster.handoff_window_ms`) and within the time its lease
+    /// remembers a lapse (`Lease::LAPSE_REMEMBERED_MS`: what "its lease held" vouches
+    /// for), as a test of many keys: the rings are those of now.
     pub(crate) fn lately_owned(&self) -> impl Fn(&[u8]) -> bool + use<> {
         let v = self.view.read();
-        let window = Duration::from_millis(self.cfg.handoff_window_ms);
+        let window = Duration::from_millis(
+            self.cfg
+                .handoff_window_ms
+                .min(strata_cluster::primary::Lease::LAPSE_REMEMBERED_MS),
+        );
         let rings: Vec<Arc<Ring>> = std::iter::once(v.ring.clone())
             .chain(
                 v.previous
@@ -1116,7 +1121,12 @@ impl Shared {
             )
             .collect();
         let (me, rf) = (self.name.clone(), self.cfg.replication_factor as usize);
-        move |k: &[u8]| rings.iter().any(|r| r.owners(k, rf).contains(&me.as_str()))
+        move |k: &[u8]| {
+            let hash = strata_cluster::ring::key_hash(k);
+            rings
+                .iter()
+                .any(|r| r.owners_of_hash(hash, rf).contains(&me.as_str()))
+        }
     }
 
     fn owns(&self, key: &[u8]) -> bool {
