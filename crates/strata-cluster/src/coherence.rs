@@ -399,9 +399,12 @@ struct Peer {
     /// renaming and as an arrival) ended nothing.
     identity: u64,
     /// An `Up` of a newer identity of its origin ended this life's identity unseen (no
-    /// `Down` held it down before): the copies its last invalidations covered go if a newer
-    /// life retires it (a restart), not if its next word resumes it (a renewed identity of
-    /// the same process, whose gap is repaired as usual).
+    /// `Down` held it down before): the copies its last invalidations covered go once a
+    /// newer life of its origin speaks (a restart), not while only this life speaks (a
+    /// renewed identity of the same process, whose gap is repaired as usual). Kept when a
+    /// word resumes the life — a late word of a process that restarted since (a relayed
+    /// heartbeat) resumes it too (attack review helper-109) — and cleared by the drop, or
+    /// by a `Down` of its origin (which drops at once).
     ended_unseen: bool,
 }
 
@@ -1055,6 +1058,10 @@ impl Coherence {
                 p.back = false;
             }
         }
+        // Every life of it: this drop covers what any ended unseen may have lost.
+        for (_, p) in self.lives_mut(origin) {
+            p.ended_unseen = false;
+        }
         Output::DropUnverified {
             origin: origin.to_owned(),
             lost: 0,
@@ -1156,7 +1163,6 @@ impl Coherence {
             p.down = None;
             p.back = false;
             p.asked = false;
-            p.ended_unseen = false;
         }
         p
     }
@@ -1180,14 +1186,34 @@ impl Coherence {
     fn retire(&mut self, now_ms: u64, out: &mut Vec<Output>) {
         let mut retired: Vec<(String, u64)> = Vec::new();
         let mut down: Vec<(u64, (String, u64))> = Vec::new();
+        // Lives that ended unseen and were resumed since, now that a newer life of their
+        // origin speaks: not retired (not held down), but their copies go once.
+        let mut ended: Vec<(String, u64)> = Vec::new();
         let mut it = self.peers.iter().peekable();
         while let Some(((o, g), p)) = it.next() {
-            let Some(since) = p.down else { continue };
-            if it.peek().is_some_and(|((next, _), _)| next == o) {
+            let newer = it.peek().is_some_and(|((next, _), _)| next == o);
+            let Some(since) = p.down else {
+                if newer && p.ended_unseen {
+                    ended.push((o.clone(), *g));
+                }
+                continue;
+            };
+            if newer {
                 retired.push((o.clone(), *g));
             } else {
                 down.push((since, (o.clone(), *g)));
             }
+        }
+        for key in ended {
+            if let Some(p) = self.peers.get_mut(&key) {
+                p.ended_unseen = false;
+            }
+            out.push(Output::DropUnverified {
+                origin: key.0,
+                lost: 0,
+                life: key.1,
+                owned: false,
+            });
         }
         if down.len() > DOWN_LIVES_KEPT {
             down.sort_unstable();
@@ -1646,6 +1672,43 @@ mod tests {
         );
         assert_eq!(b.peer_state("a"), [(5_000, 0, 0, 0)]);
         assert!(b.tick(5_040).is_empty(), "dropped once");
+
+        // A late word of the old life (a relayed heartbeat) after the `Up` resumes it; the
+        // new life's word still drops its copies, once (attack review helper-109).
+        let (mut a1, mut c) = origin_and_receiver(cfg);
+        let (_, o) = a1.originate(0, 1, key_op("k"));
+        c.receive(0, bytes(&o));
+        c.member_up(5_000, "a", 5_000);
+        if let Output::Broadcast(hb) = a1.heartbeat() {
+            c.receive(5_010, &hb);
+        }
+        assert!(c.tick(5_020).is_empty(), "only the old life spoke");
+        if let Output::Broadcast(hb) = Coherence::new("a", 5_000, cfg).heartbeat() {
+            c.receive(5_030, &hb);
+        }
+        assert_eq!(
+            c.tick(5_040),
+            [Output::DropUnverified {
+                origin: "a".into(),
+                lost: 0,
+                life: 1,
+                owned: false,
+            }]
+        );
+        assert!(c.tick(5_050).is_empty(), "dropped once");
+        // A `Down` drops at once, and nothing more when a newer life speaks after it.
+        let (mut a1, mut d) = origin_and_receiver(cfg);
+        let (_, o) = a1.originate(0, 1, key_op("k"));
+        d.receive(0, bytes(&o));
+        d.member_up(5_000, "a", 5_000);
+        assert!(matches!(
+            d.member_down(5_010, "a", 5_000),
+            Output::DropUnverified { lost: 0, .. }
+        ));
+        if let Output::Broadcast(hb) = Coherence::new("a", 9_000, cfg).heartbeat() {
+            d.receive(9_010, &hb);
+        }
+        assert!(d.tick(9_020).is_empty(), "already dropped at the Down");
     }
 
     /// A hot key's invalidations keep the log reaching back far: the superseded ones are
