@@ -69,6 +69,9 @@ struct Inner {
     open_until_ms: u64,
     open_for: Duration,
     last_reason: String,
+    /// Requests that succeeded while closed, ever: a health check that failed tells the
+    /// ones that succeeded while it ran ([`Breaker::health_check_failed`]).
+    successes: u64,
 }
 
 /// A circuit breaker.
@@ -90,6 +93,7 @@ impl Breaker {
                 open_until_ms: 0,
                 open_for: cfg.open_for,
                 last_reason: String::new(),
+                successes: 0,
             }),
             cfg,
             state: AtomicU8::new(BreakerState::Closed as u8),
@@ -133,7 +137,38 @@ impl Breaker {
         }
         let mut inner = self.inner.lock();
         inner.consecutive_failures = 0;
+        inner.successes += 1;
         self.push(&mut inner, false);
+    }
+
+    /// How many requests have succeeded while closed: taken before a health check, for
+    /// [`Breaker::health_check_failed`].
+    pub fn successes(&self) -> u64 {
+        self.inner.lock().successes
+    }
+
+    /// The health check begun when [`Breaker::successes`] was `successes_before` failed:
+    /// opens the circuit, unless a request succeeded while it ran — then Redis answered
+    /// after the check began (a check on a connection that a Redis restart killed, which
+    /// ends after a call on the new one went through), and the next check decides.
+    /// (Opening on such a late failure refused conditional writes with `TRYAGAIN` for
+    /// `breaker_open_ms` while Redis answered: attack review helper-106.)
+    pub fn health_check_failed(
+        &self,
+        now_ms: u64,
+        successes_before: u64,
+        reason: String,
+    ) -> Option<Transition> {
+        let mut inner = self.inner.lock();
+        if inner.successes != successes_before {
+            return None;
+        }
+        let from = self.state();
+        if from == BreakerState::Open {
+            inner.last_reason = reason;
+            return None;
+        }
+        Some(self.open(&mut inner, now_ms, from, reason))
     }
 
     /// A request failed (`timeout`: it timed out); returns the transition if this opened the
@@ -305,6 +340,25 @@ mod tests {
             b.on_failure(2_000, false, "x");
         }
         assert!(b.begin_probe(2_100));
+    }
+
+    #[test]
+    fn a_health_check_failing_after_a_later_success_does_not_open() {
+        let b = Breaker::new(cfg());
+        let before = b.successes();
+        b.on_success();
+        assert!(
+            b.health_check_failed(0, before, "PING: connection reset".into())
+                .is_none()
+        );
+        assert!(b.allows());
+        // With no success while it ran, a failed check opens at once.
+        let before = b.successes();
+        let t = b
+            .health_check_failed(0, before, "PING: timed out".into())
+            .expect("opens");
+        assert_eq!((t.from, t.to), (BreakerState::Closed, BreakerState::Open));
+        assert!(!b.allows());
     }
 
     #[test]

@@ -1504,12 +1504,17 @@ impl RedisTier {
                 // (so an idle node notices a dead Redis within one interval) — unless the
                 // connection was what failed and a new one answers: a Redis restarted
                 // between two ticks leaves the old socket dead, and opening the circuit
-                // then refused writes for `breaker_open_ms` after Redis was back.
+                // then refused writes for `breaker_open_ms` after Redis was back — or a
+                // request succeeded while the PING ran (a PING on the dead connection can
+                // end after a call on the new one went through): Redis answered, and the
+                // next tick's PING decides (`Breaker::health_check_failed`).
+                let successes = self.inner.breaker.successes();
                 if let Err(e) = self.refresh_connection().await
-                    && let Some(t) = self
-                        .inner
-                        .breaker
-                        .force_open(self.mono_ms(), format!("health PING failed: {e}"))
+                    && let Some(t) = self.inner.breaker.health_check_failed(
+                        self.mono_ms(),
+                        successes,
+                        format!("health PING failed: {e}"),
+                    )
                 {
                     self.on_transition(&t);
                 }
