@@ -539,7 +539,7 @@ impl Node {
 
     /// Makes this node drop what it holds as a member that rejoins with its lease held
     /// does: L1, and the owner-store entries of keys it did not own under any ring of the
-    /// hand-off window (membership untouched). Feature `fault-injection`; never in a
+    /// last seconds (membership untouched). Feature `fault-injection`; never in a
     /// production build.
     #[cfg(feature = "fault-injection")]
     pub fn rejoin_with_lease(&self) {

@@ -220,7 +220,7 @@ impl Shared {
     /// ([`Shared::hold_unproven`]).
     ///
     /// With `lease_held` (this node rejoined with its lease held), the owner-store entries
-    /// of keys it owned under a ring of the hand-off window stay, as after any ring change:
+    /// of keys it owned under a ring of the last seconds stay ([`Shared::lately_owned`]), as after any ring change:
     /// they are what the ring change's hand-off pushes and what the others' hand-off reads
     /// ask it for. A member of the majority that a cut-off member declared down renews its
     /// identity when the cut heals, in the same instant as its ring takes that member back,
@@ -353,20 +353,13 @@ impl Shared {
             .max()
             .unwrap_or(0);
         self.gap_given_up(origin, life);
-        self.drops_pending.fetch_add(1, Ordering::AcqRel);
-        if self
-            .work_tx
-            .send(Work::DropUnverified {
-                origin: origin.to_owned(),
-                lost: 1,
-                owned: false,
-                after_stall: false,
-                lease_held: false,
-            })
-            .is_err()
-        {
-            self.drops_pending.fetch_sub(1, Ordering::AcqRel);
-        }
+        self.queue_drop(Work::DropUnverified {
+            origin: origin.to_owned(),
+            lost: 1,
+            owned: false,
+            after_stall: false,
+            lease_held: false,
+        });
     }
 
     // ----- hand-off -----
@@ -835,6 +828,15 @@ impl Shared {
             .into_iter()
             .filter_map(|(k, _)| self.settled_entry(ns, &k).map(|e| (k, to_wire(&e))))
             .collect()
+    }
+
+    /// Queues `drop` (a [`Work::DropUnverified`]) for the applier, counted in
+    /// `drops_pending` until it is carried out.
+    pub(super) fn queue_drop(&self, drop: Work) {
+        self.drops_pending.fetch_add(1, Ordering::AcqRel);
+        if self.work_tx.send(drop).is_err() {
+            self.drops_pending.fetch_sub(1, Ordering::AcqRel);
+        }
     }
 
     pub(crate) async fn apply_loop(self: Arc<Self>) {

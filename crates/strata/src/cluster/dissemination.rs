@@ -48,20 +48,13 @@ impl Shared {
                         // meanwhile would tell a record whole across the gap.
                         self.gap_given_up(&origin, life);
                     }
-                    self.drops_pending.fetch_add(1, Ordering::AcqRel);
-                    if self
-                        .work_tx
-                        .send(Work::DropUnverified {
-                            origin,
-                            lost,
-                            owned,
-                            after_stall: false,
-                            lease_held: false,
-                        })
-                        .is_err()
-                    {
-                        self.drops_pending.fetch_sub(1, Ordering::AcqRel);
-                    }
+                    self.queue_drop(Work::DropUnverified {
+                        origin,
+                        lost,
+                        owned,
+                        after_stall: false,
+                        lease_held: false,
+                    });
                 }
                 coherence::Output::AskLatest { origin } => {
                     let addr = self.view.read().members.get(&origin).map(|id| id.rpc);

@@ -150,23 +150,16 @@ impl Shared {
     }
 
     /// After a rejoin whose lease held: drops L1 and the owner-store copies of keys this
-    /// node did not own under any ring of the hand-off window ([`Shared::drop_unverified`]
-    /// with `lease_held`).
+    /// node did not own under any ring of the last seconds ([`Shared::drop_unverified`]
+    /// with `lease_held`, [`Shared::lately_owned`]).
     pub(crate) fn drop_after_rejoin_with_lease(self: &Arc<Self>) {
-        self.drops_pending.fetch_add(1, Ordering::AcqRel);
-        if self
-            .work_tx
-            .send(Work::DropUnverified {
-                origin: self.name.clone(),
-                lost: 0,
-                owned: false,
-                after_stall: false,
-                lease_held: true,
-            })
-            .is_err()
-        {
-            self.drops_pending.fetch_sub(1, Ordering::AcqRel);
-        }
+        self.queue_drop(Work::DropUnverified {
+            origin: self.name.clone(),
+            lost: 0,
+            owned: false,
+            after_stall: false,
+            lease_held: true,
+        });
     }
 
     /// Recomputes the members and the ring from membership; on a change of ring, keeps the
@@ -251,20 +244,13 @@ impl Shared {
             self.warm.record.lock().restart(self.monotonic_ms());
             // Nor does any earlier proof's word on its own copies stand.
             self.warm.vouched.lock().clear();
-            self.drops_pending.fetch_add(1, Ordering::AcqRel);
-            if self
-                .work_tx
-                .send(Work::DropUnverified {
-                    origin: self.name.clone(),
-                    lost: 1,
-                    owned: false,
-                    after_stall: true,
-                    lease_held: false,
-                })
-                .is_err()
-            {
-                self.drops_pending.fetch_sub(1, Ordering::AcqRel);
-            }
+            self.queue_drop(Work::DropUnverified {
+                origin: self.name.clone(),
+                lost: 1,
+                owned: false,
+                after_stall: true,
+                lease_held: false,
+            });
         }
         self.pause.tick();
         let since = self.unverified_since_ms.load(Ordering::Acquire);
