@@ -1417,7 +1417,7 @@ impl Sim {
                     self.note_ended(from, &id.name, id.generation);
                     if let Some(c) = self.nodes[from].coherence.as_mut() {
                         let out = c.member_down(now_ms, &id.name, id.generation);
-                        self.apply_coherence(from, out.into_iter().collect());
+                        self.apply_coherence(from, vec![out]);
                     }
                     self.note(|| format!("n{from} sees {} down (gen {})", id.name, id.generation))
                 }

@@ -1050,38 +1050,24 @@ impl Coherence {
     /// 200,000 invalidations in a partition review — that could not be repaired, was given
     /// up, and restarted every witness's record: a rejoined member's proof then found no
     /// witness whose record reached back, and dropped a counter's last copy.) A `Down` of an
-    /// identity older than one already seen up says nothing of the lives it holds, and
-    /// drops nothing (`None`): the `Up` of the newer identity ended it unseen already
-    /// ([`Coherence::member_up`]), so a renewed identity's life goes on and is repaired,
-    /// and a restart's copies go when its newer life speaks. (Dropping there removed a
-    /// stand-in owner's copies of keys the ring had given back before the hand-off read
-    /// them, as the `Up` did before decision 127: foca reports an old identity's `Down`
-    /// after its renewal's `Up` when the news reach a member in that order.) With no life
-    /// of `origin` known, it drops, as nothing says what was lost.
-    pub fn member_down(&mut self, now_ms: u64, origin: &str, generation: u64) -> Option<Output> {
-        let mut known = false;
-        let mut ends = false;
+    /// identity older than one already seen up says nothing of the lives it holds.
+    pub fn member_down(&mut self, now_ms: u64, origin: &str, generation: u64) -> Output {
         for ((_, g), p) in self.lives_mut(origin) {
-            known = true;
             if *g <= generation && p.identity <= generation {
                 p.down.get_or_insert(now_ms);
                 p.back = false;
-                ends = true;
             }
-        }
-        if known && !ends {
-            return None;
         }
         // Every life of it: this drop covers what any ended unseen may have lost.
         for (_, p) in self.lives_mut(origin) {
             p.ended_unseen = false;
         }
-        Some(Output::DropUnverified {
+        Output::DropUnverified {
             origin: origin.to_owned(),
             lost: 0,
             life: 0,
             owned: false,
-        })
+        }
     }
 
     /// This node's view of the cluster now holds `members` of its `expected` members: a
@@ -1632,9 +1618,8 @@ mod tests {
         // foca reports a renewed identity up twice (renamed, then up): the second ends
         // nothing either.
         assert_eq!(b.member_up(0, "a", 2), std::slice::from_ref(&ask));
-        // A `Down` of an identity older than one seen up holds nothing down, and drops
-        // nothing.
-        assert_eq!(b.member_down(0, "a", 1), None);
+        // A `Down` of an identity older than one seen up holds nothing down.
+        b.member_down(0, "a", 1);
         if let Output::Broadcast(hb) = a.heartbeat() {
             b.receive(0, &hb);
         }
@@ -1711,26 +1696,6 @@ mod tests {
             }]
         );
         assert!(c.tick(5_050).is_empty(), "dropped once");
-        // The old identity's `Down`, reported after the newer one's `Up`, drops nothing
-        // and leaves the mark: the new life's word drops its copies, once.
-        let (mut a1, mut e) = origin_and_receiver(cfg);
-        let (_, o) = a1.originate(0, 1, key_op("k"));
-        e.receive(0, bytes(&o));
-        e.member_up(5_000, "a", 5_000);
-        assert_eq!(e.member_down(5_005, "a", 1), None);
-        assert!(e.tick(5_010).is_empty());
-        if let Output::Broadcast(hb) = Coherence::new("a", 5_000, cfg).heartbeat() {
-            e.receive(5_020, &hb);
-        }
-        assert_eq!(
-            e.tick(5_030),
-            [Output::DropUnverified {
-                origin: "a".into(),
-                lost: 0,
-                life: 1,
-                owned: false,
-            }]
-        );
         // A `Down` drops at once, and nothing more when a newer life speaks after it.
         let (mut a1, mut d) = origin_and_receiver(cfg);
         let (_, o) = a1.originate(0, 1, key_op("k"));
@@ -1738,7 +1703,7 @@ mod tests {
         d.member_up(5_000, "a", 5_000);
         assert!(matches!(
             d.member_down(5_010, "a", 5_000),
-            Some(Output::DropUnverified { lost: 0, .. })
+            Output::DropUnverified { lost: 0, .. }
         ));
         if let Output::Broadcast(hb) = Coherence::new("a", 9_000, cfg).heartbeat() {
             d.receive(9_010, &hb);
@@ -1829,7 +1794,7 @@ mod tests {
         // Declared down (membership generation 1 = its coherence life's): its copies go.
         assert!(matches!(
             b.member_down(0, "a", 1),
-            Some(Output::DropUnverified { lost: 0, .. })
+            Output::DropUnverified { lost: 0, .. }
         ));
         // Cut off, it goes on writing; nothing of it gets through.
         for v in 4..=5 {

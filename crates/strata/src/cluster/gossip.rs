@@ -77,7 +77,7 @@ impl Shared {
                     self.warm
                         .note_ended(&id.name, id.generation, self.monotonic_ms(), keep_ms);
                     self.pool.forget(&id.name);
-                    self.carry_out_coherence(out.into_iter().collect());
+                    self.carry_out_coherence(vec![out]);
                     changed = true;
                 }
                 Output::Rejoined => {
