@@ -1144,7 +1144,10 @@ impl Coherence {
         }
         for ((_, g), p) in self.lives_mut(origin) {
             if *g < generation && p.identity < generation {
-                p.ended_unseen |= p.down.is_none();
+                // Not held down, or up again since it was and not heard from since: it
+                // may have made what this node never heard of (a life held down and
+                // back was live under its renewed identity; attack review helper-110).
+                p.ended_unseen |= p.down.is_none() || p.back;
                 p.down.get_or_insert(now_ms);
             }
             p.identity = p.identity.max(generation);
@@ -1696,6 +1699,30 @@ mod tests {
             }]
         );
         assert!(c.tick(5_050).is_empty(), "dropped once");
+        // Declared down (its copies go), back under a renewed identity and not heard from
+        // since, then restarted: the renewed identity's `Up` left the life held down, and
+        // what it made while back (a `DEL` this node missed) is covered by the drop when
+        // the new life speaks (attack review helper-110: nothing dropped then, and the
+        // retired life's gap, never announced here, was no gap).
+        let (mut a1, mut f) = origin_and_receiver(cfg);
+        let (_, o) = a1.originate(0, 1, key_op("k"));
+        f.receive(0, bytes(&o));
+        f.member_down(1_000, "a", 1);
+        f.member_up(2_000, "a", 2);
+        a1.originate(2_100, 2, key_op("k"));
+        f.member_up(5_000, "a", 5_000);
+        if let Output::Broadcast(hb) = Coherence::new("a", 5_000, cfg).heartbeat() {
+            f.receive(5_020, &hb);
+        }
+        assert_eq!(
+            f.tick(5_030),
+            [Output::DropUnverified {
+                origin: "a".into(),
+                lost: 0,
+                life: 1,
+                owned: false,
+            }]
+        );
         // A `Down` drops at once, and nothing more when a newer life speaks after it.
         let (mut a1, mut d) = origin_and_receiver(cfg);
         let (_, o) = a1.originate(0, 1, key_op("k"));
