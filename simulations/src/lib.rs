@@ -250,6 +250,14 @@ pub struct RunOptions {
     /// keys it owned under a ring of the hand-off window too, as every other drop does
     /// (the node keeps them for the hand-off: ARCHITECTURE decision 126).
     pub drop_lately_owned: bool,
+    /// Ring-change hand-offs run 1–30 ms after the ring change, as the node's
+    /// `push_handoff` does (a task that reads the owner store in batches and sends them
+    /// over TCP), so that a drop of unverified copies, a ring change back or a crash can
+    /// come between; instant otherwise. Off by default, so that every other seed replays as
+    /// it did before they existed. (Instant, a rejoin's drop always came after the push,
+    /// and no seed caught a rejoin that dropped what it had lately owned: ARCHITECTURE
+    /// decision 126.)
+    pub handoff_delays: bool,
     /// Flapping cuts in every seed without a partition (3 nodes or more): one member at a
     /// time cut off from all others for 1–3 s, then mended for 1–3 s, from a random time
     /// of the fault phase to its end. Off by default, so that every other seed replays as
@@ -453,6 +461,15 @@ enum Kind {
     },
     /// The end of a [`Kind::Cut`] of this node.
     Mend(usize),
+    /// A ring change's hand-off on node `node` (of life `life`), delayed
+    /// ([`RunOptions::handoff_delays`]): what its owner store holds now goes to the owners
+    /// under `new` that were none under `old`.
+    HandOff {
+        node: usize,
+        life: u32,
+        old: Ring,
+        new: Ring,
+    },
     Heal,
     Check,
     /// A client operation on a node (read or write of a random key).
@@ -498,6 +515,7 @@ impl Kind {
             Kind::Timer { node, .. }
             | Kind::Tick { node, .. }
             | Kind::Warm { node, .. }
+            | Kind::HandOff { node, .. }
             | Kind::WatchExec { node, .. } => Some(*node),
             Kind::Op(i) | Kind::Crash(i) | Kind::Leave(i) => Some(*i),
             Kind::Pause(..)
@@ -754,6 +772,10 @@ pub struct Sim {
     /// The flapping cuts' own RNG (drawn apart, so that adding them left every other
     /// fault of a seed as it was).
     flap_rng: StdRng,
+    /// [`RunOptions::handoff_delays`].
+    handoff_delays: bool,
+    /// The hand-offs' delays' own RNG (the same reason).
+    handoff_rng: StdRng,
     /// The INCR workload's own RNG (the same reason).
     incr_rng: StdRng,
     /// The anti-entropy pulls' own RNG (their losses), so that how coherence pulls does
@@ -941,6 +963,8 @@ impl Sim {
             counter_acks: BTreeMap::new(),
             pause_rng: StdRng::seed_from_u64(seed ^ 0x7061_7573_6573_0001),
             flap_rng: StdRng::seed_from_u64(seed ^ 0x666c_6170_0000_0008),
+            handoff_delays: opts.handoff_delays,
+            handoff_rng: StdRng::seed_from_u64(seed ^ 0x6861_6e64_0000_0009),
             incr_rng: StdRng::seed_from_u64(seed ^ 0x696e_6372_0000_0002),
             evict_rng: StdRng::seed_from_u64(seed ^ 0x6576_6963_7400_0003),
             evictions: 0,
@@ -1146,7 +1170,21 @@ impl Sim {
             }
         }
         if let Some(old) = old.filter(|o| o.version() != new.version()) {
-            self.hand_off(at, &old, &new, true);
+            if self.handoff_delays {
+                let after = self.handoff_rng.random_range(1..=30) * MS;
+                let life = self.nodes[at].life;
+                self.push(
+                    after,
+                    Kind::HandOff {
+                        node: at,
+                        life,
+                        old,
+                        new: new.clone(),
+                    },
+                );
+            } else {
+                self.hand_off(at, &old, &new, true);
+            }
         }
         self.nodes[at].ring = Some(new);
     }
@@ -1827,10 +1865,11 @@ impl Sim {
                             self.schedule_proof(at, 10, settle);
                         }
                     } else if let Some(ring) = ring {
-                        // (A ring change's hand-off runs at once here, `refresh_ring`: no
-                        // drop comes between a ring change and its hand-off's read, where
-                        // the node's could. What the copies kept here change is what the
-                        // others' hand-off reads find, and what a later push carries.)
+                        // (A ring change's hand-off runs at once here, `refresh_ring`,
+                        // unless `handoff_delays`: only then can a drop come between a ring
+                        // change and its hand-off's read, as on the node. What the copies
+                        // kept here change is what the others' hand-off reads find, and
+                        // what a delayed or later push carries.)
                         let owns = |k: u32| {
                             let k = key_bytes(k);
                             std::iter::once(&ring)
@@ -4275,6 +4314,16 @@ impl Sim {
                 }
                 Kind::Partition => self.partition(),
                 Kind::Cut { node, len, one_way } => self.cut(node, len, one_way),
+                Kind::HandOff {
+                    node,
+                    life,
+                    old,
+                    new,
+                } => {
+                    if self.nodes[node].life == life && self.nodes[node].membership.is_some() {
+                        self.hand_off(node, &old, &new, true);
+                    }
+                }
                 Kind::Mend(v) => {
                     self.blocked.retain(|&(a, b)| a != v && b != v);
                     self.note(|| format!("n{v}'s cut mended"));

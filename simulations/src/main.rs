@@ -16,7 +16,7 @@ use strata_sim::{FaultMix, RunOptions, run_seed, shrink};
 
 fn usage() -> ExitCode {
     eprintln!(
-        "usage: strata-sim [--seeds N | --seed S] [--first F] [--nodes N] [--clients N] [--membership-only] [--warm-restart] [--calm] [--partition] [--no-shrink] [--no-evictions] [--no-watch] [--leaves-together] [--flaps] [--break SWITCH]..."
+        "usage: strata-sim [--seeds N | --seed S] [--first F] [--nodes N] [--clients N] [--membership-only] [--warm-restart] [--calm] [--partition] [--no-shrink] [--no-evictions] [--no-watch] [--leaves-together] [--flaps] [--handoff-delays] [--break SWITCH]..."
     );
     ExitCode::from(2)
 }
@@ -37,6 +37,7 @@ fn main() -> ExitCode {
     let mut no_watch = false;
     let mut leaves_together = false;
     let mut flaps = false;
+    let mut handoff_delays = false;
     let mut breaks: Vec<String> = Vec::new();
     let mut it = args.iter();
     while let Some(a) = it.next() {
@@ -71,6 +72,7 @@ fn main() -> ExitCode {
             "--no-watch" => no_watch = true,
             "--leaves-together" => leaves_together = true,
             "--flaps" => flaps = true,
+            "--handoff-delays" => handoff_delays = true,
             "--break" => match it.next() {
                 Some(name) => breaks.push(name.clone()),
                 None => return usage(),
@@ -86,6 +88,7 @@ fn main() -> ExitCode {
         no_evictions,
         no_watch,
         flaps,
+        handoff_delays,
         ..RunOptions::default()
     };
     for b in &breaks {

@@ -690,3 +690,31 @@ fn a_primary_does_not_execute_over_copies_held_unproven() {
         assert!(ok.result.is_ok(), "{ok}");
     }
 }
+
+/// Ring-change hand-offs that run 1–30 ms after their ring change
+/// (`RunOptions::handoff_delays`), as the node's `push_handoff` task does, so that a
+/// rejoin's drop, a ring change back or a crash can come before the hand-off reads the
+/// owner store: the contract holds under flapping cuts and warm restarts with them, and
+/// rejoins whose lease held still keep copies for those hand-offs (ARCHITECTURE decision
+/// 126; with every hand-off instant, no drop ever came first).
+#[test]
+fn delayed_handoffs_keep_the_contract() {
+    let opts = RunOptions {
+        handoff_delays: true,
+        flaps: true,
+        ..RunOptions::default()
+    };
+    let warm = RunOptions {
+        warm_restart: true,
+        ..opts.clone()
+    };
+    for seed in 0..100 {
+        let r = run_seed(seed, &opts);
+        assert!(r.result.is_ok(), "seed {seed} with delayed hand-offs: {r}");
+        let r = run_seed(seed, &warm);
+        assert!(
+            r.result.is_ok(),
+            "seed {seed} with delayed hand-offs, warm: {r}"
+        );
+    }
+}
