@@ -891,6 +891,71 @@ impl NetLab {
     pub fn mend(&self, i: usize) {
         assert!(self.ip(&["link", "set", &self.veth(i), "up"]));
     }
+
+    /// A one-way cut: packets from member `from` to member `to` are lost, those from `to`
+    /// to `from` and every client's still arrive. Made with `tc` on the root side of
+    /// `to`'s link (its egress is what reaches `to`): an `htb` class whose queue holds
+    /// nothing, and a filter on `from`'s address that sends its packets there (no netem
+    /// or iptables needed). Undone by [`NetLab::mend_one_way_cuts`].
+    pub fn cut_one_way(&self, from: usize, to: usize) {
+        let veth = self.veth(to);
+        let tc = |args: &[&str]| {
+            Command::new("tc")
+                .args(args)
+                .stderr(Stdio::null())
+                .status()
+                .is_ok_and(|s| s.success())
+        };
+        // Fails (harmlessly) when the root `htb` is there from an earlier cut: `tc` cannot
+        // change one in place.
+        tc(&[
+            "qdisc", "replace", "dev", &veth, "root", "handle", "1:", "htb", "default", "10",
+            "r2q", "100000",
+        ]);
+        let ok = tc(&[
+            "class", "replace", "dev", &veth, "parent", "1:", "classid", "1:10", "htb", "rate",
+            "10gbit",
+        ]) && tc(&[
+            "class", "replace", "dev", &veth, "parent", "1:", "classid", "1:20", "htb", "rate",
+            "10gbit",
+        ]) && tc(&[
+            "qdisc", "replace", "dev", &veth, "parent", "1:20", "handle", "20:", "pfifo", "limit",
+            "0",
+        ]) && tc(&[
+            "filter",
+            "add",
+            "dev",
+            &veth,
+            "parent",
+            "1:",
+            "protocol",
+            "ip",
+            "prio",
+            "1",
+            "u32",
+            "match",
+            "ip",
+            "src",
+            &format!("{}/32", self.host(from)),
+            "flowid",
+            "1:20",
+        ]);
+        assert!(
+            ok,
+            "tc could not cut {from} -> {to} (is `tc` of iproute2 there?)"
+        );
+    }
+
+    /// Mends every one-way cut ([`NetLab::cut_one_way`]).
+    pub fn mend_one_way_cuts(&self) {
+        for i in 1..=self.members {
+            // Fails harmlessly where no cut was made.
+            let _ = Command::new("tc")
+                .args(["qdisc", "del", "dev", &self.veth(i), "root"])
+                .stderr(Stdio::null())
+                .status();
+        }
+    }
 }
 
 impl Drop for NetLab {
