@@ -1150,8 +1150,13 @@ impl Coherence {
                 p.ended_unseen |= p.down.is_none() || p.back;
                 p.down.get_or_insert(now_ms);
             }
+            // A late `Up` of an identity older than one seen up says nothing of it: it
+            // does not open a held-down life to a late word (a relayed heartbeat of a
+            // process that restarted since would resume it; attack review helper-111).
+            if generation >= p.identity {
+                p.back = p.down.is_some();
+            }
             p.identity = p.identity.max(generation);
-            p.back = p.down.is_some();
         }
         vec![Output::AskLatest {
             origin: origin.to_owned(),
@@ -1723,6 +1728,26 @@ mod tests {
                 owned: false,
             }]
         );
+        // The restarted process is declared down in turn, then a late `Up` of an older
+        // identity arrives and a late word of the dead life (a relayed heartbeat): the
+        // life stays held down (a stale `Up` does not open it to a word; attack review
+        // helper-111), so the next restart's word retires it.
+        let a2 = Coherence::new("a", 5_000, cfg);
+        // foca reports the restarted identity up a second time: now known to its life.
+        f.member_up(5_050, "a", 5_000);
+        assert!(matches!(
+            f.member_down(5_100, "a", 5_000),
+            Output::DropUnverified { .. }
+        ));
+        f.member_up(5_110, "a", 2);
+        if let Output::Broadcast(hb) = a2.heartbeat() {
+            f.receive(5_120, &hb);
+        }
+        if let Output::Broadcast(hb) = Coherence::new("a", 9_000, cfg).heartbeat() {
+            f.receive(9_010, &hb);
+        }
+        f.tick(9_020);
+        assert_eq!(f.peer_state("a"), [(9_000, 0, 0, 0)]);
         // A `Down` drops at once, and nothing more when a newer life speaks after it.
         let (mut a1, mut d) = origin_and_receiver(cfg);
         let (_, o) = a1.originate(0, 1, key_op("k"));
