@@ -893,7 +893,9 @@ impl NetLab {
     }
 
     /// A one-way cut: packets from member `from` to member `to` are lost, those from `to`
-    /// to `from` and every client's still arrive. Made with `tc` on the root side of
+    /// to `from` and every client's still arrive. One way for gossip (UDP); a TCP
+    /// connection between the two fails both ways (its acknowledgements are lost), so
+    /// peer calls either way fail. Made with `tc` on the root side of
     /// `to`'s link (its egress is what reaches `to`): an `htb` class whose queue holds
     /// nothing, and a filter on `from`'s address that sends its packets there (no netem
     /// or iptables needed). Undone by [`NetLab::mend_one_way_cuts`].
