@@ -1397,6 +1397,16 @@ mod tests {
 
     /// Origin `a` and receiver `b` (generation 1 both), `b` in contact with `a` from its
     /// first sequence number.
+    /// What a drop of the copies life `life` of origin `a` may have covered reads as.
+    fn dropped_life(life: u64) -> Output {
+        Output::DropUnverified {
+            origin: "a".into(),
+            lost: 0,
+            life,
+            owned: false,
+        }
+    }
+
     fn origin_and_receiver(cfg: CoherenceConfig) -> (Coherence, Coherence) {
         let a = Coherence::new("a", 1, cfg);
         let mut b = Coherence::new("b", 1, cfg);
@@ -1666,18 +1676,8 @@ mod tests {
             [Output::AskLatest { origin: "a".into() }]
         );
         assert!(b.tick(5_010).is_empty(), "nothing before a word of it");
-        if let Output::Broadcast(hb) = Coherence::new("a", 5_000, cfg).heartbeat() {
-            b.receive(5_020, &hb);
-        }
-        assert_eq!(
-            b.tick(5_030),
-            [Output::DropUnverified {
-                origin: "a".into(),
-                lost: 0,
-                life: 1,
-                owned: false,
-            }]
-        );
+        b.receive(5_020, bytes(&Coherence::new("a", 5_000, cfg).heartbeat()));
+        assert_eq!(b.tick(5_030), [dropped_life(1)]);
         assert_eq!(b.peer_state("a"), [(5_000, 0, 0, 0)]);
         assert!(b.tick(5_040).is_empty(), "dropped once");
 
@@ -1687,22 +1687,10 @@ mod tests {
         let (_, o) = a1.originate(0, 1, key_op("k"));
         c.receive(0, bytes(&o));
         c.member_up(5_000, "a", 5_000);
-        if let Output::Broadcast(hb) = a1.heartbeat() {
-            c.receive(5_010, &hb);
-        }
+        c.receive(5_010, bytes(&a1.heartbeat()));
         assert!(c.tick(5_020).is_empty(), "only the old life spoke");
-        if let Output::Broadcast(hb) = Coherence::new("a", 5_000, cfg).heartbeat() {
-            c.receive(5_030, &hb);
-        }
-        assert_eq!(
-            c.tick(5_040),
-            [Output::DropUnverified {
-                origin: "a".into(),
-                lost: 0,
-                life: 1,
-                owned: false,
-            }]
-        );
+        c.receive(5_030, bytes(&Coherence::new("a", 5_000, cfg).heartbeat()));
+        assert_eq!(c.tick(5_040), [dropped_life(1)]);
         assert!(c.tick(5_050).is_empty(), "dropped once");
         // Declared down (its copies go), back under a renewed identity and not heard from
         // since, then restarted: the renewed identity's `Up` left the life held down, and
@@ -1716,18 +1704,8 @@ mod tests {
         f.member_up(2_000, "a", 2);
         a1.originate(2_100, 2, key_op("k"));
         f.member_up(5_000, "a", 5_000);
-        if let Output::Broadcast(hb) = Coherence::new("a", 5_000, cfg).heartbeat() {
-            f.receive(5_020, &hb);
-        }
-        assert_eq!(
-            f.tick(5_030),
-            [Output::DropUnverified {
-                origin: "a".into(),
-                lost: 0,
-                life: 1,
-                owned: false,
-            }]
-        );
+        f.receive(5_020, bytes(&Coherence::new("a", 5_000, cfg).heartbeat()));
+        assert_eq!(f.tick(5_030), [dropped_life(1)]);
         // The restarted process is declared down in turn, then a late `Up` of an older
         // identity arrives and a late word of the dead life (a relayed heartbeat): the
         // life stays held down (a stale `Up` does not open it to a word; attack review
@@ -1740,12 +1718,8 @@ mod tests {
             Output::DropUnverified { .. }
         ));
         f.member_up(5_110, "a", 2);
-        if let Output::Broadcast(hb) = a2.heartbeat() {
-            f.receive(5_120, &hb);
-        }
-        if let Output::Broadcast(hb) = Coherence::new("a", 9_000, cfg).heartbeat() {
-            f.receive(9_010, &hb);
-        }
+        f.receive(5_120, bytes(&a2.heartbeat()));
+        f.receive(9_010, bytes(&Coherence::new("a", 9_000, cfg).heartbeat()));
         f.tick(9_020);
         assert_eq!(f.peer_state("a"), [(9_000, 0, 0, 0)]);
         // A `Down` drops at once, and nothing more when a newer life speaks after it.
@@ -1757,9 +1731,7 @@ mod tests {
             d.member_down(5_010, "a", 5_000),
             Output::DropUnverified { lost: 0, .. }
         ));
-        if let Output::Broadcast(hb) = Coherence::new("a", 9_000, cfg).heartbeat() {
-            d.receive(9_010, &hb);
-        }
+        d.receive(9_010, bytes(&Coherence::new("a", 9_000, cfg).heartbeat()));
         assert!(d.tick(9_020).is_empty(), "already dropped at the Down");
     }
 
