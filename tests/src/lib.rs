@@ -837,7 +837,12 @@ impl NetLab {
     }
 
     fn ip(&self, args: &[&str]) -> bool {
-        Command::new("ip")
+        Self::quietly("ip", args)
+    }
+
+    /// Whether `program args` ran and succeeded (its errors not shown).
+    fn quietly(program: &str, args: &[&str]) -> bool {
+        Command::new(program)
             .args(args)
             .stderr(Stdio::null())
             .status()
@@ -901,13 +906,7 @@ impl NetLab {
     /// or iptables needed). Undone by [`NetLab::mend_one_way_cuts`].
     pub fn cut_one_way(&self, from: usize, to: usize) {
         let veth = self.veth(to);
-        let tc = |args: &[&str]| {
-            Command::new("tc")
-                .args(args)
-                .stderr(Stdio::null())
-                .status()
-                .is_ok_and(|s| s.success())
-        };
+        let tc = |args: &[&str]| Self::quietly("tc", args);
         // Fails (harmlessly) when the root `htb` is there from an earlier cut: `tc` cannot
         // change one in place.
         tc(&[
@@ -952,10 +951,7 @@ impl NetLab {
     pub fn mend_one_way_cuts(&self) {
         for i in 1..=self.members {
             // Fails harmlessly where no cut was made.
-            let _ = Command::new("tc")
-                .args(["qdisc", "del", "dev", &self.veth(i), "root"])
-                .stderr(Stdio::null())
-                .status();
+            Self::quietly("tc", &["qdisc", "del", "dev", &self.veth(i), "root"]);
         }
     }
 }
