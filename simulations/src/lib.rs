@@ -644,6 +644,11 @@ struct SimNode {
     /// Pushed copies held unproven while settling, by (store: 0 plain, 1 counters, 2
     /// pairs; key).
     unproven: BTreeMap<(u8, u32), Pushed>,
+    /// The keys of `unproven` whose copy came only in hand-offs read after their sender saw
+    /// this process up (the node's `Request::HandoffFor` with a generation of this
+    /// process): proven from this life's start (`warm::needed_ms_after_start`). Set or
+    /// cleared wherever `unproven` takes a copy.
+    read_after_start: BTreeSet<(u8, u32)>,
     /// From when (true ms) its record of changes is whole, as a witness of another
     /// member's proof tells it, with the gaps it gave up on kept apart (the node's
     /// `WarmState::record`; not whole until a warm start's baseline).
@@ -884,6 +889,7 @@ impl Sim {
                 warm_run: 0,
                 settling: false,
                 unproven: BTreeMap::new(),
+                read_after_start: BTreeSet::new(),
                 record: strata_cluster::warm::Record::default(),
                 started_ms: 0,
                 proof_from_ms: 0,
@@ -1284,12 +1290,24 @@ impl Sim {
                 if let Some(j) = self.nodes.iter().position(|n| n.name == t)
                     && self.reachable(at, j)
                     && !(lossy && self.push_lost(&pushed))
-                    && self.push_to(j, key, &pushed)
+                    && self.push_to(j, key, &pushed, self.sees_process(at, j))
                 {
                     self.forward_misplaced(j, key, pushed.clone());
                 }
             }
         }
+    }
+
+    /// Whether `at`'s view holds `j`'s current process up (one of its lives since it
+    /// started): a hand-off `at` reads now is read after that process started, as the
+    /// node's `Request::HandoffFor` tells its callee.
+    fn sees_process(&self, at: usize, j: usize) -> bool {
+        let (name, first) = (&self.nodes[j].name, self.nodes[j].generation);
+        self.nodes[at].membership.as_ref().is_some_and(|m| {
+            m.live()
+                .iter()
+                .any(|id| id.name == *name && id.generation >= first)
+        })
     }
 
     /// Whether a hand-off push of `pushed` is lost (a pair key's draw comes from the
@@ -1358,7 +1376,7 @@ impl Sim {
             if !(self.reachable(j, o) && self.reachable(o, j)) {
                 continue;
             }
-            if self.push_to(o, key, &pushed) {
+            if self.push_to(o, key, &pushed, false) {
                 self.forward_misplaced(o, key, pushed.clone());
             }
         }
@@ -1855,6 +1873,7 @@ impl Sim {
                                 settling::version_of(q) >= settling::version_of(&p)
                             });
                             if !newer {
+                                node.read_after_start.remove(&id);
                                 node.unproven.insert(id, p);
                             }
                         }
@@ -3775,7 +3794,7 @@ impl Sim {
                     for n in &plan[..current.min(plan.len())] {
                         if let Some(t) = self.index_of(n)
                             && (t == at || self.reachable(at, t))
-                            && self.push_to(t, key, &Pushed::Plain(held))
+                            && self.push_to(t, key, &Pushed::Plain(held), false)
                             && t != at
                         {
                             // A `Set` to another member, which passes on what it does not

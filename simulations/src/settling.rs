@@ -1,7 +1,8 @@
 //! A restarted member's pushed copies, held unproven while it settles and proven against
 //! their owners and the other members — the node's `cluster::warm::prove_pushed`, with the
 //! simulator's network and stores, deciding with the node's own sans-IO rules
-//! (`strata_cluster::warm::{judge, covered_ms, newer_than, needed_ms}`).
+//! (`strata_cluster::warm::{judge, covered_ms, newer_than, needed_ms,
+//! needed_ms_after_start}`).
 //!
 //! While a node restarted with L3 settles (from its start until its proof), a copy pushed
 //! to it (a hand-off, a copy passed on, a hand-off read's repair) is held apart
@@ -41,7 +42,7 @@ impl Sim {
     /// (admitted as the node's `Set` handler admits it); otherwise stored as before. Whether
     /// it stored it as newer in its owner store (a copy held unproven is not passed on: the
     /// node's `store_pushed`).
-    pub(crate) fn push_to(&mut self, j: usize, key: u32, p: &Pushed) -> bool {
+    pub(crate) fn push_to(&mut self, j: usize, key: u32, p: &Pushed, after_start: bool) -> bool {
         if !self.nodes[j].settling {
             return match p {
                 Pushed::Plain(held) => self.owner_set(j, key, *held),
@@ -68,8 +69,25 @@ impl Sim {
                 .unproven
                 .get(&(kind, key))
                 .is_some_and(|q| version_of(q) >= version);
+        let id = (kind, key);
         if admits && !older {
-            node.unproven.insert((kind, key), p.clone());
+            node.unproven.insert(id, p.clone());
+            if after_start {
+                node.read_after_start.insert(id);
+            } else {
+                node.read_after_start.remove(&id);
+            }
+        } else if admits
+            && !after_start
+            && node
+                .unproven
+                .get(&id)
+                .is_some_and(|q| version_of(q) == version)
+        {
+            // The same copy again, in a push that may have been read before this process
+            // started: proven from the wider window, as the node proves each push it
+            // recorded.
+            node.read_after_start.remove(&id);
         }
         false
     }
@@ -158,8 +176,13 @@ impl Sim {
                 self.nodes[i].vouched.get(&vouch_id(kind, key)),
                 version,
             );
-            let needed =
-                strata_cluster::warm::needed_ms(now_ms.saturating_sub(from), RPC_TIMEOUT_MS);
+            let age_ms = now_ms.saturating_sub(from);
+            let needed = if self.nodes[i].read_after_start.contains(&(kind, key)) {
+                let since_start = now_ms.saturating_sub(self.nodes[i].started_ms);
+                strata_cluster::warm::needed_ms_after_start(age_ms, since_start, RPC_TIMEOUT_MS)
+            } else {
+                strata_cluster::warm::needed_ms(age_ms, RPC_TIMEOUT_MS)
+            };
             let kb = key_bytes(key);
             let owners: Vec<String> = ring
                 .owners(&kb, RF)
@@ -246,7 +269,7 @@ impl Sim {
                                 && self.reachable(i, o)
                                 && self.reachable(o, i)
                             {
-                                self.push_to(o, key, &p);
+                                self.push_to(o, key, &p, false);
                             }
                         }
                     }

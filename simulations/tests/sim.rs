@@ -717,4 +717,13 @@ fn delayed_handoffs_keep_the_contract() {
             "seed {seed} with delayed hand-offs, warm: {r}"
         );
     }
+    // A key's two owners left gracefully seconds apart and restarted; each held the copy
+    // the others pushed at its join, unproven, and both lives that ended counted against a
+    // replication factor of 2 until the proof learned the push was read after its process
+    // started (`warm::needed_ms_after_start`): a counter restarted at 1 after 16.
+    let r = run_seed(2838, &warm);
+    assert!(
+        r.result.is_ok(),
+        "seed 2838 with delayed hand-offs, warm: {r}"
+    );
 }

@@ -53,6 +53,10 @@ pub mod features {
     /// record reaches without them. An earlier caller gets
     /// [`super::Response::StalenessLives`].
     pub const GAPS_TOLD: u64 = 64;
+    /// Understands [`super::Request::HandoffFor`]: a hand-off batch that names the
+    /// callee's life its sender saw when it read the batch. An earlier build gets
+    /// [`super::Request::Handoff`].
+    pub const HANDOFF_LIFE: u64 = 128;
     /// Everything this build understands.
     pub const THIS_BUILD: u64 = CHECK_ONLY_CHANGES
         | HANDOFF_BATCHES
@@ -60,7 +64,8 @@ pub mod features {
         | ENDED_LIVES
         | PROCESS_LIVES
         | UNPROVEN_REFUSALS
-        | GAPS_TOLD;
+        | GAPS_TOLD
+        | HANDOFF_LIFE;
     /// Set when bits 32–55 of the word carry the sender's ring parameters ([`with_ring`]):
     /// members that place keys with different `vnodes` or replication factors disagree on
     /// every key's primary, and each says so instead of failing writes silently. An earlier
@@ -309,6 +314,22 @@ pub enum Request {
         after: Option<ByteBuf>,
         /// Most keys wanted.
         limit: u32,
+    },
+    /// [`Request::Handoff`], read by its sender after it saw the callee up in its life
+    /// `generation`: every copy in it was read after the callee's process with that life
+    /// started. A callee settling after a restart proves such a copy from its process's
+    /// start ([`crate::warm::needed_ms_after_start`]) instead of a margin of calls before
+    /// it; a `generation` of another process of the callee proves nothing (the batch is
+    /// taken as a `Handoff`). Answered as `Handoff`. Sent only to a peer with
+    /// [`features::HANDOFF_LIFE`].
+    HandoffFor {
+        /// Namespace.
+        namespace: String,
+        /// The callee's life (membership generation) its sender saw when it read the
+        /// batch.
+        generation: u64,
+        /// The keys and their entries.
+        entries: Vec<(ByteBuf, WireEntry)>,
     },
 }
 
@@ -961,6 +982,21 @@ mod tests {
             [0, 0, 0, 12, 1, 1, 0, 0, 0, 0, 0, 0, 0, 5, 25, 1]
         );
         // A push refused for now (response variant 26), appended.
+        // A hand-off batch naming the callee's life (request variant 21), appended.
+        let f = Frame::Request(
+            6,
+            Request::HandoffFor {
+                namespace: "n".into(),
+                generation: 300,
+                entries: vec![],
+            },
+        );
+        assert_eq!(
+            to_bytes(&f),
+            [
+                0, 0, 0, 16, 1, 0, 0, 0, 0, 0, 0, 0, 0, 6, 21, 1, b'n', 172, 2, 0
+            ]
+        );
         let d = Frame::Response(5, Response::Deferred { stored: 3 });
         assert_eq!(
             to_bytes(&d),

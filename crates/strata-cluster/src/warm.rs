@@ -356,6 +356,22 @@ pub fn needed_ms(age_ms: u64, rpc_timeout_ms: u64) -> u64 {
     age_ms + 8 * rpc_timeout_ms + 1_000
 }
 
+/// [`needed_ms`] for a copy pushed in a batch its sender read after it saw this member's
+/// process up (`Request::HandoffFor`, with a generation of this process): the read came
+/// after the process started, `since_start_ms` ago, so a witness's record must reach back
+/// to that start and one RPC timeout more (clock rates, the answers' flight), and never
+/// further than [`needed_ms`] asks for the same copy (`age_ms`: a rejoin's lapse run or an
+/// earlier proof may start later). No margin of calls before the start: a life that ended
+/// before it cannot have taken a change made after the read. (With that margin, a key's two
+/// owners leaving gracefully within seconds of each other and restarting each held the
+/// copy the others pushed at their joins, unproven, each the other's validator: both lives
+/// that ended counted against a replication factor of 2, both proofs dropped it, and a
+/// counter restarted at 1 after 16 acknowledged increments, simulator seed 2838 with
+/// `--warm-restart --flaps --handoff-delays`.)
+pub fn needed_ms_after_start(age_ms: u64, since_start_ms: u64, rpc_timeout_ms: u64) -> u64 {
+    needed_ms(age_ms, rpc_timeout_ms).min(since_start_ms.saturating_add(rpc_timeout_ms))
+}
+
 /// From when (this member's monotonic ms) a copy at `version` it holds unproven may have
 /// missed a change: `lapse_from` (this process's start, or the start of a rejoin's run of
 /// lease lapses: `Lease::lapse_began_ms`), or later, when an earlier proof of this member
@@ -756,6 +772,10 @@ mod tests {
         assert_eq!(newer_than(5, None, Some(6)), Some(6));
         assert_eq!(newer_than(5, Some(3), Some(6)), Some(6));
         assert_eq!(needed_ms(4_000, 1_000), 13_000);
+        // Read after this process started 4 s ago: back to that start, and a timeout more.
+        assert_eq!(needed_ms_after_start(4_000, 4_000, 1_000), 5_000);
+        // A later window (a lapse run, a vouch) stays the narrower one.
+        assert_eq!(needed_ms_after_start(1_000, 60_000, 500), 6_000);
     }
 
     /// A gap restarts a witness's record for every caller but the life that made what was

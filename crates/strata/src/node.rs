@@ -586,6 +586,24 @@ impl Node {
         }
     }
 
+    /// Hands `entry` to this node's peer RPC handler as a hand-off batch arrives from a
+    /// member that read it after it saw this node's current life up (a ring change's
+    /// hand-off from a member of this build), and returns whether its owner store took it
+    /// (false too when this node is not a cluster member). Feature `fault-injection`;
+    /// never in a production build.
+    #[cfg(feature = "fault-injection")]
+    pub async fn receive_peer_handoff(
+        &self,
+        namespace: &str,
+        key: &[u8],
+        entry: &strata_core::Entry,
+    ) -> bool {
+        match &self.cluster {
+            Some(c) => c.receive_handoff(namespace, key, entry).await,
+            None => false,
+        }
+    }
+
     /// Hands this node, as one of `key`'s replicas, its primary's removal of `key` at
     /// `version` — a `DEL` by a primary whose clock runs ahead — and returns whether it was
     /// applied (false too when this node is not a cluster member). Feature

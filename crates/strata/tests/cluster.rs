@@ -2375,6 +2375,29 @@ async fn a_restarted_member_keeps_no_copy_on_the_members_word_once_two_lives_end
     stop(nodes).await;
 }
 
+/// As [`a_restarted_member_keeps_no_copy_on_the_members_word_once_two_lives_ended`], with
+/// one of the two lives ended 1.5 s before n3 started, and the copies pushed to n3 in
+/// hand-off batches their senders read after they saw n3 up (`Request::HandoffFor`): a
+/// life that ended before n3's process started cannot have taken a change made after such
+/// a read, so only n0's counts, and n3 keeps every copy on the members' word. (Counted
+/// from a margin of calls before the start, as a `Set`'s read must be, a key's two owners
+/// that left gracefully seconds apart and restarted each dropped the copy the others had
+/// pushed at their joins: a counter restarted at 1 after 16 acknowledged increments,
+/// simulator seed 2838.)
+#[cfg(all(feature = "fault-injection", feature = "l3"))]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_restarted_member_proves_a_hand_off_read_after_its_start_from_that_start() {
+    let (nodes, _dirs, kept) = last_pushed_copies(Before::EndedBeforeStart).await;
+    for k in &kept {
+        assert_eq!(
+            nodes[2].owner_copy("ns", k.as_bytes()).map(|e| e.value),
+            Some(format!("v-{k}").into()),
+            "{k}: n3 dropped a copy read after its start"
+        );
+    }
+    stop(nodes).await;
+}
+
 /// What happens before n3's proof in [`last_pushed_copies`].
 #[cfg(all(feature = "fault-injection", feature = "l3"))]
 #[derive(Clone, Copy, PartialEq, Eq)]
@@ -2385,6 +2408,10 @@ enum Before {
     YoungWitness,
     /// n0 leaves, n4 joins and leaves: two lives ended.
     TwoEnded,
+    /// n4 joins and leaves before n3 starts, n0 leaves after: one life ended within a
+    /// margin of calls before n3's start, one after it. The pushes come in hand-off
+    /// batches read after n3's start (`Request::HandoffFor`), not as `Set`s.
+    EndedBeforeStart,
 }
 
 /// Stops `leaving`, waits until the members left (`nodes`) see it gone, and evicts `moved`
@@ -2406,15 +2433,17 @@ async fn leave_and_evict(nodes: &[Node], leaving: Node, moved: &[&String]) {
     }
 }
 
-/// The body of the two tests above: n3 restarts with L3; the pushes of keys it now owns
-/// with n0 reach it while it settles (every third key's copy read before its `DEL`); n0
-/// leaves; every other copy of those keys is evicted; then `before` (n4 joins, or joins
-/// and leaves). Checks that every live key is read back after the proof (unless two lives
+/// The body of the tests above: n3 restarts with L3 (after n4 joined and left, for
+/// [`Before::EndedBeforeStart`]); the pushes of keys it now owns with n0 reach it while it
+/// settles (every third key's copy read before its `DEL`); n0 leaves; every other copy of
+/// those keys is evicted; then `before` (n4 joins, or joins and leaves). Checks that every live key is read back after the proof (unless two lives
 /// ended) and that no deleted one comes back; the members (n1, n2, n3, and n4 if it
 /// stayed), their directories, and the live keys.
 #[cfg(all(feature = "fault-injection", feature = "l3"))]
 async fn last_pushed_copies(before: Before) -> (Vec<Node>, Vec<tempfile::TempDir>, Vec<String>) {
-    let young_witness = before != Before::Leave;
+    let young_witness = matches!(before, Before::YoungWitness | Before::TwoEnded);
+    // Whether the copies stay: not once two lives ended since they could have been read.
+    let stay = before != Before::TwoEnded;
     let (mut nodes, mut dirs, keys) = cluster_with_l3_and_keys().await;
     let c0 = nodes[0].cache();
     let copy_of = |nodes: &[Node], k: &str| {
@@ -2437,10 +2466,27 @@ async fn last_pushed_copies(before: Before) -> (Vec<Node>, Vec<tempfile::TempDir
     // when a member joins first, 24 s when it leaves again (n0's leave, n4's join and
     // leave and the evictions must come before it on a loaded machine too).
     let staleness_ms = match before {
-        Before::Leave => 6_000,
+        Before::Leave | Before::EndedBeforeStart => 6_000,
         Before::YoungWitness => 9_000,
         Before::TwoEnded => 12_000,
     };
+    if before == Before::EndedBeforeStart {
+        // n4's life ends 1.5 s before n3 starts: after the earliest read a `Set` pushed to
+        // n3 may carry (a margin of 8 RPC timeouts and a second, 5 s), before any read of
+        // a hand-off naming n3's life (n3's start, and one RPC timeout: 0.5 s).
+        let cfg = config("n4", &[gossip_addr(&nodes[0])], 2);
+        let n4 = Node::start(cfg).await.unwrap();
+        eventually("n4 joins", Duration::from_secs(5), || {
+            nodes.iter().all(|n| live(n) == 4)
+        })
+        .await;
+        n4.shutdown().await;
+        eventually("n4's leave is seen", Duration::from_secs(5), || {
+            nodes.iter().all(|n| live(n) == 3)
+        })
+        .await;
+        tokio::time::sleep(Duration::from_millis(1_500)).await;
+    }
     let joined_at = restart_n3_with(&mut nodes, &mut dirs, |c| {
         c.cluster.max_staleness_ms = staleness_ms;
     })
@@ -2463,20 +2509,26 @@ async fn last_pushed_copies(before: Before) -> (Vec<Node>, Vec<tempfile::TempDir
     // The pushes as they reach n3 while it settles (the real ones may have come before it
     // began to record them): the live keys' current copies, and the deleted keys' copies
     // read before their DEL.
+    let handoff = before == Before::EndedBeforeStart;
+    let push = |k: &str, entry: &strata_core::Entry| {
+        let n3 = &nodes[3];
+        let (k, entry) = (k.to_owned(), entry.clone());
+        async move {
+            if handoff {
+                n3.receive_peer_handoff("ns", k.as_bytes(), &entry).await
+            } else {
+                n3.receive_peer_set("ns", k.as_bytes(), &entry).await
+            }
+        }
+    };
     for k in &kept {
         let current = copy_of(&nodes[..3], k);
         nodes[3].evict_owner_copy("ns", k.as_bytes());
-        assert!(
-            nodes[3]
-                .receive_peer_set("ns", k.as_bytes(), &current)
-                .await
-        );
+        assert!(push(k, &current).await);
     }
     for k in &gone {
         assert!(
-            nodes[3]
-                .receive_peer_set("ns", k.as_bytes(), &before_del[k.as_str()])
-                .await,
+            push(k, &before_del[k.as_str()]).await,
             "{k}: n3 stored the late push (its baseline skipped the DEL)"
         );
     }
@@ -2510,7 +2562,7 @@ async fn last_pushed_copies(before: Before) -> (Vec<Node>, Vec<tempfile::TempDir
     );
     let c1 = nodes[0].cache();
     let deadline = Instant::now() + Duration::from_secs(30);
-    if before == Before::TwoEnded {
+    if !stay {
         // Its pushes are proven in one round (every witness answers): the drops show it.
         eventually("n3 proves its pushes", Duration::from_secs(40), || {
             counter(&nodes[2], "strata_cluster_warm_pushed_dropped_total") > 0
@@ -2518,7 +2570,7 @@ async fn last_pushed_copies(before: Before) -> (Vec<Node>, Vec<tempfile::TempDir
         .await;
         tokio::time::sleep(Duration::from_millis(500)).await;
     }
-    for k in kept.iter().filter(|_| before != Before::TwoEnded) {
+    for k in kept.iter().filter(|_| stay) {
         loop {
             let got = c1.get("ns", k.as_bytes()).await.unwrap();
             if got.as_deref() == Some(format!("v-{k}").as_bytes()) {

@@ -700,7 +700,7 @@ impl Shared {
                 entries = self.read_again(ns, entries);
             }
             let refused = match self
-                .send_handoff_once(peer, addr, ns, entries, max_age)
+                .send_handoff_once(peer, addr, generation, ns, entries, max_age)
                 .await
             {
                 Ok(()) => return Handed::Taken,
@@ -741,11 +741,15 @@ impl Shared {
 
     /// One attempt of [`Shared::send_handoff`]: `Ok` when delivered (or nothing to send),
     /// `Err(Some(entries))` with the entries the peer refused for now (to send again),
-    /// `Err(None)` when it failed.
+    /// `Err(None)` when it failed. With the peer's life `generation` (known when the batch
+    /// was read, and still the peer's then: [`Shared::send_handoff`]), a `HandoffFor`
+    /// naming it: a settling peer proves the batch's copies from its process's start
+    /// rather than from a margin of calls before it (`strata_cluster::warm::needed_ms_after_start`).
     async fn send_handoff_once(
         self: &Arc<Self>,
         peer: &str,
         addr: SocketAddr,
+        generation: Option<u64>,
         ns: &str,
         entries: Vec<(ByteBuf, WireEntry)>,
         max_age: Duration,
@@ -759,22 +763,39 @@ impl Shared {
             entry: e0.clone(),
         };
         let n = entries.len() as u64;
-        let req = Request::Handoff {
+        let batch = Request::Handoff {
             namespace: ns.to_owned(),
             entries,
         };
-        let fallback = Some((strata_cluster::rpc::features::HANDOFF_BATCHES, &one));
+        use strata_cluster::rpc::features::{HANDOFF_BATCHES, HANDOFF_LIFE};
+        // The batch naming the peer's life costs a copy of the entries only where it goes.
+        let named = generation.map(|generation| {
+            let Request::Handoff { namespace, entries } = &batch else {
+                unreachable!("built above")
+            };
+            Request::HandoffFor {
+                namespace: namespace.clone(),
+                generation,
+                entries: entries.clone(),
+            }
+        });
+        let (req, fallback) = match &named {
+            Some(named) => (named, vec![(HANDOFF_LIFE, &batch), (HANDOFF_BATCHES, &one)]),
+            None => (&batch, vec![(HANDOFF_BATCHES, &one)]),
+        };
         let pushes = &self.counters.handoff_pushes;
-        match self.pool.call_for(peer, addr, &req, fallback, None).await {
-            Ok((Response::HandedOff { .. }, false)) => {
+        let answer = self.pool.call_for(peer, addr, req, &fallback, None).await;
+        let Request::Handoff { entries, .. } = batch else {
+            unreachable!("built above")
+        };
+        match answer {
+            Ok((Response::HandedOff { .. }, _)) => {
                 pushes.fetch_add(n, Ordering::Relaxed);
                 Ok(())
             }
             // (Fallen back to one `Set`: `stored` is of that one, the batch's first.)
             Ok((Response::Deferred { stored }, _)) => {
-                let Request::Handoff { mut entries, .. } = req else {
-                    return Err(None);
-                };
+                let mut entries = entries;
                 let taken = (stored as usize).min(entries.len());
                 pushes.fetch_add(taken as u64, Ordering::Relaxed);
                 tracing::debug!(%peer, taken, "hand-off batch refused in part for now");
@@ -782,9 +803,6 @@ impl Shared {
             }
             Ok((Response::Stored { .. }, true)) => {
                 pushes.fetch_add(1, Ordering::Relaxed);
-                let Request::Handoff { entries, .. } = req else {
-                    return Ok(());
-                };
                 let mut sent_from = Instant::now();
                 for (key, entry) in entries.into_iter().skip(1) {
                     // One call each: a copy that waited too long is read again.

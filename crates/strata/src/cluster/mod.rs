@@ -221,11 +221,17 @@ pub(crate) struct WarmState {
     pub(crate) push_limit: usize,
 }
 
+/// A pushed copy recorded for a proof: its namespace, key and version, and whether its
+/// sender read it after it saw this process up (`Request::HandoffFor` naming one of this
+/// process's lives: proven from this process's start,
+/// `strata_cluster::warm::needed_ms_after_start`).
+pub(crate) type Recorded = (String, Bytes, Version, bool);
+
 /// Pushed copies a settling member has not proven yet.
 #[derive(Debug, Default)]
 pub(crate) struct Pushed {
     /// Recorded and not yet handed to a proof.
-    todo: Vec<(String, Bytes, Version)>,
+    todo: Vec<Recorded>,
     /// Per key (`pushed_id`), how many of its recorded copies are not proven yet, and the
     /// newest of their versions.
     unproven: std::collections::HashMap<Vec<u8>, (u32, Version)>,
@@ -282,14 +288,21 @@ impl WarmState {
     /// past [`WarmState::push_limit`] unproven copies.
     pub(crate) fn hold(&self, namespace: &str, key: &[u8], version: Version) -> bool {
         self.start_recording();
-        self.note_push(namespace, key, version)
+        self.note_push(namespace, key, version, false)
     }
 
     /// Whether a copy pushed now (version `version` of `key`) may be stored: always, except
     /// past [`WarmState::push_limit`] unproven ones while settling. While settling it is
     /// recorded for the proof — before the store, so that a proof that takes the records
-    /// afterwards finds it.
-    pub(crate) fn note_push(&self, namespace: &str, key: &[u8], version: Version) -> bool {
+    /// afterwards finds it — with `after_start`: its sender read it after it saw this
+    /// process up ([`Recorded`]).
+    pub(crate) fn note_push(
+        &self,
+        namespace: &str,
+        key: &[u8],
+        version: Version,
+        after_start: bool,
+    ) -> bool {
         let mut pushed = self.pushed.lock();
         let Some(p) = pushed.as_mut() else {
             return true;
@@ -300,8 +313,12 @@ impl WarmState {
         if p.unproven.len() >= self.push_limit && !p.unproven.contains_key(&id) {
             return false;
         }
-        p.todo
-            .push((namespace.to_owned(), Bytes::copy_from_slice(key), version));
+        p.todo.push((
+            namespace.to_owned(),
+            Bytes::copy_from_slice(key),
+            version,
+            after_start,
+        ));
         let n = p.unproven.entry(id).or_insert((0, version));
         n.0 += 1;
         n.1 = n.1.max(version);
@@ -336,7 +353,7 @@ impl WarmState {
 
     /// The pushes recorded since the last call, to prove; `None` once there are none left,
     /// which ends the recording (a push after that is trusted).
-    pub(crate) fn next_to_prove(&self) -> Option<Vec<(String, Bytes, Version)>> {
+    pub(crate) fn next_to_prove(&self) -> Option<Vec<Recorded>> {
         let mut pushed = self.pushed.lock();
         let p = pushed.as_mut()?;
         if p.todo.is_empty() {
@@ -383,11 +400,21 @@ impl WarmState {
     }
 
     /// Records a copy again for the next round of the proof (a member did not answer for
-    /// it); it stays unproven.
-    pub(crate) fn prove_again(&self, namespace: &str, key: &[u8], version: Version) {
+    /// it), as it was recorded (`after_start`, [`Recorded`]); it stays unproven.
+    pub(crate) fn prove_again(
+        &self,
+        namespace: &str,
+        key: &[u8],
+        version: Version,
+        after_start: bool,
+    ) {
         if let Some(p) = self.pushed.lock().as_mut() {
-            p.todo
-                .push((namespace.to_owned(), Bytes::copy_from_slice(key), version));
+            p.todo.push((
+                namespace.to_owned(),
+                Bytes::copy_from_slice(key),
+                version,
+                after_start,
+            ));
         }
     }
 
@@ -683,6 +710,30 @@ impl Shared {
         )
     }
 
+    /// Hands `entry` to this node's peer RPC handler as a hand-off batch of one arrives
+    /// from a member that read it after it saw this node's current life up
+    /// (`Request::HandoffFor`); whether the owner store took it.
+    pub(crate) async fn receive_handoff(
+        self: &Arc<Self>,
+        namespace: &str,
+        key: &[u8],
+        entry: &strata_core::Entry,
+    ) -> bool {
+        let req = strata_cluster::rpc::Request::HandoffFor {
+            namespace: namespace.to_owned(),
+            generation: self.member_generation(),
+            entries: vec![(
+                strata_cluster::rpc::ByteBuf::from(key.to_vec()),
+                to_wire(entry),
+            )],
+        };
+        matches!(
+            self.handle(req, strata_cluster::rpc::features::THIS_BUILD)
+                .await,
+            strata_cluster::rpc::Response::HandedOff { stored: 1 }
+        )
+    }
+
     /// Hands this node a `Replicate` of the removal of `key` at `version` from the key's
     /// primary in its view, executed against the copy it holds, as a primary's change
     /// arrives; whether it was applied.
@@ -918,8 +969,15 @@ impl Shared {
     /// the replica, primary next, execute a counter from none: a membership review's
     /// `join_leave` run.) An older push is recorded all the same: it hides nothing newer,
     /// and if the held copy goes before the push is stored, the push is proven, not trusted.
+    /// `after_start`: its sender read it after it saw this process up ([`Recorded`]).
     /// `false`: refused (too many unproven).
-    pub(crate) fn note_push(&self, namespace: &str, key: &[u8], version: Version) -> bool {
+    pub(crate) fn note_push(
+        &self,
+        namespace: &str,
+        key: &[u8],
+        version: Version,
+        after_start: bool,
+    ) -> bool {
         if self
             .owner
             .get_retained_entry(namespace, key)
@@ -929,7 +987,7 @@ impl Shared {
         {
             return true;
         }
-        self.warm.note_push(namespace, key, version)
+        self.warm.note_push(namespace, key, version, after_start)
     }
 
     /// The owner store's copy of `key` (as `get_entry`: fresh), unless it may be a copy

@@ -447,21 +447,23 @@ impl Pool {
         req: Request,
         timeout: Option<Duration>,
     ) -> Result<Response, CallError> {
-        self.call_for(peer, addr, &req, None, timeout)
+        self.call_for(peer, addr, &req, &[], timeout)
             .await
             .map(|(resp, _)| resp)
     }
 
     /// [`Pool::call_typed`], with `fallback`: the feature bits `req` needs and the request
     /// to send instead to a peer whose build lacks any of them (`rpc::features`, as the
-    /// connection the request goes out on was told). The answer says whether the fallback
-    /// went (on the last attempt, if the request was retried on a new connection).
+    /// connection the request goes out on was told); each further pair the bits that
+    /// request needs and the one to send instead, and so on ([`pick`]). The answer says
+    /// whether a fallback went (on the last attempt, if the request was retried on a new
+    /// connection).
     pub(crate) async fn call_for(
         &self,
         peer: &str,
         addr: SocketAddr,
         req: &Request,
-        fallback: Option<(u64, &Request)>,
+        fallback: &[(u64, &Request)],
         timeout: Option<Duration>,
     ) -> Result<(Response, bool), CallError> {
         #[cfg(feature = "fault-injection")]
@@ -545,7 +547,7 @@ impl Pool {
         slot: &Slot,
         peer: &str,
         req: &Request,
-        fallback: Option<(u64, &Request)>,
+        fallback: &[(u64, &Request)],
         deadline: Instant,
     ) -> Result<(Response, bool), Failure> {
         let fail = |stage, why| Failure { stage, why };
@@ -554,10 +556,7 @@ impl Pool {
             .await
             .map_err(|_| fail(Stage::Unsent, format!("connecting to {peer} timed out")))?
             .map_err(|e| fail(Stage::Unsent, e))?;
-        let (req, fell_back) = match fallback {
-            Some((needs, instead)) if conn.features & needs != needs => (instead, true),
-            _ => (req, false),
-        };
+        let (req, fell_back) = pick(req, fallback, conn.features);
         let id = self.next_id.fetch_add(1, Ordering::Relaxed);
         let (tx, rx) = oneshot::channel();
         conn.pending.lock().insert(id, tx);
@@ -593,6 +592,25 @@ impl Pool {
     }
 }
 
+/// The request to send on a connection told `features` ([`Pool::call_for`]): `req` while
+/// the connection has every bit the first pair of `fallback` names, else that pair's
+/// request under the same rule for the next pair, and so on; the last request named needs
+/// nothing. Whether a fallback was picked.
+fn pick<'a>(
+    req: &'a Request,
+    fallback: &[(u64, &'a Request)],
+    features: u64,
+) -> (&'a Request, bool) {
+    let mut picked = (req, false);
+    for (needs, instead) in fallback {
+        if features & needs == *needs {
+            break;
+        }
+        picked = (*instead, true);
+    }
+    picked
+}
+
 /// Why a call failed, and whether its request may have reached the peer.
 #[derive(Debug)]
 pub(crate) enum CallError {
@@ -626,6 +644,35 @@ struct Failure {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Each peer gets the newest request its build understands: the batch naming its life,
+    /// a plain batch, or one entry at a time.
+    #[test]
+    fn a_fallback_chain_picks_the_newest_request_a_peer_understands() {
+        use strata_cluster::rpc::features::{HANDOFF_BATCHES, HANDOFF_LIFE};
+        let newest = Request::Features { bits: 3 };
+        let batch = Request::Features { bits: 2 };
+        let one = Request::Features { bits: 1 };
+        let chain = [(HANDOFF_LIFE, &batch), (HANDOFF_BATCHES, &one)];
+        let bits = |r: &Request| match r {
+            Request::Features { bits } => *bits,
+            _ => unreachable!(),
+        };
+        let both = HANDOFF_LIFE | HANDOFF_BATCHES;
+        let got = |features| {
+            let (r, fell) = pick(&newest, &chain, features);
+            (bits(r), fell)
+        };
+        assert_eq!(got(both), (3, false));
+        assert_eq!(got(HANDOFF_BATCHES), (2, true));
+        assert_eq!(got(0), (1, true));
+        assert_eq!(
+            got(HANDOFF_LIFE),
+            (3, false),
+            "a request needs only its own bits"
+        );
+        assert_eq!(bits(pick(&newest, &[], 0).0), 3, "no fallback: the request");
+    }
 
     /// A call whose future is dropped while it waits (its client went away) leaves no entry
     /// in its connection's pending answers: they once stayed until the answer came or the

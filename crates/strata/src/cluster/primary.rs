@@ -1061,6 +1061,7 @@ impl Shared {
         let fallback = stripped
             .as_ref()
             .map(|r| (strata_cluster::rpc::features::CHECK_ONLY_CHANGES, r));
+        let fallback = fallback.as_slice();
         let calls = addrs.iter().map(|(name, addr)| {
             let req = &req;
             async move {

@@ -357,7 +357,7 @@ impl Shared {
             // A member leaving would not keep a pushed copy: the sender keeps it for
             // the members that stay (and a leaving sender learns that this one leaves too,
             // `Shared::handoff_on_leave`).
-            Request::Set { .. } | Request::Handoff { .. }
+            Request::Set { .. } | Request::Handoff { .. } | Request::HandoffFor { .. }
                 if self.leaving.load(Ordering::Acquire) =>
             {
                 Response::Error(super::apply::LEAVING.into())
@@ -366,7 +366,7 @@ impl Shared {
                 namespace,
                 key,
                 entry,
-            } => match self.store_pushed(&namespace, key, entry) {
+            } => match self.store_pushed(&namespace, key, entry, false) {
                 Ok(Pushed::Deferred) if defers => Response::Deferred { stored: 0 },
                 Ok(pushed) => Response::Stored {
                     kept_newer: pushed != Pushed::Stored,
@@ -374,25 +374,18 @@ impl Shared {
                 Err(e) => Response::Error(e),
             },
             Request::Handoff { namespace, entries } => {
-                if entries.len() > strata_cluster::rpc::MAX_HANDOFF_ENTRIES {
-                    return Response::Error(format!(
-                        "at most {} entries per Handoff request",
-                        strata_cluster::rpc::MAX_HANDOFF_ENTRIES
-                    ));
-                }
-                let mut stored = 0u32;
-                for (i, (key, entry)) in entries.into_iter().enumerate() {
-                    match self.store_pushed(&namespace, key.into_vec(), entry) {
-                        Ok(Pushed::Stored) => stored += 1,
-                        // The rest would be refused too: the caller sends them again.
-                        Ok(Pushed::Deferred) if defers => {
-                            return Response::Deferred { stored: i as u32 };
-                        }
-                        Ok(_) => {}
-                        Err(e) => return Response::Error(e),
-                    }
-                }
-                Response::HandedOff { stored }
+                self.serve_handoff(&namespace, entries, false, defers)
+            }
+            Request::HandoffFor {
+                namespace,
+                generation,
+                entries,
+            } => {
+                // Read after its sender saw this process up: one of its lives, from the
+                // one it started with to the current one.
+                let this_process =
+                    (self.warm.first_generation..=self.member_generation()).contains(&generation);
+                self.serve_handoff(&namespace, entries, this_process, defers)
             }
             Request::Remove {
                 namespace,
@@ -553,16 +546,51 @@ impl Shared {
         Response::Keys { keys, more, count }
     }
 
+    /// Answers a hand-off batch (`Handoff`, or `HandoffFor` with `after_start`: its sender
+    /// read it after it saw this process up): each entry stored as [`Shared::store_pushed`]
+    /// stores it; to a caller that knows `Deferred` (`defers`), the count stored before the
+    /// first entry refused for now.
+    fn serve_handoff(
+        self: &Arc<Self>,
+        namespace: &str,
+        entries: Vec<(strata_cluster::rpc::ByteBuf, strata_cluster::rpc::WireEntry)>,
+        after_start: bool,
+        defers: bool,
+    ) -> Response {
+        if entries.len() > strata_cluster::rpc::MAX_HANDOFF_ENTRIES {
+            return Response::Error(format!(
+                "at most {} entries per Handoff request",
+                strata_cluster::rpc::MAX_HANDOFF_ENTRIES
+            ));
+        }
+        let mut stored = 0u32;
+        for (i, (key, entry)) in entries.into_iter().enumerate() {
+            match self.store_pushed(namespace, key.into_vec(), entry, after_start) {
+                Ok(Pushed::Stored) => stored += 1,
+                // The rest would be refused too: the caller sends them again.
+                Ok(Pushed::Deferred) if defers => {
+                    return Response::Deferred { stored: i as u32 };
+                }
+                Ok(_) => {}
+                Err(e) => return Response::Error(e),
+            }
+        }
+        Response::HandedOff { stored }
+    }
+
     /// Stores a copy another member pushed (a `Set`: a hand-off, a read repair, a
-    /// misplaced copy passed on; or one entry of a `Handoff`): refused when coherence knows
-    /// a newer change of the key, recorded for the proof while this member settles, stored
-    /// newest-wins, and passed on to the key's owners when this member is not one. Whether
-    /// it was stored (`false`: something newer is held or known).
+    /// misplaced copy passed on; or one entry of a hand-off batch): refused when coherence
+    /// knows a newer change of the key, recorded for the proof while this member settles
+    /// (`after_start`: its sender read it after it saw this process up,
+    /// `WarmState::note_push`), stored newest-wins, and passed on to the key's owners when
+    /// this member is not one. Whether it was stored (`false`: something newer is held or
+    /// known).
     pub(crate) fn store_pushed(
         self: &Arc<Self>,
         namespace: &str,
         key: Vec<u8>,
         entry: strata_cluster::rpc::WireEntry,
+        after_start: bool,
     ) -> Result<Pushed, String> {
         let entry = from_wire(entry);
         if !self.coherence.lock().admits_tagged(
@@ -580,7 +608,7 @@ impl Shared {
         // may hold unproven, refused for now: the sender still holds the copy and sends it
         // again later (it counted it delivered, and the key's one other copy was on its
         // other owner: lost if that owner died next).
-        if !self.note_push(namespace, &key, entry.version) {
+        if !self.note_push(namespace, &key, entry.version, after_start) {
             self.counters
                 .pushes_deferred
                 .fetch_add(1, Ordering::Relaxed);

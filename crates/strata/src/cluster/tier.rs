@@ -187,7 +187,7 @@ impl ClusterTier {
         if name == s.name {
             // A copy found on a previous owner while this member settles may predate a
             // removal its baseline counted as applied: recorded and proven, as a push is.
-            if !s.note_push(ns, key, entry.version) {
+            if !s.note_push(ns, key, entry.version, false) {
                 return Ok(true);
             }
             let stored = s.store_owned(ns, key, entry.clone());

@@ -265,7 +265,7 @@ const DEFER_UNANSWERED: Duration = Duration::from_secs(30);
 /// declared down). How many were recorded again.
 async fn prove_pushed(
     shared: &Arc<Shared>,
-    mut pushed: Vec<(String, Bytes, Version)>,
+    mut pushed: Vec<super::Recorded>,
     may_defer: bool,
 ) -> u64 {
     pushed.sort_by(|a, b| a.0.cmp(&b.0));
@@ -274,7 +274,7 @@ async fn prove_pushed(
         let ns = &group[0].0;
         for chunk in group.chunks(strata_core::warm::PAGE) {
             let page: Vec<(Bytes, Version)> =
-                chunk.iter().map(|(_, k, v)| (k.clone(), *v)).collect();
+                chunk.iter().map(|(_, k, v, _)| (k.clone(), *v)).collect();
             // Every answer comes after this: a copy kept now was current then — if this
             // member's lease holds now and until the verdicts (`warm::may_vouch`).
             let asked_ms = shared.monotonic_ms();
@@ -301,11 +301,11 @@ async fn prove_pushed(
                 first_generation: shared.warm.first_generation,
                 generation: shared.member_generation(),
             });
+            let rpc_timeout_ms = shared.cfg.rpc_timeout_ms;
             let mut rounds: std::collections::BTreeMap<u64, warm::Round> = Default::default();
-            let mut round_from = |from: u64| {
-                *rounds.entry(from).or_insert_with(|| {
-                    let needed_ms =
-                        warm::needed_ms(now.saturating_sub(from), shared.cfg.rpc_timeout_ms);
+            // Per how far back the witnesses' record must reach.
+            let mut round_for = |needed_ms: u64| {
+                *rounds.entry(needed_ms).or_insert_with(|| {
                     let (ended, all_told) = warm::count_ended(
                         &shared.warm.ended_within(now, needed_ms),
                         &told,
@@ -341,7 +341,15 @@ async fn prove_pushed(
             for (i, (key, version)) in page.iter().enumerate() {
                 let mut seen = witnesses.get(&i).cloned().unwrap_or_default();
                 seen.extend(warm::own_word(own.get(&i).copied()));
-                let round = round_from(shared.warm.proof_from(ns, key, *version, lapse_from));
+                let from = shared.warm.proof_from(ns, key, *version, lapse_from);
+                let age_ms = now.saturating_sub(from);
+                // Read after this process started (its monotonic clock's zero).
+                let after_start = chunk[i].3;
+                let round = round_for(if after_start {
+                    warm::needed_ms_after_start(age_ms, now, rpc_timeout_ms)
+                } else {
+                    warm::needed_ms(age_ms, rpc_timeout_ms)
+                });
                 let verdict = warm::judge(version.as_u64(), answers[i], &seen, &round);
                 if vouches && matches!(verdict, warm::Verdict::Kept | warm::Verdict::Witnessed) {
                     shared.warm.vouch(ns, key, *version, asked_ms, keep_ms);
@@ -355,7 +363,7 @@ async fn prove_pushed(
                     warm::Verdict::Deferred => {
                         // Still unproven (not `proven`): asked again next round.
                         deferred += 1;
-                        shared.warm.prove_again(ns, key, *version);
+                        shared.warm.prove_again(ns, key, *version, after_start);
                         continue;
                     }
                     warm::Verdict::Dropped => {
