@@ -1081,6 +1081,7 @@ impl Sim {
         self.nodes[i].proof_from_ms = now_ms;
         self.nodes[i].vouched.clear();
         self.nodes[i].unproven.clear();
+        self.nodes[i].read_after_start.clear();
         self.nodes[i].defer_until = None;
         self.nodes[i].ended.clear();
         if self.warm_restart && !self.nodes[i].copies.is_empty() {
@@ -1614,6 +1615,7 @@ impl Sim {
             // (No ring after the pushes' proof: nothing is left unproven.) Its record is
             // whole from now on.
             sim.nodes[i].unproven.clear();
+            sim.nodes[i].read_after_start.clear();
             sim.nodes[i].settling = false;
             sim.nodes[i].record.whole_from(sim.now / MS);
         };
@@ -1836,6 +1838,7 @@ impl Sim {
                     if owned && self.trust_rejoined_copies {
                         // Broken on purpose: what it owns stays trusted.
                         node.unproven.clear();
+                        node.read_after_start.clear();
                     } else if owned {
                         // What it owns is held unproven until its proof, as the node's
                         // `hold_unproven`; the rest goes.

@@ -78,16 +78,16 @@ impl Sim {
                 node.read_after_start.remove(&id);
             }
         } else if admits
-            && !after_start
+            && after_start
             && node
                 .unproven
                 .get(&id)
                 .is_some_and(|q| version_of(q) == version)
         {
-            // The same copy again, in a push that may have been read before this process
-            // started: proven from the wider window, as the node proves each push it
-            // recorded.
-            node.read_after_start.remove(&id);
+            // The same copy again, read after this process started: whichever push brought
+            // a version, one read of it after the start proves it from there (the node's
+            // `Pushed::read_after_start`).
+            node.read_after_start.insert(id);
         }
         false
     }

@@ -981,7 +981,6 @@ mod tests {
             to_bytes(&a),
             [0, 0, 0, 12, 1, 1, 0, 0, 0, 0, 0, 0, 0, 5, 25, 1]
         );
-        // A push refused for now (response variant 26), appended.
         // A hand-off batch naming the callee's life (request variant 21), appended.
         let f = Frame::Request(
             6,
@@ -997,6 +996,7 @@ mod tests {
                 0, 0, 0, 16, 1, 0, 0, 0, 0, 0, 0, 0, 0, 6, 21, 1, b'n', 172, 2, 0
             ]
         );
+        // A push refused for now (response variant 26), appended.
         let d = Frame::Response(5, Response::Deferred { stored: 3 });
         assert_eq!(
             to_bytes(&d),

@@ -2379,7 +2379,10 @@ async fn a_restarted_member_keeps_no_copy_on_the_members_word_once_two_lives_end
 /// one of the two lives ended 1.5 s before n3 started, and the copies pushed to n3 in
 /// hand-off batches their senders read after they saw n3 up (`Request::HandoffFor`): a
 /// life that ended before n3's process started cannot have taken a change made after such
-/// a read, so only n0's counts, and n3 keeps every copy on the members' word. (Counted
+/// a read, so only n0's counts, and n3 keeps every copy on the members' word — though the
+/// same copies came in `Set`s too (a version read once after the start is proven from
+/// there, whichever push brought it). The deleted keys' copies, pushed the same way
+/// though read before n3 started, still go: the witnesses remember the `DEL`s. (Counted
 /// from a margin of calls before the start, as a `Set`'s read must be, a key's two owners
 /// that left gracefully seconds apart and restarted each dropped the copy the others had
 /// pushed at their joins: a counter restarted at 1 after 16 acknowledged increments,
@@ -2388,6 +2391,10 @@ async fn a_restarted_member_keeps_no_copy_on_the_members_word_once_two_lives_end
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_restarted_member_proves_a_hand_off_read_after_its_start_from_that_start() {
     let (nodes, _dirs, kept) = last_pushed_copies(Before::EndedBeforeStart).await;
+    assert!(
+        counter(&nodes[2], "strata_cluster_warm_pushed_witnessed_total") >= kept.len() as u64,
+        "the copies were not kept on the members' word: the test proves nothing"
+    );
     for k in &kept {
         assert_eq!(
             nodes[2].owner_copy("ns", k.as_bytes()).map(|e| e.value),
@@ -2510,6 +2517,11 @@ async fn last_pushed_copies(before: Before) -> (Vec<Node>, Vec<tempfile::TempDir
     // began to record them): the live keys' current copies, and the deleted keys' copies
     // read before their DEL.
     let handoff = before == Before::EndedBeforeStart;
+    let n3_set = |k: &str, entry: &strata_core::Entry| {
+        let n3 = &nodes[3];
+        let (k, entry) = (k.to_owned(), entry.clone());
+        async move { n3.receive_peer_set("ns", k.as_bytes(), &entry).await }
+    };
     let push = |k: &str, entry: &strata_core::Entry| {
         let n3 = &nodes[3];
         let (k, entry) = (k.to_owned(), entry.clone());
@@ -2525,6 +2537,12 @@ async fn last_pushed_copies(before: Before) -> (Vec<Node>, Vec<tempfile::TempDir
         let current = copy_of(&nodes[..3], k);
         nodes[3].evict_owner_copy("ns", k.as_bytes());
         assert!(push(k, &current).await);
+        if handoff {
+            // The same copy in a `Set` as well (a read repair, or the hand-off of a member
+            // of an earlier build): one read after the start proves the version, whichever
+            // push it came in.
+            n3_set(k, &current).await;
+        }
     }
     for k in &gone {
         assert!(

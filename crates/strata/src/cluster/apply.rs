@@ -768,7 +768,9 @@ impl Shared {
             entries,
         };
         use strata_cluster::rpc::features::{HANDOFF_BATCHES, HANDOFF_LIFE};
-        // The batch naming the peer's life costs a copy of the entries only where it goes.
+        // The batch naming the peer's life, beside the plain one a peer of an earlier build
+        // gets instead: one more copy of the entries (at most a batch, ~1 MiB, per call in
+        // flight), which `pick` decides on only once the connection told its features.
         let named = generation.map(|generation| {
             let Request::Handoff { namespace, entries } = &batch else {
                 unreachable!("built above")

@@ -221,20 +221,23 @@ pub(crate) struct WarmState {
     pub(crate) push_limit: usize,
 }
 
-/// A pushed copy recorded for a proof: its namespace, key and version, and whether its
-/// sender read it after it saw this process up (`Request::HandoffFor` naming one of this
-/// process's lives: proven from this process's start,
-/// `strata_cluster::warm::needed_ms_after_start`).
-pub(crate) type Recorded = (String, Bytes, Version, bool);
-
 /// Pushed copies a settling member has not proven yet.
 #[derive(Debug, Default)]
 pub(crate) struct Pushed {
     /// Recorded and not yet handed to a proof.
-    todo: Vec<Recorded>,
+    todo: Vec<(String, Bytes, Version)>,
     /// Per key (`pushed_id`), how many of its recorded copies are not proven yet, and the
     /// newest of their versions.
     unproven: std::collections::HashMap<Vec<u8>, (u32, Version)>,
+    /// Per key (`pushed_id`) still in `unproven`, the versions some push of which its
+    /// sender read after it saw this process up (`Request::HandoffFor` naming one of this
+    /// process's lives): proven from this process's start
+    /// (`strata_cluster::warm::needed_ms_after_start`). Per version, whichever push brought
+    /// it: a version is one value, so if one read of it came after the start, every copy
+    /// of it is that copy (proven per push, a `Set` or an earlier build's `Handoff` of the
+    /// same version, judged from the wider window, dropped what the hand-off had kept: an
+    /// attack review, helper-112).
+    read_after_start: std::collections::HashMap<Vec<u8>, Vec<Version>>,
 }
 
 /// A key's identity in [`Pushed::unproven`]: the namespace's length, the namespace, the key.
@@ -295,7 +298,7 @@ impl WarmState {
     /// past [`WarmState::push_limit`] unproven ones while settling. While settling it is
     /// recorded for the proof — before the store, so that a proof that takes the records
     /// afterwards finds it — with `after_start`: its sender read it after it saw this
-    /// process up ([`Recorded`]).
+    /// process up ([`Pushed::read_after_start`]).
     pub(crate) fn note_push(
         &self,
         namespace: &str,
@@ -313,12 +316,14 @@ impl WarmState {
         if p.unproven.len() >= self.push_limit && !p.unproven.contains_key(&id) {
             return false;
         }
-        p.todo.push((
-            namespace.to_owned(),
-            Bytes::copy_from_slice(key),
-            version,
-            after_start,
-        ));
+        p.todo
+            .push((namespace.to_owned(), Bytes::copy_from_slice(key), version));
+        if after_start {
+            let versions = p.read_after_start.entry(id.clone()).or_default();
+            if !versions.contains(&version) {
+                versions.push(version);
+            }
+        }
         let n = p.unproven.entry(id).or_insert((0, version));
         n.0 += 1;
         n.1 = n.1.max(version);
@@ -353,7 +358,7 @@ impl WarmState {
 
     /// The pushes recorded since the last call, to prove; `None` once there are none left,
     /// which ends the recording (a push after that is trusted).
-    pub(crate) fn next_to_prove(&self) -> Option<Vec<Recorded>> {
+    pub(crate) fn next_to_prove(&self) -> Option<Vec<(String, Bytes, Version)>> {
         let mut pushed = self.pushed.lock();
         let p = pushed.as_mut()?;
         if p.todo.is_empty() {
@@ -400,22 +405,22 @@ impl WarmState {
     }
 
     /// Records a copy again for the next round of the proof (a member did not answer for
-    /// it), as it was recorded (`after_start`, [`Recorded`]); it stays unproven.
-    pub(crate) fn prove_again(
-        &self,
-        namespace: &str,
-        key: &[u8],
-        version: Version,
-        after_start: bool,
-    ) {
+    /// it); it stays unproven.
+    pub(crate) fn prove_again(&self, namespace: &str, key: &[u8], version: Version) {
         if let Some(p) = self.pushed.lock().as_mut() {
-            p.todo.push((
-                namespace.to_owned(),
-                Bytes::copy_from_slice(key),
-                version,
-                after_start,
-            ));
+            p.todo
+                .push((namespace.to_owned(), Bytes::copy_from_slice(key), version));
         }
+    }
+
+    /// Whether some push of `key` at `version` was read by its sender after it saw this
+    /// process up ([`Pushed::read_after_start`]).
+    pub(crate) fn read_after_start(&self, namespace: &str, key: &[u8], version: Version) -> bool {
+        self.pushed.lock().as_ref().is_some_and(|p| {
+            p.read_after_start
+                .get(&pushed_id(namespace, key))
+                .is_some_and(|v| v.contains(&version))
+        })
     }
 
     /// One recorded copy of `key` is proven (kept or removed).
@@ -426,6 +431,7 @@ impl WarmState {
                 *n -= 1;
                 if *n == 0 {
                     p.unproven.remove(&id);
+                    p.read_after_start.remove(&id);
                 }
             }
         }
@@ -969,7 +975,8 @@ impl Shared {
     /// the replica, primary next, execute a counter from none: a membership review's
     /// `join_leave` run.) An older push is recorded all the same: it hides nothing newer,
     /// and if the held copy goes before the push is stored, the push is proven, not trusted.
-    /// `after_start`: its sender read it after it saw this process up ([`Recorded`]).
+    /// `after_start`: its sender read it after it saw this process up
+    /// ([`Pushed::read_after_start`]).
     /// `false`: refused (too many unproven).
     pub(crate) fn note_push(
         &self,

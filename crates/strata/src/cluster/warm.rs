@@ -265,7 +265,7 @@ const DEFER_UNANSWERED: Duration = Duration::from_secs(30);
 /// declared down). How many were recorded again.
 async fn prove_pushed(
     shared: &Arc<Shared>,
-    mut pushed: Vec<super::Recorded>,
+    mut pushed: Vec<(String, Bytes, Version)>,
     may_defer: bool,
 ) -> u64 {
     pushed.sort_by(|a, b| a.0.cmp(&b.0));
@@ -274,7 +274,7 @@ async fn prove_pushed(
         let ns = &group[0].0;
         for chunk in group.chunks(strata_core::warm::PAGE) {
             let page: Vec<(Bytes, Version)> =
-                chunk.iter().map(|(_, k, v, _)| (k.clone(), *v)).collect();
+                chunk.iter().map(|(_, k, v)| (k.clone(), *v)).collect();
             // Every answer comes after this: a copy kept now was current then — if this
             // member's lease holds now and until the verdicts (`warm::may_vouch`).
             let asked_ms = shared.monotonic_ms();
@@ -344,7 +344,7 @@ async fn prove_pushed(
                 let from = shared.warm.proof_from(ns, key, *version, lapse_from);
                 let age_ms = now.saturating_sub(from);
                 // Read after this process started (its monotonic clock's zero).
-                let after_start = chunk[i].3;
+                let after_start = shared.warm.read_after_start(ns, key, *version);
                 let round = round_for(if after_start {
                     warm::needed_ms_after_start(age_ms, now, rpc_timeout_ms)
                 } else {
@@ -363,7 +363,7 @@ async fn prove_pushed(
                     warm::Verdict::Deferred => {
                         // Still unproven (not `proven`): asked again next round.
                         deferred += 1;
-                        shared.warm.prove_again(ns, key, *version, after_start);
+                        shared.warm.prove_again(ns, key, *version);
                         continue;
                     }
                     warm::Verdict::Dropped => {
