@@ -211,6 +211,10 @@ pub struct RunOptions {
     /// Break the primary's lease on purpose (checker tests): a primary executes while its
     /// view counts a majority, whether or not a majority answered its pings.
     pub ignore_lease: bool,
+    /// Break the lease's view check on purpose (checker tests): a member's answer extends
+    /// the lease whenever its view counts the caller live, whatever members it holds that
+    /// the caller's view lacks (`strata_cluster::primary::grant_counts`).
+    pub grant_on_liveness: bool,
     /// Break the join guard on purpose (checker tests): a node executes as a primary while
     /// it is still finding the members (`placement::Joining`).
     pub ignore_joining: bool,
@@ -753,6 +757,7 @@ pub struct Sim {
     ignore_stalls: bool,
     ignore_joining: bool,
     ignore_lease: bool,
+    grant_on_liveness: bool,
     plain_at_writer: bool,
     skip_others_ring: bool,
     skip_silence_refutation: bool,
@@ -950,6 +955,7 @@ impl Sim {
             ignore_stalls: opts.ignore_stalls,
             ignore_joining: opts.ignore_joining,
             ignore_lease: opts.ignore_lease,
+            grant_on_liveness: opts.grant_on_liveness,
             plain_at_writer: opts.plain_at_writer,
             skip_others_ring: opts.skip_others_ring,
             skip_silence_refutation: opts.skip_silence_refutation,
@@ -1973,27 +1979,35 @@ impl Sim {
                 && self.reachable(at, o)
                 && self.reachable(o, at)
             {
-                if self
-                    .ring_of(o)
-                    .is_some_and(|r| decide::grants_lease(&r, &me))
-                {
-                    answered.push(name.clone());
-                } else {
-                    refused.push(name.clone());
+                // As the node: the grant counts only when this view holds every member the
+                // answerer's holds (`grant_counts`); contact is made either way.
+                match self.ring_of(o) {
+                    Some(r) if decide::grants_lease(&r, &me) => {
+                        let counts = self.grant_on_liveness
+                            || decide::grant_counts(
+                                true,
+                                Some(r.nodes().iter().map(String::as_str)),
+                                &ring,
+                            );
+                        answered.push((name.clone(), counts));
+                    }
+                    _ => refused.push(name.clone()),
                 }
             }
         }
         let lease = &mut self.nodes[at].lease;
         lease.retain(|m| ring.nodes().iter().any(|n| n == m), expected);
-        for name in &answered {
-            lease.grant(name, now_ms, expected);
+        for (name, counts) in &answered {
+            if *counts {
+                lease.grant(name, now_ms, expected);
+            }
         }
         // As the node: every answer is contact; one that grants the lease after a silence
         // makes it refute (`Membership::refute_after_silence`).
         for name in &refused {
             self.nodes[at].silences.answered(name, now_ms, false);
         }
-        for name in &answered {
+        for (name, _) in &answered {
             if self.nodes[at].silences.answered(name, now_ms, true)
                 && !self.skip_silence_refutation
                 && let Some(m) = self.nodes[at].membership.as_mut()

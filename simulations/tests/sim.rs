@@ -477,6 +477,36 @@ fn the_lease_stops_a_minority_primary_that_still_counts_a_majority() {
     assert!(r.result.is_ok(), "seed 1000 with the lease: {r}");
 }
 
+/// A lease grant counts only from a member whose live members the primary's view all
+/// holds (`strata_cluster::primary::grant_counts`). Seed 3558 (warm restarts, flapping
+/// cuts, delayed hand-offs): a one-way cut kept one member from hearing a key's two
+/// owners; it declared them down, became the key's primary in its view, and held its
+/// lease on the word of members that still counted those owners live, while one of them
+/// executed as the primary in the others' view: a `WATCH` increment started from no copy
+/// after 105 acknowledged ones. Granted on liveness alone the checker catches it.
+#[test]
+fn a_lease_needs_grants_from_views_the_primarys_view_covers() {
+    let opts = RunOptions {
+        warm_restart: true,
+        flaps: true,
+        handoff_delays: true,
+        ..RunOptions::default()
+    };
+    let broken = RunOptions {
+        grant_on_liveness: true,
+        ..opts.clone()
+    };
+    let r = run_seed(3558, &broken);
+    assert!(
+        r.result
+            .as_ref()
+            .is_err_and(|e| e.contains("an acknowledged increment was lost")),
+        "seed 3558 granting on liveness: {r}"
+    );
+    let r = run_seed(3558, &opts);
+    assert!(r.result.is_ok(), "seed 3558: {r}");
+}
+
 /// A node that starts (or rejoins after being cut off from everyone) keeps the ring the
 /// others had before it joined for hand-off reads (`placement::previous_ring`). Seed 2530:
 /// a 4-node cluster in which counter 0's primary left and came back with an empty store;

@@ -57,6 +57,10 @@ pub mod features {
     /// callee's life its sender saw when it read the batch. An earlier build gets
     /// [`super::Request::Handoff`].
     pub const HANDOFF_LIFE: u64 = 128;
+    /// Understands [`super::Response::LeaseView`]: a lease ping's answer that tells the
+    /// members the callee's view holds live. An earlier caller gets
+    /// [`super::Response::Lease`].
+    pub const LEASE_VIEWS: u64 = 256;
     /// Everything this build understands.
     pub const THIS_BUILD: u64 = CHECK_ONLY_CHANGES
         | HANDOFF_BATCHES
@@ -65,7 +69,8 @@ pub mod features {
         | PROCESS_LIVES
         | UNPROVEN_REFUSALS
         | GAPS_TOLD
-        | HANDOFF_LIFE;
+        | HANDOFF_LIFE
+        | LEASE_VIEWS;
     /// Set when bits 32–55 of the word carry the sender's ring parameters ([`with_ring`]):
     /// members that place keys with different `vnodes` or replication factors disagree on
     /// every key's primary, and each says so instead of failing writes silently. An earlier
@@ -699,6 +704,16 @@ pub enum Response {
         /// The gaps given up on within `whole_ms`, oldest first.
         gaps: Vec<GivenUp>,
     },
+    /// Answer to `LeasePing`, to a caller with [`features::LEASE_VIEWS`]: whether the
+    /// callee's view counts the caller live, and the members it holds live (its ring's),
+    /// so that the caller counts the grant only when its own view holds each of them
+    /// ([`crate::primary::grant_counts`]).
+    LeaseView {
+        /// The callee's view counts the caller as a live member.
+        granted: bool,
+        /// The members the callee's view holds live, itself included.
+        members: Vec<String>,
+    },
 }
 
 /// A gap a witness gave up on ([`Response::StalenessGaps`]): invalidations of one origin's
@@ -1136,6 +1151,18 @@ mod tests {
         assert_eq!(
             to_bytes(&g),
             [0, 0, 0, 12, 1, 1, 0, 0, 0, 0, 0, 0, 0, 9, 20, 1]
+        );
+        // ... and its answer telling the callee's view (response variant 31), appended.
+        let v = Frame::Response(
+            9,
+            Response::LeaseView {
+                granted: true,
+                members: vec!["a".into()],
+            },
+        );
+        assert_eq!(
+            to_bytes(&v),
+            [0, 0, 0, 15, 1, 1, 0, 0, 0, 0, 0, 0, 0, 9, 31, 1, 1, 1, b'a']
         );
         // A replica's refusal of a change below an invalidation (response variant 21).
         let s = Frame::Response(4, Response::Superseded { version: 300 });

@@ -330,8 +330,14 @@ impl Shared {
                 let sent = me.monotonic_ms();
                 let answer = me.pool.call(&name, addr, Request::LeasePing, None).await;
                 let granted = lease_granted(&answer);
-                if granted {
+                let counts =
+                    strata_cluster::primary::grant_counts(granted, lease_view(&answer), &me.ring());
+                if counts {
                     me.lease.lock().grant(&name, sent, expected);
+                } else if granted {
+                    me.counters
+                        .lease_grants_unmatched
+                        .fetch_add(1, Ordering::Relaxed);
                 }
                 // Back after a silence: the member may have suspected this node in it, and
                 // never told it (`strata_cluster::Silences`). Any answer is contact.
@@ -463,9 +469,19 @@ impl Shared {
 /// overloaded or departing peer, or any other error.
 fn lease_granted(answer: &Result<Response, String>) -> bool {
     match answer {
-        Ok(Response::Lease { granted }) => *granted,
+        Ok(Response::Lease { granted } | Response::LeaseView { granted, .. }) => *granted,
         Err(e) => e.contains(": malformed body: "),
         Ok(_) => false,
+    }
+}
+
+/// The members a lease ping's answerer holds live, when it told them
+/// ([`Response::LeaseView`]; `None` from an earlier build: its grant counts as it did,
+/// `strata_cluster::primary::grant_counts`).
+fn lease_view(answer: &Result<Response, String>) -> Option<impl Iterator<Item = &str>> {
+    match answer {
+        Ok(Response::LeaseView { members, .. }) => Some(members.iter().map(String::as_str)),
+        _ => None,
     }
 }
 

@@ -234,6 +234,12 @@ impl Maintenance for ClusterHook {
                 get(&k.pushes_deferred),
             ),
             m(
+                "cluster_lease_grants_unmatched",
+                "Lease grants not counted because the granting member saw a live member this node's view lacked",
+                true,
+                get(&k.lease_grants_unmatched),
+            ),
+            m(
                 "cluster_handoff_retries",
                 "Hand-off batches sent again because a settling member refused them for now",
                 true,

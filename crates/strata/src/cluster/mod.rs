@@ -137,6 +137,9 @@ pub(crate) struct Counters {
     pub(crate) pushes_deferred: AtomicU64,
     /// Hand-off batches sent again because their target, settling, refused them for now.
     pub(crate) handoff_retries: AtomicU64,
+    /// Lease grants not counted: the granting member's view held a live member this node's
+    /// view did not (`strata_cluster::primary::grant_counts`).
+    pub(crate) lease_grants_unmatched: AtomicU64,
     /// Hand-off entries a settling target refused for now and that were not sent again (a
     /// proof's pass-on, or refused past the wait): their keys' previous owners hold them.
     pub(crate) handoff_deferred_dropped: AtomicU64,

@@ -256,9 +256,18 @@ impl Shared {
                 generation: self.generation,
                 latest: self.coherence.lock().latest_seq(),
             },
-            Request::LeasePing => Response::Lease {
-                granted: strata_cluster::primary::grants_lease(&self.ring(), from),
-            },
+            Request::LeasePing => {
+                let ring = self.ring();
+                let granted = strata_cluster::primary::grants_lease(&ring, from);
+                if caller_features & strata_cluster::rpc::features::LEASE_VIEWS != 0 {
+                    Response::LeaseView {
+                        granted,
+                        members: ring.nodes().to_vec(),
+                    }
+                } else {
+                    Response::Lease { granted }
+                }
+            }
             Request::Get { .. } if self.unverified() => Response::Error(
                 "this node stalled; its copies are unverified until the cluster counts it live again"
                     .into(),
