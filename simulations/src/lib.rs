@@ -602,6 +602,9 @@ const HANDOFF_WINDOW: u64 = 30 * SEC;
 const SETTLE: u64 = 5 * SEC;
 /// An invalidation at least this old at the final check must be reflected everywhere.
 const STALENESS_BOUND: u64 = 3 * SEC;
+/// The node's grant window (`Shared::grant_window_ms`): a lease's second and the default
+/// `cluster.rpc_timeout_ms`.
+const GRANT_WINDOW_MS: u64 = decide::Lease::LEASE_MS + 500;
 
 struct SimNode {
     name: String,
@@ -637,6 +640,14 @@ struct SimNode {
     /// The node's own lease, fed by the pings it sends every other tick
     /// (`strata_cluster::primary::Lease`).
     lease: decide::Lease,
+    /// What it answers to lease pings (`strata_cluster::primary::GrantView`), as the node's
+    /// `Shared::grant_view`, and when its view last lost a member (the node's
+    /// `Shared::view_shrunk_ms`: the lease needs grants sent since).
+    grant_view: decide::GrantView,
+    view_shrunk_ms: u64,
+    /// Its execution lease, as the node's `Shared::exec_lease`: the grants that count
+    /// (`strata_cluster::primary::grant_counts`); `lease` takes every grant.
+    exec_lease: decide::Lease,
     /// When each member last answered its lease pings (`strata_cluster::Silences`): an
     /// answer after a silence makes it refute any suspicion raised meanwhile.
     silences: strata_cluster::Silences,
@@ -889,6 +900,9 @@ impl Sim {
                 paused_until: None,
                 stall: decide::StallGuard::default(),
                 lease: decide::Lease::default(),
+                grant_view: decide::GrantView::default(),
+                view_shrunk_ms: 0,
+                exec_lease: decide::Lease::default(),
                 silences: strata_cluster::Silences::default(),
                 unverified: false,
                 warm_run: 0,
@@ -1108,6 +1122,9 @@ impl Sim {
         self.nodes[i].pairs.clear();
         self.nodes[i].stall = decide::StallGuard::default();
         self.nodes[i].lease = decide::Lease::default();
+        self.nodes[i].grant_view = decide::GrantView::default();
+        self.nodes[i].view_shrunk_ms = 0;
+        self.nodes[i].exec_lease = decide::Lease::default();
         self.nodes[i].silences = strata_cluster::Silences::default();
         // A new process: a new clock (it starts at its wall clock).
         self.nodes[i].hlc = if self.untagged_versions {
@@ -1167,6 +1184,18 @@ impl Sim {
         if old.as_ref().is_none_or(|o| o.version() != new.version()) {
             let me = &self.nodes[at].name.clone();
             let now_ms = self.now / MS;
+            // As the node's `refresh_view`: a view that lost a member needs new grants,
+            // and the lease answers name the members it lost for the grant window.
+            if old.as_ref().is_some_and(|o| {
+                o.nodes()
+                    .iter()
+                    .any(|n| new.nodes().binary_search(n).is_err())
+            }) {
+                self.nodes[at].view_shrunk_ms = now_ms;
+            }
+            self.nodes[at]
+                .grant_view
+                .observe(&new, now_ms, GRANT_WINDOW_MS);
             let expected = self.mix.nodes;
             let joining =
                 self.nodes[at]
@@ -1979,27 +2008,43 @@ impl Sim {
                 && self.reachable(at, o)
                 && self.reachable(o, at)
             {
-                // As the node: the grant counts only when this view holds every member the
-                // answerer's holds (`grant_counts`); contact is made either way.
-                match self.ring_of(o) {
-                    Some(r) if decide::grants_lease(&r, &me) => {
-                        let counts = self.grant_on_liveness
-                            || decide::grant_counts(
-                                true,
-                                Some(r.nodes().iter().map(String::as_str)),
-                                &ring,
-                            );
-                        answered.push((name.clone(), counts));
-                    }
-                    _ => refused.push(name.clone()),
+                // As the node: a grant is the answerer's view counting this node live
+                // (`grants_lease`); it counts for the execution lease only when the
+                // answerer held this node for the grant window and this view holds every
+                // member it names (`GrantView::answer`, `grant_counts`). Contact is made
+                // either way. Broken on purpose, every grant counts.
+                let granted = self
+                    .ring_of(o)
+                    .is_some_and(|r| decide::grants_lease(&r, &me));
+                let counts = self.grant_on_liveness || {
+                    let (_, held, named) =
+                        self.nodes[o]
+                            .grant_view
+                            .answer(&me, now_ms, GRANT_WINDOW_MS);
+                    decide::grant_counts(
+                        granted,
+                        Some((held, named.iter().map(String::as_str))),
+                        &ring,
+                        GRANT_WINDOW_MS,
+                    )
+                };
+                if granted {
+                    answered.push((name.clone(), counts));
+                } else {
+                    refused.push(name.clone());
                 }
             }
         }
         let lease = &mut self.nodes[at].lease;
         lease.retain(|m| ring.nodes().iter().any(|n| n == m), expected);
+        for (name, _) in &answered {
+            lease.grant(name, now_ms, expected);
+        }
+        let exec_lease = &mut self.nodes[at].exec_lease;
+        exec_lease.retain(|m| ring.nodes().iter().any(|n| n == m), expected);
         for (name, counts) in &answered {
             if *counts {
-                lease.grant(name, now_ms, expected);
+                exec_lease.grant(name, now_ms, expected);
             }
         }
         // As the node: every answer is contact; one that grants the lease after a silence
@@ -2765,7 +2810,15 @@ impl Sim {
             && decide::has_quorum(ring_p.nodes().len(), self.mix.nodes)
             && (self.ignore_stalls || node.stall.may_execute(now_ms))
             && (self.ignore_joining || node.joining.may_execute(now_ms))
-            && (self.ignore_lease || node.lease.holds(now_ms, self.mix.nodes));
+            && (self.ignore_lease
+                || node.lease.holds(now_ms, self.mix.nodes)
+                    && (self.grant_on_liveness
+                        || (node.exec_lease.holds(now_ms, self.mix.nodes)
+                            && node.exec_lease.holds_since(
+                                node.view_shrunk_ms,
+                                now_ms,
+                                self.mix.nodes,
+                            ))));
         admits.then_some((p, ring_p))
     }
 

@@ -200,27 +200,103 @@ pub fn grants_lease(ring: &Ring, caller: &str) -> bool {
     ring.nodes().iter().any(|n| n == caller)
 }
 
-/// Whether a member's answer to this node's lease ping extends this node's lease: it
-/// granted ([`grants_lease`]: its view counts this node live), and its view holds no live
-/// member that this node's view (`view`) lacks (`theirs`: the members its view holds; an
-/// earlier build's answer tells none, `None`, and counts as it did).
+/// Most members a lease answer may name ([`crate::rpc::Response::LeaseView`]): an answer
+/// naming more does not count.
+pub const MAX_LEASE_MEMBERS: usize = 1024;
+
+/// Whether a member's answer to this node's lease ping extends this node's lease as a
+/// primary (its execution lease; its liveness lease takes every `granted` as before): the
+/// member's view counts this node live (`granted`), and — when it told its view
+/// ([`GrantView::answer`]; an earlier build tells nothing, `None`, and counts as before) —
+/// has held it for `window_ms` or more, and every member it named (those its view holds,
+/// and those it lost within `window_ms`) is in this node's view (`view`).
 ///
-/// A primary is the first owner of a key live in its own view. Two members that hold
-/// leases at once were each granted by a majority, so some member granted both; with this
-/// rule both views hold every member that member's view holds, the two of them included,
-/// and consistent hashing keeps the order of the members two views share: so they agree
-/// on every key's primary. Granted on liveness alone, a member that a one-way cut kept
-/// from hearing two owners of a key (their packets to it were lost, its own reached
-/// everyone) declared them down and held its lease on the word of members that still saw
-/// those owners live: it executed as the key's primary in its view while one of them did
-/// in the others', and a `WATCH` increment started from no copy after 105 acknowledged
-/// ones (simulator seed 3558, `--warm-restart --flaps --handoff-delays`).
+/// A primary is the first owner of a key live in its own view. Two members that execute at
+/// once as primaries each counted grants of a majority, so some member granted both, at
+/// times less than the window apart; each answer named every member its view held during
+/// the window before it, and counted only for a caller its view held throughout that
+/// window: so each caller was named to the other, both views hold the two of them, and
+/// consistent hashing keeps the order of the members two views share — they agree on every
+/// key's primary. (A caller's view that shrinks after grants counted needs new ones:
+/// [`Lease::holds_since`] from the shrink.) Counted on liveness alone, a member that a
+/// one-way cut kept from hearing two owners of a key (their packets to it were lost, its
+/// own reached everyone) declared them down and held its lease on the word of members that
+/// still saw those owners live: it executed as the key's primary in its view while one of
+/// them did in the others', and a `WATCH` increment started from no copy after 105
+/// acknowledged ones (simulator seed 3558, `--warm-restart --flaps --handoff-delays`).
 pub fn grant_counts<'a>(
     granted: bool,
-    theirs: Option<impl IntoIterator<Item = &'a str>>,
+    told: Option<(u64, impl ExactSizeIterator<Item = &'a str>)>,
     view: &Ring,
+    window_ms: u64,
 ) -> bool {
-    granted && theirs.is_none_or(|t| t.into_iter().all(|n| view.nodes().iter().any(|m| m == n)))
+    let nodes = view.nodes();
+    granted
+        && told.is_none_or(|(held_ms, mut named)| {
+            held_ms >= window_ms
+                && named.len() <= MAX_LEASE_MEMBERS
+                && named.all(|n| nodes.binary_search_by(|m| m.as_str().cmp(n)).is_ok())
+        })
+}
+
+/// What a member answers to lease pings ([`grant_counts`]): its view's members, each with
+/// when it entered the view, and the members that left it, with when, for the grant window
+/// (`window_ms`: a lease's [`Lease::LEASE_MS`] and the longest a ping's answer may take).
+/// On the member's own monotonic clock.
+#[derive(Debug, Clone, Default)]
+pub struct GrantView {
+    live: std::collections::BTreeMap<String, u64>,
+    gone: std::collections::BTreeMap<String, u64>,
+}
+
+impl GrantView {
+    /// The view's ring at `now_ms`: its new members entered now, the members it lost left
+    /// now; those that left more than `window_ms` ago are forgotten.
+    pub fn observe(&mut self, ring: &Ring, now_ms: u64, window_ms: u64) {
+        let names = ring.nodes();
+        let lost: Vec<String> = self
+            .live
+            .keys()
+            .filter(|n| names.binary_search(n).is_err())
+            .cloned()
+            .collect();
+        for n in lost {
+            self.live.remove(&n);
+            self.gone.insert(n, now_ms);
+        }
+        for n in names {
+            if !self.live.contains_key(n) {
+                self.gone.remove(n);
+                self.live.insert(n.clone(), now_ms);
+            }
+        }
+        self.gone
+            .retain(|_, at| now_ms.saturating_sub(*at) <= window_ms);
+    }
+
+    /// The answer to `caller`'s lease ping at `now_ms`: whether the view holds the caller,
+    /// for how long (ms; a newcomer counts for execution only after `window_ms`: a caller
+    /// that does not see it yet may hold a grant of this member's from before it came), and
+    /// the members to name — those the view holds and those it lost within `window_ms` (a
+    /// member it lost may still hold a grant of this member's from before).
+    pub fn answer(&self, caller: &str, now_ms: u64, window_ms: u64) -> (bool, u64, Vec<String>) {
+        let held = self
+            .live
+            .get(caller)
+            .map(|since| now_ms.saturating_sub(*since));
+        let members = self
+            .live
+            .keys()
+            .chain(
+                self.gone
+                    .iter()
+                    .filter(|(_, at)| now_ms.saturating_sub(**at) <= window_ms)
+                    .map(|(n, _)| n),
+            )
+            .cloned()
+            .collect();
+        (held.is_some(), held.unwrap_or(0), members)
+    }
 }
 
 /// Whether a node whose view holds `members` members (itself included) may act as a
@@ -456,23 +532,59 @@ impl Lease {
 mod tests {
     use super::*;
 
-    /// A grant counts only from a member whose live members this node's view all holds; an
-    /// earlier build's answer, which tells none, counts as it did.
+    /// A grant counts for execution only from a member that held this node for the window
+    /// and whose named members this node's view all holds; an earlier build's answer, which
+    /// tells nothing, counts as it did.
     #[test]
     fn a_grant_counts_only_from_a_view_this_one_covers() {
-        let ring = |names: &[&str]| Ring::new(names.iter().copied(), 16);
-        let mine = ring(&["a", "b", "c"]);
-        let told = |names: &'static [&'static str]| Some(names.iter().copied());
-        assert!(grant_counts(true, told(&["a", "b"]), &mine));
-        assert!(grant_counts(true, told(&["a", "b", "c"]), &mine));
+        let mine = Ring::new(["a", "b", "c"], 16);
+        let w = 1_500;
+        let told = |held: u64, names: &'static [&'static str]| Some((held, names.iter().copied()));
+        assert!(grant_counts(true, told(w, &["a", "b"]), &mine, w));
+        assert!(grant_counts(true, told(w, &["a", "b", "c"]), &mine, w));
         assert!(
-            !grant_counts(true, told(&["a", "b", "d"]), &mine),
-            "it sees a member this view declared down"
+            !grant_counts(true, told(w, &["a", "b", "d"]), &mine, w),
+            "it names a member this view declared down"
         );
-        assert!(!grant_counts(false, told(&["a"]), &mine));
-        assert!(grant_counts(true, None::<Vec<&str>>, &mine));
-        assert!(!grant_counts(false, None::<Vec<&str>>, &mine));
+        assert!(
+            !grant_counts(true, told(w - 1, &["a", "b"]), &mine, w),
+            "it has held this node for less than the window"
+        );
+        assert!(!grant_counts(false, told(w, &["a"]), &mine, w));
+        let none = None::<(u64, std::vec::IntoIter<&str>)>;
+        assert!(grant_counts(true, none.clone(), &mine, w));
+        assert!(!grant_counts(false, none, &mine, w));
+        let many: Vec<&str> = std::iter::repeat_n("a", MAX_LEASE_MEMBERS + 1).collect();
+        assert!(
+            !grant_counts(true, Some((w, many.into_iter())), &mine, w),
+            "too long a list"
+        );
     }
+
+    /// A member tells how long its view has held a caller, and names the members it lost
+    /// within the window as well as those it holds.
+    #[test]
+    fn a_grant_view_tells_how_long_it_held_a_caller_and_names_members_lately_lost() {
+        let w = 1_500;
+        let mut g = GrantView::default();
+        g.observe(&Ring::new(["a", "b", "c"], 16), 0, w);
+        assert_eq!(g.answer("b", 1_000, w).1, 1_000, "b came 1 s ago");
+        let (live, held, named) = g.answer("b", 1_500, w);
+        assert!(live && held == 1_500);
+        assert_eq!(named, ["a", "b", "c"]);
+        assert!(!g.answer("d", 2_000, w).0, "not in the view");
+        // c leaves at 2 s, d comes.
+        g.observe(&Ring::new(["a", "b", "d"], 16), 2_000, w);
+        let (live, held, named) = g.answer("b", 2_100, w);
+        assert!(live && held == 2_100, "b stayed");
+        assert_eq!(named, ["a", "b", "d", "c"], "c is named until 3.5 s");
+        assert_eq!(g.answer("d", 3_000, w).1, 1_000);
+        assert_eq!(g.answer("b", 3_501, w).2, ["a", "b", "d"]);
+        // c comes back: a newcomer again.
+        g.observe(&Ring::new(["a", "b", "c", "d"], 16), 4_000, w);
+        assert_eq!(g.answer("c", 5_000, w).1, 1_000);
+    }
+
     use bytes::Bytes;
     use strata_core::Version;
 

@@ -705,13 +705,17 @@ pub enum Response {
         gaps: Vec<GivenUp>,
     },
     /// Answer to `LeasePing`, to a caller with [`features::LEASE_VIEWS`]: whether the
-    /// callee's view counts the caller live, and the members it holds live (its ring's),
-    /// so that the caller counts the grant only when its own view holds each of them
+    /// callee's view counts the caller live, for how long, and the members it holds live
+    /// (its ring's) or lost lately, so that the caller counts the grant for executing as a
+    /// primary only when its own view holds each of them
     /// ([`crate::primary::grant_counts`]).
     LeaseView {
         /// The callee's view counts the caller as a live member.
         granted: bool,
-        /// The members the callee's view holds live, itself included.
+        /// For how long (ms) the callee's view has held the caller.
+        held_ms: u64,
+        /// The members the callee's view holds live, itself included, and those it lost
+        /// within the grant window.
         members: Vec<String>,
     },
 }
@@ -1157,12 +1161,15 @@ mod tests {
             9,
             Response::LeaseView {
                 granted: true,
+                held_ms: 2,
                 members: vec!["a".into()],
             },
         );
         assert_eq!(
             to_bytes(&v),
-            [0, 0, 0, 15, 1, 1, 0, 0, 0, 0, 0, 0, 0, 9, 31, 1, 1, 1, b'a']
+            [
+                0, 0, 0, 16, 1, 1, 0, 0, 0, 0, 0, 0, 0, 9, 31, 1, 2, 1, 1, b'a'
+            ]
         );
         // A replica's refusal of a change below an invalidation (response variant 21).
         let s = Frame::Response(4, Response::Superseded { version: 300 });

@@ -187,9 +187,20 @@ impl Shared {
         v.members = members;
         v.shared_names = shared_names;
         if ring.version() != v.ring.version() {
+            let now = self.monotonic_ms();
+            // Before the new ring is seen: a primary that reads it then finds the shrink.
+            if v.ring
+                .nodes()
+                .iter()
+                .any(|n| ring.nodes().binary_search(n).is_err())
+            {
+                self.view_shrunk_ms.store(now, Ordering::Release);
+            }
+            self.grant_view
+                .lock()
+                .observe(&ring, now, self.grant_window_ms());
             let old = std::mem::replace(&mut v.ring, Arc::new(ring));
             tracing::info!(node = %self.name, members = v.ring.nodes().len(), ring = v.ring.version(), "ring changed");
-            let now = self.monotonic_ms();
             let new_ring = v.ring.clone();
             let expected = self.cfg.expected_size as usize;
             let joining =
@@ -309,6 +320,9 @@ impl Shared {
         self.lease
             .lock()
             .retain(|m| others.iter().any(|(n, _)| n == m), expected);
+        self.exec_lease
+            .lock()
+            .retain(|m| others.iter().any(|(n, _)| n == m), expected);
         if expected <= 2 {
             // No majority to lose: the lease always holds (`Lease::holds`).
             return;
@@ -330,14 +344,20 @@ impl Shared {
                 let sent = me.monotonic_ms();
                 let answer = me.pool.call(&name, addr, Request::LeasePing, None).await;
                 let granted = lease_granted(&answer);
-                let counts =
-                    strata_cluster::primary::grant_counts(granted, lease_view(&answer), &me.ring());
-                if counts {
+                if granted {
                     me.lease.lock().grant(&name, sent, expected);
-                } else if granted {
-                    me.counters
-                        .lease_grants_unmatched
-                        .fetch_add(1, Ordering::Relaxed);
+                    if strata_cluster::primary::grant_counts(
+                        granted,
+                        lease_view(&answer),
+                        &me.ring(),
+                        me.grant_window_ms(),
+                    ) {
+                        me.exec_lease.lock().grant(&name, sent, expected);
+                    } else {
+                        me.counters
+                            .lease_grants_unmatched
+                            .fetch_add(1, Ordering::Relaxed);
+                    }
                 }
                 // Back after a silence: the member may have suspected this node in it, and
                 // never told it (`strata_cluster::Silences`). Any answer is contact.
@@ -475,12 +495,16 @@ fn lease_granted(answer: &Result<Response, String>) -> bool {
     }
 }
 
-/// The members a lease ping's answerer holds live, when it told them
-/// ([`Response::LeaseView`]; `None` from an earlier build: its grant counts as it did,
-/// `strata_cluster::primary::grant_counts`).
-fn lease_view(answer: &Result<Response, String>) -> Option<impl Iterator<Item = &str>> {
+/// For how long a lease ping's answerer has held this node and the members it named, when
+/// it told them ([`Response::LeaseView`]; `None` from an earlier build: its grant counts as
+/// it did, `strata_cluster::primary::grant_counts`).
+fn lease_view(
+    answer: &Result<Response, String>,
+) -> Option<(u64, impl ExactSizeIterator<Item = &str>)> {
     match answer {
-        Ok(Response::LeaseView { members, .. }) => Some(members.iter().map(String::as_str)),
+        Ok(Response::LeaseView {
+            held_ms, members, ..
+        }) => Some((*held_ms, members.iter().map(String::as_str))),
         _ => None,
     }
 }

@@ -558,6 +558,19 @@ pub(crate) struct Shared {
     pub(crate) stall: Mutex<strata_cluster::primary::StallGuard>,
     /// This node's lease as a primary: the members that answered its pings lately.
     pub(crate) lease: Mutex<strata_cluster::primary::Lease>,
+    /// The lease that lets this node execute writes as a primary: the answers to its lease
+    /// pings that granted from a view its own covers (`strata_cluster::primary::grant_counts`,
+    /// ARCHITECTURE decision 129). `lease` takes every grant, for what follows liveness
+    /// (lapses, rejoins, proofs).
+    pub(crate) exec_lease: Mutex<strata_cluster::primary::Lease>,
+    /// What this node answers to lease pings: its view's members with when each came, and
+    /// those it lost lately (`strata_cluster::primary::GrantView`), updated at each ring
+    /// change.
+    pub(crate) grant_view: Mutex<strata_cluster::primary::GrantView>,
+    /// When (`Shared::monotonic_ms`) this node's view last lost a member: grants counted
+    /// before were checked against a view that held it, so the execution lease needs
+    /// grants sent since (`Lease::holds_since`).
+    pub(crate) view_shrunk_ms: AtomicU64,
     /// Commands wait here after a pause of this process until its copies are dropped
     /// ([`pause`]).
     pub(crate) pause: Arc<pause::PauseGate>,
@@ -919,6 +932,9 @@ impl Shared {
             executing: Default::default(),
             stall: Mutex::new(Default::default()),
             lease: Mutex::new(Default::default()),
+            exec_lease: Mutex::new(Default::default()),
+            grant_view: Mutex::new(Default::default()),
+            view_shrunk_ms: AtomicU64::new(0),
             pause: Arc::default(),
             unverified_since_ms: AtomicU64::new(0),
             drops_pending: AtomicU64::new(0),
@@ -956,6 +972,13 @@ impl Shared {
             .lock()
             .as_ref()
             .map_or(self.generation, |m| m.identity().generation)
+    }
+
+    /// How long a lease answer names the members its view lost, and how long its view must
+    /// have held a caller before it grants ([`strata_cluster::primary::GrantView`]): a
+    /// lease's second and the longest a ping's answer may take.
+    pub(crate) fn grant_window_ms(&self) -> u64 {
+        strata_cluster::primary::Lease::LEASE_MS + self.cfg.rpc_timeout_ms
     }
 
     pub(crate) fn monotonic_ms(&self) -> u64 {

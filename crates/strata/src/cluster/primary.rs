@@ -306,13 +306,16 @@ impl Shared {
     }
 
     /// Whether this node holds its lease as a primary (a majority answered its pings within
-    /// the last second): a node cut off from the majority stops here, before the others
-    /// move its keys, even while its view still counts members it cannot reach.
+    /// the last second, each from a view this one covers, and since this view last lost a
+    /// member: `strata_cluster::primary::grant_counts`): a node cut off from the majority
+    /// stops here, before the others move its keys, even while its view still counts
+    /// members it cannot reach.
     fn check_lease(&self) -> Result<(), Refusal> {
         let expected = self.cfg.expected_size as usize;
         let now = self.monotonic_ms();
-        let lease = self.lease.lock();
-        if lease.holds(now, expected) {
+        let shrunk = self.view_shrunk_ms.load(Ordering::Acquire);
+        let lease = self.exec_lease.lock();
+        if lease.holds(now, expected) && lease.holds_since(shrunk, now, expected) {
             return Ok(());
         }
         let fresh = lease.fresh(now);

@@ -257,12 +257,17 @@ impl Shared {
                 latest: self.coherence.lock().latest_seq(),
             },
             Request::LeasePing => {
-                let ring = self.ring();
-                let granted = strata_cluster::primary::grants_lease(&ring, from);
+                let granted = strata_cluster::primary::grants_lease(&self.ring(), from);
                 if caller_features & strata_cluster::rpc::features::LEASE_VIEWS != 0 {
+                    let (_, held_ms, members) = self.grant_view.lock().answer(
+                        from,
+                        self.monotonic_ms(),
+                        self.grant_window_ms(),
+                    );
                     Response::LeaseView {
                         granted,
-                        members: ring.nodes().to_vec(),
+                        held_ms,
+                        members,
                     }
                 } else {
                     Response::Lease { granted }
