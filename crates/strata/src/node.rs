@@ -580,17 +580,12 @@ impl Node {
         key: &[u8],
         entry: &strata_core::Entry,
     ) -> bool {
-        match &self.cluster {
-            Some(c) => c.receive_set(namespace, key, entry).await,
-            None => false,
-        }
+        self.receive_push(namespace, key, entry, false).await
     }
 
-    /// Hands `entry` to this node's peer RPC handler as a hand-off batch arrives from a
-    /// member that read it after it saw this node's current life up (a ring change's
-    /// hand-off from a member of this build), and returns whether its owner store took it
-    /// (false too when this node is not a cluster member). Feature `fault-injection`;
-    /// never in a production build.
+    /// As [`Node::receive_peer_set`], as a hand-off batch arrives from a member that read
+    /// it after it saw this node's current life up (a ring change's hand-off from a member
+    /// of this build). Feature `fault-injection`; never in a production build.
     #[cfg(feature = "fault-injection")]
     pub async fn receive_peer_handoff(
         &self,
@@ -598,8 +593,19 @@ impl Node {
         key: &[u8],
         entry: &strata_core::Entry,
     ) -> bool {
+        self.receive_push(namespace, key, entry, true).await
+    }
+
+    #[cfg(feature = "fault-injection")]
+    async fn receive_push(
+        &self,
+        namespace: &str,
+        key: &[u8],
+        entry: &strata_core::Entry,
+        handoff: bool,
+    ) -> bool {
         match &self.cluster {
-            Some(c) => c.receive_handoff(namespace, key, entry).await,
+            Some(c) => c.receive_push(namespace, key, entry, handoff).await,
             None => false,
         }
     }

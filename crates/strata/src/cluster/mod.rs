@@ -712,47 +712,36 @@ impl Shared {
         self.owner.peek_retained_entry(namespace, key)
     }
 
-    /// Hands `entry` to this node's peer RPC handler as another member's `Set` arrives (a
-    /// hand-off push or a read repair); whether the owner store took it.
-    pub(crate) async fn receive_set(
-        self: &Arc<Self>,
-        namespace: &str,
-        key: &[u8],
-        entry: &strata_core::Entry,
-    ) -> bool {
-        let req = strata_cluster::rpc::Request::Set {
-            namespace: namespace.to_owned(),
-            key: key.to_vec(),
-            entry: to_wire(entry),
-        };
-        matches!(
-            self.handle(req, strata_cluster::rpc::features::THIS_BUILD)
-                .await,
-            strata_cluster::rpc::Response::Stored { kept_newer: false }
-        )
-    }
-
-    /// Hands `entry` to this node's peer RPC handler as a hand-off batch of one arrives
+    /// Hands `entry` to this node's peer RPC handler as another member's push arrives:
+    /// a `Set` (a hand-off push or a read repair), or with `handoff` a hand-off batch of one
     /// from a member that read it after it saw this node's current life up
     /// (`Request::HandoffFor`); whether the owner store took it.
-    pub(crate) async fn receive_handoff(
+    pub(crate) async fn receive_push(
         self: &Arc<Self>,
         namespace: &str,
         key: &[u8],
         entry: &strata_core::Entry,
+        handoff: bool,
     ) -> bool {
-        let req = strata_cluster::rpc::Request::HandoffFor {
-            namespace: namespace.to_owned(),
-            generation: self.member_generation(),
-            entries: vec![(
-                strata_cluster::rpc::ByteBuf::from(key.to_vec()),
-                to_wire(entry),
-            )],
+        use strata_cluster::rpc::{ByteBuf, Request, Response};
+        let (namespace, entry) = (namespace.to_owned(), to_wire(entry));
+        let req = if handoff {
+            Request::HandoffFor {
+                namespace,
+                generation: self.member_generation(),
+                entries: vec![(ByteBuf::from(key.to_vec()), entry)],
+            }
+        } else {
+            Request::Set {
+                namespace,
+                key: key.to_vec(),
+                entry,
+            }
         };
         matches!(
             self.handle(req, strata_cluster::rpc::features::THIS_BUILD)
                 .await,
-            strata_cluster::rpc::Response::HandedOff { stored: 1 }
+            Response::Stored { kept_newer: false } | Response::HandedOff { stored: 1 }
         )
     }
 
