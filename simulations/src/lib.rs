@@ -215,6 +215,10 @@ pub struct RunOptions {
     /// the lease whenever its view counts the caller live, whatever members it holds that
     /// the caller's view lacks (`strata_cluster::primary::grant_counts`).
     pub grant_on_liveness: bool,
+    /// Broken on purpose: the ring a primary executes on leaves out the members its own
+    /// view lost within the grant window (a member that granted another's lease may take
+    /// its keys while that lease holds).
+    pub forget_own_losses: bool,
     /// Break the join guard on purpose (checker tests): a node executes as a primary while
     /// it is still finding the members (`placement::Joining`).
     pub ignore_joining: bool,
@@ -641,13 +645,12 @@ struct SimNode {
     /// (`strata_cluster::primary::Lease`).
     lease: decide::Lease,
     /// What it answers to lease pings (`strata_cluster::primary::GrantView`), as the node's
-    /// `Shared::grant_view`, and when its view last lost a member (the node's
-    /// `Shared::view_shrunk_ms`: the lease needs grants sent since).
+    /// `Shared::grant_view`.
     grant_view: decide::GrantView,
-    view_shrunk_ms: u64,
     /// Its execution lease, as the node's `Shared::exec_lease`: the grants that count
-    /// (`strata_cluster::primary::grant_counts`); `lease` takes every grant.
-    exec_lease: decide::Lease,
+    /// (`strata_cluster::primary::grant_counts`) and the ring of what they named and what
+    /// its view lately lost (`ExecLease`); `lease` takes every grant.
+    exec_lease: decide::ExecLease,
     /// When each member last answered its lease pings (`strata_cluster::Silences`): an
     /// answer after a silence makes it refute any suspicion raised meanwhile.
     silences: strata_cluster::Silences,
@@ -769,6 +772,7 @@ pub struct Sim {
     ignore_joining: bool,
     ignore_lease: bool,
     grant_on_liveness: bool,
+    forget_own_losses: bool,
     plain_at_writer: bool,
     skip_others_ring: bool,
     skip_silence_refutation: bool,
@@ -901,8 +905,7 @@ impl Sim {
                 stall: decide::StallGuard::default(),
                 lease: decide::Lease::default(),
                 grant_view: decide::GrantView::default(),
-                view_shrunk_ms: 0,
-                exec_lease: decide::Lease::default(),
+                exec_lease: decide::ExecLease::default(),
                 silences: strata_cluster::Silences::default(),
                 unverified: false,
                 warm_run: 0,
@@ -970,6 +973,7 @@ impl Sim {
             ignore_joining: opts.ignore_joining,
             ignore_lease: opts.ignore_lease,
             grant_on_liveness: opts.grant_on_liveness,
+            forget_own_losses: opts.forget_own_losses,
             plain_at_writer: opts.plain_at_writer,
             skip_others_ring: opts.skip_others_ring,
             skip_silence_refutation: opts.skip_silence_refutation,
@@ -1123,8 +1127,7 @@ impl Sim {
         self.nodes[i].stall = decide::StallGuard::default();
         self.nodes[i].lease = decide::Lease::default();
         self.nodes[i].grant_view = decide::GrantView::default();
-        self.nodes[i].view_shrunk_ms = 0;
-        self.nodes[i].exec_lease = decide::Lease::default();
+        self.nodes[i].exec_lease = decide::ExecLease::default();
         self.nodes[i].silences = strata_cluster::Silences::default();
         // A new process: a new clock (it starts at its wall clock).
         self.nodes[i].hlc = if self.untagged_versions {
@@ -1184,18 +1187,12 @@ impl Sim {
         if old.as_ref().is_none_or(|o| o.version() != new.version()) {
             let me = &self.nodes[at].name.clone();
             let now_ms = self.now / MS;
-            // As the node's `refresh_view`: a view that lost a member needs new grants,
-            // and the lease answers name the members it lost for the grant window.
-            if old.as_ref().is_some_and(|o| {
-                o.nodes()
-                    .iter()
-                    .any(|n| new.nodes().binary_search(n).is_err())
-            }) {
-                self.nodes[at].view_shrunk_ms = now_ms;
-            }
+            // As the node's `refresh_view`: the lease answers name the members it lost for
+            // the grant window, and so does the ring it executes on.
             self.nodes[at]
                 .grant_view
                 .observe(&new, now_ms, GRANT_WINDOW_MS);
+            self.refresh_exec_ring(at, &new, now_ms);
             let expected = self.mix.nodes;
             let joining =
                 self.nodes[at]
@@ -2010,26 +2007,21 @@ impl Sim {
             {
                 // As the node: a grant is the answerer's view counting this node live
                 // (`grants_lease`); it counts for the execution lease only when the
-                // answerer held this node for the grant window and this view holds every
-                // member it names (`GrantView::answer`, `grant_counts`). Contact is made
-                // either way. Broken on purpose, every grant counts.
+                // answerer held this node for the grant window (`GrantView::answer`,
+                // `grant_counts`), and every member it names joins the ring the node
+                // executes on (`ExecLease::grant`). Contact is made either way. Broken on
+                // purpose, every grant counts and names nothing.
                 let granted = self
                     .ring_of(o)
                     .is_some_and(|r| decide::grants_lease(&r, &me));
-                let counts = self.grant_on_liveness || {
-                    let (_, held, named) =
-                        self.nodes[o]
-                            .grant_view
-                            .answer(&me, now_ms, GRANT_WINDOW_MS);
-                    decide::grant_counts(
-                        granted,
-                        Some((held, named.iter().map(String::as_str))),
-                        &ring,
-                        GRANT_WINDOW_MS,
-                    )
-                };
+                let (_, held, named) =
+                    self.nodes[o]
+                        .grant_view
+                        .answer(&me, now_ms, GRANT_WINDOW_MS);
+                let counts = self.grant_on_liveness
+                    || decide::grant_counts(granted, Some((held, named.len())), GRANT_WINDOW_MS);
                 if granted {
-                    answered.push((name.clone(), counts));
+                    answered.push((name.clone(), counts, named));
                 } else {
                     refused.push(name.clone());
                 }
@@ -2037,14 +2029,22 @@ impl Sim {
         }
         let lease = &mut self.nodes[at].lease;
         lease.retain(|m| ring.nodes().iter().any(|n| n == m), expected);
-        for (name, _) in &answered {
+        for (name, _, _) in &answered {
             lease.grant(name, now_ms, expected);
         }
+        self.nodes[at]
+            .exec_lease
+            .retain(|m| ring.nodes().iter().any(|n| n == m), expected);
+        self.refresh_exec_ring(at, &ring, now_ms);
         let exec_lease = &mut self.nodes[at].exec_lease;
-        exec_lease.retain(|m| ring.nodes().iter().any(|n| n == m), expected);
-        for (name, counts) in &answered {
+        for (name, counts, named) in &answered {
             if *counts {
-                exec_lease.grant(name, now_ms, expected);
+                // Broken on purpose, no name joins the ring it executes on.
+                let named = named
+                    .iter()
+                    .map(String::as_str)
+                    .filter(|_| !self.grant_on_liveness);
+                exec_lease.grant(name, now_ms, named, expected);
             }
         }
         // As the node: every answer is contact; one that grants the lease after a silence
@@ -2052,7 +2052,7 @@ impl Sim {
         for name in &refused {
             self.nodes[at].silences.answered(name, now_ms, false);
         }
-        for (name, _) in &answered {
+        for (name, _, _) in &answered {
             if self.nodes[at].silences.answered(name, now_ms, true)
                 && !self.skip_silence_refutation
                 && let Some(m) = self.nodes[at].membership.as_mut()
@@ -2136,6 +2136,23 @@ impl Sim {
     fn observe(&mut self, at: usize, version: u64) {
         let ms = self.clock_ms(at);
         self.nodes[at].hlc.observe(Version::from_u64(version), ms);
+    }
+
+    /// As the node's lease tick and ring change: the ring `at` executes on holds itself,
+    /// the members its view (`view`) lost within the grant window and those its current
+    /// grants named (`ExecLease::refresh`). Broken on purpose, its own losses are left out.
+    fn refresh_exec_ring(&mut self, at: usize, view: &Ring, now_ms: u64) {
+        let node = &mut self.nodes[at];
+        let lost: Vec<String> = if self.forget_own_losses {
+            Vec::new()
+        } else {
+            node.grant_view
+                .lost_within(now_ms, GRANT_WINDOW_MS)
+                .map(str::to_owned)
+                .collect()
+        };
+        node.exec_lease
+            .refresh(&node.name, view, lost.iter().map(String::as_str), now_ms);
     }
 
     /// The ring of `at`'s view.
@@ -2813,12 +2830,10 @@ impl Sim {
             && (self.ignore_lease
                 || node.lease.holds(now_ms, self.mix.nodes)
                     && (self.grant_on_liveness
-                        || (node.exec_lease.holds(now_ms, self.mix.nodes)
-                            && node.exec_lease.holds_since(
-                                node.view_shrunk_ms,
-                                now_ms,
-                                self.mix.nodes,
-                            ))));
+                        || node
+                            .exec_lease
+                            .admits(&node.name, key, now_ms, self.mix.nodes)
+                            .is_ok()));
         admits.then_some((p, ring_p))
     }
 

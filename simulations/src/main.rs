@@ -106,6 +106,7 @@ fn main() -> ExitCode {
             "ignore_stalls" => opts.ignore_stalls = true,
             "ignore_lease" => opts.ignore_lease = true,
             "grant_on_liveness" => opts.grant_on_liveness = true,
+            "forget_own_losses" => opts.forget_own_losses = true,
             "skip_read_checks" => opts.skip_read_checks = true,
             "ignore_joining" => opts.ignore_joining = true,
             "plain_at_writer" => opts.plain_at_writer = true,
@@ -122,7 +123,7 @@ fn main() -> ExitCode {
             _ => {
                 eprintln!(
                     "unknown --break {b}: skip_seed_rejoin, ring_without_self, ignore_gaps, keep_l3_at_start, \
-                     ignore_expiry, ignore_max_ttl, skip_version_check, untagged_versions, execute_anywhere, replicas_admit_all, ignore_stalls, ignore_lease, grant_on_liveness, skip_read_checks, ignore_joining, plain_at_writer, skip_others_ring, skip_silence_refutation, trust_rejoined_copies, execute_over_unproven, replicas_over_unproven, exempt_every_gap, drop_lately_owned, skip_forwarding, skip_absent_removals, skip_leave_handoff"
+                     ignore_expiry, ignore_max_ttl, skip_version_check, untagged_versions, execute_anywhere, replicas_admit_all, ignore_stalls, ignore_lease, grant_on_liveness, forget_own_losses, skip_read_checks, ignore_joining, plain_at_writer, skip_others_ring, skip_silence_refutation, trust_rejoined_copies, execute_over_unproven, replicas_over_unproven, exempt_every_gap, drop_lately_owned, skip_forwarding, skip_absent_removals, skip_leave_handoff"
                 );
                 return ExitCode::from(2);
             }

@@ -204,39 +204,231 @@ pub fn grants_lease(ring: &Ring, caller: &str) -> bool {
 /// naming more does not count.
 pub const MAX_LEASE_MEMBERS: usize = 1024;
 
-/// Whether a member's answer to this node's lease ping extends this node's lease as a
-/// primary (its execution lease; its liveness lease takes every `granted` as before): the
-/// member's view counts this node live (`granted`), and — when it told its view
-/// ([`GrantView::answer`]; an earlier build tells nothing, `None`, and counts as before) —
-/// has held it for `window_ms` or more, and every member it named (those its view holds,
-/// and those it lost within `window_ms`) is in this node's view (`view`).
-///
-/// A primary is the first owner of a key live in its own view. Two members that execute at
-/// once as primaries each counted grants of a majority, so some member granted both, at
-/// times less than the window apart; each answer named every member its view held during
-/// the window before it, and counted only for a caller its view held throughout that
-/// window: so each caller was named to the other, both views hold the two of them, and
-/// consistent hashing keeps the order of the members two views share — they agree on every
-/// key's primary. (A caller's view that shrinks after grants counted needs new ones:
-/// [`Lease::holds_since`] from the shrink.) Counted on liveness alone, a member that a
-/// one-way cut kept from hearing two owners of a key (their packets to it were lost, its
-/// own reached everyone) declared them down and held its lease on the word of members that
-/// still saw those owners live: it executed as the key's primary in its view while one of
-/// them did in the others', and a `WATCH` increment started from no copy after 105
-/// acknowledged ones (simulator seed 3558, `--warm-restart --flaps --handoff-delays`).
-pub fn grant_counts<'a>(
-    granted: bool,
-    told: Option<(u64, impl ExactSizeIterator<Item = &'a str>)>,
-    view: &Ring,
-    window_ms: u64,
-) -> bool {
-    let nodes = view.nodes();
+/// Whether a member's answer to this node's lease ping counts for this node's execution
+/// lease ([`ExecLease`]; its liveness lease takes every `granted` as before): the member's
+/// view counts this node live (`granted`), and — when it told its view
+/// ([`GrantView::answer`]: how long it held this node, and how many members it named; an
+/// earlier build tells nothing, `None`, and counts as before) — has held it for
+/// `window_ms` or more, and named no more than [`MAX_LEASE_MEMBERS`]. The members it named
+/// then join the ring this node executes on ([`ExecLease::grant`]).
+pub fn grant_counts(granted: bool, told: Option<(u64, usize)>, window_ms: u64) -> bool {
     granted
-        && told.is_none_or(|(held_ms, mut named)| {
-            held_ms >= window_ms
-                && named.len() <= MAX_LEASE_MEMBERS
-                && named.all(|n| nodes.binary_search_by(|m| m.as_str().cmp(n)).is_ok())
-        })
+        && told.is_none_or(|(held_ms, named)| held_ms >= window_ms && named <= MAX_LEASE_MEMBERS)
+}
+
+/// Why [`ExecLease::admits`] refused a key.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ExecWait {
+    /// No majority's grants are current; `fresh` members' are.
+    Lease {
+        /// Members whose grant is current.
+        fresh: usize,
+    },
+    /// This member, lately lost from this node's view or named by grants without which no
+    /// majority's are current, precedes this node on the key.
+    Precedes(String),
+    /// The ring is not built yet (no view).
+    NoRing,
+}
+
+// A member restarted under its name forgets what its view lost (its `GrantView` starts
+// empty), while the others' grants may still count its previous life's: it executes
+// nothing until its view has settled (`placement::Joining`), by which time every lease its
+// previous life granted has run out.
+const _: () = assert!(crate::placement::Joining::SETTLE_MS >= Lease::LEASE_MS);
+
+/// A primary's execution lease (decisions 129 and 130): the grants of a majority
+/// ([`Lease`]) from members that held this node for the grant window ([`grant_counts`]),
+/// each with the members it named (the answerer's view, with the members it lost within
+/// the window), and the members this node's own view lost within the window. A key
+/// executes here only when this node is its primary in its view, no member its view lost
+/// within the window precedes it on the key, and a majority's current grants name no
+/// member that precedes it on the key ([`ExecLease::admits`]). The members named and lost
+/// form a ring besides the view (`members` below) to find who precedes this node on a
+/// key; for most keys no one does and any majority's grants admit them.
+///
+/// Two members A and B that execute one key at once each had grants of a majority
+/// (themselves included) that named no member preceding them on it, so the two
+/// majorities share a member X, whose answers to both came less than a lease apart
+/// (each was received before that instant and sent within a lease of it):
+/// - X a third member: X held B for the window before it answered B, so its answer to A
+///   named B (held then, or lost less than a window before): A's majority could not
+///   count it unless A precedes B on the key; likewise B's, the other way round;
+/// - X is A (A granted B): A held B then, and still does (its view has B) or lost it
+///   within the window: A does not execute a key B precedes it on; A named itself to B.
+///
+/// Consistent hashing keeps the order of members two rings share, so only one of A and B
+/// precedes the other on the key. Before (decision 129 as first built) a grant counted
+/// only when this node's view held every member it named, and after this view lost a
+/// member only grants sent since counted: every key of every primary waited about 1.5 s
+/// after each membership change (35 % fewer writes acknowledged in the partition review's
+/// flapping cuts), a member whose view lacked one the others saw (a lasting one-way cut)
+/// executed nothing, and the second case above was open (the majorities of A and B may
+/// share only A, whose own loss of B was not counted). Now only keys a member named or
+/// lately lost precedes this node on wait, and only while no majority's grants leave that
+/// member out.
+///
+/// Executions re-check this before each replication (the node's `replicate_all`), so that
+/// an execution's checks are never more than a replication apart: the window's slack over
+/// a lease (`cluster.rpc_timeout_ms`) covers the time between them.
+#[derive(Debug, Clone, Default)]
+pub struct ExecLease {
+    lease: Lease,
+    /// Per member: when the ping of its latest counted answer was sent, and what it named.
+    named: std::collections::BTreeMap<String, (u64, Vec<String>)>,
+    /// The members this node's view lost within the window, sorted (as of the last
+    /// [`ExecLease::refresh`]).
+    lost: Vec<String>,
+    /// The members `ring` holds, sorted: this node, its view's losses within the window,
+    /// and every member a current grant named.
+    members: Vec<String>,
+    /// The ring of `members` (`None`: not built yet, nothing executes).
+    ring: Option<std::sync::Arc<Ring>>,
+    /// The view's points per member, for `ring`.
+    vnodes: u16,
+}
+
+impl ExecLease {
+    /// `member` answered a ping sent at `sent_at_ms` (this node's monotonic ms) with a
+    /// grant that counts ([`grant_counts`]), naming `named` (none from an earlier build).
+    /// A name the ring lacks enters it before the grant counts.
+    pub fn grant<'a>(
+        &mut self,
+        member: &str,
+        sent_at_ms: u64,
+        named: impl IntoIterator<Item = &'a str>,
+        expected: usize,
+    ) {
+        let named: Vec<String> = named.into_iter().map(str::to_owned).collect();
+        let newer = self
+            .named
+            .get(member)
+            .is_none_or(|(at, _)| *at <= sent_at_ms);
+        if newer {
+            // Before the first refresh nothing executes, and the ring waits for the view's
+            // points per member.
+            if self.ring.is_some() && named.iter().any(|n| self.members.binary_search(n).is_err()) {
+                let mut members = std::mem::take(&mut self.members);
+                members.extend(named.iter().cloned());
+                self.rebuild(members);
+            }
+            self.named.insert(member.to_owned(), (sent_at_ms, named));
+        }
+        self.lease.grant(member, sent_at_ms, expected);
+    }
+
+    /// Forgets the grants of members for which `keep` is false (those that left the view);
+    /// what they named stays in the ring until the next [`ExecLease::refresh`].
+    pub fn retain(&mut self, keep: impl Fn(&str) -> bool, expected: usize) {
+        self.named.retain(|m, _| keep(m));
+        self.lease.retain(keep, expected);
+    }
+
+    /// Rebuilds the ring at `now_ms` (at every view change, before the new view is used,
+    /// and on every lease tick): `me`, the members `view` lost within the window (`lost`:
+    /// [`GrantView::lost_within`]), and the names of every grant still current (sent within
+    /// [`Lease::LEASE_MS`]). Names of grants that ran out leave it.
+    pub fn refresh<'a>(
+        &mut self,
+        me: &str,
+        view: &Ring,
+        lost: impl IntoIterator<Item = &'a str>,
+        now_ms: u64,
+    ) {
+        self.vnodes = view.vnodes();
+        self.lost = lost.into_iter().map(str::to_owned).collect();
+        self.lost.sort_unstable();
+        self.lost.dedup();
+        let mut members: Vec<String> = vec![me.to_owned()];
+        members.extend(self.lost.iter().cloned());
+        for (at, named) in self.named.values() {
+            if at.saturating_add(Lease::LEASE_MS) > now_ms {
+                members.extend(named.iter().cloned());
+            }
+        }
+        members.sort_unstable();
+        members.dedup();
+        if self.ring.is_none() || members != self.members {
+            self.rebuild(members);
+        }
+    }
+
+    fn rebuild(&mut self, mut members: Vec<String>) {
+        members.sort_unstable();
+        members.dedup();
+        self.ring = Some(std::sync::Arc::new(Ring::new(
+            members.iter().cloned(),
+            self.vnodes.max(1),
+        )));
+        self.members = members;
+    }
+
+    /// Whether a majority's grants hold at `now_ms` ([`Lease::holds`]).
+    pub fn holds(&self, now_ms: u64, expected: usize) -> bool {
+        self.lease.holds(now_ms, expected)
+    }
+
+    /// Members whose grant is current at `now_ms` ([`Lease::fresh`]).
+    pub fn fresh(&self, now_ms: u64) -> usize {
+        self.lease.fresh(now_ms)
+    }
+
+    /// Whether `me` may execute `key` at `now_ms` in a cluster of `expected` members (it
+    /// must be the key's primary in its view too): a majority's grants hold, no member its
+    /// view lost within the window precedes it on the key, and grants of a majority
+    /// (`expected / 2` others) are current that name no member preceding it there. Most
+    /// keys have none: `me` is their first member in the ring of every name, and any
+    /// majority's grants do. Nothing before the first [`ExecLease::refresh`].
+    pub fn admits(
+        &self,
+        me: &str,
+        key: &[u8],
+        now_ms: u64,
+        expected: usize,
+    ) -> Result<(), ExecWait> {
+        if !self.lease.holds(now_ms, expected) {
+            return Err(ExecWait::Lease {
+                fresh: self.lease.fresh(now_ms),
+            });
+        }
+        let Some(ring) = self.ring.as_ref() else {
+            return Err(ExecWait::NoRing);
+        };
+        if primary(ring, key) == Some(me) {
+            return Ok(());
+        }
+        let ahead: Vec<&str> = ring
+            .owners_of_hash(crate::ring::key_hash(key), ring.nodes().len())
+            .into_iter()
+            .take_while(|n| *n != me)
+            .collect();
+        if let Some(lost) = ahead
+            .iter()
+            .find(|n| self.lost.binary_search_by(|m| m.as_str().cmp(n)).is_ok())
+        {
+            return Err(ExecWait::Precedes((*lost).to_owned()));
+        }
+        let clean = self
+            .named
+            .values()
+            .filter(|(at, named)| {
+                at.saturating_add(Lease::LEASE_MS) > now_ms
+                    && !named.iter().any(|n| ahead.contains(&n.as_str()))
+            })
+            .count();
+        if expected <= 2 || clean >= expected / 2 {
+            Ok(())
+        } else {
+            Err(ExecWait::Precedes(
+                ahead.first().map_or_else(String::new, |n| (*n).to_owned()),
+            ))
+        }
+    }
+
+    /// The members the ring holds, sorted.
+    pub fn members(&self) -> &[String] {
+        &self.members
+    }
 }
 
 /// What a member answers to lease pings ([`grant_counts`]): its view's members, each with
@@ -272,6 +464,14 @@ impl GrantView {
         }
         self.gone
             .retain(|_, at| now_ms.saturating_sub(*at) <= window_ms);
+    }
+
+    /// The members the view lost within `window_ms` before `now_ms` ([`ExecLease::refresh`]).
+    pub fn lost_within(&self, now_ms: u64, window_ms: u64) -> impl Iterator<Item = &str> {
+        self.gone
+            .iter()
+            .filter(move |(_, at)| now_ms.saturating_sub(**at) <= window_ms)
+            .map(|(n, _)| n.as_str())
     }
 
     /// The answer to `caller`'s lease ping at `now_ms`: whether the view holds the caller,
@@ -532,33 +732,150 @@ impl Lease {
 mod tests {
     use super::*;
 
-    /// A grant counts for execution only from a member that held this node for the window
-    /// and whose named members this node's view all holds; an earlier build's answer, which
-    /// tells nothing, counts as it did.
+    /// A grant counts for execution only from a member that held this node for the window,
+    /// naming no more than the cap; an earlier build's answer, which tells nothing, counts
+    /// as it did.
     #[test]
-    fn a_grant_counts_only_from_a_view_this_one_covers() {
-        let mine = Ring::new(["a", "b", "c"], 16);
+    fn a_grant_counts_only_from_a_member_that_held_this_node_for_the_window() {
         let w = 1_500;
-        let told = |held: u64, names: &'static [&'static str]| Some((held, names.iter().copied()));
-        assert!(grant_counts(true, told(w, &["a", "b"]), &mine, w));
-        assert!(grant_counts(true, told(w, &["a", "b", "c"]), &mine, w));
+        assert!(grant_counts(true, Some((w, 3)), w));
         assert!(
-            !grant_counts(true, told(w, &["a", "b", "d"]), &mine, w),
-            "it names a member this view declared down"
-        );
-        assert!(
-            !grant_counts(true, told(w - 1, &["a", "b"]), &mine, w),
+            !grant_counts(true, Some((w - 1, 3)), w),
             "it has held this node for less than the window"
         );
-        assert!(!grant_counts(false, told(w, &["a"]), &mine, w));
-        let none = None::<(u64, std::vec::IntoIter<&str>)>;
-        assert!(grant_counts(true, none.clone(), &mine, w));
-        assert!(!grant_counts(false, none, &mine, w));
-        let many: Vec<&str> = std::iter::repeat_n("a", MAX_LEASE_MEMBERS + 1).collect();
+        assert!(!grant_counts(false, Some((w, 3)), w));
+        assert!(grant_counts(true, None, w));
+        assert!(!grant_counts(false, None, w));
         assert!(
-            !grant_counts(true, Some((w, many.into_iter())), &mine, w),
+            !grant_counts(true, Some((w, MAX_LEASE_MEMBERS + 1)), w),
             "too long a list"
         );
+    }
+
+    /// Keys whose primary would be a member this view lost within the window wait; so do
+    /// keys a member named precedes this node on, while no majority's current grants leave
+    /// that member out; every other key executes.
+    #[test]
+    fn an_execution_lease_admits_only_keys_no_named_or_lately_lost_member_precedes() {
+        let w = 1_500;
+        let view = Ring::new(["a", "b", "c"], 16);
+        let wider = Ring::new(["a", "b", "c", "d"], 16);
+        // Keys a is primary of in its view: some of them d would take.
+        let keys: Vec<Vec<u8>> = (0..2_000u32)
+            .map(|i| format!("k{i}").into_bytes())
+            .filter(|k| primary(&view, k) == Some("a"))
+            .collect();
+        let taken = |k: &Vec<u8>| primary(&wider, k) == Some("d");
+        assert!(keys.iter().any(taken) && !keys.iter().all(taken));
+        let mut e = ExecLease::default();
+        e.grant("b", 0, ["a", "b", "c"], 3);
+        assert_eq!(
+            e.admits("a", &keys[0], 10, 3),
+            Err(ExecWait::NoRing),
+            "nothing before the first refresh"
+        );
+        e.refresh("a", &view, [], 20);
+        assert!(keys.iter().all(|k| e.admits("a", k, 30, 3).is_ok()));
+        assert_eq!(
+            e.admits("a", &keys[0], 1_000, 3),
+            Err(ExecWait::Lease { fresh: 0 }),
+            "the grant ran out"
+        );
+        e.grant("b", 1_100, ["a", "b", "c"], 3);
+        // c's answer names d, which a's view lacks (a one-way cut keeps d from a); b's
+        // grant, current, leaves d out: a majority's (a and b) still admit every key.
+        e.grant("c", 1_300, ["a", "b", "c", "d"], 3);
+        assert!(keys.iter().all(|k| e.admits("a", k, 1_400, 3).is_ok()));
+        // b's grant ran out: d's keys wait, the others execute on c's grant.
+        for k in &keys {
+            let r = e.admits("a", k, 2_150, 3);
+            if taken(k) {
+                assert_eq!(r, Err(ExecWait::Precedes("d".into())));
+            } else {
+                assert!(r.is_ok());
+            }
+        }
+        e.grant("b", 2_200, ["a", "b", "c"], 3);
+        assert!(keys.iter().all(|k| e.admits("a", k, 2_250, 3).is_ok()));
+        // Refreshed once c's grant ran out, d leaves the ring.
+        e.refresh("a", &view, [], 2_301);
+        assert_eq!(e.members(), ["a", "b", "c"]);
+        // This node's own view loses d within the window (the second case: its majority and
+        // d's may share only this node): d's keys wait whatever the grants name.
+        let mut g = GrantView::default();
+        g.observe(&wider, 0, w);
+        g.observe(&view, 3_000, w);
+        e.refresh("a", &view, g.lost_within(3_100, w), 3_100);
+        e.grant("b", 3_100, ["a", "b", "c"], 3);
+        e.grant("c", 3_100, ["a", "b", "c"], 3);
+        for k in &keys {
+            assert_eq!(e.admits("a", k, 3_200, 3).is_ok(), !taken(k));
+        }
+        e.refresh("a", &view, g.lost_within(4_501, w), 4_501);
+        e.grant("b", 4_501, ["a", "b", "c"], 3);
+        assert!(keys.iter().all(|k| e.admits("a", k, 4_600, 3).is_ok()));
+    }
+
+    /// The case decision 129's first rule left open: b's lease rests on a's grant and c's,
+    /// a's on d's and e's; d and e lost b long ago, a only now. Each holds a majority (five
+    /// expected); b is primary of its keys in its view, a of them in its own. a's own loss
+    /// of b keeps b's keys from it for the window.
+    #[test]
+    fn a_member_that_granted_another_does_not_take_its_keys_within_the_window() {
+        let w = 1_500;
+        let five = Ring::new(["a", "b", "c", "d", "e"], 16);
+        let four = Ring::new(["a", "c", "d", "e"], 16);
+        let key = (0..5_000u32)
+            .map(|i| format!("k{i}").into_bytes())
+            .find(|k| primary(&five, k) == Some("b") && primary(&four, k) == Some("a"))
+            .expect("a key of b's that a takes");
+        let mut a_view = GrantView::default();
+        a_view.observe(&five, 0, w);
+        // a granted b at 9,900 (and held it since 0); a's view loses b at 10,000.
+        let (live, held, _) = a_view.answer("b", 9_900, w);
+        assert!(live && grant_counts(true, Some((held, 5)), w));
+        a_view.observe(&four, 10_000, w);
+        let mut a = ExecLease::default();
+        a.refresh("a", &four, a_view.lost_within(10_000, w), 10_000);
+        a.grant("d", 10_050, ["a", "c", "d", "e"], 5);
+        a.grant("e", 10_050, ["a", "c", "d", "e"], 5);
+        assert!(a.holds(10_100, 5), "a majority granted a");
+        assert!(primary(&four, &key) == Some("a"));
+        assert_eq!(
+            a.admits("a", &key, 10_100, 5),
+            Err(ExecWait::Precedes("b".into())),
+            "b, lately lost, precedes a on its key"
+        );
+        a.refresh("a", &four, a_view.lost_within(11_501, w), 11_501);
+        a.grant("d", 11_501, ["a", "c", "d", "e"], 5);
+        a.grant("e", 11_501, ["a", "c", "d", "e"], 5);
+        assert!(
+            a.admits("a", &key, 11_550, 5).is_ok(),
+            "after the window (b's grant from a ran out)"
+        );
+    }
+
+    /// A member that one grant names and the majority's grants do not (a view that kept a
+    /// member the others dropped) holds no key back.
+    #[test]
+    fn one_granters_view_holds_no_key_back_from_a_majority() {
+        let five = Ring::new(["a", "b", "c", "d", "e"], 16);
+        let four = Ring::new(["a", "c", "d", "e"], 16);
+        let key = (0..5_000u32)
+            .map(|i| format!("k{i}").into_bytes())
+            .find(|k| primary(&five, k) == Some("b") && primary(&four, k) == Some("a"))
+            .expect("a key of b's that a takes");
+        let mut a = ExecLease::default();
+        a.refresh("a", &four, [], 0);
+        a.grant("e", 100, ["a", "b", "c", "d", "e"], 5);
+        a.grant("c", 100, ["a", "c", "d", "e"], 5);
+        assert_eq!(
+            a.admits("a", &key, 200, 5),
+            Err(ExecWait::Precedes("b".into())),
+            "c's grant alone leaves b out: not a majority's"
+        );
+        a.grant("d", 150, ["a", "c", "d", "e"], 5);
+        assert!(a.admits("a", &key, 200, 5).is_ok());
     }
 
     /// A member tells how long its view has held a caller, and names the members it lost

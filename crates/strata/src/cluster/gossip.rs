@@ -188,17 +188,18 @@ impl Shared {
         v.shared_names = shared_names;
         if ring.version() != v.ring.version() {
             let now = self.monotonic_ms();
-            // Before the new ring is seen: a primary that reads it then finds the shrink.
-            if v.ring
-                .nodes()
-                .iter()
-                .any(|n| ring.nodes().binary_search(n).is_err())
-            {
-                self.view_shrunk_ms.store(now, Ordering::Release);
-            }
-            self.grant_view
-                .lock()
-                .observe(&ring, now, self.grant_window_ms());
+            // Before the new ring is seen: the members it lost stay in the ring a primary
+            // executes on for the grant window (`ExecLease::refresh`).
+            let window = self.grant_window_ms();
+            let mut grant_view = self.grant_view.lock();
+            grant_view.observe(&ring, now, window);
+            self.exec_lease.lock().refresh(
+                &self.name,
+                &ring,
+                grant_view.lost_within(now, window),
+                now,
+            );
+            drop(grant_view);
             let old = std::mem::replace(&mut v.ring, Arc::new(ring));
             tracing::info!(node = %self.name, members = v.ring.nodes().len(), ring = v.ring.version(), "ring changed");
             let new_ring = v.ring.clone();
@@ -320,9 +321,15 @@ impl Shared {
         self.lease
             .lock()
             .retain(|m| others.iter().any(|(n, _)| n == m), expected);
-        self.exec_lease
-            .lock()
-            .retain(|m| others.iter().any(|(n, _)| n == m), expected);
+        {
+            let now = self.monotonic_ms();
+            let window = self.grant_window_ms();
+            let ring = self.ring();
+            let grant_view = self.grant_view.lock();
+            let mut exec = self.exec_lease.lock();
+            exec.retain(|m| others.iter().any(|(n, _)| n == m), expected);
+            exec.refresh(&self.name, &ring, grant_view.lost_within(now, window), now);
+        }
         if expected <= 2 {
             // No majority to lose: the lease always holds (`Lease::holds`).
             return;
@@ -346,13 +353,31 @@ impl Shared {
                 let granted = lease_granted(&answer);
                 if granted {
                     me.lease.lock().grant(&name, sent, expected);
+                    let told = lease_view(&answer);
                     if strata_cluster::primary::grant_counts(
                         granted,
-                        lease_view(&answer),
-                        &me.ring(),
+                        told.as_ref().map(|(held, named)| (*held, named.len())),
                         me.grant_window_ms(),
                     ) {
-                        me.exec_lease.lock().grant(&name, sent, expected);
+                        let named = told.map(|(_, named)| named).into_iter().flatten();
+                        let ring = me.ring();
+                        let mut beyond = false;
+                        me.exec_lease.lock().grant(
+                            &name,
+                            sent,
+                            named.inspect(|n| {
+                                beyond |= ring
+                                    .nodes()
+                                    .binary_search_by(|m| m.as_str().cmp(n))
+                                    .is_err();
+                            }),
+                            expected,
+                        );
+                        if beyond {
+                            me.counters
+                                .lease_grants_unmatched
+                                .fetch_add(1, Ordering::Relaxed);
+                        }
                     } else {
                         me.counters
                             .lease_grants_unmatched

@@ -559,18 +559,15 @@ pub(crate) struct Shared {
     /// This node's lease as a primary: the members that answered its pings lately.
     pub(crate) lease: Mutex<strata_cluster::primary::Lease>,
     /// The lease that lets this node execute writes as a primary: the answers to its lease
-    /// pings that granted from a view its own covers (`strata_cluster::primary::grant_counts`,
-    /// ARCHITECTURE decision 129). `lease` takes every grant, for what follows liveness
-    /// (lapses, rejoins, proofs).
-    pub(crate) exec_lease: Mutex<strata_cluster::primary::Lease>,
+    /// pings from members that held it for the grant window, and the ring of what they
+    /// named and what this view lately lost, on which a key's primary must be this node too
+    /// (`strata_cluster::primary::ExecLease`, ARCHITECTURE decisions 129 and 130). `lease`
+    /// takes every grant, for what follows liveness (lapses, rejoins, proofs).
+    pub(crate) exec_lease: Mutex<strata_cluster::primary::ExecLease>,
     /// What this node answers to lease pings: its view's members with when each came, and
     /// those it lost lately (`strata_cluster::primary::GrantView`), updated at each ring
     /// change.
     pub(crate) grant_view: Mutex<strata_cluster::primary::GrantView>,
-    /// When (`Shared::monotonic_ms`) this node's view last lost a member: grants counted
-    /// before were checked against a view that held it, so the execution lease needs
-    /// grants sent since (`Lease::holds_since`).
-    pub(crate) view_shrunk_ms: AtomicU64,
     /// Commands wait here after a pause of this process until its copies are dropped
     /// ([`pause`]).
     pub(crate) pause: Arc<pause::PauseGate>,
@@ -923,7 +920,6 @@ impl Shared {
             lease: Mutex::new(Default::default()),
             exec_lease: Mutex::new(Default::default()),
             grant_view: Mutex::new(Default::default()),
-            view_shrunk_ms: AtomicU64::new(0),
             pause: Arc::default(),
             unverified_since_ms: AtomicU64::new(0),
             drops_pending: AtomicU64::new(0),

@@ -126,7 +126,7 @@ impl Shared {
                         let mirrored = !forwarded && !restamped;
                         self.commit_here(cache, namespace, key, &done.change, mirrored)
                             .await;
-                        if let Err(lapsed) = self.lease_held_through() {
+                        if let Err(lapsed) = self.lease_held_through(key) {
                             self.unmirrored(cache, namespace, key, &done.change, mirrored)
                                 .await;
                             return Err(lapsed);
@@ -296,7 +296,7 @@ impl Shared {
                 self.cfg.expected_size
             )));
         }
-        self.check_lease()?;
+        self.check_lease(key)?;
         let Some(cache) = self.cache.get() else {
             return Err(Refusal::Unavailable(
                 "the node's cache is not attached yet".into(),
@@ -305,35 +305,43 @@ impl Shared {
         Ok((ring, cache))
     }
 
-    /// Whether this node holds its lease as a primary (a majority answered its pings within
-    /// the last second, each from a view this one covers, and since this view last lost a
-    /// member: `strata_cluster::primary::grant_counts`): a node cut off from the majority
+    /// Whether this node holds its lease as a primary of `key` (a majority answered its
+    /// pings within the last second, each from a member that held it for the grant window,
+    /// and no member those answers named or this view lost within the window precedes it
+    /// on the key: `strata_cluster::primary::ExecLease`): a node cut off from the majority
     /// stops here, before the others move its keys, even while its view still counts
-    /// members it cannot reach.
-    fn check_lease(&self) -> Result<(), Refusal> {
+    /// members it cannot reach; and a key whose primary the members' views disagree on
+    /// waits until they agree.
+    fn check_lease(&self, key: &[u8]) -> Result<(), Refusal> {
         let expected = self.cfg.expected_size as usize;
         let now = self.monotonic_ms();
-        let shrunk = self.view_shrunk_ms.load(Ordering::Acquire);
-        let lease = self.exec_lease.lock();
-        if lease.holds(now, expected) && lease.holds_since(shrunk, now, expected) {
-            return Ok(());
-        }
-        let fresh = lease.fresh(now);
-        drop(lease);
+        let verdict = self
+            .exec_lease
+            .lock()
+            .admits(&self.name, key, now, expected);
+        let why = match verdict {
+            Ok(()) => return Ok(()),
+            Err(decide::ExecWait::Lease { fresh }) => format!(
+                "{fresh} other members answered this node's pings within the last {} ms, not a majority of the cluster's {expected} (cluster.expected_size): a primary cut off from the majority takes no write",
+                decide::Lease::LEASE_MS
+            ),
+            Err(decide::ExecWait::Precedes(first)) => format!(
+                "{first} precedes this node on the key in the view of a member whose grant this node's lease needs, or this node's view lost it within the last {} ms: the key waits until the views agree on its primary",
+                self.grant_window_ms()
+            ),
+            Err(decide::ExecWait::NoRing) => "this node has no view yet".to_owned(),
+        };
         self.counters.lease_refusals.fetch_add(1, Ordering::Relaxed);
-        Err(Refusal::Unavailable(format!(
-            "{fresh} other members answered this node's pings within the last {} ms, not a majority of the cluster's {expected} (cluster.expected_size): a primary cut off from the majority takes no write",
-            decide::Lease::LEASE_MS
-        )))
+        Err(Refusal::Unavailable(why))
     }
 
-    /// After a change is on every owner, stored here and announced: whether the lease still
-    /// holds. If it lapsed while the owners took the change (a replication that took
-    /// long), the others may be moving the key already, so the change is not acknowledged
-    /// (an unknown outcome); it is stored and announced all the same, since every owner
-    /// holds it.
-    fn lease_held_through(&self) -> Result<(), Refusal> {
-        match self.check_lease() {
+    /// After a change of `key` is on every owner, stored here and announced: whether the
+    /// lease still holds for it. If it lapsed while the owners took the change (a
+    /// replication that took long), the others may be moving the key already, so the
+    /// change is not acknowledged (an unknown outcome); it is stored and announced all the
+    /// same, since every owner holds it.
+    fn lease_held_through(&self, key: &[u8]) -> Result<(), Refusal> {
+        match self.check_lease(key) {
             Err(Refusal::Unavailable(why)) => Err(Refusal::Indeterminate(format!(
                 "the owners took the change, but {why}"
             ))),
@@ -343,7 +351,7 @@ impl Shared {
 
     /// Whether this node is the primary of every key under `ring`, with the same replicas
     /// (one hash slot has them): a multi-key operation's changes go to the first key's
-    /// owners together. `CROSSSLOT` otherwise.
+    /// owners together. `CROSSSLOT` otherwise; and whether its lease admits every key.
     fn owns_all(&self, ring: &strata_cluster::Ring, keys: &[Vec<u8>]) -> Result<(), Refusal> {
         let rf = self.cfg.replication_factor as usize;
         let Some(first) = keys.first() else {
@@ -358,7 +366,9 @@ impl Shared {
                 "CROSSSLOT Keys in request don't hash to the same slot".into(),
             ));
         }
-        Ok(())
+        // Keys of different slots may share owners in this view but not in the ring of
+        // what the lease's grants named: each key's own check.
+        keys.iter().try_for_each(|k| self.check_lease(k))
     }
 
     /// Executes a multi-key operation as the primary of its keys (one hash tag): under
@@ -594,7 +604,7 @@ impl Shared {
                     .await;
                 out.push((Bytes::copy_from_slice(&keys[i]), change));
             }
-            if let Err(lapsed) = self.lease_held_through() {
+            if let Err(lapsed) = out.iter().try_for_each(|(k, _)| self.lease_held_through(k)) {
                 for (k, change) in &out {
                     self.unmirrored(cache, namespace, k, change, !forwarded)
                         .await;
@@ -1006,6 +1016,19 @@ impl Shared {
         let Some(first) = items.first() else {
             return Ok(Vec::new());
         };
+        // Decided again before every replication, key by key, on the view as it is now:
+        // an execution's checks are never more than one replication apart (an execution
+        // may take several attempts, each with reads and a replication), which the lease's
+        // grant window covers (`strata_cluster::primary::ExecLease`).
+        let now_ring = self.ring();
+        for item in items {
+            if decide::primary(&now_ring, item.key) != Some(self.name.as_str()) {
+                return Err(Refusal::NotPrimary(
+                    decide::primary(&now_ring, item.key).map(str::to_owned),
+                ));
+            }
+            self.check_lease(item.key)?;
+        }
         let rf = self.cfg.replication_factor as usize;
         let targets = decide::replicas(ring, &self.name, first.key, rf);
         if targets.is_empty() {
