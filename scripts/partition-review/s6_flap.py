@@ -84,16 +84,18 @@ ths += [threading.Thread(target=locker, args=(n, c), daemon=True) for n in (1, 2
 for t in ths: t.start()
 time.sleep(3)
 t0 = time.time(); flaps = []
+# The cuts' own generator: the same SEED gives the same schedule whatever the clients draw.
+sched = random.Random(SEED)
 while time.time() - t0 < FLAP:
-    iso = random.choice((1, 2, 3)) if ISOS == "rand" else int(ISOS)
-    mode = random.choice(("peer", "in", "out")) if MODE == "mix" else MODE
+    iso = sched.choice((1, 2, 3)) if ISOS == "rand" else int(ISOS)
+    mode = sched.choice(("peer", "in", "out")) if MODE == "mix" else MODE
     others = [o for o in (1, 2, 3) if o != iso]
     if mode == "peer": part("isolate", iso)
     elif mode == "in":
         for o in others: part("cut", o, iso)
     else:
         for o in others: part("cut", iso, o)
-    a = random.uniform(*CUT); time.sleep(a); part("heal"); b = random.uniform(*MEND); time.sleep(b)
+    a = sched.uniform(*CUT); time.sleep(a); part("heal"); b = sched.uniform(*MEND); time.sleep(b)
     flaps.append((round(time.time() - T0 - a - b, 2), iso, mode, round(a, 1), round(b, 1)))
 th = time.time()
 log(f"{len(flaps)} flaps:", flaps)

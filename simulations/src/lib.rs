@@ -2014,6 +2014,9 @@ impl Sim {
                 let granted = self
                     .ring_of(o)
                     .is_some_and(|r| decide::grants_lease(&r, &me));
+                if granted {
+                    self.nodes[o].grant_view.note_grant(&me, now_ms);
+                }
                 let (_, held, named) =
                     self.nodes[o]
                         .grant_view
@@ -2139,7 +2142,8 @@ impl Sim {
     }
 
     /// As the node's lease tick and ring change: the ring `at` executes on holds itself,
-    /// the members its view (`view`) lost within the grant window and those its current
+    /// the members its view (`view`) lost within the grant window of a grant to them
+    /// (`GrantView::lost_within`) and those its current
     /// grants named (`ExecLease::refresh`). Broken on purpose, its own losses are left out.
     fn refresh_exec_ring(&mut self, at: usize, view: &Ring, now_ms: u64) {
         let node = &mut self.nodes[at];

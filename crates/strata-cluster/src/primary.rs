@@ -224,7 +224,8 @@ pub enum ExecWait {
         /// Members whose grant is current.
         fresh: usize,
     },
-    /// This member, lately lost from this node's view or named by grants without which no
+    /// This member, lost from this node's view within the window of a grant this node gave
+    /// it, or named by grants without which no
     /// majority's are current, precedes this node on the key.
     Precedes(String),
     /// The ring is not built yet (no view).
@@ -240,9 +241,9 @@ const _: () = assert!(crate::placement::Joining::SETTLE_MS >= Lease::LEASE_MS);
 /// A primary's execution lease (decisions 129 and 130): the grants of a majority
 /// ([`Lease`]) from members that held this node for the grant window ([`grant_counts`]),
 /// each with the members it named (the answerer's view, with the members it lost within
-/// the window), and the members this node's own view lost within the window. A key
-/// executes here only when this node is its primary in its view, no member its view lost
-/// within the window precedes it on the key, and a majority's current grants name no
+/// the window of its last grant to them: [`GrantView`]), and the members this node's own
+/// view lost likewise. A key executes here only when this node is its primary in its view,
+/// no member its view so lost precedes it on the key, and a majority's current grants name no
 /// member that precedes it on the key ([`ExecLease::admits`]). The members named and lost
 /// form a ring besides the view (`members` below) to find who precedes this node on a
 /// key; for most keys no one does and any majority's grants admit them.
@@ -252,21 +253,25 @@ const _: () = assert!(crate::placement::Joining::SETTLE_MS >= Lease::LEASE_MS);
 /// majorities share a member X, whose answers to both came less than a lease apart
 /// (each was received before that instant and sent within a lease of it):
 /// - X a third member: X held B for the window before it answered B, so its answer to A
-///   named B (held then, or lost less than a window before): A's majority could not
+///   named B (held then, or lost since, less than a window after granting it): A's
+///   majority could not
 ///   count it unless A precedes B on the key; likewise B's, the other way round;
 /// - X is A (A granted B): A held B then, and still does (its view has B) or lost it
-///   within the window: A does not execute a key B precedes it on; A named itself to B.
+///   less than a window after that grant: A does not execute a key B precedes it on; A
+///   named itself to B.
 ///
 /// Consistent hashing keeps the order of members two rings share, so only one of A and B
 /// precedes the other on the key. Before (decision 129 as first built) a grant counted
 /// only when this node's view held every member it named, and after this view lost a
 /// member only grants sent since counted: every key of every primary waited about 1.5 s
-/// after each membership change (35 % fewer writes acknowledged in the partition review's
-/// flapping cuts), a member whose view lacked one the others saw (a lasting one-way cut)
+/// after each membership change (about 30 % fewer increments acknowledged than before it
+/// in the partition review's flapping cuts), a member whose view lacked one the others saw (a lasting one-way cut)
 /// executed nothing, and the second case above was open (the majorities of A and B may
 /// share only A, whose own loss of B was not counted). Now only keys a member named or
 /// lately lost precedes this node on wait, and only while no majority's grants leave that
-/// member out.
+/// member out; and a member lost without a grant in the window (it crashed, or was cut off
+/// both ways, so it got none while failure detection took seconds to declare it down)
+/// holds nothing back at all: its keys move at once, as before decision 129.
 ///
 /// Executions re-check this before each replication (the node's `replicate_all`), so that
 /// an execution's checks are never more than a replication apart: the window's slack over
@@ -276,7 +281,8 @@ pub struct ExecLease {
     lease: Lease,
     /// Per member: when the ping of its latest counted answer was sent, and what it named.
     named: std::collections::BTreeMap<String, (u64, Vec<String>)>,
-    /// The members this node's view lost within the window, sorted (as of the last
+    /// The members this node's view lost within the window of a grant to them, sorted (as
+    /// of the last
     /// [`ExecLease::refresh`]).
     lost: Vec<String>,
     /// The members `ring` holds, sorted: this node, its view's losses within the window,
@@ -325,7 +331,8 @@ impl ExecLease {
     }
 
     /// Rebuilds the ring at `now_ms` (at every view change, before the new view is used,
-    /// and on every lease tick): `me`, the members `view` lost within the window (`lost`:
+    /// and on every lease tick): `me`, the members `view` lost within the window of a grant
+    /// (`lost`:
     /// [`GrantView::lost_within`]), and the names of every grant still current (sent within
     /// [`Lease::LEASE_MS`]). Names of grants that ran out leave it.
     pub fn refresh<'a>(
@@ -375,7 +382,7 @@ impl ExecLease {
 
     /// Whether `me` may execute `key` at `now_ms` in a cluster of `expected` members (it
     /// must be the key's primary in its view too): a majority's grants hold, no member its
-    /// view lost within the window precedes it on the key, and grants of a majority
+    /// view lost within the window of a grant precedes it on the key, and grants of a majority
     /// (`expected / 2` others) are current that name no member preceding it there. Most
     /// keys have none: `me` is their first member in the ring of every name, and any
     /// majority's grants do. Nothing before the first [`ExecLease::refresh`].
@@ -432,18 +439,28 @@ impl ExecLease {
 }
 
 /// What a member answers to lease pings ([`grant_counts`]): its view's members, each with
-/// when it entered the view, and the members that left it, with when, for the grant window
-/// (`window_ms`: a lease's [`Lease::LEASE_MS`] and the longest a ping's answer may take).
-/// On the member's own monotonic clock.
+/// when it entered the view, and the members that left it after this member granted them
+/// a lease, with when it last did, for the grant window (`window_ms`: a lease's
+/// [`Lease::LEASE_MS`] and the longest a ping's answer may take). On the member's own
+/// monotonic clock.
+///
+/// Only a lost member granted within the window may still hold a lease on this member's
+/// word, so only such a member is named, and kept from this member's own executions
+/// ([`ExecLease::refresh`]): a member that crashed, or was cut off both ways, got no
+/// grant in the seconds failure detection took to declare it down, and its keys move at
+/// once (decision 130).
 #[derive(Debug, Clone, Default)]
 pub struct GrantView {
     live: std::collections::BTreeMap<String, u64>,
+    /// Per member the view holds: when this member last granted it a lease.
+    granted: std::collections::BTreeMap<String, u64>,
+    /// Per member lost since a grant: when this member last granted it one.
     gone: std::collections::BTreeMap<String, u64>,
 }
 
 impl GrantView {
     /// The view's ring at `now_ms`: its new members entered now, the members it lost left
-    /// now; those that left more than `window_ms` ago are forgotten.
+    /// now; those last granted more than `window_ms` ago are forgotten.
     pub fn observe(&mut self, ring: &Ring, now_ms: u64, window_ms: u64) {
         let names = ring.nodes();
         let lost: Vec<String> = self
@@ -454,7 +471,10 @@ impl GrantView {
             .collect();
         for n in lost {
             self.live.remove(&n);
-            self.gone.insert(n, now_ms);
+            if let Some(at) = self.granted.remove(&n) {
+                let t = self.gone.entry(n).or_insert(at);
+                *t = (*t).max(at);
+            }
         }
         for n in names {
             if !self.live.contains_key(n) {
@@ -466,7 +486,24 @@ impl GrantView {
             .retain(|_, at| now_ms.saturating_sub(*at) <= window_ms);
     }
 
-    /// The members the view lost within `window_ms` before `now_ms` ([`ExecLease::refresh`]).
+    /// This member answered `caller`'s lease ping with a grant at `now_ms` (whatever its
+    /// view: a caller it lost meanwhile is named for the window after this grant too).
+    pub fn note_grant(&mut self, caller: &str, now_ms: u64) {
+        let map = if self.live.contains_key(caller) {
+            &mut self.granted
+        } else {
+            &mut self.gone
+        };
+        match map.get_mut(caller) {
+            Some(t) => *t = (*t).max(now_ms),
+            None => {
+                map.insert(caller.to_owned(), now_ms);
+            }
+        }
+    }
+
+    /// The members the view lost that this member granted within `window_ms` before
+    /// `now_ms` ([`ExecLease::refresh`]).
     pub fn lost_within(&self, now_ms: u64, window_ms: u64) -> impl Iterator<Item = &str> {
         self.gone
             .iter()
@@ -477,8 +514,8 @@ impl GrantView {
     /// The answer to `caller`'s lease ping at `now_ms`: whether the view holds the caller,
     /// for how long (ms; a newcomer counts for execution only after `window_ms`: a caller
     /// that does not see it yet may hold a grant of this member's from before it came), and
-    /// the members to name — those the view holds and those it lost within `window_ms` (a
-    /// member it lost may still hold a grant of this member's from before).
+    /// the members to name — those the view holds and those it lost that it granted within
+    /// `window_ms` (such a member may still hold a lease on this member's grant).
     pub fn answer(&self, caller: &str, now_ms: u64, window_ms: u64) -> (bool, u64, Vec<String>) {
         let held = self
             .live
@@ -752,7 +789,8 @@ mod tests {
         );
     }
 
-    /// Keys whose primary would be a member this view lost within the window wait; so do
+    /// Keys whose primary would be a member this view lost within the window of a grant to
+    /// it wait; so do
     /// keys a member named precedes this node on, while no majority's current grants leave
     /// that member out; every other key executes.
     #[test]
@@ -804,6 +842,7 @@ mod tests {
         // d's may share only this node): d's keys wait whatever the grants name.
         let mut g = GrantView::default();
         g.observe(&wider, 0, w);
+        g.note_grant("d", 2_990);
         g.observe(&view, 3_000, w);
         e.refresh("a", &view, g.lost_within(3_100, w), 3_100);
         e.grant("b", 3_100, ["a", "b", "c"], 3);
@@ -811,8 +850,8 @@ mod tests {
         for k in &keys {
             assert_eq!(e.admits("a", k, 3_200, 3).is_ok(), !taken(k));
         }
-        e.refresh("a", &view, g.lost_within(4_501, w), 4_501);
-        e.grant("b", 4_501, ["a", "b", "c"], 3);
+        e.refresh("a", &view, g.lost_within(4_491, w), 4_491);
+        e.grant("b", 4_491, ["a", "b", "c"], 3);
         assert!(keys.iter().all(|k| e.admits("a", k, 4_600, 3).is_ok()));
     }
 
@@ -832,6 +871,7 @@ mod tests {
         let mut a_view = GrantView::default();
         a_view.observe(&five, 0, w);
         // a granted b at 9,900 (and held it since 0); a's view loses b at 10,000.
+        a_view.note_grant("b", 9_900);
         let (live, held, _) = a_view.answer("b", 9_900, w);
         assert!(live && grant_counts(true, Some((held, 5)), w));
         a_view.observe(&four, 10_000, w);
@@ -846,13 +886,23 @@ mod tests {
             Err(ExecWait::Precedes("b".into())),
             "b, lately lost, precedes a on its key"
         );
-        a.refresh("a", &four, a_view.lost_within(11_501, w), 11_501);
-        a.grant("d", 11_501, ["a", "c", "d", "e"], 5);
-        a.grant("e", 11_501, ["a", "c", "d", "e"], 5);
+        a.refresh("a", &four, a_view.lost_within(11_401, w), 11_401);
+        a.grant("d", 11_401, ["a", "c", "d", "e"], 5);
+        a.grant("e", 11_401, ["a", "c", "d", "e"], 5);
         assert!(
-            a.admits("a", &key, 11_550, 5).is_ok(),
-            "after the window (b's grant from a ran out)"
+            a.admits("a", &key, 11_450, 5).is_ok(),
+            "a window after a's last grant to b (that lease ran out)"
         );
+        // Had a never granted b (b crashed, or was cut off both ways, before failure
+        // detection declared it down), b's keys would have moved to a at once.
+        let mut quiet = GrantView::default();
+        quiet.observe(&five, 0, w);
+        quiet.observe(&four, 10_000, w);
+        let mut a = ExecLease::default();
+        a.refresh("a", &four, quiet.lost_within(10_000, w), 10_000);
+        a.grant("d", 10_050, ["a", "c", "d", "e"], 5);
+        a.grant("e", 10_050, ["a", "c", "d", "e"], 5);
+        assert!(a.admits("a", &key, 10_100, 5).is_ok());
     }
 
     /// A member that one grant names and the majority's grants do not (a view that kept a
@@ -884,19 +934,31 @@ mod tests {
     fn a_grant_view_tells_how_long_it_held_a_caller_and_names_members_lately_lost() {
         let w = 1_500;
         let mut g = GrantView::default();
-        g.observe(&Ring::new(["a", "b", "c"], 16), 0, w);
+        g.observe(&Ring::new(["a", "b", "c", "e"], 16), 0, w);
         assert_eq!(g.answer("b", 1_000, w).1, 1_000, "b came 1 s ago");
         let (live, held, named) = g.answer("b", 1_500, w);
         assert!(live && held == 1_500);
-        assert_eq!(named, ["a", "b", "c"]);
+        assert_eq!(named, ["a", "b", "c", "e"]);
         assert!(!g.answer("d", 2_000, w).0, "not in the view");
-        // c leaves at 2 s, d comes.
+        // c was granted at 1.9 s; c and e (never granted: a crash, a cut both ways) leave
+        // at 2 s, d comes.
+        g.note_grant("c", 1_900);
         g.observe(&Ring::new(["a", "b", "d"], 16), 2_000, w);
         let (live, held, named) = g.answer("b", 2_100, w);
         assert!(live && held == 2_100, "b stayed");
-        assert_eq!(named, ["a", "b", "d", "c"], "c is named until 3.5 s");
+        assert_eq!(
+            named,
+            ["a", "b", "d", "c"],
+            "c is named until 3.4 s, e not at all"
+        );
+        assert_eq!(g.lost_within(3_400, w).collect::<Vec<_>>(), ["c"]);
         assert_eq!(g.answer("d", 3_000, w).1, 1_000);
-        assert_eq!(g.answer("b", 3_501, w).2, ["a", "b", "d"]);
+        assert_eq!(g.answer("b", 3_401, w).2, ["a", "b", "d"]);
+        assert_eq!(g.lost_within(3_401, w).count(), 0);
+        // A grant to a member the view no longer holds (the answer raced a ring change)
+        // names it for the window all the same.
+        g.note_grant("e", 3_500);
+        assert_eq!(g.answer("b", 4_900, w).2, ["a", "b", "d", "e"]);
         // c comes back: a newcomer again.
         g.observe(&Ring::new(["a", "b", "c", "d"], 16), 4_000, w);
         assert_eq!(g.answer("c", 5_000, w).1, 1_000);

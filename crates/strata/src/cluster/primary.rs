@@ -307,7 +307,8 @@ impl Shared {
 
     /// Whether this node holds its lease as a primary of `key` (a majority answered its
     /// pings within the last second, each from a member that held it for the grant window,
-    /// and no member those answers named or this view lost within the window precedes it
+    /// and no member those answers named or this view lost within the window of a grant
+    /// to it precedes it
     /// on the key: `strata_cluster::primary::ExecLease`): a node cut off from the majority
     /// stops here, before the others move its keys, even while its view still counts
     /// members it cannot reach; and a key whose primary the members' views disagree on
@@ -326,7 +327,7 @@ impl Shared {
                 decide::Lease::LEASE_MS
             ),
             Err(decide::ExecWait::Precedes(first)) => format!(
-                "{first} precedes this node on the key in the view of a member whose grant this node's lease needs, or this node's view lost it within the last {} ms: the key waits until the views agree on its primary",
+                "{first} precedes this node on the key in the view of a member whose grant this node's lease needs, or this node's view lost it within {} ms of granting it a lease: the key waits until the views agree on its primary",
                 self.grant_window_ms()
             ),
             Err(decide::ExecWait::NoRing) => "this node has no view yet".to_owned(),

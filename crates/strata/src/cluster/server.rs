@@ -258,12 +258,16 @@ impl Shared {
             },
             Request::LeasePing => {
                 let granted = strata_cluster::primary::grants_lease(&self.ring(), from);
+                let now = self.monotonic_ms();
+                let mut grant_view = self.grant_view.lock();
+                // Remembered before it is sent: a member this view loses within the grant
+                // window after a grant is named, and kept from this node's executions.
+                if granted {
+                    grant_view.note_grant(from, now);
+                }
                 if caller_features & strata_cluster::rpc::features::LEASE_VIEWS != 0 {
-                    let (_, held_ms, members) = self.grant_view.lock().answer(
-                        from,
-                        self.monotonic_ms(),
-                        self.grant_window_ms(),
-                    );
+                    let (_, held_ms, members) =
+                        grant_view.answer(from, now, self.grant_window_ms());
                     Response::LeaseView {
                         granted,
                         held_ms,
