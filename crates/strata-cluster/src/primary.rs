@@ -855,6 +855,17 @@ mod tests {
         assert!(keys.iter().all(|k| e.admits("a", k, 4_600, 3).is_ok()));
     }
 
+    /// Five members, the four left when b leaves, and a key b is primary of that a takes.
+    fn b_leaves_five() -> (Ring, Ring, Vec<u8>) {
+        let five = Ring::new(["a", "b", "c", "d", "e"], 16);
+        let four = Ring::new(["a", "c", "d", "e"], 16);
+        let key = (0..5_000u32)
+            .map(|i| format!("k{i}").into_bytes())
+            .find(|k| primary(&five, k) == Some("b") && primary(&four, k) == Some("a"))
+            .expect("a key of b's that a takes");
+        (five, four, key)
+    }
+
     /// The case decision 129's first rule left open: b's lease rests on a's grant and c's,
     /// a's on d's and e's; d and e lost b long ago, a only now. Each holds a majority (five
     /// expected); b is primary of its keys in its view, a of them in its own. a's own loss
@@ -862,12 +873,7 @@ mod tests {
     #[test]
     fn a_member_that_granted_another_does_not_take_its_keys_within_the_window() {
         let w = 1_500;
-        let five = Ring::new(["a", "b", "c", "d", "e"], 16);
-        let four = Ring::new(["a", "c", "d", "e"], 16);
-        let key = (0..5_000u32)
-            .map(|i| format!("k{i}").into_bytes())
-            .find(|k| primary(&five, k) == Some("b") && primary(&four, k) == Some("a"))
-            .expect("a key of b's that a takes");
+        let (five, four, key) = b_leaves_five();
         let mut a_view = GrantView::default();
         a_view.observe(&five, 0, w);
         // a granted b at 9,900 (and held it since 0); a's view loses b at 10,000.
@@ -909,12 +915,7 @@ mod tests {
     /// member the others dropped) holds no key back.
     #[test]
     fn one_granters_view_holds_no_key_back_from_a_majority() {
-        let five = Ring::new(["a", "b", "c", "d", "e"], 16);
-        let four = Ring::new(["a", "c", "d", "e"], 16);
-        let key = (0..5_000u32)
-            .map(|i| format!("k{i}").into_bytes())
-            .find(|k| primary(&five, k) == Some("b") && primary(&four, k) == Some("a"))
-            .expect("a key of b's that a takes");
+        let (_, four, key) = b_leaves_five();
         let mut a = ExecLease::default();
         a.refresh("a", &four, [], 0);
         a.grant("e", 100, ["a", "b", "c", "d", "e"], 5);
