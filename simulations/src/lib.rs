@@ -2013,7 +2013,8 @@ impl Sim {
                 // purpose, every grant counts and names nothing.
                 let granted = self
                     .ring_of(o)
-                    .is_some_and(|r| decide::grants_lease(&r, &me));
+                    .is_some_and(|r| decide::grants_lease(&r, &me))
+                    && self.nodes[o].grant_view.holds(&me);
                 if granted {
                     self.nodes[o].grant_view.note_grant(&me, now_ms);
                 }

@@ -478,12 +478,24 @@ impl GrantView {
         }
         for n in names {
             if !self.live.contains_key(n) {
-                self.gone.remove(n);
+                // Back within the window of a grant: the grant's time stays, so that a
+                // second loss before the next grant still names it (attack review
+                // helper-115: a ring installed late by one of two refreshes brought a
+                // member back for a moment).
+                if let Some(at) = self.gone.remove(n) {
+                    self.granted.insert(n.clone(), at);
+                }
                 self.live.insert(n.clone(), now_ms);
             }
         }
         self.gone
             .retain(|_, at| now_ms.saturating_sub(*at) <= window_ms);
+    }
+
+    /// Whether the view holds `member` (a grant goes only to a member it holds: the node's
+    /// ring and this view change one after the other).
+    pub fn holds(&self, member: &str) -> bool {
+        self.live.contains_key(member)
     }
 
     /// This member answered `caller`'s lease ping with a grant at `now_ms` (whatever its
@@ -963,6 +975,14 @@ mod tests {
         // c comes back: a newcomer again.
         g.observe(&Ring::new(["a", "b", "c", "d"], 16), 4_000, w);
         assert_eq!(g.answer("c", 5_000, w).1, 1_000);
+        // Granted, lost, back for a moment and lost again before another grant: still
+        // named for the window of that grant.
+        g.note_grant("c", 6_000);
+        g.observe(&Ring::new(["a", "b", "d"], 16), 6_100, w);
+        g.observe(&Ring::new(["a", "b", "c", "d"], 16), 6_300, w);
+        g.observe(&Ring::new(["a", "b", "d"], 16), 6_400, w);
+        assert_eq!(g.lost_within(7_500, w).collect::<Vec<_>>(), ["c"]);
+        assert_eq!(g.lost_within(7_501, w).count(), 0);
     }
 
     use bytes::Bytes;

@@ -260,6 +260,10 @@ impl Shared {
                 let granted = strata_cluster::primary::grants_lease(&self.ring(), from);
                 let now = self.monotonic_ms();
                 let mut grant_view = self.grant_view.lock();
+                // And in the grant view, which a ring change updates first: a member the
+                // view lost just now gets no grant (an earlier build's caller would count
+                // it, helper-115), not one recorded after this node's own losses were read.
+                let granted = granted && grant_view.holds(from);
                 // Remembered before it is sent: a member this view loses within the grant
                 // window after a grant is named, and kept from this node's executions.
                 if granted {
