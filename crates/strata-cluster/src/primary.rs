@@ -316,6 +316,8 @@ impl ExecLease {
             if self.ring.is_some() && named.iter().any(|n| self.members.binary_search(n).is_err()) {
                 let mut members = std::mem::take(&mut self.members);
                 members.extend(named.iter().cloned());
+                members.sort_unstable();
+                members.dedup();
                 self.rebuild(members);
             }
             self.named.insert(member.to_owned(), (sent_at_ms, named));
@@ -360,9 +362,8 @@ impl ExecLease {
         }
     }
 
-    fn rebuild(&mut self, mut members: Vec<String>) {
-        members.sort_unstable();
-        members.dedup();
+    /// Builds the ring of `members` (sorted, each once).
+    fn rebuild(&mut self, members: Vec<String>) {
         self.ring = Some(std::sync::Arc::new(Ring::new(
             members.iter().cloned(),
             self.vnodes.max(1),
@@ -373,11 +374,6 @@ impl ExecLease {
     /// Whether a majority's grants hold at `now_ms` ([`Lease::holds`]).
     pub fn holds(&self, now_ms: u64, expected: usize) -> bool {
         self.lease.holds(now_ms, expected)
-    }
-
-    /// Members whose grant is current at `now_ms` ([`Lease::fresh`]).
-    pub fn fresh(&self, now_ms: u64) -> usize {
-        self.lease.fresh(now_ms)
     }
 
     /// Whether `me` may execute `key` at `now_ms` in a cluster of `expected` members (it
