@@ -165,6 +165,8 @@ impl Shared {
     /// Recomputes the members and the ring from membership; on a change of ring, keeps the
     /// old one for hand-off reads and pushes owned entries to their new owners.
     pub(crate) fn refresh_view(self: &Arc<Self>) {
+        // One refresh at a time, so the ring installed last is the one read last.
+        let _refreshing = self.refreshing.lock();
         let Some((live, ring)) = self
             .membership
             .lock()

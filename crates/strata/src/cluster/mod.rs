@@ -525,6 +525,10 @@ pub(crate) struct Shared {
     /// Versions of invalidations made without a cache attached (the contract tests).
     hlc: HybridClock,
     membership: Mutex<Option<Membership>>,
+    /// Held through each [`Shared::refresh_view`], from reading the membership to
+    /// installing its ring: two calls at once (a gossip message and a tick) could otherwise
+    /// install the older of their rings last, for a moment. Taken before any other lock.
+    refreshing: Mutex<()>,
     pub(crate) coherence: Mutex<Coherence>,
     view: RwLock<View>,
     pub(crate) owner: MemoryTier,
@@ -877,6 +881,7 @@ impl Shared {
             clock,
             hlc: HybridClock::with_tag(strata_cluster::version_tag(&config.node.name)),
             membership: Mutex::new(Some(membership)),
+            refreshing: Mutex::new(()),
             coherence: Mutex::new(coherence),
             view: RwLock::new(View {
                 ring,
