@@ -150,6 +150,85 @@ fn downs_seen(n: &Server) -> usize {
     n.log().matches("\"member down\"").count()
 }
 
+/// A partial one-way cut: member 1's packets to member 2 are lost for 8 s, longer than
+/// failure detection, while every other path works (member 3 still hears both, and each
+/// hears it). foca's indirect probes go through member 3, so nobody may be declared down;
+/// the peer connections between 1 and 2 fail both ways (their TCP acknowledgements are
+/// lost), so writes that one of them must replicate to the other are refused rather than
+/// acknowledged on one copy. Under the same load of `INCR`s from clients on every
+/// member: every key stays, no acknowledged increment is lost, and after the mend the
+/// counter's writes go through again.
+#[test]
+fn a_partial_one_way_cut_declares_nobody_down_and_loses_nothing() {
+    let Some(mut run) = FlapRun::start() else {
+        return;
+    };
+    std::thread::sleep(Duration::from_millis(2_000));
+    run.lab.cut_one_way(1, 2);
+    // Meanwhile, through member 3, increments of keys of every pair of owners: about a
+    // third have members 1 and 2 as their owners. Each key's acknowledged and failed
+    // increments are counted.
+    let cut_over = Arc::new(AtomicBool::new(false));
+    let keys: Vec<String> = (0..12).map(|i| format!("cut{i}")).collect();
+    let during = {
+        let (url, cut_over, keys) = (run.nodes[2].url(), cut_over.clone(), keys.clone());
+        std::thread::spawn(move || {
+            let mut c = redis::Client::open(url).unwrap().get_connection().unwrap();
+            c.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+            let mut seen = vec![(0u64, 0u64); keys.len()];
+            while !cut_over.load(Ordering::Relaxed) {
+                for (k, (acked, failed)) in keys.iter().zip(&mut seen) {
+                    match redis::cmd("INCR").arg(k).query::<i64>(&mut c) {
+                        Ok(_) => *acked += 1,
+                        Err(_) => *failed += 1,
+                    }
+                }
+                std::thread::sleep(Duration::from_millis(200));
+            }
+            seen
+        })
+    };
+    std::thread::sleep(Duration::from_millis(8_000));
+    cut_over.store(true, Ordering::Relaxed);
+    run.lab.mend_one_way_cuts();
+    let seen = during.join().unwrap();
+    eprintln!("increments through member 3 in the cut, per key (acknowledged, failed): {seen:?}");
+    assert!(
+        seen.iter().any(|&(_, failed)| failed > 0) && seen.iter().any(|&(acked, _)| acked > 0),
+        "the cut refused no increment, or every one: {seen:?}"
+    );
+    std::thread::sleep(Duration::from_secs(4));
+    // Every key's writes go through again, and count what was acknowledged in the cut.
+    let mut c = run.nodes[2].redis();
+    for (k, (acked, failed)) in keys.iter().zip(&seen) {
+        let mut tries = 0;
+        let now = loop {
+            match redis::cmd("INCR").arg(k).query::<u64>(&mut c) {
+                Ok(n) => break n,
+                Err(e) => {
+                    tries += 1;
+                    assert!(tries < 50, "INCR {k} still refused 9 s after the mend: {e}");
+                    std::thread::sleep(Duration::from_millis(100));
+                }
+            }
+        };
+        assert!(
+            now > *acked && now <= acked + failed + 1,
+            "{k} reads {now} after one more increment: {acked} acknowledged in the cut, {failed} failed"
+        );
+    }
+    run.check(Counter::Exact);
+    for n in &run.nodes {
+        assert_eq!(
+            downs_seen(n),
+            0,
+            "{} saw a member down in a partial one-way cut (indirect probes should have kept it up)\n{}",
+            n.host,
+            membership_events(&run.nodes)
+        );
+    }
+}
+
 /// Whether `n`'s log (JSON lines) says it saw `member` down.
 fn declared_down(n: &Server, member: &str) -> bool {
     let field = format!("\"member\":\"{member}\"");
