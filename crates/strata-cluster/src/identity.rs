@@ -71,6 +71,34 @@ impl foca::Identity for NodeIdentity {
     }
 }
 
+/// Highest generation a generation file may hold ([`parse_generation`]; some 146 million
+/// years of Unix ms): a larger one is not this member's, and would leave no room for its
+/// renewals.
+pub const MAX_GENERATION: u64 = 1 << 62;
+
+/// The generation a member's generation file holds (the node keeps the highest it has used
+/// beside L3's files, so that a restart starts above it): a decimal number up to
+/// [`MAX_GENERATION`], surrounding ASCII whitespace allowed, at most 24 bytes; `None` for
+/// anything else (an empty, torn or foreign file).
+pub fn parse_generation(bytes: &[u8]) -> Option<u64> {
+    if bytes.len() > 24 {
+        return None;
+    }
+    let s = std::str::from_utf8(bytes).ok()?.trim_ascii();
+    if s.is_empty() || !s.bytes().all(|b| b.is_ascii_digit()) {
+        return None;
+    }
+    s.parse().ok().filter(|&g| g <= MAX_GENERATION)
+}
+
+/// The generation a process starting at `now_ms` (wall clock) takes, after an earlier
+/// process of the same member used up to `last`: above both, and never 0. At one gossip
+/// address the higher generation wins ([`NodeIdentity`]'s `win_addr_conflict`), so a
+/// restart on a clock stepped back past its previous life's start must not take the clock's.
+pub fn next_generation(now_ms: u64, last: Option<u64>) -> u64 {
+    now_ms.max(last.map_or(0, |l| l.saturating_add(1))).max(1)
+}
+
 /// One identity per member name, from the live identities of a view (`live`), and the
 /// names two processes hold. Two identities with the same name at different gossip
 /// addresses are two processes given one `node.name`: the ring places keys by name, so
@@ -163,5 +191,47 @@ mod version_tag_tests {
         let tags: std::collections::HashSet<u8> =
             (0..64).map(|i| version_tag(&format!("n{i:04}"))).collect();
         assert!(tags.len() > 40, "64 names gave only {} tags", tags.len());
+    }
+}
+
+#[cfg(test)]
+mod generation_tests {
+    use super::{MAX_GENERATION, next_generation, parse_generation};
+
+    #[test]
+    fn a_generation_file_holds_one_decimal_number_or_nothing() {
+        assert_eq!(
+            parse_generation(b"1796677155620\n"),
+            Some(1_796_677_155_620)
+        );
+        assert_eq!(parse_generation(b"  42 "), Some(42));
+        assert_eq!(
+            parse_generation(b"4611686018427387904"),
+            Some(MAX_GENERATION)
+        );
+        for bad in [
+            &b""[..],
+            b"\n",
+            b"-1",
+            b"+1",
+            b"1e9",
+            b"12 34",
+            b"\xff\xfe",
+            b"4611686018427387905",
+            b"18446744073709551615",
+            b"18446744073709551616",
+            &[b'1'; 30],
+        ] {
+            assert_eq!(parse_generation(bad), None, "{bad:?}");
+        }
+    }
+
+    #[test]
+    fn a_restart_starts_above_its_previous_life_whatever_the_clock() {
+        assert_eq!(next_generation(5_000, None), 5_000);
+        assert_eq!(next_generation(5_000, Some(4_000)), 5_000);
+        assert_eq!(next_generation(5_000, Some(9_000)), 9_001);
+        assert_eq!(next_generation(0, None), 1);
+        assert_eq!(next_generation(7, Some(u64::MAX)), u64::MAX);
     }
 }

@@ -46,7 +46,9 @@ pub mod warm;
 pub use changes::{ChangeListener, Changed};
 pub use entry::{Entry, Limits, Tags};
 pub use error::{CacheError, LoaderError, TierError};
-pub use manager::{Cache, CacheBuilder, LoadOptions, Lookup, NamespaceHold, ReadGate, SetOptions};
+pub use manager::{
+    Cache, CacheBuilder, LoadOptions, Lookup, NamespaceHold, ReadGate, SetOptions, WeakCache,
+};
 pub use memory::{MemoryTier, MemoryTierConfig};
 pub use namespace::{Compression, Namespace, NamespacePolicy};
 pub use tier::{Layer, SetOutcome, Tier, TierHealth};

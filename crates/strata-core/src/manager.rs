@@ -653,6 +653,23 @@ pub struct Cache {
     inner: Arc<Inner>,
 }
 
+/// A handle to a [`Cache`] that does not keep it alive ([`Cache::downgrade`]): for a layer
+/// that needs the cache it belongs to (the cluster tier applying invalidations to every
+/// layer), so that the two do not hold each other after the node is dropped — which kept
+/// every layer's memory, L3's database and the cluster's sockets for the life of the
+/// process.
+#[derive(Clone, Debug, Default)]
+pub struct WeakCache {
+    inner: std::sync::Weak<Inner>,
+}
+
+impl WeakCache {
+    /// The cache, while anything else still holds it.
+    pub fn upgrade(&self) -> Option<Cache> {
+        self.inner.upgrade().map(|inner| Cache { inner })
+    }
+}
+
 impl std::fmt::Debug for Cache {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Cache")
@@ -667,6 +684,13 @@ impl Cache {
     /// A builder with no layers, the system clock and default policies.
     pub fn builder() -> CacheBuilder {
         CacheBuilder::default()
+    }
+
+    /// A handle that does not keep this cache alive ([`WeakCache`]).
+    pub fn downgrade(&self) -> WeakCache {
+        WeakCache {
+            inner: Arc::downgrade(&self.inner),
+        }
     }
 
     /// The memory layer, if configured.

@@ -211,7 +211,7 @@ impl Node {
                 // Reads made straight on the cache (an embedded node) wait at the pause
                 // gate as the server's commands do.
                 cache.set_read_gate(attach_to.pause.clone());
-                let _ = attach_to.cache.set(cache);
+                attach_to.attach_cache(&cache);
             }));
             layers.push(LayerSlot {
                 layer: Layer::L2,

@@ -25,7 +25,7 @@ impl Shared {
         self.counters.applied.fetch_add(1, Ordering::Relaxed);
         let version = Version::from_u64(inv.version);
         self.observe(version);
-        let cache = self.cache.get();
+        let cache = self.cache();
         match &inv.op {
             InvalidationOp::Key { namespace, key } => {
                 self.absent.forget(namespace, key);
@@ -159,7 +159,7 @@ impl Shared {
         self.counters.refused_stale.fetch_add(1, Ordering::Relaxed);
         self.owner.remove_version_sync(namespace, key, version);
         // A read of this store in between may have put the copy in L1 or L3.
-        if let Some(c) = self.cache.get() {
+        if let Some(c) = self.cache() {
             let (c, namespace, key) = (c.clone(), namespace.to_owned(), key.to_vec());
             let above = Version::from_u64(version.as_u64().saturating_add(1));
             tokio::spawn(async move {
@@ -249,7 +249,7 @@ impl Shared {
             // As at a start: no read repair into this owner store until proven.
             self.warm.settling.store(true, Ordering::Release);
         }
-        if let Some(c) = self.cache.get() {
+        if let Some(c) = self.cache() {
             c.drop_local_everything(false).await;
             warm::begin(self.clone(), c.clone(), false);
         }
@@ -271,7 +271,7 @@ impl Shared {
         // L1 emptied (and announced) again now that the owner store is emptied too: a read
         // from the owner store meanwhile promoted into L1 a copy the cleanup then removed,
         // and nothing else would take it out of L1; a client that read it is told as well.
-        if let Some(c) = self.cache.get() {
+        if let Some(c) = self.cache() {
             c.drop_local_everything(false).await;
         }
     }

@@ -81,6 +81,11 @@ impl Shared {
                     changed = true;
                 }
                 Output::Rejoined => {
+                    // The renewed identity's generation, kept for a restart to start above.
+                    let me = self.clone();
+                    tokio::task::spawn_blocking(move || {
+                        me.generations.note(me.member_generation());
+                    });
                     let holds = self
                         .lease
                         .lock()
@@ -250,7 +255,7 @@ impl Shared {
             // Nothing read meanwhile is kept either: if the others declared this node
             // down, no invalidation reaches it until it has rejoined (a review's 7 s pause:
             // copies read after the drop were served stale for 8 s).
-            if let Some(c) = self.cache.get() {
+            if let Some(c) = self.cache() {
                 c.hold_local_copies(true);
             }
             // A stall may have lost any origin's invalidations: as a witness, its record
@@ -279,7 +284,7 @@ impl Shared {
         {
             self.unverified_since_ms.store(0, Ordering::Release);
             tracing::info!(node = %self.name, "a majority answered after the stall: this node's owned copies are read again");
-            if let Some(c) = self.cache.get() {
+            if let Some(c) = self.cache() {
                 c.hold_local_copies(false);
                 // L3 stayed off the read path meanwhile; it serves again once proven
                 // against the owners as they are now.

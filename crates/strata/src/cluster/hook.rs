@@ -35,6 +35,7 @@ impl Drop for ClusterHook {
 impl Maintenance for ClusterHook {
     fn start(&self) -> Result<(), String> {
         self.abort();
+        self.shared.stopped.send_replace(false);
         let rt = tokio::runtime::Handle::current();
         let s = &self.shared;
         let tasks = vec![
@@ -61,6 +62,7 @@ impl Maintenance for ClusterHook {
 
     fn stop(&self) {
         self.shared.leave();
+        self.shared.stopped.send_replace(true);
         self.abort();
     }
 

@@ -29,6 +29,7 @@ pub(crate) mod absent;
 pub(crate) mod apply;
 pub(crate) mod dissemination;
 pub(crate) mod executing;
+pub(crate) mod generations;
 pub(crate) mod gossip;
 pub(crate) mod hook;
 pub(crate) mod net;
@@ -519,8 +520,11 @@ enum Work {
 pub(crate) struct Shared {
     pub(crate) cfg: ClusterConfig,
     pub(crate) name: String,
-    /// This life's generation (Unix ms at start): coherence sequence numbers belong to it.
+    /// This life's generation (Unix ms at start, above any an earlier process on this L3
+    /// used: [`generations`]): coherence sequence numbers belong to it.
     pub(crate) generation: u64,
+    /// The highest generation this member has used, kept beside L3's files.
+    generations: generations::Generations,
     pub(crate) clock: Arc<dyn Clock>,
     /// Versions of invalidations made without a cache attached (the contract tests).
     hlc: HybridClock,
@@ -546,7 +550,9 @@ pub(crate) struct Shared {
     outbox: Mutex<Vec<Invalidation>>,
     outbox_wake: Notify,
     work_rx: tokio::sync::Mutex<mpsc::UnboundedReceiver<Work>>,
-    pub(crate) cache: OnceLock<Cache>,
+    /// The node's cache, once attached; weak, as the cache holds this state through its
+    /// cluster tier ([`Shared::cache`]).
+    cache: OnceLock<strata_core::WeakCache>,
     pub(crate) counters: Counters,
     pub(crate) warm: WarmState,
     /// The primary's per-key execution lock, striped ([`primary`]).
@@ -610,6 +616,10 @@ pub(crate) struct Shared {
     evict_logged_ms: AtomicU64,
     /// Pub/sub messages published here, on their way to the other members ([`pubsub`]).
     pub(crate) relay: pubsub::Relay,
+    /// `true` once the node stops (`ClusterHook::stop`): the peer connections it serves end
+    /// then, so that nothing holds its sockets after a shutdown (an embedded node started
+    /// again in the same process binds the same addresses).
+    pub(crate) stopped: tokio::sync::watch::Sender<bool>,
     /// Test-only network faults (feature `fault-injection`).
     #[cfg(feature = "fault-injection")]
     pub(crate) faults: Faults,
@@ -816,7 +826,10 @@ impl Shared {
         };
         let gossip = announced(socket.local_addr().map_err(|e| e.to_string())?, true);
         let rpc_addr = announced(listener.local_addr().map_err(|e| e.to_string())?, true);
-        let generation = clock.now_ms().max(1);
+        let (generations, generation) = generations::Generations::start(
+            config.l3.enabled.then_some(config.l3.data_dir.as_path()),
+            clock.now_ms(),
+        );
         let identity = NodeIdentity {
             name: config.node.name.clone(),
             gossip,
@@ -878,6 +891,7 @@ impl Shared {
         Ok(Arc::new(Shared {
             name: config.node.name.clone(),
             generation,
+            generations,
             clock,
             hlc: HybridClock::with_tag(strata_cluster::version_tag(&config.node.name)),
             membership: Mutex::new(Some(membership)),
@@ -940,6 +954,7 @@ impl Shared {
             unauthenticated: Mutex::new(Pending::new(MAX_UNAUTHENTICATED)),
             evict_logged_ms: AtomicU64::new(0),
             relay: pubsub::Relay::default(),
+            stopped: tokio::sync::watch::Sender::new(false),
             tls: tls_configs,
             #[cfg(feature = "fault-injection")]
             faults: Faults::default(),
@@ -954,7 +969,17 @@ impl Shared {
         self.unverified_since_ms.load(Ordering::Acquire) != 0
     }
 
-    /// Milliseconds since this node's cluster state was built, on a monotonic clock.
+    /// The node's cache, while the node runs (`None` before it is attached and after the
+    /// node is dropped).
+    pub(crate) fn cache(&self) -> Option<Cache> {
+        self.cache.get().and_then(strata_core::WeakCache::upgrade)
+    }
+
+    /// Attaches the node's cache (once; later calls change nothing).
+    pub(crate) fn attach_cache(&self, cache: &Cache) {
+        let _ = self.cache.set(cache.downgrade());
+    }
+
     /// This member's generation in the membership now (this life's, until it rejoined
     /// under a renewed identity).
     pub(crate) fn member_generation(&self) -> u64 {
@@ -971,6 +996,7 @@ impl Shared {
         strata_cluster::primary::Lease::LEASE_MS + self.cfg.rpc_timeout_ms
     }
 
+    /// Milliseconds since this node's cluster state was built, on a monotonic clock.
     pub(crate) fn monotonic_ms(&self) -> u64 {
         self.started.elapsed().as_millis() as u64 + 1
     }
@@ -1041,7 +1067,7 @@ impl Shared {
 
     /// A fresh version for an invalidation made here (the cache's HLC when attached).
     pub(crate) fn stamp(&self) -> Version {
-        match self.cache.get() {
+        match self.cache() {
             Some(c) => c.observe_version(self.hlc.last()),
             None => self.hlc.tick(self.now_ms()),
         }
@@ -1050,7 +1076,7 @@ impl Shared {
     /// Makes later stamps order after `v`.
     pub(crate) fn observe(&self, v: Version) {
         self.hlc.observe(v, self.now_ms());
-        if let Some(c) = self.cache.get() {
+        if let Some(c) = self.cache() {
             c.observe_version(v);
         }
     }

@@ -106,6 +106,7 @@ impl Shared {
         let _busy = self.executing.enter(vec![h]);
         // Decided again under the lock: the view may have moved while this waited.
         let (ring, cache) = self.admit(key)?;
+        let cache = &cache;
         self.counters.executed.fetch_add(1, Ordering::Relaxed);
         let mut attempt = 0;
         let mut restart = None;
@@ -264,7 +265,7 @@ impl Shared {
     fn admit(
         &self,
         key: &[u8],
-    ) -> Result<(Arc<strata_cluster::Ring>, &strata_core::Cache), Refusal> {
+    ) -> Result<(Arc<strata_cluster::Ring>, strata_core::Cache), Refusal> {
         if self.leaving.load(Ordering::Acquire) {
             return Err(Refusal::NotPrimary(None));
         }
@@ -297,7 +298,7 @@ impl Shared {
             )));
         }
         self.check_lease(key)?;
-        let Some(cache) = self.cache.get() else {
+        let Some(cache) = self.cache() else {
             return Err(Refusal::Unavailable(
                 "the node's cache is not attached yet".into(),
             ));
@@ -414,6 +415,7 @@ impl Shared {
         let _busy = self.executing.enter(hashes);
         // Decided again under the locks: the view may have moved while this waited.
         let (ring, cache) = self.admit(first)?;
+        let cache = &cache;
         self.owns_all(&ring, &keys)?;
         self.counters.executed.fetch_add(1, Ordering::Relaxed);
         // Per key, where the next attempt starts after an owner answered `Stale`.

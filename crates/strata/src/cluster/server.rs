@@ -34,8 +34,13 @@ impl Shared {
             };
             let _ = stream.set_nodelay(true);
             let me = self.clone();
+            let mut stopped = self.stopped.subscribe();
             tokio::spawn(async move {
-                if let Err(e) = me.clone().serve_conn(stream, from).await {
+                let served = tokio::select! {
+                    r = me.clone().serve_conn(stream, from) => r,
+                    _ = stopped.wait_for(|&s| s) => Ok(()),
+                };
+                if let Err(e) = served {
                     me.counters
                         .rejected_connections
                         .fetch_add(1, Ordering::Relaxed);
