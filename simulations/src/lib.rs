@@ -1057,14 +1057,18 @@ impl Sim {
     fn start_node(&mut self, i: usize) {
         let node_is_intruder = self.nodes[i].intruder;
         let node = &mut self.nodes[i];
-        // As the node does (`strata_cluster::identity::next_generation`, with the highest
-        // generation kept beside L3): the start time in ms, above the previous life's. foca
-        // renews a member's identity to generation + 1 when the others declared it down; a
-        // counter bumped per start collided with such a renewal (seed 543: a restart took
-        // the renewed identity's generation, so nobody saw the old life end and its last
-        // invalidation was lost).
-        node.generation =
-            strata_cluster::identity::next_generation(self.now / MS, Some(node.generation));
+        // As the node does (`strata_cluster::identity::next_generation`, above the
+        // generations its previous life reserved beside L3; a simulated disk always takes
+        // the reservation, and no life here rejoins `GENERATION_RESERVE / 2` times): the
+        // start time in ms, above the previous life's. foca renews a member's identity to
+        // generation + 1 when the others declared it down; a counter bumped per start
+        // collided with such a renewal (seed 543: a restart took the renewed identity's
+        // generation, so nobody saw the old life end and its last invalidation was lost).
+        node.generation = strata_cluster::identity::next_generation(
+            self.now / MS,
+            (node.generation > 0)
+                .then(|| node.generation + strata_cluster::identity::GENERATION_RESERVE),
+        );
         node.declared_down_by.clear();
         node.copies_excused.set(false);
         let id = NodeIdentity {

@@ -91,8 +91,14 @@ pub fn parse_generation(bytes: &[u8]) -> Option<u64> {
     s.parse().ok().filter(|&g| g <= MAX_GENERATION)
 }
 
+/// How many generations ahead of the one it uses a member with a directory reserves (the
+/// node's `cluster::generations`): a restart starts above the reservation, so it takes
+/// neither a generation the previous process renewed to (one per rejoin, each reserved
+/// before it can be reached) nor one next to them.
+pub const GENERATION_RESERVE: u64 = 1_000;
+
 /// The generation a process starting at `now_ms` (wall clock) takes, after an earlier
-/// process of the same member used up to `last`: above both, and never 0. At one gossip
+/// process of the same member reserved up to `last`: above both, and never 0. At one gossip
 /// address the higher generation wins ([`NodeIdentity`]'s `win_addr_conflict`), so a
 /// restart on a clock stepped back past its previous life's start must not take the clock's.
 pub fn next_generation(now_ms: u64, last: Option<u64>) -> u64 {

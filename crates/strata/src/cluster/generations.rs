@@ -7,67 +7,95 @@
 //! restarted on a wall clock stepped back past its previous life's start (a host booted
 //! with its clock behind until NTP steps it, a VM restored from a snapshot) would start
 //! below that life: every member would take its announcements for an older identity's and
-//! ignore them, and it could not join for a day. So with L3 on, the highest generation
-//! this member has used is kept in a file beside L3's files ([`FILE`]), and a restart
-//! starts above it. Without L3 (no directory of its own) the wall clock alone decides.
+//! ignore them, and it could not join for a day. So with L3 on, this member reserves its
+//! generations ahead in a file beside L3's files ([`FILE`]): a process writes the end of
+//! its reservation ([`GENERATION_RESERVE`] above its generation) before it joins, and
+//! again whenever a rejoin brings it within half of that; a restart starts above the
+//! reservation. Written ahead, so that a process killed between a rejoin and its write
+//! still left its renewed generation below what the file holds (a restart that took a
+//! renewal's generation would be taken for the old process's life, and two processes'
+//! generations side by side for one process: `strata_cluster::warm::count_ended`).
+//! Without L3 (no directory of its own) the wall clock alone decides.
 
 use std::io::{Read, Write};
 use std::path::{Path, PathBuf};
 
 use parking_lot::Mutex;
-use strata_cluster::identity::{next_generation, parse_generation};
+use strata_cluster::identity::{GENERATION_RESERVE, next_generation, parse_generation};
 
-/// The file, in `l3.data_dir`, holding the highest generation used on this directory.
+/// The file, in `l3.data_dir`, holding the end of the generations reserved on this
+/// directory.
 pub(crate) const FILE: &str = "cluster-generation";
 
 /// Most bytes read of it: more than a generation takes, so that a longer file is seen as
 /// foreign rather than cut to a number.
 const MAX_FILE_BYTES: u64 = 64;
 
-/// The highest generation this member has used, kept on disk where it has a directory.
+/// The generations this member has reserved, kept on disk where it has a directory.
 #[derive(Debug)]
 pub(crate) struct Generations {
     path: Option<PathBuf>,
-    highest: Mutex<u64>,
+    /// The end of the reservation on disk (0: none written).
+    reserved: Mutex<u64>,
 }
 
 impl Generations {
-    /// This process's first generation at `now_ms`, above what an earlier process on `dir`
-    /// used, and written there. A directory that cannot be read or written (a full or
-    /// read-only disk) is logged and leaves the wall clock to decide: the node still
-    /// starts, as it does with L3 failing.
+    /// This process's first generation at `now_ms`: above the reservation an earlier
+    /// process on `dir` made, with its own reservation written there. A directory that
+    /// cannot be read is logged and leaves the clock to decide. One that cannot be written
+    /// (a full or read-only disk) does too: a generation above an earlier reservation that
+    /// cannot be moved on would be taken again by the next restart, and two processes
+    /// under one identity lose each other's invalidations; below it, the member may not be
+    /// let in until the clock passes it (logged). The node starts either way, as it does
+    /// with L3 failing.
     pub(crate) fn start(dir: Option<&Path>, now_ms: u64) -> (Self, u64) {
         let path = dir.map(|d| d.join(FILE));
         let last = path.as_deref().and_then(read);
-        let generation = next_generation(now_ms, last);
-        if let Some(last) = last.filter(|&l| l >= now_ms) {
-            tracing::warn!(
-                last,
-                now_ms,
-                generation,
-                "the wall clock is behind this member's previous life: its generation starts above that life's, not at the clock"
-            );
-        }
+        let mut generation = next_generation(now_ms, last);
         let me = Generations {
             path,
-            highest: Mutex::new(0),
+            reserved: Mutex::new(0),
         };
         me.note(generation);
+        let written = *me.reserved.lock() > 0;
+        if let Some(last) = last.filter(|&l| l >= now_ms) {
+            if written {
+                tracing::warn!(
+                    reserved = last,
+                    now_ms,
+                    generation,
+                    "the wall clock is behind this member's previous life: its generation starts above that life's reservation, not at the clock"
+                );
+            } else {
+                generation = now_ms.max(1);
+                tracing::error!(
+                    reserved = last,
+                    now_ms,
+                    generation,
+                    "the wall clock is behind this member's previous life and its generation file cannot be written: its generation comes from the clock, and the other members may not let it in until the clock passes the previous life's (restart it once the clock is right, or with the file writable)"
+                );
+            }
+        }
         (me, generation)
     }
 
-    /// Records that this member now uses `generation` (a rejoin renewed its identity), if it
-    /// is the highest yet. Blocking file I/O: call it off the runtime's threads.
+    /// This member now uses `generation` (its start, or a rejoin's renewed identity): the
+    /// reservation on disk is moved on when `generation` has come within half of it.
+    /// Blocking file I/O: call it off the runtime's threads.
     pub(crate) fn note(&self, generation: u64) {
-        let mut highest = self.highest.lock();
-        if generation <= *highest {
+        let mut reserved = self.reserved.lock();
+        if generation.saturating_add(GENERATION_RESERVE / 2) <= *reserved {
             return;
         }
-        *highest = generation;
-        if let Some(path) = &self.path
-            && let Err(e) = write(path, generation)
-        {
-            tracing::warn!(path = %path.display(), error = %e, "cannot record this member's generation: a restart on a wall clock stepped back past it may start below it");
+        let Some(path) = &self.path else {
+            return;
+        };
+        let until = generation.saturating_add(GENERATION_RESERVE);
+        match write(path, until) {
+            Ok(()) => *reserved = until,
+            Err(e) => {
+                tracing::warn!(path = %path.display(), error = %e, "cannot reserve this member's generations: a restart on a wall clock stepped back past them may start below them");
+            }
         }
     }
 }
@@ -100,7 +128,9 @@ fn write(path: &Path, generation: u64) -> std::io::Result<()> {
     if let Some(dir) = path.parent() {
         std::fs::create_dir_all(dir)?;
     }
-    let tmp = path.with_extension("tmp");
+    // Named for this process: two processes given one directory by mistake do not write
+    // through one temporary file.
+    let tmp = path.with_extension(format!("{}.tmp", std::process::id()));
     {
         let mut f = std::fs::File::create(&tmp)?;
         writeln!(f, "{generation}")?;
@@ -122,27 +152,64 @@ mod tests {
 
     #[test]
     fn a_restart_on_a_clock_stepped_back_starts_above_its_previous_life() {
+        const R: u64 = GENERATION_RESERVE;
         let dir = tempfile::tempdir().unwrap();
         let (first, g1) = Generations::start(Some(dir.path()), 10_000_000);
         assert_eq!(g1, 10_000_000);
-        // Two rejoins, then the process ends.
-        first.note(10_000_001);
-        first.note(10_000_002);
-        first.note(10_000_001);
+        // Rejoins renew the identity one by one; the reservation moves on before they
+        // reach it.
+        for g in g1 + 1..g1 + R {
+            first.note(g);
+            let reserved = *first.reserved.lock();
+            assert!(
+                reserved >= g + R / 2,
+                "{reserved} reserved at generation {g}"
+            );
+        }
+        let reserved = *first.reserved.lock();
         drop(first);
-        // The clock stepped back an hour.
+        // The clock stepped back an hour: above the reservation, not next to any
+        // generation the earlier process used.
         let (_, g2) = Generations::start(Some(dir.path()), 10_000_000 - 3_600_000);
-        assert_eq!(g2, 10_000_003);
+        assert_eq!(g2, reserved + 1);
+        // Restarted again at once, still behind: above the second one's reservation.
+        let (_, g3) = Generations::start(Some(dir.path()), 10_000_000 - 3_500_000);
+        assert_eq!(g3, g2 + R + 1);
         // A later clock wins as before.
-        let (_, g3) = Generations::start(Some(dir.path()), 20_000_000);
-        assert_eq!(g3, 20_000_000);
+        let (_, g4) = Generations::start(Some(dir.path()), 20_000_000);
+        assert_eq!(g4, 20_000_000);
         // A torn or foreign file is ignored: the clock decides.
         std::fs::write(dir.path().join(FILE), b"garbage").unwrap();
-        let (_, g4) = Generations::start(Some(dir.path()), 15_000_000);
-        assert_eq!(g4, 15_000_000);
+        let (_, g5) = Generations::start(Some(dir.path()), 15_000_000);
+        assert_eq!(g5, 15_000_000);
         // Without a directory: the clock alone.
-        let (_, g5) = Generations::start(None, 3);
-        assert_eq!(g5, 3);
+        let (_, g6) = Generations::start(None, 3);
+        assert_eq!(g6, 3);
+    }
+
+    #[test]
+    fn a_reservation_that_cannot_be_moved_on_is_not_started_above_again() {
+        let dir = tempfile::tempdir().unwrap();
+        let (_, g1) = Generations::start(Some(dir.path()), 10_000_000);
+        // The file cannot be replaced now (its temporary file's name is taken by a
+        // directory): a restart behind the clock must not take the same generation as
+        // the last one that could not write either.
+        let tmp = dir
+            .path()
+            .join(FILE)
+            .with_extension(format!("{}.tmp", std::process::id()));
+        std::fs::create_dir(&tmp).unwrap();
+        let (_, g2) = Generations::start(Some(dir.path()), 9_000_000);
+        let (_, g3) = Generations::start(Some(dir.path()), 9_000_001);
+        assert_eq!(
+            (g2, g3),
+            (9_000_000, 9_000_001),
+            "from the clock (after {g1})"
+        );
+        // Writable again: above the reservation.
+        std::fs::remove_dir(&tmp).unwrap();
+        let (_, g4) = Generations::start(Some(dir.path()), 9_000_002);
+        assert_eq!(g4, g1 + GENERATION_RESERVE + 1);
     }
 
     #[test]
@@ -154,6 +221,6 @@ mod tests {
         let (g, generation) = Generations::start(Some(&file.join("l3")), 77);
         assert_eq!(generation, 77);
         g.note(78);
-        assert_eq!(*g.highest.lock(), 78);
+        assert_eq!(*g.reserved.lock(), 0);
     }
 }

@@ -81,11 +81,11 @@ impl Shared {
                     changed = true;
                 }
                 Output::Rejoined => {
-                    // The renewed identity's generation, kept for a restart to start above.
+                    // The renewed identity's generation, read now (a leave empties the
+                    // membership), reserved on: a restart starts above it.
+                    let renewed = self.member_generation();
                     let me = self.clone();
-                    tokio::task::spawn_blocking(move || {
-                        me.generations.note(me.member_generation());
-                    });
+                    tokio::task::spawn_blocking(move || me.generations.note(renewed));
                     let holds = self
                         .lease
                         .lock()

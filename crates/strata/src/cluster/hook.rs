@@ -28,6 +28,8 @@ impl ClusterHook {
 
 impl Drop for ClusterHook {
     fn drop(&mut self) {
+        // The peer connections it serves end too (`Shared::stopped`).
+        self.shared.stopped.send_replace(true);
         self.abort();
     }
 }
