@@ -71,10 +71,10 @@ impl foca::Identity for NodeIdentity {
     }
 }
 
-/// Highest generation a generation file may hold ([`parse_generation`]; some 146 million
-/// years of Unix ms): a larger one is not this member's, and would leave no room for its
-/// renewals.
-pub const MAX_GENERATION: u64 = 1 << 62;
+/// Highest generation a generation file may hold ([`parse_generation`]; some 285,000
+/// years of Unix ms): a larger one is not this member's, and generations are shown in JSON
+/// (`/cluster`, the console), whose numbers are exact only up to 2^53.
+pub const MAX_GENERATION: u64 = (1 << 53) - 1;
 
 /// The generation a member's generation file holds (the node keeps the highest it has used
 /// beside L3's files, so that a restart starts above it): a decimal number up to
@@ -211,10 +211,7 @@ mod generation_tests {
             Some(1_796_677_155_620)
         );
         assert_eq!(parse_generation(b"  42 "), Some(42));
-        assert_eq!(
-            parse_generation(b"4611686018427387904"),
-            Some(MAX_GENERATION)
-        );
+        assert_eq!(parse_generation(b"9007199254740991"), Some(MAX_GENERATION));
         for bad in [
             &b""[..],
             b"\n",
@@ -223,7 +220,8 @@ mod generation_tests {
             b"1e9",
             b"12 34",
             b"\xff\xfe",
-            b"4611686018427387905",
+            b"9007199254740992",
+            b"4611686018427387904",
             b"18446744073709551615",
             b"18446744073709551616",
             &[b'1'; 30],
