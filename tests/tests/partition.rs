@@ -101,29 +101,34 @@ fn one_way_cuts_past_failure_detection_lose_nothing() {
         return;
     };
     std::thread::sleep(Duration::from_millis(2_000));
-    // Member 1 muted.
+    // Member 1 muted, until a member that hears it no more has declared it down (the cut
+    // reached past failure detection; the deaf phase below also makes n2 declare n1 down,
+    // so this is checked now).
     run.lab.cut_one_way(1, 2);
     run.lab.cut_one_way(1, 3);
-    std::thread::sleep(Duration::from_millis(7_000));
+    let muted_down = hold_until(|| run.nodes[1..].iter().any(|n| declared_down(n, "n1")));
     run.lab.mend_one_way_cuts();
-    // The mute cut reached past failure detection: a member that hears n1 no more
-    // declared it down (the deaf phase below also makes n2 declare n1 down, so this is
-    // checked now).
-    let muted_down = run.nodes[1..].iter().any(|n| declared_down(n, "n1"));
     assert!(
         muted_down,
         "nobody declared the muted member down: the cut did not reach past failure detection\n{}",
         membership_events(&run.nodes)
     );
     std::thread::sleep(Duration::from_millis(4_000));
-    // Member 2 deaf. foca probes one member a second, in random order, and a suspicion
-    // runs out seconds later: the second member n2 probed was seen declared down 7 s into
-    // the cut, and a 7 s cut missed every Down one run in ten.
+    // Member 2 deaf, until it has declared a healthy member down (n3 was never cut off;
+    // n1 was, but had rejoined before). foca probes one member a second, in random order,
+    // and a suspicion runs out seconds later: the second member n2 probed was seen
+    // declared down 7 s into the cut, and a fixed 7 s cut missed every Down one run in
+    // ten.
     let downs_before_deaf = downs_seen(&run.nodes[1]);
     run.lab.cut_one_way(1, 2);
     run.lab.cut_one_way(3, 2);
-    std::thread::sleep(Duration::from_millis(9_000));
+    let deaf_downs = hold_until(|| downs_seen(&run.nodes[1]) > downs_before_deaf);
     run.lab.mend_one_way_cuts();
+    assert!(
+        deaf_downs,
+        "the deaf member declared nobody down: its cut had no effect\n{}",
+        membership_events(&run.nodes)
+    );
     // Rejoins, proofs and hand-offs settle.
     std::thread::sleep(Duration::from_secs(8));
     run.check(Counter::Exact);
@@ -136,13 +141,20 @@ fn one_way_cuts_past_failure_detection_lose_nothing() {
     eprintln!(
         "members seen down, per member: {downs:?}; rejoins after being declared down: {rejoins:?}"
     );
-    // The deaf cut reached past failure detection too: n2 declared a healthy member down
-    // in it (n3 was never cut off; n1 was, but had rejoined before it).
-    assert!(
-        downs_seen(&run.nodes[1]) > downs_before_deaf,
-        "the deaf member declared nobody down: its cut had no effect\n{}",
-        membership_events(&run.nodes)
-    );
+}
+
+/// Holds a cut for 7 s, then until `reached` (polled; at most 20 s in all): whether it
+/// was.
+fn hold_until(reached: impl Fn() -> bool) -> bool {
+    std::thread::sleep(Duration::from_millis(7_000));
+    let end = std::time::Instant::now() + Duration::from_millis(13_000);
+    while !reached() {
+        if std::time::Instant::now() >= end {
+            return false;
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    true
 }
 
 /// How many times `n`'s log says it saw a member down.
