@@ -266,6 +266,11 @@ pub struct RunOptions {
     /// and no seed caught a rejoin that dropped what it had lately owned: ARCHITECTURE
     /// decision 126.)
     pub handoff_delays: bool,
+    /// With [`RunOptions::handoff_delays`]: one hand-off in five waits 30–2,000 ms rather
+    /// than 1–30 ms, as the node's do when a target refuses a push for now and it sends
+    /// again after 100 ms, doubling up to 2 s (`Shared::send_handoff`). Off by default,
+    /// so that every `handoff_delays` seed replays as it did.
+    pub slow_handoffs: bool,
     /// Flapping cuts in every seed without a partition (3 nodes or more): one member at a
     /// time cut off from all others for 1–3 s, then mended for 1–3 s, from a random time
     /// of the fault phase to its end. Off by default, so that every other seed replays as
@@ -799,6 +804,8 @@ pub struct Sim {
     flap_rng: StdRng,
     /// [`RunOptions::handoff_delays`].
     handoff_delays: bool,
+    /// [`RunOptions::slow_handoffs`].
+    slow_handoffs: bool,
     /// The hand-offs' delays' own RNG (the same reason).
     handoff_rng: StdRng,
     /// The INCR workload's own RNG (the same reason).
@@ -994,6 +1001,7 @@ impl Sim {
             pause_rng: StdRng::seed_from_u64(seed ^ 0x7061_7573_6573_0001),
             flap_rng: StdRng::seed_from_u64(seed ^ 0x666c_6170_0000_0008),
             handoff_delays: opts.handoff_delays,
+            slow_handoffs: opts.slow_handoffs,
             handoff_rng: StdRng::seed_from_u64(seed ^ 0x6861_6e64_0000_0009),
             incr_rng: StdRng::seed_from_u64(seed ^ 0x696e_6372_0000_0002),
             evict_rng: StdRng::seed_from_u64(seed ^ 0x6576_6963_7400_0003),
@@ -1217,7 +1225,11 @@ impl Sim {
         }
         if let Some(old) = old.filter(|o| o.version() != new.version()) {
             if self.handoff_delays {
-                let after = self.handoff_rng.random_range(1..=30) * MS;
+                let after = if self.slow_handoffs && self.handoff_rng.random_bool(0.2) {
+                    self.handoff_rng.random_range(30..=2_000)
+                } else {
+                    self.handoff_rng.random_range(1..=30)
+                } * MS;
                 let life = self.nodes[at].life;
                 self.push(
                     after,

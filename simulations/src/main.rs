@@ -16,7 +16,7 @@ use strata_sim::{FaultMix, RunOptions, run_seed, shrink};
 
 fn usage() -> ExitCode {
     eprintln!(
-        "usage: strata-sim [--seeds N | --seed S] [--first F] [--nodes N] [--clients N] [--membership-only] [--warm-restart] [--calm] [--partition] [--no-shrink] [--no-evictions] [--no-watch] [--leaves-together] [--flaps] [--handoff-delays] [--break SWITCH]..."
+        "usage: strata-sim [--seeds N | --seed S] [--first F] [--nodes N] [--clients N] [--membership-only] [--warm-restart] [--calm] [--partition] [--no-shrink] [--no-evictions] [--no-watch] [--leaves-together] [--flaps] [--handoff-delays] [--slow-handoffs] [--break SWITCH]..."
     );
     ExitCode::from(2)
 }
@@ -38,6 +38,7 @@ fn main() -> ExitCode {
     let mut leaves_together = false;
     let mut flaps = false;
     let mut handoff_delays = false;
+    let mut slow_handoffs = false;
     let mut breaks: Vec<String> = Vec::new();
     let mut it = args.iter();
     while let Some(a) = it.next() {
@@ -73,6 +74,7 @@ fn main() -> ExitCode {
             "--leaves-together" => leaves_together = true,
             "--flaps" => flaps = true,
             "--handoff-delays" => handoff_delays = true,
+            "--slow-handoffs" => slow_handoffs = true,
             "--break" => match it.next() {
                 Some(name) => breaks.push(name.clone()),
                 None => return usage(),
@@ -88,7 +90,8 @@ fn main() -> ExitCode {
         no_evictions,
         no_watch,
         flaps,
-        handoff_delays,
+        handoff_delays: handoff_delays || slow_handoffs,
+        slow_handoffs,
         ..RunOptions::default()
     };
     for b in &breaks {

@@ -766,3 +766,21 @@ fn delayed_handoffs_keep_the_contract() {
         "seed 2838 with delayed hand-offs, warm: {r}"
     );
 }
+
+/// Hand-offs as late as the node's resends (one in five after 30–2,000 ms) keep the
+/// contract too: a drop, a ring change back or a crash has seconds to come between a ring
+/// change and its hand-off's read.
+#[test]
+fn slow_handoffs_keep_the_contract() {
+    let opts = RunOptions {
+        handoff_delays: true,
+        slow_handoffs: true,
+        flaps: true,
+        warm_restart: true,
+        ..RunOptions::default()
+    };
+    for seed in 0..200 {
+        let r = run_seed(seed, &opts);
+        assert!(r.result.is_ok(), "seed {seed} with slow hand-offs: {r}");
+    }
+}
