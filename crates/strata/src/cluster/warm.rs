@@ -38,7 +38,8 @@ pub(crate) fn begin(shared: Arc<Shared>, cache: Cache, at_start: bool) {
         // Until the baseline: this member's record of changes is not whole.
         shared.warm.record.lock().not_whole();
     }
-    tokio::spawn(async move {
+    let mut stopped = shared.stopped.subscribe();
+    let proof = async move {
         if at_start && l3_starts_empty(&cache).await {
             // A first start (or a wiped directory): no copy to prove, and no baseline
             // either. Like a member without L3, this one repairs every origin's
@@ -98,6 +99,14 @@ pub(crate) fn begin(shared: Arc<Shared>, cache: Cache, at_start: bool) {
             at_start,
             "cluster member: L3 proven current against the owners; serving from it again"
         );
+    };
+    // A node that stops ends its proof: the proof holds the cache (L3's database) and the
+    // cluster state (its sockets), which the stopped node lets go of.
+    tokio::spawn(async move {
+        tokio::select! {
+            () = proof => {}
+            _ = stopped.wait_for(|&s| s) => {}
+        }
     });
 }
 
@@ -162,11 +171,19 @@ async fn prove(shared: &Arc<Shared>, cache: &Cache, at_start: bool) -> Result<Wa
 /// too; the two take turns at the same records. Read repair into the owner store resumes
 /// once no copy is left unproven.
 pub(crate) fn prove_held(shared: Arc<Shared>) {
-    tokio::spawn(async move {
+    let mut stopped = shared.stopped.subscribe();
+    let proof = async move {
         tokio::time::sleep(Duration::from_millis(shared.cfg.max_staleness_ms * 2 + 100)).await;
         prove_recorded(&shared).await;
         if shared.warm.pushed.lock().is_none() {
             shared.warm.settling.store(false, Ordering::Release);
+        }
+    };
+    // Ends with the node, as [`begin`]'s proof does.
+    tokio::spawn(async move {
+        tokio::select! {
+            () = proof => {}
+            _ = stopped.wait_for(|&s| s) => {}
         }
     });
 }
