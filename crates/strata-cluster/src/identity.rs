@@ -76,10 +76,10 @@ impl foca::Identity for NodeIdentity {
 /// (`/cluster`, the console), whose numbers are exact only up to 2^53.
 pub const MAX_GENERATION: u64 = (1 << 53) - 1;
 
-/// The generation a member's generation file holds (the node keeps the highest it has used
-/// beside L3's files, so that a restart starts above it): a decimal number up to
-/// [`MAX_GENERATION`], surrounding ASCII whitespace allowed, at most 24 bytes; `None` for
-/// anything else (an empty, torn or foreign file).
+/// The generation a member's generation file holds (the node keeps the end of the
+/// generations it has reserved beside L3's files, so that a restart starts above them): a
+/// decimal number up to [`MAX_GENERATION`], surrounding ASCII whitespace allowed, at most
+/// 24 bytes; `None` for anything else (an empty, torn or foreign file).
 pub fn parse_generation(bytes: &[u8]) -> Option<u64> {
     if bytes.len() > 24 {
         return None;

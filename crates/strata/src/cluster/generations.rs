@@ -37,6 +37,10 @@ pub(crate) struct Generations {
     path: Option<PathBuf>,
     /// The end of the reservation on disk (0: none written).
     reserved: Mutex<u64>,
+    /// What the file held at the start: no reservation written is lower (a start whose
+    /// write failed takes the clock's generation, below it; its first rejoin must not move
+    /// the file down to that, attack review helper-117).
+    floor: u64,
 }
 
 impl Generations {
@@ -50,11 +54,15 @@ impl Generations {
     /// with L3 failing.
     pub(crate) fn start(dir: Option<&Path>, now_ms: u64) -> (Self, u64) {
         let path = dir.map(|d| d.join(FILE));
+        if let Some(p) = &path {
+            remove_stale_temporaries(p);
+        }
         let last = path.as_deref().and_then(read);
         let mut generation = next_generation(now_ms, last);
         let me = Generations {
             path,
             reserved: Mutex::new(0),
+            floor: last.unwrap_or(0),
         };
         me.note(generation);
         let written = *me.reserved.lock() > 0;
@@ -80,8 +88,11 @@ impl Generations {
     }
 
     /// This member now uses `generation` (its start, or a rejoin's renewed identity): the
-    /// reservation on disk is moved on when `generation` has come within half of it.
-    /// Blocking file I/O: call it off the runtime's threads.
+    /// reservation on disk is moved on when `generation` has come within half of it. The
+    /// file never goes down: not below what it held at the start, nor below what it holds
+    /// now (a second process given the same directory by mistake, or an embedded node's
+    /// next life, may have moved it on since). Blocking file I/O: call it off the
+    /// runtime's threads.
     pub(crate) fn note(&self, generation: u64) {
         let mut reserved = self.reserved.lock();
         if generation.saturating_add(GENERATION_RESERVE / 2) <= *reserved {
@@ -91,6 +102,11 @@ impl Generations {
             return;
         };
         let until = generation.saturating_add(GENERATION_RESERVE);
+        if read(path).is_some_and(|on_disk| on_disk >= until) || self.floor >= until {
+            // Reserved beyond it already.
+            *reserved = until;
+            return;
+        }
         match write(path, until) {
             Ok(()) => *reserved = until,
             Err(e) => {
@@ -122,15 +138,38 @@ fn read(path: &Path) -> Option<u64> {
     }
 }
 
+/// Removes temporary files a process killed mid-write left beside `path`
+/// (`cluster-generation.<pid>.<n>.tmp`).
+fn remove_stale_temporaries(path: &Path) {
+    let (Some(dir), Some(name)) = (path.parent(), path.file_name().and_then(|n| n.to_str())) else {
+        return;
+    };
+    let Ok(entries) = std::fs::read_dir(dir) else {
+        return;
+    };
+    let prefix = format!("{name}.");
+    for e in entries.flatten() {
+        let file = e.file_name();
+        if let Some(f) = file.to_str()
+            && f.starts_with(&prefix)
+            && f.ends_with(".tmp")
+        {
+            let _ = std::fs::remove_file(e.path());
+        }
+    }
+}
+
 /// Writes `generation` to `path` whole or not at all: a temporary file, synced, renamed
 /// over it.
 fn write(path: &Path, generation: u64) -> std::io::Result<()> {
     if let Some(dir) = path.parent() {
         std::fs::create_dir_all(dir)?;
     }
-    // Named for this process: two processes given one directory by mistake do not write
-    // through one temporary file.
-    let tmp = path.with_extension(format!("{}.tmp", std::process::id()));
+    // Named for this process and write: two processes given one directory by mistake, or
+    // two nodes of one process, do not write through one temporary file.
+    static WRITES: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+    let n = WRITES.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    let tmp = path.with_extension(format!("{}.{n}.tmp", std::process::id()));
     {
         let mut f = std::fs::File::create(&tmp)?;
         writeln!(f, "{generation}")?;
@@ -189,16 +228,15 @@ mod tests {
 
     #[test]
     fn a_reservation_that_cannot_be_moved_on_is_not_started_above_again() {
+        const R: u64 = GENERATION_RESERVE;
         let dir = tempfile::tempdir().unwrap();
         let (_, g1) = Generations::start(Some(dir.path()), 10_000_000);
-        // The file cannot be replaced now (its temporary file's name is taken by a
-        // directory): a restart behind the clock must not take the same generation as
-        // the last one that could not write either.
-        let tmp = dir
-            .path()
-            .join(FILE)
-            .with_extension(format!("{}.tmp", std::process::id()));
-        std::fs::create_dir(&tmp).unwrap();
+        // The file cannot be replaced now (its name is a directory's, which a rename cannot
+        // overwrite): a restart behind the clock must not take the same generation as the
+        // last one that could not write either.
+        let file = dir.path().join(FILE);
+        std::fs::remove_file(&file).unwrap();
+        std::fs::create_dir(&file).unwrap();
         let (_, g2) = Generations::start(Some(dir.path()), 9_000_000);
         let (_, g3) = Generations::start(Some(dir.path()), 9_000_001);
         assert_eq!(
@@ -206,10 +244,58 @@ mod tests {
             (9_000_000, 9_000_001),
             "from the clock (after {g1})"
         );
-        // Writable again: above the reservation.
-        std::fs::remove_dir(&tmp).unwrap();
-        let (_, g4) = Generations::start(Some(dir.path()), 9_000_002);
-        assert_eq!(g4, g1 + GENERATION_RESERVE + 1);
+        std::fs::remove_dir(&file).unwrap();
+        std::fs::write(&file, format!("{}\n", g1 + R)).unwrap();
+
+        // A start whose write fails takes the clock's generation, below the file; once the
+        // disk takes writes again, its rejoins do not move the file down to theirs.
+        let blocker = dir.path().join("blocker");
+        let (behind, g4) = {
+            // Fails to write: the file's name taken by a directory for the start alone.
+            let kept = std::fs::read(&file).unwrap();
+            std::fs::remove_file(&file).unwrap();
+            std::fs::create_dir(&file).unwrap();
+            std::fs::write(&blocker, &kept).unwrap();
+            let started = Generations::start(Some(dir.path()), 9_500_000);
+            std::fs::remove_dir(&file).unwrap();
+            std::fs::rename(&blocker, &file).unwrap();
+            started
+        };
+        assert_eq!(g4, 9_500_000);
+        // (Its floor is what it read: nothing, the name was a directory. The file's own
+        // value keeps it from going down.)
+        behind.note(g4 + 1);
+        let on_disk = read(&file).unwrap();
+        assert!(
+            on_disk >= g1 + R,
+            "{on_disk} after a rejoin, below {}",
+            g1 + R
+        );
+        let (_, g5) = Generations::start(Some(dir.path()), 9_500_002);
+        assert!(g5 > g1 + R, "{g5}");
+        // A second writer's late note never moves the file down either.
+        let (newer, g6) = Generations::start(Some(dir.path()), 30_000_000);
+        assert_eq!(g6, 30_000_000);
+        behind.note(g4 + 600);
+        assert_eq!(read(&file), Some(30_000_000 + R));
+        drop(newer);
+    }
+
+    #[test]
+    fn temporaries_left_by_a_killed_write_are_removed_at_start() {
+        let dir = tempfile::tempdir().unwrap();
+        let stale = dir.path().join(format!("{FILE}.4242.7.tmp"));
+        std::fs::write(&stale, b"12").unwrap();
+        let other = dir.path().join("000012.log");
+        std::fs::write(&other, b"rocksdb's").unwrap();
+        let (_, g) = Generations::start(Some(dir.path()), 5_000);
+        assert_eq!(g, 5_000);
+        assert!(!stale.exists());
+        assert!(other.exists(), "only its own temporaries");
+        assert_eq!(
+            read(&dir.path().join(FILE)),
+            Some(5_000 + GENERATION_RESERVE)
+        );
     }
 
     #[test]

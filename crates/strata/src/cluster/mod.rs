@@ -523,7 +523,7 @@ pub(crate) struct Shared {
     /// This life's generation (Unix ms at start, above any an earlier process on this L3
     /// used: [`generations`]): coherence sequence numbers belong to it.
     pub(crate) generation: u64,
-    /// The highest generation this member has used, kept beside L3's files.
+    /// The generations this member has reserved, kept beside L3's files.
     generations: generations::Generations,
     pub(crate) clock: Arc<dyn Clock>,
     /// Versions of invalidations made without a cache attached (the contract tests).
@@ -826,10 +826,16 @@ impl Shared {
         };
         let gossip = announced(socket.local_addr().map_err(|e| e.to_string())?, true);
         let rpc_addr = announced(listener.local_addr().map_err(|e| e.to_string())?, true);
-        let (generations, generation) = generations::Generations::start(
-            config.l3.enabled.then_some(config.l3.data_dir.as_path()),
-            clock.now_ms(),
-        );
+        let now_ms = clock.now_ms();
+        let (generations, generation) = if config.l3.enabled {
+            // File I/O with syncs: off the runtime's threads.
+            let dir = config.l3.data_dir.clone();
+            tokio::task::spawn_blocking(move || generations::Generations::start(Some(&dir), now_ms))
+                .await
+                .map_err(|e| format!("reserving this member's generations: {e}"))?
+        } else {
+            generations::Generations::start(None, now_ms)
+        };
         let identity = NodeIdentity {
             name: config.node.name.clone(),
             gossip,
