@@ -981,6 +981,24 @@ impl Shared {
         self.cache.get().and_then(strata_core::WeakCache::upgrade)
     }
 
+    /// Runs `work` until it ends or the node stops (`ClusterHook::stop`, or the hook's
+    /// drop), whichever comes first: `None` when the node stopped first. The subscription
+    /// is taken at the call, so a stop between the call and the first poll still ends it.
+    /// Every task that holds the node's cache or sockets past a request runs under it, so a
+    /// stopped node lets go of them at once.
+    pub(crate) fn until_stopped<F: std::future::Future>(
+        &self,
+        work: F,
+    ) -> impl std::future::Future<Output = Option<F::Output>> + use<F> {
+        let mut stopped = self.stopped.subscribe();
+        async move {
+            tokio::select! {
+                out = work => Some(out),
+                _ = stopped.wait_for(|&s| s) => None,
+            }
+        }
+    }
+
     /// Attaches the node's cache (once; later calls change nothing).
     pub(crate) fn attach_cache(&self, cache: &Cache) {
         let _ = self.cache.set(cache.downgrade());

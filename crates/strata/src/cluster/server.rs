@@ -34,13 +34,9 @@ impl Shared {
             };
             let _ = stream.set_nodelay(true);
             let me = self.clone();
-            let mut stopped = self.stopped.subscribe();
+            let served = self.until_stopped(self.clone().serve_conn(stream, from));
             tokio::spawn(async move {
-                let served = tokio::select! {
-                    r = me.clone().serve_conn(stream, from) => r,
-                    _ = stopped.wait_for(|&s| s) => Ok(()),
-                };
-                if let Err(e) = served {
+                if let Some(Err(e)) = served.await {
                     me.counters
                         .rejected_connections
                         .fetch_add(1, Ordering::Relaxed);

@@ -38,7 +38,7 @@ pub(crate) fn begin(shared: Arc<Shared>, cache: Cache, at_start: bool) {
         // Until the baseline: this member's record of changes is not whole.
         shared.warm.record.lock().not_whole();
     }
-    let mut stopped = shared.stopped.subscribe();
+    let until_stopped = shared.clone();
     let proof = async move {
         if at_start && l3_starts_empty(&cache).await {
             // A first start (or a wiped directory): no copy to prove, and no baseline
@@ -102,12 +102,7 @@ pub(crate) fn begin(shared: Arc<Shared>, cache: Cache, at_start: bool) {
     };
     // A node that stops ends its proof: the proof holds the cache (L3's database) and the
     // cluster state (its sockets), which the stopped node lets go of.
-    tokio::spawn(async move {
-        tokio::select! {
-            () = proof => {}
-            _ = stopped.wait_for(|&s| s) => {}
-        }
-    });
+    tokio::spawn(until_stopped.until_stopped(proof));
 }
 
 async fn prove(shared: &Arc<Shared>, cache: &Cache, at_start: bool) -> Result<WarmReport, String> {
@@ -171,7 +166,7 @@ async fn prove(shared: &Arc<Shared>, cache: &Cache, at_start: bool) -> Result<Wa
 /// too; the two take turns at the same records. Read repair into the owner store resumes
 /// once no copy is left unproven.
 pub(crate) fn prove_held(shared: Arc<Shared>) {
-    let mut stopped = shared.stopped.subscribe();
+    let until_stopped = shared.clone();
     let proof = async move {
         tokio::time::sleep(Duration::from_millis(shared.cfg.max_staleness_ms * 2 + 100)).await;
         prove_recorded(&shared).await;
@@ -180,12 +175,7 @@ pub(crate) fn prove_held(shared: Arc<Shared>) {
         }
     };
     // Ends with the node, as [`begin`]'s proof does.
-    tokio::spawn(async move {
-        tokio::select! {
-            () = proof => {}
-            _ = stopped.wait_for(|&s| s) => {}
-        }
-    });
+    tokio::spawn(until_stopped.until_stopped(proof));
 }
 
 /// Proves the copies recorded unproven ([`prove_pushed`]) in rounds, until none is left.
