@@ -651,3 +651,116 @@ fn scripts_cannot_load_bytecode_or_hang_the_node_in_c() {
         .unwrap();
     assert_eq!(n, 9_000);
 }
+
+/// What one script or transaction makes the node hold is bounded (attack review
+/// helper-119: each of these single requests made the node allocate without a bound until
+/// it died), and the node serves the next request.
+#[test]
+fn scripts_and_transactions_hold_bounded_memory() {
+    let srv = Server::start("");
+    let mut c = srv.redis();
+    let pid = srv.pid();
+    let base = srv.rss();
+    // The peak resident set while the requests run, sampled every 10 ms.
+    let done = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let sampler = {
+        let done = done.clone();
+        std::thread::spawn(move || {
+            let mut peak = 0;
+            while !done.load(std::sync::atomic::Ordering::Relaxed) {
+                peak = peak.max(strata_tests::rss_of(pid));
+                std::thread::sleep(Duration::from_millis(10));
+            }
+            peak
+        })
+    };
+    let refused = |c: &mut redis::Connection, cmd: &mut redis::Cmd, why: &str| {
+        let e = cmd.query::<redis::Value>(c).unwrap_err();
+        assert!(e.to_string().contains(why), "{e}");
+    };
+    // A call's arguments are copied out of Lua: one 16 MiB string named 250 times was
+    // 4 GiB of copies.
+    refused(
+        &mut c,
+        redis::cmd("EVAL")
+            .arg("local s=string.rep('x',16777216) local t={} for i=1,5 do t[i]=s end return redis.call('EXISTS',unpack(t))")
+            .arg(0),
+        "arguments of a redis.call total more than",
+    );
+    // cjson.encode's text is built outside the script's memory bound.
+    refused(
+        &mut c,
+        redis::cmd("EVAL")
+            .arg("local s=string.rep('x',1048576) local t={} for i=1,100 do t[i]=s end return #cjson.encode(t)")
+            .arg(0),
+        "cjson.encode makes at most",
+    );
+    let small: usize = redis::cmd("EVAL")
+        .arg("return #cjson.encode({a={1,2,'x'}})")
+        .arg(0)
+        .query(&mut c)
+        .unwrap();
+    assert_eq!(small, r#"{"a":[1,2,"x"]}"#.len());
+    // A transaction's SETBITs at the highest offset: 16 MiB each, made from nothing.
+    let exec = |c: &mut redis::Connection, steps: Vec<redis::Cmd>| {
+        let _: () = redis::cmd("MULTI").query(c).unwrap();
+        for s in steps {
+            let _: String = s.query(c).unwrap();
+        }
+        redis::cmd("EXEC").query::<redis::Value>(c).unwrap_err()
+    };
+    let setbits = (0..20)
+        .map(|i| {
+            let mut s = redis::cmd("SETBIT");
+            s.arg(format!("sb:{i}")).arg(134_217_727).arg(1);
+            s
+        })
+        .collect();
+    let e = exec(&mut c, setbits);
+    assert!(e.to_string().contains("values changed"), "{e}");
+    let present: usize = c.exists("sb:0").unwrap();
+    assert_eq!(present, 0, "nothing of the refused transaction was applied");
+    // The keys a script names are read before it runs: 17 values of 16 MiB pass the
+    // node's 256 MiB for the multi-key operations running.
+    for i in 0..17 {
+        let _: usize = redis::cmd("SETRANGE")
+            .arg(format!("big:{i}"))
+            .arg(16 * 1024 * 1024 - 1)
+            .arg("x")
+            .query(&mut c)
+            .unwrap();
+    }
+    let names = |n: usize| (0..n).map(|i| format!("big:{i}")).collect::<Vec<_>>();
+    refused(
+        &mut c,
+        redis::cmd("EVAL").arg("return 1").arg(17).arg(names(17)),
+        "OOM",
+    );
+    let strlens = names(17)
+        .into_iter()
+        .map(|k| {
+            let mut s = redis::cmd("STRLEN");
+            s.arg(k);
+            s
+        })
+        .collect();
+    let e = exec(&mut c, strlens);
+    assert!(e.to_string().contains("OOM"), "{e}");
+    // Under the bound they run, again and again: what each held was given back.
+    for _ in 0..3 {
+        let n: usize = redis::cmd("EVAL")
+            .arg("return redis.call('STRLEN', KEYS[15])")
+            .arg(15)
+            .arg(names(15))
+            .query(&mut c)
+            .unwrap();
+        assert_eq!(n, 16 * 1024 * 1024);
+    }
+    done.store(true, std::sync::atomic::Ordering::Relaxed);
+    let peak = sampler.join().unwrap();
+    let grew = peak.saturating_sub(base) >> 20;
+    // L1 (100 MiB) and L3's memtables hold the 17 values too; the requests refused would
+    // each have held gigabytes.
+    assert!(grew < 1024, "the node grew by {grew} MiB");
+    let _: () = redis::cmd("PING").query(&mut c).unwrap();
+}

@@ -104,6 +104,17 @@ pub enum CacheError {
         /// What L3 reported.
         reason: String,
     },
+    /// The multi-key operations running on this node (transactions, scripts, `MSETNX`,
+    /// `RENAME`, `COPY`) would hold more than `limit` bytes of the values they read and
+    /// write (`CacheBuilder::multi_load_limit`). Nothing this operation would do was applied.
+    /// Its text starts with Redis's `OOM` code.
+    #[error(
+        "OOM the transactions and scripts running on this node would hold more than {limit} bytes of the values they read and write; nothing was applied"
+    )]
+    MultiLoadTooLarge {
+        /// The node's bound, in bytes.
+        limit: usize,
+    },
     /// The loader given to `get_or_load` failed; every caller waiting on that load gets this.
     #[error("loader failed: {0}")]
     Loader(LoaderError),

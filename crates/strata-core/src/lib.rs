@@ -47,7 +47,8 @@ pub use changes::{ChangeListener, Changed};
 pub use entry::{Entry, Limits, Tags};
 pub use error::{CacheError, LoaderError, TierError};
 pub use manager::{
-    Cache, CacheBuilder, LoadOptions, Lookup, NamespaceHold, ReadGate, SetOptions, WeakCache,
+    Cache, CacheBuilder, LoadOptions, Lookup, MULTI_LOADED_BYTES, MultiLoad, NamespaceHold,
+    ReadGate, SetOptions, WeakCache,
 };
 pub use memory::{MemoryTier, MemoryTierConfig};
 pub use namespace::{Compression, Namespace, NamespacePolicy};

@@ -19,7 +19,7 @@
 use std::future::Future;
 use std::pin::Pin;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
 
@@ -422,6 +422,7 @@ pub struct CacheBuilder {
     refuse_on_l3_fault: bool,
     l3_first: bool,
     l3_keeps_writes: bool,
+    multi_load_limit: usize,
 }
 
 impl Default for CacheBuilder {
@@ -438,6 +439,7 @@ impl Default for CacheBuilder {
             refuse_on_l3_fault: false,
             l3_first: false,
             l3_keeps_writes: true,
+            multi_load_limit: MULTI_LOADED_BYTES,
         }
     }
 }
@@ -483,6 +485,17 @@ impl CacheBuilder {
     /// The policy of namespaces that are not configured by name.
     pub fn default_policy(mut self, policy: NamespacePolicy) -> Self {
         self.default_policy = policy;
+        self
+    }
+
+    /// Most bytes of values the multi-key operations running at once on this node
+    /// (transactions, scripts, `MSETNX`, `RENAME`, `COPY`; [`Cache::execute_multi`]) may hold:
+    /// the current values they read before they run (an L3 value is a copy of its own) and
+    /// the values they write until the writes are made. Past it an operation is refused with
+    /// [`CacheError::MultiLoadTooLarge`] and changes nothing. Default
+    /// [`MULTI_LOADED_BYTES`].
+    pub fn multi_load_limit(mut self, bytes: usize) -> Self {
+        self.multi_load_limit = bytes;
         self
     }
 
@@ -581,8 +594,71 @@ impl CacheBuilder {
                 script_engine: std::sync::OnceLock::new(),
                 listener: std::sync::OnceLock::new(),
                 read_gate: std::sync::OnceLock::new(),
+                multi_loaded: Arc::new(AtomicUsize::new(0)),
+                multi_load_limit: self.multi_load_limit,
             }),
         })
+    }
+}
+
+/// Default of [`CacheBuilder::multi_load_limit`]: 256 MiB, sixteen values of the default
+/// largest size.
+pub const MULTI_LOADED_BYTES: usize = 256 * 1024 * 1024;
+
+/// The bytes of values one multi-key operation holds, charged against the node's
+/// [`CacheBuilder::multi_load_limit`] (shared by every operation running) until it is
+/// dropped ([`Cache::multi_load`]). A layer that executes multi-key operations itself (a
+/// cluster's primary, the Redis bridge) charges what it reads and writes the same way.
+#[derive(Debug)]
+pub struct MultiLoad {
+    total: Arc<AtomicUsize>,
+    held: usize,
+    limit: usize,
+}
+
+impl MultiLoad {
+    /// Charges a value the operation holds (a current entry it read, a value it will
+    /// write): [`CacheError::MultiLoadTooLarge`] when the operations running would then
+    /// hold more than the limit. The value is charged either way, and given back when this
+    /// is dropped; the caller must apply nothing after an error. A value is charged after
+    /// it was read, so an operation holds at most one value past the limit.
+    pub fn charge(&mut self, bytes: usize) -> Result<(), CacheError> {
+        if bytes == 0 {
+            return Ok(());
+        }
+        let before = self.total.fetch_add(bytes, Ordering::AcqRel);
+        self.held += bytes;
+        if before.saturating_add(bytes) > self.limit {
+            return Err(CacheError::MultiLoadTooLarge { limit: self.limit });
+        }
+        Ok(())
+    }
+
+    /// Charges each present entry's value ([`MultiLoad::charge`]).
+    pub fn charge_entries<'a>(
+        &mut self,
+        entries: impl IntoIterator<Item = Option<&'a Entry>>,
+    ) -> Result<(), CacheError> {
+        for e in entries.into_iter().flatten() {
+            self.charge(e.value.len())?;
+        }
+        Ok(())
+    }
+
+    /// Charges the values `effects` write ([`MultiLoad::charge`]).
+    pub fn charge_writes(&mut self, effects: &[ops::MultiEffect]) -> Result<(), CacheError> {
+        for fx in effects {
+            if let Effect::Write { value, .. } = &fx.effect {
+                self.charge(value.len())?;
+            }
+        }
+        Ok(())
+    }
+}
+
+impl Drop for MultiLoad {
+    fn drop(&mut self) {
+        self.total.fetch_sub(self.held, Ordering::AcqRel);
     }
 }
 
@@ -628,6 +704,9 @@ struct Inner {
     listener: std::sync::OnceLock<Arc<dyn ChangeListener>>,
     /// [`Cache::set_read_gate`].
     read_gate: std::sync::OnceLock<Arc<dyn ReadGate>>,
+    /// Bytes the multi-key operations running hold ([`MultiLoad`]).
+    multi_loaded: Arc<AtomicUsize>,
+    multi_load_limit: usize,
 }
 
 /// What a [`Cache`]'s reads ask before they answer, when set ([`Cache::set_read_gate`]): a
@@ -1177,13 +1256,20 @@ impl Cache {
                 Err(source) => return Err(self.l2_failed(source)),
             }
         }
+        // What the operation reads and writes is held until it ends, and bounded across
+        // the operations running: a script naming a hundred 16 MiB keys that only L3 holds
+        // would otherwise copy each into memory before it runs.
+        let mut load = self.multi_load();
         let mut current = Vec::with_capacity(keys.len());
         for k in &keys {
-            current.push(self.get_entry(namespace, k).await?);
+            let entry = self.get_entry(namespace, k).await?;
+            load.charge_entries([entry.as_ref()])?;
+            current.push(entry);
         }
         let refs: Vec<Option<&Entry>> = current.iter().map(Option::as_ref).collect();
         let now = self.inner.clock.now_ms();
         let (effects, reply) = self.apply_multi(op, &refs, now);
+        load.charge_writes(&effects)?;
         // Every entry is built (and checked) before anything is written: a policy refusal
         // changes nothing.
         let mut writes = Vec::new();
@@ -1231,6 +1317,21 @@ impl Cache {
             }
         }
         Ok(reply)
+    }
+
+    /// A charge of the values one multi-key operation holds against the node's
+    /// [`CacheBuilder::multi_load_limit`], given back when dropped.
+    pub fn multi_load(&self) -> MultiLoad {
+        MultiLoad {
+            total: self.inner.multi_loaded.clone(),
+            held: 0,
+            limit: self.inner.multi_load_limit,
+        }
+    }
+
+    /// Bytes of values the multi-key operations running hold now ([`MultiLoad`]).
+    pub fn multi_loaded_bytes(&self) -> usize {
+        self.inner.multi_loaded.load(Ordering::Relaxed)
     }
 
     /// An L2 failure of an operation, counted.

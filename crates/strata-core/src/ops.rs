@@ -1606,7 +1606,7 @@ impl TxView {
     /// Whether the replies so far passed [`MAX_REPLY_BYTES`], or the values the steps went
     /// through [`MAX_TX_WORK`]: the caller must apply nothing.
     pub fn over_reply_budget(&self) -> bool {
-        self.reply_bytes > MAX_REPLY_BYTES || self.work > MAX_TX_WORK
+        self.reply_bytes > MAX_REPLY_BYTES || self.work > MAX_TX_WORK || self.held > MAX_TX_HELD
     }
 
     /// The bytes of values a step goes through (read, copied or combined).
@@ -1647,6 +1647,9 @@ impl TxView {
         let reply = self.step_inner(step, engine);
         let after: usize = touched.iter().map(|i| self.slot_held(*i)).sum();
         self.held = (self.held + after).saturating_sub(before);
+        // What a step made counts as work too: a `SETBIT` at a high offset of a missing key
+        // goes through nothing and makes a value of the largest size.
+        self.work = self.work.saturating_add(after.saturating_sub(before));
         self.reply_bytes = self.reply_bytes.saturating_add(reply_bytes(&reply));
         reply
     }
@@ -1860,13 +1863,19 @@ impl TxView {
 /// one `EXEC` would hold a worker thread for seconds.
 pub const MAX_TX_WORK: usize = 1024 * 1024 * 1024;
 
+/// Most bytes of values one transaction's steps may hold changed at once (sixteen values of
+/// the default largest size): each `SETBIT` or `SETRANGE` at a high offset makes one, and
+/// the transaction holds them all until it ends. Scripts are bounded together instead (the
+/// script engine's bound on what the running scripts hold).
+pub const MAX_TX_HELD: usize = 256 * 1024 * 1024;
+
 /// Most bytes of replies one transaction or script may make (as Redis's default
 /// `client-output-buffer-limit` would let a client read before it is closed).
 pub const MAX_REPLY_BYTES: usize = 256 * 1024 * 1024;
 
 fn over_budget() -> String {
     format!(
-        "ERR the replies would exceed {MAX_REPLY_BYTES} bytes, or the values gone through {MAX_TX_WORK} bytes; nothing was applied"
+        "ERR the replies would exceed {MAX_REPLY_BYTES} bytes, the values gone through {MAX_TX_WORK} bytes, or the values changed {MAX_TX_HELD} bytes; nothing was applied"
     )
 }
 

@@ -2008,8 +2008,20 @@ impl Tier for RedisTier {
                 }
                 fresh.push(held.filter(|e| e.is_fresh(now)));
             }
+            // Bounded as the cache's own execution is (`Cache::multi_load`).
+            let mut load = cache.multi_load();
             let refs: Vec<Option<&strata_core::Entry>> = fresh.iter().map(Option::as_ref).collect();
-            let (effects, reply) = cache.apply_multi(op, &refs, now);
+            let charged = load.charge_entries(refs.iter().copied());
+            let (effects, reply) = match charged {
+                Ok(()) => cache.apply_multi(op, &refs, now),
+                Err(e) => (Vec::new(), ops::Reply::Error(e.to_string())),
+            };
+            if let Err(e) = load.charge_writes(&effects) {
+                return Ok(Some(ExecutedMulti {
+                    reply: ops::Reply::Error(e.to_string()),
+                    changes: Vec::new(),
+                }));
+            }
             if effects.is_empty() {
                 return Ok(Some(ExecutedMulti {
                     reply,

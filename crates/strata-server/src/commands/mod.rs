@@ -171,6 +171,8 @@ fn cache_err(e: &CacheError) -> ReplyError {
                  check /health and the node's log for details."
             ),
         ),
+        // Its text is Redis's `OOM` error line.
+        CacheError::MultiLoadTooLarge { .. } => ReplyError::Line(e.to_string()),
         // A cluster write its primary could not acknowledge: Redis Cluster's word for a
         // transient refusal, so that clients retry.
         CacheError::Tier {

@@ -43,6 +43,13 @@ pub const MAX_EVAL_SCRIPTS: usize = 500;
 pub const MAX_CACHED_SCRIPT_BYTES: usize = 64 * 1024 * 1024;
 /// Most scripts running at once on this node (each may hold up to the memory limit).
 pub const MAX_RUNNING_SCRIPTS: usize = 8;
+/// Most bytes of arguments one `redis.call` takes (what the script's own memory may hold):
+/// they are copied out of Lua before the command runs.
+pub const MAX_CALL_ARG_BYTES: usize = SCRIPT_MEMORY_LIMIT;
+/// Longest text `cjson.encode` makes (what the script's own memory may hold): its input
+/// is measured before it is copied out of Lua, since a table may name one large string
+/// many times.
+pub const MAX_JSON_OUTPUT: usize = SCRIPT_MEMORY_LIMIT;
 /// Largest input `cjson.decode` takes (its Rust-side tree is about ten times the text).
 pub const MAX_JSON_INPUT: usize = 4 * 1024 * 1024;
 /// Longest Lua pattern `string.find`/`match`/`gmatch`/`gsub` take.
@@ -601,6 +608,40 @@ pub(crate) fn check_compiles(body: &[u8]) -> Result<(), String> {
     compile(&lua, body).map(|_| ()).map_err(|e| error_text(&e))
 }
 
+/// Deepest table nesting [`json_size`] follows (`cjson.encode` refuses deeper ones too).
+const MAX_JSON_DEPTH: usize = 128;
+
+/// An upper estimate of the text `cjson.encode` makes of `v`, added to `*total`: `None`
+/// once it passes [`MAX_JSON_OUTPUT`] (or nests past [`MAX_JSON_DEPTH`], or holds a
+/// cycle, which nests without end). Each string is counted at six bytes per byte (the
+/// longest escape, `\u00XX`), each number at 24, each key and value with its punctuation.
+fn json_size(v: &Value, depth: usize, total: &mut usize) -> Option<()> {
+    let add = |total: &mut usize, n: usize| {
+        *total = total.saturating_add(n);
+        (*total <= MAX_JSON_OUTPUT).then_some(())
+    };
+    match v {
+        Value::String(s) => add(
+            total,
+            s.as_bytes().len().saturating_mul(6).saturating_add(2),
+        ),
+        Value::Table(t) => {
+            if depth >= MAX_JSON_DEPTH {
+                return None;
+            }
+            add(total, 2)?;
+            for pair in t.clone().pairs::<Value, Value>() {
+                let (k, v) = pair.ok()?;
+                json_size(&k, depth + 1, total)?;
+                json_size(&v, depth + 1, total)?;
+                add(total, 2)?;
+            }
+            Some(())
+        }
+        _ => add(total, 24),
+    }
+}
+
 /// The globals a script sees: `KEYS`, `ARGV`, `redis`, `cjson`, and no way out.
 fn setup(
     lua: &Lua,
@@ -716,6 +757,14 @@ fn setup(
     cjson.set(
         "encode",
         lua.create_function(|lua, v: Value| {
+            if json_size(&v, 0, &mut 0).is_none() {
+                return Err(mlua::Error::external(CallError(
+                    ReplyError::err(format!(
+                        "cjson.encode makes at most {MAX_JSON_OUTPUT} bytes of text, of tables nested at most {MAX_JSON_DEPTH} deep"
+                    ))
+                    .to_string(),
+                )));
+            }
             let json: serde_json::Value = lua.from_value(v)?;
             serde_json::to_string(&json).map_err(mlua::Error::external)
         })?,
@@ -890,6 +939,21 @@ fn redis_call(
     view: &mut TxView,
     args: MultiValue,
 ) -> Result<Value, String> {
+    // The arguments are copied out of Lua: bounded first, since a script may name one of
+    // its strings many times (250 references to one 16 MiB string are 4 GiB of copies).
+    let total: usize = args
+        .iter()
+        .map(|v| match v {
+            Value::String(s) => s.as_bytes().len(),
+            _ => 0,
+        })
+        .fold(0, usize::saturating_add);
+    if total > MAX_CALL_ARG_BYTES {
+        return Err(ReplyError::err(format!(
+            "the arguments of a redis.call total more than {MAX_CALL_ARG_BYTES} bytes"
+        ))
+        .to_string());
+    }
     let mut a: Vec<Bytes> = Vec::with_capacity(args.len());
     for v in args.iter() {
         match v {

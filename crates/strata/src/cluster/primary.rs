@@ -425,6 +425,13 @@ impl Shared {
         let mut floors: Vec<u64> = vec![0; keys.len()];
         'attempt: for _ in 0..STALE_RETRIES {
             let now = self.now_ms();
+            // Bounded as the cache's own execution is (`Cache::multi_load`): what the
+            // attempt reads and writes is held until it ends.
+            let mut load = cache.multi_load();
+            let refused = |e: strata_core::CacheError| ExecutedMulti {
+                reply: Reply::Error(e.to_string()),
+                changes: Vec::new(),
+            };
             let mut current = Vec::with_capacity(keys.len());
             for (i, k) in keys.iter().enumerate() {
                 let (c, floor) = match restarts[i].take() {
@@ -436,10 +443,16 @@ impl Shared {
                 if let Some(e) = &c {
                     self.observe(e.version);
                 }
+                if let Err(e) = load.charge_entries([c.as_ref()]) {
+                    return Ok(refused(e));
+                }
                 current.push(c);
             }
             let refs: Vec<Option<&Entry>> = current.iter().map(Option::as_ref).collect();
             let (effects, reply) = cache.apply_multi(op, &refs, now);
+            if let Err(e) = load.charge_writes(&effects) {
+                return Ok(refused(e));
+            }
             let mut changes: Vec<(usize, Change)> = Vec::with_capacity(effects.len());
             for fx in effects {
                 let change = match fx.effect {
