@@ -601,6 +601,9 @@ impl CacheBuilder {
     }
 }
 
+/// Most writes of one [`Cache::set_many`] under way at once: L3's largest commit group.
+const SET_MANY_GROUP: usize = 256;
+
 /// Default of [`CacheBuilder::multi_load_limit`]: 256 MiB, sixteen values of the default
 /// largest size.
 pub const MULTI_LOADED_BYTES: usize = 256 * 1024 * 1024;
@@ -1552,15 +1555,31 @@ impl Cache {
         }
         let n = checked.len();
         // Written concurrently, so that the layers can batch them (L3 commits them in one
-        // group); the first error is returned after every write has finished.
-        let results = futures_util::future::join_all(
-            checked
-                .into_iter()
-                .map(|(key, entry)| self.write_through(namespace, state, key, entry, true)),
-        )
-        .await;
-        results.into_iter().collect::<Result<Vec<Version>, _>>()?;
-        Ok(n)
+        // group), a group of [`SET_MANY_GROUP`] at a time: one `join_all` over every pair
+        // of a 40,000-key `MSET` polled them all on each wake-up, quadratic in the keys
+        // (5.4 s, against 0.4 s for 10,000; review helper-118). The first error is returned
+        // after every write has finished.
+        let mut first_error = None;
+        let mut pairs = checked.into_iter();
+        loop {
+            let group: Vec<(Bytes, Entry)> = pairs.by_ref().take(SET_MANY_GROUP).collect();
+            if group.is_empty() {
+                break;
+            }
+            let results = futures_util::future::join_all(
+                group
+                    .into_iter()
+                    .map(|(key, entry)| self.write_through(namespace, state, key, entry, true)),
+            )
+            .await;
+            if first_error.is_none() {
+                first_error = results.into_iter().find_map(Result::err);
+            }
+        }
+        match first_error {
+            Some(e) => Err(e),
+            None => Ok(n),
+        }
     }
 
     /// Builds an entry checked against the namespace policy; `version` is ticked now unless
