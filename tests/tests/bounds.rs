@@ -1540,3 +1540,47 @@ fn what_bcast_clients_held_is_given_back_when_they_leave() {
         BUDGET / MIB
     );
 }
+
+/// A key listing's keys count in the clients' budget while it runs (review helper-119: six
+/// `KEYS *` over a million keys took a node from 515 MiB to 2 GB that no budget saw, and
+/// ran on after their clients had gone): past it the listing stops and answers `OOM`, the
+/// client stays connected, and what it held is given back.
+#[test]
+fn key_listings_count_in_the_clients_budget() {
+    let s = Server::start_l1_only(
+        "[server]\nmax_input_bytes_total = 4194304\nmax_request_bytes = 1048576\n[limits]\nmax_value_bytes = 65536\n",
+    );
+    let mut c = s.raw();
+    // 30,000 keys of 100 bytes: 4.4 MB listed with their handles, past the 4 MiB budget.
+    let pad = "p".repeat(90);
+    for round in 0..30 {
+        let mut args: Vec<Vec<u8>> = vec![b"MSET".to_vec()];
+        for i in 0..1000 {
+            args.push(format!("k{round:02}:{i:04}:{pad}").into_bytes());
+            args.push(b"v".to_vec());
+        }
+        let args: Vec<&[u8]> = args.iter().map(Vec::as_slice).collect();
+        assert_eq!(c.cmd(&args), Frame::Simple("OK".into()));
+    }
+    assert_eq!(c.cmd(&[b"DBSIZE"]), Frame::Integer(30_000));
+    let Frame::Error(e) = c.cmd(&[b"KEYS", b"*"]) else {
+        panic!("KEYS * over the budget was answered");
+    };
+    let e = String::from_utf8_lossy(&e);
+    assert!(e.starts_with("OOM ") && e.contains("SCAN"), "{e}");
+    // The same client lists what fits, and the budget is whole again.
+    let Frame::Array(some) = c.cmd(&[b"KEYS", b"k01:*"]) else {
+        panic!("KEYS k01:* refused");
+    };
+    assert_eq!(some.len(), 1000);
+    let Frame::Bulk(info) = c.cmd(&[b"INFO", b"memory"]) else {
+        panic!("INFO");
+    };
+    let info = String::from_utf8_lossy(&info);
+    let held: u64 = info
+        .lines()
+        .find_map(|l| l.strip_prefix("strata_client_input_bytes:"))
+        .and_then(|v| v.trim().parse().ok())
+        .expect("strata_client_input_bytes");
+    assert!(held < 1024 * 1024, "the clients still hold {held} bytes");
+}

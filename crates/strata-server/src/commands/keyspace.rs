@@ -104,18 +104,67 @@ fn next_page_size(bytes: usize, keys: usize) -> usize {
     (PAGE_BYTES / mean).clamp(MIN_PAGE, LIST_PAGE)
 }
 
-/// The keys of `ns` that `keep` picks, at most `max`, in scan order.
+/// What a listed key costs while the listing holds it, beyond its bytes: its `Bytes`
+/// handle and its reply's framing.
+const LISTED_KEY_OVERHEAD: usize = 48;
+
+/// The bytes a key listing holds, counted in the clients' memory budget
+/// ([`crate::budget`]) until it is dropped: a `KEYS *` over a million keys held ~200 MB
+/// that no budget saw, and six at once took a node past 2 GB (review helper-119).
+struct ListingCharge {
+    memory: Arc<crate::budget::ClientMemory>,
+    held: usize,
+    over: bool,
+}
+
+impl ListingCharge {
+    /// Counts `n` more bytes; false (and noted) once the clients' total passes the budget.
+    fn add(&mut self, n: usize) -> bool {
+        self.held += n;
+        if self.memory.add(n) > self.memory.limit() {
+            self.over = true;
+        }
+        !self.over
+    }
+}
+
+impl Drop for ListingCharge {
+    fn drop(&mut self) {
+        self.memory.sub(self.held);
+    }
+}
+
+/// The keys of `ns` that `keep` picks, at most `max`, in scan order. The keys held count in
+/// the clients' memory budget while the listing runs; a listing that would take the total
+/// past it stops and answers an `OOM` error.
 pub(super) async fn list_keys(
     sh: &Shared,
     ns: &str,
     keep: impl Fn(&[u8]) -> bool + Send + 'static,
     max: usize,
 ) -> Res<Vec<Bytes>> {
-    let mut keys = fold_pages(sh, ns, Vec::new(), move |keys, page| {
+    let charge = ListingCharge {
+        memory: sh.client_memory.clone(),
+        held: 0,
+        over: false,
+    };
+    let (mut keys, charge) = fold_pages(sh, ns, (Vec::new(), charge), move |acc, page| {
+        let (keys, charge) = acc;
+        let before = keys.len();
         keys.extend(page.into_iter().filter(|k| keep(k)));
-        keys.len() < max
+        let bytes: usize = keys[before..]
+            .iter()
+            .map(|k| k.len() + LISTED_KEY_OVERHEAD)
+            .sum();
+        charge.add(bytes) && keys.len() < max
     })
     .await?;
+    if charge.over {
+        return Err(ReplyError::Line(format!(
+            "OOM listing the keys would take the clients' memory past server.max_input_bytes_total ({} bytes); list them with SCAN",
+            sh.client_memory.limit()
+        )));
+    }
     keys.truncate(max);
     Ok(keys)
 }
