@@ -75,14 +75,52 @@ pub fn free_port() -> u16 {
 /// The resident set of process `pid` (`VmRSS` of `/proc/PID/status`), in bytes: for a
 /// thread that samples a server while the test drives it.
 pub fn rss_of(pid: u32) -> u64 {
-    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
+    try_rss_of(pid).expect("VmRSS in /proc/PID/status")
+}
+
+/// [`rss_of`], or `None` when the process is gone.
+fn try_rss_of(pid: u32) -> Option<u64> {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
     status
         .lines()
         .find(|l| l.starts_with("VmRSS:"))
         .and_then(|l| l.split_whitespace().nth(1))
         .and_then(|kb| kb.parse::<u64>().ok())
-        .expect("VmRSS in /proc/PID/status")
-        * 1024
+        .map(|kb| kb * 1024)
+}
+
+/// The peak resident set of a process while a test drives it: sampled every 5 ms by a
+/// thread of its own until [`PeakRss::stop`].
+pub struct PeakRss {
+    done: std::sync::Arc<std::sync::atomic::AtomicBool>,
+    sampler: std::thread::JoinHandle<u64>,
+}
+
+impl PeakRss {
+    /// Starts sampling process `pid`.
+    pub fn start(pid: u32) -> Self {
+        let done = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let sampler = std::thread::spawn({
+            let done = done.clone();
+            move || {
+                let mut peak = 0;
+                while !done.load(std::sync::atomic::Ordering::Acquire) {
+                    // The process may be gone (a test that killed it): the peak so far.
+                    let Some(rss) = try_rss_of(pid) else { break };
+                    peak = peak.max(rss);
+                    std::thread::sleep(Duration::from_millis(5));
+                }
+                peak
+            }
+        });
+        Self { done, sampler }
+    }
+
+    /// Stops sampling: the highest resident set seen, in bytes.
+    pub fn stop(self) -> u64 {
+        self.done.store(true, std::sync::atomic::Ordering::Release);
+        self.sampler.join().unwrap()
+    }
 }
 
 /// A `strata serve` child process.

@@ -1163,22 +1163,9 @@ fn selective_keys_within_bound(
 /// RSS grew over what it was before.
 fn peak_growth<T>(s: &Server, f: impl FnOnce() -> T) -> (T, u64) {
     let before = s.rss();
-    let done = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
-    let watcher = {
-        let (done, pid) = (done.clone(), s.pid());
-        std::thread::spawn(move || {
-            let mut most = 0;
-            while !done.load(std::sync::atomic::Ordering::Acquire) {
-                most = most.max(rss_of(pid));
-                std::thread::sleep(Duration::from_millis(5));
-            }
-            most
-        })
-    };
+    let peak = PeakRss::start(s.pid());
     let out = f();
-    done.store(true, std::sync::atomic::Ordering::Release);
-    let most = watcher.join().unwrap();
-    (out, most.saturating_sub(before))
+    (out, peak.stop().saturating_sub(before))
 }
 
 /// Values a script writes are held by the node until the script ends (its writes apply all
@@ -1583,4 +1570,41 @@ fn key_listings_count_in_the_clients_budget() {
         .and_then(|v| v.trim().parse().ok())
         .expect("strata_client_input_bytes");
     assert!(held < 1024 * 1024, "the clients still hold {held} bytes");
+}
+
+/// Small messages queued for subscribers that never read are charged what they hold (review
+/// helper-119: charged 64 bytes each beyond their names, they held twice that, and 40
+/// subscribers took a node 1 GiB past a 512 MiB budget).
+#[test]
+fn small_messages_for_slow_subscribers_are_charged_what_they_hold() {
+    let s = Server::start_l1_only("[server]\nmax_input_bytes_total = 67108864\n");
+    let mut subs = Vec::new();
+    for _ in 0..10 {
+        let mut c = TcpStream::connect(("127.0.0.1", s.port)).unwrap();
+        c.write_all(b"*2\r\n$9\r\nSUBSCRIBE\r\n$1\r\nc\r\n")
+            .unwrap();
+        subs.push(c);
+    }
+    std::thread::sleep(Duration::from_millis(300));
+    let mut publisher = Raw::connect(s.port);
+    let one = b"*3\r\n$7\r\nPUBLISH\r\n$1\r\nc\r\n$1\r\nx\r\n";
+    // 6,000,000 messages queued at most (600,000 to each of 10; the first few MB of each
+    // go to its socket's buffers): ~800 MB held in queues if nobody closed them.
+    let ((), grown) = peak_growth(&s, || {
+        for _ in 0..600 {
+            pipeline(&mut publisher, &one.repeat(1000), 1000);
+        }
+        std::thread::sleep(Duration::from_millis(300));
+    });
+    println!(
+        "10 subscribers not reading 600,000 small messages each: RSS +{} MiB",
+        grown / MIB
+    );
+    assert!(
+        grown < 64 * MIB + 24 * MIB,
+        "RSS grew by {} MiB past a 64 MiB clients' budget",
+        grown / MIB
+    );
+    assert!(metric_or_zero(&s, "strata_server_pubsub_limit_closed_total") >= 1.0);
+    drop(subs);
 }

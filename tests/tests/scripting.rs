@@ -661,19 +661,7 @@ fn scripts_and_transactions_hold_bounded_memory() {
     let mut c = srv.redis();
     let pid = srv.pid();
     let base = srv.rss();
-    // The peak resident set while the requests run, sampled every 10 ms.
-    let done = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
-    let sampler = {
-        let done = done.clone();
-        std::thread::spawn(move || {
-            let mut peak = 0;
-            while !done.load(std::sync::atomic::Ordering::Relaxed) {
-                peak = peak.max(strata_tests::rss_of(pid));
-                std::thread::sleep(Duration::from_millis(10));
-            }
-            peak
-        })
-    };
+    let peak = strata_tests::PeakRss::start(pid);
     let refused = |c: &mut redis::Connection, cmd: &mut redis::Cmd, why: &str| {
         let e = cmd.query::<redis::Value>(c).unwrap_err();
         assert!(e.to_string().contains(why), "{e}");
@@ -756,8 +744,7 @@ fn scripts_and_transactions_hold_bounded_memory() {
             .unwrap();
         assert_eq!(n, 16 * 1024 * 1024);
     }
-    done.store(true, std::sync::atomic::Ordering::Relaxed);
-    let peak = sampler.join().unwrap();
+    let peak = peak.stop();
     let grew = peak.saturating_sub(base) >> 20;
     // L1 (100 MiB) and L3's memtables hold the 17 values too; the requests refused would
     // each have held gigabytes.
