@@ -708,6 +708,36 @@ fn edge_cases_answer_as_redis_does() {
             &["MULTI"],
             &["DISCARD"],
         ],
+        // The `redis` table's constants and helpers as scripts use them (review
+        // helper-118: `REDIS_VERSION_NUM` and four `REPL_*` were nil, and `redis.log` and
+        // `redis.sha1hex` took wrong arguments).
+        &[
+            &["EVAL", "return type(redis.REDIS_VERSION_NUM)", "0"],
+            &["EVAL", "return redis.REDIS_VERSION_NUM >= 0x070000", "0"],
+            &[
+                "EVAL",
+                "return {redis.REPL_NONE, redis.REPL_AOF, redis.REPL_SLAVE, redis.REPL_REPLICA, redis.REPL_ALL}",
+                "0",
+            ],
+            &["EVAL", "redis.log(99, 'x') return 1", "0"],
+            &["EVAL", "redis.log(redis.LOG_WARNING) return 1", "0"],
+            &[
+                "EVAL",
+                "redis.log(redis.LOG_NOTICE, 'a', 1, 'b') return 1",
+                "0",
+            ],
+            &["EVAL", "return redis.sha1hex()", "0"],
+            &["EVAL", "return redis.sha1hex('a', 'b')", "0"],
+            &["EVAL", "return redis.sha1hex('abc')", "0"],
+            &["EVAL", "return redis.sha1hex(42)", "0"],
+        ],
+        // Digits that are no database number are refused, not taken as a namespace name.
+        &[
+            &["SELECT", "01"],
+            &["SELECT", "-0"],
+            &["SELECT", "9999999999999999999999"],
+            &["SELECT", "0"],
+        ],
     ];
     let mut differ = Vec::new();
     for case in cases {

@@ -189,6 +189,13 @@ pub(super) fn select(sh: &Shared, s: &mut Session<'_>, arg: &Bytes) -> Res<()> {
         s.db = Some(n as u32);
         s.ns_hold = None;
     } else {
+        // Digits that are not a database number Redis takes (`01`, `-0`, one past `i64`)
+        // are Redis's error, not a namespace of that name: a zero-padded number from a
+        // configuration file would otherwise select an empty namespace (review helper-118).
+        let digits = arg.strip_prefix(b"-").unwrap_or(arg);
+        if !digits.is_empty() && digits.iter().all(u8::is_ascii_digit) {
+            return Err(not_int());
+        }
         let name = std::str::from_utf8(arg).map_err(|_| not_int())?;
         strata_core::namespace::Namespace::new(name)
             .map_err(|e| ReplyError::err(format!("{e}")))?;

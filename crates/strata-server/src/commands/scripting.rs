@@ -642,6 +642,16 @@ fn json_size(v: &Value, depth: usize, total: &mut usize) -> Option<()> {
     }
 }
 
+/// `redis.REDIS_VERSION_NUM` of a version `"major.minor.patch"`: `0xMMmmpp`, as Redis
+/// makes it.
+fn version_num(version: &str) -> i64 {
+    version
+        .split('.')
+        .take(3)
+        .map(|p| p.parse::<i64>().unwrap_or(0) & 0xff)
+        .fold(0, |n, p| (n << 8) | p)
+}
+
 /// The globals a script sees: `KEYS`, `ARGV`, `redis`, `cjson`, and no way out.
 fn setup(
     lua: &Lua,
@@ -727,14 +737,47 @@ fn setup(
         "status_reply",
         lua.create_function(|lua, args: MultiValue| reply_table(lua, "ok", args))?,
     )?;
+    // Raised as Redis raises them: `-ERR <text>` with the script's name and line.
+    let raise =
+        |text: &'static str| mlua::Error::external(CallError(ReplyError::err(text).to_string()));
     redis.set(
         "sha1hex",
-        lua.create_function(|_, s: mlua::LuaString| Ok(sha1_hex(&s.as_bytes())))?,
+        lua.create_function(move |_, args: MultiValue| match args.len() {
+            1 => match args.front() {
+                Some(Value::String(s)) => Ok(sha1_hex(&s.as_bytes())),
+                Some(Value::Integer(n)) => Ok(sha1_hex(n.to_string().as_bytes())),
+                Some(Value::Number(n)) => Ok(sha1_hex(number_arg(*n).as_bytes())),
+                _ => Ok(sha1_hex(b"")),
+            },
+            _ => Err(raise("wrong number of arguments")),
+        })?,
     )?;
     redis.set(
         "log",
-        lua.create_function(|_, (_level, msg): (i64, mlua::LuaString)| {
-            tracing::info!(target: "strata::script", "{}", msg.to_string_lossy());
+        lua.create_function(move |_, args: MultiValue| {
+            if args.len() < 2 {
+                return Err(raise("redis.log() requires two arguments or more."));
+            }
+            let level = match args.front() {
+                Some(Value::Integer(n)) => Some(*n),
+                Some(Value::Number(n)) if n.fract() == 0.0 => Some(*n as i64),
+                _ => None,
+            };
+            if !matches!(level, Some(0..=3)) {
+                return Err(raise("Invalid debug level."));
+            }
+            // Every argument after the level, joined by spaces, as Redis logs them.
+            let words: Vec<String> = args
+                .iter()
+                .skip(1)
+                .map(|v| match v {
+                    Value::String(s) => s.to_string_lossy().to_string(),
+                    Value::Integer(n) => n.to_string(),
+                    Value::Number(n) => number_arg(*n),
+                    _ => String::new(),
+                })
+                .collect();
+            tracing::info!(target: "strata::script", "{}", words.join(" "));
             Ok(())
         })?,
     )?;
@@ -749,8 +792,20 @@ fn setup(
     // Effects are what replicates, always: these are accepted and change nothing.
     redis.set("replicate_commands", lua.create_function(|_, ()| Ok(true))?)?;
     redis.set("set_repl", lua.create_function(|_, _: MultiValue| Ok(()))?)?;
-    redis.set("REPL_ALL", 3)?;
+    for (name, flags) in [
+        ("REPL_NONE", 0),
+        ("REPL_AOF", 1),
+        ("REPL_SLAVE", 2),
+        ("REPL_REPLICA", 2),
+        ("REPL_ALL", 3),
+    ] {
+        redis.set(name, flags)?;
+    }
     redis.set("REDIS_VERSION", super::REDIS_COMPAT_VERSION)?;
+    redis.set(
+        "REDIS_VERSION_NUM",
+        version_num(super::REDIS_COMPAT_VERSION),
+    )?;
     g.raw_set("redis", redis)?;
 
     let cjson = lua.create_table()?;
