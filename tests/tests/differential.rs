@@ -738,6 +738,21 @@ fn edge_cases_answer_as_redis_does() {
             &["SELECT", "9999999999999999999999"],
             &["SELECT", "0"],
         ],
+        // CONFIG as clients and operators use it (review helper-118).
+        &[
+            &["CONFIG", "SET", "timeout", "99999999999999"],
+            &["CONFIG", "SET", "timeout", "x"],
+            &["CONFIG", "SET", "timeout", "-1"],
+            &["CONFIG", "SET", "timeout", "0x10"],
+            &["CONFIG", "SET", "maxclients", "0"],
+            &["CONFIG", "SET", "timeout", "0", "x"],
+            &["CONFIG", "SET", "timeout"],
+            &["CONFIG", "GET", "notify-keyspace-events"],
+            &["CONFIG", "GET", "replica-read-only"],
+            &["CONFIG", "GET", "slave-read-only"],
+            &["CONFIG", "GET", "cluster-enabled"],
+            &["CONFIG", "GET", "timeout"],
+        ],
     ];
     let mut differ = Vec::new();
     for case in cases {

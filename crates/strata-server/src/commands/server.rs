@@ -33,6 +33,15 @@ pub(super) fn config_values(sh: &Shared) -> Vec<(&'static str, String)> {
         ),
         ("save", String::new()),
         ("appendonly", "no".into()),
+        // Read by clients at connect (keyspace-notification listeners, cluster-aware
+        // pools): Strata sends no keyspace notifications, and its replicas take no writes.
+        ("notify-keyspace-events", String::new()),
+        (
+            "cluster-enabled",
+            if c.cluster.enabled { "yes" } else { "no" }.into(),
+        ),
+        ("replica-read-only", "yes".into()),
+        ("slave-read-only", "yes".into()),
         (
             "slowlog-log-slower-than",
             sh.slowlog.slower_than_us().to_string(),
@@ -45,12 +54,12 @@ pub(super) fn config_values(sh: &Shared) -> Vec<(&'static str, String)> {
     ]
 }
 
-/// A `CONFIG SET` integer of at least `min`, with Redis's two refusals.
-pub(super) fn config_int(v: &[u8], min: i64, name: &str) -> Res<i64> {
+/// A `CONFIG SET` integer within `min..=max`, with Redis's two refusals.
+pub(super) fn config_int(v: &[u8], min: i64, max: i64, name: &str) -> Res<i64> {
     match parse_int(v) {
-        Some(n) if n >= min => Ok(n),
+        Some(n) if (min..=max).contains(&n) => Ok(n),
         Some(_) => Err(ReplyError::err(format!(
-            "CONFIG SET failed (possibly related to argument '{name}') - argument must be between {min} and 9223372036854775807 inclusive"
+            "CONFIG SET failed (possibly related to argument '{name}') - argument must be between {min} and {max} inclusive"
         ))),
         None => Err(ReplyError::err(format!(
             "CONFIG SET failed (possibly related to argument '{name}') - argument couldn't be parsed into an integer"
@@ -82,16 +91,13 @@ pub(super) fn config(sh: &Shared, s: &mut Session<'_>, a: &[Bytes]) -> Res<()> {
         for pair in a[2..].chunks(2) {
             let (k, v) = (lower(&pair[0]), &pair[1]);
             match k.as_str() {
+                // Redis's ranges: an `unsigned int` and an `int` of seconds.
                 "maxclients" => {
-                    let n = parse_int(v).filter(|n| *n >= 1 && *n <= i64::from(u32::MAX)).ok_or_else(|| {
-                        ReplyError::err("CONFIG SET failed (possibly related to argument 'maxclients') - argument must be a positive integer")
-                    })?;
+                    let n = config_int(v, 1, i64::from(u32::MAX), "maxclients")?;
                     sh.max_clients.store(n as u32, Ordering::Relaxed);
                 }
                 "timeout" => {
-                    let n = parse_int(v).filter(|n| *n >= 0).ok_or_else(|| {
-                        ReplyError::err("CONFIG SET failed (possibly related to argument 'timeout') - argument must be a non-negative integer")
-                    })?;
+                    let n = config_int(v, 0, i64::from(i32::MAX), "timeout")?;
                     sh.idle_timeout_secs.store(n as u64, Ordering::Relaxed);
                 }
                 "requirepass" => {
@@ -112,16 +118,16 @@ pub(super) fn config(sh: &Shared, s: &mut Session<'_>, a: &[Bytes]) -> Res<()> {
                     *sh.requirepass.write() = p;
                 }
                 "slowlog-log-slower-than" => {
-                    let n = config_int(v, -1, "slowlog-log-slower-than")?;
+                    let n = config_int(v, -1, i64::MAX, "slowlog-log-slower-than")?;
                     sh.slowlog.set_slower_than_us(n);
                 }
                 "slowlog-max-len" => {
-                    let n = config_int(v, 0, "slowlog-max-len")?;
+                    let n = config_int(v, 0, i64::MAX, "slowlog-max-len")?;
                     sh.slowlog
                         .set_max_len(usize::try_from(n).unwrap_or(usize::MAX));
                 }
                 "latency-monitor-threshold" => {
-                    let n = config_int(v, 0, "latency-monitor-threshold")?;
+                    let n = config_int(v, 0, i64::MAX, "latency-monitor-threshold")?;
                     sh.latency.set_threshold_ms(n as u64);
                 }
                 "save" | "appendonly" => {}
@@ -133,6 +139,9 @@ pub(super) fn config(sh: &Shared, s: &mut Session<'_>, a: &[Bytes]) -> Res<()> {
             }
         }
         s.reply.ok();
+    } else if eq_ic(sub, "SET") && a.len() >= 4 {
+        // A parameter without its value: Redis's answer (checked against redis-server).
+        return Err(ReplyError::Syntax);
     } else if eq_ic(sub, "RESETSTAT") && a.len() == 2 {
         s.reply.ok();
     } else if eq_ic(sub, "HELP") && a.len() == 2 {
