@@ -1,8 +1,9 @@
 #!/usr/bin/env python3
 # One MSET of many keys against a server on 127.0.0.1:PORT, with a bystander client
 # SETting another key every 10 ms: prints each MSET's time and the bystander's worst
-# latency (docs/benchmarks.md, "A large MSET"). Run it against a strata node and a
-# redis-server started on the ports you give: scripts/bench-big-mset.py 6380 [6379 ...]
+# latency, then the time of one DEL naming all those keys (docs/benchmarks.md, "A large
+# MSET"). Run it against a strata node and a redis-server started on the ports you give:
+# scripts/bench-big-mset.py 6380 [6379 ...]
 import socket
 import sys
 import threading
@@ -18,12 +19,9 @@ def frame(args):
     return b"".join(out)
 
 
-def mset(port, n):
-    pairs = []
-    for i in range(n):
-        pairs += [b"m%d" % i, b"v"]
+def timed(port, args):
     s = socket.create_connection(("127.0.0.1", port))
-    data = frame([b"MSET"] + pairs)
+    data = frame(args)
     t = time.time()
     s.sendall(data)
     buf = b""
@@ -49,11 +47,16 @@ def run(port):
         th = threading.Thread(target=bystander)
         th.start()
         time.sleep(0.1)
-        d = mset(port, n)
+        pairs = []
+        for i in range(n):
+            pairs += [b"m%d" % i, b"v"]
+        d = timed(port, [b"MSET"] + pairs)
         stop.set()
         th.join()
+        gone = timed(port, [b"DEL"] + [b"m%d" % i for i in range(n)])
         print(f"port {port}: MSET {n:6d} keys: {d:6.2f} s; "
-              f"bystander SET max {max(lat) * 1000:7.1f} ms over {len(lat)} SETs")
+              f"bystander SET max {max(lat) * 1000:7.1f} ms over {len(lat)} SETs; "
+              f"DEL of them {gone:6.2f} s")
 
 
 for p in sys.argv[1:] or ["6380"]:

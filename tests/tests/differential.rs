@@ -738,6 +738,15 @@ fn edge_cases_answer_as_redis_does() {
             &["SELECT", "9999999999999999999999"],
             &["SELECT", "0"],
         ],
+        // A DEL's keys are removed in groups, concurrently: a key named twice counts once.
+        &[
+            &["SET", "a", "1"],
+            &["SET", "b", "1"],
+            &["DEL", "a", "b", "a", "c", "b"],
+            &["EXISTS", "a", "b"],
+            &["SET", "a", "1"],
+            &["UNLINK", "a", "a"],
+        ],
         // CONFIG as clients and operators use it (review helper-118).
         &[
             &["CONFIG", "SET", "timeout", "99999999999999"],

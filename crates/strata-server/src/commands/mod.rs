@@ -660,13 +660,25 @@ async fn run(sh: &Shared, s: &mut Session<'_>, id: Cmd, a: &[Bytes]) -> Res<()> 
                 .bulk(range_of(v.as_deref().unwrap_or(b""), start, end));
         }
         Cmd::Del | Cmd::Unlink => {
+            // The keys in groups, each key's removal under its own lock (one at a time per
+            // future, so no two wait on each other), so that L3 commits a group's removals
+            // together: one after the other, each waited for its own commit (80,000 keys
+            // took 7.9 s in a debug build, review helper-118). A key named twice is found
+            // gone the second time, as in Redis.
+            let ns = &s.ns;
             let mut n = 0;
-            for k in &a[1..] {
-                let _g = sh.key_lock(&s.ns, k).write().await;
-                match sh.cache.execute(&s.ns, k.clone(), &KeyOp::Del).await {
-                    Ok(ops::Reply::Int(1)) => n += 1,
-                    Ok(_) => {}
-                    Err(e) => return Err(cache_err(&e)),
+            for group in a[1..].chunks(MAX_SET_GROUP) {
+                let removed = futures_util::future::join_all(group.iter().map(|k| async move {
+                    let _g = sh.key_lock(ns, k).write().await;
+                    sh.cache.execute(ns, k.clone(), &KeyOp::Del).await
+                }))
+                .await;
+                for r in removed {
+                    match r {
+                        Ok(ops::Reply::Int(1)) => n += 1,
+                        Ok(_) => {}
+                        Err(e) => return Err(cache_err(&e)),
+                    }
                 }
             }
             s.reply.integer(n);
