@@ -859,6 +859,21 @@ print("ok")
         lines.iter().any(|l| l.starts_with("USAGE <key>")),
         "{lines:?}"
     );
+    // So do CLIENT, SCRIPT and ACL HELP (their errors said to try the command that failed,
+    // review helper-118), each ending as Redis's do.
+    for (command, has) in [
+        ("CLIENT", "TRACKING (ON|OFF)"),
+        ("SCRIPT", "LOAD <script>"),
+        ("ACL", "WHOAMI"),
+    ] {
+        let lines: Vec<String> = cmd(command).arg("HELP").query(&mut c).unwrap();
+        assert!(
+            lines[0].starts_with(&format!("{command} <subcommand>"))
+                && lines.iter().any(|l| l.starts_with(has))
+                && lines.ends_with(&["HELP".into(), "    Prints this help.".into()]),
+            "{lines:?}"
+        );
+    }
     // No such section: an empty string, as redis-server answers (it was a lone CRLF).
     let none: String = cmd("INFO").arg("nosuch").query(&mut c).unwrap();
     assert_eq!(none, "");

@@ -88,6 +88,24 @@ pub(super) fn acl_command(sh: &Shared, s: &mut Session<'_>, a: &[Bytes]) -> Res<
         for n in names {
             s.reply.bulk(n.as_bytes());
         }
+    } else if eq_ic(sub, "HELP") && a.len() == 2 {
+        // Redis's lines for the subcommands Strata has (users come from the config).
+        super::help(
+            s,
+            &[
+                "ACL <subcommand> [<arg> [value] [opt] ...]. Subcommands are:",
+                "CAT",
+                "    List all commands categories.",
+                "LIST",
+                "    Show users details in config file format.",
+                "USERS",
+                "    List all the registered usernames.",
+                "WHOAMI",
+                "    Return the current connection username.",
+                "HELP",
+                "    Prints this help.",
+            ],
+        );
     } else {
         return Err(ReplyError::err(format!(
             "unknown subcommand or wrong number of arguments for '{}'. Try ACL HELP.",
@@ -300,6 +318,43 @@ pub(super) fn client(sh: &Shared, s: &mut Session<'_>, a: &[Bytes]) -> Res<()> {
         super::tracking::client_getredir(s);
     } else if eq_ic(sub, "TRACKINGINFO") && a.len() == 2 {
         super::tracking::client_trackinginfo(sh, s);
+    } else if eq_ic(sub, "HELP") && a.len() == 2 {
+        // Redis's lines for the subcommands Strata has.
+        super::help(
+            s,
+            &[
+                "CLIENT <subcommand> [<arg> [value] [opt] ...]. Subcommands are:",
+                "CACHING (YES|NO)",
+                "    Enable/disable tracking of the keys for next command in OPTIN/OPTOUT modes.",
+                "GETREDIR",
+                "    Return the client ID we are redirecting to when tracking is enabled.",
+                "GETNAME",
+                "    Return the name of the current connection.",
+                "ID",
+                "    Return the ID of the current connection.",
+                "INFO",
+                "    Return information about the current client connection.",
+                "LIST",
+                "    Return information about client connections.",
+                "NO-EVICT (ON|OFF)",
+                "    Accepted; Strata evicts no client for memory by this flag.",
+                "NO-TOUCH (ON|OFF)",
+                "    Accepted.",
+                "SETINFO <option> <value>",
+                "    Set client meta attr. Options are:",
+                "    * LIB-NAME: the client lib name.",
+                "    * LIB-VER: the client lib version.",
+                "SETNAME <name>",
+                "    Assign the name <name> to the current connection.",
+                "TRACKING (ON|OFF) [REDIRECT <id>] [BCAST] [PREFIX <prefix> [...]]",
+                "         [OPTIN] [OPTOUT] [NOLOOP]",
+                "    Control server assisted client side caching.",
+                "TRACKINGINFO",
+                "    Report tracking status for the current connection.",
+                "HELP",
+                "    Prints this help.",
+            ],
+        );
     } else {
         return Err(ReplyError::err(format!(
             "unknown subcommand or wrong number of arguments for '{}'. Try CLIENT HELP.",
