@@ -57,6 +57,11 @@ fn confirm(s: &mut Session<'_>, kind: Kind, word: &str, name: Option<&[u8]>) {
             sub.count()
         }
     });
+    confirm_count(s, word, name, count);
+}
+
+/// A confirmation naming the count the client had right after it.
+fn confirm_count(s: &mut Session<'_>, word: &str, name: Option<&[u8]>, count: usize) {
     s.reply.push(3);
     s.reply.bulk(word.as_bytes());
     match name {
@@ -103,6 +108,14 @@ fn check_names(sh: &Shared, names: &[Bytes], pattern: bool) -> Res<()> {
 /// names are checked first, so a refused command subscribes to nothing.
 pub(super) fn subscribe(sh: &Shared, s: &mut Session<'_>, a: &[Bytes], kind: Kind) -> Res<()> {
     check_names(sh, &a[1..], kind == Kind::Pattern)?;
+    if kind == Kind::Pattern {
+        // Together: the pattern table's snapshots are rebuilt once per batch.
+        let (counts, refused) = sh.pubsub.psubscribe_all(subscription(sh, s), &a[1..]);
+        for (name, count) in a[1..].iter().zip(counts) {
+            confirm_count(s, kind.words().0, Some(name), count);
+        }
+        return refused.map_or(Ok(()), |why| Err(ReplyError::err(why)));
+    }
     for name in &a[1..] {
         let sub = subscription(sh, s);
         let done = match kind {
