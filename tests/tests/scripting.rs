@@ -683,6 +683,17 @@ fn scripts_and_transactions_hold_bounded_memory() {
             .arg(0),
         "cjson.encode makes at most",
     );
+    // Tables named many times are measured once: 100 levels of tables naming the one
+    // below twice walked 2^100 paths (10-21 s on a worker thread).
+    let t = Instant::now();
+    refused(
+        &mut c,
+        redis::cmd("EVAL")
+            .arg("local cur={} for d=1,100 do local n={} n[{}]=cur n[{}]=cur cur=n end return cjson.encode(cur)")
+            .arg(0),
+        "cjson.encode makes at most",
+    );
+    assert!(t.elapsed() < Duration::from_secs(2), "{:?}", t.elapsed());
     let small: usize = redis::cmd("EVAL")
         .arg("return #cjson.encode({a={1,2,'x'}})")
         .arg(0)
@@ -734,6 +745,31 @@ fn scripts_and_transactions_hold_bounded_memory() {
         .collect();
     let e = exec(&mut c, strlens);
     assert!(e.to_string().contains("OOM"), "{e}");
+    // A WATCH keeps each value it read: 5 of 16 MiB pass a client's 64 MiB, and none of
+    // them is watched then.
+    refused(
+        &mut c,
+        redis::cmd("WATCH").arg(names(5)),
+        "watched keys hold at most",
+    );
+    let _: () = redis::cmd("WATCH").arg(names(3)).query(&mut c).unwrap();
+    let _: () = redis::cmd("UNWATCH").query(&mut c).unwrap();
+    // The bound is each operation's own: clients renaming large keys at once all succeed.
+    let renamers: Vec<_> = (0..4)
+        .map(|i| {
+            let mut c = srv.redis();
+            std::thread::spawn(move || {
+                let (a, b) = (format!("big:{i}"), format!("moved:{i}"));
+                for _ in 0..3 {
+                    let _: () = redis::cmd("RENAME").arg(&a).arg(&b).query(&mut c).unwrap();
+                    let _: () = redis::cmd("RENAME").arg(&b).arg(&a).query(&mut c).unwrap();
+                }
+            })
+        })
+        .collect();
+    for r in renamers {
+        r.join().unwrap();
+    }
     // Under the bound they run, again and again: what each held was given back.
     for _ in 0..3 {
         let n: usize = redis::cmd("EVAL")

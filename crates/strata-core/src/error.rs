@@ -104,12 +104,12 @@ pub enum CacheError {
         /// What L3 reported.
         reason: String,
     },
-    /// The multi-key operations running on this node (transactions, scripts, `MSETNX`,
-    /// `RENAME`, `COPY`) would hold more than `limit` bytes of the values they read and
-    /// write (`CacheBuilder::multi_load_limit`). Nothing this operation would do was applied.
-    /// Its text starts with Redis's `OOM` code.
+    /// A multi-key operation (a transaction, a script, `MSETNX`, `RENAME`, `COPY`) would
+    /// hold more than `limit` bytes of the values it reads and writes
+    /// (`CacheBuilder::multi_load_limit`). Nothing it would do was applied. Its text starts
+    /// with Redis's `OOM` code.
     #[error(
-        "OOM the transactions and scripts running on this node would hold more than {limit} bytes of the values they read and write; nothing was applied"
+        "OOM the values this transaction or script reads and writes come to more than {limit} bytes; nothing was applied"
     )]
     MultiLoadTooLarge {
         /// The node's bound, in bytes.

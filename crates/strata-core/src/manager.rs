@@ -488,10 +488,11 @@ impl CacheBuilder {
         self
     }
 
-    /// Most bytes of values the multi-key operations running at once on this node
-    /// (transactions, scripts, `MSETNX`, `RENAME`, `COPY`; [`Cache::execute_multi`]) may hold:
-    /// the current values they read before they run (an L3 value is a copy of its own) and
-    /// the values they write until the writes are made. Past it an operation is refused with
+    /// Most bytes of values one multi-key operation (a transaction, a script, `MSETNX`,
+    /// `RENAME`, `COPY`; [`Cache::execute_multi`]) may hold: the current values it reads
+    /// before it runs (an L3 value is a copy of its own) and the values it writes until the
+    /// writes are made; never less than twice the largest value allowed (a `RENAME` of
+    /// one reads it and writes it). Past it the operation is refused with
     /// [`CacheError::MultiLoadTooLarge`] and changes nothing. Default
     /// [`MULTI_LOADED_BYTES`].
     pub fn multi_load_limit(mut self, bytes: usize) -> Self {
@@ -566,6 +567,9 @@ impl CacheBuilder {
                 .map_err(|e| format!("namespaces.{name}: {e}"))?;
         }
         let l3_write_around = !self.l3_keeps_writes && self.l2.is_some();
+        let multi_load_limit = self
+            .multi_load_limit
+            .max(self.limits.max_value_bytes.saturating_mul(2));
         Ok(Cache {
             inner: Arc::new(Inner {
                 l1: self.l1,
@@ -595,7 +599,7 @@ impl CacheBuilder {
                 listener: std::sync::OnceLock::new(),
                 read_gate: std::sync::OnceLock::new(),
                 multi_loaded: Arc::new(AtomicUsize::new(0)),
-                multi_load_limit: self.multi_load_limit,
+                multi_load_limit,
             }),
         })
     }
@@ -605,13 +609,16 @@ impl CacheBuilder {
 const SET_MANY_GROUP: usize = 256;
 
 /// Default of [`CacheBuilder::multi_load_limit`]: 256 MiB, sixteen values of the default
-/// largest size.
+/// largest size (or twice the largest value allowed, when that is more).
 pub const MULTI_LOADED_BYTES: usize = 256 * 1024 * 1024;
 
-/// The bytes of values one multi-key operation holds, charged against the node's
-/// [`CacheBuilder::multi_load_limit`] (shared by every operation running) until it is
-/// dropped ([`Cache::multi_load`]). A layer that executes multi-key operations itself (a
-/// cluster's primary, the Redis bridge) charges what it reads and writes the same way.
+/// The bytes of values one multi-key operation holds, bounded by
+/// [`CacheBuilder::multi_load_limit`] and counted in the node's total
+/// ([`Cache::multi_loaded_bytes`]) until it is dropped ([`Cache::multi_load`]). A layer
+/// that executes multi-key operations itself (a cluster's primary, the Redis bridge)
+/// charges what it reads and writes the same way. The bound is the operation's own: a
+/// node-wide one refused ordinary concurrent `RENAME`s of large values (review helper-120);
+/// many operations at once are bounded as many clients' replies are, client by client.
 #[derive(Debug)]
 pub struct MultiLoad {
     total: Arc<AtomicUsize>,
@@ -621,20 +628,25 @@ pub struct MultiLoad {
 
 impl MultiLoad {
     /// Charges a value the operation holds (a current entry it read, a value it will
-    /// write): [`CacheError::MultiLoadTooLarge`] when the operations running would then
-    /// hold more than the limit. The value is charged either way, and given back when this
-    /// is dropped; the caller must apply nothing after an error. A value is charged after
-    /// it was read, so an operation holds at most one value past the limit.
+    /// write): [`CacheError::MultiLoadTooLarge`] when the operation would then hold more
+    /// than the limit. The value is counted either way, and given back when this is
+    /// dropped; the caller must apply nothing after an error. A value is charged after it
+    /// was read, so an operation holds at most one value past the limit.
     pub fn charge(&mut self, bytes: usize) -> Result<(), CacheError> {
         if bytes == 0 {
             return Ok(());
         }
-        let before = self.total.fetch_add(bytes, Ordering::AcqRel);
+        self.total.fetch_add(bytes, Ordering::AcqRel);
         self.held += bytes;
-        if before.saturating_add(bytes) > self.limit {
+        if self.held > self.limit {
             return Err(CacheError::MultiLoadTooLarge { limit: self.limit });
         }
         Ok(())
+    }
+
+    /// The operation's bound, in bytes.
+    pub fn limit(&self) -> usize {
+        self.limit
     }
 
     /// Charges each present entry's value ([`MultiLoad::charge`]).
@@ -1259,9 +1271,9 @@ impl Cache {
                 Err(source) => return Err(self.l2_failed(source)),
             }
         }
-        // What the operation reads and writes is held until it ends, and bounded across
-        // the operations running: a script naming a hundred 16 MiB keys that only L3 holds
-        // would otherwise copy each into memory before it runs.
+        // What the operation reads and writes is held until it ends, and bounded: a script
+        // naming a hundred 16 MiB keys that only L3 holds would otherwise copy each into
+        // memory before it runs.
         let mut load = self.multi_load();
         let mut current = Vec::with_capacity(keys.len());
         for k in &keys {
@@ -1322,7 +1334,7 @@ impl Cache {
         Ok(reply)
     }
 
-    /// A charge of the values one multi-key operation holds against the node's
+    /// A charge of the values one multi-key operation holds against
     /// [`CacheBuilder::multi_load_limit`], given back when dropped.
     pub fn multi_load(&self) -> MultiLoad {
         MultiLoad {

@@ -1606,7 +1606,9 @@ impl TxView {
     /// Whether the replies so far passed [`MAX_REPLY_BYTES`], or the values the steps went
     /// through [`MAX_TX_WORK`]: the caller must apply nothing.
     pub fn over_reply_budget(&self) -> bool {
-        self.reply_bytes > MAX_REPLY_BYTES || self.work > MAX_TX_WORK || self.held > MAX_TX_HELD
+        self.reply_bytes > MAX_REPLY_BYTES
+            || self.work > MAX_TX_WORK
+            || self.held > MAX_TX_HELD.max(self.limits.max_value.saturating_mul(2))
     }
 
     /// The bytes of values a step goes through (read, copied or combined).
@@ -1864,8 +1866,9 @@ impl TxView {
 pub const MAX_TX_WORK: usize = 1024 * 1024 * 1024;
 
 /// Most bytes of values one transaction's steps may hold changed at once (sixteen values of
-/// the default largest size): each `SETBIT` or `SETRANGE` at a high offset makes one, and
-/// the transaction holds them all until it ends. Scripts are bounded together instead (the
+/// the default largest size, or two of the largest allowed when that is more): each
+/// `SETBIT` or `SETRANGE` at a high offset makes one, and the transaction holds them all
+/// until it ends. Scripts are bounded together instead (the
 /// script engine's bound on what the running scripts hold).
 pub const MAX_TX_HELD: usize = 256 * 1024 * 1024;
 

@@ -1963,6 +1963,36 @@ impl Tier for RedisTier {
             return Ok(None);
         }
         let full: Vec<Vec<u8>> = keys.iter().map(|k| self.full_key(namespace, k)).collect();
+        // Where the keys' values could pass the operation's bound, their sizes first (one
+        // round trip), so that a refusal reads none of them: the `MGET` below reads them
+        // all at once (150 keys of 16 MiB were 2.4 GB read before the bound was checked,
+        // and the read's timeout opened the circuit for every operation; review
+        // helper-120).
+        let bound = cache.multi_load().limit();
+        if keys.len().saturating_mul(cache.op_limits().max_value) > bound {
+            let sizes: Vec<usize> = self
+                .call(|b| {
+                    let cmds = full
+                        .iter()
+                        .map(|k| {
+                            let mut c = redis::cmd("STRLEN");
+                            c.arg(k.as_slice());
+                            c
+                        })
+                        .collect();
+                    async move { b.batch(cmds).await }
+                })
+                .await?;
+            let mut probe = cache.multi_load();
+            for size in sizes {
+                if let Err(e) = probe.charge(size) {
+                    return Ok(Some(ExecutedMulti {
+                        reply: ops::Reply::Error(e.to_string()),
+                        changes: Vec::new(),
+                    }));
+                }
+            }
+        }
         let channel = self.inner.channel.as_bytes().to_vec();
         let script = &self.inner.execute_multi_script;
         let started = Instant::now();

@@ -210,8 +210,13 @@ pub(super) fn select(sh: &Shared, s: &mut Session<'_>, arg: &Bytes) -> Res<()> {
         // Digits that are not a database number Redis takes (`01`, `-0`, one past `i64`)
         // are Redis's error, not a namespace of that name: a zero-padded number from a
         // configuration file would otherwise select an empty namespace (review helper-118).
+        // A namespace the configuration names (`[namespaces."007"]`) is selected all the
+        // same (review helper-120).
         let digits = arg.strip_prefix(b"-").unwrap_or(arg);
-        if !digits.is_empty() && digits.iter().all(u8::is_ascii_digit) {
+        if !digits.is_empty()
+            && digits.iter().all(u8::is_ascii_digit)
+            && !std::str::from_utf8(arg).is_ok_and(|n| sh.config.namespaces.contains_key(n))
+        {
             return Err(not_int());
         }
         let name = std::str::from_utf8(arg).map_err(|_| not_int())?;
