@@ -903,3 +903,47 @@ fn behind_redis_a_node_killed_during_an_outage_never_serves_what_it_replaced() {
     }
     b.terminate();
 }
+
+/// Behind Redis, a script whose keys' values would pass its bound reads none of them
+/// (review helper-120: the `MGET` of 150 keys of 16 MiB pulled 2.4 GB before the bound was
+/// checked, and its timeout opened the circuit for every operation of the node).
+#[test]
+fn behind_redis_a_script_over_its_bound_reads_nothing_and_the_circuit_stays_closed() {
+    let redis = RedisServer::start();
+    let srv = Server::start(&format!(
+        // Room for a debug build's 16 MiB writes to Redis.
+        "[l2.redis]\nenabled = true\nport = {}\nop_timeout_ms = 5000\n",
+        redis.port
+    ));
+    assert!(wait_for(Duration::from_secs(5), || l2_health(&srv)["state"] == "up").is_some());
+    let mut c = srv.redis();
+    let names: Vec<String> = (0..17).map(|i| format!("big:{i}")).collect();
+    for k in &names {
+        let _: usize = redis::cmd("SETRANGE")
+            .arg(k)
+            .arg(16 * 1024 * 1024 - 1)
+            .arg("x")
+            .query(&mut c)
+            .unwrap();
+    }
+    let base = srv.rss();
+    let peak = strata_tests::PeakRss::start(srv.pid());
+    let e = redis::cmd("EVAL")
+        .arg("return 1")
+        .arg(names.len())
+        .arg(&names)
+        .query::<i64>(&mut c)
+        .unwrap_err();
+    assert!(e.to_string().contains("OOM"), "{e}");
+    let grew = peak.stop().saturating_sub(base) >> 20;
+    assert!(grew < 128, "the refused script's keys took {grew} MiB");
+    // Nothing opened the circuit: a script over two of the keys runs.
+    let n: i64 = redis::cmd("EVAL")
+        .arg("return redis.call('STRLEN', KEYS[2])")
+        .arg(2)
+        .arg(&names[..2])
+        .query(&mut c)
+        .unwrap();
+    assert_eq!(n, 16 * 1024 * 1024);
+    assert_eq!(l2_health(&srv)["state"], "up");
+}
