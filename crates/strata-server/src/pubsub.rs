@@ -572,10 +572,10 @@ impl PubSub {
     }
 
     /// Subscribes `sub` to each of `patterns` in turn, until one is refused: the client's
-    /// subscription count after each one taken, and why the next was refused. The table's snapshots are rebuilt once per
-    /// [`PATTERN_BATCH`] patterns, not once per pattern: one `PSUBSCRIBE` of 10,000
-    /// patterns rebuilt them 10,000 times and held every client up for its 0.2–0.4 s
-    /// (review helper-119).
+    /// subscription count after each one taken, and why the next was refused. The table's
+    /// snapshots are rebuilt once per 1,024 patterns, not once per pattern: one
+    /// `PSUBSCRIBE` of 10,000 patterns rebuilt them 10,000 times and held every client up
+    /// for its 0.2–0.4 s (review helper-119).
     pub fn psubscribe_all<P: AsRef<[u8]>>(
         &self,
         sub: &mut Subscription,
