@@ -112,7 +112,7 @@ pub enum CacheError {
         "OOM the values this transaction or script reads and writes come to more than {limit} bytes; nothing was applied"
     )]
     MultiLoadTooLarge {
-        /// The node's bound, in bytes.
+        /// The operation's bound, in bytes.
         limit: usize,
     },
     /// The loader given to `get_or_load` failed; every caller waiting on that load gets this.

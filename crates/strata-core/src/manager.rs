@@ -19,7 +19,7 @@
 use std::future::Future;
 use std::pin::Pin;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
 
@@ -598,7 +598,6 @@ impl CacheBuilder {
                 script_engine: std::sync::OnceLock::new(),
                 listener: std::sync::OnceLock::new(),
                 read_gate: std::sync::OnceLock::new(),
-                multi_loaded: Arc::new(AtomicUsize::new(0)),
                 multi_load_limit,
             }),
         })
@@ -613,15 +612,13 @@ const SET_MANY_GROUP: usize = 256;
 pub const MULTI_LOADED_BYTES: usize = 256 * 1024 * 1024;
 
 /// The bytes of values one multi-key operation holds, bounded by
-/// [`CacheBuilder::multi_load_limit`] and counted in the node's total
-/// ([`Cache::multi_loaded_bytes`]) until it is dropped ([`Cache::multi_load`]). A layer
-/// that executes multi-key operations itself (a cluster's primary, the Redis bridge)
-/// charges what it reads and writes the same way. The bound is the operation's own: a
-/// node-wide one refused ordinary concurrent `RENAME`s of large values (review helper-120);
-/// many operations at once are bounded as many clients' replies are, client by client.
+/// [`CacheBuilder::multi_load_limit`] ([`Cache::multi_load`]). A layer that executes
+/// multi-key operations itself (a cluster's primary, the Redis bridge) charges what it
+/// reads and writes the same way. The bound is the operation's own: a node-wide one
+/// refused ordinary concurrent `RENAME`s of large values (review helper-120); many
+/// operations at once are bounded as many clients' replies are, client by client.
 #[derive(Debug)]
 pub struct MultiLoad {
-    total: Arc<AtomicUsize>,
     held: usize,
     limit: usize,
 }
@@ -629,15 +626,10 @@ pub struct MultiLoad {
 impl MultiLoad {
     /// Charges a value the operation holds (a current entry it read, a value it will
     /// write): [`CacheError::MultiLoadTooLarge`] when the operation would then hold more
-    /// than the limit. The value is counted either way, and given back when this is
-    /// dropped; the caller must apply nothing after an error. A value is charged after it
-    /// was read, so an operation holds at most one value past the limit.
+    /// than the limit; the caller must apply nothing after an error. A value is charged
+    /// after it was read, so an operation holds at most one value past the limit.
     pub fn charge(&mut self, bytes: usize) -> Result<(), CacheError> {
-        if bytes == 0 {
-            return Ok(());
-        }
-        self.total.fetch_add(bytes, Ordering::AcqRel);
-        self.held += bytes;
+        self.held = self.held.saturating_add(bytes);
         if self.held > self.limit {
             return Err(CacheError::MultiLoadTooLarge { limit: self.limit });
         }
@@ -668,12 +660,6 @@ impl MultiLoad {
             }
         }
         Ok(())
-    }
-}
-
-impl Drop for MultiLoad {
-    fn drop(&mut self) {
-        self.total.fetch_sub(self.held, Ordering::AcqRel);
     }
 }
 
@@ -719,8 +705,7 @@ struct Inner {
     listener: std::sync::OnceLock<Arc<dyn ChangeListener>>,
     /// [`Cache::set_read_gate`].
     read_gate: std::sync::OnceLock<Arc<dyn ReadGate>>,
-    /// Bytes the multi-key operations running hold ([`MultiLoad`]).
-    multi_loaded: Arc<AtomicUsize>,
+    /// [`CacheBuilder::multi_load_limit`] ([`MultiLoad`]).
     multi_load_limit: usize,
 }
 
@@ -1334,19 +1319,13 @@ impl Cache {
         Ok(reply)
     }
 
-    /// A charge of the values one multi-key operation holds against
-    /// [`CacheBuilder::multi_load_limit`], given back when dropped.
+    /// A count of the values one multi-key operation holds, against
+    /// [`CacheBuilder::multi_load_limit`].
     pub fn multi_load(&self) -> MultiLoad {
         MultiLoad {
-            total: self.inner.multi_loaded.clone(),
             held: 0,
             limit: self.inner.multi_load_limit,
         }
-    }
-
-    /// Bytes of values the multi-key operations running hold now ([`MultiLoad`]).
-    pub fn multi_loaded_bytes(&self) -> usize {
-        self.inner.multi_loaded.load(Ordering::Relaxed)
     }
 
     /// An L2 failure of an operation, counted.
