@@ -1608,3 +1608,104 @@ fn small_messages_for_slow_subscribers_are_charged_what_they_hold() {
     assert!(metric_or_zero(&s, "strata_server_pubsub_limit_closed_total") >= 1.0);
     drop(subs);
 }
+
+/// The RESP encoding of the command `args`.
+fn request(args: &[Vec<u8>]) -> Vec<u8> {
+    Frame::Array(args.iter().map(|a| Frame::Bulk(a.clone().into())).collect())
+        .to_bytes()
+        .to_vec()
+}
+
+/// A long command whose every item is answered from memory lets other clients be answered
+/// while it runs. Tokio has one socket poller, held by a worker that went idle; the other
+/// idle worker sleeps until two tasks are queued. A request arriving alone (here: its last
+/// two bytes sent after a pause, so nothing else is in flight) was then run to its end by
+/// the worker holding the poller, and a bystander's `PING` sat unread in the kernel as long
+/// (review helper-121: `PSUBSCRIBE` of 10,000 patterns 60-116 ms, `EXISTS` of 300,000 keys
+/// 275-296 ms in a debug build). Such commands now give the runtime a turn every 1,024
+/// items, and a subscriber of 10,000 patterns that leaves is unsubscribed off the workers.
+#[test]
+fn a_long_command_from_memory_leaves_other_clients_answered() {
+    let s = Server::start_l1_only("");
+    let mut c = s.raw();
+    assert_eq!(c.cmd(&[b"SET", b"k", b"v"]), Frame::Simple("OK".into()));
+    let numbered = |word: &str, prefix: &str, suffix: &str, n: usize| {
+        let mut args = vec![word.as_bytes().to_vec()];
+        args.extend((0..n).map(|i| format!("{prefix}{i}{suffix}").into_bytes()));
+        request(&args)
+    };
+    let mut exists = vec![b"EXISTS".to_vec()];
+    exists.extend(std::iter::repeat_n(b"k".to_vec(), 300_000));
+    let cases: [(&str, Vec<u8>, usize); 4] = [
+        ("EXISTS of 300,000 keys", request(&exists), 1),
+        (
+            "MGET of 100,000 keys",
+            {
+                exists[0] = b"MGET".to_vec();
+                request(&exists[..100_001])
+            },
+            1,
+        ),
+        (
+            "PSUBSCRIBE of 10,000 patterns",
+            numbered("PSUBSCRIBE", "p", "*", 10_000),
+            10_000,
+        ),
+        (
+            "SUBSCRIBE of 10,000 channels",
+            numbered("SUBSCRIBE", "c", "", 10_000),
+            10_000,
+        ),
+    ];
+    for (case, req, replies) in &cases {
+        let mut waits = Vec::new();
+        let mut tooks = Vec::new();
+        let mut leaves = Vec::new();
+        for _ in 0..5 {
+            let mut long = s.raw();
+            long.stream
+                .set_read_timeout(Some(Duration::from_secs(60)))
+                .unwrap();
+            let mut by = s.raw();
+            assert_eq!(by.cmd(&[b"PING"]), Frame::Simple("PONG".into()));
+            long.send(&req[..req.len() - 2]);
+            std::thread::sleep(Duration::from_millis(300));
+            let t = Instant::now();
+            long.send(&req[req.len() - 2..]);
+            std::thread::sleep(Duration::from_millis(5));
+            let tb = Instant::now();
+            assert_eq!(by.cmd(&[b"PING"]), Frame::Simple("PONG".into()));
+            waits.push(tb.elapsed());
+            for _ in 0..*replies {
+                assert!(!matches!(long.frame(), Frame::Error(_)), "{case}");
+            }
+            tooks.push(t.elapsed());
+            if *replies > 1 {
+                // The subscriber leaves, alone again.
+                std::thread::sleep(Duration::from_millis(300));
+                drop(long);
+                std::thread::sleep(Duration::from_millis(2));
+                let tb = Instant::now();
+                assert_eq!(by.cmd(&[b"PING"]), Frame::Simple("PONG".into()));
+                leaves.push(tb.elapsed());
+            }
+        }
+        waits.sort();
+        tooks.sort();
+        leaves.sort();
+        println!(
+            "{case}: took {tooks:?}; a PING meanwhile waited {waits:?}; after it left {leaves:?}"
+        );
+        let (wait, took) = (waits[2], tooks[2]);
+        assert!(
+            wait < took / 3,
+            "{case}: a bystander's PING waited {wait:?} (median of 5) for a command of {took:?}"
+        );
+        if let Some(left) = leaves.get(2) {
+            assert!(
+                *left < took / 4,
+                "{case}: a bystander's PING waited {left:?} (median of 5) as the subscriber left"
+            );
+        }
+    }
+}

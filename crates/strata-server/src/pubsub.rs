@@ -210,6 +210,21 @@ const SUBSCRIPTION_OVERHEAD: usize = 480;
 const PATTERN_OVERHEAD: usize = 1024;
 
 /// What a subscription to a channel (or shard channel) named with `len` bytes is charged.
+/// Takes up to `*left` names out of `set` (all of them when it has no more), counting them
+/// off `*left`.
+fn take_some(set: &mut BTreeSet<Bytes>, left: &mut usize) -> Vec<Bytes> {
+    if set.len() <= *left {
+        *left -= set.len();
+        return std::mem::take(set).into_iter().collect();
+    }
+    let names: Vec<Bytes> = set.iter().take(*left).cloned().collect();
+    for n in &names {
+        set.remove(n);
+    }
+    *left = 0;
+    names
+}
+
 fn channel_charge(len: usize) -> usize {
     2 * len + SUBSCRIPTION_OVERHEAD
 }
@@ -635,14 +650,23 @@ impl PubSub {
     /// Drops every subscription of `sub` (its connection ends, or `RESET`), in batches so
     /// that the lock is let go between them.
     pub fn close(&self, sub: &mut Subscription) {
+        while self.close_some(sub, usize::MAX) {}
+    }
+
+    /// Drops up to `max` of `sub`'s subscriptions, in batches of 256 under the lock; returns
+    /// whether some are left (the caller may give the runtime a turn between calls).
+    pub fn close_some(&self, sub: &mut Subscription, max: usize) -> bool {
+        let mut left = max;
         for shard in [false, true] {
-            let names: Vec<Bytes> = std::mem::take(if shard {
+            let set = if shard {
                 &mut sub.shard_channels
             } else {
                 &mut sub.channels
-            })
-            .into_iter()
-            .collect();
+            };
+            let names = take_some(set, &mut left);
+            sub.held = sub
+                .held
+                .saturating_sub(names.iter().map(|c| channel_charge(c.len())).sum::<usize>());
             for batch in names.chunks(256) {
                 let mut subs = self.subs.write();
                 let map = if shard {
@@ -655,8 +679,13 @@ impl PubSub {
                 }
             }
         }
-        let patterns: Vec<Bytes> = std::mem::take(&mut sub.patterns).into_iter().collect();
-        sub.held = 0;
+        let patterns = take_some(&mut sub.patterns, &mut left);
+        sub.held = sub.held.saturating_sub(
+            patterns
+                .iter()
+                .map(|p| pattern_charge(p.len()))
+                .sum::<usize>(),
+        );
         for batch in patterns.chunks(256) {
             let mut subs = self.subs.write();
             let mut changed: Vec<usize> = batch
@@ -669,6 +698,7 @@ impl PubSub {
                 subs.patterns.refresh(&changed);
             }
         }
+        !(sub.channels.is_empty() && sub.shard_channels.is_empty() && sub.patterns.is_empty())
     }
 
     /// Queues `push` for client `id`: `None` when it has no queue (not connected, or neither

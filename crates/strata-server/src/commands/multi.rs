@@ -342,7 +342,8 @@ pub(super) async fn watch(sh: &Shared, s: &mut Session<'_>, a: &[Bytes]) -> Res<
         }
         Err(why)
     };
-    for k in &a[1..] {
+    for (i, k) in a[1..].iter().enumerate() {
+        super::pace(i).await;
         if s.tx
             .watched_keys
             .contains(&(s.ns.clone(), Bytes::copy_from_slice(k)))

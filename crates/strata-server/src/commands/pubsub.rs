@@ -106,17 +106,32 @@ fn check_names(sh: &Shared, names: &[Bytes], pattern: bool) -> Res<()> {
 
 /// `SUBSCRIBE channel …`, `PSUBSCRIBE pattern …` and `SSUBSCRIBE shardchannel …`. The
 /// names are checked first, so a refused command subscribes to nothing.
-pub(super) fn subscribe(sh: &Shared, s: &mut Session<'_>, a: &[Bytes], kind: Kind) -> Res<()> {
+/// A long list gives the runtime a turn every [`super::PACE_ITEMS`] names.
+pub(super) async fn subscribe(
+    sh: &Shared,
+    s: &mut Session<'_>,
+    a: &[Bytes],
+    kind: Kind,
+) -> Res<()> {
     check_names(sh, &a[1..], kind == Kind::Pattern)?;
     if kind == Kind::Pattern {
         // Together: the pattern table's snapshots are rebuilt once per batch.
-        let (counts, refused) = sh.pubsub.psubscribe_all(subscription(sh, s), &a[1..]);
-        for (name, count) in a[1..].iter().zip(counts) {
-            confirm_count(s, kind.words().0, Some(name), count);
+        for (i, batch) in a[1..].chunks(super::PACE_ITEMS).enumerate() {
+            if i > 0 {
+                tokio::task::yield_now().await;
+            }
+            let (counts, refused) = sh.pubsub.psubscribe_all(subscription(sh, s), batch);
+            for (name, count) in batch.iter().zip(counts) {
+                confirm_count(s, kind.words().0, Some(name), count);
+            }
+            if let Some(why) = refused {
+                return Err(ReplyError::err(why));
+            }
         }
-        return refused.map_or(Ok(()), |why| Err(ReplyError::err(why)));
+        return Ok(());
     }
-    for name in &a[1..] {
+    for (i, name) in a[1..].iter().enumerate() {
+        super::pace(i).await;
         let sub = subscription(sh, s);
         let done = match kind {
             Kind::Channel => sh.pubsub.subscribe(sub, name),
@@ -148,8 +163,9 @@ pub fn drain(s: &mut Session<'_>) -> bool {
 }
 
 /// `UNSUBSCRIBE [channel …]`, `PUNSUBSCRIBE [pattern …]` and `SUNSUBSCRIBE [shardchannel
-/// …]`: without names, from every one of that kind.
-pub(super) fn unsubscribe(sh: &Shared, s: &mut Session<'_>, a: &[Bytes], kind: Kind) {
+/// …]`: without names, from every one of that kind. A long list gives the runtime a turn
+/// every [`super::PACE_ITEMS`] names.
+pub(super) async fn unsubscribe(sh: &Shared, s: &mut Session<'_>, a: &[Bytes], kind: Kind) {
     let word = kind.words().1;
     let names: Vec<Bytes> = if a.len() > 1 {
         a[1..].to_vec()
@@ -169,7 +185,8 @@ pub(super) fn unsubscribe(sh: &Shared, s: &mut Session<'_>, a: &[Bytes], kind: K
         confirm(s, kind, word, None);
         return;
     }
-    for name in &names {
+    for (i, name) in names.iter().enumerate() {
+        super::pace(i).await;
         if let Some(sub) = s.sub.as_mut() {
             match kind {
                 Kind::Channel => sh.pubsub.unsubscribe(sub, name),
