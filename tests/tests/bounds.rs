@@ -1623,7 +1623,8 @@ fn request(args: &[Vec<u8>]) -> Vec<u8> {
 /// the worker holding the poller, and a bystander's `PING` sat unread in the kernel as long
 /// (review helper-121: `PSUBSCRIBE` of 10,000 patterns 60-116 ms, `EXISTS` of 300,000 keys
 /// 275-296 ms in a debug build). Such commands now give the runtime a turn every 1,024
-/// items, and a subscriber of 10,000 patterns that leaves is unsubscribed off the workers.
+/// items, a subscriber of 10,000 patterns that leaves is unsubscribed off the workers, and
+/// a pattern invalidation walks a large L1 off the workers (review helper-122: 755 ms).
 #[test]
 fn a_long_command_from_memory_leaves_other_clients_answered() {
     let s = Server::start_l1_only("");
@@ -1634,9 +1635,19 @@ fn a_long_command_from_memory_leaves_other_clients_answered() {
         args.extend((0..n).map(|i| format!("{prefix}{i}{suffix}").into_bytes()));
         request(&args)
     };
+    // 300,000 keys in L1 for a pattern invalidation to walk.
+    for chunk in 0..300 {
+        let mut mset = vec![b"MSET".to_vec()];
+        for i in chunk * 1000..(chunk + 1) * 1000 {
+            mset.push(format!("key:{i:06}:{}", "x".repeat(40)).into_bytes());
+            mset.push(b"v".to_vec());
+        }
+        c.send(&request(&mset));
+        assert_eq!(c.frame(), Frame::Simple("OK".into()));
+    }
     let mut exists = vec![b"EXISTS".to_vec()];
     exists.extend(std::iter::repeat_n(b"k".to_vec(), 300_000));
-    let cases: [(&str, Vec<u8>, usize); 4] = [
+    let cases: [(&str, Vec<u8>, usize); 5] = [
         ("EXISTS of 300,000 keys", request(&exists), 1),
         (
             "MGET of 100,000 keys",
@@ -1644,6 +1655,14 @@ fn a_long_command_from_memory_leaves_other_clients_answered() {
                 exists[0] = b"MGET".to_vec();
                 request(&exists[..100_001])
             },
+            1,
+        ),
+        (
+            "STRATA.INVALIDATE.PATTERN matching none of 300,000 keys",
+            request(&[
+                b"STRATA.INVALIDATE.PATTERN".to_vec(),
+                b"*[^0-9v]nomatch*".to_vec(),
+            ]),
             1,
         ),
         (

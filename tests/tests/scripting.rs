@@ -210,6 +210,38 @@ fn runaway_scripts_are_stopped_and_others_are_served() {
             t.elapsed()
         );
     }
+    // A loop of long library calls, far fewer than the instruction hook's 10,000
+    // instructions: each call checks the time first, so the script leaves the worker after
+    // its inline budget and stops at its limit (60 `string.rep`s of 20 MB ran 8.7 s on a
+    // worker, every client unanswered, and returned past the limit; review helper-122).
+    for body in [
+        "for i = 1, 60 do local s = string.rep('a', 20000000) end return 1",
+        "local s = string.rep('a', 1000000) for i = 1, 300 do local t = string.gsub(s, 'a', 'b') end return 1",
+    ] {
+        let url = srv.url();
+        let body_owned = body.to_owned();
+        let long = std::thread::spawn(move || {
+            let mut c = redis::Client::open(url).unwrap().get_connection().unwrap();
+            let t = Instant::now();
+            let r = redis::cmd("EVAL")
+                .arg(body_owned)
+                .arg(0)
+                .query::<i64>(&mut c);
+            (r, t.elapsed())
+        });
+        std::thread::sleep(Duration::from_millis(300));
+        let t = Instant::now();
+        let _: () = redis::cmd("PING").query(&mut c).unwrap();
+        let waited = t.elapsed();
+        let (r, took) = long.join().unwrap();
+        let e = r.expect_err(body);
+        assert!(e.to_string().contains("stopped"), "{body}: {e}");
+        assert!(took < Duration::from_secs(4), "{body}: {took:?}");
+        assert!(
+            waited < Duration::from_millis(100),
+            "{body}: a bystander's PING waited {waited:?}"
+        );
+    }
     // pcall still catches the script's own errors.
     let caught: Vec<redis::Value> = redis::cmd("EVAL")
         .arg("local ok, e = pcall(function() error('mine') end) return {tostring(ok), e}")

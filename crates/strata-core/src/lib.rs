@@ -56,3 +56,17 @@ pub use tier::{Layer, SetOutcome, Tier, TierHealth};
 pub use time::{Clock, CoarseClock, ManualClock, SystemClock, UnixMillis};
 pub use version::{HybridClock, Version};
 pub use view::{CacheHealth, L1Snapshot, LayerSnapshot, StatsSnapshot};
+
+/// Runs `f`, a long stretch of work on memory, where it holds up only the task calling it:
+/// on a worker of tokio's multi-thread runtime through `block_in_place` (the worker's other
+/// tasks, and the socket poller it may hold, go to another thread meanwhile), elsewhere
+/// (a current-thread runtime, the simulator, no runtime) in place.
+pub fn off_worker<R>(f: impl FnOnce() -> R) -> R {
+    let multi_thread = tokio::runtime::Handle::try_current()
+        .is_ok_and(|h| h.runtime_flavor() == tokio::runtime::RuntimeFlavor::MultiThread);
+    if multi_thread {
+        tokio::task::block_in_place(f)
+    } else {
+        f()
+    }
+}

@@ -457,6 +457,10 @@ impl Lifecycle<L1Key, Slot> for EvictionHook {
     }
 }
 
+/// Entries of a pool past which a walk of it (a pattern or tag invalidation) runs off the
+/// worker thread ([`crate::off_worker`]).
+const OFF_WORKER_ENTRIES: usize = 16_384;
+
 type Pool = QcCache<L1Key, Slot, EntryWeighter, DefaultHashBuilder, EvictionHook>;
 
 struct NsSlot {
@@ -1057,6 +1061,22 @@ impl MemoryTier {
         }) else {
             return 0;
         };
+        // A walk of a large pool (300,000 keys: 0.75 s in a debug build) on a worker kept
+        // every other client of the node unanswered meanwhile (review helper-122).
+        if self.pools[pool].len() > OFF_WORKER_ENTRIES {
+            return crate::off_worker(|| self.remove_from(id, generation, pool, doomed));
+        }
+        self.remove_from(id, generation, pool, doomed)
+    }
+
+    /// [`MemoryTier::remove_where`]'s walk of pool `pool` for namespace `id` of `generation`.
+    fn remove_from(
+        &self,
+        id: u32,
+        generation: u64,
+        pool: usize,
+        doomed: impl Fn(&[u8], &Slot) -> bool,
+    ) -> u64 {
         let removed = Cell::new(0u64);
         let gone = std::cell::RefCell::new(Vec::new());
         self.pools[pool].retain(|k, s| {

@@ -222,7 +222,7 @@ pub(super) fn publish(sh: &Shared, s: &mut Session<'_>, a: &[Bytes], sharded: bo
 }
 
 /// `PUBSUB CHANNELS [pattern] | NUMSUB [channel …] | NUMPAT` (this node's subscriptions).
-pub(super) fn pubsub(sh: &Shared, s: &mut Session<'_>, a: &[Bytes]) -> Res<()> {
+pub(super) async fn pubsub(sh: &Shared, s: &mut Session<'_>, a: &[Bytes]) -> Res<()> {
     let sub = String::from_utf8_lossy(&a[1]).to_ascii_uppercase();
     match sub.as_str() {
         "CHANNELS" if a.len() <= 3 => {
@@ -240,7 +240,8 @@ pub(super) fn pubsub(sh: &Shared, s: &mut Session<'_>, a: &[Bytes]) -> Res<()> {
         }
         "NUMSUB" => {
             s.reply.array(2 * (a.len() - 2));
-            for c in &a[2..] {
+            for (i, c) in a[2..].iter().enumerate() {
+                super::pace(i).await;
                 s.reply.bulk(c);
                 s.reply.integer(sh.pubsub.numsub(c) as i64);
             }
@@ -261,7 +262,8 @@ pub(super) fn pubsub(sh: &Shared, s: &mut Session<'_>, a: &[Bytes]) -> Res<()> {
         }
         "SHARDNUMSUB" => {
             s.reply.array(2 * (a.len() - 2));
-            for c in &a[2..] {
+            for (i, c) in a[2..].iter().enumerate() {
+                super::pace(i).await;
                 s.reply.bulk(c);
                 s.reply.integer(sh.pubsub.shard_numsub(c) as i64);
             }

@@ -450,6 +450,9 @@ impl Drop for Held<'_> {
     }
 }
 
+/// A running script's stop check (`run_script`'s `halt`).
+type Halt = Arc<dyn Fn() -> mlua::Result<()> + Send + Sync>;
+
 enum Outcome {
     Done(Reply),
     /// Stopped at the inline budget, with nothing applied.
@@ -488,24 +491,31 @@ fn run_script(
     };
     let _ = lua.set_memory_limit(SCRIPT_MEMORY_LIMIT);
     let stop = Arc::new(Mutex::new(Stop::None));
-    {
+    // Stops the script (an error no `pcall` of its own catches) once it is killed, past its
+    // time limit, or past its inline budget; called by the instruction hook and before the
+    // library functions that can run long in one call (`guard_library`).
+    let halt: Halt = {
         let (stop, kill) = (stop.clone(), kill.clone());
+        Arc::new(move || {
+            let now = Instant::now();
+            let why = if kill.load(Ordering::Relaxed) {
+                Stop::Killed
+            } else if now > deadline {
+                Stop::Timeout
+            } else if budget.is_some_and(|b| now > b) {
+                Stop::Yield
+            } else {
+                return Ok(());
+            };
+            *stop.lock() = why;
+            Err(mlua::Error::RuntimeError(STOPPED.into()))
+        })
+    };
+    {
+        let halt = halt.clone();
         let _ = lua.set_hook(
             HookTriggers::new().every_nth_instruction(10_000),
-            move |_, _| {
-                let now = Instant::now();
-                let why = if kill.load(Ordering::Relaxed) {
-                    Stop::Killed
-                } else if now > deadline {
-                    Stop::Timeout
-                } else if budget.is_some_and(|b| now > b) {
-                    Stop::Yield
-                } else {
-                    return Ok(VmState::Continue);
-                };
-                *stop.lock() = why;
-                Err(mlua::Error::RuntimeError(STOPPED.into()))
-            },
+            move |_, _| halt().map(|()| VmState::Continue),
         );
     }
     let before = view.snapshot();
@@ -555,7 +565,7 @@ fn run_script(
             line.set(raise_line(lua));
             Ok(err)
         })?;
-        setup(&lua, script, call(false)?, call(true)?, stopped)?;
+        setup(&lua, script, call(false)?, call(true)?, stopped, &halt)?;
         let chunk = compile(&lua, &script.body)?;
         let out: MultiValue = raw_xpcall.call((chunk, handler))?;
         let mut out = out.into_iter();
@@ -677,6 +687,7 @@ fn setup(
     call: mlua::Function,
     pcall: mlua::Function,
     stopped: impl Fn() -> bool + Clone + Send + 'static,
+    halt: &Halt,
 ) -> mlua::Result<()> {
     let g = lua.globals();
     // `pcall` and `xpcall` are Lua's own, called through a check: a stop (time limit,
@@ -866,7 +877,7 @@ fn setup(
         })?,
     )?;
     g.raw_set("cjson", cjson)?;
-    guard_patterns(lua)?;
+    guard_library(lua, halt)?;
     // math.random from a generator of this script's own (Lua 5.1's uses the process-wide
     // C rand(): one client could set what another's scripts draw), seeded the same on
     // every run, as Redis does.
@@ -934,8 +945,13 @@ fn setup(
 }
 
 /// Wraps the string library's matchers so that a pattern whose worst case is too much
-/// work (or too deep a recursion for the C stack) is refused before Lua's matcher runs.
-fn guard_patterns(lua: &Lua) -> mlua::Result<()> {
+/// work (or too deep a recursion for the C stack) is refused before Lua's matcher runs, and
+/// checks `halt` before each call of `string.rep` and the matchers: one such call can take
+/// long (`string.rep` of 20 MB: 100 ms in a release build), and the instruction hook runs
+/// every 10,000 instructions only, so a loop of 60 of them ran 8.7 s on a worker thread
+/// with every other client unanswered, past the time limit (review helper-122). A hook at
+/// every call instead made call-heavy scripts 4-6x slower.
+fn guard_library(lua: &Lua, halt: &Halt) -> mlua::Result<()> {
     let string: mlua::Table = lua.globals().raw_get("string")?;
     // `string.dump` makes bytecode, which no script may load (`compile`).
     string.raw_set("dump", Value::Nil)?;
@@ -944,9 +960,11 @@ fn guard_patterns(lua: &Lua) -> mlua::Result<()> {
     // of them for minutes. An empty string or count answers at once; a result past the
     // script memory limit is refused before it is built.
     let rep: mlua::Function = string.raw_get("rep")?;
+    let rep_halt = halt.clone();
     string.raw_set(
         "rep",
         lua.create_function(move |lua, (s, n): (mlua::LuaString, f64)| {
+            rep_halt()?;
             let len = s.as_bytes().len() as f64;
             if len == 0.0 || n < 1.0 {
                 return lua.create_string("");
@@ -961,7 +979,9 @@ fn guard_patterns(lua: &Lua) -> mlua::Result<()> {
     )?;
     for name in ["find", "match", "gmatch", "gsub"] {
         let original: mlua::Function = string.raw_get(name)?;
+        let halt = halt.clone();
         let guarded = lua.create_function(move |_, args: MultiValue| {
+            halt()?;
             let subject = match args.front() {
                 Some(Value::String(s)) => s.as_bytes().len(),
                 Some(Value::Integer(_) | Value::Number(_)) => 32,
