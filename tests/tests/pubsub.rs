@@ -462,3 +462,80 @@ fn a_slow_pattern_match_holds_up_its_publisher_only() {
         other => panic!("{other:?}"),
     }
 }
+
+/// A client with thousands of subscriptions gives them up in turns (`RESET`) or off the
+/// runtime's workers (when it leaves), yet what others see is as if at once: after `RESET`
+/// nothing of it is left and it subscribes afresh from zero; once it has left, a `PUBLISH`
+/// counts it no more, even while its names are still leaving the table.
+#[test]
+fn many_subscriptions_end_whole_on_reset_and_on_leaving() {
+    let s = Server::start("");
+    let channels: Vec<Vec<u8>> = (0..3000).map(|i| format!("c{i}").into_bytes()).collect();
+    let patterns: Vec<Vec<u8>> = (0..3000).map(|i| format!("p{i}*").into_bytes()).collect();
+    let subscribe = |c: &mut Raw| {
+        for (word, names) in [("SUBSCRIBE", &channels), ("PSUBSCRIBE", &patterns)] {
+            let mut args: Vec<&[u8]> = vec![word.as_bytes()];
+            args.extend(names.iter().map(Vec::as_slice));
+            c.send(
+                &Frame::Array(
+                    args.iter()
+                        .map(|a| Frame::Bulk(a.to_vec().into()))
+                        .collect(),
+                )
+                .to_bytes(),
+            );
+            for _ in 0..names.len() {
+                assert!(matches!(c.frame(), Frame::Array(_)));
+            }
+        }
+    };
+    let mut sub = s.raw();
+    let mut other = s.raw();
+    subscribe(&mut sub);
+    assert_eq!(other.cmd(&[b"PUBLISH", b"c2999", b"x"]), Frame::Integer(1));
+    assert!(matches!(sub.frame(), Frame::Array(_)));
+    assert_eq!(sub.cmd(&[b"RESET"]), Frame::Simple("RESET".into()));
+    assert_eq!(other.cmd(&[b"PUBSUB", b"NUMPAT"]), Frame::Integer(0));
+    assert_eq!(
+        other.cmd(&[b"PUBSUB", b"NUMSUB", b"c0", b"c2999"]),
+        Frame::Array(vec![
+            Frame::Bulk("c0".into()),
+            Frame::Integer(0),
+            Frame::Bulk("c2999".into()),
+            Frame::Integer(0),
+        ])
+    );
+    // Subscribed afresh: its count starts from one.
+    match sub.cmd(&[b"SUBSCRIBE", b"c0"]) {
+        Frame::Array(f) => assert_eq!(f[2], Frame::Integer(1)),
+        f => panic!("{f:?}"),
+    }
+    match sub.cmd(&[b"UNSUBSCRIBE"]) {
+        Frame::Array(f) => assert_eq!(f[2], Frame::Integer(0)),
+        f => panic!("{f:?}"),
+    }
+    assert_eq!(sub.cmd(&[b"RESET"]), Frame::Simple("RESET".into()));
+
+    // Leaving: once the node has seen the connection close, a PUBLISH reaches nobody.
+    subscribe(&mut sub);
+    drop(sub);
+    let deadline = Instant::now() + Duration::from_secs(5);
+    loop {
+        let f = other.cmd(&[b"PUBLISH", b"p5xyz", b"x"]);
+        if f == Frame::Integer(0) {
+            break;
+        }
+        assert_eq!(f, Frame::Integer(1));
+        assert!(
+            Instant::now() < deadline,
+            "still delivered to a client that left"
+        );
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    // And its names leave the table soon after.
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while other.cmd(&[b"PUBSUB", b"NUMPAT"]) != Frame::Integer(0) {
+        assert!(Instant::now() < deadline, "patterns of a client that left");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}

@@ -209,7 +209,6 @@ const SUBSCRIPTION_OVERHEAD: usize = 480;
 /// 320 of them the compiled pattern (review, 2026-12-06; charged 500 then).
 const PATTERN_OVERHEAD: usize = 1024;
 
-/// What a subscription to a channel (or shard channel) named with `len` bytes is charged.
 /// Takes up to `*left` names out of `set` (all of them when it has no more), counting them
 /// off `*left`.
 fn take_some(set: &mut BTreeSet<Bytes>, left: &mut usize) -> Vec<Bytes> {
@@ -225,6 +224,7 @@ fn take_some(set: &mut BTreeSet<Bytes>, left: &mut usize) -> Vec<Bytes> {
     names
 }
 
+/// What a subscription to a channel (or shard channel) named with `len` bytes is charged.
 fn channel_charge(len: usize) -> usize {
     2 * len + SUBSCRIPTION_OVERHEAD
 }
@@ -268,17 +268,22 @@ impl std::fmt::Debug for Subscription {
 
 impl Drop for Subscription {
     fn drop(&mut self) {
-        let hub = self.hub.clone();
-        hub.close(self);
-        hub.outlets.write().remove(&self.id);
-        // What is still queued leaves the clients' memory with it; sends from now on fail
-        // (and give their share back themselves).
-        self.rx.close();
-        while self.try_recv().is_some() {}
+        self.hub.clone().close(self);
+        self.detach();
     }
 }
 
 impl Subscription {
+    /// Takes the client out of delivery at once, its names left in the table (for
+    /// [`PubSub::close`], which may run elsewhere): pushes to its id find no outlet (a
+    /// tracking redirect to it is broken), what is queued leaves the clients' memory with
+    /// it, and sends from now on fail (and give their share back themselves).
+    pub fn detach(&mut self) {
+        self.hub.outlets.write().remove(&self.id);
+        self.rx.close();
+        while self.try_recv().is_some() {}
+    }
+
     /// How many channels and patterns the client is subscribed to (Redis's count in every
     /// (un)subscribe reply).
     pub fn count(&self) -> usize {

@@ -91,18 +91,48 @@ pub struct Session<'a> {
     pub readonly: bool,
 }
 
+/// Connections' subscriptions being given up on the blocking pool at once, at most
+/// [`MAX_CLOSERS`] (a mass disconnect could otherwise fill the pool, every thread waiting
+/// for the subscription table's lock, with L3's reads queued behind them).
+static CLOSERS: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+const MAX_CLOSERS: usize = 2;
+
+/// One of [`CLOSERS`], given back when dropped (also when the pool, shutting down, drops
+/// the task unrun).
+struct Closer;
+
+impl Drop for Closer {
+    fn drop(&mut self) {
+        CLOSERS.fetch_sub(1, Ordering::AcqRel);
+    }
+}
+
 impl Drop for Session<'_> {
     /// A connection that held many subscriptions gives them up on the blocking pool: leaving
     /// 10,000 patterns takes the pattern table's lock 40 times and rebuilds its snapshots,
-    /// which on a worker kept other clients' requests unread meanwhile ([`pace`]). The
-    /// connection's id is never used again, so nothing it subscribes to later can be taken.
+    /// which on a worker kept other clients' requests unread meanwhile ([`pace`]). It is
+    /// taken out of delivery first, here (no push is queued for it, a tracking redirect to
+    /// it is broken at once); its names leave the table on the pool. The connection's id is
+    /// never used again, so nothing subscribed later can be taken.
     fn drop(&mut self) {
-        if let Some(sub) = self.sub.take()
-            && sub.count() + sub.shard_count() > PACE_ITEMS
-            && tokio::runtime::Handle::try_current().is_ok()
+        let Some(mut sub) = self.sub.take() else {
+            return;
+        };
+        if sub.count() + sub.shard_count() <= PACE_ITEMS
+            || tokio::runtime::Handle::try_current().is_err()
         {
-            tokio::task::spawn_blocking(move || drop(sub));
+            return;
         }
+        sub.detach();
+        if CLOSERS.fetch_add(1, Ordering::AcqRel) >= MAX_CLOSERS {
+            CLOSERS.fetch_sub(1, Ordering::AcqRel);
+            return;
+        }
+        let closer = Closer;
+        tokio::task::spawn_blocking(move || {
+            drop(sub);
+            drop(closer);
+        });
     }
 }
 

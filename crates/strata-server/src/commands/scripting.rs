@@ -513,8 +513,14 @@ fn run_script(
     };
     {
         let halt = halt.clone();
+        // On the worker (within the inline budget) every 100 instructions: one instruction
+        // can copy up to the memory limit (`..` of a 30 MB string), so 10,000 of them could
+        // hold the worker, and every client whose request waits on it, for many seconds.
+        // A script that runs that long is rerun off the worker, where the check only serves
+        // the time limit and `SCRIPT KILL`.
+        let every = if budget.is_some() { 100 } else { 10_000 };
         let _ = lua.set_hook(
-            HookTriggers::new().every_nth_instruction(10_000),
+            HookTriggers::new().every_nth_instruction(every),
             move |_, _| halt().map(|()| VmState::Continue),
         );
     }
@@ -950,7 +956,10 @@ fn setup(
 /// long (`string.rep` of 20 MB: 100 ms in a release build), and the instruction hook runs
 /// every 10,000 instructions only, so a loop of 60 of them ran 8.7 s on a worker thread
 /// with every other client unanswered, past the time limit (review helper-122). A hook at
-/// every call instead made call-heavy scripts 4-6x slower.
+/// every call instead made call-heavy scripts 4-6x slower. (Lua 5.1's case changes,
+/// `reverse` and `%q` copy byte by byte as well; they are left to the hook, which runs
+/// every 100 instructions on the worker: a wrapper called from Rust changes their error
+/// text from Redis's.)
 fn guard_library(lua: &Lua, halt: &Halt) -> mlua::Result<()> {
     let string: mlua::Table = lua.globals().raw_get("string")?;
     // `string.dump` makes bytecode, which no script may load (`compile`).
@@ -994,11 +1003,23 @@ fn guard_library(lua: &Lua, halt: &Halt) -> mlua::Result<()> {
             {
                 check_pattern(&p.as_bytes(), subject)?;
             }
-            original.call::<MultiValue>(args)
+            original.call::<MultiValue>(args).map_err(|e| named(e, name))
         })?;
         string.raw_set(name, guarded)?;
     }
     Ok(())
+}
+
+/// `e`, from library function `name` called through a wrapper, with the function's name
+/// where Lua, seeing it called from Rust, wrote `?` (`bad argument #1 to 'upper' (string
+/// expected, got no value)`, as Redis words it).
+fn named(e: mlua::Error, name: &str) -> mlua::Error {
+    match e {
+        mlua::Error::RuntimeError(msg) if msg.contains(" to '?'") => {
+            mlua::Error::RuntimeError(msg.replacen(" to '?'", &format!(" to '{name}'"), 1))
+        }
+        other => other,
+    }
 }
 
 fn check_pattern(pattern: &[u8], subject: usize) -> mlua::Result<()> {
