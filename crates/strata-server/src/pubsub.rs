@@ -793,25 +793,7 @@ impl PubSub {
     /// Shard channels with at least one subscriber, matching `pattern` when given (`PUBSUB
     /// SHARDCHANNELS`).
     pub fn shard_channels(&self, pattern: Option<&Glob>) -> Vec<Bytes> {
-        let list = || {
-            let mut out: Vec<Bytes> = self
-                .subs
-                .read()
-                .shards
-                .keys()
-                .filter(|c| pattern.is_none_or(|g| g.matches(c)))
-                .cloned()
-                .collect();
-            out.sort();
-            out
-        };
-        // 40,000 channels took 145 ms in a debug build, with every other client unanswered
-        // meanwhile (review helper-122).
-        if self.subs.read().shards.len() > LIST_OFF_WORKER {
-            strata_core::off_worker(list)
-        } else {
-            list()
-        }
+        self.list_channels(true, pattern)
     }
 
     /// Subscribers of shard channel `channel` (`PUBSUB SHARDNUMSUB`).
@@ -822,21 +804,34 @@ impl PubSub {
     /// Channels with at least one subscriber, matching `pattern` when given (`PUBSUB
     /// CHANNELS`).
     pub fn channels(&self, pattern: Option<&Glob>) -> Vec<Bytes> {
+        self.list_channels(false, pattern)
+    }
+
+    /// The channels (`shard`: shard channels) with a subscriber that match `pattern`, sorted.
+    /// Listed off the worker past [`LIST_OFF_WORKER`] channels: 40,000 took 145 ms in a debug
+    /// build, with every other client unanswered meanwhile (review helper-122).
+    fn list_channels(&self, shard: bool, pattern: Option<&Glob>) -> Vec<Bytes> {
         let list = || {
-            let mut out: Vec<Bytes> = self
-                .subs
-                .read()
-                .channels
+            let subs = self.subs.read();
+            let map = if shard { &subs.shards } else { &subs.channels };
+            let mut out: Vec<Bytes> = map
                 .keys()
                 .filter(|c| pattern.is_none_or(|g| g.matches(c)))
                 .cloned()
                 .collect();
+            drop(subs);
             out.sort();
             out
         };
-        // 40,000 channels took 145 ms in a debug build, with every other client unanswered
-        // meanwhile (review helper-122).
-        if self.subs.read().channels.len() > LIST_OFF_WORKER {
+        let held = {
+            let subs = self.subs.read();
+            if shard {
+                subs.shards.len()
+            } else {
+                subs.channels.len()
+            }
+        };
+        if held > LIST_OFF_WORKER {
             strata_core::off_worker(list)
         } else {
             list()
