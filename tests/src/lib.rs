@@ -435,6 +435,17 @@ impl Drop for Server {
     }
 }
 
+/// The RESP encoding of the command `args` (an array of bulk strings), as a client sends it.
+pub fn encode_command<A: AsRef<[u8]>>(args: &[A]) -> Vec<u8> {
+    strata_resp::Frame::Array(
+        args.iter()
+            .map(|a| strata_resp::Frame::Bulk(a.as_ref().to_vec().into()))
+            .collect(),
+    )
+    .to_bytes()
+    .to_vec()
+}
+
 /// A raw TCP connection speaking bytes, for protocol-level tests.
 pub struct Raw {
     pub stream: TcpStream,
@@ -492,12 +503,7 @@ impl Raw {
 
     /// Sends a command as a RESP array and reads the reply.
     pub fn cmd(&mut self, args: &[&[u8]]) -> strata_resp::Frame {
-        let f = strata_resp::Frame::Array(
-            args.iter()
-                .map(|a| strata_resp::Frame::Bulk(a.to_vec().into()))
-                .collect(),
-        );
-        self.send(&f.to_bytes());
+        self.send(&encode_command(args));
         self.frame()
     }
 

@@ -1609,13 +1609,6 @@ fn small_messages_for_slow_subscribers_are_charged_what_they_hold() {
     drop(subs);
 }
 
-/// The RESP encoding of the command `args`.
-fn request(args: &[Vec<u8>]) -> Vec<u8> {
-    Frame::Array(args.iter().map(|a| Frame::Bulk(a.clone().into())).collect())
-        .to_bytes()
-        .to_vec()
-}
-
 /// A long command whose every item is answered from memory lets other clients be answered
 /// while it runs. Tokio has one socket poller, held by a worker that went idle; the other
 /// idle worker sleeps until two tasks are queued. A request arriving alone (here: its last
@@ -1633,7 +1626,7 @@ fn a_long_command_from_memory_leaves_other_clients_answered() {
     let numbered = |word: &str, prefix: &str, suffix: &str, n: usize| {
         let mut args = vec![word.as_bytes().to_vec()];
         args.extend((0..n).map(|i| format!("{prefix}{i}{suffix}").into_bytes()));
-        request(&args)
+        encode_command(&args)
     };
     // 300,000 keys in L1 for a pattern invalidation to walk.
     for chunk in 0..300 {
@@ -1642,24 +1635,24 @@ fn a_long_command_from_memory_leaves_other_clients_answered() {
             mset.push(format!("key:{i:06}:{}", "x".repeat(40)).into_bytes());
             mset.push(b"v".to_vec());
         }
-        c.send(&request(&mset));
+        c.send(&encode_command(&mset));
         assert_eq!(c.frame(), Frame::Simple("OK".into()));
     }
     let mut exists = vec![b"EXISTS".to_vec()];
     exists.extend(std::iter::repeat_n(b"k".to_vec(), 300_000));
     let cases: [(&str, Vec<u8>, usize); 5] = [
-        ("EXISTS of 300,000 keys", request(&exists), 1),
+        ("EXISTS of 300,000 keys", encode_command(&exists), 1),
         (
             "MGET of 100,000 keys",
             {
                 exists[0] = b"MGET".to_vec();
-                request(&exists[..100_001])
+                encode_command(&exists[..100_001])
             },
             1,
         ),
         (
             "STRATA.INVALIDATE.PATTERN matching none of 300,000 keys",
-            request(&[
+            encode_command(&[
                 b"STRATA.INVALIDATE.PATTERN".to_vec(),
                 b"*[^0-9v]nomatch*".to_vec(),
             ]),

@@ -476,14 +476,7 @@ fn many_subscriptions_end_whole_on_reset_and_on_leaving() {
         for (word, names) in [("SUBSCRIBE", &channels), ("PSUBSCRIBE", &patterns)] {
             let mut args: Vec<&[u8]> = vec![word.as_bytes()];
             args.extend(names.iter().map(Vec::as_slice));
-            c.send(
-                &Frame::Array(
-                    args.iter()
-                        .map(|a| Frame::Bulk(a.to_vec().into()))
-                        .collect(),
-                )
-                .to_bytes(),
-            );
+            c.send(&encode_command(&args));
             for _ in 0..names.len() {
                 assert!(matches!(c.frame(), Frame::Array(_)));
             }
